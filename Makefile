@@ -1,0 +1,23 @@
+# The README's two set-up commands are `make demo` and `make test`; both bootstrap .venv.
+.PHONY: demo test unit sanity lint bench clean
+
+demo:
+	scripts/demo
+
+test:
+	scripts/test
+
+unit:
+	scripts/test unit
+
+sanity:
+	scripts/test sanity
+
+lint:
+	scripts/test lint
+
+bench:
+	scripts/bench
+
+clean:
+	rm -rf .venv tests/output var bench-results

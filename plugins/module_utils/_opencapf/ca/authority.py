@@ -1,0 +1,209 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The CAPF certificate: created on first use, regenerated or replaced without a restart.
+
+The store records every CAPF certificate ever used (the active one and its predecessors, whose
+LSCs still authenticate phones); the private key lives in a 0600 file in the store's key
+directory and is never logged or returned.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import secrets
+import threading
+from dataclasses import dataclass
+
+from ..dependencies import hashes, require, x509, NameOID
+from ..errors import CertificateError, NotFoundError
+from ..store import Store, audit
+from ..vocabulary import RESERVED_CN_PREFIX, check_choice, CAPF_KEY_TYPES, format_utc, utc_now
+from . import certificates as c
+from . import keys, rules
+
+CAPF_VALIDITY_DAYS = 1825
+DEFAULT_KEY_TYPE = "rsa2048"
+_SUBJECT_FIELDS = (
+    ("organizational_unit", "ORGANIZATIONAL_UNIT_NAME"),
+    ("organization", "ORGANIZATION_NAME"),
+    ("locality", "LOCALITY_NAME"),
+    ("state", "STATE_OR_PROVINCE_NAME"),
+    ("country", "COUNTRY_NAME"),
+)
+
+
+@dataclass(frozen=True)
+class Signer:
+    """The active CAPF certificate with its key, ready to sign."""
+
+    id: int
+    certificate: object
+    private_key: object
+
+    @property
+    def common_name(self) -> str:
+        return c.common_name(self.certificate.subject)
+
+
+_cache: dict[tuple[str, int], Signer] = {}
+_cache_lock = threading.Lock()
+
+
+def _subject(common_name: str, subject: dict | None):
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    for key, oid_name in _SUBJECT_FIELDS:
+        value = (subject or {}).get(key)
+        if value:
+            if key == "country" and len(value) != 2:
+                raise CertificateError(f"subject.country must be a two-letter country code, got {value!r}")
+            attributes.append(x509.NameAttribute(getattr(NameOID, oid_name), value))
+    return x509.Name(attributes)
+
+
+def build_capf_certificate(private_key, subject: dict | None = None, validity_days: int = CAPF_VALIDITY_DAYS,
+                           now: _dt.datetime | None = None):
+    """A self-signed CAPF certificate: CN ``CAPF-`` + 8 hex, CA:TRUE pathlen:0, KU
+    digitalSignature + keyCertSign (both critical), subject and authority key identifiers."""
+    require("cryptography")
+    now = now or utc_now()
+    name = _subject(RESERVED_CN_PREFIX + secrets.token_hex(4), subject)
+    public_key = private_key.public_key()
+    ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + _dt.timedelta(days=validity_days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=False,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+    )
+    return builder.sign(private_key, hashes.SHA256())
+
+
+def _record(store: Store, tx, certificate, private_key, source: str) -> int:
+    key_path = os.path.join(store.keys_dir, f"{c.common_name(certificate.subject)}-{c.fingerprint(certificate)[:16]}.key")
+    keys.save_private_key(key_path, private_key)
+    now = format_utc(utc_now())
+    tx.execute("UPDATE capf_certificates SET active = 0, retired_at = ? WHERE active = 1", (now,))
+    new_id = tx.insert(
+        "INSERT INTO capf_certificates (common_name, serial, fingerprint, key_type, key_path, pem, not_before, "
+        "not_after, source, active, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+        (
+            c.common_name(certificate.subject), format(certificate.serial_number, "x"), c.fingerprint(certificate),
+            keys.key_type_of(certificate.public_key()), key_path, c.to_pem(certificate),
+            format_utc(c.not_before(certificate)), format_utc(c.not_after(certificate)), source, now,
+        ),
+    )
+    audit.record(tx, store.actor, f"capf_certificate.{source}", c.common_name(certificate.subject),
+                 fingerprint=c.fingerprint(certificate), key_type=keys.key_type_of(certificate.public_key()))
+    return new_id
+
+
+def ensure(store: Store, key_type: str = DEFAULT_KEY_TYPE, subject: dict | None = None) -> tuple[dict, bool]:
+    """Create the CAPF certificate when the store has none; return (its summary, created)."""
+    with store.read() as tx:
+        row = tx.one("SELECT id FROM capf_certificates WHERE active = 1")
+    if row is not None:
+        return current(store), False
+    check_choice("key_type", key_type, CAPF_KEY_TYPES)
+    with store.transaction() as tx:
+        if tx.one("SELECT id FROM capf_certificates WHERE active = 1") is None:
+            private_key = keys.generate(key_type)
+            _record(store, tx, build_capf_certificate(private_key, subject), private_key, "generated")
+            created = True
+        else:
+            created = False
+    return current(store), created
+
+
+def regenerate(store: Store, key_type: str = DEFAULT_KEY_TYPE, subject: dict | None = None) -> dict:
+    """Replace the active CAPF certificate with a fresh one; the old one stays in history."""
+    check_choice("key_type", key_type, CAPF_KEY_TYPES)
+    private_key = keys.generate(key_type)
+    certificate = build_capf_certificate(private_key, subject)
+    with store.transaction() as tx:
+        _record(store, tx, certificate, private_key, "regenerated")
+    return current(store)
+
+
+def replace(store: Store, certificate_pem, private_key_pem) -> tuple[dict, bool]:
+    """Install an uploaded CAPF certificate and its key after checking the CAPF certificate rules."""
+    certificate = c.load_pem_certificates(certificate_pem, "capf_certificate")[0]
+    private_key = keys.parse_private_key(private_key_pem, "capf_private_key")
+    rules.check_ca_certificate(certificate, "capf_certificate")
+    if not keys.keys_match(private_key, certificate):
+        raise CertificateError("capf_private_key does not belong to capf_certificate")
+    fingerprint = c.fingerprint(certificate)
+    with store.transaction() as tx:
+        row = tx.one("SELECT active FROM capf_certificates WHERE fingerprint = ?", (fingerprint,))
+        if row is not None and row["active"]:
+            changed = False
+        elif row is not None:
+            raise CertificateError("capf_certificate was used before and has been retired; upload a new one")
+        else:
+            _record(store, tx, certificate, private_key, "uploaded")
+            changed = True
+    return current(store), changed
+
+
+def _summary(row: dict) -> dict:
+    certificate = c.load_pem_certificate(row["pem"], "stored CAPF certificate")
+    summary = c.describe(certificate)
+    summary.update(id=row["id"], active=bool(row["active"]), source=row["source"],
+                   created_at=row["created_at"], retired_at=row["retired_at"], pem=row["pem"])
+    return summary
+
+
+def current(store: Store) -> dict:
+    """Summary of the active CAPF certificate (no key material)."""
+    with store.read() as tx:
+        row = tx.one("SELECT * FROM capf_certificates WHERE active = 1")
+    if row is None:
+        raise NotFoundError("the store has no CAPF certificate yet; run 'init'")
+    return _summary(row)
+
+
+def history(store: Store) -> list[dict]:
+    """Every CAPF certificate, newest first."""
+    with store.read() as tx:
+        rows = tx.query("SELECT * FROM capf_certificates ORDER BY id DESC")
+    return [_summary(row) for row in rows]
+
+
+def all_certificates(store: Store) -> list:
+    """The CAPF certificates (active and retired) as certificate objects: LSC trust anchors."""
+    with store.read() as tx:
+        rows = tx.query("SELECT pem FROM capf_certificates ORDER BY id DESC")
+    return [c.load_pem_certificate(row["pem"]) for row in rows]
+
+
+def signer(store: Store) -> Signer:
+    """The active certificate and its key, loaded once per process and certificate."""
+    with store.read() as tx:
+        row = tx.one("SELECT id, pem, key_path FROM capf_certificates WHERE active = 1")
+    if row is None:
+        raise NotFoundError("the store has no CAPF certificate yet; run 'init'")
+    cache_key = (store.location, row["id"])
+    with _cache_lock:
+        cached = _cache.get(cache_key)
+        if cached is None:
+            certificate = c.load_pem_certificate(row["pem"], "stored CAPF certificate")
+            private_key = keys.load_private_key(row["key_path"])
+            if not keys.keys_match(private_key, certificate):
+                raise CertificateError(f"key file {row['key_path']} does not belong to the active CAPF certificate")
+            cached = Signer(row["id"], certificate, private_key)
+            _cache[cache_key] = cached
+    return cached

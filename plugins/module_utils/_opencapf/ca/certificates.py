@@ -1,0 +1,168 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Parsing and describing X.509 certificates and public keys."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import re
+
+from ..dependencies import require, serialization, x509, ec, rsa, NameOID
+from ..errors import CertificateError
+from ..vocabulary import format_utc
+
+MAX_CERTIFICATES = 50
+_PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\s+.*?-----END CERTIFICATE-----", re.S)
+
+
+def load_pem_certificates(data, field: str = "certificate") -> list:
+    """Every certificate in a PEM text (a chain or bundle); at least one, at most 50."""
+    require("cryptography")
+    if isinstance(data, str):
+        data = data.encode("utf-8", "replace")
+    blocks = _PEM_BLOCK.findall(data)
+    if not blocks:
+        if data.lstrip().startswith(b"\x30"):
+            return [load_der_certificate(data, field)]
+        raise CertificateError(f"{field} contains no PEM certificate (expected -----BEGIN CERTIFICATE-----)")
+    if len(blocks) > MAX_CERTIFICATES:
+        raise CertificateError(f"{field} holds {len(blocks)} certificates; at most {MAX_CERTIFICATES} are accepted")
+    result = []
+    for index, block in enumerate(blocks):
+        try:
+            result.append(x509.load_pem_x509_certificate(block))
+        except ValueError as exc:
+            raise CertificateError(f"{field}: certificate #{index + 1} is malformed PEM/DER: {exc}") from None
+    return result
+
+
+def load_pem_certificate(data, field: str = "certificate"):
+    """Exactly one certificate."""
+    certificates = load_pem_certificates(data, field)
+    if len(certificates) != 1:
+        raise CertificateError(f"{field} must hold exactly one certificate, found {len(certificates)}")
+    return certificates[0]
+
+
+def load_der_certificate(data: bytes, field: str = "certificate"):
+    require("cryptography")
+    try:
+        return x509.load_der_x509_certificate(bytes(data))
+    except ValueError as exc:
+        raise CertificateError(f"{field} is not a DER X.509 certificate: {exc}") from None
+
+
+def to_pem(certificate) -> str:
+    return certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def to_der(certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.DER)
+
+
+def fingerprint(certificate) -> str:
+    """SHA-256 of the DER certificate, lower-case hex: the identity of a certificate."""
+    return hashlib.sha256(to_der(certificate)).hexdigest()
+
+
+def public_key_der(public_key) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def public_key_fingerprint(public_key) -> str:
+    """SHA-256 of the DER SubjectPublicKeyInfo, lower-case hex."""
+    return hashlib.sha256(public_key_der(public_key)).hexdigest()
+
+
+def load_public_key(data: bytes, field: str = "public_key"):
+    """A public key from PEM or DER SubjectPublicKeyInfo (or a PEM certificate/CSR carrying one)."""
+    require("cryptography")
+    data = bytes(data)
+    try:
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            return load_pem_certificate(data, field).public_key()
+        if b"-----BEGIN CERTIFICATE REQUEST-----" in data:
+            return x509.load_pem_x509_csr(data).public_key()
+        if b"-----BEGIN" in data:
+            return serialization.load_pem_public_key(data)
+        return serialization.load_der_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise CertificateError(f"{field} is not a PEM or DER public key: {exc}") from None
+
+
+def key_description(public_key) -> tuple[str, int]:
+    """``("rsa", bits)`` or ``("ec", curve bits)``; anything else is refused."""
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return "rsa", public_key.key_size
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return "ec", public_key.curve.key_size
+    raise CertificateError(f"unsupported public key type {type(public_key).__name__}; only RSA and EC keys are used")
+
+
+def common_name(name) -> str:
+    values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(values[0].value) if values else ""
+
+
+def _utc(moment: _dt.datetime) -> _dt.datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=_dt.timezone.utc)
+
+
+def not_before(certificate) -> _dt.datetime:
+    return _utc(certificate.not_valid_before_utc)
+
+
+def not_after(certificate) -> _dt.datetime:
+    return _utc(certificate.not_valid_after_utc)
+
+
+def basic_constraints(certificate):
+    try:
+        return certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+    except x509.ExtensionNotFound:
+        return None
+
+
+def key_usage(certificate):
+    try:
+        return certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def is_ca(certificate) -> bool:
+    constraint = basic_constraints(certificate)
+    return bool(constraint and constraint.value.ca)
+
+
+def is_self_signed(certificate) -> bool:
+    return certificate.subject == certificate.issuer and signed_by(certificate, certificate)
+
+
+def signed_by(certificate, issuer) -> bool:
+    """Whether ``issuer``'s key verifies ``certificate``'s signature (names must chain too)."""
+    if certificate.issuer != issuer.subject:
+        return False
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, Exception):  # InvalidSignature and unsupported algorithms alike
+        return False
+    return True
+
+
+def describe(certificate) -> dict:
+    """A plain summary of a certificate for results and reports."""
+    kind, size = key_description(certificate.public_key())
+    return {
+        "subject": certificate.subject.rfc4514_string(),
+        "common_name": common_name(certificate.subject),
+        "issuer": certificate.issuer.rfc4514_string(),
+        "serial": format(certificate.serial_number, "x"),
+        "fingerprint": fingerprint(certificate),
+        "not_before": format_utc(not_before(certificate)),
+        "not_after": format_utc(not_after(certificate)),
+        "key_type": kind,
+        "key_size": size,
+        "is_ca": is_ca(certificate),
+    }

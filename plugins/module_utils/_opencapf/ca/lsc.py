@@ -1,0 +1,122 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""LSC issuance: the profile, and recording each LSC in the transaction that allocates its serial."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+
+from ..dependencies import ExtendedKeyUsageOID, NameOID, hashes, require, x509
+from ..errors import StoreError
+from ..store import Store, audit
+from ..store import certificates as certificate_records
+from ..store import phones as phone_records
+from ..store import service as service_records
+from ..vocabulary import check_validity_days, format_utc, normalise_device_name, utc_now
+from . import authority
+from . import certificates as c
+from . import keys
+
+CAPF_ISSUER = "capf"
+IPSEC_END_SYSTEM = "1.3.6.1.5.5.7.3.5"
+_INHERITED = ("ORGANIZATION_NAME", "ORGANIZATIONAL_UNIT_NAME", "LOCALITY_NAME", "STATE_OR_PROVINCE_NAME",
+              "COUNTRY_NAME")
+
+
+@dataclass(frozen=True)
+class IssuedLsc:
+    id: int
+    device_name: str
+    serial: str
+    certificate: object
+    pem: str
+    not_after: str
+
+
+def lsc_subject(device_name: str, issuer_subject):
+    """CN = device name, then the issuer's O/OU/L/ST/C attributes in the order they appear there."""
+    inherited = {getattr(NameOID, name) for name in _INHERITED}
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, device_name)]
+    attributes += [attribute for attribute in issuer_subject if attribute.oid in inherited]
+    return x509.Name(attributes)
+
+
+def lsc_extensions(device_name: str, public_key, issuer_certificate=None) -> list[tuple[object, bool]]:
+    """The LSC extensions with their criticality (shared with the CSR that third-party CAs receive)."""
+    kind, _size = keys.check_phone_public_key(public_key)
+    usage = x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=kind == "rsa", data_encipherment=False,
+        key_agreement=kind == "ec", key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
+    )
+    extensions = [
+        (x509.BasicConstraints(ca=False, path_length=None), True),
+        (usage, True),
+        (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH,
+                                x509.ObjectIdentifier(IPSEC_END_SYSTEM)]), False),
+        (x509.SubjectAlternativeName([x509.DNSName(device_name)]), False),
+        (x509.SubjectKeyIdentifier.from_public_key(public_key), False),
+    ]
+    if issuer_certificate is not None:
+        try:
+            ski = issuer_certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+            aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+        except x509.ExtensionNotFound:
+            aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_certificate.public_key())
+        extensions.append((aki, False))
+    return extensions
+
+
+def build_lsc(signer: authority.Signer, device_name: str, public_key, validity_days: int, serial: int,
+              now: _dt.datetime | None = None):
+    """Build and sign one LSC with SHA-256."""
+    require("cryptography")
+    now = now or utc_now()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(lsc_subject(device_name, signer.certificate.subject))
+        .issuer_name(signer.certificate.subject)
+        .public_key(public_key)
+        .serial_number(serial)
+        .not_valid_before(now)
+        .not_valid_after(now + _dt.timedelta(days=validity_days))
+    )
+    for extension, critical in lsc_extensions(device_name, public_key, signer.certificate):
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(signer.private_key, hashes.SHA256())
+
+
+def issue(store: Store, device_name: str, public_key, *, source: str = "cli", validity_days: int | None = None,
+          create_phone: bool = True, device_name_is_wire: bool = False) -> IssuedLsc:
+    """Sign an LSC for ``device_name`` and record it (status ``issued``) in one transaction.
+
+    The serial is a fresh random positive integer of at most 20 octets; the unique index on
+    (issuer, serial) guarantees that a serial never repeats, and a clash is retried.
+    """
+    name = device_name.upper() if device_name_is_wire else normalise_device_name(device_name, "device_name")
+    keys.check_phone_public_key(public_key)
+    if validity_days is not None:
+        validity_days = check_validity_days(validity_days)
+    signer = authority.signer(store)
+    for _attempt in range(5):
+        serial = x509.random_serial_number()
+        serial_text = format(serial, "x")
+        with store.transaction() as tx:
+            if certificate_records.serial_taken(tx, CAPF_ISSUER, serial_text):
+                continue
+            days = validity_days or service_records.read(tx)["validity_days"]
+            phone = phone_records.ensure(tx, store.actor, name) if create_phone else phone_records.get(tx, name)
+            if phone is None:
+                raise StoreError(f"device {name} is not in the store")
+            certificate = build_lsc(signer, name, public_key, days, serial)
+            pem = c.to_pem(certificate)
+            new_id = certificate_records.insert(
+                tx, phone_id=phone["id"], kind="lsc", serial=serial_text, issuer=CAPF_ISSUER,
+                fingerprint=c.fingerprint(certificate), public_key_fingerprint=c.public_key_fingerprint(public_key),
+                status="issued", source=source, pem=pem, not_before=format_utc(c.not_before(certificate)),
+                not_after=format_utc(c.not_after(certificate)),
+            )
+            audit.record(tx, store.actor, "certificate.issued", name, serial=serial_text, source=source,
+                         signer=signer.common_name)
+        return IssuedLsc(new_id, name, serial_text, certificate, pem, format_utc(c.not_after(certificate)))
+    raise StoreError("could not allocate a unique serial after 5 attempts")

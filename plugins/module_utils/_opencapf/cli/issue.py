@@ -1,0 +1,33 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""``issue``: sign an LSC for a device name and a public-key file."""
+
+from __future__ import annotations
+
+from ..ca import certificates, lsc
+from ..files import read_input_file
+from ..store import opened
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("issue", help="sign an LSC for a device and its public key")
+    parser.add_argument("device_name", help="device name, e.g. SEP001122334455")
+    parser.add_argument("public_key", help="phone public key file (PEM or DER SubjectPublicKeyInfo, or a CSR)")
+    parser.add_argument("--validity-days", type=str, default=None,
+                        help="override the validity service parameter (1-1825)")
+    parser.add_argument("--out", help="also write the certificate PEM to this file")
+    parser.set_defaults(handler=run)
+
+
+def run(args, output) -> int:
+    public_key = certificates.load_public_key(read_input_file(args.public_key, "public key file"), "public key file")
+    with opened(args.store, actor="cli", create=False) as store:
+        issued = lsc.issue(store, args.device_name, public_key, source="cli", validity_days=args.validity_days)
+    if args.out:
+        with open(args.out, "w", encoding="ascii") as handle:
+            handle.write(issued.pem)
+    output.result(
+        {"device_name": issued.device_name, "serial": issued.serial, "not_after": issued.not_after, "pem": issued.pem},
+        issued.pem.rstrip(),
+    )
+    return 0

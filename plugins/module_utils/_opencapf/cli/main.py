@@ -1,0 +1,87 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Entry point of the command line.
+
+Every verb module exposes ``register(subparsers)``, adding parsers whose ``handler`` takes the
+parsed arguments and an ``Output`` and returns an exit code. Engine errors become one line on
+standard error and exit status 1; usage errors exit 2 (argparse's convention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from .. import __version__
+from ..errors import CapfError
+from . import ca, init, issue
+
+COMMANDS = [init, ca, issue]
+
+
+class Output:
+    """Writes results for people (text) or programs (``--json``)."""
+
+    def __init__(self, as_json: bool, stream=None, errors=None):
+        self.as_json = as_json
+        self.stream = stream or sys.stdout
+        self.errors = errors or sys.stderr
+
+    def line(self, text: str = "") -> None:
+        self.stream.write(text + "\n")
+
+    def result(self, data, text: str | None = None) -> None:
+        if self.as_json:
+            self.stream.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        elif text is not None:
+            self.line(text)
+
+    def error(self, text: str) -> None:
+        self.errors.write(f"opencapf: error: {text}\n")
+        self.errors.flush()
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit status 2, like argparse, but never a traceback
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="opencapf",
+        description="opencapf CAPF engine: store, CA core, CAPF protocol service and tools.",
+    )
+    parser.add_argument("--version", action="version", version=f"opencapf {__version__}")
+    parser.add_argument("--store", metavar="PATH",
+                        help="store location (SQLite file); default $OPENCAPF_STORE or the standard path")
+    parser.add_argument("--json", action="store_true", help="print results as JSON")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (repeatable)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    subparsers.required = True
+    for command in COMMANDS:
+        command.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    output = Output(args.json)
+    try:
+        return args.handler(args, output) or 0
+    except CapfError as exc:
+        output.error(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        output.error("interrupted")
+        return 130
+    except OSError as exc:
+        output.error(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
+        return 1

@@ -1,0 +1,60 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Third-party imports, guarded in one place.
+
+Modules import the names from here; ``require()`` turns a missing library into a clear
+``DependencyError`` (and Ansible modules into ``missing_required_lib``). Nothing here may be
+dereferenced at import time by other engine modules, so the package imports without them.
+"""
+
+from __future__ import annotations
+
+from .errors import DependencyError
+
+try:
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    CRYPTOGRAPHY_IMPORT_ERROR = None
+except ImportError as _exc:  # reported by require()
+    x509 = hashes = serialization = ec = padding = rsa = None
+    ExtendedKeyUsageOID = NameOID = None
+    InvalidSignature = Exception
+    CRYPTOGRAPHY_IMPORT_ERROR = _exc
+
+try:
+    import yaml
+    YAML_IMPORT_ERROR = None
+except ImportError as _exc:  # reported by require()
+    yaml = None
+    YAML_IMPORT_ERROR = _exc
+
+try:
+    import jsonschema
+    JSONSCHEMA_IMPORT_ERROR = None
+except ImportError as _exc:  # reported by require()
+    jsonschema = None
+    JSONSCHEMA_IMPORT_ERROR = _exc
+
+_ERRORS = {
+    "cryptography": lambda: CRYPTOGRAPHY_IMPORT_ERROR,
+    "PyYAML": lambda: YAML_IMPORT_ERROR,
+    "jsonschema": lambda: JSONSCHEMA_IMPORT_ERROR,
+}
+
+
+def missing(*libraries: str) -> list[str]:
+    """Names of the given libraries that cannot be imported."""
+    return [name for name in libraries if _ERRORS[name]() is not None]
+
+
+def require(*libraries: str) -> None:
+    """Raise DependencyError naming every missing library."""
+    absent = missing(*libraries)
+    if absent:
+        raise DependencyError(
+            "missing Python librar%s %s on this host; install %s"
+            % ("y" if len(absent) == 1 else "ies", ", ".join(absent), " ".join(absent))
+        )

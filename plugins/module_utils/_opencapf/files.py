@@ -1,0 +1,91 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private files: key files and secrets are written 0600, atomically, and read only when private."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+import tempfile
+
+from .errors import CapfError, PermissionProblem
+
+MAX_INPUT_BYTES = 1024 * 1024
+
+
+def ensure_private_dir(path: str) -> str:
+    """Create ``path`` (mode 0700) when missing; return it."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def write_private_file(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` with mode 0600, replacing it atomically."""
+    directory = os.path.dirname(os.path.abspath(path))
+    ensure_private_dir(directory)
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def check_private_file(path: str, what: str = "key file") -> None:
+    """Refuse a secret file that group or others may read or write."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        raise CapfError(f"{what} {path} does not exist") from None
+    if mode & 0o077:
+        raise PermissionProblem(
+            f"{what} {path} has mode {mode:04o}, readable or writable by group/others; "
+            f"run 'chmod 600 {path}'"
+        )
+
+
+def read_private_file(path: str, what: str = "key file") -> bytes:
+    check_private_file(path, what)
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(MAX_INPUT_BYTES + 1)
+    except OSError as exc:
+        raise CapfError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def read_input_file(path: str, what: str) -> bytes:
+    """Read a user-supplied file (certificate, CSV, YAML), refusing anything over 1 MiB."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_INPUT_BYTES + 1)
+    except OSError as exc:
+        raise CapfError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise CapfError(f"{what} {path} is larger than {MAX_INPUT_BYTES} bytes")
+    return data
+
+
+def read_or_create_secret(path: str, size: int = 32) -> bytes:
+    """Return the secret in ``path``, creating it with fresh random bytes when missing."""
+    if not os.path.exists(path):
+        try:
+            ensure_private_dir(os.path.dirname(os.path.abspath(path)))
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            pass  # another process created it first
+        else:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(secrets.token_bytes(size))
+                handle.flush()
+                os.fsync(handle.fileno())
+    data = read_private_file(path, "secret file")
+    if len(data) < 16:
+        raise CapfError(f"secret file {path} is truncated ({len(data)} bytes)")
+    return data

@@ -1,0 +1,100 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Service parameters: names, defaults and validation, defined once.
+
+The store keeps one row per parameter; a parameter that was never set reads as its default.
+Online CA settings are a nested mapping kept under ``online_ca``; its password is a secret and is
+kept encrypted (see ``secrets``), never in this mapping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from . import vocabulary as v
+from .errors import ValidationError
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    default: Any
+    check: Callable[[Any, str], Any]
+    kind: str  # JSON-Schema type of the value
+    description: str
+    choices: tuple | None = None
+    bounds: tuple[int, int] | None = None
+
+
+def _choice(choices):
+    return lambda value, field: v.check_choice(field, value, choices)
+
+
+def _range(bounds, unit=""):
+    return lambda value, field: v.check_int_range(field, value, bounds, unit)
+
+
+def _bool(value, field):
+    return v.check_bool(field, value)
+
+
+PARAMETERS: dict[str, Parameter] = {
+    p.name: p
+    for p in (
+        Parameter("issuer", "capf", _choice(v.ISSUERS), "string",
+                  "Certificate Issuer to Endpoint: CAPF signs, or an online or offline third-party CA.",
+                  choices=v.ISSUERS),
+        Parameter("validity_days", 1825, lambda x, f: v.check_validity_days(x, f), "integer",
+                  "Duration of LSC validity in days (online CA: what the CA grants).",
+                  bounds=v.VALIDITY_DAYS),
+        Parameter("keepalive_minutes", 15, lambda x, f: v.check_keepalive_minutes(x, f), "integer",
+                  "Keep-alive timer for CAPF to endpoint connections.", bounds=v.KEEPALIVE_MINUTES),
+        Parameter("enable_ipv6", False, _bool, "boolean",
+                  "Listen on and accept phones over IPv6."),
+        Parameter("key_order", "rsa", _choice(v.KEY_ORDERS), "string",
+                  "Default key order for new phones.", choices=v.KEY_ORDERS),
+        Parameter("rsa_key_size", 2048, lambda x, f: v.check_rsa_key_size(x, f), "integer",
+                  "Default RSA key size for new phones.", choices=v.RSA_KEY_SIZES),
+        Parameter("ec_key_size", 256, lambda x, f: v.check_ec_key_size(x, f), "integer",
+                  "Default EC key size for new phones.", choices=v.EC_KEY_SIZES),
+        Parameter("keygen_timeout_minutes", 30, _range(v.KEYGEN_TIMEOUT_MINUTES, " minutes"), "integer",
+                  "Maximum time a phone may take to generate its key.",
+                  bounds=v.KEYGEN_TIMEOUT_MINUTES),
+        Parameter("keygen_attempts", 3, _range(v.KEYGEN_ATTEMPTS), "integer",
+                  "Maximum key-generation attempts before the operation fails.",
+                  bounds=v.KEYGEN_ATTEMPTS),
+        Parameter("lockout_failures", 5, _range(v.LOCKOUT_FAILURES), "integer",
+                  "Wrong authentication strings accepted before a phone is locked out.",
+                  bounds=v.LOCKOUT_FAILURES),
+        Parameter("listen_addresses", ["0.0.0.0"], lambda x, f: v.check_listen_addresses(x, f), "array",
+                  "Addresses the CAPF service listens on."),
+        Parameter("port", 3804, lambda x, f: v.check_port(x, f), "integer",
+                  "TCP port of the CAPF service.", bounds=v.PORT),
+        Parameter("max_sessions", 1000, _range(v.MAX_SESSIONS), "integer",
+                  "Concurrent phone sessions served at once; further connections wait.",
+                  bounds=v.MAX_SESSIONS),
+        Parameter("legacy_tls", False, _bool, "boolean",
+                  "Allow TLS 1.0 and legacy ciphers for old phone firmware."),
+        Parameter("fips_mode", False, _bool, "boolean",
+                  "FIPS mode: refuses the Microsoft online CA type."),
+    )
+}
+
+
+def defaults() -> dict[str, Any]:
+    """Every parameter at its default value."""
+    return {name: (list(p.default) if isinstance(p.default, list) else p.default)
+            for name, p in PARAMETERS.items()}
+
+
+def check(name: str, value: Any, field: str | None = None) -> Any:
+    """Validate one parameter value and return its canonical form."""
+    if name not in PARAMETERS:
+        raise ValidationError(field or name, "is not a service parameter; known: %s" % ", ".join(PARAMETERS))
+    return PARAMETERS[name].check(value, field or name)
+
+
+def check_all(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Validate a mapping of parameters, returning canonical values."""
+    return {name: check(name, value, prefix + name) for name, value in values.items()}

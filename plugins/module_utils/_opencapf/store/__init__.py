@@ -1,0 +1,155 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The CAPF store: every piece of CAPF state, behind one small interface.
+
+``open_store()`` picks the backend from the location (a file path means SQLite; a
+``postgresql://`` DSN means PostgreSQL) and brings the schema up to date. Callers work in
+transactions (``with store.transaction() as tx``) and use the record modules of this package
+(``phones``, ``certificates``, ``audit`` ...), which speak portable SQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+from typing import Iterator
+
+from ..errors import StoreError
+from ..files import ensure_private_dir, read_or_create_secret
+from .backend import Backend, Transaction
+from .migrations import LATEST_VERSION, MIGRATIONS
+from .sqlite import SqliteBackend
+
+ENV_STORE = "OPENCAPF_STORE"
+ENV_STATE_DIR = "OPENCAPF_STATE_DIR"
+SECRET_FILE = "secret.key"
+
+
+def default_location() -> str:
+    """The standard store: ``$OPENCAPF_STORE``, else a per-user or system path."""
+    configured = os.environ.get(ENV_STORE)
+    if configured:
+        return configured
+    if os.geteuid() == 0:
+        return "/var/lib/opencapf/capf.db"
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "opencapf", "capf.db")
+
+
+def _default_actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.geteuid()}"
+
+
+class Store:
+    """An open, migrated store plus the state directory that holds its key files."""
+
+    def __init__(self, backend: Backend, state_dir: str, actor: str):
+        self.backend = backend
+        self.state_dir = state_dir
+        self.actor = actor
+        self._secret: bytes | None = None
+
+    @property
+    def location(self) -> str:
+        return self.backend.location
+
+    @property
+    def keys_dir(self) -> str:
+        return ensure_private_dir(os.path.join(self.state_dir, "keys"))
+
+    def transaction(self, write: bool = True) -> contextlib.AbstractContextManager[Transaction]:
+        return self.backend.transaction(write=write)
+
+    def read(self) -> contextlib.AbstractContextManager[Transaction]:
+        return self.backend.transaction(write=False)
+
+    def secret(self) -> bytes:
+        """The store's keyed-hash secret, kept in a 0600 file outside the database."""
+        if self._secret is None:
+            self._secret = read_or_create_secret(os.path.join(self.state_dir, SECRET_FILE))
+        return self._secret
+
+    def schema_version(self) -> int:
+        with self.read() as tx:
+            return _current_version(self.backend, tx)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _current_version(backend: Backend, tx: Transaction) -> int:
+    if not backend.table_exists(tx, "schema_migrations"):
+        return 0
+    return tx.scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations") or 0
+
+
+def _render(backend: Backend, statement: str) -> list[str]:
+    if statement.startswith("{append_only:"):
+        return backend.append_only(statement[len("{append_only:"):-1])
+    return [statement.format(**backend.dialect)]
+
+
+def migrate(backend: Backend) -> int:
+    """Apply every pending migration, each in its own transaction; return the final version."""
+    from ..vocabulary import format_utc, utc_now
+
+    while True:
+        with backend.transaction(write=True) as tx:
+            version = _current_version(backend, tx)
+            if version > LATEST_VERSION:
+                raise StoreError(
+                    f"store {backend.location} has schema version {version}, newer than this engine "
+                    f"understands ({LATEST_VERSION}); upgrade opencapf"
+                )
+            pending = [m for m in MIGRATIONS if m[0] > version]
+            if not pending:
+                return version
+            number, description, statements = pending[0]
+            if version == 0:
+                tx.execute(
+                    "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
+                    "applied_at TEXT NOT NULL)"
+                )
+            for statement in statements:
+                for sql in _render(backend, statement):
+                    tx.execute(sql)
+            tx.execute(
+                "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
+                (number, description, format_utc(utc_now())),
+            )
+
+
+def open_store(location: str | None = None, *, state_dir: str | None = None, actor: str | None = None,
+               create: bool = True) -> Store:
+    """Open (creating and migrating when needed) the store at ``location``."""
+    location = location or default_location()
+    if "://" in location:
+        scheme = location.split("://", 1)[0]
+        raise StoreError(f"store location scheme {scheme!r} is not supported by this engine; use a file path")
+    backend = SqliteBackend(location, create=create)
+    try:
+        migrate(backend)
+    except BaseException:
+        backend.close()
+        raise
+    state_dir = state_dir or os.environ.get(ENV_STATE_DIR) or os.path.dirname(backend.location)
+    return Store(backend, state_dir, actor or _default_actor())
+
+
+@contextlib.contextmanager
+def opened(location: str | None = None, **kwargs) -> Iterator[Store]:
+    store = open_store(location, **kwargs)
+    try:
+        yield store
+    finally:
+        store.close()

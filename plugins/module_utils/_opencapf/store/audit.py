@@ -1,0 +1,52 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The append-only audit log: who changed what, when. Never a secret in it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..vocabulary import format_utc, utc_now
+from .backend import Transaction
+
+_SECRET_KEYS = ("password", "authentication_string", "auth_string", "secret", "private_key", "key_pem")
+
+
+def _scrub(details: dict[str, Any]) -> dict[str, Any]:
+    clean = {}
+    for key, value in details.items():
+        if any(word in key.lower() for word in _SECRET_KEYS):
+            clean[key] = "********"
+        elif isinstance(value, dict):
+            clean[key] = _scrub(value)
+        else:
+            clean[key] = value
+    return clean
+
+
+def record(tx: Transaction, actor: str, action: str, subject: str = "", **details: Any) -> None:
+    """Append one event in the caller's transaction, so it commits with the change it describes."""
+    tx.execute(
+        "INSERT INTO audit_events (at, actor, action, subject, details) VALUES (?, ?, ?, ?, ?)",
+        (format_utc(utc_now()), actor, action, subject, json.dumps(_scrub(details), sort_keys=True, default=str)),
+    )
+
+
+def events(tx: Transaction, limit: int = 100, action: str | None = None, subject: str | None = None) -> list[dict]:
+    """The newest events first."""
+    where, params = [], []
+    if action:
+        where.append("action = ?")
+        params.append(action)
+    if subject:
+        where.append("subject = ?")
+        params.append(subject)
+    sql = "SELECT id, at, actor, action, subject, details FROM audit_events"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY id DESC LIMIT ?"
+    rows = tx.query(sql, (*params, limit))
+    for row in rows:
+        row["details"] = json.loads(row["details"])
+    return rows

@@ -1,0 +1,72 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The small interface between the store and a database.
+
+Callers write portable SQL with ``?`` placeholders and receive rows as dicts; a backend only
+knows how to connect, run a transaction and spell its dialect's few differences. A PostgreSQL
+backend implements the same two classes.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from typing import Any, Iterable, Iterator, Sequence
+
+
+class Transaction(abc.ABC):
+    """One open transaction. Everything done through it commits together or not at all."""
+
+    @abc.abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; return the number of rows it changed."""
+
+    @abc.abstractmethod
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one statement for each parameter row."""
+
+    @abc.abstractmethod
+    def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run an INSERT into a table with an ``id`` key; return the new id."""
+
+    @abc.abstractmethod
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Return every row of a query as a dict."""
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
+        """Return the first row of a query, or None."""
+        rows = self.query(sql, params)
+        return rows[0] if rows else None
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        row = self.one(sql, params)
+        return None if row is None else next(iter(row.values()))
+
+
+class Backend(abc.ABC):
+    """A connection to one database holding one CAPF store."""
+
+    #: Text substituted for ``{id}`` and ``{blob}`` in migrations.
+    dialect: dict[str, str] = {}
+    location: str = ""
+
+    @abc.abstractmethod
+    def transaction(self, write: bool = True) -> contextlib.AbstractContextManager[Transaction]:
+        """Open a transaction; ``write`` transactions take the write lock at once."""
+
+    @abc.abstractmethod
+    def append_only(self, table: str) -> list[str]:
+        """Statements that make ``table`` refuse UPDATE and DELETE."""
+
+    @abc.abstractmethod
+    def table_exists(self, tx: Transaction, table: str) -> bool:
+        """Whether ``table`` exists (used before the first migration)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the connection."""
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Transaction]:
+        with self.transaction(write=False) as tx:
+            yield tx

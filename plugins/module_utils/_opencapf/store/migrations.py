@@ -1,0 +1,150 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Versioned schema migrations, applied forward and in order when a store is opened.
+
+Each migration is a list of statements run in one transaction together with the row that records
+it, so a store is always at exactly one schema version. Statements use portable SQL; ``{id}``
+stands for the dialect's auto-increment primary key and ``{blob}`` for its binary type.
+Never edit a released migration: add a new one.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (1, "initial schema", [
+        """CREATE TABLE service_parameters (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE secrets (
+            name TEXT PRIMARY KEY,
+            nonce {blob} NOT NULL,
+            ciphertext {blob} NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE capf_certificates (
+            id {id},
+            common_name TEXT NOT NULL,
+            serial TEXT NOT NULL,
+            fingerprint TEXT NOT NULL UNIQUE,
+            key_type TEXT NOT NULL,
+            key_path TEXT NOT NULL,
+            pem TEXT NOT NULL,
+            not_before TEXT NOT NULL,
+            not_after TEXT NOT NULL,
+            source TEXT NOT NULL,
+            active INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            retired_at TEXT
+        )""",
+        "CREATE UNIQUE INDEX capf_certificates_one_active ON capf_certificates (active) WHERE active = 1",
+        """CREATE TABLE trust_certificates (
+            id {id},
+            trust_store TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            common_name TEXT NOT NULL,
+            issuer TEXT NOT NULL,
+            is_ca INTEGER NOT NULL,
+            not_after TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            pem TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            UNIQUE (trust_store, fingerprint)
+        )""",
+        """CREATE TABLE phones (
+            id {id},
+            name TEXT NOT NULL UNIQUE,
+            description TEXT NOT NULL DEFAULT '',
+            model TEXT NOT NULL DEFAULT '',
+            device_pool TEXT NOT NULL DEFAULT '',
+            security_mode TEXT NOT NULL DEFAULT 'non_secure',
+            operation TEXT NOT NULL DEFAULT 'none',
+            auth_mode TEXT NOT NULL DEFAULT 'null_string',
+            auth_salt {blob},
+            auth_hash {blob},
+            auth_failures INTEGER NOT NULL DEFAULT 0,
+            locked INTEGER NOT NULL DEFAULT 0,
+            key_order TEXT NOT NULL DEFAULT 'rsa',
+            rsa_key_size INTEGER NOT NULL DEFAULT 2048,
+            ec_key_size INTEGER NOT NULL DEFAULT 256,
+            operation_deadline TEXT,
+            operation_status TEXT NOT NULL DEFAULT 'none',
+            operation_reason TEXT NOT NULL DEFAULT '',
+            last_session_at TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX phones_status ON phones (operation_status)",
+        """CREATE TABLE certificates (
+            id {id},
+            phone_id INTEGER NOT NULL REFERENCES phones (id) ON DELETE CASCADE,
+            kind TEXT NOT NULL,
+            serial TEXT NOT NULL,
+            issuer TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            public_key_fingerprint TEXT NOT NULL,
+            status TEXT NOT NULL,
+            source TEXT NOT NULL,
+            pem TEXT NOT NULL,
+            not_before TEXT NOT NULL,
+            not_after TEXT NOT NULL,
+            issued_at TEXT NOT NULL,
+            installed_at TEXT,
+            status_changed_at TEXT NOT NULL
+        )""",
+        "CREATE UNIQUE INDEX certificates_issued_serial ON certificates (issuer, serial)",
+        "CREATE INDEX certificates_phone ON certificates (phone_id, kind, status)",
+        "CREATE INDEX certificates_status_expiry ON certificates (status, not_after)",
+        """CREATE TABLE csrs (
+            id {id},
+            phone_id INTEGER NOT NULL REFERENCES phones (id) ON DELETE CASCADE,
+            public_key_fingerprint TEXT NOT NULL,
+            public_key {blob} NOT NULL,
+            csr_pem TEXT,
+            status TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '',
+            external_ref TEXT,
+            certificate_id INTEGER REFERENCES certificates (id) ON DELETE SET NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX csrs_status ON csrs (status, created_at)",
+        """CREATE TABLE jobs (
+            id {id},
+            kind TEXT NOT NULL,
+            status TEXT NOT NULL,
+            spec TEXT NOT NULL,
+            result TEXT NOT NULL DEFAULT '{{}}',
+            run_at TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            started_at TEXT,
+            finished_at TEXT
+        )""",
+        "CREATE INDEX jobs_due ON jobs (status, run_at)",
+        """CREATE TABLE sessions (
+            id {id},
+            session_id INTEGER NOT NULL,
+            device_name TEXT NOT NULL DEFAULT '',
+            peer TEXT NOT NULL DEFAULT '',
+            operation TEXT NOT NULL DEFAULT '',
+            outcome TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '',
+            started_at TEXT NOT NULL,
+            duration_ms INTEGER NOT NULL
+        )""",
+        "CREATE INDEX sessions_device ON sessions (device_name, started_at)",
+        """CREATE TABLE audit_events (
+            id {id},
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            subject TEXT NOT NULL DEFAULT '',
+            details TEXT NOT NULL DEFAULT '{{}}'
+        )""",
+        "{append_only:audit_events}",
+    ]),
+]
+
+LATEST_VERSION = MIGRATIONS[-1][0]

@@ -1,0 +1,50 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Phones and their CAPF settings as stored (names canonical upper case)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..vocabulary import format_utc, utc_now
+from . import audit
+from .backend import Transaction
+
+# Columns an administrator sets; the rest is kept by the engine.
+SETTINGS = (
+    "description", "model", "device_pool", "security_mode", "operation", "auth_mode",
+    "key_order", "rsa_key_size", "ec_key_size", "operation_deadline",
+)
+
+
+def get(tx: Transaction, name: str) -> dict[str, Any] | None:
+    return tx.one("SELECT * FROM phones WHERE name = ?", (name.upper(),))
+
+
+def create(tx: Transaction, actor: str, name: str, **settings: Any) -> dict[str, Any]:
+    """Insert a phone; unknown keys are refused by the caller's validation, not here."""
+    now = format_utc(utc_now())
+    columns = {key: value for key, value in settings.items() if value is not None}
+    names = ["name", "created_at", "updated_at", *columns]
+    tx.insert(
+        f"INSERT INTO phones ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})",
+        (name.upper(), now, now, *columns.values()),
+    )
+    audit.record(tx, actor, "phone.create", name.upper(), **{k: v for k, v in columns.items() if k in SETTINGS})
+    return get(tx, name)
+
+
+def update(tx: Transaction, actor: str, name: str, changes: dict[str, Any], action: str = "phone.update") -> None:
+    if not changes:
+        return
+    assignments = ", ".join(f"{column} = ?" for column in changes)
+    tx.execute(
+        f"UPDATE phones SET {assignments}, updated_at = ? WHERE name = ?",
+        (*changes.values(), format_utc(utc_now()), name.upper()),
+    )
+    audit.record(tx, actor, action, name.upper(), **{k: v for k, v in changes.items() if not k.startswith("auth_")})
+
+
+def ensure(tx: Transaction, actor: str, name: str) -> dict[str, Any]:
+    """The phone row, created with default settings when missing."""
+    return get(tx, name) or create(tx, actor, name)

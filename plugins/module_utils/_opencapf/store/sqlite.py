@@ -1,0 +1,107 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The embedded default: one SQLite file in WAL mode."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from typing import Any, Iterable, Iterator, Sequence
+
+from ..errors import StoreError
+from .backend import Backend, Transaction
+
+BUSY_TIMEOUT_MS = 30000
+
+
+class _SqliteTransaction(Transaction):
+    def __init__(self, connection: sqlite3.Connection):
+        self._connection = connection
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._connection.execute(sql, params).rowcount
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._connection.executemany(sql, rows)
+
+    def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._connection.execute(sql, params).lastrowid
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        cursor = self._connection.execute(sql, params)
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+class SqliteBackend(Backend):
+    """A store in one SQLite file, created 0600 in a 0700 directory when new."""
+
+    dialect = {"id": "INTEGER PRIMARY KEY", "blob": "BLOB"}
+
+    def __init__(self, path: str, create: bool = True):
+        self.location = os.path.abspath(path)
+        self._lock = threading.RLock()
+        exists = os.path.exists(self.location)
+        if not exists and not create:
+            raise StoreError(f"store {self.location} does not exist; run 'init' first")
+        if exists and not os.path.isfile(self.location):
+            raise StoreError(f"store {self.location} is not a regular file")
+        if exists and not os.access(self.location, os.R_OK | os.W_OK):
+            raise StoreError(f"store {self.location} is not readable and writable by this user")
+        if not exists:
+            directory = os.path.dirname(self.location)
+            try:
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+                fd = os.open(self.location, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+                os.close(fd)
+            except OSError as exc:
+                raise StoreError(f"cannot create store {self.location}: {exc.strerror}") from None
+        try:
+            self._connection = sqlite3.connect(
+                self.location, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            )
+            self._connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = self._connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            self._connection.execute("PRAGMA synchronous = FULL")
+            self._connection.execute("PRAGMA foreign_keys = ON")
+            # A file that is not a database fails on the first real read.
+            self._connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"store {self.location} is not a usable SQLite database: {exc}") from None
+        if mode.lower() != "wal":
+            raise StoreError(f"store {self.location} cannot use WAL journaling (got {mode})")
+
+    @contextlib.contextmanager
+    def transaction(self, write: bool = True) -> Iterator[Transaction]:
+        with self._lock:
+            try:
+                self._connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {self.location}: cannot begin a transaction: {exc}") from None
+            try:
+                yield _SqliteTransaction(self._connection)
+            except BaseException:
+                self._connection.execute("ROLLBACK")
+                raise
+            try:
+                self._connection.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._connection.execute("ROLLBACK")
+                raise StoreError(f"store {self.location}: commit failed: {exc}") from None
+
+    def append_only(self, table: str) -> list[str]:
+        return [
+            f"CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table} "
+            f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END",
+            f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table} "
+            f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END",
+        ]
+
+    def table_exists(self, tx: Transaction, table: str) -> bool:
+        return bool(tx.scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)))
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()

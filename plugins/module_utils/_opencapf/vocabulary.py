@@ -1,0 +1,192 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Option vocabularies, limits and their validation: the one source of truth.
+
+Ansible modules, the CLI and the JSON Schema of the declarative file all take their choices,
+ranges and rules from here, so an error reads the same wherever it is raised.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import ipaddress
+import re
+
+from .errors import ValidationError
+
+ISSUERS = ("capf", "online_ca", "offline_ca")
+ONLINE_CA_TYPES = ("microsoft", "est")
+OPERATIONS = ("none", "install_upgrade", "delete", "troubleshoot")
+AUTH_MODES = ("auth_string", "null_string", "existing_cert_lsc", "existing_cert_mic")
+KEY_ORDERS = ("rsa", "ec", "ec_preferred")
+SECURITY_MODES = ("non_secure", "authenticated", "encrypted")
+TRUST_STORES = ("capf-trust", "callmanager-trust")
+RSA_KEY_SIZES = (1024, 2048, 3072, 4096)
+EC_KEY_SIZES = (256, 384, 521)
+CAPF_KEY_TYPES = ("rsa2048", "rsa3072", "rsa4096", "ec256", "ec384")
+
+# Lifecycle vocabularies kept by the store.
+OPERATION_STATUSES = ("none", "pending", "in_progress", "succeeded", "failed", "lapsed")
+CERTIFICATE_STATUSES = ("issued", "installed", "stale", "revoked", "expired")
+CERTIFICATE_KINDS = ("lsc", "mic")
+JOB_STATUSES = ("scheduled", "running", "succeeded", "failed", "cancelled")
+
+# The four manufacturing roots that older phone series should no longer trust.
+LEGACY_MIC_ROOTS = ("CAP-RTP-001", "CAP-RTP-002", "Cisco_Manufacturing_CA", "Cisco_Root_CA_2048")
+
+VALIDITY_DAYS = (1, 1825)
+KEEPALIVE_MINUTES = (5, 60)
+AUTH_STRING_DIGITS = (4, 10)
+PORT = (1, 65535)
+KEYGEN_TIMEOUT_MINUTES = (1, 60)
+KEYGEN_ATTEMPTS = (1, 10)
+LOCKOUT_FAILURES = (1, 100)
+MAX_SESSIONS = (1, 100000)
+DEVICE_NAME_MAX = 64
+
+RESERVED_CN_PREFIX = "CAPF-"
+
+_AUTH_STRING = re.compile(r"[0-9]{%d,%d}" % AUTH_STRING_DIGITS)
+_HARDWARE_NAME = re.compile(r"(SEP|ATA|AN|BAT)[0-9A-F]{12}")
+_SOFTPHONE_NAME = re.compile(r"(CSF|BOT|TCT|TAB|CTI|UPC|EC)[A-Z0-9_.-]{1,46}")
+_WIRE_NAME = re.compile(r"[\x21-\x7e]{1,%d}" % DEVICE_NAME_MAX)
+
+
+def check_choice(field: str, value, choices) -> str:
+    """Return ``value`` when it is one of ``choices``."""
+    if value not in choices:
+        raise ValidationError(field, "must be one of %s" % ", ".join(str(c) for c in choices), value)
+    return value
+
+
+def check_int_range(field: str, value, bounds: tuple[int, int], unit: str = "") -> int:
+    """Return ``value`` as an int inside the inclusive ``bounds``."""
+    low, high = bounds
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValidationError(field, f"must be a whole number from {low} to {high}{unit}", value)
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValidationError(field, f"must be a whole number from {low} to {high}{unit}", value) from None
+    if not low <= number <= high:
+        raise ValidationError(field, f"must be {low}\u2013{high}{unit}", number)
+    return number
+
+
+def check_bool(field: str, value) -> bool:
+    """Accept a real boolean or the usual yes/no spellings."""
+    if isinstance(value, bool):
+        return value
+    lowered = str(value).strip().lower()
+    if lowered in ("true", "yes", "on", "1"):
+        return True
+    if lowered in ("false", "no", "off", "0"):
+        return False
+    raise ValidationError(field, "must be a boolean (true or false)", value)
+
+
+def check_validity_days(value, field: str = "validity_days") -> int:
+    return check_int_range(field, value, VALIDITY_DAYS, " days")
+
+
+def check_keepalive_minutes(value, field: str = "keepalive_minutes") -> int:
+    return check_int_range(field, value, KEEPALIVE_MINUTES, " minutes")
+
+
+def check_port(value, field: str = "port") -> int:
+    return check_int_range(field, value, PORT)
+
+
+def check_auth_string(value, field: str = "authentication_string") -> str:
+    """An authentication string is 4\u201310 digits. The value itself is never echoed."""
+    if not isinstance(value, str) or not _AUTH_STRING.fullmatch(value):
+        raise ValidationError(field, "must be %d\u2013%d digits" % AUTH_STRING_DIGITS, show_value=False)
+    return value
+
+
+def check_rsa_key_size(value, field: str = "rsa_key_size") -> int:
+    number = check_int_range(field, value, (min(RSA_KEY_SIZES), max(RSA_KEY_SIZES)), " bits")
+    return check_choice(field, number, RSA_KEY_SIZES)
+
+
+def check_ec_key_size(value, field: str = "ec_key_size") -> int:
+    number = check_int_range(field, value, (min(EC_KEY_SIZES), max(EC_KEY_SIZES)), " bits")
+    return check_choice(field, number, EC_KEY_SIZES)
+
+
+def normalise_device_name(value, field: str = "name") -> str:
+    """Validate an administrator-entered device name and return its canonical (upper-case) form.
+
+    Hardware phones are ``SEP`` (or ATA/AN/BAT) plus 12 hex digits; softphones and other
+    clients use the CSF/BOT/TCT/TAB/CTI/UPC/EC prefixes followed by 1\u201346 characters.
+    """
+    if not isinstance(value, str):
+        raise ValidationError(field, "must be a string", value)
+    upper = value.strip().upper()
+    if _HARDWARE_NAME.fullmatch(upper) or _SOFTPHONE_NAME.fullmatch(upper):
+        return upper
+    raise ValidationError(
+        field,
+        "must be SEP (or ATA/AN/BAT) followed by 12 hex digits, or a CSF/BOT/TCT/TAB/CTI/UPC/EC "
+        "prefix followed by 1\u201346 letters, digits, '.', '_' or '-'",
+        value,
+    )
+
+
+def check_wire_device_name(raw: bytes) -> str:
+    """Validate a device name as received from a phone: printable ASCII, bounded length."""
+    if raw.endswith(b"\x00"):
+        raw = raw[:-1]
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise ValidationError("DEVICE_NAME", "must be printable ASCII", show_value=False) from None
+    if not _WIRE_NAME.fullmatch(text):
+        raise ValidationError("DEVICE_NAME", "must be 1\u2013%d printable characters" % DEVICE_NAME_MAX,
+                              show_value=False)
+    return text
+
+
+def check_listen_addresses(value, field: str = "listen_addresses") -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValidationError(field, "must be a non-empty list of IP addresses", value)
+    result = []
+    for index, item in enumerate(value):
+        try:
+            result.append(str(ipaddress.ip_address(str(item))))
+        except ValueError:
+            raise ValidationError(f"{field}[{index}]", "must be an IPv4 or IPv6 address", item) from None
+    return result
+
+
+def parse_utc(value, field: str) -> _dt.datetime | None:
+    """Parse an ISO 8601 date or timestamp to an aware UTC datetime (``None`` stays ``None``)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, _dt.datetime):
+        moment = value
+    elif isinstance(value, _dt.date):
+        moment = _dt.datetime(value.year, value.month, value.day)
+    else:
+        text = str(value).strip()
+        try:
+            moment = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValidationError(field, "must be an ISO 8601 date or time such as 2026-12-31T23:00:00Z",
+                                  value) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_dt.timezone.utc)
+    return moment.astimezone(_dt.timezone.utc).replace(microsecond=0)
+
+
+def format_utc(moment: _dt.datetime | None) -> str | None:
+    """The canonical text form of a UTC time in the store and in results."""
+    if moment is None:
+        return None
+    return moment.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def utc_now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
