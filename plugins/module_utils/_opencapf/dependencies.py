@@ -16,10 +16,11 @@ try:
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
     CRYPTOGRAPHY_IMPORT_ERROR = None
 except ImportError as _exc:  # reported by require()
-    x509 = hashes = serialization = ec = padding = rsa = None
+    x509 = hashes = serialization = ec = padding = rsa = AESGCM = None
     ExtendedKeyUsageOID = NameOID = None
     InvalidSignature = Exception
     CRYPTOGRAPHY_IMPORT_ERROR = _exc

@@ -48,3 +48,24 @@ def update(tx: Transaction, actor: str, name: str, changes: dict[str, Any], acti
 def ensure(tx: Transaction, actor: str, name: str) -> dict[str, Any]:
     """The phone row, created with default settings when missing."""
     return get(tx, name) or create(tx, actor, name)
+
+
+def delete(tx: Transaction, actor: str, name: str) -> bool:
+    """Remove a phone with its certificates and CSRs (cascade); audited."""
+    removed = tx.execute("DELETE FROM phones WHERE name = ?", (name.upper(),)) > 0
+    if removed:
+        audit.record(tx, actor, "phone.delete", name.upper())
+    return removed
+
+
+def by_name(tx: Transaction, names=None) -> dict[str, dict[str, Any]]:
+    """Phones keyed by name: all of them, or those in ``names`` (one query per 500 names)."""
+    if names is None:
+        return {row["name"]: row for row in tx.query("SELECT * FROM phones")}
+    names = sorted({name.upper() for name in names})
+    result = {}
+    for start in range(0, len(names), 500):
+        chunk = names[start:start + 500]
+        for row in tx.query(f"SELECT * FROM phones WHERE name IN ({', '.join('?' for _ in chunk)})", chunk):
+            result[row["name"]] = row
+    return result

@@ -1,0 +1,187 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Bulk administration: query phones, apply CAPF settings to all of them, or insert from CSV.
+
+A job is one transaction however many phones it touches: one SELECT for the match, the per-phone
+plan in Python (``phone_config.plan_phone``), then one ``executemany`` for the updates, one for
+the inserts and one for the audit events. A job with ``run_at`` in the future is stored for the
+scheduler instead (see ``scheduler``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from . import csv_import, phone_query, scheduler
+from .errors import ValidationError
+from .files import write_private_file
+from .phone_config import (COLUMN_OPTIONS, WRITE_COLUMNS, AuthRequest, check_settings, new_phone_row,
+                           plan_phone)
+from .results import converged
+from .store import Store, audit
+from .store import phones as phone_records
+from .store import service as service_records
+from .vocabulary import check_bool, format_utc, parse_utc, utc_now
+
+JOB_KIND = "bulk_update"
+_UPDATE_SQL = "UPDATE phones SET %s, updated_at = ? WHERE id = ?" % ", ".join(f"{c} = ?" for c in WRITE_COLUMNS)
+_INSERT_SQL = "INSERT INTO phones (name, created_at, updated_at, %s) VALUES (?, ?, ?, %s)" % (
+    ", ".join(WRITE_COLUMNS), ", ".join("?" for _ in WRITE_COLUMNS))
+_AUDIT_SQL = "INSERT INTO audit_events (at, actor, action, subject, details) VALUES (?, ?, ?, ?, ?)"
+
+
+def build_spec(*, query=None, settings=None, generate_authentication_strings=False,
+               regenerate_authentication_strings=False, authentication_string_length=8, reissue=False,
+               apply_config=False, strings_file=None, has_shared_string=False) -> dict[str, Any]:
+    """Validate a job's options and return its canonical, secret-free spec."""
+    generate = check_bool("generate_authentication_strings", generate_authentication_strings)
+    regenerate = check_bool("regenerate_authentication_strings", regenerate_authentication_strings)
+    if has_shared_string and (generate or regenerate):
+        raise ValidationError("authentication_string",
+                              "cannot be combined with generate_authentication_strings", show_value=False)
+    if regenerate and not generate:
+        raise ValidationError("regenerate_authentication_strings", "needs generate_authentication_strings: true",
+                              regenerate)
+    columns = check_settings(settings, "set.")
+    AuthRequest(length=authentication_string_length).validated()
+    return {
+        "query": None if query is None else phone_query.check_query(query),
+        "set": {COLUMN_OPTIONS[column]: value for column, value in sorted(columns.items())},
+        "generate_authentication_strings": generate,
+        "regenerate_authentication_strings": regenerate,
+        "authentication_string_length": int(authentication_string_length),
+        "reissue": check_bool("reissue", reissue),
+        "apply_config": check_bool("apply_config", apply_config),
+        "strings_file": strings_file or None,
+    }
+
+
+def _strings_csv(generated: list[dict]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["device_name", "authentication_string"])
+    for item in generated:
+        writer.writerow([item["device_name"], item["authentication_string"]])
+    return buffer.getvalue().encode("ascii")
+
+
+def _changed_fields(plan) -> tuple[dict, dict]:
+    if plan.before is None:
+        return None, plan.after
+    keys = [k for k in plan.after if plan.after[k] != plan.before.get(k)]
+    return {k: plan.before[k] for k in keys}, {k: plan.after[k] for k in keys}
+
+
+def run(store: Store, spec: dict, *, shared_string: str | None = None, csv_rows=None,
+        check_mode: bool = False) -> dict[str, Any]:
+    """Run a job now, in one transaction. ``csv_rows`` come from ``csv_import.parse``."""
+    if spec["query"] is None and csv_rows is None:
+        raise ValidationError("query", "is required (or csv_file to insert phones)")
+    wanted = check_settings(spec["set"], "set.")
+    if shared_string is not None:
+        base_auth = AuthRequest(literal=shared_string, length=spec["authentication_string_length"])
+    else:
+        base_auth = AuthRequest(generate=spec["generate_authentication_strings"],
+                                regenerate=spec["regenerate_authentication_strings"],
+                                length=spec["authentication_string_length"])
+    base_auth.validated()
+    secret = store.secret()
+    plans, generated = [], []
+    with store.transaction(write=not check_mode) as tx:
+        defaults = service_records.read(tx)
+        work: list[tuple[dict | None, str, dict, AuthRequest]] = []
+        if spec["query"] is not None:
+            for row in phone_query.select(tx, spec["query"]):
+                work.append((row, row["name"], wanted, base_auth))
+        if csv_rows is not None:
+            existing = phone_records.by_name(tx, [item.name for item in csv_rows])
+            for item in csv_rows:
+                work.append((existing.get(item.name), item.name, item.settings, item.auth))
+        for current, name, settings, auth in work:
+            plan = plan_phone(current, name, settings, defaults, auth, secret, reissue=spec["reissue"],
+                              check_mode=check_mode, prefix=f"phone {name}: ")
+            plans.append((current, plan))
+            if plan.generated is not None:
+                generated.append({"device_name": name, "authentication_string": plan.generated})
+        updates = [(c, p) for c, p in plans if c is not None and p.changes]
+        inserts = [p for c, p in plans if c is None]
+        if not check_mode and (updates or inserts):
+            if generated and spec["strings_file"]:
+                write_private_file(spec["strings_file"], _strings_csv(generated))
+            now = format_utc(utc_now())
+            rows = []
+            for current, plan in updates:
+                row = {column: current[column] for column in WRITE_COLUMNS}
+                row.update(plan.changes)
+                rows.append([row[column] for column in WRITE_COLUMNS] + [now, current["id"]])
+            tx.executemany(_UPDATE_SQL, rows)
+            rows = []
+            for plan in inserts:
+                row = new_phone_row(plan.name, defaults)
+                row.update(plan.changes)
+                rows.append([plan.name, now, now] + [row[column] for column in WRITE_COLUMNS])
+            tx.executemany(_INSERT_SQL, rows)
+            events = []
+            for current, plan in [(c, p) for c, p in plans if p.changed]:
+                details = {COLUMN_OPTIONS.get(k, k): v for k, v in plan.changes.items() if not k.startswith("auth_")}
+                if "auth_hash" in plan.changes:
+                    details["auth_change"] = plan.auth_view
+                events.append((now, store.actor, "phone.create" if current is None else "phone.update", plan.name,
+                               json.dumps(details, sort_keys=True, default=str)))
+            tx.executemany(_AUDIT_SQL, events)
+            audit.record(tx, store.actor, "bulk.apply", JOB_KIND, matched=len(plans), changed=len(updates),
+                         inserted=len(inserts), apply_config=spec["apply_config"],
+                         generated=len(generated), query=spec["query"])
+    before, after = {}, {}
+    for _current, plan in plans:
+        if plan.changed:
+            before[plan.name], after[plan.name] = _changed_fields(plan)
+    counts = {
+        "matched": sum(1 for c, _p in plans if c is not None),
+        "changed": len(updates),
+        "unchanged": sum(1 for c, p in plans if c is not None and not p.changes),
+        "inserted": len(inserts),
+    }
+    return converged(bool(updates or inserts), {"phones": before}, {"phones": after}, counts=counts,
+                     authentication_strings=generated, strings_file=spec["strings_file"] if generated else None,
+                     apply_config=spec["apply_config"], job=None)
+
+
+def converge(store: Store, *, query=None, settings=None, authentication_string: str | None = None,
+             generate_authentication_strings=False, regenerate_authentication_strings=False,
+             authentication_string_length=8, reissue=False, apply_config=False, csv_file: str | None = None,
+             csv_content: str | None = None, strings_file: str | None = None, run_at=None, now=None,
+             check_mode: bool = False) -> dict[str, Any]:
+    """Run a bulk job now, or store it for the scheduler when ``run_at`` is in the future."""
+    csv_given = csv_file is not None or csv_content is not None
+    if csv_given and (query is not None or settings):
+        raise ValidationError("csv_file", "cannot be combined with query or set (the CSV carries the settings)")
+    if csv_file is not None and csv_content is not None:
+        raise ValidationError("csv_file", "cannot be combined with csv_content")
+    spec = build_spec(query=query, settings=settings, generate_authentication_strings=generate_authentication_strings,
+                      regenerate_authentication_strings=regenerate_authentication_strings,
+                      authentication_string_length=authentication_string_length, reissue=reissue,
+                      apply_config=apply_config, strings_file=strings_file,
+                      has_shared_string=authentication_string is not None)
+    if authentication_string is not None:
+        AuthRequest(literal=authentication_string).validated()
+    moment = parse_utc(run_at, "run_at")
+    if moment is not None and moment > (parse_utc(now, "now") if now is not None else utc_now()):
+        if csv_given:
+            raise ValidationError("run_at", "cannot be used with csv_file; CSV imports run now")
+        if spec["query"] is None:
+            raise ValidationError("query", "is required")
+        if spec["generate_authentication_strings"] and not spec["strings_file"]:
+            raise ValidationError("strings_file", "is required when a scheduled job generates authentication "
+                                                  "strings (nobody would see them otherwise)")
+        return scheduler.schedule(store, JOB_KIND, spec, moment, secret_value=authentication_string,
+                                  check_mode=check_mode)
+    csv_rows = None
+    if csv_given:
+        csv_rows = (csv_import.read(csv_file, spec["authentication_string_length"]) if csv_file is not None
+                    else csv_import.parse(csv_content, "csv_content", spec["authentication_string_length"]))
+    return run(store, spec, shared_string=authentication_string, csv_rows=csv_rows, check_mode=check_mode)
+

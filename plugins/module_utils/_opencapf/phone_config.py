@@ -1,0 +1,249 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One phone's CAPF settings, converged; the per-phone planning that bulk jobs reuse.
+
+Public option names (``certificate_operation``, ``authentication_mode``,
+``operation_completes_by`` ...) are mapped to store columns here, so errors name what the user
+typed. ``plan_phone()`` is pure (no I/O besides the keyed hash) and fast enough for 40,000 phones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import authstrings
+from .errors import ValidationError
+from .phone_query import phone_status
+from .results import converged, text_or_none
+from .store import Store, audit
+from .store import phones as phone_records
+from .store import service as service_records
+from .vocabulary import (AUTH_MODES, AUTH_STRING_DIGITS, KEY_ORDERS, OPERATIONS, SECURITY_MODES, check_choice,
+                         check_ec_key_size, check_int_range, check_rsa_key_size, format_utc,
+                         normalise_device_name, parse_utc)
+
+# option name -> store column
+OPTION_COLUMNS = {
+    "description": "description",
+    "model": "model",
+    "device_pool": "device_pool",
+    "security_mode": "security_mode",
+    "certificate_operation": "operation",
+    "authentication_mode": "auth_mode",
+    "key_order": "key_order",
+    "rsa_key_size": "rsa_key_size",
+    "ec_key_size": "ec_key_size",
+    "operation_completes_by": "operation_deadline",
+}
+COLUMN_OPTIONS = {column: option for option, column in OPTION_COLUMNS.items()}
+SECURE_MODES = ("authenticated", "encrypted")
+# Columns written for every changed phone (one UPDATE statement shape for executemany).
+WRITE_COLUMNS = tuple(OPTION_COLUMNS.values()) + ("auth_salt", "auth_hash", "auth_failures", "locked",
+                                                   "operation_status", "operation_reason")
+
+
+def check_settings(settings: dict | None, prefix: str = "") -> dict[str, Any]:
+    """Validate phone settings given by option name; return {column: canonical value} for those set."""
+    settings = {k: v for k, v in (settings or {}).items() if v is not None}
+    unknown = sorted(set(settings) - set(OPTION_COLUMNS))
+    if unknown:
+        raise ValidationError(prefix.rstrip(".") or "settings", "accepts only %s" % ", ".join(OPTION_COLUMNS),
+                              unknown)
+    result: dict[str, Any] = {}
+    for option, value in settings.items():
+        field = prefix + option
+        if option in ("description", "model", "device_pool"):
+            checked = text_or_none(value, field, 200 if option == "description" else 64)
+        elif option == "security_mode":
+            checked = check_choice(field, value, SECURITY_MODES)
+        elif option == "certificate_operation":
+            checked = check_choice(field, value, OPERATIONS)
+        elif option == "authentication_mode":
+            checked = check_choice(field, value, AUTH_MODES)
+        elif option == "key_order":
+            checked = check_choice(field, value, KEY_ORDERS)
+        elif option == "rsa_key_size":
+            checked = check_rsa_key_size(value, field)
+        elif option == "ec_key_size":
+            checked = check_ec_key_size(value, field)
+        else:
+            checked = format_utc(parse_utc(value, field))
+        result[OPTION_COLUMNS[option]] = checked
+    return result
+
+
+@dataclass(frozen=True)
+class AuthRequest:
+    """How to treat the authentication string: a literal (never stored in clear), or generate."""
+
+    literal: str | None = None
+    generate: bool = False
+    regenerate: bool = False
+    length: int = authstrings.DEFAULT_LENGTH
+
+    def validated(self, prefix: str = "") -> "AuthRequest":
+        if self.literal is not None and (self.generate or self.regenerate):
+            raise ValidationError(prefix + "authentication_string",
+                                  "cannot be combined with generate_authentication_string", show_value=False)
+        if self.literal is not None:
+            authstrings.check_auth_string(self.literal, prefix + "authentication_string")
+        check_int_range(prefix + "authentication_string_length", self.length, AUTH_STRING_DIGITS, " digits")
+        return self
+
+
+def new_phone_row(name: str, defaults: dict) -> dict[str, Any]:
+    """What a phone that does not exist yet looks like: the store defaults and service key defaults."""
+    return {
+        "id": None, "name": name, "description": "", "model": "", "device_pool": "", "security_mode": "non_secure",
+        "operation": "none", "auth_mode": "null_string", "auth_salt": None, "auth_hash": None, "auth_failures": 0,
+        "locked": 0, "key_order": defaults["key_order"], "rsa_key_size": defaults["rsa_key_size"],
+        "ec_key_size": defaults["ec_key_size"], "operation_deadline": None, "operation_status": "none",
+        "operation_reason": "",
+    }
+
+
+@dataclass
+class PhonePlan:
+    name: str
+    exists: bool
+    changes: dict             # column -> new value (auth columns included)
+    generated: str | None     # a new authentication string (None in check mode)
+    auth_view: str            # "(unset)", "(set)", "(new)", "(changed)"
+    before: dict | None
+    after: dict | None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes) or not self.exists
+
+
+def settings_view(row: dict, auth_view: str | None = None) -> dict[str, Any]:
+    """The reviewer's view of a phone's settings (no hashes, option names as keys)."""
+    view = {"name": row["name"]}
+    for option, column in OPTION_COLUMNS.items():
+        view[option] = row[column]
+    view["operation_status"] = row["operation_status"]
+    view["authentication_string"] = auth_view or ("(set)" if row.get("auth_hash") else "(unset)")
+    return view
+
+
+def plan_phone(current: dict | None, name: str, wanted: dict, defaults: dict, auth: AuthRequest, secret: bytes,
+               *, reissue: bool = False, check_mode: bool = False, prefix: str = "") -> PhonePlan:
+    """Compute one phone's changes. ``wanted`` holds validated columns (see ``check_settings``)."""
+    base = current if current is not None else new_phone_row(name, defaults)
+    target = {column: base[column] for column in WRITE_COLUMNS}
+    target.update(wanted)
+    operation_changed = target["operation"] != base["operation"]
+    if target["auth_mode"] == "auth_string" and target["security_mode"] in SECURE_MODES \
+            and target["operation"] != "none":
+        raise ValidationError(
+            prefix + "authentication_mode",
+            "must not be auth_string for a phone in security_mode %s: such a phone does not register until it has "
+            "an LSC and never contacts CAPF by itself; use null_string or existing_cert_mic/existing_cert_lsc, or "
+            "install the LSC while the phone is non_secure" % target["security_mode"],
+            "auth_string",
+        )
+
+    auth_view = "(set)" if base["auth_hash"] else "(unset)"
+    generated = None
+    if target["auth_mode"] == "auth_string":
+        if auth.literal is not None:
+            if not authstrings.matches(secret, base["auth_salt"], base["auth_hash"], auth.literal):
+                target["auth_salt"], target["auth_hash"] = authstrings.protect(secret, auth.literal)
+                auth_view = "(changed)" if base["auth_hash"] else "(new)"
+        elif auth.generate:
+            needed = (not base["auth_hash"] or auth.regenerate or operation_changed
+                      or base["auth_mode"] != "auth_string")
+            if needed:
+                auth_view = "(changed)" if base["auth_hash"] else "(new)"
+                if check_mode:
+                    target["auth_hash"] = b"(to be generated)"
+                else:
+                    generated = authstrings.generate(auth.length)
+                    target["auth_salt"], target["auth_hash"] = authstrings.protect(secret, generated)
+        elif not base["auth_hash"]:
+            raise ValidationError(prefix + "authentication_string",
+                                  "is required when authentication_mode is auth_string (give the 4\u201310 digits, "
+                                  "or set generate_authentication_string)")
+        if target["auth_hash"] != base["auth_hash"]:
+            target["auth_failures"], target["locked"] = 0, 0
+    else:
+        if auth.literal is not None or auth.generate:
+            raise ValidationError(prefix + "authentication_string",
+                                  "is only used with authentication_mode auth_string", show_value=False)
+        if base["auth_hash"]:
+            target["auth_salt"], target["auth_hash"] = None, None
+            auth_view = "(unset)"
+
+    rearm = target["operation"] != "none" and (
+        operation_changed or base["operation_status"] in ("failed", "lapsed", "none")
+        or (reissue and base["operation_status"] == "succeeded"))
+    if target["operation"] == "none":
+        target["operation_status"] = "none" if operation_changed else base["operation_status"]
+    elif rearm:
+        target["operation_status"] = "pending"
+    if target["operation_status"] != base["operation_status"]:
+        target["operation_reason"] = ""
+
+    changes = {column: value for column, value in target.items() if value != base[column]}
+    before = settings_view(current) if current is not None else None
+    after_row = dict(base)
+    after_row.update(target)
+    return PhonePlan(name, current is not None, changes, generated, auth_view, before,
+                     settings_view(after_row, auth_view))
+
+
+def _write_row(plan: PhonePlan, current: dict | None) -> dict[str, Any]:
+    row = {column: (current[column] if current else None) for column in WRITE_COLUMNS}
+    row.update(plan.changes)
+    return row
+
+
+def _audit_details(plan: PhonePlan) -> dict[str, Any]:
+    details = {COLUMN_OPTIONS.get(k, k): v for k, v in plan.changes.items() if not k.startswith("auth_")}
+    if "auth_hash" in plan.changes:
+        details["authentication_string"] = plan.auth_view
+    return details
+
+
+def apply_phone(tx, actor: str, plan: PhonePlan, current: dict | None, defaults: dict) -> None:
+    """Write one phone plan in the caller's transaction (audited)."""
+    if not plan.changed:
+        return
+    if current is None:
+        row = new_phone_row(plan.name, defaults)
+        row.update(plan.changes)
+        values = {column: row[column] for column in WRITE_COLUMNS}
+        phone_records.create(tx, actor, plan.name, **values)
+    else:
+        phone_records.update(tx, actor, plan.name, plan.changes)
+    if "auth_hash" in plan.changes:
+        audit.record(tx, actor, "phone.authentication_string", plan.name, change=plan.auth_view)
+
+
+def converge(store: Store, name: str, *, state: str = "present", settings: dict | None = None,
+             auth: AuthRequest | None = None, reissue: bool = False, check_mode: bool = False) -> dict[str, Any]:
+    """Converge one phone; returns changed/before/after, the phone's CAPF status, and a generated
+    authentication string once (only when one was generated in this call)."""
+    name = normalise_device_name(name, "name")
+    state = check_choice("state", state, ("present", "absent"))
+    auth = (auth or AuthRequest()).validated()
+    wanted = check_settings(settings)
+    secret = store.secret()
+    with store.transaction(write=not check_mode) as tx:
+        current = phone_records.get(tx, name)
+        if state == "absent":
+            before = settings_view(current) if current else None
+            if current is not None and not check_mode:
+                phone_records.delete(tx, store.actor, name)
+            return converged(current is not None, before, None, name=name, status=None)
+        defaults = service_records.read(tx)
+        plan = plan_phone(current, name, wanted, defaults, auth, secret, reissue=reissue, check_mode=check_mode)
+        if plan.changed and not check_mode:
+            apply_phone(tx, store.actor, plan, current, defaults)
+        status = phone_status(tx, name) if not check_mode or current is not None else None
+    extras: dict[str, Any] = {"name": name, "status": status}
+    if plan.generated is not None:
+        extras["authentication_string"] = plan.generated
+    return converged(plan.changed, plan.before, plan.after, **extras)

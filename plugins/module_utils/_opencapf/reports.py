@@ -1,0 +1,147 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Read-only views of the store (what capf_info gathers), the CAPF report as CSV, and the one
+clean-up that belongs with them: deleting stale LSCs.
+
+A stale LSC was issued for a CSR but never installed because the phone produced a newer CSR
+first (``utils capf stale-lsc list``); pending CSRs are those still waiting for a signature
+(``utils capf csr list``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from . import phone_query, scheduler, service_config, trust
+from .ca import authority
+from .errors import ValidationError
+from .files import write_private_file
+from .results import converged
+from .store import Store, audit
+from .store.backend import Transaction
+from .vocabulary import check_choice, check_int_range, normalise_device_name
+
+SECTIONS = ("service", "capf_certificates", "trust", "phones", "pending_csrs", "stale_lscs", "jobs", "sessions")
+PENDING_CSR_STATUSES = ("pending", "submitted")
+REPORT_COLUMNS = ("device_name", "description", "model", "device_pool", "security_mode", "certificate_operation",
+                  "operation_status", "authentication_mode", "lsc_status", "lsc_serial", "lsc_not_after",
+                  "lsc_installed_at")
+MAX_LIMIT = 100000
+
+
+def stale_lscs(tx: Transaction, device_names=None) -> list[dict[str, Any]]:
+    sql = ("SELECT p.name AS device_name, c.id, c.serial, c.issuer, c.fingerprint, c.not_after, c.issued_at, "
+           "c.status_changed_at FROM certificates c JOIN phones p ON p.id = c.phone_id "
+           "WHERE c.kind = 'lsc' AND c.status = 'stale'")
+    params: list = []
+    if device_names:
+        sql += " AND p.name IN (%s)" % ", ".join("?" for _ in device_names)
+        params.extend(device_names)
+    return tx.query(sql + " ORDER BY p.name, c.id", params)
+
+
+def pending_csrs(tx: Transaction) -> list[dict[str, Any]]:
+    marks = ", ".join("?" for _ in PENDING_CSR_STATUSES)
+    return tx.query(
+        "SELECT p.name AS device_name, r.id, r.status, r.public_key_fingerprint, r.external_ref, r.created_at, "
+        f"r.updated_at FROM csrs r JOIN phones p ON p.id = r.phone_id WHERE r.status IN ({marks}) "
+        "ORDER BY r.created_at, r.id", PENDING_CSR_STATUSES)
+
+
+def recent_sessions(tx: Transaction, limit: int = 100, device_names=None) -> list[dict[str, Any]]:
+    sql = ("SELECT session_id, device_name, peer, operation, outcome, reason, started_at, duration_ms "
+           "FROM sessions")
+    params: list = []
+    if device_names:
+        sql += " WHERE UPPER(device_name) IN (%s)" % ", ".join("?" for _ in device_names)
+        params.extend(device_names)
+    return tx.query(sql + " ORDER BY started_at DESC, id DESC LIMIT ?", (*params, limit))
+
+
+def phone_rows(tx: Transaction, query: dict | None) -> list[dict[str, Any]]:
+    """Phones matching a bulk-style query with their CAPF status and current LSC."""
+    result = []
+    for row in phone_query.select(tx, query):
+        result.append({
+            "device_name": row["name"], "description": row["description"], "model": row["model"],
+            "device_pool": row["device_pool"], "security_mode": row["security_mode"],
+            "certificate_operation": row["operation"], "operation_status": row["operation_status"],
+            "operation_reason": row["operation_reason"], "authentication_mode": row["auth_mode"],
+            "operation_completes_by": row["operation_deadline"], "locked": bool(row["locked"]),
+            "lsc": phone_query.lsc_view(row),
+        })
+    return result
+
+
+def _report_line(phone: dict) -> list:
+    lsc = phone["lsc"] or {}
+    flat = dict(phone, lsc_status=lsc.get("status", "none"), lsc_serial=lsc.get("serial", ""),
+                lsc_not_after=lsc.get("not_after", ""), lsc_installed_at=lsc.get("installed_at") or "")
+    return [flat[column] if flat[column] is not None else "" for column in REPORT_COLUMNS]
+
+
+def report_csv(phones: list[dict]) -> bytes:
+    """The CAPF report: one line per phone with its LSC status."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(REPORT_COLUMNS)
+    for phone in phones:
+        writer.writerow(_report_line(phone))
+    return buffer.getvalue().encode("utf-8")
+
+
+def gather(store: Store, sections=None, *, query: dict | None = None, limit: int = 100,
+           report_path: str | None = None) -> dict[str, Any]:
+    """Everything capf_info returns, one read transaction (plus the CAPF certificate summaries)."""
+    sections = list(sections or SECTIONS)
+    for index, section in enumerate(sections):
+        check_choice(f"gather[{index}]", section, SECTIONS)
+    limit = check_int_range("limit", limit, (1, MAX_LIMIT))
+    canonical = phone_query.check_query(query)
+    result: dict[str, Any] = {}
+    with store.read() as tx:
+        if "service" in sections:
+            result["service"] = service_config.plan(tx, b"").before
+        if "trust" in sections:
+            result["trust"] = {name: trust.list_certificates(tx, name) for name in ("capf-trust", "callmanager-trust")}
+        if "phones" in sections or report_path:
+            phones = phone_rows(tx, canonical)
+            if "phones" in sections:
+                result["phones"] = phones
+        if "pending_csrs" in sections:
+            result["pending_csrs"] = pending_csrs(tx)
+        if "stale_lscs" in sections:
+            result["stale_lscs"] = stale_lscs(tx)
+        if "jobs" in sections:
+            result["jobs"] = scheduler.list_jobs(tx, limit=limit)
+        if "sessions" in sections:
+            result["sessions"] = recent_sessions(tx, limit)
+    if "capf_certificates" in sections:
+        history = authority.history(store)
+        for item in history:
+            item.pop("pem", None)
+        result["capf_certificates"] = history
+    if report_path:
+        write_private_file(report_path, report_csv(phones))
+        result["report_path"] = report_path
+    return result
+
+
+def delete_stale_lscs(store: Store, *, device_names=None, check_mode: bool = False) -> dict[str, Any]:
+    """Delete stale LSCs: all of them (``device_names`` None) or those of the named devices."""
+    names = None
+    if device_names is not None:
+        if not isinstance(device_names, (list, tuple)) or not device_names:
+            raise ValidationError("devices", "must be a non-empty list of device names", device_names)
+        names = sorted({normalise_device_name(name, f"devices[{i}]") for i, name in enumerate(device_names)})
+    with store.transaction(write=not check_mode) as tx:
+        stale = stale_lscs(tx, names)
+        if stale and not check_mode:
+            tx.executemany("DELETE FROM certificates WHERE id = ? AND status = 'stale'", [(row["id"],) for row in stale])
+            audit.record(tx, store.actor, "certificate.stale_deleted", "stale_lscs", count=len(stale),
+                         serials=[row["serial"] for row in stale])
+    before = [{"device_name": row["device_name"], "serial": row["serial"], "not_after": row["not_after"]}
+              for row in stale]
+    return converged(bool(stale), {"stale_lscs": before}, {"stale_lscs": []}, deleted=before)

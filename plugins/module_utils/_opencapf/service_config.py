@@ -1,0 +1,237 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Service configuration: parameters, the online CA and the CAPF certificate, converged.
+
+``plan()`` reads the store and computes what would change (validating every value and the
+cross-field rules of the configuration guide); ``apply()`` writes a plan in one transaction;
+``converge()`` does both and returns before/after views without secrets.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field as _field
+from typing import Any
+
+from . import parameters, secretbox, trust
+from .ca import authority, keys, rules
+from .ca import certificates as c
+from .errors import CertificateError, ValidationError
+from .results import converged, text_or_none
+from .store import Store, audit
+from .store import service as service_records
+from .store.backend import Transaction
+from .vocabulary import CAPF_KEY_TYPES, ONLINE_CA_TYPES, check_choice, check_port
+
+ONLINE_CA_KEY = "online_ca"
+PASSWORD_SECRET = "online_ca.password"
+UPDATE_PASSWORD = ("always", "on_create")
+ONLINE_CA_FIELDS = ("hostname", "port", "type", "template", "profile_label", "username")
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+
+
+def check_online_ca(value: dict, field: str = "online_ca") -> dict:
+    """The online CA mapping in canonical form (password excluded), with its own field rules."""
+    if not isinstance(value, dict):
+        raise ValidationError(field, "must be a mapping", value)
+    unknown = sorted(set(value) - set(ONLINE_CA_FIELDS) - {"password"})
+    if unknown:
+        raise ValidationError(field, "accepts only %s" % ", ".join(ONLINE_CA_FIELDS + ("password",)), unknown)
+    hostname = value.get("hostname")
+    if not isinstance(hostname, str) or not _HOSTNAME.fullmatch(hostname.strip()):
+        raise ValidationError(f"{field}.hostname", "must be the CA's host name (the CN/FQDN of its HTTPS certificate)",
+                              hostname)
+    ca_type = check_choice(f"{field}.type", value.get("type"), ONLINE_CA_TYPES)
+    result = {
+        "hostname": hostname.strip().lower().rstrip("."),
+        "port": check_port(value.get("port") if value.get("port") is not None else 443, f"{field}.port"),
+        "type": ca_type,
+        "template": text_or_none(value.get("template"), f"{field}.template"),
+        "profile_label": text_or_none(value.get("profile_label"), f"{field}.profile_label"),
+        "username": text_or_none(value.get("username"), f"{field}.username"),
+    }
+    if result["template"] and ca_type != "microsoft":
+        raise ValidationError(f"{field}.template", "is only used with type microsoft", result["template"])
+    if result["profile_label"] and ca_type != "est":
+        raise ValidationError(f"{field}.profile_label", "is only used with type est", result["profile_label"])
+    if ca_type == "microsoft" and not result["template"]:
+        raise ValidationError(f"{field}.template", "is required with type microsoft (the certificate template name)")
+    return result
+
+
+@dataclass
+class ServicePlan:
+    parameters: dict = _field(default_factory=dict)     # name -> (before, after)
+    online_ca: tuple | None = None                       # (before, after) mappings
+    password: str | None = None                          # new password to store (never shown)
+    password_action: str = ""                            # "", "set", "changed"
+    certificate_action: str = ""                         # "", "create", "regenerate", "upload"
+    key_type: str | None = None
+    upload: tuple | None = None                          # (certificate, private key)
+    before: dict = _field(default_factory=dict)
+    after: dict = _field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.parameters or self.online_ca or self.password_action or self.certificate_action)
+
+
+def _certificate_view(row: dict | None) -> dict | None:
+    if row is None:
+        return None
+    certificate = c.load_pem_certificate(row["pem"], "stored CAPF certificate")
+    return {"common_name": row["common_name"], "fingerprint": row["fingerprint"], "key_type": row["key_type"],
+            "not_after": row["not_after"], "source": row["source"],
+            "subject": certificate.subject.rfc4514_string()}
+
+
+def _check_hostname_against_trust(tx: Transaction, online_ca: dict) -> None:
+    names = trust.https_certificate_names(tx)
+    if names and not any(trust.hostname_matches(online_ca["hostname"], group) for group in names):
+        shown = sorted({name for group in names for name in group})
+        raise ValidationError(
+            "online_ca.hostname",
+            "must match the CN or a DNS name of the CA's HTTPS certificate in capf-trust (%s)" % ", ".join(shown),
+            online_ca["hostname"],
+        )
+
+
+def _plan_certificate(tx: Transaction, plan: ServicePlan, capf_certificate: dict | None) -> None:
+    row = tx.one("SELECT * FROM capf_certificates WHERE active = 1")
+    plan.before["capf_certificate"] = _certificate_view(row)
+    plan.after["capf_certificate"] = plan.before["capf_certificate"]
+    spec = dict(capf_certificate or {})
+    key_type = spec.get("key_type")
+    if key_type is not None:
+        key_type = check_choice("capf_certificate.key_type", key_type, CAPF_KEY_TYPES)
+    if spec.get("certificate") or spec.get("private_key"):
+        if not (spec.get("certificate") and spec.get("private_key")):
+            raise ValidationError("capf_certificate", "needs both certificate and private_key to upload")
+        if spec.get("regenerate") or key_type:
+            raise ValidationError("capf_certificate", "cannot combine an upload with regenerate or key_type")
+        certificate = c.load_pem_certificates(spec["certificate"], "capf_certificate.certificate")[0]
+        private_key = keys.parse_private_key(
+            spec["private_key"].encode() if isinstance(spec["private_key"], str) else spec["private_key"],
+            "capf_certificate.private_key")
+        rules.check_ca_certificate(certificate, "capf_certificate.certificate")
+        if not keys.keys_match(private_key, certificate):
+            raise CertificateError("capf_certificate.private_key does not belong to capf_certificate.certificate")
+        fingerprint = c.fingerprint(certificate)
+        known = tx.one("SELECT active FROM capf_certificates WHERE fingerprint = ?", (fingerprint,))
+        if known is not None and known["active"]:
+            return
+        if known is not None:
+            raise CertificateError("capf_certificate.certificate was used before and has been retired; upload a new one")
+        plan.certificate_action, plan.upload = "upload", (certificate, private_key)
+        view = c.describe(certificate)
+        plan.after["capf_certificate"] = {"common_name": view["common_name"], "fingerprint": fingerprint,
+                                          "key_type": f"{view['key_type']}{view['key_size']}",
+                                          "not_after": view["not_after"], "source": "uploaded",
+                                          "subject": view["subject"]}
+        return
+    wanted = key_type or (row["key_type"] if row else authority.DEFAULT_KEY_TYPE)
+    if row is None:
+        plan.certificate_action = "create"
+    elif spec.get("regenerate"):
+        plan.certificate_action = "regenerate"
+    elif key_type and row["key_type"] != key_type:
+        plan.certificate_action = "regenerate"
+    if plan.certificate_action:
+        plan.key_type = wanted
+        plan.after["capf_certificate"] = {"common_name": "CAPF-(new)", "fingerprint": "(new)", "key_type": wanted,
+                                          "not_after": "(new)", "source": "generated"}
+
+
+def plan(tx: Transaction, store_secret: bytes, *, parameters_wanted: dict | None = None,
+         online_ca: dict | None = None, capf_certificate: dict | None = None,
+         update_password: str = "always") -> ServicePlan:
+    """Compute the changes; raises ValidationError/CertificateError for any rule the values break."""
+    update_password = check_choice("update_password", update_password, UPDATE_PASSWORD)
+    wanted = parameters.check_all({k: v for k, v in (parameters_wanted or {}).items() if v is not None})
+    current = service_records.read(tx)
+    result = ServicePlan()
+    result.before["parameters"] = current
+    merged = dict(current)
+    merged.update(wanted)
+    result.after["parameters"] = merged
+    result.parameters = {name: (current[name], value) for name, value in wanted.items() if current[name] != value}
+
+    stored_ca = service_records.read_raw(tx, ONLINE_CA_KEY)
+    password_set = secretbox.exists(tx, PASSWORD_SECRET)
+    result.before[ONLINE_CA_KEY] = None if stored_ca is None else {**stored_ca,
+                                                                  "password": "(set)" if password_set else "(unset)"}
+    effective_ca = stored_ca
+    password_view = "(set)" if password_set else "(unset)"
+    if online_ca is not None:
+        effective_ca = check_online_ca({k: v for k, v in online_ca.items() if k != "password"})
+        if effective_ca != stored_ca:
+            result.online_ca = (stored_ca, effective_ca)
+        password = online_ca.get("password")
+        if password is not None:
+            if not isinstance(password, str) or not password or len(password) > 1024:
+                raise ValidationError("online_ca.password", "must be a non-empty string of at most 1024 characters",
+                                      show_value=False)
+            if not password_set:
+                result.password, result.password_action, password_view = password, "set", "(set)"
+            elif update_password == "always" and not secretbox.equals(tx, store_secret, PASSWORD_SECRET, password):
+                result.password, result.password_action, password_view = password, "changed", "(changed)"
+    result.after[ONLINE_CA_KEY] = None if effective_ca is None else {**effective_ca, "password": password_view}
+
+    # Cross-field rules, checked against the values in force after the change.
+    if merged["issuer"] == "online_ca" and effective_ca is None:
+        raise ValidationError("issuer", "online_ca needs the online_ca settings (hostname, type ...)", "online_ca")
+    if effective_ca is not None and effective_ca["type"] == "microsoft" and merged["fips_mode"]:
+        raise ValidationError("online_ca.type", "must not be microsoft when fips_mode is true (use est)", "microsoft")
+    if effective_ca is not None and (result.online_ca or merged["issuer"] == "online_ca"):
+        _check_hostname_against_trust(tx, effective_ca)
+    _plan_certificate(tx, result, capf_certificate)
+    return result
+
+
+def apply(store: Store, tx: Transaction, result: ServicePlan) -> None:
+    """Write a plan inside the caller's write transaction."""
+    if result.parameters:
+        service_records.write(tx, store.actor, {name: after for name, (_b, after) in result.parameters.items()})
+    if result.online_ca:
+        service_records.write(tx, store.actor, {ONLINE_CA_KEY: result.online_ca[1]})
+    if result.password_action:
+        secretbox.put(tx, store.secret(), PASSWORD_SECRET, result.password)
+        audit.record(tx, store.actor, "service.online_ca_password", "online_ca", change=result.password_action)
+    if result.certificate_action == "upload":
+        certificate, private_key = result.upload
+        authority._record(store, tx, certificate, private_key, "uploaded")  # pylint: disable=protected-access
+    elif result.certificate_action:
+        private_key = keys.generate(result.key_type, "capf_certificate.key_type")
+        source = "generated" if result.certificate_action == "create" else "regenerated"
+        authority._record(store, tx, authority.build_capf_certificate(private_key), private_key,  # pylint: disable=protected-access
+                          source)
+
+
+def converge(store: Store, *, parameters_wanted: dict | None = None, online_ca: dict | None = None,
+             capf_certificate: dict | None = None, update_password: str = "always",
+             check_mode: bool = False) -> dict[str, Any]:
+    """Converge the service configuration; one transaction; returns changed/before/after."""
+    secret = store.secret()
+    with store.transaction(write=not check_mode) as tx:
+        result = plan(tx, secret, parameters_wanted=parameters_wanted, online_ca=online_ca,
+                      capf_certificate=capf_certificate, update_password=update_password)
+        if result.changed and not check_mode:
+            apply(store, tx, result)
+    after = result.after
+    if result.certificate_action and not check_mode:
+        certificate = authority.current(store)
+        after["capf_certificate"] = {key: certificate[key] for key in ("common_name", "fingerprint", "not_after",
+                                                                        "subject")}
+        after["capf_certificate"].update(key_type=f"{certificate['key_type']}{certificate['key_size']}",
+                                         source=certificate["source"])
+    return converged(result.changed, result.before, after,
+                     changed_parameters=sorted(result.parameters),
+                     online_ca_changed=bool(result.online_ca or result.password_action),
+                     capf_certificate_action=result.certificate_action or "none")
+
+
+def read(store: Store) -> dict[str, Any]:
+    """Parameters, online CA (password only as set/unset) and the active CAPF certificate."""
+    with store.read() as tx:
+        result = plan(tx, b"", parameters_wanted=None)
+    return result.before

@@ -1,0 +1,276 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Trust stores (``capf-trust``, ``callmanager-trust``): certificates present or absent, by fingerprint.
+
+A converge call first computes a plan (pure: which rows to add, re-describe or remove, with the
+CA rules and Table 1 applied), then applies it in one transaction with one audit event per row.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field as _field
+
+from .ca import certificates as c
+from .ca import rules
+from .dependencies import x509
+from .errors import ValidationError
+from .files import read_input_file
+from .results import converged, text_or_none
+from .store import Store, audit
+from .store.backend import Transaction
+from .vocabulary import LEGACY_MIC_ROOTS, TRUST_STORES, check_choice, format_utc, utc_now
+
+_COLUMNS = "id, trust_store, fingerprint, subject, common_name, issuer, is_ca, not_after, description"
+
+
+def check_trust_store(value, field: str = "trust_store") -> str:
+    if isinstance(value, str):
+        value = value.strip().lower()
+    return check_choice(field, value, TRUST_STORES)
+
+
+def load_certificates(content=None, path=None, field: str = "content") -> list:
+    """Certificates from PEM/DER ``content`` or a file ``path`` (exactly one of them)."""
+    if (content is None) == (path is None):
+        raise ValidationError(field, "needs exactly one of content or path")
+    if path is not None:
+        content = read_input_file(path, "certificate file")
+    return c.load_pem_certificates(content, field)
+
+
+def _row_view(row: dict) -> dict:
+    return {
+        "trust_store": row["trust_store"], "fingerprint": row["fingerprint"], "common_name": row["common_name"],
+        "subject": row["subject"], "issuer": row["issuer"], "is_ca": bool(row["is_ca"]),
+        "not_after": row["not_after"], "description": row["description"],
+    }
+
+
+def list_certificates(tx: Transaction, trust_store: str | None = None) -> list[dict]:
+    sql = f"SELECT {_COLUMNS} FROM trust_certificates"
+    params: tuple = ()
+    if trust_store:
+        sql += " WHERE trust_store = ?"
+        params = (trust_store,)
+    return [_row_view(row) for row in tx.query(sql + " ORDER BY trust_store, common_name, fingerprint", params)]
+
+
+def _dns_names(certificate) -> list[str]:
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(name) for name in san.get_values_for_type(x509.DNSName)]
+
+
+def https_certificate_names(tx: Transaction) -> list[list[str]]:
+    """Host names of the CA HTTPS certificates in capf-trust: leaf certificates, and CA
+    certificates that carry DNS names (Table 1's 'root and HTTPS certificate are the same')."""
+    result = []
+    for row in tx.query("SELECT pem, is_ca FROM trust_certificates WHERE trust_store = 'capf-trust' ORDER BY id"):
+        certificate = c.load_pem_certificate(row["pem"], "stored trust certificate")
+        dns = _dns_names(certificate)
+        if row["is_ca"] and not dns:
+            continue
+        names = dns + [c.common_name(certificate.subject)]
+        result.append([name for name in names if name])
+    return result
+
+
+def hostname_matches(hostname: str, names: list[str]) -> bool:
+    """Exact (case-insensitive) or single-label wildcard match, as TLS clients check host names."""
+    host = hostname.lower().rstrip(".")
+    for name in names:
+        pattern = name.lower().rstrip(".")
+        if pattern == host:
+            return True
+        if pattern.startswith("*.") and host.count(".") == pattern.count(".") and fnmatch.fnmatchcase(host, pattern):
+            return True
+    return False
+
+
+@dataclass
+class TrustPlan:
+    """What a converge call will do; ``reason`` carries Table 1's explanation when it applied."""
+
+    add: list = _field(default_factory=list)          # (trust_store, certificate, description)
+    describe: list = _field(default_factory=list)     # (trust_store, fingerprint, old, new)
+    remove: list = _field(default_factory=list)       # row views
+    reason: str = ""
+    scenario: int | None = None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.add or self.describe or self.remove)
+
+
+def _check_upload(certificates: list, field: str) -> None:
+    """CA rules for everything uploaded: reserved prefix, and CA:TRUE/pathlen/KeyUsage for CAs.
+    A root may have a path length that covers the intermediates uploaded with it."""
+    ca_count = sum(1 for certificate in certificates if c.is_ca(certificate))
+    for index, certificate in enumerate(certificates):
+        label = field if len(certificates) == 1 else f"{field}[{index}]"
+        rules.check_trust_upload(certificate, label, max_path_length=max(ca_count - 1, 0))
+
+
+def plan_present(tx: Transaction, uploads: list, description: str) -> TrustPlan:
+    """``uploads`` is a list of (certificate, trust stores)."""
+    plan = TrustPlan()
+    seen = set()
+    for certificate, stores in uploads:
+        fingerprint = c.fingerprint(certificate)
+        for trust_store in stores:
+            if (trust_store, fingerprint) in seen:
+                continue
+            seen.add((trust_store, fingerprint))
+            row = tx.one("SELECT description FROM trust_certificates WHERE trust_store = ? AND fingerprint = ?",
+                         (trust_store, fingerprint))
+            if row is None:
+                plan.add.append((trust_store, certificate, description))
+            elif row["description"] != description:
+                plan.describe.append((trust_store, fingerprint, row["description"], description))
+    return plan
+
+
+def plan_absent(tx: Transaction, certificates: list, stores) -> TrustPlan:
+    plan = TrustPlan()
+    for certificate in certificates:
+        for trust_store in stores:
+            row = tx.one(f"SELECT {_COLUMNS} FROM trust_certificates WHERE trust_store = ? AND fingerprint = ?",
+                         (trust_store, c.fingerprint(certificate)))
+            if row is not None:
+                plan.remove.append(_row_view(row))
+    return plan
+
+
+def plan_legacy_removal(tx: Transaction, stores) -> TrustPlan:
+    """Remove the four legacy Cisco manufacturing roots, matched by common name."""
+    plan = TrustPlan()
+    marks = ", ".join("?" for _ in LEGACY_MIC_ROOTS)
+    for trust_store in stores:
+        for row in tx.query(f"SELECT {_COLUMNS} FROM trust_certificates WHERE trust_store = ? AND common_name IN "
+                            f"({marks}) ORDER BY id", (trust_store, *LEGACY_MIC_ROOTS)):
+            plan.remove.append(_row_view(row))
+    return plan
+
+
+def apply(tx: Transaction, actor: str, plan: TrustPlan) -> None:
+    now = format_utc(utc_now())
+    for trust_store, certificate, description in plan.add:
+        fingerprint = c.fingerprint(certificate)
+        tx.insert(
+            "INSERT INTO trust_certificates (trust_store, fingerprint, subject, common_name, issuer, is_ca, not_after, "
+            "description, pem, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (trust_store, fingerprint, certificate.subject.rfc4514_string(), c.common_name(certificate.subject),
+             certificate.issuer.rfc4514_string(), int(c.is_ca(certificate)), format_utc(c.not_after(certificate)),
+             description, c.to_pem(certificate), now),
+        )
+        audit.record(tx, actor, "trust.add", trust_store, fingerprint=fingerprint,
+                     common_name=c.common_name(certificate.subject))
+    for trust_store, fingerprint, old, new in plan.describe:
+        tx.execute("UPDATE trust_certificates SET description = ? WHERE trust_store = ? AND fingerprint = ?",
+                   (new, trust_store, fingerprint))
+        audit.record(tx, actor, "trust.describe", trust_store, fingerprint=fingerprint, before=old, after=new)
+    for row in plan.remove:
+        tx.execute("DELETE FROM trust_certificates WHERE trust_store = ? AND fingerprint = ?",
+                   (row["trust_store"], row["fingerprint"]))
+        audit.record(tx, actor, "trust.remove", row["trust_store"], fingerprint=row["fingerprint"],
+                     common_name=row["common_name"])
+
+
+def _view(tx: Transaction, stores) -> dict:
+    return {store: list_certificates(tx, store) for store in sorted(stores)}
+
+
+def _after_view(before: dict, plan: TrustPlan) -> dict:
+    after = {store: [dict(item) for item in items] for store, items in before.items()}
+    removed = {(row["trust_store"], row["fingerprint"]) for row in plan.remove}
+    for store in after:
+        after[store] = [item for item in after[store] if (store, item["fingerprint"]) not in removed]
+    for trust_store, fingerprint, _old, new in plan.describe:
+        for item in after.setdefault(trust_store, []):
+            if item["fingerprint"] == fingerprint:
+                item["description"] = new
+    for trust_store, certificate, description in plan.add:
+        described = c.describe(certificate)
+        after.setdefault(trust_store, []).append({
+            "trust_store": trust_store, "fingerprint": described["fingerprint"],
+            "common_name": described["common_name"], "subject": described["subject"],
+            "issuer": described["issuer"], "is_ca": described["is_ca"], "not_after": described["not_after"],
+            "description": description,
+        })
+    for store in after:
+        after[store].sort(key=lambda item: (item["common_name"], item["fingerprint"]))
+    return after
+
+
+def converge(store: Store, *, state: str = "present", trust_store=None, content=None, path=None,
+             ca_root=None, https_certificate=None, intermediates=(), description: str | None = None,
+             remove_legacy_mic_roots: bool = False, check_mode: bool = False) -> dict:
+    """Make certificates present or absent in trust stores.
+
+    Either ``content``/``path`` (one certificate or a chain) with ``trust_store`` (one store or a
+    list), or ``ca_root`` (+ ``https_certificate``, ``intermediates``) for Table 1, which decides the
+    certificates and stores itself. ``remove_legacy_mic_roots`` removes the four legacy MIC roots
+    by name from ``trust_store`` (default callmanager-trust).
+    """
+    state = check_choice("state", state, ("present", "absent"))
+    description = text_or_none(description, "description") or ""
+    if trust_store is None:
+        stores: tuple = ()
+    elif isinstance(trust_store, (list, tuple)):
+        stores = tuple(check_trust_store(item, f"trust_store[{i}]") for i, item in enumerate(trust_store))
+    else:
+        stores = (check_trust_store(trust_store),)
+    given = content is not None or path is not None
+    if given and ca_root is not None:
+        raise ValidationError("ca_root", "cannot be combined with content or path")
+    if https_certificate is not None and ca_root is None:
+        raise ValidationError("https_certificate", "needs ca_root (Table 1 decides from both)")
+    if given and not stores:
+        raise ValidationError("trust_store", "is required with content or path (capf-trust or callmanager-trust)")
+    if not given and ca_root is None and not remove_legacy_mic_roots:
+        raise ValidationError("content", "is required: give content, path, ca_root, or remove_legacy_mic_roots")
+
+    uploads, reason, scenario = [], "", None
+    if given:
+        certificates = load_certificates(content, path, "content" if content is not None else "path")
+        if state == "present":
+            _check_upload(certificates, "content" if content is not None else "path")
+        uploads = [(certificate, stores) for certificate in certificates]
+    elif ca_root is not None:
+        root = c.load_pem_certificate(ca_root, "ca_root")
+        https = c.load_pem_certificate(https_certificate, "https_certificate") if https_certificate else None
+        chain = []
+        for index, item in enumerate(intermediates or ()):
+            chain.extend(c.load_pem_certificates(item, f"intermediates[{index}]"))
+        decision = rules.table1(root, https, chain)
+        uploads = [(certificate, tuple(where)) for _role, certificate, where in decision.uploads]
+        reason, scenario = decision.reason, decision.scenario
+
+    legacy_stores = stores or ("callmanager-trust",)
+    with store.transaction(write=not check_mode) as tx:
+        if state == "present":
+            plan = plan_present(tx, uploads, description)
+        else:
+            plan = plan_absent(tx, [certificate for certificate, _ in uploads],
+                               {where for _, stores_ in uploads for where in stores_})
+        if remove_legacy_mic_roots:
+            plan.remove.extend(plan_legacy_removal(tx, legacy_stores).remove)
+        plan.reason, plan.scenario = reason, scenario
+        touched = {where for _, stores_ in uploads for where in stores_}
+        if remove_legacy_mic_roots:
+            touched.update(legacy_stores)
+        before = _view(tx, touched)
+        after = _after_view(before, plan)
+        if plan.changed and not check_mode:
+            apply(tx, store.actor, plan)
+    extras = {"added": [{"trust_store": s, "fingerprint": c.fingerprint(cert), "common_name": c.common_name(cert.subject)}
+                        for s, cert, _d in plan.add],
+              "removed": [{"trust_store": r["trust_store"], "fingerprint": r["fingerprint"],
+                           "common_name": r["common_name"]} for r in plan.remove]}
+    if scenario is not None:
+        extras["table1"] = {"scenario": scenario, "reason": reason}
+    return converged(plan.changed, before, after, **extras)
+
