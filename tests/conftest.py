@@ -12,10 +12,10 @@ ENGINE_PATH = os.path.join(ROOT, "plugins", "module_utils")
 if ENGINE_PATH not in sys.path:
     sys.path.insert(0, ENGINE_PATH)
 
-from _opencapf.ca import authority  # noqa: E402
-from _opencapf.store import open_store  # noqa: E402
+from _opencapf.ca import authority  # noqa: E402  pylint: disable=wrong-import-position
+from _opencapf.store import open_store  # noqa: E402  pylint: disable=wrong-import-position
 
-from support.tools import CLI, openssl, run_cli  # noqa: E402,F401  (re-exported for tests)
+
 @pytest.fixture
 def store_path(tmp_path):
     return str(tmp_path / "state" / "capf.db")

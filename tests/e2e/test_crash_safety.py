@@ -21,7 +21,7 @@ from _opencapf.ca import lsc
 from _opencapf.dependencies import ec
 from _opencapf.store import open_store
 store = open_store(sys.argv[2], actor="crash-test")
-keys = [ec.generate_private_key(ec.SECP256R1()).public_key() for _ in range(8)]
+keys = [ec.generate_private_key(ec.SECP256R1()).public_key() for _n in range(8)]
 n = 0
 while True:
     lsc.issue(store, "SEP%012X" % (n % 50), keys[n % 8], source="crash-test")

@@ -11,7 +11,6 @@ import pytest
 from _opencapf.ca import authority, certificates as c, keys
 from _opencapf.dependencies import x509
 from _opencapf.errors import CertificateError, PermissionProblem, ValidationError
-from _opencapf.store import audit
 from support.pki import key_pem, make_cert, pem
 
 
