@@ -16,9 +16,9 @@ import sys
 
 from .. import __version__
 from ..errors import CapfError
-from . import ca, init, issue, jobs
+from . import ca, deployment, init, issue, jobs
 
-COMMANDS = [init, ca, issue, jobs]
+COMMANDS = [init, ca, issue, jobs, deployment]
 
 
 class Output:

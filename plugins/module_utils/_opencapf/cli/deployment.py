@@ -1,0 +1,74 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""``plan FILE`` / ``apply FILE`` / ``schema``: the declarative CAPF file."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from ..declarative import deployment, document
+from ..declarative.schema import schema
+from ..files import write_private_file
+from ..store import opened
+
+
+def register(subparsers) -> None:
+    plan = subparsers.add_parser("plan", help="show what applying a declarative file would change")
+    plan.add_argument("file", help="the deployment YAML file")
+    plan.add_argument("--detailed-exitcode", action="store_true",
+                      help="exit 2 when there are changes (0 when none), like terraform plan")
+    plan.set_defaults(handler=_plan)
+    apply = subparsers.add_parser("apply", help="converge the store to a declarative file")
+    apply.add_argument("file", help="the deployment YAML file")
+    apply.add_argument("--strings-file", metavar="CSV",
+                       help="write generated authentication strings here (mode 0600) instead of printing them")
+    apply.set_defaults(handler=_apply)
+    show = subparsers.add_parser("schema", help="print the JSON Schema of the declarative file")
+    show.set_defaults(handler=_schema)
+
+
+def _as_dict(report) -> dict:
+    return {
+        "changed": report.changed,
+        "changes": [{"section": c.section, "item": c.item, "action": c.action, "details": c.details}
+                    for c in report.changes],
+        "counts": report.counts,
+    }
+
+
+def _plan(args, output) -> int:
+    loaded = document.load(args.file)
+    with opened(args.store, actor="cli:plan") as store:
+        report = deployment.plan(store, loaded)
+    output.result(_as_dict(report), deployment.render(report))
+    return 2 if args.detailed_exitcode and report.changed else 0
+
+
+def _apply(args, output) -> int:
+    loaded = document.load(args.file)
+    with opened(args.store, actor="cli:apply") as store:
+        report = deployment.apply(store, loaded)
+    result = _as_dict(report)
+    text = deployment.render(report)
+    if report.generated_strings:
+        if args.strings_file:
+            buffer = io.StringIO()
+            writer = csv.writer(buffer)
+            writer.writerow(["device_name", "authentication_string"])
+            writer.writerows(sorted(report.generated_strings.items()))
+            write_private_file(args.strings_file, buffer.getvalue().encode())
+            text += f"\ngenerated authentication strings written to {args.strings_file} (mode 0600)"
+            result["strings_file"] = args.strings_file
+        else:
+            result["authentication_strings"] = report.generated_strings
+            text += "\ngenerated authentication strings (shown once):\n" + "\n".join(
+                f"  {name}: {value}" for name, value in sorted(report.generated_strings.items()))
+    output.result(result, text)
+    return 0
+
+
+def _schema(args, output) -> int:
+    output.line(json.dumps(schema(), indent=2, sort_keys=True))
+    return 0

@@ -1,0 +1,221 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Plan and apply a declarative file through the engine functions that the modules call.
+
+Sections are converged in dependency order: trust (the CA's HTTPS certificate must be trusted
+before an online CA names it), service, phones, bulk jobs. ``plan`` runs every step in check mode;
+``apply`` runs them for real, the phones section in one transaction.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field as _field
+from typing import Any, Callable
+
+from .. import bulk, phone_config, service_config, trust
+from ..errors import ValidationError
+from ..files import read_private_file
+from ..store import Store
+from ..store import phones as phone_records
+from ..store import service as service_records
+from ..vocabulary import normalise_device_name
+from .document import Document
+
+PHONE_SETTINGS = tuple(phone_config.OPTION_COLUMNS)
+
+
+@dataclass
+class Change:
+    section: str
+    item: str
+    action: str  # "create", "update", "delete", "run"
+    details: list = _field(default_factory=list)
+
+
+@dataclass
+class Report:
+    changes: list = _field(default_factory=list)
+    generated_strings: dict = _field(default_factory=dict)
+    counts: dict = _field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+
+def _prefixed(prefix: str, call: Callable[[], Any]) -> Any:
+    """Run ``call`` and report a ValidationError at its path in the file."""
+    try:
+        return call()
+    except ValidationError as exc:
+        if exc.field.startswith(prefix):
+            raise
+        raise ValidationError(prefix + exc.field, exc.rule, exc.value, show_value=exc.value is not None) from None
+
+
+def _differences(before, after, secrets=("authentication_string",)) -> list[str]:
+    before, after = before or {}, after or {}
+    lines = []
+    for key in sorted(set(before) | set(after)):
+        old, new = before.get(key), after.get(key)
+        if old != new:
+            if key in secrets:
+                lines.append(f"{key}: {old} -> {new}")
+            else:
+                lines.append(f"{key}: {old!r} -> {new!r}")
+    return lines
+
+
+def _service(store: Store, document: Document, check_mode: bool, report: Report) -> None:
+    section = document.data.get("service")
+    if not section:
+        return
+    online_ca = section.get("online_ca")
+    if online_ca is not None:
+        online_ca = dict(online_ca)
+        variable = online_ca.pop("password_env", None)
+        if variable is not None:
+            if variable not in os.environ:
+                raise ValidationError("service.online_ca.password_env", "names an unset environment variable",
+                                      variable)
+            online_ca["password"] = os.environ[variable]
+    certificate = section.get("capf_certificate")
+    if certificate is not None:
+        certificate = dict(certificate)
+        key_file = certificate.pop("private_key_file", None)
+        if key_file is not None:
+            certificate["private_key"] = read_private_file(_path(document, key_file), "capf_certificate key file")
+    result = _prefixed("service.", lambda: service_config.converge(
+        store, parameters_wanted=section.get("parameters"), online_ca=online_ca, capf_certificate=certificate,
+        check_mode=check_mode))
+    if result["changed"]:
+        details = []
+        before, after = result["before"], result["after"]
+        details += [f"parameters.{line}" for line in _differences(before.get("parameters"), after.get("parameters"))]
+        details += [f"online_ca.{line}" for line in _differences(before.get("online_ca"), after.get("online_ca"),
+                                                                 secrets=("password",))]
+        if result.get("capf_certificate_action", "none") != "none":
+            details.append(f"capf_certificate: {result['capf_certificate_action']}")
+        report.changes.append(Change("service", "service", "update", details))
+
+
+def _path(document: Document, path: str) -> str:
+    return path if os.path.isabs(path) else os.path.join(document.base_dir, path)
+
+
+def _trust(store: Store, document: Document, check_mode: bool, report: Report) -> None:
+    for index, item in enumerate(document.data.get("trust") or ()):
+        options = dict(item)
+        if "path" in options:
+            options["path"] = _path(document, options["path"])
+        result = _prefixed(f"trust[{index}].", lambda options=options: trust.converge(
+            store, check_mode=check_mode, **options))
+        if result["changed"]:
+            details = [f"+ {a['trust_store']}: {a['common_name']} ({a['fingerprint'][:16]})" for a in result["added"]]
+            details += [f"- {r['trust_store']}: {r['common_name']} ({r['fingerprint'][:16]})"
+                        for r in result["removed"]]
+            report.changes.append(Change("trust", f"trust[{index}]", "update", details))
+
+
+def _phones(store: Store, document: Document, check_mode: bool, report: Report) -> None:
+    items = document.data.get("phones") or []
+    if not items:
+        return
+    wanted = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        prefix = f"phones[{index}]."
+        name = _prefixed(prefix, lambda item=item: normalise_device_name(item["name"], "name"))
+        if name in seen:
+            raise ValidationError(prefix + "name", f"repeats phones[{seen[name]}]", name)
+        seen[name] = index
+        settings = {key: item[key] for key in PHONE_SETTINGS if key in item}
+        columns = _prefixed(prefix, lambda settings=settings: phone_config.check_settings(settings))
+        auth = _prefixed(prefix, lambda item=item: phone_config.AuthRequest(
+            literal=item.get("authentication_string"),
+            generate=bool(item.get("generate_authentication_string")),
+            length=item.get("authentication_string_length", 8)).validated())
+        wanted.append((index, name, item.get("state", "present"), columns, auth))
+    secret = store.secret()
+    created = updated = deleted = 0
+    with store.transaction(write=not check_mode) as tx:
+        defaults = service_records.read(tx)
+        current = phone_records.by_name(tx, [name for _i, name, _s, _c, _a in wanted])
+        for index, name, state, columns, auth in wanted:
+            row = current.get(name)
+            if state == "absent":
+                if row is not None:
+                    deleted += 1
+                    report.changes.append(Change("phones", name, "delete"))
+                    if not check_mode:
+                        phone_records.delete(tx, store.actor, name)
+                continue
+            plan = phone_config.plan_phone(row, name, columns, defaults, auth, secret, check_mode=check_mode,
+                                           prefix=f"phones[{index}].")
+            if not plan.changed:
+                continue
+            if row is None:
+                created += 1
+                report.changes.append(Change("phones", name, "create", [
+                    f"{key}: {value!r}" if key != "authentication_string" else f"{key}: {value}"
+                    for key, value in sorted(plan.after.items()) if key != "name" and value not in ("", None)]))
+            else:
+                updated += 1
+                report.changes.append(Change("phones", name, "update", _differences(plan.before, plan.after)))
+            if not check_mode:
+                phone_config.apply_phone(tx, store.actor, plan, row, defaults)
+            if plan.generated is not None:
+                report.generated_strings[name] = plan.generated
+    report.counts["phones"] = {"declared": len(wanted), "created": created, "updated": updated, "deleted": deleted}
+
+
+def _bulk(store: Store, document: Document, check_mode: bool, report: Report) -> None:
+    for index, item in enumerate(document.data.get("bulk") or ()):
+        options = {key: value for key, value in item.items() if key not in ("name", "set")}
+        if "strings_file" in options:
+            options["strings_file"] = _path(document, options["strings_file"])
+        result = _prefixed(f"bulk[{index}].", lambda options=options, item=item: bulk.converge(
+            store, settings=item.get("set"), check_mode=check_mode, **options))
+        label = item.get("name") or f"bulk[{index}]"
+        if result["changed"]:
+            counts = result.get("counts") or {}
+            report.changes.append(Change("bulk", label, "run", [f"{k}: {v}" for k, v in sorted(counts.items())]))
+        for entry in result.get("authentication_strings") or ():
+            report.generated_strings[entry["device_name"]] = entry["authentication_string"]
+
+
+SECTIONS = (_trust, _service, _phones, _bulk)
+
+
+def plan(store: Store, document: Document) -> Report:
+    """What ``apply`` would change, computed without writing anything."""
+    report = Report()
+    for section in SECTIONS:
+        section(store, document, True, report)
+    return report
+
+
+def apply(store: Store, document: Document) -> Report:
+    """Converge the store to the document."""
+    report = Report()
+    for section in SECTIONS:
+        section(store, document, False, report)
+    return report
+
+
+def render(report: Report) -> str:
+    """A readable diff; exactly ``no changes`` when there is nothing to do."""
+    if not report.changed:
+        return "no changes"
+    symbols = {"create": "+", "update": "~", "delete": "-", "run": "*"}
+    lines = []
+    for change in report.changes:
+        lines.append(f"{symbols[change.action]} {change.section} {change.item}")
+        lines += [f"    {detail}" for detail in change.details]
+    summary: dict[str, int] = {}
+    for change in report.changes:
+        summary[change.action] = summary.get(change.action, 0) + 1
+    lines.append("")
+    lines.append("changes: " + ", ".join(f"{count} to {action}" for action, count in sorted(summary.items())))
+    return "\n".join(lines)

@@ -1,0 +1,101 @@
+"""plan/apply of a declarative file through the CLI, against a real store."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from support.tools import run_cli
+
+DEPLOYMENT = """\
+opencapf: 1
+service:
+  parameters:
+    validity_days: 730
+    keepalive_minutes: 20
+phones:
+  - name: SEP001122334455
+    certificate_operation: install_upgrade
+    authentication_mode: null_string
+  - name: sep001122334456
+    certificate_operation: install_upgrade
+    authentication_mode: auth_string
+    generate_authentication_string: true
+  - name: SEP001122334457
+    certificate_operation: install_upgrade
+    authentication_mode: auth_string
+    authentication_string: "123456"
+    device_pool: Lobby
+bulk:
+  - name: lobby phones use EC keys
+    query: {device_pool: Lobby}
+    set: {key_order: ec_preferred}
+"""
+
+
+@pytest.fixture
+def deployment(tmp_path):
+    store = str(tmp_path / "capf.db")
+    path = tmp_path / "deploy.yml"
+    path.write_text(DEPLOYMENT)
+    run_cli("--store", store, "init", check=True)
+    return store, str(path)
+
+
+def test_plan_apply_then_no_changes(deployment, tmp_path):
+    store, path = deployment
+    planned = run_cli("--store", store, "plan", path, check=True).stdout
+    assert "+ phones SEP001122334456" in planned and "parameters.validity_days: 1825 -> 730" in planned
+    assert run_cli("--store", store, "plan", "--detailed-exitcode", path).returncode == 2
+    strings = tmp_path / "strings.csv"
+    applied = json.loads(run_cli("--store", store, "--json", "apply", path, "--strings-file", str(strings),
+                                 check=True).stdout)
+    assert applied["changed"] and applied["counts"]["phones"]["created"] == 3
+    assert "123456" not in json.dumps(applied)
+    assert stat.S_IMODE(os.stat(strings).st_mode) == 0o600
+    rows = strings.read_text().splitlines()
+    assert rows[0] == "device_name,authentication_string" and rows[1].startswith("SEP001122334456,")
+    assert run_cli("--store", store, "plan", path, check=True).stdout.strip() == "no changes"
+    assert run_cli("--store", store, "plan", "--detailed-exitcode", path).returncode == 0
+    again = json.loads(run_cli("--store", store, "--json", "apply", path, check=True).stdout)
+    assert again["changed"] is False
+
+
+def test_plan_changes_nothing(deployment):
+    store, path = deployment
+    run_cli("--store", store, "plan", path, check=True)
+    info = run_cli("--store", store, "plan", path, check=True).stdout
+    assert "+ phones SEP001122334455" in info
+
+
+def test_schema_error_names_path_and_changes_nothing(deployment, tmp_path):
+    store, _path = deployment
+    bad = tmp_path / "bad.yml"
+    bad.write_text(DEPLOYMENT.replace('"123456"', '"12"'))
+    result = run_cli("--store", store, "apply", str(bad))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "phones[2].authentication_string: must be 4\u201310 digits" in result.stderr
+    assert run_cli("--store", store, "plan", str(tmp_path / "bad.yml")).returncode == 1
+    good = tmp_path / "good.yml"
+    good.write_text(DEPLOYMENT)
+    assert "+ phones SEP001122334455" in run_cli("--store", store, "plan", str(good), check=True).stdout
+
+
+def test_engine_rule_errors_carry_the_file_path(deployment, tmp_path):
+    store, _path = deployment
+    bad = tmp_path / "bad.yml"
+    bad.write_text("opencapf: 1\nphones:\n  - name: SEP001122334455\n    security_mode: encrypted\n"
+                   "    certificate_operation: install_upgrade\n    authentication_mode: auth_string\n"
+                   "    authentication_string: '1234'\n")
+    result = run_cli("--store", store, "apply", str(bad))
+    assert result.returncode == 1
+    assert "phones[0].authentication_mode must not be auth_string" in result.stderr
+
+
+def test_schema_command_prints_json_schema(deployment):
+    store, _path = deployment
+    printed = json.loads(run_cli("--store", store, "schema", check=True).stdout)
+    assert printed["properties"]["opencapf"]["const"] == 1

@@ -1,0 +1,74 @@
+"""The declarative file's schema: errors name the exact path and the rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from _opencapf import parameters, phone_config
+from _opencapf.declarative import document, schema
+from _opencapf.dependencies import jsonschema
+from _opencapf.errors import ValidationError
+
+
+def problems(text):
+    with pytest.raises(document.DocumentError) as caught:
+        document.parse(text, "deploy.yml")
+    return caught.value.problems
+
+
+def test_schema_is_valid_and_follows_the_engine_vocabulary():
+    generated = schema.schema()
+    jsonschema.Draft202012Validator.check_schema(generated)
+    properties = generated["properties"]
+    assert set(properties["service"]["properties"]["parameters"]["properties"]) == set(parameters.PARAMETERS)
+    phone = properties["phones"]["items"]["properties"]
+    assert set(phone_config.OPTION_COLUMNS) <= set(phone)
+    assert phone["certificate_operation"]["enum"] == ["none", "install_upgrade", "delete", "troubleshoot"]
+
+
+def test_minimal_document_is_valid():
+    loaded = document.parse("opencapf: 1\n", "deploy.yml")
+    assert loaded.data == {"opencapf": 1}
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("opencapf: 1\nphones:\n - name: SEP001122334455\n - name: SEP001122334456\n - name: SEP001122334457\n"
+     " - name: SEP001122334458\n   authentication_string: '12'\n",
+     "phones[3].authentication_string: must be 4\u201310 digits (quote it in YAML so it stays a string)"),
+    ("opencapf: 1\nservice:\n  parameters:\n    validity_days: 2000\n",
+     "service.parameters.validity_days: must be 1\u20131825, got 2000"),
+    ("opencapf: 1\nservice:\n  parameters:\n    keepalive_minutes: 4\n",
+     "service.parameters.keepalive_minutes: must be 5\u201360, got 4"),
+    ("opencapf: 1\nphones:\n  - name: SEP001122334455\n    colour: red\n", "phones[0].colour: is not a known field"),
+    ("opencapf: 1\nphones:\n  - description: x\n", "phones[0].name: is required"),
+    ("opencapf: 1\nphones:\n  - name: PHONE1\n", "phones[0].name: must be SEP"),
+    ("opencapf: 1\nservice:\n  online_ca: {hostname: ca.example.com, type: adcs}\n",
+     "service.online_ca.type: must be one of microsoft, est, got 'adcs'"),
+    ("opencapf: 2\n", "opencapf: must be 1 (the file format version)"),
+    ("phones: []\n", "opencapf: is required"),
+])
+def test_schema_errors_name_path_and_rule(text, expected):
+    found = problems(text)
+    assert any(problem.startswith(expected) for problem in found), found
+
+
+def test_secret_values_are_not_echoed():
+    found = problems("opencapf: 1\nphones:\n  - name: SEP001122334455\n    authentication_string: 'abc123'\n")
+    assert found == ["phones[0].authentication_string: must be 4\u201310 digits (quote it in YAML so it stays a string)"]
+    assert not any("abc123" in problem for problem in found)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("opencapf: 1\nphones: [\n", "is not valid YAML at line"),
+    ("- just\n- a list\n", "must be a YAML mapping"),
+])
+def test_unreadable_documents(text, message):
+    with pytest.raises(ValidationError, match=message):
+        document.parse(text, "deploy.yml")
+
+
+def test_oversized_file_is_refused(tmp_path):
+    path = tmp_path / "huge.yml"
+    path.write_text("opencapf: 1\n" + "#" * (1024 * 1024 + 10))
+    with pytest.raises(Exception, match="larger than"):
+        document.load(str(path))
