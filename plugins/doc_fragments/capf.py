@@ -18,7 +18,7 @@ options:
         running as root, else C(~/.local/share/opencapf/capf.db).
       - The store's key directory and secret file live next to the database file (or in
         C($OPENCAPF_STATE_DIR)).
-      - Set it once for every module with O(module_defaults) and the C(group/opencapf.capf.capf) action group.
+      - Set it once for every module with C(module_defaults) and the C(group/opencapf.capf.capf) action group.
     type: str
 requirements:
   - python >= 3.11 on the managed host

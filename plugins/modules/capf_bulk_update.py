@@ -27,7 +27,7 @@ description:
     C(operation_completes_by). Empty cells keep the default. Every bad row is reported with its line number
     and nothing is imported unless every row is valid.'
 author:
-  - opencapf developers
+  - opencapf developers (@opencapf)
 extends_documentation_fragment:
   - opencapf.capf.capf
   - opencapf.capf.capf.attributes

@@ -16,7 +16,7 @@ description:
   - Optionally writes the CAPF report, one CSV line per selected phone with its LSC status, to O(report_path).
   - Stale LSCs are deleted with M(opencapf.capf.capf_stale_lsc).
 author:
-  - opencapf developers
+  - opencapf developers (@opencapf)
 extends_documentation_fragment:
   - opencapf.capf.capf
   - opencapf.capf.capf.info_attributes

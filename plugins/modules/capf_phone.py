@@ -19,7 +19,7 @@ description:
     RV(authentication_string), and can never be read back.
   - Returns the phone's CAPF status (operation status, current LSC serial and expiry, last session).
 author:
-  - opencapf developers
+  - opencapf developers (@opencapf)
 extends_documentation_fragment:
   - opencapf.capf.capf
   - opencapf.capf.capf.attributes

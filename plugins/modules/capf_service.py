@@ -22,7 +22,7 @@ description:
     CAPF certificates. No restart is needed.
   - The online CA password is stored encrypted with a key held outside the database and is never returned.
 author:
-  - opencapf developers
+  - opencapf developers (@opencapf)
 extends_documentation_fragment:
   - opencapf.capf.capf
   - opencapf.capf.capf.attributes
@@ -224,6 +224,8 @@ def _parameter_spec() -> dict:
             option["choices"] = list(parameter.choices)
         if parameter.kind == "array":
             option["elements"] = "str"
+        if name.startswith("keygen_"):
+            option["no_log"] = False  # key-generation limits, not secrets
         spec[name] = option
     return spec
 

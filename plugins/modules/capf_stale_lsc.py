@@ -15,7 +15,7 @@ description:
     devices listed in O(devices).
   - List them first with M(opencapf.capf.capf_info) (section V(stale_lscs)).
 author:
-  - opencapf developers
+  - opencapf developers (@opencapf)
 extends_documentation_fragment:
   - opencapf.capf.capf
   - opencapf.capf.capf.attributes

@@ -23,7 +23,7 @@ description:
     C(CAP-RTP-002), C(Cisco_Manufacturing_CA), C(Cisco_Root_CA_2048)) by name, as recommended for older
     phone series that use LSCs.
 author:
-  - opencapf developers
+  - opencapf developers (@opencapf)
 extends_documentation_fragment:
   - opencapf.capf.capf
   - opencapf.capf.capf.attributes
