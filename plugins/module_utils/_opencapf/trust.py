@@ -114,7 +114,7 @@ def _check_upload(certificates: list, field: str) -> None:
         rules.check_trust_upload(certificate, label, max_path_length=max(ca_count - 1, 0))
 
 
-def plan_present(tx: Transaction, uploads: list, description: str) -> TrustPlan:
+def plan_present(tx: Transaction, uploads: list, description: str | None) -> TrustPlan:
     """``uploads`` is a list of (certificate, trust stores)."""
     plan = TrustPlan()
     seen = set()
@@ -127,8 +127,8 @@ def plan_present(tx: Transaction, uploads: list, description: str) -> TrustPlan:
             row = tx.one("SELECT description FROM trust_certificates WHERE trust_store = ? AND fingerprint = ?",
                          (trust_store, fingerprint))
             if row is None:
-                plan.add.append((trust_store, certificate, description))
-            elif row["description"] != description:
+                plan.add.append((trust_store, certificate, description or ""))
+            elif description is not None and row["description"] != description:
                 plan.describe.append((trust_store, fingerprint, row["description"], description))
     return plan
 
@@ -216,7 +216,7 @@ def converge(store: Store, *, state: str = "present", trust_store=None, content=
     by name from ``trust_store`` (default callmanager-trust).
     """
     state = check_choice("state", state, ("present", "absent"))
-    description = text_or_none(description, "description") or ""
+    description = text_or_none(description, "description")  # None: keep stored descriptions
     if trust_store is None:
         stores: tuple = ()
     elif isinstance(trust_store, (list, tuple)):

@@ -1,0 +1,125 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Documentation shared by the opencapf.capf modules."""
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+
+    # The store option, common to every module (see plugins/module_utils/_ansible_args.py).
+    DOCUMENTATION = r"""
+options:
+  store:
+    description:
+      - Location of the CAPF store on the managed host (an SQLite file path).
+      - When not set, C($OPENCAPF_STORE) on the managed host, else C(/var/lib/opencapf/capf.db) when
+        running as root, else C(~/.local/share/opencapf/capf.db).
+      - The store's key directory and secret file live next to the database file (or in
+        C($OPENCAPF_STATE_DIR)).
+      - Set it once for every module with C(module_defaults) and the C(group/opencapf.capf.capf) action group.
+    type: str
+requirements:
+  - python >= 3.11 on the managed host
+  - cryptography
+notes:
+  - The module runs where the store is, normally the CAPF host.
+  - Errors name the option and the rule that was broken, for example
+    C(validity_days must be 1–1825 days, got 2000).
+seealso:
+  - name: Cisco CAPF configuration guide
+    description: The features these modules declare (CAPF settings, trust stores, bulk administration).
+    link: https://www.cisco.com/c/en/us/td/docs/voice_ip_comm/cucm/security/14_0/cucm_b_security-guide-release-14/cucm_m_certificate-authority-proxy-function.html
+"""
+
+    # Attributes of the modules that change the store.
+    ATTRIBUTES = r"""
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the store.
+    support: full
+  diff_mode:
+    description: Returns C(before) and C(after) views of what changed (or would change in check mode).
+    support: full
+  idempotent:
+    description: A second run with the same options reports C(changed=false).
+    support: full
+  platform:
+    description: Target OS/families that can be operated against.
+    support: full
+    platforms: posix
+  action_group:
+    description: Action is part of action_group(s), for convenient setting of module_defaults.
+    support: full
+    membership:
+      - opencapf.capf.capf
+"""
+
+    # Attributes of the read-only modules.
+    INFO_ATTRIBUTES = r"""
+attributes:
+  check_mode:
+    description: Read-only; runs the same in check mode.
+    support: full
+  diff_mode:
+    description: Read-only; there is nothing to diff.
+    support: N/A
+  idempotent:
+    description: Never changes the store.
+    support: full
+  platform:
+    description: Target OS/families that can be operated against.
+    support: full
+    platforms: posix
+  action_group:
+    description: Action is part of action_group(s), for convenient setting of module_defaults.
+    support: full
+    membership:
+      - opencapf.capf.capf
+"""
+
+    # The bulk-administration phone query (capf_bulk_update, capf_info).
+    QUERY = r"""
+options:
+  query:
+    description:
+      - Which phones to select. Every filter given must hold (AND); a filter with a list matches any of its values.
+      - An empty mapping selects every phone.
+    type: dict
+    suboptions:
+      names:
+        description: Explicit device names (case-insensitive).
+        type: list
+        elements: str
+      name_pattern:
+        description: Device-name pattern with C(*) and C(?) wildcards, case-insensitive, for example C(SEP00AA*).
+        type: str
+      device_pool:
+        description: Device pool names.
+        type: list
+        elements: str
+      model:
+        description: Phone models.
+        type: list
+        elements: str
+      security_mode:
+        description: Device security modes.
+        type: list
+        elements: str
+        choices: [non_secure, authenticated, encrypted]
+      operation_status:
+        description: Status of the phone's CAPF operation.
+        type: list
+        elements: str
+        choices: [none, pending, in_progress, succeeded, failed, lapsed]
+      lsc_status:
+        description:
+          - Status of the phone's current LSC (the newest LSC that is not stale); V(none) selects phones without one.
+        type: list
+        elements: str
+        choices: [none, issued, installed, stale, revoked, expired]
+      lsc_expires_before:
+        description: Phones whose current LSC expires before this ISO 8601 date or UTC time, for example C(2027-01-31).
+        type: str
+"""

@@ -1,0 +1,217 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: capf_bulk_update
+short_description: Bulk administration of phone CAPF settings, now or scheduled, or phones from CSV
+version_added: 0.1.0
+description:
+  - Selects phones with O(query) and applies the CAPF settings in O(set) to every one of them, the bulk
+    administration of the CAPF configuration guide. Or inserts (and updates) phones with their CAPF settings
+    from a CSV file, O(csv_file).
+  - A job runs in one transaction; 40,000 phones converge in seconds. A second run with the same options
+    reports no change.
+  - With O(run_at) in the future the job is stored for the engine's scheduler, which runs it then (the CAPF
+    service calls it, or C(opencapf jobs run-due)); the job and its result are listed by
+    M(opencapf.capf.capf_info). Submitting the same job again changes nothing.
+  - One shared O(authentication_string), or a unique generated string per phone
+    (O(generate_authentication_strings)). Generated strings are returned once in RV(authentication_strings)
+    and can be written to a 0600 CSV file, O(strings_file); they can never be read back later.
+  - 'The CSV header names the columns: C(device_name) (required) and any of C(description), C(model),
+    C(device_pool), C(security_mode), C(certificate_operation), C(authentication_mode),
+    C(authentication_string) (digits, or C(generate)), C(key_order), C(rsa_key_size), C(ec_key_size),
+    C(operation_completes_by). Empty cells keep the default. Every bad row is reported with its line number
+    and nothing is imported unless every row is valid.'
+author:
+  - opencapf developers (@opencapf)
+extends_documentation_fragment:
+  - opencapf.capf.capf
+  - opencapf.capf.capf.attributes
+  - opencapf.capf.capf.query
+options:
+  set:
+    description: CAPF settings applied to every phone matched by O(query). Unset settings are left as they are.
+    type: dict
+    suboptions:
+      description:
+        description: Free text, at most 200 characters.
+        type: str
+      model:
+        description: Phone model.
+        type: str
+      device_pool:
+        description: Device pool name.
+        type: str
+      security_mode:
+        description: Device security mode.
+        type: str
+        choices: [non_secure, authenticated, encrypted]
+      certificate_operation:
+        description: The CAPF operation to schedule.
+        type: str
+        choices: [none, install_upgrade, delete, troubleshoot]
+      authentication_mode:
+        description: How phones authenticate to CAPF.
+        type: str
+        choices: [auth_string, null_string, existing_cert_lsc, existing_cert_mic]
+      key_order:
+        description: Key the phones generate.
+        type: str
+        choices: [rsa, ec, ec_preferred]
+      rsa_key_size:
+        description: RSA key size in bits.
+        type: int
+        choices: [1024, 2048, 3072, 4096]
+      ec_key_size:
+        description: EC key size in bits.
+        type: int
+        choices: [256, 384, 521]
+      operation_completes_by:
+        description: Deadline of the operation, ISO 8601 (UTC unless an offset is given).
+        type: str
+  authentication_string:
+    description: One 4–10 digit string shared by every matched phone in auth_string mode.
+    type: str
+  generate_authentication_strings:
+    description:
+      - A unique generated string per phone in auth_string mode that has none, whose operation changes,
+        or every one with O(regenerate_authentication_strings=true).
+    type: bool
+    default: false
+  regenerate_authentication_strings:
+    description: Generate new strings for every matched phone in auth_string mode (needs O(generate_authentication_strings)).
+    type: bool
+    default: false
+  authentication_string_length:
+    description: Digits of generated strings, 4–10.
+    type: int
+    default: 8
+  reissue:
+    description: Arm the operation again on phones where the same operation already succeeded (for example renewals).
+    type: bool
+    default: false
+  apply_config:
+    description:
+      - Record that the configuration is to be applied to the phones now (Cisco's "Apply Config"). The engine
+        serves the new settings at each phone's next CAPF session either way; the flag is kept in the job
+        result and the audit log for call-control integrations.
+    type: bool
+    default: false
+  csv_file:
+    description: CSV file on the managed host with phones to insert or update. Excludes O(query), O(set) and O(run_at).
+    type: path
+  strings_file:
+    description: Write generated authentication strings to this CSV file (mode 0600). Required for scheduled jobs that generate strings.
+    type: path
+  run_at:
+    description:
+      - Run the job at this ISO 8601 time (UTC unless an offset is given). A time in the past runs the job now.
+    type: str
+"""
+
+EXAMPLES = r"""
+- name: Renew every LSC that expires before February in pool HQ, in tonight's window
+  opencapf.capf.capf_bulk_update:
+    query:
+      device_pool: [HQ]
+      lsc_expires_before: "2027-02-01"
+    set:
+      certificate_operation: install_upgrade
+      authentication_mode: existing_cert_lsc
+      operation_completes_by: "2026-12-20T06:00:00Z"
+    reissue: true
+    run_at: "2026-12-20T01:00:00Z"
+
+- name: New phones from CSV with a unique string each, written for distribution
+  opencapf.capf.capf_bulk_update:
+    csv_file: /srv/capf/new-phones.csv
+    strings_file: /srv/capf/new-phones-strings.csv
+  register: imported
+
+- name: Every 8845 gets EC keys and one shared string
+  opencapf.capf.capf_bulk_update:
+    query:
+      model: [Cisco 8845]
+    set:
+      certificate_operation: install_upgrade
+      authentication_mode: auth_string
+      key_order: ec_preferred
+    authentication_string: "{{ vault_capf_string }}"
+"""
+
+RETURN = r"""
+counts:
+  description: Phones matched by the query, changed, unchanged, and inserted (CSV); null for a scheduled job.
+  returned: always
+  type: dict
+  sample: {matched: 40000, changed: 40000, unchanged: 0, inserted: 0}
+authentication_strings:
+  description: Generated strings (device_name, authentication_string), returned once; empty in check mode.
+  returned: always
+  type: list
+  elements: dict
+strings_file:
+  description: The file the generated strings were written to, or null.
+  returned: always
+  type: str
+job:
+  description: The scheduled job (id, kind, status, spec, run_at, ...), or null when the job ran now.
+  returned: always
+  type: dict
+"""
+
+from ansible_collections.opencapf.capf.plugins.module_utils._ansible_args import (
+    argument_spec, create_module, drop_none, engine, exit_with, query_argument_spec)
+from ansible_collections.opencapf.capf.plugins.module_utils._opencapf import bulk
+from ansible_collections.opencapf.capf.plugins.module_utils._opencapf import vocabulary as v
+
+
+def main():
+    spec = argument_spec(
+        set={"type": "dict", "options": {
+            "description": {"type": "str"},
+            "model": {"type": "str"},
+            "device_pool": {"type": "str"},
+            "security_mode": {"type": "str", "choices": list(v.SECURITY_MODES)},
+            "certificate_operation": {"type": "str", "choices": list(v.OPERATIONS)},
+            "authentication_mode": {"type": "str", "choices": list(v.AUTH_MODES)},
+            "key_order": {"type": "str", "choices": list(v.KEY_ORDERS)},
+            "rsa_key_size": {"type": "int", "choices": list(v.RSA_KEY_SIZES)},
+            "ec_key_size": {"type": "int", "choices": list(v.EC_KEY_SIZES)},
+            "operation_completes_by": {"type": "str"},
+        }},
+        authentication_string={"type": "str", "no_log": True},
+        generate_authentication_strings={"type": "bool", "default": False},
+        regenerate_authentication_strings={"type": "bool", "default": False},
+        authentication_string_length={"type": "int", "default": 8},
+        reissue={"type": "bool", "default": False},
+        apply_config={"type": "bool", "default": False},
+        csv_file={"type": "path"},
+        strings_file={"type": "path"},
+        run_at={"type": "str"},
+        **query_argument_spec(),
+    )
+    module = create_module(spec, mutually_exclusive=[("csv_file", "query"), ("csv_file", "set"),
+                                                     ("csv_file", "run_at"),
+                                                     ("authentication_string", "generate_authentication_strings")],
+                           required_one_of=[("query", "csv_file")])
+    params = module.params
+    with engine(module) as store:
+        result = bulk.converge(
+            store, query=drop_none(params["query"]), settings=drop_none(params["set"]),
+            authentication_string=params["authentication_string"],
+            generate_authentication_strings=params["generate_authentication_strings"],
+            regenerate_authentication_strings=params["regenerate_authentication_strings"],
+            authentication_string_length=params["authentication_string_length"], reissue=params["reissue"],
+            apply_config=params["apply_config"], csv_file=params["csv_file"], strings_file=params["strings_file"],
+            run_at=params["run_at"], check_mode=module.check_mode)
+    exit_with(module, result, counts=result["counts"], authentication_strings=result["authentication_strings"],
+              strings_file=result.get("strings_file"), job=result["job"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: capf_phone
+short_description: Declare one phone and its CAPF certificate operation
+version_added: 0.1.0
+description:
+  - Creates, updates or removes one phone in the CAPF store with its CAPF settings, the
+    per-phone way of the CAPF configuration guide.
+  - Setting O(certificate_operation) to something other than V(none) schedules that operation; the
+    phone performs it at its next CAPF session. Declaring the same operation again changes nothing while
+    it is pending, in progress or succeeded; a V(failed) or V(lapsed) operation is armed again.
+  - Authentication strings are stored only as keyed hashes. A generated string is returned once, in
+    RV(authentication_string), and can never be read back.
+  - Returns the phone's CAPF status (operation status, current LSC serial and expiry, last session).
+author:
+  - opencapf developers (@opencapf)
+extends_documentation_fragment:
+  - opencapf.capf.capf
+  - opencapf.capf.capf.attributes
+options:
+  name:
+    description:
+      - Device name, V(SEP) (or V(ATA), V(AN), V(BAT)) and 12 hex digits, or a softphone name with a
+        V(CSF), V(BOT), V(TCT), V(TAB), V(CTI), V(UPC) or V(EC) prefix. Case-insensitive; stored upper case.
+    type: str
+    required: true
+    aliases: [device_name]
+  state:
+    description: Whether the phone exists in the store. V(absent) also removes its certificates and CSRs.
+    type: str
+    choices: [present, absent]
+    default: present
+  description:
+    description: Free text, at most 200 characters.
+    type: str
+  model:
+    description: Phone model, for example C(Cisco 8845).
+    type: str
+  device_pool:
+    description: Device pool name.
+    type: str
+  security_mode:
+    description:
+      - Device security mode. New phones default to V(non_secure).
+      - An V(authenticated) or V(encrypted) phone does not register before it has an LSC and never contacts
+        CAPF by itself, so it cannot use O(authentication_mode=auth_string) with a pending operation; the
+        module fails with an error saying so.
+    type: str
+    choices: [non_secure, authenticated, encrypted]
+  certificate_operation:
+    description: The CAPF operation to perform at the phone's next session. New phones default to V(none).
+    type: str
+    choices: [none, install_upgrade, delete, troubleshoot]
+  authentication_mode:
+    description:
+      - How the phone authenticates to CAPF. New phones default to V(null_string).
+      - V(existing_cert_lsc) and V(existing_cert_mic) use an installed certificate (precedence to the LSC
+        or to the MIC); the operation fails on a phone that has neither.
+    type: str
+    choices: [auth_string, null_string, existing_cert_lsc, existing_cert_mic]
+  authentication_string:
+    description:
+      - The 4–10 digit string the phone user enters, for O(authentication_mode=auth_string).
+      - Compared with the stored keyed hash, so a second run with the same string reports no change.
+      - Mutually exclusive with O(generate_authentication_string).
+    type: str
+  generate_authentication_string:
+    description:
+      - Generate a random string when the phone has none, when O(certificate_operation) changes, or when
+        O(regenerate_authentication_string=true). It is returned once in RV(authentication_string).
+    type: bool
+    default: false
+  regenerate_authentication_string:
+    description: Generate a new string on every run (implies O(generate_authentication_string)).
+    type: bool
+    default: false
+  authentication_string_length:
+    description: Number of digits of a generated string, 4–10.
+    type: int
+    default: 8
+  key_order:
+    description: Key the phone generates. New phones take the service default.
+    type: str
+    choices: [rsa, ec, ec_preferred]
+  rsa_key_size:
+    description: RSA key size in bits. New phones take the service default.
+    type: int
+    choices: [1024, 2048, 3072, 4096]
+  ec_key_size:
+    description: EC key size (curve) in bits. New phones take the service default.
+    type: int
+    choices: [256, 384, 521]
+  operation_completes_by:
+    description:
+      - Deadline of the pending operation, an ISO 8601 date or time (UTC unless an offset is given),
+        for example C(2026-12-31T18:00:00Z). After it the operation lapses.
+    type: str
+  reissue:
+    description:
+      - Arm the declared O(certificate_operation) again even when it already succeeded (for example to renew
+        an LSC). A pending operation stays as it is, so the run after it reports no change until the phone
+        has completed it.
+    type: bool
+    default: false
+"""
+
+EXAMPLES = r"""
+- name: Install an LSC on a phone that authenticates with a generated string
+  opencapf.capf.capf_phone:
+    name: SEP001122334455
+    description: Reception
+    device_pool: Default
+    certificate_operation: install_upgrade
+    authentication_mode: auth_string
+    generate_authentication_string: true
+    key_order: ec_preferred
+    operation_completes_by: "2026-12-31T18:00:00Z"
+  register: phone
+
+- name: Show the generated string once, to give it to the phone user
+  ansible.builtin.debug:
+    msg: "Enter {{ phone.authentication_string }} on the phone"
+  when: phone.authentication_string is defined
+
+- name: A secure phone gets its LSC with its MIC
+  opencapf.capf.capf_phone:
+    name: SEP00AABBCCDDEE
+    security_mode: encrypted
+    certificate_operation: install_upgrade
+    authentication_mode: existing_cert_mic
+
+- name: Remove a phone from the store
+  opencapf.capf.capf_phone:
+    name: SEP001122334455
+    state: absent
+"""
+
+RETURN = r"""
+name:
+  description: The canonical device name.
+  returned: always
+  type: str
+  sample: SEP001122334455
+phone:
+  description: The phone's settings after the run (the authentication string only as set/unset).
+  returned: when O(state=present)
+  type: dict
+  sample:
+    name: SEP001122334455
+    certificate_operation: install_upgrade
+    authentication_mode: auth_string
+    authentication_string: (set)
+    operation_status: pending
+status:
+  description: The phone's CAPF status; null in check mode for a phone that does not exist yet.
+  returned: when O(state=present)
+  type: dict
+  contains:
+    operation:
+      description: The pending or last certificate operation.
+      type: str
+      returned: always
+    operation_status:
+      description: V(none), V(pending), V(in_progress), V(succeeded), V(failed) or V(lapsed).
+      type: str
+      returned: always
+    operation_reason:
+      description: Why the last operation failed or lapsed.
+      type: str
+      returned: always
+    operation_completes_by:
+      description: The operation deadline (UTC) or null.
+      type: str
+      returned: always
+    locked:
+      description: Whether the phone is locked out after repeated wrong authentication strings.
+      type: bool
+      returned: always
+    authentication_failures:
+      description: Wrong authentication strings since the last success.
+      type: int
+      returned: always
+    lsc:
+      description: The current LSC (serial, status, not_after, issued_at, installed_at) or null.
+      type: dict
+      returned: always
+    last_session:
+      description: The last CAPF session of the phone (outcome, reason, operation, peer, started_at) or null.
+      type: dict
+      returned: always
+authentication_string:
+  description: The generated authentication string. Returned only by the run that generated it, never in check mode.
+  returned: when a string was generated
+  type: str
+  sample: "48213907"
+"""
+
+from ansible_collections.opencapf.capf.plugins.module_utils._ansible_args import (
+    argument_spec, create_module, engine, exit_with)
+from ansible_collections.opencapf.capf.plugins.module_utils._opencapf import phone_config
+from ansible_collections.opencapf.capf.plugins.module_utils._opencapf import vocabulary as v
+
+SETTINGS = tuple(phone_config.OPTION_COLUMNS)
+
+
+def main():
+    spec = argument_spec(
+        name={"type": "str", "required": True, "aliases": ["device_name"]},
+        state={"type": "str", "choices": ["present", "absent"], "default": "present"},
+        description={"type": "str"},
+        model={"type": "str"},
+        device_pool={"type": "str"},
+        security_mode={"type": "str", "choices": list(v.SECURITY_MODES)},
+        certificate_operation={"type": "str", "choices": list(v.OPERATIONS)},
+        authentication_mode={"type": "str", "choices": list(v.AUTH_MODES)},
+        authentication_string={"type": "str", "no_log": True},
+        generate_authentication_string={"type": "bool", "default": False},
+        regenerate_authentication_string={"type": "bool", "default": False},
+        authentication_string_length={"type": "int", "default": 8},
+        key_order={"type": "str", "choices": list(v.KEY_ORDERS)},
+        rsa_key_size={"type": "int", "choices": list(v.RSA_KEY_SIZES)},
+        ec_key_size={"type": "int", "choices": list(v.EC_KEY_SIZES)},
+        operation_completes_by={"type": "str"},
+        reissue={"type": "bool", "default": False},
+    )
+    module = create_module(spec, mutually_exclusive=[("authentication_string", "generate_authentication_string"),
+                                                     ("authentication_string", "regenerate_authentication_string")])
+    params = module.params
+    auth = phone_config.AuthRequest(
+        literal=params["authentication_string"],
+        generate=params["generate_authentication_string"] or params["regenerate_authentication_string"],
+        regenerate=params["regenerate_authentication_string"],
+        length=params["authentication_string_length"],
+    )
+    with engine(module) as store:
+        result = phone_config.converge(
+            store, params["name"], state=params["state"], settings={key: params[key] for key in SETTINGS},
+            auth=auth, reissue=params["reissue"], check_mode=module.check_mode)
+    extras = {"name": result["name"]}
+    if params["state"] == "present":
+        extras.update(phone=result["after"], status=result["status"])
+    if "authentication_string" in result:
+        extras["authentication_string"] = result["authentication_string"]
+    exit_with(module, result, **extras)
+
+
+if __name__ == "__main__":
+    main()

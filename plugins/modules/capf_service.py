@@ -1,0 +1,283 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: capf_service
+short_description: CAPF service parameters, online CA, CAPF certificate and service state
+version_added: 0.1.0
+description:
+  - Converges the CAPF service parameters (certificate issuer, LSC validity, default key settings,
+    keep-alive, IPv6, key-generation limits, listener), the online CA settings, and the CAPF certificate.
+  - Options left unset keep their current value; a parameter never set reads as its default.
+  - With O(state), also starts, stops or restarts the CAPF service. V(started) means a TLS listener really
+    accepts connections on the configured port; V(stopped) means the service process is not running. With
+    O(issuer=online_ca) the certificate enrolment service runs inside the CAPF service and follows its state.
+  - The CAPF certificate is created when the store has none. It is regenerated when O(capf_certificate.key_type)
+    differs from the active one or when O(capf_certificate.regenerate=true), and replaced by an upload of
+    O(capf_certificate.certificate) and O(capf_certificate.private_key). Phones keep trusting LSCs of earlier
+    CAPF certificates. No restart is needed.
+  - The online CA password is stored encrypted with a key held outside the database and is never returned.
+author:
+  - opencapf developers (@opencapf)
+extends_documentation_fragment:
+  - opencapf.capf.capf
+  - opencapf.capf.capf.attributes
+options:
+  issuer:
+    description: Certificate Issuer to Endpoint. V(online_ca) needs O(online_ca).
+    type: str
+    choices: [capf, online_ca, offline_ca]
+  validity_days:
+    description: LSC validity in days, 1–1825 (with an online CA, what the CA grants).
+    type: int
+  keepalive_minutes:
+    description: Keep-alive timer for CAPF to endpoint connections, 5–60 minutes (default 15).
+    type: int
+  enable_ipv6:
+    description: Accept phones over IPv6; when false, connections from IPv6 addresses are refused.
+    type: bool
+  key_order:
+    description: Default key order for new phones.
+    type: str
+    choices: [rsa, ec, ec_preferred]
+  rsa_key_size:
+    description: Default RSA key size for new phones.
+    type: int
+    choices: [1024, 2048, 3072, 4096]
+  ec_key_size:
+    description: Default EC key size for new phones.
+    type: int
+    choices: [256, 384, 521]
+  keygen_timeout_minutes:
+    description: Maximum time a phone may take to generate its key, 1–60 minutes.
+    type: int
+  keygen_attempts:
+    description: Maximum key-generation attempts before the operation fails, 1–10.
+    type: int
+  lockout_failures:
+    description: Wrong authentication strings accepted before a phone is locked out, 1–100.
+    type: int
+  max_sessions:
+    description: Concurrent phone sessions served at once, 1–100000.
+    type: int
+  legacy_tls:
+    description: Allow TLS 1.0 and legacy ciphers for old phone firmware.
+    type: bool
+  fips_mode:
+    description: FIPS mode; refuses the Microsoft online CA type.
+    type: bool
+  listen_addresses:
+    description: IP addresses the CAPF service listens on.
+    type: list
+    elements: str
+  port:
+    description: TCP port of the CAPF service, 1–65535 (CAPF uses 3804).
+    type: int
+  online_ca:
+    description:
+      - The online CA that signs LSCs when O(issuer=online_ca). Given, it replaces the stored settings as a whole.
+    type: dict
+    suboptions:
+      hostname:
+        description:
+          - Host name of the CA. When the CA's HTTPS certificate is in C(capf-trust), the host name must equal
+            its common name or one of its DNS names.
+        type: str
+        required: true
+      port:
+        description: HTTPS port of the CA (default 443).
+        type: int
+      type:
+        description: V(microsoft) (AD CS web enrolment; not allowed in FIPS mode) or V(est) (RFC 7030).
+        type: str
+        required: true
+        choices: [microsoft, est]
+      template:
+        description: Certificate template name; required with, and only allowed with, O(online_ca.type=microsoft).
+        type: str
+      profile_label:
+        description: Certificate enrolment profile label; only allowed with O(online_ca.type=est).
+        type: str
+      username:
+        description: User name for the CA.
+        type: str
+      password:
+        description: Password for the CA. Stored encrypted, never returned. See O(update_password).
+        type: str
+  update_password:
+    description:
+      - V(always) stores O(online_ca.password) whenever it differs from the stored one (compared by decrypting).
+      - V(on_create) stores it only when no password is stored yet.
+    type: str
+    choices: [always, on_create]
+    default: always
+  capf_certificate:
+    description: The CAPF certificate that signs LSCs and serves TLS.
+    type: dict
+    suboptions:
+      key_type:
+        description: Key of the CAPF certificate; a different key type than the active certificate's regenerates it.
+        type: str
+        choices: [rsa2048, rsa3072, rsa4096, ec256, ec384]
+      regenerate:
+        description: Generate a new CAPF certificate on every run (not idempotent by design).
+        type: bool
+        default: false
+      certificate:
+        description:
+          - PEM of a CAPF certificate to install (CA:TRUE, pathlen:0, KeyUsage digitalSignature and keyCertSign).
+          - Identified by fingerprint; a certificate that was active before and retired is refused.
+        type: str
+      private_key:
+        description: Unencrypted PEM private key of O(capf_certificate.certificate).
+        type: str
+  state:
+    description: State of the CAPF service process. Not set means the process is left alone.
+    type: str
+    choices: [started, stopped, restarted]
+  timeout:
+    description: Seconds to wait for the service to accept TLS connections after a start, or to exit after a stop.
+    type: int
+    default: 30
+notes:
+  - Listener changes (O(listen_addresses), O(port), O(enable_ipv6), O(legacy_tls)) take effect when the service
+    restarts; notify a handler that runs this module with O(state=restarted).
+"""
+
+EXAMPLES = r"""
+- name: CAPF signs LSCs for two years, EC preferred, service running
+  opencapf.capf.capf_service:
+    issuer: capf
+    validity_days: 730
+    key_order: ec_preferred
+    keepalive_minutes: 15
+    capf_certificate:
+      key_type: ec256
+    state: started
+
+- name: Online EST CA (upload its root and HTTPS certificate with capf_trust_cert first)
+  opencapf.capf.capf_service:
+    issuer: online_ca
+    online_ca:
+      hostname: ca.example.com
+      port: 443
+      type: est
+      profile_label: phones
+      username: capf
+      password: "{{ vault_est_password }}"
+    update_password: on_create
+  notify: Restart CAPF
+
+- name: Restart the service (and with it the enrolment service)
+  opencapf.capf.capf_service:
+    state: restarted
+"""
+
+RETURN = r"""
+parameters:
+  description: Every service parameter after the run.
+  returned: always
+  type: dict
+  sample: {issuer: capf, validity_days: 730, keepalive_minutes: 15, port: 3804}
+online_ca:
+  description: The online CA settings (password only as V((set)), V((unset)) or V((changed))), or null.
+  returned: always
+  type: dict
+capf_certificate:
+  description: The active CAPF certificate (common_name, fingerprint, key_type, not_after, subject, source).
+  returned: always
+  type: dict
+capf_certificate_action:
+  description: What happened to the CAPF certificate, V(none), V(create), V(regenerate) or V(upload).
+  returned: always
+  type: str
+changed_parameters:
+  description: Names of the parameters that changed.
+  returned: always
+  type: list
+  elements: str
+service:
+  description: Service state after the run (state, pid, running, accepting, address, port, enrolment_service).
+  returned: when O(state) is set
+  type: dict
+"""
+
+from ansible_collections.opencapf.capf.plugins.module_utils._ansible_args import (
+    argument_spec, create_module, drop_none, engine, exit_with)
+from ansible_collections.opencapf.capf.plugins.module_utils._opencapf import parameters as p
+from ansible_collections.opencapf.capf.plugins.module_utils._opencapf import (
+    service_config, service_control)
+from ansible_collections.opencapf.capf.plugins.module_utils._opencapf import vocabulary as v
+
+_TYPES = {"integer": "int", "boolean": "bool", "string": "str", "array": "list"}
+
+
+def _parameter_spec() -> dict:
+    spec = {}
+    for name, parameter in p.PARAMETERS.items():
+        option = {"type": _TYPES[parameter.kind]}
+        if parameter.choices:
+            option["choices"] = list(parameter.choices)
+        if parameter.kind == "array":
+            option["elements"] = "str"
+        if name.startswith("keygen_"):
+            option["no_log"] = False  # key-generation limits, not secrets
+        spec[name] = option
+    return spec
+
+
+def main():
+    spec = argument_spec(
+        online_ca={"type": "dict", "options": {
+            "hostname": {"type": "str", "required": True},
+            "port": {"type": "int"},
+            "type": {"type": "str", "required": True, "choices": list(v.ONLINE_CA_TYPES)},
+            "template": {"type": "str"},
+            "profile_label": {"type": "str"},
+            "username": {"type": "str"},
+            "password": {"type": "str", "no_log": True},
+        }},
+        update_password={"type": "str", "choices": list(service_config.UPDATE_PASSWORD), "default": "always"},
+        capf_certificate={"type": "dict", "options": {
+            "key_type": {"type": "str", "choices": list(v.CAPF_KEY_TYPES)},
+            "regenerate": {"type": "bool", "default": False},
+            "certificate": {"type": "str"},
+            "private_key": {"type": "str", "no_log": True},
+        }},
+        state={"type": "str", "choices": list(service_control.STATES)},
+        timeout={"type": "int", "default": 30},
+        **_parameter_spec(),
+    )
+    module = create_module(spec)
+    params = module.params
+    with engine(module) as store:
+        result = service_config.converge(
+            store, parameters_wanted={name: params[name] for name in p.PARAMETERS},
+            online_ca=drop_none(params["online_ca"]), capf_certificate=drop_none(params["capf_certificate"]),
+            update_password=params["update_password"], check_mode=module.check_mode)
+        service = None
+        if params["state"]:
+            def launcher(argv, env):
+                return module.run_command(argv, environ_update=env)
+
+            control = service_control.converge(store, params["state"], launcher, check_mode=module.check_mode,
+                                               timeout=params["timeout"])
+            result["changed"] = result["changed"] or control["changed"]
+            result["before"]["service"] = control["before"]["state"]
+            result["after"]["service"] = control["after"]["state"]
+            service = control["service"]
+    after = result["after"]
+    extras = {"parameters": after["parameters"], "online_ca": after["online_ca"],
+              "capf_certificate": after["capf_certificate"], "capf_certificate_action": result["capf_certificate_action"],
+              "changed_parameters": result["changed_parameters"]}
+    if service is not None:
+        extras["service"] = service
+    exit_with(module, result, **extras)
+
+
+if __name__ == "__main__":
+    main()

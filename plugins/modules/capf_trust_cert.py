@@ -1,0 +1,144 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: capf_trust_cert
+short_description: Certificates and chains present or absent in the CAPF trust stores
+version_added: 0.1.0
+description:
+  - Makes certificates present in, or absent from, C(capf-trust) and C(callmanager-trust). A certificate is
+    identified by its SHA-256 fingerprint, so a second run with the same PEM changes nothing.
+  - Uploads follow the CA rules of the CAPF configuration guide. A CA certificate must carry BasicConstraints
+    CA:TRUE with pathlen 0 (a root uploaded with its intermediates may have a path length that covers them)
+    and KeyUsage digitalSignature and keyCertSign. Common names containing C(CAPF-) are reserved for the
+    CAPF certificate and are refused.
+  - With O(ca_root) and optionally O(https_certificate), Table 1 of the guide decides what is uploaded and
+    where. The CA root goes to C(capf-trust) and C(callmanager-trust). The HTTPS certificate goes to
+    C(capf-trust) only when it cannot be verified from the root (and the intermediates given).
+  - O(remove_legacy_mic_roots=true) removes the four legacy Cisco manufacturing roots (C(CAP-RTP-001),
+    C(CAP-RTP-002), C(Cisco_Manufacturing_CA), C(Cisco_Root_CA_2048)) by name, as recommended for older
+    phone series that use LSCs.
+author:
+  - opencapf developers (@opencapf)
+extends_documentation_fragment:
+  - opencapf.capf.capf
+  - opencapf.capf.capf.attributes
+options:
+  state:
+    description: Whether the certificates are in the trust stores.
+    type: str
+    choices: [present, absent]
+    default: present
+  trust_store:
+    description:
+      - Trust stores for O(content) or O(path). Required with them.
+      - With O(remove_legacy_mic_roots), the stores to clean (default C(callmanager-trust)).
+    type: list
+    elements: str
+    choices: [capf-trust, callmanager-trust]
+  content:
+    description: PEM of one certificate or a chain (every certificate in it is handled).
+    type: str
+  path:
+    description: File on the managed host holding PEM (one certificate or a chain) or one DER certificate.
+    type: path
+  description:
+    description: Description stored with the certificates; changing it is a change.
+    type: str
+  ca_root:
+    description: PEM of a third-party CA root; Table 1 decides the uploads together with O(https_certificate).
+    type: str
+  https_certificate:
+    description: PEM of the CA's HTTPS server certificate. Needs O(ca_root).
+    type: str
+  intermediates:
+    description: PEM of intermediate CAs between O(ca_root) and O(https_certificate) (Table 1, third row).
+    type: list
+    elements: str
+  remove_legacy_mic_roots:
+    description: Remove the four legacy Cisco manufacturing roots by common name.
+    type: bool
+    default: false
+"""
+
+EXAMPLES = r"""
+- name: Trust an enterprise CA for third-party signing (Table 1 decides)
+  opencapf.capf.capf_trust_cert:
+    ca_root: "{{ lookup('ansible.builtin.file', 'files/ca-root.pem') }}"
+    https_certificate: "{{ lookup('ansible.builtin.file', 'files/ca-https.pem') }}"
+    description: Enterprise CA
+  register: trust
+
+- name: Upload a CA chain to CallManager-trust from a file on the CAPF host
+  opencapf.capf.capf_trust_cert:
+    path: /etc/pki/capf/issuing-chain.pem
+    trust_store: [callmanager-trust]
+    description: Issuing CA chain
+
+- name: Remove the legacy MIC roots from CallManager-trust
+  opencapf.capf.capf_trust_cert:
+    remove_legacy_mic_roots: true
+"""
+
+RETURN = r"""
+added:
+  description: Certificates added (trust_store, fingerprint, common_name).
+  returned: always
+  type: list
+  elements: dict
+removed:
+  description: Certificates removed (trust_store, fingerprint, common_name).
+  returned: always
+  type: list
+  elements: dict
+table1:
+  description: Table 1's decision (scenario 0–4 and the reason) when O(ca_root) was given.
+  returned: when O(ca_root) is set
+  type: dict
+  sample: {scenario: 2, reason: "the HTTPS certificate is issued by the CA root: upload the CA root"}
+certificates:
+  description: The affected trust stores after the run, each a list of certificates (fingerprint, common_name,
+    subject, issuer, is_ca, not_after, description).
+  returned: always
+  type: dict
+"""
+
+from ansible_collections.opencapf.capf.plugins.module_utils._ansible_args import (
+    argument_spec, create_module, engine, exit_with)
+from ansible_collections.opencapf.capf.plugins.module_utils._opencapf import trust
+from ansible_collections.opencapf.capf.plugins.module_utils._opencapf import vocabulary as v
+
+
+def main():
+    spec = argument_spec(
+        state={"type": "str", "choices": ["present", "absent"], "default": "present"},
+        trust_store={"type": "list", "elements": "str", "choices": list(v.TRUST_STORES)},
+        content={"type": "str"},
+        path={"type": "path"},
+        description={"type": "str"},
+        ca_root={"type": "str"},
+        https_certificate={"type": "str"},
+        intermediates={"type": "list", "elements": "str"},
+        remove_legacy_mic_roots={"type": "bool", "default": False},
+    )
+    module = create_module(spec, mutually_exclusive=[("content", "path", "ca_root")],
+                           required_by={"https_certificate": "ca_root", "intermediates": "ca_root"})
+    params = module.params
+    with engine(module) as store:
+        result = trust.converge(
+            store, state=params["state"], trust_store=params["trust_store"], content=params["content"],
+            path=params["path"], ca_root=params["ca_root"], https_certificate=params["https_certificate"],
+            intermediates=params["intermediates"] or (), description=params["description"],
+            remove_legacy_mic_roots=params["remove_legacy_mic_roots"], check_mode=module.check_mode)
+    extras = {"added": result["added"], "removed": result["removed"], "certificates": result["after"]}
+    if "table1" in result:
+        extras["table1"] = result["table1"]
+    exit_with(module, result, **extras)
+
+
+if __name__ == "__main__":
+    main()
