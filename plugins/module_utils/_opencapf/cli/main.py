@@ -16,9 +16,9 @@ import sys
 
 from .. import __version__
 from ..errors import CapfError
-from . import ca, init, issue
+from . import ca, init, issue, micca, phone, serve, workqueue
 
-COMMANDS = [init, ca, issue]
+COMMANDS = [init, ca, issue, serve, phone, micca, workqueue]
 
 
 class Output:
