@@ -137,3 +137,12 @@ def openssl_verify(capf_pem, lsc_pem, tmp_path):
     ca.write_text(capf_pem)
     leaf.write_text(lsc_pem if isinstance(lsc_pem, str) else _certificates.to_pem(lsc_pem))
     return openssl("verify", "-CAfile", str(ca), str(leaf))
+
+
+@pytest.fixture
+def mic_ca(ca_store, tmp_path):
+    """A manufacturing CA, trusted in CAPF-trust of the test store."""
+    from _opencapf.simulator.manufacturing import ManufacturingCa
+    ca = ManufacturingCa.create(str(tmp_path / "mic-ca"))
+    assert ca.trust_in(ca_store)
+    return ca
