@@ -16,9 +16,9 @@ import sys
 
 from .. import __version__
 from ..errors import CapfError
-from . import ca, deployment, init, issue, jobs
+from . import ca, deployment, init, issue, jobs, micca, phone, serve, workqueue
 
-COMMANDS = [init, ca, issue, jobs, deployment]
+COMMANDS = [init, ca, issue, serve, phone, micca, workqueue, jobs, deployment]
 
 
 class Output:

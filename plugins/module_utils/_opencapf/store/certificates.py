@@ -43,3 +43,77 @@ def for_phone(tx: Transaction, phone_id: int, kind: str | None = None) -> list[d
         sql += " AND kind = ?"
         params.append(kind)
     return tx.query(sql + " ORDER BY id DESC", params)
+
+
+def by_id(tx: Transaction, certificate_id: int) -> dict[str, Any] | None:
+    return tx.one("SELECT * FROM certificates WHERE id = ?", (certificate_id,))
+
+
+def by_fingerprint(tx: Transaction, fingerprint: str) -> list[dict[str, Any]]:
+    return tx.query("SELECT * FROM certificates WHERE fingerprint = ? ORDER BY id DESC", (fingerprint,))
+
+
+def install(tx: Transaction, actor: str, phone: dict[str, Any], certificate_id: int) -> dict[str, list[int]]:
+    """The phone acknowledged storing LSC ``certificate_id``: in the caller's one transaction mark it
+    installed, the previously installed LSC ``revoked`` (the phone overwrote it, so it must no
+    longer authenticate), and every older LSC issued but never installed ``stale``."""
+    rows = tx.query(
+        "SELECT id, status FROM certificates WHERE phone_id = ? AND kind = 'lsc' AND source != 'troubleshoot' "
+        "AND id != ? AND status IN ('installed', 'issued')",
+        (phone["id"], certificate_id),
+    )
+    revoked = [row["id"] for row in rows if row["status"] == "installed"]
+    stale = [row["id"] for row in rows if row["status"] == "issued" and row["id"] < certificate_id]
+    set_status(tx, actor, certificate_id, "installed", phone["name"])
+    for old in revoked:
+        set_status(tx, actor, old, "revoked", phone["name"], reason="superseded by a newer LSC")
+    for old in stale:
+        set_status(tx, actor, old, "stale", phone["name"], reason="a newer key completed first")
+    return {"revoked": revoked, "stale": stale}
+
+
+def revoke_installed(tx: Transaction, actor: str, phone: dict[str, Any], reason: str) -> list[int]:
+    """Mark the phone's installed LSC(s) revoked (delete operation)."""
+    rows = tx.query(
+        "SELECT id FROM certificates WHERE phone_id = ? AND kind = 'lsc' AND status = 'installed' "
+        "AND source != 'troubleshoot'", (phone["id"],))
+    for row in rows:
+        set_status(tx, actor, row["id"], "revoked", phone["name"], reason=reason)
+    return [row["id"] for row in rows]
+
+
+def record_retrieved(tx: Transaction, actor: str, phone: dict[str, Any], *, kind: str, serial: str, issuer: str,
+                     fingerprint: str, public_key_fingerprint: str, pem: str, not_before: str,
+                     not_after: str) -> int:
+    """Keep a certificate read back from a phone (troubleshoot) for viewing; once per phone and fingerprint."""
+    existing = tx.one(
+        "SELECT id FROM certificates WHERE phone_id = ? AND fingerprint = ? AND source = 'troubleshoot'",
+        (phone["id"], fingerprint))
+    now = format_utc(utc_now())
+    if existing:
+        tx.execute("UPDATE certificates SET status_changed_at = ? WHERE id = ?", (now, existing["id"]))
+        certificate_id = existing["id"]
+    else:
+        certificate_id = insert(
+            tx, phone_id=phone["id"], kind=kind, serial=serial, issuer=f"troubleshoot:{phone['name']}:{issuer}",
+            fingerprint=fingerprint, public_key_fingerprint=public_key_fingerprint, status="installed",
+            source="troubleshoot", pem=pem, not_before=not_before, not_after=not_after)
+    audit.record(tx, actor, "certificate.retrieved", phone["name"], kind=kind, fingerprint=fingerprint)
+    return certificate_id
+
+
+def stale(tx: Transaction) -> list[dict[str, Any]]:
+    """Stale LSCs (signed, never installed, overtaken by a newer key) with their phone names."""
+    return tx.query(
+        "SELECT c.id, p.name AS device_name, c.serial, c.fingerprint, c.issued_at, c.status_changed_at, c.not_after "
+        "FROM certificates c JOIN phones p ON p.id = c.phone_id WHERE c.status = 'stale' ORDER BY c.id")
+
+
+def delete_stale(tx: Transaction, actor: str) -> int:
+    """Delete every stale LSC record; returns how many."""
+    rows = stale(tx)
+    if rows:
+        tx.execute("DELETE FROM certificates WHERE status = 'stale'")
+        audit.record(tx, actor, "certificate.stale_deleted", "certificates", count=len(rows),
+                     serials=[row["serial"] for row in rows])
+    return len(rows)

@@ -145,6 +145,11 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         )""",
         "{append_only:audit_events}",
     ]),
+    (2, "protocol server lookups", [
+        # Existing-certificate authentication looks a presented LSC up by fingerprint (revoked?).
+        "CREATE INDEX certificates_fingerprint ON certificates (fingerprint)",
+        "CREATE INDEX sessions_started ON sessions (started_at)",
+    ]),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -69,3 +69,39 @@ def by_name(tx: Transaction, names=None) -> dict[str, dict[str, Any]]:
         for row in tx.query(f"SELECT * FROM phones WHERE name IN ({', '.join('?' for _ in chunk)})", chunk):
             result[row["name"]] = row
     return result
+
+
+def set_operation_result(tx: Transaction, actor: str, phone: dict[str, Any], status: str, reason: str = "",
+                         *, clear_operation: bool = False, **details: Any) -> None:
+    """Record how the phone's pending operation went; ``clear_operation`` sets it back to ``none``."""
+    now = format_utc(utc_now())
+    operation = "none" if clear_operation else phone["operation"]
+    tx.execute(
+        "UPDATE phones SET operation = ?, operation_status = ?, operation_reason = ?, updated_at = ? WHERE id = ?",
+        (operation, status, reason, now, phone["id"]),
+    )
+    audit.record(tx, actor, f"phone.operation_{status}", phone["name"], operation=phone["operation"], reason=reason,
+                 **details)
+
+
+def record_auth_failure(tx: Transaction, actor: str, phone: dict[str, Any], lockout_failures: int,
+                        reason: str) -> tuple[int, bool]:
+    """Count one failed authentication; lock the phone at ``lockout_failures``. Returns (failures, locked)."""
+    failures = int(phone["auth_failures"]) + 1
+    locked = failures >= lockout_failures
+    tx.execute(
+        "UPDATE phones SET auth_failures = ?, locked = ?, operation_status = 'failed', operation_reason = ?, "
+        "updated_at = ? WHERE id = ?",
+        (failures, int(locked or bool(phone["locked"])), reason, format_utc(utc_now()), phone["id"]),
+    )
+    audit.record(tx, actor, "phone.auth_failed", phone["name"], failures=failures, locked=locked, reason=reason)
+    return failures, locked
+
+
+def record_session_start(tx: Transaction, phone: dict[str, Any]) -> None:
+    """An authenticated session: reset the failure count and mark the operation in progress."""
+    status = "in_progress" if phone["operation"] != "none" else phone["operation_status"]
+    tx.execute(
+        "UPDATE phones SET auth_failures = 0, operation_status = ?, last_session_at = ? WHERE id = ?",
+        (status, format_utc(utc_now()), phone["id"]),
+    )

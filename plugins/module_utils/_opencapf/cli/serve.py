@@ -1,0 +1,138 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""``serve``: run the CAPF protocol service (foreground, or ``--daemon``).
+
+Foreground: logs to standard error, prints one ``listening on ADDRESS port PORT`` line per
+socket once it accepts connections, stops gracefully on SIGTERM or SIGINT. ``--daemon``
+double-forks, writes ``--pid-file``, logs to ``--log-file`` and returns only once the listener
+accepts (or with the error that stopped it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+
+from ..server.service import ServerOptions, serve
+from ..store import open_store
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("serve", help="run the CAPF protocol service (TLS, port 3804)")
+    parser.add_argument("--listen", action="append", metavar="ADDRESS",
+                        help="address to listen on (repeatable); default: the listen_addresses parameter")
+    parser.add_argument("--port", type=int, default=None, help="TCP port (0: any free port); default: the port parameter")
+    parser.add_argument("--step-timeout", type=float, default=10.0, help="seconds a phone may take per step")
+    parser.add_argument("--queue-timeout", type=float, default=60.0,
+                        help="seconds a connection may wait for a free session slot")
+    parser.add_argument("--workers", type=int, default=4, help="threads for store work")
+    parser.add_argument("--daemon", action="store_true", help="detach; return once the listener accepts")
+    parser.add_argument("--pid-file", help="with --daemon: write the daemon's process id here")
+    parser.add_argument("--log-file", help="with --daemon: append the log here")
+    parser.set_defaults(handler=run)
+
+
+def _options(args) -> ServerOptions:
+    return ServerOptions(addresses=tuple(args.listen) if args.listen else None, port=args.port,
+                         step_timeout=args.step_timeout, queue_timeout=args.queue_timeout, workers=args.workers)
+
+
+async def _main(args, ready) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    store = open_store(args.store, actor="capf-server", create=False)
+    try:
+        await serve(store, _options(args), ready=ready, stop_event=stop)
+    finally:
+        store.close()
+    logging.getLogger("opencapf.server").info("CAPF service stopped")
+
+
+def _lines(bound) -> str:
+    return "".join(f"listening on {host} port {port}\n" for host, port in bound)
+
+
+def run(args, output) -> int:
+    if not args.verbose:
+        logging.getLogger("opencapf.server").setLevel(logging.INFO)
+    if args.daemon:
+        return _daemonise(args, output)
+
+    def ready(bound):
+        if output.as_json:
+            output.result({"listening": [{"address": h, "port": p} for h, p in bound], "pid": os.getpid()})
+        else:
+            output.stream.write(_lines(bound))
+        output.stream.flush()
+
+    asyncio.run(_main(args, ready))
+    return 0
+
+
+def _daemonise(args, output) -> int:
+    """Double fork; the parent returns once the grandchild reports that it listens (or failed)."""
+    for name in ("store", "pid_file", "log_file"):
+        if getattr(args, name):
+            setattr(args, name, os.path.abspath(getattr(args, name)))
+    read_end, write_end = os.pipe()
+    first = os.fork()
+    if first:
+        os.close(write_end)
+        os.waitpid(first, 0)
+        with os.fdopen(read_end, "rb") as pipe:
+            message = pipe.read()
+        report = json.loads(message.decode() or '{"error": "the daemon exited before listening"}')
+        if "error" in report:
+            output.error(report["error"])
+            return 1
+        output.result(report, _lines(report["listening"]) + f"daemon pid {report['pid']}")
+        return 0
+    os.close(read_end)
+    os.setsid()
+    if os.fork():
+        os._exit(0)  # the intermediate child; the daemon is now re-parented to init
+    code = 1
+    try:
+        _detach(args.log_file)
+        if args.pid_file:
+            with open(args.pid_file, "w", encoding="ascii") as handle:
+                handle.write(f"{os.getpid()}\n")
+
+        def ready(bound):
+            os.write(write_end, json.dumps({"listening": bound, "pid": os.getpid()}).encode())
+            os.close(write_end)
+
+        asyncio.run(_main(args, ready))
+        code = 0
+    except BaseException as exc:  # report why the daemon could not start, then leave
+        try:
+            os.write(write_end, json.dumps({"error": str(exc) or exc.__class__.__name__}).encode())
+            os.close(write_end)
+        except OSError:
+            pass
+        logging.getLogger("opencapf.server").error("CAPF service failed: %s", exc)
+    finally:
+        if args.pid_file and os.path.exists(args.pid_file):
+            os.unlink(args.pid_file)
+    os._exit(code)
+
+
+def _detach(log_file: str | None) -> None:
+    os.chdir("/")
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    target = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640) if log_file else null
+    os.dup2(target, 1)
+    os.dup2(target, 2)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(os.fdopen(os.dup(2), "w", buffering=1))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)

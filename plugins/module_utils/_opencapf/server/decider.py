@@ -1,0 +1,240 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The store behind a protocol session: device lookup, authentication, issuance and records.
+
+One ``StoreDecider`` serves one session and reads the service parameters once, when the phone
+names itself, so parameter changes apply to the next session without a restart. Every change is
+one transaction together with its audit record.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .. import authstrings
+from ..ca import authority, lsc, rules
+from ..ca import certificates as c
+from ..dependencies import serialization
+from ..errors import CapfError, CertificateError
+from ..protocol import proof
+from ..protocol.codec import ProtocolError
+from ..protocol.session import AuthOffer, Decider, Issued, KeyChoice, Plan, Verdict
+from ..store import Store
+from ..store import certificates as certificate_records
+from ..store import csrs as csr_records
+from ..store import phones as phone_records
+from ..store import service as service_records
+from ..vocabulary import format_utc, parse_utc, utc_now
+
+log = logging.getLogger("opencapf.server")
+ACTOR = "capf-server"
+
+
+def key_choices(phone: dict) -> tuple:
+    rsa_choice = KeyChoice("rsa", int(phone["rsa_key_size"]))
+    ec_choice = KeyChoice("ec", int(phone["ec_key_size"]))
+    return {"rsa": (rsa_choice,), "ec": (ec_choice,), "ec_preferred": (ec_choice, rsa_choice)}[phone["key_order"]]
+
+
+def load_phone_key(der: bytes):
+    """The phone's PUBLIC_KEY element as a key: strict DER SubjectPublicKeyInfo."""
+    try:
+        return serialization.load_der_public_key(bytes(der))
+    except (ValueError, TypeError):
+        raise ProtocolError("PUBLIC_KEY is not a DER SubjectPublicKeyInfo") from None
+
+
+class StoreDecider(Decider):
+    def __init__(self, store: Store, peer: str = ""):
+        self.store = store
+        self.peer = peer
+        self.parameters: dict = {}
+        self._phone: dict | None = None
+        self._csr_id: int | None = None
+
+    # -- session start ------------------------------------------------------------------------
+
+    def begin(self, device_name: str) -> Plan | None:
+        with self.store.read() as tx:
+            self.parameters = service_records.read(tx)
+            phone = phone_records.get(tx, device_name)
+        if phone is None:
+            return None
+        self._phone = phone
+        plan = Plan(
+            device_name=phone["name"], operation=phone["operation"], auth_mode=phone["auth_mode"],
+            key_choices=key_choices(phone), keygen_attempts=int(self.parameters["keygen_attempts"]),
+            keygen_timeout=60.0 * int(self.parameters["keygen_timeout_minutes"]),
+            keepalive=60.0 * int(self.parameters["keepalive_minutes"]),
+        )
+        refusal = self._refusal(phone)
+        if refusal:
+            plan = Plan(**{**plan.__dict__, "refusal": refusal})
+        return plan
+
+    def _refusal(self, phone: dict) -> str:
+        if phone["locked"]:
+            return f"phone is locked out after {phone['auth_failures']} failed authentication attempts"
+        deadline = parse_utc(phone["operation_deadline"], "operation_deadline") if phone["operation_deadline"] else None
+        if phone["operation"] != "none" and deadline is not None and deadline < utc_now():
+            reason = f"operation {phone['operation']} lapsed at {format_utc(deadline)}"
+            with self.store.transaction() as tx:
+                phone_records.set_operation_result(tx, ACTOR, phone, "lapsed", reason)
+            return reason
+        if phone["operation"] == "install_upgrade" and self.parameters["issuer"] != "capf":
+            return f"issuer {self.parameters['issuer']} is not served over the protocol by this engine yet"
+        return ""
+
+    # -- authentication -----------------------------------------------------------------------
+
+    def authenticate(self, plan: Plan, offer: AuthOffer) -> Verdict:
+        mode = plan.auth_mode
+        if mode == "auth_string":
+            verdict = self._check_string(offer)
+        elif mode == "null_string":
+            verdict = Verdict(True)
+        else:
+            verdict = self._check_certificate(plan, offer, prefer="lsc" if mode == "existing_cert_lsc" else "mic")
+        with self.store.transaction() as tx:
+            phone = phone_records.get(tx, plan.device_name)
+            if verdict.ok:
+                phone_records.record_session_start(tx, phone)
+            elif mode == "auth_string":
+                failures, locked = phone_records.record_auth_failure(
+                    tx, ACTOR, phone, int(self.parameters["lockout_failures"]), verdict.reason)
+                if locked:
+                    verdict = Verdict(False, f"{verdict.reason}; phone locked out after {failures} failures")
+            else:
+                phone_records.set_operation_result(tx, ACTOR, phone, "failed", verdict.reason)
+        return verdict
+
+    def _check_string(self, offer: AuthOffer) -> Verdict:
+        phone = self._phone
+        if not phone["auth_hash"]:
+            return Verdict(False, "no authentication string is set for this phone")
+        if authstrings.matches(self.store.secret(), phone["auth_salt"], phone["auth_hash"], offer.password or b""):
+            return Verdict(True)
+        return Verdict(False, "wrong authentication string")
+
+    def _check_certificate(self, plan: Plan, offer: AuthOffer, prefer: str) -> Verdict:
+        if not offer.certificates:
+            return Verdict(False, f"existing-certificate authentication ({prefer.upper()} precedence) needs a "
+                                  "certificate, and the phone presented none")
+        if offer.signed_data is None or offer.sha2_signed_data is None:
+            return Verdict(False, "existing-certificate authentication needs SIGNED_DATA and SHA2_SIGNED_DATA")
+        _type, der = offer.certificates[0]
+        try:
+            certificate = c.load_der_certificate(der, "CERTIFICATE")
+        except CertificateError as exc:
+            return Verdict(False, str(exc))
+        data = proof.message(offer.device_name_raw, der)
+        code, sha2_signature = offer.sha2_signed_data
+        sha2 = proof.hash_name(code)
+        public_key = certificate.public_key()
+        if sha2 is None or not proof.verify(public_key, sha2_signature, data, sha2):
+            return Verdict(False, "SHA2_SIGNED_DATA does not verify with the presented certificate")
+        if not proof.verify(public_key, offer.signed_data, data, "sha1"):
+            return Verdict(False, "SIGNED_DATA does not verify with the presented certificate")
+        if plan.device_name.upper() not in c.common_name(certificate.subject).upper():
+            return Verdict(False, "the presented certificate was not issued to this device name")
+        kind, why = self._classify(certificate)
+        if kind is None:
+            return Verdict(False, why)
+        return Verdict(True, presented=kind)
+
+    def _classify(self, certificate) -> tuple[str | None, str]:
+        """("lsc"|"mic", "") when the certificate chains to a trusted issuer, else (None, why)."""
+        try:
+            rules.build_chain(certificate, authority.all_certificates(self.store))
+        except CertificateError as lsc_problem:
+            with self.store.read() as tx:
+                rows = tx.query("SELECT pem FROM trust_certificates WHERE trust_store = 'capf-trust'")
+            pool = [c.load_pem_certificate(row["pem"]) for row in rows]
+            try:
+                # Field phones carry MICs past their dates; the chain, not the calendar, is the proof.
+                rules.build_chain(certificate, pool, check_dates=False)
+            except CertificateError as mic_problem:
+                return None, f"the presented certificate is neither a valid LSC ({lsc_problem}) nor a MIC " \
+                             f"trusted in capf-trust ({mic_problem})"
+            return "mic", ""
+        with self.store.read() as tx:
+            rows = certificate_records.by_fingerprint(tx, c.fingerprint(certificate))
+        if any(row["status"] in ("revoked", "stale") and row["source"] != "troubleshoot" for row in rows):
+            return None, "the presented LSC has been revoked"
+        return "lsc", ""
+
+    # -- operations ---------------------------------------------------------------------------
+
+    def issue(self, plan: Plan, public_key_der: bytes, choice: KeyChoice) -> Issued:
+        public_key = load_phone_key(public_key_der)
+        kind, size = c.key_description(public_key)
+        if (kind, size) != (choice.kind, choice.size):
+            raise ProtocolError(f"PUBLIC_KEY must be {choice.kind.upper()}-{choice.size} as requested, "
+                                f"got {kind.upper()}-{size}")
+        with self.store.transaction() as tx:
+            self._csr_id = csr_records.add(tx, self._phone["id"], c.public_key_fingerprint(public_key),
+                                           c.public_key_der(public_key))
+        try:
+            issued = lsc.issue(self.store, plan.device_name, public_key, source="capf", create_phone=False,
+                               device_name_is_wire=True)
+        except CapfError as exc:
+            with self.store.transaction() as tx:
+                csr_records.set_status(tx, self._csr_id, "failed", str(exc))
+            raise
+        with self.store.transaction() as tx:
+            csr_records.set_status(tx, self._csr_id, "issued", certificate_id=issued.id)
+        return Issued(issued.id, c.to_der(issued.certificate))
+
+    def stored(self, plan: Plan, issued: Issued, ok: bool) -> None:
+        with self.store.transaction() as tx:
+            phone = phone_records.get(tx, plan.device_name)
+            if ok:
+                changes = certificate_records.install(tx, ACTOR, phone, issued.certificate_id)
+                phone_records.set_operation_result(tx, ACTOR, phone, "succeeded", "", clear_operation=True,
+                                                   certificate_id=issued.certificate_id, **changes)
+            else:
+                phone_records.set_operation_result(tx, ACTOR, phone, "failed", "phone did not store the LSC",
+                                                   certificate_id=issued.certificate_id)
+
+    def deleted(self, plan: Plan, ok: bool) -> None:
+        with self.store.transaction() as tx:
+            phone = phone_records.get(tx, plan.device_name)
+            revoked = certificate_records.revoke_installed(tx, ACTOR, phone, "deleted from the phone")
+            phone_records.set_operation_result(tx, ACTOR, phone, "succeeded",
+                                               "" if ok else "phone reported no LSC to delete",
+                                               clear_operation=True, revoked=revoked)
+
+    def fetched(self, plan: Plan, entries: list) -> None:
+        parsed = []
+        for _type, der in entries:
+            certificate = c.load_der_certificate(der, "CERTIFICATE")
+            parsed.append((self._kind_of(certificate), certificate))
+        with self.store.transaction() as tx:
+            phone = phone_records.get(tx, plan.device_name)
+            for kind, certificate in parsed:
+                certificate_records.record_retrieved(
+                    tx, ACTOR, phone, kind=kind, serial=format(certificate.serial_number, "x"),
+                    issuer=certificate.issuer.rfc4514_string(), fingerprint=c.fingerprint(certificate),
+                    public_key_fingerprint=c.public_key_fingerprint(certificate.public_key()),
+                    pem=c.to_pem(certificate), not_before=format_utc(c.not_before(certificate)),
+                    not_after=format_utc(c.not_after(certificate)))
+            phone_records.set_operation_result(tx, ACTOR, phone, "succeeded", "", clear_operation=True,
+                                               retrieved=[kind for kind, _cert in parsed])
+
+    def _kind_of(self, certificate) -> str:
+        # Never trust the wrapper's type byte: an LSC is whatever chains to one of our CAPF certificates.
+        try:
+            rules.build_chain(certificate, authority.all_certificates(self.store), check_dates=False)
+        except CertificateError:
+            return "mic"
+        return "lsc"
+
+    def failed(self, plan: Plan, reason: str) -> None:
+        with self.store.transaction() as tx:
+            phone = phone_records.get(tx, plan.device_name)
+            if phone is not None:
+                phone_records.set_operation_result(tx, ACTOR, phone, "failed", reason)
+            if self._csr_id is not None:
+                row = tx.one("SELECT status FROM csrs WHERE id = ?", (self._csr_id,))
+                if row and row["status"] == "pending":
+                    csr_records.set_status(tx, self._csr_id, "failed", reason)

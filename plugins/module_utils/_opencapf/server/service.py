@@ -1,0 +1,331 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The asyncio TLS driver of the CAPF service (TCP 3804).
+
+One task per connection, no thread per connection: the sans-I/O ``ServerSession`` does the
+protocol and a small thread pool does the store work it asks for. For every connection the
+driver re-reads the service parameters (so changes apply to the next session without a
+restart), refuses IPv6 peers when ``enable_ipv6`` is false, waits for a free session slot
+(back-pressure) and only then upgrades the connection to TLS with the current CAPF certificate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ipaddress
+import logging
+import os
+import secrets
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+
+from ..ca import authority
+from ..ca import keys as key_files
+from ..errors import CapfError
+from ..files import write_private_file
+from ..protocol.constants import DEFAULT_PORT
+from ..protocol.session import ServerSession
+from ..store import Store
+from ..store import service as service_records
+from ..store import sessions as session_records
+from ..vocabulary import format_utc, utc_now
+from .decider import ACTOR, StoreDecider
+
+log = logging.getLogger("opencapf.server")
+READ_SIZE = 65536
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    addresses: tuple | None = None  # None: the listen_addresses service parameter
+    port: int | None = None  # None: the port service parameter; 0: ephemeral
+    step_timeout: float = 10.0  # per protocol step (phones answer within seconds)
+    handshake_timeout: float = 10.0
+    queue_timeout: float = 60.0  # how long a connection may wait for a free session slot
+    workers: int = 4
+
+
+class SessionIds:
+    """A randomly seeded 32-bit counter that never yields 0 (old signatures cannot be replayed)."""
+
+    def __init__(self):
+        self._next = secrets.randbelow(0xFFFFFFFF) + 1
+
+    def __call__(self) -> int:
+        value = self._next
+        self._next = value % 0xFFFFFFFF + 1
+        return value
+
+
+class CapfServer:
+    def __init__(self, store: Store, options: ServerOptions | None = None):
+        self.store = store
+        self.options = options or ServerOptions()
+        self.session_ids = SessionIds()
+        self.bound: list[tuple[str, int]] = []
+        self.active = 0
+        self.served = 0
+        self._servers: list[asyncio.AbstractServer] = []
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.options.workers,
+                                                           thread_name_prefix="capf-store")
+        self._contexts: dict[tuple, ssl.SSLContext] = {}
+        self._slots: asyncio.Condition | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> list[tuple[str, int]]:
+        """Bind every configured address; return the (address, port) pairs listened on."""
+        parameters = await self._run(self._parameters)
+        authority.signer(self.store)  # fail now, not at the first phone, when there is no CAPF certificate
+        self._slots = asyncio.Condition()
+        addresses = list(self.options.addresses or parameters["listen_addresses"])
+        port = parameters["port"] if self.options.port is None else self.options.port
+        for address in addresses:
+            if ipaddress.ip_address(address).version == 6 and not parameters["enable_ipv6"]:
+                log.warning("not listening on %s: the enable_ipv6 service parameter is false", address)
+                continue
+            server = await asyncio.get_running_loop().create_server(
+                self._protocol, host=address, port=port, reuse_address=True, backlog=1024)
+            self._servers.append(server)
+            for sock in server.sockets:
+                host, bound_port = sock.getsockname()[:2]
+                self.bound.append((host, bound_port))
+                port = bound_port  # one port for every address, also when 0 (ephemeral) was asked
+        if not self._servers:
+            raise CapfError("listen_addresses leaves nothing to listen on (IPv6 addresses need enable_ipv6)")
+        for host, bound_port in self.bound:
+            log.info("CAPF service listening on %s port %d", host, bound_port)
+        return self.bound
+
+    async def serve_forever(self) -> None:
+        await asyncio.gather(*(server.serve_forever() for server in self._servers))
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting, let running sessions finish for up to ``grace`` seconds, then end them."""
+        for server in self._servers:
+            server.close()
+        if self._tasks:
+            _done, pending = await asyncio.wait(list(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        for server in self._servers:
+            await server.wait_closed()
+        self._pool.shutdown(wait=True)
+
+    def _protocol(self) -> asyncio.Protocol:
+        return _PausedStreamProtocol(asyncio.StreamReader(limit=READ_SIZE), self._accept)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    async def _run(self, function, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
+
+    def _parameters(self) -> dict:
+        with self.store.read() as tx:
+            return service_records.read(tx)
+
+    def _tls_context(self, legacy: bool) -> ssl.SSLContext:
+        signer = authority.signer(self.store)
+        key = (signer.id, legacy)
+        context = self._contexts.get(key)
+        if context is None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            if legacy:
+                context.minimum_version = ssl.TLSVersion.TLSv1
+                context.set_ciphers("DEFAULT:@SECLEVEL=0")
+            else:
+                context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.verify_mode = ssl.CERT_NONE  # phones prove themselves inside the protocol
+            bundle = os.path.join(self.store.keys_dir, f"tls-{signer.id}.pem")
+            write_private_file(bundle, key_files.private_key_pem(signer.private_key)
+                               + signer.certificate.public_bytes(_pem_encoding()))
+            context.load_cert_chain(bundle)
+            self._contexts = {key: context}
+        return context
+
+    def _record(self, **fields) -> None:
+        with self.store.transaction() as tx:
+            session_records.record(tx, ACTOR, **fields)
+
+    # -- one connection -----------------------------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        try:
+            await self._connection(reader, writer)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a defect of ours, never client input: log it with its traceback
+            log.exception("internal error while serving %s", _peer(writer))
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+            try:
+                await asyncio.wait_for(writer.wait_closed(), 2)
+            except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError):
+                pass
+
+    async def _connection(self, reader, writer) -> None:
+        peer = _peer(writer)
+        started = time.monotonic()
+        started_at = format_utc(utc_now())
+        session_id = self.session_ids()
+        parameters = await self._run(self._parameters)
+        record = dict(session_id=session_id, device_name="", peer=peer, operation="", started_at=started_at)
+
+        def duration() -> int:
+            return int((time.monotonic() - started) * 1000)
+
+        if _is_ipv6(writer) and not parameters["enable_ipv6"]:
+            log.warning("session %d: refused IPv6 peer %s: the enable_ipv6 service parameter is false",
+                        session_id, peer)
+            await self._run(lambda: self._record(**record, outcome="refused", reason="IPv6 is disabled",
+                                                 duration_ms=duration()))
+            return
+        if not await self._acquire(int(parameters["max_sessions"])):
+            log.warning("session %d: %s waited %.0f s for a free session slot; closing", session_id, peer,
+                        self.options.queue_timeout)
+            await self._run(lambda: self._record(**record, outcome="refused", reason="session limit reached",
+                                                 duration_ms=duration()))
+            return
+        try:
+            _set_keepalive(writer, int(parameters["keepalive_minutes"]) * 60)
+            try:
+                context = await self._run(self._tls_context, bool(parameters["legacy_tls"]))
+                await writer.start_tls(context, ssl_handshake_timeout=self.options.handshake_timeout)
+            except (ssl.SSLError, OSError, ConnectionError, asyncio.TimeoutError) as exc:
+                reason = f"TLS handshake failed: {_describe(exc)}"
+                log.warning("session %d: %s: %s", session_id, peer, reason)
+                await self._run(lambda: self._record(**record, outcome="tls_failed", reason=reason,
+                                                     duration_ms=duration()))
+                return
+            session = ServerSession(session_id, StoreDecider(self.store, peer), step_timeout=self.options.step_timeout)
+            await self._converse(session, reader, writer)
+            outcome = session.outcome
+            details = {key: value for key, value in outcome.details.items()}
+            if outcome.version is not None:
+                details["version"] = outcome.version
+            await self._run(lambda: self._record(
+                **{**record, "device_name": outcome.device_name, "operation": outcome.operation},
+                outcome=outcome.outcome, reason=outcome.reason, duration_ms=duration(), **details))
+            level = logging.INFO if outcome.outcome in ("succeeded", "no_operation") else logging.WARNING
+            log.log(level, "session %d: %s device %s operation %s: %s%s", session_id, peer,
+                    outcome.device_name or "-", outcome.operation or "-", outcome.outcome,
+                    f" ({outcome.reason})" if outcome.reason else "")
+            self.served += 1
+        finally:
+            await self._release()
+
+    async def _converse(self, session: ServerSession, reader, writer) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            writer.write(session.start(loop.time()))
+            await writer.drain()
+            while not session.closed:
+                timeout = max(0.0, session.deadline - loop.time())
+                try:
+                    data = await asyncio.wait_for(reader.read(READ_SIZE), timeout)
+                except asyncio.TimeoutError:
+                    reply = await self._run(session.time_passed, loop.time())
+                else:
+                    if not data:
+                        await self._run(session.connection_lost, "peer closed the connection")
+                        break
+                    reply = await self._run(session.receive_data, data, loop.time())
+                if reply:
+                    writer.write(reply)
+                    await writer.drain()
+        except (ssl.SSLError, OSError, ConnectionError) as exc:
+            await self._run(session.connection_lost, f"connection failed: {_describe(exc)}")
+
+    async def _acquire(self, limit: int) -> bool:
+        async with self._slots:
+            try:
+                await asyncio.wait_for(self._slots.wait_for(lambda: self.active < limit), self.options.queue_timeout)
+            except asyncio.TimeoutError:
+                return False
+            self.active += 1
+            return True
+
+    async def _release(self) -> None:
+        async with self._slots:
+            self.active -= 1
+            self._slots.notify()
+
+
+class _PausedStreamProtocol(asyncio.StreamReaderProtocol):
+    """A stream connection that reads nothing until the driver upgrades it to TLS.
+
+    The phone's ClientHello must stay in the socket until ``start_tls`` runs; a plain stream would
+    swallow it into its buffer while the driver checks parameters and waits for a session slot.
+    """
+
+    def connection_made(self, transport) -> None:
+        transport.pause_reading()
+        super().connection_made(transport)
+
+
+def _pem_encoding():
+    from ..dependencies import serialization
+    return serialization.Encoding.PEM
+
+
+def _peer(writer) -> str:
+    info = writer.get_extra_info("peername")
+    if not info:
+        return "unknown"
+    host, port = info[0], info[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _is_ipv6(writer) -> bool:
+    info = writer.get_extra_info("peername")
+    if not info:
+        return False
+    address = ipaddress.ip_address(info[0].split("%")[0])
+    if address.version == 6 and address.ipv4_mapped is not None:
+        return False
+    return address.version == 6
+
+
+def _set_keepalive(writer, idle_seconds: int) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle_seconds)
+    except OSError:
+        pass
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    return getattr(exc, "reason", None) or exc.__class__.__name__ + (f": {exc}" if str(exc) else "")
+
+
+async def serve(store: Store, options: ServerOptions | None = None, ready=None, stop_event=None) -> None:
+    """Run the service until ``stop_event`` (an asyncio.Event) is set; call ``ready(bound)`` once listening."""
+    server = CapfServer(store, options)
+    bound = await server.start()
+    if ready is not None:
+        ready(bound)
+    stop_event = stop_event or asyncio.Event()
+    forever = asyncio.ensure_future(server.serve_forever())
+    try:
+        await stop_event.wait()
+    finally:
+        forever.cancel()
+        await server.stop()
+
+
+__all__ = ["CapfServer", "ServerOptions", "serve", "DEFAULT_PORT"]

@@ -1,0 +1,69 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Which address family a phone uses to reach CAPF: Table 2 of the source, row by row.
+
+
+Key: (phone IP mode, address families on the phone, address families of CAPF). Value: the
+families the phone tries, in order; an empty tuple means the phone cannot connect. Row 3 is
+kept as the source states it: a dual-stack phone with only an IPv6 address still falls back to
+IPv4 when IPv6 fails.
+"""
+
+from __future__ import annotations
+
+from ..errors import ValidationError
+
+IP_MODES = ("dual", "ipv4", "ipv6")
+BOTH = frozenset({4, 6})
+V4 = frozenset({4})
+V6 = frozenset({6})
+
+TABLE_2 = {
+    ("dual", BOTH, BOTH): (6, 4),
+    ("dual", V4, BOTH): (4,),
+    ("dual", V6, BOTH): (6, 4),
+    ("dual", V4, V4): (4,),
+    ("dual", BOTH, V6): (6,),
+    ("dual", BOTH, V4): (4,),
+    ("dual", V4, V6): (),
+    ("dual", V6, V4): (),
+    ("dual", V6, V6): (6,),
+    ("ipv4", V4, BOTH): (4,),
+    ("ipv6", V6, BOTH): (6,),
+    ("ipv4", V4, V4): (4,),
+    ("ipv4", V4, V6): (),
+    ("ipv6", V6, V6): (6,),
+    ("ipv6", V6, V4): (),
+}
+# The source's table has these 15 data rows (it is printed in two parts, each with its own header
+# line): every combination of phone mode, phone families and CAPF families that can occur.
+
+
+def families(addresses) -> frozenset:
+    import ipaddress
+    return frozenset(ipaddress.ip_address(str(address).split("%")[0]).version for address in addresses)
+
+
+def plan(ip_mode: str, phone_families, capf_families) -> tuple:
+    """The families to try in order (Table 2); () when the phone cannot connect."""
+    if ip_mode not in IP_MODES:
+        raise ValidationError("ip_mode", "must be one of " + ", ".join(IP_MODES), ip_mode)
+    phone_families = frozenset(phone_families)
+    capf_families = frozenset(capf_families)
+    if ip_mode == "ipv4":
+        phone_families &= V4
+    elif ip_mode == "ipv6":
+        phone_families &= V6
+    key = (ip_mode, phone_families, capf_families)
+    if key in TABLE_2:
+        return TABLE_2[key]
+    return ()
+
+
+def ordered_addresses(ip_mode: str, phone_families, capf_addresses) -> list[str]:
+    """CAPF addresses in the order the phone tries them."""
+    order = plan(ip_mode, phone_families, families(capf_addresses))
+    result = []
+    for family in order:
+        result += [a for a in capf_addresses if families([a]) == frozenset({family})]
+    return result

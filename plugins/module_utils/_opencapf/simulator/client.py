@@ -1,0 +1,150 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The simulator's TLS client: one phone's CAPF session with retries and Table 2 address order.
+
+A communication failure (cannot connect, TLS failure, silence, connection lost before
+END_SESSION) is retried ``retries`` times, ``retry_interval`` seconds apart (3 x 30 s, as on
+phones). A simulated power failure stops the run; the phone resumes on its next run with the
+authentication mode it kept in flash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass, field
+
+from ..protocol.codec import ProtocolError
+from ..protocol.constants import DEFAULT_PORT, Reason
+from ..protocol.phone import PhoneBehaviour, PhoneSession, PowerFailure
+from . import addressing
+from .identity import PhoneIdentity
+
+OUTCOMES = {Reason.NO_ACTION: "no_operation", Reason.UPDATE_CERTIFICATE: "ok", Reason.INVALID_ELEMENT: "failed",
+            Reason.UNKNOWN_DEVICE: "unknown_device"}
+
+
+@dataclass
+class Target:
+    addresses: tuple  # CAPF addresses the phone was given
+    port: int = DEFAULT_PORT
+    cafile: str | None = None  # the CAPF certificate (trust anchor); None: do not verify
+    cadata: str | None = None
+    legacy_tls: bool = False
+    timeout: float = 10.0  # per read, like capfc's default
+
+
+@dataclass
+class EnrolResult:
+    device_name: str
+    outcome: str  # ok | no_operation | failed | unknown_device | cannot_connect | communication_failure | ...
+    end_reason: int | None = None
+    operation: str = ""
+    address: str = ""
+    attempts: int = 0
+    key: str = ""
+    detail: str = ""
+    fetched: int = 0
+    tried: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("ok", "no_operation")
+
+
+def client_context(target: Target) -> ssl.SSLContext:
+    if target.cafile or target.cadata:
+        context = ssl.create_default_context(cafile=target.cafile, cadata=target.cadata)
+        context.check_hostname = False  # capfc: chain checked against the CAPF certificate, no host name
+    else:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if target.legacy_tls:
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    return context
+
+
+class CommunicationFailure(Exception):
+    pass
+
+
+async def _session(identity: PhoneIdentity, address: str, target: Target, context, behaviour) -> EnrolResult:
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(address, target.port, ssl=context, ssl_handshake_timeout=target.timeout),
+            target.timeout)
+    except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
+        raise CommunicationFailure(f"cannot connect to {address} port {target.port}: {_text(exc)}") from None
+    phone = PhoneSession(identity, behaviour)
+    try:
+        while not phone.done:
+            try:
+                data = await asyncio.wait_for(reader.read(65536), target.timeout)
+            except asyncio.TimeoutError:
+                raise CommunicationFailure("the CAPF server went silent") from None
+            if not data:
+                raise CommunicationFailure("the CAPF server closed the connection before END_SESSION")
+            reply = phone.receive_data(data)
+            if reply:
+                writer.write(reply)
+                await writer.drain()
+    except (OSError, ssl.SSLError) as exc:
+        raise CommunicationFailure(f"connection failed: {_text(exc)}") from None
+    finally:
+        writer.close()
+        try:
+            await asyncio.wait_for(writer.wait_closed(), 2)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError):
+            pass
+    result = phone.result
+    return EnrolResult(identity.device_name, OUTCOMES.get(result.end_reason, f"reason_{result.end_reason}"),
+                       result.end_reason, result.operation, address, key=result.key, fetched=result.fetched)
+
+
+async def enrol(identity: PhoneIdentity, target: Target, *, behaviour: PhoneBehaviour | None = None,
+                retries: int = 3, retry_interval: float = 30.0, string_entered: bool = True) -> EnrolResult:
+    """Run one phone's CAPF session to its end, retrying communication failures."""
+    behaviour = behaviour or PhoneBehaviour()
+    contact, why = identity.contact_decision(string_entered)
+    if not contact:
+        return EnrolResult(identity.device_name, "not_contacted", detail=why)
+    addresses = addressing.ordered_addresses(identity.settings.ip_mode, identity.settings.phone_families,
+                                             list(target.addresses))
+    if not addresses:
+        return EnrolResult(identity.device_name, "cannot_connect",
+                           detail="no CAPF address of a family this phone can use (Table 2)")
+    identity.begin_operation()
+    context = client_context(target)
+    attempts = 0
+    tried = []
+    last = ""
+    for attempt in range(retries + 1):
+        if attempt:
+            await asyncio.sleep(retry_interval)
+        attempts += 1
+        for address in addresses:
+            tried.append(address)
+            try:
+                result = await _session(identity, address, target, context, behaviour)
+            except CommunicationFailure as exc:
+                last = str(exc)
+                continue
+            except PowerFailure as exc:
+                return EnrolResult(identity.device_name, "power_failure", attempts=attempts, address=address,
+                                   detail=str(exc), tried=tried)
+            except ProtocolError as exc:
+                return EnrolResult(identity.device_name, "protocol_error", attempts=attempts, address=address,
+                                   detail=exc.rule, tried=tried)
+            result.attempts, result.tried = attempts, tried
+            if result.outcome in ("ok", "no_operation") or result.end_reason is not None:
+                identity.complete_operation()
+            return result
+    return EnrolResult(identity.device_name, "communication_failure", attempts=attempts, detail=last, tried=tried)
+
+
+def _text(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    return getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__

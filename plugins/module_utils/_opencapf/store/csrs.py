@@ -1,0 +1,33 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Pending certificate work: one row per public key a phone sent, from arrival to issuance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..vocabulary import format_utc, utc_now
+from .backend import Transaction
+
+
+def add(tx: Transaction, phone_id: int, public_key_fingerprint: str, public_key: bytes) -> int:
+    now = format_utc(utc_now())
+    return tx.insert(
+        "INSERT INTO csrs (phone_id, public_key_fingerprint, public_key, status, created_at, updated_at) "
+        "VALUES (?, ?, ?, 'pending', ?, ?)", (phone_id, public_key_fingerprint, public_key, now, now))
+
+
+def set_status(tx: Transaction, csr_id: int, status: str, reason: str = "", certificate_id: int | None = None) -> None:
+    tx.execute("UPDATE csrs SET status = ?, reason = ?, certificate_id = COALESCE(?, certificate_id), updated_at = ? "
+               "WHERE id = ?", (status, reason, certificate_id, format_utc(utc_now()), csr_id))
+
+
+def listing(tx: Transaction, status: str | None = "pending") -> list[dict[str, Any]]:
+    """CSR rows with their device names, oldest first (``status=None``: every row)."""
+    sql = ("SELECT r.id, p.name AS device_name, r.public_key_fingerprint, r.status, r.reason, r.certificate_id, "
+           "r.created_at, r.updated_at FROM csrs r JOIN phones p ON p.id = r.phone_id")
+    params: tuple = ()
+    if status:
+        sql += " WHERE r.status = ?"
+        params = (status,)
+    return tx.query(sql + " ORDER BY r.created_at, r.id", params)

@@ -1,0 +1,30 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One row per CAPF protocol session, written with its audit record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import audit
+from .backend import Transaction
+
+
+def record(tx: Transaction, actor: str, *, session_id: int, device_name: str, peer: str, operation: str,
+           outcome: str, reason: str, started_at: str, duration_ms: int, **details: Any) -> int:
+    row_id = tx.insert(
+        "INSERT INTO sessions (session_id, device_name, peer, operation, outcome, reason, started_at, duration_ms) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (session_id, device_name, peer, operation, outcome, reason, started_at, duration_ms))
+    audit.record(tx, actor, "session." + outcome, device_name, peer=peer, operation=operation, outcome=outcome,
+                 reason=reason, duration_ms=duration_ms, session_id=session_id, **details)
+    return row_id
+
+
+def recent(tx: Transaction, device_name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    sql = "SELECT * FROM sessions"
+    params: list = []
+    if device_name:
+        sql += " WHERE device_name = ?"
+        params.append(device_name.upper())
+    return tx.query(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))

@@ -1,0 +1,153 @@
+"""The server state machine over plain bytes, with the real store decider and the phone session."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import add_phone, certificate_rows, phone_row
+from _opencapf.protocol import codec
+from _opencapf.protocol.codec import Decoder, Message
+from _opencapf.protocol.constants import SERVER_TAGS, Command, Reason, Tag
+from _opencapf.protocol.phone import PhoneBehaviour, PhoneSession
+from _opencapf.protocol.session import ServerSession
+from _opencapf.server.decider import StoreDecider
+from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
+
+NAME = "SEP0011223344AA"
+
+
+def converse(store, identity, behaviour=None, session_id=77):
+    """Pump bytes between a ServerSession and a PhoneSession until END_SESSION; no sockets."""
+    server = ServerSession(session_id, StoreDecider(store, "test"), step_timeout=5)
+    phone = PhoneSession(identity, behaviour)
+    now = 0.0
+    to_phone = server.start(now)
+    wire = [to_phone]
+    while not phone.done:
+        reply = phone.receive_data(to_phone)
+        if phone.done:
+            break
+        to_phone = server.receive_data(reply, now)
+        wire.append(to_phone)
+    assert server.closed
+    return server, phone, wire
+
+
+def test_install_over_plain_bytes(ca_store):
+    add_phone(ca_store, NAME, operation="install_upgrade", key_order="ec")
+    identity = PhoneIdentity(PhoneSettings(NAME))
+    server, phone, wire = converse(ca_store, identity)
+    assert phone.result.end_reason == Reason.UPDATE_CERTIFICATE
+    assert server.outcome.outcome == "succeeded"
+    assert [m.command for chunk in wire for m in Decoder().feed(chunk)] == [
+        Command.AUTH_REQUEST, Command.KEY_GENERATE_REQUEST, Command.STORE_CERTIFICATE_REQUEST, Command.END_SESSION]
+    for chunk in wire:  # quirks 1, 2 and 7: one message per write, at least one element, known tags only
+        (message,) = codec.Decoder().feed(chunk)
+        assert len(chunk) <= 4096 and message.elements
+        assert {tag for tag, _value in message.elements} <= SERVER_TAGS
+    assert [row["status"] for row in certificate_rows(ca_store, NAME)] == ["installed"]
+
+
+def test_version_2_client_gets_key_size_only_and_rsa(ca_store):
+    add_phone(ca_store, NAME, operation="install_upgrade", key_order="ec_preferred", rsa_key_size=1024)
+    identity = PhoneIdentity(PhoneSettings(NAME))
+    jabber = PhoneBehaviour(version=2, request_in_progress=False, empty_password=False, send_reason=False)
+    server, phone, wire = converse(ca_store, identity, jabber)
+    (key_request,) = Decoder().feed(wire[1])
+    assert [tag for tag, _ in key_request.elements] == [Tag.KEY_SIZE]
+    assert phone.result.key == "rsa1024" and server.outcome.outcome == "succeeded"
+
+
+def test_wrong_session_id_ends_with_reason_7(ca_store):
+    server = ServerSession(5, StoreDecider(ca_store))
+    server.start(0)
+    reply = server.receive_data(codec.encode(Message(Command.AUTH_RESPONSE, 6, ((Tag.DEVICE_NAME, b"X\x00"),))), 0)
+    (end,) = Decoder().feed(reply)
+    assert end.command == Command.END_SESSION and end.u8(Tag.REASON) == Reason.INVALID_ELEMENT
+    assert server.outcome.outcome == "protocol_error" and "session id" in server.outcome.reason
+
+
+def test_silence_ends_the_session_at_its_deadline(ca_store):
+    server = ServerSession(5, StoreDecider(ca_store), step_timeout=3)
+    server.start(100.0)
+    assert server.time_passed(102.0) == b""
+    (end,) = Decoder().feed(server.time_passed(103.0))
+    assert end.u8(Tag.REASON) == Reason.INVALID_ELEMENT and server.outcome.outcome == "timeout"
+
+
+def test_keygen_failure_is_retried_up_to_the_attempts_parameter(ca_store):
+    add_phone(ca_store, NAME, operation="install_upgrade", key_order="ec")
+    identity = PhoneIdentity(PhoneSettings(NAME))
+    server, phone, _wire = converse(ca_store, identity, PhoneBehaviour(fail_keygen=2))
+    assert server.outcome.outcome == "succeeded"
+    add_phone(ca_store, "SEP0011223344AB", operation="install_upgrade", key_order="ec")
+    server, phone, _wire = converse(ca_store, PhoneIdentity(PhoneSettings("SEP0011223344AB")),
+                                    PhoneBehaviour(fail_keygen=3))
+    assert server.outcome.outcome == "failed" and "after 3 attempts" in server.outcome.reason
+    assert phone_row(ca_store, "SEP0011223344AB")["operation_status"] == "failed"
+
+
+# -- property tests: arbitrary input produces only the protocol's own outcomes ----------------
+
+END_REASONS = {Reason.NO_ACTION, Reason.UPDATE_CERTIFICATE, Reason.INVALID_ELEMENT, Reason.UNKNOWN_DEVICE}
+
+
+def _check_output(server, output: bytes):
+    messages = Decoder().feed(output) if output else []
+    for message in messages:
+        assert message.session_id == server.session_id
+        assert {tag for tag, _ in message.elements} <= SERVER_TAGS
+    if server.closed and messages:
+        assert messages[-1].command == Command.END_SESSION
+        assert messages[-1].u8(Tag.REASON) in END_REASONS
+
+
+def test_arbitrary_bytes_into_the_state_machine(ca_store):
+    add_phone(ca_store, NAME, operation="install_upgrade", key_order="ec")
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(st.binary(max_size=200), max_size=5))
+    def run(chunks):
+        server = ServerSession(9, StoreDecider(ca_store))
+        server.start(0)
+        for chunk in chunks:
+            _check_output(server, server.receive_data(chunk, 0))
+
+    run()
+
+
+_P_COMMANDS = st.sampled_from([2, 4, 10, 12, 14, 17, 1, 15, 99])
+_ELEMENT = st.one_of(
+    st.tuples(st.just(Tag.DEVICE_NAME), st.sampled_from([NAME.encode() + b"\x00", b"sep0011223344aa", b"",
+                                                         b"SEP000000000000\x00", b"\x00\x01", b"A" * 80])),
+    st.tuples(st.just(Tag.VERSION), st.sampled_from([b"\x03", b"\x02", b"\x00", b"\x09", b"", b"\x03\x03"])),
+    st.tuples(st.just(Tag.PASSWORD), st.binary(max_size=12)),
+    st.tuples(st.just(Tag.REASON), st.sampled_from([b"\x01", b"\x07", b"", b"\x01\x01"])),
+    st.tuples(st.just(Tag.PUBLIC_KEY), st.binary(max_size=100)),
+    st.tuples(st.just(Tag.CERTIFICATE), st.binary(max_size=60)),
+    st.tuples(st.just(Tag.SIGNED_DATA), st.binary(max_size=20)),
+    st.tuples(st.just(Tag.SHA2_SIGNED_DATA), st.binary(max_size=20)),
+    st.tuples(st.integers(0, 255), st.binary(max_size=20)),
+)
+
+
+@pytest.mark.parametrize("auth_mode", ["null_string", "auth_string", "existing_cert_mic"])
+def test_arbitrary_message_sequences(ca_store, auth_mode):
+    add_phone(ca_store, NAME, operation="install_upgrade", key_order="ec", auth_mode=auth_mode,
+              auth_string="1234" if auth_mode == "auth_string" else None)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(st.tuples(_P_COMMANDS, st.sampled_from([9, 9, 9, 8]), st.lists(_ELEMENT, max_size=5)),
+                    max_size=6))
+    def run(messages):
+        server = ServerSession(9, StoreDecider(ca_store))
+        server.start(0)
+        for command, session_id, elements in messages:
+            data = codec.encode(Message(command, session_id, tuple(elements)))
+            _check_output(server, server.receive_data(data, 0))
+        server.connection_lost()
+        assert server.closed
+
+    run()
