@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import add_phone, certificate_rows, openssl_verify, phone_row
+from support.capf import add_phone, certificate_rows, openssl_verify, phone_row
 from e2e.helpers import phone, run_enrol
 from _opencapf.ca import certificates as c
 from _opencapf.store import phones as phone_records
