@@ -16,18 +16,75 @@ PACKAGE_FILES = (
     "errors.py", "files.py", "parameters.py", "phone_config.py", "phone_query.py", "reports.py", "results.py",
     "scheduler.py", "secretbox.py", "service_config.py", "service_control.py", "trust.py", "vocabulary.py",
     "ca/__init__.py", "ca/authority.py", "ca/certificates.py", "ca/keys.py", "ca/lsc.py", "ca/rules.py",
-    "cli/__init__.py", "cli/ca.py", "cli/init.py", "cli/issue.py", "cli/jobs.py", "cli/main.py", "cli/render.py",
-    "store/__init__.py", "store/audit.py", "store/backend.py", "store/certificates.py", "store/migrations.py",
-    "store/phones.py", "store/service.py", "store/sqlite.py",
+    "cli/__init__.py", "cli/ca.py", "cli/deployment.py", "cli/init.py", "cli/issue.py", "cli/jobs.py",
+    "cli/main.py", "cli/micca.py", "cli/phone.py", "cli/render.py", "cli/serve.py", "cli/workqueue.py",
+    "declarative/__init__.py", "declarative/deployment.py", "declarative/document.py", "declarative/schema.py",
+    "protocol/__init__.py", "protocol/codec.py", "protocol/constants.py", "protocol/phone.py", "protocol/proof.py",
+    "protocol/session.py", "server/__init__.py", "server/decider.py", "server/service.py", "simulator/__init__.py",
+    "simulator/addressing.py", "simulator/client.py", "simulator/fleet.py", "simulator/identity.py",
+    "simulator/manufacturing.py", "store/__init__.py", "store/audit.py", "store/backend.py",
+    "store/certificates.py", "store/csrs.py", "store/migrations.py", "store/phones.py", "store/service.py",
+    "store/sessions.py", "store/sqlite.py",
 )
 
 
 def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, never run
     # pylint: disable=unused-import,import-outside-toplevel
-    from . import __main__, authstrings, bulk, csv_import, dependencies, errors, files, parameters  # noqa: F401
-    from . import phone_config, phone_query, reports, results, scheduler, secretbox, service_config  # noqa: F401
-    from . import service_control, trust, vocabulary  # noqa: F401
-    from .ca import authority, certificates, keys, lsc, rules  # noqa: F401
-    from .cli import ca, init, issue, jobs, main, render  # noqa: F401
-    from .store import audit, backend, migrations, phones, service, sqlite  # noqa: F401
+    from . import __main__  # noqa: F401
+    from . import authstrings  # noqa: F401
+    from . import bulk  # noqa: F401
+    from . import csv_import  # noqa: F401
+    from . import dependencies  # noqa: F401
+    from . import errors  # noqa: F401
+    from . import files  # noqa: F401
+    from . import parameters  # noqa: F401
+    from . import phone_config  # noqa: F401
+    from . import phone_query  # noqa: F401
+    from . import reports  # noqa: F401
+    from . import results  # noqa: F401
+    from . import scheduler  # noqa: F401
+    from . import secretbox  # noqa: F401
+    from . import service_config  # noqa: F401
+    from . import service_control  # noqa: F401
+    from . import trust  # noqa: F401
+    from . import vocabulary  # noqa: F401
+    from .ca import authority  # noqa: F401
+    from .ca import certificates  # noqa: F401
+    from .ca import keys  # noqa: F401
+    from .ca import lsc  # noqa: F401
+    from .ca import rules  # noqa: F401
+    from .cli import ca  # noqa: F401
+    from .cli import deployment  # noqa: F401
+    from .cli import init  # noqa: F401
+    from .cli import issue  # noqa: F401
+    from .cli import jobs  # noqa: F401
+    from .cli import main  # noqa: F401
+    from .cli import micca  # noqa: F401
+    from .cli import phone  # noqa: F401
+    from .cli import render  # noqa: F401
+    from .cli import serve  # noqa: F401
+    from .cli import workqueue  # noqa: F401
+    from .declarative import deployment as _declarative_deployment  # noqa: F401
+    from .declarative import document  # noqa: F401
+    from .declarative import schema  # noqa: F401
+    from .protocol import codec  # noqa: F401
+    from .protocol import constants  # noqa: F401
+    from .protocol import phone as _protocol_phone  # noqa: F401
+    from .protocol import proof  # noqa: F401
+    from .protocol import session  # noqa: F401
+    from .server import decider  # noqa: F401
+    from .server import service  # noqa: F401
+    from .simulator import addressing  # noqa: F401
+    from .simulator import client  # noqa: F401
+    from .simulator import fleet  # noqa: F401
+    from .simulator import identity  # noqa: F401
+    from .simulator import manufacturing  # noqa: F401
+    from .store import audit  # noqa: F401
+    from .store import backend  # noqa: F401
     from .store import certificates as _store_certificates  # noqa: F401
+    from .store import csrs  # noqa: F401
+    from .store import migrations  # noqa: F401
+    from .store import phones  # noqa: F401
+    from .store import service as _store_service  # noqa: F401
+    from .store import sessions  # noqa: F401
+    from .store import sqlite  # noqa: F401
