@@ -10,16 +10,20 @@ concurrently with a progress bar and an end summary.
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import os
 
 from ..errors import CapfError
-from ..files import read_input_file
+from ..files import read_input_file, read_private_file
 from ..protocol.constants import DEFAULT_PORT
 from ..protocol.phone import PhoneBehaviour
 from ..simulator.client import Target, enrol
 from ..simulator.fleet import run_fleet
 from ..simulator.identity import PhoneIdentity, PhoneSettings
 from ..simulator.manufacturing import ManufacturingCa
+from ..store import opened
+from ..store import phones as phone_records
 from ..vocabulary import AUTH_MODES, SECURITY_MODES
 
 
@@ -53,11 +57,21 @@ def register(subparsers) -> None:
     _target_arguments(one)
     one.set_defaults(handler=_enrol)
     many = verbs.add_parser("fleet", help="run N phones concurrently; progress and a summary")
-    many.add_argument("--count", type=int, required=True)
+    which = many.add_mutually_exclusive_group(required=True)
+    which.add_argument("--count", type=int, help="this many phones, named from --first upwards")
+    which.add_argument("--names", nargs="+", metavar="NAME", help="these phones (names separated by spaces)")
     many.add_argument("--first", default="SEP000000000000", help="first device name; the rest count up in hex")
     many.add_argument("--concurrency", type=int, default=100)
     many.add_argument("--auth-mode", choices=AUTH_MODES, default="null_string")
     many.add_argument("--auth-string", default="")
+    many.add_argument("--dir", help="keep each phone's identity (MIC, LSC) in DIR/DEVICE across runs")
+    many.add_argument("--mic-ca", metavar="DIR", help="manufacturing CA that issues MICs to new identities")
+    many.add_argument("--config-from-store", action="store_true",
+                      help="each phone takes its authentication and security mode from the store (--store), as a "
+                           "real phone takes them from its configuration file")
+    many.add_argument("--strings-file", metavar="CSV",
+                      help="authentication strings typed on the phones: a CSV with device_name and "
+                           "authentication_string columns (as written by bulk jobs)")
     _target_arguments(many)
     many.set_defaults(handler=_fleet)
 
@@ -112,9 +126,45 @@ def _fleet_names(first: str, count: int) -> list[str]:
     return [f"{prefix}{start + index:012X}" for index in range(count)]
 
 
+def _typed_strings(path: str | None) -> dict[str, str]:
+    if not path:
+        return {}
+    rows = list(csv.DictReader(io.StringIO(read_private_file(path, "strings file").decode("utf-8-sig"))))
+    if rows and not {"device_name", "authentication_string"} <= set(rows[0]):
+        raise CapfError(f"strings file {path} needs the columns device_name and authentication_string")
+    return {row["device_name"].strip().upper(): row["authentication_string"].strip() for row in rows}
+
+
+def _configured_modes(store_location: str | None, names: list[str]) -> dict[str, tuple[str, str]]:
+    with opened(store_location, actor="simulator", create=False) as store, store.read() as tx:
+        found = phone_records.by_name(tx, names)
+    return {name: (row["auth_mode"], row["security_mode"]) for name, row in found.items()}
+
+
+def _fleet_identities(args) -> list:
+    names = [name.upper() for name in args.names] if args.names else _fleet_names(args.first, args.count)
+    strings = _typed_strings(args.strings_file)
+    modes = _configured_modes(args.store, names) if args.config_from_store else {}
+    mic_ca = ManufacturingCa.load(args.mic_ca) if args.mic_ca else None
+    identities = []
+    for name in names:
+        auth_mode, security_mode = modes.get(name, (args.auth_mode, "non_secure"))
+        auth_string = strings.get(name, args.auth_string)
+        directory = os.path.join(args.dir, name) if args.dir else None
+        if directory and os.path.exists(os.path.join(directory, "phone.json")):
+            identity = PhoneIdentity.load(directory)
+        else:
+            identity = PhoneIdentity.create(directory, PhoneSettings(name), mic_ca=mic_ca)
+        identity.settings.auth_mode, identity.settings.auth_string = auth_mode, auth_string
+        identity.settings.security_mode = security_mode
+        identity.settings.check()
+        identity.save()
+        identities.append(identity)
+    return identities
+
+
 def _fleet(args, output) -> int:
-    identities = [PhoneIdentity(PhoneSettings(name, auth_mode=args.auth_mode, auth_string=args.auth_string))
-                  for name in _fleet_names(args.first, args.count)]
+    identities = _fleet_identities(args)
     errors = output.errors
 
     def progress(done, total, _result):
