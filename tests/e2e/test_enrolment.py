@@ -18,6 +18,9 @@ STRING = "4815162342"
 
 
 def set_phone(store, name, **changes):
+    """Change settings as an administrator does: a new operation is pending work."""
+    if "operation" in changes:
+        changes.setdefault("operation_status", "pending")
     with store.transaction() as tx:
         phone_records.update(tx, "test", name, changes)
 
@@ -57,7 +60,7 @@ def test_install_upgrade(capf_server, ca_store, mic_ca, tmp_path, auth_mode, key
     result = run_enrol(identity, capf_server)
     assert (result.outcome, result.end_reason, result.key) == ("ok", 1, KEY_ORDERS[key_order])
     row = phone_row(ca_store, name)
-    assert (row["operation"], row["operation_status"]) == ("none", "succeeded")
+    assert row["operation_status"] == "succeeded"
     lscs = certificate_rows(ca_store, name)
     installed = [lsc for lsc in lscs if lsc["status"] == "installed"]
     assert len(installed) == 1 and installed[0]["id"] not in before
@@ -83,7 +86,7 @@ def test_delete(capf_server, ca_store, mic_ca, tmp_path, auth_mode, key_order):
     assert identity.lsc is None and identity.mic is not None  # the MIC is never touched
     (row,) = [r for r in certificate_rows(ca_store, name) if r["fingerprint"] == c.fingerprint(old)]
     assert row["status"] == "revoked"
-    assert phone_row(ca_store, name)["operation"] == "none"
+    assert phone_row(ca_store, name)["operation_status"] == "succeeded"
 
 
 @pytest.mark.parametrize("key_order", ["rsa", "ec"])
@@ -99,7 +102,7 @@ def test_troubleshoot_retrieves_lsc_and_mic(capf_server, ca_store, mic_ca, tmp_p
     assert retrieved["lsc"]["fingerprint"] == c.fingerprint(identity.lsc)
     assert retrieved["mic"]["fingerprint"] == c.fingerprint(identity.mic)
     row = phone_row(ca_store, name)
-    assert (row["operation"], row["operation_status"]) == ("none", "succeeded")
+    assert row["operation_status"] == "succeeded"
 
 
 @pytest.mark.parametrize("auth_mode", AUTH_MODES)

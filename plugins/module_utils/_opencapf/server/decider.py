@@ -44,6 +44,16 @@ def load_phone_key(der: bytes):
         raise ProtocolError("PUBLIC_KEY is not a DER SubjectPublicKeyInfo") from None
 
 
+# A declared operation stays in the phone's settings after it succeeds (so that a playbook declaring
+# it converges); only these statuses make it pending work for the phone's next session.
+PENDING_STATUSES = ("pending", "in_progress", "failed")
+
+
+def pending_operation(phone: dict) -> str:
+    """The operation the phone's next session runs: its declared one while not yet finished."""
+    return phone["operation"] if phone["operation_status"] in PENDING_STATUSES else "none"
+
+
 class StoreDecider(Decider):
     def __init__(self, store: Store, peer: str = ""):
         self.store = store
@@ -62,7 +72,7 @@ class StoreDecider(Decider):
             return None
         self._phone = phone
         plan = Plan(
-            device_name=phone["name"], operation=phone["operation"], auth_mode=phone["auth_mode"],
+            device_name=phone["name"], operation=pending_operation(phone), auth_mode=phone["auth_mode"],
             key_choices=key_choices(phone), keygen_attempts=int(self.parameters["keygen_attempts"]),
             keygen_timeout=60.0 * int(self.parameters["keygen_timeout_minutes"]),
             keepalive=60.0 * int(self.parameters["keepalive_minutes"]),
@@ -76,12 +86,12 @@ class StoreDecider(Decider):
         if phone["locked"]:
             return f"phone is locked out after {phone['auth_failures']} failed authentication attempts"
         deadline = parse_utc(phone["operation_deadline"], "operation_deadline") if phone["operation_deadline"] else None
-        if phone["operation"] != "none" and deadline is not None and deadline < utc_now():
+        if pending_operation(phone) != "none" and deadline is not None and deadline < utc_now():
             reason = f"operation {phone['operation']} lapsed at {format_utc(deadline)}"
             with self.store.transaction() as tx:
                 phone_records.set_operation_result(tx, ACTOR, phone, "lapsed", reason)
             return reason
-        if phone["operation"] == "install_upgrade" and self.parameters["issuer"] != "capf":
+        if pending_operation(phone) == "install_upgrade" and self.parameters["issuer"] != "capf":
             return f"issuer {self.parameters['issuer']} is not served over the protocol by this engine yet"
         return ""
 
@@ -190,7 +200,7 @@ class StoreDecider(Decider):
             phone = phone_records.get(tx, plan.device_name)
             if ok:
                 changes = certificate_records.install(tx, ACTOR, phone, issued.certificate_id)
-                phone_records.set_operation_result(tx, ACTOR, phone, "succeeded", "", clear_operation=True,
+                phone_records.set_operation_result(tx, ACTOR, phone, "succeeded", "", clear_operation=False,
                                                    certificate_id=issued.certificate_id, **changes)
             else:
                 phone_records.set_operation_result(tx, ACTOR, phone, "failed", "phone did not store the LSC",
@@ -202,7 +212,7 @@ class StoreDecider(Decider):
             revoked = certificate_records.revoke_installed(tx, ACTOR, phone, "deleted from the phone")
             phone_records.set_operation_result(tx, ACTOR, phone, "succeeded",
                                                "" if ok else "phone reported no LSC to delete",
-                                               clear_operation=True, revoked=revoked)
+                                               clear_operation=False, revoked=revoked)
 
     def fetched(self, plan: Plan, entries: list) -> None:
         parsed = []
@@ -218,7 +228,7 @@ class StoreDecider(Decider):
                     public_key_fingerprint=c.public_key_fingerprint(certificate.public_key()),
                     pem=c.to_pem(certificate), not_before=format_utc(c.not_before(certificate)),
                     not_after=format_utc(c.not_after(certificate)))
-            phone_records.set_operation_result(tx, ACTOR, phone, "succeeded", "", clear_operation=True,
+            phone_records.set_operation_result(tx, ACTOR, phone, "succeeded", "", clear_operation=False,
                                                retrieved=[kind for kind, _cert in parsed])
 
     def _kind_of(self, certificate) -> str:
