@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 SOCKET_TIMEOUT = 10
+USERNAME, PASSWORD = "capf", "s3cret-pw"
 
 
 def _name(common_name, organization="Example Enterprise"):
@@ -476,4 +477,19 @@ class AdcsServer(HttpsCa):
         self.requests[request_id]["status"] = "denied"
 
 
-__all__ = ["AdcsServer", "EstServer", "TestPki", "key_pem", "pem"]
+def phone_csr(device_name, key, subject_from=None, digest="sha256"):
+    """A CSR built by the engine and signed by the phone's key, as in X-CSR/1."""
+    from _opencapf import csr  # pylint: disable=import-outside-toplevel
+    request = csr.prepare(device_name, key.public_key(), subject_from=subject_from, digest=digest)
+    return csr.assemble(request, csr.phone_sign(request.info, key, digest, request.key_type_code))
+
+
+def connection(server, pki, hostname="localhost", **overrides):
+    """Client settings for a loopback CA: trust the test root, the right credentials."""
+    from _opencapf.issuers.transport import Connection  # pylint: disable=import-outside-toplevel
+    settings = {"trust_pems": (pem(pki.root),), "username": USERNAME, "password": PASSWORD, "timeout": 10}
+    settings.update(overrides)
+    return Connection(hostname, server.port, **settings)
+
+
+__all__ = ["connection", "phone_csr", "USERNAME", "PASSWORD", "AdcsServer", "EstServer", "TestPki", "key_pem", "pem"]
