@@ -50,7 +50,7 @@ def set_of(*items: bytes) -> bytes:
 
 
 def integer(value: int) -> bytes:
-    size = max(1, (value.bit_length() + 8) // 8) if value >= 0 else (value.bit_length() + 8) // 8
+    size = ((value if value >= 0 else ~value).bit_length() + 8) // 8
     return tlv(INTEGER, value.to_bytes(size, "big", signed=True))
 
 
