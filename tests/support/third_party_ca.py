@@ -1,6 +1,6 @@
 """A test enterprise PKI and real HTTPS servers on 127.0.0.1 that behave like third-party CAs.
 
-* ``TestPki``: a root CA, an issuing CA under it, TLS server certificates (right or wrong names)
+* ``EnterprisePki``: a root CA, an issuing CA under it, TLS server certificates (right or wrong names)
   and client certificates, and CSR signing that copies the requested extensions (optionally
   leaving out KeyUsage, to test refusal).
 * ``EstServer``: RFC 7030 endpoints with basic auth, profile labels, 202 + Retry-After, 401,
@@ -57,7 +57,7 @@ def key_pem(key) -> bytes:
                              serialization.NoEncryption())
 
 
-class TestPki:
+class EnterprisePki:
     """Root CA (pathlen 1) \u2192 issuing CA (pathlen 0) \u2192 LSCs; the root also signs TLS certificates."""
 
     def __init__(self, label="Example"):
@@ -492,4 +492,4 @@ def connection(server, pki, hostname="localhost", **overrides):
     return Connection(hostname, server.port, **settings)
 
 
-__all__ = ["connection", "phone_csr", "USERNAME", "PASSWORD", "AdcsServer", "EstServer", "TestPki", "key_pem", "pem"]
+__all__ = ["connection", "phone_csr", "USERNAME", "PASSWORD", "AdcsServer", "EstServer", "EnterprisePki", "key_pem", "pem"]

@@ -9,6 +9,7 @@ import binascii
 import datetime as _dt
 import email.utils
 import re
+import warnings
 
 from ..ca import certificates as c
 from ..dependencies import pkcs7, require
@@ -58,7 +59,9 @@ def parse_certs_only(body: bytes, what: str) -> list:
         else:
             if not data.startswith(b"\x30"):
                 data = base64.b64decode(b"".join(data.split()), validate=True)
-            certificates = pkcs7.load_der_pkcs7_certificates(data)
+            with warnings.catch_warnings():  # CAs often write the certificate SET unsorted (BER)
+                warnings.simplefilter("ignore", UserWarning)
+                certificates = pkcs7.load_der_pkcs7_certificates(data)
     except (ValueError, binascii.Error) as exc:
         raise base.IssuerError(base.MALFORMED, f"{what} is not a PKCS#7 certs-only structure: {exc}") from None
     if not certificates:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass, field as _field
 
 from .. import csr as csr_module
@@ -103,9 +104,16 @@ def parse_certificates(data: bytes, source: str) -> list:
         try:
             return [c.load_der_certificate(data, source)]
         except CertificateError:
-            return list(pkcs7.load_der_pkcs7_certificates(data))
+            return _der_pkcs7(data)
     except ValueError as exc:
         raise CertificateError(f"{source} holds no readable certificate: {exc}") from None
+
+
+def _der_pkcs7(data: bytes) -> list:
+    # openssl crl2pkcs7 and Windows write the certificate SET unsorted (BER); that is expected here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return list(pkcs7.load_der_pkcs7_certificates(data))
 
 
 def read_files(paths) -> list[tuple[str, bytes]]:

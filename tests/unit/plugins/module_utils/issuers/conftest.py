@@ -6,17 +6,17 @@ from __future__ import annotations
 import pytest
 
 from _opencapf.dependencies import ec, rsa
-from support.third_party_ca import PASSWORD, USERNAME, AdcsServer, EstServer, TestPki, phone_csr
+from support.third_party_ca import PASSWORD, USERNAME, AdcsServer, EstServer, EnterprisePki, phone_csr
 
 
 @pytest.fixture(scope="session")
 def pki():
-    return TestPki()
+    return EnterprisePki()
 
 
 @pytest.fixture(scope="session")
 def other_pki():
-    return TestPki("Unrelated")
+    return EnterprisePki("Unrelated")
 
 
 @pytest.fixture(scope="session")
