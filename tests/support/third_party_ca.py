@@ -102,9 +102,12 @@ class EnterprisePki:
         return builder.sign(issuer[1], hashes.SHA256())
 
     def server_certificate(self, names=("localhost",), addresses=("127.0.0.1",)):
-        """A TLS server certificate (and key) issued by the root, with these SANs."""
+        """A TLS server certificate (and key) issued by the root, with these SANs (none when both are
+        empty: then the first name, or "ca-server", is only the common name)."""
         key = ec.generate_private_key(ec.SECP256R1())
         san = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+        if not addresses and names and names[0].startswith("cn:"):
+            names, san = (names[0][3:],), None
         certificate = self._leaf(_name(names[0] if names else "ca-server"), key.public_key(),
                                  (self.root, self.root_key), _usage(digital_signature=True),
                                  [ExtendedKeyUsageOID.SERVER_AUTH], san)
@@ -404,8 +407,11 @@ class _AdcsHandler(_Handler):
             return self.reply(200, self.error_page(self.state.words["denied"], 0x80094011),
                               "text/html; charset=utf-8")
         if parts.path == "/certsrv/certnew.p7b" and entry and entry["status"] == "issued":
-            data = pkcs7.serialize_certificates([entry["certificate"], self.state.pki.issuing, self.state.pki.root],
-                                                serialization.Encoding.PEM)
+            der = pkcs7.serialize_certificates([entry["certificate"], self.state.pki.issuing, self.state.pki.root],
+                                               serialization.Encoding.DER)
+            # As AD CS does: base64 PKCS#7 inside CERTIFICATE armour.
+            data = ("-----BEGIN CERTIFICATE-----\r\n" + base64.encodebytes(der).decode().replace("\n", "\r\n")
+                    + "-----END CERTIFICATE-----\r\n")
             return self.reply(200, data, "application/x-pkcs7-certificates")
         return self.reply(404, "not found")
 

@@ -50,18 +50,18 @@ def retry_after(header, now=None) -> int:
 
 
 def parse_certs_only(body: bytes, what: str) -> list:
-    """The certificates of a PKCS#7 certs-only answer, base64 (RFC 7030/8951), PEM or DER."""
+    """The certificates of a PKCS#7 certs-only answer: base64 (RFC 7030/8951), PEM or DER."""
     require("cryptography")
     data = bytes(body).strip()
+    if data.startswith(b"-----BEGIN"):
+        # Any armour label: AD CS wraps its PKCS#7 in "CERTIFICATE" armour.
+        data = b"".join(line for line in data.splitlines() if not line.startswith(b"-----"))
     try:
-        if data.startswith(b"-----BEGIN"):
-            certificates = pkcs7.load_pem_pkcs7_certificates(data)
-        else:
-            if not data.startswith(b"\x30"):
-                data = base64.b64decode(b"".join(data.split()), validate=True)
-            with warnings.catch_warnings():  # CAs often write the certificate SET unsorted (BER)
-                warnings.simplefilter("ignore", UserWarning)
-                certificates = pkcs7.load_der_pkcs7_certificates(data)
+        if not data.startswith(b"\x30"):
+            data = base64.b64decode(b"".join(data.split()), validate=True)
+        with warnings.catch_warnings():  # CAs often write the certificate SET unsorted (BER)
+            warnings.simplefilter("ignore", UserWarning)
+            certificates = pkcs7.load_der_pkcs7_certificates(data)
     except (ValueError, binascii.Error) as exc:
         raise base.IssuerError(base.MALFORMED, f"{what} is not a PKCS#7 certs-only structure: {exc}") from None
     if not certificates:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import os
 import socket
 
 import pytest
 
+from _opencapf.dependencies import pkcs7, serialization, x509
 from _opencapf.issuers import base, est
 from support.third_party_ca import PASSWORD, USERNAME, EstServer, connection, pem
 from support.tools import openssl
@@ -196,3 +198,25 @@ def test_request_signed_by_another_key_is_never_sent(est_server, pki, rsa_csr, e
     with pytest.raises(base.IssuerError, match="does not verify"):
         est.EstIssuer(connection(est_server, pki), "phones").submit(bytes(forged))
     assert est_server.log == []
+
+
+def test_certs_only_answers_in_every_armour(pki):
+    der = pkcs7.serialize_certificates([pki.issuing, pki.root], serialization.Encoding.DER)
+    armoured = pkcs7.serialize_certificates([pki.issuing, pki.root], serialization.Encoding.PEM)
+    ad_cs = b"-----BEGIN CERTIFICATE-----\r\n" + base64.encodebytes(der) + b"-----END CERTIFICATE-----\r\n"
+    for body in (der, base64.encodebytes(der), armoured, ad_cs):
+        assert len(est.parse_certs_only(body, "answer")) == 2
+    with pytest.raises(base.IssuerError, match="not a PKCS#7"):
+        est.parse_certs_only(b"\x30\x03\x02\x01\x00", "answer")
+
+
+def test_hostname_in_the_common_name_only_is_accepted(pki, rsa_csr, tmp_path):
+    # The source requires the host name to equal the CN/FQDN of the CA's HTTPS certificate.
+    with EstServer(pki, str(tmp_path / "a"), names=("cn:localhost",), addresses=()) as server:
+        with pytest.raises(x509.ExtensionNotFound):
+            server.certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        assert isinstance(est.EstIssuer(connection(server, pki), "phones").submit(rsa_csr.der), base.Issued)
+    with EstServer(pki, str(tmp_path / "b"), names=("cn:ca.other.example",), addresses=()) as server:
+        with pytest.raises(base.IssuerError) as caught:
+            est.EstIssuer(connection(server, pki), "phones").submit(rsa_csr.der)
+        assert caught.value.code == base.TLS_HOSTNAME
