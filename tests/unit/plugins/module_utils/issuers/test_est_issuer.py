@@ -220,3 +220,13 @@ def test_hostname_in_the_common_name_only_is_accepted(pki, rsa_csr, tmp_path):
         with pytest.raises(base.IssuerError) as caught:
             est.EstIssuer(connection(server, pki), "phones").submit(rsa_csr.der)
         assert caught.value.code == base.TLS_HOSTNAME
+
+
+def test_ca_that_accepts_but_never_answers(pki, rsa_csr):
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        issuer = est.EstIssuer(est.Connection("localhost", silent.getsockname()[1], (pem(pki.root),), timeout=1))
+        with pytest.raises(base.IssuerError, match="did not answer within 1 s") as caught:
+            issuer.submit(rsa_csr.der)
+    assert caught.value.code == base.TIMEOUT
