@@ -20,7 +20,7 @@ from .ca import certificates as c
 from .ca import keys
 from .ca.lsc import lsc_extensions, lsc_subject
 from .dependencies import InvalidSignature, ec, hashes, padding, require, serialization, x509, NameOID
-from .errors import CapfError, ValidationError
+from .errors import CapfError, CertificateError, ValidationError
 
 # DIGEST_TYPE codes on the wire (capf-protocol.md 2.4); SHA-1 (1) is refused.
 DIGEST_CODES = {"sha256": 2, "sha512": 3}
@@ -96,7 +96,10 @@ def _spki_and_key(public_key):
     """The SPKI bytes exactly as given (bytes) or as encoded (key object), and the key object."""
     if isinstance(public_key, (bytes, bytearray, memoryview)):
         spki = bytes(public_key)
-        der.read_one(spki, der.SEQUENCE)
+        try:
+            der.read_one(spki, der.SEQUENCE)
+        except der.DerError as exc:
+            raise CertificateError(f"public_key is not a DER SubjectPublicKeyInfo: {exc}") from None
         return spki, c.load_public_key(spki, "public_key")
     return c.public_key_der(public_key), public_key
 

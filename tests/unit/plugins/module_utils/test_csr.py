@@ -163,3 +163,9 @@ def test_verify_accepts_an_openssl_request(tmp_path, ec_key):
                                               serialization.NoEncryption()))
     made = openssl("req", "-new", "-key", str(key_path), "-subj", "/CN=SEP001122334455", "-sha256")
     assert csr.verify(made.stdout).subject.rfc4514_string() == "CN=SEP001122334455"
+
+
+@pytest.mark.parametrize("spki", [b"", b"\x30\x05\x01", b"\x30\x00"])
+def test_spki_bytes_that_are_not_a_key_are_refused(spki):
+    with pytest.raises(CertificateError, match="public_key"):
+        csr.prepare(DEVICE, spki)
