@@ -145,3 +145,21 @@ def test_pending_request_id_is_found_from_structure(page, expected):
 def test_hresult_is_read_from_any_language():
     assert adcs.hresult("<P>Fehler: 0x80094012 (-2146877422 CERTSRV_E_TEMPLATE_DENIED)</P>") == 0x80094012
     assert adcs.hresult("<P>Seite 0x1234</P>") is None
+
+
+def test_ca_certificate_not_in_capf_trust(adcs_server, other_pki, rsa_csr):
+    with pytest.raises(base.IssuerError, match="CAPF-trust") as caught:
+        issuer_for(adcs_server, other_pki).submit(rsa_csr.der)
+    assert caught.value.code == base.TLS_UNTRUSTED
+    assert adcs_server.forms == []
+
+
+def test_mutual_tls_towards_ad_cs(pki, rsa_csr, tmp_path):
+    certificate, key = pki.client_certificate()
+    cert_path, key_path = pki.write_files(str(tmp_path / "client"), certificate, key)
+    with AdcsServer(pki, str(tmp_path / "adcs"), client_ca=pki.root) as server:
+        with pytest.raises(base.IssuerError) as caught:
+            issuer_for(server, pki).submit(rsa_csr.der)
+        assert caught.value.code == base.TLS_FAILED
+        outcome = issuer_for(server, pki, client_certificate=cert_path, client_key=key_path).submit(rsa_csr.der)
+        assert isinstance(outcome, base.Issued), outcome
