@@ -12,19 +12,20 @@ A unit test keeps ``PACKAGE_FILES`` and these imports equal to the files of the 
 from __future__ import annotations
 
 PACKAGE_FILES = (
-    "__init__.py", "__main__.py", "authstrings.py", "bulk.py", "bundle.py", "csv_import.py", "dependencies.py",
-    "errors.py", "files.py", "parameters.py", "phone_config.py", "phone_query.py", "reports.py", "results.py",
-    "scheduler.py", "secretbox.py", "service_config.py", "service_control.py", "trust.py", "vocabulary.py",
-    "ca/__init__.py", "ca/authority.py", "ca/certificates.py", "ca/keys.py", "ca/lsc.py", "ca/rules.py",
-    "cli/__init__.py", "cli/ca.py", "cli/deployment.py", "cli/init.py", "cli/issue.py", "cli/jobs.py",
-    "cli/main.py", "cli/micca.py", "cli/phone.py", "cli/render.py", "cli/serve.py", "cli/workqueue.py",
-    "declarative/__init__.py", "declarative/deployment.py", "declarative/document.py", "declarative/schema.py",
-    "protocol/__init__.py", "protocol/codec.py", "protocol/constants.py", "protocol/phone.py", "protocol/proof.py",
-    "protocol/session.py", "server/__init__.py", "server/decider.py", "server/service.py", "simulator/__init__.py",
-    "simulator/addressing.py", "simulator/client.py", "simulator/fleet.py", "simulator/identity.py",
-    "simulator/manufacturing.py", "store/__init__.py", "store/audit.py", "store/backend.py",
-    "store/certificates.py", "store/csrs.py", "store/migrations.py", "store/phones.py", "store/service.py",
-    "store/sessions.py", "store/sqlite.py",
+    "__init__.py", "__main__.py", "authstrings.py", "bulk.py", "bundle.py", "csr.py", "csv_import.py",
+    "dependencies.py", "der.py", "errors.py", "files.py", "parameters.py", "phone_config.py", "phone_query.py",
+    "reports.py", "results.py", "scheduler.py", "secretbox.py", "service_config.py", "service_control.py",
+    "trust.py", "vocabulary.py", "ca/__init__.py", "ca/authority.py", "ca/certificates.py", "ca/keys.py",
+    "ca/lsc.py", "ca/rules.py", "cli/__init__.py", "cli/ca.py", "cli/deployment.py", "cli/init.py", "cli/issue.py",
+    "cli/jobs.py", "cli/main.py", "cli/micca.py", "cli/phone.py", "cli/render.py", "cli/serve.py",
+    "cli/workqueue.py", "declarative/__init__.py", "declarative/deployment.py", "declarative/document.py",
+    "declarative/schema.py", "issuers/__init__.py", "issuers/adcs.py", "issuers/base.py", "issuers/est.py",
+    "issuers/offline.py", "issuers/online.py", "issuers/transport.py", "protocol/__init__.py", "protocol/codec.py",
+    "protocol/constants.py", "protocol/phone.py", "protocol/proof.py", "protocol/session.py", "server/__init__.py",
+    "server/decider.py", "server/service.py", "simulator/__init__.py", "simulator/addressing.py",
+    "simulator/client.py", "simulator/fleet.py", "simulator/identity.py", "simulator/manufacturing.py",
+    "store/__init__.py", "store/audit.py", "store/backend.py", "store/certificates.py", "store/csrs.py",
+    "store/migrations.py", "store/phones.py", "store/service.py", "store/sessions.py", "store/sqlite.py",
 )
 
 
@@ -33,8 +34,10 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from . import __main__  # noqa: F401
     from . import authstrings  # noqa: F401
     from . import bulk  # noqa: F401
+    from . import csr  # noqa: F401
     from . import csv_import  # noqa: F401
     from . import dependencies  # noqa: F401
+    from . import der  # noqa: F401
     from . import errors  # noqa: F401
     from . import files  # noqa: F401
     from . import parameters  # noqa: F401
@@ -67,6 +70,12 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from .declarative import deployment as _declarative_deployment  # noqa: F401
     from .declarative import document  # noqa: F401
     from .declarative import schema  # noqa: F401
+    from .issuers import adcs  # noqa: F401
+    from .issuers import base  # noqa: F401
+    from .issuers import est  # noqa: F401
+    from .issuers import offline  # noqa: F401
+    from .issuers import online  # noqa: F401
+    from .issuers import transport  # noqa: F401
     from .protocol import codec  # noqa: F401
     from .protocol import constants  # noqa: F401
     from .protocol import phone as _protocol_phone  # noqa: F401

@@ -17,10 +17,11 @@ try:
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.serialization import pkcs7
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
     CRYPTOGRAPHY_IMPORT_ERROR = None
 except ImportError as _exc:  # reported by require()
-    x509 = hashes = serialization = ec = padding = rsa = AESGCM = None
+    x509 = hashes = serialization = ec = padding = rsa = AESGCM = pkcs7 = None
     ExtendedKeyUsageOID = NameOID = None
     InvalidSignature = Exception
     CRYPTOGRAPHY_IMPORT_ERROR = _exc
@@ -39,15 +40,33 @@ except ImportError as _exc:  # reported by require()
     jsonschema = None
     JSONSCHEMA_IMPORT_ERROR = _exc
 
+try:
+    import requests
+    from requests.adapters import HTTPAdapter
+    REQUESTS_IMPORT_ERROR = None
+except ImportError as _exc:  # reported by require()
+    requests = None
+    HTTPAdapter = object
+    REQUESTS_IMPORT_ERROR = _exc
+
+try:
+    from requests_ntlm import HttpNtlmAuth
+    REQUESTS_NTLM_IMPORT_ERROR = None
+except ImportError as _exc:  # reported by require()
+    HttpNtlmAuth = None
+    REQUESTS_NTLM_IMPORT_ERROR = _exc
+
 __all__ = [
     "x509", "InvalidSignature", "hashes", "serialization", "ec", "padding", "rsa", "ExtendedKeyUsageOID", "NameOID",
-    "yaml", "jsonschema", "missing", "require",
+    "yaml", "jsonschema", "missing", "require", "pkcs7", "requests", "HTTPAdapter", "HttpNtlmAuth", "AESGCM",
 ]
 
 _ERRORS = {
     "cryptography": lambda: CRYPTOGRAPHY_IMPORT_ERROR,
     "PyYAML": lambda: YAML_IMPORT_ERROR,
     "jsonschema": lambda: JSONSCHEMA_IMPORT_ERROR,
+    "requests": lambda: REQUESTS_IMPORT_ERROR,
+    "requests-ntlm": lambda: REQUESTS_NTLM_IMPORT_ERROR,
 }
 
 

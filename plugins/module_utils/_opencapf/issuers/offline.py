@@ -1,0 +1,168 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Offline CA: pending CSRs out to a CA operator as PEM files, signed certificates back in.
+
+Each imported certificate is matched to its CSR by public key and checked like an online CA's
+answer (KeyUsage, validity, chain to the trust anchors). Every certificate that cannot be used is
+reported with its file and a reason; a certificate for a CSR the phone has since replaced is
+reported as stale, never matched.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass, field as _field
+
+from .. import csr as csr_module
+from ..ca import certificates as c
+from ..dependencies import pkcs7, require
+from ..errors import CapfError, CertificateError
+from ..files import read_input_file, write_private_file
+from . import base
+
+BUNDLE_NAME = "capf-csr-bundle.pem"
+_SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+@dataclass(frozen=True)
+class PendingCsr:
+    """A CSR waiting for an offline CA: the request (PEM or DER) and when it was made (UTC text)."""
+
+    device_name: str
+    request: bytes
+    requested_at: str = ""
+
+
+@dataclass(frozen=True)
+class Matched:
+    device_name: str
+    certificate: object
+    chain: list
+    source: str
+
+
+@dataclass(frozen=True)
+class Stale:
+    device_name: str
+    certificate: object
+    source: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Problem:
+    source: str
+    subject: str
+    reason: str
+
+
+@dataclass
+class ImportReport:
+    matched: list = _field(default_factory=list)
+    stale: list = _field(default_factory=list)
+    problems: list = _field(default_factory=list)
+
+
+def _request_der(pending: PendingCsr) -> bytes:
+    return csr_module.to_der(csr_module.verify(pending.request, f"CSR of {pending.device_name}"))
+
+
+def export(pending, directory: str, *, bundle: bool = False) -> list[str]:
+    """Write the CSRs to ``directory``: ``<DEVICE>.csr.pem`` each, or one bundle whose blocks are
+    preceded by the device name and request time. Returns the paths written."""
+    pending = list(pending)
+    blocks = []
+    for item in pending:
+        if not _SAFE_NAME.fullmatch(item.device_name):
+            raise CapfError(f"device name {item.device_name!r} cannot be used as a file name")
+        blocks.append((item, csr_module.to_pem(_request_der(item))))
+    if bundle:
+        text = "".join(f"Device: {item.device_name}\nRequested: {item.requested_at or 'unknown'}\n{pem}\n"
+                       for item, pem in blocks)
+        path = os.path.join(directory, BUNDLE_NAME)
+        write_private_file(path, text.encode("ascii"))
+        return [path] if blocks else []
+    paths = []
+    for item, pem in blocks:
+        path = os.path.join(directory, f"{item.device_name}.csr.pem")
+        write_private_file(path, pem.encode("ascii"))
+        paths.append(path)
+    return paths
+
+
+def parse_certificates(data: bytes, source: str) -> list:
+    """Certificates in a PEM bundle, a PKCS#7 (.p7b, PEM or DER) or one DER certificate."""
+    require("cryptography")
+    data = bytes(data)
+    try:
+        if b"-----BEGIN PKCS7-----" in data:
+            return list(pkcs7.load_pem_pkcs7_certificates(data))
+        if b"-----BEGIN" in data or not data.startswith(b"\x30"):
+            return c.load_pem_certificates(data, source)
+        try:
+            return [c.load_der_certificate(data, source)]
+        except CertificateError:
+            return _der_pkcs7(data)
+    except ValueError as exc:
+        raise CertificateError(f"{source} holds no readable certificate: {exc}") from None
+
+
+def _der_pkcs7(data: bytes) -> list:
+    # openssl crl2pkcs7 and Windows write the certificate SET unsorted (BER); that is expected here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return list(pkcs7.load_der_pkcs7_certificates(data))
+
+
+def read_files(paths) -> list[tuple[str, bytes]]:
+    """(file name, contents) for each path, each at most 1 MiB."""
+    return [(path, read_input_file(path, "certificate file")) for path in paths]
+
+
+def import_certificates(sources, pending, anchors, *, superseded=(), at=None) -> ImportReport:
+    """Match certificates from ``sources`` ((name, bytes) pairs) to ``pending`` CSRs by public key
+    and check them; CA certificates in the sources serve as (untrusted) intermediates."""
+    report = ImportReport()
+    leaves, intermediates = [], []
+    for source, data in sources:
+        try:
+            certificates = parse_certificates(data, source)
+        except CertificateError as exc:
+            report.problems.append(Problem(source, "", str(exc)))
+            continue
+        for certificate in certificates:
+            (intermediates if c.is_ca(certificate) else leaves).append((source, certificate))
+    waiting = {}
+    for item in pending:
+        request = csr_module.verify(item.request, f"CSR of {item.device_name}")
+        waiting[c.public_key_fingerprint(request.public_key())] = (item, request)
+    replaced = {}
+    for item in superseded:
+        request = csr_module.verify(item.request, f"CSR of {item.device_name}")
+        replaced[c.public_key_fingerprint(request.public_key())] = item
+    pool = [certificate for _source, certificate in intermediates]
+    taken = {}
+    for source, certificate in leaves:
+        subject = certificate.subject.rfc4514_string()
+        key = c.public_key_fingerprint(certificate.public_key())
+        if key in waiting:
+            item, request = waiting[key]
+            if item.device_name in taken:
+                report.problems.append(Problem(source, subject, f"a certificate for {item.device_name}'s CSR was "
+                                                                f"already imported from {taken[item.device_name]}"))
+                continue
+            outcome = base.check_issued(request, certificate, anchors, pool, at=at)
+            if isinstance(outcome, base.Issued):
+                taken[item.device_name] = source
+                report.matched.append(Matched(item.device_name, certificate, outcome.chain, source))
+            else:
+                report.problems.append(Problem(source, subject, f"{item.device_name}: {outcome.reason}"))
+        elif key in replaced:
+            report.stale.append(Stale(replaced[key].device_name, certificate, source,
+                                      "its CSR was replaced by a newer one from the phone; it is stale and will "
+                                      "not be delivered"))
+        else:
+            report.problems.append(Problem(source, subject, "its public key matches no pending CSR"))
+    return report
