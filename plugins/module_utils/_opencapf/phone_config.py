@@ -176,9 +176,11 @@ def plan_phone(current: dict | None, name: str, wanted: dict, defaults: dict, au
             target["auth_salt"], target["auth_hash"] = None, None
             auth_view = "(unset)"
 
+    finished = base["operation_status"] in ("succeeded", "failed", "lapsed", "none")
+    deadline_changed = target["operation_deadline"] != base["operation_deadline"]
     rearm = target["operation"] != "none" and (
-        operation_changed or base["operation_status"] in ("failed", "lapsed", "none")
-        or (reissue and base["operation_status"] == "succeeded"))
+        operation_changed or (reissue and finished)
+        or (deadline_changed and base["operation_status"] in ("failed", "lapsed", "none")))
     if target["operation"] == "none":
         target["operation_status"] = "none" if operation_changed else base["operation_status"]
     elif rearm:

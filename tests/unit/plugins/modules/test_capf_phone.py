@@ -116,12 +116,15 @@ def test_auth_string_on_secure_phone_is_refused(run, store_path):
     assert ok["changed"] is True and not ok["failed"]
 
 
-def test_failed_operation_is_armed_again_succeeded_only_with_reissue(run, store_path):
+def test_finished_operations_are_armed_again_only_on_request(run, store_path):
     run(capf_phone, dict(INSTALL, store=store_path))
     with sqlite3.connect(store_path) as db:
         db.execute("UPDATE phones SET operation_status = 'failed', operation_reason = 'key generation failed'")
-    rearmed = run(capf_phone, dict(INSTALL, store=store_path))
+    assert run(capf_phone, dict(INSTALL, store=store_path))["changed"] is False
+    rearmed = run(capf_phone, dict(INSTALL, store=store_path, operation_completes_by="2030-01-01"))
     assert rearmed["changed"] is True and rearmed["status"]["operation_status"] == "pending"
+    assert rearmed["status"]["operation_reason"] == ""
+    assert rearmed["status"]["operation_completes_by"] == "2030-01-01T00:00:00Z"
     with sqlite3.connect(store_path) as db:
         db.execute("UPDATE phones SET operation_status = 'succeeded'")
     assert run(capf_phone, dict(INSTALL, store=store_path))["changed"] is False
