@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from .errors import DependencyError
 
+# pylint: disable=unused-import  # names are imported here for the other engine modules
 try:
     from cryptography import x509
     from cryptography.exceptions import InvalidSignature

@@ -39,8 +39,8 @@ OPTION_COLUMNS = {
 COLUMN_OPTIONS = {column: option for option, column in OPTION_COLUMNS.items()}
 SECURE_MODES = ("authenticated", "encrypted")
 # Columns written for every changed phone (one UPDATE statement shape for executemany).
-WRITE_COLUMNS = tuple(OPTION_COLUMNS.values()) + ("auth_salt", "auth_hash", "auth_failures", "locked",
-                                                   "operation_status", "operation_reason")
+WRITE_COLUMNS = tuple(OPTION_COLUMNS.values()) + (
+    "auth_salt", "auth_hash", "auth_failures", "locked", "operation_status", "operation_reason")
 
 
 def check_settings(settings: dict | None, prefix: str = "") -> dict[str, Any]:

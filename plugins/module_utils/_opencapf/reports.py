@@ -37,13 +37,13 @@ def stale_lscs(tx: Transaction, device_names=None) -> list[dict[str, Any]]:
            "WHERE c.kind = 'lsc' AND c.status = 'stale'")
     params: list = []
     if device_names:
-        sql += " AND p.name IN (%s)" % ", ".join("?" for _ in device_names)
+        sql += " AND p.name IN (%s)" % ", ".join("?" * len(device_names))
         params.extend(device_names)
     return tx.query(sql + " ORDER BY p.name, c.id", params)
 
 
 def pending_csrs(tx: Transaction) -> list[dict[str, Any]]:
-    marks = ", ".join("?" for _ in PENDING_CSR_STATUSES)
+    marks = ", ".join("?" * len(PENDING_CSR_STATUSES))
     return tx.query(
         "SELECT p.name AS device_name, r.id, r.status, r.public_key_fingerprint, r.external_ref, r.created_at, "
         f"r.updated_at FROM csrs r JOIN phones p ON p.id = r.phone_id WHERE r.status IN ({marks}) "
@@ -55,7 +55,7 @@ def recent_sessions(tx: Transaction, limit: int = 100, device_names=None) -> lis
            "FROM sessions")
     params: list = []
     if device_names:
-        sql += " WHERE UPPER(device_name) IN (%s)" % ", ".join("?" for _ in device_names)
+        sql += " WHERE UPPER(device_name) IN (%s)" % ", ".join("?" * len(device_names))
         params.extend(device_names)
     return tx.query(sql + " ORDER BY started_at DESC, id DESC LIMIT ?", (*params, limit))
 

@@ -21,8 +21,9 @@ def _csv(count: int) -> str:
 def test_forty_thousand_phones_converge_in_one_job(store):
     inserted = bulk.converge(store, csv_content=_csv(FLEET))
     assert inserted["counts"] == {"matched": 0, "changed": 0, "unchanged": 0, "inserted": FLEET}
-    job = dict(query={"model": ["Cisco 8845"]}, settings={"certificate_operation": "install_upgrade",
-                                                           "authentication_mode": "auth_string", "key_order": "ec"},
+    job = dict(query={"model": ["Cisco 8845"]},
+               settings={"certificate_operation": "install_upgrade", "authentication_mode": "auth_string",
+                         "key_order": "ec"},
                generate_authentication_strings=True)
     checked = bulk.converge(store, check_mode=True, **job)
     assert checked["counts"]["changed"] == FLEET and checked["authentication_strings"] == []
@@ -77,12 +78,11 @@ def test_scheduled_secret_is_encrypted_and_removed_after_the_run(store):
 
 
 def test_deadlines_lapse(store):
-    phone_config.converge(store, "SEP000000000001", settings={"certificate_operation": "install_upgrade",
-                                                                "operation_completes_by": "2030-01-01"})
+    declared = {"certificate_operation": "install_upgrade", "operation_completes_by": "2030-01-01"}
+    phone_config.converge(store, "SEP000000000001", settings=declared)
     assert scheduler.run_due(store, "2029-12-31T23:59:59Z")["lapsed"] == []
     assert scheduler.run_due(store, "2030-01-01T00:00:01Z")["lapsed"] == ["SEP000000000001"]
-    again = phone_config.converge(store, "SEP000000000001", settings={"certificate_operation": "install_upgrade",
-                                                                       "operation_completes_by": "2030-01-01"})
+    again = phone_config.converge(store, "SEP000000000001", settings=declared)
     assert again["changed"] is False
     assert again["status"]["operation_status"] == "lapsed" and again["status"]["operation_reason"] == "deadline passed"
 

@@ -86,7 +86,7 @@ class _TlsListener:
     def _serve(self):
         while not self.stop:
             try:
-                conn, _ = self.sock.accept()
+                conn, _peer = self.sock.accept()
             except socket.timeout:
                 continue
             except OSError:

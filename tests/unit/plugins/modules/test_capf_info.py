@@ -49,8 +49,8 @@ def test_info_sections_and_report(run, store_path, tmp_path):
     assert sorted(item["serial"] for item in info["stale_lscs"] if item["device_name"] == "SEP001122334455") == [stale.serial]
     assert info["sessions"][0]["outcome"] == "succeeded"
     rows = list(csv.DictReader(report.open()))
-    assert [(row["device_name"], row["lsc_status"]) for row in rows] == [("SEP001122334455", "installed"),
-                                                                        ("SEP00AABBCCDDEE", "none")]
+    assert [(row["device_name"], row["lsc_status"]) for row in rows] == [
+        ("SEP001122334455", "installed"), ("SEP00AABBCCDDEE", "none")]
     only = run(capf_info, {"store": store_path, "gather": ["phones"], "query": {"lsc_status": ["installed"]}})
     assert set(only) >= {"phones"} and "service" not in only
     assert [phone["device_name"] for phone in only["phones"]] == ["SEP001122334455"]

@@ -50,8 +50,8 @@ def test_out_of_range_values_name_the_option_and_rule(run, store_path):
 def test_online_ca_rules(run, store_path):
     bad = run(capf_service, {"store": store_path, "online_ca": dict(EST, template="Phones")})
     assert bad["failed"] and bad["msg"].startswith("online_ca.template is only used with type microsoft")
-    bad = run(capf_service, {"store": store_path, "online_ca": {"hostname": "ca.example.com", "type": "est",
-                                                                 "profile_label": "x", "port": 70000}})
+    bad_port = {"hostname": "ca.example.com", "type": "est", "profile_label": "x", "port": 70000}
+    bad = run(capf_service, {"store": store_path, "online_ca": bad_port})
     assert bad["failed"] and bad["msg"].startswith("online_ca.port must be 1\u201365535")
     ms = {"hostname": "ca.example.com", "type": "microsoft", "template": "CAPF"}
     fips = run(capf_service, {"store": store_path, "fips_mode": True, "online_ca": ms})

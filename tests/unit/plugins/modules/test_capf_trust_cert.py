@@ -47,14 +47,14 @@ def test_file_path_and_chain(run, store_path, tmp_path):
 
 
 def test_ca_rules_are_enforced(run, store_path):
-    reserved, _ = certfactory.make("CAPF-1234abcd")
+    reserved, _key = certfactory.make("CAPF-1234abcd")
     result = run(capf_trust_cert, {"store": store_path, "content": certfactory.pem(reserved), "trust_store": ["capf-trust"]})
     assert result["failed"] and "is reserved for the CAPF certificate" in result["msg"]
-    no_sign, _ = certfactory.make("No keyCertSign", key_cert_sign=False)
+    no_sign, _key = certfactory.make("No keyCertSign", key_cert_sign=False)
     result = run(capf_trust_cert, {"store": store_path, "content": certfactory.pem(no_sign), "trust_store": ["capf-trust"]})
     assert result["failed"] and result["msg"] == \
         "content (No keyCertSign) must have KeyUsage digitalSignature and keyCertSign"
-    unlimited, _ = certfactory.make("Unlimited", path_length=None)
+    unlimited, _key = certfactory.make("Unlimited", path_length=None)
     result = run(capf_trust_cert, {"store": store_path, "content": certfactory.pem(unlimited), "trust_store": ["capf-trust"]})
     assert result["failed"] and "must have BasicConstraints pathlen:0, has pathlen unlimited" in result["msg"]
     missing = run(capf_trust_cert, {"store": store_path, "content": certfactory.pem(unlimited)})
@@ -66,7 +66,7 @@ def test_ca_rules_are_enforced(run, store_path):
 
 def test_table1_decides_uploads(run, store_path):
     root = certfactory.make("Enterprise Root")
-    https, _ = certfactory.make("ca.example.com", issuer=root, ca=False, dns=["ca.example.com"])
+    https, _key = certfactory.make("ca.example.com", issuer=root, ca=False, dns=["ca.example.com"])
     result = run(capf_trust_cert, {"store": store_path, "ca_root": certfactory.pem(root[0]),
                                    "https_certificate": certfactory.pem(https)})
     assert result["table1"]["scenario"] == 2
@@ -76,7 +76,7 @@ def test_table1_decides_uploads(run, store_path):
                                   "https_certificate": certfactory.pem(https)})
     assert again["changed"] is False
 
-    self_signed_https, _ = certfactory.make("est.example.com", ca=False, dns=["est.example.com"])
+    self_signed_https, _key = certfactory.make("est.example.com", ca=False, dns=["est.example.com"])
     other = certfactory.make("Other Root")
     row4 = run(capf_trust_cert, {"store": store_path, "ca_root": certfactory.pem(other[0]),
                                  "https_certificate": certfactory.pem(self_signed_https)})
@@ -87,7 +87,7 @@ def test_table1_decides_uploads(run, store_path):
 
 def test_legacy_mic_roots_removed_by_name(run, store_path):
     for name in ("CAP-RTP-001", "Cisco_Root_CA_2048", "Keep Me"):
-        certificate, _ = certfactory.make(name)
+        certificate, _key = certfactory.make(name)
         run(capf_trust_cert, {"store": store_path, "content": certfactory.pem(certificate),
                               "trust_store": ["callmanager-trust"]})
     checked = run(capf_trust_cert, {"store": store_path, "remove_legacy_mic_roots": True}, check=True)
