@@ -2,7 +2,8 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Benchmark: a bulk job over a 40,000-phone fleet (CSV import, query + set with generated strings, re-run).
 
-Usage: scripts/bench-bulk [PHONES]  (or: python scripts/bench_bulk.py [PHONES])   (prints one line per step with its wall-clock time)
+Usage: scripts/bench-bulk [PHONES]  (or: python scripts/bench_bulk.py [PHONES])
+Prints one line per step with its wall-clock time.
 """
 
 import os
@@ -21,8 +22,9 @@ def main() -> int:
     rows = ["device_name,device_pool,model,certificate_operation,authentication_mode"]
     rows += [f"SEP{i:012X},{'HQ' if i % 4 else 'Branch'},Cisco 8845,none,null_string" for i in range(count)]
     csv_text = "\n".join(rows) + "\n"
-    job = dict(query={"model": ["Cisco 8845"]}, settings={"certificate_operation": "install_upgrade",
-                                                           "authentication_mode": "auth_string", "key_order": "ec"},
+    job = dict(query={"model": ["Cisco 8845"]},
+               settings={"certificate_operation": "install_upgrade", "authentication_mode": "auth_string",
+                         "key_order": "ec"},
                generate_authentication_strings=True)
     with tempfile.TemporaryDirectory() as directory:
         with open_store(os.path.join(directory, "capf.db"), actor="bench") as store:

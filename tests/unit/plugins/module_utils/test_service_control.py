@@ -40,7 +40,8 @@ def test_extract_engine_runs_stand_alone_and_refreshes_only_on_change(tmp_path):
     assert oct(os.stat(os.path.join(root, "_opencapf")).st_mode & 0o777) == "0o700"
     assert service_control.extract_engine(root)[1] is False
     result = subprocess.run([sys.executable, "-m", "_opencapf", "--version"], capture_output=True, text=True,
-                            env={"PYTHONPATH": root, "PATH": os.environ.get("PATH", "")}, cwd=str(tmp_path), timeout=60)
+                            env={"PYTHONPATH": root, "PATH": os.environ.get("PATH", "")}, cwd=str(tmp_path), timeout=60,
+                            check=False)
     assert result.returncode == 0 and result.stdout.startswith("opencapf ")
     with open(os.path.join(root, "_opencapf", "errors.py"), "a", encoding="utf-8") as handle:
         handle.write("# tampered\n")
