@@ -56,6 +56,12 @@ def test_info_sections_and_report(run, store_path, tmp_path):
     assert [phone["device_name"] for phone in only["phones"]] == ["SEP001122334455"]
     status = run(capf_phone, {"store": store_path, "name": "SEP001122334455"})["status"]
     assert status["lsc"]["serial"] == installed.serial and status["last_session"]["outcome"] == "succeeded"
+    run(capf_phone, {"store": store_path, "name": "SEP00AABBCCDDEE", "authentication_mode": "auth_string",
+                     "authentication_string": "55501234"})
+    found = run(capf_info, {"store": store_path, "gather": ["phones"], "authentication_string": "55501234"})
+    assert [phone["device_name"] for phone in found["phones"]] == ["SEP00AABBCCDDEE"]
+    assert "55501234" not in repr(found)
+    assert run(capf_info, {"store": store_path, "gather": ["phones"], "authentication_string": "5550"})["phones"] == []
     bad = run(capf_info, {"store": store_path, "limit": 0})
     assert bad["failed"] and bad["msg"] == "limit must be 1\u2013100000, got 0"
 
