@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 import pytest
@@ -13,10 +12,8 @@ ENGINE_PATH = os.path.join(ROOT, "plugins", "module_utils")
 if ENGINE_PATH not in sys.path:
     sys.path.insert(0, ENGINE_PATH)
 
-from _opencapf.ca import authority  # noqa: E402
-from _opencapf.store import open_store  # noqa: E402
-
-CLI = os.path.join(ROOT, "bin", "opencapf")
+from _opencapf.ca import authority  # noqa: E402  pylint: disable=wrong-import-position
+from _opencapf.store import open_store  # noqa: E402  pylint: disable=wrong-import-position
 
 
 @pytest.fixture
@@ -37,18 +34,3 @@ def ca_store(store):
     """A fresh store with an RSA-2048 CAPF certificate."""
     authority.ensure(store)
     return store
-
-
-def run_cli(*args, check=False, env=None, timeout=120):
-    """Run the real CLI in a child process; return the CompletedProcess (text)."""
-    result = subprocess.run([sys.executable, CLI, *args], capture_output=True, text=True, env=env, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"opencapf {' '.join(args)} failed ({result.returncode}): {result.stderr}")
-    return result
-
-
-def openssl(*args, input_bytes=None, check=True):
-    result = subprocess.run(["openssl", *args], capture_output=True, input=input_bytes, timeout=60)
-    if check and result.returncode != 0:
-        raise AssertionError(f"openssl {' '.join(args)} failed: {result.stderr.decode(errors='replace')}")
-    return result
