@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-import certfactory
+from support import certfactory
 from conftest import ROOT
 
 PHONES = [{"name": f"SEP0000000001{index:02X}", "device_pool": "HQ"} for index in range(4)]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from .errors import DependencyError
 
-# pylint: disable=unused-import  # names are imported here for the other engine modules
 try:
     from cryptography import x509
     from cryptography.exceptions import InvalidSignature
@@ -41,7 +40,8 @@ except ImportError as _exc:  # reported by require()
     JSONSCHEMA_IMPORT_ERROR = _exc
 
 __all__ = [
-    "x509", "InvalidSignature", "hashes", "serialization", "ec", "padding", "rsa", "ExtendedKeyUsageOID", "NameOID",
+    "x509", "InvalidSignature", "hashes", "serialization", "ec", "padding", "rsa", "AESGCM", "ExtendedKeyUsageOID",
+    "NameOID",
     "yaml", "jsonschema", "missing", "require",
 ]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from conftest import run_cli
+from support.tools import run_cli
 
 from _opencapf import bulk, phone_config, scheduler, secretbox
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 
-import certfactory
+from support import certfactory
 from ansible_collections.opencapf.capf.plugins.modules import capf_service, capf_trust_cert
 
 EST = {"hostname": "ca.example.com", "type": "est", "profile_label": "phones", "username": "capf",
