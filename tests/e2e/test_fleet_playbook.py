@@ -30,8 +30,8 @@ def collections(tmp_path):
 def _playbook(collections, tmp_path, extra_vars, *flags):
     if shutil.which("ansible-playbook", path=os.path.dirname(sys.executable)) is None:
         raise AssertionError("ansible-playbook is not installed next to this Python")
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections, ANSIBLE_NOCOLOR="1", ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
-               ANSIBLE_HOME=str(tmp_path / "ansible-home"), ANSIBLE_PYTHON_INTERPRETER=sys.executable)
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections, ANSIBLE_NOCOLOR="1", ANSIBLE_LOCALHOST_WARNING="false",
+               ANSIBLE_INVENTORY_UNPARSED_WARNING="false", ANSIBLE_HOME=str(tmp_path / "ansible-home"), ANSIBLE_PYTHON_INTERPRETER=sys.executable)
     command = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-c", "local", "-i", "localhost,",
                os.path.join(ROOT, "playbooks", "fleet.yml"), "-e", json.dumps(extra_vars), *flags]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240, check=False)
