@@ -229,9 +229,3 @@ def converge(store: Store, *, parameters_wanted: dict | None = None, online_ca: 
                      online_ca_changed=bool(result.online_ca or result.password_action),
                      capf_certificate_action=result.certificate_action or "none")
 
-
-def read(store: Store) -> dict[str, Any]:
-    """Parameters, online CA (password only as set/unset) and the active CAPF certificate."""
-    with store.read() as tx:
-        result = plan(tx, b"", parameters_wanted=None)
-    return result.before
