@@ -27,10 +27,6 @@ notes:
   - The module runs where the store is, normally the CAPF host.
   - Errors name the option and the rule that was broken, for example
     C(validity_days must be 1–1825 days, got 2000).
-seealso:
-  - name: Cisco CAPF configuration guide
-    description: The features these modules declare (CAPF settings, trust stores, bulk administration).
-    link: https://www.cisco.com/c/en/us/td/docs/voice_ip_comm/cucm/security/14_0/cucm_b_security-guide-release-14/cucm_m_certificate-authority-proxy-function.html
 """
 
     # Attributes of the modules that change the store.

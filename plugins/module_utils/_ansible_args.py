@@ -12,6 +12,9 @@ Choices come from the engine's vocabulary, so the argument specs and the engine 
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import tempfile
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -20,7 +23,7 @@ from ansible_collections.opencapf.capf.plugins.module_utils._opencapf import dep
 from ansible_collections.opencapf.capf.plugins.module_utils._opencapf import vocabulary as v
 from ansible_collections.opencapf.capf.plugins.module_utils._opencapf.errors import CapfError
 from ansible_collections.opencapf.capf.plugins.module_utils._opencapf.phone_query import LSC_STATUSES
-from ansible_collections.opencapf.capf.plugins.module_utils._opencapf.store import open_store
+from ansible_collections.opencapf.capf.plugins.module_utils._opencapf.store import default_location, open_store
 
 ACTOR = "ansible"
 
@@ -72,10 +75,20 @@ def create_module(spec: dict, **kwargs) -> AnsibleModule:
 
 @contextlib.contextmanager
 def engine(module: AnsibleModule):
-    """Open the store and turn engine errors into ``fail_json`` with the engine's message."""
+    """Open the store and turn engine errors into ``fail_json`` with the engine's message.
+
+    In check mode a store that does not exist yet is not created: the module plans against an
+    empty store in a temporary directory, which is exactly what the real run would start from.
+    """
     store = None
+    scratch = None
+    location = module.params["store"] or default_location()
     try:
-        store = open_store(module.params["store"], actor=ACTOR)
+        if module.check_mode and "://" not in location and not os.path.exists(location):
+            scratch = tempfile.mkdtemp(prefix="opencapf-check-")
+            store = open_store(os.path.join(scratch, "capf.db"), state_dir=scratch, actor=ACTOR)
+        else:
+            store = open_store(location, actor=ACTOR)
         yield store
     except CapfError as exc:
         module.fail_json(msg=str(exc))
@@ -85,6 +98,8 @@ def engine(module: AnsibleModule):
     finally:
         if store is not None:
             store.close()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def exit_with(module: AnsibleModule, result: dict, **extras) -> None:

@@ -31,6 +31,11 @@ options:
     description: At most this many jobs and sessions (newest first), 1–100000.
     type: int
     default: 100
+  authentication_string:
+    description:
+      - Only phones in auth_string mode whose stored string is this one (compared with the keyed hash;
+        never returned).
+    type: str
   report_path:
     description:
       - Write the CAPF report (CSV, mode 0600) of the phones selected by O(query) to this file on the managed
@@ -116,13 +121,15 @@ def main():
         gather={"type": "list", "elements": "str", "choices": list(reports.SECTIONS)},
         limit={"type": "int", "default": 100},
         report_path={"type": "path"},
+        authentication_string={"type": "str", "no_log": True},
         **query_argument_spec(),
     )
     module = create_module(spec)
     params = module.params
     with engine(module) as store:
         result = reports.gather(store, params["gather"], query=drop_none(params["query"]), limit=params["limit"],
-                                report_path=params["report_path"])
+                                report_path=params["report_path"],
+                                authentication_string=params["authentication_string"])
         if "service" in result:
             result["service"]["state"] = service_control.status(store)
     module.exit_json(changed=False, **result)

@@ -13,8 +13,9 @@ description:
   - Creates, updates or removes one phone in the CAPF store with its CAPF settings, the
     per-phone way of the CAPF configuration guide.
   - Setting O(certificate_operation) to something other than V(none) schedules that operation; the
-    phone performs it at its next CAPF session. Declaring the same operation again changes nothing while
-    it is pending, in progress or succeeded; a V(failed) or V(lapsed) operation is armed again.
+    phone performs it at its next CAPF session. Declaring the same operation again changes nothing, whatever
+    its status. A V(failed) or V(lapsed) operation is armed again by a new O(operation_completes_by) or by
+    O(reissue=true).
   - Authentication strings are stored only as keyed hashes. A generated string is returned once, in
     RV(authentication_string), and can never be read back.
   - Returns the phone's CAPF status (operation status, current LSC serial and expiry, last session).
@@ -103,9 +104,9 @@ options:
     type: str
   reissue:
     description:
-      - Arm the declared O(certificate_operation) again even when it already succeeded (for example to renew
-        an LSC). A pending operation stays as it is, so the run after it reports no change until the phone
-        has completed it.
+      - Arm the declared O(certificate_operation) again when it has finished (succeeded, failed or lapsed), for
+        example to renew an LSC. A pending operation stays as it is, so the run after it reports no change
+        until the phone has completed it.
     type: bool
     default: false
 """

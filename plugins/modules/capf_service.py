@@ -241,7 +241,8 @@ def main():
             "username": {"type": "str"},
             "password": {"type": "str", "no_log": True},
         }},
-        update_password={"type": "str", "choices": list(service_config.UPDATE_PASSWORD), "default": "always"},
+        update_password={"type": "str", "choices": list(service_config.UPDATE_PASSWORD), "default": "always",
+                         "no_log": False},
         capf_certificate={"type": "dict", "options": {
             "key_type": {"type": "str", "choices": list(v.CAPF_KEY_TYPES)},
             "regenerate": {"type": "bool", "default": False},

@@ -29,7 +29,7 @@ from .vocabulary import check_bool, format_utc, parse_utc, utc_now
 JOB_KIND = "bulk_update"
 _UPDATE_SQL = "UPDATE phones SET %s, updated_at = ? WHERE id = ?" % ", ".join(f"{c} = ?" for c in WRITE_COLUMNS)
 _INSERT_SQL = "INSERT INTO phones (name, created_at, updated_at, %s) VALUES (?, ?, ?, %s)" % (
-    ", ".join(WRITE_COLUMNS), ", ".join("?" for _ in WRITE_COLUMNS))
+    ", ".join(WRITE_COLUMNS), ", ".join("?" * len(WRITE_COLUMNS)))
 _AUDIT_SQL = "INSERT INTO audit_events (at, actor, action, subject, details) VALUES (?, ?, ?, ?, ?)"
 
 
@@ -184,4 +184,3 @@ def converge(store: Store, *, query=None, settings=None, authentication_string: 
         csv_rows = (csv_import.read(csv_file, spec["authentication_string_length"]) if csv_file is not None
                     else csv_import.parse(csv_content, "csv_content", spec["authentication_string_length"]))
     return run(store, spec, shared_string=authentication_string, csv_rows=csv_rows, check_mode=check_mode)
-

@@ -39,8 +39,8 @@ OPTION_COLUMNS = {
 COLUMN_OPTIONS = {column: option for option, column in OPTION_COLUMNS.items()}
 SECURE_MODES = ("authenticated", "encrypted")
 # Columns written for every changed phone (one UPDATE statement shape for executemany).
-WRITE_COLUMNS = tuple(OPTION_COLUMNS.values()) + ("auth_salt", "auth_hash", "auth_failures", "locked",
-                                                   "operation_status", "operation_reason")
+WRITE_COLUMNS = tuple(OPTION_COLUMNS.values()) + (
+    "auth_salt", "auth_hash", "auth_failures", "locked", "operation_status", "operation_reason")
 
 
 def check_settings(settings: dict | None, prefix: str = "") -> dict[str, Any]:
@@ -176,9 +176,11 @@ def plan_phone(current: dict | None, name: str, wanted: dict, defaults: dict, au
             target["auth_salt"], target["auth_hash"] = None, None
             auth_view = "(unset)"
 
+    finished = base["operation_status"] in ("succeeded", "failed", "lapsed", "none")
+    deadline_changed = target["operation_deadline"] != base["operation_deadline"]
     rearm = target["operation"] != "none" and (
-        operation_changed or base["operation_status"] in ("failed", "lapsed", "none")
-        or (reissue and base["operation_status"] == "succeeded"))
+        operation_changed or (reissue and finished)
+        or (deadline_changed and base["operation_status"] in ("failed", "lapsed", "none")))
     if target["operation"] == "none":
         target["operation_status"] = "none" if operation_changed else base["operation_status"]
     elif rearm:

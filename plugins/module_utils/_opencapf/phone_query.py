@@ -78,20 +78,20 @@ def select(tx: Transaction, query: dict | None) -> list[dict[str, Any]]:
     where, params = [], []
     names = query.get("names") or []
     if names and len(names) <= _IN_LIMIT:
-        where.append("p.name IN (%s)" % ", ".join("?" for _ in names))
+        where.append("p.name IN (%s)" % ", ".join("?" * len(names)))
         params.extend(names)
     if query.get("name_pattern"):
         where.append("p.name LIKE ? ESCAPE '\\'")
         params.append(_like(query["name_pattern"]))
     for key in ("device_pool", "model", "security_mode", "operation_status"):
         if query.get(key):
-            where.append(f"p.{key} IN (%s)" % ", ".join("?" for _ in query[key]))
+            where.append(f"p.{key} IN (%s)" % ", ".join("?" * len(query[key])))
             params.extend(query[key])
     if query.get("lsc_status"):
         statuses = [s for s in query["lsc_status"] if s != "none"]
         parts = []
         if statuses:
-            parts.append("l.status IN (%s)" % ", ".join("?" for _ in statuses))
+            parts.append("l.status IN (%s)" % ", ".join("?" * len(statuses)))
             params.extend(statuses)
         if "none" in query["lsc_status"]:
             parts.append("l.id IS NULL")

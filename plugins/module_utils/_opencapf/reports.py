@@ -14,7 +14,7 @@ import csv
 import io
 from typing import Any
 
-from . import phone_query, scheduler, service_config, trust
+from . import authstrings, phone_query, scheduler, service_config, trust
 from .ca import authority
 from .errors import ValidationError
 from .files import write_private_file
@@ -37,13 +37,13 @@ def stale_lscs(tx: Transaction, device_names=None) -> list[dict[str, Any]]:
            "WHERE c.kind = 'lsc' AND c.status = 'stale'")
     params: list = []
     if device_names:
-        sql += " AND p.name IN (%s)" % ", ".join("?" for _ in device_names)
+        sql += " AND p.name IN (%s)" % ", ".join("?" * len(device_names))
         params.extend(device_names)
     return tx.query(sql + " ORDER BY p.name, c.id", params)
 
 
 def pending_csrs(tx: Transaction) -> list[dict[str, Any]]:
-    marks = ", ".join("?" for _ in PENDING_CSR_STATUSES)
+    marks = ", ".join("?" * len(PENDING_CSR_STATUSES))
     return tx.query(
         "SELECT p.name AS device_name, r.id, r.status, r.public_key_fingerprint, r.external_ref, r.created_at, "
         f"r.updated_at FROM csrs r JOIN phones p ON p.id = r.phone_id WHERE r.status IN ({marks}) "
@@ -55,15 +55,20 @@ def recent_sessions(tx: Transaction, limit: int = 100, device_names=None) -> lis
            "FROM sessions")
     params: list = []
     if device_names:
-        sql += " WHERE UPPER(device_name) IN (%s)" % ", ".join("?" for _ in device_names)
+        sql += " WHERE UPPER(device_name) IN (%s)" % ", ".join("?" * len(device_names))
         params.extend(device_names)
     return tx.query(sql + " ORDER BY started_at DESC, id DESC LIMIT ?", (*params, limit))
 
 
-def phone_rows(tx: Transaction, query: dict | None) -> list[dict[str, Any]]:
-    """Phones matching a bulk-style query with their CAPF status and current LSC."""
+def phone_rows(tx: Transaction, query: dict | None, *, secret: bytes | None = None,
+               authentication_string: str | None = None) -> list[dict[str, Any]]:
+    """Phones matching a bulk-style query with their CAPF status and current LSC; with
+    ``authentication_string``, only the phones whose stored keyed hash matches it."""
     result = []
     for row in phone_query.select(tx, query):
+        if authentication_string is not None and not authstrings.matches(secret, row["auth_salt"], row["auth_hash"],
+                                                                         authentication_string):
+            continue
         result.append({
             "device_name": row["name"], "description": row["description"], "model": row["model"],
             "device_pool": row["device_pool"], "security_mode": row["security_mode"],
@@ -93,13 +98,16 @@ def report_csv(phones: list[dict]) -> bytes:
 
 
 def gather(store: Store, sections=None, *, query: dict | None = None, limit: int = 100,
-           report_path: str | None = None) -> dict[str, Any]:
-    """Everything capf_info returns, one read transaction (plus the CAPF certificate summaries)."""
+           report_path: str | None = None, authentication_string: str | None = None) -> dict[str, Any]:
+    """Everything capf_info returns, one read transaction (plus the CAPF certificate summaries).
+    ``authentication_string`` narrows the phones to those that use it (never echoed)."""
     sections = list(sections or SECTIONS)
     for index, section in enumerate(sections):
         check_choice(f"gather[{index}]", section, SECTIONS)
     limit = check_int_range("limit", limit, (1, MAX_LIMIT))
     canonical = phone_query.check_query(query)
+    if authentication_string is not None:
+        authstrings.check_auth_string(authentication_string)
     result: dict[str, Any] = {}
     with store.read() as tx:
         if "service" in sections:
@@ -107,7 +115,8 @@ def gather(store: Store, sections=None, *, query: dict | None = None, limit: int
         if "trust" in sections:
             result["trust"] = {name: trust.list_certificates(tx, name) for name in ("capf-trust", "callmanager-trust")}
         if "phones" in sections or report_path:
-            phones = phone_rows(tx, canonical)
+            phones = phone_rows(tx, canonical, secret=store.secret() if authentication_string is not None else None,
+                                authentication_string=authentication_string)
             if "phones" in sections:
                 result["phones"] = phones
         if "pending_csrs" in sections:

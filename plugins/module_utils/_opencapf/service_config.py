@@ -158,8 +158,8 @@ def plan(tx: Transaction, store_secret: bytes, *, parameters_wanted: dict | None
 
     stored_ca = service_records.read_raw(tx, ONLINE_CA_KEY)
     password_set = secretbox.exists(tx, PASSWORD_SECRET)
-    result.before[ONLINE_CA_KEY] = None if stored_ca is None else {**stored_ca,
-                                                                  "password": "(set)" if password_set else "(unset)"}
+    result.before[ONLINE_CA_KEY] = None if stored_ca is None else {
+        **stored_ca, "password": "(set)" if password_set else "(unset)"}
     effective_ca = stored_ca
     password_view = "(set)" if password_set else "(unset)"
     if online_ca is not None:
@@ -220,8 +220,8 @@ def converge(store: Store, *, parameters_wanted: dict | None = None, online_ca: 
     after = result.after
     if result.certificate_action and not check_mode:
         certificate = authority.current(store)
-        after["capf_certificate"] = {key: certificate[key] for key in ("common_name", "fingerprint", "not_after",
-                                                                        "subject")}
+        shown = ("common_name", "fingerprint", "not_after", "subject")
+        after["capf_certificate"] = {key: certificate[key] for key in shown}
         after["capf_certificate"].update(key_type=f"{certificate['key_type']}{certificate['key_size']}",
                                          source=certificate["source"])
     return converged(result.changed, result.before, after,
@@ -229,9 +229,3 @@ def converge(store: Store, *, parameters_wanted: dict | None = None, online_ca: 
                      online_ca_changed=bool(result.online_ca or result.password_action),
                      capf_certificate_action=result.certificate_action or "none")
 
-
-def read(store: Store) -> dict[str, Any]:
-    """Parameters, online CA (password only as set/unset) and the active CAPF certificate."""
-    with store.read() as tx:
-        result = plan(tx, b"", parameters_wanted=None)
-    return result.before

@@ -147,7 +147,7 @@ def plan_absent(tx: Transaction, certificates: list, stores) -> TrustPlan:
 def plan_legacy_removal(tx: Transaction, stores) -> TrustPlan:
     """Remove the four legacy Cisco manufacturing roots, matched by common name."""
     plan = TrustPlan()
-    marks = ", ".join("?" for _ in LEGACY_MIC_ROOTS)
+    marks = ", ".join("?" * len(LEGACY_MIC_ROOTS))
     for trust_store in stores:
         for row in tx.query(f"SELECT {_COLUMNS} FROM trust_certificates WHERE trust_store = ? AND common_name IN "
                             f"({marks}) ORDER BY id", (trust_store, *LEGACY_MIC_ROOTS)):
@@ -254,12 +254,12 @@ def converge(store: Store, *, state: str = "present", trust_store=None, content=
         if state == "present":
             plan = plan_present(tx, uploads, description)
         else:
-            plan = plan_absent(tx, [certificate for certificate, _ in uploads],
-                               {where for _, stores_ in uploads for where in stores_})
+            plan = plan_absent(tx, [certificate for certificate, _stores in uploads],
+                               {where for _certificate, stores_ in uploads for where in stores_})
         if remove_legacy_mic_roots:
             plan.remove.extend(plan_legacy_removal(tx, legacy_stores).remove)
         plan.reason, plan.scenario = reason, scenario
-        touched = {where for _, stores_ in uploads for where in stores_}
+        touched = {where for _certificate, stores_ in uploads for where in stores_}
         if remove_legacy_mic_roots:
             touched.update(legacy_stores)
         before = _view(tx, touched)
@@ -273,4 +273,3 @@ def converge(store: Store, *, state: str = "present", trust_store=None, content=
     if scenario is not None:
         extras["table1"] = {"scenario": scenario, "reason": reason}
     return converged(plan.changed, before, after, **extras)
-

@@ -66,7 +66,7 @@ def by_name(tx: Transaction, names=None) -> dict[str, dict[str, Any]]:
     result = {}
     for start in range(0, len(names), 500):
         chunk = names[start:start + 500]
-        for row in tx.query(f"SELECT * FROM phones WHERE name IN ({', '.join('?' for _ in chunk)})", chunk):
+        for row in tx.query(f"SELECT * FROM phones WHERE name IN ({', '.join('?' * len(chunk))})", chunk):
             result[row["name"]] = row
     return result
 

@@ -1,0 +1,84 @@
+"""capf_info and capf_stale_lsc: read-only views, the CAPF report, deleting stale LSCs."""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from ansible_collections.opencapf.capf.plugins.modules import capf_info, capf_phone, capf_stale_lsc
+
+from _opencapf.ca import authority, lsc
+from _opencapf.store import certificates as certificate_records
+from _opencapf.store import open_store
+
+
+def _seed(store_path):
+    """Two phones: one with an installed LSC and a stale one, one with a pending CSR and a session."""
+    with open_store(store_path, actor="test") as store:
+        authority.ensure(store)
+        installed = lsc.issue(store, "SEP001122334455", ec.generate_private_key(ec.SECP256R1()).public_key())
+        stale = lsc.issue(store, "SEP001122334455", ec.generate_private_key(ec.SECP256R1()).public_key())
+        other = lsc.issue(store, "SEP00AABBCCDDEE", ec.generate_private_key(ec.SECP256R1()).public_key())
+        with store.transaction() as tx:
+            certificate_records.set_status(tx, "test", installed.id, "installed")
+            certificate_records.set_status(tx, "test", stale.id, "stale")
+            certificate_records.set_status(tx, "test", other.id, "stale")
+            phone_id = tx.scalar("SELECT id FROM phones WHERE name = 'SEP00AABBCCDDEE'")
+            tx.insert("INSERT INTO csrs (phone_id, public_key_fingerprint, public_key, status, created_at, updated_at) "
+                      "VALUES (?, 'ab', x'00', 'pending', '2026-11-01T10:00:00Z', '2026-11-01T10:00:00Z')", (phone_id,))
+            tx.insert("INSERT INTO sessions (session_id, device_name, peer, operation, outcome, reason, started_at, "
+                      "duration_ms) VALUES (7, 'SEP001122334455', '127.0.0.1', 'install_upgrade', 'succeeded', '', "
+                      "'2026-11-01T10:00:00Z', 120)")
+    return installed, stale
+
+
+def test_info_sections_and_report(run, store_path, tmp_path):
+    installed, stale = _seed(store_path)
+    report = tmp_path / "report.csv"
+    info = run(capf_info, {"store": store_path, "report_path": str(report)}, check=True)
+    assert info["changed"] is False
+    assert info["service"]["parameters"]["port"] == 3804 and info["service"]["state"]["state"] == "stopped"
+    assert info["capf_certificates"][0]["active"] is True and "pem" not in info["capf_certificates"][0]
+    phones = {phone["device_name"]: phone for phone in info["phones"]}
+    assert phones["SEP001122334455"]["lsc"]["serial"] == installed.serial
+    assert phones["SEP001122334455"]["lsc"]["status"] == "installed"
+    assert phones["SEP00AABBCCDDEE"]["lsc"] is None
+    assert [item["device_name"] for item in info["pending_csrs"]] == ["SEP00AABBCCDDEE"]
+    assert info["pending_csrs"][0]["created_at"] == "2026-11-01T10:00:00Z"
+    assert sorted(item["serial"] for item in info["stale_lscs"] if item["device_name"] == "SEP001122334455") == [stale.serial]
+    assert info["sessions"][0]["outcome"] == "succeeded"
+    rows = list(csv.DictReader(report.open()))
+    assert [(row["device_name"], row["lsc_status"]) for row in rows] == [
+        ("SEP001122334455", "installed"), ("SEP00AABBCCDDEE", "none")]
+    only = run(capf_info, {"store": store_path, "gather": ["phones"], "query": {"lsc_status": ["installed"]}})
+    assert set(only) >= {"phones"} and "service" not in only
+    assert [phone["device_name"] for phone in only["phones"]] == ["SEP001122334455"]
+    status = run(capf_phone, {"store": store_path, "name": "SEP001122334455"})["status"]
+    assert status["lsc"]["serial"] == installed.serial and status["last_session"]["outcome"] == "succeeded"
+    run(capf_phone, {"store": store_path, "name": "SEP00AABBCCDDEE", "authentication_mode": "auth_string",
+                     "authentication_string": "55501234"})
+    found = run(capf_info, {"store": store_path, "gather": ["phones"], "authentication_string": "55501234"})
+    assert [phone["device_name"] for phone in found["phones"]] == ["SEP00AABBCCDDEE"]
+    assert "55501234" not in repr(found)
+    assert run(capf_info, {"store": store_path, "gather": ["phones"], "authentication_string": "5550"})["phones"] == []
+    bad = run(capf_info, {"store": store_path, "limit": 0})
+    assert bad["failed"] and bad["msg"] == "limit must be 1\u2013100000, got 0"
+
+
+def test_stale_lsc_delete_by_device_then_all(run, store_path):
+    _seed(store_path)
+    checked = run(capf_stale_lsc, {"store": store_path, "devices": ["sep001122334455"]}, check=True, diff=True)
+    assert checked["changed"] is True and len(checked["deleted"]) == 1
+    assert len(checked["diff"]["before"]["stale_lscs"]) == 1 and checked["diff"]["after"]["stale_lscs"] == []
+    one = run(capf_stale_lsc, {"store": store_path, "devices": ["sep001122334455"]})
+    assert [item["device_name"] for item in one["deleted"]] == ["SEP001122334455"]
+    assert run(capf_stale_lsc, {"store": store_path, "devices": ["sep001122334455"]})["changed"] is False
+    rest = run(capf_stale_lsc, {"store": store_path})
+    assert [item["device_name"] for item in rest["deleted"]] == ["SEP00AABBCCDDEE"]
+    assert run(capf_stale_lsc, {"store": store_path})["changed"] is False
+    with sqlite3.connect(store_path) as db:
+        assert db.execute("SELECT count(*) FROM certificates WHERE status = 'stale'").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM certificates WHERE status = 'installed'").fetchone()[0] == 1
+    bad = run(capf_stale_lsc, {"store": store_path, "devices": ["phone-1"]})
+    assert bad["failed"] and bad["msg"].startswith("devices[0] must be SEP")

@@ -1,0 +1,99 @@
+"""capf_trust_cert: present/absent by fingerprint, CA rules, Table 1, legacy MIC roots."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+from support import certfactory
+from ansible_collections.opencapf.capf.plugins.modules import capf_trust_cert
+
+
+def _stored(store_path):
+    with sqlite3.connect(store_path) as db:
+        return sorted(db.execute("SELECT trust_store, common_name, description FROM trust_certificates").fetchall())
+
+
+def test_present_check_run_idempotent_absent(run, store_path):
+    root, _key = certfactory.make("Example Root CA")
+    args = {"store": store_path, "content": certfactory.pem(root), "trust_store": ["capf-trust", "callmanager-trust"],
+            "description": "Example CA"}
+    checked = run(capf_trust_cert, args, check=True, diff=True)
+    assert checked["changed"] is True and len(checked["added"]) == 2
+    assert checked["diff"]["before"] == {"callmanager-trust": [], "capf-trust": []}
+    assert checked["diff"]["after"]["capf-trust"][0]["common_name"] == "Example Root CA"
+    assert not os.path.exists(store_path)
+    first = run(capf_trust_cert, args)
+    assert first["changed"] is True
+    assert _stored(store_path) == [("callmanager-trust", "Example Root CA", "Example CA"),
+                                   ("capf-trust", "Example Root CA", "Example CA")]
+    assert run(capf_trust_cert, args)["changed"] is False
+    redescribed = run(capf_trust_cert, dict(args, description="Renamed"), diff=True)
+    assert redescribed["changed"] is True
+    assert redescribed["diff"]["after"]["capf-trust"][0]["description"] == "Renamed"
+    assert run(capf_trust_cert, dict(args, description=None))["changed"] is False
+    removed = run(capf_trust_cert, dict(args, state="absent", trust_store=["capf-trust"]))
+    assert removed["changed"] is True and [r["trust_store"] for r in removed["removed"]] == ["capf-trust"]
+    assert _stored(store_path) == [("callmanager-trust", "Example Root CA", "Renamed")]
+    assert run(capf_trust_cert, dict(args, state="absent", trust_store=["capf-trust"]))["changed"] is False
+
+
+def test_file_path_and_chain(run, store_path, tmp_path):
+    root = certfactory.make("Chain Root", path_length=1)
+    intermediate, _key = certfactory.make("Chain Issuing CA", issuer=root)
+    path = tmp_path / "chain.pem"
+    path.write_text(certfactory.pem(intermediate) + certfactory.pem(root[0]))
+    result = run(capf_trust_cert, {"store": store_path, "path": str(path), "trust_store": ["callmanager-trust"]})
+    assert result["changed"] is True and len(result["added"]) == 2
+
+
+def test_ca_rules_are_enforced(run, store_path):
+    reserved, _key = certfactory.make("CAPF-1234abcd")
+    result = run(capf_trust_cert, {"store": store_path, "content": certfactory.pem(reserved), "trust_store": ["capf-trust"]})
+    assert result["failed"] and "is reserved for the CAPF certificate" in result["msg"]
+    no_sign, _key = certfactory.make("No keyCertSign", key_cert_sign=False)
+    result = run(capf_trust_cert, {"store": store_path, "content": certfactory.pem(no_sign), "trust_store": ["capf-trust"]})
+    assert result["failed"] and result["msg"] == \
+        "content (No keyCertSign) must have KeyUsage digitalSignature and keyCertSign"
+    unlimited, _key = certfactory.make("Unlimited", path_length=None)
+    result = run(capf_trust_cert, {"store": store_path, "content": certfactory.pem(unlimited), "trust_store": ["capf-trust"]})
+    assert result["failed"] and "must have BasicConstraints pathlen:0, has pathlen unlimited" in result["msg"]
+    missing = run(capf_trust_cert, {"store": store_path, "content": certfactory.pem(unlimited)})
+    assert missing["failed"] and missing["msg"].startswith("trust_store is required with content or path")
+    garbage = run(capf_trust_cert, {"store": store_path, "content": "hello", "trust_store": ["capf-trust"]})
+    assert garbage["failed"] and garbage["msg"].startswith("content contains no PEM certificate")
+    assert _stored(store_path) == []
+
+
+def test_table1_decides_uploads(run, store_path):
+    root = certfactory.make("Enterprise Root")
+    https, _key = certfactory.make("ca.example.com", issuer=root, ca=False, dns=["ca.example.com"])
+    result = run(capf_trust_cert, {"store": store_path, "ca_root": certfactory.pem(root[0]),
+                                   "https_certificate": certfactory.pem(https)})
+    assert result["table1"]["scenario"] == 2
+    assert sorted((a["trust_store"], a["common_name"]) for a in result["added"]) == [
+        ("callmanager-trust", "Enterprise Root"), ("capf-trust", "Enterprise Root")]
+    again = run(capf_trust_cert, {"store": store_path, "ca_root": certfactory.pem(root[0]),
+                                  "https_certificate": certfactory.pem(https)})
+    assert again["changed"] is False
+
+    self_signed_https, _key = certfactory.make("est.example.com", ca=False, dns=["est.example.com"])
+    other = certfactory.make("Other Root")
+    row4 = run(capf_trust_cert, {"store": store_path, "ca_root": certfactory.pem(other[0]),
+                                 "https_certificate": certfactory.pem(self_signed_https)})
+    assert row4["table1"]["scenario"] == 4
+    assert ("capf-trust", "est.example.com") in [(a["trust_store"], a["common_name"]) for a in row4["added"]]
+    assert ("callmanager-trust", "est.example.com") not in [(a["trust_store"], a["common_name"]) for a in row4["added"]]
+
+
+def test_legacy_mic_roots_removed_by_name(run, store_path):
+    for name in ("CAP-RTP-001", "Cisco_Root_CA_2048", "Keep Me"):
+        certificate, _key = certfactory.make(name)
+        run(capf_trust_cert, {"store": store_path, "content": certfactory.pem(certificate),
+                              "trust_store": ["callmanager-trust"]})
+    checked = run(capf_trust_cert, {"store": store_path, "remove_legacy_mic_roots": True}, check=True)
+    assert checked["changed"] is True and len(_stored(store_path)) == 3
+    result = run(capf_trust_cert, {"store": store_path, "remove_legacy_mic_roots": True})
+    assert sorted(r["common_name"] for r in result["removed"]) == ["CAP-RTP-001", "Cisco_Root_CA_2048"]
+    assert _stored(store_path) == [("callmanager-trust", "Keep Me", "")]
+    assert run(capf_trust_cert, {"store": store_path, "remove_legacy_mic_roots": True})["changed"] is False
