@@ -13,6 +13,7 @@ import asyncio
 import csv
 import io
 import os
+import re
 
 from ..errors import CapfError
 from ..files import read_input_file, read_private_file
@@ -142,7 +143,10 @@ def _configured_modes(store_location: str | None, names: list[str]) -> dict[str,
 
 
 def _fleet_identities(args) -> list:
-    names = [name.upper() for name in args.names] if args.names else _fleet_names(args.first, args.count)
+    if args.names:  # also accepts one argument holding names separated by spaces or commas
+        names = [name.upper() for argument in args.names for name in re.split(r"[\s,]+", argument) if name]
+    else:
+        names = _fleet_names(args.first, args.count)
     strings = _typed_strings(args.strings_file)
     modes = _configured_modes(args.store, names) if args.config_from_store else {}
     mic_ca = ManufacturingCa.load(args.mic_ca) if args.mic_ca else None
