@@ -16,7 +16,7 @@ import os
 
 from ..errors import CapfError
 from ..files import read_input_file, read_private_file
-from ..protocol.constants import DEFAULT_PORT
+from ..protocol.constants import DEFAULT_PORT, XCAPS_ALL
 from ..protocol.phone import PhoneBehaviour
 from ..simulator.client import Target, enrol
 from ..simulator.fleet import run_fleet
@@ -54,6 +54,9 @@ def register(subparsers) -> None:
     one.add_argument("--mic-ca", metavar="DIR", help="manufacturing CA that issues the MIC of a new identity")
     one.add_argument("--no-ec", action="store_true", help="the phone cannot generate EC keys")
     one.add_argument("--jabber", action="store_true", help="behave like Jabber: version 2, no PASSWORD, no progress")
+    one.add_argument("--x-csr", action="store_true",
+                     help="advertise the opencapf X-CSR/1 extension (sign CSRs for third-party CAs, keep a pending "
+                          "key, understand RETRY_LATER); real phones do not")
     _target_arguments(one)
     one.set_defaults(handler=_enrol)
     many = verbs.add_parser("fleet", help="run N phones concurrently; progress and a summary")
@@ -102,7 +105,7 @@ def _identity(args) -> PhoneIdentity:
 
 def _enrol(args, output) -> int:
     identity = _identity(args)
-    behaviour = PhoneBehaviour(ec_capable=not args.no_ec)
+    behaviour = PhoneBehaviour(ec_capable=not args.no_ec, x_caps=XCAPS_ALL if args.x_csr else 0)
     if args.jabber:
         behaviour = PhoneBehaviour(version=2, request_in_progress=False, empty_password=False, ec_capable=False)
     result = asyncio.run(enrol(identity, _target(args), behaviour=behaviour, retries=args.retries,
@@ -111,6 +114,8 @@ def _enrol(args, output) -> int:
     text = f"{result.device_name}: {result.outcome}"
     if result.operation:
         text += f" (operation {result.operation}{', key ' + result.key if result.key else ''})"
+    if result.retry_delay is not None:
+        text += f": the CA has not signed yet; retry in {result.retry_delay} s"
     if result.detail:
         text += f": {result.detail}"
     output.result(data, text)

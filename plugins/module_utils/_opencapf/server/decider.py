@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import logging
 
-from .. import authstrings
+from .. import authstrings, enrolment
+from .. import csr as csr_module
 from ..ca import authority, lsc, rules
 from ..ca import certificates as c
 from ..dependencies import serialization
 from ..errors import CapfError, CertificateError
 from ..protocol import proof
 from ..protocol.codec import ProtocolError
-from ..protocol.session import AuthOffer, Decider, Issued, KeyChoice, Plan, Verdict
+from ..protocol.session import AuthOffer, Decider, Deferred, Issued, KeyChoice, Plan, Verdict
 from ..store import Store
 from ..store import certificates as certificate_records
 from ..store import csrs as csr_records
@@ -54,6 +55,15 @@ def pending_operation(phone: dict) -> str:
     return phone["operation"] if phone["operation_status"] in PENDING_STATUSES else "none"
 
 
+def _checked_key(public_key_der: bytes, choice: KeyChoice):
+    public_key = load_phone_key(public_key_der)
+    kind, size = c.key_description(public_key)
+    if (kind, size) != (choice.kind, choice.size):
+        raise ProtocolError(f"PUBLIC_KEY must be {choice.kind.upper()}-{choice.size} as requested, "
+                            f"got {kind.upper()}-{size}")
+    return public_key
+
+
 class StoreDecider(Decider):
     def __init__(self, store: Store, peer: str = ""):
         self.store = store
@@ -79,8 +89,26 @@ class StoreDecider(Decider):
         )
         refusal = self._refusal(phone)
         if refusal:
-            plan = Plan(**{**plan.__dict__, "refusal": refusal})
+            return Plan(**{**plan.__dict__, "refusal": refusal})
+        issuer = self.parameters["issuer"]
+        if issuer != "capf" and plan.operation == "install_upgrade":
+            plan = Plan(**{**plan.__dict__, "issuer": issuer, **self._third_party_state(phone, issuer)})
         return plan
+
+    def _third_party_state(self, phone: dict, issuer: str) -> dict:
+        """Whether the phone's pending key has a certificate ready, or is still waiting at the CA."""
+        if issuer == "online_ca":
+            try:
+                enrolment.poll_pending(self.store, ACTOR, device_name=phone["name"])
+            except CapfError as exc:  # the CA may be down: the phone hears "later" and nothing is lost
+                log.warning("polling the online CA for %s: %s", phone["name"], exc)
+        with self.store.read() as tx:
+            state = enrolment.next_for_phone(tx, phone)
+        if isinstance(state, enrolment.Ready):
+            return {"deliver": Issued(state.certificate_id, state.der)}
+        if isinstance(state, enrolment.Waiting):
+            return {"waiting": True, "retry_after": state.retry_after}
+        return {}
 
     def _refusal(self, phone: dict) -> str:
         if phone["locked"]:
@@ -91,8 +119,6 @@ class StoreDecider(Decider):
             with self.store.transaction() as tx:
                 phone_records.set_operation_result(tx, ACTOR, phone, "lapsed", reason)
             return reason
-        if pending_operation(phone) == "install_upgrade" and self.parameters["issuer"] != "capf":
-            return f"issuer {self.parameters['issuer']} is not served over the protocol by this engine yet"
         return ""
 
     # -- authentication -----------------------------------------------------------------------
@@ -176,11 +202,7 @@ class StoreDecider(Decider):
     # -- operations ---------------------------------------------------------------------------
 
     def issue(self, plan: Plan, public_key_der: bytes, choice: KeyChoice) -> Issued:
-        public_key = load_phone_key(public_key_der)
-        kind, size = c.key_description(public_key)
-        if (kind, size) != (choice.kind, choice.size):
-            raise ProtocolError(f"PUBLIC_KEY must be {choice.kind.upper()}-{choice.size} as requested, "
-                                f"got {kind.upper()}-{size}")
+        public_key = _checked_key(public_key_der, choice)
         with self.store.transaction() as tx:
             self._csr_id = csr_records.add(tx, self._phone["id"], c.public_key_fingerprint(public_key),
                                            c.public_key_der(public_key))
@@ -195,9 +217,37 @@ class StoreDecider(Decider):
             csr_records.set_status(tx, self._csr_id, "issued", certificate_id=issued.id)
         return Issued(issued.id, c.to_der(issued.certificate))
 
+    def prepare_csr(self, plan: Plan, public_key_der: bytes, choice: KeyChoice):
+        public_key = _checked_key(public_key_der, choice)
+        return csr_module.prepare(plan.device_name, c.public_key_der(public_key), digest="sha256")
+
+    def submit_csr(self, plan: Plan, request, signature: bytes):
+        signed = csr_module.assemble(request, signature)  # CsrError: the signature is not the phone's key's
+        with self.store.transaction() as tx:
+            phone = phone_records.get(tx, plan.device_name)
+            self._csr_id = enrolment.add_request(tx, ACTOR, phone, signed)
+        if plan.issuer == "offline_ca":
+            result = enrolment.Waiting(enrolment.OFFLINE_RETRY_SECONDS,
+                                       "the CSR waits for the offline CA (csr export, sign, csr import)")
+        else:
+            result = enrolment.submit_online(self.store, ACTOR, phone, self._csr_id, signed)
+        if isinstance(result, enrolment.Waiting):
+            with self.store.transaction() as tx:
+                phone_records.set_operation_result(tx, ACTOR, phone_records.get(tx, plan.device_name),
+                                                   "in_progress", result.reason)
+            return Deferred(result.retry_after, result.reason)
+        return Issued(result.certificate_id, result.der)
+
     def stored(self, plan: Plan, issued: Issued, ok: bool) -> None:
         with self.store.transaction() as tx:
             phone = phone_records.get(tx, plan.device_name)
+            if not ok and plan.deliver is not None and issued is plan.deliver:
+                enrolment.refused_delivery(tx, ACTOR, phone, issued.certificate_id)
+                phone_records.set_operation_result(
+                    tx, ACTOR, phone, "failed", "the phone refused the third-party LSC (it no longer holds the "
+                    "pending key); the certificate is stale and the next session starts with a new key",
+                    certificate_id=issued.certificate_id)
+                return
             if ok:
                 changes = certificate_records.install(tx, ACTOR, phone, issued.certificate_id)
                 phone_records.set_operation_result(tx, ACTOR, phone, "succeeded", "", clear_operation=False,
