@@ -3,15 +3,21 @@ CAPF service on loopback TLS, loopback HTTPS CAs, certificates checked with the 
 
 from __future__ import annotations
 
+import selectors
 import socket
+import subprocess
+import sys
+import time
 
 import pytest
+from cryptography import x509
 
 from e2e.helpers import phone, run_enrol
 from support.capf import add_phone, certificate_rows, phone_row
-from support.third_party_ca import PASSWORD, USERNAME, AdcsServer, EnterprisePki, EstServer, pem
-from support.tools import openssl, run_cli
+from support.third_party_ca import PASSWORD, USERNAME, AdcsServer, EnterprisePki, EstServer, key_pem, pem
+from support.tools import ENGINE_PATH, openssl, run_cli
 from _opencapf import enrolment, service_config, trust
+from _opencapf.ca import authority
 from _opencapf.ca import certificates as c
 from _opencapf.protocol.constants import XCAP_SIGN_RSA, XCAPS_ALL
 from _opencapf.protocol.phone import PhoneBehaviour
@@ -216,7 +222,6 @@ def set_operation(store, name, **changes):
 
 def openssl_sign(pki, csr_path, out_path, tmp_path):
     """The CA operator signs a CSR with the openssl command line (copying the requested extensions)."""
-    from support.third_party_ca import key_pem  # pylint: disable=import-outside-toplevel
     (tmp_path / "issuing.pem").write_text(pem(pki.issuing))
     (tmp_path / "issuing.key").write_bytes(key_pem(pki.issuing_key))
     openssl("x509", "-req", "-in", str(csr_path), "-CA", str(tmp_path / "issuing.pem"), "-CAkey",
@@ -290,9 +295,77 @@ def test_offline_import_refuses_a_certificate_without_key_usage(ca_store, store_
     assert run_enrol(identity, capf_server, behaviour=X_CSR).outcome == "retry_later"
     with ca_store.read() as tx:
         request = tx.one("SELECT csr_pem FROM csrs")["csr_pem"]
-    from cryptography import x509  # pylint: disable=import-outside-toplevel
     certificate = pki.sign_request(x509.load_pem_x509_csr(request.encode()), key_usage=False)
     (tmp_path / "no-ku.pem").write_text(pem(certificate))
     result = run_cli("--store", store_path, "csr", "import", str(tmp_path / "no-ku.pem"))
     assert result.returncode != 0 and "KeyUsage" in result.stdout + result.stderr
     assert run_enrol(identity, capf_server, behaviour=X_CSR).outcome == "retry_later"
+
+
+# -- service coupling ------------------------------------------------------------------------------
+
+class _ServeProcess:
+    """``opencapf serve`` in the foreground as a child process, with a short enrolment interval."""
+
+    def __init__(self, store_path, log_path):
+        self.log = open(log_path, "wb")  # pylint: disable=consider-using-with
+        self.process = subprocess.Popen(  # pylint: disable=consider-using-with
+            [sys.executable, "-m", "_opencapf", "--store", store_path, "serve", "--listen", "127.0.0.1", "--port", "0",
+             "--enrolment-interval", "0.3"],
+            stdout=subprocess.PIPE, stderr=self.log, env={"PYTHONPATH": ENGINE_PATH, "PATH": "/usr/bin:/bin"})
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            assert selector.select(30), "serve did not report its listener within 30 s"
+        line = self.process.stdout.readline().decode()
+        assert line.startswith("listening on 127.0.0.1 port "), line
+        self.port = int(line.split()[-1])
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(30)
+        self.log.close()
+
+
+def test_enrolment_service_runs_with_capf(ca_store, store_path, pki, tmp_path):
+    """With issuer online_ca the serve process runs the enrolment service: a request the CA held
+    pending is picked up once approved, without any phone session; a CAPF restart restarts it."""
+    name = "SEP0A0B0C0D0E20"
+    with AdcsServer(pki, str(tmp_path / "adcs"), mode="pending") as adcs:
+        trust_pki(ca_store, pki)
+        configure(ca_store, "microsoft", adcs.port)
+        identity = enrolling_phone(ca_store, tmp_path, name)
+        for round_number, request_id in enumerate((41, 42)):
+            serving = _ServeProcess(store_path, tmp_path / f"serve-{round_number}.log")
+            try:
+                server = type("Server", (), {"port": serving.port, "capf_pem": capf_pem(ca_store)})
+                if round_number:  # a new key and request after the restart
+                    set_operation(ca_store, name)
+                    identity = phone(tmp_path / "again", name)
+                assert run_enrol(identity, server, behaviour=X_CSR).outcome == "retry_later"
+                adcs.issue(request_id)
+                assert wait_for(lambda: csr_status(ca_store) == "issued", 20), "the enrolment service did not poll"
+                result = run_enrol(identity, server, behaviour=X_CSR)
+                assert (result.outcome, result.end_reason, result.key) == ("ok", 1, ""), result
+            finally:
+                serving.stop()
+            log_text = (tmp_path / f"serve-{round_number}.log").read_text()
+            assert "certificate enrolment service started" in log_text
+    assert_third_party_lsc(ca_store, server, pki, identity, name, tmp_path, "online_ca")
+
+
+def capf_pem(store):
+    return authority.current(store)["pem"]
+
+
+def csr_status(store):
+    with store.read() as tx:
+        return tx.one("SELECT status FROM csrs ORDER BY id DESC LIMIT 1")["status"]
+
+
+def wait_for(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
