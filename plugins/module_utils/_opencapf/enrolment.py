@@ -14,6 +14,9 @@ CAPF-issued LSCs.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field as _field
 
@@ -21,6 +24,7 @@ from . import csr as csr_module
 from . import secretbox
 from .ca import certificates as c
 from .errors import CapfError, StoreError
+from .files import read_input_file, write_private_file
 from .issuers import base, offline, online
 from .store import Store, audit
 from .store import certificates as certificate_records
@@ -365,3 +369,25 @@ def run_worker(store: Store, stop, interval: float = 30.0, actor: str = "enrolme
             continue
         if counts.get("issued") or counts.get("failed"):
             log.info("enrolment service: %s (%.1f s)", counts, time.monotonic() - started)
+
+
+def converge_export(store: Store, directory: str, *, bundle: bool = False, devices=None,
+                    check_mode: bool = False) -> dict:
+    """Make ``directory`` hold the pending CSRs (files rewritten only when their content differs)."""
+    items = pending_csrs(store, devices)
+    scratch = tempfile.mkdtemp(prefix="opencapf-csr-")
+    try:
+        written = offline.export(items, scratch, bundle=bundle)
+        files, changed = [], []
+        for path in written:
+            target = os.path.join(directory, os.path.basename(path))
+            content = read_input_file(path, "exported CSR")
+            files.append(target)
+            if not os.path.exists(target) or read_input_file(target, "exported CSR") != content:
+                changed.append(target)
+                if not check_mode:
+                    write_private_file(target, content)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"changed": bool(changed), "files": files, "written": changed,
+            "csrs": [{"device_name": item.device_name, "requested_at": item.requested_at} for item in items]}
