@@ -128,8 +128,8 @@ def main():
         if params["state"] == "exported":
             result = enrolment.converge_export(store, params["path"], bundle=params["bundle"],
                                                devices=params["devices"], check_mode=module.check_mode)
-            exit_with(module, {"changed": result["changed"], "before": {"files": sorted(set(result["files"]) -
-                                                                                     set(result["written"]))},
+            unchanged = sorted(set(result["files"]) - set(result["written"]))
+            exit_with(module, {"changed": result["changed"], "before": {"files": unchanged},
                                "after": {"files": result["files"]}},
                       files=result["files"], written=result["written"], csrs=result["csrs"])
         report = enrolment.import_certificates(store, store.actor, offline.read_files(params["src"]),
