@@ -369,3 +369,21 @@ def wait_for(predicate, timeout):
             return True
         time.sleep(0.1)
     return False
+
+
+def test_mutual_tls_towards_the_ca(capf_server, ca_store, pki, tmp_path):
+    """The CA demands a client certificate: configured, the phone enrols; missing, a clear reason."""
+    certificate, key = pki.client_certificate()
+    cert_path, key_path = pki.write_files(str(tmp_path / "client"), certificate, key)
+    with EstServer(pki, str(tmp_path / "est"), client_ca=pki.root) as est:
+        trust_pki(ca_store, pki)
+        configure(ca_store, "est", est.port)
+        identity = enrolling_phone(ca_store, tmp_path, "SEP0A0B0C0D0E30")
+        refused = run_enrol(identity, capf_server, behaviour=X_CSR)
+        assert (refused.outcome, refused.end_reason) == ("failed", 7), refused
+        assert "tls" in phone_row(ca_store, "SEP0A0B0C0D0E30")["operation_reason"].lower()
+        configure(ca_store, "est", est.port, client_certificate=cert_path, client_key=key_path)
+        set_operation(ca_store, "SEP0A0B0C0D0E30")
+        result = run_enrol(identity, capf_server, behaviour=X_CSR)
+        assert (result.outcome, result.end_reason) == ("ok", 1), result
+    assert_third_party_lsc(ca_store, capf_server, pki, identity, "SEP0A0B0C0D0E30", tmp_path, "online_ca")

@@ -38,7 +38,10 @@ ONLINE_CA_KEY = "online_ca"
 PASSWORD_SECRET = "online_ca.password"
 # How long a phone waits before asking again about a request an offline CA operator must sign.
 OFFLINE_RETRY_SECONDS = 3600
-SOURCES = {"online_ca": "online_ca", "offline_ca": "offline_ca"}
+# Inside a phone session the phone waits about 8-10 s for each answer (capf-protocol.md 5, quirk 12):
+# the CA gets a short HTTP timeout and a short budget there; a slower answer is picked up later.
+IN_SESSION_HTTP_TIMEOUT = 3
+IN_SESSION_BUDGET = 4.0
 
 
 class EnrolmentError(CapfError):
@@ -71,8 +74,9 @@ def trust_anchors(tx: Transaction) -> list[str]:
     return [row["pem"] for row in rows]
 
 
-def online_issuer(store: Store):
-    """The configured online CA client (``issuers.online.build``) from the stored settings."""
+def online_issuer(store: Store, timeout: int | None = None):
+    """The configured online CA client (``issuers.online.build``) from the stored settings
+    (``timeout``: HTTP timeout in seconds instead of the client's default)."""
     with store.read() as tx:
         settings = service_records.read_raw(tx, ONLINE_CA_KEY)
         parameters = service_records.read(tx)
@@ -82,6 +86,8 @@ def online_issuer(store: Store):
         raise EnrolmentError(base.CONFIGURATION, "issuer is online_ca but no online CA is configured "
                                                  "(capf_service online_ca: hostname, port, type, ...)")
     known = {key: value for key, value in settings.items() if key in online.SETTINGS and value is not None}
+    if timeout is not None:
+        known["timeout_seconds"] = timeout
     try:
         return online.build(known, pems, password=password, fips_mode=bool(parameters.get("fips_mode")))
     except CapfError as exc:
@@ -150,12 +156,12 @@ def _fail(tx: Transaction, actor: str, csr_id: int, phone: dict, reason: str) ->
 # -- online CA -------------------------------------------------------------------------------------
 
 def submit_online(store: Store, actor: str, phone: dict, csr_id: int, signed: csr_module.SignedCsr, *,
-                  budget_seconds: float = 5.0, issuer=None, renewal: bool = False):
+                  budget_seconds: float = IN_SESSION_BUDGET, issuer=None, renewal: bool = False):
     """Send the request to the online CA: Ready, Waiting, or EnrolmentError (recorded on the CSR)."""
     own = issuer is None
     try:
         if own:
-            issuer = online_issuer(store)
+            issuer = online_issuer(store, IN_SESSION_HTTP_TIMEOUT)
         outcome = issuer.submit(signed.der, renewal=renewal)
         outcome = base.resolve(issuer, outcome, signed.der, budget_seconds)
     except base.IssuerError as exc:
@@ -185,7 +191,8 @@ def _settle(store: Store, actor: str, phone: dict, csr_id: int, outcome):
     raise EnrolmentError(outcome.code, reason)
 
 
-def poll_pending(store: Store, actor: str, *, issuer=None, device_name: str | None = None) -> dict:
+def poll_pending(store: Store, actor: str, *, issuer=None, device_name: str | None = None,
+                 timeout: int | None = None) -> dict:
     """Ask the online CA again about every pending request (the enrolment service's work); returns
     counts of issued / pending / failed."""
     with store.read() as tx:
@@ -202,7 +209,7 @@ def poll_pending(store: Store, actor: str, *, issuer=None, device_name: str | No
     own = issuer is None
     try:
         if own:
-            issuer = online_issuer(store)
+            issuer = online_issuer(store, timeout)
         for row in rows:
             request_der = csr_module.to_der(csr_module.verify(row["csr_pem"].encode(), "stored CSR"))
             with store.read() as tx:

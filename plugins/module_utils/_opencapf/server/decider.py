@@ -99,7 +99,8 @@ class StoreDecider(Decider):
         """Whether the phone's pending key has a certificate ready, or is still waiting at the CA."""
         if issuer == "online_ca":
             try:
-                enrolment.poll_pending(self.store, ACTOR, device_name=phone["name"])
+                enrolment.poll_pending(self.store, ACTOR, device_name=phone["name"],
+                                       timeout=enrolment.IN_SESSION_HTTP_TIMEOUT)
             except CapfError as exc:  # the CA may be down: the phone hears "later" and nothing is lost
                 log.warning("polling the online CA for %s: %s", phone["name"], exc)
         with self.store.read() as tx:
