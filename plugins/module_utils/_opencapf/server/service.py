@@ -243,7 +243,7 @@ class CapfServer:
             await self._run(lambda: self._record(
                 **{**record, "device_name": outcome.device_name, "operation": outcome.operation},
                 outcome=outcome.outcome, reason=outcome.reason, duration_ms=duration(), **details))
-            level = logging.INFO if outcome.outcome in ("succeeded", "no_operation") else logging.WARNING
+            level = logging.INFO if outcome.outcome in ("succeeded", "no_operation", "deferred") else logging.WARNING
             log.log(level, "session %d: %s device %s operation %s: %s%s", session_id, peer,
                     outcome.device_name or "-", outcome.operation or "-", outcome.outcome,
                     f" ({outcome.reason})" if outcome.reason else "")
