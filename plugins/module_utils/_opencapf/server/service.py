@@ -237,7 +237,7 @@ class CapfServer:
             session = ServerSession(session_id, StoreDecider(self.store, peer), step_timeout=self.options.step_timeout)
             await self._converse(session, reader, writer)
             outcome = session.outcome
-            details = {key: value for key, value in outcome.details.items()}
+            details = dict(outcome.details)
             if outcome.version is not None:
                 details["version"] = outcome.version
             await self._run(lambda: self._record(
