@@ -89,7 +89,13 @@ def test_online_est_enrolment(capf_server, ca_store, pki, tmp_path, key_order):
         assert (result.outcome, result.end_reason) == ("ok", 1), result
         assert [operation for operation, _label, _auth in est.log] == ["simpleenroll"]
         assert est.log[0][1] == "phones"
-    assert_third_party_lsc(ca_store, capf_server, pki, identity, "SEP0A0B0C0D0E01", tmp_path, "online_ca")
+        assert_third_party_lsc(ca_store, capf_server, pki, identity, "SEP0A0B0C0D0E01", tmp_path, "online_ca")
+        first = identity.lsc
+        set_operation(ca_store, "SEP0A0B0C0D0E01")  # upgrade: the CA renews
+        assert run_enrol(identity, capf_server, behaviour=X_CSR).outcome == "ok"
+        assert [operation for operation, _label, _auth in est.log] == ["simpleenroll", "simplereenroll"]
+    assert identity.lsc.serial_number != first.serial_number
+    assert [row["status"] for row in certificate_rows(ca_store, "SEP0A0B0C0D0E01")] == ["revoked", "installed"]
     with ca_store.read() as tx:
         csr = tx.one("SELECT status, csr_pem FROM csrs ORDER BY id DESC LIMIT 1")
     assert csr["status"] == "issued" and "BEGIN CERTIFICATE REQUEST" in csr["csr_pem"]

@@ -231,7 +231,11 @@ class StoreDecider(Decider):
             result = enrolment.Waiting(enrolment.OFFLINE_RETRY_SECONDS,
                                        "the CSR waits for the offline CA (csr export, sign, csr import)")
         else:
-            result = enrolment.submit_online(self.store, ACTOR, phone, self._csr_id, signed)
+            with self.store.read() as tx:
+                # EST simplereenroll when the phone holds an LSC from the online CA (RFC 7030 4.2.2).
+                renewal = tx.one("SELECT 1 AS found FROM certificates WHERE phone_id = ? AND kind = 'lsc' AND "
+                                 "source = 'online_ca' AND status = 'installed'", (phone["id"],)) is not None
+            result = enrolment.submit_online(self.store, ACTOR, phone, self._csr_id, signed, renewal=renewal)
         if isinstance(result, enrolment.Waiting):
             with self.store.transaction() as tx:
                 phone_records.set_operation_result(tx, ACTOR, phone_records.get(tx, plan.device_name),
