@@ -3,6 +3,8 @@ CAPF service on loopback TLS, loopback HTTPS CAs, certificates checked with the 
 
 from __future__ import annotations
 
+import json
+import os
 import selectors
 import socket
 import subprocess
@@ -13,9 +15,10 @@ import pytest
 from cryptography import x509
 
 from e2e.helpers import phone, run_enrol
+from support.ansible_runner import changed_tasks, install_collection, playbook
 from support.capf import add_phone, certificate_rows, phone_row
 from support.third_party_ca import PASSWORD, USERNAME, AdcsServer, EnterprisePki, EstServer, key_pem, pem
-from support.tools import ENGINE_PATH, openssl, run_cli
+from support.tools import ENGINE_PATH, ROOT, openssl, run_cli
 from _opencapf import enrolment, service_config, trust
 from _opencapf.ca import authority
 from _opencapf.ca import certificates as c
@@ -393,3 +396,32 @@ def test_mutual_tls_towards_the_ca(capf_server, ca_store, pki, tmp_path):
         result = run_enrol(identity, capf_server, behaviour=X_CSR)
         assert (result.outcome, result.end_reason) == ("ok", 1), result
     assert_third_party_lsc(ca_store, capf_server, pki, identity, "SEP0A0B0C0D0E30", tmp_path, "online_ca")
+
+
+def test_offline_ca_example_playbook(capf_server, ca_store, store_path, pki, tmp_path):
+    """playbooks/examples/offline_ca.yml with real ansible-playbook: check mode, run, idempotent re-run."""
+    collections = install_collection(str(tmp_path / "collections"))
+    example = os.path.join(ROOT, "playbooks", "examples", "offline_ca.yml")
+    env = {"OPENCAPF_STORE": store_path}
+    out = tmp_path / "csr-out"
+    variables = ("-e", f"csr_directory={out}")
+    trust_pki(ca_store, pki)
+    assert changed_tasks(playbook(collections, example, *variables, env=env)) == ["The offline CA signs phone LSCs"]
+    name = "SEP0A0B0C0D0E40"
+    identity = enrolling_phone(ca_store, tmp_path, name)
+    assert run_enrol(identity, capf_server, behaviour=X_CSR).outcome == "retry_later"
+    export = "Export the pending CSRs for the CA operator"
+    assert changed_tasks(playbook(collections, example, *variables, "--check", env=env)) == [export]
+    assert not out.exists()
+    assert changed_tasks(playbook(collections, example, *variables, env=env)) == [export]
+    assert changed_tasks(playbook(collections, example, *variables, env=env)) == []
+    openssl_sign(pki, out / f"{name}.csr.pem", tmp_path / "signed.cer", tmp_path)
+    signed = ("-e", json.dumps({"signed_certificates": [str(tmp_path / "signed.cer")]}))
+    imported = "Import the certificates the CA operator signed"
+    assert changed_tasks(playbook(collections, example, *variables, *signed, "--check", env=env)) == [imported]
+    assert csr_status(ca_store) == "pending"
+    assert changed_tasks(playbook(collections, example, *variables, *signed, env=env)) == [imported]
+    assert changed_tasks(playbook(collections, example, *variables, *signed, env=env)) == []
+    result = run_enrol(identity, capf_server, behaviour=X_CSR)
+    assert (result.outcome, result.end_reason) == ("ok", 1), result
+    assert_third_party_lsc(ca_store, capf_server, pki, identity, name, tmp_path, "offline_ca")
