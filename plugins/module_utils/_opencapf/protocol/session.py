@@ -54,9 +54,6 @@ class Plan:
     keygen_timeout: float = 1800.0
     keepalive: float = 900.0
     issuer: str = "capf"  # capf | online_ca | offline_ca (service parameter "Certificate Issuer to Endpoint")
-    deliver: "Issued | None" = None  # a third-party LSC ready for the key the phone kept pending
-    waiting: bool = False  # the phone's pending key has a CSR at the CA that is not signed yet
-    retry_after: int = 0  # seconds, when waiting
 
 
 @dataclass(frozen=True)
@@ -132,8 +129,17 @@ class Decider:
         """X-CSR/1: a ``csr.CsrRequest`` for the phone to sign (third-party issuers)."""
         raise NotImplementedError
 
+    def third_party_state(self, plan: Plan):
+        """After authentication, for a third-party issuer: ``Issued`` (a certificate is ready for the
+        key the phone kept pending), ``Deferred`` (that key's request is still at the CA) or None."""
+        raise NotImplementedError
+
     def submit_csr(self, plan: Plan, request, signature: bytes):
         """X-CSR/1: the phone's signature in; ``Issued`` (deliver now) or ``Deferred`` out."""
+        raise NotImplementedError
+
+    def refused(self, plan: Plan, issued: Issued) -> None:
+        """X-CSR/1: the phone refused a certificate for its pending key (it no longer holds it)."""
         raise NotImplementedError
 
 
@@ -159,6 +165,7 @@ class ServerSession:
         self._issued: Issued | None = None
         self._caps = 0
         self._csr_request = None
+        self._delivering = False  # STORE of a third-party LSC for the phone's pending key
 
     # -- driver interface -------------------------------------------------------------------
 
@@ -321,22 +328,26 @@ class ServerSession:
         keep only the key types the phone can sign a CSR for; None: go on to KEY_GENERATE."""
         plan = self._plan
         self.outcome.details["issuer"] = plan.issuer
-        if plan.deliver is not None and self._caps & XCAP_PENDING_KEY:
-            self._issued = plan.deliver
-            self.state = WAIT_STORE
-            self.deadline = now + self.step_timeout
-            self.outcome.details["delivered"] = "pending key"
-            return self._send(Command.STORE_CERTIFICATE_REQUEST,
-                              [(Tag.CERTIFICATE_TYPE, u8(CertificateType.LSC)),
-                               (Tag.CERTIFICATE, wrap_certificate(plan.deliver.der))])
-        if plan.waiting and self._caps & XCAP_PENDING_KEY:
-            return self._defer(Deferred(plan.retry_after, "the CA has not signed the request yet"))
+        if self._caps & XCAP_PENDING_KEY:
+            state = self.decider.third_party_state(plan)
+            if isinstance(state, Issued):
+                self._issued = state
+                self._delivering = True
+                self.outcome.details["delivered"] = "pending key"
+                return self._store_request(now)
+            if isinstance(state, Deferred):
+                return self._defer(state)
         wanted = {"rsa": XCAP_SIGN_RSA, "ec": XCAP_SIGN_EC}
         signable = [choice for choice in self._choices if self._caps & wanted[choice.kind]]
+        reason = ""
         if not signable:
             kinds = "/".join(sorted({choice.kind.upper() for choice in self._choices}))
             reason = (f"issuer {plan.issuer} needs a CSR signed by the phone's own {kinds} key, and the phone does "
                       "not advertise that capability (X-CSR/1 X_CAPS); an LSC is never requested with another key")
+        elif plan.issuer == "offline_ca" and not self._caps & XCAP_PENDING_KEY:
+            reason = ("issuer offline_ca delivers the LSC in a later session, and the phone cannot keep a pending "
+                      "key (X_CAPS bit 2)")
+        if reason:
             self.decider.failed(plan, reason)  # recorded on the phone: no operation step has started yet
             return self._end(Reason.INVALID_ELEMENT, "failed", reason)
         self._choices = signable
@@ -414,6 +425,11 @@ class ServerSession:
 
     def _on_store(self, message: Message, now: float) -> bytes:
         ok = message.u8(Tag.REASON) == Reason.UPDATE_CERTIFICATE
+        if not ok and self._delivering:
+            self.decider.refused(self._plan, self._issued)
+            self.state = CLOSED
+            return self._end(Reason.INVALID_ELEMENT, "failed", "the phone no longer holds the key of the waiting "
+                                                               "certificate; it is stale")
         self.decider.stored(self._plan, self._issued, ok)
         self.state = CLOSED  # the decider recorded the result; nothing left to fail
         if ok:

@@ -90,14 +90,11 @@ class StoreDecider(Decider):
         refusal = self._refusal(phone)
         if refusal:
             return Plan(**{**plan.__dict__, "refusal": refusal})
-        issuer = self.parameters["issuer"]
-        if issuer != "capf" and plan.operation == "install_upgrade":
-            plan = Plan(**{**plan.__dict__, "issuer": issuer, **self._third_party_state(phone, issuer)})
-        return plan
+        return Plan(**{**plan.__dict__, "issuer": self.parameters["issuer"]})
 
-    def _third_party_state(self, phone: dict, issuer: str) -> dict:
-        """Whether the phone's pending key has a certificate ready, or is still waiting at the CA."""
-        if issuer == "online_ca":
+    def third_party_state(self, plan: Plan):
+        phone = self._phone
+        if plan.issuer == "online_ca":
             try:
                 enrolment.poll_pending(self.store, ACTOR, device_name=phone["name"],
                                        timeout=enrolment.IN_SESSION_HTTP_TIMEOUT)
@@ -106,10 +103,10 @@ class StoreDecider(Decider):
         with self.store.read() as tx:
             state = enrolment.next_for_phone(tx, phone)
         if isinstance(state, enrolment.Ready):
-            return {"deliver": Issued(state.certificate_id, state.der)}
+            return Issued(state.certificate_id, state.der)
         if isinstance(state, enrolment.Waiting):
-            return {"waiting": True, "retry_after": state.retry_after}
-        return {}
+            return Deferred(state.retry_after, state.reason)
+        return None
 
     def _refusal(self, phone: dict) -> str:
         if phone["locked"]:
@@ -246,13 +243,6 @@ class StoreDecider(Decider):
     def stored(self, plan: Plan, issued: Issued, ok: bool) -> None:
         with self.store.transaction() as tx:
             phone = phone_records.get(tx, plan.device_name)
-            if not ok and plan.deliver is not None and issued is plan.deliver:
-                enrolment.refused_delivery(tx, ACTOR, phone, issued.certificate_id)
-                phone_records.set_operation_result(
-                    tx, ACTOR, phone, "failed", "the phone refused the third-party LSC (it no longer holds the "
-                    "pending key); the certificate is stale and the next session starts with a new key",
-                    certificate_id=issued.certificate_id)
-                return
             if ok:
                 changes = certificate_records.install(tx, ACTOR, phone, issued.certificate_id)
                 phone_records.set_operation_result(tx, ACTOR, phone, "succeeded", "", clear_operation=False,
@@ -260,6 +250,15 @@ class StoreDecider(Decider):
             else:
                 phone_records.set_operation_result(tx, ACTOR, phone, "failed", "phone did not store the LSC",
                                                    certificate_id=issued.certificate_id)
+
+    def refused(self, plan: Plan, issued: Issued) -> None:
+        with self.store.transaction() as tx:
+            phone = phone_records.get(tx, plan.device_name)
+            enrolment.refused_delivery(tx, ACTOR, phone, issued.certificate_id)
+            phone_records.set_operation_result(
+                tx, ACTOR, phone, "failed", "the phone refused the third-party LSC (it no longer holds the pending "
+                "key); the certificate is stale and the next session starts with a new key",
+                certificate_id=issued.certificate_id)
 
     def deleted(self, plan: Plan, ok: bool) -> None:
         with self.store.transaction() as tx:
