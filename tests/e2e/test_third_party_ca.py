@@ -425,3 +425,26 @@ def test_offline_ca_example_playbook(capf_server, ca_store, store_path, pki, tmp
     result = run_enrol(identity, capf_server, behaviour=X_CSR)
     assert (result.outcome, result.end_reason) == ("ok", 1), result
     assert_third_party_lsc(ca_store, capf_server, pki, identity, name, tmp_path, "offline_ca")
+
+
+def test_third_party_lsc_authenticates_as_an_lsc(capf_server, ca_store, pki, tmp_path):
+    """A phone with an LSC from the online CA authenticates with it (existing certificate, LSC
+    precedence) and it is recognised as an LSC, not as a MIC, though both chain to CAPF-trust."""
+    name = "SEP0A0B0C0D0E50"
+    with EstServer(pki, str(tmp_path / "est")) as est:
+        trust_pki(ca_store, pki)
+        configure(ca_store, "est", est.port)
+        identity = enrolling_phone(ca_store, tmp_path, name)
+        assert run_enrol(identity, capf_server, behaviour=X_CSR).outcome == "ok"
+        identity.settings.auth_mode = "existing_cert_lsc"
+        set_operation(ca_store, name, auth_mode="existing_cert_lsc")
+        result = run_enrol(identity, capf_server, behaviour=X_CSR)
+        assert (result.outcome, result.end_reason) == ("ok", 1), result
+    assert wait_for(lambda: len(session_events(ca_store, name)) == 2, 10)  # recorded after the phone hung up
+    assert json.loads(session_events(ca_store, name)[-1]["details"])["presented"] == "lsc"
+
+
+def session_events(store, name):
+    with store.read() as tx:
+        return tx.query("SELECT details FROM audit_events WHERE action LIKE 'session.%' AND subject = ? ORDER BY id",
+                        (name,))

@@ -29,6 +29,7 @@ from ..vocabulary import format_utc, parse_utc, utc_now
 
 log = logging.getLogger("opencapf.server")
 ACTOR = "capf-server"
+THIRD_PARTY_SOURCES = ("online_ca", "offline_ca")
 
 
 def key_choices(phone: dict) -> tuple:
@@ -190,7 +191,15 @@ class StoreDecider(Decider):
             except CertificateError as mic_problem:
                 return None, f"the presented certificate is neither a valid LSC ({lsc_problem}) nor a MIC " \
                              f"trusted in capf-trust ({mic_problem})"
-            return "mic", ""
+            # An LSC from a third-party CA chains to capf-trust too: our own records tell it from a MIC.
+            with self.store.read() as tx:
+                rows = [row for row in certificate_records.by_fingerprint(tx, c.fingerprint(certificate))
+                        if row["source"] in THIRD_PARTY_SOURCES]
+            if not rows:
+                return "mic", ""
+            if any(row["status"] in ("revoked", "stale") for row in rows):
+                return None, "the presented LSC has been revoked"
+            return "lsc", ""
         with self.store.read() as tx:
             rows = certificate_records.by_fingerprint(tx, c.fingerprint(certificate))
         if any(row["status"] in ("revoked", "stale") and row["source"] != "troubleshoot" for row in rows):
