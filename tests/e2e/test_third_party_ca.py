@@ -448,3 +448,36 @@ def session_events(store, name):
     with store.read() as tx:
         return tx.query("SELECT details FROM audit_events WHERE action LIKE 'session.%' AND subject = ? ORDER BY id",
                         (name,))
+
+
+def test_offline_round_trip_from_the_command_line(capf_server, ca_store, store_path, pki, tmp_path):
+    """Only the CLI: a fleet of X-CSR/1 phones runs Install/Upgrade, the CSRs go out as a bundle,
+    the openssl CLI signs them, the import reports each file, and the fleet's next run installs."""
+    names = [f"SEP0A0B0C0D0E6{index}" for index in range(3)]
+    trust_pki(ca_store, pki)
+    service_config.converge(ca_store, parameters_wanted={"issuer": "offline_ca"})
+    for name in names:
+        add_phone(ca_store, name, operation="install_upgrade", key_order="rsa")
+    (tmp_path / "capf.pem").write_text(capf_server.capf_pem)
+    fleet = ("--store", store_path, "--json", "phone", "fleet", "--server", "127.0.0.1", "--port",
+             str(capf_server.port), "--capf-cert", str(tmp_path / "capf.pem"), "--retries", "0", "--first", names[0],
+             "--count", "3", "--dir", str(tmp_path / "fleet"), "--x-csr")
+    first = json.loads(run_cli(*fleet, check=True).stdout)
+    assert set(first["outcomes"].values()) == {"retry_later"}, first
+    out = tmp_path / "out"
+    run_cli("--store", store_path, "csr", "export", "--directory", str(out), "--bundle", check=True)
+    bundle = (out / "capf-csr-bundle.pem").read_text()
+    signed = []
+    for index, block in enumerate(bundle.split("-----END CERTIFICATE REQUEST-----\n")[:-1]):
+        (tmp_path / f"request-{index}.pem").write_text(block + "-----END CERTIFICATE REQUEST-----\n")
+        openssl_sign(pki, tmp_path / f"request-{index}.pem", tmp_path / f"signed-{index}.cer", tmp_path)
+        signed.append(str(tmp_path / f"signed-{index}.cer"))
+    assert len(signed) == 3
+    report = json.loads(run_cli("--store", store_path, "--json", "csr", "import", *signed, check=True).stdout)
+    assert sorted(report["matched"]) == names and report["problems"] == []
+    second = json.loads(run_cli(*fleet, check=True).stdout)
+    assert set(second["outcomes"].values()) == {"ok"}, second
+    for name in names:
+        installed = [row for row in certificate_rows(ca_store, name) if row["status"] == "installed"]
+        assert len(installed) == 1 and installed[0]["source"] == "offline_ca"
+        assert verify_with_ca(pki, installed[0]["pem"], tmp_path).returncode == 0

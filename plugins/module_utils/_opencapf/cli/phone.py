@@ -65,6 +65,7 @@ def register(subparsers) -> None:
     which.add_argument("--names", nargs="+", metavar="NAME", help="these phones (names separated by spaces)")
     many.add_argument("--first", default="SEP000000000000", help="first device name; the rest count up in hex")
     many.add_argument("--concurrency", type=int, default=100)
+    many.add_argument("--x-csr", action="store_true", help="every phone advertises the X-CSR/1 extension")
     many.add_argument("--auth-mode", choices=AUTH_MODES, default="null_string")
     many.add_argument("--auth-string", default="")
     many.add_argument("--dir", help="keep each phone's identity (MIC, LSC) in DIR/DEVICE across runs")
@@ -182,7 +183,8 @@ def _fleet(args, output) -> int:
 
     summary = asyncio.run(run_fleet(identities, _target(args), concurrency=args.concurrency,
                                     progress=None if output.as_json else progress, retries=args.retries,
-                                    retry_interval=args.retry_interval))
+                                    retry_interval=args.retry_interval,
+                                    behaviour=PhoneBehaviour(x_caps=XCAPS_ALL if args.x_csr else 0)))
     results = summary.pop("results")
     lines = [f"phones {summary['total']}: ok {summary['ok']}, failed {summary['failed']} "
              f"in {summary['elapsed_seconds']} s ({summary['rate_per_second']}/s)"]
