@@ -12,6 +12,12 @@ Conversation (capf-protocol.md section 3): S sends AUTH_REQUEST, P answers AUTH_
 looks the device up, authenticates it and runs its one pending operation, ending with
 END_SESSION. S never sends two messages in a row; REQUEST_IN_PROGRESS from P is accepted as a
 keep-alive wherever S waits.
+
+With a third-party issuer (online or offline CA) Install/Upgrade follows the opencapf X-CSR/1
+extension (capf-protocol.md 6.3), only with a phone that advertised it in X_CAPS: after
+KEY_GENERATE, ENCRYPT_REQUEST carries the request info for the phone to sign, and the certificate
+is delivered in the same session or, for a phone that keeps its pending key, in a later one (the
+session ends with RETRY_LATER or END_SESSION 0 meanwhile).
 """
 
 from __future__ import annotations
