@@ -481,3 +481,18 @@ def test_offline_round_trip_from_the_command_line(capf_server, ca_store, store_p
         installed = [row for row in certificate_rows(ca_store, name) if row["status"] == "installed"]
         assert len(installed) == 1 and installed[0]["source"] == "offline_ca"
         assert verify_with_ca(pki, installed[0]["pem"], tmp_path).returncode == 0
+
+
+def test_microsoft_with_ntlm_and_japanese_pages(capf_server, ca_store, pki, tmp_path, monkeypatch):
+    users = tmp_path / "ntlm-users"
+    users.write_text(f"EXAMPLE:{USERNAME}:{PASSWORD}\n")
+    monkeypatch.setenv("NTLM_USER_FILE", str(users))
+    name = "SEP0A0B0C0D0E70"
+    with AdcsServer(pki, str(tmp_path / "adcs"), language="ja", ntlm=True) as adcs:
+        trust_pki(ca_store, pki)
+        configure(ca_store, "microsoft", adcs.port, auth="ntlm", username=f"EXAMPLE\\{USERNAME}")
+        identity = enrolling_phone(ca_store, tmp_path, name)
+        result = run_enrol(identity, capf_server, behaviour=X_CSR)
+        assert (result.outcome, result.end_reason) == ("ok", 1), result
+        assert adcs.ntlm_users == [f"EXAMPLE\\{USERNAME}"]
+    assert_third_party_lsc(ca_store, capf_server, pki, identity, name, tmp_path, "online_ca")
