@@ -105,6 +105,23 @@ options:
       username:
         description: User name for the CA.
         type: str
+      auth:
+        description: HTTP authentication towards the CA; V(ntlm) only with O(online_ca.type=microsoft). Default V(basic).
+        type: str
+        choices: [basic, ntlm]
+      client_certificate:
+        description:
+          - Path (on the CAPF host) of a client certificate (PEM, optionally followed by its chain) for mutual TLS
+            towards the CA. Needs O(online_ca.client_key).
+        type: path
+      client_key:
+        description: Path of the client certificate's private key (PEM, mode 0600 or stricter).
+        type: path
+      ec_supported:
+        description:
+          - Whether this CA path can certify EC phone keys. Default V(true) for V(est), V(false) for V(microsoft).
+            A phone EC key for a CA path that cannot take it fails the operation with a recorded reason.
+        type: bool
       password:
         description: Password for the CA. Stored encrypted, never returned. See O(update_password).
         type: str
@@ -239,6 +256,10 @@ def main():
             "template": {"type": "str"},
             "profile_label": {"type": "str"},
             "username": {"type": "str"},
+            "auth": {"type": "str", "choices": list(service_config.ONLINE_CA_AUTH)},
+            "client_certificate": {"type": "path"},
+            "client_key": {"type": "path", "no_log": False},
+            "ec_supported": {"type": "bool"},
             "password": {"type": "str", "no_log": True},
         }},
         update_password={"type": "str", "choices": list(service_config.UPDATE_PASSWORD), "default": "always",

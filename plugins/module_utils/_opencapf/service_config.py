@@ -26,7 +26,9 @@ from .vocabulary import CAPF_KEY_TYPES, ONLINE_CA_TYPES, check_choice, check_por
 ONLINE_CA_KEY = "online_ca"
 PASSWORD_SECRET = "online_ca.password"
 UPDATE_PASSWORD = ("always", "on_create")
-ONLINE_CA_FIELDS = ("hostname", "port", "type", "template", "profile_label", "username")
+ONLINE_CA_FIELDS = ("hostname", "port", "type", "template", "profile_label", "username", "auth", "client_certificate",
+                    "client_key", "ec_supported")
+ONLINE_CA_AUTH = ("basic", "ntlm")
 _HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
 
 
@@ -56,7 +58,28 @@ def check_online_ca(value: dict, field: str = "online_ca") -> dict:
         raise ValidationError(f"{field}.profile_label", "is only used with type est", result["profile_label"])
     if ca_type == "microsoft" and not result["template"]:
         raise ValidationError(f"{field}.template", "is required with type microsoft (the certificate template name)")
+    result.update(_check_online_ca_options(value, ca_type, field))
     return result
+
+
+def _check_online_ca_options(value: dict, ca_type: str, field: str) -> dict:
+    """The optional settings (authentication method, mutual TLS, EC); kept only when given, so that
+    stores written before they existed still compare equal."""
+    extra: dict = {}
+    if value.get("auth") is not None:
+        extra["auth"] = check_choice(f"{field}.auth", value["auth"], ONLINE_CA_AUTH)
+        if extra["auth"] == "ntlm" and ca_type != "microsoft":
+            raise ValidationError(f"{field}.auth", "ntlm is only available with type microsoft", "ntlm")
+    for name in ("client_certificate", "client_key"):
+        if value.get(name) is not None:
+            extra[name] = text_or_none(value[name], f"{field}.{name}")
+    if bool(extra.get("client_certificate")) != bool(extra.get("client_key")):
+        raise ValidationError(f"{field}.client_key", "and client_certificate go together (mutual TLS towards the CA)")
+    if value.get("ec_supported") is not None:
+        if not isinstance(value["ec_supported"], bool):
+            raise ValidationError(f"{field}.ec_supported", "must be true or false", value["ec_supported"])
+        extra["ec_supported"] = value["ec_supported"]
+    return extra
 
 
 @dataclass
@@ -228,4 +251,3 @@ def converge(store: Store, *, parameters_wanted: dict | None = None, online_ca: 
                      changed_parameters=sorted(result.parameters),
                      online_ca_changed=bool(result.online_ca or result.password_action),
                      capf_certificate_action=result.certificate_action or "none")
-

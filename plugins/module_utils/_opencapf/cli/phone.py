@@ -17,7 +17,7 @@ import re
 
 from ..errors import CapfError
 from ..files import read_input_file, read_private_file
-from ..protocol.constants import DEFAULT_PORT
+from ..protocol.constants import DEFAULT_PORT, XCAPS_ALL
 from ..protocol.phone import PhoneBehaviour
 from ..simulator.client import Target, enrol
 from ..simulator.fleet import run_fleet
@@ -55,6 +55,9 @@ def register(subparsers) -> None:
     one.add_argument("--mic-ca", metavar="DIR", help="manufacturing CA that issues the MIC of a new identity")
     one.add_argument("--no-ec", action="store_true", help="the phone cannot generate EC keys")
     one.add_argument("--jabber", action="store_true", help="behave like Jabber: version 2, no PASSWORD, no progress")
+    one.add_argument("--x-csr", action="store_true",
+                     help="advertise the opencapf X-CSR/1 extension (sign CSRs for third-party CAs, keep a pending "
+                          "key, understand RETRY_LATER); real phones do not")
     _target_arguments(one)
     one.set_defaults(handler=_enrol)
     many = verbs.add_parser("fleet", help="run N phones concurrently; progress and a summary")
@@ -63,6 +66,7 @@ def register(subparsers) -> None:
     which.add_argument("--names", nargs="+", metavar="NAME", help="these phones (names separated by spaces)")
     many.add_argument("--first", default="SEP000000000000", help="first device name; the rest count up in hex")
     many.add_argument("--concurrency", type=int, default=100)
+    many.add_argument("--x-csr", action="store_true", help="every phone advertises the X-CSR/1 extension")
     many.add_argument("--auth-mode", choices=AUTH_MODES, default="null_string")
     many.add_argument("--auth-string", default="")
     many.add_argument("--dir", help="keep each phone's identity (MIC, LSC) in DIR/DEVICE across runs")
@@ -103,15 +107,17 @@ def _identity(args) -> PhoneIdentity:
 
 def _enrol(args, output) -> int:
     identity = _identity(args)
-    behaviour = PhoneBehaviour(ec_capable=not args.no_ec)
+    behaviour = PhoneBehaviour(ec_capable=not args.no_ec, x_caps=XCAPS_ALL if args.x_csr else 0)
     if args.jabber:
         behaviour = PhoneBehaviour(version=2, request_in_progress=False, empty_password=False, ec_capable=False)
     result = asyncio.run(enrol(identity, _target(args), behaviour=behaviour, retries=args.retries,
                                retry_interval=args.retry_interval, string_entered=bool(args.auth_string)))
-    data = {key: value for key, value in result.__dict__.items()}
+    data = dict(result.__dict__)
     text = f"{result.device_name}: {result.outcome}"
     if result.operation:
         text += f" (operation {result.operation}{', key ' + result.key if result.key else ''})"
+    if result.retry_delay is not None:
+        text += f": the CA has not signed yet; retry in {result.retry_delay} s"
     if result.detail:
         text += f": {result.detail}"
     output.result(data, text)
@@ -181,7 +187,8 @@ def _fleet(args, output) -> int:
 
     summary = asyncio.run(run_fleet(identities, _target(args), concurrency=args.concurrency,
                                     progress=None if output.as_json else progress, retries=args.retries,
-                                    retry_interval=args.retry_interval))
+                                    retry_interval=args.retry_interval,
+                                    behaviour=PhoneBehaviour(x_caps=XCAPS_ALL if args.x_csr else 0)))
     results = summary.pop("results")
     lines = [f"phones {summary['total']}: ok {summary['ok']}, failed {summary['failed']} "
              f"in {summary['elapsed_seconds']} s ({summary['rate_per_second']}/s)"]

@@ -29,6 +29,9 @@ def register(subparsers) -> None:
     parser.add_argument("--queue-timeout", type=float, default=60.0,
                         help="seconds a connection may wait for a free session slot")
     parser.add_argument("--workers", type=int, default=4, help="threads for store work")
+    parser.add_argument("--enrolment-interval", type=float, default=30.0,
+                        help="seconds between the certificate enrolment service's polls of pending online CA "
+                             "requests (issuer online_ca; 0 turns it off)")
     parser.add_argument("--daemon", action="store_true", help="detach; return once the listener accepts")
     parser.add_argument("--pid-file", help="with --daemon: write the daemon's process id here")
     parser.add_argument("--log-file", help="with --daemon: append the log here")
@@ -37,7 +40,8 @@ def register(subparsers) -> None:
 
 def _options(args) -> ServerOptions:
     return ServerOptions(addresses=tuple(args.listen) if args.listen else None, port=args.port,
-                         step_timeout=args.step_timeout, queue_timeout=args.queue_timeout, workers=args.workers)
+                         step_timeout=args.step_timeout, queue_timeout=args.queue_timeout, workers=args.workers,
+                         enrolment_interval=args.enrolment_interval)
 
 
 async def _main(args, ready) -> None:

@@ -60,6 +60,9 @@ class Tag(enum.IntEnum):
     CURVE = 18
     DIGEST_TYPE = 19
     SHA2_SIGNED_DATA = 20
+    # Our "X-CSR/1" extension (capf-protocol.md 6.3); sent only to a peer that advertised X_CAPS.
+    X_CAPS = 0xF0
+    X_TBS = 0xF1
 
 
 class Reason(enum.IntEnum):
@@ -104,3 +107,10 @@ BITS_CURVE = {bits: curve for curve, bits in CURVE_BITS.items()}
 RSA_SIZES = (512, 1024, 2048, 3072, 4096)
 # Tags capfc understands in a server message; we send nothing else (quirk 7).
 SERVER_TAGS = frozenset({1, 2, 3, 4, 7, 8, 10, 17, 18})
+
+# X_CAPS bits (u16 BE): what an X-CSR/1 phone can do.
+XCAP_SIGN_RSA = 0x1  # signs a CSR for an RSA key
+XCAP_SIGN_EC = 0x2  # signs a CSR for an EC key
+XCAP_PENDING_KEY = 0x4  # keeps a pending key across sessions; accepts STORE without KEY_GENERATE
+XCAP_RETRY_LATER = 0x8  # understands RETRY_LATER
+XCAPS_ALL = XCAP_SIGN_RSA | XCAP_SIGN_EC | XCAP_PENDING_KEY | XCAP_RETRY_LATER

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .. import csr as csr_module
 from ..dependencies import serialization
-from .codec import Decoder, Message, ProtocolError, cstring, encode, encode_sha2_signature, u8
+from ..errors import CapfError
+from .codec import Decoder, Message, ProtocolError, cstring, encode, encode_sha2_signature, u8, u16
 from .codec import unwrap_certificates, wrap_certificates
-from .constants import CURVE_BITS, CertificateType, Command, Curve, KeyType, Reason, Tag
+from .constants import CURVE_BITS, XCAP_PENDING_KEY, CertificateType, Command, Curve, KeyType, Reason, Tag
 from . import proof
 
 
@@ -29,6 +31,8 @@ class PhoneBehaviour:
     ec_capable: bool = True
     fail_keygen: int = 0  # answer this many KEY_GENERATE_REQUESTs with a failure first
     power_failure_at: str = ""  # "key" (before answering KEY_GENERATE) or "store" (before storing)
+    x_caps: int = 0  # X-CSR/1 capability bits to advertise (0: send no X_CAPS, as real phones)
+    refuse_sign: bool = False  # answer ENCRYPT_REQUEST with REASON 7
 
 
 @dataclass
@@ -40,6 +44,8 @@ class PhoneResult:
     fetched: int = 0
     key: str = ""
     power_failure: bool = False
+    signed_csr: bool = False
+    retry_delay: int | None = None  # RETRY_LATER received (seconds)
     events: list = field(default_factory=list)
 
 
@@ -68,6 +74,13 @@ class Handset:
 
     def delete_lsc(self) -> bool:
         return False
+
+    # X-CSR/1 bit 2: a key whose certificate comes in a later session.
+    def pending_key(self):
+        return None
+
+    def keep_pending_key(self, private_key) -> None:
+        raise NotImplementedError
 
 
 class PhoneSession:
@@ -105,6 +118,8 @@ class PhoneSession:
             Command.FETCH_CERTIFICATE_REQUEST: self._on_fetch,
             Command.DELETE_CERTIFICATE_REQUEST: self._on_delete,
             Command.END_SESSION: self._on_end,
+            Command.ENCRYPT_REQUEST: self._on_sign,
+            Command.RETRY_LATER: self._on_retry_later,
         }.get(message.command)
         if handler is None:
             raise ProtocolError(f"unexpected {message.name} from the server")
@@ -120,6 +135,8 @@ class PhoneSession:
             elements.append((Tag.PASSWORD, cstring(handset.auth_string)))
         elif self.behaviour.empty_password:
             elements.append((Tag.PASSWORD, b"\x00"))
+        if self.behaviour.x_caps:
+            elements.append((Tag.X_CAPS, u16(self.behaviour.x_caps)))
         if mode in ("existing_cert_lsc", "existing_cert_mic"):
             presented = handset.presented_certificate()
             if presented is not None:
@@ -152,8 +169,8 @@ class PhoneSession:
             return self._send(Command.KEY_GENERATE_RESPONSE, [(Tag.REASON, u8(Reason.INVALID_ELEMENT))])
         self._new_key = self.handset.generate_key(kind, size)
         self.result.key = f"{kind}{size}"
-        spki = self._new_key.public_key().public_bytes(serialization.Encoding.DER,
-                                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+        spki = self._new_key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         prefix = b""
         if self.behaviour.request_in_progress:
             prefix = self._send(Command.REQUEST_IN_PROGRESS, [])
@@ -165,9 +182,12 @@ class PhoneSession:
             raise PowerFailure("power lost before the certificate was stored")
         value = message.get(Tag.CERTIFICATE)
         ok = False
-        if value and self._new_key is not None:
+        key = self._new_key
+        if key is None and self.behaviour.x_caps & XCAP_PENDING_KEY:
+            key = self.handset.pending_key()
+        if value and key is not None:
             _type, der = unwrap_certificates(value)[0]
-            ok = self.handset.store_lsc(der, self._new_key)
+            ok = self.handset.store_lsc(der, key)
         self.result.stored = ok
         return self._send(Command.STORE_CERTIFICATE_RESPONSE,
                           [(Tag.REASON, u8(Reason.UPDATE_CERTIFICATE if ok else Reason.INVALID_ELEMENT))])
@@ -187,6 +207,31 @@ class PhoneSession:
         self.result.deleted = ok
         return self._send(Command.DELETE_CERTIFICATE_RESPONSE,
                           [(Tag.REASON, u8(Reason.UPDATE_CERTIFICATE if ok else Reason.INVALID_ELEMENT))])
+
+    def _on_sign(self, message: Message) -> bytes:
+        """X-CSR/1 step 6: sign X_TBS with the key generated in this session, after checking it."""
+        if not self.behaviour.x_caps:
+            raise ProtocolError("unexpected ENCRYPT_REQUEST: X_CAPS was not advertised")
+        info = message.get(Tag.X_TBS)
+        try:
+            if self._new_key is None or info is None or self.behaviour.refuse_sign:
+                raise csr_module.CsrError("no key generated in this session, no X_TBS, or signing disabled")
+            signature = csr_module.phone_sign(info, self._new_key, message.u8(Tag.DIGEST_TYPE),
+                                              message.u8(Tag.KEY_TYPE))
+        except CapfError as exc:
+            return self._send(Command.ENCRYPT_RESPONSE, [(Tag.REASON, u8(Reason.INVALID_ELEMENT)),
+                                                         (Tag.REASON_INFO, cstring(str(exc)[:200]))])
+        self.result.signed_csr = True
+        if self.behaviour.x_caps & XCAP_PENDING_KEY:
+            self.handset.keep_pending_key(self._new_key)
+        return self._send(Command.ENCRYPT_RESPONSE, [(Tag.REASON, u8(Reason.UPDATE_CERTIFICATE)),
+                                                     (Tag.SIGNED_DATA, signature)])
+
+    def _on_retry_later(self, message: Message) -> bytes:
+        value = message.get(Tag.RETRY_DELAY) or b""
+        self.result.retry_delay = int.from_bytes(value, "big") if len(value) in (2, 4) else 0
+        self.done = True
+        return b""
 
     def _on_end(self, message: Message) -> bytes:
         self.result.end_reason = message.u8(Tag.REASON)

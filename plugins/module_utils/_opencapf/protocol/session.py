@@ -12,6 +12,12 @@ Conversation (capf-protocol.md section 3): S sends AUTH_REQUEST, P answers AUTH_
 looks the device up, authenticates it and runs its one pending operation, ending with
 END_SESSION. S never sends two messages in a row; REQUEST_IN_PROGRESS from P is accepted as a
 keep-alive wherever S waits.
+
+With a third-party issuer (online or offline CA) Install/Upgrade follows the opencapf X-CSR/1
+extension (capf-protocol.md 6.3), only with a phone that advertised it in X_CAPS: after
+KEY_GENERATE, ENCRYPT_REQUEST carries the request info for the phone to sign, and the certificate
+is delivered in the same session or, for a phone that keeps its pending key, in a later one (the
+session ends with RETRY_LATER or END_SESSION 0 meanwhile).
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from ..errors import CapfError, ValidationError
 from ..vocabulary import check_wire_device_name
 from .codec import (Decoder, Message, ProtocolError, decode_sha2_signature, encode_server, u8, u16,
                     unwrap_certificates, wrap_certificate)
-from .constants import (BITS_CURVE, SERVER_VERSION, AuthType, CertificateType, Command, KeyType, Reason, Tag)
+from .constants import (BITS_CURVE, SERVER_VERSION, XCAP_PENDING_KEY, XCAP_RETRY_LATER, XCAP_SIGN_EC,
+                        XCAP_SIGN_RSA, AuthType, CertificateType, Command, KeyType, Reason, Tag)
 
 # States
 WAIT_AUTH = "wait_auth"
@@ -30,6 +37,7 @@ WAIT_KEY = "wait_key"
 WAIT_STORE = "wait_store"
 WAIT_FETCH = "wait_fetch"
 WAIT_DELETE = "wait_delete"
+WAIT_SIGN = "wait_sign"  # X-CSR/1: waiting for ENCRYPT_RESPONSE (the phone's signature over the CSR)
 CLOSED = "closed"
 
 
@@ -51,6 +59,15 @@ class Plan:
     keygen_attempts: int = 3
     keygen_timeout: float = 1800.0
     keepalive: float = 900.0
+    issuer: str = "capf"  # capf | online_ca | offline_ca (service parameter "Certificate Issuer to Endpoint")
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """The CA has not signed the request yet: the phone comes back later with its pending key."""
+
+    retry_after: int
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -114,6 +131,23 @@ class Decider:
     def failed(self, plan: Plan, reason: str) -> None:
         raise NotImplementedError
 
+    def prepare_csr(self, plan: Plan, public_key_der: bytes, choice: KeyChoice):
+        """X-CSR/1: a ``csr.CsrRequest`` for the phone to sign (third-party issuers)."""
+        raise NotImplementedError
+
+    def third_party_state(self, plan: Plan):
+        """After authentication, for a third-party issuer: ``Issued`` (a certificate is ready for the
+        key the phone kept pending), ``Deferred`` (that key's request is still at the CA) or None."""
+        raise NotImplementedError
+
+    def submit_csr(self, plan: Plan, request, signature: bytes):
+        """X-CSR/1: the phone's signature in; ``Issued`` (deliver now) or ``Deferred`` out."""
+        raise NotImplementedError
+
+    def refused(self, plan: Plan, issued: Issued) -> None:
+        """X-CSR/1: the phone refused a certificate for its pending key (it no longer holds it)."""
+        raise NotImplementedError
+
 
 class ServerSession:
     """One connection, server side."""
@@ -135,6 +169,9 @@ class ServerSession:
         self._choice: KeyChoice | None = None
         self._keygen_deadline: float | None = None
         self._issued: Issued | None = None
+        self._caps = 0
+        self._csr_request = None
+        self._delivering = False  # STORE of a third-party LSC for the phone's pending key
 
     # -- driver interface -------------------------------------------------------------------
 
@@ -168,7 +205,8 @@ class ServerSession:
         if self.closed or self.deadline is None or now < self.deadline:
             return b""
         what = {WAIT_AUTH: "AUTH_RESPONSE", WAIT_KEY: "KEY_GENERATE_RESPONSE", WAIT_STORE: "STORE_CERTIFICATE_RESPONSE",
-                WAIT_FETCH: "FETCH_CERTIFICATE_RESPONSE", WAIT_DELETE: "DELETE_CERTIFICATE_RESPONSE"}[self.state]
+                WAIT_FETCH: "FETCH_CERTIFICATE_RESPONSE", WAIT_DELETE: "DELETE_CERTIFICATE_RESPONSE",
+                WAIT_SIGN: "ENCRYPT_RESPONSE"}[self.state]
         return self._end(Reason.INVALID_ELEMENT, "timeout", f"no {what} in time")
 
     def connection_lost(self, reason: str = "peer closed the connection") -> None:
@@ -185,7 +223,7 @@ class ServerSession:
         return encode_server(Message(command, self.session_id, tuple(elements)))
 
     def _end(self, reason: int, outcome: str, text: str = "") -> bytes:
-        if outcome not in ("succeeded", "no_operation", "unknown_device"):
+        if outcome not in ("succeeded", "no_operation", "unknown_device", "deferred"):
             self._fail_operation(text or outcome)
         self.outcome.outcome = outcome
         self.outcome.reason = text
@@ -195,8 +233,8 @@ class ServerSession:
         return self._send(Command.END_SESSION, [(Tag.REASON, u8(reason))])
 
     def _fail_operation(self, reason: str) -> None:
-        if self._plan is not None and self._plan.operation != "none" and self.state in (WAIT_KEY, WAIT_STORE,
-                                                                                         WAIT_FETCH, WAIT_DELETE):
+        in_operation = self.state in (WAIT_KEY, WAIT_STORE, WAIT_FETCH, WAIT_DELETE, WAIT_SIGN)
+        if self._plan is not None and self._plan.operation != "none" and in_operation:
             self.decider.failed(self._plan, reason)
 
     def _handle(self, message: Message, now: float) -> bytes:
@@ -207,11 +245,11 @@ class ServerSession:
             return b""
         expected = {WAIT_AUTH: Command.AUTH_RESPONSE, WAIT_KEY: Command.KEY_GENERATE_RESPONSE,
                     WAIT_STORE: Command.STORE_CERTIFICATE_RESPONSE, WAIT_FETCH: Command.FETCH_CERTIFICATE_RESPONSE,
-                    WAIT_DELETE: Command.DELETE_CERTIFICATE_RESPONSE}[self.state]
+                    WAIT_DELETE: Command.DELETE_CERTIFICATE_RESPONSE, WAIT_SIGN: Command.ENCRYPT_RESPONSE}[self.state]
         if message.command != expected:
             raise ProtocolError(f"expected {expected.name}, got {message.name}")
         handler = {WAIT_AUTH: self._on_auth, WAIT_KEY: self._on_key, WAIT_STORE: self._on_store,
-                   WAIT_FETCH: self._on_fetch, WAIT_DELETE: self._on_delete}[self.state]
+                   WAIT_FETCH: self._on_fetch, WAIT_DELETE: self._on_delete, WAIT_SIGN: self._on_sign}[self.state]
         return handler(message, now)
 
     def _keepalive(self, now: float) -> None:
@@ -236,6 +274,8 @@ class ServerSession:
         except ValidationError as exc:
             raise ProtocolError(str(exc)) from None
         self.outcome.device_name = name.upper()
+        caps = message.u16(Tag.X_CAPS)
+        self._caps = caps or 0
         plan = self.decider.begin(name)
         if plan is None:
             return self._end(Reason.UNKNOWN_DEVICE, "unknown_device", "device is not in the store")
@@ -274,6 +314,10 @@ class ServerSession:
             if not self._choices:
                 return self._end(Reason.INVALID_ELEMENT, "failed",
                                  f"EC keys cannot be requested from a version {self._version} client")
+            if plan.issuer != "capf":
+                early = self._third_party_start(now)
+                if early is not None:
+                    return early
             self._keygen_deadline = now + plan.keygen_timeout
             return self._key_request(now)
         self.deadline = now + self.step_timeout
@@ -284,6 +328,50 @@ class ServerSession:
             self.state = WAIT_FETCH
             return self._send(Command.FETCH_CERTIFICATE_REQUEST, [(Tag.CERTIFICATE_TYPE, u8(CertificateType.LSC))])
         return self._end(Reason.INVALID_ELEMENT, "failed", f"operation {plan.operation!r} is not served")
+
+    def _third_party_start(self, now: float) -> bytes | None:
+        """X-CSR/1 checks before KEY_GENERATE: deliver a ready certificate, or defer again, or
+        keep only the key types the phone can sign a CSR for; None: go on to KEY_GENERATE."""
+        plan = self._plan
+        self.outcome.details["issuer"] = plan.issuer
+        if self._caps & XCAP_PENDING_KEY:
+            state = self.decider.third_party_state(plan)
+            if isinstance(state, Issued):
+                self._issued = state
+                self._delivering = True
+                self.outcome.details["delivered"] = "pending key"
+                return self._store_request(now)
+            if isinstance(state, Deferred):
+                return self._defer(state)
+        wanted = {"rsa": XCAP_SIGN_RSA, "ec": XCAP_SIGN_EC}
+        signable = [choice for choice in self._choices if self._caps & wanted[choice.kind]]
+        reason = ""
+        if not signable:
+            kinds = "/".join(sorted({choice.kind.upper() for choice in self._choices}))
+            reason = (f"issuer {plan.issuer} needs a CSR signed by the phone's own {kinds} key, and the phone does "
+                      "not advertise that capability (X-CSR/1 X_CAPS); an LSC is never requested with another key")
+        elif plan.issuer == "offline_ca" and not self._caps & XCAP_PENDING_KEY:
+            reason = ("issuer offline_ca delivers the LSC in a later session, and the phone cannot keep a pending "
+                      "key (X_CAPS bit 2)")
+        if reason:
+            self.decider.failed(plan, reason)  # recorded on the phone: no operation step has started yet
+            return self._end(Reason.INVALID_ELEMENT, "failed", reason)
+        self._choices = signable
+        return None
+
+    def _defer(self, deferred: "Deferred") -> bytes:
+        """End the session until the CA has answered: RETRY_LATER when the phone understands it,
+        else END_SESSION 0 (the phone comes back on its own schedule)."""
+        self.outcome.details["retry_after"] = deferred.retry_after
+        if self._caps & XCAP_RETRY_LATER:
+            self.outcome.outcome = "deferred"
+            self.outcome.reason = deferred.reason
+            self.outcome.end_reason = None
+            self.state = CLOSED
+            self.deadline = None
+            return self._send(Command.RETRY_LATER, [(Tag.RETRY_DELAY, max(0, int(deferred.retry_after))
+                                                     .to_bytes(4, "big"))])
+        return self._end(Reason.NO_ACTION, "deferred", deferred.reason)
 
     def _key_request(self, now: float) -> bytes:
         self._attempts += 1
@@ -308,14 +396,46 @@ class ServerSession:
                 return self._key_request(now)
             return self._end(Reason.INVALID_ELEMENT, "failed",
                              f"key generation failed after {self._attempts} attempts (phone reason {reason})")
+        if self._plan.issuer != "capf":
+            request = self.decider.prepare_csr(self._plan, public_key, self._choice)
+            self._csr_request = request
+            self.state = WAIT_SIGN
+            self.deadline = now + self.step_timeout
+            return self._send(Command.ENCRYPT_REQUEST, [(Tag.KEY_TYPE, u8(request.key_type_code)),
+                                                        (Tag.DIGEST_TYPE, u8(request.digest_code)),
+                                                        (Tag.X_TBS, request.info)])
         self._issued = self.decider.issue(self._plan, public_key, self._choice)
+        return self._store_request(now)
+
+    def _store_request(self, now: float) -> bytes:
         self.state = WAIT_STORE
         self.deadline = now + self.step_timeout
         return self._send(Command.STORE_CERTIFICATE_REQUEST,
                           [(Tag.CERTIFICATE_TYPE, u8(CertificateType.LSC)), (Tag.CERTIFICATE, wrap_certificate(self._issued.der))])
 
+    def _on_sign(self, message: Message, now: float) -> bytes:
+        signature = message.get(Tag.SIGNED_DATA)
+        if message.u8(Tag.REASON) != Reason.UPDATE_CERTIFICATE or not signature:
+            detail = message.text(Tag.REASON_INFO) if message.has(Tag.REASON_INFO) else b""
+            why = f": {detail.decode('utf-8', 'replace')[:200]}" if detail else ""
+            return self._end(Reason.INVALID_ELEMENT, "failed", f"the phone refused to sign the CSR{why}")
+        result = self.decider.submit_csr(self._plan, self._csr_request, signature)
+        if isinstance(result, Deferred):
+            if not self._caps & XCAP_PENDING_KEY:
+                return self._end(Reason.INVALID_ELEMENT, "failed",
+                                 "the CA did not sign the request in time and the phone cannot keep a pending key "
+                                 "(X_CAPS bit 2)")
+            return self._defer(result)
+        self._issued = result
+        return self._store_request(now)
+
     def _on_store(self, message: Message, now: float) -> bytes:
         ok = message.u8(Tag.REASON) == Reason.UPDATE_CERTIFICATE
+        if not ok and self._delivering:
+            self.decider.refused(self._plan, self._issued)
+            self.state = CLOSED
+            return self._end(Reason.INVALID_ELEMENT, "failed", "the phone no longer holds the key of the waiting "
+                                                               "certificate; it is stale")
         self.decider.stored(self._plan, self._issued, ok)
         self.state = CLOSED  # the decider recorded the result; nothing left to fail
         if ok:

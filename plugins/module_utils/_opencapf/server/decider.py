@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import logging
 
-from .. import authstrings
+from .. import authstrings, enrolment
+from .. import csr as csr_module
 from ..ca import authority, lsc, rules
 from ..ca import certificates as c
 from ..dependencies import serialization
 from ..errors import CapfError, CertificateError
 from ..protocol import proof
 from ..protocol.codec import ProtocolError
-from ..protocol.session import AuthOffer, Decider, Issued, KeyChoice, Plan, Verdict
+from ..protocol.session import AuthOffer, Decider, Deferred, Issued, KeyChoice, Plan, Verdict
 from ..store import Store
 from ..store import certificates as certificate_records
 from ..store import csrs as csr_records
@@ -28,6 +29,7 @@ from ..vocabulary import format_utc, parse_utc, utc_now
 
 log = logging.getLogger("opencapf.server")
 ACTOR = "capf-server"
+THIRD_PARTY_SOURCES = ("online_ca", "offline_ca")
 
 
 def key_choices(phone: dict) -> tuple:
@@ -52,6 +54,15 @@ PENDING_STATUSES = ("pending", "in_progress", "failed")
 def pending_operation(phone: dict) -> str:
     """The operation the phone's next session runs: its declared one while not yet finished."""
     return phone["operation"] if phone["operation_status"] in PENDING_STATUSES else "none"
+
+
+def _checked_key(public_key_der: bytes, choice: KeyChoice):
+    public_key = load_phone_key(public_key_der)
+    kind, size = c.key_description(public_key)
+    if (kind, size) != (choice.kind, choice.size):
+        raise ProtocolError(f"PUBLIC_KEY must be {choice.kind.upper()}-{choice.size} as requested, "
+                            f"got {kind.upper()}-{size}")
+    return public_key
 
 
 class StoreDecider(Decider):
@@ -79,8 +90,24 @@ class StoreDecider(Decider):
         )
         refusal = self._refusal(phone)
         if refusal:
-            plan = Plan(**{**plan.__dict__, "refusal": refusal})
-        return plan
+            return Plan(**{**plan.__dict__, "refusal": refusal})
+        return Plan(**{**plan.__dict__, "issuer": self.parameters["issuer"]})
+
+    def third_party_state(self, plan: Plan):
+        phone = self._phone
+        if plan.issuer == "online_ca":
+            try:
+                enrolment.poll_pending(self.store, ACTOR, device_name=phone["name"],
+                                       timeout=enrolment.IN_SESSION_HTTP_TIMEOUT)
+            except CapfError as exc:  # the CA may be down: the phone hears "later" and nothing is lost
+                log.warning("polling the online CA for %s: %s", phone["name"], exc)
+        with self.store.read() as tx:
+            state = enrolment.next_for_phone(tx, phone)
+        if isinstance(state, enrolment.Ready):
+            return Issued(state.certificate_id, state.der)
+        if isinstance(state, enrolment.Waiting):
+            return Deferred(state.retry_after, state.reason)
+        return None
 
     def _refusal(self, phone: dict) -> str:
         if phone["locked"]:
@@ -91,8 +118,6 @@ class StoreDecider(Decider):
             with self.store.transaction() as tx:
                 phone_records.set_operation_result(tx, ACTOR, phone, "lapsed", reason)
             return reason
-        if pending_operation(phone) == "install_upgrade" and self.parameters["issuer"] != "capf":
-            return f"issuer {self.parameters['issuer']} is not served over the protocol by this engine yet"
         return ""
 
     # -- authentication -----------------------------------------------------------------------
@@ -166,7 +191,15 @@ class StoreDecider(Decider):
             except CertificateError as mic_problem:
                 return None, f"the presented certificate is neither a valid LSC ({lsc_problem}) nor a MIC " \
                              f"trusted in capf-trust ({mic_problem})"
-            return "mic", ""
+            # An LSC from a third-party CA chains to capf-trust too: our own records tell it from a MIC.
+            with self.store.read() as tx:
+                rows = [row for row in certificate_records.by_fingerprint(tx, c.fingerprint(certificate))
+                        if row["source"] in THIRD_PARTY_SOURCES]
+            if not rows:
+                return "mic", ""
+            if any(row["status"] in ("revoked", "stale") for row in rows):
+                return None, "the presented LSC has been revoked"
+            return "lsc", ""
         with self.store.read() as tx:
             rows = certificate_records.by_fingerprint(tx, c.fingerprint(certificate))
         if any(row["status"] in ("revoked", "stale") and row["source"] != "troubleshoot" for row in rows):
@@ -176,11 +209,7 @@ class StoreDecider(Decider):
     # -- operations ---------------------------------------------------------------------------
 
     def issue(self, plan: Plan, public_key_der: bytes, choice: KeyChoice) -> Issued:
-        public_key = load_phone_key(public_key_der)
-        kind, size = c.key_description(public_key)
-        if (kind, size) != (choice.kind, choice.size):
-            raise ProtocolError(f"PUBLIC_KEY must be {choice.kind.upper()}-{choice.size} as requested, "
-                                f"got {kind.upper()}-{size}")
+        public_key = _checked_key(public_key_der, choice)
         with self.store.transaction() as tx:
             self._csr_id = csr_records.add(tx, self._phone["id"], c.public_key_fingerprint(public_key),
                                            c.public_key_der(public_key))
@@ -195,6 +224,31 @@ class StoreDecider(Decider):
             csr_records.set_status(tx, self._csr_id, "issued", certificate_id=issued.id)
         return Issued(issued.id, c.to_der(issued.certificate))
 
+    def prepare_csr(self, plan: Plan, public_key_der: bytes, choice: KeyChoice):
+        public_key = _checked_key(public_key_der, choice)
+        return csr_module.prepare(plan.device_name, c.public_key_der(public_key), digest="sha256")
+
+    def submit_csr(self, plan: Plan, request, signature: bytes):
+        signed = csr_module.assemble(request, signature)  # CsrError: the signature is not the phone's key's
+        with self.store.transaction() as tx:
+            phone = phone_records.get(tx, plan.device_name)
+            self._csr_id = enrolment.add_request(tx, ACTOR, phone, signed)
+        if plan.issuer == "offline_ca":
+            result = enrolment.Waiting(enrolment.OFFLINE_RETRY_SECONDS,
+                                       "the CSR waits for the offline CA (csr export, sign, csr import)")
+        else:
+            with self.store.read() as tx:
+                # EST simplereenroll when the phone holds an LSC from the online CA (RFC 7030 4.2.2).
+                renewal = tx.one("SELECT 1 AS found FROM certificates WHERE phone_id = ? AND kind = 'lsc' AND "
+                                 "source = 'online_ca' AND status = 'installed'", (phone["id"],)) is not None
+            result = enrolment.submit_online(self.store, ACTOR, phone, self._csr_id, signed, renewal=renewal)
+        if isinstance(result, enrolment.Waiting):
+            with self.store.transaction() as tx:
+                phone_records.set_operation_result(tx, ACTOR, phone_records.get(tx, plan.device_name),
+                                                   "in_progress", result.reason)
+            return Deferred(result.retry_after, result.reason)
+        return Issued(result.certificate_id, result.der)
+
     def stored(self, plan: Plan, issued: Issued, ok: bool) -> None:
         with self.store.transaction() as tx:
             phone = phone_records.get(tx, plan.device_name)
@@ -206,6 +260,15 @@ class StoreDecider(Decider):
                 phone_records.set_operation_result(tx, ACTOR, phone, "failed", "phone did not store the LSC",
                                                    certificate_id=issued.certificate_id)
 
+    def refused(self, plan: Plan, issued: Issued) -> None:
+        with self.store.transaction() as tx:
+            phone = phone_records.get(tx, plan.device_name)
+            enrolment.refused_delivery(tx, ACTOR, phone, issued.certificate_id)
+            phone_records.set_operation_result(
+                tx, ACTOR, phone, "failed", "the phone refused the third-party LSC (it no longer holds the pending "
+                "key); the certificate is stale and the next session starts with a new key",
+                certificate_id=issued.certificate_id)
+
     def deleted(self, plan: Plan, ok: bool) -> None:
         with self.store.transaction() as tx:
             phone = phone_records.get(tx, plan.device_name)
@@ -214,9 +277,9 @@ class StoreDecider(Decider):
                                                "" if ok else "phone reported no LSC to delete",
                                                clear_operation=False, revoked=revoked)
 
-    def fetched(self, plan: Plan, entries: list) -> None:
+    def fetched(self, plan: Plan, certificates: list) -> None:
         parsed = []
-        for _type, der in entries:
+        for _type, der in certificates:
             certificate = c.load_der_certificate(der, "CERTIFICATE")
             parsed.append((self._kind_of(certificate), certificate))
         with self.store.transaction() as tx:

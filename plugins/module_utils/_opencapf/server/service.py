@@ -22,6 +22,7 @@ import ssl
 import time
 from dataclasses import dataclass
 
+from .. import enrolment
 from ..ca import authority
 from ..ca import keys as key_files
 from ..errors import CapfError
@@ -46,6 +47,7 @@ class ServerOptions:
     handshake_timeout: float = 10.0
     queue_timeout: float = 60.0  # how long a connection may wait for a free session slot
     workers: int = 4
+    enrolment_interval: float = 30.0  # seconds between the enrolment service's polls (0: no enrolment service)
 
 
 class SessionIds:
@@ -103,6 +105,32 @@ class CapfServer:
 
     async def serve_forever(self) -> None:
         await asyncio.gather(*(server.serve_forever() for server in self._servers))
+
+    async def enrolment_service(self, stop_event: asyncio.Event) -> None:
+        """The certificate enrolment service, coupled to CAPF as in the source: it runs inside the
+        CAPF process (so restarting CAPF restarts it) and, while the issuer is online_ca, picks up
+        requests the online CA held pending and records the certificates it has signed since."""
+        interval = self.options.enrolment_interval
+        if interval <= 0:
+            return
+        parameters = await self._run(self._parameters)
+        if parameters["issuer"] == "online_ca":
+            log.info("certificate enrolment service started (polls pending online CA requests every %.0f s)",
+                     interval)
+        while not stop_event.is_set():
+            try:
+                await asyncio.wait_for(stop_event.wait(), interval)
+            except asyncio.TimeoutError:
+                pass
+            if stop_event.is_set():
+                break
+            try:
+                counts = await self._run(enrolment.worker_step, self.store, ACTOR)
+            except CapfError as exc:  # the CA or the store may be away for a while: keep serving phones
+                log.warning("certificate enrolment service: %s", exc)
+                continue
+            if counts.get("issued") or counts.get("failed"):
+                log.info("certificate enrolment service: %s", counts)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting, let running sessions finish for up to ``grace`` seconds, then end them."""
@@ -209,13 +237,13 @@ class CapfServer:
             session = ServerSession(session_id, StoreDecider(self.store, peer), step_timeout=self.options.step_timeout)
             await self._converse(session, reader, writer)
             outcome = session.outcome
-            details = {key: value for key, value in outcome.details.items()}
+            details = dict(outcome.details)
             if outcome.version is not None:
                 details["version"] = outcome.version
             await self._run(lambda: self._record(
                 **{**record, "device_name": outcome.device_name, "operation": outcome.operation},
                 outcome=outcome.outcome, reason=outcome.reason, duration_ms=duration(), **details))
-            level = logging.INFO if outcome.outcome in ("succeeded", "no_operation") else logging.WARNING
+            level = logging.INFO if outcome.outcome in ("succeeded", "no_operation", "deferred") else logging.WARNING
             log.log(level, "session %d: %s device %s operation %s: %s%s", session_id, peer,
                     outcome.device_name or "-", outcome.operation or "-", outcome.outcome,
                     f" ({outcome.reason})" if outcome.reason else "")
@@ -321,10 +349,17 @@ async def serve(store: Store, options: ServerOptions | None = None, ready=None, 
         ready(bound)
     stop_event = stop_event or asyncio.Event()
     forever = asyncio.ensure_future(server.serve_forever())
+    worker_stop = asyncio.Event()
+    worker = asyncio.ensure_future(server.enrolment_service(worker_stop))
     try:
         await stop_event.wait()
     finally:
+        worker_stop.set()
         forever.cancel()
+        try:
+            await asyncio.wait_for(worker, 30)
+        except (asyncio.TimeoutError, CapfError):
+            pass
         await server.stop()
 
 

@@ -45,11 +45,12 @@ class EnrolResult:
     key: str = ""
     detail: str = ""
     fetched: int = 0
+    retry_delay: int | None = None  # the server said RETRY_LATER (X-CSR/1)
     tried: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.outcome in ("ok", "no_operation")
+        return self.outcome in ("ok", "no_operation", "retry_later")
 
 
 def client_context(target: Target) -> ssl.SSLContext:
@@ -99,6 +100,9 @@ async def _session(identity: PhoneIdentity, address: str, target: Target, contex
         except (OSError, ssl.SSLError, asyncio.TimeoutError):
             pass
     result = phone.result
+    if result.retry_delay is not None:
+        return EnrolResult(identity.device_name, "retry_later", None, result.operation, address, key=result.key,
+                           retry_delay=result.retry_delay)
     return EnrolResult(identity.device_name, OUTCOMES.get(result.end_reason, f"reason_{result.end_reason}"),
                        result.end_reason, result.operation, address, key=result.key, fetched=result.fetched)
 

@@ -55,6 +55,7 @@ class PhoneIdentity(Handset):
         self.settings = settings.check()
         self.directory = directory
         self.mic, self.mic_key, self.lsc, self.lsc_key = mic, mic_key, lsc, lsc_key
+        self._pending_key = None
         self.key_factory = key_factory or _generate
 
     # -- Handset ------------------------------------------------------------------------------
@@ -86,8 +87,27 @@ class PhoneIdentity(Handset):
         if c.public_key_der(certificate.public_key()) != c.public_key_der(private_key.public_key()):
             return False
         self.lsc, self.lsc_key = certificate, private_key
+        if self._pending_key is not None and \
+                c.public_key_der(self._pending_key.public_key()) == c.public_key_der(private_key.public_key()):
+            self._pending_key = None
+            self._remove("pending.key")
         self.save()
         return True
+
+    def pending_key(self):
+        return self._pending_key
+
+    def keep_pending_key(self, private_key) -> None:
+        """X-CSR/1: keep the key whose CSR is at a third-party CA (survives restarts, like flash)."""
+        self._pending_key = private_key
+        if self.directory:
+            write_private_file(os.path.join(self.directory, "pending.key"), keys.private_key_pem(private_key))
+
+    def _remove(self, name: str) -> None:
+        if self.directory:
+            path = os.path.join(self.directory, name)
+            if os.path.exists(path):
+                os.unlink(path)
 
     def certificates_for_fetch(self) -> list:
         entries = []
@@ -100,11 +120,8 @@ class PhoneIdentity(Handset):
     def delete_lsc(self) -> bool:
         had = self.lsc is not None
         self.lsc = self.lsc_key = None
-        if self.directory:
-            for name in ("lsc.pem", "lsc.key"):
-                path = os.path.join(self.directory, name)
-                if os.path.exists(path):
-                    os.unlink(path)
+        for name in ("lsc.pem", "lsc.key"):
+            self._remove(name)
         self.save()
         return had
 
@@ -143,6 +160,8 @@ class PhoneIdentity(Handset):
             if os.path.exists(pem_path):
                 setattr(identity, kind, c.load_pem_certificate(read_private_file(pem_path, f"{kind} file")))
                 setattr(identity, f"{kind}_key", keys.load_private_key(os.path.join(directory, f"{kind}.key")))
+        if os.path.exists(os.path.join(directory, "pending.key")):
+            identity._pending_key = keys.load_private_key(os.path.join(directory, "pending.key"))
         return identity
 
     def save(self) -> None:

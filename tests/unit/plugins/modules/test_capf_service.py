@@ -130,3 +130,20 @@ def test_state_stopped_when_not_running_and_started_in_check_mode(run, store_pat
     checked = run(capf_service, {"store": store_path, "state": "started", "port": 1}, check=True, diff=True)
     assert checked["changed"] is True
     assert checked["diff"]["before"]["service"] == "stopped" and checked["diff"]["after"]["service"] == "started"
+
+
+def test_online_ca_authentication_mutual_tls_and_ec_options(run, store_path):
+    bad = run(capf_service, {"store": store_path, "online_ca": dict(EST, auth="ntlm")})
+    assert bad["failed"] and bad["msg"].startswith("online_ca.auth ntlm is only available with type microsoft")
+    bad = run(capf_service, {"store": store_path, "online_ca": dict(EST, client_certificate="/etc/capf/client.pem")})
+    assert bad["failed"] and "client_key" in bad["msg"] and "mutual TLS" in bad["msg"]
+    full = dict(EST, client_certificate="/etc/capf/client.pem", client_key="/etc/capf/client.key", ec_supported=False)
+    first = run(capf_service, {"store": store_path, "online_ca": full, "update_password": "on_create"})
+    assert first["changed"] is True and first["online_ca"]["client_key"] == "/etc/capf/client.key"
+    assert first["online_ca"]["ec_supported"] is False
+    again = run(capf_service, {"store": store_path, "online_ca": full, "update_password": "on_create"})
+    assert again["changed"] is False
+    # Settings stored before these options existed compare equal when the options are not given.
+    plain = run(capf_service, {"store": store_path, "online_ca": EST, "update_password": "on_create"})
+    assert plain["changed"] is True and "client_key" not in plain["online_ca"]
+    assert run(capf_service, {"store": store_path, "online_ca": EST, "update_password": "on_create"})["changed"] is False

@@ -1,0 +1,400 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Third-party LSCs in the store: phone-signed CSRs to an online or offline CA, certificates back.
+
+A CSR row (``csrs``) holds the phone-signed PKCS#10 (``csr_pem``) and moves through
+``pending`` (at the CA; ``external_ref`` names an online CA's pending request) \u2192 ``issued``
+(the certificate is recorded in ``certificates`` with status ``issued`` and waits for the phone's
+next session) or ``failed`` (with the reason). A newer CSR from the same phone marks the older
+ones ``superseded``: a certificate that arrives for one of those is recorded ``stale`` and never
+delivered. The phone's STORE acknowledgement then marks the LSC ``installed`` exactly as for
+CAPF-issued LSCs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field as _field
+
+from . import csr as csr_module
+from . import secretbox
+from .ca import certificates as c
+from .errors import CapfError, StoreError
+from .files import read_input_file, write_private_file
+from .issuers import base, offline, online
+from .store import Store, audit
+from .store import certificates as certificate_records
+from .store import phones as phone_records
+from .store import service as service_records
+from .store.backend import Transaction
+from .vocabulary import format_utc, utc_now
+
+log = logging.getLogger("opencapf.enrolment")
+ONLINE_CA_KEY = "online_ca"
+PASSWORD_SECRET = "online_ca.password"
+# How long a phone waits before asking again about a request an offline CA operator must sign.
+OFFLINE_RETRY_SECONDS = 3600
+# Inside a phone session the phone waits about 8-10 s for each answer (capf-protocol.md 5, quirk 12):
+# the CA gets a short HTTP timeout and a short budget there; a slower answer is picked up later.
+IN_SESSION_HTTP_TIMEOUT = 3
+IN_SESSION_BUDGET = 4.0
+
+
+class EnrolmentError(CapfError):
+    """A third-party CA did not sign the request; the message is the operation's recorded reason."""
+
+    def __init__(self, code: str, message: str):
+        self.code = code
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A third-party LSC recorded and waiting for the phone."""
+
+    certificate_id: int
+    der: bytes
+
+
+@dataclass(frozen=True)
+class Waiting:
+    retry_after: int
+    reason: str
+
+
+# -- the online CA client from the store -------------------------------------------------------------
+
+def trust_anchors(tx: Transaction) -> list[str]:
+    """PEM texts of CAPF-trust: the anchors a third-party LSC (and the CA's HTTPS server) must chain to."""
+    rows = tx.query("SELECT pem FROM trust_certificates WHERE trust_store = 'capf-trust' ORDER BY id")
+    return [row["pem"] for row in rows]
+
+
+def online_issuer(store: Store, timeout: int | None = None):
+    """The configured online CA client (``issuers.online.build``) from the stored settings
+    (``timeout``: HTTP timeout in seconds instead of the client's default)."""
+    with store.read() as tx:
+        settings = service_records.read_raw(tx, ONLINE_CA_KEY)
+        parameters = service_records.read(tx)
+        password = secretbox.get(tx, store.secret(), PASSWORD_SECRET)
+        pems = trust_anchors(tx)
+    if not settings:
+        raise EnrolmentError(base.CONFIGURATION, "issuer is online_ca but no online CA is configured "
+                                                 "(capf_service online_ca: hostname, port, type, ...)")
+    known = {key: value for key, value in settings.items() if key in online.SETTINGS and value is not None}
+    if timeout is not None:
+        known["timeout_seconds"] = timeout
+    try:
+        return online.build(known, pems, password=password, fips_mode=bool(parameters.get("fips_mode")))
+    except CapfError as exc:
+        raise EnrolmentError(base.CONFIGURATION, f"online CA settings: {exc}") from None
+
+
+def _anchors(tx: Transaction) -> list:
+    return [c.load_pem_certificate(pem, "capf-trust certificate") for pem in trust_anchors(tx)]
+
+
+# -- records -------------------------------------------------------------------------------------
+
+def add_request(tx: Transaction, actor: str, phone: dict, signed: csr_module.SignedCsr) -> int:
+    """Record a phone-signed CSR as pending; older unfinished CSRs of the phone become superseded."""
+    now = format_utc(utc_now())
+    older = tx.query("SELECT id FROM csrs WHERE phone_id = ? AND status IN ('pending', 'issued') "
+                     "AND csr_pem IS NOT NULL", (phone["id"],))
+    for row in older:
+        tx.execute("UPDATE csrs SET status = 'superseded', reason = ?, updated_at = ? WHERE id = ?",
+                   ("the phone sent a newer CSR", now, row["id"]))
+        waiting = tx.one("SELECT c.id FROM csrs r JOIN certificates c ON c.id = r.certificate_id "
+                         "WHERE r.id = ? AND c.status = 'issued'", (row["id"],))
+        if waiting:
+            certificate_records.set_status(tx, actor, waiting["id"], "stale", phone["name"],
+                                           reason="the phone replaced the CSR before the LSC was delivered")
+    csr_id = tx.insert(
+        "INSERT INTO csrs (phone_id, public_key_fingerprint, public_key, csr_pem, status, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+        (phone["id"], signed.public_key_fingerprint, c.public_key_der(signed.csr.public_key()), signed.pem, now, now))
+    audit.record(tx, actor, "csr.created", phone["name"], csr_id=csr_id, superseded=[row["id"] for row in older])
+    return csr_id
+
+
+def set_csr(tx: Transaction, csr_id: int, status: str, reason: str = "", *, certificate_id=None,
+            external_ref=None) -> None:
+    tx.execute("UPDATE csrs SET status = ?, reason = ?, certificate_id = COALESCE(?, certificate_id), "
+               "external_ref = COALESCE(?, external_ref), updated_at = ? WHERE id = ?",
+               (status, reason, certificate_id, external_ref, format_utc(utc_now()), csr_id))
+
+
+def record_certificate(tx: Transaction, actor: str, phone: dict, certificate, source: str,
+                       status: str = "issued") -> int:
+    """A third-party LSC in ``certificates``: issuer = the CA's subject, like a CAPF-issued one."""
+    fingerprint = c.fingerprint(certificate)
+    existing = tx.one("SELECT id FROM certificates WHERE fingerprint = ? AND phone_id = ? AND source = ?",
+                      (fingerprint, phone["id"], source))
+    if existing:
+        return existing["id"]
+    serial = format(certificate.serial_number, "x")
+    issuer = certificate.issuer.rfc4514_string()
+    certificate_id = certificate_records.insert(
+        tx, phone_id=phone["id"], kind="lsc", serial=serial, issuer=issuer, fingerprint=fingerprint,
+        public_key_fingerprint=c.public_key_fingerprint(certificate.public_key()), status=status, source=source,
+        pem=c.to_pem(certificate), not_before=format_utc(c.not_before(certificate)),
+        not_after=format_utc(c.not_after(certificate)))
+    audit.record(tx, actor, f"certificate.{status}", phone["name"], serial=serial, source=source, issuer=issuer,
+                 certificate_id=certificate_id)
+    return certificate_id
+
+
+def _fail(tx: Transaction, actor: str, csr_id: int, phone: dict, reason: str) -> None:
+    set_csr(tx, csr_id, "failed", reason)
+    phone_records.set_operation_result(tx, actor, phone, "failed", reason)
+
+
+# -- online CA -------------------------------------------------------------------------------------
+
+def submit_online(store: Store, actor: str, phone: dict, csr_id: int, signed: csr_module.SignedCsr, *,
+                  budget_seconds: float = IN_SESSION_BUDGET, issuer=None, renewal: bool = False):
+    """Send the request to the online CA: Ready, Waiting, or EnrolmentError (recorded on the CSR)."""
+    own = issuer is None
+    try:
+        if own:
+            issuer = online_issuer(store, IN_SESSION_HTTP_TIMEOUT)
+        outcome = issuer.submit(signed.der, renewal=renewal)
+        outcome = base.resolve(issuer, outcome, signed.der, budget_seconds)
+    except base.IssuerError as exc:
+        reason = f"online CA: {exc} [{exc.code}]"
+        with store.transaction() as tx:
+            set_csr(tx, csr_id, "failed", reason)
+        raise EnrolmentError(exc.code, reason) from None
+    finally:
+        if own and issuer is not None:
+            issuer.close()
+    return _settle(store, actor, phone, csr_id, outcome)
+
+
+def _settle(store: Store, actor: str, phone: dict, csr_id: int, outcome):
+    with store.transaction() as tx:
+        if isinstance(outcome, base.Issued):
+            certificate_id = record_certificate(tx, actor, phone, outcome.certificate, "online_ca")
+            set_csr(tx, csr_id, "issued", certificate_id=certificate_id, external_ref=outcome.reference or None)
+            return Ready(certificate_id, c.to_der(outcome.certificate))
+        if isinstance(outcome, base.Pending):
+            set_csr(tx, csr_id, "pending", "the online CA has not signed the request yet",
+                    external_ref=outcome.reference)
+            audit.record(tx, actor, "csr.pending", phone["name"], csr_id=csr_id, reference=outcome.reference)
+            return Waiting(outcome.retry_after, f"the online CA holds request {outcome.reference} pending")
+        reason = f"online CA refused: {outcome.reason} [{outcome.code}]"
+        set_csr(tx, csr_id, "failed", reason)
+    raise EnrolmentError(outcome.code, reason)
+
+
+def poll_pending(store: Store, actor: str, *, issuer=None, device_name: str | None = None,
+                 timeout: int | None = None) -> dict:
+    """Ask the online CA again about every pending request (the enrolment service's work); returns
+    counts of issued / pending / failed."""
+    with store.read() as tx:
+        sql = ("SELECT r.id, r.csr_pem, r.external_ref, p.name FROM csrs r JOIN phones p ON p.id = r.phone_id "
+               "WHERE r.status = 'pending' AND r.external_ref IS NOT NULL")
+        params: tuple = ()
+        if device_name:
+            sql += " AND p.name = ?"
+            params = (device_name,)
+        rows = tx.query(sql + " ORDER BY r.id", params)
+    counts = {"issued": 0, "pending": 0, "failed": 0}
+    if not rows:
+        return counts
+    own = issuer is None
+    try:
+        if own:
+            issuer = online_issuer(store, timeout)
+        for row in rows:
+            request_der = csr_module.to_der(csr_module.verify(row["csr_pem"].encode(), "stored CSR"))
+            with store.read() as tx:
+                phone = phone_records.get(tx, row["name"])
+            try:
+                outcome = issuer.poll(row["external_ref"], request_der)
+            except base.IssuerError as exc:
+                # Transport trouble says nothing about the request: keep it pending, try again later.
+                log.warning("polling request %s of %s: %s", row["external_ref"], row["name"], exc)
+                counts["pending"] += 1
+                continue
+            try:
+                result = _settle(store, actor, phone, row["id"], outcome)
+            except EnrolmentError as exc:
+                with store.transaction() as tx:
+                    phone_records.set_operation_result(tx, actor, phone_records.get(tx, row["name"]), "failed",
+                                                       str(exc))
+                counts["failed"] += 1
+                continue
+            counts["issued" if isinstance(result, Ready) else "pending"] += 1
+    finally:
+        if own and issuer is not None:
+            issuer.close()
+    return counts
+
+
+# -- what the phone's next session finds -------------------------------------------------------------
+
+def next_for_phone(tx: Transaction, phone: dict):
+    """Ready (deliver to the pending key), Waiting (at the CA), or None (start with a new key)."""
+    row = tx.one("SELECT r.id, r.status, r.external_ref, r.certificate_id, c.status AS certificate_status, "
+                 "c.pem FROM csrs r LEFT JOIN certificates c ON c.id = r.certificate_id "
+                 "WHERE r.phone_id = ? AND r.csr_pem IS NOT NULL ORDER BY r.id DESC LIMIT 1", (phone["id"],))
+    if row is None:
+        return None
+    if row["status"] == "issued" and row["certificate_status"] == "issued":
+        return Ready(row["certificate_id"], c.to_der(c.load_pem_certificate(row["pem"], "stored LSC")))
+    if row["status"] == "pending":
+        if row["external_ref"]:
+            return Waiting(base.DEFAULT_RETRY_AFTER, f"the online CA holds request {row['external_ref']} pending")
+        return Waiting(OFFLINE_RETRY_SECONDS, "the CSR waits for the offline CA (export, sign, import)")
+    return None
+
+
+def refused_delivery(tx: Transaction, actor: str, phone: dict, certificate_id: int) -> None:
+    """The phone no longer holds the key of a delivered LSC: the LSC is stale, the CSR too."""
+    certificate_records.set_status(tx, actor, certificate_id, "stale", phone["name"],
+                                   reason="the phone no longer holds the key of this certificate")
+    tx.execute("UPDATE csrs SET status = 'superseded', reason = ?, updated_at = ? WHERE certificate_id = ?",
+               ("the phone refused the certificate (its key changed)", format_utc(utc_now()), certificate_id))
+
+
+# -- offline CA ------------------------------------------------------------------------------------
+
+def _pending(tx: Transaction, status: str) -> list:
+    rows = tx.query("SELECT r.id, r.csr_pem, r.created_at, p.name FROM csrs r JOIN phones p ON p.id = r.phone_id "
+                    "WHERE r.status = ? AND r.csr_pem IS NOT NULL AND r.external_ref IS NULL ORDER BY r.id",
+                    (status,))
+    return [(row["id"], offline.PendingCsr(row["name"], row["csr_pem"].encode(), row["created_at"])) for row in rows]
+
+
+def pending_csrs(store: Store, devices=None) -> list:
+    """Pending offline CSRs as ``offline.PendingCsr``, oldest first (optionally only for ``devices``)."""
+    with store.read() as tx:
+        items = [item for _id, item in _pending(tx, "pending")]
+    if devices:
+        wanted = {name.upper() for name in devices}
+        items = [item for item in items if item.device_name.upper() in wanted]
+    return items
+
+
+def export_csrs(store: Store, directory: str, *, bundle: bool = False, devices=None) -> list[str]:
+    """Write the pending CSRs for the CA operator; returns the paths written."""
+    return offline.export(pending_csrs(store, devices), directory, bundle=bundle)
+
+
+@dataclass
+class ImportResult:
+    matched: list = _field(default_factory=list)  # device names
+    already: list = _field(default_factory=list)  # (source, device) already imported earlier
+    stale: list = _field(default_factory=list)  # (source, device, reason)
+    problems: list = _field(default_factory=list)  # (source, subject, reason)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.matched or self.stale)
+
+    def as_dict(self) -> dict:
+        return {"matched": self.matched,
+                "already_imported": [{"file": s, "device_name": d} for s, d in self.already],
+                "stale": [{"file": s, "device_name": d, "reason": r} for s, d, r in self.stale],
+                "problems": [{"file": s, "subject": u, "reason": r} for s, u, r in self.problems]}
+
+
+def import_certificates(store: Store, actor: str, sources, *, check_mode: bool = False) -> ImportResult:
+    """Match signed certificates ((name, bytes) pairs) to pending offline CSRs, check and record
+    them; they reach the phones on their next CAPF session. ``check_mode`` records nothing."""
+    with store.read() as tx:
+        pending = _pending(tx, "pending")
+        superseded = _pending(tx, "superseded")
+        anchors = _anchors(tx)
+        known = {row["fingerprint"]: row["name"] for row in tx.query(
+            "SELECT c.fingerprint, p.name FROM certificates c JOIN phones p ON p.id = c.phone_id "
+            "WHERE c.source = 'offline_ca'")}
+    result = ImportResult()
+    fresh = []
+    for source, data in sources:
+        try:
+            certificates = offline.parse_certificates(data, source)
+        except CapfError as exc:
+            result.problems.append((source, "", str(exc)))
+            continue
+        remaining = [item for item in certificates if c.is_ca(item) or c.fingerprint(item) not in known]
+        for item in certificates:
+            if not c.is_ca(item) and c.fingerprint(item) in known:
+                result.already.append((source, known[c.fingerprint(item)]))
+        if remaining:
+            fresh.append((source, b"".join(c.to_pem(item).encode() for item in remaining)))
+    if not anchors and fresh:
+        raise StoreError("capf-trust holds no certificate: upload the offline CA's root before importing")
+    report = offline.import_certificates(fresh, [item for _id, item in pending], anchors,
+                                         superseded=[item for _id, item in superseded])
+    by_name = {item.device_name: csr_id for csr_id, item in pending}
+    result.matched = [item.device_name for item in report.matched]
+    result.stale = [(item.source, item.device_name, item.reason) for item in report.stale]
+    result.problems += [(item.source, item.subject, item.reason) for item in report.problems]
+    if check_mode or not (report.matched or report.stale):
+        return result
+    with store.transaction() as tx:
+        for item in report.matched:
+            phone = phone_records.get(tx, item.device_name)
+            certificate_id = record_certificate(tx, actor, phone, item.certificate, "offline_ca")
+            set_csr(tx, by_name[item.device_name], "issued", certificate_id=certificate_id)
+        for item in report.stale:
+            phone = phone_records.get(tx, item.device_name)
+            record_certificate(tx, actor, phone, item.certificate, "offline_ca", status="stale")
+        audit.record(tx, actor, "csr.imported", "offline_ca", matched=result.matched,
+                     stale=[device for _s, device, _r in result.stale], problems=len(result.problems))
+    return result
+
+
+def worker_step(store: Store, actor: str = "enrolment-service") -> dict:
+    """One pass of the enrolment service: poll pending online requests when issuer is online_ca."""
+    with store.read() as tx:
+        issuer_kind = service_records.read(tx)["issuer"]
+    if issuer_kind != "online_ca":
+        return {}
+    try:
+        return poll_pending(store, actor)
+    except EnrolmentError as exc:
+        log.warning("enrolment service: %s", exc)
+        return {"error": str(exc)}
+
+
+def run_worker(store: Store, stop, interval: float = 30.0, actor: str = "enrolment-service") -> None:
+    """The enrolment service loop: ``worker_step`` every ``interval`` seconds until ``stop`` (an
+    object with ``wait(timeout) -> bool``, e.g. threading.Event) is set."""
+    while not stop.wait(interval):
+        started = time.monotonic()
+        try:
+            counts = worker_step(store, actor)
+        except CapfError as exc:  # a store or CA problem must not end the service
+            log.warning("enrolment service pass failed: %s", exc)
+            continue
+        if counts.get("issued") or counts.get("failed"):
+            log.info("enrolment service: %s (%.1f s)", counts, time.monotonic() - started)
+
+
+def converge_export(store: Store, directory: str, *, bundle: bool = False, devices=None,
+                    check_mode: bool = False) -> dict:
+    """Make ``directory`` hold the pending CSRs (files rewritten only when their content differs)."""
+    items = pending_csrs(store, devices)
+    scratch = tempfile.mkdtemp(prefix="opencapf-csr-")
+    try:
+        written = offline.export(items, scratch, bundle=bundle)
+        files, changed = [], []
+        for path in written:
+            target = os.path.join(directory, os.path.basename(path))
+            content = read_input_file(path, "exported CSR")
+            files.append(target)
+            if not os.path.exists(target) or read_input_file(target, "exported CSR") != content:
+                changed.append(target)
+                if not check_mode:
+                    write_private_file(target, content)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"changed": bool(changed), "files": files, "written": changed,
+            "csrs": [{"device_name": item.device_name, "requested_at": item.requested_at} for item in items]}

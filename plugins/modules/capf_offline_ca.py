@@ -1,0 +1,147 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: capf_offline_ca
+short_description: Export pending CSRs for an offline CA and import the certificates it signed
+version_added: 0.1.0
+description:
+  - With the service parameter C(issuer=offline_ca), a phone that runs Install/Upgrade generates its key, signs the
+    CSR that CAPF builds for it (the opencapf X-CSR/1 protocol extension), and keeps the key pending. The CSR waits in
+    the store.
+  - O(state=exported) writes the pending CSRs to O(path) for the CA operator, one C(<DEVICE>.csr.pem) per phone or
+    one bundle (O(bundle=true)). Files are rewritten only when their content differs.
+  - O(state=imported) reads the certificates the CA signed (PEM, DER or PKCS#7 files, bundles too), matches each to
+    its CSR by public key, checks it (chain to C(CAPF-trust), KeyUsage digitalSignature and keyEncipherment, validity)
+    and records it. The phone receives it on its next CAPF session. A certificate whose CSR the phone has since
+    replaced is recorded as stale and never delivered. Certificates imported before are reported, not recorded again.
+  - Pending CSRs with their timestamps are also listed by M(opencapf.capf.capf_info) (section V(pending_csrs)).
+author:
+  - opencapf developers (@opencapf)
+extends_documentation_fragment:
+  - opencapf.capf.capf
+  - opencapf.capf.capf.attributes
+options:
+  state:
+    description:
+      - V(exported) writes pending CSRs to O(path); V(imported) imports signed certificates from O(src).
+    type: str
+    choices: [exported, imported]
+    required: true
+  path:
+    description: Directory that receives the CSR files (created with mode 0700 when missing). Required with V(exported).
+    type: path
+  bundle:
+    description: Write one file, C(capf-csr-bundle.pem), each CSR preceded by its device name and request time.
+    type: bool
+    default: false
+  devices:
+    description: Export only the CSRs of these device names. Not set means every pending CSR.
+    type: list
+    elements: str
+  src:
+    description: Files holding the signed certificates (and optionally the CA chain). Required with V(imported).
+    type: list
+    elements: path
+  fail_on_problems:
+    description:
+      - Fail when a certificate cannot be used (no matching CSR, KeyUsage missing, no chain to C(CAPF-trust), expired).
+        The usable ones are recorded either way (except in check mode).
+    type: bool
+    default: true
+"""
+
+EXAMPLES = r"""
+- name: Export every pending CSR, one file per phone
+  opencapf.capf.capf_offline_ca:
+    state: exported
+    path: /srv/capf/csr-out
+
+- name: Import what the CA operator signed
+  opencapf.capf.capf_offline_ca:
+    state: imported
+    src:
+      - /srv/capf/signed/SEP001122334455.cer
+      - /srv/capf/signed/bundle.p7b
+"""
+
+RETURN = r"""
+files:
+  description: With V(exported), the CSR files that hold the pending CSRs.
+  returned: state is exported
+  type: list
+  elements: str
+written:
+  description: With V(exported), the files written (or that would be written in check mode).
+  returned: state is exported
+  type: list
+  elements: str
+csrs:
+  description: With V(exported), the exported CSRs with C(device_name) and C(requested_at) (UTC).
+  returned: state is exported
+  type: list
+  elements: dict
+matched:
+  description: With V(imported), the device names whose certificates were recorded for delivery.
+  returned: state is imported
+  type: list
+  elements: str
+already_imported:
+  description: With V(imported), certificates recorded by an earlier import (C(file), C(device_name)).
+  returned: state is imported
+  type: list
+  elements: dict
+stale:
+  description: With V(imported), certificates for replaced CSRs, recorded as stale (C(file), C(device_name), C(reason)).
+  returned: state is imported
+  type: list
+  elements: dict
+problems:
+  description: With V(imported), certificates that cannot be used (C(file), C(subject), C(reason)).
+  returned: state is imported
+  type: list
+  elements: dict
+"""
+
+from ansible_collections.opencapf.capf.plugins.module_utils._ansible_args import (
+    argument_spec, create_module, engine, exit_with)
+from ansible_collections.opencapf.capf.plugins.module_utils._opencapf import enrolment
+from ansible_collections.opencapf.capf.plugins.module_utils._opencapf.issuers import offline
+
+
+def main():
+    spec = argument_spec(
+        state={"type": "str", "choices": ["exported", "imported"], "required": True},
+        path={"type": "path"},
+        bundle={"type": "bool", "default": False},
+        devices={"type": "list", "elements": "str"},
+        src={"type": "list", "elements": "path"},
+        fail_on_problems={"type": "bool", "default": True},
+    )
+    module = create_module(spec, required_if=[("state", "exported", ["path"]), ("state", "imported", ["src"])])
+    params = module.params
+    with engine(module) as store:
+        if params["state"] == "exported":
+            result = enrolment.converge_export(store, params["path"], bundle=params["bundle"],
+                                               devices=params["devices"], check_mode=module.check_mode)
+            unchanged = sorted(set(result["files"]) - set(result["written"]))
+            exit_with(module, {"changed": result["changed"], "before": {"files": unchanged},
+                               "after": {"files": result["files"]}},
+                      files=result["files"], written=result["written"], csrs=result["csrs"])
+        report = enrolment.import_certificates(store, store.actor, offline.read_files(params["src"]),
+                                               check_mode=module.check_mode)
+    values = report.as_dict()
+    if report.problems and params["fail_on_problems"]:
+        module.fail_json(msg="; ".join(f"{item['file']}: {item['reason']}" for item in values["problems"]),
+                         changed=report.changed and not module.check_mode, **values)
+    exit_with(module, {"changed": report.changed, "before": {"imported": []},
+                       "after": {"imported": report.matched, "stale": [item["device_name"] for item in values["stale"]]}},
+              **values)
+
+
+if __name__ == "__main__":
+    main()

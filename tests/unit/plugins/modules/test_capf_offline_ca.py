@@ -1,0 +1,70 @@
+"""capf_offline_ca: export pending CSRs and import signed certificates; check mode, idempotence."""
+
+from __future__ import annotations
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+from ansible_collections.opencapf.capf.plugins.modules import capf_offline_ca
+
+from support.third_party_ca import EnterprisePki, pem, phone_csr
+from _opencapf import enrolment, trust
+from _opencapf.store import open_store
+from _opencapf.store import phones as phone_records
+
+NAMES = ("SEP001122334455", "SEP00AABBCCDDEE")
+
+
+def _seed(store_path, pki):
+    """Two phones whose phone-signed CSRs wait for the offline CA."""
+    with open_store(store_path, actor="test") as store:
+        trust.converge(store, content=pem(pki.root) + pem(pki.issuing), trust_store="capf-trust")
+        for name in NAMES:
+            signed = phone_csr(name, rsa.generate_private_key(public_exponent=65537, key_size=2048))
+            with store.transaction() as tx:
+                phone = phone_records.create(tx, "test", name, operation="install_upgrade")
+                enrolment.add_request(tx, "test", phone, signed)
+
+
+def test_export_check_mode_and_idempotence(run, store_path, tmp_path):
+    _seed(store_path, EnterprisePki())
+    out = tmp_path / "out"
+    args = {"store": store_path, "state": "exported", "path": str(out)}
+    checked = run(capf_offline_ca, args, check=True)
+    assert checked["changed"] is True and not out.exists()
+    assert [item["device_name"] for item in checked["csrs"]] == list(NAMES)
+    first = run(capf_offline_ca, args, diff=True)
+    assert first["changed"] is True and sorted(p.name for p in out.iterdir()) == [f"{n}.csr.pem" for n in NAMES]
+    assert first["diff"]["after"]["files"] == first["files"]
+    assert all(oct(p.stat().st_mode & 0o777) == "0o600" for p in out.iterdir())
+    assert run(capf_offline_ca, args)["changed"] is False
+    bundle = run(capf_offline_ca, {**args, "bundle": True, "devices": [NAMES[1]]})
+    text = (out / "capf-csr-bundle.pem").read_text()
+    assert bundle["changed"] is True and NAMES[1] in text and NAMES[0] not in text
+
+
+def test_import_check_mode_idempotence_and_problems(run, store_path, tmp_path):
+    pki = EnterprisePki()
+    _seed(store_path, pki)
+    out = tmp_path / "out"
+    run(capf_offline_ca, {"store": store_path, "state": "exported", "path": str(out)})
+    request = x509.load_pem_x509_csr((out / f"{NAMES[0]}.csr.pem").read_bytes())
+    (tmp_path / "signed.pem").write_text(pem(pki.sign_request(request)) + pem(pki.issuing))
+    args = {"store": store_path, "state": "imported", "src": [str(tmp_path / "signed.pem")]}
+    checked = run(capf_offline_ca, args, check=True)
+    assert checked["changed"] is True and checked["matched"] == [NAMES[0]]
+    with open_store(store_path, actor="test") as store, store.read() as tx:
+        assert tx.scalar("SELECT COUNT(*) FROM certificates") == 0
+    imported = run(capf_offline_ca, args)
+    assert imported["changed"] is True and imported["matched"] == [NAMES[0]] and imported["problems"] == []
+    with open_store(store_path, actor="test") as store, store.read() as tx:
+        row = tx.one("SELECT status, source, issuer FROM certificates")
+    assert dict(row) == {"status": "issued", "source": "offline_ca", "issuer": pki.issuing.subject.rfc4514_string()}
+    again = run(capf_offline_ca, args)
+    assert again["changed"] is False and again["already_imported"][0]["device_name"] == NAMES[0]
+    # A certificate without KeyUsage is refused with the reason; nothing is recorded for it.
+    other = x509.load_pem_x509_csr((out / f"{NAMES[1]}.csr.pem").read_bytes())
+    (tmp_path / "no-ku.pem").write_text(pem(pki.sign_request(other, key_usage=False)))
+    refused = run(capf_offline_ca, {**args, "src": [str(tmp_path / "no-ku.pem")]})
+    assert refused["failed"] is True and "KeyUsage" in refused["msg"] and refused["changed"] is False
+    assert run(capf_offline_ca, {**args, "src": [str(tmp_path / "no-ku.pem")], "fail_on_problems": False})[
+        "problems"][0]["reason"]
