@@ -207,7 +207,7 @@ class CapfServer:
                                                      duration_ms=duration()))
                 return
             session = ServerSession(session_id, StoreDecider(self.store, peer), step_timeout=self.options.step_timeout)
-            await self._converse(session, reader, writer)
+            final = await self._converse(session, reader, writer)
             outcome = session.outcome
             details = {key: value for key, value in outcome.details.items()}
             if outcome.version is not None:
@@ -220,10 +220,18 @@ class CapfServer:
                     outcome.device_name or "-", outcome.operation or "-", outcome.outcome,
                     f" ({outcome.reason})" if outcome.reason else "")
             self.served += 1
+            if final:
+                try:
+                    writer.write(final)
+                    await writer.drain()
+                except (ssl.SSLError, OSError, ConnectionError) as exc:
+                    log.info("session %d: %s: END_SESSION not delivered: %s", session_id, peer, _describe(exc))
         finally:
             await self._release()
 
-    async def _converse(self, session: ServerSession, reader, writer) -> None:
+    async def _converse(self, session: ServerSession, reader, writer) -> bytes:
+        """Run the conversation; return the final END_SESSION unsent, so that the session is on
+        record before the phone learns how it ended."""
         loop = asyncio.get_running_loop()
         try:
             writer.write(session.start(loop.time()))
@@ -239,11 +247,14 @@ class CapfServer:
                         await self._run(session.connection_lost, "peer closed the connection")
                         break
                     reply = await self._run(session.receive_data, data, loop.time())
+                if session.closed:
+                    return reply
                 if reply:
                     writer.write(reply)
                     await writer.drain()
         except (ssl.SSLError, OSError, ConnectionError) as exc:
             await self._run(session.connection_lost, f"connection failed: {_describe(exc)}")
+        return b""
 
     async def _acquire(self, limit: int) -> bool:
         async with self._slots:
