@@ -32,6 +32,9 @@ WAIT_FETCH = "wait_fetch"
 WAIT_DELETE = "wait_delete"
 CLOSED = "closed"
 
+# The largest message a phone needs is AUTH_RESPONSE with a certificate and two signatures.
+MAX_PHONE_BODY = 16384
+
 
 @dataclass(frozen=True)
 class KeyChoice:
@@ -127,7 +130,7 @@ class ServerSession:
         self.state = WAIT_AUTH
         self.outcome = Outcome()
         self.deadline: float | None = None
-        self._decoder = Decoder()
+        self._decoder = Decoder(MAX_PHONE_BODY)
         self._plan: Plan | None = None
         self._version = SERVER_VERSION
         self._choices: list = []
