@@ -19,6 +19,7 @@ import os
 import secrets
 import socket
 import ssl
+import warnings
 import time
 from dataclasses import dataclass
 
@@ -137,8 +138,11 @@ class CapfServer:
         if context is None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             if legacy:
-                context.minimum_version = ssl.TLSVersion.TLSv1
+                with warnings.catch_warnings():  # TLS 1.0 is deprecated; this profile exists for old phones
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    context.minimum_version = ssl.TLSVersion.TLSv1
                 context.set_ciphers("DEFAULT:@SECLEVEL=0")
+                log.warning("legacy TLS profile in use: TLS 1.0 and weak ciphers are accepted (legacy_tls)")
             else:
                 context.minimum_version = ssl.TLSVersion.TLSv1_2
             context.verify_mode = ssl.CERT_NONE  # phones prove themselves inside the protocol
