@@ -73,7 +73,8 @@ class CommunicationFailure(Exception):
     pass
 
 
-async def _session(identity: PhoneIdentity, address: str, target: Target, context, behaviour) -> EnrolResult:
+async def _session(identity: PhoneIdentity, address: str, target: Target, context, behaviour,
+                   barrier=None) -> EnrolResult:
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(address, target.port, ssl=context, ssl_handshake_timeout=target.timeout),
@@ -90,6 +91,9 @@ async def _session(identity: PhoneIdentity, address: str, target: Target, contex
             if not data:
                 raise CommunicationFailure("the CAPF server closed the connection before END_SESSION")
             reply = phone.receive_data(data)
+            if barrier is not None:  # hold the open session until every phone of the group has one
+                await asyncio.wait_for(barrier.wait(), target.timeout * 6)
+                barrier = None
             if reply:
                 writer.write(reply)
                 await writer.drain()
@@ -107,7 +111,8 @@ async def _session(identity: PhoneIdentity, address: str, target: Target, contex
 
 
 async def enrol(identity: PhoneIdentity, target: Target, *, behaviour: PhoneBehaviour | None = None,
-                retries: int = 3, retry_interval: float = 30.0, string_entered: bool = True) -> EnrolResult:
+                retries: int = 3, retry_interval: float = 30.0, string_entered: bool = True,
+                barrier=None) -> EnrolResult:
     """Run one phone's CAPF session to its end, retrying communication failures."""
     behaviour = behaviour or PhoneBehaviour()
     contact, why = identity.contact_decision(string_entered)
@@ -130,7 +135,7 @@ async def enrol(identity: PhoneIdentity, target: Target, *, behaviour: PhoneBeha
         for address in addresses:
             tried.append(address)
             try:
-                result = await _session(identity, address, target, context, behaviour)
+                result = await _session(identity, address, target, context, behaviour, barrier)
             except CommunicationFailure as exc:
                 last = str(exc)
                 continue
