@@ -151,3 +151,25 @@ def test_arbitrary_message_sequences(ca_store, auth_mode):
         assert server.closed
 
     run()
+
+
+def test_keepalive_and_keygen_limits_bound_the_key_generation_wait(ca_store):
+    from _opencapf.store import service as service_records
+    with ca_store.transaction() as tx:
+        service_records.write(tx, "test", {"keepalive_minutes": 5, "keygen_timeout_minutes": 12})
+    add_phone(ca_store, NAME, operation="install_upgrade", key_order="ec")
+    server = ServerSession(3, StoreDecider(ca_store), step_timeout=10)
+    server.start(0.0)
+    auth = codec.encode(Message(Command.AUTH_RESPONSE, 3, ((Tag.VERSION, b"\x03"), (Tag.DEVICE_NAME, NAME.encode() + b"\x00"))))
+    (request,) = Decoder().feed(server.receive_data(auth, 0.0))
+    assert request.command == Command.KEY_GENERATE_REQUEST
+    assert server.deadline == 300.0  # idle limit: the keep-alive timer
+    in_progress = codec.encode(Message(Command.REQUEST_IN_PROGRESS, 3, ()))
+    for now in (290.0, 400.0):  # REQUEST_IN_PROGRESS keeps the session alive ...
+        assert server.receive_data(in_progress, now) == b""
+        assert server.deadline == now + 300.0
+    assert server.receive_data(in_progress, 700.0) == b""
+    assert server.deadline == 720.0  # ... but never past the key-generation time limit
+    (end,) = Decoder().feed(server.time_passed(720.0))
+    assert end.u8(Tag.REASON) == Reason.INVALID_ELEMENT and server.outcome.outcome == "timeout"
+    assert phone_row(ca_store, NAME)["operation_status"] == "failed"
