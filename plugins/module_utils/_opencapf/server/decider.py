@@ -9,6 +9,7 @@ one transaction together with its audit record.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from .. import authstrings
@@ -44,6 +45,17 @@ def load_phone_key(der: bytes):
         raise ProtocolError("PUBLIC_KEY is not a DER SubjectPublicKeyInfo") from None
 
 
+def load_certificate(der: bytes):
+    """(certificate, public key) from a phone's DER; anything unreadable is a CertificateError."""
+    certificate = c.load_der_certificate(der, "CERTIFICATE")
+    try:
+        public_key = certificate.public_key()
+        c.key_description(public_key)
+    except (ValueError, TypeError) as exc:
+        raise CertificateError(f"CERTIFICATE carries an unreadable public key: {exc}") from None
+    return certificate, public_key
+
+
 class StoreDecider(Decider):
     def __init__(self, store: Store, peer: str = ""):
         self.store = store
@@ -69,7 +81,7 @@ class StoreDecider(Decider):
         )
         refusal = self._refusal(phone)
         if refusal:
-            plan = Plan(**{**plan.__dict__, "refusal": refusal})
+            plan = dataclasses.replace(plan, refusal=refusal)
         return plan
 
     def _refusal(self, phone: dict) -> str:
@@ -124,13 +136,12 @@ class StoreDecider(Decider):
             return Verdict(False, "existing-certificate authentication needs SIGNED_DATA and SHA2_SIGNED_DATA")
         _type, der = offer.certificates[0]
         try:
-            certificate = c.load_der_certificate(der, "CERTIFICATE")
+            certificate, public_key = load_certificate(der)
         except CertificateError as exc:
             return Verdict(False, str(exc))
         data = proof.message(offer.device_name_raw, der)
         code, sha2_signature = offer.sha2_signed_data
         sha2 = proof.hash_name(code)
-        public_key = certificate.public_key()
         if sha2 is None or not proof.verify(public_key, sha2_signature, data, sha2):
             return Verdict(False, "SHA2_SIGNED_DATA does not verify with the presented certificate")
         if not proof.verify(public_key, offer.signed_data, data, "sha1"):
@@ -207,7 +218,7 @@ class StoreDecider(Decider):
     def fetched(self, plan: Plan, entries: list) -> None:
         parsed = []
         for _type, der in entries:
-            certificate = c.load_der_certificate(der, "CERTIFICATE")
+            certificate, _key = load_certificate(der)
             parsed.append((self._kind_of(certificate), certificate))
         with self.store.transaction() as tx:
             phone = phone_records.get(tx, plan.device_name)

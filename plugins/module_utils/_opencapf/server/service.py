@@ -24,7 +24,6 @@ import time
 from dataclasses import dataclass
 
 from ..ca import authority
-from ..ca import keys as key_files
 from ..errors import CapfError
 from ..files import write_private_file
 from ..protocol.constants import DEFAULT_PORT
@@ -146,10 +145,13 @@ class CapfServer:
             else:
                 context.minimum_version = ssl.TLSVersion.TLSv1_2
             context.verify_mode = ssl.CERT_NONE  # phones prove themselves inside the protocol
-            bundle = os.path.join(self.store.keys_dir, f"tls-{signer.id}.pem")
-            write_private_file(bundle, key_files.private_key_pem(signer.private_key)
-                               + signer.certificate.public_bytes(_pem_encoding()))
-            context.load_cert_chain(bundle)
+            with self.store.read() as tx:
+                row = tx.one("SELECT key_path FROM capf_certificates WHERE id = ?", (signer.id,))
+            # The certificate is public; the key is loaded from its own 0600 file, never copied.
+            certificate_file = os.path.join(self.store.keys_dir, f"capf-tls-{signer.id}.crt")
+            if not os.path.exists(certificate_file):
+                write_private_file(certificate_file, signer.certificate.public_bytes(_pem_encoding()))
+            context.load_cert_chain(certificate_file, row["key_path"])
             self._contexts = {key: context}
         return context
 
