@@ -138,6 +138,7 @@ class ServerSession:
         self._choice: KeyChoice | None = None
         self._keygen_deadline: float | None = None
         self._issued: Issued | None = None
+        self._step_started = 0.0
 
     # -- driver interface -------------------------------------------------------------------
 
@@ -148,6 +149,7 @@ class ServerSession:
     def start(self, now: float) -> bytes:
         """The first message: AUTH_REQUEST (S speaks first)."""
         self.deadline = now + self.step_timeout
+        self._step_started = now
         return self._send(Command.AUTH_REQUEST, [(Tag.VERSION, u8(SERVER_VERSION)), (Tag.AUTH_TYPE, u8(AuthType.NONE))])
 
     def receive_data(self, data: bytes, now: float) -> bytes:
@@ -221,7 +223,9 @@ class ServerSession:
         if self.state == WAIT_KEY and self._plan is not None:
             self.deadline = min(now + self._plan.keepalive, self._keygen_deadline or now + self._plan.keepalive)
         else:
-            self.deadline = now + self.step_timeout
+            # Keep-alives stretch a step, but never past the keep-alive time since the step began.
+            limit = self._step_started + (self._plan.keepalive if self._plan else self.step_timeout * 6)
+            self.deadline = min(now + self.step_timeout, limit)
 
     def _on_auth(self, message: Message, now: float) -> bytes:
         version = message.u8(Tag.VERSION)
@@ -280,6 +284,7 @@ class ServerSession:
             self._keygen_deadline = now + plan.keygen_timeout
             return self._key_request(now)
         self.deadline = now + self.step_timeout
+        self._step_started = now
         if plan.operation == "delete":
             self.state = WAIT_DELETE
             return self._send(Command.DELETE_CERTIFICATE_REQUEST, [(Tag.CERTIFICATE_TYPE, u8(CertificateType.LSC))])
@@ -314,6 +319,7 @@ class ServerSession:
         self._issued = self.decider.issue(self._plan, public_key, self._choice)
         self.state = WAIT_STORE
         self.deadline = now + self.step_timeout
+        self._step_started = now
         return self._send(Command.STORE_CERTIFICATE_REQUEST,
                           [(Tag.CERTIFICATE_TYPE, u8(CertificateType.LSC)), (Tag.CERTIFICATE, wrap_certificate(self._issued.der))])
 

@@ -173,3 +173,16 @@ def test_keepalive_and_keygen_limits_bound_the_key_generation_wait(ca_store):
     (end,) = Decoder().feed(server.time_passed(720.0))
     assert end.u8(Tag.REASON) == Reason.INVALID_ELEMENT and server.outcome.outcome == "timeout"
     assert phone_row(ca_store, NAME)["operation_status"] == "failed"
+
+
+def test_keepalives_cannot_hold_a_step_open_forever(ca_store):
+    server = ServerSession(4, StoreDecider(ca_store), step_timeout=2)
+    server.start(0.0)
+    in_progress = codec.encode(Message(Command.REQUEST_IN_PROGRESS, 4, ()))
+    now = 0.0
+    while server.receive_data(in_progress, now) == b"" and now < 1000:
+        now += 1.5
+        if server.time_passed(now):
+            break
+    assert server.closed and server.outcome.outcome == "timeout"
+    assert now <= 12.0  # before the device is known: at most six step timeouts
