@@ -267,15 +267,14 @@ def test_auth_mode_survives_power_failure_and_is_cleared_on_completion(capf_serv
 
 
 def test_communication_failure_is_retried(ca_store, tmp_path):
-    import socket
-    from e2e.helpers import Target  # noqa: F401
-    from _opencapf.simulator.client import Target as T, enrol
     import asyncio
+    import socket
+    from _opencapf.simulator.client import Target, enrol
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     identity = phone(tmp_path, "SEP00AA00BB00DB")
-    result = asyncio.run(enrol(identity, T(("127.0.0.1",), port, timeout=2), retries=3, retry_interval=0.01))
+    result = asyncio.run(enrol(identity, Target(("127.0.0.1",), port, timeout=2), retries=3, retry_interval=0.01))
     assert (result.outcome, result.attempts) == ("communication_failure", 4)
     assert result.tried == ["127.0.0.1"] * 4
 

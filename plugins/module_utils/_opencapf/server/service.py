@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from ..ca import authority
 from ..errors import CapfError
 from ..files import write_private_file
-from ..protocol.constants import DEFAULT_PORT
 from ..protocol.session import ServerSession
 from ..store import Store
 from ..store import service as service_records
@@ -345,4 +344,4 @@ async def serve(store: Store, options: ServerOptions | None = None, ready=None, 
         await server.stop()
 
 
-__all__ = ["CapfServer", "ServerOptions", "serve", "DEFAULT_PORT"]
+__all__ = ["CapfServer", "ServerOptions", "serve"]
