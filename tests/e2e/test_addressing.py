@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import HAS_IPV6_LOOPBACK, RunningServer, add_phone
-from e2e.helpers import phone, run_enrol
+from support.protocol import HAS_IPV6_LOOPBACK, RunningServer, add_phone
+from support.phones import phone, run_enrol
 from _opencapf.simulator.addressing import TABLE_2, plan
 from _opencapf.store import service as service_records
 

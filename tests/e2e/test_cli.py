@@ -8,8 +8,9 @@ import signal
 import socket
 import time
 
-from conftest import RunningServer, add_phone, certificate_rows, openssl_verify, run_cli
-from e2e.helpers import phone, run_enrol
+from support.protocol import RunningServer, add_phone, certificate_rows, openssl_verify
+from support.tools import run_cli
+from support.phones import phone, run_enrol
 from _opencapf.ca import authority
 from _opencapf.store import service as service_records
 

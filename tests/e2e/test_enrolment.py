@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from conftest import add_phone, certificate_rows, openssl_verify, phone_row
-from e2e.helpers import phone, run_enrol
+from support.protocol import add_phone, certificate_rows, openssl_verify, phone_row
+from support.phones import phone, run_enrol
 from _opencapf.ca import certificates as c
 from _opencapf.store import phones as phone_records
 from _opencapf.store import service as service_records
@@ -228,7 +228,7 @@ def test_lsc_of_a_previous_capf_certificate_still_authenticates(capf_server, ca_
 
 
 def test_stale_lsc_after_power_failure_and_delete_all(capf_server, ca_store, tmp_path):
-    from conftest import run_cli
+    from support.tools import run_cli
     from _opencapf.protocol.phone import PhoneBehaviour
     name = "SEP00AA00BB00D9"
     add_phone(ca_store, name, operation="install_upgrade", key_order="ec")

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from conftest import CLI, openssl
+from support.tools import ENGINE_PATH, openssl
 from _opencapf.ca import authority
 from _opencapf.dependencies import ec
 from _opencapf.simulator.client import Target
@@ -20,9 +20,10 @@ COUNT = 500
 
 def _start_server(store_path, log):
     # The log goes to a file: a pipe nobody reads would fill up and stall the server.
-    process = subprocess.Popen([sys.executable, CLI, "--store", store_path, "serve", "--listen", "127.0.0.1",
-                                "--port", "0", "--queue-timeout", "60", "--step-timeout", "60"],
-                               stdout=subprocess.PIPE, stderr=log, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "_opencapf", "--store", store_path, "serve", "--listen",
+                                "127.0.0.1", "--port", "0", "--queue-timeout", "60", "--step-timeout", "60"],
+                               stdout=subprocess.PIPE, stderr=log, text=True,
+                               env={**os.environ, "PYTHONPATH": ENGINE_PATH})
     line = process.stdout.readline()  # "listening on 127.0.0.1 port N" once it accepts
     if not line.startswith("listening on"):
         process.kill()

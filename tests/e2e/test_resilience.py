@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from conftest import RunningServer, add_phone, certificate_rows
-from e2e.helpers import phone, run_enrol
+from support.protocol import RunningServer, add_phone, certificate_rows
+from support.phones import phone, run_enrol
 from _opencapf.protocol import codec
 from _opencapf.protocol.codec import Decoder, Message
 from _opencapf.protocol.constants import Command, Reason, Tag
@@ -130,7 +130,7 @@ def test_client_vanishing_mid_session_marks_the_operation_failed(quick_server, c
         assert read_message(sock).command == Command.KEY_GENERATE_REQUEST
     (row,) = sessions(ca_store, 1)
     assert row["outcome"] == "aborted"
-    from conftest import phone_row
+    from support.protocol import phone_row
     assert phone_row(ca_store, "SEP00000000CAFE")["operation_status"] == "failed"
 
 

@@ -22,7 +22,7 @@ DEFAULT_LENGTH = 8
 def generate(length: int = DEFAULT_LENGTH) -> str:
     """A random string of ``length`` digits (4\u201310)."""
     length = check_int_range("authentication_string_length", length, AUTH_STRING_DIGITS, " digits")
-    return "".join(secrets.choice("0123456789") for _ in range(length))
+    return "".join(secrets.choice("0123456789") for _digit in range(length))
 
 
 def digest(secret: bytes, salt: bytes, value: bytes | str) -> bytes:

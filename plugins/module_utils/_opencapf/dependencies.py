@@ -38,6 +38,11 @@ except ImportError as _exc:  # reported by require()
     jsonschema = None
     JSONSCHEMA_IMPORT_ERROR = _exc
 
+__all__ = [
+    "x509", "InvalidSignature", "hashes", "serialization", "ec", "padding", "rsa", "ExtendedKeyUsageOID", "NameOID",
+    "yaml", "jsonschema", "missing", "require",
+]
+
 _ERRORS = {
     "cryptography": lambda: CRYPTOGRAPHY_IMPORT_ERROR,
     "PyYAML": lambda: YAML_IMPORT_ERROR,

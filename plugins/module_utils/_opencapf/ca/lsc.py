@@ -54,7 +54,10 @@ def lsc_extensions(device_name: str, public_key, issuer_certificate=None) -> lis
         (usage, True),
         (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH,
                                 x509.ObjectIdentifier(IPSEC_END_SYSTEM)]), False),
-        (x509.SubjectAlternativeName([x509.DNSName(device_name)]), False),
+        # The device name as a directoryName: the reference servers' bare-name URI is not a valid
+        # RFC 5280 URI, and a device name is not a DNS name.
+        (x509.SubjectAlternativeName([x509.DirectoryName(x509.Name([
+            x509.NameAttribute(NameOID.COMMON_NAME, device_name)]))]), False),
         (x509.SubjectKeyIdentifier.from_public_key(public_key), False),
     ]
     if issuer_certificate is not None:

@@ -75,32 +75,35 @@ def check_trust_upload(certificate, field: str = "certificate", *, max_path_leng
         check_ca_certificate(certificate, field, max_path_length=max_path_length)
 
 
-def build_chain(leaf, pool, *, at: _dt.datetime | None = None, check_dates: bool = True) -> list:
-    """The verified chain from ``leaf`` up to a certificate in ``pool`` that is self-signed or
-    that ``leaf`` itself is. Raises CertificateError saying why no chain exists."""
-    pool = list(pool)
+def build_chain(leaf, anchors, intermediates=(), *, at: _dt.datetime | None = None,
+                check_dates: bool = True) -> list:
+    """The verified chain from ``leaf`` up to one of the trusted ``anchors`` (any trusted
+    certificate ends the chain), using ``intermediates`` (not trusted by themselves) on the way.
+    Raises CertificateError saying why no chain exists."""
+    anchors = list(anchors)
+    anchor_prints = {c.fingerprint(anchor) for anchor in anchors}
+    candidates = anchors + list(intermediates)
     moment = at or utc_now()
     chain = [leaf]
     current = leaf
     for _depth in range(MAX_CHAIN_DEPTH):
         if check_dates and not c.not_before(current) <= moment <= c.not_after(current):
             raise CertificateError(
-                f"certificate {c.common_name(current.subject)!r} is outside its validity period at {moment:%Y-%m-%dT%H:%M:%SZ}"
+                f"certificate {c.common_name(current.subject)!r} is outside its validity period "
+                f"at {moment:%Y-%m-%dT%H:%M:%SZ}"
             )
-        if any(c.fingerprint(candidate) == c.fingerprint(current) for candidate in pool):
+        if c.fingerprint(current) in anchor_prints:
             return chain
-        issuers = [candidate for candidate in pool if c.signed_by(current, candidate)]
-        if not issuers:
+        issuers = [candidate for candidate in candidates if c.signed_by(current, candidate)]
+        if not issuers or (c.is_self_signed(current) and issuers == [current]):
             raise CertificateError(
                 f"certificate {c.common_name(current.subject)!r} does not chain to a trusted certificate "
                 f"(no trusted issuer {current.issuer.rfc4514_string()!r})"
             )
         issuer = issuers[0]
-        if issuer is not current and not c.is_ca(issuer):
+        if not c.is_ca(issuer):
             raise CertificateError(f"issuer {c.common_name(issuer.subject)!r} is not a CA")
         chain.append(issuer)
-        if c.is_self_signed(issuer):
-            return chain
         current = issuer
     raise CertificateError(f"certificate chain is longer than {MAX_CHAIN_DEPTH}")
 
@@ -125,26 +128,32 @@ def table1(ca_root, https_certificate=None, intermediates=()) -> UploadPlan:
     The root always goes to CAPF-trust and CallManager-trust, the HTTPS certificate to CAPF-trust.
     """
     root_stores = ("capf-trust", "callmanager-trust")
-    max_path = 1 if intermediates else 0
-    check_trust_upload(ca_root, "ca_root", max_path_length=max_path)
     if not c.is_self_signed(ca_root):
         raise CertificateError("ca_root must be a self-signed root certificate")
     root = [("ca_root", ca_root, root_stores)]
     if https_certificate is None:
-        return UploadPlan(0, "no HTTPS certificate given: upload the CA root", root)
-    check_not_reserved(https_certificate, "https_certificate")
-    if c.fingerprint(https_certificate) == c.fingerprint(ca_root):
-        return UploadPlan(1, "the CA root and the HTTPS certificate are the same: upload the CA root", root)
-    if c.signed_by(https_certificate, ca_root):
-        return UploadPlan(2, "the HTTPS certificate is issued by the CA root: upload the CA root", root)
-    for index, intermediate in enumerate(intermediates):
-        if c.signed_by(intermediate, ca_root) and c.signed_by(https_certificate, intermediate):
-            check_ca_certificate(intermediate, f"intermediates[{index}]")
-            return UploadPlan(3, "the HTTPS certificate is issued by an intermediate CA of the CA root: "
-                                 "upload the CA root", root)
-    return UploadPlan(
-        4,
-        "the HTTPS certificate differs from the CA root and cannot be verified from it alone: "
-        "upload the CA root and the HTTPS certificate",
-        root + [("https_certificate", https_certificate, ("capf-trust",))],
-    )
+        plan = UploadPlan(0, "no HTTPS certificate given: upload the CA root", root)
+    elif c.fingerprint(https_certificate) == c.fingerprint(ca_root):
+        plan = UploadPlan(1, "the CA root and the HTTPS certificate are the same: upload the CA root", root)
+    elif c.signed_by(https_certificate, ca_root):
+        plan = UploadPlan(2, "the HTTPS certificate is issued by the CA root: upload the CA root", root)
+    else:
+        plan = None
+        for index, intermediate in enumerate(intermediates):
+            if c.signed_by(intermediate, ca_root) and c.signed_by(https_certificate, intermediate):
+                check_ca_certificate(intermediate, f"intermediates[{index}]")
+                plan = UploadPlan(3, "the HTTPS certificate is issued by an intermediate CA of the CA root: "
+                                     "upload the CA root", root)
+                break
+        if plan is None:
+            plan = UploadPlan(
+                4,
+                "the HTTPS certificate differs from the CA root and cannot be verified from it alone: "
+                "upload the CA root and the HTTPS certificate",
+                root + [("https_certificate", https_certificate, ("capf-trust",))],
+            )
+    # A root above an intermediate CA needs a path length that covers it.
+    check_trust_upload(ca_root, "ca_root", max_path_length=1 if plan.scenario in (3, 4) else 0)
+    if https_certificate is not None:
+        check_not_reserved(https_certificate, "https_certificate")
+    return plan

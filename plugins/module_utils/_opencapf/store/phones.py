@@ -27,7 +27,7 @@ def create(tx: Transaction, actor: str, name: str, **settings: Any) -> dict[str,
     columns = {key: value for key, value in settings.items() if value is not None}
     names = ["name", "created_at", "updated_at", *columns]
     tx.insert(
-        f"INSERT INTO phones ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})",
+        f"INSERT INTO phones ({', '.join(names)}) VALUES ({', '.join(['?'] * len(names))})",
         (name.upper(), now, now, *columns.values()),
     )
     audit.record(tx, actor, "phone.create", name.upper(), **{k: v for k, v in columns.items() if k in SETTINGS})

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import add_phone, certificate_rows, phone_row
+from support.protocol import add_phone, certificate_rows, phone_row
 from _opencapf.protocol import codec
 from _opencapf.protocol.codec import Decoder, Message
 from _opencapf.protocol.constants import SERVER_TAGS, Command, Reason, Tag

@@ -1,0 +1,75 @@
+"""The CAPF protocol service in tests: a server thread, phones in the store, openssl checks."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+from support.tools import openssl
+from _opencapf import authstrings
+from _opencapf.ca import authority
+from _opencapf.ca import certificates as _certificates
+from _opencapf.server.service import CapfServer, ServerOptions
+from _opencapf.store import open_store
+from _opencapf.store import phones as _phones
+
+HAS_IPV6_LOOPBACK = False
+try:
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as _probe:
+        _probe.bind(("::1", 0))
+    HAS_IPV6_LOOPBACK = True
+except OSError:
+    pass
+
+class RunningServer:
+    """A CapfServer on its own event loop in a background thread (its own store connection)."""
+
+    def __init__(self, store_path, addresses=("127.0.0.1",), **options):
+        self.store = open_store(store_path, actor="capf-server")
+        self.server = CapfServer(self.store, ServerOptions(addresses=tuple(addresses), port=0, **options))
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="capf-test-server", daemon=True)
+        self._thread.start()
+        self.bound = asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(30)
+        self._forever = asyncio.run_coroutine_threadsafe(self.server.serve_forever(), self.loop)
+        self.port = self.bound[0][1]
+        self.capf_pem = authority.current(self.store)["pem"]
+
+    def stop(self):
+        self._forever.cancel()
+        asyncio.run_coroutine_threadsafe(self.server.stop(grace=2), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+        self.store.close()
+
+
+def add_phone(store, name, *, auth_string=None, **settings):
+    """Put a phone with CAPF settings into the store (an authentication string is hashed)."""
+    with store.transaction() as tx:
+        if auth_string is not None:
+            salt, digest = authstrings.protect(store.secret(), auth_string)
+            settings.update(auth_salt=salt, auth_hash=digest)
+        settings.setdefault("operation_status", "pending" if settings.get("operation", "none") != "none" else "none")
+        return _phones.create(tx, "test", name, **settings)
+
+
+def phone_row(store, name):
+    with store.read() as tx:
+        return _phones.get(tx, name)
+
+
+def certificate_rows(store, name, kind="lsc"):
+    with store.read() as tx:
+        phone = _phones.get(tx, name)
+        return tx.query("SELECT * FROM certificates WHERE phone_id = ? AND kind = ? ORDER BY id", (phone["id"], kind))
+
+
+def openssl_verify(capf_pem, lsc_pem, tmp_path):
+    """``openssl verify`` of an LSC against the CAPF certificate; returns the CompletedProcess."""
+    ca = tmp_path / "capf-ca.pem"
+    leaf = tmp_path / "lsc-to-verify.pem"
+    ca.write_text(capf_pem)
+    leaf.write_text(lsc_pem if isinstance(lsc_pem, str) else _certificates.to_pem(lsc_pem))
+    return openssl("verify", "-CAfile", str(ca), str(leaf))

@@ -1,0 +1,121 @@
+"""LSC issuance: the exact profile, openssl verification, pkilint, serials, validation."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from _opencapf.ca import authority, certificates as c, lsc
+from _opencapf.dependencies import ec, rsa, x509, ExtendedKeyUsageOID, NameOID
+from _opencapf.errors import CertificateError, ValidationError
+from _opencapf.store import audit, service
+from support.tools import openssl
+
+LINTER = shutil.which("lint_pkix_cert") or os.path.join(os.path.dirname(os.sys.executable), "lint_pkix_cert")
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def extension_block(certificate_path):
+    text = openssl("x509", "-in", certificate_path, "-noout", "-text").stdout.decode()
+    block = text.split("X509v3 extensions:")[1].split("Signature Algorithm")[0]
+    return [line.strip() for line in block.splitlines() if line.strip()]
+
+
+def pkilint_errors(path):
+    result = subprocess.run([LINTER, "lint", "-s", "ERROR", path], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode in (0, 1, 2), result.stderr
+    return [line for line in result.stdout.splitlines() if "(ERROR)" in line or "(FATAL)" in line]
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ec"])
+def test_lsc_profile_verifies_with_openssl_and_lints_clean(ca_store, tmp_path, kind, rsa_phone_key, ec_phone_key):
+    key = rsa_phone_key if kind == "rsa" else ec_phone_key
+    with ca_store.transaction() as tx:
+        service.write(tx, "test", {"validity_days": 30})
+    issued = lsc.issue(ca_store, "sep00aabbccdd01", key.public_key())
+    capf = authority.current(ca_store)
+    capf_path = write(tmp_path, "capf.pem", capf["pem"])
+    lsc_path = write(tmp_path, "lsc.pem", issued.pem)
+    assert openssl("verify", "-CAfile", capf_path, lsc_path).stdout.decode().strip().endswith("OK")
+
+    certificate = issued.certificate
+    assert issued.device_name == "SEP00AABBCCDD01"
+    assert certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "SEP00AABBCCDD01"
+    assert certificate.signature_hash_algorithm.name == "sha256"
+    assert 0 < certificate.serial_number < 2 ** 159
+    assert (c.not_after(certificate) - c.not_before(certificate)).days == 30
+    second_usage = "Key Encipherment" if kind == "rsa" else "Key Agreement"
+    capf_ski = ":".join(f"{b:02X}" for b in c.load_pem_certificate(capf["pem"]).extensions.get_extension_for_class(
+        x509.SubjectKeyIdentifier).value.digest)
+    lines = extension_block(lsc_path)
+    assert lines == [
+        "X509v3 Basic Constraints: critical", "CA:FALSE",
+        "X509v3 Key Usage: critical", f"Digital Signature, {second_usage}",
+        "X509v3 Extended Key Usage:",
+        "TLS Web Server Authentication, TLS Web Client Authentication, IPSec End System",
+        "X509v3 Subject Alternative Name:", "DirName:/CN=SEP00AABBCCDD01",
+        "X509v3 Subject Key Identifier:", lines[9],
+        "X509v3 Authority Key Identifier:", capf_ski,
+    ]
+    assert pkilint_errors(lsc_path) == []
+    assert pkilint_errors(capf_path) == []
+
+
+def test_lsc_subject_inherits_capf_organisation(store, rsa_phone_key):
+    authority.ensure(store, subject={"organization": "Example Voice", "organizational_unit": "UC",
+                                     "country": "NZ"})
+    issued = lsc.issue(store, "SEP00AABBCCDD02", rsa_phone_key.public_key())
+    assert issued.certificate.subject.rfc4514_string() == "C=NZ,O=Example Voice,OU=UC,CN=SEP00AABBCCDD02"
+
+
+def test_each_issue_is_recorded_with_its_phone_and_audit(ca_store, ec_phone_key):
+    serials = {lsc.issue(ca_store, "SEP00AABBCCDD03", ec_phone_key.public_key()).serial for _n in range(20)}
+    assert len(serials) == 20
+    with ca_store.read() as tx:
+        rows = tx.query("SELECT c.serial, c.pem, c.status, p.name FROM certificates c JOIN phones p "
+                        "ON p.id = c.phone_id")
+        issued_events = audit.events(tx, action="certificate.issued", limit=100)
+    assert {row["serial"] for row in rows} == serials
+    assert all(row["status"] == "issued" and row["name"] == "SEP00AABBCCDD03" for row in rows)
+    assert all(format(c.load_pem_certificate(row["pem"]).serial_number, "x") == row["serial"] for row in rows)
+    assert len(issued_events) == 20
+
+
+@pytest.mark.parametrize("factory,message", [
+    (lambda: rsa.RSAPublicNumbers(65537, (1 << 511) | 12345).public_key(), "1024\u20134096"),
+    (lambda: ec.generate_private_key(ec.SECP256K1()), "unsupported curve|only P-256"),
+])
+def test_unsupported_phone_keys_are_refused(ca_store, factory, message):
+    with pytest.raises(CertificateError, match=message):
+        key = factory()
+        lsc.issue(ca_store, "SEP00AABBCCDD04", getattr(key, "public_key", lambda: key)())
+    with ca_store.read() as tx:
+        assert tx.scalar("SELECT count(*) FROM certificates") == 0
+
+
+@pytest.mark.parametrize("days", [0, 1826, "x"])
+def test_validity_outside_range_is_refused(ca_store, ec_phone_key, days):
+    with pytest.raises(ValidationError, match="validity_days must be"):
+        lsc.issue(ca_store, "SEP00AABBCCDD05", ec_phone_key.public_key(), validity_days=days)
+
+
+def test_bad_device_name_is_refused(ca_store, ec_phone_key):
+    with pytest.raises(ValidationError, match="device_name must be SEP"):
+        lsc.issue(ca_store, "SEP12", ec_phone_key.public_key())
+
+
+def test_lsc_extensions_match_issue_profile_for_ec(ec_phone_key):
+    extensions = dict((type(ext).__name__, (ext, critical)) for ext, critical in
+                      lsc.lsc_extensions("SEP001122334455", ec_phone_key.public_key()))
+    eku, critical = extensions["ExtendedKeyUsage"]
+    assert not critical
+    assert list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH,
+                         x509.ObjectIdentifier("1.3.6.1.5.5.7.3.5")]

@@ -1,0 +1,97 @@
+"""The SQLite store: creation, migrations, transactions, append-only audit."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+
+import pytest
+
+from _opencapf.errors import StoreError
+from _opencapf.store import audit, open_store, service
+from _opencapf.store.migrations import LATEST_VERSION
+
+
+def test_new_store_is_private_migrated_and_in_wal_mode(store, store_path):
+    assert store.schema_version() == LATEST_VERSION
+    assert stat.S_IMODE(os.stat(store_path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(store_path)).st_mode) == 0o700
+    with store.read() as tx:
+        assert tx.scalar("PRAGMA journal_mode") == "wal"
+        assert tx.scalar("PRAGMA foreign_keys") == 1
+        tables = {row["name"] for row in tx.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"service_parameters", "capf_certificates", "trust_certificates", "phones", "certificates", "csrs",
+            "jobs", "sessions", "audit_events", "schema_migrations"} <= tables
+
+
+def test_reopening_applies_nothing_twice(store_path):
+    open_store(store_path).close()
+    with open_store(store_path) as again:
+        with again.read() as tx:
+            assert tx.scalar("SELECT count(*) FROM schema_migrations") == LATEST_VERSION
+
+
+def test_store_with_newer_schema_is_refused(store_path):
+    open_store(store_path).close()
+    connection = sqlite3.connect(store_path)
+    connection.execute("INSERT INTO schema_migrations VALUES (999, 'future', '2030-01-01T00:00:00Z')")
+    connection.commit()
+    connection.close()
+    with pytest.raises(StoreError, match="newer than this engine"):
+        open_store(store_path)
+
+
+def test_corrupt_store_gives_a_clear_error(tmp_path):
+    path = tmp_path / "capf.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="not a usable SQLite database"):
+        open_store(str(path))
+    assert path.read_bytes() == b"this is not a database" * 100
+
+
+def test_missing_store_without_create(tmp_path):
+    with pytest.raises(StoreError, match="does not exist; run 'init' first"):
+        open_store(str(tmp_path / "absent.db"), create=False)
+
+
+def test_failed_transaction_leaves_nothing(store):
+    with pytest.raises(RuntimeError):
+        with store.transaction() as tx:
+            service.write(tx, "test", {"validity_days": 30})
+            raise RuntimeError("boom")
+    with store.read() as tx:
+        assert service.read(tx)["validity_days"] == 1825
+        assert audit.events(tx) == []
+
+
+def test_parameters_default_then_change_is_audited_once(store):
+    with store.transaction() as tx:
+        assert service.read(tx)["keepalive_minutes"] == 15
+        assert service.write(tx, "test", {"keepalive_minutes": 20}) == {"keepalive_minutes": (15, 20)}
+        assert service.write(tx, "test", {"keepalive_minutes": 20}) == {}
+    with store.read() as tx:
+        assert service.read(tx)["keepalive_minutes"] == 20
+        events = audit.events(tx)
+    assert [event["action"] for event in events] == ["service.update"]
+    assert events[0]["details"]["changes"]["keepalive_minutes"] == {"before": 15, "after": 20}
+
+
+def test_audit_log_is_append_only(store):
+    with store.transaction() as tx:
+        audit.record(tx, "test", "something", "subject", password="secret-value", note="kept")
+    for statement in ("UPDATE audit_events SET actor = 'x'", "DELETE FROM audit_events"):
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            with store.transaction() as tx:
+                tx.execute(statement)
+    with store.read() as tx:
+        event = audit.events(tx)[0]
+    assert event["details"] == {"password": "********", "note": "kept"}
+
+
+def test_secret_file_is_private_and_stable(store):
+    first = store.secret()
+    path = os.path.join(store.state_dir, "secret.key")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    with open_store(store.location) as again:
+        assert again.secret() == first
