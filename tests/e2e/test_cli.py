@@ -16,7 +16,7 @@ from _opencapf.store import service as service_records
 
 
 def _wait_gone(pid, seconds=20):
-    for _ in range(int(seconds / 0.05)):
+    for _attempt in range(int(seconds / 0.05)):
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

@@ -51,7 +51,7 @@ def read_message(sock) -> Message | None:
 
 def sessions(store, at_least=0):
     """The session rows; waits (bounded) for ``at_least`` of them when the phone cannot know."""
-    for _ in range(200):
+    for _attempt in range(200):
         with store.read() as tx:
             rows = tx.query("SELECT outcome, reason FROM sessions ORDER BY id")
         if len(rows) >= at_least:

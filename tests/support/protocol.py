@@ -22,6 +22,7 @@ try:
 except OSError:
     pass
 
+
 class RunningServer:
     """A CapfServer on its own event loop in a background thread (its own store connection)."""
 

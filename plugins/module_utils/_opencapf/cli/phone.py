@@ -93,7 +93,7 @@ def _enrol(args, output) -> int:
         behaviour = PhoneBehaviour(version=2, request_in_progress=False, empty_password=False, ec_capable=False)
     result = asyncio.run(enrol(identity, _target(args), behaviour=behaviour, retries=args.retries,
                                retry_interval=args.retry_interval, string_entered=bool(args.auth_string)))
-    data = {key: value for key, value in result.__dict__.items()}
+    data = dict(result.__dict__)
     text = f"{result.device_name}: {result.outcome}"
     if result.operation:
         text += f" (operation {result.operation}{', key ' + result.key if result.key else ''})"

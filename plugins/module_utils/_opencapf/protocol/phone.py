@@ -152,8 +152,8 @@ class PhoneSession:
             return self._send(Command.KEY_GENERATE_RESPONSE, [(Tag.REASON, u8(Reason.INVALID_ELEMENT))])
         self._new_key = self.handset.generate_key(kind, size)
         self.result.key = f"{kind}{size}"
-        spki = self._new_key.public_key().public_bytes(serialization.Encoding.DER,
-                                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+        spki = self._new_key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         prefix = b""
         if self.behaviour.request_in_progress:
             prefix = self._send(Command.REQUEST_IN_PROGRESS, [])

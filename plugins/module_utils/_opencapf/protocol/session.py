@@ -200,8 +200,8 @@ class ServerSession:
         return self._send(Command.END_SESSION, [(Tag.REASON, u8(reason))])
 
     def _fail_operation(self, reason: str) -> None:
-        if self._plan is not None and self._plan.operation != "none" and self.state in (WAIT_KEY, WAIT_STORE,
-                                                                                         WAIT_FETCH, WAIT_DELETE):
+        waiting = self.state in (WAIT_KEY, WAIT_STORE, WAIT_FETCH, WAIT_DELETE)
+        if self._plan is not None and self._plan.operation != "none" and waiting:
             self.decider.failed(self._plan, reason)
 
     def _handle(self, message: Message, now: float) -> bytes:

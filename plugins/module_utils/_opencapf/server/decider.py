@@ -262,9 +262,9 @@ class StoreDecider(Decider):
                                                "" if ok else "phone reported no LSC to delete",
                                                clear_operation=True, revoked=revoked)
 
-    def fetched(self, plan: Plan, entries: list) -> None:
+    def fetched(self, plan: Plan, certificates: list) -> None:
         parsed = []
-        for _type, der in entries:
+        for _type, der in certificates:
             certificate, _key = load_certificate(der)
             parsed.append((self._kind_of(certificate), certificate))
         with self.store.transaction() as tx:

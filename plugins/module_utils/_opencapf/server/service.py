@@ -214,7 +214,7 @@ class CapfServer:
             session = ServerSession(session_id, StoreDecider(self.store, peer), step_timeout=self.options.step_timeout)
             final = await self._converse(session, reader, writer)
             outcome = session.outcome
-            details = {key: value for key, value in outcome.details.items()}
+            details = dict(outcome.details)
             if outcome.version is not None:
                 details["version"] = outcome.version
             await self._run(lambda: self._record(
@@ -305,7 +305,7 @@ def _is_ipv6(writer) -> bool:
     info = writer.get_extra_info("peername")
     if not info:
         return False
-    address = ipaddress.ip_address(info[0].split("%")[0])
+    address = ipaddress.ip_address(info[0].split("%", maxsplit=1)[0])
     if address.version == 6 and address.ipv4_mapped is not None:
         return False
     return address.version == 6

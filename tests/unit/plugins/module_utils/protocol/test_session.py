@@ -56,7 +56,7 @@ def test_version_2_client_gets_key_size_only_and_rsa(ca_store):
     jabber = PhoneBehaviour(version=2, request_in_progress=False, empty_password=False, send_reason=False)
     server, phone, wire = converse(ca_store, identity, jabber)
     (key_request,) = Decoder().feed(wire[1])
-    assert [tag for tag, _ in key_request.elements] == [Tag.KEY_SIZE]
+    assert [tag for tag, _value in key_request.elements] == [Tag.KEY_SIZE]
     assert phone.result.key == "rsa1024" and server.outcome.outcome == "succeeded"
 
 
@@ -98,7 +98,7 @@ def _check_output(server, output: bytes):
     messages = Decoder().feed(output) if output else []
     for message in messages:
         assert message.session_id == server.session_id
-        assert {tag for tag, _ in message.elements} <= SERVER_TAGS
+        assert {tag for tag, _value in message.elements} <= SERVER_TAGS
     if server.closed and messages:
         assert messages[-1].command == Command.END_SESSION
         assert messages[-1].u8(Tag.REASON) in END_REASONS
