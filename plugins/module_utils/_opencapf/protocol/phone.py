@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from ..dependencies import serialization
 from .codec import Decoder, Message, ProtocolError, cstring, encode, encode_sha2_signature, u8
 from .codec import unwrap_certificates, wrap_certificates
-from .constants import CURVE_BITS, CertificateType, Command, Curve, KeyType, Reason, Tag
+from .constants import CURVE_BITS, RSA_SIZES, CertificateType, Command, Curve, KeyType, Reason, Tag
 from . import proof
 
 
@@ -137,6 +137,8 @@ class PhoneSession:
         key_type = message.u8(Tag.KEY_TYPE)
         if key_type is None or key_type == KeyType.RSA:
             kind, size = "rsa", message.u16(Tag.KEY_SIZE) or 2048
+            if size not in RSA_SIZES:
+                raise ProtocolError(f"KEY_SIZE must be one of {', '.join(map(str, RSA_SIZES))}, got {size}")
         elif key_type == KeyType.EC:
             curve = message.u8(Tag.CURVE)
             if curve not in CURVE_BITS:

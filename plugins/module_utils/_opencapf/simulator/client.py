@@ -15,7 +15,7 @@ import ssl
 import warnings
 from dataclasses import dataclass, field
 
-from ..protocol.codec import ProtocolError
+from ..errors import CapfError
 from ..protocol.constants import DEFAULT_PORT, Reason
 from ..protocol.phone import PhoneBehaviour, PhoneSession, PowerFailure
 from . import addressing
@@ -142,9 +142,9 @@ async def enrol(identity: PhoneIdentity, target: Target, *, behaviour: PhoneBeha
             except PowerFailure as exc:
                 return EnrolResult(identity.device_name, "power_failure", attempts=attempts, address=address,
                                    detail=str(exc), tried=tried)
-            except ProtocolError as exc:
+            except CapfError as exc:  # ProtocolError included: the server broke the protocol
                 return EnrolResult(identity.device_name, "protocol_error", attempts=attempts, address=address,
-                                   detail=exc.rule, tried=tried)
+                                   detail=str(exc), tried=tried)
             result.attempts, result.tried = attempts, tried
             if result.outcome in ("ok", "no_operation") or result.end_reason is not None:
                 identity.complete_operation()

@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from support.protocol import add_phone, certificate_rows, phone_row
+from _opencapf.ca import keys
 from _opencapf.protocol import codec
 from _opencapf.protocol.codec import Decoder, Message
 from _opencapf.protocol.constants import SERVER_TAGS, Command, Reason, Tag
@@ -186,3 +187,55 @@ def test_keepalives_cannot_hold_a_step_open_forever(ca_store):
             break
     assert server.closed and server.outcome.outcome == "timeout"
     assert now <= 12.0  # before the device is known: at most six step timeouts
+
+
+def _spki(key):
+    from _opencapf.dependencies import serialization
+    return key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def test_arbitrary_messages_after_authentication(ca_store):
+    """Deeper states: a valid AUTH_RESPONSE first, then arbitrary replies (some with real keys)."""
+    from _opencapf.dependencies import ec, rsa
+    add_phone(ca_store, NAME, operation="install_upgrade", key_order="ec_preferred", rsa_key_size=1024)
+    keys = [_spki(ec.generate_private_key(ec.SECP256R1())), _spki(rsa.generate_private_key(65537, 1024)),
+            _spki(ec.generate_private_key(ec.SECP384R1()))]
+    element = st.one_of(_ELEMENT, st.tuples(st.just(Tag.PUBLIC_KEY), st.sampled_from(keys)))
+    auth = ((Tag.VERSION, b"\x03"), (Tag.DEVICE_NAME, NAME.encode() + b"\x00"))
+
+    @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(st.tuples(st.sampled_from([4, 4, 10, 10, 12, 14, 17, 2]), st.lists(element, max_size=4)),
+                    max_size=5))
+    def run(messages):
+        with ca_store.transaction() as tx:
+            tx.execute("UPDATE phones SET operation = 'install_upgrade' WHERE name = ?", (NAME,))
+        server = ServerSession(11, StoreDecider(ca_store))
+        server.start(0)
+        _check_output(server, server.receive_data(codec.encode(Message(Command.AUTH_RESPONSE, 11, auth)), 0))
+        assert server.state == "wait_key"
+        for command, elements in messages:
+            _check_output(server, server.receive_data(codec.encode(Message(command, 11, tuple(elements))), 0))
+        server.connection_lost()
+
+    run()
+
+
+def test_phone_session_takes_arbitrary_server_bytes():
+    from _opencapf.errors import CapfError
+    from _opencapf.protocol.phone import PowerFailure
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.one_of(
+        st.binary(max_size=80),
+        st.builds(lambda command, elements: codec.encode(Message(command, 5, tuple(elements))),
+                  st.sampled_from([1, 3, 9, 11, 13, 15, 16, 99]), st.lists(_ELEMENT, max_size=4))), max_size=5))
+    def run(chunks):
+        identity = PhoneIdentity(PhoneSettings(NAME), key_factory=lambda kind, size: keys.generate("ec256"))
+        phone = PhoneSession(identity, PhoneBehaviour())
+        try:
+            for chunk in chunks:
+                phone.receive_data(chunk)
+        except (CapfError, PowerFailure):
+            pass
+
+    run()
