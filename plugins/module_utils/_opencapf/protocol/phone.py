@@ -152,7 +152,10 @@ class PhoneSession:
         if (kind == "ec" and not self.behaviour.ec_capable) or self._keygen_failures < self.behaviour.fail_keygen:
             self._keygen_failures += 1
             return self._send(Command.KEY_GENERATE_RESPONSE, [(Tag.REASON, u8(Reason.INVALID_ELEMENT))])
-        self._new_key = self.handset.generate_key(kind, size)
+        try:
+            self._new_key = self.handset.generate_key(kind, size)
+        except ValueError:  # e.g. RSA-512, which this phone's crypto library refuses to make
+            return self._send(Command.KEY_GENERATE_RESPONSE, [(Tag.REASON, u8(Reason.INVALID_ELEMENT))])
         self.result.key = f"{kind}{size}"
         spki = self._new_key.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -198,9 +198,9 @@ def test_arbitrary_messages_after_authentication(ca_store):
     """Deeper states: a valid AUTH_RESPONSE first, then arbitrary replies (some with real keys)."""
     from _opencapf.dependencies import ec, rsa
     add_phone(ca_store, NAME, operation="install_upgrade", key_order="ec_preferred", rsa_key_size=1024)
-    keys = [_spki(ec.generate_private_key(ec.SECP256R1())), _spki(rsa.generate_private_key(65537, 1024)),
-            _spki(ec.generate_private_key(ec.SECP384R1()))]
-    element = st.one_of(_ELEMENT, st.tuples(st.just(Tag.PUBLIC_KEY), st.sampled_from(keys)))
+    spkis = [_spki(ec.generate_private_key(ec.SECP256R1())), _spki(rsa.generate_private_key(65537, 1024)),
+             _spki(ec.generate_private_key(ec.SECP384R1()))]
+    element = st.one_of(_ELEMENT, st.tuples(st.just(Tag.PUBLIC_KEY), st.sampled_from(spkis)))
     auth = ((Tag.VERSION, b"\x03"), (Tag.DEVICE_NAME, NAME.encode() + b"\x00"))
 
     @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
