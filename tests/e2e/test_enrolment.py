@@ -304,3 +304,19 @@ def test_non_secure_phone_registers_then_contacts_capf(capf_server, ca_store, tm
     assert result.outcome == "ok" and identity.settings.registered is True
     waiting = phone(tmp_path, "SEP00AA00BB00DF", auth_mode="auth_string", auth_string=STRING)
     assert run_enrol(waiting, capf_server, string_entered=False).outcome == "not_contacted"
+
+
+@pytest.mark.parametrize("key_order, size, expected", [
+    ("rsa", 1024, "rsa1024"), ("rsa", 3072, "rsa3072"), ("rsa", 4096, "rsa4096"),
+    ("ec", 384, "ec384"), ("ec", 521, "ec521"),
+])
+def test_every_key_size(capf_server, ca_store, tmp_path, key_order, size, expected):
+    name = "SEP00AA00BB00E0"
+    sizes = {"rsa_key_size": size} if key_order == "rsa" else {"ec_key_size": size}
+    add_phone(ca_store, name, operation="install_upgrade", key_order=key_order, **sizes)
+    identity = phone(tmp_path, name)
+    result = run_enrol(identity, capf_server)
+    assert (result.outcome, result.key) == ("ok", expected)
+    (lsc,) = certificate_rows(ca_store, name)
+    assert lsc["status"] == "installed"
+    assert openssl_verify(capf_server.capf_pem, lsc["pem"], tmp_path).returncode == 0
