@@ -188,3 +188,33 @@ def test_keygen_parameters_apply_to_the_next_session(capf_server, ca_store, tmp_
         service_records.write(tx, "test", {"keygen_attempts": 2})
     assert run_enrol(identity, capf_server, behaviour=PhoneBehaviour(fail_keygen=1)).outcome == "ok"
     assert [row["status"] for row in certificate_rows(ca_store, "SEP00000000AB01")] == ["installed"]
+
+
+def test_every_server_message_arrives_whole_in_one_read(capf_server, ca_store):
+    """Jabber4Linux reads each server message with one 4096-byte read and parses from byte 8 to the
+    end of that read, ignoring the length field (quirk 1): each read must hold exactly one message."""
+    from _opencapf.dependencies import rsa, serialization
+    add_phone(ca_store, "CSFONEREAD", operation="install_upgrade", key_order="rsa")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    seen = []
+    with tls_connect(capf_server) as sock:
+        def one_read():
+            data = sock.recv(4096)
+            (message,) = codec.Decoder().feed(data)  # exactly one complete message, nothing after it
+            seen.append(message.command)
+            return message
+        request = one_read()
+        sid = request.session_id
+        sock.sendall(codec.encode(Message(Command.AUTH_RESPONSE, sid, (
+            (Tag.VERSION, b"\x02"), (Tag.DEVICE_NAME, b"CSFONEREAD\x00"), (Tag.REASON, b"\x01")))))
+        key_request = one_read()
+        assert key_request.u16(Tag.KEY_SIZE) == 2048 and not key_request.has(Tag.KEY_TYPE)
+        sock.sendall(codec.encode(Message(Command.KEY_GENERATE_RESPONSE, sid, ((Tag.PUBLIC_KEY, spki),))))
+        store_request = one_read()
+        sock.sendall(codec.encode(Message(Command.STORE_CERTIFICATE_RESPONSE, sid, ((Tag.REASON, b"\x01"),))))
+        end = one_read()
+    assert seen == [Command.AUTH_REQUEST, Command.KEY_GENERATE_REQUEST, Command.STORE_CERTIFICATE_REQUEST,
+                    Command.END_SESSION]
+    assert store_request.get(Tag.CERTIFICATE) and end.u8(Tag.REASON) == Reason.UPDATE_CERTIFICATE
+    assert [row["status"] for row in certificate_rows(ca_store, "CSFONEREAD")] == ["installed"]
