@@ -17,7 +17,7 @@ from _opencapf.store import open_store  # noqa: E402  pylint: disable=wrong-impo
 from _opencapf.dependencies import ec, rsa  # noqa: E402  pylint: disable=wrong-import-position
 from _opencapf.simulator.manufacturing import ManufacturingCa  # noqa: E402  pylint: disable=wrong-import-position
 from _opencapf.store import service as service_records  # noqa: E402  pylint: disable=wrong-import-position
-from support.capf import HAS_IPV6_LOOPBACK, RunningServer  # noqa: E402  pylint: disable=wrong-import-position
+from support.protocol import HAS_IPV6_LOOPBACK, RunningServer  # noqa: E402  pylint: disable=wrong-import-position
 
 
 @pytest.fixture

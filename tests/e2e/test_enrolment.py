@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from support.capf import add_phone, certificate_rows, openssl_verify, phone_row
-from e2e.helpers import phone, run_enrol
+from support.protocol import add_phone, certificate_rows, openssl_verify, phone_row
+from support.phones import phone, run_enrol
 from _opencapf.ca import certificates as c
 from _opencapf.store import phones as phone_records
 from _opencapf.store import service as service_records
@@ -270,15 +270,14 @@ def test_auth_mode_survives_power_failure_and_is_cleared_on_completion(capf_serv
 
 
 def test_communication_failure_is_retried(ca_store, tmp_path):
-    import socket
-    from e2e.helpers import Target  # noqa: F401
-    from _opencapf.simulator.client import Target as T, enrol
     import asyncio
+    import socket
+    from _opencapf.simulator.client import Target, enrol
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     identity = phone(tmp_path, "SEP00AA00BB00DB")
-    result = asyncio.run(enrol(identity, T(("127.0.0.1",), port, timeout=2), retries=3, retry_interval=0.01))
+    result = asyncio.run(enrol(identity, Target(("127.0.0.1",), port, timeout=2), retries=3, retry_interval=0.01))
     assert (result.outcome, result.attempts) == ("communication_failure", 4)
     assert result.tried == ["127.0.0.1"] * 4
 
@@ -308,3 +307,19 @@ def test_non_secure_phone_registers_then_contacts_capf(capf_server, ca_store, tm
     assert result.outcome == "ok" and identity.settings.registered is True
     waiting = phone(tmp_path, "SEP00AA00BB00DF", auth_mode="auth_string", auth_string=STRING)
     assert run_enrol(waiting, capf_server, string_entered=False).outcome == "not_contacted"
+
+
+@pytest.mark.parametrize("key_order, size, expected", [
+    ("rsa", 1024, "rsa1024"), ("rsa", 3072, "rsa3072"), ("rsa", 4096, "rsa4096"),
+    ("ec", 384, "ec384"), ("ec", 521, "ec521"),
+])
+def test_every_key_size(capf_server, ca_store, tmp_path, key_order, size, expected):
+    name = "SEP00AA00BB00E0"
+    sizes = {"rsa_key_size": size} if key_order == "rsa" else {"ec_key_size": size}
+    add_phone(ca_store, name, operation="install_upgrade", key_order=key_order, **sizes)
+    identity = phone(tmp_path, name)
+    result = run_enrol(identity, capf_server)
+    assert (result.outcome, result.key) == ("ok", expected)
+    (lsc,) = certificate_rows(ca_store, name)
+    assert lsc["status"] == "installed"
+    assert openssl_verify(capf_server.capf_pem, lsc["pem"], tmp_path).returncode == 0

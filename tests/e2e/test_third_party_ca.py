@@ -14,9 +14,9 @@ import time
 import pytest
 from cryptography import x509
 
-from e2e.helpers import phone, run_enrol
+from support.phones import phone, run_enrol
 from support.ansible_runner import changed_tasks, install_collection, playbook
-from support.capf import add_phone, certificate_rows, phone_row
+from support.protocol import add_phone, certificate_rows, phone_row
 from support.third_party_ca import PASSWORD, USERNAME, AdcsServer, EnterprisePki, EstServer, key_pem, pem
 from support.tools import ENGINE_PATH, ROOT, openssl, run_cli
 from _opencapf import enrolment, service_config, trust

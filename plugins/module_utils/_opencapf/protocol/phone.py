@@ -18,7 +18,7 @@ from ..dependencies import serialization
 from ..errors import CapfError
 from .codec import Decoder, Message, ProtocolError, cstring, encode, encode_sha2_signature, u8, u16
 from .codec import unwrap_certificates, wrap_certificates
-from .constants import CURVE_BITS, XCAP_PENDING_KEY, CertificateType, Command, Curve, KeyType, Reason, Tag
+from .constants import CURVE_BITS, RSA_SIZES, XCAP_PENDING_KEY, CertificateType, Command, Curve, KeyType, Reason, Tag
 from . import proof
 
 
@@ -154,6 +154,8 @@ class PhoneSession:
         key_type = message.u8(Tag.KEY_TYPE)
         if key_type is None or key_type == KeyType.RSA:
             kind, size = "rsa", message.u16(Tag.KEY_SIZE) or 2048
+            if size not in RSA_SIZES:
+                raise ProtocolError(f"KEY_SIZE must be one of {', '.join(map(str, RSA_SIZES))}, got {size}")
         elif key_type == KeyType.EC:
             curve = message.u8(Tag.CURVE)
             if curve not in CURVE_BITS:
@@ -167,7 +169,10 @@ class PhoneSession:
         if (kind == "ec" and not self.behaviour.ec_capable) or self._keygen_failures < self.behaviour.fail_keygen:
             self._keygen_failures += 1
             return self._send(Command.KEY_GENERATE_RESPONSE, [(Tag.REASON, u8(Reason.INVALID_ELEMENT))])
-        self._new_key = self.handset.generate_key(kind, size)
+        try:
+            self._new_key = self.handset.generate_key(kind, size)
+        except ValueError:  # e.g. RSA-512, which this phone's crypto library refuses to make
+            return self._send(Command.KEY_GENERATE_RESPONSE, [(Tag.REASON, u8(Reason.INVALID_ELEMENT))])
         self.result.key = f"{kind}{size}"
         spki = self._new_key.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -40,6 +40,9 @@ WAIT_DELETE = "wait_delete"
 WAIT_SIGN = "wait_sign"  # X-CSR/1: waiting for ENCRYPT_RESPONSE (the phone's signature over the CSR)
 CLOSED = "closed"
 
+# The largest message a phone needs is AUTH_RESPONSE with a certificate and two signatures.
+MAX_PHONE_BODY = 16384
+
 
 @dataclass(frozen=True)
 class KeyChoice:
@@ -161,7 +164,7 @@ class ServerSession:
         self.state = WAIT_AUTH
         self.outcome = Outcome()
         self.deadline: float | None = None
-        self._decoder = Decoder()
+        self._decoder = Decoder(MAX_PHONE_BODY)
         self._plan: Plan | None = None
         self._version = SERVER_VERSION
         self._choices: list = []
@@ -172,6 +175,7 @@ class ServerSession:
         self._caps = 0
         self._csr_request = None
         self._delivering = False  # STORE of a third-party LSC for the phone's pending key
+        self._step_started = 0.0
 
     # -- driver interface -------------------------------------------------------------------
 
@@ -182,6 +186,7 @@ class ServerSession:
     def start(self, now: float) -> bytes:
         """The first message: AUTH_REQUEST (S speaks first)."""
         self.deadline = now + self.step_timeout
+        self._step_started = now
         return self._send(Command.AUTH_REQUEST, [(Tag.VERSION, u8(SERVER_VERSION)), (Tag.AUTH_TYPE, u8(AuthType.NONE))])
 
     def receive_data(self, data: bytes, now: float) -> bytes:
@@ -256,7 +261,9 @@ class ServerSession:
         if self.state == WAIT_KEY and self._plan is not None:
             self.deadline = min(now + self._plan.keepalive, self._keygen_deadline or now + self._plan.keepalive)
         else:
-            self.deadline = now + self.step_timeout
+            # Keep-alives stretch a step, but never past the keep-alive time since the step began.
+            limit = self._step_started + (self._plan.keepalive if self._plan else self.step_timeout * 6)
+            self.deadline = min(now + self.step_timeout, limit)
 
     def _on_auth(self, message: Message, now: float) -> bytes:
         version = message.u8(Tag.VERSION)
@@ -321,6 +328,7 @@ class ServerSession:
             self._keygen_deadline = now + plan.keygen_timeout
             return self._key_request(now)
         self.deadline = now + self.step_timeout
+        self._step_started = now
         if plan.operation == "delete":
             self.state = WAIT_DELETE
             return self._send(Command.DELETE_CERTIFICATE_REQUEST, [(Tag.CERTIFICATE_TYPE, u8(CertificateType.LSC))])
@@ -410,6 +418,7 @@ class ServerSession:
     def _store_request(self, now: float) -> bytes:
         self.state = WAIT_STORE
         self.deadline = now + self.step_timeout
+        self._step_started = now
         return self._send(Command.STORE_CERTIFICATE_REQUEST,
                           [(Tag.CERTIFICATE_TYPE, u8(CertificateType.LSC)), (Tag.CERTIFICATE, wrap_certificate(self._issued.der))])
 

@@ -9,6 +9,7 @@ one transaction together with its audit record.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from .. import authstrings, enrolment
@@ -39,11 +40,69 @@ def key_choices(phone: dict) -> tuple:
 
 
 def load_phone_key(der: bytes):
-    """The phone's PUBLIC_KEY element as a key: strict DER SubjectPublicKeyInfo."""
+    """The phone's PUBLIC_KEY element as a key: strict DER SubjectPublicKeyInfo, with one repair:
+    old Jabber builds leave out the BIT STRING's unused-bits octet (quirk 10)."""
+    for candidate in (bytes(der), _repair_bit_string(bytes(der))):
+        if candidate is None:
+            continue
+        try:
+            return serialization.load_der_public_key(candidate)
+        except (ValueError, TypeError):
+            continue
+    raise ProtocolError("PUBLIC_KEY is not a DER SubjectPublicKeyInfo")
+
+
+def _der_item(data: bytes, offset: int) -> tuple[int, int, int]:
+    """(tag, content start, content end) of the DER item at ``offset``; ValueError when malformed."""
+    if offset + 2 > len(data):
+        raise ValueError("truncated")
+    tag, first = data[offset], data[offset + 1]
+    start = offset + 2
+    if first < 0x80:
+        length = first
+    else:
+        count = first & 0x7F
+        if count == 0 or count > 3 or start + count > len(data):
+            raise ValueError("bad length")
+        length = int.from_bytes(data[start:start + count], "big")
+        start += count
+    if start + length > len(data):
+        raise ValueError("length beyond data")
+    return tag, start, start + length
+
+
+def _der_length(length: int) -> bytes:
+    if length < 0x80:
+        return bytes((length,))
+    body = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes((0x80 | len(body),)) + body
+
+
+def _repair_bit_string(der: bytes) -> bytes | None:
     try:
-        return serialization.load_der_public_key(bytes(der))
-    except (ValueError, TypeError):
-        raise ProtocolError("PUBLIC_KEY is not a DER SubjectPublicKeyInfo") from None
+        tag, start, end = _der_item(der, 0)
+        if tag != 0x30 or end != len(der):
+            return None
+        algorithm_tag, _a_start, algorithm_end = _der_item(der, start)
+        bits_tag, bits_start, bits_end = _der_item(der, algorithm_end)
+    except ValueError:
+        return None
+    if algorithm_tag != 0x30 or bits_tag != 0x03 or bits_end != end or der[bits_start:bits_start + 1] != b"\x30":
+        return None
+    bits = b"\x00" + der[bits_start:bits_end]
+    body = der[start:algorithm_end] + b"\x03" + _der_length(len(bits)) + bits
+    return b"\x30" + _der_length(len(body)) + body
+
+
+def load_certificate(der: bytes):
+    """(certificate, public key) from a phone's DER; anything unreadable is a CertificateError."""
+    certificate = c.load_der_certificate(der, "CERTIFICATE")
+    try:
+        public_key = certificate.public_key()
+        c.key_description(public_key)
+    except (ValueError, TypeError) as exc:
+        raise CertificateError(f"CERTIFICATE carries an unreadable public key: {exc}") from None
+    return certificate, public_key
 
 
 # A declared operation stays in the phone's settings after it succeeds (so that a playbook declaring
@@ -90,8 +149,8 @@ class StoreDecider(Decider):
         )
         refusal = self._refusal(phone)
         if refusal:
-            return Plan(**{**plan.__dict__, "refusal": refusal})
-        return Plan(**{**plan.__dict__, "issuer": self.parameters["issuer"]})
+            return dataclasses.replace(plan, refusal=refusal)
+        return dataclasses.replace(plan, issuer=self.parameters["issuer"])
 
     def third_party_state(self, plan: Plan):
         phone = self._phone
@@ -159,13 +218,12 @@ class StoreDecider(Decider):
             return Verdict(False, "existing-certificate authentication needs SIGNED_DATA and SHA2_SIGNED_DATA")
         _type, der = offer.certificates[0]
         try:
-            certificate = c.load_der_certificate(der, "CERTIFICATE")
+            certificate, public_key = load_certificate(der)
         except CertificateError as exc:
             return Verdict(False, str(exc))
         data = proof.message(offer.device_name_raw, der)
         code, sha2_signature = offer.sha2_signed_data
         sha2 = proof.hash_name(code)
-        public_key = certificate.public_key()
         if sha2 is None or not proof.verify(public_key, sha2_signature, data, sha2):
             return Verdict(False, "SHA2_SIGNED_DATA does not verify with the presented certificate")
         if not proof.verify(public_key, offer.signed_data, data, "sha1"):
@@ -280,7 +338,7 @@ class StoreDecider(Decider):
     def fetched(self, plan: Plan, certificates: list) -> None:
         parsed = []
         for _type, der in certificates:
-            certificate = c.load_der_certificate(der, "CERTIFICATE")
+            certificate, _key = load_certificate(der)
             parsed.append((self._kind_of(certificate), certificate))
         with self.store.transaction() as tx:
             phone = phone_records.get(tx, plan.device_name)

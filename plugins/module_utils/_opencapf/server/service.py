@@ -19,15 +19,14 @@ import os
 import secrets
 import socket
 import ssl
+import warnings
 import time
 from dataclasses import dataclass
 
 from .. import enrolment
 from ..ca import authority
-from ..ca import keys as key_files
 from ..errors import CapfError
 from ..files import write_private_file
-from ..protocol.constants import DEFAULT_PORT
 from ..protocol.session import ServerSession
 from ..store import Store
 from ..store import service as service_records
@@ -165,15 +164,21 @@ class CapfServer:
         if context is None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             if legacy:
-                context.minimum_version = ssl.TLSVersion.TLSv1
+                with warnings.catch_warnings():  # TLS 1.0 is deprecated; this profile exists for old phones
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    context.minimum_version = ssl.TLSVersion.TLSv1
                 context.set_ciphers("DEFAULT:@SECLEVEL=0")
+                log.warning("legacy TLS profile in use: TLS 1.0 and weak ciphers are accepted (legacy_tls)")
             else:
                 context.minimum_version = ssl.TLSVersion.TLSv1_2
             context.verify_mode = ssl.CERT_NONE  # phones prove themselves inside the protocol
-            bundle = os.path.join(self.store.keys_dir, f"tls-{signer.id}.pem")
-            write_private_file(bundle, key_files.private_key_pem(signer.private_key)
-                               + signer.certificate.public_bytes(_pem_encoding()))
-            context.load_cert_chain(bundle)
+            with self.store.read() as tx:
+                row = tx.one("SELECT key_path FROM capf_certificates WHERE id = ?", (signer.id,))
+            # The certificate is public; the key is loaded from its own 0600 file, never copied.
+            certificate_file = os.path.join(self.store.keys_dir, f"capf-tls-{signer.id}.crt")
+            if not os.path.exists(certificate_file):
+                write_private_file(certificate_file, signer.certificate.public_bytes(_pem_encoding()))
+            context.load_cert_chain(certificate_file, row["key_path"])
             self._contexts = {key: context}
         return context
 
@@ -235,7 +240,7 @@ class CapfServer:
                                                      duration_ms=duration()))
                 return
             session = ServerSession(session_id, StoreDecider(self.store, peer), step_timeout=self.options.step_timeout)
-            await self._converse(session, reader, writer)
+            final = await self._converse(session, reader, writer)
             outcome = session.outcome
             details = dict(outcome.details)
             if outcome.version is not None:
@@ -248,10 +253,18 @@ class CapfServer:
                     outcome.device_name or "-", outcome.operation or "-", outcome.outcome,
                     f" ({outcome.reason})" if outcome.reason else "")
             self.served += 1
+            if final:
+                try:
+                    writer.write(final)
+                    await writer.drain()
+                except (ssl.SSLError, OSError, ConnectionError) as exc:
+                    log.info("session %d: %s: END_SESSION not delivered: %s", session_id, peer, _describe(exc))
         finally:
             await self._release()
 
-    async def _converse(self, session: ServerSession, reader, writer) -> None:
+    async def _converse(self, session: ServerSession, reader, writer) -> bytes:
+        """Run the conversation; return the final END_SESSION unsent, so that the session is on
+        record before the phone learns how it ended."""
         loop = asyncio.get_running_loop()
         try:
             writer.write(session.start(loop.time()))
@@ -267,11 +280,14 @@ class CapfServer:
                         await self._run(session.connection_lost, "peer closed the connection")
                         break
                     reply = await self._run(session.receive_data, data, loop.time())
+                if session.closed:
+                    return reply
                 if reply:
                     writer.write(reply)
                     await writer.drain()
         except (ssl.SSLError, OSError, ConnectionError) as exc:
             await self._run(session.connection_lost, f"connection failed: {_describe(exc)}")
+        return b""
 
     async def _acquire(self, limit: int) -> bool:
         async with self._slots:
@@ -317,7 +333,7 @@ def _is_ipv6(writer) -> bool:
     info = writer.get_extra_info("peername")
     if not info:
         return False
-    address = ipaddress.ip_address(info[0].split("%")[0])
+    address = ipaddress.ip_address(info[0].split("%", maxsplit=1)[0])
     if address.version == 6 and address.ipv4_mapped is not None:
         return False
     return address.version == 6
@@ -363,4 +379,4 @@ async def serve(store: Store, options: ServerOptions | None = None, ready=None, 
         await server.stop()
 
 
-__all__ = ["CapfServer", "ServerOptions", "serve", "DEFAULT_PORT"]
+__all__ = ["CapfServer", "ServerOptions", "serve"]

@@ -41,7 +41,7 @@ TABLE_2 = {
 
 def families(addresses) -> frozenset:
     import ipaddress
-    return frozenset(ipaddress.ip_address(str(address).split("%")[0]).version for address in addresses)
+    return frozenset(ipaddress.ip_address(str(address).split("%", maxsplit=1)[0]).version for address in addresses)
 
 
 def plan(ip_mode: str, phone_families, capf_families) -> tuple:

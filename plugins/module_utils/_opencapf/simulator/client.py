@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import warnings
 from dataclasses import dataclass, field
 
-from ..protocol.codec import ProtocolError
+from ..errors import CapfError
 from ..protocol.constants import DEFAULT_PORT, Reason
 from ..protocol.phone import PhoneBehaviour, PhoneSession, PowerFailure
 from . import addressing
@@ -62,7 +63,9 @@ def client_context(target: Target) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     if target.legacy_tls:
-        context.minimum_version = ssl.TLSVersion.TLSv1
+        with warnings.catch_warnings():  # TLS 1.0 is deprecated; old phones still speak it
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context.minimum_version = ssl.TLSVersion.TLSv1
         context.set_ciphers("DEFAULT:@SECLEVEL=0")
     return context
 
@@ -71,7 +74,8 @@ class CommunicationFailure(Exception):
     pass
 
 
-async def _session(identity: PhoneIdentity, address: str, target: Target, context, behaviour) -> EnrolResult:
+async def _session(identity: PhoneIdentity, address: str, target: Target, context, behaviour,
+                   barrier=None) -> EnrolResult:
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(address, target.port, ssl=context, ssl_handshake_timeout=target.timeout),
@@ -88,6 +92,9 @@ async def _session(identity: PhoneIdentity, address: str, target: Target, contex
             if not data:
                 raise CommunicationFailure("the CAPF server closed the connection before END_SESSION")
             reply = phone.receive_data(data)
+            if barrier is not None:  # hold the open session until every phone of the group has one
+                await asyncio.wait_for(barrier.wait(), target.timeout * 6)
+                barrier = None
             if reply:
                 writer.write(reply)
                 await writer.drain()
@@ -108,7 +115,8 @@ async def _session(identity: PhoneIdentity, address: str, target: Target, contex
 
 
 async def enrol(identity: PhoneIdentity, target: Target, *, behaviour: PhoneBehaviour | None = None,
-                retries: int = 3, retry_interval: float = 30.0, string_entered: bool = True) -> EnrolResult:
+                retries: int = 3, retry_interval: float = 30.0, string_entered: bool = True,
+                barrier=None) -> EnrolResult:
     """Run one phone's CAPF session to its end, retrying communication failures."""
     behaviour = behaviour or PhoneBehaviour()
     contact, why = identity.contact_decision(string_entered)
@@ -131,16 +139,16 @@ async def enrol(identity: PhoneIdentity, target: Target, *, behaviour: PhoneBeha
         for address in addresses:
             tried.append(address)
             try:
-                result = await _session(identity, address, target, context, behaviour)
+                result = await _session(identity, address, target, context, behaviour, barrier)
             except CommunicationFailure as exc:
                 last = str(exc)
                 continue
             except PowerFailure as exc:
                 return EnrolResult(identity.device_name, "power_failure", attempts=attempts, address=address,
                                    detail=str(exc), tried=tried)
-            except ProtocolError as exc:
+            except CapfError as exc:  # ProtocolError included: the server broke the protocol
                 return EnrolResult(identity.device_name, "protocol_error", attempts=attempts, address=address,
-                                   detail=exc.rule, tried=tried)
+                                   detail=str(exc), tried=tried)
             result.attempts, result.tried = attempts, tried
             if result.outcome in ("ok", "no_operation") or result.end_reason is not None:
                 identity.complete_operation()

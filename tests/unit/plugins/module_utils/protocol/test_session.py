@@ -6,7 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from support.capf import add_phone, certificate_rows, phone_row
+from support.protocol import add_phone, certificate_rows, phone_row
+from _opencapf.ca import keys
 from _opencapf.protocol import codec
 from _opencapf.protocol.codec import Decoder, Message
 from _opencapf.protocol.constants import SERVER_TAGS, Command, Reason, Tag
@@ -56,7 +57,7 @@ def test_version_2_client_gets_key_size_only_and_rsa(ca_store):
     jabber = PhoneBehaviour(version=2, request_in_progress=False, empty_password=False, send_reason=False)
     server, phone, wire = converse(ca_store, identity, jabber)
     (key_request,) = Decoder().feed(wire[1])
-    assert [tag for tag, _ in key_request.elements] == [Tag.KEY_SIZE]
+    assert [tag for tag, _value in key_request.elements] == [Tag.KEY_SIZE]
     assert phone.result.key == "rsa1024" and server.outcome.outcome == "succeeded"
 
 
@@ -98,7 +99,7 @@ def _check_output(server, output: bytes):
     messages = Decoder().feed(output) if output else []
     for message in messages:
         assert message.session_id == server.session_id
-        assert {tag for tag, _ in message.elements} <= SERVER_TAGS
+        assert {tag for tag, _value in message.elements} <= SERVER_TAGS
     if server.closed and messages:
         assert messages[-1].command == Command.END_SESSION
         assert messages[-1].u8(Tag.REASON) in END_REASONS
@@ -107,7 +108,7 @@ def _check_output(server, output: bytes):
 def test_arbitrary_bytes_into_the_state_machine(ca_store):
     add_phone(ca_store, NAME, operation="install_upgrade", key_order="ec")
 
-    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
     @given(st.lists(st.binary(max_size=200), max_size=5))
     def run(chunks):
         server = ServerSession(9, StoreDecider(ca_store))
@@ -138,7 +139,7 @@ def test_arbitrary_message_sequences(ca_store, auth_mode):
     add_phone(ca_store, NAME, operation="install_upgrade", key_order="ec", auth_mode=auth_mode,
               auth_string="1234" if auth_mode == "auth_string" else None)
 
-    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
     @given(st.lists(st.tuples(_P_COMMANDS, st.sampled_from([9, 9, 9, 8]), st.lists(_ELEMENT, max_size=5)),
                     max_size=6))
     def run(messages):
@@ -149,5 +150,92 @@ def test_arbitrary_message_sequences(ca_store, auth_mode):
             _check_output(server, server.receive_data(data, 0))
         server.connection_lost()
         assert server.closed
+
+    run()
+
+
+def test_keepalive_and_keygen_limits_bound_the_key_generation_wait(ca_store):
+    from _opencapf.store import service as service_records
+    with ca_store.transaction() as tx:
+        service_records.write(tx, "test", {"keepalive_minutes": 5, "keygen_timeout_minutes": 12})
+    add_phone(ca_store, NAME, operation="install_upgrade", key_order="ec")
+    server = ServerSession(3, StoreDecider(ca_store), step_timeout=10)
+    server.start(0.0)
+    auth = codec.encode(Message(Command.AUTH_RESPONSE, 3, ((Tag.VERSION, b"\x03"), (Tag.DEVICE_NAME, NAME.encode() + b"\x00"))))
+    (request,) = Decoder().feed(server.receive_data(auth, 0.0))
+    assert request.command == Command.KEY_GENERATE_REQUEST
+    assert server.deadline == 300.0  # idle limit: the keep-alive timer
+    in_progress = codec.encode(Message(Command.REQUEST_IN_PROGRESS, 3, ()))
+    for now in (290.0, 400.0):  # REQUEST_IN_PROGRESS keeps the session alive ...
+        assert server.receive_data(in_progress, now) == b""
+        assert server.deadline == now + 300.0
+    assert server.receive_data(in_progress, 700.0) == b""
+    assert server.deadline == 720.0  # ... but never past the key-generation time limit
+    (end,) = Decoder().feed(server.time_passed(720.0))
+    assert end.u8(Tag.REASON) == Reason.INVALID_ELEMENT and server.outcome.outcome == "timeout"
+    assert phone_row(ca_store, NAME)["operation_status"] == "failed"
+
+
+def test_keepalives_cannot_hold_a_step_open_forever(ca_store):
+    server = ServerSession(4, StoreDecider(ca_store), step_timeout=2)
+    server.start(0.0)
+    in_progress = codec.encode(Message(Command.REQUEST_IN_PROGRESS, 4, ()))
+    now = 0.0
+    while server.receive_data(in_progress, now) == b"" and now < 1000:
+        now += 1.5
+        if server.time_passed(now):
+            break
+    assert server.closed and server.outcome.outcome == "timeout"
+    assert now <= 12.0  # before the device is known: at most six step timeouts
+
+
+def _spki(key):
+    from _opencapf.dependencies import serialization
+    return key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def test_arbitrary_messages_after_authentication(ca_store):
+    """Deeper states: a valid AUTH_RESPONSE first, then arbitrary replies (some with real keys)."""
+    from _opencapf.dependencies import ec, rsa
+    add_phone(ca_store, NAME, operation="install_upgrade", key_order="ec_preferred", rsa_key_size=1024)
+    spkis = [_spki(ec.generate_private_key(ec.SECP256R1())), _spki(rsa.generate_private_key(65537, 1024)),
+             _spki(ec.generate_private_key(ec.SECP384R1()))]
+    element = st.one_of(_ELEMENT, st.tuples(st.just(Tag.PUBLIC_KEY), st.sampled_from(spkis)))
+    auth = ((Tag.VERSION, b"\x03"), (Tag.DEVICE_NAME, NAME.encode() + b"\x00"))
+
+    @settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(st.tuples(st.sampled_from([4, 4, 10, 10, 12, 14, 17, 2]), st.lists(element, max_size=4)),
+                    max_size=5))
+    def run(messages):
+        with ca_store.transaction() as tx:
+            tx.execute("UPDATE phones SET operation = 'install_upgrade' WHERE name = ?", (NAME,))
+        server = ServerSession(11, StoreDecider(ca_store))
+        server.start(0)
+        _check_output(server, server.receive_data(codec.encode(Message(Command.AUTH_RESPONSE, 11, auth)), 0))
+        assert server.state == "wait_key"
+        for command, elements in messages:
+            _check_output(server, server.receive_data(codec.encode(Message(command, 11, tuple(elements))), 0))
+        server.connection_lost()
+
+    run()
+
+
+def test_phone_session_takes_arbitrary_server_bytes():
+    from _opencapf.errors import CapfError
+    from _opencapf.protocol.phone import PowerFailure
+
+    @settings(max_examples=200, deadline=None, derandomize=True)
+    @given(st.lists(st.one_of(
+        st.binary(max_size=80),
+        st.builds(lambda command, elements: codec.encode(Message(command, 5, tuple(elements))),
+                  st.sampled_from([1, 3, 9, 11, 13, 15, 16, 99]), st.lists(_ELEMENT, max_size=4))), max_size=5))
+    def run(chunks):
+        identity = PhoneIdentity(PhoneSettings(NAME), key_factory=lambda kind, size: keys.generate("ec256"))
+        phone = PhoneSession(identity, PhoneBehaviour())
+        try:
+            for chunk in chunks:
+                phone.receive_data(chunk)
+        except (CapfError, PowerFailure):
+            pass
 
     run()

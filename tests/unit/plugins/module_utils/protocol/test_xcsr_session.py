@@ -6,7 +6,7 @@ from __future__ import annotations
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from support.capf import add_phone, phone_row
+from support.protocol import add_phone, phone_row
 from _opencapf import csr
 from _opencapf.ca import certificates as c
 from _opencapf.protocol import codec

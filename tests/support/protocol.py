@@ -1,4 +1,4 @@
-"""The CAPF service in a test process, and store helpers for phones and certificates."""
+"""The CAPF protocol service in tests: a server thread, phones in the store, openssl checks."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import socket
 import threading
 
+from support.tools import openssl
 from _opencapf import authstrings
 from _opencapf.ca import authority
 from _opencapf.ca import certificates as _certificates
@@ -13,19 +14,13 @@ from _opencapf.server.service import CapfServer, ServerOptions
 from _opencapf.store import open_store
 from _opencapf.store import phones as _phones
 
-from .tools import openssl
-
-
-def _ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-HAS_IPV6_LOOPBACK = _ipv6_loopback()
+HAS_IPV6_LOOPBACK = False
+try:
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as _probe:
+        _probe.bind(("::1", 0))
+    HAS_IPV6_LOOPBACK = True
+except OSError:
+    pass
 
 
 class RunningServer:

@@ -1,0 +1,80 @@
+"""500 simulated phones at once against one server process (the real CLI ``serve``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+from support.tools import ENGINE_PATH, openssl
+from _opencapf.ca import authority
+from _opencapf.dependencies import ec
+from _opencapf.simulator.client import Target
+from _opencapf.simulator.fleet import run_fleet
+from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
+from _opencapf.store import phones as phone_records
+
+COUNT = 500
+
+
+def _start_server(store_path, log):
+    # The log goes to a file: a pipe nobody reads would fill up and stall the server.
+    process = subprocess.Popen([sys.executable, "-m", "_opencapf", "--store", store_path, "serve", "--listen",
+                                "127.0.0.1", "--port", "0", "--queue-timeout", "60", "--step-timeout", "60"],
+                               stdout=subprocess.PIPE, stderr=log, text=True,
+                               env={**os.environ, "PYTHONPATH": ENGINE_PATH})
+    line = process.stdout.readline()  # "listening on 127.0.0.1 port N" once it accepts
+    if not line.startswith("listening on"):
+        process.kill()
+        raise AssertionError(f"serve did not start: {line!r}")
+    return process, int(line.split()[-1])
+
+
+def test_500_concurrent_phones_all_enrol(ca_store, store_path, tmp_path):
+    names = [f"SEP{index:012X}" for index in range(1, COUNT + 1)]
+    with ca_store.transaction() as tx:
+        for name in names:
+            phone_records.create(tx, "test", name, operation="install_upgrade", key_order="ec",
+                                 operation_status="pending")
+    capf_pem = authority.current(ca_store)["pem"]
+    # EC P-256 phone keys: cheap to make, so the run measures the service, not key generation.
+    identities = [PhoneIdentity(PhoneSettings(name), key_factory=lambda kind, size: ec.generate_private_key(ec.SECP256R1()))
+                  for name in names]
+    log_path = tmp_path / "serve.log"
+    log = open(log_path, "w", encoding="utf-8")
+    process, port = _start_server(store_path, log)
+    try:
+        async def fleet():
+            barrier = asyncio.Barrier(COUNT)  # every phone holds an open session before any continues
+            return await asyncio.wait_for(run_fleet(identities, Target(("127.0.0.1",), port, cadata=capf_pem,
+                                                                       timeout=60),
+                                                    concurrency=COUNT, retries=0, barrier=barrier), 170)
+        summary = asyncio.run(fleet())
+    finally:
+        process.terminate()
+        try:
+            process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+        log.close()
+    errors = log_path.read_text()
+    assert summary["failed_by_reason"] == {}
+    assert summary["ok"] == COUNT
+    assert process.returncode == 0 and "Traceback" not in errors and "CAPF service stopped" in errors
+    with ca_store.read() as tx:
+        rows = tx.query("SELECT pem FROM certificates WHERE status = 'installed' AND kind = 'lsc'")
+        outcomes = tx.query("SELECT outcome, COUNT(*) AS n FROM sessions GROUP BY outcome")
+    assert len(rows) == COUNT
+    assert outcomes == [{"outcome": "succeeded", "n": COUNT}]
+    ca = tmp_path / "capf.pem"
+    ca.write_text(capf_pem)
+    files = []
+    for index, row in enumerate(rows):
+        path = tmp_path / f"lsc-{index}.pem"
+        path.write_text(row["pem"])
+        files.append(str(path))
+    result = openssl("verify", "-CAfile", str(ca), *files)
+    assert result.stdout.decode().count(": OK") == COUNT
+    assert os.path.exists(store_path)
