@@ -228,4 +228,3 @@ def converge(store: Store, *, parameters_wanted: dict | None = None, online_ca: 
                      changed_parameters=sorted(result.parameters),
                      online_ca_changed=bool(result.online_ca or result.password_action),
                      capf_certificate_action=result.certificate_action or "none")
-
