@@ -284,7 +284,7 @@ def main():
         service = None
         if params["state"]:
             def launcher(argv, env):
-                return module.run_command(argv, environ_update=env)
+                return module.run_command(argv, environ_update=env, cwd=env["OPENCAPF_STATE_DIR"])
 
             control = service_control.converge(store, params["state"], launcher, check_mode=module.check_mode,
                                                timeout=params["timeout"])

@@ -59,6 +59,12 @@ options:
     description: PEM of intermediate CAs between O(ca_root) and O(https_certificate) (Table 1, third row).
     type: list
     elements: str
+  fingerprints:
+    description:
+      - With O(state=absent), remove the certificates with these SHA-256 fingerprints (64 hex digits, colons
+        allowed) from O(trust_store), default both trust stores.
+    type: list
+    elements: str
   remove_legacy_mic_roots:
     description: Remove the four legacy Cisco manufacturing roots by common name.
     type: bool
@@ -78,6 +84,12 @@ EXAMPLES = r"""
     path: /etc/pki/capf/issuing-chain.pem
     trust_store: [callmanager-trust]
     description: Issuing CA chain
+
+- name: Remove a certificate by fingerprint from both trust stores
+  opencapf.capf.capf_trust_cert:
+    state: absent
+    fingerprints:
+      - 3f1d9a0b7c2e4f60a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718
 
 - name: Remove the legacy MIC roots from CallManager-trust
   opencapf.capf.capf_trust_cert:
@@ -123,9 +135,10 @@ def main():
         ca_root={"type": "str"},
         https_certificate={"type": "str"},
         intermediates={"type": "list", "elements": "str"},
+        fingerprints={"type": "list", "elements": "str"},
         remove_legacy_mic_roots={"type": "bool", "default": False},
     )
-    module = create_module(spec, mutually_exclusive=[("content", "path", "ca_root")],
+    module = create_module(spec, mutually_exclusive=[("content", "path", "ca_root", "fingerprints")],
                            required_by={"https_certificate": "ca_root", "intermediates": "ca_root"})
     params = module.params
     with engine(module) as store:
@@ -133,6 +146,7 @@ def main():
             store, state=params["state"], trust_store=params["trust_store"], content=params["content"],
             path=params["path"], ca_root=params["ca_root"], https_certificate=params["https_certificate"],
             intermediates=params["intermediates"] or (), description=params["description"],
+            fingerprints=params["fingerprints"],
             remove_legacy_mic_roots=params["remove_legacy_mic_roots"], check_mode=module.check_mode)
     extras = {"added": result["added"], "removed": result["removed"], "certificates": result["after"]}
     if "table1" in result:

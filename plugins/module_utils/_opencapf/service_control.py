@@ -119,9 +119,11 @@ def extract_engine(engine_root: str) -> tuple[str, bool]:
 
 
 def start_command(store: Store, python: str | None = None) -> tuple[list[str], dict[str, str]]:
-    """The daemon's command line and the environment it needs (engine on PYTHONPATH)."""
+    """The daemon's command line and the environment it needs (engine on PYTHONPATH). Run it with
+    the state directory as working directory: the module's own directory is deleted when it ends."""
     where = paths(store)
-    argv = [python or sys.executable, "-m", PACKAGE_NAME, "--store", store.location, "serve", "--daemon",
+    # -P: the working directory must not shadow the extracted engine (Python 3.11+).
+    argv = [python or sys.executable, "-P", "-m", PACKAGE_NAME, "--store", store.location, "serve", "--daemon",
             "--pid-file", where["pid_file"], "--log-file", where["log_file"]]
     env = {"PYTHONPATH": where["engine_root"], "OPENCAPF_STATE_DIR": store.state_dir}
     return argv, env

@@ -144,6 +144,25 @@ def plan_absent(tx: Transaction, certificates: list, stores) -> TrustPlan:
     return plan
 
 
+def check_fingerprint(value, field: str = "fingerprint") -> str:
+    """A SHA-256 fingerprint: 64 hex digits, colons and case ignored."""
+    text = str(value).replace(":", "").strip().lower()
+    if len(text) != 64 or any(ch not in "0123456789abcdef" for ch in text):
+        raise ValidationError(field, "must be a SHA-256 fingerprint (64 hex digits, colons allowed)", value)
+    return text
+
+
+def plan_absent_by_fingerprint(tx: Transaction, fingerprints, stores) -> TrustPlan:
+    plan = TrustPlan()
+    for fingerprint in fingerprints:
+        for trust_store in stores:
+            row = tx.one(f"SELECT {_COLUMNS} FROM trust_certificates WHERE trust_store = ? AND fingerprint = ?",
+                         (trust_store, fingerprint))
+            if row is not None:
+                plan.remove.append(_row_view(row))
+    return plan
+
+
 def plan_legacy_removal(tx: Transaction, stores) -> TrustPlan:
     """Remove the four legacy Cisco manufacturing roots, matched by common name."""
     plan = TrustPlan()
@@ -207,13 +226,14 @@ def _after_view(before: dict, plan: TrustPlan) -> dict:
 
 def converge(store: Store, *, state: str = "present", trust_store=None, content=None, path=None,
              ca_root=None, https_certificate=None, intermediates=(), description: str | None = None,
-             remove_legacy_mic_roots: bool = False, check_mode: bool = False) -> dict:
+             fingerprints=None, remove_legacy_mic_roots: bool = False, check_mode: bool = False) -> dict:
     """Make certificates present or absent in trust stores.
 
     Either ``content``/``path`` (one certificate or a chain) with ``trust_store`` (one store or a
     list), or ``ca_root`` (+ ``https_certificate``, ``intermediates``) for Table 1, which decides the
     certificates and stores itself. ``remove_legacy_mic_roots`` removes the four legacy MIC roots
-    by name from ``trust_store`` (default callmanager-trust).
+    by name from ``trust_store`` (default callmanager-trust). ``fingerprints`` (with
+    ``state=absent``) removes certificates by SHA-256 fingerprint from ``trust_store`` (default both).
     """
     state = check_choice("state", state, ("present", "absent"))
     description = text_or_none(description, "description")  # None: keep stored descriptions
@@ -224,13 +244,16 @@ def converge(store: Store, *, state: str = "present", trust_store=None, content=
     else:
         stores = (check_trust_store(trust_store),)
     given = content is not None or path is not None
+    prints = [check_fingerprint(item, f"fingerprints[{index}]") for index, item in enumerate(fingerprints or ())]
+    if prints and (state != "absent" or given or ca_root is not None):
+        raise ValidationError("fingerprints", "are only used with state absent, without content, path or ca_root")
     if given and ca_root is not None:
         raise ValidationError("ca_root", "cannot be combined with content or path")
     if https_certificate is not None and ca_root is None:
         raise ValidationError("https_certificate", "needs ca_root (Table 1 decides from both)")
     if given and not stores:
         raise ValidationError("trust_store", "is required with content or path (capf-trust or callmanager-trust)")
-    if not given and ca_root is None and not remove_legacy_mic_roots:
+    if not given and ca_root is None and not remove_legacy_mic_roots and not prints:
         raise ValidationError("content", "is required: give content, path, ca_root, or remove_legacy_mic_roots")
 
     uploads, reason, scenario = [], "", None
@@ -258,10 +281,15 @@ def converge(store: Store, *, state: str = "present", trust_store=None, content=
                                {where for _certificate, stores_ in uploads for where in stores_})
         if remove_legacy_mic_roots:
             plan.remove.extend(plan_legacy_removal(tx, legacy_stores).remove)
+        print_stores = stores or TRUST_STORES
+        if prints:
+            plan.remove.extend(plan_absent_by_fingerprint(tx, prints, print_stores).remove)
         plan.reason, plan.scenario = reason, scenario
         touched = {where for _certificate, stores_ in uploads for where in stores_}
         if remove_legacy_mic_roots:
             touched.update(legacy_stores)
+        if prints:
+            touched.update(print_stores)
         before = _view(tx, touched)
         after = _after_view(before, plan)
         if plan.changed and not check_mode:

@@ -1,6 +1,6 @@
 # Copyright: contributors to opencapf.capf
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""``jobs list|run-due``: scheduled bulk jobs."""
+"""``jobs list|run-due|cancel``: scheduled bulk jobs."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ def register(subparsers) -> None:
     due = verbs.add_parser("run-due", help="run every scheduled job whose time has come; lapse passed deadlines")
     due.add_argument("--now", metavar="TIME", help="pretend it is this UTC time (ISO 8601); default: now")
     due.set_defaults(handler=_run_due)
+    cancel = verbs.add_parser("cancel", help="cancel a scheduled job")
+    cancel.add_argument("job_id", type=int, metavar="ID", help="the job's id (see 'jobs list')")
+    cancel.set_defaults(handler=_cancel)
 
 
 def _list(args, output) -> int:
@@ -40,3 +43,11 @@ def _run_due(args, output) -> int:
         lines.append(f"{len(result['lapsed'])} pending operation(s) lapsed: {', '.join(result['lapsed'][:20])}")
     output.result(result, "\n".join(lines) if lines else f"nothing due at {result['now']}")
     return 1 if any(job["status"] == "failed" for job in result["jobs"]) else 0
+
+
+def _cancel(args, output) -> int:
+    with opened(args.store, actor="cli", create=False) as store:
+        result = scheduler.cancel(store, args.job_id)
+    job = result["job"]
+    output.result(result, f"job {job['id']} {'cancelled' if result['changed'] else 'is ' + job['status']}")
+    return 0

@@ -96,3 +96,11 @@ def test_jobs_cli(store_path, store):
     assert nothing.stdout.strip() == "nothing due at 2098-01-01T00:00:00Z"
     ran = run_cli("--store", store_path, "--json", "jobs", "run-due", "--now", "2099-01-01T00:00:00Z", check=True)
     assert json.loads(ran.stdout)["jobs"][0]["result"]["counts"]["changed"] == 2
+    later = bulk.converge(store, query={}, settings={"key_order": "rsa"}, run_at="2099-06-01T00:00:00Z")["job"]
+    cancelled = run_cli("--store", store_path, "jobs", "cancel", str(later["id"]), check=True)
+    assert cancelled.stdout.strip() == f"job {later['id']} cancelled"
+    again = run_cli("--store", store_path, "jobs", "cancel", str(later["id"]), check=True)
+    assert again.stdout.strip() == f"job {later['id']} is cancelled"
+    missing = run_cli("--store", store_path, "jobs", "cancel", "999")
+    assert missing.returncode == 1 and missing.stderr.strip() == "opencapf: error: job 999 does not exist"
+    assert scheduler.run_due(store, "2099-07-01T00:00:00Z")["jobs"] == []

@@ -41,7 +41,11 @@ def test_extract_engine_runs_stand_alone_and_refreshes_only_on_change(tmp_path):
     assert written is True and path == root
     assert oct(os.stat(os.path.join(root, "_opencapf")).st_mode & 0o777) == "0o700"
     assert service_control.extract_engine(root)[1] is False
-    result = subprocess.run([sys.executable, "-m", "_opencapf", "--version"], capture_output=True, text=True,
+    decoy = tmp_path / "_opencapf"  # a package in the working directory must not shadow the engine
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("")
+    (decoy / "__main__.py").write_text("raise SystemExit(3)\n")
+    result = subprocess.run([sys.executable, "-P", "-m", "_opencapf", "--version"], capture_output=True, text=True,
                             env={"PYTHONPATH": root, "PATH": os.environ.get("PATH", "")}, cwd=str(tmp_path), timeout=60,
                             check=False)
     assert result.returncode == 0 and result.stdout.startswith("opencapf ")
@@ -54,8 +58,8 @@ def test_extract_engine_runs_stand_alone_and_refreshes_only_on_change(tmp_path):
 
 def test_start_command_puts_the_extracted_engine_on_the_path(ca_store):
     argv, env = service_control.start_command(ca_store, "/usr/bin/python3")
-    assert argv[:5] == ["/usr/bin/python3", "-m", "_opencapf", "--store", ca_store.location]
-    assert argv[5:7] == ["serve", "--daemon"]
+    assert argv[:6] == ["/usr/bin/python3", "-P", "-m", "_opencapf", "--store", ca_store.location]
+    assert argv[6:8] == ["serve", "--daemon"]
     assert env["PYTHONPATH"] == os.path.join(ca_store.state_dir, "engine")
 
 

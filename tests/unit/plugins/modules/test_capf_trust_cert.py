@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sqlite3
 
+from cryptography.hazmat.primitives import hashes
+
 from support import certfactory
 from ansible_collections.opencapf.capf.plugins.modules import capf_trust_cert
 
@@ -36,6 +38,24 @@ def test_present_check_run_idempotent_absent(run, store_path):
     assert removed["changed"] is True and [r["trust_store"] for r in removed["removed"]] == ["capf-trust"]
     assert _stored(store_path) == [("callmanager-trust", "Example Root CA", "Renamed")]
     assert run(capf_trust_cert, dict(args, state="absent", trust_store=["capf-trust"]))["changed"] is False
+
+
+def test_absent_by_fingerprint(run, store_path):
+    root, _key = certfactory.make("Fingerprinted Root")
+    run(capf_trust_cert, {"store": store_path, "content": certfactory.pem(root),
+                          "trust_store": ["capf-trust", "callmanager-trust"]})
+    fingerprint = root.fingerprint(hashes.SHA256()).hex()
+    colons = ":".join(fingerprint[i:i + 2] for i in range(0, 64, 2)).upper()
+    one = run(capf_trust_cert, {"store": store_path, "state": "absent", "fingerprints": [colons],
+                                "trust_store": ["capf-trust"]})
+    assert one["changed"] is True and _stored(store_path) == [("callmanager-trust", "Fingerprinted Root", "")]
+    rest = run(capf_trust_cert, {"store": store_path, "state": "absent", "fingerprints": [fingerprint]})
+    assert rest["changed"] is True and _stored(store_path) == []
+    assert run(capf_trust_cert, {"store": store_path, "state": "absent", "fingerprints": [fingerprint]})["changed"] is False
+    bad = run(capf_trust_cert, {"store": store_path, "state": "absent", "fingerprints": ["abc"]})
+    assert bad["failed"] and bad["msg"].startswith("fingerprints[0] must be a SHA-256 fingerprint")
+    present = run(capf_trust_cert, {"store": store_path, "fingerprints": [fingerprint]})
+    assert present["failed"] and present["msg"].startswith("fingerprints are only used with state absent")
 
 
 def test_file_path_and_chain(run, store_path, tmp_path):
