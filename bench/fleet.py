@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import hashlib
 import random
 
 from _opencapf.ca import authority, keys, lsc
@@ -58,8 +57,9 @@ def _choose(rng: random.Random, weighted: tuple[tuple[str, float], ...]) -> str:
     return weighted[-1][0]
 
 
-def _hex(*parts) -> str:
-    return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()
+def _utc_text(moment: _dt.datetime) -> str:
+    """``format_utc`` for a naive UTC datetime, several times faster (it runs ~300,000 times)."""
+    return moment.isoformat(timespec="seconds") + "Z"
 
 
 class _Builder:
@@ -67,7 +67,8 @@ class _Builder:
 
     def __init__(self, rng: random.Random, now: _dt.datetime, phone_id: int, certificate_id: int, pem: str,
                  public_key_der: bytes):
-        self.rng, self.now, self.pem, self.public_key_der = rng, now, pem, public_key_der
+        self.rng, self.pem, self.public_key_der = rng, pem, public_key_der
+        self.now = now.astimezone(_dt.timezone.utc).replace(tzinfo=None, microsecond=0)
         self.phone_id, self.certificate_id = phone_id, certificate_id
         self.phones: list[tuple] = []
         self.certificates: list[tuple] = []
@@ -75,8 +76,12 @@ class _Builder:
         self.certificate_counts: dict[str, int] = {}
         self.csr_counts: dict[str, int] = {}
 
+    def _fingerprint(self) -> str:
+        """A distinct SHA-256-sized hex string (rows need the shape of a fingerprint, not a real one)."""
+        return f"{self.rng.getrandbits(256):064x}"
+
     def _time(self, days_ago_low: float, days_ago_high: float) -> str:
-        return format_utc(self.now - _dt.timedelta(days=self.rng.uniform(days_ago_low, days_ago_high)))
+        return _utc_text(self.now - _dt.timedelta(days=self.rng.uniform(days_ago_low, days_ago_high)))
 
     def phone(self, name: str) -> None:
         rng = self.rng
@@ -87,7 +92,7 @@ class _Builder:
             status, deadline = _choose(rng, (("succeeded", 0.7), ("none", 0.25), ("failed", 0.05))), None
         else:
             status = _choose(rng, (("pending", 0.9), ("in_progress", 0.05), ("lapsed", 0.05)))
-            deadline = format_utc(self.now + _dt.timedelta(days=rng.randint(1, 30)))
+            deadline = _utc_text(self.now + _dt.timedelta(days=rng.randint(1, 30)))
         created = self._time(400, 2000)
         self.phones.append((
             phone_id, name, f"phone {name}", rng.choice(MODELS), f"DP-SITE{rng.randint(1, 50):02d}",
@@ -118,7 +123,7 @@ class _Builder:
             csr = "none"
         if csr != "none":
             created = self._time(0, 30) if csr != "issued" else self._time(30, 1800)
-            self.csrs.append((phone_id, _hex("pk", phone_id), self.public_key_der, csr,
+            self.csrs.append((phone_id, self._fingerprint(), self.public_key_der, csr,
                               current if csr == "issued" else None, created, created))
             self.csr_counts[csr] = self.csr_counts.get(csr, 0) + 1
 
@@ -127,12 +132,12 @@ class _Builder:
         certificate_id = self.certificate_id
         self.certificate_id += 1
         issued = self.now - _dt.timedelta(days=issued_days_ago)
-        issued_text = format_utc(issued)
-        installed = format_utc(issued + _dt.timedelta(minutes=2)) if status in ("installed", "expired") else None
+        issued_text = _utc_text(issued)
+        installed = _utc_text(issued + _dt.timedelta(minutes=2)) if status in ("installed", "expired") else None
         self.certificates.append((
-            certificate_id, phone_id, kind, format(certificate_id, "x") + _hex(name)[:24], issuer,
-            _hex("cert", certificate_id), _hex("pk", phone_id), status, source, self.pem, issued_text,
-            format_utc(issued + _dt.timedelta(days=validity_days)), issued_text, installed,
+            certificate_id, phone_id, kind, f"{certificate_id:x}{self.rng.getrandbits(96):024x}", issuer,
+            self._fingerprint(), self._fingerprint(), status, source, self.pem, issued_text,
+            _utc_text(issued + _dt.timedelta(days=validity_days)), issued_text, installed,
             installed or issued_text,
         ))
         key = f"{kind}:{status}"
