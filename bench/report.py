@@ -85,16 +85,45 @@ def markdown(results: dict, json_path: str) -> str:
         status = target["status"] + (f": {target['note']}" if target.get("note") else "")
         out.append(f"| {_escape(target['target'])} (`{target['figure']}`) | {_escape(target['threshold'])} "
                    f"| {number(target['measured'])} | {_escape(status)} |")
-    ceiling = results["figures"].get("limits.enrolment_ceiling_rsa2048")
-    if ceiling:
-        shares = ceiling["details"]["shares"]
-        out += ["", "Where one RSA-2048 enrolment's time goes at the ceiling: "
-                f"handshake {shares['handshake']:.0%}, LSC signature {shares['lsc_sign']:.0%}, "
-                f"store write {shares['store_write']:.0%} "
-                f"({ceiling['details']['handshake_ms']:.3f} + {ceiling['details']['lsc_sign_ms']:.3f} + "
-                f"{ceiling['details']['store_write_ms']:.3f} ms)."]
+    out += _notes(results)
     out += ["", DOCS_END]
     return "\n".join(out) + "\n"
+
+
+def _notes(results: dict) -> list[str]:
+    """Where the time goes: the ceiling's parts, the load on the machine, a profile of each missed target."""
+    notes = []
+    load = results["machine"].get("load_average") or {}
+    if load.get("start"):
+        notes.append(f"- Load average (1, 5, 15 min) at the start {load['start']}, at the end {load['end']} on "
+                     f"{results['machine']['cores_online']} cores; `busy_share` in the JSON is the share of its core "
+                     "a benchmark really had. Wall-clock figures suffer when it is well below 1.")
+    for key_type, label in (("rsa2048", "RSA-2048"), ("ec256", "EC P-256")):
+        ceiling = results["figures"].get(f"limits.enrolment_ceiling_{key_type}")
+        if not ceiling:
+            continue
+        parts = ceiling["details"]
+        shares = parts["shares"]
+        note = (f"- One {label} enrolment at the ceiling: handshake {parts['handshake_ms']:.3f} ms "
+                f"({shares['handshake']:.0%}), LSC build-and-sign {parts['lsc_sign_ms']:.3f} ms "
+                f"({shares['lsc_sign']:.0%}), store write {parts['store_write_ms']:.3f} ms ({shares['store_write']:.0%})")
+        if parts.get("ceiling_if_fsync_waits_overlap"):
+            note += (f"; the store write's CPU is {parts['store_write_cpu_ms']:.3f} ms, the rest is waiting for the "
+                     f"fsync: with those waits overlapped the ceiling would be "
+                     f"{number(parts['ceiling_if_fsync_waits_overlap'])} enrolments/s/core")
+        notes.append(note + ".")
+    for target in results["targets"]:
+        if target["status"] != "fail":
+            continue
+        found = results["figures"][target["figure"]]["details"]
+        profile = [f"wall seconds per round {found.get('rounds_seconds')}", f"CPU seconds {found.get('cpu_seconds')}"]
+        if "sqlite_only_seconds" in found:
+            profile.append(f"inside SQLite without fetching rows {found['sqlite_only_seconds']} s")
+        if "query_plan" in found:
+            profile.append("plan: " + "; ".join(found["query_plan"]))
+        notes.append(f"- Missed: {target['target']} ({target['threshold']}, measured {number(target['measured'])}). "
+                     "Profile: " + ", ".join(profile) + ".")
+    return [""] + notes if notes else []
 
 
 def write_docs(path: str, results: dict, json_path: str) -> None:
