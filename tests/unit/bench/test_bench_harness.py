@@ -103,3 +103,20 @@ def test_the_fleet_generator_writes_what_it_reports(ca_store):
     assert len(pending) == csrs["pending"] + csrs["submitted"] + second.csrs.get("pending", 0) + second.csrs.get(
         "submitted", 0)
     assert len(stale) == counts["lsc:stale"] + second.certificates.get("lsc:stale", 0)
+
+
+def test_batches_give_every_call_a_fresh_input_and_count_them():
+    from bench.harness import batches, inputs_needed, rate
+
+    seen = []
+    value, details = batches(seen.append, count=5, rounds=2, warmup=1)
+    assert seen == list(range(inputs_needed(5, 2, warmup=1))) == list(range(11))
+    assert value > 0 and details["operations"] == 10 and details["clock"] == "wall"
+    assert len(details["rounds_per_wall_second"]) == len(details["rounds_per_cpu_second"]) == 2
+    calls = []
+    value, details = rate(lambda: calls.append(sum(range(2000))), seconds=0.01, rounds=2, warmup=2, clock="cpu")
+    per_cpu_second = details["rounds_per_cpu_second"]
+    assert details["clock"] == "cpu" and min(per_cpu_second) <= value <= max(per_cpu_second)
+    assert len(calls) == details["operations"] + 2
+    with pytest.raises(ValueError, match="clock"):
+        rate(lambda: None, seconds=0.001, rounds=1, clock="sundial")
