@@ -30,6 +30,17 @@ def _versus(entry: dict) -> str:
     return f"{baseline['ratio']:.3f} x {baseline['figure']}"
 
 
+def spread(entry: dict) -> str:
+    """The lowest and highest round, so a reader sees how steady the figure was."""
+    details = entry.get("details", {})
+    rounds = details.get("rounds_seconds")
+    if rounds is None and "clock" in details:
+        rounds = details["rounds_per_cpu_second" if details["clock"] == "cpu" else "rounds_per_wall_second"]
+    if not rounds or len(rounds) < 2:
+        return ""
+    return f"{number(min(rounds))} to {number(max(rounds))}"
+
+
 def _target_status(target: dict) -> str:
     status = target["status"].upper() if target["status"] != "not measured" else "not measured"
     text = f"{status} ({target['threshold']})"
@@ -73,12 +84,13 @@ def markdown(results: dict, json_path: str) -> str:
         ("SQLite", machine["sqlite"]), ("scratch file system", machine["scratch_filesystem"]),
     ):
         out.append(f"| {label} | {_escape(value)} |")
-    out += ["", "| figure | value | unit | vs baseline | reproduce |", "|---|---:|---|---|---|"]
+    out += ["", "| figure | value | unit | rounds (low to high) | vs baseline | reproduce |",
+            "|---|---:|---|---|---|---|"]
     for name, entry in results["figures"].items():
-        out.append(f"| `{name}` | {number(entry['value'])} | {_escape(entry['unit'])} | {_escape(_versus(entry))} "
-                   f"| `{entry['command']}` |")
+        out.append(f"| `{name}` | {number(entry['value'])} | {_escape(entry['unit'])} | {spread(entry)} "
+                   f"| {_escape(_versus(entry))} | `{entry['command']}` |")
     for name, failure in results.get("failures", {}).items():
-        out.append(f"| `{name}` | ERROR | | {_escape(failure['error'].splitlines()[-1] if failure['error'] else '')} "
+        out.append(f"| `{name}` | ERROR | | | {_escape(failure['error'].splitlines()[-1] if failure['error'] else '')} "
                    f"| `{failure['command']}` |")
     out += ["", "| target | threshold | measured | status |", "|---|---|---:|---|"]
     for target in results["targets"]:

@@ -58,8 +58,8 @@ def _results(value):
         "machine": {"cpu": {"model": "CPU X"}, "cores_usable": 2, "cores_online": 2, "memory_gib": 4.0, "os": "Linux",
                     "python": "CPython 3.13", "openssl": "OpenSSL 3", "cryptography": "50", "sqlite": "3.40",
                     "cryptography_openssl": "OpenSSL 4", "scratch_filesystem": "ext4", "load_average": None},
-        "figures": {"limits.rsa2048_sign": dict(_figure(value), unit="signatures/s",
-                                                command="scripts/bench --only limits.rsa2048_sign")},
+        "figures": {"limits.rsa2048_sign": dict(_figure(value, clock="cpu", rounds_per_cpu_second=[5000.0, 6000.0]),
+                                                unit="signatures/s", command="scripts/bench --only limits.rsa2048_sign")},
         "failures": {}, "targets": targets.judge_all({}),
     }
 
@@ -72,7 +72,7 @@ def test_docs_keep_the_written_text_and_replace_only_the_results(tmp_path):
     text = path.read_text()
     assert text.startswith("# Benchmarks\n\nHow to run.\n")
     assert text.count(report.DOCS_START) == 1 and text.count(report.DOCS_END) == 1
-    assert "| `limits.rsa2048_sign` | 5,678 | signatures/s |" in text and "1,234" not in text
+    assert "| `limits.rsa2048_sign` | 5,678 | signatures/s | 5,000 to 6,000 |" in text and "1,234" not in text
     assert "| CPU | CPU X |" in text
     assert "not measured: its benchmark is not built yet" in text
     assert "1,234" not in report.table(_results(5678.0)) and "5,678" in report.table(_results(5678.0))
