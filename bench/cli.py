@@ -211,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         if results["smoke"]:
             sys.stderr.write("bench: not writing docs from a smoke run; its numbers mean nothing\n")
             return 2
-        report.write_docs(args.write_docs, results, os.path.relpath(os.path.abspath(json_path), ROOT))
-        sys.stdout.write(f"docs: {args.write_docs}\n")
+        # The docs' numbers travel with the result file they came from, so anyone can check them.
+        kept = os.path.splitext(args.write_docs)[0] + ".json"
+        if os.path.abspath(kept) != os.path.abspath(json_path):
+            shutil.copyfile(json_path, kept)
+        report.write_docs(args.write_docs, results, os.path.relpath(os.path.abspath(kept), ROOT))
+        sys.stdout.write(f"docs: {args.write_docs} (numbers from {kept})\n")
     return 1 if results.get("failures") else 0

@@ -335,7 +335,7 @@ def _store_settings(store) -> dict:
 @benchmark("limits.store_write")
 def store_write(ctx):
     pin(ctx.core)
-    store, signer, directory = _capf_store(ctx, "rsa2048")
+    store, signer, _ = _capf_store(ctx, "rsa2048")
     count, rounds = ctx.size(300, 10), ctx.size(3, 1)
     needed = inputs_needed(count, rounds)
     public_key = _phone_public_key("rsa2048")
@@ -350,7 +350,7 @@ def store_write(ctx):
         store.close()
     if stored != needed:
         raise AssertionError(f"expected {needed} LSC rows in the store, found {stored}")
-    details.update(core=ctx.core, store_directory=directory, rows_written=stored)
+    details.update(core=ctx.core, rows_written=stored)
     return {"limits.store_write": Figure(
         value, "writes/s",
         "one issuance's store transaction (phone row, LSC row, audit event) committed with synchronous=FULL, "
