@@ -120,3 +120,37 @@ def test_batches_give_every_call_a_fresh_input_and_count_them():
     assert len(calls) == details["operations"] + 2
     with pytest.raises(ValueError, match="clock"):
         rate(lambda: None, seconds=0.001, rounds=1, clock="sundial")
+
+
+def _footprint(store):
+    with store.read() as tx:
+        return {
+            "phones": tx.scalar("SELECT count(*) FROM phones"),
+            "lscs": tx.query("SELECT kind, status, issuer, length(pem) > 500 AS has_pem, installed_at FROM certificates"),
+            "actions": [row["action"] for row in tx.query("SELECT action FROM audit_events WHERE action != "
+                                                          "'capf_certificate.generated' ORDER BY id")],
+        }
+
+
+def test_the_store_write_benchmark_writes_what_an_issuance_writes(tmp_path):
+    """limits.store_write times ca.lsc.issue's transaction without the signature; it must not drift from it."""
+    from _opencapf.ca import authority, keys, lsc
+    from _opencapf.store import open_store
+
+    from bench.limits import _record_issuance
+
+    public_key = keys.generate("ec256").public_key()
+    footprints = []
+    for name, write in (("issue", None), ("bench", _record_issuance)):
+        store = open_store(str(tmp_path / name / "capf.db"), actor="test")
+        authority.ensure(store, key_type="ec256")
+        signer = authority.signer(store)
+        if write is None:
+            lsc.issue(store, "SEP00000000AAAA", public_key)
+        else:
+            write(store, "SEP00000000AAAA", lsc.build_lsc(signer, "SEP00000000AAAA", public_key, 365, 77), public_key,
+                  signer)
+        footprints.append(_footprint(store))
+        store.close()
+    assert footprints[0] == footprints[1]
+    assert footprints[0]["phones"] == 1 and footprints[0]["actions"] == ["phone.create", "certificate.issued"]
