@@ -16,7 +16,8 @@ import sys
 import tempfile
 import time
 
-from . import ROOT, harness, limits, machine, report, reports, targets  # noqa: F401  (registers benchmarks)
+# Importing limits and reports registers their benchmarks.
+from . import ROOT, harness, limits, machine, report, reports, targets  # noqa: F401 pylint: disable=unused-import
 from .harness import BENCHMARKS, DERIVED, Context, Figure
 
 DEFAULT_JSON = os.path.join("bench-results", "latest.json")

@@ -45,7 +45,7 @@ class Fleet:
 
 
 def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _column in columns)})"
 
 
 def _choose(rng: random.Random, weighted: tuple[tuple[str, float], ...]) -> str:

@@ -135,10 +135,10 @@ def rate(operation: Callable[[], object], *, seconds: float, rounds: int, warmup
     core can do when it is fully ours, even when other work on the machine takes turns on it.
     The details keep both clocks for every round, so a reader sees how busy the core really was.
     """
-    for _ in range(warmup):
+    for _warm in range(warmup):
         operation()
     wall_rates, cpu_rates, total, wall, cpu = [], [], 0, 0.0, 0.0
-    for _ in range(rounds):
+    for _round in range(rounds):
         count = 0
         cpu_start = time.process_time()
         start = time.perf_counter()
@@ -165,14 +165,14 @@ def batches(operation: Callable[[int], object], *, count: int, rounds: int, warm
     number of calls is known before the timed part and inputs can be prepared outside it.
     """
     index = 0
-    for _ in range(warmup):
+    for _warm in range(warmup):
         operation(index)
         index += 1
     wall_rates, cpu_rates, total, wall, cpu = [], [], 0, 0.0, 0.0
-    for _ in range(rounds):
+    for _round in range(rounds):
         cpu_start = time.process_time()
         start = time.perf_counter()
-        for _ in range(count):
+        for _call in range(count):
             operation(index)
             index += 1
         elapsed = time.perf_counter() - start
@@ -193,7 +193,7 @@ def inputs_needed(count: int, rounds: int, warmup: int = 3) -> int:
 def timed(operation: Callable[[], object], *, rounds: int) -> tuple[float, dict]:
     """Run ``operation`` ``rounds`` times; return the median wall seconds and what it returned last."""
     seconds, cpu, result = [], [], None
-    for _ in range(rounds):
+    for _round in range(rounds):
         cpu_start = time.process_time()
         start = time.perf_counter()
         result = operation()

@@ -58,7 +58,7 @@ def _sign_operation(private_key, data: bytes):
 
 def _signatures(ctx, key_type: str) -> dict:
     pin(ctx.core)
-    store, signer, _ = _capf_store(ctx, key_type)
+    store, signer, _directory = _capf_store(ctx, key_type)
     try:
         sample = lsc.build_lsc(signer, "SEP00000000B0B0", _phone_public_key(key_type), 365, 1)
     finally:
@@ -87,7 +87,7 @@ def ec256_sign(ctx):
 
 def _lsc_build(ctx, key_type: str) -> dict:
     pin(ctx.core)
-    store, signer, _ = _capf_store(ctx, key_type)
+    store, signer, _directory = _capf_store(ctx, key_type)
     store.close()
     phone_key = _phone_public_key(key_type)
     serial = x509.random_serial_number()
@@ -134,7 +134,7 @@ def _tls_server(cert_path: str, key_path: str, core: int, threads: int, pipe) ->
     def serve(slot: int) -> None:
         while not stop.is_set():
             try:
-                raw, _ = listener.accept()
+                raw, _peer = listener.accept()
             except (TimeoutError, socket.timeout):
                 continue
             raw.settimeout(10)
@@ -191,7 +191,7 @@ def _tls_client(port: int, cafile: str, core: int, threads: int, seconds: float,
                 tls.sendall(REPLY)
                 return tls.session_reused, tls.cipher()[0]
 
-    for _ in range(warmup):
+    for _warm in range(warmup):
         once()
     done = [0] * threads
     failed = [0] * threads
@@ -335,7 +335,7 @@ def _store_settings(store) -> dict:
 @benchmark("limits.store_write")
 def store_write(ctx):
     pin(ctx.core)
-    store, signer, _ = _capf_store(ctx, "rsa2048")
+    store, signer, _directory = _capf_store(ctx, "rsa2048")
     count, rounds = ctx.size(300, 10), ctx.size(3, 1)
     needed = inputs_needed(count, rounds)
     public_key = _phone_public_key("rsa2048")
@@ -361,7 +361,7 @@ def store_write(ctx):
 @benchmark("limits.lsc_issue_rsa2048")
 def lsc_issue_rsa2048(ctx):
     pin(ctx.core)
-    store, _signer, _ = _capf_store(ctx, "rsa2048")
+    store, _signer, _directory = _capf_store(ctx, "rsa2048")
     count, rounds = ctx.size(200, 5), ctx.size(3, 1)
     needed = inputs_needed(count, rounds)
     public_key = _phone_public_key("rsa2048")

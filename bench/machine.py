@@ -16,7 +16,7 @@ def _cpuinfo() -> dict:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
             for line in handle:
-                key, _, value = line.partition(":")
+                key, _colon, value = line.partition(":")
                 key, value = key.strip(), value.strip()
                 if key in ("model name", "flags") and key not in info:
                     info[key] = value
