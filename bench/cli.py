@@ -65,9 +65,16 @@ def select(names: list[str]) -> tuple[list[str], list[str]]:
             unknown.append(name)
     if unknown:
         raise SystemExit(f"bench: unknown figure, benchmark or section: {', '.join(unknown)} (see --list)")
-    for name in derivations:
-        for needed in DERIVED[name].inputs:
-            benches.add(harness.producer(needed).name)
+    pending = list(derivations)
+    while pending:  # a derived figure may need another derived figure
+        for needed in DERIVED[pending.pop()].inputs:
+            source = harness.producer(needed)
+            if source.name in DERIVED:
+                if source.name not in derivations:
+                    derivations.add(source.name)
+                    pending.append(source.name)
+            else:
+                benches.add(source.name)
     return [b for b in BENCHMARKS if b in benches], [d for d in DERIVED if d in derivations]
 
 
@@ -130,6 +137,24 @@ def _load_average() -> list[float] | None:
         return None
 
 
+def _derive(derivations: list[str], figures: dict, failures: dict, smoke: bool) -> None:
+    """Compute derived figures once their inputs exist (in any order; some need others)."""
+    waiting = list(derivations)
+    while waiting:
+        ready = [name for name in waiting if all(needed in figures for needed in DERIVED[name].inputs)]
+        if not ready:
+            break
+        for name in ready:
+            item = DERIVED[name]
+            inputs = {needed: Figure(**{k: v for k, v in figures[needed].items()
+                                        if k in ("value", "unit", "description", "details")})
+                      for needed in item.inputs}
+            figures[name] = _entry(name, item.function(inputs).as_dict(), item.section, smoke)
+            waiting.remove(name)
+    for name in waiting:
+        failures[name] = {"error": "an input figure failed", "command": harness.reproduce_command(name, smoke)}
+
+
 def measure(args) -> dict:
     benches, derivations = select(args.only)
     cores = harness.available_cores()
@@ -160,15 +185,7 @@ def measure(args) -> dict:
                     figures[figure_name] = _entry(figure_name, produced[figure_name], bench.section, args.smoke)
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
-    for name in derivations:
-        item = DERIVED[name]
-        if all(needed in figures for needed in item.inputs):
-            inputs = {needed: Figure(**{k: v for k, v in figures[needed].items()
-                                        if k in ("value", "unit", "description", "details")})
-                      for needed in item.inputs}
-            figures[name] = _entry(name, item.function(inputs).as_dict(), item.section, args.smoke)
-        else:
-            failures[name] = {"error": "an input figure failed", "command": harness.reproduce_command(name, args.smoke)}
+    _derive(derivations, figures, failures, args.smoke)
     _link_baselines(figures)
     command = harness.BENCH_COMMAND + "".join(f" --only {shlex.quote(o)}" for o in args.only) + \
         (" --smoke" if args.smoke else "")

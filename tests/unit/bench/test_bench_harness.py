@@ -154,3 +154,27 @@ def test_the_store_write_benchmark_writes_what_an_issuance_writes(tmp_path):
         store.close()
     assert footprints[0] == footprints[1]
     assert footprints[0]["phones"] == 1 and footprints[0]["actions"] == ["phone.create", "certificate.issued"]
+
+
+def test_a_figure_derived_from_a_derived_figure_pulls_in_everything(monkeypatch):
+    from bench import harness
+
+    monkeypatch.setitem(harness.DERIVED, "limits.test_ratio", harness.Derived(
+        "limits.test_ratio", "limits", ("limits.enrolment_ceiling_ec256", "limits.ec256_sign"),
+        lambda figures: harness.Figure(figures["limits.enrolment_ceiling_ec256"].value
+                                       / figures["limits.ec256_sign"].value, "", "ratio")))
+    benches, derived = cli.select(["limits.test_ratio"])
+    assert benches == ["limits.ec256_sign", "limits.lsc_build_ec256", "limits.tls_handshake_ec256",
+                       "limits.store_write"]
+    assert sorted(derived) == ["limits.enrolment_ceiling_ec256", "limits.test_ratio"]
+    figures = {name: _figure(value) for name, value in (
+        ("limits.ec256_sign", 1000.0), ("limits.lsc_build_ec256", 500.0), ("limits.tls_handshake_ec256", 250.0),
+        ("limits.store_write", 1000.0))}
+    failures = {}
+    cli._derive(["limits.test_ratio", "limits.enrolment_ceiling_ec256"], figures, failures, smoke=False)
+    assert failures == {}
+    assert abs(figures["limits.enrolment_ceiling_ec256"]["value"] - 1 / (0.004 + 0.002 + 0.001)) < 1e-6
+    assert abs(figures["limits.test_ratio"]["value"] - figures["limits.enrolment_ceiling_ec256"]["value"] / 1000) < 1e-9
+    del figures["limits.store_write"], figures["limits.enrolment_ceiling_ec256"], figures["limits.test_ratio"]
+    cli._derive(["limits.test_ratio", "limits.enrolment_ceiling_ec256"], figures, failures, smoke=False)
+    assert sorted(failures) == ["limits.enrolment_ceiling_ec256", "limits.test_ratio"]
