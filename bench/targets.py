@@ -1,0 +1,68 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The targets of the benchmark issue, each judged from a figure of the same run.
+
+A target whose figure was not produced is ``not measured`` (never passed): either its benchmark
+does not exist yet, or it was not selected, or the run used smoke sizes the target is not about.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+
+from .harness import producer
+
+PASS, FAIL, NOT_MEASURED = "pass", "fail", "not measured"
+_COMPARE = {"<": operator.lt, "<=": operator.le, ">=": operator.ge, ">": operator.gt}
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    id: str
+    text: str
+    figure: str
+    comparison: str
+    threshold: float
+    unit: str
+    phones: int | None = None  # the store size the target is stated for
+
+    def judge(self, figures: dict) -> dict:
+        result = {"id": self.id, "target": self.text, "figure": self.figure,
+                  "threshold": f"{self.comparison} {self.threshold:g} {self.unit}".strip(), "measured": None}
+        found = figures.get(self.figure)
+        if found is None:
+            why = ("its benchmark is not built yet" if producer(self.figure) is None
+                   else "its benchmark was not part of this run")
+            return dict(result, status=NOT_MEASURED, note=why)
+        result["measured"] = found["value"]
+        if self.phones is not None and found.get("details", {}).get("phones") != self.phones:
+            size = found.get("details", {}).get("phones")
+            return dict(result, status=NOT_MEASURED, note=f"measured over {size} phones, not {self.phones:,}")
+        passed = _COMPARE[self.comparison](found["value"], self.threshold)
+        return dict(result, status=PASS if passed else FAIL, note="")
+
+
+TARGETS = (
+    Target("enrolment.concurrency50", "enrolment at concurrency 50 reaches 70 % of the per-core ceiling per core used",
+           "enrol.c50_ceiling_ratio", ">=", 0.70, ""),
+    Target("enrolment.concurrency500", "no failed enrolment at concurrency 500", "enrol.c500_failures", "<=", 0,
+           "failures"),
+    Target("workers.speedup", "two workers give at least 1.6x one worker", "workers.speedup_1_to_2", ">=", 1.6, "x"),
+    Target("bulk.first_run", "capf_bulk_update over 40,000 phones, first run (changes all), including Ansible start-up",
+           "fleet.bulk_update_first_run", "<", 15, "s"),
+    Target("bulk.noop_run", "capf_bulk_update over 40,000 phones, no-op re-run, including Ansible start-up",
+           "fleet.bulk_update_noop_run", "<", 5, "s"),
+    Target("bulk.vs_loop", "capf_bulk_update at least 100x faster per phone than capf_phone in a loop",
+           "fleet.bulk_vs_loop_per_phone", ">=", 100, "x"),
+    Target("reports.pending_csrs", "list pending CSRs over 100,000 phones", "store.pending_csrs", "<", 1, "s",
+           phones=100_000),
+    Target("reports.stale_lscs", "list stale LSCs over 100,000 phones", "store.stale_lscs", "<", 1, "s",
+           phones=100_000),
+    Target("reports.phones_by_lsc_expiry", "list phones by LSC expiry over 100,000 phones",
+           "store.phones_by_lsc_expiry", "<", 1, "s", phones=100_000),
+)
+
+
+def judge_all(figures: dict) -> list[dict]:
+    return [target.judge(figures) for target in TARGETS]
