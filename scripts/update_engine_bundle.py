@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Rewrite plugins/module_utils/_opencapf/bundle.py from the engine's files on disk.
 
 capf_service hands the whole engine to the daemon it starts, so bundle.py must import every engine
