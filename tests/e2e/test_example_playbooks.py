@@ -25,7 +25,7 @@ def store(tmp_path):
 
 
 @pytest.mark.parametrize("example,changing", [
-    ("keepalive.yml", ["Keep-alive of 20 minutes"]),
+    ("keepalive.yml", ["Set the keep-alive timer"]),
     ("self_signed.yml", ["Issuer, validity, default key settings and the CAPF certificate"]),
 ])
 def test_example_converges_then_is_idempotent(collections, store, example, changing):
@@ -41,14 +41,14 @@ def test_example_converges_then_is_idempotent(collections, store, example, chang
 def test_keepalive_check_mode_changes_nothing_and_bad_value_is_named(collections, store):
     env = {"OPENCAPF_STORE": store}
     check = playbook(collections, os.path.join(EXAMPLES, "keepalive.yml"), "--check", env=env)
-    assert changed_tasks(check) == ["Keep-alive of 20 minutes"]
+    assert changed_tasks(check) == ["Set the keep-alive timer"]
     assert run_cli("--store", store, "--json", "ca", "show", check=True).returncode == 0
     again = playbook(collections, os.path.join(EXAMPLES, "keepalive.yml"), "--check", env=env)
-    assert changed_tasks(again) == ["Keep-alive of 20 minutes"]
+    assert changed_tasks(again) == ["Set the keep-alive timer"]
     bad = playbook(collections, os.path.join(EXAMPLES, "keepalive.yml"), "-e", "keepalive_minutes=61", env=env,
                    check=False)
     assert bad.returncode != 0
-    message = task_results(bad, "Keep-alive of 61 minutes")[0]["msg"]
+    message = task_results(bad, "Set the keep-alive timer")[0]["msg"]
     assert "keepalive_minutes must be 5\u201360 minutes, got 61" in message
 
 
