@@ -99,3 +99,18 @@ def test_schema_command_prints_json_schema(deployment):
     store, _path = deployment
     printed = json.loads(run_cli("--store", store, "schema", check=True).stdout)
     assert printed["properties"]["opencapf"]["const"] == 1
+
+
+def test_playbook_applies_the_same_file_with_the_same_result(deployment, tmp_path):
+    from support.ansible_runner import changed_tasks, install_collection, playbook
+    from support.tools import ROOT
+
+    store, path = deployment
+    collections = install_collection(str(tmp_path / "collections"))
+    apply = os.path.join(ROOT, "playbooks", "apply_deployment.yml")
+    first = playbook(collections, apply, "-e", f"deployment_file={path}", "-e", f"capf_store={store}")
+    assert set(changed_tasks(first)) == {"Service parameters, online CA and CAPF certificate", "Phones", "Bulk jobs"}
+    # The CLI sees the store exactly where its own apply would have left it.
+    assert run_cli("--store", store, "plan", path, check=True).stdout.strip() == "no changes"
+    second = playbook(collections, apply, "-e", f"deployment_file={path}", "-e", f"capf_store={store}")
+    assert changed_tasks(second) == []
