@@ -76,7 +76,7 @@ def describe(work_dir: str) -> dict:
         "memory_gib": round(memory / 2 ** 30, 1) if memory else None,
         "os": f"{platform.system()} {platform.release()}",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "python_executable": sys.executable,
+        "python_executable": _relative_to_checkout(sys.executable),
         "openssl": ssl.OPENSSL_VERSION,
         "sqlite": sqlite3.sqlite_version,
         "scratch_dir": work_dir,
@@ -92,3 +92,10 @@ def summary(machine: dict) -> str:
             f"{machine['python']}, {machine['openssl']}, cryptography {machine['cryptography']} "
             f"({machine['cryptography_openssl']}), SQLite {machine['sqlite']}, "
             f"scratch on {machine['scratch_filesystem']}")
+
+
+def _relative_to_checkout(path: str) -> str:
+    """A path inside the checkout as a relative path, so results carry no machine's directories."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    absolute = os.path.abspath(path)
+    return os.path.relpath(absolute, root) if absolute.startswith(root + os.sep) else os.path.basename(absolute)
