@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from .. import authstrings, enrolment
+from .. import authstrings, der, enrolment
 from .. import csr as csr_module
 from ..ca import authority, lsc, rules
 from ..ca import certificates as c
@@ -39,10 +39,10 @@ def key_choices(phone: dict) -> tuple:
     return {"rsa": (rsa_choice,), "ec": (ec_choice,), "ec_preferred": (ec_choice, rsa_choice)}[phone["key_order"]]
 
 
-def load_phone_key(der: bytes):
+def load_phone_key(data: bytes):
     """The phone's PUBLIC_KEY element as a key: strict DER SubjectPublicKeyInfo, with one repair:
     old Jabber builds leave out the BIT STRING's unused-bits octet (quirk 10)."""
-    for candidate in (bytes(der), _repair_bit_string(bytes(der))):
+    for candidate in (bytes(data), _repair_bit_string(bytes(data))):
         if candidate is None:
             continue
         try:
@@ -52,51 +52,21 @@ def load_phone_key(der: bytes):
     raise ProtocolError("PUBLIC_KEY is not a DER SubjectPublicKeyInfo")
 
 
-def _der_item(data: bytes, offset: int) -> tuple[int, int, int]:
-    """(tag, content start, content end) of the DER item at ``offset``; ValueError when malformed."""
-    if offset + 2 > len(data):
-        raise ValueError("truncated")
-    tag, first = data[offset], data[offset + 1]
-    start = offset + 2
-    if first < 0x80:
-        length = first
-    else:
-        count = first & 0x7F
-        if count == 0 or count > 3 or start + count > len(data):
-            raise ValueError("bad length")
-        length = int.from_bytes(data[start:start + count], "big")
-        start += count
-    if start + length > len(data):
-        raise ValueError("length beyond data")
-    return tag, start, start + length
-
-
-def _der_length(length: int) -> bytes:
-    if length < 0x80:
-        return bytes((length,))
-    body = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes((0x80 | len(body),)) + body
-
-
-def _repair_bit_string(der: bytes) -> bytes | None:
+def _repair_bit_string(data: bytes) -> bytes | None:
+    """SEQUENCE{algorithm, BIT STRING} whose BIT STRING lacks its unused-bits octet, re-encoded."""
     try:
-        tag, start, end = _der_item(der, 0)
-        if tag != 0x30 or end != len(der):
-            return None
-        algorithm_tag, _a_start, algorithm_end = _der_item(der, start)
-        bits_tag, bits_start, bits_end = _der_item(der, algorithm_end)
-    except ValueError:
+        parts = der.children(der.read_one(data, der.SEQUENCE))
+    except der.DerError:
         return None
-    if algorithm_tag != 0x30 or bits_tag != 0x03 or bits_end != end or der[bits_start:bits_start + 1] != b"\x30":
+    if len(parts) != 2 or parts[0].tag != der.SEQUENCE or parts[1].tag != der.BIT_STRING \
+            or not parts[1].value.startswith(b"\x30"):
         return None
-    bits = b"\x00" + der[bits_start:bits_end]
-    body = der[start:algorithm_end] + b"\x03" + _der_length(len(bits)) + bits
-    return b"\x30" + _der_length(len(body)) + body
+    return der.sequence(parts[0].encoded, der.bit_string(parts[1].value))
 
 
-def load_certificate(der: bytes):
+def load_certificate(encoded: bytes):
     """(certificate, public key) from a phone's DER; anything unreadable is a CertificateError."""
-    certificate = c.load_der_certificate(der, "CERTIFICATE")
+    certificate = c.load_der_certificate(encoded, "CERTIFICATE")
     try:
         public_key = certificate.public_key()
         c.key_description(public_key)
@@ -216,12 +186,12 @@ class StoreDecider(Decider):
                                   "certificate, and the phone presented none")
         if offer.signed_data is None or offer.sha2_signed_data is None:
             return Verdict(False, "existing-certificate authentication needs SIGNED_DATA and SHA2_SIGNED_DATA")
-        _type, der = offer.certificates[0]
+        _type, encoded = offer.certificates[0]
         try:
-            certificate, public_key = load_certificate(der)
+            certificate, public_key = load_certificate(encoded)
         except CertificateError as exc:
             return Verdict(False, str(exc))
-        data = proof.message(offer.device_name_raw, der)
+        data = proof.message(offer.device_name_raw, encoded)
         code, sha2_signature = offer.sha2_signed_data
         sha2 = proof.hash_name(code)
         if sha2 is None or not proof.verify(public_key, sha2_signature, data, sha2):
@@ -337,8 +307,8 @@ class StoreDecider(Decider):
 
     def fetched(self, plan: Plan, certificates: list) -> None:
         parsed = []
-        for _type, der in certificates:
-            certificate, _key = load_certificate(der)
+        for _type, encoded in certificates:
+            certificate, _key = load_certificate(encoded)
             parsed.append((self._kind_of(certificate), certificate))
         with self.store.transaction() as tx:
             phone = phone_records.get(tx, plan.device_name)
