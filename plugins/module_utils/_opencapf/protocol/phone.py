@@ -11,6 +11,8 @@ PASSWORD, Jabber's VERSION 2 and missing PASSWORD.
 
 from __future__ import annotations
 
+import abc
+
 from dataclasses import dataclass, field
 
 from .. import csr as csr_module
@@ -53,7 +55,7 @@ class PowerFailure(Exception):
     """The simulated phone lost power mid-session."""
 
 
-class Handset:
+class Handset(abc.ABC):
     """What the phone holds and does; the simulator stores it on disk."""
 
     device_name: str = ""
@@ -63,11 +65,13 @@ class Handset:
     def presented_certificate(self):  # (certificate DER, private key) or None
         return None
 
+    @abc.abstractmethod
     def generate_key(self, kind: str, size: int):  # a private key
-        raise NotImplementedError
+        """Implemented by the driver."""
 
+    @abc.abstractmethod
     def store_lsc(self, der: bytes, private_key) -> bool:
-        raise NotImplementedError
+        """Implemented by the driver."""
 
     def certificates_for_fetch(self) -> list:  # [(type, der)]
         return []
@@ -79,8 +83,9 @@ class Handset:
     def pending_key(self):
         return None
 
+    @abc.abstractmethod
     def keep_pending_key(self, private_key) -> None:
-        raise NotImplementedError
+        """Implemented by the driver."""
 
 
 class PhoneSession:

@@ -22,6 +22,8 @@ session ends with RETRY_LATER or END_SESSION 0 meanwhile).
 
 from __future__ import annotations
 
+import abc
+
 from dataclasses import dataclass, field
 
 from ..errors import CapfError, ValidationError
@@ -110,46 +112,53 @@ class Outcome:
     details: dict = field(default_factory=dict)
 
 
-class Decider:
+class Decider(abc.ABC):
     """The session's window on the store. The server implements it; tests may too."""
 
+    @abc.abstractmethod
     def begin(self, device_name: str) -> Plan | None:  # None: unknown device
-        raise NotImplementedError
+        """Implemented by the driver."""
 
+    @abc.abstractmethod
     def authenticate(self, plan: Plan, offer: AuthOffer) -> Verdict:
-        raise NotImplementedError
+        """Implemented by the driver."""
 
+    @abc.abstractmethod
     def issue(self, plan: Plan, public_key_der: bytes, choice: KeyChoice) -> Issued:
-        raise NotImplementedError
+        """Implemented by the driver."""
 
+    @abc.abstractmethod
     def stored(self, plan: Plan, issued: Issued, ok: bool) -> None:
-        raise NotImplementedError
+        """Implemented by the driver."""
 
+    @abc.abstractmethod
     def deleted(self, plan: Plan, ok: bool) -> None:
-        raise NotImplementedError
+        """Implemented by the driver."""
 
+    @abc.abstractmethod
     def fetched(self, plan: Plan, certificates: list) -> None:
-        raise NotImplementedError
+        """Implemented by the driver."""
 
+    @abc.abstractmethod
     def failed(self, plan: Plan, reason: str) -> None:
-        raise NotImplementedError
+        """Implemented by the driver."""
 
+    @abc.abstractmethod
     def prepare_csr(self, plan: Plan, public_key_der: bytes, choice: KeyChoice):
         """X-CSR/1: a ``csr.CsrRequest`` for the phone to sign (third-party issuers)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def third_party_state(self, plan: Plan):
         """After authentication, for a third-party issuer: ``Issued`` (a certificate is ready for the
         key the phone kept pending), ``Deferred`` (that key's request is still at the CA) or None."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def submit_csr(self, plan: Plan, request, signature: bytes):
         """X-CSR/1: the phone's signature in; ``Issued`` (deliver now) or ``Deferred`` out."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def refused(self, plan: Plan, issued: Issued) -> None:
         """X-CSR/1: the phone refused a certificate for its pending key (it no longer holds it)."""
-        raise NotImplementedError
 
 
 class ServerSession:
