@@ -23,7 +23,7 @@ from dataclasses import dataclass, field as _field
 from . import csr as csr_module
 from . import secretbox
 from .ca import certificates as c
-from .errors import CapfError, StoreError
+from .errors import CapfError, CodedError, StoreError
 from .files import read_input_file, write_private_file
 from .issuers import base, offline, online
 from .store import Store, audit
@@ -44,12 +44,8 @@ IN_SESSION_HTTP_TIMEOUT = 3
 IN_SESSION_BUDGET = 4.0
 
 
-class EnrolmentError(CapfError):
+class EnrolmentError(CodedError):
     """A third-party CA did not sign the request; the message is the operation's recorded reason."""
-
-    def __init__(self, code: str, message: str):
-        self.code = code
-        super().__init__(message)
 
 
 @dataclass(frozen=True)

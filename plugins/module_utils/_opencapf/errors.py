@@ -42,5 +42,13 @@ class CertificateError(CapfError):
     """A certificate or key is malformed or breaks a certificate rule."""
 
 
+class CodedError(CapfError):
+    """A failure with a short machine-readable ``code`` recorded beside its message (CA and enrolment failures)."""
+
+    def __init__(self, code: str, message: str):
+        self.code = code
+        super().__init__(message)
+
+
 class PermissionProblem(CapfError):
     """A file has permissions that would expose a secret."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field as _field
 from .. import csr as csr_module
 from ..ca import certificates as c
 from ..ca import rules
-from ..errors import CapfError, CertificateError
+from ..errors import CertificateError, CodedError
 
 DEFAULT_RETRY_AFTER = 60
 MAX_RETRY_AFTER = 24 * 3600
@@ -48,12 +48,8 @@ UNTRUSTED_CHAIN = "untrusted_chain"
 INVALID_CERTIFICATE = "invalid_certificate"
 
 
-class IssuerError(CapfError):
+class IssuerError(CodedError):
     """The CA could not be asked, or its answer could not be used."""
-
-    def __init__(self, code: str, message: str):
-        self.code = code
-        super().__init__(message)
 
 
 @dataclass(frozen=True)
