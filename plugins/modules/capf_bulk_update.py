@@ -102,7 +102,9 @@ options:
     type: bool
     default: false
   csv_file:
-    description: CSV file on the managed host with phones to insert or update. Excludes O(query), O(set) and O(run_at).
+    description:
+      - CSV file on the managed host with phones to insert or update. Excludes O(query), O(set) and O(run_at).
+      - At most 32 MiB, 100,000 rows and 1,024 characters a cell; quoting is strict, and any bad row means nothing is imported.
     type: path
   strings_file:
     description: Write generated authentication strings to this CSV file (mode 0600). Required for scheduled jobs that generate strings.

@@ -41,10 +41,10 @@ options:
     elements: str
     choices: [capf-trust, callmanager-trust]
   content:
-    description: PEM of one certificate or a chain (every certificate in it is handled).
+    description: PEM of one certificate or a chain (every certificate in it is handled); at most 1 MiB and 50 certificates.
     type: str
   path:
-    description: File on the managed host holding PEM (one certificate or a chain) or one DER certificate.
+    description: File on the managed host holding PEM (one certificate or a chain) or one DER certificate; at most 1 MiB and 50 certificates.
     type: path
   description:
     description: Description stored with the certificates; changing it is a change.

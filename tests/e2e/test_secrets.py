@@ -42,3 +42,28 @@ def test_secrets_never_appear(tmp_path):
             data = handle.read()
         for secret in SECRETS:
             assert secret.encode() not in data, f"{secret} is stored in clear in {os.path.basename(path)}"
+
+
+def test_strings_never_reach_the_service_log_or_session_records(capf_server, ca_store, tmp_path, caplog):
+    """Right and wrong strings over TLS with every logger at DEBUG: neither appears in a log
+    record, the sessions table or the audit log (the phone's reason names the rule only)."""
+    import logging
+
+    from support.phones import phone, run_enrol
+    from support.protocol import add_phone
+
+    right, wrong = "62951413", "31415926"
+    caplog.set_level(logging.DEBUG)
+    add_phone(ca_store, "SEP00AA00BB00EE", operation="install_upgrade", auth_mode="auth_string", auth_string=right,
+              key_order="ec")
+    guesser = phone(tmp_path, "SEP00AA00BB00EE", auth_mode="auth_string", auth_string=wrong)
+    assert run_enrol(guesser, capf_server).end_reason == 7
+    guesser.settings.auth_string = right
+    assert run_enrol(guesser, capf_server).outcome == "ok"
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "auth_failed" in logged and "SEP00AA00BB00EE" in logged  # the log does record the events
+    with ca_store.read() as tx:
+        recorded = json.dumps([tx.query("SELECT * FROM sessions"), tx.query("SELECT * FROM audit_events"),
+                               tx.query("SELECT name, operation_reason FROM phones")], default=str)
+    for secret in (right, wrong):
+        assert secret not in logged and secret not in recorded

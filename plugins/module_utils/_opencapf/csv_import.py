@@ -16,15 +16,15 @@ from dataclasses import dataclass
 
 from .errors import CapfError, ValidationError
 from .phone_config import OPTION_COLUMNS, AuthRequest, check_settings
-from .vocabulary import normalise_device_name
+from .vocabulary import MAX_CSV_BYTES, MAX_CSV_CELL, MAX_CSV_ROWS, normalise_device_name
 
 NAME_COLUMN = "device_name"
 AUTH_COLUMN = "authentication_string"
 COLUMNS = (NAME_COLUMN,) + tuple(OPTION_COLUMNS) + (AUTH_COLUMN,)
 GENERATE = "generate"
-MAX_ROWS = 100000
+MAX_ROWS = MAX_CSV_ROWS
 MAX_ERRORS_SHOWN = 50
-MAX_BYTES = 32 * 1024 * 1024
+MAX_BYTES = MAX_CSV_BYTES
 
 
 @dataclass(frozen=True)
@@ -37,16 +37,20 @@ class CsvPhone:
 
 def parse(data, source: str = "csv_file", length: int = 8) -> list[CsvPhone]:
     """Validate the whole file; raise one ValidationError listing every bad row by line number."""
+    if len(data) > MAX_BYTES:
+        raise ValidationError(source, f"is {len(data)} bytes, larger than the limit of {MAX_BYTES} bytes (32 MiB)")
     if isinstance(data, bytes):
         try:
             data = data.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise ValidationError(source, "must be UTF-8 text") from None
-    reader = csv.reader(io.StringIO(data))
+    reader = csv.reader(io.StringIO(data), strict=True)  # a stray or unterminated quote is an error, never a merged row
     try:
         header = next(reader)
     except StopIteration:
         raise ValidationError(source, "is empty; the first line must be a header naming the columns") from None
+    except csv.Error as exc:
+        raise ValidationError(f"{source} header", f"is not CSV: {exc}", show_value=False) from None
     header = [column.strip().lower() for column in header]
     unknown = [column for column in header if column not in COLUMNS]
     if unknown or NAME_COLUMN not in header or len(set(header)) != len(header):
@@ -56,14 +60,18 @@ def parse(data, source: str = "csv_file", length: int = 8) -> list[CsvPhone]:
             ",".join(header),
         )
     rows, errors, seen = [], [], {}
-    for record in reader:
+    for record in _records(reader, source):
         line = reader.line_num
         if not any(cell.strip() for cell in record):
             continue
         if len(rows) + len(errors) >= MAX_ROWS:
-            raise ValidationError(source, f"has more than {MAX_ROWS} rows")
+            raise ValidationError(source, f"has more than {MAX_ROWS} rows (the limit); split it into several files")
         if len(record) != len(header):
             errors.append(f"line {line}: has {len(record)} fields, the header has {len(header)}")
+            continue
+        long_cells = [column for column, cell in zip(header, record) if len(cell) > MAX_CSV_CELL]
+        if long_cells:
+            errors.append(f"line {line}: {long_cells[0]} is longer than the limit of {MAX_CSV_CELL} characters")
             continue
         cells = {column: cell.strip() for column, cell in zip(header, record)}
         try:
@@ -90,6 +98,19 @@ def parse(data, source: str = "csv_file", length: int = 8) -> list[CsvPhone]:
     return rows
 
 
+def _records(reader, source: str):
+    """The reader's records; a line the csv module cannot read (NUL byte, a field beyond its own
+    128 KiB limit, an unterminated quote) is a ValidationError naming the line."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise ValidationError(source, f"is not valid CSV near line {reader.line_num}: {exc}; nothing was imported",
+                                  show_value=False) from None
+
+
 def read(path: str, length: int = 8) -> list[CsvPhone]:
     """Parse a CSV file of at most 32 MiB (a 100,000-phone fleet fits)."""
     try:
@@ -98,5 +119,5 @@ def read(path: str, length: int = 8) -> list[CsvPhone]:
     except OSError as exc:
         raise CapfError(f"cannot read csv_file {path}: {exc.strerror}") from None
     if len(data) > MAX_BYTES:
-        raise ValidationError("csv_file", f"must be at most {MAX_BYTES} bytes", path)
+        raise ValidationError("csv_file", f"must be at most {MAX_BYTES} bytes (32 MiB), the limit", path)
     return parse(data, "csv_file", length)

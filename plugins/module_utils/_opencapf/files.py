@@ -5,13 +5,24 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import stat
 import tempfile
 
 from .errors import CapfError, PermissionProblem
+from .vocabulary import MAX_INPUT_BYTES
 
-MAX_INPUT_BYTES = 1024 * 1024
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def safe_file_name(text: str, fallback: str = "file") -> str:
+    """``text`` as one plain file name: no directory separators, no leading dot (so never ``..``),
+    at most 64 characters. Names taken from certificates or devices go through this before they
+    become part of a path."""
+    name = _UNSAFE.sub("_", str(text or "")).lstrip(".")[:64]
+    return name or fallback
 
 
 def ensure_private_dir(path: str) -> str:
@@ -20,13 +31,15 @@ def ensure_private_dir(path: str) -> str:
     return path
 
 
-def write_private_file(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` with mode 0600, replacing it atomically."""
+def write_private_file(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` with ``mode`` (0600), replacing it atomically: a new file created
+    O_EXCL beside it, then renamed over ``path``. A symbolic link at ``path`` is replaced, never
+    followed, so a planted link cannot send a key elsewhere."""
     directory = os.path.dirname(os.path.abspath(path))
     ensure_private_dir(directory)
     fd, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
-        os.fchmod(fd, 0o600)
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -55,9 +68,16 @@ def read_private_file(path: str, what: str = "key file") -> bytes:
     check_private_file(path, what)
     try:
         with open(path, "rb") as handle:
-            return handle.read(MAX_INPUT_BYTES + 1)
+            data = handle.read(MAX_INPUT_BYTES + 1)
     except OSError as exc:
         raise CapfError(f"cannot read {what} {path}: {exc.strerror}") from None
+    _check_size(data, what, path)
+    return data
+
+
+def _check_size(data: bytes, what: str, path: str) -> None:
+    if len(data) > MAX_INPUT_BYTES:
+        raise CapfError(f"{what} {path} is larger than the limit of {MAX_INPUT_BYTES} bytes (1 MiB)")
 
 
 def read_input_file(path: str, what: str) -> bytes:
@@ -67,8 +87,7 @@ def read_input_file(path: str, what: str) -> bytes:
             data = handle.read(MAX_INPUT_BYTES + 1)
     except OSError as exc:
         raise CapfError(f"cannot read {what} {path}: {exc.strerror}") from None
-    if len(data) > MAX_INPUT_BYTES:
-        raise CapfError(f"{what} {path} is larger than {MAX_INPUT_BYTES} bytes")
+    _check_size(data, what, path)
     return data
 
 

@@ -46,6 +46,16 @@ DEVICE_NAME_MAX = 64
 
 RESERVED_CN_PREFIX = "CAPF-"
 
+# Input limits (docs/reliability.md, "Authentication, inputs and secrets"). Anything larger is
+# refused with an error naming the field or file and the limit, before the store is touched.
+MAX_INPUT_BYTES = 1024 * 1024  # a certificate, key, public key or declarative file (or content option)
+MAX_CERTIFICATES = 50  # certificates in one PEM text (a chain or bundle)
+MAX_CSV_BYTES = 32 * 1024 * 1024  # a CSV of phones: 100,000 phones fit
+MAX_CSV_ROWS = 100000
+MAX_CSV_CELL = 1024  # characters in one CSV cell
+MAX_DOCUMENT_NODES = 500000  # YAML nodes of a declarative file, every alias expanded
+MAX_DOCUMENT_DEPTH = 64  # nesting of mappings and lists in a declarative file
+
 _AUTH_STRING = re.compile(r"[0-9]{%d,%d}" % AUTH_STRING_DIGITS)
 _HARDWARE_NAME = re.compile(r"(SEP|ATA|AN|BAT)[0-9A-F]{12}")
 _SOFTPHONE_NAME = re.compile(r"(CSF|BOT|TCT|TAB|CTI|UPC|EC)[A-Z0-9_.-]{1,46}")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ..dependencies import hashes, require, x509, NameOID
 from ..errors import CertificateError, NotFoundError
+from ..files import safe_file_name
 from ..store import Store, audit
 from ..vocabulary import RESERVED_CN_PREFIX, check_choice, CAPF_KEY_TYPES, format_utc, utc_now
 from . import certificates as c
@@ -94,7 +95,9 @@ def build_capf_certificate(private_key, subject: dict | None = None, validity_da
 
 
 def _record(store: Store, tx, certificate, private_key, source: str) -> int:
-    key_path = os.path.join(store.keys_dir, f"{c.common_name(certificate.subject)}-{c.fingerprint(certificate)[:16]}.key")
+    # The CN of an uploaded certificate is not ours to trust as a path: "../../x" stays inside keys/.
+    stem = safe_file_name(c.common_name(certificate.subject), "capf")
+    key_path = os.path.join(store.keys_dir, f"{stem}-{c.fingerprint(certificate)[:16]}.key")
     keys.save_private_key(key_path, private_key)
     now = format_utc(utc_now())
     tx.execute("UPDATE capf_certificates SET active = 0, retired_at = ? WHERE active = 1", (now,))

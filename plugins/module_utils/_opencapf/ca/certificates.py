@@ -10,9 +10,8 @@ import re
 
 from ..dependencies import require, serialization, x509, ec, rsa, NameOID
 from ..errors import CertificateError
-from ..vocabulary import format_utc
+from ..vocabulary import MAX_CERTIFICATES, MAX_INPUT_BYTES, format_utc
 
-MAX_CERTIFICATES = 50
 _PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\s+.*?-----END CERTIFICATE-----", re.S)
 
 
@@ -21,6 +20,9 @@ def load_pem_certificates(data, field: str = "certificate") -> list:
     require("cryptography")
     if isinstance(data, str):
         data = data.encode("utf-8", "replace")
+    if len(data) > MAX_INPUT_BYTES:
+        raise CertificateError(f"{field} is {len(data)} bytes, larger than the limit of {MAX_INPUT_BYTES} bytes "
+                               "(1 MiB)")
     blocks = _PEM_BLOCK.findall(data)
     if not blocks:
         if data.lstrip().startswith(b"\x30"):

@@ -5,7 +5,8 @@
 from __future__ import annotations
 
 from ..ca import certificates, lsc
-from ..files import read_input_file
+from ..errors import CapfError
+from ..files import read_input_file, write_private_file
 from ..store import opened
 
 
@@ -24,8 +25,11 @@ def run(args, output) -> int:
     with opened(args.store, actor="cli", create=False) as store:
         issued = lsc.issue(store, args.device_name, public_key, source="cli", validity_days=args.validity_days)
     if args.out:
-        with open(args.out, "w", encoding="ascii") as handle:
-            handle.write(issued.pem)
+        try:  # a certificate is public (0644); a symbolic link at --out is replaced, not followed
+            write_private_file(args.out, issued.pem.encode("ascii"), mode=0o644)
+        except OSError as exc:
+            raise CapfError(f"cannot write --out {args.out}: {exc.strerror} (the LSC was issued and recorded, "
+                            f"serial {issued.serial})") from None
     output.result(
         {"device_name": issued.device_name, "serial": issued.serial, "not_after": issued.not_after, "pem": issued.pem},
         issued.pem.rstrip(),

@@ -16,7 +16,7 @@ import os
 import re
 
 from ..errors import CapfError
-from ..files import read_input_file, read_private_file
+from ..files import read_input_file, read_private_file, safe_file_name
 from ..protocol.constants import DEFAULT_PORT, XCAPS_ALL
 from ..protocol.phone import PhoneBehaviour
 from ..simulator.client import Target, enrol
@@ -87,7 +87,8 @@ def _target(args) -> Target:
 
 
 def _identity(args) -> PhoneIdentity:
-    directory = os.path.join(args.dir, args.device_name.upper())
+    # The simulator sends any name (hostile ones too), but its directory stays inside --dir.
+    directory = os.path.join(args.dir, safe_file_name(args.device_name.upper(), "phone"))
     if os.path.exists(os.path.join(directory, "phone.json")):
         identity = PhoneIdentity.load(directory)
     else:
@@ -160,7 +161,7 @@ def _fleet_identities(args) -> list:
     for name in names:
         auth_mode, security_mode = modes.get(name, (args.auth_mode, "non_secure"))
         auth_string = strings.get(name, args.auth_string)
-        directory = os.path.join(args.dir, name) if args.dir else None
+        directory = os.path.join(args.dir, safe_file_name(name, "phone")) if args.dir else None
         if directory and os.path.exists(os.path.join(directory, "phone.json")):
             identity = PhoneIdentity.load(directory)
         else:

@@ -104,7 +104,9 @@ def _daemonise(args, output) -> int:
     try:
         _detach(args.log_file)
         if args.pid_file:
-            with open(args.pid_file, "w", encoding="ascii") as handle:
+            # O_NOFOLLOW: a symbolic link planted at the pid file's path is refused, not written through.
+            descriptor = os.open(args.pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(descriptor, "w", encoding="ascii") as handle:
                 handle.write(f"{os.getpid()}\n")
 
         def ready(bound):
@@ -130,7 +132,7 @@ def _detach(log_file: str | None) -> None:
     os.chdir("/")
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
-    target = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640) if log_file else null
+    target = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o640) if log_file else null
     os.dup2(target, 1)
     os.dup2(target, 2)
     root = logging.getLogger()

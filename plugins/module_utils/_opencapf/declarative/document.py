@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from ..dependencies import jsonschema, require, yaml
 from ..errors import ValidationError
 from ..files import read_input_file
+from ..vocabulary import MAX_DOCUMENT_DEPTH, MAX_DOCUMENT_NODES, MAX_INPUT_BYTES
 from .schema import schema
 
 MAX_ERRORS = 20
@@ -76,11 +77,77 @@ def validate(data, source: str = "document") -> None:
         raise DocumentError(source, shown)
 
 
-def parse(text, source: str = "document", base_dir: str = ".") -> Document:
-    """Parse YAML text and validate it against the schema."""
-    require("PyYAML", "jsonschema")
+class _TooLarge(Exception):
+    """A declarative file beyond a limit (the message says which)."""
+
+
+def _expanded_size(node, level: int, known: dict, open_nodes: set) -> tuple[int, int]:
+    """(nodes, height) of ``node`` with every alias expanded: what validation and application walk.
+    ``level`` is the node's depth in the expanded document; recursion never goes deeper than the limit."""
+    key = id(node)
+    if key in open_nodes:
+        raise _TooLarge("refers to itself through an alias (a recursive structure)")
+    if key not in known:
+        if level > MAX_DOCUMENT_DEPTH:
+            raise _TooLarge(f"nests deeper than {MAX_DOCUMENT_DEPTH} levels (the limit), counting aliases")
+        open_nodes.add(key)
+        total, height = 1, 1
+        if isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        else:
+            children = []
+        for child in children:
+            size, below = _expanded_size(child, level + 1, known, open_nodes)
+            total, height = total + size, max(height, below + 1)
+            if total > MAX_DOCUMENT_NODES:
+                raise _TooLarge(f"expands to more than {MAX_DOCUMENT_NODES} YAML nodes (the limit; "
+                                "aliases are counted each time they are used)")
+        open_nodes.discard(key)
+        known[key] = (total, height)
+    total, height = known[key]
+    if level + height - 1 > MAX_DOCUMENT_DEPTH:
+        raise _TooLarge(f"nests deeper than {MAX_DOCUMENT_DEPTH} levels (the limit), counting aliases")
+    return total, height
+
+
+def safe_load(text):
+    """``yaml.safe_load`` bounded: nesting at most MAX_DOCUMENT_DEPTH, at most MAX_DOCUMENT_NODES
+    nodes after expanding aliases (a "billion laughs" file is refused before it is constructed),
+    no recursive aliases. Only plain YAML types are built (the safe loader)."""
+    class BoundedLoader(yaml.SafeLoader):  # pylint: disable=too-many-ancestors
+        depth = 0
+
+        def compose_node(self, parent, index):
+            self.depth += 1
+            if self.depth > MAX_DOCUMENT_DEPTH:
+                raise _TooLarge(f"nests deeper than {MAX_DOCUMENT_DEPTH} levels (the limit)")
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    loader = BoundedLoader(text)
     try:
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, 1, {}, set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def parse(text, source: str = "document", base_dir: str = ".") -> Document:
+    """Parse YAML text (bounded, see ``safe_load``) and validate it against the schema."""
+    require("PyYAML", "jsonschema")
+    if len(text) > MAX_INPUT_BYTES:
+        raise ValidationError(source, f"is larger than the limit of {MAX_INPUT_BYTES} bytes (1 MiB)")
+    try:
+        data = safe_load(text)
+    except _TooLarge as exc:
+        raise ValidationError(source, f"is refused: it {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -85,6 +85,16 @@ def pending_operation(phone: dict) -> str:
     return phone["operation"] if phone["operation_status"] in PENDING_STATUSES else "none"
 
 
+def names_device(common_name: str, device_name: str, kind: str) -> bool:
+    """Whether a certificate's CN names exactly this device: an LSC's CN is the device name; a MIC's
+    is ``<model>-<device name>`` (or the bare name). Never a substring match, or the LSC of
+    CSFJSMITH2 would authenticate CSFJSMITH."""
+    cn, name = (common_name or "").upper(), device_name.upper()
+    if cn == name:
+        return True
+    return kind == "mic" and cn.endswith("-" + name)
+
+
 def _checked_key(public_key_der: bytes, choice: KeyChoice):
     public_key = load_phone_key(public_key_der)
     kind, size = c.key_description(public_key)
@@ -154,8 +164,8 @@ class StoreDecider(Decider):
     def authenticate(self, plan: Plan, offer: AuthOffer) -> Verdict:
         mode = plan.auth_mode
         if mode == "auth_string":
-            verdict = self._check_string(offer)
-        elif mode == "null_string":
+            return self._authenticate_string(plan, offer)
+        if mode == "null_string":
             verdict = Verdict(True)
         else:
             verdict = self._check_certificate(plan, offer, prefer="lsc" if mode == "existing_cert_lsc" else "mic")
@@ -163,17 +173,32 @@ class StoreDecider(Decider):
             phone = phone_records.get(tx, plan.device_name)
             if verdict.ok:
                 phone_records.record_session_start(tx, phone)
-            elif mode == "auth_string":
-                failures, locked = phone_records.record_auth_failure(
-                    tx, ACTOR, phone, int(self.parameters["lockout_failures"]), verdict.reason)
-                if locked:
-                    verdict = Verdict(False, f"{verdict.reason}; phone locked out after {failures} failures")
             else:
                 phone_records.set_operation_result(tx, ACTOR, phone, "failed", verdict.reason)
         return verdict
 
-    def _check_string(self, offer: AuthOffer) -> Verdict:
-        phone = self._phone
+    def _authenticate_string(self, plan: Plan, offer: AuthOffer) -> Verdict:
+        """Check the string and count a failure in ONE write transaction on the phone's current row:
+        concurrent sessions are serialised, so a lock-out reached by one of them stops the others,
+        and no more than ``lockout_failures`` guesses are ever compared (brute-force bound)."""
+        with self.store.transaction() as tx:
+            phone = phone_records.get(tx, plan.device_name)
+            if phone is None:
+                return Verdict(False, "device was removed from the store during the session")
+            if phone["locked"]:
+                return Verdict(False, f"phone is locked out after {phone['auth_failures']} failed authentication "
+                                      "attempts")
+            verdict = self._check_string(phone, offer)
+            if verdict.ok:
+                phone_records.record_session_start(tx, phone)
+                return verdict
+            failures, locked = phone_records.record_auth_failure(
+                tx, ACTOR, phone, int(self.parameters["lockout_failures"]), verdict.reason)
+        if locked:
+            return Verdict(False, f"{verdict.reason}; phone locked out after {failures} failures")
+        return verdict
+
+    def _check_string(self, phone: dict, offer: AuthOffer) -> Verdict:
         if not phone["auth_hash"]:
             return Verdict(False, "no authentication string is set for this phone")
         if authstrings.matches(self.store.secret(), phone["auth_salt"], phone["auth_hash"], offer.password or b""):
@@ -198,11 +223,11 @@ class StoreDecider(Decider):
             return Verdict(False, "SHA2_SIGNED_DATA does not verify with the presented certificate")
         if not proof.verify(public_key, offer.signed_data, data, "sha1"):
             return Verdict(False, "SIGNED_DATA does not verify with the presented certificate")
-        if plan.device_name.upper() not in c.common_name(certificate.subject).upper():
-            return Verdict(False, "the presented certificate was not issued to this device name")
         kind, why = self._classify(certificate)
         if kind is None:
             return Verdict(False, why)
+        if not names_device(c.common_name(certificate.subject), plan.device_name, kind):
+            return Verdict(False, "the presented certificate was not issued to this device name")
         return Verdict(True, presented=kind)
 
     def _classify(self, certificate) -> tuple[str | None, str]:
@@ -229,8 +254,12 @@ class StoreDecider(Decider):
                 return None, "the presented LSC has been revoked"
             return "lsc", ""
         with self.store.read() as tx:
-            rows = certificate_records.by_fingerprint(tx, c.fingerprint(certificate))
-        if any(row["status"] in ("revoked", "stale") and row["source"] != "troubleshoot" for row in rows):
+            rows = [row for row in certificate_records.by_fingerprint(tx, c.fingerprint(certificate))
+                    if row["source"] != "troubleshoot"]
+        if not rows:
+            # Signed by us but no longer on record: its phone (or the stale record) was deleted.
+            return None, "the presented LSC is not on record in the store (deleted with its phone or as stale)"
+        if any(row["status"] in ("revoked", "stale") for row in rows):
             return None, "the presented LSC has been revoked"
         return "lsc", ""
 
