@@ -27,7 +27,7 @@ class Target:
     unit: str
     phones: int | None = None  # the store size the target is stated for
 
-    def judge(self, figures: dict) -> dict:
+    def judge(self, figures: dict, smoke: bool = False) -> dict:
         result = {"id": self.id, "target": self.text, "figure": self.figure,
                   "threshold": f"{self.comparison} {self.threshold:g} {self.unit}".strip(), "measured": None}
         found = figures.get(self.figure)
@@ -39,6 +39,8 @@ class Target:
         if self.phones is not None and found.get("details", {}).get("phones") != self.phones:
             size = found.get("details", {}).get("phones")
             return dict(result, status=NOT_MEASURED, note=f"measured over {size} phones, not {self.phones:,}")
+        if smoke:
+            return dict(result, status=NOT_MEASURED, note="smoke sizes: the run only proves the benchmark works")
         passed = _COMPARE[self.comparison](found["value"], self.threshold)
         return dict(result, status=PASS if passed else FAIL, note="")
 
@@ -64,5 +66,5 @@ TARGETS = (
 )
 
 
-def judge_all(figures: dict) -> list[dict]:
-    return [target.judge(figures) for target in TARGETS]
+def judge_all(figures: dict, smoke: bool = False) -> list[dict]:
+    return [target.judge(figures, smoke) for target in TARGETS]

@@ -61,8 +61,12 @@ class Store:
     def keys_dir(self) -> str:
         return ensure_private_dir(os.path.join(self.state_dir, "keys"))
 
-    def transaction(self, write: bool = True) -> contextlib.AbstractContextManager[Transaction]:
-        return self.backend.transaction(write=write)
+    def transaction(self, write: bool = True, durable: bool = True) -> contextlib.AbstractContextManager[Transaction]:
+        """A transaction. ``durable=False`` is for intermediate steps of a CAPF session: the commit
+        does not wait for the disk, so a power failure may lose it (and the later non-durable ones),
+        leaving the state a crash just before it would leave; the session's next durable commit,
+        made before anything is acknowledged to the phone, puts it on disk too (one WAL, in order)."""
+        return self.backend.transaction(write=write, durable=durable)
 
     def read(self) -> contextlib.AbstractContextManager[Transaction]:
         return self.backend.transaction(write=False)

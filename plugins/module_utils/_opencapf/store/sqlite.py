@@ -65,6 +65,7 @@ class SqliteBackend(Backend):
             self._connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             mode = self._connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             self._connection.execute("PRAGMA synchronous = FULL")
+            self._durable = True
             self._connection.execute("PRAGMA foreign_keys = ON")
             # A file that is not a database fails on the first real read.
             self._connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -74,8 +75,13 @@ class SqliteBackend(Backend):
             raise StoreError(f"store {self.location} cannot use WAL journaling (got {mode})")
 
     @contextlib.contextmanager
-    def transaction(self, write: bool = True) -> Iterator[Transaction]:
+    def transaction(self, write: bool = True, durable: bool = True) -> Iterator[Transaction]:
         with self._lock:
+            if write and durable != self._durable:
+                # WAL: NORMAL appends the commit without an fsync; the next FULL commit's fsync of the
+                # same log makes it durable together with itself.
+                self._connection.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                self._durable = durable
             try:
                 self._connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             except sqlite3.Error as exc:
