@@ -276,7 +276,7 @@ def _enrolment_benchmark(ctx, key_type: str) -> dict:
         directory = tempfile.mkdtemp(prefix=f"enrol-{key_type}-c{concurrency}-", dir=ctx.work_dir)
         result = run_load(directory, key_type, size, concurrency, server_cores=(ctx.core,),
                           client_cores=(ctx.client_core,), pool=pool, warmup=ctx.size(WARMUP, 2))
-        result["cores_used"] = 1
+        result["cores_given"] = 1
         result["shared_core"] = ctx.core == ctx.client_core
         figures[figure_name(key_type, concurrency, full_size)] = Figure(
             result["rate"], "enrolments/s",
@@ -303,21 +303,25 @@ def enrol_ec256(ctx):
 @derived("enrol.c50_ceiling_ratio", ("enrol.rsa2048_c50_n10000", "enrol.ec256_c50_n10000",
                                      "limits.enrolment_ceiling_rsa2048", "limits.enrolment_ceiling_ec256"))
 def c50_ceiling_ratio(figures):
+    """Enrolments per second per core used over the per-core ceiling. "Cores used" is the server's
+    CPU time over the wall time of the run (from /proc): on a machine shared with other work the
+    server's core is not all its own, and a core it waits on the disk with is a core it does not
+    use. The ratio with the one core the server was given is in the details too."""
     ratios = {}
     for key_type in KEY_TYPES:
         run = figures[f"enrol.{key_type}_c50_n10000"]
         ceiling = figures[f"limits.enrolment_ceiling_{key_type}"].value
-        ratios[key_type] = {"rate": round(run.value, 3), "cores_used": run.details["cores_used"],
-                            "ceiling_per_core": round(ceiling, 3),
-                            "ratio": round(run.value / run.details["cores_used"] / ceiling, 4),
-                            "ratio_per_server_cpu_second": round(
-                                1000 / run.details["server_cpu_ms_per_enrolment"] / ceiling, 4),
+        used = run.details["server_busy_cores"]
+        ratios[key_type] = {"rate": round(run.value, 3), "cores_used": used, "ceiling_per_core": round(ceiling, 3),
+                            "ratio": round(run.value / used / ceiling, 4),
+                            "ratio_per_core_given": round(run.value / run.details["cores_given"] / ceiling, 4),
+                            "server_cpu_ms_per_enrolment": run.details["server_cpu_ms_per_enrolment"],
                             "enrolments": run.details["enrolments"]}
     worst = min(ratios.values(), key=lambda item: item["ratio"])
     return Figure(worst["ratio"], "of ceiling/core",
-                  "enrolments per second per server core at concurrency 50 over the per-core ceiling of the same "
-                  "run; the lower of the RSA-2048 and EC P-256 runs",
-                  None, {"by_key_type": ratios})
+                  "enrolments per second per core used (server CPU seconds / wall seconds) at concurrency 50, over "
+                  "the per-core ceiling of the same run; the lower of the RSA-2048 and EC P-256 runs", None,
+                  {"by_key_type": ratios, "phones": min(item["enrolments"] for item in ratios.values())})
 
 
 @derived("enrol.c500_failures", tuple(figure_name(key_type, 500, size) for key_type in KEY_TYPES
@@ -329,7 +333,8 @@ def c500_failures(figures):
     return Figure(sum(failures.values()), "failures",
                   "failed enrolments at concurrency 500 over every key type and size (phones wait 10 s per read, "
                   "no retries)", None, {"by_run": failures, "reasons": reasons,
-                                        "enrolments": sum(figure.details["enrolments"] for figure in figures.values())})
+                                        "enrolments": sum(figure.details["enrolments"] for figure in figures.values()),
+                                        "phones": max(figure.details["enrolments"] for figure in figures.values())})
 
 
 # --- section 3 -----------------------------------------------------------------------------------

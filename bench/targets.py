@@ -47,9 +47,9 @@ class Target:
 
 TARGETS = (
     Target("enrolment.concurrency50", "enrolment at concurrency 50 reaches 70 % of the per-core ceiling per core used",
-           "enrol.c50_ceiling_ratio", ">=", 0.70, ""),
+           "enrol.c50_ceiling_ratio", ">=", 0.70, "", phones=10_000),
     Target("enrolment.concurrency500", "no failed enrolment at concurrency 500", "enrol.c500_failures", "<=", 0,
-           "failures"),
+           "failures", phones=10_000),
     Target("workers.speedup", "two workers give at least 1.6x one worker", "workers.speedup_1_to_2", ">=", 1.6, "x"),
     Target("bulk.first_run", "capf_bulk_update over 40,000 phones, first run (changes all), including Ansible start-up",
            "fleet.bulk_update_first_run", "<", 15, "s"),

@@ -65,7 +65,7 @@ def _options(args) -> ServerOptions:
 
 
 def _open_store(args):
-    return open_store(args.store, actor="capf-server", create=False)
+    return open_store(args.store, actor="capf-server", create=False, group_commit=True)
 
 
 async def _main(args, ready) -> None:

@@ -134,13 +134,15 @@ def migrate(backend: Backend) -> int:
 
 
 def open_store(location: str | None = None, *, state_dir: str | None = None, actor: str | None = None,
-               create: bool = True) -> Store:
-    """Open (creating and migrating when needed) the store at ``location``."""
+               create: bool = True, group_commit: bool = False) -> Store:
+    """Open (creating and migrating when needed) the store at ``location``. ``group_commit``: durable
+    commits of concurrent threads share their fsyncs (the CAPF service); each is still on disk when
+    its transaction returns."""
     location = location or default_location()
     if "://" in location:
         scheme = location.split("://", 1)[0]
         raise StoreError(f"store location scheme {scheme!r} is not supported by this engine; use a file path")
-    backend = SqliteBackend(location, create=create)
+    backend = SqliteBackend(location, create=create, group_commit=group_commit)
     try:
         migrate(backend)
     except BaseException:
