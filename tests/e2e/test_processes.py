@@ -162,3 +162,32 @@ def test_set_nodelay_turns_off_nagle_on_tcp_sockets_only():
     with left, right:
         assert not set_nodelay(left)
     assert not set_nodelay(None)
+
+
+def test_the_server_sets_nodelay_on_every_accepted_connection(ca_store, store_path, monkeypatch):
+    import asyncio.base_events
+
+    from support.protocol import RunningServer
+    from _opencapf.server import service
+
+    seen = []
+    original = service._PausedStreamProtocol.connection_made  # pylint: disable=protected-access
+
+    def connection_made(self, transport):
+        original(self, transport)
+        seen.append(has_nodelay(transport.get_extra_info("socket")))
+
+    # asyncio sets TCP_NODELAY itself on this event loop; without that, the server still must.
+    monkeypatch.setattr(asyncio.base_events, "_set_nodelay", lambda sock: None)
+    monkeypatch.setattr(service._PausedStreamProtocol, "connection_made", connection_made)  # pylint: disable=protected-access
+    server = RunningServer(store_path)
+    try:
+        for _attempt in range(3):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10):
+                pass
+        deadline = time.monotonic() + 10
+        while len(seen) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        server.stop()
+    assert seen == [True, True, True]
