@@ -122,6 +122,24 @@ def server_cpu(pid: int) -> float:
     return total / CLOCK_TICKS
 
 
+def server_waiting(pid: int) -> float:
+    """Seconds the server's threads spent ready to run but waiting for a CPU (``/proc/*/schedstat``):
+    the time other work on the machine took from it."""
+    total = 0
+    for each in _server_pids(pid):
+        try:
+            threads = os.listdir(f"/proc/{each}/task")
+        except OSError:
+            continue
+        for thread in threads:
+            try:
+                with open(f"/proc/{each}/task/{thread}/schedstat", encoding="ascii") as handle:
+                    total += int(handle.read().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return total / 1e9
+
+
 def server_peak_rss(pid: int) -> dict:
     """Peak resident memory (VmHWM) of each serving process, in bytes."""
     peaks = {}
@@ -213,10 +231,11 @@ def run_load(directory: str, key_type: str, size: int, concurrency: int, *, serv
         warm = _receive(parent_end, 300, "simulator (warm-up)")
         if warm["warm_failures"]:
             raise AssertionError(f"warm-up enrolments failed: {warm['warm_failures']}")
-        cpu_start = server_cpu(server.pid)
+        cpu_start, waiting_start = server_cpu(server.pid), server_waiting(server.pid)
         parent_end.send("go")
         measured = _receive(parent_end, 1800, "simulator")
         cpu = server_cpu(server.pid) - cpu_start
+        measured["server_waiting_seconds"] = server_waiting(server.pid) - waiting_start
         peaks = server_peak_rss(server.pid)
     finally:
         client.join(30)
@@ -260,6 +279,9 @@ def _verified(store_path, warmup, measured, cpu, peaks, size, concurrency, proce
         "server_cpu_seconds": round(cpu, 3),
         "server_cpu_ms_per_enrolment": round(1000 * cpu / max(ok, 1), 4),
         "server_busy_cores": round(cpu / seconds, 4),
+        # Ready to run but kept off the CPU by other work (summed over threads; one core's worth is
+        # the wall time): high on a shared machine, and then a wall-clock rate says little.
+        "server_runnable_waiting_seconds": round(measured["server_waiting_seconds"], 3),
         "client_cpu_ms_per_enrolment": round(1000 * measured["client_cpu_seconds"] / max(ok, 1), 4),
         "server_peak_rss_bytes": sum(peaks.values()), "server_peak_rss_by_process": list(peaks.values()),
         "server_cores": sorted(server_cores), "client_cores": sorted(client_cores),
