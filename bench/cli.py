@@ -16,8 +16,8 @@ import sys
 import tempfile
 import time
 
-# Importing limits and reports registers their benchmarks.
-from . import ROOT, harness, limits, machine, report, reports, targets  # noqa: F401 pylint: disable=unused-import
+# Importing limits, reports and enrolment registers their benchmarks.
+from . import ROOT, enrolment, harness, limits, machine, report, reports, targets  # noqa: F401 pylint: disable=unused-import
 from .harness import BENCHMARKS, DERIVED, Context, Figure
 
 DEFAULT_JSON = os.path.join("bench-results", "latest.json")
@@ -200,7 +200,7 @@ def measure(args) -> dict:
         "figures": figures,
         "failures": failures,
         "benchmark_seconds": timings,
-        "targets": targets.judge_all(figures),
+        "targets": targets.judge_all(figures, args.smoke),
     }
 
 

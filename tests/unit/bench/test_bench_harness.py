@@ -46,9 +46,21 @@ def test_targets_without_a_benchmark_are_never_passed():
     judged = targets.judge_all({"fleet.bulk_update_first_run": _figure(3.0)})
     by_id = {t["id"]: t for t in judged}
     assert by_id["bulk.first_run"]["status"] == "pass"  # a figure under that name is judged
-    for name in ("enrolment.concurrency50", "enrolment.concurrency500", "workers.speedup", "bulk.vs_loop"):
+    for name in ("bulk.noop_run", "bulk.vs_loop"):
         assert by_id[name]["status"] == "not measured"
         assert by_id[name]["note"] == "its benchmark is not built yet"
+    for name in ("enrolment.concurrency50", "enrolment.concurrency500", "workers.speedup"):
+        assert by_id[name]["status"] == "not measured"
+        assert by_id[name]["note"] == "its benchmark was not part of this run"
+
+
+def test_smoke_figures_never_pass_a_target():
+    figures = {"workers.speedup_1_to_2": _figure(1.9), "enrol.c500_failures": _figure(0, phones=10_000)}
+    full = {t["id"]: t for t in targets.judge_all(figures)}
+    smoke = {t["id"]: t for t in targets.judge_all(figures, smoke=True)}
+    assert full["workers.speedup"]["status"] == "pass" and full["enrolment.concurrency500"]["status"] == "pass"
+    assert smoke["workers.speedup"]["status"] == "not measured" and "smoke" in smoke["workers.speedup"]["note"]
+    assert smoke["enrolment.concurrency500"]["status"] == "not measured"
 
 
 def _results(value):

@@ -5,7 +5,9 @@
 Foreground: logs to standard error, prints one ``listening on ADDRESS port PORT`` line per
 socket once it accepts connections, stops gracefully on SIGTERM or SIGINT. ``--daemon``
 double-forks, writes ``--pid-file``, logs to ``--log-file`` and returns only once the listener
-accepts (or with the error that stopped it).
+accepts (or with the error that stopped it). ``--processes N`` (N > 1) runs N worker processes
+behind the same port under a supervisor (``server.supervisor``); the pid printed or written is
+the supervisor's, and SIGTERM to it stops them all.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import logging
 import os
 import signal
 
+from ..errors import ValidationError
 from ..server.service import ServerOptions, serve
+from ..server.supervisor import Supervisor
 from ..store import open_store
 
 
@@ -28,7 +32,11 @@ def register(subparsers) -> None:
     parser.add_argument("--step-timeout", type=float, default=10.0, help="seconds a phone may take per step")
     parser.add_argument("--queue-timeout", type=float, default=60.0,
                         help="seconds a connection may wait for a free session slot")
-    parser.add_argument("--workers", type=int, default=4, help="threads for store work")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="worker processes sharing the listening port (default 1; at most "
+                             f"{max_processes()} on this machine: four per core)")
+    parser.add_argument("--store-threads", "--workers", dest="store_threads", type=int, default=4,
+                        help="threads for store work in each process (--workers is its old, deprecated name)")
     parser.add_argument("--enrolment-interval", type=float, default=30.0,
                         help="seconds between the certificate enrolment service's polls of pending online CA "
                              "requests (issuer online_ca; 0 turns it off)")
@@ -38,10 +46,26 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=run)
 
 
+def max_processes() -> int:
+    return 4 * (os.cpu_count() or 1)
+
+
+def _check(args) -> None:
+    limit = max_processes()
+    if not 1 <= args.processes <= limit:
+        raise ValidationError("--processes", f"must be between 1 and {limit} (four per core)", args.processes)
+    if not 1 <= args.store_threads <= 64:
+        raise ValidationError("--store-threads", "must be between 1 and 64", args.store_threads)
+
+
 def _options(args) -> ServerOptions:
     return ServerOptions(addresses=tuple(args.listen) if args.listen else None, port=args.port,
-                         step_timeout=args.step_timeout, queue_timeout=args.queue_timeout, workers=args.workers,
+                         step_timeout=args.step_timeout, queue_timeout=args.queue_timeout, workers=args.store_threads,
                          enrolment_interval=args.enrolment_interval)
+
+
+def _open_store(args):
+    return open_store(args.store, actor="capf-server", create=False, group_commit=True)
 
 
 async def _main(args, ready) -> None:
@@ -49,12 +73,23 @@ async def _main(args, ready) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    store = open_store(args.store, actor="capf-server", create=False)
+    store = _open_store(args)
     try:
-        await serve(store, _options(args), ready=ready, stop_event=stop)
+        served = await serve(store, _options(args), ready=ready, stop_event=stop)
     finally:
         store.close()
+    logging.getLogger("opencapf.server").info("CAPF service stopped after serving %d sessions", served)
+
+
+def _serve(args, ready, private_fds=()) -> int:
+    """One process, or a supervisor and ``--processes`` workers; return the exit code.
+    ``private_fds`` are the supervisor's alone: workers close them."""
+    if args.processes == 1:
+        asyncio.run(_main(args, ready))
+        return 0
+    code = Supervisor(lambda: _open_store(args), _options(args), args.processes, private_fds).run(ready)
     logging.getLogger("opencapf.server").info("CAPF service stopped")
+    return code
 
 
 def _lines(bound) -> str:
@@ -62,6 +97,7 @@ def _lines(bound) -> str:
 
 
 def run(args, output) -> int:
+    _check(args)
     if not args.verbose:
         logging.getLogger("opencapf.server").setLevel(logging.INFO)
     if args.daemon:
@@ -74,8 +110,7 @@ def run(args, output) -> int:
             output.stream.write(_lines(bound))
         output.stream.flush()
 
-    asyncio.run(_main(args, ready))
-    return 0
+    return _serve(args, ready)
 
 
 def _daemonise(args, output) -> int:
@@ -113,8 +148,7 @@ def _daemonise(args, output) -> int:
             os.write(write_end, json.dumps({"listening": bound, "pid": os.getpid()}).encode())
             os.close(write_end)
 
-        asyncio.run(_main(args, ready))
-        code = 0
+        code = _serve(args, ready, (write_end,))
     except BaseException as exc:  # report why the daemon could not start, then leave
         try:
             os.write(write_end, json.dumps({"error": str(exc) or exc.__class__.__name__}).encode())

@@ -169,7 +169,7 @@ class StoreDecider(Decider):
             verdict = Verdict(True)
         else:
             verdict = self._check_certificate(plan, offer, prefer="lsc" if mode == "existing_cert_lsc" else "mic")
-        with self.store.transaction() as tx:
+        with self.store.transaction(durable=False) as tx:  # on disk with the session's next durable commit
             phone = phone_records.get(tx, plan.device_name)
             if verdict.ok:
                 phone_records.record_session_start(tx, phone)
@@ -267,7 +267,8 @@ class StoreDecider(Decider):
 
     def issue(self, plan: Plan, public_key_der: bytes, choice: KeyChoice) -> Issued:
         public_key = _checked_key(public_key_der, choice)
-        with self.store.transaction() as tx:
+        # The issuance commit below is durable (the LSC goes to the phone next) and puts this one on disk too.
+        with self.store.transaction(durable=False) as tx:
             self._csr_id = csr_records.add(tx, self._phone["id"], c.public_key_fingerprint(public_key),
                                            c.public_key_der(public_key))
         try:
@@ -277,7 +278,7 @@ class StoreDecider(Decider):
             with self.store.transaction() as tx:
                 csr_records.set_status(tx, self._csr_id, "failed", str(exc))
             raise
-        with self.store.transaction() as tx:
+        with self.store.transaction(durable=False) as tx:
             csr_records.set_status(tx, self._csr_id, "issued", certificate_id=issued.id)
         return Issued(issued.id, c.to_der(issued.certificate))
 
@@ -307,7 +308,8 @@ class StoreDecider(Decider):
         return Issued(result.certificate_id, result.der)
 
     def stored(self, plan: Plan, issued: Issued, ok: bool) -> None:
-        with self.store.transaction() as tx:
+        # The session record is committed durably before END_SESSION goes out, and takes this with it.
+        with self.store.transaction(durable=False) as tx:
             phone = phone_records.get(tx, plan.device_name)
             if ok:
                 changes = certificate_records.install(tx, ACTOR, phone, issued.certificate_id)

@@ -28,6 +28,7 @@ from ..ca import authority
 from ..errors import CapfError
 from ..files import write_private_file
 from ..protocol.session import ServerSession
+from ..sockets import set_nodelay
 from ..store import Store
 from ..store import service as service_records
 from ..store import sessions as session_records
@@ -47,6 +48,7 @@ class ServerOptions:
     queue_timeout: float = 60.0  # how long a connection may wait for a free session slot
     workers: int = 4
     enrolment_interval: float = 30.0  # seconds between the enrolment service's polls (0: no enrolment service)
+    sockets: tuple = ()  # listening sockets bound already (one server process of several); replaces addresses/port
 
 
 class SessionIds:
@@ -83,8 +85,12 @@ class CapfServer:
         parameters = await self._run(self._parameters)
         authority.signer(self.store)  # fail now, not at the first phone, when there is no CAPF certificate
         self._slots = asyncio.Condition()
-        addresses = list(self.options.addresses or parameters["listen_addresses"])
+        addresses = [] if self.options.sockets else list(self.options.addresses or parameters["listen_addresses"])
         port = parameters["port"] if self.options.port is None else self.options.port
+        for sock in self.options.sockets:
+            server = await asyncio.get_running_loop().create_server(self._protocol, sock=sock, backlog=1024)
+            self._servers.append(server)
+            self.bound.append(tuple(sock.getsockname()[:2]))
         for address in addresses:
             if ipaddress.ip_address(address).version == 6 and not parameters["enable_ipv6"]:
                 log.warning("not listening on %s: the enable_ipv6 service parameter is false", address)
@@ -313,6 +319,7 @@ class _PausedStreamProtocol(asyncio.StreamReaderProtocol):
 
     def connection_made(self, transport) -> None:
         transport.pause_reading()
+        set_nodelay(transport.get_extra_info("socket"))
         super().connection_made(transport)
 
 
@@ -357,8 +364,9 @@ def _describe(exc: BaseException) -> str:
     return getattr(exc, "reason", None) or exc.__class__.__name__ + (f": {exc}" if str(exc) else "")
 
 
-async def serve(store: Store, options: ServerOptions | None = None, ready=None, stop_event=None) -> None:
-    """Run the service until ``stop_event`` (an asyncio.Event) is set; call ``ready(bound)`` once listening."""
+async def serve(store: Store, options: ServerOptions | None = None, ready=None, stop_event=None) -> int:
+    """Run the service until ``stop_event`` (an asyncio.Event) is set; call ``ready(bound)`` once listening.
+    Return how many sessions it served."""
     server = CapfServer(store, options)
     bound = await server.start()
     if ready is not None:
@@ -377,6 +385,7 @@ async def serve(store: Store, options: ServerOptions | None = None, ready=None, 
         except (asyncio.TimeoutError, CapfError):
             pass
         await server.stop()
+    return server.served
 
 
 __all__ = ["CapfServer", "ServerOptions", "serve"]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from ..errors import CapfError
 from ..protocol.constants import DEFAULT_PORT, Reason
 from ..protocol.phone import PhoneBehaviour, PhoneSession, PowerFailure
+from ..sockets import set_nodelay
 from . import addressing
 from .identity import PhoneIdentity
 
@@ -82,6 +83,7 @@ async def _session(identity: PhoneIdentity, address: str, target: Target, contex
             target.timeout)
     except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
         raise CommunicationFailure(f"cannot connect to {address} port {target.port}: {_text(exc)}") from None
+    set_nodelay(writer.get_extra_info("socket"))  # asyncio sets it at connect too; phones' messages are small
     phone = PhoneSession(identity, behaviour)
     try:
         while not phone.done:

@@ -61,8 +61,12 @@ class Store:
     def keys_dir(self) -> str:
         return ensure_private_dir(os.path.join(self.state_dir, "keys"))
 
-    def transaction(self, write: bool = True) -> contextlib.AbstractContextManager[Transaction]:
-        return self.backend.transaction(write=write)
+    def transaction(self, write: bool = True, durable: bool = True) -> contextlib.AbstractContextManager[Transaction]:
+        """A transaction. ``durable=False`` is for intermediate steps of a CAPF session: the commit
+        does not wait for the disk, so a power failure may lose it (and the later non-durable ones),
+        leaving the state a crash just before it would leave; the session's next durable commit,
+        made before anything is acknowledged to the phone, puts it on disk too (one WAL, in order)."""
+        return self.backend.transaction(write=write, durable=durable)
 
     def read(self) -> contextlib.AbstractContextManager[Transaction]:
         return self.backend.transaction(write=False)
@@ -130,13 +134,15 @@ def migrate(backend: Backend) -> int:
 
 
 def open_store(location: str | None = None, *, state_dir: str | None = None, actor: str | None = None,
-               create: bool = True) -> Store:
-    """Open (creating and migrating when needed) the store at ``location``."""
+               create: bool = True, group_commit: bool = False) -> Store:
+    """Open (creating and migrating when needed) the store at ``location``. ``group_commit``: durable
+    commits of concurrent threads share their fsyncs (the CAPF service); each is still on disk when
+    its transaction returns."""
     location = location or default_location()
     if "://" in location:
         scheme = location.split("://", 1)[0]
         raise StoreError(f"store location scheme {scheme!r} is not supported by this engine; use a file path")
-    backend = SqliteBackend(location, create=create)
+    backend = SqliteBackend(location, create=create, group_commit=group_commit)
     try:
         migrate(backend)
     except BaseException:

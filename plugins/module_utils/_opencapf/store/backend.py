@@ -51,8 +51,10 @@ class Backend(abc.ABC):
     location: str = ""
 
     @abc.abstractmethod
-    def transaction(self, write: bool = True) -> contextlib.AbstractContextManager[Transaction]:
-        """Open a transaction; ``write`` transactions take the write lock at once."""
+    def transaction(self, write: bool = True, durable: bool = True) -> contextlib.AbstractContextManager[Transaction]:
+        """Open a transaction; ``write`` transactions take the write lock at once. ``durable=False``
+        lets the commit skip waiting for the disk: a power failure (never a crash of the process)
+        may lose it, and only together with every commit after it up to the next durable one."""
 
     @abc.abstractmethod
     def append_only(self, table: str) -> list[str]:

@@ -40,9 +40,17 @@ class SqliteBackend(Backend):
 
     dialect = {"id": "INTEGER PRIMARY KEY", "blob": "BLOB"}
 
-    def __init__(self, path: str, create: bool = True):
+    def __init__(self, path: str, create: bool = True, group_commit: bool = False):
         self.location = os.path.abspath(path)
         self._lock = threading.RLock()
+        # Group commit: a durable commit returns only once the write-ahead log is on disk, as with
+        # synchronous=FULL, but the fsync runs after the write lock is released and one fsync covers
+        # every commit appended before it started, so sessions waiting for the disk share it.
+        self.group_commit = group_commit
+        self._sync_state = threading.Condition(threading.Lock())
+        self._written = 0  # commits appended to the log by this connection
+        self._synced = 0  # of which known to be on disk
+        self._syncing = False
         exists = os.path.exists(self.location)
         if not exists and not create:
             raise StoreError(f"store {self.location} does not exist; run 'init' first")
@@ -64,7 +72,8 @@ class SqliteBackend(Backend):
             )
             self._connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             mode = self._connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            self._connection.execute("PRAGMA synchronous = FULL")
+            self._connection.execute(f"PRAGMA synchronous = {'NORMAL' if group_commit else 'FULL'}")
+            self._durable = not group_commit
             self._connection.execute("PRAGMA foreign_keys = ON")
             # A file that is not a database fails on the first real read.
             self._connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -74,8 +83,13 @@ class SqliteBackend(Backend):
             raise StoreError(f"store {self.location} cannot use WAL journaling (got {mode})")
 
     @contextlib.contextmanager
-    def transaction(self, write: bool = True) -> Iterator[Transaction]:
+    def transaction(self, write: bool = True, durable: bool = True) -> Iterator[Transaction]:
         with self._lock:
+            if write and not self.group_commit and durable != self._durable:
+                # WAL: NORMAL appends the commit without an fsync; the next FULL commit's fsync of the
+                # same log makes it durable together with itself.
+                self._connection.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                self._durable = durable
             try:
                 self._connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             except sqlite3.Error as exc:
@@ -90,6 +104,41 @@ class SqliteBackend(Backend):
             except sqlite3.Error as exc:
                 self._connection.execute("ROLLBACK")
                 raise StoreError(f"store {self.location}: commit failed: {exc}") from None
+            self._written += 1
+            mine = self._written
+        if write and durable and self.group_commit:
+            self._sync(mine)
+
+    def _sync(self, mine: int) -> None:
+        """Return once commit number ``mine`` is on disk: fsync the log, or wait for an fsync that
+        started after it was appended."""
+        with self._sync_state:
+            while self._synced < mine:
+                if self._syncing:
+                    self._sync_state.wait()
+                    continue
+                self._syncing = True
+                target = self._written  # every commit counted here is in the log already
+                self._sync_state.release()
+                try:
+                    self._fsync_log()
+                finally:
+                    self._sync_state.acquire()
+                    self._syncing = False
+                    self._sync_state.notify_all()
+                self._synced = max(self._synced, target)
+
+    def _fsync_log(self) -> None:
+        try:
+            fd = os.open(self.location + "-wal", os.O_RDONLY)
+        except FileNotFoundError:  # no log: a checkpoint moved everything into the database and synced it
+            return
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            raise StoreError(f"store {self.location}: cannot sync the write-ahead log: {exc.strerror}") from None
+        finally:
+            os.close(fd)
 
     def append_only(self, table: str) -> list[str]:
         return [

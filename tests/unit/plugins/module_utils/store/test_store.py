@@ -95,3 +95,55 @@ def test_secret_file_is_private_and_stable(store):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     with open_store(store.location) as again:
         assert again.secret() == first
+
+
+def test_non_durable_commits_skip_only_their_own_fsync(store, store_path):
+    with store.transaction(durable=False) as tx:
+        assert tx.scalar("PRAGMA synchronous") == 1  # NORMAL: appended to the log, not waited for
+        service.write(tx, "test", {"validity_days": 400})
+    with store.transaction() as tx:
+        assert tx.scalar("PRAGMA synchronous") == 2  # FULL again: this commit (and the one before) is on disk
+    with open_store(store_path) as other, other.read() as tx:
+        assert service.read(tx)["validity_days"] == 400
+
+
+def test_group_commit_shares_fsyncs_between_threads(store_path, monkeypatch):
+    import threading
+    import time
+
+    from _opencapf.store import sqlite as sqlite_backend
+
+    synced = []
+    real_fsync = os.fsync
+
+    def slow_fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        time.sleep(0.05)  # a slow disk: commits arriving meanwhile wait for the next fsync together
+        real_fsync(fd)
+
+    monkeypatch.setattr(sqlite_backend.os, "fsync", slow_fsync)
+    with open_store(store_path, group_commit=True) as grouped:
+        with grouped.read() as tx:
+            assert tx.scalar("PRAGMA synchronous") == 1
+        synced.clear()  # opening migrates (durably)
+        with grouped.transaction(durable=False) as tx:
+            audit.record(tx, "test", "test.step", "one")
+        assert synced == []
+        with grouped.transaction() as tx:
+            audit.record(tx, "test", "test.durable", "one")
+        assert synced == [store_path + "-wal"]
+
+        def commit(index):
+            with grouped.transaction() as tx:
+                audit.record(tx, "test", "test.durable", str(index))
+
+        threads = [threading.Thread(target=commit, args=(index,)) for index in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert 2 <= len(synced) < 9  # eight durable commits, fewer fsyncs
+        backend = grouped.backend
+        assert backend._synced == backend._written  # pylint: disable=protected-access
+    with open_store(store_path) as other, other.read() as tx:
+        assert tx.scalar("SELECT COUNT(*) FROM audit_events WHERE action = 'test.durable'") == 9

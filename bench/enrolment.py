@@ -1,0 +1,392 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Sections 2 and 3: enrolments over real TLS with the simulator fleet, and the speed-up from a
+second server process.
+
+The server is the real ``serve`` command (``python -m _opencapf serve``) in its own process,
+pinned to its cores; the simulated phones (``simulator.client.enrol``) run in another process.
+Phone keys are generated before the timed part (EC P-256: one per phone; RSA-2048: a pool of
+distinct keys shared round-robin, because 10,000 RSA keys would take ten minutes to make; the
+server's work does not depend on it). Every enrolment is verified: the simulator must end with
+``ok`` and the LSC it installed must carry its own key, and afterwards the store must hold one
+installed LSC and one succeeded session per phone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from _opencapf.ca import authority, keys
+from _opencapf.ca import certificates as c
+from _opencapf.simulator.client import Target, enrol
+from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
+from _opencapf.store import open_store
+
+from . import ENGINE_PATH
+from .harness import Figure, benchmark, derived
+
+KEY_TYPES = {"rsa2048": "RSA-2048", "ec256": "EC P-256"}
+CONCURRENCY = (1, 50, 500)
+RSA_KEY_POOL = 64
+WARMUP = 20
+PHONE_TIMEOUT = 10.0  # seconds per read, as capfc (phones) wait
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+FULL_RUNS = ((1, 1000), (50, 1000), (500, 1000), (50, 10_000), (500, 10_000))
+SMOKE_SIZES = {1: 4, 50: 10, 500: 12}
+
+
+def _runs(ctx) -> list[tuple[int, int, int]]:
+    """(concurrency, full size, size of this run): 10,000 only at 50 and 500 (sequential enrolments
+    show their latency well within 1,000, and 10,000 of them would take minutes)."""
+    return [(concurrency, size, ctx.size(size, SMOKE_SIZES[concurrency])) for concurrency, size in FULL_RUNS]
+
+
+def figure_name(key_type: str, concurrency: int, size: int) -> str:
+    return f"enrol.{key_type}_c{concurrency}_n{size}"
+
+
+# --- the server process ---------------------------------------------------------------------------
+
+def _prepare_store(directory: str, key_type: str, names: list[str]) -> tuple[str, str]:
+    """A fresh store with a CAPF certificate of ``key_type`` and every phone waiting for an LSC."""
+    path = os.path.join(directory, "capf.db")
+    store = open_store(path, actor="bench")
+    try:
+        authority.ensure(store, key_type=key_type)
+        family = "ec" if key_type.startswith("ec") else "rsa"
+        with store.transaction() as tx:
+            tx.executemany(
+                "INSERT INTO phones (name, created_at, updated_at, operation, operation_status, key_order) "
+                "VALUES (?, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', 'install_upgrade', 'pending', ?)",
+                [(name, family) for name in names])
+        return path, authority.current(store)["pem"]
+    finally:
+        store.close()
+
+
+def start_server(store_path: str, cores, processes: int, log_path: str) -> tuple[subprocess.Popen, int]:
+    """The real ``serve`` command pinned to ``cores``; return it and its port once it listens."""
+    command = [sys.executable, "-m", "_opencapf", "--store", store_path, "serve", "--listen", "127.0.0.1",
+               "--port", "0", "--processes", str(processes), "--queue-timeout", "300", "--enrolment-interval", "0"]
+    with open(log_path, "a", encoding="utf-8") as log:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True,
+                                   env={**os.environ, "PYTHONPATH": ENGINE_PATH},
+                                   preexec_fn=lambda: os.sched_setaffinity(0, set(cores)))
+    line = process.stdout.readline()
+    if not line.startswith("listening on"):
+        process.kill()
+        process.wait()
+        with open(log_path, encoding="utf-8") as log:
+            raise AssertionError(f"serve did not start: {line!r}\n{log.read()[-2000:]}")
+    return process, int(line.split()[-1])
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    if process.returncode != 0:
+        raise AssertionError(f"serve exited with {process.returncode}")
+
+
+def _server_pids(pid: int) -> list[int]:
+    """The serving processes: the serve process itself, or its worker processes under a supervisor."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as handle:
+            children = [int(child) for child in handle.read().split()]
+    except OSError:
+        children = []
+    return [pid, *children]
+
+
+def server_cpu(pid: int) -> float:
+    """User + system CPU seconds of the server process and its workers so far."""
+    total = 0
+    for each in _server_pids(pid):
+        with open(f"/proc/{each}/stat", encoding="ascii") as handle:
+            fields = handle.read().rsplit(") ", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+def server_waiting(pid: int) -> float:
+    """Seconds the server's threads spent ready to run but waiting for a CPU (``/proc/*/schedstat``):
+    the time other work on the machine took from it."""
+    total = 0
+    for each in _server_pids(pid):
+        try:
+            threads = os.listdir(f"/proc/{each}/task")
+        except OSError:
+            continue
+        for thread in threads:
+            try:
+                with open(f"/proc/{each}/task/{thread}/schedstat", encoding="ascii") as handle:
+                    total += int(handle.read().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return total / 1e9
+
+
+def server_peak_rss(pid: int) -> dict:
+    """Peak resident memory (VmHWM) of each serving process, in bytes."""
+    peaks = {}
+    for each in _server_pids(pid):
+        with open(f"/proc/{each}/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    peaks[each] = int(line.split()[1]) * 1024
+    return peaks
+
+
+# --- the simulated phones ---------------------------------------------------------------------------
+
+def _identity(name: str, key) -> PhoneIdentity:
+    return PhoneIdentity(PhoneSettings(name), key_factory=lambda _kind, _size: key)
+
+
+async def _enrol_all(identities, target: Target, concurrency: int) -> tuple[list[float], dict]:
+    """Enrol every identity, ``concurrency`` at a time; the latency of each (from its connect) and
+    the failures by reason. An enrolment counts only when the phone ended with an installed LSC
+    that carries its own key."""
+    limit = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+    failures: dict[str, int] = {}
+
+    async def one(identity):
+        async with limit:
+            started = time.perf_counter()
+            result = await enrol(identity, target, retries=0)
+            elapsed = time.perf_counter() - started
+        key = identity.key_factory("", 0)
+        if result.outcome != "ok":
+            reason = f"{result.outcome}: {result.detail}" if result.detail else result.outcome
+        elif identity.lsc is None or c.public_key_der(identity.lsc.public_key()) != c.public_key_der(key.public_key()):
+            reason = "no LSC with the phone's key"
+        else:
+            latencies.append(elapsed)
+            return
+        failures[reason] = failures.get(reason, 0) + 1
+
+    await asyncio.gather(*(one(identity) for identity in identities))
+    return latencies, failures
+
+
+def _fleet(port: int, capf_pem: str, warm: list, timed: list, concurrency: int, cores, pipe) -> None:
+    """The client process: warm up, wait for "go", enrol the timed phones, send what happened."""
+    os.sched_setaffinity(0, set(cores))
+    target = Target(("127.0.0.1",), port, cadata=capf_pem, timeout=PHONE_TIMEOUT)
+    _latencies, warm_failures = asyncio.run(_enrol_all([_identity(*item) for item in warm], target,
+                                                       min(concurrency, 10)))
+    identities = [_identity(*item) for item in timed]
+    pipe.send({"warm_failures": warm_failures})
+    pipe.recv()
+    cpu_start = time.process_time()
+    start = time.perf_counter()
+    latencies, failures = asyncio.run(_enrol_all(identities, target, concurrency))
+    pipe.send({"seconds": time.perf_counter() - start, "client_cpu_seconds": time.process_time() - cpu_start,
+               "latencies": latencies, "failures": failures})
+
+
+def _receive(pipe, timeout: float, what: str) -> dict:
+    if not pipe.poll(timeout):
+        raise TimeoutError(f"no answer from the {what} within {timeout:.0f} s")
+    return pipe.recv()
+
+
+def key_pool(key_type: str, count: int, smoke: bool) -> list:
+    """Phone keys made before anything is timed: one per phone for EC, a pool for RSA."""
+    if key_type == "ec256":
+        return [keys.generate("ec256") for _index in range(count)]
+    return [keys.generate("rsa2048") for _index in range(min(count, 4 if smoke else RSA_KEY_POOL))]
+
+
+def run_load(directory: str, key_type: str, size: int, concurrency: int, *, server_cores, client_cores,
+             processes: int = 1, pool=None, warmup: int = WARMUP) -> dict:
+    """One measured run against a fresh store: warm-up, then ``size`` enrolments at ``concurrency``."""
+    names = [f"SEP{0xB0000000 + index:012X}" for index in range(warmup + size)]
+    pool = pool or key_pool(key_type, len(names), size < 100)
+    phones = [(name, pool[index % len(pool)]) for index, name in enumerate(names)]
+    store_path, capf_pem = _prepare_store(directory, key_type, names)
+    log_path = os.path.join(directory, "serve.log")
+    server, port = start_server(store_path, server_cores, processes, log_path)
+    context = multiprocessing.get_context("fork")
+    parent_end, child_end = context.Pipe()
+    client = context.Process(target=_fleet, args=(port, capf_pem, phones[:warmup], phones[warmup:], concurrency,
+                                                  client_cores, child_end), daemon=True)
+    try:
+        client.start()
+        warm = _receive(parent_end, 300, "simulator (warm-up)")
+        if warm["warm_failures"]:
+            raise AssertionError(f"warm-up enrolments failed: {warm['warm_failures']}")
+        cpu_start, waiting_start = server_cpu(server.pid), server_waiting(server.pid)
+        parent_end.send("go")
+        measured = _receive(parent_end, 1800, "simulator")
+        cpu = server_cpu(server.pid) - cpu_start
+        measured["server_waiting_seconds"] = server_waiting(server.pid) - waiting_start
+        peaks = server_peak_rss(server.pid)
+    finally:
+        client.join(30)
+        if client.is_alive():
+            client.terminate()
+        stop_server(server)
+    with open(log_path, encoding="utf-8") as log:
+        if "Traceback" in log.read():
+            raise AssertionError(f"the server logged a traceback; see {log_path}")
+    return _verified(store_path, warmup, measured, cpu, peaks, size, concurrency, processes, key_type,
+                     server_cores, client_cores)
+
+
+def _verified(store_path, warmup, measured, cpu, peaks, size, concurrency, processes, key_type, server_cores,
+              client_cores) -> dict:
+    store = open_store(store_path, actor="bench")
+    try:
+        with store.read() as tx:
+            installed = tx.scalar("SELECT COUNT(DISTINCT phone_id) FROM certificates "
+                                  "WHERE kind = 'lsc' AND status = 'installed'")
+            serials = tx.scalar("SELECT COUNT(DISTINCT serial) FROM certificates WHERE kind = 'lsc'")
+            succeeded = tx.scalar("SELECT COUNT(*) FROM sessions WHERE outcome = 'succeeded'")
+    finally:
+        store.close()
+    ok = len(measured["latencies"])
+    failures = sum(measured["failures"].values())
+    if ok + failures != size:
+        raise AssertionError(f"{ok} enrolled + {failures} failed != {size}")
+    if installed < ok + warmup or succeeded < ok + warmup or serials < installed:
+        raise AssertionError(f"the store does not show every enrolment: {installed} phones with an installed LSC, "
+                             f"{succeeded} succeeded sessions, {serials} serials for {ok + warmup} enrolments")
+    latencies = sorted(measured["latencies"]) or [0.0]
+    seconds = measured["seconds"]
+    return {
+        "key_type": key_type, "enrolments": size, "phones": size, "warmup_enrolments": warmup,
+        "concurrency": concurrency, "server_processes": processes,
+        "ok": ok, "failures": failures, "failed_by_reason": measured["failures"],
+        "seconds": round(seconds, 4), "rate": ok / seconds,
+        "p50_ms": round(1000 * statistics.median(latencies), 3),
+        "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 3),
+        "server_cpu_seconds": round(cpu, 3),
+        "server_cpu_ms_per_enrolment": round(1000 * cpu / max(ok, 1), 4),
+        "server_busy_cores": round(cpu / seconds, 4),
+        # Ready to run but kept off the CPU by other work (summed over threads; one core's worth is
+        # the wall time): high on a shared machine, and then a wall-clock rate says little.
+        "server_runnable_waiting_seconds": round(measured["server_waiting_seconds"], 3),
+        "client_cpu_ms_per_enrolment": round(1000 * measured["client_cpu_seconds"] / max(ok, 1), 4),
+        "server_peak_rss_bytes": sum(peaks.values()), "server_peak_rss_by_process": list(peaks.values()),
+        "server_cores": sorted(server_cores), "client_cores": sorted(client_cores),
+        "store_installed_lscs": installed, "store_succeeded_sessions": succeeded,
+    }
+
+
+# --- section 2 ---------------------------------------------------------------------------------------
+
+def _enrolment_benchmark(ctx, key_type: str) -> dict:
+    figures = {}
+    pool = key_pool(key_type, 0, ctx.smoke) if key_type == "rsa2048" else None
+    for concurrency, full_size, size in _runs(ctx):
+        directory = tempfile.mkdtemp(prefix=f"enrol-{key_type}-c{concurrency}-", dir=ctx.work_dir)
+        result = run_load(directory, key_type, size, concurrency, server_cores=(ctx.core,),
+                          client_cores=(ctx.client_core,), pool=pool, warmup=ctx.size(WARMUP, 2))
+        result["cores_given"] = 1
+        result["shared_core"] = ctx.core == ctx.client_core
+        figures[figure_name(key_type, concurrency, full_size)] = Figure(
+            result["rate"], "enrolments/s",
+            f"{full_size:,} enrolments over TLS at concurrency {concurrency}, {KEY_TYPES[key_type]} CAPF and phone "
+            "keys, one server process on one core, the simulator on another; every enrolment verified",
+            f"limits.enrolment_ceiling_{key_type}", result)
+    return figures
+
+
+def _figure_names(key_type: str) -> tuple[str, ...]:
+    return tuple(figure_name(key_type, concurrency, size) for concurrency, size in FULL_RUNS)
+
+
+@benchmark("enrol.rsa2048", _figure_names("rsa2048"), timeout=1500)
+def enrol_rsa2048(ctx):
+    return _enrolment_benchmark(ctx, "rsa2048")
+
+
+@benchmark("enrol.ec256", _figure_names("ec256"), timeout=1500)
+def enrol_ec256(ctx):
+    return _enrolment_benchmark(ctx, "ec256")
+
+
+@derived("enrol.c50_ceiling_ratio", ("enrol.rsa2048_c50_n10000", "enrol.ec256_c50_n10000",
+                                     "limits.enrolment_ceiling_rsa2048", "limits.enrolment_ceiling_ec256"))
+def c50_ceiling_ratio(figures):
+    """Enrolments per second per core used over the per-core ceiling. "Cores used" is the server's
+    CPU time over the wall time of the run (from /proc): on a machine shared with other work the
+    server's core is not all its own, and a core it waits on the disk with is a core it does not
+    use. The ratio with the one core the server was given is in the details too."""
+    ratios = {}
+    for key_type in KEY_TYPES:
+        run = figures[f"enrol.{key_type}_c50_n10000"]
+        ceiling = figures[f"limits.enrolment_ceiling_{key_type}"].value
+        used = run.details["server_busy_cores"]
+        ratios[key_type] = {"rate": round(run.value, 3), "cores_used": used, "ceiling_per_core": round(ceiling, 3),
+                            "ratio": round(run.value / used / ceiling, 4),
+                            "ratio_per_core_given": round(run.value / run.details["cores_given"] / ceiling, 4),
+                            "server_cpu_ms_per_enrolment": run.details["server_cpu_ms_per_enrolment"],
+                            "enrolments": run.details["enrolments"]}
+    worst = min(ratios.values(), key=lambda item: item["ratio"])
+    return Figure(worst["ratio"], "of ceiling/core",
+                  "enrolments per second per core used (server CPU seconds / wall seconds) at concurrency 50, over "
+                  "the per-core ceiling of the same run; the lower of the RSA-2048 and EC P-256 runs", None,
+                  {"by_key_type": ratios, "phones": min(item["enrolments"] for item in ratios.values())})
+
+
+@derived("enrol.c500_failures", tuple(figure_name(key_type, 500, size) for key_type in KEY_TYPES
+                                      for size in (1000, 10_000)))
+def c500_failures(figures):
+    failures = {name: figure.details["failures"] for name, figure in figures.items()}
+    reasons = {name: figure.details["failed_by_reason"] for name, figure in figures.items()
+               if figure.details["failed_by_reason"]}
+    return Figure(sum(failures.values()), "failures",
+                  "failed enrolments at concurrency 500 over every key type and size (phones wait 10 s per read, "
+                  "no retries)", None, {"by_run": failures, "reasons": reasons,
+                                        "enrolments": sum(figure.details["enrolments"] for figure in figures.values()),
+                                        "phones": max(figure.details["enrolments"] for figure in figures.values())})
+
+
+# --- section 3 -----------------------------------------------------------------------------------
+
+@benchmark("workers.speedup_1_to_2", ("workers.one_process", "workers.two_processes", "workers.speedup_1_to_2"),
+           timeout=900)
+def speedup(ctx):
+    """The same load (RSA-2048, concurrency 50) against one server process on one core, then two
+    server processes on two cores. The simulator runs on the same cores as the server in both runs
+    (the machine has only two), so each run measures what the whole system does with the cores it has."""
+    size = ctx.size(4000, 12)
+    pool = key_pool("rsa2048", 0, ctx.smoke)
+    results = {}
+    for processes in (1, 2):
+        cores = tuple(ctx.cores[:processes]) if len(ctx.cores) >= processes else tuple(ctx.cores)
+        directory = tempfile.mkdtemp(prefix=f"workers-{processes}-", dir=ctx.work_dir)
+        results[processes] = run_load(directory, "rsa2048", size, 50, server_cores=cores, client_cores=cores,
+                                      processes=processes, pool=pool, warmup=ctx.size(WARMUP, 2))
+    one, two = results[1], results[2]
+    description = ("{} enrolments/s at concurrency 50 (RSA-2048), {} server process(es) and the simulator sharing "
+                   "{} core(s)")
+    return {
+        "workers.one_process": Figure(one["rate"], "enrolments/s", description.format(f"{size:,}", 1, 1), None, one),
+        "workers.two_processes": Figure(two["rate"], "enrolments/s", description.format(f"{size:,}", 2, 2),
+                                        "workers.one_process", two),
+        "workers.speedup_1_to_2": Figure(
+            two["rate"] / one["rate"], "x",
+            "enrolment rate with two server processes on two cores over one process on one core, same load",
+            None, {"one_process": one["rate"], "two_processes": two["rate"], "enrolments": size,
+                   "cores_available": len(ctx.cores),
+                   "server_cpu_ms_per_enrolment": [one["server_cpu_ms_per_enrolment"],
+                                                   two["server_cpu_ms_per_enrolment"]]}),
+    }

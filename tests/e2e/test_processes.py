@@ -1,0 +1,193 @@
+"""Several server processes behind one port (``serve --processes``), over real TLS, one SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from support.tools import ENGINE_PATH, openssl, run_cli
+from _opencapf.ca import authority
+from _opencapf.dependencies import ec
+from _opencapf.simulator.client import Target
+from _opencapf.simulator.fleet import run_fleet
+from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
+from _opencapf.sockets import has_nodelay, set_nodelay
+from _opencapf.store import phones as phone_records
+
+COUNT = 60
+STOPPED = re.compile(r"CAPF worker (\d) \(pid (\d+)\) stopped after serving (\d+) sessions")
+
+
+def _start(store_path, log, *extra):
+    process = subprocess.Popen([sys.executable, "-m", "_opencapf", "--store", store_path, "serve", "--listen",
+                                "127.0.0.1", "--port", "0", "--step-timeout", "60", *extra],
+                               stdout=subprocess.PIPE, stderr=log, text=True,
+                               env={**os.environ, "PYTHONPATH": ENGINE_PATH})
+    line = process.stdout.readline()
+    if not line.startswith("listening on"):
+        process.kill()
+        raise AssertionError(f"serve did not start: {line!r}")
+    return process, int(line.split()[-1])
+
+
+def _children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as handle:
+        return [int(child) for child in handle.read().split()]
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().split(") ")[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_two_processes_enrol_a_fleet_and_stop_together(ca_store, store_path, tmp_path):
+    names = [f"SEP{index:012X}" for index in range(0xA1, 0xA1 + COUNT)]
+    with ca_store.transaction() as tx:
+        for name in names:
+            phone_records.create(tx, "test", name, operation="install_upgrade", key_order="ec",
+                                 operation_status="pending")
+    capf_pem = authority.current(ca_store)["pem"]
+    identities = [PhoneIdentity(PhoneSettings(name), key_factory=lambda kind, size: ec.generate_private_key(ec.SECP256R1()))
+                  for name in names]
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "w", encoding="utf-8") as log:
+        process, port = _start(store_path, log, "--processes", "2")
+        try:
+            workers = _children(process.pid)
+            assert len(workers) == 2
+
+            async def fleet():
+                barrier = asyncio.Barrier(COUNT)  # all sessions open at once: both processes must take some
+                return await asyncio.wait_for(run_fleet(identities, Target(("127.0.0.1",), port, cadata=capf_pem,
+                                                                           timeout=60),
+                                                        concurrency=COUNT, retries=0, barrier=barrier), 170)
+            summary = asyncio.run(fleet())
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+    errors = log_path.read_text()
+    assert summary["failed_by_reason"] == {} and summary["ok"] == COUNT
+    assert process.returncode == 0 and "Traceback" not in errors, errors
+    assert not any(_alive(pid) for pid in workers), "SIGTERM must stop every worker process"
+    served = {int(pid): int(count) for _index, pid, count in STOPPED.findall(errors)}
+    assert sorted(served) == sorted(workers), errors
+    assert sum(served.values()) == COUNT and all(count > 0 for count in served.values()), served
+    with ca_store.read() as tx:
+        rows = tx.query("SELECT serial, pem FROM certificates WHERE status = 'installed' AND kind = 'lsc'")
+        outcomes = tx.query("SELECT outcome, COUNT(*) AS n FROM sessions GROUP BY outcome")
+        installed = tx.scalar("SELECT COUNT(*) FROM phones WHERE operation_status = 'succeeded'")
+        audited = tx.scalar("SELECT COUNT(*) FROM audit_events WHERE action = 'session.succeeded'")
+    assert len(rows) == COUNT and len({row["serial"] for row in rows}) == COUNT
+    assert outcomes == [{"outcome": "succeeded", "n": COUNT}]
+    assert installed == COUNT and audited == COUNT
+    ca = tmp_path / "capf.pem"
+    ca.write_text(capf_pem)
+    files = []
+    for index, row in enumerate(rows):
+        path = tmp_path / f"lsc-{index}.pem"
+        path.write_text(row["pem"])
+        files.append(str(path))
+    assert openssl("verify", "-CAfile", str(ca), *files).stdout.decode().count(": OK") == COUNT
+
+
+def test_a_worker_that_dies_is_replaced(ca_store, store_path, tmp_path):
+    with open(tmp_path / "serve.log", "w", encoding="utf-8") as log:
+        process, port = _start(store_path, log, "--processes", "2")
+        try:
+            first = _children(process.pid)
+            os.kill(first[0], signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and (len(_children(process.pid)) < 2 or first[0] in _children(process.pid)):
+                time.sleep(0.1)
+            now = _children(process.pid)
+            assert len(now) == 2 and first[0] not in now and first[1] in now
+            with socket.create_connection(("127.0.0.1", port), timeout=10):
+                pass  # still accepting
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=60)
+    text = (tmp_path / "serve.log").read_text()
+    assert process.returncode == 0 and "exited unexpectedly (signal 9); starting a new one" in text, text
+
+
+def test_daemon_with_processes_returns_once_listening_and_stops_on_sigterm(ca_store, store_path, tmp_path):
+    pid_file, log_file = tmp_path / "capf.pid", tmp_path / "capf.log"
+    done = run_cli("--store", store_path, "serve", "--daemon", "--processes", "2", "--listen", "127.0.0.1",
+                   "--port", "0", "--pid-file", str(pid_file), "--log-file", str(log_file), timeout=60)
+    assert done.returncode == 0, done.stderr
+    port = int(re.search(r"port (\d+)", done.stdout).group(1))
+    supervisor = int(pid_file.read_text())
+    workers = _children(supervisor)
+    assert len(workers) == 2
+    with socket.create_connection(("127.0.0.1", port), timeout=10):
+        pass
+    os.kill(supervisor, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(_alive(pid) for pid in [supervisor, *workers]):
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in [supervisor, *workers])
+    assert not pid_file.exists()
+
+
+@pytest.mark.parametrize("value", ["0", "100000"])
+def test_processes_outside_its_range_is_refused_naming_the_option(ca_store, store_path, value):
+    done = run_cli("--store", store_path, "serve", "--processes", value, "--port", "0")
+    assert done.returncode == 1 and "--processes must be between 1 and" in done.stderr
+
+
+def test_set_nodelay_turns_off_nagle_on_tcp_sockets_only():
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        with socket.create_connection(listener.getsockname()) as client:
+            accepted, _peer = listener.accept()
+            with accepted:
+                assert not has_nodelay(accepted)
+                assert set_nodelay(accepted) and has_nodelay(accepted)
+                assert set_nodelay(client) and has_nodelay(client)
+    left, right = socket.socketpair(socket.AF_UNIX)
+    with left, right:
+        assert not set_nodelay(left)
+    assert not set_nodelay(None)
+
+
+def test_the_server_sets_nodelay_on_every_accepted_connection(ca_store, store_path, monkeypatch):
+    import asyncio.base_events
+
+    from support.protocol import RunningServer
+    from _opencapf.server import service
+
+    seen = []
+    original = service._PausedStreamProtocol.connection_made  # pylint: disable=protected-access
+
+    def connection_made(self, transport):
+        original(self, transport)
+        seen.append(has_nodelay(transport.get_extra_info("socket")))
+
+    # asyncio sets TCP_NODELAY itself on this event loop; without that, the server still must.
+    monkeypatch.setattr(asyncio.base_events, "_set_nodelay", lambda sock: None)
+    monkeypatch.setattr(service._PausedStreamProtocol, "connection_made", connection_made)  # pylint: disable=protected-access
+    server = RunningServer(store_path)
+    try:
+        for _attempt in range(3):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10):
+                pass
+        deadline = time.monotonic() + 10
+        while len(seen) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        server.stop()
+    assert seen == [True, True, True]
