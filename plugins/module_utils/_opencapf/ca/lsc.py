@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass
 
+from .. import faults
 from ..dependencies import ExtendedKeyUsageOID, NameOID, hashes, require, x509
 from ..errors import StoreError
 from ..store import Store, audit
@@ -121,5 +122,6 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
             )
             audit.record(tx, store.actor, "certificate.issued", name, serial=serial_text, source=source,
                          signer=signer.common_name)
+            faults.checkpoint("lsc.signed")
         return IssuedLsc(new_id, name, serial_text, certificate, pem, format_utc(c.not_after(certificate)))
     raise StoreError("could not allocate a unique serial after 5 attempts")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from .. import authstrings, der, enrolment
+from .. import authstrings, der, enrolment, faults
 from .. import csr as csr_module
 from ..ca import authority, lsc, rules
 from ..ca import certificates as c
@@ -250,6 +250,7 @@ class StoreDecider(Decider):
             raise
         with self.store.transaction() as tx:
             csr_records.set_status(tx, self._csr_id, "issued", certificate_id=issued.id)
+        faults.checkpoint("lsc.committed")
         return Issued(issued.id, c.to_der(issued.certificate))
 
     def prepare_csr(self, plan: Plan, public_key_der: bytes, choice: KeyChoice):
@@ -282,11 +283,13 @@ class StoreDecider(Decider):
             phone = phone_records.get(tx, plan.device_name)
             if ok:
                 changes = certificate_records.install(tx, ACTOR, phone, issued.certificate_id)
+                faults.checkpoint("install.recording")
                 phone_records.set_operation_result(tx, ACTOR, phone, "succeeded", "", clear_operation=False,
                                                    certificate_id=issued.certificate_id, **changes)
             else:
                 phone_records.set_operation_result(tx, ACTOR, phone, "failed", "phone did not store the LSC",
                                                    certificate_id=issued.certificate_id)
+        faults.checkpoint("install.committed")
 
     def refused(self, plan: Plan, issued: Issued) -> None:
         with self.store.transaction() as tx:

@@ -23,7 +23,7 @@ import warnings
 import time
 from dataclasses import dataclass
 
-from .. import enrolment
+from .. import enrolment, faults
 from ..ca import authority
 from ..errors import CapfError
 from ..files import write_private_file
@@ -253,6 +253,7 @@ class CapfServer:
                     outcome.device_name or "-", outcome.operation or "-", outcome.outcome,
                     f" ({outcome.reason})" if outcome.reason else "")
             self.served += 1
+            faults.checkpoint("session.recorded")
             if final:
                 try:
                     writer.write(final)
