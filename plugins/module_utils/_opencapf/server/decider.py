@@ -162,7 +162,7 @@ class StoreDecider(Decider):
         with self.store.transaction() as tx:
             phone = phone_records.get(tx, plan.device_name)
             if verdict.ok:
-                phone_records.record_session_start(tx, phone)
+                phone_records.record_session_start(tx, phone, pending_operation(phone) != "none")
             elif mode == "auth_string":
                 failures, locked = phone_records.record_auth_failure(
                     tx, ACTOR, phone, int(self.parameters["lockout_failures"]), verdict.reason)
@@ -238,18 +238,23 @@ class StoreDecider(Decider):
 
     def issue(self, plan: Plan, public_key_der: bytes, choice: KeyChoice) -> Issued:
         public_key = _checked_key(public_key_der, choice)
-        with self.store.transaction() as tx:
-            self._csr_id = csr_records.add(tx, self._phone["id"], c.public_key_fingerprint(public_key),
-                                           c.public_key_der(public_key))
+        key_fingerprint, key_der = c.public_key_fingerprint(public_key), c.public_key_der(public_key)
+        phone_id = self._phone["id"]
+
+        def record_request(tx, certificate_id: int) -> None:
+            # In the issuance's own transaction: a crash before its commit leaves neither the LSC
+            # nor a key request that would stay pending for ever.
+            csr_id = csr_records.add(tx, phone_id, key_fingerprint, key_der)
+            csr_records.set_status(tx, csr_id, "issued", certificate_id=certificate_id)
+
         try:
             issued = lsc.issue(self.store, plan.device_name, public_key, source="capf", create_phone=False,
-                               device_name_is_wire=True)
+                               device_name_is_wire=True, recorded=record_request)
         except CapfError as exc:
             with self.store.transaction() as tx:
-                csr_records.set_status(tx, self._csr_id, "failed", str(exc))
+                csr_records.set_status(tx, csr_records.add(tx, phone_id, key_fingerprint, key_der), "failed",
+                                       str(exc))
             raise
-        with self.store.transaction() as tx:
-            csr_records.set_status(tx, self._csr_id, "issued", certificate_id=issued.id)
         faults.checkpoint("lsc.committed")
         return Issued(issued.id, c.to_der(issued.certificate))
 
@@ -336,7 +341,9 @@ class StoreDecider(Decider):
     def failed(self, plan: Plan, reason: str) -> None:
         with self.store.transaction() as tx:
             phone = phone_records.get(tx, plan.device_name)
-            if phone is not None:
+            # A phone that gave up on this connection may have completed the operation in a newer
+            # session meanwhile (its retry): that result stands, this late failure does not undo it.
+            if phone is not None and phone["operation_status"] != "succeeded":
                 phone_records.set_operation_result(tx, ACTOR, phone, "failed", reason)
             if self._csr_id is not None:
                 row = tx.one("SELECT status FROM csrs WHERE id = ?", (self._csr_id,))
