@@ -275,6 +275,8 @@ async def complete(identity: AckingPhone, target: Target, record: FleetRecord, r
         if result.end_reason is not None and result.session_id is not None:
             record.completed.append((identity.device_name, result.session_id, result.outcome))
         if result.outcome in SESSION_OUTCOMES:
+            if result.attempts > 1:  # enrol's own retries got through
+                record.interrupted.add((round_number, identity.device_name))
             return
         if result.outcome != "communication_failure":
             record.unexpected.append(f"round {round_number} {identity.device_name}: {result.outcome} {result.detail}")
@@ -439,7 +441,7 @@ def check_invariants(store_path: str, capf_pem: str, phones: list, report: RunRe
         certificates = [dict(row) for row in connection.execute(
             "SELECT c.*, p.name AS phone_name FROM certificates c LEFT JOIN phones p ON p.id = c.phone_id")]
         sessions = [dict(row) for row in connection.execute("SELECT * FROM sessions")]
-        audit = [dict(row) for row in connection.execute("SELECT action, subject, details FROM audit_events")]
+        audit = [dict(row) for row in connection.execute("SELECT action, actor, subject, details FROM audit_events")]
         pending_csrs = connection.execute("SELECT count(*) FROM csrs WHERE status = 'pending'").fetchone()[0]
     finally:
         connection.close()
@@ -513,6 +515,21 @@ def _session_problems(sessions: list, audit: list, report: RunReport) -> list:
         elif outcomes[key] != SESSION_OUTCOMES.get(outcome, outcome):
             problems.append(f"session {session_id} of {device}: the phone saw {outcome}, the record says "
                             f"{outcomes[key]}")
+    # A session cut by a crash after its operation result committed has no session record; the
+    # result's audit event names it, so the log still accounts for it.
+    cut = 0
+    for event in audit:
+        if event["action"] != "phone.operation_succeeded" or event["actor"] != "capf-server":
+            continue
+        session_id = json.loads(event["details"]).get("session_id")
+        key = (event["subject"], session_id)
+        if session_id is None:
+            problems.append(f"an operation result of {event['subject']} names no session")
+        elif key not in outcomes:
+            cut += 1
+        elif outcomes[key] != "succeeded":
+            problems.append(f"session {session_id} of {event['subject']} succeeded, its record says {outcomes[key]}")
+    report.figures["sessions_cut_after_their_result_committed"] = cut
     seen = {(device, session_id) for device, session_id, _outcome in report.fleet.completed}
     report.figures["sessions_recorded_but_end_lost"] = sum(1 for key in recorded if key not in seen)
     report.figures["session_outcomes"] = dict(Counter(row["outcome"] for row in sessions))

@@ -95,12 +95,18 @@ def _checked_key(public_key_der: bytes, choice: KeyChoice):
 
 
 class StoreDecider(Decider):
-    def __init__(self, store: Store, peer: str = ""):
+    def __init__(self, store: Store, peer: str = "", session_id: int | None = None):
         self.store = store
         self.peer = peer
+        # Every operation result names its session, so that the audit log accounts also for a
+        # session cut by a crash after its result committed and before its session record.
+        self._session = {} if session_id is None else {"session_id": session_id}
         self.parameters: dict = {}
         self._phone: dict | None = None
         self._csr_id: int | None = None
+
+    def _set_result(self, tx, phone: dict, status: str, reason: str = "", **details) -> None:
+        phone_records.set_operation_result(tx, ACTOR, phone, status, reason, **details, **self._session)
 
     # -- session start ------------------------------------------------------------------------
 
@@ -145,7 +151,7 @@ class StoreDecider(Decider):
         if pending_operation(phone) != "none" and deadline is not None and deadline < utc_now():
             reason = f"operation {phone['operation']} lapsed at {format_utc(deadline)}"
             with self.store.transaction() as tx:
-                phone_records.set_operation_result(tx, ACTOR, phone, "lapsed", reason)
+                self._set_result(tx, phone, "lapsed", reason)
             return reason
         return ""
 
@@ -169,7 +175,7 @@ class StoreDecider(Decider):
                 if locked:
                     verdict = Verdict(False, f"{verdict.reason}; phone locked out after {failures} failures")
             else:
-                phone_records.set_operation_result(tx, ACTOR, phone, "failed", verdict.reason)
+                self._set_result(tx, phone, "failed", verdict.reason)
         return verdict
 
     def _check_string(self, offer: AuthOffer) -> Verdict:
@@ -278,8 +284,7 @@ class StoreDecider(Decider):
             result = enrolment.submit_online(self.store, ACTOR, phone, self._csr_id, signed, renewal=renewal)
         if isinstance(result, enrolment.Waiting):
             with self.store.transaction() as tx:
-                phone_records.set_operation_result(tx, ACTOR, phone_records.get(tx, plan.device_name),
-                                                   "in_progress", result.reason)
+                self._set_result(tx, phone_records.get(tx, plan.device_name), "in_progress", result.reason)
             return Deferred(result.retry_after, result.reason)
         return Issued(result.certificate_id, result.der)
 
@@ -289,19 +294,19 @@ class StoreDecider(Decider):
             if ok:
                 changes = certificate_records.install(tx, ACTOR, phone, issued.certificate_id)
                 faults.checkpoint("install.recording")
-                phone_records.set_operation_result(tx, ACTOR, phone, "succeeded", "", clear_operation=False,
-                                                   certificate_id=issued.certificate_id, **changes)
+                self._set_result(tx, phone, "succeeded", "", clear_operation=False,
+                                 certificate_id=issued.certificate_id, **changes)
             else:
-                phone_records.set_operation_result(tx, ACTOR, phone, "failed", "phone did not store the LSC",
-                                                   certificate_id=issued.certificate_id)
+                self._set_result(tx, phone, "failed", "phone did not store the LSC",
+                                 certificate_id=issued.certificate_id)
         faults.checkpoint("install.committed")
 
     def refused(self, plan: Plan, issued: Issued) -> None:
         with self.store.transaction() as tx:
             phone = phone_records.get(tx, plan.device_name)
             enrolment.refused_delivery(tx, ACTOR, phone, issued.certificate_id)
-            phone_records.set_operation_result(
-                tx, ACTOR, phone, "failed", "the phone refused the third-party LSC (it no longer holds the pending "
+            self._set_result(
+                tx, phone, "failed", "the phone refused the third-party LSC (it no longer holds the pending "
                 "key); the certificate is stale and the next session starts with a new key",
                 certificate_id=issued.certificate_id)
 
@@ -309,9 +314,8 @@ class StoreDecider(Decider):
         with self.store.transaction() as tx:
             phone = phone_records.get(tx, plan.device_name)
             revoked = certificate_records.revoke_installed(tx, ACTOR, phone, "deleted from the phone")
-            phone_records.set_operation_result(tx, ACTOR, phone, "succeeded",
-                                               "" if ok else "phone reported no LSC to delete",
-                                               clear_operation=False, revoked=revoked)
+            self._set_result(tx, phone, "succeeded", "" if ok else "phone reported no LSC to delete",
+                             clear_operation=False, revoked=revoked)
 
     def fetched(self, plan: Plan, certificates: list) -> None:
         parsed = []
@@ -327,8 +331,8 @@ class StoreDecider(Decider):
                     public_key_fingerprint=c.public_key_fingerprint(certificate.public_key()),
                     pem=c.to_pem(certificate), not_before=format_utc(c.not_before(certificate)),
                     not_after=format_utc(c.not_after(certificate)))
-            phone_records.set_operation_result(tx, ACTOR, phone, "succeeded", "", clear_operation=False,
-                                               retrieved=[kind for kind, _cert in parsed])
+            self._set_result(tx, phone, "succeeded", "", clear_operation=False,
+                             retrieved=[kind for kind, _cert in parsed])
 
     def _kind_of(self, certificate) -> str:
         # Never trust the wrapper's type byte: an LSC is whatever chains to one of our CAPF certificates.
@@ -344,7 +348,7 @@ class StoreDecider(Decider):
             # A phone that gave up on this connection may have completed the operation in a newer
             # session meanwhile (its retry): that result stands, this late failure does not undo it.
             if phone is not None and phone["operation_status"] != "succeeded":
-                phone_records.set_operation_result(tx, ACTOR, phone, "failed", reason)
+                self._set_result(tx, phone, "failed", reason)
             if self._csr_id is not None:
                 row = tx.one("SELECT status FROM csrs WHERE id = ?", (self._csr_id,))
                 if row and row["status"] == "pending":

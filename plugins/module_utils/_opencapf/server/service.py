@@ -239,7 +239,7 @@ class CapfServer:
                 await self._run(lambda: self._record(**record, outcome="tls_failed", reason=reason,
                                                      duration_ms=duration()))
                 return
-            session = ServerSession(session_id, StoreDecider(self.store, peer), step_timeout=self.options.step_timeout)
+            session = ServerSession(session_id, StoreDecider(self.store, peer, session_id), step_timeout=self.options.step_timeout)
             final = await self._converse(session, reader, writer)
             outcome = session.outcome
             details = dict(outcome.details)
