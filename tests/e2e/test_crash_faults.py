@@ -21,7 +21,7 @@ from _opencapf import bulk
 from _opencapf.faults import ENV_CRASH_AT
 from _opencapf.server.decider import StoreDecider
 from _opencapf.simulator.client import Target, enrol
-from _opencapf.store import LATEST_VERSION, migrate, open_store, opened
+from _opencapf.store import LATEST_VERSION, audit, migrate, open_store, opened
 from _opencapf.store.migrations import MIGRATIONS
 from _opencapf.store.sqlite import SqliteBackend
 
@@ -54,6 +54,17 @@ def test_a_phone_checking_in_after_its_operation_succeeded_does_not_reopen_it(ca
         assert run_enrol(identity, capf_server).outcome == "no_operation"
         assert phone_row(ca_store, "SEP00000000C001")["operation_status"] == "succeeded"
     assert [row["status"] for row in certificate_rows(ca_store, "SEP00000000C001")] == ["installed"]
+
+
+def test_an_operation_result_names_its_session_in_the_audit_log(capf_server, ca_store, tmp_path):
+    add_phone(ca_store, "SEP00000000C004", operation="install_upgrade", key_order="ec")
+    result = run_enrol(phone(tmp_path, "SEP00000000C004"), capf_server)
+    assert result.outcome == "ok"
+    with ca_store.read() as tx:
+        recorded = tx.scalar("SELECT session_id FROM sessions WHERE device_name = 'SEP00000000C004'")
+    with ca_store.read() as tx:
+        events = audit.events(tx, action="phone.operation_succeeded", subject="SEP00000000C004")
+    assert [event["details"]["session_id"] for event in events] == [recorded] == [result.session_id]
 
 
 def test_the_failure_of_an_abandoned_session_does_not_undo_a_newer_success(ca_store):
