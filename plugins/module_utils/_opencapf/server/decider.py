@@ -346,8 +346,9 @@ class StoreDecider(Decider):
         with self.store.transaction() as tx:
             phone = phone_records.get(tx, plan.device_name)
             # A phone that gave up on this connection may have completed the operation in a newer
-            # session meanwhile (its retry): that result stands, this late failure does not undo it.
-            if phone is not None and phone["operation_status"] != "succeeded":
+            # session meanwhile (its retry), or it lapsed or was withdrawn: that result stands, this
+            # late failure does not undo it.
+            if phone is not None and phone["operation_status"] in PENDING_STATUSES:
                 self._set_result(tx, phone, "failed", reason)
             if self._csr_id is not None:
                 row = tx.one("SELECT status FROM csrs WHERE id = ?", (self._csr_id,))
