@@ -15,7 +15,7 @@ import io
 import json
 from typing import Any
 
-from . import csv_import, phone_query, scheduler
+from . import csv_import, faults, phone_query, scheduler
 from .errors import ValidationError
 from .files import write_private_file
 from .phone_config import (COLUMN_OPTIONS, WRITE_COLUMNS, AuthRequest, check_settings, new_phone_row,
@@ -118,6 +118,7 @@ def run(store: Store, spec: dict, *, shared_string: str | None = None, csv_rows=
                 row.update(plan.changes)
                 rows.append([row[column] for column in WRITE_COLUMNS] + [now, current["id"]])
             tx.executemany(_UPDATE_SQL, rows)
+            faults.checkpoint("bulk.updated")
             rows = []
             for plan in inserts:
                 row = new_phone_row(plan.name, defaults)

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 PACKAGE_FILES = (
     "__init__.py", "__main__.py", "authstrings.py", "bulk.py", "bundle.py", "csr.py", "csv_import.py",
-    "dependencies.py", "der.py", "enrolment.py", "errors.py", "files.py", "parameters.py", "phone_config.py",
-    "phone_query.py", "reports.py", "results.py", "scheduler.py", "secretbox.py", "service_config.py",
-    "service_control.py", "sockets.py", "trust.py", "vocabulary.py", "ca/__init__.py", "ca/authority.py",
-    "ca/certificates.py", "ca/keys.py", "ca/lsc.py", "ca/rules.py", "cli/__init__.py", "cli/ca.py",
-    "cli/deployment.py", "cli/init.py", "cli/issue.py", "cli/jobs.py", "cli/main.py", "cli/micca.py",
+    "dependencies.py", "der.py", "enrolment.py", "errors.py", "faults.py", "files.py", "parameters.py",
+    "phone_config.py", "phone_query.py", "reports.py", "results.py", "scheduler.py", "secretbox.py",
+    "service_config.py", "service_control.py", "sockets.py", "trust.py", "vocabulary.py", "ca/__init__.py",
+    "ca/authority.py", "ca/certificates.py", "ca/keys.py", "ca/lsc.py", "ca/rules.py", "cli/__init__.py",
+    "cli/ca.py", "cli/deployment.py", "cli/init.py", "cli/issue.py", "cli/jobs.py", "cli/main.py", "cli/micca.py",
     "cli/phone.py", "cli/render.py", "cli/serve.py", "cli/workqueue.py", "declarative/__init__.py",
     "declarative/deployment.py", "declarative/document.py", "declarative/schema.py", "issuers/__init__.py",
     "issuers/adcs.py", "issuers/base.py", "issuers/est.py", "issuers/offline.py", "issuers/online.py",
@@ -41,6 +41,7 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from . import der  # noqa: F401
     from . import enrolment  # noqa: F401
     from . import errors  # noqa: F401
+    from . import faults  # noqa: F401
     from . import files  # noqa: F401
     from . import parameters  # noqa: F401
     from . import phone_config  # noqa: F401

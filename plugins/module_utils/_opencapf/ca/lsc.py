@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass
 
+from .. import faults
 from ..dependencies import ExtendedKeyUsageOID, NameOID, hashes, require, x509
 from ..errors import StoreError
 from ..store import Store, audit
@@ -90,8 +91,9 @@ def build_lsc(signer: authority.Signer, device_name: str, public_key, validity_d
 
 
 def issue(store: Store, device_name: str, public_key, *, source: str = "cli", validity_days: int | None = None,
-          create_phone: bool = True, device_name_is_wire: bool = False) -> IssuedLsc:
-    """Sign an LSC for ``device_name`` and record it (status ``issued``) in one transaction.
+          create_phone: bool = True, device_name_is_wire: bool = False, recorded=None) -> IssuedLsc:
+    """Sign an LSC for ``device_name`` and record it (status ``issued``) in one transaction;
+    ``recorded(tx, certificate_id)``, when given, adds the caller's records to that transaction.
 
     The serial is a fresh random positive integer of at most 20 octets; the unique index on
     (issuer, serial) guarantees that a serial never repeats, and a clash is retried.
@@ -121,5 +123,8 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
             )
             audit.record(tx, store.actor, "certificate.issued", name, serial=serial_text, source=source,
                          signer=signer.common_name)
+            if recorded is not None:
+                recorded(tx, new_id)
+            faults.checkpoint("lsc.signed")
         return IssuedLsc(new_id, name, serial_text, certificate, pem, format_utc(c.not_after(certificate)))
     raise StoreError("could not allocate a unique serial after 5 attempts")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from .. import authstrings, der, enrolment
+from .. import authstrings, der, enrolment, faults
 from .. import csr as csr_module
 from ..ca import authority, lsc, rules
 from ..ca import certificates as c
@@ -105,12 +105,18 @@ def _checked_key(public_key_der: bytes, choice: KeyChoice):
 
 
 class StoreDecider(Decider):
-    def __init__(self, store: Store, peer: str = ""):
+    def __init__(self, store: Store, peer: str = "", session_id: int | None = None):
         self.store = store
         self.peer = peer
+        # Every operation result names its session, so that the audit log accounts also for a
+        # session cut by a crash after its result committed and before its session record.
+        self._session = {} if session_id is None else {"session_id": session_id}
         self.parameters: dict = {}
         self._phone: dict | None = None
         self._csr_id: int | None = None
+
+    def _set_result(self, tx, phone: dict, status: str, reason: str = "", **details) -> None:
+        phone_records.set_operation_result(tx, ACTOR, phone, status, reason, **details, **self._session)
 
     # -- session start ------------------------------------------------------------------------
 
@@ -155,7 +161,7 @@ class StoreDecider(Decider):
         if pending_operation(phone) != "none" and deadline is not None and deadline < utc_now():
             reason = f"operation {phone['operation']} lapsed at {format_utc(deadline)}"
             with self.store.transaction() as tx:
-                phone_records.set_operation_result(tx, ACTOR, phone, "lapsed", reason)
+                self._set_result(tx, phone, "lapsed", reason)
             return reason
         return ""
 
@@ -172,9 +178,9 @@ class StoreDecider(Decider):
         with self.store.transaction(durable=False) as tx:  # on disk with the session's next durable commit
             phone = phone_records.get(tx, plan.device_name)
             if verdict.ok:
-                phone_records.record_session_start(tx, phone)
+                phone_records.record_session_start(tx, phone, pending_operation(phone) != "none")
             else:
-                phone_records.set_operation_result(tx, ACTOR, phone, "failed", verdict.reason)
+                self._set_result(tx, phone, "failed", verdict.reason)
         return verdict
 
     def _authenticate_string(self, plan: Plan, offer: AuthOffer) -> Verdict:
@@ -190,7 +196,7 @@ class StoreDecider(Decider):
                                       "attempts")
             verdict = self._check_string(phone, offer)
             if verdict.ok:
-                phone_records.record_session_start(tx, phone)
+                phone_records.record_session_start(tx, phone, pending_operation(phone) != "none")
                 return verdict
             failures, locked = phone_records.record_auth_failure(
                 tx, ACTOR, phone, int(self.parameters["lockout_failures"]), verdict.reason)
@@ -267,19 +273,24 @@ class StoreDecider(Decider):
 
     def issue(self, plan: Plan, public_key_der: bytes, choice: KeyChoice) -> Issued:
         public_key = _checked_key(public_key_der, choice)
-        # The issuance commit below is durable (the LSC goes to the phone next) and puts this one on disk too.
-        with self.store.transaction(durable=False) as tx:
-            self._csr_id = csr_records.add(tx, self._phone["id"], c.public_key_fingerprint(public_key),
-                                           c.public_key_der(public_key))
+        key_fingerprint, key_der = c.public_key_fingerprint(public_key), c.public_key_der(public_key)
+        phone_id = self._phone["id"]
+
+        def record_request(tx, certificate_id: int) -> None:
+            # In the issuance's own transaction: a crash before its commit leaves neither the LSC
+            # nor a key request that would stay pending for ever.
+            csr_id = csr_records.add(tx, phone_id, key_fingerprint, key_der)
+            csr_records.set_status(tx, csr_id, "issued", certificate_id=certificate_id)
+
         try:
             issued = lsc.issue(self.store, plan.device_name, public_key, source="capf", create_phone=False,
-                               device_name_is_wire=True)
+                               device_name_is_wire=True, recorded=record_request)
         except CapfError as exc:
             with self.store.transaction() as tx:
-                csr_records.set_status(tx, self._csr_id, "failed", str(exc))
+                csr_records.set_status(tx, csr_records.add(tx, phone_id, key_fingerprint, key_der), "failed",
+                                       str(exc))
             raise
-        with self.store.transaction(durable=False) as tx:
-            csr_records.set_status(tx, self._csr_id, "issued", certificate_id=issued.id)
+        faults.checkpoint("lsc.committed")
         return Issued(issued.id, c.to_der(issued.certificate))
 
     def prepare_csr(self, plan: Plan, public_key_der: bytes, choice: KeyChoice):
@@ -302,8 +313,7 @@ class StoreDecider(Decider):
             result = enrolment.submit_online(self.store, ACTOR, phone, self._csr_id, signed, renewal=renewal)
         if isinstance(result, enrolment.Waiting):
             with self.store.transaction() as tx:
-                phone_records.set_operation_result(tx, ACTOR, phone_records.get(tx, plan.device_name),
-                                                   "in_progress", result.reason)
+                self._set_result(tx, phone_records.get(tx, plan.device_name), "in_progress", result.reason)
             return Deferred(result.retry_after, result.reason)
         return Issued(result.certificate_id, result.der)
 
@@ -313,18 +323,20 @@ class StoreDecider(Decider):
             phone = phone_records.get(tx, plan.device_name)
             if ok:
                 changes = certificate_records.install(tx, ACTOR, phone, issued.certificate_id)
-                phone_records.set_operation_result(tx, ACTOR, phone, "succeeded", "", clear_operation=False,
-                                                   certificate_id=issued.certificate_id, **changes)
+                faults.checkpoint("install.recording")
+                self._set_result(tx, phone, "succeeded", "", clear_operation=False,
+                                 certificate_id=issued.certificate_id, **changes)
             else:
-                phone_records.set_operation_result(tx, ACTOR, phone, "failed", "phone did not store the LSC",
-                                                   certificate_id=issued.certificate_id)
+                self._set_result(tx, phone, "failed", "phone did not store the LSC",
+                                 certificate_id=issued.certificate_id)
+        faults.checkpoint("install.committed")
 
     def refused(self, plan: Plan, issued: Issued) -> None:
         with self.store.transaction() as tx:
             phone = phone_records.get(tx, plan.device_name)
             enrolment.refused_delivery(tx, ACTOR, phone, issued.certificate_id)
-            phone_records.set_operation_result(
-                tx, ACTOR, phone, "failed", "the phone refused the third-party LSC (it no longer holds the pending "
+            self._set_result(
+                tx, phone, "failed", "the phone refused the third-party LSC (it no longer holds the pending "
                 "key); the certificate is stale and the next session starts with a new key",
                 certificate_id=issued.certificate_id)
 
@@ -332,9 +344,8 @@ class StoreDecider(Decider):
         with self.store.transaction() as tx:
             phone = phone_records.get(tx, plan.device_name)
             revoked = certificate_records.revoke_installed(tx, ACTOR, phone, "deleted from the phone")
-            phone_records.set_operation_result(tx, ACTOR, phone, "succeeded",
-                                               "" if ok else "phone reported no LSC to delete",
-                                               clear_operation=False, revoked=revoked)
+            self._set_result(tx, phone, "succeeded", "" if ok else "phone reported no LSC to delete",
+                             clear_operation=False, revoked=revoked)
 
     def fetched(self, plan: Plan, certificates: list) -> None:
         parsed = []
@@ -350,8 +361,8 @@ class StoreDecider(Decider):
                     public_key_fingerprint=c.public_key_fingerprint(certificate.public_key()),
                     pem=c.to_pem(certificate), not_before=format_utc(c.not_before(certificate)),
                     not_after=format_utc(c.not_after(certificate)))
-            phone_records.set_operation_result(tx, ACTOR, phone, "succeeded", "", clear_operation=False,
-                                               retrieved=[kind for kind, _cert in parsed])
+            self._set_result(tx, phone, "succeeded", "", clear_operation=False,
+                             retrieved=[kind for kind, _cert in parsed])
 
     def _kind_of(self, certificate) -> str:
         # Never trust the wrapper's type byte: an LSC is whatever chains to one of our CAPF certificates.
@@ -364,8 +375,11 @@ class StoreDecider(Decider):
     def failed(self, plan: Plan, reason: str) -> None:
         with self.store.transaction() as tx:
             phone = phone_records.get(tx, plan.device_name)
-            if phone is not None:
-                phone_records.set_operation_result(tx, ACTOR, phone, "failed", reason)
+            # A phone that gave up on this connection may have completed the operation in a newer
+            # session meanwhile (its retry), or it lapsed or was withdrawn: that result stands, this
+            # late failure does not undo it.
+            if phone is not None and phone["operation_status"] in PENDING_STATUSES:
+                self._set_result(tx, phone, "failed", reason)
             if self._csr_id is not None:
                 row = tx.one("SELECT status FROM csrs WHERE id = ?", (self._csr_id,))
                 if row and row["status"] == "pending":

@@ -23,7 +23,7 @@ import warnings
 import time
 from dataclasses import dataclass
 
-from .. import enrolment
+from .. import enrolment, faults
 from ..ca import authority
 from ..errors import CapfError
 from ..files import write_private_file
@@ -245,7 +245,7 @@ class CapfServer:
                 await self._run(lambda: self._record(**record, outcome="tls_failed", reason=reason,
                                                      duration_ms=duration()))
                 return
-            session = ServerSession(session_id, StoreDecider(self.store, peer), step_timeout=self.options.step_timeout)
+            session = ServerSession(session_id, StoreDecider(self.store, peer, session_id), step_timeout=self.options.step_timeout)
             final = await self._converse(session, reader, writer)
             outcome = session.outcome
             details = dict(outcome.details)
@@ -259,6 +259,7 @@ class CapfServer:
                     outcome.device_name or "-", outcome.operation or "-", outcome.outcome,
                     f" ({outcome.reason})" if outcome.reason else "")
             self.served += 1
+            faults.checkpoint("session.recorded")
             if final:
                 try:
                     writer.write(final)

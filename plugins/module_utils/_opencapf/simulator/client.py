@@ -48,6 +48,7 @@ class EnrolResult:
     detail: str = ""
     fetched: int = 0
     retry_delay: int | None = None  # the server said RETRY_LATER (X-CSR/1)
+    session_id: int | None = None  # the server's id of the session that ended (as in its session records)
     tried: list = field(default_factory=list)
 
     @property
@@ -111,9 +112,10 @@ async def _session(identity: PhoneIdentity, address: str, target: Target, contex
     result = phone.result
     if result.retry_delay is not None:
         return EnrolResult(identity.device_name, "retry_later", None, result.operation, address, key=result.key,
-                           retry_delay=result.retry_delay)
+                           retry_delay=result.retry_delay, session_id=phone.session_id)
     return EnrolResult(identity.device_name, OUTCOMES.get(result.end_reason, f"reason_{result.end_reason}"),
-                       result.end_reason, result.operation, address, key=result.key, fetched=result.fetched)
+                       result.end_reason, result.operation, address, key=result.key, fetched=result.fetched,
+                       session_id=phone.session_id)
 
 
 async def enrol(identity: PhoneIdentity, target: Target, *, behaviour: PhoneBehaviour | None = None,

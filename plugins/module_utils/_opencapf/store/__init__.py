@@ -15,6 +15,7 @@ import getpass
 import os
 from typing import Iterator
 
+from .. import faults
 from ..errors import StoreError
 from ..files import ensure_private_dir, read_or_create_secret
 from .backend import Backend, Transaction
@@ -103,8 +104,10 @@ def _render(backend: Backend, statement: str) -> list[str]:
     return [statement.format(**backend.dialect)]
 
 
-def migrate(backend: Backend) -> int:
-    """Apply every pending migration, each in its own transaction; return the final version."""
+def migrate(backend: Backend, target: int | None = None) -> int:
+    """Apply every pending migration (up to ``target``, default all), each in its own transaction,
+    together with its schema_migrations row; return the final version. A crash part-way through a
+    migration leaves the store at the previous version, and the next open applies it again."""
     from ..vocabulary import format_utc, utc_now
 
     while True:
@@ -115,7 +118,7 @@ def migrate(backend: Backend) -> int:
                     f"store {backend.location} has schema version {version}, newer than this engine "
                     f"understands ({LATEST_VERSION}); upgrade opencapf"
                 )
-            pending = [m for m in MIGRATIONS if m[0] > version]
+            pending = [m for m in MIGRATIONS if version < m[0] <= (LATEST_VERSION if target is None else target)]
             if not pending:
                 return version
             number, description, statements = pending[0]
@@ -127,6 +130,7 @@ def migrate(backend: Backend) -> int:
             for statement in statements:
                 for sql in _render(backend, statement):
                     tx.execute(sql)
+                    faults.checkpoint("migration.statement")
             tx.execute(
                 "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
                 (number, description, format_utc(utc_now())),

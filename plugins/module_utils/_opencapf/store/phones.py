@@ -98,9 +98,13 @@ def record_auth_failure(tx: Transaction, actor: str, phone: dict[str, Any], lock
     return failures, locked
 
 
-def record_session_start(tx: Transaction, phone: dict[str, Any]) -> None:
-    """An authenticated session: reset the failure count and mark the operation in progress."""
-    status = "in_progress" if phone["operation"] != "none" else phone["operation_status"]
+def record_session_start(tx: Transaction, phone: dict[str, Any], operation_pending: bool) -> None:
+    """An authenticated session: reset the failure count and mark a pending operation in progress.
+
+    A finished operation (succeeded, lapsed) stays as it is: the phone is only checking in, for
+    example again after a crash of the service cost it the END_SESSION of the session that succeeded.
+    """
+    status = "in_progress" if operation_pending else phone["operation_status"]
     tx.execute(
         "UPDATE phones SET auth_failures = 0, operation_status = ?, last_session_at = ? WHERE id = ?",
         (status, format_utc(utc_now()), phone["id"]),

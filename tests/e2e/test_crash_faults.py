@@ -1,0 +1,184 @@
+"""Crash safety of the CAPF service: SIGKILL at named crash points and at random moments during
+1,000+ enrolments, restart, and the invariants of docs/reliability.md ("Crash safety")."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from support.crash import SEED_ENV, CrashConfig, Service, check_invariants, crash_run, free_port, prepare
+from support.phones import phone, run_enrol
+from support.protocol import add_phone, certificate_rows, phone_row
+from support.tools import ENGINE_PATH
+from _opencapf import bulk
+from _opencapf.faults import ENV_CRASH_AT
+from _opencapf.server.decider import StoreDecider
+from _opencapf.simulator.client import Target, enrol
+from _opencapf.store import LATEST_VERSION, audit, migrate, open_store, opened
+from _opencapf.store.migrations import MIGRATIONS
+from _opencapf.store.sqlite import SqliteBackend
+
+
+def test_service_killed_at_random_points_during_a_fleet_keeps_every_invariant(tmp_path):
+    seed = int(os.environ.get(SEED_ENV) or random.SystemRandom().randrange(2 ** 32))
+    config = CrashConfig()
+    report, store_path, capf_pem, phones = asyncio.run(crash_run(str(tmp_path), config, seed))
+    report.problems.extend(check_invariants(store_path, capf_pem, phones, report, str(tmp_path)))
+    summary = report.summary()
+    print(summary)
+    print("  kill sequence: " + " ".join(report.history))
+    assert not report.problems, summary
+    assert report.enrolments >= config.min_enrolments, summary
+    assert report.service_kills >= config.min_kills, summary
+    assert report.kills["bulk.updated"] >= 1, summary
+    assert report.kills["migration.statement"] == 1, summary
+    assert report.fleet.interrupted, summary
+
+
+# -- the defects the run found, and the two crash points outside the service ------------------
+
+def test_a_phone_checking_in_after_its_operation_succeeded_does_not_reopen_it(capf_server, ca_store, tmp_path):
+    """After a crash cost the phone its END_SESSION, its retry finds the operation done: it must
+    stay done (it used to go back to in_progress, and the phone's next contact re-enrolled it)."""
+    add_phone(ca_store, "SEP00000000C001", operation="install_upgrade", key_order="ec")
+    identity = phone(tmp_path, "SEP00000000C001")
+    assert run_enrol(identity, capf_server).outcome == "ok"
+    for _contact in range(2):
+        assert run_enrol(identity, capf_server).outcome == "no_operation"
+        assert phone_row(ca_store, "SEP00000000C001")["operation_status"] == "succeeded"
+    assert [row["status"] for row in certificate_rows(ca_store, "SEP00000000C001")] == ["installed"]
+
+
+def test_an_operation_result_names_its_session_in_the_audit_log(capf_server, ca_store, tmp_path):
+    add_phone(ca_store, "SEP00000000C004", operation="install_upgrade", key_order="ec")
+    result = run_enrol(phone(tmp_path, "SEP00000000C004"), capf_server)
+    assert result.outcome == "ok"
+    with ca_store.read() as tx:
+        recorded = tx.scalar("SELECT session_id FROM sessions WHERE device_name = 'SEP00000000C004'")
+    with ca_store.read() as tx:
+        events = audit.events(tx, action="phone.operation_succeeded", subject="SEP00000000C004")
+    assert [event["details"]["session_id"] for event in events] == [recorded] == [result.session_id]
+
+
+def test_the_failure_of_an_abandoned_session_does_not_undo_a_newer_success(ca_store):
+    """A phone that gave up on a slow connection retries and succeeds; when the old session then
+    notices the closed connection, its failure must not overwrite that success."""
+    add_phone(ca_store, "SEP00000000C002", operation="install_upgrade")
+    add_phone(ca_store, "SEP00000000C003", operation="install_upgrade")
+    old, current = StoreDecider(ca_store), StoreDecider(ca_store)
+    plan = old.begin("SEP00000000C002")
+    with ca_store.transaction() as tx:
+        tx.execute("UPDATE phones SET operation_status = 'succeeded' WHERE name = 'SEP00000000C002'")
+    old.failed(plan, "peer closed the connection")
+    assert phone_row(ca_store, "SEP00000000C002")["operation_status"] == "succeeded"
+    current.failed(current.begin("SEP00000000C003"), "peer closed the connection")  # no newer session: failed
+    assert phone_row(ca_store, "SEP00000000C003")["operation_status"] == "failed"
+
+
+def _serve_once(workdir, crash_at, identity, capf_pem):
+    async def scenario():
+        service = Service(os.path.join(workdir, "crash.db"), free_port(), os.path.join(workdir, "service.log"))
+        try:
+            listening = await service.start(crash_at)
+            target = Target(("127.0.0.1",), service.port, cadata=capf_pem, timeout=10.0)
+            result = await enrol(identity, target, retries=0, string_entered=True) if listening else None
+            code = await asyncio.wait_for(service.wait(), 30) if crash_at else None
+        finally:
+            await service.stop()
+        return result, code
+    return asyncio.run(scenario())
+
+
+def test_a_crash_between_signing_and_commit_leaves_neither_the_lsc_nor_its_key_request(tmp_path):
+    """The key request (csrs row) is written in the LSC's own transaction; it used to be committed
+    before the signing and stay pending for ever when the service died in between."""
+    workdir = str(tmp_path)
+    store_path, capf_pem, phones = prepare(workdir, 1, schema_version=LATEST_VERSION)
+    with opened(store_path) as store, store.transaction() as tx:
+        tx.execute("UPDATE phones SET operation = 'install_upgrade', operation_status = 'pending'")
+    result, code = _serve_once(workdir, "lsc.signed:1", phones[0], capf_pem)
+    assert (result.outcome, code) == ("communication_failure", -signal.SIGKILL)
+    with opened(store_path) as store, store.read() as tx:
+        assert tx.scalar("SELECT count(*) FROM certificates") == 0
+        assert tx.scalar("SELECT count(*) FROM csrs") == 0
+    result, _code = _serve_once(workdir, None, phones[0], capf_pem)
+    assert result.outcome == "ok"
+    with opened(store_path) as store, store.read() as tx:
+        rows = tx.query("SELECT r.status, c.status AS lsc FROM csrs r JOIN certificates c ON c.id = r.certificate_id")
+    assert rows == [{"status": "issued", "lsc": "installed"}]
+
+
+OPEN_CHILD = "import sys; sys.path.insert(0, sys.argv[1]); from _opencapf.store import open_store; open_store(sys.argv[2])"
+
+
+def _schema(path):
+    connection = sqlite3.connect(path)
+    try:
+        return sorted(row for row in connection.execute("SELECT type, name, sql FROM sqlite_master"))
+    finally:
+        connection.close()
+
+
+def _statements(number):
+    return sum(2 if statement.startswith("{append_only:") else 1 for statement in MIGRATIONS[number - 1][2])
+
+
+@pytest.mark.parametrize("start, crash", [(0, 1), (0, 9), (0, _statements(1)), (1, 1), (1, _statements(2))])
+def test_a_migration_killed_between_its_statements_leaves_the_previous_version(tmp_path, start, crash):
+    fresh = str(tmp_path / "fresh.db")
+    open_store(fresh).close()
+    path = str(tmp_path / "killed.db")
+    backend = SqliteBackend(path)
+    migrate(backend, target=start)
+    backend.close()
+    env = dict(os.environ, PYTHONPATH=ENGINE_PATH, **{ENV_CRASH_AT: f"migration.statement:{crash}"})
+    child = subprocess.run([sys.executable, "-c", OPEN_CHILD, ENGINE_PATH, path], env=env, check=False, timeout=120)
+    assert child.returncode == -signal.SIGKILL
+    connection = sqlite3.connect(path)
+    try:
+        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        version = connection.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] if tables else 0
+    finally:
+        connection.close()
+    assert (version or 0) == start
+    with opened(path) as store:
+        assert store.schema_version() == LATEST_VERSION
+    assert _schema(path) == _schema(fresh)
+
+
+BULK_CHILD = """import sys
+sys.path.insert(0, sys.argv[1])
+from _opencapf import bulk
+from _opencapf.store import open_store
+with open_store(sys.argv[2], actor="bulk-test") as store:
+    bulk.converge(store, query={"name_pattern": "SEP*"}, settings={"certificate_operation": "install_upgrade"})
+"""
+
+
+def test_a_bulk_update_killed_mid_transaction_changes_nothing(store, store_path):
+    for index in range(30):
+        add_phone(store, "SEP00000000D%03X" % index)
+
+    def state():
+        with store.read() as tx:
+            return (tx.query("SELECT name, operation, operation_status, updated_at FROM phones ORDER BY name"),
+                    tx.scalar("SELECT count(*) FROM audit_events"))
+
+    before = state()
+    env = dict(os.environ, PYTHONPATH=ENGINE_PATH, **{ENV_CRASH_AT: "bulk.updated:1"})
+    child = subprocess.run([sys.executable, "-c", BULK_CHILD, ENGINE_PATH, store_path], env=env, check=False,
+                           timeout=120)
+    assert child.returncode == -signal.SIGKILL
+    assert state() == before
+    result = bulk.converge(store, query={"name_pattern": "SEP*"}, settings={"certificate_operation": "install_upgrade"})
+    assert result["counts"]["changed"] == 30
+    with store.read() as tx:
+        assert tx.scalar("SELECT count(*) FROM phones WHERE operation_status = 'pending'") == 30
