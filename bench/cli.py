@@ -18,6 +18,7 @@ import time
 
 # Importing limits and reports registers their benchmarks.
 from . import ROOT, harness, limits, machine, report, reports, targets  # noqa: F401 pylint: disable=unused-import
+from . import convergence  # noqa: F401 pylint: disable=unused-import
 from .harness import BENCHMARKS, DERIVED, Context, Figure
 
 DEFAULT_JSON = os.path.join("bench-results", "latest.json")
