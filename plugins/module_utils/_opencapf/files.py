@@ -60,15 +60,15 @@ def read_private_file(path: str, what: str = "key file") -> bytes:
         raise CapfError(f"cannot read {what} {path}: {exc.strerror}") from None
 
 
-def read_input_file(path: str, what: str) -> bytes:
-    """Read a user-supplied file (certificate, CSV, YAML), refusing anything over 1 MiB."""
+def read_input_file(path: str, what: str, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
+    """Read a user-supplied file (certificate, key, YAML), refusing anything over ``max_bytes`` (1 MiB)."""
     try:
         with open(path, "rb") as handle:
-            data = handle.read(MAX_INPUT_BYTES + 1)
+            data = handle.read(max_bytes + 1)
     except OSError as exc:
         raise CapfError(f"cannot read {what} {path}: {exc.strerror}") from None
-    if len(data) > MAX_INPUT_BYTES:
-        raise CapfError(f"{what} {path} is larger than {MAX_INPUT_BYTES} bytes")
+    if len(data) > max_bytes:
+        raise CapfError(f"{what} {path} is larger than {max_bytes} bytes")
     return data
 
 

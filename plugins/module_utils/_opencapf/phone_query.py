@@ -29,6 +29,7 @@ _SELECT = (
     "FROM phones p LEFT JOIN certificates l ON l.id = ("
     "SELECT MAX(x.id) FROM certificates x WHERE x.phone_id = p.id AND x.kind = 'lsc' AND x.status != 'stale')"
 )
+_SELECT_PHONES = "SELECT p.* FROM phones p"
 
 
 def _as_list(value) -> list:
@@ -72,9 +73,14 @@ def _like(pattern: str) -> str:
     return escaped.replace("*", "%").replace("?", "_")
 
 
-def select(tx: Transaction, query: dict | None) -> list[dict[str, Any]]:
-    """Phones matching a (validated) query, by name, with their current LSC columns."""
+def select(tx: Transaction, query: dict | None, *, with_lsc: bool = True) -> list[dict[str, Any]]:
+    """Phones matching a (validated) query, by name, with their current LSC columns.
+
+    ``with_lsc=False`` returns the phone columns only (a bulk job needs no more); the current LSC is
+    still looked up when the query filters on it.
+    """
     query = query or {}
+    with_lsc = with_lsc or bool(query.get("lsc_status") or query.get("lsc_expires_before"))
     where, params = [], []
     names = query.get("names") or []
     if names and len(names) <= _IN_LIMIT:
@@ -99,7 +105,7 @@ def select(tx: Transaction, query: dict | None) -> list[dict[str, Any]]:
     if query.get("lsc_expires_before"):
         where.append("l.not_after < ?")
         params.append(query["lsc_expires_before"])
-    sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY p.name"
+    sql = (_SELECT if with_lsc else _SELECT_PHONES) + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY p.name"
     rows = tx.query(sql, params)
     if names and len(names) > _IN_LIMIT:
         wanted = set(names)

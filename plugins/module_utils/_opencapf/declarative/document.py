@@ -13,6 +13,7 @@ from ..files import read_input_file
 from .schema import schema
 
 MAX_ERRORS = 20
+MAX_BYTES = 32 * 1024 * 1024  # as for CSV imports: a file that declares 100,000 phones fits
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,8 @@ def parse(text, source: str = "document", base_dir: str = ".") -> Document:
     """Parse YAML text and validate it against the schema."""
     require("PyYAML", "jsonschema")
     try:
-        data = yaml.safe_load(text)
+        # libyaml's parser when PyYAML has it: the same safe loader, many times faster on large files.
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # nosec B506
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -92,6 +94,6 @@ def parse(text, source: str = "document", base_dir: str = ".") -> Document:
 
 
 def load(path: str) -> Document:
-    """Read (at most 1 MiB), parse and validate a declarative file."""
-    data = read_input_file(path, "declarative file")
+    """Read (at most 32 MiB), parse and validate a declarative file."""
+    data = read_input_file(path, "declarative file", MAX_BYTES)
     return parse(data.decode("utf-8", "replace"), path, os.path.dirname(os.path.abspath(path)))
