@@ -56,7 +56,7 @@ def _smoke_sizes_pass_no_target(results):
     assert len(statuses) == 9
     assert all(target["status"] == "not measured" for target in statuses.values())
     assert "300 phones" in statuses["reports.pending_csrs"]["note"]
-    assert statuses["bulk.first_run"]["note"] == "its benchmark is not built yet"
+    assert statuses["bulk.first_run"]["note"] == "measured over 40 phones, not 40,000"
 
 
 def _machine_described(machine):
@@ -75,6 +75,10 @@ def _work_was_really_done(figures):
     assert store_write["synchronous"] == 2  # FULL: every commit is fsynced
     assert store_write["rows_written"] == store_write["operations"] + 3  # + the warm-up writes
     assert figures["store.phones_by_lsc_expiry"]["details"]["rows"] == 300
+    bulk = figures["fleet.bulk_update_first_run"]["details"]
+    assert bulk["phones"] == 40 and bulk["recap"]["changed"] == 1 and bulk["recap"]["failed"] == 0
+    assert figures["fleet.bulk_update_noop_run"]["details"]["recap"]["changed"] == 0
+    assert figures["fleet.declarative_apply_first"]["details"]["counts"]["created"] == 40
     ceiling = figures["limits.enrolment_ceiling_rsa2048"]
     parts = ceiling["details"]
     assert abs(1000 / ceiling["value"] - (parts["handshake_ms"] + parts["lsc_sign_ms"] + parts["store_write_ms"])) < 0.01
