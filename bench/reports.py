@@ -38,8 +38,8 @@ LISTINGS = {
                                    lambda tx, horizon: capf_reports.phone_rows(tx, None, order="lsc_expiry")),
     "store.lsc_expiring_before": (f"phones whose current LSC expires within {EXPIRY_HORIZON_DAYS} days (capf_info "
                                   "phones, query lsc_expires_before, order_by lsc_expiry)",
-                                  lambda tx, horizon: capf_reports.phone_rows(tx, {"lsc_expires_before": horizon},
-                                                                         order="lsc_expiry")),
+                                  lambda tx, horizon: capf_reports.phone_rows(
+                                      tx, {"lsc_expires_before": horizon}, order="lsc_expiry")),
 }
 # The SQL each listing runs, for its query plan and the time SQLite alone needs.
 _STATEMENTS = {

@@ -65,8 +65,8 @@ def recent_sessions(tx: Transaction, limit: int = 100, device_names=None) -> lis
 
 
 PHONE_COLUMNS = ("p.name, p.description, p.model, p.device_pool, p.security_mode, p.operation, p.operation_status, "
-                  "p.operation_reason, p.auth_mode, p.operation_deadline, p.locked, l.id, l.serial, l.status, "
-                  "l.not_after, l.issued_at, l.installed_at")
+                 "p.operation_reason, p.auth_mode, p.operation_deadline, p.locked, l.id, l.serial, l.status, "
+                 "l.not_after, l.issued_at, l.installed_at")
 
 
 def phone_rows(tx: Transaction, query: dict | None, *, secret: bytes | None = None,
