@@ -180,14 +180,14 @@ def _bulk_and_loop(work_dir: str, phones: int, loop_phones: int) -> dict:
         store.close()
     if _renewing(path, DEADLINE) != 0:
         raise AssertionError("the generated store already has phones with the bulk settings")
-    bulk = BULK_PLAYBOOK.format(store=path, deadline=DEADLINE)
-    first_seconds, first = _playbook(work_dir, collections, "bulk.yml", bulk)
+    playbook = BULK_PLAYBOOK.format(store=path, deadline=DEADLINE)
+    first_seconds, first = _playbook(work_dir, collections, "bulk.yml", playbook)
     updated = _renewing(path, DEADLINE)
     audited = _count(path, "SELECT count(*) FROM audit_events WHERE action = 'phone.update'")
     if first["changed"] != 1 or updated != phones or audited != phones:
         raise AssertionError(f"first bulk run: recap {first}, {updated} of {phones} phones updated, "
                              f"{audited} audit events")
-    noop_seconds, noop = _playbook(work_dir, collections, "bulk.yml", bulk)
+    noop_seconds, noop = _playbook(work_dir, collections, "bulk.yml", playbook)
     if noop["changed"] != 0 or _count(path, "SELECT count(*) FROM audit_events WHERE action = 'phone.update'") != phones:
         raise AssertionError(f"no-op bulk run changed something: recap {noop}")
     # Where a run's time goes: Ansible alone (one ping task), and the engine's job alone, in this process.
@@ -199,7 +199,7 @@ def _bulk_and_loop(work_dir: str, phones: int, loop_phones: int) -> dict:
                "ansible_ping_playbook_cpu_seconds": ping["cpu_seconds"],
                "engine_noop_job_seconds": round(engine_seconds, 3), "engine_noop_job_cpu_seconds": engine_cpu}
 
-    # The loop changes phones the bulk run left alone: a different deadline on the last ones.
+    # The loop gives the last phones another deadline, so that each of its tasks changes its phone.
     devices = [_name(phones - 1 - index) for index in range(loop_phones)]
     loop = LOOP_PLAYBOOK.format(store=path, deadline=LOOP_DEADLINE, devices=json.dumps(devices))
     loop_seconds, looped = _playbook(work_dir, collections, "loop.yml", loop)
