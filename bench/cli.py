@@ -16,8 +16,8 @@ import sys
 import tempfile
 import time
 
-# Importing limits, reports and enrolment registers their benchmarks.
-from . import ROOT, enrolment, harness, limits, machine, report, reports, targets  # noqa: F401 pylint: disable=unused-import
+# Importing the benchmark modules registers their benchmarks.
+from . import ROOT, convergence, enrolment, harness, limits, machine, report, reports, targets  # noqa: F401 pylint: disable=unused-import
 from .harness import BENCHMARKS, DERIVED, Context, Figure
 
 DEFAULT_JSON = os.path.join("bench-results", "latest.json")

@@ -41,6 +41,13 @@ options:
       - Write the CAPF report (CSV, mode 0600) of the phones selected by O(query) to this file on the managed
         host. The file is written in check mode too, since it changes no CAPF state.
     type: path
+  order_by:
+    description:
+      - Order of RV(phones) and of the report. V(lsc_expiry) lists the soonest-expiring current LSC first
+        (phones without a current LSC before all others), then by device name.
+    type: str
+    choices: [device_name, lsc_expiry]
+    default: device_name
 """
 
 EXAMPLES = r"""
@@ -56,6 +63,12 @@ EXAMPLES = r"""
       lsc_expires_before: "2027-02-01"
     report_path: /srv/capf/report.csv
   register: expiring
+
+- name: Every phone, soonest LSC expiry first
+  opencapf.capf.capf_info:
+    gather: [phones]
+    order_by: lsc_expiry
+  register: by_expiry
 
 - name: Fail when a phone has no installed LSC
   ansible.builtin.assert:
@@ -121,6 +134,7 @@ def main():
         gather={"type": "list", "elements": "str", "choices": list(reports.SECTIONS)},
         limit={"type": "int", "default": 100},
         report_path={"type": "path"},
+        order_by={"type": "str", "choices": list(reports.PHONE_ORDERS), "default": "device_name"},
         authentication_string={"type": "str", "no_log": True},
         **query_argument_spec(),
     )
@@ -129,7 +143,7 @@ def main():
     with engine(module) as store:
         result = reports.gather(store, params["gather"], query=drop_none(params["query"]), limit=params["limit"],
                                 report_path=params["report_path"],
-                                authentication_string=params["authentication_string"])
+                                authentication_string=params["authentication_string"], order_by=params["order_by"])
         if "service" in result:
             result["service"]["state"] = service_control.status(store)
     module.exit_json(changed=False, **result)

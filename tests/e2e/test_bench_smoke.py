@@ -58,7 +58,7 @@ def _smoke_sizes_pass_no_target(results):
     assert all(target["status"] == "not measured" for target in statuses.values())
     assert "300 phones" in statuses["reports.pending_csrs"]["note"]
     assert "smoke" in statuses["workers.speedup"]["note"]
-    assert statuses["bulk.first_run"]["note"] == "its benchmark is not built yet"
+    assert statuses["bulk.first_run"]["note"] == "measured over 40 phones, not 40,000"
 
 
 def _machine_described(machine):
@@ -86,6 +86,10 @@ def _work_was_really_done(figures):
     two = figures["workers.two_processes"]["details"]
     assert two["server_processes"] == 2 and len(two["server_peak_rss_by_process"]) == 3  # supervisor + 2 workers
     assert figures["enrol.c500_failures"]["details"]["enrolments"] > 0
+    bulk = figures["fleet.bulk_update_first_run"]["details"]
+    assert bulk["phones"] == 40 and bulk["recap"]["changed"] == 1 and bulk["recap"]["failed"] == 0
+    assert figures["fleet.bulk_update_noop_run"]["details"]["recap"]["changed"] == 0
+    assert figures["fleet.declarative_apply_first"]["details"]["counts"]["created"] == 40
     ceiling = figures["limits.enrolment_ceiling_rsa2048"]
     parts = ceiling["details"]
     assert abs(1000 / ceiling["value"] - (parts["handshake_ms"] + parts["lsc_sign_ms"] + parts["store_write_ms"])) < 0.01

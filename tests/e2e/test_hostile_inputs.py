@@ -20,7 +20,7 @@ from support.tools import ENGINE_PATH, run_cli
 from _opencapf import csv_import
 from _opencapf.errors import ValidationError
 from _opencapf.vocabulary import (MAX_CERTIFICATES, MAX_CSV_CELL, MAX_CSV_ROWS, MAX_DOCUMENT_DEPTH,
-                                  MAX_DOCUMENT_NODES, MAX_INPUT_BYTES)
+                                  MAX_DOCUMENT_BYTES, MAX_DOCUMENT_NODES, MAX_INPUT_BYTES)
 
 MIB = 1024 * 1024
 
@@ -152,9 +152,9 @@ def test_hostile_deployment_file_is_refused_before_the_store(initialised, tmp_pa
 
 def test_oversized_deployment_file_is_refused(initialised, tmp_path):
     deployment = tmp_path / "deploy.yml"
-    deployment.write_text("opencapf: 1\n# " + "x" * (2 * MIB) + "\n")
+    deployment.write_text("opencapf: 1\n# " + "x" * (MAX_DOCUMENT_BYTES + MIB) + "\n")
     result = run_cli("--store", initialised, "apply", str(deployment))
-    one_line_error(result, str(deployment), f"limit of {MAX_INPUT_BYTES} bytes")
+    one_line_error(result, str(deployment), f"limit of {MAX_DOCUMENT_BYTES} bytes")
 
 
 def test_aliases_within_the_limits_still_work():

@@ -69,10 +69,11 @@ def _strings_csv(generated: list[dict]) -> bytes:
 
 
 def _changed_fields(plan) -> tuple[dict, dict]:
-    if plan.before is None:
-        return None, plan.after
-    keys = [k for k in plan.after if plan.after[k] != plan.before.get(k)]
-    return {k: plan.before[k] for k in keys}, {k: plan.after[k] for k in keys}
+    before, after = plan.before, plan.after
+    if before is None:
+        return None, after
+    keys = [k for k in after if after[k] != before.get(k)]
+    return {k: before[k] for k in keys}, {k: after[k] for k in keys}
 
 
 def run(store: Store, spec: dict, *, shared_string: str | None = None, csv_rows=None,
@@ -94,7 +95,7 @@ def run(store: Store, spec: dict, *, shared_string: str | None = None, csv_rows=
         defaults = service_records.read(tx)
         work: list[tuple[dict | None, str, dict, AuthRequest]] = []
         if spec["query"] is not None:
-            for row in phone_query.select(tx, spec["query"]):
+            for row in phone_query.select(tx, spec["query"], with_lsc=False):
                 work.append((row, row["name"], wanted, base_auth))
         if csv_rows is not None:
             existing = phone_records.by_name(tx, [item.name for item in csv_rows])

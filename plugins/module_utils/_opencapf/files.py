@@ -71,23 +71,23 @@ def read_private_file(path: str, what: str = "key file") -> bytes:
             data = handle.read(MAX_INPUT_BYTES + 1)
     except OSError as exc:
         raise CapfError(f"cannot read {what} {path}: {exc.strerror}") from None
-    _check_size(data, what, path)
+    _check_size(data, what, path, MAX_INPUT_BYTES)
     return data
 
 
-def _check_size(data: bytes, what: str, path: str) -> None:
-    if len(data) > MAX_INPUT_BYTES:
-        raise CapfError(f"{what} {path} is larger than the limit of {MAX_INPUT_BYTES} bytes (1 MiB)")
+def _check_size(data: bytes, what: str, path: str, max_bytes: int) -> None:
+    if len(data) > max_bytes:
+        raise CapfError(f"{what} {path} is larger than the limit of {max_bytes} bytes ({max_bytes // (1024 * 1024)} MiB)")
 
 
-def read_input_file(path: str, what: str) -> bytes:
-    """Read a user-supplied file (certificate, CSV, YAML), refusing anything over 1 MiB."""
+def read_input_file(path: str, what: str, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
+    """Read a user-supplied file (certificate, key, YAML), refusing anything over ``max_bytes`` (default 1 MiB)."""
     try:
         with open(path, "rb") as handle:
-            data = handle.read(MAX_INPUT_BYTES + 1)
+            data = handle.read(max_bytes + 1)
     except OSError as exc:
         raise CapfError(f"cannot read {what} {path}: {exc.strerror}") from None
-    _check_size(data, what, path)
+    _check_size(data, what, path, max_bytes)
     return data
 
 

@@ -110,12 +110,21 @@ class PhonePlan:
     changes: dict             # column -> new value (auth columns included)
     generated: str | None     # a new authentication string (None in check mode)
     auth_view: str            # "(unset)", "(set)", "(new)", "(changed)"
-    before: dict | None
-    after: dict | None
+    current: dict | None      # the phone's row before the change (None for a new phone)
+    after_row: dict           # the phone's row after it
 
     @property
     def changed(self) -> bool:
         return bool(self.changes) or not self.exists
+
+    # The reviewer's views are built on demand: a bulk job over 40,000 unchanged phones needs none.
+    @property
+    def before(self) -> dict | None:
+        return settings_view(self.current) if self.current is not None else None
+
+    @property
+    def after(self) -> dict:
+        return settings_view(self.after_row, self.auth_view)
 
 
 def settings_view(row: dict, auth_view: str | None = None) -> dict[str, Any]:
@@ -189,11 +198,9 @@ def plan_phone(current: dict | None, name: str, wanted: dict, defaults: dict, au
         target["operation_reason"] = ""
 
     changes = {column: value for column, value in target.items() if value != base[column]}
-    before = settings_view(current) if current is not None else None
     after_row = dict(base)
     after_row.update(target)
-    return PhonePlan(name, current is not None, changes, generated, auth_view, before,
-                     settings_view(after_row, auth_view))
+    return PhonePlan(name, current is not None, changes, generated, auth_view, current, after_row)
 
 
 def _write_row(plan: PhonePlan, current: dict | None) -> dict[str, Any]:

@@ -23,12 +23,15 @@ QUERY_FIELDS = ("names", "name_pattern", "device_pool", "model", "security_mode"
 LSC_STATUSES = ("none",) + CERTIFICATE_STATUSES
 _IN_LIMIT = 500
 
-_SELECT = (
-    "SELECT p.*, l.id AS lsc_id, l.serial AS lsc_serial, l.status AS lsc_status, l.not_after AS lsc_not_after, "
-    "l.issued_at AS lsc_issued_at, l.installed_at AS lsc_installed_at "
-    "FROM phones p LEFT JOIN certificates l ON l.id = ("
+# A phone's current LSC: its newest LSC that is not stale (a stale one was never installed).
+_FROM_WITH_LSC = (
+    " FROM phones p LEFT JOIN certificates l ON l.id = ("
     "SELECT MAX(x.id) FROM certificates x WHERE x.phone_id = p.id AND x.kind = 'lsc' AND x.status != 'stale')"
 )
+_LSC_COLUMNS = ("l.id AS lsc_id, l.serial AS lsc_serial, l.status AS lsc_status, l.not_after AS lsc_not_after, "
+                "l.issued_at AS lsc_issued_at, l.installed_at AS lsc_installed_at")
+# Orders of a listing. By LSC expiry, phones without a current LSC come first (they need one most).
+ORDERS = {"device_name": "p.name", "lsc_expiry": "l.not_after, p.name"}
 
 
 def _as_list(value) -> list:
@@ -72,9 +75,13 @@ def _like(pattern: str) -> str:
     return escaped.replace("*", "%").replace("?", "_")
 
 
-def select(tx: Transaction, query: dict | None) -> list[dict[str, Any]]:
-    """Phones matching a (validated) query, by name, with their current LSC columns."""
+def statement(query: dict | None, columns: str, *, with_lsc: bool = True,
+              order: str = "device_name") -> tuple[str, list, set | None]:
+    """The SQL selecting ``columns`` (of ``p``, and ``l`` with ``with_lsc``) of the phones that match
+    a validated query, in ``order``; its parameters; and the names to keep when the query names
+    more phones than one statement can list (None: keep every row)."""
     query = query or {}
+    with_lsc = with_lsc or order != "device_name" or bool(query.get("lsc_status") or query.get("lsc_expires_before"))
     where, params = [], []
     names = query.get("names") or []
     if names and len(names) <= _IN_LIMIT:
@@ -99,10 +106,20 @@ def select(tx: Transaction, query: dict | None) -> list[dict[str, Any]]:
     if query.get("lsc_expires_before"):
         where.append("l.not_after < ?")
         params.append(query["lsc_expires_before"])
-    sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY p.name"
+    sql = f"SELECT {columns}" + (_FROM_WITH_LSC if with_lsc else " FROM phones p")
+    sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY " + ORDERS[order]
+    return sql, params, set(names) if names and len(names) > _IN_LIMIT else None
+
+
+def select(tx: Transaction, query: dict | None, *, with_lsc: bool = True) -> list[dict[str, Any]]:
+    """Phones matching a (validated) query, by name, with their current LSC columns.
+
+    ``with_lsc=False`` returns the phone columns only (a bulk job needs no more); the current LSC is
+    still looked up when the query filters on it.
+    """
+    sql, params, wanted = statement(query, "p.*, " + _LSC_COLUMNS if with_lsc else "p.*", with_lsc=with_lsc)
     rows = tx.query(sql, params)
-    if names and len(names) > _IN_LIMIT:
-        wanted = set(names)
+    if wanted is not None:
         rows = [row for row in rows if row["name"] in wanted]
     return rows
 

@@ -48,12 +48,13 @@ RESERVED_CN_PREFIX = "CAPF-"
 
 # Input limits (docs/reliability.md, "Authentication, inputs and secrets"). Anything larger is
 # refused with an error naming the field or file and the limit, before the store is touched.
-MAX_INPUT_BYTES = 1024 * 1024  # a certificate, key, public key or declarative file (or content option)
+MAX_INPUT_BYTES = 1024 * 1024  # a certificate, key or public key file (or content option)
 MAX_CERTIFICATES = 50  # certificates in one PEM text (a chain or bundle)
 MAX_CSV_BYTES = 32 * 1024 * 1024  # a CSV of phones: 100,000 phones fit
 MAX_CSV_ROWS = 100000
 MAX_CSV_CELL = 1024  # characters in one CSV cell
-MAX_DOCUMENT_NODES = 500000  # YAML nodes of a declarative file, every alias expanded
+MAX_DOCUMENT_BYTES = 32 * 1024 * 1024  # a declarative file: 100,000 phones fit, as in a CSV
+MAX_DOCUMENT_NODES = 5000000  # YAML nodes of a declarative file, every alias expanded (100,000 phones fit)
 MAX_DOCUMENT_DEPTH = 64  # nesting of mappings and lists in a declarative file
 
 _AUTH_STRING = re.compile(r"[0-9]{%d,%d}" % AUTH_STRING_DIGITS)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from ..dependencies import jsonschema, require, yaml
 from ..errors import ValidationError
 from ..files import read_input_file
-from ..vocabulary import MAX_DOCUMENT_DEPTH, MAX_DOCUMENT_NODES, MAX_INPUT_BYTES
+from ..vocabulary import MAX_DOCUMENT_BYTES, MAX_DOCUMENT_DEPTH, MAX_DOCUMENT_NODES
 from .schema import schema
 
 MAX_ERRORS = 20
@@ -112,12 +112,25 @@ def _expanded_size(node, level: int, known: dict, open_nodes: set) -> tuple[int,
     return total, height
 
 
-def safe_load(text):
-    """``yaml.safe_load`` bounded: nesting at most MAX_DOCUMENT_DEPTH, at most MAX_DOCUMENT_NODES
-    nodes after expanding aliases (a "billion laughs" file is refused before it is constructed),
-    no recursive aliases. Only plain YAML types are built (the safe loader)."""
-    class BoundedLoader(yaml.SafeLoader):  # pylint: disable=too-many-ancestors
+def _loader_class():
+    """The safe loader with a depth-bounded composer. With libyaml, PyYAML's C parser produces the
+    events (many times faster on large files) and the Python composer below builds the node graph,
+    so the nesting bound holds whichever parser runs."""
+    parser = getattr(yaml, "CParser", None)
+    bases = (yaml.composer.Composer, parser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver) if parser \
+        else (yaml.SafeLoader,)
+
+    class BoundedLoader(*bases):  # pylint: disable=too-many-ancestors
         depth = 0
+
+        def __init__(self, stream):
+            if parser:
+                parser.__init__(self, stream)  # pylint: disable=non-parent-init-called
+                yaml.composer.Composer.__init__(self)
+                yaml.constructor.SafeConstructor.__init__(self)
+                yaml.resolver.Resolver.__init__(self)
+            else:
+                yaml.SafeLoader.__init__(self, stream)  # pylint: disable=non-parent-init-called
 
         def compose_node(self, parent, index):
             self.depth += 1
@@ -128,7 +141,14 @@ def safe_load(text):
             finally:
                 self.depth -= 1
 
-    loader = BoundedLoader(text)
+    return BoundedLoader
+
+
+def safe_load(text):
+    """``yaml.safe_load`` bounded: nesting at most MAX_DOCUMENT_DEPTH, at most MAX_DOCUMENT_NODES
+    nodes after expanding aliases (a "billion laughs" file is refused before it is constructed),
+    no recursive aliases. Only plain YAML types are built (the safe constructor)."""
+    loader = _loader_class()(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -142,8 +162,9 @@ def safe_load(text):
 def parse(text, source: str = "document", base_dir: str = ".") -> Document:
     """Parse YAML text (bounded, see ``safe_load``) and validate it against the schema."""
     require("PyYAML", "jsonschema")
-    if len(text) > MAX_INPUT_BYTES:
-        raise ValidationError(source, f"is larger than the limit of {MAX_INPUT_BYTES} bytes (1 MiB)")
+    if len(text) > MAX_DOCUMENT_BYTES:
+        raise ValidationError(source, f"is larger than the limit of {MAX_DOCUMENT_BYTES} bytes "
+                                      f"({MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB)")
     try:
         data = safe_load(text)
     except _TooLarge as exc:
@@ -159,6 +180,6 @@ def parse(text, source: str = "document", base_dir: str = ".") -> Document:
 
 
 def load(path: str) -> Document:
-    """Read (at most 1 MiB), parse and validate a declarative file."""
-    data = read_input_file(path, "declarative file")
+    """Read (at most MAX_DOCUMENT_BYTES), parse and validate a declarative file."""
+    data = read_input_file(path, "declarative file", MAX_DOCUMENT_BYTES)
     return parse(data.decode("utf-8", "replace"), path, os.path.dirname(os.path.abspath(path)))

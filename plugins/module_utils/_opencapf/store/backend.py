@@ -33,6 +33,12 @@ class Transaction(abc.ABC):
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Return every row of a query as a dict."""
 
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple]:
+        """Yield the rows of a query as tuples, in the order of its columns (for long listings:
+        a backend may stream them instead of building every row first)."""
+        for row in self.query(sql, params):
+            yield tuple(row.values())
+
     def one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
         """Return the first row of a query, or None."""
         rows = self.query(sql, params)

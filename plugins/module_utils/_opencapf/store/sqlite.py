@@ -34,6 +34,9 @@ class _SqliteTransaction(Transaction):
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row)) for row in cursor.fetchall()]
 
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple]:
+        return iter(self._connection.execute(sql, params))
+
 
 class SqliteBackend(Backend):
     """A store in one SQLite file, created 0600 in a 0700 directory when new."""

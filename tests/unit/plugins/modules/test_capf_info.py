@@ -82,3 +82,33 @@ def test_stale_lsc_delete_by_device_then_all(run, store_path):
         assert db.execute("SELECT count(*) FROM certificates WHERE status = 'installed'").fetchone()[0] == 1
     bad = run(capf_stale_lsc, {"store": store_path, "devices": ["phone-1"]})
     assert bad["failed"] and bad["msg"].startswith("devices[0] must be SEP")
+
+
+def test_phones_and_report_ordered_by_lsc_expiry(run, store_path, tmp_path):
+    with open_store(store_path, actor="test") as store:
+        authority.ensure(store)
+        for name, not_after in (("SEP000000000001", "2030-01-01T00:00:00Z"), ("SEP000000000002", "2027-06-01T00:00:00Z"),
+                                ("SEP000000000003", "2028-03-01T00:00:00Z")):
+            issued = lsc.issue(store, name, ec.generate_private_key(ec.SECP256R1()).public_key())
+            with store.transaction() as tx:
+                certificate_records.set_status(tx, "test", issued.id, "installed")
+                tx.execute("UPDATE certificates SET not_after = ? WHERE id = ?", (not_after, issued.id))
+        # a newer stale LSC is not the current one: its expiry does not count
+        stale = lsc.issue(store, "SEP000000000002", ec.generate_private_key(ec.SECP256R1()).public_key())
+        with store.transaction() as tx:
+            certificate_records.set_status(tx, "test", stale.id, "stale")
+    run(capf_phone, {"store": store_path, "name": "SEP000000000004"})  # no LSC: listed first
+    report = tmp_path / "by-expiry.csv"
+    info = run(capf_info, {"store": store_path, "gather": ["phones"], "order_by": "lsc_expiry",
+                           "report_path": str(report)}, check=True)
+    expected = ["SEP000000000004", "SEP000000000002", "SEP000000000003", "SEP000000000001"]
+    assert [phone["device_name"] for phone in info["phones"]] == expected
+    assert info["phones"][1]["lsc"]["not_after"] == "2027-06-01T00:00:00Z"
+    assert [row["device_name"] for row in csv.DictReader(report.open())] == expected
+    by_name = run(capf_info, {"store": store_path, "gather": ["phones"]})
+    assert [phone["device_name"] for phone in by_name["phones"]] == sorted(expected)
+    soon = run(capf_info, {"store": store_path, "gather": ["phones"], "order_by": "lsc_expiry",
+                           "query": {"lsc_expires_before": "2029-01-01"}})
+    assert [phone["device_name"] for phone in soon["phones"]] == ["SEP000000000002", "SEP000000000003"]
+    bad = run(capf_info, {"store": store_path, "order_by": "expiry"})
+    assert bad["failed"] and "order_by" in bad["msg"]

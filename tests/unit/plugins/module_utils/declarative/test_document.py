@@ -69,6 +69,16 @@ def test_unreadable_documents(text, message):
 
 def test_oversized_file_is_refused(tmp_path):
     path = tmp_path / "huge.yml"
-    path.write_text("opencapf: 1\n" + "#" * (1024 * 1024 + 10))
-    with pytest.raises(Exception, match="larger than"):
+    path.write_text("opencapf: 1\n" + "#" * (32 * 1024 * 1024 + 10))
+    with pytest.raises(Exception, match="larger than the limit of 33554432 bytes"):
         document.load(str(path))
+
+
+def test_a_file_over_one_mebibyte_is_read(tmp_path):
+    """Large fleets are declared in one file: 4,000 phones already take more than 1 MiB."""
+    path = tmp_path / "fleet.yml"
+    phones = "".join(f"  - name: SEP{index:012X}\n    description: {'x' * 200}\n" for index in range(5000))
+    path.write_text("opencapf: 1\nphones:\n" + phones)
+    assert path.stat().st_size > 1024 * 1024
+    loaded = document.load(str(path))
+    assert len(loaded.data["phones"]) == 5000 and loaded.data["phones"][-1]["name"] == "SEP000000001387"
