@@ -28,6 +28,10 @@ def register(subparsers) -> None:
     parser.add_argument("--step-timeout", type=float, default=10.0, help="seconds a phone may take per step")
     parser.add_argument("--queue-timeout", type=float, default=60.0,
                         help="seconds a connection may wait for a free session slot")
+    parser.add_argument("--handshake-timeout", type=float, default=10.0,
+                        help="seconds a client may take for its whole TLS handshake")
+    parser.add_argument("--max-handshakes", type=int, default=1000,
+                        help="TLS handshakes in progress at once; further connections wait for one to end")
     parser.add_argument("--workers", type=int, default=4, help="threads for store work")
     parser.add_argument("--enrolment-interval", type=float, default=30.0,
                         help="seconds between the certificate enrolment service's polls of pending online CA "
@@ -41,6 +45,7 @@ def register(subparsers) -> None:
 def _options(args) -> ServerOptions:
     return ServerOptions(addresses=tuple(args.listen) if args.listen else None, port=args.port,
                          step_timeout=args.step_timeout, queue_timeout=args.queue_timeout, workers=args.workers,
+                         handshake_timeout=args.handshake_timeout, max_handshakes=args.max_handshakes,
                          enrolment_interval=args.enrolment_interval)
 
 
