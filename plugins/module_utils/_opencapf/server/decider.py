@@ -77,7 +77,7 @@ def load_certificate(encoded: bytes):
         c.not_after(certificate)
         _extensions = certificate.extensions
         _algorithm = certificate.signature_hash_algorithm
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+    except Exception as exc:  # ValueError, UnsupportedAlgorithm, UnsupportedGeneralNameType, DuplicateExtension...
         raise CertificateError(f"CERTIFICATE has a malformed field: {exc}") from None
     try:
         public_key = certificate.public_key()
