@@ -307,6 +307,7 @@ def test_random_bytes_under_tls_after_the_handshake(ca_store, quick_server, tmp_
     with _tls(server) as sock:
         assert _read_message(sock).command == Command.AUTH_REQUEST
         raw = socket.socket(fileno=os.dup(sock.fileno()))
+        raw.settimeout(10)  # the duplicate shares the non-blocking descriptor of the timed TLS socket
         try:
             raw.sendall(random.Random(5).randbytes(3000))
             assert closed_by_server(raw)
