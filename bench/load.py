@@ -94,9 +94,12 @@ def _identity(name: str):
     return PhoneIdentity(PhoneSettings(name), key_factory=lambda kind, size: ec.generate_private_key(ec.SECP256R1()))
 
 
-def _probe(port: int, capf_pem: str, names: list[str], interval: float, start, stop, results) -> None:
+def _probe(port: int, capf_pem: str, names: list[str], interval: float, ready, start, stop,
+           results) -> None:
     """A separate process: a new phone every ``interval`` seconds from ``start`` until ``stop``
     (each timed on its own; a slow one does not delay the next)."""
+    _identity(names[0])  # imports done: the first probe starts as soon as it is asked for
+    ready.set()
     results.put(asyncio.run(_probes(port, capf_pem, names, interval, start, stop)))
 
 
@@ -149,7 +152,7 @@ def run(args) -> dict:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _run(args, scratch: str) -> dict:  # pylint: disable=too-many-locals
+def _run(args, scratch: str) -> dict:
     store_path = os.path.join(scratch, "capf.db")
     names = _names("SEP", args.phones)
     probe_names = _names("SEPB", max(4, int(600 / max(args.probe_interval, 0.1))))
@@ -160,10 +163,12 @@ def _run(args, scratch: str) -> dict:  # pylint: disable=too-many-locals
         try:
             idle = _memory(server.pid)
             context = multiprocessing.get_context("spawn")
-            start, stop, results = context.Event(), context.Event(), context.Queue()
-            prober = context.Process(target=_probe, args=(port, capf_pem, probe_names, args.probe_interval, start,
-                                                          stop, results))
+            ready, start, stop, results = context.Event(), context.Event(), context.Event(), context.Queue()
+            prober = context.Process(target=_probe, args=(port, capf_pem, probe_names, args.probe_interval, ready,
+                                                          start, stop, results))
             prober.start()
+            if not ready.wait(120):
+                raise SystemExit("load-test: the probe process did not start")
             identities = [_identity(name) for name in names]
             warm = max(1, args.phones // 20)
 
