@@ -1,5 +1,5 @@
 # The README's two set-up commands are `make demo` and `make test`; both bootstrap .venv.
-.PHONY: demo test unit sanity lint bench clean
+.PHONY: demo test unit sanity lint bench fuzz load clean
 
 demo:
 	scripts/demo
@@ -18,6 +18,12 @@ lint:
 
 bench:
 	scripts/bench
+
+fuzz:
+	scripts/fuzz --long
+
+load:
+	scripts/load-test
 
 clean:
 	rm -rf .venv tests/output var bench-results

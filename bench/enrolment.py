@@ -29,6 +29,7 @@ from _opencapf.ca import certificates as c
 from _opencapf.simulator.client import Target, enrol
 from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
 from _opencapf.store import open_store
+from _opencapf.store import service as service_records
 
 from . import ENGINE_PATH
 from .harness import Figure, benchmark, derived
@@ -69,6 +70,8 @@ def _prepare_store(directory: str, key_type: str, names: list[str]) -> tuple[str
                 "INSERT INTO phones (name, created_at, updated_at, operation, operation_status, key_order) "
                 "VALUES (?, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', 'install_upgrade', 'pending', ?)",
                 [(name, family) for name in names])
+            # Every simulated phone connects from 127.0.0.1: allow all of them from that one address.
+            service_records.write(tx, "bench", {"max_sessions_per_address": 1000})
         return path, authority.current(store)["pem"]
     finally:
         store.close()

@@ -64,6 +64,12 @@ options:
   max_sessions:
     description: Concurrent phone sessions served at once, 1–100000.
     type: int
+  max_sessions_per_address:
+    description:
+      - Connections one IP address may hold open at once (handshaking, waiting for a session slot or in a session),
+        1–100000 (default 100). Further connections from that address are closed and recorded as refused.
+      - Phones behind one NAT address share this limit; raise it for such sites.
+    type: int
   legacy_tls:
     description: Allow TLS 1.0 and legacy ciphers for old phone firmware.
     type: bool

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import time
 
 from support.protocol import RunningServer, add_phone, certificate_rows, openssl_verify
@@ -77,7 +78,13 @@ def test_session_limit_queues_then_refuses_cleanly(ca_store, store_path, tmp_pat
     server = RunningServer(store_path, ["127.0.0.1"], step_timeout=5.0, queue_timeout=0.5)
     try:
         add_phone(ca_store, "SEP00000000AAA1", operation="install_upgrade", key_order="ec")
-        holder = socket.create_connection(("127.0.0.1", server.port), timeout=10)  # takes the only slot
+        # A TLS client that has its AUTH_REQUEST holds the only session slot (a connection that has
+        # not finished its TLS handshake holds none).
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        holder = context.wrap_socket(socket.create_connection(("127.0.0.1", server.port), timeout=10))
+        assert holder.recv(4096)[:1] == b"\x55"
         try:
             queued = phone(tmp_path, "SEP00000000AAA1")
             result = run_enrol(queued, server)

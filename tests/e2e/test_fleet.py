@@ -14,6 +14,7 @@ from _opencapf.simulator.client import Target
 from _opencapf.simulator.fleet import run_fleet
 from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
 from _opencapf.store import phones as phone_records
+from _opencapf.store import service as service_records
 
 COUNT = 500
 
@@ -37,6 +38,8 @@ def test_500_concurrent_phones_all_enrol(ca_store, store_path, tmp_path):
         for name in names:
             phone_records.create(tx, "test", name, operation="install_upgrade", key_order="ec",
                                  operation_status="pending")
+        # Every simulated phone connects from 127.0.0.1, like a site behind one NAT address.
+        service_records.write(tx, "test", {"max_sessions_per_address": COUNT})
     capf_pem = authority.current(ca_store)["pem"]
     # EC P-256 phone keys: cheap to make, so the run measures the service, not key generation.
     identities = [PhoneIdentity(PhoneSettings(name), key_factory=lambda kind, size: ec.generate_private_key(ec.SECP256R1()))

@@ -13,7 +13,7 @@ from .errors import DependencyError
 
 try:
     from cryptography import x509
-    from cryptography.exceptions import InvalidSignature
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -23,7 +23,7 @@ try:
 except ImportError as _exc:  # reported by require()
     x509 = hashes = serialization = ec = padding = rsa = AESGCM = pkcs7 = None
     ExtendedKeyUsageOID = NameOID = None
-    InvalidSignature = Exception
+    InvalidSignature = UnsupportedAlgorithm = Exception
     CRYPTOGRAPHY_IMPORT_ERROR = _exc
 
 try:
@@ -57,7 +57,7 @@ except ImportError as _exc:  # reported by require()
     REQUESTS_NTLM_IMPORT_ERROR = _exc
 
 __all__ = [
-    "x509", "InvalidSignature", "hashes", "serialization", "ec", "padding", "rsa", "ExtendedKeyUsageOID", "NameOID",
+    "x509", "InvalidSignature", "UnsupportedAlgorithm", "hashes", "serialization", "ec", "padding", "rsa", "ExtendedKeyUsageOID", "NameOID",
     "yaml", "jsonschema", "missing", "require", "pkcs7", "requests", "HTTPAdapter", "HttpNtlmAuth", "AESGCM",
 ]
 

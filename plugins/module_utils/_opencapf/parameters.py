@@ -74,6 +74,9 @@ PARAMETERS: dict[str, Parameter] = {
         Parameter("max_sessions", 1000, _range(v.MAX_SESSIONS), "integer",
                   "Concurrent phone sessions served at once; further connections wait.",
                   bounds=v.MAX_SESSIONS),
+        Parameter("max_sessions_per_address", 100, _range(v.MAX_SESSIONS_PER_ADDRESS), "integer",
+                  "Connections one IP address may hold open at once (handshaking, waiting or in a session); "
+                  "further connections from it are refused.", bounds=v.MAX_SESSIONS_PER_ADDRESS),
         Parameter("legacy_tls", False, _bool, "boolean",
                   "Allow TLS 1.0 and legacy ciphers for old phone firmware."),
         Parameter("fips_mode", False, _bool, "boolean",

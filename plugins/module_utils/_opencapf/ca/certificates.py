@@ -34,7 +34,7 @@ def load_pem_certificates(data, field: str = "certificate") -> list:
     for index, block in enumerate(blocks):
         try:
             result.append(x509.load_pem_x509_certificate(block))
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
             raise CertificateError(f"{field}: certificate #{index + 1} is malformed PEM/DER: {exc}") from None
     return result
 
@@ -51,7 +51,7 @@ def load_der_certificate(data: bytes, field: str = "certificate"):
     require("cryptography")
     try:
         return x509.load_der_x509_certificate(bytes(data))
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
         raise CertificateError(f"{field} is not a DER X.509 certificate: {exc}") from None
 
 

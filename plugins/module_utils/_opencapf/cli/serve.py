@@ -37,6 +37,10 @@ def register(subparsers) -> None:
                              f"{max_processes()} on this machine: four per core)")
     parser.add_argument("--store-threads", "--workers", dest="store_threads", type=int, default=4,
                         help="threads for store work in each process (--workers is its old, deprecated name)")
+    parser.add_argument("--handshake-timeout", type=float, default=10.0,
+                        help="seconds a client may take for its whole TLS handshake")
+    parser.add_argument("--max-handshakes", type=int, default=1000,
+                        help="TLS handshakes in progress at once; further connections wait for one to end")
     parser.add_argument("--enrolment-interval", type=float, default=30.0,
                         help="seconds between the certificate enrolment service's polls of pending online CA "
                              "requests (issuer online_ca; 0 turns it off)")
@@ -61,6 +65,7 @@ def _check(args) -> None:
 def _options(args) -> ServerOptions:
     return ServerOptions(addresses=tuple(args.listen) if args.listen else None, port=args.port,
                          step_timeout=args.step_timeout, queue_timeout=args.queue_timeout, workers=args.store_threads,
+                         handshake_timeout=args.handshake_timeout, max_handshakes=args.max_handshakes,
                          enrolment_interval=args.enrolment_interval)
 
 

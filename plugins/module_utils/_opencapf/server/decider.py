@@ -16,7 +16,7 @@ from .. import authstrings, der, enrolment, faults
 from .. import csr as csr_module
 from ..ca import authority, lsc, rules
 from ..ca import certificates as c
-from ..dependencies import serialization
+from ..dependencies import UnsupportedAlgorithm, serialization
 from ..errors import CapfError, CertificateError
 from ..protocol import proof
 from ..protocol.codec import ProtocolError
@@ -47,7 +47,7 @@ def load_phone_key(data: bytes):
             continue
         try:
             return serialization.load_der_public_key(candidate)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, UnsupportedAlgorithm):  # e.g. an algorithm identifier nobody knows
             continue
     raise ProtocolError("PUBLIC_KEY is not a DER SubjectPublicKeyInfo")
 
@@ -68,9 +68,21 @@ def load_certificate(encoded: bytes):
     """(certificate, public key) from a phone's DER; anything unreadable is a CertificateError."""
     certificate = c.load_der_certificate(encoded, "CERTIFICATE")
     try:
+        # Names, dates and extensions are parsed on first use: parse them now, so that a malformed
+        # one is the phone's error here and not an exception deep in chain building or the store.
+        for name in (certificate.subject, certificate.issuer):
+            name.rfc4514_string()
+            c.common_name(name)
+        c.not_before(certificate)
+        c.not_after(certificate)
+        _extensions = certificate.extensions
+        _algorithm = certificate.signature_hash_algorithm
+    except Exception as exc:  # ValueError, UnsupportedAlgorithm, UnsupportedGeneralNameType, DuplicateExtension...
+        raise CertificateError(f"CERTIFICATE has a malformed field: {exc}") from None
+    try:
         public_key = certificate.public_key()
         c.key_description(public_key)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise CertificateError(f"CERTIFICATE carries an unreadable public key: {exc}") from None
     return certificate, public_key
 

@@ -5,8 +5,12 @@
 One task per connection, no thread per connection: the sans-I/O ``ServerSession`` does the
 protocol and a small thread pool does the store work it asks for. For every connection the
 driver re-reads the service parameters (so changes apply to the next session without a
-restart), refuses IPv6 peers when ``enable_ipv6`` is false, waits for a free session slot
-(back-pressure) and only then upgrades the connection to TLS with the current CAPF certificate.
+restart), refuses IPv6 peers when ``enable_ipv6`` is false, and refuses a peer address that already
+holds ``max_sessions_per_address`` connections. It then waits for a handshake slot (at most
+``ServerOptions.max_handshakes`` TLS handshakes run at once), upgrades the connection to TLS with the current CAPF
+certificate within one deadline for the whole handshake, and only then waits for a free session
+slot (back-pressure). A client that is slow or silent before or during the handshake therefore
+never holds a session slot, and one address cannot hold more than its share of the service.
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ class ServerOptions:
     addresses: tuple | None = None  # None: the listen_addresses service parameter
     port: int | None = None  # None: the port service parameter; 0: ephemeral
     step_timeout: float = 10.0  # per protocol step (phones answer within seconds)
-    handshake_timeout: float = 10.0
+    handshake_timeout: float = 10.0  # for the whole TLS handshake, however the client paces its bytes
+    max_handshakes: int = 1000  # TLS handshakes in progress at once; further connections wait (unread)
     queue_timeout: float = 60.0  # how long a connection may wait for a free session slot
     workers: int = 4
     enrolment_interval: float = 30.0  # seconds between the enrolment service's polls (0: no enrolment service)
@@ -76,6 +81,10 @@ class CapfServer:
                                                            thread_name_prefix="capf-store")
         self._contexts: dict[tuple, ssl.SSLContext] = {}
         self._slots: asyncio.Condition | None = None
+        self.handshaking = 0
+        self._handshake_slots: asyncio.Condition | None = None
+        self.per_address: dict[str, int] = {}  # open connections per peer address (every stage)
+        self._quiet_log = _QuietLog()
         self._tasks: set[asyncio.Task] = set()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -85,6 +94,7 @@ class CapfServer:
         parameters = await self._run(self._parameters)
         authority.signer(self.store)  # fail now, not at the first phone, when there is no CAPF certificate
         self._slots = asyncio.Condition()
+        self._handshake_slots = asyncio.Condition()
         addresses = [] if self.options.sockets else list(self.options.addresses or parameters["listen_addresses"])
         port = parameters["port"] if self.options.port is None else self.options.port
         for sock in self.options.sockets:
@@ -228,6 +238,45 @@ class CapfServer:
             await self._run(lambda: self._record(**record, outcome="refused", reason="IPv6 is disabled",
                                                  duration_ms=duration()))
             return
+        address = _address(writer)
+        per_address = int(parameters["max_sessions_per_address"])
+        if self.per_address.get(address, 0) >= per_address:
+            reason = f"per-address connection limit reached (max_sessions_per_address {per_address})"
+            self._quiet_log.warning(("limit", address), "session %d: refused %s: %s", session_id, peer, reason)
+            await self._run(lambda: self._record(**record, outcome="refused", reason=reason, duration_ms=duration()))
+            return
+        self.per_address[address] = self.per_address.get(address, 0) + 1
+        try:
+            await self._session(reader, writer, parameters, record, duration, address)
+        finally:
+            remaining = self.per_address[address] - 1
+            if remaining:
+                self.per_address[address] = remaining
+            else:
+                del self.per_address[address]
+
+    async def _session(self, reader, writer, parameters, record, duration, address) -> None:
+        session_id, peer = record["session_id"], record["peer"]
+        _set_keepalive(writer, int(parameters["keepalive_minutes"]) * 60)
+        if not await self._acquire_handshake(self.options.max_handshakes):
+            log.warning("session %d: %s waited %.0f s for a TLS handshake slot; closing", session_id, peer,
+                        self.options.queue_timeout)
+            await self._run(lambda: self._record(**record, outcome="refused", reason="handshake limit reached",
+                                                 duration_ms=duration()))
+            return
+        try:
+            context = await self._run(self._tls_context, bool(parameters["legacy_tls"]))
+            # One deadline for the whole handshake: a client trickling its bytes gains nothing.
+            timeout = self.options.handshake_timeout
+            await asyncio.wait_for(writer.start_tls(context, ssl_handshake_timeout=timeout), timeout)
+        except (ssl.SSLError, OSError, ConnectionError, asyncio.TimeoutError) as exc:
+            reason = f"TLS handshake failed: {_describe(exc)}"
+            self._quiet_log.warning(("tls", address), "session %d: %s: %s", session_id, peer, reason)
+            await self._run(lambda: self._record(**record, outcome="tls_failed", reason=reason,
+                                                 duration_ms=duration()))
+            return
+        finally:
+            await self._release_handshake()
         if not await self._acquire(int(parameters["max_sessions"])):
             log.warning("session %d: %s waited %.0f s for a free session slot; closing", session_id, peer,
                         self.options.queue_timeout)
@@ -235,17 +284,8 @@ class CapfServer:
                                                  duration_ms=duration()))
             return
         try:
-            _set_keepalive(writer, int(parameters["keepalive_minutes"]) * 60)
-            try:
-                context = await self._run(self._tls_context, bool(parameters["legacy_tls"]))
-                await writer.start_tls(context, ssl_handshake_timeout=self.options.handshake_timeout)
-            except (ssl.SSLError, OSError, ConnectionError, asyncio.TimeoutError) as exc:
-                reason = f"TLS handshake failed: {_describe(exc)}"
-                log.warning("session %d: %s: %s", session_id, peer, reason)
-                await self._run(lambda: self._record(**record, outcome="tls_failed", reason=reason,
-                                                     duration_ms=duration()))
-                return
-            session = ServerSession(session_id, StoreDecider(self.store, peer, session_id), step_timeout=self.options.step_timeout)
+            session = ServerSession(session_id, StoreDecider(self.store, peer, session_id),
+                                    step_timeout=self.options.step_timeout)
             final = await self._converse(session, reader, writer)
             outcome = session.outcome
             details = dict(outcome.details)
@@ -310,12 +350,55 @@ class CapfServer:
             self.active -= 1
             self._slots.notify()
 
+    async def _acquire_handshake(self, limit: int) -> bool:
+        async with self._handshake_slots:
+            try:
+                await asyncio.wait_for(self._handshake_slots.wait_for(lambda: self.handshaking < limit),
+                                       self.options.queue_timeout)
+            except asyncio.TimeoutError:
+                return False
+            self.handshaking += 1
+            return True
+
+    async def _release_handshake(self) -> None:
+        async with self._handshake_slots:
+            self.handshaking -= 1
+            self._handshake_slots.notify()
+
+
+class _QuietLog:
+    """Warnings about one address at most once a minute, so that a flood of bad connections from it
+    cannot flood the log; the next line after a quiet minute says how many were left out."""
+
+    INTERVAL = 60.0
+    KEEP = 4096  # addresses remembered at most (older ones are forgotten first)
+
+    def __init__(self):
+        self._seen: dict = {}  # key -> [time last logged, connections left out since]
+
+    def warning(self, key, message: str, *args) -> None:
+        now = time.monotonic()
+        entry = self._seen.get(key)
+        if entry is not None and now - entry[0] < self.INTERVAL:
+            entry[1] += 1
+            return
+        left_out = entry[1] if entry is not None else 0
+        if left_out:
+            message += " (%d more from this address in the last minute were not logged)"
+            args += (left_out,)
+        log.warning(message, *args)
+        self._seen.pop(key, None)
+        self._seen[key] = [now, 0]
+        if len(self._seen) > self.KEEP:
+            for old in list(self._seen)[:len(self._seen) - self.KEEP]:
+                del self._seen[old]
+
 
 class _PausedStreamProtocol(asyncio.StreamReaderProtocol):
     """A stream connection that reads nothing until the driver upgrades it to TLS.
 
     The phone's ClientHello must stay in the socket until ``start_tls`` runs; a plain stream would
-    swallow it into its buffer while the driver checks parameters and waits for a session slot.
+    swallow it into its buffer while the driver checks parameters and waits for a handshake slot.
     """
 
     def connection_made(self, transport) -> None:
@@ -335,6 +418,20 @@ def _peer(writer) -> str:
         return "unknown"
     host, port = info[0], info[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _address(writer) -> str:
+    """The peer's IP address (an IPv4-mapped IPv6 address as IPv4), the key of the per-address limit."""
+    info = writer.get_extra_info("peername")
+    if not info:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(info[0].split("%", maxsplit=1)[0])
+    except ValueError:
+        return str(info[0])
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return str(address)
 
 
 def _is_ipv6(writer) -> bool:

@@ -34,6 +34,7 @@ class Target:
     cadata: str | None = None
     legacy_tls: bool = False
     timeout: float = 10.0  # per read, like capfc's default
+    source_address: str | None = None  # the local address to connect from (None: the system's choice)
 
 
 @dataclass
@@ -80,7 +81,8 @@ async def _session(identity: PhoneIdentity, address: str, target: Target, contex
                    barrier=None) -> EnrolResult:
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(address, target.port, ssl=context, ssl_handshake_timeout=target.timeout),
+            asyncio.open_connection(address, target.port, ssl=context, ssl_handshake_timeout=target.timeout,
+                                    local_addr=(target.source_address, 0) if target.source_address else None),
             target.timeout)
     except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
         raise CommunicationFailure(f"cannot connect to {address} port {target.port}: {_text(exc)}") from None

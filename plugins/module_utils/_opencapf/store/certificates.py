@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import CertificateError
 from ..vocabulary import format_utc, utc_now
 from . import audit
 from .backend import Transaction
@@ -94,6 +95,10 @@ def record_retrieved(tx: Transaction, actor: str, phone: dict[str, Any], *, kind
         tx.execute("UPDATE certificates SET status_changed_at = ? WHERE id = ?", (now, existing["id"]))
         certificate_id = existing["id"]
     else:
+        if serial_taken(tx, f"troubleshoot:{phone['name']}:{issuer}", serial):
+            # A CA never reuses a serial number: two different certificates with one are a forgery or a fault.
+            raise CertificateError(f"CERTIFICATE: the phone returned a certificate with issuer {issuer} and serial "
+                                   f"{serial} that differs from the one already on record with that serial")
         certificate_id = insert(
             tx, phone_id=phone["id"], kind=kind, serial=serial, issuer=f"troubleshoot:{phone['name']}:{issuer}",
             fingerprint=fingerprint, public_key_fingerprint=public_key_fingerprint, status="installed",
