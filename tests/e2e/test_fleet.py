@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 
-from support.tools import ENGINE_PATH, openssl
+from support.protocol import openssl_verify_all
+from support.tools import ENGINE_PATH
 from _opencapf.ca import authority
 from _opencapf.dependencies import ec
 from _opencapf.simulator.client import Target
@@ -71,13 +72,5 @@ def test_500_concurrent_phones_all_enrol(ca_store, store_path, tmp_path):
         outcomes = tx.query("SELECT outcome, COUNT(*) AS n FROM sessions GROUP BY outcome")
     assert len(rows) == COUNT
     assert outcomes == [{"outcome": "succeeded", "n": COUNT}]
-    ca = tmp_path / "capf.pem"
-    ca.write_text(capf_pem)
-    files = []
-    for index, row in enumerate(rows):
-        path = tmp_path / f"lsc-{index}.pem"
-        path.write_text(row["pem"])
-        files.append(str(path))
-    result = openssl("verify", "-CAfile", str(ca), *files)
-    assert result.stdout.decode().count(": OK") == COUNT
+    assert openssl_verify_all(capf_pem, [row["pem"] for row in rows], tmp_path) == COUNT
     assert os.path.exists(store_path)

@@ -17,9 +17,9 @@ import time
 import pytest
 
 from support.phones import phone, run_enrol
-from support.protocol import RunningServer, add_phone
+from support.protocol import RunningServer, add_phone, read_message
 from _opencapf.protocol import codec
-from _opencapf.protocol.codec import Decoder, Message
+from _opencapf.protocol.codec import Message
 from _opencapf.protocol.constants import Command, Reason, Tag
 from _opencapf.store import service as service_records
 
@@ -276,24 +276,13 @@ def _tls(server):
     return context.wrap_socket(raw_connect(server))
 
 
-def _read_message(sock):
-    decoder = Decoder()
-    while True:
-        data = sock.recv(65536)
-        if not data:
-            return None
-        messages = decoder.feed(data)
-        if messages:
-            return messages[0]
-
-
 def test_random_bytes_inside_tls_end_the_session_with_reason_7(ca_store, quick_server, tmp_path, caplog):
     server = quick_server
     with _tls(server) as sock:
-        request = _read_message(sock)
+        request = read_message(sock)
         assert request.command == Command.AUTH_REQUEST
         sock.sendall(b"\x55\x02" + struct.pack(">I", request.session_id) + random.Random(3).randbytes(600))
-        end = _read_message(sock)
+        end = read_message(sock)
     assert end.command == Command.END_SESSION and end.u8(Tag.REASON) == Reason.INVALID_ELEMENT
     (row,) = session_rows(ca_store, 1)
     assert row["outcome"] == "protocol_error"
@@ -305,7 +294,7 @@ def test_random_bytes_under_tls_after_the_handshake(ca_store, quick_server, tmp_
     server = quick_server
     """Bytes that are not TLS records once the handshake is done: the session ends on record."""
     with _tls(server) as sock:
-        assert _read_message(sock).command == Command.AUTH_REQUEST
+        assert read_message(sock).command == Command.AUTH_REQUEST
         raw = socket.socket(fileno=os.dup(sock.fileno()))
         raw.settimeout(10)  # the duplicate shares the non-blocking descriptor of the timed TLS socket
         try:
@@ -325,7 +314,7 @@ def test_a_valid_message_after_end_of_tls_is_not_read(ca_store, quick_server, tm
     server = quick_server
     """close_notify, then a CAPF message in the clear on the same socket: never parsed."""
     with _tls(server) as sock:
-        request = _read_message(sock)
+        request = read_message(sock)
         plain = sock.unwrap()
         try:
             plain.sendall(codec.encode(Message(Command.AUTH_RESPONSE, request.session_id,

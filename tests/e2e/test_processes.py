@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from support.tools import ENGINE_PATH, openssl, run_cli
+from support.protocol import openssl_verify_all
+from support.tools import ENGINE_PATH, run_cli
 from _opencapf.ca import authority
 from _opencapf.dependencies import ec
 from _opencapf.simulator.client import Target
@@ -95,14 +96,7 @@ def test_two_processes_enrol_a_fleet_and_stop_together(ca_store, store_path, tmp
     assert len(rows) == COUNT and len({row["serial"] for row in rows}) == COUNT
     assert outcomes == [{"outcome": "succeeded", "n": COUNT}]
     assert installed == COUNT and audited == COUNT
-    ca = tmp_path / "capf.pem"
-    ca.write_text(capf_pem)
-    files = []
-    for index, row in enumerate(rows):
-        path = tmp_path / f"lsc-{index}.pem"
-        path.write_text(row["pem"])
-        files.append(str(path))
-    assert openssl("verify", "-CAfile", str(ca), *files).stdout.decode().count(": OK") == COUNT
+    assert openssl_verify_all(capf_pem, [row["pem"] for row in rows], tmp_path) == COUNT
 
 
 def test_a_worker_that_dies_is_replaced(ca_store, store_path, tmp_path):

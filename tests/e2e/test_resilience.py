@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from support.protocol import RunningServer, add_phone, certificate_rows
+from support.protocol import RunningServer, add_phone, certificate_rows, read_message
 from support.phones import phone, run_enrol
 from _opencapf.protocol import codec
-from _opencapf.protocol.codec import Decoder, Message
+from _opencapf.protocol.codec import Message
 from _opencapf.protocol.constants import Command, Reason, Tag
 from _opencapf.protocol.phone import PhoneBehaviour
 from _opencapf.store import service as service_records
@@ -36,17 +36,6 @@ def tls_connect(server, **context_options):
         setattr(context, name, value)
     raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     return context.wrap_socket(raw)
-
-
-def read_message(sock) -> Message | None:
-    decoder = Decoder()
-    while True:
-        data = sock.recv(65536)
-        if not data:
-            return None
-        messages = decoder.feed(data)
-        if messages:
-            return messages[0]
 
 
 def sessions(store, at_least=0):

@@ -10,6 +10,7 @@ from support.tools import openssl
 from _opencapf import authstrings
 from _opencapf.ca import authority
 from _opencapf.ca import certificates as _certificates
+from _opencapf.protocol.codec import Decoder
 from _opencapf.server.service import CapfServer, ServerOptions
 from _opencapf.store import open_store
 from _opencapf.store import phones as _phones
@@ -74,3 +75,27 @@ def openssl_verify(capf_pem, lsc_pem, tmp_path):
     ca.write_text(capf_pem)
     leaf.write_text(lsc_pem if isinstance(lsc_pem, str) else _certificates.to_pem(lsc_pem))
     return openssl("verify", "-CAfile", str(ca), str(leaf))
+
+
+def openssl_verify_all(capf_pem, pems, tmp_path) -> int:
+    """``openssl verify`` of many LSCs at once against the CAPF certificate; the number that verify."""
+    ca = tmp_path / "capf-ca.pem"
+    ca.write_text(capf_pem)
+    files = []
+    for index, pem in enumerate(pems):
+        path = tmp_path / f"lsc-{index}.pem"
+        path.write_text(pem)
+        files.append(str(path))
+    return openssl("verify", "-CAfile", str(ca), *files).stdout.decode().count(": OK")
+
+
+def read_message(sock):
+    """The first CAPF message read from a blocking socket (plain or TLS); None when it closes first."""
+    decoder = Decoder()
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return None
+        messages = decoder.feed(data)
+        if messages:
+            return messages[0]

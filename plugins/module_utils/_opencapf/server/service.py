@@ -74,15 +74,13 @@ class CapfServer:
         self.options = options or ServerOptions()
         self.session_ids = SessionIds()
         self.bound: list[tuple[str, int]] = []
-        self.active = 0
         self.served = 0
         self._servers: list[asyncio.AbstractServer] = []
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.options.workers,
                                                            thread_name_prefix="capf-store")
         self._contexts: dict[tuple, ssl.SSLContext] = {}
-        self._slots: asyncio.Condition | None = None
-        self.handshaking = 0
-        self._handshake_slots: asyncio.Condition | None = None
+        self._sessions = _Slots()
+        self._handshakes = _Slots()
         self.per_address: dict[str, int] = {}  # open connections per peer address (every stage)
         self._quiet_log = _QuietLog()
         self._tasks: set[asyncio.Task] = set()
@@ -93,8 +91,6 @@ class CapfServer:
         """Bind every configured address; return the (address, port) pairs listened on."""
         parameters = await self._run(self._parameters)
         authority.signer(self.store)  # fail now, not at the first phone, when there is no CAPF certificate
-        self._slots = asyncio.Condition()
-        self._handshake_slots = asyncio.Condition()
         addresses = [] if self.options.sockets else list(self.options.addresses or parameters["listen_addresses"])
         port = parameters["port"] if self.options.port is None else self.options.port
         for sock in self.options.sockets:
@@ -258,7 +254,7 @@ class CapfServer:
     async def _session(self, reader, writer, parameters, record, duration, address) -> None:
         session_id, peer = record["session_id"], record["peer"]
         _set_keepalive(writer, int(parameters["keepalive_minutes"]) * 60)
-        if not await self._acquire_handshake(self.options.max_handshakes):
+        if not await self._handshakes.acquire(self.options.max_handshakes, self.options.queue_timeout):
             log.warning("session %d: %s waited %.0f s for a TLS handshake slot; closing", session_id, peer,
                         self.options.queue_timeout)
             await self._run(lambda: self._record(**record, outcome="refused", reason="handshake limit reached",
@@ -276,8 +272,8 @@ class CapfServer:
                                                  duration_ms=duration()))
             return
         finally:
-            await self._release_handshake()
-        if not await self._acquire(int(parameters["max_sessions"])):
+            await self._handshakes.release()
+        if not await self._sessions.acquire(int(parameters["max_sessions"]), self.options.queue_timeout):
             log.warning("session %d: %s waited %.0f s for a free session slot; closing", session_id, peer,
                         self.options.queue_timeout)
             await self._run(lambda: self._record(**record, outcome="refused", reason="session limit reached",
@@ -307,7 +303,7 @@ class CapfServer:
                 except (ssl.SSLError, OSError, ConnectionError) as exc:
                     log.info("session %d: %s: END_SESSION not delivered: %s", session_id, peer, _describe(exc))
         finally:
-            await self._release()
+            await self._sessions.release()
 
     async def _converse(self, session: ServerSession, reader, writer) -> bytes:
         """Run the conversation; return the final END_SESSION unsent, so that the session is on
@@ -336,34 +332,38 @@ class CapfServer:
             await self._run(session.connection_lost, f"connection failed: {_describe(exc)}")
         return b""
 
-    async def _acquire(self, limit: int) -> bool:
-        async with self._slots:
+    @property
+    def active(self) -> int:
+        """Sessions holding a session slot."""
+        return self._sessions.used
+
+    @property
+    def handshaking(self) -> int:
+        """Connections in their TLS handshake."""
+        return self._handshakes.used
+
+
+class _Slots:
+    """A counting gate; the limit is given at each acquire (``max_sessions`` may change between sessions)."""
+
+    def __init__(self):
+        self.used = 0
+        self._condition = asyncio.Condition()  # binds to the running loop at its first use
+
+    async def acquire(self, limit: int, timeout: float) -> bool:
+        """Take a slot, waiting up to ``timeout`` seconds for one; False when none came free."""
+        async with self._condition:
             try:
-                await asyncio.wait_for(self._slots.wait_for(lambda: self.active < limit), self.options.queue_timeout)
+                await asyncio.wait_for(self._condition.wait_for(lambda: self.used < limit), timeout)
             except asyncio.TimeoutError:
                 return False
-            self.active += 1
+            self.used += 1
             return True
 
-    async def _release(self) -> None:
-        async with self._slots:
-            self.active -= 1
-            self._slots.notify()
-
-    async def _acquire_handshake(self, limit: int) -> bool:
-        async with self._handshake_slots:
-            try:
-                await asyncio.wait_for(self._handshake_slots.wait_for(lambda: self.handshaking < limit),
-                                       self.options.queue_timeout)
-            except asyncio.TimeoutError:
-                return False
-            self.handshaking += 1
-            return True
-
-    async def _release_handshake(self) -> None:
-        async with self._handshake_slots:
-            self.handshaking -= 1
-            self._handshake_slots.notify()
+    async def release(self) -> None:
+        async with self._condition:
+            self.used -= 1
+            self._condition.notify()
 
 
 class _QuietLog:
