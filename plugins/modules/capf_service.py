@@ -70,6 +70,12 @@ options:
         1–100000 (default 100). Further connections from that address are closed and recorded as refused.
       - Phones behind one NAT address share this limit; raise it for such sites.
     type: int
+  processes:
+    description:
+      - Worker processes of the CAPF service sharing its port, 1–64 (default 1). One per core lets a fleet
+        rollout use every core; the store stays one SQLite file shared by all of them.
+      - Takes effect when the service starts or restarts (O(state=restarted)).
+    type: int
   legacy_tls:
     description: Allow TLS 1.0 and legacy ciphers for old phone firmware.
     type: bool
@@ -167,7 +173,7 @@ options:
     type: int
     default: 30
 notes:
-  - Listener changes (O(listen_addresses), O(port), O(enable_ipv6), O(legacy_tls)) take effect when the service
+  - Listener changes (O(listen_addresses), O(port), O(enable_ipv6), O(legacy_tls), O(processes)) take effect when the service
     restarts; notify a handler that runs this module with O(state=restarted).
 """
 

@@ -22,6 +22,7 @@ from _opencapf.simulator.fleet import run_fleet
 from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
 from _opencapf.sockets import has_nodelay, set_nodelay
 from _opencapf.store import phones as phone_records
+from _opencapf.store import service as service_records
 
 COUNT = 60
 STOPPED = re.compile(r"CAPF worker (\d) \(pid (\d+)\) stopped after serving (\d+) sessions")
@@ -185,3 +186,33 @@ def test_the_server_sets_nodelay_on_every_accepted_connection(ca_store, store_pa
     finally:
         server.stop()
     assert seen == [True, True, True]
+
+
+def test_processes_service_parameter_is_the_default(ca_store, store_path, tmp_path):
+    with ca_store.transaction() as tx:
+        service_records.write(tx, "test", {"processes": 2})
+    with open(tmp_path / "serve.log", "w", encoding="utf-8") as log:
+        process, _port = _start(store_path, log)
+        try:
+            assert len(_children(process.pid)) == 2
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(30)
+    one = run_cli("--store", store_path, "serve", "--processes", "1", "--port", "0", "--listen", "127.0.0.1",
+                  "--daemon", "--pid-file", str(tmp_path / "one.pid"), "--log-file", str(tmp_path / "one.log"))
+    assert one.returncode == 0, one.stderr
+    pid = int((tmp_path / "one.pid").read_text())
+    try:
+        assert _children(pid) == []  # --processes wins over the parameter
+    finally:
+        os.kill(pid, signal.SIGTERM)
+
+
+def test_processes_service_parameter_beyond_this_machine_is_refused(ca_store, store_path):
+    with ca_store.transaction() as tx:
+        service_records.write(tx, "test", {"processes": 64})
+    if 64 <= 4 * (os.cpu_count() or 1):
+        pytest.skip("this machine has 16 or more cores: 64 processes are allowed")
+    result = run_cli("--store", store_path, "serve", "--port", "0")
+    assert result.returncode != 0
+    assert "the processes service parameter must be at most" in result.stderr and "got 64" in result.stderr

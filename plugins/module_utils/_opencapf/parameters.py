@@ -77,6 +77,9 @@ PARAMETERS: dict[str, Parameter] = {
         Parameter("max_sessions_per_address", 100, _range(v.MAX_SESSIONS_PER_ADDRESS), "integer",
                   "Connections one IP address may hold open at once (handshaking, waiting or in a session); "
                   "further connections from it are refused.", bounds=v.MAX_SESSIONS_PER_ADDRESS),
+        Parameter("processes", 1, _range(v.SERVICE_PROCESSES), "integer",
+                  "Worker processes of the CAPF service sharing its port (one per core uses every core); "
+                  "applies when the service starts or restarts.", bounds=v.SERVICE_PROCESSES),
         Parameter("legacy_tls", False, _bool, "boolean",
                   "Allow TLS 1.0 and legacy ciphers for old phone firmware."),
         Parameter("fips_mode", False, _bool, "boolean",

@@ -5,9 +5,10 @@
 Foreground: logs to standard error, prints one ``listening on ADDRESS port PORT`` line per
 socket once it accepts connections, stops gracefully on SIGTERM or SIGINT. ``--daemon``
 double-forks, writes ``--pid-file``, logs to ``--log-file`` and returns only once the listener
-accepts (or with the error that stopped it). ``--processes N`` (N > 1) runs N worker processes
-behind the same port under a supervisor (``server.supervisor``); the pid printed or written is
-the supervisor's, and SIGTERM to it stops them all.
+accepts (or with the error that stopped it). ``--processes N`` (default: the ``processes`` service
+parameter) greater than 1 runs N worker processes behind the same port under a supervisor
+(``server.supervisor``); the pid printed or written is the supervisor's, and SIGTERM to it stops
+them all.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..errors import ValidationError
 from ..server.service import ServerOptions, serve
 from ..server.supervisor import Supervisor
 from ..store import open_store
+from ..store import service as service_records
 
 
 def register(subparsers) -> None:
@@ -32,9 +34,9 @@ def register(subparsers) -> None:
     parser.add_argument("--step-timeout", type=float, default=10.0, help="seconds a phone may take per step")
     parser.add_argument("--queue-timeout", type=float, default=60.0,
                         help="seconds a connection may wait for a free session slot")
-    parser.add_argument("--processes", type=int, default=1,
-                        help="worker processes sharing the listening port (default 1; at most "
-                             f"{max_processes()} on this machine: four per core)")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="worker processes sharing the listening port (default: the processes parameter, "
+                             f"1 unless set; at most {max_processes()} on this machine: four per core)")
     parser.add_argument("--store-threads", "--workers", dest="store_threads", type=int, default=4,
                         help="threads for store work in each process (--workers is its old, deprecated name)")
     parser.add_argument("--handshake-timeout", type=float, default=10.0,
@@ -56,6 +58,16 @@ def max_processes() -> int:
 
 def _check(args) -> None:
     limit = max_processes()
+    if args.processes is None:
+        store = open_store(args.store, actor="capf-server", create=False)
+        try:
+            with store.read() as tx:
+                args.processes = service_records.read(tx)["processes"]
+        finally:
+            store.close()
+        if args.processes > limit:
+            raise ValidationError("the processes service parameter", f"must be at most {limit} on this machine "
+                                  "(four per core); lower it or pass --processes", args.processes)
     if not 1 <= args.processes <= limit:
         raise ValidationError("--processes", f"must be between 1 and {limit} (four per core)", args.processes)
     if not 1 <= args.store_threads <= 64:
