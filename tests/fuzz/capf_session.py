@@ -23,6 +23,7 @@ if ENGINE_PATH not in sys.path:
 from _opencapf import authstrings  # noqa: E402
 from _opencapf.ca import authority  # noqa: E402
 from _opencapf.ca import certificates as c  # noqa: E402
+from _opencapf.ca.lsc import CAPF_ISSUER  # noqa: E402
 from _opencapf.errors import CapfError  # noqa: E402
 from _opencapf.protocol import codec  # noqa: E402
 from _opencapf.protocol.codec import Decoder, ProtocolError  # noqa: E402
@@ -30,6 +31,7 @@ from _opencapf.protocol.constants import SERVER_TAGS, Command, Reason, Tag  # no
 from _opencapf.protocol.session import ServerSession  # noqa: E402
 from _opencapf.server.decider import StoreDecider  # noqa: E402
 from _opencapf.store import open_store  # noqa: E402
+from _opencapf.store import certificates as certificate_records  # noqa: E402
 from _opencapf.store import phones as phone_records  # noqa: E402
 from _opencapf.vocabulary import format_utc, utc_now  # noqa: E402
 
@@ -90,14 +92,32 @@ def build_store(directory: str):
 
 def add_phones(store) -> None:
     with store.transaction() as tx:
-        for name, settings, _outcome in SCENARIOS.values():
+        for seed, (name, settings, _outcome) in SCENARIOS.items():
             if settings is None:
                 continue
             settings = dict(settings)
             if settings.get("auth_mode") == "auth_string":
                 settings["auth_salt"], settings["auth_hash"] = authstrings.protect(store.secret(), AUTH_STRING)
             settings["operation_status"] = "pending" if settings["operation"] != "none" else "none"
-            phone_records.create(tx, "fuzz", name, **settings)
+            phone = phone_records.create(tx, "fuzz", name, **settings)
+            if settings.get("auth_mode") == "existing_cert_lsc":
+                _record_presented_lsc(tx, phone, seed)
+
+
+def _record_presented_lsc(tx, phone: dict, seed: str) -> None:
+    """The LSC a recorded session presents is on record in the fuzz store, as it was in the
+    recording store (an LSC of ours that is not on record no longer authenticates)."""
+    with open(os.path.join(SEEDS, seed), "rb") as handle:
+        messages = Decoder().feed(handle.read()[1:])
+    value = next(message.get(Tag.CERTIFICATE) for message in messages if message.has(Tag.CERTIFICATE))
+    ((_kind, der),) = codec.unwrap_certificates(value)
+    certificate = c.load_der_certificate(der)
+    certificate_records.insert(
+        tx, phone_id=phone["id"], kind="lsc", serial=format(certificate.serial_number, "x"),
+        issuer=CAPF_ISSUER, fingerprint=c.fingerprint(certificate),
+        public_key_fingerprint=c.public_key_fingerprint(certificate.public_key()), status="installed",
+        source="capf", pem=c.to_pem(certificate), not_before=format_utc(c.not_before(certificate)),
+        not_after=format_utc(c.not_after(certificate)))
 
 
 def reset(store) -> None:
