@@ -116,21 +116,9 @@ def _loader_class():
     """The safe loader with a depth-bounded composer. With libyaml, PyYAML's C parser produces the
     events (many times faster on large files) and the Python composer below builds the node graph,
     so the nesting bound holds whichever parser runs."""
-    parser = getattr(yaml, "CParser", None)
-    bases = (yaml.composer.Composer, parser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver) if parser \
-        else (yaml.SafeLoader,)
 
-    class BoundedLoader(*bases):  # pylint: disable=too-many-ancestors
+    class BoundedComposer(yaml.composer.Composer):
         depth = 0
-
-        def __init__(self, stream):
-            if parser:
-                parser.__init__(self, stream)  # pylint: disable=non-parent-init-called
-                yaml.composer.Composer.__init__(self)
-                yaml.constructor.SafeConstructor.__init__(self)
-                yaml.resolver.Resolver.__init__(self)
-            else:
-                yaml.SafeLoader.__init__(self, stream)  # pylint: disable=non-parent-init-called
 
         def compose_node(self, parent, index):
             self.depth += 1
@@ -141,7 +129,21 @@ def _loader_class():
             finally:
                 self.depth -= 1
 
-    return BoundedLoader
+    parser = getattr(getattr(yaml, "cyaml", None), "CParser", None)
+    if parser is None:
+        class PureLoader(BoundedComposer, yaml.SafeLoader):  # pylint: disable=too-many-ancestors
+            pass
+
+        return PureLoader
+
+    class LibyamlLoader(BoundedComposer, parser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+        def __init__(self, stream):  # pylint: disable=super-init-not-called
+            parser.__init__(self, stream)
+            BoundedComposer.__init__(self)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+    return LibyamlLoader
 
 
 def safe_load(text):
