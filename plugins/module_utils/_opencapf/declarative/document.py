@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -112,6 +113,7 @@ def _expanded_size(node, level: int, known: dict, open_nodes: set) -> tuple[int,
     return total, height
 
 
+@functools.lru_cache(maxsize=1)
 def _loader_class():
     """The safe loader with a depth-bounded composer. With libyaml, PyYAML's C parser produces the
     events (many times faster on large files) and the Python composer below builds the node graph,

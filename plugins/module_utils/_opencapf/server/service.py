@@ -194,6 +194,10 @@ class CapfServer:
             self._contexts = {key: context}
         return context
 
+    async def _end(self, record: dict, duration, outcome: str, reason: str) -> None:
+        """Record a connection that ended before its CAPF session began (refused, or its TLS failed)."""
+        await self._run(lambda: self._record(**record, outcome=outcome, reason=reason, duration_ms=duration()))
+
     def _record(self, **fields) -> None:
         with self.store.transaction() as tx:
             session_records.record(tx, ACTOR, **fields)
@@ -231,15 +235,14 @@ class CapfServer:
         if _is_ipv6(writer) and not parameters["enable_ipv6"]:
             log.warning("session %d: refused IPv6 peer %s: the enable_ipv6 service parameter is false",
                         session_id, peer)
-            await self._run(lambda: self._record(**record, outcome="refused", reason="IPv6 is disabled",
-                                                 duration_ms=duration()))
+            await self._end(record, duration, "refused", "IPv6 is disabled")
             return
         address = _address(writer)
         per_address = int(parameters["max_sessions_per_address"])
         if self.per_address.get(address, 0) >= per_address:
             reason = f"per-address connection limit reached (max_sessions_per_address {per_address})"
             self._quiet_log.warning(("limit", address), "session %d: refused %s: %s", session_id, peer, reason)
-            await self._run(lambda: self._record(**record, outcome="refused", reason=reason, duration_ms=duration()))
+            await self._end(record, duration, "refused", reason)
             return
         self.per_address[address] = self.per_address.get(address, 0) + 1
         try:
@@ -257,8 +260,7 @@ class CapfServer:
         if not await self._handshakes.acquire(self.options.max_handshakes, self.options.queue_timeout):
             log.warning("session %d: %s waited %.0f s for a TLS handshake slot; closing", session_id, peer,
                         self.options.queue_timeout)
-            await self._run(lambda: self._record(**record, outcome="refused", reason="handshake limit reached",
-                                                 duration_ms=duration()))
+            await self._end(record, duration, "refused", "handshake limit reached")
             return
         try:
             context = await self._run(self._tls_context, bool(parameters["legacy_tls"]))
@@ -268,16 +270,14 @@ class CapfServer:
         except (ssl.SSLError, OSError, ConnectionError, asyncio.TimeoutError) as exc:
             reason = f"TLS handshake failed: {_describe(exc)}"
             self._quiet_log.warning(("tls", address), "session %d: %s: %s", session_id, peer, reason)
-            await self._run(lambda: self._record(**record, outcome="tls_failed", reason=reason,
-                                                 duration_ms=duration()))
+            await self._end(record, duration, "tls_failed", reason)
             return
         finally:
             await self._handshakes.release()
         if not await self._sessions.acquire(int(parameters["max_sessions"]), self.options.queue_timeout):
             log.warning("session %d: %s waited %.0f s for a free session slot; closing", session_id, peer,
                         self.options.queue_timeout)
-            await self._run(lambda: self._record(**record, outcome="refused", reason="session limit reached",
-                                                 duration_ms=duration()))
+            await self._end(record, duration, "refused", "session limit reached")
             return
         try:
             session = ServerSession(session_id, StoreDecider(self.store, peer, session_id),
