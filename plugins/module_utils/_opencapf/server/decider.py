@@ -2,8 +2,9 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The store behind a protocol session: device lookup, authentication, issuance and records.
 
-One ``StoreDecider`` serves one session and reads the service parameters once, when the phone
-names itself, so parameter changes apply to the next session without a restart. Every change is
+One ``StoreDecider`` serves one session with the service parameters the driver read when the
+connection came (or reads them once, when the phone names itself), so parameter changes apply to
+the next session without a restart. Every change is
 one transaction together with its audit record.
 """
 
@@ -117,13 +118,13 @@ def _checked_key(public_key_der: bytes, choice: KeyChoice):
 
 
 class StoreDecider(Decider):
-    def __init__(self, store: Store, peer: str = "", session_id: int | None = None):
+    def __init__(self, store: Store, peer: str = "", session_id: int | None = None, parameters: dict | None = None):
         self.store = store
         self.peer = peer
         # Every operation result names its session, so that the audit log accounts also for a
         # session cut by a crash after its result committed and before its session record.
         self._session = {} if session_id is None else {"session_id": session_id}
-        self.parameters: dict = {}
+        self.parameters: dict = parameters or {}
         self._phone: dict | None = None
         self._csr_id: int | None = None
 
@@ -134,7 +135,8 @@ class StoreDecider(Decider):
 
     def begin(self, device_name: str) -> Plan | None:
         with self.store.read() as tx:
-            self.parameters = service_records.read(tx)
+            if not self.parameters:
+                self.parameters = service_records.read(tx)
             phone = phone_records.get(tx, device_name)
         if phone is None:
             return None

@@ -3,7 +3,11 @@
 """The asyncio TLS driver of the CAPF service (TCP 3804).
 
 One task per connection, no thread per connection: the sans-I/O ``ServerSession`` does the
-protocol and a small thread pool does the store work it asks for. For every connection the
+protocol, and its store work runs right on the event loop (SQLite answers these small
+transactions faster than a hand-off to a thread and back). Only waiting is handed to a small
+thread pool: the disk (``Durability``: every session that must have its commits on disk before it
+answers the phone awaits one fsync shared by all of them) and, while the issuer is ``online_ca``,
+whole sessions, because they call the CA over HTTP. For every connection the
 driver re-reads the service parameters (so changes apply to the next session without a
 restart), refuses IPv6 peers when ``enable_ipv6`` is false, and refuses a peer address that already
 holds ``max_sessions_per_address`` connections. It then waits for a handshake slot (at most
@@ -41,6 +45,9 @@ from .decider import ACTOR, StoreDecider
 
 log = logging.getLogger("opencapf.server")
 READ_SIZE = 65536
+# Issuers whose sessions may wait on the network (the online CA's HTTP): their steps run in the
+# thread pool, never on the event loop.
+NETWORK_ISSUERS = ("online_ca",)
 
 
 @dataclass(frozen=True)
@@ -84,12 +91,15 @@ class CapfServer:
         self.per_address: dict[str, int] = {}  # open connections per peer address (every stage)
         self._quiet_log = _QuietLog()
         self._tasks: set[asyncio.Task] = set()
+        self._durability = Durability(store, self._run)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> list[tuple[str, int]]:
         """Bind every configured address; return the (address, port) pairs listened on."""
-        parameters = await self._run(self._parameters)
+        if self.store.backend.group_commit:
+            self.store.defer_durability()  # this thread: the event loop's
+        parameters = self._parameters()
         authority.signer(self.store)  # fail now, not at the first phone, when there is no CAPF certificate
         addresses = [] if self.options.sockets else list(self.options.addresses or parameters["listen_addresses"])
         port = parameters["port"] if self.options.port is None else self.options.port
@@ -155,6 +165,9 @@ class CapfServer:
                 await asyncio.wait(pending, timeout=5)
         for server in self._servers:
             await server.wait_closed()
+        await self._durability.wait(self.store.durable_mark)
+        if self.store.backend.deferring_thread is not None:
+            self.store.defer_durability(False)
         self._pool.shutdown(wait=True)
 
     def _protocol(self) -> asyncio.Protocol:
@@ -164,6 +177,17 @@ class CapfServer:
 
     async def _run(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
+
+    async def _step(self, inline: bool, function, *args):
+        """One piece of store work: on the event loop (then waiting for the disk, off the loop, when
+        it made a durable commit), or in the thread pool when it may wait on the network."""
+        if not inline:
+            return await self._run(function, *args)
+        mark = self.store.durable_mark
+        result = function(*args)
+        if self.store.durable_mark != mark:
+            await self._durability.wait(self.store.durable_mark)
+        return result
 
     def _parameters(self) -> dict:
         with self.store.read() as tx:
@@ -196,7 +220,7 @@ class CapfServer:
 
     async def _end(self, record: dict, duration, outcome: str, reason: str) -> None:
         """Record a connection that ended before its CAPF session began (refused, or its TLS failed)."""
-        await self._run(lambda: self._record(**record, outcome=outcome, reason=reason, duration_ms=duration()))
+        await self._step(True, lambda: self._record(**record, outcome=outcome, reason=reason, duration_ms=duration()))
 
     def _record(self, **fields) -> None:
         with self.store.transaction() as tx:
@@ -226,7 +250,7 @@ class CapfServer:
         started = time.monotonic()
         started_at = format_utc(utc_now())
         session_id = self.session_ids()
-        parameters = await self._run(self._parameters)
+        parameters = self._parameters()
         record = dict(session_id=session_id, device_name="", peer=peer, operation="", started_at=started_at)
 
         def duration() -> int:
@@ -263,7 +287,7 @@ class CapfServer:
             await self._end(record, duration, "refused", "handshake limit reached")
             return
         try:
-            context = await self._run(self._tls_context, bool(parameters["legacy_tls"]))
+            context = self._tls_context(bool(parameters["legacy_tls"]))
             # One deadline for the whole handshake: a client trickling its bytes gains nothing.
             timeout = self.options.handshake_timeout
             await asyncio.wait_for(writer.start_tls(context, ssl_handshake_timeout=timeout), timeout)
@@ -280,14 +304,15 @@ class CapfServer:
             await self._end(record, duration, "refused", "session limit reached")
             return
         try:
-            session = ServerSession(session_id, StoreDecider(self.store, peer, session_id),
+            inline = parameters["issuer"] not in NETWORK_ISSUERS
+            session = ServerSession(session_id, StoreDecider(self.store, peer, session_id, parameters),
                                     step_timeout=self.options.step_timeout)
-            final = await self._converse(session, reader, writer)
+            final = await self._converse(session, reader, writer, inline)
             outcome = session.outcome
             details = dict(outcome.details)
             if outcome.version is not None:
                 details["version"] = outcome.version
-            await self._run(lambda: self._record(
+            await self._step(True, lambda: self._record(
                 **{**record, "device_name": outcome.device_name, "operation": outcome.operation},
                 outcome=outcome.outcome, reason=outcome.reason, duration_ms=duration(), **details))
             level = logging.INFO if outcome.outcome in ("succeeded", "no_operation", "deferred") else logging.WARNING
@@ -305,9 +330,10 @@ class CapfServer:
         finally:
             await self._sessions.release()
 
-    async def _converse(self, session: ServerSession, reader, writer) -> bytes:
+    async def _converse(self, session: ServerSession, reader, writer, inline: bool) -> bytes:
         """Run the conversation; return the final END_SESSION unsent, so that the session is on
-        record before the phone learns how it ended."""
+        record before the phone learns how it ended. Nothing is sent before the durable commits
+        of the step that produced it are on disk (``_step``)."""
         loop = asyncio.get_running_loop()
         try:
             writer.write(session.start(loop.time()))
@@ -317,19 +343,19 @@ class CapfServer:
                 try:
                     data = await asyncio.wait_for(reader.read(READ_SIZE), timeout)
                 except asyncio.TimeoutError:
-                    reply = await self._run(session.time_passed, loop.time())
+                    reply = await self._step(inline, session.time_passed, loop.time())
                 else:
                     if not data:
-                        await self._run(session.connection_lost, "peer closed the connection")
+                        await self._step(inline, session.connection_lost, "peer closed the connection")
                         break
-                    reply = await self._run(session.receive_data, data, loop.time())
+                    reply = await self._step(inline, session.receive_data, data, loop.time())
                 if session.closed:
                     return reply
                 if reply:
                     writer.write(reply)
                     await writer.drain()
         except (ssl.SSLError, OSError, ConnectionError) as exc:
-            await self._run(session.connection_lost, f"connection failed: {_describe(exc)}")
+            await self._step(inline, session.connection_lost, f"connection failed: {_describe(exc)}")
         return b""
 
     @property
@@ -341,6 +367,29 @@ class CapfServer:
     def handshaking(self) -> int:
         """Connections in their TLS handshake."""
         return self._handshakes.used
+
+
+class Durability:
+    """Waiting for the disk on behalf of the event loop. A session whose step made durable commits
+    awaits ``wait(mark)`` before it answers; one fsync runs at a time in the thread pool and
+    serves every commit appended before it started, so concurrent sessions share it."""
+
+    def __init__(self, store: Store, run):
+        self._store = store
+        self._run = run
+        self._synced = 0  # durable commits of the event loop known to be on disk
+        self._flight: asyncio.Future | None = None  # the fsync under way
+
+    async def wait(self, mark: int) -> None:
+        while self._synced < mark:
+            if self._flight is None or self._flight.done():
+                # Everything up to the current mark is appended already: this fsync covers it.
+                self._flight = asyncio.ensure_future(self._sync(self._store.durable_mark))
+            await asyncio.shield(self._flight)
+
+    async def _sync(self, covered: int) -> None:
+        await self._run(self._store.sync, covered)
+        self._synced = max(self._synced, covered)
 
 
 class _Slots:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import threading
 from typing import Iterator
 
 from .. import faults
@@ -71,6 +72,29 @@ class Store:
 
     def read(self) -> contextlib.AbstractContextManager[Transaction]:
         return self.backend.transaction(write=False)
+
+    # -- durability deferred to the caller (the CAPF service's event loop) ---------------------
+
+    def defer_durability(self, enabled: bool = True) -> None:
+        """From now on, durable commits made by the calling thread return once appended to the log,
+        before their fsync, and raise ``durable_mark``: the caller must ``sync(durable_mark)`` (in
+        another thread) before it acknowledges anything that depends on them. Only with group commit;
+        commits of other threads still wait for the disk themselves. ``enabled=False`` ends it."""
+        if not enabled:
+            self.backend.deferring_thread = None
+            return
+        if not self.backend.group_commit:
+            raise StoreError("deferred durability needs a store opened with group_commit")
+        self.backend.deferring_thread = threading.get_ident()
+
+    @property
+    def durable_mark(self) -> int:
+        """The last durable commit of the deferring thread (0: none yet)."""
+        return self.backend.durable_mark
+
+    def sync(self, mark: int) -> None:
+        """Return once commit number ``mark`` is on disk (one fsync serves every commit before it)."""
+        self.backend.sync(mark)
 
     def secret(self) -> bytes:
         """The store's keyed-hash secret, kept in a 0600 file outside the database."""

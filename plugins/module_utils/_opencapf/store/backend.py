@@ -55,6 +55,15 @@ class Backend(abc.ABC):
     #: Text substituted for ``{id}`` and ``{blob}`` in migrations.
     dialect: dict[str, str] = {}
     location: str = ""
+    #: Durable commits of concurrent threads share their fsyncs (see ``Store.defer_durability``).
+    group_commit: bool = False
+    deferring_thread: int | None = None
+    durable_mark: int = 0
+
+    def sync(self, mine: int) -> None:  # pylint: disable=unused-argument
+        """Return once commit number ``mine`` is on disk; a backend whose commits are durable when
+        they return has nothing to do."""
+        return None
 
     @abc.abstractmethod
     def transaction(self, write: bool = True, durable: bool = True) -> contextlib.AbstractContextManager[Transaction]:

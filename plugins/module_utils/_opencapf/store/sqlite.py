@@ -54,6 +54,10 @@ class SqliteBackend(Backend):
         self._written = 0  # commits appended to the log by this connection
         self._synced = 0  # of which known to be on disk
         self._syncing = False
+        # A thread whose durable commits return before their fsync (the CAPF service's event loop):
+        # it calls ``sync(durable_mark)`` (in another thread) before it acknowledges anything.
+        self.deferring_thread: int | None = None
+        self.durable_mark = 0  # the last durable commit of the deferring thread
         exists = os.path.exists(self.location)
         if not exists and not create:
             raise StoreError(f"store {self.location} does not exist; run 'init' first")
@@ -110,9 +114,12 @@ class SqliteBackend(Backend):
             self._written += 1
             mine = self._written
         if write and durable and self.group_commit:
-            self._sync(mine)
+            if threading.get_ident() == self.deferring_thread:
+                self.durable_mark = mine
+            else:
+                self.sync(mine)
 
-    def _sync(self, mine: int) -> None:
+    def sync(self, mine: int) -> None:
         """Return once commit number ``mine`` is on disk: fsync the log, or wait for an fsync that
         started after it was appended."""
         with self._sync_state:

@@ -147,3 +147,76 @@ def test_group_commit_shares_fsyncs_between_threads(store_path, monkeypatch):
         assert backend._synced == backend._written  # pylint: disable=protected-access
     with open_store(store_path) as other, other.read() as tx:
         assert tx.scalar("SELECT COUNT(*) FROM audit_events WHERE action = 'test.durable'") == 9
+
+
+def test_deferred_durability_leaves_the_fsync_to_a_shared_waiter(store_path, monkeypatch):
+    """The CAPF service's event loop commits without waiting for the disk and awaits one shared fsync
+    (``server.service.Durability``) before it answers; commits of other threads still wait themselves."""
+    import asyncio
+    import concurrent.futures
+    import threading
+    import time
+
+    from _opencapf.server.service import Durability
+    from _opencapf.store import sqlite as sqlite_backend
+
+    fsyncs = []  # the commit count each fsync started at: it covers every commit up to that one
+    real_fsync = os.fsync
+
+    with open_store(store_path, group_commit=True) as grouped:
+        backend = grouped.backend
+
+        def slow_fsync(fd):
+            fsyncs.append(backend._written)  # pylint: disable=protected-access
+            time.sleep(0.02)
+            real_fsync(fd)
+
+        monkeypatch.setattr(sqlite_backend.os, "fsync", slow_fsync)
+        with pytest.raises(StoreError, match="group_commit"):
+            with open_store(store_path + "-plain") as plain:
+                plain.defer_durability()
+        grouped.defer_durability()
+        with grouped.transaction() as tx:
+            audit.record(tx, "test", "test.deferred", "first")
+        assert fsyncs == [] and grouped.durable_mark == backend._written  # pylint: disable=protected-access
+
+        def elsewhere():
+            with grouped.transaction() as tx:
+                audit.record(tx, "test", "test.thread", "other")
+
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        thread.join(30)
+        assert len(fsyncs) == 1  # another thread's durable commit still waits for its own fsync
+
+        pool = concurrent.futures.ThreadPoolExecutor(2)
+
+        async def run(function, *args):
+            return await asyncio.get_running_loop().run_in_executor(pool, function, *args)
+
+        async def sessions():
+            durability = Durability(grouped, run)
+            covered = []
+
+            async def session(index):
+                await asyncio.sleep(0.001 * (index % 5))
+                with grouped.transaction() as tx:
+                    audit.record(tx, "test", "test.deferred", str(index))
+                mine = grouped.durable_mark
+                await durability.wait(mine)
+                covered.append((mine, max(fsyncs)))
+
+            await asyncio.gather(*(session(index) for index in range(20)))
+            return covered
+
+        before = len(fsyncs)
+        covered = asyncio.run(sessions())
+        pool.shutdown()
+        assert all(mine <= synced for mine, synced in covered)  # none went on before its commit was on disk
+        assert 1 <= len(fsyncs) - before < 20  # twenty durable commits, fewer fsyncs
+        grouped.defer_durability(False)
+        with grouped.transaction() as tx:
+            audit.record(tx, "test", "test.deferred", "last")
+        assert fsyncs[-1] == backend._written  # pylint: disable=protected-access
+    with open_store(store_path) as other, other.read() as tx:
+        assert tx.scalar("SELECT COUNT(*) FROM audit_events WHERE action = 'test.deferred'") == 22
