@@ -198,7 +198,10 @@ def format_utc(moment: _dt.datetime | None) -> str | None:
     """The canonical text form of a UTC time in the store and in results."""
     if moment is None:
         return None
-    return moment.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if moment.tzinfo is not _dt.timezone.utc:
+        moment = moment.astimezone(_dt.timezone.utc)
+    return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
+            f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}Z")
 
 
 def utc_now() -> _dt.datetime:

@@ -19,6 +19,7 @@ from ..dependencies import hashes, require, x509, NameOID
 from ..errors import CertificateError, NotFoundError
 from ..files import safe_file_name
 from ..store import Store, audit
+from ..store.backend import Transaction
 from ..vocabulary import RESERVED_CN_PREFIX, check_choice, CAPF_KEY_TYPES, format_utc, utc_now
 from . import certificates as c
 from . import keys, rules
@@ -48,6 +49,7 @@ class Signer:
 
 
 _cache: dict[tuple[str, int], Signer] = {}
+ACTIVE_SQL = "SELECT id, pem, key_path FROM capf_certificates WHERE active = 1"
 _cache_lock = threading.Lock()
 
 
@@ -193,10 +195,14 @@ def all_certificates(store: Store) -> list:
     return [c.load_pem_certificate(row["pem"]) for row in rows]
 
 
-def signer(store: Store) -> Signer:
-    """The active certificate and its key, loaded once per process and certificate."""
-    with store.read() as tx:
-        row = tx.one("SELECT id, pem, key_path FROM capf_certificates WHERE active = 1")
+def signer(store: Store, tx: Transaction | None = None) -> Signer:
+    """The active certificate and its key, loaded once per process and certificate; looked up in
+    ``tx`` when the caller has a transaction open already."""
+    if tx is None:
+        with store.read() as own:
+            row = own.one(ACTIVE_SQL)
+    else:
+        row = tx.one(ACTIVE_SQL)
     if row is None:
         raise NotFoundError("the store has no CAPF certificate yet; run 'init'")
     cache_key = (store.location, row["id"])

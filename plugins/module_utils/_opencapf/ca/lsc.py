@@ -102,11 +102,11 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
     keys.check_phone_public_key(public_key)
     if validity_days is not None:
         validity_days = check_validity_days(validity_days)
-    signer = authority.signer(store)
     for _attempt in range(5):
         serial = x509.random_serial_number()
         serial_text = format(serial, "x")
         with store.transaction() as tx:
+            signer = authority.signer(store, tx)
             if certificate_records.serial_taken(tx, CAPF_ISSUER, serial_text):
                 continue
             days = validity_days or service_records.read(tx)["validity_days"]

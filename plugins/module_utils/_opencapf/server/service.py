@@ -99,8 +99,7 @@ class CapfServer:
         """Bind every configured address; return the (address, port) pairs listened on."""
         if self.store.backend.group_commit:
             self.store.defer_durability()  # this thread: the event loop's
-        parameters = self._parameters()
-        authority.signer(self.store)  # fail now, not at the first phone, when there is no CAPF certificate
+        parameters, _signer = self._connection_state()  # fails now, not at the first phone, without a CAPF certificate
         addresses = [] if self.options.sockets else list(self.options.addresses or parameters["listen_addresses"])
         port = parameters["port"] if self.options.port is None else self.options.port
         for sock in self.options.sockets:
@@ -193,8 +192,12 @@ class CapfServer:
         with self.store.read() as tx:
             return service_records.read(tx)
 
-    def _tls_context(self, legacy: bool) -> ssl.SSLContext:
-        signer = authority.signer(self.store)
+    def _connection_state(self) -> tuple[dict, authority.Signer]:
+        """The service parameters and the active CAPF certificate, in one read."""
+        with self.store.read() as tx:
+            return service_records.read(tx), authority.signer(self.store, tx)
+
+    def _tls_context(self, signer: authority.Signer, legacy: bool) -> ssl.SSLContext:
         key = (signer.id, legacy)
         context = self._contexts.get(key)
         if context is None:
@@ -250,7 +253,7 @@ class CapfServer:
         started = time.monotonic()
         started_at = format_utc(utc_now())
         session_id = self.session_ids()
-        parameters = self._parameters()
+        parameters, signer = self._connection_state()
         record = dict(session_id=session_id, device_name="", peer=peer, operation="", started_at=started_at)
 
         def duration() -> int:
@@ -270,7 +273,7 @@ class CapfServer:
             return
         self.per_address[address] = self.per_address.get(address, 0) + 1
         try:
-            await self._session(reader, writer, parameters, record, duration, address)
+            await self._session(reader, writer, (parameters, signer), record, duration, address)
         finally:
             remaining = self.per_address[address] - 1
             if remaining:
@@ -278,7 +281,8 @@ class CapfServer:
             else:
                 del self.per_address[address]
 
-    async def _session(self, reader, writer, parameters, record, duration, address) -> None:
+    async def _session(self, reader, writer, state, record, duration, address) -> None:
+        parameters, signer = state
         session_id, peer = record["session_id"], record["peer"]
         _set_keepalive(writer, int(parameters["keepalive_minutes"]) * 60)
         if not await self._handshakes.acquire(self.options.max_handshakes, self.options.queue_timeout):
@@ -287,7 +291,7 @@ class CapfServer:
             await self._end(record, duration, "refused", "handshake limit reached")
             return
         try:
-            context = self._tls_context(bool(parameters["legacy_tls"]))
+            context = self._tls_context(signer, bool(parameters["legacy_tls"]))
             # One deadline for the whole handshake: a client trickling its bytes gains nothing.
             timeout = self.options.handshake_timeout
             await asyncio.wait_for(writer.start_tls(context, ssl_handshake_timeout=timeout), timeout)
