@@ -96,7 +96,9 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
     ``recorded(tx, certificate_id)``, when given, adds the caller's records to that transaction.
 
     The serial is a fresh random positive integer of at most 20 octets; the unique index on
-    (issuer, serial) guarantees that a serial never repeats, and a clash is retried.
+    (issuer, serial) guarantees that a serial never repeats, and a clash is retried. The signature
+    is made before the write transaction begins, so that the store's write lock is never held
+    while a key signs (other sessions, and other server processes, write meanwhile).
     """
     name = device_name.upper() if device_name_is_wire else normalise_device_name(device_name, "device_name")
     keys.check_phone_public_key(public_key)
@@ -105,16 +107,17 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
     for _attempt in range(5):
         serial = x509.random_serial_number()
         serial_text = format(serial, "x")
-        with store.transaction() as tx:
+        with store.read() as tx:
             signer = authority.signer(store, tx)
+            days = validity_days or service_records.value(tx, "validity_days")
+        certificate = build_lsc(signer, name, public_key, days, serial)
+        pem = c.to_pem(certificate)
+        with store.transaction() as tx:
             if certificate_records.serial_taken(tx, CAPF_ISSUER, serial_text):
                 continue
-            days = validity_days or service_records.read(tx)["validity_days"]
             phone = phone_records.ensure(tx, store.actor, name) if create_phone else phone_records.get(tx, name)
             if phone is None:
                 raise StoreError(f"device {name} is not in the store")
-            certificate = build_lsc(signer, name, public_key, days, serial)
-            pem = c.to_pem(certificate)
             new_id = certificate_records.insert(
                 tx, phone_id=phone["id"], kind="lsc", serial=serial_text, issuer=CAPF_ISSUER,
                 fingerprint=c.fingerprint(certificate), public_key_fingerprint=c.public_key_fingerprint(public_key),

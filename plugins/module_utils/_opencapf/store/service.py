@@ -21,6 +21,12 @@ def read(tx: Transaction) -> dict[str, Any]:
     return values
 
 
+def value(tx: Transaction, name: str) -> Any:
+    """One service parameter: its stored value, else its default."""
+    row = tx.one("SELECT value FROM service_parameters WHERE name = ?", (name,))
+    return parameters.defaults()[name] if row is None else json.loads(row["value"])
+
+
 def read_raw(tx: Transaction, name: str, default: Any = None) -> Any:
     """A stored value that is not a service parameter proper (e.g. the online CA mapping)."""
     row = tx.one("SELECT value FROM service_parameters WHERE name = ?", (name,))

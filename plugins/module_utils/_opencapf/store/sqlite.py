@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sqlite3
 import threading
@@ -14,6 +15,10 @@ from ..errors import StoreError
 from .backend import Backend, Transaction
 
 BUSY_TIMEOUT_MS = 30000
+# Service connections (group commit) read the database through a memory map: several server
+# processes share one file, and each commit of one makes the others drop their page cache.
+MMAP_BYTES = 256 * 1024 * 1024
+WRITER_LOCK_SUFFIX = "-writer.lock"
 
 
 class _SqliteTransaction(Transaction):
@@ -82,12 +87,25 @@ class SqliteBackend(Backend):
             self._connection.execute(f"PRAGMA synchronous = {'NORMAL' if group_commit else 'FULL'}")
             self._durable = not group_commit
             self._connection.execute("PRAGMA foreign_keys = ON")
+            if group_commit:
+                self._connection.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
             # A file that is not a database fails on the first real read.
             self._connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"store {self.location} is not a usable SQLite database: {exc}") from None
         if mode.lower() != "wal":
             raise StoreError(f"store {self.location} cannot use WAL journaling (got {mode})")
+        # Server processes sharing the store queue for its write lock on a lock file: a waiter
+        # wakes the moment the writer is done, where SQLite's busy handler would poll and sleep
+        # for milliseconds. Other writers (the CLI, modules) still meet SQLite's own lock.
+        self._writer_lock = None
+        if group_commit:
+            try:
+                self._writer_lock = os.open(self.location + WRITER_LOCK_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                                            0o600)
+            except OSError as exc:
+                self._connection.close()
+                raise StoreError(f"cannot open the writer lock of store {self.location}: {exc.strerror}") from None
 
     @contextlib.contextmanager
     def transaction(self, write: bool = True, durable: bool = True) -> Iterator[Transaction]:
@@ -97,20 +115,27 @@ class SqliteBackend(Backend):
                 # same log makes it durable together with itself.
                 self._connection.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
                 self._durable = durable
+            queued = write and self._writer_lock is not None
+            if queued:
+                fcntl.flock(self._writer_lock, fcntl.LOCK_EX)
             try:
-                self._connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            except sqlite3.Error as exc:
-                raise StoreError(f"store {self.location}: cannot begin a transaction: {exc}") from None
-            try:
-                yield _SqliteTransaction(self._connection)
-            except BaseException:
-                self._connection.execute("ROLLBACK")
-                raise
-            try:
-                self._connection.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._connection.execute("ROLLBACK")
-                raise StoreError(f"store {self.location}: commit failed: {exc}") from None
+                try:
+                    self._connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                except sqlite3.Error as exc:
+                    raise StoreError(f"store {self.location}: cannot begin a transaction: {exc}") from None
+                try:
+                    yield _SqliteTransaction(self._connection)
+                except BaseException:
+                    self._connection.execute("ROLLBACK")
+                    raise
+                try:
+                    self._connection.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    self._connection.execute("ROLLBACK")
+                    raise StoreError(f"store {self.location}: commit failed: {exc}") from None
+            finally:
+                if queued:
+                    fcntl.flock(self._writer_lock, fcntl.LOCK_UN)
             self._written += 1
             mine = self._written
         if write and durable and self.group_commit:
@@ -164,3 +189,6 @@ class SqliteBackend(Backend):
     def close(self) -> None:
         with self._lock:
             self._connection.close()
+            if self._writer_lock is not None:
+                os.close(self._writer_lock)
+                self._writer_lock = None
