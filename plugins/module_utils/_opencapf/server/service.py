@@ -20,6 +20,7 @@ never holds a session slot, and one address cannot hold more than its share of t
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import ipaddress
 import logging
@@ -301,7 +302,7 @@ class CapfServer:
             await self._end(record, duration, "tls_failed", reason)
             return
         finally:
-            await self._handshakes.release()
+            self._handshakes.release()
         if not await self._sessions.acquire(int(parameters["max_sessions"]), self.options.queue_timeout):
             log.warning("session %d: %s waited %.0f s for a free session slot; closing", session_id, peer,
                         self.options.queue_timeout)
@@ -332,7 +333,7 @@ class CapfServer:
                 except (ssl.SSLError, OSError, ConnectionError) as exc:
                     log.info("session %d: %s: END_SESSION not delivered: %s", session_id, peer, _describe(exc))
         finally:
-            await self._sessions.release()
+            self._sessions.release()
 
     async def _converse(self, session: ServerSession, reader, writer, inline: bool) -> bytes:
         """Run the conversation; return the final END_SESSION unsent, so that the session is on
@@ -397,26 +398,42 @@ class Durability:
 
 
 class _Slots:
-    """A counting gate; the limit is given at each acquire (``max_sessions`` may change between sessions)."""
+    """A counting gate; the limit is given at each acquire (``max_sessions`` may change between
+    sessions). A free slot is taken at once; waiters are served in arrival order."""
 
     def __init__(self):
         self.used = 0
-        self._condition = asyncio.Condition()  # binds to the running loop at its first use
+        self._waiters: collections.deque = collections.deque()  # [limit, future] in arrival order
 
     async def acquire(self, limit: int, timeout: float) -> bool:
         """Take a slot, waiting up to ``timeout`` seconds for one; False when none came free."""
-        async with self._condition:
-            try:
-                await asyncio.wait_for(self._condition.wait_for(lambda: self.used < limit), timeout)
-            except asyncio.TimeoutError:
-                return False
+        if self.used < limit and not self._waiters:
             self.used += 1
             return True
+        granted = asyncio.get_running_loop().create_future()
+        entry = [limit, granted]
+        self._waiters.append(entry)
+        try:
+            async with asyncio.timeout(timeout):
+                await granted
+        except TimeoutError:
+            return granted.done() and not granted.cancelled()  # granted as the time ran out: it is ours
+        except BaseException:
+            if granted.done() and not granted.cancelled():
+                self.release()
+            raise
+        finally:
+            if entry in self._waiters:
+                self._waiters.remove(entry)
+        return True
 
-    async def release(self) -> None:
-        async with self._condition:
-            self.used -= 1
-            self._condition.notify()
+    def release(self) -> None:
+        self.used -= 1
+        while self._waiters and self.used < self._waiters[0][0]:
+            _limit, granted = self._waiters.popleft()
+            if not granted.done():
+                self.used += 1
+                granted.set_result(None)
 
 
 class _QuietLog:
