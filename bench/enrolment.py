@@ -26,6 +26,7 @@ import time
 
 from _opencapf.ca import authority, keys
 from _opencapf.ca import certificates as c
+from _opencapf.dependencies import hashes, padding
 from _opencapf.simulator.client import Target, enrol
 from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
 from _opencapf.store import open_store
@@ -385,6 +386,51 @@ def c500_failures(figures):
 
 # --- section 3 -----------------------------------------------------------------------------------
 
+def _busy_work(core: int, iterations: int, pipe) -> None:
+    """A fixed piece of CPU work like an enrolment's (Python code, DER, an RSA signature); sends
+    the CPU seconds it took on ``core``."""
+    os.sched_setaffinity(0, {core})
+    signing_key = keys.generate("rsa2048")
+    subject = keys.generate("ec256").public_key()
+    pipe.recv()
+    start = time.process_time()
+    for index in range(iterations):
+        der = c.public_key_der(subject)
+        signing_key.sign(der + index.to_bytes(4, "big"), padding.PKCS1v15(), hashes.SHA256())
+        sum(value * value for value in range(400))
+    pipe.send(time.process_time() - start)
+
+
+def core_contention(cores, iterations: int, rounds: int = 3) -> dict:
+    """CPU seconds the same work takes on one core while the other cores idle, and on every core at
+    once: on a virtual machine whose cores share physical resources, each does less per CPU-second
+    when all are busy, which bounds the speed-up any program can show."""
+    context = multiprocessing.get_context("fork")
+
+    def run(on) -> list[float]:
+        pipes, workers = [], []
+        for core in on:
+            parent_end, child_end = context.Pipe()
+            workers.append(context.Process(target=_busy_work, args=(core, iterations, child_end), daemon=True))
+            pipes.append(parent_end)
+        for worker in workers:
+            worker.start()
+        for pipe in pipes:
+            pipe.send("go")
+        seconds = [_receive(pipe, 300, "calibration") for pipe in pipes]
+        for worker in workers:
+            worker.join(30)
+        return seconds
+
+    alone, together = [], []
+    for _round in range(rounds):  # alternated: the machine's speed drifts
+        alone.append(run(cores[:1])[0])
+        together.append(statistics.mean(run(cores)))
+    return {"cpu_seconds_alone": [round(s, 4) for s in alone],
+            "cpu_seconds_all_cores_busy": [round(s, 4) for s in together],
+            "per_core_efficiency_all_busy": round(statistics.median(alone) / statistics.median(together), 4),
+            "iterations": iterations, "rounds": rounds}
+
 @benchmark("workers.speedup_1_to_2", ("workers.one_process", "workers.two_processes", "workers.speedup_1_to_2"),
            timeout=900)
 def speedup(ctx):
@@ -402,6 +448,7 @@ def speedup(ctx):
                                       processes=processes, pool=pool, warmup=ctx.size(WARMUP, 2),
                                       client_processes=len(cores))
     one, two = results[1], results[2]
+    contention = core_contention(tuple(ctx.cores[:2]), ctx.size(2000, 20), ctx.size(3, 1)) if len(ctx.cores) >= 2 else None
     description = ("{} enrolments/s at concurrency 50 (RSA-2048), {} server process(es) and as many simulator "
                    "processes sharing {} core(s)")
     return {
@@ -414,5 +461,10 @@ def speedup(ctx):
             None, {"one_process": one["rate"], "two_processes": two["rate"], "enrolments": size,
                    "cores_available": len(ctx.cores),
                    "server_cpu_ms_per_enrolment": [one["server_cpu_ms_per_enrolment"],
-                                                   two["server_cpu_ms_per_enrolment"]]}),
+                                                   two["server_cpu_ms_per_enrolment"]],
+                   "client_cpu_ms_per_enrolment": [one["client_cpu_ms_per_enrolment"],
+                                                   two["client_cpu_ms_per_enrolment"]],
+                   # The same fixed work on one core alone and on both at once: the per-core
+                   # efficiency with both busy bounds what a second core can add on this machine.
+                   "core_contention": contention}),
     }

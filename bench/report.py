@@ -144,11 +144,18 @@ def _profile(figures: dict, found: dict) -> list[str]:
         profile = [f"{number(found['one_process'])} enrolments/s with one process and "
                    f"{number(found['two_processes'])} with two, server CPU per enrolment "
                    f"{found['server_cpu_ms_per_enrolment']} ms"]
+        if "client_cpu_ms_per_enrolment" in found:
+            profile.append(f"simulator CPU per enrolment {found['client_cpu_ms_per_enrolment']} ms (one simulator "
+                           "process per core given, on the same cores)")
         two = figures.get("workers.two_processes", {}).get("details", {})
         if two:
-            profile.append(f"with two processes the server used {two['server_busy_cores']} cores and the "
-                           f"simulator {two['client_cpu_ms_per_enrolment']} ms of CPU per enrolment on the same "
-                           f"{two['cores_given'] if 'cores_given' in two else len(two['server_cores'])} cores")
+            profile.append(f"with two processes the server used {two['server_busy_cores']} cores")
+        contention = found.get("core_contention")
+        if contention:
+            efficiency = contention["per_core_efficiency_all_busy"]
+            profile.append(f"the same fixed CPU work took {contention['cpu_seconds_alone']} s on one core alone and "
+                           f"{contention['cpu_seconds_all_cores_busy']} s per core with both busy: a core did "
+                           f"{efficiency} of its lone work, so no program gains more than {2 * efficiency:.2f}x here")
         return profile
     profile = [f"wall seconds per round {found.get('rounds_seconds')}", f"CPU seconds {found.get('cpu_seconds')}"]
     if "sqlite_only_seconds" in found:
