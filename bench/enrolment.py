@@ -431,6 +431,7 @@ def core_contention(cores, iterations: int, rounds: int = 3) -> dict:
             "per_core_efficiency_all_busy": round(statistics.median(alone) / statistics.median(together), 4),
             "iterations": iterations, "rounds": rounds}
 
+
 @benchmark("workers.speedup_1_to_2", ("workers.one_process", "workers.two_processes", "workers.speedup_1_to_2"),
            timeout=900)
 def speedup(ctx):
