@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -13,10 +14,16 @@ from .backend import Transaction
 _SECRET_KEYS = ("password", "authentication_string", "auth_string", "secret", "private_key", "key_pem")
 
 
+@functools.lru_cache(maxsize=1024)
+def _is_secret(key: str) -> bool:
+    lowered = key.lower()
+    return any(word in lowered for word in _SECRET_KEYS)
+
+
 def _scrub(details: dict[str, Any]) -> dict[str, Any]:
     clean = {}
     for key, value in details.items():
-        if any(word in key.lower() for word in _SECRET_KEYS):
+        if _is_secret(key):
             clean[key] = "********"
         elif isinstance(value, dict):
             clean[key] = _scrub(value)
