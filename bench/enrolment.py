@@ -27,13 +27,17 @@ import time
 from _opencapf.ca import authority, keys
 from _opencapf.ca import certificates as c
 from _opencapf.dependencies import hashes, padding
+from _opencapf.protocol.phone import PhoneSession
+from _opencapf.protocol.session import ServerSession
+from _opencapf.server.decider import StoreDecider
+from _opencapf.server.service import CapfServer
 from _opencapf.simulator.client import Target, enrol
 from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
 from _opencapf.store import open_store
 from _opencapf.store import service as service_records
 
 from . import ENGINE_PATH
-from .harness import Figure, benchmark, derived
+from .harness import Figure, benchmark, derived, pin
 
 KEY_TYPES = {"rsa2048": "RSA-2048", "ec256": "EC P-256"}
 CONCURRENCY = (1, 50, 500)
@@ -382,6 +386,74 @@ def c500_failures(figures):
                   "no retries)", None, {"by_run": failures, "reasons": reasons,
                                         "enrolments": sum(figure.details["enrolments"] for figure in figures.values()),
                                         "phones": max(figure.details["enrolments"] for figure in figures.values())})
+
+
+# --- where an enrolment's server time goes: the session without TLS or sockets ---------------------
+
+def _session_cpu(ctx, key_type: str) -> Figure:
+    """The server's side of whole enrolments (the sans-I/O session, its decider and the store, the
+    session record) with the phone simulated in memory: no TLS, no sockets, no event loop. The
+    fsyncs are made but not counted (the service shares each one between sessions). Its CPU time per enrolment, next to the handshake's and the measured server's, tells how
+    much of an enrolment over TLS is the session itself and how much the driver around it."""
+    pin(ctx.core)
+    size, warmup = ctx.size(1000, 10), ctx.size(50, 2)
+    names = [f"SEP{0xC0000000 + index:012X}" for index in range(warmup + size)]
+    directory = tempfile.mkdtemp(prefix=f"session-{key_type}-", dir=ctx.work_dir)
+    store_path, _pem = _prepare_store(directory, key_type, names)
+    pool = key_pool(key_type, len(names), ctx.smoke)
+    store = open_store(store_path, actor="bench", group_commit=True)
+    store.defer_durability()  # as the service does: durable commits are synced before answering
+    server = CapfServer(store)
+    cpu = [0.0]
+
+    def on_server(function, *args):
+        start = time.process_time()
+        result = function(*args)
+        cpu[0] += time.process_time() - start
+        return result
+
+    def enrol_one(index: int, name: str) -> None:
+        parameters, _signer = on_server(server._connection_state)  # pylint: disable=protected-access
+        session = on_server(ServerSession, index + 1, StoreDecider(store, "bench", index + 1, parameters))
+        out = on_server(session.start, 0.0)
+        phone = PhoneSession(_identity(name, pool[index % len(pool)]))
+        while not session.closed:
+            reply = phone.receive_data(out)
+            out = on_server(session.receive_data, reply, 0.0) if reply else b""
+            store.sync(store.durable_mark)  # made, not counted: the service shares each fsync between sessions
+        outcome = session.outcome
+        on_server(lambda: server._record(  # pylint: disable=protected-access
+            session_id=index + 1, device_name=outcome.device_name, peer="bench", operation=outcome.operation,
+            started_at="2026-01-01T00:00:00Z", outcome=outcome.outcome, reason=outcome.reason, duration_ms=1))
+        store.sync(store.durable_mark)
+        phone.receive_data(out)
+        if outcome.outcome != "succeeded" or not phone.result.stored:
+            raise AssertionError(f"{name}: the session ended {outcome.outcome} ({outcome.reason})")
+
+    try:
+        for index in range(warmup):
+            enrol_one(index, names[index])
+        cpu[0] = 0.0
+        for index in range(warmup, warmup + size):
+            enrol_one(index, names[index])
+        with store.read() as tx:
+            installed = tx.scalar("SELECT COUNT(*) FROM certificates WHERE kind = 'lsc' AND status = 'installed'")
+    finally:
+        store.close()
+    if installed != warmup + size:
+        raise AssertionError(f"{installed} installed LSCs for {warmup + size} enrolments")
+    return Figure(size / cpu[0], "enrolments/s/core",
+                  f"the server's side of whole enrolments with a {KEY_TYPES[key_type]} CAPF key (session, decider, "
+                  "store, session record; fsyncs made, not counted) with the phone in memory: no TLS, no sockets, no "
+                  "event loop",
+                  f"limits.enrolment_ceiling_{key_type}",
+                  {"enrolments": size, "cpu_seconds": round(cpu[0], 4),
+                   "cpu_ms_per_enrolment": round(1000 * cpu[0] / size, 4), "installed_lscs": installed})
+
+
+@benchmark("enrol.session", ("enrol.session_rsa2048", "enrol.session_ec256"), timeout=900)
+def enrol_session(ctx):
+    return {f"enrol.session_{key_type}": _session_cpu(ctx, key_type) for key_type in KEY_TYPES}
 
 
 # --- section 3 -----------------------------------------------------------------------------------

@@ -377,7 +377,7 @@ def lsc_issue_rsa2048(ctx):
     details.update(core=ctx.core, rows_written=stored)
     return {"limits.lsc_issue_rsa2048": Figure(
         value, "LSCs/s",
-        "ca.lsc.issue end to end (sign and record in one transaction), RSA-2048 CAPF key, one core, wall clock",
+        "ca.lsc.issue end to end (sign, then record in one transaction), RSA-2048 CAPF key, one core, wall clock",
         "limits.lsc_build_rsa2048", details)}
 
 

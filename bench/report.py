@@ -136,10 +136,21 @@ def _notes(results: dict) -> list[str]:
 def _profile(figures: dict, found: dict) -> list[str]:
     """Where a missed figure's time went, from the details its benchmark recorded."""
     if "by_key_type" in found:  # the enrolment ratio: server CPU per enrolment against the ceiling's parts
-        return [f"{key_type}: {number(run['rate'])} enrolments/s on {run['cores_used']} cores used, "
-                f"{run['server_cpu_ms_per_enrolment']} ms of server CPU per enrolment against "
-                f"{1000 / run['ceiling_per_core']:.2f} ms in the ceiling"
-                for key_type, run in found["by_key_type"].items()]
+        profile = []
+        for key_type, run in found["by_key_type"].items():
+            line = (f"{key_type}: {number(run['rate'])} enrolments/s on {run['cores_used']} cores used, "
+                    f"{run['server_cpu_ms_per_enrolment']} ms of server CPU per enrolment against "
+                    f"{1000 / run['ceiling_per_core']:.2f} ms in the ceiling")
+            session = figures.get(f"enrol.session_{key_type}", {}).get("details", {})
+            handshake = figures.get(f"limits.tls_handshake_{key_type}", {}).get("value")
+            if session and handshake:
+                line += (f"; of it the session without TLS or sockets (enrol.session_{key_type}: decider, store, "
+                         f"session record) takes {session['cpu_ms_per_enrolment']} ms and a handshake "
+                         f"{1000 / handshake:.2f} ms, which leaves "
+                         f"{run['server_cpu_ms_per_enrolment'] - session['cpu_ms_per_enrolment'] - 1000 / handshake:.2f}"
+                         " ms for the asyncio TLS driver")
+            profile.append(line)
+        return profile
     if "one_process" in found:  # the speed-up: both runs' rates and CPU per enrolment
         profile = [f"{number(found['one_process'])} enrolments/s with one process and "
                    f"{number(found['two_processes'])} with two, server CPU per enrolment "
