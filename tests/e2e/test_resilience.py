@@ -179,6 +179,28 @@ def test_keygen_parameters_apply_to_the_next_session(capf_server, ca_store, tmp_
     assert [row["status"] for row in certificate_rows(ca_store, "SEP00000000AB01")] == ["installed"]
 
 
+def test_validity_days_applies_to_the_next_session(capf_server, ca_store, tmp_path):
+    """The service keeps the parameters it read until another connection commits: a change made by
+    an administrator while it runs signs the very next LSC with the new validity."""
+    import datetime
+
+    from _opencapf.ca import certificates as c
+
+    add_phone(ca_store, "SEP00000000AB02", operation="install_upgrade", key_order="ec")
+    identity = phone(tmp_path, "SEP00000000AB02")
+    lifetimes = []
+    for days in (1825, 30):
+        with ca_store.transaction() as tx:
+            service_records.write(tx, "test", {"validity_days": days})
+        with ca_store.transaction() as tx:  # a new install/upgrade for the second round
+            tx.execute("UPDATE phones SET operation_status = 'pending' WHERE name = 'SEP00000000AB02'")
+        assert run_enrol(identity, capf_server).outcome == "ok"
+        installed = [row for row in certificate_rows(ca_store, "SEP00000000AB02") if row["status"] == "installed"]
+        lsc = c.load_pem_certificate(installed[0]["pem"])
+        lifetimes.append((c.not_after(lsc) - c.not_before(lsc)).days)
+    assert [abs(got - want) <= 1 for got, want in zip(lifetimes, (1825, 30))] == [True, True], lifetimes
+
+
 def test_every_server_message_arrives_whole_in_one_read(capf_server, ca_store):
     """Jabber4Linux reads each server message with one 4096-byte read and parses from byte 8 to the
     end of that read, ignoring the length field (quirk 1): each read must hold exactly one message."""

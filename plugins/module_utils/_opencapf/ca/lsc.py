@@ -91,14 +91,17 @@ def build_lsc(signer: authority.Signer, device_name: str, public_key, validity_d
 
 
 def issue(store: Store, device_name: str, public_key, *, source: str = "cli", validity_days: int | None = None,
-          create_phone: bool = True, device_name_is_wire: bool = False, recorded=None) -> IssuedLsc:
+          create_phone: bool = True, device_name_is_wire: bool = False, recorded=None,
+          signer: authority.Signer | None = None) -> IssuedLsc:
     """Sign an LSC for ``device_name`` and record it (status ``issued``) in one transaction;
     ``recorded(tx, certificate_id)``, when given, adds the caller's records to that transaction.
 
     The serial is a fresh random positive integer of at most 20 octets; the unique index on
     (issuer, serial) guarantees that a serial never repeats, and a clash is retried. The signature
     is made before the write transaction begins, so that the store's write lock is never held
-    while a key signs (other sessions, and other server processes, write meanwhile).
+    while a key signs (other sessions, and other server processes, write meanwhile). ``signer``
+    and ``validity_days``, when the caller has them (the CAPF service reads both when a phone
+    connects), spare the read of the active CAPF certificate and the parameter.
     """
     name = device_name.upper() if device_name_is_wire else normalise_device_name(device_name, "device_name")
     keys.check_phone_public_key(public_key)
@@ -107,10 +110,11 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
     for _attempt in range(5):
         serial = x509.random_serial_number()
         serial_text = format(serial, "x")
-        with store.read() as tx:
-            signer = authority.signer(store, tx)
-            days = validity_days or service_records.value(tx, "validity_days")
-        certificate = build_lsc(signer, name, public_key, days, serial)
+        if signer is None or validity_days is None:
+            with store.read() as tx:
+                signer = signer or authority.signer(store, tx)
+                validity_days = validity_days or service_records.value(tx, "validity_days")
+        certificate = build_lsc(signer, name, public_key, validity_days, serial)
         pem = c.to_pem(certificate)
         with store.transaction() as tx:
             if certificate_records.serial_taken(tx, CAPF_ISSUER, serial_text):

@@ -118,8 +118,10 @@ def _checked_key(public_key_der: bytes, choice: KeyChoice):
 
 
 class StoreDecider(Decider):
-    def __init__(self, store: Store, peer: str = "", session_id: int | None = None, parameters: dict | None = None):
+    def __init__(self, store: Store, peer: str = "", session_id: int | None = None, parameters: dict | None = None,
+                 signer: authority.Signer | None = None):
         self.store = store
+        self.signer = signer  # the active CAPF certificate when the phone connected (None: look it up)
         self.peer = peer
         # Every operation result names its session, so that the audit log accounts also for a
         # session cut by a crash after its result committed and before its session record.
@@ -298,7 +300,8 @@ class StoreDecider(Decider):
 
         try:
             issued = lsc.issue(self.store, plan.device_name, public_key, source="capf", create_phone=False,
-                               device_name_is_wire=True, recorded=record_request)
+                               device_name_is_wire=True, recorded=record_request, signer=self.signer,
+                               validity_days=self.parameters.get("validity_days"))
         except CapfError as exc:
             with self.store.transaction() as tx:
                 csr_records.set_status(tx, csr_records.add(tx, phone_id, key_fingerprint, key_der), "failed",

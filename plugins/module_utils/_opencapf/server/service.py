@@ -93,6 +93,7 @@ class CapfServer:
         self._quiet_log = _QuietLog()
         self._tasks: set[asyncio.Task] = set()
         self._durability = Durability(store, self._run)
+        self._state: tuple | None = None  # (store data version, (parameters, signer)) of the last read
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -194,9 +195,14 @@ class CapfServer:
             return service_records.read(tx)
 
     def _connection_state(self) -> tuple[dict, authority.Signer]:
-        """The service parameters and the active CAPF certificate, in one read."""
-        with self.store.read() as tx:
-            return service_records.read(tx), authority.signer(self.store, tx)
+        """The service parameters and the active CAPF certificate, read again only when another
+        connection (a module, the CLI, another server process) has committed since the last read:
+        the service itself changes neither."""
+        version = self.store.data_version()
+        if self._state is None or self._state[0] != version:
+            with self.store.read() as tx:
+                self._state = (version, (service_records.read(tx), authority.signer(self.store, tx)))
+        return self._state[1]
 
     def _tls_context(self, signer: authority.Signer, legacy: bool) -> ssl.SSLContext:
         key = (signer.id, legacy)
@@ -310,7 +316,7 @@ class CapfServer:
             return
         try:
             inline = parameters["issuer"] not in NETWORK_ISSUERS
-            session = ServerSession(session_id, StoreDecider(self.store, peer, session_id, parameters),
+            session = ServerSession(session_id, StoreDecider(self.store, peer, session_id, parameters, signer),
                                     step_timeout=self.options.step_timeout)
             final = await self._converse(session, reader, writer, inline)
             outcome = session.outcome

@@ -73,6 +73,11 @@ class Store:
     def read(self) -> contextlib.AbstractContextManager[Transaction]:
         return self.backend.transaction(write=False)
 
+    def data_version(self) -> int:
+        """A number that changes whenever another connection to the store has committed (never for
+        this connection's own commits): a cache of what others change is fresh while it holds."""
+        return self.backend.data_version()
+
     # -- durability deferred to the caller (the CAPF service's event loop) ---------------------
 
     def defer_durability(self, enabled: bool = True) -> None:

@@ -60,6 +60,10 @@ class Backend(abc.ABC):
     deferring_thread: int | None = None
     durable_mark: int = 0
 
+    @abc.abstractmethod
+    def data_version(self) -> int:
+        """Changes whenever another connection has committed since the last call."""
+
     def sync(self, mine: int) -> None:  # pylint: disable=unused-argument
         """Return once commit number ``mine`` is on disk; a backend whose commits are durable when
         they return has nothing to do."""

@@ -175,6 +175,10 @@ class SqliteBackend(Backend):
         finally:
             os.close(fd)
 
+    def data_version(self) -> int:
+        with self._lock:
+            return self._connection.execute("PRAGMA data_version").fetchone()[0]
+
     def append_only(self, table: str) -> list[str]:
         return [
             f"CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table} "
