@@ -66,9 +66,13 @@ def recent_sessions(tx: Transaction, limit: int = 100, device_names=None) -> lis
     return tx.query(sql + " ORDER BY started_at DESC, id DESC LIMIT ?", (*params, limit))
 
 
+# Each column of each row costs a round trip through the sqlite3 module (it releases the GIL around
+# every column it reads), so a listing selects no column it does not return: a phone has a current
+# LSC exactly when its (never NULL) serial is there.
 PHONE_COLUMNS = ("p.name, p.description, p.model, p.device_pool, p.security_mode, p.operation, p.operation_status, "
-                 "p.operation_reason, p.auth_mode, p.operation_deadline, p.locked, l.id, l.serial, l.status, "
+                 "p.operation_reason, p.auth_mode, p.operation_deadline, p.locked, l.serial, l.status, "
                  "l.not_after, l.issued_at, l.installed_at")
+_PHONE_WIDTH = PHONE_COLUMNS.count(",") + 1
 
 
 def phone_rows(tx: Transaction, query: dict | None, *, secret: bytes | None = None,
@@ -91,10 +95,10 @@ def phone_rows(tx: Transaction, query: dict | None, *, secret: bytes | None = No
             "security_mode": security_mode, "certificate_operation": operation, "operation_status": status,
             "operation_reason": reason, "authentication_mode": auth_mode, "operation_completes_by": deadline,
             "locked": bool(locked),
-            "lsc": None if lsc_id is None else {"serial": serial, "status": lsc_status, "not_after": not_after,
+            "lsc": None if serial is None else {"serial": serial, "status": lsc_status, "not_after": not_after,
                                                 "issued_at": issued_at, "installed_at": installed_at},
         } for (name, description, model, pool, security_mode, operation, status, reason, auth_mode, deadline, locked,
-               lsc_id, serial, lsc_status, not_after, issued_at, installed_at) in rows]
+               serial, lsc_status, not_after, issued_at, installed_at) in rows]
 
 
 def _kept(rows: Iterator[tuple], wanted: set | None, secret: bytes | None,
@@ -104,10 +108,10 @@ def _kept(rows: Iterator[tuple], wanted: set | None, secret: bytes | None,
     for row in rows:
         if wanted is not None and row[0] not in wanted:
             continue
-        if authentication_string is not None and not authstrings.matches(secret, row[17], row[18],
-                                                                         authentication_string):
+        if authentication_string is not None and not authstrings.matches(
+                secret, row[_PHONE_WIDTH], row[_PHONE_WIDTH + 1], authentication_string):
             continue
-        yield row[:17]
+        yield row[:_PHONE_WIDTH]
 
 
 @contextlib.contextmanager
