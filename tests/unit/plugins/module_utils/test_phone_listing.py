@@ -32,7 +32,8 @@ BY_EXPIRY = ["SEP000000000003", "SEP000000000004", "SEP000000000007", "SEP000000
 
 
 def _store_at_version_2(path: str) -> None:
-    """A store one migration behind, holding the phones and certificates above."""
+    """A store one migration behind, holding the phones and certificates above (rows only: their
+    issuer is not ``capf``, so the run's certificate lint does not take them for issued LSCs)."""
     backend = SqliteBackend(path)
     migrate(backend, target=2)
     backend.close()
@@ -46,7 +47,7 @@ def _store_at_version_2(path: str) -> None:
                 connection.execute(
                     "INSERT INTO certificates (phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, "
                     "status, source, pem, not_before, not_after, issued_at, installed_at, status_changed_at) "
-                    "VALUES (?, ?, ?, 'capf', ?, ?, ?, 'protocol', 'PEM', ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, 'fixture', ?, ?, ?, 'protocol', 'not a certificate', ?, ?, ?, ?, ?)",
                     (phone_id, kind, serial, "f" + serial, "k" + serial, status, NOW, not_after, NOW,
                      NOW if status in ("installed", "expired") else None, NOW))
     connection.close()
