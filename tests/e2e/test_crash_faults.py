@@ -130,7 +130,8 @@ def _statements(number):
     return sum(2 if statement.startswith("{append_only:") else 1 for statement in MIGRATIONS[number - 1][2])
 
 
-@pytest.mark.parametrize("start, crash", [(0, 1), (0, 9), (0, _statements(1)), (1, 1), (1, _statements(2))])
+@pytest.mark.parametrize("start, crash", [(0, 1), (0, 9), (0, _statements(1)), (1, 1), (1, _statements(2)),
+                                          (2, _statements(3))])
 def test_a_migration_killed_between_its_statements_leaves_the_previous_version(tmp_path, start, crash):
     fresh = str(tmp_path / "fresh.db")
     open_store(fresh).close()

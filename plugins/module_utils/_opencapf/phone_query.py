@@ -23,10 +23,13 @@ QUERY_FIELDS = ("names", "name_pattern", "device_pool", "model", "security_mode"
 LSC_STATUSES = ("none",) + CERTIFICATE_STATUSES
 _IN_LIMIT = 500
 
-# A phone's current LSC: its newest LSC that is not stale (a stale one was never installed).
+# A phone's current LSC: its newest LSC that is not stale (a stale one was never installed), i.e.
+# the one no newer non-stale LSC follows. Both lookups are seeks in the index certificates_current_lsc,
+# which holds every column a listing shows, so no certificate row (each with its PEM) is read.
 _FROM_WITH_LSC = (
-    " FROM phones p LEFT JOIN certificates l ON l.id = ("
-    "SELECT MAX(x.id) FROM certificates x WHERE x.phone_id = p.id AND x.kind = 'lsc' AND x.status != 'stale')"
+    " FROM phones p LEFT JOIN certificates l ON l.phone_id = p.id AND l.kind = 'lsc' AND l.status != 'stale'"
+    " AND NOT EXISTS (SELECT 1 FROM certificates x WHERE x.phone_id = p.id AND x.kind = 'lsc'"
+    " AND x.status != 'stale' AND x.id > l.id)"
 )
 _LSC_COLUMNS = ("l.id AS lsc_id, l.serial AS lsc_serial, l.status AS lsc_status, l.not_after AS lsc_not_after, "
                 "l.issued_at AS lsc_issued_at, l.installed_at AS lsc_installed_at")

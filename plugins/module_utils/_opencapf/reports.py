@@ -10,9 +10,11 @@ first (``utils capf stale-lsc list``); pending CSRs are those still waiting for 
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import gc
 import io
-from typing import Any
+from typing import Any, Iterator
 
 from . import authstrings, phone_query, scheduler, service_config, trust
 from .ca import authority
@@ -64,9 +66,13 @@ def recent_sessions(tx: Transaction, limit: int = 100, device_names=None) -> lis
     return tx.query(sql + " ORDER BY started_at DESC, id DESC LIMIT ?", (*params, limit))
 
 
+# Each column of each row costs a round trip through the sqlite3 module (it releases the GIL around
+# every column it reads), so a listing selects no column it does not return: a phone has a current
+# LSC exactly when its (never NULL) serial is there.
 PHONE_COLUMNS = ("p.name, p.description, p.model, p.device_pool, p.security_mode, p.operation, p.operation_status, "
-                 "p.operation_reason, p.auth_mode, p.operation_deadline, p.locked, l.id, l.serial, l.status, "
+                 "p.operation_reason, p.auth_mode, p.operation_deadline, p.locked, l.serial, l.status, "
                  "l.not_after, l.issued_at, l.installed_at")
+_PHONE_WIDTH = PHONE_COLUMNS.count(",") + 1
 
 
 def phone_rows(tx: Transaction, query: dict | None, *, secret: bytes | None = None,
@@ -80,25 +86,47 @@ def phone_rows(tx: Transaction, query: dict | None, *, secret: bytes | None = No
     order = check_choice("order_by", order, PHONE_ORDERS)
     columns = PHONE_COLUMNS + (", p.auth_salt, p.auth_hash" if authentication_string is not None else "")
     sql, params, wanted = phone_query.statement(query, columns, with_lsc=True, order=order)
-    result = []
-    append = result.append
-    for row in tx.rows(sql, params):
-        if wanted is not None and row[0] not in wanted:
-            continue
-        if authentication_string is not None and not authstrings.matches(secret, row[17], row[18],
-                                                                         authentication_string):
-            continue
-        (name, description, model, pool, security_mode, operation, status, reason, auth_mode, deadline, locked,
-         lsc_id, serial, lsc_status, not_after, issued_at, installed_at) = row[:17]
-        append({
+    rows = tx.rows(sql, params)
+    if wanted is not None or authentication_string is not None:
+        rows = _kept(rows, wanted, secret, authentication_string)
+    with _cycle_collector_paused():
+        return [{
             "device_name": name, "description": description, "model": model, "device_pool": pool,
             "security_mode": security_mode, "certificate_operation": operation, "operation_status": status,
             "operation_reason": reason, "authentication_mode": auth_mode, "operation_completes_by": deadline,
             "locked": bool(locked),
-            "lsc": None if lsc_id is None else {"serial": serial, "status": lsc_status, "not_after": not_after,
+            "lsc": None if serial is None else {"serial": serial, "status": lsc_status, "not_after": not_after,
                                                 "issued_at": issued_at, "installed_at": installed_at},
-        })
-    return result
+        } for (name, description, model, pool, security_mode, operation, status, reason, auth_mode, deadline, locked,
+               serial, lsc_status, not_after, issued_at, installed_at) in rows]
+
+
+def _kept(rows: Iterator[tuple], wanted: set | None, secret: bytes | None,
+          authentication_string: str | None) -> Iterator[tuple]:
+    """The rows of the named phones (``wanted``) whose stored hash matches ``authentication_string``,
+    each cut to ``PHONE_COLUMNS``."""
+    for row in rows:
+        if wanted is not None and row[0] not in wanted:
+            continue
+        if authentication_string is not None and not authstrings.matches(
+                secret, row[_PHONE_WIDTH], row[_PHONE_WIDTH + 1], authentication_string):
+            continue
+        yield row[:_PHONE_WIDTH]
+
+
+@contextlib.contextmanager
+def _cycle_collector_paused() -> Iterator[None]:
+    """Pause Python's cycle collector while a listing builds its dicts. They hold no cycles, yet
+    each few thousand of them would start a collection, and every collection of the oldest
+    generation walks all live objects (the listing so far, and whatever the caller still holds): a
+    fifth of the time of a 100,000-phone listing. Left disabled when it was disabled already."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _report_line(phone: dict) -> list:

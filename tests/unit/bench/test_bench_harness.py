@@ -134,6 +134,27 @@ def test_batches_give_every_call_a_fresh_input_and_count_them():
         rate(lambda: None, seconds=0.001, rounds=1, clock="sundial")
 
 
+def test_timed_frees_a_rounds_result_before_timing_the_next():
+    import weakref
+
+    from bench.harness import timed
+
+    class Listing(list):
+        pass
+
+    results, alive_at_start = [], []
+
+    def listing():
+        alive_at_start.append(any(result() is not None for result in results))
+        result = Listing(range(3))
+        results.append(weakref.ref(result))
+        return result
+
+    seconds, details = timed(listing, rounds=3)
+    assert alive_at_start == [False, False, False]
+    assert details["result"] == [0, 1, 2] and len(details["cpu_seconds"]) == 3 and seconds >= 0
+
+
 def _footprint(store):
     with store.read() as tx:
         return {

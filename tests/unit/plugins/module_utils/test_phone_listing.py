@@ -1,0 +1,138 @@
+"""Listing phones with their current LSC (capf_info phones, the CAPF report): which LSC is current,
+the order by LSC expiry, the result's shape, and the index the listing reads on a migrated store."""
+
+from __future__ import annotations
+
+import gc
+import sqlite3
+
+import pytest
+
+from _opencapf import authstrings, phone_query, reports
+from _opencapf.store import migrate, open_store
+from _opencapf.store.migrations import LATEST_VERSION
+from _opencapf.store.sqlite import SqliteBackend
+
+NOW = "2026-11-27T08:00:00Z"
+# Each phone's certificates in the order they were recorded, and the LSC expected to be current.
+CERTIFICATES = {
+    "SEP000000000001": [("lsc", "revoked", "2026-01-01T00:00:00Z"), ("lsc", "installed", "2030-01-01T00:00:00Z")],
+    "SEP000000000002": [("lsc", "installed", "2029-01-01T00:00:00Z"), ("lsc", "stale", "2031-01-01T00:00:00Z")],
+    "SEP000000000003": [("lsc", "stale", "2031-01-01T00:00:00Z")],
+    "SEP000000000004": [("mic", "installed", "2040-01-01T00:00:00Z")],
+    "SEP000000000005": [("lsc", "installed", "2032-01-01T00:00:00Z"), ("lsc", "issued", "2028-05-01T00:00:00Z")],
+    "SEP000000000006": [("lsc", "expired", "2029-01-01T00:00:00Z")],
+    "SEP000000000007": [],
+}
+CURRENT = {"SEP000000000001": "2030-01-01T00:00:00Z", "SEP000000000002": "2029-01-01T00:00:00Z",
+           "SEP000000000005": "2028-05-01T00:00:00Z", "SEP000000000006": "2029-01-01T00:00:00Z"}
+# No current LSC first (by name), then soonest expiry first, equal expiries by name.
+BY_EXPIRY = ["SEP000000000003", "SEP000000000004", "SEP000000000007", "SEP000000000005", "SEP000000000002",
+             "SEP000000000006", "SEP000000000001"]
+
+
+def _store_at_version_2(path: str) -> None:
+    """A store one migration behind, holding the phones and certificates above (rows only: their
+    issuer is not ``capf``, so the run's certificate lint does not take them for issued LSCs)."""
+    backend = SqliteBackend(path)
+    migrate(backend, target=2)
+    backend.close()
+    connection = sqlite3.connect(path)
+    with connection:
+        for name, certificates in CERTIFICATES.items():
+            phone_id = connection.execute("INSERT INTO phones (name, created_at, updated_at) VALUES (?, ?, ?)",
+                                          (name, NOW, NOW)).lastrowid
+            for index, (kind, status, not_after) in enumerate(certificates):
+                serial = f"{name[-1]}{index}"
+                connection.execute(
+                    "INSERT INTO certificates (phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, "
+                    "status, source, pem, not_before, not_after, issued_at, installed_at, status_changed_at) "
+                    "VALUES (?, ?, ?, 'fixture', ?, ?, ?, 'protocol', 'not a certificate', ?, ?, ?, ?, ?)",
+                    (phone_id, kind, serial, "f" + serial, "k" + serial, status, NOW, not_after, NOW,
+                     NOW if status in ("installed", "expired") else None, NOW))
+    connection.close()
+
+
+@pytest.fixture
+def migrated(store_path):
+    _store_at_version_2(store_path)
+    with open_store(store_path, actor="test") as store:
+        yield store
+
+
+def _names(rows):
+    return [row["device_name"] for row in rows]
+
+
+def test_migration_adds_the_index_the_listing_reads_instead_of_certificate_rows(migrated):
+    assert migrated.schema_version() == LATEST_VERSION == 3
+    sql, params, _wanted = phone_query.statement(None, reports.PHONE_COLUMNS, order="lsc_expiry")
+    with migrated.read() as tx:
+        indexes = {row["name"] for row in tx.query("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        plan = [row["detail"] for row in tx.query("EXPLAIN QUERY PLAN " + sql, params)]
+    assert "certificates_current_lsc" in indexes
+    certificate_steps = [step for step in plan if step.startswith(("SEARCH l ", "SEARCH x ", "SCAN l ", "SCAN x "))]
+    assert len(certificate_steps) == 2, plan
+    assert all("USING COVERING INDEX certificates_current_lsc" in step for step in certificate_steps), plan
+
+
+def test_current_lsc_is_the_newest_that_is_not_stale_and_orders_the_listing(migrated):
+    with migrated.read() as tx:
+        by_name = reports.phone_rows(tx, None)
+        by_expiry = reports.phone_rows(tx, None, order="lsc_expiry")
+        without = reports.phone_rows(tx, {"lsc_status": ["none"]}, order="lsc_expiry")
+        soon = reports.phone_rows(tx, {"lsc_expires_before": "2029-06-01"}, order="lsc_expiry")
+        selected = phone_query.select(tx, {"lsc_status": ["issued", "expired"]})
+    assert _names(by_name) == sorted(CERTIFICATES)
+    assert {row["device_name"]: (row["lsc"] or {}).get("not_after") for row in by_name} == {
+        name: CURRENT.get(name) for name in CERTIFICATES}
+    assert _names(by_expiry) == BY_EXPIRY
+    assert sorted(by_expiry, key=lambda row: row["device_name"]) == by_name
+    assert _names(without) == ["SEP000000000003", "SEP000000000004", "SEP000000000007"]
+    assert _names(soon) == ["SEP000000000005", "SEP000000000002", "SEP000000000006"]
+    assert [(row["name"], row["lsc_serial"]) for row in selected] == [("SEP000000000005", "51"),
+                                                                      ("SEP000000000006", "60")]
+
+
+def test_a_listed_phone_has_its_settings_and_current_lsc(migrated):
+    with migrated.read() as tx:
+        first, second = reports.phone_rows(tx, {"names": ["SEP000000000001", "SEP000000000007"]})
+    assert first == {
+        "device_name": "SEP000000000001", "description": "", "model": "", "device_pool": "",
+        "security_mode": "non_secure", "certificate_operation": "none", "operation_status": "none",
+        "operation_reason": "", "authentication_mode": "null_string", "operation_completes_by": None,
+        "locked": False,
+        "lsc": {"serial": "11", "status": "installed", "not_after": "2030-01-01T00:00:00Z", "issued_at": NOW,
+                "installed_at": NOW},
+    }
+    assert second["device_name"] == "SEP000000000007" and second["lsc"] is None and second["locked"] is False
+
+
+def test_named_phones_and_authentication_strings_narrow_the_listing(migrated):
+    secret = migrated.secret()
+    with migrated.transaction() as tx:
+        for name, value in (("SEP000000000001", "1234"), ("SEP000000000005", "1234"), ("SEP000000000002", "5678")):
+            salt, digest = authstrings.protect(secret, value)
+            tx.execute("UPDATE phones SET auth_salt = ?, auth_hash = ? WHERE name = ?", (salt, digest, name))
+    # More names than one statement lists: the rows are narrowed after the query.
+    names = list(CERTIFICATES) + ["SEP0000000A%04X" % index for index in range(600)]
+    with migrated.read() as tx:
+        everything = reports.phone_rows(tx, None, order="lsc_expiry")
+        named = reports.phone_rows(tx, {"names": names}, order="lsc_expiry")
+        matching = reports.phone_rows(tx, {"names": names}, secret=secret, authentication_string="1234",
+                                      order="lsc_expiry")
+    assert named == everything
+    assert matching == [row for row in everything if row["device_name"] in ("SEP000000000001", "SEP000000000005")]
+    assert _names(matching) == ["SEP000000000005", "SEP000000000001"]
+
+
+def test_the_listing_leaves_the_cycle_collector_as_it_found_it(migrated):
+    with migrated.read() as tx:
+        reports.phone_rows(tx, None, order="lsc_expiry")
+        assert gc.isenabled()
+        gc.disable()
+        try:
+            reports.phone_rows(tx, None, order="lsc_expiry")
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
