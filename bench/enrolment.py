@@ -393,8 +393,9 @@ def c500_failures(figures):
 def _session_cpu(ctx, key_type: str) -> Figure:
     """The server's side of whole enrolments (the sans-I/O session, its decider and the store, the
     session record) with the phone simulated in memory: no TLS, no sockets, no event loop. The
-    fsyncs are made but not counted (the service shares each one between sessions). Its CPU time per enrolment, next to the handshake's and the measured server's, tells how
-    much of an enrolment over TLS is the session itself and how much the driver around it."""
+    fsyncs are made but not counted (the service shares each one between sessions). Its CPU time
+    per enrolment, next to the handshake's and the measured server's, tells how much of an
+    enrolment over TLS is the session itself and how much the driver around it."""
     pin(ctx.core)
     size, warmup = ctx.size(1000, 10), ctx.size(50, 2)
     names = [f"SEP{0xC0000000 + index:012X}" for index in range(warmup + size)]
