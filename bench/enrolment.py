@@ -83,9 +83,13 @@ def _prepare_store(directory: str, key_type: str, names: list[str]) -> tuple[str
 
 
 def start_server(store_path: str, cores, processes: int, log_path: str) -> tuple[subprocess.Popen, int]:
-    """The real ``serve`` command pinned to ``cores``; return it and its port once it listens."""
+    """The real ``serve`` command pinned to ``cores``; return it and its port once it listens. Several
+    processes run with ``--cpu-affinity`` (one per core, each taking the connections its core
+    receives), as the load generator keeps one simulator process on each core."""
     command = [sys.executable, "-m", "_opencapf", "--store", store_path, "serve", "--listen", "127.0.0.1",
                "--port", "0", "--processes", str(processes), "--queue-timeout", "300", "--enrolment-interval", "0"]
+    if processes > 1:
+        command.append("--cpu-affinity")
     with open(log_path, "a", encoding="utf-8") as log:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True,
                                    env={**os.environ, "PYTHONPATH": ENGINE_PATH},
@@ -237,9 +241,12 @@ def run_load(directory: str, key_type: str, size: int, concurrency: int, *, serv
     for index in range(client_processes):
         parent_end, child_end = context.Pipe()
         share = max(1, concurrency // client_processes + (index < concurrency % client_processes))
+        # One simulator process per core when there are as many: each keeps to its core, as the
+        # server's workers do, like the receive queues of a network card spread over the CPUs.
+        cores = (client_cores[index],) if client_processes == len(client_cores) > 1 else client_cores
         clients.append(context.Process(target=_fleet, daemon=True, args=(
             port, capf_pem, phones[:warmup][index::client_processes], phones[warmup:][index::client_processes],
-            share, client_cores, child_end)))
+            share, cores, child_end)))
         pipes.append(parent_end)
     try:
         for client in clients:

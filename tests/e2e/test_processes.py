@@ -141,6 +141,55 @@ def test_daemon_with_processes_returns_once_listening_and_stops_on_sigterm(ca_st
     assert not pid_file.exists()
 
 
+def _allowed_cpus(pid):
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("Cpus_allowed_list:"):
+                return line.split(":", 1)[1].strip()
+    raise AssertionError("no Cpus_allowed_list")
+
+
+def test_cpu_affinity_keeps_each_worker_on_its_own_cpu(ca_store, store_path, tmp_path):
+    """``--cpu-affinity``: worker i on the i-th usable CPU (its sockets take the connections that CPU
+    receives); without it the workers may run anywhere. More processes than CPUs is refused."""
+    cpus = sorted(os.sched_getaffinity(0))
+    too_many = run_cli("--store", store_path, "serve", "--processes", str(len(cpus) + 1), "--cpu-affinity",
+                       "--port", "0")
+    assert too_many.returncode == 1 and "--cpu-affinity needs at most one process per usable CPU" in too_many.stderr
+    processes = min(2, len(cpus))
+    phone_records_names = [f"SEP{index:012X}" for index in range(0xE1, 0xE1 + 4)]
+    with ca_store.transaction() as tx:
+        for name in phone_records_names:
+            phone_records.create(tx, "test", name, operation="install_upgrade", key_order="ec",
+                                 operation_status="pending")
+    identities = [PhoneIdentity(PhoneSettings(name), key_factory=lambda kind, size: ec.generate_private_key(ec.SECP256R1()))
+                  for name in phone_records_names]
+    with open(tmp_path / "serve.log", "w", encoding="utf-8") as log:
+        process, port = _start(store_path, log, "--processes", str(processes), "--cpu-affinity")
+        try:
+            workers = _children(process.pid)
+            pinned = [_allowed_cpus(pid) for pid in workers]
+            summary = asyncio.run(run_fleet(identities, Target(("127.0.0.1",), port,
+                                                               cadata=authority.current(ca_store)["pem"], timeout=60),
+                                            concurrency=4, retries=0))
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=60)
+    assert process.returncode == 0 and summary["ok"] == 4, summary
+    if processes > 1:
+        assert sorted(pinned) == [str(cpu) for cpu in cpus[:processes]], pinned
+
+
+def test_prefer_cpu_sets_the_incoming_cpu_of_a_listening_socket():
+    from _opencapf.sockets import prefer_cpu
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        assert prefer_cpu(sock, 0)
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_INCOMING_CPU) == 0
+
+
 @pytest.mark.parametrize("value", ["0", "100000"])
 def test_processes_outside_its_range_is_refused_naming_the_option(ca_store, store_path, value):
     done = run_cli("--store", store_path, "serve", "--processes", value, "--port", "0")

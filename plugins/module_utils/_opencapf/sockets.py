@@ -82,3 +82,18 @@ def bind_listeners(addresses, port: int, groups: int) -> list[list[socket.socket
 
 
 __all__ = ["set_nodelay", "has_nodelay", "can_share_port", "bind_listeners", "BACKLOG"]
+
+
+def prefer_cpu(sock: socket.socket, cpu: int) -> bool:
+    """Ask the kernel to hand this listening socket, among those sharing its port, the connections
+    whose packets the given CPU handles (``SO_INCOMING_CPU``, Linux): with one server process
+    pinned to each CPU, a connection then stays on one CPU from the network stack to the session.
+    False where the option does not exist."""
+    option = getattr(socket, "SO_INCOMING_CPU", None)
+    if option is None:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, option, cpu)
+    except OSError:
+        return False
+    return True

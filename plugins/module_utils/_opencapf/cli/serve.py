@@ -37,6 +37,11 @@ def register(subparsers) -> None:
     parser.add_argument("--processes", type=int, default=None,
                         help="worker processes sharing the listening port (default: the processes parameter, "
                              f"1 unless set; at most {max_processes()} on this machine: four per core)")
+    parser.add_argument("--cpu-affinity", action="store_true",
+                        help="with several processes: keep worker i on the i-th usable CPU and give it the "
+                             "connections that CPU receives (SO_INCOMING_CPU); for a network card whose receive "
+                             "queues are spread over the CPUs (RSS). With a single queue every connection would "
+                             "go to one worker: leave it off")
     parser.add_argument("--store-threads", "--workers", dest="store_threads", type=int, default=4,
                         help="threads for store work in each process (--workers is its old, deprecated name)")
     parser.add_argument("--handshake-timeout", type=float, default=10.0,
@@ -70,6 +75,9 @@ def _check(args) -> None:
                                   "(four per core); lower it or pass --processes", args.processes)
     if not 1 <= args.processes <= limit:
         raise ValidationError("--processes", f"must be between 1 and {limit} (four per core)", args.processes)
+    if args.cpu_affinity and hasattr(os, "sched_getaffinity") and args.processes > len(os.sched_getaffinity(0)):
+        raise ValidationError("--cpu-affinity", f"needs at most one process per usable CPU "
+                              f"({len(os.sched_getaffinity(0))} here); lower --processes", args.processes)
     if not 1 <= args.store_threads <= 64:
         raise ValidationError("--store-threads", "must be between 1 and 64", args.store_threads)
 
@@ -104,7 +112,8 @@ def _serve(args, ready, private_fds=()) -> int:
     if args.processes == 1:
         asyncio.run(_main(args, ready))
         return 0
-    code = Supervisor(lambda: _open_store(args), _options(args), args.processes, private_fds).run(ready)
+    code = Supervisor(lambda: _open_store(args), _options(args), args.processes, private_fds,
+                      cpu_affinity=args.cpu_affinity).run(ready)
     logging.getLogger("opencapf.server").info("CAPF service stopped")
     return code
 

@@ -28,7 +28,7 @@ import signal
 import time
 
 from ..errors import CapfError
-from ..sockets import bind_listeners, can_share_port
+from ..sockets import bind_listeners, can_share_port, prefer_cpu
 from ..store import Store
 from ..store import service as service_records
 from .service import ServerOptions, serve
@@ -66,8 +66,9 @@ class _Worker:
 class Supervisor:
     """Run ``processes`` workers; ``open_store()`` gives each worker its own store connection."""
 
-    def __init__(self, open_store, options: ServerOptions, processes: int, private_fds=()):
+    def __init__(self, open_store, options: ServerOptions, processes: int, private_fds=(), cpu_affinity: bool = False):
         self.open_store = open_store
+        self.cpu_affinity = cpu_affinity
         self.private_fds = tuple(private_fds)  # the supervisor's own (the daemon's start-up pipe): workers close them
         self.options = options
         self.processes = processes
@@ -138,6 +139,11 @@ class Supervisor:
             if position != index and group is not self.groups[index]:
                 for sock in group:
                     sock.close()
+        core = self._core(index)
+        if core is not None:
+            os.sched_setaffinity(0, {core})
+            for sock in self.groups[index]:
+                prefer_cpu(sock, core)
         options = dataclasses.replace(self.options, sockets=tuple(self.groups[index]), addresses=None,
                                       enrolment_interval=self.options.enrolment_interval if index == 0 else 0.0)
 
@@ -159,6 +165,17 @@ class Supervisor:
         served = asyncio.run(main())
         log.info("CAPF worker %d (pid %d) stopped after serving %d sessions", index, os.getpid(), served)
         return 0
+
+    def _core(self, index: int) -> int | None:
+        """The CPU worker ``index`` keeps to with ``cpu_affinity``: with at most one worker per usable
+        CPU and a socket of its own per worker (SO_REUSEPORT), worker i runs on the i-th CPU and its
+        sockets prefer the connections that CPU receives, so a connection's packets, wake-ups and
+        session stay on one CPU. None (no pinning) otherwise."""
+        if not self.cpu_affinity or not hasattr(os, "sched_setaffinity") \
+                or len({id(group) for group in self.groups}) < self.processes:
+            return None
+        cores = sorted(os.sched_getaffinity(0))
+        return cores[index] if self.processes <= len(cores) else None
 
     def _await_ready(self) -> None:
         for worker in self.workers:
