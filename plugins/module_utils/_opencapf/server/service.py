@@ -135,7 +135,7 @@ class CapfServer:
         interval = self.options.enrolment_interval
         if interval <= 0:
             return
-        parameters = await self._run(self._parameters)
+        parameters, _signer = self._connection_state()
         if parameters["issuer"] == "online_ca":
             log.info("certificate enrolment service started (polls pending online CA requests every %.0f s)",
                      interval)
@@ -167,8 +167,7 @@ class CapfServer:
         for server in self._servers:
             await server.wait_closed()
         await self._durability.wait(self.store.durable_mark)
-        if self.store.backend.deferring_thread is not None:
-            self.store.defer_durability(False)
+        self.store.defer_durability(False)
         self._pool.shutdown(wait=True)
 
     def _protocol(self) -> asyncio.Protocol:
@@ -189,10 +188,6 @@ class CapfServer:
         if self.store.durable_mark != mark:
             await self._durability.wait(self.store.durable_mark)
         return result
-
-    def _parameters(self) -> dict:
-        with self.store.read() as tx:
-            return service_records.read(tx)
 
     def _connection_state(self) -> tuple[dict, authority.Signer]:
         """The service parameters and the active CAPF certificate, read again only when another
