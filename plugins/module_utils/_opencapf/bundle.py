@@ -26,8 +26,8 @@ PACKAGE_FILES = (
     "server/service.py", "server/supervisor.py", "simulator/__init__.py", "simulator/addressing.py",
     "simulator/client.py", "simulator/fleet.py", "simulator/identity.py", "simulator/manufacturing.py",
     "store/__init__.py", "store/audit.py", "store/backend.py", "store/certificates.py", "store/csrs.py",
-    "store/migrations.py", "store/phones.py", "store/secrets.py", "store/service.py", "store/sessions.py",
-    "store/sqlite.py",
+    "store/jobs.py", "store/migrations.py", "store/phones.py", "store/secrets.py", "store/service.py",
+    "store/sessions.py", "store/sqlite.py",
 )
 
 
@@ -98,6 +98,7 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from .store import backend  # noqa: F401
     from .store import certificates as _store_certificates  # noqa: F401
     from .store import csrs  # noqa: F401
+    from .store import jobs as _store_jobs  # noqa: F401
     from .store import migrations  # noqa: F401
     from .store import phones  # noqa: F401
     from .store import secrets  # noqa: F401

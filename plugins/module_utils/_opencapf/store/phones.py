@@ -71,6 +71,18 @@ def by_name(tx: Transaction, names=None) -> dict[str, dict[str, Any]]:
     return result
 
 
+def lapse_overdue(tx: Transaction, now: str) -> list[str]:
+    """Pending operations whose deadline is before ``now`` become ``lapsed``; their phones' names."""
+    names = [row["name"] for row in tx.query(
+        "SELECT name FROM phones WHERE operation_status = 'pending' AND operation_deadline IS NOT NULL "
+        "AND operation_deadline < ? ORDER BY name", (now,))]
+    if names:
+        tx.execute("UPDATE phones SET operation_status = 'lapsed', operation_reason = 'deadline passed', "
+                   "updated_at = ? WHERE operation_status = 'pending' AND operation_deadline IS NOT NULL "
+                   "AND operation_deadline < ?", (now, now))
+    return names
+
+
 def set_operation_result(tx: Transaction, actor: str, phone: dict[str, Any], status: str, reason: str = "",
                          *, clear_operation: bool = False, **details: Any) -> None:
     """Record how the phone's pending operation went; ``clear_operation`` sets it back to ``none``."""
