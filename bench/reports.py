@@ -14,9 +14,8 @@ import os
 import tempfile
 import time
 
-from _opencapf import phone_query
 from _opencapf import reports as capf_reports
-from _opencapf.store import open_store
+from _opencapf.store import open_store, phones
 from _opencapf.vocabulary import format_utc, utc_now
 
 from . import fleet
@@ -45,10 +44,9 @@ LISTINGS = {
 _STATEMENTS = {
     "store.pending_csrs": lambda horizon: (capf_reports.PENDING_CSRS_SQL, capf_reports.PENDING_CSR_STATUSES),
     "store.stale_lscs": lambda horizon: (capf_reports.STALE_LSCS_SQL + " ORDER BY p.name, c.id", ()),
-    "store.phones_by_lsc_expiry": lambda horizon: phone_query.statement(None, capf_reports.PHONE_COLUMNS,
-                                                                        order="lsc_expiry")[:2],
-    "store.lsc_expiring_before": lambda horizon: phone_query.statement({"lsc_expires_before": horizon},
-                                                                       capf_reports.PHONE_COLUMNS, order="lsc_expiry")[:2],
+    "store.phones_by_lsc_expiry": lambda horizon: phones.listing_statement(None, order="lsc_expiry")[:2],
+    "store.lsc_expiring_before": lambda horizon: phones.listing_statement({"lsc_expires_before": horizon},
+                                                                          order="lsc_expiry")[:2],
 }
 
 

@@ -22,6 +22,7 @@ from .errors import ValidationError
 from .files import write_private_file
 from .results import converged
 from .store import Store, audit
+from .store import phones as phone_records
 from .store.backend import Transaction
 from .vocabulary import check_choice, check_int_range, normalise_device_name
 
@@ -31,7 +32,10 @@ REPORT_COLUMNS = ("device_name", "description", "model", "device_pool", "securit
                   "operation_status", "authentication_mode", "lsc_status", "lsc_serial", "lsc_not_after",
                   "lsc_installed_at")
 MAX_LIMIT = 100000
-PHONE_ORDERS = tuple(phone_query.ORDERS)
+PHONE_ORDERS = phone_query.ORDERS
+# The width of a listed phone's row (``store.phones.LISTING_COLUMNS``); with an authentication
+# string its salt and hash follow.
+_PHONE_WIDTH = phone_records.LISTING_WIDTH
 
 
 STALE_LSCS_SQL = ("SELECT p.name AS device_name, c.id, c.serial, c.issuer, c.fingerprint, c.not_after, c.issued_at, "
@@ -66,15 +70,6 @@ def recent_sessions(tx: Transaction, limit: int = 100, device_names=None) -> lis
     return tx.query(sql + " ORDER BY started_at DESC, id DESC LIMIT ?", (*params, limit))
 
 
-# Each column of each row costs a round trip through the sqlite3 module (it releases the GIL around
-# every column it reads), so a listing selects no column it does not return: a phone has a current
-# LSC exactly when its (never NULL) serial is there.
-PHONE_COLUMNS = ("p.name, p.description, p.model, p.device_pool, p.security_mode, p.operation, p.operation_status, "
-                 "p.operation_reason, p.auth_mode, p.operation_deadline, p.locked, l.serial, l.status, "
-                 "l.not_after, l.issued_at, l.installed_at")
-_PHONE_WIDTH = PHONE_COLUMNS.count(",") + 1
-
-
 def phone_rows(tx: Transaction, query: dict | None, *, secret: bytes | None = None,
                authentication_string: str | None = None, order: str = "device_name") -> list[dict[str, Any]]:
     """Phones matching a bulk-style query with their CAPF status and current LSC, in ``order``
@@ -84,11 +79,9 @@ def phone_rows(tx: Transaction, query: dict | None, *, secret: bytes | None = No
     Rows are read as tuples straight from the cursor (a listing of 100,000 phones builds each
     phone's dict once, and nothing else)."""
     order = check_choice("order_by", order, PHONE_ORDERS)
-    columns = PHONE_COLUMNS + (", p.auth_salt, p.auth_hash" if authentication_string is not None else "")
-    sql, params, wanted = phone_query.statement(query, columns, with_lsc=True, order=order)
-    rows = tx.rows(sql, params)
-    if wanted is not None or authentication_string is not None:
-        rows = _kept(rows, wanted, secret, authentication_string)
+    rows = phone_records.listing(tx, query, order=order, with_auth=authentication_string is not None)
+    if authentication_string is not None:
+        rows = _using(rows, secret, authentication_string)
     with _cycle_collector_paused():
         return [{
             "device_name": name, "description": description, "model": model, "device_pool": pool,
@@ -101,17 +94,11 @@ def phone_rows(tx: Transaction, query: dict | None, *, secret: bytes | None = No
                serial, lsc_status, not_after, issued_at, installed_at) in rows]
 
 
-def _kept(rows: Iterator[tuple], wanted: set | None, secret: bytes | None,
-          authentication_string: str | None) -> Iterator[tuple]:
-    """The rows of the named phones (``wanted``) whose stored hash matches ``authentication_string``,
-    each cut to ``PHONE_COLUMNS``."""
+def _using(rows: Iterator[tuple], secret: bytes | None, authentication_string: str) -> Iterator[tuple]:
+    """The rows whose stored hash matches ``authentication_string``, each cut to the listing's columns."""
     for row in rows:
-        if wanted is not None and row[0] not in wanted:
-            continue
-        if authentication_string is not None and not authstrings.matches(
-                secret, row[_PHONE_WIDTH], row[_PHONE_WIDTH + 1], authentication_string):
-            continue
-        yield row[:_PHONE_WIDTH]
+        if authstrings.matches(secret, row[_PHONE_WIDTH], row[_PHONE_WIDTH + 1], authentication_string):
+            yield row[:_PHONE_WIDTH]
 
 
 @contextlib.contextmanager
