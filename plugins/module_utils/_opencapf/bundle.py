@@ -25,8 +25,9 @@ PACKAGE_FILES = (
     "protocol/phone.py", "protocol/proof.py", "protocol/session.py", "server/__init__.py", "server/decider.py",
     "server/service.py", "server/supervisor.py", "simulator/__init__.py", "simulator/addressing.py",
     "simulator/client.py", "simulator/fleet.py", "simulator/identity.py", "simulator/manufacturing.py",
-    "store/__init__.py", "store/audit.py", "store/backend.py", "store/certificates.py", "store/csrs.py",
-    "store/migrations.py", "store/phones.py", "store/service.py", "store/sessions.py", "store/sqlite.py",
+    "store/__init__.py", "store/audit.py", "store/backend.py", "store/capf_certificates.py",
+    "store/certificates.py", "store/csrs.py", "store/jobs.py", "store/migrations.py", "store/phones.py",
+    "store/secrets.py", "store/service.py", "store/sessions.py", "store/sqlite.py",
 )
 
 
@@ -95,10 +96,13 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from .simulator import manufacturing  # noqa: F401
     from .store import audit  # noqa: F401
     from .store import backend  # noqa: F401
+    from .store import capf_certificates  # noqa: F401
     from .store import certificates as _store_certificates  # noqa: F401
     from .store import csrs  # noqa: F401
+    from .store import jobs as _store_jobs  # noqa: F401
     from .store import migrations  # noqa: F401
     from .store import phones  # noqa: F401
+    from .store import secrets  # noqa: F401
     from .store import service as _store_service  # noqa: F401
     from .store import sessions  # noqa: F401
     from .store import sqlite  # noqa: F401
