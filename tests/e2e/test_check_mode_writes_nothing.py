@@ -4,56 +4,20 @@ store, -wal, -shm, secret.key, keys/, lock files: names, modes, times and conten
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import stat
 
 import pytest
 
-from _opencapf import trust
-from _opencapf.ca import authority
-from _opencapf.store import Store, migrate, open_store
+from _opencapf.store import Store, open_store
 from _opencapf.store.migrations import LATEST_VERSION
 from _opencapf.store.sqlite import SqliteBackend
 from support import certfactory
 from support.ansible_runner import install_collection, playbook, task_results
-from support.protocol import add_phone
-from support.tools import ROOT
+from support.stores import PHONE, populated_store
+from support.tools import ROOT, snapshot
 
-PHONE = "SEP001122334455"
 MODULES = sorted(name[:-3] for name in os.listdir(os.path.join(ROOT, "plugins", "modules")) if name.startswith("capf_"))
-
-
-def snapshot(directory: str) -> dict:
-    """Every entry under ``directory`` (itself included): type, mode, modification time and content."""
-    entries = {}
-    for root, dirs, files in os.walk(directory):
-        for name in ["."] + dirs + files if root == directory else dirs + files:
-            path = os.path.normpath(os.path.join(root, name))
-            status = os.lstat(path)
-            content = None
-            if stat.S_ISREG(status.st_mode):
-                with open(path, "rb") as handle:
-                    content = hashlib.sha256(handle.read()).hexdigest()
-            entries[os.path.relpath(path, directory)] = (stat.S_IFMT(status.st_mode), stat.S_IMODE(status.st_mode),
-                                                         status.st_mtime_ns, content)
-    return entries
-
-
-def populated_store(directory: str, version: int) -> str:
-    """A store at schema ``version`` with a CAPF certificate (keys/), a phone with an authentication
-    string (secret.key) and a pending operation, an offline CA root, closed as a real run leaves it."""
-    os.mkdir(directory, 0o700)
-    path = os.path.join(directory, "capf.db")
-    backend = SqliteBackend(path)
-    migrate(backend, target=version)
-    with Store(backend, directory, "test") as store:
-        assert store.schema_version() == version
-        authority.ensure(store)
-        add_phone(store, PHONE, operation="install_upgrade", auth_mode="auth_string", auth_string="12345678")
-        trust.converge(store, content=certfactory.pem(certfactory.make("Offline Root CA")[0]), trust_store="capf-trust")
-    return path
 
 
 def module_tasks(outside: str) -> dict[str, list[dict]]:
@@ -79,9 +43,9 @@ def module_tasks(outside: str) -> dict[str, list[dict]]:
             {"state": "imported", "src": [signed], "fail_on_problems": False},
         ],
         "capf_service": [
-            {"validity_days": 730, "online_ca": {"hostname": "ca.example.com", "type": "est", "profile_label": "phones",
-                                               "username": "capf", "password": "S3cret-check"},
-             "capf_certificate": {"key_type": "ec256"}},
+            {"validity_days": 730, "capf_certificate": {"key_type": "ec256"},
+             "online_ca": {"hostname": "ca.example.com", "type": "est", "profile_label": "phones", "username": "capf",
+                           "password": "S3cret-check"}},
             {"state": "started"},
         ],
         "capf_stale_lsc": [{}, {"devices": [PHONE]}],
