@@ -40,7 +40,7 @@ def _as_dict(report) -> dict:
 
 def _plan(args, output) -> int:
     loaded = document.load(args.file)
-    with opened(args.store, actor="cli:plan") as store:
+    with opened(args.store, actor="cli:plan", read_only=True) as store:
         report = deployment.plan(store, loaded)
     output.result(_as_dict(report), deployment.render(report))
     return 2 if args.detailed_exitcode and report.changed else 0

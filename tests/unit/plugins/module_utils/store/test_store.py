@@ -261,3 +261,61 @@ def test_service_connections_queue_for_the_write_lock_on_a_private_lock_file(sto
         with grouped.read() as tx:
             assert tx.scalar("SELECT COUNT(*) FROM audit_events WHERE action = 'test.grouped'") == 1
     os.close(probe)
+
+
+def _names(directory):
+    return sorted(os.listdir(directory))
+
+
+def test_read_only_store_reads_without_writing_and_refuses_writes(store, store_path):
+    """A read-only open (check mode, plans) creates no file, not even -wal/-shm or secret.key, and
+    refuses write transactions; with a live writer it reads through the writer's log."""
+    directory = os.path.dirname(store_path)
+    store.close()
+    before = {name: os.stat(os.path.join(directory, name)).st_mtime_ns for name in _names(directory)}
+    with open_store(store_path, read_only=True) as reader:
+        assert reader.schema_version() == LATEST_VERSION
+        assert len(reader.secret()) == 32 and reader.keys_dir == os.path.join(directory, "keys")
+        with pytest.raises(StoreError, match="is open read-only; nothing may be written"):
+            with reader.transaction():
+                pass
+    assert {name: os.stat(os.path.join(directory, name)).st_mtime_ns for name in _names(directory)} == before
+    with open_store(store_path) as writer:
+        with writer.transaction() as tx:
+            service.write(tx, "test", {"validity_days": 400})
+        files = _names(directory)
+        assert store_path + "-wal" in [os.path.join(directory, name) for name in files]
+        with open_store(store_path, read_only=True) as reader, reader.read() as tx:
+            assert service.read(tx)["validity_days"] == 400
+        assert _names(directory) == files
+
+
+def test_read_only_open_of_a_missing_or_newer_store(tmp_path, store_path):
+    with pytest.raises(StoreError, match="does not exist; run 'init' first"):
+        open_store(str(tmp_path / "absent.db"), read_only=True, create=False)
+    with open_store(str(tmp_path / "absent.db"), read_only=True) as empty:
+        assert empty.schema_version() == LATEST_VERSION
+    assert os.listdir(tmp_path) == []
+    open_store(store_path).close()
+    connection = sqlite3.connect(store_path)
+    connection.execute("INSERT INTO schema_migrations VALUES (999, 'future', '2030-01-01T00:00:00Z')")
+    connection.commit()
+    connection.close()
+    with pytest.raises(StoreError, match="newer than this engine"):
+        open_store(store_path, read_only=True)
+
+
+def test_store_through_a_symlink_uses_the_files_beside_the_real_store(tmp_path):
+    real_dir, link_dir = tmp_path / "real", tmp_path / "link"
+    real_dir.mkdir(mode=0o700)
+    link_dir.mkdir(mode=0o700)
+    real = str(real_dir / "capf.db")
+    with open_store(real) as store:
+        secret = store.secret()
+    os.symlink(real, link_dir / "capf.db")
+    with open_store(str(link_dir / "capf.db"), group_commit=True) as linked:
+        assert linked.secret() == secret and linked.location == real and linked.state_dir == str(real_dir)
+        with linked.transaction() as tx:
+            service.write(tx, "test", {"validity_days": 400})
+        assert os.path.exists(real + "-writer.lock") and os.path.isdir(linked.keys_dir)
+    assert os.listdir(link_dir) == ["capf.db"]
