@@ -246,6 +246,14 @@ class CapfServer:
         with self.store.transaction() as tx:
             session_records.record(tx, ACTOR, **fields)
 
+    def _record_session(self, record: dict, session: ServerSession, duration) -> None:
+        outcome = session.outcome
+        details = dict(outcome.details)
+        if outcome.version is not None:
+            details["version"] = outcome.version
+        self._record(**{**record, "device_name": outcome.device_name, "operation": outcome.operation},
+                     outcome=outcome.outcome, reason=outcome.reason, duration_ms=duration(), **details)
+
     # -- one connection -----------------------------------------------------------------------
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -344,14 +352,18 @@ class CapfServer:
             inline = parameters["issuer"] not in NETWORK_ISSUERS
             session = ServerSession(session_id, StoreDecider(self.store, peer, session_id, parameters, signer),
                                     step_timeout=self.options.step_timeout)
-            final = await self._converse(session, reader, writer, inline)
+            try:
+                final = await self._converse(session, reader, writer, inline)
+            except BaseException as exc:
+                # The service stops (the task is cancelled) or a defect of ours: the session ends
+                # here all the same, settles the phone's operation and is on record.
+                if not session.closed:
+                    session.connection_lost("the CAPF service stopped during the session"
+                                            if isinstance(exc, asyncio.CancelledError) else "internal error")
+                    self._record_session(record, session, duration)
+                raise
             outcome = session.outcome
-            details = dict(outcome.details)
-            if outcome.version is not None:
-                details["version"] = outcome.version
-            await self._step(True, lambda: self._record(
-                **{**record, "device_name": outcome.device_name, "operation": outcome.operation},
-                outcome=outcome.outcome, reason=outcome.reason, duration_ms=duration(), **details))
+            await self._step(True, self._record_session, record, session, duration)
             level = logging.INFO if outcome.outcome in ("succeeded", "no_operation", "deferred") else logging.WARNING
             log.log(level, "session %d: %s device %s operation %s: %s%s", session_id, peer,
                     outcome.device_name or "-", outcome.operation or "-", outcome.outcome,
