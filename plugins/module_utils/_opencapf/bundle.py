@@ -23,10 +23,11 @@ PACKAGE_FILES = (
     "issuers/adcs.py", "issuers/base.py", "issuers/est.py", "issuers/offline.py", "issuers/online.py",
     "issuers/transport.py", "protocol/__init__.py", "protocol/codec.py", "protocol/constants.py",
     "protocol/phone.py", "protocol/proof.py", "protocol/session.py", "server/__init__.py", "server/decider.py",
-    "server/service.py", "server/supervisor.py", "simulator/__init__.py", "simulator/addressing.py",
-    "simulator/client.py", "simulator/fleet.py", "simulator/identity.py", "simulator/manufacturing.py",
-    "store/__init__.py", "store/audit.py", "store/backend.py", "store/certificates.py", "store/csrs.py",
-    "store/migrations.py", "store/phones.py", "store/service.py", "store/sessions.py", "store/sqlite.py",
+    "server/scheduling.py", "server/service.py", "server/supervisor.py", "simulator/__init__.py",
+    "simulator/addressing.py", "simulator/client.py", "simulator/fleet.py", "simulator/identity.py",
+    "simulator/manufacturing.py", "store/__init__.py", "store/audit.py", "store/backend.py",
+    "store/certificates.py", "store/csrs.py", "store/migrations.py", "store/phones.py", "store/service.py",
+    "store/sessions.py", "store/sqlite.py",
 )
 
 
@@ -86,6 +87,7 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from .protocol import proof  # noqa: F401
     from .protocol import session  # noqa: F401
     from .server import decider  # noqa: F401
+    from .server import scheduling  # noqa: F401
     from .server import service  # noqa: F401
     from .server import supervisor  # noqa: F401
     from .simulator import addressing  # noqa: F401
