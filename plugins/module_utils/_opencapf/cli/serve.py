@@ -8,7 +8,9 @@ double-forks, writes ``--pid-file``, logs to ``--log-file`` and returns only onc
 accepts (or with the error that stopped it). ``--processes N`` (default: the ``processes`` service
 parameter) greater than 1 runs N worker processes behind the same port under a supervisor
 (``server.supervisor``); the pid printed or written is the supervisor's, and SIGTERM to it stops
-them all.
+them all. SIGHUP reloads: the parameters and the CAPF certificate are read again and ``--log-file``
+is reopened at its path (logrotate), in the supervisor and every worker; the service goes on.
+The service also runs the scheduler (``server.scheduling``): due jobs and passed deadlines.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def register(subparsers) -> None:
                              "requests (issuer online_ca; 0 turns it off)")
     parser.add_argument("--daemon", action="store_true", help="detach; return once the listener accepts")
     parser.add_argument("--pid-file", help="with --daemon: write the daemon's process id here")
-    parser.add_argument("--log-file", help="with --daemon: append the log here")
+    parser.add_argument("--log-file", help="with --daemon: append the log here (reopened on SIGHUP, for logrotate)")
     parser.set_defaults(handler=run)
 
 

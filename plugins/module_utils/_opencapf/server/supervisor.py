@@ -12,9 +12,10 @@ certificate enrolment service, so pending online CA requests are polled once.
 The supervisor forwards SIGTERM and SIGINT to every worker and waits for them to finish their
 sessions. It forwards SIGHUP too, after reopening its own log file: each worker then reopens its
 log file and reads the service parameters and the CAPF certificate again, and goes on serving.
-Every worker runs the scheduler's loop; the store's ``scheduler`` lead lets one of them run it. A worker that dies on its own is replaced on the same sockets (connections waiting in
-its queue are then served by the replacement); a worker that keeps dying within seconds of its
-start stops the whole service with an error.
+A worker that dies on its own is replaced on the same sockets (connections waiting in its queue
+are then served by the replacement); a worker that keeps dying within seconds of its start stops
+the whole service with an error. Every worker runs the scheduler's loop; the store's
+``scheduler`` lead lets one of them do the work.
 """
 
 from __future__ import annotations
