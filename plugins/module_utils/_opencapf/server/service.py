@@ -576,7 +576,10 @@ async def serve(store: Store, options: ServerOptions | None = None, ready=None, 
             await asyncio.wait_for(worker, 30)
         except (asyncio.TimeoutError, CapfError):
             pass
-        await jobs  # a job under way finishes: a job cut short would stay 'running'
+        try:
+            await jobs  # a job under way finishes: a job cut short would stay 'running'
+        except Exception:  # pylint: disable=broad-except  # a defect of ours must not keep the sessions from ending
+            log.exception("scheduler: internal error while stopping")
         await server.stop()
     return server.served
 
