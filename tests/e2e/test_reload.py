@@ -85,8 +85,10 @@ def test_sighup_reloads_reopens_the_log_file_and_the_service_goes_on(ca_store, s
         result = run_enrol(_phone("SEP0000000E0002"), server)  # verifies the server against the new certificate
         assert result.outcome == "ok", result
     finally:
-        os.kill(pid, signal.SIGTERM)
-        stopped = _wait(lambda: not _alive(pid), 60)
+        for process in [pid] + [worker for worker in workers if not _alive(pid)]:  # orphans of a dead supervisor too
+            if _alive(process):
+                os.kill(process, signal.SIGTERM)
+        stopped = _wait(lambda: not any(_alive(process) for process in [pid, *workers]), 60)
     with ca_store.read() as tx:
         lsc = tx.one("SELECT not_before, not_after FROM certificates c JOIN phones p ON p.id = c.phone_id "
                      "WHERE p.name = 'SEP0000000E0002' AND c.kind = 'lsc'")
