@@ -58,6 +58,7 @@ LOCKOUT_FAILURES = (1, 100)
 MAX_SESSIONS = (1, 100000)
 MAX_SESSIONS_PER_ADDRESS = (1, 100000)
 SERVICE_PROCESSES = (1, 64)  # worker processes of the CAPF service
+SCHEDULER_INTERVAL_SECONDS = (1, 3600)  # how often the CAPF service runs due jobs and lapses deadlines
 DEVICE_NAME_MAX = 64
 
 # Run-time settings of the CAPF service (``serve`` options) and of the phone simulator.

@@ -119,6 +119,11 @@ class Store:
         """Return once commit number ``mark`` is on disk (one fsync serves every commit before it)."""
         self.backend.sync(mark)
 
+    def try_lead(self, name: str) -> bool:
+        """Whether this connection leads duty ``name`` (taking the lead when nobody holds it): of all
+        the processes sharing the store, one leads at a time, until it closes the store or ends."""
+        return self.backend.try_lead(name)
+
     def secret(self) -> bytes:
         """The store's keyed-hash secret, kept in a 0600 file outside the database."""
         if self._secret is None:
