@@ -71,6 +71,17 @@ def by_name(tx: Transaction, names=None) -> dict[str, dict[str, Any]]:
     return result
 
 
+def missing_names(tx: Transaction, names) -> list[str]:
+    """The names (canonical upper case, sorted) that no phone in the store has."""
+    wanted = sorted({name.upper() for name in names})
+    found: set[str] = set()
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start:start + 500]
+        found.update(row["name"] for row in tx.query(
+            f"SELECT name FROM phones WHERE name IN ({', '.join('?' * len(chunk))})", chunk))
+    return [name for name in wanted if name not in found]
+
+
 def set_operation_result(tx: Transaction, actor: str, phone: dict[str, Any], status: str, reason: str = "",
                          *, clear_operation: bool = False, **details: Any) -> None:
     """Record how the phone's pending operation went; ``clear_operation`` sets it back to ``none``."""
