@@ -105,7 +105,7 @@ options:
     description:
       - CSV file on the managed host with phones to insert or update. Excludes O(query), O(set) and O(run_at).
       - At most 32 MiB, 100,000 rows and 1,024 characters a cell; quoting is strict, and any bad row means nothing is imported.
-      - Every error starts with C(csv_file), for example C(csv_file: cannot read CSV file /x: No such file or directory).
+      - 'Every error starts with C(csv_file), for example C(csv_file: cannot read CSV file /x: No such file or directory).'
     type: path
   strings_file:
     description: Write generated authentication strings to this CSV file (mode 0600). Required for scheduled jobs that generate strings.

@@ -52,9 +52,9 @@ options:
   src:
     description:
       - Files holding the signed certificates (and optionally the CA chain). Required with V(imported).
-      - A file that cannot be read fails the task with a message that starts with its option path, for example
+      - 'A file that cannot be read fails the task with a message that starts with its option path, for example
         C(src[1]: cannot read certificate file /x: No such file or directory). A file holding no certificate is
-        reported in RV(problems) and, with O(fail_on_problems), fails the task naming C(src[1]) and the file.
+        reported in RV(problems) and, with O(fail_on_problems), fails the task naming C(src[1]) and the file.'
     type: list
     elements: path
   fail_on_problems:

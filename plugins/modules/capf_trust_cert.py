@@ -55,8 +55,8 @@ options:
     description:
       - File on the managed host holding PEM (one certificate or a chain) or one DER certificate; at most 1 MiB and
         50 certificates.
-      - A missing, unreadable or oversized file, or one holding no certificate, fails with a message that starts with
-        C(path), for example C(path: cannot read certificate file /x: No such file or directory).
+      - 'A missing, unreadable or oversized file, or one holding no certificate, fails with a message that starts with
+        C(path), for example C(path: cannot read certificate file /x: No such file or directory).'
     type: path
   description:
     description: Description stored with the certificates; changing it is a change.

@@ -55,8 +55,8 @@ def check_private_file(path: str, what: str = "key file") -> None:
     """Refuse a secret file that group or others may read or write."""
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
-    except FileNotFoundError:
-        raise CapfError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise CapfError(f"cannot read {what} {path}: {exc.strerror}") from None
     if mode & 0o077:
         raise PermissionProblem(
             f"{what} {path} has mode {mode:04o}, readable or writable by group/others; "
