@@ -102,9 +102,7 @@ def read_option_file(path, option: str, what: str, *, private: bool = False,
         if private:
             return read_private_file(path, what)
         return read_input_file(path, what, max_bytes)
-    except PermissionProblem as exc:
-        raise InputFileError(option, str(exc)) from None
-    except CapfError as exc:
+    except CapfError as exc:  # missing, unreadable, too large, or a key that others may read
         raise InputFileError(option, str(exc)) from None
 
 
