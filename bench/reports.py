@@ -14,9 +14,8 @@ import os
 import tempfile
 import time
 
-from _opencapf import phone_query
 from _opencapf import reports as capf_reports
-from _opencapf.store import open_store
+from _opencapf.store import certificates, csrs, open_store, phones
 from _opencapf.vocabulary import format_utc, utc_now
 
 from . import fleet
@@ -30,9 +29,9 @@ EXPIRY_HORIZON_DAYS = 90
 # and its phones (the CAPF report's rows) with order_by lsc_expiry, all phones or those expiring soon.
 LISTINGS = {
     "store.pending_csrs": ("pending CSRs with timestamps, oldest first (utils capf csr list; capf_info pending_csrs)",
-                           lambda tx, horizon: capf_reports.pending_csrs(tx)),
+                           lambda tx, horizon: csrs.awaiting_signature(tx)),
     "store.stale_lscs": ("stale LSCs: issued, never installed, overtaken by a newer CSR (capf_info stale_lscs)",
-                         lambda tx, horizon: capf_reports.stale_lscs(tx)),
+                         lambda tx, horizon: certificates.stale_lscs(tx)),
     "store.phones_by_lsc_expiry": ("every phone with its current LSC, ordered by LSC expiry (capf_info phones, "
                                    "order_by lsc_expiry)",
                                    lambda tx, horizon: capf_reports.phone_rows(tx, None, order="lsc_expiry")),
@@ -43,12 +42,11 @@ LISTINGS = {
 }
 # The SQL each listing runs, for its query plan and the time SQLite alone needs.
 _STATEMENTS = {
-    "store.pending_csrs": lambda horizon: (capf_reports.PENDING_CSRS_SQL, capf_reports.PENDING_CSR_STATUSES),
-    "store.stale_lscs": lambda horizon: (capf_reports.STALE_LSCS_SQL + " ORDER BY p.name, c.id", ()),
-    "store.phones_by_lsc_expiry": lambda horizon: phone_query.statement(None, capf_reports.PHONE_COLUMNS,
-                                                                        order="lsc_expiry")[:2],
-    "store.lsc_expiring_before": lambda horizon: phone_query.statement({"lsc_expires_before": horizon},
-                                                                       capf_reports.PHONE_COLUMNS, order="lsc_expiry")[:2],
+    "store.pending_csrs": lambda horizon: csrs.awaiting_signature_statement(),
+    "store.stale_lscs": lambda horizon: certificates.stale_lscs_statement(),
+    "store.phones_by_lsc_expiry": lambda horizon: phones.listing_statement(None, order="lsc_expiry")[:2],
+    "store.lsc_expiring_before": lambda horizon: phones.listing_statement({"lsc_expires_before": horizon},
+                                                                          order="lsc_expiry")[:2],
 }
 
 

@@ -16,9 +16,20 @@ description:
   - O(state=exported) writes the pending CSRs to O(path) for the CA operator, one C(<DEVICE>.csr.pem) per phone or
     one bundle (O(bundle=true)). Files are rewritten only when their content differs.
   - O(state=imported) reads the certificates the CA signed (PEM, DER or PKCS#7 files, bundles too), matches each to
-    its CSR by public key, checks it (chain to C(CAPF-trust), KeyUsage digitalSignature and keyEncipherment, validity)
-    and records it. The phone receives it on its next CAPF session. A certificate whose CSR the phone has since
-    replaced is recorded as stale and never delivered. Certificates imported before are reported, not recorded again.
+    its CSR by public key, checks it against what was asked for and records it. The phone receives it on its next CAPF
+    session. A certificate whose CSR the phone has since replaced is recorded as stale and never delivered.
+    Certificates imported before are reported, not recorded again.
+  - "The check, the same as for an online CA's answer: the public key is the phone's key of the CSR; the subject holds
+    exactly one CN, equal to the device name (case included), and besides it only O, OU, L, ST and C, which the CA may
+    set; every subjectAltName entry, when there is one, names the device (a directoryName under the subject rule, or a
+    dNSName or URI that is the device name); not a CA (no BasicConstraints CA:TRUE, no KeyUsage keyCertSign or
+    cRLSign); KeyUsage digitalSignature and keyEncipherment (EC keys: keyEncipherment or keyAgreement) and, when
+    ExtendedKeyUsage is present, clientAuth; notBefore at most 5 minutes ahead of now (clock skew) and notAfter after
+    now; a chain, through the CA certificates in the imported files, to a certificate in C(CAPF-trust), each CA
+    certificate of it within its validity."
+  - A certificate that fails the check is reported under RV(problems) with its file, a code and the reason, recorded
+    as a C(certificate.refused) audit event and on the phone's CSR and operation reason, and never recorded as an LSC
+    or delivered; the CSR keeps waiting for a certificate that passes.
   - Pending CSRs with their timestamps are also listed by M(opencapf.capf.capf_info) (section V(pending_csrs)).
 author:
   - opencapf developers (@opencapf)
@@ -59,8 +70,9 @@ options:
     elements: path
   fail_on_problems:
     description:
-      - Fail when a certificate cannot be used (no matching CSR, KeyUsage missing, no chain to C(CAPF-trust), expired).
-        The usable ones are recorded either way (except in check mode).
+      - Fail when a certificate cannot be used (any entry in RV(problems), such as no matching CSR, another device's
+        name, KeyUsage missing, no chain to C(CAPF-trust), expired). The usable ones are recorded either way (except
+        in check mode).
     type: bool
     default: true
 """
@@ -141,19 +153,32 @@ stale:
       description: Why it is stale.
       type: str
 problems:
-  description: With V(imported), certificates (or files) that cannot be used.
+  description: With V(imported), certificates (or files) that cannot be used; none of them is recorded or delivered.
   returned: state is imported
   type: list
   elements: dict
   contains:
     file:
-      description: The O(src) file.
+      description: The O(src) file the certificate came from.
       type: str
     subject:
-      description: Subject of the certificate, empty when the file holds none.
+      description: The certificate's subject (RFC 4514), empty when the file could not be read.
       type: str
+    device_name:
+      description: The phone whose CSR the certificate was checked against, empty when it matches none.
+      type: str
+    code:
+      description:
+        - Why it was refused. V(wrong_key) (not the key of the phone's CSR, or of any pending CSR),
+          V(wrong_subject) (the CN is not exactly the device name, or an attribute other than O, OU, L, ST, C),
+          V(wrong_subject_alt_name), V(is_ca), V(missing_key_usage), V(not_yet_valid), V(expired),
+          V(untrusted_chain) (no chain to C(CAPF-trust)), V(unreadable) (not a certificate, or unreadable
+          extensions), V(duplicate) (a second certificate for a CSR already matched in this import).
+      type: str
+      choices: [wrong_key, wrong_subject, wrong_subject_alt_name, is_ca, missing_key_usage, not_yet_valid, expired,
+                untrusted_chain, unreadable, duplicate]
     reason:
-      description: Why it cannot be used.
+      description: The refusal in words, naming the device and the rule.
       type: str
 """
 
@@ -190,7 +215,7 @@ def main():
     values = report.as_dict()
     if report.problems and params["fail_on_problems"]:
         options = {path: f"src[{index}]" for index, path in reversed(list(enumerate(params["src"])))}
-        module.fail_json(msg="; ".join(f"{options.get(item['file'], 'src')} ({item['file']}): {item['reason']}"
+        module.fail_json(msg="; ".join(f"{options.get(item['file'], 'src')} ({item['file']}): {item['reason']} [{item['code']}]"
                                        for item in values["problems"]),
                          changed=report.changed and not module.check_mode, **values)
     exit_with(module, {"changed": report.changed, "before": {"imported": []},

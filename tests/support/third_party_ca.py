@@ -1,10 +1,11 @@
 """A test enterprise PKI and real HTTPS servers on 127.0.0.1 that behave like third-party CAs.
 
 * ``EnterprisePki``: a root CA, an issuing CA under it, TLS server certificates (right or wrong names)
-  and client certificates, and CSR signing that copies the requested extensions (optionally
-  leaving out KeyUsage, to test refusal).
+  and client certificates, and CSR signing that copies the requested extensions, or answers with
+  one of the ``DEFECTS`` (another device's CN or subjectAltName, another key, CA:TRUE, expired or
+  not yet valid, no KeyUsage, a signature by a key outside the trusted chain) to test refusal.
 * ``EstServer``: RFC 7030 endpoints with basic auth, profile labels, 202 + Retry-After, 401,
-  malformed answers and optional client-certificate authentication.
+  malformed answers, optional client-certificate authentication, and a ``defect`` to answer with.
 * ``AdcsServer``: an AD CS web-enrolment look-alike (certfnsh.asp, certnew.cer, certnew.p7b) with
   templates, issued / pending / denied flows, basic or NTLM authentication, and English, German or
   Japanese pages.
@@ -28,12 +29,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 SOCKET_TIMEOUT = 10
 USERNAME, PASSWORD = "capf", "s3cret-pw"
+OTHER_DEVICE = "SEP0000DEADBEEF"
+# What a CA may do wrong when it answers a phone's request, named by the refusal code it must get.
+DEFECTS = ("wrong_key", "wrong_subject", "wrong_subject_alt_name", "is_ca", "missing_key_usage", "not_yet_valid",
+           "expired", "untrusted_chain")
 
 
 def _name(common_name, organization="Example Enterprise"):
@@ -66,11 +71,16 @@ class EnterprisePki:
         self.root = self._ca(f"{label} Root CA", self.root_key, None, 1)
         self.issuing_key = ec.generate_private_key(ec.SECP256R1())
         self.issuing = self._ca(f"{label} Issuing CA", self.issuing_key, (self.root, self.root_key), 0)
+        # Signs under the issuing CA's name without being it: a chain no trust anchor vouches for.
+        self.impostor_key = ec.generate_private_key(ec.SECP256R1())
+        self.stranger_keys = {"ec": ec.generate_private_key(ec.SECP256R1()),
+                              "rsa": rsa.generate_private_key(public_exponent=65537, key_size=2048)}
 
-    def _builder(self, subject, public_key, issuer_name, days=365):
+    def _builder(self, subject, public_key, issuer_name, days=365, start=None):
+        start = start or self.now
         return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name).public_key(public_key)
-                .serial_number(x509.random_serial_number()).not_valid_before(self.now)
-                .not_valid_after(self.now + dt.timedelta(days=days))
+                .serial_number(x509.random_serial_number()).not_valid_before(start)
+                .not_valid_after(start + dt.timedelta(days=days))
                 .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False))
 
     def _aki(self, issuer_certificate):
@@ -87,9 +97,10 @@ class EnterprisePki:
             builder = builder.add_extension(self._aki(issuer[0]), critical=False)
         return builder.sign(issuer[1] if issuer else key, hashes.SHA256())
 
-    def _leaf(self, subject, public_key, issuer, key_usage, eku, san=None, extra=()):
-        builder = self._builder(subject, public_key, issuer[0].subject)
-        builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    def _leaf(self, subject, public_key, issuer, key_usage, eku, san=None, extra=(), *, ca=False, start=None,
+              days=365):
+        builder = self._builder(subject, public_key, issuer[0].subject, days, start)
+        builder = builder.add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         builder = builder.add_extension(self._aki(issuer[0]), critical=False)
         if key_usage is not None:
             builder = builder.add_extension(key_usage, critical=True)
@@ -120,21 +131,36 @@ class EnterprisePki:
                                  [x509.DNSName(common_name)])
         return certificate, key
 
-    def sign_request(self, request, *, key_usage=True):
+    def sign_request(self, request, *, key_usage=True, defect=None):
         """An LSC for a CSR, signed by the issuing CA, with the CSR's requested extensions (the
-        KeyUsage left out when ``key_usage`` is False)."""
+        KeyUsage left out when ``key_usage`` is False), or with one of the ``DEFECTS``."""
+        assert defect in DEFECTS + (None,), defect
         try:
             requested = request.extensions
         except x509.ExtensionNotFound:
             requested = []
         skip = (x509.BasicConstraints, x509.SubjectKeyIdentifier, x509.AuthorityKeyIdentifier, x509.KeyUsage)
+        if defect == "wrong_subject_alt_name":
+            skip += (x509.SubjectAlternativeName,)
         extra = [e for e in requested if not isinstance(e.value, skip)]
+        is_ec = isinstance(request.public_key(), ec.EllipticCurvePublicKey)
         usage = None
-        if key_usage:
-            is_ec = isinstance(request.public_key(), ec.EllipticCurvePublicKey)
+        if key_usage and defect != "missing_key_usage":
             usage = _usage(digital_signature=True, key_encipherment=not is_ec, key_agreement=is_ec)
-        return self._leaf(request.subject, request.public_key(), (self.issuing, self.issuing_key), usage, None,
-                          None, extra)
+        subject, public_key = request.subject, request.public_key()
+        if defect == "wrong_subject":
+            subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, OTHER_DEVICE)]
+                                + [item for item in request.subject if item.oid != NameOID.COMMON_NAME])
+        if defect == "wrong_key":
+            public_key = self.stranger_keys["ec" if is_ec else "rsa"].public_key()
+        san = None
+        if defect == "wrong_subject_alt_name":
+            san = [x509.DirectoryName(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, OTHER_DEVICE)]))]
+        start = {"not_yet_valid": self.now + dt.timedelta(days=2),
+                 "expired": self.now - dt.timedelta(days=30)}.get(defect)
+        signer = (self.issuing, self.impostor_key if defect == "untrusted_chain" else self.issuing_key)
+        return self._leaf(subject, public_key, signer, usage, None, san, extra, ca=defect == "is_ca", start=start,
+                          days=10 if defect == "expired" else 365)
 
     def write_files(self, directory, certificate, key, *, chain=()):
         """Write a certificate (plus chain) and its 0600 key; return the two paths."""
@@ -289,7 +315,7 @@ class _EstHandler(_Handler):
             return self.reply(403, "request refused by CA policy")
         if state.malformed:
             return self.reply(200, "this is not PKCS#7", "application/pkcs7-mime")
-        certificate = state.pki.sign_request(request, key_usage=state.key_usage)
+        certificate = state.pki.sign_request(request, key_usage=state.key_usage, defect=state.defect)
         state.issued.append(certificate)
         return self.reply(200, _certs_only([certificate]), "application/pkcs7-mime; smime-type=certs-only",
                           {"Content-Transfer-Encoding": "base64"})
@@ -309,6 +335,7 @@ class EstServer(HttpsCa):
         self.deny = False
         self.malformed = False
         self.key_usage = True
+        self.defect = None
         self.seen = {}
         self.issued = []
 
@@ -454,7 +481,8 @@ class _AdcsHandler(_Handler):
 
 
 class AdcsServer(HttpsCa):
-    """An AD CS web-enrolment look-alike. ``mode``: issue | pending | deny."""
+    """An AD CS web-enrolment look-alike. ``mode``: issue | pending | deny; ``defect``: one of
+    ``DEFECTS`` for the certificates it issues."""
 
     handler = _AdcsHandler
 
@@ -467,6 +495,7 @@ class AdcsServer(HttpsCa):
         self.ntlm = ntlm
         self.malformed = False
         self.key_usage = True
+        self.defect = None
         self.requests = {}
         self.forms = []
         self.ntlm_messages = []
@@ -476,7 +505,7 @@ class AdcsServer(HttpsCa):
     def issue(self, request_id):
         """Issue a request (a CA manager approving a pending one)."""
         entry = self.requests[request_id]
-        entry["certificate"] = self.pki.sign_request(entry["request"], key_usage=self.key_usage)
+        entry["certificate"] = self.pki.sign_request(entry["request"], key_usage=self.key_usage, defect=self.defect)
         entry["status"] = "issued"
 
     def deny(self, request_id):
@@ -490,6 +519,13 @@ def phone_csr(device_name, key, subject_from=None, digest="sha256"):
     return csr.assemble(request, csr.phone_sign(request.info, key, digest, request.key_type_code))
 
 
+def accept(outcome, signed, anchors):
+    """The engine's acceptance check of what an issuer returned (``Issued``) for a phone's CSR."""
+    from _opencapf.issuers import acceptance  # pylint: disable=import-outside-toplevel
+    return acceptance.check(outcome.certificate, device_name=signed.device_name, public_key=signed.csr.public_key(),
+                            anchors=anchors, intermediates=outcome.intermediates)
+
+
 def connection(server, pki, hostname="localhost", **overrides):
     """Client settings for a loopback CA: trust the test root, the right credentials."""
     from _opencapf.issuers.transport import Connection  # pylint: disable=import-outside-toplevel
@@ -498,4 +534,5 @@ def connection(server, pki, hostname="localhost", **overrides):
     return Connection(hostname, server.port, **settings)
 
 
-__all__ = ["connection", "phone_csr", "USERNAME", "PASSWORD", "AdcsServer", "EstServer", "EnterprisePki", "key_pem", "pem"]
+__all__ = ["accept", "connection", "phone_csr", "USERNAME", "PASSWORD", "DEFECTS", "OTHER_DEVICE", "AdcsServer", "EstServer",
+           "EnterprisePki", "key_pem", "pem"]

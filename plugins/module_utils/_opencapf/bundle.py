@@ -20,13 +20,14 @@ PACKAGE_FILES = (
     "cli/ca.py", "cli/deployment.py", "cli/init.py", "cli/issue.py", "cli/jobs.py", "cli/main.py", "cli/micca.py",
     "cli/phone.py", "cli/render.py", "cli/serve.py", "cli/workqueue.py", "declarative/__init__.py",
     "declarative/deployment.py", "declarative/document.py", "declarative/schema.py", "issuers/__init__.py",
-    "issuers/adcs.py", "issuers/base.py", "issuers/est.py", "issuers/offline.py", "issuers/online.py",
-    "issuers/transport.py", "protocol/__init__.py", "protocol/codec.py", "protocol/constants.py",
-    "protocol/phone.py", "protocol/proof.py", "protocol/session.py", "server/__init__.py", "server/decider.py",
-    "server/service.py", "server/supervisor.py", "simulator/__init__.py", "simulator/addressing.py",
-    "simulator/client.py", "simulator/fleet.py", "simulator/identity.py", "simulator/manufacturing.py",
-    "store/__init__.py", "store/audit.py", "store/backend.py", "store/certificates.py", "store/csrs.py",
-    "store/migrations.py", "store/phones.py", "store/service.py", "store/sessions.py", "store/sqlite.py",
+    "issuers/acceptance.py", "issuers/adcs.py", "issuers/base.py", "issuers/est.py", "issuers/offline.py",
+    "issuers/online.py", "issuers/transport.py", "protocol/__init__.py", "protocol/codec.py",
+    "protocol/constants.py", "protocol/phone.py", "protocol/proof.py", "protocol/session.py", "server/__init__.py",
+    "server/decider.py", "server/service.py", "server/supervisor.py", "simulator/__init__.py",
+    "simulator/addressing.py", "simulator/client.py", "simulator/fleet.py", "simulator/identity.py",
+    "simulator/manufacturing.py", "store/__init__.py", "store/audit.py", "store/backend.py",
+    "store/capf_certificates.py", "store/certificates.py", "store/csrs.py", "store/jobs.py", "store/migrations.py",
+    "store/phones.py", "store/secrets.py", "store/service.py", "store/sessions.py", "store/sqlite.py",
 )
 
 
@@ -74,6 +75,7 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from .declarative import deployment as _declarative_deployment  # noqa: F401
     from .declarative import document  # noqa: F401
     from .declarative import schema  # noqa: F401
+    from .issuers import acceptance  # noqa: F401
     from .issuers import adcs  # noqa: F401
     from .issuers import base  # noqa: F401
     from .issuers import est  # noqa: F401
@@ -95,10 +97,13 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from .simulator import manufacturing  # noqa: F401
     from .store import audit  # noqa: F401
     from .store import backend  # noqa: F401
+    from .store import capf_certificates  # noqa: F401
     from .store import certificates as _store_certificates  # noqa: F401
     from .store import csrs  # noqa: F401
+    from .store import jobs as _store_jobs  # noqa: F401
     from .store import migrations  # noqa: F401
     from .store import phones  # noqa: F401
+    from .store import secrets  # noqa: F401
     from .store import service as _store_service  # noqa: F401
     from .store import sessions  # noqa: F401
     from .store import sqlite  # noqa: F401

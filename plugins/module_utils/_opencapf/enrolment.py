@@ -9,6 +9,12 @@ next session) or ``failed`` (with the reason). A newer CSR from the same phone m
 ones ``superseded``: a certificate that arrives for one of those is recorded ``stale`` and never
 delivered. The phone's STORE acknowledgement then marks the LSC ``installed`` exactly as for
 CAPF-issued LSCs.
+
+Every certificate a CA returns (online in the session, online when a pending request is picked up,
+offline on import) passes ``issuers.acceptance.check`` against the phone's device name and the key
+of its CSR before anything is recorded: a refused one is never recorded as an LSC nor delivered,
+and its code is recorded (the CSR's and the operation's reason, a ``certificate.refused`` audit
+event).
 """
 
 from __future__ import annotations
@@ -25,13 +31,13 @@ from . import phone_query, secretbox
 from .ca import certificates as c
 from .errors import CapfError, CodedError, StoreError
 from .files import read_input_file, write_private_file
-from .issuers import base, offline, online
+from .issuers import acceptance, base, offline, online
 from .store import Store, audit
 from .store import certificates as certificate_records
 from .store import phones as phone_records
 from .store import service as service_records
 from .store.backend import Transaction
-from .vocabulary import format_utc, normalise_device_name, utc_now
+from .vocabulary import IMPORT_DUPLICATE, format_utc, normalise_device_name, utc_now
 
 log = logging.getLogger("opencapf.enrolment")
 ONLINE_CA_KEY = "online_ca"
@@ -149,6 +155,14 @@ def _fail(tx: Transaction, actor: str, csr_id: int, phone: dict, reason: str) ->
     phone_records.set_operation_result(tx, actor, phone, "failed", reason)
 
 
+def record_refusal(tx: Transaction, actor: str, device_name: str, certificate, source: str, code: str,
+                   reason: str) -> None:
+    """Audit a certificate that ``acceptance.check`` refused (it is recorded nowhere else)."""
+    audit.record(tx, actor, "certificate.refused", device_name, code=code, reason=reason, source=source,
+                 certificate_subject=certificate.subject.rfc4514_string(), issuer=certificate.issuer.rfc4514_string(),
+                 serial=format(certificate.serial_number, "x"), fingerprint=c.fingerprint(certificate))
+
+
 # -- online CA -------------------------------------------------------------------------------------
 
 def submit_online(store: Store, actor: str, phone: dict, csr_id: int, signed: csr_module.SignedCsr, *,
@@ -168,10 +182,21 @@ def submit_online(store: Store, actor: str, phone: dict, csr_id: int, signed: cs
     finally:
         if own and issuer is not None:
             issuer.close()
-    return _settle(store, actor, phone, csr_id, outcome)
+    return _settle(store, actor, phone, csr_id, outcome, signed.csr)
 
 
-def _settle(store: Store, actor: str, phone: dict, csr_id: int, outcome):
+def _settle(store: Store, actor: str, phone: dict, csr_id: int, outcome, request):
+    """Record what the online CA answered; an issued certificate is recorded only when
+    ``acceptance.check`` accepts it for this phone's name and its request's key."""
+    refused = None
+    if isinstance(outcome, base.Issued):
+        with store.read() as tx:
+            anchors = _anchors(tx)
+        verdict = acceptance.check(outcome.certificate, device_name=phone["name"], public_key=request.public_key(),
+                                   anchors=anchors, intermediates=outcome.intermediates)
+        if isinstance(verdict, acceptance.Refused):
+            refused = outcome.certificate
+            outcome = base.Rejected(verdict.code, verdict.reason, outcome.reference)
     with store.transaction() as tx:
         if isinstance(outcome, base.Issued):
             certificate_id = record_certificate(tx, actor, phone, outcome.certificate, "online_ca")
@@ -182,8 +207,11 @@ def _settle(store: Store, actor: str, phone: dict, csr_id: int, outcome):
                     external_ref=outcome.reference)
             audit.record(tx, actor, "csr.pending", phone["name"], csr_id=csr_id, reference=outcome.reference)
             return Waiting(outcome.retry_after, f"the online CA holds request {outcome.reference} pending")
-        reason = f"online CA refused: {outcome.reason} [{outcome.code}]"
+        what = "online CA refused" if refused is None else "certificate from the online CA refused"
+        reason = f"{what}: {outcome.reason} [{outcome.code}]"
         set_csr(tx, csr_id, "failed", reason)
+        if refused is not None:
+            record_refusal(tx, actor, phone["name"], refused, "online_ca", outcome.code, reason)
     raise EnrolmentError(outcome.code, reason)
 
 
@@ -207,7 +235,8 @@ def poll_pending(store: Store, actor: str, *, issuer=None, device_name: str | No
         if own:
             issuer = online_issuer(store, timeout)
         for row in rows:
-            request_der = csr_module.to_der(csr_module.verify(row["csr_pem"].encode(), "stored CSR"))
+            request = csr_module.verify(row["csr_pem"].encode(), "stored CSR")
+            request_der = csr_module.to_der(request)
             with store.read() as tx:
                 phone = phone_records.get(tx, row["name"])
             try:
@@ -218,7 +247,7 @@ def poll_pending(store: Store, actor: str, *, issuer=None, device_name: str | No
                 counts["pending"] += 1
                 continue
             try:
-                result = _settle(store, actor, phone, row["id"], outcome)
+                result = _settle(store, actor, phone, row["id"], outcome, request)
             except EnrolmentError as exc:
                 with store.transaction() as tx:
                     phone_records.set_operation_result(tx, actor, phone_records.get(tx, row["name"]), "failed",
@@ -287,7 +316,7 @@ class ImportResult:
     matched: list = _field(default_factory=list)  # device names
     already: list = _field(default_factory=list)  # (source, device) already imported earlier
     stale: list = _field(default_factory=list)  # (source, device, reason)
-    problems: list = _field(default_factory=list)  # (source, subject, reason)
+    problems: list = _field(default_factory=list)  # offline.Problem
 
     @property
     def changed(self) -> bool:
@@ -297,7 +326,8 @@ class ImportResult:
         return {"matched": self.matched,
                 "already_imported": [{"file": s, "device_name": d} for s, d in self.already],
                 "stale": [{"file": s, "device_name": d, "reason": r} for s, d, r in self.stale],
-                "problems": [{"file": s, "subject": u, "reason": r} for s, u, r in self.problems]}
+                "problems": [{"file": item.source, "subject": item.subject, "reason": item.reason, "code": item.code,
+                              "device_name": item.device_name} for item in self.problems]}
 
 
 def import_certificates(store: Store, actor: str, sources, *, check_mode: bool = False) -> ImportResult:
@@ -316,7 +346,7 @@ def import_certificates(store: Store, actor: str, sources, *, check_mode: bool =
         try:
             certificates = offline.parse_certificates(data, source)
         except CapfError as exc:
-            result.problems.append((source, "", str(exc)))
+            result.problems.append(offline.Problem(source, "", str(exc)))
             continue
         remaining = [item for item in certificates if c.is_ca(item) or c.fingerprint(item) not in known]
         for item in certificates:
@@ -331,10 +361,20 @@ def import_certificates(store: Store, actor: str, sources, *, check_mode: bool =
     by_name = {item.device_name: csr_id for csr_id, item in pending}
     result.matched = [item.device_name for item in report.matched]
     result.stale = [(item.source, item.device_name, item.reason) for item in report.stale]
-    result.problems += [(item.source, item.subject, item.reason) for item in report.problems]
-    if check_mode or not (report.matched or report.stale):
+    result.problems += report.problems
+    refused = [item for item in report.problems if item.certificate is not None]
+    if check_mode or not (report.matched or report.stale or refused):
         return result
     with store.transaction() as tx:
+        for item in refused:
+            record_refusal(tx, actor, item.device_name or "offline_ca", item.certificate, "offline_ca", item.code,
+                           f"{item.source}: {item.reason}")
+            if item.device_name in by_name and item.device_name not in result.matched and item.code != IMPORT_DUPLICATE:
+                reason = (f"certificate from the offline CA refused ({item.source}): {item.reason} [{item.code}]; "
+                          "the CSR still waits for a certificate that passes")
+                set_csr(tx, by_name[item.device_name], "pending", reason)
+                phone = phone_records.get(tx, item.device_name)
+                phone_records.set_operation_result(tx, actor, phone, phone["operation_status"], reason)
         for item in report.matched:
             phone = phone_records.get(tx, item.device_name)
             certificate_id = record_certificate(tx, actor, phone, item.certificate, "offline_ca")

@@ -21,58 +21,20 @@ from .ca import authority
 from .errors import ValidationError
 from .files import write_private_file
 from .results import converged
-from .store import Store, audit
+from .store import Store, audit, certificates, csrs, sessions
+from .store import phones as phone_records
 from .store.backend import Transaction
 from .vocabulary import check_choice, check_int_range, normalise_device_name
 
 SECTIONS = ("service", "capf_certificates", "trust", "phones", "pending_csrs", "stale_lscs", "jobs", "sessions")
-PENDING_CSR_STATUSES = ("pending", "submitted")
 REPORT_COLUMNS = ("device_name", "description", "model", "device_pool", "security_mode", "certificate_operation",
                   "operation_status", "authentication_mode", "lsc_status", "lsc_serial", "lsc_not_after",
                   "lsc_installed_at")
 MAX_LIMIT = 100000
-PHONE_ORDERS = tuple(phone_query.ORDERS)
-
-
-STALE_LSCS_SQL = ("SELECT p.name AS device_name, c.id, c.serial, c.issuer, c.fingerprint, c.not_after, c.issued_at, "
-                  "c.status_changed_at FROM certificates c JOIN phones p ON p.id = c.phone_id "
-                  "WHERE c.kind = 'lsc' AND c.status = 'stale'")
-PENDING_CSRS_SQL = (
-    "SELECT p.name AS device_name, r.id, r.status, r.public_key_fingerprint, r.external_ref, r.created_at, "
-    "r.updated_at FROM csrs r JOIN phones p ON p.id = r.phone_id WHERE r.status IN (%s) ORDER BY r.created_at, r.id"
-    % ", ".join("?" * len(PENDING_CSR_STATUSES)))
-
-
-def stale_lscs(tx: Transaction, device_names=None) -> list[dict[str, Any]]:
-    sql = STALE_LSCS_SQL
-    params: list = []
-    if device_names:
-        sql += " AND p.name IN (%s)" % ", ".join("?" * len(device_names))
-        params.extend(device_names)
-    return tx.query(sql + " ORDER BY p.name, c.id", params)
-
-
-def pending_csrs(tx: Transaction) -> list[dict[str, Any]]:
-    return tx.query(PENDING_CSRS_SQL, PENDING_CSR_STATUSES)
-
-
-def recent_sessions(tx: Transaction, limit: int = 100, device_names=None) -> list[dict[str, Any]]:
-    sql = ("SELECT session_id, device_name, peer, operation, outcome, reason, started_at, duration_ms "
-           "FROM sessions")
-    params: list = []
-    if device_names:
-        sql += " WHERE UPPER(device_name) IN (%s)" % ", ".join("?" * len(device_names))
-        params.extend(device_names)
-    return tx.query(sql + " ORDER BY started_at DESC, id DESC LIMIT ?", (*params, limit))
-
-
-# Each column of each row costs a round trip through the sqlite3 module (it releases the GIL around
-# every column it reads), so a listing selects no column it does not return: a phone has a current
-# LSC exactly when its (never NULL) serial is there.
-PHONE_COLUMNS = ("p.name, p.description, p.model, p.device_pool, p.security_mode, p.operation, p.operation_status, "
-                 "p.operation_reason, p.auth_mode, p.operation_deadline, p.locked, l.serial, l.status, "
-                 "l.not_after, l.issued_at, l.installed_at")
-_PHONE_WIDTH = PHONE_COLUMNS.count(",") + 1
+PHONE_ORDERS = phone_query.ORDERS
+# The width of a listed phone's row (``store.phones.LISTING_COLUMNS``); with an authentication
+# string its salt and hash follow.
+_PHONE_WIDTH = phone_records.LISTING_WIDTH
 
 
 def phone_rows(tx: Transaction, query: dict | None, *, secret: bytes | None = None,
@@ -84,11 +46,9 @@ def phone_rows(tx: Transaction, query: dict | None, *, secret: bytes | None = No
     Rows are read as tuples straight from the cursor (a listing of 100,000 phones builds each
     phone's dict once, and nothing else)."""
     order = check_choice("order_by", order, PHONE_ORDERS)
-    columns = PHONE_COLUMNS + (", p.auth_salt, p.auth_hash" if authentication_string is not None else "")
-    sql, params, wanted = phone_query.statement(query, columns, with_lsc=True, order=order)
-    rows = tx.rows(sql, params)
-    if wanted is not None or authentication_string is not None:
-        rows = _kept(rows, wanted, secret, authentication_string)
+    rows = phone_records.listing(tx, query, order=order, with_auth=authentication_string is not None)
+    if authentication_string is not None:
+        rows = _using(rows, secret, authentication_string)
     with _cycle_collector_paused():
         return [{
             "device_name": name, "description": description, "model": model, "device_pool": pool,
@@ -101,17 +61,11 @@ def phone_rows(tx: Transaction, query: dict | None, *, secret: bytes | None = No
                serial, lsc_status, not_after, issued_at, installed_at) in rows]
 
 
-def _kept(rows: Iterator[tuple], wanted: set | None, secret: bytes | None,
-          authentication_string: str | None) -> Iterator[tuple]:
-    """The rows of the named phones (``wanted``) whose stored hash matches ``authentication_string``,
-    each cut to ``PHONE_COLUMNS``."""
+def _using(rows: Iterator[tuple], secret: bytes | None, authentication_string: str) -> Iterator[tuple]:
+    """The rows whose stored hash matches ``authentication_string``, each cut to the listing's columns."""
     for row in rows:
-        if wanted is not None and row[0] not in wanted:
-            continue
-        if authentication_string is not None and not authstrings.matches(
-                secret, row[_PHONE_WIDTH], row[_PHONE_WIDTH + 1], authentication_string):
-            continue
-        yield row[:_PHONE_WIDTH]
+        if authstrings.matches(secret, row[_PHONE_WIDTH], row[_PHONE_WIDTH + 1], authentication_string):
+            yield row[:_PHONE_WIDTH]
 
 
 @contextlib.contextmanager
@@ -172,13 +126,13 @@ def gather(store: Store, sections=None, *, query: dict | None = None, limit: int
             if "phones" in sections:
                 result["phones"] = phones
         if "pending_csrs" in sections:
-            result["pending_csrs"] = pending_csrs(tx)
+            result["pending_csrs"] = csrs.awaiting_signature(tx)
         if "stale_lscs" in sections:
-            result["stale_lscs"] = stale_lscs(tx)
+            result["stale_lscs"] = certificates.stale_lscs(tx)
         if "jobs" in sections:
             result["jobs"] = scheduler.list_jobs(tx, limit=limit)
         if "sessions" in sections:
-            result["sessions"] = recent_sessions(tx, limit)
+            result["sessions"] = sessions.newest(tx, limit)
     if "capf_certificates" in sections:
         history = authority.history(store)
         for item in history:
@@ -202,9 +156,9 @@ def delete_stale_lscs(store: Store, *, device_names=None, fail_on_unmatched: boo
         names = sorted({normalise_device_name(name, f"devices[{i}]") for i, name in enumerate(device_names)})
     with store.transaction(write=not check_mode) as tx:
         unmatched, warnings = phone_query.check_unmatched(tx, names, "devices", fail=fail_on_unmatched)
-        stale = stale_lscs(tx, names)
+        stale = certificates.stale_lscs(tx, names)
         if stale and not check_mode:
-            tx.executemany("DELETE FROM certificates WHERE id = ? AND status = 'stale'", [(row["id"],) for row in stale])
+            certificates.delete_if_stale(tx, [row["id"] for row in stale])
             audit.record(tx, store.actor, "certificate.stale_deleted", "stale_lscs", count=len(stale),
                          serials=[row["serial"] for row in stale])
     before = [{"device_name": row["device_name"], "serial": row["serial"], "not_after": row["not_after"]}

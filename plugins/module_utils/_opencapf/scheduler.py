@@ -12,13 +12,12 @@ lapse.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from typing import Any
 
 from . import secretbox
 from .errors import CapfError, NotFoundError
 from .results import converged
-from .store import Store, audit
+from .store import Store, audit, jobs, phones
 from .vocabulary import JOB_STATUSES, check_choice, format_utc, parse_utc, utc_now
 
 
@@ -27,8 +26,8 @@ def _secret_name(job_id: int) -> str:
 
 
 def _view(row: dict) -> dict[str, Any]:
-    return {"id": row["id"], "kind": row["kind"], "status": row["status"], "spec": json.loads(row["spec"]),
-            "result": json.loads(row["result"]), "run_at": row["run_at"], "created_at": row["created_at"],
+    return {"id": row["id"], "kind": row["kind"], "status": row["status"], "spec": row["spec"],
+            "result": row["result"], "run_at": row["run_at"], "created_at": row["created_at"],
             "started_at": row["started_at"], "finished_at": row["finished_at"]}
 
 
@@ -36,22 +35,17 @@ def list_jobs(tx, status=None, limit: int = 100) -> list[dict[str, Any]]:
     """Jobs, newest first (optionally one status)."""
     if status is not None:
         check_choice("status", status, JOB_STATUSES)
-        rows = tx.query("SELECT * FROM jobs WHERE status = ? ORDER BY id DESC LIMIT ?", (status, limit))
-    else:
-        rows = tx.query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
-    return [_view(row) for row in rows]
+    return [_view(row) for row in jobs.newest(tx, status, limit)]
 
 
 def schedule(store: Store, kind: str, spec: dict, run_at: _dt.datetime, *, secret_value: str | None = None,
              check_mode: bool = False) -> dict[str, Any]:
     """Store a job for later, idempotently: an identical scheduled job (same kind, spec and time)
     is reused, its shared secret updated when it differs."""
-    spec_text = json.dumps(spec, sort_keys=True)
     when = format_utc(run_at)
     secret = store.secret()
     with store.transaction(write=not check_mode) as tx:
-        row = tx.one("SELECT * FROM jobs WHERE kind = ? AND status = 'scheduled' AND spec = ? AND run_at = ? "
-                     "ORDER BY id LIMIT 1", (kind, spec_text, when))
+        row = jobs.find_scheduled(tx, kind, spec, when)
         if row is not None:
             name = _secret_name(row["id"])
             same_secret = (secretbox.equals(tx, secret, name, secret_value) if secret_value is not None
@@ -70,26 +64,24 @@ def schedule(store: Store, kind: str, spec: dict, run_at: _dt.datetime, *, secre
                    "created_at": None, "started_at": None, "finished_at": None}
         if check_mode:
             return converged(True, None, planned, job=planned, counts=None, authentication_strings=[])
-        job_id = tx.insert("INSERT INTO jobs (kind, status, spec, result, run_at, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                           (kind, "scheduled", spec_text, "{}", when, format_utc(utc_now())))
+        job_id = jobs.schedule(tx, kind, spec, when)
         if secret_value is not None:
             secretbox.put(tx, secret, _secret_name(job_id), secret_value)
         audit.record(tx, store.actor, "job.schedule", str(job_id), kind=kind, run_at=when)
-        job = _view(tx.one("SELECT * FROM jobs WHERE id = ?", (job_id,)))
+        job = _view(jobs.get(tx, job_id))
     return converged(True, None, job, job=job, counts=None, authentication_strings=[])
 
 
 def cancel(store: Store, job_id: int, check_mode: bool = False) -> dict[str, Any]:
     """Cancel a scheduled job (a job that ran or is running stays as it is)."""
     with store.transaction(write=not check_mode) as tx:
-        row = tx.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        row = jobs.get(tx, job_id)
         if row is None:
             raise NotFoundError(f"job {job_id} does not exist")
         if row["status"] != "scheduled":
             return converged(False, _view(row), _view(row), job=_view(row))
         if not check_mode:
-            tx.execute("UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ?",
-                       (format_utc(utc_now()), job_id))
+            jobs.mark_cancelled(tx, job_id)
             secretbox.delete(tx, _secret_name(job_id))
             audit.record(tx, store.actor, "job.cancel", str(job_id))
         after = dict(_view(row), status="cancelled")
@@ -100,13 +92,8 @@ def lapse_deadlines(store: Store, now: _dt.datetime) -> list[str]:
     """Pending operations whose ``operation_completes_by`` has passed become ``lapsed``."""
     moment = format_utc(now)
     with store.transaction() as tx:
-        names = [row["name"] for row in tx.query(
-            "SELECT name FROM phones WHERE operation_status = 'pending' AND operation_deadline IS NOT NULL "
-            "AND operation_deadline < ? ORDER BY name", (moment,))]
+        names = phones.lapse_overdue(tx, moment)
         if names:
-            tx.execute("UPDATE phones SET operation_status = 'lapsed', operation_reason = 'deadline passed', "
-                       "updated_at = ? WHERE operation_status = 'pending' AND operation_deadline IS NOT NULL "
-                       "AND operation_deadline < ?", (moment, moment))
             audit.record(tx, store.actor, "phone.lapse", "phones", count=len(names), at=moment)
     return names
 
@@ -120,12 +107,10 @@ def run_due(store: Store, now=None) -> dict[str, Any]:
     ran = []
     while True:
         with store.transaction() as tx:
-            row = tx.one("SELECT * FROM jobs WHERE status = 'scheduled' AND run_at <= ? ORDER BY run_at, id LIMIT 1",
-                         (when,))
+            row = jobs.next_due(tx, when)
             if row is None:
                 break
-            tx.execute("UPDATE jobs SET status = 'running', started_at = ? WHERE id = ?",
-                       (format_utc(utc_now()), row["id"]))
+            jobs.mark_running(tx, row["id"])
             shared = secretbox.get(tx, store.secret(), _secret_name(row["id"]))
         job = _view(row)
         try:
@@ -137,8 +122,7 @@ def run_due(store: Store, now=None) -> dict[str, Any]:
         except CapfError as exc:
             status, result = "failed", {"error": str(exc)}
         with store.transaction() as tx:
-            tx.execute("UPDATE jobs SET status = ?, result = ?, finished_at = ? WHERE id = ?",
-                       (status, json.dumps(result, sort_keys=True), format_utc(utc_now()), row["id"]))
+            jobs.mark_finished(tx, row["id"], status, result)
             secretbox.delete(tx, _secret_name(row["id"]))
             audit.record(tx, store.actor, f"job.{status}", str(row["id"]), kind=job["kind"])
         ran.append({"id": row["id"], "status": status, "result": result})

@@ -15,8 +15,8 @@ import os
 
 from .dependencies import AESGCM, require
 from .errors import StoreError
+from .store import secrets as sealed
 from .store.backend import Transaction
-from .vocabulary import format_utc, utc_now
 
 _KEY_LABEL = b"opencapf secretbox v1"
 
@@ -30,33 +30,31 @@ def put(tx: Transaction, store_secret: bytes, name: str, value: str) -> None:
     require("cryptography")
     nonce = os.urandom(12)
     ciphertext = AESGCM(_key(store_secret)).encrypt(nonce, value.encode("utf-8"), name.encode("utf-8"))
-    tx.execute(
-        "INSERT INTO secrets (name, nonce, ciphertext, updated_at) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (name) DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext, "
-        "updated_at = excluded.updated_at",
-        (name, nonce, ciphertext, format_utc(utc_now())),
-    )
+    sealed.put(tx, name, nonce, ciphertext)
 
 
 def get(tx: Transaction, store_secret: bytes, name: str) -> str | None:
     """The decrypted value stored under ``name``, or None."""
-    row = tx.one("SELECT nonce, ciphertext FROM secrets WHERE name = ?", (name,))
-    if row is None:
+    stored = sealed.get(tx, name)
+    if stored is None:
         return None
+    nonce, ciphertext = stored
     require("cryptography")
     try:
-        plain = AESGCM(_key(store_secret)).decrypt(bytes(row["nonce"]), bytes(row["ciphertext"]), name.encode("utf-8"))
+        plain = AESGCM(_key(store_secret)).decrypt(nonce, ciphertext, name.encode("utf-8"))
     except Exception:  # InvalidTag: another secret file, or a tampered row
         raise StoreError(f"secret {name!r} cannot be decrypted with this store's secret file") from None
     return plain.decode("utf-8")
 
 
 def exists(tx: Transaction, name: str) -> bool:
-    return tx.one("SELECT 1 AS present FROM secrets WHERE name = ?", (name,)) is not None
+    """Whether a secret is stored under ``name``."""
+    return sealed.exists(tx, name)
 
 
 def delete(tx: Transaction, name: str) -> bool:
-    return tx.execute("DELETE FROM secrets WHERE name = ?", (name,)) > 0
+    """Remove the secret stored under ``name``; whether there was one."""
+    return sealed.delete(tx, name)
 
 
 def equals(tx: Transaction, store_secret: bytes, name: str, value: str) -> bool:

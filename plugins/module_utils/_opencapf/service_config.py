@@ -19,7 +19,7 @@ from .ca import certificates as c
 from .errors import CertificateError, ValidationError
 from .files import read_option_file
 from .results import converged, text_or_none
-from .store import Store, audit
+from .store import Store, audit, capf_certificates
 from .store import service as service_records
 from .store.backend import Transaction
 from .vocabulary import CAPF_KEY_TYPES, ONLINE_CA_TYPES, check_choice, check_port
@@ -136,7 +136,7 @@ def _check_hostname_against_trust(tx: Transaction, online_ca: dict) -> None:
 
 
 def _plan_certificate(tx: Transaction, plan: ServicePlan, capf_certificate: dict | None) -> None:
-    row = tx.one("SELECT * FROM capf_certificates WHERE active = 1")
+    row = capf_certificates.active(tx)
     plan.before["capf_certificate"] = _certificate_view(row)
     plan.after["capf_certificate"] = plan.before["capf_certificate"]
     spec = dict(capf_certificate or {})
@@ -156,10 +156,10 @@ def _plan_certificate(tx: Transaction, plan: ServicePlan, capf_certificate: dict
         if not keys.keys_match(private_key, certificate):
             raise CertificateError("capf_certificate.private_key does not belong to capf_certificate.certificate")
         fingerprint = c.fingerprint(certificate)
-        known = tx.one("SELECT active FROM capf_certificates WHERE fingerprint = ?", (fingerprint,))
-        if known is not None and known["active"]:
+        known = capf_certificates.state(tx, fingerprint)
+        if known == "active":
             return
-        if known is not None:
+        if known == "retired":
             raise CertificateError("capf_certificate.certificate was used before and has been retired; upload a new one")
         plan.certificate_action, plan.upload = "upload", (certificate, private_key)
         view = c.describe(certificate)

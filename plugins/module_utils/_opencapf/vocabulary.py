@@ -31,6 +31,14 @@ CERTIFICATE_STATUSES = ("issued", "installed", "stale", "revoked", "expired")
 CERTIFICATE_KINDS = ("lsc", "mic")
 JOB_STATUSES = ("scheduled", "running", "succeeded", "failed", "cancelled")
 
+# Why a certificate that a third-party CA returned is refused before it is recorded or delivered
+# (the rules: issuers/acceptance.py and docs/third-party-ca.md), and the further reason an offline
+# import reports for a file.
+CERTIFICATE_REFUSALS = ("wrong_key", "wrong_subject", "wrong_subject_alt_name", "is_ca", "missing_key_usage",
+                        "not_yet_valid", "expired", "untrusted_chain", "unreadable")
+IMPORT_DUPLICATE = "duplicate"
+IMPORT_PROBLEMS = CERTIFICATE_REFUSALS + (IMPORT_DUPLICATE,)
+
 # The four manufacturing roots that older phone series should no longer trust.
 LEGACY_MIC_ROOTS = ("CAP-RTP-001", "CAP-RTP-002", "Cisco_Manufacturing_CA", "Cisco_Root_CA_2048")
 

@@ -13,6 +13,7 @@ if ROOT not in sys.path:
 
 from bench import cli, fleet, report, targets  # noqa: E402
 from _opencapf import reports as capf_reports  # noqa: E402  (bench puts the engine on sys.path)
+from _opencapf.store import certificates as capf_certificates, csrs as capf_csrs  # noqa: E402
 
 
 def _figure(value, **details):
@@ -100,8 +101,8 @@ def test_the_fleet_generator_writes_what_it_reports(ca_store):
             "SELECT kind, status, count(*) AS n FROM certificates WHERE phone_id <= 2000 GROUP BY kind, status")}
         csrs = {r["status"]: r["n"] for r in tx.query(
             "SELECT status, count(*) AS n FROM csrs WHERE phone_id <= 2000 GROUP BY status")}
-        pending = capf_reports.pending_csrs(tx)
-        stale = capf_reports.stale_lscs(tx)
+        pending = capf_csrs.awaiting_signature(tx)
+        stale = capf_certificates.stale_lscs(tx)
         by_expiry = capf_reports.phone_rows(tx, None, order="lsc_expiry")
         orphans = tx.scalar("SELECT count(*) FROM csrs r LEFT JOIN certificates c ON c.id = r.certificate_id "
                             "WHERE r.status = 'issued' AND c.id IS NULL")

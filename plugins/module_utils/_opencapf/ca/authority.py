@@ -19,6 +19,7 @@ from ..dependencies import hashes, require, x509, NameOID
 from ..errors import CertificateError, NotFoundError
 from ..files import safe_file_name
 from ..store import Store, audit
+from ..store import capf_certificates
 from ..store.backend import Transaction
 from ..vocabulary import RESERVED_CN_PREFIX, check_choice, CAPF_KEY_TYPES, format_utc, utc_now
 from . import certificates as c
@@ -49,7 +50,6 @@ class Signer:
 
 
 _cache: dict[tuple[str, int], Signer] = {}
-ACTIVE_SQL = "SELECT id, pem, key_path FROM capf_certificates WHERE active = 1"
 _cache_lock = threading.Lock()
 
 
@@ -101,17 +101,11 @@ def _record(store: Store, tx, certificate, private_key, source: str) -> int:
     stem = safe_file_name(c.common_name(certificate.subject), "capf")
     key_path = os.path.join(store.keys_dir, f"{stem}-{c.fingerprint(certificate)[:16]}.key")
     keys.save_private_key(key_path, private_key)
-    now = format_utc(utc_now())
-    tx.execute("UPDATE capf_certificates SET active = 0, retired_at = ? WHERE active = 1", (now,))
-    new_id = tx.insert(
-        "INSERT INTO capf_certificates (common_name, serial, fingerprint, key_type, key_path, pem, not_before, "
-        "not_after, source, active, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
-        (
-            c.common_name(certificate.subject), format(certificate.serial_number, "x"), c.fingerprint(certificate),
-            keys.key_type_of(certificate.public_key()), key_path, c.to_pem(certificate),
-            format_utc(c.not_before(certificate)), format_utc(c.not_after(certificate)), source, now,
-        ),
-    )
+    new_id = capf_certificates.activate(
+        tx, common_name=c.common_name(certificate.subject), serial=format(certificate.serial_number, "x"),
+        fingerprint=c.fingerprint(certificate), key_type=keys.key_type_of(certificate.public_key()), key_path=key_path,
+        pem=c.to_pem(certificate), not_before=format_utc(c.not_before(certificate)),
+        not_after=format_utc(c.not_after(certificate)), source=source)
     audit.record(tx, store.actor, f"capf_certificate.{source}", c.common_name(certificate.subject),
                  fingerprint=c.fingerprint(certificate), key_type=keys.key_type_of(certificate.public_key()))
     return new_id
@@ -120,12 +114,12 @@ def _record(store: Store, tx, certificate, private_key, source: str) -> int:
 def ensure(store: Store, key_type: str = DEFAULT_KEY_TYPE, subject: dict | None = None) -> tuple[dict, bool]:
     """Create the CAPF certificate when the store has none; return (its summary, created)."""
     with store.read() as tx:
-        row = tx.one("SELECT id FROM capf_certificates WHERE active = 1")
-    if row is not None:
+        present = capf_certificates.has_active(tx)
+    if present:
         return current(store), False
     check_choice("key_type", key_type, CAPF_KEY_TYPES)
     with store.transaction() as tx:
-        if tx.one("SELECT id FROM capf_certificates WHERE active = 1") is None:
+        if not capf_certificates.has_active(tx):
             private_key = keys.generate(key_type)
             _record(store, tx, build_capf_certificate(private_key, subject), private_key, "generated")
             created = True
@@ -153,10 +147,10 @@ def replace(store: Store, certificate_pem, private_key_pem) -> tuple[dict, bool]
         raise CertificateError("capf_private_key does not belong to capf_certificate")
     fingerprint = c.fingerprint(certificate)
     with store.transaction() as tx:
-        row = tx.one("SELECT active FROM capf_certificates WHERE fingerprint = ?", (fingerprint,))
-        if row is not None and row["active"]:
+        state = capf_certificates.state(tx, fingerprint)
+        if state == "active":
             changed = False
-        elif row is not None:
+        elif state == "retired":
             raise CertificateError("capf_certificate was used before and has been retired; upload a new one")
         else:
             _record(store, tx, certificate, private_key, "uploaded")
@@ -175,7 +169,7 @@ def _summary(row: dict) -> dict:
 def current(store: Store) -> dict:
     """Summary of the active CAPF certificate (no key material)."""
     with store.read() as tx:
-        row = tx.one("SELECT * FROM capf_certificates WHERE active = 1")
+        row = capf_certificates.active(tx)
     if row is None:
         raise NotFoundError("the store has no CAPF certificate yet; run 'init'")
     return _summary(row)
@@ -184,15 +178,15 @@ def current(store: Store) -> dict:
 def history(store: Store) -> list[dict]:
     """Every CAPF certificate, newest first."""
     with store.read() as tx:
-        rows = tx.query("SELECT * FROM capf_certificates ORDER BY id DESC")
+        rows = capf_certificates.history(tx)
     return [_summary(row) for row in rows]
 
 
 def all_certificates(store: Store) -> list:
     """The CAPF certificates (active and retired) as certificate objects: LSC trust anchors."""
     with store.read() as tx:
-        rows = tx.query("SELECT pem FROM capf_certificates ORDER BY id DESC")
-    return [c.load_pem_certificate(row["pem"]) for row in rows]
+        pems = capf_certificates.pems(tx)
+    return [c.load_pem_certificate(pem) for pem in pems]
 
 
 def signer(store: Store, tx: Transaction | None = None) -> Signer:
@@ -200,9 +194,9 @@ def signer(store: Store, tx: Transaction | None = None) -> Signer:
     ``tx`` when the caller has a transaction open already."""
     if tx is None:
         with store.read() as own:
-            row = own.one(ACTIVE_SQL)
+            row = capf_certificates.active_key(own)
     else:
-        row = tx.one(ACTIVE_SQL)
+        row = capf_certificates.active_key(tx)
     if row is None:
         raise NotFoundError("the store has no CAPF certificate yet; run 'init'")
     cache_key = (store.location, row["id"])

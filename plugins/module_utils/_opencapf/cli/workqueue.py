@@ -78,8 +78,8 @@ def _csr_import(args, output) -> int:
     lines = [f"{device}: matched (delivered on the phone's next CAPF session)" for device in result.matched]
     lines += [f"{source}: {device}: already imported" for source, device in result.already]
     lines += [f"{source}: {device}: stale: {reason}" for source, device, reason in result.stale]
-    lines += [f"{source}: {subject + ': ' if subject else ''}refused: {reason}"
-              for source, subject, reason in result.problems]
+    lines += [f"{item.source}: {item.subject + ': ' if item.subject else ''}refused [{item.code}]: {item.reason}"
+              for item in result.problems]
     output.result({**result.as_dict(), "changed": result.changed and not args.check},
                   "\n".join(lines) or "no certificates found")
     return 1 if result.problems else 0

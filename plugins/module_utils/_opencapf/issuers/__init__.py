@@ -14,4 +14,8 @@ Wiring, in the order a protocol session uses it (capf-protocol.md 6.3):
    say nothing about the request raise ``base.IssuerError`` with a ``code``.
 4. Offline CA: ``offline.export(pending, directory, bundle=...)`` and
    ``offline.import_certificates(offline.read_files(paths), pending, anchors, superseded=...)``.
+5. Whatever a CA returned passes ``acceptance.check(certificate, device_name=..., public_key=...,
+   anchors=..., intermediates=...)`` before it is recorded or delivered: ``Accepted`` with the
+   verified chain, or ``Refused`` with a code of ``vocabulary.CERTIFICATE_REFUSALS``. Offline
+   imports call it per certificate; ``enrolment`` calls it for every online answer.
 """

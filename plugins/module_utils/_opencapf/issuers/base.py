@@ -1,14 +1,14 @@
 # Copyright: contributors to opencapf.capf
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What every online CA client offers, and the checks every issued LSC passes.
+"""What every online CA client offers.
 
 ``submit(csr)`` answers with one outcome:
 
-* ``Issued``: the CA signed it, and the certificate passed our checks (the CSR's key, KeyUsage
-  digitalSignature + keyEncipherment, validity, a chain to the caller's trust anchors);
-* ``Pending``: the CA will decide later; ``poll(reference, request)`` after ``retry_after`` seconds
-  (the caller keeps the request: the issued certificate is checked against it);
-* ``Rejected``: final: the CA denied the request, or it issued a certificate we refuse.
+* ``Issued``: the CA signed it; the certificate is what the CA returned, not yet judged: the
+  engine passes it through ``acceptance.check`` (the request's device name and key, KeyUsage,
+  validity, a chain to CAPF-trust) before it is recorded or delivered;
+* ``Pending``: the CA will decide later; ``poll(reference, request)`` after ``retry_after`` seconds;
+* ``Rejected``: final: the CA denied the request.
 
 Anything that says nothing about the request itself (CA unreachable, TLS failure, wrong password,
 an answer we cannot read) raises ``IssuerError``; its ``code`` names the failure for callers that
@@ -23,8 +23,7 @@ from dataclasses import dataclass, field as _field
 
 from .. import csr as csr_module
 from ..ca import certificates as c
-from ..ca import rules
-from ..errors import CertificateError, CodedError
+from ..errors import CodedError
 
 DEFAULT_RETRY_AFTER = 60
 MAX_RETRY_AFTER = 24 * 3600
@@ -40,12 +39,8 @@ HTTP_ERROR = "http_error"
 MALFORMED = "malformed_response"
 UNSUPPORTED_KEY = "unsupported_key"
 CONFIGURATION = "configuration"
-# Rejected codes.
+# Rejected code (a certificate the CA issued but we refuse has a code of acceptance.py).
 DENIED = "denied"
-KEY_USAGE = "key_usage"
-WRONG_KEY = "wrong_key"
-UNTRUSTED_CHAIN = "untrusted_chain"
-INVALID_CERTIFICATE = "invalid_certificate"
 
 
 class IssuerError(CodedError):
@@ -54,19 +49,16 @@ class IssuerError(CodedError):
 
 @dataclass(frozen=True)
 class Issued:
-    """``chain`` runs from the LSC up to the trust anchor it chains to (both included)."""
+    """What the CA returned: the certificate and the CA certificates it sent along (untrusted
+    intermediates for ``acceptance.check``)."""
 
     certificate: object
-    chain: list = _field(default_factory=list)
+    intermediates: list = _field(default_factory=list)
     reference: str = ""
 
     @property
     def pem(self) -> str:
         return c.to_pem(self.certificate)
-
-    @property
-    def chain_pem(self) -> str:
-        return "".join(c.to_pem(item) for item in self.chain)
 
 
 @dataclass(frozen=True)
@@ -125,27 +117,6 @@ def load_request(request_der: bytes):
         return csr_module.verify(request_der, "certificate request")
     except csr_module.CsrError as exc:
         raise IssuerError(CONFIGURATION, str(exc)) from None
-
-
-def check_issued(request, certificate, anchors, intermediates=(), *, reference: str = "", at=None):
-    """Issued when ``certificate`` is an acceptable LSC for ``request``; Rejected saying why not."""
-    if c.public_key_der(certificate.public_key()) != c.public_key_der(request.public_key()):
-        return Rejected(WRONG_KEY, "the CA returned a certificate for a different public key than the request's",
-                        reference)
-    try:
-        rules.check_lsc_key_usage(certificate, "issued certificate")
-    except CertificateError as exc:
-        return Rejected(KEY_USAGE, f"{exc}; refused (secure registration would fail)", reference)
-    if c.is_ca(certificate):
-        return Rejected(INVALID_CERTIFICATE, "the CA returned a CA certificate (BasicConstraints CA:TRUE) as the LSC",
-                        reference)
-    if not anchors:
-        raise IssuerError(CONFIGURATION, "no trust certificates given: the CA's root must be in CAPF-trust")
-    try:
-        chain = rules.build_chain(certificate, anchors, intermediates, at=at)
-    except CertificateError as exc:
-        return Rejected(UNTRUSTED_CHAIN, f"issued certificate refused: {exc}", reference)
-    return Issued(certificate, chain, reference)
 
 
 def resolve(issuer: Issuer, outcome, request_der: bytes, budget_seconds: float, *, sleep=time.sleep,

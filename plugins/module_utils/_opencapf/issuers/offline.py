@@ -2,10 +2,11 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Offline CA: pending CSRs out to a CA operator as PEM files, signed certificates back in.
 
-Each imported certificate is matched to its CSR by public key and checked like an online CA's
-answer (KeyUsage, validity, chain to the trust anchors). Every certificate that cannot be used is
-reported with its file and a reason; a certificate for a CSR the phone has since replaced is
-reported as stale, never matched.
+Each imported certificate is matched to its CSR by public key and passes the same check as an
+online CA's answer (``acceptance.check``: device name, key, KeyUsage, validity, chain to the trust
+anchors). Every certificate that cannot be used is reported with its file, a code of
+``vocabulary.IMPORT_PROBLEMS`` and a reason; a certificate for a CSR the phone has since replaced
+is reported as stale, never matched.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from ..ca import certificates as c
 from ..dependencies import pkcs7, require
 from ..errors import CapfError, CertificateError
 from ..files import read_option_file, write_private_file
-from . import base
+from ..vocabulary import IMPORT_DUPLICATE
+from . import acceptance
 
 BUNDLE_NAME = "capf-csr-bundle.pem"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -56,6 +58,9 @@ class Problem:
     source: str
     subject: str
     reason: str
+    code: str = acceptance.UNREADABLE
+    device_name: str = ""
+    certificate: object = None
 
 
 @dataclass
@@ -123,46 +128,64 @@ def read_files(paths, option: str = "src") -> list[tuple[str, bytes]]:
 
 def import_certificates(sources, pending, anchors, *, superseded=(), at=None) -> ImportReport:
     """Match certificates from ``sources`` ((name, bytes) pairs) to ``pending`` CSRs by public key
-    and check them; CA certificates in the sources serve as (untrusted) intermediates."""
+    and check them; CA certificates in the sources serve as (untrusted) intermediates, unless they
+    carry the key of a CSR (then they are refused as ``is_ca``)."""
     report = ImportReport()
-    leaves, intermediates = [], []
+    waiting = _by_key(pending)
+    replaced = _by_key(superseded)
+    certificates = []
     for source, data in sources:
         try:
-            certificates = parse_certificates(data, source)
+            certificates += [(source, item) for item in parse_certificates(data, source)]
         except CertificateError as exc:
             report.problems.append(Problem(source, "", str(exc)))
-            continue
-        for certificate in certificates:
-            (intermediates if c.is_ca(certificate) else leaves).append((source, certificate))
-    waiting = {}
-    for item in pending:
-        request = csr_module.verify(item.request, f"CSR of {item.device_name}")
-        waiting[c.public_key_fingerprint(request.public_key())] = (item, request)
-    replaced = {}
-    for item in superseded:
-        request = csr_module.verify(item.request, f"CSR of {item.device_name}")
-        replaced[c.public_key_fingerprint(request.public_key())] = item
-    pool = [certificate for _source, certificate in intermediates]
-    taken = {}
-    for source, certificate in leaves:
-        subject = certificate.subject.rfc4514_string()
+    leaves, pool = [], []
+    for source, certificate in certificates:
         key = c.public_key_fingerprint(certificate.public_key())
-        if key in waiting:
-            item, request = waiting[key]
-            if item.device_name in taken:
-                report.problems.append(Problem(source, subject, f"a certificate for {item.device_name}'s CSR was "
-                                                                f"already imported from {taken[item.device_name]}"))
-                continue
-            outcome = base.check_issued(request, certificate, anchors, pool, at=at)
-            if isinstance(outcome, base.Issued):
-                taken[item.device_name] = source
-                report.matched.append(Matched(item.device_name, certificate, outcome.chain, source))
-            else:
-                report.problems.append(Problem(source, subject, f"{item.device_name}: {outcome.reason}"))
-        elif key in replaced:
-            report.stale.append(Stale(replaced[key].device_name, certificate, source,
+        if c.is_ca(certificate) and key not in waiting and key not in replaced:
+            pool.append(certificate)
+        else:
+            leaves.append((source, certificate, key))
+    names = {item.device_name: item for item, _request in waiting.values()}
+    taken = {}
+    for source, certificate, key in leaves:
+        subject = certificate.subject.rfc4514_string()
+        if key not in waiting and key not in replaced:
+            report.problems.append(_unknown_key(source, subject, certificate, names))
+            continue
+        item, request = waiting.get(key) or replaced[key]
+        verdict = acceptance.check(certificate, device_name=item.device_name, public_key=request.public_key(),
+                                   anchors=anchors, intermediates=pool, at=at)
+        if isinstance(verdict, acceptance.Refused):
+            report.problems.append(Problem(source, subject, f"{item.device_name}: {verdict.reason}", verdict.code,
+                                           item.device_name, certificate))
+        elif key not in waiting:
+            report.stale.append(Stale(item.device_name, certificate, source,
                                       "its CSR was replaced by a newer one from the phone; it is stale and will "
                                       "not be delivered"))
+        elif item.device_name in taken:
+            report.problems.append(Problem(source, subject, f"a certificate for {item.device_name}'s CSR was "
+                                                            f"already imported from {taken[item.device_name]}",
+                                           IMPORT_DUPLICATE, item.device_name, certificate))
         else:
-            report.problems.append(Problem(source, subject, "its public key matches no pending CSR"))
+            taken[item.device_name] = source
+            report.matched.append(Matched(item.device_name, certificate, verdict.chain, source))
     return report
+
+
+def _by_key(items) -> dict:
+    """{public key fingerprint: (PendingCsr, verified request)}."""
+    found = {}
+    for item in items:
+        request = csr_module.verify(item.request, f"CSR of {item.device_name}")
+        found[c.public_key_fingerprint(request.public_key())] = (item, request)
+    return found
+
+
+def _unknown_key(source: str, subject: str, certificate, names: dict) -> Problem:
+    """A certificate whose key is no CSR's: made for another key (or for no CSR of ours)."""
+    named = c.common_name(certificate.subject)
+    if named in names:
+        return Problem(source, subject, f"{named}: the certificate names {named} but its public key is not the key "
+                                        f"of {named}'s pending CSR", acceptance.WRONG_KEY, named, certificate)
+    return Problem(source, subject, "its public key matches no pending CSR", acceptance.WRONG_KEY, "", certificate)

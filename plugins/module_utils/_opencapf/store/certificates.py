@@ -114,6 +114,28 @@ def stale(tx: Transaction) -> list[dict[str, Any]]:
         "FROM certificates c JOIN phones p ON p.id = c.phone_id WHERE c.status = 'stale' ORDER BY c.id")
 
 
+def stale_lscs_statement(device_names=None) -> tuple[str, list]:
+    """The statement ``stale_lscs`` runs, with its parameters."""
+    sql = ("SELECT p.name AS device_name, c.id, c.serial, c.issuer, c.fingerprint, c.not_after, c.issued_at, "
+           "c.status_changed_at FROM certificates c JOIN phones p ON p.id = c.phone_id "
+           "WHERE c.kind = 'lsc' AND c.status = 'stale'")
+    params: list = []
+    if device_names:
+        sql += " AND p.name IN (%s)" % ", ".join("?" * len(device_names))
+        params.extend(device_names)
+    return sql + " ORDER BY p.name, c.id", params
+
+
+def stale_lscs(tx: Transaction, device_names=None) -> list[dict[str, Any]]:
+    """Stale LSCs with their device names, by device name: all, or those of ``device_names`` (upper case)."""
+    return tx.query(*stale_lscs_statement(device_names))
+
+
+def delete_if_stale(tx: Transaction, certificate_ids) -> None:
+    """Delete those of the certificates ``certificate_ids`` that are stale."""
+    tx.executemany("DELETE FROM certificates WHERE id = ? AND status = 'stale'", [(each,) for each in certificate_ids])
+
+
 def delete_stale(tx: Transaction, actor: str) -> int:
     """Delete every stale LSC record; returns how many."""
     rows = stale(tx)

@@ -31,3 +31,19 @@ def listing(tx: Transaction, status: str | None = "pending") -> list[dict[str, A
         sql += " WHERE r.status = ?"
         params = (status,)
     return tx.query(sql + " ORDER BY r.created_at, r.id", params)
+
+
+# CSRs waiting for a signature: not yet sent to a CA, or sent and not yet answered.
+AWAITING_SIGNATURE = ("pending", "submitted")
+
+
+def awaiting_signature_statement() -> tuple[str, tuple]:
+    """The statement ``awaiting_signature`` runs, with its parameters."""
+    return ("SELECT p.name AS device_name, r.id, r.status, r.public_key_fingerprint, r.external_ref, r.created_at, "
+            "r.updated_at FROM csrs r JOIN phones p ON p.id = r.phone_id WHERE r.status IN (%s) "
+            "ORDER BY r.created_at, r.id" % ", ".join("?" * len(AWAITING_SIGNATURE)), AWAITING_SIGNATURE)
+
+
+def awaiting_signature(tx: Transaction) -> list[dict[str, Any]]:
+    """CSRs waiting for a signature (``AWAITING_SIGNATURE``) with their device names, oldest first."""
+    return tx.query(*awaiting_signature_statement())

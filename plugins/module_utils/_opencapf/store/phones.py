@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 from ..vocabulary import format_utc, utc_now
 from . import audit
@@ -80,6 +80,109 @@ def missing_names(tx: Transaction, names) -> list[str]:
         found.update(row["name"] for row in tx.query(
             f"SELECT name FROM phones WHERE name IN ({', '.join('?' * len(chunk))})", chunk))
     return [name for name in wanted if name not in found]
+
+
+def lapse_overdue(tx: Transaction, now: str) -> list[str]:
+    """Pending operations whose deadline is before ``now`` become ``lapsed``; their phones' names."""
+    names = [row["name"] for row in tx.query(
+        "SELECT name FROM phones WHERE operation_status = 'pending' AND operation_deadline IS NOT NULL "
+        "AND operation_deadline < ? ORDER BY name", (now,))]
+    if names:
+        tx.execute("UPDATE phones SET operation_status = 'lapsed', operation_reason = 'deadline passed', "
+                   "updated_at = ? WHERE operation_status = 'pending' AND operation_deadline IS NOT NULL "
+                   "AND operation_deadline < ?", (now, now))
+    return names
+
+
+# -- finding and listing phones by a bulk-administration query (``phone_query.check_query``) ------
+
+_IN_LIMIT = 500
+# A phone's current LSC: its newest LSC that is not stale (a stale one was never installed), i.e.
+# the one no newer non-stale LSC follows. Both lookups are seeks in the index certificates_current_lsc,
+# which holds every column a listing shows, so no certificate row (each with its PEM) is read.
+_FROM_WITH_LSC = (
+    " FROM phones p LEFT JOIN certificates l ON l.phone_id = p.id AND l.kind = 'lsc' AND l.status != 'stale'"
+    " AND NOT EXISTS (SELECT 1 FROM certificates x WHERE x.phone_id = p.id AND x.kind = 'lsc'"
+    " AND x.status != 'stale' AND x.id > l.id)"
+)
+_LSC_COLUMNS = ("l.id AS lsc_id, l.serial AS lsc_serial, l.status AS lsc_status, l.not_after AS lsc_not_after, "
+                "l.issued_at AS lsc_issued_at, l.installed_at AS lsc_installed_at")
+# Orders of a listing. By LSC expiry, phones without a current LSC come first (they need one most).
+LISTING_ORDERS = {"device_name": "p.name", "lsc_expiry": "l.not_after, p.name"}
+# The columns of a listing's rows. Each column of each row costs a round trip through the sqlite3
+# module (it releases the GIL around every column it reads), so a listing selects no column it does
+# not return: a phone has a current LSC exactly when its (never NULL) serial is there.
+LISTING_COLUMNS = ("p.name, p.description, p.model, p.device_pool, p.security_mode, p.operation, p.operation_status, "
+                   "p.operation_reason, p.auth_mode, p.operation_deadline, p.locked, l.serial, l.status, "
+                   "l.not_after, l.issued_at, l.installed_at")
+LISTING_WIDTH = LISTING_COLUMNS.count(",") + 1
+
+
+def _like(pattern: str) -> str:
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def _matching_statement(query: dict | None, columns: str, *, with_lsc: bool = True,
+                        order: str = "device_name") -> tuple[str, list, set | None]:
+    """The SQL selecting ``columns`` (of ``p``, and ``l`` with ``with_lsc``) of the phones that match
+    a validated query, in ``order``; its parameters; and the names to keep when the query names
+    more phones than one statement can list (None: keep every row)."""
+    query = query or {}
+    with_lsc = with_lsc or order != "device_name" or bool(query.get("lsc_status") or query.get("lsc_expires_before"))
+    where, params = [], []
+    names = query.get("names") or []
+    if names and len(names) <= _IN_LIMIT:
+        where.append("p.name IN (%s)" % ", ".join("?" * len(names)))
+        params.extend(names)
+    if query.get("name_pattern"):
+        where.append("p.name LIKE ? ESCAPE '\\'")
+        params.append(_like(query["name_pattern"]))
+    for key in ("device_pool", "model", "security_mode", "operation_status"):
+        if query.get(key):
+            where.append(f"p.{key} IN (%s)" % ", ".join("?" * len(query[key])))
+            params.extend(query[key])
+    if query.get("lsc_status"):
+        statuses = [s for s in query["lsc_status"] if s != "none"]
+        parts = []
+        if statuses:
+            parts.append("l.status IN (%s)" % ", ".join("?" * len(statuses)))
+            params.extend(statuses)
+        if "none" in query["lsc_status"]:
+            parts.append("l.id IS NULL")
+        where.append("(" + " OR ".join(parts) + ")")
+    if query.get("lsc_expires_before"):
+        where.append("l.not_after < ?")
+        params.append(query["lsc_expires_before"])
+    sql = f"SELECT {columns}" + (_FROM_WITH_LSC if with_lsc else " FROM phones p")
+    sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY " + LISTING_ORDERS[order]
+    return sql, params, set(names) if names and len(names) > _IN_LIMIT else None
+
+
+def matching(tx: Transaction, query: dict | None, *, with_lsc: bool = True) -> list[dict[str, Any]]:
+    """Phone rows matching a validated query, by name, with their current LSC's columns (``lsc_id``,
+    ``lsc_serial`` ...); ``with_lsc=False``: the phone columns only."""
+    sql, params, wanted = _matching_statement(query, "p.*, " + _LSC_COLUMNS if with_lsc else "p.*", with_lsc=with_lsc)
+    rows = tx.query(sql, params)
+    if wanted is not None:
+        rows = [row for row in rows if row["name"] in wanted]
+    return rows
+
+
+def listing_statement(query: dict | None, *, order: str = "device_name",
+                      with_auth: bool = False) -> tuple[str, list, set | None]:
+    """The statement ``listing`` runs: its SQL, its parameters, and the names it keeps (None: every row)."""
+    columns = LISTING_COLUMNS + (", p.auth_salt, p.auth_hash" if with_auth else "")
+    return _matching_statement(query, columns, with_lsc=True, order=order)
+
+
+def listing(tx: Transaction, query: dict | None, *, order: str = "device_name",
+            with_auth: bool = False) -> Iterator[tuple]:
+    """The phones matching a validated query in ``order`` (a key of ``LISTING_ORDERS``), as tuples of
+    ``LISTING_COLUMNS`` (then ``auth_salt`` and ``auth_hash`` with ``with_auth``), streamed."""
+    sql, params, wanted = listing_statement(query, order=order, with_auth=with_auth)
+    rows = tx.rows(sql, params)
+    return rows if wanted is None else (row for row in rows if row[0] in wanted)
 
 
 def set_operation_result(tx: Transaction, actor: str, phone: dict[str, Any], status: str, reason: str = "",

@@ -28,3 +28,15 @@ def recent(tx: Transaction, device_name: str | None = None, limit: int = 100) ->
         sql += " WHERE device_name = ?"
         params.append(device_name.upper())
     return tx.query(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
+
+
+def last_for_device(tx: Transaction, device_name: str) -> dict[str, Any] | None:
+    """The newest session of a device (outcome, reason, operation, peer, started_at), or None."""
+    return tx.one("SELECT outcome, reason, operation, peer, started_at FROM sessions WHERE UPPER(device_name) = ? "
+                  "ORDER BY started_at DESC, id DESC LIMIT 1", (device_name.upper(),))
+
+
+def newest(tx: Transaction, limit: int = 100) -> list[dict[str, Any]]:
+    """The newest sessions, by start time."""
+    return tx.query("SELECT session_id, device_name, peer, operation, outcome, reason, started_at, duration_ms "
+                    "FROM sessions ORDER BY started_at DESC, id DESC LIMIT ?", (limit,))

@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from _opencapf import authstrings, phone_query, reports
-from _opencapf.store import migrate, open_store
+from _opencapf.store import migrate, open_store, phones
 from _opencapf.store.migrations import LATEST_VERSION
 from _opencapf.store.sqlite import SqliteBackend
 
@@ -66,7 +66,7 @@ def _names(rows):
 
 def test_migration_adds_the_index_the_listing_reads_instead_of_certificate_rows(migrated):
     assert migrated.schema_version() == LATEST_VERSION == 3
-    sql, params, _wanted = phone_query.statement(None, reports.PHONE_COLUMNS, order="lsc_expiry")
+    sql, params, _wanted = phones.listing_statement(None, order="lsc_expiry")
     with migrated.read() as tx:
         indexes = {row["name"] for row in tx.query("SELECT name FROM sqlite_master WHERE type = 'index'")}
         plan = [row["detail"] for row in tx.query("EXPLAIN QUERY PLAN " + sql, params)]

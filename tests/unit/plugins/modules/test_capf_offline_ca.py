@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from ansible_collections.opencapf.capf.plugins.modules import capf_offline_ca
 
-from support.third_party_ca import EnterprisePki, pem, phone_csr
+from support.third_party_ca import DEFECTS, EnterprisePki, pem, phone_csr
 from _opencapf import enrolment, trust
 from _opencapf.store import open_store
 from _opencapf.store import phones as phone_records
+from _opencapf.vocabulary import IMPORT_PROBLEMS
 
 NAMES = ("SEP001122334455", "SEP00AABBCCDDEE")
 
@@ -68,3 +73,35 @@ def test_import_check_mode_idempotence_and_problems(run, store_path, tmp_path):
     assert refused["failed"] is True and "KeyUsage" in refused["msg"] and refused["changed"] is False
     assert run(capf_offline_ca, {**args, "src": [str(tmp_path / "no-ku.pem")], "fail_on_problems": False})[
         "problems"][0]["reason"]
+
+
+@pytest.mark.parametrize("defect", DEFECTS)
+def test_import_refuses_a_certificate_that_is_not_the_one_asked_for(run, store_path, tmp_path, defect):
+    """Another device's CN, another key, CA:TRUE, dates, KeyUsage, chain: refused with the code,
+    per file; nothing is recorded for the phone, whose CSR still waits."""
+    pki = EnterprisePki()
+    _seed(store_path, pki)
+    out = tmp_path / "out"
+    run(capf_offline_ca, {"store": store_path, "state": "exported", "path": str(out)})
+    request = x509.load_pem_x509_csr((out / f"{NAMES[0]}.csr.pem").read_bytes())
+    (tmp_path / "signed.pem").write_text(pem(pki.sign_request(request, defect=defect)) + pem(pki.issuing))
+    args = {"store": store_path, "state": "imported", "src": [str(tmp_path / "signed.pem")]}
+    assert run(capf_offline_ca, args, check=True)["failed"] is True
+    refused = run(capf_offline_ca, args)
+    assert refused["failed"] is True and refused["changed"] is False and refused["matched"] == []
+    assert f"[{defect}]" in refused["msg"]
+    [problem] = refused["problems"]
+    assert problem["code"] == defect and problem["device_name"] == NAMES[0]
+    assert problem["file"] == str(tmp_path / "signed.pem")
+    with open_store(store_path, actor="test") as store, store.read() as tx:
+        assert tx.scalar("SELECT COUNT(*) FROM certificates") == 0
+        csr = tx.one("SELECT status, reason FROM csrs WHERE phone_id = (SELECT id FROM phones WHERE name = ?)",
+                     (NAMES[0],))
+        events = tx.query("SELECT details FROM audit_events WHERE action = 'certificate.refused'")
+    assert csr["status"] == "pending" and f"[{defect}]" in csr["reason"]
+    assert [json.loads(event["details"])["code"] for event in events] == [defect]  # check mode recorded nothing
+
+
+def test_documented_problem_codes_are_the_engine_vocabulary():
+    documented = yaml.safe_load(capf_offline_ca.RETURN)["problems"]["contains"]["code"]["choices"]
+    assert tuple(documented) == IMPORT_PROBLEMS

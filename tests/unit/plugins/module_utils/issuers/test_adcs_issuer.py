@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from _opencapf.issuers import adcs, base
-from support.third_party_ca import PASSWORD, USERNAME, AdcsServer, connection, pem
+from _opencapf.issuers import acceptance, adcs, base
+from support.third_party_ca import PASSWORD, USERNAME, AdcsServer, accept, connection, pem
 from support.tools import openssl
 
 TEMPLATE = "PhoneLSC"
@@ -25,7 +25,9 @@ def test_issued_certificate_and_chain_verify_with_openssl(adcs_server, pki, rsa_
     assert outcome.reference == "41"
     form = adcs_server.forms[0]
     assert form["Mode"] == ["newreq"] and form["CertAttrib"] == [f"CertificateTemplate:{TEMPLATE}\r\n"]
-    assert [item.subject for item in outcome.chain[1:]] == [pki.issuing.subject, pki.root.subject]
+    verdict = accept(outcome, rsa_csr, [pki.root])
+    assert isinstance(verdict, acceptance.Accepted), verdict
+    assert [item.subject for item in verdict.chain[1:]] == [pki.issuing.subject, pki.root.subject]
     (tmp_path / "root.pem").write_text(pem(pki.root))
     (tmp_path / "issuing.pem").write_text(pem(pki.issuing))
     (tmp_path / "lsc.pem").write_text(outcome.pem)
@@ -103,10 +105,12 @@ def test_malformed_page(adcs_server, pki, rsa_csr):
     assert caught.value.code == base.MALFORMED
 
 
-def test_certificate_without_key_usage_is_refused(adcs_server, pki, rsa_csr):
+def test_certificate_without_key_usage_is_handed_over_and_refused_by_the_check(adcs_server, pki, rsa_csr):
     adcs_server.key_usage = False
     outcome = issuer_for(adcs_server, pki).submit(rsa_csr.der)
-    assert isinstance(outcome, base.Rejected) and outcome.code == base.KEY_USAGE
+    assert isinstance(outcome, base.Issued), outcome
+    verdict = accept(outcome, rsa_csr, [pki.root])
+    assert isinstance(verdict, acceptance.Refused) and verdict.code == acceptance.MISSING_KEY_USAGE
 
 
 def test_hostname_mismatch(pki, rsa_csr, tmp_path):

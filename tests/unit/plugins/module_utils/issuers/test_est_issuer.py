@@ -10,14 +10,14 @@ import socket
 import pytest
 
 from _opencapf.dependencies import pkcs7, serialization, x509
-from _opencapf.issuers import base, est
-from support.third_party_ca import PASSWORD, USERNAME, EstServer, connection, pem
+from _opencapf.issuers import acceptance, base, est
+from support.third_party_ca import PASSWORD, USERNAME, EstServer, accept, connection, pem
 from support.tools import openssl
 
 
-def verify_with_openssl(tmp_path, outcome, pki):
+def verify_with_openssl(tmp_path, outcome, chain, pki):
     (tmp_path / "root.pem").write_text(pem(pki.root))
-    (tmp_path / "chain.pem").write_text("".join(pem(item) for item in outcome.chain[1:-1]))
+    (tmp_path / "chain.pem").write_text("".join(pem(item) for item in chain[1:-1]))
     (tmp_path / "lsc.pem").write_text(outcome.pem)
     result = openssl("verify", "-CAfile", str(tmp_path / "root.pem"), "-untrusted", str(tmp_path / "chain.pem"),
                      str(tmp_path / "lsc.pem"))
@@ -30,9 +30,11 @@ def test_enrol_with_profile_label_issues_a_chain_to_the_test_ca(est_server, pki,
     issuer.close()
     assert isinstance(outcome, base.Issued), outcome
     assert outcome.certificate.public_key().public_numbers() == rsa_csr.csr.public_key().public_numbers()
-    assert [item.subject for item in outcome.chain[1:]] == [pki.issuing.subject, pki.root.subject]
+    verdict = accept(outcome, rsa_csr, [pki.root])
+    assert isinstance(verdict, acceptance.Accepted), verdict
+    assert [item.subject for item in verdict.chain[1:]] == [pki.issuing.subject, pki.root.subject]
     assert est_server.log == [("simpleenroll", "phones", "Basic ")]
-    verify_with_openssl(tmp_path, outcome, pki)
+    verify_with_openssl(tmp_path, outcome, verdict.chain, pki)
 
 
 def test_unlabelled_path_and_simplereenroll(est_server, pki, ec_csr):
@@ -103,11 +105,13 @@ def test_malformed_answer(est_server, pki, rsa_csr):
     assert caught.value.code == base.MALFORMED
 
 
-def test_certificate_without_key_usage_is_refused(est_server, pki, rsa_csr):
+def test_certificate_without_key_usage_is_handed_over_and_refused_by_the_check(est_server, pki, rsa_csr):
     est_server.key_usage = False
     outcome = est.EstIssuer(connection(est_server, pki), "phones").submit(rsa_csr.der)
-    assert isinstance(outcome, base.Rejected) and outcome.code == base.KEY_USAGE
-    assert "digitalSignature and keyEncipherment" in outcome.reason
+    assert isinstance(outcome, base.Issued), outcome
+    verdict = accept(outcome, rsa_csr, [pki.root])
+    assert isinstance(verdict, acceptance.Refused) and verdict.code == acceptance.MISSING_KEY_USAGE
+    assert "digitalSignature and keyEncipherment" in verdict.reason
 
 
 def test_denied_request(est_server, pki, rsa_csr):
@@ -121,7 +125,8 @@ def test_lsc_not_chaining_to_capf_trust_is_refused(est_server, pki, rsa_csr):
     # TLS trusts the CA's HTTPS certificate only (Table 1, last row), so the LSC has no trusted chain.
     issuer = est.EstIssuer(connection(est_server, pki, trust_pems=(pem(est_server.certificate),)), "phones")
     outcome = issuer.submit(rsa_csr.der)
-    assert isinstance(outcome, base.Rejected) and outcome.code == base.UNTRUSTED_CHAIN
+    verdict = accept(outcome, rsa_csr, [est_server.certificate])
+    assert isinstance(verdict, acceptance.Refused) and verdict.code == acceptance.UNTRUSTED_CHAIN
 
 
 def test_hostname_mismatch(pki, rsa_csr, tmp_path):

@@ -111,6 +111,7 @@ def test_certificate_without_key_usage_is_reported(phones, pki, operator, tmp_pa
     assert report.matched == []
     [problem] = report.problems
     assert problem.source.endswith("no-ku.crt") and "keyEncipherment" in problem.reason
+    assert problem.code == "missing_key_usage" and problem.device_name == DEVICES[0]
     assert DEVICES[0] in problem.reason
 
 
@@ -122,7 +123,7 @@ def test_certificate_from_an_untrusted_ca_is_reported(phones, operator, tmp_path
     report = offline.import_certificates(offline.read_files([str(certificate)]), phones.values(),
                                          [EnterprisePki("Trusted").root])
     [problem] = report.problems
-    assert "does not chain to a trusted certificate" in problem.reason
+    assert problem.code == "untrusted_chain" and "does not chain to a trusted certificate" in problem.reason
 
 
 def test_expired_certificate_is_reported(phones, pki, operator, tmp_path):
@@ -132,7 +133,7 @@ def test_expired_certificate_is_reported(phones, pki, operator, tmp_path):
     report = offline.import_certificates(offline.read_files([str(certificate)]) + [("ca", pem(pki.issuing).encode())],
                                          phones.values(), [pki.root], at=later)
     [problem] = report.problems
-    assert "outside its validity period" in problem.reason
+    assert problem.code == "expired" and "expired at" in problem.reason
 
 
 def test_unmatched_stale_duplicate_and_unreadable(phones, pki, operator, tmp_path):

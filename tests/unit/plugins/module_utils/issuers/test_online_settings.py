@@ -7,7 +7,7 @@ import pytest
 from _opencapf import csr
 from _opencapf.errors import ValidationError
 from _opencapf.issuers import adcs, base, est, online
-from support.third_party_ca import PASSWORD, USERNAME, pem
+from support.third_party_ca import PASSWORD, USERNAME, accept, pem
 
 
 def test_est_settings(pki):
@@ -47,4 +47,5 @@ def test_session_wiring_end_to_end(est_server, pki, rsa_key):
     signed = csr.assemble(request, signature)
     outcome = base.resolve(issuer, issuer.submit(signed.der), signed.der, 5)
     assert isinstance(outcome, base.Issued)
-    assert outcome.chain[-1].subject == pki.root.subject
+    verdict = accept(outcome, signed, [pki.root])
+    assert verdict.chain[-1].subject == pki.root.subject

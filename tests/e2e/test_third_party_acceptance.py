@@ -1,0 +1,210 @@
+"""Every certificate any issuer returns is checked against what we asked for before anyone sees it.
+
+One property over issuer kind \u00d7 defect kind: the online CAs in the session (EST, Microsoft AD CS),
+a pending AD CS request picked up by the enrolment service, and the offline CA (CSR export, signed
+by an independent openssl CA, ``opencapf csr import``). Whatever the defect, the certificate is
+refused with its code recorded (the CSR, the phone's operation, a ``certificate.refused`` audit
+event), no X-CSR/1 simulator phone receives it, and no certificate row is recorded for it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cryptography.x509.oid import NameOID
+
+from support.phones import phone, run_enrol
+from support.protocol import add_phone, certificate_rows, phone_row
+from support.third_party_ca import (DEFECTS, OTHER_DEVICE, PASSWORD, USERNAME, AdcsServer, EnterprisePki, EstServer,
+                                   key_pem, pem)
+from support.tools import openssl, run_cli
+from _opencapf import enrolment, service_config, trust
+from _opencapf.protocol.constants import XCAPS_ALL
+from _opencapf.protocol.phone import PhoneBehaviour
+from _opencapf.store import audit
+from _opencapf.vocabulary import CERTIFICATE_REFUSALS
+
+X_CSR = PhoneBehaviour(x_caps=XCAPS_ALL)
+NAME = "SEP0A0B0C0D0E80"
+ISSUERS = ("est", "microsoft", "microsoft_pending", "offline")
+
+# The openssl extension sections the offline CA operator signs with, per defect.
+OPENSSL_EXTENSIONS = """[lsc]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth, clientAuth, 1.3.6.1.5.5.7.3.5
+[wrong_subject_alt_name]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+subjectAltName = DNS:{other}
+[is_ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, digitalSignature, keyEncipherment
+[missing_key_usage]
+basicConstraints = critical, CA:FALSE
+extendedKeyUsage = clientAuth
+"""
+OPENSSL_CA_CONFIG = """[ca]
+default_ca = operator
+[operator]
+database = {directory}/index.txt
+new_certs_dir = {directory}
+serial = {directory}/serial
+default_md = sha256
+policy = anything
+unique_subject = no
+copy_extensions = none
+[anything]
+commonName = supplied
+organizationName = optional
+countryName = optional
+"""
+
+
+def test_the_defects_are_the_refusal_codes():
+    assert set(DEFECTS) <= set(CERTIFICATE_REFUSALS)
+
+
+@pytest.fixture(scope="module")
+def pki():
+    return EnterprisePki("Acceptance")
+
+
+def _trust(store, pki):
+    trust.converge(store, content=pem(pki.root) + pem(pki.issuing), trust_store=["capf-trust", "callmanager-trust"])
+
+
+def _configure_online(store, ca_type, port):
+    settings = {"hostname": "localhost", "port": port, "type": ca_type, "username": USERNAME, "password": PASSWORD}
+    if ca_type == "microsoft":
+        settings["template"] = "PhoneLSC"
+    service_config.converge(store, parameters_wanted={"issuer": "online_ca"}, online_ca=settings)
+
+
+class OpensslOperator:
+    """An offline CA operator with the openssl command line: ``x509 -req`` for most answers, ``ca``
+    for certificates outside their validity, a CA of its own for the untrusted chain."""
+
+    def __init__(self, pki, directory):
+        self.directory = directory
+        directory.mkdir()
+        self.ca = directory / "issuing.pem"
+        self.ca_key = directory / "issuing.key"
+        self.ca.write_text(pem(pki.issuing))
+        self.ca_key.write_bytes(key_pem(pki.issuing_key))
+        self.extensions = directory / "lsc.cnf"
+        self.extensions.write_text(OPENSSL_EXTENSIONS.format(other=OTHER_DEVICE))
+
+    def sign(self, csr_path, defect):
+        out = self.directory / f"{defect}.cer"
+        if defect in ("not_yet_valid", "expired"):
+            return self._ca_sign(csr_path, out, defect)
+        ca, ca_key, extra = self.ca, self.ca_key, []
+        section = defect if defect in ("wrong_subject_alt_name", "is_ca", "missing_key_usage") else "lsc"
+        if defect == "wrong_subject":
+            extra = ["-subj", f"/CN={OTHER_DEVICE}"]
+        elif defect == "wrong_key":
+            stranger = self.directory / "stranger.key"
+            openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(stranger))
+            openssl("pkey", "-in", str(stranger), "-pubout", "-out", str(self.directory / "stranger.pub"))
+            extra = ["-force_pubkey", str(self.directory / "stranger.pub")]
+        elif defect == "untrusted_chain":
+            ca, ca_key = self.directory / "own-ca.pem", self.directory / "own-ca.key"
+            openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+                    str(ca_key), "-subj", "/CN=Operator Own CA", "-days", "30", "-addext",
+                    "basicConstraints=critical,CA:TRUE,pathlen:0", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                    "-out", str(ca))
+        openssl("x509", "-req", "-in", str(csr_path), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+                "-days", "365", "-sha256", "-extfile", str(self.extensions), "-extensions", section, *extra,
+                "-out", str(out))
+        return out
+
+    def _ca_sign(self, csr_path, out, defect):
+        (self.directory / "index.txt").write_text("")
+        (self.directory / "serial").write_text("1000\n")
+        config = self.directory / "ca.cnf"
+        config.write_text(OPENSSL_CA_CONFIG.format(directory=self.directory))
+        dates = {"not_yet_valid": ("20990101000000Z", "21000101000000Z"),
+                 "expired": ("20200101000000Z", "20210101000000Z")}[defect]
+        openssl("ca", "-batch", "-config", str(config), "-cert", str(self.ca), "-keyfile", str(self.ca_key), "-in",
+                str(csr_path), "-startdate", dates[0], "-enddate", dates[1], "-extfile", str(self.extensions),
+                "-extensions", "lsc", "-notext", "-out", str(out))
+        return out
+
+
+def _enrol_through(kind, defect, capf_server, store, store_path, pki, tmp_path):
+    """An X-CSR/1 phone's Install/Upgrade through issuer ``kind``, whose CA answers with ``defect``
+    (None: a correct certificate). Returns the phone, the last session's result and what the
+    step that received the certificate said: the recorded phone reason, or the import report."""
+    add_phone(store, NAME, operation="install_upgrade", auth_mode="null_string", key_order="rsa")
+    _trust(store, pki)
+    identity = phone(tmp_path, NAME)
+    if kind in ("est", "microsoft"):
+        server_class = EstServer if kind == "est" else AdcsServer
+        with server_class(pki, str(tmp_path / kind)) as server:
+            server.defect = defect
+            _configure_online(store, kind, server.port)
+            result = run_enrol(identity, capf_server, behaviour=X_CSR)
+        return identity, result, phone_row(store, NAME)["operation_reason"]
+    if kind == "microsoft_pending":
+        with AdcsServer(pki, str(tmp_path / "adcs"), mode="pending") as adcs:
+            adcs.defect = defect
+            _configure_online(store, "microsoft", adcs.port)
+            assert run_enrol(identity, capf_server, behaviour=X_CSR).outcome == "retry_later"
+            adcs.issue(41)  # the CA manager approves; the enrolment service picks the certificate up
+            counts = enrolment.worker_step(store)
+            assert counts == {"issued": int(defect is None), "pending": 0, "failed": int(defect is not None)}
+            said = phone_row(store, NAME)["operation_reason"]
+            return identity, run_enrol(identity, capf_server, behaviour=X_CSR), said
+    service_config.converge(store, parameters_wanted={"issuer": "offline_ca"})
+    assert run_enrol(identity, capf_server, behaviour=X_CSR).outcome == "retry_later"
+    out = tmp_path / "out"
+    out.mkdir()
+    enrolment.export_csrs(store, str(out))
+    signed = OpensslOperator(pki, tmp_path / "operator").sign(out / f"{NAME}.csr.pem", defect)
+    imported = run_cli("--store", store_path, "--json", "csr", "import", str(signed))
+    assert imported.returncode == (0 if defect is None else 1), imported.stderr
+    report = json.loads(imported.stdout)
+    report["phone_reason"] = phone_row(store, NAME)["operation_reason"]
+    return identity, run_enrol(identity, capf_server, behaviour=X_CSR), report
+
+
+@pytest.mark.parametrize("defect", DEFECTS)
+@pytest.mark.parametrize("kind", ISSUERS)
+def test_a_defective_certificate_is_refused_and_never_delivered(capf_server, ca_store, store_path, pki, tmp_path,
+                                                                kind, defect):
+    identity, result, said = _enrol_through(kind, defect, capf_server, ca_store, store_path, pki, tmp_path)
+    if kind == "offline":
+        assert said["matched"] == [] and [item["code"] for item in said["problems"]] == [defect], said
+        said = said["phone_reason"]
+        assert result.outcome == "retry_later", result  # the phone hears "later" again: nothing delivered
+    elif kind == "microsoft_pending":
+        assert result.outcome != "ok", result  # the next session starts over with a new key
+    else:
+        assert (result.outcome, result.end_reason) == ("failed", 7), result
+    assert f"[{defect}]" in said, said
+    assert_refused(ca_store, identity, defect, pending=kind == "offline")
+
+
+@pytest.mark.parametrize("kind", ISSUERS)
+def test_a_correct_certificate_is_delivered(capf_server, ca_store, store_path, pki, tmp_path, kind):
+    """The other side of the property: the same flows deliver a certificate without defect."""
+    identity, result, _said = _enrol_through(kind, None, capf_server, ca_store, store_path, pki, tmp_path)
+    assert (result.outcome, result.end_reason) == ("ok", 1), result
+    [row] = certificate_rows(ca_store, NAME)
+    assert row["status"] == "installed" and identity.lsc is not None
+    assert identity.lsc.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == NAME
+
+
+def assert_refused(store, identity, code, *, pending):
+    """Refused with ``code`` on the CSR and in the audit log; nothing recorded, nothing delivered."""
+    tag = f"[{code}]"
+    assert identity.lsc is None
+    assert certificate_rows(store, NAME) == []  # not installed, not issued, not current: not recorded at all
+    with store.read() as tx:
+        csr = tx.one("SELECT status, reason FROM csrs ORDER BY id LIMIT 1")
+        refused = audit.events(tx, action="certificate.refused", subject=NAME)
+    assert tag in csr["reason"], csr["reason"]
+    assert csr["status"] == ("pending" if pending else "failed")
+    assert [event["details"]["code"] for event in refused] == [code]
