@@ -34,6 +34,15 @@ def _client_pair(directory):
     return cert_path, key_path
 
 
+def _ca_file(directory):
+    """A CA certificate: in an import it only serves as an intermediate, so it changes nothing by itself."""
+    certificate, _key = certfactory.make("Offline Issuing CA")
+    path = os.path.join(directory, "issuing-ca.pem")
+    with open(path, "w", encoding="ascii") as handle:
+        handle.write(certfactory.pem(certificate))
+    return path
+
+
 def _client_certificate(path, directory):
     return {"online_ca": dict(EST, client_certificate=path, client_key=_client_pair(directory)[1])}
 
@@ -46,7 +55,7 @@ def _client_key(path, directory):
 CASES = [
     (capf_trust_cert, "path", lambda path, _d: {"path": path, "trust_store": ["capf-trust"]}),
     (capf_offline_ca, "src[0]", lambda path, _d: {"state": "imported", "src": [path]}),
-    (capf_offline_ca, "src[1]", lambda path, d: {"state": "imported", "src": [_client_pair(d)[0], path]}),
+    (capf_offline_ca, "src[1]", lambda path, d: {"state": "imported", "src": [_ca_file(d), path]}),
     (capf_bulk_update, "csv_file", lambda path, _d: {"csv_file": path}),
     (capf_service, "online_ca.client_certificate", _client_certificate),
     (capf_service, "online_ca.client_key", _client_key),
