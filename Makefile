@@ -1,5 +1,5 @@
 # The README's two set-up commands are `make demo` and `make test`; both bootstrap .venv.
-.PHONY: demo test unit sanity lint bench fuzz load clean
+.PHONY: demo test unit sanity lint bench fuzz load hostile-load clean
 
 demo:
 	scripts/demo
@@ -24,6 +24,9 @@ fuzz:
 
 load:
 	scripts/load-test
+
+hostile-load:
+	scripts/hostile-load
 
 clean:
 	rm -rf .venv tests/output var bench-results

@@ -17,7 +17,9 @@ options:
       - When not set, C($OPENCAPF_STORE) on the managed host, else C(/var/lib/opencapf/capf.db) when
         running as root, else C(~/.local/share/opencapf/capf.db).
       - The store's key directory and secret file live next to the database file (or in
-        C($OPENCAPF_STATE_DIR)).
+        C($OPENCAPF_STATE_DIR)); a store reached through a symbolic link uses the ones beside the real file.
+      - A store file, store directory or state directory that the group or others may write is refused
+        (sticky bit or not), with the path and its mode in the message.
       - Set it once for every module with C(module_defaults) and the C(group/opencapf.capf.capf) action group.
     type: str
 requirements:
@@ -33,7 +35,10 @@ notes:
     ATTRIBUTES = r"""
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the store.
+    description:
+      - Can run in check_mode and return changed status prediction without modifying the store.
+      - In check mode the store is opened read-only and no file is written, beside it either; a store at an
+        older schema version is planned against through a migrated temporary copy.
     support: full
   diff_mode:
     description: Returns C(before) and C(after) views of what changed (or would change in check mode).

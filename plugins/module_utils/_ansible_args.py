@@ -12,9 +12,6 @@ Choices come from the engine's vocabulary, so the argument specs and the engine 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import tempfile
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -23,7 +20,7 @@ from ansible_collections.opencapf.capf.plugins.module_utils._opencapf import dep
 from ansible_collections.opencapf.capf.plugins.module_utils._opencapf import vocabulary as v
 from ansible_collections.opencapf.capf.plugins.module_utils._opencapf.errors import CapfError
 from ansible_collections.opencapf.capf.plugins.module_utils._opencapf.phone_query import LSC_STATUSES
-from ansible_collections.opencapf.capf.plugins.module_utils._opencapf.store import default_location, open_store
+from ansible_collections.opencapf.capf.plugins.module_utils._opencapf.store import open_store
 
 ACTOR = "ansible"
 
@@ -77,18 +74,13 @@ def create_module(spec: dict, **kwargs) -> AnsibleModule:
 def engine(module: AnsibleModule):
     """Open the store and turn engine errors into ``fail_json`` with the engine's message.
 
-    In check mode a store that does not exist yet is not created: the module plans against an
-    empty store in a temporary directory, which is exactly what the real run would start from.
+    In check mode the store is opened read-only: nothing is written to it or beside it. A store
+    that does not exist yet is planned against as an empty store, and one at an older schema
+    version through a migrated temporary copy: exactly what the real run would start from.
     """
     store = None
-    scratch = None
-    location = module.params["store"] or default_location()
     try:
-        if module.check_mode and "://" not in location and not os.path.exists(location):
-            scratch = tempfile.mkdtemp(prefix="opencapf-check-")
-            store = open_store(os.path.join(scratch, "capf.db"), state_dir=scratch, actor=ACTOR)
-        else:
-            store = open_store(location, actor=ACTOR)
+        store = open_store(module.params["store"], actor=ACTOR, read_only=module.check_mode)
         yield store
     except CapfError as exc:
         module.fail_json(msg=str(exc))
@@ -98,8 +90,6 @@ def engine(module: AnsibleModule):
     finally:
         if store is not None:
             store.close()
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def warn_all(module: AnsibleModule, warnings) -> None:

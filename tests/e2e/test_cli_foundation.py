@@ -79,7 +79,7 @@ def assert_one_line_error(result, pattern):
 @pytest.mark.parametrize("args,pattern", [
     (["issue", "SEP0011223344AA", "{rsa512}"], "1024\u20134096 bits"),
     (["issue", "SEP0011223344AA", "{ed25519}"], "unsupported public key type"),
-    (["issue", "SEP0011223344AA", "{rsa}", "--validity-days", "2000"], "validity_days must be 1\u20131825 days, got 2000"),
+    (["issue", "SEP0011223344AA", "{rsa}", "--validity-days", "2000"], "argument --validity-days: must be 1\u20131825 days, got '2000'"),
     (["issue", "NOTAPHONE", "{rsa}"], "device_name must be SEP"),
     (["issue", "SEP0011223344AA", "{malformed}"], "is not a PEM or DER public key"),
     (["issue", "SEP0011223344AA", "{missing}"], "cannot read public key file"),

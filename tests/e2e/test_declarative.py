@@ -72,6 +72,28 @@ def test_plan_changes_nothing(deployment):
     assert "+ phones SEP001122334455" in info
 
 
+@pytest.mark.parametrize("version", ["previous", "current", "missing"])
+def test_plan_writes_no_byte(tmp_path, version):
+    """Invariant: ``plan`` writes nothing to the store or beside it, whatever the store's schema
+    version, and a missing store stays missing; the plan is the same in every case."""
+    from _opencapf.store.migrations import LATEST_VERSION
+    from support.stores import populated_store
+    from support.tools import snapshot
+
+    directory = str(tmp_path / "state")
+    if version == "missing":
+        os.mkdir(directory, 0o700)
+        store = os.path.join(directory, "capf.db")
+    else:
+        store = populated_store(directory, LATEST_VERSION - (1 if version == "previous" else 0))
+    path = tmp_path / "deploy.yml"
+    path.write_text(DEPLOYMENT)
+    before = snapshot(directory)
+    planned = json.loads(run_cli("--store", store, "--json", "plan", str(path), check=True).stdout)
+    assert planned["changed"] and planned["counts"]["phones"]["created"] == (3 if version == "missing" else 2)
+    assert snapshot(directory) == before
+
+
 def test_schema_error_names_path_and_changes_nothing(deployment, tmp_path):
     store, _path = deployment
     bad = tmp_path / "bad.yml"

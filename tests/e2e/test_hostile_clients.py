@@ -326,3 +326,39 @@ def test_a_valid_message_after_end_of_tls_is_not_read(ca_store, quick_server, tm
     (row,) = session_rows(ca_store, 1)
     assert row["outcome"] in ("aborted", "protocol_error") and row["reason"]
     assert enrols_from(ca_store, server, tmp_path, "SEP00000000B005") == "ok"
+
+
+# -- the global cap on connections not yet in a session ----------------------------------------------
+
+
+def test_connections_beyond_max_connections_are_closed_before_tls(ca_store, store_path, tmp_path, caplog):
+    """Many addresses, each within its own limit, together reach max_connections: further connections
+    from anywhere are refused at once, without a handshake, until some end; a connection that reached
+    its session no longer counts, so a phone enrols once the silent ones are gone."""
+    running = RunningServer(store_path, ["127.0.0.1"], step_timeout=2.0, handshake_timeout=60.0, max_connections=6)
+    try:
+        held = [raw_connect(running, source=f"127.0.0.{30 + index % 3}") for index in range(6)]
+        try:
+            assert eventually(lambda: running.server.before_session == 6)
+            with raw_connect(running, source="127.0.0.40") as beyond:
+                beyond.sendall(client_hello())
+                received = b""
+                try:
+                    while chunk := beyond.recv(4096):
+                        received += chunk
+                except ConnectionResetError:
+                    pass
+                assert received == b""  # closed (or reset), no ServerHello
+            (refused,) = session_rows(ca_store, 1, outcome="refused")
+            assert refused["reason"] == "connection limit reached (max_connections 6)"
+            assert refused["peer"].startswith("127.0.0.40:")
+        finally:
+            for sock in held:
+                sock.close()
+        assert eventually(lambda: running.server.before_session == 0)
+        assert enrols_from(ca_store, running, tmp_path, "SEP00000000C001") == "ok"
+        assert running.server.before_session == 0 and running.server.per_address == {}
+    finally:
+        running.stop()
+    assert caplog.text.count("connection limit reached") == 1
+    assert no_tracebacks(caplog)

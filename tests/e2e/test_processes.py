@@ -193,7 +193,19 @@ def test_prefer_cpu_sets_the_incoming_cpu_of_a_listening_socket():
 @pytest.mark.parametrize("value", ["0", "100000"])
 def test_processes_outside_its_range_is_refused_naming_the_option(ca_store, store_path, value):
     done = run_cli("--store", store_path, "serve", "--processes", value, "--port", "0")
-    assert done.returncode == 1 and "--processes must be between 1 and" in done.stderr
+    assert done.returncode == 2 and "argument --processes: must be 1\u201364" in done.stderr
+
+
+def test_processes_beyond_this_machine_is_refused_naming_the_option(ca_store, store_path):
+    """Within the table's 1-64 but above four per core of this machine (a machine with 16 cores or
+    more reaches the table's maximum first)."""
+    from _opencapf.cli.serve import max_processes
+    value = max_processes() + 1
+    done = run_cli("--store", store_path, "serve", "--processes", str(value), "--port", "0")
+    if value <= 64:
+        assert done.returncode == 1 and f"--processes must be between 1 and {value - 1}" in done.stderr
+    else:
+        assert done.returncode == 2 and "argument --processes: must be 1\u201364" in done.stderr
 
 
 def test_set_nodelay_turns_off_nagle_on_tcp_sockets_only():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
 import subprocess
 import sys
 
@@ -27,3 +29,19 @@ def openssl(*args, input_bytes=None, check=True):
     if check and result.returncode != 0:
         raise AssertionError(f"openssl {' '.join(args)} failed: {result.stderr.decode(errors='replace')}")
     return result
+
+
+def snapshot(directory: str) -> dict:
+    """Every entry under ``directory`` (itself included): type, mode, modification time and content."""
+    entries = {}
+    for root, dirs, files in os.walk(directory):
+        for name in ["."] + dirs + files if root == directory else dirs + files:
+            path = os.path.normpath(os.path.join(root, name))
+            status = os.lstat(path)
+            content = None
+            if stat.S_ISREG(status.st_mode):
+                with open(path, "rb") as handle:
+                    content = hashlib.sha256(handle.read()).hexdigest()
+            entries[os.path.relpath(path, directory)] = (stat.S_IFMT(status.st_mode), stat.S_IMODE(status.st_mode),
+                                                         status.st_mtime_ns, content)
+    return entries

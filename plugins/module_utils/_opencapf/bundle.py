@@ -18,16 +18,17 @@ PACKAGE_FILES = (
     "service_config.py", "service_control.py", "sockets.py", "trust.py", "vocabulary.py", "ca/__init__.py",
     "ca/authority.py", "ca/certificates.py", "ca/keys.py", "ca/lsc.py", "ca/rules.py", "cli/__init__.py",
     "cli/ca.py", "cli/deployment.py", "cli/init.py", "cli/issue.py", "cli/jobs.py", "cli/main.py", "cli/micca.py",
-    "cli/phone.py", "cli/render.py", "cli/serve.py", "cli/workqueue.py", "declarative/__init__.py",
-    "declarative/deployment.py", "declarative/document.py", "declarative/schema.py", "issuers/__init__.py",
-    "issuers/acceptance.py", "issuers/adcs.py", "issuers/base.py", "issuers/est.py", "issuers/offline.py",
-    "issuers/online.py", "issuers/transport.py", "protocol/__init__.py", "protocol/codec.py",
+    "cli/options.py", "cli/phone.py", "cli/render.py", "cli/serve.py", "cli/workqueue.py",
+    "declarative/__init__.py", "declarative/deployment.py", "declarative/document.py", "declarative/schema.py",
+    "issuers/__init__.py", "issuers/acceptance.py", "issuers/adcs.py", "issuers/base.py", "issuers/est.py",
+    "issuers/offline.py", "issuers/online.py", "issuers/transport.py", "protocol/__init__.py", "protocol/codec.py",
     "protocol/constants.py", "protocol/phone.py", "protocol/proof.py", "protocol/session.py", "server/__init__.py",
-    "server/decider.py", "server/service.py", "server/supervisor.py", "simulator/__init__.py",
-    "simulator/addressing.py", "simulator/client.py", "simulator/fleet.py", "simulator/identity.py",
-    "simulator/manufacturing.py", "store/__init__.py", "store/audit.py", "store/backend.py",
-    "store/capf_certificates.py", "store/certificates.py", "store/csrs.py", "store/jobs.py", "store/migrations.py",
-    "store/phones.py", "store/secrets.py", "store/service.py", "store/sessions.py", "store/sqlite.py",
+    "server/admission.py", "server/decider.py", "server/service.py", "server/supervisor.py",
+    "simulator/__init__.py", "simulator/addressing.py", "simulator/client.py", "simulator/fleet.py",
+    "simulator/identity.py", "simulator/manufacturing.py", "store/__init__.py", "store/audit.py",
+    "store/backend.py", "store/capf_certificates.py", "store/certificates.py", "store/csrs.py", "store/jobs.py",
+    "store/migrations.py", "store/phones.py", "store/secrets.py", "store/service.py", "store/sessions.py",
+    "store/sqlite.py",
 )
 
 
@@ -68,6 +69,7 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from .cli import jobs  # noqa: F401
     from .cli import main  # noqa: F401
     from .cli import micca  # noqa: F401
+    from .cli import options  # noqa: F401
     from .cli import phone  # noqa: F401
     from .cli import render  # noqa: F401
     from .cli import serve  # noqa: F401
@@ -87,6 +89,7 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from .protocol import phone as _protocol_phone  # noqa: F401
     from .protocol import proof  # noqa: F401
     from .protocol import session  # noqa: F401
+    from .server import admission  # noqa: F401
     from .server import decider  # noqa: F401
     from .server import service  # noqa: F401
     from .server import supervisor  # noqa: F401

@@ -64,6 +64,20 @@ def check_private_file(path: str, what: str = "key file") -> None:
         )
 
 
+def check_private_location(path: str, what: str) -> None:
+    """Refuse a store file or directory (or the state directory beside it) that the group or others
+    may write, sticky bit or not: whoever can write there can replace the store that decides who gets
+    certificates, or its secret. A path that does not exist yet passes (it is created private)."""
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return
+    mode = stat.S_IMODE(status.st_mode)
+    if mode & 0o022:
+        fix = "0700 or 0750" if stat.S_ISDIR(status.st_mode) else "0600 or 0640"
+        raise PermissionProblem(f"{what} {path} is writable by group or others (mode {mode:04o}); make it {fix}")
+
+
 def read_private_file(path: str, what: str = "key file") -> bytes:
     check_private_file(path, what)
     try:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import ipaddress
+import math
 import re
+from dataclasses import dataclass
 
 from .errors import ValidationError
 
@@ -29,6 +31,10 @@ CAPF_KEY_TYPES = ("rsa2048", "rsa3072", "rsa4096", "ec256", "ec384")
 OPERATION_STATUSES = ("none", "pending", "in_progress", "succeeded", "failed", "lapsed")
 CERTIFICATE_STATUSES = ("issued", "installed", "stale", "revoked", "expired")
 CERTIFICATE_KINDS = ("lsc", "mic")
+# A certificate read back from a phone (troubleshoot) is kept as a copy of its own kind and status:
+# never the phone's current LSC (every LSC query names kind "lsc"), never installed, revoked or stale.
+RETRIEVED_KINDS = {"lsc": "retrieved_lsc", "mic": "retrieved_mic"}
+RETRIEVED_STATUS = "retrieved"
 JOB_STATUSES = ("scheduled", "running", "succeeded", "failed", "cancelled")
 
 # Why a certificate that a third-party CA returned is refused before it is recorded or delivered
@@ -53,6 +59,54 @@ MAX_SESSIONS = (1, 100000)
 MAX_SESSIONS_PER_ADDRESS = (1, 100000)
 SERVICE_PROCESSES = (1, 64)  # worker processes of the CAPF service
 DEVICE_NAME_MAX = 64
+
+# Run-time settings of the CAPF service (``serve`` options) and of the phone simulator.
+LISTEN_PORT = (0, PORT[1])  # serve --port: 0 picks a free port
+STORE_THREADS = (1, 64)
+MAX_HANDSHAKES = (1, 100000)  # TLS handshakes in progress at once
+MAX_CONNECTIONS = (1, 100000)  # connections not yet in a session, at once
+STEP_TIMEOUT_SECONDS = (0.5, 3600)
+HANDSHAKE_TIMEOUT_SECONDS = (0.5, 300)
+QUEUE_TIMEOUT_SECONDS = (0, 3600)  # 0: a connection that finds no free slot is closed at once
+ENROLMENT_INTERVAL_SECONDS = (0, 86400)  # 0 turns the enrolment service off
+READ_TIMEOUT_SECONDS = (0.5, 3600)  # a phone's wait for each answer
+RETRIES = (0, 100)
+RETRY_INTERVAL_SECONDS = (0, 86400)
+PHONES = (1, 100000)  # phones in one simulated fleet, or at once
+JOB_LIST_LIMIT = (1, 100000)
+ROW_ID = (1, 2 ** 63 - 1)  # an id the store assigned (SQLite rowid)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """An inclusive range; ``whole``: integers only, else any finite decimal number."""
+
+    bounds: tuple
+    unit: str = ""
+    whole: bool = True
+
+
+# Every numeric option of the command line, by name: the CLI derives its checks from this table
+# (``cli.options``), and an option that overrides a service parameter uses that parameter's bounds.
+LIMITS = {
+    "port": Limit(PORT),
+    "listen_port": Limit(LISTEN_PORT),
+    "processes": Limit(SERVICE_PROCESSES),
+    "validity_days": Limit(VALIDITY_DAYS, " days"),
+    "store_threads": Limit(STORE_THREADS),
+    "max_handshakes": Limit(MAX_HANDSHAKES),
+    "max_connections": Limit(MAX_CONNECTIONS),
+    "step_timeout": Limit(STEP_TIMEOUT_SECONDS, " seconds", whole=False),
+    "handshake_timeout": Limit(HANDSHAKE_TIMEOUT_SECONDS, " seconds", whole=False),
+    "queue_timeout": Limit(QUEUE_TIMEOUT_SECONDS, " seconds", whole=False),
+    "enrolment_interval": Limit(ENROLMENT_INTERVAL_SECONDS, " seconds", whole=False),
+    "read_timeout": Limit(READ_TIMEOUT_SECONDS, " seconds", whole=False),
+    "retries": Limit(RETRIES),
+    "retry_interval": Limit(RETRY_INTERVAL_SECONDS, " seconds", whole=False),
+    "phones": Limit(PHONES),
+    "job_list_limit": Limit(JOB_LIST_LIMIT),
+    "row_id": Limit(ROW_ID),
+}
 
 RESERVED_CN_PREFIX = "CAPF-"
 
@@ -92,6 +146,36 @@ def check_int_range(field: str, value, bounds: tuple[int, int], unit: str = "") 
     if not low <= number <= high:
         raise ValidationError(field, f"must be {low}\u2013{high}{unit}", number)
     return number
+
+
+def check_number_range(field: str, value, bounds: tuple, unit: str = "") -> float:
+    """Return ``value`` as a finite float inside the inclusive ``bounds``."""
+    low, high = bounds
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if math.isnan(number):
+        raise ValidationError(field, f"must be a number from {low} to {high}{unit}", value)
+    if not low <= number <= high:
+        raise ValidationError(field, f"must be {low}\u2013{high}{unit}", value)
+    return number
+
+
+def check_limit(name: str, value, field: str | None = None):
+    """Validate ``value`` against the range ``LIMITS[name]``; return it as an int or a float."""
+    limit = LIMITS[name]
+    if limit.whole:
+        return check_int_range(field or name, value, limit.bounds, limit.unit)
+    return check_number_range(field or name, value, limit.bounds, limit.unit)
+
+
+def check_address(value, field: str = "address") -> str:
+    """An IPv4 or IPv6 address (an IPv6 one may carry a %zone), in its canonical form."""
+    try:
+        return str(ipaddress.ip_address(str(value)))
+    except ValueError:
+        raise ValidationError(field, "must be an IPv4 or IPv6 address", value) from None
 
 
 def check_bool(field: str, value) -> bool:
@@ -173,13 +257,7 @@ def check_listen_addresses(value, field: str = "listen_addresses") -> list[str]:
         value = [value]
     if not isinstance(value, (list, tuple)) or not value:
         raise ValidationError(field, "must be a non-empty list of IP addresses", value)
-    result = []
-    for index, item in enumerate(value):
-        try:
-            result.append(str(ipaddress.ip_address(str(item))))
-        except ValueError:
-            raise ValidationError(f"{field}[{index}]", "must be an IPv4 or IPv6 address", item) from None
-    return result
+    return [check_address(item, f"{field}[{index}]") for index, item in enumerate(value)]
 
 
 def parse_utc(value, field: str) -> _dt.datetime | None:

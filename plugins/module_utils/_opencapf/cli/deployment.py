@@ -61,7 +61,7 @@ def _as_dict(report) -> dict:
 
 def _plan(args, output) -> int:
     loaded = document.load(args.file)
-    with opened(args.store, actor="cli:plan") as store:
+    with opened(args.store, actor="cli:plan", read_only=True) as store:
         report = deployment.plan(store, loaded, _options(args))
     _warn(report, output)
     output.result(_as_dict(report), deployment.render(report))

@@ -8,14 +8,15 @@ from ..ca import certificates, lsc
 from ..errors import CapfError
 from ..files import read_option_file, write_private_file
 from ..store import opened
+from .options import bounded, limit_help
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("issue", help="sign an LSC for a device and its public key")
     parser.add_argument("device_name", help="device name, e.g. SEP001122334455")
     parser.add_argument("public_key", help="phone public key file (PEM or DER SubjectPublicKeyInfo, or a CSR)")
-    parser.add_argument("--validity-days", type=str, default=None,
-                        help="override the validity service parameter (1-1825)")
+    parser.add_argument("--validity-days", type=bounded("validity_days"), default=None,
+                        help=f"override the validity_days service parameter ({limit_help('validity_days')})")
     parser.add_argument("--out", help="also write the certificate PEM to this file")
     parser.set_defaults(handler=run)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from .. import scheduler
 from ..store import opened
 from ..vocabulary import JOB_STATUSES
+from .options import bounded, limit_help
 
 
 def register(subparsers) -> None:
@@ -15,20 +16,21 @@ def register(subparsers) -> None:
     verbs.required = True
     listing = verbs.add_parser("list", help="list jobs, newest first")
     listing.add_argument("--status", choices=JOB_STATUSES, help="only jobs in this status")
-    listing.add_argument("--limit", type=int, default=100, help="at most this many jobs (default %(default)s)")
+    listing.add_argument("--limit", type=bounded("job_list_limit"), default=100,
+                         help=f"at most this many jobs ({limit_help('job_list_limit')}, default %(default)s)")
     listing.set_defaults(handler=_list)
     due = verbs.add_parser("run-due", help="run every scheduled job whose time has come; lapse passed deadlines")
     due.add_argument("--now", metavar="TIME", help="pretend it is this UTC time (ISO 8601); default: now")
     due.set_defaults(handler=_run_due)
     cancel = verbs.add_parser("cancel", help="cancel a scheduled job")
-    cancel.add_argument("job_id", type=int, metavar="ID", help="the job's id (see 'jobs list')")
+    cancel.add_argument("job_id", type=bounded("row_id"), metavar="ID", help="the job's id (see 'jobs list')")
     cancel.set_defaults(handler=_cancel)
 
 
 def _list(args, output) -> int:
     with opened(args.store, actor="cli", create=False) as store:
         with store.read() as tx:
-            jobs = scheduler.list_jobs(tx, args.status, max(1, min(args.limit, 100000)))
+            jobs = scheduler.list_jobs(tx, args.status, args.limit)
     lines = [f"{job['id']:>6}  {job['status']:<10} {job['run_at']}  {job['kind']}  {job['result'] or ''}"
              for job in jobs]
     output.result(jobs, "\n".join(lines) if lines else "no jobs")

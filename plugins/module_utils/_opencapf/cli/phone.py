@@ -26,17 +26,22 @@ from ..simulator.manufacturing import ManufacturingCa
 from ..store import opened
 from ..store import phones as phone_records
 from ..vocabulary import AUTH_MODES, SECURITY_MODES
+from .options import address, bounded, limit_help
 
 
 def _target_arguments(parser) -> None:
-    parser.add_argument("--server", action="append", required=True, metavar="ADDRESS",
+    parser.add_argument("--server", action="append", required=True, metavar="ADDRESS", type=address,
                         help="CAPF address (repeat for IPv4 and IPv6)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--port", type=bounded("port"), default=DEFAULT_PORT,
+                        help=f"CAPF port ({limit_help('port')}, default {DEFAULT_PORT})")
     parser.add_argument("--capf-cert", metavar="PEM", help="CAPF certificate to verify the server (default: no check)")
     parser.add_argument("--legacy-tls", action="store_true", help="allow TLS 1.0 and legacy ciphers")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per read")
-    parser.add_argument("--retries", type=int, default=3, help="retries after a communication failure")
-    parser.add_argument("--retry-interval", type=float, default=30.0, help="seconds between retries")
+    parser.add_argument("--timeout", type=bounded("read_timeout"), default=10.0,
+                        help=f"seconds per read ({limit_help('read_timeout')}, default 10)")
+    parser.add_argument("--retries", type=bounded("retries"), default=3,
+                        help=f"retries after a communication failure ({limit_help('retries')}, default 3)")
+    parser.add_argument("--retry-interval", type=bounded("retry_interval"), default=30.0,
+                        help=f"seconds between retries ({limit_help('retry_interval')}, default 30)")
 
 
 def register(subparsers) -> None:
@@ -62,10 +67,12 @@ def register(subparsers) -> None:
     one.set_defaults(handler=_enrol)
     many = verbs.add_parser("fleet", help="run N phones concurrently; progress and a summary")
     which = many.add_mutually_exclusive_group(required=True)
-    which.add_argument("--count", type=int, help="this many phones, named from --first upwards")
+    which.add_argument("--count", type=bounded("phones"),
+                       help=f"this many phones, named from --first upwards ({limit_help('phones')})")
     which.add_argument("--names", nargs="+", metavar="NAME", help="these phones (names separated by spaces)")
     many.add_argument("--first", default="SEP000000000000", help="first device name; the rest count up in hex")
-    many.add_argument("--concurrency", type=int, default=100)
+    many.add_argument("--concurrency", type=bounded("phones"), default=100,
+                      help=f"phones in a session at once ({limit_help('phones')}, default 100)")
     many.add_argument("--x-csr", action="store_true", help="every phone advertises the X-CSR/1 extension")
     many.add_argument("--auth-mode", choices=AUTH_MODES, default="null_string")
     many.add_argument("--auth-string", default="")

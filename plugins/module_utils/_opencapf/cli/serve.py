@@ -24,17 +24,21 @@ from ..server.service import ServerOptions, serve
 from ..server.supervisor import Supervisor
 from ..store import open_store
 from ..store import service as service_records
+from .options import address, bounded, limit_help
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("serve", help="run the CAPF protocol service (TLS, port 3804)")
-    parser.add_argument("--listen", action="append", metavar="ADDRESS",
+    parser.add_argument("--listen", action="append", metavar="ADDRESS", type=address,
                         help="address to listen on (repeatable); default: the listen_addresses parameter")
-    parser.add_argument("--port", type=int, default=None, help="TCP port (0: any free port); default: the port parameter")
-    parser.add_argument("--step-timeout", type=float, default=10.0, help="seconds a phone may take per step")
-    parser.add_argument("--queue-timeout", type=float, default=60.0,
-                        help="seconds a connection may wait for a free session slot")
-    parser.add_argument("--processes", type=int, default=None,
+    parser.add_argument("--port", type=bounded("listen_port"), default=None,
+                        help=f"TCP port ({limit_help('listen_port')}; 0: any free port); default: the port parameter")
+    parser.add_argument("--step-timeout", type=bounded("step_timeout"), default=10.0,
+                        help=f"seconds a phone may take per step ({limit_help('step_timeout')}, default 10)")
+    parser.add_argument("--queue-timeout", type=bounded("queue_timeout"), default=60.0,
+                        help=f"seconds a connection may wait for a free session slot ({limit_help('queue_timeout')}, "
+                             "default 60)")
+    parser.add_argument("--processes", type=bounded("processes"), default=None,
                         help="worker processes sharing the listening port (default: the processes parameter, "
                              f"1 unless set; at most {max_processes()} on this machine: four per core)")
     parser.add_argument("--cpu-affinity", action="store_true",
@@ -42,15 +46,23 @@ def register(subparsers) -> None:
                              "connections that CPU receives (SO_INCOMING_CPU); for a network card whose receive "
                              "queues are spread over the CPUs (RSS). With a single queue every connection would "
                              "go to one worker: leave it off")
-    parser.add_argument("--store-threads", "--workers", dest="store_threads", type=int, default=4,
-                        help="threads for store work in each process (--workers is its old, deprecated name)")
-    parser.add_argument("--handshake-timeout", type=float, default=10.0,
-                        help="seconds a client may take for its whole TLS handshake")
-    parser.add_argument("--max-handshakes", type=int, default=1000,
-                        help="TLS handshakes in progress at once; further connections wait for one to end")
-    parser.add_argument("--enrolment-interval", type=float, default=30.0,
+    parser.add_argument("--store-threads", "--workers", dest="store_threads", type=bounded("store_threads"), default=4,
+                        help=f"threads for store work in each process ({limit_help('store_threads')}, default 4; "
+                             "--workers is its old, deprecated name)")
+    parser.add_argument("--handshake-timeout", type=bounded("handshake_timeout"), default=10.0,
+                        help=f"seconds a client may take for its whole TLS handshake "
+                             f"({limit_help('handshake_timeout')}, default 10)")
+    parser.add_argument("--max-handshakes", type=bounded("max_handshakes"), default=1000,
+                        help=f"TLS handshakes in progress at once ({limit_help('max_handshakes')}, default 1000); "
+                             "further connections wait for one to end")
+    parser.add_argument("--max-connections", type=bounded("max_connections"), default=1000,
+                        help=f"connections not yet in a CAPF session at once, in each process "
+                             f"({limit_help('max_connections')}, default 1000): waiting for or in their TLS handshake, "
+                             "or waiting for a session slot; further connections are closed at once, before TLS")
+    parser.add_argument("--enrolment-interval", type=bounded("enrolment_interval"), default=30.0,
                         help="seconds between the certificate enrolment service's polls of pending online CA "
-                             "requests (issuer online_ca; 0 turns it off)")
+                             f"requests (issuer online_ca; {limit_help('enrolment_interval')}, default 30; "
+                             "0 turns it off)")
     parser.add_argument("--daemon", action="store_true", help="detach; return once the listener accepts")
     parser.add_argument("--pid-file", help="with --daemon: write the daemon's process id here")
     parser.add_argument("--log-file", help="with --daemon: append the log here")
@@ -78,15 +90,13 @@ def _check(args) -> None:
     if args.cpu_affinity and hasattr(os, "sched_getaffinity") and args.processes > len(os.sched_getaffinity(0)):
         raise ValidationError("--cpu-affinity", f"needs at most one process per usable CPU "
                               f"({len(os.sched_getaffinity(0))} here); lower --processes", args.processes)
-    if not 1 <= args.store_threads <= 64:
-        raise ValidationError("--store-threads", "must be between 1 and 64", args.store_threads)
 
 
 def _options(args) -> ServerOptions:
     return ServerOptions(addresses=tuple(args.listen) if args.listen else None, port=args.port,
                          step_timeout=args.step_timeout, queue_timeout=args.queue_timeout, workers=args.store_threads,
                          handshake_timeout=args.handshake_timeout, max_handshakes=args.max_handshakes,
-                         enrolment_interval=args.enrolment_interval)
+                         max_connections=args.max_connections, enrolment_interval=args.enrolment_interval)
 
 
 def _open_store(args):

@@ -73,7 +73,7 @@ def _csr_export(args, output) -> int:
 
 def _csr_import(args, output) -> int:
     sources = offline.read_files(args.files)
-    with opened(args.store, actor="cli", create=False) as store:
+    with opened(args.store, actor="cli", create=False, read_only=args.check) as store:
         result = enrolment.import_certificates(store, store.actor, sources, check_mode=args.check)
     lines = [f"{device}: matched (delivered on the phone's next CAPF session)" for device in result.matched]
     lines += [f"{source}: {device}: already imported" for source, device in result.already]

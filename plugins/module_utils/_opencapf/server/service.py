@@ -9,8 +9,10 @@ thread pool: the disk (``Durability``: every session that must have its commits 
 answers the phone awaits one fsync shared by all of them) and, while the issuer is ``online_ca``,
 whole sessions, because they call the CA over HTTP. For every connection the
 driver re-reads the service parameters (so changes apply to the next session without a
-restart), refuses IPv6 peers when ``enable_ipv6`` is false, and refuses a peer address that already
-holds ``max_sessions_per_address`` connections. It then waits for a handshake slot (at most
+restart), refuses IPv6 peers when ``enable_ipv6`` is false, refuses every connection while
+``ServerOptions.max_connections`` connections are not yet in a session (``admission``: what such a
+connection may cost), and refuses a peer address that already holds ``max_sessions_per_address``
+connections. It then waits for a handshake slot (at most
 ``ServerOptions.max_handshakes`` TLS handshakes run at once), upgrades the connection to TLS with the current CAPF
 certificate within one deadline for the whole handshake, and only then waits for a free session
 slot (back-pressure). A client that is slow or silent before or during the handshake therefore
@@ -41,11 +43,12 @@ from ..sockets import set_nodelay
 from ..store import Store
 from ..store import service as service_records
 from ..store import sessions as session_records
-from ..vocabulary import format_utc, utc_now
+from ..vocabulary import check_limit, format_utc, utc_now
+from .admission import Reclaimer, compact_tls_buffers
 from .decider import ACTOR, StoreDecider
 
 log = logging.getLogger("opencapf.server")
-READ_SIZE = 65536
+READ_SIZE = 16384  # a read and the stream's buffer limit: one TLS record (CAPF messages are smaller)
 # Issuers whose sessions may wait on the network (the online CA's HTTP): their steps run in the
 # thread pool, never on the event loop.
 NETWORK_ISSUERS = ("online_ca",)
@@ -58,10 +61,19 @@ class ServerOptions:
     step_timeout: float = 10.0  # per protocol step (phones answer within seconds)
     handshake_timeout: float = 10.0  # for the whole TLS handshake, however the client paces its bytes
     max_handshakes: int = 1000  # TLS handshakes in progress at once; further connections wait (unread)
+    max_connections: int = 1000  # connections not yet in a session at once; further ones are closed before TLS
     queue_timeout: float = 60.0  # how long a connection may wait for a free session slot
     workers: int = 4
     enrolment_interval: float = 30.0  # seconds between the enrolment service's polls (0: no enrolment service)
     sockets: tuple = ()  # listening sockets bound already (one server process of several); replaces addresses/port
+
+    def __post_init__(self):  # the ranges of the serve options that set these (vocabulary.LIMITS)
+        for name in ("step_timeout", "handshake_timeout", "max_handshakes", "max_connections", "queue_timeout",
+                     "enrolment_interval"):
+            check_limit(name, getattr(self, name))
+        check_limit("store_threads", self.workers, "workers")
+        if self.port is not None:
+            check_limit("listen_port", self.port, "port")
 
 
 class SessionIds:
@@ -90,6 +102,8 @@ class CapfServer:
         self._sessions = _Slots()
         self._handshakes = _Slots()
         self.per_address: dict[str, int] = {}  # open connections per peer address (every stage)
+        self.before_session = 0  # connections not yet in a session (max_connections)
+        self._reclaimer = Reclaimer()
         self._quiet_log = _QuietLog()
         self._tasks: set[asyncio.Task] = set()
         self._durability = Durability(store, self._run)
@@ -169,6 +183,7 @@ class CapfServer:
         await self._durability.wait(self.store.durable_mark)
         self.store.defer_durability(False)
         self._pool.shutdown(wait=True)
+        self._reclaimer.close()
 
     def _protocol(self) -> asyncio.Protocol:
         return _PausedStreamProtocol(asyncio.StreamReader(limit=READ_SIZE), self._accept)
@@ -231,6 +246,14 @@ class CapfServer:
         with self.store.transaction() as tx:
             session_records.record(tx, ACTOR, **fields)
 
+    def _record_session(self, record: dict, session: ServerSession, duration) -> None:
+        outcome = session.outcome
+        details = dict(outcome.details)
+        if outcome.version is not None:
+            details["version"] = outcome.version
+        self._record(**{**record, "device_name": outcome.device_name, "operation": outcome.operation},
+                     outcome=outcome.outcome, reason=outcome.reason, duration_ms=duration(), **details)
+
     # -- one connection -----------------------------------------------------------------------
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -249,6 +272,7 @@ class CapfServer:
                 await asyncio.wait_for(writer.wait_closed(), 2)
             except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError):
                 pass
+            self._reclaimer.ended()
 
     async def _connection(self, reader, writer) -> None:
         peer = _peer(writer)
@@ -266,6 +290,11 @@ class CapfServer:
                         session_id, peer)
             await self._end(record, duration, "refused", "IPv6 is disabled")
             return
+        if self.before_session >= self.options.max_connections:
+            reason = f"connection limit reached (max_connections {self.options.max_connections})"
+            self._quiet_log.warning(("connections",), "session %d: refused %s: %s", session_id, peer, reason)
+            await self._end(record, duration, "refused", reason)
+            return
         address = _address(writer)
         per_address = int(parameters["max_sessions_per_address"])
         if self.per_address.get(address, 0) >= per_address:
@@ -274,16 +303,25 @@ class CapfServer:
             await self._end(record, duration, "refused", reason)
             return
         self.per_address[address] = self.per_address.get(address, 0) + 1
+        self.before_session += 1
+        admitted = [True]
+
+        def in_session() -> None:  # once: the connection holds a session slot, or ends before
+            if admitted[0]:
+                admitted[0] = False
+                self.before_session -= 1
+
         try:
-            await self._session(reader, writer, (parameters, signer), record, duration, address)
+            await self._session(reader, writer, (parameters, signer), record, duration, address, in_session)
         finally:
+            in_session()
             remaining = self.per_address[address] - 1
             if remaining:
                 self.per_address[address] = remaining
             else:
                 del self.per_address[address]
 
-    async def _session(self, reader, writer, state, record, duration, address) -> None:
+    async def _session(self, reader, writer, state, record, duration, address, in_session) -> None:
         parameters, signer = state
         session_id, peer = record["session_id"], record["peer"]
         _set_keepalive(writer, int(parameters["keepalive_minutes"]) * 60)
@@ -309,18 +347,23 @@ class CapfServer:
                         self.options.queue_timeout)
             await self._end(record, duration, "refused", "session limit reached")
             return
+        in_session()
         try:
             inline = parameters["issuer"] not in NETWORK_ISSUERS
             session = ServerSession(session_id, StoreDecider(self.store, peer, session_id, parameters, signer),
                                     step_timeout=self.options.step_timeout)
-            final = await self._converse(session, reader, writer, inline)
+            try:
+                final = await self._converse(session, reader, writer, inline)
+            except BaseException as exc:
+                # The service stops (the task is cancelled) or a defect of ours: the session ends
+                # here all the same, settles the phone's operation and is on record.
+                if not session.closed:
+                    session.connection_lost("the CAPF service stopped during the session"
+                                            if isinstance(exc, asyncio.CancelledError) else "internal error")
+                    self._record_session(record, session, duration)
+                raise
             outcome = session.outcome
-            details = dict(outcome.details)
-            if outcome.version is not None:
-                details["version"] = outcome.version
-            await self._step(True, lambda: self._record(
-                **{**record, "device_name": outcome.device_name, "operation": outcome.operation},
-                outcome=outcome.outcome, reason=outcome.reason, duration_ms=duration(), **details))
+            await self._step(True, self._record_session, record, session, duration)
             level = logging.INFO if outcome.outcome in ("succeeded", "no_operation", "deferred") else logging.WARNING
             log.log(level, "session %d: %s device %s operation %s: %s%s", session_id, peer,
                     outcome.device_name or "-", outcome.operation or "-", outcome.outcome,
@@ -536,6 +579,7 @@ def _describe(exc: BaseException) -> str:
 async def serve(store: Store, options: ServerOptions | None = None, ready=None, stop_event=None) -> int:
     """Run the service until ``stop_event`` (an asyncio.Event) is set; call ``ready(bound)`` once listening.
     Return how many sessions it served."""
+    compact_tls_buffers()
     server = CapfServer(store, options)
     bound = await server.start()
     if ready is not None:

@@ -3,7 +3,8 @@
 """The CAPF store: every piece of CAPF state, behind one small interface.
 
 ``open_store()`` picks the backend from the location (a file path means SQLite; a
-``postgresql://`` DSN means PostgreSQL) and brings the schema up to date. Callers work in
+``postgresql://`` DSN means PostgreSQL) and brings the schema up to date, or, with
+``read_only=True`` (check mode, plans), reads it without writing a byte. Callers work in
 transactions (``with store.transaction() as tx``) and use the record modules of this package
 (``phones``, ``certificates``, ``audit`` ...), which speak portable SQL.
 """
@@ -13,12 +14,15 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import secrets
+import shutil
+import tempfile
 import threading
 from typing import Iterator
 
 from .. import faults
 from ..errors import StoreError
-from ..files import ensure_private_dir, read_or_create_secret
+from ..files import check_private_location, ensure_private_dir, read_or_create_secret
 from .backend import Backend, Transaction
 from .migrations import LATEST_VERSION, MIGRATIONS
 from .sqlite import SqliteBackend
@@ -26,6 +30,7 @@ from .sqlite import SqliteBackend
 ENV_STORE = "OPENCAPF_STORE"
 ENV_STATE_DIR = "OPENCAPF_STATE_DIR"
 SECRET_FILE = "secret.key"
+SECRET_BYTES = 32
 
 
 def default_location() -> str:
@@ -47,27 +52,41 @@ def _default_actor() -> str:
 
 
 class Store:
-    """An open, migrated store plus the state directory that holds its key files."""
+    """An open, migrated store plus the state directory that holds its key files.
 
-    def __init__(self, backend: Backend, state_dir: str, actor: str):
+    ``read_only``: nothing is written, neither to the store nor beside it; ``scratch`` is a private
+    temporary directory holding the migrated copy (or the empty store) read instead, removed on close.
+    """
+
+    def __init__(self, backend: Backend, state_dir: str, actor: str, *, location: str | None = None,
+                 read_only: bool = False, scratch: str | None = None):
         self.backend = backend
         self.state_dir = state_dir
         self.actor = actor
+        self.read_only = read_only
+        self._location = location or backend.location
+        self._scratch = scratch
         self._secret: bytes | None = None
 
     @property
     def location(self) -> str:
-        return self.backend.location
+        return self._location
 
     @property
     def keys_dir(self) -> str:
-        return ensure_private_dir(os.path.join(self.state_dir, "keys"))
+        path = os.path.join(self.state_dir, "keys")
+        if not self.read_only:
+            ensure_private_dir(path)
+            check_private_location(path, "keys directory")
+        return path
 
     def transaction(self, write: bool = True, durable: bool = True) -> contextlib.AbstractContextManager[Transaction]:
         """A transaction. ``durable=False`` is for intermediate steps of a CAPF session: the commit
         does not wait for the disk, so a power failure may lose it (and the later non-durable ones),
         leaving the state a crash just before it would leave; the session's next durable commit,
         made before anything is acknowledged to the phone, puts it on disk too (one WAL, in order)."""
+        if write and self.read_only:
+            raise StoreError(f"store {self.location} is open read-only; nothing may be written")
         return self.backend.transaction(write=write, durable=durable)
 
     def read(self) -> contextlib.AbstractContextManager[Transaction]:
@@ -104,7 +123,12 @@ class Store:
     def secret(self) -> bytes:
         """The store's keyed-hash secret, kept in a 0600 file outside the database."""
         if self._secret is None:
-            self._secret = read_or_create_secret(os.path.join(self.state_dir, SECRET_FILE))
+            path = os.path.join(self.state_dir, SECRET_FILE)
+            if self.read_only and not os.path.exists(path):
+                # What a real run would create: a fresh secret, which no stored hash matches either.
+                self._secret = secrets.token_bytes(SECRET_BYTES)
+            else:
+                self._secret = read_or_create_secret(path, SECRET_BYTES)
         return self._secret
 
     def schema_version(self) -> int:
@@ -113,6 +137,9 @@ class Store:
 
     def close(self) -> None:
         self.backend.close()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     def __enter__(self) -> "Store":
         return self
@@ -133,6 +160,14 @@ def _render(backend: Backend, statement: str) -> list[str]:
     return [statement.format(**backend.dialect)]
 
 
+def _check_version(backend: Backend, version: int) -> None:
+    if version > LATEST_VERSION:
+        raise StoreError(
+            f"store {backend.location} has schema version {version}, newer than this engine "
+            f"understands ({LATEST_VERSION}); upgrade opencapf"
+        )
+
+
 def migrate(backend: Backend, target: int | None = None) -> int:
     """Apply every pending migration (up to ``target``, default all), each in its own transaction,
     together with its schema_migrations row; return the final version. A crash part-way through a
@@ -142,11 +177,7 @@ def migrate(backend: Backend, target: int | None = None) -> int:
     while True:
         with backend.transaction(write=True) as tx:
             version = _current_version(backend, tx)
-            if version > LATEST_VERSION:
-                raise StoreError(
-                    f"store {backend.location} has schema version {version}, newer than this engine "
-                    f"understands ({LATEST_VERSION}); upgrade opencapf"
-                )
+            _check_version(backend, version)
             pending = [m for m in MIGRATIONS if version < m[0] <= (LATEST_VERSION if target is None else target)]
             if not pending:
                 return version
@@ -166,23 +197,81 @@ def migrate(backend: Backend, target: int | None = None) -> int:
             )
 
 
+def _check_location(location: str, state_dir: str) -> None:
+    """Refuse a store file, store directory or state directory that the group or others may write."""
+    check_private_location(os.path.dirname(location), "store directory")
+    check_private_location(location, "store")
+    if state_dir != os.path.dirname(location):
+        check_private_location(state_dir, "state directory")
+
+
+def _open_read_only(location: str, create: bool) -> tuple[Backend, str | None]:
+    """The store as it is, without writing to it: a current one is read in place; one at an older
+    schema version through a migrated copy, and a missing one as an empty store, both made in a
+    private temporary directory (returned, for removal on close)."""
+    source = None
+    if os.path.exists(location):
+        source = SqliteBackend(location, read_only=True)
+        try:
+            with source.transaction(write=False) as tx:
+                version = _current_version(source, tx)
+            _check_version(source, version)
+        except BaseException:
+            source.close()
+            raise
+        if version == LATEST_VERSION:
+            return source, None
+    elif not create:
+        raise StoreError(f"store {location} does not exist; run 'init' first")
+    scratch = tempfile.mkdtemp(prefix="opencapf-check-")
+    copy = None
+    try:
+        path = os.path.join(scratch, os.path.basename(location))
+        if source is not None:
+            source.copy_to(path)
+        copy = SqliteBackend(path)
+        migrate(copy)
+    except BaseException:
+        if copy is not None:
+            copy.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    finally:
+        if source is not None:
+            source.close()
+    return copy, scratch
+
+
 def open_store(location: str | None = None, *, state_dir: str | None = None, actor: str | None = None,
-               create: bool = True, group_commit: bool = False) -> Store:
+               create: bool = True, group_commit: bool = False, read_only: bool = False) -> Store:
     """Open (creating and migrating when needed) the store at ``location``. ``group_commit``: durable
     commits of concurrent threads share their fsyncs (the CAPF service); each is still on disk when
-    its transaction returns."""
+    its transaction returns. ``read_only``: write no byte, neither to the store nor beside it (check
+    mode, plans); a store at an older schema version is read through a migrated temporary copy, a
+    missing one (with ``create``) as an empty store, and a missing secret is not created.
+
+    The store's real location (symbolic links resolved) is the one place every file beside it is
+    found from: ``secret.key``, ``keys/``, the write-ahead log and the writer lock. A store file or
+    directory that the group or others may write is refused."""
     location = location or default_location()
     if "://" in location:
         scheme = location.split("://", 1)[0]
         raise StoreError(f"store location scheme {scheme!r} is not supported by this engine; use a file path")
-    backend = SqliteBackend(location, create=create, group_commit=group_commit)
-    try:
-        migrate(backend)
-    except BaseException:
-        backend.close()
-        raise
-    state_dir = state_dir or os.environ.get(ENV_STATE_DIR) or os.path.dirname(backend.location)
-    return Store(backend, state_dir, actor or _default_actor())
+    location = os.path.realpath(location)
+    state_dir = os.path.realpath(state_dir or os.environ.get(ENV_STATE_DIR) or os.path.dirname(location))
+    _check_location(location, state_dir)
+    scratch = None
+    if read_only:
+        backend, scratch = _open_read_only(location, create)
+    else:
+        backend = SqliteBackend(location, create=create, group_commit=group_commit)
+        try:
+            migrate(backend)
+        except BaseException:
+            backend.close()
+            raise
+    return Store(backend, state_dir, actor or _default_actor(), location=location, read_only=read_only,
+                 scratch=scratch)
 
 
 @contextlib.contextmanager

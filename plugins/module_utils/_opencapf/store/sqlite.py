@@ -9,6 +9,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import urllib.parse
 from typing import Any, Iterable, Iterator, Sequence
 
 from ..errors import StoreError
@@ -44,12 +45,14 @@ class _SqliteTransaction(Transaction):
 
 
 class SqliteBackend(Backend):
-    """A store in one SQLite file, created 0600 in a 0700 directory when new."""
+    """A store in one SQLite file, created 0600 in a 0700 directory when new. ``read_only``: reading
+    writes no byte of the file or beside it (check mode, plans); write transactions are refused."""
 
     dialect = {"id": "INTEGER PRIMARY KEY", "blob": "BLOB"}
 
-    def __init__(self, path: str, create: bool = True, group_commit: bool = False):
+    def __init__(self, path: str, create: bool = True, group_commit: bool = False, read_only: bool = False):
         self.location = os.path.abspath(path)
+        self.read_only = read_only
         self._lock = threading.RLock()
         # Group commit: a durable commit returns only once the write-ahead log is on disk, as with
         # synchronous=FULL, but the fsync runs after the write lock is released and one fsync covers
@@ -64,12 +67,12 @@ class SqliteBackend(Backend):
         self.deferring_thread: int | None = None
         self.durable_mark = 0  # the last durable commit of the deferring thread
         exists = os.path.exists(self.location)
-        if not exists and not create:
+        if not exists and (read_only or not create):
             raise StoreError(f"store {self.location} does not exist; run 'init' first")
         if exists and not os.path.isfile(self.location):
             raise StoreError(f"store {self.location} is not a regular file")
-        if exists and not os.access(self.location, os.R_OK | os.W_OK):
-            raise StoreError(f"store {self.location} is not readable and writable by this user")
+        if exists and not os.access(self.location, os.R_OK if read_only else os.R_OK | os.W_OK):
+            raise StoreError(f"store {self.location} is not readable{'' if read_only else ' and writable'} by this user")
         if not exists:
             directory = os.path.dirname(self.location)
             try:
@@ -80,11 +83,16 @@ class SqliteBackend(Backend):
                 raise StoreError(f"cannot create store {self.location}: {exc.strerror}") from None
         try:
             self._connection = sqlite3.connect(
-                self.location, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+                self._read_only_uri() if read_only else self.location, timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None, check_same_thread=False, uri=read_only
             )
             self._connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            mode = self._connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            self._connection.execute(f"PRAGMA synchronous = {'NORMAL' if group_commit else 'FULL'}")
+            if read_only:
+                self._connection.execute("PRAGMA query_only = ON")
+                mode = "wal"  # set by whoever wrote it; switching would be a write
+            else:
+                mode = self._connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                self._connection.execute(f"PRAGMA synchronous = {'NORMAL' if group_commit else 'FULL'}")
             self._durable = not group_commit
             self._connection.execute("PRAGMA foreign_keys = ON")
             if group_commit:
@@ -107,8 +115,28 @@ class SqliteBackend(Backend):
                 self._connection.close()
                 raise StoreError(f"cannot open the writer lock of store {self.location}: {exc.strerror}") from None
 
+    def _read_only_uri(self) -> str:
+        # Without a write-ahead log beside it the file is the whole database: read it as immutable,
+        # which creates no -wal/-shm files (a plain read-only open creates both and leaves them
+        # behind). With a log (a live writer, or one that crashed), read through it and its index.
+        immutable = "" if os.path.exists(self.location + "-wal") else "&immutable=1"
+        return f"file:{urllib.parse.quote(self.location)}?mode=ro{immutable}"
+
+    def copy_to(self, path: str) -> None:
+        """Write a consistent copy of the database to the new file ``path``."""
+        target = sqlite3.connect(path)
+        try:
+            with self._lock:
+                self._connection.backup(target)
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.location}: cannot copy it: {exc}") from None
+        finally:
+            target.close()
+
     @contextlib.contextmanager
     def transaction(self, write: bool = True, durable: bool = True) -> Iterator[Transaction]:
+        if write and self.read_only:
+            raise StoreError(f"store {self.location} is open read-only; nothing may be written")
         with self._lock:
             if write and not self.group_commit and durable != self._durable:
                 # WAL: NORMAL appends the commit without an fsync; the next FULL commit's fsync of the

@@ -1,0 +1,30 @@
+"""Stores as earlier releases left them: at a given schema version, with content in and beside them."""
+
+from __future__ import annotations
+
+import os
+
+from _opencapf import trust
+from _opencapf.ca import authority
+from _opencapf.store import Store, migrate
+from _opencapf.store.sqlite import SqliteBackend
+
+from . import certfactory
+from .protocol import add_phone
+
+PHONE = "SEP001122334455"
+
+
+def populated_store(directory: str, version: int) -> str:
+    """A store at schema ``version`` with a CAPF certificate (keys/), a phone with an authentication
+    string (secret.key) and a pending operation, an offline CA root, closed as a real run leaves it."""
+    os.mkdir(directory, 0o700)
+    path = os.path.join(directory, "capf.db")
+    backend = SqliteBackend(path)
+    migrate(backend, target=version)
+    with Store(backend, directory, "test") as store:
+        assert store.schema_version() == version
+        authority.ensure(store)
+        add_phone(store, PHONE, operation="install_upgrade", auth_mode="auth_string", auth_string="12345678")
+        trust.converge(store, content=certfactory.pem(certfactory.make("Offline Root CA")[0]), trust_store="capf-trust")
+    return path
