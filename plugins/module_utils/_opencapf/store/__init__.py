@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
-import secrets
 import shutil
 import tempfile
 import threading
@@ -126,7 +125,7 @@ class Store:
             path = os.path.join(self.state_dir, SECRET_FILE)
             if self.read_only and not os.path.exists(path):
                 # What a real run would create: a fresh secret, which no stored hash matches either.
-                self._secret = secrets.token_bytes(SECRET_BYTES)
+                self._secret = os.urandom(SECRET_BYTES)
             else:
                 self._secret = read_or_create_secret(path, SECRET_BYTES)
         return self._secret
