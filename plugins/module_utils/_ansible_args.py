@@ -92,9 +92,17 @@ def engine(module: AnsibleModule):
             store.close()
 
 
+def warn_all(module: AnsibleModule, warnings) -> None:
+    """Hand the engine's warnings (each naming its option and rule) to Ansible's task warnings."""
+    for text in warnings or ():
+        module.warn(text)
+
+
 def exit_with(module: AnsibleModule, result: dict, **extras) -> None:
-    """Exit with the engine's result: before/after become the diff, only when diff was asked for."""
+    """Exit with the engine's result: before/after become the diff, only when diff was asked for;
+    the engine's ``warnings`` become task warnings."""
     result = dict(result)
+    warn_all(module, result.pop("warnings", None))
     before = result.pop("before", None)
     after = result.pop("after", None)
     payload = {"changed": result.pop("changed")}

@@ -107,6 +107,7 @@ options:
     description:
       - CSV file on the managed host with phones to insert or update. Excludes O(query), O(set) and O(run_at).
       - At most 32 MiB, 100,000 rows and 1,024 characters a cell; quoting is strict, and any bad row means nothing is imported.
+      - 'Every error starts with C(csv_file), for example C(csv_file: cannot read CSV file /x: No such file or directory).'
     type: path
   strings_file:
     description: Write generated authentication strings to this CSV file (mode 0600). Required for scheduled jobs that generate strings.
@@ -115,6 +116,13 @@ options:
     description:
       - Run the job at this ISO 8601 time (UTC unless an offset is given). A time in the past runs the job now.
     type: str
+  fail_on_unmatched:
+    description:
+      - Names in O(query.names) that are not in the store (a typo, or a phone not created yet) are returned in
+        RV(unmatched) and warned about; with V(true) the task fails naming them and changes nothing.
+      - For a scheduled job (O(run_at) in the future) the names are checked when the job is submitted.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -153,11 +161,31 @@ counts:
   returned: always
   type: dict
   sample: {matched: 40000, changed: 40000, unchanged: 0, inserted: 0}
+  contains:
+    matched:
+      description: Phones in the store the query (or the CSV) matched.
+      type: int
+    changed:
+      description: Matched phones whose settings changed.
+      type: int
+    unchanged:
+      description: Matched phones already as asked.
+      type: int
+    inserted:
+      description: Phones created from the CSV.
+      type: int
 authentication_strings:
-  description: Generated strings (device_name, authentication_string), returned once; empty in check mode.
+  description: Generated strings, returned once; empty in check mode.
   returned: always
   type: list
   elements: dict
+  contains:
+    device_name:
+      description: The phone.
+      type: str
+    authentication_string:
+      description: Its new authentication string.
+      type: str
 strings_file:
   description: The file the generated strings were written to, or null.
   returned: always
@@ -166,6 +194,14 @@ job:
   description: The scheduled job (id, kind, status, spec, run_at, ...), or null when the job ran now.
   returned: always
   type: dict
+unmatched:
+  description:
+    - Names given in O(query.names) that no phone in the store has (canonical upper case, sorted); a warning names
+      them too. Empty when every name matched or no names were given.
+  returned: always
+  type: list
+  elements: str
+  sample: [SEP00112233445F]
 """
 
 from ansible_collections.opencapf.capf.plugins.module_utils._ansible_args import (
@@ -197,6 +233,7 @@ def main():
         csv_file={"type": "path"},
         strings_file={"type": "path"},
         run_at={"type": "str"},
+        fail_on_unmatched={"type": "bool", "default": False},
         **query_argument_spec(),
     )
     module = create_module(spec, mutually_exclusive=[("csv_file", "query"), ("csv_file", "set"),
@@ -212,9 +249,9 @@ def main():
             regenerate_authentication_strings=params["regenerate_authentication_strings"],
             authentication_string_length=params["authentication_string_length"], reissue=params["reissue"],
             apply_config=params["apply_config"], csv_file=params["csv_file"], strings_file=params["strings_file"],
-            run_at=params["run_at"], check_mode=module.check_mode)
+            run_at=params["run_at"], fail_on_unmatched=params["fail_on_unmatched"], check_mode=module.check_mode)
     exit_with(module, result, counts=result["counts"], authentication_strings=result["authentication_strings"],
-              strings_file=result.get("strings_file"), job=result["job"])
+              strings_file=result.get("strings_file"), job=result["job"], unmatched=result["unmatched"])
 
 
 if __name__ == "__main__":

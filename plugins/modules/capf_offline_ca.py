@@ -54,8 +54,18 @@ options:
     description: Export only the CSRs of these device names. Not set means every pending CSR.
     type: list
     elements: str
+  fail_on_unmatched:
+    description:
+      - Names in O(devices) that are not in the store (a typo, or a phone not created yet) are returned in
+        RV(unmatched) and warned about; with V(true) the task fails naming them and writes nothing.
+    type: bool
+    default: false
   src:
-    description: Files holding the signed certificates (and optionally the CA chain). Required with V(imported).
+    description:
+      - Files holding the signed certificates (and optionally the CA chain). Required with V(imported).
+      - 'A file that cannot be read fails the task with a message that starts with its option path, for example
+        C(src[1]: cannot read certificate file /x: No such file or directory). A file holding no certificate is
+        reported in RV(problems) and, with O(fail_on_problems), fails the task naming C(src[1]) and the file.'
     type: list
     elements: path
   fail_on_problems:
@@ -93,25 +103,55 @@ written:
   type: list
   elements: str
 csrs:
-  description: With V(exported), the exported CSRs with C(device_name) and C(requested_at) (UTC).
+  description: With V(exported), the exported CSRs.
   returned: state is exported
   type: list
   elements: dict
+  contains:
+    device_name:
+      description: The phone whose CSR it is.
+      type: str
+    requested_at:
+      description: When the phone made the request, UTC.
+      type: str
+unmatched:
+  description: With V(exported), names given in O(devices) that no phone in the store has (canonical upper case, sorted).
+  returned: state is exported
+  type: list
+  elements: str
+  sample: [SEP00112233445F]
 matched:
   description: With V(imported), the device names whose certificates were recorded for delivery.
   returned: state is imported
   type: list
   elements: str
 already_imported:
-  description: With V(imported), certificates recorded by an earlier import (C(file), C(device_name)).
+  description: With V(imported), certificates recorded by an earlier import.
   returned: state is imported
   type: list
   elements: dict
+  contains:
+    file:
+      description: The O(src) file it came from.
+      type: str
+    device_name:
+      description: The phone it belongs to.
+      type: str
 stale:
-  description: With V(imported), certificates for replaced CSRs, recorded as stale (C(file), C(device_name), C(reason)).
+  description: With V(imported), certificates for replaced CSRs, recorded as stale.
   returned: state is imported
   type: list
   elements: dict
+  contains:
+    file:
+      description: The O(src) file it came from.
+      type: str
+    device_name:
+      description: The phone it was meant for.
+      type: str
+    reason:
+      description: Why it is stale.
+      type: str
 problems:
   description: With V(imported), certificates (or files) that cannot be used; none of them is recorded or delivered.
   returned: state is imported
@@ -119,7 +159,7 @@ problems:
   elements: dict
   contains:
     file:
-      description: The file the certificate came from.
+      description: The O(src) file the certificate came from.
       type: str
     subject:
       description: The certificate's subject (RFC 4514), empty when the file could not be read.
@@ -156,22 +196,26 @@ def main():
         devices={"type": "list", "elements": "str"},
         src={"type": "list", "elements": "path"},
         fail_on_problems={"type": "bool", "default": True},
+        fail_on_unmatched={"type": "bool", "default": False},
     )
     module = create_module(spec, required_if=[("state", "exported", ["path"]), ("state", "imported", ["src"])])
     params = module.params
     with engine(module) as store:
         if params["state"] == "exported":
             result = enrolment.converge_export(store, params["path"], bundle=params["bundle"],
-                                               devices=params["devices"], check_mode=module.check_mode)
+                                               devices=params["devices"], fail_on_unmatched=params["fail_on_unmatched"],
+                                               check_mode=module.check_mode)
             unchanged = sorted(set(result["files"]) - set(result["written"]))
             exit_with(module, {"changed": result["changed"], "before": {"files": unchanged},
-                               "after": {"files": result["files"]}},
-                      files=result["files"], written=result["written"], csrs=result["csrs"])
+                               "after": {"files": result["files"]}, "warnings": result["warnings"]},
+                      files=result["files"], written=result["written"], csrs=result["csrs"],
+                      unmatched=result["unmatched"])
         report = enrolment.import_certificates(store, store.actor, offline.read_files(params["src"]),
                                                check_mode=module.check_mode)
     values = report.as_dict()
     if report.problems and params["fail_on_problems"]:
-        module.fail_json(msg="; ".join(f"{item['file']}: {item['reason']} [{item['code']}]"
+        options = {path: f"src[{index}]" for index, path in reversed(list(enumerate(params["src"])))}
+        module.fail_json(msg="; ".join(f"{options.get(item['file'], 'src')} ({item['file']}): {item['reason']} [{item['code']}]"
                                        for item in values["problems"]),
                          changed=report.changed and not module.check_mode, **values)
     exit_with(module, {"changed": report.changed, "before": {"imported": []},

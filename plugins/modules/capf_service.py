@@ -132,9 +132,14 @@ options:
         description:
           - Path (on the CAPF host) of a client certificate (PEM, optionally followed by its chain) for mutual TLS
             towards the CA. Needs O(online_ca.client_key).
+          - Read when the settings are given; a file that is missing or holds no certificate fails the task with a
+            message that starts with C(online_ca.client_certificate).
         type: path
       client_key:
-        description: Path of the client certificate's private key (PEM, mode 0600 or stricter).
+        description:
+          - Path of the client certificate's private key (unencrypted PEM, mode 0600 or stricter).
+          - Read when the settings are given; a file that is missing, readable by others, not a key or not the key of
+            O(online_ca.client_certificate) fails the task with a message that starts with C(online_ca.client_key).
         type: path
       ec_supported:
         description:

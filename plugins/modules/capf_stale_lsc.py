@@ -29,6 +29,12 @@ options:
     description: Only the stale LSCs of these device names. Not set means every stale LSC.
     type: list
     elements: str
+  fail_on_unmatched:
+    description:
+      - Names in O(devices) that are not in the store (a typo, or a phone deleted since) are returned in
+        RV(unmatched) and warned about; with V(true) the task fails naming them and deletes nothing.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -42,10 +48,26 @@ EXAMPLES = r"""
 
 RETURN = r"""
 deleted:
-  description: The stale LSCs deleted (or that would be deleted in check mode), with device_name, serial, not_after.
+  description: The stale LSCs deleted (or that would be deleted in check mode).
   returned: always
   type: list
   elements: dict
+  contains:
+    device_name:
+      description: The phone the LSC was issued to.
+      type: str
+    serial:
+      description: Serial number of the LSC, hex.
+      type: str
+    not_after:
+      description: End of the LSC's validity, UTC.
+      type: str
+unmatched:
+  description: Names given in O(devices) that no phone in the store has (canonical upper case, sorted).
+  returned: always
+  type: list
+  elements: str
+  sample: [SEP00112233445F]
 """
 
 from ansible_collections.opencapf.capf.plugins.module_utils._ansible_args import (
@@ -57,11 +79,14 @@ def main():
     spec = argument_spec(
         state={"type": "str", "choices": ["absent"], "default": "absent"},
         devices={"type": "list", "elements": "str"},
+        fail_on_unmatched={"type": "bool", "default": False},
     )
     module = create_module(spec)
     with engine(module) as store:
-        result = reports.delete_stale_lscs(store, device_names=module.params["devices"], check_mode=module.check_mode)
-    exit_with(module, result, deleted=result["deleted"])
+        result = reports.delete_stale_lscs(store, device_names=module.params["devices"],
+                                           fail_on_unmatched=module.params["fail_on_unmatched"],
+                                           check_mode=module.check_mode)
+    exit_with(module, result, deleted=result["deleted"], unmatched=result["unmatched"])
 
 
 if __name__ == "__main__":

@@ -12,10 +12,18 @@ version_added: 0.1.0
 description:
   - Makes certificates present in, or absent from, C(capf-trust) and C(callmanager-trust). A certificate is
     identified by its SHA-256 fingerprint, so a second run with the same PEM changes nothing.
-  - Uploads follow the CA rules of the CAPF configuration guide. A CA certificate must carry BasicConstraints
-    CA:TRUE with pathlen 0 (a root uploaded with its intermediates may have a path length that covers them)
-    and KeyUsage digitalSignature and keyCertSign. Common names containing C(CAPF-) are reserved for the
-    CAPF certificate and are refused.
+  - Uploads follow the CA rules of the CAPF configuration guide, each with an id. Always enforced
+    (the upload fails naming the option, the certificate and the rule) are C(capf-reserved-cn) (common names
+    containing C(CAPF-) are reserved for the CAPF certificate), C(ca-basic-constraints) (a CA certificate
+    carries CA:TRUE), C(ca-key-cert-sign) (its KeyUsage, when present, allows keyCertSign) and
+    C(ca-path-length-chain) (a pathlen allows the intermediate CAs uploaded below it).
+  - Harmless deviations are accepted with a warning naming the option path, the certificate and the rule, also
+    returned in RV(rule_warnings) and recorded with the audit event. They are C(ca-path-length) (the guide asks for
+    pathlen 0, or the number of intermediate CAs uploaded below a root; real-world roots often have none) and
+    C(ca-digital-signature) (KeyUsage present with digitalSignature and keyCertSign). O(strict_ca_rules=true)
+    refuses them instead.
+  - A two-tier PKI (a root without pathlen above an issuing CA with pathlen 0) uploads as a chain in O(content) or
+    O(path), or as O(ca_root) with O(intermediates).
   - With O(ca_root) and optionally O(https_certificate), Table 1 of the guide decides what is uploaded and
     where. The CA root goes to C(capf-trust) and C(callmanager-trust). The HTTPS certificate goes to
     C(capf-trust) only when it cannot be verified from the root (and the intermediates given).
@@ -44,7 +52,11 @@ options:
     description: PEM of one certificate or a chain (every certificate in it is handled); at most 1 MiB and 50 certificates.
     type: str
   path:
-    description: File on the managed host holding PEM (one certificate or a chain) or one DER certificate; at most 1 MiB and 50 certificates.
+    description:
+      - File on the managed host holding PEM (one certificate or a chain) or one DER certificate; at most 1 MiB and
+        50 certificates.
+      - 'A missing, unreadable or oversized file, or one holding no certificate, fails with a message that starts with
+        C(path), for example C(path: cannot read certificate file /x: No such file or directory).'
     type: path
   description:
     description: Description stored with the certificates; changing it is a change.
@@ -69,6 +81,12 @@ options:
     description: Remove the four legacy Cisco manufacturing roots by common name.
     type: bool
     default: false
+  strict_ca_rules:
+    description:
+      - Refuse CA certificates that deviate from the guide's CA rules without harm (rules C(ca-path-length) and
+        C(ca-digital-signature)) instead of accepting them with a warning.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -85,6 +103,13 @@ EXAMPLES = r"""
     trust_store: [callmanager-trust]
     description: Issuing CA chain
 
+- name: Trust a two-tier enterprise PKI, refusing any deviation from the guide's CA rules
+  opencapf.capf.capf_trust_cert:
+    ca_root: "{{ lookup('ansible.builtin.file', 'files/root.pem') }}"
+    intermediates:
+      - "{{ lookup('ansible.builtin.file', 'files/issuing-ca.pem') }}"
+    strict_ca_rules: true
+
 - name: Remove a certificate by fingerprint from both trust stores
   opencapf.capf.capf_trust_cert:
     state: absent
@@ -98,20 +123,57 @@ EXAMPLES = r"""
 
 RETURN = r"""
 added:
-  description: Certificates added (trust_store, fingerprint, common_name).
+  description: Certificates added (or that would be added in check mode).
   returned: always
   type: list
   elements: dict
+  contains:
+    trust_store:
+      description: V(capf-trust) or V(callmanager-trust).
+      type: str
+    fingerprint:
+      description: SHA-256 fingerprint, 64 lower-case hex digits.
+      type: str
+    common_name:
+      description: Common name of the certificate's subject.
+      type: str
 removed:
-  description: Certificates removed (trust_store, fingerprint, common_name).
+  description: Certificates removed (or that would be removed in check mode).
   returned: always
   type: list
   elements: dict
+  contains:
+    trust_store:
+      description: V(capf-trust) or V(callmanager-trust).
+      type: str
+    fingerprint:
+      description: SHA-256 fingerprint, 64 lower-case hex digits.
+      type: str
+    common_name:
+      description: Common name of the certificate's subject.
+      type: str
 table1:
-  description: Table 1's decision (scenario 0–4 and the reason) when O(ca_root) was given.
+  description: Table 1's decision when O(ca_root) was given.
   returned: when O(ca_root) is set
   type: dict
   sample: {scenario: 2, reason: "the HTTPS certificate is issued by the CA root: upload the CA root"}
+  contains:
+    scenario:
+      description: 0 (no HTTPS certificate given) or the row of Table 1, 1–4.
+      type: int
+    reason:
+      description: Why, in words.
+      type: str
+rule_warnings:
+  description:
+    - The harmless deviations from the CA rules that were accepted, each naming the option path, the certificate
+      and the rule id (also shown as task warnings). Empty with O(strict_ca_rules=true), which refuses them.
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - "content (Example Root) has no BasicConstraints pathlen (unlimited); the guide asks for pathlen:0
+      [rule ca-path-length: a harmless deviation, accepted; strict_ca_rules refuses it]"
 certificates:
   description: The affected trust stores after the run, each a list of certificates (fingerprint, common_name,
     subject, issuer, is_ca, not_after, description).
@@ -137,6 +199,7 @@ def main():
         intermediates={"type": "list", "elements": "str"},
         fingerprints={"type": "list", "elements": "str"},
         remove_legacy_mic_roots={"type": "bool", "default": False},
+        strict_ca_rules={"type": "bool", "default": False},
     )
     module = create_module(spec, mutually_exclusive=[("content", "path", "ca_root", "fingerprints")],
                            required_by={"https_certificate": "ca_root", "intermediates": "ca_root"})
@@ -147,8 +210,10 @@ def main():
             path=params["path"], ca_root=params["ca_root"], https_certificate=params["https_certificate"],
             intermediates=params["intermediates"] or (), description=params["description"],
             fingerprints=params["fingerprints"],
-            remove_legacy_mic_roots=params["remove_legacy_mic_roots"], check_mode=module.check_mode)
-    extras = {"added": result["added"], "removed": result["removed"], "certificates": result["after"]}
+            remove_legacy_mic_roots=params["remove_legacy_mic_roots"], strict_ca_rules=params["strict_ca_rules"],
+            check_mode=module.check_mode)
+    extras = {"added": result["added"], "removed": result["removed"], "certificates": result["after"],
+              "rule_warnings": result["warnings"]}
     if "table1" in result:
         extras["table1"] = result["table1"]
     exit_with(module, result, **extras)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import stat
 
 import pytest
@@ -136,3 +137,44 @@ def test_playbook_applies_the_same_file_with_the_same_result(deployment, tmp_pat
     assert run_cli("--store", store, "plan", path, check=True).stdout.strip() == "no changes"
     second = playbook(collections, apply, "-e", f"deployment_file={path}", "-e", f"capf_store={store}")
     assert changed_tasks(second) == []
+
+
+@pytest.mark.parametrize("body,message", [
+    ("trust:\n  - path: missing.pem\n    trust_store: capf-trust\n",
+     r"^opencapf: error: trust\[0\]\.path: cannot read certificate file .*missing\.pem: No such file or directory$"),
+    ("trust:\n  - path: notpem.txt\n    trust_store: capf-trust\n",
+     r"^opencapf: error: trust\[0\]\.path contains no PEM certificate"),
+    ("service:\n  capf_certificate:\n    certificate: x\n    private_key_file: missing.key\n",
+     r"^opencapf: error: service\.capf_certificate\.private_key_file: cannot read key file .*missing\.key: "
+     r"No such file or directory$"),
+])
+def test_file_fields_errors_name_their_path_in_the_file(deployment, tmp_path, body, message):
+    import re
+
+    store, _path = deployment
+    (tmp_path / "notpem.txt").write_text("not a certificate\n")
+    path = tmp_path / "files.yml"
+    path.write_text("opencapf: 1\n" + body)
+    for verb in ("plan", "apply"):
+        result = run_cli("--store", store, verb, str(path))
+        assert result.returncode == 1 and re.match(message, result.stderr.strip()), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bulk_names_not_in_the_store_warn_or_fail(deployment, tmp_path):
+    store, path = deployment
+    run_cli("--store", store, "apply", path, check=True)
+    bulk = tmp_path / "bulk.yml"
+    bulk.write_text("opencapf: 1\nbulk:\n  - query: {names: [SEP001122334455, SEP00112233445F]}\n"
+                    "    set: {description: renamed}\n")
+    planned = run_cli("--store", store, "plan", str(bulk), check=True)
+    assert planned.stderr == ("opencapf: warning: bulk[0].query.names: 1 device name(s) not in the store were "
+                              "ignored: SEP00112233445F\n")
+    refused = run_cli("--store", store, "apply", "--fail-on-unmatched", str(bulk))
+    assert refused.returncode == 1 and refused.stderr == (
+        "opencapf: error: bulk[0].query.names names 1 device(s) that are not in the store: SEP00112233445F; nothing "
+        "was changed (fail_on_unmatched)\n")
+    bulk.write_text(bulk.read_text() + "    fail_on_unmatched: true\n")
+    assert run_cli("--store", store, "apply", str(bulk)).returncode == 1
+    with sqlite3.connect(store) as db:
+        assert db.execute("SELECT COUNT(*) FROM phones WHERE description = 'renamed'").fetchone()[0] == 0

@@ -104,7 +104,7 @@ def test_csv_byte_limit(tmp_path):
     with open(path, "wb") as handle:
         handle.write(b"device_name\n")
         handle.truncate(csv_import.MAX_BYTES + 1)
-    with pytest.raises(ValidationError, match="csv_file must be at most 33554432 bytes"):
+    with pytest.raises(ValidationError, match="^csv_file: CSV file .* larger than the limit of 33554432 bytes"):
         csv_import.read(str(path))
 
 

@@ -77,8 +77,10 @@ def _changed_fields(plan) -> tuple[dict, dict]:
 
 
 def run(store: Store, spec: dict, *, shared_string: str | None = None, csv_rows=None,
-        check_mode: bool = False) -> dict[str, Any]:
-    """Run a job now, in one transaction. ``csv_rows`` come from ``csv_import.parse``."""
+        fail_on_unmatched: bool = False, check_mode: bool = False) -> dict[str, Any]:
+    """Run a job now, in one transaction. ``csv_rows`` come from ``csv_import.parse``. Names in
+    ``query.names`` that are not in the store are returned (``unmatched``) with a warning, or
+    with ``fail_on_unmatched`` fail the job before anything is written."""
     if spec["query"] is None and csv_rows is None:
         raise ValidationError("query", "is required (or csv_file to insert phones)")
     wanted = check_settings(spec["set"], "set.")
@@ -94,9 +96,14 @@ def run(store: Store, spec: dict, *, shared_string: str | None = None, csv_rows=
     with store.transaction(write=not check_mode) as tx:
         defaults = service_records.read(tx)
         work: list[tuple[dict | None, str, dict, AuthRequest]] = []
+        unmatched, warnings = [], []
         if spec["query"] is not None:
             for row in phone_query.select(tx, spec["query"], with_lsc=False):
                 work.append((row, row["name"], wanted, base_auth))
+            found = {name for _row, name, _settings, _auth in work}
+            unmatched, warnings = phone_query.check_unmatched(
+                tx, [name for name in spec["query"].get("names") or () if name not in found], "query.names",
+                fail=fail_on_unmatched)
         if csv_rows is not None:
             existing = phone_records.by_name(tx, [item.name for item in csv_rows])
             for item in csv_rows:
@@ -149,15 +156,18 @@ def run(store: Store, spec: dict, *, shared_string: str | None = None, csv_rows=
     }
     return converged(bool(updates or inserts), {"phones": before}, {"phones": after}, counts=counts,
                      authentication_strings=generated, strings_file=spec["strings_file"] if generated else None,
-                     apply_config=spec["apply_config"], job=None)
+                     apply_config=spec["apply_config"], job=None, unmatched=unmatched, warnings=warnings)
 
 
 def converge(store: Store, *, query=None, settings=None, authentication_string: str | None = None,
              generate_authentication_strings=False, regenerate_authentication_strings=False,
              authentication_string_length=8, reissue=False, apply_config=False, csv_file: str | None = None,
              csv_content: str | None = None, strings_file: str | None = None, run_at=None, now=None,
-             check_mode: bool = False) -> dict[str, Any]:
-    """Run a bulk job now, or store it for the scheduler when ``run_at`` is in the future."""
+             fail_on_unmatched=False, check_mode: bool = False) -> dict[str, Any]:
+    """Run a bulk job now, or store it for the scheduler when ``run_at`` is in the future.
+    ``query.names`` not in the store are returned as ``unmatched`` with a warning (for a scheduled
+    job: not in the store when it is submitted); ``fail_on_unmatched`` fails instead."""
+    fail_on_unmatched = check_bool("fail_on_unmatched", fail_on_unmatched)
     csv_given = csv_file is not None or csv_content is not None
     if csv_given and (query is not None or settings):
         raise ValidationError("csv_file", "cannot be combined with query or set (the CSV carries the settings)")
@@ -179,10 +189,15 @@ def converge(store: Store, *, query=None, settings=None, authentication_string: 
         if spec["generate_authentication_strings"] and not spec["strings_file"]:
             raise ValidationError("strings_file", "is required when a scheduled job generates authentication "
                                                   "strings (nobody would see them otherwise)")
-        return scheduler.schedule(store, JOB_KIND, spec, moment, secret_value=authentication_string,
-                                  check_mode=check_mode)
+        with store.read() as tx:
+            unmatched, warnings = phone_query.check_unmatched(tx, spec["query"].get("names"), "query.names",
+                                                              fail=fail_on_unmatched)
+        result = scheduler.schedule(store, JOB_KIND, spec, moment, secret_value=authentication_string,
+                                    check_mode=check_mode)
+        return dict(result, unmatched=unmatched, warnings=warnings)
     csv_rows = None
     if csv_given:
         csv_rows = (csv_import.read(csv_file, spec["authentication_string_length"]) if csv_file is not None
                     else csv_import.parse(csv_content, "csv_content", spec["authentication_string_length"]))
-    return run(store, spec, shared_string=authentication_string, csv_rows=csv_rows, check_mode=check_mode)
+    return run(store, spec, shared_string=authentication_string, csv_rows=csv_rows,
+               fail_on_unmatched=fail_on_unmatched, check_mode=check_mode)

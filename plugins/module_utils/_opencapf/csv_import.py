@@ -15,6 +15,7 @@ import io
 from dataclasses import dataclass
 
 from .errors import CapfError, ValidationError
+from .files import read_option_file
 from .phone_config import OPTION_COLUMNS, AuthRequest, check_settings
 from .vocabulary import MAX_CSV_BYTES, MAX_CSV_CELL, MAX_CSV_ROWS, normalise_device_name
 
@@ -113,11 +114,4 @@ def _records(reader, source: str):
 
 def read(path: str, length: int = 8) -> list[CsvPhone]:
     """Parse a CSV file of at most 32 MiB (a 100,000-phone fleet fits)."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_BYTES + 1)
-    except OSError as exc:
-        raise CapfError(f"cannot read csv_file {path}: {exc.strerror}") from None
-    if len(data) > MAX_BYTES:
-        raise ValidationError("csv_file", f"must be at most {MAX_BYTES} bytes (32 MiB), the limit", path)
-    return parse(data, "csv_file", length)
+    return parse(read_option_file(path, "csv_file", "CSV file", max_bytes=MAX_BYTES), "csv_file", length)

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field as _field
 
 from . import csr as csr_module
-from . import secretbox
+from . import phone_query, secretbox
 from .ca import certificates as c
 from .errors import CapfError, CodedError, StoreError
 from .files import read_input_file, write_private_file
@@ -37,7 +37,7 @@ from .store import certificates as certificate_records
 from .store import phones as phone_records
 from .store import service as service_records
 from .store.backend import Transaction
-from .vocabulary import IMPORT_DUPLICATE, format_utc, utc_now
+from .vocabulary import IMPORT_DUPLICATE, format_utc, normalise_device_name, utc_now
 
 log = logging.getLogger("opencapf.enrolment")
 ONLINE_CA_KEY = "online_ca"
@@ -415,8 +415,13 @@ def run_worker(store: Store, stop, interval: float = 30.0, actor: str = "enrolme
 
 
 def converge_export(store: Store, directory: str, *, bundle: bool = False, devices=None,
-                    check_mode: bool = False) -> dict:
-    """Make ``directory`` hold the pending CSRs (files rewritten only when their content differs)."""
+                    fail_on_unmatched: bool = False, check_mode: bool = False) -> dict:
+    """Make ``directory`` hold the pending CSRs (files rewritten only when their content differs).
+    ``devices`` not in the store are returned (``unmatched``) with a warning, or with
+    ``fail_on_unmatched`` fail the call before any file is written."""
+    names = [normalise_device_name(name, f"devices[{index}]") for index, name in enumerate(devices or ())]
+    with store.read() as tx:
+        unmatched, warnings = phone_query.check_unmatched(tx, names, "devices", fail=fail_on_unmatched)
     items = pending_csrs(store, devices)
     scratch = tempfile.mkdtemp(prefix="opencapf-csr-")
     try:
@@ -433,4 +438,5 @@ def converge_export(store: Store, directory: str, *, bundle: bool = False, devic
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return {"changed": bool(changed), "files": files, "written": changed,
-            "csrs": [{"device_name": item.device_name, "requested_at": item.requested_at} for item in items]}
+            "csrs": [{"device_name": item.device_name, "requested_at": item.requested_at} for item in items],
+            "unmatched": unmatched, "warnings": warnings}

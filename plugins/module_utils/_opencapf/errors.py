@@ -9,17 +9,33 @@ class CapfError(Exception):
     """Base class of every error the engine raises on purpose."""
 
 
-class ValidationError(CapfError, ValueError):
-    """A value broke a rule. ``field`` names the option/column/path, ``rule`` says what is allowed."""
+class FieldError(CapfError):
+    """An error about the value of one field: ``field`` names the option/column/path, ``rule``
+    says what is allowed. ``prefixed`` re-reads the field as a path inside a larger document."""
+
+    separator = " "
 
     def __init__(self, field: str, rule: str, value: object = None, *, show_value: bool = True):
         self.field = field
         self.rule = rule
         self.value = value
-        message = f"{field} {rule}"
+        self.show_value = show_value
+        message = f"{field}{self.separator}{rule}"
         if show_value and value is not None:
             message += f", got {value!r}"
         super().__init__(message)
+
+    def prefixed(self, prefix: str) -> "FieldError":
+        """The same error of the same class, its field read as ``prefix`` + field (a path in a file)."""
+        if self.field.startswith(prefix):
+            return self
+        error = self.__class__.__new__(self.__class__)
+        FieldError.__init__(error, prefix + self.field, self.rule, self.value, show_value=self.show_value)
+        return error
+
+
+class ValidationError(FieldError, ValueError):
+    """A value broke a rule."""
 
 
 class DependencyError(CapfError):
@@ -40,6 +56,16 @@ class ConflictError(CapfError):
 
 class CertificateError(CapfError):
     """A certificate or key is malformed or breaks a certificate rule."""
+
+
+class CertificateInputError(FieldError, CertificateError):
+    """A certificate or key given for option ``field`` cannot be read or breaks a rule."""
+
+
+class InputFileError(ValidationError):
+    """The file named by option ``field`` cannot be read (missing, unreadable, too large)."""
+
+    separator = ": "
 
 
 class CodedError(CapfError):

@@ -10,7 +10,7 @@ import secrets
 import stat
 import tempfile
 
-from .errors import CapfError, PermissionProblem
+from .errors import CapfError, InputFileError, PermissionProblem
 from .vocabulary import MAX_INPUT_BYTES
 
 
@@ -55,8 +55,8 @@ def check_private_file(path: str, what: str = "key file") -> None:
     """Refuse a secret file that group or others may read or write."""
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
-    except FileNotFoundError:
-        raise CapfError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise CapfError(f"cannot read {what} {path}: {exc.strerror}") from None
     if mode & 0o077:
         raise PermissionProblem(
             f"{what} {path} has mode {mode:04o}, readable or writable by group/others; "
@@ -103,6 +103,21 @@ def read_input_file(path: str, what: str, max_bytes: int = MAX_INPUT_BYTES) -> b
         raise CapfError(f"cannot read {what} {path}: {exc.strerror}") from None
     _check_size(data, what, path, max_bytes)
     return data
+
+
+def read_option_file(path, option: str, what: str, *, private: bool = False,
+                     max_bytes: int = MAX_INPUT_BYTES) -> bytes:
+    """The contents of the file an option names; every error starts with the option path, e.g.
+    ``path: cannot read certificate file /x: No such file or directory``. ``private`` files (keys)
+    must also be unreadable by group and others."""
+    if not isinstance(path, str) or not path:
+        raise InputFileError(option, f"must name a {what}", path)
+    try:
+        if private:
+            return read_private_file(path, what)
+        return read_input_file(path, what, max_bytes)
+    except CapfError as exc:  # missing, unreadable, too large, or a key that others may read
+        raise InputFileError(option, str(exc)) from None
 
 
 def read_or_create_secret(path: str, size: int = 32) -> bytes:

@@ -19,6 +19,7 @@ from .store.backend import Transaction
 from .vocabulary import (CERTIFICATE_STATUSES, OPERATION_STATUSES, SECURITY_MODES, check_choice, format_utc,
                          normalise_device_name, parse_utc)
 
+UNMATCHED_SHOWN = 20
 QUERY_FIELDS = ("names", "name_pattern", "device_pool", "model", "security_mode", "operation_status", "lsc_status",
                 "lsc_expires_before")
 LSC_STATUSES = ("none",) + CERTIFICATE_STATUSES
@@ -90,3 +91,19 @@ def phone_status(tx: Transaction, name: str) -> dict | None:
         "locked": bool(row["locked"]), "authentication_failures": row["auth_failures"],
         "lsc": lsc_view(row), "last_session": sessions.last_for_device(tx, row["name"]),
     }
+
+
+def check_unmatched(tx: Transaction, names, field: str, *, fail: bool = False) -> tuple[list[str], list[str]]:
+    """(unmatched, warnings) for an explicit list of device names: the names no phone in the store
+    has (a typo, or a phone not created yet), and a warning naming ``field`` and them. With
+    ``fail`` it raises instead, before anything is written."""
+    unmatched = phones.missing_names(tx, names) if names else []
+    if not unmatched:
+        return [], []
+    shown = ", ".join(unmatched[:UNMATCHED_SHOWN])
+    if len(unmatched) > UNMATCHED_SHOWN:
+        shown += f" and {len(unmatched) - UNMATCHED_SHOWN} more"
+    if fail:
+        raise ValidationError(field, f"names {len(unmatched)} device(s) that are not in the store: {shown}; nothing "
+                                     "was changed (fail_on_unmatched)")
+    return unmatched, [f"{field}: {len(unmatched)} device name(s) not in the store were ignored: {shown}"]

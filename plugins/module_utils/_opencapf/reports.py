@@ -144,14 +144,18 @@ def gather(store: Store, sections=None, *, query: dict | None = None, limit: int
     return result
 
 
-def delete_stale_lscs(store: Store, *, device_names=None, check_mode: bool = False) -> dict[str, Any]:
-    """Delete stale LSCs: all of them (``device_names`` None) or those of the named devices."""
+def delete_stale_lscs(store: Store, *, device_names=None, fail_on_unmatched: bool = False,
+                      check_mode: bool = False) -> dict[str, Any]:
+    """Delete stale LSCs: all of them (``device_names`` None) or those of the named devices. Named
+    devices that are not in the store are returned (``unmatched``) with a warning, or with
+    ``fail_on_unmatched`` fail the call before anything is deleted."""
     names = None
     if device_names is not None:
         if not isinstance(device_names, (list, tuple)) or not device_names:
             raise ValidationError("devices", "must be a non-empty list of device names", device_names)
         names = sorted({normalise_device_name(name, f"devices[{i}]") for i, name in enumerate(device_names)})
     with store.transaction(write=not check_mode) as tx:
+        unmatched, warnings = phone_query.check_unmatched(tx, names, "devices", fail=fail_on_unmatched)
         stale = certificates.stale_lscs(tx, names)
         if stale and not check_mode:
             certificates.delete_if_stale(tx, [row["id"] for row in stale])
@@ -159,4 +163,5 @@ def delete_stale_lscs(store: Store, *, device_names=None, check_mode: bool = Fal
                          serials=[row["serial"] for row in stale])
     before = [{"device_name": row["device_name"], "serial": row["serial"], "not_after": row["not_after"]}
               for row in stale]
-    return converged(bool(stale), {"stale_lscs": before}, {"stale_lscs": []}, deleted=before)
+    return converged(bool(stale), {"stale_lscs": before}, {"stale_lscs": []}, deleted=before, unmatched=unmatched,
+                     warnings=warnings)

@@ -17,6 +17,7 @@ from . import parameters, secretbox, trust
 from .ca import authority, keys, rules
 from .ca import certificates as c
 from .errors import CertificateError, ValidationError
+from .files import read_option_file
 from .results import converged, text_or_none
 from .store import Store, audit, capf_certificates
 from .store import service as service_records
@@ -80,6 +81,21 @@ def _check_online_ca_options(value: dict, ca_type: str, field: str) -> dict:
             raise ValidationError(f"{field}.ec_supported", "must be true or false", value["ec_supported"])
         extra["ec_supported"] = value["ec_supported"]
     return extra
+
+
+def check_client_files(online_ca: dict, field: str = "online_ca") -> None:
+    """The mutual-TLS files must be readable where they are configured: the certificate as PEM,
+    the key as an unencrypted PEM key in a private (0600) file that belongs to the certificate.
+    Every error names the option, e.g. ``online_ca.client_certificate: cannot read ...``."""
+    if not online_ca.get("client_certificate"):
+        return
+    certificate_field, key_field = f"{field}.client_certificate", f"{field}.client_key"
+    certificate = c.load_pem_certificates(
+        read_option_file(online_ca["client_certificate"], certificate_field, "certificate file"), certificate_field)[0]
+    private_key = keys.parse_private_key(
+        read_option_file(online_ca["client_key"], key_field, "key file", private=True), key_field)
+    if not keys.keys_match(private_key, certificate):
+        raise ValidationError(key_field, f"does not belong to {certificate_field} (the first certificate in it)")
 
 
 @dataclass
@@ -187,6 +203,7 @@ def plan(tx: Transaction, store_secret: bytes, *, parameters_wanted: dict | None
     password_view = "(set)" if password_set else "(unset)"
     if online_ca is not None:
         effective_ca = check_online_ca({k: v for k, v in online_ca.items() if k != "password"})
+        check_client_files(effective_ca)
         if effective_ca != stored_ca:
             result.online_ca = (stored_ca, effective_ca)
         password = online_ca.get("password")

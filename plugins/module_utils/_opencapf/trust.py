@@ -9,18 +9,20 @@ CA rules and Table 1 applied), then applies it in one transaction with one audit
 from __future__ import annotations
 
 import fnmatch
+import logging
 from dataclasses import dataclass, field as _field
 
 from .ca import certificates as c
 from .ca import rules
 from .dependencies import x509
 from .errors import ValidationError
-from .files import read_input_file
+from .files import read_option_file
 from .results import converged, text_or_none
 from .store import Store, audit
 from .store.backend import Transaction
-from .vocabulary import LEGACY_MIC_ROOTS, TRUST_STORES, check_choice, format_utc, utc_now
+from .vocabulary import LEGACY_MIC_ROOTS, TRUST_STORES, check_bool, check_choice, format_utc, utc_now
 
+log = logging.getLogger("opencapf.trust")
 _COLUMNS = "id, trust_store, fingerprint, subject, common_name, issuer, is_ca, not_after, description"
 
 
@@ -35,7 +37,7 @@ def load_certificates(content=None, path=None, field: str = "content") -> list:
     if (content is None) == (path is None):
         raise ValidationError(field, "needs exactly one of content or path")
     if path is not None:
-        content = read_input_file(path, "certificate file")
+        content = read_option_file(path, field, "certificate file")
     return c.load_pem_certificates(content, field)
 
 
@@ -99,19 +101,20 @@ class TrustPlan:
     remove: list = _field(default_factory=list)       # row views
     reason: str = ""
     scenario: int | None = None
+    warnings: list = _field(default_factory=list)     # rules.RuleWarning, harmless deviations accepted
 
     @property
     def changed(self) -> bool:
         return bool(self.add or self.describe or self.remove)
 
 
-def _check_upload(certificates: list, field: str) -> None:
-    """CA rules for everything uploaded: reserved prefix, and CA:TRUE/pathlen/KeyUsage for CAs.
-    A root may have a path length that covers the intermediates uploaded with it."""
-    ca_count = sum(1 for certificate in certificates if c.is_ca(certificate))
-    for index, certificate in enumerate(certificates):
-        label = field if len(certificates) == 1 else f"{field}[{index}]"
-        rules.check_trust_upload(certificate, label, max_path_length=max(ca_count - 1, 0))
+def _check_upload(certificates: list, field: str, strict: bool) -> list:
+    """The CA rules for everything uploaded together (``rules.CA_RULES``): the reserved prefix for
+    all, the CA rules for CAs, each CA's path length judged against the CAs uploaded below it.
+    Returns the warnings for harmless deviations (refused in ``strict`` mode)."""
+    labelled = [(certificate, field if len(certificates) == 1 else f"{field}[{index}]", None)
+                for index, certificate in enumerate(certificates)]
+    return rules.check_upload_set(labelled, strict=strict)
 
 
 def plan_present(tx: Transaction, uploads: list, description: str | None) -> TrustPlan:
@@ -178,6 +181,7 @@ def apply(tx: Transaction, actor: str, plan: TrustPlan) -> None:
     now = format_utc(utc_now())
     for trust_store, certificate, description in plan.add:
         fingerprint = c.fingerprint(certificate)
+        deviations = [str(item) for item in plan.warnings if item.fingerprint == fingerprint]
         tx.insert(
             "INSERT INTO trust_certificates (trust_store, fingerprint, subject, common_name, issuer, is_ca, not_after, "
             "description, pem, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -185,8 +189,9 @@ def apply(tx: Transaction, actor: str, plan: TrustPlan) -> None:
              certificate.issuer.rfc4514_string(), int(c.is_ca(certificate)), format_utc(c.not_after(certificate)),
              description, c.to_pem(certificate), now),
         )
+        details = {"rule_warnings": deviations} if deviations else {}
         audit.record(tx, actor, "trust.add", trust_store, fingerprint=fingerprint,
-                     common_name=c.common_name(certificate.subject))
+                     common_name=c.common_name(certificate.subject), **details)
     for trust_store, fingerprint, old, new in plan.describe:
         tx.execute("UPDATE trust_certificates SET description = ? WHERE trust_store = ? AND fingerprint = ?",
                    (new, trust_store, fingerprint))
@@ -226,7 +231,8 @@ def _after_view(before: dict, plan: TrustPlan) -> dict:
 
 def converge(store: Store, *, state: str = "present", trust_store=None, content=None, path=None,
              ca_root=None, https_certificate=None, intermediates=(), description: str | None = None,
-             fingerprints=None, remove_legacy_mic_roots: bool = False, check_mode: bool = False) -> dict:
+             fingerprints=None, remove_legacy_mic_roots: bool = False, strict_ca_rules: bool = False,
+             check_mode: bool = False) -> dict:
     """Make certificates present or absent in trust stores.
 
     Either ``content``/``path`` (one certificate or a chain) with ``trust_store`` (one store or a
@@ -234,6 +240,8 @@ def converge(store: Store, *, state: str = "present", trust_store=None, content=
     certificates and stores itself. ``remove_legacy_mic_roots`` removes the four legacy MIC roots
     by name from ``trust_store`` (default callmanager-trust). ``fingerprints`` (with
     ``state=absent``) removes certificates by SHA-256 fingerprint from ``trust_store`` (default both).
+    Uploads follow ``rules.CA_RULES``: a harmless deviation is accepted, returned in ``warnings``,
+    logged and recorded with the audit event; ``strict_ca_rules`` refuses it instead.
     """
     state = check_choice("state", state, ("present", "absent"))
     description = text_or_none(description, "description")  # None: keep stored descriptions
@@ -256,11 +264,12 @@ def converge(store: Store, *, state: str = "present", trust_store=None, content=
     if not given and ca_root is None and not remove_legacy_mic_roots and not prints:
         raise ValidationError("content", "is required: give content, path, ca_root, or remove_legacy_mic_roots")
 
-    uploads, reason, scenario = [], "", None
+    strict = check_bool("strict_ca_rules", strict_ca_rules)
+    uploads, reason, scenario, warnings = [], "", None, []
     if given:
         certificates = load_certificates(content, path, "content" if content is not None else "path")
         if state == "present":
-            _check_upload(certificates, "content" if content is not None else "path")
+            warnings = _check_upload(certificates, "content" if content is not None else "path", strict)
         uploads = [(certificate, stores) for certificate in certificates]
     elif ca_root is not None:
         root = c.load_pem_certificate(ca_root, "ca_root")
@@ -268,9 +277,10 @@ def converge(store: Store, *, state: str = "present", trust_store=None, content=
         chain = []
         for index, item in enumerate(intermediates or ()):
             chain.extend(c.load_pem_certificates(item, f"intermediates[{index}]"))
-        decision = rules.table1(root, https, chain)
+        decision = rules.table1(root, https, chain, strict=strict and state == "present")
         uploads = [(certificate, tuple(where)) for _role, certificate, where in decision.uploads]
         reason, scenario = decision.reason, decision.scenario
+        warnings = decision.warnings if state == "present" else []
 
     legacy_stores = stores or ("callmanager-trust",)
     with store.transaction(write=not check_mode) as tx:
@@ -284,7 +294,7 @@ def converge(store: Store, *, state: str = "present", trust_store=None, content=
         print_stores = stores or TRUST_STORES
         if prints:
             plan.remove.extend(plan_absent_by_fingerprint(tx, prints, print_stores).remove)
-        plan.reason, plan.scenario = reason, scenario
+        plan.reason, plan.scenario, plan.warnings = reason, scenario, warnings
         touched = {where for _certificate, stores_ in uploads for where in stores_}
         if remove_legacy_mic_roots:
             touched.update(legacy_stores)
@@ -300,4 +310,7 @@ def converge(store: Store, *, state: str = "present", trust_store=None, content=
                            "common_name": r["common_name"]} for r in plan.remove]}
     if scenario is not None:
         extras["table1"] = {"scenario": scenario, "reason": reason}
+    extras["warnings"] = [str(item) for item in warnings]
+    for item in warnings:
+        log.info("trust upload accepted with a warning: %s", item)
     return converged(plan.changed, before, after, **extras)

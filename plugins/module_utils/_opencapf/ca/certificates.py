@@ -9,7 +9,7 @@ import hashlib
 import re
 
 from ..dependencies import require, serialization, x509, ec, rsa, NameOID
-from ..errors import CertificateError
+from ..errors import CertificateError, CertificateInputError
 from ..vocabulary import MAX_CERTIFICATES, MAX_INPUT_BYTES, format_utc
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\s+.*?-----END CERTIFICATE-----", re.S)
@@ -21,21 +21,21 @@ def load_pem_certificates(data, field: str = "certificate") -> list:
     if isinstance(data, str):
         data = data.encode("utf-8", "replace")
     if len(data) > MAX_INPUT_BYTES:
-        raise CertificateError(f"{field} is {len(data)} bytes, larger than the limit of {MAX_INPUT_BYTES} bytes "
-                               "(1 MiB)")
+        raise CertificateInputError(field, f"is {len(data)} bytes, larger than the limit of {MAX_INPUT_BYTES} bytes "
+                                           "(1 MiB)")
     blocks = _PEM_BLOCK.findall(data)
     if not blocks:
         if data.lstrip().startswith(b"\x30"):
             return [load_der_certificate(data, field)]
-        raise CertificateError(f"{field} contains no PEM certificate (expected -----BEGIN CERTIFICATE-----)")
+        raise CertificateInputError(field, "contains no PEM certificate (expected -----BEGIN CERTIFICATE-----)")
     if len(blocks) > MAX_CERTIFICATES:
-        raise CertificateError(f"{field} holds {len(blocks)} certificates; at most {MAX_CERTIFICATES} are accepted")
+        raise CertificateInputError(field, f"holds {len(blocks)} certificates; at most {MAX_CERTIFICATES} are accepted")
     result = []
     for index, block in enumerate(blocks):
         try:
             result.append(x509.load_pem_x509_certificate(block))
         except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
-            raise CertificateError(f"{field}: certificate #{index + 1} is malformed PEM/DER: {exc}") from None
+            raise CertificateInputError(field, f"holds a malformed certificate (#{index + 1}, PEM/DER): {exc}") from None
     return result
 
 
@@ -43,7 +43,7 @@ def load_pem_certificate(data, field: str = "certificate"):
     """Exactly one certificate."""
     certificates = load_pem_certificates(data, field)
     if len(certificates) != 1:
-        raise CertificateError(f"{field} must hold exactly one certificate, found {len(certificates)}")
+        raise CertificateInputError(field, f"must hold exactly one certificate, found {len(certificates)}")
     return certificates[0]
 
 
@@ -52,7 +52,7 @@ def load_der_certificate(data: bytes, field: str = "certificate"):
     try:
         return x509.load_der_x509_certificate(bytes(data))
     except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
-        raise CertificateError(f"{field} is not a DER X.509 certificate: {exc}") from None
+        raise CertificateInputError(field, f"is not a DER X.509 certificate: {exc}") from None
 
 
 def to_pem(certificate) -> str:
@@ -90,7 +90,7 @@ def load_public_key(data: bytes, field: str = "public_key"):
             return serialization.load_pem_public_key(data)
         return serialization.load_der_public_key(data)
     except (ValueError, TypeError) as exc:
-        raise CertificateError(f"{field} is not a PEM or DER public key: {exc}") from None
+        raise CertificateInputError(field, f"is not a PEM or DER public key: {exc}") from None
 
 
 def key_description(public_key) -> tuple[str, int]:

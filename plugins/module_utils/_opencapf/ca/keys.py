@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from ..dependencies import ec, require, rsa, serialization
-from ..errors import CertificateError, ValidationError
+from ..errors import CertificateError, CertificateInputError, ValidationError
 from ..files import read_private_file, write_private_file
 from ..vocabulary import CAPF_KEY_TYPES, EC_KEY_SIZES, check_choice
 from . import certificates as c
@@ -58,9 +58,9 @@ def parse_private_key(data: bytes, field: str = "private_key"):
     try:
         key = serialization.load_pem_private_key(bytes(data), password=None)
     except (ValueError, TypeError) as exc:
-        raise CertificateError(f"{field} is not an unencrypted PEM private key: {exc}") from None
+        raise CertificateInputError(field, f"is not an unencrypted PEM private key: {exc}") from None
     if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
-        raise CertificateError(f"{field} must be an RSA or EC key")
+        raise CertificateInputError(field, "must be an RSA or EC key")
     return key
 
 

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from ..ca import authority
-from ..files import read_input_file, read_private_file
+from ..files import read_option_file
 from ..store import opened
 from ..vocabulary import CAPF_KEY_TYPES
 from .render import certificate_text
@@ -48,8 +48,8 @@ def _regenerate(args, output) -> int:
 
 
 def _upload(args, output) -> int:
-    certificate = read_input_file(args.certificate, "certificate file")
-    key = read_private_file(args.key, "key file")
+    certificate = read_option_file(args.certificate, "--certificate", "certificate file")
+    key = read_option_file(args.key, "--key", "key file", private=True)
     with opened(args.store, actor="cli", create=False) as store:
         summary, changed = authority.replace(store, certificate, key)
     summary.pop("pem", None)

@@ -19,9 +19,11 @@ def register(subparsers) -> None:
     plan.add_argument("file", help="the deployment YAML file")
     plan.add_argument("--detailed-exitcode", action="store_true",
                       help="exit 2 when there are changes (0 when none), like terraform plan")
+    _switches(plan)
     plan.set_defaults(handler=_plan)
     apply = subparsers.add_parser("apply", help="converge the store to a declarative file")
     apply.add_argument("file", help="the deployment YAML file")
+    _switches(apply)
     apply.add_argument("--strings-file", metavar="CSV",
                        help="write generated authentication strings here (mode 0600) instead of printing them")
     apply.set_defaults(handler=_apply)
@@ -29,9 +31,28 @@ def register(subparsers) -> None:
     show.set_defaults(handler=_schema)
 
 
+def _switches(parser) -> None:
+    parser.add_argument("--strict-ca-rules", action="store_true",
+                        help="refuse CA certificates that deviate from the CA rules without harm (default: accept "
+                             "them with a warning naming the rule); as strict_ca_rules: true on every trust item")
+    parser.add_argument("--fail-on-unmatched", action="store_true",
+                        help="fail when a bulk query names devices that are not in the store (default: warn); as "
+                             "fail_on_unmatched: true on every bulk item")
+
+
+def _options(args) -> deployment.Options:
+    return deployment.Options(strict_ca_rules=args.strict_ca_rules, fail_on_unmatched=args.fail_on_unmatched)
+
+
+def _warn(report, output) -> None:
+    for text in report.warnings:
+        output.warning(text)
+
+
 def _as_dict(report) -> dict:
     return {
         "changed": report.changed,
+        "warnings": report.warnings,
         "changes": [{"section": c.section, "item": c.item, "action": c.action, "details": c.details}
                     for c in report.changes],
         "counts": report.counts,
@@ -41,7 +62,8 @@ def _as_dict(report) -> dict:
 def _plan(args, output) -> int:
     loaded = document.load(args.file)
     with opened(args.store, actor="cli:plan", read_only=True) as store:
-        report = deployment.plan(store, loaded)
+        report = deployment.plan(store, loaded, _options(args))
+    _warn(report, output)
     output.result(_as_dict(report), deployment.render(report))
     return 2 if args.detailed_exitcode and report.changed else 0
 
@@ -49,7 +71,8 @@ def _plan(args, output) -> int:
 def _apply(args, output) -> int:
     loaded = document.load(args.file)
     with opened(args.store, actor="cli:apply") as store:
-        report = deployment.apply(store, loaded)
+        report = deployment.apply(store, loaded, _options(args))
+    _warn(report, output)
     result = _as_dict(report)
     text = deployment.render(report)
     if report.generated_strings:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..ca import certificates, lsc
 from ..errors import CapfError
-from ..files import read_input_file, write_private_file
+from ..files import read_option_file, write_private_file
 from ..store import opened
 from .options import bounded, limit_help
 
@@ -22,7 +22,8 @@ def register(subparsers) -> None:
 
 
 def run(args, output) -> int:
-    public_key = certificates.load_public_key(read_input_file(args.public_key, "public key file"), "public key file")
+    public_key = certificates.load_public_key(read_option_file(args.public_key, "public_key", "public key file"),
+                                              "public_key")
     with opened(args.store, actor="cli", create=False) as store:
         issued = lsc.issue(store, args.device_name, public_key, source="cli", validity_days=args.validity_days)
     if args.out:

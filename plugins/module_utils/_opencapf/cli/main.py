@@ -38,6 +38,11 @@ class Output:
         elif text is not None:
             self.line(text)
 
+    def warning(self, text: str) -> None:
+        """A warning on standard error (results stay alone on standard output)."""
+        self.errors.write(f"opencapf: warning: {text}\n")
+        self.errors.flush()
+
     def error(self, text: str) -> None:
         self.errors.write(f"opencapf: error: {text}\n")
         self.errors.flush()

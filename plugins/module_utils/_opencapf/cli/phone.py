@@ -16,7 +16,7 @@ import os
 import re
 
 from ..errors import CapfError
-from ..files import read_input_file, read_private_file, safe_file_name
+from ..files import read_option_file, safe_file_name
 from ..protocol.constants import DEFAULT_PORT, XCAPS_ALL
 from ..protocol.phone import PhoneBehaviour
 from ..simulator.client import Target, enrol
@@ -89,7 +89,8 @@ def register(subparsers) -> None:
 
 
 def _target(args) -> Target:
-    cadata = read_input_file(args.capf_cert, "CAPF certificate").decode("ascii", "replace") if args.capf_cert else None
+    cadata = (read_option_file(args.capf_cert, "--capf-cert", "CAPF certificate file").decode("ascii", "replace")
+              if args.capf_cert else None)
     return Target(tuple(args.server), args.port, cadata=cadata, legacy_tls=args.legacy_tls, timeout=args.timeout)
 
 
@@ -144,7 +145,8 @@ def _fleet_names(first: str, count: int) -> list[str]:
 def _typed_strings(path: str | None) -> dict[str, str]:
     if not path:
         return {}
-    rows = list(csv.DictReader(io.StringIO(read_private_file(path, "strings file").decode("utf-8-sig"))))
+    data = read_option_file(path, "--strings-file", "strings file", private=True)
+    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
     if rows and not {"device_name", "authentication_string"} <= set(rows[0]):
         raise CapfError(f"strings file {path} needs the columns device_name and authentication_string")
     return {row["device_name"].strip().upper(): row["authentication_string"].strip() for row in rows}

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field as _field
 from typing import Any, Callable
 
 from .. import bulk, phone_config, service_config, trust
-from ..errors import ValidationError
-from ..files import read_private_file
+from ..errors import FieldError, ValidationError
+from ..files import read_option_file
 from ..store import Store
 from ..store import phones as phone_records
 from ..store import service as service_records
@@ -33,11 +33,20 @@ class Change:
     details: list = _field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Options:
+    """Switches for a whole file (the CLI's flags); a file item's own field can only tighten them."""
+
+    strict_ca_rules: bool = False
+    fail_on_unmatched: bool = False
+
+
 @dataclass
 class Report:
     changes: list = _field(default_factory=list)
     generated_strings: dict = _field(default_factory=dict)
     counts: dict = _field(default_factory=dict)
+    warnings: list = _field(default_factory=list)  # each starts with its path in the file
 
     @property
     def changed(self) -> bool:
@@ -45,13 +54,14 @@ class Report:
 
 
 def _prefixed(prefix: str, call: Callable[[], Any]) -> Any:
-    """Run ``call`` and report a ValidationError at its path in the file."""
+    """Run ``call`` and report an error about a field (a rule broken, a file unreadable, a
+    certificate refused) at its path in the file."""
     try:
         return call()
-    except ValidationError as exc:
+    except FieldError as exc:
         if exc.field.startswith(prefix):
             raise
-        raise ValidationError(prefix + exc.field, exc.rule, exc.value, show_value=exc.value is not None) from None
+        raise exc.prefixed(prefix) from None
 
 
 def _differences(before, after, secrets=("authentication_string",)) -> list[str]:
@@ -67,7 +77,7 @@ def _differences(before, after, secrets=("authentication_string",)) -> list[str]
     return lines
 
 
-def _service(store: Store, document: Document, check_mode: bool, report: Report) -> None:
+def _service(store: Store, document: Document, check_mode: bool, report: Report, _options: Options) -> None:
     section = document.data.get("service")
     if not section:
         return
@@ -85,7 +95,9 @@ def _service(store: Store, document: Document, check_mode: bool, report: Report)
         certificate = dict(certificate)
         key_file = certificate.pop("private_key_file", None)
         if key_file is not None:
-            certificate["private_key"] = read_private_file(_path(document, key_file), "capf_certificate key file")
+            certificate["private_key"] = read_option_file(_path(document, key_file),
+                                                          "service.capf_certificate.private_key_file", "key file",
+                                                          private=True)
     result = _prefixed("service.", lambda: service_config.converge(
         store, parameters_wanted=section.get("parameters"), online_ca=online_ca, capf_certificate=certificate,
         check_mode=check_mode))
@@ -104,13 +116,15 @@ def _path(document: Document, path: str) -> str:
     return path if os.path.isabs(path) else os.path.join(document.base_dir, path)
 
 
-def _trust(store: Store, document: Document, check_mode: bool, report: Report) -> None:
+def _trust(store: Store, document: Document, check_mode: bool, report: Report, options: Options) -> None:
     for index, item in enumerate(document.data.get("trust") or ()):
-        options = dict(item)
-        if "path" in options:
-            options["path"] = _path(document, options["path"])
-        result = _prefixed(f"trust[{index}].", lambda options=options: trust.converge(
-            store, check_mode=check_mode, **options))
+        arguments = dict(item)
+        if "path" in arguments:
+            arguments["path"] = _path(document, arguments["path"])
+        arguments["strict_ca_rules"] = bool(arguments.get("strict_ca_rules")) or options.strict_ca_rules
+        result = _prefixed(f"trust[{index}].", lambda arguments=arguments: trust.converge(
+            store, check_mode=check_mode, **arguments))
+        report.warnings += [f"trust[{index}].{text}" for text in result["warnings"]]
         if result["changed"]:
             details = [f"+ {a['trust_store']}: {a['common_name']} ({a['fingerprint'][:16]})" for a in result["added"]]
             details += [f"- {r['trust_store']}: {r['common_name']} ({r['fingerprint'][:16]})"
@@ -118,7 +132,7 @@ def _trust(store: Store, document: Document, check_mode: bool, report: Report) -
             report.changes.append(Change("trust", f"trust[{index}]", "update", details))
 
 
-def _phones(store: Store, document: Document, check_mode: bool, report: Report) -> None:
+def _phones(store: Store, document: Document, check_mode: bool, report: Report, _options: Options) -> None:
     items = document.data.get("phones") or []
     if not items:
         return
@@ -170,13 +184,15 @@ def _phones(store: Store, document: Document, check_mode: bool, report: Report) 
     report.counts["phones"] = {"declared": len(wanted), "created": created, "updated": updated, "deleted": deleted}
 
 
-def _bulk(store: Store, document: Document, check_mode: bool, report: Report) -> None:
+def _bulk(store: Store, document: Document, check_mode: bool, report: Report, options: Options) -> None:
     for index, item in enumerate(document.data.get("bulk") or ()):
-        options = {key: value for key, value in item.items() if key not in ("name", "set")}
-        if "strings_file" in options:
-            options["strings_file"] = _path(document, options["strings_file"])
-        result = _prefixed(f"bulk[{index}].", lambda options=options, item=item: bulk.converge(
-            store, settings=item.get("set"), check_mode=check_mode, **options))
+        arguments = {key: value for key, value in item.items() if key not in ("name", "set")}
+        if "strings_file" in arguments:
+            arguments["strings_file"] = _path(document, arguments["strings_file"])
+        arguments["fail_on_unmatched"] = bool(arguments.get("fail_on_unmatched")) or options.fail_on_unmatched
+        result = _prefixed(f"bulk[{index}].", lambda arguments=arguments, item=item: bulk.converge(
+            store, settings=item.get("set"), check_mode=check_mode, **arguments))
+        report.warnings += [f"bulk[{index}].{text}" for text in result.get("warnings") or ()]
         label = item.get("name") or f"bulk[{index}]"
         if result["changed"]:
             counts = result.get("counts") or {}
@@ -188,19 +204,19 @@ def _bulk(store: Store, document: Document, check_mode: bool, report: Report) ->
 SECTIONS = (_trust, _service, _phones, _bulk)
 
 
-def plan(store: Store, document: Document) -> Report:
+def plan(store: Store, document: Document, options: Options = Options()) -> Report:
     """What ``apply`` would change, computed without writing anything."""
     report = Report()
     for section in SECTIONS:
-        section(store, document, True, report)
+        section(store, document, True, report, options)
     return report
 
 
-def apply(store: Store, document: Document) -> Report:
+def apply(store: Store, document: Document, options: Options = Options()) -> Report:
     """Converge the store to the document."""
     report = Report()
     for section in SECTIONS:
-        section(store, document, False, report)
+        section(store, document, False, report, options)
     return report
 
 

@@ -122,6 +122,8 @@ def schema() -> dict:
             "intermediates": {"type": "array", "items": PEM},
             "description": TEXT,
             "remove_legacy_mic_roots": {"type": "boolean"},
+            "strict_ca_rules": {"type": "boolean", "x-rule": "must be true or false (true refuses CA certificates "
+                                                             "that deviate from the CA rules without harm)"},
             "state": _enum(("present", "absent")),
         }
     )
@@ -146,6 +148,8 @@ def schema() -> dict:
             "strings_file": PATH,
             "reissue": {"type": "boolean"},
             "apply_config": {"type": "boolean"},
+            "fail_on_unmatched": {"type": "boolean", "x-rule": "must be true or false (true fails when query.names "
+                                                               "names devices that are not in the store)"},
         },
         required=("query",),
     )

@@ -20,7 +20,7 @@ from .. import csr as csr_module
 from ..ca import certificates as c
 from ..dependencies import pkcs7, require
 from ..errors import CapfError, CertificateError
-from ..files import read_input_file, write_private_file
+from ..files import read_option_file, write_private_file
 from ..vocabulary import IMPORT_DUPLICATE
 from . import acceptance
 
@@ -121,9 +121,9 @@ def _der_pkcs7(data: bytes) -> list:
         return list(pkcs7.load_der_pkcs7_certificates(data))
 
 
-def read_files(paths) -> list[tuple[str, bytes]]:
-    """(file name, contents) for each path, each at most 1 MiB."""
-    return [(path, read_input_file(path, "certificate file")) for path in paths]
+def read_files(paths, option: str = "src") -> list[tuple[str, bytes]]:
+    """(file name, contents) for each path, each at most 1 MiB; errors name ``option[index]``."""
+    return [(path, read_option_file(path, f"{option}[{index}]", "certificate file")) for index, path in enumerate(paths)]
 
 
 def import_certificates(sources, pending, anchors, *, superseded=(), at=None) -> ImportReport:

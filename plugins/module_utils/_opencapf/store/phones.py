@@ -71,6 +71,17 @@ def by_name(tx: Transaction, names=None) -> dict[str, dict[str, Any]]:
     return result
 
 
+def missing_names(tx: Transaction, names) -> list[str]:
+    """The names (canonical upper case, sorted) that no phone in the store has."""
+    wanted = sorted({name.upper() for name in names})
+    found: set[str] = set()
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start:start + 500]
+        found.update(row["name"] for row in tx.query(
+            f"SELECT name FROM phones WHERE name IN ({', '.join('?' * len(chunk))})", chunk))
+    return [name for name in wanted if name not in found]
+
+
 def lapse_overdue(tx: Transaction, now: str) -> list[str]:
     """Pending operations whose deadline is before ``now`` become ``lapsed``; their phones' names."""
     names = [row["name"] for row in tx.query(

@@ -24,6 +24,7 @@ def _collection_path() -> str:
 if "ansible_collections.opencapf.capf" not in sys.modules:
     sys.path.insert(0, _collection_path())
 
+from ansible.module_utils.common import warnings as ansible_warnings  # noqa: E402
 from ansible.module_utils.testing import patch_module_args  # noqa: E402
 
 
@@ -37,7 +38,9 @@ class ModuleExit(Exception):
 
 
 def run_module(module, args: dict, capsys, *, check: bool = False, diff: bool = False) -> dict:
-    """Run ``module.main()`` with ``args``; return the result dict (``failed`` set on failure)."""
+    """Run ``module.main()`` with ``args``; return the result dict (``failed`` set on failure).
+    ``warnings`` holds the task warnings of this run as plain messages."""
+    ansible_warnings._global_warnings.clear()  # pylint: disable=protected-access  # one process, many runs
     payload = dict(args)
     if check:
         payload["_ansible_check_mode"] = True
@@ -50,6 +53,8 @@ def run_module(module, args: dict, capsys, *, check: bool = False, diff: bool = 
     out = capsys.readouterr().out
     result = json.loads(out)
     result.setdefault("failed", stopped.value.code != 0)
+    if "warnings" in result:
+        result["warnings"] = [item["event"]["msg"] if isinstance(item, dict) else item for item in result["warnings"]]
     return result
 
 

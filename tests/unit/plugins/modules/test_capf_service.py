@@ -132,14 +132,24 @@ def test_state_stopped_when_not_running_and_started_in_check_mode(run, store_pat
     assert checked["diff"]["before"]["service"] == "stopped" and checked["diff"]["after"]["service"] == "started"
 
 
-def test_online_ca_authentication_mutual_tls_and_ec_options(run, store_path):
+def _client_files(tmp_path):
+    certificate, key = certfactory.make("capf.example.com", ca=False)
+    cert_path, key_path = tmp_path / "client.pem", tmp_path / "client.key"
+    cert_path.write_text(certfactory.pem(certificate))
+    key_path.write_text(certfactory.key_pem(key))
+    key_path.chmod(0o600)
+    return str(cert_path), str(key_path)
+
+
+def test_online_ca_authentication_mutual_tls_and_ec_options(run, store_path, tmp_path):
     bad = run(capf_service, {"store": store_path, "online_ca": dict(EST, auth="ntlm")})
     assert bad["failed"] and bad["msg"].startswith("online_ca.auth ntlm is only available with type microsoft")
     bad = run(capf_service, {"store": store_path, "online_ca": dict(EST, client_certificate="/etc/capf/client.pem")})
     assert bad["failed"] and "client_key" in bad["msg"] and "mutual TLS" in bad["msg"]
-    full = dict(EST, client_certificate="/etc/capf/client.pem", client_key="/etc/capf/client.key", ec_supported=False)
+    cert_path, key_path = _client_files(tmp_path)
+    full = dict(EST, client_certificate=cert_path, client_key=key_path, ec_supported=False)
     first = run(capf_service, {"store": store_path, "online_ca": full, "update_password": "on_create"})
-    assert first["changed"] is True and first["online_ca"]["client_key"] == "/etc/capf/client.key"
+    assert first["changed"] is True and first["online_ca"]["client_key"] == key_path
     assert first["online_ca"]["ec_supported"] is False
     again = run(capf_service, {"store": store_path, "online_ca": full, "update_password": "on_create"})
     assert again["changed"] is False

@@ -70,14 +70,16 @@ def test_file_path_and_chain(run, store_path, tmp_path):
 def test_ca_rules_are_enforced(run, store_path):
     reserved, _key = certfactory.make("CAPF-1234abcd")
     result = run(capf_trust_cert, {"store": store_path, "content": certfactory.pem(reserved), "trust_store": ["capf-trust"]})
-    assert result["failed"] and "is reserved for the CAPF certificate" in result["msg"]
+    assert result["failed"] and "reserved for the CAPF certificate [rule capf-reserved-cn]" in result["msg"]
     no_sign, _key = certfactory.make("No keyCertSign", key_cert_sign=False)
     result = run(capf_trust_cert, {"store": store_path, "content": certfactory.pem(no_sign), "trust_store": ["capf-trust"]})
     assert result["failed"] and result["msg"] == \
-        "content (No keyCertSign) must have KeyUsage digitalSignature and keyCertSign"
+        "content (No keyCertSign) must have KeyUsage keyCertSign [rule ca-key-cert-sign]"
     unlimited, _key = certfactory.make("Unlimited", path_length=None)
-    result = run(capf_trust_cert, {"store": store_path, "content": certfactory.pem(unlimited), "trust_store": ["capf-trust"]})
-    assert result["failed"] and "must have BasicConstraints pathlen:0, has pathlen unlimited" in result["msg"]
+    result = run(capf_trust_cert, {"store": store_path, "content": certfactory.pem(unlimited), "trust_store": ["capf-trust"],
+                                   "strict_ca_rules": True})
+    assert result["failed"] and result["msg"] == ("content (Unlimited) has no BasicConstraints pathlen (unlimited); the "
+                                                  "guide asks for pathlen:0 [rule ca-path-length]")
     missing = run(capf_trust_cert, {"store": store_path, "content": certfactory.pem(unlimited)})
     assert missing["failed"] and missing["msg"].startswith("trust_store is required with content or path")
     garbage = run(capf_trust_cert, {"store": store_path, "content": "hello", "trust_store": ["capf-trust"]})
