@@ -13,7 +13,7 @@ description:
   - Converges the CAPF service parameters (certificate issuer, LSC validity, default key settings,
     keep-alive, IPv6, key-generation limits, listener), the online CA settings, and the CAPF certificate.
   - Options left unset keep their current value; a parameter never set reads as its default.
-  - With O(state), also starts, stops or restarts the CAPF service. V(started) means a TLS listener really
+  - With O(state), also starts, stops, restarts or reloads the CAPF service. V(started) means a TLS listener really
     accepts connections on the configured port; V(stopped) means the service process is not running. With
     O(issuer=online_ca) the certificate enrolment service runs inside the CAPF service and follows its state.
   - The CAPF certificate is created when the store has none. It is regenerated when O(capf_certificate.key_type)
@@ -75,6 +75,13 @@ options:
       - Worker processes of the CAPF service sharing its port, 1–64 (default 1). One per core lets a fleet
         rollout use every core; the store stays one SQLite file shared by all of them.
       - Takes effect when the service starts or restarts (O(state=restarted)).
+    type: int
+  scheduler_interval_seconds:
+    description:
+      - How often the running CAPF service runs due scheduled jobs (M(opencapf.capf.capf_bulk_update) with
+        O(opencapf.capf.capf_bulk_update#module:run_at)) and lets pending operations whose deadline has passed
+        lapse, 1–3600 seconds (default 10). Of several processes serving one store, one does it.
+      - Applies from the next round, without a restart.
     type: int
   legacy_tls:
     description: Allow TLS 1.0 and legacy ciphers for old phone firmware.
@@ -165,16 +172,22 @@ options:
         description: Unencrypted PEM private key of O(capf_certificate.certificate).
         type: str
   state:
-    description: State of the CAPF service process. Not set means the process is left alone.
+    description:
+      - State of the CAPF service process. Not set means the process is left alone.
+      - V(reloaded) sends the running service SIGHUP (it reads the service parameters and the CAPF certificate again
+        and reopens its log file, without ending a session) and starts it when it is not running; like V(restarted)
+        it always reports a change.
     type: str
-    choices: [started, stopped, restarted]
+    choices: [started, stopped, restarted, reloaded]
   timeout:
     description: Seconds to wait for the service to accept TLS connections after a start, or to exit after a stop.
     type: int
     default: 30
 notes:
-  - Listener changes (O(listen_addresses), O(port), O(enable_ipv6), O(legacy_tls), O(processes)) take effect when the service
-    restarts; notify a handler that runs this module with O(state=restarted).
+  - O(listen_addresses), O(port), O(enable_ipv6) (listening on IPv6 addresses) and O(processes) take effect when the
+    service restarts; notify a handler that runs this module with O(state=restarted). Every other parameter and the
+    CAPF certificate apply to the next connection without a restart; O(state=reloaded) (SIGHUP) makes the running
+    service read them again at once and reopen its log file.
 """
 
 EXAMPLES = r"""

@@ -19,6 +19,7 @@ from support.protocol import add_phone, certificate_rows, phone_row
 from support.tools import ENGINE_PATH
 from _opencapf import bulk
 from _opencapf.faults import ENV_CRASH_AT
+from _opencapf.protocol.session import AuthOffer, Outcome
 from _opencapf.server.decider import StoreDecider
 from _opencapf.simulator.client import Target, enrol
 from _opencapf.store import LATEST_VERSION, audit, migrate, open_store, opened
@@ -73,12 +74,16 @@ def test_the_failure_of_an_abandoned_session_does_not_undo_a_newer_success(ca_st
     add_phone(ca_store, "SEP00000000C002", operation="install_upgrade")
     add_phone(ca_store, "SEP00000000C003", operation="install_upgrade")
     old, current = StoreDecider(ca_store), StoreDecider(ca_store)
+    lost = Outcome(outcome="aborted", reason="peer closed the connection")
     plan = old.begin("SEP00000000C002")
+    assert old.authenticate(plan, AuthOffer(b"SEP00000000C002", None)).ok
     with ca_store.transaction() as tx:
         tx.execute("UPDATE phones SET operation_status = 'succeeded' WHERE name = 'SEP00000000C002'")
-    old.failed(plan, "peer closed the connection")
+    old.ended(plan, lost)
     assert phone_row(ca_store, "SEP00000000C002")["operation_status"] == "succeeded"
-    current.failed(current.begin("SEP00000000C003"), "peer closed the connection")  # no newer session: failed
+    plan = current.begin("SEP00000000C003")
+    assert current.authenticate(plan, AuthOffer(b"SEP00000000C003", None)).ok
+    current.ended(plan, lost)  # no newer session: failed
     assert phone_row(ca_store, "SEP00000000C003")["operation_status"] == "failed"
 
 
@@ -131,7 +136,7 @@ def _statements(number):
 
 
 @pytest.mark.parametrize("start, crash", [(0, 1), (0, 9), (0, _statements(1)), (1, 1), (1, _statements(2)),
-                                          (2, _statements(3))])
+                                          (2, _statements(3)), (3, _statements(4))])
 def test_a_migration_killed_between_its_statements_leaves_the_previous_version(tmp_path, start, crash):
     fresh = str(tmp_path / "fresh.db")
     open_store(fresh).close()

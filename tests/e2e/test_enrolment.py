@@ -97,10 +97,12 @@ def test_troubleshoot_retrieves_lsc_and_mic(capf_server, ca_store, mic_ca, tmp_p
     set_phone(ca_store, name, operation="troubleshoot")
     result = run_enrol(identity, capf_server)
     assert (result.outcome, result.end_reason, result.fetched) == ("no_operation", 0, 2)
-    retrieved = {row["kind"]: row for row in certificate_rows(ca_store, name, "lsc") + certificate_rows(ca_store, name, "mic")
-                 if row["source"] == "troubleshoot"}
-    assert retrieved["lsc"]["fingerprint"] == c.fingerprint(identity.lsc)
-    assert retrieved["mic"]["fingerprint"] == c.fingerprint(identity.mic)
+    retrieved = {row["kind"]: row for kind in ("retrieved_lsc", "retrieved_mic")
+                 for row in certificate_rows(ca_store, name, kind)}
+    assert retrieved["retrieved_lsc"]["fingerprint"] == c.fingerprint(identity.lsc)
+    assert retrieved["retrieved_mic"]["fingerprint"] == c.fingerprint(identity.mic)
+    assert {(row["source"], row["status"], row["installed_at"]) for row in retrieved.values()} == {
+        ("troubleshoot", "retrieved", None)}
     row = phone_row(ca_store, name)
     assert row["operation_status"] == "succeeded"
 

@@ -125,7 +125,7 @@ def test_microsoft_pending_then_issued_on_the_next_session(capf_server, ca_store
         first = run_enrol(identity, capf_server, behaviour=X_CSR)
         assert first.outcome == "retry_later" and first.retry_delay > 0, first
         row = phone_row(ca_store, name)
-        assert row["operation_status"] == "in_progress" and "pending" in row["operation_reason"]
+        assert row["operation_status"] == "pending" and "pending" in row["operation_reason"]
         with ca_store.read() as tx:
             assert tx.one("SELECT status, external_ref FROM csrs")["status"] == "pending"
         # Not yet approved: the phone hears "later" again and keeps its pending key.

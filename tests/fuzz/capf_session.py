@@ -159,7 +159,7 @@ def run_one(store, data: bytes) -> ServerSession:
     """One fuzz input through the codec and a fresh ServerSession with the real store decider.
 
     Anything escaping other than an AssertionError of ours is a defect (the session must turn any
-    input into one of the protocol's own outcomes)."""
+    input into one of the protocol's own outcomes, and settle the operation it started)."""
     if not data:
         return None
     chunk = data[0] or len(data)
@@ -177,11 +177,21 @@ def run_one(store, data: bytes) -> ServerSession:
         _check_output(server, server.time_passed(now + 3600.0 * 2))
     server.connection_lost()
     assert server.closed and server.outcome.outcome, server.outcome
+    check_settled(store)
     return server
+
+
+def check_settled(store) -> None:
+    """Once a session has ended no operation is in progress (no session is live), and every failed
+    one says why."""
+    with store.read() as tx:
+        for row in tx.query("SELECT name, operation_status, operation_reason FROM phones"):
+            assert row["operation_status"] != "in_progress", row
+            assert row["operation_status"] != "failed" or row["operation_reason"], row
 
 
 def seed_files() -> list[str]:
     return sorted(os.path.join(SEEDS, name) for name in os.listdir(SEEDS))
 
 
-__all__ = ["CapfError", "SCENARIOS", "SESSION_ID", "build_store", "reset", "run_one", "seed_files"]
+__all__ = ["CapfError", "SCENARIOS", "SESSION_ID", "build_store", "check_settled", "reset", "run_one", "seed_files"]

@@ -23,7 +23,7 @@ PACKAGE_FILES = (
     "issuers/__init__.py", "issuers/acceptance.py", "issuers/adcs.py", "issuers/base.py", "issuers/est.py",
     "issuers/offline.py", "issuers/online.py", "issuers/transport.py", "protocol/__init__.py", "protocol/codec.py",
     "protocol/constants.py", "protocol/phone.py", "protocol/proof.py", "protocol/session.py", "server/__init__.py",
-    "server/admission.py", "server/decider.py", "server/service.py", "server/supervisor.py",
+    "server/admission.py", "server/decider.py", "server/scheduling.py", "server/service.py", "server/supervisor.py",
     "simulator/__init__.py", "simulator/addressing.py", "simulator/client.py", "simulator/fleet.py",
     "simulator/identity.py", "simulator/manufacturing.py", "store/__init__.py", "store/audit.py",
     "store/backend.py", "store/capf_certificates.py", "store/certificates.py", "store/csrs.py", "store/jobs.py",
@@ -91,6 +91,7 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from .protocol import session  # noqa: F401
     from .server import admission  # noqa: F401
     from .server import decider  # noqa: F401
+    from .server import scheduling  # noqa: F401
     from .server import service  # noqa: F401
     from .server import supervisor  # noqa: F401
     from .simulator import addressing  # noqa: F401

@@ -25,6 +25,7 @@ class Parameter:
     description: str
     choices: tuple | None = None
     bounds: tuple[int, int] | None = None
+    restart: bool = False  # applies only when the service starts: a change needs a restart, not a reload
 
 
 def _choice(choices):
@@ -51,7 +52,8 @@ PARAMETERS: dict[str, Parameter] = {
         Parameter("keepalive_minutes", 15, v.check_keepalive_minutes, "integer",
                   "Keep-alive timer for CAPF to endpoint connections.", bounds=v.KEEPALIVE_MINUTES),
         Parameter("enable_ipv6", False, _bool, "boolean",
-                  "Listen on and accept phones over IPv6."),
+                  "Listen on and accept phones over IPv6 (refusing IPv6 peers applies to the next connection; "
+                  "listening on IPv6 addresses when the service starts or restarts).", restart=True),
         Parameter("key_order", "rsa", _choice(v.KEY_ORDERS), "string",
                   "Default key order for new phones.", choices=v.KEY_ORDERS),
         Parameter("rsa_key_size", 2048, v.check_rsa_key_size, "integer",
@@ -68,9 +70,10 @@ PARAMETERS: dict[str, Parameter] = {
                   "Wrong authentication strings accepted before a phone is locked out.",
                   bounds=v.LOCKOUT_FAILURES),
         Parameter("listen_addresses", ["0.0.0.0"], v.check_listen_addresses, "array",
-                  "Addresses the CAPF service listens on."),
+                  "Addresses the CAPF service listens on; applies when the service starts or restarts.", restart=True),
         Parameter("port", 3804, v.check_port, "integer",
-                  "TCP port of the CAPF service.", bounds=v.PORT),
+                  "TCP port of the CAPF service; applies when the service starts or restarts.", bounds=v.PORT,
+                  restart=True),
         Parameter("max_sessions", 1000, _range(v.MAX_SESSIONS), "integer",
                   "Concurrent phone sessions served at once; further connections wait.",
                   bounds=v.MAX_SESSIONS),
@@ -79,13 +82,21 @@ PARAMETERS: dict[str, Parameter] = {
                   "further connections from it are refused.", bounds=v.MAX_SESSIONS_PER_ADDRESS),
         Parameter("processes", 1, _range(v.SERVICE_PROCESSES), "integer",
                   "Worker processes of the CAPF service sharing its port (one per core uses every core); "
-                  "applies when the service starts or restarts.", bounds=v.SERVICE_PROCESSES),
+                  "applies when the service starts or restarts.", bounds=v.SERVICE_PROCESSES, restart=True),
+        Parameter("scheduler_interval_seconds", 10, _range(v.SCHEDULER_INTERVAL_SECONDS, " seconds"), "integer",
+                  "How often the CAPF service runs due scheduled jobs and lapses operations whose deadline passed.",
+                  bounds=v.SCHEDULER_INTERVAL_SECONDS),
         Parameter("legacy_tls", False, _bool, "boolean",
                   "Allow TLS 1.0 and legacy ciphers for old phone firmware."),
         Parameter("fips_mode", False, _bool, "boolean",
                   "FIPS mode: refuses the Microsoft online CA type."),
     )
 }
+
+
+# Parameters read only when the service starts (listening sockets, worker processes): changing one
+# needs a restart; every other parameter applies to the next connection, or at once after SIGHUP.
+RESTART_PARAMETERS = tuple(name for name, p in PARAMETERS.items() if p.restart)
 
 
 def defaults() -> dict[str, Any]:

@@ -5,7 +5,8 @@
 The daemon is ``python -m _opencapf --store S serve --daemon --pid-file P --log-file L`` run from a
 copy of the engine extracted into ``<state dir>/engine`` (the module's own copy lives in a
 temporary zip). Starting is only done when the port really accepts a TLS handshake; stopping sends
-SIGTERM to the process in the pid file after checking that it is an opencapf process.
+SIGTERM to the process in the pid file after checking that it is an opencapf process; reloading
+sends it SIGHUP (it reads its parameters and CAPF certificate again and reopens its log file).
 
 This module starts no process itself (ansible-test forbids ``subprocess`` in module_utils): the
 caller passes a ``launcher(argv, env) -> (rc, stdout, stderr)``, e.g. ``AnsibleModule.run_command``.
@@ -34,7 +35,7 @@ from .store import Store
 from .store import service as service_records
 from .vocabulary import check_choice
 
-STATES = ("started", "stopped", "restarted")
+STATES = ("started", "stopped", "restarted", "reloaded")
 PID_FILE = "capf.pid"
 LOG_FILE = "capf.log"
 ENGINE_DIR = "engine"
@@ -232,6 +233,16 @@ def stop(store: Store, timeout: float = 15.0) -> bool:
     return True
 
 
+def reload(store: Store) -> bool:
+    """SIGHUP the daemon; return whether one was running. It goes on serving: it reads the service
+    parameters and the CAPF certificate again and reopens its log file."""
+    pid = read_pid(paths(store)["pid_file"])
+    if not pid_alive(pid) or not _is_ours(pid):
+        return False
+    os.kill(pid, signal.SIGHUP)
+    return True
+
+
 def start(store: Store, launcher: Launcher, timeout: float = 30.0, python: str | None = None) -> dict[str, Any]:
     """Extract the engine, launch the daemon and return once the port accepts TLS."""
     where = paths(store)
@@ -250,7 +261,8 @@ def start(store: Store, launcher: Launcher, timeout: float = 30.0, python: str |
 
 def converge(store: Store, state: str, launcher: Launcher, *, check_mode: bool = False, timeout: float = 30.0,
              python: str | None = None) -> dict[str, Any]:
-    """started: running and accepting; stopped: not running; restarted: stop (if running) and start."""
+    """started: running and accepting; stopped: not running; restarted: stop (if running) and start;
+    reloaded: SIGHUP when running, else start."""
     state = check_choice("state", state, STATES)
     if timeout <= 0:
         raise ValidationError("timeout", "must be a positive number of seconds", timeout)
@@ -262,6 +274,12 @@ def converge(store: Store, state: str, launcher: Launcher, *, check_mode: bool =
     target = "stopped" if state == "stopped" else "started"
     if check_mode:
         return converged(True, {"state": before["state"]}, {"state": target}, service=before)
+    if state == "reloaded" and before["running"] and reload(store):
+        if not wait_until(lambda: status(store)["state"] == "started", timeout):
+            raise CapfError(f"the CAPF service did not accept TLS connections within {timeout:g} seconds after "
+                            f"SIGHUP; log: {_log_tail(paths(store)['log_file']) or paths(store)['log_file']}")
+        after = status(store)
+        return converged(True, {"state": before["state"]}, {"state": after["state"]}, service=after)
     if state in ("stopped", "restarted") or before["running"]:
         stop(store, timeout)
     after = start(store, launcher, timeout, python) if target == "started" else status(store)

@@ -31,6 +31,10 @@ CAPF_KEY_TYPES = ("rsa2048", "rsa3072", "rsa4096", "ec256", "ec384")
 OPERATION_STATUSES = ("none", "pending", "in_progress", "succeeded", "failed", "lapsed")
 CERTIFICATE_STATUSES = ("issued", "installed", "stale", "revoked", "expired")
 CERTIFICATE_KINDS = ("lsc", "mic")
+# A certificate read back from a phone (troubleshoot) is kept as a copy of its own kind and status:
+# never the phone's current LSC (every LSC query names kind "lsc"), never installed, revoked or stale.
+RETRIEVED_KINDS = {"lsc": "retrieved_lsc", "mic": "retrieved_mic"}
+RETRIEVED_STATUS = "retrieved"
 JOB_STATUSES = ("scheduled", "running", "succeeded", "failed", "cancelled")
 
 # Why a certificate that a third-party CA returned is refused before it is recorded or delivered
@@ -54,6 +58,7 @@ LOCKOUT_FAILURES = (1, 100)
 MAX_SESSIONS = (1, 100000)
 MAX_SESSIONS_PER_ADDRESS = (1, 100000)
 SERVICE_PROCESSES = (1, 64)  # worker processes of the CAPF service
+SCHEDULER_INTERVAL_SECONDS = (1, 3600)  # how often the CAPF service runs due jobs and lapses deadlines
 DEVICE_NAME_MAX = 64
 
 # Run-time settings of the CAPF service (``serve`` options) and of the phone simulator.

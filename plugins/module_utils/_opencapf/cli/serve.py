@@ -8,7 +8,9 @@ double-forks, writes ``--pid-file``, logs to ``--log-file`` and returns only onc
 accepts (or with the error that stopped it). ``--processes N`` (default: the ``processes`` service
 parameter) greater than 1 runs N worker processes behind the same port under a supervisor
 (``server.supervisor``); the pid printed or written is the supervisor's, and SIGTERM to it stops
-them all.
+them all. SIGHUP reloads: the parameters and the CAPF certificate are read again and ``--log-file``
+is reopened at its path (logrotate), in the supervisor and every worker; the service goes on.
+The service also runs the scheduler (``server.scheduling``): due jobs and passed deadlines.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def register(subparsers) -> None:
                              "0 turns it off)")
     parser.add_argument("--daemon", action="store_true", help="detach; return once the listener accepts")
     parser.add_argument("--pid-file", help="with --daemon: write the daemon's process id here")
-    parser.add_argument("--log-file", help="with --daemon: append the log here")
+    parser.add_argument("--log-file", help="with --daemon: append the log here (reopened on SIGHUP, for logrotate)")
     parser.set_defaults(handler=run)
 
 
@@ -103,27 +105,29 @@ def _open_store(args):
     return open_store(args.store, actor="capf-server", create=False, group_commit=True)
 
 
-async def _main(args, ready) -> None:
+async def _main(args, ready, log_file) -> None:
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    stop, reload = asyncio.Event(), asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: (log_file.reopen(), reload.set()))
     store = _open_store(args)
     try:
-        served = await serve(store, _options(args), ready=ready, stop_event=stop)
+        served = await serve(store, _options(args), ready=ready, stop_event=stop, reload_event=reload)
     finally:
         store.close()
     logging.getLogger("opencapf.server").info("CAPF service stopped after serving %d sessions", served)
 
 
-def _serve(args, ready, private_fds=()) -> int:
+def _serve(args, ready, private_fds=(), log_file=None) -> int:
     """One process, or a supervisor and ``--processes`` workers; return the exit code.
     ``private_fds`` are the supervisor's alone: workers close them."""
+    log_file = log_file or _LogFile(None)
     if args.processes == 1:
-        asyncio.run(_main(args, ready))
+        asyncio.run(_main(args, ready, log_file))
         return 0
     code = Supervisor(lambda: _open_store(args), _options(args), args.processes, private_fds,
-                      cpu_affinity=args.cpu_affinity).run(ready)
+                      cpu_affinity=args.cpu_affinity, on_hangup=log_file.reopen).run(ready)
     logging.getLogger("opencapf.server").info("CAPF service stopped")
     return code
 
@@ -133,6 +137,8 @@ def _lines(bound) -> str:
 
 
 def run(args, output) -> int:
+    # Until the service handles SIGHUP (reload), a reload arriving during the start must not end it.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _check(args)
     if not args.verbose:
         logging.getLogger("opencapf.server").setLevel(logging.INFO)
@@ -173,7 +179,7 @@ def _daemonise(args, output) -> int:
         os._exit(0)  # the intermediate child; the daemon is now re-parented to init
     code = 1
     try:
-        _detach(args.log_file)
+        log_file = _detach(args.log_file)
         if args.pid_file:
             # O_NOFOLLOW: a symbolic link planted at the pid file's path is refused, not written through.
             descriptor = os.open(args.pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
@@ -184,7 +190,7 @@ def _daemonise(args, output) -> int:
             os.write(write_end, json.dumps({"listening": bound, "pid": os.getpid()}).encode())
             os.close(write_end)
 
-        code = _serve(args, ready, (write_end,))
+        code = _serve(args, ready, (write_end,), log_file)
     except BaseException as exc:  # report why the daemon could not start, then leave
         try:
             os.write(write_end, json.dumps({"error": str(exc) or exc.__class__.__name__}).encode())
@@ -198,11 +204,41 @@ def _daemonise(args, output) -> int:
     os._exit(code)
 
 
-def _detach(log_file: str | None) -> None:
+class _LogFile:
+    """The daemon's log file (standard output and error, and the log handler), reopened at its path
+    on SIGHUP: once logrotate has moved the file away, the lines go to a new file of that name."""
+
+    def __init__(self, path: str | None, handler: logging.StreamHandler | None = None):
+        self.path = path
+        self.handler = handler
+
+    def open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o640)
+
+    def reopen(self) -> None:
+        if not self.path:
+            return
+        try:
+            target = self.open()
+        except OSError as exc:
+            logging.getLogger("opencapf.server").error("cannot reopen the log file %s: %s; logging on to the old "
+                                                       "file", self.path, exc.strerror)
+            return
+        try:
+            self.handler.flush()
+            for fd in (1, 2, self.handler.stream.fileno()):
+                os.dup2(target, fd)
+        finally:
+            os.close(target)
+        logging.getLogger("opencapf.server").info("log file %s reopened (pid %d)", self.path, os.getpid())
+
+
+def _detach(path: str | None) -> _LogFile:
     os.chdir("/")
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
-    target = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o640) if log_file else null
+    log_file = _LogFile(path)
+    target = log_file.open() if path else null
     os.dup2(target, 1)
     os.dup2(target, 2)
     root = logging.getLogger()
@@ -212,3 +248,5 @@ def _detach(log_file: str | None) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    log_file.handler = handler
+    return log_file

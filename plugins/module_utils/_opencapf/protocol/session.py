@@ -140,8 +140,9 @@ class Decider(abc.ABC):
         """Implemented by the driver."""
 
     @abc.abstractmethod
-    def failed(self, plan: Plan, reason: str) -> None:
-        """Implemented by the driver."""
+    def ended(self, plan: Plan, outcome: Outcome) -> None:
+        """The session is over, however it ended: settle what it left of the phone's operation, so
+        that no operation stays in progress without a live session."""
 
     @abc.abstractmethod
     def prepare_csr(self, plan: Plan, public_key_der: bytes, choice: KeyChoice):
@@ -225,11 +226,7 @@ class ServerSession:
 
     def connection_lost(self, reason: str = "peer closed the connection") -> None:
         if not self.closed:
-            self._fail_operation(reason)
-            self.outcome.outcome = "aborted"
-            self.outcome.reason = reason
-            self.state = CLOSED
-            self.deadline = None
+            self._close("aborted", reason)
 
     # -- internals --------------------------------------------------------------------------
 
@@ -237,19 +234,19 @@ class ServerSession:
         return encode_server(Message(command, self.session_id, tuple(elements)))
 
     def _end(self, reason: int, outcome: str, text: str = "") -> bytes:
-        if outcome not in ("succeeded", "no_operation", "unknown_device", "deferred"):
-            self._fail_operation(text or outcome)
-        self.outcome.outcome = outcome
-        self.outcome.reason = text
-        self.outcome.end_reason = int(reason)
-        self.state = CLOSED
-        self.deadline = None
+        self._close(outcome, text, int(reason))
         return self._send(Command.END_SESSION, [(Tag.REASON, u8(reason))])
 
-    def _fail_operation(self, reason: str) -> None:
-        in_operation = self.state in (WAIT_KEY, WAIT_STORE, WAIT_FETCH, WAIT_DELETE, WAIT_SIGN)
-        if self._plan is not None and self._plan.operation != "none" and in_operation:
-            self.decider.failed(self._plan, reason)
+    def _close(self, outcome: str, reason: str, end_reason: int | None = None) -> None:
+        """Every way the session ends comes through here, once: the decider settles the phone's
+        operation from the outcome (whatever step the session had reached)."""
+        self.outcome.outcome = outcome
+        self.outcome.reason = reason
+        self.outcome.end_reason = end_reason
+        self.state = CLOSED
+        self.deadline = None
+        if self._plan is not None:
+            self.decider.ended(self._plan, self.outcome)
 
     def _handle(self, message: Message, now: float) -> bytes:
         if message.session_id != self.session_id:
@@ -371,7 +368,6 @@ class ServerSession:
             reason = ("issuer offline_ca delivers the LSC in a later session, and the phone cannot keep a pending "
                       "key (X_CAPS bit 2)")
         if reason:
-            self.decider.failed(plan, reason)  # recorded on the phone: no operation step has started yet
             return self._end(Reason.INVALID_ELEMENT, "failed", reason)
         self._choices = signable
         return None
@@ -381,11 +377,7 @@ class ServerSession:
         else END_SESSION 0 (the phone comes back on its own schedule)."""
         self.outcome.details["retry_after"] = deferred.retry_after
         if self._caps & XCAP_RETRY_LATER:
-            self.outcome.outcome = "deferred"
-            self.outcome.reason = deferred.reason
-            self.outcome.end_reason = None
-            self.state = CLOSED
-            self.deadline = None
+            self._close("deferred", deferred.reason)
             return self._send(Command.RETRY_LATER, [(Tag.RETRY_DELAY, max(0, int(deferred.retry_after))
                                                      .to_bytes(4, "big"))])
         return self._end(Reason.NO_ACTION, "deferred", deferred.reason)
@@ -451,11 +443,9 @@ class ServerSession:
         ok = message.u8(Tag.REASON) == Reason.UPDATE_CERTIFICATE
         if not ok and self._delivering:
             self.decider.refused(self._plan, self._issued)
-            self.state = CLOSED
             return self._end(Reason.INVALID_ELEMENT, "failed", "the phone no longer holds the key of the waiting "
                                                                "certificate; it is stale")
         self.decider.stored(self._plan, self._issued, ok)
-        self.state = CLOSED  # the decider recorded the result; nothing left to fail
         if ok:
             return self._end(Reason.UPDATE_CERTIFICATE, "succeeded", "LSC installed")
         return self._end(Reason.INVALID_ELEMENT, "failed", "phone did not store the certificate")
@@ -466,12 +456,10 @@ class ServerSession:
             return self._end(Reason.INVALID_ELEMENT, "failed", "phone returned no certificate")
         entries = unwrap_certificates(value)
         self.decider.fetched(self._plan, entries)
-        self.state = CLOSED
         self.outcome.details["retrieved"] = len(entries)
         return self._end(Reason.NO_ACTION, "succeeded", f"retrieved {len(entries)} certificate(s)")
 
     def _on_delete(self, message: Message, now: float) -> bytes:
         ok = message.u8(Tag.REASON) == Reason.UPDATE_CERTIFICATE
         self.decider.deleted(self._plan, ok)
-        self.state = CLOSED
         return self._end(Reason.UPDATE_CERTIFICATE, "succeeded", "LSC deleted" if ok else "phone had no LSC")

@@ -21,7 +21,7 @@ from ..dependencies import UnsupportedAlgorithm, serialization
 from ..errors import CapfError, CertificateError
 from ..protocol import proof
 from ..protocol.codec import ProtocolError
-from ..protocol.session import AuthOffer, Decider, Deferred, Issued, KeyChoice, Plan, Verdict
+from ..protocol.session import AuthOffer, Decider, Deferred, Issued, KeyChoice, Outcome, Plan, Verdict
 from ..store import Store
 from ..store import certificates as certificate_records
 from ..store import csrs as csr_records
@@ -129,6 +129,7 @@ class StoreDecider(Decider):
         self.parameters: dict = parameters or {}
         self._phone: dict | None = None
         self._csr_id: int | None = None
+        self._started = False  # this session put the phone's operation in progress (``ended`` settles it)
 
     def _set_result(self, tx, phone: dict, status: str, reason: str = "", **details) -> None:
         phone_records.set_operation_result(tx, ACTOR, phone, status, reason, **details, **self._session)
@@ -194,10 +195,14 @@ class StoreDecider(Decider):
         with self.store.transaction(durable=False) as tx:  # on disk with the session's next durable commit
             phone = phone_records.get(tx, plan.device_name)
             if verdict.ok:
-                phone_records.record_session_start(tx, phone, pending_operation(phone) != "none")
+                self._start(tx, phone)
             else:
                 self._set_result(tx, phone, "failed", verdict.reason)
         return verdict
+
+    def _start(self, tx, phone: dict) -> None:
+        self._started = pending_operation(phone) != "none"
+        phone_records.record_session_start(tx, phone, self._started)
 
     def _authenticate_string(self, plan: Plan, offer: AuthOffer) -> Verdict:
         """Check the string and count a failure in ONE write transaction on the phone's current row:
@@ -212,7 +217,7 @@ class StoreDecider(Decider):
                                       "attempts")
             verdict = self._check_string(phone, offer)
             if verdict.ok:
-                phone_records.record_session_start(tx, phone, pending_operation(phone) != "none")
+                self._start(tx, phone)
                 return verdict
             failures, locked = phone_records.record_auth_failure(
                 tx, ACTOR, phone, int(self.parameters["lockout_failures"]), verdict.reason)
@@ -329,9 +334,7 @@ class StoreDecider(Decider):
                                  "source = 'online_ca' AND status = 'installed'", (phone["id"],)) is not None
             result = enrolment.submit_online(self.store, ACTOR, phone, self._csr_id, signed, renewal=renewal)
         if isinstance(result, enrolment.Waiting):
-            with self.store.transaction() as tx:
-                self._set_result(tx, phone_records.get(tx, plan.device_name), "in_progress", result.reason)
-            return Deferred(result.retry_after, result.reason)
+            return Deferred(result.retry_after, result.reason)  # the session's end records it (``ended``)
         return Issued(result.certificate_id, result.der)
 
     def stored(self, plan: Plan, issued: Issued, ok: bool) -> None:
@@ -389,15 +392,23 @@ class StoreDecider(Decider):
             return "mic"
         return "lsc"
 
-    def failed(self, plan: Plan, reason: str) -> None:
-        with self.store.transaction() as tx:
+    def ended(self, plan: Plan, outcome: Outcome) -> None:
+        """Settle an operation this session put in progress and left there: ``pending`` again, with
+        the reason, when the CA still holds its request (the phone comes back for the certificate),
+        else ``failed`` with the reason. A result recorded meanwhile stands: the session's own, or
+        that of a newer session of the phone (its retry), a lapse or a withdrawal."""
+        if not self._started:
+            return
+        with self.store.read() as tx:
             phone = phone_records.get(tx, plan.device_name)
-            # A phone that gave up on this connection may have completed the operation in a newer
-            # session meanwhile (its retry), or it lapsed or was withdrawn: that result stands, this
-            # late failure does not undo it.
-            if phone is not None and phone["operation_status"] in PENDING_STATUSES:
-                self._set_result(tx, phone, "failed", reason)
-            if self._csr_id is not None:
-                row = tx.one("SELECT status FROM csrs WHERE id = ?", (self._csr_id,))
-                if row and row["status"] == "pending":
-                    csr_records.set_status(tx, self._csr_id, "failed", reason)
+        if phone is None or phone["operation_status"] != "in_progress":
+            return
+        deferred = outcome.outcome == "deferred"
+        reason = outcome.reason or outcome.outcome
+        with self.store.transaction(durable=False) as tx:  # on disk with the session record, before any reply
+            phone = phone_records.get(tx, plan.device_name)
+            if phone is None or phone["operation_status"] != "in_progress":
+                return
+            self._set_result(tx, phone, "pending" if deferred else "failed", reason)
+            if self._csr_id is not None and not deferred:
+                csr_records.fail_pending(tx, self._csr_id, reason)

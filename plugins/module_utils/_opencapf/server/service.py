@@ -34,7 +34,7 @@ import warnings
 import time
 from dataclasses import dataclass
 
-from .. import enrolment, faults
+from .. import enrolment, faults, parameters as service_parameters
 from ..ca import authority
 from ..errors import CapfError
 from ..files import write_private_file
@@ -44,6 +44,7 @@ from ..store import Store
 from ..store import service as service_records
 from ..store import sessions as session_records
 from ..vocabulary import check_limit, format_utc, utc_now
+from . import scheduling
 from .admission import Reclaimer, compact_tls_buffers
 from .decider import ACTOR, StoreDecider
 
@@ -108,6 +109,7 @@ class CapfServer:
         self._tasks: set[asyncio.Task] = set()
         self._durability = Durability(store, self._run)
         self._state: tuple | None = None  # (store data version, (parameters, signer)) of the last read
+        self._started_with: dict = {}  # the parameters that apply only at a start, as they were then
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -116,6 +118,7 @@ class CapfServer:
         if self.store.backend.group_commit:
             self.store.defer_durability()  # this thread: the event loop's
         parameters, _signer = self._connection_state()  # fails now, not at the first phone, without a CAPF certificate
+        self._started_with = {name: parameters[name] for name in service_parameters.RESTART_PARAMETERS}
         addresses = [] if self.options.sockets else list(self.options.addresses or parameters["listen_addresses"])
         port = parameters["port"] if self.options.port is None else self.options.port
         for sock in self.options.sockets:
@@ -185,6 +188,20 @@ class CapfServer:
         self._pool.shutdown(wait=True)
         self._reclaimer.close()
 
+    def reload(self) -> None:
+        """Read the service parameters and the CAPF certificate again now (SIGHUP), whatever the store
+        reports about changes, and load the TLS certificate and key files afresh at the next connection.
+        Parameters that apply only at a start are logged when they changed, with the restart they need."""
+        self._state = None
+        self._contexts = {}
+        parameters, signer = self._connection_state()
+        log.info("CAPF service (pid %d) reloaded: service parameters and CAPF certificate %s read again",
+                 os.getpid(), signer.common_name)
+        for name, before in self._started_with.items():
+            if parameters[name] != before:
+                log.warning("CAPF service (pid %d): %s changed from %s to %s; it takes effect when the service "
+                            "restarts", os.getpid(), name, before, parameters[name])
+
     def _protocol(self) -> asyncio.Protocol:
         return _PausedStreamProtocol(asyncio.StreamReader(limit=READ_SIZE), self._accept)
 
@@ -245,6 +262,14 @@ class CapfServer:
     def _record(self, **fields) -> None:
         with self.store.transaction() as tx:
             session_records.record(tx, ACTOR, **fields)
+
+    def _record_session(self, record: dict, session: ServerSession, duration) -> None:
+        outcome = session.outcome
+        details = dict(outcome.details)
+        if outcome.version is not None:
+            details["version"] = outcome.version
+        self._record(**{**record, "device_name": outcome.device_name, "operation": outcome.operation},
+                     outcome=outcome.outcome, reason=outcome.reason, duration_ms=duration(), **details)
 
     # -- one connection -----------------------------------------------------------------------
 
@@ -344,14 +369,18 @@ class CapfServer:
             inline = parameters["issuer"] not in NETWORK_ISSUERS
             session = ServerSession(session_id, StoreDecider(self.store, peer, session_id, parameters, signer),
                                     step_timeout=self.options.step_timeout)
-            final = await self._converse(session, reader, writer, inline)
+            try:
+                final = await self._converse(session, reader, writer, inline)
+            except BaseException as exc:
+                # The service stops (the task is cancelled) or a defect of ours: the session ends
+                # here all the same, settles the phone's operation and is on record.
+                if not session.closed:
+                    session.connection_lost("the CAPF service stopped during the session"
+                                            if isinstance(exc, asyncio.CancelledError) else "internal error")
+                    self._record_session(record, session, duration)
+                raise
             outcome = session.outcome
-            details = dict(outcome.details)
-            if outcome.version is not None:
-                details["version"] = outcome.version
-            await self._step(True, lambda: self._record(
-                **{**record, "device_name": outcome.device_name, "operation": outcome.operation},
-                outcome=outcome.outcome, reason=outcome.reason, duration_ms=duration(), **details))
+            await self._step(True, self._record_session, record, session, duration)
             level = logging.INFO if outcome.outcome in ("succeeded", "no_operation", "deferred") else logging.WARNING
             log.log(level, "session %d: %s device %s operation %s: %s%s", session_id, peer,
                     outcome.device_name or "-", outcome.operation or "-", outcome.outcome,
@@ -564,9 +593,11 @@ def _describe(exc: BaseException) -> str:
     return getattr(exc, "reason", None) or exc.__class__.__name__ + (f": {exc}" if str(exc) else "")
 
 
-async def serve(store: Store, options: ServerOptions | None = None, ready=None, stop_event=None) -> int:
+async def serve(store: Store, options: ServerOptions | None = None, ready=None, stop_event=None,
+                reload_event=None) -> int:
     """Run the service until ``stop_event`` (an asyncio.Event) is set; call ``ready(bound)`` once listening.
-    Return how many sessions it served."""
+    Each time ``reload_event`` is set (SIGHUP), read the parameters and the CAPF certificate again.
+    The scheduler runs beside the sessions (``scheduling``). Return how many sessions it served."""
     compact_tls_buffers()
     server = CapfServer(store, options)
     bound = await server.start()
@@ -576,17 +607,36 @@ async def serve(store: Store, options: ServerOptions | None = None, ready=None, 
     forever = asyncio.ensure_future(server.serve_forever())
     worker_stop = asyncio.Event()
     worker = asyncio.ensure_future(server.enrolment_service(worker_stop))
+    jobs = asyncio.ensure_future(scheduling.run(store, worker_stop))
+    reloads = asyncio.ensure_future(_reloads(server, reload_event)) if reload_event is not None else None
     try:
         await stop_event.wait()
     finally:
         worker_stop.set()
         forever.cancel()
+        if reloads is not None:
+            reloads.cancel()
         try:
             await asyncio.wait_for(worker, 30)
         except (asyncio.TimeoutError, CapfError):
             pass
+        try:
+            await jobs  # a job under way finishes: a job cut short would stay 'running'
+        except Exception:  # pylint: disable=broad-except  # a defect of ours must not keep the sessions from ending
+            log.exception("scheduler: internal error while stopping")
         await server.stop()
     return server.served
+
+
+async def _reloads(server: CapfServer, reload_event: asyncio.Event) -> None:
+    while True:
+        await reload_event.wait()
+        reload_event.clear()
+        try:
+            server.reload()
+        except CapfError as exc:  # e.g. no active CAPF certificate: keep serving with what was read before
+            log.error("CAPF service (pid %d): reload failed, serving on with the previous settings: %s",
+                      os.getpid(), exc)
 
 
 __all__ = ["CapfServer", "ServerOptions", "serve"]

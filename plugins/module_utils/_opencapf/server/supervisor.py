@@ -10,9 +10,12 @@ in WAL mode with ``BEGIN IMMEDIATE`` and a busy timeout serialises their writes,
 certificate enrolment service, so pending online CA requests are polled once.
 
 The supervisor forwards SIGTERM and SIGINT to every worker and waits for them to finish their
-sessions. A worker that dies on its own is replaced on the same sockets (connections waiting in
-its queue are then served by the replacement); a worker that keeps dying within seconds of its
-start stops the whole service with an error.
+sessions. It forwards SIGHUP too, after reopening its own log file: each worker then reopens its
+log file and reads the service parameters and the CAPF certificate again, and goes on serving.
+A worker that dies on its own is replaced on the same sockets (connections waiting in its queue
+are then served by the replacement); a worker that keeps dying within seconds of its start stops
+the whole service with an error. Every worker runs the scheduler's loop; the store's
+``scheduler`` lead lets one of them do the work.
 """
 
 from __future__ import annotations
@@ -66,8 +69,10 @@ class _Worker:
 class Supervisor:
     """Run ``processes`` workers; ``open_store()`` gives each worker its own store connection."""
 
-    def __init__(self, open_store, options: ServerOptions, processes: int, private_fds=(), cpu_affinity: bool = False):
+    def __init__(self, open_store, options: ServerOptions, processes: int, private_fds=(), cpu_affinity: bool = False,
+                 on_hangup=None):
         self.open_store = open_store
+        self.on_hangup = on_hangup or (lambda: None)  # in each process on SIGHUP, before the reload (the log file)
         self.cpu_affinity = cpu_affinity
         self.private_fds = tuple(private_fds)  # the supervisor's own (the daemon's start-up pipe): workers close them
         self.options = options
@@ -87,7 +92,7 @@ class Supervisor:
             store.close()  # no SQLite connection may cross a fork
         self.groups = bind_listeners(addresses, port, self.processes)
         bound = [tuple(sock.getsockname()[:2]) for sock in self.groups[0]]
-        watched = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
+        watched = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
         try:
             self.workers = [_Worker(index) for index in range(self.processes)]
@@ -121,6 +126,7 @@ class Supervisor:
                     _close(fd)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker reloads on it
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 code = self._work(worker.index, write_end)
             except BaseException as exc:  # pylint: disable=broad-except
@@ -153,12 +159,13 @@ class Supervisor:
 
         async def main() -> int:
             loop = asyncio.get_running_loop()
-            stop = asyncio.Event()
+            stop, reload = asyncio.Event(), asyncio.Event()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signal.SIGHUP, lambda: (self.on_hangup(), reload.set()))
             store = self.open_store()
             try:
-                return await serve(store, options, ready=ready, stop_event=stop)
+                return await serve(store, options, ready=ready, stop_event=stop, reload_event=reload)
             finally:
                 store.close()
 
@@ -190,6 +197,11 @@ class Supervisor:
         code = 0
         while True:
             info = signal.sigtimedwait(watched, 1.0)
+            if info is not None and info.si_signo == signal.SIGHUP and not self.stopping:
+                self.on_hangup()
+                log.info("CAPF service reloading: SIGHUP to %d workers", len(self.workers))
+                for worker in self.workers:
+                    _signal(worker.pid, signal.SIGHUP)
             if info is not None and info.si_signo in (signal.SIGTERM, signal.SIGINT) and not self.stopping:
                 self.stopping = True
                 log.info("CAPF service stopping: %s to %d workers", signal.Signals(info.si_signo).name,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
-import secrets
 import shutil
 import tempfile
 import threading
@@ -127,13 +126,18 @@ class Store:
         """Return once commit number ``mark`` is on disk (one fsync serves every commit before it)."""
         self.backend.sync(mark)
 
+    def try_lead(self, name: str) -> bool:
+        """Whether this connection leads duty ``name`` (taking the lead when nobody holds it): of all
+        the processes sharing the store, one leads at a time, until it closes the store or ends."""
+        return self.backend.try_lead(name)
+
     def secret(self) -> bytes:
         """The store's keyed-hash secret, kept in a 0600 file outside the database."""
         if self._secret is None:
             path = os.path.join(self.state_dir, SECRET_FILE)
             if self.read_only and not os.path.exists(path):
                 # What a real run would create: a fresh secret, which no stored hash matches either.
-                self._secret = secrets.token_bytes(SECRET_BYTES)
+                self._secret = os.urandom(SECRET_BYTES)
             else:
                 self._secret = read_or_create_secret(path, SECRET_BYTES)
         return self._secret

@@ -76,6 +76,14 @@ class Backend(abc.ABC):
         may lose it, and only together with every commit after it up to the next durable one."""
 
     @abc.abstractmethod
+    def try_lead(self, name: str) -> bool:
+        """Take the lead of ``name`` (a duty one process of all those sharing the store does, such as
+        the scheduler) unless another connection holds it; return whether this connection leads. The
+        lead is kept until ``close()`` or the end of the process, whichever comes first, and is then
+        free for another connection. SQLite: an exclusive lock on a file beside the store;
+        PostgreSQL: a session-level advisory lock (``pg_try_advisory_lock``)."""
+
+    @abc.abstractmethod
     def append_only(self, table: str) -> list[str]:
         """Statements that make ``table`` refuse UPDATE and DELETE."""
 

@@ -1,13 +1,13 @@
 # Copyright: contributors to opencapf.capf
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Phone certificates (LSCs and retrieved MICs) with their status history."""
+"""Phone certificates (LSCs and the copies troubleshoot sessions read back) with their status history."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..errors import CertificateError
-from ..vocabulary import format_utc, utc_now
+from ..vocabulary import RETRIEVED_KINDS, RETRIEVED_STATUS, format_utc, utc_now
 from . import audit
 from .backend import Transaction
 
@@ -59,8 +59,8 @@ def install(tx: Transaction, actor: str, phone: dict[str, Any], certificate_id: 
     installed, the previously installed LSC ``revoked`` (the phone overwrote it, so it must no
     longer authenticate), and every older LSC issued but never installed ``stale``."""
     rows = tx.query(
-        "SELECT id, status FROM certificates WHERE phone_id = ? AND kind = 'lsc' AND source != 'troubleshoot' "
-        "AND id != ? AND status IN ('installed', 'issued')",
+        "SELECT id, status FROM certificates WHERE phone_id = ? AND kind = 'lsc' AND id != ? "
+        "AND status IN ('installed', 'issued')",
         (phone["id"], certificate_id),
     )
     revoked = [row["id"] for row in rows if row["status"] == "installed"]
@@ -76,8 +76,7 @@ def install(tx: Transaction, actor: str, phone: dict[str, Any], certificate_id: 
 def revoke_installed(tx: Transaction, actor: str, phone: dict[str, Any], reason: str) -> list[int]:
     """Mark the phone's installed LSC(s) revoked (delete operation)."""
     rows = tx.query(
-        "SELECT id FROM certificates WHERE phone_id = ? AND kind = 'lsc' AND status = 'installed' "
-        "AND source != 'troubleshoot'", (phone["id"],))
+        "SELECT id FROM certificates WHERE phone_id = ? AND kind = 'lsc' AND status = 'installed'", (phone["id"],))
     for row in rows:
         set_status(tx, actor, row["id"], "revoked", phone["name"], reason=reason)
     return [row["id"] for row in rows]
@@ -86,7 +85,11 @@ def revoke_installed(tx: Transaction, actor: str, phone: dict[str, Any], reason:
 def record_retrieved(tx: Transaction, actor: str, phone: dict[str, Any], *, kind: str, serial: str, issuer: str,
                      fingerprint: str, public_key_fingerprint: str, pem: str, not_before: str,
                      not_after: str) -> int:
-    """Keep a certificate read back from a phone (troubleshoot) for viewing; once per phone and fingerprint."""
+    """Keep a certificate read back from a phone (troubleshoot) for viewing; once per phone and fingerprint.
+
+    ``kind`` (``lsc`` or ``mic``, decided by its chain) is kept as ``retrieved_lsc``/``retrieved_mic``
+    with status ``retrieved`` and no ``installed_at``: a copy is never the phone's current LSC, and
+    a delete or a newer LSC never has to revoke it."""
     existing = tx.one(
         "SELECT id FROM certificates WHERE phone_id = ? AND fingerprint = ? AND source = 'troubleshoot'",
         (phone["id"], fingerprint))
@@ -100,8 +103,9 @@ def record_retrieved(tx: Transaction, actor: str, phone: dict[str, Any], *, kind
             raise CertificateError(f"CERTIFICATE: the phone returned a certificate with issuer {issuer} and serial "
                                    f"{serial} that differs from the one already on record with that serial")
         certificate_id = insert(
-            tx, phone_id=phone["id"], kind=kind, serial=serial, issuer=f"troubleshoot:{phone['name']}:{issuer}",
-            fingerprint=fingerprint, public_key_fingerprint=public_key_fingerprint, status="installed",
+            tx, phone_id=phone["id"], kind=RETRIEVED_KINDS[kind], serial=serial,
+            issuer=f"troubleshoot:{phone['name']}:{issuer}", fingerprint=fingerprint,
+            public_key_fingerprint=public_key_fingerprint, status=RETRIEVED_STATUS,
             source="troubleshoot", pem=pem, not_before=not_before, not_after=not_after)
     audit.record(tx, actor, "certificate.retrieved", phone["name"], kind=kind, fingerprint=fingerprint)
     return certificate_id

@@ -22,6 +22,12 @@ def set_status(tx: Transaction, csr_id: int, status: str, reason: str = "", cert
                "WHERE id = ?", (status, reason, certificate_id, format_utc(utc_now()), csr_id))
 
 
+def fail_pending(tx: Transaction, csr_id: int, reason: str) -> bool:
+    """Mark the CSR ``failed`` with ``reason`` if it is still ``pending``; whether it was."""
+    return tx.execute("UPDATE csrs SET status = 'failed', reason = ?, updated_at = ? WHERE id = ? AND status = 'pending'",
+                      (reason, format_utc(utc_now()), csr_id)) > 0
+
+
 def listing(tx: Transaction, status: str | None = "pending") -> list[dict[str, Any]]:
     """CSR rows with their device names, oldest first (``status=None``: every row)."""
     sql = ("SELECT r.id, p.name AS device_name, r.public_key_fingerprint, r.status, r.reason, r.certificate_id, "

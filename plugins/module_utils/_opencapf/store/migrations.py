@@ -161,7 +161,14 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "CREATE INDEX certificates_current_lsc ON certificates "
         "(phone_id, kind, id, status, not_after, serial, issued_at, installed_at) WHERE kind = 'lsc'",
     ]),
-    (4, "commit counter for stores shared by several hosts", [
+    (4, "retrieved certificates are copies, never a current LSC", [
+        # A troubleshoot session's copy of a phone's certificate was an 'installed' row of kind 'lsc'
+        # or 'mic': the newest, so it was taken for the phone's current LSC (and stayed installed
+        # after a delete). It becomes a kind of its own, outside every LSC query and index.
+        "UPDATE certificates SET kind = 'retrieved_' || kind, status = 'retrieved', installed_at = NULL "
+        "WHERE source = 'troubleshoot' AND kind IN ('lsc', 'mic')",
+    ]),
+    (5, "commit counter for stores shared by several hosts", [
         # Raised by every write transaction that changed something, where the database has no cheap
         # counter of its own (PostgreSQL; SQLite's PRAGMA data_version needs none).
         "CREATE TABLE commit_counter (id {int} PRIMARY KEY CHECK (id = 1), version {int} NOT NULL)",

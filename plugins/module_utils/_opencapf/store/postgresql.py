@@ -136,7 +136,7 @@ class PostgresBackend(Backend):
         self._lock = threading.RLock()
         self._known: int | None = None  # the commit counter as last seen, with no foreign commit unseen
         self._reported = 0
-        self._counter = False  # whether the commit_counter table exists (migration 4)
+        self._counter = False  # whether the commit_counter table exists (migration 5)
         #: Read-only opens of an older schema: applies the pending migrations inside a transaction.
         self.prepare_read: Callable[[Transaction], None] | None = None
         params.setdefault("connect_timeout", str(CONNECT_TIMEOUT_S))

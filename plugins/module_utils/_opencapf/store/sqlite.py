@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import sqlite3
 import threading
 import urllib.parse
@@ -20,6 +21,8 @@ BUSY_TIMEOUT_MS = 30000
 # processes share one file, and each commit of one makes the others drop their page cache.
 MMAP_BYTES = 256 * 1024 * 1024
 WRITER_LOCK_SUFFIX = "-writer.lock"
+LEAD_LOCK_SUFFIX = "-lead-{name}.lock"  # one per duty (Backend.try_lead), e.g. capf.db-lead-scheduler.lock
+LEAD_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
 class _SqliteTransaction(Transaction):
@@ -114,6 +117,7 @@ class SqliteBackend(Backend):
             except OSError as exc:
                 self._connection.close()
                 raise StoreError(f"cannot open the writer lock of store {self.location}: {exc.strerror}") from None
+        self._leads: dict[str, int] = {}  # duty name -> the descriptor holding its lock
 
     def _read_only_uri(self) -> str:
         # Without a write-ahead log beside it the file is the whole database: read it as immutable,
@@ -207,6 +211,31 @@ class SqliteBackend(Backend):
         with self._lock:
             return self._connection.execute("PRAGMA data_version").fetchone()[0]
 
+    def try_lead(self, name: str) -> bool:
+        if not LEAD_NAME.fullmatch(name):
+            raise StoreError(f"lead name {name!r} must be lower-case letters, digits and underscores")
+        with self._lock:
+            if name in self._leads:
+                return True
+            path = self.location + LEAD_LOCK_SUFFIX.format(name=name)
+            try:
+                # O_NOFOLLOW: a symbolic link planted at the lock's path is refused, not followed.
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            except OSError as exc:
+                raise StoreError(f"cannot open the {name} lead lock of store {self.location}: {exc.strerror}") from None
+            try:
+                # flock belongs to this open file: another open of the file, in this process or another
+                # one, cannot take it; the kernel releases it when the holder closes it or dies.
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            except OSError as exc:
+                os.close(fd)
+                raise StoreError(f"cannot lock the {name} lead lock of store {self.location}: {exc.strerror}") from None
+            self._leads[name] = fd
+            return True
+
     def append_only(self, table: str) -> list[str]:
         return [
             f"CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table} "
@@ -224,3 +253,6 @@ class SqliteBackend(Backend):
             if self._writer_lock is not None:
                 os.close(self._writer_lock)
                 self._writer_lock = None
+            for fd in self._leads.values():
+                os.close(fd)
+            self._leads = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import sqlite3
+import time
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from ansible_collections.opencapf.capf.plugins.modules import capf_info, capf_phone, capf_stale_lsc
@@ -11,6 +12,9 @@ from ansible_collections.opencapf.capf.plugins.modules import capf_info, capf_ph
 from _opencapf.ca import authority, lsc
 from _opencapf.store import certificates as certificate_records
 from _opencapf.store import open_store
+from _opencapf.store import phones as phone_records
+from support.phones import phone, run_enrol
+from support.protocol import add_phone
 
 
 def _seed(store_path):
@@ -112,3 +116,55 @@ def test_phones_and_report_ordered_by_lsc_expiry(run, store_path, tmp_path):
     assert [phone["device_name"] for phone in soon["phones"]] == ["SEP000000000002", "SEP000000000003"]
     bad = run(capf_info, {"store": store_path, "order_by": "expiry"})
     assert bad["failed"] and "order_by" in bad["msg"]
+
+
+def _set_operation(store, name, operation):
+    with store.transaction() as tx:
+        phone_records.update(tx, "test", name, {"operation": operation, "operation_status": "pending"})
+
+
+def _views(run, store_path, tmp_path, name):
+    """The phone's current LSC as capf_info, capf_phone and the CSV report show it, and whether the
+    ``lsc_status: installed`` query finds the phone."""
+    report = tmp_path / "views.csv"
+    info = run(capf_info, {"store": store_path, "gather": ["phones"], "query": {"names": [name]},
+                           "report_path": str(report)})
+    (row,) = [line for line in csv.DictReader(report.open()) if line["device_name"] == name]
+    installed = run(capf_info, {"store": store_path, "gather": ["phones"], "query": {"lsc_status": ["installed"]}})
+    return {"capf_info": info["phones"][0]["lsc"],
+            "capf_phone": run(capf_phone, {"store": store_path, "name": name})["status"]["lsc"],
+            "report": (row["lsc_status"], row["lsc_serial"], row["lsc_installed_at"]),
+            "listed_as_installed": name in [phone["device_name"] for phone in installed["phones"]]}
+
+
+def test_a_certificate_retrieved_by_troubleshoot_never_becomes_the_current_lsc(run, capf_server, ca_store, store_path,
+                                                                                 mic_ca, tmp_path):
+    """Install, troubleshoot, delete and troubleshoot again over TLS with the phone simulator: every
+    view shows the LSC the phone really holds, never the copy a troubleshoot session read back."""
+    name = "SEP0011223344FE"
+    add_phone(ca_store, name, operation="install_upgrade", key_order="ec")
+    identity = phone(tmp_path, name, mic_ca=mic_ca)
+    assert run_enrol(identity, capf_server).outcome == "ok"
+    lsc_view = _views(run, store_path, tmp_path, name)["capf_info"]
+    assert lsc_view["status"] == "installed" and lsc_view["installed_at"]
+    time.sleep(1.1)  # the fetch falls in a later second than the install: installed_at must keep the install's
+    _set_operation(ca_store, name, "troubleshoot")
+    assert run_enrol(identity, capf_server).fetched == 2
+    assert _views(run, store_path, tmp_path, name) == {
+        "capf_info": lsc_view, "capf_phone": lsc_view, "listed_as_installed": True,
+        "report": ("installed", lsc_view["serial"], lsc_view["installed_at"])}
+    _set_operation(ca_store, name, "delete")
+    assert run_enrol(identity, capf_server).outcome == "ok" and identity.lsc is None
+    for operation in ("none", "troubleshoot"):  # after the delete, and after reading the phone (its MIC) again
+        if operation == "troubleshoot":
+            _set_operation(ca_store, name, operation)
+            assert run_enrol(identity, capf_server).fetched == 1
+        views = _views(run, store_path, tmp_path, name)
+        assert views["capf_info"] == views["capf_phone"] == dict(lsc_view, status="revoked"), operation
+        assert views["report"] == ("revoked", lsc_view["serial"], lsc_view["installed_at"]), operation
+        assert views["listed_as_installed"] is False, operation
+    with ca_store.read() as tx:
+        copies = tx.query("SELECT kind, status, installed_at FROM certificates WHERE source = 'troubleshoot'")
+    assert sorted(copies, key=lambda row: row["kind"]) == [
+        {"kind": "retrieved_lsc", "status": "retrieved", "installed_at": None},
+        {"kind": "retrieved_mic", "status": "retrieved", "installed_at": None}]

@@ -58,7 +58,8 @@ def test_offline_session_signs_a_csr_and_retries_later(ca_store):
     assert row["status"] == "pending"
     assert c.public_key_der(request.public_key()) == c.public_key_der(identity.pending_key().public_key())
     assert request.tbs_certrequest_bytes == encrypt.get(Tag.X_TBS)
-    assert phone_row(ca_store, NAME)["operation_status"] == "in_progress"
+    row = phone_row(ca_store, NAME)  # waiting for the CA: pending work for the phone's next session
+    assert row["operation_status"] == "pending" and "offline CA" in row["operation_reason"]
     # The next session, before the import: RETRY_LATER again, no new key.
     _server, again, messages = converse(ca_store, identity, PhoneBehaviour(x_caps=XCAPS_ALL))
     assert [m.command for m in messages] == [Command.AUTH_REQUEST, Command.RETRY_LATER] and again.result.key == ""

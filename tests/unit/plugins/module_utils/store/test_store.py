@@ -10,9 +10,11 @@ import stat
 import psycopg
 import pytest
 
+from _opencapf import phone_query, reports
 from _opencapf.errors import StoreError
-from _opencapf.store import audit, open_store, service
+from _opencapf.store import audit, certificates, migrate, open_store, phones, service
 from _opencapf.store.migrations import LATEST_VERSION
+from _opencapf.store.sqlite import SqliteBackend
 
 
 def test_new_store_is_private_migrated_and_in_wal_mode(sqlite_store, store_path):
@@ -321,3 +323,56 @@ def test_store_through_a_symlink_uses_the_files_beside_the_real_store(tmp_path):
             service.write(tx, "test", {"validity_days": 400})
         assert os.path.exists(real + "-writer.lock") and os.path.isdir(linked.keys_dir)
     assert os.listdir(link_dir) == ["capf.db"]
+
+
+def _certificate(tx, phone_id, kind, serial, status, source, installed_at):
+    """A certificate row as the engine wrote it at schema version 3."""
+    issuer = "CN=CAPF-test" if source == "capf" else f"troubleshoot:SEP{phone_id:012X}:CN=CAPF-test"
+    certificate_id = certificates.insert(
+        tx, phone_id=phone_id, kind=kind, serial=serial, issuer=issuer, fingerprint=f"fp-{serial}",
+        public_key_fingerprint=f"key-{serial}", status=status, source=source, pem="-----BEGIN CERTIFICATE-----",
+        not_before="2026-01-01T00:00:00Z", not_after="2031-01-01T00:00:00Z")
+    tx.execute("UPDATE certificates SET installed_at = ? WHERE id = ?", (installed_at, certificate_id))
+    return certificate_id
+
+
+def test_migration_4_turns_troubleshoot_copies_into_retrieved_copies_of_their_own_kind(tmp_path):
+    """A version 3 store where troubleshoot copies were 'installed' LSC/MIC rows: after the migration
+    they are retrieved copies, and every view shows each phone's real current LSC again."""
+    path = str(tmp_path / "v3.db")
+    backend = SqliteBackend(path)
+    assert migrate(backend, target=3) == 3
+    with backend.transaction(write=True) as tx:
+        deleted, kept, mic_only = (phones.create(tx, "test", f"SEP{index:012X}")["id"] for index in (1, 2, 3))
+        # SEP...1: its LSC was deleted from the phone (revoked) after a troubleshoot session read it back.
+        _certificate(tx, deleted, "lsc", "a1", "revoked", "capf", "2026-02-01T00:00:00Z")
+        _certificate(tx, deleted, "lsc", "a1", "installed", "troubleshoot", "2026-03-01T00:00:00Z")
+        _certificate(tx, deleted, "mic", "a2", "installed", "troubleshoot", "2026-03-01T00:00:00Z")
+        # SEP...2: installed in February, read back in March.
+        _certificate(tx, kept, "lsc", "b1", "installed", "capf", "2026-02-01T00:00:00Z")
+        _certificate(tx, kept, "lsc", "b1", "installed", "troubleshoot", "2026-03-01T00:00:00Z")
+        # SEP...3: only its MIC was read back.
+        _certificate(tx, mic_only, "mic", "c1", "installed", "troubleshoot", "2026-03-01T00:00:00Z")
+        before = tx.query("SELECT * FROM certificates WHERE source != 'troubleshoot' ORDER BY id")
+    backend.close()
+    with open_store(path, actor="test") as store:
+        assert store.schema_version() == LATEST_VERSION
+        with store.read() as tx:
+            rows = tx.query("SELECT * FROM certificates WHERE source != 'troubleshoot' ORDER BY id")
+            copies = tx.query("SELECT serial, kind, status, installed_at FROM certificates "
+                              "WHERE source = 'troubleshoot' ORDER BY id")
+            current = {row["device_name"]: row["lsc"] for row in reports.phone_rows(tx, None)}
+            status = phone_query.phone_status(tx, "SEP000000000001")
+            installed = reports.phone_rows(tx, phone_query.check_query({"lsc_status": ["installed"]}))
+    assert rows == before
+    assert copies == [
+        {"serial": "a1", "kind": "retrieved_lsc", "status": "retrieved", "installed_at": None},
+        {"serial": "a2", "kind": "retrieved_mic", "status": "retrieved", "installed_at": None},
+        {"serial": "b1", "kind": "retrieved_lsc", "status": "retrieved", "installed_at": None},
+        {"serial": "c1", "kind": "retrieved_mic", "status": "retrieved", "installed_at": None}]
+    assert {name: lsc and (lsc["serial"], lsc["status"], lsc["installed_at"]) for name, lsc in current.items()} == {
+        "SEP000000000001": ("a1", "revoked", "2026-02-01T00:00:00Z"),
+        "SEP000000000002": ("b1", "installed", "2026-02-01T00:00:00Z"),
+        "SEP000000000003": None}
+    assert status["lsc"]["status"] == "revoked"
+    assert [row["device_name"] for row in installed] == ["SEP000000000002"]

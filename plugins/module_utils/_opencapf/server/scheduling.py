@@ -1,0 +1,101 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The scheduler inside the CAPF service: due jobs run and passed deadlines lapse with nobody
+typing a command.
+
+Every serving process runs this loop. At each tick (every ``scheduler_interval_seconds``, read
+again each time, and once at start so that what fell due while the service was down runs at once)
+it asks the store for the lead of the ``scheduler`` duty (``Store.try_lead``): of all the
+processes serving one store, worker processes and separate ``serve`` processes alike, exactly one
+leads and runs ``scheduler.run_due``; when it ends, the next process to tick takes over. A job is
+also claimed in its own write transaction, so ``opencapf jobs run-due`` typed meanwhile cannot run
+it a second time.
+
+The work runs in a thread of its own on a store connection of its own (audit actor
+``scheduler``): a bulk job over a large fleet neither waits behind nor holds up the sessions on
+the event loop, and reads on the service's connection go on while it writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+
+from .. import parameters, scheduler
+from ..errors import CapfError
+from ..store import Store, open_store
+from ..store import service as service_records
+
+log = logging.getLogger("opencapf.server")
+LEAD = "scheduler"
+ACTOR = "scheduler"
+INTERVAL_PARAMETER = "scheduler_interval_seconds"
+LISTED_NAMES = 20  # phones named in a lapse log line; the audit event has the count
+
+
+class Scheduling:
+    """One process's part in the scheduler: its own store connection, opened at the first tick."""
+
+    def __init__(self, store: Store):
+        self._location, self._state_dir = store.location, store.state_dir
+        self._store: Store | None = None
+        self.leading = False
+
+    def tick(self) -> int:
+        """Run what is due when this process leads; return the seconds until the next tick."""
+        if self._store is None:
+            self._store = open_store(self._location, state_dir=self._state_dir, actor=ACTOR, create=False)
+        with self._store.read() as tx:
+            interval = int(service_records.value(tx, INTERVAL_PARAMETER))
+        if not self._store.try_lead(LEAD):
+            return interval
+        if not self.leading:
+            self.leading = True
+            log.info("scheduler: this process (pid %d) runs the scheduled jobs and lapses passed deadlines, "
+                     "every %d s", os.getpid(), interval)
+        _log(scheduler.run_due(self._store))
+        return interval
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+def _log(result: dict) -> None:
+    for job in result["jobs"]:
+        level = logging.INFO if job["status"] == "succeeded" else logging.WARNING
+        log.log(level, "scheduler: job %d %s: %s", job["id"], job["status"], job["result"])
+    lapsed = result["lapsed"]
+    if lapsed:
+        more = f" and {len(lapsed) - LISTED_NAMES} more" if len(lapsed) > LISTED_NAMES else ""
+        log.info("scheduler: %d pending operation(s) lapsed, their deadline passed: %s%s", len(lapsed),
+                 ", ".join(lapsed[:LISTED_NAMES]), more)
+
+
+async def run(store: Store, stop_event: asyncio.Event) -> None:
+    """Tick until ``stop_event`` is set; a tick under way when it is set finishes first."""
+    part = Scheduling(store)
+    thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="capf-scheduler")
+    loop = asyncio.get_running_loop()
+    interval = parameters.PARAMETERS[INTERVAL_PARAMETER].default  # until the first tick has read it
+    try:
+        while not stop_event.is_set():
+            try:
+                interval = await loop.run_in_executor(thread, part.tick)
+            except CapfError as exc:  # the store may be busy or away for a while: keep serving phones
+                log.warning("scheduler: %s", exc)
+            except Exception:  # a defect of ours: log it with its traceback and keep serving phones
+                log.exception("scheduler: internal error")
+            try:
+                await asyncio.wait_for(stop_event.wait(), interval)
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        await loop.run_in_executor(thread, part.close)
+        thread.shutdown(wait=True)
+
+
+__all__ = ["LEAD", "Scheduling", "run"]

@@ -1,0 +1,73 @@
+"""``Store.try_lead``: of every connection to one store, in this process or in others, one leads a
+duty at a time, until it closes the store or its process ends; the lock file is private."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from support.tools import ENGINE_PATH
+from _opencapf.errors import StoreError
+from _opencapf.store import open_store
+from _opencapf.store.sqlite import LEAD_LOCK_SUFFIX
+
+
+def _lock_path(store_path, name="scheduler"):
+    return store_path + LEAD_LOCK_SUFFIX.format(name=name)
+
+
+CHILD = """
+import os, sys
+from _opencapf.store import open_store
+store = open_store(sys.argv[1], create=False)
+led = store.try_lead(sys.argv[2])
+if sys.argv[3] == "close":
+    store.close()
+os._exit(0 if led else 1)  # without closing (\"keep\"): the kernel releases the lock with the process
+"""
+
+
+def _in_child(store_path, name="scheduler", end="close"):
+    """Whether a fresh connection in another process can take the lead (its exit status says)."""
+    done = subprocess.run([sys.executable, "-c", CHILD, store_path, name, end], env={**os.environ,
+                          "PYTHONPATH": ENGINE_PATH}, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode in (0, 1), done.stderr
+    return done.returncode == 0
+
+
+def test_one_connection_leads_until_it_closes(store, store_path):
+    other = open_store(store_path, create=False)
+    try:
+        assert store.try_lead("scheduler") and store.try_lead("scheduler")  # kept, asked again
+        assert not other.try_lead("scheduler")  # another connection of this process
+        assert not _in_child(store_path)  # another process
+        assert other.try_lead("expiry")  # each duty has its own lead
+        assert stat.S_IMODE(os.stat(_lock_path(store_path)).st_mode) == 0o600
+        store.close()
+        assert _in_child(store_path)  # the lead is free again (and the child's ended with it)
+        assert other.try_lead("scheduler")
+    finally:
+        other.close()
+
+
+def test_the_lead_of_a_process_that_ends_is_free(store_path, store):
+    assert _in_child(store_path, end="keep")
+    assert store.try_lead("scheduler")
+
+
+def test_a_symbolic_link_at_the_lock_path_is_refused(store, store_path, tmp_path):
+    target = tmp_path / "elsewhere"
+    os.symlink(target, _lock_path(store_path))
+    with pytest.raises(StoreError, match="cannot open the scheduler lead lock"):
+        store.try_lead("scheduler")
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("name", ["", "../x", "Scheduler", "a" * 33])
+def test_a_lead_name_must_be_a_plain_word(store, name):
+    with pytest.raises(StoreError, match="lead name"):
+        store.try_lead(name)
