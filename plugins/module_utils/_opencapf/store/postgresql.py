@@ -22,6 +22,8 @@ One connection per ``Store``, as with SQLite. Transactions keep the SQLite backe
 * ``durable=False`` commits with ``synchronous_commit = off``: a crash of the database server may
   lose it, in order with the later non-durable ones, never a durable commit. Every other commit is
   on disk when it returns, so ``sync`` has nothing to wait for.
+* ``try_lead`` takes a session-level advisory lock keyed by the duty's name: the database releases
+  it when the connection closes or its process dies.
 * ``data_version`` reads the row of ``commit_counter``, which every write transaction that changed
   something raises under the write lock; this connection's own raises are not counted as changes.
 
@@ -34,12 +36,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import re
 import threading
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..errors import DependencyError, StoreError
 from .backend import Backend, Transaction
+from .sqlite import LEAD_NAME
 
 try:
     import psycopg
@@ -136,6 +140,7 @@ class PostgresBackend(Backend):
         self._lock = threading.RLock()
         self._known: int | None = None  # the commit counter as last seen, with no foreign commit unseen
         self._reported = 0
+        self._leads: set[str] = set()
         self._counter = False  # whether the commit_counter table exists (migration 5)
         #: Read-only opens of an older schema: applies the pending migrations inside a transaction.
         self.prepare_read: Callable[[Transaction], None] | None = None
@@ -222,6 +227,21 @@ class PostgresBackend(Backend):
                 self._known = version
                 self._reported += 1
             return self._reported
+
+    def try_lead(self, name: str) -> bool:
+        if not LEAD_NAME.fullmatch(name):
+            raise StoreError(f"lead name {name!r} must be lower-case letters, digits and underscores")
+        with self._lock:
+            if name in self._leads:
+                return True
+            key = int.from_bytes(hashlib.sha256(f"opencapf-lead:{name}".encode()).digest()[:8], "big", signed=True)
+            try:
+                led = self._connection.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+            except psycopg.Error as exc:
+                raise StoreError(f"cannot take the {name} lead of store {self.location}: {_first_line(exc)}") from None
+            if led:
+                self._leads.add(name)
+            return bool(led)
 
     # -- schema -----------------------------------------------------------------------------
 
