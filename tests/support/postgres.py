@@ -69,15 +69,18 @@ class PostgresServer:
         self._server(["pg_ctl", "-D", self.data, "-l", os.path.join(self.data, "server.log"), "-o", options,
                       "-w", "-t", "60", "start"])
         self.admin = self.connect("postgres")
-        self.admin.execute(f"CREATE DATABASE template_store TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C' "
-                           f"STRATEGY FILE_COPY")
+        self.admin.execute("CREATE DATABASE template_store TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C' "
+                           "STRATEGY FILE_COPY")
 
     def _server(self, command: list[str]) -> None:
         result = subprocess.run(self._run_as + [os.path.join(self.bin, command[0]), *command[1:]],
                                 capture_output=True, text=True, check=False, timeout=120)
         if result.returncode != 0:
             log = os.path.join(self.data, "server.log")
-            tail = open(log, encoding="utf-8").read()[-2000:] if os.path.exists(log) else ""
+            tail = ""
+            if os.path.exists(log):
+                with open(log, encoding="utf-8") as handle:
+                    tail = handle.read()[-2000:]
             pytest.fail(f"PostgreSQL {command[0]} failed ({result.returncode}): {result.stderr.strip()}\n{tail}",
                         pytrace=False)
 

@@ -24,7 +24,7 @@ def pg_location(postgres_dsn, state_dir, monkeypatch):
     return postgres_dsn
 
 
-def _tables(location):
+def _phone_count(location):
     with open_store(location, read_only=True) as store, store.read() as tx:
         return tx.scalar("SELECT count(*) FROM phones")
 
@@ -33,7 +33,7 @@ def test_capf_phone_check_mode_run_and_unchanged(run, pg_location, state_dir):
     args = dict(INSTALL, store=pg_location)
     checked = run(capf_phone, args, check=True, diff=True)
     assert checked["changed"] is True and not checked["failed"] and checked["diff"]["before"] == {}
-    assert _tables(pg_location) == 0 and not os.path.exists(os.path.join(state_dir, "secret.key"))
+    assert _phone_count(pg_location) == 0 and not os.path.exists(os.path.join(state_dir, "secret.key"))
     first = run(capf_phone, dict(args, authentication_mode="auth_string", authentication_string="12345678"))
     assert first["changed"] is True and first["status"]["operation_status"] == "pending"
     assert "12345678" not in repr(first)
@@ -44,7 +44,7 @@ def test_capf_phone_check_mode_run_and_unchanged(run, pg_location, state_dir):
         row = tx.one("SELECT key_order, auth_hash FROM phones WHERE name = 'SEP001122334455'")
     assert row["key_order"] == "ec_preferred" and isinstance(row["auth_hash"], bytes)
     absent = run(capf_phone, {"store": pg_location, "name": "SEP001122334455", "state": "absent"})
-    assert absent["changed"] is True and _tables(pg_location) == 0
+    assert absent["changed"] is True and _phone_count(pg_location) == 0
 
 
 def test_capf_info_reads_a_postgresql_store(run, pg_location):

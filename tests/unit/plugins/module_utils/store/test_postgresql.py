@@ -22,7 +22,7 @@ def pg_store(postgres_dsn, state_dir):
     opened.close()
 
 
-def _tables(server, dsn):
+def _tables(dsn):
     with psycopg.connect(dsn) as connection:
         return {row[0] for row in connection.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")}
@@ -51,12 +51,10 @@ def test_placeholders_translate_outside_string_literals():
     assert translate("SELECT 5 % 2") == "SELECT 5 %% 2"
 
 
-def test_new_database_gets_the_schema_and_its_state_directory_the_key_files(pg_store, postgres_dsn, postgres_server,
-                                                                             state_dir):
+def test_new_database_gets_the_schema_and_its_state_directory_the_key_files(pg_store, postgres_dsn, state_dir):
     assert pg_store.schema_version() == LATEST_VERSION and pg_store.location == postgres_dsn
     assert {"service_parameters", "capf_certificates", "trust_certificates", "phones", "certificates", "csrs",
-            "jobs", "sessions", "audit_events", "schema_migrations", "commit_counter"} <= _tables(postgres_server,
-                                                                                                 postgres_dsn)
+            "jobs", "sessions", "audit_events", "schema_migrations", "commit_counter"} <= _tables(postgres_dsn)
     pg_store.secret()
     assert os.listdir(state_dir) == ["secret.key"]
 
