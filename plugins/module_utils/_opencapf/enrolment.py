@@ -36,6 +36,7 @@ from .store import Store, audit
 from .store import certificates as certificate_records
 from .store import phones as phone_records
 from .store import service as service_records
+from .store import trust as trust_records
 from .store.backend import Transaction
 from .vocabulary import IMPORT_DUPLICATE, format_utc, normalise_device_name, utc_now
 
@@ -72,8 +73,7 @@ class Waiting:
 
 def trust_anchors(tx: Transaction) -> list[str]:
     """PEM texts of CAPF-trust: the anchors a third-party LSC (and the CA's HTTPS server) must chain to."""
-    rows = tx.query("SELECT pem FROM trust_certificates WHERE trust_store = 'capf-trust' ORDER BY id")
-    return [row["pem"] for row in rows]
+    return trust_records.anchor_pems(tx)
 
 
 def online_issuer(store: Store, timeout: int | None = None):
