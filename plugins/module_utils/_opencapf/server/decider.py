@@ -331,8 +331,7 @@ class StoreDecider(Decider):
         else:
             with self.store.read() as tx:
                 # EST simplereenroll when the phone holds an LSC from the online CA (RFC 7030 4.2.2).
-                renewal = tx.one("SELECT 1 AS found FROM certificates WHERE phone_id = ? AND kind = 'lsc' AND "
-                                 "source = 'online_ca' AND status = 'installed'", (phone["id"],)) is not None
+                renewal = certificate_records.has_installed_lsc(tx, phone["id"], "online_ca")
             result = enrolment.submit_online(self.store, ACTOR, phone, self._csr_id, signed, renewal=renewal)
         if isinstance(result, enrolment.Waiting):
             return Deferred(result.retry_after, result.reason)  # the session's end records it (``ended``)
