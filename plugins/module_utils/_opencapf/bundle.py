@@ -28,7 +28,7 @@ PACKAGE_FILES = (
     "simulator/identity.py", "simulator/manufacturing.py", "store/__init__.py", "store/audit.py",
     "store/backend.py", "store/capf_certificates.py", "store/certificates.py", "store/csrs.py", "store/jobs.py",
     "store/migrations.py", "store/phones.py", "store/postgresql.py", "store/secrets.py", "store/service.py",
-    "store/sessions.py", "store/sqlite.py",
+    "store/sessions.py", "store/sqlite.py", "store/trust.py",
 )
 
 
@@ -112,3 +112,4 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from .store import service as _store_service  # noqa: F401
     from .store import sessions  # noqa: F401
     from .store import sqlite  # noqa: F401
+    from .store import trust as _store_trust  # noqa: F401
