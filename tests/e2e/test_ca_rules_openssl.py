@@ -136,6 +136,7 @@ def _document(tmp_path, body: str) -> str:
 def test_openssl_cas_through_the_cli(pki, tmp_path):
     store = str(tmp_path / "capf.db")
     run_cli("--store", store, "init", check=True)
+
     def indented(name, indent):
         with open(pki[name], encoding="ascii") as handle:
             return "".join(f"{indent}{line}\n" for line in handle.read().splitlines())

@@ -58,8 +58,8 @@ def test_capf_info_reads_a_postgresql_store(run, pg_location):
     assert info["capf_certificates"][0]["active"] is True
     phones = {phone["device_name"]: phone for phone in info["phones"]}
     assert phones["SEP001122334455"]["lsc"]["serial"] == installed.serial
-    only = run(capf_info, {"store": pg_location, "gather": ["phones"], "query": {"name_pattern": "sep0011*",
-                                                                                "lsc_status": ["installed"]}})
+    query = {"name_pattern": "sep0011*", "lsc_status": ["installed"]}
+    only = run(capf_info, {"store": pg_location, "gather": ["phones"], "query": query})
     assert [phone["device_name"] for phone in only["phones"]] == ["SEP001122334455"]
 
 
