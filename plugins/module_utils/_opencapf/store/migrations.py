@@ -165,6 +165,14 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "UPDATE certificates SET kind = 'retrieved_' || kind, status = 'retrieved', installed_at = NULL "
         "WHERE source = 'troubleshoot' AND kind IN ('lsc', 'mic')",
     ]),
+    (5, "session bounds and the chains of third-party LSCs", [
+        # When the session that put a phone's operation in progress has ended at the latest (its time
+        # bound): past it, an operation still in progress has no live session and is settled.
+        "ALTER TABLE phones ADD COLUMN operation_live_until TEXT",
+        # The CA certificates between a third-party LSC and CAPF-trust that the CA sent along, so that
+        # the LSC can be checked again when it is delivered.
+        "ALTER TABLE certificates ADD COLUMN chain_pem TEXT",
+    ]),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
