@@ -144,16 +144,15 @@ def settle_unfinished(tx, actor: str, phone: dict | None, outcome: str, reason: 
 
 def settle_abandoned(store: Store, now=None) -> list[str]:
     """Settle every operation left ``in_progress`` by a session that cannot be live any more (its
-    process died: SIGKILL, power loss): the session's time bound (``operation_live_until``) and
-    ``LIVENESS_MARGIN_SECONDS`` have passed, so no process of any node serves it. Each is settled as
+    process died: SIGKILL, power loss): the session's time bound and ``LIVENESS_MARGIN_SECONDS``
+    (``operation_live_until``) have passed, so no process of any node serves it. Each is settled as
     its session's end would have settled it, aborted (``settle_unfinished``). Returns the names."""
     moment = now or utc_now()
-    margin = _dt.timedelta(seconds=LIVENESS_MARGIN_SECONDS)
     # A session from before sessions recorded their bound: judged by the longest bound there can be.
-    unbounded = moment - _dt.timedelta(seconds=MAX_SESSION_SECONDS[1]) - margin
+    unbounded = moment - _dt.timedelta(seconds=MAX_SESSION_SECONDS[1] + LIVENESS_MARGIN_SECONDS)
     settled = []
     with store.transaction() as tx:
-        for phone in phone_records.abandoned(tx, format_utc(moment - margin), format_utc(unbounded)):
+        for phone in phone_records.abandoned(tx, format_utc(moment), format_utc(unbounded)):
             bound = phone["operation_live_until"] or "unknown (recorded before sessions had a bound)"
             csr_ids = csr_records.pending_since(tx, phone["id"], phone["last_session_at"]) \
                 if phone["last_session_at"] else ()
