@@ -18,11 +18,29 @@ from _opencapf.dependencies import ec, rsa  # noqa: E402  pylint: disable=wrong-
 from _opencapf.simulator.manufacturing import ManufacturingCa  # noqa: E402  pylint: disable=wrong-import-position
 from _opencapf.store import service as service_records  # noqa: E402  pylint: disable=wrong-import-position
 from support.protocol import HAS_IPV6_LOOPBACK, RunningServer  # noqa: E402  pylint: disable=wrong-import-position
+from support.postgres import postgres_dsn, postgres_server  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
+
+BACKENDS = ("sqlite", "postgresql")
 
 
 @pytest.fixture
 def store_path(tmp_path):
     return str(tmp_path / "state" / "capf.db")
+
+
+@pytest.fixture
+def state_dir(store_path):
+    """The state directory (secret.key, keys/) of the test store, whichever its backend."""
+    return os.path.dirname(store_path)
+
+
+@pytest.fixture(params=BACKENDS)
+def store_location(request, store_path):
+    """A fresh store location, once per backend: an SQLite file path, a PostgreSQL connection string
+    (of a fresh database on the real server the tests start); open it with ``state_dir``."""
+    if request.param == "sqlite":
+        return store_path
+    return request.getfixturevalue("postgres_dsn")
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ description:
     from a CSV file, O(csv_file).
   - A job runs in one transaction; 40,000 phones converge in seconds. A second run with the same options
     reports no change.
-  - With O(run_at) in the future the job is stored for the engine's scheduler, which runs it then: the running CAPF
+  - With O(run_at) in the future the job is stored for the engine's scheduler, which runs it then. The running CAPF
     service checks for due jobs every C(scheduler_interval_seconds) (M(opencapf.capf.capf_service), default 10)
     and runs each once, with a log line and an audit event; while the service is down, C(opencapf jobs run-due)
     does the same by hand. The job and its result are listed by M(opencapf.capf.capf_info). Submitting the same

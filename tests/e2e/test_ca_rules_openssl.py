@@ -136,11 +136,13 @@ def _document(tmp_path, body: str) -> str:
 def test_openssl_cas_through_the_cli(pki, tmp_path):
     store = str(tmp_path / "capf.db")
     run_cli("--store", store, "init", check=True)
+    def indented(name, indent):
+        with open(pki[name], encoding="ascii") as handle:
+            return "".join(f"{indent}{line}\n" for line in handle.read().splitlines())
+
     document = _document(tmp_path, f"trust:\n  - path: {pki['plain.pem']}\n    trust_store: capf-trust\n"
-                                   f"  - ca_root: |\n" + "".join(f"      {line}\n" for line in
-                                                               open(pki["root.pem"], encoding="ascii").read().splitlines())
-                         + "    intermediates:\n      - |\n" + "".join(
-                             f"          {line}\n" for line in open(pki["issuing.pem"], encoding="ascii").read().splitlines()))
+                         + "  - ca_root: |\n" + indented("root.pem", " " * 6)
+                         + "    intermediates:\n      - |\n" + indented("issuing.pem", " " * 10))
     planned = run_cli("--store", store, "plan", document, check=True)
     assert "opencapf: warning: trust[0].path (Plain Root) has no BasicConstraints pathlen" in planned.stderr
     assert "opencapf: warning: trust[1].ca_root (Enterprise Root) has no BasicConstraints pathlen (unlimited); " \

@@ -54,8 +54,8 @@ def _argv(path, action, value: str) -> list[str]:
         ("jobs", "list"): [],
         ("jobs", "cancel"): [],
         ("phone", "enrol"): [DEVICE] + ([] if dest == "server" else ["--server", "127.0.0.1"]),
-        ("phone", "fleet"): ([] if dest == "count" else ["--count", "1"])
-                            + ([] if dest == "server" else ["--server", "127.0.0.1"]),
+        ("phone", "fleet"): (([] if dest == "count" else ["--count", "1"])
+                             + ([] if dest == "server" else ["--server", "127.0.0.1"])),
     }
     assert path in bases, f"{' '.join(path)} has a checked option: add its command line here"
     setting = [value] if not action.option_strings else [action.option_strings[0], value]

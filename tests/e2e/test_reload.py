@@ -119,7 +119,7 @@ def test_sighup_in_the_foreground_names_a_setting_that_needs_a_restart(ca_store,
             port = int(process.stdout.readline().split()[-1])
             with ca_store.transaction() as tx:
                 service_records.write(tx, "test", {"port": 3805, "max_sessions": 50})
-            for _ in range(2):
+            for _signal in range(2):
                 process.send_signal(signal.SIGHUP)
                 time.sleep(0.3)
             assert _wait(lambda: len(RELOADED.findall((tmp_path / "serve.log").read_text())) == 2)

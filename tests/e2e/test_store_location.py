@@ -97,8 +97,6 @@ def _initialised(tmp_path) -> str:
     return store
 
 
-
-
 @pytest.mark.parametrize("what", ["store", "store directory"])
 @pytest.mark.parametrize("command", ["init", "apply", "plan", "serve"])
 def test_cli_refuses_a_store_the_group_or_others_can_write(tmp_path, what, command):

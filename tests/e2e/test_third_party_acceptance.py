@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 from support.phones import phone, run_enrol
 from support.protocol import add_phone, certificate_rows, phone_row
 from support.third_party_ca import (DEFECTS, OTHER_DEVICE, PASSWORD, USERNAME, AdcsServer, EnterprisePki, EstServer,
-                                   key_pem, pem)
+                                    key_pem, pem)
 from support.tools import openssl, run_cli
 from _opencapf import enrolment, service_config, trust
 from _opencapf.protocol.constants import XCAPS_ALL

@@ -2,9 +2,10 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Bulk administration: query phones, apply CAPF settings to all of them, or insert from CSV.
 
-A job is one transaction however many phones it touches: one SELECT for the match, the per-phone
-plan in Python (``phone_config.plan_phone``), then one ``executemany`` for the updates, one for
-the inserts and one for the audit events. A job with ``run_at`` in the future is stored for the
+A job is one transaction however many phones it touches: one query for the match, the per-phone
+plan in Python (``phone_config.plan_phone``), then one statement for all the updates
+(``store.phones.update_many``), one for the inserts (``insert_many``) and one for the audit events
+(``store.audit.record_many``). A job with ``run_at`` in the future is stored for the
 scheduler instead (see ``scheduler``).
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from typing import Any
 
 from . import csv_import, faults, phone_query, scheduler
@@ -27,10 +27,6 @@ from .store import service as service_records
 from .vocabulary import check_bool, format_utc, parse_utc, utc_now
 
 JOB_KIND = "bulk_update"
-_UPDATE_SQL = "UPDATE phones SET %s, updated_at = ? WHERE id = ?" % ", ".join(f"{c} = ?" for c in WRITE_COLUMNS)
-_INSERT_SQL = "INSERT INTO phones (name, created_at, updated_at, %s) VALUES (?, ?, ?, %s)" % (
-    ", ".join(WRITE_COLUMNS), ", ".join("?" * len(WRITE_COLUMNS)))
-_AUDIT_SQL = "INSERT INTO audit_events (at, actor, action, subject, details) VALUES (?, ?, ?, ?, ?)"
 
 
 def build_spec(*, query=None, settings=None, generate_authentication_strings=False,
@@ -125,22 +121,21 @@ def run(store: Store, spec: dict, *, shared_string: str | None = None, csv_rows=
                 row = {column: current[column] for column in WRITE_COLUMNS}
                 row.update(plan.changes)
                 rows.append([row[column] for column in WRITE_COLUMNS] + [now, current["id"]])
-            tx.executemany(_UPDATE_SQL, rows)
+            phone_records.update_many(tx, WRITE_COLUMNS, rows)
             faults.checkpoint("bulk.updated")
             rows = []
             for plan in inserts:
                 row = new_phone_row(plan.name, defaults)
                 row.update(plan.changes)
                 rows.append([plan.name, now, now] + [row[column] for column in WRITE_COLUMNS])
-            tx.executemany(_INSERT_SQL, rows)
+            phone_records.insert_many(tx, WRITE_COLUMNS, rows)
             events = []
             for current, plan in [(c, p) for c, p in plans if p.changed]:
                 details = {COLUMN_OPTIONS.get(k, k): v for k, v in plan.changes.items() if not k.startswith("auth_")}
                 if "auth_hash" in plan.changes:
                     details["auth_change"] = plan.auth_view
-                events.append((now, store.actor, "phone.create" if current is None else "phone.update", plan.name,
-                               json.dumps(details, sort_keys=True, default=str)))
-            tx.executemany(_AUDIT_SQL, events)
+                events.append(("phone.create" if current is None else "phone.update", plan.name, details))
+            audit.record_many(tx, store.actor, now, events)
             audit.record(tx, store.actor, "bulk.apply", JOB_KIND, matched=len(plans), changed=len(updates),
                          inserted=len(inserts), apply_config=spec["apply_config"],
                          generated=len(generated), query=spec["query"])

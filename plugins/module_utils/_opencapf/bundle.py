@@ -27,8 +27,8 @@ PACKAGE_FILES = (
     "simulator/__init__.py", "simulator/addressing.py", "simulator/client.py", "simulator/fleet.py",
     "simulator/identity.py", "simulator/manufacturing.py", "store/__init__.py", "store/audit.py",
     "store/backend.py", "store/capf_certificates.py", "store/certificates.py", "store/csrs.py", "store/jobs.py",
-    "store/migrations.py", "store/phones.py", "store/secrets.py", "store/service.py", "store/sessions.py",
-    "store/sqlite.py",
+    "store/migrations.py", "store/phones.py", "store/postgresql.py", "store/secrets.py", "store/service.py",
+    "store/sessions.py", "store/sqlite.py", "store/trust.py",
 )
 
 
@@ -107,7 +107,9 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from .store import jobs as _store_jobs  # noqa: F401
     from .store import migrations  # noqa: F401
     from .store import phones  # noqa: F401
+    from .store import postgresql  # noqa: F401
     from .store import secrets  # noqa: F401
     from .store import service as _store_service  # noqa: F401
     from .store import sessions  # noqa: F401
     from .store import sqlite  # noqa: F401
+    from .store import trust as _store_trust  # noqa: F401

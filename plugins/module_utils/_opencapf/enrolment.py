@@ -37,8 +37,9 @@ from .store import certificates as certificate_records
 from .store import csrs as csr_records
 from .store import phones as phone_records
 from .store import service as service_records
+from .store import trust as trust_records
 from .store.backend import Transaction
-from .vocabulary import IMPORT_DUPLICATE, format_utc, normalise_device_name, utc_now
+from .vocabulary import IMPORT_DUPLICATE, format_utc, normalise_device_name
 
 log = logging.getLogger("opencapf.enrolment")
 ONLINE_CA_KEY = "online_ca"
@@ -73,8 +74,7 @@ class Waiting:
 
 def trust_anchors(tx: Transaction) -> list[str]:
     """PEM texts of CAPF-trust: the anchors a third-party LSC (and the CA's HTTPS server) must chain to."""
-    rows = tx.query("SELECT pem FROM trust_certificates WHERE trust_store = 'capf-trust' ORDER BY id")
-    return [row["pem"] for row in rows]
+    return trust_records.anchor_pems(tx)
 
 
 def online_issuer(store: Store, timeout: int | None = None):
@@ -105,30 +105,22 @@ def _anchors(tx: Transaction) -> list:
 
 def add_request(tx: Transaction, actor: str, phone: dict, signed: csr_module.SignedCsr) -> int:
     """Record a phone-signed CSR as pending; older unfinished CSRs of the phone become superseded."""
-    now = format_utc(utc_now())
-    older = tx.query("SELECT id FROM csrs WHERE phone_id = ? AND status IN ('pending', 'issued') "
-                     "AND csr_pem IS NOT NULL", (phone["id"],))
-    for row in older:
-        tx.execute("UPDATE csrs SET status = 'superseded', reason = ?, updated_at = ? WHERE id = ?",
-                   ("the phone sent a newer CSR", now, row["id"]))
-        waiting = tx.one("SELECT c.id FROM csrs r JOIN certificates c ON c.id = r.certificate_id "
-                         "WHERE r.id = ? AND c.status = 'issued'", (row["id"],))
-        if waiting:
-            certificate_records.set_status(tx, actor, waiting["id"], "stale", phone["name"],
+    older = csr_records.unfinished_signed(tx, phone["id"])
+    for older_id in older:
+        csr_records.supersede(tx, older_id, "the phone sent a newer CSR")
+        waiting = csr_records.waiting_certificate(tx, older_id)
+        if waiting is not None:
+            certificate_records.set_status(tx, actor, waiting, "stale", phone["name"],
                                            reason="the phone replaced the CSR before the LSC was delivered")
-    csr_id = tx.insert(
-        "INSERT INTO csrs (phone_id, public_key_fingerprint, public_key, csr_pem, status, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, 'pending', ?, ?)",
-        (phone["id"], signed.public_key_fingerprint, c.public_key_der(signed.csr.public_key()), signed.pem, now, now))
-    audit.record(tx, actor, "csr.created", phone["name"], csr_id=csr_id, superseded=[row["id"] for row in older])
+    csr_id = csr_records.add_signed(tx, phone["id"], signed.public_key_fingerprint,
+                                    c.public_key_der(signed.csr.public_key()), signed.pem)
+    audit.record(tx, actor, "csr.created", phone["name"], csr_id=csr_id, superseded=older)
     return csr_id
 
 
 def set_csr(tx: Transaction, csr_id: int, status: str, reason: str = "", *, certificate_id=None,
             external_ref=None) -> None:
-    tx.execute("UPDATE csrs SET status = ?, reason = ?, certificate_id = COALESCE(?, certificate_id), "
-               "external_ref = COALESCE(?, external_ref), updated_at = ? WHERE id = ?",
-               (status, reason, certificate_id, external_ref, format_utc(utc_now()), csr_id))
+    csr_records.set_status(tx, csr_id, status, reason, certificate_id=certificate_id, external_ref=external_ref)
 
 
 def record_certificate(tx: Transaction, actor: str, phone: dict, certificate, source: str,
@@ -137,10 +129,9 @@ def record_certificate(tx: Transaction, actor: str, phone: dict, certificate, so
     ``chain``: the accepted chain (``acceptance.Accepted.chain``), whose CA certificates below
     CAPF-trust are kept to check the LSC again when it is delivered."""
     fingerprint = c.fingerprint(certificate)
-    existing = tx.one("SELECT id FROM certificates WHERE fingerprint = ? AND phone_id = ? AND source = ?",
-                      (fingerprint, phone["id"], source))
-    if existing:
-        return existing["id"]
+    existing = certificate_records.id_for(tx, phone["id"], fingerprint, source)
+    if existing is not None:
+        return existing
     serial = format(certificate.serial_number, "x")
     issuer = certificate.issuer.rfc4514_string()
     certificate_id = certificate_records.insert(
@@ -226,13 +217,7 @@ def poll_pending(store: Store, actor: str, *, issuer=None, device_name: str | No
     """Ask the online CA again about every pending request (the enrolment service's work); returns
     counts of issued / pending / failed."""
     with store.read() as tx:
-        sql = ("SELECT r.id, r.csr_pem, r.external_ref, p.name FROM csrs r JOIN phones p ON p.id = r.phone_id "
-               "WHERE r.status = 'pending' AND r.external_ref IS NOT NULL")
-        params: tuple = ()
-        if device_name:
-            sql += " AND p.name = ?"
-            params = (device_name,)
-        rows = tx.query(sql + " ORDER BY r.id", params)
+        rows = csr_records.pending_online(tx, device_name)
     counts = {"issued": 0, "pending": 0, "failed": 0}
     if not rows:
         return counts
@@ -271,9 +256,7 @@ def poll_pending(store: Store, actor: str, *, issuer=None, device_name: str | No
 
 def next_for_phone(tx: Transaction, phone: dict):
     """Ready (deliver to the pending key), Waiting (at the CA), or None (start with a new key)."""
-    row = tx.one("SELECT r.id, r.status, r.external_ref, r.certificate_id, c.status AS certificate_status, "
-                 "c.pem FROM csrs r LEFT JOIN certificates c ON c.id = r.certificate_id "
-                 "WHERE r.phone_id = ? AND r.csr_pem IS NOT NULL ORDER BY r.id DESC LIMIT 1", (phone["id"],))
+    row = csr_records.latest_signed(tx, phone["id"])
     if row is None:
         return None
     if row["status"] == "issued" and row["certificate_status"] == "issued":
@@ -323,16 +306,13 @@ def refused_delivery(tx: Transaction, actor: str, phone: dict, certificate_id: i
     """The phone no longer holds the key of a delivered LSC: the LSC is stale, the CSR too."""
     certificate_records.set_status(tx, actor, certificate_id, "stale", phone["name"],
                                    reason="the phone no longer holds the key of this certificate")
-    tx.execute("UPDATE csrs SET status = 'superseded', reason = ?, updated_at = ? WHERE certificate_id = ?",
-               ("the phone refused the certificate (its key changed)", format_utc(utc_now()), certificate_id))
+    csr_records.supersede_for_certificate(tx, certificate_id, "the phone refused the certificate (its key changed)")
 
 
 # -- offline CA ------------------------------------------------------------------------------------
 
 def _pending(tx: Transaction, status: str) -> list:
-    rows = tx.query("SELECT r.id, r.csr_pem, r.created_at, p.name FROM csrs r JOIN phones p ON p.id = r.phone_id "
-                    "WHERE r.status = ? AND r.csr_pem IS NOT NULL AND r.external_ref IS NULL ORDER BY r.id",
-                    (status,))
+    rows = csr_records.offline_signed(tx, status)
     return [(row["id"], offline.PendingCsr(row["name"], row["csr_pem"].encode(), row["created_at"])) for row in rows]
 
 
@@ -377,9 +357,7 @@ def import_certificates(store: Store, actor: str, sources, *, check_mode: bool =
         pending = _pending(tx, "pending")
         superseded = _pending(tx, "superseded")
         anchors = _anchors(tx)
-        known = {row["fingerprint"]: row["name"] for row in tx.query(
-            "SELECT c.fingerprint, p.name FROM certificates c JOIN phones p ON p.id = c.phone_id "
-            "WHERE c.source = 'offline_ca'")}
+        known = certificate_records.device_names_by_fingerprint(tx, "offline_ca")
     result = ImportResult()
     fresh = []
     for source, data in sources:

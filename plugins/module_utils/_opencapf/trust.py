@@ -19,11 +19,11 @@ from .errors import ValidationError
 from .files import read_option_file
 from .results import converged, text_or_none
 from .store import Store, audit
+from .store import trust as trust_records
 from .store.backend import Transaction
-from .vocabulary import LEGACY_MIC_ROOTS, TRUST_STORES, check_bool, check_choice, format_utc, utc_now
+from .vocabulary import LEGACY_MIC_ROOTS, TRUST_STORES, check_bool, check_choice, format_utc
 
 log = logging.getLogger("opencapf.trust")
-_COLUMNS = "id, trust_store, fingerprint, subject, common_name, issuer, is_ca, not_after, description"
 
 
 def check_trust_store(value, field: str = "trust_store") -> str:
@@ -50,12 +50,7 @@ def _row_view(row: dict) -> dict:
 
 
 def list_certificates(tx: Transaction, trust_store: str | None = None) -> list[dict]:
-    sql = f"SELECT {_COLUMNS} FROM trust_certificates"
-    params: tuple = ()
-    if trust_store:
-        sql += " WHERE trust_store = ?"
-        params = (trust_store,)
-    return [_row_view(row) for row in tx.query(sql + " ORDER BY trust_store, common_name, fingerprint", params)]
+    return [_row_view(row) for row in trust_records.listing(tx, trust_store)]
 
 
 def _dns_names(certificate) -> list[str]:
@@ -70,7 +65,7 @@ def https_certificate_names(tx: Transaction) -> list[list[str]]:
     """Host names of the CA HTTPS certificates in capf-trust: leaf certificates, and CA
     certificates that carry DNS names (Table 1's 'root and HTTPS certificate are the same')."""
     result = []
-    for row in tx.query("SELECT pem, is_ca FROM trust_certificates WHERE trust_store = 'capf-trust' ORDER BY id"):
+    for row in trust_records.anchors(tx):
         certificate = c.load_pem_certificate(row["pem"], "stored trust certificate")
         dns = _dns_names(certificate)
         if row["is_ca"] and not dns:
@@ -127,8 +122,7 @@ def plan_present(tx: Transaction, uploads: list, description: str | None) -> Tru
             if (trust_store, fingerprint) in seen:
                 continue
             seen.add((trust_store, fingerprint))
-            row = tx.one("SELECT description FROM trust_certificates WHERE trust_store = ? AND fingerprint = ?",
-                         (trust_store, fingerprint))
+            row = trust_records.get(tx, trust_store, fingerprint)
             if row is None:
                 plan.add.append((trust_store, certificate, description or ""))
             elif description is not None and row["description"] != description:
@@ -140,8 +134,7 @@ def plan_absent(tx: Transaction, certificates: list, stores) -> TrustPlan:
     plan = TrustPlan()
     for certificate in certificates:
         for trust_store in stores:
-            row = tx.one(f"SELECT {_COLUMNS} FROM trust_certificates WHERE trust_store = ? AND fingerprint = ?",
-                         (trust_store, c.fingerprint(certificate)))
+            row = trust_records.get(tx, trust_store, c.fingerprint(certificate))
             if row is not None:
                 plan.remove.append(_row_view(row))
     return plan
@@ -159,8 +152,7 @@ def plan_absent_by_fingerprint(tx: Transaction, fingerprints, stores) -> TrustPl
     plan = TrustPlan()
     for fingerprint in fingerprints:
         for trust_store in stores:
-            row = tx.one(f"SELECT {_COLUMNS} FROM trust_certificates WHERE trust_store = ? AND fingerprint = ?",
-                         (trust_store, fingerprint))
+            row = trust_records.get(tx, trust_store, fingerprint)
             if row is not None:
                 plan.remove.append(_row_view(row))
     return plan
@@ -169,36 +161,37 @@ def plan_absent_by_fingerprint(tx: Transaction, fingerprints, stores) -> TrustPl
 def plan_legacy_removal(tx: Transaction, stores) -> TrustPlan:
     """Remove the four legacy Cisco manufacturing roots, matched by common name."""
     plan = TrustPlan()
-    marks = ", ".join("?" * len(LEGACY_MIC_ROOTS))
     for trust_store in stores:
-        for row in tx.query(f"SELECT {_COLUMNS} FROM trust_certificates WHERE trust_store = ? AND common_name IN "
-                            f"({marks}) ORDER BY id", (trust_store, *LEGACY_MIC_ROOTS)):
+        for row in trust_records.by_common_names(tx, trust_store, LEGACY_MIC_ROOTS):
             plan.remove.append(_row_view(row))
     return plan
 
 
+def add(tx: Transaction, actor: str, trust_store: str, certificate, description: str = "",
+        rule_warnings=()) -> None:
+    """Record ``certificate`` in ``trust_store`` with its ``trust.add`` audit event (and the harmless
+    deviations accepted for it, ``rule_warnings``)."""
+    fingerprint = c.fingerprint(certificate)
+    trust_records.add(tx, trust_store=trust_store, fingerprint=fingerprint,
+                      subject=certificate.subject.rfc4514_string(), common_name=c.common_name(certificate.subject),
+                      issuer=certificate.issuer.rfc4514_string(), is_ca=c.is_ca(certificate),
+                      not_after=format_utc(c.not_after(certificate)), description=description,
+                      pem=c.to_pem(certificate))
+    details = {"rule_warnings": list(rule_warnings)} if rule_warnings else {}
+    audit.record(tx, actor, "trust.add", trust_store, fingerprint=fingerprint,
+                 common_name=c.common_name(certificate.subject), **details)
+
+
 def apply(tx: Transaction, actor: str, plan: TrustPlan) -> None:
-    now = format_utc(utc_now())
     for trust_store, certificate, description in plan.add:
         fingerprint = c.fingerprint(certificate)
-        deviations = [str(item) for item in plan.warnings if item.fingerprint == fingerprint]
-        tx.insert(
-            "INSERT INTO trust_certificates (trust_store, fingerprint, subject, common_name, issuer, is_ca, not_after, "
-            "description, pem, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (trust_store, fingerprint, certificate.subject.rfc4514_string(), c.common_name(certificate.subject),
-             certificate.issuer.rfc4514_string(), int(c.is_ca(certificate)), format_utc(c.not_after(certificate)),
-             description, c.to_pem(certificate), now),
-        )
-        details = {"rule_warnings": deviations} if deviations else {}
-        audit.record(tx, actor, "trust.add", trust_store, fingerprint=fingerprint,
-                     common_name=c.common_name(certificate.subject), **details)
+        add(tx, actor, trust_store, certificate, description,
+            [str(item) for item in plan.warnings if item.fingerprint == fingerprint])
     for trust_store, fingerprint, old, new in plan.describe:
-        tx.execute("UPDATE trust_certificates SET description = ? WHERE trust_store = ? AND fingerprint = ?",
-                   (new, trust_store, fingerprint))
+        trust_records.set_description(tx, trust_store, fingerprint, new)
         audit.record(tx, actor, "trust.describe", trust_store, fingerprint=fingerprint, before=old, after=new)
     for row in plan.remove:
-        tx.execute("DELETE FROM trust_certificates WHERE trust_store = ? AND fingerprint = ?",
-                   (row["trust_store"], row["fingerprint"]))
+        trust_records.delete(tx, row["trust_store"], row["fingerprint"])
         audit.record(tx, actor, "trust.remove", row["trust_store"], fingerprint=row["fingerprint"],
                      common_name=row["common_name"])
 

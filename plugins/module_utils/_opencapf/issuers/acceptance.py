@@ -42,8 +42,8 @@ from ..vocabulary import CERTIFICATE_REFUSALS, utc_now
 # accepted (the phone's clock is set by call control, not by us).
 CLOCK_SKEW = _dt.timedelta(minutes=5)
 # Subject attributes besides the CN that a CA may set or change.
-CA_MAY_SET = (NameOID.ORGANIZATION_NAME, NameOID.ORGANIZATIONAL_UNIT_NAME, NameOID.LOCALITY_NAME,
-              NameOID.STATE_OR_PROVINCE_NAME, NameOID.COUNTRY_NAME)
+# (dotted OIDs of O, OU, L, ST and C: the table is read without cryptography, as the modules' imports are)
+CA_MAY_SET = ("2.5.4.10", "2.5.4.11", "2.5.4.7", "2.5.4.8", "2.5.4.6")
 _CA_MAY_SET_TEXT = "O, OU, L, ST, C"
 
 
@@ -90,7 +90,7 @@ def _name_problem(name, device_name: str) -> str:
         shown = ", ".join(repr(value) for value in common_names) or "none"
         return f"CN must be the device name {device_name!r} (exactly one CN), has {shown}"
     for attribute in name:
-        if attribute.oid != NameOID.COMMON_NAME and attribute.oid not in CA_MAY_SET:
+        if attribute.oid != NameOID.COMMON_NAME and attribute.oid.dotted_string not in CA_MAY_SET:
             label = getattr(attribute, "rfc4514_attribute_name", attribute.oid.dotted_string)
             return f"attribute {label} is not one a CA may set (besides the CN only {_CA_MAY_SET_TEXT})"
     return ""

@@ -28,6 +28,7 @@ from ..store import certificates as certificate_records
 from ..store import csrs as csr_records
 from ..store import phones as phone_records
 from ..store import service as service_records
+from ..store import trust as trust_records
 from ..vocabulary import DEFAULT_MAX_SESSION_SECONDS, MAX_SESSION_SECONDS, format_utc, parse_utc, utc_now
 
 log = logging.getLogger("opencapf.server")
@@ -310,8 +311,8 @@ class StoreDecider(Decider):
             rules.build_chain(certificate, authority.all_certificates(self.store))
         except CertificateError as lsc_problem:
             with self.store.read() as tx:
-                rows = tx.query("SELECT pem FROM trust_certificates WHERE trust_store = 'capf-trust'")
-            pool = [c.load_pem_certificate(row["pem"]) for row in rows]
+                pems = trust_records.anchor_pems(tx)
+            pool = [c.load_pem_certificate(pem) for pem in pems]
             try:
                 # Field phones carry MICs past their dates; the chain, not the calendar, is the proof.
                 rules.build_chain(certificate, pool, check_dates=False)
@@ -377,8 +378,7 @@ class StoreDecider(Decider):
         else:
             with self.store.read() as tx:
                 # EST simplereenroll when the phone holds an LSC from the online CA (RFC 7030 4.2.2).
-                renewal = tx.one("SELECT 1 AS found FROM certificates WHERE phone_id = ? AND kind = 'lsc' AND "
-                                 "source = 'online_ca' AND status = 'installed'", (phone["id"],)) is not None
+                renewal = certificate_records.has_installed_lsc(tx, phone["id"], "online_ca")
             result = enrolment.submit_online(self.store, ACTOR, phone, self._csr_id, signed, renewal=renewal)
         if isinstance(result, enrolment.Waiting):
             return Deferred(result.retry_after, result.reason)  # the session's end records it (``ended``)

@@ -41,6 +41,7 @@ from ..files import write_private_file
 from ..protocol.session import ServerSession
 from ..sockets import set_nodelay
 from ..store import Store
+from ..store import capf_certificates as capf_certificate_records
 from ..store import service as service_records
 from ..store import sessions as session_records
 from ..vocabulary import DEFAULT_MAX_SESSION_SECONDS, check_limit, format_utc, utc_now
@@ -248,12 +249,12 @@ class CapfServer:
                 context.minimum_version = ssl.TLSVersion.TLSv1_2
             context.verify_mode = ssl.CERT_NONE  # phones prove themselves inside the protocol
             with self.store.read() as tx:
-                row = tx.one("SELECT key_path FROM capf_certificates WHERE id = ?", (signer.id,))
+                key_file = capf_certificate_records.key_path(tx, signer.id)
             # The certificate is public; the key is loaded from its own 0600 file, never copied.
             certificate_file = os.path.join(self.store.keys_dir, f"capf-tls-{signer.id}.crt")
             if not os.path.exists(certificate_file):
                 write_private_file(certificate_file, signer.certificate.public_bytes(_pem_encoding()))
-            context.load_cert_chain(certificate_file, row["key_path"])
+            context.load_cert_chain(certificate_file, key_file)
             self._contexts = {key: context}
         return context
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 import datetime as _dt
 import os
 
+from .. import trust
 from ..ca import certificates as c
 from ..ca import keys, rules
 from ..dependencies import NameOID, hashes, require, x509
 from ..files import write_private_file
-from ..store import Store, audit
-from ..vocabulary import format_utc, utc_now
+from ..store import Store
+from ..store import trust as trust_records
+from ..vocabulary import utc_now
 
 CA_CERT = "mic-ca.pem"
 CA_KEY = "mic-ca.key"
@@ -74,18 +76,8 @@ class ManufacturingCa:
 
     def trust_in(self, store: Store) -> bool:
         """Put the CA certificate into CAPF-trust (idempotent); True when it was added."""
-        certificate = self.certificate
-        fingerprint = c.fingerprint(certificate)
         with store.transaction() as tx:
-            if tx.one("SELECT id FROM trust_certificates WHERE trust_store = 'capf-trust' AND fingerprint = ?",
-                      (fingerprint,)):
+            if trust_records.get(tx, "capf-trust", c.fingerprint(self.certificate)) is not None:
                 return False
-            tx.insert(
-                "INSERT INTO trust_certificates (trust_store, fingerprint, subject, common_name, issuer, is_ca, "
-                "not_after, description, pem, created_at) VALUES ('capf-trust', ?, ?, ?, ?, 1, ?, ?, ?, ?)",
-                (fingerprint, certificate.subject.rfc4514_string(), c.common_name(certificate.subject),
-                 certificate.issuer.rfc4514_string(), format_utc(c.not_after(certificate)),
-                 "simulator manufacturing CA", c.to_pem(certificate), format_utc(utc_now())))
-            audit.record(tx, store.actor, "trust.add", "capf-trust", fingerprint=fingerprint,
-                         common_name=c.common_name(certificate.subject))
+            trust.add(tx, store.actor, "capf-trust", self.certificate, "simulator manufacturing CA")
         return True

@@ -25,6 +25,7 @@ from ..files import check_private_location, ensure_private_dir, read_or_create_s
 from .backend import Backend, Transaction
 from .migrations import LATEST_VERSION, MIGRATIONS
 from .sqlite import SqliteBackend
+from . import postgresql
 
 ENV_STORE = "OPENCAPF_STORE"
 ENV_STATE_DIR = "OPENCAPF_STATE_DIR"
@@ -32,15 +33,21 @@ SECRET_FILE = "secret.key"
 SECRET_BYTES = 32
 
 
+def default_state_dir() -> str:
+    """Where ``secret.key`` and ``keys/`` of a store in a database server are kept unless given
+    (``--state-dir``, ``$OPENCAPF_STATE_DIR``): the directory of the default SQLite store."""
+    if os.geteuid() == 0:
+        return "/var/lib/opencapf"
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "opencapf")
+
+
 def default_location() -> str:
     """The standard store: ``$OPENCAPF_STORE``, else a per-user or system path."""
     configured = os.environ.get(ENV_STORE)
     if configured:
         return configured
-    if os.geteuid() == 0:
-        return "/var/lib/opencapf/capf.db"
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(base, "opencapf", "capf.db")
+    return os.path.join(default_state_dir(), "capf.db")
 
 
 def _default_actor() -> str:
@@ -172,33 +179,41 @@ def _check_version(backend: Backend, version: int) -> None:
         )
 
 
+def _apply_next(backend: Backend, tx: Transaction, target: int | None) -> int | None:
+    """Apply the next pending migration (up to ``target``, default all) in ``tx``; its number, or
+    None when the store is up to date."""
+    from ..vocabulary import format_utc, utc_now
+
+    version = _current_version(backend, tx)
+    _check_version(backend, version)
+    pending = [m for m in MIGRATIONS if version < m[0] <= (LATEST_VERSION if target is None else target)]
+    if not pending:
+        return None
+    number, description, statements = pending[0]
+    if version == 0:
+        tx.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
+            "applied_at TEXT NOT NULL)"
+        )
+    for statement in statements:
+        for sql in _render(backend, statement):
+            tx.execute(sql)
+            faults.checkpoint("migration.statement")
+    tx.execute(
+        "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
+        (number, description, format_utc(utc_now())),
+    )
+    return number
+
+
 def migrate(backend: Backend, target: int | None = None) -> int:
     """Apply every pending migration (up to ``target``, default all), each in its own transaction,
     together with its schema_migrations row; return the final version. A crash part-way through a
     migration leaves the store at the previous version, and the next open applies it again."""
-    from ..vocabulary import format_utc, utc_now
-
     while True:
         with backend.transaction(write=True) as tx:
-            version = _current_version(backend, tx)
-            _check_version(backend, version)
-            pending = [m for m in MIGRATIONS if version < m[0] <= (LATEST_VERSION if target is None else target)]
-            if not pending:
-                return version
-            number, description, statements = pending[0]
-            if version == 0:
-                tx.execute(
-                    "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
-                    "applied_at TEXT NOT NULL)"
-                )
-            for statement in statements:
-                for sql in _render(backend, statement):
-                    tx.execute(sql)
-                    faults.checkpoint("migration.statement")
-            tx.execute(
-                "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
-                (number, description, format_utc(utc_now())),
-            )
+            if _apply_next(backend, tx, target) is None:
+                return _current_version(backend, tx)
 
 
 def _check_location(location: str, state_dir: str) -> None:
@@ -258,9 +273,13 @@ def open_store(location: str | None = None, *, state_dir: str | None = None, act
     found from: ``secret.key``, ``keys/``, the write-ahead log and the writer lock. A store file or
     directory that the group or others may write is refused."""
     location = location or default_location()
+    if postgresql.is_location(location):
+        return _open_postgresql(location, state_dir=state_dir, actor=actor, create=create,
+                                group_commit=group_commit, read_only=read_only)
     if "://" in location:
         scheme = location.split("://", 1)[0]
-        raise StoreError(f"store location scheme {scheme!r} is not supported by this engine; use a file path")
+        raise StoreError(f"store location scheme {scheme!r} is not supported by this engine; use a file path "
+                         "or a postgresql:// connection string")
     location = os.path.realpath(location)
     state_dir = os.path.realpath(state_dir or os.environ.get(ENV_STATE_DIR) or os.path.dirname(location))
     _check_location(location, state_dir)
@@ -276,6 +295,38 @@ def open_store(location: str | None = None, *, state_dir: str | None = None, act
             raise
     return Store(backend, state_dir, actor or _default_actor(), location=location, read_only=read_only,
                  scratch=scratch)
+
+
+def _open_postgresql(location: str, *, state_dir: str | None, actor: str | None, create: bool,
+                     group_commit: bool, read_only: bool) -> Store:
+    """A store in a PostgreSQL database (which must exist; its schema is created with ``create``).
+    Its state directory is ``state_dir``, else ``$OPENCAPF_STATE_DIR``, else ``default_state_dir()``.
+    ``read_only``: every transaction is rolled back; an older schema is read through the pending
+    migrations applied inside each transaction, so nothing is ever written."""
+    postgresql.check_dsn(location)
+    state_dir = os.path.realpath(state_dir or os.environ.get(ENV_STATE_DIR) or default_state_dir())
+    if os.path.exists(state_dir):
+        check_private_location(state_dir, "state directory")
+    backend = postgresql.PostgresBackend(location, group_commit=group_commit, read_only=read_only)
+    try:
+        with backend.transaction(write=False) as tx:
+            version = _current_version(backend, tx)
+        _check_version(backend, version)
+        if version == 0 and not create:
+            raise StoreError(f"store {location} has no CAPF schema yet; run 'init' first")
+        if not read_only:
+            migrate(backend)
+        elif version < LATEST_VERSION:
+            backend.prepare_read = lambda tx: _apply_all(backend, tx)
+    except BaseException:
+        backend.close()
+        raise
+    return Store(backend, state_dir, actor or _default_actor(), location=location, read_only=read_only)
+
+
+def _apply_all(backend: Backend, tx: Transaction) -> None:
+    while _apply_next(backend, tx, None) is not None:
+        pass
 
 
 @contextlib.contextmanager

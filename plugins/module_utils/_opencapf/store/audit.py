@@ -40,6 +40,16 @@ def record(tx: Transaction, actor: str, action: str, subject: str = "", **detail
     )
 
 
+def record_many(tx: Transaction, actor: str, at: str, events) -> None:
+    """Append many events, each ``(action, subject, details)``, all at ``at``, with one statement in the
+    caller's transaction."""
+    tx.executemany(
+        "INSERT INTO audit_events (at, actor, action, subject, details) VALUES (?, ?, ?, ?, ?)",
+        [(at, actor, action, subject, json.dumps(_scrub(details), sort_keys=True, default=str))
+         for action, subject, details in events],
+    )
+
+
 def events(tx: Transaction, limit: int = 100, action: str | None = None, subject: str | None = None) -> list[dict]:
     """The newest events first."""
     where, params = [], []

@@ -25,6 +25,12 @@ def active_key(tx: Transaction) -> dict[str, Any] | None:
     return tx.one("SELECT id, pem, key_path FROM capf_certificates WHERE active = 1")
 
 
+def key_path(tx: Transaction, certificate_id: int) -> str | None:
+    """The path of the key file of the CAPF certificate ``certificate_id``, or None."""
+    row = tx.one("SELECT key_path FROM capf_certificates WHERE id = ?", (certificate_id,))
+    return None if row is None else row["key_path"]
+
+
 def state(tx: Transaction, fingerprint: str) -> str | None:
     """``active`` or ``retired`` for a CAPF certificate the store has had, else None."""
     row = tx.one("SELECT active FROM capf_certificates WHERE fingerprint = ?", (fingerprint,))

@@ -55,6 +55,26 @@ def by_fingerprint(tx: Transaction, fingerprint: str) -> list[dict[str, Any]]:
     return tx.query("SELECT * FROM certificates WHERE fingerprint = ? ORDER BY id DESC", (fingerprint,))
 
 
+def id_for(tx: Transaction, phone_id: int, fingerprint: str, source: str) -> int | None:
+    """The id of the phone's certificate ``fingerprint`` from ``source``, or None."""
+    row = tx.one("SELECT id FROM certificates WHERE fingerprint = ? AND phone_id = ? AND source = ?",
+                 (fingerprint, phone_id, source))
+    return None if row is None else row["id"]
+
+
+def device_names_by_fingerprint(tx: Transaction, source: str) -> dict[str, str]:
+    """``{fingerprint: device name}`` of every certificate from ``source``."""
+    return {row["fingerprint"]: row["name"] for row in tx.query(
+        "SELECT c.fingerprint, p.name FROM certificates c JOIN phones p ON p.id = c.phone_id "
+        "WHERE c.source = ?", (source,))}
+
+
+def has_installed_lsc(tx: Transaction, phone_id: int, source: str) -> bool:
+    """Whether the phone has an installed LSC from ``source``."""
+    return tx.one("SELECT 1 AS found FROM certificates WHERE phone_id = ? AND kind = 'lsc' AND "
+                  "source = ? AND status = 'installed'", (phone_id, source)) is not None
+
+
 def install(tx: Transaction, actor: str, phone: dict[str, Any], certificate_id: int) -> dict[str, list[int]]:
     """The phone acknowledged storing LSC ``certificate_id``: in the caller's one transaction mark it
     installed, the previously installed LSC ``revoked`` (the phone overwrote it, so it must no

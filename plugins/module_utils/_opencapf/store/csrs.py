@@ -17,9 +17,74 @@ def add(tx: Transaction, phone_id: int, public_key_fingerprint: str, public_key:
         "VALUES (?, ?, ?, 'pending', ?, ?)", (phone_id, public_key_fingerprint, public_key, now, now))
 
 
-def set_status(tx: Transaction, csr_id: int, status: str, reason: str = "", certificate_id: int | None = None) -> None:
-    tx.execute("UPDATE csrs SET status = ?, reason = ?, certificate_id = COALESCE(?, certificate_id), updated_at = ? "
-               "WHERE id = ?", (status, reason, certificate_id, format_utc(utc_now()), csr_id))
+def add_signed(tx: Transaction, phone_id: int, public_key_fingerprint: str, public_key: bytes, csr_pem: str) -> int:
+    """Record a phone-signed CSR (for a third-party CA) as ``pending``; return its id."""
+    now = format_utc(utc_now())
+    return tx.insert(
+        "INSERT INTO csrs (phone_id, public_key_fingerprint, public_key, csr_pem, status, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+        (phone_id, public_key_fingerprint, public_key, csr_pem, now, now))
+
+
+def set_status(tx: Transaction, csr_id: int, status: str, reason: str = "", certificate_id: int | None = None,
+               external_ref: str | None = None) -> None:
+    """Set a CSR's status and reason; a ``certificate_id`` or ``external_ref`` given replaces the stored one."""
+    tx.execute("UPDATE csrs SET status = ?, reason = ?, certificate_id = COALESCE(?, certificate_id), "
+               "external_ref = COALESCE(?, external_ref), updated_at = ? WHERE id = ?",
+               (status, reason, certificate_id, external_ref, format_utc(utc_now()), csr_id))
+
+
+def supersede(tx: Transaction, csr_id: int, reason: str) -> None:
+    """Mark a CSR ``superseded`` with ``reason``."""
+    tx.execute("UPDATE csrs SET status = 'superseded', reason = ?, updated_at = ? WHERE id = ?",
+               (reason, format_utc(utc_now()), csr_id))
+
+
+def supersede_for_certificate(tx: Transaction, certificate_id: int, reason: str) -> None:
+    """Mark the CSRs the certificate ``certificate_id`` was issued for ``superseded`` with ``reason``."""
+    tx.execute("UPDATE csrs SET status = 'superseded', reason = ?, updated_at = ? WHERE certificate_id = ?",
+               (reason, format_utc(utc_now()), certificate_id))
+
+
+def unfinished_signed(tx: Transaction, phone_id: int) -> list[int]:
+    """The ids of the phone's phone-signed CSRs still ``pending`` or ``issued``."""
+    return [row["id"] for row in tx.query("SELECT id FROM csrs WHERE phone_id = ? AND status IN ('pending', 'issued') "
+                                          "AND csr_pem IS NOT NULL", (phone_id,))]
+
+
+def waiting_certificate(tx: Transaction, csr_id: int) -> int | None:
+    """The id of the certificate issued for the CSR and not yet delivered (status ``issued``), or None."""
+    row = tx.one("SELECT c.id FROM csrs r JOIN certificates c ON c.id = r.certificate_id "
+                 "WHERE r.id = ? AND c.status = 'issued'", (csr_id,))
+    return None if row is None else row["id"]
+
+
+def latest_signed(tx: Transaction, phone_id: int) -> dict[str, Any] | None:
+    """The phone's newest phone-signed CSR (id, status, external_ref, certificate_id) with its
+    certificate's ``certificate_status`` and ``pem``, or None."""
+    return tx.one("SELECT r.id, r.status, r.external_ref, r.certificate_id, c.status AS certificate_status, "
+                  "c.pem FROM csrs r LEFT JOIN certificates c ON c.id = r.certificate_id "
+                  "WHERE r.phone_id = ? AND r.csr_pem IS NOT NULL ORDER BY r.id DESC LIMIT 1", (phone_id,))
+
+
+def pending_online(tx: Transaction, device_name: str | None = None) -> list[dict[str, Any]]:
+    """CSRs pending at an online CA (id, csr_pem, external_ref and the phone's ``name``), oldest first:
+    all of them or those of the phone ``device_name``."""
+    sql = ("SELECT r.id, r.csr_pem, r.external_ref, p.name FROM csrs r JOIN phones p ON p.id = r.phone_id "
+           "WHERE r.status = 'pending' AND r.external_ref IS NOT NULL")
+    params: tuple = ()
+    if device_name:
+        sql += " AND p.name = ?"
+        params = (device_name,)
+    return tx.query(sql + " ORDER BY r.id", params)
+
+
+def offline_signed(tx: Transaction, status: str) -> list[dict[str, Any]]:
+    """Phone-signed CSRs in ``status`` with no online CA's reference (id, csr_pem, created_at and the
+    phone's ``name``), oldest first."""
+    return tx.query("SELECT r.id, r.csr_pem, r.created_at, p.name FROM csrs r JOIN phones p ON p.id = r.phone_id "
+                    "WHERE r.status = ? AND r.csr_pem IS NOT NULL AND r.external_ref IS NULL ORDER BY r.id",
+                    (status,))
 
 
 def fail_pending(tx: Transaction, csr_id: int, reason: str) -> bool:

@@ -3,9 +3,12 @@
 """Versioned schema migrations, applied forward and in order when a store is opened.
 
 Each migration is a list of statements run in one transaction together with the row that records
-it, so a store is always at exactly one schema version. Statements use portable SQL; ``{id}``
-stands for the dialect's auto-increment primary key and ``{blob}`` for its binary type.
-Never edit a released migration: add a new one.
+it, so a store is always at exactly one schema version. The same numbered list serves every
+backend (SQLite, PostgreSQL): statements use portable SQL, with ``{id}`` for the dialect's
+auto-increment primary key, ``{int}`` for its 64-bit integer and ``{blob}`` for its binary type
+(SQLite renders them as the released statements always were); ``{append_only:TABLE}`` stands
+for the backend's triggers refusing UPDATE and DELETE. Never edit what a released migration
+does: add a new one.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             not_before TEXT NOT NULL,
             not_after TEXT NOT NULL,
             source TEXT NOT NULL,
-            active INTEGER NOT NULL DEFAULT 0,
+            active {int} NOT NULL DEFAULT 0,
             created_at TEXT NOT NULL,
             retired_at TEXT
         )""",
@@ -46,7 +49,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             subject TEXT NOT NULL,
             common_name TEXT NOT NULL,
             issuer TEXT NOT NULL,
-            is_ca INTEGER NOT NULL,
+            is_ca {int} NOT NULL,
             not_after TEXT NOT NULL,
             description TEXT NOT NULL DEFAULT '',
             pem TEXT NOT NULL,
@@ -64,11 +67,11 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             auth_mode TEXT NOT NULL DEFAULT 'null_string',
             auth_salt {blob},
             auth_hash {blob},
-            auth_failures INTEGER NOT NULL DEFAULT 0,
-            locked INTEGER NOT NULL DEFAULT 0,
+            auth_failures {int} NOT NULL DEFAULT 0,
+            locked {int} NOT NULL DEFAULT 0,
             key_order TEXT NOT NULL DEFAULT 'rsa',
-            rsa_key_size INTEGER NOT NULL DEFAULT 2048,
-            ec_key_size INTEGER NOT NULL DEFAULT 256,
+            rsa_key_size {int} NOT NULL DEFAULT 2048,
+            ec_key_size {int} NOT NULL DEFAULT 256,
             operation_deadline TEXT,
             operation_status TEXT NOT NULL DEFAULT 'none',
             operation_reason TEXT NOT NULL DEFAULT '',
@@ -79,7 +82,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "CREATE INDEX phones_status ON phones (operation_status)",
         """CREATE TABLE certificates (
             id {id},
-            phone_id INTEGER NOT NULL REFERENCES phones (id) ON DELETE CASCADE,
+            phone_id {int} NOT NULL REFERENCES phones (id) ON DELETE CASCADE,
             kind TEXT NOT NULL,
             serial TEXT NOT NULL,
             issuer TEXT NOT NULL,
@@ -99,14 +102,14 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "CREATE INDEX certificates_status_expiry ON certificates (status, not_after)",
         """CREATE TABLE csrs (
             id {id},
-            phone_id INTEGER NOT NULL REFERENCES phones (id) ON DELETE CASCADE,
+            phone_id {int} NOT NULL REFERENCES phones (id) ON DELETE CASCADE,
             public_key_fingerprint TEXT NOT NULL,
             public_key {blob} NOT NULL,
             csr_pem TEXT,
             status TEXT NOT NULL,
             reason TEXT NOT NULL DEFAULT '',
             external_ref TEXT,
-            certificate_id INTEGER REFERENCES certificates (id) ON DELETE SET NULL,
+            certificate_id {int} REFERENCES certificates (id) ON DELETE SET NULL,
             created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL
         )""",
@@ -125,14 +128,14 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "CREATE INDEX jobs_due ON jobs (status, run_at)",
         """CREATE TABLE sessions (
             id {id},
-            session_id INTEGER NOT NULL,
+            session_id {int} NOT NULL,
             device_name TEXT NOT NULL DEFAULT '',
             peer TEXT NOT NULL DEFAULT '',
             operation TEXT NOT NULL DEFAULT '',
             outcome TEXT NOT NULL,
             reason TEXT NOT NULL DEFAULT '',
             started_at TEXT NOT NULL,
-            duration_ms INTEGER NOT NULL
+            duration_ms {int} NOT NULL
         )""",
         "CREATE INDEX sessions_device ON sessions (device_name, started_at)",
         """CREATE TABLE audit_events (
@@ -165,7 +168,13 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "UPDATE certificates SET kind = 'retrieved_' || kind, status = 'retrieved', installed_at = NULL "
         "WHERE source = 'troubleshoot' AND kind IN ('lsc', 'mic')",
     ]),
-    (5, "session bounds and the chains of third-party LSCs", [
+    (5, "commit counter for stores shared by several hosts", [
+        # Raised by every write transaction that changed something, where the database has no cheap
+        # counter of its own (PostgreSQL; SQLite's PRAGMA data_version needs none).
+        "CREATE TABLE commit_counter (id {int} PRIMARY KEY CHECK (id = 1), version {int} NOT NULL)",
+        "INSERT INTO commit_counter (id, version) VALUES (1, 0)",
+    ]),
+    (6, "session bounds and the chains of third-party LSCs", [
         # When the session that put a phone's operation in progress has ended at the latest (its time
         # bound): past it, an operation still in progress has no live session and is settled.
         "ALTER TABLE phones ADD COLUMN operation_live_until TEXT",

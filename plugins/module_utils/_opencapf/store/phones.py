@@ -45,6 +45,19 @@ def update(tx: Transaction, actor: str, name: str, changes: dict[str, Any], acti
     audit.record(tx, actor, action, name.upper(), **{k: v for k, v in changes.items() if not k.startswith("auth_")})
 
 
+def update_many(tx: Transaction, columns, rows) -> None:
+    """Update many phones with one statement; each row holds the values of ``columns``, then
+    ``updated_at`` and the phone's id."""
+    tx.executemany("UPDATE phones SET %s, updated_at = ? WHERE id = ?" % ", ".join(f"{c} = ?" for c in columns), rows)
+
+
+def insert_many(tx: Transaction, columns, rows) -> None:
+    """Insert many phones with one statement; each row holds the name, ``created_at``, ``updated_at``,
+    then the values of ``columns``."""
+    tx.executemany("INSERT INTO phones (name, created_at, updated_at, %s) VALUES (?, ?, ?, %s)" % (
+        ", ".join(columns), ", ".join("?" * len(columns))), rows)
+
+
 def ensure(tx: Transaction, actor: str, name: str) -> dict[str, Any]:
     """The phone row, created with default settings when missing."""
     return get(tx, name) or create(tx, actor, name)

@@ -51,7 +51,7 @@ class SqliteBackend(Backend):
     """A store in one SQLite file, created 0600 in a 0700 directory when new. ``read_only``: reading
     writes no byte of the file or beside it (check mode, plans); write transactions are refused."""
 
-    dialect = {"id": "INTEGER PRIMARY KEY", "blob": "BLOB"}
+    dialect = {"id": "INTEGER PRIMARY KEY", "blob": "BLOB", "int": "INTEGER"}
 
     def __init__(self, path: str, create: bool = True, group_commit: bool = False, read_only: bool = False):
         self.location = os.path.abspath(path)

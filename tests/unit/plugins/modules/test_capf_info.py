@@ -138,7 +138,7 @@ def _views(run, store_path, tmp_path, name):
 
 
 def test_a_certificate_retrieved_by_troubleshoot_never_becomes_the_current_lsc(run, capf_server, ca_store, store_path,
-                                                                                 mic_ca, tmp_path):
+                                                                                mic_ca, tmp_path):
     """Install, troubleshoot, delete and troubleshoot again over TLS with the phone simulator: every
     view shows the LSC the phone really holds, never the copy a troubleshoot session read back."""
     name = "SEP0011223344FE"

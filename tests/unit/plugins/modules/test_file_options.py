@@ -73,7 +73,7 @@ def _path_options(options: dict, prefix: str = ""):
 def test_every_path_option_is_covered():
     documented = {(module.__name__.rsplit(".", 1)[1], option) for module in MODULES
                   for option in _path_options(yaml.safe_load(module.DOCUMENTATION)["options"])}
-    covered = {(module.__name__.rsplit(".", 1)[1], option.split("[")[0]) for module, option, _args in CASES}
+    covered = {(module.__name__.rsplit(".", 1)[1], option.split("[", maxsplit=1)[0]) for module, option, _args in CASES}
     assert documented == covered | OUTPUTS
 
 

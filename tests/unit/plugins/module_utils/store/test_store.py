@@ -1,4 +1,5 @@
-"""The SQLite store: creation, migrations, transactions, append-only audit."""
+"""The store on both backends (SQLite, PostgreSQL): creation, migrations, transactions, append-only
+audit; then what each backend does its own way (SQLite's WAL and fsyncs, PostgreSQL's write lock)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import sqlite3
 import stat
 
+import psycopg
 import pytest
 
 from _opencapf import phone_query, reports
@@ -15,7 +17,8 @@ from _opencapf.store.migrations import LATEST_VERSION
 from _opencapf.store.sqlite import SqliteBackend
 
 
-def test_new_store_is_private_migrated_and_in_wal_mode(store, store_path):
+def test_new_store_is_private_migrated_and_in_wal_mode(sqlite_store, store_path):
+    store = sqlite_store
     assert store.schema_version() == LATEST_VERSION
     assert stat.S_IMODE(os.stat(store_path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(os.path.dirname(store_path)).st_mode) == 0o700
@@ -27,21 +30,22 @@ def test_new_store_is_private_migrated_and_in_wal_mode(store, store_path):
             "jobs", "sessions", "audit_events", "schema_migrations"} <= tables
 
 
-def test_reopening_applies_nothing_twice(store_path):
-    open_store(store_path).close()
-    with open_store(store_path) as again:
+def test_reopening_applies_nothing_twice(store_location, state_dir):
+    open_store(store_location, state_dir=state_dir).close()
+    with open_store(store_location, state_dir=state_dir) as again:
         with again.read() as tx:
             assert tx.scalar("SELECT count(*) FROM schema_migrations") == LATEST_VERSION
 
 
-def test_store_with_newer_schema_is_refused(store_path):
-    open_store(store_path).close()
-    connection = sqlite3.connect(store_path)
-    connection.execute("INSERT INTO schema_migrations VALUES (999, 'future', '2030-01-01T00:00:00Z')")
-    connection.commit()
-    connection.close()
+def _from_the_future(location, state_dir):
+    with open_store(location, state_dir=state_dir) as store, store.transaction() as tx:
+        tx.execute("INSERT INTO schema_migrations VALUES (999, 'future', '2030-01-01T00:00:00Z')")
+
+
+def test_store_with_newer_schema_is_refused(store_location, state_dir):
+    _from_the_future(store_location, state_dir)
     with pytest.raises(StoreError, match="newer than this engine"):
-        open_store(store_path)
+        open_store(store_location, state_dir=state_dir)
 
 
 def test_corrupt_store_gives_a_clear_error(tmp_path):
@@ -83,7 +87,7 @@ def test_audit_log_is_append_only(store):
     with store.transaction() as tx:
         audit.record(tx, "test", "something", "subject", password="secret-value", note="kept")
     for statement in ("UPDATE audit_events SET actor = 'x'", "DELETE FROM audit_events"):
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        with pytest.raises((sqlite3.DatabaseError, psycopg.Error), match="append-only"):
             with store.transaction() as tx:
                 tx.execute(statement)
     with store.read() as tx:
@@ -95,11 +99,12 @@ def test_secret_file_is_private_and_stable(store):
     first = store.secret()
     path = os.path.join(store.state_dir, "secret.key")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    with open_store(store.location) as again:
+    with open_store(store.location, state_dir=store.state_dir) as again:
         assert again.secret() == first
 
 
-def test_non_durable_commits_skip_only_their_own_fsync(store, store_path):
+def test_non_durable_commits_skip_only_their_own_fsync(sqlite_store, store_path):
+    store = sqlite_store
     with store.transaction(durable=False) as tx:
         assert tx.scalar("PRAGMA synchronous") == 1  # NORMAL: appended to the log, not waited for
         service.write(tx, "test", {"validity_days": 400})
@@ -269,9 +274,10 @@ def _names(directory):
     return sorted(os.listdir(directory))
 
 
-def test_read_only_store_reads_without_writing_and_refuses_writes(store, store_path):
+def test_read_only_store_reads_without_writing_and_refuses_writes(sqlite_store, store_path):
     """A read-only open (check mode, plans) creates no file, not even -wal/-shm or secret.key, and
     refuses write transactions; with a live writer it reads through the writer's log."""
+    store = sqlite_store
     directory = os.path.dirname(store_path)
     store.close()
     before = {name: os.stat(os.path.join(directory, name)).st_mtime_ns for name in _names(directory)}
@@ -298,11 +304,7 @@ def test_read_only_open_of_a_missing_or_newer_store(tmp_path, store_path):
     with open_store(str(tmp_path / "absent.db"), read_only=True) as empty:
         assert empty.schema_version() == LATEST_VERSION
     assert os.listdir(tmp_path) == []
-    open_store(store_path).close()
-    connection = sqlite3.connect(store_path)
-    connection.execute("INSERT INTO schema_migrations VALUES (999, 'future', '2030-01-01T00:00:00Z')")
-    connection.commit()
-    connection.close()
+    _from_the_future(store_path, os.path.dirname(store_path))
     with pytest.raises(StoreError, match="newer than this engine"):
         open_store(store_path, read_only=True)
 
@@ -362,7 +364,7 @@ def test_migration_4_turns_troubleshoot_copies_into_retrieved_copies_of_their_ow
             current = {row["device_name"]: row["lsc"] for row in reports.phone_rows(tx, None)}
             status = phone_query.phone_status(tx, "SEP000000000001")
             installed = reports.phone_rows(tx, phone_query.check_query({"lsc_status": ["installed"]}))
-    assert [{key: value for key, value in row.items() if key != "chain_pem"} for row in rows] == before  # added by 5
+    assert [{key: value for key, value in row.items() if key != "chain_pem"} for row in rows] == before  # added by 6
     assert copies == [
         {"serial": "a1", "kind": "retrieved_lsc", "status": "retrieved", "installed_at": None},
         {"serial": "a2", "kind": "retrieved_mic", "status": "retrieved", "installed_at": None},
@@ -376,12 +378,12 @@ def test_migration_4_turns_troubleshoot_copies_into_retrieved_copies_of_their_ow
     assert [row["device_name"] for row in installed] == ["SEP000000000002"]
 
 
-def test_migration_5_adds_the_session_bound_and_the_chain_leaving_every_row_as_it_was(tmp_path):
-    """A version 4 store with an operation in progress and a waiting LSC: after the migration both rows
+def test_migration_6_adds_the_session_bound_and_the_chain_leaving_every_row_as_it_was(tmp_path):
+    """A version 5 store with an operation in progress and a waiting LSC: after the migration both rows
     are unchanged, with no bound (an older session's) and no chain recorded."""
-    path = str(tmp_path / "v4.db")
+    path = str(tmp_path / "v5.db")
     backend = SqliteBackend(path)
-    assert migrate(backend, target=4) == 4
+    assert migrate(backend, target=5) == 5
     with backend.transaction(write=True) as tx:
         phone_id = phones.create(tx, "test", "SEP000000000005", operation="install_upgrade")["id"]
         tx.execute("UPDATE phones SET operation_status = 'in_progress', last_session_at = '2026-01-01T00:00:00Z'")
@@ -389,7 +391,7 @@ def test_migration_5_adds_the_session_bound_and_the_chain_leaving_every_row_as_i
         before = (tx.query("SELECT * FROM phones"), tx.query("SELECT * FROM certificates"))
     backend.close()
     with open_store(path, actor="test") as store:
-        assert store.schema_version() == LATEST_VERSION >= 5
+        assert store.schema_version() == LATEST_VERSION >= 6
         with store.read() as tx:
             after = (tx.query("SELECT * FROM phones"), tx.query("SELECT * FROM certificates"))
     assert [row["operation_live_until"] for row in after[0]] == [None]

@@ -1,0 +1,268 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A store in a PostgreSQL database, shared by several CAPF hosts (psycopg 3).
+
+The location is a libpq connection string: ``postgresql://user@host:port/dbname?sslmode=verify-full``
+or ``host=... dbname=...``, ``postgres://`` alike. A password never appears in it: libpq reads it
+from the password file (``PGPASSFILE``, ``~/.pgpass``, or ``passfile=`` in the string), from
+``PGPASSWORD``, or from a connection service file (``service=``, ``PGSERVICE``); a connection
+string that carries one is refused, and error messages never repeat it.
+
+One connection per ``Store``, as with SQLite. Transactions keep the SQLite backend's semantics:
+
+* A write transaction runs at READ COMMITTED and first takes a transaction-level advisory lock
+  (``pg_advisory_xact_lock``) that every writer of the database takes: writers run one at a time
+  across every host, exactly as SQLite's ``BEGIN IMMEDIATE`` makes them run one at a time on one
+  host. Each statement after the lock sees every commit before it, so a read-then-write in one
+  transaction (serial allocation, lock-out counting, the one current LSC of a phone, a session's
+  operation state) is atomic without retry loops. The price is write throughput: one writer at a
+  time for the whole store. SERIALIZABLE with retries would let unrelated writes overlap, but
+  every caller would have to be safe to re-run, and a CAPF session's writes are short.
+* A read transaction runs at REPEATABLE READ, READ ONLY: one consistent snapshot, no lock.
+* ``durable=False`` commits with ``synchronous_commit = off``: a crash of the database server may
+  lose it, in order with the later non-durable ones, never a durable commit. Every other commit is
+  on disk when it returns, so ``sync`` has nothing to wait for.
+* ``try_lead`` takes a session-level advisory lock keyed by the duty's name: the database releases
+  it when the connection closes or its process dies.
+* ``data_version`` reads the row of ``commit_counter``, which every write transaction that changed
+  something raises under the write lock; this connection's own raises are not counted as changes.
+
+``read_only``: every transaction is READ ONLY and rolled back. A database at an older schema
+version is read through the pending migrations applied inside that transaction (PostgreSQL DDL is
+transactional), so the rollback leaves it exactly as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import re
+import threading
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from ..errors import DependencyError, StoreError
+from .backend import Backend, Transaction
+from .sqlite import LEAD_NAME
+
+try:
+    import psycopg
+    from psycopg import conninfo as _conninfo
+    from psycopg.rows import dict_row
+    PSYCOPG_IMPORT_ERROR = None
+except ImportError as _exc:  # reported when a PostgreSQL store is opened
+    psycopg = _conninfo = dict_row = None
+    PSYCOPG_IMPORT_ERROR = _exc
+
+SCHEMES = ("postgresql://", "postgres://")
+# The key of the advisory lock every write transaction takes ("opencapf" in ASCII).
+WRITE_LOCK_KEY = int.from_bytes(b"opencapf", "big")
+CONNECT_TIMEOUT_S = 10
+_LITERAL = re.compile(r"('(?:[^']|'')*')")
+
+
+def is_location(location: str) -> bool:
+    """Whether a store location names a PostgreSQL database rather than an SQLite file."""
+    return location.startswith(SCHEMES)
+
+
+def check_dsn(location: str) -> dict[str, str]:
+    """The parameters of a connection string, refused (without repeating it) when it carries a password."""
+    if PSYCOPG_IMPORT_ERROR is not None:
+        raise DependencyError("a PostgreSQL store needs the Python library psycopg 3 (pip install 'psycopg[binary]')")
+    try:
+        params = _conninfo.conninfo_to_dict(location)
+    except psycopg.ProgrammingError:
+        raise StoreError("store location is not a valid PostgreSQL connection string") from None
+    if params.get("password"):
+        raise StoreError("store location must not contain a password: give it in a password file (PGPASSFILE, "
+                         "~/.pgpass or passfile=), in PGPASSWORD or in a connection service file (service=)")
+    return params
+
+
+@functools.lru_cache(maxsize=4096)
+def translate(sql: str) -> str:
+    """Portable SQL with ``?`` placeholders in psycopg's spelling: ``%s``, and ``%`` doubled (outside
+    string literals, which are copied as they are)."""
+    parts = _LITERAL.split(sql)
+    for index in range(0, len(parts), 2):
+        parts[index] = parts[index].replace("%", "%%").replace("?", "%s")
+    return "".join(parts)
+
+
+def _params(params: Sequence[Any]) -> list:
+    # SQLite stores a bool as the integer it is; the schema's flags are integer columns.
+    return [int(value) if isinstance(value, bool) else value for value in params]
+
+
+class _PostgresTransaction(Transaction):
+    def __init__(self, connection):
+        self._connection = connection
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        with self._connection.cursor() as cursor:
+            cursor.execute(translate(sql), _params(params))
+            return cursor.rowcount
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        with self._connection.cursor() as cursor:
+            cursor.executemany(translate(sql), [_params(row) for row in rows])
+
+    def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
+        with self._connection.cursor() as cursor:
+            cursor.execute(translate(sql) + " RETURNING id", _params(params))
+            return cursor.fetchone()[0]
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self._connection.cursor(row_factory=dict_row) as cursor:
+            cursor.execute(translate(sql), _params(params))
+            return cursor.fetchall() if cursor.description else []
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple]:
+        cursor = self._connection.cursor()
+        cursor.execute(translate(sql), _params(params))
+        return iter(cursor)
+
+
+class PostgresBackend(Backend):
+    """A store in the PostgreSQL database named by a connection string (without a password)."""
+
+    dialect = {"id": "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY", "blob": "BYTEA", "int": "BIGINT"}
+
+    def __init__(self, location: str, group_commit: bool = False, read_only: bool = False):
+        params = check_dsn(location)
+        self.location = location
+        self.read_only = read_only
+        self.group_commit = group_commit
+        self.deferring_thread = None
+        self.durable_mark = 0
+        self._written = 0
+        self._lock = threading.RLock()
+        self._known: int | None = None  # the commit counter as last seen, with no foreign commit unseen
+        self._reported = 0
+        self._leads: set[str] = set()
+        self._counter = False  # whether the commit_counter table exists (migration 5)
+        #: Read-only opens of an older schema: applies the pending migrations inside a transaction.
+        self.prepare_read: Callable[[Transaction], None] | None = None
+        params.setdefault("connect_timeout", str(CONNECT_TIMEOUT_S))
+        params.setdefault("application_name", "opencapf")
+        try:
+            self._connection = psycopg.connect(_conninfo.make_conninfo(**params), autocommit=True)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to store {location}: {_first_line(exc)}") from None
+
+    # -- transactions -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self, write: bool = True, durable: bool = True) -> Iterator[Transaction]:
+        if write and self.read_only:
+            raise StoreError(f"store {self.location} is open read-only; nothing may be written")
+        with self._lock:
+            connection = self._connection
+            try:
+                if write:
+                    connection.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+                    connection.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
+                    if not durable:
+                        connection.execute("SET LOCAL synchronous_commit = off")
+                elif self.prepare_read is not None:
+                    connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+                    self.prepare_read(_PostgresTransaction(connection))
+                    connection.execute("SET TRANSACTION READ ONLY")
+                else:
+                    connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            except psycopg.Error as exc:
+                self._rollback()
+                raise StoreError(f"store {self.location}: cannot begin a transaction: {_first_line(exc)}") from None
+            counted = None
+            try:
+                yield _PostgresTransaction(connection)
+                if write:
+                    counted = self._count_commit()
+            except BaseException:
+                self._rollback()
+                raise
+            if not write or self.read_only:
+                self._rollback()
+                return
+            try:
+                connection.execute("COMMIT")
+            except psycopg.Error as exc:
+                self._rollback()
+                raise StoreError(f"store {self.location}: commit failed: {_first_line(exc)}") from None
+            if counted is not None and self._known is not None and counted == self._known + 1:
+                self._known = counted  # this connection's own commit, with no other in between
+            self._written += 1
+            if durable and threading.get_ident() == self.deferring_thread:
+                self.durable_mark = self._written
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(psycopg.Error):
+            self._connection.execute("ROLLBACK")
+
+    def _count_commit(self) -> int | None:
+        """Raise the commit counter when this transaction changed something; the new value."""
+        if not self._counter_exists():
+            return None
+        row = self._connection.execute(
+            "UPDATE commit_counter SET version = version + 1 WHERE id = 1 "
+            "AND pg_current_xact_id_if_assigned() IS NOT NULL RETURNING version").fetchone()
+        return None if row is None else row[0]
+
+    def _counter_exists(self) -> bool:
+        if not self._counter:
+            self._counter = bool(self._connection.execute(
+                "SELECT to_regclass('commit_counter') IS NOT NULL").fetchone()[0])
+        return self._counter
+
+    def data_version(self) -> int:
+        with self._lock:
+            try:
+                if not self._counter_exists():
+                    return self._reported
+                version = self._connection.execute("SELECT version FROM commit_counter WHERE id = 1").fetchone()[0]
+            except psycopg.Error as exc:
+                raise StoreError(f"store {self.location}: cannot read the commit counter: {_first_line(exc)}") from None
+            if version != self._known:
+                self._known = version
+                self._reported += 1
+            return self._reported
+
+    def try_lead(self, name: str) -> bool:
+        if not LEAD_NAME.fullmatch(name):
+            raise StoreError(f"lead name {name!r} must be lower-case letters, digits and underscores")
+        with self._lock:
+            if name in self._leads:
+                return True
+            key = int.from_bytes(hashlib.sha256(f"opencapf-lead:{name}".encode()).digest()[:8], "big", signed=True)
+            try:
+                led = self._connection.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+            except psycopg.Error as exc:
+                raise StoreError(f"cannot take the {name} lead of store {self.location}: {_first_line(exc)}") from None
+            if led:
+                self._leads.add(name)
+            return bool(led)
+
+    # -- schema -----------------------------------------------------------------------------
+
+    def append_only(self, table: str) -> list[str]:
+        return [
+            f"CREATE FUNCTION {table}_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$BEGIN RAISE EXCEPTION '{table} is append-only'; END$$",
+            f"CREATE TRIGGER {table}_no_update BEFORE UPDATE OR DELETE ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION {table}_append_only()",
+            f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {table}_append_only()",
+        ]
+
+    def table_exists(self, tx: Transaction, table: str) -> bool:
+        return bool(tx.scalar("SELECT to_regclass(?) IS NOT NULL AS present", (table,)))
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

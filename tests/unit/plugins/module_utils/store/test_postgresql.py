@@ -1,0 +1,175 @@
+"""What the PostgreSQL backend does its own way, against a real server: connection strings without
+passwords, constraints enforced by the database, the write lock, durability, the commit counter, and
+read-only opens that leave the database exactly as it was."""
+
+from __future__ import annotations
+
+import os
+
+import psycopg
+import pytest
+
+from _opencapf.errors import StoreError
+from _opencapf.store import audit, certificates, migrate, open_store, phones, service
+from _opencapf.store.migrations import LATEST_VERSION
+from _opencapf.store.postgresql import WRITE_LOCK_KEY, PostgresBackend, translate
+
+
+@pytest.fixture
+def pg_store(postgres_dsn, state_dir):
+    opened = open_store(postgres_dsn, state_dir=state_dir, actor="test")
+    yield opened
+    opened.close()
+
+
+def _tables(dsn):
+    with psycopg.connect(dsn) as connection:
+        return {row[0] for row in connection.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")}
+
+
+@pytest.mark.parametrize("location", [
+    "postgresql://capf:s3cret-pw@db.example/capf",
+    "postgres://capf@db.example/capf?password=s3cret-pw",
+])
+def test_a_connection_string_with_a_password_is_refused_without_repeating_it(location, state_dir):
+    with pytest.raises(StoreError, match="must not contain a password") as raised:
+        open_store(location, state_dir=state_dir)
+    assert "s3cret-pw" not in str(raised.value)
+
+
+def test_an_unreachable_server_gives_a_one_line_error(tmp_path, state_dir):
+    location = f"postgresql:///capf?host={tmp_path}&connect_timeout=2"
+    with pytest.raises(StoreError, match=r"^cannot connect to store postgresql:///capf\?host=") as raised:
+        open_store(location, state_dir=state_dir)
+    assert "\n" not in str(raised.value)
+
+
+def test_placeholders_translate_outside_string_literals():
+    assert translate("SELECT '?%' || ? WHERE a LIKE ? ESCAPE '\\' AND b = 'it''s ?'") == (
+        "SELECT '?%' || %s WHERE a LIKE %s ESCAPE '\\' AND b = 'it''s ?'")
+    assert translate("SELECT 5 % 2") == "SELECT 5 %% 2"
+
+
+def test_new_database_gets_the_schema_and_its_state_directory_the_key_files(pg_store, postgres_dsn, state_dir):
+    assert pg_store.schema_version() == LATEST_VERSION and pg_store.location == postgres_dsn
+    assert {"service_parameters", "capf_certificates", "trust_certificates", "phones", "certificates", "csrs",
+            "jobs", "sessions", "audit_events", "schema_migrations", "commit_counter"} <= _tables(postgres_dsn)
+    pg_store.secret()
+    assert os.listdir(state_dir) == ["secret.key"]
+
+
+def test_the_database_enforces_keys_uniqueness_and_cascades(pg_store):
+    with pg_store.transaction() as tx:
+        phone = phones.create(tx, "test", "SEP001122334455")
+        certificate = dict(phone_id=phone["id"], kind="lsc", serial="1f", issuer="CAPF", fingerprint="ab",
+                           public_key_fingerprint="cd", status="issued", source="cli", pem="-", not_before="x",
+                           not_after="y")
+        certificates.insert(tx, **certificate)
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        with pg_store.transaction() as tx:
+            certificates.insert(tx, **certificate)
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        with pg_store.transaction() as tx:
+            phones.create(tx, "test", "sep001122334455")
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        with pg_store.transaction() as tx:
+            certificates.insert(tx, **dict(certificate, phone_id=phone["id"] + 1, serial="20"))
+    with pg_store.transaction() as tx:
+        assert phones.delete(tx, "test", "SEP001122334455")
+    with pg_store.read() as tx:
+        assert tx.scalar("SELECT count(*) FROM certificates") == 0
+    with pytest.raises(psycopg.Error, match="append-only"):
+        with pg_store.transaction() as tx:
+            tx.execute("TRUNCATE audit_events")
+    with pg_store.read() as tx:
+        assert [event["action"] for event in audit.events(tx)] == ["phone.delete", "phone.create"]
+
+
+def test_an_empty_database_without_create_asks_for_init(postgres_dsn, state_dir):
+    with pytest.raises(StoreError, match="has no CAPF schema yet; run 'init' first"):
+        open_store(postgres_dsn, state_dir=state_dir, create=False)
+
+
+def test_writers_hold_the_store_write_lock_exactly_while_they_write(pg_store, postgres_dsn):
+    with psycopg.connect(postgres_dsn, autocommit=True) as probe:
+        def held() -> bool:
+            return not probe.execute("SELECT pg_try_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,)).fetchone()[0]
+
+        with pg_store.read() as tx:
+            tx.scalar("SELECT count(*) FROM phones")
+            assert not held()
+        with pg_store.transaction() as tx:
+            audit.record(tx, "test", "test.locked", "one")
+            assert held()
+        assert not held()
+        with pytest.raises(RuntimeError):
+            with pg_store.transaction() as tx:
+                audit.record(tx, "test", "test.locked", "rolled back")
+                raise RuntimeError("the caller fails")
+        assert not held()
+    with pg_store.read() as tx:
+        assert tx.scalar("SELECT count(*) FROM audit_events WHERE action = 'test.locked'") == 1
+
+
+def test_only_non_durable_commits_skip_waiting_for_the_disk(pg_store):
+    with pg_store.transaction(durable=False) as tx:
+        assert tx.scalar("SHOW synchronous_commit") == "off"
+        service.write(tx, "test", {"validity_days": 400})
+    with pg_store.transaction() as tx:
+        assert tx.scalar("SHOW synchronous_commit") == "on"
+
+
+def test_data_version_changes_for_commits_of_other_connections_only(pg_store, postgres_dsn, state_dir):
+    first = pg_store.data_version()
+    with pg_store.transaction() as tx:
+        service.write(tx, "test", {"validity_days": 400})
+    with pg_store.transaction() as tx:
+        tx.scalar("SELECT count(*) FROM phones")  # a write transaction that changed nothing
+    assert pg_store.data_version() == first
+    with open_store(postgres_dsn, state_dir=state_dir) as other:
+        with other.read() as tx:
+            tx.scalar("SELECT count(*) FROM phones")
+        assert pg_store.data_version() == first
+        with other.transaction() as tx:
+            service.write(tx, "test", {"validity_days": 500})
+    second = pg_store.data_version()
+    assert second != first
+    assert pg_store.data_version() == second
+
+
+def _schema(dsn):
+    with psycopg.connect(dsn) as connection:
+        return sorted(connection.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema()").fetchall())
+
+
+def test_read_only_open_writes_nothing_at_any_schema_version(postgres_dsn, state_dir):
+    """Check mode and plans: an empty database reads as an empty store, one at an older schema version
+    through the pending migrations applied in a transaction that is rolled back; writes are refused."""
+    with open_store(postgres_dsn, state_dir=state_dir, read_only=True) as empty:
+        assert empty.schema_version() == LATEST_VERSION
+        with empty.read() as tx:
+            assert service.read(tx)["validity_days"] == 1825
+        with pytest.raises(StoreError, match="is open read-only; nothing may be written"):
+            with empty.transaction():
+                pass
+    assert _schema(postgres_dsn) == [] and not os.path.exists(os.path.join(state_dir, "secret.key"))
+    backend = PostgresBackend(postgres_dsn)
+    migrate(backend, target=LATEST_VERSION - 1)
+    backend.close()
+    before = _schema(postgres_dsn)
+    with open_store(postgres_dsn, state_dir=state_dir, read_only=True) as older:
+        assert older.schema_version() == LATEST_VERSION
+        with older.read() as tx:
+            assert tx.scalar("SELECT version FROM commit_counter") == 0
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                tx.execute("INSERT INTO audit_events (at, actor, action) VALUES ('now', 'x', 'y')")
+    assert _schema(postgres_dsn) == before
+    with open_store(postgres_dsn, state_dir=state_dir) as current:
+        assert current.schema_version() == LATEST_VERSION
+        with current.transaction() as tx:
+            tx.execute("INSERT INTO schema_migrations VALUES (999, 'future', '2030-01-01T00:00:00Z')")
+    with pytest.raises(StoreError, match="newer than this engine"):
+        open_store(postgres_dsn, state_dir=state_dir, read_only=True)

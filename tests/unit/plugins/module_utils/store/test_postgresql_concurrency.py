@@ -1,0 +1,129 @@
+"""What one SQLite writer guaranteed must hold with several: here four stores (four connections, as
+four CAPF hosts would have) write to one PostgreSQL database at once."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+import pytest
+
+from _opencapf import authstrings
+from _opencapf.ca import authority, lsc
+from _opencapf.dependencies import ec
+from _opencapf.protocol.session import AuthOffer, Issued
+from _opencapf.server.decider import StoreDecider
+from _opencapf.store import open_store
+from _opencapf.store import service as service_records
+from support.protocol import add_phone, certificate_rows, phone_row
+
+NODES = 4
+PHONE = "SEP001122334455"
+
+
+@pytest.fixture
+def nodes(postgres_dsn, state_dir):
+    first = open_store(postgres_dsn, state_dir=state_dir, actor="node-0")
+    authority.ensure(first)
+    others = [open_store(postgres_dsn, state_dir=state_dir, actor=f"node-{index}") for index in range(1, NODES)]
+    yield [first, *others]
+    for store in (first, *others):
+        store.close()
+
+
+def _concurrently(stores, work) -> None:
+    errors = []
+    start = threading.Barrier(len(stores))
+
+    def run(index, store):
+        try:
+            start.wait(10)
+            work(index, store)
+        except BaseException as exc:  # pylint: disable=broad-exception-caught  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(index, store)) for index, store in enumerate(stores)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+
+
+def test_serials_stay_unique_when_hosts_draw_the_same_ones(nodes, monkeypatch):
+    """200 LSCs issued from four stores at once, every tenth serial drawn a second time (by whichever
+    host comes next): each clash is seen under the write lock and redrawn, none is recorded twice."""
+    for index in range(10):
+        add_phone(nodes[0], f"SEP0000000000{index:02d}")
+    draws = itertools.count()
+    draw_lock = threading.Lock()
+    clashes = []
+    real_taken = lsc.certificate_records.serial_taken
+
+    def next_serial():
+        with draw_lock:
+            number = next(draws)
+        return 2 ** 100 + (number - 1 if number % 10 == 9 else number)
+
+    def taken(tx, issuer, serial):
+        result = real_taken(tx, issuer, serial)
+        if result:
+            clashes.append(serial)
+        return result
+
+    monkeypatch.setattr(lsc.x509, "random_serial_number", next_serial)
+    monkeypatch.setattr(lsc.certificate_records, "serial_taken", taken)
+    key = ec.generate_private_key(ec.SECP256R1())
+
+    def issue(index, store):
+        for number in range(200 // NODES):
+            lsc.issue(store, f"SEP0000000000{(index + number) % 10:02d}", key.public_key(), create_phone=False)
+
+    _concurrently(nodes, issue)
+    with nodes[0].read() as tx:
+        serials = [row["serial"] for row in tx.query("SELECT serial FROM certificates WHERE kind = 'lsc'")]
+    assert len(serials) == 200 and len(set(serials)) == 200
+    assert len(clashes) >= 15  # about one draw in ten clashed
+
+
+def test_exactly_lockout_failures_guesses_are_evaluated_whichever_host_they_reach(nodes, monkeypatch):
+    with nodes[0].transaction() as tx:
+        service_records.write(tx, "test", {"lockout_failures": 3})
+    add_phone(nodes[0], PHONE, operation="install_upgrade", auth_mode="auth_string", auth_string="12345678")
+    evaluated = []
+    real_matches = authstrings.matches
+
+    def counted(*args):
+        evaluated.append(args[-1])
+        return real_matches(*args)
+
+    monkeypatch.setattr(authstrings, "matches", counted)
+
+    def guess(index, store):
+        for attempt in range(5):
+            decider = StoreDecider(store, f"node-{index}")
+            plan = decider.begin(PHONE)
+            if plan.refusal:
+                continue  # the server ends such a session before it asks for the string
+            decider.authenticate(plan, AuthOffer(PHONE.encode(), f"{index}{attempt}000000".encode()))
+
+    _concurrently(nodes, guess)
+    phone = phone_row(nodes[0], PHONE)
+    assert len(evaluated) == 3 and phone["auth_failures"] == 3 and phone["locked"] == 1
+
+
+def test_a_phone_has_one_installed_lsc_whatever_hosts_install_at_once(nodes):
+    add_phone(nodes[0], PHONE, operation="install_upgrade")
+    key = ec.generate_private_key(ec.SECP256R1())
+
+    def install(index, store):
+        for _attempt in range(5):
+            decider = StoreDecider(store, f"node-{index}")
+            plan = decider.begin(PHONE)
+            issued = lsc.issue(store, PHONE, key.public_key(), create_phone=False)
+            decider.stored(plan, Issued(issued.id, b""), True)
+
+    _concurrently(nodes, install)
+    statuses = sorted(row["status"] for row in certificate_rows(nodes[0], PHONE))
+    assert statuses.count("installed") == 1 and len(statuses) == NODES * 5
+    assert set(statuses) <= {"installed", "revoked", "stale"}
