@@ -398,3 +398,22 @@ def test_migration_6_adds_the_session_bound_and_the_chain_leaving_every_row_as_i
     assert [row["chain_pem"] for row in after[1]] == [None]
     for old, new, added in zip(before, after, ("operation_live_until", "chain_pem")):
         assert [{key: value for key, value in row.items() if key != added} for row in new] == old
+
+
+def test_an_operation_in_progress_is_settled_only_past_its_sessions_bound(store):
+    """``phones.abandoned`` on each backend: the bound a session records, then the fallback for an
+    operation put in progress before sessions recorded one."""
+    with store.transaction() as tx:
+        for name in ("SEP00000000AA01", "SEP00000000AA02", "SEP00000000AA03"):
+            phones.create(tx, "test", name, operation="install_upgrade", operation_status="pending")
+        bounded, unbounded, _pending = (phones.get(tx, name) for name in ("SEP00000000AA01", "SEP00000000AA02",
+                                                                           "SEP00000000AA03"))
+        phones.record_session_start(tx, bounded, True, "2026-01-01T01:00:00Z")
+        phones.record_session_start(tx, unbounded, True)
+        tx.execute("UPDATE phones SET last_session_at = '2026-01-01T00:00:00Z' WHERE name = 'SEP00000000AA02'")
+    with store.read() as tx:
+        assert phones.abandoned(tx, "2026-01-01T01:00:00Z", "2025-12-31T00:00:00Z") == []
+        assert [row["name"] for row in phones.abandoned(tx, "2026-01-01T01:00:01Z", "2025-12-31T00:00:00Z")] == [
+            "SEP00000000AA01"]
+        assert [row["name"] for row in phones.abandoned(tx, "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z")] == [
+            "SEP00000000AA02"]
