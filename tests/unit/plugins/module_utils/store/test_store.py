@@ -406,8 +406,7 @@ def test_an_operation_in_progress_is_settled_only_past_its_sessions_bound(store)
     with store.transaction() as tx:
         for name in ("SEP00000000AA01", "SEP00000000AA02", "SEP00000000AA03"):
             phones.create(tx, "test", name, operation="install_upgrade", operation_status="pending")
-        bounded, unbounded, _pending = (phones.get(tx, name) for name in ("SEP00000000AA01", "SEP00000000AA02",
-                                                                           "SEP00000000AA03"))
+        bounded, unbounded = phones.get(tx, "SEP00000000AA01"), phones.get(tx, "SEP00000000AA02")
         phones.record_session_start(tx, bounded, True, "2026-01-01T01:00:00Z")
         phones.record_session_start(tx, unbounded, True)
         tx.execute("UPDATE phones SET last_session_at = '2026-01-01T00:00:00Z' WHERE name = 'SEP00000000AA02'")
