@@ -136,7 +136,8 @@ def _statements(number):
 
 
 @pytest.mark.parametrize("start, crash", [(0, 1), (0, 9), (0, _statements(1)), (1, 1), (1, _statements(2)),
-                                          (2, _statements(3)), (3, _statements(4))])
+                                          (2, _statements(3)), (3, _statements(4)), (4, 1), (4, _statements(5)),
+                                          (5, 1), (5, _statements(6))])
 def test_a_migration_killed_between_its_statements_leaves_the_previous_version(tmp_path, start, crash):
     fresh = str(tmp_path / "fresh.db")
     open_store(fresh).close()

@@ -9,7 +9,9 @@ event), no X-CSR/1 simulator phone receives it, and no certificate row is record
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import time
 
 import pytest
 from cryptography.x509.oid import NameOID
@@ -121,14 +123,18 @@ class OpensslOperator:
         return out
 
     def _ca_sign(self, csr_path, out, defect):
+        dates = {"not_yet_valid": ("20990101000000Z", "21000101000000Z"),
+                 "expired": ("20200101000000Z", "20210101000000Z")}[defect]
+        return self.sign_between(csr_path, out, *dates)
+
+    def sign_between(self, csr_path, out, start: str, end: str):
+        """A correct LSC valid from ``start`` to ``end`` (openssl ``ca`` dates, YYYYMMDDHHMMSSZ)."""
         (self.directory / "index.txt").write_text("")
         (self.directory / "serial").write_text("1000\n")
         config = self.directory / "ca.cnf"
         config.write_text(OPENSSL_CA_CONFIG.format(directory=self.directory))
-        dates = {"not_yet_valid": ("20990101000000Z", "21000101000000Z"),
-                 "expired": ("20200101000000Z", "20210101000000Z")}[defect]
         openssl("ca", "-batch", "-config", str(config), "-cert", str(self.ca), "-keyfile", str(self.ca_key), "-in",
-                str(csr_path), "-startdate", dates[0], "-enddate", dates[1], "-extfile", str(self.extensions),
+                str(csr_path), "-startdate", start, "-enddate", end, "-extfile", str(self.extensions),
                 "-extensions", "lsc", "-notext", "-out", str(out))
         return out
 
@@ -208,3 +214,86 @@ def assert_refused(store, identity, code, *, pending):
     assert tag in csr["reason"], csr["reason"]
     assert csr["status"] == ("pending" if pending else "failed")
     assert [event["details"]["code"] for event in refused] == [code]
+
+
+# -- at delivery: a certificate waiting for the phone's next session is checked again then ---------------
+
+OPENSSL_DATE = "%Y%m%d%H%M%SZ"
+
+
+def _imported_and_waiting(store, store_path, capf_server, pki, tmp_path, *, trusted, expires_in=None):
+    """An offline flow up to a valid certificate imported and waiting for the phone's next session;
+    CAPF-trust holds ``trusted``; the certificate file carries the issuing CA along."""
+    add_phone(store, NAME, operation="install_upgrade", auth_mode="null_string", key_order="rsa")
+    trust.converge(store, content="".join(pem(item) for item in trusted), trust_store=["capf-trust"])
+    service_config.converge(store, parameters_wanted={"issuer": "offline_ca"})
+    identity = phone(tmp_path, NAME)
+    assert run_enrol(identity, capf_server, behaviour=X_CSR).outcome == "retry_later"
+    out = tmp_path / "out"
+    out.mkdir()
+    enrolment.export_csrs(store, str(out))
+    operator = OpensslOperator(pki, tmp_path / "operator")
+    if expires_in is None:
+        signed = operator.sign(out / f"{NAME}.csr.pem", "none")
+    else:
+        now = dt.datetime.now(dt.timezone.utc)
+        signed = operator.sign_between(out / f"{NAME}.csr.pem", tmp_path / "operator" / "short.cer",
+                                       (now - dt.timedelta(hours=1)).strftime(OPENSSL_DATE),
+                                       (now + dt.timedelta(seconds=expires_in)).strftime(OPENSSL_DATE))
+    bundle = tmp_path / "signed-with-chain.pem"
+    bundle.write_text(signed.read_text() + pem(pki.issuing))
+    imported = run_cli("--store", store_path, "--json", "csr", "import", str(bundle))
+    assert imported.returncode == 0 and json.loads(imported.stdout)["matched"] == [NAME], imported.stdout
+    [row] = certificate_rows(store, NAME)
+    assert row["status"] == "issued"
+    return identity
+
+
+def assert_refused_at_delivery(store, identity, result, code):
+    """Not given to the phone; the certificate, its CSR, the operation and the audit log say why."""
+    tag = f"[{code}]"
+    assert (result.outcome, result.end_reason) == ("failed", 7), result
+    assert identity.lsc is None
+    [row] = certificate_rows(store, NAME)
+    assert row["status"] == "stale" and row["installed_at"] is None
+    with store.read() as tx:
+        csr = tx.one("SELECT status, reason FROM csrs ORDER BY id LIMIT 1")
+        refused = audit.events(tx, action="certificate.refused", subject=NAME)
+        stale = audit.events(tx, action="certificate.stale", subject=NAME)
+    assert csr["status"] == "failed" and tag in csr["reason"] and "refused at delivery" in csr["reason"], csr
+    assert [event["details"]["code"] for event in refused] == [code]
+    assert [event["details"]["code"] for event in stale] == [code]
+    operation = phone_row(store, NAME)
+    assert (operation["operation_status"], operation["operation_reason"]) == ("failed", csr["reason"])
+
+
+def test_a_waiting_certificate_that_expired_before_delivery_is_refused_and_never_delivered(
+        capf_server, ca_store, store_path, pki, tmp_path):
+    identity = _imported_and_waiting(ca_store, store_path, capf_server, pki, tmp_path,
+                                     trusted=(pki.root, pki.issuing), expires_in=4)
+    time.sleep(5)  # valid when imported; expired by the phone's next session
+    result = run_enrol(identity, capf_server, behaviour=X_CSR)
+    assert_refused_at_delivery(ca_store, identity, result, "expired")
+    # The next session starts over with a new key, whose CSR waits for the CA again.
+    assert run_enrol(identity, capf_server, behaviour=X_CSR).outcome == "retry_later"
+    with ca_store.read() as tx:
+        assert [row["status"] for row in tx.query("SELECT status FROM csrs ORDER BY id")] == ["failed", "pending"]
+
+
+def test_a_waiting_certificate_whose_ca_left_capf_trust_is_refused_and_never_delivered(
+        capf_server, ca_store, store_path, pki, tmp_path):
+    identity = _imported_and_waiting(ca_store, store_path, capf_server, pki, tmp_path, trusted=(pki.root,))
+    trust.converge(ca_store, state="absent", trust_store=["capf-trust"], content=pem(pki.root))
+    result = run_enrol(identity, capf_server, behaviour=X_CSR)
+    assert_refused_at_delivery(ca_store, identity, result, "untrusted_chain")
+
+
+def test_a_waiting_certificate_that_chains_through_the_ca_it_came_with_is_delivered(
+        capf_server, ca_store, store_path, pki, tmp_path):
+    """CAPF-trust holds only the root (Table 1): the check at delivery uses the issuing CA that came
+    with the certificate, as the import did."""
+    identity = _imported_and_waiting(ca_store, store_path, capf_server, pki, tmp_path, trusted=(pki.root,))
+    result = run_enrol(identity, capf_server, behaviour=X_CSR)
+    assert (result.outcome, result.end_reason) == ("ok", 1), result
+    [row] = certificate_rows(ca_store, NAME)
+    assert row["status"] == "installed" and identity.lsc is not None

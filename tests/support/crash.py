@@ -6,6 +6,7 @@ docs/reliability.md ("Crash safety")."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import random
@@ -22,11 +23,13 @@ from support.tools import ENGINE_PATH, openssl
 from _opencapf import bulk, faults
 from _opencapf.ca import authority
 from _opencapf.ca import certificates as c
+from _opencapf.server.decider import LIVENESS_MARGIN_SECONDS, settle_abandoned
 from _opencapf.simulator.client import Target, enrol
 from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
 from _opencapf.simulator.manufacturing import ManufacturingCa
 from _opencapf.store import LATEST_VERSION, Store, migrate
 from _opencapf.store.sqlite import SqliteBackend
+from _opencapf.vocabulary import utc_now
 
 SEED_ENV = "OPENCAPF_CRASH_SEED"
 # Crash points the CAPF service passes while serving phones (faults.POINTS has them all).
@@ -35,6 +38,8 @@ TIMER = "random time"
 AUTH_MODES = ("null_string", "auth_string", "existing_cert_mic", "existing_cert_lsc")
 AUTH_STRING = "20261127"
 SESSION_OUTCOMES = {"ok": "succeeded", "no_operation": "no_operation"}
+SESSION_BOUND = 30  # serve --max-session-seconds: far above a session of this run, short enough to reason about
+ABANDONED = "session ended without a result: the CAPF service stopped mid-session"
 
 
 @dataclass
@@ -159,7 +164,8 @@ class Service:
             log.write(f"--- {'crash at ' + crash_at if crash_at else 'to be killed at a random moment'}\n".encode())
         order = {"env": {faults.ENV_CRASH_AT: crash_at} if crash_at else {},
                  "argv": ["--store", self.store_path, "serve", "--listen", "127.0.0.1", "--port", str(self.port),
-                          "--enrolment-interval", "0", "--step-timeout", "5"]}
+                          "--enrolment-interval", "0", "--step-timeout", "5",
+                          "--max-session-seconds", str(SESSION_BOUND)]}
         self._zygote.stdin.write(json.dumps(order).encode() + b"\n")
         await self._zygote.stdin.drain()
         self.pid = int((await self._line()).split()[1])
@@ -214,11 +220,19 @@ class Supervisor:
         self.kills: Counter = Counter()
         self.history: list[str] = []
         self.unexpected: list[str] = []
+        self.settled = 0  # operations a kill left in progress, settled by the scheduler pass after it
 
     def _choose(self):
         if self.rng.random() < self.config.point_share:
             return ("point", self.rng.choice(SERVICE_POINTS), self.rng.randint(1, self.config.max_pass))
         return ("timer", self.rng.randint(1, self.config.max_sessions), round(self.rng.uniform(0, 0.2), 3))
+
+    def _settle(self) -> None:
+        """No process serves the store: what the successor's scheduler does once the sessions' bound
+        has passed leaves no operation in progress, each settled one with its reason."""
+        problems, settled = scheduler_pass(self.service.store_path)
+        self.unexpected.extend(problems)
+        self.settled += settled
 
     def _died_at(self, plan, code: int) -> None:
         if code == -signal.SIGKILL:
@@ -240,6 +254,7 @@ class Supervisor:
             crash_at = f"{plan[1]}:{plan[2]}" if plan[0] == "point" else None
             if not await self.service.start(crash_at):
                 self._died_at(plan, await self.service.wait())
+                self._settle()
                 plan = None
                 continue
             # A named point normally comes long before this many sessions; if not, kill from outside.
@@ -255,6 +270,7 @@ class Supervisor:
                 self.kills[TIMER] += 1
                 self.history.append(f"{TIMER}:{plan[1]}+{plan[2]}s" if plan[0] == "timer"
                                     else f"{TIMER}(armed {crash_at})")
+            self._settle()
             plan = None
 
 
@@ -408,11 +424,35 @@ async def crash_run(workdir: str, config: CrashConfig, seed: int) -> tuple[RunRe
         finally:
             await service.stop()
     report.kills.update(supervisor.kills)
+    report.figures["operations_left_in_progress_by_a_kill_and_settled"] = supervisor.settled
     report.history = supervisor.history
     report.problems.extend(supervisor.unexpected)
     report.problems.extend(report.fleet.unexpected)
     report.seconds = time.monotonic() - started
     return report, store_path, capf_pem, phones
+
+
+def scheduler_pass(store_path: str) -> tuple[list, int]:
+    """One pass of the scheduler's settling (``decider.settle_abandoned``) at a moment when every
+    session of a dead service is past its bound. Returns the problems (an operation still in
+    progress, or settled without the reason) and how many operations it settled."""
+    store = Store(SqliteBackend(store_path), os.path.dirname(store_path), "scheduler")
+    try:
+        if store.schema_version() != LATEST_VERSION:  # killed in its migration: no session ran
+            return [], 0
+        settled = settle_abandoned(store, utc_now() + dt.timedelta(seconds=SESSION_BOUND + LIVENESS_MARGIN_SECONDS + 1))
+        with store.read() as tx:
+            rows = tx.query("SELECT name, operation_status, operation_reason FROM phones WHERE operation_status = "
+                            "'in_progress' OR (operation_status = 'failed' AND operation_reason = '')")
+            reasons = {row["name"]: row["operation_reason"] for row in tx.query(
+                "SELECT name, operation_reason FROM phones WHERE operation_status = 'failed'")}
+    finally:
+        store.close()
+    problems = [f"{row['name']}: operation {row['operation_status']} with reason {row['operation_reason']!r} "
+                "after a scheduler pass with no live session" for row in rows]
+    problems += [f"{name}: settled without the reason ({reasons.get(name)!r})" for name in settled
+                 if not reasons.get(name, "").startswith(ABANDONED)]
+    return problems, len(settled)
 
 
 def _round_problems(store_path: str, round_number: int) -> list:
@@ -458,6 +498,7 @@ def check_invariants(store_path: str, capf_pem: str, phones: list, report: RunRe
     if wrong:
         problems.append(f"operations recorded as succeeded other than once per round: {dict(list(wrong.items())[:5])}")
     problems += _openssl_problems(certificates, capf_pem, workdir)
+    problems += scheduler_pass(store_path)[0]  # the run is over: no session is live
     report.figures.update(
         phones=len(phones), certificates=len(certificates), sessions_recorded=len(sessions),
         sessions_completed_by_phones=len(report.fleet.completed),

@@ -124,8 +124,10 @@ def set_csr(tx: Transaction, csr_id: int, status: str, reason: str = "", *, cert
 
 
 def record_certificate(tx: Transaction, actor: str, phone: dict, certificate, source: str,
-                       status: str = "issued") -> int:
-    """A third-party LSC in ``certificates``: issuer = the CA's subject, like a CAPF-issued one."""
+                       status: str = "issued", chain=()) -> int:
+    """A third-party LSC in ``certificates``: issuer = the CA's subject, like a CAPF-issued one;
+    ``chain``: the accepted chain (``acceptance.Accepted.chain``), whose CA certificates below
+    CAPF-trust are kept to check the LSC again when it is delivered."""
     fingerprint = c.fingerprint(certificate)
     existing = certificate_records.id_for(tx, phone["id"], fingerprint, source)
     if existing is not None:
@@ -136,7 +138,8 @@ def record_certificate(tx: Transaction, actor: str, phone: dict, certificate, so
         tx, phone_id=phone["id"], kind="lsc", serial=serial, issuer=issuer, fingerprint=fingerprint,
         public_key_fingerprint=c.public_key_fingerprint(certificate.public_key()), status=status, source=source,
         pem=c.to_pem(certificate), not_before=format_utc(c.not_before(certificate)),
-        not_after=format_utc(c.not_after(certificate)))
+        not_after=format_utc(c.not_after(certificate)),
+        chain_pem="".join(c.to_pem(item) for item in list(chain)[1:-1]) or None)
     audit.record(tx, actor, f"certificate.{status}", phone["name"], serial=serial, source=source, issuer=issuer,
                  certificate_id=certificate_id)
     return certificate_id
@@ -180,7 +183,7 @@ def submit_online(store: Store, actor: str, phone: dict, csr_id: int, signed: cs
 def _settle(store: Store, actor: str, phone: dict, csr_id: int, outcome, request):
     """Record what the online CA answered; an issued certificate is recorded only when
     ``acceptance.check`` accepts it for this phone's name and its request's key."""
-    refused = None
+    refused, chain = None, ()
     if isinstance(outcome, base.Issued):
         with store.read() as tx:
             anchors = _anchors(tx)
@@ -189,9 +192,11 @@ def _settle(store: Store, actor: str, phone: dict, csr_id: int, outcome, request
         if isinstance(verdict, acceptance.Refused):
             refused = outcome.certificate
             outcome = base.Rejected(verdict.code, verdict.reason, outcome.reference)
+        else:
+            chain = verdict.chain
     with store.transaction() as tx:
         if isinstance(outcome, base.Issued):
-            certificate_id = record_certificate(tx, actor, phone, outcome.certificate, "online_ca")
+            certificate_id = record_certificate(tx, actor, phone, outcome.certificate, "online_ca", chain=chain)
             set_csr(tx, csr_id, "issued", certificate_id=certificate_id, external_ref=outcome.reference or None)
             return Ready(certificate_id, c.to_der(outcome.certificate))
         if isinstance(outcome, base.Pending):
@@ -261,6 +266,40 @@ def next_for_phone(tx: Transaction, phone: dict):
             return Waiting(base.DEFAULT_RETRY_AFTER, f"the online CA holds request {row['external_ref']} pending")
         return Waiting(OFFLINE_RETRY_SECONDS, "the CSR waits for the offline CA (export, sign, import)")
     return None
+
+
+class DeliveryRefused(EnrolmentError):
+    """A waiting third-party LSC failed its check at delivery; the message is the operation's reason."""
+
+
+def deliverable(store: Store, actor: str, phone: dict):
+    """``next_for_phone`` at the moment of delivery: a waiting certificate passes ``acceptance.check``
+    again, against its request and now (it may have expired while it waited, or its CA may have left
+    CAPF-trust). A refused one is never delivered: it becomes ``stale`` and its CSR ``failed`` with the
+    reason and code, a ``certificate.refused`` audit event names it, and ``DeliveryRefused`` (the
+    reason) ends the session, which fails the operation with that reason."""
+    with store.read() as tx:
+        state = next_for_phone(tx, phone)
+        if not isinstance(state, Ready):
+            return state
+        row = certificate_records.by_id(tx, state.certificate_id)
+        request_row = csr_records.for_certificate(tx, state.certificate_id)
+        anchors = _anchors(tx)
+    certificate = c.load_pem_certificate(row["pem"], "stored LSC")
+    request = csr_module.verify(request_row["csr_pem"].encode(), "stored CSR")
+    intermediates = c.load_pem_certificates(row["chain_pem"].encode(), "stored chain") if row["chain_pem"] else []
+    verdict = acceptance.check(certificate, device_name=phone["name"], public_key=request.public_key(),
+                               anchors=anchors, intermediates=intermediates)
+    if isinstance(verdict, acceptance.Accepted):
+        return state
+    what = "online" if row["source"] == "online_ca" else "offline"
+    reason = f"certificate from the {what} CA refused at delivery: {verdict.reason} [{verdict.code}]"
+    with store.transaction() as tx:
+        record_refusal(tx, actor, phone["name"], certificate, row["source"], verdict.code, reason)
+        set_csr(tx, request_row["id"], "failed", reason)
+        certificate_records.set_status(tx, actor, state.certificate_id, "stale", phone["name"], code=verdict.code,
+                                       reason=reason)
+    raise DeliveryRefused(verdict.code, reason)
 
 
 def refused_delivery(tx: Transaction, actor: str, phone: dict, certificate_id: int) -> None:
@@ -356,7 +395,7 @@ def import_certificates(store: Store, actor: str, sources, *, check_mode: bool =
                 phone_records.set_operation_result(tx, actor, phone, phone["operation_status"], reason)
         for item in report.matched:
             phone = phone_records.get(tx, item.device_name)
-            certificate_id = record_certificate(tx, actor, phone, item.certificate, "offline_ca")
+            certificate_id = record_certificate(tx, actor, phone, item.certificate, "offline_ca", chain=item.chain)
             set_csr(tx, by_name[item.device_name], "issued", certificate_id=certificate_id)
         for item in report.stale:
             phone = phone_records.get(tx, item.device_name)

@@ -68,6 +68,12 @@ MAX_HANDSHAKES = (1, 100000)  # TLS handshakes in progress at once
 MAX_CONNECTIONS = (1, 100000)  # connections not yet in a session, at once
 STEP_TIMEOUT_SECONDS = (0.5, 3600)
 HANDSHAKE_TIMEOUT_SECONDS = (0.5, 300)
+# The longest a phone session may last, from its first message to its end, however the phone paces
+# its keep-alives: an operation left in progress longer than that has no live session (its service
+# died) and the scheduler settles it. The default covers the default key generation time (30 min)
+# and keep-alive (15 min) with room to spare.
+MAX_SESSION_SECONDS = (1, 86400)
+DEFAULT_MAX_SESSION_SECONDS = 3600
 QUEUE_TIMEOUT_SECONDS = (0, 3600)  # 0: a connection that finds no free slot is closed at once
 ENROLMENT_INTERVAL_SECONDS = (0, 86400)  # 0 turns the enrolment service off
 READ_TIMEOUT_SECONDS = (0.5, 3600)  # a phone's wait for each answer
@@ -99,6 +105,7 @@ LIMITS = {
     "max_connections": Limit(MAX_CONNECTIONS),
     "step_timeout": Limit(STEP_TIMEOUT_SECONDS, " seconds", whole=False),
     "handshake_timeout": Limit(HANDSHAKE_TIMEOUT_SECONDS, " seconds", whole=False),
+    "max_session_seconds": Limit(MAX_SESSION_SECONDS, " seconds"),
     "queue_timeout": Limit(QUEUE_TIMEOUT_SECONDS, " seconds", whole=False),
     "enrolment_interval": Limit(ENROLMENT_INTERVAL_SECONDS, " seconds", whole=False),
     "read_timeout": Limit(READ_TIMEOUT_SECONDS, " seconds", whole=False),

@@ -26,6 +26,7 @@ from ..server.service import ServerOptions, serve
 from ..server.supervisor import Supervisor
 from ..store import open_store
 from ..store import service as service_records
+from ..vocabulary import DEFAULT_MAX_SESSION_SECONDS
 from .options import address, bounded, limit_help
 
 
@@ -37,6 +38,12 @@ def register(subparsers) -> None:
                         help=f"TCP port ({limit_help('listen_port')}; 0: any free port); default: the port parameter")
     parser.add_argument("--step-timeout", type=bounded("step_timeout"), default=10.0,
                         help=f"seconds a phone may take per step ({limit_help('step_timeout')}, default 10)")
+    parser.add_argument("--max-session-seconds", type=bounded("max_session_seconds"),
+                        default=DEFAULT_MAX_SESSION_SECONDS,
+                        help=f"seconds a phone session may last at most, however the phone paces its keep-alives "
+                             f"({limit_help('max_session_seconds')}, default {DEFAULT_MAX_SESSION_SECONDS}); an "
+                             "operation left in progress past it (its service died) is settled by the scheduler. "
+                             "Keep it above keygen_timeout_minutes plus keepalive_minutes")
     parser.add_argument("--queue-timeout", type=bounded("queue_timeout"), default=60.0,
                         help=f"seconds a connection may wait for a free session slot ({limit_help('queue_timeout')}, "
                              "default 60)")
@@ -98,7 +105,8 @@ def _options(args) -> ServerOptions:
     return ServerOptions(addresses=tuple(args.listen) if args.listen else None, port=args.port,
                          step_timeout=args.step_timeout, queue_timeout=args.queue_timeout, workers=args.store_threads,
                          handshake_timeout=args.handshake_timeout, max_handshakes=args.max_handshakes,
-                         max_connections=args.max_connections, enrolment_interval=args.enrolment_interval)
+                         max_connections=args.max_connections, enrolment_interval=args.enrolment_interval,
+                         max_session_seconds=args.max_session_seconds)
 
 
 def _open_store(args):

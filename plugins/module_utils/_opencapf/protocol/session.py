@@ -165,15 +165,19 @@ class Decider(abc.ABC):
 class ServerSession:
     """One connection, server side."""
 
-    def __init__(self, session_id: int, decider: Decider, *, step_timeout: float = 10.0):
+    def __init__(self, session_id: int, decider: Decider, *, step_timeout: float = 10.0,
+                 max_duration: float | None = None):
         if not 0 < session_id <= 0xFFFFFFFF:
             raise ValueError("session id must be 1..2^32-1")
         self.session_id = session_id
         self.decider = decider
         self.step_timeout = step_timeout
+        # The session's time bound from ``start``, whatever the steps and keep-alives allow (None: none).
+        self.max_duration = max_duration
+        self._ends_by: float | None = None
         self.state = WAIT_AUTH
         self.outcome = Outcome()
-        self.deadline: float | None = None
+        self._deadline: float | None = None
         self._decoder = Decoder(MAX_PHONE_BODY)
         self._plan: Plan | None = None
         self._version = SERVER_VERSION
@@ -193,8 +197,21 @@ class ServerSession:
     def closed(self) -> bool:
         return self.state == CLOSED
 
+    @property
+    def deadline(self) -> float | None:
+        """When the driver must call ``time_passed``: the step's deadline, never past the session's bound."""
+        if self._deadline is None or self._ends_by is None:
+            return self._deadline
+        return min(self._deadline, self._ends_by)
+
+    @deadline.setter
+    def deadline(self, value: float | None) -> None:
+        self._deadline = value
+
     def start(self, now: float) -> bytes:
         """The first message: AUTH_REQUEST (S speaks first)."""
+        if self.max_duration is not None:
+            self._ends_by = now + self.max_duration
         self.deadline = now + self.step_timeout
         self._step_started = now
         return self._send(Command.AUTH_REQUEST, [(Tag.VERSION, u8(SERVER_VERSION)), (Tag.AUTH_TYPE, u8(AuthType.NONE))])
@@ -203,6 +220,8 @@ class ServerSession:
         """Bytes from the phone in; bytes to send out (possibly empty)."""
         if self.closed:
             return b""
+        if self._ends_by is not None and now >= self._ends_by:  # a phone that never falls silent ends too
+            return self.time_passed(now)
         out = []
         try:
             for message in self._decoder.feed(data):
@@ -219,6 +238,9 @@ class ServerSession:
         """Call when ``deadline`` has passed: a stuck or silent phone ends the session."""
         if self.closed or self.deadline is None or now < self.deadline:
             return b""
+        if self._ends_by is not None and now >= self._ends_by:
+            return self._end(Reason.INVALID_ELEMENT, "timeout",
+                             f"the session reached its time bound of {self.max_duration:g} s (serve --max-session-seconds)")
         what = {WAIT_AUTH: "AUTH_RESPONSE", WAIT_KEY: "KEY_GENERATE_RESPONSE", WAIT_STORE: "STORE_CERTIFICATE_RESPONSE",
                 WAIT_FETCH: "FETCH_CERTIFICATE_RESPONSE", WAIT_DELETE: "DELETE_CERTIFICATE_RESPONSE",
                 WAIT_SIGN: "ENCRYPT_RESPONSE"}[self.state]

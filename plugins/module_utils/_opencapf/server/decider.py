@@ -11,6 +11,7 @@ one transaction together with its audit record.
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 import logging
 
 from .. import authstrings, der, enrolment, faults
@@ -28,7 +29,7 @@ from ..store import csrs as csr_records
 from ..store import phones as phone_records
 from ..store import service as service_records
 from ..store import trust as trust_records
-from ..vocabulary import format_utc, parse_utc, utc_now
+from ..vocabulary import DEFAULT_MAX_SESSION_SECONDS, MAX_SESSION_SECONDS, format_utc, parse_utc, utc_now
 
 log = logging.getLogger("opencapf.server")
 ACTOR = "capf-server"
@@ -118,10 +119,55 @@ def _checked_key(public_key_der: bytes, choice: KeyChoice):
     return public_key
 
 
+# How long after a session's time bound its operation may still be written: a step under way when the
+# bound passes finishes first (an online CA call: a few seconds), and the clocks of the nodes that
+# share a store may differ a little. Only past bound and margin is an operation surely abandoned.
+LIVENESS_MARGIN_SECONDS = 15
+ABANDONED_REASON = ("session ended without a result: the CAPF service stopped mid-session (no process serves it "
+                    "any more; its time bound passed at {bound})")
+
+
+def settle_unfinished(tx, actor: str, phone: dict | None, outcome: str, reason: str, csr_ids=(), **details) -> bool:
+    """The one rule for an operation a session put in progress and left there when it ended:
+    ``pending`` again, with the reason, when the session was deferred (the CA holds its request and
+    the phone comes back for the certificate), else ``failed`` with the reason, together with the key
+    requests the session left pending. A result recorded meanwhile stands (the session's own, or that
+    of a newer session of the phone, a lapse or a withdrawal): only ``in_progress`` is settled."""
+    if phone is None or phone["operation_status"] != "in_progress":
+        return False
+    deferred = outcome == "deferred"
+    phone_records.set_operation_result(tx, actor, phone, "pending" if deferred else "failed", reason, **details)
+    if not deferred:
+        for csr_id in csr_ids:
+            csr_records.fail_pending(tx, csr_id, reason)
+    return True
+
+
+def settle_abandoned(store: Store, now=None) -> list[str]:
+    """Settle every operation left ``in_progress`` by a session that cannot be live any more (its
+    process died: SIGKILL, power loss): the session's time bound and ``LIVENESS_MARGIN_SECONDS``
+    (``operation_live_until``) have passed, so no process of any node serves it. Each is settled as
+    its session's end would have settled it, aborted (``settle_unfinished``). Returns the names."""
+    moment = now or utc_now()
+    # A session from before sessions recorded their bound: judged by the longest bound there can be.
+    unbounded = moment - _dt.timedelta(seconds=MAX_SESSION_SECONDS[1] + LIVENESS_MARGIN_SECONDS)
+    settled = []
+    with store.transaction() as tx:
+        for phone in phone_records.abandoned(tx, format_utc(moment), format_utc(unbounded)):
+            bound = phone["operation_live_until"] or "unknown (recorded before sessions had a bound)"
+            csr_ids = csr_records.pending_since(tx, phone["id"], phone["last_session_at"]) \
+                if phone["last_session_at"] else ()
+            if settle_unfinished(tx, store.actor, phone, "aborted", ABANDONED_REASON.format(bound=bound), csr_ids,
+                                 live_until=phone["operation_live_until"]):
+                settled.append(phone["name"])
+    return settled
+
+
 class StoreDecider(Decider):
     def __init__(self, store: Store, peer: str = "", session_id: int | None = None, parameters: dict | None = None,
-                 signer: authority.Signer | None = None):
+                 signer: authority.Signer | None = None, max_session: float = DEFAULT_MAX_SESSION_SECONDS):
         self.store = store
+        self.max_session = max_session  # the session's time bound (seconds), enforced by its ServerSession
         self.signer = signer  # the active CAPF certificate when the phone connected (None: look it up)
         self.peer = peer
         # Every operation result names its session, so that the audit log accounts also for a
@@ -164,8 +210,7 @@ class StoreDecider(Decider):
                                        timeout=enrolment.IN_SESSION_HTTP_TIMEOUT)
             except CapfError as exc:  # the CA may be down: the phone hears "later" and nothing is lost
                 log.warning("polling the online CA for %s: %s", phone["name"], exc)
-        with self.store.read() as tx:
-            state = enrolment.next_for_phone(tx, phone)
+        state = enrolment.deliverable(self.store, ACTOR, phone)  # DeliveryRefused: the session fails with why
         if isinstance(state, enrolment.Ready):
             return Issued(state.certificate_id, state.der)
         if isinstance(state, enrolment.Waiting):
@@ -203,7 +248,9 @@ class StoreDecider(Decider):
 
     def _start(self, tx, phone: dict) -> None:
         self._started = pending_operation(phone) != "none"
-        phone_records.record_session_start(tx, phone, self._started)
+        # The session began before this moment: it has surely ended by then, live or not.
+        live_until = utc_now() + _dt.timedelta(seconds=self.max_session + LIVENESS_MARGIN_SECONDS)
+        phone_records.record_session_start(tx, phone, self._started, format_utc(live_until))
 
     def _authenticate_string(self, plan: Plan, offer: AuthOffer) -> Verdict:
         """Check the string and count a failure in ONE write transaction on the phone's current row:
@@ -403,12 +450,7 @@ class StoreDecider(Decider):
             phone = phone_records.get(tx, plan.device_name)
         if phone is None or phone["operation_status"] != "in_progress":
             return
-        deferred = outcome.outcome == "deferred"
-        reason = outcome.reason or outcome.outcome
         with self.store.transaction(durable=False) as tx:  # on disk with the session record, before any reply
-            phone = phone_records.get(tx, plan.device_name)
-            if phone is None or phone["operation_status"] != "in_progress":
-                return
-            self._set_result(tx, phone, "pending" if deferred else "failed", reason)
-            if self._csr_id is not None and not deferred:
-                csr_records.fail_pending(tx, self._csr_id, reason)
+            settle_unfinished(tx, ACTOR, phone_records.get(tx, plan.device_name), outcome.outcome,
+                              outcome.reason or outcome.outcome, () if self._csr_id is None else (self._csr_id,),
+                              **self._session)

@@ -7,7 +7,9 @@ Every serving process runs this loop. At each tick (every ``scheduler_interval_s
 again each time, and once at start so that what fell due while the service was down runs at once)
 it asks the store for the lead of the ``scheduler`` duty (``Store.try_lead``): of all the
 processes serving one store, worker processes and separate ``serve`` processes alike, exactly one
-leads and runs ``scheduler.run_due``; when it ends, the next process to tick takes over. A job is
+leads and runs ``scheduler.run_due``, then settles the operations left ``in_progress`` by sessions
+whose service died (``decider.settle_abandoned``: past their time bound no process serves them);
+when it ends, the next process to tick takes over. A job is
 also claimed in its own write transaction, so ``opencapf jobs run-due`` typed meanwhile cannot run
 it a second time.
 
@@ -27,6 +29,7 @@ from .. import parameters, scheduler
 from ..errors import CapfError
 from ..store import Store, open_store
 from ..store import service as service_records
+from .decider import settle_abandoned
 
 log = logging.getLogger("opencapf.server")
 LEAD = "scheduler"
@@ -56,6 +59,7 @@ class Scheduling:
             log.info("scheduler: this process (pid %d) runs the scheduled jobs and lapses passed deadlines, "
                      "every %d s", os.getpid(), interval)
         _log(scheduler.run_due(self._store))
+        _log_settled(settle_abandoned(self._store))
         return interval
 
     def close(self) -> None:
@@ -73,6 +77,14 @@ def _log(result: dict) -> None:
         more = f" and {len(lapsed) - LISTED_NAMES} more" if len(lapsed) > LISTED_NAMES else ""
         log.info("scheduler: %d pending operation(s) lapsed, their deadline passed: %s%s", len(lapsed),
                  ", ".join(lapsed[:LISTED_NAMES]), more)
+
+
+def _log_settled(names: list) -> None:
+    if names:
+        more = f" and {len(names) - LISTED_NAMES} more" if len(names) > LISTED_NAMES else ""
+        log.warning("scheduler: %d operation(s) left in progress by a session that ended without a result (its "
+                    "service stopped mid-session) settled as failed: %s%s", len(names), ", ".join(names[:LISTED_NAMES]),
+                    more)
 
 
 async def run(store: Store, stop_event: asyncio.Event) -> None:

@@ -44,7 +44,7 @@ from ..store import Store
 from ..store import capf_certificates as capf_certificate_records
 from ..store import service as service_records
 from ..store import sessions as session_records
-from ..vocabulary import check_limit, format_utc, utc_now
+from ..vocabulary import DEFAULT_MAX_SESSION_SECONDS, check_limit, format_utc, utc_now
 from . import scheduling
 from .admission import Reclaimer, compact_tls_buffers
 from .decider import ACTOR, StoreDecider
@@ -62,6 +62,7 @@ class ServerOptions:
     port: int | None = None  # None: the port service parameter; 0: ephemeral
     step_timeout: float = 10.0  # per protocol step (phones answer within seconds)
     handshake_timeout: float = 10.0  # for the whole TLS handshake, however the client paces its bytes
+    max_session_seconds: int = DEFAULT_MAX_SESSION_SECONDS  # a session's time bound, however the phone paces it
     max_handshakes: int = 1000  # TLS handshakes in progress at once; further connections wait (unread)
     max_connections: int = 1000  # connections not yet in a session at once; further ones are closed before TLS
     queue_timeout: float = 60.0  # how long a connection may wait for a free session slot
@@ -73,6 +74,7 @@ class ServerOptions:
         for name in ("step_timeout", "handshake_timeout", "max_handshakes", "max_connections", "queue_timeout",
                      "enrolment_interval"):
             check_limit(name, getattr(self, name))
+        check_limit("max_session_seconds", self.max_session_seconds)
         check_limit("store_threads", self.workers, "workers")
         if self.port is not None:
             check_limit("listen_port", self.port, "port")
@@ -368,8 +370,10 @@ class CapfServer:
         in_session()
         try:
             inline = parameters["issuer"] not in NETWORK_ISSUERS
-            session = ServerSession(session_id, StoreDecider(self.store, peer, session_id, parameters, signer),
-                                    step_timeout=self.options.step_timeout)
+            bound = self.options.max_session_seconds
+            session = ServerSession(session_id, StoreDecider(self.store, peer, session_id, parameters, signer,
+                                                             max_session=bound),
+                                    step_timeout=self.options.step_timeout, max_duration=bound)
             try:
                 final = await self._converse(session, reader, writer, inline)
             except BaseException as exc:

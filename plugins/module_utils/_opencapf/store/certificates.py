@@ -14,14 +14,15 @@ from .backend import Transaction
 
 def insert(tx: Transaction, *, phone_id: int, kind: str, serial: str, issuer: str, fingerprint: str,
            public_key_fingerprint: str, status: str, source: str, pem: str, not_before: str,
-           not_after: str) -> int:
+           not_after: str, chain_pem: str | None = None) -> int:
+    """``chain_pem``: a third-party LSC's CA certificates between it and CAPF-trust (PEM), as the CA sent them."""
     now = format_utc(utc_now())
     return tx.insert(
         "INSERT INTO certificates (phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, status, "
-        "source, pem, not_before, not_after, issued_at, installed_at, status_changed_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "source, pem, not_before, not_after, issued_at, installed_at, status_changed_at, chain_pem) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, status, source, pem, not_before,
-         not_after, now, now if status == "installed" else None, now),
+         not_after, now, now if status == "installed" else None, now, chain_pem),
     )
 
 

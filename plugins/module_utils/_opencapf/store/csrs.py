@@ -93,6 +93,17 @@ def fail_pending(tx: Transaction, csr_id: int, reason: str) -> bool:
                       (reason, format_utc(utc_now()), csr_id)) > 0
 
 
+def for_certificate(tx: Transaction, certificate_id: int) -> dict[str, Any] | None:
+    """The CSR a certificate was issued for (its newest, should there be several)."""
+    return tx.one("SELECT * FROM csrs WHERE certificate_id = ? ORDER BY id DESC LIMIT 1", (certificate_id,))
+
+
+def pending_since(tx: Transaction, phone_id: int, since: str) -> list[int]:
+    """Ids of the phone's ``pending`` CSRs created at or after ``since`` (a session's own requests)."""
+    return [row["id"] for row in tx.query("SELECT id FROM csrs WHERE phone_id = ? AND status = 'pending' "
+                                          "AND created_at >= ? ORDER BY id", (phone_id, since))]
+
+
 def listing(tx: Transaction, status: str | None = "pending") -> list[dict[str, Any]]:
     """CSR rows with their device names, oldest first (``status=None``: every row)."""
     sql = ("SELECT r.id, p.name AS device_name, r.public_key_fingerprint, r.status, r.reason, r.certificate_id, "

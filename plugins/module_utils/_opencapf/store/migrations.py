@@ -174,6 +174,14 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "CREATE TABLE commit_counter (id {int} PRIMARY KEY CHECK (id = 1), version {int} NOT NULL)",
         "INSERT INTO commit_counter (id, version) VALUES (1, 0)",
     ]),
+    (6, "session bounds and the chains of third-party LSCs", [
+        # When the session that put a phone's operation in progress has ended at the latest (its time
+        # bound): past it, an operation still in progress has no live session and is settled.
+        "ALTER TABLE phones ADD COLUMN operation_live_until TEXT",
+        # The CA certificates between a third-party LSC and CAPF-trust that the CA sent along, so that
+        # the LSC can be checked again when it is delivered.
+        "ALTER TABLE certificates ADD COLUMN chain_pem TEXT",
+    ]),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -225,14 +225,27 @@ def record_auth_failure(tx: Transaction, actor: str, phone: dict[str, Any], lock
     return failures, locked
 
 
-def record_session_start(tx: Transaction, phone: dict[str, Any], operation_pending: bool) -> None:
-    """An authenticated session: reset the failure count and mark a pending operation in progress.
+def record_session_start(tx: Transaction, phone: dict[str, Any], operation_pending: bool,
+                         live_until: str | None = None) -> None:
+    """An authenticated session: reset the failure count and mark a pending operation in progress
+    until ``live_until`` at the latest (when the session has ended, whatever happens to it).
 
     A finished operation (succeeded, lapsed) stays as it is: the phone is only checking in, for
     example again after a crash of the service cost it the END_SESSION of the session that succeeded.
     """
-    status = "in_progress" if operation_pending else phone["operation_status"]
-    tx.execute(
-        "UPDATE phones SET auth_failures = 0, operation_status = ?, last_session_at = ? WHERE id = ?",
-        (status, format_utc(utc_now()), phone["id"]),
-    )
+    if operation_pending:
+        tx.execute("UPDATE phones SET auth_failures = 0, operation_status = 'in_progress', last_session_at = ?, "
+                   "operation_live_until = ? WHERE id = ?", (format_utc(utc_now()), live_until, phone["id"]))
+    else:
+        tx.execute("UPDATE phones SET auth_failures = 0, last_session_at = ? WHERE id = ?",
+                   (format_utc(utc_now()), phone["id"]))
+
+
+def abandoned(tx: Transaction, now: str, unbounded_before: str) -> list[dict[str, Any]]:
+    """Phones whose operation is ``in_progress`` with no live session: the session that put it there
+    is past its ``operation_live_until``; one from before sessions recorded that bound (NULL) counts
+    when its start (``last_session_at``) is before ``unbounded_before``. By name."""
+    return tx.query(
+        "SELECT * FROM phones WHERE operation_status = 'in_progress' AND (operation_live_until < ? "
+        "OR (operation_live_until IS NULL AND (last_session_at IS NULL OR last_session_at < ?))) ORDER BY name",
+        (now, unbounded_before))

@@ -145,6 +145,11 @@ def _schema(dsn):
             "WHERE table_schema = current_schema()").fetchall())
 
 
+def _commits(dsn):
+    with psycopg.connect(dsn) as connection:
+        return connection.execute("SELECT version FROM commit_counter").fetchone()[0]
+
+
 def test_read_only_open_writes_nothing_at_any_schema_version(postgres_dsn, state_dir):
     """Check mode and plans: an empty database reads as an empty store, one at an older schema version
     through the pending migrations applied in a transaction that is rolled back; writes are refused."""
@@ -159,14 +164,14 @@ def test_read_only_open_writes_nothing_at_any_schema_version(postgres_dsn, state
     backend = PostgresBackend(postgres_dsn)
     migrate(backend, target=LATEST_VERSION - 1)
     backend.close()
-    before = _schema(postgres_dsn)
+    before = _schema(postgres_dsn), _commits(postgres_dsn)
     with open_store(postgres_dsn, state_dir=state_dir, read_only=True) as older:
         assert older.schema_version() == LATEST_VERSION
         with older.read() as tx:
-            assert tx.scalar("SELECT version FROM commit_counter") == 0
+            assert tx.scalar("SELECT version FROM commit_counter") is not None
             with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
                 tx.execute("INSERT INTO audit_events (at, actor, action) VALUES ('now', 'x', 'y')")
-    assert _schema(postgres_dsn) == before
+    assert (_schema(postgres_dsn), _commits(postgres_dsn)) == before
     with open_store(postgres_dsn, state_dir=state_dir) as current:
         assert current.schema_version() == LATEST_VERSION
         with current.transaction() as tx:

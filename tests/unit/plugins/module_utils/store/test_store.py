@@ -12,7 +12,7 @@ import pytest
 
 from _opencapf import phone_query, reports
 from _opencapf.errors import StoreError
-from _opencapf.store import audit, certificates, migrate, open_store, phones, service
+from _opencapf.store import audit, migrate, open_store, phones, service
 from _opencapf.store.migrations import LATEST_VERSION
 from _opencapf.store.sqlite import SqliteBackend
 
@@ -328,12 +328,12 @@ def test_store_through_a_symlink_uses_the_files_beside_the_real_store(tmp_path):
 def _certificate(tx, phone_id, kind, serial, status, source, installed_at):
     """A certificate row as the engine wrote it at schema version 3."""
     issuer = "CN=CAPF-test" if source == "capf" else f"troubleshoot:SEP{phone_id:012X}:CN=CAPF-test"
-    certificate_id = certificates.insert(
-        tx, phone_id=phone_id, kind=kind, serial=serial, issuer=issuer, fingerprint=f"fp-{serial}",
-        public_key_fingerprint=f"key-{serial}", status=status, source=source, pem="-----BEGIN CERTIFICATE-----",
-        not_before="2026-01-01T00:00:00Z", not_after="2031-01-01T00:00:00Z")
-    tx.execute("UPDATE certificates SET installed_at = ? WHERE id = ?", (installed_at, certificate_id))
-    return certificate_id
+    return tx.insert(
+        "INSERT INTO certificates (phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, status, "
+        "source, pem, not_before, not_after, issued_at, installed_at, status_changed_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (phone_id, kind, serial, issuer, f"fp-{serial}", f"key-{serial}", status, source, "-----BEGIN CERTIFICATE-----",
+         "2026-01-01T00:00:00Z", "2031-01-01T00:00:00Z", "2026-01-01T00:00:00Z", installed_at, "2026-01-01T00:00:00Z"))
 
 
 def test_migration_4_turns_troubleshoot_copies_into_retrieved_copies_of_their_own_kind(tmp_path):
@@ -364,7 +364,7 @@ def test_migration_4_turns_troubleshoot_copies_into_retrieved_copies_of_their_ow
             current = {row["device_name"]: row["lsc"] for row in reports.phone_rows(tx, None)}
             status = phone_query.phone_status(tx, "SEP000000000001")
             installed = reports.phone_rows(tx, phone_query.check_query({"lsc_status": ["installed"]}))
-    assert rows == before
+    assert [{key: value for key, value in row.items() if key != "chain_pem"} for row in rows] == before  # added by 6
     assert copies == [
         {"serial": "a1", "kind": "retrieved_lsc", "status": "retrieved", "installed_at": None},
         {"serial": "a2", "kind": "retrieved_mic", "status": "retrieved", "installed_at": None},
@@ -376,3 +376,43 @@ def test_migration_4_turns_troubleshoot_copies_into_retrieved_copies_of_their_ow
         "SEP000000000003": None}
     assert status["lsc"]["status"] == "revoked"
     assert [row["device_name"] for row in installed] == ["SEP000000000002"]
+
+
+def test_migration_6_adds_the_session_bound_and_the_chain_leaving_every_row_as_it_was(tmp_path):
+    """A version 5 store with an operation in progress and a waiting LSC: after the migration both rows
+    are unchanged, with no bound (an older session's) and no chain recorded."""
+    path = str(tmp_path / "v5.db")
+    backend = SqliteBackend(path)
+    assert migrate(backend, target=5) == 5
+    with backend.transaction(write=True) as tx:
+        phone_id = phones.create(tx, "test", "SEP000000000005", operation="install_upgrade")["id"]
+        tx.execute("UPDATE phones SET operation_status = 'in_progress', last_session_at = '2026-01-01T00:00:00Z'")
+        _certificate(tx, phone_id, "lsc", "e1", "issued", "offline_ca", None)
+        before = (tx.query("SELECT * FROM phones"), tx.query("SELECT * FROM certificates"))
+    backend.close()
+    with open_store(path, actor="test") as store:
+        assert store.schema_version() == LATEST_VERSION >= 6
+        with store.read() as tx:
+            after = (tx.query("SELECT * FROM phones"), tx.query("SELECT * FROM certificates"))
+    assert [row["operation_live_until"] for row in after[0]] == [None]
+    assert [row["chain_pem"] for row in after[1]] == [None]
+    for old, new, added in zip(before, after, ("operation_live_until", "chain_pem")):
+        assert [{key: value for key, value in row.items() if key != added} for row in new] == old
+
+
+def test_an_operation_in_progress_is_settled_only_past_its_sessions_bound(store):
+    """``phones.abandoned`` on each backend: the bound a session records, then the fallback for an
+    operation put in progress before sessions recorded one."""
+    with store.transaction() as tx:
+        for name in ("SEP00000000AA01", "SEP00000000AA02", "SEP00000000AA03"):
+            phones.create(tx, "test", name, operation="install_upgrade", operation_status="pending")
+        bounded, unbounded = phones.get(tx, "SEP00000000AA01"), phones.get(tx, "SEP00000000AA02")
+        phones.record_session_start(tx, bounded, True, "2026-01-01T01:00:00Z")
+        phones.record_session_start(tx, unbounded, True)
+        tx.execute("UPDATE phones SET last_session_at = '2026-01-01T00:00:00Z' WHERE name = 'SEP00000000AA02'")
+    with store.read() as tx:
+        assert phones.abandoned(tx, "2026-01-01T01:00:00Z", "2025-12-31T00:00:00Z") == []
+        assert [row["name"] for row in phones.abandoned(tx, "2026-01-01T01:00:01Z", "2025-12-31T00:00:00Z")] == [
+            "SEP00000000AA01"]
+        assert [row["name"] for row in phones.abandoned(tx, "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z")] == [
+            "SEP00000000AA02"]

@@ -1,0 +1,110 @@
+"""Every session has a time bound, and only an operation whose session is past that bound is settled
+as abandoned: the scheduler never touches the operation of a live session."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from support.protocol import add_phone, phone_row
+from _opencapf.protocol import codec
+from _opencapf.protocol.codec import Decoder, Message
+from _opencapf.protocol.constants import Command
+from _opencapf.protocol.phone import PhoneSession
+from _opencapf.protocol.session import AuthOffer, Outcome, ServerSession
+from _opencapf.server import scheduling
+from _opencapf.server.decider import LIVENESS_MARGIN_SECONDS, StoreDecider, settle_abandoned
+from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
+from _opencapf.store import audit
+from _opencapf.store import service as service_records
+from _opencapf.vocabulary import parse_utc, utc_now
+
+NAME = "SEP0011223344BB"
+
+
+def _keep_alive(session_id: int) -> bytes:
+    return codec.encode(Message(Command.REQUEST_IN_PROGRESS, session_id, ()))
+
+
+def test_a_phone_that_keeps_sending_keep_alives_is_ended_at_the_session_bound(ca_store):
+    """Without the bound the key-generation wait would last keygen_timeout_minutes (30 min)."""
+    add_phone(ca_store, NAME, operation="install_upgrade", key_order="ec")
+    server = ServerSession(9, StoreDecider(ca_store, "test", max_session=60), step_timeout=5, max_duration=60)
+    phone = PhoneSession(PhoneIdentity(PhoneSettings(NAME)))
+    (key_request,) = Decoder().feed(server.receive_data(phone.receive_data(server.start(0.0)), 1.0))
+    assert key_request.command == Command.KEY_GENERATE_REQUEST
+    now = 1.0
+    while not server.closed:
+        assert server.deadline <= 60.0
+        now += 4.0
+        if now >= server.deadline:
+            server.time_passed(now)
+        else:
+            assert server.receive_data(_keep_alive(9), now) == b""
+    assert now <= 61.0 + 4.0
+    assert server.outcome.outcome == "timeout" and "time bound of 60 s" in server.outcome.reason
+    row = phone_row(ca_store, NAME)
+    assert (row["operation_status"], row["operation_reason"]) == ("failed", server.outcome.reason)
+
+
+def test_a_phone_that_never_falls_silent_is_ended_at_the_bound_too(ca_store):
+    add_phone(ca_store, NAME, operation="install_upgrade", key_order="ec")
+    server = ServerSession(9, StoreDecider(ca_store, "test", max_session=30), step_timeout=5, max_duration=30)
+    phone = PhoneSession(PhoneIdentity(PhoneSettings(NAME)))
+    server.receive_data(phone.receive_data(server.start(0.0)), 0.5)
+    (end,) = Decoder().feed(server.receive_data(_keep_alive(9), 30.0))
+    assert end.command == Command.END_SESSION and server.outcome.outcome == "timeout"
+
+
+def _authenticated(store, name, max_session):
+    add_phone(store, name, operation="install_upgrade")
+    decider = StoreDecider(store, max_session=max_session)
+    plan = decider.begin(name)
+    assert decider.authenticate(plan, AuthOffer(name.encode(), None)).ok
+    return decider, plan
+
+
+def test_a_live_session_is_never_settled_and_an_abandoned_one_is_once(ca_store):
+    decider, plan = _authenticated(ca_store, NAME, max_session=600)
+    row = phone_row(ca_store, NAME)
+    assert row["operation_status"] == "in_progress"
+    live_until = parse_utc(row["operation_live_until"], "operation_live_until")
+    started = parse_utc(row["last_session_at"], "last_session_at")
+    assert live_until == started + dt.timedelta(seconds=600 + LIVENESS_MARGIN_SECONDS)
+    for moment in (utc_now(), started + dt.timedelta(seconds=600), live_until):
+        assert settle_abandoned(ca_store, moment) == []  # the session may still be live
+        assert phone_row(ca_store, NAME)["operation_status"] == "in_progress"
+    past = live_until + dt.timedelta(seconds=1)
+    assert settle_abandoned(ca_store, past) == [NAME]
+    assert settle_abandoned(ca_store, past) == []
+    row = phone_row(ca_store, NAME)
+    assert row["operation_status"] == "failed"
+    assert row["operation_reason"].startswith("session ended without a result: the CAPF service stopped mid-session")
+    with ca_store.read() as tx:
+        events = audit.events(tx, action="phone.operation_failed", subject=NAME)
+    assert len(events) == 1 and events[0]["details"]["live_until"] == row["operation_live_until"]
+    decider.ended(plan, Outcome(outcome="aborted", reason="peer closed the connection"))  # a late end changes nothing
+    assert phone_row(ca_store, NAME)["operation_reason"] == row["operation_reason"]
+
+
+def test_the_service_scheduler_leaves_a_live_session_alone(ca_store):
+    """A scheduler pass of the service while a session is under way (its default bound: an hour)."""
+    with ca_store.transaction() as tx:
+        service_records.write(tx, "test", {"scheduler_interval_seconds": 1})
+    decider, plan = _authenticated(ca_store, NAME, max_session=3600)
+    part = scheduling.Scheduling(ca_store)
+    try:
+        part.tick()
+    finally:
+        part.close()
+    assert phone_row(ca_store, NAME)["operation_status"] == "in_progress"
+    decider.ended(plan, Outcome(outcome="succeeded"))
+
+
+def test_an_operation_in_progress_from_before_sessions_had_a_bound_is_settled_after_the_longest_bound(ca_store):
+    add_phone(ca_store, NAME, operation="install_upgrade")
+    with ca_store.transaction() as tx:  # as a session of an older engine left it: no bound recorded
+        tx.execute("UPDATE phones SET operation_status = 'in_progress', last_session_at = ? WHERE name = ?",
+                   ("2026-01-01T00:00:00Z", NAME))
+    assert settle_abandoned(ca_store, parse_utc("2026-01-01T12:00:00Z", "now")) == []
+    assert settle_abandoned(ca_store, parse_utc("2026-01-03T00:00:00Z", "now")) == [NAME]
+    assert "unknown" in phone_row(ca_store, NAME)["operation_reason"]
