@@ -270,8 +270,11 @@ def assert_refused_at_delivery(store, identity, result, code):
 def test_a_waiting_certificate_that_expired_before_delivery_is_refused_and_never_delivered(
         capf_server, ca_store, store_path, pki, tmp_path):
     identity = _imported_and_waiting(ca_store, store_path, capf_server, pki, tmp_path,
-                                     trusted=(pki.root, pki.issuing), expires_in=4)
-    time.sleep(5)  # valid when imported; expired by the phone's next session
+                                     trusted=(pki.root, pki.issuing), expires_in=15)
+    # Valid when imported (with room for a loaded machine); expired by the phone's next session.
+    [row] = certificate_rows(ca_store, NAME)
+    not_after = dt.datetime.fromisoformat(row["not_after"].replace("Z", "+00:00"))
+    time.sleep(max(0.0, (not_after - dt.datetime.now(dt.timezone.utc)).total_seconds() + 1.5))
     result = run_enrol(identity, capf_server, behaviour=X_CSR)
     assert_refused_at_delivery(ca_store, identity, result, "expired")
     # The next session starts over with a new key, whose CSR waits for the CA again.
