@@ -116,8 +116,8 @@ def _job_events(store):
         return tx.query("SELECT action, subject, actor FROM audit_events WHERE action = 'job.succeeded' ORDER BY id")
 
 
-def test_due_jobs_run_once_with_three_nodes_and_after_the_leader_is_killed(cluster_store, postgres_dsn,
-                                                                          shared_state, tmp_path):
+def test_due_jobs_run_once_with_three_nodes_and_after_the_leader_is_killed(cluster_store, postgres_dsn, shared_state,
+                                                                           tmp_path):
     prepare(postgres_dsn, shared_state, [], scheduler_interval_seconds=1)
     names = [f"SEP00000000F{index:03X}" for index in range(4)]
     for name in names:
@@ -164,7 +164,7 @@ def test_two_processes_per_node_serve_a_postgresql_store(postgres_dsn, shared_st
 
 
 def test_a_state_directory_kept_for_a_new_database_serves_the_new_capf_certificate(postgres_server, shared_state,
-                                                                                    tmp_path):
+                                                                                   tmp_path):
     """The database is created again (same state directory, as an operator rebuilding the store does):
     its CAPF certificate has the same row id as the old one, and the node must serve the new one."""
     for attempt in range(2):
