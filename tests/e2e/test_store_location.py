@@ -134,3 +134,22 @@ def test_private_store_locations_are_accepted(tmp_path):
     os.chmod(os.path.dirname(store), 0o750)
     os.chmod(store, 0o640)
     assert run_cli("--store", store, "init").returncode == 0
+
+
+def test_state_dir_option_keeps_the_key_files_there_and_is_validated(tmp_path, postgres_dsn):
+    """``--state-dir`` (any command, the service's workers too): secret.key and keys/ of a PostgreSQL
+    store go there; one the group or others may write, or a file, is a usage error before anything opens."""
+    state = tmp_path / "state"
+    result = run_cli("--store", postgres_dsn, "--state-dir", str(state), "init",
+                     env={key: value for key, value in os.environ.items() if key != "OPENCAPF_STATE_DIR"})
+    assert result.returncode == 0, result.stderr
+    assert [name for name in os.listdir(state / "keys") if name.endswith(".key")]  # the CAPF key init made
+    state.chmod(0o777)
+    refused = run_cli("--store", postgres_dsn, "--state-dir", str(state), "ca", "show")
+    assert refused.returncode == 2
+    assert f"argument --state-dir: state directory {state} is writable by group or others (mode 0777)" \
+        in refused.stderr
+    state.chmod(0o700)
+    (tmp_path / "file").write_text("")
+    refused = run_cli("--store", postgres_dsn, "--state-dir", str(tmp_path / "file"), "ca", "show")
+    assert refused.returncode == 2 and "argument --state-dir: must be a directory" in refused.stderr

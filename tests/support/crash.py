@@ -478,18 +478,14 @@ def check_invariants(store_path: str, capf_pem: str, phones: list, report: RunRe
         version = connection.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
         if version != LATEST_VERSION:
             problems.append(f"schema version {version}, expected {LATEST_VERSION} after the killed migration")
-        certificates = [dict(row) for row in connection.execute(
-            "SELECT c.*, p.name AS phone_name FROM certificates c LEFT JOIN phones p ON p.id = c.phone_id")]
+        certificates = [dict(row) for row in connection.execute(CERTIFICATE_ROWS)]
         sessions = [dict(row) for row in connection.execute("SELECT * FROM sessions")]
-        audit = [dict(row) for row in connection.execute("SELECT action, actor, subject, details FROM audit_events")]
+        audit = [dict(row) for row in connection.execute(AUDIT_ROWS)]
         pending_csrs = connection.execute("SELECT count(*) FROM csrs WHERE status = 'pending'").fetchone()[0]
     finally:
         connection.close()
-    problems += _certificate_problems(certificates, phones)
+    problems += lsc_problems(certificates, audit, phones, capf_pem, workdir)
     problems += _session_problems(sessions, audit, report)
-    issued_events = sum(1 for event in audit if event["action"] == "certificate.issued")
-    if issued_events != len(certificates):
-        problems.append(f"{len(certificates)} certificates but {issued_events} certificate.issued audit events")
     if pending_csrs:
         problems.append(f"{pending_csrs} key request(s) (csrs) left pending after every phone completed")
     successes = Counter(event["subject"] for event in audit if event["action"] == "phone.operation_succeeded")
@@ -497,7 +493,6 @@ def check_invariants(store_path: str, capf_pem: str, phones: list, report: RunRe
              if successes[phone.device_name] != report.rounds}
     if wrong:
         problems.append(f"operations recorded as succeeded other than once per round: {dict(list(wrong.items())[:5])}")
-    problems += _openssl_problems(certificates, capf_pem, workdir)
     problems += scheduler_pass(store_path)[0]  # the run is over: no session is live
     report.figures.update(
         phones=len(phones), certificates=len(certificates), sessions_recorded=len(sessions),
@@ -506,6 +501,22 @@ def check_invariants(store_path: str, capf_pem: str, phones: list, report: RunRe
         phone_attempts=report.fleet.attempts,
         stale_lscs=sum(1 for row in certificates if row["status"] == "stale"))
     return problems
+
+
+CERTIFICATE_ROWS = "SELECT c.*, p.name AS phone_name FROM certificates c LEFT JOIN phones p ON p.id = c.phone_id"
+AUDIT_ROWS = "SELECT action, actor, subject, details FROM audit_events"
+
+
+def lsc_problems(certificates: list, audit: list, phones: list, capf_pem: str, workdir: str) -> list:
+    """The certificate invariants, whichever store backend the rows (``CERTIFICATE_ROWS``, ``AUDIT_ROWS``)
+    come from: serials unique per issuer, every phone's one installed LSC the one it acknowledged, one
+    ``certificate.issued`` audit event per certificate, every LSC verified by ``openssl`` against the
+    CAPF certificate."""
+    problems = _certificate_problems(certificates, phones)
+    issued_events = sum(1 for event in audit if event["action"] == "certificate.issued")
+    if issued_events != len(certificates):
+        problems.append(f"{len(certificates)} certificates but {issued_events} certificate.issued audit events")
+    return problems + _openssl_problems(certificates, capf_pem, workdir)
 
 
 def _certificate_problems(certificates: list, phones: list) -> list:

@@ -12,10 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from .. import __version__
 from ..errors import CapfError
+from ..files import check_private_location
+from ..store import ENV_STATE_DIR
 from . import ca, deployment, init, issue, jobs, micca, phone, serve, workqueue
 
 COMMANDS = [init, ca, issue, serve, phone, micca, workqueue, jobs, deployment]
@@ -61,7 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"opencapf {__version__}")
     parser.add_argument("--store", metavar="PATH",
-                        help="store location (SQLite file); default $OPENCAPF_STORE or the standard path")
+                        help="store location (SQLite file or postgresql:// connection string); default "
+                             "$OPENCAPF_STORE or the standard path")
+    parser.add_argument("--state-dir", metavar="DIR", type=_state_dir,
+                        help="directory of secret.key and keys/ (default $OPENCAPF_STATE_DIR, else beside an SQLite "
+                             "store, else the standard path); every host sharing a PostgreSQL store needs the same")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (repeatable)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -71,9 +78,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _state_dir(text: str) -> str:
+    """The argparse ``type`` of ``--state-dir``: an absolute path (a daemon changes its directory), not a
+    file, not writable by the group or others."""
+    path = os.path.abspath(text.strip()) if text.strip() else ""
+    if not path:
+        raise argparse.ArgumentTypeError("must name a directory, got ''")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"must be a directory, got {text!r} (not a directory)")
+    try:
+        check_private_location(path, "state directory")
+    except CapfError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.state_dir:
+        # Every store this process opens (and the service's worker processes, which inherit it) keeps
+        # its key files there, exactly as with $OPENCAPF_STATE_DIR.
+        os.environ[ENV_STATE_DIR] = args.state_dir
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 from .. import enrolment, faults, parameters as service_parameters
 from ..ca import authority
+from ..ca import certificates as ca_certificates
 from ..errors import CapfError
 from ..files import write_private_file
 from ..protocol.session import ServerSession
@@ -250,8 +251,11 @@ class CapfServer:
             context.verify_mode = ssl.CERT_NONE  # phones prove themselves inside the protocol
             with self.store.read() as tx:
                 key_file = capf_certificate_records.key_path(tx, signer.id)
-            # The certificate is public; the key is loaded from its own 0600 file, never copied.
-            certificate_file = os.path.join(self.store.keys_dir, f"capf-tls-{signer.id}.crt")
+            # The certificate is public; the key is loaded from its own 0600 file, never copied. The file
+            # is named by the certificate's fingerprint, not its row id: a state directory outlives a
+            # store created again beside it (or a database rebuilt), whose certificate takes the same id.
+            certificate_file = os.path.join(self.store.keys_dir,
+                                            f"capf-tls-{ca_certificates.fingerprint(signer.certificate)[:16]}.crt")
             if not os.path.exists(certificate_file):
                 write_private_file(certificate_file, signer.certificate.public_bytes(_pem_encoding()))
             context.load_cert_chain(certificate_file, key_file)

@@ -39,9 +39,14 @@ TABLE_2 = {
 # line): every combination of phone mode, phone families and CAPF families that can occur.
 
 
+def _host(entry) -> str:
+    """The address of a CAPF address or of an ``(address, port)`` pair."""
+    return str(entry[0] if isinstance(entry, (tuple, list)) else entry)
+
+
 def families(addresses) -> frozenset:
     import ipaddress
-    return frozenset(ipaddress.ip_address(str(address).split("%", maxsplit=1)[0]).version for address in addresses)
+    return frozenset(ipaddress.ip_address(_host(address).split("%", maxsplit=1)[0]).version for address in addresses)
 
 
 def plan(ip_mode: str, phone_families, capf_families) -> tuple:
@@ -60,8 +65,9 @@ def plan(ip_mode: str, phone_families, capf_families) -> tuple:
     return ()
 
 
-def ordered_addresses(ip_mode: str, phone_families, capf_addresses) -> list[str]:
-    """CAPF addresses in the order the phone tries them."""
+def ordered_addresses(ip_mode: str, phone_families, capf_addresses) -> list:
+    """CAPF addresses (or ``(address, port)`` pairs) in the order the phone tries them: by family as
+    Table 2 says, in the order given within a family."""
     order = plan(ip_mode, phone_families, families(capf_addresses))
     result = []
     for family in order:

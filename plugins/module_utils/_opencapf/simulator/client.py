@@ -28,6 +28,10 @@ OUTCOMES = {Reason.NO_ACTION: "no_operation", Reason.UPDATE_CERTIFICATE: "ok", R
 
 @dataclass
 class Target:
+    """The CAPF servers a phone was given. An entry of ``addresses`` is an address (at ``port``) or an
+    ``(address, port)`` pair: several CAPF nodes, tried in Table 2 order and, within a family, in the
+    order given; a phone whose session with one fails goes on with the next at once."""
+
     addresses: tuple  # CAPF addresses the phone was given
     port: int = DEFAULT_PORT
     cafile: str | None = None  # the CAPF certificate (trust anchor); None: do not verify
@@ -35,6 +39,11 @@ class Target:
     legacy_tls: bool = False
     timeout: float = 10.0  # per read, like capfc's default
     source_address: str | None = None  # the local address to connect from (None: the system's choice)
+
+    def endpoints(self) -> list[tuple[str, int]]:
+        """Every ``(address, port)`` the phone was given, in the order given."""
+        return [(entry[0], int(entry[1])) if isinstance(entry, (tuple, list)) else (entry, self.port)
+                for entry in self.addresses]
 
 
 @dataclass
@@ -44,6 +53,7 @@ class EnrolResult:
     end_reason: int | None = None
     operation: str = ""
     address: str = ""
+    port: int | None = None  # the CAPF port of the session that ended
     attempts: int = 0
     key: str = ""
     detail: str = ""
@@ -77,15 +87,16 @@ class CommunicationFailure(Exception):
     pass
 
 
-async def _session(identity: PhoneIdentity, address: str, target: Target, context, behaviour,
+async def _session(identity: PhoneIdentity, endpoint: tuple[str, int], target: Target, context, behaviour,
                    barrier=None) -> EnrolResult:
+    address, port = endpoint
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(address, target.port, ssl=context, ssl_handshake_timeout=target.timeout,
+            asyncio.open_connection(address, port, ssl=context, ssl_handshake_timeout=target.timeout,
                                     local_addr=(target.source_address, 0) if target.source_address else None),
             target.timeout)
     except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
-        raise CommunicationFailure(f"cannot connect to {address} port {target.port}: {_text(exc)}") from None
+        raise CommunicationFailure(f"cannot connect to {address} port {port}: {_text(exc)}") from None
     set_nodelay(writer.get_extra_info("socket"))  # asyncio sets it at connect too; phones' messages are small
     phone = PhoneSession(identity, behaviour)
     try:
@@ -113,11 +124,11 @@ async def _session(identity: PhoneIdentity, address: str, target: Target, contex
             pass
     result = phone.result
     if result.retry_delay is not None:
-        return EnrolResult(identity.device_name, "retry_later", None, result.operation, address, key=result.key,
-                           retry_delay=result.retry_delay, session_id=phone.session_id)
+        return EnrolResult(identity.device_name, "retry_later", None, result.operation, address, port=port,
+                           key=result.key, retry_delay=result.retry_delay, session_id=phone.session_id)
     return EnrolResult(identity.device_name, OUTCOMES.get(result.end_reason, f"reason_{result.end_reason}"),
-                       result.end_reason, result.operation, address, key=result.key, fetched=result.fetched,
-                       session_id=phone.session_id)
+                       result.end_reason, result.operation, address, port=port, key=result.key,
+                       fetched=result.fetched, session_id=phone.session_id)
 
 
 async def enrol(identity: PhoneIdentity, target: Target, *, behaviour: PhoneBehaviour | None = None,
@@ -128,9 +139,9 @@ async def enrol(identity: PhoneIdentity, target: Target, *, behaviour: PhoneBeha
     contact, why = identity.contact_decision(string_entered)
     if not contact:
         return EnrolResult(identity.device_name, "not_contacted", detail=why)
-    addresses = addressing.ordered_addresses(identity.settings.ip_mode, identity.settings.phone_families,
-                                             list(target.addresses))
-    if not addresses:
+    endpoints = addressing.ordered_addresses(identity.settings.ip_mode, identity.settings.phone_families,
+                                             target.endpoints())
+    if not endpoints:
         return EnrolResult(identity.device_name, "cannot_connect",
                            detail="no CAPF address of a family this phone can use (Table 2)")
     identity.begin_operation()
@@ -142,10 +153,11 @@ async def enrol(identity: PhoneIdentity, target: Target, *, behaviour: PhoneBeha
         if attempt:
             await asyncio.sleep(retry_interval)
         attempts += 1
-        for address in addresses:
-            tried.append(address)
+        for endpoint in endpoints:
+            address, port = endpoint
+            tried.append(address if port == target.port else f"{address} port {port}")
             try:
-                result = await _session(identity, address, target, context, behaviour, barrier)
+                result = await _session(identity, endpoint, target, context, behaviour, barrier)
             except CommunicationFailure as exc:
                 last = str(exc)
                 continue

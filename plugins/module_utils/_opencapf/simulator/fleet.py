@@ -11,22 +11,25 @@ from collections import Counter
 from .client import EnrolResult, Target, enrol
 
 
-async def run_fleet(identities, target: Target, *, concurrency: int = 100, progress=None, **enrol_options) -> dict:
-    """Enrol every identity, at most ``concurrency`` at a time; ``progress(done, total, result)``."""
+async def run_fleet(identities, target, *, concurrency: int = 100, progress=None, **enrol_options) -> dict:
+    """Enrol every identity, at most ``concurrency`` at a time; ``progress(done, total, result)``.
+    ``target``: one ``Target`` for every phone, or a list of them, phone i taking the (i mod n)-th, as
+    the phones of a cluster are given its CAPF nodes in different orders to spread them."""
+    targets = [target] if isinstance(target, Target) else list(target)
     limit = asyncio.Semaphore(concurrency)
     total = len(identities)
     results: list[EnrolResult] = []
     started = time.monotonic()
 
-    async def one(identity):
+    async def one(index, identity):
         async with limit:
-            result = await enrol(identity, target, **enrol_options)
+            result = await enrol(identity, targets[index % len(targets)], **enrol_options)
         results.append(result)
         if progress is not None:
             progress(len(results), total, result)
         return result
 
-    await asyncio.gather(*(one(identity) for identity in identities))
+    await asyncio.gather(*(one(index, identity) for index, identity in enumerate(identities)))
     return summarise(results, time.monotonic() - started)
 
 

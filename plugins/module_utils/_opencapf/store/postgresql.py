@@ -21,7 +21,10 @@ One connection per ``Store``, as with SQLite. Transactions keep the SQLite backe
 * A read transaction runs at REPEATABLE READ, READ ONLY: one consistent snapshot, no lock.
 * ``durable=False`` commits with ``synchronous_commit = off``: a crash of the database server may
   lose it, in order with the later non-durable ones, never a durable commit. Every other commit is
-  on disk when it returns, so ``sync`` has nothing to wait for.
+  on disk when it returns, so ``sync`` has nothing to wait for and deferred durability (the CAPF
+  service's event loop, ``Store.defer_durability``) defers nothing: ``durable_mark`` stays 0.
+* The connection is shared by the threads of a process (the service's event loop and its store
+  threads): one lock makes them take turns, a transaction at a time.
 * ``try_lead`` takes a session-level advisory lock keyed by the duty's name: the database releases
   it when the connection closes or its process dies.
 * ``data_version`` reads the row of ``commit_counter``, which every write transaction that changed
@@ -136,7 +139,6 @@ class PostgresBackend(Backend):
         self.group_commit = group_commit
         self.deferring_thread = None
         self.durable_mark = 0
-        self._written = 0
         self._lock = threading.RLock()
         self._known: int | None = None  # the commit counter as last seen, with no foreign commit unseen
         self._reported = 0
@@ -192,9 +194,8 @@ class PostgresBackend(Backend):
                 raise StoreError(f"store {self.location}: commit failed: {_first_line(exc)}") from None
             if counted is not None and self._known is not None and counted == self._known + 1:
                 self._known = counted  # this connection's own commit, with no other in between
-            self._written += 1
-            if durable and threading.get_ident() == self.deferring_thread:
-                self.durable_mark = self._written
+            # A durable commit is on disk now, deferring thread or not: ``durable_mark`` (commits still
+            # to be synced) never rises, so the service's event loop never waits for a sync.
 
     def _rollback(self) -> None:
         with contextlib.suppress(psycopg.Error):

@@ -120,6 +120,21 @@ def test_only_non_durable_commits_skip_waiting_for_the_disk(pg_store):
         assert tx.scalar("SHOW synchronous_commit") == "on"
 
 
+def test_deferred_durability_leaves_nothing_to_wait_for(postgres_dsn, state_dir):
+    """The CAPF service defers durability on its event loop (``defer_durability``) and waits, off the loop,
+    for every commit above ``durable_mark``. A PostgreSQL commit is on disk when it returns: the mark
+    never rises, so no session step waits for a sync that has nothing to do."""
+    with open_store(postgres_dsn, state_dir=state_dir, actor="test", group_commit=True) as grouped:
+        grouped.defer_durability()
+        with grouped.transaction() as tx:
+            service.write(tx, "test", {"validity_days": 400})
+        with grouped.transaction(durable=False) as tx:
+            service.write(tx, "test", {"validity_days": 401})
+        assert grouped.durable_mark == 0
+        grouped.sync(grouped.durable_mark)
+        grouped.defer_durability(False)
+
+
 def test_data_version_changes_for_commits_of_other_connections_only(pg_store, postgres_dsn, state_dir):
     first = pg_store.data_version()
     with pg_store.transaction() as tx:
