@@ -146,6 +146,14 @@ def converge(store: Store, *, query=None, settings=None, authentication_string: 
                       authentication_string_length=authentication_string_length, reissue=reissue,
                       apply_config=apply_config, strings_file=strings_file,
                       has_shared_string=authentication_string is not None)
+    if csv_given:
+        # The CSV carries each phone's string (digits, or generate); a job-wide one would go unused.
+        unused = [option for option, given in (("authentication_string", authentication_string is not None),
+                                               ("generate_authentication_strings",
+                                                spec["generate_authentication_strings"])) if given]
+        if unused:
+            raise ValidationError("csv_file", "cannot be combined with %s (the CSV's authentication_string column "
+                                  "carries each phone's string: digits, or generate)" % unused[0])
     if authentication_string is not None:
         AuthRequest(literal=authentication_string).validated()
     moment = parse_utc(run_at, "run_at")
