@@ -210,7 +210,7 @@ def plan_phone(current: dict | None, name: str, wanted: dict, defaults: dict, au
     return PhonePlan(name, current is not None, changes, generated, auth_view, current, after_row)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PhoneRequest:
     """One phone's requested change: validated columns (see ``check_settings``), how to treat its
     authentication string, and how errors name its fields (``phones[3].``, ``phone SEP...: ``)."""
@@ -229,11 +229,11 @@ def audit_event(plan: PhonePlan, via: str) -> tuple[str, str, dict[str, Any]]:
                if column not in AUDIT_HIDDEN}
     if "auth_hash" in plan.changes:
         details["auth_change"] = plan.auth_view
-    details["via"] = check_choice("via", via, VIA)
+    details["via"] = via
     return ("phone.update" if plan.exists else "phone.create", plan.name, details)
 
 
-def write_plans(tx, actor: str, plans: list[PhonePlan], via: str) -> None:
+def _write_plans(tx, actor: str, plans: list[PhonePlan], via: str) -> None:
     """Write the changed phones of ``plans`` in the caller's transaction: one statement for the
     updates, one for the inserts, one for their audit events, all at one time."""
     changed = [plan for plan in plans if plan.changed]
@@ -258,12 +258,13 @@ def converge_many(tx, actor: str, secret: bytes, work, *, via: str, reissue: boo
     """The one converge path of phone settings: plan every ``(current row or None, PhoneRequest)``
     of ``work`` with the same rules, then (unless in check mode) write the changed phones with one
     audit shape. Every module, bulk job, CSV import and declarative file changes phones here."""
+    via = check_choice("via", via, VIA)
     defaults = service_records.read(tx)
     plans = [plan_phone(current, request.name, request.settings, defaults, request.auth, secret, reissue=reissue,
                         check_mode=check_mode, prefix=request.prefix)
              for current, request in work]
     if not check_mode:
-        write_plans(tx, actor, plans, via)
+        _write_plans(tx, actor, plans, via)
     return plans
 
 
