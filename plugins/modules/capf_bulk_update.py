@@ -76,12 +76,15 @@ options:
         description: Deadline of the operation, ISO 8601 (UTC unless an offset is given).
         type: str
   authentication_string:
-    description: One 4–10 digit string shared by every matched phone in auth_string mode.
+    description:
+      - One 4–10 digit string shared by every matched phone in auth_string mode.
+      - Excludes O(csv_file), whose C(authentication_string) column carries each phone's string.
     type: str
   generate_authentication_strings:
     description:
       - A unique generated string per phone in auth_string mode that has none, whose operation changes,
         or every one with O(regenerate_authentication_strings=true).
+      - Excludes O(csv_file) (a C(generate) cell there asks for a string per phone).
     type: bool
     default: false
   regenerate_authentication_strings:

@@ -2,11 +2,10 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Bulk administration: query phones, apply CAPF settings to all of them, or insert from CSV.
 
-A job is one transaction however many phones it touches: one query for the match, the per-phone
-plan in Python (``phone_config.plan_phone``), then one statement for all the updates
-(``store.phones.update_many``), one for the inserts (``insert_many``) and one for the audit events
-(``store.audit.record_many``). A job with ``run_at`` in the future is stored for the
-scheduler instead (see ``scheduler``).
+A job is one transaction however many phones it touches: one query for the match, then the one
+converge path of phone settings (``phone_config.converge_many``: the per-phone plan in Python, one
+statement for all the updates, one for the inserts and one for the audit events). A job with
+``run_at`` in the future is stored for the scheduler instead (see ``scheduler``).
 """
 
 from __future__ import annotations
@@ -15,16 +14,14 @@ import csv
 import io
 from typing import Any
 
-from . import csv_import, faults, phone_query, scheduler
+from . import csv_import, phone_query, scheduler
 from .errors import ValidationError
 from .files import write_private_file
-from .phone_config import (COLUMN_OPTIONS, WRITE_COLUMNS, AuthRequest, check_settings, new_phone_row,
-                           plan_phone)
+from .phone_config import COLUMN_OPTIONS, AuthRequest, PhoneRequest, check_settings, converge_many
 from .results import converged
 from .store import Store, audit
 from .store import phones as phone_records
-from .store import service as service_records
-from .vocabulary import check_bool, format_utc, parse_utc, utc_now
+from .vocabulary import check_bool, parse_utc, utc_now
 
 JOB_KIND = "bulk_update"
 
@@ -88,65 +85,41 @@ def run(store: Store, spec: dict, *, shared_string: str | None = None, csv_rows=
                                 length=spec["authentication_string_length"])
     base_auth.validated()
     secret = store.secret()
-    plans, generated = [], []
     with store.transaction(write=not check_mode) as tx:
-        defaults = service_records.read(tx)
-        work: list[tuple[dict | None, str, dict, AuthRequest]] = []
+        work: list[tuple[dict | None, PhoneRequest]] = []
         unmatched, warnings = [], []
         if spec["query"] is not None:
             for row in phone_query.select(tx, spec["query"], with_lsc=False):
-                work.append((row, row["name"], wanted, base_auth))
-            found = {name for _row, name, _settings, _auth in work}
+                work.append((row, PhoneRequest(row["name"], wanted, base_auth, f"phone {row['name']}: ")))
+            found = {request.name for _row, request in work}
             unmatched, warnings = phone_query.check_unmatched(
                 tx, [name for name in spec["query"].get("names") or () if name not in found], "query.names",
                 fail=fail_on_unmatched)
         if csv_rows is not None:
             existing = phone_records.by_name(tx, [item.name for item in csv_rows])
             for item in csv_rows:
-                work.append((existing.get(item.name), item.name, item.settings, item.auth))
-        for current, name, settings, auth in work:
-            plan = plan_phone(current, name, settings, defaults, auth, secret, reissue=spec["reissue"],
-                              check_mode=check_mode, prefix=f"phone {name}: ")
-            plans.append((current, plan))
-            if plan.generated is not None:
-                generated.append({"device_name": name, "authentication_string": plan.generated})
-        updates = [(c, p) for c, p in plans if c is not None and p.changes]
-        inserts = [p for c, p in plans if c is None]
+                work.append((existing.get(item.name), PhoneRequest(item.name, item.settings, item.auth,
+                                                                   f"phone {item.name}: ")))
+        plans = converge_many(tx, store.actor, secret, work, via="bulk" if csv_rows is None else "csv",
+                              reissue=spec["reissue"], check_mode=check_mode)
+        generated = [{"device_name": plan.name, "authentication_string": plan.generated}
+                     for plan in plans if plan.generated is not None]
+        updates = [plan for plan in plans if plan.exists and plan.changes]
+        inserts = [plan for plan in plans if not plan.exists]
         if not check_mode and (updates or inserts):
             if generated and spec["strings_file"]:
                 write_private_file(spec["strings_file"], _strings_csv(generated))
-            now = format_utc(utc_now())
-            rows = []
-            for current, plan in updates:
-                row = {column: current[column] for column in WRITE_COLUMNS}
-                row.update(plan.changes)
-                rows.append([row[column] for column in WRITE_COLUMNS] + [now, current["id"]])
-            phone_records.update_many(tx, WRITE_COLUMNS, rows)
-            faults.checkpoint("bulk.updated")
-            rows = []
-            for plan in inserts:
-                row = new_phone_row(plan.name, defaults)
-                row.update(plan.changes)
-                rows.append([plan.name, now, now] + [row[column] for column in WRITE_COLUMNS])
-            phone_records.insert_many(tx, WRITE_COLUMNS, rows)
-            events = []
-            for current, plan in [(c, p) for c, p in plans if p.changed]:
-                details = {COLUMN_OPTIONS.get(k, k): v for k, v in plan.changes.items() if not k.startswith("auth_")}
-                if "auth_hash" in plan.changes:
-                    details["auth_change"] = plan.auth_view
-                events.append(("phone.create" if current is None else "phone.update", plan.name, details))
-            audit.record_many(tx, store.actor, now, events)
             audit.record(tx, store.actor, "bulk.apply", JOB_KIND, matched=len(plans), changed=len(updates),
                          inserted=len(inserts), apply_config=spec["apply_config"],
                          generated=len(generated), query=spec["query"])
     before, after = {}, {}
-    for _current, plan in plans:
+    for plan in plans:
         if plan.changed:
             before[plan.name], after[plan.name] = _changed_fields(plan)
     counts = {
-        "matched": sum(1 for c, _p in plans if c is not None),
+        "matched": sum(1 for plan in plans if plan.exists),
         "changed": len(updates),
-        "unchanged": sum(1 for c, p in plans if c is not None and not p.changes),
+        "unchanged": sum(1 for plan in plans if plan.exists and not plan.changes),
         "inserted": len(inserts),
     }
     return converged(bool(updates or inserts), {"phones": before}, {"phones": after}, counts=counts,
@@ -173,6 +146,14 @@ def converge(store: Store, *, query=None, settings=None, authentication_string: 
                       authentication_string_length=authentication_string_length, reissue=reissue,
                       apply_config=apply_config, strings_file=strings_file,
                       has_shared_string=authentication_string is not None)
+    if csv_given:
+        # The CSV carries each phone's string (digits, or generate); a job-wide one would go unused.
+        unused = [option for option, given in (("authentication_string", authentication_string is not None),
+                                               ("generate_authentication_strings",
+                                                spec["generate_authentication_strings"])) if given]
+        if unused:
+            raise ValidationError("csv_file", "cannot be combined with %s (the CSV's authentication_string column "
+                                  "carries each phone's string: digits, or generate)" % unused[0])
     if authentication_string is not None:
         AuthRequest(literal=authentication_string).validated()
     moment = parse_utc(run_at, "run_at")

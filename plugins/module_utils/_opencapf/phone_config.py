@@ -1,10 +1,13 @@
 # Copyright: contributors to opencapf.capf
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""One phone's CAPF settings, converged; the per-phone planning that bulk jobs reuse.
+"""Phones' CAPF settings, converged: the one path every change of a phone's settings takes.
 
 Public option names (``certificate_operation``, ``authentication_mode``,
 ``operation_completes_by`` ...) are mapped to store columns here, so errors name what the user
-typed. ``plan_phone()`` is pure (no I/O besides the keyed hash) and fast enough for 40,000 phones.
+typed. ``plan_phone()`` holds every rule and is pure (no I/O besides the keyed hash) and fast enough
+for 40,000 phones; ``converge_many()`` plans a batch and writes it with one audit shape
+(``audit_event``). ``capf_phone`` (a batch of one), bulk jobs, CSV imports and the declarative
+file all call it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import authstrings
+from . import authstrings, faults
 from .errors import ValidationError
 from .phone_query import phone_status
 from .results import converged, text_or_none
@@ -21,7 +24,7 @@ from .store import phones as phone_records
 from .store import service as service_records
 from .vocabulary import (AUTH_MODES, AUTH_STRING_DIGITS, KEY_ORDERS, OPERATIONS, SECURITY_MODES, check_choice,
                          check_ec_key_size, check_int_range, check_rsa_key_size, format_utc,
-                         normalise_device_name, parse_utc)
+                         normalise_device_name, parse_utc, utc_now)
 
 # option name -> store column
 OPTION_COLUMNS = {
@@ -41,6 +44,10 @@ SECURE_MODES = ("authenticated", "encrypted")
 # Columns written for every changed phone (one UPDATE statement shape for executemany).
 WRITE_COLUMNS = tuple(OPTION_COLUMNS.values()) + (
     "auth_salt", "auth_hash", "auth_failures", "locked", "operation_status", "operation_reason")
+# Columns the audit log never shows (a changed hash shows as ``auth_change``).
+AUDIT_HIDDEN = ("auth_salt", "auth_hash")
+# The paths that change a phone's settings, as the audit log names them.
+VIA = ("capf_phone", "bulk", "csv", "apply")
 
 
 def check_settings(settings: dict | None, prefix: str = "") -> dict[str, Any]:
@@ -203,32 +210,62 @@ def plan_phone(current: dict | None, name: str, wanted: dict, defaults: dict, au
     return PhonePlan(name, current is not None, changes, generated, auth_view, current, after_row)
 
 
-def _write_row(plan: PhonePlan, current: dict | None) -> dict[str, Any]:
-    row = {column: (current[column] if current else None) for column in WRITE_COLUMNS}
-    row.update(plan.changes)
-    return row
+@dataclass(frozen=True, slots=True)
+class PhoneRequest:
+    """One phone's requested change: validated columns (see ``check_settings``), how to treat its
+    authentication string, and how errors name its fields (``phones[3].``, ``phone SEP...: ``)."""
+
+    name: str
+    settings: dict
+    auth: AuthRequest = AuthRequest()
+    prefix: str = ""
 
 
-def _audit_details(plan: PhonePlan) -> dict[str, Any]:
-    details = {COLUMN_OPTIONS.get(k, k): v for k, v in plan.changes.items() if not k.startswith("auth_")}
+def audit_event(plan: PhonePlan, via: str) -> tuple[str, str, dict[str, Any]]:
+    """The one audit event of a phone change, whoever asks: ``phone.create`` or ``phone.update``, the
+    changed settings by option name (a new phone's: those that differ from its defaults), the state
+    the change resets, ``auth_change`` instead of the keyed hash, and ``via``, the path that asked."""
+    details = {COLUMN_OPTIONS.get(column, column): value for column, value in plan.changes.items()
+               if column not in AUDIT_HIDDEN}
     if "auth_hash" in plan.changes:
-        details["authentication_string"] = plan.auth_view
-    return details
+        details["auth_change"] = plan.auth_view
+    details["via"] = via
+    return ("phone.update" if plan.exists else "phone.create", plan.name, details)
 
 
-def apply_phone(tx, actor: str, plan: PhonePlan, current: dict | None, defaults: dict) -> None:
-    """Write one phone plan in the caller's transaction (audited)."""
-    if not plan.changed:
+def _write_plans(tx, actor: str, plans: list[PhonePlan], via: str) -> None:
+    """Write the changed phones of ``plans`` in the caller's transaction: one statement for the
+    updates, one for the inserts, one for their audit events, all at one time."""
+    changed = [plan for plan in plans if plan.changed]
+    if not changed:
         return
-    if current is None:
-        row = new_phone_row(plan.name, defaults)
-        row.update(plan.changes)
-        values = {column: row[column] for column in WRITE_COLUMNS}
-        phone_records.create(tx, actor, plan.name, **values)
-    else:
-        phone_records.update(tx, actor, plan.name, plan.changes)
-    if "auth_hash" in plan.changes:
-        audit.record(tx, actor, "phone.authentication_string", plan.name, change=plan.auth_view)
+    events = [audit_event(plan, via) for plan in changed]
+    now = format_utc(utc_now())
+    updates = [[plan.after_row[column] for column in WRITE_COLUMNS] + [now, plan.current["id"]]
+               for plan in changed if plan.exists]
+    if updates:
+        phone_records.update_many(tx, WRITE_COLUMNS, updates)
+    faults.checkpoint("bulk.updated")
+    inserts = [[plan.name, now, now] + [plan.after_row[column] for column in WRITE_COLUMNS]
+               for plan in changed if not plan.exists]
+    if inserts:
+        phone_records.insert_many(tx, WRITE_COLUMNS, inserts)
+    audit.record_many(tx, actor, now, events)
+
+
+def converge_many(tx, actor: str, secret: bytes, work, *, via: str, reissue: bool = False,
+                  check_mode: bool = False) -> list[PhonePlan]:
+    """The one converge path of phone settings: plan every ``(current row or None, PhoneRequest)``
+    of ``work`` with the same rules, then (unless in check mode) write the changed phones with one
+    audit shape. Every module, bulk job, CSV import and declarative file changes phones here."""
+    via = check_choice("via", via, VIA)
+    defaults = service_records.read(tx)
+    plans = [plan_phone(current, request.name, request.settings, defaults, request.auth, secret, reissue=reissue,
+                        check_mode=check_mode, prefix=request.prefix)
+             for current, request in work]
+    if not check_mode:
+        _write_plans(tx, actor, plans, via)
+    return plans
 
 
 def converge(store: Store, name: str, *, state: str = "present", settings: dict | None = None,
@@ -247,10 +284,8 @@ def converge(store: Store, name: str, *, state: str = "present", settings: dict 
             if current is not None and not check_mode:
                 phone_records.delete(tx, store.actor, name)
             return converged(current is not None, before, None, name=name, status=None)
-        defaults = service_records.read(tx)
-        plan = plan_phone(current, name, wanted, defaults, auth, secret, reissue=reissue, check_mode=check_mode)
-        if plan.changed and not check_mode:
-            apply_phone(tx, store.actor, plan, current, defaults)
+        plan, = converge_many(tx, store.actor, secret, [(current, PhoneRequest(name, wanted, auth))],
+                              via="capf_phone", reissue=reissue, check_mode=check_mode)
         status = phone_status(tx, name) if not check_mode or current is not None else None
     extras: dict[str, Any] = {"name": name, "status": status}
     if plan.generated is not None:

@@ -4,7 +4,8 @@
 
 Sections are converged in dependency order: trust (the CA's HTTPS certificate must be trusted
 before an online CA names it), service, phones, bulk jobs. ``plan`` runs every step in check mode;
-``apply`` runs them for real, the phones section in one transaction.
+``apply`` runs them for real, the phones section in one transaction through the one converge path
+of phone settings (``phone_config.converge_many``), as ``capf_phone`` and bulk jobs do.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from ..errors import FieldError, ValidationError
 from ..files import read_option_file
 from ..store import Store
 from ..store import phones as phone_records
-from ..store import service as service_records
 from ..vocabulary import normalise_device_name
 from .document import Document
 
@@ -154,33 +154,36 @@ def _phones(store: Store, document: Document, check_mode: bool, report: Report, 
     secret = store.secret()
     created = updated = deleted = 0
     with store.transaction(write=not check_mode) as tx:
-        defaults = service_records.read(tx)
         current = phone_records.by_name(tx, [name for _i, name, _s, _c, _a in wanted])
+        work = []
         for index, name, state, columns, auth in wanted:
             row = current.get(name)
-            if state == "absent":
-                if row is not None:
-                    deleted += 1
-                    report.changes.append(Change("phones", name, "delete"))
-                    if not check_mode:
-                        phone_records.delete(tx, store.actor, name)
-                continue
-            plan = phone_config.plan_phone(row, name, columns, defaults, auth, secret, check_mode=check_mode,
-                                           prefix=f"phones[{index}].")
-            if not plan.changed:
-                continue
-            if row is None:
-                created += 1
-                report.changes.append(Change("phones", name, "create", [
-                    f"{key}: {value!r}" if key != "authentication_string" else f"{key}: {value}"
-                    for key, value in sorted(plan.after.items()) if key != "name" and value not in ("", None)]))
-            else:
-                updated += 1
-                report.changes.append(Change("phones", name, "update", _differences(plan.before, plan.after)))
-            if not check_mode:
-                phone_config.apply_phone(tx, store.actor, plan, row, defaults)
-            if plan.generated is not None:
-                report.generated_strings[name] = plan.generated
+            if state == "present":
+                work.append((row, phone_config.PhoneRequest(name, columns, auth, f"phones[{index}].")))
+            elif row is not None:
+                deleted += 1
+                if not check_mode:
+                    phone_records.delete(tx, store.actor, name)
+        plans = {plan.name: plan for plan in phone_config.converge_many(tx, store.actor, secret, work, via="apply",
+                                                                        check_mode=check_mode)}
+    for _index, name, state, _columns, _auth in wanted:
+        if state == "absent":
+            if name in current:
+                report.changes.append(Change("phones", name, "delete"))
+            continue
+        plan = plans[name]
+        if not plan.changed:
+            continue
+        if not plan.exists:
+            created += 1
+            report.changes.append(Change("phones", name, "create", [
+                f"{key}: {value!r}" if key != "authentication_string" else f"{key}: {value}"
+                for key, value in sorted(plan.after.items()) if key != "name" and value not in ("", None)]))
+        else:
+            updated += 1
+            report.changes.append(Change("phones", name, "update", _differences(plan.before, plan.after)))
+        if plan.generated is not None:
+            report.generated_strings[name] = plan.generated
     report.counts["phones"] = {"declared": len(wanted), "created": created, "updated": updated, "deleted": deleted}
 
 

@@ -152,3 +152,13 @@ def test_scheduled_job(run, store_path, tmp_path):
     refused = run(capf_bulk_update, dict(args, generate_authentication_strings=True,
                                          set={"authentication_mode": "auth_string"}))
     assert refused["failed"] and refused["msg"].startswith("strings_file is required when a scheduled job generates")
+
+
+def test_csv_refuses_job_wide_strings_it_would_not_use(run, store_path, tmp_path):
+    """The CSV carries each phone's string (digits, or generate): a job-wide string or generation
+    flag next to it is refused, not silently left unused."""
+    csv_file = _csv(tmp_path, ["SEP000000000001,HQ,Cisco 8845,install_upgrade,auth_string,"])
+    for option, value in (("authentication_string", "2468"), ("generate_authentication_strings", True)):
+        result = run(capf_bulk_update, {"store": store_path, "csv_file": csv_file, option: value})
+        assert result["failed"] and result["msg"].startswith(f"csv_file cannot be combined with {option} ")
+    assert not os.path.exists(store_path) or _phones(store_path) == {}
