@@ -127,8 +127,8 @@ def _record(store: Store, tx, certificate, private_key, source: str) -> int:
 
 
 def _key_file(store: Store, row: dict) -> str:
-    """Where an engine before sealed keys kept the key of ``row``: ``key_path`` is an absolute path
-    then; since, it is the name of the cache file in ``keys/``."""
+    """The key file of ``row``: ``key_path`` itself for certificates recorded before keys were sealed
+    (an absolute path), else the cache file of that name in ``keys/``."""
     if os.path.isabs(row["key_path"]):
         return row["key_path"]
     return os.path.join(store.keys_dir, safe_file_name(row["key_path"], "capf.key"))
