@@ -20,6 +20,10 @@ description:
     differs from the active one or when O(capf_certificate.regenerate=true), and replaced by an upload of
     O(capf_certificate.certificate) and O(capf_certificate.private_key). Phones keep trusting LSCs of earlier
     CAPF certificates. No restart is needed.
+  - The CAPF private key is kept in the store, sealed with a key derived from the store's C(secret.key) file, so
+    that every host sharing the store uses a new CAPF certificate at once; a copy of the database alone reveals
+    no key. Key files made by earlier versions are sealed into the store by any run outside check mode and left
+    in place.
   - The online CA password is stored encrypted with a key held outside the database and is never returned.
 author:
   - opencapf developers (@opencapf)

@@ -109,10 +109,9 @@ def test_unreadable_store_is_reported(tmp_path, phone_keys):
     assert_one_line_error(run_cli("--store", str(store), "init"), "is not a regular file")
 
 
-def test_world_readable_key_is_refused(initialised, phone_keys):
-    keys_dir = os.path.join(os.path.dirname(initialised), "keys")
-    key_file = os.path.join(keys_dir, os.listdir(keys_dir)[0])
-    os.chmod(key_file, 0o644)
+def test_world_readable_secret_key_is_refused(initialised, phone_keys):
+    # The CAPF key is sealed in the store under secret.key: that file is the key to protect.
+    os.chmod(os.path.join(os.path.dirname(initialised), "secret.key"), 0o644)
     before = digest(initialised)
     result = run_cli("--store", initialised, "issue", "SEP0011223344AA", phone_keys["rsa"])
     assert_one_line_error(result, "readable or writable by group/others")

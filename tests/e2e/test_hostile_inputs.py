@@ -174,6 +174,10 @@ def test_uploaded_capf_certificate_cn_cannot_place_its_key_outside_keys(initiali
     os.chmod(tmp_path / "capf.key", 0o600)
     run_cli("--store", initialised, "ca", "upload", "--certificate", str(tmp_path / "capf.pem"),
             "--key", str(tmp_path / "capf.key"), check=True)
+    from _opencapf.ca import authority
+    from _opencapf.store import opened
+    with opened(initialised) as store:  # the key is sealed in the store; its file is the TLS listener's cache
+        authority.key_file(store, authority.signer(store))
     keys_dir = os.path.join(os.path.dirname(initialised), "keys")
     found = [os.path.join(root, name) for root, _dirs, names in os.walk(os.path.dirname(str(tmp_path)))
              for name in names if "escaped" in name]
@@ -219,8 +223,8 @@ def test_key_write_over_a_planted_symlink_stays_private(tmp_path):
 # -- permissions -----------------------------------------------------------------------------------
 
 def test_state_files_are_private_even_with_umask_zero(tmp_path):
-    """init, the keyed-hash secret and a write (WAL and SHM files exist while the store is open),
-    all under umask 000: every file 0600, every directory 0700."""
+    """init, the keyed-hash secret, the CAPF key's cache file and a write (WAL and SHM files exist
+    while the store is open), all under umask 000: every file 0600, every directory 0700."""
     store = tmp_path / "state" / "capf.db"
     code = """if True:
         import json, os, stat, sys
@@ -228,8 +232,10 @@ def test_state_files_are_private_even_with_umask_zero(tmp_path):
         from _opencapf.cli.main import main
         assert main(["--store", sys.argv[1], "init"]) == 0
         from _opencapf.store import open_store
+        from _opencapf.ca import authority
         with open_store(sys.argv[1]) as store:
             store.secret()
+            authority.key_file(store, authority.signer(store))
             with store.transaction() as tx:
                 tx.execute("UPDATE service_parameters SET updated_at = updated_at")
             state = os.path.dirname(sys.argv[1])
@@ -246,7 +252,7 @@ def test_state_files_are_private_even_with_umask_zero(tmp_path):
     assert child.returncode == 0, child.stderr
     modes = json.loads(child.stdout.strip().splitlines()[-1])
     assert {"capf.db", "capf.db-wal", "capf.db-shm", "secret.key", "keys", "."} <= set(modes), modes
-    assert [name for name, mode in modes.items() if name.endswith(".key")], modes
+    assert [name for name, mode in modes.items() if name.startswith("keys/") and name.endswith(".key")], modes
     wrong = {name: oct(mode) for name, mode in modes.items()
              if mode != (0o700 if name in (".", "keys") else 0o600)}
     assert not wrong, wrong

@@ -21,6 +21,10 @@ from .store.backend import Transaction
 _KEY_LABEL = b"opencapf secretbox v1"
 
 
+class UndecryptableSecret(StoreError):
+    """A sealed value that this store's secret file does not open (another secret file, or tampering)."""
+
+
 def _key(store_secret: bytes) -> bytes:
     return hmac.new(store_secret, _KEY_LABEL, hashlib.sha256).digest()
 
@@ -43,7 +47,7 @@ def get(tx: Transaction, store_secret: bytes, name: str) -> str | None:
     try:
         plain = AESGCM(_key(store_secret)).decrypt(nonce, ciphertext, name.encode("utf-8"))
     except Exception:  # InvalidTag: another secret file, or a tampered row
-        raise StoreError(f"secret {name!r} cannot be decrypted with this store's secret file") from None
+        raise UndecryptableSecret(f"secret {name!r} cannot be decrypted with this store's secret file") from None
     return plain.decode("utf-8")
 
 

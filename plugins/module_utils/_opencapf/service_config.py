@@ -250,7 +250,10 @@ def apply(store: Store, tx: Transaction, result: ServicePlan) -> None:
 def converge(store: Store, *, parameters_wanted: dict | None = None, online_ca: dict | None = None,
              capf_certificate: dict | None = None, update_password: str = "always",
              check_mode: bool = False) -> dict[str, Any]:
-    """Converge the service configuration; one transaction; returns changed/before/after."""
+    """Converge the service configuration; one transaction; returns changed/before/after. Key files
+    of an older store are sealed into it first (``authority.seal_key_files``)."""
+    if not check_mode:
+        authority.seal_key_files(store)
     secret = store.secret()
     with store.transaction(write=not check_mode) as tx:
         result = plan(tx, secret, parameters_wanted=parameters_wanted, online_ca=online_ca,

@@ -3,8 +3,12 @@
 """The CAPF certificate: created on first use, regenerated or replaced without a restart.
 
 The store records every CAPF certificate ever used (the active one and its predecessors, whose
-LSCs still authenticate phones); the private key lives in a 0600 file in the store's key
-directory and is never logged or returned.
+LSCs still authenticate phones) together with its private key, sealed (AES-256-GCM, see
+``secretbox``) under a key derived from the store's ``secret.key`` file, which stays outside the
+database: every host sharing the store signs with the key a regenerate or upload made on any of
+them, and a copy of the database alone reveals no key. A 0600 file in the state directory's
+``keys/`` caches the active key for the TLS listener, checked against the sealed key at each use.
+Keys are never logged or returned.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import threading
 from dataclasses import dataclass
 
 from ..dependencies import hashes, require, x509, NameOID
-from ..errors import CertificateError, NotFoundError
-from ..files import safe_file_name
+from .. import secretbox
+from ..errors import CertificateError, NotFoundError, StoreError
+from ..files import read_private_file, safe_file_name, write_private_file
 from ..store import Store, audit
 from ..store import capf_certificates
 from ..store.backend import Transaction
@@ -49,7 +54,7 @@ class Signer:
         return c.common_name(self.certificate.subject)
 
 
-_cache: dict[tuple[str, int], Signer] = {}
+_cache: dict[tuple[str, str, int], Signer] = {}
 _cache_lock = threading.Lock()
 
 
@@ -96,23 +101,72 @@ def build_capf_certificate(private_key, subject: dict | None = None, validity_da
     return builder.sign(private_key, hashes.SHA256())
 
 
-def _record(store: Store, tx, certificate, private_key, source: str) -> int:
+def _key_file_name(certificate) -> str:
     # The CN of an uploaded certificate is not ours to trust as a path: "../../x" stays inside keys/.
     stem = safe_file_name(c.common_name(certificate.subject), "capf")
-    key_path = os.path.join(store.keys_dir, f"{stem}-{c.fingerprint(certificate)[:16]}.key")
-    keys.save_private_key(key_path, private_key)
+    return f"{stem}-{c.fingerprint(certificate)[:16]}.key"
+
+
+def _sealed_name(fingerprint: str) -> str:
+    # The name is the sealed value's associated data: a key moved to another certificate's row fails to open.
+    return f"capf_private_key:{fingerprint}"
+
+
+def _record(store: Store, tx, certificate, private_key, source: str) -> int:
+    fingerprint = c.fingerprint(certificate)
+    secretbox.put(tx, store.secret(), _sealed_name(fingerprint), keys.private_key_pem(private_key).decode("ascii"))
     new_id = capf_certificates.activate(
         tx, common_name=c.common_name(certificate.subject), serial=format(certificate.serial_number, "x"),
-        fingerprint=c.fingerprint(certificate), key_type=keys.key_type_of(certificate.public_key()), key_path=key_path,
-        pem=c.to_pem(certificate), not_before=format_utc(c.not_before(certificate)),
-        not_after=format_utc(c.not_after(certificate)), source=source)
+        fingerprint=fingerprint, key_type=keys.key_type_of(certificate.public_key()),
+        key_path=_key_file_name(certificate), pem=c.to_pem(certificate),
+        not_before=format_utc(c.not_before(certificate)), not_after=format_utc(c.not_after(certificate)),
+        source=source)
     audit.record(tx, store.actor, f"capf_certificate.{source}", c.common_name(certificate.subject),
-                 fingerprint=c.fingerprint(certificate), key_type=keys.key_type_of(certificate.public_key()))
+                 fingerprint=fingerprint, key_type=keys.key_type_of(certificate.public_key()))
     return new_id
 
 
+def _key_file(store: Store, row: dict) -> str:
+    """The key file of ``row``: ``key_path`` itself for certificates recorded before keys were sealed
+    (an absolute path), else the cache file of that name in ``keys/``."""
+    if os.path.isabs(row["key_path"]):
+        return row["key_path"]
+    return os.path.join(store.keys_dir, safe_file_name(row["key_path"], "capf.key"))
+
+
+def seal_key_files(store: Store) -> int:
+    """Seal into the store the key file of every CAPF certificate whose key the store does not hold
+    yet (stores made before keys were sealed); the files stay. Return how many were sealed."""
+    if store.read_only:
+        return 0
+    with store.read() as tx:
+        pending = [row for row in capf_certificates.history(tx)
+                   if row["key_path"] and not secretbox.exists(tx, _sealed_name(row["fingerprint"]))]
+    found = []
+    for row in pending:
+        path = _key_file(store, row)
+        if not os.path.exists(path):
+            continue  # another host's file, or a certificate recorded without its key
+        private_key = keys.load_private_key(path)
+        certificate = c.load_pem_certificate(row["pem"], "stored CAPF certificate")
+        if keys.keys_match(private_key, certificate):
+            found.append((row, certificate, private_key))
+    if not found:
+        return 0
+    with store.transaction() as tx:
+        for row, certificate, private_key in found:
+            if not secretbox.exists(tx, _sealed_name(row["fingerprint"])):
+                secretbox.put(tx, store.secret(), _sealed_name(row["fingerprint"]),
+                              keys.private_key_pem(private_key).decode("ascii"))
+                audit.record(tx, store.actor, "capf_certificate.key_sealed", c.common_name(certificate.subject),
+                             fingerprint=row["fingerprint"])
+    return len(found)
+
+
 def ensure(store: Store, key_type: str = DEFAULT_KEY_TYPE, subject: dict | None = None) -> tuple[dict, bool]:
-    """Create the CAPF certificate when the store has none; return (its summary, created)."""
+    """Create the CAPF certificate when the store has none; return (its summary, created). Key files
+    of an older store are sealed into it first (``seal_key_files``)."""
+    seal_key_files(store)
     with store.read() as tx:
         present = capf_certificates.has_active(tx)
     if present:
@@ -189,24 +243,51 @@ def all_certificates(store: Store) -> list:
     return [c.load_pem_certificate(pem) for pem in pems]
 
 
+def _private_key(store: Store, tx: Transaction, row: dict, certificate):
+    """The key of the CAPF certificate ``row``: the sealed one, else (a store made before keys were
+    sealed, on the host that made it) its key file; refused unless it belongs to the certificate."""
+    try:
+        sealed = secretbox.get(tx, store.secret(), _sealed_name(row["fingerprint"]))
+    except secretbox.UndecryptableSecret:
+        raise StoreError(
+            f"the private key of CAPF certificate {c.common_name(certificate.subject)} cannot be decrypted with "
+            f"{os.path.join(store.state_dir, 'secret.key')}: every host sharing a store needs the secret.key "
+            "of the host that created it") from None
+    if sealed is None:
+        path = _key_file(store, row)
+        private_key, where = keys.load_private_key(path), f"key file {path}"
+    else:
+        private_key = keys.parse_private_key(sealed.encode("ascii"), "sealed CAPF private key")
+        where = "the sealed private key"
+    if not keys.keys_match(private_key, certificate):
+        raise CertificateError(f"{where} does not belong to the active CAPF certificate")
+    return private_key
+
+
 def signer(store: Store, tx: Transaction | None = None) -> Signer:
-    """The active certificate and its key, loaded once per process and certificate; looked up in
-    ``tx`` when the caller has a transaction open already."""
+    """The active certificate and its key, loaded once per process, state directory and certificate;
+    looked up in ``tx`` when the caller has a transaction open already."""
     if tx is None:
         with store.read() as own:
-            row = capf_certificates.active_key(own)
-    else:
-        row = capf_certificates.active_key(tx)
+            return signer(store, own)
+    row = capf_certificates.active_key(tx)
     if row is None:
         raise NotFoundError("the store has no CAPF certificate yet; run 'init'")
-    cache_key = (store.location, row["id"])
+    cache_key = (store.location, store.state_dir, row["id"])
     with _cache_lock:
         cached = _cache.get(cache_key)
         if cached is None:
             certificate = c.load_pem_certificate(row["pem"], "stored CAPF certificate")
-            private_key = keys.load_private_key(row["key_path"])
-            if not keys.keys_match(private_key, certificate):
-                raise CertificateError(f"key file {row['key_path']} does not belong to the active CAPF certificate")
-            cached = Signer(row["id"], certificate, private_key)
+            cached = Signer(row["id"], certificate, _private_key(store, tx, row, certificate))
             _cache[cache_key] = cached
     return cached
+
+
+def key_file(store: Store, active: Signer) -> str:
+    """A 0600 file in ``keys/`` holding the key of ``active`` (TLS loads its key from a file): written
+    from the sealed key when missing or different; one that the group or others can read is refused."""
+    path = os.path.join(store.keys_dir, _key_file_name(active.certificate))
+    wanted = keys.private_key_pem(active.private_key)
+    if not os.path.exists(path) or read_private_file(path, "key file") != wanted:
+        write_private_file(path, wanted)
+    return path

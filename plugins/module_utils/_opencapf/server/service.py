@@ -42,7 +42,6 @@ from ..files import write_private_file
 from ..protocol.session import ServerSession
 from ..sockets import set_nodelay
 from ..store import Store
-from ..store import capf_certificates as capf_certificate_records
 from ..store import service as service_records
 from ..store import sessions as session_records
 from ..vocabulary import DEFAULT_MAX_SESSION_SECONDS, check_limit, format_utc, utc_now
@@ -249,16 +248,14 @@ class CapfServer:
             else:
                 context.minimum_version = ssl.TLSVersion.TLSv1_2
             context.verify_mode = ssl.CERT_NONE  # phones prove themselves inside the protocol
-            with self.store.read() as tx:
-                key_file = capf_certificate_records.key_path(tx, signer.id)
-            # The certificate is public; the key is loaded from its own 0600 file, never copied. The file
-            # is named by the certificate's fingerprint, not its row id: a state directory outlives a
+            # The certificate is public; the key comes from its 0600 cache file of the key sealed in the store.
+            # The file is named by the certificate's fingerprint, not its row id: a state directory outlives a
             # store created again beside it (or a database rebuilt), whose certificate takes the same id.
             certificate_file = os.path.join(self.store.keys_dir,
                                             f"capf-tls-{ca_certificates.fingerprint(signer.certificate)[:16]}.crt")
             if not os.path.exists(certificate_file):
                 write_private_file(certificate_file, signer.certificate.public_bytes(_pem_encoding()))
-            context.load_cert_chain(certificate_file, key_file)
+            context.load_cert_chain(certificate_file, authority.key_file(self.store, signer))
             self._contexts = {key: context}
         return context
 

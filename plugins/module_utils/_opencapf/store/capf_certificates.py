@@ -1,6 +1,8 @@
 # Copyright: contributors to opencapf.capf
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The CAPF's own certificates: the active one and its retired predecessors (the key stays in a file)."""
+"""The CAPF's own certificates: the active one and its retired predecessors. Their keys are sealed
+in ``secrets``; ``key_path`` names the key's cache file in the state directory's ``keys/`` (an
+absolute path for certificates recorded before keys were sealed: where their key file was made)."""
 
 from __future__ import annotations
 
@@ -21,14 +23,8 @@ def has_active(tx: Transaction) -> bool:
 
 
 def active_key(tx: Transaction) -> dict[str, Any] | None:
-    """The active CAPF certificate's id, pem and key_path (what signing needs), or None."""
-    return tx.one("SELECT id, pem, key_path FROM capf_certificates WHERE active = 1")
-
-
-def key_path(tx: Transaction, certificate_id: int) -> str | None:
-    """The path of the key file of the CAPF certificate ``certificate_id``, or None."""
-    row = tx.one("SELECT key_path FROM capf_certificates WHERE id = ?", (certificate_id,))
-    return None if row is None else row["key_path"]
+    """The active CAPF certificate's id, fingerprint, pem and key_path (what signing needs), or None."""
+    return tx.one("SELECT id, fingerprint, pem, key_path FROM capf_certificates WHERE active = 1")
 
 
 def state(tx: Transaction, fingerprint: str) -> str | None:

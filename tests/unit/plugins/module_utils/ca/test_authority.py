@@ -31,9 +31,10 @@ def test_created_certificate_follows_the_capf_rules(store, key_type, kind, size)
     aki = certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
     assert aki.key_identifier == ski.digest
     signer = authority.signer(store)
-    key_path = next(os.path.join(store.keys_dir, name) for name in os.listdir(store.keys_dir))
-    assert stat.S_IMODE(os.stat(key_path).st_mode) == 0o600
+    key_path = authority.key_file(store, signer)
+    assert os.path.dirname(key_path) == store.keys_dir and stat.S_IMODE(os.stat(key_path).st_mode) == 0o600
     assert keys.keys_match(signer.private_key, certificate)
+    assert keys.keys_match(keys.load_private_key(key_path), certificate)
 
 
 def test_ensure_is_idempotent(store):
@@ -91,8 +92,17 @@ def test_upload_with_foreign_key_is_refused(ca_store):
 
 def test_world_readable_key_file_is_refused(store):
     authority.ensure(store)
-    key_path = os.path.join(store.keys_dir, os.listdir(store.keys_dir)[0])
+    key_path = authority.key_file(store, authority.signer(store))
     os.chmod(key_path, 0o644)
-    authority._cache.clear()
     with pytest.raises(PermissionProblem, match="chmod 600"):
-        authority.signer(store)
+        authority.key_file(store, authority.signer(store))
+
+
+def test_a_key_file_that_differs_from_the_sealed_key_is_rewritten(ca_store):
+    active = authority.signer(ca_store)
+    key_path = authority.key_file(ca_store, active)
+    _certificate, other = make_cert("Planted")
+    with open(key_path, "wb") as handle:
+        handle.write(key_pem(other))
+    assert authority.key_file(ca_store, active) == key_path
+    assert keys.keys_match(keys.load_private_key(key_path), active.certificate)
