@@ -137,13 +137,14 @@ def test_private_store_locations_are_accepted(tmp_path):
 
 
 def test_state_dir_option_keeps_the_key_files_there_and_is_validated(tmp_path, postgres_dsn):
-    """``--state-dir`` (any command, the service's workers too): secret.key and keys/ of a PostgreSQL
-    store go there; one the group or others may write, or a file, is a usage error before anything opens."""
+    """``--state-dir`` (any command, the service's workers too): the secret.key of a PostgreSQL store, under
+    which init seals the CAPF key, goes there; one the group or others may write, or a file, is a usage error
+    before anything opens."""
     state = tmp_path / "state"
     result = run_cli("--store", postgres_dsn, "--state-dir", str(state), "init",
                      env={key: value for key, value in os.environ.items() if key != "OPENCAPF_STATE_DIR"})
     assert result.returncode == 0, result.stderr
-    assert [name for name in os.listdir(state / "keys") if name.endswith(".key")]  # the CAPF key init made
+    assert stat.S_IMODE(os.stat(state / "secret.key").st_mode) == 0o600  # what the CAPF key init made is sealed with
     state.chmod(0o777)
     refused = run_cli("--store", postgres_dsn, "--state-dir", str(state), "ca", "show")
     assert refused.returncode == 2
