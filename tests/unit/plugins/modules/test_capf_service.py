@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from support import certfactory
 from ansible_collections.opencapf.capf.plugins.modules import capf_service, capf_trust_cert
 from support.stores import query, store_exists

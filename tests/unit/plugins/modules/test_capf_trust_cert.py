@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from cryptography.hazmat.primitives import hashes
 
 from support import certfactory
