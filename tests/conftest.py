@@ -44,6 +44,20 @@ def store_location(request, store_path):
 
 
 @pytest.fixture
+def store_on_both(store_location, state_dir):
+    """A fresh, migrated store, once per backend; a test module or directory makes it its ``store``."""
+    opened = open_store(store_location, state_dir=state_dir, actor="test")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def store_options(store_location, state_dir):
+    """The CLI options naming the test store, once per backend."""
+    return ["--store", store_location, "--state-dir", state_dir]
+
+
+@pytest.fixture
 def store(store_path):
     """A fresh, migrated store with no CAPF certificate yet."""
     opened = open_store(store_path, actor="test")

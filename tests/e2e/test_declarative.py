@@ -46,22 +46,26 @@ def deployment(tmp_path):
     return store, str(path)
 
 
-def test_plan_apply_then_no_changes(deployment, tmp_path):
-    store, path = deployment
-    planned = run_cli("--store", store, "plan", path, check=True).stdout
+def test_plan_apply_then_no_changes(store_options, tmp_path):
+    """Once per backend: an SQLite file, then a PostgreSQL database with its state directory."""
+    path = tmp_path / "deploy.yml"
+    path.write_text(DEPLOYMENT)
+    path = str(path)
+    run_cli(*store_options, "init", check=True)
+    planned = run_cli(*store_options, "plan", path, check=True).stdout
     assert "+ phones SEP001122334456" in planned and "parameters.validity_days: 1825 -> 730" in planned
-    assert run_cli("--store", store, "plan", "--detailed-exitcode", path).returncode == 2
+    assert run_cli(*store_options, "plan", "--detailed-exitcode", path).returncode == 2
     strings = tmp_path / "strings.csv"
-    applied = json.loads(run_cli("--store", store, "--json", "apply", path, "--strings-file", str(strings),
+    applied = json.loads(run_cli(*store_options, "--json", "apply", path, "--strings-file", str(strings),
                                  check=True).stdout)
     assert applied["changed"] and applied["counts"]["phones"]["created"] == 3
     assert "123456" not in json.dumps(applied)
     assert stat.S_IMODE(os.stat(strings).st_mode) == 0o600
     rows = strings.read_text().splitlines()
     assert rows[0] == "device_name,authentication_string" and rows[1].startswith("SEP001122334456,")
-    assert run_cli("--store", store, "plan", path, check=True).stdout.strip() == "no changes"
-    assert run_cli("--store", store, "plan", "--detailed-exitcode", path).returncode == 0
-    again = json.loads(run_cli("--store", store, "--json", "apply", path, check=True).stdout)
+    assert run_cli(*store_options, "plan", path, check=True).stdout.strip() == "no changes"
+    assert run_cli(*store_options, "plan", "--detailed-exitcode", path).returncode == 0
+    again = json.loads(run_cli(*store_options, "--json", "apply", path, check=True).stdout)
     assert again["changed"] is False
 
 

@@ -64,13 +64,23 @@ class PostgresServer:
         self._server(["initdb", "-D", self.data, "-U", SUPERUSER, "--pwfile", pwfile, "--auth", "scram-sha-256",
                       "--encoding", "UTF8", "--locale", "C", "--no-sync"])
         os.unlink(pwfile)
+        self._start()
+        self.admin.execute("CREATE DATABASE template_store TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C' "
+                           "STRATEGY FILE_COPY")
+
+    def _start(self) -> None:
         options = (f"-k {self.socket_dir} -c listen_addresses='' -c fsync=off -c full_page_writes=off "
                    "-c max_connections=200 -c shared_buffers=32MB")
         self._server(["pg_ctl", "-D", self.data, "-l", os.path.join(self.data, "server.log"), "-o", options,
                       "-w", "-t", "60", "start"])
         self.admin = self.connect("postgres")
-        self.admin.execute("CREATE DATABASE template_store TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C' "
-                           "STRATEGY FILE_COPY")
+
+    def restart(self) -> None:
+        """Stop the server as an administrator would (``pg_ctl stop -m fast``: every connection is
+        cut) and start it again."""
+        self.admin.close()
+        self._server(["pg_ctl", "-D", self.data, "-m", "fast", "-w", "-t", "60", "stop"])
+        self._start()
 
     def _server(self, command: list[str]) -> None:
         result = subprocess.run(self._run_as + [os.path.join(self.bin, command[0]), *command[1:]],

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from typing import Any, Sequence
 
 from _opencapf import trust
 from _opencapf.ca import authority
-from _opencapf.store import Store, migrate
+from _opencapf.errors import StoreError
+from _opencapf.store import Store, migrate, open_store, postgresql
 from _opencapf.store.sqlite import SqliteBackend
 
 from . import certfactory
@@ -28,3 +30,26 @@ def populated_store(directory: str, version: int) -> str:
         add_phone(store, PHONE, operation="install_upgrade", auth_mode="auth_string", auth_string="12345678")
         trust.converge(store, content=certfactory.pem(certfactory.make("Offline Root CA")[0]), trust_store="capf-trust")
     return path
+
+
+def store_exists(location: str) -> bool:
+    """Whether a store is at ``location``: an SQLite file, or a PostgreSQL database with the CAPF schema."""
+    if not postgresql.is_location(location):
+        return os.path.exists(location)
+    try:
+        open_store(location, read_only=True, create=False).close()
+    except StoreError:
+        return False
+    return True
+
+
+def query(location: str, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """The rows of ``sql`` in the store at ``location`` (either backend), read without writing."""
+    with open_store(location, read_only=True, create=False) as store, store.read() as tx:
+        return tx.query(sql, params)
+
+
+def execute(location: str, sql: str, params: Sequence[Any] = ()) -> None:
+    """Run one statement in the store at ``location`` (either backend), as a test's fault or edit."""
+    with open_store(location, actor="test") as store, store.transaction() as tx:
+        tx.execute(sql, params)

@@ -120,8 +120,9 @@ _FROM_WITH_LSC = (
 )
 _LSC_COLUMNS = ("l.id AS lsc_id, l.serial AS lsc_serial, l.status AS lsc_status, l.not_after AS lsc_not_after, "
                 "l.issued_at AS lsc_issued_at, l.installed_at AS lsc_installed_at")
-# Orders of a listing. By LSC expiry, phones without a current LSC come first (they need one most).
-LISTING_ORDERS = {"device_name": "p.name", "lsc_expiry": "l.not_after, p.name"}
+# Orders of a listing. By LSC expiry, phones without a current LSC come first (they need one most;
+# said explicitly, as PostgreSQL sorts NULLs last by default).
+LISTING_ORDERS = {"device_name": "p.name", "lsc_expiry": "l.not_after NULLS FIRST, p.name"}
 # The columns of a listing's rows. Each column of each row costs a round trip through the sqlite3
 # module (it releases the GIL around every column it reads), so a listing selects no column it does
 # not return: a phone has a current LSC exactly when its (never NULL) serial is there.

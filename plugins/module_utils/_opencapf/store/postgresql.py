@@ -148,10 +148,25 @@ class PostgresBackend(Backend):
         self.prepare_read: Callable[[Transaction], None] | None = None
         params.setdefault("connect_timeout", str(CONNECT_TIMEOUT_S))
         params.setdefault("application_name", "opencapf")
+        self._conninfo = _conninfo.make_conninfo(**params)
+        self._connection = self._connect()
+
+    def _connect(self):
         try:
-            self._connection = psycopg.connect(_conninfo.make_conninfo(**params), autocommit=True)
+            return psycopg.connect(self._conninfo, autocommit=True)
         except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to store {location}: {_first_line(exc)}") from None
+            raise StoreError(f"cannot connect to store {self.location}: {_first_line(exc)}") from None
+
+    def _live(self):
+        """The connection, made again when the last one was lost (the database restarted, a network
+        cut): the transaction that met the loss failed; the next one runs on a new connection. The
+        leads and the advisory locks went with the old connection; the commit counter is read anew."""
+        if self._connection.closed or self._connection.broken:
+            self._connection = self._connect()
+            self._leads.clear()
+            self._known = None
+            self._counter = False
+        return self._connection
 
     # -- transactions -----------------------------------------------------------------------
 
@@ -160,7 +175,7 @@ class PostgresBackend(Backend):
         if write and self.read_only:
             raise StoreError(f"store {self.location} is open read-only; nothing may be written")
         with self._lock:
-            connection = self._connection
+            connection = self._live()
             try:
                 if write:
                     connection.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
@@ -219,6 +234,7 @@ class PostgresBackend(Backend):
     def data_version(self) -> int:
         with self._lock:
             try:
+                self._live()
                 if not self._counter_exists():
                     return self._reported
                 version = self._connection.execute("SELECT version FROM commit_counter WHERE id = 1").fetchone()[0]
@@ -233,6 +249,7 @@ class PostgresBackend(Backend):
         if not LEAD_NAME.fullmatch(name):
             raise StoreError(f"lead name {name!r} must be lower-case letters, digits and underscores")
         with self._lock:
+            self._live()
             if name in self._leads:
                 return True
             key = int.from_bytes(hashlib.sha256(f"opencapf-lead:{name}".encode()).digest()[:8], "big", signed=True)

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
-import sqlite3
+
+import pytest
 
 from support.tools import run_cli
 
 from _opencapf import bulk, phone_config, scheduler, secretbox
 
 FLEET = 40000
+
+
+@pytest.fixture
+def store(store_on_both):
+    """Every test here runs against both backends."""
+    return store_on_both
 
 
 def _csv(count: int) -> str:
@@ -33,16 +40,16 @@ def test_forty_thousand_phones_converge_in_one_job(store):
     assert len(applied["authentication_strings"]) == FLEET and len(strings) > FLEET * 0.99
     again = bulk.converge(store, **job)
     assert again["changed"] is False and again["counts"]["unchanged"] == FLEET
-    with sqlite3.connect(store.location) as db:
-        assert db.execute("SELECT count(*) FROM phones WHERE operation_status = 'pending' AND key_order = 'ec' "
-                          "AND auth_hash IS NOT NULL").fetchone()[0] == FLEET
-        assert db.execute("SELECT count(*) FROM audit_events WHERE action = 'phone.update'").fetchone()[0] == FLEET
+    with store.read() as tx:
+        assert tx.scalar("SELECT count(*) FROM phones WHERE operation_status = 'pending' AND key_order = 'ec' "
+                         "AND auth_hash IS NOT NULL") == FLEET
+        assert tx.scalar("SELECT count(*) FROM audit_events WHERE action = 'phone.update'") == FLEET
 
 
 def test_failure_on_one_phone_changes_nothing(store):
     bulk.converge(store, csv_content=_csv(10))
-    with sqlite3.connect(store.location) as db:
-        db.execute("UPDATE phones SET security_mode = 'authenticated' WHERE name = 'SEP000000000007'")
+    with store.transaction() as tx:
+        tx.execute("UPDATE phones SET security_mode = 'authenticated' WHERE name = 'SEP000000000007'")
     try:
         bulk.converge(store, query={}, settings={"certificate_operation": "install_upgrade",
                                                  "authentication_mode": "auth_string"},
@@ -51,8 +58,8 @@ def test_failure_on_one_phone_changes_nothing(store):
         assert str(exc).startswith("phone SEP000000000007: authentication_mode must not be auth_string")
     else:
         raise AssertionError("the job should have failed")
-    with sqlite3.connect(store.location) as db:
-        assert db.execute("SELECT count(*) FROM phones WHERE operation != 'none'").fetchone()[0] == 0
+    with store.read() as tx:
+        assert tx.scalar("SELECT count(*) FROM phones WHERE operation != 'none'") == 0
 
 
 def test_scheduled_secret_is_encrypted_and_removed_after_the_run(store):
@@ -60,9 +67,9 @@ def test_scheduled_secret_is_encrypted_and_removed_after_the_run(store):
     job = bulk.converge(store, query={}, settings={"certificate_operation": "install_upgrade",
                                                    "authentication_mode": "auth_string"},
                         authentication_string="13579", run_at="2099-05-01T00:00:00Z")["job"]
-    with sqlite3.connect(store.location) as db:
-        spec = db.execute("SELECT spec FROM jobs WHERE id = ?", (job["id"],)).fetchone()[0]
-        ciphertext = db.execute("SELECT ciphertext FROM secrets").fetchone()[0]
+    with store.read() as tx:
+        spec = tx.scalar("SELECT spec FROM jobs WHERE id = ?", (job["id"],))
+        ciphertext = bytes(tx.scalar("SELECT ciphertext FROM secrets"))
     assert "13579" not in spec and b"13579" not in ciphertext
     changed_secret = bulk.converge(store, query={}, settings={"certificate_operation": "install_upgrade",
                                                               "authentication_mode": "auth_string"},
@@ -87,20 +94,20 @@ def test_deadlines_lapse(store):
     assert again["status"]["operation_status"] == "lapsed" and again["status"]["operation_reason"] == "deadline passed"
 
 
-def test_jobs_cli(store_path, store):
+def test_jobs_cli(store_options, store):
     bulk.converge(store, csv_content=_csv(2))
     bulk.converge(store, query={}, settings={"key_order": "ec"}, run_at="2099-01-01T00:00:00Z")
-    listed = run_cli("--store", store_path, "--json", "jobs", "list", check=True)
+    listed = run_cli(*store_options, "--json", "jobs", "list", check=True)
     assert json.loads(listed.stdout)[0]["status"] == "scheduled"
-    nothing = run_cli("--store", store_path, "jobs", "run-due", "--now", "2098-01-01T00:00:00Z", check=True)
+    nothing = run_cli(*store_options, "jobs", "run-due", "--now", "2098-01-01T00:00:00Z", check=True)
     assert nothing.stdout.strip() == "nothing due at 2098-01-01T00:00:00Z"
-    ran = run_cli("--store", store_path, "--json", "jobs", "run-due", "--now", "2099-01-01T00:00:00Z", check=True)
+    ran = run_cli(*store_options, "--json", "jobs", "run-due", "--now", "2099-01-01T00:00:00Z", check=True)
     assert json.loads(ran.stdout)["jobs"][0]["result"]["counts"]["changed"] == 2
     later = bulk.converge(store, query={}, settings={"key_order": "rsa"}, run_at="2099-06-01T00:00:00Z")["job"]
-    cancelled = run_cli("--store", store_path, "jobs", "cancel", str(later["id"]), check=True)
+    cancelled = run_cli(*store_options, "jobs", "cancel", str(later["id"]), check=True)
     assert cancelled.stdout.strip() == f"job {later['id']} cancelled"
-    again = run_cli("--store", store_path, "jobs", "cancel", str(later["id"]), check=True)
+    again = run_cli(*store_options, "jobs", "cancel", str(later["id"]), check=True)
     assert again.stdout.strip() == f"job {later['id']} is cancelled"
-    missing = run_cli("--store", store_path, "jobs", "cancel", "999")
+    missing = run_cli(*store_options, "jobs", "cancel", "999")
     assert missing.returncode == 1 and missing.stderr.strip() == "opencapf: error: job 999 does not exist"
     assert scheduler.run_due(store, "2099-07-01T00:00:00Z")["jobs"] == []

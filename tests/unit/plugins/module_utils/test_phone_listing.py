@@ -4,13 +4,13 @@ the order by LSC expiry, the result's shape, and the index the listing reads on 
 from __future__ import annotations
 
 import gc
-import sqlite3
 
 import pytest
 
 from _opencapf import authstrings, phone_query, reports
-from _opencapf.store import migrate, open_store, phones
+from _opencapf.store import migrate, open_store, phones, postgresql
 from _opencapf.store.migrations import LATEST_VERSION
+from _opencapf.store.postgresql import PostgresBackend
 from _opencapf.store.sqlite import SqliteBackend
 
 NOW = "2026-11-27T08:00:00Z"
@@ -31,30 +31,36 @@ BY_EXPIRY = ["SEP000000000003", "SEP000000000004", "SEP000000000007", "SEP000000
              "SEP000000000006", "SEP000000000001"]
 
 
-def _store_at_version_2(path: str) -> None:
+def _store_at_version_2(location: str) -> None:
     """A store one migration behind, holding the phones and certificates above (rows only: their
     issuer is not ``capf``, so the run's certificate lint does not take them for issued LSCs)."""
-    backend = SqliteBackend(path)
+    backend = PostgresBackend(location) if postgresql.is_location(location) else SqliteBackend(location)
     migrate(backend, target=2)
-    backend.close()
-    connection = sqlite3.connect(path)
-    with connection:
+    with backend.transaction() as tx:
         for name, certificates in CERTIFICATES.items():
-            phone_id = connection.execute("INSERT INTO phones (name, created_at, updated_at) VALUES (?, ?, ?)",
-                                          (name, NOW, NOW)).lastrowid
+            phone_id = tx.insert("INSERT INTO phones (name, created_at, updated_at) VALUES (?, ?, ?)", (name, NOW, NOW))
             for index, (kind, status, not_after) in enumerate(certificates):
                 serial = f"{name[-1]}{index}"
-                connection.execute(
+                tx.execute(
                     "INSERT INTO certificates (phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, "
                     "status, source, pem, not_before, not_after, issued_at, installed_at, status_changed_at) "
                     "VALUES (?, ?, ?, 'fixture', ?, ?, ?, 'protocol', 'not a certificate', ?, ?, ?, ?, ?)",
                     (phone_id, kind, serial, "f" + serial, "k" + serial, status, NOW, not_after, NOW,
                      NOW if status in ("installed", "expired") else None, NOW))
-    connection.close()
+    backend.close()
 
 
 @pytest.fixture
-def migrated(store_path):
+def migrated(store_location, state_dir):
+    """The store above, migrated at open; once per backend."""
+    _store_at_version_2(store_location)
+    with open_store(store_location, state_dir=state_dir, actor="test") as store:
+        yield store
+
+
+@pytest.fixture
+def migrated_sqlite(store_path):
+    """The store above on SQLite, whose query plans the index test reads."""
     _store_at_version_2(store_path)
     with open_store(store_path, actor="test") as store:
         yield store
@@ -64,10 +70,10 @@ def _names(rows):
     return [row["device_name"] for row in rows]
 
 
-def test_migration_adds_the_index_the_listing_reads_instead_of_certificate_rows(migrated):
-    assert migrated.schema_version() == LATEST_VERSION >= 3
+def test_migration_adds_the_index_the_listing_reads_instead_of_certificate_rows(migrated_sqlite):
+    assert migrated_sqlite.schema_version() == LATEST_VERSION >= 3
     sql, params, _wanted = phones.listing_statement(None, order="lsc_expiry")
-    with migrated.read() as tx:
+    with migrated_sqlite.read() as tx:
         indexes = {row["name"] for row in tx.query("SELECT name FROM sqlite_master WHERE type = 'index'")}
         plan = [row["detail"] for row in tx.query("EXPLAIN QUERY PLAN " + sql, params)]
     assert "certificates_current_lsc" in indexes

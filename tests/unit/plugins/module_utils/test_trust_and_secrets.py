@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 
 import pytest
 
@@ -12,6 +11,12 @@ from support import certfactory
 from _opencapf import secretbox, trust
 from _opencapf.errors import StoreError
 from _opencapf.store import open_store
+
+
+@pytest.fixture
+def store(store_on_both):
+    """Every store test here runs against both backends."""
+    return store_on_both
 
 
 @pytest.mark.parametrize("host, names, expected", [
@@ -54,18 +59,18 @@ def test_absent_chain_and_description_kept(store):
         assert trust.list_certificates(tx) == []
 
 
-def test_secrets_round_trip_and_need_the_secret_file(store_path, tmp_path):
-    with open_store(store_path) as store:
+def test_secrets_round_trip_and_need_the_secret_file(store_location, state_dir):
+    with open_store(store_location, state_dir=state_dir) as store:
         with store.transaction() as tx:
             secretbox.put(tx, store.secret(), "online_ca.password", "correct horse")
         with store.read() as tx:
             assert secretbox.get(tx, store.secret(), "online_ca.password") == "correct horse"
             assert secretbox.equals(tx, store.secret(), "online_ca.password", "correct horse")
             assert not secretbox.equals(tx, store.secret(), "online_ca.password", "correct horsE")
-    with sqlite3.connect(store_path) as db:
-        assert b"correct horse" not in db.execute("SELECT ciphertext FROM secrets").fetchone()[0]
-    os.unlink(os.path.join(os.path.dirname(store_path), "secret.key"))  # a copy of the database alone
-    with open_store(store_path) as store:
+        with store.read() as tx:
+            assert b"correct horse" not in bytes(tx.scalar("SELECT ciphertext FROM secrets"))
+    os.unlink(os.path.join(state_dir, "secret.key"))  # a copy of the database alone
+    with open_store(store_location, state_dir=state_dir) as store:
         with store.read() as tx:
             with pytest.raises(StoreError, match="cannot be decrypted with this store's secret file"):
                 secretbox.get(tx, store.secret(), "online_ca.password")

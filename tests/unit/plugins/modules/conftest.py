@@ -59,6 +59,15 @@ def run_module(module, args: dict, capsys, *, check: bool = False, diff: bool = 
 
 
 @pytest.fixture
+def location(store_location, state_dir, monkeypatch):
+    """The ``store`` option of a module test, once per backend: an SQLite file path, then a fresh
+    PostgreSQL database (its state directory given as the environment would)."""
+    if store_location.startswith("postgresql:"):
+        monkeypatch.setenv("OPENCAPF_STATE_DIR", state_dir)
+    return store_location
+
+
+@pytest.fixture
 def run(capsys):
     def _run(module, args, **kwargs):
         return run_module(module, args, capsys, **kwargs)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import stat
 
 from ansible_collections.opencapf.capf.plugins.modules import capf_bulk_update, capf_info
 
 from _opencapf import authstrings, scheduler
 from _opencapf.store import open_store
+from support.stores import query, store_exists
 
 HEADER = "device_name,device_pool,model,certificate_operation,authentication_mode,authentication_string\n"
 
@@ -20,41 +20,39 @@ def _csv(tmp_path, lines, name="phones.csv"):
     return str(path)
 
 
-def _phones(store_path):
-    with sqlite3.connect(store_path) as db:
-        db.row_factory = sqlite3.Row
-        return {row["name"]: dict(row) for row in db.execute("SELECT * FROM phones")}
+def _phones(location):
+    return {row["name"]: row for row in query(location, "SELECT * FROM phones")}
 
 
-def _fleet(run, store_path, tmp_path, count=30):
+def _fleet(run, location, tmp_path, count=30):
     lines = [f"SEP{index:012X},{'HQ' if index % 2 else 'Branch'},Cisco 8845,none,null_string," for index in range(count)]
-    return run(capf_bulk_update, {"store": store_path, "csv_file": _csv(tmp_path, lines)})
+    return run(capf_bulk_update, {"store": location, "csv_file": _csv(tmp_path, lines)})
 
 
-def test_csv_insert_check_run_idempotent(run, store_path, tmp_path):
+def test_csv_insert_check_run_idempotent(run, location, tmp_path):
     lines = [f"SEP{index:012X},HQ,Cisco 8845,install_upgrade,null_string," for index in range(5)]
-    args = {"store": store_path, "csv_file": _csv(tmp_path, lines)}
+    args = {"store": location, "csv_file": _csv(tmp_path, lines)}
     checked = run(capf_bulk_update, args, check=True, diff=True)
     assert checked["changed"] is True and checked["counts"]["inserted"] == 5
     assert checked["diff"]["before"] == {"phones": {"SEP000000000000": None, "SEP000000000001": None,
                                                     "SEP000000000002": None, "SEP000000000003": None,
                                                     "SEP000000000004": None}}
-    assert not os.path.exists(store_path)
+    assert not store_exists(location)
     first = run(capf_bulk_update, args)
     assert first["counts"] == {"matched": 0, "changed": 0, "unchanged": 0, "inserted": 5}
-    assert _phones(store_path)["SEP000000000003"]["operation_status"] == "pending"
+    assert _phones(location)["SEP000000000003"]["operation_status"] == "pending"
     second = run(capf_bulk_update, args)
     assert second["changed"] is False
     assert second["counts"] == {"matched": 5, "changed": 0, "unchanged": 5, "inserted": 0}
 
 
-def test_csv_reports_every_bad_row_and_imports_nothing(run, store_path, tmp_path):
+def test_csv_reports_every_bad_row_and_imports_nothing(run, location, tmp_path):
     lines = ["SEP000000000001,HQ,Cisco 8845,install_upgrade,null_string,",
              "SEP0000,HQ,Cisco 8845,install_upgrade,null_string,",
              "SEP000000000002,HQ,Cisco 8845,reinstall,null_string,",
              "SEP000000000003,HQ,Cisco 8845,install_upgrade,auth_string,12",
              "SEP000000000001,HQ,Cisco 8845,none,null_string,"]
-    result = run(capf_bulk_update, {"store": store_path, "csv_file": _csv(tmp_path, lines)})
+    result = run(capf_bulk_update, {"store": location, "csv_file": _csv(tmp_path, lines)})
     assert result["failed"]
     message = result["msg"]
     assert message.startswith("csv_file has 4 bad rows, nothing was imported: line 3: device_name must be SEP")
@@ -62,17 +60,17 @@ def test_csv_reports_every_bad_row_and_imports_nothing(run, store_path, tmp_path
         in message
     assert "line 5: authentication_string must be 4\u201310 digits" in message
     assert "line 6: device_name repeats line 2" in message
-    assert _phones(store_path) == {}
+    assert _phones(location) == {}
     header = tmp_path / "bad-header.csv"
     header.write_text("name,pool\nSEP000000000001,HQ\n")
-    result = run(capf_bulk_update, {"store": store_path, "csv_file": str(header)})
+    result = run(capf_bulk_update, {"store": location, "csv_file": str(header)})
     assert result["failed"] and result["msg"].startswith("csv_file header must name device_name and only known columns")
 
 
-def test_query_set_generate_strings_file(run, store_path, tmp_path):
-    _fleet(run, store_path, tmp_path)
+def test_query_set_generate_strings_file(run, location, tmp_path):
+    _fleet(run, location, tmp_path)
     strings = tmp_path / "strings.csv"
-    args = {"store": store_path, "query": {"device_pool": ["HQ"]},
+    args = {"store": location, "query": {"device_pool": ["HQ"]},
             "set": {"certificate_operation": "install_upgrade", "authentication_mode": "auth_string"},
             "generate_authentication_strings": True, "strings_file": str(strings)}
     checked = run(capf_bulk_update, args, check=True, diff=True)
@@ -85,8 +83,8 @@ def test_query_set_generate_strings_file(run, store_path, tmp_path):
     assert stat.S_IMODE(os.stat(strings).st_mode) == 0o600
     written = strings.read_text().splitlines()
     assert written[0] == "device_name,authentication_string" and len(written) == 16
-    phones = _phones(store_path)
-    with open_store(store_path) as store:
+    phones = _phones(location)
+    with open_store(location) as store:
         for item in first["authentication_strings"]:
             row = phones[item["device_name"]]
             assert authstrings.matches(store.secret(), row["auth_salt"], row["auth_hash"], item["authentication_string"])
@@ -96,69 +94,69 @@ def test_query_set_generate_strings_file(run, store_path, tmp_path):
     assert second["counts"] == {"matched": 15, "changed": 0, "unchanged": 15, "inserted": 0}
 
 
-def test_query_filters_and_bad_values(run, store_path, tmp_path):
-    _fleet(run, store_path, tmp_path)
-    result = run(capf_bulk_update, {"store": store_path, "query": {"name_pattern": "sep00000000000?"},
+def test_query_filters_and_bad_values(run, location, tmp_path):
+    _fleet(run, location, tmp_path)
+    result = run(capf_bulk_update, {"store": location, "query": {"name_pattern": "sep00000000000?"},
                                     "set": {"key_order": "ec"}})
     assert result["counts"]["matched"] == 16  # 0-9 and A-F
-    result = run(capf_bulk_update, {"store": store_path, "query": {"names": ["SEP000000000001", "sep000000000002"],
+    result = run(capf_bulk_update, {"store": location, "query": {"names": ["SEP000000000001", "sep000000000002"],
                                                                    "lsc_status": ["none"]}, "set": {"ec_key_size": 384}})
     assert result["counts"]["matched"] == 2
-    result = run(capf_bulk_update, {"store": store_path, "query": {"lsc_expires_before": "2027-13-01"},
+    result = run(capf_bulk_update, {"store": location, "query": {"lsc_expires_before": "2027-13-01"},
                                     "set": {"key_order": "ec"}})
     assert result["failed"] and result["msg"].startswith("query.lsc_expires_before must be an ISO 8601 date")
-    result = run(capf_bulk_update, {"store": store_path, "query": {}, "set": {"operation_completes_by": "soon"}})
+    result = run(capf_bulk_update, {"store": location, "query": {}, "set": {"operation_completes_by": "soon"}})
     assert result["failed"] and result["msg"].startswith("set.operation_completes_by must be an ISO 8601 date")
-    result = run(capf_bulk_update, {"store": store_path, "query": {"device_pool": ["HQ"]},
+    result = run(capf_bulk_update, {"store": location, "query": {"device_pool": ["HQ"]},
                                     "set": {"security_mode": "encrypted", "certificate_operation": "install_upgrade",
                                             "authentication_mode": "auth_string"},
                                     "authentication_string": "123456"})
     assert result["failed"] and "must not be auth_string for a phone in security_mode encrypted" in result["msg"]
     assert "123456" not in repr(result)
-    assert all(row["security_mode"] == "non_secure" for row in _phones(store_path).values())
+    assert all(row["security_mode"] == "non_secure" for row in _phones(location).values())
 
 
-def test_shared_string(run, store_path, tmp_path):
-    _fleet(run, store_path, tmp_path, 4)
-    args = {"store": store_path, "query": {}, "authentication_string": "98765",
+def test_shared_string(run, location, tmp_path):
+    _fleet(run, location, tmp_path, 4)
+    args = {"store": location, "query": {}, "authentication_string": "98765",
             "set": {"certificate_operation": "install_upgrade", "authentication_mode": "auth_string"}}
     first = run(capf_bulk_update, args)
     assert first["counts"]["changed"] == 4 and "98765" not in repr(first)
     assert run(capf_bulk_update, args)["changed"] is False
-    with open_store(store_path) as store:
-        for row in _phones(store_path).values():
+    with open_store(location) as store:
+        for row in _phones(location).values():
             assert authstrings.matches(store.secret(), row["auth_salt"], row["auth_hash"], "98765")
 
 
-def test_scheduled_job(run, store_path, tmp_path):
-    _fleet(run, store_path, tmp_path, 6)
-    args = {"store": store_path, "query": {"device_pool": ["Branch"]}, "run_at": "2099-01-01T02:00:00Z",
+def test_scheduled_job(run, location, tmp_path):
+    _fleet(run, location, tmp_path, 6)
+    args = {"store": location, "query": {"device_pool": ["Branch"]}, "run_at": "2099-01-01T02:00:00Z",
             "set": {"certificate_operation": "install_upgrade"}}
     checked = run(capf_bulk_update, args, check=True)
     assert checked["changed"] is True and checked["job"]["id"] is None
     first = run(capf_bulk_update, args)
     assert first["changed"] is True and first["job"]["status"] == "scheduled" and first["counts"] is None
     assert run(capf_bulk_update, args)["changed"] is False
-    assert all(row["operation"] == "none" for row in _phones(store_path).values())
-    with open_store(store_path, actor="scheduler") as store:
+    assert all(row["operation"] == "none" for row in _phones(location).values())
+    with open_store(location, actor="scheduler") as store:
         assert scheduler.run_due(store, "2098-12-31T00:00:00Z")["jobs"] == []
         ran = scheduler.run_due(store, "2099-01-01T02:00:00Z")
     assert ran["jobs"][0]["status"] == "succeeded"
     assert ran["jobs"][0]["result"]["counts"] == {"matched": 3, "changed": 3, "unchanged": 0, "inserted": 0}
-    info = run(capf_info, {"store": store_path, "gather": ["jobs"]})
+    info = run(capf_info, {"store": location, "gather": ["jobs"]})
     assert info["jobs"][0]["status"] == "succeeded" and info["jobs"][0]["result"]["counts"]["changed"] == 3
-    pending = [name for name, row in _phones(store_path).items() if row["operation_status"] == "pending"]
+    pending = [name for name, row in _phones(location).items() if row["operation_status"] == "pending"]
     assert len(pending) == 3
     refused = run(capf_bulk_update, dict(args, generate_authentication_strings=True,
                                          set={"authentication_mode": "auth_string"}))
     assert refused["failed"] and refused["msg"].startswith("strings_file is required when a scheduled job generates")
 
 
-def test_csv_refuses_job_wide_strings_it_would_not_use(run, store_path, tmp_path):
+def test_csv_refuses_job_wide_strings_it_would_not_use(run, location, tmp_path):
     """The CSV carries each phone's string (digits, or generate): a job-wide string or generation
     flag next to it is refused, not silently left unused."""
     csv_file = _csv(tmp_path, ["SEP000000000001,HQ,Cisco 8845,install_upgrade,auth_string,"])
     for option, value in (("authentication_string", "2468"), ("generate_authentication_strings", True)):
-        result = run(capf_bulk_update, {"store": store_path, "csv_file": csv_file, option: value})
+        result = run(capf_bulk_update, {"store": location, "csv_file": csv_file, option: value})
         assert result["failed"] and result["msg"].startswith(f"csv_file cannot be combined with {option} ")
-    assert not os.path.exists(store_path) or _phones(store_path) == {}
+    assert not store_exists(location) or _phones(location) == {}

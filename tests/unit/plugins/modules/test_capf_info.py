@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import sqlite3
 import time
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -15,11 +14,12 @@ from _opencapf.store import open_store
 from _opencapf.store import phones as phone_records
 from support.phones import phone, run_enrol
 from support.protocol import add_phone
+from support.stores import query
 
 
-def _seed(store_path):
+def _seed(location):
     """Two phones: one with an installed LSC and a stale one, one with a pending CSR and a session."""
-    with open_store(store_path, actor="test") as store:
+    with open_store(location, actor="test") as store:
         authority.ensure(store)
         installed = lsc.issue(store, "SEP001122334455", ec.generate_private_key(ec.SECP256R1()).public_key())
         stale = lsc.issue(store, "SEP001122334455", ec.generate_private_key(ec.SECP256R1()).public_key())
@@ -30,17 +30,17 @@ def _seed(store_path):
             certificate_records.set_status(tx, "test", other.id, "stale")
             phone_id = tx.scalar("SELECT id FROM phones WHERE name = 'SEP00AABBCCDDEE'")
             tx.insert("INSERT INTO csrs (phone_id, public_key_fingerprint, public_key, status, created_at, updated_at) "
-                      "VALUES (?, 'ab', x'00', 'pending', '2026-11-01T10:00:00Z', '2026-11-01T10:00:00Z')", (phone_id,))
+                      "VALUES (?, 'ab', ?, 'pending', '2026-11-01T10:00:00Z', '2026-11-01T10:00:00Z')", (phone_id, b"\x00"))
             tx.insert("INSERT INTO sessions (session_id, device_name, peer, operation, outcome, reason, started_at, "
                       "duration_ms) VALUES (7, 'SEP001122334455', '127.0.0.1', 'install_upgrade', 'succeeded', '', "
                       "'2026-11-01T10:00:00Z', 120)")
     return installed, stale
 
 
-def test_info_sections_and_report(run, store_path, tmp_path):
-    installed, stale = _seed(store_path)
+def test_info_sections_and_report(run, location, tmp_path):
+    installed, stale = _seed(location)
     report = tmp_path / "report.csv"
-    info = run(capf_info, {"store": store_path, "report_path": str(report)}, check=True)
+    info = run(capf_info, {"store": location, "report_path": str(report)}, check=True)
     assert info["changed"] is False
     assert info["service"]["parameters"]["port"] == 3804 and info["service"]["state"]["state"] == "stopped"
     assert info["capf_certificates"][0]["active"] is True and "pem" not in info["capf_certificates"][0]
@@ -55,41 +55,40 @@ def test_info_sections_and_report(run, store_path, tmp_path):
     rows = list(csv.DictReader(report.open()))
     assert [(row["device_name"], row["lsc_status"]) for row in rows] == [
         ("SEP001122334455", "installed"), ("SEP00AABBCCDDEE", "none")]
-    only = run(capf_info, {"store": store_path, "gather": ["phones"], "query": {"lsc_status": ["installed"]}})
+    only = run(capf_info, {"store": location, "gather": ["phones"], "query": {"lsc_status": ["installed"]}})
     assert set(only) >= {"phones"} and "service" not in only
     assert [phone["device_name"] for phone in only["phones"]] == ["SEP001122334455"]
-    status = run(capf_phone, {"store": store_path, "name": "SEP001122334455"})["status"]
+    status = run(capf_phone, {"store": location, "name": "SEP001122334455"})["status"]
     assert status["lsc"]["serial"] == installed.serial and status["last_session"]["outcome"] == "succeeded"
-    run(capf_phone, {"store": store_path, "name": "SEP00AABBCCDDEE", "authentication_mode": "auth_string",
+    run(capf_phone, {"store": location, "name": "SEP00AABBCCDDEE", "authentication_mode": "auth_string",
                      "authentication_string": "55501234"})
-    found = run(capf_info, {"store": store_path, "gather": ["phones"], "authentication_string": "55501234"})
+    found = run(capf_info, {"store": location, "gather": ["phones"], "authentication_string": "55501234"})
     assert [phone["device_name"] for phone in found["phones"]] == ["SEP00AABBCCDDEE"]
     assert "55501234" not in repr(found)
-    assert run(capf_info, {"store": store_path, "gather": ["phones"], "authentication_string": "5550"})["phones"] == []
-    bad = run(capf_info, {"store": store_path, "limit": 0})
+    assert run(capf_info, {"store": location, "gather": ["phones"], "authentication_string": "5550"})["phones"] == []
+    bad = run(capf_info, {"store": location, "limit": 0})
     assert bad["failed"] and bad["msg"] == "limit must be 1\u2013100000, got 0"
 
 
-def test_stale_lsc_delete_by_device_then_all(run, store_path):
-    _seed(store_path)
-    checked = run(capf_stale_lsc, {"store": store_path, "devices": ["sep001122334455"]}, check=True, diff=True)
+def test_stale_lsc_delete_by_device_then_all(run, location):
+    _seed(location)
+    checked = run(capf_stale_lsc, {"store": location, "devices": ["sep001122334455"]}, check=True, diff=True)
     assert checked["changed"] is True and len(checked["deleted"]) == 1
     assert len(checked["diff"]["before"]["stale_lscs"]) == 1 and checked["diff"]["after"]["stale_lscs"] == []
-    one = run(capf_stale_lsc, {"store": store_path, "devices": ["sep001122334455"]})
+    one = run(capf_stale_lsc, {"store": location, "devices": ["sep001122334455"]})
     assert [item["device_name"] for item in one["deleted"]] == ["SEP001122334455"]
-    assert run(capf_stale_lsc, {"store": store_path, "devices": ["sep001122334455"]})["changed"] is False
-    rest = run(capf_stale_lsc, {"store": store_path})
+    assert run(capf_stale_lsc, {"store": location, "devices": ["sep001122334455"]})["changed"] is False
+    rest = run(capf_stale_lsc, {"store": location})
     assert [item["device_name"] for item in rest["deleted"]] == ["SEP00AABBCCDDEE"]
-    assert run(capf_stale_lsc, {"store": store_path})["changed"] is False
-    with sqlite3.connect(store_path) as db:
-        assert db.execute("SELECT count(*) FROM certificates WHERE status = 'stale'").fetchone()[0] == 0
-        assert db.execute("SELECT count(*) FROM certificates WHERE status = 'installed'").fetchone()[0] == 1
-    bad = run(capf_stale_lsc, {"store": store_path, "devices": ["phone-1"]})
+    assert run(capf_stale_lsc, {"store": location})["changed"] is False
+    assert query(location, "SELECT count(*) AS n FROM certificates WHERE status = 'stale'")[0]["n"] == 0
+    assert query(location, "SELECT count(*) AS n FROM certificates WHERE status = 'installed'")[0]["n"] == 1
+    bad = run(capf_stale_lsc, {"store": location, "devices": ["phone-1"]})
     assert bad["failed"] and bad["msg"].startswith("devices[0] must be SEP")
 
 
-def test_phones_and_report_ordered_by_lsc_expiry(run, store_path, tmp_path):
-    with open_store(store_path, actor="test") as store:
+def test_phones_and_report_ordered_by_lsc_expiry(run, location, tmp_path):
+    with open_store(location, actor="test") as store:
         authority.ensure(store)
         for name, not_after in (("SEP000000000001", "2030-01-01T00:00:00Z"), ("SEP000000000002", "2027-06-01T00:00:00Z"),
                                 ("SEP000000000003", "2028-03-01T00:00:00Z")):
@@ -101,20 +100,20 @@ def test_phones_and_report_ordered_by_lsc_expiry(run, store_path, tmp_path):
         stale = lsc.issue(store, "SEP000000000002", ec.generate_private_key(ec.SECP256R1()).public_key())
         with store.transaction() as tx:
             certificate_records.set_status(tx, "test", stale.id, "stale")
-    run(capf_phone, {"store": store_path, "name": "SEP000000000004"})  # no LSC: listed first
+    run(capf_phone, {"store": location, "name": "SEP000000000004"})  # no LSC: listed first
     report = tmp_path / "by-expiry.csv"
-    info = run(capf_info, {"store": store_path, "gather": ["phones"], "order_by": "lsc_expiry",
+    info = run(capf_info, {"store": location, "gather": ["phones"], "order_by": "lsc_expiry",
                            "report_path": str(report)}, check=True)
     expected = ["SEP000000000004", "SEP000000000002", "SEP000000000003", "SEP000000000001"]
     assert [phone["device_name"] for phone in info["phones"]] == expected
     assert info["phones"][1]["lsc"]["not_after"] == "2027-06-01T00:00:00Z"
     assert [row["device_name"] for row in csv.DictReader(report.open())] == expected
-    by_name = run(capf_info, {"store": store_path, "gather": ["phones"]})
+    by_name = run(capf_info, {"store": location, "gather": ["phones"]})
     assert [phone["device_name"] for phone in by_name["phones"]] == sorted(expected)
-    soon = run(capf_info, {"store": store_path, "gather": ["phones"], "order_by": "lsc_expiry",
+    soon = run(capf_info, {"store": location, "gather": ["phones"], "order_by": "lsc_expiry",
                            "query": {"lsc_expires_before": "2029-01-01"}})
     assert [phone["device_name"] for phone in soon["phones"]] == ["SEP000000000002", "SEP000000000003"]
-    bad = run(capf_info, {"store": store_path, "order_by": "expiry"})
+    bad = run(capf_info, {"store": location, "order_by": "expiry"})
     assert bad["failed"] and "order_by" in bad["msg"]
 
 
@@ -123,16 +122,16 @@ def _set_operation(store, name, operation):
         phone_records.update(tx, "test", name, {"operation": operation, "operation_status": "pending"})
 
 
-def _views(run, store_path, tmp_path, name):
+def _views(run, location, tmp_path, name):
     """The phone's current LSC as capf_info, capf_phone and the CSV report show it, and whether the
     ``lsc_status: installed`` query finds the phone."""
     report = tmp_path / "views.csv"
-    info = run(capf_info, {"store": store_path, "gather": ["phones"], "query": {"names": [name]},
+    info = run(capf_info, {"store": location, "gather": ["phones"], "query": {"names": [name]},
                            "report_path": str(report)})
     (row,) = [line for line in csv.DictReader(report.open()) if line["device_name"] == name]
-    installed = run(capf_info, {"store": store_path, "gather": ["phones"], "query": {"lsc_status": ["installed"]}})
+    installed = run(capf_info, {"store": location, "gather": ["phones"], "query": {"lsc_status": ["installed"]}})
     return {"capf_info": info["phones"][0]["lsc"],
-            "capf_phone": run(capf_phone, {"store": store_path, "name": name})["status"]["lsc"],
+            "capf_phone": run(capf_phone, {"store": location, "name": name})["status"]["lsc"],
             "report": (row["lsc_status"], row["lsc_serial"], row["lsc_installed_at"]),
             "listed_as_installed": name in [phone["device_name"] for phone in installed["phones"]]}
 
@@ -140,17 +139,19 @@ def _views(run, store_path, tmp_path, name):
 def test_a_certificate_retrieved_by_troubleshoot_never_becomes_the_current_lsc(
         run, capf_server, ca_store, store_path, mic_ca, tmp_path):
     """Install, troubleshoot, delete and troubleshoot again over TLS with the phone simulator: every
-    view shows the LSC the phone really holds, never the copy a troubleshoot session read back."""
+    view shows the LSC the phone really holds, never the copy a troubleshoot session read back.
+    SQLite only: the TLS service of ``capf_server`` runs on the SQLite test store."""
+    location = store_path
     name = "SEP0011223344FE"
     add_phone(ca_store, name, operation="install_upgrade", key_order="ec")
     identity = phone(tmp_path, name, mic_ca=mic_ca)
     assert run_enrol(identity, capf_server).outcome == "ok"
-    lsc_view = _views(run, store_path, tmp_path, name)["capf_info"]
+    lsc_view = _views(run, location, tmp_path, name)["capf_info"]
     assert lsc_view["status"] == "installed" and lsc_view["installed_at"]
     time.sleep(1.1)  # the fetch falls in a later second than the install: installed_at must keep the install's
     _set_operation(ca_store, name, "troubleshoot")
     assert run_enrol(identity, capf_server).fetched == 2
-    assert _views(run, store_path, tmp_path, name) == {
+    assert _views(run, location, tmp_path, name) == {
         "capf_info": lsc_view, "capf_phone": lsc_view, "listed_as_installed": True,
         "report": ("installed", lsc_view["serial"], lsc_view["installed_at"])}
     _set_operation(ca_store, name, "delete")
@@ -159,7 +160,7 @@ def test_a_certificate_retrieved_by_troubleshoot_never_becomes_the_current_lsc(
         if operation == "troubleshoot":
             _set_operation(ca_store, name, operation)
             assert run_enrol(identity, capf_server).fetched == 1
-        views = _views(run, store_path, tmp_path, name)
+        views = _views(run, location, tmp_path, name)
         assert views["capf_info"] == views["capf_phone"] == dict(lsc_view, status="revoked"), operation
         assert views["report"] == ("revoked", lsc_view["serial"], lsc_view["installed_at"]), operation
         assert views["listed_as_installed"] is False, operation

@@ -193,3 +193,33 @@ def test_read_only_open_writes_nothing_at_any_schema_version(postgres_dsn, state
             tx.execute("INSERT INTO schema_migrations VALUES (999, 'future', '2030-01-01T00:00:00Z')")
     with pytest.raises(StoreError, match="newer than this engine"):
         open_store(postgres_dsn, state_dir=state_dir, read_only=True)
+
+
+def test_a_store_works_again_once_the_database_is_back(postgres_server, pg_store):
+    """The database restarted under an open store (every connection cut): the transaction that meets
+    the cut fails with a one-line StoreError, the next ones connect again, and a lead held on the
+    lost connection is taken again (the database released it with that connection)."""
+    assert pg_store.try_lead("scheduler")
+    with pg_store.transaction() as tx:
+        service.write(tx, "test", {"validity_days": 700})
+    postgres_server.restart()
+    failures = []
+    for _attempt in range(2):
+        try:
+            with pg_store.transaction() as tx:
+                service.write(tx, "test", {"validity_days": 800})
+            break
+        except StoreError as exc:
+            failures.append(str(exc))
+    else:
+        raise AssertionError(f"the store did not recover: {failures}")
+    assert all("\n" not in message and message.startswith(f"store {pg_store.location}") for message in failures)
+    with pg_store.read() as tx:
+        assert service.read(tx)["validity_days"] == 800
+    pg_store.data_version()
+    assert pg_store.try_lead("scheduler")
+    other = open_store(pg_store.location, state_dir=pg_store.state_dir, actor="test")
+    try:
+        assert not other.try_lead("scheduler"), "the lead must be held again by the reconnected store"
+    finally:
+        other.close()
