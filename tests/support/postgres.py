@@ -35,9 +35,10 @@ def _bin_dir() -> str:
 
 
 class PostgresServer:
-    """A running server; ``dsn(database)`` names one of its databases (no password in it)."""
+    """A running server; ``dsn(database)`` names one of its databases (no password in it). Commits are not
+    flushed to disk (tests need no durability) unless ``durable`` (benchmarks compare with SQLite's FULL)."""
 
-    def __init__(self):
+    def __init__(self, durable: bool = False):
         self.bin = _bin_dir()
         self.root = tempfile.mkdtemp(prefix="opencapf-pg-")
         self.data = os.path.join(self.root, "data")
@@ -64,7 +65,8 @@ class PostgresServer:
         self._server(["initdb", "-D", self.data, "-U", SUPERUSER, "--pwfile", pwfile, "--auth", "scram-sha-256",
                       "--encoding", "UTF8", "--locale", "C", "--no-sync"])
         os.unlink(pwfile)
-        options = (f"-k {self.socket_dir} -c listen_addresses='' -c fsync=off -c full_page_writes=off "
+        durability = "" if durable else "-c fsync=off -c full_page_writes=off "
+        options = (f"-k {self.socket_dir} -c listen_addresses='' {durability}"
                    "-c max_connections=200 -c shared_buffers=32MB")
         self._server(["pg_ctl", "-D", self.data, "-l", os.path.join(self.data, "server.log"), "-o", options,
                       "-w", "-t", "60", "start"])
