@@ -19,6 +19,7 @@ import contextlib
 import os
 import sys
 import tempfile
+import time
 
 from cryptography import x509
 
@@ -26,6 +27,7 @@ from _opencapf.ca import authority, lsc
 from _opencapf.store import open_store
 
 from . import ROOT
+from .enrolment import server_cpu
 from .harness import Figure, batches, benchmark, inputs_needed
 from .limits import _count_lscs, _phone_public_key, _record_issuance
 
@@ -121,7 +123,10 @@ def enrolment_run(location: str, state_dir: str, workdir: str, count: int, nodes
     with Cluster(location, state_dir, workdir, nodes).start() as cluster:
         targets = cluster.targets(capf_pem, timeout=PHONE_TIMEOUT)
         warm = asyncio.run(run_fleet(phones[:warmup], targets, concurrency=min(concurrency, warmup)))
+        nodes_cpu, client_cpu = [server_cpu(node.pid) for node in cluster.nodes], time.process_time()
         summary = asyncio.run(run_fleet(phones[warmup:], targets, concurrency=concurrency))
+        client_cpu = time.process_time() - client_cpu
+        nodes_cpu = [server_cpu(node.pid) - before for node, before in zip(cluster.nodes, nodes_cpu)]
         codes = cluster.stop()
         logs = cluster.logs()
     if warm["ok"] != warmup or summary["ok"] != count:
@@ -138,7 +143,12 @@ def enrolment_run(location: str, state_dir: str, workdir: str, count: int, nodes
     return {"enrolments": count, "warmup_enrolments": warmup, "concurrency": concurrency, "nodes": nodes,
             "ok": summary["ok"], "failures": summary["failed"], "seconds": summary["elapsed_seconds"],
             "rate": count / summary["elapsed_seconds"], "sessions_by_node": sorted(by_port.values()),
-            "store_lscs": stored, **_settings(location)}
+            "store_lscs": stored, "node_cpu_seconds": [round(cpu, 3) for cpu in nodes_cpu],
+            "node_cpu_ms_per_enrolment": round(1000 * sum(nodes_cpu) / count, 3),
+            # The simulated phones run in this one process: near a core's worth of CPU per second here
+            # means the load generator, not the service, set the rate.
+            "client_cpu_seconds": round(client_cpu, 3), "client_busy_share": round(client_cpu / summary["elapsed_seconds"], 3),
+            **_settings(location)}
 
 
 @benchmark("cluster.enrolment", ("cluster.enrol_sqlite", "cluster.enrol_postgresql", "cluster.enrol_pg_over_sqlite",
