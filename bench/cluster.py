@@ -35,8 +35,10 @@ TESTS_PATH = os.path.join(ROOT, "tests")
 if TESTS_PATH not in sys.path:
     sys.path.insert(0, TESTS_PATH)
 
-from support.cluster import Cluster, fleet_phones, prepare  # noqa: E402 pylint: disable=wrong-import-position
+from support.cluster import Cluster, cluster_load, fleet_phones, prepare  # noqa: E402 pylint: disable=wrong-import-position
 from support.postgres import PostgresServer  # noqa: E402 pylint: disable=wrong-import-position
+
+__all__ = ["cluster_load", "enrolment_run", "postgresql"]
 
 CONCURRENCY = 50
 PHONE_TIMEOUT = 30.0
