@@ -11,6 +11,12 @@ peak resident set size is its VmHWM from /proc. Every phone must enrol (exit 1 o
 
     scripts/load-test                                  # 2,000 phones, 500 at once (documented run)
     scripts/load-test --phones 40 --concurrency 20     # seconds
+    scripts/load-test --cluster 3                      # 2,000 phones, 200 at once, over three serve nodes
+                                                       # on one PostgreSQL, node 0 killed a third of the way
+
+The cluster run is ``tests/support/cluster.py``'s ``cluster_load`` on a private PostgreSQL server
+(as ``scripts/bench --only cluster`` starts it): every phone must finish through the surviving nodes
+and the store must keep the crash-safety certificate invariants (exit 1 otherwise).
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ PROBE_ADDRESS = "127.0.0.2"
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scripts/load-test", description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--phones", type=int, default=2000, help="phones in the load (default 2000)")
-    parser.add_argument("--concurrency", type=int, default=500, help="sessions open at once (default 500)")
+    parser.add_argument("--concurrency", type=int, help="sessions open at once (default 500; 200 with --cluster)")
+    parser.add_argument("--cluster", type=int, metavar="NODES",
+                        help="NODES (at least 2) serve nodes on one PostgreSQL store, node 0 killed part-way")
     parser.add_argument("--probe-interval", type=float, default=1.0,
                         help="seconds between new-phone probes during the load (default 1)")
     parser.add_argument("--json", default=os.path.join("bench-results", "load.json"), metavar="PATH",
@@ -145,6 +153,10 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 
 def run(args) -> dict:
+    if args.concurrency is None:
+        args.concurrency = 200 if args.cluster else 500
+    if args.cluster is not None:
+        return run_cluster(args)
     scratch = tempfile.mkdtemp(prefix="opencapf-load-", dir=args.work_dir)
     try:
         return _run(args, scratch)
@@ -236,19 +248,46 @@ def _run(args, scratch: str) -> dict:
     }
 
 
+def run_cluster(args) -> dict:
+    from .cluster import cluster_load, postgresql  # pylint: disable=import-outside-toplevel
+
+    scratch = tempfile.mkdtemp(prefix="opencapf-load-", dir=args.work_dir)
+    try:
+        with postgresql() as database:
+            report = cluster_load(database(), scratch, os.path.join(scratch, "nodes"), count=args.phones,
+                                  concurrency=args.concurrency, nodes=args.cluster)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return dict(report, phones=args.phones, concurrency=args.concurrency, nodes=args.cluster)
+
+
 def passed(report: dict) -> bool:
+    if "nodes" in report:
+        return report["failed"] == 0 and report["ok"] == report["phones"] and not report["problems"]
     return (report["failed"] == 0 and report["ok"] == report["phones"] and not report["probe_failures"]
             and report["new_phone_ms"]["during_load"] > 0 and report["server_tracebacks"] == 0
             and report["server_exit_code"] == 0)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.cluster is not None and args.cluster < 2:
+        parser.error("--cluster: at least 2 nodes (node 0 is killed part-way)")
     report = run(args)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=2)
         handle.write("\n")
+    if "nodes" in report:
+        sys.stdout.write(
+            f"{report['ok']}/{report['phones']} phones enrolled ({report['failed']} failed) at concurrency "
+            f"{report['concurrency']} over {report['nodes']} nodes in {report['elapsed_seconds']} s "
+            f"({report['rate_per_second']}/s); node 0 killed after {report['killed_at']} phones, "
+            f"{report['went_on_with_another_node']} went on with another node\n"
+            f"store problems: {len(report['problems'])}\n" + "".join(f"  {line}\n" for line in report["problems"][:20])
+            + f"results: {args.json}\n")
+        return 0 if passed(report) else 1
     probe = report["new_phone_ms"]
     sys.stdout.write(
         f"{report['ok']}/{report['phones']} phones enrolled ({report['failed']} failed) at concurrency "

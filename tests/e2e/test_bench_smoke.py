@@ -90,9 +90,29 @@ def _work_was_really_done(figures):
     assert bulk["phones"] == 40 and bulk["recap"]["changed"] == 1 and bulk["recap"]["failed"] == 0
     assert figures["fleet.bulk_update_noop_run"]["details"]["recap"]["changed"] == 0
     assert figures["fleet.declarative_apply_first"]["details"]["counts"]["created"] == 40
+    _cluster_work_was_really_done(figures)
     ceiling = figures["limits.enrolment_ceiling_rsa2048"]
     parts = ceiling["details"]
     assert abs(1000 / ceiling["value"] - (parts["handshake_ms"] + parts["lsc_sign_ms"] + parts["store_write_ms"])) < 0.01
+
+
+def _cluster_work_was_really_done(figures):
+    for backend in ("sqlite", "postgresql"):
+        write = figures[f"cluster.store_write_{backend}"]["details"]
+        assert write["rows_written"] == write["operations"] + 3  # + the warm-up writes
+    assert figures["cluster.store_write_sqlite"]["details"]["synchronous"] == 2  # FULL
+    runs = {name: figures[name]["details"] for name in ("cluster.enrol_sqlite", "cluster.enrol_postgresql",
+                                                        "cluster.enrol_two_nodes_postgresql")}
+    for name, run in runs.items():
+        assert run["ok"] == run["enrolments"] > 0 and run["failures"] == 0, name
+        assert run["store_lscs"] >= run["ok"] + run["warmup_enrolments"], name
+        assert all(cpu > 0 for cpu in run["node_cpu_seconds"]), name
+    for run in (figures["cluster.store_write_postgresql"]["details"], runs["cluster.enrol_postgresql"],
+                runs["cluster.enrol_two_nodes_postgresql"]):
+        assert run["fsync"] == "on" and run["synchronous_commit"] == "on"  # as durable as SQLite's FULL
+    two = runs["cluster.enrol_two_nodes_postgresql"]
+    assert two["nodes"] == 2 and len(two["sessions_by_node"]) == 2 and min(two["sessions_by_node"]) > 0
+    assert runs["cluster.enrol_postgresql"]["enrolments"] == two["enrolments"] == runs["cluster.enrol_sqlite"]["enrolments"]
 
 
 def test_only_runs_what_a_figure_needs_and_docs_refuse_smoke(tmp_path):

@@ -35,9 +35,11 @@ def _bin_dir() -> str:
 
 
 class PostgresServer:
-    """A running server; ``dsn(database)`` names one of its databases (no password in it)."""
+    """A running server; ``dsn(database)`` names one of its databases (no password in it). Commits are not
+    flushed to disk (tests need no durability) unless ``durable`` (benchmarks compare with SQLite's FULL)."""
 
-    def __init__(self):
+    def __init__(self, durable: bool = False):
+        self.durable = durable
         self.bin = _bin_dir()
         self.root = tempfile.mkdtemp(prefix="opencapf-pg-")
         self.data = os.path.join(self.root, "data")
@@ -69,7 +71,8 @@ class PostgresServer:
                            "STRATEGY FILE_COPY")
 
     def _start(self) -> None:
-        options = (f"-k {self.socket_dir} -c listen_addresses='' -c fsync=off -c full_page_writes=off "
+        durability = "" if self.durable else "-c fsync=off -c full_page_writes=off "
+        options = (f"-k {self.socket_dir} -c listen_addresses='' {durability}"
                    "-c max_connections=200 -c shared_buffers=32MB")
         self._server(["pg_ctl", "-D", self.data, "-l", os.path.join(self.data, "server.log"), "-o", options,
                       "-w", "-t", "60", "start"])
