@@ -99,8 +99,8 @@ def test_query_filters_and_bad_values(run, location, tmp_path):
     result = run(capf_bulk_update, {"store": location, "query": {"name_pattern": "sep00000000000?"},
                                     "set": {"key_order": "ec"}})
     assert result["counts"]["matched"] == 16  # 0-9 and A-F
-    result = run(capf_bulk_update, {"store": location, "query": {"names": ["SEP000000000001", "sep000000000002"],
-                                                                   "lsc_status": ["none"]}, "set": {"ec_key_size": 384}})
+    query = {"names": ["SEP000000000001", "sep000000000002"], "lsc_status": ["none"]}
+    result = run(capf_bulk_update, {"store": location, "query": query, "set": {"ec_key_size": 384}})
     assert result["counts"]["matched"] == 2
     result = run(capf_bulk_update, {"store": location, "query": {"lsc_expires_before": "2027-13-01"},
                                     "set": {"key_order": "ec"}})

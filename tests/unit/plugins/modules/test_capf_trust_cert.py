@@ -26,7 +26,7 @@ def test_present_check_run_idempotent_absent(run, location):
     first = run(capf_trust_cert, args)
     assert first["changed"] is True
     assert _stored(location) == [("callmanager-trust", "Example Root CA", "Example CA"),
-                                   ("capf-trust", "Example Root CA", "Example CA")]
+                                 ("capf-trust", "Example Root CA", "Example CA")]
     assert run(capf_trust_cert, args)["changed"] is False
     redescribed = run(capf_trust_cert, dict(args, description="Renamed"), diff=True)
     assert redescribed["changed"] is True
