@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import os
+import signal
 import time
 
 import pytest
@@ -15,6 +17,7 @@ import pytest
 from support.cluster import LEADER_LINE, Cluster, cluster_load, fleet_phones, prepare
 from support.phones import phone
 from support.protocol import add_phone
+from support.tools import run_cli
 from _opencapf import bulk
 from _opencapf.ca import certificates as c
 from _opencapf.simulator.client import Target, enrol
@@ -180,3 +183,17 @@ def test_a_state_directory_kept_for_a_new_database_serves_the_new_capf_certifica
         finally:
             postgres_server.drop_database(database)
         assert result.outcome == "ok", (attempt, result, cluster.logs())
+
+
+def test_a_node_runs_as_a_daemon_on_the_postgresql_store(postgres_dsn, shared_state, tmp_path):
+    """``serve --daemon`` (the capf_server role's supervised node) makes its file paths absolute but
+    keeps the connection string as given."""
+    prepare(postgres_dsn, shared_state, [])
+    pid_file, log_file = tmp_path / "node.pid", tmp_path / "node.log"
+    started = run_cli("--store", postgres_dsn, "--state-dir", shared_state, "--json", "serve", "--listen", "127.0.0.1",
+                      "--port", "0", "--daemon", "--pid-file", str(pid_file), "--log-file", str(log_file), timeout=60)
+    assert started.returncode == 0, started.stderr
+    pid = json.loads(started.stdout)["pid"]
+    os.kill(pid, signal.SIGTERM)
+    assert _wait(lambda: not os.path.exists(f"/proc/{pid}"), 20), "the daemon did not stop on SIGTERM"
+    assert "listening on 127.0.0.1" in log_file.read_text()

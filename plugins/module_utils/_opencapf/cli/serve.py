@@ -24,7 +24,7 @@ import signal
 from ..errors import ValidationError
 from ..server.service import ServerOptions, serve
 from ..server.supervisor import Supervisor
-from ..store import open_store
+from ..store import open_store, postgresql
 from ..store import service as service_records
 from ..vocabulary import DEFAULT_MAX_SESSION_SECONDS
 from .options import address, bounded, limit_help
@@ -165,8 +165,9 @@ def run(args, output) -> int:
 
 def _daemonise(args, output) -> int:
     """Double fork; the parent returns once the grandchild reports that it listens (or failed)."""
+    # The daemon changes its directory: relative file paths become absolute, a connection string stays.
     for name in ("store", "pid_file", "log_file"):
-        if getattr(args, name):
+        if getattr(args, name) and not (name == "store" and postgresql.is_location(args.store)):
             setattr(args, name, os.path.abspath(getattr(args, name)))
     read_end, write_end = os.pipe()
     first = os.fork()
