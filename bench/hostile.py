@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 
-from . import ENGINE_PATH, ROOT
+from . import serving
 
 KINDS = ("silent_tcp", "client_hello_then_silence", "stalled_handshake")
 FIRST_SOURCE = 21  # 127.0.0.21, .22, ...
@@ -49,17 +49,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--serve-env", action="append", default=[], metavar="NAME=VALUE",
                         help="an environment variable for the serve process (repeatable), e.g. MALLOC_ARENA_MAX=2")
     return parser
-
-
-def memory(pid: int) -> dict:
-    """VmRSS and VmHWM (peak resident set) of a process, in MiB."""
-    found = {}
-    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
-        for line in handle:
-            key, _sep, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                found[key] = round(int(value.split()[0]) / 1024, 1)
-    return found
 
 
 def client_hello() -> bytes:
@@ -84,19 +73,6 @@ def _prepare(store_path: str) -> None:
         authority.ensure(store)
     finally:
         store.close()
-
-
-def start_server(store_path: str, log, extra: list[str], env: dict) -> tuple[subprocess.Popen, int]:
-    """A real ``serve`` on 127.0.0.1 and a free port; return the process and the port."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "_opencapf", "--store", store_path, "serve", "--listen", "127.0.0.1", "--port", "0",
-         "--handshake-timeout", "300", "--queue-timeout", "300", *extra],
-        stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "PYTHONPATH": ENGINE_PATH, **env}, cwd=ROOT)
-    line = process.stdout.readline()
-    if not line.startswith("listening on"):
-        process.kill()
-        raise SystemExit(f"hostile-load: serve did not start: {line!r}")
-    return process, int(line.split()[-1])
 
 
 def _warm_up(port: int) -> None:
@@ -155,10 +131,10 @@ def recorded(store_path: str, at_least: int, timeout: float = 120.0) -> dict:
 def settle(pid: int, seconds: float) -> dict:
     """The process's memory once it stopped growing (at most ``seconds`` more after the first read)."""
     deadline = time.monotonic() + seconds
-    last = memory(pid)
+    last = serving.memory(pid)
     while time.monotonic() < deadline:
         time.sleep(0.25)
-        now = memory(pid)
+        now = serving.memory(pid)
         if abs(now["VmRSS"] - last["VmRSS"]) < 0.5:
             return now
         last = now
@@ -171,11 +147,12 @@ def measure(connections: int, per_address: int, settle_seconds: float, extra: li
     _prepare(store_path)
     log_path = os.path.join(scratch, "serve.log")
     with open(log_path, "w", encoding="utf-8") as log:
-        server, port = start_server(store_path, log, extra, env)
+        server, port = serving.start(store_path, log, ["--handshake-timeout", "300", "--queue-timeout", "300", *extra],
+                                     tool="hostile-load", env=env)
         try:
             _warm_up(port)
             time.sleep(0.5)
-            idle = memory(server.pid)
+            idle = serving.memory(server.pid)
             started = time.monotonic()
             held = open_hostile(port, connections, per_address)
             try:

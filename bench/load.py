@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 
-from . import ENGINE_PATH, ROOT
+from . import serving
 
 SITES = tuple(f"127.0.0.{11 + index}" for index in range(5))
 PROBE_ADDRESS = "127.0.0.2"
@@ -71,29 +71,6 @@ def _prepare(store_path: str, names: list[str]) -> str:
         return authority.current(store)["pem"]
     finally:
         store.close()
-
-
-def _start_server(store_path: str, log) -> tuple[subprocess.Popen, int]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "_opencapf", "--store", store_path, "serve", "--listen", "127.0.0.1", "--port", "0",
-         "--queue-timeout", "120", "--step-timeout", "60"],
-        stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "PYTHONPATH": ENGINE_PATH}, cwd=ROOT)
-    line = process.stdout.readline()
-    if not line.startswith("listening on"):
-        process.kill()
-        raise SystemExit(f"load-test: serve did not start: {line!r}")
-    return process, int(line.split()[-1])
-
-
-def _memory(pid: int) -> dict:
-    """VmRSS and VmHWM (peak resident set) of a process, in MiB."""
-    found = {}
-    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
-        for line in handle:
-            key, _sep, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                found[key] = round(int(value.split()[0]) / 1024, 1)
-    return found
 
 
 def _identity(name: str):
@@ -171,9 +148,10 @@ def _run(args, scratch: str) -> dict:
     capf_pem = _prepare(store_path, names + probe_names)
     log_path = os.path.join(scratch, "serve.log")
     with open(log_path, "w", encoding="utf-8") as log:
-        server, port = _start_server(store_path, log)
+        server, port = serving.start(store_path, log, ["--queue-timeout", "120", "--step-timeout", "60"],
+                                         tool="load-test")
         try:
-            idle = _memory(server.pid)
+            idle = serving.memory(server.pid)
             context = multiprocessing.get_context("spawn")
             ready, start, stop, results = context.Event(), context.Event(), context.Event(), context.Queue()
             prober = context.Process(target=_probe, args=(port, capf_pem, probe_names, args.probe_interval, ready,
@@ -198,7 +176,7 @@ def _run(args, scratch: str) -> dict:
             start.set()
             probes = results.get(timeout=180)
             prober.join(30)
-            memory = _memory(server.pid)
+            memory = serving.memory(server.pid)
         finally:
             server.terminate()
             try:
