@@ -148,8 +148,8 @@ def _run(args, scratch: str) -> dict:
     capf_pem = _prepare(store_path, names + probe_names)
     log_path = os.path.join(scratch, "serve.log")
     with open(log_path, "w", encoding="utf-8") as log:
-        server, port = serving.start(store_path, log, ["--queue-timeout", "120", "--step-timeout", "60"],
-                                         tool="load-test")
+        options = ["--queue-timeout", "120", "--step-timeout", "60"]
+        server, port = serving.start(store_path, log, options, tool="load-test")
         try:
             idle = serving.memory(server.pid)
             context = multiprocessing.get_context("spawn")
