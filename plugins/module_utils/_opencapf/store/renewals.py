@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 from .backend import Transaction
-from .phones import _FROM_WITH_LSC
 
 # Operation statuses of a phone whose operation is still to run or running: renewal leaves it alone.
 _BUSY = ("pending", "in_progress")
@@ -20,12 +19,18 @@ def due(tx: Transaction, expires_before: str, limit: int) -> list[dict[str, Any]
     yet. Each row is the phone's row plus ``lsc_id`` and ``lsc_not_after``."""
     if limit <= 0:
         return []
+    # From the expiring installed LSCs (a range of the index certificates_status_expiry), not from every
+    # phone: the scheduler asks this at every round. A phone's current LSC is its newest one that is not
+    # stale, as in ``phones.matching``.
     return tx.query(
-        "SELECT p.*, l.id AS lsc_id, l.not_after AS lsc_not_after" + _FROM_WITH_LSC +
-        " WHERE l.status = 'installed' AND l.not_after < ? AND p.operation_status NOT IN (?, ?)"
-        " AND p.auth_mode != 'auth_string'"
-        " AND NOT EXISTS (SELECT 1 FROM renewals r WHERE r.certificate_id = l.id)"
-        " ORDER BY l.not_after, p.name LIMIT ?", (expires_before, *_BUSY, limit))
+        "SELECT p.*, l.id AS lsc_id, l.not_after AS lsc_not_after FROM certificates l "
+        "JOIN phones p ON p.id = l.phone_id "
+        "WHERE l.status = 'installed' AND l.kind = 'lsc' AND l.not_after < ? "
+        "AND NOT EXISTS (SELECT 1 FROM certificates x WHERE x.phone_id = l.phone_id AND x.kind = 'lsc' "
+        "AND x.status != 'stale' AND x.id > l.id) "
+        "AND p.operation_status NOT IN (?, ?) AND p.auth_mode != 'auth_string' "
+        "AND NOT EXISTS (SELECT 1 FROM renewals r WHERE r.certificate_id = l.id) "
+        "ORDER BY l.not_after, p.name LIMIT ?", (expires_before, *_BUSY, limit))
 
 
 def record_many(tx: Transaction, scheduled_at: str, rows) -> None:
