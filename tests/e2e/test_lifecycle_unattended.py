@@ -20,6 +20,7 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from support.tools import ENGINE_PATH, run_cli
+from _opencapf import renewal
 from _opencapf.ca import authority
 from _opencapf.dependencies import ec
 from _opencapf.simulator.client import Target
@@ -233,8 +234,9 @@ def test_automatic_renewal_reenrols_a_fleet_at_most_so_many_a_day(ca_store, stor
                 assert summary["ok"] == count, summary
                 assert _pending(ca_store) == 0
                 now = format_utc(start + datetime.timedelta(hours=25 * day))
-                result = _renew(store_path, now)
-                again = _renew(store_path, now)
+                # The command on the first day; the same function in this process after (a command costs a start).
+                result = _renew(store_path, now) if day == 1 else renewal.run(ca_store, now)
+                again = _renew(store_path, now) if day == 1 else renewal.run(ca_store, now)
                 assert again["changed"] is False and again["scheduled"] == []
                 rounds.append({item["name"] for item in result["scheduled"]})
         finally:
