@@ -86,15 +86,24 @@ options:
     type: int
     default: 8
   key_order:
-    description: Key the phone generates. New phones take the service default.
+    description:
+      - Key the phone generates.
+      - A phone created without it takes the service parameter O(opencapf.capf.capf_service#module:key_order), whose
+        default is V(rsa).
     type: str
     choices: [rsa, ec, ec_preferred]
   rsa_key_size:
-    description: RSA key size in bits. New phones take the service default.
+    description:
+      - RSA key size in bits.
+      - A phone created without it takes the service parameter O(opencapf.capf.capf_service#module:rsa_key_size), whose
+        default is V(2048).
     type: int
     choices: [1024, 2048, 3072, 4096]
   ec_key_size:
-    description: EC key size (curve) in bits. New phones take the service default.
+    description:
+      - EC key size (curve) in bits.
+      - A phone created without it takes the service parameter O(opencapf.capf.capf_service#module:ec_key_size), whose
+        default is V(256).
     type: int
     choices: [256, 384, 521]
   operation_completes_by:

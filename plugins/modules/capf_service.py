@@ -12,7 +12,8 @@ version_added: 0.1.0
 description:
   - Converges the CAPF service parameters (certificate issuer, LSC validity, default key settings,
     keep-alive, IPv6, key-generation limits, listener), the online CA settings, and the CAPF certificate.
-  - Options left unset keep their current value; a parameter never set reads as its default.
+  - Options left unset keep their current value; a parameter never set reads as its default, which each
+    option's description states (C(opencapf service show) prints them all with the current values).
   - With O(state), also starts, stops, restarts or reloads the CAPF service. V(started) means a TLS listener really
     accepts connections on the configured port; V(stopped) means the service process is not running. With
     O(issuer=online_ca) the certificate enrolment service runs inside the CAPF service and follows its state.
@@ -32,51 +33,53 @@ extends_documentation_fragment:
   - opencapf.capf.capf.attributes
 options:
   issuer:
-    description: Certificate Issuer to Endpoint. V(online_ca) needs O(online_ca).
+    description: Certificate Issuer to Endpoint. V(online_ca) needs O(online_ca). Default V(capf) for a new store.
     type: str
     choices: [capf, online_ca, offline_ca]
   validity_days:
-    description: LSC validity in days, 1–1825 (with an online CA, what the CA grants).
+    description: LSC validity in days, 1–1825 (with an online CA, what the CA grants). Default V(1825).
     type: int
   keepalive_minutes:
-    description: Keep-alive timer for CAPF to endpoint connections, 5–60 minutes (default 15).
+    description: Keep-alive timer for CAPF to endpoint connections, 5–60 minutes. Default V(15).
     type: int
   enable_ipv6:
-    description: Accept phones over IPv6; when false, connections from IPv6 addresses are refused.
+    description:
+      - Accept phones over IPv6; when false, connections from IPv6 addresses are refused. Default V(false).
+      - Listening on IPv6 addresses takes effect when the service starts or restarts.
     type: bool
   key_order:
-    description: Default key order for new phones.
+    description: Key order of phones created without one. Default V(rsa).
     type: str
     choices: [rsa, ec, ec_preferred]
   rsa_key_size:
-    description: Default RSA key size for new phones.
+    description: RSA key size of phones created without one. Default V(2048).
     type: int
     choices: [1024, 2048, 3072, 4096]
   ec_key_size:
-    description: Default EC key size for new phones.
+    description: EC key size of phones created without one. Default V(256).
     type: int
     choices: [256, 384, 521]
   keygen_timeout_minutes:
-    description: Maximum time a phone may take to generate its key, 1–60 minutes.
+    description: Maximum time a phone may take to generate its key, 1–60 minutes. Default V(30).
     type: int
   keygen_attempts:
-    description: Maximum key-generation attempts before the operation fails, 1–10.
+    description: Maximum key-generation attempts before the operation fails, 1–10. Default V(3).
     type: int
   lockout_failures:
-    description: Wrong authentication strings accepted before a phone is locked out, 1–100.
+    description: Wrong authentication strings accepted before a phone is locked out, 1–100. Default V(5).
     type: int
   max_sessions:
-    description: Concurrent phone sessions served at once, 1–100000.
+    description: Concurrent phone sessions served at once, 1–100000; further connections wait. Default V(1000).
     type: int
   max_sessions_per_address:
     description:
       - Connections one IP address may hold open at once (handshaking, waiting for a session slot or in a session),
-        1–100000 (default 100). Further connections from that address are closed and recorded as refused.
+        1–100000. Default V(100). Further connections from that address are closed and recorded as refused.
       - Phones behind one NAT address share this limit; raise it for such sites.
     type: int
   processes:
     description:
-      - Worker processes of the CAPF service sharing its port, 1–64 (default 1). One per core lets a fleet
+      - Worker processes of the CAPF service sharing its port, 1–64. Default V(1). One per core lets a fleet
         rollout use every core; the store stays one SQLite file shared by all of them.
       - Takes effect when the service starts or restarts (O(state=restarted)).
     type: int
@@ -84,21 +87,25 @@ options:
     description:
       - How often the running CAPF service runs due scheduled jobs (M(opencapf.capf.capf_bulk_update) with
         O(opencapf.capf.capf_bulk_update#module:run_at)) and lets pending operations whose deadline has passed
-        lapse, 1–3600 seconds (default 10). Of several processes serving one store, one does it.
+        lapse, 1–3600 seconds. Default V(10). Of several processes serving one store, one does it.
       - Applies from the next round, without a restart.
     type: int
   legacy_tls:
-    description: Allow TLS 1.0 and legacy ciphers for old phone firmware.
+    description: Allow TLS 1.0 and legacy ciphers for old phone firmware. Default V(false).
     type: bool
   fips_mode:
-    description: FIPS mode; refuses the Microsoft online CA type.
+    description: FIPS mode; refuses the Microsoft online CA type. Default V(false).
     type: bool
   listen_addresses:
-    description: IP addresses the CAPF service listens on.
+    description:
+      - IP addresses the CAPF service listens on. Default V(0.0.0.0) (every IPv4 address of the host).
+      - Takes effect when the service starts or restarts.
     type: list
     elements: str
   port:
-    description: TCP port of the CAPF service, 1–65535 (CAPF uses 3804).
+    description:
+      - TCP port of the CAPF service, 1–65535. Default V(3804), the CAPF port.
+      - Takes effect when the service starts or restarts.
     type: int
   online_ca:
     description:

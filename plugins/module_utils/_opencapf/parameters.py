@@ -118,12 +118,13 @@ def check_all(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def default_text(name: str) -> str:
-    """A parameter's default as documentation states it: ``15``, ``true``, ``rsa``, ``[0.0.0.0]``."""
+    """A parameter's default as documentation states it: ``15``, ``true``, ``rsa``, ``0.0.0.0`` (a
+    list's items separated by commas)."""
     value = PARAMETERS[name].default
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
-        return "[" + ", ".join(map(str, value)) + "]"
+        return ", ".join(map(str, value))
     return str(value)
 
 
