@@ -136,8 +136,7 @@ def schema() -> dict:
             "authentication_string": AUTH_STRING,
             "generate_authentication_string": {"type": "boolean"},
             "authentication_string_length": _range(v.AUTH_STRING_DIGITS, " digits"),
-            "reissue": {"type": "boolean", "x-rule": "must be true or false (true arms certificate_operation again "
-                                                     "when it has finished, as capf_phone's reissue)"},
+            "reissue": {"type": "boolean"},
         }),
         required=("name",),
     )
