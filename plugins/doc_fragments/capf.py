@@ -126,7 +126,7 @@ options:
         elements: str
         choices: [none, issued, installed, stale, revoked, expired]
       lsc_expires_before:
-        description: Phones whose current LSC expires before this ISO 8601 date or UTC time, for example C(2027-01-31).
+        description: Phones whose current LSC expires before this ISO 8601 date or UTC time, for example C(2099-01-31).
         type: str
       locked:
         description:

@@ -237,18 +237,76 @@ EXAMPLES = r"""
 
 RETURN = r"""
 parameters:
-  description: Every service parameter after the run.
+  description: Every service parameter after the run, keyed by its name (the options above of the same name).
   returned: always
   type: dict
-  sample: {issuer: capf, validity_days: 730, keepalive_minutes: 15, port: 3804}
+  sample: {issuer: capf, validity_days: 730, keepalive_minutes: 15, key_order: ec_preferred, port: 3804,
+           listen_addresses: [0.0.0.0], lockout_failures: 5, max_sessions: 1000}
 online_ca:
-  description: The online CA settings (password only as V((set)), V((unset)) or V((changed))), or null.
+  description: The online CA settings, or null when none are stored.
   returned: always
   type: dict
+  sample: {hostname: ca.example.com, port: 443, type: est, profile_label: phones, username: capf, auth: basic,
+           ec_supported: true, password: (set)}
+  contains:
+    hostname:
+      description: Host name of the CA.
+      type: str
+    port:
+      description: HTTPS port of the CA.
+      type: int
+    type:
+      description: V(microsoft) or V(est).
+      type: str
+    template:
+      description: Certificate template (Microsoft CA only).
+      type: str
+    profile_label:
+      description: Certificate enrolment profile label (EST only).
+      type: str
+    username:
+      description: User name for the CA.
+      type: str
+    auth:
+      description: V(basic) or V(ntlm).
+      type: str
+    client_certificate:
+      description: Path of the client certificate for mutual TLS, if any.
+      type: str
+    client_key:
+      description: Path of its private key, if any.
+      type: str
+    ec_supported:
+      description: Whether this CA path certifies EC phone keys.
+      type: bool
+    password:
+      description: V((set)), V((unset)) or V((changed)); never the password.
+      type: str
 capf_certificate:
-  description: The active CAPF certificate (common_name, fingerprint, key_type, not_after, subject, source).
+  description: The active CAPF certificate.
   returned: always
   type: dict
+  sample: {common_name: CAPF-7aaabd77, fingerprint: efb412ef97e1b680ab08191acedbcbe72c8c5c95138423f53628f37b1906863e,
+           key_type: ec256, not_after: "2031-12-05T05:38:24Z", subject: CN=CAPF-7aaabd77, source: generated}
+  contains:
+    common_name:
+      description: Its common name, V(CAPF-) and 8 hex digits unless uploaded.
+      type: str
+    fingerprint:
+      description: SHA-256 fingerprint, 64 lower-case hex digits.
+      type: str
+    key_type:
+      description: Its key, one of the O(capf_certificate.key_type) choices.
+      type: str
+    not_after:
+      description: End of its validity, UTC.
+      type: str
+    subject:
+      description: Its subject (RFC 4514).
+      type: str
+    source:
+      description: V(generated) or V(uploaded).
+      type: str
 capf_certificate_action:
   description: What happened to the CAPF certificate, V(none), V(create), V(regenerate) or V(upload).
   returned: always
@@ -259,9 +317,33 @@ changed_parameters:
   type: list
   elements: str
 service:
-  description: Service state after the run (state, pid, running, accepting, address, port, enrolment_service).
+  description: Service state after the run.
   returned: when O(state) is set
   type: dict
+  sample: {state: started, pid: 4242, running: true, accepting: true, address: 127.0.0.1, port: 3804,
+           enrolment_service: inactive}
+  contains:
+    state:
+      description: V(started) when the process runs and accepts TLS connections, else V(stopped).
+      type: str
+    pid:
+      description: Process id of the running service, or null.
+      type: int
+    running:
+      description: Whether the service process runs.
+      type: bool
+    accepting:
+      description: Whether a TLS handshake on the port succeeds.
+      type: bool
+    address:
+      description: The address probed.
+      type: str
+    port:
+      description: The CAPF port.
+      type: int
+    enrolment_service:
+      description: V(active) when the service runs with O(issuer=online_ca), else V(inactive).
+      type: str
 """
 
 from ansible_collections.opencapf.capf.plugins.module_utils._ansible_args import (
