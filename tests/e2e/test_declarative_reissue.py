@@ -97,7 +97,8 @@ def test_reissue_means_what_capf_phone_reissue_means(store, tmp_path):
                                            else status)
 
 
-def test_reissue_is_validated_like_every_field(store, store_options, tmp_path, capsys):
+@pytest.mark.usefixtures("store")
+def test_reissue_is_validated_like_every_field(store_options, tmp_path, capsys):
     status, _out, err = _cli(capsys, "plan", _file(tmp_path, extra="    reissue: maybe\n"), *store_options)
     assert status == 1
     assert "phones[0].reissue: must be of type boolean" in err and "Traceback" not in err

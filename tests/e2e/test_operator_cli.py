@@ -182,7 +182,8 @@ def test_trust_list_and_show(fleet_store, store_options, capsys):
     assert status == 1 and err.startswith("opencapf: error: fingerprint must be a SHA-256 fingerprint")
 
 
-def test_service_show_states_every_parameter_with_its_default(fleet_store, store_options, capsys):
+@pytest.mark.usefixtures("fleet_store")
+def test_service_show_states_every_parameter_with_its_default(store_options, capsys):
     rows = _json(capsys, "service", "show", "--json", *store_options)
     assert [row["name"] for row in rows] == list(parameters.PARAMETERS)
     by_name = {row["name"]: row for row in rows}

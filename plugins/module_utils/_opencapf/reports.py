@@ -24,7 +24,7 @@ from .results import converged
 from .store import Store, audit, certificates, csrs, sessions
 from .store import phones as phone_records
 from .store.backend import Transaction
-from .vocabulary import check_choice, check_int_range, normalise_device_name
+from .vocabulary import SESSIONS_SHOWN as SESSIONS_SHOWN_RANGE, check_choice, check_int_range, normalise_device_name
 
 SESSIONS_SHOWN = 10
 
@@ -90,7 +90,7 @@ def phone_detail(store: Store, name: str, *, sessions_limit: int = SESSIONS_SHOW
     operation with status and reason, its current LSC, lock-out, its newest sessions with their
     reasons and its CSRs waiting for a signature; None when the store has no such phone."""
     name = normalise_device_name(name, "name")
-    sessions_limit = check_int_range("sessions", sessions_limit, (1, MAX_LIMIT))
+    sessions_limit = check_int_range("sessions", sessions_limit, SESSIONS_SHOWN_RANGE)
     with store.read() as tx:
         row = phone_records.get(tx, name)
         if row is None:

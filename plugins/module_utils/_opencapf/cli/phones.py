@@ -15,6 +15,7 @@ from ..errors import CapfError
 from ..phone_query import LSC_STATUSES
 from ..store import opened
 from ..vocabulary import OPERATION_STATUSES, OPERATIONS, SECURITY_MODES
+from .options import bounded, limit_help
 from .render import cell, csv_text, table
 
 # The columns of a listing, as a table and as CSV (each a key of ``_flat``'s rows).
@@ -50,8 +51,8 @@ def register(subparsers) -> None:
     listing.set_defaults(handler=_list)
     show = verbs.add_parser("show", help="one phone: settings, operation and reason, LSC, lock-out, sessions, CSRs")
     show.add_argument("device_name")
-    show.add_argument("--sessions", type=int, default=reports.SESSIONS_SHOWN, metavar="N",
-                      help=f"newest sessions shown (default {reports.SESSIONS_SHOWN})")
+    show.add_argument("--sessions", type=bounded("sessions_shown"), default=reports.SESSIONS_SHOWN, metavar="N",
+                      help=f"newest sessions shown ({limit_help('sessions_shown')}, default {reports.SESSIONS_SHOWN})")
     show.set_defaults(handler=_show)
 
 
