@@ -93,7 +93,7 @@ options:
   metrics_address:
     description:
       - V(IP-ADDRESS:PORT) (an IPv6 address in brackets, e.g. V([::1]:9810)) where the CAPF service serves Prometheus
-        metrics over plain HTTP at C(/metrics); an empty string (the default) serves none. With several worker
+        metrics over plain HTTP at C(/metrics). Default V(""), which serves none. With several worker
         processes the figures are of the whole service. See C(docs/lifecycle.md).
       - Takes effect when the service starts or restarts (O(state=restarted)).
     type: str

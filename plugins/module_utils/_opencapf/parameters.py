@@ -128,8 +128,10 @@ def check_all(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def default_text(name: str) -> str:
     """A parameter's default as documentation states it: ``15``, ``true``, ``rsa``, ``0.0.0.0`` (a
-    list's items separated by commas)."""
+    list's items separated by commas), ``""`` for an empty string."""
     value = PARAMETERS[name].default
+    if value == "":
+        return '""'
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
