@@ -60,6 +60,11 @@ MAX_SESSIONS_PER_ADDRESS = (1, 100000)
 SERVICE_PROCESSES = (1, 64)  # worker processes of the CAPF service
 SCHEDULER_INTERVAL_SECONDS = (1, 3600)  # how often the CAPF service runs due jobs and lapses deadlines
 DEVICE_NAME_MAX = 64
+# Device templates (``templates``): their names, the relative deadline they give the operation of each
+# device they are applied to, and how an application treats devices that exist already.
+TEMPLATE_NAME_MAX = 64
+DEADLINE_DAYS = (1, 3650)
+TEMPLATE_EXISTING = ("keep", "reapply")
 
 # Run-time settings of the CAPF service (``serve`` options) and of the phone simulator.
 LISTEN_PORT = (0, PORT[1])  # serve --port: 0 picks a free port
@@ -132,6 +137,7 @@ MAX_DOCUMENT_DEPTH = 64  # nesting of mappings and lists in a declarative file
 _AUTH_STRING = re.compile(r"[0-9]{%d,%d}" % AUTH_STRING_DIGITS)
 _HARDWARE_NAME = re.compile(r"(SEP|ATA|AN|BAT)[0-9A-F]{12}")
 _SOFTPHONE_NAME = re.compile(r"(CSF|BOT|TCT|TAB|CTI|UPC|EC)[A-Z0-9_.-]{1,46}")
+_TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,%d}" % (TEMPLATE_NAME_MAX - 1))
 _WIRE_NAME = re.compile(r"[\x21-\x7e]{1,%d}" % DEVICE_NAME_MAX)
 
 
@@ -244,6 +250,16 @@ def normalise_device_name(value, field: str = "name") -> str:
         "prefix followed by 1\u201346 letters, digits, '.', '_' or '-'",
         value,
     )
+
+
+def check_template_name(value, field: str = "name") -> str:
+    """A device template's name: 1\u201364 letters, digits, spaces, '.', '_' or '-', starting with a letter or
+    digit (surrounding spaces are dropped). Names are case-sensitive."""
+    text = value.strip() if isinstance(value, str) else value
+    if not isinstance(text, str) or not _TEMPLATE_NAME.fullmatch(text):
+        raise ValidationError(field, "must be 1\u2013%d letters, digits, spaces, '.', '_' or '-', starting with a "
+                                     "letter or digit" % TEMPLATE_NAME_MAX, value)
+    return text
 
 
 def check_wire_device_name(raw: bytes) -> str:

@@ -182,6 +182,19 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         # the LSC can be checked again when it is delivered.
         "ALTER TABLE certificates ADD COLUMN chain_pem TEXT",
     ]),
+    (10, "device templates", [
+        # Named sets of CAPF settings for phones (``templates``): the settings as JSON by option name,
+        # never a secret (a template's shared authentication string is sealed in ``secrets``).
+        """CREATE TABLE device_templates (
+            id {id},
+            name TEXT NOT NULL UNIQUE,
+            settings TEXT NOT NULL DEFAULT '{{}}',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+    ]),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
+# The version before the latest (numbers need not be consecutive): the store an upgrade starts from.
+PREVIOUS_VERSION = MIGRATIONS[-2][0]
