@@ -19,16 +19,17 @@ PACKAGE_FILES = (
     "ca/__init__.py", "ca/authority.py", "ca/certificates.py", "ca/keys.py", "ca/lsc.py", "ca/rules.py",
     "cli/__init__.py", "cli/ca.py", "cli/deployment.py", "cli/init.py", "cli/issue.py", "cli/jobs.py",
     "cli/main.py", "cli/micca.py", "cli/options.py", "cli/phone.py", "cli/render.py", "cli/serve.py",
-    "cli/workqueue.py", "declarative/__init__.py", "declarative/deployment.py", "declarative/document.py",
-    "declarative/schema.py", "issuers/__init__.py", "issuers/acceptance.py", "issuers/adcs.py", "issuers/base.py",
-    "issuers/est.py", "issuers/offline.py", "issuers/online.py", "issuers/transport.py", "protocol/__init__.py",
-    "protocol/codec.py", "protocol/constants.py", "protocol/phone.py", "protocol/proof.py", "protocol/session.py",
-    "server/__init__.py", "server/admission.py", "server/decider.py", "server/scheduling.py", "server/service.py",
-    "server/supervisor.py", "simulator/__init__.py", "simulator/addressing.py", "simulator/client.py",
-    "simulator/fleet.py", "simulator/identity.py", "simulator/manufacturing.py", "store/__init__.py",
-    "store/audit.py", "store/backend.py", "store/capf_certificates.py", "store/certificates.py", "store/csrs.py",
-    "store/jobs.py", "store/migrations.py", "store/phones.py", "store/postgresql.py", "store/secrets.py",
-    "store/service.py", "store/sessions.py", "store/sqlite.py", "store/templates.py", "store/trust.py",
+    "cli/template.py", "cli/workqueue.py", "declarative/__init__.py", "declarative/deployment.py",
+    "declarative/document.py", "declarative/schema.py", "issuers/__init__.py", "issuers/acceptance.py",
+    "issuers/adcs.py", "issuers/base.py", "issuers/est.py", "issuers/offline.py", "issuers/online.py",
+    "issuers/transport.py", "protocol/__init__.py", "protocol/codec.py", "protocol/constants.py",
+    "protocol/phone.py", "protocol/proof.py", "protocol/session.py", "server/__init__.py", "server/admission.py",
+    "server/decider.py", "server/scheduling.py", "server/service.py", "server/supervisor.py",
+    "simulator/__init__.py", "simulator/addressing.py", "simulator/client.py", "simulator/fleet.py",
+    "simulator/identity.py", "simulator/manufacturing.py", "store/__init__.py", "store/audit.py",
+    "store/backend.py", "store/capf_certificates.py", "store/certificates.py", "store/csrs.py", "store/jobs.py",
+    "store/migrations.py", "store/phones.py", "store/postgresql.py", "store/secrets.py", "store/service.py",
+    "store/sessions.py", "store/sqlite.py", "store/templates.py", "store/trust.py",
 )
 
 
@@ -74,6 +75,7 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from .cli import phone  # noqa: F401
     from .cli import render  # noqa: F401
     from .cli import serve  # noqa: F401
+    from .cli import template  # noqa: F401
     from .cli import workqueue  # noqa: F401
     from .declarative import deployment as _declarative_deployment  # noqa: F401
     from .declarative import document  # noqa: F401

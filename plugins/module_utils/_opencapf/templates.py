@@ -57,8 +57,8 @@ from .store import Store, audit
 from .store import phones as phone_records
 from .store import templates as template_records
 from .store.backend import Transaction
-from .vocabulary import (DEADLINE_DAYS, TEMPLATE_EXISTING, check_bool, check_choice, check_int_range,
-                         check_template_name, format_utc, normalise_device_name, parse_utc, utc_now)
+from .vocabulary import (DEADLINE_DAYS, PLACEHOLDER_PATTERN, TEMPLATE_EXISTING, check_bool, check_choice,
+                         check_int_range, check_template_name, format_utc, normalise_device_name, parse_utc, utc_now)
 
 PHONE_OPTIONS = tuple(OPTION_COLUMNS)
 RELATIVE_DEADLINE = "operation_completes_in_days"
@@ -68,7 +68,7 @@ LENGTH = "authentication_string_length"
 OPTIONS = PHONE_OPTIONS + (RELATIVE_DEADLINE, SHARED_STRING, GENERATE, LENGTH)
 # Placeholders every device has; the caller's variables add the others.
 BUILT_IN_PLACEHOLDERS = ("device_name", "template")
-_PLACEHOLDER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_PLACEHOLDER = re.compile(PLACEHOLDER_PATTERN)
 # Any valid device name: the one rule of a template's settings is checked on a new device of that name.
 _SAMPLE_DEVICE = "SEP000000000000"
 
