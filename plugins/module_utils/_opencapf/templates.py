@@ -294,7 +294,7 @@ def _variables(variables: Mapping[str, Any] | None, field: str) -> dict[str, str
     return result
 
 
-def _devices(devices) -> list[tuple[str, Mapping | None]]:
+def device_list(devices) -> list[tuple[str, Mapping | None]]:
     """``devices`` as (canonical name, variables) pairs: a mapping of names to variables, or a list
     of names or of (name, variables) pairs. A name given twice is an error."""
     if isinstance(devices, str):
@@ -333,7 +333,7 @@ def apply_in(tx: Transaction, actor: str, secret: bytes, template: Template, dev
     via = check_choice("via", via, VIA)
     existing = check_choice("existing", existing, TEMPLATE_EXISTING)
     moment = parse_utc(now, "now") if now is not None else utc_now()
-    wanted = _devices(devices)
+    wanted = device_list(devices)
     current = phone_records.by_name(tx, [name for name, _variables in wanted])
     work, kept = [], []
     for name, variables in wanted:

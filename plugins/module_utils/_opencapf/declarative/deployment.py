@@ -192,6 +192,9 @@ def _templates(store: Store, document: Document, check_mode: bool, report: Repor
     items = document.data.get("templates") or ()
     counts = {"declared": len(items), "created": 0, "updated": 0, "deleted": 0, "devices_created": 0,
               "devices_updated": 0}
+    for index, item in enumerate(items):  # every item is checked before any is written
+        if item.get("state", "present") == "present":
+            _prefixed(f"templates[{index}].", lambda item=item: _check_template_item(item))
     for index, item in enumerate(items):
         prefix = f"templates[{index}]."
         name = item["name"]
@@ -223,6 +226,16 @@ def _templates(store: Store, document: Document, check_mode: bool, report: Repor
                 report.generated_strings[entry["device_name"]] = entry["authentication_string"]
     if items:
         report.counts["templates"] = counts
+
+
+def _check_template_item(item: dict) -> None:
+    """The rules of a declared template, and of each device it lists as the template makes it."""
+    settings = {key: item[key] for key in templates.OPTIONS if key in item}
+    canonical, shared = templates.check_template(settings)
+    template = templates.Template(check_template_name(item["name"]), canonical, shared)
+    devices = templates.device_list([(name, item.get("variables") or {}) for name in item.get("devices") or ()])
+    for name, variables in devices:
+        templates.desired_for(template, name, variables)
 
 
 def _apply_template(store: Store, item: dict, settings: dict, prefix: str, check_mode: bool) -> dict:
