@@ -20,8 +20,9 @@ description:
   - Settings a template leaves unset are those of a new phone when a device is created (operation V(none),
     V(null_string), V(non_secure), the service's default key order and sizes), and stay as they are on re-application.
   - O(description) is a pattern. Its placeholders are C({device_name}) (the canonical device name), C({template}) (the
-    template's name) and every variable the application gives for the device; an LDAP sync gives C({user}) (the user
-    id) and the entry's mapped attributes. Write C({{) and C(}}) for literal braces. A placeholder that has no value
+    template's name) and every variable the application gives for the device (a directory sync, the variables its
+    mapping documents; C(opencapf template apply), those of C(--var NAME=VALUE)). Write C({{) and C(}}) for literal
+    braces. A placeholder that has no value
     for a device fails the application naming the device, and nothing is written.
   - Removing a template changes no device that got it.
 author:
@@ -109,8 +110,6 @@ options:
       - A fixed deadline for every device, an ISO 8601 date or time (UTC unless an offset is given).
       - Mutually exclusive with O(operation_completes_in_days).
     type: str
-notes:
-  - Errors name the option and the rule, for example C(operation_completes_in_days must be 1–3650 days, got 0).
 seealso:
   - module: opencapf.capf.capf_bulk_update
   - module: opencapf.capf.capf_phone
