@@ -10,6 +10,7 @@ import yaml
 
 from ansible_collections.opencapf.capf.plugins.modules import capf_device_template
 
+from _opencapf import templates, vocabulary as v
 from support.stores import query, store_exists
 
 SOFTPHONES = {"name": "Jabber softphones", "description": "Softphone of {user}", "device_pool": "Softphones",
@@ -33,12 +34,12 @@ def test_check_mode_then_run_then_unchanged(run, location):
 
     first = run(capf_device_template, args, diff=True)
     assert first["changed"] is True and first["name"] == "Jabber softphones"
-    assert first["template"] == dict({k: v for k, v in SOFTPHONES.items()}, authentication_string_length=8)
+    assert first["template"] == dict(SOFTPHONES, authentication_string_length=8)
     second = run(capf_device_template, args, diff=True)
     assert second["changed"] is False and second["diff"]["before"] == second["diff"]["after"]
     assert "diff" not in run(capf_device_template, args)
 
-    smaller = dict({k: v for k, v in args.items() if k != "key_order"}, device_pool="Jabber")
+    smaller = dict({key: value for key, value in args.items() if key != "key_order"}, device_pool="Jabber")
     changed = run(capf_device_template, smaller, check=True, diff=True)
     assert changed.get("changed") is True, changed
     assert changed["diff"]["before"]["device_pool"] == "Softphones" and changed["diff"]["after"]["device_pool"] == "Jabber"
@@ -99,7 +100,6 @@ def test_documented_examples_run_and_are_idempotent(run, store_path):
 
 def test_documentation_matches_the_argument_spec():
     documented = yaml.safe_load(capf_device_template.DOCUMENTATION)["options"]
-    from _opencapf import templates, vocabulary as v
     assert set(templates.OPTIONS) | {"name", "state"} == set(documented)
     for option, choices in (("security_mode", v.SECURITY_MODES), ("certificate_operation", v.OPERATIONS),
                             ("authentication_mode", v.AUTH_MODES), ("key_order", v.KEY_ORDERS),
