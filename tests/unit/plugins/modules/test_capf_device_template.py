@@ -69,7 +69,8 @@ def test_shared_string_never_leaves_the_store(run, location, capsys):
     ({"name": " bad/name"}, "name must be 1\u201364 letters, digits"),
     ({"rsa_key_size": 1000}, "value of rsa_key_size must be one of"),
 ])
-def test_error_names_the_option_and_writes_nothing(run, location, args, message):
+def test_error_names_the_option_and_writes_nothing(run, store_path, args, message):
+    location = store_path  # the options are refused before the store is written, whichever its backend
     run(capf_device_template, {"store": location, "name": "Kept", "device_pool": "HQ"})
     before = _stored(location)
     result = run(capf_device_template, dict({"store": location, "name": "Kept"}, **args))
