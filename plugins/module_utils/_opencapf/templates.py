@@ -162,21 +162,23 @@ def _check_on_a_new_device(template: Template, prefix: str) -> None:
                             bytes(32), check_mode=True, prefix=prefix)
 
 
-def view(template: Template) -> dict[str, Any]:
-    """What a reviewer sees of a template: its name and settings by option name; a shared
-    authentication string only as ``(set)``."""
-    result = {"name": template.name}
-    result.update(template.settings)
-    if template.authentication_string is not None:
-        result[SHARED_STRING] = "(set)"
+def _view(name: str, settings: dict, string_view: str | None) -> dict[str, Any]:
+    result = {"name": name}
+    result.update(settings)
+    if string_view is not None:
+        result[SHARED_STRING] = string_view
     return result
 
 
-def _stored(tx: Transaction, secret: bytes | None, name: str, row: dict) -> Template:
-    shared = secretbox.get(tx, secret, _secret_name(name)) if secret is not None else None
-    if secret is None and secretbox.exists(tx, _secret_name(name)):
-        shared = "(set)"  # a view needs only to know that there is one
-    return Template(row["name"], row["settings"], shared)
+def view(template: Template) -> dict[str, Any]:
+    """What a reviewer sees of a template: its name and settings by option name; a shared
+    authentication string only as ``(set)``."""
+    return _view(template.name, template.settings, None if template.authentication_string is None else "(set)")
+
+
+def _row_view(tx: Transaction, row: dict) -> dict[str, Any]:
+    """The view of a stored template, without opening its shared string."""
+    return _view(row["name"], row["settings"], "(set)" if secretbox.exists(tx, _secret_name(row["name"])) else None)
 
 
 def load_in(tx: Transaction, secret: bytes, name: str) -> Template:
@@ -186,7 +188,7 @@ def load_in(tx: Transaction, secret: bytes, name: str) -> Template:
     row = template_records.get(tx, name)
     if row is None:
         raise NotFoundError(f"template: there is no device template named {name!r}; define it first")
-    return _stored(tx, secret, name, row)
+    return Template(row["name"], row["settings"], secretbox.get(tx, secret, _secret_name(name)))
 
 
 def load(store: Store, name: str) -> Template:
@@ -201,13 +203,13 @@ def get(store: Store, name: str) -> dict[str, Any] | None:
     name = check_template_name(name, "name")
     with store.read() as tx:
         row = template_records.get(tx, name)
-        return None if row is None else view(_stored(tx, None, name, row))
+        return None if row is None else _row_view(tx, row)
 
 
 def list_all(store: Store) -> list[dict[str, Any]]:
     """The views of every template, by name."""
     with store.read() as tx:
-        return [view(_stored(tx, None, row["name"], row)) for row in template_records.every(tx)]
+        return [_row_view(tx, row) for row in template_records.every(tx)]
 
 
 def define(store: Store, name: str, settings: Mapping | None, *, check_mode: bool = False,
@@ -225,10 +227,11 @@ def define(store: Store, name: str, settings: Mapping | None, *, check_mode: boo
         had_string = secretbox.exists(tx, _secret_name(name))
         same_string = (secretbox.equals(tx, secret, _secret_name(name), shared) if shared is not None
                        else not had_string)
-        before = None if row is None else view(Template(name, row["settings"], "(set)" if had_string else None))
-        after = view(Template(name, canonical, "(set)" if shared is not None else None))
-        if not same_string and shared is not None:
-            after[SHARED_STRING] = "(changed)" if had_string else "(new)"
+        before = None if row is None else _row_view(tx, row)
+        string_view = None
+        if shared is not None:
+            string_view = "(set)" if same_string else "(changed)" if had_string else "(new)"
+        after = _view(name, canonical, string_view)
         changed = row is None or row["settings"] != canonical or not same_string
         if changed and not check_mode:
             details: dict[str, Any] = {}
@@ -249,7 +252,7 @@ def remove(store: Store, name: str, *, check_mode: bool = False, prefix: str = "
     name = check_template_name(name, prefix + "name")
     with store.transaction(write=not check_mode) as tx:
         row = template_records.get(tx, name)
-        before = None if row is None else view(_stored(tx, None, name, row))
+        before = None if row is None else _row_view(tx, row)
         if row is not None and not check_mode:
             template_records.delete(tx, store.actor, name)
             secretbox.delete(tx, _secret_name(name))
