@@ -18,7 +18,7 @@ A template holds, by option name:
 
 ``description`` is a pattern. Its placeholders are ``{device_name}`` (the canonical device name),
 ``{template}`` (the template's name) and every variable the caller gives for the device
-(``variables``; the directory sync gives the entry's attributes, e.g. ``{user}``). ``{{`` and
+(``variables``, e.g. ``{user}`` given by a directory sync). ``{{`` and
 ``}}`` stand for literal braces. A placeholder without a value is an error naming the device.
 
 A template is applied, not linked: changing or removing it later changes no device.
@@ -37,7 +37,10 @@ The API the directory sync and every other caller build on:
 - ``apply(store, template_name, devices, *, via, existing="keep", check_mode=False,
   strings_file=None, now=None)``: the given devices get the template through the one converge path
   (``phone_config.converge_many(..., via=via)``), in one transaction; ``apply_in(tx, actor, secret,
-  template, devices, ...)`` does the same inside the caller's transaction.
+  template, devices, ...)`` does the same inside the caller's transaction. ``via`` is one of
+  ``phone_config.VIA`` (``"ldap"`` for the directory sync).
+- ``check_template(settings, prefix)`` validates settings without a store; ``device_list(devices)``
+  checks a device list (names canonical, no repeats) as ``apply`` does.
 """
 
 from __future__ import annotations
