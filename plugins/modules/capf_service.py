@@ -87,6 +87,26 @@ options:
         lapse, 1–3600 seconds (default 10). Of several processes serving one store, one does it.
       - Applies from the next round, without a restart.
     type: int
+  metrics_address:
+    description:
+      - V(IP-ADDRESS:PORT) (an IPv6 address in brackets, e.g. V([::1]:9810)) where the CAPF service serves Prometheus
+        metrics over plain HTTP at C(/metrics); an empty string (the default) serves none. With several worker
+        processes the figures are of the whole service. See C(docs/lifecycle.md).
+      - Takes effect when the service starts or restarts (O(state=restarted)).
+    type: str
+  renew_before_days:
+    description:
+      - Automatic renewal, 0–365 days (default V(0), off). The running service schedules the certificate operation
+        V(install_upgrade) for phones whose installed LSC expires within this many days, that have no operation
+        pending or in progress and are not in V(auth_string) authentication mode; each LSC is renewed once, with
+        the same audit events as a bulk update (C(via=renewal)).
+      - Applies from the scheduler's next round, without a restart.
+    type: int
+  renew_max_per_day:
+    description:
+      - Automatic renewal schedules at most this many phones in any 24 hours, 1–100000 (default 100), soonest
+        expiry first; the rest wait for the next day.
+    type: int
   legacy_tls:
     description: Allow TLS 1.0 and legacy ciphers for old phone firmware.
     type: bool
@@ -193,8 +213,8 @@ options:
     type: int
     default: 30
 notes:
-  - O(listen_addresses), O(port), O(enable_ipv6) (listening on IPv6 addresses) and O(processes) take effect when the
-    service restarts; notify a handler that runs this module with O(state=restarted). Every other parameter and the
+  - O(listen_addresses), O(port), O(enable_ipv6) (listening on IPv6 addresses), O(processes) and O(metrics_address)
+    take effect when the service restarts; notify a handler that runs this module with O(state=restarted). Every other parameter and the
     CAPF certificate apply to the next connection without a restart; O(state=reloaded) (SIGHUP) makes the running
     service read them again at once and reopen its log file.
 """

@@ -10,13 +10,14 @@ import os
 import pytest
 
 from _opencapf.store import Store, open_store
-from _opencapf.store.migrations import LATEST_VERSION, PREVIOUS_VERSION
+from _opencapf.store.migrations import LATEST_VERSION, MIGRATIONS
 from _opencapf.store.sqlite import SqliteBackend
 from support import certfactory
 from support.ansible_runner import install_collection, playbook, task_results
 from support.stores import PHONE, populated_store
 from support.tools import ROOT, snapshot
 
+PREVIOUS_VERSION = MIGRATIONS[-2][0]  # the schema version before the newest migration
 MODULES = sorted(name[:-3] for name in os.listdir(os.path.join(ROOT, "plugins", "modules")) if name.startswith("capf_"))
 
 

@@ -86,6 +86,15 @@ PARAMETERS: dict[str, Parameter] = {
         Parameter("scheduler_interval_seconds", 10, _range(v.SCHEDULER_INTERVAL_SECONDS, " seconds"), "integer",
                   "How often the CAPF service runs due scheduled jobs and lapses operations whose deadline passed.",
                   bounds=v.SCHEDULER_INTERVAL_SECONDS),
+        # Unattended lifecycle: the metrics endpoint and automatic renewal (docs/lifecycle.md).
+        Parameter("metrics_address", "", v.check_host_port, "string",
+                  "IP-ADDRESS:PORT of the Prometheus metrics endpoint (plain HTTP), empty for none; applies when the "
+                  "service starts or restarts.", restart=True),
+        Parameter("renew_before_days", 0, _range(v.RENEW_BEFORE_DAYS, " days"), "integer",
+                  "Automatic renewal: schedule install_upgrade for phones whose installed LSC expires within this "
+                  "many days (0: off).", bounds=v.RENEW_BEFORE_DAYS),
+        Parameter("renew_max_per_day", 100, _range(v.RENEW_MAX_PER_DAY), "integer",
+                  "Automatic renewal: phones scheduled in any 24 hours at most.", bounds=v.RENEW_MAX_PER_DAY),
         Parameter("legacy_tls", False, _bool, "boolean",
                   "Allow TLS 1.0 and legacy ciphers for old phone firmware."),
         Parameter("fips_mode", False, _bool, "boolean",

@@ -250,3 +250,8 @@ def abandoned(tx: Transaction, now: str, unbounded_before: str) -> list[dict[str
         "SELECT * FROM phones WHERE operation_status = 'in_progress' AND (operation_live_until < ? "
         "OR (operation_live_until IS NULL AND (last_session_at IS NULL OR last_session_at < ?))) ORDER BY name",
         (now, unbounded_before))
+
+
+def locked_count(tx: Transaction) -> int:
+    """Phones locked out after repeated wrong authentication strings."""
+    return int(tx.scalar("SELECT COUNT(*) FROM phones WHERE locked = 1") or 0)

@@ -11,7 +11,7 @@ import pytest
 
 from _opencapf.errors import StoreError
 from _opencapf.store import audit, certificates, migrate, open_store, phones, service
-from _opencapf.store.migrations import LATEST_VERSION, PREVIOUS_VERSION
+from _opencapf.store.migrations import LATEST_VERSION
 from _opencapf.store.postgresql import WRITE_LOCK_KEY, PostgresBackend, translate
 
 
@@ -177,7 +177,7 @@ def test_read_only_open_writes_nothing_at_any_schema_version(postgres_dsn, state
                 pass
     assert _schema(postgres_dsn) == [] and not os.path.exists(os.path.join(state_dir, "secret.key"))
     backend = PostgresBackend(postgres_dsn)
-    migrate(backend, target=PREVIOUS_VERSION)
+    migrate(backend, target=LATEST_VERSION - 1)
     backend.close()
     before = _schema(postgres_dsn), _commits(postgres_dsn)
     with open_store(postgres_dsn, state_dir=state_dir, read_only=True) as older:
