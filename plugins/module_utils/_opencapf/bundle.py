@@ -18,18 +18,19 @@ PACKAGE_FILES = (
     "service_config.py", "service_control.py", "sockets.py", "templates.py", "trust.py", "vocabulary.py",
     "ca/__init__.py", "ca/authority.py", "ca/certificates.py", "ca/keys.py", "ca/lsc.py", "ca/rules.py",
     "cli/__init__.py", "cli/ca.py", "cli/deployment.py", "cli/init.py", "cli/issue.py", "cli/jobs.py",
-    "cli/main.py", "cli/micca.py", "cli/options.py", "cli/phone.py", "cli/render.py", "cli/renew.py",
-    "cli/serve.py", "cli/template.py", "cli/workqueue.py", "declarative/__init__.py", "declarative/deployment.py",
-    "declarative/document.py", "declarative/schema.py", "issuers/__init__.py", "issuers/acceptance.py",
-    "issuers/adcs.py", "issuers/base.py", "issuers/est.py", "issuers/offline.py", "issuers/online.py",
-    "issuers/transport.py", "protocol/__init__.py", "protocol/codec.py", "protocol/constants.py",
-    "protocol/phone.py", "protocol/proof.py", "protocol/session.py", "server/__init__.py", "server/admission.py",
-    "server/decider.py", "server/metrics.py", "server/scheduling.py", "server/service.py", "server/supervisor.py",
-    "simulator/__init__.py", "simulator/addressing.py", "simulator/client.py", "simulator/fleet.py",
-    "simulator/identity.py", "simulator/manufacturing.py", "store/__init__.py", "store/audit.py",
-    "store/backend.py", "store/capf_certificates.py", "store/certificates.py", "store/csrs.py", "store/jobs.py",
-    "store/migrations.py", "store/phones.py", "store/postgresql.py", "store/renewals.py", "store/secrets.py",
-    "store/service.py", "store/sessions.py", "store/sqlite.py", "store/templates.py", "store/trust.py",
+    "cli/main.py", "cli/micca.py", "cli/options.py", "cli/phone.py", "cli/phones.py", "cli/render.py",
+    "cli/renew.py", "cli/serve.py", "cli/service.py", "cli/template.py", "cli/trust.py", "cli/workqueue.py",
+    "declarative/__init__.py", "declarative/deployment.py", "declarative/document.py", "declarative/schema.py",
+    "issuers/__init__.py", "issuers/acceptance.py", "issuers/adcs.py", "issuers/base.py", "issuers/est.py",
+    "issuers/offline.py", "issuers/online.py", "issuers/transport.py", "protocol/__init__.py", "protocol/codec.py",
+    "protocol/constants.py", "protocol/phone.py", "protocol/proof.py", "protocol/session.py", "server/__init__.py",
+    "server/admission.py", "server/decider.py", "server/metrics.py", "server/scheduling.py", "server/service.py",
+    "server/supervisor.py", "simulator/__init__.py", "simulator/addressing.py", "simulator/client.py",
+    "simulator/fleet.py", "simulator/identity.py", "simulator/manufacturing.py", "store/__init__.py",
+    "store/audit.py", "store/backend.py", "store/capf_certificates.py", "store/certificates.py", "store/csrs.py",
+    "store/jobs.py", "store/migrations.py", "store/phones.py", "store/postgresql.py", "store/renewals.py",
+    "store/secrets.py", "store/service.py", "store/sessions.py", "store/sqlite.py", "store/templates.py",
+    "store/trust.py",
 )
 
 
@@ -74,10 +75,13 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from .cli import micca  # noqa: F401
     from .cli import options  # noqa: F401
     from .cli import phone  # noqa: F401
+    from .cli import phones  # noqa: F401
     from .cli import render  # noqa: F401
     from .cli import renew  # noqa: F401
     from .cli import serve  # noqa: F401
+    from .cli import service  # noqa: F401
     from .cli import template  # noqa: F401
+    from .cli import trust as _cli_trust  # noqa: F401
     from .cli import workqueue  # noqa: F401
     from .declarative import deployment as _declarative_deployment  # noqa: F401
     from .declarative import document  # noqa: F401
@@ -98,7 +102,7 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from .server import decider  # noqa: F401
     from .server import metrics  # noqa: F401
     from .server import scheduling  # noqa: F401
-    from .server import service  # noqa: F401
+    from .server import service as _server_service  # noqa: F401
     from .server import supervisor  # noqa: F401
     from .simulator import addressing  # noqa: F401
     from .simulator import client  # noqa: F401
@@ -112,7 +116,7 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from .store import csrs  # noqa: F401
     from .store import jobs as _store_jobs  # noqa: F401
     from .store import migrations  # noqa: F401
-    from .store import phones  # noqa: F401
+    from .store import phones as _store_phones  # noqa: F401
     from .store import postgresql  # noqa: F401
     from .store import renewals  # noqa: F401
     from .store import secrets  # noqa: F401

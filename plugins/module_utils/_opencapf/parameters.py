@@ -124,3 +124,33 @@ def check(name: str, value: Any, field: str | None = None) -> Any:
 def check_all(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Validate a mapping of parameters, returning canonical values."""
     return {name: check(name, value, prefix + name) for name, value in values.items()}
+
+
+def default_text(name: str) -> str:
+    """A parameter's default as documentation states it: ``15``, ``true``, ``rsa``, ``0.0.0.0`` (a
+    list's items separated by commas)."""
+    value = PARAMETERS[name].default
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+def rule_text(name: str) -> str:
+    """A parameter's accepted values in words: its choices or its range (empty when neither)."""
+    parameter = PARAMETERS[name]
+    if parameter.choices is not None:
+        return "one of " + ", ".join(map(str, parameter.choices))
+    if parameter.bounds is not None:
+        return "%s\u2013%s" % parameter.bounds
+    return ""
+
+
+def table(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every parameter with its value (from ``values``, else its default), default, accepted values,
+    whether a change needs a restart, and its description: what ``service show`` prints."""
+    return [{"name": name, "value": values.get(name, p.default), "default": p.default,
+             "is_default": values.get(name, p.default) == p.default, "accepts": rule_text(name),
+             "restart": p.restart, "description": p.description}
+            for name, p in PARAMETERS.items()]

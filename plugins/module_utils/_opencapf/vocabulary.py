@@ -93,6 +93,7 @@ RETRIES = (0, 100)
 RETRY_INTERVAL_SECONDS = (0, 86400)
 PHONES = (1, 100000)  # phones in one simulated fleet, or at once
 JOB_LIST_LIMIT = (1, 100000)
+SESSIONS_SHOWN = (1, 1000)  # a phone's newest sessions shown by ``phones show``
 ROW_ID = (1, 2 ** 63 - 1)  # an id the store assigned (SQLite rowid)
 
 
@@ -125,6 +126,7 @@ LIMITS = {
     "retry_interval": Limit(RETRY_INTERVAL_SECONDS, " seconds", whole=False),
     "phones": Limit(PHONES),
     "job_list_limit": Limit(JOB_LIST_LIMIT),
+    "sessions_shown": Limit(SESSIONS_SHOWN),
     "row_id": Limit(ROW_ID),
 }
 
