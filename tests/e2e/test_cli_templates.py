@@ -41,7 +41,10 @@ templates:
 """
 
 
-def test_template_list_show_apply(store_options, store_location, tmp_path):
+def test_template_list_show_apply(store_options, store_location, tmp_path, monkeypatch):
+    # --state-dir sets $OPENCAPF_STATE_DIR in this process: recorded here, so that it is undone after the test.
+    monkeypatch.setenv("OPENCAPF_STATE_DIR", "")
+    monkeypatch.delenv("OPENCAPF_STATE_DIR")
     path = tmp_path / "deploy.yml"
     path.write_text(DEPLOYMENT)
     run_cli(*store_options, "apply", str(path), check=True)  # one real child process
