@@ -38,6 +38,11 @@ def module_tasks(outside: str) -> dict[str, list[dict]]:
             {"query": {"names": [PHONE]}, "set": {"key_order": "ec_preferred"}, "authentication_string": "24681357"},
             {"query": {"names": [PHONE]}, "set": {"certificate_operation": "delete"}, "run_at": "2099-01-01T00:00:00Z"},
         ],
+        "capf_device_template": [
+            {"name": "Softphones", "certificate_operation": "install_upgrade", "authentication_mode": "auth_string",
+             "authentication_string": "13572468", "operation_completes_in_days": 7},
+            {"name": "Softphones", "state": "absent"},
+        ],
         "capf_info": [{}, {"gather": ["phones"], "authentication_string": "12345678"}],
         "capf_offline_ca": [
             {"state": "exported", "path": os.path.join(outside, "csr-out")},

@@ -47,7 +47,7 @@ WRITE_COLUMNS = tuple(OPTION_COLUMNS.values()) + (
 # Columns the audit log never shows (a changed hash shows as ``auth_change``).
 AUDIT_HIDDEN = ("auth_salt", "auth_hash")
 # The paths that change a phone's settings, as the audit log names them.
-VIA = ("capf_phone", "bulk", "csv", "apply", "renewal")
+VIA = ("capf_phone", "bulk", "csv", "apply", "renewal", "template", "ldap")
 
 
 def check_settings(settings: dict | None, prefix: str = "") -> dict[str, Any]:

@@ -62,6 +62,16 @@ SCHEDULER_INTERVAL_SECONDS = (1, 3600)  # how often the CAPF service runs due jo
 RENEW_BEFORE_DAYS = (0, 365)  # automatic renewal: days before an LSC expires (0: off)
 RENEW_MAX_PER_DAY = (1, 100000)  # automatic renewal: phones scheduled in any 24 hours at most
 DEVICE_NAME_MAX = 64
+# Device templates (``templates``): their names, the relative deadline they give the operation of each
+# device they are applied to, and how an application treats devices that exist already.
+TEMPLATE_NAME_MAX = 64
+TEMPLATE_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,%d}" % (TEMPLATE_NAME_MAX - 1)
+TEMPLATE_NAME_RULE = ("must be 1\u2013%d letters, digits, spaces, '.', '_' or '-', starting with a letter or digit"
+                      % TEMPLATE_NAME_MAX)
+# A placeholder of a template's description pattern, and the name of a variable that fills one.
+PLACEHOLDER_PATTERN = r"[A-Za-z_][A-Za-z0-9_]{0,63}"
+DEADLINE_DAYS = (1, 3650)
+TEMPLATE_EXISTING = ("keep", "reapply")
 
 # Run-time settings of the CAPF service (``serve`` options) and of the phone simulator.
 LISTEN_PORT = (0, PORT[1])  # serve --port: 0 picks a free port
@@ -136,6 +146,7 @@ MAX_DOCUMENT_DEPTH = 64  # nesting of mappings and lists in a declarative file
 _AUTH_STRING = re.compile(r"[0-9]{%d,%d}" % AUTH_STRING_DIGITS)
 _HARDWARE_NAME = re.compile(r"(SEP|ATA|AN|BAT)[0-9A-F]{12}")
 _SOFTPHONE_NAME = re.compile(r"(CSF|BOT|TCT|TAB|CTI|UPC|EC)[A-Z0-9_.-]{1,46}")
+_TEMPLATE_NAME = re.compile(TEMPLATE_NAME_PATTERN)
 _WIRE_NAME = re.compile(r"[\x21-\x7e]{1,%d}" % DEVICE_NAME_MAX)
 
 
@@ -276,6 +287,15 @@ def normalise_device_name(value, field: str = "name") -> str:
         "prefix followed by 1\u201346 letters, digits, '.', '_' or '-'",
         value,
     )
+
+
+def check_template_name(value, field: str = "name") -> str:
+    """A device template's name: 1\u201364 letters, digits, spaces, '.', '_' or '-', starting with a letter or
+    digit (surrounding spaces are dropped). Names are case-sensitive."""
+    text = value.strip() if isinstance(value, str) else value
+    if not isinstance(text, str) or not _TEMPLATE_NAME.fullmatch(text):
+        raise ValidationError(field, TEMPLATE_NAME_RULE, value)
+    return text
 
 
 def check_wire_device_name(raw: bytes) -> str:

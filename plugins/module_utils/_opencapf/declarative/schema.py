@@ -32,6 +32,7 @@ TEXT = {"type": "string", "maxLength": 200}
 PEM = {"type": "string", "minLength": 1, "maxLength": 1024 * 1024,
        "x-rule": "must be PEM text (-----BEGIN CERTIFICATE----- ...)"}
 PATH = {"type": "string", "minLength": 1, "maxLength": 4096}
+TEMPLATE_NAME = {"type": "string", "pattern": "^%s$" % v.TEMPLATE_NAME_PATTERN, "x-rule": v.TEMPLATE_NAME_RULE}
 
 
 def _enum(choices, rule=None):
@@ -156,6 +157,21 @@ def schema() -> dict:
         },
         required=("query",),
     )
+    template = _strict(
+        dict(phone_settings(), **{
+            "name": TEMPLATE_NAME,
+            "state": _enum(("present", "absent")),
+            "authentication_string": AUTH_STRING,
+            "generate_authentication_string": {"type": "boolean"},
+            "authentication_string_length": _range(v.AUTH_STRING_DIGITS, " digits"),
+            "operation_completes_in_days": _range(v.DEADLINE_DAYS, " days"),
+            "devices": {"type": "array", "items": DEVICE_NAME},
+            "variables": {"type": "object", "additionalProperties": TEXT,
+                          "propertyNames": {"pattern": "^%s$" % v.PLACEHOLDER_PATTERN}},
+            "existing": _enum(v.TEMPLATE_EXISTING),
+        }),
+        required=("name",),
+    )
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://opencapf.example/schemas/deployment-v1.json",
@@ -175,6 +191,7 @@ def schema() -> dict:
                 }),
             }),
             "trust": {"type": "array", "items": trust_item},
+            "templates": {"type": "array", "items": template},
             "phones": {"type": "array", "items": phone},
             "bulk": {"type": "array", "items": bulk_item},
         },

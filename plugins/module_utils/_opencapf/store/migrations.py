@@ -193,6 +193,17 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         )""",
         "CREATE INDEX renewals_scheduled ON renewals (scheduled_at)",
     ]),
+    (10, "device templates", [
+        # Named sets of CAPF settings for phones (``templates``): the settings as JSON by option name,
+        # never a secret (a template's shared authentication string is sealed in ``secrets``).
+        """CREATE TABLE device_templates (
+            id {id},
+            name TEXT NOT NULL UNIQUE,
+            settings TEXT NOT NULL DEFAULT '{{}}',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+    ]),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -12,6 +12,7 @@ from _opencapf.store import open_store
 
 MODULE_ARGS = {
     "capf_bulk_update": {"query": {"names": ["SEP001122334455"]}, "set": {"key_order": "ec_preferred"}},
+    "capf_device_template": {"name": "Softphones", "device_pool": "Soft"},
     "capf_info": {},
     "capf_offline_ca": {"state": "exported", "path": "{outside}/csr-out"},
     "capf_phone": {"name": "SEP001122334455", "certificate_operation": "install_upgrade"},
