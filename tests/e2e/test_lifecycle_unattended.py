@@ -124,7 +124,7 @@ def test_metrics_of_two_processes_equal_what_the_store_recorded(ca_store, store_
             scraper.start()
             try:
                 summary = _fleet(_identities(names), port, capf_pem)
-                for _ in range(3):
+                for _attempt in range(3):
                     _failed_handshake(port)
                 locked = PhoneIdentity(PhoneSettings("SEP00000000F0D1", auth_mode="auth_string", auth_string="1234"))
                 with ca_store.transaction() as tx:
