@@ -21,12 +21,13 @@ from .ca import authority
 from .errors import ValidationError
 from .files import write_private_file
 from .results import converged
-from .store import Store, audit, certificates, csrs, sessions
+from .store import Store, audit, certificates, crls, csrs, sessions
 from .store import phones as phone_records
 from .store.backend import Transaction
 from .vocabulary import check_choice, check_int_range, normalise_device_name
 
-SECTIONS = ("service", "capf_certificates", "trust", "phones", "pending_csrs", "stale_lscs", "jobs", "sessions")
+SECTIONS = ("service", "capf_certificates", "trust", "phones", "pending_csrs", "stale_lscs", "jobs", "sessions",
+            "revoked_lscs", "crl")
 REPORT_COLUMNS = ("device_name", "description", "model", "device_pool", "security_mode", "certificate_operation",
                   "operation_status", "authentication_mode", "lsc_status", "lsc_serial", "lsc_not_after",
                   "lsc_installed_at")
@@ -133,6 +134,10 @@ def gather(store: Store, sections=None, *, query: dict | None = None, limit: int
             result["jobs"] = scheduler.list_jobs(tx, limit=limit)
         if "sessions" in sections:
             result["sessions"] = sessions.newest(tx, limit)
+        if "revoked_lscs" in sections:
+            result["revoked_lscs"] = certificates.revoked(tx, newest=limit)
+        if "crl" in sections:
+            result["crl"] = crls.latest(tx, with_der=False)
     if "capf_certificates" in sections:
         history = authority.history(store)
         for item in history:

@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import CertificateError
-from ..vocabulary import RETRIEVED_KINDS, RETRIEVED_STATUS, format_utc, utc_now
+from ..vocabulary import (REVOCATION_REASONS, REVOKED_DELETED, REVOKED_SUPERSEDED, RETRIEVED_KINDS, RETRIEVED_STATUS,
+                          format_utc, utc_now)
 from . import audit
 from .backend import Transaction
 
@@ -88,19 +89,63 @@ def install(tx: Transaction, actor: str, phone: dict[str, Any], certificate_id: 
     stale = [row["id"] for row in rows if row["status"] == "issued" and row["id"] < certificate_id]
     set_status(tx, actor, certificate_id, "installed", phone["name"])
     for old in revoked:
-        set_status(tx, actor, old, "revoked", phone["name"], reason="superseded by a newer LSC")
+        revoke(tx, actor, old, phone["name"], REVOKED_SUPERSEDED)
     for old in stale:
         set_status(tx, actor, old, "stale", phone["name"], reason="a newer key completed first")
     return {"revoked": revoked, "stale": stale}
 
 
-def revoke_installed(tx: Transaction, actor: str, phone: dict[str, Any], reason: str) -> list[int]:
-    """Mark the phone's installed LSC(s) revoked (delete operation)."""
+def revoke_installed(tx: Transaction, actor: str, phone: dict[str, Any], reason: str = REVOKED_DELETED) -> list[int]:
+    """Mark the phone's installed LSC(s) revoked, by default because a delete operation removed them."""
     rows = tx.query(
         "SELECT id FROM certificates WHERE phone_id = ? AND kind = 'lsc' AND status = 'installed'", (phone["id"],))
     for row in rows:
-        set_status(tx, actor, row["id"], "revoked", phone["name"], reason=reason)
+        revoke(tx, actor, row["id"], phone["name"], reason)
     return [row["id"] for row in rows]
+
+
+def revoke(tx: Transaction, actor: str, certificate_id: int, subject: str, reason: str, at: str | None = None,
+           **details) -> None:
+    """Mark LSC ``certificate_id`` revoked with RFC 5280 ``reason`` (``REVOCATION_REASONS``) at ``at``
+    (default now), with its audit event ``certificate.revoked``."""
+    if reason not in REVOCATION_REASONS:
+        raise CertificateError(f"revocation reason must be one of {', '.join(REVOCATION_REASONS)}, not {reason!r}")
+    at = at or format_utc(utc_now())
+    tx.execute("UPDATE certificates SET status = 'revoked', status_changed_at = ?, revoked_at = ?, "
+               "revocation_reason = ? WHERE id = ?", (at, at, reason, certificate_id))
+    audit.record(tx, actor, "certificate.revoked", subject, certificate_id=certificate_id, reason=reason,
+                 revoked_at=at, **details)
+
+
+def expired_unrevoked(tx: Transaction, now: str) -> list[dict[str, Any]]:
+    """LSCs issued or installed whose notAfter is not after ``now``, with their device names."""
+    return tx.query(
+        "SELECT c.id, c.serial, c.not_after, c.status, p.name AS device_name FROM certificates c "
+        "JOIN phones p ON p.id = c.phone_id WHERE c.kind = 'lsc' AND c.status IN ('installed', 'issued') "
+        "AND c.not_after <= ? ORDER BY c.id", (now,))
+
+
+def revoked(tx: Transaction, issuer: str | None = None, with_pem: bool = False,
+            newest: int | None = None) -> list[dict[str, Any]]:
+    """Revoked LSCs (of ``issuer``, else all) with their device names, serial, reason and time, oldest
+    revocation first, or the ``newest`` so many, newest first; ``with_pem`` adds each certificate's PEM."""
+    columns = "c.id, p.name AS device_name, c.serial, c.issuer, c.source, c.not_after, c.revoked_at, c.revocation_reason"
+    sql = (f"SELECT {columns}{', c.pem' if with_pem else ''} FROM certificates c JOIN phones p ON p.id = c.phone_id "
+           "WHERE c.kind = 'lsc' AND c.status = 'revoked'")
+    params: list = []
+    if issuer is not None:
+        sql += " AND c.issuer = ?"
+        params.append(issuer)
+    if newest is not None:
+        return tx.query(sql + " ORDER BY c.revoked_at DESC, c.id DESC LIMIT ?", params + [newest])
+    return tx.query(sql + " ORDER BY c.revoked_at, c.id", params)
+
+
+def revocation_mark(tx: Transaction, issuer: str) -> str:
+    """A text that changes whenever an LSC of ``issuer`` is revoked (or a revoked one leaves the store)."""
+    row = tx.one("SELECT COUNT(*) AS n, MAX(revoked_at) AS last FROM certificates "
+                 "WHERE issuer = ? AND status = 'revoked' AND kind = 'lsc'", (issuer,))
+    return f"{row['n']}:{row['last'] or ''}"
 
 
 def record_retrieved(tx: Transaction, actor: str, phone: dict[str, Any], *, kind: str, serial: str, issuer: str,

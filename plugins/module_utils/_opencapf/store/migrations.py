@@ -182,6 +182,30 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         # the LSC can be checked again when it is delivered.
         "ALTER TABLE certificates ADD COLUMN chain_pem TEXT",
     ]),
+    (8, "revocation reasons and the CRL", [
+        # Why and when an LSC was revoked (an RFC 5280 reason, vocabulary.REVOCATION_REASONS): the CRL
+        # lists both. LSCs revoked before: a newer LSC of the phone followed them (superseded), or else a
+        # delete operation removed them (cessation of operation); they were revoked when their status changed.
+        "ALTER TABLE certificates ADD COLUMN revocation_reason TEXT",
+        "ALTER TABLE certificates ADD COLUMN revoked_at TEXT",
+        "UPDATE certificates SET revoked_at = status_changed_at, revocation_reason = CASE WHEN EXISTS ("
+        "SELECT 1 FROM certificates n WHERE n.phone_id = certificates.phone_id AND n.kind = 'lsc' "
+        "AND n.id > certificates.id AND n.status IN ('installed', 'revoked')) THEN 'superseded' "
+        "ELSE 'cessation_of_operation' END WHERE kind = 'lsc' AND status = 'revoked'",
+        "CREATE INDEX certificates_revoked ON certificates (issuer, status, revoked_at)",
+        # Every CRL the service signed: its number never repeats and only grows (RFC 5280 5.2.3), and
+        # every node serves the newest one. ``revocation_mark`` tells whether LSCs were revoked since.
+        """CREATE TABLE crls (
+            number {int} PRIMARY KEY,
+            signer_fingerprint TEXT NOT NULL,
+            this_update TEXT NOT NULL,
+            next_update TEXT NOT NULL,
+            entries {int} NOT NULL,
+            revocation_mark TEXT NOT NULL,
+            der {blob} NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+    ]),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
