@@ -135,7 +135,7 @@ def gather(store: Store, sections=None, *, query: dict | None = None, limit: int
         if "sessions" in sections:
             result["sessions"] = sessions.newest(tx, limit)
         if "revoked_lscs" in sections:
-            result["revoked_lscs"] = certificates.revoked(tx, newest=limit)
+            result["revoked_lscs"] = certificates.revoked_lscs(tx, newest=limit)
         if "crl" in sections:
             result["crl"] = crls.latest(tx, with_der=False)
     if "capf_certificates" in sections:

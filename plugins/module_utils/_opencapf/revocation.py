@@ -141,7 +141,7 @@ def revoke_expired(store: Store, now: _dt.datetime) -> list[dict[str, Any]]:
 
 def _entries(tx, signer: authority.Signer) -> list[crl_module.Entry]:
     entries = []
-    for row in certificate_records.revoked(tx, CAPF_ISSUER, with_pem=True):
+    for row in certificate_records.revoked_lscs(tx, CAPF_ISSUER, with_pem=True):
         key = (signer.id, row["id"])
         if key not in _signed_by_active:
             _signed_by_active[key] = crl_module.signed_by(row["pem"], signer)

@@ -59,7 +59,7 @@ class CrlResponder:
             status, body, method = await self._answer(head)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ConnectionError):
             status, body, method = 400, b"", "GET"
-        except Exception:  # a defect of ours or a store away: answer 503, keep serving
+        except Exception:  # pylint: disable=broad-except  # a defect of ours or a store away: answer 503, keep serving
             log.exception("CRL responder: internal error")
             status, body, method = 503, b"", "GET"
         headers = [f"HTTP/1.1 {status} {_REASONS[status]}", f"Content-Length: {len(body)}", "Connection: close"]

@@ -125,8 +125,8 @@ def expired_unrevoked(tx: Transaction, now: str) -> list[dict[str, Any]]:
         "AND c.not_after <= ? ORDER BY c.id", (now,))
 
 
-def revoked(tx: Transaction, issuer: str | None = None, with_pem: bool = False,
-            newest: int | None = None) -> list[dict[str, Any]]:
+def revoked_lscs(tx: Transaction, issuer: str | None = None, with_pem: bool = False,
+                 newest: int | None = None) -> list[dict[str, Any]]:
     """Revoked LSCs (of ``issuer``, else all) with their device names, serial, reason and time, oldest
     revocation first, or the ``newest`` so many, newest first; ``with_pem`` adds each certificate's PEM."""
     columns = "c.id, p.name AS device_name, c.serial, c.issuer, c.source, c.not_after, c.revoked_at, c.revocation_reason"

@@ -20,8 +20,8 @@ NAME = "SEP0011223344AA"
 
 def _lsc(tx, phone_id, serial, status="installed", not_after="2030-01-01T00:00:00Z"):
     return certificates.insert(tx, phone_id=phone_id, kind="lsc", serial=serial, issuer="capf", fingerprint=serial * 4,
-                               public_key_fingerprint=serial, status=status, source="capf", pem="-", not_before=
-                               "2026-01-01T00:00:00Z", not_after=not_after)
+                               public_key_fingerprint=serial, status=status, source="capf", pem="-",
+                               not_before="2026-01-01T00:00:00Z", not_after=not_after)
 
 
 def _events(tx, action):
@@ -38,9 +38,9 @@ def test_every_revocation_path_records_reason_time_and_one_event(store):
         third = _lsc(tx, phone["id"], "a3", status="issued")
         certificates.revoke(tx, "test", third, NAME, "key_compromise", "2026-12-01T10:00:00Z")  # by an operator
     with store.read() as tx:
-        rows = {row["serial"]: row for row in certificates.revoked(tx, "capf")}
+        rows = {row["serial"]: row for row in certificates.revoked_lscs(tx, "capf")}
         events = _events(tx, "certificate.revoked")
-        newest = [row["serial"] for row in certificates.revoked(tx, newest=2)]
+        newest = [row["serial"] for row in certificates.revoked_lscs(tx, newest=2)]
     assert newest == ["a2", "a1"]  # a3 was revoked as of an earlier time
     assert {serial: row["revocation_reason"] for serial, row in rows.items()} == {
         "a1": "superseded", "a2": "cessation_of_operation", "a3": "key_compromise"}
@@ -105,7 +105,7 @@ def test_migration_gives_earlier_revocations_a_reason(tmp_path):
     with open_store(path, actor="test") as store:
         assert store.schema_version() == LATEST_VERSION
         with store.read() as tx:
-            rows = {row["id"]: row for row in certificates.revoked(tx)}
+            rows = {row["id"]: row for row in certificates.revoked_lscs(tx)}
     assert rows[replaced]["revocation_reason"] == "superseded"
     assert rows[deleted]["revocation_reason"] == "cessation_of_operation"
     assert rows[deleted]["revoked_at"]
