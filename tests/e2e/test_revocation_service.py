@@ -99,6 +99,14 @@ def test_the_service_revokes_and_publishes_the_crl(ca_store, store_path, tmp_pat
                 raise AssertionError("a path other than /capf.crl was answered")
             except urllib.error.HTTPError as exc:
                 assert exc.code == 404
+            for request, status in ((b"garbage\r\n\r\n", b"400"), (b"POST /capf.crl HTTP/1.1\r\n\r\n", b"405"),
+                                    (b"HEAD /capf.crl HTTP/1.0\r\n\r\n", b"200")):
+                with socket.create_connection(("127.0.0.1", http_port), timeout=10) as sock:
+                    sock.sendall(request)
+                    answer = b""
+                    while chunk := sock.recv(4096):
+                        answer += chunk
+                assert answer.split(b" ")[1] == status and answer.endswith(b"\r\n\r\n"), answer  # HEAD: no body
         finally:
             process.send_signal(signal.SIGTERM)
             process.communicate(timeout=60)

@@ -191,8 +191,6 @@ def refresh_crl(store: Store, now: _dt.datetime | None = None, *, force: bool = 
         summary = {"number": number, "signer_fingerprint": fingerprint, "this_update": format_utc(this_update),
                    "next_update": format_utc(this_update + _dt.timedelta(hours=hours)), "entries": len(entries)}
         crl_records.insert(tx, store.actor, revocation_mark=mark, der=der, **summary)
-    log.info("CRL %d signed (%s): %d revoked LSC(s), next update %s", number, why, len(entries),
-             summary["next_update"])
     return dict(summary, reason=why)
 
 

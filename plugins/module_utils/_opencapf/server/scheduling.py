@@ -100,6 +100,10 @@ def _log_revocation(result: dict) -> None:
         more = f" and {len(names) - LISTED_NAMES} more" if len(names) > LISTED_NAMES else ""
         log.info("scheduler: %d expired LSC(s) revoked (revoke_after_expiry): %s%s", len(names),
                  ", ".join(names[:LISTED_NAMES]), more)
+    crl = result["crl"]
+    if crl:
+        log.info("scheduler: CRL %d signed (%s): %d revoked LSC(s), next update %s", crl["number"], crl["reason"],
+                 crl["entries"], crl["next_update"])
 
 
 async def run(store: Store, stop_event: asyncio.Event) -> None:
