@@ -33,7 +33,10 @@ options:
     required: true
     aliases: [device_name]
   state:
-    description: Whether the phone exists in the store. V(absent) also removes its certificates and CSRs.
+    description:
+      - Whether the phone exists in the store. V(absent) also removes its certificates and CSRs; its LSCs that are
+        still valid are revoked first (reason V(cessation_of_operation)), and every revoked LSC of it stays on the
+        CAPF CRL.
     type: str
     choices: [present, absent]
     default: present

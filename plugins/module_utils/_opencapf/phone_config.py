@@ -279,6 +279,8 @@ def converge(store: Store, name: str, *, state: str = "present", settings: dict 
     state = check_choice("state", state, ("present", "absent"))
     auth = (auth or AuthRequest()).validated()
     wanted = check_settings(settings)
+    if revoke is not None and state == "absent":
+        raise ValidationError("revoke", "only applies with state=present (state=absent removes the phone's LSCs)")
     secret = store.secret()
     with store.transaction(write=not check_mode) as tx:
         current = phone_records.get(tx, name)

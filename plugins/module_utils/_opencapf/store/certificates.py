@@ -95,13 +95,24 @@ def install(tx: Transaction, actor: str, phone: dict[str, Any], certificate_id: 
     return {"revoked": revoked, "stale": stale}
 
 
-def revoke_installed(tx: Transaction, actor: str, phone: dict[str, Any], reason: str = REVOKED_DELETED) -> list[int]:
-    """Mark the phone's installed LSC(s) revoked, by default because a delete operation removed them."""
+def revoke_installed(tx: Transaction, actor: str, phone: dict[str, Any], reason: str = REVOKED_DELETED,
+                     statuses: tuple = ("installed",)) -> list[int]:
+    """Mark the phone's installed LSC(s) (those with one of ``statuses``) revoked, by default because a
+    delete operation removed them."""
     rows = tx.query(
-        "SELECT id FROM certificates WHERE phone_id = ? AND kind = 'lsc' AND status = 'installed'", (phone["id"],))
+        "SELECT id FROM certificates WHERE phone_id = ? AND kind = 'lsc' AND status IN (%s)"
+        % ", ".join("?" * len(statuses)), (phone["id"], *statuses))
     for row in rows:
         revoke(tx, actor, row["id"], phone["name"], reason)
     return [row["id"] for row in rows]
+
+
+def keep_revoked_of_removed_phone(tx: Transaction, phone: dict[str, Any]) -> None:
+    """Copy the revoked LSCs of ``phone``, about to be removed, to ``removed_phone_lscs`` (the CRL keeps them)."""
+    tx.execute("INSERT INTO removed_phone_lscs (device_name, serial, issuer, source, pem, not_after, revoked_at, "
+               "revocation_reason) SELECT ?, serial, issuer, source, pem, not_after, revoked_at, revocation_reason "
+               "FROM certificates WHERE phone_id = ? AND kind = 'lsc' AND status = 'revoked'",
+               (phone["name"], phone["id"]))
 
 
 def revoke(tx: Transaction, actor: str, certificate_id: int, subject: str, reason: str, at: str | None = None,
@@ -127,25 +138,29 @@ def expired_unrevoked(tx: Transaction, now: str) -> list[dict[str, Any]]:
 
 def revoked_lscs(tx: Transaction, issuer: str | None = None, with_pem: bool = False,
                  newest: int | None = None) -> list[dict[str, Any]]:
-    """Revoked LSCs (of ``issuer``, else all) with their device names, serial, reason and time, oldest
-    revocation first, or the ``newest`` so many, newest first; ``with_pem`` adds each certificate's PEM."""
-    columns = "c.id, p.name AS device_name, c.serial, c.issuer, c.source, c.not_after, c.revoked_at, c.revocation_reason"
-    sql = (f"SELECT {columns}{', c.pem' if with_pem else ''} FROM certificates c JOIN phones p ON p.id = c.phone_id "
-           "WHERE c.kind = 'lsc' AND c.status = 'revoked'")
-    params: list = []
-    if issuer is not None:
-        sql += " AND c.issuer = ?"
-        params.append(issuer)
+    """Revoked LSCs (of ``issuer``, else all), also those of phones removed since (negative ids), with
+    their device names, serial, reason and time, oldest revocation first, or the ``newest`` so many,
+    newest first; ``with_pem`` adds each certificate's PEM."""
+    columns = ("serial", "issuer", "source", "not_after", "revoked_at", "revocation_reason") + (("pem",) if with_pem else ())
+    in_store = ", ".join(f"c.{column} AS {column}" for column in columns)
+    removed = ", ".join(f"r.{column} AS {column}" for column in columns)
+    sql = (f"SELECT c.id AS id, p.name AS device_name, {in_store} FROM certificates c "
+           "JOIN phones p ON p.id = c.phone_id WHERE c.kind = 'lsc' AND c.status = 'revoked'"
+           + (" AND c.issuer = ?" if issuer is not None else "")
+           + f" UNION ALL SELECT -r.id AS id, r.device_name AS device_name, {removed} FROM removed_phone_lscs r"
+           + (" WHERE r.issuer = ?" if issuer is not None else ""))
+    params: list = [issuer, issuer] if issuer is not None else []
     if newest is not None:
-        return tx.query(sql + " ORDER BY c.revoked_at DESC, c.id DESC LIMIT ?", params + [newest])
-    return tx.query(sql + " ORDER BY c.revoked_at, c.id", params)
+        return tx.query(sql + " ORDER BY revoked_at DESC, id DESC LIMIT ?", params + [newest])
+    return tx.query(sql + " ORDER BY revoked_at, id", params)
 
 
 def revocation_mark(tx: Transaction, issuer: str) -> str:
-    """A text that changes whenever an LSC of ``issuer`` is revoked (or a revoked one leaves the store)."""
+    """A text that changes whenever an LSC of ``issuer`` is revoked."""
     row = tx.one("SELECT COUNT(*) AS n, MAX(revoked_at) AS last FROM certificates "
                  "WHERE issuer = ? AND status = 'revoked' AND kind = 'lsc'", (issuer,))
-    return f"{row['n']}:{row['last'] or ''}"
+    removed = tx.one("SELECT COUNT(*) AS n, MAX(revoked_at) AS last FROM removed_phone_lscs WHERE issuer = ?", (issuer,))
+    return f"{row['n'] + removed['n']}:{max(row['last'] or '', removed['last'] or '')}"
 
 
 def record_retrieved(tx: Transaction, actor: str, phone: dict[str, Any], *, kind: str, serial: str, issuer: str,

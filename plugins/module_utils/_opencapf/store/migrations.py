@@ -193,6 +193,20 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "AND n.id > certificates.id AND n.status IN ('installed', 'revoked')) THEN 'superseded' "
         "ELSE 'cessation_of_operation' END WHERE kind = 'lsc' AND status = 'revoked'",
         "CREATE INDEX certificates_revoked ON certificates (issuer, status, revoked_at)",
+        # The revoked LSCs of phones removed from the store (their certificate rows go with them): the
+        # CRL keeps listing them.
+        """CREATE TABLE removed_phone_lscs (
+            id {id},
+            device_name TEXT NOT NULL,
+            serial TEXT NOT NULL,
+            issuer TEXT NOT NULL,
+            source TEXT NOT NULL,
+            pem TEXT NOT NULL,
+            not_after TEXT NOT NULL,
+            revoked_at TEXT NOT NULL,
+            revocation_reason TEXT NOT NULL
+        )""",
+        "CREATE INDEX removed_phone_lscs_issuer ON removed_phone_lscs (issuer, revoked_at)",
         # Every CRL the service signed: its number never repeats and only grows (RFC 5280 5.2.3), and
         # every node serves the newest one. ``revocation_mark`` tells whether LSCs were revoked since.
         """CREATE TABLE crls (

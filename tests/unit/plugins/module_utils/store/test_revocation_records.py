@@ -109,3 +109,23 @@ def test_migration_gives_earlier_revocations_a_reason(tmp_path):
     assert rows[replaced]["revocation_reason"] == "superseded"
     assert rows[deleted]["revocation_reason"] == "cessation_of_operation"
     assert rows[deleted]["revoked_at"]
+
+
+def test_removing_a_phone_revokes_its_lscs_and_keeps_them_on_the_crl_list(store):
+    with store.transaction() as tx:
+        phone = phones.ensure(tx, "test", NAME)
+        replaced = _lsc(tx, phone["id"], "e1", status="issued")
+        current = _lsc(tx, phone["id"], "e2", status="issued")
+        certificates.install(tx, "test", phone, replaced)
+        certificates.install(tx, "test", phone, current)
+        waiting = _lsc(tx, phone["id"], "e3", status="issued")
+        mark = certificates.revocation_mark(tx, "capf")
+    assert waiting
+    with store.transaction() as tx:
+        assert phones.delete(tx, "test", NAME)
+    with store.read() as tx:
+        listed = {row["serial"]: (row["device_name"], row["revocation_reason"]) for row in certificates.revoked_lscs(tx, "capf")}
+        assert certificates.revocation_mark(tx, "capf") != mark
+        assert tx.scalar("SELECT COUNT(*) FROM certificates") == 0
+    assert listed == {"e1": (NAME, "superseded"), "e2": (NAME, "cessation_of_operation"),
+                      "e3": (NAME, "cessation_of_operation")}
