@@ -428,6 +428,9 @@ revoked_lscs:
   returned: when gathered
   type: list
   elements: dict
+  sample:
+    - {device_name: SEP001122334455, serial: 3f2a9c0d41e5b7, issuer: capf, source: capf, not_after: "2027-12-06T05:38:24Z",
+       revoked_at: "2026-12-06T05:40:02Z", revocation_reason: superseded}
   contains:
     device_name:
       description: The phone.
