@@ -123,12 +123,12 @@ options:
   crl_path:
     description:
       - Absolute path of a file (on every CAPF node) that the service keeps equal to the current CRL, DER encoded,
-        mode 0644, replaced atomically (default empty, no file).
+        mode 0644, replaced atomically. Default V(""), no file.
     type: str
   crl_url:
     description:
-      - An C(http://) URL that LSCs CAPF signs from now on name as their CRL distribution point (default empty,
-        none). Point it at O(crl_http_port) or at a web server publishing O(crl_path).
+      - An C(http://) URL that LSCs CAPF signs from now on name as their CRL distribution point. Default V(""),
+        none. Point it at O(crl_http_port) or at a web server publishing O(crl_path).
     type: str
   crl_http_address:
     description:
@@ -138,7 +138,7 @@ options:
   crl_http_port:
     description:
       - TCP port of the service's plain HTTP CRL responder (C(GET /capf.crl), C(application/pkix-crl)), 0–65535;
-        0 (the default) for none. Takes effect when the service starts or restarts.
+        default V(0), none. Takes effect when the service starts or restarts.
     type: int
   legacy_tls:
     description: Allow TLS 1.0 and legacy ciphers for old phone firmware. Default V(false).
