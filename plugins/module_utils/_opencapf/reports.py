@@ -16,7 +16,7 @@ import gc
 import io
 from typing import Any, Iterator
 
-from . import authstrings, phone_query, scheduler, service_config, trust
+from . import authstrings, monitor, phone_query, scheduler, service_config, trust
 from .ca import authority
 from .errors import ValidationError
 from .files import write_private_file
@@ -26,7 +26,8 @@ from .store import phones as phone_records
 from .store.backend import Transaction
 from .vocabulary import check_choice, check_int_range, normalise_device_name
 
-SECTIONS = ("service", "capf_certificates", "trust", "phones", "pending_csrs", "stale_lscs", "jobs", "sessions")
+SECTIONS = ("service", "capf_certificates", "trust", "phones", "pending_csrs", "stale_lscs", "jobs", "sessions",
+            "expiring_certificates", "monitor")
 REPORT_COLUMNS = ("device_name", "description", "model", "device_pool", "security_mode", "certificate_operation",
                   "operation_status", "authentication_mode", "lsc_status", "lsc_serial", "lsc_not_after",
                   "lsc_installed_at")
@@ -133,6 +134,10 @@ def gather(store: Store, sections=None, *, query: dict | None = None, limit: int
             result["jobs"] = scheduler.list_jobs(tx, limit=limit)
         if "sessions" in sections:
             result["sessions"] = sessions.newest(tx, limit)
+        if "expiring_certificates" in sections:
+            result["expiring_certificates"] = monitor.expiring_in(tx)
+        if "monitor" in sections:
+            result["monitor"] = monitor.status(tx)
     if "capf_certificates" in sections:
         history = authority.history(store)
         for item in history:

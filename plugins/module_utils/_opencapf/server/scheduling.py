@@ -9,7 +9,8 @@ it asks the store for the lead of the ``scheduler`` duty (``Store.try_lead``): o
 processes serving one store, worker processes and separate ``serve`` processes alike, exactly one
 leads and runs ``scheduler.run_due``, then settles the operations left ``in_progress`` by sessions
 whose service died (``decider.settle_abandoned``: past their time bound no process serves them);
-when it ends, the next process to tick takes over. A job is
+when it ends, the next process to tick takes over. The leader of the ``monitor`` duty (taken the same
+way) runs the certificate monitor when its interval has passed (``monitor.run_if_due``). A job is
 also claimed in its own write transaction, so ``opencapf jobs run-due`` typed meanwhile cannot run
 it a second time.
 
@@ -25,7 +26,7 @@ import concurrent.futures
 import logging
 import os
 
-from .. import parameters, scheduler
+from .. import monitor, parameters, scheduler
 from ..errors import CapfError
 from ..store import Store, open_store
 from ..store import service as service_records
@@ -33,6 +34,7 @@ from .decider import settle_abandoned
 
 log = logging.getLogger("opencapf.server")
 LEAD = "scheduler"
+MONITOR_LEAD = "monitor"
 ACTOR = "scheduler"
 INTERVAL_PARAMETER = "scheduler_interval_seconds"
 LISTED_NAMES = 20  # phones named in a lapse log line; the audit event has the count
@@ -60,7 +62,20 @@ class Scheduling:
                      "every %d s", os.getpid(), interval)
         _log(scheduler.run_due(self._store))
         _log_settled(settle_abandoned(self._store))
+        self._monitor()
         return interval
+
+    def _monitor(self) -> None:
+        """Run the certificate monitor when it is due and this process leads it; a failure to send
+        mail is recorded by the monitor, never raised, and nothing here stops the service."""
+        if not self._store.try_lead(MONITOR_LEAD):
+            return
+        run = monitor.run_if_due(self._store)
+        if run is not None:
+            level = logging.WARNING if run["result"] == "failed" else logging.INFO
+            log.log(level, "monitor: checked the certificates: %s (%d found, %d warned, %d mail(s) sent)%s",
+                    run["result"], run["found"], run["warnings"], run["mails_sent"],
+                    f": {run['error']}" if run["error"] else "")
 
     def close(self) -> None:
         if self._store is not None:
@@ -110,4 +125,4 @@ async def run(store: Store, stop_event: asyncio.Event) -> None:
         thread.shutdown(wait=True)
 
 
-__all__ = ["LEAD", "Scheduling", "run"]
+__all__ = ["LEAD", "MONITOR_LEAD", "Scheduling", "run"]

@@ -169,3 +169,13 @@ def delete_stale(tx: Transaction, actor: str) -> int:
         audit.record(tx, actor, "certificate.stale_deleted", "certificates", count=len(rows),
                      serials=[row["serial"] for row in rows])
     return len(rows)
+
+
+def installed_lscs_expiring(tx: Transaction, before: str) -> list[dict[str, Any]]:
+    """Every phone's installed LSC that expires before ``before`` (expired ones too), soonest first,
+    with the phone's name, description, model and device pool."""
+    return tx.query(
+        "SELECT c.fingerprint, c.serial, c.not_after, c.issuer, p.name AS device_name, p.description, p.model, "
+        "p.device_pool FROM certificates c JOIN phones p ON p.id = c.phone_id "
+        "WHERE c.kind = 'lsc' AND c.status = 'installed' AND c.not_after < ? ORDER BY c.not_after, p.name",
+        (before,))
