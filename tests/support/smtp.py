@@ -67,7 +67,7 @@ class _Handler:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.relay.lock:
             self.relay.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos), "message": message,
-                                        "tls": session.ssl is not None, "login": self.relay.last_login})
+                                        "tls": server.transport.get_extra_info("ssl_object") is not None, "login": self.relay.last_login})
         return "250 OK"
 
 
@@ -90,7 +90,8 @@ class SmtpRelay:
             options = {"tls_context": context, "require_starttls": True, "authenticator": self._authenticate,
                        "auth_required": True}
         elif security == "tls":
-            options = {"ssl_context": context, "authenticator": self._authenticate, "auth_required": True}
+            options = {"ssl_context": context, "authenticator": self._authenticate, "auth_required": True,
+                       "auth_require_tls": False}  # the whole connection is TLS; aiosmtpd asks for STARTTLS otherwise
         self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port, **options)
         self.controller.start()
 
@@ -101,7 +102,7 @@ class SmtpRelay:
             self.logins.append((user, accepted))
             if accepted:
                 self.last_login = user
-        return AuthResult(success=accepted)
+        return AuthResult(success=accepted, handled=False)  # aiosmtpd then answers 235 or 535 itself
 
     def settings(self) -> dict:
         """The service parameters pointing the monitor at this relay."""

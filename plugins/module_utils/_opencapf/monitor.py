@@ -92,8 +92,10 @@ def _moment(now) -> _dt.datetime:
 def _reached(not_after: str, now: _dt.datetime, warn_days: list[int], expiry_counts: bool) -> tuple[int, tuple]:
     left = parse_utc(not_after, "not_after") - now
     days_left = left.days  # floor: 6 days 23 hours left is 6
+    if left <= _dt.timedelta(0) and not expiry_counts:
+        return days_left, ()
     reached = [days for days in warn_days if left <= _dt.timedelta(days=days)]
-    if expiry_counts and left <= _dt.timedelta(0):
+    if left <= _dt.timedelta(0):
         reached.append(0)
     return days_left, tuple(reached)
 
