@@ -104,7 +104,7 @@ def test_one_mail_over_starttls_and_login_names_the_devices_and_attaches_them_as
     assert len(relay.messages) == 1
 
 
-@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # implicit TLS: the whole connection is
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # implicit TLS encrypts it all
 @pytest.mark.parametrize("security", ["tls", "none"])
 def test_implicit_tls_and_a_plain_relay_deliver_too(store, tmp_path, security):
     relay = SmtpRelay(tmp_path, security)
