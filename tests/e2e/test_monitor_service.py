@@ -46,8 +46,10 @@ def _serve(store_path, log):
 
 def _command_lines(pid):
     """The command lines of a process and its children, as ``ps`` shows them."""
+    with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as handle:
+        children = [int(child) for child in handle.read().split()]
     lines = []
-    for task in [pid] + [int(child) for child in open(f"/proc/{pid}/task/{pid}/children", encoding="ascii").read().split()]:
+    for task in [pid] + children:
         with open(f"/proc/{task}/cmdline", "rb") as handle:
             lines.append(handle.read().replace(b"\0", b" ").decode())
     return lines
