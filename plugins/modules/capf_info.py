@@ -206,7 +206,7 @@ monitor:
       description: When the newest run that did not fail checked, or null.
       type: str
     next_check:
-      description: When the running service checks next (null: at its next tick).
+      description: When the running service checks next (null when it never ran, at its next tick).
       type: str
   sample:
     last_run: {checked_at: "2026-12-06T05:00:00Z", finished_at: "2026-12-06T05:00:01Z", result: sent, found: 3,

@@ -134,7 +134,7 @@ options:
   monitor_smtp_ca_file:
     description:
       - Absolute path on the CAPF host of a PEM file with the CA certificates that verify the relay's certificate
-        (default none: the system's trusted roots).
+        (default none, the system's trusted roots).
     type: str
   monitor_smtp_username:
     description: User name of the SMTP login (default none, no login). Needs O(monitor_smtp_password).

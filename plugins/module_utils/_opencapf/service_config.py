@@ -10,6 +10,7 @@ cross-field rules of the configuration guide); ``apply()`` writes a plan in one 
 from __future__ import annotations
 
 import re
+import ssl
 from dataclasses import dataclass, field as _field
 from typing import Any
 
@@ -223,6 +224,14 @@ def _check_monitor(merged: dict, result: ServicePlan, password_given: bool) -> N
             raise ValidationError(SMTP_PASSWORD, "is required with monitor_smtp_username")
     elif password_given:
         raise ValidationError(SMTP_PASSWORD, "needs monitor_smtp_username (the user it logs in as)")
+    ca_file = result.parameters.get("monitor_smtp_ca_file", (None, None))[1]
+    if ca_file:  # read where it is set (the CAPF host), so that a wrong path fails now, not at the first mail
+        data = read_option_file(ca_file, "monitor_smtp_ca_file", "CA file")
+        try:
+            ssl.create_default_context(cadata=data.decode("ascii", "replace"))
+        except (ssl.SSLError, ValueError):
+            raise ValidationError("monitor_smtp_ca_file", "must hold PEM CA certificates (-----BEGIN CERTIFICATE-----)",
+                                  ca_file) from None
 
 
 def plan(tx: Transaction, store_secret: bytes, *, parameters_wanted: dict | None = None,

@@ -293,3 +293,16 @@ def test_check_mode_writes_nothing_and_the_password_is_compared_not_shown(store,
     assert changed["changed"] and changed["after"]["monitor_smtp_password"] == "(changed)"
     kept = service_config.converge(store, monitor_smtp_password="another-one", update_password="on_create")
     assert not kept["changed"]
+
+
+def test_the_ca_file_is_read_where_it_is_set(store, tmp_path, relay):
+    missing = str(tmp_path / "missing.pem")
+    with pytest.raises(ValidationError) as raised:
+        service_config.converge(store, parameters_wanted={"monitor_smtp_ca_file": missing})
+    assert str(raised.value).startswith(f"monitor_smtp_ca_file: cannot read CA file {missing}")
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    with pytest.raises(ValidationError) as raised:
+        service_config.converge(store, parameters_wanted={"monitor_smtp_ca_file": str(junk)})
+    assert str(raised.value).startswith("monitor_smtp_ca_file must hold PEM CA certificates")
+    assert service_config.converge(store, parameters_wanted={"monitor_smtp_ca_file": relay.ca_file})["changed"]
