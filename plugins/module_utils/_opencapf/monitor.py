@@ -149,9 +149,12 @@ def _due_warnings(tx: Transaction, items: list[Finding], resend: str) -> list[Fi
 def _settings(tx: Transaction, secret: bytes) -> dict[str, Any]:
     values = service_records.read(tx)
     settings = {name[len("monitor_"):]: value for name, value in values.items() if name.startswith("monitor_")}
-    settings["smtp_password"] = None
+    settings["smtp_password"], settings["problem"] = None, ""
     if settings["smtp_username"]:
-        settings["smtp_password"] = secretbox.get(tx, secret, SMTP_PASSWORD_SECRET)
+        try:
+            settings["smtp_password"] = secretbox.get(tx, secret, SMTP_PASSWORD_SECRET)
+        except secretbox.UndecryptableSecret as exc:  # recorded as the run's error; the service goes on
+            settings["problem"] = str(exc)
     return settings
 
 
@@ -161,6 +164,12 @@ def configured(settings: dict) -> bool:
 
 
 # -- the message --------------------------------------------------------------------------------
+
+
+def _line(text: str, limit: int = 120) -> str:
+    """``text`` on one line (names come from certificates and phones), at most ``limit`` characters."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[:limit - 3] + "..."
 
 
 def _when(item: Finding) -> str:
@@ -177,7 +186,7 @@ def compose(items: list[Finding], settings: dict, now: _dt.datetime, host: str |
     soonest = items[0]
     message = EmailMessage()
     message["Subject"] = (f"CAPF certificate monitor: {len(items)} certificate{'s' if len(items) != 1 else ''} "
-                          f"expiring or expired (soonest: {soonest.subject}, {_when(soonest)})")
+                          f"expiring or expired (soonest: {_line(soonest.subject, 80)}, {_when(soonest)})")
     message["From"] = settings["sender"]
     message["To"] = ", ".join(settings["recipients"])
     message["Date"] = formatdate(now.timestamp(), usegmt=True)
@@ -188,7 +197,7 @@ def compose(items: list[Finding], settings: dict, now: _dt.datetime, host: str |
     lines += [f"  {KIND_TITLES[kind]}s: {counts[kind]}" for kind in KINDS if counts[kind]]
     lines += ["", "Soonest expiries:"]
     for item in items[:SOONEST_SHOWN]:
-        lines.append(f"  {item.not_after}  {_when(item):<22} {KIND_TITLES[item.kind]:<30} {item.subject}")
+        lines.append(f"  {item.not_after}  {_when(item):<22} {KIND_TITLES[item.kind]:<30} {_line(item.subject)}")
     if len(items) > SOONEST_SHOWN:
         lines.append(f"  ... and {len(items) - SOONEST_SHOWN} more: see the attached CSV.")
     lines += ["", "The attached expiring-certificates.csv lists every affected certificate and device.",
@@ -283,14 +292,17 @@ def check(store: Store, now=None, *, sleep: Callable[[float], None] = time.sleep
         result = "not_configured"
         log.warning("monitor: %d certificate(s) reached a warning threshold (soonest: %s %s, %s); no mail is sent "
                     "(set monitor_recipients, monitor_smtp_host and monitor_sender)", len(due),
-                    KIND_TITLES[due[0].kind], due[0].subject, _when(due[0]))
+                    KIND_TITLES[due[0].kind], _line(due[0].subject), _when(due[0]))
+    elif settings["problem"]:
+        result, error = "failed", settings["problem"]
+        log.warning("monitor: no mail is sent: %s", error)
     else:
         attempts, error = send(compose(due, settings, moment), settings, sleep=sleep, pause=pause)
         result = "failed" if error else "sent"
         mails = 0 if error else 1
         if not error:
             log.info("monitor: warned %s about %d certificate(s) (soonest: %s %s, %s)",
-                     ", ".join(settings["recipients"]), len(due), KIND_TITLES[due[0].kind], due[0].subject,
+                     ", ".join(settings["recipients"]), len(due), KIND_TITLES[due[0].kind], _line(due[0].subject),
                      _when(due[0]))
     failures = (previous["failures"] + 1 if previous else 1) if result == "failed" else 0
     with store.transaction() as tx:

@@ -16,7 +16,7 @@ import pytest
 from support import pki
 from support.protocol import add_phone
 from support.smtp import PASSWORD, USER, SmtpRelay, free_port
-from _opencapf import monitor, reports, service_config
+from _opencapf import monitor, reports, secretbox, service_config
 from _opencapf.ca import authority
 from _opencapf.errors import ValidationError
 from _opencapf.store import certificates, trust
@@ -306,3 +306,23 @@ def test_the_ca_file_is_read_where_it_is_set(store, tmp_path, relay):
         service_config.converge(store, parameters_wanted={"monitor_smtp_ca_file": str(junk)})
     assert str(raised.value).startswith("monitor_smtp_ca_file must hold PEM CA certificates")
     assert service_config.converge(store, parameters_wanted={"monitor_smtp_ca_file": relay.ca_file})["changed"]
+
+
+def test_names_from_certificates_cannot_add_header_lines(store, relay):
+    _configure(store, relay)
+    _trusted(store, "Evil Root\r\nBcc: thief@example.net", NOW + dt.timedelta(days=2))
+    assert monitor.check(store, NOW)["result"] == "sent"
+    message = relay.messages[0]["message"]
+    assert message["Bcc"] is None and relay.messages[0]["to"] == ["voice-team@example.com", "pki@example.com"]
+    assert message["Subject"].endswith("(soonest: Evil Root Bcc: thief@example.net, 2 days left)")
+
+
+def test_a_password_this_secret_file_cannot_open_is_a_recorded_failure(store, relay):
+    _configure(store, relay)
+    _lsc(store, "SEP0000000000AB", NOW + dt.timedelta(days=2))
+    with store.transaction() as tx:
+        secretbox.put(tx, b"\x01" * 32, service_config.SMTP_PASSWORD_SECRET, "sealed with another secret")
+    result = monitor.check(store, NOW)
+    assert (result["result"], result["attempts"]) == ("failed", 0)
+    assert result["error"] == "secret 'monitor.smtp_password' cannot be decrypted with this store's secret file"
+    assert relay.messages == []
