@@ -24,7 +24,7 @@ def _run(args, output) -> int:
     with opened(args.store, actor="monitor", create=False) as store:
         result = monitor.check(store, args.now)
     lines = [f"{result['checked_at']}: {result['result']}; {result['found']} certificate(s) within the warn window, "
-             f"{result['warnings']} warned, {result['mails_sent']} mail(s) sent"]
+             f"{result['warnings']} warning(s) due, {result['mails_sent']} mail(s) sent"]
     if result["error"]:
         lines.append(f"error after {result['attempts']} attempt(s): {result['error']}")
     lines += [f"  {item['not_after']}  {item['days_left']:>5} days  {item['kind']:<18} {item['subject']}"
@@ -41,7 +41,7 @@ def _show(args, output) -> int:
     result = {"expiring_certificates": expiring, "monitor": state}
     last = state["last_run"]
     lines = ["last run: never" if last is None else
-             f"last run: {last['checked_at']} {last['result']}, {last['warnings']} warned, {last['mails_sent']} "
+             f"last run: {last['checked_at']} {last['result']}, {last['warnings']} warning(s) due, {last['mails_sent']} "
              f"mail(s) sent{'; error: ' + last['error'] if last['error'] else ''}",
              f"next check: {state['next_check'] or 'when the service next ticks'}",
              f"{len(expiring)} certificate(s) within the warn window"]

@@ -73,7 +73,7 @@ class Scheduling:
         run = monitor.run_if_due(self._store)
         if run is not None:
             level = logging.WARNING if run["result"] == "failed" else logging.INFO
-            log.log(level, "monitor: checked the certificates: %s (%d found, %d warned, %d mail(s) sent)%s",
+            log.log(level, "monitor: checked the certificates: %s (%d found, %d warning(s) due, %d mail(s) sent)%s",
                     run["result"], run["found"], run["warnings"], run["mails_sent"],
                     f": {run['error']}" if run["error"] else "")
 
