@@ -12,7 +12,8 @@ version_added: 0.1.0
 description:
   - Read-only view of the CAPF store. It returns the service parameters and service state, the CAPF
     certificates (active and retired), the trust stores, phones filtered like the bulk query with their LSC
-    status, pending CSRs with timestamps, stale LSCs, jobs and recent sessions.
+    status, pending CSRs with timestamps, stale LSCs, jobs and recent sessions, the certificates within the
+    certificate monitor's warn window, and the monitor's last run.
   - Optionally writes the CAPF report, one CSV line per selected phone with its LSC status, to O(report_path).
   - Stale LSCs are deleted with M(opencapf.capf.capf_stale_lsc).
 author:
@@ -26,7 +27,8 @@ options:
     description: Which sections to return (default all).
     type: list
     elements: str
-    choices: [service, capf_certificates, trust, phones, pending_csrs, stale_lscs, jobs, sessions, revoked_lscs, crl]
+    choices: [service, capf_certificates, trust, phones, pending_csrs, stale_lscs, jobs, sessions, revoked_lscs, crl,
+              expiring_certificates, monitor]
   limit:
     description: At most this many jobs, sessions and revoked LSCs (newest first), 1–100000.
     type: int
@@ -69,6 +71,11 @@ EXAMPLES = r"""
     gather: [phones]
     order_by: lsc_expiry
   register: by_expiry
+
+- name: Certificates about to expire, and whether the monitor's last mail went out
+  opencapf.capf.capf_info:
+    gather: [expiring_certificates, monitor]
+  register: lifecycle
 
 - name: Phones whose current LSC is not installed, or that have none
   opencapf.capf.capf_info:
@@ -483,6 +490,94 @@ crl:
     created_at:
       description: When it was signed (UTC).
       type: str
+expiring_certificates:
+  description:
+    - Installed LSCs, CAPF certificates and trust-store certificates that expire within the largest of the
+      C(monitor_warn_days) (or have expired; retired CAPF certificates only until they expire), soonest first.
+  returned: when gathered
+  type: list
+  elements: dict
+  contains:
+    kind:
+      description: V(lsc), V(capf_certificate), V(capf-trust) or V(callmanager-trust).
+      type: str
+      sample: lsc
+    subject:
+      description: The phone's device name for an LSC, else the certificate's common name.
+      type: str
+      sample: SEP001122334455
+    device_name:
+      description: The phone's device name.
+      type: str
+      returned: for an LSC
+      sample: SEP001122334455
+    serial:
+      description: Serial number in hex (empty for trust-store certificates).
+      type: str
+    fingerprint:
+      description: SHA-256 fingerprint of the certificate.
+      type: str
+    not_after:
+      description: End of validity, UTC.
+      type: str
+      sample: "2027-01-05T10:00:00Z"
+    days_left:
+      description: Whole days left (negative once expired).
+      type: int
+      sample: 6
+    threshold:
+      description: The smallest warn threshold it reached (days), 0 once expired.
+      type: int
+      sample: 7
+  sample:
+    - {kind: lsc, subject: SEP001122334455, device_name: SEP001122334455, serial: 5f3a, fingerprint: 9c1e...,
+       not_after: "2027-01-05T10:00:00Z", days_left: 6, threshold: 7}
+monitor:
+  description: The certificate monitor's last run, its last successful run and its next check.
+  returned: when gathered
+  type: dict
+  contains:
+    last_run:
+      description: The newest run, or null when the monitor never ran.
+      type: dict
+      contains:
+        checked_at:
+          description: When it checked (the clock it used), UTC.
+          type: str
+        finished_at:
+          description: When the run ended, UTC.
+          type: str
+        result:
+          description:
+            - V(sent) (one mail sent), V(nothing_due) (no new warning), V(not_configured) (warnings due but no
+              recipients, relay or sender; logged only) or V(failed) (the mail could not be sent).
+          type: str
+        found:
+          description: Certificates within the warn window.
+          type: int
+        warnings:
+          description: Certificates whose warning was due.
+          type: int
+        mails_sent:
+          description: Messages the relay accepted (0 or 1).
+          type: int
+        attempts:
+          description: Delivery attempts made.
+          type: int
+        error:
+          description: The last SMTP or network error of a failed run (the relay's reply; never the password).
+          type: str
+    last_success:
+      description: When the newest run that did not fail checked, or null.
+      type: str
+    next_check:
+      description: When the running service checks next (null when it never ran, at its next tick).
+      type: str
+  sample:
+    last_run: {checked_at: "2026-12-06T05:00:00Z", finished_at: "2026-12-06T05:00:01Z", result: sent, found: 3,
+               warnings: 1, mails_sent: 1, attempts: 1, error: ""}
+    last_success: "2026-12-06T05:00:00Z"
+    next_check: "2026-12-07T05:00:00Z"
 report_path:
   description: The CSV report written.
   returned: when O(report_path) is set

@@ -25,7 +25,11 @@ description:
     that every host sharing the store uses a new CAPF certificate at once; a copy of the database alone reveals
     no key. Key files made by earlier versions are sealed into the store by any run outside check mode and left
     in place.
-  - The online CA password is stored encrypted with a key held outside the database and is never returned.
+  - The online CA password and the SMTP password of the certificate monitor are stored encrypted with a key held
+    outside the database and are never returned.
+  - The certificate monitor inside the CAPF service warns by e-mail before LSCs, CAPF certificates and trust-store
+    certificates expire (O(monitor_warn_days), O(monitor_recipients), O(monitor_smtp_host) ...). See the
+    C(docs/lifecycle.md) page of the collection.
 author:
   - opencapf developers (@opencapf)
 extends_documentation_fragment:
@@ -146,6 +150,55 @@ options:
   fips_mode:
     description: FIPS mode; refuses the Microsoft online CA type. Default V(false).
     type: bool
+  monitor_warn_days:
+    description:
+      - Days before expiry at which the certificate monitor warns, 1–3650 each, at most 10 (default V([30, 7, 1])).
+        Each certificate is warned about once per threshold (see O(monitor_resend)), and once more when it has
+        expired.
+    type: list
+    elements: int
+  monitor_interval_hours:
+    description: How often the certificate monitor checks, 1–720 hours (default 24, daily).
+    type: int
+  monitor_recipients:
+    description:
+      - E-mail addresses the certificate monitor writes to (default none). With none the monitor only logs what it
+        finds. Needs O(monitor_smtp_host) and O(monitor_sender).
+    type: list
+    elements: str
+  monitor_resend:
+    description:
+      - V(once_per_threshold) (default) warns about a certificate once per threshold of O(monitor_warn_days);
+        V(every_check) repeats the warning on every check that finds it within the warn window.
+    type: str
+    choices: [once_per_threshold, every_check]
+  monitor_smtp_host:
+    description: Host name or IP address of the SMTP relay the monitor sends through (default none).
+    type: str
+  monitor_smtp_port:
+    description: TCP port of the SMTP relay, 1–65535 (default 587; 465 is usual with V(tls), 25 with V(none)).
+    type: int
+  monitor_smtp_security:
+    description:
+      - V(starttls) (default) upgrades the connection with STARTTLS, V(tls) speaks TLS from the start (implicit TLS),
+        V(none) sends in clear (refused together with a login). The relay's certificate and host name are verified.
+    type: str
+    choices: [starttls, tls, none]
+  monitor_smtp_ca_file:
+    description:
+      - Absolute path on the CAPF host of a PEM file with the CA certificates that verify the relay's certificate
+        (default none, the system's trusted roots).
+    type: str
+  monitor_smtp_username:
+    description: User name of the SMTP login (default none, no login). Needs O(monitor_smtp_password).
+    type: str
+  monitor_smtp_password:
+    description:
+      - Password of the SMTP login. Stored encrypted, never returned or logged. See O(update_password).
+    type: str
+  monitor_sender:
+    description: The From address of the monitor's e-mail (default none; required with O(monitor_recipients)).
+    type: str
   listen_addresses:
     description:
       - IP addresses the CAPF service listens on. Default V(0.0.0.0) (every IPv4 address of the host).
@@ -212,8 +265,9 @@ options:
         type: str
   update_password:
     description:
-      - V(always) stores O(online_ca.password) whenever it differs from the stored one (compared by decrypting).
-      - V(on_create) stores it only when no password is stored yet.
+      - V(always) stores O(online_ca.password) and O(monitor_smtp_password) whenever they differ from the stored
+        ones (compared by decrypting).
+      - V(on_create) stores each only when no password is stored yet.
     type: str
     choices: [always, on_create]
     default: always
@@ -280,6 +334,17 @@ EXAMPLES = r"""
     update_password: on_create
   notify: Restart CAPF
 
+- name: Warn the voice team by e-mail 30, 7 and 1 days before a certificate expires
+  opencapf.capf.capf_service:
+    monitor_warn_days: [30, 7, 1]
+    monitor_recipients: [voice-team@example.com]
+    monitor_sender: capf@example.com
+    monitor_smtp_host: smtp.example.com
+    monitor_smtp_port: 587
+    monitor_smtp_security: starttls
+    monitor_smtp_username: capf
+    monitor_smtp_password: "{{ vault_smtp_password }}"
+
 - name: Restart the service (and with it the enrolment service)
   opencapf.capf.capf_service:
     state: restarted
@@ -332,6 +397,11 @@ online_ca:
     password:
       description: V((set)), V((unset)) or V((changed)); never the password.
       type: str
+monitor_smtp_password:
+  description: Whether the monitor's SMTP password is stored, V((set)), V((unset)) or V((changed)); never the password.
+  returned: always
+  type: str
+  sample: (set)
 capf_certificate:
   description: The active CAPF certificate.
   returned: always
@@ -413,7 +483,7 @@ def _parameter_spec() -> dict:
         if parameter.choices:
             option["choices"] = list(parameter.choices)
         if parameter.kind == "array":
-            option["elements"] = "str"
+            option["elements"] = _TYPES[parameter.items]
         if name.startswith("keygen_"):
             option["no_log"] = False  # key-generation limits, not secrets
         spec[name] = option
@@ -443,6 +513,7 @@ def main():
             "certificate": {"type": "str"},
             "private_key": {"type": "str", "no_log": True},
         }},
+        monitor_smtp_password={"type": "str", "no_log": True},
         state={"type": "str", "choices": list(service_control.STATES)},
         timeout={"type": "int", "default": 30},
         **_parameter_spec(),
@@ -453,7 +524,8 @@ def main():
         result = service_config.converge(
             store, parameters_wanted={name: params[name] for name in p.PARAMETERS},
             online_ca=drop_none(params["online_ca"]), capf_certificate=drop_none(params["capf_certificate"]),
-            update_password=params["update_password"], check_mode=module.check_mode)
+            update_password=params["update_password"], monitor_smtp_password=params["monitor_smtp_password"],
+            check_mode=module.check_mode)
         service = None
         if params["state"]:
             def launcher(argv, env):
@@ -468,7 +540,8 @@ def main():
     after = result["after"]
     extras = {"parameters": after["parameters"], "online_ca": after["online_ca"],
               "capf_certificate": after["capf_certificate"], "capf_certificate_action": result["capf_certificate_action"],
-              "changed_parameters": result["changed_parameters"]}
+              "changed_parameters": result["changed_parameters"],
+              "monitor_smtp_password": after["monitor_smtp_password"]}
     if service is not None:
         extras["service"] = service
     exit_with(module, result, **extras)

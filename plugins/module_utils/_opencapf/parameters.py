@@ -26,6 +26,7 @@ class Parameter:
     choices: tuple | None = None
     bounds: tuple[int, int] | None = None
     restart: bool = False  # applies only when the service starts: a change needs a restart, not a reload
+    items: str = "string"  # JSON-Schema type of the elements of an array value
 
 
 def _choice(choices):
@@ -115,6 +116,30 @@ PARAMETERS: dict[str, Parameter] = {
                   "Allow TLS 1.0 and legacy ciphers for old phone firmware."),
         Parameter("fips_mode", False, _bool, "boolean",
                   "FIPS mode: refuses the Microsoft online CA type."),
+        # The certificate monitor (monitor.py) and its e-mail; the SMTP password is a sealed secret.
+        Parameter("monitor_warn_days", [30, 7, 1], v.check_warn_days, "array",
+                  "Days before expiry at which the certificate monitor warns (each threshold once per certificate).",
+                  bounds=v.MONITOR_WARN_DAYS, items="integer"),
+        Parameter("monitor_interval_hours", 24, _range(v.MONITOR_INTERVAL_HOURS, " hours"), "integer",
+                  "How often the certificate monitor checks the certificates.", bounds=v.MONITOR_INTERVAL_HOURS),
+        Parameter("monitor_recipients", [], v.check_recipients, "array",
+                  "E-mail addresses the certificate monitor writes to (none: it only logs what it finds)."),
+        Parameter("monitor_resend", "once_per_threshold", _choice(v.MONITOR_RESEND), "string",
+                  "Warn once per certificate and threshold, or on every check that finds it.",
+                  choices=v.MONITOR_RESEND),
+        Parameter("monitor_smtp_host", "", v.check_mail_host, "string",
+                  "Host name or address of the SMTP relay the monitor sends through."),
+        Parameter("monitor_smtp_port", 587, v.check_port, "integer",
+                  "TCP port of the SMTP relay (587 with starttls, 465 with tls, 25 with none).", bounds=v.PORT),
+        Parameter("monitor_smtp_security", "starttls", _choice(v.SMTP_SECURITY), "string",
+                  "How the connection to the SMTP relay is protected: STARTTLS, implicit TLS, or not at all.",
+                  choices=v.SMTP_SECURITY),
+        Parameter("monitor_smtp_ca_file", "", v.check_absolute_path_or_empty, "string",
+                  "PEM file of the CA certificates that verify the SMTP relay (none: the system's trusted roots)."),
+        Parameter("monitor_smtp_username", "", v.check_short_text, "string",
+                  "User name of the SMTP login (none: no login); its password is monitor_smtp_password."),
+        Parameter("monitor_sender", "", v.check_mail_address_or_empty, "string",
+                  "The From address of the monitor's e-mail."),
     )
 }
 

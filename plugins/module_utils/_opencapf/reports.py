@@ -16,7 +16,7 @@ import gc
 import io
 from typing import Any, Iterator
 
-from . import authstrings, phone_config, phone_query, scheduler, service_config, trust
+from . import authstrings, monitor, phone_config, phone_query, scheduler, service_config, trust
 from .ca import authority
 from .errors import ValidationError
 from .files import write_private_file
@@ -29,7 +29,7 @@ from .vocabulary import SESSIONS_SHOWN as SESSIONS_SHOWN_RANGE, check_choice, ch
 SESSIONS_SHOWN = 10
 
 SECTIONS = ("service", "capf_certificates", "trust", "phones", "pending_csrs", "stale_lscs", "jobs", "sessions",
-            "revoked_lscs", "crl")
+            "revoked_lscs", "crl", "expiring_certificates", "monitor")
 REPORT_COLUMNS = ("device_name", "description", "model", "device_pool", "security_mode", "certificate_operation",
                   "operation_status", "authentication_mode", "lsc_status", "lsc_serial", "lsc_not_after",
                   "lsc_installed_at")
@@ -165,6 +165,10 @@ def gather(store: Store, sections=None, *, query: dict | None = None, limit: int
             result["revoked_lscs"] = certificates.revoked_lscs(tx, newest=limit)
         if "crl" in sections:
             result["crl"] = crls.latest(tx, with_der=False)
+        if "expiring_certificates" in sections:
+            result["expiring_certificates"] = monitor.expiring_in(tx)
+        if "monitor" in sections:
+            result["monitor"] = monitor.status(tx)
     if "capf_certificates" in sections:
         history = authority.history(store)
         for item in history:

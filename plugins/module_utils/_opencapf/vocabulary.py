@@ -87,6 +87,15 @@ PLACEHOLDER_PATTERN = r"[A-Za-z_][A-Za-z0-9_]{0,63}"
 DEADLINE_DAYS = (1, 3650)
 TEMPLATE_EXISTING = ("keep", "reapply")
 
+# The certificate monitor: warn thresholds in days before expiry, how often it checks, and its e-mail.
+MONITOR_WARN_DAYS = (1, 3650)
+MONITOR_WARN_THRESHOLDS = 10  # thresholds at most
+MONITOR_INTERVAL_HOURS = (1, 720)
+MONITOR_RECIPIENTS = 50  # recipients at most
+MONITOR_RESEND = ("once_per_threshold", "every_check")
+SMTP_SECURITY = ("starttls", "tls", "none")
+SMTP_TEXT_MAX = 254  # host names, user names and addresses
+
 # Run-time settings of the CAPF service (``serve`` options) and of the phone simulator.
 LISTEN_PORT = (0, PORT[1])  # serve --port: 0 picks a free port
 STORE_THREADS = (1, 64)
@@ -390,3 +399,77 @@ def format_utc(moment: _dt.datetime | None) -> str | None:
 
 def utc_now() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+
+
+_MAIL_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                           r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+_MAIL_HOST = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                        r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+
+
+def check_warn_days(value, field: str = "monitor_warn_days") -> list[int]:
+    """Warn thresholds: distinct whole numbers of days, largest first."""
+    if isinstance(value, (int, str)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= MONITOR_WARN_THRESHOLDS:
+        raise ValidationError(field, f"must be a list of 1\u2013{MONITOR_WARN_THRESHOLDS} numbers of days", value)
+    days = [check_int_range(f"{field}[{index}]", item, MONITOR_WARN_DAYS, " days") for index, item in enumerate(value)]
+    if len(set(days)) != len(days):
+        raise ValidationError(field, "must not name a number of days twice", value)
+    return sorted(days, reverse=True)
+
+
+def check_mail_address(value, field: str) -> str:
+    """One e-mail address (local@domain), without a display name."""
+    if not isinstance(value, str) or len(value.strip()) > SMTP_TEXT_MAX or not _MAIL_ADDRESS.fullmatch(value.strip()):
+        raise ValidationError(field, "must be an e-mail address such as capf@example.com", value)
+    return value.strip()
+
+
+def check_mail_address_or_empty(value, field: str) -> str:
+    """An e-mail address, or '' for none."""
+    return "" if value in (None, "") else check_mail_address(value, field)
+
+
+def check_recipients(value, field: str = "monitor_recipients") -> list[str]:
+    """E-mail recipients, each once, in the order given (an empty list sends no mail)."""
+    if isinstance(value, str):
+        value = [value] if value else []
+    if not isinstance(value, (list, tuple)) or len(value) > MONITOR_RECIPIENTS:
+        raise ValidationError(field, f"must be a list of at most {MONITOR_RECIPIENTS} e-mail addresses", value)
+    addresses = [check_mail_address(item, f"{field}[{index}]") for index, item in enumerate(value)]
+    if len({address.lower() for address in addresses}) != len(addresses):
+        raise ValidationError(field, "must not name an address twice", value)
+    return addresses
+
+
+def check_mail_host(value, field: str) -> str:
+    """The SMTP relay: a host name or an IP address, or '' for none."""
+    if value in (None, ""):
+        return ""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return str(ipaddress.ip_address(text))
+        except ValueError:
+            if _MAIL_HOST.fullmatch(text):
+                return text.lower().rstrip(".")
+    raise ValidationError(field, "must be a host name or an IP address of the SMTP relay", value)
+
+
+def check_short_text(value, field: str) -> str:
+    """A short single-line text such as a user name, or '' for none."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > SMTP_TEXT_MAX or any(ord(c) < 32 for c in value):
+        raise ValidationError(field, f"must be a single line of at most {SMTP_TEXT_MAX} characters", value)
+    return value.strip()
+
+
+def check_absolute_path_or_empty(value, field: str) -> str:
+    """An absolute file path, or '' for none."""
+    if value in (None, ""):
+        return ""
+    if not isinstance(value, str) or not value.startswith("/") or len(value) > 4096 or "\x00" in value:
+        raise ValidationError(field, "must be an absolute file path", value)
+    return value

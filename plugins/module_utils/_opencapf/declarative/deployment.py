@@ -91,6 +91,14 @@ def _service(store: Store, document: Document, check_mode: bool, report: Report,
                 raise ValidationError("service.online_ca.password_env", "names an unset environment variable",
                                       variable)
             online_ca["password"] = os.environ[variable]
+    smtp_password = section.get("monitor_smtp_password")
+    variable = section.get("monitor_smtp_password_env")
+    if variable is not None:
+        if smtp_password is not None:
+            raise ValidationError("service.monitor_smtp_password_env", "cannot be combined with monitor_smtp_password")
+        if variable not in os.environ:
+            raise ValidationError("service.monitor_smtp_password_env", "names an unset environment variable", variable)
+        smtp_password = os.environ[variable]
     certificate = section.get("capf_certificate")
     if certificate is not None:
         certificate = dict(certificate)
@@ -101,13 +109,15 @@ def _service(store: Store, document: Document, check_mode: bool, report: Report,
                                                           private=True)
     result = _prefixed("service.", lambda: service_config.converge(
         store, parameters_wanted=section.get("parameters"), online_ca=online_ca, capf_certificate=certificate,
-        check_mode=check_mode))
+        monitor_smtp_password=smtp_password, check_mode=check_mode))
     if result["changed"]:
         details = []
         before, after = result["before"], result["after"]
         details += [f"parameters.{line}" for line in _differences(before.get("parameters"), after.get("parameters"))]
         details += [f"online_ca.{line}" for line in _differences(before.get("online_ca"), after.get("online_ca"),
                                                                  secrets=("password",))]
+        if result["monitor_smtp_password_changed"]:
+            details.append(f"monitor_smtp_password: {before['monitor_smtp_password']} -> {after['monitor_smtp_password']}")
         if result.get("capf_certificate_action", "none") != "none":
             details.append(f"capf_certificate: {result['capf_certificate_action']}")
         report.changes.append(Change("service", "service", "update", details))

@@ -45,14 +45,15 @@ def _range(bounds, unit=""):
 
 
 def _parameter(parameter: parameters.Parameter) -> dict:
+    if parameter.kind == "array":
+        items = _range(parameter.bounds) if parameter.bounds is not None else {"type": parameter.items}
+        return {"type": "array", "minItems": 1 if parameter.default else 0, "items": items}
     if parameter.choices is not None:
         return _enum(parameter.choices)
     if parameter.bounds is not None:
         return _range(parameter.bounds)
     if parameter.kind == "boolean":
         return {"type": "boolean", "x-rule": "must be true or false"}
-    if parameter.kind == "array":
-        return {"type": "array", "minItems": 1, "items": {"type": "string"}}
     return {"type": parameter.kind}
 
 
@@ -184,6 +185,8 @@ def schema() -> dict:
             "service": _strict({
                 "parameters": _strict({name: _parameter(p) for name, p in parameters.PARAMETERS.items()}),
                 "online_ca": _strict(online_ca_properties, required=("hostname", "type")),
+                "monitor_smtp_password": online_ca_properties["password"],
+                "monitor_smtp_password_env": online_ca_properties["password_env"],
                 "capf_certificate": _strict({
                     "key_type": _enum(v.CAPF_KEY_TYPES),
                     "certificate": PEM,

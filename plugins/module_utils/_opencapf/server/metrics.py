@@ -30,6 +30,7 @@ from ..dependencies import prometheus
 from ..errors import CapfError
 from ..store import capf_certificates, certificates, open_store
 from ..store import phones as phone_records
+from ..store import monitor as monitor_records
 from ..vocabulary import format_utc, parse_utc, split_host_port, utc_now
 
 log = logging.getLogger("opencapf.server")
@@ -140,10 +141,11 @@ class StoreCollector:
             try:
                 with store.read() as tx:
                     counts = certificates.lsc_counts(tx)
-                    expiring = certificates.installed_lscs_expiring(
+                    expiring = certificates.installed_lscs_expiring_count(
                         tx, format_utc(now), format_utc(now + _dt.timedelta(days=EXPIRING_DAYS)))
                     locked = phone_records.locked_count(tx)
                     capf = capf_certificates.active(tx)
+                    monitored = monitor_records.last_success(tx)
             finally:
                 store.close()
         except CapfError as exc:
@@ -162,6 +164,10 @@ class StoreCollector:
             left = (parse_utc(capf["not_after"], "not_after") - now).total_seconds() / 86400.0
             yield gauge("opencapf_capf_certificate_days_left", "Days until the active CAPF certificate expires.",
                         value=round(left, 3))
+        if monitored is not None:
+            finished = parse_utc(monitored["finished_at"], "finished_at")
+            yield gauge("opencapf_monitor_last_success_timestamp_seconds", "When the certificate monitor last "
+                        "finished a check without failing (Unix time).", value=finished.timestamp())
 
 
 class Endpoint:

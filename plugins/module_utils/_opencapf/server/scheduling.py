@@ -11,7 +11,9 @@ leads and runs ``scheduler.run_due``, then settles the operations left ``in_prog
 whose service died (``decider.settle_abandoned``: past their time bound no process serves them),
 revokes expired LSCs and signs a new CRL when one is due (``revocation.run_duty``), then schedules
 the automatic renewals that are due (``renewal.run``, when ``renew_before_days`` is set); when it
-ends, the next process to tick takes over. Every process keeps its ``crl_path`` file current. A job is
+ends, the next process to tick takes over. Every process keeps its ``crl_path`` file current. The
+leader of the ``monitor`` duty (taken the same way) runs the certificate monitor when its interval
+has passed (``monitor.run_if_due``). A job is
 also claimed in its own write transaction, so ``opencapf jobs run-due`` typed meanwhile cannot run
 it a second time.
 
@@ -27,7 +29,7 @@ import concurrent.futures
 import logging
 import os
 
-from .. import parameters, renewal, revocation, scheduler
+from .. import monitor, parameters, renewal, revocation, scheduler
 from ..errors import CapfError
 from ..store import Store, open_store
 from ..store import service as service_records
@@ -36,6 +38,7 @@ from .decider import settle_abandoned
 
 log = logging.getLogger("opencapf.server")
 LEAD = "scheduler"
+MONITOR_LEAD = "monitor"
 ACTOR = "scheduler"
 INTERVAL_PARAMETER = "scheduler_interval_seconds"
 LISTED_NAMES = 20  # phones named in a lapse log line; the audit event has the count
@@ -68,7 +71,20 @@ class Scheduling:
             _log_revocation(revocation.run_duty(self._store, self._clock()))
             _log_renewal(renewal.run(self._store, self._clock()))
         self._crl_file.publish(self._store)  # every process: each node keeps its own file current
+        self._monitor()
         return interval
+
+    def _monitor(self) -> None:
+        """Run the certificate monitor when it is due and this process leads it; a failure to send
+        mail is recorded by the monitor, never raised, and nothing here stops the service."""
+        if not self._store.try_lead(MONITOR_LEAD):
+            return
+        run = monitor.run_if_due(self._store)
+        if run is not None:
+            level = logging.WARNING if run["result"] == "failed" else logging.INFO
+            log.log(level, "monitor: checked the certificates: %s (%d found, %d warning(s) due, %d mail(s) sent)%s",
+                    run["result"], run["found"], run["warnings"], run["mails_sent"],
+                    f": {run['error']}" if run["error"] else "")
 
     def close(self) -> None:
         if self._store is not None:
@@ -140,4 +156,4 @@ async def run(store: Store, stop_event: asyncio.Event) -> None:
         thread.shutdown(wait=True)
 
 
-__all__ = ["LEAD", "Scheduling", "run"]
+__all__ = ["LEAD", "MONITOR_LEAD", "Scheduling", "run"]

@@ -237,7 +237,15 @@ def lsc_counts(tx: Transaction) -> dict[str, int]:
         "SELECT status, COUNT(*) AS n FROM certificates WHERE kind = 'lsc' GROUP BY status")}
 
 
-def installed_lscs_expiring(tx: Transaction, now: str, until: str) -> int:
+def installed_lscs_expiring_count(tx: Transaction, now: str, until: str) -> int:
     """Installed LSCs not expired at ``now`` that expire before ``until``."""
     return int(tx.scalar("SELECT COUNT(*) FROM certificates WHERE status = 'installed' AND kind = 'lsc' "
                          "AND not_after >= ? AND not_after < ?", (now, until)) or 0)
+def installed_lscs_expiring(tx: Transaction, before: str) -> list[dict[str, Any]]:
+    """Every phone's installed LSC that expires before ``before`` (expired ones too), soonest first,
+    with the phone's name, description, model and device pool."""
+    return tx.query(
+        "SELECT c.fingerprint, c.serial, c.not_after, c.issuer, p.name AS device_name, p.description, p.model, "
+        "p.device_pool FROM certificates c JOIN phones p ON p.id = c.phone_id "
+        "WHERE c.kind = 'lsc' AND c.status = 'installed' AND c.not_after < ? ORDER BY c.not_after, p.name",
+        (before,))

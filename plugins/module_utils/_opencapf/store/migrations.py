@@ -182,6 +182,33 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         # the LSC can be checked again when it is delivered.
         "ALTER TABLE certificates ADD COLUMN chain_pem TEXT",
     ]),
+    (7, "certificate monitor", [
+        # The expiry warnings the monitor has sent: once per certificate and threshold (days before
+        # expiry; 0 stands for "expired").
+        """CREATE TABLE monitor_warnings (
+            fingerprint TEXT NOT NULL,
+            threshold {int} NOT NULL,
+            kind TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            not_after TEXT NOT NULL,
+            sent_at TEXT NOT NULL,
+            PRIMARY KEY (fingerprint, threshold)
+        )""",
+        "CREATE INDEX monitor_warnings_not_after ON monitor_warnings (not_after)",
+        # One row per check: when, what it found, what it sent, and why a mail failed.
+        """CREATE TABLE monitor_runs (
+            id {id},
+            checked_at TEXT NOT NULL,
+            finished_at TEXT NOT NULL,
+            result TEXT NOT NULL,
+            found {int} NOT NULL,
+            warnings {int} NOT NULL,
+            mails_sent {int} NOT NULL,
+            attempts {int} NOT NULL,
+            failures {int} NOT NULL,
+            error TEXT NOT NULL DEFAULT ''
+        )""",
+    ]),
     (8, "revocation reasons and the CRL", [
         # Why and when an LSC was revoked (an RFC 5280 reason, vocabulary.REVOCATION_REASONS): the CRL
         # lists both. LSCs revoked before: a newer LSC of the phone followed them (superseded), or else a

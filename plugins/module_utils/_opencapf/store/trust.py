@@ -72,3 +72,9 @@ def set_description(tx: Transaction, trust_store: str, fingerprint: str, descrip
 def delete(tx: Transaction, trust_store: str, fingerprint: str) -> None:
     """Remove the certificate ``fingerprint`` from ``trust_store``."""
     tx.execute("DELETE FROM trust_certificates WHERE trust_store = ? AND fingerprint = ?", (trust_store, fingerprint))
+
+
+def expiring(tx: Transaction, before: str) -> list[dict[str, Any]]:
+    """The rows (``COLUMNS``) of every trust-store certificate that expires before ``before``, soonest first."""
+    return tx.query(f"SELECT {COLUMNS} FROM trust_certificates WHERE not_after < ? ORDER BY not_after, trust_store, "
+                    "fingerprint", (before,))

@@ -150,7 +150,7 @@ def test_store_figures_of_the_metrics_endpoint(store):
     _phone(store, "SEP000000000006", expires=T0 + DAY, status="stale", locked=1)
     with store.read() as tx:
         assert certificate_records.lsc_counts(tx) == {"installed": 4, "revoked": 1, "stale": 1}
-        assert certificate_records.installed_lscs_expiring(tx, format_utc(T0), format_utc(T0 + 30 * DAY)) == 2
+        assert certificate_records.installed_lscs_expiring_count(tx, format_utc(T0), format_utc(T0 + 30 * DAY)) == 2
         assert phone_records.locked_count(tx) == 1
     collector = metrics.StoreCollector(store.location, store.state_dir, client, clock=lambda: T0)
     samples = {(sample.name, tuple(sample.labels.values())): sample.value
