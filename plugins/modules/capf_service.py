@@ -168,8 +168,9 @@ options:
     elements: str
   monitor_resend:
     description:
-      - V(once_per_threshold) (default) warns about a certificate once per threshold of O(monitor_warn_days);
-        V(every_check) repeats the warning on every check that finds it within the warn window.
+      - V(once_per_threshold) warns about a certificate once per threshold of O(monitor_warn_days);
+        V(every_check) repeats the warning on every check that finds it within the warn window. Default
+        V(once_per_threshold).
     type: str
     choices: [once_per_threshold, every_check]
   monitor_smtp_host:
@@ -180,8 +181,9 @@ options:
     type: int
   monitor_smtp_security:
     description:
-      - V(starttls) (default) upgrades the connection with STARTTLS, V(tls) speaks TLS from the start (implicit TLS),
-        V(none) sends in clear (refused together with a login). The relay's certificate and host name are verified.
+      - V(starttls) upgrades the connection with STARTTLS, V(tls) speaks TLS from the start (implicit TLS),
+        V(none) sends in clear (refused together with a login). Default V(starttls). The relay's certificate and
+        host name are verified.
     type: str
     choices: [starttls, tls, none]
   monitor_smtp_ca_file:

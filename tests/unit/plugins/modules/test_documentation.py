@@ -71,8 +71,14 @@ def test_every_module_is_listed_everywhere(docs):
 
 
 def _default_stated(description: str, name: str) -> bool:
-    text = re.escape(parameters.default_text(name))
-    return re.search(rf"[Dd]efault (?:is )?(?:V\(|C\()?{text}\)?(?![\w.])", description) is not None
+    stated = parameters.default_text(name)
+    forms = {stated}
+    if isinstance(parameters.PARAMETERS[name].default, list):
+        forms.add(f"[{stated}]")
+    if stated in ("", '""'):
+        forms.add("none")
+    return any(re.search(rf"[Dd]efault (?:is )?(?:V\(|C\()?{re.escape(text)}\)?(?![\w.])", description)
+               for text in forms)
 
 
 def test_every_service_parameter_is_an_option_of_capf_service_with_its_default(docs):
