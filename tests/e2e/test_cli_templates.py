@@ -30,6 +30,7 @@ def cli(*args, check=False):
         raise AssertionError(f"opencapf {' '.join(args)} failed ({code}): {err.getvalue()}")
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
+
 DEPLOYMENT = """\
 opencapf: 1
 templates:

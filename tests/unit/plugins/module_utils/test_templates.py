@@ -115,8 +115,10 @@ BAD_TEMPLATES = [
 ]
 
 
-@pytest.mark.parametrize("settings_,message", BAD_TEMPLATES, ids=[message.split(" ")[0].split(".")[1] + str(index)
-                                                                 for index, (_s, message) in enumerate(BAD_TEMPLATES)])
+BAD_TEMPLATE_IDS = [message.split(" ")[0].split(".")[1] + str(index) for index, (_s, message) in enumerate(BAD_TEMPLATES)]
+
+
+@pytest.mark.parametrize("settings_,message", BAD_TEMPLATES, ids=BAD_TEMPLATE_IDS)
 def test_invalid_template_names_the_option_path_and_writes_nothing(sqlite_store, settings_, message):
     store = sqlite_store
     templates.define(store, "Kept", {"device_pool": "A"})
