@@ -46,7 +46,7 @@ LISTED_NAMES = 20  # phones named in a lapse log line; the audit event has the c
 
 class Scheduling:
     """One process's part in the scheduler: its own store connection, opened at the first tick.
-    ``clock`` gives the time the revocation and renewal duties work at (tests travel in time with it)."""
+    ``clock`` gives the time the revocation, renewal and monitor duties work at (tests travel in time with it)."""
 
     def __init__(self, store: Store, clock=utc_now):
         self._location, self._state_dir = store.location, store.state_dir
@@ -79,7 +79,7 @@ class Scheduling:
         mail is recorded by the monitor, never raised, and nothing here stops the service."""
         if not self._store.try_lead(MONITOR_LEAD):
             return
-        run = monitor.run_if_due(self._store)
+        run = monitor.run_if_due(self._store, self._clock())
         if run is not None:
             level = logging.WARNING if run["result"] == "failed" else logging.INFO
             log.log(level, "monitor: checked the certificates: %s (%d found, %d warning(s) due, %d mail(s) sent)%s",

@@ -129,11 +129,12 @@ def revoke(tx: Transaction, actor: str, certificate_id: int, subject: str, reaso
 
 
 def expired_unrevoked(tx: Transaction, now: str) -> list[dict[str, Any]]:
-    """LSCs issued or installed whose notAfter is not after ``now``, with their device names."""
+    """LSCs issued or installed whose notAfter has passed at ``now``, with their device names (a
+    certificate is valid through its notAfter second, RFC 5280 4.1.2.5)."""
     return tx.query(
         "SELECT c.id, c.serial, c.not_after, c.status, p.name AS device_name FROM certificates c "
         "JOIN phones p ON p.id = c.phone_id WHERE c.kind = 'lsc' AND c.status IN ('installed', 'issued') "
-        "AND c.not_after <= ? ORDER BY c.id", (now,))
+        "AND c.not_after < ? ORDER BY c.id", (now,))
 
 
 def revoked_lscs(tx: Transaction, issuer: str | None = None, with_pem: bool = False,
