@@ -14,21 +14,22 @@ from __future__ import annotations
 PACKAGE_FILES = (
     "__init__.py", "__main__.py", "authstrings.py", "bulk.py", "bundle.py", "csr.py", "csv_import.py",
     "dependencies.py", "der.py", "enrolment.py", "errors.py", "faults.py", "files.py", "parameters.py",
-    "phone_config.py", "phone_query.py", "reports.py", "results.py", "scheduler.py", "secretbox.py",
-    "service_config.py", "service_control.py", "sockets.py", "trust.py", "vocabulary.py", "ca/__init__.py",
-    "ca/authority.py", "ca/certificates.py", "ca/keys.py", "ca/lsc.py", "ca/rules.py", "cli/__init__.py",
-    "cli/ca.py", "cli/deployment.py", "cli/init.py", "cli/issue.py", "cli/jobs.py", "cli/main.py", "cli/micca.py",
-    "cli/options.py", "cli/phone.py", "cli/render.py", "cli/serve.py", "cli/workqueue.py",
-    "declarative/__init__.py", "declarative/deployment.py", "declarative/document.py", "declarative/schema.py",
-    "issuers/__init__.py", "issuers/acceptance.py", "issuers/adcs.py", "issuers/base.py", "issuers/est.py",
-    "issuers/offline.py", "issuers/online.py", "issuers/transport.py", "protocol/__init__.py", "protocol/codec.py",
-    "protocol/constants.py", "protocol/phone.py", "protocol/proof.py", "protocol/session.py", "server/__init__.py",
-    "server/admission.py", "server/decider.py", "server/scheduling.py", "server/service.py", "server/supervisor.py",
+    "phone_config.py", "phone_query.py", "report_html.py", "reports.py", "results.py", "scheduler.py",
+    "secretbox.py", "service_config.py", "service_control.py", "sockets.py", "trust.py", "vocabulary.py",
+    "ca/__init__.py", "ca/authority.py", "ca/certificates.py", "ca/keys.py", "ca/lsc.py", "ca/rules.py",
+    "cli/__init__.py", "cli/ca.py", "cli/deployment.py", "cli/init.py", "cli/issue.py", "cli/jobs.py",
+    "cli/main.py", "cli/micca.py", "cli/options.py", "cli/phone.py", "cli/render.py", "cli/report.py",
+    "cli/serve.py", "cli/workqueue.py", "declarative/__init__.py", "declarative/deployment.py",
+    "declarative/document.py", "declarative/schema.py", "issuers/__init__.py", "issuers/acceptance.py",
+    "issuers/adcs.py", "issuers/base.py", "issuers/est.py", "issuers/offline.py", "issuers/online.py",
+    "issuers/transport.py", "protocol/__init__.py", "protocol/codec.py", "protocol/constants.py",
+    "protocol/phone.py", "protocol/proof.py", "protocol/session.py", "server/__init__.py", "server/admission.py",
+    "server/decider.py", "server/scheduling.py", "server/service.py", "server/supervisor.py",
     "simulator/__init__.py", "simulator/addressing.py", "simulator/client.py", "simulator/fleet.py",
     "simulator/identity.py", "simulator/manufacturing.py", "store/__init__.py", "store/audit.py",
     "store/backend.py", "store/capf_certificates.py", "store/certificates.py", "store/csrs.py", "store/jobs.py",
     "store/migrations.py", "store/phones.py", "store/postgresql.py", "store/secrets.py", "store/service.py",
-    "store/sessions.py", "store/sqlite.py", "store/trust.py",
+    "store/sessions.py", "store/sqlite.py", "store/trust.py", "templates/__init__.py", "templates/capf_report.py",
 )
 
 
@@ -48,6 +49,7 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from . import parameters  # noqa: F401
     from . import phone_config  # noqa: F401
     from . import phone_query  # noqa: F401
+    from . import report_html  # noqa: F401
     from . import reports  # noqa: F401
     from . import results  # noqa: F401
     from . import scheduler  # noqa: F401
@@ -72,6 +74,7 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from .cli import options  # noqa: F401
     from .cli import phone  # noqa: F401
     from .cli import render  # noqa: F401
+    from .cli import report  # noqa: F401
     from .cli import serve  # noqa: F401
     from .cli import workqueue  # noqa: F401
     from .declarative import deployment as _declarative_deployment  # noqa: F401
@@ -113,3 +116,4 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from .store import sessions  # noqa: F401
     from .store import sqlite  # noqa: F401
     from .store import trust as _store_trust  # noqa: F401
+    from .templates import capf_report  # noqa: F401

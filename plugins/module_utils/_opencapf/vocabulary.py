@@ -35,6 +35,7 @@ CERTIFICATE_KINDS = ("lsc", "mic")
 # never the phone's current LSC (every LSC query names kind "lsc"), never installed, revoked or stale.
 RETRIEVED_KINDS = {"lsc": "retrieved_lsc", "mic": "retrieved_mic"}
 RETRIEVED_STATUS = "retrieved"
+REPORT_FORMATS = ("csv", "html")  # the CAPF report: one CSV line per phone, or a self-contained HTML page
 JOB_STATUSES = ("scheduled", "running", "succeeded", "failed", "cancelled")
 
 # Why a certificate that a third-party CA returned is refused before it is recorded or delivered
