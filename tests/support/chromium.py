@@ -82,8 +82,9 @@ class Page:
 
     def click(self, selector: str) -> None:
         """A real mouse click (pressed and released) in the middle of the element ``selector``."""
-        box = self.evaluate(f"(function () {{ var r = document.querySelector({json.dumps(selector)})"
-                            ".getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; }())")
+        box = self.evaluate(f"(function () {{ var e = document.querySelector({json.dumps(selector)}); "
+                            "e.scrollIntoView({block: 'center'}); var r = e.getBoundingClientRect(); "
+                            "return [r.left + r.width / 2, r.top + r.height / 2]; }())")
         for kind in ("mousePressed", "mouseReleased"):
             self.call("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
 
