@@ -18,8 +18,8 @@ PACKAGE_FILES = (
     "secretbox.py", "service_config.py", "service_control.py", "sockets.py", "trust.py", "vocabulary.py",
     "ca/__init__.py", "ca/authority.py", "ca/certificates.py", "ca/keys.py", "ca/lsc.py", "ca/rules.py",
     "cli/__init__.py", "cli/ca.py", "cli/deployment.py", "cli/init.py", "cli/issue.py", "cli/jobs.py",
-    "cli/main.py", "cli/micca.py", "cli/options.py", "cli/phone.py", "cli/render.py", "cli/report.py",
-    "cli/serve.py", "cli/workqueue.py", "declarative/__init__.py", "declarative/deployment.py",
+    "cli/main.py", "cli/micca.py", "cli/options.py", "cli/phone.py", "cli/progress.py", "cli/render.py",
+    "cli/report.py", "cli/serve.py", "cli/workqueue.py", "declarative/__init__.py", "declarative/deployment.py",
     "declarative/document.py", "declarative/schema.py", "issuers/__init__.py", "issuers/acceptance.py",
     "issuers/adcs.py", "issuers/base.py", "issuers/est.py", "issuers/offline.py", "issuers/online.py",
     "issuers/transport.py", "protocol/__init__.py", "protocol/codec.py", "protocol/constants.py",
@@ -73,6 +73,7 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from .cli import micca  # noqa: F401
     from .cli import options  # noqa: F401
     from .cli import phone  # noqa: F401
+    from .cli import progress  # noqa: F401
     from .cli import render  # noqa: F401
     from .cli import report  # noqa: F401
     from .cli import serve  # noqa: F401
