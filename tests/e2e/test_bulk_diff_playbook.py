@@ -41,8 +41,8 @@ def _task_output(text: str, name: str) -> str:
 
 def test_bulk_diff_is_a_summary_above_the_threshold(tmp_path):
     csv = tmp_path / "phones.csv"
-    csv.write_text("device_name,device_pool\n" + "".join(f"SEP00CD{index:08X},Pool{index % 7}\n"
-                                                          for index in range(PHONES)))
+    rows = "".join(f"SEP00CD{index:08X},Pool{index % 7}\n" for index in range(PHONES))
+    csv.write_text("device_name,device_pool\n" + rows)
     book = tmp_path / "diff.yml"
     book.write_text(PLAYBOOK.format(store=tmp_path / "state" / "capf.db", csv=csv))
     collections = install_collection(str(tmp_path / "collections"))

@@ -47,4 +47,3 @@ def make(store, phones: int = 200) -> dict:
                 phone_records.record_auth_failure(tx, "test", phone_records.get(tx, name), LOCKOUT_FAILURES,
                                                   "authentication string mismatch")
     return {"generated": generated, "names": names, "failed": failed, "locked": locked}
-

@@ -15,10 +15,10 @@ def _job(changed: int, inserted: int):
     before, after = {}, {}
     for index in range(changed):
         name = f"SEP{index:012X}"
-        before[name] = {"certificate_operation": "none"} if index % 2 else {"certificate_operation": "none",
-                                                                              "key_order": "rsa"}
-        after[name] = {"certificate_operation": "install_upgrade"} if index % 2 else {
-            "certificate_operation": "install_upgrade", "key_order": "ec"}
+        before[name] = {"certificate_operation": "none"}
+        after[name] = {"certificate_operation": "install_upgrade"}
+        if index % 2 == 0:
+            before[name]["key_order"], after[name]["key_order"] = "rsa", "ec"
     for index in range(changed, changed + inserted):
         name = f"SEP{index:012X}"
         before[name], after[name] = None, {"name": name, "device_pool": "New"}

@@ -80,13 +80,13 @@ def test_counts_and_rows_equal_the_store(fleet_store, tmp_path):
     assert summary["stale_lscs"] == len(result["stale_lscs"]) and summary["pending_csrs"] == len(result["pending_csrs"])
     # Every chart sums to what it counts.
     statuses = collections.Counter(phone["operation_status"] for phone in phones)
-    assert {bar["label"]: bar["value"] for bar in context["statuses"]["bars"]} == dict(statuses)
+    assert {mark["label"]: mark["value"] for mark in context["statuses"]["bars"]} == dict(statuses)
     modes = collections.Counter(phone["authentication_mode"] for phone in phones)
-    assert {bar["label"]: bar["value"] for bar in context["modes"]["bars"]} == dict(modes)
-    assert context["pools"]["bars"] and sum(bar["value"] for bar in context["pools"]["bars"]) == len(phones)
+    assert {mark["label"]: mark["value"] for mark in context["modes"]["bars"]} == dict(modes)
+    assert context["pools"]["bars"] and sum(mark["value"] for mark in context["pools"]["bars"]) == len(phones)
     with_expiry = sum(1 for phone in phones if phone["lsc"] and phone["lsc"]["not_after"])
     assert context["expiries"]["total"] == with_expiry > 0
-    failures = {bar["label"]: bar["value"] for bar in context["failures"]["bars"]}
+    failures = {mark["label"]: mark["value"] for mark in context["failures"]["bars"]}
     for reason in set(made["failed"].values()):
         assert failures[reason] >= list(made["failed"].values()).count(reason)
     assert failures["authentication string mismatch"] >= len(made["locked"])
@@ -123,18 +123,18 @@ def test_chart_geometry_stays_inside_the_chart():
         span = report_html.CHART_WIDTH - report_html.LABEL_WIDTH - report_html.VALUE_WIDTH
         assert len(chart["bars"]) <= report_html.MAX_BARS
         assert chart["total"] == sum(count for _label, count in counts)
-        for bar in chart["bars"]:
-            assert 0 <= bar["width"] <= span and bar["x"] + bar["width"] <= chart["width"]
-            assert 0 <= bar["y"] and bar["y"] + bar["height"] <= chart["height"]
+        for mark in chart["bars"]:
+            assert 0 <= mark["width"] <= span and mark["x"] + mark["width"] <= chart["width"]
+            assert 0 <= mark["y"] and mark["y"] + mark["height"] <= chart["height"]
         if any(count for _label, count in counts):
-            assert max(bar["width"] for bar in chart["bars"]) == span
+            assert max(mark["width"] for mark in chart["bars"]) == span
     months = {f"{2026 + index // 12}-{index % 12 + 1:02d}": index + 1 for index in range(75)}
     chart = report_html.month_chart(months)
     assert len(chart["bars"]) == report_html.MAX_MONTHS and chart["total"] == sum(months.values())
     assert chart["bars"][-1]["label"].endswith("+")
-    for bar in chart["bars"]:
-        assert bar["height"] >= 0 and abs(bar["y"] + bar["height"] - chart["baseline"]) < 0.01
-        assert 0 <= bar["x"] and bar["x"] + bar["width"] <= chart["width"]
+    for mark in chart["bars"]:
+        assert mark["height"] >= 0 and abs(mark["y"] + mark["height"] - chart["baseline"]) < 0.01
+        assert 0 <= mark["x"] and mark["x"] + mark["width"] <= chart["width"]
 
 
 def test_report_format_is_checked_and_nothing_is_written_without_jinja2(fleet_store, tmp_path, monkeypatch):
