@@ -59,8 +59,9 @@ def test_phone_fleet_shows_progress_only_on_a_terminal(capf_server, ca_store, tm
     capf_pem.write_text(capf_server.capf_pem)
     fleet = ("phone", "fleet", "--count", "3", "--first", "SEP000000000200", "--server", "127.0.0.1",
              "--port", str(capf_server.port), "--capf-cert", str(capf_pem), "--retries", "0")
+    piped = run_cli(*fleet)
+    assert piped.returncode == 0 and piped.stdout.startswith("phones 3: ok 3, failed 0"), piped
+    assert _is_quiet(piped.stderr), piped.stderr
     status, out, terminal = run_cli_on_terminal(*fleet)
     assert status == 0 and out.startswith("phones 3: ok 3, failed 0"), (out, terminal)
     assert f"phones [{'#' * 30}] 3/3" in terminal and f"identities [{'#' * 30}] 3/3" in terminal
-    piped = run_cli(*fleet)
-    assert piped.returncode == 0 and piped.stdout.startswith("phones 3: ok 3") and _is_quiet(piped.stderr)
