@@ -47,7 +47,7 @@ WRITE_COLUMNS = tuple(OPTION_COLUMNS.values()) + (
 # Columns the audit log never shows (a changed hash shows as ``auth_change``).
 AUDIT_HIDDEN = ("auth_salt", "auth_hash")
 # The paths that change a phone's settings, as the audit log names them.
-VIA = ("capf_phone", "bulk", "csv", "apply")
+VIA = ("capf_phone", "bulk", "csv", "apply", "renewal")
 
 
 def check_settings(settings: dict | None, prefix: str = "") -> dict[str, Any]:
@@ -219,6 +219,7 @@ class PhoneRequest:
     settings: dict
     auth: AuthRequest = AuthRequest()
     prefix: str = ""
+    reissue: bool = False  # arm the operation again when it has finished (with ``converge_many``'s own)
 
 
 def audit_event(plan: PhonePlan, via: str) -> tuple[str, str, dict[str, Any]]:
@@ -263,13 +264,13 @@ def converge_many(tx, actor: str, secret: bytes, work, *, via: str, reissue: boo
     defaults = service_records.read(tx)
     if progress is None:
         plans = [plan_phone(current, request.name, request.settings, defaults, request.auth, secret,
-                            reissue=reissue, check_mode=check_mode, prefix=request.prefix)
+                            reissue=reissue or request.reissue, check_mode=check_mode, prefix=request.prefix)
                  for current, request in work]
     else:
         plans, total = [], len(work)
         for current, request in work:
             plans.append(plan_phone(current, request.name, request.settings, defaults, request.auth, secret,
-                                    reissue=reissue, check_mode=check_mode, prefix=request.prefix))
+                                    reissue=reissue or request.reissue, check_mode=check_mode, prefix=request.prefix))
             progress("phones", len(plans), total)
     if not check_mode:
         _write_plans(tx, actor, plans, via)

@@ -65,6 +65,8 @@ MAX_SESSIONS = (1, 100000)
 MAX_SESSIONS_PER_ADDRESS = (1, 100000)
 SERVICE_PROCESSES = (1, 64)  # worker processes of the CAPF service
 SCHEDULER_INTERVAL_SECONDS = (1, 3600)  # how often the CAPF service runs due jobs and lapses deadlines
+RENEW_BEFORE_DAYS = (0, 365)  # automatic renewal: days before an LSC expires (0: off)
+RENEW_MAX_PER_DAY = (1, 100000)  # automatic renewal: phones scheduled in any 24 hours at most
 DEVICE_NAME_MAX = 64
 
 # Run-time settings of the CAPF service (``serve`` options) and of the phone simulator.
@@ -87,6 +89,7 @@ RETRIES = (0, 100)
 RETRY_INTERVAL_SECONDS = (0, 86400)
 PHONES = (1, 100000)  # phones in one simulated fleet, or at once
 JOB_LIST_LIMIT = (1, 100000)
+SESSIONS_SHOWN = (1, 1000)  # a phone's newest sessions shown by ``phones show``
 ROW_ID = (1, 2 ** 63 - 1)  # an id the store assigned (SQLite rowid)
 
 
@@ -119,6 +122,7 @@ LIMITS = {
     "retry_interval": Limit(RETRY_INTERVAL_SECONDS, " seconds", whole=False),
     "phones": Limit(PHONES),
     "job_list_limit": Limit(JOB_LIST_LIMIT),
+    "sessions_shown": Limit(SESSIONS_SHOWN),
     "row_id": Limit(ROW_ID),
 }
 
@@ -190,6 +194,34 @@ def check_address(value, field: str = "address") -> str:
         return str(ipaddress.ip_address(str(value)))
     except ValueError:
         raise ValidationError(field, "must be an IPv4 or IPv6 address", value) from None
+
+
+def check_host_port(value, field: str = "address") -> str:
+    """``HOST:PORT`` with an IP address (IPv6 in brackets) and a port 1-65535, canonical; "" (off) stays ""."""
+    if value in (None, ""):
+        return ""
+    text = str(value).strip()
+    host, _colon, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        host = ""  # an IPv6 address without brackets: its port cannot be told apart
+    try:
+        address = ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        number = 0
+        address = None
+    if address is None or not PORT[0] <= number <= PORT[1]:
+        raise ValidationError(field, "must be IP-ADDRESS:PORT (an IPv6 address in brackets, e.g. [::1]:9810; "
+                              "port 1-65535), or empty for none", value)
+    return f"[{address}]:{number}" if address.version == 6 else f"{address}:{number}"
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """The address and port of a canonical ``HOST:PORT`` (see ``check_host_port``)."""
+    host, _colon, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 def check_bool(field: str, value) -> bool:

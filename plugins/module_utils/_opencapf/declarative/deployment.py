@@ -19,7 +19,7 @@ from ..errors import FieldError, ValidationError
 from ..files import read_option_file
 from ..store import Store
 from ..store import phones as phone_records
-from ..vocabulary import normalise_device_name
+from ..vocabulary import check_bool, normalise_device_name
 from .document import Document
 
 PHONE_SETTINGS = tuple(phone_config.OPTION_COLUMNS)
@@ -152,16 +152,17 @@ def _phones(store: Store, document: Document, check_mode: bool, report: Report, 
             literal=item.get("authentication_string"),
             generate=bool(item.get("generate_authentication_string")),
             length=item.get("authentication_string_length", 8)).validated())
-        wanted.append((index, name, item.get("state", "present"), columns, auth))
+        reissue = _prefixed(prefix, lambda item=item: check_bool("reissue", item.get("reissue", False)))
+        wanted.append((index, name, item.get("state", "present"), columns, auth, reissue))
     secret = store.secret()
     created = updated = deleted = 0
     with store.transaction(write=not check_mode) as tx:
-        current = phone_records.by_name(tx, [name for _i, name, _s, _c, _a in wanted])
+        current = phone_records.by_name(tx, [name for _i, name, _s, _c, _a, _r in wanted])
         work = []
-        for index, name, state, columns, auth in wanted:
+        for index, name, state, columns, auth, reissue in wanted:
             row = current.get(name)
             if state == "present":
-                work.append((row, phone_config.PhoneRequest(name, columns, auth, f"phones[{index}].")))
+                work.append((row, phone_config.PhoneRequest(name, columns, auth, f"phones[{index}].", reissue)))
             elif row is not None:
                 deleted += 1
                 if not check_mode:
@@ -169,7 +170,7 @@ def _phones(store: Store, document: Document, check_mode: bool, report: Report, 
         plans = {plan.name: plan for plan in phone_config.converge_many(tx, store.actor, secret, work, via="apply",
                                                                         check_mode=check_mode,
                                                                         progress=_options.progress)}
-    for _index, name, state, _columns, _auth in wanted:
+    for _index, name, state, _columns, _auth, _reissue in wanted:
         if state == "absent":
             if name in current:
                 report.changes.append(Change("phones", name, "delete"))

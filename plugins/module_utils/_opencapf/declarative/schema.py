@@ -86,10 +86,12 @@ def query() -> dict:
         "device_pool": {"type": ["string", "array"]},
         "model": {"type": ["string", "array"]},
         "security_mode": {"anyOf": [_enum(v.SECURITY_MODES), {"type": "array", "items": _enum(v.SECURITY_MODES)}]},
+        "certificate_operation": {"anyOf": [_enum(v.OPERATIONS), {"type": "array", "items": _enum(v.OPERATIONS)}]},
         "operation_status": {"anyOf": [_enum(v.OPERATION_STATUSES),
                                        {"type": "array", "items": _enum(v.OPERATION_STATUSES)}]},
         "lsc_status": {"anyOf": [_enum(LSC_STATUSES), {"type": "array", "items": _enum(LSC_STATUSES)}]},
         "lsc_expires_before": TIMESTAMP,
+        "locked": {"type": "boolean", "x-rule": "must be true or false"},
     }
     return _strict({name: properties[name] for name in QUERY_FIELDS})
 
@@ -134,6 +136,7 @@ def schema() -> dict:
             "authentication_string": AUTH_STRING,
             "generate_authentication_string": {"type": "boolean"},
             "authentication_string_length": _range(v.AUTH_STRING_DIGITS, " digits"),
+            "reissue": {"type": "boolean"},
         }),
         required=("name",),
     )

@@ -9,7 +9,8 @@ it asks the store for the lead of the ``scheduler`` duty (``Store.try_lead``): o
 processes serving one store, worker processes and separate ``serve`` processes alike, exactly one
 leads and runs ``scheduler.run_due``, then settles the operations left ``in_progress`` by sessions
 whose service died (``decider.settle_abandoned``: past their time bound no process serves them);
-when it ends, the next process to tick takes over. A job is
+then schedules the automatic renewals that are due
+(``renewal.run``, when ``renew_before_days`` is set); when it ends, the next process to tick takes over. A job is
 also claimed in its own write transaction, so ``opencapf jobs run-due`` typed meanwhile cannot run
 it a second time.
 
@@ -25,7 +26,7 @@ import concurrent.futures
 import logging
 import os
 
-from .. import parameters, scheduler
+from .. import parameters, renewal, scheduler
 from ..errors import CapfError
 from ..store import Store, open_store
 from ..store import service as service_records
@@ -60,6 +61,7 @@ class Scheduling:
                      "every %d s", os.getpid(), interval)
         _log(scheduler.run_due(self._store))
         _log_settled(settle_abandoned(self._store))
+        _log_renewal(renewal.run(self._store))
         return interval
 
     def close(self) -> None:
@@ -85,6 +87,15 @@ def _log_settled(names: list) -> None:
         log.warning("scheduler: %d operation(s) left in progress by a session that ended without a result (its "
                     "service stopped mid-session) settled as failed: %s%s", len(names), ", ".join(names[:LISTED_NAMES]),
                     more)
+
+
+def _log_renewal(result: dict) -> None:
+    names = [item["name"] for item in result["scheduled"]]
+    if names:
+        more = f" and {len(names) - LISTED_NAMES} more" if len(names) > LISTED_NAMES else ""
+        log.info("scheduler: automatic renewal scheduled install_upgrade for %d phone(s) whose LSC expires before "
+                 "%s: %s%s%s", len(names), result["expires_before"], ", ".join(names[:LISTED_NAMES]), more,
+                 "; more are due and wait for the next 24 hours (renew_max_per_day)" if result["more_due"] else "")
 
 
 async def run(store: Store, stop_event: asyncio.Event) -> None:

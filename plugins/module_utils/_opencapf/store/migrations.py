@@ -182,6 +182,17 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         # the LSC can be checked again when it is delivered.
         "ALTER TABLE certificates ADD COLUMN chain_pem TEXT",
     ]),
+    (9, "automatic renewals", [
+        # One row per LSC that automatic renewal scheduled a new one for: an LSC is renewed once, and
+        # the rows of the last 24 hours (by the renewal's own clock) bound how many it schedules a day.
+        """CREATE TABLE renewals (
+            id {id},
+            phone_id {int} NOT NULL REFERENCES phones (id) ON DELETE CASCADE,
+            certificate_id {int} NOT NULL UNIQUE,
+            scheduled_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX renewals_scheduled ON renewals (scheduled_at)",
+    ]),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
