@@ -13,8 +13,8 @@ description:
   - Read-only view of the CAPF store. It returns the service parameters and service state, the CAPF
     certificates (active and retired), the trust stores, phones filtered like the bulk query with their LSC
     status, pending CSRs with timestamps, stale LSCs, jobs and recent sessions.
-  - Optionally writes the CAPF report of the selected phones to O(report_path): one CSV line per phone with
-    its LSC status, or (O(report_format=html)) one self-contained HTML page with charts and a sortable
+  - Optionally writes the CAPF report of the selected phones to O(report_path), one CSV line per phone with
+    its LSC status, or with O(report_format=html) one self-contained HTML page with charts and a sortable
     device table.
   - Stale LSCs are deleted with M(opencapf.capf.capf_stale_lsc).
 author:
