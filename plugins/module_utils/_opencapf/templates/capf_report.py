@@ -63,7 +63,7 @@ th[aria-sort="descending"] button::after { content: " \25BC"; }
  aria-label="{{ name }}" xmlns="http://www.w3.org/2000/svg">
 {% for bar in chart.bars %}
 <g class="mark"><title>{{ bar.label }}: {{ bar.value }}</title>
-<text x="{{ bar.x - 6 }}" y="{{ bar.text_y }}" text-anchor="end">{{ bar.label | truncate(32, true) }}</text>
+<text x="{{ bar.x - 6 }}" y="{{ bar.text_y }}" text-anchor="end">{{ bar.label | truncate(28, true, "...", 0) }}</text>
 <rect class="{{ bar.css }}" x="{{ bar.x }}" y="{{ bar.y }}" width="{{ bar.width }}" height="{{ bar.height }}"/>
 <text x="{{ bar.value_x }}" y="{{ bar.text_y }}">{{ bar.value }}</text></g>
 {% endfor %}
@@ -107,7 +107,7 @@ th[aria-sort="descending"] button::after { content: " \25BC"; }
  aria-label="Operations by device pool" xmlns="http://www.w3.org/2000/svg">
 {% for bar in pools.bars %}
 <g class="mark"><title>{{ bar.label }}: {{ bar.value }}</title>
-<text x="184" y="{{ bar.text_y }}" text-anchor="end">{{ bar.label | truncate(32, true) }}</text>
+<text x="184" y="{{ bar.text_y }}" text-anchor="end">{{ bar.label | truncate(28, true, "...", 0) }}</text>
 {% for segment in bar.segments %}
 <rect class="{{ segment.css }}" x="{{ segment.x }}" y="{{ bar.y }}" width="{{ segment.width }}" height="{{ bar.height }}">
 <title>{{ bar.label }}, {{ segment.key }}: {{ segment.value }}</title></rect>
