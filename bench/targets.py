@@ -63,6 +63,8 @@ TARGETS = (
            phones=100_000),
     Target("reports.phones_by_lsc_expiry", "list phones by LSC expiry over 100,000 phones",
            "store.phones_by_lsc_expiry", "<", 1, "s", phones=100_000),
+    Target("reports.html_report", "write the HTML CAPF report of 100,000 phones", "reports.html_report", "<", 5, "s",
+           phones=100_000),
 )
 
 

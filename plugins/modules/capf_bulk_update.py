@@ -126,6 +126,18 @@ options:
       - For a scheduled job (O(run_at) in the future) the names are checked when the job is submitted.
     type: bool
     default: false
+  diff_format:
+    description:
+      - What C(--diff) shows of the phones a job changes or inserts.
+      - V(full) shows every phone with its changed settings before and after (tens of thousands of lines for a
+        few thousand phones).
+      - V(summary) shows the first 20 phones (by name) and, after, a C(summary) with the number of phones
+        changed and inserted and, per setting, on how many phones it changed.
+      - V(auto) is V(full) when at most 100 phones change and V(summary) above.
+      - Only the diff is shaped; RV(counts) and what the job writes are the same whatever the value.
+    type: str
+    choices: [auto, summary, full]
+    default: auto
 """
 
 EXAMPLES = r"""
@@ -269,6 +281,7 @@ def main():
         strings_file={"type": "path"},
         run_at={"type": "str"},
         fail_on_unmatched={"type": "bool", "default": False},
+        diff_format={"type": "str", "choices": list(v.DIFF_FORMATS), "default": "auto"},
         **query_argument_spec(),
     )
     module = create_module(spec, mutually_exclusive=[("csv_file", "query"), ("csv_file", "set"),
@@ -284,7 +297,8 @@ def main():
             regenerate_authentication_strings=params["regenerate_authentication_strings"],
             authentication_string_length=params["authentication_string_length"], reissue=params["reissue"],
             apply_config=params["apply_config"], csv_file=params["csv_file"], strings_file=params["strings_file"],
-            run_at=params["run_at"], fail_on_unmatched=params["fail_on_unmatched"], check_mode=module.check_mode)
+            run_at=params["run_at"], fail_on_unmatched=params["fail_on_unmatched"], check_mode=module.check_mode,
+            diff_format=params["diff_format"])
     exit_with(module, result, counts=result["counts"], authentication_strings=result["authentication_strings"],
               strings_file=result.get("strings_file"), job=result["job"], unmatched=result["unmatched"])
 

@@ -14,7 +14,9 @@ description:
     certificates (active and retired), the trust stores, phones filtered like the bulk query with their LSC
     status, pending CSRs with timestamps, stale LSCs, jobs and recent sessions, the certificates within the
     certificate monitor's warn window, and the monitor's last run.
-  - Optionally writes the CAPF report, one CSV line per selected phone with its LSC status, to O(report_path).
+  - Optionally writes the CAPF report of the selected phones to O(report_path), one CSV line per phone with
+    its LSC status, or with O(report_format=html) one self-contained HTML page with charts and a sortable
+    device table.
   - Stale LSCs are deleted with M(opencapf.capf.capf_stale_lsc).
 author:
   - opencapf developers (@opencapf)
@@ -40,9 +42,21 @@ options:
     type: str
   report_path:
     description:
-      - Write the CAPF report (CSV, mode 0600) of the phones selected by O(query) to this file on the managed
-        host. The file is written in check mode too, since it changes no CAPF state.
+      - Write the CAPF report (mode 0600) of the phones selected by O(query) to this file on the managed
+        host, in O(report_format). The file is written in check mode too, since it changes no CAPF state.
     type: path
+  report_format:
+    description:
+      - Format of the report written to O(report_path).
+      - V(csv) writes one line per phone with its LSC status.
+      - V(html) writes one self-contained page that loads nothing from the network (inline SVG charts of
+        LSC expiries by month, operations by status and by device pool, authentication modes, failures by
+        reason; lock-outs, stale LSCs and pending CSRs of the selected phones; a device table that sorts
+        by any column). It needs the Python library Jinja2 on the managed host (in the engine's
+        requirements).
+    type: str
+    choices: [csv, html]
+    default: csv
   order_by:
     description:
       - Order of RV(phones) and of the report. V(lsc_expiry) lists the soonest-expiring current LSC first
@@ -65,6 +79,12 @@ EXAMPLES = r"""
       lsc_expires_before: "{{ '%Y-%m-%d' | strftime(now(utc=true).timestamp() + 90 * 86400, utc=true) }}"
     report_path: /srv/capf/report.csv
   register: expiring
+
+- name: The HTML CAPF report of every phone, to open in a browser
+  opencapf.capf.capf_info:
+    gather: [phones]
+    report_path: /srv/capf/report.html
+    report_format: html
 
 - name: Every phone, soonest LSC expiry first
   opencapf.capf.capf_info:
@@ -579,7 +599,7 @@ monitor:
     last_success: "2026-12-06T05:00:00Z"
     next_check: "2026-12-07T05:00:00Z"
 report_path:
-  description: The CSV report written.
+  description: The report written (CSV or HTML, see O(report_format)).
   returned: when O(report_path) is set
   type: str
   sample: /srv/capf/report.csv
@@ -588,6 +608,7 @@ report_path:
 from ansible_collections.opencapf.capf.plugins.module_utils._ansible_args import (
     argument_spec, create_module, drop_none, engine, query_argument_spec)
 from ansible_collections.opencapf.capf.plugins.module_utils._opencapf import reports, service_control
+from ansible_collections.opencapf.capf.plugins.module_utils._opencapf.vocabulary import REPORT_FORMATS
 
 
 def main():
@@ -596,6 +617,7 @@ def main():
         limit={"type": "int", "default": 100},
         report_path={"type": "path"},
         order_by={"type": "str", "choices": list(reports.PHONE_ORDERS), "default": "device_name"},
+        report_format={"type": "str", "choices": list(REPORT_FORMATS), "default": "csv"},
         authentication_string={"type": "str", "no_log": True},
         **query_argument_spec(),
     )
@@ -604,7 +626,8 @@ def main():
     with engine(module) as store:
         result = reports.gather(store, params["gather"], query=drop_none(params["query"]), limit=params["limit"],
                                 report_path=params["report_path"],
-                                authentication_string=params["authentication_string"], order_by=params["order_by"])
+                                authentication_string=params["authentication_string"], order_by=params["order_by"],
+                                report_format=params["report_format"])
         if "service" in result:
             result["service"]["state"] = service_control.status(store)
     module.exit_json(changed=False, **result)

@@ -56,10 +56,17 @@ except ImportError as _exc:  # reported by require()
     HttpNtlmAuth = None
     REQUESTS_NTLM_IMPORT_ERROR = _exc
 
+try:
+    import jinja2
+    JINJA2_IMPORT_ERROR = None
+except ImportError as _exc:  # reported by require()
+    jinja2 = None
+    JINJA2_IMPORT_ERROR = _exc
+
 __all__ = [
     "x509", "InvalidSignature", "UnsupportedAlgorithm", "hashes", "serialization", "ec", "padding", "rsa", "ExtendedKeyUsageOID", "NameOID",
     "yaml", "jsonschema", "missing", "require", "pkcs7", "requests", "HTTPAdapter", "HttpNtlmAuth", "AESGCM",
-    "prometheus",
+    "prometheus", "jinja2",
 ]
 
 _ERRORS = {
@@ -68,6 +75,7 @@ _ERRORS = {
     "jsonschema": lambda: JSONSCHEMA_IMPORT_ERROR,
     "requests": lambda: REQUESTS_IMPORT_ERROR,
     "requests-ntlm": lambda: REQUESTS_NTLM_IMPORT_ERROR,
+    "Jinja2": lambda: JINJA2_IMPORT_ERROR,
 }
 
 

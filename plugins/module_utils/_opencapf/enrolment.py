@@ -379,9 +379,17 @@ class ImportResult:
                               "device_name": item.device_name} for item in self.problems]}
 
 
-def import_certificates(store: Store, actor: str, sources, *, check_mode: bool = False) -> ImportResult:
+def _no_progress(_stage: str, _done: int = 0, _total: int = 0) -> None:
+    """The progress callback of callers that draw none."""
+
+
+def import_certificates(store: Store, actor: str, sources, *, check_mode: bool = False,
+                        progress=None) -> ImportResult:
     """Match signed certificates ((name, bytes) pairs) to pending offline CSRs, check and record
-    them; they reach the phones on their next CAPF session. ``check_mode`` records nothing."""
+    them; they reach the phones on their next CAPF session. ``check_mode`` records nothing;
+    ``progress(stage, done, total)``, when given, is told how far the files and the records are."""
+    progress = progress or _no_progress
+    sources = list(sources)
     with store.read() as tx:
         pending = _pending(tx, "pending")
         superseded = _pending(tx, "superseded")
@@ -389,7 +397,8 @@ def import_certificates(store: Store, actor: str, sources, *, check_mode: bool =
         known = certificate_records.device_names_by_fingerprint(tx, "offline_ca")
     result = ImportResult()
     fresh = []
-    for source, data in sources:
+    for done, (source, data) in enumerate(sources, 1):
+        progress("files", done, len(sources))
         try:
             certificates = offline.parse_certificates(data, source)
         except CapfError as exc:
@@ -403,6 +412,7 @@ def import_certificates(store: Store, actor: str, sources, *, check_mode: bool =
             fresh.append((source, b"".join(c.to_pem(item).encode() for item in remaining)))
     if not anchors and fresh:
         raise StoreError("capf-trust holds no certificate: upload the offline CA's root before importing")
+    progress("matching")
     report = offline.import_certificates(fresh, [item for _id, item in pending], anchors,
                                          superseded=[item for _id, item in superseded])
     by_name = {item.device_name: csr_id for csr_id, item in pending}
@@ -422,10 +432,11 @@ def import_certificates(store: Store, actor: str, sources, *, check_mode: bool =
                 set_csr(tx, by_name[item.device_name], "pending", reason)
                 phone = phone_records.get(tx, item.device_name)
                 phone_records.set_operation_result(tx, actor, phone, phone["operation_status"], reason)
-        for item in report.matched:
+        for done, item in enumerate(report.matched, 1):
             phone = phone_records.get(tx, item.device_name)
             certificate_id = record_certificate(tx, actor, phone, item.certificate, "offline_ca", chain=item.chain)
             set_csr(tx, by_name[item.device_name], "issued", certificate_id=certificate_id)
+            progress("recording", done, len(report.matched))
         for item in report.stale:
             phone = phone_records.get(tx, item.device_name)
             record_certificate(tx, actor, phone, item.certificate, "offline_ca", status="stale")

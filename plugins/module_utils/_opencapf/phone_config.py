@@ -255,15 +255,23 @@ def _write_plans(tx, actor: str, plans: list[PhonePlan], via: str) -> None:
 
 
 def converge_many(tx, actor: str, secret: bytes, work, *, via: str, reissue: bool = False,
-                  check_mode: bool = False) -> list[PhonePlan]:
+                  check_mode: bool = False, progress=None) -> list[PhonePlan]:
     """The one converge path of phone settings: plan every ``(current row or None, PhoneRequest)``
     of ``work`` with the same rules, then (unless in check mode) write the changed phones with one
-    audit shape. Every module, bulk job, CSV import and declarative file changes phones here."""
+    audit shape. Every module, bulk job, CSV import and declarative file changes phones here.
+    ``progress("phones", done, total)``, when given, is told how far the planning is."""
     via = check_choice("via", via, VIA)
     defaults = service_records.read(tx)
-    plans = [plan_phone(current, request.name, request.settings, defaults, request.auth, secret,
-                        reissue=reissue or request.reissue, check_mode=check_mode, prefix=request.prefix)
-             for current, request in work]
+    if progress is None:
+        plans = [plan_phone(current, request.name, request.settings, defaults, request.auth, secret,
+                            reissue=reissue or request.reissue, check_mode=check_mode, prefix=request.prefix)
+                 for current, request in work]
+    else:
+        plans, total = [], len(work)
+        for current, request in work:
+            plans.append(plan_phone(current, request.name, request.settings, defaults, request.auth, secret,
+                                    reissue=reissue or request.reissue, check_mode=check_mode, prefix=request.prefix))
+            progress("phones", len(plans), total)
     if not check_mode:
         _write_plans(tx, actor, plans, via)
     return plans

@@ -35,6 +35,12 @@ CERTIFICATE_KINDS = ("lsc", "mic")
 # never the phone's current LSC (every LSC query names kind "lsc"), never installed, revoked or stale.
 RETRIEVED_KINDS = {"lsc": "retrieved_lsc", "mic": "retrieved_mic"}
 RETRIEVED_STATUS = "retrieved"
+# The diff of a bulk job: every phone (full), or counts per changed setting and the first phones
+# (summary); auto is the summary when more than DIFF_SUMMARY_THRESHOLD phones change.
+DIFF_FORMATS = ("auto", "summary", "full")
+DIFF_SUMMARY_THRESHOLD = 100
+DIFF_SUMMARY_PHONES = 20
+REPORT_FORMATS = ("csv", "html")  # the CAPF report: one CSV line per phone, or a self-contained HTML page
 JOB_STATUSES = ("scheduled", "running", "succeeded", "failed", "cancelled")
 
 # Why an LSC was revoked: the RFC 5280 CRLReason codes (section 5.3.1) an LSC can have, spelled as

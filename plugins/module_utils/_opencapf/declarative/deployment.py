@@ -40,6 +40,8 @@ class Options:
 
     strict_ca_rules: bool = False
     fail_on_unmatched: bool = False
+    # ``progress(stage, done, total)``: told how far each section is (the CLI draws it on a terminal).
+    progress: Callable[[str, int, int], None] | None = _field(default=None, compare=False)
 
 
 @dataclass
@@ -177,7 +179,8 @@ def _phones(store: Store, document: Document, check_mode: bool, report: Report, 
                 if not check_mode:
                     phone_records.delete(tx, store.actor, name)
         plans = {plan.name: plan for plan in phone_config.converge_many(tx, store.actor, secret, work, via="apply",
-                                                                        check_mode=check_mode)}
+                                                                        check_mode=check_mode,
+                                                                        progress=_options.progress)}
     for _index, name, state, _columns, _auth, _reissue in wanted:
         if state == "absent":
             if name in current:
