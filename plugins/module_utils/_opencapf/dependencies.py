@@ -56,9 +56,18 @@ except ImportError as _exc:  # reported by require()
     HttpNtlmAuth = None
     REQUESTS_NTLM_IMPORT_ERROR = _exc
 
+try:
+    import ldap3
+    from ldap3.core import exceptions as ldap3_exceptions
+    LDAP3_IMPORT_ERROR = None
+except ImportError as _exc:  # reported by require()
+    ldap3 = ldap3_exceptions = None
+    LDAP3_IMPORT_ERROR = _exc
+
 __all__ = [
     "x509", "InvalidSignature", "UnsupportedAlgorithm", "hashes", "serialization", "ec", "padding", "rsa", "ExtendedKeyUsageOID", "NameOID",
     "yaml", "jsonschema", "missing", "require", "pkcs7", "requests", "HTTPAdapter", "HttpNtlmAuth", "AESGCM",
+    "ldap3", "ldap3_exceptions",
 ]
 
 _ERRORS = {
@@ -67,6 +76,7 @@ _ERRORS = {
     "jsonschema": lambda: JSONSCHEMA_IMPORT_ERROR,
     "requests": lambda: REQUESTS_IMPORT_ERROR,
     "requests-ntlm": lambda: REQUESTS_NTLM_IMPORT_ERROR,
+    "ldap3": lambda: LDAP3_IMPORT_ERROR,
 }
 
 
