@@ -19,9 +19,9 @@ from .. import __version__
 from ..errors import CapfError
 from ..files import check_private_location
 from ..store import ENV_STATE_DIR
-from . import ca, deployment, init, issue, jobs, micca, phone, serve, workqueue
+from . import ca, deployment, init, issue, jobs, ldap, micca, phone, serve, workqueue
 
-COMMANDS = [init, ca, issue, serve, phone, micca, workqueue, jobs, deployment]
+COMMANDS = [init, ca, issue, serve, phone, micca, workqueue, jobs, deployment, ldap]
 
 
 class Output:
