@@ -192,7 +192,7 @@ def test_scheduled_sync_in_the_service(store, slapd_server, state_dir):
     directory.sync(store, config, bind_password=slapd_server.sync_password, now=format_utc(earlier))
     with store.read() as tx:
         row = directory_records.get(tx, "hourly")
-        sealed = tx.query("SELECT name, ciphertext FROM secrets WHERE name LIKE 'directory:%'")
+        sealed = tx.query("SELECT name, ciphertext FROM secrets WHERE name LIKE ?", ("directory:%",))
     assert row["next_sync_at"] == format_utc(earlier + datetime.timedelta(minutes=60))
     assert [item["name"] for item in sealed] == ["directory:hourly:bind_password"]
     assert slapd_server.sync_password.encode() not in bytes(sealed[0]["ciphertext"])
@@ -207,5 +207,5 @@ def test_scheduled_sync_in_the_service(store, slapd_server, state_dir):
     # Without a schedule the password is no longer kept.
     directory.sync(store, dict(config, sync_interval_minutes=None), bind_password=slapd_server.sync_password)
     with store.read() as tx:
-        assert tx.query("SELECT name FROM secrets WHERE name LIKE 'directory:%'") == []
+        assert tx.query("SELECT name FROM secrets WHERE name LIKE ?", ("directory:%",)) == []
         assert directory_records.get(tx, "hourly")["next_sync_at"] is None

@@ -204,6 +204,14 @@ def _connection_error(config: dict, url: str, exc: Exception) -> DirectoryError:
     return DirectoryError("urls", f"cannot reach {url} ({cause})", show_value=False)
 
 
+def _close(connection) -> None:
+    """Unbind and close; a connection a failure already broke has nothing more to say."""
+    try:
+        connection.unbind()
+    except (ldap3_exceptions.LDAPException, OSError):
+        pass
+
+
 def _tls(config: dict):
     try:
         return ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=config["ca_file"])
@@ -239,16 +247,16 @@ def _connect(config: dict, password: str | None):
                 connection.start_tls(read_server_info=False)
         except ldap3_exceptions.LDAPException as exc:
             failures.append(_connection_error(config, url, exc))
-            connection.unbind()
+            _close(connection)
             continue
         try:
             connection.bind(read_server_info=False)
         except ldap3_exceptions.LDAPInvalidCredentialsResult:
-            connection.unbind()
+            _close(connection)
             raise DirectoryError("bind_password", f"{url} refused the bind of {config['bind_dn'] or 'anonymous'}: "
                                  "invalid credentials (wrong bind_dn or bind_password)", show_value=False) from None
         except ldap3_exceptions.LDAPException as exc:
-            connection.unbind()
+            _close(connection)
             raise DirectoryError("bind_dn", f"{url} refused the bind of {config['bind_dn'] or 'anonymous'} "
                                  f"({_cause(exc)})", show_value=False) from None
         return connection
@@ -299,7 +307,7 @@ def read_entries(config: dict, password: str | None) -> list[tuple[str, dict[str
         raise DirectoryError("urls", f"the connection failed during the search ({_cause(exc)})",
                              show_value=False) from None
     finally:
-        connection.unbind()
+        _close(connection)
     entries.sort(key=lambda entry: entry[0].lower())
     return entries
 
@@ -478,7 +486,8 @@ def _apply(store: Store, config: dict, entries, *, bind_password, check_mode, mo
     return converged(bool(applied["changed"] or removed or config_changed), {"phones": before_phones},
                      {"phones": after_phones},
                      directory={"name": name, "first_sync": first, "entries": len(entries), "mapped": len(devices)},
-                     devices={"created": applied["created"], "changed": applied["updated"], "absent": absent,
+                     devices={"created": sorted(applied["created"]), "changed": sorted(applied["updated"]),
+                              "absent": absent,
                               "removed": removed},
                      counts=counts, skipped=skipped, authentication_strings=generated,
                      strings_file=config["strings_file"] if generated and not check_mode else None,
