@@ -146,6 +146,7 @@ suffix "{SUFFIX}"
 rootdn "{ROOT_DN}"
 rootpw {ssha(self.root_password)}
 directory {self.root}/db
+dbnosync
 index objectClass,uid eq
 limits dn.exact="{SYNC_DN}" size.soft={SIZE_LIMIT} size.hard={SIZE_LIMIT} size.prtotal=unlimited
 access to attrs=userPassword by anonymous auth by * none
@@ -201,13 +202,17 @@ access to * by users read by * none
                                       raise_exceptions=True)
         return connection
 
-    def add_user(self, uid: str, devices=(), *, base: str = PEOPLE) -> None:
+    @staticmethod
+    def _add(connection, uid: str, devices, base: str) -> None:
         classes = ["inetOrgPerson"] + (["opencapfDevices"] if devices else [])
         attributes = {"uid": uid, "cn": uid, "sn": uid}
         if devices:
             attributes[DEVICE_ATTRIBUTE] = list(devices)
+        connection.add(f"uid={uid},{base}", classes, attributes)
+
+    def add_user(self, uid: str, devices=(), *, base: str = PEOPLE) -> None:
         with self.admin() as connection:
-            connection.add(f"uid={uid},{base}", classes, attributes)
+            self._add(connection, uid, devices, base)
 
     def new_base(self, users: dict[str, tuple] | None = None) -> str:
         """A fresh ``ou`` of its own under ``ou=people`` (one per test on the shared server), with ``users``."""
@@ -215,8 +220,8 @@ access to * by users read by * none
         base = f"ou=t{self._bases}-{os.getpid()},{PEOPLE}"
         with self.admin() as connection:
             connection.add(base, ["organizationalUnit"], {"ou": base.split(",")[0][3:]})
-        for uid, devices in (users or {}).items():
-            self.add_user(uid, devices, base=base)
+            for uid, devices in (users or {}).items():
+                self._add(connection, uid, devices, base)
         return base
 
     def remove_user(self, uid: str, *, base: str = PEOPLE) -> None:
