@@ -1,0 +1,158 @@
+"""The LDAP directory sync through its front ends against a real slapd: the capf_ldap_sync module in
+the example playbook (LDAPS), ``opencapf ldap sync`` (StartTLS, the password from a file or the
+environment, never argv), their one-line errors that change nothing, and the softphones of a synced
+directory enrolling against a real ``serve`` until all hold LSCs."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import os
+import subprocess
+import sys
+
+from support.ansible_runner import changed_tasks, install_collection, playbook, task_results
+from support.protocol import openssl_verify_all
+from support.slapd import SYNC_DN
+from support.tools import ENGINE_PATH, ROOT, run_cli
+from _opencapf import directory, templates
+from _opencapf.ca import authority
+from _opencapf.dependencies import ec
+from _opencapf.simulator.client import Target
+from _opencapf.simulator.fleet import run_fleet
+from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
+from _opencapf.store import open_store
+
+EXAMPLE = os.path.join(ROOT, "playbooks", "examples", "ldap_directory_sync.yml")
+
+
+def _store_snapshot(path):
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def test_example_playbook_syncs_over_ldaps_then_changes_nothing(tmp_path, slapd_server):
+    base = slapd_server.new_base({"amy": (), "ben": ()})
+    store = str(tmp_path / "state" / "capf.db")
+    run_cli("--store", store, "init", check=True)
+    collections = install_collection(str(tmp_path / "collections"))
+    strings = tmp_path / "jabber.csv"
+    extra = json.dumps({"ldap_urls": [slapd_server.ldaps_url], "ldap_ca_file": slapd_server.ca_file,
+                        "ldap_bind_dn": SYNC_DN, "ldap_search_base": base, "strings_file": str(strings)})
+    env = {"OPENCAPF_STORE": store, "LDAP_BIND_PASSWORD": slapd_server.sync_password}
+    first = playbook(collections, EXAMPLE, "-e", extra, env=env)
+    assert changed_tasks(first) == ["The softphone template", "Sync the directory"]
+    result = task_results(first, "Sync the directory")[0]
+    assert result["devices"] == {"created": ["CSFAMY", "CSFBEN"], "changed": [], "absent": [], "removed": []}
+    assert result["directory"]["first_sync"] is True
+    assert sorted(row["device_name"] for row in csv.DictReader(strings.open())) == ["CSFAMY", "CSFBEN"]
+    assert slapd_server.sync_password not in first.stdout
+    second = playbook(collections, EXAMPLE, "-e", extra, env=env)
+    assert changed_tasks(second) == []
+    slapd_server.add_user("cleo", base=base)
+    check = playbook(collections, EXAMPLE, "-e", extra, "--check", "--diff", env=env)
+    assert changed_tasks(check) == ["Sync the directory"]
+    assert task_results(check, "Sync the directory")[0]["devices"]["created"] == ["CSFCLEO"]
+    before = _store_snapshot(store)
+    wrong = playbook(collections, EXAMPLE, "-e", extra, env=dict(env, LDAP_BIND_PASSWORD="wrong-password"),
+                     check=False)
+    assert wrong.returncode != 0
+    message = task_results(wrong, "Sync the directory")[0]["msg"]
+    assert message.startswith("bind_password: ") and "invalid credentials" in message and "\n" not in message
+    assert "wrong-password" not in wrong.stdout
+    assert _store_snapshot(store) == before
+
+
+def test_cli_syncs_over_starttls_with_the_password_from_a_file_or_the_environment(tmp_path, slapd_server):
+    base = slapd_server.new_base({"dora": (), "eli": ()})
+    store = str(tmp_path / "state" / "capf.db")
+    run_cli("--store", store, "init", check=True)
+    config = tmp_path / "corp.yml"
+    config.write_text(json.dumps({"name": "corp", "urls": [slapd_server.ldap_url], "ca_file": slapd_server.ca_file,
+                                  "bind_dn": SYNC_DN, "search_base": base, "device_template": "soft"}))
+    password_file = tmp_path / "password"
+    password_file.write_text(slapd_server.sync_password + "\n")
+    os.chmod(password_file, 0o600)
+    define_template(store)
+    env_without = {key: value for key, value in os.environ.items() if key != "OPENCAPF_LDAP_BIND_PASSWORD"}
+
+    planned = run_cli("--store", store, "--json", "ldap", "sync", "--config", str(config), "--bind-password-file",
+                      str(password_file), "--check", env=env_without)
+    assert planned.returncode == 0, planned.stderr
+    assert json.loads(planned.stdout)["devices"]["created"] == ["CSFDORA", "CSFELI"]
+    synced = run_cli("--store", store, "ldap", "sync", "--config", str(config), "--bind-password-file",
+                     str(password_file), env=env_without)
+    assert synced.returncode == 0, synced.stderr
+    assert "2 created: CSFDORA, CSFELI" in synced.stdout
+    again = run_cli("--store", store, "ldap", "sync", "--name", "corp", env=dict(
+        env_without, OPENCAPF_LDAP_BIND_PASSWORD=slapd_server.sync_password))
+    assert again.returncode == 0 and "no change" in again.stdout, again.stderr
+    listed = run_cli("--store", store, "ldap", "list", check=True)
+    assert listed.stdout.startswith("corp: last sync ")
+
+    before = _store_snapshot(store)
+    other_ca = tmp_path / "other.yml"
+    other_ca.write_text(config.read_text().replace(slapd_server.ca_file, slapd_server.other_ca_file))
+    for arguments, start in (
+            (["--config", str(other_ca), "--bind-password-file", str(password_file)], "ca_file: "),
+            (["--config", str(config)], "bind_password "),
+            (["--config", str(config.with_name("missing.yml"))], "--config: "),
+    ):
+        failed = run_cli("--store", store, "ldap", "sync", *arguments, env=env_without)
+        assert failed.returncode == 1, failed.stdout
+        assert failed.stderr.startswith("opencapf: error: " + start) and failed.stderr.count("\n") == 1, failed.stderr
+        assert _store_snapshot(store) == before
+    # The password is never an argument.
+    usage = run_cli("--store", store, "ldap", "sync", "--config", str(config), "--bind-password", "x")
+    assert usage.returncode == 2
+
+
+def define_template(store_path, name="soft"):
+    with open_store(store_path, actor="test") as store:
+        templates.define(store, name, {"certificate_operation": "install_upgrade", "authentication_mode": "null_string",
+                                       "key_order": "ec"})
+
+
+def _start_serve(store_path, log):
+    process = subprocess.Popen([sys.executable, "-m", "_opencapf", "--store", store_path, "serve", "--listen",
+                                "127.0.0.1", "--port", "0"], stdout=subprocess.PIPE, stderr=log, text=True,
+                               env={**os.environ, "PYTHONPATH": ENGINE_PATH})
+    line = process.stdout.readline()
+    if not line.startswith("listening on"):
+        process.kill()
+        raise AssertionError(f"serve did not start: {line!r}")
+    return process, int(line.split()[-1])
+
+
+def test_softphones_of_a_synced_directory_enrol_and_hold_lscs(ca_store, store_path, slapd_server, tmp_path):
+    """Jabber softphones (CSF names) of a synced directory, each with the authentication string the
+    template generated for it, enrol against a real serve process; all hold LSCs."""
+    users = [f"agent{index:02d}" for index in range(12)]
+    base = slapd_server.new_base({user: () for user in users})
+    templates.define(ca_store, "jabber", {"certificate_operation": "install_upgrade", "authentication_mode": "auth_string",
+                                          "generate_authentication_string": True, "key_order": "ec"})
+    result = directory.sync(ca_store, {"name": "corp", "urls": [slapd_server.ldaps_url], "ca_file": slapd_server.ca_file,
+                                       "bind_dn": SYNC_DN, "search_base": base, "device_template": "jabber"},
+                            bind_password=slapd_server.sync_password)
+    strings = {item["device_name"]: item["authentication_string"] for item in result["authentication_strings"]}
+    assert sorted(strings) == sorted(f"CSF{user.upper()}" for user in users)
+    identities = [PhoneIdentity(PhoneSettings(name, model="Cisco Unified Client Services Framework",
+                                              auth_mode="auth_string", auth_string=string),
+                                key_factory=lambda kind, size: ec.generate_private_key(ec.SECP256R1()))
+                  for name, string in sorted(strings.items())]
+    capf_pem = authority.current(ca_store)["pem"]
+    with open(tmp_path / "serve.log", "w", encoding="utf-8") as log:
+        process, port = _start_serve(store_path, log)
+        try:
+            summary = asyncio.run(asyncio.wait_for(run_fleet(identities, Target(("127.0.0.1",), port, cadata=capf_pem,
+                                                                                timeout=30), concurrency=12, retries=0), 120))
+        finally:
+            process.terminate()
+            process.communicate(timeout=30)
+    assert summary["failed_by_reason"] == {} and summary["ok"] == len(users)
+    with ca_store.read() as tx:
+        rows = tx.query("SELECT p.name, c.pem FROM certificates c JOIN phones p ON p.id = c.phone_id "
+                        "WHERE c.status = 'installed' AND c.kind = 'lsc' ORDER BY p.name")
+    assert [row["name"] for row in rows] == sorted(strings)
+    assert openssl_verify_all(capf_pem, [row["pem"] for row in rows], tmp_path) == len(users)
