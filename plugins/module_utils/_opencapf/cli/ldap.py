@@ -26,7 +26,9 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("ldap", help="sync phones from an LDAP directory")
     verbs = parser.add_subparsers(dest="ldap_command", metavar="ACTION", parser_class=type(parser))
     verbs.required = True
-    sync = verbs.add_parser("sync", help="sync a directory now: create its devices with the device template")
+    # No abbreviated options: --bind-password must never be taken for --bind-password-file.
+    sync = verbs.add_parser("sync", help="sync a directory now: create its devices with the device template",
+                            allow_abbrev=False)
     which = sync.add_mutually_exclusive_group(required=True)
     which.add_argument("--config", metavar="FILE",
                        help="YAML file of the directory configuration (the capf_ldap_sync options, no password)")
