@@ -34,7 +34,7 @@ def _store_snapshot(path):
                 for table in ("phones", "directories", "directory_devices", "secrets", "audit_events")}
 
 
-def test_example_playbook_syncs_over_ldaps_then_changes_nothing(tmp_path, slapd_server):
+def test_example_playbook_syncs_over_ldaps_plans_in_check_mode_and_fails_cleanly(tmp_path, slapd_server):
     base = slapd_server.new_base({"amy": (), "ben": ()})
     store = str(tmp_path / "state" / "capf.db")
     run_cli("--store", store, "init", check=True)
@@ -50,14 +50,15 @@ def test_example_playbook_syncs_over_ldaps_then_changes_nothing(tmp_path, slapd_
     assert result["directory"]["first_sync"] is True
     assert sorted(row["device_name"] for row in csv.DictReader(strings.open())) == ["CSFAMY", "CSFBEN"]
     assert slapd_server.sync_password not in first.stdout
-    # A second run in check mode: idempotent, and check mode writes nothing (the store is the same).
-    unchanged = _store_snapshot(store)
-    second = playbook(collections, EXAMPLE, "-e", extra, "--check", env=env)
-    assert changed_tasks(second) == [] and _store_snapshot(store) == unchanged
+    # A user joins; the next run in check mode plans exactly their softphone (the template task and the
+    # existing devices are left alone) and writes nothing.
     slapd_server.add_user("cleo", base=base)
+    unchanged = _store_snapshot(store)
     check = playbook(collections, EXAMPLE, "-e", extra, "--check", "--diff", env=env)
-    assert changed_tasks(check) == ["Sync the directory"]
-    assert task_results(check, "Sync the directory")[0]["devices"]["created"] == ["CSFCLEO"]
+    assert changed_tasks(check) == ["Sync the directory"] and _store_snapshot(store) == unchanged
+    planned = task_results(check, "Sync the directory")[0]
+    assert planned["devices"] == {"created": ["CSFCLEO"], "changed": [], "absent": [], "removed": []}
+    assert planned["diff"]["after"]["phones"]["CSFCLEO"]["certificate_operation"] == "install_upgrade"
     before = _store_snapshot(store)
     wrong = playbook(collections, EXAMPLE, "-e", extra, env=dict(env, LDAP_BIND_PASSWORD="wrong-password"),
                      check=False)
