@@ -18,6 +18,7 @@ from support.slapd import SYNC_DN
 from support.tools import ENGINE_PATH, ROOT, run_cli
 from _opencapf import directory, templates
 from _opencapf.ca import authority
+from _opencapf.cli.main import main as cli_main
 from _opencapf.dependencies import ec
 from _opencapf.simulator.client import Target
 from _opencapf.simulator.fleet import run_fleet
@@ -69,10 +70,21 @@ def test_example_playbook_syncs_over_ldaps_plans_in_check_mode_and_fails_cleanly
     assert _store_snapshot(store) == before
 
 
-def test_cli_syncs_over_starttls_with_the_password_from_a_file_or_the_environment(tmp_path, slapd_server):
+def _cli(capsys, *args) -> tuple[int, str, str]:
+    """The real command line in this process (its argument parsing, handlers and error lines)."""
+    capsys.readouterr()
+    try:
+        code = cli_main(list(args))
+    except SystemExit as exit_:  # usage errors
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_syncs_over_starttls_with_the_password_from_a_file_or_the_environment(tmp_path, slapd_server, capsys,
+                                                                                 monkeypatch):
     base = slapd_server.new_base({"dora": (), "eli": ()})
     store = str(tmp_path / "state" / "capf.db")
-    run_cli("--store", store, "init", check=True)
     config = tmp_path / "corp.yml"
     config.write_text(json.dumps({"name": "corp", "urls": [slapd_server.ldap_url], "ca_file": slapd_server.ca_file,
                                   "bind_dn": SYNC_DN, "search_base": base, "device_template": "soft"}))
@@ -80,34 +92,42 @@ def test_cli_syncs_over_starttls_with_the_password_from_a_file_or_the_environmen
     password_file.write_text(slapd_server.sync_password + "\n")
     os.chmod(password_file, 0o600)
     define_template(store)
-    env_without = {key: value for key, value in os.environ.items() if key != "OPENCAPF_LDAP_BIND_PASSWORD"}
+    monkeypatch.delenv("OPENCAPF_LDAP_BIND_PASSWORD", raising=False)
 
-    planned = run_cli("--store", store, "--json", "ldap", "sync", "--config", str(config), "--bind-password-file",
-                      str(password_file), "--check", env=env_without)
-    assert planned.returncode == 0, planned.stderr
-    assert json.loads(planned.stdout)["devices"]["created"] == ["CSFDORA", "CSFELI"]
-    synced = run_cli("--store", store, "ldap", "sync", "--config", str(config), "--bind-password-file",
-                     str(password_file), env=env_without)
+    code, out, err = _cli(capsys, "--store", store, "--json", "ldap", "sync", "--config", str(config),
+                          "--bind-password-file", str(password_file), "--check")
+    assert code == 0 and json.loads(out)["devices"]["created"] == ["CSFDORA", "CSFELI"], err
+    # The installed entry point, once: a child process with the password in its environment only.
+    synced = run_cli("--store", store, "ldap", "sync", "--config", str(config),
+                     env=dict(os.environ, OPENCAPF_LDAP_BIND_PASSWORD=slapd_server.sync_password))
     assert synced.returncode == 0, synced.stderr
-    assert "2 created: CSFDORA, CSFELI" in synced.stdout
-    again = run_cli("--store", store, "ldap", "sync", "--name", "corp", env=dict(
-        env_without, OPENCAPF_LDAP_BIND_PASSWORD=slapd_server.sync_password))
-    assert again.returncode == 0 and "no change" in again.stdout, again.stderr
+    assert "2 created: CSFDORA, CSFELI" in synced.stdout and slapd_server.sync_password not in synced.stdout
+    code, out, err = _cli(capsys, "--store", store, "ldap", "sync", "--name", "corp", "--bind-password-file",
+                          str(password_file))
+    assert code == 0 and "no change" in out, err
 
     before = _store_snapshot(store)
     other_ca = tmp_path / "other.yml"
     other_ca.write_text(config.read_text().replace(slapd_server.ca_file, slapd_server.other_ca_file))
+    unreachable = tmp_path / "unreachable.yml"
+    unreachable.write_text(config.read_text().replace(slapd_server.ldap_url, "ldap://localhost:1"))
+    wrong_password = tmp_path / "wrong"
+    wrong_password.write_text("wrong-password\n")
+    os.chmod(wrong_password, 0o600)
     for arguments, start in (
             (["--config", str(other_ca), "--bind-password-file", str(password_file)], "ca_file: "),
+            (["--config", str(config), "--bind-password-file", str(wrong_password)], "bind_password: "),
+            (["--config", str(unreachable), "--bind-password-file", str(password_file)], "urls: cannot reach "),
             (["--config", str(config)], "bind_password "),
     ):
-        failed = run_cli("--store", store, "ldap", "sync", *arguments, env=env_without)
-        assert failed.returncode == 1, failed.stdout
-        assert failed.stderr.startswith("opencapf: error: " + start) and failed.stderr.count("\n") == 1, failed.stderr
+        code, out, err = _cli(capsys, "--store", store, "ldap", "sync", *arguments)
+        assert code == 1, out
+        assert err.startswith("opencapf: error: " + start) and err.count("\n") == 1, err
+        assert "wrong-password" not in err + out
         assert _store_snapshot(store) == before
     # The password is never an argument.
-    usage = run_cli("--store", store, "ldap", "sync", "--config", str(config), "--bind-password", "x")
-    assert usage.returncode == 2
+    code, _out, err = _cli(capsys, "--store", store, "ldap", "sync", "--config", str(config), "--bind-password", "x")
+    assert code == 2 and "unrecognized arguments: --bind-password x" in err
 
 
 def define_template(store_path, name="soft"):
