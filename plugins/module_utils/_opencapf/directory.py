@@ -90,13 +90,15 @@ def _attribute(options: dict, field: str, default: str | None = None) -> str | N
 
 def _template_attributes(template: str) -> list[str]:
     try:
-        fields = [field for _text_part, field, _spec, _conv in string.Formatter().parse(template) if field is not None]
+        parsed = [(field, spec, conversion) for _text_part, field, spec, conversion in string.Formatter().parse(template)
+                  if field is not None]
     except ValueError as exc:
         raise ValidationError("name_template", f"is not a valid pattern ({exc})", template) from None
-    if not fields:
+    if not parsed:
         raise ValidationError("name_template", "must contain at least one {attribute} placeholder", template)
-    for field in fields:
-        if not _ATTRIBUTE.fullmatch(field):
+    fields = [field for field, _spec, _conversion in parsed]
+    for field, spec, conversion in parsed:
+        if not _ATTRIBUTE.fullmatch(field) or spec or conversion:
             raise ValidationError("name_template", "placeholders must be LDAP attribute names, e.g. CSF{uid}", template)
     return fields
 
