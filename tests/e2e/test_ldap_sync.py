@@ -133,6 +133,9 @@ def _wrong(server, base):
     """Options that fail, with the option the one-line error must name."""
     return {
         "wrong CA": ({"ca_file": server.other_ca_file}, server.sync_password, "ca_file: "),
+        "CA file without a certificate": ({"ca_file": server.config}, server.sync_password,
+                                          "ca_file: cannot read "),
+        "missing CA file": ({"ca_file": server.config + ".missing"}, server.sync_password, "ca_file: cannot read "),
         "wrong CA over StartTLS": ({"ca_file": server.other_ca_file, "urls": [server.ldap_url]}, server.sync_password,
                                    "ca_file: "),
         "wrong password": ({}, "not-the-password", "bind_password: "),

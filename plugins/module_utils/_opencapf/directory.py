@@ -225,11 +225,10 @@ def _connect(config: dict, password: str | None):
     """A bound connection to the first server that answers; errors name the option to look at."""
     if config["ca_file"] is not None:
         try:
-            with open(config["ca_file"], "rb"):
-                pass
-        except OSError as exc:
-            raise DirectoryError("ca_file", f"cannot read {config['ca_file']} ({exc.strerror})",
-                                 show_value=False) from None
+            ssl.create_default_context(cafile=config["ca_file"])
+        except OSError as exc:  # ssl.SSLError is an OSError too: a file without a PEM certificate
+            cause = exc.strerror if not isinstance(exc, ssl.SSLError) else f"no CA certificate in it: {exc.reason}"
+            raise DirectoryError("ca_file", f"cannot read {config['ca_file']} ({cause})", show_value=False) from None
     tls = _tls(config)
     failures = []
     for url in config["urls"]:
