@@ -26,7 +26,6 @@ reported (``report``), removed from the store (``remove``) or let go silently (`
 from __future__ import annotations
 
 import datetime as _dt
-import logging
 import re
 import ssl
 import string
@@ -40,8 +39,6 @@ from .results import converged, text_or_none
 from .store import Store, audit
 from .store import directories as directory_records
 from .store import phones as phone_records
-
-log = logging.getLogger("opencapf.directory")
 
 MAPPINGS = v.DIRECTORY_MAPPINGS
 ABSENT_DEVICES = v.DIRECTORY_ABSENT_DEVICES
