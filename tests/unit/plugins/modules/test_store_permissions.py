@@ -13,6 +13,8 @@ from _opencapf.store import open_store
 MODULE_ARGS = {
     "capf_bulk_update": {"query": {"names": ["SEP001122334455"]}, "set": {"key_order": "ec_preferred"}},
     "capf_info": {},
+    "capf_ldap_sync": {"name": "corp", "urls": ["ldaps://localhost:1"], "search_base": "dc=example,dc=org",
+                       "device_template": "jabber"},
     "capf_offline_ca": {"state": "exported", "path": "{outside}/csr-out"},
     "capf_phone": {"name": "SEP001122334455", "certificate_operation": "install_upgrade"},
     "capf_service": {"validity_days": 730},
