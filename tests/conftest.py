@@ -24,6 +24,13 @@ from support.slapd import slapd_server  # noqa: E402,F401  pylint: disable=wrong
 BACKENDS = ("sqlite", "postgresql")
 
 
+@pytest.fixture(autouse=True)
+def _state_dir_environment(monkeypatch):
+    """The CLI's main() exports --state-dir to its own process's environment (OPENCAPF_STATE_DIR):
+    a test calling main() in-process must not leave it to the tests that run after it."""
+    monkeypatch.delenv("OPENCAPF_STATE_DIR", raising=False)
+
+
 @pytest.fixture
 def store_path(tmp_path):
     return str(tmp_path / "state" / "capf.db")

@@ -55,12 +55,12 @@ EXAMPLES = r"""
   opencapf.capf.capf_info:
   register: capf
 
-- name: Phones in pool HQ whose LSC expires before February, with a CSV report
+- name: Phones in pool HQ whose LSC expires within 90 days, with a CSV report
   opencapf.capf.capf_info:
     gather: [phones]
     query:
       device_pool: [HQ]
-      lsc_expires_before: "2027-02-01"
+      lsc_expires_before: "{{ '%Y-%m-%d' | strftime(now(utc=true).timestamp() + 90 * 86400, utc=true) }}"
     report_path: /srv/capf/report.csv
   register: expiring
 
@@ -70,58 +70,362 @@ EXAMPLES = r"""
     order_by: lsc_expiry
   register: by_expiry
 
+- name: Phones whose current LSC is not installed, or that have none
+  opencapf.capf.capf_info:
+    gather: [phones]
+    query:
+      lsc_status: [none, issued, revoked, expired]
+  register: without_lsc
+
 - name: Fail when a phone has no installed LSC
   ansible.builtin.assert:
-    that: expiring.phones | rejectattr('lsc') | list | length == 0
+    that: without_lsc.phones | length == 0
+    fail_msg: "No installed LSC: {{ without_lsc.phones | map(attribute='device_name') | join(', ') }}"
+
+- name: Phones locked out after wrong authentication strings
+  opencapf.capf.capf_info:
+    gather: [phones]
+    query:
+      locked: true
+  register: locked_out
 """
 
 RETURN = r"""
 service:
-  description:
-    - Service parameters (V(parameters)), online CA (password as set/unset), active CAPF certificate, and
-      V(state) (started/stopped with pid, accepting, port).
+  description: The service parameters, the online CA, the active CAPF certificate and the service state.
   returned: when gathered
   type: dict
+  sample:
+    parameters: {issuer: capf, validity_days: 1825, keepalive_minutes: 15, port: 3804}
+    online_ca: null
+    capf_certificate: {common_name: CAPF-7aaabd77, key_type: rsa2048, not_after: "2031-12-05T05:38:24Z"}
+    state: {state: started, pid: 4242, running: true, accepting: true, address: 127.0.0.1, port: 3804}
+  contains:
+    parameters:
+      description: Every service parameter, keyed by its name (see M(opencapf.capf.capf_service)).
+      type: dict
+      returned: always
+    online_ca:
+      description: The online CA settings (the password only as V((set)) or V((unset))), or null.
+      type: dict
+      returned: always
+    capf_certificate:
+      description: The active CAPF certificate, or null when the store has none.
+      type: dict
+      returned: always
+      contains:
+        common_name:
+          description: Its common name, V(CAPF-) and 8 hex digits unless uploaded.
+          type: str
+        fingerprint:
+          description: SHA-256 fingerprint, 64 lower-case hex digits.
+          type: str
+        key_type:
+          description: Its key, for example V(rsa2048) or V(ec256).
+          type: str
+        not_after:
+          description: End of its validity, UTC.
+          type: str
+        subject:
+          description: Its subject (RFC 4514).
+          type: str
+        source:
+          description: V(generated) or V(uploaded).
+          type: str
+    state:
+      description: The CAPF service process.
+      type: dict
+      returned: always
+      contains:
+        state:
+          description: V(started) when the process runs and accepts TLS connections, else V(stopped).
+          type: str
+        pid:
+          description: Process id of the running service, or null.
+          type: int
+        running:
+          description: Whether the service process runs.
+          type: bool
+        accepting:
+          description: Whether a TLS handshake on the port succeeds.
+          type: bool
+        address:
+          description: The address probed.
+          type: str
+        port:
+          description: The CAPF port.
+          type: int
+        enrolment_service:
+          description: V(active) when the service runs with O(opencapf.capf.capf_service#module:issuer=online_ca).
+          type: str
 capf_certificates:
-  description: Every CAPF certificate, newest first (subject, serial, fingerprint, not_after, active, source ...).
+  description: Every CAPF certificate, newest first.
   returned: when gathered
   type: list
   elements: dict
+  sample:
+    - {common_name: CAPF-7aaabd77, subject: CN=CAPF-7aaabd77, issuer: CN=CAPF-7aaabd77, serial: 4b2b6a66ff58300f,
+       fingerprint: efb412ef97e1b680ab08191acedbcbe72c8c5c95138423f53628f37b1906863e, key_type: rsa, key_size: 2048,
+       is_ca: true, not_before: "2026-12-06T05:38:24Z", not_after: "2031-12-05T05:38:24Z", active: true,
+       source: generated, id: 1, created_at: "2026-12-06T05:38:24Z", retired_at: null}
+  contains:
+    common_name:
+      description: Common name of the subject.
+      type: str
+    subject:
+      description: Subject (RFC 4514).
+      type: str
+    issuer:
+      description: Issuer (RFC 4514); the subject for a self-signed certificate.
+      type: str
+    serial:
+      description: Serial number, hex.
+      type: str
+    fingerprint:
+      description: SHA-256 fingerprint, 64 lower-case hex digits.
+      type: str
+    key_type:
+      description: V(rsa) or V(ec).
+      type: str
+    key_size:
+      description: Key size in bits (the curve size for EC).
+      type: int
+    is_ca:
+      description: Whether it carries BasicConstraints CA:TRUE.
+      type: bool
+    not_before:
+      description: Start of its validity, UTC.
+      type: str
+    not_after:
+      description: End of its validity, UTC.
+      type: str
+    active:
+      description: Whether it is the certificate that signs LSCs now.
+      type: bool
+    source:
+      description: V(generated) or V(uploaded).
+      type: str
+    id:
+      description: Its row id in the store.
+      type: int
+    created_at:
+      description: When it entered the store, UTC.
+      type: str
+    retired_at:
+      description: When a newer one replaced it, UTC, or null.
+      type: str
 trust:
-  description: The trust stores, each a list of certificates.
+  description: The trust stores, keyed by name (V(capf-trust), V(callmanager-trust)), each a list of certificates.
   returned: when gathered
   type: dict
+  sample:
+    capf-trust:
+      - {trust_store: capf-trust, common_name: Example Root, fingerprint: 3f0c8e7d5b1a29c4e6f8a0b2c4d6e8f0a2b4c6d8e0f2a4b6c8d0e2f4a6b8c0d2,
+         subject: "CN=Example Root,O=Example", issuer: "CN=Example Root,O=Example", is_ca: true,
+         not_after: "2036-01-01T00:00:00Z", description: Enterprise root}
+    callmanager-trust: []
 phones:
-  description:
-    - Phones matching O(query) with their settings, operation status and current LSC (serial, status,
-      not_after, issued_at, installed_at, or null).
+  description: Phones matching O(query), in O(order_by) order, with their settings, operation status and current LSC.
   returned: when gathered
   type: list
   elements: dict
+  sample:
+    - {device_name: SEP001122334455, description: Reception, model: CP-8865, device_pool: HQ, security_mode: non_secure,
+       certificate_operation: install_upgrade, operation_status: failed,
+       operation_reason: "wrong authentication string; phone locked out after 5 failures",
+       authentication_mode: auth_string, operation_completes_by: null, locked: true, lsc: null}
+  contains:
+    device_name:
+      description: The phone.
+      type: str
+    description:
+      description: Free text.
+      type: str
+    model:
+      description: Phone model.
+      type: str
+    device_pool:
+      description: Device pool.
+      type: str
+    security_mode:
+      description: Device security mode.
+      type: str
+    certificate_operation:
+      description: The pending or last certificate operation.
+      type: str
+    operation_status:
+      description: V(none), V(pending), V(in_progress), V(succeeded), V(failed) or V(lapsed).
+      type: str
+    operation_reason:
+      description: Why the operation failed or lapsed, or is still pending; empty otherwise.
+      type: str
+    authentication_mode:
+      description: How the phone authenticates to CAPF.
+      type: str
+    operation_completes_by:
+      description: The operation deadline, UTC, or null.
+      type: str
+    locked:
+      description: Whether the phone is locked out after wrong authentication strings.
+      type: bool
+    lsc:
+      description: The current LSC (the newest that is not stale), or null.
+      type: dict
+      contains:
+        serial:
+          description: Serial number, hex.
+          type: str
+        status:
+          description: V(issued), V(installed), V(revoked) or V(expired).
+          type: str
+        not_after:
+          description: End of its validity, UTC.
+          type: str
+        issued_at:
+          description: When it was signed, UTC.
+          type: str
+        installed_at:
+          description: When the phone acknowledged storing it, UTC, or null.
+          type: str
 pending_csrs:
-  description: CSRs waiting for a signature (device_name, status, created_at, updated_at, external_ref).
+  description: CSRs waiting for a signature, oldest first.
   returned: when gathered
   type: list
   elements: dict
+  sample:
+    - {device_name: SEP001122334455, id: 7, status: pending, public_key_fingerprint: 9a8b7c6d5e4f,
+       external_ref: null, created_at: "2026-12-06T05:38:24Z", updated_at: "2026-12-06T05:38:24Z"}
+  contains:
+    device_name:
+      description: The phone whose key it is.
+      type: str
+    id:
+      description: The CSR's id.
+      type: int
+    status:
+      description: V(pending) (not sent to a CA yet) or V(submitted) (sent, not answered yet).
+      type: str
+    public_key_fingerprint:
+      description: SHA-256 fingerprint of the phone's public key.
+      type: str
+    external_ref:
+      description: The CA's reference of a submitted request, or null.
+      type: str
+    created_at:
+      description: When the phone made the request, UTC.
+      type: str
+    updated_at:
+      description: When its status last changed, UTC.
+      type: str
 stale_lscs:
   description: LSCs issued for a CSR but never installed because the phone produced a newer one.
   returned: when gathered
   type: list
   elements: dict
+  sample:
+    - {device_name: SEP001122334455, id: 12, serial: 5e0f3c2a1b, issuer: "CN=Example Issuing CA", fingerprint: 0a1b2c3d,
+       not_after: "2028-12-06T05:38:24Z", issued_at: "2026-12-06T05:38:24Z", status_changed_at: "2026-12-07T08:00:00Z"}
+  contains:
+    device_name:
+      description: The phone it was issued to.
+      type: str
+    id:
+      description: Its row id in the store.
+      type: int
+    serial:
+      description: Serial number, hex.
+      type: str
+    issuer:
+      description: Its issuer (RFC 4514).
+      type: str
+    fingerprint:
+      description: SHA-256 fingerprint.
+      type: str
+    not_after:
+      description: End of its validity, UTC.
+      type: str
+    issued_at:
+      description: When it was signed, UTC.
+      type: str
+    status_changed_at:
+      description: When it became stale, UTC.
+      type: str
 jobs:
-  description: Jobs, newest first (id, kind, status, spec, result, run_at, started_at, finished_at).
+  description: Jobs, newest first, at most O(limit).
   returned: when gathered
   type: list
   elements: dict
+  sample:
+    - {id: 3, kind: bulk_update, status: scheduled, spec: {query: {device_pool: [HQ]}, settings: {key_order: ec}},
+       result: null, run_at: "2099-01-01T01:00:00Z", created_at: "2026-12-06T05:38:24Z", started_at: null,
+       finished_at: null}
+  contains:
+    id:
+      description: The job's id.
+      type: int
+    kind:
+      description: What the job does.
+      type: str
+    status:
+      description: The job's status.
+      type: str
+    spec:
+      description: What the job was asked to do (its query and settings).
+      type: dict
+    result:
+      description: What it did (counts), or null before it ran.
+      type: dict
+    run_at:
+      description: When it runs, UTC.
+      type: str
+    created_at:
+      description: When it was scheduled, UTC.
+      type: str
+    started_at:
+      description: When it started, UTC, or null.
+      type: str
+    finished_at:
+      description: When it finished, UTC, or null.
+      type: str
 sessions:
-  description: Recent CAPF sessions, newest first (device_name, peer, operation, outcome, reason, started_at).
+  description: Recent CAPF sessions, newest first, at most O(limit).
   returned: when gathered
   type: list
   elements: dict
+  sample:
+    - {session_id: 899621824, device_name: SEP001122334455, peer: "192.0.2.10:51234", operation: install_upgrade,
+       outcome: auth_failed, reason: "wrong authentication string", started_at: "2026-12-06T05:38:24Z",
+       duration_ms: 41}
+  contains:
+    session_id:
+      description: The session's id (also in the service log).
+      type: int
+    device_name:
+      description: The device name the phone gave.
+      type: str
+    peer:
+      description: The phone's address and port.
+      type: str
+    operation:
+      description: The operation the session ran.
+      type: str
+    outcome:
+      description: How the session ended, for example V(succeeded), V(failed), V(auth_failed), V(no_operation).
+      type: str
+    reason:
+      description: Why, in words.
+      type: str
+    started_at:
+      description: When it started, UTC.
+      type: str
+    duration_ms:
+      description: How long it took, in milliseconds.
+      type: int
 report_path:
   description: The CSV report written.
   returned: when O(report_path) is set
   type: str
+  sample: /srv/capf/report.csv
 """
 
 from ansible_collections.opencapf.capf.plugins.module_utils._ansible_args import (

@@ -86,21 +86,30 @@ options:
     type: int
     default: 8
   key_order:
-    description: Key the phone generates. New phones take the service default.
+    description:
+      - Key the phone generates.
+      - A phone created without it takes the service parameter O(opencapf.capf.capf_service#module:key_order), whose
+        default is V(rsa).
     type: str
     choices: [rsa, ec, ec_preferred]
   rsa_key_size:
-    description: RSA key size in bits. New phones take the service default.
+    description:
+      - RSA key size in bits.
+      - A phone created without it takes the service parameter O(opencapf.capf.capf_service#module:rsa_key_size), whose
+        default is V(2048).
     type: int
     choices: [1024, 2048, 3072, 4096]
   ec_key_size:
-    description: EC key size (curve) in bits. New phones take the service default.
+    description:
+      - EC key size (curve) in bits.
+      - A phone created without it takes the service parameter O(opencapf.capf.capf_service#module:ec_key_size), whose
+        default is V(256).
     type: int
     choices: [256, 384, 521]
   operation_completes_by:
     description:
       - Deadline of the pending operation, an ISO 8601 date or time (UTC unless an offset is given),
-        for example C(2026-12-31T18:00:00Z). After it the operation lapses.
+        for example C(2099-12-31T18:00:00Z). After it the operation lapses.
     type: str
   reissue:
     description:
@@ -121,7 +130,7 @@ EXAMPLES = r"""
     authentication_mode: auth_string
     generate_authentication_string: true
     key_order: ec_preferred
-    operation_completes_by: "2026-12-31T18:00:00Z"
+    operation_completes_by: "{{ '%Y-%m-%dT18:00:00Z' | strftime(now(utc=true).timestamp() + 14 * 86400, utc=true) }}"
   register: phone
 
 - name: Show the generated string once, to give it to the phone user
@@ -154,14 +163,73 @@ phone:
   type: dict
   sample:
     name: SEP001122334455
+    description: Reception
+    model: CP-8865
+    device_pool: Default
+    security_mode: non_secure
     certificate_operation: install_upgrade
     authentication_mode: auth_string
-    authentication_string: (set)
+    key_order: ec_preferred
+    rsa_key_size: 2048
+    ec_key_size: 256
+    operation_completes_by: null
     operation_status: pending
+    authentication_string: (set)
+  contains:
+    name:
+      description: The canonical device name.
+      type: str
+    description:
+      description: Free text.
+      type: str
+    model:
+      description: Phone model.
+      type: str
+    device_pool:
+      description: Device pool.
+      type: str
+    security_mode:
+      description: Device security mode.
+      type: str
+    certificate_operation:
+      description: The certificate operation.
+      type: str
+    authentication_mode:
+      description: How the phone authenticates to CAPF.
+      type: str
+    key_order:
+      description: Key the phone generates.
+      type: str
+    rsa_key_size:
+      description: RSA key size in bits.
+      type: int
+    ec_key_size:
+      description: EC key size (curve) in bits.
+      type: int
+    operation_completes_by:
+      description: The operation deadline, UTC, or null.
+      type: str
+    operation_status:
+      description: V(none), V(pending), V(in_progress), V(succeeded), V(failed) or V(lapsed).
+      type: str
+    authentication_string:
+      description: V((set)), V((unset)), V((new)) or V((changed)); never the string.
+      type: str
 status:
   description: The phone's CAPF status; null in check mode for a phone that does not exist yet.
   returned: when O(state=present)
   type: dict
+  sample:
+    operation: install_upgrade
+    operation_status: succeeded
+    operation_reason: ""
+    operation_completes_by: null
+    locked: false
+    authentication_failures: 0
+    lsc: {serial: 5e0f3c2a1b, status: installed, not_after: "2031-12-05T05:38:24Z", issued_at: "2026-12-06T05:38:24Z",
+          installed_at: "2026-12-06T05:38:25Z"}
+    last_session: {outcome: succeeded, reason: "", operation: install_upgrade, peer: "192.0.2.10:51234",
+                   started_at: "2026-12-06T05:38:24Z"}
   contains:
     operation:
       description: The pending or last certificate operation.
@@ -188,13 +256,45 @@ status:
       type: int
       returned: always
     lsc:
-      description: The current LSC (serial, status, not_after, issued_at, installed_at) or null.
+      description: The current LSC (the newest that is not stale), or null.
       type: dict
       returned: always
+      contains:
+        serial:
+          description: Serial number, hex.
+          type: str
+        status:
+          description: V(issued), V(installed), V(revoked) or V(expired).
+          type: str
+        not_after:
+          description: End of its validity, UTC.
+          type: str
+        issued_at:
+          description: When it was signed, UTC.
+          type: str
+        installed_at:
+          description: When the phone acknowledged storing it, UTC, or null.
+          type: str
     last_session:
-      description: The last CAPF session of the phone (outcome, reason, operation, peer, started_at) or null.
+      description: The last CAPF session of the phone, or null.
       type: dict
       returned: always
+      contains:
+        outcome:
+          description: How the session ended.
+          type: str
+        reason:
+          description: Why, in words.
+          type: str
+        operation:
+          description: The operation the session ran.
+          type: str
+        peer:
+          description: The phone's address and port.
+          type: str
+        started_at:
+          description: When it started, UTC.
+          type: str
 authentication_string:
   description: The generated authentication string. Returned only by the run that generated it, never in check mode.
   returned: when a string was generated

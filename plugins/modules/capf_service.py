@@ -12,7 +12,8 @@ version_added: 0.1.0
 description:
   - Converges the CAPF service parameters (certificate issuer, LSC validity, default key settings,
     keep-alive, IPv6, key-generation limits, listener), the online CA settings, and the CAPF certificate.
-  - Options left unset keep their current value; a parameter never set reads as its default.
+  - Options left unset keep their current value; a parameter never set reads as its default, which each
+    option's description states (C(opencapf service show) prints them all with the current values).
   - With O(state), also starts, stops, restarts or reloads the CAPF service. V(started) means a TLS listener really
     accepts connections on the configured port; V(stopped) means the service process is not running. With
     O(issuer=online_ca) the certificate enrolment service runs inside the CAPF service and follows its state.
@@ -32,51 +33,53 @@ extends_documentation_fragment:
   - opencapf.capf.capf.attributes
 options:
   issuer:
-    description: Certificate Issuer to Endpoint. V(online_ca) needs O(online_ca).
+    description: Certificate Issuer to Endpoint. V(online_ca) needs O(online_ca). Default V(capf) for a new store.
     type: str
     choices: [capf, online_ca, offline_ca]
   validity_days:
-    description: LSC validity in days, 1–1825 (with an online CA, what the CA grants).
+    description: LSC validity in days, 1–1825 (with an online CA, what the CA grants). Default V(1825).
     type: int
   keepalive_minutes:
-    description: Keep-alive timer for CAPF to endpoint connections, 5–60 minutes (default 15).
+    description: Keep-alive timer for CAPF to endpoint connections, 5–60 minutes. Default V(15).
     type: int
   enable_ipv6:
-    description: Accept phones over IPv6; when false, connections from IPv6 addresses are refused.
+    description:
+      - Accept phones over IPv6; when false, connections from IPv6 addresses are refused. Default V(false).
+      - Listening on IPv6 addresses takes effect when the service starts or restarts.
     type: bool
   key_order:
-    description: Default key order for new phones.
+    description: Key order of phones created without one. Default V(rsa).
     type: str
     choices: [rsa, ec, ec_preferred]
   rsa_key_size:
-    description: Default RSA key size for new phones.
+    description: RSA key size of phones created without one. Default V(2048).
     type: int
     choices: [1024, 2048, 3072, 4096]
   ec_key_size:
-    description: Default EC key size for new phones.
+    description: EC key size of phones created without one. Default V(256).
     type: int
     choices: [256, 384, 521]
   keygen_timeout_minutes:
-    description: Maximum time a phone may take to generate its key, 1–60 minutes.
+    description: Maximum time a phone may take to generate its key, 1–60 minutes. Default V(30).
     type: int
   keygen_attempts:
-    description: Maximum key-generation attempts before the operation fails, 1–10.
+    description: Maximum key-generation attempts before the operation fails, 1–10. Default V(3).
     type: int
   lockout_failures:
-    description: Wrong authentication strings accepted before a phone is locked out, 1–100.
+    description: Wrong authentication strings accepted before a phone is locked out, 1–100. Default V(5).
     type: int
   max_sessions:
-    description: Concurrent phone sessions served at once, 1–100000.
+    description: Concurrent phone sessions served at once, 1–100000; further connections wait. Default V(1000).
     type: int
   max_sessions_per_address:
     description:
       - Connections one IP address may hold open at once (handshaking, waiting for a session slot or in a session),
-        1–100000 (default 100). Further connections from that address are closed and recorded as refused.
+        1–100000. Default V(100). Further connections from that address are closed and recorded as refused.
       - Phones behind one NAT address share this limit; raise it for such sites.
     type: int
   processes:
     description:
-      - Worker processes of the CAPF service sharing its port, 1–64 (default 1). One per core lets a fleet
+      - Worker processes of the CAPF service sharing its port, 1–64. Default V(1). One per core lets a fleet
         rollout use every core; the store stays one SQLite file shared by all of them.
       - Takes effect when the service starts or restarts (O(state=restarted)).
     type: int
@@ -84,21 +87,45 @@ options:
     description:
       - How often the running CAPF service runs due scheduled jobs (M(opencapf.capf.capf_bulk_update) with
         O(opencapf.capf.capf_bulk_update#module:run_at)) and lets pending operations whose deadline has passed
-        lapse, 1–3600 seconds (default 10). Of several processes serving one store, one does it.
+        lapse, 1–3600 seconds. Default V(10). Of several processes serving one store, one does it.
       - Applies from the next round, without a restart.
     type: int
+  metrics_address:
+    description:
+      - V(IP-ADDRESS:PORT) (an IPv6 address in brackets, e.g. V([::1]:9810)) where the CAPF service serves Prometheus
+        metrics over plain HTTP at C(/metrics). Default V(""), which serves none. With several worker
+        processes the figures are of the whole service. See C(docs/lifecycle.md).
+      - Takes effect when the service starts or restarts (O(state=restarted)).
+    type: str
+  renew_before_days:
+    description:
+      - Automatic renewal, 0–365 days (default V(0), off). The running service schedules the certificate operation
+        V(install_upgrade) for phones whose installed LSC expires within this many days, that have no operation
+        pending or in progress and are not in V(auth_string) authentication mode; each LSC is renewed once, with
+        the same audit events as a bulk update (C(via=renewal)).
+      - Applies from the scheduler's next round, without a restart.
+    type: int
+  renew_max_per_day:
+    description:
+      - Automatic renewal schedules at most this many phones in any 24 hours, 1–100000 (default 100), soonest
+        expiry first; the rest wait for the next day.
+    type: int
   legacy_tls:
-    description: Allow TLS 1.0 and legacy ciphers for old phone firmware.
+    description: Allow TLS 1.0 and legacy ciphers for old phone firmware. Default V(false).
     type: bool
   fips_mode:
-    description: FIPS mode; refuses the Microsoft online CA type.
+    description: FIPS mode; refuses the Microsoft online CA type. Default V(false).
     type: bool
   listen_addresses:
-    description: IP addresses the CAPF service listens on.
+    description:
+      - IP addresses the CAPF service listens on. Default V(0.0.0.0) (every IPv4 address of the host).
+      - Takes effect when the service starts or restarts.
     type: list
     elements: str
   port:
-    description: TCP port of the CAPF service, 1–65535 (CAPF uses 3804).
+    description:
+      - TCP port of the CAPF service, 1–65535. Default V(3804), the CAPF port.
+      - Takes effect when the service starts or restarts.
     type: int
   online_ca:
     description:
@@ -193,8 +220,8 @@ options:
     type: int
     default: 30
 notes:
-  - O(listen_addresses), O(port), O(enable_ipv6) (listening on IPv6 addresses) and O(processes) take effect when the
-    service restarts; notify a handler that runs this module with O(state=restarted). Every other parameter and the
+  - O(listen_addresses), O(port), O(enable_ipv6) (listening on IPv6 addresses), O(processes) and O(metrics_address)
+    take effect when the service restarts; notify a handler that runs this module with O(state=restarted). Every other parameter and the
     CAPF certificate apply to the next connection without a restart; O(state=reloaded) (SIGHUP) makes the running
     service read them again at once and reopen its log file.
 """
@@ -230,18 +257,76 @@ EXAMPLES = r"""
 
 RETURN = r"""
 parameters:
-  description: Every service parameter after the run.
+  description: Every service parameter after the run, keyed by its name (the options above of the same name).
   returned: always
   type: dict
-  sample: {issuer: capf, validity_days: 730, keepalive_minutes: 15, port: 3804}
+  sample: {issuer: capf, validity_days: 730, keepalive_minutes: 15, key_order: ec_preferred, port: 3804,
+           listen_addresses: [0.0.0.0], lockout_failures: 5, max_sessions: 1000}
 online_ca:
-  description: The online CA settings (password only as V((set)), V((unset)) or V((changed))), or null.
+  description: The online CA settings, or null when none are stored.
   returned: always
   type: dict
+  sample: {hostname: ca.example.com, port: 443, type: est, profile_label: phones, username: capf, auth: basic,
+           ec_supported: true, password: (set)}
+  contains:
+    hostname:
+      description: Host name of the CA.
+      type: str
+    port:
+      description: HTTPS port of the CA.
+      type: int
+    type:
+      description: V(microsoft) or V(est).
+      type: str
+    template:
+      description: Certificate template (Microsoft CA only).
+      type: str
+    profile_label:
+      description: Certificate enrolment profile label (EST only).
+      type: str
+    username:
+      description: User name for the CA.
+      type: str
+    auth:
+      description: V(basic) or V(ntlm).
+      type: str
+    client_certificate:
+      description: Path of the client certificate for mutual TLS, if any.
+      type: str
+    client_key:
+      description: Path of its private key, if any.
+      type: str
+    ec_supported:
+      description: Whether this CA path certifies EC phone keys.
+      type: bool
+    password:
+      description: V((set)), V((unset)) or V((changed)); never the password.
+      type: str
 capf_certificate:
-  description: The active CAPF certificate (common_name, fingerprint, key_type, not_after, subject, source).
+  description: The active CAPF certificate.
   returned: always
   type: dict
+  sample: {common_name: CAPF-7aaabd77, fingerprint: efb412ef97e1b680ab08191acedbcbe72c8c5c95138423f53628f37b1906863e,
+           key_type: ec256, not_after: "2031-12-05T05:38:24Z", subject: CN=CAPF-7aaabd77, source: generated}
+  contains:
+    common_name:
+      description: Its common name, V(CAPF-) and 8 hex digits unless uploaded.
+      type: str
+    fingerprint:
+      description: SHA-256 fingerprint, 64 lower-case hex digits.
+      type: str
+    key_type:
+      description: Its key, one of the O(capf_certificate.key_type) choices.
+      type: str
+    not_after:
+      description: End of its validity, UTC.
+      type: str
+    subject:
+      description: Its subject (RFC 4514).
+      type: str
+    source:
+      description: V(generated) or V(uploaded).
+      type: str
 capf_certificate_action:
   description: What happened to the CAPF certificate, V(none), V(create), V(regenerate) or V(upload).
   returned: always
@@ -252,9 +337,33 @@ changed_parameters:
   type: list
   elements: str
 service:
-  description: Service state after the run (state, pid, running, accepting, address, port, enrolment_service).
+  description: Service state after the run.
   returned: when O(state) is set
   type: dict
+  sample: {state: started, pid: 4242, running: true, accepting: true, address: 127.0.0.1, port: 3804,
+           enrolment_service: inactive}
+  contains:
+    state:
+      description: V(started) when the process runs and accepts TLS connections, else V(stopped).
+      type: str
+    pid:
+      description: Process id of the running service, or null.
+      type: int
+    running:
+      description: Whether the service process runs.
+      type: bool
+    accepting:
+      description: Whether a TLS handshake on the port succeeds.
+      type: bool
+    address:
+      description: The address probed.
+      type: str
+    port:
+      description: The CAPF port.
+      type: int
+    enrolment_service:
+      description: V(active) when the service runs with O(issuer=online_ca), else V(inactive).
+      type: str
 """
 
 from ansible_collections.opencapf.capf.plugins.module_utils._ansible_args import (

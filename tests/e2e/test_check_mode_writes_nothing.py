@@ -10,13 +10,14 @@ import os
 import pytest
 
 from _opencapf.store import Store, open_store
-from _opencapf.store.migrations import LATEST_VERSION
+from _opencapf.store.migrations import LATEST_VERSION, MIGRATIONS
 from _opencapf.store.sqlite import SqliteBackend
 from support import certfactory
 from support.ansible_runner import install_collection, playbook, task_results
 from support.stores import PHONE, populated_store
 from support.tools import ROOT, snapshot
 
+PREVIOUS_VERSION = MIGRATIONS[-2][0]  # the schema version before the newest migration
 MODULES = sorted(name[:-3] for name in os.listdir(os.path.join(ROOT, "plugins", "modules")) if name.startswith("capf_"))
 
 
@@ -36,6 +37,11 @@ def module_tasks(outside: str) -> dict[str, list[dict]]:
         "capf_bulk_update": [
             {"query": {"names": [PHONE]}, "set": {"key_order": "ec_preferred"}, "authentication_string": "24681357"},
             {"query": {"names": [PHONE]}, "set": {"certificate_operation": "delete"}, "run_at": "2099-01-01T00:00:00Z"},
+        ],
+        "capf_device_template": [
+            {"name": "Softphones", "certificate_operation": "install_upgrade", "authentication_mode": "auth_string",
+             "authentication_string": "13572468", "operation_completes_in_days": 7},
+            {"name": "Softphones", "state": "absent"},
         ],
         "capf_info": [{}, {"gather": ["phones"], "authentication_string": "12345678"}],
         "capf_offline_ca": [
@@ -64,7 +70,7 @@ def test_check_mode_of_every_module_writes_no_byte(module, collections, tmp_path
     os.mkdir(outside, 0o700)
     tasks = module_tasks(outside)
     assert sorted(tasks) == MODULES, "every module has check-mode tasks here"
-    stores = {"previous": populated_store(str(tmp_path / "previous"), LATEST_VERSION - 1),
+    stores = {"previous": populated_store(str(tmp_path / "previous"), PREVIOUS_VERSION),
               "current": populated_store(str(tmp_path / "current"), LATEST_VERSION)}
     before = {name: snapshot(os.path.dirname(path)) for name, path in stores.items()}
     book = [{"hosts": "localhost", "gather_facts": False, "tasks": [
@@ -86,4 +92,4 @@ def test_check_mode_of_every_module_writes_no_byte(module, collections, tmp_path
     with open_store(stores["previous"], read_only=True) as store:
         assert store.schema_version() == LATEST_VERSION  # read through the migrated copy ...
     with Store(SqliteBackend(stores["previous"], read_only=True), str(tmp_path), "test") as store:
-        assert store.schema_version() == LATEST_VERSION - 1  # ... the store itself is left as it was
+        assert store.schema_version() == PREVIOUS_VERSION  # ... the store itself is left as it was

@@ -52,6 +52,12 @@ def build_spec(*, query=None, settings=None, generate_authentication_strings=Fal
     }
 
 
+def write_strings_file(path: str, generated: list[dict]) -> None:
+    """Hand generated authentication strings out once: a CSV of ``device_name`` and
+    ``authentication_string`` at ``path``, mode 0600, written atomically."""
+    write_private_file(path, _strings_csv(generated))
+
+
 def _strings_csv(generated: list[dict]) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -108,7 +114,7 @@ def run(store: Store, spec: dict, *, shared_string: str | None = None, csv_rows=
         inserts = [plan for plan in plans if not plan.exists]
         if not check_mode and (updates or inserts):
             if generated and spec["strings_file"]:
-                write_private_file(spec["strings_file"], _strings_csv(generated))
+                write_strings_file(spec["strings_file"], generated)
             audit.record(tx, store.actor, "bulk.apply", JOB_KIND, matched=len(plans), changed=len(updates),
                          inserted=len(inserts), apply_config=spec["apply_config"],
                          generated=len(generated), query=spec["query"])

@@ -14,21 +14,23 @@ from __future__ import annotations
 PACKAGE_FILES = (
     "__init__.py", "__main__.py", "authstrings.py", "bulk.py", "bundle.py", "csr.py", "csv_import.py",
     "dependencies.py", "der.py", "directory.py", "enrolment.py", "errors.py", "faults.py", "files.py",
-    "parameters.py", "phone_config.py", "phone_query.py", "reports.py", "results.py", "scheduler.py",
-    "secretbox.py", "service_config.py", "service_control.py", "sockets.py", "trust.py", "vocabulary.py",
-    "ca/__init__.py", "ca/authority.py", "ca/certificates.py", "ca/keys.py", "ca/lsc.py", "ca/rules.py",
-    "cli/__init__.py", "cli/ca.py", "cli/deployment.py", "cli/init.py", "cli/issue.py", "cli/jobs.py",
-    "cli/ldap.py", "cli/main.py", "cli/micca.py", "cli/options.py", "cli/phone.py", "cli/render.py", "cli/serve.py",
+    "parameters.py", "phone_config.py", "phone_query.py", "renewal.py", "reports.py", "results.py", "scheduler.py",
+    "secretbox.py", "service_config.py", "service_control.py", "sockets.py", "templates.py", "trust.py",
+    "vocabulary.py", "ca/__init__.py", "ca/authority.py", "ca/certificates.py", "ca/keys.py", "ca/lsc.py",
+    "ca/rules.py", "cli/__init__.py", "cli/ca.py", "cli/deployment.py", "cli/init.py", "cli/issue.py",
+    "cli/jobs.py", "cli/ldap.py", "cli/main.py", "cli/micca.py", "cli/options.py", "cli/phone.py", "cli/phones.py",
+    "cli/render.py", "cli/renew.py", "cli/serve.py", "cli/service.py", "cli/template.py", "cli/trust.py",
     "cli/workqueue.py", "declarative/__init__.py", "declarative/deployment.py", "declarative/document.py",
     "declarative/schema.py", "issuers/__init__.py", "issuers/acceptance.py", "issuers/adcs.py", "issuers/base.py",
     "issuers/est.py", "issuers/offline.py", "issuers/online.py", "issuers/transport.py", "protocol/__init__.py",
     "protocol/codec.py", "protocol/constants.py", "protocol/phone.py", "protocol/proof.py", "protocol/session.py",
-    "server/__init__.py", "server/admission.py", "server/decider.py", "server/scheduling.py", "server/service.py",
-    "server/supervisor.py", "simulator/__init__.py", "simulator/addressing.py", "simulator/client.py",
-    "simulator/fleet.py", "simulator/identity.py", "simulator/manufacturing.py", "store/__init__.py",
-    "store/audit.py", "store/backend.py", "store/capf_certificates.py", "store/certificates.py", "store/csrs.py",
-    "store/directories.py", "store/jobs.py", "store/migrations.py", "store/phones.py", "store/postgresql.py",
-    "store/secrets.py", "store/service.py", "store/sessions.py", "store/sqlite.py", "store/trust.py",
+    "server/__init__.py", "server/admission.py", "server/decider.py", "server/metrics.py", "server/scheduling.py",
+    "server/service.py", "server/supervisor.py", "simulator/__init__.py", "simulator/addressing.py",
+    "simulator/client.py", "simulator/fleet.py", "simulator/identity.py", "simulator/manufacturing.py",
+    "store/__init__.py", "store/audit.py", "store/backend.py", "store/capf_certificates.py",
+    "store/certificates.py", "store/csrs.py", "store/directories.py", "store/jobs.py", "store/migrations.py",
+    "store/phones.py", "store/postgresql.py", "store/renewals.py", "store/secrets.py", "store/service.py",
+    "store/sessions.py", "store/sqlite.py", "store/templates.py", "store/trust.py",
 )
 
 
@@ -49,6 +51,7 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from . import parameters  # noqa: F401
     from . import phone_config  # noqa: F401
     from . import phone_query  # noqa: F401
+    from . import renewal  # noqa: F401
     from . import reports  # noqa: F401
     from . import results  # noqa: F401
     from . import scheduler  # noqa: F401
@@ -56,6 +59,7 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from . import service_config  # noqa: F401
     from . import service_control  # noqa: F401
     from . import sockets  # noqa: F401
+    from . import templates  # noqa: F401
     from . import trust  # noqa: F401
     from . import vocabulary  # noqa: F401
     from .ca import authority  # noqa: F401
@@ -73,8 +77,13 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from .cli import micca  # noqa: F401
     from .cli import options  # noqa: F401
     from .cli import phone  # noqa: F401
+    from .cli import phones  # noqa: F401
     from .cli import render  # noqa: F401
+    from .cli import renew  # noqa: F401
     from .cli import serve  # noqa: F401
+    from .cli import service  # noqa: F401
+    from .cli import template  # noqa: F401
+    from .cli import trust as _cli_trust  # noqa: F401
     from .cli import workqueue  # noqa: F401
     from .declarative import deployment as _declarative_deployment  # noqa: F401
     from .declarative import document  # noqa: F401
@@ -93,8 +102,9 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from .protocol import session  # noqa: F401
     from .server import admission  # noqa: F401
     from .server import decider  # noqa: F401
+    from .server import metrics  # noqa: F401
     from .server import scheduling  # noqa: F401
-    from .server import service  # noqa: F401
+    from .server import service as _server_service  # noqa: F401
     from .server import supervisor  # noqa: F401
     from .simulator import addressing  # noqa: F401
     from .simulator import client  # noqa: F401
@@ -109,10 +119,12 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from .store import directories  # noqa: F401
     from .store import jobs as _store_jobs  # noqa: F401
     from .store import migrations  # noqa: F401
-    from .store import phones  # noqa: F401
+    from .store import phones as _store_phones  # noqa: F401
     from .store import postgresql  # noqa: F401
+    from .store import renewals  # noqa: F401
     from .store import secrets  # noqa: F401
     from .store import service as _store_service  # noqa: F401
     from .store import sessions  # noqa: F401
     from .store import sqlite  # noqa: F401
+    from .store import templates as _store_templates  # noqa: F401
     from .store import trust as _store_trust  # noqa: F401

@@ -67,6 +67,7 @@ except ImportError as _exc:  # reported by require()
 __all__ = [
     "x509", "InvalidSignature", "UnsupportedAlgorithm", "hashes", "serialization", "ec", "padding", "rsa", "ExtendedKeyUsageOID", "NameOID",
     "yaml", "jsonschema", "missing", "require", "pkcs7", "requests", "HTTPAdapter", "HttpNtlmAuth", "AESGCM",
+    "prometheus",
     "ldap3", "ldap3_exceptions",
 ]
 
@@ -93,3 +94,14 @@ def require(*libraries: str) -> None:
             "missing Python librar%s %s on this host; install %s"
             % ("y" if len(absent) == 1 else "ies", ", ".join(absent), " ".join(absent))
         )
+
+
+def prometheus():
+    """The ``prometheus_client`` package, imported on first use: only a service with a metrics endpoint
+    needs it, and its import (a tenth of a second) is not worth paying in every module run."""
+    try:
+        import prometheus_client  # pylint: disable=import-outside-toplevel
+        from prometheus_client import multiprocess, values  # pylint: disable=import-outside-toplevel,unused-import
+    except ImportError as exc:
+        raise DependencyError(f"the metrics endpoint needs the Python library prometheus-client: {exc}") from None
+    return prometheus_client

@@ -32,6 +32,7 @@ from .ca import certificates as c
 from .errors import CapfError, CodedError, StoreError
 from .files import read_input_file, write_private_file
 from .issuers import acceptance, base, offline, online
+from .server import metrics
 from .store import Store, audit
 from .store import certificates as certificate_records
 from .store import csrs as csr_records
@@ -92,9 +93,37 @@ def online_issuer(store: Store, timeout: int | None = None):
     if timeout is not None:
         known["timeout_seconds"] = timeout
     try:
-        return online.build(known, pems, password=password, fips_mode=bool(parameters.get("fips_mode")))
+        issuer = online.build(known, pems, password=password, fips_mode=bool(parameters.get("fips_mode")))
     except CapfError as exc:
         raise EnrolmentError(base.CONFIGURATION, f"online CA settings: {exc}") from None
+    return _Observed(issuer) if metrics.enabled() else issuer
+
+
+class _Observed:
+    """An online CA client whose requests are counted and timed for the metrics endpoint."""
+
+    def __init__(self, issuer):
+        self._issuer = issuer
+
+    def __getattr__(self, name):
+        return getattr(self._issuer, name)
+
+    def submit(self, request_der: bytes, *, renewal: bool = False):
+        return self._observe("submit", self._issuer.submit, request_der, renewal=renewal)
+
+    def poll(self, reference: str, request_der: bytes):
+        return self._observe("poll", self._issuer.poll, reference, request_der)
+
+    @staticmethod
+    def _observe(request: str, call, *args, **kwargs):
+        started, outcome = time.monotonic(), "error"
+        try:
+            answer = call(*args, **kwargs)
+            outcome = {base.Issued: "issued", base.Pending: "pending", base.Rejected: "rejected"}.get(
+                type(answer), "error")
+            return answer
+        finally:
+            metrics.online_ca_request(request, outcome, time.monotonic() - started)
 
 
 def _anchors(tx: Transaction) -> list:

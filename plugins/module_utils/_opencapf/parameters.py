@@ -86,6 +86,15 @@ PARAMETERS: dict[str, Parameter] = {
         Parameter("scheduler_interval_seconds", 10, _range(v.SCHEDULER_INTERVAL_SECONDS, " seconds"), "integer",
                   "How often the CAPF service runs due scheduled jobs and lapses operations whose deadline passed.",
                   bounds=v.SCHEDULER_INTERVAL_SECONDS),
+        # Unattended lifecycle: the metrics endpoint and automatic renewal (docs/lifecycle.md).
+        Parameter("metrics_address", "", v.check_host_port, "string",
+                  "IP-ADDRESS:PORT of the Prometheus metrics endpoint (plain HTTP), empty for none; applies when the "
+                  "service starts or restarts.", restart=True),
+        Parameter("renew_before_days", 0, _range(v.RENEW_BEFORE_DAYS, " days"), "integer",
+                  "Automatic renewal: schedule install_upgrade for phones whose installed LSC expires within this "
+                  "many days (0: off).", bounds=v.RENEW_BEFORE_DAYS),
+        Parameter("renew_max_per_day", 100, _range(v.RENEW_MAX_PER_DAY), "integer",
+                  "Automatic renewal: phones scheduled in any 24 hours at most.", bounds=v.RENEW_MAX_PER_DAY),
         Parameter("legacy_tls", False, _bool, "boolean",
                   "Allow TLS 1.0 and legacy ciphers for old phone firmware."),
         Parameter("fips_mode", False, _bool, "boolean",
@@ -115,3 +124,35 @@ def check(name: str, value: Any, field: str | None = None) -> Any:
 def check_all(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Validate a mapping of parameters, returning canonical values."""
     return {name: check(name, value, prefix + name) for name, value in values.items()}
+
+
+def default_text(name: str) -> str:
+    """A parameter's default as documentation states it: ``15``, ``true``, ``rsa``, ``0.0.0.0`` (a
+    list's items separated by commas), ``""`` for an empty string."""
+    value = PARAMETERS[name].default
+    if value == "":
+        return '""'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+def rule_text(name: str) -> str:
+    """A parameter's accepted values in words: its choices or its range (empty when neither)."""
+    parameter = PARAMETERS[name]
+    if parameter.choices is not None:
+        return "one of " + ", ".join(map(str, parameter.choices))
+    if parameter.bounds is not None:
+        return "%s\u2013%s" % parameter.bounds
+    return ""
+
+
+def table(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every parameter with its value (from ``values``, else its default), default, accepted values,
+    whether a change needs a restart, and its description: what ``service show`` prints."""
+    return [{"name": name, "value": values.get(name, p.default), "default": p.default,
+             "is_default": values.get(name, p.default) == p.default, "accepts": rule_text(name),
+             "restart": p.restart, "description": p.description}
+            for name, p in PARAMETERS.items()]

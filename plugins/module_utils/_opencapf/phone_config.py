@@ -47,7 +47,7 @@ WRITE_COLUMNS = tuple(OPTION_COLUMNS.values()) + (
 # Columns the audit log never shows (a changed hash shows as ``auth_change``).
 AUDIT_HIDDEN = ("auth_salt", "auth_hash")
 # The paths that change a phone's settings, as the audit log names them.
-VIA = ("capf_phone", "bulk", "csv", "apply")
+VIA = ("capf_phone", "bulk", "csv", "apply", "renewal", "template", "ldap")
 
 
 def check_settings(settings: dict | None, prefix: str = "") -> dict[str, Any]:
@@ -219,6 +219,7 @@ class PhoneRequest:
     settings: dict
     auth: AuthRequest = AuthRequest()
     prefix: str = ""
+    reissue: bool = False  # arm the operation again when it has finished (with ``converge_many``'s own)
 
 
 def audit_event(plan: PhonePlan, via: str) -> tuple[str, str, dict[str, Any]]:
@@ -260,8 +261,8 @@ def converge_many(tx, actor: str, secret: bytes, work, *, via: str, reissue: boo
     audit shape. Every module, bulk job, CSV import and declarative file changes phones here."""
     via = check_choice("via", via, VIA)
     defaults = service_records.read(tx)
-    plans = [plan_phone(current, request.name, request.settings, defaults, request.auth, secret, reissue=reissue,
-                        check_mode=check_mode, prefix=request.prefix)
+    plans = [plan_phone(current, request.name, request.settings, defaults, request.auth, secret,
+                        reissue=reissue or request.reissue, check_mode=check_mode, prefix=request.prefix)
              for current, request in work]
     if not check_mode:
         _write_plans(tx, actor, plans, via)

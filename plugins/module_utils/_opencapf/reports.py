@@ -16,7 +16,7 @@ import gc
 import io
 from typing import Any, Iterator
 
-from . import authstrings, phone_query, scheduler, service_config, trust
+from . import authstrings, phone_config, phone_query, scheduler, service_config, trust
 from .ca import authority
 from .errors import ValidationError
 from .files import write_private_file
@@ -24,7 +24,9 @@ from .results import converged
 from .store import Store, audit, certificates, csrs, sessions
 from .store import phones as phone_records
 from .store.backend import Transaction
-from .vocabulary import check_choice, check_int_range, normalise_device_name
+from .vocabulary import SESSIONS_SHOWN as SESSIONS_SHOWN_RANGE, check_choice, check_int_range, normalise_device_name
+
+SESSIONS_SHOWN = 10
 
 SECTIONS = ("service", "capf_certificates", "trust", "phones", "pending_csrs", "stale_lscs", "jobs", "sessions")
 REPORT_COLUMNS = ("device_name", "description", "model", "device_pool", "security_mode", "certificate_operation",
@@ -81,6 +83,31 @@ def _cycle_collector_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def phone_detail(store: Store, name: str, *, sessions_limit: int = SESSIONS_SHOWN) -> dict[str, Any] | None:
+    """Everything about one phone an operator asks first, in one read transaction: its settings, its
+    operation with status and reason, its current LSC, lock-out, its newest sessions with their
+    reasons and its CSRs waiting for a signature; None when the store has no such phone."""
+    name = normalise_device_name(name, "name")
+    sessions_limit = check_int_range("sessions", sessions_limit, SESSIONS_SHOWN_RANGE)
+    with store.read() as tx:
+        row = phone_records.get(tx, name)
+        if row is None:
+            return None
+        status = phone_query.phone_status(tx, name)
+        return {
+            "device_name": name,
+            "settings": phone_config.settings_view(row),
+            "operation": {"certificate_operation": status["operation"], "status": status["operation_status"],
+                          "reason": status["operation_reason"], "completes_by": status["operation_completes_by"]},
+            "lsc": status["lsc"],
+            "lockout": {"locked": status["locked"], "authentication_failures": status["authentication_failures"]},
+            "sessions": [{key: session[key] for key in ("started_at", "peer", "operation", "outcome", "reason",
+                                                        "duration_ms")}
+                         for session in sessions.recent(tx, name, sessions_limit)],
+            "pending_csrs": csrs.awaiting_signature_for(tx, name),
+        }
 
 
 def _report_line(phone: dict) -> list:

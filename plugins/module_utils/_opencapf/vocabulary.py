@@ -59,7 +59,19 @@ MAX_SESSIONS = (1, 100000)
 MAX_SESSIONS_PER_ADDRESS = (1, 100000)
 SERVICE_PROCESSES = (1, 64)  # worker processes of the CAPF service
 SCHEDULER_INTERVAL_SECONDS = (1, 3600)  # how often the CAPF service runs due jobs and lapses deadlines
+RENEW_BEFORE_DAYS = (0, 365)  # automatic renewal: days before an LSC expires (0: off)
+RENEW_MAX_PER_DAY = (1, 100000)  # automatic renewal: phones scheduled in any 24 hours at most
 DEVICE_NAME_MAX = 64
+# Device templates (``templates``): their names, the relative deadline they give the operation of each
+# device they are applied to, and how an application treats devices that exist already.
+TEMPLATE_NAME_MAX = 64
+TEMPLATE_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,%d}" % (TEMPLATE_NAME_MAX - 1)
+TEMPLATE_NAME_RULE = ("must be 1\u2013%d letters, digits, spaces, '.', '_' or '-', starting with a letter or digit"
+                      % TEMPLATE_NAME_MAX)
+# A placeholder of a template's description pattern, and the name of a variable that fills one.
+PLACEHOLDER_PATTERN = r"[A-Za-z_][A-Za-z0-9_]{0,63}"
+DEADLINE_DAYS = (1, 3650)
+TEMPLATE_EXISTING = ("keep", "reapply")
 
 # Run-time settings of the CAPF service (``serve`` options) and of the phone simulator.
 LISTEN_PORT = (0, PORT[1])  # serve --port: 0 picks a free port
@@ -81,6 +93,7 @@ RETRIES = (0, 100)
 RETRY_INTERVAL_SECONDS = (0, 86400)
 PHONES = (1, 100000)  # phones in one simulated fleet, or at once
 JOB_LIST_LIMIT = (1, 100000)
+SESSIONS_SHOWN = (1, 1000)  # a phone's newest sessions shown by ``phones show``
 ROW_ID = (1, 2 ** 63 - 1)  # an id the store assigned (SQLite rowid)
 # LDAP directory sync (``directory``): how entries map to device names, what happens to devices whose
 # entry left the directory, the search scopes, and the bounds of a directory configuration.
@@ -122,6 +135,7 @@ LIMITS = {
     "retry_interval": Limit(RETRY_INTERVAL_SECONDS, " seconds", whole=False),
     "phones": Limit(PHONES),
     "job_list_limit": Limit(JOB_LIST_LIMIT),
+    "sessions_shown": Limit(SESSIONS_SHOWN),
     "row_id": Limit(ROW_ID),
 }
 
@@ -141,6 +155,7 @@ MAX_DOCUMENT_DEPTH = 64  # nesting of mappings and lists in a declarative file
 _AUTH_STRING = re.compile(r"[0-9]{%d,%d}" % AUTH_STRING_DIGITS)
 _HARDWARE_NAME = re.compile(r"(SEP|ATA|AN|BAT)[0-9A-F]{12}")
 _SOFTPHONE_NAME = re.compile(r"(CSF|BOT|TCT|TAB|CTI|UPC|EC)[A-Z0-9_.-]{1,46}")
+_TEMPLATE_NAME = re.compile(TEMPLATE_NAME_PATTERN)
 _WIRE_NAME = re.compile(r"[\x21-\x7e]{1,%d}" % DEVICE_NAME_MAX)
 
 
@@ -193,6 +208,34 @@ def check_address(value, field: str = "address") -> str:
         return str(ipaddress.ip_address(str(value)))
     except ValueError:
         raise ValidationError(field, "must be an IPv4 or IPv6 address", value) from None
+
+
+def check_host_port(value, field: str = "address") -> str:
+    """``HOST:PORT`` with an IP address (IPv6 in brackets) and a port 1-65535, canonical; "" (off) stays ""."""
+    if value in (None, ""):
+        return ""
+    text = str(value).strip()
+    host, _colon, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        host = ""  # an IPv6 address without brackets: its port cannot be told apart
+    try:
+        address = ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        number = 0
+        address = None
+    if address is None or not PORT[0] <= number <= PORT[1]:
+        raise ValidationError(field, "must be IP-ADDRESS:PORT (an IPv6 address in brackets, e.g. [::1]:9810; "
+                              "port 1-65535), or empty for none", value)
+    return f"[{address}]:{number}" if address.version == 6 else f"{address}:{number}"
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """The address and port of a canonical ``HOST:PORT`` (see ``check_host_port``)."""
+    host, _colon, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 def check_bool(field: str, value) -> bool:
@@ -253,6 +296,15 @@ def normalise_device_name(value, field: str = "name") -> str:
         "prefix followed by 1\u201346 letters, digits, '.', '_' or '-'",
         value,
     )
+
+
+def check_template_name(value, field: str = "name") -> str:
+    """A device template's name: 1\u201364 letters, digits, spaces, '.', '_' or '-', starting with a letter or
+    digit (surrounding spaces are dropped). Names are case-sensitive."""
+    text = value.strip() if isinstance(value, str) else value
+    if not isinstance(text, str) or not _TEMPLATE_NAME.fullmatch(text):
+        raise ValidationError(field, TEMPLATE_NAME_RULE, value)
+    return text
 
 
 def check_wire_device_name(raw: bytes) -> str:

@@ -32,6 +32,7 @@ TEXT = {"type": "string", "maxLength": 200}
 PEM = {"type": "string", "minLength": 1, "maxLength": 1024 * 1024,
        "x-rule": "must be PEM text (-----BEGIN CERTIFICATE----- ...)"}
 PATH = {"type": "string", "minLength": 1, "maxLength": 4096}
+TEMPLATE_NAME = {"type": "string", "pattern": "^%s$" % v.TEMPLATE_NAME_PATTERN, "x-rule": v.TEMPLATE_NAME_RULE}
 
 
 def _enum(choices, rule=None):
@@ -86,10 +87,12 @@ def query() -> dict:
         "device_pool": {"type": ["string", "array"]},
         "model": {"type": ["string", "array"]},
         "security_mode": {"anyOf": [_enum(v.SECURITY_MODES), {"type": "array", "items": _enum(v.SECURITY_MODES)}]},
+        "certificate_operation": {"anyOf": [_enum(v.OPERATIONS), {"type": "array", "items": _enum(v.OPERATIONS)}]},
         "operation_status": {"anyOf": [_enum(v.OPERATION_STATUSES),
                                        {"type": "array", "items": _enum(v.OPERATION_STATUSES)}]},
         "lsc_status": {"anyOf": [_enum(LSC_STATUSES), {"type": "array", "items": _enum(LSC_STATUSES)}]},
         "lsc_expires_before": TIMESTAMP,
+        "locked": {"type": "boolean", "x-rule": "must be true or false"},
     }
     return _strict({name: properties[name] for name in QUERY_FIELDS})
 
@@ -134,6 +137,7 @@ def schema() -> dict:
             "authentication_string": AUTH_STRING,
             "generate_authentication_string": {"type": "boolean"},
             "authentication_string_length": _range(v.AUTH_STRING_DIGITS, " digits"),
+            "reissue": {"type": "boolean"},
         }),
         required=("name",),
     )
@@ -152,6 +156,21 @@ def schema() -> dict:
                                                                "names devices that are not in the store)"},
         },
         required=("query",),
+    )
+    template = _strict(
+        dict(phone_settings(), **{
+            "name": TEMPLATE_NAME,
+            "state": _enum(("present", "absent")),
+            "authentication_string": AUTH_STRING,
+            "generate_authentication_string": {"type": "boolean"},
+            "authentication_string_length": _range(v.AUTH_STRING_DIGITS, " digits"),
+            "operation_completes_in_days": _range(v.DEADLINE_DAYS, " days"),
+            "devices": {"type": "array", "items": DEVICE_NAME},
+            "variables": {"type": "object", "additionalProperties": TEXT,
+                          "propertyNames": {"pattern": "^%s$" % v.PLACEHOLDER_PATTERN}},
+            "existing": _enum(v.TEMPLATE_EXISTING),
+        }),
+        required=("name",),
     )
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -172,6 +191,7 @@ def schema() -> dict:
                 }),
             }),
             "trust": {"type": "array", "items": trust_item},
+            "templates": {"type": "array", "items": template},
             "phones": {"type": "array", "items": phone},
             "bulk": {"type": "array", "items": bulk_item},
         },

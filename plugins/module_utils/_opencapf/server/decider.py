@@ -29,6 +29,7 @@ from ..store import csrs as csr_records
 from ..store import phones as phone_records
 from ..store import service as service_records
 from ..store import trust as trust_records
+from . import metrics
 from ..vocabulary import DEFAULT_MAX_SESSION_SECONDS, MAX_SESSION_SECONDS, format_utc, parse_utc, utc_now
 
 log = logging.getLogger("opencapf.server")
@@ -270,6 +271,7 @@ class StoreDecider(Decider):
             failures, locked = phone_records.record_auth_failure(
                 tx, ACTOR, phone, int(self.parameters["lockout_failures"]), verdict.reason)
         if locked:
+            metrics.locked_out()
             return Verdict(False, f"{verdict.reason}; phone locked out after {failures} failures")
         return verdict
 

@@ -10,7 +10,8 @@ processes serving one store, worker processes and separate ``serve`` processes a
 leads and runs ``scheduler.run_due``, syncs the LDAP directories whose scheduled sync is due
 (``directory.run_due``), then settles the operations left ``in_progress`` by sessions
 whose service died (``decider.settle_abandoned``: past their time bound no process serves them);
-when it ends, the next process to tick takes over. A job is
+then schedules the automatic renewals that are due
+(``renewal.run``, when ``renew_before_days`` is set); when it ends, the next process to tick takes over. A job is
 also claimed in its own write transaction, so ``opencapf jobs run-due`` typed meanwhile cannot run
 it a second time.
 
@@ -26,7 +27,7 @@ import concurrent.futures
 import logging
 import os
 
-from .. import directory, parameters, scheduler
+from .. import directory, parameters, renewal, scheduler
 from ..errors import CapfError
 from ..store import Store, open_store
 from ..store import service as service_records
@@ -62,6 +63,7 @@ class Scheduling:
         _log(scheduler.run_due(self._store))
         _log_directories(directory.run_due(self._store))
         _log_settled(settle_abandoned(self._store))
+        _log_renewal(renewal.run(self._store))
         return interval
 
     def close(self) -> None:
@@ -99,6 +101,15 @@ def _log_directories(outcomes: list) -> None:
                  ", ".join(f"{count} {key}" for key, count in outcome["devices"].items()))
         for warning in outcome["warnings"]:
             log.warning("scheduler: %s", warning)
+
+
+def _log_renewal(result: dict) -> None:
+    names = [item["name"] for item in result["scheduled"]]
+    if names:
+        more = f" and {len(names) - LISTED_NAMES} more" if len(names) > LISTED_NAMES else ""
+        log.info("scheduler: automatic renewal scheduled install_upgrade for %d phone(s) whose LSC expires before "
+                 "%s: %s%s%s", len(names), result["expires_before"], ", ".join(names[:LISTED_NAMES]), more,
+                 "; more are due and wait for the next 24 hours (renew_max_per_day)" if result["more_due"] else "")
 
 
 async def run(store: Store, stop_event: asyncio.Event) -> None:

@@ -169,3 +169,15 @@ def delete_stale(tx: Transaction, actor: str) -> int:
         audit.record(tx, actor, "certificate.stale_deleted", "certificates", count=len(rows),
                      serials=[row["serial"] for row in rows])
     return len(rows)
+
+
+def lsc_counts(tx: Transaction) -> dict[str, int]:
+    """How many LSC records there are by status (``installed``, ``issued``, ``revoked``, ``stale`` ...)."""
+    return {row["status"]: int(row["n"]) for row in tx.query(
+        "SELECT status, COUNT(*) AS n FROM certificates WHERE kind = 'lsc' GROUP BY status")}
+
+
+def installed_lscs_expiring(tx: Transaction, now: str, until: str) -> int:
+    """Installed LSCs not expired at ``now`` that expire before ``until``."""
+    return int(tx.scalar("SELECT COUNT(*) FROM certificates WHERE status = 'installed' AND kind = 'lsc' "
+                         "AND not_after >= ? AND not_after < ?", (now, until)) or 0)

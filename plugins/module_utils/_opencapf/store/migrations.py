@@ -182,6 +182,28 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         # the LSC can be checked again when it is delivered.
         "ALTER TABLE certificates ADD COLUMN chain_pem TEXT",
     ]),
+    (9, "automatic renewals", [
+        # One row per LSC that automatic renewal scheduled a new one for: an LSC is renewed once, and
+        # the rows of the last 24 hours (by the renewal's own clock) bound how many it schedules a day.
+        """CREATE TABLE renewals (
+            id {id},
+            phone_id {int} NOT NULL REFERENCES phones (id) ON DELETE CASCADE,
+            certificate_id {int} NOT NULL UNIQUE,
+            scheduled_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX renewals_scheduled ON renewals (scheduled_at)",
+    ]),
+    (10, "device templates", [
+        # Named sets of CAPF settings for phones (``templates``): the settings as JSON by option name,
+        # never a secret (a template's shared authentication string is sealed in ``secrets``).
+        """CREATE TABLE device_templates (
+            id {id},
+            name TEXT NOT NULL UNIQUE,
+            settings TEXT NOT NULL DEFAULT '{{}}',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+    ]),
     (11, "LDAP directories and the devices their syncs created", [
         # One row per directory configuration (its bind password is a sealed secret, never here):
         # when it was first synchronised (the template applies to every device of that first sync)

@@ -152,10 +152,14 @@ def _matching_statement(query: dict | None, columns: str, *, with_lsc: bool = Tr
     if query.get("name_pattern"):
         where.append("p.name LIKE ? ESCAPE '\\'")
         params.append(_like(query["name_pattern"]))
-    for key in ("device_pool", "model", "security_mode", "operation_status"):
+    for key, column in (("device_pool", "device_pool"), ("model", "model"), ("security_mode", "security_mode"),
+                        ("certificate_operation", "operation"), ("operation_status", "operation_status")):
         if query.get(key):
-            where.append(f"p.{key} IN (%s)" % ", ".join("?" * len(query[key])))
+            where.append(f"p.{column} IN (%s)" % ", ".join("?" * len(query[key])))
             params.extend(query[key])
+    if query.get("locked") is not None:
+        where.append("p.locked = ?")
+        params.append(1 if query["locked"] else 0)
     if query.get("lsc_status"):
         statuses = [s for s in query["lsc_status"] if s != "none"]
         parts = []
@@ -250,3 +254,8 @@ def abandoned(tx: Transaction, now: str, unbounded_before: str) -> list[dict[str
         "SELECT * FROM phones WHERE operation_status = 'in_progress' AND (operation_live_until < ? "
         "OR (operation_live_until IS NULL AND (last_session_at IS NULL OR last_session_at < ?))) ORDER BY name",
         (now, unbounded_before))
+
+
+def locked_count(tx: Transaction) -> int:
+    """Phones locked out after repeated wrong authentication strings."""
+    return int(tx.scalar("SELECT COUNT(*) FROM phones WHERE locked = 1") or 0)

@@ -169,3 +169,23 @@ def test_a_certificate_retrieved_by_troubleshoot_never_becomes_the_current_lsc(
     assert sorted(copies, key=lambda row: row["kind"]) == [
         {"kind": "retrieved_lsc", "status": "retrieved", "installed_at": None},
         {"kind": "retrieved_mic", "status": "retrieved", "installed_at": None}]
+
+
+def test_query_by_certificate_operation_and_lock_out(run, location):
+    """The query's ``certificate_operation`` and ``locked`` filters, through the module's argument spec."""
+    with open_store(location, actor="test") as store:
+        add_phone(store, "SEP0000000000D1", operation="install_upgrade", locked=1, auth_failures=5)
+        add_phone(store, "SEP0000000000D2", operation="delete")
+        add_phone(store, "SEP0000000000D3")
+
+    def names(query):
+        info = run(capf_info, {"store": location, "gather": ["phones"], "query": query})
+        return [item["device_name"] for item in info["phones"]]
+
+    assert names({"locked": True}) == ["SEP0000000000D1"]
+    assert names({"locked": False}) == ["SEP0000000000D2", "SEP0000000000D3"]
+    assert names({"certificate_operation": ["delete", "none"]}) == ["SEP0000000000D2", "SEP0000000000D3"]
+    assert names({"certificate_operation": ["install_upgrade"], "locked": False}) == []
+    assert names({}) == ["SEP0000000000D1", "SEP0000000000D2", "SEP0000000000D3"]
+    refused = run(capf_info, {"store": location, "query": {"certificate_operation": ["renew"]}})
+    assert refused["failed"] and "certificate_operation" in refused["msg"]

@@ -1,5 +1,6 @@
 """One path per change: the same requested change of a phone's settings, asked for by capf_phone, a
-bulk job, a CSV import or the declarative file, leaves the same stored row and the same audit event."""
+bulk job, a CSV import, the declarative file or a device template (re-)applied to it, leaves the same
+stored row and the same audit event."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ import pytest
 
 from ansible_collections.opencapf.capf.plugins.modules import capf_phone
 
-from _opencapf import authstrings, bulk, phone_config
+from _opencapf import authstrings, bulk, phone_config, templates
 from _opencapf.declarative import deployment, document
 from _opencapf.store import open_store
 
 NAME = "SEP001122334455"
 SEED = {"certificate_operation": "install_upgrade", "description": "Lobby", "device_pool": "HQ"}
-PATHS = ("capf_phone", "bulk", "csv", "apply")
-CREATING_PATHS = ("capf_phone", "csv", "apply")  # a bulk job's query only finds phones that exist
+PATHS = ("capf_phone", "bulk", "csv", "apply", "template")
+CREATING_PATHS = ("capf_phone", "csv", "apply", "template")  # a bulk job's query only finds phones that exist
 # Columns that differ by when or how a change was made, never by what it was.
 VOLATILE = ("id", "created_at", "updated_at", "auth_salt", "auth_hash")
 
@@ -68,6 +69,16 @@ def _through(path, run, store_path, settings, secret):
             columns = ["device_name", *settings] + (["authentication_string"] if secret else [])
             cells = [NAME, *(str(value) for value in settings.values())] + ([secret] if secret else [])
             result = bulk.converge(store, csv_content=",".join(columns) + "\n" + ",".join(cells) + "\n")
+            return result["authentication_strings"][0]["authentication_string"] \
+                if result["authentication_strings"] else None
+        if path == "template":
+            template = dict(settings)
+            if secret == "generate":
+                template["generate_authentication_string"] = True
+            elif secret is not None:
+                template["authentication_string"] = secret
+            templates.define(store, "Requested", template)
+            result = templates.apply(store, "Requested", [NAME.lower()], via="template", existing="reapply")
             return result["authentication_strings"][0]["authentication_string"] \
                 if result["authentication_strings"] else None
         item = dict(settings, name=NAME)

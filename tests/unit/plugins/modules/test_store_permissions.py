@@ -12,6 +12,7 @@ from _opencapf.store import open_store
 
 MODULE_ARGS = {
     "capf_bulk_update": {"query": {"names": ["SEP001122334455"]}, "set": {"key_order": "ec_preferred"}},
+    "capf_device_template": {"name": "Softphones", "device_pool": "Soft"},
     "capf_info": {},
     "capf_ldap_sync": {"name": "corp", "urls": ["ldaps://localhost:1"], "search_base": "dc=example,dc=org",
                        "device_template": "jabber"},

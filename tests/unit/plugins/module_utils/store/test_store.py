@@ -13,7 +13,7 @@ import pytest
 from _opencapf import phone_query, reports
 from _opencapf.errors import StoreError
 from _opencapf.store import audit, migrate, open_store, phones, service
-from _opencapf.store.migrations import LATEST_VERSION
+from _opencapf.store.migrations import LATEST_VERSION, MIGRATIONS
 from _opencapf.store.sqlite import SqliteBackend
 
 
@@ -34,7 +34,7 @@ def test_reopening_applies_nothing_twice(store_location, state_dir):
     open_store(store_location, state_dir=state_dir).close()
     with open_store(store_location, state_dir=state_dir) as again:
         with again.read() as tx:
-            assert tx.scalar("SELECT count(*) FROM schema_migrations") == LATEST_VERSION
+            assert tx.scalar("SELECT count(*) FROM schema_migrations") == len(MIGRATIONS)
 
 
 def _from_the_future(location, state_dir):
