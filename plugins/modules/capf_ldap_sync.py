@@ -15,17 +15,17 @@ description:
     (O(mapping)) and creates every mapped device with the CAPF settings of the device template
     O(device_template) (M(opencapf.capf.capf_device_template)).
   - The template applies to every device of the directory's first sync, devices that already exist included
-    (the source's initial LDAP synchronisation). Later syncs create the devices that are new with the template
+    (the initial LDAP synchronisation of the CAPF configuration guide). Later syncs create the devices that are new with the template
     and leave the CAPF settings of existing devices as they are (use M(opencapf.capf.capf_bulk_update) to
     change them), unless O(reapply_template=true).
   - Devices an earlier sync of this directory mapped whose entry is no longer found are absent; O(absent_devices)
     says whether they are reported (with a warning), removed from the store, or let go silently.
-  - The directory is read completely before the store is touched. An unreachable server, a certificate the CA
+  - 'The directory is read completely before the store is touched. An unreachable server, a certificate the CA
     does not verify, a refused bind or a failed search fails the task with one line naming the option, for
     example C(bind_password: ldaps://ldap.example.org:636 refused the bind of cn=capf,dc=example,dc=org: invalid
-    credentials), and changes nothing.
+    credentials (wrong bind_dn or bind_password)), and changes nothing.'
   - The configuration is kept in the store under O(name) (never the password, unless O(sync_interval_minutes) is
-    set: then the CAPF service syncs the directory on that schedule and keeps the password encrypted in the store).
+    set; then the CAPF service syncs the directory on that schedule and keeps the password encrypted in the store).
   - 'Device names: with O(mapping=users) each entry gives C(CSF) + its O(user_attribute) upper-cased (Cisco Jabber
     for Windows and Mac), e.g. C(uid=jsmith) gives C(CSFJSMITH). Every name must be a device name the engine
     accepts: C(SEP) (or C(ATA)/C(AN)/C(BAT)) and 12 hex digits, or a C(CSF)/C(BOT)/C(TCT)/C(TAB)/C(CTI)/C(UPC)/C(EC)
