@@ -205,6 +205,7 @@ directory:
     mapped:
       description: Devices the entries map to.
       type: int
+  sample: {name: corp, first_sync: false, entries: 1200, mapped: 1198}
 skipped:
   description: Entries that map to no valid device name, each with its DN, the value and the reason.
   returned: always
@@ -220,6 +221,8 @@ skipped:
     reason:
       description: Why it was skipped.
       type: str
+  sample: [{dn: "uid=j doe,ou=people,dc=example,dc=org", value: CSFJ DOE,
+            reason: "must be SEP (or ATA/AN/BAT) followed by 12 hex digits, ..."}]
 authentication_strings:
   description: Strings the template generated for new devices, returned once; empty in check mode.
   returned: always
@@ -232,6 +235,7 @@ authentication_strings:
     authentication_string:
       description: Its new authentication string.
       type: str
+  sample: [{device_name: CSFJSMITH, authentication_string: "40718265"}]
 strings_file:
   description: The file the generated strings were written to, or null.
   returned: always
