@@ -218,14 +218,19 @@ def _tls(config: dict):
         raise DirectoryError("ca_file", f"cannot read {config['ca_file']} ({_cause(exc)})", show_value=False) from None
 
 
-def _connect(config: dict, password: str | None):
-    """A bound connection to the first server that answers; errors name the option to look at."""
+def check_ca_file(config: dict) -> None:
+    """The CA file is readable and holds CA certificates (checked before the store or the network)."""
     if config["ca_file"] is not None:
         try:
             ssl.create_default_context(cafile=config["ca_file"])
         except OSError as exc:  # ssl.SSLError is an OSError too: a file without a PEM certificate
             cause = exc.strerror if not isinstance(exc, ssl.SSLError) else f"no CA certificate in it: {exc.reason}"
             raise DirectoryError("ca_file", f"cannot read {config['ca_file']} ({cause})", show_value=False) from None
+
+
+def _connect(config: dict, password: str | None):
+    """A bound connection to the first server that answers; errors name the option to look at."""
+    check_ca_file(config)
     tls = _tls(config)
     failures = []
     for url in config["urls"]:
@@ -386,6 +391,7 @@ def sync(store: Store, options: dict, *, bind_password: str | None = None, check
     if bind_password is not None and not config["bind_dn"]:
         raise ValidationError("bind_password", "needs bind_dn", show_value=False)
     moment = v.parse_utc(now, "now") if now is not None else v.utc_now()
+    check_ca_file(config)
     _template(store, config)
     with store.read() as tx:
         password = _password(tx, store, config, bind_password)
