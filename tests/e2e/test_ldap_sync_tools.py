@@ -105,6 +105,8 @@ def test_cli_syncs_over_starttls_with_the_password_from_a_file_or_the_environmen
     code, out, err = _cli(capsys, "--store", store, "ldap", "sync", "--name", "corp", "--bind-password-file",
                           str(password_file))
     assert code == 0 and "no change" in out, err
+    code, out, err = _cli(capsys, "--store", store, "ldap", "list")
+    assert code == 0 and out.startswith("corp: last sync ") and "next not scheduled" in out, err
 
     before = _store_snapshot(store)
     other_ca = tmp_path / "other.yml"
