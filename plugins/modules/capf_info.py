@@ -26,9 +26,9 @@ options:
     description: Which sections to return (default all).
     type: list
     elements: str
-    choices: [service, capf_certificates, trust, phones, pending_csrs, stale_lscs, jobs, sessions]
+    choices: [service, capf_certificates, trust, phones, pending_csrs, stale_lscs, jobs, sessions, revoked_lscs, crl]
   limit:
-    description: At most this many jobs and sessions (newest first), 1–100000.
+    description: At most this many jobs, sessions and revoked LSCs (newest first), 1–100000.
     type: int
     default: 100
   authentication_string:
@@ -421,6 +421,68 @@ sessions:
     duration_ms:
       description: How long it took, in milliseconds.
       type: int
+revoked_lscs:
+  description:
+    - Revoked LSCs, most recently revoked first (at most O(limit)).
+    - Only LSCs that CAPF signed (V(issuer=capf)) are on the CAPF CRL; a third-party CA's LSC is revoked there.
+  returned: when gathered
+  type: list
+  elements: dict
+  sample:
+    - {device_name: SEP001122334455, serial: 3f2a9c0d41e5b7, issuer: capf, source: capf, not_after: "2027-12-06T05:38:24Z",
+       revoked_at: "2026-12-06T05:40:02Z", revocation_reason: superseded}
+  contains:
+    device_name:
+      description: The phone.
+      type: str
+    serial:
+      description: Serial number (hexadecimal).
+      type: str
+    issuer:
+      description: V(capf), or the third-party CA that signed it.
+      type: str
+    source:
+      description: How it was issued (V(capf), V(cli), V(online_ca), V(offline_ca) ...).
+      type: str
+    not_after:
+      description: End of its validity (UTC).
+      type: str
+    revoked_at:
+      description: When it was revoked (UTC).
+      type: str
+    revocation_reason:
+      description: >-
+        The RFC 5280 reason, V(superseded) (a newer LSC was installed), V(cessation_of_operation) (deleted from the
+        phone, or expired with C(revoke_after_expiry)), or what an operator gave.
+      type: str
+crl:
+  description: The newest CRL the service signed, or null before the first.
+  returned: when gathered
+  type: dict
+  sample: {number: 4, signer_fingerprint: "9c1e...", this_update: "2026-12-06T05:40:02Z", next_update: "2026-12-13T05:40:02Z",
+           entries: 12, revocation_mark: "812", created_at: "2026-12-06T05:40:02Z"}
+  contains:
+    number:
+      description: Its CRL number.
+      type: int
+    signer_fingerprint:
+      description: SHA-256 fingerprint of the CAPF certificate that signed it.
+      type: str
+    this_update:
+      description: thisUpdate (UTC).
+      type: str
+    next_update:
+      description: nextUpdate (UTC); a new CRL is signed once half of the validity has passed.
+      type: str
+    entries:
+      description: How many revoked LSCs it lists.
+      type: int
+    revocation_mark:
+      description: Internal marker of the revocations it covers.
+      type: str
+    created_at:
+      description: When it was signed (UTC).
+      type: str
 report_path:
   description: The CSV report written.
   returned: when O(report_path) is set

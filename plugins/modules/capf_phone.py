@@ -33,7 +33,10 @@ options:
     required: true
     aliases: [device_name]
   state:
-    description: Whether the phone exists in the store. V(absent) also removes its certificates and CSRs.
+    description:
+      - Whether the phone exists in the store. V(absent) also removes its certificates and CSRs; its LSCs that are
+        still valid are revoked first (reason V(cessation_of_operation)), and every revoked LSC of it stays on the
+        CAPF CRL.
     type: str
     choices: [present, absent]
     default: present
@@ -118,6 +121,28 @@ options:
         until the phone has completed it.
     type: bool
     default: false
+  revoke:
+    description:
+      - Revoke the phone's LSC with an RFC 5280 reason, in the store (CAPF no longer accepts it for authentication)
+        and on the CAPF CRL (see docs/lifecycle.md). Without O(revoke.serial), every LSC the phone holds or was
+        issued (status V(installed) or V(issued)) is revoked.
+      - Idempotent - an LSC revoked already stays as it was. Without O(revoke.serial), a later run revokes an LSC
+        installed since, too; name O(revoke.serial) or remove the option once it has been applied.
+      - To give the phone a new LSC afterwards, set O(certificate_operation=install_upgrade) with an
+        O(authentication_mode) other than V(existing_cert_lsc) (a revoked LSC no longer authenticates).
+    type: dict
+    suboptions:
+      reason:
+        description:
+          - The RFC 5280 reason code, spelled in snake case (V(key_compromise) is keyCompromise).
+          - V(unspecified) leaves the reason out of the CRL entry, as RFC 5280 asks.
+        type: str
+        required: true
+        choices: [unspecified, key_compromise, affiliation_changed, superseded, cessation_of_operation,
+                  privilege_withdrawn]
+      serial:
+        description: Serial number (hexadecimal) of the one LSC of this phone to revoke.
+        type: str
 """
 
 EXAMPLES = r"""
@@ -144,6 +169,12 @@ EXAMPLES = r"""
     security_mode: encrypted
     certificate_operation: install_upgrade
     authentication_mode: existing_cert_mic
+
+- name: Revoke the LSC of a stolen phone
+  opencapf.capf.capf_phone:
+    name: SEP001122334455
+    revoke:
+      reason: key_compromise
 
 - name: Remove a phone from the store
   opencapf.capf.capf_phone:
@@ -295,6 +326,12 @@ status:
         started_at:
           description: When it started, UTC.
           type: str
+revoked:
+  description: Serials of the LSCs this run revoked (would revoke, in check mode); empty when nothing changed.
+  returned: when O(revoke) is set
+  type: list
+  elements: str
+  sample: [3f2a9c0d41e5b7]
 authentication_string:
   description: The generated authentication string. Returned only by the run that generated it, never in check mode.
   returned: when a string was generated
@@ -329,6 +366,10 @@ def main():
         ec_key_size={"type": "int", "choices": list(v.EC_KEY_SIZES)},
         operation_completes_by={"type": "str"},
         reissue={"type": "bool", "default": False},
+        revoke={"type": "dict", "options": {
+            "reason": {"type": "str", "required": True, "choices": list(v.REVOCATION_REASONS)},
+            "serial": {"type": "str"},
+        }},
     )
     module = create_module(spec, mutually_exclusive=[("authentication_string", "generate_authentication_string"),
                                                      ("authentication_string", "regenerate_authentication_string")])
@@ -342,10 +383,13 @@ def main():
     with engine(module) as store:
         result = phone_config.converge(
             store, params["name"], state=params["state"], settings={key: params[key] for key in SETTINGS},
-            auth=auth, reissue=params["reissue"], check_mode=module.check_mode)
+            auth=auth, reissue=params["reissue"], revoke=params["revoke"], check_mode=module.check_mode)
     extras = {"name": result["name"]}
     if params["state"] == "present":
-        extras.update(phone=result["after"], status=result["status"])
+        extras.update(phone={key: value for key, value in result["after"].items() if key != "lscs"},
+                      status=result["status"])
+    if "revoked" in result:
+        extras["revoked"] = result.pop("revoked")
     if "authentication_string" in result:
         extras["authentication_string"] = result["authentication_string"]
     exit_with(module, result, **extras)

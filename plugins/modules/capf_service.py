@@ -109,6 +109,36 @@ options:
     description:
       - Automatic renewal schedules at most this many phones in any 24 hours, 1–100000 (default 100), soonest
         expiry first; the rest wait for the next day.
+  revoke_after_expiry:
+    description:
+      - Revoke an LSC once it has expired, with reason V(cessation_of_operation), as the certificate monitor of the
+        CAPF configuration guide does (default V(true)). The running service does it every
+        O(scheduler_interval_seconds); see docs/lifecycle.md.
+    type: bool
+  crl_validity_hours:
+    description:
+      - Hours from a CRL's thisUpdate to its nextUpdate, 1–8760 (default 168). The service signs a new CRL when an
+        LSC is revoked and once half of this has passed, so that relying parties never hold an outdated CRL.
+    type: int
+  crl_path:
+    description:
+      - Absolute path of a file (on every CAPF node) that the service keeps equal to the current CRL, DER encoded,
+        mode 0644, replaced atomically. Default V(""), no file.
+    type: str
+  crl_url:
+    description:
+      - An C(http://) URL that LSCs CAPF signs from now on name as their CRL distribution point. Default V(""),
+        none. Point it at O(crl_http_port) or at a web server publishing O(crl_path).
+    type: str
+  crl_http_address:
+    description:
+      - Address the service answers C(GET /capf.crl) on when O(crl_http_port) is set (default V(0.0.0.0)).
+      - Takes effect when the service starts or restarts.
+    type: str
+  crl_http_port:
+    description:
+      - TCP port of the service's plain HTTP CRL responder (C(GET /capf.crl), C(application/pkix-crl)), 0–65535;
+        default V(0), none. Takes effect when the service starts or restarts.
     type: int
   legacy_tls:
     description: Allow TLS 1.0 and legacy ciphers for old phone firmware. Default V(false).

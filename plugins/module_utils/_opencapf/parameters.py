@@ -95,6 +95,22 @@ PARAMETERS: dict[str, Parameter] = {
                   "many days (0: off).", bounds=v.RENEW_BEFORE_DAYS),
         Parameter("renew_max_per_day", 100, _range(v.RENEW_MAX_PER_DAY), "integer",
                   "Automatic renewal: phones scheduled in any 24 hours at most.", bounds=v.RENEW_MAX_PER_DAY),
+        # Revocation and the CRL (docs/lifecycle.md).
+        Parameter("revoke_after_expiry", True, _bool, "boolean",
+                  "Revoke an LSC once it has expired (reason cessation_of_operation), as Cisco's certificate monitor does."),
+        Parameter("crl_validity_hours", 168, _range(v.CRL_VALIDITY_HOURS, " hours"), "integer",
+                  "Hours from a CRL's thisUpdate to its nextUpdate; the service signs a new CRL when something is "
+                  "revoked and once half of this has passed.", bounds=v.CRL_VALIDITY_HOURS),
+        Parameter("crl_path", "", v.check_crl_path, "string",
+                  "Absolute path of a file the service keeps the current CRL in (DER, mode 0644); empty: no file."),
+        Parameter("crl_url", "", v.check_crl_url, "string",
+                  "http:// URL that LSCs issued from now on name as their CRL distribution point; empty: none."),
+        Parameter("crl_http_address", "0.0.0.0", v.check_address, "string",
+                  "Address the service answers GET /capf.crl on (with crl_http_port); applies when the service "
+                  "starts or restarts.", restart=True),
+        Parameter("crl_http_port", 0, _range(v.LISTEN_PORT), "integer",
+                  "TCP port of the plain HTTP CRL responder, 0 for none; applies when the service starts or restarts.",
+                  bounds=v.LISTEN_PORT, restart=True),
         Parameter("legacy_tls", False, _bool, "boolean",
                   "Allow TLS 1.0 and legacy ciphers for old phone firmware."),
         Parameter("fips_mode", False, _bool, "boolean",

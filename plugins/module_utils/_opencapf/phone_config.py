@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import authstrings, faults
+from . import authstrings, faults, revocation
 from .errors import ValidationError
 from .phone_query import phone_status
 from .results import converged, text_or_none
@@ -270,13 +270,18 @@ def converge_many(tx, actor: str, secret: bytes, work, *, via: str, reissue: boo
 
 
 def converge(store: Store, name: str, *, state: str = "present", settings: dict | None = None,
-             auth: AuthRequest | None = None, reissue: bool = False, check_mode: bool = False) -> dict[str, Any]:
+             auth: AuthRequest | None = None, reissue: bool = False, revoke: dict | None = None,
+             check_mode: bool = False) -> dict[str, Any]:
     """Converge one phone; returns changed/before/after, the phone's CAPF status, and a generated
-    authentication string once (only when one was generated in this call)."""
+    authentication string once (only when one was generated in this call). ``revoke``
+    (``{"reason": ..., "serial": ...}``) also revokes the phone's LSC(s) (``revocation.revoke_in``),
+    in the same transaction; before/after then show them under ``lscs``."""
     name = normalise_device_name(name, "name")
     state = check_choice("state", state, ("present", "absent"))
     auth = (auth or AuthRequest()).validated()
     wanted = check_settings(settings)
+    if revoke is not None and state == "absent":
+        raise ValidationError("revoke", "only applies with state=present (state=absent removes the phone's LSCs)")
     secret = store.secret()
     with store.transaction(write=not check_mode) as tx:
         current = phone_records.get(tx, name)
@@ -287,8 +292,20 @@ def converge(store: Store, name: str, *, state: str = "present", settings: dict 
             return converged(current is not None, before, None, name=name, status=None)
         plan, = converge_many(tx, store.actor, secret, [(current, PhoneRequest(name, wanted, auth))],
                               via="capf_phone", reissue=reissue, check_mode=check_mode)
+        revoked = None
+        if revoke is not None:
+            revoke = revocation.check_request(revoke)
+            revoked = (revocation.revoke_in(tx, store.actor, name, revoke["reason"], serial=revoke.get("serial"),
+                                            check_mode=check_mode)
+                       if current is not None or not check_mode else converged(False, {"lscs": []}, {"lscs": []}))
         status = phone_status(tx, name) if not check_mode or current is not None else None
     extras: dict[str, Any] = {"name": name, "status": status}
     if plan.generated is not None:
         extras["authentication_string"] = plan.generated
-    return converged(plan.changed, plan.before, plan.after, **extras)
+    if revoked is None:
+        return converged(plan.changed, plan.before, plan.after, **extras)
+    extras["revoked"] = revoked["revoked"] if revoked["changed"] else []
+    if revoked.get("warnings"):
+        extras["warnings"] = revoked["warnings"]
+    return converged(plan.changed or revoked["changed"], dict(plan.before or {}, lscs=revoked["before"]["lscs"]),
+                     dict(plan.after, lscs=revoked["after"]["lscs"]), **extras)

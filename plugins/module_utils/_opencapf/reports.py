@@ -21,14 +21,15 @@ from .ca import authority
 from .errors import ValidationError
 from .files import write_private_file
 from .results import converged
-from .store import Store, audit, certificates, csrs, sessions
+from .store import Store, audit, certificates, crls, csrs, sessions
 from .store import phones as phone_records
 from .store.backend import Transaction
 from .vocabulary import SESSIONS_SHOWN as SESSIONS_SHOWN_RANGE, check_choice, check_int_range, normalise_device_name
 
 SESSIONS_SHOWN = 10
 
-SECTIONS = ("service", "capf_certificates", "trust", "phones", "pending_csrs", "stale_lscs", "jobs", "sessions")
+SECTIONS = ("service", "capf_certificates", "trust", "phones", "pending_csrs", "stale_lscs", "jobs", "sessions",
+            "revoked_lscs", "crl")
 REPORT_COLUMNS = ("device_name", "description", "model", "device_pool", "security_mode", "certificate_operation",
                   "operation_status", "authentication_mode", "lsc_status", "lsc_serial", "lsc_not_after",
                   "lsc_installed_at")
@@ -160,6 +161,10 @@ def gather(store: Store, sections=None, *, query: dict | None = None, limit: int
             result["jobs"] = scheduler.list_jobs(tx, limit=limit)
         if "sessions" in sections:
             result["sessions"] = sessions.newest(tx, limit)
+        if "revoked_lscs" in sections:
+            result["revoked_lscs"] = certificates.revoked_lscs(tx, newest=limit)
+        if "crl" in sections:
+            result["crl"] = crls.latest(tx, with_der=False)
     if "capf_certificates" in sections:
         history = authority.history(store)
         for item in history:

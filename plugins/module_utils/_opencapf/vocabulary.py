@@ -37,6 +37,20 @@ RETRIEVED_KINDS = {"lsc": "retrieved_lsc", "mic": "retrieved_mic"}
 RETRIEVED_STATUS = "retrieved"
 JOB_STATUSES = ("scheduled", "running", "succeeded", "failed", "cancelled")
 
+# Why an LSC was revoked: the RFC 5280 CRLReason codes (section 5.3.1) an LSC can have, spelled as
+# the member names of cryptography's ``x509.ReasonFlags`` (keyCompromise is ``key_compromise``). CA and
+# attribute-authority compromise do not apply to an end-entity certificate, certificateHold is not
+# supported (a revocation is final) and removeFromCRL belongs to delta CRLs.
+REVOCATION_REASONS = ("unspecified", "key_compromise", "affiliation_changed", "superseded",
+                      "cessation_of_operation", "privilege_withdrawn")
+REVOKED_SUPERSEDED = "superseded"  # a newer LSC of the same phone was installed over it
+REVOKED_DELETED = "cessation_of_operation"  # a delete operation removed it from the phone
+# Past its notAfter, with revoke_after_expiry on: the certificate is no longer needed for the purpose
+# it was issued for (RFC 5280 cessationOfOperation); nothing superseded it, and its key is not known
+# to be compromised.
+REVOKED_EXPIRED = "cessation_of_operation"
+CRL_VALIDITY_HOURS = (1, 8760)  # thisUpdate to nextUpdate of the CAPF CRL
+
 # Why a certificate that a third-party CA returned is refused before it is recorded or delivered
 # (the rules: issuers/acceptance.py and docs/third-party-ca.md), and the further reason an offline
 # import reports for a file.
@@ -319,6 +333,30 @@ def check_wire_device_name(raw: bytes) -> str:
         raise ValidationError("DEVICE_NAME", "must be 1\u2013%d printable characters" % DEVICE_NAME_MAX,
                               show_value=False)
     return text
+
+
+def check_crl_path(value, field: str = "crl_path") -> str:
+    """An absolute file path for the published CRL, or empty (no file)."""
+    if not isinstance(value, str):
+        raise ValidationError(field, "must be an absolute file path or empty", value)
+    if value and (not value.startswith("/") or value.endswith("/") or "\0" in value):
+        raise ValidationError(field, "must be an absolute file path (or empty: no CRL file)", value)
+    return value
+
+
+_CRL_URL = re.compile(r"^http://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~!$&'()*+,;=:@%/\-]*)?$")
+
+
+def check_crl_url(value, field: str = "crl_url") -> str:
+    """The URL LSCs name as their CRL distribution point, or empty (none). Plain ``http://``, as RFC
+    5280 section 4.2.1.13 expects of a CRL (it is signed; fetching it over TLS would need the very
+    revocation check it serves)."""
+    if not isinstance(value, str):
+        raise ValidationError(field, "must be an http:// URL or empty", value)
+    if value and (len(value) > 2000 or not _CRL_URL.match(value)):
+        raise ValidationError(field, "must be an http:// URL of ASCII characters, such as "
+                              "http://capf.example.com:8080/capf.crl (or empty: no distribution point)", value)
+    return value
 
 
 def check_listen_addresses(value, field: str = "listen_addresses") -> list[str]:

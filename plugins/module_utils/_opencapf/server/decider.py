@@ -356,7 +356,8 @@ class StoreDecider(Decider):
         try:
             issued = lsc.issue(self.store, plan.device_name, public_key, source="capf", create_phone=False,
                                device_name_is_wire=True, recorded=record_request, signer=self.signer,
-                               validity_days=self.parameters.get("validity_days"))
+                               validity_days=self.parameters.get("validity_days"),
+                               crl_url=self.parameters.get("crl_url"))
         except CapfError as exc:
             with self.store.transaction() as tx:
                 csr_records.set_status(tx, csr_records.add(tx, phone_id, key_fingerprint, key_der), "failed",
@@ -412,7 +413,7 @@ class StoreDecider(Decider):
     def deleted(self, plan: Plan, ok: bool) -> None:
         with self.store.transaction() as tx:
             phone = phone_records.get(tx, plan.device_name)
-            revoked = certificate_records.revoke_installed(tx, ACTOR, phone, "deleted from the phone")
+            revoked = certificate_records.revoke_installed(tx, ACTOR, phone)
             self._set_result(tx, phone, "succeeded", "" if ok else "phone reported no LSC to delete",
                              clear_operation=False, revoked=revoked)
 

@@ -46,6 +46,8 @@ from ..store import service as service_records
 from ..store import sessions as session_records
 from ..vocabulary import DEFAULT_MAX_SESSION_SECONDS, check_limit, format_utc, utc_now
 from . import metrics, scheduling
+from . import scheduling
+from .crl_http import CrlResponder
 from .admission import Reclaimer, compact_tls_buffers
 from .decider import ACTOR, StoreDecider
 
@@ -70,6 +72,7 @@ class ServerOptions:
     enrolment_interval: float = 30.0  # seconds between the enrolment service's polls (0: no enrolment service)
     sockets: tuple = ()  # listening sockets bound already (one server process of several); replaces addresses/port
     metrics_address: str = ""  # HOST:PORT of the metrics endpoint this process serves ("": none)
+    crl_http: bool = True  # answer GET /capf.crl when crl_http_port is set (one process of several does)
 
     def __post_init__(self):  # the ranges of the serve options that set these (vocabulary.LIMITS)
         for name in ("step_timeout", "handshake_timeout", "max_handshakes", "max_connections", "queue_timeout",
@@ -618,6 +621,7 @@ async def serve(store: Store, options: ServerOptions | None = None, ready=None, 
         except BaseException:
             await server.stop()
             raise
+    responder = await _start_crl_responder(server)
     if ready is not None:
         ready(bound)
     stop_event = stop_event or asyncio.Event()
@@ -641,10 +645,29 @@ async def serve(store: Store, options: ServerOptions | None = None, ready=None, 
             await jobs  # a job under way finishes: a job cut short would stay 'running'
         except Exception:  # pylint: disable=broad-except  # a defect of ours must not keep the sessions from ending
             log.exception("scheduler: internal error while stopping")
+        if responder is not None:
+            await responder.stop()
         await server.stop()
         if endpoint is not None:
             endpoint.close()
     return server.served
+
+
+async def _start_crl_responder(server: CapfServer) -> CrlResponder | None:
+    """The HTTP CRL responder on ``crl_http_address``/``crl_http_port`` (none when the port is 0)."""
+    if not server.options.crl_http:
+        return None
+    with server.store.read() as tx:
+        address, port = service_records.value(tx, "crl_http_address"), service_records.value(tx, "crl_http_port")
+    if not port:
+        return None
+    responder = CrlResponder(server.store, server._run)  # pylint: disable=protected-access
+    try:
+        await responder.start(address, port)
+    except OSError as exc:
+        await server.stop()
+        raise CapfError(f"crl_http_port: cannot listen on {address} port {port}: {exc.strerror or exc}") from None
+    return responder
 
 
 async def _reloads(server: CapfServer, reload_event: asyncio.Event) -> None:

@@ -154,7 +154,8 @@ class Supervisor:
                 prefer_cpu(sock, core)
         options = dataclasses.replace(self.options, sockets=tuple(self.groups[index]), addresses=None,
                                       enrolment_interval=self.options.enrolment_interval if index == 0 else 0.0,
-                                      metrics_address=self.options.metrics_address if index == 0 else "")
+                                      metrics_address=self.options.metrics_address if index == 0 else "",
+                                      crl_http=self.options.crl_http and index == 0)
 
         def ready(_bound):
             if ready_fd is not None:

@@ -182,6 +182,44 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         # the LSC can be checked again when it is delivered.
         "ALTER TABLE certificates ADD COLUMN chain_pem TEXT",
     ]),
+    (8, "revocation reasons and the CRL", [
+        # Why and when an LSC was revoked (an RFC 5280 reason, vocabulary.REVOCATION_REASONS): the CRL
+        # lists both. LSCs revoked before: a newer LSC of the phone followed them (superseded), or else a
+        # delete operation removed them (cessation of operation); they were revoked when their status changed.
+        "ALTER TABLE certificates ADD COLUMN revocation_reason TEXT",
+        "ALTER TABLE certificates ADD COLUMN revoked_at TEXT",
+        "UPDATE certificates SET revoked_at = status_changed_at, revocation_reason = CASE WHEN EXISTS ("
+        "SELECT 1 FROM certificates n WHERE n.phone_id = certificates.phone_id AND n.kind = 'lsc' "
+        "AND n.id > certificates.id AND n.status IN ('installed', 'revoked')) THEN 'superseded' "
+        "ELSE 'cessation_of_operation' END WHERE kind = 'lsc' AND status = 'revoked'",
+        "CREATE INDEX certificates_revoked ON certificates (issuer, status, revoked_at)",
+        # The revoked LSCs of phones removed from the store (their certificate rows go with them): the
+        # CRL keeps listing them.
+        """CREATE TABLE removed_phone_lscs (
+            id {id},
+            device_name TEXT NOT NULL,
+            serial TEXT NOT NULL,
+            issuer TEXT NOT NULL,
+            source TEXT NOT NULL,
+            pem TEXT NOT NULL,
+            not_after TEXT NOT NULL,
+            revoked_at TEXT NOT NULL,
+            revocation_reason TEXT NOT NULL
+        )""",
+        "CREATE INDEX removed_phone_lscs_issuer ON removed_phone_lscs (issuer, revoked_at)",
+        # Every CRL the service signed: its number never repeats and only grows (RFC 5280 5.2.3), and
+        # every node serves the newest one. ``revocation_mark`` tells whether LSCs were revoked since.
+        """CREATE TABLE crls (
+            number {int} PRIMARY KEY,
+            signer_fingerprint TEXT NOT NULL,
+            this_update TEXT NOT NULL,
+            next_update TEXT NOT NULL,
+            entries {int} NOT NULL,
+            revocation_mark TEXT NOT NULL,
+            der {blob} NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+    ]),
     (9, "automatic renewals", [
         # One row per LSC that automatic renewal scheduled a new one for: an LSC is renewed once, and
         # the rows of the last 24 hours (by the renewal's own clock) bound how many it schedules a day.

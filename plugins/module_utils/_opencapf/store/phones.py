@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from ..vocabulary import format_utc, utc_now
-from . import audit
+from . import audit, certificates
 from .backend import Transaction
 
 # Columns an administrator sets; the rest is kept by the engine.
@@ -64,7 +64,13 @@ def ensure(tx: Transaction, actor: str, name: str) -> dict[str, Any]:
 
 
 def delete(tx: Transaction, actor: str, name: str) -> bool:
-    """Remove a phone with its certificates and CSRs (cascade); audited."""
+    """Remove a phone with its certificates and CSRs (cascade); audited. Its LSCs still valid are
+    revoked first (cessation of operation: CAPF no longer manages them), and every revoked one is
+    kept in ``removed_phone_lscs``, so the CRL goes on listing it."""
+    phone = get(tx, name)
+    if phone is not None:
+        certificates.revoke_installed(tx, actor, phone, statuses=("installed", "issued"))
+        certificates.keep_revoked_of_removed_phone(tx, phone)
     removed = tx.execute("DELETE FROM phones WHERE name = ?", (name.upper(),)) > 0
     if removed:
         audit.record(tx, actor, "phone.delete", name.upper())
