@@ -19,19 +19,11 @@ from .. import __version__
 from ..errors import CapfError
 from ..files import check_private_location
 from ..store import ENV_STATE_DIR
-<<<<<<< HEAD
-from . import (ca, deployment, init, issue, jobs, ldap, micca, phone, phones, renew, serve, service, template, trust,
-               workqueue)
-
-COMMANDS = [init, ca, trust, service, issue, serve, phones, phone, micca, workqueue, jobs, renew, deployment, template,
-            ldap]
-=======
-from . import (ca, crl, deployment, init, issue, jobs, micca, phone, phones, renew, serve, service, template, trust,
-               workqueue)
+from . import (ca, crl, deployment, init, issue, jobs, ldap, micca, phone, phones, renew, serve, service, template,
+               trust, workqueue)
 
 COMMANDS = [init, ca, crl, trust, service, issue, serve, phones, phone, micca, workqueue, jobs, renew, deployment,
-            template]
->>>>>>> main
+            template, ldap]
 
 
 class Output:

@@ -7,19 +7,12 @@ Every serving process runs this loop. At each tick (every ``scheduler_interval_s
 again each time, and once at start so that what fell due while the service was down runs at once)
 it asks the store for the lead of the ``scheduler`` duty (``Store.try_lead``): of all the
 processes serving one store, worker processes and separate ``serve`` processes alike, exactly one
-<<<<<<< HEAD
 leads and runs ``scheduler.run_due``, syncs the LDAP directories whose scheduled sync is due
 (``directory.run_due``), then settles the operations left ``in_progress`` by sessions
-whose service died (``decider.settle_abandoned``: past their time bound no process serves them);
-then schedules the automatic renewals that are due
-(``renewal.run``, when ``renew_before_days`` is set); when it ends, the next process to tick takes over. A job is
-=======
-leads and runs ``scheduler.run_due``, then settles the operations left ``in_progress`` by sessions
 whose service died (``decider.settle_abandoned``: past their time bound no process serves them),
 revokes expired LSCs and signs a new CRL when one is due (``revocation.run_duty``), then schedules
 the automatic renewals that are due (``renewal.run``, when ``renew_before_days`` is set); when it
 ends, the next process to tick takes over. Every process keeps its ``crl_path`` file current. A job is
->>>>>>> main
 also claimed in its own write transaction, so ``opencapf jobs run-due`` typed meanwhile cannot run
 it a second time.
 
@@ -35,11 +28,7 @@ import concurrent.futures
 import logging
 import os
 
-<<<<<<< HEAD
-from .. import directory, parameters, renewal, scheduler
-=======
-from .. import parameters, renewal, revocation, scheduler
->>>>>>> main
+from .. import directory, parameters, renewal, revocation, scheduler
 from ..errors import CapfError
 from ..store import Store, open_store
 from ..store import service as service_records
@@ -70,29 +59,17 @@ class Scheduling:
             self._store = open_store(self._location, state_dir=self._state_dir, actor=ACTOR, create=False)
         with self._store.read() as tx:
             interval = int(service_records.value(tx, INTERVAL_PARAMETER))
-<<<<<<< HEAD
-        if not self._store.try_lead(LEAD):
-            return interval
-        if not self.leading:
-            self.leading = True
-            log.info("scheduler: this process (pid %d) runs the scheduled jobs and lapses passed deadlines, "
-                     "every %d s", os.getpid(), interval)
-        _log(scheduler.run_due(self._store))
-        _log_directories(directory.run_due(self._store))
-        _log_settled(settle_abandoned(self._store))
-        _log_renewal(renewal.run(self._store))
-=======
         if self._store.try_lead(LEAD):
             if not self.leading:
                 self.leading = True
                 log.info("scheduler: this process (pid %d) runs the scheduled jobs and lapses passed deadlines, "
                          "every %d s", os.getpid(), interval)
             _log(scheduler.run_due(self._store))
+            _log_directories(directory.run_due(self._store, self._clock()))
             _log_settled(settle_abandoned(self._store))
             _log_revocation(revocation.run_duty(self._store, self._clock()))
             _log_renewal(renewal.run(self._store, self._clock()))
         self._crl_file.publish(self._store)  # every process: each node keeps its own file current
->>>>>>> main
         return interval
 
     def close(self) -> None:
