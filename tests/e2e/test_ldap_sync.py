@@ -13,6 +13,7 @@ import pytest
 
 from support.slapd import DEVICE_ATTRIBUTE, SIZE_LIMIT, SYNC_DN
 from _opencapf import directory, templates
+from _opencapf.ca import authority
 from _opencapf.errors import CapfError
 from _opencapf.server.scheduling import Scheduling
 from _opencapf.store import open_store
@@ -205,6 +206,7 @@ def test_scheduled_sync_in_the_service(store, slapd_server, state_dir):
     assert [item["name"] for item in sealed] == ["directory:hourly:bind_password"]
     assert slapd_server.sync_password.encode() not in bytes(sealed[0]["ciphertext"])
     slapd_server.add_user("kate", base=base)
+    authority.ensure(store)  # a served store has its CAPF certificate (every tick publishes the CRL)
     part = Scheduling(open_store(store.location, state_dir=state_dir, actor="scheduler", create=False))
     try:
         part.tick()  # due half an hour ago: synced with the stored password
