@@ -19,6 +19,7 @@ from _opencapf.simulator.manufacturing import ManufacturingCa  # noqa: E402  pyl
 from _opencapf.store import service as service_records  # noqa: E402  pylint: disable=wrong-import-position
 from support.protocol import HAS_IPV6_LOOPBACK, RunningServer  # noqa: E402  pylint: disable=wrong-import-position
 from support.postgres import postgres_dsn, postgres_server  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
+from support.slapd import slapd_server  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
 
 BACKENDS = ("sqlite", "postgresql")
 

@@ -9,11 +9,13 @@ import os
 
 import pytest
 
+from _opencapf import templates
 from _opencapf.store import Store, open_store
 from _opencapf.store.migrations import LATEST_VERSION, MIGRATIONS
 from _opencapf.store.sqlite import SqliteBackend
 from support import certfactory
 from support.ansible_runner import install_collection, playbook, task_results
+from support.slapd import SYNC_DN
 from support.stores import PHONE, populated_store
 from support.tools import ROOT, snapshot
 
@@ -21,8 +23,9 @@ PREVIOUS_VERSION = MIGRATIONS[-2][0]  # the schema version before the newest mig
 MODULES = sorted(name[:-3] for name in os.listdir(os.path.join(ROOT, "plugins", "modules")) if name.startswith("capf_"))
 
 
-def module_tasks(outside: str) -> dict[str, list[dict]]:
-    """For each module, check-mode tasks that would change the store (or read it) in a real run."""
+def module_tasks(outside: str, directory: dict | None = None) -> dict[str, list[dict]]:
+    """For each module, check-mode tasks that would change the store (or read it) in a real run;
+    ``directory``: the capf_ldap_sync options naming a real directory."""
     root, _key = certfactory.make("Check Mode Root CA")
     signed = os.path.join(outside, "signed.pem")
     with open(signed, "w", encoding="ascii") as handle:
@@ -57,9 +60,18 @@ def module_tasks(outside: str) -> dict[str, list[dict]]:
              "monitor_smtp_password": "S3cret-smtp"},
             {"state": "started"},
         ],
+        "capf_ldap_sync": [directory or {}, dict(directory or {}, absent_devices="remove", sync_interval_minutes=60)],
         "capf_stale_lsc": [{}, {"devices": [PHONE]}],
         "capf_trust_cert": [{"ca_root": certfactory.pem(root), "description": "check mode"}],
     }
+
+
+def _directory(request) -> dict:
+    """capf_ldap_sync options naming users of the real slapd the tests start."""
+    server = request.getfixturevalue("slapd_server")
+    base = server.new_base({"checkmode": ()})
+    return {"name": "corp", "urls": [server.ldaps_url], "ca_file": server.ca_file, "bind_dn": SYNC_DN,
+            "bind_password": server.sync_password, "search_base": base, "device_template": "jabber"}
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +80,18 @@ def collections(tmp_path_factory):
 
 
 @pytest.mark.parametrize("module", MODULES)
-def test_check_mode_of_every_module_writes_no_byte(module, collections, tmp_path):
+def test_check_mode_of_every_module_writes_no_byte(module, collections, tmp_path, request):
     outside = str(tmp_path / "outside")
     os.mkdir(outside, 0o700)
-    tasks = module_tasks(outside)
+    directory = _directory(request) if module == "capf_ldap_sync" else None
+    tasks = module_tasks(outside, directory)
     assert sorted(tasks) == MODULES, "every module has check-mode tasks here"
     stores = {"previous": populated_store(str(tmp_path / "previous"), PREVIOUS_VERSION),
               "current": populated_store(str(tmp_path / "current"), LATEST_VERSION)}
+    if directory is not None:  # the template the directory's devices get, in both stores
+        for store_path in stores.values():
+            with Store(SqliteBackend(store_path), os.path.dirname(store_path), "test") as store:
+                templates.define(store, directory["device_template"], {"certificate_operation": "install_upgrade"})
     before = {name: snapshot(os.path.dirname(path)) for name, path in stores.items()}
     book = [{"hosts": "localhost", "gather_facts": False, "tasks": [
         {"name": f"task {index}", f"opencapf.capf.{module}": dict(arguments, store="{{ item }}"),

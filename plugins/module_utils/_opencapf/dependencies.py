@@ -63,10 +63,19 @@ except ImportError as _exc:  # reported by require()
     jinja2 = None
     JINJA2_IMPORT_ERROR = _exc
 
+try:
+    import ldap3
+    from ldap3.core import exceptions as ldap3_exceptions
+    LDAP3_IMPORT_ERROR = None
+except ImportError as _exc:  # reported by require()
+    ldap3 = ldap3_exceptions = None
+    LDAP3_IMPORT_ERROR = _exc
+
 __all__ = [
     "x509", "InvalidSignature", "UnsupportedAlgorithm", "hashes", "serialization", "ec", "padding", "rsa", "ExtendedKeyUsageOID", "NameOID",
     "yaml", "jsonschema", "missing", "require", "pkcs7", "requests", "HTTPAdapter", "HttpNtlmAuth", "AESGCM",
     "prometheus", "jinja2",
+    "ldap3", "ldap3_exceptions",
 ]
 
 _ERRORS = {
@@ -76,6 +85,7 @@ _ERRORS = {
     "requests": lambda: REQUESTS_IMPORT_ERROR,
     "requests-ntlm": lambda: REQUESTS_NTLM_IMPORT_ERROR,
     "Jinja2": lambda: JINJA2_IMPORT_ERROR,
+    "ldap3": lambda: LDAP3_IMPORT_ERROR,
 }
 
 

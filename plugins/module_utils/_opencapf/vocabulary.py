@@ -124,6 +124,15 @@ PHONES = (1, 100000)  # phones in one simulated fleet, or at once
 JOB_LIST_LIMIT = (1, 100000)
 SESSIONS_SHOWN = (1, 1000)  # a phone's newest sessions shown by ``phones show``
 ROW_ID = (1, 2 ** 63 - 1)  # an id the store assigned (SQLite rowid)
+# LDAP directory sync (``directory``): how entries map to device names, what happens to devices whose
+# entry left the directory, the search scopes, and the bounds of a directory configuration.
+DIRECTORY_MAPPINGS = ("users", "attribute", "template")
+DIRECTORY_ABSENT_DEVICES = ("keep", "report", "remove")
+DIRECTORY_SEARCH_SCOPES = ("subtree", "one_level", "base")
+DIRECTORY_PAGE_SIZE = (1, 10000)
+DIRECTORY_TIMEOUT_SECONDS = (1, 300)
+DIRECTORY_SYNC_INTERVAL_MINUTES = (1, 10080)  # at most a week between scheduled syncs
+DIRECTORY_MAX_URLS = 10
 
 
 @dataclass(frozen=True)

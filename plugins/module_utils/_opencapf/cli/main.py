@@ -19,11 +19,11 @@ from .. import __version__
 from ..errors import CapfError
 from ..files import check_private_location
 from ..store import ENV_STATE_DIR
-from . import (ca, crl, deployment, init, issue, jobs, micca, monitor, phone, phones, renew, report, serve, service,
-               template, trust, workqueue)
+from . import (ca, crl, deployment, init, issue, jobs, ldap, micca, monitor, phone, phones, renew, report, serve,
+               service, template, trust, workqueue)
 
 COMMANDS = [init, ca, crl, trust, service, issue, serve, phones, phone, micca, workqueue, jobs, monitor, renew,
-            deployment, template, report]
+            deployment, template, ldap, report]
 
 
 class Output:

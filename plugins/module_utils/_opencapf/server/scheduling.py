@@ -7,7 +7,8 @@ Every serving process runs this loop. At each tick (every ``scheduler_interval_s
 again each time, and once at start so that what fell due while the service was down runs at once)
 it asks the store for the lead of the ``scheduler`` duty (``Store.try_lead``): of all the
 processes serving one store, worker processes and separate ``serve`` processes alike, exactly one
-leads and runs ``scheduler.run_due``, then settles the operations left ``in_progress`` by sessions
+leads and runs ``scheduler.run_due``, syncs the LDAP directories whose scheduled sync is due
+(``directory.run_due``), then settles the operations left ``in_progress`` by sessions
 whose service died (``decider.settle_abandoned``: past their time bound no process serves them),
 revokes expired LSCs and signs a new CRL when one is due (``revocation.run_duty``), then schedules
 the automatic renewals that are due (``renewal.run``, when ``renew_before_days`` is set); when it
@@ -29,7 +30,7 @@ import concurrent.futures
 import logging
 import os
 
-from .. import monitor, parameters, renewal, revocation, scheduler
+from .. import directory, monitor, parameters, renewal, revocation, scheduler
 from ..errors import CapfError
 from ..store import Store, open_store
 from ..store import service as service_records
@@ -67,6 +68,7 @@ class Scheduling:
                 log.info("scheduler: this process (pid %d) runs the scheduled jobs and lapses passed deadlines, "
                          "every %d s", os.getpid(), interval)
             _log(scheduler.run_due(self._store))
+            _log_directories(directory.run_due(self._store, self._clock()))
             _log_settled(settle_abandoned(self._store))
             _log_revocation(revocation.run_duty(self._store, self._clock()))
             _log_renewal(renewal.run(self._store, self._clock()))
@@ -109,6 +111,18 @@ def _log_settled(names: list) -> None:
         log.warning("scheduler: %d operation(s) left in progress by a session that ended without a result (its "
                     "service stopped mid-session) settled as failed: %s%s", len(names), ", ".join(names[:LISTED_NAMES]),
                     more)
+
+
+def _log_directories(outcomes: list) -> None:
+    for outcome in outcomes:
+        if "error" in outcome:
+            log.warning("scheduler: directory %s: sync failed, retried after its interval: %s", outcome["name"],
+                        outcome["error"])
+            continue
+        log.info("scheduler: directory %s synced: %s", outcome["name"],
+                 ", ".join(f"{count} {key}" for key, count in outcome["devices"].items()))
+        for warning in outcome["warnings"]:
+            log.warning("scheduler: %s", warning)
 
 
 def _log_renewal(result: dict) -> None:

@@ -269,6 +269,31 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             updated_at TEXT NOT NULL
         )""",
     ]),
+    (11, "LDAP directories and the devices their syncs created", [
+        # One row per directory configuration (its bind password is a sealed secret, never here):
+        # when it was first synchronised (the template applies to every device of that first sync)
+        # and when it is next due for the service's scheduled sync.
+        """CREATE TABLE directories (
+            id {id},
+            name TEXT NOT NULL UNIQUE,
+            config TEXT NOT NULL,
+            first_synced_at TEXT,
+            last_synced_at TEXT,
+            next_sync_at TEXT,
+            last_result TEXT NOT NULL DEFAULT '{{}}',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX directories_due ON directories (next_sync_at)",
+        # The devices a directory's entries map to, with the entry each came from: a device whose
+        # entry left the directory is one of these that the next sync no longer finds.
+        """CREATE TABLE directory_devices (
+            directory_id {int} NOT NULL REFERENCES directories (id) ON DELETE CASCADE,
+            device_name TEXT NOT NULL,
+            entry_dn TEXT NOT NULL,
+            PRIMARY KEY (directory_id, device_name)
+        )""",
+    ]),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
