@@ -73,7 +73,7 @@ def register(subparsers) -> None:
     revoke.add_argument("--serial", help="the LSC's serial (hex); default every LSC the phone holds or was issued")
     revoke.add_argument("--check", action="store_true", help="show what would be revoked; change nothing")
     revoke.set_defaults(handler=_revoke)
-        many = verbs.add_parser("fleet", help="run N phones concurrently; progress on a terminal, and a summary")
+    many = verbs.add_parser("fleet", help="run N phones concurrently; progress on a terminal, and a summary")
     which = many.add_mutually_exclusive_group(required=True)
     which.add_argument("--count", type=bounded("phones"),
                        help=f"this many phones, named from --first upwards ({limit_help('phones')})")
