@@ -44,6 +44,24 @@ def store_location(request, store_path):
 
 
 @pytest.fixture
+def more_store_locations(store_location, tmp_path, request):
+    """Further fresh store locations of the backend of ``store_location``: ``make(name)`` gives an SQLite
+    file in a directory of its own, or another fresh database on the same PostgreSQL server."""
+    made = []
+
+    def make(name: str) -> str:
+        if store_location.startswith("postgresql:"):
+            server = request.getfixturevalue("postgres_server")
+            made.append(server.create_database())
+            return server.dsn(made[-1])
+        return str(tmp_path / name / "capf.db")
+
+    yield make
+    for database in made:
+        request.getfixturevalue("postgres_server").drop_database(database)
+
+
+@pytest.fixture
 def store_on_both(store_location, state_dir):
     """A fresh, migrated store, once per backend; a test module or directory makes it its ``store``."""
     opened = open_store(store_location, state_dir=state_dir, actor="test")

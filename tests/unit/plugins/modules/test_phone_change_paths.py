@@ -1,10 +1,10 @@
 """One path per change: the same requested change of a phone's settings, asked for by capf_phone, a
-bulk job, a CSV import or the declarative file, leaves the same stored row and the same audit event."""
+bulk job, a CSV import or the declarative file, leaves the same stored row and the same audit event,
+in an SQLite store and in a PostgreSQL one."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import pytest
 
@@ -13,6 +13,7 @@ from ansible_collections.opencapf.capf.plugins.modules import capf_phone
 from _opencapf import authstrings, bulk, phone_config
 from _opencapf.declarative import deployment, document
 from _opencapf.store import open_store
+from support.stores import query, store_exists
 
 NAME = "SEP001122334455"
 SEED = {"certificate_operation": "install_upgrade", "description": "Lobby", "device_pool": "HQ"}
@@ -79,36 +80,33 @@ def _through(path, run, store_path, settings, secret):
         return report.generated_strings.get(NAME)
 
 
-def _state(store_path, after_event):
-    with sqlite3.connect(store_path) as db:
-        db.row_factory = sqlite3.Row
-        row = dict(db.execute("SELECT * FROM phones WHERE name = ?", (NAME,)).fetchone())
-        events = [(event["action"], event["subject"], json.loads(event["details"])) for event in db.execute(
-            "SELECT action, subject, details FROM audit_events WHERE id > ? AND action LIKE 'phone.%' ORDER BY id",
-            (after_event,))]
+def _state(location, after_event):
+    [row] = query(location, "SELECT * FROM phones WHERE name = ?", (NAME,))
+    events = [(event["action"], event["subject"], json.loads(event["details"])) for event in query(
+        location, "SELECT action, subject, details FROM audit_events WHERE id > ? AND action LIKE 'phone.%' ORDER BY id",
+        (after_event,))]
     return row, events
 
 
-def _last_event(store_path):
-    try:
-        with sqlite3.connect(store_path) as db:
-            return db.execute("SELECT coalesce(max(id), 0) FROM audit_events").fetchone()[0]
-    except sqlite3.OperationalError:  # no store yet: the change creates it
+def _last_event(location):
+    if not store_exists(location):  # no store yet: the change creates it
         return 0
+    return query(location, "SELECT coalesce(max(id), 0) AS last FROM audit_events")[0]["last"]
 
 
+@pytest.mark.usefixtures("location")  # the backend, and the state directory of a PostgreSQL store
 @pytest.mark.parametrize("change", sorted(CHANGES))
-def test_every_path_stores_the_same_row_and_audit_event(change, run, tmp_path):
+def test_every_path_stores_the_same_row_and_audit_event(change, run, more_store_locations):
     seed, settings, secret = CHANGES[change]
     outcomes = {}
     for path in PATHS if seed is not None else CREATING_PATHS:
-        store_path = str(tmp_path / path / "capf.db")
+        where = more_store_locations(path)
         if seed is not None:
-            _seed(store_path, seed)
-        before = _last_event(store_path)
-        generated = _through(path, run, store_path, settings, secret)
-        row, events = _state(store_path, before)
-        with open_store(store_path) as store:
+            _seed(where, seed)
+        before = _last_event(where)
+        generated = _through(path, run, where, settings, secret)
+        row, events = _state(where, before)
+        with open_store(where) as store:
             key = store.secret()
         if secret == "generate":
             assert generated and authstrings.matches(key, row["auth_salt"], row["auth_hash"], generated), path
