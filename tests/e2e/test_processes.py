@@ -15,7 +15,7 @@ import socket
 import pytest
 
 from support.protocol import openssl_verify_all
-from support.serving import Serving, wait_for
+from support.serving import Serving, alive, children, wait_for
 from support.tools import run_cli
 from _opencapf.ca import authority
 from _opencapf.dependencies import ec
@@ -36,19 +36,6 @@ def _start(store, log_path, *extra):
     return Serving.on(store, log_path).start("--step-timeout", "60", *extra)
 
 
-def _children(pid):
-    with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as handle:
-        return [int(child) for child in handle.read().split()]
-
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-            return handle.read().split(") ")[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_two_processes_enrol_a_fleet_and_stop_together(ca_store, tmp_path):
     names = [f"SEP{index:012X}" for index in range(0xA1, 0xA1 + COUNT)]
     with ca_store.transaction() as tx:
@@ -59,7 +46,7 @@ def test_two_processes_enrol_a_fleet_and_stop_together(ca_store, tmp_path):
     identities = [PhoneIdentity(PhoneSettings(name), key_factory=lambda kind, size: ec.generate_private_key(ec.SECP256R1()))
                   for name in names]
     with _start(ca_store, tmp_path / "serve.log", "--processes", "2") as serving:
-        workers = _children(serving.pid)
+        workers = children(serving.pid)
         assert len(workers) == 2
 
         async def fleet():
@@ -71,7 +58,7 @@ def test_two_processes_enrol_a_fleet_and_stop_together(ca_store, tmp_path):
     errors = serving.log()
     assert summary["failed_by_reason"] == {} and summary["ok"] == COUNT
     assert serving.returncode == 0 and "Traceback" not in errors, errors
-    assert not any(_alive(pid) for pid in workers), "SIGTERM must stop every worker process"
+    assert not any(alive(pid) for pid in workers), "SIGTERM must stop every worker process"
     served = {int(pid): int(count) for _index, pid, count in STOPPED.findall(errors)}
     assert sorted(served) == sorted(workers), errors
     assert sum(served.values()) == COUNT and all(count > 0 for count in served.values()), served
@@ -88,10 +75,10 @@ def test_two_processes_enrol_a_fleet_and_stop_together(ca_store, tmp_path):
 
 def test_a_worker_that_dies_is_replaced(ca_store, tmp_path):
     with _start(ca_store, tmp_path / "serve.log", "--processes", "2") as serving:
-        first = _children(serving.pid)
+        first = children(serving.pid)
         os.kill(first[0], signal.SIGKILL)
-        wait_for(lambda: len(_children(serving.pid)) >= 2 and first[0] not in _children(serving.pid), 30, 0.1)
-        now = _children(serving.pid)
+        wait_for(lambda: len(children(serving.pid)) >= 2 and first[0] not in children(serving.pid), 30, 0.1)
+        now = children(serving.pid)
         assert len(now) == 2 and first[0] not in now and first[1] in now
         with socket.create_connection(("127.0.0.1", serving.port), timeout=10):
             pass  # still accepting
@@ -106,13 +93,13 @@ def test_daemon_with_processes_returns_once_listening_and_stops_on_sigterm(ca_st
     assert done.returncode == 0, done.stderr
     port = int(re.search(r"port (\d+)", done.stdout).group(1))
     supervisor = int(pid_file.read_text())
-    workers = _children(supervisor)
+    workers = children(supervisor)
     assert len(workers) == 2
     with socket.create_connection(("127.0.0.1", port), timeout=10):
         pass
     os.kill(supervisor, signal.SIGTERM)
-    wait_for(lambda: not any(_alive(pid) for pid in [supervisor, *workers]), 60, 0.1)
-    assert not any(_alive(pid) for pid in [supervisor, *workers])
+    wait_for(lambda: not any(alive(pid) for pid in [supervisor, *workers]), 60, 0.1)
+    assert not any(alive(pid) for pid in [supervisor, *workers])
     assert not pid_file.exists()
 
 
@@ -140,7 +127,7 @@ def test_cpu_affinity_keeps_each_worker_on_its_own_cpu(ca_store, store_path, tmp
     identities = [PhoneIdentity(PhoneSettings(name), key_factory=lambda kind, size: ec.generate_private_key(ec.SECP256R1()))
                   for name in phone_records_names]
     with _start(ca_store, tmp_path / "serve.log", "--processes", str(processes), "--cpu-affinity") as serving:
-        workers = _children(serving.pid)
+        workers = children(serving.pid)
         pinned = [_allowed_cpus(pid) for pid in workers]
         summary = asyncio.run(run_fleet(identities, Target(("127.0.0.1",), serving.port,
                                                            cadata=authority.current(ca_store)["pem"], timeout=60),
@@ -223,13 +210,13 @@ def test_processes_service_parameter_is_the_default(ca_store, store_path, tmp_pa
     with ca_store.transaction() as tx:
         service_records.write(tx, "test", {"processes": 2})
     with _start(ca_store, tmp_path / "serve.log") as serving:
-        assert len(_children(serving.pid)) == 2
+        assert len(children(serving.pid)) == 2
     one = run_cli("--store", store_path, "serve", "--processes", "1", "--port", "0", "--listen", "127.0.0.1",
                   "--daemon", "--pid-file", str(tmp_path / "one.pid"), "--log-file", str(tmp_path / "one.log"))
     assert one.returncode == 0, one.stderr
     pid = int((tmp_path / "one.pid").read_text())
     try:
-        assert _children(pid) == []  # --processes wins over the parameter
+        assert children(pid) == []  # --processes wins over the parameter
     finally:
         os.kill(pid, signal.SIGTERM)
 

@@ -109,6 +109,21 @@ def stop_all(servings: list[Serving]) -> list[int | None]:
     return [serving.process.returncode if serving.process is not None else None for serving in servings]
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (a supervisor's workers), in pid order."""
+    with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as handle:
+        return sorted(int(child) for child in handle.read().split())
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().split(") ")[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:
     """Whether ``predicate()`` comes true within ``timeout`` seconds (asked a last time at the end)."""
     deadline = time.monotonic() + timeout

@@ -32,6 +32,18 @@ def populated_store(directory: str, version: int) -> str:
     return path
 
 
+def backend_cases(values: Sequence[Any], on_postgresql: Sequence[Any]) -> list[tuple]:
+    """Cases for ``@pytest.mark.parametrize("backend, <names>", ..., indirect=["backend"])``: every value
+    (a tuple for several names) with an SQLite store, and the representative ones of ``on_postgresql``
+    with a PostgreSQL store too."""
+    assert set(on_postgresql) <= set(values), set(on_postgresql) - set(values)
+
+    def case(backend, value):
+        return (backend, *value) if isinstance(value, tuple) else (backend, value)
+
+    return [case("sqlite", value) for value in values] + [case("postgresql", value) for value in on_postgresql]
+
+
 def store_exists(location: str, state_dir: str | None = None) -> bool:
     """Whether a store is at ``location``: an SQLite file, or a PostgreSQL database with the CAPF schema."""
     if not postgresql.is_location(location):
