@@ -4,7 +4,8 @@
 The named crash points, the session outcomes and the killed bulk update run on both backends. The
 fleet run killed at random moments stays on SQLite (1,000 enrolments, too dear to run twice; the
 PostgreSQL crash recovery is the killed service of test_abandoned_operations.py and the crash between
-signing and commit here), and so does the killed migration (it checks the SQLite file itself)."""
+signing and commit here). The killed migration runs every case on SQLite (it checks the file itself as
+well) and a representative few on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from _opencapf.server.decider import StoreDecider
 from _opencapf.ca import authority
 from _opencapf.store import LATEST_VERSION, audit, migrate, open_store, opened
 from _opencapf.store.migrations import MIGRATIONS
+from _opencapf.store.postgresql import PostgresBackend
 from _opencapf.store.sqlite import SqliteBackend
 
 
@@ -119,7 +121,8 @@ def test_a_crash_between_signing_and_commit_leaves_neither_the_lsc_nor_its_key_r
     assert rows == [{"status": "issued", "lsc": "installed"}]
 
 
-OPEN_CHILD = "import sys; sys.path.insert(0, sys.argv[1]); from _opencapf.store import open_store; open_store(sys.argv[2])"
+OPEN_CHILD = ("import sys; sys.path.insert(0, sys.argv[1]); from _opencapf.store import open_store; "
+              "open_store(sys.argv[2], state_dir=(sys.argv[3:] or [None])[0])")
 
 
 def _schema(path):
@@ -159,6 +162,48 @@ def test_a_migration_killed_between_its_statements_leaves_the_previous_version(t
     with opened(path) as store:
         assert store.schema_version() == LATEST_VERSION
     assert _schema(path) == _schema(fresh)
+
+
+PG_SCHEMA = ("SELECT table_name, column_name, data_type, is_nullable, column_default FROM information_schema.columns "
+             "WHERE table_schema = current_schema() UNION ALL "
+             "SELECT tablename, indexname, indexdef, '', '' FROM pg_indexes WHERE schemaname = current_schema()")
+
+
+def _pg_schema(dsn):
+    import psycopg
+
+    with psycopg.connect(dsn) as connection:
+        return sorted(connection.execute(PG_SCHEMA).fetchall())
+
+
+def _pg_version(dsn):
+    import psycopg
+
+    with psycopg.connect(dsn) as connection:
+        if connection.execute("SELECT to_regclass('schema_migrations')").fetchone()[0] is None:
+            return 0
+        return connection.execute("SELECT COALESCE(max(version), 0) FROM schema_migrations").fetchone()[0]
+
+
+@pytest.mark.parametrize("start, crash", [(0, 9), (5, _statements(6))])
+def test_a_migration_killed_between_its_statements_leaves_a_postgresql_store_at_the_previous_version(
+        postgres_server, postgres_dsn, state_dir, start, crash):
+    """A representative few of the SQLite cases above: each migration is one PostgreSQL transaction."""
+    backend = PostgresBackend(postgres_dsn)
+    migrate(backend, target=start)
+    backend.close()
+    env = dict(os.environ, PYTHONPATH=ENGINE_PATH, **{ENV_CRASH_AT: f"migration.statement:{crash}"})
+    child = subprocess.run([sys.executable, "-c", OPEN_CHILD, ENGINE_PATH, postgres_dsn, state_dir], env=env, check=False, timeout=120)
+    assert child.returncode == -signal.SIGKILL
+    assert _pg_version(postgres_dsn) == start
+    with opened(postgres_dsn, state_dir=state_dir) as store:
+        assert store.schema_version() == LATEST_VERSION
+    fresh = postgres_server.create_database()
+    try:
+        open_store(postgres_server.dsn(fresh), state_dir=state_dir).close()
+        assert _pg_schema(postgres_dsn) == _pg_schema(postgres_server.dsn(fresh))
+    finally:
+        postgres_server.drop_database(fresh)
 
 
 BULK_CHILD = """import sys

@@ -22,6 +22,11 @@ KEY_ORDERS = {"rsa": "rsa2048", "ec": "ec256", "ec_preferred": "ec256"}
 STRING = "4815162342"
 
 
+def _every_mode(key_orders, on_postgresql):
+    """Every authentication mode x ``key_orders`` on SQLite, the ``on_postgresql`` pairs on PostgreSQL too."""
+    return backend_cases([(auth_mode, key_order) for auth_mode in AUTH_MODES for key_order in key_orders], on_postgresql)
+
+
 def set_phone(store, name, **changes):
     """Change settings as an administrator does: a new operation is pending work."""
     if "operation" in changes:
@@ -55,9 +60,8 @@ def prepared_phone(store, server, tmp_path, mic_ca, name, auth_mode, key_order="
     return identity
 
 
-@pytest.mark.parametrize("backend, auth_mode, key_order", backend_cases(
-    [(auth_mode, key_order) for auth_mode in AUTH_MODES for key_order in sorted(KEY_ORDERS)],
-    [("auth_string", "ec"), ("null_string", "rsa"), ("existing_cert_lsc", "ec_preferred"), ("existing_cert_mic", "ec")]),
+@pytest.mark.parametrize("backend, auth_mode, key_order", _every_mode(sorted(KEY_ORDERS), [
+    ("auth_string", "ec"), ("null_string", "rsa"), ("existing_cert_lsc", "ec_preferred"), ("existing_cert_mic", "ec")]),
     indirect=["backend"])
 def test_install_upgrade(capf_server, ca_store, mic_ca, tmp_path, auth_mode, key_order):
     name = "SEP00AA00BB00CC"
@@ -81,9 +85,8 @@ def test_install_upgrade(capf_server, ca_store, mic_ca, tmp_path, auth_mode, key
         assert details["presented"] == ("lsc" if auth_mode == "existing_cert_lsc" else "mic")
 
 
-@pytest.mark.parametrize("backend, auth_mode, key_order", backend_cases(
-    [(auth_mode, key_order) for auth_mode in AUTH_MODES for key_order in ("rsa", "ec")], [("existing_cert_lsc", "rsa")]),
-    indirect=["backend"])
+@pytest.mark.parametrize("backend, auth_mode, key_order", _every_mode(("rsa", "ec"), [("existing_cert_lsc", "rsa")]),
+                         indirect=["backend"])
 def test_delete(capf_server, ca_store, mic_ca, tmp_path, auth_mode, key_order):
     name = "SEP00AA00BB00CD"
     identity = prepared_phone(ca_store, capf_server, tmp_path, mic_ca, name, auth_mode, key_order, with_lsc=True)
@@ -97,9 +100,8 @@ def test_delete(capf_server, ca_store, mic_ca, tmp_path, auth_mode, key_order):
     assert phone_row(ca_store, name)["operation_status"] == "succeeded"
 
 
-@pytest.mark.parametrize("backend, auth_mode, key_order", backend_cases(
-    [(auth_mode, key_order) for auth_mode in AUTH_MODES for key_order in ("rsa", "ec")], [("existing_cert_mic", "ec")]),
-    indirect=["backend"])
+@pytest.mark.parametrize("backend, auth_mode, key_order", _every_mode(("rsa", "ec"), [("existing_cert_mic", "ec")]),
+                         indirect=["backend"])
 def test_troubleshoot_retrieves_lsc_and_mic(capf_server, ca_store, mic_ca, tmp_path, auth_mode, key_order):
     name = "SEP00AA00BB00CE"
     identity = prepared_phone(ca_store, capf_server, tmp_path, mic_ca, name, auth_mode, key_order, with_lsc=True)

@@ -1,4 +1,6 @@
-"""500 simulated phones at once against one server process (the real CLI ``serve``)."""
+"""500 simulated phones at once against one server process (the real CLI ``serve``).
+
+SQLite only, for CI time: a fleet on a PostgreSQL store is test_cluster.py's (150 phones, three nodes)."""
 
 from __future__ import annotations
 
