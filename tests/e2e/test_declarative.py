@@ -1,5 +1,9 @@
-"""plan/apply of a declarative file through the CLI and through the playbook, against a real store: an
-SQLite file and a PostgreSQL database alike (only ``plan writes no byte`` watches SQLite's files)."""
+"""plan/apply of a declarative file through the CLI and through the playbook, against a real store.
+
+Everything on an SQLite store; on a PostgreSQL store too, every test that writes the store or reads it
+back (plan/apply, the playbook, bulk names, a refused file that changes nothing). The errors found in
+the file before any store is read run on SQLite only, and so does ``plan writes no byte`` (it watches
+the store's files; a PostgreSQL store opened read-only: test_postgresql.py)."""
 
 from __future__ import annotations
 
@@ -39,12 +43,12 @@ bulk:
 
 
 @pytest.fixture
-def deployment(store_options, tmp_path):
-    """The CLI options naming a fresh, initialised store (once per backend) and the deployment file."""
+def deployment(store_cli, tmp_path):
+    """The CLI options naming the test's store, initialised, and the deployment file."""
     path = tmp_path / "deploy.yml"
     path.write_text(DEPLOYMENT)
-    run_cli(*store_options, "init", check=True)
-    return store_options, str(path)
+    run_cli(*store_cli, "init", check=True)
+    return store_cli, str(path)
 
 
 def test_plan_apply_then_no_changes(store_options, tmp_path):
@@ -70,6 +74,7 @@ def test_plan_apply_then_no_changes(store_options, tmp_path):
     assert again["changed"] is False
 
 
+@pytest.mark.both_backends
 def test_plan_changes_nothing(deployment):
     store, path = deployment
     run_cli(*store, "plan", path, check=True)
@@ -81,7 +86,7 @@ def test_plan_changes_nothing(deployment):
 def test_plan_writes_no_byte(tmp_path, version):
     """Invariant: ``plan`` writes nothing to the store or beside it, whatever the store's schema
     version, and a missing store stays missing; the plan is the same in every case. SQLite only: it
-    watches the store's files (a PostgreSQL store read-only: test_postgresql.py)."""
+    watches the store's files."""
     from _opencapf.store.migrations import LATEST_VERSION
     from support.stores import populated_store
     from support.tools import snapshot
@@ -95,11 +100,12 @@ def test_plan_writes_no_byte(tmp_path, version):
     path = tmp_path / "deploy.yml"
     path.write_text(DEPLOYMENT)
     before = snapshot(directory)
-    planned = json.loads(run_cli(*store, "--json", "plan", str(path), check=True).stdout)
+    planned = json.loads(run_cli("--store", store, "--json", "plan", str(path), check=True).stdout)
     assert planned["changed"] and planned["counts"]["phones"]["created"] == (3 if version == "missing" else 2)
     assert snapshot(directory) == before
 
 
+@pytest.mark.both_backends
 def test_schema_error_names_path_and_changes_nothing(deployment, tmp_path):
     store, _path = deployment
     bad = tmp_path / "bad.yml"
@@ -130,6 +136,7 @@ def test_schema_command_prints_json_schema(deployment):
     assert printed["properties"]["opencapf"]["const"] == 1
 
 
+@pytest.mark.both_backends
 def test_playbook_applies_the_same_file_with_the_same_result(deployment, tmp_path):
     from support.ansible_runner import changed_tasks, install_collection, playbook
     from support.tools import ROOT
@@ -168,6 +175,7 @@ def test_file_fields_errors_name_their_path_in_the_file(deployment, tmp_path, bo
         assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.both_backends
 def test_bulk_names_not_in_the_store_warn_or_fail(deployment, tmp_path):
     store, path = deployment
     run_cli(*store, "apply", path, check=True)
