@@ -1,9 +1,10 @@
 """plan/apply of a declarative file through the CLI and through the playbook, against a real store.
 
-Everything on an SQLite store; on a PostgreSQL store too, every test that writes the store or reads it
-back (plan/apply, the playbook, bulk names, a refused file that changes nothing). The errors found in
-the file before any store is read run on SQLite only, and so does ``plan writes no byte`` (it watches
-the store's files; a PostgreSQL store opened read-only: test_postgresql.py)."""
+Everything on an SQLite store; on a PostgreSQL store too, the file planned, applied and planned again
+through the CLI and applied through the playbook (the modules). The rest runs on SQLite only, for CI
+time: the errors are found in the file, unmatched names are the modules' (test_unmatched_names.py, on
+both), and ``plan writes no byte`` watches the store's files (a PostgreSQL store opened read-only:
+test_postgresql.py)."""
 
 from __future__ import annotations
 
@@ -74,7 +75,6 @@ def test_plan_apply_then_no_changes(store_options, tmp_path):
     assert again["changed"] is False
 
 
-@pytest.mark.both_backends
 def test_plan_changes_nothing(deployment):
     store, path = deployment
     run_cli(*store, "plan", path, check=True)
@@ -105,7 +105,6 @@ def test_plan_writes_no_byte(tmp_path, version):
     assert snapshot(directory) == before
 
 
-@pytest.mark.both_backends
 def test_schema_error_names_path_and_changes_nothing(deployment, tmp_path):
     store, _path = deployment
     bad = tmp_path / "bad.yml"
@@ -175,7 +174,6 @@ def test_file_fields_errors_name_their_path_in_the_file(deployment, tmp_path, bo
         assert len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.both_backends
 def test_bulk_names_not_in_the_store_warn_or_fail(deployment, tmp_path):
     store, path = deployment
     run_cli(*store, "apply", path, check=True)

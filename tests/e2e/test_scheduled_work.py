@@ -1,8 +1,9 @@
 """Scheduled work happens while ``opencapf serve`` runs, with no other command: due bulk jobs run
 and operations whose deadline passed lapse, each exactly once however many processes serve the
 store (one process, ``--processes 2``, two separate ``serve`` processes), with a log line and an
-audit event per job and per lapse batch. Every layout on SQLite; on PostgreSQL (whose lead is an
-advisory lock, not a lock file) two separate processes and the hand-over of the lead."""
+audit event per job and per lapse batch. The hand-over of the lead runs on PostgreSQL too (whose lead
+is an advisory lock, not a lock file); due jobs on a PostgreSQL store served by three nodes are
+test_cluster.py's."""
 
 from __future__ import annotations
 
@@ -29,10 +30,8 @@ def _in(seconds):
     return format_utc(utc_now() + dt.timedelta(seconds=seconds))
 
 
-@pytest.mark.parametrize("backend, layout", [("sqlite", "one process"), ("sqlite", "--processes 2"),
-                                             ("sqlite", "two serve processes"), ("postgresql", "two serve processes")],
-                         indirect=["backend"])
-def test_the_service_runs_due_jobs_and_lapses_deadlines_exactly_once(ca_store, backend, tmp_path, layout):
+@pytest.mark.parametrize("layout", ["one process", "--processes 2", "two serve processes"])
+def test_the_service_runs_due_jobs_and_lapses_deadlines_exactly_once(ca_store, tmp_path, layout):
     with ca_store.transaction() as tx:
         service_records.write(tx, "test", {"scheduler_interval_seconds": 1})
     first = [f"SEP00000000A{i:03X}" for i in range(3)]
@@ -91,9 +90,8 @@ def test_the_service_runs_due_jobs_and_lapses_deadlines_exactly_once(ca_store, b
         assert text.count(f"scheduler: job {job_id} succeeded") == 1, text
     assert text.count("pending operation(s) lapsed, their deadline passed: SEP00000000C001") == 1, text
     assert text.count(LEADER_LINE) == 1, text  # one process leads, the others keep serving phones
-    if backend == "sqlite":
-        lock = ca_store.location + LEAD_LOCK_SUFFIX.format(name=scheduling.LEAD)
-        assert stat.S_IMODE(os.stat(lock).st_mode) == 0o600
+    lock = ca_store.location + LEAD_LOCK_SUFFIX.format(name=scheduling.LEAD)
+    assert stat.S_IMODE(os.stat(lock).st_mode) == 0o600
 
 
 @pytest.mark.both_backends

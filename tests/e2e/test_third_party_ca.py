@@ -2,7 +2,7 @@
 CAPF service on loopback TLS, loopback HTTPS CAs, certificates checked with the openssl CLI.
 
 Every case with an SQLite store; with a PostgreSQL store too, one of each store path: EST issue and
-renewal (RSA), AD CS pending then issued, two online failures (denied, unreachable) and the enrolment
+renewal (RSA), AD CS pending then issued, an online failure (denied) and the enrolment
 service of a ``serve`` process. The offline CA's import on PostgreSQL: test_third_party_acceptance.py."""
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ FAILURES = {
 }
 
 
-@pytest.mark.parametrize("backend, case", backend_cases(sorted(FAILURES), ["denied", "unreachable"]),
+@pytest.mark.parametrize("backend, case", backend_cases(sorted(FAILURES), ["denied"]),
                          indirect=["backend"])
 def test_online_failures_give_a_recorded_reason(capf_server, ca_store, pki, other_pki, tmp_path, case):
     options, attributes, overrides, expected = FAILURES[case]

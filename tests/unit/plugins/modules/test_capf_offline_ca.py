@@ -1,4 +1,6 @@
-"""capf_offline_ca: export pending CSRs and import signed certificates; check mode, idempotence."""
+"""capf_offline_ca: export pending CSRs and import signed certificates; check mode, idempotence.
+
+On both backends; of the refused certificates, every defect on SQLite and two on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from ansible_collections.opencapf.capf.plugins.modules import capf_offline_ca
 
+from support.stores import backend_cases
 from support.third_party_ca import DEFECTS, EnterprisePki, pem, phone_csr
 from _opencapf import enrolment, trust
 from _opencapf.store import open_store
@@ -75,7 +78,8 @@ def test_import_check_mode_idempotence_and_problems(run, location, tmp_path):
         "problems"][0]["reason"]
 
 
-@pytest.mark.parametrize("defect", DEFECTS)
+@pytest.mark.parametrize("store_location, defect", backend_cases(DEFECTS, ["wrong_key", "untrusted_chain"]),
+                         indirect=["store_location"])
 def test_import_refuses_a_certificate_that_is_not_the_one_asked_for(run, location, tmp_path, defect):
     """Another device's CN, another key, CA:TRUE, dates, KeyUsage, chain: refused with the code,
     per file; nothing is recorded for the phone, whose CSR still waits."""

@@ -3,6 +3,7 @@ takes fail the task with a message that starts with the option path, and change 
 
 The set of options is read from the modules' own documentation (every option or suboption of type
 ``path``), so an option added later without a case here fails ``test_every_path_option_is_covered``.
+Every problem with an SQLite store; a missing file with a PostgreSQL store too (the store left as it was).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 import yaml
 
 from support import certfactory
-from support.stores import query, store_exists
+from support.stores import backend_cases, query, store_exists
 from ansible_collections.opencapf.capf.plugins.modules import (
     capf_bulk_update, capf_info, capf_offline_ca, capf_phone, capf_service, capf_stale_lsc, capf_trust_cert)
 
@@ -85,7 +86,8 @@ def _tables(location):
 
 
 @pytest.mark.parametrize("module,option,arguments", CASES, ids=IDS)
-@pytest.mark.parametrize("problem", ["missing", "not_pem", "directory"])
+@pytest.mark.parametrize("store_location, problem", backend_cases(["missing", "not_pem", "directory"], ["missing"]),
+                         indirect=["store_location"])
 def test_a_bad_file_fails_naming_the_option(run, location, tmp_path, module, option, arguments, problem):
     # An existing store that must stay as it is; the offline CA's root is trusted, so an import gets to the files.
     run(capf_phone, {"store": location, "name": "SEP001122334455"})

@@ -1,6 +1,7 @@
 """One path per change: the same requested change of a phone's settings, asked for by capf_phone, a
-bulk job, a CSV import or the declarative file, leaves the same stored row and the same audit event,
-in an SQLite store and in a PostgreSQL one."""
+bulk job, a CSV import or the declarative file, leaves the same stored row and the same audit event.
+Every change in an SQLite store; an operation, a generated and a removed authentication string and a
+new phone in a PostgreSQL store too."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from ansible_collections.opencapf.capf.plugins.modules import capf_phone
 from _opencapf import authstrings, bulk, phone_config
 from _opencapf.declarative import deployment, document
 from _opencapf.store import open_store
-from support.stores import query, store_exists
+from support.stores import backend_cases, query, store_exists
 
 NAME = "SEP001122334455"
 SEED = {"certificate_operation": "install_upgrade", "description": "Lobby", "device_pool": "HQ"}
@@ -38,6 +39,7 @@ CHANGES = {
                          "device_pool": "Branch", "key_order": "ec_preferred"}, "generate"),
     "unchanged": (SEED, dict(SEED), None),
 }
+ON_POSTGRESQL = ["operation", "auth_string_generated", "auth_string_removed", "new_phone"]
 
 
 def _seed(store_path, settings):
@@ -95,7 +97,8 @@ def _last_event(location):
 
 
 @pytest.mark.usefixtures("location")  # the backend, and the state directory of a PostgreSQL store
-@pytest.mark.parametrize("change", sorted(CHANGES))
+@pytest.mark.parametrize("store_location, change", backend_cases(sorted(CHANGES), ON_POSTGRESQL),
+                         indirect=["store_location"])
 def test_every_path_stores_the_same_row_and_audit_event(change, run, more_store_locations):
     seed, settings, secret = CHANGES[change]
     outcomes = {}

@@ -67,8 +67,8 @@ def _database(location, reader):
             for table in ("schema_migrations", "phones", "audit_events")]
 
 
-@pytest.mark.parametrize("check", [False, True], ids=["run", "check"])
-@pytest.mark.parametrize("case", ["state directory", "new store"])
+@pytest.mark.parametrize("case, check", [("state directory", False), ("state directory", True), ("new store", True)],
+                         ids=["state directory-run", "state directory-check", "new store-check"])
 @pytest.mark.parametrize("name", sorted(MODULE_ARGS))
 def test_module_refuses_a_postgresql_state_directory_the_group_or_others_can_write(run, tmp_path, postgres_dsn,
                                                                                    monkeypatch, name, case, check):
