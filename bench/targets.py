@@ -63,6 +63,10 @@ TARGETS = (
            phones=100_000),
     Target("reports.phones_by_lsc_expiry", "list phones by LSC expiry over 100,000 phones",
            "store.phones_by_lsc_expiry", "<", 1, "s", phones=100_000),
+    Target("reports.html_report", "write the HTML CAPF report of 100,000 phones", "reports.html_report", "<", 5, "s",
+           phones=100_000),
+    Target("directory.sync", "an LDAP directory of 20,000 entries syncs in well under a minute (first sync)",
+           "directory.first_sync", "<", 30, "s", phones=20_000),
 )
 
 

@@ -19,8 +19,16 @@ from _opencapf.simulator.manufacturing import ManufacturingCa  # noqa: E402  pyl
 from _opencapf.store import service as service_records  # noqa: E402  pylint: disable=wrong-import-position
 from support.protocol import HAS_IPV6_LOOPBACK, RunningServer  # noqa: E402  pylint: disable=wrong-import-position
 from support.postgres import postgres_dsn, postgres_server  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
+from support.slapd import slapd_server  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
 
 BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(autouse=True)
+def _state_dir_environment(monkeypatch):
+    """The CLI's main() exports --state-dir to its own process's environment (OPENCAPF_STATE_DIR):
+    a test calling main() in-process must not leave it to the tests that run after it."""
+    monkeypatch.delenv("OPENCAPF_STATE_DIR", raising=False)
 
 
 @pytest.fixture

@@ -109,6 +109,11 @@ options:
         type: list
         elements: str
         choices: [non_secure, authenticated, encrypted]
+      certificate_operation:
+        description: The phone's certificate operation.
+        type: list
+        elements: str
+        choices: [none, install_upgrade, delete, troubleshoot]
       operation_status:
         description: Status of the phone's CAPF operation.
         type: list
@@ -121,6 +126,11 @@ options:
         elements: str
         choices: [none, issued, installed, stale, revoked, expired]
       lsc_expires_before:
-        description: Phones whose current LSC expires before this ISO 8601 date or UTC time, for example C(2027-01-31).
+        description: Phones whose current LSC expires before this ISO 8601 date or UTC time, for example C(2099-01-31).
         type: str
+      locked:
+        description:
+          - V(true) selects only the phones locked out after wrong authentication strings, V(false) only the others.
+          - Not set selects both.
+        type: bool
 """

@@ -47,9 +47,11 @@ def query_argument_spec() -> dict:
                 "device_pool": {"type": "list", "elements": "str"},
                 "model": {"type": "list", "elements": "str"},
                 "security_mode": {"type": "list", "elements": "str", "choices": list(v.SECURITY_MODES)},
+                "certificate_operation": {"type": "list", "elements": "str", "choices": list(v.OPERATIONS)},
                 "operation_status": {"type": "list", "elements": "str", "choices": list(v.OPERATION_STATUSES)},
                 "lsc_status": {"type": "list", "elements": "str", "choices": list(LSC_STATUSES)},
                 "lsc_expires_before": {"type": "str"},
+                "locked": {"type": "bool"},
             },
         },
     }

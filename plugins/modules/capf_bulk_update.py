@@ -126,20 +126,32 @@ options:
       - For a scheduled job (O(run_at) in the future) the names are checked when the job is submitted.
     type: bool
     default: false
+  diff_format:
+    description:
+      - What C(--diff) shows of the phones a job changes or inserts.
+      - V(full) shows every phone with its changed settings before and after (tens of thousands of lines for a
+        few thousand phones).
+      - V(summary) shows the first 20 phones (by name) and, after, a C(summary) with the number of phones
+        changed and inserted and, per setting, on how many phones it changed.
+      - V(auto) is V(full) when at most 100 phones change and V(summary) above.
+      - Only the diff is shaped; RV(counts) and what the job writes are the same whatever the value.
+    type: str
+    choices: [auto, summary, full]
+    default: auto
 """
 
 EXAMPLES = r"""
-- name: Renew every LSC that expires before February in pool HQ, in tonight's window
+- name: Renew every LSC that expires within 60 days in pool HQ, in tonight's window (01:00 to 06:00 UTC)
   opencapf.capf.capf_bulk_update:
     query:
       device_pool: [HQ]
-      lsc_expires_before: "2027-02-01"
+      lsc_expires_before: "{{ '%Y-%m-%d' | strftime(now(utc=true).timestamp() + 60 * 86400, utc=true) }}"
     set:
       certificate_operation: install_upgrade
       authentication_mode: existing_cert_lsc
-      operation_completes_by: "2026-12-20T06:00:00Z"
+      operation_completes_by: "{{ '%Y-%m-%dT06:00:00Z' | strftime(now(utc=true).timestamp() + 86400, utc=true) }}"
     reissue: true
-    run_at: "2026-12-20T01:00:00Z"
+    run_at: "{{ '%Y-%m-%dT01:00:00Z' | strftime(now(utc=true).timestamp() + 86400, utc=true) }}"
 
 - name: New phones from CSV with a unique string each, written for distribution
   opencapf.capf.capf_bulk_update:
@@ -182,6 +194,7 @@ authentication_strings:
   returned: always
   type: list
   elements: dict
+  sample: [{device_name: SEP001122334455, authentication_string: "48213907"}]
   contains:
     device_name:
       description: The phone.
@@ -194,9 +207,40 @@ strings_file:
   returned: always
   type: str
 job:
-  description: The scheduled job (id, kind, status, spec, run_at, ...), or null when the job ran now.
+  description: The scheduled job, or null when the job ran now.
   returned: always
   type: dict
+  sample: {id: 3, kind: bulk_update, status: scheduled, spec: {query: {device_pool: [HQ]}, settings: {key_order: ec}},
+           result: null, run_at: "2099-01-01T01:00:00Z", created_at: "2026-12-06T05:38:24Z", started_at: null,
+           finished_at: null}
+  contains:
+    id:
+      description: The job's id (cancel it with C(opencapf jobs cancel ID)).
+      type: int
+    kind:
+      description: V(bulk_update).
+      type: str
+    status:
+      description: V(scheduled), V(running), V(succeeded), V(failed) or V(cancelled).
+      type: str
+    spec:
+      description: What the job will do (its query and settings; never a secret).
+      type: dict
+    result:
+      description: What it did, or null before it ran.
+      type: dict
+    run_at:
+      description: When it runs, UTC.
+      type: str
+    created_at:
+      description: When it was scheduled, UTC.
+      type: str
+    started_at:
+      description: When it started, UTC, or null.
+      type: str
+    finished_at:
+      description: When it finished, UTC, or null.
+      type: str
 unmatched:
   description:
     - Names given in O(query.names) that no phone in the store has (canonical upper case, sorted); a warning names
@@ -237,6 +281,7 @@ def main():
         strings_file={"type": "path"},
         run_at={"type": "str"},
         fail_on_unmatched={"type": "bool", "default": False},
+        diff_format={"type": "str", "choices": list(v.DIFF_FORMATS), "default": "auto"},
         **query_argument_spec(),
     )
     module = create_module(spec, mutually_exclusive=[("csv_file", "query"), ("csv_file", "set"),
@@ -252,7 +297,8 @@ def main():
             regenerate_authentication_strings=params["regenerate_authentication_strings"],
             authentication_string_length=params["authentication_string_length"], reissue=params["reissue"],
             apply_config=params["apply_config"], csv_file=params["csv_file"], strings_file=params["strings_file"],
-            run_at=params["run_at"], fail_on_unmatched=params["fail_on_unmatched"], check_mode=module.check_mode)
+            run_at=params["run_at"], fail_on_unmatched=params["fail_on_unmatched"], check_mode=module.check_mode,
+            diff_format=params["diff_format"])
     exit_with(module, result, counts=result["counts"], authentication_strings=result["authentication_strings"],
               strings_file=result.get("strings_file"), job=result["job"], unmatched=result["unmatched"])
 

@@ -107,6 +107,7 @@ csrs:
   returned: state is exported
   type: list
   elements: dict
+  sample: [{device_name: SEP001122334455, requested_at: "2026-12-06T05:38:24Z"}]
   contains:
     device_name:
       description: The phone whose CSR it is.
@@ -130,6 +131,7 @@ already_imported:
   returned: state is imported
   type: list
   elements: dict
+  sample: [{file: /srv/capf/signed/SEP001122334455.pem, device_name: SEP001122334455}]
   contains:
     file:
       description: The O(src) file it came from.
@@ -142,6 +144,9 @@ stale:
   returned: state is imported
   type: list
   elements: dict
+  sample:
+    - {file: /srv/capf/signed/SEP001122334455.pem, device_name: SEP001122334455,
+       reason: "the phone replaced the CSR before the LSC was delivered"}
   contains:
     file:
       description: The O(src) file it came from.
@@ -157,6 +162,9 @@ problems:
   returned: state is imported
   type: list
   elements: dict
+  sample:
+    - {file: /srv/capf/signed/SEP001122334455.pem, subject: "CN=SEP001122334455", device_name: SEP001122334455,
+       code: wrong_key, reason: "SEP001122334455: the certificate is not for the key of the phone's CSR"}
   contains:
     file:
       description: The O(src) file the certificate came from.

@@ -33,7 +33,10 @@ options:
     required: true
     aliases: [device_name]
   state:
-    description: Whether the phone exists in the store. V(absent) also removes its certificates and CSRs.
+    description:
+      - Whether the phone exists in the store. V(absent) also removes its certificates and CSRs; its LSCs that are
+        still valid are revoked first (reason V(cessation_of_operation)), and every revoked LSC of it stays on the
+        CAPF CRL.
     type: str
     choices: [present, absent]
     default: present
@@ -86,21 +89,30 @@ options:
     type: int
     default: 8
   key_order:
-    description: Key the phone generates. New phones take the service default.
+    description:
+      - Key the phone generates.
+      - A phone created without it takes the service parameter O(opencapf.capf.capf_service#module:key_order), whose
+        default is V(rsa).
     type: str
     choices: [rsa, ec, ec_preferred]
   rsa_key_size:
-    description: RSA key size in bits. New phones take the service default.
+    description:
+      - RSA key size in bits.
+      - A phone created without it takes the service parameter O(opencapf.capf.capf_service#module:rsa_key_size), whose
+        default is V(2048).
     type: int
     choices: [1024, 2048, 3072, 4096]
   ec_key_size:
-    description: EC key size (curve) in bits. New phones take the service default.
+    description:
+      - EC key size (curve) in bits.
+      - A phone created without it takes the service parameter O(opencapf.capf.capf_service#module:ec_key_size), whose
+        default is V(256).
     type: int
     choices: [256, 384, 521]
   operation_completes_by:
     description:
       - Deadline of the pending operation, an ISO 8601 date or time (UTC unless an offset is given),
-        for example C(2026-12-31T18:00:00Z). After it the operation lapses.
+        for example C(2099-12-31T18:00:00Z). After it the operation lapses.
     type: str
   reissue:
     description:
@@ -109,6 +121,28 @@ options:
         until the phone has completed it.
     type: bool
     default: false
+  revoke:
+    description:
+      - Revoke the phone's LSC with an RFC 5280 reason, in the store (CAPF no longer accepts it for authentication)
+        and on the CAPF CRL (see docs/lifecycle.md). Without O(revoke.serial), every LSC the phone holds or was
+        issued (status V(installed) or V(issued)) is revoked.
+      - Idempotent - an LSC revoked already stays as it was. Without O(revoke.serial), a later run revokes an LSC
+        installed since, too; name O(revoke.serial) or remove the option once it has been applied.
+      - To give the phone a new LSC afterwards, set O(certificate_operation=install_upgrade) with an
+        O(authentication_mode) other than V(existing_cert_lsc) (a revoked LSC no longer authenticates).
+    type: dict
+    suboptions:
+      reason:
+        description:
+          - The RFC 5280 reason code, spelled in snake case (V(key_compromise) is keyCompromise).
+          - V(unspecified) leaves the reason out of the CRL entry, as RFC 5280 asks.
+        type: str
+        required: true
+        choices: [unspecified, key_compromise, affiliation_changed, superseded, cessation_of_operation,
+                  privilege_withdrawn]
+      serial:
+        description: Serial number (hexadecimal) of the one LSC of this phone to revoke.
+        type: str
 """
 
 EXAMPLES = r"""
@@ -121,7 +155,7 @@ EXAMPLES = r"""
     authentication_mode: auth_string
     generate_authentication_string: true
     key_order: ec_preferred
-    operation_completes_by: "2026-12-31T18:00:00Z"
+    operation_completes_by: "{{ '%Y-%m-%dT18:00:00Z' | strftime(now(utc=true).timestamp() + 14 * 86400, utc=true) }}"
   register: phone
 
 - name: Show the generated string once, to give it to the phone user
@@ -135,6 +169,12 @@ EXAMPLES = r"""
     security_mode: encrypted
     certificate_operation: install_upgrade
     authentication_mode: existing_cert_mic
+
+- name: Revoke the LSC of a stolen phone
+  opencapf.capf.capf_phone:
+    name: SEP001122334455
+    revoke:
+      reason: key_compromise
 
 - name: Remove a phone from the store
   opencapf.capf.capf_phone:
@@ -154,14 +194,73 @@ phone:
   type: dict
   sample:
     name: SEP001122334455
+    description: Reception
+    model: CP-8865
+    device_pool: Default
+    security_mode: non_secure
     certificate_operation: install_upgrade
     authentication_mode: auth_string
-    authentication_string: (set)
+    key_order: ec_preferred
+    rsa_key_size: 2048
+    ec_key_size: 256
+    operation_completes_by: null
     operation_status: pending
+    authentication_string: (set)
+  contains:
+    name:
+      description: The canonical device name.
+      type: str
+    description:
+      description: Free text.
+      type: str
+    model:
+      description: Phone model.
+      type: str
+    device_pool:
+      description: Device pool.
+      type: str
+    security_mode:
+      description: Device security mode.
+      type: str
+    certificate_operation:
+      description: The certificate operation.
+      type: str
+    authentication_mode:
+      description: How the phone authenticates to CAPF.
+      type: str
+    key_order:
+      description: Key the phone generates.
+      type: str
+    rsa_key_size:
+      description: RSA key size in bits.
+      type: int
+    ec_key_size:
+      description: EC key size (curve) in bits.
+      type: int
+    operation_completes_by:
+      description: The operation deadline, UTC, or null.
+      type: str
+    operation_status:
+      description: V(none), V(pending), V(in_progress), V(succeeded), V(failed) or V(lapsed).
+      type: str
+    authentication_string:
+      description: V((set)), V((unset)), V((new)) or V((changed)); never the string.
+      type: str
 status:
   description: The phone's CAPF status; null in check mode for a phone that does not exist yet.
   returned: when O(state=present)
   type: dict
+  sample:
+    operation: install_upgrade
+    operation_status: succeeded
+    operation_reason: ""
+    operation_completes_by: null
+    locked: false
+    authentication_failures: 0
+    lsc: {serial: 5e0f3c2a1b, status: installed, not_after: "2031-12-05T05:38:24Z", issued_at: "2026-12-06T05:38:24Z",
+          installed_at: "2026-12-06T05:38:25Z"}
+    last_session: {outcome: succeeded, reason: "", operation: install_upgrade, peer: "192.0.2.10:51234",
+                   started_at: "2026-12-06T05:38:24Z"}
   contains:
     operation:
       description: The pending or last certificate operation.
@@ -188,13 +287,51 @@ status:
       type: int
       returned: always
     lsc:
-      description: The current LSC (serial, status, not_after, issued_at, installed_at) or null.
+      description: The current LSC (the newest that is not stale), or null.
       type: dict
       returned: always
+      contains:
+        serial:
+          description: Serial number, hex.
+          type: str
+        status:
+          description: V(issued), V(installed), V(revoked) or V(expired).
+          type: str
+        not_after:
+          description: End of its validity, UTC.
+          type: str
+        issued_at:
+          description: When it was signed, UTC.
+          type: str
+        installed_at:
+          description: When the phone acknowledged storing it, UTC, or null.
+          type: str
     last_session:
-      description: The last CAPF session of the phone (outcome, reason, operation, peer, started_at) or null.
+      description: The last CAPF session of the phone, or null.
       type: dict
       returned: always
+      contains:
+        outcome:
+          description: How the session ended.
+          type: str
+        reason:
+          description: Why, in words.
+          type: str
+        operation:
+          description: The operation the session ran.
+          type: str
+        peer:
+          description: The phone's address and port.
+          type: str
+        started_at:
+          description: When it started, UTC.
+          type: str
+revoked:
+  description: Serials of the LSCs this run revoked (would revoke, in check mode); empty when nothing changed.
+  returned: when O(revoke) is set
+  type: list
+  elements: str
+  sample: [3f2a9c0d41e5b7]
 authentication_string:
   description: The generated authentication string. Returned only by the run that generated it, never in check mode.
   returned: when a string was generated
@@ -229,6 +366,10 @@ def main():
         ec_key_size={"type": "int", "choices": list(v.EC_KEY_SIZES)},
         operation_completes_by={"type": "str"},
         reissue={"type": "bool", "default": False},
+        revoke={"type": "dict", "options": {
+            "reason": {"type": "str", "required": True, "choices": list(v.REVOCATION_REASONS)},
+            "serial": {"type": "str"},
+        }},
     )
     module = create_module(spec, mutually_exclusive=[("authentication_string", "generate_authentication_string"),
                                                      ("authentication_string", "regenerate_authentication_string")])
@@ -242,10 +383,13 @@ def main():
     with engine(module) as store:
         result = phone_config.converge(
             store, params["name"], state=params["state"], settings={key: params[key] for key in SETTINGS},
-            auth=auth, reissue=params["reissue"], check_mode=module.check_mode)
+            auth=auth, reissue=params["reissue"], revoke=params["revoke"], check_mode=module.check_mode)
     extras = {"name": result["name"]}
     if params["state"] == "present":
-        extras.update(phone=result["after"], status=result["status"])
+        extras.update(phone={key: value for key, value in result["after"].items() if key != "lscs"},
+                      status=result["status"])
+    if "revoked" in result:
+        extras["revoked"] = result.pop("revoked")
     if "authentication_string" in result:
         extras["authentication_string"] = result["authentication_string"]
     exit_with(module, result, **extras)

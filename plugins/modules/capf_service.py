@@ -12,7 +12,8 @@ version_added: 0.1.0
 description:
   - Converges the CAPF service parameters (certificate issuer, LSC validity, default key settings,
     keep-alive, IPv6, key-generation limits, listener), the online CA settings, and the CAPF certificate.
-  - Options left unset keep their current value; a parameter never set reads as its default.
+  - Options left unset keep their current value; a parameter never set reads as its default, which each
+    option's description states (C(opencapf service show) prints them all with the current values).
   - With O(state), also starts, stops, restarts or reloads the CAPF service. V(started) means a TLS listener really
     accepts connections on the configured port; V(stopped) means the service process is not running. With
     O(issuer=online_ca) the certificate enrolment service runs inside the CAPF service and follows its state.
@@ -24,7 +25,11 @@ description:
     that every host sharing the store uses a new CAPF certificate at once; a copy of the database alone reveals
     no key. Key files made by earlier versions are sealed into the store by any run outside check mode and left
     in place.
-  - The online CA password is stored encrypted with a key held outside the database and is never returned.
+  - The online CA password and the SMTP password of the certificate monitor are stored encrypted with a key held
+    outside the database and are never returned.
+  - The certificate monitor inside the CAPF service warns by e-mail before LSCs, CAPF certificates and trust-store
+    certificates expire (O(monitor_warn_days), O(monitor_recipients), O(monitor_smtp_host) ...). See the
+    C(docs/lifecycle.md) page of the collection.
 author:
   - opencapf developers (@opencapf)
 extends_documentation_fragment:
@@ -32,51 +37,53 @@ extends_documentation_fragment:
   - opencapf.capf.capf.attributes
 options:
   issuer:
-    description: Certificate Issuer to Endpoint. V(online_ca) needs O(online_ca).
+    description: Certificate Issuer to Endpoint. V(online_ca) needs O(online_ca). Default V(capf) for a new store.
     type: str
     choices: [capf, online_ca, offline_ca]
   validity_days:
-    description: LSC validity in days, 1–1825 (with an online CA, what the CA grants).
+    description: LSC validity in days, 1–1825 (with an online CA, what the CA grants). Default V(1825).
     type: int
   keepalive_minutes:
-    description: Keep-alive timer for CAPF to endpoint connections, 5–60 minutes (default 15).
+    description: Keep-alive timer for CAPF to endpoint connections, 5–60 minutes. Default V(15).
     type: int
   enable_ipv6:
-    description: Accept phones over IPv6; when false, connections from IPv6 addresses are refused.
+    description:
+      - Accept phones over IPv6; when false, connections from IPv6 addresses are refused. Default V(false).
+      - Listening on IPv6 addresses takes effect when the service starts or restarts.
     type: bool
   key_order:
-    description: Default key order for new phones.
+    description: Key order of phones created without one. Default V(rsa).
     type: str
     choices: [rsa, ec, ec_preferred]
   rsa_key_size:
-    description: Default RSA key size for new phones.
+    description: RSA key size of phones created without one. Default V(2048).
     type: int
     choices: [1024, 2048, 3072, 4096]
   ec_key_size:
-    description: Default EC key size for new phones.
+    description: EC key size of phones created without one. Default V(256).
     type: int
     choices: [256, 384, 521]
   keygen_timeout_minutes:
-    description: Maximum time a phone may take to generate its key, 1–60 minutes.
+    description: Maximum time a phone may take to generate its key, 1–60 minutes. Default V(30).
     type: int
   keygen_attempts:
-    description: Maximum key-generation attempts before the operation fails, 1–10.
+    description: Maximum key-generation attempts before the operation fails, 1–10. Default V(3).
     type: int
   lockout_failures:
-    description: Wrong authentication strings accepted before a phone is locked out, 1–100.
+    description: Wrong authentication strings accepted before a phone is locked out, 1–100. Default V(5).
     type: int
   max_sessions:
-    description: Concurrent phone sessions served at once, 1–100000.
+    description: Concurrent phone sessions served at once, 1–100000; further connections wait. Default V(1000).
     type: int
   max_sessions_per_address:
     description:
       - Connections one IP address may hold open at once (handshaking, waiting for a session slot or in a session),
-        1–100000 (default 100). Further connections from that address are closed and recorded as refused.
+        1–100000. Default V(100). Further connections from that address are closed and recorded as refused.
       - Phones behind one NAT address share this limit; raise it for such sites.
     type: int
   processes:
     description:
-      - Worker processes of the CAPF service sharing its port, 1–64 (default 1). One per core lets a fleet
+      - Worker processes of the CAPF service sharing its port, 1–64. Default V(1). One per core lets a fleet
         rollout use every core; the store stays one SQLite file shared by all of them.
       - Takes effect when the service starts or restarts (O(state=restarted)).
     type: int
@@ -84,21 +91,126 @@ options:
     description:
       - How often the running CAPF service runs due scheduled jobs (M(opencapf.capf.capf_bulk_update) with
         O(opencapf.capf.capf_bulk_update#module:run_at)) and lets pending operations whose deadline has passed
-        lapse, 1–3600 seconds (default 10). Of several processes serving one store, one does it.
+        lapse, 1–3600 seconds. Default V(10). Of several processes serving one store, one does it.
       - Applies from the next round, without a restart.
     type: int
+  metrics_address:
+    description:
+      - V(IP-ADDRESS:PORT) (an IPv6 address in brackets, e.g. V([::1]:9810)) where the CAPF service serves Prometheus
+        metrics over plain HTTP at C(/metrics). Default V(""), which serves none. With several worker
+        processes the figures are of the whole service. See C(docs/lifecycle.md).
+      - Takes effect when the service starts or restarts (O(state=restarted)).
+    type: str
+  renew_before_days:
+    description:
+      - Automatic renewal, 0–365 days (default V(0), off). The running service schedules the certificate operation
+        V(install_upgrade) for phones whose installed LSC expires within this many days, that have no operation
+        pending or in progress and are not in V(auth_string) authentication mode; each LSC is renewed once, with
+        the same audit events as a bulk update (C(via=renewal)).
+      - Applies from the scheduler's next round, without a restart.
+    type: int
+  renew_max_per_day:
+    description:
+      - Automatic renewal schedules at most this many phones in any 24 hours, 1–100000 (default 100), soonest
+        expiry first; the rest wait for the next day.
+  revoke_after_expiry:
+    description:
+      - Revoke an LSC once it has expired, with reason V(cessation_of_operation), as the certificate monitor of the
+        CAPF configuration guide does (default V(true)). The running service does it every
+        O(scheduler_interval_seconds); see docs/lifecycle.md.
+    type: bool
+  crl_validity_hours:
+    description:
+      - Hours from a CRL's thisUpdate to its nextUpdate, 1–8760 (default 168). The service signs a new CRL when an
+        LSC is revoked and once half of this has passed, so that relying parties never hold an outdated CRL.
+    type: int
+  crl_path:
+    description:
+      - Absolute path of a file (on every CAPF node) that the service keeps equal to the current CRL, DER encoded,
+        mode 0644, replaced atomically. Default V(""), no file.
+    type: str
+  crl_url:
+    description:
+      - An C(http://) URL that LSCs CAPF signs from now on name as their CRL distribution point. Default V(""),
+        none. Point it at O(crl_http_port) or at a web server publishing O(crl_path).
+    type: str
+  crl_http_address:
+    description:
+      - Address the service answers C(GET /capf.crl) on when O(crl_http_port) is set (default V(0.0.0.0)).
+      - Takes effect when the service starts or restarts.
+    type: str
+  crl_http_port:
+    description:
+      - TCP port of the service's plain HTTP CRL responder (C(GET /capf.crl), C(application/pkix-crl)), 0–65535;
+        default V(0), none. Takes effect when the service starts or restarts.
+    type: int
   legacy_tls:
-    description: Allow TLS 1.0 and legacy ciphers for old phone firmware.
+    description: Allow TLS 1.0 and legacy ciphers for old phone firmware. Default V(false).
     type: bool
   fips_mode:
-    description: FIPS mode; refuses the Microsoft online CA type.
+    description: FIPS mode; refuses the Microsoft online CA type. Default V(false).
     type: bool
+  monitor_warn_days:
+    description:
+      - Days before expiry at which the certificate monitor warns, 1–3650 each, at most 10 (default V([30, 7, 1])).
+        Each certificate is warned about once per threshold (see O(monitor_resend)), and once more when it has
+        expired.
+    type: list
+    elements: int
+  monitor_interval_hours:
+    description: How often the certificate monitor checks, 1–720 hours (default 24, daily).
+    type: int
+  monitor_recipients:
+    description:
+      - E-mail addresses the certificate monitor writes to (default none). With none the monitor only logs what it
+        finds. Needs O(monitor_smtp_host) and O(monitor_sender).
+    type: list
+    elements: str
+  monitor_resend:
+    description:
+      - V(once_per_threshold) warns about a certificate once per threshold of O(monitor_warn_days);
+        V(every_check) repeats the warning on every check that finds it within the warn window. Default
+        V(once_per_threshold).
+    type: str
+    choices: [once_per_threshold, every_check]
+  monitor_smtp_host:
+    description: Host name or IP address of the SMTP relay the monitor sends through (default none).
+    type: str
+  monitor_smtp_port:
+    description: TCP port of the SMTP relay, 1–65535 (default 587; 465 is usual with V(tls), 25 with V(none)).
+    type: int
+  monitor_smtp_security:
+    description:
+      - V(starttls) upgrades the connection with STARTTLS, V(tls) speaks TLS from the start (implicit TLS),
+        V(none) sends in clear (refused together with a login). Default V(starttls). The relay's certificate and
+        host name are verified.
+    type: str
+    choices: [starttls, tls, none]
+  monitor_smtp_ca_file:
+    description:
+      - Absolute path on the CAPF host of a PEM file with the CA certificates that verify the relay's certificate
+        (default none, the system's trusted roots).
+    type: str
+  monitor_smtp_username:
+    description: User name of the SMTP login (default none, no login). Needs O(monitor_smtp_password).
+    type: str
+  monitor_smtp_password:
+    description:
+      - Password of the SMTP login. Stored encrypted, never returned or logged. See O(update_password).
+    type: str
+  monitor_sender:
+    description: The From address of the monitor's e-mail (default none; required with O(monitor_recipients)).
+    type: str
   listen_addresses:
-    description: IP addresses the CAPF service listens on.
+    description:
+      - IP addresses the CAPF service listens on. Default V(0.0.0.0) (every IPv4 address of the host).
+      - Takes effect when the service starts or restarts.
     type: list
     elements: str
   port:
-    description: TCP port of the CAPF service, 1–65535 (CAPF uses 3804).
+    description:
+      - TCP port of the CAPF service, 1–65535. Default V(3804), the CAPF port.
+      - Takes effect when the service starts or restarts.
     type: int
   online_ca:
     description:
@@ -155,8 +267,9 @@ options:
         type: str
   update_password:
     description:
-      - V(always) stores O(online_ca.password) whenever it differs from the stored one (compared by decrypting).
-      - V(on_create) stores it only when no password is stored yet.
+      - V(always) stores O(online_ca.password) and O(monitor_smtp_password) whenever they differ from the stored
+        ones (compared by decrypting).
+      - V(on_create) stores each only when no password is stored yet.
     type: str
     choices: [always, on_create]
     default: always
@@ -193,8 +306,8 @@ options:
     type: int
     default: 30
 notes:
-  - O(listen_addresses), O(port), O(enable_ipv6) (listening on IPv6 addresses) and O(processes) take effect when the
-    service restarts; notify a handler that runs this module with O(state=restarted). Every other parameter and the
+  - O(listen_addresses), O(port), O(enable_ipv6) (listening on IPv6 addresses), O(processes) and O(metrics_address)
+    take effect when the service restarts; notify a handler that runs this module with O(state=restarted). Every other parameter and the
     CAPF certificate apply to the next connection without a restart; O(state=reloaded) (SIGHUP) makes the running
     service read them again at once and reopen its log file.
 """
@@ -223,6 +336,17 @@ EXAMPLES = r"""
     update_password: on_create
   notify: Restart CAPF
 
+- name: Warn the voice team by e-mail 30, 7 and 1 days before a certificate expires
+  opencapf.capf.capf_service:
+    monitor_warn_days: [30, 7, 1]
+    monitor_recipients: [voice-team@example.com]
+    monitor_sender: capf@example.com
+    monitor_smtp_host: smtp.example.com
+    monitor_smtp_port: 587
+    monitor_smtp_security: starttls
+    monitor_smtp_username: capf
+    monitor_smtp_password: "{{ vault_smtp_password }}"
+
 - name: Restart the service (and with it the enrolment service)
   opencapf.capf.capf_service:
     state: restarted
@@ -230,18 +354,81 @@ EXAMPLES = r"""
 
 RETURN = r"""
 parameters:
-  description: Every service parameter after the run.
+  description: Every service parameter after the run, keyed by its name (the options above of the same name).
   returned: always
   type: dict
-  sample: {issuer: capf, validity_days: 730, keepalive_minutes: 15, port: 3804}
+  sample: {issuer: capf, validity_days: 730, keepalive_minutes: 15, key_order: ec_preferred, port: 3804,
+           listen_addresses: [0.0.0.0], lockout_failures: 5, max_sessions: 1000}
 online_ca:
-  description: The online CA settings (password only as V((set)), V((unset)) or V((changed))), or null.
+  description: The online CA settings, or null when none are stored.
   returned: always
   type: dict
+  sample: {hostname: ca.example.com, port: 443, type: est, profile_label: phones, username: capf, auth: basic,
+           ec_supported: true, password: (set)}
+  contains:
+    hostname:
+      description: Host name of the CA.
+      type: str
+    port:
+      description: HTTPS port of the CA.
+      type: int
+    type:
+      description: V(microsoft) or V(est).
+      type: str
+    template:
+      description: Certificate template (Microsoft CA only).
+      type: str
+    profile_label:
+      description: Certificate enrolment profile label (EST only).
+      type: str
+    username:
+      description: User name for the CA.
+      type: str
+    auth:
+      description: V(basic) or V(ntlm).
+      type: str
+    client_certificate:
+      description: Path of the client certificate for mutual TLS, if any.
+      type: str
+    client_key:
+      description: Path of its private key, if any.
+      type: str
+    ec_supported:
+      description: Whether this CA path certifies EC phone keys.
+      type: bool
+    password:
+      description: V((set)), V((unset)) or V((changed)); never the password.
+      type: str
+monitor_smtp_password:
+  description: Whether the monitor's SMTP password is stored, V((set)), V((unset)) or V((changed)); never the password.
+  returned: always
+  type: str
+  sample: (set)
 capf_certificate:
-  description: The active CAPF certificate (common_name, fingerprint, key_type, not_after, subject, source).
+  description: The active CAPF certificate.
   returned: always
   type: dict
+  sample: {common_name: CAPF-7aaabd77, fingerprint: efb412ef97e1b680ab08191acedbcbe72c8c5c95138423f53628f37b1906863e,
+           key_type: ec256, not_after: "2031-12-05T05:38:24Z", subject: CN=CAPF-7aaabd77, source: generated}
+  contains:
+    common_name:
+      description: Its common name, V(CAPF-) and 8 hex digits unless uploaded.
+      type: str
+    fingerprint:
+      description: SHA-256 fingerprint, 64 lower-case hex digits.
+      type: str
+    key_type:
+      description: Its key, one of the O(capf_certificate.key_type) choices.
+      type: str
+    not_after:
+      description: End of its validity, UTC.
+      type: str
+    subject:
+      description: Its subject (RFC 4514).
+      type: str
+    source:
+      description: V(generated) or V(uploaded).
+      type: str
 capf_certificate_action:
   description: What happened to the CAPF certificate, V(none), V(create), V(regenerate) or V(upload).
   returned: always
@@ -252,9 +439,33 @@ changed_parameters:
   type: list
   elements: str
 service:
-  description: Service state after the run (state, pid, running, accepting, address, port, enrolment_service).
+  description: Service state after the run.
   returned: when O(state) is set
   type: dict
+  sample: {state: started, pid: 4242, running: true, accepting: true, address: 127.0.0.1, port: 3804,
+           enrolment_service: inactive}
+  contains:
+    state:
+      description: V(started) when the process runs and accepts TLS connections, else V(stopped).
+      type: str
+    pid:
+      description: Process id of the running service, or null.
+      type: int
+    running:
+      description: Whether the service process runs.
+      type: bool
+    accepting:
+      description: Whether a TLS handshake on the port succeeds.
+      type: bool
+    address:
+      description: The address probed.
+      type: str
+    port:
+      description: The CAPF port.
+      type: int
+    enrolment_service:
+      description: V(active) when the service runs with O(issuer=online_ca), else V(inactive).
+      type: str
 """
 
 from ansible_collections.opencapf.capf.plugins.module_utils._ansible_args import (
@@ -274,7 +485,7 @@ def _parameter_spec() -> dict:
         if parameter.choices:
             option["choices"] = list(parameter.choices)
         if parameter.kind == "array":
-            option["elements"] = "str"
+            option["elements"] = _TYPES[parameter.items]
         if name.startswith("keygen_"):
             option["no_log"] = False  # key-generation limits, not secrets
         spec[name] = option
@@ -304,6 +515,7 @@ def main():
             "certificate": {"type": "str"},
             "private_key": {"type": "str", "no_log": True},
         }},
+        monitor_smtp_password={"type": "str", "no_log": True},
         state={"type": "str", "choices": list(service_control.STATES)},
         timeout={"type": "int", "default": 30},
         **_parameter_spec(),
@@ -314,7 +526,8 @@ def main():
         result = service_config.converge(
             store, parameters_wanted={name: params[name] for name in p.PARAMETERS},
             online_ca=drop_none(params["online_ca"]), capf_certificate=drop_none(params["capf_certificate"]),
-            update_password=params["update_password"], check_mode=module.check_mode)
+            update_password=params["update_password"], monitor_smtp_password=params["monitor_smtp_password"],
+            check_mode=module.check_mode)
         service = None
         if params["state"]:
             def launcher(argv, env):
@@ -329,7 +542,8 @@ def main():
     after = result["after"]
     extras = {"parameters": after["parameters"], "online_ca": after["online_ca"],
               "capf_certificate": after["capf_certificate"], "capf_certificate_action": result["capf_certificate_action"],
-              "changed_parameters": result["changed_parameters"]}
+              "changed_parameters": result["changed_parameters"],
+              "monitor_smtp_password": after["monitor_smtp_password"]}
     if service is not None:
         extras["service"] = service
     exit_with(module, result, **extras)

@@ -52,6 +52,7 @@ deleted:
   returned: always
   type: list
   elements: dict
+  sample: [{device_name: SEP001122334455, serial: 5e0f3c2a1b, not_after: "2028-12-06T05:38:24Z"}]
   contains:
     device_name:
       description: The phone the LSC was issued to.

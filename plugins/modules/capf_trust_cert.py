@@ -127,6 +127,7 @@ added:
   returned: always
   type: list
   elements: dict
+  sample: [{trust_store: capf-trust, fingerprint: 3f0c8e7d5b1a29c4e6f8a0b2c4d6e8f0a2b4c6d8e0f2a4b6c8d0e2f4a6b8c0d2, common_name: Example Root}]
   contains:
     trust_store:
       description: V(capf-trust) or V(callmanager-trust).
@@ -142,6 +143,7 @@ removed:
   returned: always
   type: list
   elements: dict
+  sample: [{trust_store: capf-trust, fingerprint: 3f0c8e7d5b1a29c4e6f8a0b2c4d6e8f0a2b4c6d8e0f2a4b6c8d0e2f4a6b8c0d2, common_name: Example Root}]
   contains:
     trust_store:
       description: V(capf-trust) or V(callmanager-trust).
@@ -175,10 +177,16 @@ rule_warnings:
     - "content (Example Root) has no BasicConstraints pathlen (unlimited); the guide asks for pathlen:0
       [rule ca-path-length: a harmless deviation, accepted; strict_ca_rules refuses it]"
 certificates:
-  description: The affected trust stores after the run, each a list of certificates (fingerprint, common_name,
-    subject, issuer, is_ca, not_after, description).
+  description:
+    - The affected trust stores after the run, keyed by name (V(capf-trust), V(callmanager-trust)), each a list of
+      certificates (trust_store, fingerprint, common_name, subject, issuer, is_ca, not_after, description).
   returned: always
   type: dict
+  sample:
+    capf-trust:
+      - {trust_store: capf-trust, fingerprint: 3f0c8e7d5b1a29c4e6f8a0b2c4d6e8f0a2b4c6d8e0f2a4b6c8d0e2f4a6b8c0d2,
+         common_name: Example Root, subject: "CN=Example Root,O=Example", issuer: "CN=Example Root,O=Example",
+         is_ca: true, not_after: "2036-01-01T00:00:00Z", description: Enterprise root}
 """
 
 from ansible_collections.opencapf.capf.plugins.module_utils._ansible_args import (

@@ -54,11 +54,12 @@ def _table_shows_every_figure_and_target(results, stdout):
 
 def _smoke_sizes_pass_no_target(results):
     statuses = {target["id"]: target for target in results["targets"]}
-    assert len(statuses) == 9
+    assert len(statuses) == 10
     assert all(target["status"] == "not measured" for target in statuses.values())
     assert "300 phones" in statuses["reports.pending_csrs"]["note"]
     assert "smoke" in statuses["workers.speedup"]["note"]
     assert statuses["bulk.first_run"]["note"] == "measured over 40 phones, not 40,000"
+    assert statuses["directory.sync"]["note"] == "measured over 300 phones, not 20,000"
 
 
 def _machine_described(machine):
@@ -90,6 +91,8 @@ def _work_was_really_done(figures):
     assert bulk["phones"] == 40 and bulk["recap"]["changed"] == 1 and bulk["recap"]["failed"] == 0
     assert figures["fleet.bulk_update_noop_run"]["details"]["recap"]["changed"] == 0
     assert figures["fleet.declarative_apply_first"]["details"]["counts"]["created"] == 40
+    first_sync = figures["directory.first_sync"]["details"]
+    assert first_sync["entries"] == first_sync["generated"] == 300  # a real directory, every device created
     _cluster_work_was_really_done(figures)
     ceiling = figures["limits.enrolment_ceiling_rsa2048"]
     parts = ceiling["details"]

@@ -9,19 +9,23 @@ import os
 
 import pytest
 
+from _opencapf import templates
 from _opencapf.store import Store, open_store
-from _opencapf.store.migrations import LATEST_VERSION
+from _opencapf.store.migrations import LATEST_VERSION, MIGRATIONS
 from _opencapf.store.sqlite import SqliteBackend
 from support import certfactory
 from support.ansible_runner import install_collection, playbook, task_results
+from support.slapd import SYNC_DN
 from support.stores import PHONE, populated_store
 from support.tools import ROOT, snapshot
 
+PREVIOUS_VERSION = MIGRATIONS[-2][0]  # the schema version before the newest migration
 MODULES = sorted(name[:-3] for name in os.listdir(os.path.join(ROOT, "plugins", "modules")) if name.startswith("capf_"))
 
 
-def module_tasks(outside: str) -> dict[str, list[dict]]:
-    """For each module, check-mode tasks that would change the store (or read it) in a real run."""
+def module_tasks(outside: str, directory: dict | None = None) -> dict[str, list[dict]]:
+    """For each module, check-mode tasks that would change the store (or read it) in a real run;
+    ``directory``: the capf_ldap_sync options naming a real directory."""
     root, _key = certfactory.make("Check Mode Root CA")
     signed = os.path.join(outside, "signed.pem")
     with open(signed, "w", encoding="ascii") as handle:
@@ -37,6 +41,11 @@ def module_tasks(outside: str) -> dict[str, list[dict]]:
             {"query": {"names": [PHONE]}, "set": {"key_order": "ec_preferred"}, "authentication_string": "24681357"},
             {"query": {"names": [PHONE]}, "set": {"certificate_operation": "delete"}, "run_at": "2099-01-01T00:00:00Z"},
         ],
+        "capf_device_template": [
+            {"name": "Softphones", "certificate_operation": "install_upgrade", "authentication_mode": "auth_string",
+             "authentication_string": "13572468", "operation_completes_in_days": 7},
+            {"name": "Softphones", "state": "absent"},
+        ],
         "capf_info": [{}, {"gather": ["phones"], "authentication_string": "12345678"}],
         "capf_offline_ca": [
             {"state": "exported", "path": os.path.join(outside, "csr-out")},
@@ -46,11 +55,23 @@ def module_tasks(outside: str) -> dict[str, list[dict]]:
             {"validity_days": 730, "capf_certificate": {"key_type": "ec256"},
              "online_ca": {"hostname": "ca.example.com", "type": "est", "profile_label": "phones", "username": "capf",
                            "password": "S3cret-check"}},
+            {"monitor_warn_days": [14, 3], "monitor_recipients": ["ops@example.com"], "monitor_sender": "capf@example.com",
+             "monitor_smtp_host": "smtp.example.com", "monitor_smtp_username": "capf",
+             "monitor_smtp_password": "S3cret-smtp"},
             {"state": "started"},
         ],
+        "capf_ldap_sync": [directory or {}, dict(directory or {}, absent_devices="remove", sync_interval_minutes=60)],
         "capf_stale_lsc": [{}, {"devices": [PHONE]}],
         "capf_trust_cert": [{"ca_root": certfactory.pem(root), "description": "check mode"}],
     }
+
+
+def _directory(request) -> dict:
+    """capf_ldap_sync options naming users of the real slapd the tests start."""
+    server = request.getfixturevalue("slapd_server")
+    base = server.new_base({"checkmode": ()})
+    return {"name": "corp", "urls": [server.ldaps_url], "ca_file": server.ca_file, "bind_dn": SYNC_DN,
+            "bind_password": server.sync_password, "search_base": base, "device_template": "jabber"}
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +80,18 @@ def collections(tmp_path_factory):
 
 
 @pytest.mark.parametrize("module", MODULES)
-def test_check_mode_of_every_module_writes_no_byte(module, collections, tmp_path):
+def test_check_mode_of_every_module_writes_no_byte(module, collections, tmp_path, request):
     outside = str(tmp_path / "outside")
     os.mkdir(outside, 0o700)
-    tasks = module_tasks(outside)
+    directory = _directory(request) if module == "capf_ldap_sync" else None
+    tasks = module_tasks(outside, directory)
     assert sorted(tasks) == MODULES, "every module has check-mode tasks here"
-    stores = {"previous": populated_store(str(tmp_path / "previous"), LATEST_VERSION - 1),
+    stores = {"previous": populated_store(str(tmp_path / "previous"), PREVIOUS_VERSION),
               "current": populated_store(str(tmp_path / "current"), LATEST_VERSION)}
+    if directory is not None:  # the template the directory's devices get, in both stores
+        for store_path in stores.values():
+            with Store(SqliteBackend(store_path), os.path.dirname(store_path), "test") as store:
+                templates.define(store, directory["device_template"], {"certificate_operation": "install_upgrade"})
     before = {name: snapshot(os.path.dirname(path)) for name, path in stores.items()}
     book = [{"hosts": "localhost", "gather_facts": False, "tasks": [
         {"name": f"task {index}", f"opencapf.capf.{module}": dict(arguments, store="{{ item }}"),
@@ -86,4 +112,4 @@ def test_check_mode_of_every_module_writes_no_byte(module, collections, tmp_path
     with open_store(stores["previous"], read_only=True) as store:
         assert store.schema_version() == LATEST_VERSION  # read through the migrated copy ...
     with Store(SqliteBackend(stores["previous"], read_only=True), str(tmp_path), "test") as store:
-        assert store.schema_version() == LATEST_VERSION - 1  # ... the store itself is left as it was
+        assert store.schema_version() == PREVIOUS_VERSION  # ... the store itself is left as it was

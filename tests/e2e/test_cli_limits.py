@@ -50,6 +50,7 @@ def _argv(path, action, value: str) -> list[str]:
         ("issue",): [DEVICE, "phone.pub"],
         ("jobs", "list"): [],
         ("jobs", "cancel"): [],
+        ("phones", "show"): [DEVICE],
         ("phone", "enrol"): [DEVICE] + ([] if dest == "server" else ["--server", "127.0.0.1"]),
         ("phone", "fleet"): (([] if dest == "count" else ["--count", "1"])
                              + ([] if dest == "server" else ["--server", "127.0.0.1"])),

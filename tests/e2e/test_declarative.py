@@ -87,7 +87,7 @@ def test_plan_writes_no_byte(tmp_path, version):
     """Invariant: ``plan`` writes nothing to the store or beside it, whatever the store's schema
     version, and a missing store stays missing; the plan is the same in every case. SQLite only: it
     watches the store's files."""
-    from _opencapf.store.migrations import LATEST_VERSION
+    from _opencapf.store.migrations import MIGRATIONS
     from support.stores import populated_store
     from support.tools import snapshot
 
@@ -96,7 +96,7 @@ def test_plan_writes_no_byte(tmp_path, version):
         os.mkdir(directory, 0o700)
         store = os.path.join(directory, "capf.db")
     else:
-        store = populated_store(directory, LATEST_VERSION - (1 if version == "previous" else 0))
+        store = populated_store(directory, MIGRATIONS[-2 if version == "previous" else -1][0])
     path = tmp_path / "deploy.yml"
     path.write_text(DEPLOYMENT)
     before = snapshot(directory)

@@ -229,4 +229,4 @@ def test_processes_service_parameter_beyond_this_machine_is_refused(ca_store, st
     monkeypatch.setattr(serve_command.os, "cpu_count", lambda: 2)
     with pytest.raises(ValidationError, match=r"^the processes service parameter must be at most 8 on this machine"
                                               r".*got 9$"):
-        serve_command._check(argparse.Namespace(store=store_path, processes=None, store_threads=4))
+        serve_command._check(argparse.Namespace(store=store_path, processes=None, store_threads=4, metrics_address=None))

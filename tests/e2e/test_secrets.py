@@ -12,7 +12,7 @@ import pytest
 from support.ansible_runner import install_collection, playbook
 from support.tools import run_cli
 
-SECRETS = ("73195284", "90817263", "S3cr3t-Pa55-w0rd", "55550000")
+SECRETS = ("73195284", "90817263", "S3cr3t-Pa55-w0rd", "55550000", "Smtp-Pa55-w0rd-1")
 
 
 def test_secrets_never_appear(tmp_path):

@@ -10,6 +10,7 @@ statement for all the updates, one for the inserts and one for the audit events)
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 from typing import Any
@@ -21,7 +22,8 @@ from .phone_config import COLUMN_OPTIONS, AuthRequest, PhoneRequest, check_setti
 from .results import converged
 from .store import Store, audit
 from .store import phones as phone_records
-from .vocabulary import check_bool, parse_utc, utc_now
+from .vocabulary import (DIFF_FORMATS, DIFF_SUMMARY_PHONES, DIFF_SUMMARY_THRESHOLD, check_bool, check_choice, parse_utc,
+                         utc_now)
 
 JOB_KIND = "bulk_update"
 
@@ -52,6 +54,12 @@ def build_spec(*, query=None, settings=None, generate_authentication_strings=Fal
     }
 
 
+def write_strings_file(path: str, generated: list[dict]) -> None:
+    """Hand generated authentication strings out once: a CSV of ``device_name`` and
+    ``authentication_string`` at ``path``, mode 0600, written atomically."""
+    write_private_file(path, _strings_csv(generated))
+
+
 def _strings_csv(generated: list[dict]) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -69,13 +77,37 @@ def _changed_fields(plan) -> tuple[dict, dict]:
     return {k: before[k] for k in keys}, {k: after[k] for k in keys}
 
 
+def diff_view(before: dict, after: dict, diff_format: str = "full") -> tuple[dict, dict]:
+    """The diff of a job's phones (``{"phones": {name: changed fields}}`` before and after) as
+    ``diff_format`` asks: ``full`` keeps every phone; ``summary`` keeps the first
+    ``DIFF_SUMMARY_PHONES`` phones (by name) and adds, after, how many phones changed or were
+    inserted and how many phones each setting changed on; ``auto`` is ``full`` up to
+    ``DIFF_SUMMARY_THRESHOLD`` changed phones and ``summary`` above."""
+    diff_format = check_choice("diff_format", diff_format, DIFF_FORMATS)
+    phones_before, phones_after = before["phones"], after["phones"]
+    if diff_format == "full" or diff_format == "auto" and len(phones_after) <= DIFF_SUMMARY_THRESHOLD:
+        return before, after
+    settings: collections.Counter = collections.Counter()
+    for name, fields in phones_after.items():
+        if phones_before.get(name) is not None:
+            settings.update(fields.keys())
+    shown = sorted(phones_after)[:DIFF_SUMMARY_PHONES]
+    inserted = sum(1 for name in phones_after if phones_before.get(name) is None)
+    summary = {"phones_changed": len(phones_after) - inserted, "phones_inserted": inserted, "phones_shown": len(shown),
+               "changed_settings": dict(sorted(settings.items())),
+               "full_diff": "set diff_format: full to see every phone"}
+    return ({"phones": {name: phones_before[name] for name in shown}},
+            {"phones": {name: phones_after[name] for name in shown}, "summary": summary})
+
+
 def run(store: Store, spec: dict, *, shared_string: str | None = None, csv_rows=None,
-        fail_on_unmatched: bool = False, check_mode: bool = False) -> dict[str, Any]:
+        fail_on_unmatched: bool = False, check_mode: bool = False, diff_format: str = "full") -> dict[str, Any]:
     """Run a job now, in one transaction. ``csv_rows`` come from ``csv_import.parse``. Names in
     ``query.names`` that are not in the store are returned (``unmatched``) with a warning, or
     with ``fail_on_unmatched`` fail the job before anything is written."""
     if spec["query"] is None and csv_rows is None:
         raise ValidationError("query", "is required (or csv_file to insert phones)")
+    diff_format = check_choice("diff_format", diff_format, DIFF_FORMATS)
     wanted = check_settings(spec["set"], "set.")
     if shared_string is not None:
         base_auth = AuthRequest(literal=shared_string, length=spec["authentication_string_length"])
@@ -108,7 +140,7 @@ def run(store: Store, spec: dict, *, shared_string: str | None = None, csv_rows=
         inserts = [plan for plan in plans if not plan.exists]
         if not check_mode and (updates or inserts):
             if generated and spec["strings_file"]:
-                write_private_file(spec["strings_file"], _strings_csv(generated))
+                write_strings_file(spec["strings_file"], generated)
             audit.record(tx, store.actor, "bulk.apply", JOB_KIND, matched=len(plans), changed=len(updates),
                          inserted=len(inserts), apply_config=spec["apply_config"],
                          generated=len(generated), query=spec["query"])
@@ -122,7 +154,8 @@ def run(store: Store, spec: dict, *, shared_string: str | None = None, csv_rows=
         "unchanged": sum(1 for plan in plans if plan.exists and not plan.changes),
         "inserted": len(inserts),
     }
-    return converged(bool(updates or inserts), {"phones": before}, {"phones": after}, counts=counts,
+    before, after = diff_view({"phones": before}, {"phones": after}, diff_format)
+    return converged(bool(updates or inserts), before, after, counts=counts,
                      authentication_strings=generated, strings_file=spec["strings_file"] if generated else None,
                      apply_config=spec["apply_config"], job=None, unmatched=unmatched, warnings=warnings)
 
@@ -131,11 +164,13 @@ def converge(store: Store, *, query=None, settings=None, authentication_string: 
              generate_authentication_strings=False, regenerate_authentication_strings=False,
              authentication_string_length=8, reissue=False, apply_config=False, csv_file: str | None = None,
              csv_content: str | None = None, strings_file: str | None = None, run_at=None, now=None,
-             fail_on_unmatched=False, check_mode: bool = False) -> dict[str, Any]:
+             fail_on_unmatched=False, check_mode: bool = False, diff_format: str = "full") -> dict[str, Any]:
     """Run a bulk job now, or store it for the scheduler when ``run_at`` is in the future.
+    ``diff_format`` shapes the returned before/after (see ``diff_view``).
     ``query.names`` not in the store are returned as ``unmatched`` with a warning (for a scheduled
     job: not in the store when it is submitted); ``fail_on_unmatched`` fails instead."""
     fail_on_unmatched = check_bool("fail_on_unmatched", fail_on_unmatched)
+    diff_format = check_choice("diff_format", diff_format, DIFF_FORMATS)
     csv_given = csv_file is not None or csv_content is not None
     if csv_given and (query is not None or settings):
         raise ValidationError("csv_file", "cannot be combined with query or set (the CSV carries the settings)")
@@ -176,4 +211,4 @@ def converge(store: Store, *, query=None, settings=None, authentication_string: 
         csv_rows = (csv_import.read(csv_file, spec["authentication_string_length"]) if csv_file is not None
                     else csv_import.parse(csv_content, "csv_content", spec["authentication_string_length"]))
     return run(store, spec, shared_string=authentication_string, csv_rows=csv_rows,
-               fail_on_unmatched=fail_on_unmatched, check_mode=check_mode)
+               fail_on_unmatched=fail_on_unmatched, check_mode=check_mode, diff_format=diff_format)

@@ -56,9 +56,26 @@ except ImportError as _exc:  # reported by require()
     HttpNtlmAuth = None
     REQUESTS_NTLM_IMPORT_ERROR = _exc
 
+try:
+    import jinja2
+    JINJA2_IMPORT_ERROR = None
+except ImportError as _exc:  # reported by require()
+    jinja2 = None
+    JINJA2_IMPORT_ERROR = _exc
+
+try:
+    import ldap3
+    from ldap3.core import exceptions as ldap3_exceptions
+    LDAP3_IMPORT_ERROR = None
+except ImportError as _exc:  # reported by require()
+    ldap3 = ldap3_exceptions = None
+    LDAP3_IMPORT_ERROR = _exc
+
 __all__ = [
     "x509", "InvalidSignature", "UnsupportedAlgorithm", "hashes", "serialization", "ec", "padding", "rsa", "ExtendedKeyUsageOID", "NameOID",
     "yaml", "jsonschema", "missing", "require", "pkcs7", "requests", "HTTPAdapter", "HttpNtlmAuth", "AESGCM",
+    "prometheus", "jinja2",
+    "ldap3", "ldap3_exceptions",
 ]
 
 _ERRORS = {
@@ -67,6 +84,8 @@ _ERRORS = {
     "jsonschema": lambda: JSONSCHEMA_IMPORT_ERROR,
     "requests": lambda: REQUESTS_IMPORT_ERROR,
     "requests-ntlm": lambda: REQUESTS_NTLM_IMPORT_ERROR,
+    "Jinja2": lambda: JINJA2_IMPORT_ERROR,
+    "ldap3": lambda: LDAP3_IMPORT_ERROR,
 }
 
 
@@ -83,3 +102,14 @@ def require(*libraries: str) -> None:
             "missing Python librar%s %s on this host; install %s"
             % ("y" if len(absent) == 1 else "ies", ", ".join(absent), " ".join(absent))
         )
+
+
+def prometheus():
+    """The ``prometheus_client`` package, imported on first use: only a service with a metrics endpoint
+    needs it, and its import (a tenth of a second) is not worth paying in every module run."""
+    try:
+        import prometheus_client  # pylint: disable=import-outside-toplevel
+        from prometheus_client import multiprocess, values  # pylint: disable=import-outside-toplevel,unused-import
+    except ImportError as exc:
+        raise DependencyError(f"the metrics endpoint needs the Python library prometheus-client: {exc}") from None
+    return prometheus_client

@@ -32,6 +32,7 @@ from .ca import certificates as c
 from .errors import CapfError, CodedError, StoreError
 from .files import read_input_file, write_private_file
 from .issuers import acceptance, base, offline, online
+from .server import metrics
 from .store import Store, audit
 from .store import certificates as certificate_records
 from .store import csrs as csr_records
@@ -92,9 +93,37 @@ def online_issuer(store: Store, timeout: int | None = None):
     if timeout is not None:
         known["timeout_seconds"] = timeout
     try:
-        return online.build(known, pems, password=password, fips_mode=bool(parameters.get("fips_mode")))
+        issuer = online.build(known, pems, password=password, fips_mode=bool(parameters.get("fips_mode")))
     except CapfError as exc:
         raise EnrolmentError(base.CONFIGURATION, f"online CA settings: {exc}") from None
+    return _Observed(issuer) if metrics.enabled() else issuer
+
+
+class _Observed:
+    """An online CA client whose requests are counted and timed for the metrics endpoint."""
+
+    def __init__(self, issuer):
+        self._issuer = issuer
+
+    def __getattr__(self, name):
+        return getattr(self._issuer, name)
+
+    def submit(self, request_der: bytes, *, renewal: bool = False):
+        return self._observe("submit", self._issuer.submit, request_der, renewal=renewal)
+
+    def poll(self, reference: str, request_der: bytes):
+        return self._observe("poll", self._issuer.poll, reference, request_der)
+
+    @staticmethod
+    def _observe(request: str, call, *args, **kwargs):
+        started, outcome = time.monotonic(), "error"
+        try:
+            answer = call(*args, **kwargs)
+            outcome = {base.Issued: "issued", base.Pending: "pending", base.Rejected: "rejected"}.get(
+                type(answer), "error")
+            return answer
+        finally:
+            metrics.online_ca_request(request, outcome, time.monotonic() - started)
 
 
 def _anchors(tx: Transaction) -> list:
@@ -350,9 +379,17 @@ class ImportResult:
                               "device_name": item.device_name} for item in self.problems]}
 
 
-def import_certificates(store: Store, actor: str, sources, *, check_mode: bool = False) -> ImportResult:
+def _no_progress(_stage: str, _done: int = 0, _total: int = 0) -> None:
+    """The progress callback of callers that draw none."""
+
+
+def import_certificates(store: Store, actor: str, sources, *, check_mode: bool = False,
+                        progress=None) -> ImportResult:
     """Match signed certificates ((name, bytes) pairs) to pending offline CSRs, check and record
-    them; they reach the phones on their next CAPF session. ``check_mode`` records nothing."""
+    them; they reach the phones on their next CAPF session. ``check_mode`` records nothing;
+    ``progress(stage, done, total)``, when given, is told how far the files and the records are."""
+    progress = progress or _no_progress
+    sources = list(sources)
     with store.read() as tx:
         pending = _pending(tx, "pending")
         superseded = _pending(tx, "superseded")
@@ -360,7 +397,8 @@ def import_certificates(store: Store, actor: str, sources, *, check_mode: bool =
         known = certificate_records.device_names_by_fingerprint(tx, "offline_ca")
     result = ImportResult()
     fresh = []
-    for source, data in sources:
+    for done, (source, data) in enumerate(sources, 1):
+        progress("files", done, len(sources))
         try:
             certificates = offline.parse_certificates(data, source)
         except CapfError as exc:
@@ -374,6 +412,7 @@ def import_certificates(store: Store, actor: str, sources, *, check_mode: bool =
             fresh.append((source, b"".join(c.to_pem(item).encode() for item in remaining)))
     if not anchors and fresh:
         raise StoreError("capf-trust holds no certificate: upload the offline CA's root before importing")
+    progress("matching")
     report = offline.import_certificates(fresh, [item for _id, item in pending], anchors,
                                          superseded=[item for _id, item in superseded])
     by_name = {item.device_name: csr_id for csr_id, item in pending}
@@ -393,10 +432,11 @@ def import_certificates(store: Store, actor: str, sources, *, check_mode: bool =
                 set_csr(tx, by_name[item.device_name], "pending", reason)
                 phone = phone_records.get(tx, item.device_name)
                 phone_records.set_operation_result(tx, actor, phone, phone["operation_status"], reason)
-        for item in report.matched:
+        for done, item in enumerate(report.matched, 1):
             phone = phone_records.get(tx, item.device_name)
             certificate_id = record_certificate(tx, actor, phone, item.certificate, "offline_ca", chain=item.chain)
             set_csr(tx, by_name[item.device_name], "issued", certificate_id=certificate_id)
+            progress("recording", done, len(report.matched))
         for item in report.stale:
             phone = phone_records.get(tx, item.device_name)
             record_certificate(tx, actor, phone, item.certificate, "offline_ca", status="stale")

@@ -26,6 +26,7 @@ class Parameter:
     choices: tuple | None = None
     bounds: tuple[int, int] | None = None
     restart: bool = False  # applies only when the service starts: a change needs a restart, not a reload
+    items: str = "string"  # JSON-Schema type of the elements of an array value
 
 
 def _choice(choices):
@@ -86,10 +87,59 @@ PARAMETERS: dict[str, Parameter] = {
         Parameter("scheduler_interval_seconds", 10, _range(v.SCHEDULER_INTERVAL_SECONDS, " seconds"), "integer",
                   "How often the CAPF service runs due scheduled jobs and lapses operations whose deadline passed.",
                   bounds=v.SCHEDULER_INTERVAL_SECONDS),
+        # Unattended lifecycle: the metrics endpoint and automatic renewal (docs/lifecycle.md).
+        Parameter("metrics_address", "", v.check_host_port, "string",
+                  "IP-ADDRESS:PORT of the Prometheus metrics endpoint (plain HTTP), empty for none; applies when the "
+                  "service starts or restarts.", restart=True),
+        Parameter("renew_before_days", 0, _range(v.RENEW_BEFORE_DAYS, " days"), "integer",
+                  "Automatic renewal: schedule install_upgrade for phones whose installed LSC expires within this "
+                  "many days (0: off).", bounds=v.RENEW_BEFORE_DAYS),
+        Parameter("renew_max_per_day", 100, _range(v.RENEW_MAX_PER_DAY), "integer",
+                  "Automatic renewal: phones scheduled in any 24 hours at most.", bounds=v.RENEW_MAX_PER_DAY),
+        # Revocation and the CRL (docs/lifecycle.md).
+        Parameter("revoke_after_expiry", True, _bool, "boolean",
+                  "Revoke an LSC once it has expired (reason cessation_of_operation), as Cisco's certificate monitor does."),
+        Parameter("crl_validity_hours", 168, _range(v.CRL_VALIDITY_HOURS, " hours"), "integer",
+                  "Hours from a CRL's thisUpdate to its nextUpdate; the service signs a new CRL when something is "
+                  "revoked and once half of this has passed.", bounds=v.CRL_VALIDITY_HOURS),
+        Parameter("crl_path", "", v.check_crl_path, "string",
+                  "Absolute path of a file the service keeps the current CRL in (DER, mode 0644); empty: no file."),
+        Parameter("crl_url", "", v.check_crl_url, "string",
+                  "http:// URL that LSCs issued from now on name as their CRL distribution point; empty: none."),
+        Parameter("crl_http_address", "0.0.0.0", v.check_address, "string",
+                  "Address the service answers GET /capf.crl on (with crl_http_port); applies when the service "
+                  "starts or restarts.", restart=True),
+        Parameter("crl_http_port", 0, _range(v.LISTEN_PORT), "integer",
+                  "TCP port of the plain HTTP CRL responder, 0 for none; applies when the service starts or restarts.",
+                  bounds=v.LISTEN_PORT, restart=True),
         Parameter("legacy_tls", False, _bool, "boolean",
                   "Allow TLS 1.0 and legacy ciphers for old phone firmware."),
         Parameter("fips_mode", False, _bool, "boolean",
                   "FIPS mode: refuses the Microsoft online CA type."),
+        # The certificate monitor (monitor.py) and its e-mail; the SMTP password is a sealed secret.
+        Parameter("monitor_warn_days", [30, 7, 1], v.check_warn_days, "array",
+                  "Days before expiry at which the certificate monitor warns (each threshold once per certificate).",
+                  bounds=v.MONITOR_WARN_DAYS, items="integer"),
+        Parameter("monitor_interval_hours", 24, _range(v.MONITOR_INTERVAL_HOURS, " hours"), "integer",
+                  "How often the certificate monitor checks the certificates.", bounds=v.MONITOR_INTERVAL_HOURS),
+        Parameter("monitor_recipients", [], v.check_recipients, "array",
+                  "E-mail addresses the certificate monitor writes to (none: it only logs what it finds)."),
+        Parameter("monitor_resend", "once_per_threshold", _choice(v.MONITOR_RESEND), "string",
+                  "Warn once per certificate and threshold, or on every check that finds it.",
+                  choices=v.MONITOR_RESEND),
+        Parameter("monitor_smtp_host", "", v.check_mail_host, "string",
+                  "Host name or address of the SMTP relay the monitor sends through."),
+        Parameter("monitor_smtp_port", 587, v.check_port, "integer",
+                  "TCP port of the SMTP relay (587 with starttls, 465 with tls, 25 with none).", bounds=v.PORT),
+        Parameter("monitor_smtp_security", "starttls", _choice(v.SMTP_SECURITY), "string",
+                  "How the connection to the SMTP relay is protected: STARTTLS, implicit TLS, or not at all.",
+                  choices=v.SMTP_SECURITY),
+        Parameter("monitor_smtp_ca_file", "", v.check_absolute_path_or_empty, "string",
+                  "PEM file of the CA certificates that verify the SMTP relay (none: the system's trusted roots)."),
+        Parameter("monitor_smtp_username", "", v.check_short_text, "string",
+                  "User name of the SMTP login (none: no login); its password is monitor_smtp_password."),
+        Parameter("monitor_sender", "", v.check_mail_address_or_empty, "string",
+                  "The From address of the monitor's e-mail."),
     )
 }
 
@@ -115,3 +165,35 @@ def check(name: str, value: Any, field: str | None = None) -> Any:
 def check_all(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Validate a mapping of parameters, returning canonical values."""
     return {name: check(name, value, prefix + name) for name, value in values.items()}
+
+
+def default_text(name: str) -> str:
+    """A parameter's default as documentation states it: ``15``, ``true``, ``rsa``, ``0.0.0.0`` (a
+    list's items separated by commas), ``""`` for an empty string."""
+    value = PARAMETERS[name].default
+    if value == "":
+        return '""'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+def rule_text(name: str) -> str:
+    """A parameter's accepted values in words: its choices or its range (empty when neither)."""
+    parameter = PARAMETERS[name]
+    if parameter.choices is not None:
+        return "one of " + ", ".join(map(str, parameter.choices))
+    if parameter.bounds is not None:
+        return "%s\u2013%s" % parameter.bounds
+    return ""
+
+
+def table(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every parameter with its value (from ``values``, else its default), default, accepted values,
+    whether a change needs a restart, and its description: what ``service show`` prints."""
+    return [{"name": name, "value": values.get(name, p.default), "default": p.default,
+             "is_default": values.get(name, p.default) == p.default, "accepts": rule_text(name),
+             "restart": p.restart, "description": p.description}
+            for name, p in PARAMETERS.items()]

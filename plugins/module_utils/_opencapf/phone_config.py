@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import authstrings, faults
+from . import authstrings, faults, revocation
 from .errors import ValidationError
 from .phone_query import phone_status
 from .results import converged, text_or_none
@@ -47,7 +47,7 @@ WRITE_COLUMNS = tuple(OPTION_COLUMNS.values()) + (
 # Columns the audit log never shows (a changed hash shows as ``auth_change``).
 AUDIT_HIDDEN = ("auth_salt", "auth_hash")
 # The paths that change a phone's settings, as the audit log names them.
-VIA = ("capf_phone", "bulk", "csv", "apply")
+VIA = ("capf_phone", "bulk", "csv", "apply", "renewal", "template", "ldap")
 
 
 def check_settings(settings: dict | None, prefix: str = "") -> dict[str, Any]:
@@ -219,6 +219,7 @@ class PhoneRequest:
     settings: dict
     auth: AuthRequest = AuthRequest()
     prefix: str = ""
+    reissue: bool = False  # arm the operation again when it has finished (with ``converge_many``'s own)
 
 
 def audit_event(plan: PhonePlan, via: str) -> tuple[str, str, dict[str, Any]]:
@@ -254,28 +255,41 @@ def _write_plans(tx, actor: str, plans: list[PhonePlan], via: str) -> None:
 
 
 def converge_many(tx, actor: str, secret: bytes, work, *, via: str, reissue: bool = False,
-                  check_mode: bool = False) -> list[PhonePlan]:
+                  check_mode: bool = False, progress=None) -> list[PhonePlan]:
     """The one converge path of phone settings: plan every ``(current row or None, PhoneRequest)``
     of ``work`` with the same rules, then (unless in check mode) write the changed phones with one
-    audit shape. Every module, bulk job, CSV import and declarative file changes phones here."""
+    audit shape. Every module, bulk job, CSV import and declarative file changes phones here.
+    ``progress("phones", done, total)``, when given, is told how far the planning is."""
     via = check_choice("via", via, VIA)
     defaults = service_records.read(tx)
-    plans = [plan_phone(current, request.name, request.settings, defaults, request.auth, secret, reissue=reissue,
-                        check_mode=check_mode, prefix=request.prefix)
-             for current, request in work]
+    if progress is None:
+        plans = [plan_phone(current, request.name, request.settings, defaults, request.auth, secret,
+                            reissue=reissue or request.reissue, check_mode=check_mode, prefix=request.prefix)
+                 for current, request in work]
+    else:
+        plans, total = [], len(work)
+        for current, request in work:
+            plans.append(plan_phone(current, request.name, request.settings, defaults, request.auth, secret,
+                                    reissue=reissue or request.reissue, check_mode=check_mode, prefix=request.prefix))
+            progress("phones", len(plans), total)
     if not check_mode:
         _write_plans(tx, actor, plans, via)
     return plans
 
 
 def converge(store: Store, name: str, *, state: str = "present", settings: dict | None = None,
-             auth: AuthRequest | None = None, reissue: bool = False, check_mode: bool = False) -> dict[str, Any]:
+             auth: AuthRequest | None = None, reissue: bool = False, revoke: dict | None = None,
+             check_mode: bool = False) -> dict[str, Any]:
     """Converge one phone; returns changed/before/after, the phone's CAPF status, and a generated
-    authentication string once (only when one was generated in this call)."""
+    authentication string once (only when one was generated in this call). ``revoke``
+    (``{"reason": ..., "serial": ...}``) also revokes the phone's LSC(s) (``revocation.revoke_in``),
+    in the same transaction; before/after then show them under ``lscs``."""
     name = normalise_device_name(name, "name")
     state = check_choice("state", state, ("present", "absent"))
     auth = (auth or AuthRequest()).validated()
     wanted = check_settings(settings)
+    if revoke is not None and state == "absent":
+        raise ValidationError("revoke", "only applies with state=present (state=absent removes the phone's LSCs)")
     secret = store.secret()
     with store.transaction(write=not check_mode) as tx:
         current = phone_records.get(tx, name)
@@ -286,8 +300,20 @@ def converge(store: Store, name: str, *, state: str = "present", settings: dict 
             return converged(current is not None, before, None, name=name, status=None)
         plan, = converge_many(tx, store.actor, secret, [(current, PhoneRequest(name, wanted, auth))],
                               via="capf_phone", reissue=reissue, check_mode=check_mode)
+        revoked = None
+        if revoke is not None:
+            revoke = revocation.check_request(revoke)
+            revoked = (revocation.revoke_in(tx, store.actor, name, revoke["reason"], serial=revoke.get("serial"),
+                                            check_mode=check_mode)
+                       if current is not None or not check_mode else converged(False, {"lscs": []}, {"lscs": []}))
         status = phone_status(tx, name) if not check_mode or current is not None else None
     extras: dict[str, Any] = {"name": name, "status": status}
     if plan.generated is not None:
         extras["authentication_string"] = plan.generated
-    return converged(plan.changed, plan.before, plan.after, **extras)
+    if revoked is None:
+        return converged(plan.changed, plan.before, plan.after, **extras)
+    extras["revoked"] = revoked["revoked"] if revoked["changed"] else []
+    if revoked.get("warnings"):
+        extras["warnings"] = revoked["warnings"]
+    return converged(plan.changed or revoked["changed"], dict(plan.before or {}, lscs=revoked["before"]["lscs"]),
+                     dict(plan.after, lscs=revoked["after"]["lscs"]), **extras)

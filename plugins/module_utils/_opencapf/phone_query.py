@@ -4,8 +4,9 @@
 
 A query is a mapping of filters, all of which must hold: ``names`` (explicit list),
 ``name_pattern`` (``*``/``?`` wildcards, case-insensitive), ``device_pool``, ``model``,
-``security_mode``, ``operation_status`` and ``lsc_status`` (each one value or a list),
-``lsc_expires_before`` (date or time, UTC). The store selects the phones together with their
+``security_mode``, ``certificate_operation``, ``operation_status`` and ``lsc_status`` (each one value
+or a list), ``lsc_expires_before`` (date or time, UTC) and ``locked`` (true: only phones locked out
+after wrong authentication strings; false: only the others). The store selects the phones together with their
 current LSC (the newest LSC that is not stale) in one statement (``store.phones.matching``).
 """
 
@@ -16,12 +17,12 @@ from typing import Any
 from .errors import ValidationError
 from .store import phones, sessions
 from .store.backend import Transaction
-from .vocabulary import (CERTIFICATE_STATUSES, OPERATION_STATUSES, SECURITY_MODES, check_choice, format_utc,
-                         normalise_device_name, parse_utc)
+from .vocabulary import (CERTIFICATE_STATUSES, OPERATION_STATUSES, OPERATIONS, SECURITY_MODES, check_bool,
+                         check_choice, format_utc, normalise_device_name, parse_utc)
 
 UNMATCHED_SHOWN = 20
-QUERY_FIELDS = ("names", "name_pattern", "device_pool", "model", "security_mode", "operation_status", "lsc_status",
-                "lsc_expires_before")
+QUERY_FIELDS = ("names", "name_pattern", "device_pool", "model", "security_mode", "certificate_operation",
+                "operation_status", "lsc_status", "lsc_expires_before", "locked")
 LSC_STATUSES = ("none",) + CERTIFICATE_STATUSES
 # Orders of a listing (``device_name``, ``lsc_expiry``), as the store can list them.
 ORDERS = tuple(phones.LISTING_ORDERS)
@@ -52,14 +53,16 @@ def check_query(query: dict | None, field: str = "query") -> dict[str, Any]:
         values = [str(item) for item in _as_list(query.get(key))]
         if values:
             result[key] = sorted(set(values))
-    for key, choices in (("security_mode", SECURITY_MODES), ("operation_status", OPERATION_STATUSES),
-                         ("lsc_status", LSC_STATUSES)):
+    for key, choices in (("security_mode", SECURITY_MODES), ("certificate_operation", OPERATIONS),
+                         ("operation_status", OPERATION_STATUSES), ("lsc_status", LSC_STATUSES)):
         values = [check_choice(f"{field}.{key}", item, choices) for item in _as_list(query.get(key))]
         if values:
             result[key] = sorted(set(values))
     if query.get("lsc_expires_before") not in (None, ""):
         result["lsc_expires_before"] = format_utc(parse_utc(query["lsc_expires_before"],
                                                             f"{field}.lsc_expires_before"))
+    if query.get("locked") is not None:
+        result["locked"] = check_bool(f"{field}.locked", query["locked"])
     return result
 
 

@@ -1,6 +1,7 @@
 # Copyright: contributors to opencapf.capf
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Read-only views of the store (what capf_info gathers), the CAPF report as CSV, and the one
+"""Read-only views of the store (what capf_info gathers), the CAPF report (CSV, or HTML through
+``report_html``), and the one
 clean-up that belongs with them: deleting stale LSCs.
 
 A stale LSC was issued for a CSR but never installed because the phone produced a newer CSR
@@ -16,17 +17,22 @@ import gc
 import io
 from typing import Any, Iterator
 
-from . import authstrings, phone_query, scheduler, service_config, trust
+from . import authstrings, monitor, phone_config, phone_query, report_html, scheduler, service_config, trust
 from .ca import authority
+from .dependencies import require
 from .errors import ValidationError
 from .files import write_private_file
 from .results import converged
-from .store import Store, audit, certificates, csrs, sessions
+from .store import Store, audit, certificates, crls, csrs, sessions
 from .store import phones as phone_records
 from .store.backend import Transaction
-from .vocabulary import check_choice, check_int_range, normalise_device_name
+from .vocabulary import (REPORT_FORMATS, SESSIONS_SHOWN as SESSIONS_SHOWN_RANGE, check_choice, check_int_range, format_utc,
+                         normalise_device_name, utc_now)
 
-SECTIONS = ("service", "capf_certificates", "trust", "phones", "pending_csrs", "stale_lscs", "jobs", "sessions")
+SESSIONS_SHOWN = 10
+
+SECTIONS = ("service", "capf_certificates", "trust", "phones", "pending_csrs", "stale_lscs", "jobs", "sessions",
+            "revoked_lscs", "crl", "expiring_certificates", "monitor")
 REPORT_COLUMNS = ("device_name", "description", "model", "device_pool", "security_mode", "certificate_operation",
                   "operation_status", "authentication_mode", "lsc_status", "lsc_serial", "lsc_not_after",
                   "lsc_installed_at")
@@ -83,6 +89,31 @@ def _cycle_collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+def phone_detail(store: Store, name: str, *, sessions_limit: int = SESSIONS_SHOWN) -> dict[str, Any] | None:
+    """Everything about one phone an operator asks first, in one read transaction: its settings, its
+    operation with status and reason, its current LSC, lock-out, its newest sessions with their
+    reasons and its CSRs waiting for a signature; None when the store has no such phone."""
+    name = normalise_device_name(name, "name")
+    sessions_limit = check_int_range("sessions", sessions_limit, SESSIONS_SHOWN_RANGE)
+    with store.read() as tx:
+        row = phone_records.get(tx, name)
+        if row is None:
+            return None
+        status = phone_query.phone_status(tx, name)
+        return {
+            "device_name": name,
+            "settings": phone_config.settings_view(row),
+            "operation": {"certificate_operation": status["operation"], "status": status["operation_status"],
+                          "reason": status["operation_reason"], "completes_by": status["operation_completes_by"]},
+            "lsc": status["lsc"],
+            "lockout": {"locked": status["locked"], "authentication_failures": status["authentication_failures"]},
+            "sessions": [{key: session[key] for key in ("started_at", "peer", "operation", "outcome", "reason",
+                                                        "duration_ms")}
+                         for session in sessions.recent(tx, name, sessions_limit)],
+            "pending_csrs": csrs.awaiting_signature_for(tx, name),
+        }
+
+
 def _report_line(phone: dict) -> list:
     lsc = phone["lsc"] or {}
     flat = dict(phone, lsc_status=lsc.get("status", "none"), lsc_serial=lsc.get("serial", ""),
@@ -100,18 +131,31 @@ def report_csv(phones: list[dict]) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
+def report_page(phones: list[dict], *, stale_lscs: list[dict], pending_csrs: list[dict],
+                query: dict | None = None, generated_at: str | None = None) -> bytes:
+    """The CAPF report as one self-contained HTML page (charts, summary, sortable device table)."""
+    return report_html.render(report_html.context(
+        phones, stale_lscs=stale_lscs, pending_csrs=pending_csrs, query=query,
+        generated_at=generated_at or format_utc(utc_now())))
+
+
 def gather(store: Store, sections=None, *, query: dict | None = None, limit: int = 100,
            report_path: str | None = None, authentication_string: str | None = None,
-           order_by: str = "device_name") -> dict[str, Any]:
+           order_by: str = "device_name", report_format: str = "csv") -> dict[str, Any]:
     """Everything capf_info returns, one read transaction (plus the CAPF certificate summaries).
     ``authentication_string`` narrows the phones to those that use it (never echoed); ``order_by``
-    orders the phones and the report (``device_name`` or ``lsc_expiry``)."""
+    orders the phones and the report (``device_name`` or ``lsc_expiry``); ``report_format`` is
+    ``csv`` or ``html``."""
     sections = list(sections or SECTIONS)
     for index, section in enumerate(sections):
         check_choice(f"gather[{index}]", section, SECTIONS)
     limit = check_int_range("limit", limit, (1, MAX_LIMIT))
     order_by = check_choice("order_by", order_by, PHONE_ORDERS)
+    report_format = check_choice("report_format", report_format, REPORT_FORMATS)
     canonical = phone_query.check_query(query)
+    html = bool(report_path) and report_format == "html"
+    if html:
+        require("Jinja2")  # before anything is read, so a missing library fails the call at once
     if authentication_string is not None:
         authstrings.check_auth_string(authentication_string)
     result: dict[str, Any] = {}
@@ -125,21 +169,41 @@ def gather(store: Store, sections=None, *, query: dict | None = None, limit: int
                                 authentication_string=authentication_string, order=order_by)
             if "phones" in sections:
                 result["phones"] = phones
-        if "pending_csrs" in sections:
-            result["pending_csrs"] = csrs.awaiting_signature(tx)
-        if "stale_lscs" in sections:
-            result["stale_lscs"] = certificates.stale_lscs(tx)
+        if "pending_csrs" in sections or html:
+            pending = csrs.awaiting_signature(tx)
+            if "pending_csrs" in sections:
+                result["pending_csrs"] = pending
+        if "stale_lscs" in sections or html:
+            stale = certificates.stale_lscs(tx)
+            if "stale_lscs" in sections:
+                result["stale_lscs"] = stale
         if "jobs" in sections:
             result["jobs"] = scheduler.list_jobs(tx, limit=limit)
         if "sessions" in sections:
             result["sessions"] = sessions.newest(tx, limit)
+        if "revoked_lscs" in sections:
+            result["revoked_lscs"] = certificates.revoked_lscs(tx, newest=limit)
+        if "crl" in sections:
+            result["crl"] = crls.latest(tx, with_der=False)
+        if "expiring_certificates" in sections:
+            result["expiring_certificates"] = monitor.expiring_in(tx)
+        if "monitor" in sections:
+            result["monitor"] = monitor.status(tx)
     if "capf_certificates" in sections:
         history = authority.history(store)
         for item in history:
             item.pop("pem", None)
         result["capf_certificates"] = history
     if report_path:
-        write_private_file(report_path, report_csv(phones))
+        if html:
+            # The page speaks of the selected phones only: their stale LSCs and pending CSRs.
+            selected = {row["device_name"] for row in phones} if canonical or authentication_string else None
+            data = report_page(phones, query=canonical,
+                               stale_lscs=[row for row in stale if selected is None or row["device_name"] in selected],
+                               pending_csrs=[row for row in pending if selected is None or row["device_name"] in selected])
+        else:
+            data = report_csv(phones)
+        write_private_file(report_path, data)
         result["report_path"] = report_path
     return result
 

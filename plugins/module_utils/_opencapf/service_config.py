@@ -10,6 +10,7 @@ cross-field rules of the configuration guide); ``apply()`` writes a plan in one 
 from __future__ import annotations
 
 import re
+import ssl
 from dataclasses import dataclass, field as _field
 from typing import Any
 
@@ -26,6 +27,8 @@ from .vocabulary import CAPF_KEY_TYPES, ONLINE_CA_TYPES, check_choice, check_por
 
 ONLINE_CA_KEY = "online_ca"
 PASSWORD_SECRET = "online_ca.password"
+SMTP_PASSWORD = "monitor_smtp_password"
+SMTP_PASSWORD_SECRET = "monitor.smtp_password"
 UPDATE_PASSWORD = ("always", "on_create")
 ONLINE_CA_FIELDS = ("hostname", "port", "type", "template", "profile_label", "username", "auth", "client_certificate",
                     "client_key", "ec_supported")
@@ -104,6 +107,8 @@ class ServicePlan:
     online_ca: tuple | None = None                       # (before, after) mappings
     password: str | None = None                          # new password to store (never shown)
     password_action: str = ""                            # "", "set", "changed"
+    smtp_password: str | None = None                     # new SMTP password of the monitor (never shown)
+    smtp_password_action: str = ""                       # "", "set", "changed"
     certificate_action: str = ""                         # "", "create", "regenerate", "upload"
     key_type: str | None = None
     upload: tuple | None = None                          # (certificate, private key)
@@ -112,7 +117,8 @@ class ServicePlan:
 
     @property
     def changed(self) -> bool:
-        return bool(self.parameters or self.online_ca or self.password_action or self.certificate_action)
+        return bool(self.parameters or self.online_ca or self.password_action or self.smtp_password_action
+                    or self.certificate_action)
 
 
 def _certificate_view(row: dict | None) -> dict | None:
@@ -181,9 +187,56 @@ def _plan_certificate(tx: Transaction, plan: ServicePlan, capf_certificate: dict
                                           "not_after": "(new)", "source": "generated"}
 
 
+def check_password(value, field: str) -> str:
+    """A password to store: a non-empty string of at most 1024 characters (never echoed)."""
+    if not isinstance(value, str) or not value or len(value) > 1024:
+        raise ValidationError(field, "must be a non-empty string of at most 1024 characters", show_value=False)
+    return value
+
+
+def _plan_smtp_password(tx: Transaction, store_secret: bytes, result: ServicePlan, password: str | None,
+                        update_password: str) -> None:
+    stored = secretbox.exists(tx, SMTP_PASSWORD_SECRET)
+    result.before[SMTP_PASSWORD] = "(set)" if stored else "(unset)"
+    result.after[SMTP_PASSWORD] = result.before[SMTP_PASSWORD]
+    if password is None:
+        return
+    check_password(password, SMTP_PASSWORD)
+    if not stored:
+        result.smtp_password, result.smtp_password_action = password, "set"
+    elif update_password == "always" and not secretbox.equals(tx, store_secret, SMTP_PASSWORD_SECRET, password):
+        result.smtp_password, result.smtp_password_action = password, "changed"
+    if result.smtp_password_action:
+        result.after[SMTP_PASSWORD] = "(%s)" % result.smtp_password_action
+
+
+def _check_monitor(merged: dict, result: ServicePlan, password_given: bool) -> None:
+    """The monitor's cross-field rules, against the values in force after the change."""
+    if merged["monitor_recipients"]:
+        for name in ("monitor_smtp_host", "monitor_sender"):
+            if not merged[name]:
+                raise ValidationError(name, "is required when monitor_recipients names anyone to write to")
+    if merged["monitor_smtp_username"]:
+        if merged["monitor_smtp_security"] == "none":
+            raise ValidationError("monitor_smtp_security", "must be starttls or tls with monitor_smtp_username "
+                                                           "(a password is never sent in clear)", "none")
+        if result.after[SMTP_PASSWORD] == "(unset)":
+            raise ValidationError(SMTP_PASSWORD, "is required with monitor_smtp_username")
+    elif password_given:
+        raise ValidationError(SMTP_PASSWORD, "needs monitor_smtp_username (the user it logs in as)")
+    ca_file = result.parameters.get("monitor_smtp_ca_file", (None, None))[1]
+    if ca_file:  # read where it is set (the CAPF host), so that a wrong path fails now, not at the first mail
+        data = read_option_file(ca_file, "monitor_smtp_ca_file", "CA file")
+        try:
+            ssl.create_default_context(cadata=data.decode("ascii", "replace"))
+        except (ssl.SSLError, ValueError):
+            raise ValidationError("monitor_smtp_ca_file", "must hold PEM CA certificates (-----BEGIN CERTIFICATE-----)",
+                                  ca_file) from None
+
+
 def plan(tx: Transaction, store_secret: bytes, *, parameters_wanted: dict | None = None,
          online_ca: dict | None = None, capf_certificate: dict | None = None,
-         update_password: str = "always") -> ServicePlan:
+         update_password: str = "always", monitor_smtp_password: str | None = None) -> ServicePlan:
     """Compute the changes; raises ValidationError/CertificateError for any rule the values break."""
     update_password = check_choice("update_password", update_password, UPDATE_PASSWORD)
     wanted = parameters.check_all({k: v for k, v in (parameters_wanted or {}).items() if v is not None})
@@ -208,9 +261,7 @@ def plan(tx: Transaction, store_secret: bytes, *, parameters_wanted: dict | None
             result.online_ca = (stored_ca, effective_ca)
         password = online_ca.get("password")
         if password is not None:
-            if not isinstance(password, str) or not password or len(password) > 1024:
-                raise ValidationError("online_ca.password", "must be a non-empty string of at most 1024 characters",
-                                      show_value=False)
+            check_password(password, "online_ca.password")
             if not password_set:
                 result.password, result.password_action, password_view = password, "set", "(set)"
             elif update_password == "always" and not secretbox.equals(tx, store_secret, PASSWORD_SECRET, password):
@@ -224,6 +275,8 @@ def plan(tx: Transaction, store_secret: bytes, *, parameters_wanted: dict | None
         raise ValidationError("online_ca.type", "must not be microsoft when fips_mode is true (use est)", "microsoft")
     if effective_ca is not None and (result.online_ca or merged["issuer"] == "online_ca"):
         _check_hostname_against_trust(tx, effective_ca)
+    _plan_smtp_password(tx, store_secret, result, monitor_smtp_password, update_password)
+    _check_monitor(merged, result, monitor_smtp_password is not None)
     _plan_certificate(tx, result, capf_certificate)
     return result
 
@@ -237,6 +290,9 @@ def apply(store: Store, tx: Transaction, result: ServicePlan) -> None:
     if result.password_action:
         secretbox.put(tx, store.secret(), PASSWORD_SECRET, result.password)
         audit.record(tx, store.actor, "service.online_ca_password", "online_ca", change=result.password_action)
+    if result.smtp_password_action:
+        secretbox.put(tx, store.secret(), SMTP_PASSWORD_SECRET, result.smtp_password)
+        audit.record(tx, store.actor, "service.monitor_smtp_password", "monitor", change=result.smtp_password_action)
     if result.certificate_action == "upload":
         certificate, private_key = result.upload
         authority._record(store, tx, certificate, private_key, "uploaded")  # pylint: disable=protected-access
@@ -249,7 +305,7 @@ def apply(store: Store, tx: Transaction, result: ServicePlan) -> None:
 
 def converge(store: Store, *, parameters_wanted: dict | None = None, online_ca: dict | None = None,
              capf_certificate: dict | None = None, update_password: str = "always",
-             check_mode: bool = False) -> dict[str, Any]:
+             monitor_smtp_password: str | None = None, check_mode: bool = False) -> dict[str, Any]:
     """Converge the service configuration; one transaction; returns changed/before/after. Key files
     of an older store are sealed into it first (``authority.seal_key_files``)."""
     if not check_mode:
@@ -257,7 +313,8 @@ def converge(store: Store, *, parameters_wanted: dict | None = None, online_ca: 
     secret = store.secret()
     with store.transaction(write=not check_mode) as tx:
         result = plan(tx, secret, parameters_wanted=parameters_wanted, online_ca=online_ca,
-                      capf_certificate=capf_certificate, update_password=update_password)
+                      capf_certificate=capf_certificate, update_password=update_password,
+                      monitor_smtp_password=monitor_smtp_password)
         if result.changed and not check_mode:
             apply(store, tx, result)
     after = result.after
@@ -270,4 +327,5 @@ def converge(store: Store, *, parameters_wanted: dict | None = None, online_ca: 
     return converged(result.changed, result.before, after,
                      changed_parameters=sorted(result.parameters),
                      online_ca_changed=bool(result.online_ca or result.password_action),
+                     monitor_smtp_password_changed=bool(result.smtp_password_action),
                      capf_certificate_action=result.certificate_action or "none")

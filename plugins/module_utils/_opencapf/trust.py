@@ -53,6 +53,12 @@ def list_certificates(tx: Transaction, trust_store: str | None = None) -> list[d
     return [_row_view(row) for row in trust_records.listing(tx, trust_store)]
 
 
+def find_certificate(tx: Transaction, fingerprint: str) -> list[dict]:
+    """The certificate ``fingerprint`` in each trust store holding it, with its PEM (empty: in none)."""
+    fingerprint = check_fingerprint(fingerprint)
+    return [dict(_row_view(row), pem=row["pem"]) for row in trust_records.with_pem(tx, fingerprint)]
+
+
 def _dns_names(certificate) -> list[str]:
     try:
         san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

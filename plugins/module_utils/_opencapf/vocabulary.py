@@ -35,7 +35,27 @@ CERTIFICATE_KINDS = ("lsc", "mic")
 # never the phone's current LSC (every LSC query names kind "lsc"), never installed, revoked or stale.
 RETRIEVED_KINDS = {"lsc": "retrieved_lsc", "mic": "retrieved_mic"}
 RETRIEVED_STATUS = "retrieved"
+# The diff of a bulk job: every phone (full), or counts per changed setting and the first phones
+# (summary); auto is the summary when more than DIFF_SUMMARY_THRESHOLD phones change.
+DIFF_FORMATS = ("auto", "summary", "full")
+DIFF_SUMMARY_THRESHOLD = 100
+DIFF_SUMMARY_PHONES = 20
+REPORT_FORMATS = ("csv", "html")  # the CAPF report: one CSV line per phone, or a self-contained HTML page
 JOB_STATUSES = ("scheduled", "running", "succeeded", "failed", "cancelled")
+
+# Why an LSC was revoked: the RFC 5280 CRLReason codes (section 5.3.1) an LSC can have, spelled as
+# the member names of cryptography's ``x509.ReasonFlags`` (keyCompromise is ``key_compromise``). CA and
+# attribute-authority compromise do not apply to an end-entity certificate, certificateHold is not
+# supported (a revocation is final) and removeFromCRL belongs to delta CRLs.
+REVOCATION_REASONS = ("unspecified", "key_compromise", "affiliation_changed", "superseded",
+                      "cessation_of_operation", "privilege_withdrawn")
+REVOKED_SUPERSEDED = "superseded"  # a newer LSC of the same phone was installed over it
+REVOKED_DELETED = "cessation_of_operation"  # a delete operation removed it from the phone
+# Past its notAfter, with revoke_after_expiry on: the certificate is no longer needed for the purpose
+# it was issued for (RFC 5280 cessationOfOperation); nothing superseded it, and its key is not known
+# to be compromised.
+REVOKED_EXPIRED = "cessation_of_operation"
+CRL_VALIDITY_HOURS = (1, 8760)  # thisUpdate to nextUpdate of the CAPF CRL
 
 # Why a certificate that a third-party CA returned is refused before it is recorded or delivered
 # (the rules: issuers/acceptance.py and docs/third-party-ca.md), and the further reason an offline
@@ -59,7 +79,28 @@ MAX_SESSIONS = (1, 100000)
 MAX_SESSIONS_PER_ADDRESS = (1, 100000)
 SERVICE_PROCESSES = (1, 64)  # worker processes of the CAPF service
 SCHEDULER_INTERVAL_SECONDS = (1, 3600)  # how often the CAPF service runs due jobs and lapses deadlines
+RENEW_BEFORE_DAYS = (0, 365)  # automatic renewal: days before an LSC expires (0: off)
+RENEW_MAX_PER_DAY = (1, 100000)  # automatic renewal: phones scheduled in any 24 hours at most
 DEVICE_NAME_MAX = 64
+# Device templates (``templates``): their names, the relative deadline they give the operation of each
+# device they are applied to, and how an application treats devices that exist already.
+TEMPLATE_NAME_MAX = 64
+TEMPLATE_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,%d}" % (TEMPLATE_NAME_MAX - 1)
+TEMPLATE_NAME_RULE = ("must be 1\u2013%d letters, digits, spaces, '.', '_' or '-', starting with a letter or digit"
+                      % TEMPLATE_NAME_MAX)
+# A placeholder of a template's description pattern, and the name of a variable that fills one.
+PLACEHOLDER_PATTERN = r"[A-Za-z_][A-Za-z0-9_]{0,63}"
+DEADLINE_DAYS = (1, 3650)
+TEMPLATE_EXISTING = ("keep", "reapply")
+
+# The certificate monitor: warn thresholds in days before expiry, how often it checks, and its e-mail.
+MONITOR_WARN_DAYS = (1, 3650)
+MONITOR_WARN_THRESHOLDS = 10  # thresholds at most
+MONITOR_INTERVAL_HOURS = (1, 720)
+MONITOR_RECIPIENTS = 50  # recipients at most
+MONITOR_RESEND = ("once_per_threshold", "every_check")
+SMTP_SECURITY = ("starttls", "tls", "none")
+SMTP_TEXT_MAX = 254  # host names, user names and addresses
 
 # Run-time settings of the CAPF service (``serve`` options) and of the phone simulator.
 LISTEN_PORT = (0, PORT[1])  # serve --port: 0 picks a free port
@@ -81,7 +122,17 @@ RETRIES = (0, 100)
 RETRY_INTERVAL_SECONDS = (0, 86400)
 PHONES = (1, 100000)  # phones in one simulated fleet, or at once
 JOB_LIST_LIMIT = (1, 100000)
+SESSIONS_SHOWN = (1, 1000)  # a phone's newest sessions shown by ``phones show``
 ROW_ID = (1, 2 ** 63 - 1)  # an id the store assigned (SQLite rowid)
+# LDAP directory sync (``directory``): how entries map to device names, what happens to devices whose
+# entry left the directory, the search scopes, and the bounds of a directory configuration.
+DIRECTORY_MAPPINGS = ("users", "attribute", "template")
+DIRECTORY_ABSENT_DEVICES = ("keep", "report", "remove")
+DIRECTORY_SEARCH_SCOPES = ("subtree", "one_level", "base")
+DIRECTORY_PAGE_SIZE = (1, 10000)
+DIRECTORY_TIMEOUT_SECONDS = (1, 300)
+DIRECTORY_SYNC_INTERVAL_MINUTES = (1, 10080)  # at most a week between scheduled syncs
+DIRECTORY_MAX_URLS = 10
 
 
 @dataclass(frozen=True)
@@ -113,6 +164,7 @@ LIMITS = {
     "retry_interval": Limit(RETRY_INTERVAL_SECONDS, " seconds", whole=False),
     "phones": Limit(PHONES),
     "job_list_limit": Limit(JOB_LIST_LIMIT),
+    "sessions_shown": Limit(SESSIONS_SHOWN),
     "row_id": Limit(ROW_ID),
 }
 
@@ -132,6 +184,7 @@ MAX_DOCUMENT_DEPTH = 64  # nesting of mappings and lists in a declarative file
 _AUTH_STRING = re.compile(r"[0-9]{%d,%d}" % AUTH_STRING_DIGITS)
 _HARDWARE_NAME = re.compile(r"(SEP|ATA|AN|BAT)[0-9A-F]{12}")
 _SOFTPHONE_NAME = re.compile(r"(CSF|BOT|TCT|TAB|CTI|UPC|EC)[A-Z0-9_.-]{1,46}")
+_TEMPLATE_NAME = re.compile(TEMPLATE_NAME_PATTERN)
 _WIRE_NAME = re.compile(r"[\x21-\x7e]{1,%d}" % DEVICE_NAME_MAX)
 
 
@@ -184,6 +237,34 @@ def check_address(value, field: str = "address") -> str:
         return str(ipaddress.ip_address(str(value)))
     except ValueError:
         raise ValidationError(field, "must be an IPv4 or IPv6 address", value) from None
+
+
+def check_host_port(value, field: str = "address") -> str:
+    """``HOST:PORT`` with an IP address (IPv6 in brackets) and a port 1-65535, canonical; "" (off) stays ""."""
+    if value in (None, ""):
+        return ""
+    text = str(value).strip()
+    host, _colon, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        host = ""  # an IPv6 address without brackets: its port cannot be told apart
+    try:
+        address = ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        number = 0
+        address = None
+    if address is None or not PORT[0] <= number <= PORT[1]:
+        raise ValidationError(field, "must be IP-ADDRESS:PORT (an IPv6 address in brackets, e.g. [::1]:9810; "
+                              "port 1-65535), or empty for none", value)
+    return f"[{address}]:{number}" if address.version == 6 else f"{address}:{number}"
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """The address and port of a canonical ``HOST:PORT`` (see ``check_host_port``)."""
+    host, _colon, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 def check_bool(field: str, value) -> bool:
@@ -246,6 +327,15 @@ def normalise_device_name(value, field: str = "name") -> str:
     )
 
 
+def check_template_name(value, field: str = "name") -> str:
+    """A device template's name: 1\u201364 letters, digits, spaces, '.', '_' or '-', starting with a letter or
+    digit (surrounding spaces are dropped). Names are case-sensitive."""
+    text = value.strip() if isinstance(value, str) else value
+    if not isinstance(text, str) or not _TEMPLATE_NAME.fullmatch(text):
+        raise ValidationError(field, TEMPLATE_NAME_RULE, value)
+    return text
+
+
 def check_wire_device_name(raw: bytes) -> str:
     """Validate a device name as received from a phone: printable ASCII, bounded length."""
     if raw.endswith(b"\x00"):
@@ -258,6 +348,30 @@ def check_wire_device_name(raw: bytes) -> str:
         raise ValidationError("DEVICE_NAME", "must be 1\u2013%d printable characters" % DEVICE_NAME_MAX,
                               show_value=False)
     return text
+
+
+def check_crl_path(value, field: str = "crl_path") -> str:
+    """An absolute file path for the published CRL, or empty (no file)."""
+    if not isinstance(value, str):
+        raise ValidationError(field, "must be an absolute file path or empty", value)
+    if value and (not value.startswith("/") or value.endswith("/") or "\0" in value):
+        raise ValidationError(field, "must be an absolute file path (or empty: no CRL file)", value)
+    return value
+
+
+_CRL_URL = re.compile(r"^http://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~!$&'()*+,;=:@%/\-]*)?$")
+
+
+def check_crl_url(value, field: str = "crl_url") -> str:
+    """The URL LSCs name as their CRL distribution point, or empty (none). Plain ``http://``, as RFC
+    5280 section 4.2.1.13 expects of a CRL (it is signed; fetching it over TLS would need the very
+    revocation check it serves)."""
+    if not isinstance(value, str):
+        raise ValidationError(field, "must be an http:// URL or empty", value)
+    if value and (len(value) > 2000 or not _CRL_URL.match(value)):
+        raise ValidationError(field, "must be an http:// URL of ASCII characters, such as "
+                              "http://capf.example.com:8080/capf.crl (or empty: no distribution point)", value)
+    return value
 
 
 def check_listen_addresses(value, field: str = "listen_addresses") -> list[str]:
@@ -300,3 +414,77 @@ def format_utc(moment: _dt.datetime | None) -> str | None:
 
 def utc_now() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+
+
+_MAIL_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                           r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+_MAIL_HOST = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                        r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+
+
+def check_warn_days(value, field: str = "monitor_warn_days") -> list[int]:
+    """Warn thresholds: distinct whole numbers of days, largest first."""
+    if isinstance(value, (int, str)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= MONITOR_WARN_THRESHOLDS:
+        raise ValidationError(field, f"must be a list of 1\u2013{MONITOR_WARN_THRESHOLDS} numbers of days", value)
+    days = [check_int_range(f"{field}[{index}]", item, MONITOR_WARN_DAYS, " days") for index, item in enumerate(value)]
+    if len(set(days)) != len(days):
+        raise ValidationError(field, "must not name a number of days twice", value)
+    return sorted(days, reverse=True)
+
+
+def check_mail_address(value, field: str) -> str:
+    """One e-mail address (local@domain), without a display name."""
+    if not isinstance(value, str) or len(value.strip()) > SMTP_TEXT_MAX or not _MAIL_ADDRESS.fullmatch(value.strip()):
+        raise ValidationError(field, "must be an e-mail address such as capf@example.com", value)
+    return value.strip()
+
+
+def check_mail_address_or_empty(value, field: str) -> str:
+    """An e-mail address, or '' for none."""
+    return "" if value in (None, "") else check_mail_address(value, field)
+
+
+def check_recipients(value, field: str = "monitor_recipients") -> list[str]:
+    """E-mail recipients, each once, in the order given (an empty list sends no mail)."""
+    if isinstance(value, str):
+        value = [value] if value else []
+    if not isinstance(value, (list, tuple)) or len(value) > MONITOR_RECIPIENTS:
+        raise ValidationError(field, f"must be a list of at most {MONITOR_RECIPIENTS} e-mail addresses", value)
+    addresses = [check_mail_address(item, f"{field}[{index}]") for index, item in enumerate(value)]
+    if len({address.lower() for address in addresses}) != len(addresses):
+        raise ValidationError(field, "must not name an address twice", value)
+    return addresses
+
+
+def check_mail_host(value, field: str) -> str:
+    """The SMTP relay: a host name or an IP address, or '' for none."""
+    if value in (None, ""):
+        return ""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return str(ipaddress.ip_address(text))
+        except ValueError:
+            if _MAIL_HOST.fullmatch(text):
+                return text.lower().rstrip(".")
+    raise ValidationError(field, "must be a host name or an IP address of the SMTP relay", value)
+
+
+def check_short_text(value, field: str) -> str:
+    """A short single-line text such as a user name, or '' for none."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > SMTP_TEXT_MAX or any(ord(c) < 32 for c in value):
+        raise ValidationError(field, f"must be a single line of at most {SMTP_TEXT_MAX} characters", value)
+    return value.strip()
+
+
+def check_absolute_path_or_empty(value, field: str) -> str:
+    """An absolute file path, or '' for none."""
+    if value in (None, ""):
+        return ""
+    if not isinstance(value, str) or not value.startswith("/") or len(value) > 4096 or "\x00" in value:
+        raise ValidationError(field, "must be an absolute file path", value)
+    return value

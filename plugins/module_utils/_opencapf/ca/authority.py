@@ -72,7 +72,8 @@ def _subject(common_name: str, subject: dict | None):
 def build_capf_certificate(private_key, subject: dict | None = None, validity_days: int = CAPF_VALIDITY_DAYS,
                            now: _dt.datetime | None = None):
     """A self-signed CAPF certificate: CN ``CAPF-`` + 8 hex, CA:TRUE pathlen:0, KU
-    digitalSignature + keyCertSign (both critical), subject and authority key identifiers."""
+    digitalSignature + keyCertSign + cRLSign (it signs the CAPF CRL; both extensions critical),
+    subject and authority key identifiers."""
     require("cryptography")
     now = now or utc_now()
     name = _subject(RESERVED_CN_PREFIX + secrets.token_hex(4), subject)
@@ -90,7 +91,7 @@ def build_capf_certificate(private_key, subject: dict | None = None, validity_da
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
                 encipher_only=False, decipher_only=False,
             ),
             critical=True,

@@ -43,8 +43,9 @@ def lsc_subject(device_name: str, issuer_subject):
     return x509.Name(attributes)
 
 
-def lsc_extensions(device_name: str, public_key, issuer_certificate=None) -> list[tuple[object, bool]]:
-    """The LSC extensions with their criticality (shared with the CSR that third-party CAs receive)."""
+def lsc_extensions(device_name: str, public_key, issuer_certificate=None, crl_url: str = "") -> list[tuple[object, bool]]:
+    """The LSC extensions with their criticality (shared with the CSR that third-party CAs receive);
+    ``crl_url``: the CRL distribution point (the ``crl_url`` service parameter) of an LSC CAPF signs."""
     kind, _size = keys.check_phone_public_key(public_key)
     usage = x509.KeyUsage(
         digital_signature=True, content_commitment=False, key_encipherment=kind == "rsa", data_encipherment=False,
@@ -68,12 +69,16 @@ def lsc_extensions(device_name: str, public_key, issuer_certificate=None) -> lis
         except x509.ExtensionNotFound:
             aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_certificate.public_key())
         extensions.append((aki, False))
+    if crl_url:
+        extensions.append((x509.CRLDistributionPoints([x509.DistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(crl_url)], relative_name=None, reasons=None,
+            crl_issuer=None)]), False))
     return extensions
 
 
 def build_lsc(signer: authority.Signer, device_name: str, public_key, validity_days: int, serial: int,
-              now: _dt.datetime | None = None):
-    """Build and sign one LSC with SHA-256."""
+              now: _dt.datetime | None = None, crl_url: str = ""):
+    """Build and sign one LSC with SHA-256 (naming ``crl_url`` as its CRL distribution point when given)."""
     require("cryptography")
     now = now or utc_now()
     builder = (
@@ -85,14 +90,14 @@ def build_lsc(signer: authority.Signer, device_name: str, public_key, validity_d
         .not_valid_before(now)
         .not_valid_after(now + _dt.timedelta(days=validity_days))
     )
-    for extension, critical in lsc_extensions(device_name, public_key, signer.certificate):
+    for extension, critical in lsc_extensions(device_name, public_key, signer.certificate, crl_url):
         builder = builder.add_extension(extension, critical=critical)
     return builder.sign(signer.private_key, hashes.SHA256())
 
 
 def issue(store: Store, device_name: str, public_key, *, source: str = "cli", validity_days: int | None = None,
           create_phone: bool = True, device_name_is_wire: bool = False, recorded=None,
-          signer: authority.Signer | None = None) -> IssuedLsc:
+          signer: authority.Signer | None = None, crl_url: str | None = None) -> IssuedLsc:
     """Sign an LSC for ``device_name`` and record it (status ``issued``) in one transaction;
     ``recorded(tx, certificate_id)``, when given, adds the caller's records to that transaction.
 
@@ -100,8 +105,8 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
     (issuer, serial) guarantees that a serial never repeats, and a clash is retried. The signature
     is made before the write transaction begins, so that the store's write lock is never held
     while a key signs (other sessions, and other server processes, write meanwhile). ``signer``
-    and ``validity_days``, when the caller has them (the CAPF service reads both when a phone
-    connects), spare the read of the active CAPF certificate and the parameter.
+    ``validity_days`` and ``crl_url``, when the caller has them (the CAPF service reads them when a
+    phone connects), spare the read of the active CAPF certificate and the parameters.
     """
     name = device_name.upper() if device_name_is_wire else normalise_device_name(device_name, "device_name")
     keys.check_phone_public_key(public_key)
@@ -110,11 +115,12 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
     for _attempt in range(5):
         serial = x509.random_serial_number()
         serial_text = format(serial, "x")
-        if signer is None or validity_days is None:
+        if signer is None or validity_days is None or crl_url is None:
             with store.read() as tx:
                 signer = signer or authority.signer(store, tx)
                 validity_days = validity_days or service_records.value(tx, "validity_days")
-        certificate = build_lsc(signer, name, public_key, validity_days, serial)
+                crl_url = service_records.value(tx, "crl_url") if crl_url is None else crl_url
+        certificate = build_lsc(signer, name, public_key, validity_days, serial, crl_url=crl_url)
         pem = c.to_pem(certificate)
         with store.transaction() as tx:
             if certificate_records.serial_taken(tx, CAPF_ISSUER, serial_text):

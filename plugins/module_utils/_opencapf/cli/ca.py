@@ -8,7 +8,7 @@ from ..ca import authority
 from ..files import read_option_file
 from ..store import opened
 from ..vocabulary import CAPF_KEY_TYPES
-from .render import certificate_text
+from .render import certificate_text, pem_text
 
 
 def register(subparsers) -> None:
@@ -17,7 +17,9 @@ def register(subparsers) -> None:
     verbs.required = True
     show = verbs.add_parser("show", help="show the active CAPF certificate (and --history)")
     show.add_argument("--history", action="store_true", help="also list retired CAPF certificates")
-    show.add_argument("--pem", action="store_true", help="print the PEM as well")
+    show.add_argument("--pem", action="store_true",
+                      help="print only the PEM (with --history, every certificate's, newest first); with --json, "
+                           "the summary gains a pem field")
     show.set_defaults(handler=_show)
     regenerate = verbs.add_parser("regenerate", help="replace the CAPF certificate with a new key; no restart needed")
     regenerate.add_argument("--key-type", choices=CAPF_KEY_TYPES, default=authority.DEFAULT_KEY_TYPE)
@@ -31,11 +33,14 @@ def register(subparsers) -> None:
 def _show(args, output) -> int:
     with opened(args.store, actor="cli", create=False) as store:
         certificates = authority.history(store) if args.history else [authority.current(store)]
+    if args.pem and not output.as_json:
+        output.stream.write("".join(pem_text(summary["pem"]) for summary in certificates))
+        return 0
     if not args.pem:
         for summary in certificates:
             summary.pop("pem", None)
     output.result(certificates if args.history else certificates[0],
-                  "\n\n".join(certificate_text(summary, with_pem=args.pem) for summary in certificates))
+                  "\n\n".join(certificate_text(summary) for summary in certificates))
     return 0
 
 

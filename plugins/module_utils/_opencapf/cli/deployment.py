@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 
@@ -12,6 +13,7 @@ from ..declarative import deployment, document
 from ..declarative.schema import schema
 from ..files import write_private_file
 from ..store import opened
+from .progress import Progress
 
 
 def register(subparsers) -> None:
@@ -69,9 +71,15 @@ def _plan(args, output) -> int:
 
 
 def _apply(args, output) -> int:
-    loaded = document.load(args.file)
-    with opened(args.store, actor="cli:apply") as store:
-        report = deployment.apply(store, loaded, _options(args))
+    progress = Progress.for_output(output)
+    progress(f"reading {args.file}")
+    try:
+        loaded = document.load(args.file)
+        options = dataclasses.replace(_options(args), progress=progress)
+        with opened(args.store, actor="cli:apply") as store:
+            report = deployment.apply(store, loaded, options)
+    finally:
+        progress.close()
     _warn(report, output)
     result = _as_dict(report)
     text = deployment.render(report)

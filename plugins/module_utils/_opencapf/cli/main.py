@@ -19,9 +19,11 @@ from .. import __version__
 from ..errors import CapfError
 from ..files import check_private_location
 from ..store import ENV_STATE_DIR
-from . import ca, deployment, init, issue, jobs, micca, phone, serve, workqueue
+from . import (ca, crl, deployment, init, issue, jobs, ldap, micca, monitor, phone, phones, renew, report, serve,
+               service, template, trust, workqueue)
 
-COMMANDS = [init, ca, issue, serve, phone, micca, workqueue, jobs, deployment]
+COMMANDS = [init, ca, crl, trust, service, issue, serve, phones, phone, micca, workqueue, jobs, monitor, renew,
+            deployment, template, ldap, report]
 
 
 class Output:
@@ -57,21 +59,43 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+# The global options; ``suppress`` leaves an option out of the namespace unless it is given.
+GLOBAL_OPTIONS = ("--store", "--state-dir", "--json", "--verbose")
+
+
+def _add_global_options(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
+    """The options every command takes, before its verb (on the top parser, with their defaults) or
+    after it (on every verb's parser, where an option given overrides the same option given before)."""
+    def default(value):
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument("--store", metavar="PATH", default=default(None),
+                        help="store location (SQLite file or postgresql:// connection string); default "
+                             "$OPENCAPF_STORE or the standard path")
+    parser.add_argument("--state-dir", metavar="DIR", type=_state_dir, default=default(None),
+                        help="directory of secret.key and keys/ (default $OPENCAPF_STATE_DIR, else beside an SQLite "
+                             "store, else the standard path); every host sharing a PostgreSQL store needs the same")
+    parser.add_argument("--json", action="store_true", default=default(False), help="print results as JSON")
+    parser.add_argument("-v", "--verbose", action="count", default=default(0), help="more log output (repeatable)")
+
+
+class _VerbParser(_Parser):
+    """The parser of a verb (and of its actions, which verbs create with ``type(parser)``): it takes
+    the global options too, so ``opencapf phones list --json`` means ``opencapf --json phones list``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _add_global_options(self, suppress=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="opencapf",
         description="opencapf CAPF engine: store, CA core, CAPF protocol service and tools.",
     )
     parser.add_argument("--version", action="version", version=f"opencapf {__version__}")
-    parser.add_argument("--store", metavar="PATH",
-                        help="store location (SQLite file or postgresql:// connection string); default "
-                             "$OPENCAPF_STORE or the standard path")
-    parser.add_argument("--state-dir", metavar="DIR", type=_state_dir,
-                        help="directory of secret.key and keys/ (default $OPENCAPF_STATE_DIR, else beside an SQLite "
-                             "store, else the standard path); every host sharing a PostgreSQL store needs the same")
-    parser.add_argument("--json", action="store_true", help="print results as JSON")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (repeatable)")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_global_options(parser)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_VerbParser)
     subparsers.required = True
     for command in COMMANDS:
         command.register(subparsers)

@@ -36,6 +36,14 @@ def address(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{exc.rule}, got {text!r}") from None
 
 
+def host_port(text: str) -> str:
+    """The argparse ``type`` of an ``IP-ADDRESS:PORT`` option ("" for none)."""
+    try:
+        return v.check_host_port(text)
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(f"{exc.rule}, got {text!r}") from None
+
+
 def limit_help(name: str) -> str:
     """The range of ``LIMITS[name]`` for an option's help text, e.g. ``0.5-300 seconds``."""
     limit = v.LIMITS[name]

@@ -1,10 +1,10 @@
 # Copyright: contributors to opencapf.capf
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""``phone enrol|fleet``: the phone simulator on the command line.
+"""``phone enrol|fleet|revoke``: the phone simulator on the command line, and revoking a phone's LSC.
 
 ``phone enrol`` runs one simulated phone's CAPF session, like the ``capfc`` client; its identity
 (settings, MIC, LSC, flash) lives in ``--dir``/DEVICE. ``phone fleet`` runs N in-memory phones
-concurrently with a progress bar and an end summary.
+concurrently with a progress bar (on a terminal) and an end summary.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import io
 import os
 import re
 
+from .. import revocation
 from ..errors import CapfError
 from ..files import read_option_file, safe_file_name
 from ..protocol.constants import DEFAULT_PORT, XCAPS_ALL
@@ -25,8 +26,9 @@ from ..simulator.identity import PhoneIdentity, PhoneSettings
 from ..simulator.manufacturing import ManufacturingCa
 from ..store import opened
 from ..store import phones as phone_records
-from ..vocabulary import AUTH_MODES, SECURITY_MODES
+from ..vocabulary import AUTH_MODES, REVOCATION_REASONS, SECURITY_MODES
 from .options import address, bounded, limit_help
+from .progress import Progress
 
 
 def _target_arguments(parser) -> None:
@@ -65,7 +67,13 @@ def register(subparsers) -> None:
                           "key, understand RETRY_LATER); real phones do not")
     _target_arguments(one)
     one.set_defaults(handler=_enrol)
-    many = verbs.add_parser("fleet", help="run N phones concurrently; progress and a summary")
+    revoke = verbs.add_parser("revoke", help="revoke a phone's LSC in the store (and so on the CAPF CRL)")
+    revoke.add_argument("device_name")
+    revoke.add_argument("--reason", required=True, choices=REVOCATION_REASONS, help="the RFC 5280 reason")
+    revoke.add_argument("--serial", help="the LSC's serial (hex); default every LSC the phone holds or was issued")
+    revoke.add_argument("--check", action="store_true", help="show what would be revoked; change nothing")
+    revoke.set_defaults(handler=_revoke)
+        many = verbs.add_parser("fleet", help="run N phones concurrently; progress on a terminal, and a summary")
     which = many.add_mutually_exclusive_group(required=True)
     which.add_argument("--count", type=bounded("phones"),
                        help=f"this many phones, named from --first upwards ({limit_help('phones')})")
@@ -86,6 +94,20 @@ def register(subparsers) -> None:
                            "authentication_string columns (as written by bulk jobs)")
     _target_arguments(many)
     many.set_defaults(handler=_fleet)
+
+
+def _revoke(args, output) -> int:
+    with opened(args.store, actor="cli", create=False) as store:
+        result = revocation.revoke_lsc(store, args.device_name, args.reason, serial=args.serial,
+                                       check_mode=args.check)
+    for warning in result.get("warnings", []):
+        output.warning(warning)
+    revoked = ", ".join(result["revoked"])
+    verb = "would revoke" if args.check else "revoked"
+    text = (f"{result['name']}: {verb} LSC {revoked} ({args.reason})" if result["changed"]
+            else f"{result['name']}: no LSC to revoke (already revoked)")
+    output.result(result, text)
+    return 0
 
 
 def _target(args) -> Target:
@@ -158,7 +180,7 @@ def _configured_modes(store_location: str | None, names: list[str]) -> dict[str,
     return {name: (row["auth_mode"], row["security_mode"]) for name, row in found.items()}
 
 
-def _fleet_identities(args) -> list:
+def _fleet_identities(args, progress) -> list:
     if args.names:  # also accepts one argument holding names separated by spaces or commas
         names = [name.upper() for argument in args.names for name in re.split(r"[\s,]+", argument) if name]
     else:
@@ -180,23 +202,16 @@ def _fleet_identities(args) -> list:
         identity.settings.check()
         identity.save()
         identities.append(identity)
+        progress("identities", len(identities), len(names))
     return identities
 
 
 def _fleet(args, output) -> int:
-    identities = _fleet_identities(args)
-    errors = output.errors
-
-    def progress(done, total, _result):
-        width = 30
-        filled = width * done // total
-        errors.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-        if done == total:
-            errors.write("\n")
-        errors.flush()
-
+    progress = Progress.for_output(output)
+    identities = _fleet_identities(args, progress)
     summary = asyncio.run(run_fleet(identities, _target(args), concurrency=args.concurrency,
-                                    progress=None if output.as_json else progress, retries=args.retries,
+                                    progress=lambda done, total, _result: progress("phones", done, total),
+                                    retries=args.retries,
                                     retry_interval=args.retry_interval,
                                     behaviour=PhoneBehaviour(x_caps=XCAPS_ALL if args.x_csr else 0)))
     results = summary.pop("results")

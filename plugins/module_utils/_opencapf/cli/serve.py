@@ -10,7 +10,9 @@ parameter) greater than 1 runs N worker processes behind the same port under a s
 (``server.supervisor``); the pid printed or written is the supervisor's, and SIGTERM to it stops
 them all. SIGHUP reloads: the parameters and the CAPF certificate are read again and ``--log-file``
 is reopened at its path (logrotate), in the supervisor and every worker; the service goes on.
-The service also runs the scheduler (``server.scheduling``): due jobs and passed deadlines.
+The service also runs the scheduler (``server.scheduling``): due jobs, passed deadlines and automatic
+renewal. ``--metrics-address`` (default: the ``metrics_address`` parameter) serves Prometheus
+metrics of the whole service over HTTP (``server.metrics``).
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ import os
 import signal
 
 from ..errors import ValidationError
+from ..server import metrics
 from ..server.service import ServerOptions, serve
 from ..server.supervisor import Supervisor
 from ..store import open_store, postgresql
 from ..store import service as service_records
 from ..vocabulary import DEFAULT_MAX_SESSION_SECONDS
-from .options import address, bounded, limit_help
+from .options import address, bounded, host_port, limit_help
 
 
 def register(subparsers) -> None:
@@ -72,6 +75,9 @@ def register(subparsers) -> None:
                         help="seconds between the certificate enrolment service's polls of pending online CA "
                              f"requests (issuer online_ca; {limit_help('enrolment_interval')}, default 30; "
                              "0 turns it off)")
+    parser.add_argument("--metrics-address", type=host_port, default=None, metavar="IP:PORT",
+                        help="serve Prometheus metrics over plain HTTP at http://IP:PORT/metrics (an IPv6 address in "
+                             "brackets; '' for none); default: the metrics_address parameter (none unless set)")
     parser.add_argument("--daemon", action="store_true", help="detach; return once the listener accepts")
     parser.add_argument("--pid-file", help="with --daemon: write the daemon's process id here")
     parser.add_argument("--log-file", help="with --daemon: append the log here (reopened on SIGHUP, for logrotate)")
@@ -84,13 +90,18 @@ def max_processes() -> int:
 
 def _check(args) -> None:
     limit = max_processes()
-    if args.processes is None:
-        store = open_store(args.store, actor="capf-server", create=False)
-        try:
-            with store.read() as tx:
-                args.processes = service_records.read(tx)["processes"]
-        finally:
-            store.close()
+    given = args.processes
+    store = open_store(args.store, actor="capf-server", create=False)
+    try:
+        with store.read() as tx:
+            stored = service_records.read(tx)
+        args.state_dir_resolved = store.state_dir
+    finally:
+        store.close()
+    if args.metrics_address is None:
+        args.metrics_address = stored["metrics_address"]
+    if given is None:
+        args.processes = stored["processes"]
         if args.processes > limit:
             raise ValidationError("the processes service parameter", f"must be at most {limit} on this machine "
                                   "(four per core); lower it or pass --processes", args.processes)
@@ -106,7 +117,7 @@ def _options(args) -> ServerOptions:
                          step_timeout=args.step_timeout, queue_timeout=args.queue_timeout, workers=args.store_threads,
                          handshake_timeout=args.handshake_timeout, max_handshakes=args.max_handshakes,
                          max_connections=args.max_connections, enrolment_interval=args.enrolment_interval,
-                         max_session_seconds=args.max_session_seconds)
+                         max_session_seconds=args.max_session_seconds, metrics_address=args.metrics_address)
 
 
 def _open_store(args):
@@ -131,6 +142,8 @@ def _serve(args, ready, private_fds=(), log_file=None) -> int:
     """One process, or a supervisor and ``--processes`` workers; return the exit code.
     ``private_fds`` are the supervisor's alone: workers close them."""
     log_file = log_file or _LogFile(None)
+    if args.metrics_address:  # before any worker is forked: they all count into this directory
+        metrics.enable(metrics.directory_for(args.state_dir_resolved, args.metrics_address))
     if args.processes == 1:
         asyncio.run(_main(args, ready, log_file))
         return 0

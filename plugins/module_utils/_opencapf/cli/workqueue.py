@@ -10,6 +10,7 @@ from ..issuers import offline
 from ..store import certificates as certificate_records
 from ..store import csrs as csr_records
 from ..store import opened
+from .progress import Progress
 
 
 def register(subparsers) -> None:
@@ -72,9 +73,14 @@ def _csr_export(args, output) -> int:
 
 
 def _csr_import(args, output) -> int:
-    sources = offline.read_files(args.files)
-    with opened(args.store, actor="cli", create=False, read_only=args.check) as store:
-        result = enrolment.import_certificates(store, store.actor, sources, check_mode=args.check)
+    progress = Progress.for_output(output)
+    try:
+        sources = offline.read_files(args.files)
+        with opened(args.store, actor="cli", create=False, read_only=args.check) as store:
+            result = enrolment.import_certificates(store, store.actor, sources, check_mode=args.check,
+                                                   progress=progress)
+    finally:
+        progress.close()
     lines = [f"{device}: matched (delivered on the phone's next CAPF session)" for device in result.matched]
     lines += [f"{source}: {device}: already imported" for source, device in result.already]
     lines += [f"{source}: {device}: stale: {reason}" for source, device, reason in result.stale]

@@ -3,9 +3,10 @@
 """Plan and apply a declarative file through the engine functions that the modules call.
 
 Sections are converged in dependency order: trust (the CA's HTTPS certificate must be trusted
-before an online CA names it), service, phones, bulk jobs. ``plan`` runs every step in check mode;
-``apply`` runs them for real, the phones section in one transaction through the one converge path
-of phone settings (``phone_config.converge_many``), as ``capf_phone`` and bulk jobs do.
+before an online CA names it), service, device templates (defined, then applied to the devices they
+list), phones, bulk jobs. ``plan`` runs every step in check mode; ``apply`` runs them for real, the
+phones section in one transaction through the one converge path of phone settings
+(``phone_config.converge_many``), as ``capf_phone``, bulk jobs and template applications do.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import os
 from dataclasses import dataclass, field as _field
 from typing import Any, Callable
 
-from .. import bulk, phone_config, service_config, trust
+from .. import bulk, phone_config, service_config, templates, trust
 from ..errors import FieldError, ValidationError
 from ..files import read_option_file
 from ..store import Store
 from ..store import phones as phone_records
-from ..vocabulary import normalise_device_name
+from ..vocabulary import check_bool, check_template_name, normalise_device_name
 from .document import Document
 
 PHONE_SETTINGS = tuple(phone_config.OPTION_COLUMNS)
@@ -39,6 +40,8 @@ class Options:
 
     strict_ca_rules: bool = False
     fail_on_unmatched: bool = False
+    # ``progress(stage, done, total)``: told how far each section is (the CLI draws it on a terminal).
+    progress: Callable[[str, int, int], None] | None = _field(default=None, compare=False)
 
 
 @dataclass
@@ -90,6 +93,14 @@ def _service(store: Store, document: Document, check_mode: bool, report: Report,
                 raise ValidationError("service.online_ca.password_env", "names an unset environment variable",
                                       variable)
             online_ca["password"] = os.environ[variable]
+    smtp_password = section.get("monitor_smtp_password")
+    variable = section.get("monitor_smtp_password_env")
+    if variable is not None:
+        if smtp_password is not None:
+            raise ValidationError("service.monitor_smtp_password_env", "cannot be combined with monitor_smtp_password")
+        if variable not in os.environ:
+            raise ValidationError("service.monitor_smtp_password_env", "names an unset environment variable", variable)
+        smtp_password = os.environ[variable]
     certificate = section.get("capf_certificate")
     if certificate is not None:
         certificate = dict(certificate)
@@ -100,13 +111,15 @@ def _service(store: Store, document: Document, check_mode: bool, report: Report,
                                                           private=True)
     result = _prefixed("service.", lambda: service_config.converge(
         store, parameters_wanted=section.get("parameters"), online_ca=online_ca, capf_certificate=certificate,
-        check_mode=check_mode))
+        monitor_smtp_password=smtp_password, check_mode=check_mode))
     if result["changed"]:
         details = []
         before, after = result["before"], result["after"]
         details += [f"parameters.{line}" for line in _differences(before.get("parameters"), after.get("parameters"))]
         details += [f"online_ca.{line}" for line in _differences(before.get("online_ca"), after.get("online_ca"),
                                                                  secrets=("password",))]
+        if result["monitor_smtp_password_changed"]:
+            details.append(f"monitor_smtp_password: {before['monitor_smtp_password']} -> {after['monitor_smtp_password']}")
         if result.get("capf_certificate_action", "none") != "none":
             details.append(f"capf_certificate: {result['capf_certificate_action']}")
         report.changes.append(Change("service", "service", "update", details))
@@ -150,23 +163,25 @@ def _phones(store: Store, document: Document, check_mode: bool, report: Report, 
             literal=item.get("authentication_string"),
             generate=bool(item.get("generate_authentication_string")),
             length=item.get("authentication_string_length", 8)).validated())
-        wanted.append((index, name, item.get("state", "present"), columns, auth))
+        reissue = _prefixed(prefix, lambda item=item: check_bool("reissue", item.get("reissue", False)))
+        wanted.append((index, name, item.get("state", "present"), columns, auth, reissue))
     secret = store.secret()
     created = updated = deleted = 0
     with store.transaction(write=not check_mode) as tx:
-        current = phone_records.by_name(tx, [name for _i, name, _s, _c, _a in wanted])
+        current = phone_records.by_name(tx, [name for _i, name, _s, _c, _a, _r in wanted])
         work = []
-        for index, name, state, columns, auth in wanted:
+        for index, name, state, columns, auth, reissue in wanted:
             row = current.get(name)
             if state == "present":
-                work.append((row, phone_config.PhoneRequest(name, columns, auth, f"phones[{index}].")))
+                work.append((row, phone_config.PhoneRequest(name, columns, auth, f"phones[{index}].", reissue)))
             elif row is not None:
                 deleted += 1
                 if not check_mode:
                     phone_records.delete(tx, store.actor, name)
         plans = {plan.name: plan for plan in phone_config.converge_many(tx, store.actor, secret, work, via="apply",
-                                                                        check_mode=check_mode)}
-    for _index, name, state, _columns, _auth in wanted:
+                                                                        check_mode=check_mode,
+                                                                        progress=_options.progress)}
+    for _index, name, state, _columns, _auth, _reissue in wanted:
         if state == "absent":
             if name in current:
                 report.changes.append(Change("phones", name, "delete"))
@@ -187,6 +202,67 @@ def _phones(store: Store, document: Document, check_mode: bool, report: Report, 
     report.counts["phones"] = {"declared": len(wanted), "created": created, "updated": updated, "deleted": deleted}
 
 
+def _templates(store: Store, document: Document, check_mode: bool, report: Report, _options: Options) -> None:
+    items = document.data.get("templates") or ()
+    counts = {"declared": len(items), "created": 0, "updated": 0, "deleted": 0, "devices_created": 0,
+              "devices_updated": 0}
+    for index, item in enumerate(items):  # every item is checked before any is written
+        if item.get("state", "present") == "present":
+            _prefixed(f"templates[{index}].", lambda item=item: _check_template_item(item))
+    for index, item in enumerate(items):
+        prefix = f"templates[{index}]."
+        name = item["name"]
+        if item.get("state", "present") == "absent":
+            if _prefixed(prefix, lambda name=name, prefix=prefix: templates.remove(
+                    store, name, check_mode=check_mode, prefix=prefix))["changed"]:
+                counts["deleted"] += 1
+                report.changes.append(Change("templates", name, "delete"))
+            continue
+        settings = {key: item[key] for key in templates.OPTIONS if key in item}
+        result = _prefixed(prefix, lambda name=name, settings=settings, prefix=prefix: templates.define(
+            store, name, settings, check_mode=check_mode, prefix=prefix))
+        if result["changed"]:
+            action = "create" if result["before"] is None else "update"
+            counts["created" if action == "create" else "updated"] += 1
+            details = ([f"{key}: {value!r}" if key != "authentication_string" else f"{key}: {value}"
+                        for key, value in sorted(result["after"].items()) if key != "name"]
+                       if action == "create" else _differences(result["before"], result["after"]))
+            report.changes.append(Change("templates", result["name"], action, details))
+        if item.get("devices"):
+            applied = _prefixed(prefix, lambda item=item, settings=settings, prefix=prefix: _apply_template(
+                store, item, settings, prefix, check_mode))
+            counts["devices_created"] += applied["counts"]["created"]
+            counts["devices_updated"] += applied["counts"]["updated"]
+            if applied["changed"]:
+                report.changes.append(Change("templates", f"{result['name']} applied", "run", [
+                    f"{key}: {value}" for key, value in sorted(applied["counts"].items())]))
+            for entry in applied["authentication_strings"]:
+                report.generated_strings[entry["device_name"]] = entry["authentication_string"]
+    if items:
+        report.counts["templates"] = counts
+
+
+def _check_template_item(item: dict) -> None:
+    """The rules of a declared template, and of each device it lists as the template makes it."""
+    settings = {key: item[key] for key in templates.OPTIONS if key in item}
+    canonical, shared = templates.check_template(settings)
+    template = templates.Template(check_template_name(item["name"]), canonical, shared)
+    devices = templates.device_list([(name, item.get("variables") or {}) for name in item.get("devices") or ()])
+    for name, variables in devices:
+        templates.desired_for(template, name, variables)
+
+
+def _apply_template(store: Store, item: dict, settings: dict, prefix: str, check_mode: bool) -> dict:
+    """Apply a declared template to the devices it lists, as declared (in check mode it is not stored)."""
+    canonical, shared = templates.check_template(settings, prefix)
+    template = templates.Template(check_template_name(item["name"]), canonical, shared)
+    variables = item.get("variables") or {}
+    secret = store.secret()
+    with store.transaction(write=not check_mode) as tx:
+        return templates.apply_in(tx, store.actor, secret, template, [(name, variables) for name in item["devices"]],
+                                  via="apply", existing=item.get("existing", "keep"), check_mode=check_mode)
+
+
 def _bulk(store: Store, document: Document, check_mode: bool, report: Report, options: Options) -> None:
     for index, item in enumerate(document.data.get("bulk") or ()):
         arguments = {key: value for key, value in item.items() if key not in ("name", "set")}
@@ -204,7 +280,7 @@ def _bulk(store: Store, document: Document, check_mode: bool, report: Report, op
             report.generated_strings[entry["device_name"]] = entry["authentication_string"]
 
 
-SECTIONS = (_trust, _service, _phones, _bulk)
+SECTIONS = (_trust, _service, _templates, _phones, _bulk)
 
 
 def plan(store: Store, document: Document, options: Options = Options()) -> Report:

@@ -32,6 +32,7 @@ TEXT = {"type": "string", "maxLength": 200}
 PEM = {"type": "string", "minLength": 1, "maxLength": 1024 * 1024,
        "x-rule": "must be PEM text (-----BEGIN CERTIFICATE----- ...)"}
 PATH = {"type": "string", "minLength": 1, "maxLength": 4096}
+TEMPLATE_NAME = {"type": "string", "pattern": "^%s$" % v.TEMPLATE_NAME_PATTERN, "x-rule": v.TEMPLATE_NAME_RULE}
 
 
 def _enum(choices, rule=None):
@@ -44,14 +45,15 @@ def _range(bounds, unit=""):
 
 
 def _parameter(parameter: parameters.Parameter) -> dict:
+    if parameter.kind == "array":
+        items = _range(parameter.bounds) if parameter.bounds is not None else {"type": parameter.items}
+        return {"type": "array", "minItems": 1 if parameter.default else 0, "items": items}
     if parameter.choices is not None:
         return _enum(parameter.choices)
     if parameter.bounds is not None:
         return _range(parameter.bounds)
     if parameter.kind == "boolean":
         return {"type": "boolean", "x-rule": "must be true or false"}
-    if parameter.kind == "array":
-        return {"type": "array", "minItems": 1, "items": {"type": "string"}}
     return {"type": parameter.kind}
 
 
@@ -86,10 +88,12 @@ def query() -> dict:
         "device_pool": {"type": ["string", "array"]},
         "model": {"type": ["string", "array"]},
         "security_mode": {"anyOf": [_enum(v.SECURITY_MODES), {"type": "array", "items": _enum(v.SECURITY_MODES)}]},
+        "certificate_operation": {"anyOf": [_enum(v.OPERATIONS), {"type": "array", "items": _enum(v.OPERATIONS)}]},
         "operation_status": {"anyOf": [_enum(v.OPERATION_STATUSES),
                                        {"type": "array", "items": _enum(v.OPERATION_STATUSES)}]},
         "lsc_status": {"anyOf": [_enum(LSC_STATUSES), {"type": "array", "items": _enum(LSC_STATUSES)}]},
         "lsc_expires_before": TIMESTAMP,
+        "locked": {"type": "boolean", "x-rule": "must be true or false"},
     }
     return _strict({name: properties[name] for name in QUERY_FIELDS})
 
@@ -134,6 +138,7 @@ def schema() -> dict:
             "authentication_string": AUTH_STRING,
             "generate_authentication_string": {"type": "boolean"},
             "authentication_string_length": _range(v.AUTH_STRING_DIGITS, " digits"),
+            "reissue": {"type": "boolean"},
         }),
         required=("name",),
     )
@@ -153,6 +158,21 @@ def schema() -> dict:
         },
         required=("query",),
     )
+    template = _strict(
+        dict(phone_settings(), **{
+            "name": TEMPLATE_NAME,
+            "state": _enum(("present", "absent")),
+            "authentication_string": AUTH_STRING,
+            "generate_authentication_string": {"type": "boolean"},
+            "authentication_string_length": _range(v.AUTH_STRING_DIGITS, " digits"),
+            "operation_completes_in_days": _range(v.DEADLINE_DAYS, " days"),
+            "devices": {"type": "array", "items": DEVICE_NAME},
+            "variables": {"type": "object", "additionalProperties": TEXT,
+                          "propertyNames": {"pattern": "^%s$" % v.PLACEHOLDER_PATTERN}},
+            "existing": _enum(v.TEMPLATE_EXISTING),
+        }),
+        required=("name",),
+    )
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://opencapf.example/schemas/deployment-v1.json",
@@ -165,6 +185,8 @@ def schema() -> dict:
             "service": _strict({
                 "parameters": _strict({name: _parameter(p) for name, p in parameters.PARAMETERS.items()}),
                 "online_ca": _strict(online_ca_properties, required=("hostname", "type")),
+                "monitor_smtp_password": online_ca_properties["password"],
+                "monitor_smtp_password_env": online_ca_properties["password_env"],
                 "capf_certificate": _strict({
                     "key_type": _enum(v.CAPF_KEY_TYPES),
                     "certificate": PEM,
@@ -172,6 +194,7 @@ def schema() -> dict:
                 }),
             }),
             "trust": {"type": "array", "items": trust_item},
+            "templates": {"type": "array", "items": template},
             "phones": {"type": "array", "items": phone},
             "bulk": {"type": "array", "items": bulk_item},
         },

@@ -29,6 +29,7 @@ from ..store import csrs as csr_records
 from ..store import phones as phone_records
 from ..store import service as service_records
 from ..store import trust as trust_records
+from . import metrics
 from ..vocabulary import DEFAULT_MAX_SESSION_SECONDS, MAX_SESSION_SECONDS, format_utc, parse_utc, utc_now
 
 log = logging.getLogger("opencapf.server")
@@ -270,6 +271,7 @@ class StoreDecider(Decider):
             failures, locked = phone_records.record_auth_failure(
                 tx, ACTOR, phone, int(self.parameters["lockout_failures"]), verdict.reason)
         if locked:
+            metrics.locked_out()
             return Verdict(False, f"{verdict.reason}; phone locked out after {failures} failures")
         return verdict
 
@@ -354,7 +356,8 @@ class StoreDecider(Decider):
         try:
             issued = lsc.issue(self.store, plan.device_name, public_key, source="capf", create_phone=False,
                                device_name_is_wire=True, recorded=record_request, signer=self.signer,
-                               validity_days=self.parameters.get("validity_days"))
+                               validity_days=self.parameters.get("validity_days"),
+                               crl_url=self.parameters.get("crl_url"))
         except CapfError as exc:
             with self.store.transaction() as tx:
                 csr_records.set_status(tx, csr_records.add(tx, phone_id, key_fingerprint, key_der), "failed",
@@ -410,7 +413,7 @@ class StoreDecider(Decider):
     def deleted(self, plan: Plan, ok: bool) -> None:
         with self.store.transaction() as tx:
             phone = phone_records.get(tx, plan.device_name)
-            revoked = certificate_records.revoke_installed(tx, ACTOR, phone, "deleted from the phone")
+            revoked = certificate_records.revoke_installed(tx, ACTOR, phone)
             self._set_result(tx, phone, "succeeded", "" if ok else "phone reported no LSC to delete",
                              clear_operation=False, revoked=revoked)
 

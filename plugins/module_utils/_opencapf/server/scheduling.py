@@ -7,9 +7,14 @@ Every serving process runs this loop. At each tick (every ``scheduler_interval_s
 again each time, and once at start so that what fell due while the service was down runs at once)
 it asks the store for the lead of the ``scheduler`` duty (``Store.try_lead``): of all the
 processes serving one store, worker processes and separate ``serve`` processes alike, exactly one
-leads and runs ``scheduler.run_due``, then settles the operations left ``in_progress`` by sessions
-whose service died (``decider.settle_abandoned``: past their time bound no process serves them);
-when it ends, the next process to tick takes over. A job is
+leads and runs ``scheduler.run_due``, syncs the LDAP directories whose scheduled sync is due
+(``directory.run_due``), then settles the operations left ``in_progress`` by sessions
+whose service died (``decider.settle_abandoned``: past their time bound no process serves them),
+revokes expired LSCs and signs a new CRL when one is due (``revocation.run_duty``), then schedules
+the automatic renewals that are due (``renewal.run``, when ``renew_before_days`` is set); when it
+ends, the next process to tick takes over. Every process keeps its ``crl_path`` file current. The
+leader of the ``monitor`` duty (taken the same way) runs the certificate monitor when its interval
+has passed (``monitor.run_if_due``). A job is
 also claimed in its own write transaction, so ``opencapf jobs run-due`` typed meanwhile cannot run
 it a second time.
 
@@ -25,25 +30,30 @@ import concurrent.futures
 import logging
 import os
 
-from .. import parameters, scheduler
+from .. import directory, monitor, parameters, renewal, revocation, scheduler
 from ..errors import CapfError
 from ..store import Store, open_store
 from ..store import service as service_records
+from ..vocabulary import utc_now
 from .decider import settle_abandoned
 
 log = logging.getLogger("opencapf.server")
 LEAD = "scheduler"
+MONITOR_LEAD = "monitor"
 ACTOR = "scheduler"
 INTERVAL_PARAMETER = "scheduler_interval_seconds"
 LISTED_NAMES = 20  # phones named in a lapse log line; the audit event has the count
 
 
 class Scheduling:
-    """One process's part in the scheduler: its own store connection, opened at the first tick."""
+    """One process's part in the scheduler: its own store connection, opened at the first tick.
+    ``clock`` gives the time the revocation, renewal and monitor duties work at (tests travel in time with it)."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, clock=utc_now):
         self._location, self._state_dir = store.location, store.state_dir
         self._store: Store | None = None
+        self._clock = clock
+        self._crl_file = revocation.CrlFile()
         self.leading = False
 
     def tick(self) -> int:
@@ -52,15 +62,31 @@ class Scheduling:
             self._store = open_store(self._location, state_dir=self._state_dir, actor=ACTOR, create=False)
         with self._store.read() as tx:
             interval = int(service_records.value(tx, INTERVAL_PARAMETER))
-        if not self._store.try_lead(LEAD):
-            return interval
-        if not self.leading:
-            self.leading = True
-            log.info("scheduler: this process (pid %d) runs the scheduled jobs and lapses passed deadlines, "
-                     "every %d s", os.getpid(), interval)
-        _log(scheduler.run_due(self._store))
-        _log_settled(settle_abandoned(self._store))
+        if self._store.try_lead(LEAD):
+            if not self.leading:
+                self.leading = True
+                log.info("scheduler: this process (pid %d) runs the scheduled jobs and lapses passed deadlines, "
+                         "every %d s", os.getpid(), interval)
+            _log(scheduler.run_due(self._store))
+            _log_directories(directory.run_due(self._store, self._clock()))
+            _log_settled(settle_abandoned(self._store))
+            _log_revocation(revocation.run_duty(self._store, self._clock()))
+            _log_renewal(renewal.run(self._store, self._clock()))
+        self._crl_file.publish(self._store)  # every process: each node keeps its own file current
+        self._monitor()
         return interval
+
+    def _monitor(self) -> None:
+        """Run the certificate monitor when it is due and this process leads it; a failure to send
+        mail is recorded by the monitor, never raised, and nothing here stops the service."""
+        if not self._store.try_lead(MONITOR_LEAD):
+            return
+        run = monitor.run_if_due(self._store, self._clock())
+        if run is not None:
+            level = logging.WARNING if run["result"] == "failed" else logging.INFO
+            log.log(level, "monitor: checked the certificates: %s (%d found, %d warning(s) due, %d mail(s) sent)%s",
+                    run["result"], run["found"], run["warnings"], run["mails_sent"],
+                    f": {run['error']}" if run["error"] else "")
 
     def close(self) -> None:
         if self._store is not None:
@@ -87,6 +113,40 @@ def _log_settled(names: list) -> None:
                     more)
 
 
+def _log_directories(outcomes: list) -> None:
+    for outcome in outcomes:
+        if "error" in outcome:
+            log.warning("scheduler: directory %s: sync failed, retried after its interval: %s", outcome["name"],
+                        outcome["error"])
+            continue
+        log.info("scheduler: directory %s synced: %s", outcome["name"],
+                 ", ".join(f"{count} {key}" for key, count in outcome["devices"].items()))
+        for warning in outcome["warnings"]:
+            log.warning("scheduler: %s", warning)
+
+
+def _log_renewal(result: dict) -> None:
+    names = [item["name"] for item in result["scheduled"]]
+    if names:
+        more = f" and {len(names) - LISTED_NAMES} more" if len(names) > LISTED_NAMES else ""
+        log.info("scheduler: automatic renewal scheduled install_upgrade for %d phone(s) whose LSC expires before "
+                 "%s: %s%s%s", len(names), result["expires_before"], ", ".join(names[:LISTED_NAMES]), more,
+                 "; more are due and wait for the next 24 hours (renew_max_per_day)" if result["more_due"] else "")
+
+
+def _log_revocation(result: dict) -> None:
+    expired = result["expired"]
+    if expired:
+        names = [row["device_name"] for row in expired]
+        more = f" and {len(names) - LISTED_NAMES} more" if len(names) > LISTED_NAMES else ""
+        log.info("scheduler: %d expired LSC(s) revoked (revoke_after_expiry): %s%s", len(names),
+                 ", ".join(names[:LISTED_NAMES]), more)
+    crl = result["crl"]
+    if crl:
+        log.info("scheduler: CRL %d signed (%s): %d revoked LSC(s), next update %s", crl["number"], crl["reason"],
+                 crl["entries"], crl["next_update"])
+
+
 async def run(store: Store, stop_event: asyncio.Event) -> None:
     """Tick until ``stop_event`` is set; a tick under way when it is set finishes first."""
     part = Scheduling(store)
@@ -110,4 +170,4 @@ async def run(store: Store, stop_event: asyncio.Event) -> None:
         thread.shutdown(wait=True)
 
 
-__all__ = ["LEAD", "Scheduling", "run"]
+__all__ = ["LEAD", "MONITOR_LEAD", "Scheduling", "run"]

@@ -45,7 +45,9 @@ from ..store import Store
 from ..store import service as service_records
 from ..store import sessions as session_records
 from ..vocabulary import DEFAULT_MAX_SESSION_SECONDS, check_limit, format_utc, utc_now
+from . import metrics, scheduling
 from . import scheduling
+from .crl_http import CrlResponder
 from .admission import Reclaimer, compact_tls_buffers
 from .decider import ACTOR, StoreDecider
 
@@ -69,6 +71,8 @@ class ServerOptions:
     workers: int = 4
     enrolment_interval: float = 30.0  # seconds between the enrolment service's polls (0: no enrolment service)
     sockets: tuple = ()  # listening sockets bound already (one server process of several); replaces addresses/port
+    metrics_address: str = ""  # HOST:PORT of the metrics endpoint this process serves ("": none)
+    crl_http: bool = True  # answer GET /capf.crl when crl_http_port is set (one process of several does)
 
     def __post_init__(self):  # the ranges of the serve options that set these (vocabulary.LIMITS)
         for name in ("step_timeout", "handshake_timeout", "max_handshakes", "max_connections", "queue_timeout",
@@ -266,6 +270,7 @@ class CapfServer:
     def _record(self, **fields) -> None:
         with self.store.transaction() as tx:
             session_records.record(tx, ACTOR, **fields)
+        metrics.session_recorded(fields["outcome"], fields["operation"], fields["duration_ms"])
 
     def _record_session(self, record: dict, session: ServerSession, duration) -> None:
         outcome = session.outcome
@@ -369,6 +374,7 @@ class CapfServer:
             await self._end(record, duration, "refused", "session limit reached")
             return
         in_session()
+        metrics.session_slot(1)
         try:
             inline = parameters["issuer"] not in NETWORK_ISSUERS
             bound = self.options.max_session_seconds
@@ -401,6 +407,7 @@ class CapfServer:
                     log.info("session %d: %s: END_SESSION not delivered: %s", session_id, peer, _describe(exc))
         finally:
             self._sessions.release()
+            metrics.session_slot(-1)
 
     async def _converse(self, session: ServerSession, reader, writer, inline: bool) -> bytes:
         """Run the conversation; return the final END_SESSION unsent, so that the session is on
@@ -607,6 +614,14 @@ async def serve(store: Store, options: ServerOptions | None = None, ready=None, 
     compact_tls_buffers()
     server = CapfServer(store, options)
     bound = await server.start()
+    endpoint = None
+    if server.options.metrics_address:
+        try:
+            endpoint = metrics.Endpoint(server.options.metrics_address, store.location, store.state_dir)
+        except BaseException:
+            await server.stop()
+            raise
+    responder = await _start_crl_responder(server)
     if ready is not None:
         ready(bound)
     stop_event = stop_event or asyncio.Event()
@@ -630,8 +645,29 @@ async def serve(store: Store, options: ServerOptions | None = None, ready=None, 
             await jobs  # a job under way finishes: a job cut short would stay 'running'
         except Exception:  # pylint: disable=broad-except  # a defect of ours must not keep the sessions from ending
             log.exception("scheduler: internal error while stopping")
+        if responder is not None:
+            await responder.stop()
         await server.stop()
+        if endpoint is not None:
+            endpoint.close()
     return server.served
+
+
+async def _start_crl_responder(server: CapfServer) -> CrlResponder | None:
+    """The HTTP CRL responder on ``crl_http_address``/``crl_http_port`` (none when the port is 0)."""
+    if not server.options.crl_http:
+        return None
+    with server.store.read() as tx:
+        address, port = service_records.value(tx, "crl_http_address"), service_records.value(tx, "crl_http_port")
+    if not port:
+        return None
+    responder = CrlResponder(server.store, server._run)  # pylint: disable=protected-access
+    try:
+        await responder.start(address, port)
+    except OSError as exc:
+        await server.stop()
+        raise CapfError(f"crl_http_port: cannot listen on {address} port {port}: {exc.strerror or exc}") from None
+    return responder
 
 
 async def _reloads(server: CapfServer, reload_event: asyncio.Event) -> None:

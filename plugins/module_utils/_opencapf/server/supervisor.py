@@ -7,7 +7,8 @@ binds the listening sockets once and forks one worker process per ``processes``.
 the asyncio service (``service.serve``) on its own sockets with its own store connection; SQLite
 in WAL mode with ``BEGIN IMMEDIATE`` and a busy timeout serialises their writes, and the unique
 (issuer, serial) index keeps serials unique across them. Only the first worker runs the
-certificate enrolment service, so pending online CA requests are polled once.
+certificate enrolment service, so pending online CA requests are polled once, and only it serves
+the metrics endpoint (``metrics``: every worker counts into one directory, the endpoint sums them).
 
 The supervisor forwards SIGTERM and SIGINT to every worker and waits for them to finish their
 sessions. It forwards SIGHUP too, after reopening its own log file: each worker then reopens its
@@ -34,6 +35,7 @@ from ..errors import CapfError
 from ..sockets import bind_listeners, can_share_port, prefer_cpu
 from ..store import Store
 from ..store import service as service_records
+from . import metrics
 from .service import ServerOptions, serve
 
 log = logging.getLogger("opencapf.server")
@@ -151,7 +153,9 @@ class Supervisor:
             for sock in self.groups[index]:
                 prefer_cpu(sock, core)
         options = dataclasses.replace(self.options, sockets=tuple(self.groups[index]), addresses=None,
-                                      enrolment_interval=self.options.enrolment_interval if index == 0 else 0.0)
+                                      enrolment_interval=self.options.enrolment_interval if index == 0 else 0.0,
+                                      metrics_address=self.options.metrics_address if index == 0 else "",
+                                      crl_http=self.options.crl_http and index == 0)
 
         def ready(_bound):
             if ready_fd is not None:
@@ -240,6 +244,7 @@ class Supervisor:
                 return
             if pid == 0:
                 return
+            metrics.process_ended(pid)
             for worker in self.workers:
                 if worker.pid == pid:
                     worker.pid = 0

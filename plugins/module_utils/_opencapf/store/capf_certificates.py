@@ -55,3 +55,9 @@ def history(tx: Transaction) -> list[dict[str, Any]]:
 def pems(tx: Transaction) -> list[str]:
     """Every CAPF certificate's PEM, newest first."""
     return [row["pem"] for row in tx.query("SELECT pem FROM capf_certificates ORDER BY id DESC")]
+
+
+def expiring(tx: Transaction, before: str) -> list[dict[str, Any]]:
+    """Every CAPF certificate (active or retired) that expires before ``before``, soonest first, without its PEM."""
+    return tx.query("SELECT id, common_name, serial, fingerprint, not_after, active FROM capf_certificates "
+                    "WHERE not_after < ? ORDER BY not_after, id", (before,))

@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import CertificateError
-from ..vocabulary import RETRIEVED_KINDS, RETRIEVED_STATUS, format_utc, utc_now
+from ..vocabulary import (REVOCATION_REASONS, REVOKED_DELETED, REVOKED_SUPERSEDED, RETRIEVED_KINDS, RETRIEVED_STATUS,
+                          format_utc, utc_now)
 from . import audit
 from .backend import Transaction
 
@@ -88,19 +89,79 @@ def install(tx: Transaction, actor: str, phone: dict[str, Any], certificate_id: 
     stale = [row["id"] for row in rows if row["status"] == "issued" and row["id"] < certificate_id]
     set_status(tx, actor, certificate_id, "installed", phone["name"])
     for old in revoked:
-        set_status(tx, actor, old, "revoked", phone["name"], reason="superseded by a newer LSC")
+        revoke(tx, actor, old, phone["name"], REVOKED_SUPERSEDED)
     for old in stale:
         set_status(tx, actor, old, "stale", phone["name"], reason="a newer key completed first")
     return {"revoked": revoked, "stale": stale}
 
 
-def revoke_installed(tx: Transaction, actor: str, phone: dict[str, Any], reason: str) -> list[int]:
-    """Mark the phone's installed LSC(s) revoked (delete operation)."""
+def revoke_installed(tx: Transaction, actor: str, phone: dict[str, Any], reason: str = REVOKED_DELETED,
+                     statuses: tuple = ("installed",)) -> list[int]:
+    """Mark the phone's installed LSC(s) (those with one of ``statuses``) revoked, by default because a
+    delete operation removed them."""
     rows = tx.query(
-        "SELECT id FROM certificates WHERE phone_id = ? AND kind = 'lsc' AND status = 'installed'", (phone["id"],))
+        "SELECT id FROM certificates WHERE phone_id = ? AND kind = 'lsc' AND status IN (%s)"
+        % ", ".join("?" * len(statuses)), (phone["id"], *statuses))
     for row in rows:
-        set_status(tx, actor, row["id"], "revoked", phone["name"], reason=reason)
+        revoke(tx, actor, row["id"], phone["name"], reason)
     return [row["id"] for row in rows]
+
+
+def keep_revoked_of_removed_phone(tx: Transaction, phone: dict[str, Any]) -> None:
+    """Copy the revoked LSCs of ``phone``, about to be removed, to ``removed_phone_lscs`` (the CRL keeps them)."""
+    tx.execute("INSERT INTO removed_phone_lscs (device_name, serial, issuer, source, pem, not_after, revoked_at, "
+               "revocation_reason) SELECT ?, serial, issuer, source, pem, not_after, revoked_at, revocation_reason "
+               "FROM certificates WHERE phone_id = ? AND kind = 'lsc' AND status = 'revoked'",
+               (phone["name"], phone["id"]))
+
+
+def revoke(tx: Transaction, actor: str, certificate_id: int, subject: str, reason: str, at: str | None = None,
+           **details) -> None:
+    """Mark LSC ``certificate_id`` revoked with RFC 5280 ``reason`` (``REVOCATION_REASONS``) at ``at``
+    (default now), with its audit event ``certificate.revoked``."""
+    if reason not in REVOCATION_REASONS:
+        raise CertificateError(f"revocation reason must be one of {', '.join(REVOCATION_REASONS)}, not {reason!r}")
+    at = at or format_utc(utc_now())
+    tx.execute("UPDATE certificates SET status = 'revoked', status_changed_at = ?, revoked_at = ?, "
+               "revocation_reason = ? WHERE id = ?", (at, at, reason, certificate_id))
+    audit.record(tx, actor, "certificate.revoked", subject, certificate_id=certificate_id, reason=reason,
+                 revoked_at=at, **details)
+
+
+def expired_unrevoked(tx: Transaction, now: str) -> list[dict[str, Any]]:
+    """LSCs issued or installed whose notAfter has passed at ``now``, with their device names (a
+    certificate is valid through its notAfter second, RFC 5280 4.1.2.5)."""
+    return tx.query(
+        "SELECT c.id, c.serial, c.not_after, c.status, p.name AS device_name FROM certificates c "
+        "JOIN phones p ON p.id = c.phone_id WHERE c.kind = 'lsc' AND c.status IN ('installed', 'issued') "
+        "AND c.not_after < ? ORDER BY c.id", (now,))
+
+
+def revoked_lscs(tx: Transaction, issuer: str | None = None, with_pem: bool = False,
+                 newest: int | None = None) -> list[dict[str, Any]]:
+    """Revoked LSCs (of ``issuer``, else all), also those of phones removed since (negative ids), with
+    their device names, serial, reason and time, oldest revocation first, or the ``newest`` so many,
+    newest first; ``with_pem`` adds each certificate's PEM."""
+    columns = ("serial", "issuer", "source", "not_after", "revoked_at", "revocation_reason") + (("pem",) if with_pem else ())
+    in_store = ", ".join(f"c.{column} AS {column}" for column in columns)
+    removed = ", ".join(f"r.{column} AS {column}" for column in columns)
+    sql = (f"SELECT c.id AS id, p.name AS device_name, {in_store} FROM certificates c "
+           "JOIN phones p ON p.id = c.phone_id WHERE c.kind = 'lsc' AND c.status = 'revoked'"
+           + (" AND c.issuer = ?" if issuer is not None else "")
+           + f" UNION ALL SELECT -r.id AS id, r.device_name AS device_name, {removed} FROM removed_phone_lscs r"
+           + (" WHERE r.issuer = ?" if issuer is not None else ""))
+    params: list = [issuer, issuer] if issuer is not None else []
+    if newest is not None:
+        return tx.query(sql + " ORDER BY revoked_at DESC, id DESC LIMIT ?", params + [newest])
+    return tx.query(sql + " ORDER BY revoked_at, id", params)
+
+
+def revocation_mark(tx: Transaction, issuer: str) -> str:
+    """A text that changes whenever an LSC of ``issuer`` is revoked."""
+    row = tx.one("SELECT COUNT(*) AS n, MAX(revoked_at) AS last FROM certificates "
+                 "WHERE issuer = ? AND status = 'revoked' AND kind = 'lsc'", (issuer,))
+    removed = tx.one("SELECT COUNT(*) AS n, MAX(revoked_at) AS last FROM removed_phone_lscs WHERE issuer = ?", (issuer,))
+    return f"{row['n'] + removed['n']}:{max(row['last'] or '', removed['last'] or '')}"
 
 
 def record_retrieved(tx: Transaction, actor: str, phone: dict[str, Any], *, kind: str, serial: str, issuer: str,
@@ -169,3 +230,23 @@ def delete_stale(tx: Transaction, actor: str) -> int:
         audit.record(tx, actor, "certificate.stale_deleted", "certificates", count=len(rows),
                      serials=[row["serial"] for row in rows])
     return len(rows)
+
+
+def lsc_counts(tx: Transaction) -> dict[str, int]:
+    """How many LSC records there are by status (``installed``, ``issued``, ``revoked``, ``stale`` ...)."""
+    return {row["status"]: int(row["n"]) for row in tx.query(
+        "SELECT status, COUNT(*) AS n FROM certificates WHERE kind = 'lsc' GROUP BY status")}
+
+
+def installed_lscs_expiring_count(tx: Transaction, now: str, until: str) -> int:
+    """Installed LSCs not expired at ``now`` that expire before ``until``."""
+    return int(tx.scalar("SELECT COUNT(*) FROM certificates WHERE status = 'installed' AND kind = 'lsc' "
+                         "AND not_after >= ? AND not_after < ?", (now, until)) or 0)
+def installed_lscs_expiring(tx: Transaction, before: str) -> list[dict[str, Any]]:
+    """Every phone's installed LSC that expires before ``before`` (expired ones too), soonest first,
+    with the phone's name, description, model and device pool."""
+    return tx.query(
+        "SELECT c.fingerprint, c.serial, c.not_after, c.issuer, p.name AS device_name, p.description, p.model, "
+        "p.device_pool FROM certificates c JOIN phones p ON p.id = c.phone_id "
+        "WHERE c.kind = 'lsc' AND c.status = 'installed' AND c.not_after < ? ORDER BY c.not_after, p.name",
+        (before,))

@@ -129,3 +129,11 @@ def awaiting_signature_statement() -> tuple[str, tuple]:
 def awaiting_signature(tx: Transaction) -> list[dict[str, Any]]:
     """CSRs waiting for a signature (``AWAITING_SIGNATURE``) with their device names, oldest first."""
     return tx.query(*awaiting_signature_statement())
+
+
+def awaiting_signature_for(tx: Transaction, device_name: str) -> list[dict[str, Any]]:
+    """The CSRs of one phone waiting for a signature (``AWAITING_SIGNATURE``), oldest first."""
+    return tx.query("SELECT r.id, r.status, r.public_key_fingerprint, r.external_ref, r.created_at, r.updated_at "
+                    "FROM csrs r JOIN phones p ON p.id = r.phone_id WHERE p.name = ? AND r.status IN (%s) "
+                    "ORDER BY r.created_at, r.id" % ", ".join("?" * len(AWAITING_SIGNATURE)),
+                    (device_name, *AWAITING_SIGNATURE))

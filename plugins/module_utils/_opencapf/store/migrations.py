@@ -182,6 +182,118 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         # the LSC can be checked again when it is delivered.
         "ALTER TABLE certificates ADD COLUMN chain_pem TEXT",
     ]),
+    (7, "certificate monitor", [
+        # The expiry warnings the monitor has sent: once per certificate and threshold (days before
+        # expiry; 0 stands for "expired").
+        """CREATE TABLE monitor_warnings (
+            fingerprint TEXT NOT NULL,
+            threshold {int} NOT NULL,
+            kind TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            not_after TEXT NOT NULL,
+            sent_at TEXT NOT NULL,
+            PRIMARY KEY (fingerprint, threshold)
+        )""",
+        "CREATE INDEX monitor_warnings_not_after ON monitor_warnings (not_after)",
+        # One row per check: when, what it found, what it sent, and why a mail failed.
+        """CREATE TABLE monitor_runs (
+            id {id},
+            checked_at TEXT NOT NULL,
+            finished_at TEXT NOT NULL,
+            result TEXT NOT NULL,
+            found {int} NOT NULL,
+            warnings {int} NOT NULL,
+            mails_sent {int} NOT NULL,
+            attempts {int} NOT NULL,
+            failures {int} NOT NULL,
+            error TEXT NOT NULL DEFAULT ''
+        )""",
+    ]),
+    (8, "revocation reasons and the CRL", [
+        # Why and when an LSC was revoked (an RFC 5280 reason, vocabulary.REVOCATION_REASONS): the CRL
+        # lists both. LSCs revoked before: a newer LSC of the phone followed them (superseded), or else a
+        # delete operation removed them (cessation of operation); they were revoked when their status changed.
+        "ALTER TABLE certificates ADD COLUMN revocation_reason TEXT",
+        "ALTER TABLE certificates ADD COLUMN revoked_at TEXT",
+        "UPDATE certificates SET revoked_at = status_changed_at, revocation_reason = CASE WHEN EXISTS ("
+        "SELECT 1 FROM certificates n WHERE n.phone_id = certificates.phone_id AND n.kind = 'lsc' "
+        "AND n.id > certificates.id AND n.status IN ('installed', 'revoked')) THEN 'superseded' "
+        "ELSE 'cessation_of_operation' END WHERE kind = 'lsc' AND status = 'revoked'",
+        "CREATE INDEX certificates_revoked ON certificates (issuer, status, revoked_at)",
+        # The revoked LSCs of phones removed from the store (their certificate rows go with them): the
+        # CRL keeps listing them.
+        """CREATE TABLE removed_phone_lscs (
+            id {id},
+            device_name TEXT NOT NULL,
+            serial TEXT NOT NULL,
+            issuer TEXT NOT NULL,
+            source TEXT NOT NULL,
+            pem TEXT NOT NULL,
+            not_after TEXT NOT NULL,
+            revoked_at TEXT NOT NULL,
+            revocation_reason TEXT NOT NULL
+        )""",
+        "CREATE INDEX removed_phone_lscs_issuer ON removed_phone_lscs (issuer, revoked_at)",
+        # Every CRL the service signed: its number never repeats and only grows (RFC 5280 5.2.3), and
+        # every node serves the newest one. ``revocation_mark`` tells whether LSCs were revoked since.
+        """CREATE TABLE crls (
+            number {int} PRIMARY KEY,
+            signer_fingerprint TEXT NOT NULL,
+            this_update TEXT NOT NULL,
+            next_update TEXT NOT NULL,
+            entries {int} NOT NULL,
+            revocation_mark TEXT NOT NULL,
+            der {blob} NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+    ]),
+    (9, "automatic renewals", [
+        # One row per LSC that automatic renewal scheduled a new one for: an LSC is renewed once, and
+        # the rows of the last 24 hours (by the renewal's own clock) bound how many it schedules a day.
+        """CREATE TABLE renewals (
+            id {id},
+            phone_id {int} NOT NULL REFERENCES phones (id) ON DELETE CASCADE,
+            certificate_id {int} NOT NULL UNIQUE,
+            scheduled_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX renewals_scheduled ON renewals (scheduled_at)",
+    ]),
+    (10, "device templates", [
+        # Named sets of CAPF settings for phones (``templates``): the settings as JSON by option name,
+        # never a secret (a template's shared authentication string is sealed in ``secrets``).
+        """CREATE TABLE device_templates (
+            id {id},
+            name TEXT NOT NULL UNIQUE,
+            settings TEXT NOT NULL DEFAULT '{{}}',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+    ]),
+    (11, "LDAP directories and the devices their syncs created", [
+        # One row per directory configuration (its bind password is a sealed secret, never here):
+        # when it was first synchronised (the template applies to every device of that first sync)
+        # and when it is next due for the service's scheduled sync.
+        """CREATE TABLE directories (
+            id {id},
+            name TEXT NOT NULL UNIQUE,
+            config TEXT NOT NULL,
+            first_synced_at TEXT,
+            last_synced_at TEXT,
+            next_sync_at TEXT,
+            last_result TEXT NOT NULL DEFAULT '{{}}',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX directories_due ON directories (next_sync_at)",
+        # The devices a directory's entries map to, with the entry each came from: a device whose
+        # entry left the directory is one of these that the next sync no longer finds.
+        """CREATE TABLE directory_devices (
+            directory_id {int} NOT NULL REFERENCES directories (id) ON DELETE CASCADE,
+            device_name TEXT NOT NULL,
+            entry_dn TEXT NOT NULL,
+            PRIMARY KEY (directory_id, device_name)
+        )""",
+    ]),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

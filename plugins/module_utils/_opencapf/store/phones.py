@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from ..vocabulary import format_utc, utc_now
-from . import audit
+from . import audit, certificates
 from .backend import Transaction
 
 # Columns an administrator sets; the rest is kept by the engine.
@@ -64,7 +64,13 @@ def ensure(tx: Transaction, actor: str, name: str) -> dict[str, Any]:
 
 
 def delete(tx: Transaction, actor: str, name: str) -> bool:
-    """Remove a phone with its certificates and CSRs (cascade); audited."""
+    """Remove a phone with its certificates and CSRs (cascade); audited. Its LSCs still valid are
+    revoked first (cessation of operation: CAPF no longer manages them), and every revoked one is
+    kept in ``removed_phone_lscs``, so the CRL goes on listing it."""
+    phone = get(tx, name)
+    if phone is not None:
+        certificates.revoke_installed(tx, actor, phone, statuses=("installed", "issued"))
+        certificates.keep_revoked_of_removed_phone(tx, phone)
     removed = tx.execute("DELETE FROM phones WHERE name = ?", (name.upper(),)) > 0
     if removed:
         audit.record(tx, actor, "phone.delete", name.upper())
@@ -152,10 +158,14 @@ def _matching_statement(query: dict | None, columns: str, *, with_lsc: bool = Tr
     if query.get("name_pattern"):
         where.append("p.name LIKE ? ESCAPE '\\'")
         params.append(_like(query["name_pattern"]))
-    for key in ("device_pool", "model", "security_mode", "operation_status"):
+    for key, column in (("device_pool", "device_pool"), ("model", "model"), ("security_mode", "security_mode"),
+                        ("certificate_operation", "operation"), ("operation_status", "operation_status")):
         if query.get(key):
-            where.append(f"p.{key} IN (%s)" % ", ".join("?" * len(query[key])))
+            where.append(f"p.{column} IN (%s)" % ", ".join("?" * len(query[key])))
             params.extend(query[key])
+    if query.get("locked") is not None:
+        where.append("p.locked = ?")
+        params.append(1 if query["locked"] else 0)
     if query.get("lsc_status"):
         statuses = [s for s in query["lsc_status"] if s != "none"]
         parts = []
@@ -250,3 +260,8 @@ def abandoned(tx: Transaction, now: str, unbounded_before: str) -> list[dict[str
         "SELECT * FROM phones WHERE operation_status = 'in_progress' AND (operation_live_until < ? "
         "OR (operation_live_until IS NULL AND (last_session_at IS NULL OR last_session_at < ?))) ORDER BY name",
         (now, unbounded_before))
+
+
+def locked_count(tx: Transaction) -> int:
+    """Phones locked out after repeated wrong authentication strings."""
+    return int(tx.scalar("SELECT COUNT(*) FROM phones WHERE locked = 1") or 0)

@@ -29,6 +29,12 @@ def get(tx: Transaction, trust_store: str, fingerprint: str) -> dict[str, Any] |
                   (trust_store, fingerprint))
 
 
+def with_pem(tx: Transaction, fingerprint: str) -> list[dict[str, Any]]:
+    """The rows (``COLUMNS`` and ``pem``) of the certificate ``fingerprint``, one per trust store holding it."""
+    return tx.query(f"SELECT {COLUMNS}, pem FROM trust_certificates WHERE fingerprint = ? ORDER BY trust_store",
+                    (fingerprint,))
+
+
 def by_common_names(tx: Transaction, trust_store: str, common_names) -> list[dict[str, Any]]:
     """The rows (``COLUMNS``) in ``trust_store`` whose common name is one of ``common_names``, oldest first."""
     marks = ", ".join("?" * len(common_names))
@@ -66,3 +72,9 @@ def set_description(tx: Transaction, trust_store: str, fingerprint: str, descrip
 def delete(tx: Transaction, trust_store: str, fingerprint: str) -> None:
     """Remove the certificate ``fingerprint`` from ``trust_store``."""
     tx.execute("DELETE FROM trust_certificates WHERE trust_store = ? AND fingerprint = ?", (trust_store, fingerprint))
+
+
+def expiring(tx: Transaction, before: str) -> list[dict[str, Any]]:
+    """The rows (``COLUMNS``) of every trust-store certificate that expires before ``before``, soonest first."""
+    return tx.query(f"SELECT {COLUMNS} FROM trust_certificates WHERE not_after < ? ORDER BY not_after, trust_store, "
+                    "fingerprint", (before,))

@@ -169,3 +169,42 @@ def test_a_certificate_retrieved_by_troubleshoot_never_becomes_the_current_lsc(
     assert sorted(copies, key=lambda row: row["kind"]) == [
         {"kind": "retrieved_lsc", "status": "retrieved", "installed_at": None},
         {"kind": "retrieved_mic", "status": "retrieved", "installed_at": None}]
+
+
+def test_html_report_of_the_selected_phones(run, location, tmp_path):
+    """report_format html writes the page of the phones O(query) selects (check mode too); csv stays
+    the default; an unknown format fails naming the option."""
+    installed, stale = _seed(location)
+    report = tmp_path / "report.html"
+    info = run(capf_info, {"store": location, "gather": ["phones"], "report_path": str(report),
+                           "report_format": "html", "query": {"names": ["SEP001122334455"]}}, check=True)
+    assert info["changed"] is False and info["report_path"] == str(report)
+    page = report.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and "default-src 'none'" in page
+    assert installed.serial in page and stale.serial in page and "SEP00AABBCCDDEE" not in page
+    assert "Stale LSCs: 1" in page and "Pending CSRs: 0" in page
+    default = tmp_path / "report.csv"
+    run(capf_info, {"store": location, "gather": ["phones"], "report_path": str(default)})
+    assert default.read_text().startswith("device_name,description,")
+    refused = run(capf_info, {"store": location, "report_path": str(tmp_path / "x"), "report_format": "pdf"})
+    assert refused["failed"] and "report_format" in refused["msg"]
+
+
+def test_query_by_certificate_operation_and_lock_out(run, location):
+    """The query's ``certificate_operation`` and ``locked`` filters, through the module's argument spec."""
+    with open_store(location, actor="test") as store:
+        add_phone(store, "SEP0000000000D1", operation="install_upgrade", locked=1, auth_failures=5)
+        add_phone(store, "SEP0000000000D2", operation="delete")
+        add_phone(store, "SEP0000000000D3")
+
+    def names(query):
+        info = run(capf_info, {"store": location, "gather": ["phones"], "query": query})
+        return [item["device_name"] for item in info["phones"]]
+
+    assert names({"locked": True}) == ["SEP0000000000D1"]
+    assert names({"locked": False}) == ["SEP0000000000D2", "SEP0000000000D3"]
+    assert names({"certificate_operation": ["delete", "none"]}) == ["SEP0000000000D2", "SEP0000000000D3"]
+    assert names({"certificate_operation": ["install_upgrade"], "locked": False}) == []
+    assert names({}) == ["SEP0000000000D1", "SEP0000000000D2", "SEP0000000000D3"]
+    refused = run(capf_info, {"store": location, "query": {"certificate_operation": ["renew"]}})
+    assert refused["failed"] and "certificate_operation" in refused["msg"]

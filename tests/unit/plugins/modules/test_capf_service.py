@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 from support import certfactory
-from ansible_collections.opencapf.capf.plugins.modules import capf_service, capf_trust_cert
+from ansible_collections.opencapf.capf.plugins.modules import capf_info, capf_service, capf_trust_cert
 from support.stores import query, store_exists
 
 EST = {"hostname": "ca.example.com", "type": "est", "profile_label": "phones", "username": "capf",
@@ -153,3 +155,31 @@ def test_online_ca_authentication_mutual_tls_and_ec_options(run, location, tmp_p
     plain = run(capf_service, {"store": location, "online_ca": EST, "update_password": "on_create"})
     assert plain["changed"] is True and "client_key" not in plain["online_ca"]
     assert run(capf_service, {"store": location, "online_ca": EST, "update_password": "on_create"})["changed"] is False
+
+
+MONITOR = {"monitor_warn_days": [14, 3], "monitor_recipients": ["voice@example.com"], "monitor_sender": "capf@example.com",
+           "monitor_smtp_host": "smtp.example.com", "monitor_smtp_port": 465, "monitor_smtp_security": "tls",
+           "monitor_smtp_username": "capf", "monitor_smtp_password": "Smtp-S3cret-9f"}
+
+
+def test_monitor_settings_converge_with_a_sealed_password_and_show_in_capf_info(run, location):
+    checked = run(capf_service, dict(MONITOR, store=location), check=True)
+    assert checked["changed"] and checked["monitor_smtp_password"] == "(set)"
+    first = run(capf_service, dict(MONITOR, store=location))
+    assert first["changed"] and first["parameters"]["monitor_warn_days"] == [14, 3]
+    assert sorted(first["changed_parameters"]) == sorted(name for name in MONITOR if name != "monitor_smtp_password")
+    again = run(capf_service, dict(MONITOR, store=location))
+    assert not again["changed"] and again["monitor_smtp_password"] == "(set)"
+    other = run(capf_service, {"store": location, "monitor_smtp_password": "Another-0ne"})
+    assert other["changed"] and other["monitor_smtp_password"] == "(changed)" and other["changed_parameters"] == []
+    info = run(capf_info, {"store": location, "gather": ["service", "expiring_certificates", "monitor"]})
+    assert info["service"]["monitor_smtp_password"] == "(set)"
+    assert info["expiring_certificates"] == [] and info["monitor"] == {"last_run": None, "last_success": None,
+                                                                        "next_check": None}
+    for result in (checked, first, again, other, info):
+        assert "Smtp-S3cret-9f" not in json.dumps(result) and "Another-0ne" not in json.dumps(result)
+    assert _count(location, "SELECT count(*) FROM secrets WHERE name = 'monitor.smtp_password'") == 1
+    bad = run(capf_service, {"store": location, "monitor_recipients": ["ops@example.com", "x"]})
+    assert bad["failed"] and bad["msg"] == "monitor_recipients[1] must be an e-mail address such as capf@example.com, got 'x'"
+    bad = run(capf_service, {"store": location, "monitor_smtp_security": "none"})
+    assert bad["failed"] and bad["msg"].startswith("monitor_smtp_security must be starttls or tls with monitor_smtp_username")

@@ -1,5 +1,6 @@
 """One path per change: the same requested change of a phone's settings, asked for by capf_phone, a
-bulk job, a CSV import or the declarative file, leaves the same stored row and the same audit event.
+bulk job, a CSV import, the declarative file, a device template (re-)applied to it or the first sync
+of an LDAP directory (a real slapd) listing it, leaves the same stored row and the same audit event.
 Every change in an SQLite store; an operation, a generated and a removed authentication string and a
 new phone in a PostgreSQL store too."""
 
@@ -11,15 +12,16 @@ import pytest
 
 from ansible_collections.opencapf.capf.plugins.modules import capf_phone
 
-from _opencapf import authstrings, bulk, phone_config
+from _opencapf import authstrings, bulk, directory, phone_config, templates
 from _opencapf.declarative import deployment, document
 from _opencapf.store import open_store
+from support.slapd import DEVICE_ATTRIBUTE, SYNC_DN
 from support.stores import backend_cases, query, store_exists
 
 NAME = "SEP001122334455"
 SEED = {"certificate_operation": "install_upgrade", "description": "Lobby", "device_pool": "HQ"}
-PATHS = ("capf_phone", "bulk", "csv", "apply")
-CREATING_PATHS = ("capf_phone", "csv", "apply")  # a bulk job's query only finds phones that exist
+PATHS = ("capf_phone", "bulk", "csv", "apply", "template", "ldap")
+CREATING_PATHS = ("capf_phone", "csv", "apply", "template", "ldap")  # a bulk job's query only finds phones that exist
 # Columns that differ by when or how a change was made, never by what it was.
 VOLATILE = ("id", "created_at", "updated_at", "auth_salt", "auth_hash")
 
@@ -49,7 +51,7 @@ def _seed(store_path, settings):
         phone_config.converge(store, NAME, settings=settings, auth=auth)
 
 
-def _through(path, run, store_path, settings, secret):
+def _through(path, run, store_path, settings, secret, slapd_server=None):
     """Ask for the change through one path; return the generated string (or None)."""
     if path == "capf_phone":
         args = dict(settings, name=NAME.lower(), store=store_path)
@@ -71,6 +73,24 @@ def _through(path, run, store_path, settings, secret):
             columns = ["device_name", *settings] + (["authentication_string"] if secret else [])
             cells = [NAME, *(str(value) for value in settings.values())] + ([secret] if secret else [])
             result = bulk.converge(store, csv_content=",".join(columns) + "\n" + ",".join(cells) + "\n")
+            return result["authentication_strings"][0]["authentication_string"] \
+                if result["authentication_strings"] else None
+        if path in ("template", "ldap"):
+            template = dict(settings)
+            if secret == "generate":
+                template["generate_authentication_string"] = True
+            elif secret is not None:
+                template["authentication_string"] = secret
+            templates.define(store, "Requested", template)
+            if path == "ldap":  # the first sync of a directory whose one entry lists the phone
+                base = slapd_server.new_base({"lobby": (NAME.lower(),)})
+                result = directory.sync(store, {
+                    "name": "corp", "urls": [slapd_server.ldaps_url], "ca_file": slapd_server.ca_file,
+                    "bind_dn": SYNC_DN, "search_base": base, "mapping": "attribute",
+                    "device_attribute": DEVICE_ATTRIBUTE, "device_template": "Requested"},
+                    bind_password=slapd_server.sync_password)
+            else:
+                result = templates.apply(store, "Requested", [NAME.lower()], via="template", existing="reapply")
             return result["authentication_strings"][0]["authentication_string"] \
                 if result["authentication_strings"] else None
         item = dict(settings, name=NAME)
@@ -99,7 +119,7 @@ def _last_event(location):
 @pytest.mark.usefixtures("location")  # the backend, and the state directory of a PostgreSQL store
 @pytest.mark.parametrize("store_location, change", backend_cases(sorted(CHANGES), ON_POSTGRESQL),
                          indirect=["store_location"])
-def test_every_path_stores_the_same_row_and_audit_event(change, run, more_store_locations):
+def test_every_path_stores_the_same_row_and_audit_event(change, run, more_store_locations, slapd_server):
     seed, settings, secret = CHANGES[change]
     outcomes = {}
     for path in PATHS if seed is not None else CREATING_PATHS:
@@ -107,7 +127,7 @@ def test_every_path_stores_the_same_row_and_audit_event(change, run, more_store_
         if seed is not None:
             _seed(where, seed)
         before = _last_event(where)
-        generated = _through(path, run, where, settings, secret)
+        generated = _through(path, run, where, settings, secret, slapd_server)
         row, events = _state(where, before)
         with open_store(where) as store:
             key = store.secret()

@@ -14,7 +14,10 @@ from support.stores import query, store_exists
 
 MODULE_ARGS = {
     "capf_bulk_update": {"query": {"names": ["SEP001122334455"]}, "set": {"key_order": "ec_preferred"}},
+    "capf_device_template": {"name": "Softphones", "device_pool": "Soft"},
     "capf_info": {},
+    "capf_ldap_sync": {"name": "corp", "urls": ["ldaps://localhost:1"], "search_base": "dc=example,dc=org",
+                       "device_template": "jabber"},
     "capf_offline_ca": {"state": "exported", "path": "{outside}/csr-out"},
     "capf_phone": {"name": "SEP001122334455", "certificate_operation": "install_upgrade"},
     "capf_service": {"validity_days": 730},

@@ -26,7 +26,7 @@ def test_created_certificate_follows_the_capf_rules(store, key_type, kind, size)
     assert constraints.critical and constraints.value.ca and constraints.value.path_length == 0
     usage = certificate.extensions.get_extension_for_class(x509.KeyUsage)
     assert usage.critical and usage.value.digital_signature and usage.value.key_cert_sign
-    assert not usage.value.key_encipherment and not usage.value.crl_sign
+    assert not usage.value.key_encipherment and usage.value.crl_sign  # it signs the CAPF CRL
     ski = certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     aki = certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
     assert aki.key_identifier == ski.digest

@@ -44,6 +44,10 @@ def test_minimal_document_is_valid():
     ("opencapf: 1\nphones:\n  - name: PHONE1\n", "phones[0].name: must be SEP"),
     ("opencapf: 1\nservice:\n  online_ca: {hostname: ca.example.com, type: adcs}\n",
      "service.online_ca.type: must be one of microsoft, est, got 'adcs'"),
+    ("opencapf: 1\nservice:\n  parameters:\n    monitor_warn_days: [30, 0]\n",
+     "service.parameters.monitor_warn_days[1]: must be 1\u20133650, got 0"),
+    ("opencapf: 1\nservice:\n  parameters:\n    monitor_smtp_security: ssl\n",
+     "service.parameters.monitor_smtp_security: must be one of starttls, tls, none, got 'ssl'"),
     ("opencapf: 2\n", "opencapf: must be 1 (the file format version)"),
     ("phones: []\n", "opencapf: is required"),
 ])

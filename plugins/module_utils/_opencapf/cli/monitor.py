@@ -1,0 +1,51 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""``monitor run|show``: the certificate monitor on demand, and what it found and did last."""
+
+from __future__ import annotations
+
+from .. import monitor
+from ..store import opened
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("monitor", help="check certificate expiry now, or show the monitor's last run")
+    verbs = parser.add_subparsers(dest="monitor_command", metavar="ACTION", parser_class=type(parser))
+    verbs.required = True
+    run = verbs.add_parser("run", help="check every certificate now and send the warning mail that is due")
+    run.add_argument("--now", metavar="TIME", help="pretend it is this UTC time (ISO 8601); default: now")
+    run.set_defaults(handler=_run)
+    show = verbs.add_parser("show", help="the certificates within the warn window and the monitor's last run")
+    show.add_argument("--now", metavar="TIME", help="pretend it is this UTC time (ISO 8601); default: now")
+    show.set_defaults(handler=_show)
+
+
+def _run(args, output) -> int:
+    with opened(args.store, actor="monitor", create=False) as store:
+        result = monitor.check(store, args.now)
+    lines = [f"{result['checked_at']}: {result['result']}; {result['found']} certificate(s) within the warn window, "
+             f"{result['warnings']} warning(s) due, {result['mails_sent']} mail(s) sent"]
+    if result["error"]:
+        lines.append(f"error after {result['attempts']} attempt(s): {result['error']}")
+    lines += [f"  {item['not_after']}  {item['days_left']:>5} days  {item['kind']:<18} {item['subject']}"
+              for item in result["certificates"]]
+    output.result(result, "\n".join(lines))
+    return 1 if result["result"] == "failed" else 0
+
+
+def _show(args, output) -> int:
+    with opened(args.store, actor="cli", create=False) as store:
+        expiring = monitor.expiring(store, args.now)
+        with store.read() as tx:
+            state = monitor.status(tx)
+    result = {"expiring_certificates": expiring, "monitor": state}
+    last = state["last_run"]
+    lines = ["last run: never" if last is None else
+             f"last run: {last['checked_at']} {last['result']}, {last['warnings']} warning(s) due, {last['mails_sent']} "
+             f"mail(s) sent{'; error: ' + last['error'] if last['error'] else ''}",
+             f"next check: {state['next_check'] or 'when the service next ticks'}",
+             f"{len(expiring)} certificate(s) within the warn window"]
+    lines += [f"  {item['not_after']}  {item['days_left']:>5} days  {item['kind']:<18} {item['subject']}"
+              for item in expiring]
+    output.result(result, "\n".join(lines))
+    return 0

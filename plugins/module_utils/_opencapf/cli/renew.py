@@ -1,0 +1,34 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""``renew run``: automatic renewal on demand (the CAPF service runs it on its own as well)."""
+
+from __future__ import annotations
+
+from .. import renewal
+from ..store import opened
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("renew", help="automatic renewal of LSCs that are about to expire")
+    verbs = parser.add_subparsers(dest="renew_command", metavar="ACTION", parser_class=type(parser))
+    verbs.required = True
+    run = verbs.add_parser("run", help="schedule install_upgrade for the phones whose LSC expires within "
+                                       "renew_before_days, at most renew_max_per_day in any 24 hours")
+    run.add_argument("--now", metavar="TIME", help="pretend it is this UTC time (ISO 8601); default: now")
+    run.set_defaults(handler=_run)
+
+
+def _run(args, output) -> int:
+    with opened(args.store, actor="scheduler", create=False) as store:
+        result = renewal.run(store, args.now)
+    if not result["enabled"]:
+        text = "automatic renewal is off (the renew_before_days service parameter is 0)"
+    else:
+        names = [item["name"] for item in result["scheduled"]]
+        text = (f"install_upgrade scheduled for {len(names)} phone(s): {', '.join(names)}" if names
+                else f"no renewal scheduled at {result['at']}")
+        if result["more_due"]:
+            text += f"\nmore phones are due; {result['left_today']} more may be scheduled in the 24 hours before " \
+                    f"{result['at']} (renew_max_per_day)"
+    output.result(result, text)
+    return 0

@@ -1,0 +1,77 @@
+# Copyright: contributors to opencapf.capf
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Automatic renewal: install_upgrade for phones whose LSC is about to expire, bounded per day.
+
+Off unless the ``renew_before_days`` service parameter is set. One run, in one write transaction,
+finds the phones whose current LSC is installed and expires within ``renew_before_days`` of now,
+that have no operation pending or in progress, are not in ``auth_string`` mode (nobody would type
+the string) and whose LSC was not renewed before (``store.renewals.due``), soonest expiry first,
+and schedules ``install_upgrade`` for as many of them as ``renew_max_per_day`` still allows in the
+24 hours before now. The change goes through the one converge path of phone settings
+(``phone_config.converge_many``, ``via: renewal``), so every phone gets the same ``phone.update``
+audit event as in a bulk update, and the run one ``renewal.schedule`` event like a bulk job's
+``bulk.apply``. A second run changes nothing: a scheduled phone's operation is pending, and each
+LSC is renewed once. The CAPF service runs it on its scheduler's lead (``server.scheduling``);
+``opencapf renew run`` runs it on demand.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+from .phone_config import PhoneRequest, converge_many
+from .store import Store, audit
+from .store import renewals as renewal_records
+from .store import service as service_records
+from .vocabulary import format_utc, parse_utc, utc_now
+
+ACTION = "renewal.schedule"
+SETTINGS = {"operation": "install_upgrade"}  # store columns, as phone_config.check_settings gives them
+DAY = _dt.timedelta(days=1)
+
+
+def run(store: Store, now=None) -> dict[str, Any]:
+    """Schedule the renewals due at ``now`` (default: the current time; ISO text or a datetime)."""
+    moment = parse_utc(now, "now") if now is not None else utc_now()
+    at = format_utc(moment)
+    with store.read() as tx:  # most runs find nothing to do: they take no write lock
+        plan = _plan(tx, moment)
+    rows: list = []
+    if plan["enabled"] and plan["rows"]:
+        secret = store.secret()
+        with store.transaction() as tx:
+            plan = _plan(tx, moment)  # again under the write lock: another process may have run meanwhile
+            rows = plan["rows"]
+            if rows:
+                converge_many(tx, store.actor, secret, [(row, PhoneRequest(row["name"], SETTINGS,
+                                                                           prefix=f"phone {row['name']}: "))
+                                                        for row in rows], via="renewal", reissue=True)
+                renewal_records.record_many(tx, at, [(row["id"], row["lsc_id"]) for row in rows])
+                audit.record(tx, store.actor, ACTION, "renewal", scheduled=len(rows), at=at,
+                             renew_before_days=plan["days"], renew_max_per_day=plan["per_day"],
+                             expires_before=plan["expires_before"])
+            # Phones still due once these are scheduled wait for room in the next 24 hours.
+            if plan["enabled"]:
+                plan["more_due"] = bool(renewal_records.due(tx, plan["expires_before"], 1))
+    if not plan["enabled"]:
+        return {"enabled": False, "changed": False, "at": at, "scheduled": []}
+    return {"enabled": True, "changed": bool(rows), "at": at, "expires_before": plan["expires_before"],
+            "scheduled": [{"name": row["name"], "lsc_not_after": row["lsc_not_after"]} for row in rows],
+            "left_today": plan["room"] - len(rows), "more_due": plan["more_due"]}
+
+
+def _plan(tx, moment: _dt.datetime) -> dict[str, Any]:
+    parameters = service_records.read(tx)
+    days, per_day = int(parameters["renew_before_days"]), int(parameters["renew_max_per_day"])
+    if days == 0:
+        return {"enabled": False, "rows": []}
+    room = max(0, per_day - renewal_records.count_since(tx, format_utc(moment - DAY)))
+    expires_before = format_utc(moment + _dt.timedelta(days=days))
+    rows = renewal_records.due(tx, expires_before, room)
+    more = bool(renewal_records.due(tx, expires_before, 1)) if not rows else False
+    return {"enabled": True, "days": days, "per_day": per_day, "room": room, "expires_before": expires_before,
+            "rows": rows, "more_due": more}
+
+
+__all__ = ["ACTION", "run"]

@@ -1,0 +1,131 @@
+"""Revocation and CRL records on both backends: every way an LSC is revoked records its RFC 5280 reason
+and time with one audit event; the CRL number only grows; a store revoked under an earlier schema gets
+reasons from the migration."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from _opencapf.errors import CertificateError
+from _opencapf.store import certificates, crls, migrate, open_store, phones
+from _opencapf.store.migrations import LATEST_VERSION
+from _opencapf.store.sqlite import SqliteBackend
+from _opencapf.store import Store
+from _opencapf.vocabulary import REVOCATION_REASONS
+
+NAME = "SEP0011223344AA"
+
+
+def _lsc(tx, phone_id, serial, status="installed", not_after="2030-01-01T00:00:00Z"):
+    return certificates.insert(tx, phone_id=phone_id, kind="lsc", serial=serial, issuer="capf", fingerprint=serial * 4,
+                               public_key_fingerprint=serial, status=status, source="capf", pem="-",
+                               not_before="2026-01-01T00:00:00Z", not_after=not_after)
+
+
+def _events(tx, action):
+    return [json.loads(row["details"]) for row in tx.query(
+        "SELECT details FROM audit_events WHERE action = ? ORDER BY id", (action,))]
+
+
+def test_every_revocation_path_records_reason_time_and_one_event(store):
+    with store.transaction() as tx:
+        phone = phones.ensure(tx, "test", NAME)
+        old, new = _lsc(tx, phone["id"], "a1"), _lsc(tx, phone["id"], "a2", status="issued")
+        certificates.install(tx, "test", phone, new)  # superseded
+        certificates.revoke_installed(tx, "test", phone)  # deleted from the phone
+        third = _lsc(tx, phone["id"], "a3", status="issued")
+        certificates.revoke(tx, "test", third, NAME, "key_compromise", "2026-12-01T10:00:00Z")  # by an operator
+    with store.read() as tx:
+        rows = {row["serial"]: row for row in certificates.revoked_lscs(tx, "capf")}
+        events = _events(tx, "certificate.revoked")
+        newest = [row["serial"] for row in certificates.revoked_lscs(tx, newest=2)]
+    assert newest == ["a2", "a1"]  # a3 was revoked as of an earlier time
+    assert {serial: row["revocation_reason"] for serial, row in rows.items()} == {
+        "a1": "superseded", "a2": "cessation_of_operation", "a3": "key_compromise"}
+    assert all(row["revoked_at"] for row in rows.values())
+    assert rows["a3"]["revoked_at"] == "2026-12-01T10:00:00Z"
+    assert sorted(event["reason"] for event in events) == ["cessation_of_operation", "key_compromise", "superseded"]
+    assert old in {event["certificate_id"] for event in events}
+
+
+def test_a_reason_outside_the_vocabulary_is_refused(store):
+    with store.transaction() as tx:
+        phone = phones.ensure(tx, "test", NAME)
+        lsc = _lsc(tx, phone["id"], "b1")
+    with pytest.raises(CertificateError, match="revocation reason must be one of"):
+        with store.transaction() as tx:
+            certificates.revoke(tx, "test", lsc, NAME, "certificate_hold")
+    assert "certificate_hold" not in REVOCATION_REASONS
+
+
+def test_expired_unrevoked_and_the_revocation_mark(store):
+    with store.transaction() as tx:
+        phone = phones.ensure(tx, "test", NAME)
+        expired = _lsc(tx, phone["id"], "c1", not_after="2026-01-02T00:00:00Z")
+        _lsc(tx, phone["id"], "c2", status="stale", not_after="2026-01-02T00:00:00Z")
+        _lsc(tx, phone["id"], "c3", not_after="2031-01-01T00:00:00Z")
+        mark = certificates.revocation_mark(tx, "capf")
+    with store.read() as tx:
+        assert [row["id"] for row in certificates.expired_unrevoked(tx, "2026-06-01T00:00:00Z")] == [expired]
+    with store.transaction() as tx:
+        certificates.revoke(tx, "test", expired, NAME, "cessation_of_operation")
+    with store.read() as tx:
+        assert certificates.expired_unrevoked(tx, "2026-06-01T00:00:00Z") == []
+        assert certificates.revocation_mark(tx, "capf") != mark
+
+
+def test_crl_numbers_only_grow_and_the_newest_is_served(store):
+    with store.read() as tx:
+        assert crls.latest(tx) is None and crls.next_number(tx) == 1
+    for _round in range(13):
+        with store.transaction() as tx:
+            number = crls.next_number(tx)
+            crls.insert(tx, "test", number=number, signer_fingerprint="f", this_update="2026-12-01T00:00:00Z",
+                        next_update="2026-12-08T00:00:00Z", entries=0, revocation_mark="0:", der=bytes([number]))
+    with store.read() as tx:
+        latest = crls.latest(tx)
+        assert latest["number"] == 13 and latest["der"] == bytes([13])
+        assert crls.next_number(tx) == 14
+        assert tx.scalar("SELECT COUNT(*) FROM crls") == 11  # the newest and the ten before it
+
+
+def test_migration_gives_earlier_revocations_a_reason(tmp_path):
+    directory = tmp_path / "old"
+    directory.mkdir(mode=0o700)
+    path = str(directory / "capf.db")
+    backend = SqliteBackend(path)
+    migrate(backend, target=6)
+    with Store(backend, str(directory), "test") as old:
+        with old.transaction() as tx:
+            phone = phones.ensure(tx, "test", NAME)
+            replaced = _lsc(tx, phone["id"], "d1", status="revoked")
+            deleted = _lsc(tx, phone["id"], "d2", status="revoked")
+    with open_store(path, actor="test") as store:
+        assert store.schema_version() == LATEST_VERSION
+        with store.read() as tx:
+            rows = {row["id"]: row for row in certificates.revoked_lscs(tx)}
+    assert rows[replaced]["revocation_reason"] == "superseded"
+    assert rows[deleted]["revocation_reason"] == "cessation_of_operation"
+    assert rows[deleted]["revoked_at"]
+
+
+def test_removing_a_phone_revokes_its_lscs_and_keeps_them_on_the_crl_list(store):
+    with store.transaction() as tx:
+        phone = phones.ensure(tx, "test", NAME)
+        replaced = _lsc(tx, phone["id"], "e1", status="issued")
+        current = _lsc(tx, phone["id"], "e2", status="issued")
+        certificates.install(tx, "test", phone, replaced)
+        certificates.install(tx, "test", phone, current)
+        waiting = _lsc(tx, phone["id"], "e3", status="issued")
+        mark = certificates.revocation_mark(tx, "capf")
+    assert waiting
+    with store.transaction() as tx:
+        assert phones.delete(tx, "test", NAME)
+    with store.read() as tx:
+        listed = {row["serial"]: (row["device_name"], row["revocation_reason"]) for row in certificates.revoked_lscs(tx, "capf")}
+        assert certificates.revocation_mark(tx, "capf") != mark
+        assert tx.scalar("SELECT COUNT(*) FROM certificates") == 0
+    assert listed == {"e1": (NAME, "superseded"), "e2": (NAME, "cessation_of_operation"),
+                      "e3": (NAME, "cessation_of_operation")}

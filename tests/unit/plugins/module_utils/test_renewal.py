@@ -1,0 +1,160 @@
+"""Automatic renewal and the store's figures for the metrics endpoint, on both store backends."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import prometheus_client as client
+import pytest
+
+from _opencapf import renewal
+from _opencapf.server import metrics
+from _opencapf.store import certificates as certificate_records
+from _opencapf.store import phones as phone_records
+from _opencapf.store import renewals as renewal_records
+from _opencapf.store import service as service_records
+from _opencapf.vocabulary import format_utc, parse_utc
+
+T0 = parse_utc("2031-03-01T12:00:00Z", "now")
+DAY = datetime.timedelta(days=1)
+
+
+@pytest.fixture
+def store(store_on_both):
+    return store_on_both
+
+
+def _phone(store, name, *, expires, status="installed", **settings):
+    """A phone whose operation succeeded, with an LSC of ``status`` that expires at ``expires``."""
+    settings.setdefault("operation", "install_upgrade")
+    settings.setdefault("operation_status", "succeeded")
+    with store.transaction() as tx:
+        phone = phone_records.create(tx, "test", name, **settings)
+        _lsc(tx, phone, expires, status)
+    return phone
+
+
+def _lsc(tx, phone, expires, status="installed"):
+    serial = f"{phone['id']:x}{int(expires.timestamp()):x}"
+    return certificate_records.insert(tx, phone_id=phone["id"], kind="lsc", serial=serial, issuer="CN=CAPF-test",
+                                      fingerprint="f" + serial, public_key_fingerprint="k" + serial, status=status,
+                                      source="capf", pem="-", not_before=format_utc(expires - 365 * DAY),
+                                      not_after=format_utc(expires))
+
+
+def _enable(store, days=30, per_day=4):
+    with store.transaction() as tx:
+        service_records.write(tx, "test", {"renew_before_days": days, "renew_max_per_day": per_day})
+
+
+def _names(result):
+    return [item["name"] for item in result["scheduled"]]
+
+
+def test_off_by_default_and_changes_nothing(store):
+    _phone(store, "SEP000000000001", expires=T0 + DAY)
+    result = renewal.run(store, T0)
+    assert result == {"enabled": False, "changed": False, "at": format_utc(T0), "scheduled": []}
+    with store.read() as tx:
+        assert phone_records.get(tx, "SEP000000000001")["operation_status"] == "succeeded"
+
+
+def test_only_phones_whose_installed_lsc_expires_in_the_window_and_that_are_idle(store):
+    _phone(store, "SEP000000000001", expires=T0 + 5 * DAY)
+    _phone(store, "SEP000000000002", expires=T0 + 2 * DAY)
+    _phone(store, "SEP000000000003", expires=T0 + 40 * DAY)  # outside the window
+    _phone(store, "SEP000000000004", expires=T0 + DAY, operation_status="pending")
+    _phone(store, "SEP000000000005", expires=T0 + DAY, operation_status="in_progress")
+    _phone(store, "SEP000000000006", expires=T0 + DAY, auth_mode="auth_string")
+    _phone(store, "SEP000000000007", expires=T0 + DAY, status="revoked")
+    _phone(store, "SEP000000000008", expires=T0 + DAY, operation="none", operation_status="none")
+    _phone(store, "SEP000000000009", expires=T0 - DAY, operation_status="lapsed")  # expired already: renew too
+    _enable(store, per_day=10)
+    result = renewal.run(store, T0)
+    assert _names(result) == ["SEP000000000009", "SEP000000000008", "SEP000000000002", "SEP000000000001"]
+    assert result["changed"] is True and result["more_due"] is False and result["left_today"] == 6
+    with store.read() as tx:
+        rows = phone_records.by_name(tx)
+        events = tx.query("SELECT subject, details FROM audit_events WHERE action = 'phone.update' ORDER BY subject")
+        summary = tx.query("SELECT details FROM audit_events WHERE action = 'renewal.schedule'")
+    assert {name for name, row in rows.items() if row["operation_status"] == "pending"} == \
+        {"SEP000000000001", "SEP000000000002", "SEP000000000004", "SEP000000000008", "SEP000000000009"}
+    assert rows["SEP000000000008"]["operation"] == "install_upgrade"
+    assert [json.loads(event["details"]) for event in events] == [
+        {"operation_status": "pending", "via": "renewal"},
+        {"operation_status": "pending", "via": "renewal"},
+        {"certificate_operation": "install_upgrade", "operation_status": "pending", "via": "renewal"},
+        {"operation_status": "pending", "via": "renewal"},
+    ]
+    assert json.loads(summary[0]["details"])["scheduled"] == 4
+    again = renewal.run(store, T0)
+    assert again["changed"] is False and again["scheduled"] == []
+
+
+def test_at_most_so_many_in_any_rolling_day_until_every_lsc_is_renewed_once(store):
+    """The invariant over a walk of runs every 5 hours for ten days, phones enrolling in between: no
+    24 hours hold more than ``renew_max_per_day`` renewals, the soonest expiry goes first, every LSC
+    in the window is renewed exactly once, and once all are renewed a run changes nothing."""
+    per_day, fleet = 3, 14
+    for index in range(fleet):
+        _phone(store, f"SEP{index + 1:012X}", expires=T0 + (index % 7 + 2) * DAY)
+    _enable(store, days=30, per_day=per_day)
+    moments, scheduled = [], []
+    moment = T0
+    while moment < T0 + 10 * DAY:
+        result = renewal.run(store, moment)
+        with store.read() as tx:
+            due_before = [row["lsc_not_after"] for row in renewal_records.due(tx, result["expires_before"], fleet)]
+        names = _names(result)
+        moments.append(moment)
+        scheduled.append(names)
+        assert all(item["lsc_not_after"] <= later for item in result["scheduled"] for later in due_before)
+        _enrol(store, names, moment)
+        moment += datetime.timedelta(hours=5)
+    for at in moments:
+        in_day = sum(len(scheduled[j]) for j, other in enumerate(moments) if at - DAY < other <= at)
+        assert in_day <= per_day, (at, in_day)
+    renewed = [name for names in scheduled for name in names]
+    assert sorted(renewed) == sorted(f"SEP{index + 1:012X}" for index in range(fleet))
+    assert renewal.run(store, moments[-1] + DAY)["scheduled"] == []
+    with store.read() as tx:
+        assert renewal_records.count_since(tx, format_utc(T0)) == fleet
+
+
+def _enrol(store, names, moment):
+    """The phones' sessions: each gets a new LSC valid for a year and its operation succeeds."""
+    with store.transaction() as tx:
+        for name in names:
+            phone = phone_records.get(tx, name)
+            certificate_records.install(tx, "test", phone, _lsc(tx, phone, moment + 365 * DAY, "issued"))
+            phone_records.set_operation_result(tx, "test", phone, "succeeded")
+
+
+def test_a_deleted_phone_takes_its_renewals_along(store):
+    _phone(store, "SEP000000000001", expires=T0 + DAY)
+    _enable(store)
+    assert _names(renewal.run(store, T0)) == ["SEP000000000001"]
+    with store.transaction() as tx:
+        phone_records.delete(tx, "test", "SEP000000000001")
+    with store.read() as tx:
+        assert renewal_records.count_since(tx, format_utc(T0 - DAY)) == 0
+
+
+def test_store_figures_of_the_metrics_endpoint(store):
+    _phone(store, "SEP000000000001", expires=T0 + 10 * DAY)
+    _phone(store, "SEP000000000002", expires=T0 + 29 * DAY)
+    _phone(store, "SEP000000000003", expires=T0 + 31 * DAY)
+    _phone(store, "SEP000000000004", expires=T0 - DAY)  # expired: not "expiring"
+    _phone(store, "SEP000000000005", expires=T0 + DAY, status="revoked")
+    _phone(store, "SEP000000000006", expires=T0 + DAY, status="stale", locked=1)
+    with store.read() as tx:
+        assert certificate_records.lsc_counts(tx) == {"installed": 4, "revoked": 1, "stale": 1}
+        assert certificate_records.installed_lscs_expiring_count(tx, format_utc(T0), format_utc(T0 + 30 * DAY)) == 2
+        assert phone_records.locked_count(tx) == 1
+    collector = metrics.StoreCollector(store.location, store.state_dir, client, clock=lambda: T0)
+    samples = {(sample.name, tuple(sample.labels.values())): sample.value
+               for family in collector.collect() for sample in family.samples}
+    assert samples == {("opencapf_store_up", ()): 1, ("opencapf_lscs", ("installed",)): 4,
+                       ("opencapf_lscs", ("revoked",)): 1, ("opencapf_lscs", ("stale",)): 1,
+                       ("opencapf_lscs_expiring_30d", ()): 2, ("opencapf_phones_locked", ()): 1}
