@@ -52,6 +52,24 @@ def store_location(request, store_path):
 
 
 @pytest.fixture
+def more_store_locations(store_location, tmp_path, request):
+    """Further fresh store locations of the backend of ``store_location``: ``make(name)`` gives an SQLite
+    file in a directory of its own, or another fresh database on the same PostgreSQL server."""
+    made = []
+
+    def make(name: str) -> str:
+        if store_location.startswith("postgresql:"):
+            server = request.getfixturevalue("postgres_server")
+            made.append(server.create_database())
+            return server.dsn(made[-1])
+        return str(tmp_path / name / "capf.db")
+
+    yield make
+    for database in made:
+        request.getfixturevalue("postgres_server").drop_database(database)
+
+
+@pytest.fixture
 def store_on_both(store_location, state_dir):
     """A fresh, migrated store, once per backend; a test module or directory makes it its ``store``."""
     opened = open_store(store_location, state_dir=state_dir, actor="test")
@@ -65,12 +83,37 @@ def store_options(store_location, state_dir):
     return ["--store", store_location, "--state-dir", state_dir]
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "both_backends: run the test once with an SQLite store and once with a "
+                            "PostgreSQL one (the ``store`` fixture and everything built on it: ``ca_store``, "
+                            "``capf_server``, ``store_cli``)")
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.definition.get_closest_marker("both_backends") and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
+
 @pytest.fixture
-def store(store_path):
-    """A fresh, migrated store with no CAPF certificate yet."""
-    opened = open_store(store_path, actor="test")
+def backend(request):
+    """The backend of the test's ``store``: SQLite, or each in turn for a test marked ``both_backends``."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def store(backend, request, store_path, state_dir):
+    """A fresh, migrated store with no CAPF certificate yet: an SQLite file at ``store_path``, or (a test
+    marked ``both_backends``) also a fresh PostgreSQL database; its key files in ``state_dir`` either way."""
+    location = store_path if backend == "sqlite" else request.getfixturevalue("postgres_dsn")
+    opened = open_store(location, state_dir=state_dir, actor="test")
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def store_cli(store):
+    """The CLI options naming the test's ``store``, whichever its backend."""
+    return ["--store", store.location, "--state-dir", store.state_dir]
 
 
 @pytest.fixture
@@ -91,12 +134,12 @@ def ec_phone_key():
 
 
 @pytest.fixture
-def capf_server(ca_store, store_path):
-    """A running CAPF service on 127.0.0.1 (and ::1 when available), IPv6 enabled."""
+def capf_server(ca_store):
+    """A running CAPF service on 127.0.0.1 (and ::1 when available), IPv6 enabled, on the test's store."""
     with ca_store.transaction() as tx:
         service_records.write(tx, "test", {"enable_ipv6": True})
     addresses = ("127.0.0.1", "::1") if HAS_IPV6_LOOPBACK else ("127.0.0.1",)
-    running = RunningServer(store_path, addresses, step_timeout=5.0, handshake_timeout=5.0)
+    running = RunningServer(ca_store, addresses, step_timeout=5.0, handshake_timeout=5.0)
     yield running
     running.stop()
 

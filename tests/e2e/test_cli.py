@@ -1,4 +1,7 @@
-"""The CLI verbs of the protocol service: serve --daemon, phone enrol, mic-ca create, session limit."""
+"""The CLI verbs of the protocol service: serve --daemon, phone enrol, mic-ca create, session limit.
+
+SQLite only: nothing here depends on the store's backend (a daemon on a PostgreSQL store is in
+test_cluster.py)."""
 
 from __future__ import annotations
 
@@ -7,27 +10,17 @@ import os
 import signal
 import socket
 import ssl
-import time
 
 from support.protocol import RunningServer, add_phone, certificate_rows, openssl_verify
+from support.serving import wait_gone
 from support.tools import run_cli
 from support.phones import phone, run_enrol
 from _opencapf.ca import authority
 from _opencapf.store import service as service_records
 
 
-def _wait_gone(pid, seconds=20):
-    for _attempt in range(int(seconds / 0.05)):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def test_daemon_mic_ca_and_phone_enrol(ca_store, store_path, tmp_path):
-    store = ["--store", store_path]
+def test_daemon_mic_ca_and_phone_enrol(ca_store, store_cli, tmp_path):
+    store = store_cli
     created = json.loads(run_cli(*store, "--json", "mic-ca", "create", str(tmp_path / "mic"), "--trust",
                                  check=True).stdout)
     assert created["trusted"] is True and created["is_ca"] is True
@@ -55,7 +48,7 @@ def test_daemon_mic_ca_and_phone_enrol(ca_store, store_path, tmp_path):
         assert unknown.returncode == 1 and "unknown_device" in unknown.stdout
     finally:
         os.kill(pid, signal.SIGTERM)
-    assert _wait_gone(pid), "the daemon did not stop on SIGTERM"
+    assert wait_gone(pid), "the daemon did not stop on SIGTERM"
     log = log_file.read_text()
     assert "listening on 127.0.0.1" in log and "CAPF service stopped" in log and "Traceback" not in log
     assert not pid_file.exists()
@@ -72,10 +65,10 @@ def test_daemon_reports_why_it_cannot_start(store_path, tmp_path):
     assert failed.returncode == 1 and "address already in use" in failed.stderr.lower()
 
 
-def test_session_limit_queues_then_refuses_cleanly(ca_store, store_path, tmp_path):
+def test_session_limit_queues_then_refuses_cleanly(ca_store, tmp_path):
     with ca_store.transaction() as tx:
         service_records.write(tx, "test", {"max_sessions": 1})
-    server = RunningServer(store_path, ["127.0.0.1"], step_timeout=5.0, queue_timeout=0.5)
+    server = RunningServer(ca_store, ["127.0.0.1"], step_timeout=5.0, queue_timeout=0.5)
     try:
         add_phone(ca_store, "SEP00000000AAA1", operation="install_upgrade", key_order="ec")
         # A TLS client that has its AUTH_REQUEST holds the only session slot (a connection that has

@@ -11,14 +11,11 @@ the values the issue named, and one per subcommand, run through a real CLI proce
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import subprocess
-import sys
 
 import pytest
 
-from support.tools import ENGINE_PATH, run_cli
+from support.serving import Serving
+from support.tools import run_cli
 from _opencapf import vocabulary
 from _opencapf.cli import main as cli_main
 from _opencapf.cli import options
@@ -149,21 +146,14 @@ def test_the_real_command_refuses_with_one_line_and_status_2(tmp_path, argv, exp
     assert list(tmp_path.iterdir()) == []  # refused before the store was looked at
 
 
-def test_serve_starts_with_every_option_at_a_bound(ca_store, store_path):
+def test_serve_starts_with_every_option_at_a_bound(ca_store, tmp_path):
     """The bounds are usable: serve starts with each option at its minimum (the port at 0, any free
     port) and stops cleanly on SIGTERM."""
-    argv = ["--store", store_path, "serve", "--listen", "127.0.0.1", "--port", "0"]
+    argv = []
     for name, option in (("step_timeout", "--step-timeout"), ("handshake_timeout", "--handshake-timeout"),
                          ("queue_timeout", "--queue-timeout"), ("max_handshakes", "--max-handshakes"),
                          ("max_connections", "--max-connections"), ("store_threads", "--store-threads"),
                          ("enrolment_interval", "--enrolment-interval")):
         argv += [option, _text(vocabulary.LIMITS[name].bounds[0])]
-    process = subprocess.Popen([sys.executable, "-m", "_opencapf", *argv], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": ENGINE_PATH})
-    try:
-        line = process.stdout.readline()
-    finally:
-        process.send_signal(signal.SIGTERM)
-        _out, errors = process.communicate(timeout=60)
-    assert line.startswith("listening on 127.0.0.1 port "), line + errors
-    assert process.returncode == 0 and "Traceback" not in errors
+    serving = Serving.on(ca_store, tmp_path / "serve.log").start(*argv)
+    assert serving.stop() == 0 and "Traceback" not in serving.log()

@@ -17,6 +17,7 @@ import pytest
 from support.cluster import LEADER_LINE, Cluster, cluster_load, fleet_phones, prepare
 from support.phones import phone
 from support.protocol import add_phone
+from support.serving import wait_for, wait_gone
 from support.tools import run_cli
 from _opencapf import bulk
 from _opencapf.ca import certificates as c
@@ -45,15 +46,6 @@ def cluster_store(postgres_dsn, shared_state):
     store = open_store(postgres_dsn, state_dir=shared_state, actor="test")
     yield store
     store.close()
-
-
-def _wait(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return predicate()
 
 
 def _in(seconds):
@@ -134,7 +126,7 @@ def test_due_jobs_run_once_with_three_nodes_and_after_the_leader_is_killed(clust
 
     with Cluster(postgres_dsn, shared_state, str(tmp_path)).start() as cluster:
         first = [schedule(names[:2], 2), schedule(names[2:3], 3)]
-        assert _wait(lambda: sorted(e["subject"] for e in _job_events(cluster_store)) == sorted(first), 30)
+        assert wait_for(lambda: sorted(e["subject"] for e in _job_events(cluster_store)) == sorted(first), 30)
         time.sleep(2)  # two more ticks of every node: nothing may run a second time
         assert sorted(e["subject"] for e in _job_events(cluster_store)) == sorted(first)
         leader = cluster.leader()
@@ -142,7 +134,7 @@ def test_due_jobs_run_once_with_three_nodes_and_after_the_leader_is_killed(clust
 
         leader.kill()
         later = schedule(names[3:], 1)
-        assert _wait(lambda: later in [e["subject"] for e in _job_events(cluster_store)], 30), cluster.logs()
+        assert wait_for(lambda: later in [e["subject"] for e in _job_events(cluster_store)], 30), cluster.logs()
         time.sleep(2)
         successor = cluster.leader()
         codes = cluster.stop()
@@ -159,7 +151,7 @@ def test_two_processes_per_node_serve_a_postgresql_store(postgres_dsn, shared_st
     with Cluster(postgres_dsn, shared_state, str(tmp_path), count=1).start("--processes", "2") as cluster:
         summary = asyncio.run(asyncio.wait_for(run_fleet(fleet_phones(names), cluster.targets(capf_pem),
                                                          concurrency=10, retries=0), 60))
-        assert _wait(lambda: LEADER_LINE in cluster.logs(), 20)
+        assert wait_for(lambda: LEADER_LINE in cluster.logs(), 20)
         assert cluster.stop() == [0]
     assert (summary["ok"], summary["failed_by_reason"]) == (len(names), {})
     assert cluster.logs().count(LEADER_LINE) == 1 and "Traceback" not in cluster.logs()
@@ -195,5 +187,5 @@ def test_a_node_runs_as_a_daemon_on_the_postgresql_store(postgres_dsn, shared_st
     assert started.returncode == 0, started.stderr
     pid = json.loads(started.stdout)["pid"]
     os.kill(pid, signal.SIGTERM)
-    assert _wait(lambda: not os.path.exists(f"/proc/{pid}"), 20), "the daemon did not stop on SIGTERM"
+    assert wait_gone(pid), "the daemon did not stop on SIGTERM"
     assert "listening on 127.0.0.1" in log_file.read_text()

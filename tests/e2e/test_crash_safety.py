@@ -51,6 +51,7 @@ def run_until_killed(store_path, rng):
 
 
 def test_sigkill_during_issuance_keeps_store_consistent(tmp_path):
+    """SQLite only: a killed SQLite writer and the file's own checks (integrity_check, foreign_key_check)."""
     store_path = str(tmp_path / "capf.db")
     run_cli("--store", store_path, "init", check=True)
     rng = random.Random(20261127)

@@ -1,14 +1,20 @@
-"""plan/apply of a declarative file through the CLI, against a real store."""
+"""plan/apply of a declarative file through the CLI and through the playbook, against a real store.
+
+Everything on an SQLite store; on a PostgreSQL store too, the file planned, applied and planned again
+through the CLI and applied through the playbook (the modules). The rest runs on SQLite only, for CI
+time: the errors are found in the file, unmatched names are the modules' (test_unmatched_names.py, on
+both), and ``plan writes no byte`` watches the store's files (a PostgreSQL store opened read-only:
+test_postgresql.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import stat
 
 import pytest
 
+from support.stores import query
 from support.tools import run_cli
 
 DEPLOYMENT = """\
@@ -38,12 +44,12 @@ bulk:
 
 
 @pytest.fixture
-def deployment(tmp_path):
-    store = str(tmp_path / "capf.db")
+def deployment(store_cli, tmp_path):
+    """The CLI options naming the test's store, initialised, and the deployment file."""
     path = tmp_path / "deploy.yml"
     path.write_text(DEPLOYMENT)
-    run_cli("--store", store, "init", check=True)
-    return store, str(path)
+    run_cli(*store_cli, "init", check=True)
+    return store_cli, str(path)
 
 
 def test_plan_apply_then_no_changes(store_options, tmp_path):
@@ -71,15 +77,16 @@ def test_plan_apply_then_no_changes(store_options, tmp_path):
 
 def test_plan_changes_nothing(deployment):
     store, path = deployment
-    run_cli("--store", store, "plan", path, check=True)
-    info = run_cli("--store", store, "plan", path, check=True).stdout
+    run_cli(*store, "plan", path, check=True)
+    info = run_cli(*store, "plan", path, check=True).stdout
     assert "+ phones SEP001122334455" in info
 
 
 @pytest.mark.parametrize("version", ["previous", "current", "missing"])
 def test_plan_writes_no_byte(tmp_path, version):
     """Invariant: ``plan`` writes nothing to the store or beside it, whatever the store's schema
-    version, and a missing store stays missing; the plan is the same in every case."""
+    version, and a missing store stays missing; the plan is the same in every case. SQLite only: it
+    watches the store's files."""
     from _opencapf.store.migrations import MIGRATIONS
     from support.stores import populated_store
     from support.tools import snapshot
@@ -102,13 +109,13 @@ def test_schema_error_names_path_and_changes_nothing(deployment, tmp_path):
     store, _path = deployment
     bad = tmp_path / "bad.yml"
     bad.write_text(DEPLOYMENT.replace('"123456"', '"12"'))
-    result = run_cli("--store", store, "apply", str(bad))
+    result = run_cli(*store, "apply", str(bad))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "phones[2].authentication_string: must be 4\u201310 digits" in result.stderr
-    assert run_cli("--store", store, "plan", str(tmp_path / "bad.yml")).returncode == 1
+    assert run_cli(*store, "plan", str(tmp_path / "bad.yml")).returncode == 1
     good = tmp_path / "good.yml"
     good.write_text(DEPLOYMENT)
-    assert "+ phones SEP001122334455" in run_cli("--store", store, "plan", str(good), check=True).stdout
+    assert "+ phones SEP001122334455" in run_cli(*store, "plan", str(good), check=True).stdout
 
 
 def test_engine_rule_errors_carry_the_file_path(deployment, tmp_path):
@@ -117,17 +124,18 @@ def test_engine_rule_errors_carry_the_file_path(deployment, tmp_path):
     bad.write_text("opencapf: 1\nphones:\n  - name: SEP001122334455\n    security_mode: encrypted\n"
                    "    certificate_operation: install_upgrade\n    authentication_mode: auth_string\n"
                    "    authentication_string: '1234'\n")
-    result = run_cli("--store", store, "apply", str(bad))
+    result = run_cli(*store, "apply", str(bad))
     assert result.returncode == 1
     assert "phones[0].authentication_mode must not be auth_string" in result.stderr
 
 
 def test_schema_command_prints_json_schema(deployment):
     store, _path = deployment
-    printed = json.loads(run_cli("--store", store, "schema", check=True).stdout)
+    printed = json.loads(run_cli(*store, "schema", check=True).stdout)
     assert printed["properties"]["opencapf"]["const"] == 1
 
 
+@pytest.mark.both_backends
 def test_playbook_applies_the_same_file_with_the_same_result(deployment, tmp_path):
     from support.ansible_runner import changed_tasks, install_collection, playbook
     from support.tools import ROOT
@@ -135,11 +143,12 @@ def test_playbook_applies_the_same_file_with_the_same_result(deployment, tmp_pat
     store, path = deployment
     collections = install_collection(str(tmp_path / "collections"))
     apply = os.path.join(ROOT, "playbooks", "apply_deployment.yml")
-    first = playbook(collections, apply, "-e", f"deployment_file={path}", "-e", f"capf_store={store}")
+    location, state = store[1], {"OPENCAPF_STATE_DIR": store[3]}
+    first = playbook(collections, apply, "-e", f"deployment_file={path}", "-e", f"capf_store={location}", env=state)
     assert set(changed_tasks(first)) == {"Service parameters, online CA and CAPF certificate", "Phones", "Bulk jobs"}
     # The CLI sees the store exactly where its own apply would have left it.
-    assert run_cli("--store", store, "plan", path, check=True).stdout.strip() == "no changes"
-    second = playbook(collections, apply, "-e", f"deployment_file={path}", "-e", f"capf_store={store}")
+    assert run_cli(*store, "plan", path, check=True).stdout.strip() == "no changes"
+    second = playbook(collections, apply, "-e", f"deployment_file={path}", "-e", f"capf_store={location}", env=state)
     assert changed_tasks(second) == []
 
 
@@ -160,25 +169,25 @@ def test_file_fields_errors_name_their_path_in_the_file(deployment, tmp_path, bo
     path = tmp_path / "files.yml"
     path.write_text("opencapf: 1\n" + body)
     for verb in ("plan", "apply"):
-        result = run_cli("--store", store, verb, str(path))
+        result = run_cli(*store, verb, str(path))
         assert result.returncode == 1 and re.match(message, result.stderr.strip()), result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_bulk_names_not_in_the_store_warn_or_fail(deployment, tmp_path):
     store, path = deployment
-    run_cli("--store", store, "apply", path, check=True)
+    run_cli(*store, "apply", path, check=True)
     bulk = tmp_path / "bulk.yml"
     bulk.write_text("opencapf: 1\nbulk:\n  - query: {names: [SEP001122334455, SEP00112233445F]}\n"
                     "    set: {description: renamed}\n")
-    planned = run_cli("--store", store, "plan", str(bulk), check=True)
+    planned = run_cli(*store, "plan", str(bulk), check=True)
     assert planned.stderr == ("opencapf: warning: bulk[0].query.names: 1 device name(s) not in the store were "
                               "ignored: SEP00112233445F\n")
-    refused = run_cli("--store", store, "apply", "--fail-on-unmatched", str(bulk))
+    refused = run_cli(*store, "apply", "--fail-on-unmatched", str(bulk))
     assert refused.returncode == 1 and refused.stderr == (
         "opencapf: error: bulk[0].query.names names 1 device(s) that are not in the store: SEP00112233445F; nothing "
         "was changed (fail_on_unmatched)\n")
     bulk.write_text(bulk.read_text() + "    fail_on_unmatched: true\n")
-    assert run_cli("--store", store, "apply", str(bulk)).returncode == 1
-    with sqlite3.connect(store) as db:
-        assert db.execute("SELECT COUNT(*) FROM phones WHERE description = 'renamed'").fetchone()[0] == 0
+    assert run_cli(*store, "apply", str(bulk)).returncode == 1
+    assert query(store[1], "SELECT COUNT(*) AS n FROM phones WHERE description = 'renamed'", state_dir=store[3]) == [
+        {"n": 0}]

@@ -1,4 +1,9 @@
-"""Every operation x authentication mode x key type over real TLS on loopback, and the failures."""
+"""Every operation x authentication mode x key type over real TLS on loopback, and the failures.
+
+Every case with an SQLite store; with a PostgreSQL store too, one of each store path: installs (one
+with an authentication string, one authenticated by the LSC a first install gave), a delete, a
+troubleshoot fetch, the wrong-string lockout, a lapsed deadline, and the stale LSC left by a power
+failure (recovery on the next session)."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import pytest
 
 from support.protocol import add_phone, certificate_rows, openssl_verify, phone_row
 from support.phones import phone, run_enrol
+from support.stores import backend_cases
 from _opencapf.ca import certificates as c
 from _opencapf.store import phones as phone_records
 from _opencapf.store import service as service_records
@@ -15,6 +21,11 @@ from _opencapf.store import service as service_records
 AUTH_MODES = ["auth_string", "null_string", "existing_cert_lsc", "existing_cert_mic"]
 KEY_ORDERS = {"rsa": "rsa2048", "ec": "ec256", "ec_preferred": "ec256"}
 STRING = "4815162342"
+
+
+def _every_mode(key_orders, on_postgresql):
+    """Every authentication mode x ``key_orders`` on SQLite, the ``on_postgresql`` pairs on PostgreSQL too."""
+    return backend_cases([(auth_mode, key_order) for auth_mode in AUTH_MODES for key_order in key_orders], on_postgresql)
 
 
 def set_phone(store, name, **changes):
@@ -50,8 +61,9 @@ def prepared_phone(store, server, tmp_path, mic_ca, name, auth_mode, key_order="
     return identity
 
 
-@pytest.mark.parametrize("key_order", sorted(KEY_ORDERS))
-@pytest.mark.parametrize("auth_mode", AUTH_MODES)
+@pytest.mark.parametrize("backend, auth_mode, key_order", _every_mode(sorted(KEY_ORDERS), [
+    ("auth_string", "ec"), ("existing_cert_lsc", "ec_preferred")]),
+    indirect=["backend"])
 def test_install_upgrade(capf_server, ca_store, mic_ca, tmp_path, auth_mode, key_order):
     name = "SEP00AA00BB00CC"
     identity = prepared_phone(ca_store, capf_server, tmp_path, mic_ca, name, auth_mode, key_order)
@@ -74,8 +86,8 @@ def test_install_upgrade(capf_server, ca_store, mic_ca, tmp_path, auth_mode, key
         assert details["presented"] == ("lsc" if auth_mode == "existing_cert_lsc" else "mic")
 
 
-@pytest.mark.parametrize("key_order", ["rsa", "ec"])
-@pytest.mark.parametrize("auth_mode", AUTH_MODES)
+@pytest.mark.parametrize("backend, auth_mode, key_order", _every_mode(("rsa", "ec"), [("existing_cert_lsc", "rsa")]),
+                         indirect=["backend"])
 def test_delete(capf_server, ca_store, mic_ca, tmp_path, auth_mode, key_order):
     name = "SEP00AA00BB00CD"
     identity = prepared_phone(ca_store, capf_server, tmp_path, mic_ca, name, auth_mode, key_order, with_lsc=True)
@@ -89,8 +101,8 @@ def test_delete(capf_server, ca_store, mic_ca, tmp_path, auth_mode, key_order):
     assert phone_row(ca_store, name)["operation_status"] == "succeeded"
 
 
-@pytest.mark.parametrize("key_order", ["rsa", "ec"])
-@pytest.mark.parametrize("auth_mode", AUTH_MODES)
+@pytest.mark.parametrize("backend, auth_mode, key_order", _every_mode(("rsa", "ec"), [("existing_cert_mic", "ec")]),
+                         indirect=["backend"])
 def test_troubleshoot_retrieves_lsc_and_mic(capf_server, ca_store, mic_ca, tmp_path, auth_mode, key_order):
     name = "SEP00AA00BB00CE"
     identity = prepared_phone(ca_store, capf_server, tmp_path, mic_ca, name, auth_mode, key_order, with_lsc=True)
@@ -126,6 +138,7 @@ def test_ec_preferred_falls_back_to_rsa(capf_server, ca_store, tmp_path):
 
 # -- failure paths ---------------------------------------------------------------------------
 
+@pytest.mark.both_backends
 def test_wrong_string_counts_and_locks_out(capf_server, ca_store, tmp_path):
     name = "SEP00AA00BB00D1"
     with ca_store.transaction() as tx:
@@ -194,6 +207,7 @@ def test_lookup_is_case_insensitive(capf_server, ca_store, tmp_path):
     assert certificate_rows(ca_store, "SEP00AA00BB00D5")[0]["status"] == "installed"
 
 
+@pytest.mark.both_backends
 def test_lapsed_deadline_is_refused_and_marked(capf_server, ca_store, tmp_path):
     name = "SEP00AA00BB00D6"
     add_phone(ca_store, name, operation="install_upgrade", key_order="ec", operation_deadline="2020-01-01T00:00:00Z")
@@ -232,7 +246,8 @@ def test_lsc_of_a_previous_capf_certificate_still_authenticates(capf_server, ca_
     assert openssl_verify(authority.current(ca_store)["pem"], new["pem"], tmp_path).returncode == 0
 
 
-def test_stale_lsc_after_power_failure_and_delete_all(capf_server, ca_store, tmp_path):
+@pytest.mark.both_backends
+def test_stale_lsc_after_power_failure_and_delete_all(capf_server, ca_store, store_cli, tmp_path):
     from support.tools import run_cli
     from _opencapf.protocol.phone import PhoneBehaviour
     name = "SEP00AA00BB00D9"
@@ -242,14 +257,14 @@ def test_stale_lsc_after_power_failure_and_delete_all(capf_server, ca_store, tmp
     assert lost.outcome == "power_failure"
     (first,) = certificate_rows(ca_store, name)
     assert first["status"] == "issued"  # signed, never acknowledged
-    csrs = json.loads(run_cli("--store", ca_store.location, "--json", "csr", "list", "--all", check=True).stdout)
+    csrs = json.loads(run_cli(*store_cli, "--json", "csr", "list", "--all", check=True).stdout)
     assert [row["status"] for row in csrs if row["device_name"] == name] == ["issued"]
     assert run_enrol(identity, capf_server).outcome == "ok"
     statuses = [row["status"] for row in certificate_rows(ca_store, name)]
     assert statuses == ["stale", "installed"]
-    listed = json.loads(run_cli("--store", ca_store.location, "--json", "stale-lsc", "list", check=True).stdout)
+    listed = json.loads(run_cli(*store_cli, "--json", "stale-lsc", "list", check=True).stdout)
     assert [row["serial"] for row in listed] == [first["serial"]]
-    deleted = json.loads(run_cli("--store", ca_store.location, "--json", "stale-lsc", "delete", "all",
+    deleted = json.loads(run_cli(*store_cli, "--json", "stale-lsc", "delete", "all",
                                  check=True).stdout)
     assert deleted == {"deleted": 1}
     assert [row["status"] for row in certificate_rows(ca_store, name)] == ["installed"]

@@ -1,14 +1,14 @@
-"""500 simulated phones at once against one server process (the real CLI ``serve``)."""
+"""500 simulated phones at once against one server process (the real CLI ``serve``).
+
+SQLite only, for CI time: a fleet on a PostgreSQL store is test_cluster.py's (150 phones, three nodes)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 
 from support.protocol import openssl_verify_all
-from support.tools import ENGINE_PATH
+from support.serving import Serving
 from _opencapf.ca import authority
 from _opencapf.dependencies import ec
 from _opencapf.simulator.client import Target
@@ -18,19 +18,6 @@ from _opencapf.store import phones as phone_records
 from _opencapf.store import service as service_records
 
 COUNT = 500
-
-
-def _start_server(store_path, log):
-    # The log goes to a file: a pipe nobody reads would fill up and stall the server.
-    process = subprocess.Popen([sys.executable, "-m", "_opencapf", "--store", store_path, "serve", "--listen",
-                                "127.0.0.1", "--port", "0", "--queue-timeout", "60", "--step-timeout", "60"],
-                               stdout=subprocess.PIPE, stderr=log, text=True,
-                               env={**os.environ, "PYTHONPATH": ENGINE_PATH})
-    line = process.stdout.readline()  # "listening on 127.0.0.1 port N" once it accepts
-    if not line.startswith("listening on"):
-        process.kill()
-        raise AssertionError(f"serve did not start: {line!r}")
-    return process, int(line.split()[-1])
 
 
 def test_500_concurrent_phones_all_enrol(ca_store, store_path, tmp_path):
@@ -45,28 +32,17 @@ def test_500_concurrent_phones_all_enrol(ca_store, store_path, tmp_path):
     # EC P-256 phone keys: cheap to make, so the run measures the service, not key generation.
     identities = [PhoneIdentity(PhoneSettings(name), key_factory=lambda kind, size: ec.generate_private_key(ec.SECP256R1()))
                   for name in names]
-    log_path = tmp_path / "serve.log"
-    log = open(log_path, "w", encoding="utf-8")
-    process, port = _start_server(store_path, log)
-    try:
+    with Serving.on(ca_store, tmp_path / "serve.log").start("--queue-timeout", "60", "--step-timeout", "60") as serving:
         async def fleet():
             barrier = asyncio.Barrier(COUNT)  # every phone holds an open session before any continues
-            return await asyncio.wait_for(run_fleet(identities, Target(("127.0.0.1",), port, cadata=capf_pem,
+            return await asyncio.wait_for(run_fleet(identities, Target(("127.0.0.1",), serving.port, cadata=capf_pem,
                                                                        timeout=60),
                                                     concurrency=COUNT, retries=0, barrier=barrier), 170)
         summary = asyncio.run(fleet())
-    finally:
-        process.terminate()
-        try:
-            process.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
-        log.close()
-    errors = log_path.read_text()
+    errors = serving.log()
     assert summary["failed_by_reason"] == {}
     assert summary["ok"] == COUNT
-    assert process.returncode == 0 and "Traceback" not in errors and "CAPF service stopped" in errors
+    assert serving.returncode == 0 and "Traceback" not in errors and "CAPF service stopped" in errors
     with ca_store.read() as tx:
         rows = tx.query("SELECT pem FROM certificates WHERE status = 'installed' AND kind = 'lsc'")
         outcomes = tx.query("SELECT outcome, COUNT(*) AS n FROM sessions GROUP BY outcome")

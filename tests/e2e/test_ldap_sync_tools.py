@@ -9,13 +9,12 @@ import asyncio
 import csv
 import json
 import os
-import subprocess
-import sys
 
 from support.ansible_runner import changed_tasks, install_collection, playbook, task_results
 from support.protocol import openssl_verify_all
 from support.slapd import SYNC_DN
-from support.tools import ENGINE_PATH, ROOT, run_cli
+from support.serving import Serving
+from support.tools import ROOT, run_cli
 from _opencapf import directory, templates
 from _opencapf.ca import authority
 from _opencapf.cli.main import main as cli_main
@@ -139,14 +138,8 @@ def define_template(store_path, name="soft"):
 
 
 def _start_serve(store_path, log):
-    process = subprocess.Popen([sys.executable, "-m", "_opencapf", "--store", store_path, "serve", "--listen",
-                                "127.0.0.1", "--port", "0"], stdout=subprocess.PIPE, stderr=log, text=True,
-                               env={**os.environ, "PYTHONPATH": ENGINE_PATH})
-    line = process.stdout.readline()
-    if not line.startswith("listening on"):
-        process.kill()
-        raise AssertionError(f"serve did not start: {line!r}")
-    return process, int(line.split()[-1])
+    serving = Serving(store_path, None, log.name).start()
+    return serving.process, serving.port
 
 
 def test_softphones_of_a_synced_directory_enrol_and_hold_lscs(ca_store, store_path, slapd_server, tmp_path):

@@ -12,14 +12,14 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from support.tools import ENGINE_PATH, run_cli
+from support.serving import Serving
+from support.tools import run_cli
 from _opencapf import renewal
 from _opencapf.ca import authority
 from _opencapf.dependencies import ec
@@ -41,15 +41,8 @@ def _free_port() -> int:
 
 
 def _start(store_path, log, *extra):
-    process = subprocess.Popen([sys.executable, "-m", "_opencapf", "--store", store_path, "serve", "--listen",
-                                "127.0.0.1", "--port", "0", "--step-timeout", "60", *extra],
-                               stdout=subprocess.PIPE, stderr=log, text=True,
-                               env={**os.environ, "PYTHONPATH": ENGINE_PATH})
-    line = process.stdout.readline()
-    if not line.startswith("listening on"):
-        process.kill()
-        raise AssertionError(f"serve did not start: {line!r}")
-    return process, int(line.split()[-1])
+    serving = Serving(store_path, None, log.name).start("--step-timeout", "60", *extra)
+    return serving.process, serving.port
 
 
 def _stop(process):

@@ -10,10 +10,7 @@ import csv
 import datetime as dt
 import io
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -21,7 +18,8 @@ import pytest
 from support import pki
 from support.protocol import add_phone, certificate_rows
 from support.smtp import PASSWORD, SmtpRelay, free_port
-from support.tools import ENGINE_PATH, run_cli
+from support.serving import Serving
+from support.tools import run_cli
 from _opencapf import monitor, service_config
 from _opencapf.ca import authority
 from _opencapf.dependencies import ec
@@ -33,15 +31,8 @@ PHONE = "SEP00000000F0A1"
 
 
 def _serve(store_path, log):
-    process = subprocess.Popen([sys.executable, "-m", "_opencapf", "--store", store_path, "-v", "serve", "--listen",
-                                "127.0.0.1", "--port", "0", "--step-timeout", "30"],
-                               stdout=subprocess.PIPE, stderr=log, text=True,
-                               env={**os.environ, "PYTHONPATH": ENGINE_PATH})
-    line = process.stdout.readline()
-    if not line.startswith("listening on"):
-        process.kill()
-        raise AssertionError(f"serve did not start: {line!r}")
-    return process, int(line.split()[-1])
+    serving = Serving(store_path, None, log.name, cli_options=("-v",)).start("--step-timeout", "30")
+    return serving.process, serving.port
 
 
 def _command_lines(pid):

@@ -1,4 +1,7 @@
-"""Several server processes behind one port (``serve --processes``), over real TLS, one SQLite store."""
+"""Several server processes behind one port (``serve --processes``), over real TLS, one SQLite store.
+
+SQLite only: these are about the supervisor and its worker processes, which do the same whatever the
+store; ``serve --processes 2`` on a PostgreSQL store is in test_cluster.py."""
 
 from __future__ import annotations
 
@@ -8,14 +11,12 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
-import time
 
 import pytest
 
 from support.protocol import openssl_verify_all
-from support.tools import ENGINE_PATH, run_cli
+from support.serving import Serving, alive, children, wait_for
+from support.tools import run_cli
 from _opencapf.ca import authority
 from _opencapf.dependencies import ec
 from _opencapf.errors import ValidationError
@@ -30,32 +31,12 @@ COUNT = 60
 STOPPED = re.compile(r"CAPF worker (\d) \(pid (\d+)\) stopped after serving (\d+) sessions")
 
 
-def _start(store_path, log, *extra):
-    process = subprocess.Popen([sys.executable, "-m", "_opencapf", "--store", store_path, "serve", "--listen",
-                                "127.0.0.1", "--port", "0", "--step-timeout", "60", *extra],
-                               stdout=subprocess.PIPE, stderr=log, text=True,
-                               env={**os.environ, "PYTHONPATH": ENGINE_PATH})
-    line = process.stdout.readline()
-    if not line.startswith("listening on"):
-        process.kill()
-        raise AssertionError(f"serve did not start: {line!r}")
-    return process, int(line.split()[-1])
+def _start(store, log_path, *extra):
+    """``serve`` with a long step timeout (a fleet of 60 at once on 2 cores is slow); started."""
+    return Serving.on(store, log_path).start("--step-timeout", "60", *extra)
 
 
-def _children(pid):
-    with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as handle:
-        return [int(child) for child in handle.read().split()]
-
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-            return handle.read().split(") ")[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def test_two_processes_enrol_a_fleet_and_stop_together(ca_store, store_path, tmp_path):
+def test_two_processes_enrol_a_fleet_and_stop_together(ca_store, tmp_path):
     names = [f"SEP{index:012X}" for index in range(0xA1, 0xA1 + COUNT)]
     with ca_store.transaction() as tx:
         for name in names:
@@ -64,30 +45,20 @@ def test_two_processes_enrol_a_fleet_and_stop_together(ca_store, store_path, tmp
     capf_pem = authority.current(ca_store)["pem"]
     identities = [PhoneIdentity(PhoneSettings(name), key_factory=lambda kind, size: ec.generate_private_key(ec.SECP256R1()))
                   for name in names]
-    log_path = tmp_path / "serve.log"
-    with open(log_path, "w", encoding="utf-8") as log:
-        process, port = _start(store_path, log, "--processes", "2")
-        try:
-            workers = _children(process.pid)
-            assert len(workers) == 2
+    with _start(ca_store, tmp_path / "serve.log", "--processes", "2") as serving:
+        workers = children(serving.pid)
+        assert len(workers) == 2
 
-            async def fleet():
-                barrier = asyncio.Barrier(COUNT)  # all sessions open at once: both processes must take some
-                return await asyncio.wait_for(run_fleet(identities, Target(("127.0.0.1",), port, cadata=capf_pem,
-                                                                           timeout=60),
-                                                        concurrency=COUNT, retries=0, barrier=barrier), 170)
-            summary = asyncio.run(fleet())
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.communicate()
-    errors = log_path.read_text()
+        async def fleet():
+            barrier = asyncio.Barrier(COUNT)  # all sessions open at once: both processes must take some
+            return await asyncio.wait_for(run_fleet(identities, Target(("127.0.0.1",), serving.port, cadata=capf_pem,
+                                                                       timeout=60),
+                                                    concurrency=COUNT, retries=0, barrier=barrier), 170)
+        summary = asyncio.run(fleet())
+    errors = serving.log()
     assert summary["failed_by_reason"] == {} and summary["ok"] == COUNT
-    assert process.returncode == 0 and "Traceback" not in errors, errors
-    assert not any(_alive(pid) for pid in workers), "SIGTERM must stop every worker process"
+    assert serving.returncode == 0 and "Traceback" not in errors, errors
+    assert not any(alive(pid) for pid in workers), "SIGTERM must stop every worker process"
     served = {int(pid): int(count) for _index, pid, count in STOPPED.findall(errors)}
     assert sorted(served) == sorted(workers), errors
     assert sum(served.values()) == COUNT and all(count > 0 for count in served.values()), served
@@ -102,24 +73,17 @@ def test_two_processes_enrol_a_fleet_and_stop_together(ca_store, store_path, tmp
     assert openssl_verify_all(capf_pem, [row["pem"] for row in rows], tmp_path) == COUNT
 
 
-def test_a_worker_that_dies_is_replaced(ca_store, store_path, tmp_path):
-    with open(tmp_path / "serve.log", "w", encoding="utf-8") as log:
-        process, port = _start(store_path, log, "--processes", "2")
-        try:
-            first = _children(process.pid)
-            os.kill(first[0], signal.SIGKILL)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and (len(_children(process.pid)) < 2 or first[0] in _children(process.pid)):
-                time.sleep(0.1)
-            now = _children(process.pid)
-            assert len(now) == 2 and first[0] not in now and first[1] in now
-            with socket.create_connection(("127.0.0.1", port), timeout=10):
-                pass  # still accepting
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.communicate(timeout=60)
-    text = (tmp_path / "serve.log").read_text()
-    assert process.returncode == 0 and "exited unexpectedly (signal 9); starting a new one" in text, text
+def test_a_worker_that_dies_is_replaced(ca_store, tmp_path):
+    with _start(ca_store, tmp_path / "serve.log", "--processes", "2") as serving:
+        first = children(serving.pid)
+        os.kill(first[0], signal.SIGKILL)
+        wait_for(lambda: len(children(serving.pid)) >= 2 and first[0] not in children(serving.pid), 30, 0.1)
+        now = children(serving.pid)
+        assert len(now) == 2 and first[0] not in now and first[1] in now
+        with socket.create_connection(("127.0.0.1", serving.port), timeout=10):
+            pass  # still accepting
+    text = serving.log()
+    assert serving.returncode == 0 and "exited unexpectedly (signal 9); starting a new one" in text, text
 
 
 def test_daemon_with_processes_returns_once_listening_and_stops_on_sigterm(ca_store, store_path, tmp_path):
@@ -129,15 +93,13 @@ def test_daemon_with_processes_returns_once_listening_and_stops_on_sigterm(ca_st
     assert done.returncode == 0, done.stderr
     port = int(re.search(r"port (\d+)", done.stdout).group(1))
     supervisor = int(pid_file.read_text())
-    workers = _children(supervisor)
+    workers = children(supervisor)
     assert len(workers) == 2
     with socket.create_connection(("127.0.0.1", port), timeout=10):
         pass
     os.kill(supervisor, signal.SIGTERM)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and any(_alive(pid) for pid in [supervisor, *workers]):
-        time.sleep(0.1)
-    assert not any(_alive(pid) for pid in [supervisor, *workers])
+    wait_for(lambda: not any(alive(pid) for pid in [supervisor, *workers]), 60, 0.1)
+    assert not any(alive(pid) for pid in [supervisor, *workers])
     assert not pid_file.exists()
 
 
@@ -164,18 +126,13 @@ def test_cpu_affinity_keeps_each_worker_on_its_own_cpu(ca_store, store_path, tmp
                                  operation_status="pending")
     identities = [PhoneIdentity(PhoneSettings(name), key_factory=lambda kind, size: ec.generate_private_key(ec.SECP256R1()))
                   for name in phone_records_names]
-    with open(tmp_path / "serve.log", "w", encoding="utf-8") as log:
-        process, port = _start(store_path, log, "--processes", str(processes), "--cpu-affinity")
-        try:
-            workers = _children(process.pid)
-            pinned = [_allowed_cpus(pid) for pid in workers]
-            summary = asyncio.run(run_fleet(identities, Target(("127.0.0.1",), port,
-                                                               cadata=authority.current(ca_store)["pem"], timeout=60),
-                                            concurrency=4, retries=0))
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.communicate(timeout=60)
-    assert process.returncode == 0 and summary["ok"] == 4, summary
+    with _start(ca_store, tmp_path / "serve.log", "--processes", str(processes), "--cpu-affinity") as serving:
+        workers = children(serving.pid)
+        pinned = [_allowed_cpus(pid) for pid in workers]
+        summary = asyncio.run(run_fleet(identities, Target(("127.0.0.1",), serving.port,
+                                                           cadata=authority.current(ca_store)["pem"], timeout=60),
+                                        concurrency=4, retries=0))
+    assert serving.returncode == 0 and summary["ok"] == 4, summary
     if processes > 1:
         assert sorted(pinned) == [str(cpu) for cpu in cpus[:processes]], pinned
 
@@ -243,9 +200,7 @@ def test_the_server_sets_nodelay_on_every_accepted_connection(ca_store, store_pa
         for _attempt in range(3):
             with socket.create_connection(("127.0.0.1", server.port), timeout=10):
                 pass
-        deadline = time.monotonic() + 10
-        while len(seen) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: len(seen) >= 3, 10, 0.05)
     finally:
         server.stop()
     assert seen == [True, True, True]
@@ -254,19 +209,14 @@ def test_the_server_sets_nodelay_on_every_accepted_connection(ca_store, store_pa
 def test_processes_service_parameter_is_the_default(ca_store, store_path, tmp_path):
     with ca_store.transaction() as tx:
         service_records.write(tx, "test", {"processes": 2})
-    with open(tmp_path / "serve.log", "w", encoding="utf-8") as log:
-        process, _port = _start(store_path, log)
-        try:
-            assert len(_children(process.pid)) == 2
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(30)
+    with _start(ca_store, tmp_path / "serve.log") as serving:
+        assert len(children(serving.pid)) == 2
     one = run_cli("--store", store_path, "serve", "--processes", "1", "--port", "0", "--listen", "127.0.0.1",
                   "--daemon", "--pid-file", str(tmp_path / "one.pid"), "--log-file", str(tmp_path / "one.log"))
     assert one.returncode == 0, one.stderr
     pid = int((tmp_path / "one.pid").read_text())
     try:
-        assert _children(pid) == []  # --processes wins over the parameter
+        assert children(pid) == []  # --processes wins over the parameter
     finally:
         os.kill(pid, signal.SIGTERM)
 

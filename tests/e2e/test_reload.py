@@ -10,7 +10,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 import types
 
@@ -18,7 +17,8 @@ import pytest
 
 from support.phones import run_enrol
 from support.protocol import add_phone
-from support.tools import ENGINE_PATH, run_cli
+from support.serving import Serving, alive, children, wait_for
+from support.tools import run_cli
 from _opencapf import service_config, service_control
 from _opencapf.ca import authority
 from _opencapf.dependencies import ec
@@ -26,28 +26,6 @@ from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
 from _opencapf.store import service as service_records
 
 RELOADED = re.compile(r"CAPF service \(pid (\d+)\) reloaded")
-
-
-def _children(pid):
-    with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as handle:
-        return sorted(int(child) for child in handle.read().split())
-
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-            return handle.read().split(") ")[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def _wait(predicate, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def _text(path):
@@ -71,7 +49,7 @@ def test_sighup_reloads_reopens_the_log_file_and_the_service_goes_on(ca_store, s
     server = types.SimpleNamespace(port=int(re.search(r"port (\d+)", done.stdout).group(1)),
                                    capf_pem=authority.current(ca_store)["pem"])
     pid = int(pid_file.read_text())
-    workers = _children(pid) if processes > 1 else []
+    workers = children(pid) if processes > 1 else []
     try:
         assert run_enrol(_phone("SEP0000000E0001"), server).outcome == "ok"
         os.rename(log_file, rotated)  # logrotate moves the file away, then reloads the service
@@ -79,16 +57,16 @@ def test_sighup_reloads_reopens_the_log_file_and_the_service_goes_on(ca_store, s
             service_records.write(tx, "test", {"validity_days": 30})
         authority.regenerate(ca_store, "ec256")
         os.kill(pid, signal.SIGHUP)
-        assert _wait(lambda: len(RELOADED.findall(_text(log_file))) == processes), _text(log_file) + _text(rotated)
-        assert _alive(pid) and (processes == 1 or _children(pid) == workers), "SIGHUP must not end a process"
+        assert wait_for(lambda: len(RELOADED.findall(_text(log_file))) == processes, 30), _text(log_file) + _text(rotated)
+        assert alive(pid) and (processes == 1 or children(pid) == workers), "SIGHUP must not end a process"
         server.capf_pem = authority.current(ca_store)["pem"]
         result = run_enrol(_phone("SEP0000000E0002"), server)  # verifies the server against the new certificate
         assert result.outcome == "ok", result
     finally:
-        for process in [pid] + [worker for worker in workers if not _alive(pid)]:  # orphans of a dead supervisor too
-            if _alive(process):
+        for process in [pid] + [worker for worker in workers if not alive(pid)]:  # orphans of a dead supervisor too
+            if alive(process):
                 os.kill(process, signal.SIGTERM)
-        stopped = _wait(lambda: not any(_alive(process) for process in [pid, *workers]), 60)
+        stopped = wait_for(lambda: not any(alive(process) for process in [pid, *workers]), 60)
     with ca_store.read() as tx:
         lsc = tx.one("SELECT not_before, not_after FROM certificates c JOIN phones p ON p.id = c.phone_id "
                      "WHERE p.name = 'SEP0000000E0002' AND c.kind = 'lsc'")
@@ -109,26 +87,18 @@ def _utc(text):
     return parse_utc(text, "time").timestamp()
 
 
-def test_sighup_in_the_foreground_names_a_setting_that_needs_a_restart(ca_store, store_path, tmp_path):
-    with open(tmp_path / "serve.log", "w", encoding="utf-8") as log:
-        process = subprocess.Popen([sys.executable, "-m", "_opencapf", "--store", store_path, "serve", "--listen",
-                                    "127.0.0.1", "--port", "0", "--enrolment-interval", "0"],
-                                   stdout=subprocess.PIPE, stderr=log, text=True,
-                                   env={**os.environ, "PYTHONPATH": ENGINE_PATH})
-        try:
-            port = int(process.stdout.readline().split()[-1])
-            with ca_store.transaction() as tx:
-                service_records.write(tx, "test", {"port": 3805, "max_sessions": 50})
-            for _signal in range(2):
-                process.send_signal(signal.SIGHUP)
-                time.sleep(0.3)
-            assert _wait(lambda: len(RELOADED.findall((tmp_path / "serve.log").read_text())) == 2)
-            assert process.poll() is None and service_control.accepts_tls("127.0.0.1", port)
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.communicate(timeout=60)
-    text = (tmp_path / "serve.log").read_text()
-    assert process.returncode == 0 and "Traceback" not in text, text
+@pytest.mark.both_backends
+def test_sighup_in_the_foreground_names_a_setting_that_needs_a_restart(ca_store, tmp_path):
+    with Serving.on(ca_store, tmp_path / "serve.log").start("--enrolment-interval", "0") as serving:
+        with ca_store.transaction() as tx:
+            service_records.write(tx, "test", {"port": 3805, "max_sessions": 50})
+        for _signal in range(2):
+            serving.process.send_signal(signal.SIGHUP)
+            time.sleep(0.3)
+        assert wait_for(lambda: len(RELOADED.findall(serving.log())) == 2, 20)
+        assert serving.alive() and service_control.accepts_tls("127.0.0.1", serving.port)
+    text = serving.log()
+    assert serving.returncode == 0 and "Traceback" not in text, text
     assert "port changed from 3804 to 3805; it takes effect when the service restarts" in text, text
     assert "max_sessions changed" not in text  # applies at once: nothing to restart for
 
@@ -153,6 +123,6 @@ def test_capf_service_state_reloaded_sighups_the_running_daemon_and_starts_a_sto
         assert checked["changed"] and not RELOADED.search(open(log_file, encoding="utf-8").read())
         reloaded = service_control.converge(ca_store, "reloaded", None)
         assert reloaded["changed"] and reloaded["service"]["pid"] == pid and reloaded["service"]["accepting"]
-        assert _wait(lambda: RELOADED.search(open(log_file, encoding="utf-8").read()))
+        assert wait_for(lambda: RELOADED.search(open(log_file, encoding="utf-8").read()), 30)
     finally:
         service_control.stop(ca_store)

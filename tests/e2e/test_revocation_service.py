@@ -9,8 +9,6 @@ import os
 import signal
 import socket
 import stat
-import subprocess
-import sys
 import time
 import types
 import urllib.error
@@ -18,7 +16,7 @@ import urllib.request
 
 from support.phones import phone, run_enrol
 from support.protocol import add_phone, certificate_rows
-from support.tools import ENGINE_PATH
+from support.serving import Serving
 from _opencapf.ca import authority
 from _opencapf.ca import crl as crl_module
 from _opencapf.dependencies import x509
@@ -35,15 +33,8 @@ def _free_port() -> int:
 
 
 def _serve(store_path, log):
-    process = subprocess.Popen([sys.executable, "-m", "_opencapf", "--store", store_path, "serve", "--listen",
-                                "127.0.0.1", "--port", "0", "--enrolment-interval", "0"],
-                               stdout=subprocess.PIPE, stderr=log, text=True,
-                               env={**os.environ, "PYTHONPATH": ENGINE_PATH})
-    line = process.stdout.readline()
-    if not line.startswith("listening on"):
-        process.kill()
-        raise AssertionError(f"serve did not start: {line!r}")
-    return process, int(line.split()[-1])
+    serving = Serving(store_path, None, log.name).start("--enrolment-interval", "0")
+    return serving.process, serving.port
 
 
 def _arm(store, operation):

@@ -1,70 +1,37 @@
 """Scheduled work happens while ``opencapf serve`` runs, with no other command: due bulk jobs run
 and operations whose deadline passed lapse, each exactly once however many processes serve the
 store (one process, ``--processes 2``, two separate ``serve`` processes), with a log line and an
-audit event per job and per lapse batch."""
+audit event per job and per lapse batch. The hand-over of the lead runs on PostgreSQL too (whose lead
+is an advisory lock, not a lock file); due jobs on a PostgreSQL store served by three nodes are
+test_cluster.py's."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import signal
 import stat
-import subprocess
-import sys
 import time
 
 import pytest
 
-from support.protocol import add_phone
-from support.tools import ENGINE_PATH
+from support.protocol import add_phone, phone_row
+from support.serving import Serving, stop_all, wait_for
 from _opencapf import bulk
 from _opencapf.server import scheduling
-from _opencapf.store import open_store
 from _opencapf.store import service as service_records
 from _opencapf.store.sqlite import LEAD_LOCK_SUFFIX
 from _opencapf.vocabulary import format_utc, utc_now
 
 LEADER_LINE = "scheduler: this process (pid "
-
-
-def _serve(store_path, log, *extra):
-    process = subprocess.Popen([sys.executable, "-m", "_opencapf", "--store", store_path, "serve", "--listen",
-                                "127.0.0.1", "--port", "0", "--enrolment-interval", "0", *extra],
-                               stdout=subprocess.PIPE, stderr=log, text=True,
-                               env={**os.environ, "PYTHONPATH": ENGINE_PATH})
-    line = process.stdout.readline()
-    if not line.startswith("listening on"):
-        process.kill()
-        raise AssertionError(f"serve did not start: {line!r}")
-    return process
-
-
-def _stop(processes):
-    for process in processes:
-        process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
+OPTIONS = ("--enrolment-interval", "0")
 
 
 def _in(seconds):
     return format_utc(utc_now() + dt.timedelta(seconds=seconds))
 
 
-def _wait(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return predicate()
-
-
 @pytest.mark.parametrize("layout", ["one process", "--processes 2", "two serve processes"])
-def test_the_service_runs_due_jobs_and_lapses_deadlines_exactly_once(ca_store, store_path, tmp_path, layout):
+def test_the_service_runs_due_jobs_and_lapses_deadlines_exactly_once(ca_store, tmp_path, layout):
     with ca_store.transaction() as tx:
         service_records.write(tx, "test", {"scheduler_interval_seconds": 1})
     first = [f"SEP00000000A{i:03X}" for i in range(3)]
@@ -91,21 +58,19 @@ def test_the_service_runs_due_jobs_and_lapses_deadlines_exactly_once(ca_store, s
             lapsed = tx.scalar("SELECT operation_status FROM phones WHERE name = 'SEP00000000C001'")
         return finished == len(job_ids) and lapsed == "lapsed"
 
-    logs = [tmp_path / "serve-1.log", tmp_path / "serve-2.log"]
-    extra = ("--processes", "2") if layout == "--processes 2" else ()
-    with open(logs[0], "w", encoding="utf-8") as log, open(logs[1], "w", encoding="utf-8") as other:
-        running = [_serve(store_path, log, *extra)]
-        try:
-            if layout == "two serve processes":
-                running.append(_serve(store_path, other))
-            schedule()
-            finished = _wait(done, 30)
-            time.sleep(2)  # two more ticks: nothing may run a second time
-        finally:
-            _stop(running)
-    text = "".join(path.read_text() for path in logs)
+    running = [Serving.on(ca_store, tmp_path / f"serve-{index}.log")
+               for index in range(2 if layout == "two serve processes" else 1)]
+    try:
+        for serving in running:
+            serving.start(*OPTIONS, *(("--processes", "2") if layout == "--processes 2" else ()))
+        schedule()
+        finished = wait_for(done, 30)
+        time.sleep(2)  # two more ticks: nothing may run a second time
+    finally:
+        codes = stop_all(running)
+    text = "".join(serving.log() for serving in running)
     assert finished, text
-    assert all(process.returncode == 0 for process in running) and "Traceback" not in text, text
+    assert codes == [0] * len(running) and "Traceback" not in text, text
 
     with ca_store.read() as tx:
         statuses = {row["name"]: (row["operation"], row["operation_status"]) for row in
@@ -125,39 +90,30 @@ def test_the_service_runs_due_jobs_and_lapses_deadlines_exactly_once(ca_store, s
         assert text.count(f"scheduler: job {job_id} succeeded") == 1, text
     assert text.count("pending operation(s) lapsed, their deadline passed: SEP00000000C001") == 1, text
     assert text.count(LEADER_LINE) == 1, text  # one process leads, the others keep serving phones
-    lock = store_path + LEAD_LOCK_SUFFIX.format(name=scheduling.LEAD)
+    lock = ca_store.location + LEAD_LOCK_SUFFIX.format(name=scheduling.LEAD)
     assert stat.S_IMODE(os.stat(lock).st_mode) == 0o600
 
 
-def test_the_lead_passes_to_another_process_when_the_leader_stops(ca_store, store_path, tmp_path):
+@pytest.mark.both_backends
+def test_the_lead_passes_to_another_process_when_the_leader_stops(ca_store, tmp_path):
     """A second ``serve`` takes over the scheduler once the first one has stopped."""
     with ca_store.transaction() as tx:
         service_records.write(tx, "test", {"scheduler_interval_seconds": 1})
     add_phone(ca_store, "SEP00000000D001", operation="install_upgrade", auth_mode="null_string",
               operation_deadline=_in(86400))
-    with open(tmp_path / "first.log", "w", encoding="utf-8") as log_1, \
-            open(tmp_path / "second.log", "w", encoding="utf-8") as log_2:
-        leader = _serve(store_path, log_1)
-        follower = None
-        try:
-            assert _wait(lambda: LEADER_LINE in (tmp_path / "first.log").read_text(), 20)
-            follower = _serve(store_path, log_2)
-            time.sleep(1.5)
-            assert LEADER_LINE not in (tmp_path / "second.log").read_text()
-            _stop([leader])
-            with ca_store.transaction() as tx:
-                tx.execute("UPDATE phones SET operation_deadline = ? WHERE name = 'SEP00000000D001'", (_in(-1),))
-            assert _wait(lambda: LEADER_LINE in (tmp_path / "second.log").read_text(), 20)
-            lapsed = _wait(lambda: _status(store_path, "SEP00000000D001") == "lapsed", 20)
-        finally:
-            _stop([process for process in (leader, follower) if process is not None])
-    assert lapsed, (tmp_path / "second.log").read_text()
-
-
-def _status(store_path, name):
-    store = open_store(store_path, actor="test", create=False)
+    leader = Serving.on(ca_store, tmp_path / "first.log")
+    follower = Serving.on(ca_store, tmp_path / "second.log")
     try:
-        with store.read() as tx:
-            return tx.scalar("SELECT operation_status FROM phones WHERE name = ?", (name,))
+        leader.start(*OPTIONS)
+        assert wait_for(lambda: LEADER_LINE in leader.log(), 20)
+        follower.start(*OPTIONS)
+        time.sleep(1.5)
+        assert LEADER_LINE not in follower.log()
+        leader.stop()
+        with ca_store.transaction() as tx:
+            tx.execute("UPDATE phones SET operation_deadline = ? WHERE name = 'SEP00000000D001'", (_in(-1),))
+        assert wait_for(lambda: LEADER_LINE in follower.log(), 20)
+        lapsed = wait_for(lambda: phone_row(ca_store, "SEP00000000D001")["operation_status"] == "lapsed", 20)
     finally:
-        store.close()
+        stop_all([leader, follower])
+    assert lapsed, follower.log()

@@ -7,6 +7,8 @@ import json
 import os
 import sqlite3
 
+import pytest
+
 from support.ansible_runner import install_collection, playbook
 from support.tools import run_cli
 
@@ -14,6 +16,7 @@ SECRETS = ("73195284", "90817263", "S3cr3t-Pa55-w0rd", "55550000", "Smtp-Pa55-w0
 
 
 def test_secrets_never_appear(tmp_path):
+    """SQLite only: besides the audit log it reads the store's files byte by byte (-wal included)."""
     collections = install_collection(str(tmp_path / "collections"))
     store = str(tmp_path / "state" / "capf.db")
     run_cli("--store", store, "init", check=True)
@@ -44,6 +47,7 @@ def test_secrets_never_appear(tmp_path):
             assert secret.encode() not in data, f"{secret} is stored in clear in {os.path.basename(path)}"
 
 
+@pytest.mark.both_backends
 def test_strings_never_reach_the_service_log_or_session_records(capf_server, ca_store, tmp_path, caplog):
     """Right and wrong strings over TLS with every logger at DEBUG: neither appears in a log
     record, the sessions table or the audit log (the phone's reason names the rule only)."""

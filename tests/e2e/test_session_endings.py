@@ -3,7 +3,11 @@
 
 Each path is one session of the phone simulator's conversation (``PhoneSession``) in which the
 test may replace the phone's answer to one server command: hang up, stay silent, send malformed
-bytes, cancel (ABORT_REQUEST), answer wrongly, or stop the service while the session waits."""
+bytes, cancel (ABORT_REQUEST), answer wrongly, or stop the service while the session waits.
+
+Every path with an SQLite store; with a PostgreSQL store too, one of each way the store is written:
+installed, deleted, fetched, a failure (hang-up at store), the service stopping mid-session and an
+offline CA's retry-later (a lockout and a lapsed deadline on PostgreSQL: test_enrolment.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import pytest
 
 from support.phones import phone, run_enrol
 from support.protocol import RunningServer, add_phone, phone_row
+from support.stores import backend_cases
 from _opencapf.dependencies import rsa, serialization
 from _opencapf.protocol import codec
 from _opencapf.protocol.codec import Decoder, Message, cstring, u8
@@ -131,8 +136,8 @@ PATHS = {
 
 
 @pytest.fixture
-def server(ca_store, store_path):
-    running = RunningServer(store_path, ["127.0.0.1"], step_timeout=1.0, handshake_timeout=2.0)
+def server(ca_store):
+    running = RunningServer(ca_store, ["127.0.0.1"], step_timeout=1.0, handshake_timeout=2.0)
     yield running
     if not running.loop.is_closed():
         running.stop()
@@ -200,7 +205,10 @@ def _unsettled(store) -> list:
             or (row["operation_status"] == "failed" and not row["operation_reason"])]
 
 
-@pytest.mark.parametrize("path", sorted(PATHS))
+ON_POSTGRESQL = ["installed", "deleted", "fetched", "hang-up-at-store", "service-stops-at-keygen", "offline-ca-retry-later"]
+
+
+@pytest.mark.parametrize("backend, path", backend_cases(sorted(PATHS), ON_POSTGRESQL), indirect=["backend"])
 def test_no_operation_is_left_in_progress_when_a_session_ends(server, ca_store, mic_ca, tmp_path, path):
     settings, has, cut, expected = PATHS[path]
     identity = _prepare(ca_store, server, tmp_path, mic_ca, settings, has)

@@ -8,12 +8,12 @@ import json
 import os
 import signal
 import stat
-import time
 
 import pytest
 
 from _opencapf.ca import authority
 from _opencapf.store import open_store
+from support.serving import wait_gone
 from support.tools import run_cli, snapshot
 
 DEPLOYMENT = """\
@@ -29,16 +29,6 @@ phones:
 def _private_dir(path) -> str:
     os.mkdir(path, 0o700)
     return str(path)
-
-
-def _wait_gone(pid, seconds=20):
-    for _attempt in range(int(seconds / 0.05)):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_store_reached_through_a_symlink_keeps_one_secret_keys_dir_and_writer_lock(tmp_path):
@@ -72,7 +62,7 @@ def test_store_reached_through_a_symlink_keeps_one_secret_keys_dir_and_writer_lo
         assert json.loads(enrolled.stdout)["outcome"] == "ok", enrolled.stdout + enrolled.stderr
     finally:
         os.kill(report["pid"], signal.SIGTERM)
-    assert _wait_gone(report["pid"])
+    assert wait_gone(report["pid"])
     assert os.listdir(link_dir) == ["capf.db"], "nothing is created beside the link"
     assert {"secret.key", "keys"} <= set(os.listdir(real_dir))
     with open_store(link) as store:

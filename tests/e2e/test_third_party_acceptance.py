@@ -5,6 +5,11 @@ a pending AD CS request picked up by the enrolment service, and the offline CA (
 by an independent openssl CA, ``opencapf csr import``). Whatever the defect, the certificate is
 refused with its code recorded (the CSR, the phone's operation, a ``certificate.refused`` audit
 event), no X-CSR/1 simulator phone receives it, and no certificate row is recorded for it.
+
+Every case with an SQLite store; with a PostgreSQL store too, one defect per way a certificate comes
+in (in the session, picked up by the enrolment service, imported), a correct imported certificate, and
+the checks at delivery (chain through the CA it came with; CA removed from CAPF-trust). Correct
+certificates from the online CAs on PostgreSQL: test_third_party_ca.py.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from support.phones import phone, run_enrol
 from support.protocol import add_phone, certificate_rows, phone_row
+from support.stores import backend_cases
 from support.third_party_ca import (DEFECTS, OTHER_DEVICE, PASSWORD, USERNAME, AdcsServer, EnterprisePki, EstServer,
                                     key_pem, pem)
 from support.tools import openssl, run_cli
@@ -139,7 +145,7 @@ class OpensslOperator:
         return out
 
 
-def _enrol_through(kind, defect, capf_server, store, store_path, pki, tmp_path):
+def _enrol_through(kind, defect, capf_server, store, store_cli, pki, tmp_path):
     """An X-CSR/1 phone's Install/Upgrade through issuer ``kind``, whose CA answers with ``defect``
     (None: a correct certificate). Returns the phone, the last session's result and what the
     step that received the certificate said: the recorded phone reason, or the import report."""
@@ -169,18 +175,19 @@ def _enrol_through(kind, defect, capf_server, store, store_path, pki, tmp_path):
     out.mkdir()
     enrolment.export_csrs(store, str(out))
     signed = OpensslOperator(pki, tmp_path / "operator").sign(out / f"{NAME}.csr.pem", defect)
-    imported = run_cli("--store", store_path, "--json", "csr", "import", str(signed))
+    imported = run_cli(*store_cli, "--json", "csr", "import", str(signed))
     assert imported.returncode == (0 if defect is None else 1), imported.stderr
     report = json.loads(imported.stdout)
     report["phone_reason"] = phone_row(store, NAME)["operation_reason"]
     return identity, run_enrol(identity, capf_server, behaviour=X_CSR), report
 
 
-@pytest.mark.parametrize("defect", DEFECTS)
-@pytest.mark.parametrize("kind", ISSUERS)
-def test_a_defective_certificate_is_refused_and_never_delivered(capf_server, ca_store, store_path, pki, tmp_path,
+@pytest.mark.parametrize("backend, kind, defect", backend_cases(
+    [(kind, defect) for kind in ISSUERS for defect in DEFECTS],
+    [("est", "wrong_key"), ("microsoft_pending", "is_ca"), ("offline", "untrusted_chain")]), indirect=["backend"])
+def test_a_defective_certificate_is_refused_and_never_delivered(capf_server, ca_store, store_cli, pki, tmp_path,
                                                                 kind, defect):
-    identity, result, said = _enrol_through(kind, defect, capf_server, ca_store, store_path, pki, tmp_path)
+    identity, result, said = _enrol_through(kind, defect, capf_server, ca_store, store_cli, pki, tmp_path)
     if kind == "offline":
         assert said["matched"] == [] and [item["code"] for item in said["problems"]] == [defect], said
         said = said["phone_reason"]
@@ -193,10 +200,11 @@ def test_a_defective_certificate_is_refused_and_never_delivered(capf_server, ca_
     assert_refused(ca_store, identity, defect, pending=kind == "offline")
 
 
-@pytest.mark.parametrize("kind", ISSUERS)
-def test_a_correct_certificate_is_delivered(capf_server, ca_store, store_path, pki, tmp_path, kind):
+@pytest.mark.parametrize("backend, kind", backend_cases(ISSUERS, ["offline"]),
+                         indirect=["backend"])
+def test_a_correct_certificate_is_delivered(capf_server, ca_store, store_cli, pki, tmp_path, kind):
     """The other side of the property: the same flows deliver a certificate without defect."""
-    identity, result, _said = _enrol_through(kind, None, capf_server, ca_store, store_path, pki, tmp_path)
+    identity, result, _said = _enrol_through(kind, None, capf_server, ca_store, store_cli, pki, tmp_path)
     assert (result.outcome, result.end_reason) == ("ok", 1), result
     [row] = certificate_rows(ca_store, NAME)
     assert row["status"] == "installed" and identity.lsc is not None
@@ -221,7 +229,7 @@ def assert_refused(store, identity, code, *, pending):
 OPENSSL_DATE = "%Y%m%d%H%M%SZ"
 
 
-def _imported_and_waiting(store, store_path, capf_server, pki, tmp_path, *, trusted, expires_in=None):
+def _imported_and_waiting(store, store_cli, capf_server, pki, tmp_path, *, trusted, expires_in=None):
     """An offline flow up to a valid certificate imported and waiting for the phone's next session;
     CAPF-trust holds ``trusted``; the certificate file carries the issuing CA along."""
     add_phone(store, NAME, operation="install_upgrade", auth_mode="null_string", key_order="rsa")
@@ -242,7 +250,7 @@ def _imported_and_waiting(store, store_path, capf_server, pki, tmp_path, *, trus
                                        (now + dt.timedelta(seconds=expires_in)).strftime(OPENSSL_DATE))
     bundle = tmp_path / "signed-with-chain.pem"
     bundle.write_text(signed.read_text() + pem(pki.issuing))
-    imported = run_cli("--store", store_path, "--json", "csr", "import", str(bundle))
+    imported = run_cli(*store_cli, "--json", "csr", "import", str(bundle))
     assert imported.returncode == 0 and json.loads(imported.stdout)["matched"] == [NAME], imported.stdout
     [row] = certificate_rows(store, NAME)
     assert row["status"] == "issued"
@@ -268,8 +276,8 @@ def assert_refused_at_delivery(store, identity, result, code):
 
 
 def test_a_waiting_certificate_that_expired_before_delivery_is_refused_and_never_delivered(
-        capf_server, ca_store, store_path, pki, tmp_path):
-    identity = _imported_and_waiting(ca_store, store_path, capf_server, pki, tmp_path,
+        capf_server, ca_store, store_cli, pki, tmp_path):
+    identity = _imported_and_waiting(ca_store, store_cli, capf_server, pki, tmp_path,
                                      trusted=(pki.root, pki.issuing), expires_in=15)
     # Valid when imported (with room for a loaded machine); expired by the phone's next session.
     [row] = certificate_rows(ca_store, NAME)
@@ -283,19 +291,21 @@ def test_a_waiting_certificate_that_expired_before_delivery_is_refused_and_never
         assert [row["status"] for row in tx.query("SELECT status FROM csrs ORDER BY id")] == ["failed", "pending"]
 
 
+@pytest.mark.both_backends
 def test_a_waiting_certificate_whose_ca_left_capf_trust_is_refused_and_never_delivered(
-        capf_server, ca_store, store_path, pki, tmp_path):
-    identity = _imported_and_waiting(ca_store, store_path, capf_server, pki, tmp_path, trusted=(pki.root,))
+        capf_server, ca_store, store_cli, pki, tmp_path):
+    identity = _imported_and_waiting(ca_store, store_cli, capf_server, pki, tmp_path, trusted=(pki.root,))
     trust.converge(ca_store, state="absent", trust_store=["capf-trust"], content=pem(pki.root))
     result = run_enrol(identity, capf_server, behaviour=X_CSR)
     assert_refused_at_delivery(ca_store, identity, result, "untrusted_chain")
 
 
+@pytest.mark.both_backends
 def test_a_waiting_certificate_that_chains_through_the_ca_it_came_with_is_delivered(
-        capf_server, ca_store, store_path, pki, tmp_path):
+        capf_server, ca_store, store_cli, pki, tmp_path):
     """CAPF-trust holds only the root (Table 1): the check at delivery uses the issuing CA that came
     with the certificate, as the import did."""
-    identity = _imported_and_waiting(ca_store, store_path, capf_server, pki, tmp_path, trusted=(pki.root,))
+    identity = _imported_and_waiting(ca_store, store_cli, capf_server, pki, tmp_path, trusted=(pki.root,))
     result = run_enrol(identity, capf_server, behaviour=X_CSR)
     assert (result.outcome, result.end_reason) == ("ok", 1), result
     [row] = certificate_rows(ca_store, NAME)

@@ -1,15 +1,15 @@
 """Online CA (EST, AD CS) and Offline CA over the real protocol: simulator phones with X-CSR/1, the
-CAPF service on loopback TLS, loopback HTTPS CAs, certificates checked with the openssl CLI."""
+CAPF service on loopback TLS, loopback HTTPS CAs, certificates checked with the openssl CLI.
+
+Every case with an SQLite store; with a PostgreSQL store too, one of each store path: EST issue and
+renewal (RSA), AD CS pending then issued, an online failure (denied) and the enrolment
+service of a ``serve`` process. The offline CA's import on PostgreSQL: test_third_party_acceptance.py."""
 
 from __future__ import annotations
 
 import json
 import os
-import selectors
 import socket
-import subprocess
-import sys
-import time
 
 import pytest
 from cryptography import x509
@@ -18,7 +18,9 @@ from support.phones import phone, run_enrol
 from support.ansible_runner import changed_tasks, install_collection, playbook
 from support.protocol import add_phone, certificate_rows, phone_row
 from support.third_party_ca import PASSWORD, USERNAME, AdcsServer, EnterprisePki, EstServer, key_pem, pem
-from support.tools import ENGINE_PATH, ROOT, openssl, run_cli
+from support.serving import Serving, wait_for
+from support.stores import backend_cases
+from support.tools import ROOT, openssl, run_cli
 from _opencapf import enrolment, service_config, trust
 from _opencapf.ca import authority
 from _opencapf.ca import certificates as c
@@ -82,7 +84,7 @@ def assert_third_party_lsc(store, server, pki, identity, name, tmp_path, source)
     assert phone_row(store, name)["operation_status"] == "succeeded"
 
 
-@pytest.mark.parametrize("key_order", ["rsa", "ec"])
+@pytest.mark.parametrize("backend, key_order", backend_cases(["rsa", "ec"], ["rsa"]), indirect=["backend"])
 def test_online_est_enrolment(capf_server, ca_store, pki, tmp_path, key_order):
     with EstServer(pki, str(tmp_path / "est")) as est:
         trust_pki(ca_store, pki)
@@ -116,6 +118,7 @@ def test_online_microsoft_enrolment(capf_server, ca_store, pki, tmp_path, langua
     assert_third_party_lsc(ca_store, capf_server, pki, identity, "SEP0A0B0C0D0E02", tmp_path, "online_ca")
 
 
+@pytest.mark.both_backends
 def test_microsoft_pending_then_issued_on_the_next_session(capf_server, ca_store, pki, tmp_path):
     name = "SEP0A0B0C0D0E03"
     with AdcsServer(pki, str(tmp_path / "adcs"), mode="pending") as adcs:
@@ -169,7 +172,8 @@ FAILURES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(FAILURES))
+@pytest.mark.parametrize("backend, case", backend_cases(sorted(FAILURES), ["denied"]),
+                         indirect=["backend"])
 def test_online_failures_give_a_recorded_reason(capf_server, ca_store, pki, other_pki, tmp_path, case):
     options, attributes, overrides, expected = FAILURES[case]
     name = "SEP0A0B0C0D0E05"
@@ -238,7 +242,7 @@ def openssl_sign(pki, csr_path, out_path, tmp_path):
             "copyall", "-out", str(out_path))
 
 
-def test_offline_round_trip_with_a_stale_certificate(capf_server, ca_store, store_path, pki, tmp_path):
+def test_offline_round_trip_with_a_stale_certificate(capf_server, ca_store, store_cli, pki, tmp_path):
     names = ["SEP0A0B0C0D0E10", "SEP0A0B0C0D0E11"]
     trust_pki(ca_store, pki)
     service_config.converge(ca_store, parameters_wanted={"issuer": "offline_ca"})
@@ -246,11 +250,11 @@ def test_offline_round_trip_with_a_stale_certificate(capf_server, ca_store, stor
     for name in names:
         result = run_enrol(identities[name], capf_server, behaviour=X_CSR)
         assert result.outcome == "retry_later" and result.key == "rsa2048", result
-    listed = run_cli("--store", store_path, "--json", "csr", "list", check=True)
+    listed = run_cli(*store_cli, "--json", "csr", "list", check=True)
     assert all(name in listed.stdout for name in names)
     exported = tmp_path / "export-1"
     exported.mkdir()
-    run_cli("--store", store_path, "csr", "export", "--directory", str(exported), check=True)
+    run_cli(*store_cli, "csr", "export", "--directory", str(exported), check=True)
     assert sorted(p.name for p in exported.iterdir()) == [f"{name}.csr.pem" for name in names]
     signed = {}
     for name in names:
@@ -260,7 +264,7 @@ def test_offline_round_trip_with_a_stale_certificate(capf_server, ca_store, stor
     reset_name = names[1]
     identities[reset_name] = phone(tmp_path / "reset", reset_name)
     assert run_enrol(identities[reset_name], capf_server, behaviour=X_CSR).outcome == "retry_later"
-    imported = run_cli("--store", store_path, "csr", "import", str(signed[names[0]]), str(signed[reset_name]))
+    imported = run_cli(*store_cli, "csr", "import", str(signed[names[0]]), str(signed[reset_name]))
     assert imported.returncode == 0, imported.stderr
     assert f"{names[0]}: matched" in imported.stdout and f"{reset_name}: matched" in imported.stdout
     # Next session: the first phone receives its LSC for the key it kept (no new key generated).
@@ -271,23 +275,23 @@ def test_offline_round_trip_with_a_stale_certificate(capf_server, ca_store, stor
     result = run_enrol(identities[reset_name], capf_server, behaviour=X_CSR)
     assert (result.outcome, result.end_reason) == ("failed", 7), result
     assert "stale" in phone_row(ca_store, reset_name)["operation_reason"]
-    assert reset_name in run_cli("--store", store_path, "stale-lsc", "list", check=True).stdout
+    assert reset_name in run_cli(*store_cli, "stale-lsc", "list", check=True).stdout
     assert identities[reset_name].lsc is None
     # Its next session starts over with a new key and a new CSR, exported as a bundle this time.
     result = run_enrol(identities[reset_name], capf_server, behaviour=X_CSR)
     assert result.outcome == "retry_later" and result.key == "rsa2048", result
     bundle_dir = tmp_path / "export-2"
     bundle_dir.mkdir()
-    run_cli("--store", store_path, "csr", "export", "--directory", str(bundle_dir), "--bundle", check=True)
+    run_cli(*store_cli, "csr", "export", "--directory", str(bundle_dir), "--bundle", check=True)
     bundle = bundle_dir / "capf-csr-bundle.pem"
     assert reset_name in bundle.read_text() and names[0] not in bundle.read_text()
     openssl_sign(pki, bundle, tmp_path / "fresh.cer", tmp_path)
     # A certificate signed late for the replaced CSR is recorded stale, never delivered.
     openssl_sign(pki, exported / f"{reset_name}.csr.pem", tmp_path / "late.cer", tmp_path)
-    imported = run_cli("--store", store_path, "csr", "import", str(tmp_path / "late.cer"), str(tmp_path / "fresh.cer"))
+    imported = run_cli(*store_cli, "csr", "import", str(tmp_path / "late.cer"), str(tmp_path / "fresh.cer"))
     assert imported.returncode == 0, imported.stderr
     assert f"{reset_name}: stale" in imported.stdout and f"{reset_name}: matched" in imported.stdout
-    again = run_cli("--store", store_path, "--json", "csr", "import", str(tmp_path / "fresh.cer"))
+    again = run_cli(*store_cli, "--json", "csr", "import", str(tmp_path / "fresh.cer"))
     assert again.returncode == 0 and '"already_imported"' in again.stdout
     result = run_enrol(identities[reset_name], capf_server, behaviour=X_CSR)
     assert (result.outcome, result.end_reason, result.key) == ("ok", 1, ""), result
@@ -296,7 +300,7 @@ def test_offline_round_trip_with_a_stale_certificate(capf_server, ca_store, stor
     assert len(stale_rows) == 2
 
 
-def test_offline_import_refuses_a_certificate_without_key_usage(ca_store, store_path, capf_server, pki, tmp_path):
+def test_offline_import_refuses_a_certificate_without_key_usage(ca_store, store_cli, capf_server, pki, tmp_path):
     name = "SEP0A0B0C0D0E12"
     trust_pki(ca_store, pki)
     service_config.converge(ca_store, parameters_wanted={"issuer": "offline_ca"})
@@ -306,36 +310,15 @@ def test_offline_import_refuses_a_certificate_without_key_usage(ca_store, store_
         request = tx.one("SELECT csr_pem FROM csrs")["csr_pem"]
     certificate = pki.sign_request(x509.load_pem_x509_csr(request.encode()), key_usage=False)
     (tmp_path / "no-ku.pem").write_text(pem(certificate))
-    result = run_cli("--store", store_path, "csr", "import", str(tmp_path / "no-ku.pem"))
+    result = run_cli(*store_cli, "csr", "import", str(tmp_path / "no-ku.pem"))
     assert result.returncode != 0 and "KeyUsage" in result.stdout + result.stderr
     assert run_enrol(identity, capf_server, behaviour=X_CSR).outcome == "retry_later"
 
 
 # -- service coupling ------------------------------------------------------------------------------
 
-class _ServeProcess:
-    """``opencapf serve`` in the foreground as a child process, with a short enrolment interval."""
-
-    def __init__(self, store_path, log_path):
-        self.log = open(log_path, "wb")  # pylint: disable=consider-using-with
-        self.process = subprocess.Popen(  # pylint: disable=consider-using-with
-            [sys.executable, "-m", "_opencapf", "--store", store_path, "serve", "--listen", "127.0.0.1", "--port", "0",
-             "--enrolment-interval", "0.3"],
-            stdout=subprocess.PIPE, stderr=self.log, env={"PYTHONPATH": ENGINE_PATH, "PATH": "/usr/bin:/bin"})
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.process.stdout, selectors.EVENT_READ)
-            assert selector.select(30), "serve did not report its listener within 30 s"
-        line = self.process.stdout.readline().decode()
-        assert line.startswith("listening on 127.0.0.1 port "), line
-        self.port = int(line.split()[-1])
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait(30)
-        self.log.close()
-
-
-def test_enrolment_service_runs_with_capf(ca_store, store_path, pki, tmp_path):
+@pytest.mark.both_backends
+def test_enrolment_service_runs_with_capf(ca_store, pki, tmp_path):
     """With issuer online_ca the serve process runs the enrolment service: a request the CA held
     pending is picked up once approved, without any phone session; a CAPF restart restarts it."""
     name = "SEP0A0B0C0D0E20"
@@ -344,21 +327,19 @@ def test_enrolment_service_runs_with_capf(ca_store, store_path, pki, tmp_path):
         configure(ca_store, "microsoft", adcs.port)
         identity = enrolling_phone(ca_store, tmp_path, name)
         for round_number, request_id in enumerate((41, 42)):
-            serving = _ServeProcess(store_path, tmp_path / f"serve-{round_number}.log")
-            try:
+            # No proxy settings from the environment: the CA is on loopback.
+            serving = Serving.on(ca_store, tmp_path / f"serve-{round_number}.log", env={"PATH": "/usr/bin:/bin"})
+            with serving.start("--enrolment-interval", "0.3"):
                 server = type("Server", (), {"port": serving.port, "capf_pem": capf_pem(ca_store)})
                 if round_number:  # a new key and request after the restart
                     set_operation(ca_store, name)
                     identity = phone(tmp_path / "again", name)
                 assert run_enrol(identity, server, behaviour=X_CSR).outcome == "retry_later"
                 adcs.issue(request_id)
-                assert wait_for(lambda: csr_status(ca_store) == "issued", 20), "the enrolment service did not poll"
+                assert wait_for(lambda: csr_status(ca_store) == "issued", 20, 0.1), "the enrolment service did not poll"
                 result = run_enrol(identity, server, behaviour=X_CSR)
                 assert (result.outcome, result.end_reason, result.key) == ("ok", 1, ""), result
-            finally:
-                serving.stop()
-            log_text = (tmp_path / f"serve-{round_number}.log").read_text()
-            assert "certificate enrolment service started" in log_text
+            assert "certificate enrolment service started" in serving.log()
     assert_third_party_lsc(ca_store, server, pki, identity, name, tmp_path, "online_ca")
 
 
@@ -369,15 +350,6 @@ def capf_pem(store):
 def csr_status(store):
     with store.read() as tx:
         return tx.one("SELECT status FROM csrs ORDER BY id DESC LIMIT 1")["status"]
-
-
-def wait_for(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_mutual_tls_towards_the_ca(capf_server, ca_store, pki, tmp_path):
@@ -450,7 +422,7 @@ def session_events(store, name):
                         (name,))
 
 
-def test_offline_round_trip_from_the_command_line(capf_server, ca_store, store_path, pki, tmp_path):
+def test_offline_round_trip_from_the_command_line(capf_server, ca_store, store_cli, pki, tmp_path):
     """Only the CLI: a fleet of X-CSR/1 phones runs Install/Upgrade, the CSRs go out as a bundle,
     the openssl CLI signs them, the import reports each file, and the fleet's next run installs."""
     names = [f"SEP0A0B0C0D0E6{index}" for index in range(3)]
@@ -459,13 +431,13 @@ def test_offline_round_trip_from_the_command_line(capf_server, ca_store, store_p
     for name in names:
         add_phone(ca_store, name, operation="install_upgrade", key_order="rsa")
     (tmp_path / "capf.pem").write_text(capf_server.capf_pem)
-    fleet = ("--store", store_path, "--json", "phone", "fleet", "--server", "127.0.0.1", "--port",
+    fleet = (*store_cli, "--json", "phone", "fleet", "--server", "127.0.0.1", "--port",
              str(capf_server.port), "--capf-cert", str(tmp_path / "capf.pem"), "--retries", "0", "--first", names[0],
              "--count", "3", "--dir", str(tmp_path / "fleet"), "--x-csr")
     first = json.loads(run_cli(*fleet, check=True).stdout)
     assert set(first["outcomes"].values()) == {"retry_later"}, first
     out = tmp_path / "out"
-    run_cli("--store", store_path, "csr", "export", "--directory", str(out), "--bundle", check=True)
+    run_cli(*store_cli, "csr", "export", "--directory", str(out), "--bundle", check=True)
     bundle = (out / "capf-csr-bundle.pem").read_text()
     signed = []
     for index, block in enumerate(bundle.split("-----END CERTIFICATE REQUEST-----\n")[:-1]):
@@ -473,7 +445,7 @@ def test_offline_round_trip_from_the_command_line(capf_server, ca_store, store_p
         openssl_sign(pki, tmp_path / f"request-{index}.pem", tmp_path / f"signed-{index}.cer", tmp_path)
         signed.append(str(tmp_path / f"signed-{index}.cer"))
     assert len(signed) == 3
-    report = json.loads(run_cli("--store", store_path, "--json", "csr", "import", *signed, check=True).stdout)
+    report = json.loads(run_cli(*store_cli, "--json", "csr", "import", *signed, check=True).stdout)
     assert sorted(report["matched"]) == names and report["problems"] == []
     second = json.loads(run_cli(*fleet, check=True).stdout)
     assert set(second["outcomes"].values()) == {"ok"}, second

@@ -8,13 +8,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 
 from support.crash import AUDIT_ROWS, CERTIFICATE_ROWS, AckingPhone, lsc_problems
-from support.tools import ENGINE_PATH
+from support.serving import Serving, stop_all
 from _opencapf.ca import authority
 from _opencapf.dependencies import ec
 from _opencapf.simulator.client import Target
@@ -26,46 +24,12 @@ from _opencapf.store import service as service_records
 
 LEADER_LINE = "scheduler: this process (pid "
 SESSION_BOUND = 30  # serve --max-session-seconds
+NODE_OPTIONS = ("--enrolment-interval", "0", "--max-session-seconds", str(SESSION_BOUND), "--queue-timeout", "60")
 
 
-class Node:
-    """One ``opencapf serve`` process of the cluster, its log in a file (a pipe nobody reads would stall it)."""
-
-    def __init__(self, index: int, location: str, state_dir: str, workdir: str):
-        self.index = index
-        self.location, self.state_dir = location, state_dir
-        self.log_path = os.path.join(workdir, f"node-{index}.log")
-        self.process: subprocess.Popen | None = None
-        self.port = 0
-
-    def start(self, *extra: str) -> None:
-        with open(self.log_path, "a", encoding="utf-8") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "_opencapf", "--store", self.location, "--state-dir", self.state_dir, "serve",
-                 "--listen", "127.0.0.1", "--port", str(self.port), "--enrolment-interval", "0",
-                 "--max-session-seconds", str(SESSION_BOUND), "--queue-timeout", "60", *extra],
-                stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "PYTHONPATH": ENGINE_PATH})
-        line = self.process.stdout.readline()
-        if not line.startswith("listening on"):
-            self.process.kill()
-            raise AssertionError(f"node {self.index} did not start: {line!r}\n{self.log()}")
-        self.port = int(line.split()[-1])
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self) -> int:
-        """SIGKILL: the node dies mid-work, as in a power loss of its host."""
-        self.process.send_signal(signal.SIGKILL)
-        return self.process.wait(30)
-
-    def log(self) -> str:
-        with open(self.log_path, encoding="utf-8") as handle:
-            return handle.read()
+def node(index: int, location: str, state_dir: str, workdir: str) -> Serving:
+    """One ``opencapf serve`` process of the cluster (a restart keeps its port), its log in a file of its own."""
+    return Serving(location, state_dir, os.path.join(workdir, f"node-{index}.log"), name=f"node {index}")
 
 
 class Cluster:
@@ -73,45 +37,36 @@ class Cluster:
 
     def __init__(self, location: str, state_dir: str, workdir: str, count: int = 3):
         os.makedirs(workdir, exist_ok=True)
-        self.nodes = [Node(index, location, state_dir, workdir) for index in range(count)]
+        self.nodes = [node(index, location, state_dir, workdir) for index in range(count)]
 
     def start(self, *extra: str) -> "Cluster":
         try:
-            for node in self.nodes:
-                node.start(*extra)
+            for each in self.nodes:
+                each.start(*NODE_OPTIONS, *extra)
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self) -> list[int]:
-        live = [node for node in self.nodes if node.alive()]
-        for node in live:
-            node.process.send_signal(signal.SIGTERM)
-        codes = []
-        for node in live:
-            try:
-                node.process.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                node.process.kill()
-                node.process.communicate()
-            codes.append(node.process.returncode)
-        return codes
+        """SIGTERM to the live nodes; the exit status of each of them."""
+        live = [each for each in self.nodes if each.alive()]
+        return stop_all(live)
 
     def logs(self) -> str:
-        return "".join(node.log() for node in self.nodes)
+        return "".join(each.log() for each in self.nodes)
 
     def targets(self, capf_pem: str, timeout: float = 30.0) -> list[Target]:
         """One phone configuration per node, each listing every node, starting at a different one."""
-        endpoints = [("127.0.0.1", node.port) for node in self.nodes]
+        endpoints = [("127.0.0.1", each.port) for each in self.nodes]
         return [Target(tuple(endpoints[start:] + endpoints[:start]), cadata=capf_pem, timeout=timeout)
                 for start in range(len(endpoints))]
 
-    def leader(self) -> Node | None:
+    def leader(self) -> Serving | None:
         """The live node whose process runs the scheduler (its log says so, with its pid)."""
-        for node in self.nodes:
-            if node.alive() and f"{LEADER_LINE}{node.pid})" in node.log():
-                return node
+        for each in self.nodes:
+            if each.alive() and f"{LEADER_LINE}{each.pid})" in each.log():
+                return each
         return None
 
     def __enter__(self) -> "Cluster":

@@ -25,10 +25,14 @@ except OSError:
 
 
 class RunningServer:
-    """A CapfServer on its own event loop in a background thread (its own store connection)."""
+    """A CapfServer on its own event loop in a background thread, with its own connection to ``store``
+    (an open store, whichever its backend, or the path of an SQLite one)."""
 
-    def __init__(self, store_path, addresses=("127.0.0.1",), **options):
-        self.store = open_store(store_path, actor="capf-server")
+    def __init__(self, store, addresses=("127.0.0.1",), **options):
+        if isinstance(store, str):
+            self.store = open_store(store, actor="capf-server")
+        else:
+            self.store = open_store(store.location, state_dir=store.state_dir, actor="capf-server")
         self.server = CapfServer(self.store, ServerOptions(addresses=tuple(addresses), port=0, **options))
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="capf-test-server", daemon=True)

@@ -32,20 +32,32 @@ def populated_store(directory: str, version: int) -> str:
     return path
 
 
-def store_exists(location: str) -> bool:
+def backend_cases(values: Sequence[Any], on_postgresql: Sequence[Any]) -> list[tuple]:
+    """Cases for ``@pytest.mark.parametrize("backend, <names>", ..., indirect=["backend"])``: every value
+    (a tuple for several names) with an SQLite store, and the representative ones of ``on_postgresql``
+    with a PostgreSQL store too."""
+    assert set(on_postgresql) <= set(values), set(on_postgresql) - set(values)
+
+    def case(backend, value):
+        return (backend, *value) if isinstance(value, tuple) else (backend, value)
+
+    return [case("sqlite", value) for value in values] + [case("postgresql", value) for value in on_postgresql]
+
+
+def store_exists(location: str, state_dir: str | None = None) -> bool:
     """Whether a store is at ``location``: an SQLite file, or a PostgreSQL database with the CAPF schema."""
     if not postgresql.is_location(location):
         return os.path.exists(location)
     try:
-        open_store(location, read_only=True, create=False).close()
+        open_store(location, state_dir=state_dir, read_only=True, create=False).close()
     except StoreError:
         return False
     return True
 
 
-def query(location: str, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+def query(location: str, sql: str, params: Sequence[Any] = (), state_dir: str | None = None) -> list[dict[str, Any]]:
     """The rows of ``sql`` in the store at ``location`` (either backend), read without writing."""
-    with open_store(location, read_only=True, create=False) as store, store.read() as tx:
+    with open_store(location, state_dir=state_dir, read_only=True, create=False) as store, store.read() as tx:
         return tx.query(sql, params)
 
 

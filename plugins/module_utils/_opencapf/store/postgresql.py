@@ -85,11 +85,11 @@ def check_dsn(location: str) -> dict[str, str]:
 
 @functools.lru_cache(maxsize=4096)
 def translate(sql: str) -> str:
-    """Portable SQL with ``?`` placeholders in psycopg's spelling: ``%s``, and ``%`` doubled (outside
-    string literals, which are copied as they are)."""
-    parts = _LITERAL.split(sql)
+    """Portable SQL with ``?`` placeholders in psycopg's spelling: ``%s`` (outside string literals, where
+    ``?`` is a character), and every ``%`` doubled, in literals too: psycopg reads placeholders everywhere."""
+    parts = _LITERAL.split(sql.replace("%", "%%"))
     for index in range(0, len(parts), 2):
-        parts[index] = parts[index].replace("%", "%%").replace("?", "%s")
+        parts[index] = parts[index].replace("?", "%s")
     return "".join(parts)
 
 

@@ -3,17 +3,18 @@ takes fail the task with a message that starts with the option path, and change 
 
 The set of options is read from the modules' own documentation (every option or suboption of type
 ``path``), so an option added later without a case here fails ``test_every_path_option_is_covered``.
+Every problem with an SQLite store; a missing file with a PostgreSQL store too (the store left as it was).
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
 
 import pytest
 import yaml
 
 from support import certfactory
+from support.stores import backend_cases, query, store_exists
 from ansible_collections.opencapf.capf.plugins.modules import (
     capf_bulk_update, capf_info, capf_ldap_sync, capf_offline_ca, capf_phone, capf_service, capf_stale_lsc,
     capf_trust_cert)
@@ -82,22 +83,22 @@ def test_every_path_option_is_covered():
     assert documented == covered | OUTPUTS
 
 
-def _tables(store_path):
-    if not os.path.exists(store_path):
+def _tables(location):
+    if not store_exists(location):
         return None
-    with sqlite3.connect(store_path) as db:
-        return [db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-                for table in ("trust_certificates", "phones", "service_parameters", "certificates", "audit_events")]
+    return [query(location, f"SELECT COUNT(*) AS n FROM {table}")[0]["n"]
+            for table in ("trust_certificates", "phones", "service_parameters", "certificates", "audit_events")]
 
 
 @pytest.mark.parametrize("module,option,arguments", CASES, ids=IDS)
-@pytest.mark.parametrize("problem", ["missing", "not_pem", "directory"])
-def test_a_bad_file_fails_naming_the_option(run, store_path, tmp_path, module, option, arguments, problem):
+@pytest.mark.parametrize("store_location, problem", backend_cases(["missing", "not_pem", "directory"], ["missing"]),
+                         indirect=["store_location"])
+def test_a_bad_file_fails_naming_the_option(run, location, tmp_path, module, option, arguments, problem):
     # An existing store that must stay as it is; the offline CA's root is trusted, so an import gets to the files.
-    run(capf_phone, {"store": store_path, "name": "SEP001122334455"})
+    run(capf_phone, {"store": location, "name": "SEP001122334455"})
     root, _key = certfactory.make("Offline Root")
-    run(capf_trust_cert, {"store": store_path, "content": certfactory.pem(root), "trust_store": ["capf-trust"]})
-    before = _tables(store_path)
+    run(capf_trust_cert, {"store": location, "content": certfactory.pem(root), "trust_store": ["capf-trust"]})
+    before = _tables(location)
     path = str(tmp_path / "input.pem")
     if problem == "not_pem":
         with open(path, "w", encoding="ascii") as handle:
@@ -105,10 +106,10 @@ def test_a_bad_file_fails_naming_the_option(run, store_path, tmp_path, module, o
         os.chmod(path, 0o600)
     elif problem == "directory":
         os.mkdir(path)
-    result = run(module, dict(arguments(path, str(tmp_path)), store=store_path))
+    result = run(module, dict(arguments(path, str(tmp_path)), store=location))
     assert result["failed"], result
     assert result["msg"].startswith(option), result["msg"]
     if problem == "missing":
         assert result["msg"].startswith(f"{option}: ") and "No such file or directory" in result["msg"]
     assert "Traceback" not in result["msg"] and "\n" not in result["msg"]
-    assert _tables(store_path) == before
+    assert _tables(location) == before

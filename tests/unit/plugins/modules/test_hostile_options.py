@@ -5,11 +5,10 @@ Each run fails with a message naming the option and the limit, and the store is 
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
 from support import certfactory
+from support.stores import query
 from ansible_collections.opencapf.capf.plugins.modules import capf_bulk_update, capf_phone, capf_trust_cert
 
 from _opencapf.vocabulary import MAX_CERTIFICATES, MAX_CSV_CELL, MAX_INPUT_BYTES
@@ -17,58 +16,57 @@ from _opencapf.vocabulary import MAX_CERTIFICATES, MAX_CSV_CELL, MAX_INPUT_BYTES
 MIB = 1024 * 1024
 
 
-def _rows(store_path, table):
-    with sqlite3.connect(store_path) as db:
-        return db.execute(f"SELECT * FROM {table}").fetchall()
+def _rows(location, table):
+    return query(location, f"SELECT * FROM {table} ORDER BY id")
 
 
 @pytest.fixture
-def trusted(run, store_path):
+def trusted(run, location):
     """A store holding one trusted root, so 'unchanged' is not just 'empty'."""
     root, _key = certfactory.make("Kept Root")
-    assert run(capf_trust_cert, {"store": store_path, "content": certfactory.pem(root),
+    assert run(capf_trust_cert, {"store": location, "content": certfactory.pem(root),
                                  "trust_store": "capf-trust"})["changed"]
-    return _rows(store_path, "trust_certificates")
+    return _rows(location, "trust_certificates")
 
 
-def test_ten_megabyte_content_is_refused(run, store_path, trusted):
+def test_ten_megabyte_content_is_refused(run, location, trusted):
     root, _key = certfactory.make("Huge Root")
     block = certfactory.pem(root)
-    result = run(capf_trust_cert, {"store": store_path, "content": block * (10 * MIB // len(block) + 1),
+    result = run(capf_trust_cert, {"store": location, "content": block * (10 * MIB // len(block) + 1),
                                    "trust_store": "capf-trust"})
     assert result["failed"] and result["msg"].startswith("content is ")
     assert f"larger than the limit of {MAX_INPUT_BYTES} bytes" in result["msg"]
-    assert _rows(store_path, "trust_certificates") == trusted
+    assert _rows(location, "trust_certificates") == trusted
 
 
-def test_ten_megabyte_path_is_refused(run, store_path, trusted, tmp_path):
+def test_ten_megabyte_path_is_refused(run, location, trusted, tmp_path):
     big = tmp_path / "bundle.pem"
     with open(big, "wb") as handle:
         handle.truncate(10 * MIB)
-    result = run(capf_trust_cert, {"store": store_path, "path": str(big), "trust_store": "capf-trust"})
+    result = run(capf_trust_cert, {"store": location, "path": str(big), "trust_store": "capf-trust"})
     assert result["failed"] and str(big) in result["msg"] and f"limit of {MAX_INPUT_BYTES} bytes" in result["msg"]
-    assert _rows(store_path, "trust_certificates") == trusted
+    assert _rows(location, "trust_certificates") == trusted
 
 
-def test_too_long_a_chain_is_refused(run, store_path, trusted):
+def test_too_long_a_chain_is_refused(run, location, trusted):
     root, _key = certfactory.make("Repeated Root")
-    result = run(capf_trust_cert, {"store": store_path, "content": certfactory.pem(root) * (MAX_CERTIFICATES + 1),
+    result = run(capf_trust_cert, {"store": location, "content": certfactory.pem(root) * (MAX_CERTIFICATES + 1),
                                    "trust_store": "capf-trust"})
     assert result["failed"] and f"at most {MAX_CERTIFICATES} are accepted" in result["msg"]
-    assert _rows(store_path, "trust_certificates") == trusted
+    assert _rows(location, "trust_certificates") == trusted
 
 
-def test_csv_with_an_oversized_cell_imports_nothing(run, store_path, tmp_path):
+def test_csv_with_an_oversized_cell_imports_nothing(run, location, tmp_path):
     csv_file = tmp_path / "phones.csv"
     csv_file.write_text("device_name,description\nSEP000000000001,Lobby\n"
                         f"SEP000000000002,{'x' * (MAX_CSV_CELL + 1)}\n")
-    result = run(capf_bulk_update, {"store": store_path, "csv_file": str(csv_file)})
+    result = run(capf_bulk_update, {"store": location, "csv_file": str(csv_file)})
     assert result["failed"]
     assert f"line 3: description is longer than the limit of {MAX_CSV_CELL} characters" in result["msg"]
-    assert _rows(store_path, "phones") == []
+    assert _rows(location, "phones") == []
 
 
 @pytest.mark.parametrize("name", ["../../etc/x", "/etc/passwd", "SEP001122334455/..", ".."])
-def test_phone_names_that_are_paths_are_refused(run, store_path, name):
-    result = run(capf_phone, {"store": store_path, "name": name, "certificate_operation": "install_upgrade"})
+def test_phone_names_that_are_paths_are_refused(run, location, name):
+    result = run(capf_phone, {"store": location, "name": name, "certificate_operation": "install_upgrade"})
     assert result["failed"] and result["msg"].startswith("name must be SEP")

@@ -1,11 +1,12 @@
 """One path per change: the same requested change of a phone's settings, asked for by capf_phone, a
 bulk job, a CSV import, the declarative file, a device template (re-)applied to it or the first sync
-of an LDAP directory (a real slapd) listing it, leaves the same stored row and the same audit event."""
+of an LDAP directory (a real slapd) listing it, leaves the same stored row and the same audit event.
+Every change in an SQLite store; an operation, a generated and a removed authentication string and a
+new phone in a PostgreSQL store too."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import pytest
 
@@ -15,6 +16,7 @@ from _opencapf import authstrings, bulk, directory, phone_config, templates
 from _opencapf.declarative import deployment, document
 from _opencapf.store import open_store
 from support.slapd import DEVICE_ATTRIBUTE, SYNC_DN
+from support.stores import backend_cases, query, store_exists
 
 NAME = "SEP001122334455"
 SEED = {"certificate_operation": "install_upgrade", "description": "Lobby", "device_pool": "HQ"}
@@ -39,6 +41,7 @@ CHANGES = {
                          "device_pool": "Branch", "key_order": "ec_preferred"}, "generate"),
     "unchanged": (SEED, dict(SEED), None),
 }
+ON_POSTGRESQL = ["operation", "auth_string_generated", "auth_string_removed", "new_phone"]
 
 
 def _seed(store_path, settings):
@@ -99,36 +102,34 @@ def _through(path, run, store_path, settings, secret, slapd_server=None):
         return report.generated_strings.get(NAME)
 
 
-def _state(store_path, after_event):
-    with sqlite3.connect(store_path) as db:
-        db.row_factory = sqlite3.Row
-        row = dict(db.execute("SELECT * FROM phones WHERE name = ?", (NAME,)).fetchone())
-        events = [(event["action"], event["subject"], json.loads(event["details"])) for event in db.execute(
-            "SELECT action, subject, details FROM audit_events WHERE id > ? AND action LIKE 'phone.%' ORDER BY id",
-            (after_event,))]
+def _state(location, after_event):
+    [row] = query(location, "SELECT * FROM phones WHERE name = ?", (NAME,))
+    events = [(event["action"], event["subject"], json.loads(event["details"])) for event in query(
+        location, "SELECT action, subject, details FROM audit_events WHERE id > ? AND action LIKE 'phone.%' ORDER BY id",
+        (after_event,))]
     return row, events
 
 
-def _last_event(store_path):
-    try:
-        with sqlite3.connect(store_path) as db:
-            return db.execute("SELECT coalesce(max(id), 0) FROM audit_events").fetchone()[0]
-    except sqlite3.OperationalError:  # no store yet: the change creates it
+def _last_event(location):
+    if not store_exists(location):  # no store yet: the change creates it
         return 0
+    return query(location, "SELECT coalesce(max(id), 0) AS last FROM audit_events")[0]["last"]
 
 
-@pytest.mark.parametrize("change", sorted(CHANGES))
-def test_every_path_stores_the_same_row_and_audit_event(change, run, tmp_path, slapd_server):
+@pytest.mark.usefixtures("location")  # the backend, and the state directory of a PostgreSQL store
+@pytest.mark.parametrize("store_location, change", backend_cases(sorted(CHANGES), ON_POSTGRESQL),
+                         indirect=["store_location"])
+def test_every_path_stores_the_same_row_and_audit_event(change, run, more_store_locations, slapd_server):
     seed, settings, secret = CHANGES[change]
     outcomes = {}
     for path in PATHS if seed is not None else CREATING_PATHS:
-        store_path = str(tmp_path / path / "capf.db")
+        where = more_store_locations(path)
         if seed is not None:
-            _seed(store_path, seed)
-        before = _last_event(store_path)
-        generated = _through(path, run, store_path, settings, secret, slapd_server)
-        row, events = _state(store_path, before)
-        with open_store(store_path) as store:
+            _seed(where, seed)
+        before = _last_event(where)
+        generated = _through(path, run, where, settings, secret, slapd_server)
+        row, events = _state(where, before)
+        with open_store(where) as store:
             key = store.secret()
         if secret == "generate":
             assert generated and authstrings.matches(key, row["auth_salt"], row["auth_hash"], generated), path

@@ -9,10 +9,10 @@ in check mode and in a real run alike; names that all exist give no warning.
 from __future__ import annotations
 
 import os
-import sqlite3
 
 import pytest
 
+from support.stores import query
 from ansible_collections.opencapf.capf.plugins.modules import (
     capf_bulk_update, capf_offline_ca, capf_phone, capf_stale_lsc)
 
@@ -20,9 +20,8 @@ KNOWN, TYPO = "SEP001122334455", "SEP00112233445F"
 FUTURE = "2999-01-01T00:00:00Z"
 
 
-def _state(store_path, directory):
-    with sqlite3.connect(store_path) as db:
-        rows = [db.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall() for table in ("phones", "jobs", "certificates")]
+def _state(location, directory):
+    rows = [query(location, f"SELECT * FROM {table} ORDER BY id") for table in ("phones", "jobs", "certificates")]
     return rows, sorted(os.listdir(directory))
 
 
@@ -38,39 +37,39 @@ IDS = ["bulk-now", "bulk-scheduled", "stale_lsc", "offline_ca-export"]
 
 
 @pytest.fixture
-def known_phone(run, store_path):
-    assert run(capf_phone, {"store": store_path, "name": KNOWN})["changed"]
+def known_phone(run, location):
+    assert run(capf_phone, {"store": location, "name": KNOWN})["changed"]
 
 
 @pytest.mark.parametrize("module,option,arguments", CASES, ids=IDS)
 @pytest.mark.parametrize("check", [False, True])
-def test_unknown_names_are_returned_and_warned(run, store_path, tmp_path, known_phone, module, option, arguments,
+def test_unknown_names_are_returned_and_warned(run, location, tmp_path, known_phone, module, option, arguments,
                                                check):
-    result = run(module, dict(arguments([KNOWN, TYPO.lower()], str(tmp_path)), store=store_path), check=check)
+    result = run(module, dict(arguments([KNOWN, TYPO.lower()], str(tmp_path)), store=location), check=check)
     assert not result["failed"], result
     assert result["unmatched"] == [TYPO]
     assert result["warnings"] == [f"{option}: 1 device name(s) not in the store were ignored: {TYPO}"]
-    clean = run(module, dict(arguments([KNOWN], str(tmp_path)), store=store_path), check=check)
+    clean = run(module, dict(arguments([KNOWN], str(tmp_path)), store=location), check=check)
     assert clean["unmatched"] == [] and not clean.get("warnings")
 
 
 @pytest.mark.parametrize("module,option,arguments", CASES, ids=IDS)
 @pytest.mark.parametrize("check", [False, True])
-def test_fail_on_unmatched_fails_naming_them_and_changes_nothing(run, store_path, tmp_path, known_phone, module,
+def test_fail_on_unmatched_fails_naming_them_and_changes_nothing(run, location, tmp_path, known_phone, module,
                                                                  option, arguments, check):
-    before = _state(store_path, tmp_path)
-    result = run(module, dict(arguments([KNOWN, TYPO, "SEP0000000000AA"], str(tmp_path)), store=store_path,
+    before = _state(location, tmp_path)
+    result = run(module, dict(arguments([KNOWN, TYPO, "SEP0000000000AA"], str(tmp_path)), store=location,
                               fail_on_unmatched=True), check=check)
     assert result["failed"] and not result.get("changed")
     assert result["msg"] == (f"{option} names 2 device(s) that are not in the store: SEP0000000000AA, {TYPO}; nothing "
                              "was changed (fail_on_unmatched)")
-    assert _state(store_path, tmp_path) == before
-    passed = run(module, dict(arguments([KNOWN], str(tmp_path)), store=store_path, fail_on_unmatched=True), check=check)
+    assert _state(location, tmp_path) == before
+    passed = run(module, dict(arguments([KNOWN], str(tmp_path)), store=location, fail_on_unmatched=True), check=check)
     assert not passed["failed"] and passed["unmatched"] == []
 
 
-def test_bulk_rerun_stays_idempotent_with_unmatched_names(run, store_path, known_phone):
-    args = {"store": store_path, "query": {"names": [KNOWN, TYPO]}, "set": {"description": "lobby"}}
+def test_bulk_rerun_stays_idempotent_with_unmatched_names(run, location, known_phone):
+    args = {"store": location, "query": {"names": [KNOWN, TYPO]}, "set": {"description": "lobby"}}
     assert run(capf_bulk_update, args)["changed"] is True
     again = run(capf_bulk_update, args)
     assert again["changed"] is False and again["unmatched"] == [TYPO]

@@ -28,6 +28,7 @@ def _der(certificate) -> bytes:
     return certificate.public_bytes(serialization.Encoding.DER)
 
 
+@pytest.mark.both_backends
 def test_a_second_certificate_with_a_retrieved_serial_fails_the_fetch(ca_store):
     add_phone(ca_store, NAME, operation="troubleshoot")
     decider = StoreDecider(ca_store, "test")

@@ -1,4 +1,7 @@
-"""The server state machine over plain bytes, with the real store decider and the phone session."""
+"""The server state machine over plain bytes, with the real store decider and the phone session.
+
+The conversations run on both backends; the property tests over arbitrary bytes and message sequences
+(hundreds of examples each, the store hardly involved) on SQLite only."""
 
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ def converse(store, identity, behaviour=None, session_id=77):
     return server, phone, wire
 
 
+@pytest.mark.both_backends
 def test_install_over_plain_bytes(ca_store):
     add_phone(ca_store, NAME, operation="install_upgrade", key_order="ec")
     identity = PhoneIdentity(PhoneSettings(NAME))
@@ -51,6 +55,7 @@ def test_install_over_plain_bytes(ca_store):
     assert [row["status"] for row in certificate_rows(ca_store, NAME)] == ["installed"]
 
 
+@pytest.mark.both_backends
 def test_version_2_client_gets_key_size_only_and_rsa(ca_store):
     add_phone(ca_store, NAME, operation="install_upgrade", key_order="ec_preferred", rsa_key_size=1024)
     identity = PhoneIdentity(PhoneSettings(NAME))
@@ -61,6 +66,7 @@ def test_version_2_client_gets_key_size_only_and_rsa(ca_store):
     assert phone.result.key == "rsa1024" and server.outcome.outcome == "succeeded"
 
 
+@pytest.mark.both_backends
 def test_wrong_session_id_ends_with_reason_7(ca_store):
     server = ServerSession(5, StoreDecider(ca_store))
     server.start(0)
@@ -70,6 +76,7 @@ def test_wrong_session_id_ends_with_reason_7(ca_store):
     assert server.outcome.outcome == "protocol_error" and "session id" in server.outcome.reason
 
 
+@pytest.mark.both_backends
 def test_silence_ends_the_session_at_its_deadline(ca_store):
     server = ServerSession(5, StoreDecider(ca_store), step_timeout=3)
     server.start(100.0)
@@ -78,6 +85,7 @@ def test_silence_ends_the_session_at_its_deadline(ca_store):
     assert end.u8(Tag.REASON) == Reason.INVALID_ELEMENT and server.outcome.outcome == "timeout"
 
 
+@pytest.mark.both_backends
 def test_keygen_failure_is_retried_up_to_the_attempts_parameter(ca_store):
     add_phone(ca_store, NAME, operation="install_upgrade", key_order="ec")
     identity = PhoneIdentity(PhoneSettings(NAME))
@@ -154,6 +162,7 @@ def test_arbitrary_message_sequences(ca_store, auth_mode):
     run()
 
 
+@pytest.mark.both_backends
 def test_keepalive_and_keygen_limits_bound_the_key_generation_wait(ca_store):
     from _opencapf.store import service as service_records
     with ca_store.transaction() as tx:
@@ -176,6 +185,7 @@ def test_keepalive_and_keygen_limits_bound_the_key_generation_wait(ca_store):
     assert phone_row(ca_store, NAME)["operation_status"] == "failed"
 
 
+@pytest.mark.both_backends
 def test_keepalives_cannot_hold_a_step_open_forever(ca_store):
     server = ServerSession(4, StoreDecider(ca_store), step_timeout=2)
     server.start(0.0)

@@ -1,8 +1,9 @@
 """X-CSR/1 (capf-protocol.md 6.3) over plain bytes: the server session with the real store decider
-and the simulator's phone session, issuer offline_ca (no network needed)."""
+and the simulator's phone session, issuer offline_ca (no network needed); on both backends."""
 
 from __future__ import annotations
 
+import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -19,6 +20,7 @@ from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
 from _opencapf.store import service as service_records
 
 NAME = "SEP0011223344C0"
+pytestmark = pytest.mark.both_backends
 
 
 def converse(store, identity, behaviour, phone_class=PhoneSession):

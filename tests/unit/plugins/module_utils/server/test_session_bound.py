@@ -1,9 +1,11 @@
 """Every session has a time bound, and only an operation whose session is past that bound is settled
-as abandoned: the scheduler never touches the operation of a live session."""
+as abandoned: the scheduler never touches the operation of a live session. On both backends."""
 
 from __future__ import annotations
 
 import datetime as dt
+
+import pytest
 
 from support.protocol import add_phone, phone_row
 from _opencapf.protocol import codec
@@ -19,6 +21,7 @@ from _opencapf.store import service as service_records
 from _opencapf.vocabulary import parse_utc, utc_now
 
 NAME = "SEP0011223344BB"
+pytestmark = pytest.mark.both_backends
 
 
 def _keep_alive(session_id: int) -> bytes:

@@ -9,10 +9,8 @@ from _opencapf.store import open_store
 
 
 @pytest.fixture
-def store(store_location, state_dir):
-    opened = open_store(store_location, state_dir=state_dir, actor="test")
-    yield opened
-    opened.close()
+def store(store_on_both):
+    return store_on_both
 
 
 @pytest.fixture

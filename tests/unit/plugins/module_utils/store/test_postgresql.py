@@ -45,9 +45,9 @@ def test_an_unreachable_server_gives_a_one_line_error(tmp_path, state_dir):
     assert "\n" not in str(raised.value)
 
 
-def test_placeholders_translate_outside_string_literals():
+def test_placeholders_translate_outside_string_literals_and_every_percent_sign_is_doubled():
     assert translate("SELECT '?%' || ? WHERE a LIKE ? ESCAPE '\\' AND b = 'it''s ?'") == (
-        "SELECT '?%' || %s WHERE a LIKE %s ESCAPE '\\' AND b = 'it''s ?'")
+        "SELECT '?%%' || %s WHERE a LIKE %s ESCAPE '\\' AND b = 'it''s ?'")
     assert translate("SELECT 5 % 2") == "SELECT 5 %% 2"
 
 

@@ -71,6 +71,19 @@ def test_failed_transaction_leaves_nothing(store):
         assert audit.events(tx) == []
 
 
+def test_percent_and_question_marks_in_string_literals_are_text_on_both_backends(store):
+    """A ``?`` in a string literal is no placeholder and a ``%`` is a character (``LIKE 'SEP%'``), with
+    and without parameters; outside literals ``?`` binds a parameter and ``%`` is the modulo operator."""
+    with store.transaction() as tx:
+        phones.create(tx, "test", "SEP001122334455", operation="install_upgrade")
+        phones.create(tx, "test", "CIPC00AABBCC", operation="install_upgrade")
+    with store.read() as tx:
+        assert [row["name"] for row in tx.query("SELECT name FROM phones WHERE name LIKE 'SEP%'")] == ["SEP001122334455"]
+        assert tx.scalar("SELECT count(*) FROM phones WHERE name LIKE 'SEP%' AND operation = ?", ("install_upgrade",)) == 1
+        assert tx.scalar("SELECT '?%' || ? || '%?'", ("x",)) == "?%x%?"
+        assert tx.scalar("SELECT 7 % ?", (4,)) == 3
+
+
 def test_parameters_default_then_change_is_audited_once(store):
     with store.transaction() as tx:
         assert service.read(tx)["keepalive_minutes"] == 15
