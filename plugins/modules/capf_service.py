@@ -113,6 +113,7 @@ options:
     description:
       - Automatic renewal schedules at most this many phones in any 24 hours, 1–100000 (default 100), soonest
         expiry first; the rest wait for the next day.
+    type: int
   revoke_after_expiry:
     description:
       - Revoke an LSC once it has expired, with reason V(cessation_of_operation), as the certificate monitor of the

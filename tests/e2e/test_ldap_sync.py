@@ -178,17 +178,15 @@ def test_starttls_plain_attribute_mapping_and_paging(sqlite_store, slapd_server)
     users = {f"user{index:04d}": () for index in range(SIZE_LIMIT + 20)}
     users.update({"hank": ("SEP00112233445A", "csfhank2"), "ivy": ("SEP00112233445A", "not a device")})
     base = slapd_server.new_base(users)
-    mapped = directory.sync(sqlite_store, _config(slapd_server, base, name="desk", urls=[slapd_server.ldap_url],
-                                           search_filter="(objectClass=opencapfDevices)", mapping="attribute",
-                                           device_attribute=DEVICE_ATTRIBUTE),
-                            bind_password=slapd_server.sync_password)
+    desk = _config(slapd_server, base, name="desk", urls=[slapd_server.ldap_url],
+                   search_filter="(objectClass=opencapfDevices)", mapping="attribute", device_attribute=DEVICE_ATTRIBUTE)
+    mapped = directory.sync(sqlite_store, desk, bind_password=slapd_server.sync_password)
     assert mapped["devices"]["created"] == ["CSFHANK2", "SEP00112233445A"]
     assert sorted(item["reason"][:30] for item in mapped["skipped"]) == [
         "SEP00112233445A is already map", "must be SEP (or ATA/AN/BAT) fo"]
-    paged = directory.sync(sqlite_store, _config(slapd_server, base, name="all", urls=[slapd_server.ldap_url],
-                                          page_size=100, mapping="template", name_template="BOT{uid}",
-                                          allow_plain=True, start_tls=False),
-                           bind_password=slapd_server.sync_password)
+    everyone = _config(slapd_server, base, name="all", urls=[slapd_server.ldap_url], page_size=100,
+                       mapping="template", name_template="BOT{uid}", allow_plain=True, start_tls=False)
+    paged = directory.sync(sqlite_store, everyone, bind_password=slapd_server.sync_password)
     assert paged["directory"]["entries"] == SIZE_LIMIT + 22 and len(paged["devices"]["created"]) == SIZE_LIMIT + 22
 
 

@@ -81,7 +81,7 @@ def _cli(capsys, *args) -> tuple[int, str, str]:
 
 
 def test_cli_syncs_over_starttls_with_the_password_from_a_file_or_the_environment(tmp_path, slapd_server, capsys,
-                                                                                 monkeypatch):
+                                                                                  monkeypatch):
     base = slapd_server.new_base({"dora": (), "eli": ()})
     store = str(tmp_path / "state" / "capf.db")
     config = tmp_path / "corp.yml"

@@ -524,5 +524,5 @@ def listing(store: Store) -> list[dict]:
         rows = directory_records.listed(tx)
         for row in rows:
             row["bind_password_stored"] = secretbox.exists(tx, _secret_name(row["name"]))
-    return [{key: row[key] for key in ("name", "config", "first_synced_at", "last_synced_at", "next_sync_at",
-                                        "last_result", "bind_password_stored")} for row in rows]
+    keys = ("name", "config", "first_synced_at", "last_synced_at", "next_sync_at", "last_result", "bind_password_stored")
+    return [{key: row[key] for key in keys} for row in rows]

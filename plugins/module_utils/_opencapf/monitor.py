@@ -348,8 +348,8 @@ def status(tx: Transaction) -> dict[str, Any]:
     last = records.last_run(tx)
     success = records.last_success(tx)
     due_at = next_due(tx)
-    return {"last_run": None if last is None else {key: last[key] for key in (
-                "checked_at", "finished_at", "result", "found", "warnings", "mails_sent", "attempts", "error")},
+    shown = ("checked_at", "finished_at", "result", "found", "warnings", "mails_sent", "attempts", "error")
+    return {"last_run": None if last is None else {key: last[key] for key in shown},
             "last_success": None if success is None else success["checked_at"],
             "next_check": None if due_at is None else format_utc(due_at)}
 

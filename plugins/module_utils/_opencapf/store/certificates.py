@@ -242,6 +242,8 @@ def installed_lscs_expiring_count(tx: Transaction, now: str, until: str) -> int:
     """Installed LSCs not expired at ``now`` that expire before ``until``."""
     return int(tx.scalar("SELECT COUNT(*) FROM certificates WHERE status = 'installed' AND kind = 'lsc' "
                          "AND not_after >= ? AND not_after < ?", (now, until)) or 0)
+
+
 def installed_lscs_expiring(tx: Transaction, before: str) -> list[dict[str, Any]]:
     """Every phone's installed LSC that expires before ``before`` (expired ones too), soonest first,
     with the phone's name, description, model and device pool."""

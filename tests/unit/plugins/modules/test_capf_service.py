@@ -174,8 +174,8 @@ def test_monitor_settings_converge_with_a_sealed_password_and_show_in_capf_info(
     assert other["changed"] and other["monitor_smtp_password"] == "(changed)" and other["changed_parameters"] == []
     info = run(capf_info, {"store": location, "gather": ["service", "expiring_certificates", "monitor"]})
     assert info["service"]["monitor_smtp_password"] == "(set)"
-    assert info["expiring_certificates"] == [] and info["monitor"] == {"last_run": None, "last_success": None,
-                                                                        "next_check": None}
+    assert info["expiring_certificates"] == []
+    assert info["monitor"] == {"last_run": None, "last_success": None, "next_check": None}
     for result in (checked, first, again, other, info):
         assert "Smtp-S3cret-9f" not in json.dumps(result) and "Another-0ne" not in json.dumps(result)
     assert _count(location, "SELECT count(*) FROM secrets WHERE name = 'monitor.smtp_password'") == 1
