@@ -14,26 +14,26 @@ from __future__ import annotations
 PACKAGE_FILES = (
     "__init__.py", "__main__.py", "authstrings.py", "bulk.py", "bundle.py", "csr.py", "csv_import.py",
     "dependencies.py", "der.py", "directory.py", "enrolment.py", "errors.py", "faults.py", "files.py", "monitor.py",
-    "parameters.py", "phone_config.py", "phone_query.py", "renewal.py", "report_html.py", "reports.py",
-    "results.py", "revocation.py", "scheduler.py", "secretbox.py", "service_config.py", "service_control.py",
-    "sockets.py", "templates.py", "trust.py", "vocabulary.py", "ca/__init__.py", "ca/authority.py",
-    "ca/certificates.py", "ca/crl.py", "ca/keys.py", "ca/lsc.py", "ca/rules.py", "cli/__init__.py", "cli/ca.py",
-    "cli/crl.py", "cli/deployment.py", "cli/init.py", "cli/issue.py", "cli/jobs.py", "cli/ldap.py", "cli/main.py",
-    "cli/micca.py", "cli/monitor.py", "cli/options.py", "cli/phone.py", "cli/phones.py", "cli/progress.py",
-    "cli/render.py", "cli/renew.py", "cli/report.py", "cli/serve.py", "cli/service.py", "cli/template.py",
-    "cli/trust.py", "cli/workqueue.py", "declarative/__init__.py", "declarative/deployment.py",
-    "declarative/document.py", "declarative/schema.py", "issuers/__init__.py", "issuers/acceptance.py",
-    "issuers/adcs.py", "issuers/base.py", "issuers/est.py", "issuers/offline.py", "issuers/online.py",
-    "issuers/transport.py", "protocol/__init__.py", "protocol/codec.py", "protocol/constants.py",
-    "protocol/phone.py", "protocol/proof.py", "protocol/session.py", "server/__init__.py", "server/admission.py",
-    "server/crl_http.py", "server/decider.py", "server/metrics.py", "server/scheduling.py", "server/service.py",
-    "server/supervisor.py", "simulator/__init__.py", "simulator/addressing.py", "simulator/client.py",
-    "simulator/fleet.py", "simulator/identity.py", "simulator/manufacturing.py", "store/__init__.py",
-    "store/audit.py", "store/backend.py", "store/capf_certificates.py", "store/certificates.py", "store/crls.py",
-    "store/csrs.py", "store/directories.py", "store/jobs.py", "store/migrations.py", "store/monitor.py",
-    "store/phones.py", "store/postgresql.py", "store/renewals.py", "store/secrets.py", "store/service.py",
-    "store/sessions.py", "store/sqlite.py", "store/templates.py", "store/trust.py", "templates/__init__.py",
-    "templates/capf_report.py",
+    "parameters.py", "phone_config.py", "phone_query.py", "renewal.py", "report_html.py", "report_page.py",
+    "reports.py", "results.py", "revocation.py", "scheduler.py", "secretbox.py", "service_config.py",
+    "service_control.py", "sockets.py", "templates.py", "trust.py", "vocabulary.py", "ca/__init__.py",
+    "ca/authority.py", "ca/certificates.py", "ca/crl.py", "ca/keys.py", "ca/lsc.py", "ca/rules.py",
+    "cli/__init__.py", "cli/ca.py", "cli/crl.py", "cli/deployment.py", "cli/init.py", "cli/issue.py", "cli/jobs.py",
+    "cli/ldap.py", "cli/main.py", "cli/micca.py", "cli/monitor.py", "cli/options.py", "cli/phone.py",
+    "cli/phones.py", "cli/progress.py", "cli/render.py", "cli/renew.py", "cli/report.py", "cli/serve.py",
+    "cli/service.py", "cli/template.py", "cli/trust.py", "cli/workqueue.py", "declarative/__init__.py",
+    "declarative/deployment.py", "declarative/document.py", "declarative/schema.py", "issuers/__init__.py",
+    "issuers/acceptance.py", "issuers/adcs.py", "issuers/base.py", "issuers/est.py", "issuers/offline.py",
+    "issuers/online.py", "issuers/transport.py", "protocol/__init__.py", "protocol/codec.py",
+    "protocol/constants.py", "protocol/phone.py", "protocol/proof.py", "protocol/session.py", "server/__init__.py",
+    "server/admission.py", "server/crl_http.py", "server/decider.py", "server/metrics.py", "server/scheduling.py",
+    "server/service.py", "server/supervisor.py", "simulator/__init__.py", "simulator/addressing.py",
+    "simulator/client.py", "simulator/fleet.py", "simulator/identity.py", "simulator/manufacturing.py",
+    "store/__init__.py", "store/audit.py", "store/backend.py", "store/capf_certificates.py",
+    "store/certificates.py", "store/crls.py", "store/csrs.py", "store/directories.py", "store/jobs.py",
+    "store/migrations.py", "store/monitor.py", "store/phones.py", "store/postgresql.py", "store/renewals.py",
+    "store/secrets.py", "store/service.py", "store/sessions.py", "store/sqlite.py", "store/templates.py",
+    "store/trust.py",
 )
 
 
@@ -57,6 +57,7 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from . import phone_query  # noqa: F401
     from . import renewal  # noqa: F401
     from . import report_html  # noqa: F401
+    from . import report_page  # noqa: F401
     from . import reports  # noqa: F401
     from . import results  # noqa: F401
     from . import revocation  # noqa: F401
@@ -142,4 +143,3 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from .store import sqlite  # noqa: F401
     from .store import templates as _store_templates  # noqa: F401
     from .store import trust as _store_trust  # noqa: F401
-    from .templates import capf_report  # noqa: F401

@@ -1,7 +1,7 @@
 # Copyright: contributors to opencapf.capf
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The CAPF report as one self-contained HTML page: counts and chart geometry computed here, the
-page rendered by a Jinja2 template (``templates.capf_report``) with autoescaping.
+page rendered by a Jinja2 template (``report_page``) with autoescaping.
 
 The page loads nothing: no network, no fonts, no scripts from elsewhere (its Content-Security-Policy
 says ``default-src 'none'``). Charts are inline SVG drawn from the geometry computed below; the
@@ -14,9 +14,8 @@ from __future__ import annotations
 import collections
 from typing import Any, Iterable
 
-from . import __version__
+from . import __version__, report_page
 from .dependencies import jinja2, require
-from .templates import capf_report
 from .vocabulary import AUTH_MODES, OPERATION_STATUSES
 
 # Chart sizes in SVG user units; the page scales them to its width.
@@ -45,7 +44,7 @@ def _environment():
     if _ENVIRONMENT is None:
         require("Jinja2")
         _ENVIRONMENT = jinja2.Environment(
-            loader=jinja2.DictLoader({capf_report.NAME: capf_report.SOURCE}),
+            loader=jinja2.DictLoader({report_page.NAME: report_page.SOURCE}),
             autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     return _ENVIRONMENT
 
@@ -200,4 +199,4 @@ def context(phones: list[dict], *, stale_lscs: list[dict], pending_csrs: list[di
 
 def render(page: dict[str, Any]) -> bytes:
     """The report page for a ``context()``, UTF-8."""
-    return _environment().get_template(capf_report.NAME).render(page).encode("utf-8")
+    return _environment().get_template(report_page.NAME).render(page).encode("utf-8")

@@ -2,7 +2,12 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The HTML CAPF report (rendered by ``report_html``, autoescaped): a self-contained page whose
 charts are inline SVG drawn from geometry computed in Python and whose device table sorts with
-inline JavaScript. Its Content-Security-Policy forbids every load from anywhere."""
+inline JavaScript. Its Content-Security-Policy forbids every load from anywhere.
+
+The template is a Python module rather than a ``.j2`` file because an Ansible module carries only
+the Python files it imports (its AnsiballZ zip), and the engine bundle (``bundle.py``) lists Python
+files: as a module, it reaches a managed host with ``capf_info`` and the daemon's copy of the engine
+with everything else."""
 
 NAME = "capf_report.html"
 
