@@ -29,6 +29,7 @@ import tempfile
 import time
 
 from . import serving
+from .harness import Figure, benchmark
 
 KINDS = ("silent_tcp", "client_hello_then_silence", "stalled_handshake")
 FIRST_SOURCE = 21  # 127.0.0.21, .22, ...
@@ -215,6 +216,123 @@ def main(argv: list[str] | None = None) -> int:
         f"(+{report['retained_after_close_mib']} MiB), sessions {report['sessions_by_outcome']}\n"
         f"results: {args.json}\n")
     return 0 if report["server_tracebacks"] == 0 and report["server_exit_code"] == 0 else 1
+
+
+# --- bytes per idle connection (scripts/bench) --------------------------------------------------
+
+IDLE_KINDS = {
+    "tcp": "TCP connected, no TLS ClientHello",
+    "hello": "a ClientHello sent, the server's answer unread: the handshake waits for the client's Finished",
+    "tls": "TLS handshake done and the server's AUTH_REQUEST received, no CAPF message from the client",
+}
+IDLE_FIGURES = {"tcp": "hostile.idle_tcp_connection_bytes", "hello": "hostile.idle_handshake_connection_bytes",
+                "tls": "hostile.idle_tls_connection_bytes"}
+IDLE_PER_ADDRESS = 100  # within the default max_sessions_per_address
+# Deadlines far beyond the run: nothing may end an idle connection while it is measured.
+IDLE_SERVE_OPTIONS = ["--handshake-timeout", "300", "--step-timeout", "900", "--queue-timeout", "300"]
+
+
+def _client_context() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def open_idle(port: int, count: int, kind: str, per_address: int = IDLE_PER_ADDRESS) -> list[socket.socket]:
+    """``count`` connections of ``kind`` (``IDLE_KINDS``), from 127.0.0.21 upwards, left idle."""
+    context = _client_context()
+    hello = client_hello()
+    held = []
+    try:
+        for index in range(count):
+            source = f"127.0.0.{FIRST_SOURCE + index // per_address}"
+            sock = socket.create_connection(("127.0.0.1", port), timeout=60, source_address=(source, 0))
+            if kind == "tls":
+                try:
+                    sock = context.wrap_socket(sock)
+                    sock.recv(4096)  # the AUTH_REQUEST: the server has its session running
+                except BaseException:
+                    sock.close()
+                    raise
+            elif kind == "hello":
+                sock.sendall(hello)
+            held.append(sock)
+    except BaseException:
+        close_all(held)
+        raise
+    return held
+
+
+def _status_kib(pid: int) -> dict:
+    found = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        for line in handle:
+            key, _sep, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                found[key] = int(value.split()[0])
+    return found
+
+
+def _settled_kib(pid: int, seconds: float) -> dict:
+    """VmRSS once it stopped moving (two reads 0.25 s apart within 64 KiB), at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    last = _status_kib(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = _status_kib(pid)
+        if abs(now["VmRSS"] - last["VmRSS"]) <= 64:
+            return now
+        last = now
+    return last
+
+
+def idle_connection_cost(kind: str, count: int, scratch: str, settle_seconds: float = 5.0) -> dict:
+    """What ``count`` idle connections of ``kind`` add to a fresh ``serve`` process's resident set."""
+    store_path = os.path.join(scratch, f"idle-{kind}.db")
+    _prepare(store_path)
+    with open(os.path.join(scratch, f"idle-{kind}.log"), "w", encoding="utf-8") as log:
+        server, port = serving.start(store_path, log, IDLE_SERVE_OPTIONS, tool="bench", env={})
+        try:
+            _warm_up(port)
+            close_all(open_idle(port, 3, kind))  # the code paths of this kind, run once before the figure
+            time.sleep(1.0)
+            idle = _settled_kib(server.pid, settle_seconds)
+            held = open_idle(port, count, kind)
+            try:
+                busy = _settled_kib(server.pid, settle_seconds)
+            finally:
+                close_all(held)
+        finally:
+            server.terminate()
+            try:
+                server.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.communicate()
+    growth = (busy["VmRSS"] - idle["VmRSS"]) * 1024
+    return {"connections": count, "kind": IDLE_KINDS[kind], "server_rss_idle_bytes": idle["VmRSS"] * 1024,
+            "server_rss_open_bytes": busy["VmRSS"] * 1024, "server_peak_rss_bytes": busy["VmHWM"] * 1024,
+            "bytes_per_connection": round(growth / count), "server_exit_code": server.returncode}
+
+
+@benchmark("hostile.idle_connections", (*IDLE_FIGURES.values(), "hostile.idle_connection_bytes"), timeout=900)
+def idle_connections(ctx):
+    """Bytes of server memory per idle unauthenticated connection, each kind on a fresh ``serve``;
+    ``hostile.idle_connection_bytes`` is the costliest kind: what a client that stops anywhere
+    before its first CAPF message may cost."""
+    count = ctx.size(500, 20)
+    figures = {}
+    for kind, name in IDLE_FIGURES.items():
+        details = idle_connection_cost(kind, count, ctx.work_dir)
+        figures[name] = Figure(max(details["bytes_per_connection"], 1), "bytes",
+                               f"server RSS growth per idle connection ({details['kind']}), {count} at once",
+                               details=details)
+    worst = max(IDLE_FIGURES.values(), key=lambda name: figures[name].value)
+    figures["hostile.idle_connection_bytes"] = Figure(
+        figures[worst].value, "bytes", "server RSS growth per idle unauthenticated connection, the costliest of "
+        f"{', '.join(IDLE_FIGURES.values())}", details={"costliest": worst, **figures[worst].details})
+    return figures
 
 
 if __name__ == "__main__":

@@ -65,6 +65,8 @@ TARGETS = (
            "store.phones_by_lsc_expiry", "<", 1, "s", phones=100_000),
     Target("reports.html_report", "write the HTML CAPF report of 100,000 phones", "reports.html_report", "<", 5, "s",
            phones=100_000),
+    Target("memory.idle_connection", "an idle unauthenticated connection costs the server at most 128 KiB, wherever "
+           "the client stops before its first CAPF message", "hostile.idle_connection_bytes", "<=", 128 * 1024, "bytes"),
     Target("directory.sync", "an LDAP directory of 20,000 entries syncs in well under a minute (first sync)",
            "directory.first_sync", "<", 30, "s", phones=20_000),
 )

@@ -54,7 +54,7 @@ def _table_shows_every_figure_and_target(results, stdout):
 
 def _smoke_sizes_pass_no_target(results):
     statuses = {target["id"]: target for target in results["targets"]}
-    assert len(statuses) == 10
+    assert len(statuses) == 12
     assert all(target["status"] == "not measured" for target in statuses.values())
     assert "300 phones" in statuses["reports.pending_csrs"]["note"]
     assert "smoke" in statuses["workers.speedup"]["note"]

@@ -119,12 +119,14 @@ def quick_server(ca_store, store_path):
 
 def test_silent_connections_from_one_address_do_not_lock_out_a_phone(ca_store, server, tmp_path, caplog):
     """Thirty connections that never send a byte: all but max_sessions_per_address are refused at
-    once, the rest never hold a session slot (max_sessions is 1 here), and a phone enrols meanwhile."""
+    once, the rest hold neither a handshake slot nor a session slot (max_sessions is 1 here), and a
+    phone enrols meanwhile."""
     set_parameters(ca_store, max_sessions=1, max_sessions_per_address=3)
     idle = [raw_connect(server) for _index in range(30)]
     try:
         refused = session_rows(ca_store, 27, outcome="refused")
-        assert eventually(lambda: server.server.handshaking == 3)
+        assert eventually(lambda: server.server.before_session == 3)
+        assert server.server.handshaking == 0  # no TLS before the client's first byte
         assert len(refused) == 27
         assert all("max_sessions_per_address 3" in row["reason"] and row["peer"].startswith(ATTACKER + ":")
                    for row in refused)

@@ -10,6 +10,14 @@ waited in reference cycles for a full garbage collection that an idle service ne
 the freed memory stayed in the C allocator's heap. The service therefore caps the connections
 not yet in a session (``ServerOptions.max_connections``), gives TLS a receive buffer the size of
 one TLS record, and collects and trims after a burst of ended connections.
+
+Measured again per idle connection (``scripts/bench --only hostile``, docs/benchmarks.md): a
+connection that had sent nothing yet cost about 70 KiB, because its TLS state (OpenSSL's
+handshake buffers, some 40 KiB, and the 16 KiB receive buffer) was created before the client's
+first byte; one with its handshake done cost about 46 KiB, 16 of them the receive buffer it held
+between reads. The driver now creates no TLS state before the client's first byte
+(``first_bytes``), and every TLS connection of a thread reads through one shared receive buffer
+(each read is copied into the connection's TLS input at once, so one buffer serves them all).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import gc
+import threading
 from asyncio import sslproto
 
 # One TLS record's plaintext is at most 16 KiB and CAPF messages are far smaller: a larger buffer
@@ -27,13 +36,72 @@ RECLAIM_AFTER = 100  # ended connections before the memory of a burst is reclaim
 RECLAIM_DELAY = 2.0  # seconds after the burst's first ended connection (its stragglers end meanwhile)
 
 
-def compact_tls_buffers() -> None:
-    """Give every asyncio TLS connection of this process a ``TLS_BUFFER_BYTES`` receive buffer.
+_RECEIVE_BUFFERS = threading.local()  # one receive buffer per thread (per event loop)
 
-    The buffer size is a class attribute of asyncio's TLS protocol with no per-connection setting;
-    ``service.serve`` sets it for the process that runs the service (in which asyncio TLS is the
-    service's alone)."""
-    sslproto.SSLProtocol.max_size = TLS_BUFFER_BYTES
+
+def _receive_buffer() -> memoryview:
+    view = getattr(_RECEIVE_BUFFERS, "view", None)
+    if view is None:
+        view = _RECEIVE_BUFFERS.view = memoryview(bytearray(TLS_BUFFER_BYTES))
+    return view
+
+
+class _SharedBufferSSLProtocol(sslproto.SSLProtocol):
+    """asyncio's TLS protocol reading through its thread's one receive buffer.
+
+    The transport asks ``get_buffer``, receives into it and calls ``buffer_updated`` in one go,
+    whose first step copies the bytes into the connection's TLS input (``_incoming``): nothing of a
+    connection stays in the buffer between reads, so the connections of one thread can share it
+    instead of each keeping its own (16 KiB per connection, idle or not)."""
+
+    max_size = TLS_BUFFER_BYTES  # also the size of the plaintext reads from TLS
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._ssl_buffer = self._ssl_buffer_view = None  # the buffer of its own, freed at once
+
+    def get_buffer(self, n):
+        self._ssl_buffer_view = _receive_buffer()  # where buffer_updated copies from
+        return self._ssl_buffer_view
+
+
+def compact_tls_buffers() -> None:
+    """Give the asyncio TLS connections of this process one shared ``TLS_BUFFER_BYTES`` receive
+    buffer per thread instead of a 256 KiB buffer each.
+
+    asyncio creates its TLS protocol by the module attribute ``asyncio.sslproto.SSLProtocol`` and has
+    no per-connection setting; ``service.serve`` replaces it for the process that runs the service
+    (in which asyncio TLS is the service's alone)."""
+    if not issubclass(sslproto.SSLProtocol, _SharedBufferSSLProtocol):
+        sslproto.SSLProtocol = _SharedBufferSSLProtocol
+
+
+async def first_bytes(transport, timeout: float) -> bool:
+    """Wait, reading nothing, until the peer of the paused ``transport`` has sent something or
+    closed; False when ``timeout`` seconds passed first.
+
+    TLS state costs about 60 KiB from the moment the handshake starts, even before the client's
+    ClientHello; waiting here first, a connection that sends nothing costs only its socket and
+    its task. The readiness comes from the event loop's selector, on which the transport, paused,
+    has no reader of its own (``loop._add_reader``, the transports' own way in: the public
+    ``add_reader`` refuses a transport's socket). An event loop without a selector (none that
+    ``serve`` uses) does not wait here; its handshake waits for the bytes instead."""
+    loop = asyncio.get_running_loop()
+    sock = transport.get_extra_info("socket")
+    add, remove = getattr(loop, "_add_reader", None), getattr(loop, "_remove_reader", None)
+    if sock is None or add is None or remove is None:
+        return True
+    ready = loop.create_future()
+    fd = sock.fileno()
+    add(fd, lambda: ready.done() or ready.set_result(None))
+    try:
+        async with asyncio.timeout(timeout):
+            await ready
+    except TimeoutError:
+        return False
+    finally:
+        remove(fd)
+    return True
 
 
 def _trim():

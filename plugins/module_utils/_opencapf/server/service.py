@@ -12,11 +12,12 @@ driver re-reads the service parameters (so changes apply to the next session wit
 restart), refuses IPv6 peers when ``enable_ipv6`` is false, refuses every connection while
 ``ServerOptions.max_connections`` connections are not yet in a session (``admission``: what such a
 connection may cost), and refuses a peer address that already holds ``max_sessions_per_address``
-connections. It then waits for a handshake slot (at most
-``ServerOptions.max_handshakes`` TLS handshakes run at once), upgrades the connection to TLS with the current CAPF
-certificate within one deadline for the whole handshake, and only then waits for a free session
-slot (back-pressure). A client that is slow or silent before or during the handshake therefore
-never holds a session slot, and one address cannot hold more than its share of the service.
+connections. It then waits, reading nothing and holding no TLS state, for the client's first
+bytes, then for a handshake slot (at most ``ServerOptions.max_handshakes`` TLS handshakes run at
+once), upgrades the connection to TLS with the current CAPF certificate, the first bytes and the
+handshake within one deadline, and only then waits for a free session slot (back-pressure). A
+client that is slow or silent before or during the handshake therefore never holds a session
+slot, and one address cannot hold more than its share of the service.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from ..vocabulary import DEFAULT_MAX_SESSION_SECONDS, check_limit, format_utc, u
 from . import metrics, scheduling
 from . import scheduling
 from .crl_http import CrlResponder
-from .admission import Reclaimer, compact_tls_buffers
+from .admission import Reclaimer, compact_tls_buffers, first_bytes
 from .decider import ACTOR, StoreDecider
 
 log = logging.getLogger("opencapf.server")
@@ -267,6 +268,11 @@ class CapfServer:
         """Record a connection that ended before its CAPF session began (refused, or its TLS failed)."""
         await self._step(True, lambda: self._record(**record, outcome=outcome, reason=reason, duration_ms=duration()))
 
+    async def _tls_failed(self, record: dict, duration, address: str, exc: BaseException) -> None:
+        reason = f"TLS handshake failed: {_describe(exc)}"
+        self._quiet_log.warning(("tls", address), "session %d: %s: %s", record["session_id"], record["peer"], reason)
+        await self._end(record, duration, "tls_failed", reason)
+
     def _record(self, **fields) -> None:
         with self.store.transaction() as tx:
             session_records.record(tx, ACTOR, **fields)
@@ -351,6 +357,14 @@ class CapfServer:
         parameters, signer = state
         session_id, peer = record["session_id"], record["peer"]
         _set_keepalive(writer, int(parameters["keepalive_minutes"]) * 60)
+        # One deadline for the whole handshake, from the connection's first moment to its Finished,
+        # less only the wait for a handshake slot: a client trickling its bytes gains nothing.
+        timeout = self.options.handshake_timeout
+        waited = time.monotonic()
+        if not await first_bytes(writer.transport, timeout):  # no TLS state while the client is silent
+            await self._tls_failed(record, duration, address, asyncio.TimeoutError())
+            return
+        timeout -= time.monotonic() - waited
         if not await self._handshakes.acquire(self.options.max_handshakes, self.options.queue_timeout):
             log.warning("session %d: %s waited %.0f s for a TLS handshake slot; closing", session_id, peer,
                         self.options.queue_timeout)
@@ -358,13 +372,9 @@ class CapfServer:
             return
         try:
             context = self._tls_context(signer, bool(parameters["legacy_tls"]))
-            # One deadline for the whole handshake: a client trickling its bytes gains nothing.
-            timeout = self.options.handshake_timeout
-            await asyncio.wait_for(writer.start_tls(context, ssl_handshake_timeout=timeout), timeout)
+            await asyncio.wait_for(writer.start_tls(context, ssl_handshake_timeout=max(timeout, 0.001)), timeout)
         except (ssl.SSLError, OSError, ConnectionError, asyncio.TimeoutError) as exc:
-            reason = f"TLS handshake failed: {_describe(exc)}"
-            self._quiet_log.warning(("tls", address), "session %d: %s: %s", session_id, peer, reason)
-            await self._end(record, duration, "tls_failed", reason)
+            await self._tls_failed(record, duration, address, exc)
             return
         finally:
             self._handshakes.release()
