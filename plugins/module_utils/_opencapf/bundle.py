@@ -24,16 +24,16 @@ PACKAGE_FILES = (
     "cli/trust.py", "cli/workqueue.py", "declarative/__init__.py", "declarative/deployment.py",
     "declarative/document.py", "declarative/schema.py", "issuers/__init__.py", "issuers/acceptance.py",
     "issuers/adcs.py", "issuers/base.py", "issuers/est.py", "issuers/offline.py", "issuers/online.py",
-    "issuers/transport.py", "protocol/__init__.py", "protocol/codec.py", "protocol/constants.py",
-    "protocol/phone.py", "protocol/proof.py", "protocol/session.py", "server/__init__.py", "server/admission.py",
-    "server/crl_http.py", "server/decider.py", "server/metrics.py", "server/scheduling.py", "server/service.py",
-    "server/supervisor.py", "simulator/__init__.py", "simulator/addressing.py", "simulator/client.py",
-    "simulator/fleet.py", "simulator/identity.py", "simulator/manufacturing.py", "store/__init__.py",
-    "store/audit.py", "store/backend.py", "store/capf_certificates.py", "store/certificates.py", "store/crls.py",
-    "store/csrs.py", "store/directories.py", "store/jobs.py", "store/migrations.py", "store/monitor.py",
-    "store/phones.py", "store/postgresql.py", "store/renewals.py", "store/secrets.py", "store/service.py",
-    "store/sessions.py", "store/sqlite.py", "store/templates.py", "store/trust.py", "templates/__init__.py",
-    "templates/capf_report.py",
+    "issuers/transport.py", "pages/__init__.py", "pages/capf_report.py", "protocol/__init__.py",
+    "protocol/codec.py", "protocol/constants.py", "protocol/phone.py", "protocol/proof.py", "protocol/session.py",
+    "server/__init__.py", "server/admission.py", "server/crl_http.py", "server/decider.py", "server/metrics.py",
+    "server/scheduling.py", "server/service.py", "server/supervisor.py", "simulator/__init__.py",
+    "simulator/addressing.py", "simulator/client.py", "simulator/fleet.py", "simulator/identity.py",
+    "simulator/manufacturing.py", "store/__init__.py", "store/audit.py", "store/backend.py",
+    "store/capf_certificates.py", "store/certificates.py", "store/crls.py", "store/csrs.py", "store/directories.py",
+    "store/jobs.py", "store/migrations.py", "store/monitor.py", "store/phones.py", "store/postgresql.py",
+    "store/renewals.py", "store/secrets.py", "store/service.py", "store/sessions.py", "store/sqlite.py",
+    "store/templates.py", "store/trust.py",
 )
 
 
@@ -106,6 +106,7 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from .issuers import offline  # noqa: F401
     from .issuers import online  # noqa: F401
     from .issuers import transport  # noqa: F401
+    from .pages import capf_report  # noqa: F401
     from .protocol import codec  # noqa: F401
     from .protocol import constants  # noqa: F401
     from .protocol import phone as _protocol_phone  # noqa: F401
@@ -142,4 +143,3 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from .store import sqlite  # noqa: F401
     from .store import templates as _store_templates  # noqa: F401
     from .store import trust as _store_trust  # noqa: F401
-    from .templates import capf_report  # noqa: F401

@@ -1,7 +1,7 @@
 # Copyright: contributors to opencapf.capf
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The CAPF report as one self-contained HTML page: counts and chart geometry computed here, the
-page rendered by a Jinja2 template (``templates.capf_report``) with autoescaping.
+page rendered by a Jinja2 template (``pages.capf_report``) with autoescaping.
 
 The page loads nothing: no network, no fonts, no scripts from elsewhere (its Content-Security-Policy
 says ``default-src 'none'``). Charts are inline SVG drawn from the geometry computed below; the
@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 from . import __version__
 from .dependencies import jinja2, require
-from .templates import capf_report
+from .pages import capf_report
 from .vocabulary import AUTH_MODES, OPERATION_STATUSES
 
 # Chart sizes in SVG user units; the page scales them to its width.
