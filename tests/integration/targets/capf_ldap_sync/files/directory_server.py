@@ -30,6 +30,7 @@ import socket
 import subprocess
 import sys
 import time
+import typing
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -115,7 +116,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> typing.NoReturn:
     sys.stderr.write(message + "\n")
     sys.exit(1)
 
@@ -153,7 +154,9 @@ index objectClass,uid eq
 access to attrs=userPassword by anonymous auth by * none
 access to * by users read by * none
 """)
-    password = os.environ.get("DIRECTORY_BIND_PASSWORD") or _fail("DIRECTORY_BIND_PASSWORD is not set")
+    password = os.environ.get("DIRECTORY_BIND_PASSWORD")
+    if not password:
+        _fail("DIRECTORY_BIND_PASSWORD is not set")
     entries = (f"dn: {SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\ndc: example\no: Example\n\n"
                f"dn: {PEOPLE}\nobjectClass: organizationalUnit\nou: people\n\n"
                f"dn: ou=services,{SUFFIX}\nobjectClass: organizationalUnit\nou: services\n\n"
