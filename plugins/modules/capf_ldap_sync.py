@@ -30,7 +30,7 @@ description:
     for Windows and Mac), e.g. C(uid=jsmith) gives C(CSFJSMITH). Every name must be a device name the engine
     accepts: C(SEP) (or C(ATA)/C(AN)/C(BAT)) and 12 hex digits, or a C(CSF)/C(BOT)/C(TCT)/C(TAB)/C(CTI)/C(UPC)/C(EC)
     prefix and 1 to 46 letters, digits, C(.), C(_) or C(-), upper case. Entries that give no valid name are
-    returned in RV(skipped) with the reason and a warning; they never fail the sync.'
+    returned in RV(skipped_entries) with the reason and a warning; they never fail the sync.'
 author:
   - opencapf developers (@opencapf)
 extends_documentation_fragment:
@@ -206,8 +206,10 @@ directory:
       description: Devices the entries map to.
       type: int
   sample: {name: corp, first_sync: false, entries: 1200, mapped: 1198}
-skipped:
-  description: Entries that map to no valid device name, each with its DN, the value and the reason.
+skipped_entries:
+  description:
+    - Entries that map to no valid device name, each with its DN, the value and the reason.
+    - Not C(skipped), which Ansible reads as the task's own status.
   returned: always
   type: list
   elements: dict
@@ -221,7 +223,7 @@ skipped:
     reason:
       description: Why it was skipped.
       type: str
-  sample: [{dn: "uid=j doe,ou=people,dc=example,dc=org", value: CSFJ DOE,
+  sample: [{dn: "uid=j doe,ou=people,dc=example,dc=org", value: CSFj doe,
             reason: "must be SEP (or ATA/AN/BAT) followed by 12 hex digits, ..."}]
 authentication_strings:
   description: Strings the template generated for new devices, returned once; empty in check mode.
@@ -282,7 +284,8 @@ def main():
     with engine(module) as store:
         result = directory.sync(store, {option: params[option] for option in CONFIG_OPTIONS},
                                 bind_password=params["bind_password"], check_mode=module.check_mode)
-    exit_with(module, result, devices=result["devices"], directory=result["directory"], skipped=result["skipped"],
+    exit_with(module, result, devices=result["devices"], directory=result["directory"],
+              skipped_entries=result["skipped"],
               authentication_strings=result["authentication_strings"], strings_file=result["strings_file"])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import os
 import signal
 import socket
@@ -33,6 +34,16 @@ def test_bundle_lists_every_engine_file_and_imports_it():
             for alias in node.names:
                 imported.add(prefix + alias.name + ".py")
     assert imported == set(on_disk)
+
+
+def test_every_engine_file_is_the_module_its_name_imports():
+    """A package directory shadows a module file of the same name (``x/`` hides ``x.py``): the file would be
+    dead code to every import and missing from a module's AnsiballZ zip, so the engine extraction fails."""
+    for relative in bundle.PACKAGE_FILES:
+        dotted = "_opencapf." + relative[:-3].replace("/", ".")
+        dotted = dotted[:-len(".__init__")] if dotted.endswith(".__init__") else dotted
+        module = importlib.import_module(dotted)
+        assert os.path.samefile(module.__file__, os.path.join(PACKAGE_DIR, relative)), (relative, module.__file__)
 
 
 def test_extract_engine_runs_stand_alone_and_refreshes_only_on_change(tmp_path):

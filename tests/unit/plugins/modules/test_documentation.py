@@ -109,6 +109,18 @@ def test_dict_returns_document_their_keys_with_samples(docs):
                 assert "sample" in value, f"{module} return {name} has no sample"
 
 
+# Result keys Ansible reads as the task's own status or data (with their types): a module result that uses one for
+# something else is converted (a list under skipped becomes a bool and marks the task skipped).
+ANSIBLE_RESULT_KEYS = {"changed", "failed", "skipped", "unreachable", "finished", "rc", "msg", "exception", "warnings",
+                       "deprecations", "diff", "ansible_facts", "ansible_stats", "ansible_job_id", "invocation"}
+
+
+def test_returns_keep_clear_of_the_keys_ansible_reads_as_task_status(docs):
+    for module, doc in docs.items():
+        taken = sorted(set(doc["return"] or {}) & ANSIBLE_RESULT_KEYS)
+        assert not taken, f"{module} returns {taken}, which Ansible reads as the task's own result keys"
+
+
 def _option_texts(options: dict, path: str = ""):
     for name, option in (options or {}).items():
         yield f"{path}{name}", _text(option.get("description"))
