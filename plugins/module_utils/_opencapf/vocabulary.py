@@ -78,6 +78,7 @@ LOCKOUT_FAILURES = (1, 100)
 MAX_SESSIONS = (1, 100000)
 MAX_SESSIONS_PER_ADDRESS = (1, 100000)
 SERVICE_PROCESSES = (1, 64)  # worker processes of the CAPF service
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")  # the CAPF service's event loop (auto: uvloop when installed)
 SCHEDULER_INTERVAL_SECONDS = (1, 3600)  # how often the CAPF service runs due jobs and lapses deadlines
 RENEW_BEFORE_DAYS = (0, 365)  # automatic renewal: days before an LSC expires (0: off)
 RENEW_MAX_PER_DAY = (1, 100000)  # automatic renewal: phones scheduled in any 24 hours at most

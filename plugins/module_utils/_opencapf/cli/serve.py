@@ -24,12 +24,12 @@ import os
 import signal
 
 from ..errors import ValidationError
-from ..server import metrics
+from ..server import event_loop, metrics
 from ..server.service import ServerOptions, serve
 from ..server.supervisor import Supervisor
 from ..store import open_store, postgresql
 from ..store import service as service_records
-from ..vocabulary import DEFAULT_MAX_SESSION_SECONDS
+from ..vocabulary import DEFAULT_MAX_SESSION_SECONDS, EVENT_LOOPS
 from .options import address, bounded, host_port, limit_help
 
 
@@ -58,6 +58,9 @@ def register(subparsers) -> None:
                              "connections that CPU receives (SO_INCOMING_CPU); for a network card whose receive "
                              "queues are spread over the CPUs (RSS). With a single queue every connection would "
                              "go to one worker: leave it off")
+    parser.add_argument("--event-loop", choices=EVENT_LOOPS, default=None,
+                        help="the event loop: auto (uvloop when installed, else asyncio), asyncio or uvloop; "
+                             "default: the event_loop parameter (auto unless set)")
     parser.add_argument("--store-threads", "--workers", dest="store_threads", type=bounded("store_threads"), default=4,
                         help=f"threads for store work in each process ({limit_help('store_threads')}, default 4; "
                              "--workers is its old, deprecated name)")
@@ -100,6 +103,10 @@ def _check(args) -> None:
         store.close()
     if args.metrics_address is None:
         args.metrics_address = stored["metrics_address"]
+    if args.event_loop is None:
+        args.loop = event_loop.resolve(stored["event_loop"], "the event_loop service parameter")
+    else:
+        args.loop = event_loop.resolve(args.event_loop, "--event-loop")
     if given is None:
         args.processes = stored["processes"]
         if args.processes > limit:
@@ -145,10 +152,10 @@ def _serve(args, ready, private_fds=(), log_file=None) -> int:
     if args.metrics_address:  # before any worker is forked: they all count into this directory
         metrics.enable(metrics.directory_for(args.state_dir_resolved, args.metrics_address))
     if args.processes == 1:
-        asyncio.run(_main(args, ready, log_file))
+        event_loop.run(_main(args, ready, log_file), args.loop)
         return 0
     code = Supervisor(lambda: _open_store(args), _options(args), args.processes, private_fds,
-                      cpu_affinity=args.cpu_affinity, on_hangup=log_file.reopen).run(ready)
+                      cpu_affinity=args.cpu_affinity, on_hangup=log_file.reopen, loop=args.loop).run(ready)
     logging.getLogger("opencapf.server").info("CAPF service stopped")
     return code
 

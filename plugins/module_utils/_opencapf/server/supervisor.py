@@ -35,7 +35,7 @@ from ..errors import CapfError
 from ..sockets import bind_listeners, can_share_port, prefer_cpu
 from ..store import Store
 from ..store import service as service_records
-from . import metrics
+from . import event_loop, metrics
 from .service import ServerOptions, serve
 
 log = logging.getLogger("opencapf.server")
@@ -72,8 +72,9 @@ class Supervisor:
     """Run ``processes`` workers; ``open_store()`` gives each worker its own store connection."""
 
     def __init__(self, open_store, options: ServerOptions, processes: int, private_fds=(), cpu_affinity: bool = False,
-                 on_hangup=None):
+                 on_hangup=None, loop: str = "asyncio"):
         self.open_store = open_store
+        self.loop = loop  # the event loop each worker runs on (event_loop.resolve: asyncio or uvloop)
         self.on_hangup = on_hangup or (lambda: None)  # in each process on SIGHUP, before the reload (the log file)
         self.cpu_affinity = cpu_affinity
         self.private_fds = tuple(private_fds)  # the supervisor's own (the daemon's start-up pipe): workers close them
@@ -173,7 +174,7 @@ class Supervisor:
             finally:
                 store.close()
 
-        served = asyncio.run(main())
+        served = event_loop.run(main(), self.loop)
         log.info("CAPF worker %d (pid %d) stopped after serving %d sessions", index, os.getpid(), served)
         return 0
 
