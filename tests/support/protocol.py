@@ -16,6 +16,7 @@ from _opencapf.server.service import CapfServer, ServerOptions
 from _opencapf.store import open_store
 from _opencapf.store import phones as _phones
 
+EVENT_LOOPS = ("asyncio", "uvloop")  # the loops the CAPF service runs on (serve --event-loop)
 HAS_IPV6_LOOPBACK = False
 try:
     with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as _probe:

@@ -22,15 +22,17 @@ class Serving:
     ``log_path`` (appended: a restart keeps the earlier lines; a pipe nobody reads would stall it).
     ``port`` 0 takes a free one; once started, a restart listens on the same port again. ``env``: the
     environment to start from (default this process's), without a crash point unless ``start`` sets one.
-    ``cli_options``: global options of the command line before ``serve`` (e.g. ``-v``)."""
+    ``cli_options``: global options of the command line before ``serve`` (e.g. ``-v``). ``python_path``:
+    directories searched before the engine's (e.g. one that shadows an installed package)."""
 
     def __init__(self, location: str, state_dir: str | None, log_path, *, port: int = 0, env: dict | None = None,
-                 name: str = "serve", cli_options: tuple = ()):
+                 name: str = "serve", cli_options: tuple = (), python_path: tuple = ()):
         self.location, self.state_dir = location, state_dir
         self.log_path = str(log_path)
         self.port = port
         self.name = name
         self.cli_options = tuple(cli_options)
+        self.python_path = tuple(str(path) for path in python_path)
         self.env = dict(os.environ if env is None else env)
         self.process: subprocess.Popen | None = None
 
@@ -47,7 +49,7 @@ class Serving:
     def start(self, *extra: str, crash_at: str | None = None) -> "Serving":
         """Start it with the ``serve`` options ``extra``; return once it listens (``crash_at``: the fault
         point at which it kills itself, see ``_opencapf.faults``)."""
-        env = {**self.env, "PYTHONPATH": ENGINE_PATH}
+        env = {**self.env, "PYTHONPATH": os.pathsep.join([*self.python_path, ENGINE_PATH])}
         env.pop(ENV_CRASH_AT, None)
         if crash_at:
             env[ENV_CRASH_AT] = crash_at

@@ -103,10 +103,6 @@ def _check(args) -> None:
         store.close()
     if args.metrics_address is None:
         args.metrics_address = stored["metrics_address"]
-    if args.event_loop is None:
-        args.loop = event_loop.resolve(stored["event_loop"], "the event_loop service parameter")
-    else:
-        args.loop = event_loop.resolve(args.event_loop, "--event-loop")
     if given is None:
         args.processes = stored["processes"]
         if args.processes > limit:
@@ -117,6 +113,10 @@ def _check(args) -> None:
     if args.cpu_affinity and hasattr(os, "sched_getaffinity") and args.processes > len(os.sched_getaffinity(0)):
         raise ValidationError("--cpu-affinity", f"needs at most one process per usable CPU "
                               f"({len(os.sched_getaffinity(0))} here); lower --processes", args.processes)
+    if args.event_loop is None:
+        args.loop = event_loop.resolve(stored["event_loop"], "the event_loop service parameter")
+    else:
+        args.loop = event_loop.resolve(args.event_loop, "--event-loop")
 
 
 def _options(args) -> ServerOptions:
