@@ -120,7 +120,7 @@ def test_troubleshoot_retrieves_lsc_and_mic(capf_server, ca_store, mic_ca, tmp_p
 
 
 @pytest.mark.parametrize("capf_server", EVENT_LOOPS, indirect=True)
-@pytest.mark.parametrize("auth_mode, key_order", [("auth_string", "rsa"), ("existing_cert_lsc", "ec")])
+@pytest.mark.parametrize("auth_mode, key_order", [("auth_string", "rsa")])
 def test_install_troubleshoot_and_delete_on_each_event_loop(capf_server, ca_store, mic_ca, tmp_path, auth_mode,
                                                             key_order):
     """The same service on asyncio and on uvloop: an install, a troubleshoot fetch and a delete, each ending

@@ -71,7 +71,9 @@ def compact_tls_buffers() -> None:
 
     asyncio creates its TLS protocol by the module attribute ``asyncio.sslproto.SSLProtocol`` and has
     no per-connection setting; ``service.serve`` replaces it for the process that runs the service
-    (in which asyncio TLS is the service's alone)."""
+    (in which asyncio TLS is the service's alone). On uvloop, whose TLS is its own, it changes nothing:
+    uvloop allocates a 256 KiB buffer per TLS connection without touching it, so only the pages a read
+    fills become resident (``scripts/bench --only hostile``)."""
     if not issubclass(sslproto.SSLProtocol, _SharedBufferSSLProtocol):
         sslproto.SSLProtocol = _SharedBufferSSLProtocol
 

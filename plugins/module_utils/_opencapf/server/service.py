@@ -1,6 +1,6 @@
 # Copyright: contributors to opencapf.capf
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The asyncio TLS driver of the CAPF service (TCP 3804).
+"""The TLS driver of the CAPF service (TCP 3804), on asyncio's event loop or uvloop (``event_loop``).
 
 One task per connection, no thread per connection: the sans-I/O ``ServerSession`` does the
 protocol, and its store work runs right on the event loop (SQLite answers these small
@@ -12,8 +12,9 @@ driver re-reads the service parameters (so changes apply to the next session wit
 restart), refuses IPv6 peers when ``enable_ipv6`` is false, refuses every connection while
 ``ServerOptions.max_connections`` connections are not yet in a session (``admission``: what such a
 connection may cost), and refuses a peer address that already holds ``max_sessions_per_address``
-connections. It then waits, reading nothing and holding no TLS state, for the client's first
-bytes, then for a handshake slot (at most ``ServerOptions.max_handshakes`` TLS handshakes run at
+connections. The driver accepts the connections itself and keeps each a plain socket that nothing
+reads (``_Link``) until it hands it to the event loop's TLS transport: it waits, holding no TLS state,
+for the client's first bytes, then for a handshake slot (at most ``ServerOptions.max_handshakes`` TLS handshakes run at
 once), upgrades the connection to TLS with the current CAPF certificate, the first bytes and the
 handshake within one deadline, and only then waits for a free session slot (back-pressure). A
 client that is slow or silent before or during the handshake therefore never holds a session
