@@ -4,7 +4,8 @@
 
 The supervisor (the process ``serve`` started, or the daemon) reads the listening parameters,
 binds the listening sockets once and forks one worker process per ``processes``. Each worker runs
-the asyncio service (``service.serve``) on its own sockets with its own store connection; SQLite
+the service (``service.serve``) on its own event loop (``event_loop``: asyncio or uvloop, created
+after the fork), on its own sockets with its own store connection; SQLite
 in WAL mode with ``BEGIN IMMEDIATE`` and a busy timeout serialises their writes, and the unique
 (issuer, serial) index keeps serials unique across them. Only the first worker runs the
 certificate enrolment service, so pending online CA requests are polled once, and only it serves
