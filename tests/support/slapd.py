@@ -151,8 +151,6 @@ class SlapdError(Exception):
     """slapd is missing or did not start; the message says why."""
 
 
-
-
 class SlapdServer:
     """A running slapd; ``users`` maps uid -> device names loaded before the start.
 
@@ -324,8 +322,8 @@ access to * by users read by * none
 
 def main(argv: list[str]) -> int:
     """The integration target's verbs (see the module docstring)."""
-    if len(argv) < 2 or argv[0] not in ("start", "add", "delete", "stop") or (argv[0] in ("add", "delete")
-                                                                             and len(argv) != 3):
+    arguments = {"start": None, "add": 3, "delete": 3, "stop": 2}
+    if len(argv) < 2 or argv[0] not in arguments or arguments[argv[0]] not in (None, len(argv)):
         sys.stderr.write(__doc__)
         return 2
     verb, directory, rest = argv[0], os.path.abspath(argv[1]), argv[2:]
