@@ -19,6 +19,8 @@ import threading
 import urllib.error
 import urllib.request
 
+import pytest
+
 from _opencapf import revocation
 from _opencapf.ca import authority, keys, lsc
 from _opencapf.cli.main import main as cli_main
@@ -98,6 +100,7 @@ def _issued_by(lsc_pem: str, capf_certificate) -> bool:
         return False
 
 
+@pytest.mark.both_backends
 def test_every_capf_certificate_keeps_a_crl_of_exactly_its_revoked_lscs(ca_store, store_cli, rsa_phone_key,
                                                                           ec_phone_key, tmp_path, capsys):
     published = tmp_path / "www"
@@ -134,15 +137,20 @@ def test_every_capf_certificate_keeps_a_crl_of_exactly_its_revoked_lscs(ca_store
         history = authority.history(ca_store)
         assert len(history) == 3
         served_active = responder.get(base_url)
-        for summary in history:
+        for summary in reversed(history):  # the oldest first
             capf = x509.load_pem_x509_certificate(summary["pem"].encode("ascii"))
-            issuer_id = summary["fingerprint"][:16]
-            crl_file = published / f"capf-{issuer_id}.crl"
-            assert crl_file.exists(), f"no CRL file for CAPF certificate {issuer_id}"
-            der = crl_file.read_bytes()
-            crl = x509.load_der_x509_crl(der)
-            now = utc_now()
-            assert crl.last_update_utc <= now < crl.next_update_utc
+            own = [issued for issued in all_lscs if _issued_by(issued.pem, capf)]
+            assert own, "every CAPF certificate here signed LSCs"
+            # What a relying party fetches at the CRL distribution point of each LSC it signed: one CRL.
+            fetched = set()
+            for issued in own:
+                certificate = x509.load_pem_x509_certificate(issued.pem.encode("ascii"))
+                url = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints).value[0].full_name[0].value
+                status, body, media_type = responder.get(url)
+                assert (status, media_type) == (200, "application/pkix-crl"), (url, status)
+                fetched.add(body)
+            assert len(fetched) == 1
+            der = fetched.pop()
 
             # Exactly the revoked LSCs it signed, by serial and reason.
             expected = {(row["serial"], row["revocation_reason"]) for row in revoked if _issued_by(row["pem"], capf)}
@@ -150,20 +158,16 @@ def test_every_capf_certificate_keeps_a_crl_of_exactly_its_revoked_lscs(ca_store
             assert listed == expected, (summary["common_name"], listed, expected)
             assert expected, "every CAPF certificate here has a revoked LSC"
 
-            # Signed with its key, RFC 5280 clean, and over HTTP at the location its own LSCs name.
+            # Signed with its key, current, RFC 5280 clean; openssl refuses exactly its revoked LSCs with it.
+            issuer_id = summary["fingerprint"][:16]
             capf_pem = _file(tmp_path / f"{issuer_id}.pem", summary["pem"])
             crl_pem = _file(tmp_path / f"{issuer_id}-crl.pem", crl_module.to_pem(der))
             verified = openssl("crl", "-in", crl_pem, "-CAfile", capf_pem, "-noout")
             assert b"verify OK" in verified.stdout + verified.stderr
+            crl = x509.load_der_x509_crl(der)
+            assert crl.last_update_utc <= utc_now() < crl.next_update_utc
             assert _crl_lint_errors(der) == []
-            own = [issued for issued in all_lscs if _issued_by(issued.pem, capf)]
-            assert own
             for issued in own:
-                certificate = x509.load_pem_x509_certificate(issued.pem.encode("ascii"))
-                points = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
-                url = points[0].full_name[0].value
-                status, body, media_type = responder.get(url)
-                assert (status, media_type) == (200, "application/pkix-crl") and body == der, (url, status)
                 result = openssl("verify", "-crl_check", "-CAfile", capf_pem, "-CRLfile", crl_pem,
                                  _file(tmp_path / f"{issued.serial}.pem", issued.pem), check=False)
                 output = (result.stdout + result.stderr).decode()
@@ -171,7 +175,10 @@ def test_every_capf_certificate_keeps_a_crl_of_exactly_its_revoked_lscs(ca_store
                     assert result.returncode != 0 and "certificate revoked" in output, output
                 else:
                     assert result.returncode == 0, output
-            if summary["active"]:  # the common location keeps serving the active certificate's CRL
+
+            # Published as a file too: its own beside crl_path, and crl_path itself for the active one.
+            assert (published / f"capf-{issuer_id}.crl").read_bytes() == der
+            if summary["active"]:  # the common locations keep serving the active certificate's CRL
                 assert served_active[1] == der and (published / "capf.crl").read_bytes() == der
         assert responder.get(f"http://127.0.0.1:{responder.port}/capf-{'0' * 16}.crl")[0] == 404
 
@@ -232,6 +239,7 @@ def test_a_capf_certificate_without_crl_sign_is_reported_never_skipped(ca_store,
     assert code == 0 and "opencapf: warning: CAPF certificate Legacy CAPF" in capsys.readouterr().err
 
 
+@pytest.mark.both_backends
 def test_a_retired_capf_certificate_keeps_its_crl_until_it_expires(ca_store, store_cli, rsa_phone_key, capsys):
     validity_hours = 24
     with ca_store.transaction() as tx:
