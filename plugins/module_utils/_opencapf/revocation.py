@@ -27,7 +27,6 @@ import tempfile
 from typing import Any
 
 from .ca import authority
-from .ca import certificates as c
 from .ca import crl as crl_module
 from .ca.lsc import CAPF_ISSUER
 from .errors import CapfError, NotFoundError, ValidationError

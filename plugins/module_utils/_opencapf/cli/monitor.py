@@ -18,7 +18,8 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("monitor", help="check certificate expiry now, or show the monitor's last run")
     verbs = parser.add_subparsers(dest="monitor_command", metavar="ACTION", parser_class=type(parser))
     verbs.required = True
-    run = verbs.add_parser("run", help="check every certificate now and send the warning mail that is due")
+    run = verbs.add_parser("run", help=("check every certificate now and send the warning mail that is due "
+                                        "(exits 3, checking nothing, while a running service leads the monitor)"))
     run.add_argument("--now", metavar="TIME", help="pretend it is this UTC time (ISO 8601); default: now")
     run.set_defaults(handler=_run)
     show = verbs.add_parser("show", help="the certificates within the warn window and the monitor's last run")

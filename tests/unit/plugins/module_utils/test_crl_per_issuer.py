@@ -101,8 +101,8 @@ def _issued_by(lsc_pem: str, capf_certificate) -> bool:
 
 
 @pytest.mark.both_backends
-def test_every_capf_certificate_keeps_a_crl_of_exactly_its_revoked_lscs(ca_store, store_cli, rsa_phone_key,
-                                                                          ec_phone_key, tmp_path, capsys):
+def test_every_capf_certificate_keeps_a_crl_of_exactly_its_revoked_lscs(ca_store, store_cli, rsa_phone_key, ec_phone_key,
+                                                                        tmp_path, capsys):
     published = tmp_path / "www"
     published.mkdir()
     responder = _Responder(ca_store)
@@ -111,8 +111,8 @@ def test_every_capf_certificate_keeps_a_crl_of_exactly_its_revoked_lscs(ca_store
         service_records.write(tx, "test", {"crl_path": str(published / "capf.crl"), "crl_url": base_url})
     try:
         # Under the first CAPF certificate: one revoked by an operator, one whose phone is removed, one valid.
-        first = [_issue(ca_store, name, rsa_phone_key) for name in ("SEP0000000001A1", "SEP0000000001A2",
-                                                                     "SEP0000000001A3")]
+        names = ("SEP0000000001A1", "SEP0000000001A2", "SEP0000000001A3")
+        first = [_issue(ca_store, name, rsa_phone_key) for name in names]
         revocation.revoke_lsc(ca_store, "SEP0000000001A1", "key_compromise")
         with ca_store.transaction() as tx:
             phone_records.delete(tx, "test", "SEP0000000001A2")
