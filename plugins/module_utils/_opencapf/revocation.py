@@ -253,14 +253,14 @@ def current_crl(store: Store) -> dict[str, Any] | None:
 
 
 def current_crls(store: Store, now: _dt.datetime | None = None) -> list[dict[str, Any]]:
-    """The newest CRL (with ``der``, ``active`` and the ``issuer_problems``) of each CAPF certificate
-    that keeps one and has signed one, the active one first."""
+    """The newest CRL (with ``der`` and ``active``) of each CAPF certificate that keeps one and has
+    signed one, the active one first."""
     found = []
     with store.read() as tx:
         for issuer in sorted(authority.crl_issuers(store, tx, now), key=lambda issuer: not issuer["active"]):
             row = crl_records.latest(tx, issuer["fingerprint"])
             if row is not None:
-                found.append(dict(row, active=issuer["active"], problems=issuer_problems(issuer)))
+                found.append(dict(row, active=issuer["active"]))
     return found
 
 

@@ -29,16 +29,20 @@ def register(subparsers) -> None:
     write.set_defaults(handler=_write)
 
 
-def _current(args) -> tuple[dict, bytes, list[dict]]:
-    """The chosen CRL's description and DER, and the newest CRL of every CAPF certificate."""
+def _current(args) -> tuple[dict, bytes, list[dict], list[str]]:
+    """The chosen CRL's description and DER, the newest CRL of every CAPF certificate, and what keeps
+    any CAPF certificate's CRL from being signed or trusted."""
     with opened(args.store, actor="cli", create=False) as store:
         revocation.refresh_crls(store)
         rows = revocation.current_crls(store)
+        with store.read() as tx:
+            overview = revocation.crl_overview(store, tx)
+    problems = [problem for issuer in overview["issuers"] for problem in issuer["problems"]]
     wanted = (args.issuer or "").lower().replace(":", "")
     if not wanted:
         chosen = [row for row in rows if row["active"]]
         if not chosen:
-            raise CapfError("the active CAPF certificate has no CRL: its private key cannot be loaded")
+            raise CapfError("; ".join(problems) or "the active CAPF certificate has no CRL")
     else:
         chosen = [row for row in rows if row["signer_fingerprint"].startswith(wanted)]
     if len(chosen) != 1:
@@ -46,12 +50,12 @@ def _current(args) -> tuple[dict, bytes, list[dict]]:
         raise ValidationError("--issuer", f"must name one CAPF certificate with a CRL by the start of its fingerprint "
                               f"(known: {known})", args.issuer)
     summary = dict(crl_module.describe(chosen[0]["der"]), signer_fingerprint=chosen[0]["signer_fingerprint"])
-    return summary, chosen[0]["der"], rows
+    return summary, chosen[0]["der"], rows, problems
 
 
 def _show(args, output) -> int:
-    summary, der, rows = _current(args)
-    for problem in sorted({problem for row in rows for problem in row["problems"]}):
+    summary, der, rows, problems = _current(args)
+    for problem in problems:
         output.warning(problem)
     if args.pem:
         summary["pem"] = crl_module.to_pem(der)
@@ -73,7 +77,9 @@ def _show(args, output) -> int:
 
 
 def _write(args, output) -> int:
-    summary, der, _rows = _current(args)
+    summary, der, _rows, problems = _current(args)
+    for problem in problems:
+        output.warning(problem)
     data = crl_module.to_pem(der).encode("ascii") if args.pem else der
     try:
         revocation.write_crl_file(args.file, data)

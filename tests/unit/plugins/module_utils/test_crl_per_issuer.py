@@ -21,7 +21,7 @@ import urllib.request
 
 import pytest
 
-from _opencapf import revocation
+from _opencapf import revocation, secretbox
 from _opencapf.ca import authority, keys, lsc
 from _opencapf.cli.main import main as cli_main
 from _opencapf.dependencies import hashes, serialization, x509, NameOID
@@ -255,3 +255,26 @@ def test_a_retired_capf_certificate_keeps_its_crl_until_it_expires(ca_store, sto
     assert len(revocation.run_duty(ca_store, later)["crls"]) == 2
     expired = dt.datetime.fromisoformat(retired["not_after"].replace("Z", "+00:00")) + dt.timedelta(days=1)
     assert [crl["active"] for crl in revocation.run_duty(ca_store, expired)["crls"]] == [True]
+
+
+def test_a_capf_certificate_whose_key_cannot_be_loaded_is_reported(ca_store, store_cli, capsys, caplog):
+    """A retired CAPF certificate whose key this store cannot open (recorded before keys were sealed, its
+    key file on another host): no CRL can be signed for it; the service warns, capf_info and the CLI say so,
+    and the active certificate's CRL is signed all the same."""
+    retired = authority.current(ca_store)
+    _cli(capsys, *store_cli, "ca", "regenerate")
+    with ca_store.transaction() as tx:
+        assert secretbox.delete(tx, f"capf_private_key:{retired['fingerprint']}")
+    with caplog.at_level(logging.WARNING, logger="opencapf.revocation"):
+        signed = revocation.refresh_crls(ca_store)
+    assert [crl["signer_fingerprint"] for crl in signed] == [authority.current(ca_store)["fingerprint"]]
+    assert any(retired["common_name"] in message and "private key cannot be loaded" in message
+               for message in caplog.messages), caplog.messages
+    with ca_store.read() as tx:
+        overview = revocation.crl_overview(ca_store, tx)
+    [item] = [item for item in overview["issuers"] if not item["active"]]
+    assert (item["fingerprint"], item["key_held"], item["number"]) == (retired["fingerprint"], False, None)
+    assert len(item["problems"]) == 1 and "listed on no CRL" in item["problems"][0]
+    capsys.readouterr()
+    assert cli_main([*store_cli, "crl", "show"]) == 0
+    assert "private key cannot be loaded" in capsys.readouterr().err
