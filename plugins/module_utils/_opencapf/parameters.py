@@ -103,9 +103,11 @@ PARAMETERS: dict[str, Parameter] = {
                   "Hours from a CRL's thisUpdate to its nextUpdate; the service signs a new CRL when something is "
                   "revoked and once half of this has passed.", bounds=v.CRL_VALIDITY_HOURS),
         Parameter("crl_path", "", v.check_crl_path, "string",
-                  "Absolute path of a file the service keeps the current CRL in (DER, mode 0644); empty: no file."),
+                  "Absolute path of a file the service keeps the active CAPF certificate's current CRL in (DER, mode "
+                  "0644), with each CAPF certificate's own beside it (capf-ID.crl); empty: no files."),
         Parameter("crl_url", "", v.check_crl_url, "string",
-                  "http:// URL that LSCs issued from now on name as their CRL distribution point; empty: none."),
+                  "http:// URL from which LSCs issued from now on name their CRL distribution point: the CRL of "
+                  "their CAPF certificate, with -ID inserted before .crl; empty: none."),
         Parameter("crl_http_address", "0.0.0.0", v.check_address, "string",
                   "Address the service answers GET /capf.crl on (with crl_http_port); applies when the service "
                   "starts or restarts.", restart=True),
