@@ -565,8 +565,9 @@ WORKER_FIGURES = ("workers.one_process", "workers.two_processes", "workers.speed
                   "workers.two_processes_shared", "workers.speedup_1_to_2_shared", "workers.cpu_efficiency_2_over_1")
 
 
-def _speedup_details(one: dict, two: dict, size: int, cores: int, contention) -> dict:
-    return {"one_process": one["rate"], "two_processes": two["rate"], "enrolments": size, "cores_available": cores,
+def _speedup_details(one: dict, two: dict, figure: str, size: int, cores: int, contention) -> dict:
+    return {"one_process": one["rate"], "two_processes": two["rate"], "two_processes_figure": figure,
+            "enrolments": size, "cores_available": cores,
             "server_cpu_ms_per_enrolment": [one["server_cpu_ms_per_enrolment"], two["server_cpu_ms_per_enrolment"]],
             "client_cpu_ms_per_enrolment": [one["client_cpu_ms_per_enrolment"], two["client_cpu_ms_per_enrolment"]],
             "server_busy_cores": [one["server_busy_cores"], two["server_busy_cores"]],
@@ -606,8 +607,8 @@ def speedup(ctx):
     contention = core_contention(tuple(ctx.cores[:2]), ctx.size(2000, 20), ctx.size(3, 1)) if len(ctx.cores) >= 2 else None
     description = ("{} enrolments/s at concurrency 50 (RSA-2048), {} server process(es) and as many simulator "
                    "processes sharing {} core(s){}")
-    pinned = _speedup_details(one, two, size, len(ctx.cores), contention)
-    spread = _speedup_details(one, shared, size, len(ctx.cores), contention)
+    pinned = _speedup_details(one, two, "workers.two_processes", size, len(ctx.cores), contention)
+    spread = _speedup_details(one, shared, "workers.two_processes_shared", size, len(ctx.cores), contention)
     return {
         "workers.one_process": Figure(one["rate"], "enrolments/s", description.format(f"{size:,}", 1, 1, ""), None, one),
         "workers.two_processes": Figure(two["rate"], "enrolments/s", description.format(
