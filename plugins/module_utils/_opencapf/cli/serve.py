@@ -54,7 +54,8 @@ def register(subparsers) -> None:
     parser.add_argument("--processes", type=bounded("processes"), default=None,
                         help="worker processes sharing the listening port (default: the processes parameter, 0 "
                              f"unless set); 0: one per usable core, at most {AUTOMATIC_PROCESSES_CAP} "
-                             f"({automatic_processes()} here); at most {max_processes()} on this machine: four per core")
+                             f"({automatic_processes()} here); any other value at most {max_processes()} on this "
+                             "machine (four per core)")
     parser.add_argument("--cpu-affinity", action="store_true",
                         help="with several processes: keep worker i on the i-th usable CPU and give it the "
                              "connections that CPU receives (SO_INCOMING_CPU); for a network card whose receive "
