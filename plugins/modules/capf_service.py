@@ -73,7 +73,9 @@ options:
     description: Wrong authentication strings accepted before a phone is locked out, 1–100. Default V(5).
     type: int
   max_sessions:
-    description: Concurrent phone sessions served at once, 1–100000; further connections wait. Default V(1000).
+    description:
+      - Concurrent phone sessions each worker process (O(processes)) serves at once, 1–100000; further connections
+        wait. Default V(1000).
     type: int
   max_sessions_per_address:
     description:

@@ -76,7 +76,7 @@ PARAMETERS: dict[str, Parameter] = {
                   "TCP port of the CAPF service; applies when the service starts or restarts.", bounds=v.PORT,
                   restart=True),
         Parameter("max_sessions", 1000, _range(v.MAX_SESSIONS), "integer",
-                  "Concurrent phone sessions served at once; further connections wait.",
+                  "Concurrent phone sessions each worker process serves at once; further connections wait.",
                   bounds=v.MAX_SESSIONS),
         Parameter("max_sessions_per_address", 100, _range(v.MAX_SESSIONS_PER_ADDRESS), "integer",
                   "Connections one IP address may hold open at once (handshaking, waiting or in a session); "
