@@ -244,9 +244,12 @@ def test_processes_defaults_to_one_per_usable_core_and_an_explicit_value_wins(ca
     value for it) or holds 0, and ``--processes 0``, serve with one process per usable core, at most
     the cap; an explicit value, stored (1 too) or given, is the number of processes."""
     from _opencapf.server.supervisor import automatic_processes
-    if stored is not None:
+    if stored is not None:  # a row in the store, whatever the default: set to another value first
         with ca_store.transaction() as tx:
+            service_records.write(tx, "test", {"processes": 3})
             service_records.write(tx, "test", {"processes": stored})
+        with ca_store.read() as tx:
+            assert tx.scalar("SELECT value FROM service_parameters WHERE name = 'processes'") == str(stored)
     extra = ("--processes", option) if option is not None else ()
     with Serving.on(ca_store, tmp_path / "serve.log", processes=None).start(*extra) as serving:
         running = _serving_processes(serving)
