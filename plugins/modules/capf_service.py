@@ -73,7 +73,9 @@ options:
     description: Wrong authentication strings accepted before a phone is locked out, 1–100. Default V(5).
     type: int
   max_sessions:
-    description: Concurrent phone sessions served at once, 1–100000; further connections wait. Default V(1000).
+    description:
+      - Concurrent phone sessions each worker process (O(processes)) serves at once, 1–100000; further connections
+        wait. Default V(1000).
     type: int
   max_sessions_per_address:
     description:
@@ -83,8 +85,10 @@ options:
     type: int
   processes:
     description:
-      - Worker processes of the CAPF service sharing its port, 1–64. Default V(1). One per core lets a fleet
-        rollout use every core; the store stays one SQLite file shared by all of them.
+      - Worker processes of the CAPF service sharing its port, 0–64. Default V(0), which starts one per CPU core the
+        service may use (its CPU affinity), at most 8, so a fleet rollout uses every core; V(1) keeps one process.
+        An explicit value may be at most four per core of the host. The store is shared by all of them, and each
+        worker has its own listening socket on the port (C(SO_REUSEPORT)), so the kernel spreads the phones over them.
       - Takes effect when the service starts or restarts (O(state=restarted)).
     type: int
   scheduler_interval_seconds:
