@@ -29,7 +29,7 @@ from ..errors import CapfError, CertificateError
 from ..protocol import proof
 from ..protocol.codec import ProtocolError
 from ..protocol.session import AuthOffer, Decider, Deferred, Issued, KeyChoice, Outcome, Plan, Verdict
-from ..store import Store
+from ..store import Store, audit
 from ..store import certificates as certificate_records
 from ..store import csrs as csr_records
 from ..store import phones as phone_records
@@ -534,7 +534,7 @@ class StoreDecider(Decider):
             return
         reason = outcome.reason or outcome.outcome
         csr_ids = () if self._csr_id is None else (self._csr_id,)
-        with self.store.transaction() as tx:
+        with self.store.transaction() as tx, audit.batched(tx):
             phone = phone_records.get(tx, plan.device_name) if self._closing or self._started or unstarted else None
             if phone is not None:
                 if unstarted:  # a check-in, or a session that ends before its first durable write
