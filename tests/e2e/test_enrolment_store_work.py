@@ -13,7 +13,8 @@ their own (a copy the store refuses fails that step, not the session's end).
 The counts come from SQLite's statement trace on the service's connection (``BEGIN`` a read,
 ``BEGIN IMMEDIATE`` a write, a write's ``COMMIT`` under ``synchronous = FULL`` a durable one), for
 every kind of session: an install by each authentication mode, a delete, a fetch, a check-in with no
-operation, failed authentications, a locked and a lapsed phone, an unknown device."""
+operation, failed authentications, a locked and a lapsed phone, an unknown device. SQLite only: the
+decider's store work is the same code on PostgreSQL, which has no statement trace to count it by."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ import pytest
 
 from support.phones import phone, run_enrol
 from support.protocol import RunningServer, add_phone
+from _opencapf.ca import authority
+from _opencapf.simulator.manufacturing import ManufacturingCa
+from _opencapf.store import open_store
 from _opencapf.store import service as service_records
 
 STRING = "4711"
@@ -82,10 +86,6 @@ SESSIONS = {
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """One store and one running service for every kind of session (each on its own phone)."""
-    from _opencapf.ca import authority
-    from _opencapf.simulator.manufacturing import ManufacturingCa
-    from _opencapf.store import open_store
-
     directory = tmp_path_factory.mktemp("store-work")
     store = open_store(str(directory / "capf.db"), actor="test")
     authority.ensure(store)
