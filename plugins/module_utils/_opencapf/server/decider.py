@@ -232,8 +232,13 @@ class StoreDecider(Decider):
                 return None
             refusal, lapsed = self._refusal(phone)
             if not refusal and offer is not None and phone["auth_mode"] in CERTIFICATE_MODES:
-                self._verdict = self._check_certificate(phone["name"], offer(), CERTIFICATE_MODES[phone["auth_mode"]],
-                                                        tx)
+                try:
+                    presented = offer()
+                except CapfError:  # malformed: the session ends with it at authentication, its plan known
+                    presented = None
+                if presented is not None:
+                    self._verdict = self._check_certificate(phone["name"], presented,
+                                                            CERTIFICATE_MODES[phone["auth_mode"]], tx)
         self._phone = phone
         plan = Plan(
             device_name=phone["name"], operation=pending_operation(phone), auth_mode=phone["auth_mode"],
