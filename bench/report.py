@@ -158,9 +158,10 @@ def _profile(figures: dict, found: dict) -> list[str]:
         if "client_cpu_ms_per_enrolment" in found:
             profile.append(f"simulator CPU per enrolment {found['client_cpu_ms_per_enrolment']} ms (one simulator "
                            "process per core given, on the same cores)")
-        two = figures.get("workers.two_processes", {}).get("details", {})
+        two = figures.get(found.get("two_processes_figure", "workers.two_processes"), {}).get("details", {})
         if two:
-            profile.append(f"with two processes the server used {two['server_busy_cores']} cores")
+            profile.append(f"with two processes the server used {two['server_busy_cores']} cores and its threads "
+                           f"waited {two['server_runnable_waiting_seconds']} s for a CPU other work held")
         contention = found.get("core_contention")
         if contention:
             efficiency = contention["per_core_efficiency_all_busy"]

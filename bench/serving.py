@@ -13,10 +13,12 @@ from . import ENGINE_PATH, ROOT
 
 
 def start(store_path: str, log, options: list[str], *, tool: str, env: dict | None = None) -> tuple[subprocess.Popen, int]:
-    """``serve`` on 127.0.0.1 and a free port with ``options``; return the process and the port."""
+    """``serve`` on 127.0.0.1 and a free port with ``options``; return the process and the port. One server
+    process unless ``options`` name ``--processes``: the tools measure that one process (its memory, its CPU)."""
+    processes = [] if "--processes" in options else ["--processes", "1"]
     process = subprocess.Popen(
         [sys.executable, "-m", "_opencapf", "--store", store_path, "serve", "--listen", "127.0.0.1", "--port", "0",
-         *options],
+         *processes, *options],
         stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "PYTHONPATH": ENGINE_PATH, **(env or {})},
         cwd=ROOT)
     line = process.stdout.readline()

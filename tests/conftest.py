@@ -19,9 +19,21 @@ from _opencapf.simulator.manufacturing import ManufacturingCa  # noqa: E402  pyl
 from _opencapf.store import service as service_records  # noqa: E402  pylint: disable=wrong-import-position
 from support.protocol import HAS_IPV6_LOOPBACK, RunningServer  # noqa: E402  pylint: disable=wrong-import-position
 from support.postgres import postgres_dsn, postgres_server  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
-from support.slapd import slapd_server  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
+from support.slapd import SlapdError, SlapdServer  # noqa: E402  pylint: disable=wrong-import-position
 
 BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def slapd_server():
+    """This test process's slapd (tests/support/slapd.py), empty but for the service account (tests add users under
+    their own ou). A missing slapd fails the test with the command that installs it."""
+    try:
+        server = SlapdServer()
+    except SlapdError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -134,3 +134,55 @@ options:
           - Not set selects both.
         type: bool
 """
+
+    # The CAPF settings of a device, declared per phone (capf_phone) or per device template (capf_device_template).
+    PHONE_SETTINGS = r"""
+options:
+  model:
+    description: Phone model, for example C(Cisco 8845) or C(Cisco Unified Client Services Framework).
+    type: str
+  device_pool:
+    description: Device pool name.
+    type: str
+  security_mode:
+    description:
+      - Device security mode. A device created without this setting is V(non_secure).
+      - An V(authenticated) or V(encrypted) device does not register before it has an LSC and never contacts
+        CAPF by itself, so it cannot use O(authentication_mode=auth_string) with an O(certificate_operation) other
+        than V(none); the module fails with an error saying so.
+    type: str
+    choices: [non_secure, authenticated, encrypted]
+  certificate_operation:
+    description:
+      - The CAPF operation the device performs at its next session. A device created without this setting has V(none).
+    type: str
+    choices: [none, install_upgrade, delete, troubleshoot]
+  authentication_mode:
+    description:
+      - How the device authenticates to CAPF. A device created without this setting uses V(null_string).
+      - V(existing_cert_lsc) and V(existing_cert_mic) use an installed certificate (precedence to the LSC
+        or to the MIC); the operation fails on a device that has neither.
+    type: str
+    choices: [auth_string, null_string, existing_cert_lsc, existing_cert_mic]
+  key_order:
+    description:
+      - Key the device generates.
+      - A device created without this setting takes the service parameter
+        O(opencapf.capf.capf_service#module:key_order), whose default is V(rsa).
+    type: str
+    choices: [rsa, ec, ec_preferred]
+  rsa_key_size:
+    description:
+      - RSA key size in bits.
+      - A device created without this setting takes the service parameter
+        O(opencapf.capf.capf_service#module:rsa_key_size), whose default is V(2048).
+    type: int
+    choices: [1024, 2048, 3072, 4096]
+  ec_key_size:
+    description:
+      - EC key size (curve) in bits.
+      - A device created without this setting takes the service parameter
+        O(opencapf.capf.capf_service#module:ec_key_size), whose default is V(256).
+    type: int
+    choices: [256, 384, 521]
+"""

@@ -57,6 +57,21 @@ def query_argument_spec() -> dict:
     }
 
 
+def phone_settings_argument_spec() -> dict:
+    """The CAPF settings of a device: options of capf_phone and capf_device_template (doc fragment
+    opencapf.capf.capf.phone_settings) and suboptions of capf_bulk_update's ``set``."""
+    return {
+        "model": {"type": "str"},
+        "device_pool": {"type": "str"},
+        "security_mode": {"type": "str", "choices": list(v.SECURITY_MODES)},
+        "certificate_operation": {"type": "str", "choices": list(v.OPERATIONS)},
+        "authentication_mode": {"type": "str", "choices": list(v.AUTH_MODES)},
+        "key_order": {"type": "str", "choices": list(v.KEY_ORDERS)},
+        "rsa_key_size": {"type": "int", "choices": list(v.RSA_KEY_SIZES)},
+        "ec_key_size": {"type": "int", "choices": list(v.EC_KEY_SIZES)},
+    }
+
+
 def drop_none(values: dict | None) -> dict | None:
     if values is None:
         return None

@@ -252,7 +252,7 @@ unmatched:
 """
 
 from ansible_collections.opencapf.capf.plugins.module_utils._ansible_args import (
-    argument_spec, create_module, drop_none, engine, exit_with, query_argument_spec)
+    argument_spec, create_module, drop_none, engine, exit_with, phone_settings_argument_spec, query_argument_spec)
 from ansible_collections.opencapf.capf.plugins.module_utils._opencapf import bulk
 from ansible_collections.opencapf.capf.plugins.module_utils._opencapf import vocabulary as v
 
@@ -261,14 +261,7 @@ def main():
     spec = argument_spec(
         set={"type": "dict", "options": {
             "description": {"type": "str"},
-            "model": {"type": "str"},
-            "device_pool": {"type": "str"},
-            "security_mode": {"type": "str", "choices": list(v.SECURITY_MODES)},
-            "certificate_operation": {"type": "str", "choices": list(v.OPERATIONS)},
-            "authentication_mode": {"type": "str", "choices": list(v.AUTH_MODES)},
-            "key_order": {"type": "str", "choices": list(v.KEY_ORDERS)},
-            "rsa_key_size": {"type": "int", "choices": list(v.RSA_KEY_SIZES)},
-            "ec_key_size": {"type": "int", "choices": list(v.EC_KEY_SIZES)},
+            **phone_settings_argument_spec(),
             "operation_completes_by": {"type": "str"},
         }},
         authentication_string={"type": "str", "no_log": True},

@@ -30,6 +30,7 @@ author:
 extends_documentation_fragment:
   - opencapf.capf.capf
   - opencapf.capf.capf.attributes
+  - opencapf.capf.capf.phone_settings
 options:
   name:
     description:
@@ -47,28 +48,6 @@ options:
       - Description pattern of the devices, at most 200 characters, for example C(Softphone of {user}). See the
         placeholders above. Unset, created devices have an empty description.
     type: str
-  model:
-    description: Phone model of the devices, for example C(Cisco Unified Client Services Framework).
-    type: str
-  device_pool:
-    description: Device pool of the devices.
-    type: str
-  security_mode:
-    description:
-      - Device security mode. Unset, created devices are V(non_secure).
-      - V(authenticated) and V(encrypted) devices do not register before they have an LSC and never contact CAPF by
-        themselves, so they cannot use O(authentication_mode=auth_string) with an operation; such a template is
-        refused.
-    type: str
-    choices: [non_secure, authenticated, encrypted]
-  certificate_operation:
-    description: The CAPF operation the devices perform at their next session. Unset, created devices have V(none).
-    type: str
-    choices: [none, install_upgrade, delete, troubleshoot]
-  authentication_mode:
-    description: How the devices authenticate to CAPF. Unset, created devices use V(null_string).
-    type: str
-    choices: [auth_string, null_string, existing_cert_lsc, existing_cert_mic]
   authentication_string:
     description:
       - One 4–10 digit string shared by every device, for O(authentication_mode=auth_string).
@@ -87,18 +66,6 @@ options:
       - Digits of generated strings, 4–10. Only with O(generate_authentication_string=true); the effective default
         is then 8.
     type: int
-  key_order:
-    description: Key the devices generate. Unset, created devices take the service default (C(key_order) of M(opencapf.capf.capf_service), default V(rsa)).
-    type: str
-    choices: [rsa, ec, ec_preferred]
-  rsa_key_size:
-    description: RSA key size in bits. Unset, created devices take the service default (default 2048).
-    type: int
-    choices: [1024, 2048, 3072, 4096]
-  ec_key_size:
-    description: EC key size in bits. Unset, created devices take the service default (default 256).
-    type: int
-    choices: [256, 384, 521]
   operation_completes_in_days:
     description:
       - Deadline of the operation, 1–3650 days from the application that creates a device (or changes its operation
@@ -233,9 +200,8 @@ template:
 """
 
 from ansible_collections.opencapf.capf.plugins.module_utils._ansible_args import (
-    argument_spec, create_module, engine, exit_with)
+    argument_spec, create_module, engine, exit_with, phone_settings_argument_spec)
 from ansible_collections.opencapf.capf.plugins.module_utils._opencapf import templates
-from ansible_collections.opencapf.capf.plugins.module_utils._opencapf import vocabulary as v
 
 
 def main():
@@ -243,17 +209,10 @@ def main():
         name={"type": "str", "required": True},
         state={"type": "str", "choices": ["present", "absent"], "default": "present"},
         description={"type": "str"},
-        model={"type": "str"},
-        device_pool={"type": "str"},
-        security_mode={"type": "str", "choices": list(v.SECURITY_MODES)},
-        certificate_operation={"type": "str", "choices": list(v.OPERATIONS)},
-        authentication_mode={"type": "str", "choices": list(v.AUTH_MODES)},
+        **phone_settings_argument_spec(),
         authentication_string={"type": "str", "no_log": True},
         generate_authentication_string={"type": "bool", "default": False},
         authentication_string_length={"type": "int"},
-        key_order={"type": "str", "choices": list(v.KEY_ORDERS)},
-        rsa_key_size={"type": "int", "choices": list(v.RSA_KEY_SIZES)},
-        ec_key_size={"type": "int", "choices": list(v.EC_KEY_SIZES)},
         operation_completes_in_days={"type": "int"},
         operation_completes_by={"type": "str"},
     )

@@ -483,17 +483,61 @@ revoked_lscs:
         phone, or expired with C(revoke_after_expiry)), or what an operator gave.
       type: str
 crl:
-  description: The newest CRL the service signed, or null before the first.
+  description:
+    - The newest CRL of the active CAPF certificate (its fields null before the first), and under RV(crl.issuers) every
+      CAPF certificate that keeps a CRL (the active one, and each retired one until it expires) with its newest CRL,
+      where it is published and what keeps it from being signed or trusted.
+    - Null when the store has no CAPF certificate yet.
   returned: when gathered
   type: dict
-  sample: {number: 4, signer_fingerprint: "9c1e...", this_update: "2026-12-06T05:40:02Z", next_update: "2026-12-13T05:40:02Z",
-           entries: 12, revocation_mark: "812", created_at: "2026-12-06T05:40:02Z"}
+  sample:
+    number: 4
+    signer_fingerprint: "9c1e04b2d7a3f5e8..."
+    this_update: "2026-12-06T05:40:02Z"
+    next_update: "2026-12-13T05:40:02Z"
+    entries: 12
+    revocation_mark: "812:2026-12-06T05:39:58Z"
+    created_at: "2026-12-06T05:40:02Z"
+    issuers:
+      - fingerprint: "9c1e04b2d7a3f5e8..."
+        common_name: CAPF-5e0c1a2b
+        serial: "4d2f..."
+        active: true
+        not_after: "2031-12-05T05:40:00Z"
+        crl_sign: true
+        key_held: true
+        http_path: /capf-9c1e04b2d7a3f5e8.crl
+        file: /srv/crl/capf-9c1e04b2d7a3f5e8.crl
+        url: http://capf.example.com:8080/capf-9c1e04b2d7a3f5e8.crl
+        number: 4
+        this_update: "2026-12-06T05:40:02Z"
+        next_update: "2026-12-13T05:40:02Z"
+        entries: 12
+        problems: []
+      - fingerprint: "31aa97c0e4d25b16..."
+        common_name: CAPF-0b7d9e41
+        serial: "7a01..."
+        active: false
+        not_after: "2029-03-01T10:00:00Z"
+        crl_sign: false
+        key_held: true
+        http_path: /capf-31aa97c0e4d25b16.crl
+        file: /srv/crl/capf-31aa97c0e4d25b16.crl
+        url: http://capf.example.com:8080/capf-31aa97c0e4d25b16.crl
+        number: 3
+        this_update: "2026-12-06T05:40:02Z"
+        next_update: "2026-12-13T05:40:02Z"
+        entries: 40
+        problems:
+          - "CAPF certificate CAPF-0b7d9e41 (retired): its KeyUsage lacks cRLSign, so relying parties that check it
+             (OpenSSL does) refuse the CRL signed with its key; give its phones new LSCs (install_upgrade) from the
+             active CAPF certificate"
   contains:
     number:
-      description: Its CRL number.
+      description: The CRL number of the active CAPF certificate's newest CRL, or null before the first.
       type: int
     signer_fingerprint:
-      description: SHA-256 fingerprint of the CAPF certificate that signed it.
+      description: SHA-256 fingerprint of the CAPF certificate that signed it (the active one).
       type: str
     this_update:
       description: thisUpdate (UTC).
@@ -510,6 +554,61 @@ crl:
     created_at:
       description: When it was signed (UTC).
       type: str
+    issuers:
+      description: Every CAPF certificate that keeps a CRL, the active one first (newest first).
+      type: list
+      elements: dict
+      contains:
+        fingerprint:
+          description: SHA-256 fingerprint of the CAPF certificate; its first 16 hex digits name its CRL's locations.
+          type: str
+        common_name:
+          description: Its common name.
+          type: str
+        serial:
+          description: Its serial number (hex).
+          type: str
+        active:
+          description: Whether it is the active CAPF certificate (else retired).
+          type: bool
+        not_after:
+          description: When it expires (UTC); a retired one keeps a CRL until then.
+          type: str
+        crl_sign:
+          description: >-
+            Whether its KeyUsage allows signing CRLs (cRLSign); without it relying parties that check key usage refuse its
+            CRL (see RV(crl.issuers[].problems)).
+          type: bool
+        key_held:
+          description: Whether the store can load its private key; without it no CRL can be signed for its LSCs.
+          type: bool
+        http_path:
+          description: Path of its CRL on the service's HTTP responder (O(opencapf.capf.capf_service#module:crl_http_port)).
+          type: str
+        file:
+          description: Its CRL file beside O(opencapf.capf.capf_service#module:crl_path), or null without crl_path.
+          type: str
+        url:
+          description: >-
+            The CRL distribution point its LSCs name (from O(opencapf.capf.capf_service#module:crl_url)), or null
+            without crl_url.
+          type: str
+        number:
+          description: Its newest CRL's number, or null before the first.
+          type: int
+        this_update:
+          description: Its newest CRL's thisUpdate (UTC), or null.
+          type: str
+        next_update:
+          description: Its newest CRL's nextUpdate (UTC), or null.
+          type: str
+        entries:
+          description: How many revoked LSCs its newest CRL lists (exactly the revoked LSCs it signed), or null.
+          type: int
+        problems:
+          description: What keeps its CRL from being signed or trusted, each with its remedy; empty when nothing does.
+          type: list
+          elements: str
 expiring_certificates:
   description:
     - Installed LSCs, CAPF certificates and trust-store certificates that expire within the largest of the

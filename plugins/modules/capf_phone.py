@@ -24,6 +24,7 @@ author:
 extends_documentation_fragment:
   - opencapf.capf.capf
   - opencapf.capf.capf.attributes
+  - opencapf.capf.capf.phone_settings
 options:
   name:
     description:
@@ -43,31 +44,6 @@ options:
   description:
     description: Free text, at most 200 characters.
     type: str
-  model:
-    description: Phone model, for example C(Cisco 8845).
-    type: str
-  device_pool:
-    description: Device pool name.
-    type: str
-  security_mode:
-    description:
-      - Device security mode. New phones default to V(non_secure).
-      - An V(authenticated) or V(encrypted) phone does not register before it has an LSC and never contacts
-        CAPF by itself, so it cannot use O(authentication_mode=auth_string) with a pending operation; the
-        module fails with an error saying so.
-    type: str
-    choices: [non_secure, authenticated, encrypted]
-  certificate_operation:
-    description: The CAPF operation to perform at the phone's next session. New phones default to V(none).
-    type: str
-    choices: [none, install_upgrade, delete, troubleshoot]
-  authentication_mode:
-    description:
-      - How the phone authenticates to CAPF. New phones default to V(null_string).
-      - V(existing_cert_lsc) and V(existing_cert_mic) use an installed certificate (precedence to the LSC
-        or to the MIC); the operation fails on a phone that has neither.
-    type: str
-    choices: [auth_string, null_string, existing_cert_lsc, existing_cert_mic]
   authentication_string:
     description:
       - The 4–10 digit string the phone user enters, for O(authentication_mode=auth_string).
@@ -88,27 +64,6 @@ options:
     description: Number of digits of a generated string, 4–10.
     type: int
     default: 8
-  key_order:
-    description:
-      - Key the phone generates.
-      - A phone created without it takes the service parameter O(opencapf.capf.capf_service#module:key_order), whose
-        default is V(rsa).
-    type: str
-    choices: [rsa, ec, ec_preferred]
-  rsa_key_size:
-    description:
-      - RSA key size in bits.
-      - A phone created without it takes the service parameter O(opencapf.capf.capf_service#module:rsa_key_size), whose
-        default is V(2048).
-    type: int
-    choices: [1024, 2048, 3072, 4096]
-  ec_key_size:
-    description:
-      - EC key size (curve) in bits.
-      - A phone created without it takes the service parameter O(opencapf.capf.capf_service#module:ec_key_size), whose
-        default is V(256).
-    type: int
-    choices: [256, 384, 521]
   operation_completes_by:
     description:
       - Deadline of the pending operation, an ISO 8601 date or time (UTC unless an offset is given),
@@ -340,7 +295,7 @@ authentication_string:
 """
 
 from ansible_collections.opencapf.capf.plugins.module_utils._ansible_args import (
-    argument_spec, create_module, engine, exit_with)
+    argument_spec, create_module, engine, exit_with, phone_settings_argument_spec)
 from ansible_collections.opencapf.capf.plugins.module_utils._opencapf import phone_config
 from ansible_collections.opencapf.capf.plugins.module_utils._opencapf import vocabulary as v
 
@@ -352,18 +307,11 @@ def main():
         name={"type": "str", "required": True, "aliases": ["device_name"]},
         state={"type": "str", "choices": ["present", "absent"], "default": "present"},
         description={"type": "str"},
-        model={"type": "str"},
-        device_pool={"type": "str"},
-        security_mode={"type": "str", "choices": list(v.SECURITY_MODES)},
-        certificate_operation={"type": "str", "choices": list(v.OPERATIONS)},
-        authentication_mode={"type": "str", "choices": list(v.AUTH_MODES)},
+        **phone_settings_argument_spec(),
         authentication_string={"type": "str", "no_log": True},
         generate_authentication_string={"type": "bool", "default": False},
         regenerate_authentication_string={"type": "bool", "default": False},
         authentication_string_length={"type": "int", "default": 8},
-        key_order={"type": "str", "choices": list(v.KEY_ORDERS)},
-        rsa_key_size={"type": "int", "choices": list(v.RSA_KEY_SIZES)},
-        ec_key_size={"type": "int", "choices": list(v.EC_KEY_SIZES)},
         operation_completes_by={"type": "str"},
         reissue={"type": "bool", "default": False},
         revoke={"type": "dict", "options": {

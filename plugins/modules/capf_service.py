@@ -73,7 +73,9 @@ options:
     description: Wrong authentication strings accepted before a phone is locked out, 1–100. Default V(5).
     type: int
   max_sessions:
-    description: Concurrent phone sessions served at once, 1–100000; further connections wait. Default V(1000).
+    description:
+      - Concurrent phone sessions each worker process (O(processes)) serves at once, 1–100000; further connections
+        wait. Default V(1000).
     type: int
   max_sessions_per_address:
     description:
@@ -83,8 +85,10 @@ options:
     type: int
   processes:
     description:
-      - Worker processes of the CAPF service sharing its port, 1–64. Default V(1). One per core lets a fleet
-        rollout use every core; the store stays one SQLite file shared by all of them.
+      - Worker processes of the CAPF service sharing its port, 0–64. Default V(0), which starts one per CPU core the
+        service may use (its CPU affinity), at most 8, so a fleet rollout uses every core; V(1) keeps one process.
+        An explicit value may be at most four per core of the host. The store is shared by all of them, and each
+        worker has its own listening socket on the port (C(SO_REUSEPORT)), so the kernel spreads the phones over them.
       - Takes effect when the service starts or restarts (O(state=restarted)).
     type: int
   scheduler_interval_seconds:
@@ -127,23 +131,32 @@ options:
     type: int
   crl_path:
     description:
-      - Absolute path of a file (on every CAPF node) that the service keeps equal to the current CRL, DER encoded,
-        mode 0644, replaced atomically. Default V(""), no file.
+      - Absolute path of a file (on every CAPF node) that the service keeps equal to the current CRL of the active
+        CAPF certificate, DER encoded, mode 0644, replaced atomically. Default V(""), no file.
+      - Beside it, each CAPF certificate that keeps a CRL (the active one and every retired one until it expires) has
+        its own file, named with C(-) and the first 16 hex digits of its SHA-256 fingerprint before C(.crl)
+        (C(capf.crl) gives C(capf-9c1e04b2d7a3f5e8.crl)).
     type: str
   crl_url:
     description:
-      - An C(http://) URL that LSCs CAPF signs from now on name as their CRL distribution point. Default V(""),
+      - An C(http://) URL from which LSCs CAPF signs from now on name their CRL distribution point. Default V(""),
         none. Point it at O(crl_http_port) or at a web server publishing O(crl_path).
+      - Each LSC names the CRL of the CAPF certificate that signed it, which stays its location after a CAPF
+        certificate rotation - C(-) and the first 16 hex digits of that certificate's SHA-256 fingerprint are inserted
+        before a final C(.crl) (added when the URL has none), as for the files beside O(crl_path).
     type: str
   crl_http_address:
     description:
-      - Address the service answers C(GET /capf.crl) on when O(crl_http_port) is set (default V(0.0.0.0)).
+      - Address the service answers C(GET /capf.crl) (and C(GET /capf-ID.crl)) on when O(crl_http_port) is set
+        (default V(0.0.0.0)).
       - Takes effect when the service starts or restarts.
     type: str
   crl_http_port:
     description:
-      - TCP port of the service's plain HTTP CRL responder (C(GET /capf.crl), C(application/pkix-crl)), 0–65535;
-        default V(0), none. Takes effect when the service starts or restarts.
+      - TCP port of the service's plain HTTP CRL responder (C(application/pkix-crl)), 0–65535; default V(0), none.
+        Takes effect when the service starts or restarts.
+      - C(GET /capf.crl) answers the active CAPF certificate's CRL, C(GET /capf-ID.crl) the CRL of the CAPF
+        certificate whose SHA-256 fingerprint starts with the 16 hex digits ID (the location its LSCs name).
     type: int
   legacy_tls:
     description: Allow TLS 1.0 and legacy ciphers for old phone firmware. Default V(false).

@@ -54,10 +54,12 @@ def _table_shows_every_figure_and_target(results, stdout):
 
 def _smoke_sizes_pass_no_target(results):
     statuses = {target["id"]: target for target in results["targets"]}
-    assert len(statuses) == 12
+    assert len(statuses) == 15
     assert all(target["status"] == "not measured" for target in statuses.values())
     assert "300 phones" in statuses["reports.pending_csrs"]["note"]
-    assert "smoke" in statuses["workers.speedup"]["note"]
+    assert "smoke" in statuses["workers.speedup"]["note"] and "smoke" in statuses["workers.cpu_efficiency"]["note"]
+    assert statuses["enrolment.cpu_per_enrolment"]["note"].endswith("phones, not 10,000")
+    assert statuses["enrolment.latency500"]["note"].endswith("phones, not 10,000")
     assert statuses["bulk.first_run"]["note"] == "measured over 40 phones, not 40,000"
     assert statuses["directory.sync"]["note"] == "measured over 300 phones, not 20,000"
 
@@ -86,6 +88,18 @@ def _work_was_really_done(figures):
             assert run["server_cpu_seconds"] > 0 and run["server_peak_rss_bytes"] > 0 and run["p99_ms"] > 0
     two = figures["workers.two_processes"]["details"]
     assert two["server_processes"] == 2 and len(two["server_peak_rss_by_process"]) == 3  # supervisor + 2 workers
+    assert two["cpu_affinity"] and two["client_processes_pinned_per_core"]
+    shared = figures["workers.two_processes_shared"]["details"]
+    assert shared["server_processes"] == 2 and len(shared["server_peak_rss_by_process"]) == 3
+    assert not shared["cpu_affinity"] and not shared["client_processes_pinned_per_core"]
+    efficiency = figures["workers.cpu_efficiency_2_over_1"]
+    assert efficiency["details"]["server_cpu_ms_per_enrolment"] == [
+        figures["workers.one_process"]["details"]["server_cpu_ms_per_enrolment"], shared["server_cpu_ms_per_enrolment"]]
+    cpu = figures["enrol.c50_cpu_over_unavoidable_rsa2048"]["details"]
+    assert cpu["server_cpu_ms_per_enrolment"] == figures["enrol.rsa2048_c50_n10000"]["details"]["server_cpu_ms_per_enrolment"]
+    assert cpu["unavoidable_ms"] == round(parts_of(figures)["handshake_ms"] + parts_of(figures)["lsc_sign_ms"], 4)
+    p99 = figures["enrol.c500_p99_seconds"]["details"]
+    assert len(p99["by_run"]) == 4 and all(peak > 0 for peak in p99["server_peak_rss_bytes"].values())
     assert figures["enrol.c500_failures"]["details"]["enrolments"] > 0
     bulk = figures["fleet.bulk_update_first_run"]["details"]
     assert bulk["phones"] == 40 and bulk["recap"]["changed"] == 1 and bulk["recap"]["failed"] == 0
@@ -97,6 +111,10 @@ def _work_was_really_done(figures):
     ceiling = figures["limits.enrolment_ceiling_rsa2048"]
     parts = ceiling["details"]
     assert abs(1000 / ceiling["value"] - (parts["handshake_ms"] + parts["lsc_sign_ms"] + parts["store_write_ms"])) < 0.01
+
+
+def parts_of(figures):
+    return figures["limits.enrolment_ceiling_rsa2048"]["details"]
 
 
 def _cluster_work_was_really_done(figures):

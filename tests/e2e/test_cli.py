@@ -26,7 +26,7 @@ def test_daemon_mic_ca_and_phone_enrol(ca_store, store_cli, tmp_path):
     assert created["trusted"] is True and created["is_ca"] is True
     add_phone(ca_store, "SEP0123456789AB", operation="install_upgrade", auth_mode="existing_cert_mic", key_order="rsa")
     pid_file, log_file = tmp_path / "capf.pid", tmp_path / "capf.log"
-    started = run_cli(*store, "--json", "serve", "--listen", "127.0.0.1", "--port", "0", "--daemon",
+    started = run_cli(*store, "--json", "serve", "--listen", "127.0.0.1", "--port", "0", "--processes", "1", "--daemon",
                       "--pid-file", str(pid_file), "--log-file", str(log_file), check=True, timeout=60)
     report = json.loads(started.stdout)
     pid, port = report["pid"], report["listening"][0][1]
@@ -60,8 +60,8 @@ def test_daemon_reports_why_it_cannot_start(store_path, tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        failed = run_cli("--store", store_path, "serve", "--listen", "127.0.0.1", "--port", str(port), "--daemon",
-                         "--log-file", str(tmp_path / "log"), timeout=60)
+        failed = run_cli("--store", store_path, "serve", "--listen", "127.0.0.1", "--port", str(port), "--processes", "1",
+                         "--daemon", "--log-file", str(tmp_path / "log"), timeout=60)
     assert failed.returncode == 1 and "address already in use" in failed.stderr.lower()
 
 

@@ -183,7 +183,8 @@ def test_a_node_runs_as_a_daemon_on_the_postgresql_store(postgres_dsn, shared_st
     prepare(postgres_dsn, shared_state, [])
     pid_file, log_file = tmp_path / "node.pid", tmp_path / "node.log"
     started = run_cli("--store", postgres_dsn, "--state-dir", shared_state, "--json", "serve", "--listen", "127.0.0.1",
-                      "--port", "0", "--daemon", "--pid-file", str(pid_file), "--log-file", str(log_file), timeout=60)
+                      "--port", "0", "--processes", "1", "--daemon", "--pid-file", str(pid_file), "--log-file", str(log_file),
+                      timeout=60)
     assert started.returncode == 0, started.stderr
     pid = json.loads(started.stdout)["pid"]
     os.kill(pid, signal.SIGTERM)

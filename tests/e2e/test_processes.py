@@ -147,20 +147,20 @@ def test_prefer_cpu_sets_the_incoming_cpu_of_a_listening_socket():
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_INCOMING_CPU) == 0
 
 
-@pytest.mark.parametrize("value", ["0", "100000"])
+@pytest.mark.parametrize("value", ["-1", "100000"])
 def test_processes_outside_its_range_is_refused_naming_the_option(ca_store, store_path, value):
     done = run_cli("--store", store_path, "serve", "--processes", value, "--port", "0")
-    assert done.returncode == 2 and "argument --processes: must be 1\u201364" in done.stderr
+    assert done.returncode == 2 and "argument --processes: must be 0\u201364" in done.stderr
 
 
 def test_processes_beyond_this_machine_is_refused_naming_the_option(ca_store, store_path):
-    """Within the table's 1-64 but above four per core of this machine (a machine with 16 cores or
+    """Within the table's 0-64 but above four per core of this machine (a machine with 16 cores or
     more reaches the table's maximum first)."""
     from _opencapf.cli.serve import max_processes
     value = max_processes() + 1
     done = run_cli("--store", store_path, "serve", "--processes", str(value), "--port", "0")
     if value <= 64:
-        assert done.returncode == 1 and f"--processes must be between 1 and {value - 1}" in done.stderr
+        assert done.returncode == 1 and f"--processes must be between 0 and {value - 1}" in done.stderr
     else:
         assert done.returncode == 2 and "argument --processes: must be 1\u201364" in done.stderr
 
@@ -209,7 +209,7 @@ def test_the_server_sets_nodelay_on_every_accepted_connection(ca_store, store_pa
 def test_processes_service_parameter_is_the_default(ca_store, store_path, tmp_path):
     with ca_store.transaction() as tx:
         service_records.write(tx, "test", {"processes": 2})
-    with _start(ca_store, tmp_path / "serve.log") as serving:
+    with Serving.on(ca_store, tmp_path / "serve.log", processes=None).start() as serving:
         assert len(children(serving.pid)) == 2
     one = run_cli("--store", store_path, "serve", "--processes", "1", "--port", "0", "--listen", "127.0.0.1",
                   "--daemon", "--pid-file", str(tmp_path / "one.pid"), "--log-file", str(tmp_path / "one.log"))
@@ -230,3 +230,60 @@ def test_processes_service_parameter_beyond_this_machine_is_refused(ca_store, st
     with pytest.raises(ValidationError, match=r"^the processes service parameter must be at most 8 on this machine"
                                               r".*got 9$"):
         serve_command._check(argparse.Namespace(store=store_path, processes=None, store_threads=4, metrics_address=None))
+
+
+def _serving_processes(serving) -> int:
+    """How many processes serve phones: the supervisor's workers, or the ``serve`` process itself."""
+    return len(children(serving.pid)) or 1
+
+
+@pytest.mark.parametrize("stored, option", [(None, None), (0, None), (1, None), (2, None), (1, "0")],
+                         ids=["never set", "stored 0", "stored 1", "stored 2", "--processes 0"])
+def test_processes_defaults_to_one_per_usable_core_and_an_explicit_value_wins(ca_store, tmp_path, stored, option):
+    """A store that never set ``processes`` (as every store that kept the old default of 1 holds no
+    value for it) or holds 0, and ``--processes 0``, serve with one process per usable core, at most
+    the cap; an explicit value, stored (1 too) or given, is the number of processes."""
+    from _opencapf.server.supervisor import automatic_processes
+    if stored is not None:  # a row in the store, whatever the default: set to another value first
+        with ca_store.transaction() as tx:
+            service_records.write(tx, "test", {"processes": 3})
+            service_records.write(tx, "test", {"processes": stored})
+        with ca_store.read() as tx:
+            assert tx.scalar("SELECT value FROM service_parameters WHERE name = 'processes'") == str(stored)
+    extra = ("--processes", option) if option is not None else ()
+    with Serving.on(ca_store, tmp_path / "serve.log", processes=None).start(*extra) as serving:
+        running = _serving_processes(serving)
+    automatic = stored in (None, 0) or option == "0"
+    assert running == (automatic_processes() if automatic else stored), serving.log()
+    if automatic:
+        assert f"processes 0: {running} worker process(es), one per usable core" in serving.log()
+
+
+def test_automatic_processes_is_one_per_usable_core_up_to_the_cap(monkeypatch):
+    from _opencapf.server import supervisor
+    from _opencapf.vocabulary import AUTOMATIC_PROCESSES_CAP
+    for cores, expected in ((1, 1), (2, 2), (AUTOMATIC_PROCESSES_CAP, AUTOMATIC_PROCESSES_CAP),
+                            (64, AUTOMATIC_PROCESSES_CAP)):
+        monkeypatch.setattr(supervisor.os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
+        assert supervisor.usable_cores() == cores and supervisor.automatic_processes() == expected
+
+
+SPREAD = 200
+
+
+def test_the_kernel_spreads_connections_evenly_over_the_workers_without_cpu_affinity(ca_store, tmp_path):
+    """Each worker has a listening socket of its own on the port (SO_REUSEPORT), and the kernel hashes
+    every new connection to one of them: of 200 phone sessions through ``serve --processes 2`` (no
+    ``--cpu-affinity``) each worker, by its own count, served at least 30 %. The phones are unknown
+    to the store, so each session is a TLS handshake and a short CAPF exchange."""
+    identities = [PhoneIdentity(PhoneSettings(f"SEP{index:012X}")) for index in range(0x5000, 0x5000 + SPREAD)]
+    with _start(ca_store, tmp_path / "serve.log", "--processes", "2") as serving:
+        workers = children(serving.pid)
+        target = Target(("127.0.0.1",), serving.port, cadata=authority.current(ca_store)["pem"], timeout=30)
+        summary = asyncio.run(run_fleet(identities, target, concurrency=10, retries=0))
+    text = serving.log()
+    assert serving.returncode == 0 and "Traceback" not in text, text
+    assert summary["total"] == SPREAD
+    served = {int(pid): int(count) for _index, pid, count in STOPPED.findall(text)}
+    assert sorted(served) == sorted(workers) and sum(served.values()) == SPREAD, (served, summary["failed_by_reason"])
+    assert all(count >= 0.3 * SPREAD for count in served.values()), served

@@ -1,7 +1,8 @@
 """Revocation inside a real ``opencapf serve`` with simulated phones: re-issuing an LSC revokes the one
 before (superseded), a delete operation revokes the deleted one (cessation of operation), LSCs name the
-configured CRL distribution point, and the service publishes the CRL listing both to the crl_path file
-(0644) and over HTTP (GET /capf.crl, application/pkix-crl), the very same bytes."""
+configured CRL distribution point (the location of their CAPF certificate's own CRL), and the service
+publishes the CRL listing both to the crl_path file (0644) and over HTTP (GET /capf.crl and the
+location the LSCs name, application/pkix-crl), the very same bytes."""
 
 from __future__ import annotations
 
@@ -67,7 +68,8 @@ def test_the_service_revokes_and_publishes_the_crl(ca_store, store_path, tmp_pat
             first = certificate_rows(ca_store, NAME)[0]
             points = x509.load_pem_x509_certificate(first["pem"].encode()).extensions.get_extension_for_class(
                 x509.CRLDistributionPoints)
-            assert points.value[0].full_name[0].value == url
+            issuer_url = crl_module.issuer_location(url, authority.current(ca_store)["fingerprint"])
+            assert points.value[0].full_name[0].value == issuer_url  # the CRL of its own CAPF certificate
             _arm(ca_store, "install_upgrade")
             assert run_enrol(identity, server).outcome == "ok"
             second = [row for row in certificate_rows(ca_store, NAME) if row["id"] != first["id"]][0]
@@ -85,6 +87,8 @@ def test_the_service_revokes_and_publishes_the_crl(ca_store, store_path, tmp_pat
                 assert response.headers["Content-Type"] == "application/pkix-crl"
             with open(crl_path, "rb") as handle:
                 assert served == handle.read()
+            with urllib.request.urlopen(issuer_url, timeout=10) as response:
+                assert response.read() == served
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{http_port}/other", timeout=10)
                 raise AssertionError("a path other than /capf.crl was answered")

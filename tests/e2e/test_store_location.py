@@ -48,8 +48,9 @@ def test_store_reached_through_a_symlink_keeps_one_secret_keys_dir_and_writer_lo
 
     # The service reached through the link verifies the string set through the real path.
     pid_file = tmp_path / "capf.pid"
-    started = run_cli("--store", link, "--json", "serve", "--listen", "127.0.0.1", "--port", "0", "--daemon",
-                      "--pid-file", str(pid_file), "--log-file", str(tmp_path / "capf.log"), check=True, timeout=60)
+    started = run_cli("--store", link, "--json", "serve", "--listen", "127.0.0.1", "--port", "0", "--processes", "1",
+                      "--daemon", "--pid-file", str(pid_file), "--log-file", str(tmp_path / "capf.log"), check=True,
+                      timeout=60)
     report = json.loads(started.stdout)
     try:
         assert os.path.exists(real + "-writer.lock")

@@ -164,7 +164,7 @@ class Service:
             log.write(f"--- {'crash at ' + crash_at if crash_at else 'to be killed at a random moment'}\n".encode())
         order = {"env": {faults.ENV_CRASH_AT: crash_at} if crash_at else {},
                  "argv": ["--store", self.store_path, "serve", "--listen", "127.0.0.1", "--port", str(self.port),
-                          "--enrolment-interval", "0", "--step-timeout", "5",
+                          "--processes", "1", "--enrolment-interval", "0", "--step-timeout", "5",
                           "--max-session-seconds", str(SESSION_BOUND)]}
         self._zygote.stdin.write(json.dumps(order).encode() + b"\n")
         await self._zygote.stdin.drain()

@@ -22,15 +22,18 @@ class Serving:
     ``log_path`` (appended: a restart keeps the earlier lines; a pipe nobody reads would stall it).
     ``port`` 0 takes a free one; once started, a restart listens on the same port again. ``env``: the
     environment to start from (default this process's), without a crash point unless ``start`` sets one.
-    ``cli_options``: global options of the command line before ``serve`` (e.g. ``-v``)."""
+    ``cli_options``: global options of the command line before ``serve`` (e.g. ``-v``). ``processes``: the
+    ``--processes`` it starts with unless ``start`` names one; one process by default (cheap on a small test
+    machine, and what most tests are about), None to leave it to the ``processes`` service parameter."""
 
     def __init__(self, location: str, state_dir: str | None, log_path, *, port: int = 0, env: dict | None = None,
-                 name: str = "serve", cli_options: tuple = ()):
+                 name: str = "serve", cli_options: tuple = (), processes: int | None = 1):
         self.location, self.state_dir = location, state_dir
         self.log_path = str(log_path)
         self.port = port
         self.name = name
         self.cli_options = tuple(cli_options)
+        self.processes = processes
         self.env = dict(os.environ if env is None else env)
         self.process: subprocess.Popen | None = None
 
@@ -41,8 +44,10 @@ class Serving:
 
     def command(self, *extra: str) -> list[str]:
         state = ["--state-dir", self.state_dir] if self.state_dir else []
+        processes = ["--processes", str(self.processes)] if self.processes is not None and "--processes" not in extra \
+            else []
         return [sys.executable, "-m", "_opencapf", "--store", self.location, *state, *self.cli_options, "serve",
-                "--listen", "127.0.0.1", "--port", str(self.port), *extra]
+                "--listen", "127.0.0.1", "--port", str(self.port), *processes, *extra]
 
     def start(self, *extra: str, crash_at: str | None = None) -> "Serving":
         """Start it with the ``serve`` options ``extra``; return once it listens (``crash_at``: the fault

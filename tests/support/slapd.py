@@ -1,16 +1,28 @@
-"""A real OpenLDAP server for the tests: Debian's ``slapd``, started by the tests from a config of its own.
+"""A real OpenLDAP server for the tests: Debian's ``slapd``, started from a config of its own.
 
-One server per test process (session fixture ``slapd_server``), in a private temporary directory: an
-``mdb`` database under ``dc=example,dc=org``, a certificate of its own issued by a test CA for
-``localhost`` and ``127.0.0.1``, ``ldap://`` (StartTLS) and ``ldaps://`` on loopback ports, a root DN
-with a password, and a read-only service account ``SYNC_DN`` the directory sync binds as. Users are
-``inetOrgPerson`` entries under ``ou=people`` with a ``uid``; the auxiliary class ``opencapfDevices``
-of a small schema of its own adds the multi-valued attribute ``opencapfDeviceName``. A search by the
-service account returns at most ``SIZE_LIMIT`` entries unless it pages (like a large production
-directory). Entries are loaded offline with ``slapadd`` before the start and changed online through
-the root DN. slapd runs as the invoking user (as root too: it needs no privileged port).
+In a directory of its own (a private temporary one unless one is given): an ``mdb`` database under
+``dc=example,dc=org``, a certificate of its own issued by a test CA for ``localhost`` and
+``127.0.0.1`` (and another CA that issued nothing), ``ldap://`` (StartTLS) and ``ldaps://`` on free
+loopback ports, a root DN with a password, and a read-only service account ``SYNC_DN`` the directory
+sync binds as. Users are ``inetOrgPerson`` entries under ``ou=people`` with a ``uid``; the auxiliary
+class ``opencapfDevices`` of a small schema of its own adds the multi-valued attribute
+``opencapfDeviceName``. A search by the service account returns at most ``SIZE_LIMIT`` entries unless
+it pages (like a large production directory). Entries are loaded offline with ``slapadd`` before the
+start and changed online through the root DN. slapd runs as the invoking user (as root too: it needs
+no privileged port).
 
-A missing server fails the test with the command that installs it; it never skips.
+The tests use ``SlapdServer`` (one per test process: the session fixture ``slapd_server`` in
+``tests/conftest.py``). The capf_ldap_sync integration target runs this file as a script, with the
+module's Python, to keep one server in DIR across its tasks:
+
+    python slapd.py start DIR UID...   # prints {"url", "ca_file", "other_ca_file", "bind_dn", "base", "pid"}
+    python slapd.py add DIR UID         # a person, added online
+    python slapd.py delete DIR UID      # a person, deleted online
+    python slapd.py stop DIR            # stops slapd (nothing to do when it is not running)
+
+``start`` gives the service account the password in ``$DIRECTORY_BIND_PASSWORD`` and serves ``url``
+over LDAPS. A missing slapd is a ``SlapdError`` naming the command that installs it; the tests fail
+with it and never skip.
 """
 
 from __future__ import annotations
@@ -19,21 +31,20 @@ import base64
 import datetime
 import hashlib
 import ipaddress
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
-import pytest
-
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-from . import certfactory
 
 INSTALL = "apt-get update && apt-get install -y slapd ldap-utils"
 SLAPD = "/usr/sbin/slapd"
@@ -45,6 +56,7 @@ SYNC_DN = f"uid=capf-sync,ou=services,{SUFFIX}"
 SIZE_LIMIT = 500
 DEVICE_ATTRIBUTE = "opencapfDeviceName"
 SCHEMA_DIR = "/etc/ldap/schema"
+ATTEMPTS = 5  # starts, each on other ports, before giving up (a port may be taken between probe and bind)
 # Attribute and class under the enterprise number RFC 5612 reserves for documentation.
 DEVICE_SCHEMA = f"""\
 attributetype ( 1.3.6.1.4.1.32473.1.1.1 NAME '{DEVICE_ATTRIBUTE}'
@@ -104,32 +116,70 @@ def user_ldif(uid: str, devices=(), *, base: str = PEOPLE) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def _write(path: str, text, mode: int = 0o600) -> str:
+def _write(path: str, text: str, mode: int = 0o600) -> str:
     with open(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, mode), "w", encoding="utf-8") as handle:
         handle.write(text)
     return path
 
 
-class SlapdServer:
-    """A running slapd; ``users`` maps uid -> device names loaded before the start."""
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return handle.read()
 
-    def __init__(self, users: dict[str, tuple] | None = None, *, ldif: str = ""):
+
+def _pem(certificate) -> str:
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process runs (an exited one nobody has reaped yet does not)."""
+    try:
+        return _read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+class SlapdError(Exception):
+    """slapd is missing or did not start; the message says why."""
+
+
+class SlapdServer:
+    """A running slapd; ``users`` maps uid -> device names loaded before the start.
+
+    ``directory`` keeps everything (a private temporary directory, removed by ``stop``, when not given);
+    ``detach`` starts slapd in a session of its own, to outlive the process that started it.
+    """
+
+    def __init__(self, users: dict[str, tuple] | None = None, *, ldif: str = "", directory: str | None = None,
+                 sync_password: str | None = None, detach: bool = False):
         for binary in (SLAPD, SLAPADD):
             if not os.path.exists(binary):
-                pytest.fail(f"{binary} not found: run `{INSTALL}` (scripts/test-unit does it when run as root)",
-                            pytrace=False)
-        self.root = tempfile.mkdtemp(prefix="opencapf-slapd-")
+                raise SlapdError(f"{binary} not found: run `{INSTALL}` (scripts/test-unit and scripts/test-integration "
+                                 "do it when run as root)")
+        self._temporary = directory is None
+        self.root = tempfile.mkdtemp(prefix="opencapf-slapd-") if directory is None else directory
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
         self.root_password = base64.b32encode(os.urandom(10)).decode()
-        self.sync_password = base64.b32encode(os.urandom(10)).decode()
+        _write(os.path.join(self.root, "root.password"), self.root_password)
+        self.sync_password = sync_password or base64.b32encode(os.urandom(10)).decode()
         ca = _certificate("opencapf test LDAP CA")
         leaf, key = _certificate("localhost", issuer=ca)
-        self.ca_file = _write(os.path.join(self.root, "ca.pem"), certfactory.pem(ca[0]), 0o644)
+        self.ca_file = _write(os.path.join(self.root, "ca.pem"), _pem(ca[0]), 0o644)
         other, _key = _certificate("some other CA")
-        self.other_ca_file = _write(os.path.join(self.root, "other-ca.pem"), certfactory.pem(other), 0o644)
-        cert_file = _write(os.path.join(self.root, "server.pem"), certfactory.pem(leaf), 0o644)
-        key_file = _write(os.path.join(self.root, "server.key"), certfactory.key_pem(key))
+        self.other_ca_file = _write(os.path.join(self.root, "other-ca.pem"), _pem(other), 0o644)
+        cert_file = _write(os.path.join(self.root, "server.pem"), _pem(leaf), 0o644)
+        key_file = _write(os.path.join(self.root, "server.key"), key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode())
         schema = _write(os.path.join(self.root, "opencapf.schema"), DEVICE_SCHEMA, 0o644)
-        os.mkdir(os.path.join(self.root, "db"), 0o700)
+        os.makedirs(os.path.join(self.root, "db"), mode=0o700, exist_ok=True)
         includes = "".join(f"include {SCHEMA_DIR}/{name}.schema\n" for name in ("core", "cosine", "inetorgperson"))
         self.config = _write(os.path.join(self.root, "slapd.conf"), f"""\
 {includes}include {schema}
@@ -159,42 +209,57 @@ access to * by users read by * none
                 f"userPassword: {ssha(self.sync_password)}\n\n")
         body = base + "".join(user_ldif(uid, devices) for uid, devices in (users or {}).items()) + ldif
         load = _write(os.path.join(self.root, "load.ldif"), body)
-        self._run([SLAPADD, "-q", "-f", self.config, "-l", load])
+        result = subprocess.run([SLAPADD, "-q", "-f", self.config, "-l", load], capture_output=True, text=True,
+                                check=False, timeout=300)
         os.unlink(load)
-        self.host = "127.0.0.1"
-        self.ldap_port, self.ldaps_port = _free_port(), _free_port()
-        self.ldap_url = f"ldap://localhost:{self.ldap_port}"
-        self.ldaps_url = f"ldaps://localhost:{self.ldaps_port}"
-        self.process = subprocess.Popen(  # pylint: disable=consider-using-with
-            [SLAPD, "-d", "0", "-f", self.config, "-h",
-             f"ldap://{self.host}:{self.ldap_port}/ ldaps://{self.host}:{self.ldaps_port}/"],
-            stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.root, "slapd.log"), "wb"))  # noqa: SIM115
-        self._wait()
-
-    def _run(self, command: list[str]) -> None:
-        result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
         if result.returncode != 0:
-            pytest.fail(f"{os.path.basename(command[0])} failed ({result.returncode}): {result.stderr.strip()}",
-                        pytrace=False)
+            raise SlapdError(f"slapadd failed ({result.returncode}): {result.stderr.strip()}")
+        self.host = "127.0.0.1"
+        self.process: subprocess.Popen | None = None
+        self._start(detach)
 
-    def _wait(self) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                with open(os.path.join(self.root, "slapd.log"), encoding="utf-8", errors="replace") as handle:
-                    pytest.fail(f"slapd exited ({self.process.returncode}): {handle.read()[-2000:]}", pytrace=False)
-            try:
-                with socket.create_connection((self.host, self.ldaps_port), timeout=1):
-                    with socket.create_connection((self.host, self.ldap_port), timeout=1):
-                        return
-            except OSError:
+    def _ports(self, ldap_port: int, ldaps_port: int) -> None:
+        self.ldap_port, self.ldaps_port = ldap_port, ldaps_port
+        self.ldap_url = f"ldap://localhost:{ldap_port}"
+        self.ldaps_url = f"ldaps://localhost:{ldaps_port}"
+
+    def _start(self, detach: bool) -> None:
+        log = os.path.join(self.root, "slapd.log")
+        for _attempt in range(ATTEMPTS):
+            self._ports(_free_port(), _free_port())
+            with open(log, "ab") as output:
+                # -d 0: in the foreground (no syslog), its output to the log only.
+                self.process = subprocess.Popen(  # pylint: disable=consider-using-with
+                    [SLAPD, "-d", "0", "-f", self.config, "-h",
+                     f"ldap://{self.host}:{self.ldap_port}/ ldaps://{self.host}:{self.ldaps_port}/"],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=output, start_new_session=detach)
+            deadline = time.monotonic() + 30
+            while self.process.poll() is None and time.monotonic() < deadline:
+                if _listening(self.host, self.ldaps_port) and _listening(self.host, self.ldap_port):
+                    _write(os.path.join(self.root, "server.json"), json.dumps(
+                        {"pid": self.process.pid, "ldap_port": self.ldap_port, "ldaps_port": self.ldaps_port}))
+                    return
                 time.sleep(0.05)
+            self._end(self.process.pid)  # a port was taken meanwhile, or slapd refused to start: other ports
+        tail = _read(log)[-2000:]
         self.stop()
-        pytest.fail("slapd did not listen within 30 s", pytrace=False)
+        raise SlapdError(f"slapd did not listen after {ATTEMPTS} attempts: {tail}")
+
+    @classmethod
+    def running(cls, directory: str) -> SlapdServer:
+        """The server a ``start`` left running in ``directory`` (to change entries or to stop it)."""
+        server = cls.__new__(cls)
+        server._temporary, server.root, server.host, server.process = False, directory, "127.0.0.1", None
+        server.root_password = _read(os.path.join(directory, "root.password"))
+        server.ca_file = os.path.join(directory, "ca.pem")
+        server.other_ca_file = os.path.join(directory, "other-ca.pem")
+        state = json.loads(_read(os.path.join(directory, "server.json")))
+        server._ports(state["ldap_port"], state["ldaps_port"])
+        return server
 
     def admin(self):
         """An ldap3 connection bound as the root DN (over StartTLS)."""
-        import ldap3
+        import ldap3  # the module's own requirement on the managed host
 
         tls = ldap3.Tls(ca_certs_file=self.ca_file, validate=2)
         server = ldap3.Server("localhost", port=self.ldap_port, tls=tls)
@@ -228,20 +293,60 @@ access to * by users read by * none
         with self.admin() as connection:
             connection.delete(f"uid={uid},{base}")
 
+    def _end(self, pid: int) -> None:
+        """Stop slapd (SIGTERM, SIGKILL after 30 s) and wait until it has gone."""
+        for sent, seconds in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+            if not _alive(pid):
+                break
+            os.kill(pid, sent)
+            deadline = time.monotonic() + seconds
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        if self.process is not None and self.process.pid == pid:
+            self.process.wait()  # this process started it: reap it
+
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Stop slapd (nothing to do when it is not running); a temporary directory goes with it."""
+        try:
+            state = json.loads(_read(os.path.join(self.root, "server.json")))
+        except (OSError, ValueError):
+            state = {}
+        pid = self.process.pid if self.process is not None else state.get("pid")
+        if pid:
+            self._end(pid)
+        if self._temporary:
+            shutil.rmtree(self.root, ignore_errors=True)
+        elif state:
+            os.unlink(os.path.join(self.root, "server.json"))
 
 
-@pytest.fixture(scope="session")
-def slapd_server():
-    """This test process's slapd, empty but for the service account (tests add users under their own ou)."""
-    server = SlapdServer()
-    yield server
-    server.stop()
+def main(argv: list[str]) -> int:
+    """The integration target's verbs (see the module docstring)."""
+    arguments = {"start": None, "add": 3, "delete": 3, "stop": 2}
+    if len(argv) < 2 or argv[0] not in arguments or arguments[argv[0]] not in (None, len(argv)):
+        sys.stderr.write(__doc__)
+        return 2
+    verb, directory, rest = argv[0], os.path.abspath(argv[1]), argv[2:]
+    try:
+        if verb == "start":
+            password = os.environ.get("DIRECTORY_BIND_PASSWORD")
+            if not password:
+                raise SlapdError("DIRECTORY_BIND_PASSWORD is not set")
+            server = SlapdServer({uid: () for uid in rest}, directory=directory, sync_password=password, detach=True)
+            print(json.dumps({"url": server.ldaps_url, "ca_file": server.ca_file, "other_ca_file": server.other_ca_file,
+                              "bind_dn": SYNC_DN, "base": PEOPLE, "pid": server.process.pid}))
+        elif verb == "stop":
+            if os.path.exists(os.path.join(directory, "server.json")):
+                SlapdServer.running(directory).stop()
+        elif verb == "add":
+            SlapdServer.running(directory).add_user(rest[0])
+        else:
+            SlapdServer.running(directory).remove_user(rest[0])
+    except SlapdError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -45,6 +45,7 @@ from .store.backend import Transaction
 from .vocabulary import format_utc, parse_utc, utc_now
 
 log = logging.getLogger("opencapf.monitor")
+LEAD = "monitor"  # the duty name (Store.try_lead) of the one process per store that checks and mails
 
 SEND_ATTEMPTS = 3
 FIRST_PAUSE_SECONDS = 1.0  # before the second attempt; doubles before each further one
@@ -354,5 +355,5 @@ def status(tx: Transaction) -> dict[str, Any]:
             "next_check": None if due_at is None else format_utc(due_at)}
 
 
-__all__ = ["Finding", "check", "compose", "configured", "expiring", "expiring_in", "findings", "next_due", "run_if_due", "send",
+__all__ = ["Finding", "LEAD", "check", "compose", "configured", "expiring", "expiring_in", "findings", "next_due", "run_if_due", "send",
            "status"]

@@ -76,14 +76,15 @@ PARAMETERS: dict[str, Parameter] = {
                   "TCP port of the CAPF service; applies when the service starts or restarts.", bounds=v.PORT,
                   restart=True),
         Parameter("max_sessions", 1000, _range(v.MAX_SESSIONS), "integer",
-                  "Concurrent phone sessions served at once; further connections wait.",
+                  "Concurrent phone sessions each worker process serves at once; further connections wait.",
                   bounds=v.MAX_SESSIONS),
         Parameter("max_sessions_per_address", 100, _range(v.MAX_SESSIONS_PER_ADDRESS), "integer",
                   "Connections one IP address may hold open at once (handshaking, waiting or in a session); "
                   "further connections from it are refused.", bounds=v.MAX_SESSIONS_PER_ADDRESS),
-        Parameter("processes", 1, _range(v.SERVICE_PROCESSES), "integer",
-                  "Worker processes of the CAPF service sharing its port (one per core uses every core); "
-                  "applies when the service starts or restarts.", bounds=v.SERVICE_PROCESSES, restart=True),
+        Parameter("processes", 0, _range(v.SERVICE_PROCESSES), "integer",
+                  "Worker processes of the CAPF service sharing its port; 0: one per CPU core the service may use, "
+                  f"at most {v.AUTOMATIC_PROCESSES_CAP}; applies when the service starts or restarts.",
+                  bounds=v.SERVICE_PROCESSES, restart=True),
         Parameter("scheduler_interval_seconds", 10, _range(v.SCHEDULER_INTERVAL_SECONDS, " seconds"), "integer",
                   "How often the CAPF service runs due scheduled jobs and lapses operations whose deadline passed.",
                   bounds=v.SCHEDULER_INTERVAL_SECONDS),
@@ -103,9 +104,11 @@ PARAMETERS: dict[str, Parameter] = {
                   "Hours from a CRL's thisUpdate to its nextUpdate; the service signs a new CRL when something is "
                   "revoked and once half of this has passed.", bounds=v.CRL_VALIDITY_HOURS),
         Parameter("crl_path", "", v.check_crl_path, "string",
-                  "Absolute path of a file the service keeps the current CRL in (DER, mode 0644); empty: no file."),
+                  "Absolute path of a file the service keeps the active CAPF certificate's current CRL in (DER, mode "
+                  "0644), with each CAPF certificate's own beside it (capf-ID.crl); empty: no files."),
         Parameter("crl_url", "", v.check_crl_url, "string",
-                  "http:// URL that LSCs issued from now on name as their CRL distribution point; empty: none."),
+                  "http:// URL from which LSCs issued from now on name their CRL distribution point: the CRL of "
+                  "their CAPF certificate, with -ID inserted before .crl; empty: none."),
         Parameter("crl_http_address", "0.0.0.0", v.check_address, "string",
                   "Address the service answers GET /capf.crl on (with crl_http_port); applies when the service "
                   "starts or restarts.", restart=True),

@@ -17,13 +17,13 @@ import gc
 import io
 from typing import Any, Iterator
 
-from . import authstrings, monitor, phone_config, phone_query, report_html, scheduler, service_config, trust
+from . import authstrings, monitor, phone_config, phone_query, report_html, revocation, scheduler, service_config, trust
 from .ca import authority
 from .dependencies import require
 from .errors import ValidationError
 from .files import write_private_file
 from .results import converged
-from .store import Store, audit, certificates, crls, csrs, sessions
+from .store import Store, audit, certificates, csrs, sessions
 from .store import phones as phone_records
 from .store.backend import Transaction
 from .vocabulary import (REPORT_FORMATS, SESSIONS_SHOWN as SESSIONS_SHOWN_RANGE, check_choice, check_int_range, format_utc,
@@ -184,7 +184,7 @@ def gather(store: Store, sections=None, *, query: dict | None = None, limit: int
         if "revoked_lscs" in sections:
             result["revoked_lscs"] = certificates.revoked_lscs(tx, newest=limit)
         if "crl" in sections:
-            result["crl"] = crls.latest(tx, with_der=False)
+            result["crl"] = revocation.crl_overview(store, tx)
         if "expiring_certificates" in sections:
             result["expiring_certificates"] = monitor.expiring_in(tx)
         if "monitor" in sections:

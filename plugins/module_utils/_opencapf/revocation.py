@@ -6,27 +6,33 @@ An LSC is revoked, with its RFC 5280 reason and time, when a newer LSC of its ph
 (``superseded``, store/certificates.install), when a delete operation removes it from the phone
 (``cessation_of_operation``, the decider), when an operator revokes it (``revoke_lsc``: capf_phone,
 ``opencapf phone revoke``), and, with the ``revoke_after_expiry`` service parameter, once it has
-expired (``cessation_of_operation``, ``run_duty``). The CRL lives in the store, so every node of a
-cluster serves the same one; ``run_duty`` signs a new one when something was revoked since, when the
-CAPF certificate changed, and once half of its validity has passed. Every process then keeps the
-``crl_path`` file equal to the newest CRL (``CrlFile``).
+expired (``cessation_of_operation``, ``run_duty``).
+
+Every CAPF certificate that may still have valid LSCs (the active one, and each retired one until it
+expires) keeps its own CRL, signed with its own key and listing exactly the revoked LSCs it signed, so
+a rotation leaves no revoked LSC unlisted. The CRLs live in the store, so every node of a cluster
+serves the same ones; ``run_duty`` signs a new one for a CAPF certificate when it has none, when
+something was revoked since, and once half of its validity has passed. Every process then keeps
+the files equal to the newest CRLs (``CrlFile``). A CAPF certificate whose key cannot be loaded, or
+whose KeyUsage lacks cRLSign, is reported (``issuer_problems``: a warning and ``capf_info``).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import logging
 import os
 import tempfile
 from typing import Any
 
 from .ca import authority
-from .ca import certificates as c
 from .ca import crl as crl_module
 from .ca.lsc import CAPF_ISSUER
 from .errors import CapfError, NotFoundError, ValidationError
 from .results import converged
 from .store import Store
+from .store import capf_certificates
 from .store import certificates as certificate_records
 from .store import crls as crl_records
 from .store import phones as phone_records
@@ -37,7 +43,8 @@ from .vocabulary import (REVOCATION_REASONS, REVOKED_EXPIRED, check_choice, form
 log = logging.getLogger("opencapf.revocation")
 EXPIRY_BATCH = 1000  # expired LSCs revoked per transaction
 VALID_STATUSES = ("installed", "issued")  # an LSC that a revocation without a serial revokes
-_signed_by_active: dict[tuple[int, int], bool] = {}  # (signer id, certificate id): whether it signed it
+_named_issuers: dict[bytes, tuple[bytes, bytes | None]] = {}  # an LSC PEM's SHA-256: its issuer name and key identifier
+_warned: set[tuple[str, str]] = set()  # (store, problem) logged by this process
 
 
 def check_reason(reason, field: str = "reason") -> str:
@@ -139,23 +146,37 @@ def revoke_expired(store: Store, now: _dt.datetime) -> list[dict[str, Any]]:
             return done
 
 
-def _entries(tx, signer: authority.Signer) -> list[crl_module.Entry]:
-    entries = []
+def _issuer_of(pem: str, identities: dict[tuple[bytes, bytes], str], issuers: list[dict]) -> str | None:
+    """The fingerprint of the CAPF certificate among ``issuers`` that signed the LSC ``pem``, or None."""
+    digest = hashlib.sha256(pem.encode("ascii")).digest()
+    named = _named_issuers.get(digest)
+    if named is None:
+        named = _named_issuers[digest] = crl_module.named_issuer(pem)
+    name, key_identifier = named
+    if key_identifier is not None:
+        return identities.get((name, key_identifier))
+    for issuer in issuers:  # an LSC without a key identifier: its signature tells
+        if issuer["certificate"].subject.public_bytes() == name and crl_module.signed_by(pem, issuer["certificate"]):
+            return issuer["fingerprint"]
+    return None
+
+
+def _entries(tx, issuers: list[dict]) -> dict[str, list[crl_module.Entry]]:
+    """The CRL entries of each of ``issuers`` (by fingerprint): the revoked LSCs it signed."""
+    identities = {crl_module.issuer_identity(issuer["certificate"]): issuer["fingerprint"] for issuer in issuers}
+    entries: dict[str, list[crl_module.Entry]] = {issuer["fingerprint"]: [] for issuer in issuers}
     for row in certificate_records.revoked_lscs(tx, CAPF_ISSUER, with_pem=True):
-        key = (signer.id, row["id"])
-        if key not in _signed_by_active:
-            _signed_by_active[key] = crl_module.signed_by(row["pem"], signer)
-        if _signed_by_active[key]:
-            entries.append(crl_module.Entry(row["serial"], row["revoked_at"], row["revocation_reason"] or "unspecified"))
+        fingerprint = _issuer_of(row["pem"], identities, issuers)
+        if fingerprint is not None:
+            entries[fingerprint].append(
+                crl_module.Entry(row["serial"], row["revoked_at"], row["revocation_reason"] or "unspecified"))
     return entries
 
 
-def _due(latest: dict | None, signer_fingerprint: str, mark: str, hours: int, now: _dt.datetime) -> str | None:
-    """Why a new CRL is needed now, or None."""
+def _due(latest: dict | None, mark: str, hours: int, now: _dt.datetime) -> str | None:
+    """Why a CAPF certificate whose newest CRL is ``latest`` needs a new one now, or None."""
     if latest is None:
         return "no CRL yet"
-    if latest["signer_fingerprint"] != signer_fingerprint:
-        return "the CAPF certificate changed"
     if latest["revocation_mark"] != mark:
         return "LSCs were revoked"
     this_update = parse_utc(latest["this_update"], "this_update")
@@ -167,45 +188,116 @@ def _due(latest: dict | None, signer_fingerprint: str, mark: str, hours: int, no
     return None
 
 
-def refresh_crl(store: Store, now: _dt.datetime | None = None, *, force: bool = False) -> dict[str, Any] | None:
-    """Sign and store a new CRL when one is due (``force``: in any case); its summary, or None when
-    the newest one stays current."""
+def issuer_problems(issuer: dict) -> list[str]:
+    """What keeps the CRL of CAPF certificate ``issuer`` (``authority.crl_issuers``) from being signed or trusted."""
+    name = f"CAPF certificate {issuer['common_name']} ({'active' if issuer['active'] else 'retired'})"
+    problems = []
+    if issuer["problem"]:
+        problems.append(f"{name}: no CRL can be signed for its LSCs, {issuer['problem']}; revoked LSCs it signed "
+                        "are listed on no CRL: give its phones new LSCs (install_upgrade)")
+    if not crl_module.can_sign_crls(issuer["certificate"]):
+        remedy = ("regenerate the CAPF certificate (certificates made since carry cRLSign)" if issuer["active"] else
+                  "give its phones new LSCs (install_upgrade) from the active CAPF certificate")
+        problems.append(f"{name}: its KeyUsage lacks cRLSign, so relying parties that check it (OpenSSL does) refuse "
+                        f"the CRL signed with its key; {remedy}")
+    return problems
+
+
+def _warn_once(store: Store, problems: list[str]) -> None:
+    for problem in problems:
+        if (store.location, problem) not in _warned:
+            _warned.add((store.location, problem))
+            log.warning("CRL: %s", problem)
+
+
+def refresh_crls(store: Store, now: _dt.datetime | None = None, *, force: bool = False) -> list[dict[str, Any]]:
+    """Sign and store a new CRL for each CAPF certificate that keeps one (``authority.crl_issuers``)
+    and needs one (``force``: for each in any case); the summaries of the CRLs signed."""
     now = (now or utc_now()).replace(microsecond=0)
     with store.read() as tx:
-        signer = authority.signer(store, tx)
-        fingerprint = c.fingerprint(signer.certificate)
+        issuers = authority.crl_issuers(store, tx, now)
         hours = int(service_records.value(tx, "crl_validity_hours"))
         mark = certificate_records.revocation_mark(tx, CAPF_ISSUER)
-        latest = crl_records.latest(tx, with_der=False)
-        why = "requested" if force else _due(latest, fingerprint, mark, hours, now)
-        if why is None:
-            return None
-        entries = _entries(tx, signer)
-    if not crl_module.can_sign_crls(signer.certificate):
-        log.warning("CRL: the active CAPF certificate's KeyUsage lacks cRLSign, so relying parties that check it "
-                    "refuse its CRLs; regenerate the CAPF certificate (certificates made since carry cRLSign)")
+        newest = {row["signer_fingerprint"]: row for row in crl_records.newest_per_signer(tx)}
+        due = []
+        for issuer in issuers:
+            if issuer["signer"] is not None:
+                why = "requested" if force else _due(newest.get(issuer["fingerprint"]), mark, hours, now)
+                if why is not None:
+                    due.append((issuer, why))
+        _warn_once(store, [problem for issuer in issuers for problem in issuer_problems(issuer)])
+        if not due:
+            return []
+        entries = _entries(tx, issuers)
+    signed = []
     with store.transaction() as tx:
-        number = crl_records.next_number(tx)
-        this_update = max(now, parse_utc(latest["this_update"], "this_update")) if latest else now
-        der = crl_module.to_der(crl_module.build(signer, entries, number, this_update, hours))
-        summary = {"number": number, "signer_fingerprint": fingerprint, "this_update": format_utc(this_update),
-                   "next_update": format_utc(this_update + _dt.timedelta(hours=hours)), "entries": len(entries)}
-        crl_records.insert(tx, store.actor, revocation_mark=mark, der=der, **summary)
-    return dict(summary, reason=why)
+        for issuer, why in due:
+            latest = newest.get(issuer["fingerprint"])
+            number = crl_records.next_number(tx)
+            this_update = max(now, parse_utc(latest["this_update"], "this_update")) if latest else now
+            listed = entries[issuer["fingerprint"]]
+            der = crl_module.to_der(crl_module.build(issuer["signer"], listed, number, this_update, hours))
+            summary = {"number": number, "signer_fingerprint": issuer["fingerprint"],
+                       "this_update": format_utc(this_update),
+                       "next_update": format_utc(this_update + _dt.timedelta(hours=hours)), "entries": len(listed)}
+            crl_records.insert(tx, store.actor, revocation_mark=mark, der=der, **summary)
+            signed.append(dict(summary, reason=why, active=issuer["active"], common_name=issuer["common_name"]))
+    return signed
 
 
 def current_crl(store: Store) -> dict[str, Any] | None:
-    """The newest CRL (with ``der``), or None."""
+    """The newest CRL of the active CAPF certificate (with ``der``), or None."""
     with store.read() as tx:
-        return crl_records.latest(tx)
+        active = capf_certificates.active_key(tx)
+        return None if active is None else crl_records.latest(tx, active["fingerprint"])
+
+
+def current_crls(store: Store, now: _dt.datetime | None = None) -> list[dict[str, Any]]:
+    """The newest CRL (with ``der`` and ``active``) of each CAPF certificate that keeps one and has
+    signed one, the active one first."""
+    found = []
+    with store.read() as tx:
+        for issuer in sorted(authority.crl_issuers(store, tx, now), key=lambda issuer: not issuer["active"]):
+            row = crl_records.latest(tx, issuer["fingerprint"])
+            if row is not None:
+                found.append(dict(row, active=issuer["active"]))
+    return found
+
+
+def crl_overview(store: Store, tx, now: _dt.datetime | None = None) -> dict[str, Any] | None:
+    """``capf_info``'s ``crl``: the newest CRL of the active CAPF certificate (its fields null before
+    the first) and, under ``issuers``, each CAPF certificate that keeps a CRL, with its newest CRL, its
+    locations and its problems; None when the store has no CAPF certificate."""
+    issuers = authority.crl_issuers(store, tx, now)
+    if not issuers:
+        return None
+    newest = {row["signer_fingerprint"]: row for row in crl_records.newest_per_signer(tx)}
+    crl_path, crl_url = service_records.value(tx, "crl_path"), service_records.value(tx, "crl_url")
+    active = next(issuer for issuer in issuers if issuer["active"])
+    fields = ("number", "signer_fingerprint", "this_update", "next_update", "entries", "revocation_mark", "created_at")
+    result: dict[str, Any] = dict.fromkeys(fields)
+    result.update(newest.get(active["fingerprint"]) or {})
+    result["issuers"] = []
+    for issuer in issuers:
+        crl = newest.get(issuer["fingerprint"]) or {}
+        result["issuers"].append({
+            "fingerprint": issuer["fingerprint"], "common_name": issuer["common_name"], "serial": issuer["serial"],
+            "active": issuer["active"], "not_after": issuer["not_after"],
+            "crl_sign": crl_module.can_sign_crls(issuer["certificate"]), "key_held": issuer["signer"] is not None,
+            "http_path": crl_module.issuer_location(crl_module.CRL_PATH, issuer["fingerprint"]),
+            "file": crl_module.issuer_location(crl_path, issuer["fingerprint"]) if crl_path else None,
+            "url": crl_module.issuer_location(crl_url, issuer["fingerprint"]) if crl_url else None,
+            "number": crl.get("number"), "this_update": crl.get("this_update"), "next_update": crl.get("next_update"),
+            "entries": crl.get("entries"), "problems": issuer_problems(issuer)})
+    return result
 
 
 def run_duty(store: Store, now: _dt.datetime | None = None) -> dict[str, Any]:
     """The service's revocation duty at ``now`` (its clock): revoke expired LSCs, then sign a new CRL
-    when one is due. Run by one process per store (``server/scheduling.py``)."""
+    for each CAPF certificate that needs one. Run by one process per store (``server/scheduling.py``)."""
     now = (now or utc_now()).replace(microsecond=0)
     expired = revoke_expired(store, now)
-    return {"expired": expired, "crl": refresh_crl(store, now)}
+    return {"expired": expired, "crls": refresh_crls(store, now)}
 
 
 def write_crl_file(path: str, der: bytes) -> None:
@@ -226,28 +318,37 @@ def write_crl_file(path: str, der: bytes) -> None:
 
 
 class CrlFile:
-    """Keeps the ``crl_path`` file of one process equal to the newest CRL in the store."""
+    """Keeps the files of one process equal to the newest CRLs in the store: ``crl_path`` the active
+    CAPF certificate's, and beside it (``ca/crl.issuer_location``) each CAPF certificate's own."""
 
     def __init__(self):
-        self._written: tuple[str, int] | None = None  # (path, CRL number) last written
+        self._written: dict[str, int] = {}  # path: CRL number last written there
 
-    def publish(self, store: Store) -> str | None:
-        """Write the newest CRL to ``crl_path`` when it is not there yet; the path written, or None."""
+    def publish(self, store: Store) -> list[str]:
+        """Write each newest CRL to its file when it is not there yet; the paths written."""
         with store.read() as tx:
             path = service_records.value(tx, "crl_path")
             if not path:
-                return None
-            latest = crl_records.latest(tx, with_der=False)
-            if latest is None or (self._written == (path, latest["number"]) and os.path.exists(path)):
-                return None
-            latest = crl_records.latest(tx)
-        try:
-            write_crl_file(path, latest["der"])
-        except OSError as exc:
-            raise CapfError(f"crl_path: cannot write {path}: {exc.strerror or exc}") from None
-        self._written = (path, latest["number"])
-        return path
+                return []
+            active = capf_certificates.active_key(tx)
+            wanted: dict[str, int] = {}
+            for row in crl_records.newest_per_signer(tx):
+                wanted[crl_module.issuer_location(path, row["signer_fingerprint"])] = row["number"]
+                if active is not None and row["signer_fingerprint"] == active["fingerprint"]:
+                    wanted[path] = row["number"]
+            due = {target: number for target, number in wanted.items()
+                   if self._written.get(target) != number or not os.path.exists(target)}
+            ders = {number: crl_records.der(tx, number) for number in set(due.values())}
+        written = []
+        for target, number in sorted(due.items()):
+            try:
+                write_crl_file(target, ders[number])
+            except OSError as exc:
+                raise CapfError(f"crl_path: cannot write {target}: {exc.strerror or exc}") from None
+            self._written[target] = number
+            written.append(target)
+        return written
 
 
-__all__ = ["CrlFile", "check_reason", "check_request", "current_crl", "refresh_crl", "revoke_expired", "revoke_in", "revoke_lsc",
-           "run_duty", "write_crl_file"]
+__all__ = ["CrlFile", "check_reason", "check_request", "crl_overview", "current_crl", "current_crls", "issuer_problems",
+           "refresh_crls", "revoke_expired", "revoke_in", "revoke_lsc", "run_duty", "write_crl_file"]

@@ -77,7 +77,11 @@ KEYGEN_ATTEMPTS = (1, 10)
 LOCKOUT_FAILURES = (1, 100)
 MAX_SESSIONS = (1, 100000)
 MAX_SESSIONS_PER_ADDRESS = (1, 100000)
-SERVICE_PROCESSES = (1, 64)  # worker processes of the CAPF service
+SERVICE_PROCESSES = (0, 64)  # worker processes of the CAPF service (0: one per usable core, up to the cap below)
+# ``processes`` 0 (its default) starts one worker per usable core but no more than this: each worker holds its
+# own memory and store connection, and the store's writes, taken one at a time, bound what more workers add.
+# An explicit value may go higher (up to four per core, see ``cli.serve``).
+AUTOMATIC_PROCESSES_CAP = 8
 SCHEDULER_INTERVAL_SECONDS = (1, 3600)  # how often the CAPF service runs due jobs and lapses deadlines
 RENEW_BEFORE_DAYS = (0, 365)  # automatic renewal: days before an LSC expires (0: off)
 RENEW_MAX_PER_DAY = (1, 100000)  # automatic renewal: phones scheduled in any 24 hours at most

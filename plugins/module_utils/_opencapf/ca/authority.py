@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from ..dependencies import hashes, require, x509, NameOID
 from .. import secretbox
-from ..errors import CertificateError, NotFoundError, StoreError
+from ..errors import CapfError, CertificateError, NotFoundError, StoreError
 from ..files import read_private_file, safe_file_name, write_private_file
 from ..store import Store, audit
 from ..store import capf_certificates
@@ -263,8 +263,20 @@ def _private_key(store: Store, tx: Transaction, row: dict, certificate):
         private_key = keys.parse_private_key(sealed.encode("ascii"), "sealed CAPF private key")
         where = "the sealed private key"
     if not keys.keys_match(private_key, certificate):
-        raise CertificateError(f"{where} does not belong to the active CAPF certificate")
+        raise CertificateError(f"{where} does not belong to CAPF certificate {c.common_name(certificate.subject)}")
     return private_key
+
+
+def _signer_of(store: Store, tx: Transaction, row: dict) -> Signer:
+    """The CAPF certificate ``row`` with its key, loaded once per process, state directory and certificate."""
+    cache_key = (store.location, store.state_dir, row["id"])
+    with _cache_lock:
+        cached = _cache.get(cache_key)
+        if cached is None:
+            certificate = c.load_pem_certificate(row["pem"], "stored CAPF certificate")
+            cached = Signer(row["id"], certificate, _private_key(store, tx, row, certificate))
+            _cache[cache_key] = cached
+    return cached
 
 
 def signer(store: Store, tx: Transaction | None = None) -> Signer:
@@ -276,14 +288,28 @@ def signer(store: Store, tx: Transaction | None = None) -> Signer:
     row = capf_certificates.active_key(tx)
     if row is None:
         raise NotFoundError("the store has no CAPF certificate yet; run 'init'")
-    cache_key = (store.location, store.state_dir, row["id"])
-    with _cache_lock:
-        cached = _cache.get(cache_key)
-        if cached is None:
-            certificate = c.load_pem_certificate(row["pem"], "stored CAPF certificate")
-            cached = Signer(row["id"], certificate, _private_key(store, tx, row, certificate))
-            _cache[cache_key] = cached
-    return cached
+    return _signer_of(store, tx, row)
+
+
+def crl_issuers(store: Store, tx: Transaction, now: _dt.datetime | None = None) -> list[dict]:
+    """The CAPF certificates that keep a CRL: the active one and every retired one that has not
+    expired at ``now``, newest first, each as ``fingerprint``, ``common_name``, ``serial``, ``active``,
+    ``not_after``, ``certificate``, ``signer`` (None when its key cannot be loaded) and ``problem``
+    (why its key cannot be loaded, else None)."""
+    now_text = format_utc(now or utc_now())
+    issuers = []
+    for row in capf_certificates.history(tx):
+        if not row["active"] and row["not_after"] <= now_text:
+            continue
+        certificate = c.load_pem_certificate(row["pem"], "stored CAPF certificate")
+        try:
+            loaded, problem = _signer_of(store, tx, row), None
+        except (CapfError, OSError) as exc:
+            loaded, problem = None, f"its private key cannot be loaded: {exc}"
+        issuers.append({"fingerprint": row["fingerprint"], "common_name": row["common_name"], "serial": row["serial"],
+                        "active": bool(row["active"]), "not_after": row["not_after"], "certificate": certificate,
+                        "signer": loaded, "problem": problem})
+    return issuers
 
 
 def key_file(store: Store, active: Signer) -> str:

@@ -1,11 +1,12 @@
 # Copyright: contributors to opencapf.capf
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The CAPF CRL (RFC 5280 section 5): the revoked LSCs that the active CAPF certificate signed.
+"""The CAPF CRLs (RFC 5280 section 5): one per CAPF certificate, listing the revoked LSCs it signed.
 
-A version 2 CRL signed by the CAPF key with SHA-256, carrying a CRL number that only grows and the
-authority key identifier of the CAPF certificate; each entry names its reason (omitted for
-``unspecified``, as RFC 5280 5.3.1 asks). LSCs of a third-party CA are revoked at that CA, not here;
-LSCs of an earlier CAPF certificate are not listed (their signer's key is retired).
+A version 2 CRL signed by a CAPF certificate's key with SHA-256, carrying a CRL number that only
+grows and the authority key identifier of that CAPF certificate; each entry names its reason
+(omitted for ``unspecified``, as RFC 5280 5.3.1 asks). LSCs of a third-party CA are revoked at that
+CA, not here. Each CAPF certificate's CRL has its own location (``issuer_location``): an LSC names
+the one of the CAPF certificate that signed it, which stays its location after a rotation.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from ..vocabulary import format_utc, parse_utc
 from . import authority
 from . import certificates as c
 
-CRL_PATH = "/capf.crl"  # where the service's HTTP responder serves it
+CRL_PATH = "/capf.crl"  # where the service's HTTP responder serves the active CAPF certificate's CRL
+ISSUER_ID_DIGITS = 16  # hex digits of a CAPF certificate's fingerprint that name its CRL's location
 MEDIA_TYPE = "application/pkix-crl"  # RFC 5280 section 4.2.1.13 / RFC 2585
 
 
@@ -38,16 +40,34 @@ def authority_key_identifier(certificate):
         return x509.AuthorityKeyIdentifier.from_issuer_public_key(certificate.public_key())
 
 
-def signed_by(lsc_pem: str, signer: authority.Signer) -> bool:
-    """Whether the LSC ``lsc_pem`` names ``signer``'s certificate as its issuer (name and key identifier)."""
+def issuer_location(location: str, fingerprint: str) -> str:
+    """The location of the CRL of the CAPF certificate with SHA-256 ``fingerprint``, given a common
+    ``location`` (the ``crl_url`` or ``crl_path`` parameter, or ``CRL_PATH``): ``-`` and the first
+    ``ISSUER_ID_DIGITS`` hex digits of the fingerprint before its final ``.crl`` (``.crl`` added when
+    it has none), e.g. ``http://capf.example.com:8080/capf-9c1e04b2d7a3f5e8.crl``."""
+    stem = location[:-4] if location.endswith(".crl") else location
+    return f"{stem}-{fingerprint[:ISSUER_ID_DIGITS]}.crl"
+
+
+def issuer_identity(certificate) -> tuple[bytes, bytes]:
+    """(subject DER, key identifier): how an LSC names ``certificate`` as its issuer."""
+    return certificate.subject.public_bytes(), authority_key_identifier(certificate).key_identifier
+
+
+def named_issuer(lsc_pem: str) -> tuple[bytes, bytes | None]:
+    """(issuer name DER, authority key identifier or None) of the LSC ``lsc_pem``."""
     certificate = c.load_pem_certificate(lsc_pem, "stored LSC")
-    if certificate.issuer != signer.certificate.subject:
-        return False
     try:
-        aki = certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+        key_identifier = certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
     except x509.ExtensionNotFound:
-        return c.signed_by(certificate, signer.certificate)
-    return aki.key_identifier == authority_key_identifier(signer.certificate).key_identifier
+        key_identifier = None
+    return certificate.issuer.public_bytes(), key_identifier
+
+
+def signed_by(lsc_pem: str, issuer_certificate) -> bool:
+    """Whether ``issuer_certificate``'s key signed the LSC ``lsc_pem`` (for LSCs without a key identifier)."""
+    certificate = c.load_pem_certificate(lsc_pem, "stored LSC")
+    return certificate.issuer == issuer_certificate.subject and c.signed_by(certificate, issuer_certificate)
 
 
 def build(signer: authority.Signer, entries, number: int, this_update: _dt.datetime, validity_hours: int):

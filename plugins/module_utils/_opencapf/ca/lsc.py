@@ -17,7 +17,7 @@ from ..store import service as service_records
 from ..vocabulary import check_validity_days, format_utc, normalise_device_name, utc_now
 from . import authority
 from . import certificates as c
-from . import keys
+from . import crl, keys
 
 CAPF_ISSUER = "capf"
 IPSEC_END_SYSTEM = "1.3.6.1.5.5.7.3.5"
@@ -78,9 +78,12 @@ def lsc_extensions(device_name: str, public_key, issuer_certificate=None, crl_ur
 
 def build_lsc(signer: authority.Signer, device_name: str, public_key, validity_days: int, serial: int,
               now: _dt.datetime | None = None, crl_url: str = ""):
-    """Build and sign one LSC with SHA-256 (naming ``crl_url`` as its CRL distribution point when given)."""
+    """Build and sign one LSC with SHA-256 (naming the CRL of ``signer`` at ``crl_url``, see
+    ``crl.issuer_location``, as its CRL distribution point when given)."""
     require("cryptography")
     now = now or utc_now()
+    if crl_url:
+        crl_url = crl.issuer_location(crl_url, c.fingerprint(signer.certificate))
     builder = (
         x509.CertificateBuilder()
         .subject_name(lsc_subject(device_name, signer.certificate.subject))

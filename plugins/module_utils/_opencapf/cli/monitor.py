@@ -1,18 +1,25 @@
 # Copyright: contributors to opencapf.capf
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""``monitor run|show``: the certificate monitor on demand, and what it found and did last."""
+"""``monitor run|show``: the certificate monitor on demand, and what it found and did last.
+
+``monitor run`` takes the monitor's lead (``Store.try_lead(monitor.LEAD)``, as the service's scheduler
+does), so that a check on demand never mails what the service mails: while another process leads
+(a running service), it says so in one line and exits with ``LEAD_HELD`` without checking."""
 
 from __future__ import annotations
 
 from .. import monitor
 from ..store import opened
 
+LEAD_HELD = 3  # exit status of 'monitor run' while another process leads the monitor
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("monitor", help="check certificate expiry now, or show the monitor's last run")
     verbs = parser.add_subparsers(dest="monitor_command", metavar="ACTION", parser_class=type(parser))
     verbs.required = True
-    run = verbs.add_parser("run", help="check every certificate now and send the warning mail that is due")
+    run = verbs.add_parser("run", help=("check every certificate now and send the warning mail that is due "
+                                        "(exits 3, checking nothing, while a running service leads the monitor)"))
     run.add_argument("--now", metavar="TIME", help="pretend it is this UTC time (ISO 8601); default: now")
     run.set_defaults(handler=_run)
     show = verbs.add_parser("show", help="the certificates within the warn window and the monitor's last run")
@@ -22,6 +29,13 @@ def register(subparsers) -> None:
 
 def _run(args, output) -> int:
     with opened(args.store, actor="monitor", create=False) as store:
+        if not store.try_lead(monitor.LEAD):
+            with store.read() as tx:
+                next_check = monitor.status(tx)["next_check"]
+            output.error(f"monitor run: another process leads the certificate monitor of this store (the running CAPF "
+                         f"service, or another 'monitor run') and checks itself (next check: "
+                         f"{next_check or 'at its next tick'}); nothing was checked or sent: see 'monitor show'")
+            return LEAD_HELD
         result = monitor.check(store, args.now)
     lines = [f"{result['checked_at']}: {result['result']}; {result['found']} certificate(s) within the warn window, "
              f"{result['warnings']} warning(s) due, {result['mails_sent']} mail(s) sent"]

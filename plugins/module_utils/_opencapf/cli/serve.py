@@ -6,7 +6,8 @@ Foreground: logs to standard error, prints one ``listening on ADDRESS port PORT`
 socket once it accepts connections, stops gracefully on SIGTERM or SIGINT. ``--daemon``
 double-forks, writes ``--pid-file``, logs to ``--log-file`` and returns only once the listener
 accepts (or with the error that stopped it). ``--processes N`` (default: the ``processes`` service
-parameter) greater than 1 runs N worker processes behind the same port under a supervisor
+parameter; 0, its default, is one per usable core up to a cap) greater than 1 runs N worker
+processes behind the same port under a supervisor
 (``server.supervisor``); the pid printed or written is the supervisor's, and SIGTERM to it stops
 them all. SIGHUP reloads: the parameters and the CAPF certificate are read again and ``--log-file``
 is reopened at its path (logrotate), in the supervisor and every worker; the service goes on.
@@ -26,10 +27,10 @@ import signal
 from ..errors import ValidationError
 from ..server import metrics
 from ..server.service import ServerOptions, serve
-from ..server.supervisor import Supervisor
+from ..server.supervisor import Supervisor, automatic_processes, usable_cores
 from ..store import open_store, postgresql
 from ..store import service as service_records
-from ..vocabulary import DEFAULT_MAX_SESSION_SECONDS
+from ..vocabulary import AUTOMATIC_PROCESSES_CAP, DEFAULT_MAX_SESSION_SECONDS
 from .options import address, bounded, host_port, limit_help
 
 
@@ -51,8 +52,10 @@ def register(subparsers) -> None:
                         help=f"seconds a connection may wait for a free session slot ({limit_help('queue_timeout')}, "
                              "default 60)")
     parser.add_argument("--processes", type=bounded("processes"), default=None,
-                        help="worker processes sharing the listening port (default: the processes parameter, "
-                             f"1 unless set; at most {max_processes()} on this machine: four per core)")
+                        help="worker processes sharing the listening port (default: the processes parameter, 0 "
+                             f"unless set); 0: one per usable core, at most {AUTOMATIC_PROCESSES_CAP} "
+                             f"({automatic_processes()} here); any other value at most {max_processes()} on this "
+                             "machine (four per core)")
     parser.add_argument("--cpu-affinity", action="store_true",
                         help="with several processes: keep worker i on the i-th usable CPU and give it the "
                              "connections that CPU receives (SO_INCOMING_CPU); for a network card whose receive "
@@ -105,8 +108,12 @@ def _check(args) -> None:
         if args.processes > limit:
             raise ValidationError("the processes service parameter", f"must be at most {limit} on this machine "
                                   "(four per core); lower it or pass --processes", args.processes)
-    if not 1 <= args.processes <= limit:
-        raise ValidationError("--processes", f"must be between 1 and {limit} (four per core)", args.processes)
+    if not 0 <= args.processes <= limit:
+        raise ValidationError("--processes", f"must be between 0 and {limit} (four per core; 0: one per usable "
+                              "core)", args.processes)
+    args.processes_automatic = args.processes == 0
+    if args.processes_automatic:
+        args.processes = automatic_processes()
     if args.cpu_affinity and hasattr(os, "sched_getaffinity") and args.processes > len(os.sched_getaffinity(0)):
         raise ValidationError("--cpu-affinity", f"needs at most one process per usable CPU "
                               f"({len(os.sched_getaffinity(0))} here); lower --processes", args.processes)
@@ -144,6 +151,10 @@ def _serve(args, ready, private_fds=(), log_file=None) -> int:
     log_file = log_file or _LogFile(None)
     if args.metrics_address:  # before any worker is forked: they all count into this directory
         metrics.enable(metrics.directory_for(args.state_dir_resolved, args.metrics_address))
+    if getattr(args, "processes_automatic", False):
+        logging.getLogger("opencapf.server").info(
+            "CAPF service: processes 0: %d worker process(es), one per usable core (%d usable, at most %d)",
+            args.processes, usable_cores(), AUTOMATIC_PROCESSES_CAP)
     if args.processes == 1:
         asyncio.run(_main(args, ready, log_file))
         return 0

@@ -1,24 +1,29 @@
 # Copyright: contributors to opencapf.capf
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The CRL over plain HTTP: ``GET /capf.crl`` answers the newest CRL in the store (DER,
-``application/pkix-crl``), as RFC 5280 4.2.1.13 expects of an http CRL distribution point.
+"""The CRLs over plain HTTP (DER, ``application/pkix-crl``), as RFC 5280 4.2.1.13 expects of an
+http CRL distribution point: ``GET /capf.crl`` answers the newest CRL of the active CAPF certificate,
+``GET /capf-<first 16 hex digits of a CAPF certificate's fingerprint>.crl`` the newest of that one
+(``ca/crl.issuer_location``; the location its LSCs name, which stays after a rotation).
 
 A deliberately small HTTP/1.1 responder (one request per connection, ``Connection: close``): it
-reads a request line and headers within a size and time bound, and answers GET and HEAD of one
-path. The CRL is read from the store for each request, so every node of a cluster serves the same bytes.
+reads a request line and headers within a size and time bound, and answers GET and HEAD of those
+paths. The CRLs are read from the store for each request, so every node of a cluster serves the same bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 
-from ..ca.crl import CRL_PATH, MEDIA_TYPE
+from ..ca.crl import CRL_PATH, ISSUER_ID_DIGITS, MEDIA_TYPE, issuer_location
+from ..store import capf_certificates
 from ..store import crls as crl_records
 
 log = logging.getLogger("opencapf.server")
 MAX_REQUEST_BYTES = 8192
 REQUEST_TIMEOUT_SECONDS = 10.0
+_ISSUER_PATH = re.compile(re.escape(CRL_PATH[:-4]).encode("ascii") + b"-[0-9a-f]{%d}\\.crl" % ISSUER_ID_DIGITS)
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
             503: "Service Unavailable"}
 
@@ -33,9 +38,16 @@ class CrlResponder:
         self._servers: list[asyncio.AbstractServer] = []
         self.bound: list[tuple[str, int]] = []
 
-    def _read_crl(self) -> bytes | None:
+    def _read_crl(self, target: bytes) -> bytes | None:
+        """The DER of the newest CRL served at ``target``; None when the CAPF certificate it names has none."""
         with self._store.read() as tx:
-            row = crl_records.latest(tx)
+            if target == CRL_PATH.encode("ascii"):
+                active = capf_certificates.active_key(tx)
+                wanted = None if active is None else active["fingerprint"]
+            else:
+                wanted = next((row["signer_fingerprint"] for row in crl_records.newest_per_signer(tx)
+                               if issuer_location(CRL_PATH, row["signer_fingerprint"]).encode("ascii") == target), None)
+            row = None if wanted is None else crl_records.latest(tx, wanted)
         return None if row is None else row["der"]
 
     async def start(self, address: str, port: int) -> list[tuple[str, int]]:
@@ -44,7 +56,8 @@ class CrlResponder:
         self._servers.append(server)
         self.bound = [tuple(sock.getsockname()[:2]) for sock in server.sockets]
         for host, bound_port in self.bound:
-            log.info("CRL responder listening on http://%s:%d%s", host, bound_port, CRL_PATH)
+            log.info("CRL responder listening on http://%s:%d%s (and a CRL per CAPF certificate beside it)", host,
+                     bound_port, CRL_PATH)
         return self.bound
 
     async def stop(self) -> None:
@@ -82,12 +95,14 @@ class CrlResponder:
         if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
             return 400, b"", "GET"
         method, target = parts[0].decode("ascii", "replace"), parts[1].split(b"?", 1)[0]
-        if target != CRL_PATH.encode("ascii"):
+        if target != CRL_PATH.encode("ascii") and not _ISSUER_PATH.fullmatch(target):
             return 404, b"", method
         if method not in ("GET", "HEAD"):
             return 405, b"", method
-        der = await self._run(self._read_crl)
-        return (503, b"", method) if der is None else (200, der, method)
+        der = await self._run(self._read_crl, target)
+        if der is None:
+            return (503 if target == CRL_PATH.encode("ascii") else 404), b"", method
+        return 200, der, method
 
 
 __all__ = ["CrlResponder"]

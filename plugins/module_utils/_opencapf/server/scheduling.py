@@ -39,7 +39,7 @@ from .decider import settle_abandoned
 
 log = logging.getLogger("opencapf.server")
 LEAD = "scheduler"
-MONITOR_LEAD = "monitor"
+MONITOR_LEAD = monitor.LEAD
 ACTOR = "scheduler"
 INTERVAL_PARAMETER = "scheduler_interval_seconds"
 LISTED_NAMES = 20  # phones named in a lapse log line; the audit event has the count
@@ -141,9 +141,9 @@ def _log_revocation(result: dict) -> None:
         more = f" and {len(names) - LISTED_NAMES} more" if len(names) > LISTED_NAMES else ""
         log.info("scheduler: %d expired LSC(s) revoked (revoke_after_expiry): %s%s", len(names),
                  ", ".join(names[:LISTED_NAMES]), more)
-    crl = result["crl"]
-    if crl:
-        log.info("scheduler: CRL %d signed (%s): %d revoked LSC(s), next update %s", crl["number"], crl["reason"],
+    for crl in result["crls"]:
+        log.info("scheduler: CRL %d of the %s CAPF certificate %s signed (%s): %d revoked LSC(s), next update %s",
+                 crl["number"], "active" if crl["active"] else "retired", crl["common_name"], crl["reason"],
                  crl["entries"], crl["next_update"])
 
 

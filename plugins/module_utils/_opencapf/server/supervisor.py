@@ -3,7 +3,8 @@
 """Several server processes behind one port: the supervisor binds, forks and watches.
 
 The supervisor (the process ``serve`` started, or the daemon) reads the listening parameters,
-binds the listening sockets once and forks one worker process per ``processes``. Each worker runs
+binds the listening sockets once and forks one worker process per ``processes`` (``processes`` 0:
+one per usable core, see ``automatic_processes``). Each worker runs
 the asyncio service (``service.serve``) on its own sockets with its own store connection; SQLite
 in WAL mode with ``BEGIN IMMEDIATE`` and a busy timeout serialises their writes, and the unique
 (issuer, serial) index keeps serials unique across them. Only the first worker runs the
@@ -35,6 +36,7 @@ from ..errors import CapfError
 from ..sockets import bind_listeners, can_share_port, prefer_cpu
 from ..store import Store
 from ..store import service as service_records
+from ..vocabulary import AUTOMATIC_PROCESSES_CAP
 from . import metrics
 from .service import ServerOptions, serve
 
@@ -42,6 +44,20 @@ log = logging.getLogger("opencapf.server")
 QUICK_DEATH_SECONDS = 10.0  # a worker that dies sooner than this after its start died "quickly"
 MAX_QUICK_DEATHS = 5  # in a row: then the service gives up instead of restarting forever
 STOP_GRACE_SECONDS = 30.0  # how long workers get to finish their sessions after SIGTERM
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its affinity mask (``taskset``, systemd's
+    ``CPUAffinity=``, a container's cpuset), else every core of the machine."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def automatic_processes() -> int:
+    """The worker processes ``processes`` 0 (the default) starts: one per usable core, at most
+    ``AUTOMATIC_PROCESSES_CAP``."""
+    return min(usable_cores(), AUTOMATIC_PROCESSES_CAP)
 
 
 def listen_plan(store: Store, options: ServerOptions) -> tuple[list[str], int]:
@@ -297,4 +313,4 @@ def _report(fd: int, message: dict) -> None:
         pass
 
 
-__all__ = ["Supervisor", "listen_plan"]
+__all__ = ["Supervisor", "automatic_processes", "listen_plan", "usable_cores"]

@@ -1,6 +1,7 @@
 # Copyright: contributors to opencapf.capf
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The CRLs the CAPF service signed: every node serves the newest one from here."""
+"""The CRLs the CAPF service signed, one series per CAPF certificate (``signer_fingerprint``): every
+node serves the newest of each from here. CRL numbers come from one sequence, so each series only grows."""
 
 from __future__ import annotations
 
@@ -11,14 +12,30 @@ from . import audit
 from .backend import Transaction
 
 _SUMMARY = "number, signer_fingerprint, this_update, next_update, entries, revocation_mark, created_at"
+KEPT_PER_SIGNER = 10  # older CRLs of a CAPF certificate kept besides its newest
 
 
-def latest(tx: Transaction, with_der: bool = True) -> dict[str, Any] | None:
-    """The CRL with the highest number (its DER as bytes with ``with_der``), or None."""
-    row = tx.one(f"SELECT {_SUMMARY}{', der' if with_der else ''} FROM crls ORDER BY number DESC LIMIT 1")
+def latest(tx: Transaction, signer_fingerprint: str | None = None, with_der: bool = True) -> dict[str, Any] | None:
+    """The CRL with the highest number (of the CAPF certificate ``signer_fingerprint``, else of any),
+    its DER as bytes with ``with_der``, or None."""
+    where, params = ("WHERE signer_fingerprint = ? ", (signer_fingerprint,)) if signer_fingerprint else ("", ())
+    row = tx.one(f"SELECT {_SUMMARY}{', der' if with_der else ''} FROM crls {where}ORDER BY number DESC LIMIT 1",
+                 params)
     if row is not None and with_der:
         row["der"] = bytes(row["der"])
     return row
+
+
+def newest_per_signer(tx: Transaction) -> list[dict[str, Any]]:
+    """The newest CRL of each CAPF certificate that signed one (without DER), highest number first."""
+    return tx.query(f"SELECT {_SUMMARY} FROM crls c WHERE number = (SELECT MAX(number) FROM crls d "
+                    "WHERE d.signer_fingerprint = c.signer_fingerprint) ORDER BY number DESC")
+
+
+def der(tx: Transaction, number: int) -> bytes | None:
+    """The DER of CRL ``number``, or None when the store no longer keeps it."""
+    row = tx.one("SELECT der FROM crls WHERE number = ?", (number,))
+    return None if row is None else bytes(row["der"])
 
 
 def next_number(tx: Transaction) -> int:
@@ -28,11 +45,15 @@ def next_number(tx: Transaction) -> int:
 
 def insert(tx: Transaction, actor: str, *, number: int, signer_fingerprint: str, this_update: str, next_update: str,
            entries: int, revocation_mark: str, der: bytes) -> None:
-    """Record CRL ``number`` (with its audit event ``crl.signed``) and forget all but the ten before it."""
+    """Record CRL ``number`` (with its audit event ``crl.signed``) and forget all but the newest
+    ``KEPT_PER_SIGNER`` CRLs before it of the same CAPF certificate."""
     tx.execute("INSERT INTO crls (number, signer_fingerprint, this_update, next_update, entries, revocation_mark, "
                "der, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                (number, signer_fingerprint, this_update, next_update, entries, revocation_mark, der,
                 format_utc(utc_now())))
-    tx.execute("DELETE FROM crls WHERE number < ?", (number - 10,))
-    audit.record(tx, actor, "crl.signed", "crl", number=number, entries=entries, this_update=this_update,
-                 next_update=next_update)
+    kept = tx.query("SELECT number FROM crls WHERE signer_fingerprint = ? AND number < ? ORDER BY number DESC "
+                    "LIMIT ?", (signer_fingerprint, number, KEPT_PER_SIGNER))
+    if len(kept) == KEPT_PER_SIGNER:
+        tx.execute("DELETE FROM crls WHERE signer_fingerprint = ? AND number < ?", (signer_fingerprint, kept[-1]["number"]))
+    audit.record(tx, actor, "crl.signed", "crl", number=number, signer_fingerprint=signer_fingerprint,
+                 entries=entries, this_update=this_update, next_update=next_update)

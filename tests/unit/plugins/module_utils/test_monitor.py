@@ -18,7 +18,9 @@ from support.protocol import add_phone
 from support.smtp import PASSWORD, USER, SmtpRelay, free_port
 from _opencapf import monitor, reports, secretbox, service_config
 from _opencapf.ca import authority
+from _opencapf.cli.main import main as cli_main
 from _opencapf.errors import ValidationError
+from _opencapf.server.scheduling import Scheduling
 from _opencapf.store import certificates, trust
 from _opencapf.store import monitor as records
 from _opencapf.vocabulary import format_utc
@@ -326,3 +328,29 @@ def test_a_password_this_secret_file_cannot_open_is_a_recorded_failure(store, re
     assert (result["result"], result["attempts"]) == ("failed", 0)
     assert result["error"] == "secret 'monitor.smtp_password' cannot be decrypted with this store's secret file"
     assert relay.messages == []
+
+
+def test_monitor_run_never_checks_beside_the_service_that_leads_the_monitor(store, store_cli, relay, capsys):
+    """``opencapf monitor run`` takes the service's monitor lead: while the service's scheduler holds it,
+    the command says so in one line, exits 3 and neither checks nor mails; once free, it checks."""
+    _configure(store, relay)
+    _lsc(store, "SEP0000000000E1", NOW + dt.timedelta(days=6))
+    leading = Scheduling(store, clock=lambda: NOW)  # the service's scheduler, as every serving process runs it
+    try:
+        leading.tick()
+        assert len(relay.messages) == 1
+        with store.read() as tx:
+            runs = records.last_run(tx)
+        capsys.readouterr()
+        code = cli_main([*store_cli, "monitor", "run", "--now", NOW.isoformat()])
+        refused = capsys.readouterr()
+        assert code == 3 and refused.out == "" and refused.err.count("\n") == 1, refused.err
+        assert "another process leads the certificate monitor" in refused.err
+        assert len(relay.messages) == 1
+        with store.read() as tx:
+            assert records.last_run(tx) == runs  # nothing checked, nothing recorded
+    finally:
+        leading.close()
+    assert cli_main([*store_cli, "--json", "monitor", "run", "--now", NOW.isoformat()]) == 0
+    with store.read() as tx:
+        assert records.last_run(tx) != runs

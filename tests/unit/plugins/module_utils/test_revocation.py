@@ -103,14 +103,14 @@ def test_an_expired_lsc_is_revoked_and_the_crl_says_so(ca_store, rsa_phone_key, 
 def test_a_new_crl_when_revoked_and_before_next_update_never_else(ca_store, rsa_phone_key):
     issued = _issue(ca_store, SHORT, rsa_phone_key, 30)
     now = utc_now().replace(microsecond=0)
-    first = revocation.run_duty(ca_store, now)["crl"]
+    [first] = revocation.run_duty(ca_store, now)["crls"]
     assert first["number"] == 1 and first["entries"] == 0
-    assert revocation.run_duty(ca_store, now + dt.timedelta(hours=1))["crl"] is None  # nothing changed
+    assert revocation.run_duty(ca_store, now + dt.timedelta(hours=1))["crls"] == []  # nothing changed
     revocation.revoke_lsc(ca_store, SHORT, "key_compromise")
-    second = revocation.run_duty(ca_store, now + dt.timedelta(hours=2))["crl"]
+    [second] = revocation.run_duty(ca_store, now + dt.timedelta(hours=2))["crls"]
     assert second["number"] == 2 and second["entries"] == 1 and second["reason"] == "LSCs were revoked"
-    assert revocation.run_duty(ca_store, now + dt.timedelta(hours=80))["crl"] is None  # before half of 168 h
-    third = revocation.run_duty(ca_store, now + dt.timedelta(hours=87))["crl"]
+    assert revocation.run_duty(ca_store, now + dt.timedelta(hours=80))["crls"] == []  # before half of 168 h
+    [third] = revocation.run_duty(ca_store, now + dt.timedelta(hours=87))["crls"]
     assert third["number"] == 3 and third["reason"] == "half of its validity has passed"
     entry = crl_module.describe(revocation.current_crl(ca_store)["der"])["entries"]
     assert entry == [{"serial": issued.serial, "reason": "key_compromise", "revoked_at": entry[0]["revoked_at"]}]
@@ -135,7 +135,8 @@ def test_lscs_name_the_crl_distribution_point_when_configured(ca_store, rsa_phon
     certificate = x509.load_pem_x509_certificate(_issue(ca_store, LONG, rsa_phone_key, 30).pem.encode())
     points = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints)
     assert not points.critical
-    assert [name.value for name in points.value[0].full_name] == [url]
+    issuer = authority.current(ca_store)["fingerprint"]
+    assert [name.value for name in points.value[0].full_name] == [f"http://capf.example.com:8080/capf-{issuer[:16]}.crl"]
 
 
 def test_the_capf_certificate_may_sign_crls(ca_store):

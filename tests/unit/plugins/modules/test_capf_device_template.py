@@ -8,6 +8,7 @@ import json
 import pytest
 import yaml
 
+from ansible_collections.opencapf.capf.plugins.doc_fragments.capf import ModuleDocFragment
 from ansible_collections.opencapf.capf.plugins.modules import capf_device_template
 
 from _opencapf import templates, vocabulary as v
@@ -100,7 +101,9 @@ def test_documented_examples_run_and_are_idempotent(run, store_path):
 
 
 def test_documentation_matches_the_argument_spec():
-    documented = yaml.safe_load(capf_device_template.DOCUMENTATION)["options"]
+    own = yaml.safe_load(capf_device_template.DOCUMENTATION)
+    assert "opencapf.capf.capf.phone_settings" in own["extends_documentation_fragment"]
+    documented = dict(yaml.safe_load(ModuleDocFragment.PHONE_SETTINGS)["options"], **own["options"])
     assert set(templates.OPTIONS) | {"name", "state"} == set(documented)
     for option, choices in (("security_mode", v.SECURITY_MODES), ("certificate_operation", v.OPERATIONS),
                             ("authentication_mode", v.AUTH_MODES), ("key_order", v.KEY_ORDERS),

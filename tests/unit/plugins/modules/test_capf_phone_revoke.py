@@ -73,9 +73,12 @@ def test_revoke_names_one_lsc_by_serial_and_refuses_an_unknown_one(run, location
 
 def test_crl_section_of_capf_info(run, location, state_dir):
     _installed_lsc(location, state_dir)
-    assert run(capf_info, {"store": location, "gather": ["crl"]})["crl"] is None
+    before = run(capf_info, {"store": location, "gather": ["crl"]})["crl"]
+    assert before["number"] is None and [(item["active"], item["number"], item["problems"], item["key_held"],
+                                          item["crl_sign"]) for item in before["issuers"]] == [(True, None, [], True, True)]
     run(capf_phone, {"store": location, "name": NAME, "revoke": {"reason": "affiliation_changed"}})
     with open_store(location, state_dir=state_dir, actor="test") as store:
-        revocation.refresh_crl(store)
+        revocation.refresh_crls(store)
     crl = run(capf_info, {"store": location, "gather": ["crl"]})["crl"]
     assert crl["number"] == 1 and crl["entries"] == 1
+    assert crl["issuers"][0]["number"] == 1 and crl["issuers"][0]["fingerprint"] == crl["signer_fingerprint"]

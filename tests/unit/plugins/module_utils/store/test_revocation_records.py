@@ -129,3 +129,26 @@ def test_removing_a_phone_revokes_its_lscs_and_keeps_them_on_the_crl_list(store)
         assert tx.scalar("SELECT COUNT(*) FROM certificates") == 0
     assert listed == {"e1": (NAME, "superseded"), "e2": (NAME, "cessation_of_operation"),
                       "e3": (NAME, "cessation_of_operation")}
+
+
+@pytest.mark.both_backends
+def test_each_capf_certificate_has_its_own_series_of_crls(store):
+    def sign(signer):
+        with store.transaction() as tx:
+            number = crls.next_number(tx)
+            crls.insert(tx, "test", number=number, signer_fingerprint=signer, this_update="2026-12-01T00:00:00Z",
+                        next_update="2026-12-08T00:00:00Z", entries=number, revocation_mark="0:", der=bytes([number]))
+
+    with store.read() as tx:
+        assert crls.newest_per_signer(tx) == [] and crls.latest(tx, "old") is None
+    sign("old")
+    for _round in range(12):
+        sign("new")  # many CRLs of the active certificate never push out the retired one's
+    sign("old")
+    with store.read() as tx:
+        newest = [(row["signer_fingerprint"], row["number"]) for row in crls.newest_per_signer(tx)]
+        assert newest == [("old", 14), ("new", 13)]
+        assert crls.latest(tx, "new")["der"] == bytes([13]) and crls.latest(tx)["number"] == 14
+        assert crls.der(tx, 1) == bytes([1]) and crls.der(tx, 99) is None
+        kept = [row["number"] for row in tx.query("SELECT number FROM crls WHERE signer_fingerprint = 'new' ORDER BY number")]
+    assert kept == list(range(3, 14))  # the newest and the ten before it, of that certificate
