@@ -29,7 +29,6 @@ from _opencapf.ca import certificates as c
 from _opencapf.dependencies import hashes, padding
 from _opencapf.protocol.phone import PhoneSession
 from _opencapf.protocol.session import ServerSession
-from _opencapf.server.decider import StoreDecider
 from _opencapf.server.service import CapfServer
 from _opencapf.simulator.client import Target, enrol
 from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
@@ -470,8 +469,11 @@ def _session_cpu(ctx, key_type: str) -> Figure:
         return result
 
     def enrol_one(index: int, name: str) -> None:
-        parameters, _signer = on_server(server._connection_state)  # pylint: disable=protected-access
-        session = on_server(ServerSession, index + 1, StoreDecider(store, "bench", index + 1, parameters))
+        parameters, signer = on_server(server._connection_state)  # pylint: disable=protected-access
+        record = dict(session_id=index + 1, device_name="", peer="bench", operation="", started_at="2026-01-01T00:00:00Z")
+        # As the service does: the decider writes the session record with the session's end.
+        decider = on_server(server.session_decider, record, lambda: 1, parameters, signer)
+        session = on_server(ServerSession, index + 1, decider)
         out = on_server(session.start, 0.0)
         phone = PhoneSession(_identity(name, pool[index % len(pool)]))
         while not session.closed:
@@ -479,9 +481,7 @@ def _session_cpu(ctx, key_type: str) -> Figure:
             out = on_server(session.receive_data, reply, 0.0) if reply else b""
             store.sync(store.durable_mark)  # made, not counted: the service shares each fsync between sessions
         outcome = session.outcome
-        on_server(lambda: server._record(  # pylint: disable=protected-access
-            session_id=index + 1, device_name=outcome.device_name, peer="bench", operation=outcome.operation,
-            started_at="2026-01-01T00:00:00Z", outcome=outcome.outcome, reason=outcome.reason, duration_ms=1))
+        on_server(server._record_session, record, session, lambda: 1)  # pylint: disable=protected-access
         store.sync(store.durable_mark)
         phone.receive_data(out)
         if outcome.outcome != "succeeded" or not phone.result.stored:

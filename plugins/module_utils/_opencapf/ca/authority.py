@@ -237,11 +237,13 @@ def history(store: Store) -> list[dict]:
     return [_summary(row) for row in rows]
 
 
-def all_certificates(store: Store) -> list:
-    """The CAPF certificates (active and retired) as certificate objects: LSC trust anchors."""
-    with store.read() as tx:
-        pems = capf_certificates.pems(tx)
-    return [c.load_pem_certificate(pem) for pem in pems]
+def all_certificates(store: Store, tx: Transaction | None = None) -> list:
+    """The CAPF certificates (active and retired) as certificate objects: LSC trust anchors; read in
+    ``tx`` when the caller has a transaction open already."""
+    if tx is None:
+        with store.read() as own:
+            return all_certificates(store, own)
+    return [c.load_pem_certificate(pem) for pem in capf_certificates.pems(tx)]
 
 
 def _private_key(store: Store, tx: Transaction, row: dict, certificate):

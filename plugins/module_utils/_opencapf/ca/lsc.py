@@ -99,10 +99,12 @@ def build_lsc(signer: authority.Signer, device_name: str, public_key, validity_d
 
 
 def issue(store: Store, device_name: str, public_key, *, source: str = "cli", validity_days: int | None = None,
-          create_phone: bool = True, device_name_is_wire: bool = False, recorded=None,
+          create_phone: bool = True, device_name_is_wire: bool = False, recorded=None, opening=None,
           signer: authority.Signer | None = None, crl_url: str | None = None) -> IssuedLsc:
     """Sign an LSC for ``device_name`` and record it (status ``issued``) in one transaction;
-    ``recorded(tx, certificate_id)``, when given, adds the caller's records to that transaction.
+    ``opening(tx, phone)``, when given, runs first in that transaction with the phone's current row
+    (the caller's records the LSC's issuance depends on), and ``recorded(tx, certificate_id)`` adds the
+    caller's records that depend on the LSC's row.
 
     The serial is a fresh random positive integer of at most 20 octets; the unique index on
     (issuer, serial) guarantees that a serial never repeats, and a clash is retried. The signature
@@ -131,6 +133,8 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
             phone = phone_records.ensure(tx, store.actor, name) if create_phone else phone_records.get(tx, name)
             if phone is None:
                 raise StoreError(f"device {name} is not in the store")
+            if opening is not None:
+                opening(tx, phone)
             new_id = certificate_records.insert(
                 tx, phone_id=phone["id"], kind="lsc", serial=serial_text, issuer=CAPF_ISSUER,
                 fingerprint=c.fingerprint(certificate), public_key_fingerprint=c.public_key_fingerprint(public_key),

@@ -116,8 +116,9 @@ class Decider(abc.ABC):
     """The session's window on the store. The server implements it; tests may too."""
 
     @abc.abstractmethod
-    def begin(self, device_name: str) -> Plan | None:  # None: unknown device
-        """Implemented by the driver."""
+    def begin(self, device_name: str, offer=None) -> Plan | None:  # None: unknown device
+        """The device's plan. ``offer``: a function returning the phone's ``AuthOffer``, for a decider
+        that reads what checking it needs together with the device (one read); called at most once."""
 
     @abc.abstractmethod
     def authenticate(self, plan: Plan, offer: AuthOffer) -> Verdict:
@@ -311,7 +312,14 @@ class ServerSession:
         self.outcome.device_name = name.upper()
         caps = message.u16(Tag.X_CAPS)
         self._caps = caps or 0
-        plan = self.decider.begin(name)
+        offers: list = []
+
+        def offer() -> AuthOffer:  # parsed only when asked for, and once
+            if not offers:
+                offers.append(self._offer(message, raw_name))
+            return offers[0]
+
+        plan = self.decider.begin(name, offer)
         if plan is None:
             return self._end(Reason.UNKNOWN_DEVICE, "unknown_device", "device is not in the store")
         self._plan = plan
@@ -319,7 +327,7 @@ class ServerSession:
         self.outcome.operation = plan.operation
         if plan.refusal:
             return self._end(Reason.INVALID_ELEMENT, "refused", plan.refusal)
-        verdict = self.decider.authenticate(plan, self._offer(message, raw_name))
+        verdict = self.decider.authenticate(plan, offer())
         if not verdict.ok:
             return self._end(Reason.INVALID_ELEMENT, "auth_failed", verdict.reason)
         if verdict.presented:

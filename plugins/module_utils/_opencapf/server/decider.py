@@ -4,8 +4,14 @@
 
 One ``StoreDecider`` serves one session with the service parameters the driver read when the
 connection came (or reads them once, when the phone names itself), so parameter changes apply to
-the next session without a restart. Every change is
-one transaction together with its audit record.
+the next session without a restart. Every change is in one transaction with its audit record.
+
+A session's store work is as few transactions as its guarantees allow: one read when the phone
+names itself (its row and whatever its authentication needs); for an install by CAPF, one durable
+write before the LSC goes out (the session start, the LSC, its key request); and one durable write
+when the session ends (the installation, the operation's result or its settling, and the session
+record, which the driver hands in as ``recorder``). An authentication string is checked in a write
+transaction of its own, so that failures are counted serialised.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from ..errors import CapfError, CertificateError
 from ..protocol import proof
 from ..protocol.codec import ProtocolError
 from ..protocol.session import AuthOffer, Decider, Deferred, Issued, KeyChoice, Outcome, Plan, Verdict
-from ..store import Store
+from ..store import Store, audit
 from ..store import certificates as certificate_records
 from ..store import csrs as csr_records
 from ..store import phones as phone_records
@@ -136,12 +142,16 @@ def settle_unfinished(tx, actor: str, phone: dict | None, outcome: str, reason: 
     of a newer session of the phone, a lapse or a withdrawal): only ``in_progress`` is settled."""
     if phone is None or phone["operation_status"] != "in_progress":
         return False
+    _settle(tx, actor, phone, outcome, reason, csr_ids, **details)
+    return True
+
+
+def _settle(tx, actor: str, phone: dict, outcome: str, reason: str, csr_ids=(), **details) -> None:
     deferred = outcome == "deferred"
     phone_records.set_operation_result(tx, actor, phone, "pending" if deferred else "failed", reason, **details)
     if not deferred:
         for csr_id in csr_ids:
             csr_records.fail_pending(tx, csr_id, reason)
-    return True
 
 
 def settle_abandoned(store: Store, now=None) -> list[str]:
@@ -164,33 +174,71 @@ def settle_abandoned(store: Store, now=None) -> list[str]:
     return settled
 
 
+CERTIFICATE_MODES = {"existing_cert_lsc": "lsc", "existing_cert_mic": "mic"}  # auth mode -> precedence
+
+
+def _untouched(before: dict, now: dict) -> bool:
+    """Whether nobody changed the phone's operation since ``before`` was read (no result, no new
+    declaration, no other session's start): a session that wrote nothing yet may settle it."""
+    return now["operation_status"] in ("pending", "failed") and now["operation"] == before["operation"] \
+        and now["updated_at"] == before["updated_at"]
+
+
 class StoreDecider(Decider):
     def __init__(self, store: Store, peer: str = "", session_id: int | None = None, parameters: dict | None = None,
-                 signer: authority.Signer | None = None, max_session: float = DEFAULT_MAX_SESSION_SECONDS):
+                 signer: authority.Signer | None = None, max_session: float = DEFAULT_MAX_SESSION_SECONDS,
+                 recorder=None):
         self.store = store
         self.max_session = max_session  # the session's time bound (seconds), enforced by its ServerSession
         self.signer = signer  # the active CAPF certificate when the phone connected (None: look it up)
         self.peer = peer
+        # ``recorder(tx, outcome)`` writes the session record in the session's last transaction and
+        # returns its fields; ``recorded`` holds them once committed (None: not recorded here).
+        self.recorder = recorder
+        self.recorded: dict | None = None
         # Every operation result names its session, so that the audit log accounts also for a
         # session cut by a crash after its result committed and before its session record.
         self._session = {} if session_id is None else {"session_id": session_id}
         self.parameters: dict = parameters or {}
-        self._phone: dict | None = None
+        self._phone: dict | None = None  # the phone's row as the session's one read found it
+        self._verdict: Verdict | None = None  # a presented certificate, checked in that read
         self._csr_id: int | None = None
+        self._authenticated = False
+        self._start_written = False  # the session start is in the store (with the LSC, or before a CA's step)
         self._started = False  # this session put the phone's operation in progress (``ended`` settles it)
+        self._closing: list = []  # work of the session's last transaction: callables (tx, phone)
+        self._result = False  # that work records the operation's result
+        self._installing = False
+        self._ended = False
 
     def _set_result(self, tx, phone: dict, status: str, reason: str = "", **details) -> None:
         phone_records.set_operation_result(tx, ACTOR, phone, status, reason, **details, **self._session)
 
+    def _at_end(self, step, result: bool = True) -> None:
+        """Add ``step(tx, phone)`` to the session's last transaction (durable before END_SESSION)."""
+        self._closing.append(step)
+        self._result = self._result or result
+
     # -- session start ------------------------------------------------------------------------
 
-    def begin(self, device_name: str) -> Plan | None:
+    def begin(self, device_name: str, offer=None) -> Plan | None:
+        """The session's one read: the phone's row, the parameters when the driver had none, and, for
+        existing-certificate authentication, what checking the certificate ``offer()`` needs."""
         with self.store.read() as tx:
             if not self.parameters:
                 self.parameters = service_records.read(tx)
             phone = phone_records.get(tx, device_name)
-        if phone is None:
-            return None
+            if phone is None:
+                return None
+            refusal, lapsed = self._refusal(phone)
+            if not refusal and offer is not None and phone["auth_mode"] in CERTIFICATE_MODES:
+                try:
+                    presented = offer()
+                except CapfError:  # malformed: the session ends with it at authentication, its plan known
+                    presented = None
+                if presented is not None:
+                    self._verdict = self._check_certificate(phone["name"], presented,
+                                                            CERTIFICATE_MODES[phone["auth_mode"]], tx)
         self._phone = phone
         plan = Plan(
             device_name=phone["name"], operation=pending_operation(phone), auth_mode=phone["auth_mode"],
@@ -198,8 +246,9 @@ class StoreDecider(Decider):
             keygen_timeout=60.0 * int(self.parameters["keygen_timeout_minutes"]),
             keepalive=60.0 * int(self.parameters["keepalive_minutes"]),
         )
-        refusal = self._refusal(phone)
         if refusal:
+            if lapsed:
+                self._at_end(lambda tx, current: self._set_result(tx, current, "lapsed", refusal))
             return dataclasses.replace(plan, refusal=refusal)
         return dataclasses.replace(plan, issuer=self.parameters["issuer"])
 
@@ -218,46 +267,58 @@ class StoreDecider(Decider):
             return Deferred(state.retry_after, state.reason)
         return None
 
-    def _refusal(self, phone: dict) -> str:
+    def _refusal(self, phone: dict) -> tuple[str, bool]:
+        """(why the session is refused, whether because its operation lapsed); ("", False): served."""
         if phone["locked"]:
-            return f"phone is locked out after {phone['auth_failures']} failed authentication attempts"
+            return f"phone is locked out after {phone['auth_failures']} failed authentication attempts", False
         deadline = parse_utc(phone["operation_deadline"], "operation_deadline") if phone["operation_deadline"] else None
         if pending_operation(phone) != "none" and deadline is not None and deadline < utc_now():
-            reason = f"operation {phone['operation']} lapsed at {format_utc(deadline)}"
-            with self.store.transaction() as tx:
-                self._set_result(tx, phone, "lapsed", reason)
-            return reason
-        return ""
+            return f"operation {phone['operation']} lapsed at {format_utc(deadline)}", True
+        return "", False
 
     # -- authentication -----------------------------------------------------------------------
 
     def authenticate(self, plan: Plan, offer: AuthOffer) -> Verdict:
         mode = plan.auth_mode
         if mode == "auth_string":
-            return self._authenticate_string(plan, offer)
-        if mode == "null_string":
-            verdict = Verdict(True)
+            verdict = self._authenticate_string(plan, offer)
         else:
-            verdict = self._check_certificate(plan, offer, prefer="lsc" if mode == "existing_cert_lsc" else "mic")
-        with self.store.transaction(durable=False) as tx:  # on disk with the session's next durable commit
-            phone = phone_records.get(tx, plan.device_name)
-            if verdict.ok:
-                self._start(tx, phone)
+            if mode == "null_string":
+                verdict = Verdict(True)
             else:
-                self._set_result(tx, phone, "failed", verdict.reason)
+                verdict = self._verdict or self._check_certificate(plan.device_name, offer, CERTIFICATE_MODES.get(mode,
+                                                                                                                 "mic"))
+            if not verdict.ok:
+                reason = verdict.reason
+                self._at_end(lambda tx, phone: self._set_result(tx, phone, "failed", reason))
+            elif self._starts_early(plan):
+                with self.store.transaction(durable=False) as tx:  # on disk with the session's next durable commit
+                    phone = phone_records.get(tx, plan.device_name)
+                    if phone is not None:
+                        self._start(tx, phone)
+        self._authenticated = verdict.ok
         return verdict
 
+    @staticmethod
+    def _starts_early(plan: Plan) -> bool:
+        """Whether the session start is written at authentication: an install by a third-party CA,
+        whose steps (the CA's own records, HTTP) come before any LSC of ours. Otherwise the start goes
+        with the session's first durable write: the LSC's issuance, or its end."""
+        return plan.operation == "install_upgrade" and plan.issuer != "capf"
+
     def _start(self, tx, phone: dict) -> None:
-        self._started = pending_operation(phone) != "none"
+        started = pending_operation(phone) != "none"
         # The session began before this moment: it has surely ended by then, live or not.
         live_until = utc_now() + _dt.timedelta(seconds=self.max_session + LIVENESS_MARGIN_SECONDS)
-        phone_records.record_session_start(tx, phone, self._started, format_utc(live_until))
+        phone_records.record_session_start(tx, phone, started, format_utc(live_until))
+        self._started, self._start_written = started, True
 
     def _authenticate_string(self, plan: Plan, offer: AuthOffer) -> Verdict:
         """Check the string and count a failure in ONE write transaction on the phone's current row:
         concurrent sessions are serialised, so a lock-out reached by one of them stops the others,
-        and no more than ``lockout_failures`` guesses are ever compared (brute-force bound)."""
-        with self.store.transaction() as tx:
+        and no more than ``lockout_failures`` guesses are ever compared (brute-force bound). Not
+        durable: the phone learns the verdict only after the session's durable end, which takes it along."""
+        with self.store.transaction(durable=False) as tx:
             phone = phone_records.get(tx, plan.device_name)
             if phone is None:
                 return Verdict(False, "device was removed from the store during the session")
@@ -266,7 +327,10 @@ class StoreDecider(Decider):
                                       "attempts")
             verdict = self._check_string(phone, offer)
             if verdict.ok:
-                self._start(tx, phone)
+                if self._starts_early(plan):
+                    self._start(tx, phone)
+                elif phone["auth_failures"]:
+                    phone_records.reset_auth_failures(tx, phone)  # at once: the count is the lock-out's
                 return verdict
             failures, locked = phone_records.record_auth_failure(
                 tx, ACTOR, phone, int(self.parameters["lockout_failures"]), verdict.reason)
@@ -282,7 +346,8 @@ class StoreDecider(Decider):
             return Verdict(True)
         return Verdict(False, "wrong authentication string")
 
-    def _check_certificate(self, plan: Plan, offer: AuthOffer, prefer: str) -> Verdict:
+    def _check_certificate(self, device_name: str, offer: AuthOffer, prefer: str, tx=None) -> Verdict:
+        """The presented certificate's proofs, chain and records; ``tx``: the session's read (else one of its own)."""
         if not offer.certificates:
             return Verdict(False, f"existing-certificate authentication ({prefer.upper()} precedence) needs a "
                                   "certificate, and the phone presented none")
@@ -300,21 +365,23 @@ class StoreDecider(Decider):
             return Verdict(False, "SHA2_SIGNED_DATA does not verify with the presented certificate")
         if not proof.verify(public_key, offer.signed_data, data, "sha1"):
             return Verdict(False, "SIGNED_DATA does not verify with the presented certificate")
-        kind, why = self._classify(certificate)
+        if tx is None:
+            with self.store.read() as own:
+                kind, why = self._classify(certificate, own)
+        else:
+            kind, why = self._classify(certificate, tx)
         if kind is None:
             return Verdict(False, why)
-        if not names_device(c.common_name(certificate.subject), plan.device_name, kind):
+        if not names_device(c.common_name(certificate.subject), device_name, kind):
             return Verdict(False, "the presented certificate was not issued to this device name")
         return Verdict(True, presented=kind)
 
-    def _classify(self, certificate) -> tuple[str | None, str]:
+    def _classify(self, certificate, tx) -> tuple[str | None, str]:
         """("lsc"|"mic", "") when the certificate chains to a trusted issuer, else (None, why)."""
         try:
-            rules.build_chain(certificate, authority.all_certificates(self.store))
+            rules.build_chain(certificate, authority.all_certificates(self.store, tx))
         except CertificateError as lsc_problem:
-            with self.store.read() as tx:
-                pems = trust_records.anchor_pems(tx)
-            pool = [c.load_pem_certificate(pem) for pem in pems]
+            pool = [c.load_pem_certificate(pem) for pem in trust_records.anchor_pems(tx)]
             try:
                 # Field phones carry MICs past their dates; the chain, not the calendar, is the proof.
                 rules.build_chain(certificate, pool, check_dates=False)
@@ -322,17 +389,15 @@ class StoreDecider(Decider):
                 return None, f"the presented certificate is neither a valid LSC ({lsc_problem}) nor a MIC " \
                              f"trusted in capf-trust ({mic_problem})"
             # An LSC from a third-party CA chains to capf-trust too: our own records tell it from a MIC.
-            with self.store.read() as tx:
-                rows = [row for row in certificate_records.by_fingerprint(tx, c.fingerprint(certificate))
-                        if row["source"] in THIRD_PARTY_SOURCES]
+            rows = [row for row in certificate_records.by_fingerprint(tx, c.fingerprint(certificate))
+                    if row["source"] in THIRD_PARTY_SOURCES]
             if not rows:
                 return "mic", ""
             if any(row["status"] in ("revoked", "stale") for row in rows):
                 return None, "the presented LSC has been revoked"
             return "lsc", ""
-        with self.store.read() as tx:
-            rows = [row for row in certificate_records.by_fingerprint(tx, c.fingerprint(certificate))
-                    if row["source"] != "troubleshoot"]
+        rows = [row for row in certificate_records.by_fingerprint(tx, c.fingerprint(certificate))
+                if row["source"] != "troubleshoot"]
         if not rows:
             # Signed by us but no longer on record: its phone (or the stale record) was deleted.
             return None, "the presented LSC is not on record in the store (deleted with its phone or as stale)"
@@ -343,25 +408,35 @@ class StoreDecider(Decider):
     # -- operations ---------------------------------------------------------------------------
 
     def issue(self, plan: Plan, public_key_der: bytes, choice: KeyChoice) -> Issued:
+        """Sign the LSC and commit it durably with the session start and the key request: the one
+        write before STORE_CERTIFICATE_REQUEST, which the driver sends only once it is on disk."""
         public_key = _checked_key(public_key_der, choice)
         key_fingerprint, key_der = c.public_key_fingerprint(public_key), c.public_key_der(public_key)
         phone_id = self._phone["id"]
+        before = (self._started, self._start_written)
+
+        def opening(tx, phone: dict) -> None:
+            if not self._start_written:
+                self._start(tx, phone)
 
         def record_request(tx, certificate_id: int) -> None:
             # In the issuance's own transaction: a crash before its commit leaves neither the LSC
             # nor a key request that would stay pending for ever.
-            csr_id = csr_records.add(tx, phone_id, key_fingerprint, key_der)
-            csr_records.set_status(tx, csr_id, "issued", certificate_id=certificate_id)
+            csr_records.add_issued(tx, phone_id, key_fingerprint, key_der, certificate_id)
 
         try:
             issued = lsc.issue(self.store, plan.device_name, public_key, source="capf", create_phone=False,
-                               device_name_is_wire=True, recorded=record_request, signer=self.signer,
-                               validity_days=self.parameters.get("validity_days"),
+                               device_name_is_wire=True, opening=opening, recorded=record_request,
+                               signer=self.signer, validity_days=self.parameters.get("validity_days"),
                                crl_url=self.parameters.get("crl_url"))
         except CapfError as exc:
-            with self.store.transaction() as tx:
-                csr_records.set_status(tx, csr_records.add(tx, phone_id, key_fingerprint, key_der), "failed",
-                                       str(exc))
+            self._started, self._start_written = before  # rolled back with the issuance
+            reason = str(exc)
+            self._at_end(lambda tx, phone: csr_records.add_failed(tx, phone["id"], key_fingerprint, key_der, reason),
+                         result=False)
+            raise
+        except BaseException:
+            self._started, self._start_written = before
             raise
         faults.checkpoint("lsc.committed")
         return Issued(issued.id, c.to_der(issued.certificate))
@@ -388,72 +463,96 @@ class StoreDecider(Decider):
         return Issued(result.certificate_id, result.der)
 
     def stored(self, plan: Plan, issued: Issued, ok: bool) -> None:
-        # The session record is committed durably before END_SESSION goes out, and takes this with it.
-        with self.store.transaction(durable=False) as tx:
-            phone = phone_records.get(tx, plan.device_name)
+        """Recorded by the session's end, with the session record, before END_SESSION goes out."""
+        certificate_id = issued.certificate_id
+
+        def record(tx, phone: dict) -> None:
             if ok:
-                changes = certificate_records.install(tx, ACTOR, phone, issued.certificate_id)
+                changes = certificate_records.install(tx, ACTOR, phone, certificate_id)
                 faults.checkpoint("install.recording")
-                self._set_result(tx, phone, "succeeded", "", clear_operation=False,
-                                 certificate_id=issued.certificate_id, **changes)
+                self._set_result(tx, phone, "succeeded", "", clear_operation=False, certificate_id=certificate_id,
+                                 **changes)
             else:
-                self._set_result(tx, phone, "failed", "phone did not store the LSC",
-                                 certificate_id=issued.certificate_id)
-        faults.checkpoint("install.committed")
+                self._set_result(tx, phone, "failed", "phone did not store the LSC", certificate_id=certificate_id)
+
+        self._installing = True
+        self._at_end(record)
 
     def refused(self, plan: Plan, issued: Issued) -> None:
-        with self.store.transaction() as tx:
-            phone = phone_records.get(tx, plan.device_name)
+        def record(tx, phone: dict) -> None:
             enrolment.refused_delivery(tx, ACTOR, phone, issued.certificate_id)
             self._set_result(
                 tx, phone, "failed", "the phone refused the third-party LSC (it no longer holds the pending "
                 "key); the certificate is stale and the next session starts with a new key",
                 certificate_id=issued.certificate_id)
 
+        self._at_end(record)
+
     def deleted(self, plan: Plan, ok: bool) -> None:
-        with self.store.transaction() as tx:
-            phone = phone_records.get(tx, plan.device_name)
+        def record(tx, phone: dict) -> None:
             revoked = certificate_records.revoke_installed(tx, ACTOR, phone)
             self._set_result(tx, phone, "succeeded", "" if ok else "phone reported no LSC to delete",
                              clear_operation=False, revoked=revoked)
 
+        self._at_end(record)
+
     def fetched(self, plan: Plan, certificates: list) -> None:
-        parsed = []
-        for _type, encoded in certificates:
-            certificate, _key = load_certificate(encoded)
-            parsed.append((self._kind_of(certificate), certificate))
-        with self.store.transaction() as tx:
+        """Keep the copies now, in a transaction of their own (a copy the store refuses fails this step
+        of the session, not its end); the result goes with the session's end."""
+        parsed = [load_certificate(encoded)[0] for _type, encoded in certificates]
+        with self.store.transaction(durable=False) as tx:  # on disk with the session's end, before END_SESSION
+            anchors = authority.all_certificates(self.store, tx)
+            kinds = [self._kind_of(certificate, anchors) for certificate in parsed]
             phone = phone_records.get(tx, plan.device_name)
-            for kind, certificate in parsed:
+            for kind, certificate in zip(kinds, parsed):
                 certificate_records.record_retrieved(
                     tx, ACTOR, phone, kind=kind, serial=format(certificate.serial_number, "x"),
                     issuer=certificate.issuer.rfc4514_string(), fingerprint=c.fingerprint(certificate),
                     public_key_fingerprint=c.public_key_fingerprint(certificate.public_key()),
                     pem=c.to_pem(certificate), not_before=format_utc(c.not_before(certificate)),
                     not_after=format_utc(c.not_after(certificate)))
-            self._set_result(tx, phone, "succeeded", "", clear_operation=False,
-                             retrieved=[kind for kind, _cert in parsed])
+        self._at_end(lambda tx, current: self._set_result(tx, current, "succeeded", "", clear_operation=False,
+                                                          retrieved=kinds))
 
-    def _kind_of(self, certificate) -> str:
+    @staticmethod
+    def _kind_of(certificate, anchors: list) -> str:
         # Never trust the wrapper's type byte: an LSC is whatever chains to one of our CAPF certificates.
         try:
-            rules.build_chain(certificate, authority.all_certificates(self.store), check_dates=False)
+            rules.build_chain(certificate, anchors, check_dates=False)
         except CertificateError:
             return "mic"
         return "lsc"
 
     def ended(self, plan: Plan, outcome: Outcome) -> None:
-        """Settle an operation this session put in progress and left there: ``pending`` again, with
-        the reason, when the CA still holds its request (the phone comes back for the certificate),
-        else ``failed`` with the reason. A result recorded meanwhile stands: the session's own, or
-        that of a newer session of the phone (its retry), a lapse or a withdrawal."""
-        if not self._started:
+        """The session's last transaction, durable (the driver sends END_SESSION once it is on disk):
+        what the session's end records (an installation, a result), the session start when nothing
+        wrote it yet, the settling of an operation this session left unfinished, and the session
+        record (``recorder``). Settling: ``pending`` again, with the reason, when the CA still holds
+        its request (the phone comes back for the certificate), else ``failed`` with the reason. A
+        result recorded meanwhile stands: that of a newer session of the phone (its retry), a lapse
+        or a withdrawal."""
+        if self._ended:
             return
-        with self.store.read() as tx:
-            phone = phone_records.get(tx, plan.device_name)
-        if phone is None or phone["operation_status"] != "in_progress":
+        unstarted = self._authenticated and not self._start_written
+        if not (self._closing or self._started or unstarted or self.recorder):
+            self._ended = True
             return
-        with self.store.transaction(durable=False) as tx:  # on disk with the session record, before any reply
-            settle_unfinished(tx, ACTOR, phone_records.get(tx, plan.device_name), outcome.outcome,
-                              outcome.reason or outcome.outcome, () if self._csr_id is None else (self._csr_id,),
-                              **self._session)
+        reason = outcome.reason or outcome.outcome
+        csr_ids = () if self._csr_id is None else (self._csr_id,)
+        with self.store.transaction() as tx, audit.batched(tx):
+            phone = phone_records.get(tx, plan.device_name) if self._closing or self._started or unstarted else None
+            if phone is not None:
+                if unstarted:  # a check-in, or a session that ends before its first durable write
+                    phone_records.record_session_start(tx, phone, False)
+                for step in self._closing:
+                    step(tx, phone)
+                if not self._result and self._started:
+                    settle_unfinished(tx, ACTOR, phone, outcome.outcome, reason, csr_ids, **self._session)
+                elif not self._result and unstarted and pending_operation(self._phone) != "none" \
+                        and _untouched(self._phone, phone):
+                    _settle(tx, ACTOR, phone, outcome.outcome, reason, csr_ids, **self._session)
+            fields = None if self.recorder is None else self.recorder(tx, outcome)
+        self._ended = True
+        self.recorded = fields
+        if self._installing:
+            faults.checkpoint("install.committed")

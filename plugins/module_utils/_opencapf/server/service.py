@@ -311,13 +311,25 @@ class CapfServer:
             session_records.record(tx, ACTOR, **fields)
         metrics.session_recorded(fields["outcome"], fields["operation"], fields["duration_ms"])
 
+    def session_decider(self, record: dict, duration, parameters: dict, signer) -> StoreDecider:
+        """The decider of one session, which writes the session record in the session's last
+        transaction (with the installation or the operation's result), durable before END_SESSION."""
+        def recorder(tx, outcome) -> dict:
+            fields = _session_fields(record, outcome, duration())
+            session_records.record(tx, ACTOR, **fields)
+            return fields
+
+        return StoreDecider(self.store, record["peer"], record["session_id"], parameters, signer,
+                            max_session=self.options.max_session_seconds, recorder=recorder)
+
     def _record_session(self, record: dict, session: ServerSession, duration) -> None:
-        outcome = session.outcome
-        details = dict(outcome.details)
-        if outcome.version is not None:
-            details["version"] = outcome.version
-        self._record(**{**record, "device_name": outcome.device_name, "operation": outcome.operation},
-                     outcome=outcome.outcome, reason=outcome.reason, duration_ms=duration(), **details)
+        """The session record, unless the session's decider committed it with the session's end (a
+        session that ended before the device was known has no decider work: recorded here)."""
+        fields = session.decider.recorded
+        if fields is not None:
+            metrics.session_recorded(fields["outcome"], fields["operation"], fields["duration_ms"])
+            return
+        self._record(**_session_fields(record, session.outcome, duration()))
 
     # -- one connection -----------------------------------------------------------------------
 
@@ -418,8 +430,7 @@ class CapfServer:
         try:
             inline = parameters["issuer"] not in NETWORK_ISSUERS
             bound = self.options.max_session_seconds
-            session = ServerSession(session_id, StoreDecider(self.store, peer, session_id, parameters, signer,
-                                                             max_session=bound),
+            session = ServerSession(session_id, self.session_decider(record, duration, parameters, signer),
                                     step_timeout=self.options.step_timeout, max_duration=bound)
             try:
                 final = await self._converse(session, reader, writer, inline)
@@ -486,6 +497,15 @@ class CapfServer:
     def handshaking(self) -> int:
         """Connections in their TLS handshake."""
         return self._handshakes.used
+
+
+def _session_fields(record: dict, outcome, duration_ms: int) -> dict:
+    """The session record's fields: the connection's (``record``) and how the session ended."""
+    details = dict(outcome.details)
+    if outcome.version is not None:
+        details["version"] = outcome.version
+    return {**record, "device_name": outcome.device_name, "operation": outcome.operation, **details,
+            "outcome": outcome.outcome, "reason": outcome.reason, "duration_ms": duration_ms}
 
 
 class Durability:

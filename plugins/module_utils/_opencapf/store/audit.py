@@ -4,9 +4,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
-from typing import Any
+from typing import Any, Iterator
 
 from ..vocabulary import format_utc, utc_now
 from .backend import Transaction
@@ -32,19 +33,38 @@ def _scrub(details: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
+_INSERT = "INSERT INTO audit_events (at, actor, action, subject, details) VALUES (?, ?, ?, ?, ?)"
+
+
 def record(tx: Transaction, actor: str, action: str, subject: str = "", **details: Any) -> None:
-    """Append one event in the caller's transaction, so it commits with the change it describes."""
-    tx.execute(
-        "INSERT INTO audit_events (at, actor, action, subject, details) VALUES (?, ?, ?, ?, ?)",
-        (format_utc(utc_now()), actor, action, subject, json.dumps(_scrub(details), sort_keys=True, default=str)),
-    )
+    """Append one event in the caller's transaction, so it commits with the change it describes
+    (inside ``batched(tx)``: with the other events of the batch, in order, as one statement)."""
+    row = (format_utc(utc_now()), actor, action, subject, json.dumps(_scrub(details), sort_keys=True, default=str))
+    batch = getattr(tx, "audit_batch", None)
+    if batch is not None:
+        batch.append(row)
+    else:
+        tx.execute(_INSERT, row)
+
+
+@contextlib.contextmanager
+def batched(tx: Transaction) -> Iterator[None]:
+    """Collect the events recorded in ``tx`` meanwhile and append them, in order and each with its
+    own time, with one statement at the end (a transaction that records several events)."""
+    tx.audit_batch = []
+    try:
+        yield
+        if tx.audit_batch:
+            tx.executemany(_INSERT, tx.audit_batch)
+    finally:
+        tx.audit_batch = None
 
 
 def record_many(tx: Transaction, actor: str, at: str, events) -> None:
     """Append many events, each ``(action, subject, details)``, all at ``at``, with one statement in the
     caller's transaction."""
     tx.executemany(
-        "INSERT INTO audit_events (at, actor, action, subject, details) VALUES (?, ?, ?, ?, ?)",
+        _INSERT,
         [(at, actor, action, subject, json.dumps(_scrub(details), sort_keys=True, default=str))
          for action, subject, details in events],
     )

@@ -17,6 +17,9 @@ from typing import Any, Iterable, Iterator, Sequence
 class Transaction(abc.ABC):
     """One open transaction. Everything done through it commits together or not at all."""
 
+    #: Audit events collected to be appended with one statement (``audit.batched``); None: at once.
+    audit_batch: list | None = None
+
     @abc.abstractmethod
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; return the number of rows it changed."""

@@ -17,6 +17,23 @@ def add(tx: Transaction, phone_id: int, public_key_fingerprint: str, public_key:
         "VALUES (?, ?, ?, 'pending', ?, ?)", (phone_id, public_key_fingerprint, public_key, now, now))
 
 
+def add_issued(tx: Transaction, phone_id: int, public_key_fingerprint: str, public_key: bytes,
+               certificate_id: int) -> int:
+    """Record a public key together with the LSC issued for it (status ``issued``); return its id."""
+    now = format_utc(utc_now())
+    return tx.insert(
+        "INSERT INTO csrs (phone_id, public_key_fingerprint, public_key, status, certificate_id, created_at, updated_at) "
+        "VALUES (?, ?, ?, 'issued', ?, ?, ?)", (phone_id, public_key_fingerprint, public_key, certificate_id, now, now))
+
+
+def add_failed(tx: Transaction, phone_id: int, public_key_fingerprint: str, public_key: bytes, reason: str) -> int:
+    """Record a public key no LSC could be issued for (status ``failed`` with ``reason``); return its id."""
+    now = format_utc(utc_now())
+    return tx.insert(
+        "INSERT INTO csrs (phone_id, public_key_fingerprint, public_key, status, reason, created_at, updated_at) "
+        "VALUES (?, ?, ?, 'failed', ?, ?, ?)", (phone_id, public_key_fingerprint, public_key, reason, now, now))
+
+
 def add_signed(tx: Transaction, phone_id: int, public_key_fingerprint: str, public_key: bytes, csr_pem: str) -> int:
     """Record a phone-signed CSR (for a third-party CA) as ``pending``; return its id."""
     now = format_utc(utc_now())

@@ -236,6 +236,11 @@ def record_auth_failure(tx: Transaction, actor: str, phone: dict[str, Any], lock
     return failures, locked
 
 
+def reset_auth_failures(tx: Transaction, phone: dict[str, Any]) -> None:
+    """A right authentication string: the count of failed attempts starts again from 0."""
+    tx.execute("UPDATE phones SET auth_failures = 0 WHERE id = ?", (phone["id"],))
+
+
 def record_session_start(tx: Transaction, phone: dict[str, Any], operation_pending: bool,
                          live_until: str | None = None) -> None:
     """An authenticated session: reset the failure count and mark a pending operation in progress

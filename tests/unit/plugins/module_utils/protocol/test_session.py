@@ -249,3 +249,18 @@ def test_phone_session_takes_arbitrary_server_bytes():
             pass
 
     run()
+
+
+@pytest.mark.parametrize("auth_mode", ["existing_cert_mic", "existing_cert_lsc"])
+def test_a_malformed_certificate_element_ends_the_session_with_its_plan_known(ca_store, auth_mode):
+    """The certificate is checked in the read that finds the phone; a CERTIFICATE element that does
+    not parse still ends the session at authentication, its device and operation on record."""
+    add_phone(ca_store, NAME, operation="install_upgrade", auth_mode=auth_mode)
+    server = ServerSession(12, StoreDecider(ca_store, "test"), step_timeout=5)
+    server.start(0.0)
+    auth = codec.encode(Message(Command.AUTH_RESPONSE, 12, (
+        (Tag.VERSION, codec.u8(3)), (Tag.DEVICE_NAME, codec.cstring(NAME)), (Tag.CERTIFICATE, b"\x01\x02\x03"))))
+    (end,) = Decoder().feed(server.receive_data(auth, 0.0))
+    assert end.command == Command.END_SESSION and server.outcome.outcome == "protocol_error"
+    assert (server.outcome.device_name, server.outcome.operation) == (NAME, "install_upgrade")
+    assert phone_row(ca_store, NAME)["operation_status"] == "pending"  # nothing started, nothing to settle

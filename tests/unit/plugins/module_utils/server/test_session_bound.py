@@ -8,11 +8,12 @@ import datetime as dt
 import pytest
 
 from support.protocol import add_phone, phone_row
+from _opencapf.dependencies import ec, serialization
 from _opencapf.protocol import codec
 from _opencapf.protocol.codec import Decoder, Message
 from _opencapf.protocol.constants import Command
 from _opencapf.protocol.phone import PhoneSession
-from _opencapf.protocol.session import AuthOffer, Outcome, ServerSession
+from _opencapf.protocol.session import AuthOffer, KeyChoice, Outcome, ServerSession
 from _opencapf.server import scheduling
 from _opencapf.server.decider import LIVENESS_MARGIN_SECONDS, StoreDecider, settle_abandoned
 from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
@@ -59,10 +60,14 @@ def test_a_phone_that_never_falls_silent_is_ended_at_the_bound_too(ca_store):
 
 
 def _authenticated(store, name, max_session):
-    add_phone(store, name, operation="install_upgrade")
+    """A session that authenticated and issued an LSC: its first durable write put the operation in progress."""
+    add_phone(store, name, operation="install_upgrade", key_order="ec")
     decider = StoreDecider(store, max_session=max_session)
     plan = decider.begin(name)
     assert decider.authenticate(plan, AuthOffer(name.encode(), None)).ok
+    key = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    decider.issue(plan, key, KeyChoice("ec", 256))
     return decider, plan
 
 

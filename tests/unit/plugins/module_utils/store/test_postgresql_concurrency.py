@@ -11,7 +11,7 @@ import pytest
 from _opencapf import authstrings
 from _opencapf.ca import authority, lsc
 from _opencapf.dependencies import ec
-from _opencapf.protocol.session import AuthOffer, Issued
+from _opencapf.protocol.session import AuthOffer, Issued, Outcome
 from _opencapf.server.decider import StoreDecider
 from _opencapf.store import open_store
 from _opencapf.store import service as service_records
@@ -122,6 +122,7 @@ def test_a_phone_has_one_installed_lsc_whatever_hosts_install_at_once(nodes):
             plan = decider.begin(PHONE)
             issued = lsc.issue(store, PHONE, key.public_key(), create_phone=False)
             decider.stored(plan, Issued(issued.id, b""), True)
+            decider.ended(plan, Outcome(outcome="succeeded"))  # the session's end records the installation
 
     _concurrently(nodes, install)
     statuses = sorted(row["status"] for row in certificate_rows(nodes[0], PHONE))
