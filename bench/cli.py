@@ -17,7 +17,9 @@ import tempfile
 import time
 
 # Importing the benchmark modules registers their benchmarks.
-from . import ROOT, cluster, convergence, directory, enrolment, harness, hostile, html_report, limits, machine, report, reports, targets  # noqa: F401 pylint: disable=unused-import
+from . import (  # noqa: F401 pylint: disable=unused-import
+    ROOT, cluster, convergence, directory, enrolment, harness, hostile,
+    html_report, io_driver, limits, machine, report, reports, targets)
 from .harness import BENCHMARKS, DERIVED, Context, Figure
 
 DEFAULT_JSON = os.path.join("bench-results", "latest.json")

@@ -146,12 +146,15 @@ def ec_phone_key():
 
 
 @pytest.fixture
-def capf_server(ca_store):
-    """A running CAPF service on 127.0.0.1 (and ::1 when available), IPv6 enabled, on the test's store."""
+def capf_server(request, ca_store):
+    """A running CAPF service on 127.0.0.1 (and ::1 when available), IPv6 enabled, on the test's store; on the
+    asyncio event loop, or the one a test names with ``@pytest.mark.parametrize("capf_server", EVENT_LOOPS,
+    indirect=True)``."""
     with ca_store.transaction() as tx:
         service_records.write(tx, "test", {"enable_ipv6": True})
     addresses = ("127.0.0.1", "::1") if HAS_IPV6_LOOPBACK else ("127.0.0.1",)
-    running = RunningServer(ca_store, addresses, step_timeout=5.0, handshake_timeout=5.0)
+    running = RunningServer(ca_store, addresses, getattr(request, "param", "asyncio"), step_timeout=5.0,
+                            handshake_timeout=5.0)
     yield running
     running.stop()
 

@@ -91,6 +91,14 @@ options:
         worker has its own listening socket on the port (C(SO_REUSEPORT)), so the kernel spreads the phones over them.
       - Takes effect when the service starts or restarts (O(state=restarted)).
     type: int
+  event_loop:
+    description:
+      - Event loop of the CAPF service. Default V(auto), which runs on uvloop (its TLS layer in C costs the service
+        somewhat less CPU per enrolment, see C(docs/benchmarks.md)) when it is installed, as the C(capf_server) role installs it, and on the
+        standard asyncio loop otherwise. V(uvloop) refuses to start the service where uvloop is not installed.
+      - Takes effect when the service starts or restarts (O(state=restarted)).
+    type: str
+    choices: [auto, asyncio, uvloop]
   scheduler_interval_seconds:
     description:
       - How often the running CAPF service runs due scheduled jobs (M(opencapf.capf.capf_bulk_update) with
@@ -320,8 +328,8 @@ options:
     type: int
     default: 30
 notes:
-  - O(listen_addresses), O(port), O(enable_ipv6) (listening on IPv6 addresses), O(processes) and O(metrics_address)
-    take effect when the service restarts; notify a handler that runs this module with O(state=restarted). Every other parameter and the
+  - O(listen_addresses), O(port), O(enable_ipv6) (listening on IPv6 addresses), O(processes), O(event_loop) and
+    O(metrics_address) take effect when the service restarts; notify a handler that runs this module with O(state=restarted). Every other parameter and the
     CAPF certificate apply to the next connection without a restart; O(state=reloaded) (SIGHUP) makes the running
     service read them again at once and reopen its log file.
 """

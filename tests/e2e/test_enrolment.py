@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from support.protocol import add_phone, certificate_rows, openssl_verify, phone_row
+from support.protocol import EVENT_LOOPS, add_phone, certificate_rows, openssl_verify, phone_row
 from support.phones import phone, run_enrol
 from support.stores import backend_cases
 from _opencapf.ca import certificates as c
@@ -117,6 +117,31 @@ def test_troubleshoot_retrieves_lsc_and_mic(capf_server, ca_store, mic_ca, tmp_p
         ("troubleshoot", "retrieved", None)}
     row = phone_row(ca_store, name)
     assert row["operation_status"] == "succeeded"
+
+
+@pytest.mark.parametrize("capf_server", EVENT_LOOPS, indirect=True)
+@pytest.mark.parametrize("auth_mode, key_order", [("auth_string", "rsa")])
+def test_install_troubleshoot_and_delete_on_each_event_loop(capf_server, ca_store, mic_ca, tmp_path, auth_mode,
+                                                            key_order):
+    """The same service on asyncio and on uvloop: an install, a troubleshoot fetch and a delete, each ending
+    as the protocol says, on record, and the LSC verified by openssl."""
+    name = "SEP00AA00BB00DA"
+    identity = prepared_phone(ca_store, capf_server, tmp_path, mic_ca, name, auth_mode, key_order)
+    set_phone(ca_store, name, operation="install_upgrade", key_order=key_order)
+    result = run_enrol(identity, capf_server)
+    assert (result.outcome, result.end_reason, result.key) == ("ok", 1, KEY_ORDERS[key_order])
+    (installed,) = [row for row in certificate_rows(ca_store, name) if row["status"] == "installed"]
+    assert installed["fingerprint"] == c.fingerprint(identity.lsc)
+    assert openssl_verify(capf_server.capf_pem, installed["pem"], tmp_path).returncode == 0
+    set_phone(ca_store, name, operation="troubleshoot")
+    assert (run_enrol(identity, capf_server).fetched, phone_row(ca_store, name)["operation_status"]) == (2, "succeeded")
+    set_phone(ca_store, name, operation="delete")
+    assert (run_enrol(identity, capf_server).operation, identity.lsc) == ("delete", None)
+    assert {row["status"] for row in certificate_rows(ca_store, name)} == {"revoked"}
+    with ca_store.read() as tx:
+        outcomes = [row["outcome"] for row in tx.query("SELECT outcome FROM sessions WHERE device_name = ? ORDER BY id",
+                                                       (name,))]
+    assert outcomes[-3:] == ["succeeded"] * 3, outcomes
 
 
 @pytest.mark.parametrize("auth_mode", AUTH_MODES)

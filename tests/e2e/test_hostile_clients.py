@@ -17,7 +17,7 @@ import time
 import pytest
 
 from support.phones import phone, run_enrol
-from support.protocol import RunningServer, add_phone, read_message
+from support.protocol import EVENT_LOOPS, RunningServer, add_phone, read_message
 from _opencapf.protocol import codec
 from _opencapf.protocol.codec import Message
 from _opencapf.protocol.constants import Command, Reason, Tag
@@ -100,16 +100,19 @@ def no_tracebacks(caplog):
 
 
 @pytest.fixture
-def server(ca_store, store_path):
-    """A handshake deadline far beyond each test: connections stay where the test put them."""
-    running = RunningServer(store_path, ["127.0.0.1"], step_timeout=2.0, handshake_timeout=60.0)
+def server(request, ca_store, store_path):
+    """A handshake deadline far beyond each test: connections stay where the test put them. On asyncio, or the
+    event loop a test names (``indirect``)."""
+    running = RunningServer(store_path, ["127.0.0.1"], getattr(request, "param", "asyncio"), step_timeout=2.0,
+                            handshake_timeout=60.0)
     yield running
     running.stop()
 
 
 @pytest.fixture
-def quick_server(ca_store, store_path):
-    running = RunningServer(store_path, ["127.0.0.1"], step_timeout=2.0, handshake_timeout=1.5)
+def quick_server(request, ca_store, store_path):
+    running = RunningServer(store_path, ["127.0.0.1"], getattr(request, "param", "asyncio"), step_timeout=2.0,
+                            handshake_timeout=1.5)
     yield running
     running.stop()
 
@@ -117,6 +120,7 @@ def quick_server(ca_store, store_path):
 # -- slowloris -------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("server", EVENT_LOOPS, indirect=True)
 def test_silent_connections_from_one_address_do_not_lock_out_a_phone(ca_store, server, tmp_path, caplog):
     """Thirty connections that never send a byte: all but max_sessions_per_address are refused at
     once, the rest hold neither a handshake slot nor a session slot (max_sessions is 1 here), and a
@@ -140,6 +144,7 @@ def test_silent_connections_from_one_address_do_not_lock_out_a_phone(ca_store, s
     assert no_tracebacks(caplog)
 
 
+@pytest.mark.parametrize("quick_server", EVENT_LOOPS, indirect=True)
 def test_idle_connections_are_closed_at_the_handshake_deadline(ca_store, quick_server):
     server = quick_server
     set_parameters(ca_store, max_sessions_per_address=5)
@@ -179,10 +184,12 @@ def test_a_trickled_handshake_gets_one_deadline_not_one_per_read(ca_store, quick
     assert sent < len(hello)
 
 
-def test_slowloris_does_not_exhaust_the_handshake_slots(ca_store, store_path, tmp_path):
+@pytest.mark.parametrize("loop", EVENT_LOOPS)
+def test_slowloris_does_not_exhaust_the_handshake_slots(ca_store, store_path, tmp_path, loop):
     """With room for only four handshakes, three stalled handshakes from one address (its limit)
     leave a slot for the phone; the fourth attacker connection is refused, not queued."""
-    running = RunningServer(store_path, ["127.0.0.1"], step_timeout=2.0, handshake_timeout=30.0, max_handshakes=4)
+    running = RunningServer(store_path, ["127.0.0.1"], loop, step_timeout=2.0, handshake_timeout=30.0,
+                            max_handshakes=4)
     try:
         set_parameters(ca_store, max_sessions_per_address=3)
         hello = client_hello()
@@ -256,6 +263,7 @@ def _random_bytes():
     pytest.param(_sslv2_hello, id="sslv2-client-hello"),
     pytest.param(_random_bytes, id="random-bytes"),
 ])
+@pytest.mark.parametrize("quick_server", EVENT_LOOPS, indirect=True)
 def test_malformed_bytes_before_tls(ca_store, quick_server, tmp_path, caplog, payload):
     server = quick_server
     with raw_connect(server) as sock:
@@ -333,11 +341,13 @@ def test_a_valid_message_after_end_of_tls_is_not_read(ca_store, quick_server, tm
 # -- the global cap on connections not yet in a session ----------------------------------------------
 
 
-def test_connections_beyond_max_connections_are_closed_before_tls(ca_store, store_path, tmp_path, caplog):
+@pytest.mark.parametrize("loop", EVENT_LOOPS)
+def test_connections_beyond_max_connections_are_closed_before_tls(ca_store, store_path, tmp_path, caplog, loop):
     """Many addresses, each within its own limit, together reach max_connections: further connections
     from anywhere are refused at once, without a handshake, until some end; a connection that reached
     its session no longer counts, so a phone enrols once the silent ones are gone."""
-    running = RunningServer(store_path, ["127.0.0.1"], step_timeout=2.0, handshake_timeout=60.0, max_connections=6)
+    running = RunningServer(store_path, ["127.0.0.1"], loop, step_timeout=2.0, handshake_timeout=60.0,
+                            max_connections=6)
     try:
         held = [raw_connect(running, source=f"127.0.0.{30 + index % 3}") for index in range(6)]
         try:

@@ -180,21 +180,17 @@ def test_set_nodelay_turns_off_nagle_on_tcp_sockets_only():
 
 
 def test_the_server_sets_nodelay_on_every_accepted_connection(ca_store, store_path, monkeypatch):
-    import asyncio.base_events
-
     from support.protocol import RunningServer
     from _opencapf.server import service
 
     seen = []
-    original = service._PausedStreamProtocol.connection_made  # pylint: disable=protected-access
+    original = service.CapfServer._accept  # pylint: disable=protected-access
 
-    def connection_made(self, transport):
-        original(self, transport)
-        seen.append(has_nodelay(transport.get_extra_info("socket")))
+    async def accept(self, sock):
+        seen.append(has_nodelay(sock))
+        await original(self, sock)
 
-    # asyncio sets TCP_NODELAY itself on this event loop; without that, the server still must.
-    monkeypatch.setattr(asyncio.base_events, "_set_nodelay", lambda sock: None)
-    monkeypatch.setattr(service._PausedStreamProtocol, "connection_made", connection_made)  # pylint: disable=protected-access
+    monkeypatch.setattr(service.CapfServer, "_accept", accept)
     server = RunningServer(store_path)
     try:
         for _attempt in range(3):

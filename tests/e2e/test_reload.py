@@ -37,14 +37,14 @@ def _phone(name):
                          key_factory=lambda kind, size: ec.generate_private_key(ec.SECP256R1()))
 
 
-@pytest.mark.parametrize("processes", [1, 2])
-def test_sighup_reloads_reopens_the_log_file_and_the_service_goes_on(ca_store, store_path, tmp_path, processes):
+@pytest.mark.parametrize("processes, loop", [(1, "asyncio"), (2, "asyncio"), (1, "uvloop"), (2, "uvloop")])
+def test_sighup_reloads_reopens_the_log_file_and_the_service_goes_on(ca_store, store_path, tmp_path, processes, loop):
     for name in ("SEP0000000E0001", "SEP0000000E0002"):
         add_phone(ca_store, name, operation="install_upgrade", auth_mode="null_string", key_order="ec")
     pid_file, log_file, rotated = tmp_path / "capf.pid", tmp_path / "capf.log", tmp_path / "capf.log.1"
     done = run_cli("--store", store_path, "serve", "--daemon", "--processes", str(processes), "--listen", "127.0.0.1",
                    "--port", "0", "--pid-file", str(pid_file), "--log-file", str(log_file), "--enrolment-interval",
-                   "0", timeout=60)
+                   "0", "--event-loop", loop, timeout=60)
     assert done.returncode == 0, done.stderr
     server = types.SimpleNamespace(port=int(re.search(r"port (\d+)", done.stdout).group(1)),
                                    capf_pem=authority.current(ca_store)["pem"])
@@ -78,6 +78,7 @@ def test_sighup_reloads_reopens_the_log_file_and_the_service_goes_on(ca_store, s
     assert "SEP0000000E0002" not in old and "stopped" not in old, old  # nothing more went to the moved file
     assert "device SEP0000000E0002 operation install_upgrade: succeeded" in new and "CAPF service stopped" in new, new
     assert sorted(int(p) for p in RELOADED.findall(new)) == (workers or [pid])
+    assert old.count(f"runs on the {loop} event loop") == processes, old  # each serving process, on that loop
     assert new.count("log file") >= processes + (1 if processes > 1 else 0), new  # supervisor and each worker
     assert "Traceback" not in old + new
 

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from support.phones import phone, run_enrol
-from support.protocol import RunningServer, add_phone, phone_row
+from support.protocol import EVENT_LOOPS, RunningServer, add_phone, phone_row
 from support.stores import backend_cases
 from _opencapf.dependencies import rsa, serialization
 from _opencapf.protocol import codec
@@ -136,8 +136,9 @@ PATHS = {
 
 
 @pytest.fixture
-def server(ca_store):
-    running = RunningServer(ca_store, ["127.0.0.1"], step_timeout=1.0, handshake_timeout=2.0)
+def server(request, ca_store):
+    running = RunningServer(ca_store, ["127.0.0.1"], getattr(request, "param", "asyncio"), step_timeout=1.0,
+                            handshake_timeout=2.0)
     yield running
     if not running.loop.is_closed():
         running.stop()
@@ -210,6 +211,22 @@ ON_POSTGRESQL = ["installed", "deleted", "fetched", "hang-up-at-store", "service
 
 @pytest.mark.parametrize("backend, path", backend_cases(sorted(PATHS), ON_POSTGRESQL), indirect=["backend"])
 def test_no_operation_is_left_in_progress_when_a_session_ends(server, ca_store, mic_ca, tmp_path, path):
+    _ends_settled(server, ca_store, mic_ca, tmp_path, path)
+
+
+# One path of each kind of ending (completed, the phone hangs up, goes silent, sends garbage, the service
+# stops) on the other event loop: the driver over it ends and records every session the same way.
+ON_EVERY_LOOP = ["installed", "hang-up-before-auth", "silent-at-store", "malformed-at-keygen", "service-stops-at-keygen",
+                 "fetched"]
+
+
+@pytest.mark.parametrize("server", [loop for loop in EVENT_LOOPS if loop != "asyncio"], indirect=True)
+@pytest.mark.parametrize("path", ON_EVERY_LOOP)
+def test_sessions_end_settled_on_every_event_loop(server, ca_store, mic_ca, tmp_path, path):
+    _ends_settled(server, ca_store, mic_ca, tmp_path, path)
+
+
+def _ends_settled(server, ca_store, mic_ca, tmp_path, path):
     settings, has, cut, expected = PATHS[path]
     identity = _prepare(ca_store, server, tmp_path, mic_ca, settings, has)
     before = _sessions(ca_store)

@@ -11,10 +11,12 @@ from _opencapf import authstrings
 from _opencapf.ca import authority
 from _opencapf.ca import certificates as _certificates
 from _opencapf.protocol.codec import Decoder
+from _opencapf.server import event_loop
 from _opencapf.server.service import CapfServer, ServerOptions
 from _opencapf.store import open_store
 from _opencapf.store import phones as _phones
 
+EVENT_LOOPS = ("asyncio", "uvloop")  # the loops the CAPF service runs on (serve --event-loop)
 HAS_IPV6_LOOPBACK = False
 try:
     with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as _probe:
@@ -25,16 +27,16 @@ except OSError:
 
 
 class RunningServer:
-    """A CapfServer on its own event loop in a background thread, with its own connection to ``store``
-    (an open store, whichever its backend, or the path of an SQLite one)."""
+    """A CapfServer on its own event loop (``loop``: asyncio or uvloop) in a background thread, with its own
+    connection to ``store`` (an open store, whichever its backend, or the path of an SQLite one)."""
 
-    def __init__(self, store, addresses=("127.0.0.1",), **options):
+    def __init__(self, store, addresses=("127.0.0.1",), loop="asyncio", **options):
         if isinstance(store, str):
             self.store = open_store(store, actor="capf-server")
         else:
             self.store = open_store(store.location, state_dir=store.state_dir, actor="capf-server")
         self.server = CapfServer(self.store, ServerOptions(addresses=tuple(addresses), port=0, **options))
-        self.loop = asyncio.new_event_loop()
+        self.loop = event_loop.factory(loop)()
         self._thread = threading.Thread(target=self.loop.run_forever, name="capf-test-server", daemon=True)
         self._thread.start()
         self.bound = asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(30)

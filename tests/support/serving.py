@@ -24,15 +24,17 @@ class Serving:
     environment to start from (default this process's), without a crash point unless ``start`` sets one.
     ``cli_options``: global options of the command line before ``serve`` (e.g. ``-v``). ``processes``: the
     ``--processes`` it starts with unless ``start`` names one; one process by default (cheap on a small test
-    machine, and what most tests are about), None to leave it to the ``processes`` service parameter."""
+    machine, and what most tests are about), None to leave it to the ``processes`` service parameter.
+    ``python_path``: directories searched before the engine's (e.g. one that shadows an installed package)."""
 
     def __init__(self, location: str, state_dir: str | None, log_path, *, port: int = 0, env: dict | None = None,
-                 name: str = "serve", cli_options: tuple = (), processes: int | None = 1):
+                 name: str = "serve", cli_options: tuple = (), processes: int | None = 1, python_path: tuple = ()):
         self.location, self.state_dir = location, state_dir
         self.log_path = str(log_path)
         self.port = port
         self.name = name
         self.cli_options = tuple(cli_options)
+        self.python_path = tuple(str(path) for path in python_path)
         self.processes = processes
         self.env = dict(os.environ if env is None else env)
         self.process: subprocess.Popen | None = None
@@ -52,7 +54,7 @@ class Serving:
     def start(self, *extra: str, crash_at: str | None = None) -> "Serving":
         """Start it with the ``serve`` options ``extra``; return once it listens (``crash_at``: the fault
         point at which it kills itself, see ``_opencapf.faults``)."""
-        env = {**self.env, "PYTHONPATH": ENGINE_PATH}
+        env = {**self.env, "PYTHONPATH": os.pathsep.join([*self.python_path, ENGINE_PATH])}
         env.pop(ENV_CRASH_AT, None)
         if crash_at:
             env[ENV_CRASH_AT] = crash_at

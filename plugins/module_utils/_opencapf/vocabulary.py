@@ -82,6 +82,7 @@ SERVICE_PROCESSES = (0, 64)  # worker processes of the CAPF service (0: one per 
 # own memory and store connection, and the store's writes, taken one at a time, bound what more workers add.
 # An explicit value may go higher (up to four per core, see ``cli.serve``).
 AUTOMATIC_PROCESSES_CAP = 8
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")  # the CAPF service's event loop (auto: uvloop when installed)
 SCHEDULER_INTERVAL_SECONDS = (1, 3600)  # how often the CAPF service runs due jobs and lapses deadlines
 RENEW_BEFORE_DAYS = (0, 365)  # automatic renewal: days before an LSC expires (0: off)
 RENEW_MAX_PER_DAY = (1, 100000)  # automatic renewal: phones scheduled in any 24 hours at most

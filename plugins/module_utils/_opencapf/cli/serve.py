@@ -25,12 +25,12 @@ import os
 import signal
 
 from ..errors import ValidationError
-from ..server import metrics
+from ..server import event_loop, metrics
 from ..server.service import ServerOptions, serve
 from ..server.supervisor import Supervisor, automatic_processes, usable_cores
 from ..store import open_store, postgresql
 from ..store import service as service_records
-from ..vocabulary import AUTOMATIC_PROCESSES_CAP, DEFAULT_MAX_SESSION_SECONDS
+from ..vocabulary import AUTOMATIC_PROCESSES_CAP, DEFAULT_MAX_SESSION_SECONDS, EVENT_LOOPS
 from .options import address, bounded, host_port, limit_help
 
 
@@ -61,6 +61,9 @@ def register(subparsers) -> None:
                              "connections that CPU receives (SO_INCOMING_CPU); for a network card whose receive "
                              "queues are spread over the CPUs (RSS). With a single queue every connection would "
                              "go to one worker: leave it off")
+    parser.add_argument("--event-loop", choices=EVENT_LOOPS, default=None,
+                        help="the event loop: auto (uvloop when installed, else asyncio), asyncio or uvloop; "
+                             "default: the event_loop parameter (auto unless set)")
     parser.add_argument("--store-threads", "--workers", dest="store_threads", type=bounded("store_threads"), default=4,
                         help=f"threads for store work in each process ({limit_help('store_threads')}, default 4; "
                              "--workers is its old, deprecated name)")
@@ -117,6 +120,10 @@ def _check(args) -> None:
     if args.cpu_affinity and hasattr(os, "sched_getaffinity") and args.processes > len(os.sched_getaffinity(0)):
         raise ValidationError("--cpu-affinity", f"needs at most one process per usable CPU "
                               f"({len(os.sched_getaffinity(0))} here); lower --processes", args.processes)
+    if args.event_loop is None:
+        args.loop = event_loop.resolve(stored["event_loop"], "the event_loop service parameter")
+    else:
+        args.loop = event_loop.resolve(args.event_loop, "--event-loop")
 
 
 def _options(args) -> ServerOptions:
@@ -156,10 +163,10 @@ def _serve(args, ready, private_fds=(), log_file=None) -> int:
             "CAPF service: processes 0: %d worker process(es), one per usable core (%d usable, at most %d)",
             args.processes, usable_cores(), AUTOMATIC_PROCESSES_CAP)
     if args.processes == 1:
-        asyncio.run(_main(args, ready, log_file))
+        event_loop.run(_main(args, ready, log_file), args.loop)
         return 0
     code = Supervisor(lambda: _open_store(args), _options(args), args.processes, private_fds,
-                      cpu_affinity=args.cpu_affinity, on_hangup=log_file.reopen).run(ready)
+                      cpu_affinity=args.cpu_affinity, on_hangup=log_file.reopen, loop=args.loop).run(ready)
     logging.getLogger("opencapf.server").info("CAPF service stopped")
     return code
 

@@ -71,36 +71,31 @@ def compact_tls_buffers() -> None:
 
     asyncio creates its TLS protocol by the module attribute ``asyncio.sslproto.SSLProtocol`` and has
     no per-connection setting; ``service.serve`` replaces it for the process that runs the service
-    (in which asyncio TLS is the service's alone)."""
+    (in which asyncio TLS is the service's alone). On uvloop, whose TLS is its own, it changes nothing:
+    uvloop allocates a 256 KiB buffer per TLS connection without touching it, so only the pages a read
+    fills become resident (``scripts/bench --only hostile``)."""
     if not issubclass(sslproto.SSLProtocol, _SharedBufferSSLProtocol):
         sslproto.SSLProtocol = _SharedBufferSSLProtocol
 
 
-async def first_bytes(transport, timeout: float) -> bool:
-    """Wait, reading nothing, until the peer of the paused ``transport`` has sent something or
-    closed; False when ``timeout`` seconds passed first.
+async def first_bytes(sock, timeout: float) -> bool:
+    """Wait, reading nothing, until the peer of the accepted socket ``sock`` (not yet owned by a
+    transport) has sent something or closed; False when ``timeout`` seconds passed first.
 
     TLS state costs about 60 KiB from the moment the handshake starts, even before the client's
     ClientHello; waiting here first, a connection that sends nothing costs only its socket and
-    its task. The readiness comes from the event loop's selector, on which the transport, paused,
-    has no reader of its own (``loop._add_reader``, the transports' own way in: the public
-    ``add_reader`` refuses a transport's socket). An event loop without a selector (none that
-    ``serve`` uses) does not wait here; its handshake waits for the bytes instead."""
+    its task. The readiness comes from the event loop (``add_reader``, on asyncio and uvloop alike)."""
     loop = asyncio.get_running_loop()
-    sock = transport.get_extra_info("socket")
-    add, remove = getattr(loop, "_add_reader", None), getattr(loop, "_remove_reader", None)
-    if sock is None or add is None or remove is None:
-        return True
     ready = loop.create_future()
     fd = sock.fileno()
-    add(fd, lambda: ready.done() or ready.set_result(None))
+    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
     try:
         async with asyncio.timeout(timeout):
             await ready
     except TimeoutError:
         return False
     finally:
-        remove(fd)
+        loop.remove_reader(fd)
     return True
 
 

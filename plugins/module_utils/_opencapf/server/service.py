@@ -1,6 +1,6 @@
 # Copyright: contributors to opencapf.capf
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The asyncio TLS driver of the CAPF service (TCP 3804).
+"""The TLS driver of the CAPF service (TCP 3804), on asyncio's event loop or uvloop (``event_loop``).
 
 One task per connection, no thread per connection: the sans-I/O ``ServerSession`` does the
 protocol, and its store work runs right on the event loop (SQLite answers these small
@@ -12,8 +12,9 @@ driver re-reads the service parameters (so changes apply to the next session wit
 restart), refuses IPv6 peers when ``enable_ipv6`` is false, refuses every connection while
 ``ServerOptions.max_connections`` connections are not yet in a session (``admission``: what such a
 connection may cost), and refuses a peer address that already holds ``max_sessions_per_address``
-connections. It then waits, reading nothing and holding no TLS state, for the client's first
-bytes, then for a handshake slot (at most ``ServerOptions.max_handshakes`` TLS handshakes run at
+connections. The driver accepts the connections itself and keeps each a plain socket that nothing
+reads (``_Link``) until it hands it to the event loop's TLS transport: it waits, holding no TLS state,
+for the client's first bytes, then for a handshake slot (at most ``ServerOptions.max_handshakes`` TLS handshakes run at
 once), upgrades the connection to TLS with the current CAPF certificate, the first bytes and the
 handshake within one deadline, and only then waits for a free session slot (back-pressure). A
 client that is slow or silent before or during the handshake therefore never holds a session
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import errno
 import ipaddress
 import logging
 import os
@@ -41,19 +43,20 @@ from ..ca import certificates as ca_certificates
 from ..errors import CapfError
 from ..files import write_private_file
 from ..protocol.session import ServerSession
-from ..sockets import set_nodelay
+from ..sockets import bind_listeners, set_nodelay
 from ..store import Store
 from ..store import service as service_records
 from ..store import sessions as session_records
 from ..vocabulary import DEFAULT_MAX_SESSION_SECONDS, check_limit, format_utc, utc_now
-from . import metrics, scheduling
-from . import scheduling
+from . import event_loop, metrics, scheduling
 from .crl_http import CrlResponder
 from .admission import Reclaimer, compact_tls_buffers, first_bytes
 from .decider import ACTOR, StoreDecider
 
 log = logging.getLogger("opencapf.server")
 READ_SIZE = 16384  # a read and the stream's buffer limit: one TLS record (CAPF messages are smaller)
+ACCEPT_BATCH = 64  # connections accepted per wake-up of a listening socket at most
+ACCEPT_RETRY_SECONDS = 1.0  # pause of a listening socket after the process ran out of descriptors or memory
 # Issuers whose sessions may wait on the network (the online CA's HTTP): their steps run in the
 # thread pool, never on the event loop.
 NETWORK_ISSUERS = ("online_ca",)
@@ -104,7 +107,8 @@ class CapfServer:
         self.session_ids = SessionIds()
         self.bound: list[tuple[str, int]] = []
         self.served = 0
-        self._servers: list[asyncio.AbstractServer] = []
+        self._listeners: list[socket.socket] = []
+        self._stopped: asyncio.Future | None = None  # serve_forever's end
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.options.workers,
                                                            thread_name_prefix="capf-store")
         self._contexts: dict[tuple, ssl.SSLContext] = {}
@@ -129,29 +133,30 @@ class CapfServer:
         self._started_with = {name: parameters[name] for name in service_parameters.RESTART_PARAMETERS}
         addresses = [] if self.options.sockets else list(self.options.addresses or parameters["listen_addresses"])
         port = parameters["port"] if self.options.port is None else self.options.port
-        for sock in self.options.sockets:
-            server = await asyncio.get_running_loop().create_server(self._protocol, sock=sock, backlog=1024)
-            self._servers.append(server)
-            self.bound.append(tuple(sock.getsockname()[:2]))
+        listeners = list(self.options.sockets)
+        wanted = []
         for address in addresses:
             if ipaddress.ip_address(address).version == 6 and not parameters["enable_ipv6"]:
                 log.warning("not listening on %s: the enable_ipv6 service parameter is false", address)
                 continue
-            server = await asyncio.get_running_loop().create_server(
-                self._protocol, host=address, port=port, reuse_address=True, backlog=1024)
-            self._servers.append(server)
-            for sock in server.sockets:
-                host, bound_port = sock.getsockname()[:2]
-                self.bound.append((host, bound_port))
-                port = bound_port  # one port for every address, also when 0 (ephemeral) was asked
-        if not self._servers:
+            wanted.append(address)
+        if wanted:
+            listeners.extend(bind_listeners(wanted, port, 1)[0])  # one port for every address, also for 0
+        if not listeners:
             raise CapfError("listen_addresses leaves nothing to listen on (IPv6 addresses need enable_ipv6)")
+        loop = asyncio.get_running_loop()
+        self._stopped = loop.create_future()
+        for sock in listeners:
+            sock.setblocking(False)
+            self._listeners.append(sock)
+            self.bound.append(tuple(sock.getsockname()[:2]))
+            loop.add_reader(sock.fileno(), self._acceptable, sock)
         for host, bound_port in self.bound:
             log.info("CAPF service listening on %s port %d", host, bound_port)
         return self.bound
 
     async def serve_forever(self) -> None:
-        await asyncio.gather(*(server.serve_forever() for server in self._servers))
+        await asyncio.shield(self._stopped)
 
     async def enrolment_service(self, stop_event: asyncio.Event) -> None:
         """The certificate enrolment service, coupled to CAPF as in the source: it runs inside the
@@ -181,16 +186,13 @@ class CapfServer:
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting, let running sessions finish for up to ``grace`` seconds, then end them."""
-        for server in self._servers:
-            server.close()
+        self._close_listeners()
         if self._tasks:
             _done, pending = await asyncio.wait(list(self._tasks), timeout=grace)
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=5)
-        for server in self._servers:
-            await server.wait_closed()
         await self._durability.wait(self.store.durable_mark)
         self.store.defer_durability(False)
         self._pool.shutdown(wait=True)
@@ -210,8 +212,39 @@ class CapfServer:
                 log.warning("CAPF service (pid %d): %s changed from %s to %s; it takes effect when the service "
                             "restarts", os.getpid(), name, before, parameters[name])
 
-    def _protocol(self) -> asyncio.Protocol:
-        return _PausedStreamProtocol(asyncio.StreamReader(limit=READ_SIZE), self._accept)
+    def _close_listeners(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sock in self._listeners:
+            if sock.fileno() >= 0:
+                loop.remove_reader(sock.fileno())
+                sock.close()
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
+
+    def _acceptable(self, listener: socket.socket) -> None:
+        """Accept what waits on ``listener`` (up to ``ACCEPT_BATCH`` per wake-up): each connection gets
+        its task, and the socket stays plain, unread, until the driver upgrades it to TLS."""
+        loop = asyncio.get_running_loop()
+        for _each in range(ACCEPT_BATCH):
+            try:
+                sock, _peer_address = listener.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    return
+                # Out of descriptors or memory: the connection stays in the backlog; try again shortly.
+                self._quiet_log.warning(("accept",), "cannot accept connections for now: %s", exc.strerror or exc)
+                loop.remove_reader(listener.fileno())
+                loop.call_later(ACCEPT_RETRY_SECONDS, self._accept_again, listener)
+                return
+            sock.setblocking(False)
+            set_nodelay(sock)
+            loop.create_task(self._accept(sock))
+
+    def _accept_again(self, listener: socket.socket) -> None:
+        if listener.fileno() >= 0:
+            asyncio.get_running_loop().add_reader(listener.fileno(), self._acceptable, listener)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -300,26 +333,23 @@ class CapfServer:
 
     # -- one connection -----------------------------------------------------------------------
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept(self, sock: socket.socket) -> None:
         task = asyncio.current_task()
         self._tasks.add(task)
+        link = _Link(sock)
         try:
-            await self._connection(reader, writer)
+            await self._connection(link)
         except asyncio.CancelledError:
             raise
         except Exception:  # a defect of ours, never client input: log it with its traceback
-            log.exception("internal error while serving %s", _peer(writer))
+            log.exception("internal error while serving %s", _peer(link.peername))
         finally:
             self._tasks.discard(task)
-            writer.close()
-            try:
-                await asyncio.wait_for(writer.wait_closed(), 2)
-            except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError):
-                pass
+            await link.close()
             self._reclaimer.ended()
 
-    async def _connection(self, reader, writer) -> None:
-        peer = _peer(writer)
+    async def _connection(self, link: _Link) -> None:
+        peer = _peer(link.peername)
         started = time.monotonic()
         started_at = format_utc(utc_now())
         session_id = self.session_ids()
@@ -329,7 +359,7 @@ class CapfServer:
         def duration() -> int:
             return int((time.monotonic() - started) * 1000)
 
-        if _is_ipv6(writer) and not parameters["enable_ipv6"]:
+        if _is_ipv6(link.peername) and not parameters["enable_ipv6"]:
             log.warning("session %d: refused IPv6 peer %s: the enable_ipv6 service parameter is false",
                         session_id, peer)
             await self._end(record, duration, "refused", "IPv6 is disabled")
@@ -339,7 +369,7 @@ class CapfServer:
             self._quiet_log.warning(("connections",), "session %d: refused %s: %s", session_id, peer, reason)
             await self._end(record, duration, "refused", reason)
             return
-        address = _address(writer)
+        address = _address(link.peername)
         per_address = int(parameters["max_sessions_per_address"])
         if self.per_address.get(address, 0) >= per_address:
             reason = f"per-address connection limit reached (max_sessions_per_address {per_address})"
@@ -356,7 +386,7 @@ class CapfServer:
                 self.before_session -= 1
 
         try:
-            await self._session(reader, writer, (parameters, signer), record, duration, address, in_session)
+            await self._session(link, (parameters, signer), record, duration, address, in_session)
         finally:
             in_session()
             remaining = self.per_address[address] - 1
@@ -365,15 +395,15 @@ class CapfServer:
             else:
                 del self.per_address[address]
 
-    async def _session(self, reader, writer, state, record, duration, address, in_session) -> None:
+    async def _session(self, link: _Link, state, record, duration, address, in_session) -> None:
         parameters, signer = state
         session_id, peer = record["session_id"], record["peer"]
-        _set_keepalive(writer, int(parameters["keepalive_minutes"]) * 60)
+        _set_keepalive(link.sock, int(parameters["keepalive_minutes"]) * 60)
         # One deadline for the whole handshake, from the connection's first moment to its Finished,
         # less only the wait for a handshake slot: a client trickling its bytes gains nothing.
         timeout = self.options.handshake_timeout
         waited = time.monotonic()
-        if not await first_bytes(writer.transport, timeout):  # no TLS state while the client is silent
+        if not await first_bytes(link.sock, timeout):  # no TLS state while the client is silent
             await self._tls_failed(record, duration, address, asyncio.TimeoutError())
             return
         timeout -= time.monotonic() - waited
@@ -384,7 +414,7 @@ class CapfServer:
             return
         try:
             context = self._tls_context(signer, bool(parameters["legacy_tls"]))
-            await asyncio.wait_for(writer.start_tls(context, ssl_handshake_timeout=max(timeout, 0.001)), timeout)
+            reader, writer = await asyncio.wait_for(link.start_tls(context, max(timeout, 0.001)), timeout)
         except (ssl.SSLError, OSError, ConnectionError, asyncio.TimeoutError) as exc:
             await self._tls_failed(record, duration, address, exc)
             return
@@ -568,17 +598,40 @@ class _QuietLog:
                 del self._seen[old]
 
 
-class _PausedStreamProtocol(asyncio.StreamReaderProtocol):
-    """A stream connection that reads nothing until the driver upgrades it to TLS.
+class _Link:
+    """One accepted connection: a plain socket, read by nobody until ``start_tls`` hands it to a TLS
+    transport of the event loop (which then owns it), so that the client's ClientHello waits in the
+    socket while the driver checks limits and waits for a handshake slot, on any event loop."""
 
-    The phone's ClientHello must stay in the socket until ``start_tls`` runs; a plain stream would
-    swallow it into its buffer while the driver checks parameters and waits for a handshake slot.
-    """
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.writer: asyncio.StreamWriter | None = None
+        self._handed = False
+        try:
+            self.peername = sock.getpeername()
+        except OSError:  # the client is gone already
+            self.peername = None
 
-    def connection_made(self, transport) -> None:
-        transport.pause_reading()
-        set_nodelay(transport.get_extra_info("socket"))
-        super().connection_made(transport)
+    async def start_tls(self, context: ssl.SSLContext, handshake_timeout: float):
+        """Upgrade to TLS as the server (the whole handshake); return the stream reader and writer."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=READ_SIZE)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        self._handed = True  # from here the loop's transport closes the socket, also when the handshake fails
+        transport, _protocol = await loop.connect_accepted_socket(
+            lambda: protocol, self.sock, ssl=context, ssl_handshake_timeout=handshake_timeout)
+        self.writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        return reader, self.writer
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            try:
+                await asyncio.wait_for(self.writer.wait_closed(), 2)
+            except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError):
+                pass
+        elif not self._handed:
+            self.sock.close()
 
 
 def _pem_encoding():
@@ -586,17 +639,16 @@ def _pem_encoding():
     return serialization.Encoding.PEM
 
 
-def _peer(writer) -> str:
-    info = writer.get_extra_info("peername")
+def _peer(info) -> str:
+    """``host:port`` of a peer address (``socket.getpeername()``), ``[host]:port`` for IPv6."""
     if not info:
         return "unknown"
     host, port = info[0], info[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _address(writer) -> str:
+def _address(info) -> str:
     """The peer's IP address (an IPv4-mapped IPv6 address as IPv4), the key of the per-address limit."""
-    info = writer.get_extra_info("peername")
     if not info:
         return "unknown"
     try:
@@ -608,8 +660,7 @@ def _address(writer) -> str:
     return str(address)
 
 
-def _is_ipv6(writer) -> bool:
-    info = writer.get_extra_info("peername")
+def _is_ipv6(info) -> bool:
     if not info:
         return False
     address = ipaddress.ip_address(info[0].split("%", maxsplit=1)[0])
@@ -618,10 +669,7 @@ def _is_ipv6(writer) -> bool:
     return address.version == 6
 
 
-def _set_keepalive(writer, idle_seconds: int) -> None:
-    sock = writer.get_extra_info("socket")
-    if sock is None:
-        return
+def _set_keepalive(sock, idle_seconds: int) -> None:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         if hasattr(socket, "TCP_KEEPIDLE"):
@@ -644,6 +692,7 @@ async def serve(store: Store, options: ServerOptions | None = None, ready=None, 
     compact_tls_buffers()
     server = CapfServer(store, options)
     bound = await server.start()
+    log.info("CAPF service (pid %d) runs on the %s event loop", os.getpid(), event_loop.running())
     endpoint = None
     if server.options.metrics_address:
         try:

@@ -4,8 +4,9 @@
 
 The supervisor (the process ``serve`` started, or the daemon) reads the listening parameters,
 binds the listening sockets once and forks one worker process per ``processes`` (``processes`` 0:
-one per usable core, see ``automatic_processes``). Each worker runs
-the asyncio service (``service.serve``) on its own sockets with its own store connection; SQLite
+one per usable core, see ``automatic_processes``). Each worker runs the service (``service.serve``)
+on its own event loop (``event_loop``: asyncio or uvloop, created after the fork), on its own
+sockets with its own store connection; SQLite
 in WAL mode with ``BEGIN IMMEDIATE`` and a busy timeout serialises their writes, and the unique
 (issuer, serial) index keeps serials unique across them. Only the first worker runs the
 certificate enrolment service, so pending online CA requests are polled once, and only it serves
@@ -37,7 +38,7 @@ from ..sockets import bind_listeners, can_share_port, prefer_cpu
 from ..store import Store
 from ..store import service as service_records
 from ..vocabulary import AUTOMATIC_PROCESSES_CAP
-from . import metrics
+from . import event_loop, metrics
 from .service import ServerOptions, serve
 
 log = logging.getLogger("opencapf.server")
@@ -88,8 +89,9 @@ class Supervisor:
     """Run ``processes`` workers; ``open_store()`` gives each worker its own store connection."""
 
     def __init__(self, open_store, options: ServerOptions, processes: int, private_fds=(), cpu_affinity: bool = False,
-                 on_hangup=None):
+                 on_hangup=None, loop: str = "asyncio"):
         self.open_store = open_store
+        self.loop = loop  # the event loop each worker runs on (event_loop.resolve: asyncio or uvloop)
         self.on_hangup = on_hangup or (lambda: None)  # in each process on SIGHUP, before the reload (the log file)
         self.cpu_affinity = cpu_affinity
         self.private_fds = tuple(private_fds)  # the supervisor's own (the daemon's start-up pipe): workers close them
@@ -189,7 +191,7 @@ class Supervisor:
             finally:
                 store.close()
 
-        served = asyncio.run(main())
+        served = event_loop.run(main(), self.loop)
         log.info("CAPF worker %d (pid %d) stopped after serving %d sessions", index, os.getpid(), served)
         return 0
 
