@@ -286,8 +286,8 @@ class StoreDecider(Decider):
             if mode == "null_string":
                 verdict = Verdict(True)
             else:
-                verdict = self._verdict or self._check_certificate(plan.device_name, offer, CERTIFICATE_MODES.get(mode,
-                                                                                                                 "mic"))
+                prefer = CERTIFICATE_MODES.get(mode, "mic")
+                verdict = self._verdict or self._check_certificate(plan.device_name, offer, prefer)
             if not verdict.ok:
                 reason = verdict.reason
                 self._at_end(lambda tx, phone: self._set_result(tx, phone, "failed", reason))
