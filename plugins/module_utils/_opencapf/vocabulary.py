@@ -407,14 +407,23 @@ def parse_utc(value, field: str) -> _dt.datetime | None:
     return moment.astimezone(_dt.timezone.utc).replace(microsecond=0)
 
 
+_last_formatted: tuple = (None, None)  # (moment, its text): a session formats the same second many times
+
+
 def format_utc(moment: _dt.datetime | None) -> str | None:
     """The canonical text form of a UTC time in the store and in results."""
+    global _last_formatted  # pylint: disable=global-statement
     if moment is None:
         return None
     if moment.tzinfo is not _dt.timezone.utc:
         moment = moment.astimezone(_dt.timezone.utc)
-    return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
+    last = _last_formatted
+    if last[0] == moment:
+        return last[1]
+    text = (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
             f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}Z")
+    _last_formatted = (moment, text)
+    return text
 
 
 def utc_now() -> _dt.datetime:

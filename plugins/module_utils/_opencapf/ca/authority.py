@@ -18,6 +18,7 @@ import os
 import secrets
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 
 from ..dependencies import hashes, require, x509, NameOID
 from .. import secretbox
@@ -43,15 +44,29 @@ _SUBJECT_FIELDS = (
 
 @dataclass(frozen=True)
 class Signer:
-    """The active CAPF certificate with its key, ready to sign."""
+    """The active CAPF certificate with its key, ready to sign. What every LSC it signs takes from
+    its certificate is derived once per signer (a new certificate or key makes a new signer)."""
 
     id: int
     certificate: object
     private_key: object
 
-    @property
+    @cached_property
     def common_name(self) -> str:
-        return c.common_name(self.certificate.subject)
+        return c.common_name(self.subject)
+
+    @cached_property
+    def subject(self):
+        return self.certificate.subject
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return c.fingerprint(self.certificate)
+
+    @cached_property
+    def authority_key_identifier(self):
+        """The AuthorityKeyIdentifier extension of the certificates this signer issues."""
+        return c.authority_key_identifier(self.certificate)
 
 
 _cache: dict[tuple[str, str, int], Signer] = {}

@@ -126,6 +126,15 @@ def basic_constraints(certificate):
         return None
 
 
+def authority_key_identifier(certificate):
+    """The AKI naming ``certificate`` as issuer: its own SKI, else one computed from its key."""
+    try:
+        ski = certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(certificate.public_key())
+
+
 def key_usage(certificate):
     try:
         return certificate.extensions.get_extension_for_class(x509.KeyUsage).value

@@ -31,15 +31,6 @@ class Entry:
     reason: str
 
 
-def authority_key_identifier(certificate):
-    """The AKI naming ``certificate`` as issuer: its own SKI, else one computed from its key."""
-    try:
-        ski = certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
-    except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(certificate.public_key())
-
-
 def issuer_location(location: str, fingerprint: str) -> str:
     """The location of the CRL of the CAPF certificate with SHA-256 ``fingerprint``, given a common
     ``location`` (the ``crl_url`` or ``crl_path`` parameter, or ``CRL_PATH``): ``-`` and the first
@@ -51,7 +42,7 @@ def issuer_location(location: str, fingerprint: str) -> str:
 
 def issuer_identity(certificate) -> tuple[bytes, bytes]:
     """(subject DER, key identifier): how an LSC names ``certificate`` as its issuer."""
-    return certificate.subject.public_bytes(), authority_key_identifier(certificate).key_identifier
+    return certificate.subject.public_bytes(), c.authority_key_identifier(certificate).key_identifier
 
 
 def named_issuer(lsc_pem: str) -> tuple[bytes, bytes | None]:
@@ -78,7 +69,7 @@ def build(signer: authority.Signer, entries, number: int, this_update: _dt.datet
         .issuer_name(signer.certificate.subject)
         .last_update(this_update)
         .next_update(this_update + _dt.timedelta(hours=validity_hours))
-        .add_extension(authority_key_identifier(signer.certificate), critical=False)
+        .add_extension(signer.authority_key_identifier, critical=False)
         .add_extension(x509.CRLNumber(number), critical=False)
     )
     for entry in entries:

@@ -43,9 +43,12 @@ def lsc_subject(device_name: str, issuer_subject):
     return x509.Name(attributes)
 
 
-def lsc_extensions(device_name: str, public_key, issuer_certificate=None, crl_url: str = "") -> list[tuple[object, bool]]:
+def lsc_extensions(device_name: str, public_key, issuer_certificate=None, crl_url: str = "", *,
+                   authority_key_id=None) -> list[tuple[object, bool]]:
     """The LSC extensions with their criticality (shared with the CSR that third-party CAs receive);
-    ``crl_url``: the CRL distribution point (the ``crl_url`` service parameter) of an LSC CAPF signs."""
+    ``crl_url``: the CRL distribution point (the ``crl_url`` service parameter) of an LSC CAPF signs;
+    ``authority_key_id``: the AKI of the issuer when the caller has it (else taken from
+    ``issuer_certificate``)."""
     kind, _size = keys.check_phone_public_key(public_key)
     usage = x509.KeyUsage(
         digital_signature=True, content_commitment=False, key_encipherment=kind == "rsa", data_encipherment=False,
@@ -62,13 +65,10 @@ def lsc_extensions(device_name: str, public_key, issuer_certificate=None, crl_ur
             x509.NameAttribute(NameOID.COMMON_NAME, device_name)]))]), False),
         (x509.SubjectKeyIdentifier.from_public_key(public_key), False),
     ]
-    if issuer_certificate is not None:
-        try:
-            ski = issuer_certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-            aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
-        except x509.ExtensionNotFound:
-            aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_certificate.public_key())
-        extensions.append((aki, False))
+    if authority_key_id is None and issuer_certificate is not None:
+        authority_key_id = c.authority_key_identifier(issuer_certificate)
+    if authority_key_id is not None:
+        extensions.append((authority_key_id, False))
     if crl_url:
         extensions.append((x509.CRLDistributionPoints([x509.DistributionPoint(
             full_name=[x509.UniformResourceIdentifier(crl_url)], relative_name=None, reasons=None,
@@ -83,17 +83,18 @@ def build_lsc(signer: authority.Signer, device_name: str, public_key, validity_d
     require("cryptography")
     now = now or utc_now()
     if crl_url:
-        crl_url = crl.issuer_location(crl_url, c.fingerprint(signer.certificate))
+        crl_url = crl.issuer_location(crl_url, signer.fingerprint)
     builder = (
         x509.CertificateBuilder()
-        .subject_name(lsc_subject(device_name, signer.certificate.subject))
-        .issuer_name(signer.certificate.subject)
+        .subject_name(lsc_subject(device_name, signer.subject))
+        .issuer_name(signer.subject)
         .public_key(public_key)
         .serial_number(serial)
         .not_valid_before(now)
         .not_valid_after(now + _dt.timedelta(days=validity_days))
     )
-    for extension, critical in lsc_extensions(device_name, public_key, signer.certificate, crl_url):
+    for extension, critical in lsc_extensions(device_name, public_key, crl_url=crl_url,
+                                                  authority_key_id=signer.authority_key_identifier):
         builder = builder.add_extension(extension, critical=critical)
     return builder.sign(signer.private_key, hashes.SHA256())
 

@@ -33,13 +33,15 @@ def _scrub(details: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
+# json.dumps(details, sort_keys=True, default=str), its encoder made once rather than per event.
+_encode_details = json.JSONEncoder(sort_keys=True, default=str).encode
 _INSERT = "INSERT INTO audit_events (at, actor, action, subject, details) VALUES (?, ?, ?, ?, ?)"
 
 
 def record(tx: Transaction, actor: str, action: str, subject: str = "", **details: Any) -> None:
     """Append one event in the caller's transaction, so it commits with the change it describes
     (inside ``batched(tx)``: with the other events of the batch, in order, as one statement)."""
-    row = (format_utc(utc_now()), actor, action, subject, json.dumps(_scrub(details), sort_keys=True, default=str))
+    row = (format_utc(utc_now()), actor, action, subject, _encode_details(_scrub(details)))
     batch = getattr(tx, "audit_batch", None)
     if batch is not None:
         batch.append(row)
@@ -65,7 +67,7 @@ def record_many(tx: Transaction, actor: str, at: str, events) -> None:
     caller's transaction."""
     tx.executemany(
         _INSERT,
-        [(at, actor, action, subject, json.dumps(_scrub(details), sort_keys=True, default=str))
+        [(at, actor, action, subject, _encode_details(_scrub(details)))
          for action, subject, details in events],
     )
 
