@@ -93,8 +93,9 @@ def build_lsc(signer: authority.Signer, device_name: str, public_key, validity_d
         .not_valid_before(now)
         .not_valid_after(now + _dt.timedelta(days=validity_days))
     )
-    for extension, critical in lsc_extensions(device_name, public_key, crl_url=crl_url,
-                                                  authority_key_id=signer.authority_key_identifier):
+    extensions = lsc_extensions(device_name, public_key, crl_url=crl_url,
+                                authority_key_id=signer.authority_key_identifier)
+    for extension, critical in extensions:
         builder = builder.add_extension(extension, critical=critical)
     return builder.sign(signer.private_key, hashes.SHA256())
 
