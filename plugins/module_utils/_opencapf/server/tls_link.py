@@ -78,10 +78,17 @@ class Link:
         self._established = True
 
     async def read(self, deadline: float) -> bytes | None:
-        """The decrypted bytes the client has sent (everything OpenSSL holds, several records if they
-        came together); ``b""`` when the client closed the connection; None when ``deadline`` passed."""
+        """The decrypted bytes the client has sent (what OpenSSL holds of the record it read, all of
+        it); ``b""`` when the client closed the connection; None when ``deadline`` passed.
+
+        It reads only from the reader's callback: OpenSSL reads one record at a time (no read-ahead)
+        and ``_recv`` takes all it decrypted, so bytes not yet read are in the kernel, where they
+        make the (level-triggered) reader fire, also when they came before the wait began."""
         try:
-            return await self._io(self._recv, deadline)
+            result = await self._wait(self._recv, False, deadline)
+            if result is _WRITABLE:  # the client renegotiates: OpenSSL must write first
+                result = await self._io(self._recv, deadline)
+            return result
         except TimeoutError:
             return None
 
@@ -89,7 +96,10 @@ class Link:
         """Send all of ``data``; ``TimeoutError`` when the client has not taken it by ``deadline``."""
         tls = self.tls
         while data:
-            sent = await self._io(lambda: tls.send(data), deadline)  # pylint: disable=cell-var-from-loop
+            try:
+                sent = tls.send(data)
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):  # the kernel's buffer is full
+                sent = await self._io(lambda: tls.send(data), deadline)  # pylint: disable=cell-var-from-loop
             data = data[sent:]
 
     async def close(self) -> None:
