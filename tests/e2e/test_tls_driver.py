@@ -227,3 +227,22 @@ def test_a_client_that_reads_nothing_is_given_up_at_the_deadline(ca_store, loop)
     waited = event_loop.run(serve(), loop)
     worker.join(15)
     assert 0.45 <= waited < 2
+
+
+# -- TLS 1.3 session tickets ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loop", EVENT_LOOPS)
+def test_a_tls13_handshake_yields_no_session_ticket(ca_store, loop):
+    """Phones never resume a TLS session: the server issues no TLS 1.3 tickets (OpenSSL sends two by
+    default, each made, encrypted and sent for nothing)."""
+    server = RunningServer(ca_store, loop=loop)
+    try:
+        context = _client_context()
+        with context.wrap_socket(socket.create_connection(("127.0.0.1", server.port), timeout=15)) as sock:
+            assert sock.version() == "TLSv1.3"
+            first = Decoder().feed(sock.recv(65536))  # tickets would come before the first message
+            assert first[0].command == Command.AUTH_REQUEST
+            assert sock.session is not None and not sock.session.has_ticket
+    finally:
+        server.stop()

@@ -286,6 +286,7 @@ class CapfServer:
             else:
                 context.minimum_version = ssl.TLSVersion.TLSv1_2
             context.verify_mode = ssl.CERT_NONE  # phones prove themselves inside the protocol
+            context.num_tickets = 0  # no TLS 1.3 session tickets: phones never resume a session (module docstring)
             # The certificate is public; the key comes from its 0600 cache file of the key sealed in the store.
             # The file is named by the certificate's fingerprint, not its row id: a state directory outlives a
             # store created again beside it (or a database rebuilt), whose certificate takes the same id.
