@@ -48,7 +48,7 @@ class Link:
         self._loop = asyncio.get_running_loop()
         self._fd = sock.fileno()
         self._reading = False  # the reader is registered
-        self._unattended = 0  # reader calls in a row while nothing waited
+        self._unattended = 0  # reader calls since the last wait began while nothing waited
         self._waiter: asyncio.Future | None = None
         self._operation = None  # what the reader retries for the waiting task
         self._deadline = 0.0
@@ -165,6 +165,7 @@ class Link:
         (``_RETRY``), or ``deadline`` passed (``TimeoutError``)."""
         loop = self._loop
         waiter = self._waiter = loop.create_future()
+        self._unattended = 0
         if writable:
             loop.add_writer(self._fd, self._writable)
         else:
@@ -221,7 +222,6 @@ class Link:
             self._waiter.set_exception(exc)
             return
         self._operation = None
-        self._unattended = 0
         self._waiter.set_result(result)
 
     def _writable(self) -> None:
