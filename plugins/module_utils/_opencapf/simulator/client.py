@@ -11,6 +11,7 @@ authentication mode it kept in flash.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import ssl
@@ -218,11 +219,18 @@ async def _connect(endpoint: tuple[str, int], target: Target, context: ssl.SSLCo
 
 
 async def _resolve(loop, host: str, port: int, family: int = socket.AF_UNSPEC) -> list:
-    """A numeric address at once; a host name through the loop's resolver."""
+    """A numeric address at once; a host name through the loop's resolver (each time: names may move)."""
     try:
-        return socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
+        return _numeric(host, port, family)
     except socket.gaierror:
         return await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
+
+
+@functools.lru_cache(maxsize=4096)
+def _numeric(host: str, port: int, family: int) -> list:
+    """``getaddrinfo`` of a numeric address (``gaierror`` for a name), once per address and port:
+    every phone of a fleet connects to the same few."""
+    return socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
 
 
 async def _session(identity: PhoneIdentity, endpoint: tuple[str, int], target: Target, context, behaviour,
