@@ -48,7 +48,7 @@ def _fleet(server, names, check, loop: str):
     return event_loop.run(run(), loop)
 
 
-def _certificate(subject: str, public_key, issuer_name, signing_key):
+def _certificate(subject, public_key, issuer_name, signing_key):
     now = dt.datetime.now(dt.timezone.utc)
     name = x509.Name.from_rfc4514_string(subject) if isinstance(subject, str) else subject
     return (x509.CertificateBuilder().subject_name(name).issuer_name(issuer_name).public_key(public_key)
