@@ -7,9 +7,10 @@ The server is the real ``serve`` command (``python -m _opencapf serve``) in its 
 pinned to its cores; the simulated phones (``simulator.client.enrol``) run in another process.
 Phone keys are generated before the timed part (EC P-256: one per phone; RSA-2048: a pool of
 distinct keys shared round-robin, because 10,000 RSA keys would take ten minutes to make; the
-server's work does not depend on it). Every enrolment is verified: the simulator must end with
-``ok`` and the LSC it installed must carry its own key, and afterwards the store must hold one
-installed LSC and one succeeded session per phone.
+server's work does not depend on it). The simulator runs on uvloop when it is installed. Every
+enrolment is verified: the simulator must end with ``ok`` and the LSC it installed must carry its own
+key and be signed by the CAPF certificate, and afterwards the store must hold one installed LSC and
+one succeeded session per phone.
 """
 
 from __future__ import annotations
