@@ -106,4 +106,3 @@ def test_the_check_refuses_every_tampered_lsc(capf_key_type):
     assert verdict(_certificate("CN=SEP0000000000C1", phone_key.public_key(),
                                 x509.Name.from_rfc4514_string("CN=Other-CA"), capf_key)) == \
         "LSC not signed by the CAPF certificate"
-
