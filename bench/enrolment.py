@@ -7,9 +7,10 @@ The server is the real ``serve`` command (``python -m _opencapf serve``) in its 
 pinned to its cores; the simulated phones (``simulator.client.enrol``) run in another process.
 Phone keys are generated before the timed part (EC P-256: one per phone; RSA-2048: a pool of
 distinct keys shared round-robin, because 10,000 RSA keys would take ten minutes to make; the
-server's work does not depend on it). Every enrolment is verified: the simulator must end with
-``ok`` and the LSC it installed must carry its own key, and afterwards the store must hold one
-installed LSC and one succeeded session per phone.
+server's work does not depend on it). The simulator runs on uvloop when it is installed. Every
+enrolment is verified: the simulator must end with ``ok`` and the LSC it installed must carry its own
+key and be signed by the CAPF certificate, and afterwards the store must hold one installed LSC and
+one succeeded session per phone.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ import time
 
 from _opencapf.ca import authority, keys
 from _opencapf.ca import certificates as c
-from _opencapf.dependencies import hashes, padding
+from _opencapf.dependencies import InvalidSignature, UnsupportedAlgorithm, hashes, padding, rsa
 from _opencapf.protocol.phone import PhoneSession
 from _opencapf.protocol.session import ServerSession
+from _opencapf.server import event_loop
 from _opencapf.server.service import CapfServer
 from _opencapf.simulator.client import Target, enrol
 from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
@@ -170,10 +172,53 @@ def _identity(name: str, key) -> PhoneIdentity:
     return PhoneIdentity(PhoneSettings(name), key_factory=lambda _kind, _size: key)
 
 
-async def _enrol_all(identities, target: Target, concurrency: int) -> tuple[list[float], dict]:
+class LscCheck:
+    """Whether an enrolled phone holds what it should: an LSC that carries the phone's own key and
+    whose signature the CAPF certificate's key verifies. What is the same for every phone is made
+    once: the CAPF certificate's subject and public key, and the public key DER of each phone key
+    (the RSA pool's keys serve many phones each)."""
+
+    def __init__(self, capf_pem: str):
+        capf = c.load_pem_certificate(capf_pem)
+        self.subject = capf.subject
+        self.capf_key = capf.public_key()
+        self._key_der: dict = {}
+
+    def key_der(self, key) -> bytes:
+        der = self._key_der.get(key)
+        if der is None:
+            der = self._key_der[key] = c.public_key_der(key.public_key())
+        return der
+
+    def signed(self, lsc) -> bool:
+        """The CAPF certificate names the LSC's issuer and its key verifies the LSC's signature (as
+        ``certificates.signed_by``, with the CAPF key decoded once)."""
+        if lsc.issuer != self.subject:
+            return False
+        parameters = lsc.signature_algorithm_parameters  # RSA: the padding; EC: ECDSA with its hash
+        try:
+            if isinstance(self.capf_key, rsa.RSAPublicKey):
+                self.capf_key.verify(lsc.signature, lsc.tbs_certificate_bytes, parameters, lsc.signature_hash_algorithm)
+            else:
+                self.capf_key.verify(lsc.signature, lsc.tbs_certificate_bytes, parameters)
+        except (InvalidSignature, UnsupportedAlgorithm, TypeError, ValueError):
+            return False
+        return True
+
+    def failure(self, identity: PhoneIdentity, key) -> str | None:
+        """Why the phone's LSC is not right, or None."""
+        lsc = identity.lsc
+        if lsc is None or c.public_key_der(lsc.public_key()) != self.key_der(key):
+            return "no LSC with the phone's key"
+        if not self.signed(lsc):
+            return "LSC not signed by the CAPF certificate"
+        return None
+
+
+async def _enrol_all(identities, target: Target, concurrency: int, check: LscCheck) -> tuple[list[float], dict]:
     """Enrol every identity, ``concurrency`` at a time; the latency of each (from its connect) and
     the failures by reason. An enrolment counts only when the phone ended with an installed LSC
-    that carries its own key."""
+    that carries its own key and is signed by the CAPF certificate."""
     limit = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
     failures: dict[str, int] = {}
@@ -183,34 +228,41 @@ async def _enrol_all(identities, target: Target, concurrency: int) -> tuple[list
             started = time.perf_counter()
             result = await enrol(identity, target, retries=0)
             elapsed = time.perf_counter() - started
-        key = identity.key_factory("", 0)
         if result.outcome != "ok":
             reason = f"{result.outcome}: {result.detail}" if result.detail else result.outcome
-        elif identity.lsc is None or c.public_key_der(identity.lsc.public_key()) != c.public_key_der(key.public_key()):
-            reason = "no LSC with the phone's key"
         else:
-            latencies.append(elapsed)
-            return
+            reason = check.failure(identity, identity.key_factory("", 0))
+            if reason is None:
+                latencies.append(elapsed)
+                return
         failures[reason] = failures.get(reason, 0) + 1
 
     await asyncio.gather(*(one(identity) for identity in identities))
     return latencies, failures
 
 
+def fleet_loop() -> str:
+    """The simulator's event loop: uvloop when installed (its loop costs the phones' process less
+    per enrolment, so that the load generator does not limit the server), else asyncio."""
+    return event_loop.resolve("auto")
+
+
 def _fleet(port: int, capf_pem: str, warm: list, timed: list, concurrency: int, cores, pipe) -> None:
     """The client process: warm up, wait for "go", enrol the timed phones, send what happened."""
     os.sched_setaffinity(0, set(cores))
     target = Target(("127.0.0.1",), port, cadata=capf_pem, timeout=PHONE_TIMEOUT)
-    _latencies, warm_failures = asyncio.run(_enrol_all([_identity(*item) for item in warm], target,
-                                                       min(concurrency, 10)))
+    check = LscCheck(capf_pem)
+    loop = fleet_loop()
+    _latencies, warm_failures = event_loop.run(
+        _enrol_all([_identity(*item) for item in warm], target, min(concurrency, 10), check), loop)
     identities = [_identity(*item) for item in timed]
     pipe.send({"warm_failures": warm_failures})
     pipe.recv()
     cpu_start = time.process_time()
     start = time.perf_counter()
-    latencies, failures = asyncio.run(_enrol_all(identities, target, concurrency))
+    latencies, failures = event_loop.run(_enrol_all(identities, target, concurrency, check), loop)
     pipe.send({"seconds": time.perf_counter() - start, "client_cpu_seconds": time.process_time() - cpu_start,
-               "latencies": latencies, "failures": failures})
+               "latencies": latencies, "failures": failures, "client_event_loop": loop})
 
 
 def _receive(pipe, timeout: float, what: str) -> dict:
@@ -272,6 +324,7 @@ def run_load(directory: str, key_type: str, size: int, concurrency: int, *, serv
         for part in parts:
             for reason, count in part["failures"].items():
                 measured["failures"][reason] = measured["failures"].get(reason, 0) + count
+        client_loop = parts[0]["client_event_loop"]
         cpu = server_cpu(server.pid) - cpu_start
         measured["server_waiting_seconds"] = server_waiting(server.pid) - waiting_start
         peaks = server_peak_rss(server.pid)
@@ -287,6 +340,7 @@ def run_load(directory: str, key_type: str, size: int, concurrency: int, *, serv
     result = _verified(store_path, warmup, measured, cpu, peaks, size, concurrency, processes, key_type,
                        server_cores, client_cores)
     result["client_processes"] = client_processes
+    result["client_event_loop"] = client_loop
     result["cpu_affinity"] = cpu_affinity
     result["client_processes_pinned_per_core"] = client_per_core and client_processes == len(client_cores) > 1
     return result

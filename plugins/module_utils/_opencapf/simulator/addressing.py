@@ -11,6 +11,8 @@ IPv4 when IPv6 fails.
 
 from __future__ import annotations
 
+import functools
+
 from ..errors import ValidationError
 
 IP_MODES = ("dual", "ipv4", "ipv6")
@@ -45,8 +47,14 @@ def _host(entry) -> str:
 
 
 def families(addresses) -> frozenset:
+    return frozenset(_family(_host(address)) for address in addresses)
+
+
+@functools.lru_cache(maxsize=4096)
+def _family(host: str) -> int:
+    """4 or 6 (parsed once per address: every phone of a fleet orders the same CAPF addresses)."""
     import ipaddress
-    return frozenset(ipaddress.ip_address(_host(address).split("%", maxsplit=1)[0]).version for address in addresses)
+    return ipaddress.ip_address(host.split("%", maxsplit=1)[0]).version
 
 
 def plan(ip_mode: str, phone_families, capf_families) -> tuple:
