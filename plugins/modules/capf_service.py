@@ -93,8 +93,8 @@ options:
     type: int
   event_loop:
     description:
-      - Event loop of the CAPF service. Default V(auto), which runs on uvloop (its TLS layer in C costs the service
-        somewhat less CPU per enrolment, see C(docs/benchmarks.md)) when it is installed, as the C(capf_server) role installs it, and on the
+      - Event loop of the CAPF service. Default V(auto), which runs on uvloop (an event loop in C; the TLS driver above it is the same
+        on both loops, see C(docs/benchmarks.md)) when it is installed, as the C(capf_server) role installs it, and on the
         standard asyncio loop otherwise. V(uvloop) refuses to start the service where uvloop is not installed.
       - Takes effect when the service starts or restarts (O(state=restarted)).
     type: str

@@ -27,13 +27,13 @@ PACKAGE_FILES = (
     "issuers/online.py", "issuers/transport.py", "protocol/__init__.py", "protocol/codec.py",
     "protocol/constants.py", "protocol/phone.py", "protocol/proof.py", "protocol/session.py", "server/__init__.py",
     "server/admission.py", "server/crl_http.py", "server/decider.py", "server/event_loop.py", "server/metrics.py",
-    "server/scheduling.py", "server/service.py", "server/supervisor.py", "simulator/__init__.py",
-    "simulator/addressing.py", "simulator/client.py", "simulator/fleet.py", "simulator/identity.py",
-    "simulator/manufacturing.py", "store/__init__.py", "store/audit.py", "store/backend.py",
-    "store/capf_certificates.py", "store/certificates.py", "store/crls.py", "store/csrs.py", "store/directories.py",
-    "store/jobs.py", "store/migrations.py", "store/monitor.py", "store/phones.py", "store/postgresql.py",
-    "store/renewals.py", "store/secrets.py", "store/service.py", "store/sessions.py", "store/sqlite.py",
-    "store/templates.py", "store/trust.py",
+    "server/scheduling.py", "server/service.py", "server/supervisor.py", "server/tls_link.py",
+    "simulator/__init__.py", "simulator/addressing.py", "simulator/client.py", "simulator/fleet.py",
+    "simulator/identity.py", "simulator/manufacturing.py", "store/__init__.py", "store/audit.py",
+    "store/backend.py", "store/capf_certificates.py", "store/certificates.py", "store/crls.py", "store/csrs.py",
+    "store/directories.py", "store/jobs.py", "store/migrations.py", "store/monitor.py", "store/phones.py",
+    "store/postgresql.py", "store/renewals.py", "store/secrets.py", "store/service.py", "store/sessions.py",
+    "store/sqlite.py", "store/templates.py", "store/trust.py",
 )
 
 
@@ -120,6 +120,7 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from .server import scheduling  # noqa: F401
     from .server import service as _server_service  # noqa: F401
     from .server import supervisor  # noqa: F401
+    from .server import tls_link  # noqa: F401
     from .simulator import addressing  # noqa: F401
     from .simulator import client  # noqa: F401
     from .simulator import fleet  # noqa: F401

@@ -86,7 +86,7 @@ PARAMETERS: dict[str, Parameter] = {
                   f"at most {v.AUTOMATIC_PROCESSES_CAP}; applies when the service starts or restarts.",
                   bounds=v.SERVICE_PROCESSES, restart=True),
         Parameter("event_loop", "auto", _choice(v.EVENT_LOOPS), "string",
-                  "Event loop of the CAPF service: uvloop (faster TLS) when installed (auto), the standard asyncio "
+                  "Event loop of the CAPF service: uvloop (an event loop in C) when installed (auto), the standard asyncio "
                   "loop, or uvloop; applies when the service starts or restarts.", choices=v.EVENT_LOOPS, restart=True),
         Parameter("scheduler_interval_seconds", 10, _range(v.SCHEDULER_INTERVAL_SECONDS, " seconds"), "integer",
                   "How often the CAPF service runs due scheduled jobs and lapses operations whose deadline passed.",

@@ -2,11 +2,13 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The event loop the CAPF service runs on: the standard asyncio loop or uvloop.
 
-uvloop (libuv, with TLS in C around OpenSSL's memory BIOs) is an optional accelerator: the
+uvloop (libuv, its event loop written in C) is an optional accelerator: the
 ``event_loop`` service parameter (and ``serve --event-loop``) choose ``auto`` (uvloop when it is
 installed, else asyncio), ``asyncio`` or ``uvloop`` (refused with a one-line error when it is not
-installed). The driver above the loop (``service``) and the sans-I/O protocol below it are the same
-on both; docs/benchmarks.md ("I/O driver") has what each costs per enrolment.
+installed). The driver above the loop (``service``, ``tls_link``: TLS over a non-blocking
+``SSLSocket``, readiness from the loop's ``add_reader``/``add_writer``) and the sans-I/O protocol
+above it are the same on both; docs/benchmarks.md ("I/O driver", "TLS driver over SSLSocket") has
+what each costs per enrolment.
 """
 
 from __future__ import annotations

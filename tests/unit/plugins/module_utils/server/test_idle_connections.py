@@ -1,9 +1,7 @@
 """What an idle connection holds in the service, checked on a real server over real sockets without
 measuring memory (``scripts/bench --only hostile`` measures it): on every event loop, a connection whose
-client has sent nothing has no TLS state and takes no handshake slot, and its first bytes start the
-handshake as ever; on asyncio's loop the TLS connections of the service's thread read through one shared
-receive buffer instead of keeping one each (uvloop's TLS keeps a buffer of its own, allocated but untouched
-beyond what a read fills)."""
+client has sent nothing has no TLS state (no server-side ``SSLSocket``) and takes no handshake slot, and
+its first bytes start the handshake as ever."""
 
 from __future__ import annotations
 
@@ -12,13 +10,11 @@ import gc
 import socket
 import ssl
 import time
-from asyncio import sslproto
 
 import pytest
 
 from support.protocol import EVENT_LOOPS, RunningServer, read_message
 from _opencapf.protocol.constants import Command
-from _opencapf.server.admission import TLS_BUFFER_BYTES, compact_tls_buffers
 
 COUNT = 6
 
@@ -38,19 +34,11 @@ def _in_loop(running: RunningServer, function):
     return asyncio.run_coroutine_threadsafe(call(), running.loop).result(30)
 
 
-def _tls_protocols(running: RunningServer) -> list:
-    """The TLS protocols (asyncio's or uvloop's) of this server's event loop that are alive."""
+def _server_tls_sockets() -> int:
+    """The server side's TLS connections alive in this process (the test's clients are client side)."""
     gc.collect()
-    if isinstance(running.loop, asyncio.BaseEventLoop):
-        return [item for item in gc.get_objects()
-                if isinstance(item, sslproto.SSLProtocol) and getattr(item, "_loop", None) is running.loop]
-    from uvloop import loop as uvloop_loop  # pylint: disable=import-outside-toplevel
-    return [item for item in gc.get_objects() if isinstance(item, uvloop_loop.SSLProtocol)]
-
-
-def _receive_buffers(running: RunningServer) -> list:
-    return [(protocol._ssl_buffer, protocol.get_buffer(-1).obj)  # pylint: disable=protected-access
-            for protocol in _tls_protocols(running)]
+    return sum(1 for item in gc.get_objects()
+               if isinstance(item, ssl.SSLSocket) and item.server_side and item.fileno() >= 0)
 
 
 def _client_context() -> ssl.SSLContext:
@@ -61,28 +49,20 @@ def _client_context() -> ssl.SSLContext:
 
 
 @pytest.mark.parametrize("loop", EVENT_LOOPS)
-def test_connections_hold_no_tls_state_before_their_first_byte_and_share_one_receive_buffer(ca_store, loop):
-    compact_tls_buffers()  # as ``serve`` does for its process
+def test_connections_hold_no_tls_state_before_their_first_byte(ca_store, loop):
     running = RunningServer(ca_store, loop=loop, handshake_timeout=60.0, step_timeout=60.0)
     held = []
     try:
         held = [socket.create_connection(("127.0.0.1", running.port), timeout=30) for _index in range(COUNT)]
         assert _eventually(lambda: running.server.before_session == COUNT)
         assert running.server.handshaking == 0
-        assert _in_loop(running, lambda: len(_tls_protocols(running))) == 0
+        assert _in_loop(running, _server_tls_sockets) == 0
 
         context = _client_context()
         held = [context.wrap_socket(sock) for sock in held]  # their first bytes: the handshake runs as ever
         assert [read_message(sock).command for sock in held] == [Command.AUTH_REQUEST] * COUNT
         assert _eventually(lambda: running.server.active == COUNT)
-        assert _in_loop(running, lambda: len(_tls_protocols(running))) == COUNT
-        if loop != "asyncio":
-            return
-        buffers = _in_loop(running, lambda: _receive_buffers(running))
-        assert len(buffers) == COUNT
-        assert all(own is None for own, _shared in buffers)  # no connection keeps a buffer of its own
-        assert len({id(shared) for _own, shared in buffers}) == 1
-        assert len(buffers[0][1]) == TLS_BUFFER_BYTES
+        assert _in_loop(running, _server_tls_sockets) == COUNT
     finally:
         for sock in held:
             sock.close()
