@@ -4,10 +4,12 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 import hashlib
 import re
 
+from .. import der
 from ..dependencies import require, serialization, x509, ec, rsa, NameOID
 from ..errors import CertificateError, CertificateInputError
 from ..vocabulary import MAX_CERTIFICATES, MAX_INPUT_BYTES, format_utc
@@ -59,22 +61,46 @@ def to_pem(certificate) -> str:
     return certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
 
+def der_to_pem(der_bytes: bytes) -> str:
+    """``to_pem`` of the certificate whose DER is ``der_bytes``, without encoding it again."""
+    text = base64.b64encode(der_bytes).decode("ascii")
+    lines = "\n".join(text[index:index + 64] for index in range(0, len(text), 64))
+    return f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n"
+
+
 def to_der(certificate) -> bytes:
     return certificate.public_bytes(serialization.Encoding.DER)
 
 
 def fingerprint(certificate) -> str:
     """SHA-256 of the DER certificate, lower-case hex: the identity of a certificate."""
-    return hashlib.sha256(to_der(certificate)).hexdigest()
+    return sha256_hex(to_der(certificate))
+
+
+def sha256_hex(der: bytes) -> str:
+    """SHA-256 of a DER encoding, lower-case hex: the fingerprint of a certificate or a public key."""
+    return hashlib.sha256(der).hexdigest()
 
 
 def public_key_der(public_key) -> bytes:
     return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def key_identifier(public_key_der_bytes: bytes) -> bytes:
+    """The key identifier of RFC 5280 4.2.1.2 (1) from a DER SubjectPublicKeyInfo: SHA-1 of its
+    subjectPublicKey bits (what ``x509.SubjectKeyIdentifier.from_public_key`` computes)."""
+    try:
+        parts = der.children(der.read_one(public_key_der_bytes, der.SEQUENCE))
+    except der.DerError as exc:
+        raise CertificateError(f"public key is not a DER SubjectPublicKeyInfo: {exc}") from None
+    if len(parts) != 2 or parts[1].tag != der.BIT_STRING or parts[1].value[:1] != b"\x00":
+        raise CertificateError("public key is not a DER SubjectPublicKeyInfo with whole-octet key bits")
+    return hashlib.sha1(parts[1].value[1:]).digest()  # RFC 5280 names SHA-1 here
+
+
 def public_key_fingerprint(public_key) -> str:
     """SHA-256 of the DER SubjectPublicKeyInfo, lower-case hex."""
-    return hashlib.sha256(public_key_der(public_key)).hexdigest()
+    return sha256_hex(public_key_der(public_key))
 
 
 def load_public_key(data: bytes, field: str = "public_key"):

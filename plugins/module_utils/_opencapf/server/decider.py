@@ -411,7 +411,8 @@ class StoreDecider(Decider):
         """Sign the LSC and commit it durably with the session start and the key request: the one
         write before STORE_CERTIFICATE_REQUEST, which the driver sends only once it is on disk."""
         public_key = _checked_key(public_key_der, choice)
-        key_fingerprint, key_der = c.public_key_fingerprint(public_key), c.public_key_der(public_key)
+        key_der = c.public_key_der(public_key)
+        key_fingerprint = c.sha256_hex(key_der)
         phone_id = self._phone["id"]
         before = (self._started, self._start_written)
 
@@ -428,7 +429,7 @@ class StoreDecider(Decider):
             issued = lsc.issue(self.store, plan.device_name, public_key, source="capf", create_phone=False,
                                device_name_is_wire=True, opening=opening, recorded=record_request,
                                signer=self.signer, validity_days=self.parameters.get("validity_days"),
-                               crl_url=self.parameters.get("crl_url"))
+                               crl_url=self.parameters.get("crl_url"), public_key_der=key_der)
         except CapfError as exc:
             self._started, self._start_written = before  # rolled back with the issuance
             reason = str(exc)
@@ -439,7 +440,7 @@ class StoreDecider(Decider):
             self._started, self._start_written = before
             raise
         faults.checkpoint("lsc.committed")
-        return Issued(issued.id, c.to_der(issued.certificate))
+        return Issued(issued.id, issued.der)
 
     def prepare_csr(self, plan: Plan, public_key_der: bytes, choice: KeyChoice):
         public_key = _checked_key(public_key_der, choice)

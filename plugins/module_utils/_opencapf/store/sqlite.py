@@ -38,6 +38,10 @@ class _SqliteTransaction(Transaction):
     def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
         return self._connection.execute(sql, params).lastrowid
 
+    def insert_unless_conflict(self, sql: str, params: Sequence[Any] = ()) -> int | None:
+        cursor = self._connection.execute(sql, params)
+        return cursor.lastrowid if cursor.rowcount == 1 else None
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         cursor = self._connection.execute(sql, params)
         names = [column[0] for column in cursor.description]

@@ -10,8 +10,9 @@ import pytest
 
 from _opencapf.ca import authority, certificates as c, lsc
 from _opencapf.dependencies import ec, rsa, x509, ExtendedKeyUsageOID, NameOID
-from _opencapf.errors import CertificateError, ValidationError
+from _opencapf.errors import CertificateError, StoreError, ValidationError
 from _opencapf.store import audit, service
+from _opencapf.vocabulary import format_utc
 from support.tools import openssl
 
 LINTER = shutil.which("lint_pkix_cert") or os.path.join(os.path.dirname(os.sys.executable), "lint_pkix_cert")
@@ -119,3 +120,59 @@ def test_lsc_extensions_match_issue_profile_for_ec(ec_phone_key):
     assert not critical
     assert list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH,
                          x509.ObjectIdentifier("1.3.6.1.5.5.7.3.5")]
+
+
+def test_a_serial_drawn_again_is_redrawn_and_the_store_stays_consistent(ca_store, ec_phone_key, monkeypatch):
+    """The unique index on (issuer, serial) answers a clash: the attempt leaves nothing behind (no row,
+    no audit event, no work of the caller's ``opening``/``recorded``), and the LSC gets a fresh serial."""
+    first = lsc.issue(ca_store, "SEP00AABBCCDD06", ec_phone_key.public_key())
+    taken = int(first.serial, 16)
+    draws = iter([taken, taken, taken + 1])
+    monkeypatch.setattr(lsc.x509, "random_serial_number", lambda: next(draws))
+    opened, recorded = [], []
+    second = lsc.issue(ca_store, "SEP00AABBCCDD07", ec_phone_key.public_key(),
+                       opening=lambda tx, phone: opened.append(phone["name"]),
+                       recorded=lambda tx, certificate_id: recorded.append(certificate_id))
+    assert second.serial == format(taken + 1, "x") and second.certificate.serial_number == taken + 1
+    assert opened == ["SEP00AABBCCDD07"] and recorded == [second.id]
+    with ca_store.read() as tx:
+        rows = tx.query("SELECT c.id, c.serial, c.pem, c.fingerprint, c.not_before, c.not_after, p.name FROM "
+                        "certificates c JOIN phones p ON p.id = c.phone_id ORDER BY c.id")
+        issued_events = audit.events(tx, action="certificate.issued", limit=10)
+    assert [(row["name"], row["serial"]) for row in rows] == [("SEP00AABBCCDD06", first.serial),
+                                                              ("SEP00AABBCCDD07", second.serial)]
+    assert [row["id"] for row in rows] == [first.id, second.id]
+    for row, issued in zip(rows, (first, second)):  # each row is its certificate, dates as it carries them
+        certificate = c.load_pem_certificate(row["pem"])
+        assert row["pem"] == issued.pem and c.to_der(certificate) == issued.der
+        assert row["fingerprint"] == c.fingerprint(certificate)
+        assert (row["not_before"], row["not_after"]) == (format_utc(c.not_before(certificate)),
+                                                         format_utc(c.not_after(certificate)))
+    assert [(event["subject"], event["details"]["serial"]) for event in reversed(issued_events)] == \
+        [("SEP00AABBCCDD06", first.serial), ("SEP00AABBCCDD07", second.serial)]
+
+
+def test_a_serial_that_keeps_clashing_fails_the_issuance_and_writes_nothing(ca_store, ec_phone_key, monkeypatch):
+    taken = int(lsc.issue(ca_store, "SEP00AABBCCDD08", ec_phone_key.public_key()).serial, 16)
+    monkeypatch.setattr(lsc.x509, "random_serial_number", lambda: taken)
+    with pytest.raises(StoreError, match="unique serial after 5 attempts"):
+        lsc.issue(ca_store, "SEP00AABBCCDD09", ec_phone_key.public_key(),
+                  opening=lambda tx, phone: pytest.fail("the opening ran for a serial on record"))
+    with ca_store.read() as tx:
+        assert tx.scalar("SELECT count(*) FROM certificates") == 1
+        assert len(audit.events(tx, action="certificate.issued", limit=10)) == 1
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ec"])
+def test_the_key_identifier_and_pem_taken_from_der_are_those_of_the_library(ca_store, kind, rsa_phone_key,
+                                                                             ec_phone_key):
+    """``lsc.issue`` takes the SKI from the key's DER and the PEM from the certificate's DER: both
+    must be exactly what the library computes from the objects."""
+    public_key = (rsa_phone_key if kind == "rsa" else ec_phone_key).public_key()
+    assert c.key_identifier(c.public_key_der(public_key)) == x509.SubjectKeyIdentifier.from_public_key(public_key).digest
+    issued = lsc.issue(ca_store, "SEP00AABBCCDD10", public_key)
+    assert c.der_to_pem(issued.der) == c.to_pem(issued.certificate) == issued.pem
+    assert issued.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value == \
+        x509.SubjectKeyIdentifier.from_public_key(public_key)
+    with pytest.raises(CertificateError, match="SubjectPublicKeyInfo"):
+        c.key_identifier(b"\x30\x03\x02\x01\x01")
