@@ -419,7 +419,7 @@ def format_utc(moment: _dt.datetime | None) -> str | None:
     if moment.tzinfo is not _dt.timezone.utc:
         moment = moment.astimezone(_dt.timezone.utc)
     last = _last_formatted
-    if last[0] == moment:
+    if last[0] is moment or last[0] == moment:  # ``utc_now`` gives one object per second
         return last[1]
     text = (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
             f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}Z")

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from dataclasses import dataclass
 
 from .. import faults
@@ -39,10 +40,23 @@ class IssuedLsc:
 
 def lsc_subject(device_name: str, issuer_subject):
     """CN = device name, then the issuer's O/OU/L/ST/C attributes in the order they appear there."""
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_name), *_inherited_attributes(issuer_subject)])
+
+
+@functools.lru_cache(maxsize=8)
+def _inherited_attributes(issuer_subject) -> tuple:
+    """The attributes of ``issuer_subject`` an LSC's subject takes over (taken once per issuer)."""
     inherited = {getattr(NameOID, name) for name in _INHERITED}
-    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, device_name)]
-    attributes += [attribute for attribute in issuer_subject if attribute.oid in inherited]
-    return x509.Name(attributes)
+    return tuple(attribute for attribute in issuer_subject if attribute.oid in inherited)
+
+
+# The extension values every LSC of a key kind carries alike (immutable objects, made once).
+_BASIC_CONSTRAINTS = x509.BasicConstraints(ca=False, path_length=None)
+_KEY_USAGE = {kind: x509.KeyUsage(
+    digital_signature=True, content_commitment=False, key_encipherment=kind == "rsa", data_encipherment=False,
+    key_agreement=kind == "ec", key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
+) for kind in ("rsa", "ec")}
+_EXTENDED_KEY_USAGE = x509.ExtendedKeyUsage(_LSC_KEY_PURPOSES)
 
 
 def lsc_extensions(device_name: str, public_key, issuer_certificate=None, crl_url: str = "", *,
@@ -56,14 +70,10 @@ def lsc_extensions(device_name: str, public_key, issuer_certificate=None, crl_ur
     caller has it (its key identifier is taken from it)."""
     if kind is None:
         kind, _size = keys.check_phone_public_key(public_key)
-    usage = x509.KeyUsage(
-        digital_signature=True, content_commitment=False, key_encipherment=kind == "rsa", data_encipherment=False,
-        key_agreement=kind == "ec", key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
-    )
     extensions = [
-        (x509.BasicConstraints(ca=False, path_length=None), True),
-        (usage, True),
-        (x509.ExtendedKeyUsage(_LSC_KEY_PURPOSES), False),
+        (_BASIC_CONSTRAINTS, True),
+        (_KEY_USAGE[kind], True),
+        (_EXTENDED_KEY_USAGE, False),
         # The device name as a directoryName: the reference servers' bare-name URI is not a valid
         # RFC 5280 URI, and a device name is not a DNS name.
         (x509.SubjectAlternativeName([x509.DirectoryName(x509.Name([
@@ -92,20 +102,21 @@ def build_lsc(signer: authority.Signer, device_name: str, public_key, validity_d
     now = now or utc_now()
     if crl_url:
         crl_url = crl.issuer_location(crl_url, signer.fingerprint)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(lsc_subject(device_name, signer.subject))
-        .issuer_name(signer.subject)
-        .public_key(public_key)
-        .serial_number(serial)
-        .not_valid_before(now)
-        .not_valid_after(now + _dt.timedelta(days=validity_days))
-    )
+    if not 0 < serial < 2 ** 159:
+        raise ValueError("an LSC serial number must be a positive integer of at most 159 bits")
+    if validity_days < 1:
+        raise ValueError("an LSC must be valid for at least one day")
+    start = now.astimezone(_dt.timezone.utc).replace(tzinfo=None) if now.tzinfo else now  # naive UTC, as the builder keeps it
     extensions = lsc_extensions(device_name, public_key, crl_url=crl_url,
                                 authority_key_id=signer.authority_key_identifier, kind=kind,
                                 public_key_der=public_key_der)
-    for extension, critical in extensions:
-        builder = builder.add_extension(extension, critical=critical)
+    # Every part at once: each of the builder's setters makes a new builder and checks what the lines
+    # above guarantee (types, serial, dates, extensions named once: the profile lists each once).
+    builder = x509.CertificateBuilder(
+        issuer_name=signer.subject, subject_name=lsc_subject(device_name, signer.subject), public_key=public_key,
+        serial_number=serial, not_valid_before=start, not_valid_after=start + _dt.timedelta(days=validity_days),
+        extensions=[x509.Extension(extension.oid, critical, extension) for extension, critical in extensions],
+    )
     return builder.sign(signer.private_key, hashes.SHA256())
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import subprocess
 
 import pytest
 
-from _opencapf.ca import authority, certificates as c, lsc
-from _opencapf.dependencies import ec, rsa, x509, ExtendedKeyUsageOID, NameOID
+from _opencapf.ca import authority, certificates as c, crl, lsc
+from _opencapf.dependencies import ec, hashes, rsa, x509, ExtendedKeyUsageOID, NameOID
 from _opencapf.errors import CertificateError, StoreError, ValidationError
 from _opencapf.store import audit, service
 from _opencapf.vocabulary import format_utc
@@ -177,3 +178,26 @@ def test_the_key_identifier_taken_from_der_is_that_of_the_library(ca_store, kind
     for broken in (b"\x30\x03\x02\x01\x01", spki[:-1], spki + b"\x00", b"\x31" + spki[1:], b"", b"\x30\x85" + spki[2:]):
         with pytest.raises(CertificateError, match="SubjectPublicKeyInfo"):
             c.key_identifier(broken)
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ec"])
+@pytest.mark.parametrize("crl_url", ["", "http://capf.example/crl"])
+def test_an_lsc_is_byte_for_byte_what_the_library_builder_makes(ca_store, kind, crl_url, rsa_phone_key, ec_phone_key):
+    """``build_lsc`` hands the builder every part at once: the certificate (an RSA CAPF key signs
+    deterministically) is exactly the one the builder's own setters, which check each part, make."""
+    public_key = (rsa_phone_key if kind == "rsa" else ec_phone_key).public_key()
+    with ca_store.read() as tx:
+        signer = authority.signer(ca_store, tx)
+    now = dt.datetime(2026, 12, 6, 12, 30, 5, tzinfo=dt.timezone.utc)
+    built = lsc.build_lsc(signer, "SEP00AABBCCDD11", public_key, 30, 2 ** 158 + 7, now, crl_url=crl_url)
+    builder = (x509.CertificateBuilder().subject_name(lsc.lsc_subject("SEP00AABBCCDD11", signer.subject))
+               .issuer_name(signer.subject).public_key(public_key).serial_number(2 ** 158 + 7)
+               .not_valid_before(now).not_valid_after(now + dt.timedelta(days=30)))
+    location = crl.issuer_location(crl_url, signer.fingerprint) if crl_url else ""
+    for extension, critical in lsc.lsc_extensions("SEP00AABBCCDD11", public_key, crl_url=location,
+                                                  authority_key_id=signer.authority_key_identifier):
+        builder = builder.add_extension(extension, critical=critical)
+    assert c.to_der(built) == c.to_der(builder.sign(signer.private_key, hashes.SHA256()))
+    for serial in (0, 2 ** 159):
+        with pytest.raises(ValueError, match="serial"):
+            lsc.build_lsc(signer, "SEP00AABBCCDD11", public_key, 30, serial, now)
