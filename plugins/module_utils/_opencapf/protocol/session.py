@@ -492,6 +492,7 @@ class ServerSession:
 
 
 # What the session waits for in each state, and the method that takes it.
+# pylint: disable=protected-access
 _AWAITED = {
     WAIT_AUTH: (Command.AUTH_RESPONSE, ServerSession._on_auth),
     WAIT_KEY: (Command.KEY_GENERATE_RESPONSE, ServerSession._on_key),
@@ -500,3 +501,4 @@ _AWAITED = {
     WAIT_DELETE: (Command.DELETE_CERTIFICATE_RESPONSE, ServerSession._on_delete),
     WAIT_SIGN: (Command.ENCRYPT_RESPONSE, ServerSession._on_sign),
 }
+# pylint: enable=protected-access

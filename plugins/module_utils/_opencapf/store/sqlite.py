@@ -94,7 +94,7 @@ class _Opened:
         finally:
             backend._lock.release()  # pylint: disable=protected-access
 
-    def __exit__(self, exc_type, exc, traceback) -> bool:
+    def __exit__(self, exc_type, _exc_value, _traceback) -> bool:
         backend = self._backend
         connection = backend._connection  # pylint: disable=protected-access
         try:
