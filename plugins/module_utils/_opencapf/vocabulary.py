@@ -12,6 +12,7 @@ import datetime as _dt
 import ipaddress
 import math
 import re
+import time
 from dataclasses import dataclass
 
 from .errors import ValidationError
@@ -418,7 +419,7 @@ def format_utc(moment: _dt.datetime | None) -> str | None:
     if moment.tzinfo is not _dt.timezone.utc:
         moment = moment.astimezone(_dt.timezone.utc)
     last = _last_formatted
-    if last[0] == moment:
+    if last[0] is moment or last[0] == moment:  # ``utc_now`` gives one object per second
         return last[1]
     text = (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
             f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}Z")
@@ -426,8 +427,19 @@ def format_utc(moment: _dt.datetime | None) -> str | None:
     return text
 
 
+_last_now: tuple = (None, None)  # (whole seconds since the epoch, that second as a datetime)
+
+
 def utc_now() -> _dt.datetime:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+    """This second, UTC (a datetime is immutable: the same second gives the same object)."""
+    global _last_now  # pylint: disable=global-statement
+    seconds = int(time.time())
+    last = _last_now
+    if last[0] == seconds:
+        return last[1]
+    moment = _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc)
+    _last_now = (seconds, moment)
+    return moment
 
 
 _MAIL_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"

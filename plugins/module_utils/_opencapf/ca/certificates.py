@@ -65,16 +65,53 @@ def to_der(certificate) -> bytes:
 
 def fingerprint(certificate) -> str:
     """SHA-256 of the DER certificate, lower-case hex: the identity of a certificate."""
-    return hashlib.sha256(to_der(certificate)).hexdigest()
+    return sha256_hex(to_der(certificate))
+
+
+def sha256_hex(der: bytes) -> str:
+    """SHA-256 of a DER encoding, lower-case hex: the fingerprint of a certificate or a public key."""
+    return hashlib.sha256(der).hexdigest()
 
 
 def public_key_der(public_key) -> bytes:
     return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def _der_header(data: bytes, offset: int) -> tuple[int, int, int]:
+    """(tag, start, end) of the value of the DER element at ``offset`` (a definite length within ``data``)."""
+    if offset + 2 > len(data):
+        raise CertificateError("public key is not a DER SubjectPublicKeyInfo: truncated")
+    tag, first = data[offset], data[offset + 1]
+    start = offset + 2
+    if first < 0x80:
+        length = first
+    else:
+        octets = first & 0x7F
+        if not 0 < octets <= 4:
+            raise CertificateError("public key is not a DER SubjectPublicKeyInfo: bad length")
+        start += octets
+        length = int.from_bytes(data[offset + 2:start], "big")
+    if start + length > len(data):
+        raise CertificateError("public key is not a DER SubjectPublicKeyInfo: truncated")
+    return tag, start, start + length
+
+
+def key_identifier(public_key_der_bytes: bytes) -> bytes:
+    """The key identifier of RFC 5280 4.2.1.2 (1) from a DER SubjectPublicKeyInfo (SEQUENCE of the
+    algorithm SEQUENCE and the key BIT STRING): SHA-1 of its subjectPublicKey bits, as
+    ``x509.SubjectKeyIdentifier.from_public_key`` computes it from the key."""
+    data = public_key_der_bytes
+    tag, start, end = _der_header(data, 0)
+    algorithm_tag, _algorithm_start, algorithm_end = _der_header(data, start) if tag == 0x30 else (0, 0, 0)
+    bits_tag, bits_start, bits_end = _der_header(data, algorithm_end) if algorithm_tag == 0x30 else (0, 0, 0)
+    if end != len(data) or bits_tag != 0x03 or bits_end != end or data[bits_start:bits_start + 1] != b"\x00":
+        raise CertificateError("public key is not a DER SubjectPublicKeyInfo with whole-octet key bits")
+    return hashlib.sha1(data[bits_start + 1:bits_end]).digest()  # RFC 5280 names SHA-1 here
+
+
 def public_key_fingerprint(public_key) -> str:
     """SHA-256 of the DER SubjectPublicKeyInfo, lower-case hex."""
-    return hashlib.sha256(public_key_der(public_key)).hexdigest()
+    return sha256_hex(public_key_der(public_key))
 
 
 def load_public_key(data: bytes, field: str = "public_key"):

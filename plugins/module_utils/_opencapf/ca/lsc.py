@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from dataclasses import dataclass
 
 from .. import faults
@@ -21,6 +22,7 @@ from . import crl, keys
 
 CAPF_ISSUER = "capf"
 IPSEC_END_SYSTEM = "1.3.6.1.5.5.7.3.5"
+_LSC_KEY_PURPOSES = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH, x509.ObjectIdentifier(IPSEC_END_SYSTEM))
 _INHERITED = ("ORGANIZATION_NAME", "ORGANIZATIONAL_UNIT_NAME", "LOCALITY_NAME", "STATE_OR_PROVINCE_NAME",
               "COUNTRY_NAME")
 
@@ -33,37 +35,51 @@ class IssuedLsc:
     certificate: object
     pem: str
     not_after: str
+    der: bytes = b""
 
 
 def lsc_subject(device_name: str, issuer_subject):
     """CN = device name, then the issuer's O/OU/L/ST/C attributes in the order they appear there."""
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_name), *_inherited_attributes(issuer_subject)])
+
+
+@functools.lru_cache(maxsize=8)
+def _inherited_attributes(issuer_subject) -> tuple:
+    """The attributes of ``issuer_subject`` an LSC's subject takes over (taken once per issuer)."""
     inherited = {getattr(NameOID, name) for name in _INHERITED}
-    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, device_name)]
-    attributes += [attribute for attribute in issuer_subject if attribute.oid in inherited]
-    return x509.Name(attributes)
+    return tuple(attribute for attribute in issuer_subject if attribute.oid in inherited)
+
+
+# The extension values every LSC of a key kind carries alike (immutable objects, made once).
+_BASIC_CONSTRAINTS = x509.BasicConstraints(ca=False, path_length=None)
+_KEY_USAGE = {kind: x509.KeyUsage(
+    digital_signature=True, content_commitment=False, key_encipherment=kind == "rsa", data_encipherment=False,
+    key_agreement=kind == "ec", key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
+) for kind in ("rsa", "ec")}
+_EXTENDED_KEY_USAGE = x509.ExtendedKeyUsage(_LSC_KEY_PURPOSES)
 
 
 def lsc_extensions(device_name: str, public_key, issuer_certificate=None, crl_url: str = "", *,
-                   authority_key_id=None) -> list[tuple[object, bool]]:
+                   authority_key_id=None, kind: str | None = None,
+                   public_key_der: bytes | None = None) -> list[tuple[object, bool]]:
     """The LSC extensions with their criticality (shared with the CSR that third-party CAs receive);
     ``crl_url``: the CRL distribution point (the ``crl_url`` service parameter) of an LSC CAPF signs;
     ``authority_key_id``: the AKI of the issuer when the caller has it (else taken from
-    ``issuer_certificate``)."""
-    kind, _size = keys.check_phone_public_key(public_key)
-    usage = x509.KeyUsage(
-        digital_signature=True, content_commitment=False, key_encipherment=kind == "rsa", data_encipherment=False,
-        key_agreement=kind == "ec", key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
-    )
+    ``issuer_certificate``); ``kind``: ``keys.check_phone_public_key(public_key)[0]`` when the caller
+    has checked the key already; ``public_key_der``: the key's DER SubjectPublicKeyInfo when the
+    caller has it (its key identifier is taken from it)."""
+    if kind is None:
+        kind, _size = keys.check_phone_public_key(public_key)
     extensions = [
-        (x509.BasicConstraints(ca=False, path_length=None), True),
-        (usage, True),
-        (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH,
-                                x509.ObjectIdentifier(IPSEC_END_SYSTEM)]), False),
+        (_BASIC_CONSTRAINTS, True),
+        (_KEY_USAGE[kind], True),
+        (_EXTENDED_KEY_USAGE, False),
         # The device name as a directoryName: the reference servers' bare-name URI is not a valid
         # RFC 5280 URI, and a device name is not a DNS name.
         (x509.SubjectAlternativeName([x509.DirectoryName(x509.Name([
             x509.NameAttribute(NameOID.COMMON_NAME, device_name)]))]), False),
-        (x509.SubjectKeyIdentifier.from_public_key(public_key), False),
+        (x509.SubjectKeyIdentifier(c.key_identifier(public_key_der)) if public_key_der is not None
+         else x509.SubjectKeyIdentifier.from_public_key(public_key), False),
     ]
     if authority_key_id is None and issuer_certificate is not None:
         authority_key_id = c.authority_key_identifier(issuer_certificate)
@@ -77,48 +93,62 @@ def lsc_extensions(device_name: str, public_key, issuer_certificate=None, crl_ur
 
 
 def build_lsc(signer: authority.Signer, device_name: str, public_key, validity_days: int, serial: int,
-              now: _dt.datetime | None = None, crl_url: str = ""):
+              now: _dt.datetime | None = None, crl_url: str = "", *, kind: str | None = None,
+              public_key_der: bytes | None = None):
     """Build and sign one LSC with SHA-256 (naming the CRL of ``signer`` at ``crl_url``, see
-    ``crl.issuer_location``, as its CRL distribution point when given)."""
+    ``crl.issuer_location``, as its CRL distribution point when given); ``now``: its notBefore, a
+    whole second (default: this second); ``kind``, ``public_key_der``: as ``lsc_extensions`` takes them."""
     require("cryptography")
     now = now or utc_now()
     if crl_url:
         crl_url = crl.issuer_location(crl_url, signer.fingerprint)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(lsc_subject(device_name, signer.subject))
-        .issuer_name(signer.subject)
-        .public_key(public_key)
-        .serial_number(serial)
-        .not_valid_before(now)
-        .not_valid_after(now + _dt.timedelta(days=validity_days))
-    )
+    if not 0 < serial < 2 ** 159:
+        raise ValueError("an LSC serial number must be a positive integer of at most 159 bits")
+    if validity_days < 1:
+        raise ValueError("an LSC must be valid for at least one day")
+    start = now.astimezone(_dt.timezone.utc).replace(tzinfo=None) if now.tzinfo else now  # naive UTC, as the builder keeps it
     extensions = lsc_extensions(device_name, public_key, crl_url=crl_url,
-                                authority_key_id=signer.authority_key_identifier)
-    for extension, critical in extensions:
-        builder = builder.add_extension(extension, critical=critical)
+                                authority_key_id=signer.authority_key_identifier, kind=kind,
+                                public_key_der=public_key_der)
+    # Every part at once: each of the builder's setters makes a new builder and checks what the lines
+    # above guarantee (types, serial, dates, extensions named once: the profile lists each once).
+    builder = x509.CertificateBuilder(
+        issuer_name=signer.subject, subject_name=lsc_subject(device_name, signer.subject), public_key=public_key,
+        serial_number=serial, not_valid_before=start, not_valid_after=start + _dt.timedelta(days=validity_days),
+        extensions=[x509.Extension(extension.oid, critical, extension) for extension, critical in extensions],
+    )
     return builder.sign(signer.private_key, hashes.SHA256())
+
+
+class _SerialTaken(Exception):
+    """The serial just drawn is on record already: the issuance's transaction is rolled back and redrawn."""
 
 
 def issue(store: Store, device_name: str, public_key, *, source: str = "cli", validity_days: int | None = None,
           create_phone: bool = True, device_name_is_wire: bool = False, recorded=None, opening=None,
-          signer: authority.Signer | None = None, crl_url: str | None = None) -> IssuedLsc:
+          signer: authority.Signer | None = None, crl_url: str | None = None,
+          public_key_der: bytes | None = None) -> IssuedLsc:
     """Sign an LSC for ``device_name`` and record it (status ``issued``) in one transaction;
-    ``opening(tx, phone)``, when given, runs first in that transaction with the phone's current row
-    (the caller's records the LSC's issuance depends on), and ``recorded(tx, certificate_id)`` adds the
-    caller's records that depend on the LSC's row.
+    ``opening(tx, phone)``, when given, runs in that transaction with the phone's current row once
+    the LSC's row is in (the caller's records the LSC's issuance depends on), and
+    ``recorded(tx, certificate_id)`` adds the caller's records that depend on the LSC's row.
 
     The serial is a fresh random positive integer of at most 20 octets; the unique index on
-    (issuer, serial) guarantees that a serial never repeats, and a clash is retried. The signature
-    is made before the write transaction begins, so that the store's write lock is never held
-    while a key signs (other sessions, and other server processes, write meanwhile). ``signer``
+    (issuer, serial) guarantees that a serial never repeats: the LSC's row is inserted first, and
+    when its serial is taken nothing of the transaction is kept and a new serial is drawn. The
+    signature is made before the write transaction begins, so that the store's write lock is never
+    held while a key signs (other sessions, and other server processes, write meanwhile). ``signer``
     ``validity_days`` and ``crl_url``, when the caller has them (the CAPF service reads them when a
-    phone connects), spare the read of the active CAPF certificate and the parameters.
+    phone connects), spare the read of the active CAPF certificate and the parameters;
+    ``public_key_der``, the DER SubjectPublicKeyInfo of ``public_key`` when the caller has it,
+    spares encoding the key again.
     """
     name = device_name.upper() if device_name_is_wire else normalise_device_name(device_name, "device_name")
-    keys.check_phone_public_key(public_key)
+    kind, _size = keys.check_phone_public_key(public_key)
     if validity_days is not None:
         validity_days = check_validity_days(validity_days)
+    key_der = public_key_der or c.public_key_der(public_key)
+    key_fingerprint = c.sha256_hex(key_der)
     for _attempt in range(5):
         serial = x509.random_serial_number()
         serial_text = format(serial, "x")
@@ -127,26 +157,33 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
                 signer = signer or authority.signer(store, tx)
                 validity_days = validity_days or service_records.value(tx, "validity_days")
                 crl_url = service_records.value(tx, "crl_url") if crl_url is None else crl_url
-        certificate = build_lsc(signer, name, public_key, validity_days, serial, crl_url=crl_url)
+        now = utc_now()
+        # The certificate's own dates, as it carries them (whole seconds, UTC).
+        not_before, not_after = format_utc(now), format_utc(now + _dt.timedelta(days=validity_days))
+        certificate = build_lsc(signer, name, public_key, validity_days, serial, now, crl_url=crl_url, kind=kind,
+                                public_key_der=key_der)
+        der = c.to_der(certificate)
         pem = c.to_pem(certificate)
-        with store.transaction() as tx:
-            if certificate_records.serial_taken(tx, CAPF_ISSUER, serial_text):
-                continue
-            phone = phone_records.ensure(tx, store.actor, name) if create_phone else phone_records.get(tx, name)
-            if phone is None:
-                raise StoreError(f"device {name} is not in the store")
-            if opening is not None:
-                opening(tx, phone)
-            new_id = certificate_records.insert(
-                tx, phone_id=phone["id"], kind="lsc", serial=serial_text, issuer=CAPF_ISSUER,
-                fingerprint=c.fingerprint(certificate), public_key_fingerprint=c.public_key_fingerprint(public_key),
-                status="issued", source=source, pem=pem, not_before=format_utc(c.not_before(certificate)),
-                not_after=format_utc(c.not_after(certificate)),
-            )
-            audit.record(tx, store.actor, "certificate.issued", name, serial=serial_text, source=source,
-                         signer=signer.common_name)
-            if recorded is not None:
-                recorded(tx, new_id)
-            faults.checkpoint("lsc.signed")
-        return IssuedLsc(new_id, name, serial_text, certificate, pem, format_utc(c.not_after(certificate)))
+        try:
+            with store.transaction() as tx:
+                phone = phone_records.ensure(tx, store.actor, name) if create_phone else phone_records.get(tx, name)
+                if phone is None:
+                    raise StoreError(f"device {name} is not in the store")
+                new_id = certificate_records.insert_new_serial(
+                    tx, phone_id=phone["id"], kind="lsc", serial=serial_text, issuer=CAPF_ISSUER,
+                    fingerprint=c.sha256_hex(der), public_key_fingerprint=key_fingerprint,
+                    status="issued", source=source, pem=pem, not_before=not_before, not_after=not_after,
+                )
+                if new_id is None:
+                    raise _SerialTaken()
+                if opening is not None:
+                    opening(tx, phone)
+                audit.record(tx, store.actor, "certificate.issued", name, serial=serial_text, source=source,
+                             signer=signer.common_name)
+                if recorded is not None:
+                    recorded(tx, new_id)
+                faults.checkpoint("lsc.signed")
+        except _SerialTaken:
+            continue
+        return IssuedLsc(new_id, name, serial_text, certificate, pem, not_after, der)
     raise StoreError("could not allocate a unique serial after 5 attempts")

@@ -277,14 +277,10 @@ class ServerSession:
         if message.command == Command.REQUEST_IN_PROGRESS:
             self._keepalive(now)
             return b""
-        expected = {WAIT_AUTH: Command.AUTH_RESPONSE, WAIT_KEY: Command.KEY_GENERATE_RESPONSE,
-                    WAIT_STORE: Command.STORE_CERTIFICATE_RESPONSE, WAIT_FETCH: Command.FETCH_CERTIFICATE_RESPONSE,
-                    WAIT_DELETE: Command.DELETE_CERTIFICATE_RESPONSE, WAIT_SIGN: Command.ENCRYPT_RESPONSE}[self.state]
+        expected, handler = _AWAITED[self.state]
         if message.command != expected:
             raise ProtocolError(f"expected {expected.name}, got {message.name}")
-        handler = {WAIT_AUTH: self._on_auth, WAIT_KEY: self._on_key, WAIT_STORE: self._on_store,
-                   WAIT_FETCH: self._on_fetch, WAIT_DELETE: self._on_delete, WAIT_SIGN: self._on_sign}[self.state]
-        return handler(message, now)
+        return handler(self, message, now)
 
     def _keepalive(self, now: float) -> None:
         if self.state == WAIT_KEY and self._plan is not None:
@@ -493,3 +489,16 @@ class ServerSession:
         ok = message.u8(Tag.REASON) == Reason.UPDATE_CERTIFICATE
         self.decider.deleted(self._plan, ok)
         return self._end(Reason.UPDATE_CERTIFICATE, "succeeded", "LSC deleted" if ok else "phone had no LSC")
+
+
+# What the session waits for in each state, and the method that takes it.
+# pylint: disable=protected-access
+_AWAITED = {
+    WAIT_AUTH: (Command.AUTH_RESPONSE, ServerSession._on_auth),
+    WAIT_KEY: (Command.KEY_GENERATE_RESPONSE, ServerSession._on_key),
+    WAIT_STORE: (Command.STORE_CERTIFICATE_RESPONSE, ServerSession._on_store),
+    WAIT_FETCH: (Command.FETCH_CERTIFICATE_RESPONSE, ServerSession._on_fetch),
+    WAIT_DELETE: (Command.DELETE_CERTIFICATE_RESPONSE, ServerSession._on_delete),
+    WAIT_SIGN: (Command.ENCRYPT_RESPONSE, ServerSession._on_sign),
+}
+# pylint: enable=protected-access

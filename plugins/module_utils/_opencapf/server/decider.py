@@ -16,7 +16,6 @@ transaction of its own, so that failures are counted serialised.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import logging
 
@@ -52,13 +51,17 @@ def key_choices(phone: dict) -> tuple:
 def load_phone_key(data: bytes):
     """The phone's PUBLIC_KEY element as a key: strict DER SubjectPublicKeyInfo, with one repair:
     old Jabber builds leave out the BIT STRING's unused-bits octet (quirk 10)."""
-    for candidate in (bytes(data), _repair_bit_string(bytes(data))):
-        if candidate is None:
-            continue
+    data = bytes(data)
+    try:
+        return serialization.load_der_public_key(data)
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # e.g. an algorithm identifier nobody knows
+        pass
+    repaired = _repair_bit_string(data)  # only for a key that does not load as it came
+    if repaired is not None:
         try:
-            return serialization.load_der_public_key(candidate)
-        except (ValueError, TypeError, UnsupportedAlgorithm):  # e.g. an algorithm identifier nobody knows
-            continue
+            return serialization.load_der_public_key(repaired)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            pass
     raise ProtocolError("PUBLIC_KEY is not a DER SubjectPublicKeyInfo")
 
 
@@ -240,17 +243,16 @@ class StoreDecider(Decider):
                     self._verdict = self._check_certificate(phone["name"], presented,
                                                             CERTIFICATE_MODES[phone["auth_mode"]], tx)
         self._phone = phone
-        plan = Plan(
+        if refusal and lapsed:
+            self._at_end(lambda tx, current: self._set_result(tx, current, "lapsed", refusal))
+        return Plan(
             device_name=phone["name"], operation=pending_operation(phone), auth_mode=phone["auth_mode"],
-            key_choices=key_choices(phone), keygen_attempts=int(self.parameters["keygen_attempts"]),
+            key_choices=key_choices(phone), refusal=refusal,
+            keygen_attempts=int(self.parameters["keygen_attempts"]),
             keygen_timeout=60.0 * int(self.parameters["keygen_timeout_minutes"]),
             keepalive=60.0 * int(self.parameters["keepalive_minutes"]),
+            issuer=Plan.issuer if refusal else self.parameters["issuer"],  # a refused session reaches no issuer
         )
-        if refusal:
-            if lapsed:
-                self._at_end(lambda tx, current: self._set_result(tx, current, "lapsed", refusal))
-            return dataclasses.replace(plan, refusal=refusal)
-        return dataclasses.replace(plan, issuer=self.parameters["issuer"])
 
     def third_party_state(self, plan: Plan):
         phone = self._phone
@@ -411,7 +413,8 @@ class StoreDecider(Decider):
         """Sign the LSC and commit it durably with the session start and the key request: the one
         write before STORE_CERTIFICATE_REQUEST, which the driver sends only once it is on disk."""
         public_key = _checked_key(public_key_der, choice)
-        key_fingerprint, key_der = c.public_key_fingerprint(public_key), c.public_key_der(public_key)
+        key_der = c.public_key_der(public_key)
+        key_fingerprint = c.sha256_hex(key_der)
         phone_id = self._phone["id"]
         before = (self._started, self._start_written)
 
@@ -428,7 +431,7 @@ class StoreDecider(Decider):
             issued = lsc.issue(self.store, plan.device_name, public_key, source="capf", create_phone=False,
                                device_name_is_wire=True, opening=opening, recorded=record_request,
                                signer=self.signer, validity_days=self.parameters.get("validity_days"),
-                               crl_url=self.parameters.get("crl_url"))
+                               crl_url=self.parameters.get("crl_url"), public_key_der=key_der)
         except CapfError as exc:
             self._started, self._start_written = before  # rolled back with the issuance
             reason = str(exc)
@@ -439,7 +442,7 @@ class StoreDecider(Decider):
             self._started, self._start_written = before
             raise
         faults.checkpoint("lsc.committed")
-        return Issued(issued.id, c.to_der(issued.certificate))
+        return Issued(issued.id, issued.der)
 
     def prepare_csr(self, plan: Plan, public_key_der: bytes, choice: KeyChoice):
         public_key = _checked_key(public_key_der, choice)

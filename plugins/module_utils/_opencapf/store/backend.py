@@ -33,6 +33,11 @@ class Transaction(abc.ABC):
         """Run an INSERT into a table with an ``id`` key; return the new id."""
 
     @abc.abstractmethod
+    def insert_unless_conflict(self, sql: str, params: Sequence[Any] = ()) -> int | None:
+        """Run an INSERT ... ON CONFLICT DO NOTHING into a table with an ``id`` key; return the new id,
+        or None when the conflict left the table as it was."""
+
+    @abc.abstractmethod
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Return every row of a query as a dict."""
 

@@ -27,6 +27,21 @@ def insert(tx: Transaction, *, phone_id: int, kind: str, serial: str, issuer: st
     )
 
 
+def insert_new_serial(tx: Transaction, *, phone_id: int, kind: str, serial: str, issuer: str, fingerprint: str,
+                      public_key_fingerprint: str, status: str, source: str, pem: str, not_before: str,
+                      not_after: str) -> int | None:
+    """``insert`` a certificate whose serial was just drawn: None, and nothing written, when the unique
+    index on (issuer, serial) already holds that serial (the caller draws another)."""
+    now = format_utc(utc_now())
+    return tx.insert_unless_conflict(
+        "INSERT INTO certificates (phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, status, "
+        "source, pem, not_before, not_after, issued_at, installed_at, status_changed_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (issuer, serial) DO NOTHING",
+        (phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, status, source, pem, not_before,
+         not_after, now, now if status == "installed" else None, now),
+    )
+
+
 def serial_taken(tx: Transaction, issuer: str, serial: str) -> bool:
     return tx.one("SELECT 1 AS taken FROM certificates WHERE issuer = ? AND serial = ?", (issuer, serial)) is not None
 

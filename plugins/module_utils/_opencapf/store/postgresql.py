@@ -116,6 +116,12 @@ class _PostgresTransaction(Transaction):
             cursor.execute(translate(sql) + " RETURNING id", _params(params))
             return cursor.fetchone()[0]
 
+    def insert_unless_conflict(self, sql: str, params: Sequence[Any] = ()) -> int | None:
+        with self._connection.cursor() as cursor:
+            cursor.execute(translate(sql) + " RETURNING id", _params(params))
+            row = cursor.fetchone()
+            return None if row is None else row[0]
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._connection.cursor(row_factory=dict_row) as cursor:
             cursor.execute(translate(sql), _params(params))

@@ -38,6 +38,10 @@ class _SqliteTransaction(Transaction):
     def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
         return self._connection.execute(sql, params).lastrowid
 
+    def insert_unless_conflict(self, sql: str, params: Sequence[Any] = ()) -> int | None:
+        cursor = self._connection.execute(sql, params)
+        return cursor.lastrowid if cursor.rowcount == 1 else None
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         cursor = self._connection.execute(sql, params)
         names = [column[0] for column in cursor.description]
@@ -45,6 +49,73 @@ class _SqliteTransaction(Transaction):
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple]:
         return iter(self._connection.execute(sql, params))
+
+
+class _Opened:
+    """One transaction of a ``SqliteBackend`` as a context manager (``SqliteBackend.transaction``):
+    the connection's lock and, for a write, the writer lock and ``BEGIN IMMEDIATE`` on entry; the
+    commit (or, on an exception, the rollback) on exit, then the wait for the disk of a durable commit."""
+
+    __slots__ = ("_backend", "_write", "_durable", "_queued")
+
+    def __init__(self, backend: "SqliteBackend", write: bool, durable: bool):
+        self._backend = backend
+        self._write = write
+        self._durable = durable
+        self._queued = False
+
+    def __enter__(self) -> Transaction:
+        backend, write = self._backend, self._write
+        connection = backend._connection  # pylint: disable=protected-access
+        backend._lock.acquire()  # pylint: disable=protected-access
+        try:
+            if write and not backend.group_commit and self._durable != backend._durable:  # pylint: disable=protected-access
+                # WAL: NORMAL appends the commit without an fsync; the next FULL commit's fsync of the
+                # same log makes it durable together with itself.
+                connection.execute(f"PRAGMA synchronous = {'FULL' if self._durable else 'NORMAL'}")
+                backend._durable = self._durable  # pylint: disable=protected-access
+            self._queued = write and backend._writer_lock is not None  # pylint: disable=protected-access
+            if self._queued:
+                fcntl.flock(backend._writer_lock, fcntl.LOCK_EX)  # pylint: disable=protected-access
+            try:
+                connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {backend.location}: cannot begin a transaction: {exc}") from None
+        except BaseException:
+            self._unlock()
+            raise
+        return _SqliteTransaction(connection)
+
+    def _unlock(self) -> None:
+        backend = self._backend
+        try:
+            if self._queued:
+                fcntl.flock(backend._writer_lock, fcntl.LOCK_UN)  # pylint: disable=protected-access
+        finally:
+            backend._lock.release()  # pylint: disable=protected-access
+
+    def __exit__(self, exc_type, _exc_value, _traceback) -> bool:
+        backend = self._backend
+        connection = backend._connection  # pylint: disable=protected-access
+        try:
+            if exc_type is not None:
+                connection.execute("ROLLBACK")
+                return False
+            try:
+                connection.execute("COMMIT")
+            except sqlite3.Error as error:
+                connection.execute("ROLLBACK")
+                raise StoreError(f"store {backend.location}: commit failed: {error}") from None
+            backend._written += 1  # pylint: disable=protected-access
+            mine = backend._written  # pylint: disable=protected-access
+        finally:
+            self._unlock()
+        if self._write and self._durable and backend.group_commit:
+            if threading.get_ident() == backend.deferring_thread:
+                backend.durable_mark = mine
+            else:
+                backend.sync(mine)
+        return False
 
 
 class SqliteBackend(Backend):
@@ -137,44 +208,10 @@ class SqliteBackend(Backend):
         finally:
             target.close()
 
-    @contextlib.contextmanager
-    def transaction(self, write: bool = True, durable: bool = True) -> Iterator[Transaction]:
+    def transaction(self, write: bool = True, durable: bool = True) -> contextlib.AbstractContextManager[Transaction]:
         if write and self.read_only:
             raise StoreError(f"store {self.location} is open read-only; nothing may be written")
-        with self._lock:
-            if write and not self.group_commit and durable != self._durable:
-                # WAL: NORMAL appends the commit without an fsync; the next FULL commit's fsync of the
-                # same log makes it durable together with itself.
-                self._connection.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-                self._durable = durable
-            queued = write and self._writer_lock is not None
-            if queued:
-                fcntl.flock(self._writer_lock, fcntl.LOCK_EX)
-            try:
-                try:
-                    self._connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                except sqlite3.Error as exc:
-                    raise StoreError(f"store {self.location}: cannot begin a transaction: {exc}") from None
-                try:
-                    yield _SqliteTransaction(self._connection)
-                except BaseException:
-                    self._connection.execute("ROLLBACK")
-                    raise
-                try:
-                    self._connection.execute("COMMIT")
-                except sqlite3.Error as exc:
-                    self._connection.execute("ROLLBACK")
-                    raise StoreError(f"store {self.location}: commit failed: {exc}") from None
-            finally:
-                if queued:
-                    fcntl.flock(self._writer_lock, fcntl.LOCK_UN)
-            self._written += 1
-            mine = self._written
-        if write and durable and self.group_commit:
-            if threading.get_ident() == self.deferring_thread:
-                self.durable_mark = mine
-            else:
-                self.sync(mine)
+        return _Opened(self, write, durable)
 
     def sync(self, mine: int) -> None:
         """Return once commit number ``mine`` is on disk: fsync the log, or wait for an fsync that

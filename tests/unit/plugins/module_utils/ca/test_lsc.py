@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import subprocess
 
 import pytest
 
-from _opencapf.ca import authority, certificates as c, lsc
-from _opencapf.dependencies import ec, rsa, x509, ExtendedKeyUsageOID, NameOID
-from _opencapf.errors import CertificateError, ValidationError
+from _opencapf.ca import authority, certificates as c, crl, lsc
+from _opencapf.dependencies import ec, hashes, rsa, x509, ExtendedKeyUsageOID, NameOID
+from _opencapf.errors import CertificateError, StoreError, ValidationError
 from _opencapf.store import audit, service
+from _opencapf.vocabulary import format_utc
 from support.tools import openssl
 
 LINTER = shutil.which("lint_pkix_cert") or os.path.join(os.path.dirname(os.sys.executable), "lint_pkix_cert")
@@ -119,3 +121,83 @@ def test_lsc_extensions_match_issue_profile_for_ec(ec_phone_key):
     assert not critical
     assert list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH,
                          x509.ObjectIdentifier("1.3.6.1.5.5.7.3.5")]
+
+
+def test_a_serial_drawn_again_is_redrawn_and_the_store_stays_consistent(ca_store, ec_phone_key, monkeypatch):
+    """The unique index on (issuer, serial) answers a clash: the attempt leaves nothing behind (no row,
+    no audit event, no work of the caller's ``opening``/``recorded``), and the LSC gets a fresh serial."""
+    first = lsc.issue(ca_store, "SEP00AABBCCDD06", ec_phone_key.public_key())
+    taken = int(first.serial, 16)
+    draws = iter([taken, taken, taken + 1])
+    monkeypatch.setattr(lsc.x509, "random_serial_number", lambda: next(draws))
+    opened, recorded = [], []
+    second = lsc.issue(ca_store, "SEP00AABBCCDD07", ec_phone_key.public_key(),
+                       opening=lambda tx, phone: opened.append(phone["name"]),
+                       recorded=lambda tx, certificate_id: recorded.append(certificate_id))
+    assert second.serial == format(taken + 1, "x") and second.certificate.serial_number == taken + 1
+    assert opened == ["SEP00AABBCCDD07"] and recorded == [second.id]
+    with ca_store.read() as tx:
+        rows = tx.query("SELECT c.id, c.serial, c.pem, c.fingerprint, c.not_before, c.not_after, p.name FROM "
+                        "certificates c JOIN phones p ON p.id = c.phone_id ORDER BY c.id")
+        issued_events = audit.events(tx, action="certificate.issued", limit=10)
+    assert [(row["name"], row["serial"]) for row in rows] == [("SEP00AABBCCDD06", first.serial),
+                                                              ("SEP00AABBCCDD07", second.serial)]
+    assert [row["id"] for row in rows] == [first.id, second.id]
+    for row, issued in zip(rows, (first, second)):  # each row is its certificate, dates as it carries them
+        certificate = c.load_pem_certificate(row["pem"])
+        assert row["pem"] == issued.pem and c.to_der(certificate) == issued.der
+        assert row["fingerprint"] == c.fingerprint(certificate)
+        assert (row["not_before"], row["not_after"]) == (format_utc(c.not_before(certificate)),
+                                                         format_utc(c.not_after(certificate)))
+    assert [(event["subject"], event["details"]["serial"]) for event in reversed(issued_events)] == \
+        [("SEP00AABBCCDD06", first.serial), ("SEP00AABBCCDD07", second.serial)]
+
+
+def test_a_serial_that_keeps_clashing_fails_the_issuance_and_writes_nothing(ca_store, ec_phone_key, monkeypatch):
+    taken = int(lsc.issue(ca_store, "SEP00AABBCCDD08", ec_phone_key.public_key()).serial, 16)
+    monkeypatch.setattr(lsc.x509, "random_serial_number", lambda: taken)
+    with pytest.raises(StoreError, match="unique serial after 5 attempts"):
+        lsc.issue(ca_store, "SEP00AABBCCDD09", ec_phone_key.public_key(),
+                  opening=lambda tx, phone: pytest.fail("the opening ran for a serial on record"))
+    with ca_store.read() as tx:
+        assert tx.scalar("SELECT count(*) FROM certificates") == 1
+        assert len(audit.events(tx, action="certificate.issued", limit=10)) == 1
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ec"])
+def test_the_key_identifier_taken_from_der_is_that_of_the_library(ca_store, kind, rsa_phone_key, ec_phone_key):
+    """``lsc.issue`` takes the SKI from the key's DER: it must be exactly what the library computes from
+    the key, and anything but a SubjectPublicKeyInfo is refused."""
+    public_key = (rsa_phone_key if kind == "rsa" else ec_phone_key).public_key()
+    assert c.key_identifier(c.public_key_der(public_key)) == x509.SubjectKeyIdentifier.from_public_key(public_key).digest
+    issued = lsc.issue(ca_store, "SEP00AABBCCDD10", public_key)
+    assert c.to_der(issued.certificate) == issued.der
+    assert issued.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value == \
+        x509.SubjectKeyIdentifier.from_public_key(public_key)
+    spki = c.public_key_der(public_key)
+    for broken in (b"\x30\x03\x02\x01\x01", spki[:-1], spki + b"\x00", b"\x31" + spki[1:], b"", b"\x30\x85" + spki[2:]):
+        with pytest.raises(CertificateError, match="SubjectPublicKeyInfo"):
+            c.key_identifier(broken)
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ec"])
+@pytest.mark.parametrize("crl_url", ["", "http://capf.example/crl"])
+def test_an_lsc_is_byte_for_byte_what_the_library_builder_makes(ca_store, kind, crl_url, rsa_phone_key, ec_phone_key):
+    """``build_lsc`` hands the builder every part at once: the certificate (an RSA CAPF key signs
+    deterministically) is exactly the one the builder's own setters, which check each part, make."""
+    public_key = (rsa_phone_key if kind == "rsa" else ec_phone_key).public_key()
+    with ca_store.read() as tx:
+        signer = authority.signer(ca_store, tx)
+    now = dt.datetime(2026, 12, 6, 12, 30, 5, tzinfo=dt.timezone.utc)
+    built = lsc.build_lsc(signer, "SEP00AABBCCDD11", public_key, 30, 2 ** 158 + 7, now, crl_url=crl_url)
+    builder = (x509.CertificateBuilder().subject_name(lsc.lsc_subject("SEP00AABBCCDD11", signer.subject))
+               .issuer_name(signer.subject).public_key(public_key).serial_number(2 ** 158 + 7)
+               .not_valid_before(now).not_valid_after(now + dt.timedelta(days=30)))
+    location = crl.issuer_location(crl_url, signer.fingerprint) if crl_url else ""
+    for extension, critical in lsc.lsc_extensions("SEP00AABBCCDD11", public_key, crl_url=location,
+                                                  authority_key_id=signer.authority_key_identifier):
+        builder = builder.add_extension(extension, critical=critical)
+    assert c.to_der(built) == c.to_der(builder.sign(signer.private_key, hashes.SHA256()))
+    for serial in (0, 2 ** 159):
+        with pytest.raises(ValueError, match="serial"):
+            lsc.build_lsc(signer, "SEP00AABBCCDD11", public_key, 30, serial, now)
