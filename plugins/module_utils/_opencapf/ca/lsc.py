@@ -22,7 +22,6 @@ from . import crl, keys
 
 CAPF_ISSUER = "capf"
 IPSEC_END_SYSTEM = "1.3.6.1.5.5.7.3.5"
-_LSC_KEY_PURPOSES = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH, x509.ObjectIdentifier(IPSEC_END_SYSTEM))
 _INHERITED = ("ORGANIZATION_NAME", "ORGANIZATIONAL_UNIT_NAME", "LOCALITY_NAME", "STATE_OR_PROVINCE_NAME",
               "COUNTRY_NAME")
 
@@ -50,13 +49,18 @@ def _inherited_attributes(issuer_subject) -> tuple:
     return tuple(attribute for attribute in issuer_subject if attribute.oid in inherited)
 
 
-# The extension values every LSC of a key kind carries alike (immutable objects, made once).
-_BASIC_CONSTRAINTS = x509.BasicConstraints(ca=False, path_length=None)
-_KEY_USAGE = {kind: x509.KeyUsage(
-    digital_signature=True, content_commitment=False, key_encipherment=kind == "rsa", data_encipherment=False,
-    key_agreement=kind == "ec", key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
-) for kind in ("rsa", "ec")}
-_EXTENDED_KEY_USAGE = x509.ExtendedKeyUsage(_LSC_KEY_PURPOSES)
+@functools.cache
+def _shared_extensions(kind: str) -> tuple:
+    """The extension values every LSC of a key kind carries alike, with their criticality (immutable
+    objects, made at the first LSC of the kind: the library is needed only when certificates are)."""
+    purposes = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH, x509.ObjectIdentifier(IPSEC_END_SYSTEM))
+    return (
+        (x509.BasicConstraints(ca=False, path_length=None), True),
+        (x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=kind == "rsa",
+                       data_encipherment=False, key_agreement=kind == "ec", key_cert_sign=False, crl_sign=False,
+                       encipher_only=False, decipher_only=False), True),
+        (x509.ExtendedKeyUsage(purposes), False),
+    )
 
 
 def lsc_extensions(device_name: str, public_key, issuer_certificate=None, crl_url: str = "", *,
@@ -71,9 +75,7 @@ def lsc_extensions(device_name: str, public_key, issuer_certificate=None, crl_ur
     if kind is None:
         kind, _size = keys.check_phone_public_key(public_key)
     extensions = [
-        (_BASIC_CONSTRAINTS, True),
-        (_KEY_USAGE[kind], True),
-        (_EXTENDED_KEY_USAGE, False),
+        *_shared_extensions(kind),
         # The device name as a directoryName: the reference servers' bare-name URI is not a valid
         # RFC 5280 URI, and a device name is not a DNS name.
         (x509.SubjectAlternativeName([x509.DirectoryName(x509.Name([
