@@ -4,10 +4,10 @@
 
 One task per connection, no thread per connection: the sans-I/O ``ServerSession`` does the
 protocol, and its store work runs right on the event loop (SQLite answers these small
-transactions faster than a hand-off to a thread and back). Only waiting is handed to a small
-thread pool: the disk (``Durability``: every session that must have its commits on disk before it
-answers the phone awaits one fsync shared by all of them) and, while the issuer is ``online_ca``,
-whole sessions, because they call the CA over HTTP. For every connection the
+transactions faster than a hand-off to a thread and back). Only waiting is handed to threads:
+the disk to one sync thread (``Durability``: every session that must have its commits on disk
+before it answers the phone awaits one fsync shared by all of them) and, while the issuer is
+``online_ca``, whole sessions to a small thread pool, because they call the CA over HTTP. For every connection the
 driver re-reads the service parameters (so changes apply to the next session without a
 restart), refuses IPv6 peers when ``enable_ipv6`` is false, refuses every connection while
 ``ServerOptions.max_connections`` connections are not yet in a session (``admission``: what such a
