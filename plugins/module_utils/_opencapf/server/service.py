@@ -4,10 +4,10 @@
 
 One task per connection, no thread per connection: the sans-I/O ``ServerSession`` does the
 protocol, and its store work runs right on the event loop (SQLite answers these small
-transactions faster than a hand-off to a thread and back). Only waiting is handed to a small
-thread pool: the disk (``Durability``: every session that must have its commits on disk before it
-answers the phone awaits one fsync shared by all of them) and, while the issuer is ``online_ca``,
-whole sessions, because they call the CA over HTTP. For every connection the
+transactions faster than a hand-off to a thread and back). Only waiting is handed to threads:
+the disk to one sync thread (``Durability``: every session that must have its commits on disk
+before it answers the phone awaits one fsync shared by all of them) and, while the issuer is
+``online_ca``, whole sessions to a small thread pool, because they call the CA over HTTP. For every connection the
 driver re-reads the service parameters (so changes apply to the next session without a
 restart), refuses IPv6 peers when ``enable_ipv6`` is false, refuses every connection while
 ``ServerOptions.max_connections`` connections are not yet in a session (``admission``: what such a
@@ -38,9 +38,11 @@ import errno
 import ipaddress
 import logging
 import os
+import queue
 import secrets
 import socket
 import ssl
+import threading
 import warnings
 import time
 from dataclasses import dataclass
@@ -127,7 +129,7 @@ class CapfServer:
         self._reclaimer = Reclaimer()
         self._quiet_log = _QuietLog()
         self._tasks: set[asyncio.Task] = set()
-        self._durability = Durability(store, self._run)
+        self._durability = Durability(store)
         self._state: tuple | None = None  # (store data version, (parameters, signer)) of the last read
         self._started_with: dict = {}  # the parameters that apply only at a start, as they were then
 
@@ -202,6 +204,7 @@ class CapfServer:
             if pending:
                 await asyncio.wait(pending, timeout=5)
         await self._durability.wait(self.store.durable_mark)
+        self._durability.close()
         self.store.defer_durability(False)
         self._pool.shutdown(wait=True)
         self._reclaimer.close()
@@ -514,27 +517,67 @@ def _session_fields(record: dict, outcome, duration_ms: int) -> dict:
             "outcome": outcome.outcome, "reason": outcome.reason, "duration_ms": duration_ms}
 
 
+class _Flight(asyncio.Future):
+    """One fsync under way, awaited by every session it covers. A waiter that is cancelled does not
+    cancel it (the others still need its end): the waiter's cancellation takes effect once it ends."""
+
+    def cancel(self, msg=None) -> bool:  # pylint: disable=unused-argument
+        return False
+
+
 class Durability:
     """Waiting for the disk on behalf of the event loop. A session whose step made durable commits
-    awaits ``wait(mark)`` before it answers; one fsync runs at a time in the thread pool and
-    serves every commit appended before it started, so concurrent sessions share it."""
+    awaits ``wait(mark)`` before it answers; one fsync runs at a time, in a thread of its own, and
+    serves every commit appended before it started, so concurrent sessions share it: one future per
+    fsync, completed by one call into the loop, whatever the number of sessions waiting on it."""
 
-    def __init__(self, store: Store, run):
+    def __init__(self, store: Store):
         self._store = store
-        self._run = run
         self._synced = 0  # durable commits of the event loop known to be on disk
-        self._flight: asyncio.Future | None = None  # the fsync under way
+        self._flight: _Flight | None = None  # the fsync under way
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()  # (mark, flight, loop) to sync; None: stop
+        self._thread: threading.Thread | None = None
 
     async def wait(self, mark: int) -> None:
         while self._synced < mark:
-            if self._flight is None or self._flight.done():
+            flight = self._flight
+            if flight is None:
+                loop = asyncio.get_running_loop()
                 # Everything up to the current mark is appended already: this fsync covers it.
-                self._flight = asyncio.ensure_future(self._sync(self._store.durable_mark))
-            await asyncio.shield(self._flight)
+                flight = self._flight = _Flight(loop=loop)
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._syncing, name="capf-sync", daemon=True)
+                    self._thread.start()
+                self._requests.put((self._store.durable_mark, flight, loop))
+            await flight
 
-    async def _sync(self, covered: int) -> None:
-        await self._run(self._store.sync, covered)
-        self._synced = max(self._synced, covered)
+    def _syncing(self) -> None:
+        while (request := self._requests.get()) is not None:
+            covered, flight, loop = request
+            error = None
+            try:
+                self._store.sync(covered)
+            except BaseException as exc:  # pylint: disable=broad-exception-caught
+                error = exc  # every session waiting on this fsync learns it
+            try:
+                loop.call_soon_threadsafe(self._landed, flight, covered, error)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                return
+
+    def _landed(self, flight: _Flight, covered: int, error: BaseException | None) -> None:
+        self._flight = None
+        if error is None:
+            self._synced = max(self._synced, covered)
+            flight.set_result(None)
+        else:
+            flight.set_exception(error)
+
+    def close(self) -> None:
+        """End the sync thread (after the last ``wait``)."""
+        if self._thread is not None:
+            self._requests.put(None)
+            self._thread.join()
+            self._thread = None
 
 
 class _Slots:

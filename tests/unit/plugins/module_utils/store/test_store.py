@@ -173,7 +173,6 @@ def test_deferred_durability_leaves_the_fsync_to_a_shared_waiter(store_path, mon
     """The CAPF service's event loop commits without waiting for the disk and awaits one shared fsync
     (``server.service.Durability``) before it answers; commits of other threads still wait themselves."""
     import asyncio
-    import concurrent.futures
     import threading
     import time
 
@@ -209,13 +208,8 @@ def test_deferred_durability_leaves_the_fsync_to_a_shared_waiter(store_path, mon
         thread.join(30)
         assert len(fsyncs) == 1  # another thread's durable commit still waits for its own fsync
 
-        pool = concurrent.futures.ThreadPoolExecutor(2)
-
-        async def run(function, *args):
-            return await asyncio.get_running_loop().run_in_executor(pool, function, *args)
-
         async def sessions():
-            durability = Durability(grouped, run)
+            durability = Durability(grouped)
             covered = []
 
             async def session(index):
@@ -227,11 +221,11 @@ def test_deferred_durability_leaves_the_fsync_to_a_shared_waiter(store_path, mon
                 covered.append((mine, max(fsyncs)))
 
             await asyncio.gather(*(session(index) for index in range(20)))
+            durability.close()
             return covered
 
         before = len(fsyncs)
         covered = asyncio.run(sessions())
-        pool.shutdown()
         assert all(mine <= synced for mine, synced in covered)  # none went on before its commit was on disk
         assert 1 <= len(fsyncs) - before < 20  # twenty durable commits, fewer fsyncs
         grouped.defer_durability(False)
