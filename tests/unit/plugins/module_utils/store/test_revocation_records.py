@@ -239,3 +239,22 @@ def test_the_revocation_queries_of_one_issuer_read_an_index(store):
             assert "USING INDEX certificates_revoked" in plan, plan
         else:
             assert "Index Scan using certificates_" in plan and "Seq Scan on certificates" not in plan, plan
+
+
+def test_issued_installed_and_stale_lscs_stay_out_of_the_revoked_index(sqlite_store):
+    """Issuing and installing an LSC writes no page of the revoked-LSC index (each page a commit
+    changes is one more page of the write-ahead log): its entries are the revoked certificates, counted
+    on SQLite by the cells of its pages."""
+    with sqlite_store.transaction() as tx:
+        for index in range(40):
+            phone = phones.ensure(tx, "test", f"SEP0011223345{index:02d}")
+            first = _lsc(tx, phone["id"], f"g{index}a", status="issued")
+            certificates.install(tx, "test", phone, first)
+            _lsc(tx, phone["id"], f"g{index}b", status="stale")
+            if index % 4 == 0:
+                certificates.install(tx, "test", phone, _lsc(tx, phone["id"], f"g{index}c", status="issued"))
+    with sqlite_store.read() as tx:
+        revoked = tx.scalar("SELECT COUNT(*) FROM certificates WHERE status = 'revoked'")
+        entries = tx.scalar("SELECT SUM(ncell) FROM dbstat WHERE name = 'certificates_revoked' AND pagetype = 'leaf'")
+        assert tx.scalar("SELECT COUNT(*) FROM certificates") == 90
+    assert revoked == 10 and entries == revoked
