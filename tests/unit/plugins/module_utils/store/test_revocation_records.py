@@ -5,12 +5,14 @@ reasons from the migration."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from _opencapf.errors import CertificateError
 from _opencapf.store import certificates, crls, migrate, open_store, phones
 from _opencapf.store.migrations import LATEST_VERSION
+from _opencapf.store.postgresql import PostgresBackend
 from _opencapf.store.sqlite import SqliteBackend
 from _opencapf.store import Store
 from _opencapf.vocabulary import REVOCATION_REASONS
@@ -18,8 +20,8 @@ from _opencapf.vocabulary import REVOCATION_REASONS
 NAME = "SEP0011223344AA"
 
 
-def _lsc(tx, phone_id, serial, status="installed", not_after="2030-01-01T00:00:00Z"):
-    return certificates.insert(tx, phone_id=phone_id, kind="lsc", serial=serial, issuer="capf", fingerprint=serial * 4,
+def _lsc(tx, phone_id, serial, status="installed", not_after="2030-01-01T00:00:00Z", issuer="capf"):
+    return certificates.insert(tx, phone_id=phone_id, kind="lsc", serial=serial, issuer=issuer, fingerprint=serial * 4,
                                public_key_fingerprint=serial, status=status, source="capf", pem="-",
                                not_before="2026-01-01T00:00:00Z", not_after=not_after)
 
@@ -152,3 +154,107 @@ def test_each_capf_certificate_has_its_own_series_of_crls(store):
         assert crls.der(tx, 1) == bytes([1]) and crls.der(tx, 99) is None
         kept = [row["number"] for row in tx.query("SELECT number FROM crls WHERE signer_fingerprint = 'new' ORDER BY number")]
     assert kept == list(range(3, 14))  # the newest and the ten before it, of that certificate
+
+
+def _revocation_answers(store) -> dict:
+    """Every answer the CRL and the revocation listings read from the store, per issuer and overall."""
+    with store.read() as tx:
+        answers = {"all": certificates.revoked_lscs(tx), "newest": certificates.revoked_lscs(tx, newest=3),
+                   "unrevoked": certificates.expired_unrevoked(tx, "2027-01-01T00:00:00Z")}
+        for issuer in ("capf", "other", "nobody"):
+            answers[issuer] = (certificates.revoked_lscs(tx, issuer, with_pem=True), certificates.revocation_mark(tx, issuer))
+    return answers
+
+
+def test_the_revoked_index_migration_keeps_every_revocation_answer(store_location, state_dir):
+    """A store at the previous schema version with revoked, installed, issued and stale LSCs of two
+    issuers, and a removed phone's: after the migration the CRL and revocation queries answer as
+    before, and an LSC revoked afterwards joins them."""
+    if store_location.startswith("postgresql:"):
+        backend = PostgresBackend(store_location)
+    else:
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        backend = SqliteBackend(store_location)
+    migrate(backend, target=LATEST_VERSION - 1)
+    with Store(backend, state_dir, "test") as old:
+        with old.transaction() as tx:
+            for index, issuer in enumerate(("capf", "other", "capf")):
+                phone = phones.ensure(tx, "test", f"SEP00112233445{index}")
+                serial = f"{index}f"
+                first = _lsc(tx, phone["id"], serial + "1", status="issued", issuer=issuer, not_after="2026-06-01T00:00:00Z")
+                certificates.install(tx, "test", phone, first)
+                second = _lsc(tx, phone["id"], serial + "2", status="issued", issuer=issuer)
+                certificates.install(tx, "test", phone, second)  # the first one superseded
+                _lsc(tx, phone["id"], serial + "3", status="stale", issuer=issuer)
+                waiting = _lsc(tx, phone["id"], serial + "4", status="issued", issuer=issuer)
+                certificates.revoke(tx, "test", waiting, phone["name"], "key_compromise", f"2026-11-0{index + 1}T00:00:00Z")
+                if index == 0:
+                    _lsc(tx, phone["id"], "ex", status="issued", not_after="2026-07-01T00:00:00Z")  # expired, not revoked
+            assert phones.delete(tx, "test", "SEP001122334451")  # its revoked LSCs stay listed
+        before = _revocation_answers(old)
+    assert len(before["all"]) == 7 and before["unrevoked"]
+    with open_store(store_location, state_dir=state_dir, actor="test") as store:
+        assert store.schema_version() == LATEST_VERSION
+        assert _revocation_answers(store) == before
+        with store.transaction() as tx:
+            phone = phones.get(tx, "SEP001122334452")
+            certificates.revoke_installed(tx, "test", phone)
+        after = _revocation_answers(store)
+    assert [row["serial"] for row in after["capf"][0]] == [row["serial"] for row in before["capf"][0]] + ["2f2"]
+    assert after["capf"][1] != before["capf"][1] and after["other"] == before["other"]
+
+
+class _Explaining:
+    """A read transaction that, asked a query, records the query plan of it instead."""
+
+    def __init__(self, tx, postgresql: bool):
+        self._tx, self._postgresql, self.plans = tx, postgresql, []
+        if postgresql:
+            tx.execute("SET LOCAL enable_seqscan = off")  # tiny tables: without it every plan scans
+
+    def query(self, sql, params=()):
+        rows = self._tx.query(("EXPLAIN " if self._postgresql else "EXPLAIN QUERY PLAN ") + sql, params)
+        self.plans.append(" | ".join(str(row.get("QUERY PLAN", row.get("detail"))) for row in rows))
+        return []
+
+    def one(self, sql, params=()):
+        self.query(sql, params)
+        return {"n": 0, "last": None}
+
+
+@pytest.mark.both_backends
+def test_the_revocation_queries_of_one_issuer_read_an_index(store):
+    """The CRL of an issuer and its revocation mark find the revoked LSCs by an index (on SQLite the
+    revoked-LSC index), never by reading every certificate."""
+    sqlite = isinstance(store.backend, SqliteBackend)
+    with store.read() as tx:
+        explaining = _Explaining(tx, not sqlite)
+        certificates.revoked_lscs(explaining, "capf")
+        certificates.revoked_lscs(explaining, "capf", with_pem=True, newest=10)
+        certificates.revocation_mark(explaining, "capf")
+    of_certificates = [plan for plan in explaining.plans if "removed_phone_lscs" not in plan or " c " in plan]
+    assert len(of_certificates) == 3
+    for plan in of_certificates:
+        if sqlite:
+            assert "USING INDEX certificates_revoked" in plan, plan
+        else:
+            assert "Index Scan using certificates_" in plan and "Seq Scan on certificates" not in plan, plan
+
+
+def test_issued_installed_and_stale_lscs_stay_out_of_the_revoked_index(sqlite_store):
+    """Issuing and installing an LSC writes no page of the revoked-LSC index (each page a commit
+    changes is one more page of the write-ahead log): its entries are the revoked certificates, counted
+    on SQLite by the cells of its pages."""
+    with sqlite_store.transaction() as tx:
+        for index in range(40):
+            phone = phones.ensure(tx, "test", f"SEP0011223345{index:02d}")
+            first = _lsc(tx, phone["id"], f"g{index}a", status="issued")
+            certificates.install(tx, "test", phone, first)
+            _lsc(tx, phone["id"], f"g{index}b", status="stale")
+            if index % 4 == 0:
+                certificates.install(tx, "test", phone, _lsc(tx, phone["id"], f"g{index}c", status="issued"))
+    with sqlite_store.read() as tx:
+        revoked = tx.scalar("SELECT COUNT(*) FROM certificates WHERE status = 'revoked'")
+        entries = tx.scalar("SELECT SUM(ncell) FROM dbstat WHERE name = 'certificates_revoked' AND pagetype = 'leaf'")
+        assert tx.scalar("SELECT COUNT(*) FROM certificates") == 90
+    assert revoked == 10 and entries == revoked
