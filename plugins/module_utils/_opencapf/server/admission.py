@@ -32,6 +32,7 @@ RECLAIM_AFTER = 100  # ended connections before the memory of a burst is reclaim
 RECLAIM_DELAY = 2.0  # seconds without an ended connection: the burst is over (its stragglers have ended)
 RECLAIM_LONGEST = 60.0  # seconds at most from the RECLAIM_AFTER-th ended connection to the collection
 
+
 def _trim():
     try:
         library = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
