@@ -161,6 +161,36 @@ def _accepted(client_thread):
     return sock, worker
 
 
+def _write_payload(context, client, loop, seconds: float, closed: threading.Event | None = None):
+    """The server's Link, after its handshake with ``client``, writes PAYLOAD within ``seconds``, then
+    closes (``closed`` is set once it has); return the seconds the write took, the exception it
+    raised (None) and the seconds closing took."""
+    sock, worker = _accepted(client)
+
+    async def serve():
+        link = Link(sock)
+        loop_now = asyncio.get_running_loop().time
+        failure = None
+        try:
+            await link.start_tls(context, loop_now() + 10)
+            began = loop_now()
+            try:
+                await link.write(PAYLOAD, began + seconds)
+            except TimeoutError as exc:
+                failure = exc
+            waited = loop_now() - began
+        finally:
+            closing = loop_now()
+            await link.close()
+            if closed is not None:
+                closed.set()
+        return waited, failure, loop_now() - closing
+
+    result = event_loop.run(serve(), loop)
+    worker.join(15)
+    return result
+
+
 @pytest.mark.parametrize("loop", EVENT_LOOPS)
 def test_a_client_that_reads_slowly_gets_every_byte_in_order(ca_store, loop):
     context = _server_context(ca_store)
@@ -179,21 +209,8 @@ def test_a_client_that_reads_slowly_gets_every_byte_in_order(ca_store, loop):
                 total += len(data)
             received.append(b"".join(chunks))
 
-    sock, worker = _accepted(client)
-
-    async def serve():
-        link = Link(sock)
-        loop_now = asyncio.get_running_loop().time
-        try:
-            await link.start_tls(context, loop_now() + 10)
-            began = loop_now()
-            await link.write(PAYLOAD, loop_now() + 10)
-            return loop_now() - began
-        finally:
-            await link.close()
-
-    waited = event_loop.run(serve(), loop)
-    worker.join(15)
+    waited, failure, closing = _write_payload(context, client, loop, 10)
+    assert failure is None and closing < 3
     assert received == [PAYLOAD]
     assert waited >= 0.3  # the write waited for the client to read: its sends were partial
 
@@ -207,26 +224,10 @@ def test_a_client_that_reads_nothing_is_given_up_at_the_deadline(ca_store, loop)
         with _client_context().wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=15)):
             done.wait(15)  # reads nothing
 
-    sock, worker = _accepted(client)
-
-    async def serve():
-        link = Link(sock)
-        loop_now = asyncio.get_running_loop().time
-        try:
-            await link.start_tls(context, loop_now() + 10)
-            began = loop_now()
-            with pytest.raises(TimeoutError):
-                await link.write(PAYLOAD, began + 0.5)
-            return loop_now() - began
-        finally:
-            closing = asyncio.get_running_loop().time()
-            await link.close()  # close_notify cannot go out either: closing is bounded all the same
-            done.set()
-            assert asyncio.get_running_loop().time() - closing < 3
-
-    waited = event_loop.run(serve(), loop)
-    worker.join(15)
+    waited, failure, closing = _write_payload(context, client, loop, 0.5, done)
+    assert isinstance(failure, TimeoutError)
     assert 0.45 <= waited < 2
+    assert closing < 3  # close_notify cannot go out either: closing is bounded all the same
 
 
 # -- TLS 1.3 session tickets ----------------------------------------------------------------------------

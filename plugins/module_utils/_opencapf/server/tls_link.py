@@ -33,7 +33,8 @@ DISCARD_READS = 4  # reads of unread bytes at most when a connection closes
 EARLY = 0.001  # a timer may fire up to a millisecond early (uvloop's timers count milliseconds)
 
 _TIMED_OUT = object()  # a wait's result: its deadline passed
-_WRITABLE = object()  # a wait's result: the operation needs the socket writable first
+_READABLE = object()  # an attempt's result: the operation needs the socket readable first
+_WRITABLE = object()  # a wait's or an attempt's result: the operation needs the socket writable first
 _RETRY = object()  # a wait's result: the socket is writable; try the operation again
 
 
@@ -140,25 +141,12 @@ class Link:
 
     async def _io(self, operation, deadline: float):
         """Run the non-blocking TLS ``operation`` until it completes; return its result."""
-        try:
-            return operation()
-        except ssl.SSLWantReadError:
-            writable = False
-        except ssl.SSLWantWriteError:
-            writable = True
-        while True:
-            result = await self._wait(operation, writable, deadline)
-            if result is _WRITABLE:
-                writable = True
-            elif result is not _RETRY:
-                return result
-            else:
-                try:
-                    return operation()
-                except ssl.SSLWantReadError:
-                    writable = False
-                except ssl.SSLWantWriteError:
-                    writable = True
+        result = _attempt(operation)
+        while result is _READABLE or result is _WRITABLE:
+            result = await self._wait(operation, result is _WRITABLE, deadline)
+            if result is _RETRY:
+                result = _attempt(operation)
+        return result
 
     async def _wait(self, operation, writable: bool, deadline: float):
         """Wait until the reader completed ``operation`` (its result), the socket is writable
@@ -228,6 +216,16 @@ class Link:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(_RETRY)
+
+
+def _attempt(operation):
+    """``operation()``'s result, or what it waits for: ``_READABLE`` or ``_WRITABLE``."""
+    try:
+        return operation()
+    except ssl.SSLWantReadError:
+        return _READABLE
+    except ssl.SSLWantWriteError:
+        return _WRITABLE
 
 
 def _ready() -> bool:

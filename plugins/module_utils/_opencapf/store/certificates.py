@@ -13,18 +13,17 @@ from . import audit
 from .backend import Transaction
 
 
+_INSERT = ("INSERT INTO certificates (phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, status, "
+           "source, pem, not_before, not_after, issued_at, installed_at, status_changed_at, chain_pem) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
 def insert(tx: Transaction, *, phone_id: int, kind: str, serial: str, issuer: str, fingerprint: str,
            public_key_fingerprint: str, status: str, source: str, pem: str, not_before: str,
            not_after: str, chain_pem: str | None = None) -> int:
     """``chain_pem``: a third-party LSC's CA certificates between it and CAPF-trust (PEM), as the CA sent them."""
-    now = format_utc(utc_now())
-    return tx.insert(
-        "INSERT INTO certificates (phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, status, "
-        "source, pem, not_before, not_after, issued_at, installed_at, status_changed_at, chain_pem) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, status, source, pem, not_before,
-         not_after, now, now if status == "installed" else None, now, chain_pem),
-    )
+    return tx.insert(_INSERT, _row(phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, status, source,
+                                   pem, not_before, not_after, chain_pem))
 
 
 def insert_new_serial(tx: Transaction, *, phone_id: int, kind: str, serial: str, issuer: str, fingerprint: str,
@@ -32,14 +31,17 @@ def insert_new_serial(tx: Transaction, *, phone_id: int, kind: str, serial: str,
                       not_after: str) -> int | None:
     """``insert`` a certificate whose serial was just drawn: None, and nothing written, when the unique
     index on (issuer, serial) already holds that serial (the caller draws another)."""
+    return tx.insert_unless_conflict(_INSERT + " ON CONFLICT (issuer, serial) DO NOTHING",
+                                     _row(phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, status,
+                                          source, pem, not_before, not_after, None))
+
+
+def _row(*fields) -> tuple:
+    """The values of ``_INSERT``: the certificate's fields, its times of issue, installation and status."""
+    *leading, status, source, pem, not_before, not_after, chain_pem = fields
     now = format_utc(utc_now())
-    return tx.insert_unless_conflict(
-        "INSERT INTO certificates (phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, status, "
-        "source, pem, not_before, not_after, issued_at, installed_at, status_changed_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (issuer, serial) DO NOTHING",
-        (phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, status, source, pem, not_before,
-         not_after, now, now if status == "installed" else None, now),
-    )
+    return (*leading, status, source, pem, not_before, not_after, now, now if status == "installed" else None, now,
+            chain_pem)
 
 
 def serial_taken(tx: Transaction, issuer: str, serial: str) -> bool:
