@@ -8,6 +8,7 @@ import datetime as _dt
 import hashlib
 import re
 
+from .. import der
 from ..dependencies import require, serialization, x509, ec, rsa, NameOID
 from ..errors import CertificateError, CertificateInputError
 from ..vocabulary import MAX_CERTIFICATES, MAX_INPUT_BYTES, format_utc
@@ -77,36 +78,17 @@ def public_key_der(public_key) -> bytes:
     return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def _der_header(data: bytes, offset: int) -> tuple[int, int, int]:
-    """(tag, start, end) of the value of the DER element at ``offset`` (a definite length within ``data``)."""
-    if offset + 2 > len(data):
-        raise CertificateError("public key is not a DER SubjectPublicKeyInfo: truncated")
-    tag, first = data[offset], data[offset + 1]
-    start = offset + 2
-    if first < 0x80:
-        length = first
-    else:
-        octets = first & 0x7F
-        if not 0 < octets <= 4:
-            raise CertificateError("public key is not a DER SubjectPublicKeyInfo: bad length")
-        start += octets
-        length = int.from_bytes(data[offset + 2:start], "big")
-    if start + length > len(data):
-        raise CertificateError("public key is not a DER SubjectPublicKeyInfo: truncated")
-    return tag, start, start + length
-
-
 def key_identifier(public_key_der_bytes: bytes) -> bytes:
     """The key identifier of RFC 5280 4.2.1.2 (1) from a DER SubjectPublicKeyInfo (SEQUENCE of the
     algorithm SEQUENCE and the key BIT STRING): SHA-1 of its subjectPublicKey bits, as
     ``x509.SubjectKeyIdentifier.from_public_key`` computes it from the key."""
-    data = public_key_der_bytes
-    tag, start, end = _der_header(data, 0)
-    algorithm_tag, _algorithm_start, algorithm_end = _der_header(data, start) if tag == 0x30 else (0, 0, 0)
-    bits_tag, bits_start, bits_end = _der_header(data, algorithm_end) if algorithm_tag == 0x30 else (0, 0, 0)
-    if end != len(data) or bits_tag != 0x03 or bits_end != end or data[bits_start:bits_start + 1] != b"\x00":
+    try:
+        algorithm, bits = der.children(der.read_one(public_key_der_bytes, der.SEQUENCE))
+    except ValueError:  # der.DerError, or not two elements
+        algorithm = bits = None
+    if algorithm is None or algorithm.tag != der.SEQUENCE or bits.tag != der.BIT_STRING or bits.value[:1] != b"\x00":
         raise CertificateError("public key is not a DER SubjectPublicKeyInfo with whole-octet key bits")
-    return hashlib.sha1(data[bits_start + 1:bits_end]).digest()  # RFC 5280 names SHA-1 here
+    return hashlib.sha1(bits.value[1:]).digest()  # RFC 5280 names SHA-1 here
 
 
 def public_key_fingerprint(public_key) -> str:
