@@ -37,7 +37,7 @@ from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
 from _opencapf.store import open_store
 from _opencapf.store import service as service_records
 
-from . import ENGINE_PATH
+from . import ENGINE_PATH, limits
 from .harness import Figure, benchmark, derived, pin
 
 KEY_TYPES = {"rsa2048": "RSA-2048", "ec256": "EC P-256"}
@@ -393,8 +393,12 @@ def _enrolment_benchmark(ctx, key_type: str) -> dict:
     pool = key_pool(key_type, 0, ctx.smoke) if key_type == "rsa2048" else None
     for concurrency, full_size, size in _runs(ctx):
         directory = tempfile.mkdtemp(prefix=f"enrol-{key_type}-c{concurrency}-", dir=ctx.work_dir)
+        judged = (concurrency, full_size) == JUDGED_RUN
+        before = limits.ceiling_now(ctx, key_type) if judged else None
         result = run_load(directory, key_type, size, concurrency, server_cores=(ctx.core,),
                           client_cores=(ctx.client_core,), pool=pool, warmup=ctx.size(WARMUP, 2))
+        if judged:
+            result["ceiling_beside"] = _ceiling_beside(before, limits.ceiling_now(ctx, key_type))
         result["cores_given"] = 1
         result["shared_core"] = ctx.core == ctx.client_core
         figures[figure_name(key_type, concurrency, full_size)] = Figure(
@@ -403,6 +407,19 @@ def _enrolment_benchmark(ctx, key_type: str) -> dict:
             "keys, one server process on one core, the simulator on another; every enrolment verified",
             f"limits.enrolment_ceiling_{key_type}", result)
     return figures
+
+
+JUDGED_RUN = (50, 10_000)  # (concurrency, enrolments) of the runs the ceiling targets judge
+CEILING_PARTS = ("handshake_ms", "lsc_sign_ms", "store_write_ms")
+
+
+def _ceiling_beside(before: Figure, after: Figure) -> dict:
+    """The per-core ceiling of the minutes of a run: each part the mean of its measurements just
+    before and just after the run; both measurements are kept."""
+    parts = {part: round((before.details[part] + after.details[part]) / 2, 4) for part in CEILING_PARTS}
+    return {**parts, "ceiling_per_core": round(1000 / sum(parts.values()), 3),
+            "before": {part: before.details[part] for part in CEILING_PARTS},
+            "after": {part: after.details[part] for part in CEILING_PARTS}}
 
 
 def _figure_names(key_type: str) -> tuple[str, ...]:
@@ -425,21 +442,28 @@ def c50_ceiling_ratio(figures):
     """Enrolments per second per core used over the per-core ceiling. "Cores used" is the server's
     CPU time over the wall time of the run (from /proc): on a machine shared with other work the
     server's core is not all its own, and a core it waits on the disk with is a core it does not
-    use. The ratio with the one core the server was given is in the details too."""
+    use. The ceiling is the one measured just before and after the run (``ceiling_beside``); the
+    ratio to section 1's ceiling, measured minutes earlier, and the ratio with the one core the
+    server was given are in the details too."""
     ratios = {}
     for key_type in KEY_TYPES:
         run = figures[f"enrol.{key_type}_c50_n10000"]
-        ceiling = figures[f"limits.enrolment_ceiling_{key_type}"].value
+        ceiling = run.details["ceiling_beside"]["ceiling_per_core"]
+        section_1 = figures[f"limits.enrolment_ceiling_{key_type}"].value
         used = run.details["server_busy_cores"]
-        ratios[key_type] = {"rate": round(run.value, 3), "cores_used": used, "ceiling_per_core": round(ceiling, 3),
+        ratios[key_type] = {"rate": round(run.value, 3), "cores_used": used, "ceiling_per_core": ceiling,
                             "ratio": round(run.value / used / ceiling, 4),
                             "ratio_per_core_given": round(run.value / run.details["cores_given"] / ceiling, 4),
+                            "ceiling_beside": run.details["ceiling_beside"],
+                            "section_1_ceiling_per_core": round(section_1, 3),
+                            "ratio_to_section_1_ceiling": round(run.value / used / section_1, 4),
                             "server_cpu_ms_per_enrolment": run.details["server_cpu_ms_per_enrolment"],
                             "enrolments": run.details["enrolments"]}
     worst = min(ratios.values(), key=lambda item: item["ratio"])
     return Figure(worst["ratio"], "of ceiling/core",
                   "enrolments per second per core used (server CPU seconds / wall seconds) at concurrency 50, over "
-                  "the per-core ceiling of the same run; the lower of the RSA-2048 and EC P-256 runs", None,
+                  "the per-core ceiling measured just before and after that run; the lower of the RSA-2048 and "
+                  "EC P-256 runs", None,
                   {"by_key_type": ratios, "phones": min(item["enrolments"] for item in ratios.values())})
 
 
@@ -465,17 +489,22 @@ CPU_TARGET_MS, UNAVOIDABLE_REFERENCE_MS = 1.9, 1.32
 @derived("enrol.c50_cpu_over_unavoidable_rsa2048", ("enrol.rsa2048_c50_n10000", "limits.enrolment_ceiling_rsa2048"))
 def c50_cpu_over_unavoidable(figures):
     """Server CPU per RSA-2048 enrolment at concurrency 50 over what no server avoids: the handshake's
-    and the LSC build-and-sign's CPU from section 1 of the same run."""
+    and the LSC build-and-sign's CPU, measured just before and after that run (section 1's in the
+    details)."""
     run = figures["enrol.rsa2048_c50_n10000"].details
-    ceiling = figures["limits.enrolment_ceiling_rsa2048"].details
+    ceiling = run["ceiling_beside"]
+    section_1 = figures["limits.enrolment_ceiling_rsa2048"].details
     unavoidable = ceiling["handshake_ms"] + ceiling["lsc_sign_ms"]
     cpu = run["server_cpu_ms_per_enrolment"]
     ratio = cpu / unavoidable
     return Figure(ratio, "x handshake+sign",
                   "server CPU per enrolment at concurrency 50 (RSA-2048, one process) over the CPU of a TLS handshake "
-                  "and an LSC build-and-sign measured in the same run (the target: 1.9 ms where those cost 1.32 ms)",
+                  "and an LSC build-and-sign measured just before and after that run (the target: 1.9 ms where those "
+                  "cost 1.32 ms)",
                   None, {"server_cpu_ms_per_enrolment": cpu, "handshake_ms": ceiling["handshake_ms"],
                          "lsc_sign_ms": ceiling["lsc_sign_ms"], "unavoidable_ms": round(unavoidable, 4),
+                         "section_1_unavoidable_ms": round(section_1["handshake_ms"] + section_1["lsc_sign_ms"], 4),
+                         "ratio_to_section_1": round(cpu / (section_1["handshake_ms"] + section_1["lsc_sign_ms"]), 4),
                          "unavoidable_share": round(unavoidable / cpu, 4),
                          "avoidable_ms": round(cpu - unavoidable, 4),
                          "reference_equivalent_ms": round(ratio * UNAVOIDABLE_REFERENCE_MS, 4),

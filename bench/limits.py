@@ -403,6 +403,14 @@ def _ceiling(figures: dict, key_type: str) -> Figure:
     )
 
 
+def ceiling_now(ctx, key_type: str) -> Figure:
+    """The per-core ceiling measured again, parts and all, on the same cores as section 1: for a run
+    that is judged against it, just before and just after that run (the machine's speed drifts
+    within a run; a ratio of two measurements minutes apart carries the drift)."""
+    figures = {**_tls_handshakes(ctx, key_type), **_lsc_build(ctx, key_type), **store_write(ctx)}
+    return _ceiling(figures, key_type)
+
+
 @derived("limits.enrolment_ceiling_rsa2048",
          ("limits.tls_handshake_rsa2048", "limits.lsc_build_rsa2048", "limits.store_write"))
 def enrolment_ceiling_rsa2048(figures):
