@@ -165,7 +165,7 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
         certificate = build_lsc(signer, name, public_key, validity_days, serial, now, crl_url=crl_url, kind=kind,
                                 public_key_der=key_der)
         der = c.to_der(certificate)
-        pem = c.to_pem(certificate)
+        pem = c.pem_of_der(der)
         try:
             with store.transaction() as tx:
                 phone = phone_records.ensure(tx, store.actor, name) if create_phone else phone_records.get(tx, name)
