@@ -63,19 +63,29 @@ def _shared_extensions(kind: str) -> tuple:
     )
 
 
+@functools.cache
+def _shared_extensions_encoded(kind: str) -> tuple:
+    """``_shared_extensions(kind)`` as the builder takes them already encoded (each value's DER, the
+    library's own encoding of it, made once): the builder copies them into each LSC as they are,
+    instead of reading every field of every value again."""
+    return tuple((x509.UnrecognizedExtension(extension.oid, extension.public_bytes()), critical)
+                 for extension, critical in _shared_extensions(kind))
+
+
 def lsc_extensions(device_name: str, public_key, issuer_certificate=None, crl_url: str = "", *,
-                   authority_key_id=None, kind: str | None = None,
-                   public_key_der: bytes | None = None) -> list[tuple[object, bool]]:
+                   authority_key_id=None, kind: str | None = None, public_key_der: bytes | None = None,
+                   shared_encoded: bool = False) -> list[tuple[object, bool]]:
     """The LSC extensions with their criticality (shared with the CSR that third-party CAs receive);
     ``crl_url``: the CRL distribution point (the ``crl_url`` service parameter) of an LSC CAPF signs;
     ``authority_key_id``: the AKI of the issuer when the caller has it (else taken from
     ``issuer_certificate``); ``kind``: ``keys.check_phone_public_key(public_key)[0]`` when the caller
     has checked the key already; ``public_key_der``: the key's DER SubjectPublicKeyInfo when the
-    caller has it (its key identifier is taken from it)."""
+    caller has it (its key identifier is taken from it); ``shared_encoded``: the values every LSC of
+    the kind carries alike already encoded (for the builder; the certificate is the same)."""
     if kind is None:
         kind, _size = keys.check_phone_public_key(public_key)
     extensions = [
-        *_shared_extensions(kind),
+        *(_shared_extensions_encoded(kind) if shared_encoded else _shared_extensions(kind)),
         # The device name as a directoryName: the reference servers' bare-name URI is not a valid
         # RFC 5280 URI, and a device name is not a DNS name.
         (x509.SubjectAlternativeName([x509.DirectoryName(x509.Name([
@@ -111,7 +121,7 @@ def build_lsc(signer: authority.Signer, device_name: str, public_key, validity_d
     start = now.astimezone(_dt.timezone.utc).replace(tzinfo=None) if now.tzinfo else now  # naive UTC, as the builder keeps it
     extensions = lsc_extensions(device_name, public_key, crl_url=crl_url,
                                 authority_key_id=signer.authority_key_identifier, kind=kind,
-                                public_key_der=public_key_der)
+                                public_key_der=public_key_der, shared_encoded=True)
     # Every part at once: each of the builder's setters makes a new builder and checks what the lines
     # above guarantee (types, serial, dates, extensions named once: the profile lists each once).
     builder = x509.CertificateBuilder(
@@ -165,7 +175,7 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
         certificate = build_lsc(signer, name, public_key, validity_days, serial, now, crl_url=crl_url, kind=kind,
                                 public_key_der=key_der)
         der = c.to_der(certificate)
-        pem = c.to_pem(certificate)
+        pem = c.pem_of_der(der)
         try:
             with store.transaction() as tx:
                 phone = phone_records.ensure(tx, store.actor, name) if create_phone else phone_records.get(tx, name)

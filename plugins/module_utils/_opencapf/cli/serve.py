@@ -171,6 +171,18 @@ def _serve(args, ready, private_fds=(), log_file=None) -> int:
     return code
 
 
+def _lean_log_records() -> None:
+    """The service writes a log line per session, in a format of time, level, logger and message only
+    (``main``, ``_detach``): its records need not carry the thread, the process, the asyncio task or the
+    caller's source line, which logging otherwise looks up for every record (the Logging HOWTO's
+    "Optimization")."""
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging.logAsyncioTasks = False  # Python 3.12 and later; ignored before
+    logging._srcfile = None  # pylint: disable=protected-access
+
+
 def _lines(bound) -> str:
     return "".join(f"listening on {host} port {port}\n" for host, port in bound)
 
@@ -181,6 +193,7 @@ def run(args, output) -> int:
     _check(args)
     if not args.verbose:
         logging.getLogger("opencapf.server").setLevel(logging.INFO)
+    _lean_log_records()
     if args.daemon:
         return _daemonise(args, output)
 

@@ -26,24 +26,29 @@ LEAD_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
 class _SqliteTransaction(Transaction):
-    def __init__(self, connection: sqlite3.Connection):
+    """The statements of one transaction. Those that are done when they return run on the backend's
+    one cursor (a connection's ``execute`` makes a cursor per statement); ``rows``, which streams,
+    on a cursor of its own."""
+
+    def __init__(self, connection: sqlite3.Connection, cursor: sqlite3.Cursor):
         self._connection = connection
+        self._run = cursor.execute
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return self._connection.execute(sql, params).rowcount
+        return self._run(sql, params).rowcount
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self._connection.executemany(sql, rows)
 
     def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return self._connection.execute(sql, params).lastrowid
+        return self._run(sql, params).lastrowid
 
     def insert_unless_conflict(self, sql: str, params: Sequence[Any] = ()) -> int | None:
-        cursor = self._connection.execute(sql, params)
+        cursor = self._run(sql, params)
         return cursor.lastrowid if cursor.rowcount == 1 else None
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        cursor = self._connection.execute(sql, params)
+        cursor = self._run(sql, params)
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row)) for row in cursor.fetchall()]
 
@@ -66,25 +71,25 @@ class _Opened:
 
     def __enter__(self) -> Transaction:
         backend, write = self._backend, self._write
-        connection = backend._connection  # pylint: disable=protected-access
+        cursor = backend._cursor  # pylint: disable=protected-access
         backend._lock.acquire()  # pylint: disable=protected-access
         try:
             if write and not backend.group_commit and self._durable != backend._durable:  # pylint: disable=protected-access
                 # WAL: NORMAL appends the commit without an fsync; the next FULL commit's fsync of the
                 # same log makes it durable together with itself.
-                connection.execute(f"PRAGMA synchronous = {'FULL' if self._durable else 'NORMAL'}")
+                cursor.execute(f"PRAGMA synchronous = {'FULL' if self._durable else 'NORMAL'}")
                 backend._durable = self._durable  # pylint: disable=protected-access
             self._queued = write and backend._writer_lock is not None  # pylint: disable=protected-access
             if self._queued:
                 fcntl.flock(backend._writer_lock, fcntl.LOCK_EX)  # pylint: disable=protected-access
             try:
-                connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             except sqlite3.Error as exc:
                 raise StoreError(f"store {backend.location}: cannot begin a transaction: {exc}") from None
         except BaseException:
             self._unlock()
             raise
-        return _SqliteTransaction(connection)
+        return _SqliteTransaction(backend._connection, cursor)  # pylint: disable=protected-access
 
     def _unlock(self) -> None:
         backend = self._backend
@@ -96,15 +101,15 @@ class _Opened:
 
     def __exit__(self, exc_type, _exc_value, _traceback) -> bool:
         backend = self._backend
-        connection = backend._connection  # pylint: disable=protected-access
+        cursor = backend._cursor  # pylint: disable=protected-access
         try:
             if exc_type is not None:
-                connection.execute("ROLLBACK")
+                cursor.execute("ROLLBACK")
                 return False
             try:
-                connection.execute("COMMIT")
+                cursor.execute("COMMIT")
             except sqlite3.Error as error:
-                connection.execute("ROLLBACK")
+                cursor.execute("ROLLBACK")
                 raise StoreError(f"store {backend.location}: commit failed: {error}") from None
             backend._written += 1  # pylint: disable=protected-access
             mine = backend._written  # pylint: disable=protected-access
@@ -173,6 +178,9 @@ class SqliteBackend(Backend):
                 self._connection.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
             # A file that is not a database fails on the first real read.
             self._connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            # The transactions' statements run on one cursor (``_SqliteTransaction``), each resetting
+            # the one before: no statement outlives its transaction.
+            self._cursor = self._connection.cursor()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"store {self.location} is not a usable SQLite database: {exc}") from None
         if mode.lower() != "wal":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import os
 import shutil
@@ -201,3 +202,20 @@ def test_an_lsc_is_byte_for_byte_what_the_library_builder_makes(ca_store, kind, 
     for serial in (0, 2 ** 159):
         with pytest.raises(ValueError, match="serial"):
             lsc.build_lsc(signer, "SEP00AABBCCDD11", public_key, 30, serial, now)
+
+
+def test_the_pem_made_from_der_is_that_of_the_library(ec_phone_key):
+    """``pem_of_der`` (the PEM an issued LSC is stored with) is character for character the library's
+    PEM of the certificate, for every length of its last base64 line (subjects of 1 to 64 characters)."""
+    signing_key = ec.generate_private_key(ec.SECP256R1())
+    start = dt.datetime(2026, 1, 1)
+    last_lines = set()
+    for length in range(1, 65):
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "N" * length)])
+        certificate = x509.CertificateBuilder(
+            issuer_name=name, subject_name=name, public_key=ec_phone_key.public_key(), serial_number=length,
+            not_valid_before=start, not_valid_after=start + dt.timedelta(days=1)).sign(signing_key, hashes.SHA256())
+        der = c.to_der(certificate)
+        assert c.pem_of_der(der) == c.to_pem(certificate)
+        last_lines.add(len(base64.b64encode(der)) % 64)
+    assert len(last_lines) == 16  # every length a base64 text's last line can have (a multiple of 4)
