@@ -144,11 +144,13 @@ def _profile(figures: dict, found: dict) -> list[str]:
             session = figures.get(f"enrol.session_{key_type}", {}).get("details", {})
             handshake = run["ceiling_beside"]["handshake_ms"]
             if session:
+                rest = run["server_cpu_ms_per_enrolment"] - session["cpu_ms_per_enrolment"] - handshake
                 line += (f"; of it the session without TLS or sockets (enrol.session_{key_type}: decider, store, "
                          f"session record) takes {session['cpu_ms_per_enrolment']} ms and a handshake "
-                         f"{handshake:.2f} ms, which leaves "
-                         f"{run['server_cpu_ms_per_enrolment'] - session['cpu_ms_per_enrolment'] - handshake:.2f}"
-                         " ms for the TLS driver and its event loop")
+                         f"{handshake:.2f} ms, " + (
+                             f"which leaves {rest:.2f} ms for the TLS driver and its event loop" if rest >= 0 else
+                             "together more than the enrolment over TLS: the session alone ran minutes apart, and "
+                             "the machine's speed drifts by more than the driver costs, so no split is given"))
             profile.append(line)
         return profile
     if "one_process" in found:  # the speed-up: both runs' rates and CPU per enrolment
