@@ -11,7 +11,6 @@ session before it signs.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from dataclasses import dataclass
 
@@ -227,9 +226,7 @@ def verify(data: bytes, field: str = "csr"):
 
 
 def to_pem(encoded: bytes) -> str:
-    body = base64.b64encode(encoded).decode("ascii")
-    lines = [body[index:index + 64] for index in range(0, len(body), 64)]
-    return "-----BEGIN CERTIFICATE REQUEST-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE REQUEST-----\n"
+    return der.pem("CERTIFICATE REQUEST", encoded)
 
 
 def to_der(csr) -> bytes:

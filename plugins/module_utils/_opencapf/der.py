@@ -10,6 +10,7 @@ from the network.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
 from .errors import CapfError
@@ -22,6 +23,14 @@ NULL = 0x05
 OBJECT_IDENTIFIER = 0x06
 SEQUENCE = 0x30
 SET = 0x31
+
+
+def pem(label: str, data: bytes) -> str:
+    """``data`` in PEM armour under ``label`` (RFC 7468: base64 in lines of 64 characters, each ended
+    by a line feed), as OpenSSL and the cryptography library write it."""
+    text = base64.b64encode(data).decode("ascii")
+    lines = "".join(text[start:start + 64] + "\n" for start in range(0, len(text), 64))
+    return f"-----BEGIN {label}-----\n{lines}-----END {label}-----\n"
 
 
 class DerError(CapfError, ValueError):

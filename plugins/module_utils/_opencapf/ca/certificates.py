@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import hashlib
 import re
@@ -62,12 +61,9 @@ def to_pem(certificate) -> str:
 
 
 def pem_of_der(der_bytes: bytes) -> str:
-    """The PEM text of a DER certificate, character for character what ``to_pem`` gives for it (base64 in
-    lines of 64 characters, each ended by a line feed). For a caller that has the DER: ``to_pem`` encodes
-    the certificate object once more."""
-    text = base64.b64encode(der_bytes).decode("ascii")
-    lines = "".join(text[start:start + 64] + "\n" for start in range(0, len(text), 64))
-    return f"-----BEGIN CERTIFICATE-----\n{lines}-----END CERTIFICATE-----\n"
+    """The PEM text of a DER certificate, character for character what ``to_pem`` gives for it. For a
+    caller that has the DER: ``to_pem`` encodes the certificate object once more."""
+    return der.pem("CERTIFICATE", der_bytes)
 
 
 def to_der(certificate) -> bytes:
