@@ -408,22 +408,24 @@ def parse_utc(value, field: str) -> _dt.datetime | None:
     return moment.astimezone(_dt.timezone.utc).replace(microsecond=0)
 
 
-_last_formatted: tuple = (None, None)  # (moment, its text): a session formats the same second many times
+# The text of each moment formatted lately: a session formats a few moments (this second, the end of
+# an LSC's validity, of the session's liveness, ...) in turn, and every session of the same second the same ones.
+_formatted: dict = {}
+_FORMATTED_KEPT = 256  # moments at most before the memory of them starts again
 
 
 def format_utc(moment: _dt.datetime | None) -> str | None:
     """The canonical text form of a UTC time in the store and in results."""
-    global _last_formatted  # pylint: disable=global-statement
     if moment is None:
         return None
     if moment.tzinfo is not _dt.timezone.utc:
         moment = moment.astimezone(_dt.timezone.utc)
-    last = _last_formatted
-    if last[0] is moment or last[0] == moment:  # ``utc_now`` gives one object per second
-        return last[1]
-    text = (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
-            f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}Z")
-    _last_formatted = (moment, text)
+    text = _formatted.get(moment)
+    if text is None:
+        if len(_formatted) >= _FORMATTED_KEPT:
+            _formatted.clear()
+        text = _formatted[moment] = "%04d-%02d-%02dT%02d:%02d:%02dZ" % (
+            moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second)
     return text
 
 
