@@ -80,7 +80,28 @@ def sha256_hex(der: bytes) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
-def public_key_der(public_key) -> bytes:
+# The DER SubjectPublicKeyInfo of an EC P-256 key up to its point: SEQUENCE { SEQUENCE { id-ecPublicKey,
+# prime256v1 }, BIT STRING with no unused bits }; then the uncompressed point 04 || X || Y (32 octets each).
+_P256_SPKI_PREFIX = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200")
+_P256_SPKI_LENGTH = len(_P256_SPKI_PREFIX) + 65
+_P256_FIELD_PRIME = 2 ** 256 - 2 ** 224 + 2 ** 192 + 2 ** 96 - 1
+
+
+def public_key_der(public_key, loaded_from: bytes | None = None) -> bytes:
+    """The key's DER SubjectPublicKeyInfo, as the cryptography library encodes it.
+
+    ``loaded_from``: the DER the caller loaded ``public_key`` from. When it is already the library's
+    encoding of such a key, it is returned as it is: an EC P-256 key with an uncompressed point whose
+    coordinates are below the field prime (each coordinate then comes out as it went in), since
+    encoding the key again costs a field inversion. Any other form (a compressed point, RSA) is
+    encoded again."""
+    if loaded_from is not None and len(loaded_from) == _P256_SPKI_LENGTH:
+        given = bytes(loaded_from)
+        point = len(_P256_SPKI_PREFIX)
+        if given.startswith(_P256_SPKI_PREFIX) and given[point] == 4 \
+                and int.from_bytes(given[point + 1:point + 33]) < _P256_FIELD_PRIME \
+                and int.from_bytes(given[point + 33:]) < _P256_FIELD_PRIME:
+            return given
     return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 

@@ -413,7 +413,7 @@ class StoreDecider(Decider):
         """Sign the LSC and commit it durably with the session start and the key request: the one
         write before STORE_CERTIFICATE_REQUEST, which the driver sends only once it is on disk."""
         public_key = _checked_key(public_key_der, choice)
-        key_der = c.public_key_der(public_key)
+        key_der = c.public_key_der(public_key, loaded_from=public_key_der)
         key_fingerprint = c.sha256_hex(key_der)
         phone_id = self._phone["id"]
         before = (self._started, self._start_written)
