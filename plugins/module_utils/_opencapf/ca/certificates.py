@@ -99,8 +99,8 @@ def public_key_der(public_key, loaded_from: bytes | None = None) -> bytes:
         given = bytes(loaded_from)
         point = len(_P256_SPKI_PREFIX)
         if given.startswith(_P256_SPKI_PREFIX) and given[point] == 4 \
-                and int.from_bytes(given[point + 1:point + 33]) < _P256_FIELD_PRIME \
-                and int.from_bytes(given[point + 33:]) < _P256_FIELD_PRIME:
+                and int.from_bytes(given[point + 1:point + 33], "big") < _P256_FIELD_PRIME \
+                and int.from_bytes(given[point + 33:], "big") < _P256_FIELD_PRIME:
             return given
     return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
