@@ -130,6 +130,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.work_dir and not os.path.isdir(args.work_dir):
         parser.error(f"--work-dir: {args.work_dir} is not a directory")
+    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+        parser.error(f"--json: the directory of {args.json} does not exist")
     try:
         outcome = measure(args)
     except AbError as exc:

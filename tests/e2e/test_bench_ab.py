@@ -71,6 +71,8 @@ def test_bad_arguments_name_the_argument_and_the_rule(tmp_path):
         (ROOT, ROOT, "--size", "many"): "argument --size: 'many' is not a whole number",
         (ROOT, ROOT, "--key-type", "dsa"): "argument --key-type: invalid choice: 'dsa'",
         (ROOT, ROOT, "--work-dir", str(tmp_path / "missing")): f"--work-dir: {tmp_path / 'missing'} is not a directory",
+        (ROOT, ROOT, "--json", str(tmp_path / "missing" / "ab.json")):
+            f"--json: the directory of {tmp_path / 'missing' / 'ab.json'} does not exist",
     }
     for args, message in cases.items():
         done = _ab(*args, timeout=60)
