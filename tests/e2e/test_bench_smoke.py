@@ -124,6 +124,10 @@ def _ceiling_measured_beside(figures, cpu):
         assert all(beside[part] == round((beside["before"][part] + beside["after"][part]) / 2, 4) for part in parts)
         assert beside["ceiling_per_core"] == round(1000 / sum(beside[part] for part in parts), 3)
         assert ratios[key_type]["ceiling_per_core"] == beside["ceiling_per_core"]
+        run = figures[f"enrol.{key_type}_c50_n10000"]["details"]
+        assert run["sitting_chosen"] == 0 and len(run["sittings"]) == 1  # one sitting at smoke sizes
+        assert run["sittings"][0]["ceiling_beside"] == beside
+        assert ratios[key_type]["sittings_ratios"] == [ratios[key_type]["ratio"]]
         assert ratios[key_type]["section_1_ceiling_per_core"] == round(
             figures[f"limits.enrolment_ceiling_{key_type}"]["value"], 3)
     beside = figures["enrol.rsa2048_c50_n10000"]["details"]["ceiling_beside"]

@@ -212,3 +212,48 @@ def test_a_figure_derived_from_a_derived_figure_pulls_in_everything(monkeypatch)
     del figures["limits.store_write"], figures["limits.enrolment_ceiling_ec256"], figures["limits.test_ratio"]
     cli._derive(["limits.test_ratio", "limits.enrolment_ceiling_ec256"], figures, failures, smoke=False)
     assert sorted(failures) == ["limits.enrolment_ceiling_ec256", "limits.test_ratio"]
+
+
+def test_the_judged_runs_are_the_median_of_their_sittings(monkeypatch, tmp_path):
+    """Each sitting of a judged run has the ceiling measured before and after it (shared with its
+    neighbours); the run reported is the sitting of median ratio to its ceiling, and both judged
+    figures are medians over the sittings, whatever order the sittings came in."""
+    from bench import enrolment, limits
+    from bench.harness import Context, Figure
+
+    ceilings = iter([(0.6, 0.1, 0.3), (0.8, 0.1, 0.3), (0.6, 0.2, 0.2), (0.5, 0.1, 0.2)])
+
+    def ceiling_now(_ctx, _key_type):
+        handshake, sign, write = next(ceilings)
+        return Figure(1.0, "/s", "ceiling", None, {"handshake_ms": handshake, "lsc_sign_ms": sign,
+                                                    "store_write_ms": write})
+
+    monkeypatch.setattr(limits, "ceiling_now", ceiling_now)
+    cpu_ms = iter([1.2, 2.0, 1.0])
+
+    def run():
+        cpu = next(cpu_ms)
+        return {"enrolments": 100, "rate": 500.0, "server_busy_cores": round(500.0 * cpu / 1000, 4),
+                "server_cpu_ms_per_enrolment": cpu, "failures": 0, "p99_ms": 50.0}
+
+    ctx = Context(smoke=False, work_dir=str(tmp_path), cores=(0, 1))
+    result = enrolment._judged_sittings(ctx, "rsa2048", run)
+    sittings = result["sittings"]
+    assert [s["ceiling_beside"]["handshake_ms"] for s in sittings] == [0.7, 0.7, 0.55]  # adjacent ceilings' mean
+    ratios = [s["ratio_to_ceiling"] for s in sittings]
+    # ceiling CPU per enrolment over the server's: (0.7+0.1+0.3)/1.2, (0.7+0.15+0.25)/2.0, (0.55+0.15+0.2)/1.0
+    assert ratios == [round(1.1 / 1.2, 4), round(1.1 / 2.0, 4), round(0.9 / 1.0, 4)]
+    assert result["sitting_chosen"] == 2 and result["server_cpu_ms_per_enrolment"] == 1.0  # the median ratio, 0.9
+    assert result["ceiling_beside"] == sittings[2]["ceiling_beside"]
+
+    figure = Figure(result["rate"], "enrolments/s", "run", None, {**result, "cores_given": 1})
+    section_1 = Figure(1000 / 1.1, "/s", "ceiling", None, {"handshake_ms": 0.7, "lsc_sign_ms": 0.1, "store_write_ms": 0.3})
+    figures = {"enrol.rsa2048_c50_n10000": figure, "enrol.ec256_c50_n10000": figure,
+               "limits.enrolment_ceiling_rsa2048": section_1, "limits.enrolment_ceiling_ec256": section_1}
+    assert enrolment.c50_ceiling_ratio(figures).value == 0.9
+    assert enrolment.c50_ceiling_ratio(figures).details["by_key_type"]["rsa2048"]["sittings_ratios"] == ratios
+    cpu = enrolment.c50_cpu_over_unavoidable(figures)
+    # 1.2/0.8 = 1.5, 2.0/0.85 = 2.35, 1.0/0.7 = 1.43: the median is the first sitting's
+    assert cpu.details["sitting"] == 0 and cpu.value == pytest.approx(1.2 / 0.8)
+    assert cpu.details["sittings"] == [round(1.2 / 0.8, 4), round(2.0 / 0.85, 4), round(1.0 / 0.7, 4)]
+    assert enrolment._median_index([3.0, 1.0, 2.0, 4.0]) == 2  # the lower middle of an even number
