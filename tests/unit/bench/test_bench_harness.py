@@ -257,3 +257,15 @@ def test_the_judged_runs_are_the_median_of_their_sittings(monkeypatch, tmp_path)
     assert cpu.details["sitting"] == 0 and cpu.value == pytest.approx(1.2 / 0.8)
     assert cpu.details["sittings"] == [round(1.2 / 0.8, 4), round(2.0 / 0.85, 4), round(1.0 / 0.7, 4)]
     assert enrolment._median_index([3.0, 1.0, 2.0, 4.0]) == 2  # the lower middle of an even number
+
+
+def test_a_missed_cpu_target_is_profiled_by_its_parts():
+    """The profile of a missed `enrol.c50_cpu_over_unavoidable_rsa2048` names the server's CPU, the
+    handshake and signature in it and what is left, and the sittings (not wall or CPU rounds it has not)."""
+    details = {"server_cpu_ms_per_enrolment": 2.33, "handshake_ms": 0.83, "lsc_sign_ms": 0.43, "unavoidable_ms": 1.26,
+               "unavoidable_share": 0.5408, "avoidable_ms": 1.07, "reference_equivalent_ms": 2.43,
+               "sittings": [1.85, 1.84, 1.78], "sitting": 1}
+    text = "; ".join(report._profile({}, details))
+    assert "2.33 ms of server CPU per RSA-2048 enrolment" in text and "(0.83 ms)" in text and "(0.43 ms)" in text
+    assert "54%" in text and "leaves 1.07 ms" in text and "[1.85, 1.84, 1.78]" in text
+    assert "None" not in text
