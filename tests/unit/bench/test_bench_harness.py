@@ -225,8 +225,8 @@ def test_the_judged_runs_are_the_median_of_their_sittings(monkeypatch, tmp_path)
 
     def ceiling_now(_ctx, _key_type):
         handshake, sign, write = next(ceilings)
-        return Figure(1.0, "/s", "ceiling", None, {"handshake_ms": handshake, "lsc_sign_ms": sign,
-                                                    "store_write_ms": write})
+        parts = {"handshake_ms": handshake, "lsc_sign_ms": sign, "store_write_ms": write}
+        return Figure(1.0, "/s", "ceiling", None, parts)
 
     monkeypatch.setattr(limits, "ceiling_now", ceiling_now)
     cpu_ms = iter([1.2, 2.0, 1.0])
