@@ -495,7 +495,7 @@ def c50_ceiling_ratio(figures):
         section_1 = figures[f"limits.enrolment_ceiling_{key_type}"].value
         used = run.details["server_busy_cores"]
         ratios[key_type] = {"rate": round(run.value, 3), "cores_used": used, "ceiling_per_core": ceiling,
-                            "ratio": round(run.value / used / ceiling, 4),
+                            "ratio": _sitting_summary(run.details)["ratio_to_ceiling"],
                             "ratio_per_core_given": round(run.value / run.details["cores_given"] / ceiling, 4),
                             "ceiling_beside": run.details["ceiling_beside"],
                             "section_1_ceiling_per_core": round(section_1, 3),
