@@ -80,12 +80,17 @@ def _work_was_really_done(figures):
     assert store_write["synchronous"] == 2  # FULL: every commit is fsynced
     assert store_write["rows_written"] == store_write["operations"] + 3  # + the warm-up writes
     assert figures["store.phones_by_lsc_expiry"]["details"]["rows"] == 300
+    cpu_seconds = []
     for key_type in ("rsa2048", "ec256"):
         for concurrency in (1, 50, 500):
             run = figures[f"enrol.{key_type}_c{concurrency}_n1000"]["details"]
             assert run["ok"] + run["failures"] == run["enrolments"] > 0 and run["concurrency"] == concurrency
             assert run["store_installed_lscs"] >= run["ok"] + run["warmup_enrolments"]
-            assert run["server_cpu_seconds"] > 0 and run["server_peak_rss_bytes"] > 0 and run["p99_ms"] > 0
+            assert run["server_peak_rss_bytes"] > 0 and run["p99_ms"] > 0
+            cpu_seconds.append(run["server_cpu_seconds"])
+    # /proc counts CPU in clock ticks (10 ms): a smoke run of a few enrolments may take less than
+    # one and read 0; the six together take several.
+    assert all(seconds >= 0 for seconds in cpu_seconds) and sum(cpu_seconds) > 0
     two = figures["workers.two_processes"]["details"]
     assert two["server_processes"] == 2 and len(two["server_peak_rss_by_process"]) == 3  # supervisor + 2 workers
     assert two["cpu_affinity"] and two["client_processes_pinned_per_core"]
