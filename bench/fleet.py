@@ -27,7 +27,8 @@ PHONE_COLUMNS = ("id", "name", "description", "model", "device_pool", "security_
                  "key_order", "rsa_key_size", "ec_key_size", "operation_deadline", "operation_status",
                  "last_session_at", "created_at", "updated_at")
 CERTIFICATE_COLUMNS = ("id", "phone_id", "kind", "serial", "issuer", "fingerprint", "public_key_fingerprint", "status",
-                       "source", "pem", "not_before", "not_after", "issued_at", "installed_at", "status_changed_at")
+                       "source", "pem", "not_before", "not_after", "issued_at", "installed_at", "status_changed_at",
+                       "recency")
 CSR_COLUMNS = ("phone_id", "public_key_fingerprint", "public_key", "status", "certificate_id", "created_at",
                "updated_at")
 
@@ -138,7 +139,7 @@ class _Builder:
             certificate_id, phone_id, kind, f"{certificate_id:x}{self.rng.getrandbits(96):024x}", issuer,
             self._fingerprint(), self._fingerprint(), status, source, self.pem, issued_text,
             _utc_text(issued + _dt.timedelta(days=validity_days)), issued_text, installed,
-            installed or issued_text,
+            installed or issued_text, certificate_id,  # each phone's certificates are issued and installed in id order
         ))
         key = f"{kind}:{status}"
         self.certificate_counts[key] = self.certificate_counts.get(key, 0) + 1

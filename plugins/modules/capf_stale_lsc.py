@@ -10,7 +10,8 @@ module: capf_stale_lsc
 short_description: Delete stale LSCs, all of them or those of some devices
 version_added: 0.1.0
 description:
-  - A stale LSC was issued for a CSR but never installed, because the phone produced a newer CSR first.
+  - A stale LSC was issued for a CSR but never installed, because the phone produced a newer CSR first or
+    answered that it did not store it.
     This module deletes them (C(utils capf stale-lsc delete all) in Cisco's CLI), for every phone or for the
     devices listed in O(devices).
   - List them first with M(opencapf.capf.capf_info) (section V(stale_lscs)).

@@ -476,7 +476,9 @@ class StoreDecider(Decider):
                 self._set_result(tx, phone, "succeeded", "", clear_operation=False, certificate_id=certificate_id,
                                  **changes)
             else:
-                self._set_result(tx, phone, "failed", "phone did not store the LSC", certificate_id=certificate_id)
+                stale = certificate_records.set_not_stored(tx, ACTOR, phone, certificate_id)
+                self._set_result(tx, phone, "failed", "phone did not store the LSC", certificate_id=certificate_id,
+                                 stale=[certificate_id] if stale else [])
 
         self._installing = True
         self._at_end(record)

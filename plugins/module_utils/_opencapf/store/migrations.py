@@ -302,6 +302,27 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "DROP INDEX certificates_revoked",
         "CREATE INDEX certificates_revoked ON certificates (issuer, revoked_at) WHERE status = 'revoked'",
     ]),
+    (13, "a phone's current LSC is the one it was last issued or last installed", [
+        # A phone's current LSC was its newest by issue (the highest id) that is not stale. Two sessions
+        # of one device that overlap (a phone reconnecting while its old session still waits) may have
+        # their LSCs installed in the other order: the phone then holds the older one, installed, and
+        # the newer one is revoked as superseded, yet it was still taken for the current LSC (the
+        # listings, the reports, the renewal scheduler). ``recency`` orders a phone's certificates by
+        # the last of their issue and their installation: each takes the phone's highest plus one.
+        "ALTER TABLE certificates ADD COLUMN recency {int} NOT NULL DEFAULT 0",
+        "UPDATE certificates SET recency = 2 * id",
+        # A store that already went through such an order: its installed LSC was installed after
+        # every newer LSC that was revoked as superseded (its installation revoked them, or one before
+        # it did). It goes just after the newest of them, before any LSC issued later.
+        "UPDATE certificates SET recency = 2 * (SELECT MAX(n.id) FROM certificates n WHERE n.phone_id = "
+        "certificates.phone_id AND n.kind = 'lsc' AND n.id > certificates.id AND n.status = 'revoked' "
+        "AND n.revocation_reason = 'superseded') + 1 WHERE kind = 'lsc' AND status = 'installed' AND EXISTS ("
+        "SELECT 1 FROM certificates n WHERE n.phone_id = certificates.phone_id AND n.kind = 'lsc' "
+        "AND n.id > certificates.id AND n.status = 'revoked' AND n.revocation_reason = 'superseded')",
+        "DROP INDEX certificates_current_lsc",
+        "CREATE INDEX certificates_current_lsc ON certificates "
+        "(phone_id, kind, recency, id, status, not_after, serial, issued_at, installed_at) WHERE kind = 'lsc'",
+    ]),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

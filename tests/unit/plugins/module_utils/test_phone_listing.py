@@ -8,7 +8,7 @@ import gc
 import pytest
 
 from _opencapf import authstrings, phone_query, reports
-from _opencapf.store import migrate, open_store, phones, postgresql
+from _opencapf.store import certificates, migrate, open_store, phones, postgresql, renewals
 from _opencapf.store.migrations import LATEST_VERSION
 from _opencapf.store.postgresql import PostgresBackend
 from _opencapf.store.sqlite import SqliteBackend
@@ -142,3 +142,57 @@ def test_the_listing_leaves_the_cycle_collector_as_it_found_it(migrated):
             assert not gc.isenabled()
         finally:
             gc.enable()
+
+
+# Histories of a store at schema version 12, each LSC as (serial, status, revocation reason), in the order
+# of their ids, and the LSC each phone's current one must be after migration 13. Before it, the current
+# LSC was the newest by id that is not stale.
+HISTORIES = {
+    # two overlapping sessions installed in the other order: the phone holds the older LSC
+    "SEP0000000000A1": ([("a1", "installed", None), ("a2", "revoked", "superseded")], "a1"),
+    # the usual order: the newer LSC replaced the older one
+    "SEP0000000000A2": ([("b1", "revoked", "superseded"), ("b2", "installed", None)], "b2"),
+    # a newer LSC sent and not acknowledged yet: it is current, as issued
+    "SEP0000000000A3": ([("c1", "installed", None), ("c2", "issued", None)], "c2"),
+    # the overlapping order, then an LSC issued later still
+    "SEP0000000000A4": ([("d1", "installed", None), ("d2", "revoked", "superseded"), ("d3", "issued", None)], "d3"),
+    # revoked on the phone by an operator (the phone still holds it): it stays current
+    "SEP0000000000A5": ([("e1", "revoked", "superseded"), ("e2", "revoked", "key_compromise")], "e2"),
+}
+
+
+def test_migration_13_makes_the_lsc_a_phone_installed_last_its_current_one(store_location, state_dir):
+    backend = PostgresBackend(store_location) if postgresql.is_location(store_location) else SqliteBackend(store_location)
+    migrate(backend, target=12)
+    with backend.transaction() as tx:
+        for name, (history, _current) in HISTORIES.items():
+            phone_id = tx.insert("INSERT INTO phones (name, created_at, updated_at, operation_status) "
+                                 "VALUES (?, ?, ?, 'succeeded')", (name, NOW, NOW))
+            for serial, status, reason in history:
+                tx.execute(
+                    "INSERT INTO certificates (phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, "
+                    "status, source, pem, not_before, not_after, issued_at, installed_at, status_changed_at, "
+                    "revocation_reason, revoked_at) "
+                    "VALUES (?, 'lsc', ?, 'fixture', ?, ?, ?, 'protocol', 'not a certificate', ?, ?, ?, ?, ?, ?, ?)",
+                    (phone_id, serial, "f" + serial, "k" + serial, status, NOW, "2027-01-01T00:00:00Z", NOW,
+                     None if status == "issued" else NOW, NOW, reason, NOW if reason else None))
+    backend.close()
+    with open_store(store_location, state_dir=state_dir, actor="test") as store:
+        assert store.schema_version() == LATEST_VERSION >= 13
+        with store.read() as tx:
+            current = {row["device_name"]: row["lsc"]["serial"] for row in reports.phone_rows(tx, None)}
+            due = {row["name"]: row["lsc_id"] for row in renewals.due(tx, "2028-01-01T00:00:00Z", 100)}
+            serials = {row["id"]: row["serial"] for row in tx.query("SELECT id, serial FROM certificates")}
+        assert current == {name: expected for name, (_history, expected) in HISTORIES.items()}
+        # The renewal scheduler sees the same current LSC: due when it is installed.
+        assert {name: serials[lsc_id] for name, lsc_id in due.items()} == {"SEP0000000000A1": "a1",
+                                                                           "SEP0000000000A2": "b2"}
+        # An LSC issued after the migration is more recent than every one before it.
+        with store.transaction() as tx:
+            phone = phones.get(tx, "SEP0000000000A1")
+            certificates.insert(tx, phone_id=phone["id"], kind="lsc", serial="a3", issuer="fixture", fingerprint="fa3",
+                                public_key_fingerprint="ka3", status="issued", source="protocol", pem="-",
+                                not_before=NOW, not_after="2027-01-01T00:00:00Z")
+        with store.read() as tx:
+            (row,) = reports.phone_rows(tx, {"names": ["SEP0000000000A1"]})
+        assert (row["lsc"]["serial"], row["lsc"]["status"]) == ("a3", "issued")

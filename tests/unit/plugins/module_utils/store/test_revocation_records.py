@@ -26,6 +26,22 @@ def _lsc(tx, phone_id, serial, status="installed", not_after="2030-01-01T00:00:0
                                not_before="2026-01-01T00:00:00Z", not_after=not_after)
 
 
+def _old_lsc(tx, phone_id, serial, status, issuer="capf", not_after="2030-01-01T00:00:00Z", installed=False,
+             revoked=None):
+    """An LSC row of a store at an earlier schema version, written in its final state: the columns every
+    version has (the engine's own writes follow the latest schema), and ``revoked`` (reason, time) at
+    version 8 and later."""
+    now = "2026-01-01T00:00:00Z"
+    certificate_id = tx.insert(
+        "INSERT INTO certificates (phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, status, source, "
+        "pem, not_before, not_after, issued_at, installed_at, status_changed_at) "
+        "VALUES (?, 'lsc', ?, ?, ?, ?, ?, 'capf', '-', ?, ?, ?, ?, ?)",
+        (phone_id, serial, issuer, serial * 4, serial, status, now, not_after, now, now if installed else None, now))
+    if revoked is not None:
+        tx.execute("UPDATE certificates SET revocation_reason = ?, revoked_at = ? WHERE id = ?", (*revoked, certificate_id))
+    return certificate_id
+
+
 def _events(tx, action):
     return [json.loads(row["details"]) for row in tx.query(
         "SELECT details FROM audit_events WHERE action = ? ORDER BY id", (action,))]
@@ -102,8 +118,8 @@ def test_migration_gives_earlier_revocations_a_reason(tmp_path):
     with Store(backend, str(directory), "test") as old:
         with old.transaction() as tx:
             phone = phones.ensure(tx, "test", NAME)
-            replaced = _lsc(tx, phone["id"], "d1", status="revoked")
-            deleted = _lsc(tx, phone["id"], "d2", status="revoked")
+            replaced = _old_lsc(tx, phone["id"], "d1", "revoked", installed=True)
+            deleted = _old_lsc(tx, phone["id"], "d2", "revoked", installed=True)
     with open_store(path, actor="test") as store:
         assert store.schema_version() == LATEST_VERSION
         with store.read() as tx:
@@ -167,7 +183,7 @@ def _revocation_answers(store) -> dict:
 
 
 def test_the_revoked_index_migration_keeps_every_revocation_answer(store_location, state_dir):
-    """A store at the previous schema version with revoked, installed, issued and stale LSCs of two
+    """A store at schema version 11 (before the revoked-LSC index) with revoked, installed, issued and stale LSCs of two
     issuers, and a removed phone's: after the migration the CRL and revocation queries answer as
     before, and an LSC revoked afterwards joins them."""
     if store_location.startswith("postgresql:"):
@@ -175,21 +191,21 @@ def test_the_revoked_index_migration_keeps_every_revocation_answer(store_locatio
     else:
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
         backend = SqliteBackend(store_location)
-    migrate(backend, target=LATEST_VERSION - 1)
+    migrate(backend, target=11)
     with Store(backend, state_dir, "test") as old:
         with old.transaction() as tx:
             for index, issuer in enumerate(("capf", "other", "capf")):
                 phone = phones.ensure(tx, "test", f"SEP00112233445{index}")
                 serial = f"{index}f"
-                first = _lsc(tx, phone["id"], serial + "1", status="issued", issuer=issuer, not_after="2026-06-01T00:00:00Z")
-                certificates.install(tx, "test", phone, first)
-                second = _lsc(tx, phone["id"], serial + "2", status="issued", issuer=issuer)
-                certificates.install(tx, "test", phone, second)  # the first one superseded
-                _lsc(tx, phone["id"], serial + "3", status="stale", issuer=issuer)
-                waiting = _lsc(tx, phone["id"], serial + "4", status="issued", issuer=issuer)
-                certificates.revoke(tx, "test", waiting, phone["name"], "key_compromise", f"2026-11-0{index + 1}T00:00:00Z")
+                # the first one installed, then superseded by the second one's installation
+                _old_lsc(tx, phone["id"], serial + "1", "revoked", issuer, "2026-06-01T00:00:00Z", installed=True,
+                         revoked=("superseded", "2026-02-01T00:00:00Z"))
+                _old_lsc(tx, phone["id"], serial + "2", "installed", issuer, installed=True)
+                _old_lsc(tx, phone["id"], serial + "3", "stale", issuer)
+                _old_lsc(tx, phone["id"], serial + "4", "revoked", issuer,
+                         revoked=("key_compromise", f"2026-11-0{index + 1}T00:00:00Z"))
                 if index == 0:
-                    _lsc(tx, phone["id"], "ex", status="issued", not_after="2026-07-01T00:00:00Z")  # expired, not revoked
+                    _old_lsc(tx, phone["id"], "ex", "issued", not_after="2026-07-01T00:00:00Z")  # expired, not revoked
             assert phones.delete(tx, "test", "SEP001122334451")  # its revoked LSCs stay listed
         before = _revocation_answers(old)
     assert len(before["all"]) == 7 and before["unrevoked"]

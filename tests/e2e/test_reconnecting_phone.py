@@ -1,0 +1,101 @@
+"""Two sessions of one phone at once, over TLS: the phone ends up holding the LSC it stored last, and the
+store, the CLI and the renewal scheduler all name that LSC as its current one.
+
+A phone whose connection dropped reconnects while the service still waits in the old session; both get
+an LSC, and the phone may answer them in the other order than the service issued them. The property
+over every interleaving, on the service's own sessions: tests/unit/plugins/module_utils/server/
+test_overlapping_sessions.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+import ssl
+
+import pytest
+
+from support.phones import phone
+from support.protocol import RunningServer, add_phone
+from support.tools import run_cli
+from _opencapf.protocol import codec
+from _opencapf.protocol.codec import Decoder
+from _opencapf.protocol.constants import Command
+from _opencapf.protocol.phone import PhoneSession
+from _opencapf.store import service as service_records
+from _opencapf.vocabulary import format_utc, parse_utc
+
+NAME = "SEP00000000D0D0"
+
+
+class _Connection:
+    """One session of the phone over its own TLS connection, stepped by the test."""
+
+    def __init__(self, port: int, identity):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        self.sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=15))
+        self.handset = PhoneSession(identity)
+        self.decoder = Decoder()
+        self.held = None  # a server message not answered yet
+
+    def until(self, command: int) -> None:
+        """Answer every server message up to the first ``command``, which is kept unanswered."""
+        while True:
+            data = self.sock.recv(65536)
+            assert data, "the service closed the connection"
+            for message in self.decoder.feed(data):
+                if message.command == command:
+                    self.held = message
+                    return
+                self.sock.sendall(self.handset.receive_data(codec.encode(message)))
+
+    def answer_and_end(self) -> None:
+        """Answer the kept message, then read to END_SESSION."""
+        self.sock.sendall(self.handset.receive_data(codec.encode(self.held)))
+        self.until(Command.END_SESSION)
+        self.sock.close()
+
+
+@pytest.fixture
+def server(ca_store):
+    running = RunningServer(ca_store, ["127.0.0.1"], step_timeout=10.0)
+    yield running
+    running.stop()
+
+
+def _cli_json(store, *args):
+    result = run_cli("--store", store.location, "--state-dir", store.state_dir, "--json", *args, check=True)
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("answered", ["in the order issued", "in the other order"])
+def test_the_lsc_the_phone_stored_last_is_its_current_one(server, ca_store, tmp_path, answered):
+    add_phone(ca_store, NAME, operation="install_upgrade", key_order="ec")
+    with ca_store.transaction() as tx:
+        service_records.write(tx, "test", {"renew_before_days": 30})
+    identity = phone(tmp_path, NAME)
+    first = _Connection(server.port, identity)
+    first.until(Command.STORE_CERTIFICATE_REQUEST)  # the first LSC is issued and on its way
+    second = _Connection(server.port, identity)
+    second.until(Command.STORE_CERTIFICATE_REQUEST)  # the phone reconnected: a second LSC
+    for connection in (first, second) if answered == "in the order issued" else (second, first):
+        connection.answer_and_end()
+    held = format(identity.lsc.serial_number, "x")
+
+    shown = _cli_json(ca_store, "phones", "show", NAME)["lsc"]
+    assert (shown["serial"], shown["status"]) == (held, "installed")
+    listed = _cli_json(ca_store, "phones", "list", "--lsc-status", "installed")
+    assert [(row["device_name"], row["lsc"]["serial"]) for row in listed] == [(NAME, held)]
+    # The other LSC left the phone: revoked, or stale if it was never installed.
+    with ca_store.read() as tx:
+        statuses = {row["serial"]: row["status"] for row in tx.query(
+            "SELECT serial, status FROM certificates WHERE kind = 'lsc'")}
+    assert statuses.pop(held) == "installed" and list(statuses.values()) in (["revoked"], ["stale"])
+    # Renewal (renew_before_days 30) takes the held LSC for the phone's current one: due within 30 days
+    # of its expiry, not before.
+    expires = parse_utc(shown["not_after"], "not_after")
+    for days_before, due in ((60, []), (10, [NAME])):
+        renewed = _cli_json(ca_store, "renew", "run", "--now", format_utc(expires - dt.timedelta(days=days_before)))
+        assert [item["name"] for item in renewed["scheduled"]] == due
