@@ -217,6 +217,13 @@ class StoreDecider(Decider):
     def _set_result(self, tx, phone: dict, status: str, reason: str = "", **details) -> None:
         phone_records.set_operation_result(tx, ACTOR, phone, status, reason, **details, **self._session)
 
+    def _set_late_failure(self, tx, phone: dict, reason: str, **details) -> None:
+        """The phone's answer failed the operation this session put in progress; a result recorded
+        meanwhile stands (another session of the phone installed its LSC, a lapse, a withdrawal), as
+        in ``settle_unfinished``: the session record keeps this session's failure either way."""
+        if phone["operation_status"] == "in_progress":
+            self._set_result(tx, phone, "failed", reason, **details)
+
     def _at_end(self, step, result: bool = True) -> None:
         """Add ``step(tx, phone)`` to the session's last transaction (durable before END_SESSION)."""
         self._closing.append(step)
@@ -477,8 +484,8 @@ class StoreDecider(Decider):
                                  **changes)
             else:
                 stale = certificate_records.set_not_stored(tx, ACTOR, phone, certificate_id)
-                self._set_result(tx, phone, "failed", "phone did not store the LSC", certificate_id=certificate_id,
-                                 stale=[certificate_id] if stale else [])
+                self._set_late_failure(tx, phone, "phone did not store the LSC", certificate_id=certificate_id,
+                                       stale=[certificate_id] if stale else [])
 
         self._installing = True
         self._at_end(record)
@@ -486,8 +493,8 @@ class StoreDecider(Decider):
     def refused(self, plan: Plan, issued: Issued) -> None:
         def record(tx, phone: dict) -> None:
             enrolment.refused_delivery(tx, ACTOR, phone, issued.certificate_id)
-            self._set_result(
-                tx, phone, "failed", "the phone refused the third-party LSC (it no longer holds the pending "
+            self._set_late_failure(
+                tx, phone, "the phone refused the third-party LSC (it no longer holds the pending "
                 "key); the certificate is stale and the next session starts with a new key",
                 certificate_id=issued.certificate_id)
 
