@@ -345,7 +345,7 @@ pending_csrs:
       description: When its status last changed, UTC.
       type: str
 stale_lscs:
-  description: LSCs issued for a CSR but never installed because the phone produced a newer one.
+  description: LSCs issued for a CSR but never installed, because the phone produced a newer one or answered that it did not store them.
   returned: when gathered
   type: list
   elements: dict

@@ -5,7 +5,7 @@
 clean-up that belongs with them: deleting stale LSCs.
 
 A stale LSC was issued for a CSR but never installed because the phone produced a newer CSR
-first (``utils capf stale-lsc list``); pending CSRs are those still waiting for a signature
+first, or answered that it did not store it (``utils capf stale-lsc list``); pending CSRs are those still waiting for a signature
 (``utils capf csr list``).
 """
 

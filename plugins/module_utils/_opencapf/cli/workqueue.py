@@ -14,7 +14,7 @@ from .progress import Progress
 
 
 def register(subparsers) -> None:
-    stale = subparsers.add_parser("stale-lsc", help="LSCs signed but never installed (a newer key completed first)")
+    stale = subparsers.add_parser("stale-lsc", help="LSCs signed but never installed (a newer key completed first, or the phone did not store them)")
     verbs = stale.add_subparsers(dest="stale_command", metavar="ACTION", parser_class=type(stale))
     verbs.required = True
     verbs.add_parser("list", help="list stale LSCs").set_defaults(handler=_stale_list)

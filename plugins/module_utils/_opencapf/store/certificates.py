@@ -230,7 +230,7 @@ def record_retrieved(tx: Transaction, actor: str, phone: dict[str, Any], *, kind
 
 
 def stale(tx: Transaction) -> list[dict[str, Any]]:
-    """Stale LSCs (signed, never installed, overtaken by a newer key) with their phone names."""
+    """Stale LSCs (signed, never installed: overtaken by a newer key, or not stored by the phone) with their phone names."""
     return tx.query(
         "SELECT c.id, p.name AS device_name, c.serial, c.fingerprint, c.issued_at, c.status_changed_at, c.not_after "
         "FROM certificates c JOIN phones p ON p.id = c.phone_id WHERE c.status = 'stale' ORDER BY c.id")
