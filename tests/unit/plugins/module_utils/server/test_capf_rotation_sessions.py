@@ -1,0 +1,210 @@
+"""A CAPF certificate rotation, a renewal or a revocation while sessions of a phone are under way: what
+the store reports of the phone's LSCs and what the CRLs say of them stays true.
+
+The CAPF certificate is regenerated (a new key) or renewed (an uploaded certificate with the key and
+the subject of the active one), an operator revokes the phone's LSCs, and the scheduler signs the CRLs,
+at any point of two overlapping sessions of one device: before a session's LSC is signed (the session
+signs with the CAPF certificate that was active when the phone connected, as the service does), or
+between STORE_CERTIFICATE_REQUEST and the phone's answer. The invariants, on both backends:
+
+* a revocation is final: an LSC once ``revoked`` stays ``revoked``, with its time and reason, whatever
+  the phone answers afterwards;
+* every LSC the store recorded chains to a CAPF certificate of the store, and its CRL distribution
+  point names the CRL of a CAPF certificate that signed it;
+* the newest CRL of each CAPF certificate that keeps one lists exactly the revoked LSCs that
+  certificate signed (so the CRL its distribution point names lists a revoked LSC);
+* existing-certificate authentication takes an LSC for one exactly when it is neither revoked nor stale;
+* the phone's current LSC is never shown as installed when it is revoked.
+
+The sessions are the service's own sans-I/O ``ServerSession`` with its ``StoreDecider`` and the
+simulator's ``PhoneSession``, driven an exchange at a time, as in ``test_overlapping_sessions.py``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from support.protocol import add_phone, openssl_verify, phone_row
+from _opencapf import reports, revocation
+from _opencapf.ca import authority, keys
+from _opencapf.ca import certificates as c
+from _opencapf.ca import crl as crl_module
+from _opencapf.dependencies import NameOID, hashes, x509
+from _opencapf.protocol import codec
+from _opencapf.protocol.codec import Decoder
+from _opencapf.protocol.constants import Command, Tag
+from _opencapf.protocol.phone import PhoneBehaviour, PhoneSession
+from _opencapf.protocol.session import ServerSession
+from _opencapf.server.decider import StoreDecider
+from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
+from _opencapf.store import crls as crl_records
+from _opencapf.store import service as service_records
+from _opencapf.vocabulary import RESERVED_CN_PREFIX
+
+pytestmark = pytest.mark.both_backends
+
+CRL_URL = "http://capf.example.com:8080/capf.crl"
+_names = itertools.count(1)
+
+
+class _Leg:
+    """One session of the device, signing with the CAPF certificate active when it began."""
+
+    def __init__(self, store, identity: PhoneIdentity, session_id: int):
+        decider = StoreDecider(store, "test", session_id=session_id, max_session=600, signer=authority.signer(store))
+        self.server = ServerSession(session_id, decider, step_timeout=30, max_duration=600)
+        self.phone = PhoneSession(identity, PhoneBehaviour())
+        self.outgoing: bytes | None = None
+        self.issued = None  # the LSC the server sent, once it sent one
+
+    @property
+    def done(self) -> bool:
+        return self.server.closed
+
+    def step(self, now: float) -> None:
+        if self.outgoing is None:
+            self.outgoing = self.server.start(now)
+            return
+        self.outgoing = self.server.receive_data(self.phone.receive_data(self.outgoing), now)
+        for message in Decoder().feed(self.outgoing):
+            if message.command == Command.STORE_CERTIFICATE_REQUEST:
+                ((_type, der),) = codec.unwrap_certificates(message.get(Tag.CERTIFICATE))
+                self.issued = c.load_der_certificate(der, "LSC")
+
+
+def renew(store) -> None:
+    """Upload a new certificate for the active CAPF certificate's key and subject (a CA renewal); when
+    the active one is a generated one (its name is reserved for those), an operator's own instead."""
+    active = authority.signer(store)
+    subject, key = active.certificate.subject, active.private_key
+    if active.common_name.startswith(RESERVED_CN_PREFIX):
+        subject, key = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Example CAPF")]), keys.generate("ec256")
+    template = authority.build_capf_certificate(key)  # the CAPF certificate's extensions, for ``key``
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
+               .not_valid_after(now + dt.timedelta(days=800)))
+    for extension in template.extensions:
+        builder = builder.add_extension(extension.value, extension.critical)
+    certificate = builder.sign(key, hashes.SHA256())
+    authority.replace(store, c.to_pem(certificate), keys.private_key_pem(key))
+
+
+ACTIONS = {
+    "regenerate": lambda store, name: authority.regenerate(store, "ec256"),
+    "renew": lambda store, name: renew(store),
+    "revoke": lambda store, name: revocation.revoke_lsc(store, name, "key_compromise"),
+    "sign CRLs": lambda store, name: revocation.refresh_crls(store),
+}
+
+
+def _lscs(store, name: str) -> list[dict]:
+    phone = phone_row(store, name)
+    with store.read() as tx:
+        return tx.query("SELECT * FROM certificates WHERE phone_id = ? AND kind = 'lsc' ORDER BY id", (phone["id"],))
+
+
+def _revoked(store, name: str) -> dict:
+    return {row["serial"]: (row["revoked_at"], row["revocation_reason"])
+            for row in _lscs(store, name) if row["status"] == "revoked"}
+
+
+def _run(store, schedule: list) -> tuple[str, PhoneIdentity, list]:
+    """Two sessions of one device, stepped and interleaved with ``ACTIONS`` as ``schedule`` names
+    them (then in turn until both end); the revocations seen is checked to only grow on the way."""
+    name = f"SEP{next(_names):012X}"
+    add_phone(store, name, operation="install_upgrade", key_order="ec")
+    identity = PhoneIdentity(PhoneSettings(name))
+    legs: list[_Leg] = []
+    revoked: dict = {}
+    now = 0.0
+    for action in itertools.chain(schedule, itertools.cycle([0, 1])):
+        if len(legs) == 2 and all(leg.done for leg in legs):
+            break
+        if action in ACTIONS:
+            ACTIONS[action](store, name)
+        else:
+            if len(legs) <= action:  # a session begins (its phone connects) at its first step
+                legs.append(_Leg(store, identity, 100 + len(legs)))
+                action = len(legs) - 1
+            if legs[action].done:
+                continue
+            now += 0.01
+            legs[action].step(now)
+        seen = _revoked(store, name)
+        assert {serial: seen.get(serial) for serial in revoked} == revoked, ("a revocation was undone", action)
+        revoked = seen
+    return name, identity, [leg.issued for leg in legs if leg.issued is not None]
+
+
+def _check(store, name: str, identity: PhoneIdentity) -> None:
+    revocation.refresh_crls(store)
+    lscs = _lscs(store, name)
+    with store.read() as tx:
+        capfs = [c.load_pem_certificate(row["pem"]) for row in tx.query("SELECT pem FROM capf_certificates")]
+        issuers = authority.crl_issuers(store, tx)
+        newest = {issuer["fingerprint"]: crl_records.latest(tx, issuer["fingerprint"]) for issuer in issuers}
+        (listed,) = reports.phone_rows(tx, {"names": [name]})
+        decider = StoreDecider(store, "test")
+        accepted = {row["serial"]: decider._classify(c.load_pem_certificate(row["pem"]), tx)[0] == "lsc"
+                    for row in lscs}
+    by_location = {crl_module.issuer_location(CRL_URL, c.fingerprint(capf)): capf for capf in capfs}
+    on_crl = {fingerprint: {entry["serial"] for entry in crl_module.describe(row["der"])["entries"]}
+              for fingerprint, row in newest.items()}
+    for row in lscs:
+        lsc = c.load_pem_certificate(row["pem"])
+        signers = [c.fingerprint(capf) for capf in capfs if lsc.issuer == capf.subject and c.signed_by(lsc, capf)]
+        assert signers, ("an LSC chains to no CAPF certificate", row["serial"])
+        (point,) = lsc.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+        named = by_location[point.full_name[0].value]
+        assert c.fingerprint(named) in signers, ("the distribution point names a CRL of another issuer", row["serial"])
+        for fingerprint, serials in on_crl.items():
+            assert (row["serial"] in serials) == (row["status"] == "revoked" and fingerprint in signers), \
+                ("the CRL of a CAPF certificate lists other than the revoked LSCs it signed", row["serial"], fingerprint)
+        assert accepted[row["serial"]] == (row["status"] in ("installed", "issued")), (row["serial"], row["status"])
+    if identity.lsc is not None:
+        held = format(identity.lsc.serial_number, "x")
+        assert {row["serial"]: row["status"] for row in lscs}[held] in ("installed", "revoked")
+    if listed["lsc"] and listed["lsc"]["status"] == "installed":
+        assert listed["lsc"]["serial"] not in _revoked(store, name)
+
+
+@pytest.fixture
+def crl_store(ca_store):
+    with ca_store.transaction() as tx:
+        service_records.write(tx, "test", {"crl_url": CRL_URL})
+    return ca_store
+
+
+def test_an_lsc_revoked_before_the_phone_acknowledges_it_stays_revoked(crl_store, tmp_path):
+    """The operator revokes the phone's LSCs (a stolen phone) between STORE_CERTIFICATE_REQUEST and the
+    phone's answer: the phone's acknowledgement does not make the revoked LSC installed again."""
+    # start, AUTH, KEY_GENERATE: the LSC is out; then the revocation, then the phone's answer.
+    name, identity, issued = _run(crl_store, [0, 0, 0, "revoke", 0, 0, 0, "sign CRLs"])
+    (lsc,) = issued
+    serial = format(lsc.serial_number, "x")
+    assert {row["serial"]: row["status"] for row in _lscs(crl_store, name)} == {serial: "revoked"}
+    assert openssl_verify(authority.current(crl_store)["pem"], lsc, tmp_path).returncode == 0
+    _check(crl_store, name, identity)
+
+
+def test_a_renewed_capf_certificate_s_crl_lists_the_revoked_lscs_it_signed(crl_store):
+    """After an upload of a new certificate for the same key and subject (a CA renewal), an LSC the new
+    certificate signed and that is revoked is on the CRL its distribution point names."""
+    name, identity, issued = _run(crl_store, ["renew", "renew", 0, 0, 0, 0, 0, 0, 0, "revoke"])
+    assert len(issued) == 1
+    _check(crl_store, name, identity)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(st.integers(min_value=0, max_value=1), st.sampled_from(sorted(ACTIONS))), max_size=24))
+@example([0, 0, 0, "regenerate", 0, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1, "sign CRLs"])
+@example([0, 0, 0, 0, "regenerate", 1, 1, 1, 1, 0, 0, 0, 1, 1, 1, "revoke"])
+def test_whatever_rotates_or_is_revoked_mid_session_the_store_and_the_crls_tell_the_truth(crl_store, schedule):
+    name, identity, _issued = _run(crl_store, schedule)
+    _check(crl_store, name, identity)
