@@ -103,7 +103,9 @@ def has_installed_lsc(tx: Transaction, phone_id: int, source: str) -> bool:
 def install(tx: Transaction, actor: str, phone: dict[str, Any], certificate_id: int) -> dict[str, list[int]]:
     """The phone acknowledged storing LSC ``certificate_id``: in the caller's one transaction mark it
     installed, the previously installed LSC ``revoked`` (the phone overwrote it, so it must no
-    longer authenticate), and every older LSC issued but never installed ``stale``."""
+    longer authenticate), and every older LSC issued but never installed ``stale``. A revocation is
+    final: an LSC revoked before the phone acknowledged it (an operator revoked it meanwhile) stays
+    ``revoked``, and becomes the phone's current LSC as such."""
     rows = tx.query(
         "SELECT id, status FROM certificates WHERE phone_id = ? AND kind = 'lsc' AND id != ? "
         "AND status IN ('installed', 'issued')",
@@ -111,7 +113,14 @@ def install(tx: Transaction, actor: str, phone: dict[str, Any], certificate_id: 
     )
     revoked = [row["id"] for row in rows if row["status"] == "installed"]
     stale = [row["id"] for row in rows if row["status"] == "issued" and row["id"] < certificate_id]
-    set_status(tx, actor, certificate_id, "installed", phone["name"])
+    if tx.one("SELECT 1 AS revoked FROM certificates WHERE id = ? AND status = 'revoked'", (certificate_id,)):
+        tx.execute("UPDATE certificates SET installed_at = ?, recency = "
+                   + _NEXT_RECENCY.format(phone="certificates.phone_id") + " WHERE id = ?",
+                   (format_utc(utc_now()), certificate_id))
+        audit.record(tx, actor, "certificate.installed", phone["name"], certificate_id=certificate_id,
+                     status="revoked")
+    else:
+        set_status(tx, actor, certificate_id, "installed", phone["name"])
     for old in revoked:
         revoke(tx, actor, old, phone["name"], REVOKED_SUPERSEDED)
     for old in stale:
