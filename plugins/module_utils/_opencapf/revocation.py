@@ -146,28 +146,30 @@ def revoke_expired(store: Store, now: _dt.datetime) -> list[dict[str, Any]]:
             return done
 
 
-def _issuer_of(pem: str, identities: dict[tuple[bytes, bytes], str], issuers: list[dict]) -> str | None:
-    """The fingerprint of the CAPF certificate among ``issuers`` that signed the LSC ``pem``, or None."""
+def _issuers_of(pem: str, identities: dict[tuple[bytes, bytes], list[str]], issuers: list[dict]) -> list[str]:
+    """The fingerprints of the CAPF certificates among ``issuers`` that signed the LSC ``pem``: those
+    it names as its issuer, every one of them when several share a name and a key (a CAPF certificate
+    renewed with its key: the LSCs of each verify with all of them, and each LSC names the CRL of one)."""
     digest = hashlib.sha256(pem.encode("ascii")).digest()
     named = _named_issuers.get(digest)
     if named is None:
         named = _named_issuers[digest] = crl_module.named_issuer(pem)
     name, key_identifier = named
     if key_identifier is not None:
-        return identities.get((name, key_identifier))
-    for issuer in issuers:  # an LSC without a key identifier: its signature tells
-        if issuer["certificate"].subject.public_bytes() == name and crl_module.signed_by(pem, issuer["certificate"]):
-            return issuer["fingerprint"]
-    return None
+        return identities.get((name, key_identifier), [])
+    # An LSC without a key identifier: its signature tells.
+    return [issuer["fingerprint"] for issuer in issuers
+            if issuer["certificate"].subject.public_bytes() == name and crl_module.signed_by(pem, issuer["certificate"])]
 
 
 def _entries(tx, issuers: list[dict]) -> dict[str, list[crl_module.Entry]]:
     """The CRL entries of each of ``issuers`` (by fingerprint): the revoked LSCs it signed."""
-    identities = {crl_module.issuer_identity(issuer["certificate"]): issuer["fingerprint"] for issuer in issuers}
+    identities: dict[tuple[bytes, bytes], list[str]] = {}
+    for issuer in issuers:
+        identities.setdefault(crl_module.issuer_identity(issuer["certificate"]), []).append(issuer["fingerprint"])
     entries: dict[str, list[crl_module.Entry]] = {issuer["fingerprint"]: [] for issuer in issuers}
     for row in certificate_records.revoked_lscs(tx, CAPF_ISSUER, with_pem=True):
-        fingerprint = _issuer_of(row["pem"], identities, issuers)
-        if fingerprint is not None:
+        for fingerprint in _issuers_of(row["pem"], identities, issuers):
             entries[fingerprint].append(
                 crl_module.Entry(row["serial"], row["revoked_at"], row["revocation_reason"] or "unspecified"))
     return entries
