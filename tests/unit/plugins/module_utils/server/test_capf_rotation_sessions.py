@@ -37,11 +37,12 @@ from _opencapf.dependencies import NameOID, hashes, x509
 from _opencapf.protocol import codec
 from _opencapf.protocol.codec import Decoder
 from _opencapf.protocol.constants import Command, Tag
-from _opencapf.protocol.phone import PhoneBehaviour, PhoneSession
+from _opencapf.protocol.phone import PhoneBehaviour, PhoneSession, PowerFailure
 from _opencapf.protocol.session import ServerSession
 from _opencapf.server.decider import StoreDecider
 from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
 from _opencapf.store import crls as crl_records
+from _opencapf.store import phones as phone_records
 from _opencapf.store import service as service_records
 from _opencapf.vocabulary import RESERVED_CN_PREFIX
 
@@ -54,10 +55,10 @@ _names = itertools.count(1)
 class _Leg:
     """One session of the device, signing with the CAPF certificate active when it began."""
 
-    def __init__(self, store, identity: PhoneIdentity, session_id: int):
+    def __init__(self, store, identity: PhoneIdentity, session_id: int, behaviour: PhoneBehaviour | None = None):
         decider = StoreDecider(store, "test", session_id=session_id, max_session=600, signer=authority.signer(store))
         self.server = ServerSession(session_id, decider, step_timeout=30, max_duration=600)
-        self.phone = PhoneSession(identity, PhoneBehaviour())
+        self.phone = PhoneSession(identity, behaviour or PhoneBehaviour())
         self.outgoing: bytes | None = None
         self.issued = None  # the LSC the server sent, once it sent one
 
@@ -69,7 +70,12 @@ class _Leg:
         if self.outgoing is None:
             self.outgoing = self.server.start(now)
             return
-        self.outgoing = self.server.receive_data(self.phone.receive_data(self.outgoing), now)
+        try:
+            reply = self.phone.receive_data(self.outgoing)
+        except PowerFailure:
+            self.server.connection_lost()
+            return
+        self.outgoing = self.server.receive_data(reply, now)
         for message in Decoder().feed(self.outgoing):
             if message.command == Command.STORE_CERTIFICATE_REQUEST:
                 ((_type, der),) = codec.unwrap_certificates(message.get(Tag.CERTIFICATE))
@@ -197,6 +203,31 @@ def test_a_renewed_capf_certificate_s_crl_lists_the_revoked_lscs_it_signed(crl_s
     certificate signed and that is revoked is on the CRL its distribution point names."""
     name, identity, issued = _run(crl_store, ["renew", "renew", 0, 0, 0, 0, 0, 0, 0, "revoke"])
     assert len(issued) == 1
+    _check(crl_store, name, identity)
+
+
+def test_a_delete_leaves_no_lsc_of_the_phone_current_or_unrevoked(crl_store):
+    """The phone holds LSC W; a later session's LSC X went out and the phone lost power before storing
+    it (X stays ``issued``); then a delete operation empties the phone. No LSC is on the phone: X is not
+    its current LSC as ``issued``, and both are revoked (``cessation_of_operation``) and on the CRL."""
+    name = f"SEP{next(_names):012X}"
+    add_phone(crl_store, name, operation="install_upgrade", key_order="ec")
+    identity = PhoneIdentity(PhoneSettings(name))
+    for session_id, operation, behaviour in ((1, None, PhoneBehaviour()),
+                                             (2, "install_upgrade", PhoneBehaviour(power_failure_at="store")),
+                                             (3, "delete", PhoneBehaviour())):
+        if operation is not None:
+            with crl_store.transaction() as tx:
+                phone_records.update(tx, "test", name, {"operation": operation, "operation_status": "pending"})
+        leg = _Leg(crl_store, identity, session_id, behaviour)
+        while not leg.done:
+            leg.step(float(session_id))
+    assert identity.lsc is None
+    with crl_store.read() as tx:
+        (listed,) = reports.phone_rows(tx, {"names": [name]})
+    assert listed["lsc"] is None or listed["lsc"]["status"] == "revoked", listed["lsc"]
+    lscs = _lscs(crl_store, name)
+    assert [(row["status"], row["revocation_reason"]) for row in lscs] == [("revoked", "cessation_of_operation")] * 2
     _check(crl_store, name, identity)
 
 
