@@ -502,7 +502,9 @@ class StoreDecider(Decider):
 
     def deleted(self, plan: Plan, ok: bool) -> None:
         def record(tx, phone: dict) -> None:
-            revoked = certificate_records.revoke_installed(tx, ACTOR, phone)
+            # The phone holds no LSC now: neither the one it acknowledged nor one that went out to it
+            # and was never acknowledged (its session was cut), which would stay its current LSC.
+            revoked = certificate_records.revoke_installed(tx, ACTOR, phone, statuses=("installed", "issued"))
             self._set_result(tx, phone, "succeeded", "" if ok else "phone reported no LSC to delete",
                              clear_operation=False, revoked=revoked)
 
