@@ -107,13 +107,15 @@ def install(tx: Transaction, actor: str, phone: dict[str, Any], certificate_id: 
     final: an LSC revoked before the phone acknowledged it (an operator revoked it meanwhile) stays
     ``revoked``, and becomes the phone's current LSC as such."""
     rows = tx.query(
-        "SELECT id, status FROM certificates WHERE phone_id = ? AND kind = 'lsc' AND id != ? "
-        "AND status IN ('installed', 'issued')",
+        "SELECT id, status FROM certificates WHERE phone_id = ? AND kind = 'lsc' "
+        "AND (id = ? OR status IN ('installed', 'issued'))",
         (phone["id"], certificate_id),
     )
+    own = [row["status"] for row in rows if row["id"] == certificate_id]
+    rows = [row for row in rows if row["id"] != certificate_id]
     revoked = [row["id"] for row in rows if row["status"] == "installed"]
     stale = [row["id"] for row in rows if row["status"] == "issued" and row["id"] < certificate_id]
-    if tx.one("SELECT 1 AS revoked FROM certificates WHERE id = ? AND status = 'revoked'", (certificate_id,)):
+    if own == ["revoked"]:
         tx.execute("UPDATE certificates SET installed_at = ?, recency = "
                    + _NEXT_RECENCY.format(phone="certificates.phone_id") + " WHERE id = ?",
                    (format_utc(utc_now()), certificate_id))
