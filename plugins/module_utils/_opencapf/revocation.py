@@ -159,7 +159,8 @@ def _issuers_of(pem: str, identities: dict[tuple[bytes, bytes], list[str]], issu
         return identities.get((name, key_identifier), [])
     # An LSC without a key identifier: its signature tells.
     return [issuer["fingerprint"] for issuer in issuers
-            if issuer["certificate"].subject.public_bytes() == name and crl_module.signed_by(pem, issuer["certificate"])]
+            if issuer["certificate"].subject.public_bytes() == name
+            and crl_module.signed_by(pem, issuer["certificate"])]
 
 
 def _entries(tx, issuers: list[dict]) -> dict[str, list[crl_module.Entry]]:

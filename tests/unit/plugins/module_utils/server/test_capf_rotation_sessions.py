@@ -170,7 +170,7 @@ def _check(store, name: str, identity: PhoneIdentity) -> None:
         assert c.fingerprint(named) in signers, ("the distribution point names a CRL of another issuer", row["serial"])
         for fingerprint, serials in on_crl.items():
             assert (row["serial"] in serials) == (row["status"] == "revoked" and fingerprint in signers), \
-                ("the CRL of a CAPF certificate lists other than the revoked LSCs it signed", row["serial"], fingerprint)
+                ("a CRL lists other than the revoked LSCs its CAPF certificate signed", row["serial"], fingerprint)
         assert accepted[row["serial"]] == (row["status"] in ("installed", "issued")), (row["serial"], row["status"])
     if identity.lsc is not None:
         held = format(identity.lsc.serial_number, "x")
