@@ -24,7 +24,7 @@ from .. import csr as csr_module
 from ..ca import authority, lsc, rules
 from ..ca import certificates as c
 from ..dependencies import UnsupportedAlgorithm, serialization
-from ..errors import CapfError, CertificateError
+from ..errors import CapfError, CertificateError, StoreError
 from ..protocol import proof
 from ..protocol.codec import ProtocolError
 from ..protocol.session import AuthOffer, Decider, Deferred, Issued, KeyChoice, Outcome, Plan, Verdict
@@ -214,8 +214,19 @@ class StoreDecider(Decider):
         self._installing = False
         self._ended = False
 
+    def _same(self, phone: dict) -> bool:
+        """Whether ``phone`` (a row read now) is the row the session read, not one added under its name
+        after its removal during the session."""
+        return (phone["id"], phone["created_at"]) == (self._phone["id"], self._phone["created_at"])
+
+    def _runs(self, phone: dict) -> bool:
+        """Whether ``phone`` (a row read now) still declares the operation this session runs: an
+        operation the operator declared during the session is not this session's to start or to end."""
+        return phone["operation"] == self._phone["operation"]
+
     def _set_result(self, tx, phone: dict, status: str, reason: str = "", **details) -> None:
-        phone_records.set_operation_result(tx, ACTOR, phone, status, reason, **details, **self._session)
+        if self._runs(phone):
+            phone_records.set_operation_result(tx, ACTOR, phone, status, reason, **details, **self._session)
 
     def _set_late_failure(self, tx, phone: dict, reason: str, **details) -> None:
         """The phone's answer failed the operation this session put in progress; a result recorded
@@ -316,7 +327,7 @@ class StoreDecider(Decider):
         return plan.operation == "install_upgrade" and plan.issuer != "capf"
 
     def _start(self, tx, phone: dict) -> None:
-        started = pending_operation(phone) != "none"
+        started = pending_operation(phone) != "none" and self._runs(phone)
         # The session began before this moment: it has surely ended by then, live or not.
         live_until = utc_now() + _dt.timedelta(seconds=self.max_session + LIVENESS_MARGIN_SECONDS)
         phone_records.record_session_start(tx, phone, started, format_utc(live_until))
@@ -426,6 +437,8 @@ class StoreDecider(Decider):
         before = (self._started, self._start_written)
 
         def opening(tx, phone: dict) -> None:
+            if not self._same(phone):
+                raise StoreError(f"device {phone['name']} was removed from the store during the session")
             if not self._start_written:
                 self._start(tx, phone)
 
@@ -555,6 +568,8 @@ class StoreDecider(Decider):
         csr_ids = () if self._csr_id is None else (self._csr_id,)
         with self.store.transaction() as tx, audit.batched(tx):
             phone = phone_records.get(tx, plan.device_name) if self._closing or self._started or unstarted else None
+            if phone is not None and not self._same(phone):
+                phone = None  # removed during the session and added again: this session records nothing on it
             if phone is not None:
                 if unstarted:  # a check-in, or a session that ends before its first durable write
                     phone_records.record_session_start(tx, phone, False)
