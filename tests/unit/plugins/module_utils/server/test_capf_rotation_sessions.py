@@ -29,16 +29,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from support.protocol import add_phone, openssl_verify, phone_row
+from support.sessions import SessionLeg
 from _opencapf import reports, revocation
 from _opencapf.ca import authority, keys
 from _opencapf.ca import certificates as c
 from _opencapf.ca import crl as crl_module
 from _opencapf.dependencies import NameOID, hashes, x509
-from _opencapf.protocol import codec
-from _opencapf.protocol.codec import Decoder
-from _opencapf.protocol.constants import Command, Tag
-from _opencapf.protocol.phone import PhoneBehaviour, PhoneSession, PowerFailure
-from _opencapf.protocol.session import ServerSession
 from _opencapf.server.decider import StoreDecider
 from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
 from _opencapf.store import crls as crl_records
@@ -50,36 +46,6 @@ pytestmark = pytest.mark.both_backends
 
 CRL_URL = "http://capf.example.com:8080/capf.crl"
 _names = itertools.count(1)
-
-
-class _Leg:
-    """One session of the device, signing with the CAPF certificate active when it began."""
-
-    def __init__(self, store, identity: PhoneIdentity, session_id: int, behaviour: PhoneBehaviour | None = None):
-        decider = StoreDecider(store, "test", session_id=session_id, max_session=600, signer=authority.signer(store))
-        self.server = ServerSession(session_id, decider, step_timeout=30, max_duration=600)
-        self.phone = PhoneSession(identity, behaviour or PhoneBehaviour())
-        self.outgoing: bytes | None = None
-        self.issued = None  # the LSC the server sent, once it sent one
-
-    @property
-    def done(self) -> bool:
-        return self.server.closed
-
-    def step(self, now: float) -> None:
-        if self.outgoing is None:
-            self.outgoing = self.server.start(now)
-            return
-        try:
-            reply = self.phone.receive_data(self.outgoing)
-        except PowerFailure:
-            self.server.connection_lost()
-            return
-        self.outgoing = self.server.receive_data(reply, now)
-        for message in Decoder().feed(self.outgoing):
-            if message.command == Command.STORE_CERTIFICATE_REQUEST:
-                ((_type, der),) = codec.unwrap_certificates(message.get(Tag.CERTIFICATE))
-                self.issued = c.load_der_certificate(der, "LSC")
 
 
 def renew(store) -> None:
@@ -125,7 +91,7 @@ def _run(store, schedule: list) -> tuple[str, PhoneIdentity, list]:
     name = f"SEP{next(_names):012X}"
     add_phone(store, name, operation="install_upgrade", key_order="ec")
     identity = PhoneIdentity(PhoneSettings(name))
-    legs: list[_Leg] = []
+    legs: list[SessionLeg] = []
     revoked: dict = {}
     now = 0.0
     for action in itertools.chain(schedule, itertools.cycle([0, 1])):
@@ -135,7 +101,7 @@ def _run(store, schedule: list) -> tuple[str, PhoneIdentity, list]:
             ACTIONS[action](store, name)
         else:
             if len(legs) <= action:  # a session begins (its phone connects) at its first step
-                legs.append(_Leg(store, identity, 100 + len(legs)))
+                legs.append(SessionLeg(store, identity, 100 + len(legs), signer=authority.signer(store)))
                 action = len(legs) - 1
             if legs[action].done:
                 continue
@@ -144,7 +110,7 @@ def _run(store, schedule: list) -> tuple[str, PhoneIdentity, list]:
         seen = _revoked(store, name)
         assert {serial: seen.get(serial) for serial in revoked} == revoked, ("a revocation was undone", action)
         revoked = seen
-    return name, identity, [leg.issued for leg in legs if leg.issued is not None]
+    return name, identity, [leg.certificate for leg in legs if leg.certificate is not None]
 
 
 def _check(store, name: str, identity: PhoneIdentity) -> None:
@@ -213,13 +179,12 @@ def test_a_delete_leaves_no_lsc_of_the_phone_current_or_unrevoked(crl_store):
     name = f"SEP{next(_names):012X}"
     add_phone(crl_store, name, operation="install_upgrade", key_order="ec")
     identity = PhoneIdentity(PhoneSettings(name))
-    for session_id, operation, behaviour in ((1, None, PhoneBehaviour()),
-                                             (2, "install_upgrade", PhoneBehaviour(power_failure_at="store")),
-                                             (3, "delete", PhoneBehaviour())):
+    for session_id, operation, behaviour in ((1, None, "completes"), (2, "install_upgrade", "loses power before storing"),
+                                             (3, "delete", "completes")):
         if operation is not None:
             with crl_store.transaction() as tx:
                 phone_records.update(tx, "test", name, {"operation": operation, "operation_status": "pending"})
-        leg = _Leg(crl_store, identity, session_id, behaviour)
+        leg = SessionLeg(crl_store, identity, session_id, behaviour)
         while not leg.done:
             leg.step(float(session_id))
     assert identity.lsc is None

@@ -36,26 +36,14 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from support.protocol import add_phone, phone_row
+from support.sessions import BEHAVIOURS, SessionLeg
 from _opencapf import phone_config, reports
-from _opencapf.ca import certificates as c
-from _opencapf.protocol import codec
-from _opencapf.protocol.codec import Decoder, Message, u8
-from _opencapf.protocol.constants import Command, Reason, Tag
-from _opencapf.protocol.phone import PhoneBehaviour, PhoneSession, PowerFailure
-from _opencapf.protocol.session import ServerSession
-from _opencapf.server.decider import StoreDecider
 from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
 from _opencapf.store import certificates as certificate_records
 from _opencapf.store import phones as phone_records
 
 pytestmark = pytest.mark.both_backends
 
-BEHAVIOURS = {
-    "completes": PhoneBehaviour(),
-    "loses power before its key": PhoneBehaviour(power_failure_at="key"),
-    "loses power before storing": PhoneBehaviour(power_failure_at="store"),
-    "answers that it did not store": PhoneBehaviour(),
-}
 # The operator's change: converge settings, a revocation, the phone's removal, or a lock.
 CHANGES = {
     "operation delete": {"settings": {"certificate_operation": "delete"}},
@@ -73,49 +61,6 @@ CHANGES = {
 _names = itertools.count(1)
 
 
-class _Leg:
-    """One session of the device: the server's session and the phone's, one exchange per ``step``."""
-
-    def __init__(self, store, identity: PhoneIdentity, session_id: int, behaviour: str):
-        self.server = ServerSession(session_id, StoreDecider(store, "test", session_id=session_id, max_session=600),
-                                    step_timeout=30, max_duration=600)
-        self.phone = PhoneSession(identity, BEHAVIOURS[behaviour])
-        self.refuses = behaviour == "answers that it did not store"
-        self.session_id = session_id
-        self.outgoing: bytes | None = None
-        self.issued: str | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.server.closed
-
-    def step(self, now: float) -> str | None:
-        """One exchange; returns "issued", "installed", "not stored", "deleted" or "fetched" when the store
-        recorded it."""
-        if self.outgoing is None:
-            self.outgoing = self.server.start(now)
-            return None
-        if self.refuses and self.issued is not None:
-            self.outgoing = self.server.receive_data(codec.encode(Message(
-                Command.STORE_CERTIFICATE_RESPONSE, self.session_id, ((Tag.REASON, u8(Reason.INVALID_ELEMENT)),))), now)
-            return "not stored"
-        try:
-            reply = self.phone.receive_data(self.outgoing)
-        except PowerFailure:
-            self.server.connection_lost()
-            return None
-        stored = self.phone.result.stored
-        self.outgoing = self.server.receive_data(reply, now)
-        for message in Decoder().feed(self.outgoing):
-            if message.command == Command.STORE_CERTIFICATE_REQUEST:
-                ((_type, der),) = codec.unwrap_certificates(message.get(Tag.CERTIFICATE))
-                self.issued = format(c.load_der_certificate(der, "LSC").serial_number, "x")
-                return "issued"
-        if self.server.outcome is not None and self.server.outcome.outcome == "succeeded":
-            return "installed" if stored else {"delete": "deleted", "fetch": "fetched"}.get(self.phone.result.operation)
-        return None
-
-
 # The operation a session ran, by what the server asked of the phone.
 RAN = {"install": "install_upgrade", "delete": "delete", "fetch": "troubleshoot", "": "none"}
 
@@ -123,7 +68,7 @@ RAN = {"install": "install_upgrade", "delete": "delete", "fetch": "troubleshoot"
 def _session(store, identity, session_id: int, behaviour: str, events: list, change=None, at: int = 0) -> str:
     """One session, stepped to its end; ``change()`` runs after ``at`` exchanges (or after the end).
     Returns the operation the session ran."""
-    leg = _Leg(store, identity, session_id, behaviour)
+    leg = SessionLeg(store, identity, session_id, behaviour)
     now, steps = 0.0, 0
     while not leg.done:
         if change is not None and steps == at:

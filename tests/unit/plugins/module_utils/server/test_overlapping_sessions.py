@@ -29,68 +29,14 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from support.protocol import add_phone, phone_row
+from support.sessions import BEHAVIOURS, SessionLeg
 from _opencapf import reports
-from _opencapf.ca import certificates as c
-from _opencapf.protocol import codec
-from _opencapf.protocol.codec import Decoder, Message, u8
-from _opencapf.protocol.constants import Command, Reason, Tag
-from _opencapf.protocol.phone import PhoneBehaviour, PhoneSession, PowerFailure
-from _opencapf.protocol.session import ServerSession
-from _opencapf.server.decider import StoreDecider
 from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
 from _opencapf.store import renewals
 
 pytestmark = pytest.mark.both_backends
 
-BEHAVIOURS = {
-    "completes": PhoneBehaviour(),
-    "loses power before its key": PhoneBehaviour(power_failure_at="key"),
-    "loses power before storing": PhoneBehaviour(power_failure_at="store"),
-    "answers that it did not store": PhoneBehaviour(),
-}
 _names = itertools.count(1)
-
-
-class _Leg:
-    """One session of the device: the server's session and the phone's, one exchange per ``step``."""
-
-    def __init__(self, store, identity: PhoneIdentity, session_id: int, behaviour: str):
-        self.server = ServerSession(session_id, StoreDecider(store, "test", session_id=session_id, max_session=600),
-                                    step_timeout=30, max_duration=600)
-        self.phone = PhoneSession(identity, BEHAVIOURS[behaviour])
-        self.refuses = behaviour == "answers that it did not store"
-        self.session_id = session_id
-        self.outgoing: bytes | None = None  # what the server sent last, not yet read by the phone
-        self.issued: str | None = None  # the serial of the LSC the server sent, if it sent one
-
-    @property
-    def done(self) -> bool:
-        return self.server.closed
-
-    def step(self, now: float) -> str | None:
-        """One exchange; returns "issued", "installed" or "not stored" when the store recorded that in it."""
-        if self.outgoing is None:
-            self.outgoing = self.server.start(now)
-            return None
-        if self.refuses and self.issued is not None:
-            self.outgoing = self.server.receive_data(codec.encode(Message(
-                Command.STORE_CERTIFICATE_RESPONSE, self.session_id, ((Tag.REASON, u8(Reason.INVALID_ELEMENT)),))), now)
-            return "not stored"
-        try:
-            reply = self.phone.receive_data(self.outgoing)
-        except PowerFailure:
-            self.server.connection_lost()
-            return None
-        stored = self.phone.result.stored
-        self.outgoing = self.server.receive_data(reply, now)
-        for message in Decoder().feed(self.outgoing):
-            if message.command == Command.STORE_CERTIFICATE_REQUEST:
-                ((_type, der),) = codec.unwrap_certificates(message.get(Tag.CERTIFICATE))
-                self.issued = format(c.load_der_certificate(der, "LSC").serial_number, "x")
-                return "issued"
-        if stored and self.server.outcome is not None and self.server.outcome.outcome == "succeeded":
-            return "installed"
-        return None
 
 
 def _run(store, behaviours: list[str], schedule: list[int]):
@@ -99,7 +45,7 @@ def _run(store, behaviours: list[str], schedule: list[int]):
     name = f"SEP{next(_names):012X}"
     add_phone(store, name, operation="install_upgrade", key_order="ec")
     identity = PhoneIdentity(PhoneSettings(name))
-    legs = [_Leg(store, identity, 100 + index, behaviour) for index, behaviour in enumerate(behaviours)]
+    legs = [SessionLeg(store, identity, 100 + index, behaviour) for index, behaviour in enumerate(behaviours)]
     events: list[tuple[str, str]] = []
     now = 0.0
     for index in itertools.chain(schedule, itertools.cycle(range(len(legs)))):
