@@ -141,8 +141,8 @@ def _check(store, name, identity, operation, change_name, events, record, first_
     status = {row["serial"]: row["status"] for row in lscs}
     before = events[:record["events_before"]]
     session = events[2:]  # the first two are the first session's issuance and installation
-    context = (events, record, lscs, phone and (phone["operation"], phone["operation_status"],
-                                                  phone["operation_reason"]))
+    context = (events, record, lscs,
+               phone and (phone["operation"], phone["operation_status"], phone["operation_reason"]))
 
     # An LSC the operator revoked stays revoked, and the CRL lists it.
     for serial in record["revoked"]:
