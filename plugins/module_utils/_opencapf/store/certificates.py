@@ -286,9 +286,10 @@ def lsc_counts(tx: Transaction) -> dict[str, int]:
 
 
 def installed_lscs_expiring_count(tx: Transaction, now: str, until: str) -> int:
-    """Installed LSCs not expired at ``now`` that expire before ``until``."""
+    """Installed LSCs not expired at ``now`` (valid through their notAfter second) that expire at ``until``
+    or before: at most that long is left of them, as a threshold of the certificate monitor counts."""
     return int(tx.scalar("SELECT COUNT(*) FROM certificates WHERE status = 'installed' AND kind = 'lsc' "
-                         "AND not_after >= ? AND not_after < ?", (now, until)) or 0)
+                         "AND not_after >= ? AND not_after <= ?", (now, until)) or 0)
 
 
 def installed_lscs_expiring(tx: Transaction, before: str) -> list[dict[str, Any]]:
