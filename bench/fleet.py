@@ -139,7 +139,7 @@ class _Builder:
             certificate_id, phone_id, kind, f"{certificate_id:x}{self.rng.getrandbits(96):024x}", issuer,
             self._fingerprint(), self._fingerprint(), status, source, self.pem, issued_text,
             _utc_text(issued + _dt.timedelta(days=validity_days)), issued_text, installed,
-            installed or issued_text, certificate_id,  # each phone's certificates are issued and installed in id order
+            installed or issued_text, 0 if status == "stale" else certificate_id,  # issued and installed in id order
         ))
         key = f"{kind}:{status}"
         self.certificate_counts[key] = self.certificate_counts.get(key, 0) + 1

@@ -13,14 +13,17 @@ from . import audit
 from .backend import Transaction
 
 
-# A phone's current LSC is its certificate of kind 'lsc' of highest ``recency`` that is not stale
-# (``phones.CURRENT_LSC``): each LSC takes the phone's highest recency plus one when it is issued and
-# again when the phone acknowledges installing it. The phone then holds the LSC it acknowledged last,
-# even when two overlapping sessions of one device have their LSCs installed in the other order.
+# A phone's current LSC is its certificate of kind 'lsc' of highest ``recency`` (``phones.CURRENT_LSC``):
+# each LSC takes the phone's highest recency plus one when it is issued and again when the phone
+# acknowledges installing it. The phone then holds the LSC it acknowledged last, even when two
+# overlapping sessions of one device have their LSCs installed in the other order. A stale LSC (never
+# installed, not on the phone) has recency 0, which no current LSC has, and keeps it when an operator
+# revokes it afterwards; only the phone's acknowledgement of it gives it a recency again.
 _NEXT_RECENCY = "(SELECT COALESCE(MAX(r.recency), 0) + 1 FROM certificates r WHERE r.phone_id = {phone} AND r.kind = 'lsc')"
 _INSERT = ("INSERT INTO certificates (phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, status, "
            "source, pem, not_before, not_after, issued_at, installed_at, status_changed_at, chain_pem, recency) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, " + _NEXT_RECENCY.format(phone="?") + ")")
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CASE WHEN ? = 'stale' THEN 0 ELSE "
+           + _NEXT_RECENCY.format(phone="?") + " END)")
 
 
 def insert(tx: Transaction, *, phone_id: int, kind: str, serial: str, issuer: str, fingerprint: str,
@@ -47,7 +50,7 @@ def _row(*fields) -> tuple:
     *leading, status, source, pem, not_before, not_after, chain_pem = fields
     now = format_utc(utc_now())
     return (*leading, status, source, pem, not_before, not_after, now, now if status == "installed" else None, now,
-            chain_pem, leading[0])
+            chain_pem, status, leading[0])
 
 
 def serial_taken(tx: Transaction, issuer: str, serial: str) -> bool:
@@ -56,10 +59,12 @@ def serial_taken(tx: Transaction, issuer: str, serial: str) -> bool:
 
 def set_status(tx: Transaction, actor: str, certificate_id: int, status: str, subject: str = "", **details) -> None:
     now = format_utc(utc_now())
-    installed = (", installed_at = ?, recency = " + _NEXT_RECENCY.format(phone="certificates.phone_id")
-                 if status == "installed" else "")
-    params: tuple = (status, now, now, certificate_id) if installed else (status, now, certificate_id)
-    tx.execute(f"UPDATE certificates SET status = ?, status_changed_at = ?{installed} WHERE id = ?", params)
+    if status == "installed":
+        extra, params = ", installed_at = ?, recency = " + _NEXT_RECENCY.format(phone="certificates.phone_id"), (now,)
+    else:
+        extra, params = (", recency = 0" if status == "stale" else ""), ()
+    tx.execute(f"UPDATE certificates SET status = ?, status_changed_at = ?{extra} WHERE id = ?",
+               (status, now, *params, certificate_id))
     audit.record(tx, actor, f"certificate.{status}", subject, certificate_id=certificate_id, **details)
 
 
@@ -134,8 +139,8 @@ def set_not_stored(tx: Transaction, actor: str, phone: dict[str, Any], certifica
     """The phone answered that it did not store LSC ``certificate_id``: if it is still ``issued`` it
     becomes ``stale`` (never installed, and not on the phone), so that it is no longer taken for the
     phone's current LSC. Returns whether it changed."""
-    changed = tx.execute("UPDATE certificates SET status = 'stale', status_changed_at = ? WHERE id = ? AND status = 'issued'",
-                         (format_utc(utc_now()), certificate_id))
+    changed = tx.execute("UPDATE certificates SET status = 'stale', status_changed_at = ?, recency = 0 "
+                         "WHERE id = ? AND status = 'issued'", (format_utc(utc_now()), certificate_id))
     if changed:
         audit.record(tx, actor, "certificate.stale", phone["name"], certificate_id=certificate_id,
                      reason="the phone did not store it")

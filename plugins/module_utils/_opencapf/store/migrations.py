@@ -323,6 +323,12 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "CREATE INDEX certificates_current_lsc ON certificates "
         "(phone_id, kind, recency, id, status, not_after, serial, issued_at, installed_at) WHERE kind = 'lsc'",
     ]),
+    (14, "a stale LSC is never a phone's current one, even revoked", [
+        # A stale LSC (never installed, not on the phone) that an operator revokes by its serial
+        # became a revoked LSC like any other, and the phone's current one when no more recent LSC
+        # followed it. Stale LSCs have recency 0 from now on, which no current LSC has.
+        "UPDATE certificates SET recency = 0 WHERE status = 'stale'",
+    ]),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -196,3 +196,30 @@ def test_migration_13_makes_the_lsc_a_phone_installed_last_its_current_one(store
         with store.read() as tx:
             (row,) = reports.phone_rows(tx, {"names": ["SEP0000000000A1"]})
         assert (row["lsc"]["serial"], row["lsc"]["status"]) == ("a3", "issued")
+
+
+def test_migration_14_keeps_a_stale_lsc_out_of_the_phones_lscs_once_revoked(store_location, state_dir):
+    """A store at version 13 with a stale LSC newer than the installed one: after migration 14 an
+    operator's revocation of it by its serial leaves the installed LSC the phone's current one."""
+    backend = PostgresBackend(store_location) if postgresql.is_location(store_location) else SqliteBackend(store_location)
+    migrate(backend, target=13)
+    with backend.transaction() as tx:
+        phone_id = tx.insert("INSERT INTO phones (name, created_at, updated_at) VALUES (?, ?, ?)",
+                             ("SEP0000000000B1", NOW, NOW))
+        for serial, status, recency in (("f1", "installed", 2), ("f2", "stale", 4)):
+            tx.execute(
+                "INSERT INTO certificates (phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, "
+                "status, source, pem, not_before, not_after, issued_at, installed_at, status_changed_at, recency) "
+                "VALUES (?, 'lsc', ?, 'fixture', ?, ?, ?, 'protocol', 'not a certificate', ?, ?, ?, ?, ?, ?)",
+                (phone_id, serial, "f" + serial, "k" + serial, status, NOW, "2027-01-01T00:00:00Z", NOW,
+                 NOW if status == "installed" else None, NOW, recency))
+    backend.close()
+    with open_store(store_location, state_dir=state_dir, actor="test") as store:
+        assert store.schema_version() == LATEST_VERSION >= 14
+        with store.transaction() as tx:
+            stale = tx.one("SELECT id, recency FROM certificates WHERE serial = 'f2'")
+            assert stale["recency"] == 0
+            certificates.revoke(tx, "test", stale["id"], "SEP0000000000B1", "key_compromise")
+        with store.read() as tx:
+            (row,) = reports.phone_rows(tx, {"names": ["SEP0000000000B1"]})
+        assert (row["lsc"]["serial"], row["lsc"]["status"]) == ("f1", "installed")
