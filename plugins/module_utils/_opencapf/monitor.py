@@ -93,10 +93,11 @@ def _moment(now) -> _dt.datetime:
 def _reached(not_after: str, now: _dt.datetime, warn_days: list[int], expiry_counts: bool) -> tuple[int, tuple]:
     left = parse_utc(not_after, "not_after") - now
     days_left = left.days  # floor: 6 days 23 hours left is 6
-    if left <= _dt.timedelta(0) and not expiry_counts:
+    # A certificate is valid through its notAfter second (RFC 5280 4.1.2.5): expired only after it.
+    if left < _dt.timedelta(0) and not expiry_counts:
         return days_left, ()
     reached = [days for days in warn_days if left <= _dt.timedelta(days=days)]
-    if left <= _dt.timedelta(0):
+    if left < _dt.timedelta(0):
         reached.append(0)
     return days_left, tuple(reached)
 
@@ -114,7 +115,8 @@ def findings(tx: Transaction, now=None, warn_days: list[int] | None = None) -> l
         if reached:
             found.append(Finding(kind, fingerprint, subject, serial, not_after, days_left, reached, device or {}))
 
-    for row in certificates.installed_lscs_expiring(tx, before):
+    forgotten = format_utc(moment - _dt.timedelta(days=FORGET_AFTER_DAYS))
+    for row in certificates.watched_lscs_expiring(tx, before, forgotten):
         add("lsc", row["fingerprint"], row["device_name"], row["serial"], row["not_after"],
             device={"description": row["description"], "model": row["model"], "device_pool": row["device_pool"]})
     for row in capf_certificates.expiring(tx, before):

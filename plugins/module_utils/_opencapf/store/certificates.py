@@ -7,18 +7,22 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import CertificateError
-from ..vocabulary import (REVOCATION_REASONS, REVOKED_DELETED, REVOKED_SUPERSEDED, RETRIEVED_KINDS, RETRIEVED_STATUS,
-                          format_utc, utc_now)
+from ..vocabulary import (REVOCATION_REASONS, REVOKED_DELETED, REVOKED_EXPIRED, REVOKED_SUPERSEDED, RETRIEVED_KINDS,
+                          RETRIEVED_STATUS, format_utc, utc_now)
 from . import audit
 from .backend import Transaction
 
 
-# A phone's current LSC is its certificate of kind 'lsc' of highest ``recency`` (``phones.CURRENT_LSC``):
+# A phone's current LSC is its certificate of kind 'lsc' of highest ``recency``:
 # each LSC takes the phone's highest recency plus one when it is issued and again when the phone
 # acknowledges installing it. The phone then holds the LSC it acknowledged last, even when two
 # overlapping sessions of one device have their LSCs installed in the other order. A stale LSC (never
 # installed, not on the phone) has recency 0, which no current LSC has, and keeps it when an operator
 # revokes it afterwards; only the phone's acknowledgement of it gives it a recency again.
+# ``CURRENT_LSC`` is that condition on an LSC row ``l`` of phone ``p``: of the phone's LSCs that are
+# not stale, the one no more recent LSC follows.
+CURRENT_LSC = ("l.kind = 'lsc' AND l.status != 'stale' AND l.recency > 0 AND NOT EXISTS (SELECT 1 FROM "
+               "certificates x WHERE x.phone_id = p.id AND x.kind = 'lsc' AND x.recency > l.recency)")
 _NEXT_RECENCY = "(SELECT COALESCE(MAX(r.recency), 0) + 1 FROM certificates r WHERE r.phone_id = {phone} AND r.kind = 'lsc')"
 _INSERT = ("INSERT INTO certificates (phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, status, "
            "source, pem, not_before, not_after, issued_at, installed_at, status_changed_at, chain_pem, recency) "
@@ -297,11 +301,16 @@ def installed_lscs_expiring_count(tx: Transaction, now: str, until: str) -> int:
                          "AND not_after >= ? AND not_after <= ?", (now, until)) or 0)
 
 
-def installed_lscs_expiring(tx: Transaction, before: str) -> list[dict[str, Any]]:
-    """Every phone's installed LSC that expires before ``before`` (expired ones too), soonest first,
-    with the phone's name, description, model and device pool."""
+def watched_lscs_expiring(tx: Transaction, before: str, expired_since: str) -> list[dict[str, Any]]:
+    """The LSCs the certificate monitor watches that expire before ``before``, soonest first, with the
+    phone's name, description, model and device pool: every phone's installed LSC (expired ones too),
+    and the phone's current LSC when it was revoked because it expired (``revocation.revoke_expired``:
+    cessation of operation, at or after its notAfter) after ``expired_since``, so that the scheduler's
+    revocation does not take the warning of its expiry away."""
     return tx.query(
-        "SELECT c.fingerprint, c.serial, c.not_after, c.issuer, p.name AS device_name, p.description, p.model, "
-        "p.device_pool FROM certificates c JOIN phones p ON p.id = c.phone_id "
-        "WHERE c.kind = 'lsc' AND c.status = 'installed' AND c.not_after < ? ORDER BY c.not_after, p.name",
-        (before,))
+        "SELECT l.fingerprint, l.serial, l.not_after, l.issuer, p.name AS device_name, p.description, p.model, "
+        "p.device_pool FROM certificates l JOIN phones p ON p.id = l.phone_id "
+        "WHERE l.kind = 'lsc' AND l.not_after < ? AND (l.status = 'installed' OR (l.status = 'revoked' "
+        "AND l.revocation_reason = ? AND l.installed_at IS NOT NULL AND l.revoked_at >= l.not_after "
+        f"AND l.not_after > ? AND {CURRENT_LSC})) ORDER BY l.not_after, p.name",
+        (before, REVOKED_EXPIRED, expired_since))

@@ -116,14 +116,10 @@ def lapse_overdue(tx: Transaction, now: str) -> list[str]:
 # -- finding and listing phones by a bulk-administration query (``phone_query.check_query``) ------
 
 _IN_LIMIT = 500
-# A phone's current LSC: of its LSCs that are not stale (a stale one was never installed, and has
-# recency 0 even once revoked), the one it was last issued or last installed (highest ``recency``, see
-# ``certificates``), i.e. the one no more recent LSC follows. ``CURRENT_LSC`` is that condition on an
-# LSC row ``l`` of phone ``p``. Both lookups are seeks in the index certificates_current_lsc, which
-# holds every column a listing shows, so no certificate row (each with its PEM) is read.
-CURRENT_LSC = ("l.kind = 'lsc' AND l.status != 'stale' AND l.recency > 0 AND NOT EXISTS (SELECT 1 FROM "
-               "certificates x WHERE x.phone_id = p.id AND x.kind = 'lsc' AND x.recency > l.recency)")
-_FROM_WITH_LSC = " FROM phones p LEFT JOIN certificates l ON l.phone_id = p.id AND " + CURRENT_LSC
+# A phone's current LSC (``certificates.CURRENT_LSC``). Both lookups are seeks in the index
+# certificates_current_lsc, which holds every column a listing shows, so no certificate row (each with
+# its PEM) is read.
+_FROM_WITH_LSC = " FROM phones p LEFT JOIN certificates l ON l.phone_id = p.id AND " + certificates.CURRENT_LSC
 _LSC_COLUMNS = ("l.id AS lsc_id, l.serial AS lsc_serial, l.status AS lsc_status, l.not_after AS lsc_not_after, "
                 "l.issued_at AS lsc_issued_at, l.installed_at AS lsc_installed_at")
 # Orders of a listing. By LSC expiry, phones without a current LSC come first (they need one most;

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import phones
+from . import certificates
 from .backend import Transaction
 
 # Operation statuses of a phone whose operation is still to run or running: renewal leaves it alone.
@@ -21,12 +21,11 @@ def due(tx: Transaction, expires_before: str, limit: int) -> list[dict[str, Any]
     if limit <= 0:
         return []
     # From the expiring installed LSCs (a range of the index certificates_status_expiry), not from every
-    # phone: the scheduler asks this at every round. The LSC must be the phone's current one, as in
-    # ``phones.matching``.
+    # phone: the scheduler asks this at every round. The LSC must be the phone's current one.
     return tx.query(
         "SELECT p.*, l.id AS lsc_id, l.not_after AS lsc_not_after FROM certificates l "
         "JOIN phones p ON p.id = l.phone_id "
-        f"WHERE l.status = 'installed' AND l.not_after < ? AND {phones.CURRENT_LSC} "
+        f"WHERE l.status = 'installed' AND l.not_after < ? AND {certificates.CURRENT_LSC} "
         "AND p.operation_status NOT IN (?, ?) AND p.auth_mode != 'auth_string' "
         "AND NOT EXISTS (SELECT 1 FROM renewals r WHERE r.certificate_id = l.id) "
         "ORDER BY l.not_after, p.name LIMIT ?", (expires_before, *_BUSY, limit))

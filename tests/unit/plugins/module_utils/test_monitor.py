@@ -137,8 +137,9 @@ def test_a_clock_walks_an_lsc_through_every_threshold_and_expiry_each_warned_onc
                 seen.append((row["device_name"], int(row["threshold"]), moment))
         moment += dt.timedelta(hours=12)
     walked_thresholds = [(threshold, (expiry - at).days) for name, threshold, at in seen if name == "SEP0000000000C1"]
-    # Each threshold once, at the first check at or past it; then once more when it has expired.
-    assert walked_thresholds == [(30, 30), (7, 7), (1, 1), (0, 0)]
+    # Each threshold once, at the first check at or past it; then once more when it has expired: at the
+    # first check after its notAfter second (valid through that second, RFC 5280), half a day later.
+    assert walked_thresholds == [(30, 30), (7, 7), (1, 1), (0, -1)]
     # Invariant over every mail: a certificate and threshold pair is never warned about twice.
     pairs = [(name, threshold) for name, threshold, _at in seen]
     assert len(pairs) == len(set(pairs))

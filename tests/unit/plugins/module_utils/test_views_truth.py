@@ -97,7 +97,7 @@ def _apply(store, truth, action, key):
                 item["status"] = "revoked"
             elif item is not target and item["status"] == "issued" and item["id"] < target["id"]:
                 item.update(status="stale", was_stale=True)
-        target.update(status="installed" if target["status"] == "issued" else "revoked", installed=True,
+        target.update(status="installed" if target["status"] == "issued" else "revoked", installed=True, was_stale=False,
                       recency=truth.next_recency(name))
     elif verb == "revoke":
         revocation.revoke_lsc(store, name, "key_compromise")
@@ -121,7 +121,7 @@ def _apply(store, truth, action, key):
         for items in truth.phones.values():
             for item in items:
                 if item["status"] in ("installed", "issued") and parse_utc(item["not_after"], "x") < at:
-                    item["status"] = "revoked"
+                    item.update(status="revoked", revoked_for_expiry=True)
     elif verb == "troubleshoot":
         number = next(_serial_numbers)
         with store.transaction() as tx:
@@ -196,19 +196,20 @@ def test_every_view_tells_each_phone_s_current_lsc_its_status_and_its_expiry_as_
                          if lsc_row and parse_utc(lsc_row["not_after"], "x") < bound}, given_as
 
         # The certificate monitor: every installed LSC (the one the phone acknowledged last, whether or not
-        # a newer one was issued since) with at most 30, 7 or 1 days left, and threshold 0 once expired
+        # a newer one was issued since, and its current LSC once revoked for its expiry) with at most 30, 7 or
+        # 1 days left, and threshold 0 once expired
         # (an LSC is valid through its notAfter second, RFC 5280 4.1.2.5).
         warned = {item.subject: (item.threshold, item.days_left)
                   for item in monitor.findings(tx, moment, WARN_DAYS) if item.kind == "lsc"}
     due = {}
     for name, lsc_row in ((name, item) for name, items in truth.phones.items() for item in items):
-        if lsc_row["status"] != "installed":
+        # Watched too: the phone's current LSC, installed before or after, once revoked for its expiry.
+        expired_and_revoked = (lsc_row.get("revoked_for_expiry") and lsc_row.get("installed")
+                               and truth.current(name) is lsc_row)
+        if lsc_row["status"] != "installed" and not expired_and_revoked:
             continue
         left = parse_utc(lsc_row["not_after"], "x") - moment
-        if not left:
-            # On its notAfter second: test_an_lsc_on_its_notafter_second_is_not_expired_in_any_view.
-            warned.pop(name, None)
-        elif left < dt.timedelta(0):
+        if left < dt.timedelta(0):
             due[name] = (0, left.days)
         elif left <= dt.timedelta(days=WARN_DAYS[0]):
             due[name] = (min(days for days in WARN_DAYS if left <= dt.timedelta(days=days)), left.days)
@@ -232,7 +233,6 @@ def _installed(store, name, key, validity_days):
     return issued
 
 
-@pytest.mark.xfail(strict=True, reason="the monitor takes an LSC on its notAfter second for expired")
 def test_an_lsc_on_its_notafter_second_is_not_expired_in_any_view(ca_store, rsa_phone_key):
     issued = _installed(ca_store, "SEP00000000B001", rsa_phone_key.public_key(), 30)
     expiry = parse_utc(issued.not_after, "not_after")
@@ -281,7 +281,6 @@ def test_a_stale_lsc_revoked_by_its_serial_never_becomes_the_phones_lsc(ca_store
     assert listed == {"SEP00000000B003": (held.serial, "installed"), "SEP00000000B004": None}
 
 
-@pytest.mark.xfail(strict=True, reason="an LSC revoked for its expiry is no longer watched by the monitor")
 def test_an_lsc_revoked_once_expired_is_still_warned_about_once_as_expired(ca_store, rsa_phone_key):
     issued = _installed(ca_store, "SEP00000000B005", rsa_phone_key.public_key(), 30)
     # The scheduler's tick revokes expired LSCs (revoke_after_expiry, the default) before the monitor checks.

@@ -61,10 +61,10 @@ def test_expiry_queries_find_what_expires_before_a_time(store, tmp_path):
                                 fingerprint=serial * 32, public_key_fingerprint="k" * 64, status=status,
                                 source="capf", pem="-", not_before="2026-01-01T00:00:00Z", not_after=not_after)
     with store.read() as tx:
-        lscs = certificates.installed_lscs_expiring(tx, "2026-12-16T00:00:00Z")
+        lscs = certificates.watched_lscs_expiring(tx, "2026-12-16T00:00:00Z", "2026-01-01T00:00:00Z")
         assert [(row["serial"], row["device_name"], row["model"], row["device_pool"]) for row in lscs] == [
             ("01", "SEP001122334455", "CP-8865", "HQ")]
-        assert certificates.installed_lscs_expiring(tx, "2026-12-15T00:00:00Z") == []
+        assert certificates.watched_lscs_expiring(tx, "2026-12-15T00:00:00Z", "2026-01-01T00:00:00Z") == []
         assert [row["common_name"] for row in trust.expiring(tx, "2026-12-21T00:00:00Z")] == ["Soon Root"]
         assert trust.expiring(tx, "2026-12-19T00:00:00Z") == []
         far = capf_certificates.expiring(tx, "2100-01-01T00:00:00Z")
