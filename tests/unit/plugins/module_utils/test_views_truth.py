@@ -176,7 +176,7 @@ def test_every_view_tells_each_phone_s_current_lsc_its_status_and_its_expiry_as_
         assert {line["device_name"]: None if line["lsc_status"] == "none" else
                 (line["lsc_serial"], line["lsc_status"], line["lsc_not_after"]) for line in lines} == expected
         page = report_html.context(rows, stale_lscs=[], pending_csrs=[], generated_at=format_utc(moment))
-        statuses = {bar["label"]: bar["value"] for bar in page["lsc_statuses"]["bars"]}
+        statuses = {column["label"]: column["value"] for column in page["lsc_statuses"]["bars"]}
         wanted_statuses = {}
         for lsc_row in current.values():
             status = "none" if lsc_row is None else lsc_row["status"]
