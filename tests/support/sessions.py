@@ -5,6 +5,8 @@ two exchanges."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from _opencapf.ca import certificates as c
 from _opencapf.protocol import codec
 from _opencapf.protocol.codec import Decoder, Message, u8
@@ -27,13 +29,14 @@ BEHAVIOURS = {
 
 class SessionLeg:
     """One session of the device: the server's session and the phone's, one exchange per ``step``.
-    ``signer``: the CAPF certificate the session signs with (default: the active one when it signs)."""
+    ``signer``: the CAPF certificate the session signs with (default: the active one when it signs);
+    ``x_caps``: the X-CSR/1 capabilities the phone advertises (third-party CAs; 0: none, as real phones)."""
 
     def __init__(self, store, identity: PhoneIdentity, session_id: int, behaviour: str = "completes",
-                 signer=None):
+                 signer=None, x_caps: int = 0):
         decider = StoreDecider(store, "test", session_id=session_id, max_session=600, signer=signer)
         self.server = ServerSession(session_id, decider, step_timeout=30, max_duration=600)
-        self.phone = PhoneSession(identity, BEHAVIOURS[behaviour])
+        self.phone = PhoneSession(identity, dataclasses.replace(BEHAVIOURS[behaviour], x_caps=x_caps))
         self.session_id = session_id
         self.refuses = behaviour == NOT_STORING
         self.outgoing: bytes | None = None  # what the server sent last, not yet read by the phone

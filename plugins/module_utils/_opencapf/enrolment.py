@@ -331,11 +331,18 @@ def deliverable(store: Store, actor: str, phone: dict):
     raise DeliveryRefused(verdict.code, reason)
 
 
-def refused_delivery(tx: Transaction, actor: str, phone: dict, certificate_id: int) -> None:
-    """The phone no longer holds the key of a delivered LSC: the LSC is stale, the CSR too."""
+def refused_delivery(tx: Transaction, actor: str, phone: dict, certificate_id: int) -> bool:
+    """The phone no longer holds the key of a delivered LSC: the LSC is stale, the CSR too. An LSC no
+    longer waiting stays as it is: another session of the phone delivered it and the phone stored it
+    (then this session's phone had no pending key left), or an operator revoked it. Returns whether
+    the LSC became stale."""
+    row = certificate_records.by_id(tx, certificate_id)
+    if row is None or row["status"] != "issued":
+        return False
     certificate_records.set_status(tx, actor, certificate_id, "stale", phone["name"],
                                    reason="the phone no longer holds the key of this certificate")
     csr_records.supersede_for_certificate(tx, certificate_id, "the phone refused the certificate (its key changed)")
+    return True
 
 
 # -- offline CA ------------------------------------------------------------------------------------

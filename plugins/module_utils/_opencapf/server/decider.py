@@ -505,10 +505,11 @@ class StoreDecider(Decider):
 
     def refused(self, plan: Plan, issued: Issued) -> None:
         def record(tx, phone: dict) -> None:
-            enrolment.refused_delivery(tx, ACTOR, phone, issued.certificate_id)
+            # Not stale when another session of the phone delivered it first and the phone stored it.
+            stale = enrolment.refused_delivery(tx, ACTOR, phone, issued.certificate_id)
             self._set_late_failure(
-                tx, phone, "the phone refused the third-party LSC (it no longer holds the pending "
-                "key); the certificate is stale and the next session starts with a new key",
+                tx, phone, "the phone refused the third-party LSC (it no longer holds the pending key)"
+                + ("; the certificate is stale and the next session starts with a new key" if stale else ""),
                 certificate_id=issued.certificate_id)
 
         self._at_end(record)
@@ -580,6 +581,11 @@ class StoreDecider(Decider):
                 elif not self._result and unstarted and pending_operation(self._phone) != "none" \
                         and _untouched(self._phone, phone):
                     _settle(tx, ACTOR, phone, outcome.outcome, reason, csr_ids, **self._session)
+                if outcome.outcome != "deferred":
+                    # The session's CSR no longer waits (the phone keeps no key for it), also when another
+                    # session of the phone recorded the operation's result first and nothing is settled here.
+                    for csr_id in csr_ids:
+                        csr_records.fail_pending(tx, csr_id, reason)
             fields = None if self.recorder is None else self.recorder(tx, outcome)
         self._ended = True
         self.recorded = fields
