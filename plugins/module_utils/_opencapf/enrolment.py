@@ -71,6 +71,16 @@ class Waiting:
     reason: str
 
 
+class Replaced(Waiting):
+    """The CA answered a request that no longer waits (the phone sent a newer CSR, the request failed
+    with its session, or an earlier answer of the CA was recorded for it): nothing of this answer is
+    delivered."""
+
+
+REPLACED = ("the CSR no longer waited when the CA answered it (the phone sent a newer one, its session ended, "
+            "or the CA had answered it already); a certificate signed with this answer is stale and never delivered")
+
+
 # -- the online CA client from the store -------------------------------------------------------------
 
 def trust_anchors(tx: Transaction) -> list[str]:
@@ -224,6 +234,14 @@ def _settle(store: Store, actor: str, phone: dict, csr_id: int, outcome, request
         else:
             chain = verdict.chain
     with store.transaction() as tx:
+        if csr_records.status_of(tx, csr_id) != "pending":
+            # Superseded by a newer CSR of the phone, failed with its session, or answered already while the
+            # CA answered: the CSR keeps its status, and the phone is never given this answer's certificate.
+            if isinstance(outcome, base.Issued):
+                record_certificate(tx, actor, phone, outcome.certificate, "online_ca", status="stale", chain=chain)
+            audit.record(tx, actor, "csr.answer_ignored", phone["name"], csr_id=csr_id, reason=REPLACED,
+                         answer=type(outcome).__name__.lower())
+            return Replaced(base.DEFAULT_RETRY_AFTER, REPLACED)
         if isinstance(outcome, base.Issued):
             certificate_id = record_certificate(tx, actor, phone, outcome.certificate, "online_ca", chain=chain)
             set_csr(tx, csr_id, "issued", certificate_id=certificate_id, external_ref=outcome.reference or None)
@@ -244,7 +262,8 @@ def _settle(store: Store, actor: str, phone: dict, csr_id: int, outcome, request
 def poll_pending(store: Store, actor: str, *, issuer=None, device_name: str | None = None,
                  timeout: int | None = None) -> dict:
     """Ask the online CA again about every pending request (the enrolment service's work); returns
-    counts of issued / pending / failed."""
+    counts of issued / pending / failed, and of stale answers (for a request that no longer waited)
+    when there were any."""
     with store.read() as tx:
         rows = csr_records.pending_online(tx, device_name)
     counts = {"issued": 0, "pending": 0, "failed": 0}
@@ -273,6 +292,9 @@ def poll_pending(store: Store, actor: str, *, issuer=None, device_name: str | No
                     phone_records.set_operation_result(tx, actor, phone_records.get(tx, row["name"]), "failed",
                                                        str(exc))
                 counts["failed"] += 1
+                continue
+            if isinstance(result, Replaced):
+                counts["stale"] = counts.get("stale", 0) + 1
                 continue
             counts["issued" if isinstance(result, Ready) else "pending"] += 1
     finally:
@@ -430,10 +452,19 @@ def import_certificates(store: Store, actor: str, sources, *, check_mode: bool =
     if check_mode or not (report.matched or report.stale or refused):
         return result
     with store.transaction() as tx:
+        # A CSR the phone replaced (or whose session failed it) since the read above no longer waits:
+        # a certificate matched to it is stale, as for a CSR already superseded then.
+        waiting = {name for name, csr_id in by_name.items() if csr_records.status_of(tx, csr_id) == "pending"}
+        replaced = [item for item in report.matched if item.device_name not in waiting]
+        for item in replaced:
+            report.matched.remove(item)
+            result.matched.remove(item.device_name)
+            report.stale.append(offline.Stale(item.device_name, item.certificate, item.source, REPLACED))
+            result.stale.append((item.source, item.device_name, REPLACED))
         for item in refused:
             record_refusal(tx, actor, item.device_name or "offline_ca", item.certificate, "offline_ca", item.code,
                            f"{item.source}: {item.reason}")
-            if item.device_name in by_name and item.device_name not in result.matched and item.code != IMPORT_DUPLICATE:
+            if item.device_name in waiting and item.device_name not in result.matched and item.code != IMPORT_DUPLICATE:
                 reason = (f"certificate from the offline CA refused ({item.source}): {item.reason} [{item.code}]; "
                           "the CSR still waits for a certificate that passes")
                 set_csr(tx, by_name[item.device_name], "pending", reason)
@@ -446,6 +477,8 @@ def import_certificates(store: Store, actor: str, sources, *, check_mode: bool =
             progress("recording", done, len(report.matched))
         for item in report.stale:
             phone = phone_records.get(tx, item.device_name)
+            if phone is None:  # removed since the read above, with its CSRs
+                continue
             record_certificate(tx, actor, phone, item.certificate, "offline_ca", status="stale")
         audit.record(tx, actor, "csr.imported", "offline_ca", matched=result.matched,
                      stale=[device for _s, device, _r in result.stale], problems=len(result.problems))

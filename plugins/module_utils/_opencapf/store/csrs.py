@@ -51,6 +51,12 @@ def set_status(tx: Transaction, csr_id: int, status: str, reason: str = "", cert
                (status, reason, certificate_id, external_ref, format_utc(utc_now()), csr_id))
 
 
+def status_of(tx: Transaction, csr_id: int) -> str | None:
+    """The CSR's status now (None: no such CSR)."""
+    row = tx.one("SELECT status FROM csrs WHERE id = ?", (csr_id,))
+    return None if row is None else row["status"]
+
+
 def supersede(tx: Transaction, csr_id: int, reason: str) -> None:
     """Mark a CSR ``superseded`` with ``reason``."""
     tx.execute("UPDATE csrs SET status = 'superseded', reason = ?, updated_at = ? WHERE id = ?",

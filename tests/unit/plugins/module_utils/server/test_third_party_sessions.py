@@ -239,3 +239,152 @@ def test_a_csr_no_session_can_deliver_is_not_listed_pending(ca_store, pki, est):
     listed = reports.gather(ca_store, ["pending_csrs"])["pending_csrs"]
     assert [row for row in listed if row["device_name"] == name] == []
     assert enrolment.poll_pending(ca_store, "enrolment-service") == {"issued": 0, "pending": 0, "failed": 0}
+
+
+def test_offline_import_of_a_csr_replaced_meanwhile_is_stale(ca_store, pki):
+    """An import reads the pending CSRs, and while it matches the files a session of the phone sends a
+    newer CSR: the certificate for the replaced one is recorded stale, never waiting for the phone."""
+    _offline(ca_store, pki)
+    name = f"SEP{next(_names):012X}"
+    add_phone(ca_store, name, operation="install_upgrade", key_order="ec")
+    identity = PhoneIdentity(PhoneSettings(name))
+    first, second = (SessionLeg(ca_store, identity, session_id, x_caps=XCAPS_ALL) for session_id in (1, 2))
+    _steps(second, 2)  # AUTH: nothing waits yet, so the session asks for a new key
+    _steps(first, 4)  # a new key, its CSR sent to the offline CA; RETRY_LATER
+    (item,) = enrolment.pending_csrs(ca_store)
+    signed = pki.sign_request(csr_module.verify(item.request))
+    replaced = []
+
+    def meanwhile(stage, _done=0, _total=0):
+        if stage == "matching" and not replaced:
+            _steps(second, 2)  # the second session's key and CSR: the first CSR is superseded
+            replaced.append(True)
+
+    result = enrolment.import_certificates(ca_store, "operator", [("lsc.pem", pem(signed).encode())],
+                                           progress=meanwhile)
+    assert replaced and second.done
+    assert result.matched == [] and [device for _source, device, _reason in result.stale] == [name]
+    rows = certificate_rows(ca_store, name)
+    assert [row["status"] for row in rows] == ["stale"], rows
+    with ca_store.read() as tx:
+        statuses = [row["status"] for row in csr_records.listing(tx, None) if row["device_name"] == name]
+    assert statuses == ["superseded", "pending"]
+    _check(ca_store, name, identity)
+
+
+class _Late:
+    """The real client of the loopback CA, whose first answer reaches the service only after ``meanwhile()``
+    ran (a session of the phone under way while the HTTP answer is on its way)."""
+
+    def __init__(self, issuer, meanwhile):
+        self.issuer, self.meanwhile = issuer, meanwhile
+
+    def _late(self, answer):
+        meanwhile, self.meanwhile = self.meanwhile, None
+        if meanwhile is not None:
+            meanwhile()
+        return answer
+
+    def submit(self, request_der, *, renewal=False):
+        return self._late(self.issuer.submit(request_der, renewal=renewal))
+
+    def poll(self, reference, request_der):
+        return self._late(self.issuer.poll(reference, request_der))
+
+    def close(self):
+        self.issuer.close()
+
+
+def test_online_answer_in_session_after_a_newer_csr_is_not_delivered(ca_store, pki, est, monkeypatch):
+    """The CA signs a session's CSR, and its answer comes after another session of the phone sent a newer
+    CSR: the older CSR's certificate is stale and never delivered; the newer one is."""
+    _online(ca_store, pki, est)
+    name = f"SEP{next(_names):012X}"
+    add_phone(ca_store, name, operation="install_upgrade", key_order="ec")
+    identity = PhoneIdentity(PhoneSettings(name))
+    first, second = (SessionLeg(ca_store, identity, session_id, x_caps=XCAPS_ALL) for session_id in (1, 2))
+    _steps(second, 2)
+    _steps(first, 3)  # the first session's key; its phone signs the CSR in the next exchange
+    build = enrolment.online_issuer
+    late = []
+
+    def online_issuer(store, timeout=None):
+        if late:
+            return build(store, timeout)
+        late.append(True)
+        return _Late(build(store, timeout), lambda: _steps(second, 2))  # the second key and CSR, signed at once
+
+    monkeypatch.setattr(enrolment, "online_issuer", online_issuer)
+    _steps(first, 1)
+    _steps(second, 1)  # the second session's phone stores its LSC
+    assert first.done and second.done
+    assert first.certificate is None, "the LSC of the replaced CSR was delivered"
+    statuses = {c.fingerprint(c.load_pem_certificate(row["pem"])): row["status"]
+                for row in certificate_rows(ca_store, name)}
+    assert statuses.pop(c.fingerprint(identity.lsc)) == "installed"
+    assert list(statuses.values()) == ["stale"], statuses
+    assert phone_row(ca_store, name)["operation_status"] == "succeeded"
+    _check(ca_store, name, identity)
+
+
+def test_online_answer_for_a_csr_replaced_meanwhile_is_stale(ca_store, pki, est):
+    """The enrolment service asks the CA about a held request, and the CA's answer comes after a session of
+    the phone sent a newer CSR: the certificate for the replaced one is recorded stale, never waiting."""
+    _online(ca_store, pki, est)
+    name = f"SEP{next(_names):012X}"
+    add_phone(ca_store, name, operation="install_upgrade", key_order="ec")
+    identity = PhoneIdentity(PhoneSettings(name))
+    _ca(est, HOLDS, ca_store)
+    first, second = (SessionLeg(ca_store, identity, session_id, x_caps=XCAPS_ALL) for session_id in (1, 2))
+    _steps(second, 2)
+    _steps(first, 4)  # the CA holds the first CSR
+    _ca(est, SIGNS, ca_store)
+    issuer = enrolment.online_issuer(ca_store)
+    try:
+        # The answer comes after the second session's key and CSR, which the CA signs at once, and its LSC stored.
+        counts = enrolment.poll_pending(ca_store, "enrolment-service", issuer=_Late(issuer, lambda: _steps(second, 3)))
+    finally:
+        issuer.close()
+    assert second.done
+    assert counts == {"issued": 0, "pending": 0, "failed": 0, "stale": 1}, counts
+    statuses = {c.fingerprint(c.load_pem_certificate(row["pem"])): row["status"]
+                for row in certificate_rows(ca_store, name)}
+    assert statuses.pop(c.fingerprint(identity.lsc)) == "installed"
+    assert list(statuses.values()) == ["stale"], statuses
+    with ca_store.read() as tx:
+        statuses = [row["status"] for row in csr_records.listing(tx, None) if row["device_name"] == name]
+    assert statuses == ["superseded", "issued"]
+    _check(ca_store, name, identity)
+
+
+def test_a_second_answer_for_a_request_already_answered_is_stale(ca_store, pki, est):
+    """The enrolment service and a session of the phone both ask the CA about the held request; the CA
+    signs it for each (an EST CA signs a request sent again anew), and the service's answer comes after
+    the session delivered the first certificate and the phone stored it: the second one is stale, and
+    the CSR names the certificate the phone holds."""
+    _online(ca_store, pki, est)
+    name = f"SEP{next(_names):012X}"
+    add_phone(ca_store, name, operation="install_upgrade", key_order="ec")
+    identity = PhoneIdentity(PhoneSettings(name))
+    _ca(est, HOLDS, ca_store)
+    _steps(SessionLeg(ca_store, identity, 1, x_caps=XCAPS_ALL), 4)  # the CA holds the CSR; RETRY_LATER
+    _ca(est, SIGNS, ca_store)
+    second = SessionLeg(ca_store, identity, 2, x_caps=XCAPS_ALL)
+    issuer = enrolment.online_issuer(ca_store)
+    try:
+        # The session polls the CA itself, delivers the LSC to the pending key, and the phone stores it.
+        counts = enrolment.poll_pending(ca_store, "enrolment-service", issuer=_Late(issuer, lambda: _steps(second, 3)))
+    finally:
+        issuer.close()
+    assert second.done and len(est.issued) == 2
+    assert counts == {"issued": 0, "pending": 0, "failed": 0, "stale": 1}, counts
+    statuses = {c.fingerprint(c.load_pem_certificate(row["pem"])): row["status"]
+                for row in certificate_rows(ca_store, name)}
+    # est.issued[0]: the service's answer, signed first and received last
+    assert statuses == {c.fingerprint(est.issued[1]): "installed", c.fingerprint(est.issued[0]): "stale"}, statuses
+    assert c.fingerprint(identity.lsc) == c.fingerprint(est.issued[1])
+    (installed,) = [row["id"] for row in certificate_rows(ca_store, name) if row["status"] == "installed"]
+    with ca_store.read() as tx:
+        (csr,) = [row for row in csr_records.listing(tx, None) if row["device_name"] == name]
+    assert (csr["status"], csr["certificate_id"]) == ("issued", installed)
+    _check(ca_store, name, identity)
