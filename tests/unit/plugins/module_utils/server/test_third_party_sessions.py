@@ -193,8 +193,8 @@ SCHEDULE = st.lists(st.one_of(st.integers(min_value=0, max_value=2), st.sampled_
 @example(["completes", "completes", "completes"], [0, 0, 0, 0, SIGNS, 1, 2, 1, 2, 1, 2], True, True, False)
 # A phone that keeps no pending key: the CA holds both sessions' CSRs, and both sessions fail.
 @example(["completes", "completes"], [], True, False, False)
-def test_whatever_the_interleaving_the_phone_gets_and_the_store_reports_its_own_lsc(ca_store, pki, est, behaviours,
-                                                                                   schedule, holds, keeps, offline):
+def test_whatever_the_interleaving_the_phone_gets_and_the_store_reports_its_own_lsc(
+        ca_store, pki, est, behaviours, schedule, holds, keeps, offline):
     """``keeps``: the phone keeps a pending key (an offline CA's phone always does); ``offline``: the
     offline CA, whose operator signs and imports what is exported whenever the schedule says the CA signs."""
     if offline:
@@ -211,9 +211,8 @@ def test_whatever_the_interleaving_the_phone_gets_and_the_store_reports_its_own_
 
 
 def _steps(leg: SessionLeg, count: int, now: float = 0.0) -> None:
-    for _ in range(count):
-        now += 0.01
-        leg.step(now)
+    for step in range(count):
+        leg.step(now + 0.01 * (step + 1))
 
 
 def test_a_csr_no_session_can_deliver_is_not_listed_pending(ca_store, pki, est):
