@@ -354,15 +354,13 @@ def deliverable(store: Store, actor: str, phone: dict):
 
 
 def refused_delivery(tx: Transaction, actor: str, phone: dict, certificate_id: int) -> bool:
-    """The phone no longer holds the key of a delivered LSC: the LSC is stale, the CSR too. An LSC no
-    longer waiting stays as it is: another session of the phone delivered it and the phone stored it
-    (then this session's phone had no pending key left), or an operator revoked it. Returns whether
-    the LSC became stale."""
-    row = certificate_records.by_id(tx, certificate_id)
-    if row is None or row["status"] != "issued":
+    """The phone no longer holds the key of a delivered LSC: the LSC is stale, the CSR too, unless the
+    LSC no longer waits (``certificates.set_not_stored``: another session of the phone delivered it
+    and the phone stored it, leaving this session's phone no pending key). Returns whether the LSC
+    became stale."""
+    if not certificate_records.set_not_stored(tx, actor, phone, certificate_id,
+                                              reason="the phone no longer holds the key of this certificate"):
         return False
-    certificate_records.set_status(tx, actor, certificate_id, "stale", phone["name"],
-                                   reason="the phone no longer holds the key of this certificate")
     csr_records.supersede_for_certificate(tx, certificate_id, "the phone refused the certificate (its key changed)")
     return True
 

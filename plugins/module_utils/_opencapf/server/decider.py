@@ -576,15 +576,15 @@ class StoreDecider(Decider):
                     phone_records.record_session_start(tx, phone, False)
                 for step in self._closing:
                     step(tx, phone)
+                # The session's CSR is failed below, also when another session of the phone recorded the
+                # operation's result first and nothing is settled here.
                 if not self._result and self._started:
-                    settle_unfinished(tx, ACTOR, phone, outcome.outcome, reason, csr_ids, **self._session)
+                    settle_unfinished(tx, ACTOR, phone, outcome.outcome, reason, **self._session)
                 elif not self._result and unstarted and pending_operation(self._phone) != "none" \
                         and _untouched(self._phone, phone):
-                    _settle(tx, ACTOR, phone, outcome.outcome, reason, csr_ids, **self._session)
+                    _settle(tx, ACTOR, phone, outcome.outcome, reason, **self._session)
                 if outcome.outcome != "deferred":
-                    # The session's CSR no longer waits (the phone keeps no key for it), also when another
-                    # session of the phone recorded the operation's result first and nothing is settled here.
-                    for csr_id in csr_ids:
+                    for csr_id in csr_ids:  # no longer waits: the phone keeps no key for it
                         csr_records.fail_pending(tx, csr_id, reason)
             fields = None if self.recorder is None else self.recorder(tx, outcome)
         self._ended = True
