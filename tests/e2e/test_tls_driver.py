@@ -136,6 +136,17 @@ def test_a_message_cut_into_many_records_is_read_whole(ca_store, tmp_path, loop,
 # -- writing to a client that does not read ------------------------------------------------------------
 
 PAYLOAD = bytes(range(256)) * (16 * 1024)  # 4 MiB: far more than the sockets' buffers hold
+BUFFER = 64 * 1024  # each end's socket buffer, fixed: the kernel's autotuning may grow it past PAYLOAD
+
+
+def _small_buffered_connection(port: int) -> socket.socket:
+    """A client socket whose receive buffer is fixed at BUFFER (set before connecting, so the window
+    it announces stays that small)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER)
+    sock.settimeout(15)
+    sock.connect(("127.0.0.1", port))
+    return sock
 
 
 def _server_context(ca_store) -> ssl.SSLContext:
@@ -157,6 +168,7 @@ def _accepted(client_thread):
     worker.start()
     sock, _address = listener.accept()
     listener.close()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BUFFER)
     sock.setblocking(False)
     return sock, worker
 
@@ -197,7 +209,7 @@ def test_a_client_that_reads_slowly_gets_every_byte_in_order(ca_store, loop):
     received = []
 
     def client(port):
-        with _client_context().wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=15)) as tls:
+        with _client_context().wrap_socket(_small_buffered_connection(port)) as tls:
             time.sleep(0.5)  # the server's writes fill both buffers meanwhile
             chunks = []
             total = 0
@@ -221,7 +233,7 @@ def test_a_client_that_reads_nothing_is_given_up_at_the_deadline(ca_store, loop)
     done = threading.Event()
 
     def client(port):
-        with _client_context().wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=15)):
+        with _client_context().wrap_socket(_small_buffered_connection(port)):
             done.wait(15)  # reads nothing
 
     waited, failure, closing = _write_payload(context, client, loop, 0.5, done)
