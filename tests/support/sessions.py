@@ -29,7 +29,8 @@ BEHAVIOURS = {
 
 class SessionLeg:
     """One session of the device: the server's session and the phone's, one exchange per ``step``.
-    ``signer``: the CAPF certificate the session signs with (default: the active one when it signs);
+    ``signer``: the CAPF certificate active when the phone connected, as the service gives it to the
+    session's decider (the LSC is signed by the one active when it is issued; default: read then);
     ``x_caps``: the X-CSR/1 capabilities the phone advertises (third-party CAs; 0: none, as real phones)."""
 
     def __init__(self, store, identity: PhoneIdentity, session_id: int, behaviour: str = "completes",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from .. import faults
 from ..dependencies import ExtendedKeyUsageOID, NameOID, hashes, require, x509
 from ..errors import StoreError
-from ..store import Store, audit
+from ..store import Store, audit, capf_certificates
 from ..store import certificates as certificate_records
 from ..store import phones as phone_records
 from ..store import service as service_records
@@ -136,6 +136,11 @@ class _SerialTaken(Exception):
     """The serial just drawn is on record already: the issuance's transaction is rolled back and redrawn."""
 
 
+class _SignerRetired(Exception):
+    """The CAPF certificate that signed is no longer the active one: the issuance's transaction is rolled
+    back and the LSC signed again with the active one."""
+
+
 def issue(store: Store, device_name: str, public_key, *, source: str = "cli", validity_days: int | None = None,
           create_phone: bool = True, device_name_is_wire: bool = False, recorded=None, opening=None,
           signer: authority.Signer | None = None, crl_url: str | None = None,
@@ -149,9 +154,16 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
     (issuer, serial) guarantees that a serial never repeats: the LSC's row is inserted first, and
     when its serial is taken nothing of the transaction is kept and a new serial is drawn. The
     signature is made before the write transaction begins, so that the store's write lock is never
-    held while a key signs (other sessions, and other server processes, write meanwhile). ``signer``
-    ``validity_days`` and ``crl_url``, when the caller has them (the CAPF service reads them when a
-    phone connects), spare the read of the active CAPF certificate and the parameters;
+    held while a key signs (other sessions, and other server processes, write meanwhile).
+
+    The LSC is signed by the CAPF certificate that is active when it is recorded: the row is written
+    only while the certificate that signed it is the active one (checked by the insert itself, in
+    the write transaction, so a rotation committed before it is always seen, whichever process or
+    host made it); when a rotation came in between, nothing of the transaction is kept and the LSC is
+    signed again with the active certificate (its issuer, AKI and CRL distribution point with it).
+    ``signer``, ``validity_days`` and ``crl_url``, when the caller has them (the CAPF service reads
+    them when a phone connects), spare the read of the active CAPF certificate and the parameters
+    (``signer`` is then the certificate the caller takes for the active one);
     ``public_key_der``, the DER SubjectPublicKeyInfo of ``public_key`` when the caller has it,
     spares encoding the key again.
     """
@@ -161,6 +173,7 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
         validity_days = check_validity_days(validity_days)
     key_der = public_key_der or c.public_key_der(public_key)
     key_fingerprint = c.sha256_hex(key_der)
+    rotations = 0
     for _attempt in range(5):
         serial = x509.random_serial_number()
         serial_text = format(serial, "x")
@@ -185,8 +198,12 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
                     tx, phone_id=phone["id"], kind="lsc", serial=serial_text, issuer=CAPF_ISSUER,
                     fingerprint=c.sha256_hex(der), public_key_fingerprint=key_fingerprint,
                     status="issued", source=source, pem=pem, not_before=not_before, not_after=not_after,
+                    signed_by=signer.id,
                 )
                 if new_id is None:
+                    # Rare: tell a rotation from a serial clash only then.
+                    if capf_certificates.state(tx, signer.fingerprint) != "active":
+                        raise _SignerRetired()
                     raise _SerialTaken()
                 if opening is not None:
                     opening(tx, phone)
@@ -197,5 +214,12 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
                 faults.checkpoint("lsc.signed")
         except _SerialTaken:
             continue
+        except _SignerRetired:
+            signer = None  # the active one is read (and its key loaded, once per process) at the next attempt
+            rotations += 1
+            continue
         return IssuedLsc(new_id, name, serial_text, certificate, pem, not_after, der)
+    if rotations:
+        raise StoreError(f"could not record the LSC after 5 attempts: the CAPF certificate was replaced {rotations} "
+                         "times while it was being signed")
     raise StoreError("could not allocate a unique serial after 5 attempts")

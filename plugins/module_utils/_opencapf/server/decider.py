@@ -193,7 +193,9 @@ class StoreDecider(Decider):
                  recorder=None):
         self.store = store
         self.max_session = max_session  # the session's time bound (seconds), enforced by its ServerSession
-        self.signer = signer  # the active CAPF certificate when the phone connected (None: look it up)
+        # The active CAPF certificate when the phone connected (None: look it up): the LSC is signed
+        # with it while it is still the active one, else with the one active when the LSC is recorded.
+        self.signer = signer
         self.peer = peer
         # ``recorder(tx, outcome)`` writes the session record in the session's last transaction and
         # returns its fields; ``recorded`` holds them once committed (None: not recorded here).

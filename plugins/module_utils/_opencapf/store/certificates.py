@@ -24,10 +24,15 @@ from .backend import Transaction
 CURRENT_LSC = ("l.kind = 'lsc' AND l.status != 'stale' AND l.recency > 0 AND NOT EXISTS (SELECT 1 FROM "
                "certificates x WHERE x.phone_id = p.id AND x.kind = 'lsc' AND x.recency > l.recency)")
 _NEXT_RECENCY = "(SELECT COALESCE(MAX(r.recency), 0) + 1 FROM certificates r WHERE r.phone_id = {phone} AND r.kind = 'lsc')"
-_INSERT = ("INSERT INTO certificates (phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, status, "
-           "source, pem, not_before, not_after, issued_at, installed_at, status_changed_at, chain_pem, recency) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CASE WHEN ? = 'stale' THEN 0 ELSE "
-           + _NEXT_RECENCY.format(phone="?") + " END)")
+_COLUMNS = ("INSERT INTO certificates (phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, status, "
+            "source, pem, not_before, not_after, issued_at, installed_at, status_changed_at, chain_pem, recency) ")
+_VALUES = ("?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CASE WHEN ? = 'stale' THEN 0 ELSE "
+           + _NEXT_RECENCY.format(phone="?") + " END")
+_INSERT = _COLUMNS + "VALUES (" + _VALUES + ")"
+# The same row, written only while the CAPF certificate of the given id is the active one (the
+# explicit WHERE also keeps SQLite from reading ON CONFLICT as part of the SELECT).
+_INSERT_SIGNED_BY_ACTIVE = (_COLUMNS + "SELECT " + _VALUES
+                            + " WHERE EXISTS (SELECT 1 FROM capf_certificates WHERE id = ? AND active = 1)")
 
 
 def insert(tx: Transaction, *, phone_id: int, kind: str, serial: str, issuer: str, fingerprint: str,
@@ -40,12 +45,17 @@ def insert(tx: Transaction, *, phone_id: int, kind: str, serial: str, issuer: st
 
 def insert_new_serial(tx: Transaction, *, phone_id: int, kind: str, serial: str, issuer: str, fingerprint: str,
                       public_key_fingerprint: str, status: str, source: str, pem: str, not_before: str,
-                      not_after: str) -> int | None:
+                      not_after: str, signed_by: int | None = None) -> int | None:
     """``insert`` a certificate whose serial was just drawn: None, and nothing written, when the unique
-    index on (issuer, serial) already holds that serial (the caller draws another)."""
-    return tx.insert_unless_conflict(_INSERT + " ON CONFLICT (issuer, serial) DO NOTHING",
-                                     _row(phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, status,
-                                          source, pem, not_before, not_after, None))
+    index on (issuer, serial) already holds that serial (the caller draws another), or when ``signed_by``,
+    the id of the CAPF certificate that signed it, is not the active CAPF certificate (a rotation
+    committed since the caller read it: the caller signs again with the active one)."""
+    row = _row(phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, status, source, pem, not_before,
+               not_after, None)
+    if signed_by is None:
+        return tx.insert_unless_conflict(_INSERT + " ON CONFLICT (issuer, serial) DO NOTHING", row)
+    return tx.insert_unless_conflict(_INSERT_SIGNED_BY_ACTIVE + " ON CONFLICT (issuer, serial) DO NOTHING",
+                                     (*row, signed_by))
 
 
 def _row(*fields) -> tuple:

@@ -219,3 +219,28 @@ def test_the_pem_made_from_der_is_that_of_the_library(ec_phone_key):
         assert c.pem_of_der(der) == c.to_pem(certificate)
         last_lines.add(len(base64.b64encode(der)) % 64)
     assert len(last_lines) == 16  # every length a base64 text's last line can have (a multiple of 4)
+
+
+@pytest.mark.both_backends
+def test_an_lsc_is_signed_by_the_capf_certificate_active_when_it_is_recorded(ca_store, ec_phone_key):
+    """Invariant: ``lsc.issue`` records only an LSC signed by the CAPF certificate active in its write
+    transaction. A signer the caller read before a rotation (the service reads it when the phone
+    connects) is not used once retired: the LSC is signed again by the active certificate, its issuer,
+    AKI and CRL distribution point with it."""
+    crl_url = "http://capf.example.com/capf.crl"
+    retired = authority.signer(ca_store)
+    authority.regenerate(ca_store, "ec256")
+    issued = lsc.issue(ca_store, "SEP00AABBCCDD11", ec_phone_key.public_key(), source="capf", crl_url=crl_url,
+                       signer=retired)
+    active = authority.signer(ca_store)
+    assert active.id != retired.id
+    assert c.signed_by(issued.certificate, active.certificate)
+    assert not c.signed_by(issued.certificate, retired.certificate)
+    assert issued.certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value == \
+        active.authority_key_identifier
+    (point,) = issued.certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    assert point.full_name[0].value == crl.issuer_location(crl_url, active.fingerprint)
+    with ca_store.read() as tx:
+        (event,) = audit.events(tx, action="certificate.issued", limit=10)
+        assert tx.scalar("SELECT count(*) FROM certificates") == 1
+    assert event["details"]["signer"] == active.common_name

@@ -3,10 +3,14 @@ the store reports of the phone's LSCs and what the CRLs say of them stays true.
 
 The CAPF certificate is regenerated (a new key) or renewed (an uploaded certificate with the key and
 the subject of the active one), an operator revokes the phone's LSCs, and the scheduler signs the CRLs,
-at any point of two overlapping sessions of one device: before a session's LSC is signed (the session
-signs with the CAPF certificate that was active when the phone connected, as the service does), or
-between STORE_CERTIFICATE_REQUEST and the phone's answer. The invariants, on both backends:
+at any point of two overlapping sessions of one device: between the phone's connection and its LSC's
+issuance (the session is given the CAPF certificate active when the phone connected, as the service
+gives it), or between STORE_CERTIFICATE_REQUEST and the phone's answer. The invariants, on both backends:
 
+* every LSC a session issues is signed by the CAPF certificate active when it was issued, not the one
+  active when the phone connected: its signature verifies under that certificate, its issuer, AKI and
+  CRL distribution point name it, and, once revoked, that certificate's CRL lists it (a rotation made
+  because a key was compromised or retired stops that key's signing at once, sessions under way too);
 * a revocation is final: an LSC once ``revoked`` stays ``revoked``, with its time and reason, whatever
   the phone answers afterwards;
 * every LSC the store recorded chains to a CAPF certificate of the store, and its CRL distribution
@@ -87,12 +91,15 @@ def _revoked(store, name: str) -> dict:
 
 def _run(store, schedule: list) -> tuple[str, PhoneIdentity, list]:
     """Two sessions of one device, stepped and interleaved with ``ACTIONS`` as ``schedule`` names
-    them (then in turn until both end); the revocations seen is checked to only grow on the way."""
+    them (then in turn until both end); the revocations seen is checked to only grow on the way.
+    Returns the device, its phone, and each LSC a session issued with the CAPF certificate (PEM)
+    active when it was issued (the step that issues it makes no rotation)."""
     name = f"SEP{next(_names):012X}"
     add_phone(store, name, operation="install_upgrade", key_order="ec")
     identity = PhoneIdentity(PhoneSettings(name))
     legs: list[SessionLeg] = []
     revoked: dict = {}
+    issued: list = []
     now = 0.0
     for action in itertools.chain(schedule, itertools.cycle([0, 1])):
         if len(legs) == 2 and all(leg.done for leg in legs):
@@ -106,11 +113,37 @@ def _run(store, schedule: list) -> tuple[str, PhoneIdentity, list]:
             if legs[action].done:
                 continue
             now += 0.01
-            legs[action].step(now)
+            if legs[action].step(now) == "issued":
+                issued.append((legs[action].certificate, authority.current(store)["pem"]))
         seen = _revoked(store, name)
         assert {serial: seen.get(serial) for serial in revoked} == revoked, ("a revocation was undone", action)
         revoked = seen
-    return name, identity, [leg.certificate for leg in legs if leg.certificate is not None]
+    return name, identity, issued
+
+
+def _check_issuers(store, issued: list) -> None:
+    """Each LSC of ``issued`` is the work of the CAPF certificate active when it was issued: signed
+    with its key, naming it as issuer (subject and AKI) and its CRL as distribution point, and on
+    that CRL once revoked (``revocation.refresh_crls`` has run)."""
+    with store.read() as tx:
+        statuses = {row["serial"]: row["status"] for row in tx.query(
+            "SELECT serial, status FROM certificates WHERE kind = 'lsc'")}
+        newest = {issuer["fingerprint"]: crl_records.latest(tx, issuer["fingerprint"])
+                  for issuer in authority.crl_issuers(store, tx)}
+    for lsc, active_pem in issued:
+        capf = c.load_pem_certificate(active_pem)
+        serial = format(lsc.serial_number, "x")
+        assert c.signed_by(lsc, capf) and lsc.issuer == capf.subject, ("not signed by the active CAPF certificate",
+                                                                        serial)
+        aki = lsc.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+        assert aki == c.authority_key_identifier(capf), ("its AKI names another CAPF certificate", serial)
+        (point,) = lsc.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+        assert point.full_name[0].value == crl_module.issuer_location(CRL_URL, c.fingerprint(capf)), \
+            ("its CRL distribution point names another CAPF certificate's CRL", serial)
+        if statuses[serial] == "revoked":
+            crl = newest[c.fingerprint(capf)]
+            assert serial in {entry["serial"] for entry in crl_module.describe(crl["der"])["entries"]}, \
+                ("a revoked LSC is not on the CRL of the CAPF certificate that issued it", serial)
 
 
 def _check(store, name: str, identity: PhoneIdentity) -> None:
@@ -157,7 +190,7 @@ def test_an_lsc_revoked_before_the_phone_acknowledges_it_stays_revoked(crl_store
     phone's answer: the phone's acknowledgement does not make the revoked LSC installed again."""
     # start, AUTH, KEY_GENERATE: the LSC is out; then the revocation, then the phone's answer.
     name, identity, issued = _run(crl_store, [0, 0, 0, "revoke", 0, 0, 0, "sign CRLs"])
-    (lsc,) = issued
+    ((lsc, _active),) = issued
     serial = format(lsc.serial_number, "x")
     assert {row["serial"]: row["status"] for row in _lscs(crl_store, name)} == {serial: "revoked"}
     assert openssl_verify(authority.current(crl_store)["pem"], lsc, tmp_path).returncode == 0
@@ -202,5 +235,19 @@ def test_a_delete_leaves_no_lsc_of_the_phone_current_or_unrevoked(crl_store):
 @example([0, 0, 0, "regenerate", 0, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1, "sign CRLs"])
 @example([0, 0, 0, 0, "regenerate", 1, 1, 1, 1, 0, 0, 0, 1, 1, 1, "revoke"])
 def test_whatever_rotates_or_is_revoked_mid_session_the_store_and_the_crls_tell_the_truth(crl_store, schedule):
-    name, identity, _issued = _run(crl_store, schedule)
+    name, identity, issued = _run(crl_store, schedule)
     _check(crl_store, name, identity)
+    _check_issuers(crl_store, issued)
+
+
+@pytest.mark.parametrize("rotation", ["regenerate", "renew"])
+def test_a_session_under_way_signs_with_the_capf_certificate_active_when_it_issues(crl_store, rotation):
+    """The phone connected, authenticated and was asked for its key before the CAPF certificate was
+    rotated: its LSC comes from the new certificate (the old key signs nothing more), not from the one
+    active when the phone connected; revoked, it is on the new certificate's CRL."""
+    connected = authority.current(crl_store)["pem"]
+    name, identity, issued = _run(crl_store, [0, 0, rotation, 0, 0, 0, 0, "revoke"])
+    ((_lsc, active),) = issued
+    assert active != connected
+    _check(crl_store, name, identity)
+    _check_issuers(crl_store, issued)
