@@ -14,11 +14,15 @@ import socket
 
 import pytest
 
+from support.phones import SteppedConnection
 from support.protocol import openssl_verify_all
 from support.serving import Serving, alive, children, wait_for
 from support.tools import run_cli
 from _opencapf.ca import authority
-from _opencapf.dependencies import ec
+from _opencapf.ca import certificates as c
+from _opencapf.ca import crl as crl_module
+from _opencapf.dependencies import ec, x509
+from _opencapf.protocol.constants import Command
 from _opencapf.errors import ValidationError
 from _opencapf.simulator.client import Target
 from _opencapf.simulator.fleet import run_fleet
@@ -28,6 +32,7 @@ from _opencapf.store import phones as phone_records
 from _opencapf.store import service as service_records
 
 COUNT = 60
+HELD = 12
 STOPPED = re.compile(r"CAPF worker (\d) \(pid (\d+)\) stopped after serving (\d+) sessions")
 
 
@@ -71,6 +76,51 @@ def test_two_processes_enrol_a_fleet_and_stop_together(ca_store, tmp_path):
     assert outcomes == [{"outcome": "succeeded", "n": COUNT}]
     assert installed == COUNT and audited == COUNT
     assert openssl_verify_all(capf_pem, [row["pem"] for row in rows], tmp_path) == COUNT
+
+
+def test_a_capf_rotation_reaches_every_worker_and_the_sessions_under_way(ca_store, tmp_path):
+    """Invariant: every LSC is signed by the CAPF certificate active when it is issued, whichever worker
+    process issues it and whatever CAPF certificate that process read when its phone connected. Phones
+    connect to ``serve --processes 2`` and are asked for their keys; this process regenerates the CAPF
+    certificate in the store; then they answer. Each LSC comes from the new certificate (signature,
+    issuer, AKI, CRL distribution point), although each phone's TLS connection still shows the old one."""
+    crl_url = "http://capf.example.com:8080/capf.crl"
+    names = [f"SEP{index:012X}" for index in range(0xC1, 0xC1 + HELD)]
+    with ca_store.transaction() as tx:
+        service_records.write(tx, "test", {"crl_url": crl_url})
+        for name in names:
+            phone_records.create(tx, "test", name, operation="install_upgrade", key_order="ec",
+                                 operation_status="pending")
+    old = authority.signer(ca_store).certificate
+    with _start(ca_store, tmp_path / "serve.log", "--processes", "2") as serving:
+        workers = children(serving.pid)
+        # Both workers have read the old certificate; a dozen connections reach both (all on one: 1 in 2048).
+        connections = [SteppedConnection(serving.port, PhoneIdentity(
+            PhoneSettings(name), key_factory=lambda kind, size: ec.generate_private_key(ec.SECP256R1())))
+            for name in names]
+        for connection in connections:
+            connection.until(Command.KEY_GENERATE_REQUEST)
+        authority.regenerate(ca_store, "ec256")
+        new = authority.signer(ca_store).certificate
+        for connection in connections:
+            connection.answer_and_end()
+    errors = serving.log()
+    assert serving.returncode == 0 and "Traceback" not in errors, errors
+    served = {int(pid): int(count) for _index, pid, count in STOPPED.findall(errors)}
+    assert sorted(served) == sorted(workers) and all(count > 0 for count in served.values()), served
+    assert {connection.server_certificate for connection in connections} == {c.to_der(old)}
+    with ca_store.read() as tx:
+        rows = tx.query("SELECT pem FROM certificates WHERE status = 'installed' AND kind = 'lsc'")
+    assert len(rows) == HELD
+    location = crl_module.issuer_location(crl_url, c.fingerprint(new))
+    for row in rows:
+        lsc = c.load_pem_certificate(row["pem"])
+        assert c.signed_by(lsc, new) and lsc.issuer == new.subject and not c.signed_by(lsc, old)
+        assert lsc.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value == \
+            c.authority_key_identifier(new)
+        (point,) = lsc.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+        assert point.full_name[0].value == location
+    assert openssl_verify_all(c.to_pem(new), [row["pem"] for row in rows], tmp_path) == HELD
 
 
 def test_a_worker_that_dies_is_replaced(ca_store, tmp_path):

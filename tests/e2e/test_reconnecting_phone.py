@@ -10,52 +10,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import socket
-import ssl
 
 import pytest
 
-from support.phones import phone
+from support.phones import SteppedConnection, phone
 from support.protocol import RunningServer, add_phone
 from support.tools import run_cli
-from _opencapf.protocol import codec
-from _opencapf.protocol.codec import Decoder
 from _opencapf.protocol.constants import Command
-from _opencapf.protocol.phone import PhoneSession
 from _opencapf.store import service as service_records
 from _opencapf.vocabulary import format_utc, parse_utc
 
 NAME = "SEP00000000D0D0"
-
-
-class _Connection:
-    """One session of the phone over its own TLS connection, stepped by the test."""
-
-    def __init__(self, port: int, identity):
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        self.sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=15))
-        self.handset = PhoneSession(identity)
-        self.decoder = Decoder()
-        self.held = None  # a server message not answered yet
-
-    def until(self, command: int) -> None:
-        """Answer every server message up to the first ``command``, which is kept unanswered."""
-        while True:
-            data = self.sock.recv(65536)
-            assert data, "the service closed the connection"
-            for message in self.decoder.feed(data):
-                if message.command == command:
-                    self.held = message
-                    return
-                self.sock.sendall(self.handset.receive_data(codec.encode(message)))
-
-    def answer_and_end(self) -> None:
-        """Answer the kept message, then read to END_SESSION."""
-        self.sock.sendall(self.handset.receive_data(codec.encode(self.held)))
-        self.until(Command.END_SESSION)
-        self.sock.close()
 
 
 @pytest.fixture
@@ -76,9 +41,9 @@ def test_the_lsc_the_phone_stored_last_is_its_current_one(server, ca_store, tmp_
     with ca_store.transaction() as tx:
         service_records.write(tx, "test", {"renew_before_days": 30})
     identity = phone(tmp_path, NAME)
-    first = _Connection(server.port, identity)
+    first = SteppedConnection(server.port, identity)
     first.until(Command.STORE_CERTIFICATE_REQUEST)  # the first LSC is issued and on its way
-    second = _Connection(server.port, identity)
+    second = SteppedConnection(server.port, identity)
     second.until(Command.STORE_CERTIFICATE_REQUEST)  # the phone reconnected: a second LSC
     for connection in (first, second) if answered == "in the order issued" else (second, first):
         connection.answer_and_end()
