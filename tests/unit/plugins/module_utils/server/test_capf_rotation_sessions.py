@@ -133,8 +133,8 @@ def _check_issuers(store, issued: list) -> None:
     for lsc, active_pem in issued:
         capf = c.load_pem_certificate(active_pem)
         serial = format(lsc.serial_number, "x")
-        assert c.signed_by(lsc, capf) and lsc.issuer == capf.subject, ("not signed by the active CAPF certificate",
-                                                                        serial)
+        assert c.signed_by(lsc, capf) and lsc.issuer == capf.subject, \
+            ("not signed by the active CAPF certificate", serial)
         aki = lsc.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
         assert aki == c.authority_key_identifier(capf), ("its AKI names another CAPF certificate", serial)
         (point,) = lsc.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
