@@ -218,8 +218,8 @@ class StoreDecider(Decider):
 
     def _same(self, phone: dict) -> bool:
         """Whether ``phone`` (a row read now) is the row the session read, not one added under its name
-        after its removal during the session."""
-        return (phone["id"], phone["created_at"]) == (self._phone["id"], self._phone["created_at"])
+        after its removal during the session (which SQLite may give the same id)."""
+        return (phone["id"], phone["incarnation"]) == (self._phone["id"], self._phone["incarnation"])
 
     def _runs(self, phone: dict) -> bool:
         """Whether ``phone`` (a row read now) still declares the operation this session runs: an

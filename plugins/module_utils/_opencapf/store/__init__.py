@@ -169,6 +169,8 @@ def _current_version(backend: Backend, tx: Transaction) -> int:
 def _render(backend: Backend, statement: str) -> list[str]:
     if statement.startswith("{append_only:"):
         return backend.append_only(statement[len("{append_only:"):-1])
+    if statement.startswith("{incarnations:"):
+        return backend.incarnations(statement[len("{incarnations:"):-1])
     return [statement.format(**backend.dialect)]
 
 

@@ -96,6 +96,12 @@ class Backend(abc.ABC):
         """Statements that make ``table`` refuse UPDATE and DELETE."""
 
     @abc.abstractmethod
+    def incarnations(self, table: str) -> list[str]:
+        """Statements that tell a row of ``table`` from a row that had its id before: a new row's
+        ``incarnation`` column (default 0) differs from the one of every row deleted before it, where
+        the backend may give a deleted row's id again."""
+
+    @abc.abstractmethod
     def table_exists(self, tx: Transaction, table: str) -> bool:
         """Whether ``table`` exists (used before the first migration)."""
 

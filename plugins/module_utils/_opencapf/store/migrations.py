@@ -329,6 +329,15 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         # followed it. Stale LSCs have recency 0 from now on, which no current LSC has.
         "UPDATE certificates SET recency = 0 WHERE status = 'stale'",
     ]),
+    (15, "a phone removed and added again is another phone", [
+        # SQLite gives a new row the highest rowid plus one: the newest phone, removed and added again
+        # under its name, got its old id back, with the same created_at when within one second. A
+        # session that read the old row then took the new one for its own phone (and recorded its
+        # installation and result there). A phone row is its (id, incarnation): on SQLite each row takes a
+        # random incarnation once inserted; PostgreSQL never gives an id twice.
+        "ALTER TABLE phones ADD COLUMN incarnation {int} NOT NULL DEFAULT 0",
+        "{incarnations:phones}",
+    ]),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -279,6 +279,9 @@ class PostgresBackend(Backend):
             f"FOR EACH STATEMENT EXECUTE FUNCTION {table}_append_only()",
         ]
 
+    def incarnations(self, table: str) -> list[str]:
+        return []  # an identity column never gives an id twice: every row keeps incarnation 0
+
     def table_exists(self, tx: Transaction, table: str) -> bool:
         return bool(tx.scalar("SELECT to_regclass(?) IS NOT NULL AS present", (table,)))
 

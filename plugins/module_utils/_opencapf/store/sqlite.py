@@ -289,6 +289,14 @@ class SqliteBackend(Backend):
             f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END",
         ]
 
+    def incarnations(self, table: str) -> list[str]:
+        # A new row takes the highest rowid plus one: the id of the newest row, deleted, is given
+        # again. Each row takes a random incarnation once inserted.
+        return [
+            f"CREATE TRIGGER {table}_incarnation AFTER INSERT ON {table} "
+            f"BEGIN UPDATE {table} SET incarnation = random() WHERE id = NEW.id; END",
+        ]
+
     def table_exists(self, tx: Transaction, table: str) -> bool:
         return bool(tx.scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)))
 
