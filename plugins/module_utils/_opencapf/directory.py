@@ -31,7 +31,7 @@ import ssl
 import string
 from typing import Any
 
-from . import bulk, secretbox, templates
+from . import bulk, phone_config, secretbox, templates
 from . import vocabulary as v
 from .dependencies import ldap3, ldap3_exceptions, require
 from .errors import CapfError, FieldError, NotFoundError, ValidationError
@@ -465,7 +465,7 @@ def _apply(store: Store, config: dict, entries, *, bind_password, check_mode, mo
             elif password_change == "delete":
                 secretbox.delete(tx, _secret_name(name))
             for device in removed:
-                phone_records.delete(tx, store.actor, device)
+                phone_config.remove(tx, store.actor, device, via="ldap")
             tracked = set(absent) - set(removed)  # reported: still the directory's until removed or back
             directory_records.forget_devices(tx, directory_id, [device for device in gone if device not in tracked])
             directory_records.add_devices(tx, directory_id, {device: item["dn"] for device, item in devices.items()

@@ -73,12 +73,13 @@ class Waiting:
 
 class Replaced(Waiting):
     """The CA answered a request that no longer waits (the phone sent a newer CSR, the request failed
-    with its session, or an earlier answer of the CA was recorded for it): nothing of this answer is
-    delivered."""
+    with its session, the operator withdrew the operation it was made for, or an earlier answer of the
+    CA was recorded for it): nothing of this answer is delivered."""
 
 
 REPLACED = ("the CSR no longer waited when the CA answered it (the phone sent a newer one, its session ended, "
-            "or the CA had answered it already); a certificate signed with this answer is stale and never delivered")
+            "the operator changed the phone's operation or removed the phone, or the CA had answered it already); "
+            "a certificate signed with this answer is stale and never delivered")
 
 
 # -- the online CA client from the store -------------------------------------------------------------
@@ -234,10 +235,12 @@ def _settle(store: Store, actor: str, phone: dict, csr_id: int, outcome, request
         else:
             chain = verdict.chain
     with store.transaction() as tx:
-        if csr_records.status_of(tx, csr_id) != "pending":
-            # Superseded by a newer CSR of the phone, failed with its session, or answered already while the
-            # CA answered: the CSR keeps its status, and the phone is never given this answer's certificate.
-            if isinstance(outcome, base.Issued):
+        status = csr_records.status_of(tx, csr_id)
+        if status != "pending":
+            # Superseded by a newer CSR of the phone, failed with its session or by the operator's change of
+            # the operation, or answered already while the CA answered: the CSR keeps its status, and the phone
+            # is never given this answer's certificate. A CSR gone with its removed phone: nothing to keep.
+            if isinstance(outcome, base.Issued) and status is not None:
                 record_certificate(tx, actor, phone, outcome.certificate, "online_ca", status="stale", chain=chain)
             audit.record(tx, actor, "csr.answer_ignored", phone["name"], csr_id=csr_id, reason=REPLACED,
                          answer=type(outcome).__name__.lower())
@@ -419,7 +422,9 @@ def import_certificates(store: Store, actor: str, sources, *, check_mode: bool =
     sources = list(sources)
     with store.read() as tx:
         pending = _pending(tx, "pending")
-        superseded = _pending(tx, "superseded")
+        # A certificate for a CSR that no longer waits (a newer one replaced it, or it failed: its session
+        # ended, the operator withdrew its operation) is recorded stale, never delivered.
+        superseded = _pending(tx, "superseded") + _pending(tx, "failed")
         anchors = _anchors(tx)
         known = certificate_records.device_names_by_fingerprint(tx, "offline_ca")
     result = ImportResult()

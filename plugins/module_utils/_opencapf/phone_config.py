@@ -16,14 +16,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import authstrings, faults, revocation
+from .ca import certificates as c
 from .errors import ValidationError
 from .phone_query import phone_status
 from .results import converged, text_or_none
 from .store import Store, audit
+from .store import csrs as csr_records
 from .store import phones as phone_records
 from .store import service as service_records
 from .vocabulary import (AUTH_MODES, AUTH_STRING_DIGITS, KEY_ORDERS, OPERATIONS, SECURITY_MODES, check_choice,
-                         check_ec_key_size, check_int_range, check_rsa_key_size, format_utc,
+                         check_ec_key_size, check_int_range, check_rsa_key_size, format_utc, key_allowed,
                          normalise_device_name, parse_utc, utc_now)
 
 # option name -> store column
@@ -44,6 +46,8 @@ SECURE_MODES = ("authenticated", "encrypted")
 # Columns written for every changed phone (one UPDATE statement shape for executemany).
 WRITE_COLUMNS = tuple(OPTION_COLUMNS.values()) + (
     "auth_salt", "auth_hash", "auth_failures", "locked", "operation_status", "operation_reason")
+# The columns that say which keys the phone's sessions ask for (``vocabulary.key_allowed``).
+KEY_COLUMNS = ("key_order", "rsa_key_size", "ec_key_size")
 # Columns the audit log never shows (a changed hash shows as ``auth_change``).
 AUDIT_HIDDEN = ("auth_salt", "auth_hash")
 # The paths that change a phone's settings, as the audit log names them.
@@ -119,6 +123,10 @@ class PhonePlan:
     auth_view: str            # "(unset)", "(set)", "(new)", "(changed)"
     current: dict | None      # the phone's row before the change (None for a new phone)
     after_row: dict           # the phone's row after it
+    # Why the change withdraws the phone's operation under way ("": it does not): a new operation, or
+    # the finished one armed again (``reissue``). Its CSRs still at a CA are failed with this reason.
+    withdraws: str = ""
+    keys_changed: bool = False  # key_order, rsa_key_size or ec_key_size changed
 
     @property
     def changed(self) -> bool:
@@ -194,8 +202,9 @@ def plan_phone(current: dict | None, name: str, wanted: dict, defaults: dict, au
 
     finished = base["operation_status"] in ("succeeded", "failed", "lapsed", "none")
     deadline_changed = target["operation_deadline"] != base["operation_deadline"]
+    reissued = target["operation"] != "none" and reissue and finished
     rearm = target["operation"] != "none" and (
-        operation_changed or (reissue and finished)
+        operation_changed or reissued
         or (deadline_changed and base["operation_status"] in ("failed", "lapsed", "none")))
     if target["operation"] == "none":
         target["operation_status"] = "none" if operation_changed else base["operation_status"]
@@ -207,7 +216,13 @@ def plan_phone(current: dict | None, name: str, wanted: dict, defaults: dict, au
     changes = {column: value for column, value in target.items() if value != base[column]}
     after_row = dict(base)
     after_row.update(target)
-    return PhonePlan(name, current is not None, changes, generated, auth_view, current, after_row)
+    withdraws = ""
+    if current is not None and operation_changed:
+        withdraws = f"the operator changed the phone's operation from {base['operation']} to {target['operation']}"
+    elif current is not None and reissued:
+        withdraws = f"the operator armed the {target['operation']} operation again (reissue)"
+    return PhonePlan(name, current is not None, changes, generated, auth_view, current, after_row, withdraws,
+                     any(column in changes for column in KEY_COLUMNS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +289,51 @@ def converge_many(tx, actor: str, secret: bytes, work, *, via: str, reissue: boo
             progress("phones", len(plans), total)
     if not check_mode:
         _write_plans(tx, actor, plans, via)
+        _withdraw_requests(tx, actor, plans, via)
     return plans
+
+
+def _request_withdrawn(plan: PhonePlan, public_key: bytes) -> str:
+    """Why the change of ``plan`` fails the phone's CSR for ``public_key`` still at a CA ("": it keeps
+    waiting): the operation it was made for is withdrawn, or the phone's key settings no longer ask
+    for its key (an LSC for it would carry a key the operator no longer wants)."""
+    if plan.withdraws:
+        return plan.withdraws
+    if plan.keys_changed:
+        kind, size = c.key_description(c.load_public_key(public_key, "stored CSR key"))
+        if not key_allowed(plan.after_row, kind, size):
+            return (f"the operator changed the phone's key settings: its {kind.upper()}-{size} key is no longer one "
+                    "they ask for")
+    return ""
+
+
+def _withdraw_requests(tx, actor: str, plans: list[PhonePlan], via: str) -> None:
+    """Fail the CSRs still at a CA (``pending``) that the changes of ``plans`` withdraw, each with its
+    reason and a ``csr.failed`` audit event: a CA's answer for one is then stale, never delivered
+    (``enrolment``), and the offline export no longer lists it."""
+    concerned = {plan.current["id"]: plan for plan in plans if plan.exists and (plan.withdraws or plan.keys_changed)}
+    if not concerned:
+        return
+    for row in csr_records.pending_of_phones(tx, concerned):
+        plan = concerned[row["phone_id"]]
+        reason = _request_withdrawn(plan, row["public_key"])
+        if reason and csr_records.fail_pending(tx, row["id"], reason):
+            audit.record(tx, actor, "csr.failed", plan.name, csr_id=row["id"], reason=reason, via=via)
+
+
+def remove(tx, actor: str, name: str, *, via: str) -> bool:
+    """Remove the phone ``name`` (``store.phones.delete``: its LSCs revoked, its certificates and CSRs
+    gone with it); its CSRs still at a CA are failed first, each with a ``csr.failed`` audit event,
+    so the log says what became of the requests a CA may still answer. Whether it existed."""
+    via = check_choice("via", via, VIA)
+    phone = phone_records.get(tx, name)
+    if phone is None:
+        return False
+    reason = "the operator removed the phone from the store"
+    for row in csr_records.pending_of_phones(tx, [phone["id"]]):
+        if csr_records.fail_pending(tx, row["id"], reason):
+            audit.record(tx, actor, "csr.failed", phone["name"], csr_id=row["id"], reason=reason, via=via)
+    return phone_records.delete(tx, actor, name)
 
 
 def converge(store: Store, name: str, *, state: str = "present", settings: dict | None = None,
@@ -296,7 +355,7 @@ def converge(store: Store, name: str, *, state: str = "present", settings: dict 
         if state == "absent":
             before = settings_view(current) if current else None
             if current is not None and not check_mode:
-                phone_records.delete(tx, store.actor, name)
+                remove(tx, store.actor, name, via="capf_phone")
             return converged(current is not None, before, None, name=name, status=None)
         plan, = converge_many(tx, store.actor, secret, [(current, PhoneRequest(name, wanted, auth))],
                               via="capf_phone", reissue=reissue, check_mode=check_mode)

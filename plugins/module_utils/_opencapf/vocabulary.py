@@ -22,6 +22,8 @@ ONLINE_CA_TYPES = ("microsoft", "est")
 OPERATIONS = ("none", "install_upgrade", "delete", "troubleshoot")
 AUTH_MODES = ("auth_string", "null_string", "existing_cert_lsc", "existing_cert_mic")
 KEY_ORDERS = ("rsa", "ec", "ec_preferred")
+# The key types a phone's session asks for, by key order, first choice first.
+KEY_ORDER_KINDS = {"rsa": ("rsa",), "ec": ("ec",), "ec_preferred": ("ec", "rsa")}
 SECURITY_MODES = ("non_secure", "authenticated", "encrypted")
 TRUST_STORES = ("capf-trust", "callmanager-trust")
 RSA_KEY_SIZES = (1024, 2048, 3072, 4096)
@@ -302,6 +304,12 @@ def check_auth_string(value, field: str = "authentication_string") -> str:
     if not isinstance(value, str) or not _AUTH_STRING.fullmatch(value):
         raise ValidationError(field, "must be %d\u2013%d digits" % AUTH_STRING_DIGITS, show_value=False)
     return value
+
+
+def key_allowed(settings: dict, kind: str, size: int) -> bool:
+    """Whether a phone with ``settings`` (its ``key_order``, ``rsa_key_size`` and ``ec_key_size``)
+    asks for a ``kind`` key (``rsa`` or ``ec``) of ``size`` bits."""
+    return kind in KEY_ORDER_KINDS[settings["key_order"]] and int(settings[f"{kind}_key_size"]) == size
 
 
 def check_rsa_key_size(value, field: str = "rsa_key_size") -> int:

@@ -177,7 +177,7 @@ def _phones(store: Store, document: Document, check_mode: bool, report: Report, 
             elif row is not None:
                 deleted += 1
                 if not check_mode:
-                    phone_records.delete(tx, store.actor, name)
+                    phone_config.remove(tx, store.actor, name, via="apply")
         plans = {plan.name: plan for plan in phone_config.converge_many(tx, store.actor, secret, work, via="apply",
                                                                         check_mode=check_mode,
                                                                         progress=_options.progress)}

@@ -128,7 +128,7 @@ def read_files(paths, option: str = "src") -> list[tuple[str, bytes]]:
 
 def import_certificates(sources, pending, anchors, *, superseded=(), at=None) -> ImportReport:
     """Match certificates from ``sources`` ((name, bytes) pairs) to ``pending`` CSRs by public key
-    and check them; CA certificates in the sources serve as (untrusted) intermediates, unless they
+    and check them (one for a ``superseded`` CSR, one that no longer waits, is reported stale); CA certificates in the sources serve as (untrusted) intermediates, unless they
     carry the key of a CSR (then they are refused as ``is_ca``)."""
     report = ImportReport()
     waiting = _by_key(pending)
@@ -161,7 +161,8 @@ def import_certificates(sources, pending, anchors, *, superseded=(), at=None) ->
                                            item.device_name, certificate))
         elif key not in waiting:
             report.stale.append(Stale(item.device_name, certificate, source,
-                                      "its CSR was replaced by a newer one from the phone; it is stale and will "
+                                      "its CSR no longer waits (the phone replaced it with a newer one, its session "
+                                      "ended, or the operator changed the phone's operation); it is stale and will "
                                       "not be delivered"))
         elif item.device_name in taken:
             report.problems.append(Problem(source, subject, f"a certificate for {item.device_name}'s CSR was "

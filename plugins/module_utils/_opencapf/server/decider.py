@@ -35,7 +35,8 @@ from ..store import phones as phone_records
 from ..store import service as service_records
 from ..store import trust as trust_records
 from . import metrics
-from ..vocabulary import DEFAULT_MAX_SESSION_SECONDS, MAX_SESSION_SECONDS, format_utc, parse_utc, utc_now
+from ..vocabulary import (DEFAULT_MAX_SESSION_SECONDS, KEY_ORDER_KINDS, MAX_SESSION_SECONDS, format_utc, key_allowed,
+                          parse_utc, utc_now)
 
 log = logging.getLogger("opencapf.server")
 ACTOR = "capf-server"
@@ -43,9 +44,7 @@ THIRD_PARTY_SOURCES = ("online_ca", "offline_ca")
 
 
 def key_choices(phone: dict) -> tuple:
-    rsa_choice = KeyChoice("rsa", int(phone["rsa_key_size"]))
-    ec_choice = KeyChoice("ec", int(phone["ec_key_size"]))
-    return {"rsa": (rsa_choice,), "ec": (ec_choice,), "ec_preferred": (ec_choice, rsa_choice)}[phone["key_order"]]
+    return tuple(KeyChoice(kind, int(phone[f"{kind}_key_size"])) for kind in KEY_ORDER_KINDS[phone["key_order"]])
 
 
 def load_phone_key(data: bytes):
@@ -474,6 +473,9 @@ class StoreDecider(Decider):
         signed = csr_module.assemble(request, signature)  # CsrError: the signature is not the phone's key's
         with self.store.transaction() as tx:
             phone = phone_records.get(tx, plan.device_name)
+            withdrawn = self._withdrawn(phone, signed)
+            if withdrawn:  # the session ends failed with it; no CA is asked
+                raise StoreError(f"{withdrawn}: the CSR was not sent to the CA")
             self._csr_id = enrolment.add_request(tx, ACTOR, phone, signed)
         if plan.issuer == "offline_ca":
             result = enrolment.Waiting(enrolment.OFFLINE_RETRY_SECONDS,
@@ -486,6 +488,20 @@ class StoreDecider(Decider):
         if isinstance(result, enrolment.Waiting):
             return Deferred(result.retry_after, result.reason)  # the session's end records it (``ended``)
         return Issued(result.certificate_id, result.der)
+
+    def _withdrawn(self, phone: dict | None, signed) -> str:
+        """Why the operator's changes since the session began withdrew the request it is about to send
+        ("": none did), by the rule a change of the phone's settings applies to the CSRs already at a CA
+        (``phone_config``): the phone removed, its operation changed, or its key settings no longer asking
+        for the session's key."""
+        if phone is None or not self._same(phone):
+            return f"device {self._phone['name']} was removed from the store during the session"
+        if not self._runs(phone):
+            return f"the operator changed the phone's operation to {phone['operation']} during the session"
+        kind, size = c.key_description(signed.csr.public_key())
+        if not key_allowed(phone, kind, size):
+            return f"the operator changed the phone's key settings during the session: no longer {kind.upper()}-{size}"
+        return ""
 
     def stored(self, plan: Plan, issued: Issued, ok: bool) -> None:
         """Recorded by the session's end, with the session record, before END_SESSION goes out."""

@@ -116,6 +116,18 @@ def fail_pending(tx: Transaction, csr_id: int, reason: str) -> bool:
                       (reason, format_utc(utc_now()), csr_id)) > 0
 
 
+def pending_of_phones(tx: Transaction, phone_ids) -> list[dict[str, Any]]:
+    """The ``pending`` CSRs (id, phone_id, public_key) of the phones ``phone_ids``, oldest first: one
+    query (for more than 500 phones, a bulk job's, every pending CSR, read through the index
+    ``csrs_status``, and those of the phones kept)."""
+    ids = set(phone_ids)
+    sql = "SELECT id, phone_id, public_key FROM csrs WHERE status = 'pending'"
+    if len(ids) > 500:
+        return [row for row in tx.query(sql + " ORDER BY id") if row["phone_id"] in ids]
+    ordered = sorted(ids)
+    return tx.query(sql + " AND phone_id IN (%s) ORDER BY id" % ", ".join("?" * len(ordered)), ordered) if ids else []
+
+
 def for_certificate(tx: Transaction, certificate_id: int) -> dict[str, Any] | None:
     """The CSR a certificate was issued for (its newest, should there be several)."""
     return tx.one("SELECT * FROM csrs WHERE certificate_id = ? ORDER BY id DESC LIMIT 1", (certificate_id,))
