@@ -71,6 +71,8 @@ def phone_row(store, name):
 def certificate_rows(store, name, kind="lsc"):
     with store.read() as tx:
         phone = _phones.get(tx, name)
+        if phone is None:  # removed: its certificates went with it
+            return []
         return tx.query("SELECT * FROM certificates WHERE phone_id = ? AND kind = ? ORDER BY id", (phone["id"], kind))
 
 

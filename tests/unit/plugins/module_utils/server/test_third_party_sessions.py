@@ -35,6 +35,7 @@ simulator's ``PhoneSession`` around one ``PhoneIdentity``, driven an exchange at
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -44,15 +45,26 @@ from support.protocol import add_phone, certificate_rows, phone_row
 from support.sessions import BEHAVIOURS, SessionLeg
 from support.third_party_ca import PASSWORD, USERNAME, EnterprisePki, EstServer, pem
 from _opencapf import csr as csr_module
-from _opencapf import enrolment, reports, service_config, trust
+from _opencapf import bulk, enrolment, phone_config, reports, service_config, trust
 from _opencapf.ca import certificates as c
+from _opencapf.declarative import deployment, document
 from _opencapf.protocol.constants import XCAP_PENDING_KEY, XCAPS_ALL
 from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
+from _opencapf.store import audit
 from _opencapf.store import csrs as csr_records
+from _opencapf.store import phones as phone_records
 
 pytestmark = pytest.mark.both_backends
 
 HOLDS, SIGNS, POLLS = "the CA holds requests", "the CA signs", "the enrolment service polls"
+# The operator's changes of the phone (``phone_config``, the one converge path of its settings).
+TO_DELETE, TO_NONE, TO_INSTALL = ("the operator declares delete", "the operator declares none",
+                                  "the operator declares install_upgrade")
+REISSUE = "the operator declares install_upgrade again with reissue"
+REMOVE, ADD = "the operator removes the phone", "the operator adds the phone again"
+KEY_SIZE = "the operator changes the phone's EC key size"
+DESCRIBE = "the operator changes the phone's description"
+OPERATOR = (TO_DELETE, TO_NONE, TO_INSTALL, REISSUE, REMOVE, ADD, KEY_SIZE, DESCRIBE)
 _names = itertools.count(1)
 
 
@@ -100,28 +112,39 @@ def _ca(est, event: str, store, pki=None) -> None:
         enrolment.worker_step(store)
 
 
-def _run(store, est, behaviours: list[str], schedule: list, holds: bool, x_caps: int = XCAPS_ALL, pki=None):
+def _run(store, est, behaviours: list[str], schedule: list, holds: bool, x_caps: int = XCAPS_ALL, pki=None,
+         watch=None):
     """The sessions, stepped in the order ``schedule`` names them, the CA's events between them (then
-    in turn until all end). Returns the phone's name and identity."""
+    in turn until all end); the operator's events (``OPERATOR``) are ``watch.operator``'s, and
+    ``watch.after(leg)`` checks the store after each item (``leg``: the one that delivered an LSC in
+    it). Returns the phone's name and identity."""
     name = f"SEP{next(_names):012X}"
     add_phone(store, name, operation="install_upgrade", key_order="ec")
+    if watch is not None:
+        watch.name = name
     identity = PhoneIdentity(PhoneSettings(name))
     _ca(est, HOLDS if holds else SIGNS, store)
     legs = [SessionLeg(store, identity, 100 + index, behaviour, x_caps=x_caps)
             for index, behaviour in enumerate(behaviours)]
     now = 0.0
-    for item in itertools.chain(schedule, itertools.cycle(range(len(legs)))):
-        if all(leg.done for leg in legs):
+    for position, item in enumerate(itertools.chain(schedule, itertools.cycle(range(len(legs))))):
+        if position >= len(schedule) and all(leg.done for leg in legs):
             break
-        if isinstance(item, str):
+        delivered = None
+        if isinstance(item, str) and item in OPERATOR:
+            watch.operator(item)
+        elif isinstance(item, str):
             _ca(est, item, store, pki)
-            continue
-        leg = legs[item % len(legs)]
-        if leg.done:
-            continue
-        now += 0.01
-        if leg.step(now) == "issued":
-            _check_delivery(leg, identity)
+        else:
+            leg = legs[item % len(legs)]
+            if leg.done:
+                continue
+            now += 0.01
+            if leg.step(now) == "issued":
+                _check_delivery(leg, identity)
+                delivered = leg
+        if watch is not None:
+            watch.after(delivered)
     return name, identity
 
 
@@ -387,3 +410,305 @@ def test_a_second_answer_for_a_request_already_answered_is_stale(ca_store, pki, 
         (csr,) = [row for row in csr_records.listing(tx, None) if row["device_name"] == name]
     assert (csr["status"], csr["certificate_id"]) == ("issued", installed)
     _check(ca_store, name, identity)
+
+
+# -- the operator withdraws the operation a CSR was made for -------------------------------------------
+
+FINISHED = ("succeeded", "failed", "lapsed", "none")
+
+
+def _operate(store, name: str, event: str) -> None:
+    """The operator's ``event`` through ``phone_config.converge``, the path every module takes."""
+    phone = phone_row(store, name)
+    if event == REMOVE:
+        phone_config.converge(store, name, state="absent")
+    elif event == ADD:
+        phone_config.converge(store, name, settings={"certificate_operation": "install_upgrade", "key_order": "ec"})
+    elif phone is None:
+        return
+    elif event == KEY_SIZE:
+        phone_config.converge(store, name, settings={"ec_key_size": 384 if phone["ec_key_size"] == 256 else 256})
+    elif event == DESCRIBE:
+        phone_config.converge(store, name, settings={"description": f"desk {phone['description'] or ''}x"})
+    else:
+        operation = {TO_DELETE: "delete", TO_NONE: "none"}.get(event, "install_upgrade")
+        phone_config.converge(store, name, settings={"certificate_operation": operation}, reissue=event == REISSUE)
+
+
+def _withdrawn_by(event: str, phone: dict | None, row: dict) -> bool:
+    """Whether the operator's ``event`` on ``phone`` (its row before) withdraws the phone's pending CSR
+    ``row``: a new operation, a removal, a finished install armed again, a key the phone no longer asks for."""
+    if phone is None or event in (DESCRIBE, ADD):
+        return False
+    if event == REMOVE:
+        return True
+    if event == KEY_SIZE:
+        return row["key_size"] != (384 if phone["ec_key_size"] == 256 else 256)
+    if event == REISSUE:
+        return phone["operation"] != "install_upgrade" or phone["operation_status"] in FINISHED
+    return phone["operation"] != {TO_DELETE: "delete", TO_NONE: "none"}.get(event, "install_upgrade")
+
+
+class _Withdrawals:
+    """The operator's events, and after every item of a run the invariant: a certificate a CA returns for
+    a CSR made under an operation that is no longer the phone's current one (the keys in ``keys``) is
+    never recorded ``issued`` or ``installed``, never delivered, never the phone's current LSC in the
+    listings; no such CSR stays ``pending`` nor is exported for the offline CA."""
+
+    def __init__(self, store):
+        self.store = store
+        self.name = ""
+        self.keys: dict = {}  # public key fingerprint -> the phone's certificates (fingerprints) when withdrawn
+        self.seen: set = set()  # the ids of the CSRs looked at
+        self.certificates: set = set()  # the phone's certificates (fingerprints) when last looked at
+
+    def _csrs(self) -> list[dict]:
+        with self.store.read() as tx:
+            rows = [row for row in csr_records.listing(tx, None) if row["device_name"] == self.name]
+            for row in rows:
+                key = c.load_public_key(tx.one("SELECT public_key FROM csrs WHERE id = ?", (row["id"],))["public_key"])
+                row["key_size"] = c.key_description(key)[1]
+        return rows
+
+    def _withdraw(self, key: str, certificates=None) -> None:
+        if certificates is None:
+            certificates = {row["fingerprint"] for row in certificate_rows(self.store, self.name)}
+        self.keys.setdefault(key, set(certificates))
+
+    def operator(self, event: str) -> None:
+        before = phone_row(self.store, self.name)
+        pending = [row for row in self._csrs() if row["status"] == "pending"]
+        _operate(self.store, self.name, event)
+        after = {row["id"]: row["status"] for row in self._csrs()}
+        for row in pending:
+            if _withdrawn_by(event, before, row):
+                assert after.get(row["id"]) in (None, "failed"), ("a withdrawn CSR still waits", event, row)
+                self._withdraw(row["public_key_fingerprint"])
+            else:
+                assert after.get(row["id"]) == "pending", ("a CSR withdrawn by a change that keeps it", event, row)
+
+    def after(self, delivered) -> None:
+        phone = phone_row(self.store, self.name)
+        rows = self._csrs()
+        for row in rows:
+            if row["id"] not in self.seen and phone is not None and (
+                    phone["operation"] != "install_upgrade" or row["key_size"] != phone["ec_key_size"]):
+                # Made by a session after the operator withdrew its operation: whatever its CA answered since is late.
+                self._withdraw(row["public_key_fingerprint"], self.certificates)
+            self.seen.add(row["id"])
+            assert not (row["public_key_fingerprint"] in self.keys and row["status"] == "pending"), \
+                ("a CSR waits for an operation that no longer exists", row)
+        certificates = certificate_rows(self.store, self.name)
+        self.certificates = {row["fingerprint"] for row in certificates}
+        late = {row["fingerprint"]: row for row in certificates if row["public_key_fingerprint"] in self.keys
+                and row["fingerprint"] not in self.keys[row["public_key_fingerprint"]]}
+        assert all(row["status"] == "stale" for row in late.values()), \
+            ("a withdrawn operation's certificate recorded as the phone's", late)
+        if delivered is not None:
+            assert c.fingerprint(delivered.certificate) not in late, "delivered a withdrawn operation's certificate"
+        exported = [c.public_key_fingerprint(csr_module.verify(item.request).public_key())
+                    for item in enrolment.pending_csrs(self.store, [self.name])]
+        assert not set(exported) & set(self.keys), "exported a withdrawn CSR for the offline CA"
+        if phone is not None:
+            with self.store.read() as tx:
+                (listed,) = reports.phone_rows(tx, {"names": [self.name]})
+            assert not (listed["lsc"] and any(row["serial"] == listed["lsc"]["serial"] for row in late.values())), \
+                ("a withdrawn operation's certificate listed as current", listed)
+
+
+@settings(max_examples=50, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(sorted(BEHAVIOURS)), min_size=1, max_size=3),
+       st.lists(st.one_of(st.integers(min_value=0, max_value=2), st.sampled_from([HOLDS, SIGNS, POLLS]),
+                          st.sampled_from(OPERATOR)), max_size=24),
+       st.booleans(), st.booleans())
+# The CA holds the CSR; the operator declares delete; the CA signs and the enrolment service polls.
+@example(["completes"], [0, 0, 0, 0, TO_DELETE, SIGNS, POLLS], True, False)
+# The operator declares delete while the session waits for the phone's signature of its CSR.
+@example(["completes"], [0, 0, 0, TO_DELETE, SIGNS, 0, POLLS], False, False)
+# The offline CA: the operator declares none, then the CA's operator signs and imports what is exported.
+@example(["completes"], [0, 0, 0, 0, TO_NONE, SIGNS], True, True)
+# The phone is removed and added again while the CA holds its CSR; the CA signs, the service polls.
+@example(["completes", "completes"], [0, 0, 0, 0, REMOVE, ADD, SIGNS, POLLS, 1, 1, 1], True, False)
+# A larger EC key is demanded while the CA holds the CSR of a 256-bit one.
+@example(["completes"], [0, 0, 0, 0, KEY_SIZE, SIGNS, POLLS], True, False)
+# The install failed in a later session; armed again with reissue while the CA holds the first CSR.
+@example(["completes", "loses power before its key"], [0, 0, 0, 0, 1, 1, 1, REISSUE, SIGNS, POLLS], True, False)
+def test_an_answer_for_a_withdrawn_operation_never_becomes_the_phones_lsc(
+        ca_store, pki, est, behaviours, schedule, holds, offline):
+    """Whatever the interleaving of sessions that send CSRs to a third-party CA that holds them, the
+    operator's changes (another operation, a reissue, the phone removed and added again, a key size, a
+    description), the CA signing, the enrolment service polling and the offline import: a certificate
+    for a CSR made under an operation that is no longer the phone's current one is never recorded
+    ``issued``, never delivered, never listed as current, and no CSR stays ``pending`` for an
+    operation that no longer exists; a change that keeps the operation and its key keeps its CSRs.
+    Then, with install_upgrade declared, the phone still gets its LSC and the store reports it."""
+    if offline:
+        _offline(ca_store, pki)
+    else:
+        _online(ca_store, pki, est)
+    watch = _Withdrawals(ca_store)
+    name, identity = _run(ca_store, est, behaviours, schedule, holds, XCAPS_ALL, pki if offline else None, watch)
+    _operate(ca_store, name, ADD)
+    watch.after(None)
+    _finish(ca_store, est, name, identity, XCAPS_ALL, pki if offline else None)
+    watch.after(None)
+
+
+def _held(store, est, name: str | None = None):
+    """A phone whose install_upgrade CSR the online CA holds (its session deferred); returns its name,
+    identity and the CSR's row."""
+    name = name or f"SEP{next(_names):012X}"
+    add_phone(store, name, operation="install_upgrade", key_order="ec")
+    identity = PhoneIdentity(PhoneSettings(name))
+    _ca(est, HOLDS, store)
+    leg = SessionLeg(store, identity, 1, x_caps=XCAPS_ALL)
+    _steps(leg, 4)
+    assert leg.done
+    return name, identity, _csr_rows(store, name)[0]
+
+
+def _csr_rows(store, name: str) -> list[dict]:
+    with store.read() as tx:
+        return [row for row in csr_records.listing(tx, None) if row["device_name"] == name]
+
+
+def _csr_events(store, name: str) -> list[dict]:
+    with store.read() as tx:
+        return [row["details"] for row in audit.events(tx, action="csr.failed", subject=name)]
+
+
+def csr_phone_id(tx, csr_id: int) -> int:
+    return tx.one("SELECT phone_id FROM csrs WHERE id = ?", (csr_id,))["phone_id"]
+
+
+def _change(store, name: str, path: str, settings: dict) -> None:
+    """``settings`` (option names) through ``path``: capf_phone's converge, a bulk job, the declarative file."""
+    if path == "capf_phone":
+        phone_config.converge(store, name, settings=settings)
+    elif path == "bulk":
+        bulk.converge(store, query={"names": [name]}, settings=settings)
+    else:
+        deployment.apply(store, document.parse(json.dumps({"opencapf": 1, "phones": [dict(settings, name=name)]})))
+
+
+@pytest.mark.parametrize("path", ["capf_phone", "bulk", "apply"])
+def test_a_new_operation_fails_the_csr_the_ca_holds_and_its_answer_is_stale(ca_store, pki, est, path):
+    """The online CA holds the phone's install CSR; the operator declares delete (through each path
+    that changes a phone's settings): the CSR is ``failed`` at once with the reason and a
+    ``csr.failed`` audit event naming the path; when the CA signs, the enrolment service's answer is
+    recorded ``stale``, is not the phone's current LSC, and the phone's next session deletes."""
+    _online(ca_store, pki, est)
+    name, identity, csr = _held(ca_store, est)
+    _change(ca_store, name, path, {"certificate_operation": "delete"})
+    (row,) = _csr_rows(ca_store, name)
+    reason = "the operator changed the phone's operation from install_upgrade to delete"
+    assert (row["status"], row["reason"]) == ("failed", reason)
+    assert _csr_events(ca_store, name) == [{"csr_id": csr["id"], "reason": reason, "via": path}]
+    assert enrolment.pending_csrs(ca_store) == [] and reports.gather(ca_store, ["pending_csrs"])["pending_csrs"] == []
+    _ca(est, SIGNS, ca_store)
+    assert enrolment.poll_pending(ca_store, "enrolment-service") == {"issued": 0, "pending": 0, "failed": 0}
+    # The CA's answer to the request it held, asked for anyway (a session of the phone, or a poll under way).
+    with ca_store.read() as tx:
+        (request,) = tx.query("SELECT csr_pem, external_ref FROM csrs WHERE id = ?", (csr["id"],))
+    issuer = enrolment.online_issuer(ca_store)
+    try:
+        outcome = issuer.poll(request["external_ref"], csr_module.to_der(csr_module.verify(request["csr_pem"].encode())))
+    finally:
+        issuer.close()
+    result = enrolment._settle(ca_store, "enrolment-service", phone_row(ca_store, name), csr["id"], outcome,  # pylint: disable=protected-access
+                               csr_module.verify(request["csr_pem"].encode()))
+    assert isinstance(result, enrolment.Replaced)
+    assert [row["status"] for row in certificate_rows(ca_store, name)] == ["stale"]
+    with ca_store.read() as tx:
+        (listed,) = reports.phone_rows(tx, {"names": [name]})
+    assert listed["lsc"] is None
+    leg = SessionLeg(ca_store, identity, 2, x_caps=XCAPS_ALL)
+    _steps(leg, 6)
+    assert leg.done and leg.certificate is None
+    assert phone_row(ca_store, name)["operation_status"] == "succeeded"
+
+
+def test_which_changes_withdraw_a_pending_csr(ca_store, pki, est):
+    """Decided: a change that keeps the operation and still asks for the CSR's key keeps the CSR
+    waiting (a description, an authentication mode, a deadline, the RSA size of a phone that asks for
+    EC keys, ``reissue`` of an operation not yet finished); check mode of a withdrawing change reports
+    it and writes nothing; a new EC size fails the CSR of the old one, with why."""
+    _online(ca_store, pki, est)
+    name, _identity, csr = _held(ca_store, est)
+    for settings, reissue in (({"description": "Lobby"}, False), ({"authentication_mode": "null_string"}, False),
+                              ({"operation_completes_by": "2099-01-01"}, False), ({"rsa_key_size": 4096}, False),
+                              ({"certificate_operation": "install_upgrade"}, True)):
+        phone_config.converge(ca_store, name, settings=settings, reissue=reissue)
+        assert [row["status"] for row in _csr_rows(ca_store, name)] == ["pending"], settings
+    for settings in ({"certificate_operation": "none"}, {"ec_key_size": 384}):
+        result = phone_config.converge(ca_store, name, settings=settings, check_mode=True)
+        assert result["changed"] and [row["status"] for row in _csr_rows(ca_store, name)] == ["pending"], settings
+    assert _csr_events(ca_store, name) == []
+    with ca_store.read() as tx:  # a bulk job's many phones: every pending CSR read at once, those asked for kept
+        many = csr_records.pending_of_phones(tx, [csr_phone_id(tx, csr["id"]), *range(10 ** 6, 10 ** 6 + 600)])
+    assert [row["id"] for row in many] == [csr["id"]]
+    result = phone_config.converge(ca_store, name, settings={"ec_key_size": 384})
+    assert result["changed"]
+    (row,) = _csr_rows(ca_store, name)
+    assert (row["id"], row["status"]) == (csr["id"], "failed")
+    assert row["reason"] == "the operator changed the phone's key settings: its EC-256 key is no longer one they ask for"
+
+
+def test_reissue_of_a_finished_install_fails_the_csr_of_the_previous_one(ca_store, pki, est):
+    """The CA holds the CSR of an install that then failed (here: a wrong authentication string in a
+    later session); ``reissue`` arms a new install, and the held CSR is failed: the new install starts
+    with a new key."""
+    _online(ca_store, pki, est)
+    name, _identity, _csr = _held(ca_store, est)
+    with ca_store.transaction() as tx:
+        phone_records.set_operation_result(tx, "test", phone_records.get(tx, name), "failed", "test: it failed")
+    assert phone_config.converge(ca_store, name, settings={"certificate_operation": "install_upgrade"},
+                                 reissue=True)["changed"]
+    (row,) = _csr_rows(ca_store, name)
+    assert (row["status"], row["reason"]) == ("failed", "the operator armed the install_upgrade operation again "
+                                                        "(reissue)")
+
+
+def test_offline_certificate_for_a_withdrawn_csr_is_imported_stale(ca_store, pki):
+    """The offline CA: the operator declares none while the CSR waits to be exported; the export lists
+    it no more, and a certificate the CA's operator signed from an earlier export is imported ``stale``."""
+    _offline(ca_store, pki)
+    name = f"SEP{next(_names):012X}"
+    add_phone(ca_store, name, operation="install_upgrade", key_order="ec")
+    _steps(SessionLeg(ca_store, PhoneIdentity(PhoneSettings(name)), 1, x_caps=XCAPS_ALL), 4)
+    (item,) = enrolment.pending_csrs(ca_store)
+    signed = pki.sign_request(csr_module.verify(item.request))
+    phone_config.converge(ca_store, name, settings={"certificate_operation": "none"})
+    assert enrolment.pending_csrs(ca_store) == []
+    result = enrolment.import_certificates(ca_store, "operator", [("lsc.pem", pem(signed).encode())])
+    assert (result.matched, result.problems) == ([], [])
+    assert [device for _source, device, _reason in result.stale] == [name]
+    assert [row["status"] for row in certificate_rows(ca_store, name)] == ["stale"]
+
+
+def test_removed_phone_fails_its_csr_and_an_answer_under_way_lands_nowhere(ca_store, pki, est, monkeypatch):
+    """A session sends the phone's CSR to the online CA, and while the CA's answer is on its way the
+    operator removes the phone and adds it again: the removal fails the CSR (a ``csr.failed`` event),
+    the answer is recorded on neither entry, and the new entry has no CSR and no LSC."""
+    _online(ca_store, pki, est)
+    name = f"SEP{next(_names):012X}"
+    add_phone(ca_store, name, operation="install_upgrade", key_order="ec")
+    leg = SessionLeg(ca_store, PhoneIdentity(PhoneSettings(name)), 1, x_caps=XCAPS_ALL)
+    _steps(leg, 3)
+    build = enrolment.online_issuer
+
+    def meanwhile():
+        with ca_store.read() as tx:
+            (csr,) = [row for row in csr_records.listing(tx, None) if row["device_name"] == name]
+        _operate(ca_store, name, REMOVE)
+        assert _csr_events(ca_store, name) == [{"csr_id": csr["id"], "via": "capf_phone",
+                                                "reason": "the operator removed the phone from the store"}]
+        _operate(ca_store, name, ADD)
+
+    monkeypatch.setattr(enrolment, "online_issuer", lambda store, timeout=None: _Late(build(store, timeout), meanwhile))
+    _steps(leg, 1)
+    assert leg.done and leg.certificate is None
+    assert certificate_rows(ca_store, name) == [] and _csr_rows(ca_store, name) == []
+    with ca_store.read() as tx:
+        assert tx.query("SELECT id FROM certificates WHERE kind = 'lsc'") == []
