@@ -128,8 +128,9 @@ def read_files(paths, option: str = "src") -> list[tuple[str, bytes]]:
 
 def import_certificates(sources, pending, anchors, *, superseded=(), at=None) -> ImportReport:
     """Match certificates from ``sources`` ((name, bytes) pairs) to ``pending`` CSRs by public key
-    and check them (one for a ``superseded`` CSR, one that no longer waits, is reported stale); CA certificates in the sources serve as (untrusted) intermediates, unless they
-    carry the key of a CSR (then they are refused as ``is_ca``)."""
+    and check them (one for a ``superseded`` CSR, one that no longer waits, is reported stale); CA
+    certificates in the sources serve as (untrusted) intermediates, unless they carry the key of a
+    CSR (then they are refused as ``is_ca``)."""
     report = ImportReport()
     waiting = _by_key(pending)
     replaced = _by_key(superseded)
