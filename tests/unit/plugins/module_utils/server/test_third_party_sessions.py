@@ -594,31 +594,27 @@ def _change(store, name: str, path: str, settings: dict) -> None:
 
 @pytest.mark.parametrize("path", ["capf_phone", "bulk", "apply"])
 def test_a_new_operation_fails_the_csr_the_ca_holds_and_its_answer_is_stale(ca_store, pki, est, path):
-    """The online CA holds the phone's install CSR; the operator declares delete (through each path
-    that changes a phone's settings): the CSR is ``failed`` at once with the reason and a
-    ``csr.failed`` audit event naming the path; when the CA signs, the enrolment service's answer is
-    recorded ``stale``, is not the phone's current LSC, and the phone's next session deletes."""
+    """The online CA holds the phone's install CSR and signs it; the enrolment service asks for it, and
+    while the answer is on its way the operator declares delete (through each path that changes a
+    phone's settings): the CSR is ``failed`` with the reason and a ``csr.failed`` audit event naming
+    the path, no longer exported nor polled; the answer is recorded ``stale``, is not the phone's
+    current LSC, and the phone's next session deletes."""
     _online(ca_store, pki, est)
     name, identity, csr = _held(ca_store, est)
-    _change(ca_store, name, path, {"certificate_operation": "delete"})
+    _ca(est, SIGNS, ca_store)
+    issuer = enrolment.online_issuer(ca_store)
+    try:
+        counts = enrolment.poll_pending(ca_store, "enrolment-service", issuer=_Late(
+            issuer, lambda: _change(ca_store, name, path, {"certificate_operation": "delete"})))
+    finally:
+        issuer.close()
+    assert counts == {"issued": 0, "pending": 0, "failed": 0, "stale": 1}, counts
     (row,) = _csr_rows(ca_store, name)
     reason = "the operator changed the phone's operation from install_upgrade to delete"
     assert (row["status"], row["reason"]) == ("failed", reason)
     assert _csr_events(ca_store, name) == [{"csr_id": csr["id"], "reason": reason, "via": path}]
     assert enrolment.pending_csrs(ca_store) == [] and reports.gather(ca_store, ["pending_csrs"])["pending_csrs"] == []
-    _ca(est, SIGNS, ca_store)
     assert enrolment.poll_pending(ca_store, "enrolment-service") == {"issued": 0, "pending": 0, "failed": 0}
-    # The CA's answer to the request it held, asked for anyway (a session of the phone, or a poll under way).
-    with ca_store.read() as tx:
-        (request,) = tx.query("SELECT csr_pem, external_ref FROM csrs WHERE id = ?", (csr["id"],))
-    issuer = enrolment.online_issuer(ca_store)
-    try:
-        outcome = issuer.poll(request["external_ref"], csr_module.to_der(csr_module.verify(request["csr_pem"].encode())))
-    finally:
-        issuer.close()
-    result = enrolment._settle(ca_store, "enrolment-service", phone_row(ca_store, name), csr["id"], outcome,  # pylint: disable=protected-access
-                               csr_module.verify(request["csr_pem"].encode()))
-    assert isinstance(result, enrolment.Replaced)
     assert [row["status"] for row in certificate_rows(ca_store, name)] == ["stale"]
     with ca_store.read() as tx:
         (listed,) = reports.phone_rows(tx, {"names": [name]})
