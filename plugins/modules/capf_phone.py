@@ -16,6 +16,10 @@ description:
     phone performs it at its next CAPF session. Declaring the same operation again changes nothing, whatever
     its status. A V(failed) or V(lapsed) operation is armed again by a new O(operation_completes_by) or by
     O(reissue=true).
+  - With a third-party CA (issuer V(online_ca) or V(offline_ca)), a change that withdraws the operation a CSR still
+    at the CA was made for (another O(certificate_operation), a finished one armed again by O(reissue=true),
+    O(state=absent), or key settings that no longer ask for the CSR's key) fails that CSR; the CA's answer for it is
+    recorded stale and never delivered.
   - Authentication strings are stored only as keyed hashes. A generated string is returned once, in
     RV(authentication_string), and can never be read back.
   - Returns the phone's CAPF status (operation status, current LSC serial and expiry, last session).

@@ -7,8 +7,9 @@ A CSR row (``csrs``) holds the phone-signed PKCS#10 (``csr_pem``) and moves thro
 (the certificate is recorded in ``certificates`` with status ``issued`` and waits for the phone's
 next session) or ``failed`` (with the reason). A newer CSR from the same phone marks the older
 ones ``superseded``: a certificate that arrives for one of those is recorded ``stale`` and never
-delivered. The phone's STORE acknowledgement then marks the LSC ``installed`` exactly as for
-CAPF-issued LSCs.
+delivered. So is one for a CSR the operator withdrew (``failed`` by ``phone_config`` when the phone's
+operation changes, is armed again, or the phone is removed). The phone's STORE acknowledgement then
+marks the LSC ``installed`` exactly as for CAPF-issued LSCs.
 
 Every certificate a CA returns (online in the session, online when a pending request is picked up,
 offline on import) passes ``issuers.acceptance.check`` against the phone's device name and the key
