@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from .. import faults
 from ..dependencies import ExtendedKeyUsageOID, NameOID, hashes, require, x509
-from ..errors import StoreError
+from ..errors import CertificateError, StoreError
 from ..store import Store, audit, capf_certificates
 from ..store import certificates as certificate_records
 from ..store import phones as phone_records
@@ -35,6 +35,7 @@ class IssuedLsc:
     pem: str
     not_after: str
     der: bytes = b""
+    validity_capped: bool = False  # notAfter cut to the signing CAPF certificate's (``validity_end``)
 
 
 def lsc_subject(device_name: str, issuer_subject):
@@ -104,21 +105,55 @@ def lsc_extensions(device_name: str, public_key, issuer_certificate=None, crl_ur
     return extensions
 
 
+def validity_end(start: _dt.datetime, validity_days: int, issuer_not_after: _dt.datetime) -> tuple[_dt.datetime, bool]:
+    """The notAfter of an LSC valid from ``start`` for ``validity_days``, and whether it was capped: an
+    LSC never outlives the CAPF certificate that signs it (its chain ends with that certificate, as
+    AD CS and EJBCA cut their certificates to the issuing CA's end), so ``start + validity_days`` is
+    cut to ``issuer_not_after``. Aware or naive (UTC) datetimes, both the same kind."""
+    end = start + _dt.timedelta(days=validity_days)
+    if end > issuer_not_after:
+        return issuer_not_after, True
+    return end, False
+
+
+def check_signer_valid(signer: authority.Signer, start: _dt.datetime) -> None:
+    """Refuse to issue at ``start`` (aware UTC) with a CAPF certificate that ends at or before it: its
+    LSC would be valid for no time at all, and its chain would not verify."""
+    if signer.not_after <= start:
+        raise CertificateError(
+            f"the CAPF certificate {signer.common_name} expired at {format_utc(signer.not_after)} and cannot issue "
+            f"an LSC at {format_utc(start)}: regenerate or replace it (capf_service, 'ca regenerate')")
+
+
+def _aware(moment: _dt.datetime) -> _dt.datetime:
+    """``moment`` as an aware UTC datetime (a naive one is UTC already)."""
+    return moment.astimezone(_dt.timezone.utc) if moment.tzinfo else moment.replace(tzinfo=_dt.timezone.utc)
+
+
+def _naive(moment: _dt.datetime) -> _dt.datetime:
+    return moment.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+
+
 def build_lsc(signer: authority.Signer, device_name: str, public_key, validity_days: int, serial: int,
               now: _dt.datetime | None = None, crl_url: str = "", *, kind: str | None = None,
               public_key_der: bytes | None = None):
     """Build and sign one LSC with SHA-256 (naming the CRL of ``signer`` at ``crl_url``, see
     ``crl.issuer_location``, as its CRL distribution point when given); ``now``: its notBefore, a
-    whole second (default: this second); ``kind``, ``public_key_der``: as ``lsc_extensions`` takes them."""
+    whole second (default: this second); its notAfter ``validity_days`` later, cut to the notAfter
+    of ``signer``'s certificate (``validity_end``); refused once that certificate has expired;
+    ``kind``, ``public_key_der``: as ``lsc_extensions`` takes them."""
     require("cryptography")
     now = now or utc_now()
+    aware = _aware(now)
+    check_signer_valid(signer, aware)
     if crl_url:
         crl_url = crl.issuer_location(crl_url, signer.fingerprint)
     if not 0 < serial < 2 ** 159:
         raise ValueError("an LSC serial number must be a positive integer of at most 159 bits")
     if validity_days < 1:
         raise ValueError("an LSC must be valid for at least one day")
-    start = now.astimezone(_dt.timezone.utc).replace(tzinfo=None) if now.tzinfo else now  # naive UTC, as the builder keeps it
+    end, _capped = validity_end(aware, validity_days, signer.not_after)
+    start, end = _naive(aware), _naive(end)  # as the builder keeps them
     extensions = lsc_extensions(device_name, public_key, crl_url=crl_url,
                                 authority_key_id=signer.authority_key_identifier, kind=kind,
                                 public_key_der=public_key_der, shared_encoded=True)
@@ -126,7 +161,7 @@ def build_lsc(signer: authority.Signer, device_name: str, public_key, validity_d
     # above guarantee (types, serial, dates, extensions named once: the profile lists each once).
     builder = x509.CertificateBuilder(
         issuer_name=signer.subject, subject_name=lsc_subject(device_name, signer.subject), public_key=public_key,
-        serial_number=serial, not_valid_before=start, not_valid_after=start + _dt.timedelta(days=validity_days),
+        serial_number=serial, not_valid_before=start, not_valid_after=end,
         extensions=[x509.Extension(extension.oid, critical, extension) for extension, critical in extensions],
     )
     return builder.sign(signer.private_key, hashes.SHA256())
@@ -144,7 +179,7 @@ class _SignerRetired(Exception):
 def issue(store: Store, device_name: str, public_key, *, source: str = "cli", validity_days: int | None = None,
           create_phone: bool = True, device_name_is_wire: bool = False, recorded=None, opening=None,
           signer: authority.Signer | None = None, crl_url: str | None = None,
-          public_key_der: bytes | None = None) -> IssuedLsc:
+          public_key_der: bytes | None = None, now: _dt.datetime | None = None) -> IssuedLsc:
     """Sign an LSC for ``device_name`` and record it (status ``issued``) in one transaction;
     ``opening(tx, phone)``, when given, runs in that transaction with the phone's current row once
     the LSC's row is in (the caller's records the LSC's issuance depends on), and
@@ -165,7 +200,13 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
     them when a phone connects), spare the read of the active CAPF certificate and the parameters
     (``signer`` is then the certificate the caller takes for the active one);
     ``public_key_der``, the DER SubjectPublicKeyInfo of ``public_key`` when the caller has it,
-    spares encoding the key again.
+    spares encoding the key again; ``now``: the issuance moment, the LSC's notBefore (default: this
+    second; a test's or a dry walk's clock).
+
+    The LSC is valid for ``validity_days``, but never past the signing CAPF certificate's notAfter
+    (``validity_end``); a capped validity is said in the ``certificate.issued`` audit event
+    (``validity_capped``, with the ``not_after`` it got and the ``validity_days`` asked for) and in
+    the result. A CAPF certificate that has expired issues nothing (``CertificateError``).
     """
     name = device_name.upper() if device_name_is_wire else normalise_device_name(device_name, "device_name")
     kind, _size = keys.check_phone_public_key(public_key)
@@ -182,10 +223,11 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
                 signer = signer or authority.signer(store, tx)
                 validity_days = validity_days or service_records.value(tx, "validity_days")
                 crl_url = service_records.value(tx, "crl_url") if crl_url is None else crl_url
-        now = utc_now()
-        # The certificate's own dates, as it carries them (whole seconds, UTC).
-        not_before, not_after = format_utc(now), format_utc(now + _dt.timedelta(days=validity_days))
-        certificate = build_lsc(signer, name, public_key, validity_days, serial, now, crl_url=crl_url, kind=kind,
+        moment = _aware(now or utc_now()).replace(microsecond=0)
+        # The certificate's own dates, as it carries them (whole seconds, UTC); build_lsc applies the same cap.
+        end, capped = validity_end(moment, validity_days, signer.not_after)
+        not_before, not_after = format_utc(moment), format_utc(end)
+        certificate = build_lsc(signer, name, public_key, validity_days, serial, moment, crl_url=crl_url, kind=kind,
                                 public_key_der=key_der)
         der = c.to_der(certificate)
         pem = c.pem_of_der(der)
@@ -208,7 +250,9 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
                 if opening is not None:
                     opening(tx, phone)
                 audit.record(tx, store.actor, "certificate.issued", name, serial=serial_text, source=source,
-                             signer=signer.common_name)
+                             signer=signer.common_name,
+                             **({"validity_capped": True, "not_after": not_after, "validity_days": validity_days}
+                                if capped else {}))
                 if recorded is not None:
                     recorded(tx, new_id)
                 faults.checkpoint("lsc.signed")
@@ -218,7 +262,7 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
             signer = None  # the active one is read (and its key loaded, once per process) at the next attempt
             rotations += 1
             continue
-        return IssuedLsc(new_id, name, serial_text, certificate, pem, not_after, der)
+        return IssuedLsc(new_id, name, serial_text, certificate, pem, not_after, der, capped)
     if rotations:
         raise StoreError(f"could not record the LSC after 5 attempts: the CAPF certificate was replaced {rotations} "
                          "times while it was being signed")

@@ -32,8 +32,12 @@ def run(args, output) -> int:
         except OSError as exc:
             raise CapfError(f"cannot write --out {args.out}: {exc.strerror} (the LSC was issued and recorded, "
                             f"serial {issued.serial})") from None
+    if issued.validity_capped:
+        output.warning(f"the LSC's validity was shortened to the CAPF certificate's expiry: it ends at "
+                       f"{issued.not_after}, with the CAPF certificate that signs it")
     output.result(
-        {"device_name": issued.device_name, "serial": issued.serial, "not_after": issued.not_after, "pem": issued.pem},
+        {"device_name": issued.device_name, "serial": issued.serial, "not_after": issued.not_after,
+         "validity_capped": issued.validity_capped, "pem": issued.pem},
         issued.pem.rstrip(),
     )
     return 0
