@@ -41,7 +41,10 @@ options:
     type: str
     choices: [capf, online_ca, offline_ca]
   validity_days:
-    description: LSC validity in days, 1–1825 (with an online CA, what the CA grants). Default V(1825).
+    description:
+      - LSC validity in days, 1–1825 (with an online CA, what the CA grants). Default V(1825).
+      - An LSC the CAPF certificate signs never ends after that certificate's notAfter; its validity is
+        shortened to it when needed (the C(certificate.issued) audit event says C(validity_capped)).
     type: int
   keepalive_minutes:
     description: Keep-alive timer for CAPF to endpoint connections, 5–60 minutes. Default V(15).
@@ -119,6 +122,9 @@ options:
         V(install_upgrade) for phones whose installed LSC expires within this many days, that have no operation
         pending or in progress and are not in V(auth_string) authentication mode; each LSC is renewed once, with
         the same audit events as a bulk update (C(via=renewal)).
+      - With O(issuer=capf), a phone whose new LSC would end no later than its current one (both end with the
+        CAPF certificate) is held back until a CAPF certificate that outlives it is active; the certificate
+        monitor warns about the CAPF certificate from this many days before its end.
       - Applies from the scheduler's next round, without a restart.
     type: int
   renew_max_per_day:

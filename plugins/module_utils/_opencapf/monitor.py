@@ -36,6 +36,7 @@ from email.utils import formatdate, make_msgid
 from typing import Any, Callable
 
 from . import secretbox
+from .ca.lsc import CAPF_ISSUER
 from .errors import ValidationError
 from .service_config import SMTP_PASSWORD_SECRET
 from .store import Store, capf_certificates, certificates, trust
@@ -102,6 +103,18 @@ def _reached(not_after: str, now: _dt.datetime, warn_days: list[int], expiry_cou
     return days_left, tuple(reached)
 
 
+def _capf_thresholds(tx: Transaction, warn_days: list[int]) -> list[int]:
+    """The thresholds of the active CAPF certificate: ``warn_days``, and ``renew_before_days`` when the
+    CAPF certificate's LSCs are renewed automatically: from then on automatic renewal holds back the
+    phones whose LSC ends with it (a new LSC would end no later, ``renewal``) until it is regenerated
+    or replaced, and the operator hears of it when that starts."""
+    parameters = service_records.read(tx)
+    renew_days = int(parameters["renew_before_days"])
+    if not renew_days or parameters["issuer"] != CAPF_ISSUER or renew_days in warn_days:
+        return warn_days
+    return sorted([*warn_days, renew_days], reverse=True)
+
+
 def findings(tx: Transaction, now=None, warn_days: list[int] | None = None) -> list[Finding]:
     """Every monitored certificate that reached a threshold at ``now``, soonest expiry first."""
     moment = _moment(now)
@@ -110,8 +123,8 @@ def findings(tx: Transaction, now=None, warn_days: list[int] | None = None) -> l
     before = format_utc(moment + _dt.timedelta(days=max(warn_days), seconds=1))
     found: list[Finding] = []
 
-    def add(kind, fingerprint, subject, serial, not_after, expiry_counts=True, device=None):
-        days_left, reached = _reached(not_after, moment, warn_days, expiry_counts)
+    def add(kind, fingerprint, subject, serial, not_after, expiry_counts=True, device=None, days=None):
+        days_left, reached = _reached(not_after, moment, days or warn_days, expiry_counts)
         if reached:
             found.append(Finding(kind, fingerprint, subject, serial, not_after, days_left, reached, device or {}))
 
@@ -119,9 +132,10 @@ def findings(tx: Transaction, now=None, warn_days: list[int] | None = None) -> l
     for row in certificates.watched_lscs_expiring(tx, before, forgotten):
         add("lsc", row["fingerprint"], row["device_name"], row["serial"], row["not_after"],
             device={"description": row["description"], "model": row["model"], "device_pool": row["device_pool"]})
-    for row in capf_certificates.expiring(tx, before):
+    capf_days = _capf_thresholds(tx, warn_days)
+    for row in capf_certificates.expiring(tx, format_utc(moment + _dt.timedelta(days=max(capf_days), seconds=1))):
         add("capf_certificate", row["fingerprint"], row["common_name"], row["serial"], row["not_after"],
-            expiry_counts=bool(row["active"]))
+            expiry_counts=bool(row["active"]), days=capf_days if row["active"] else None)
     for row in trust.expiring(tx, before):
         add(row["trust_store"], row["fingerprint"], row["common_name"], "", row["not_after"])
     found.sort(key=lambda item: (item.not_after, KINDS.index(item.kind), item.subject))
@@ -206,6 +220,9 @@ def compose(items: list[Finding], settings: dict, now: _dt.datetime, host: str |
     lines += ["", "The attached expiring-certificates.csv lists every affected certificate and device.",
               "Renew LSCs with an install_upgrade operation (capf_phone or capf_bulk_update); regenerate or replace",
               "the CAPF certificate with capf_service; replace trust-store certificates with capf_trust_cert."]
+    if counts["capf_certificate"]:
+        lines += ["No LSC outlives the CAPF certificate that signs it: automatic renewal leaves the phones whose LSC",
+                  "ends with the active CAPF certificate until a CAPF certificate that outlives them is active."]
     message.set_content("\n".join(lines) + "\n")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")

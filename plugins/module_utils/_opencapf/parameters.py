@@ -48,7 +48,8 @@ PARAMETERS: dict[str, Parameter] = {
                   "Certificate Issuer to Endpoint: CAPF signs, or an online or offline third-party CA.",
                   choices=v.ISSUERS),
         Parameter("validity_days", 1825, v.check_validity_days, "integer",
-                  "Duration of LSC validity in days (online CA: what the CA grants).",
+                  "Duration of LSC validity in days, never past the signing CAPF certificate's notAfter (online CA: "
+                  "what the CA grants).",
                   bounds=v.VALIDITY_DAYS),
         Parameter("keepalive_minutes", 15, v.check_keepalive_minutes, "integer",
                   "Keep-alive timer for CAPF to endpoint connections.", bounds=v.KEEPALIVE_MINUTES),
@@ -97,7 +98,8 @@ PARAMETERS: dict[str, Parameter] = {
                   "service starts or restarts.", restart=True),
         Parameter("renew_before_days", 0, _range(v.RENEW_BEFORE_DAYS, " days"), "integer",
                   "Automatic renewal: schedule install_upgrade for phones whose installed LSC expires within this "
-                  "many days (0: off).", bounds=v.RENEW_BEFORE_DAYS),
+                  "many days (0: off), unless a new LSC would end no later (it ends with the CAPF certificate).",
+                  bounds=v.RENEW_BEFORE_DAYS),
         Parameter("renew_max_per_day", 100, _range(v.RENEW_MAX_PER_DAY), "integer",
                   "Automatic renewal: phones scheduled in any 24 hours at most.", bounds=v.RENEW_MAX_PER_DAY),
         # Revocation and the CRL (docs/lifecycle.md).

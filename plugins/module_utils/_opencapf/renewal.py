@@ -7,7 +7,11 @@ finds the phones whose current LSC is installed and expires within ``renew_befor
 that have no operation pending or in progress, are not in ``auth_string`` mode (nobody would type
 the string) and whose LSC was not renewed before (``store.renewals.due``), soonest expiry first,
 and schedules ``install_upgrade`` for as many of them as ``renew_max_per_day`` still allows in the
-24 hours before now. The change goes through the one converge path of phone settings
+24 hours before now. With the internal CAPF issuer, an LSC is due only if its replacement would
+end strictly later: a new LSC ends ``validity_days`` after its issuance but never after the active
+CAPF certificate (``ca.lsc.validity_end``), so an LSC that ends with the CAPF certificate is held
+back (``held_back`` in the result) until a CAPF certificate that outlives it is active, instead of
+being replaced every run by one that ends at the same moment. The change goes through the one converge path of phone settings
 (``phone_config.converge_many``, ``via: renewal``), so every phone gets the same ``phone.update``
 audit event as in a bulk update, and the run one ``renewal.schedule`` event like a bulk job's
 ``bulk.apply``. A second run changes nothing: a scheduled phone's operation is pending, and each
@@ -20,13 +24,15 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any
 
+from .ca.lsc import CAPF_ISSUER
 from .phone_config import PhoneRequest, converge_many
-from .store import Store, audit
+from .store import Store, audit, capf_certificates
 from .store import renewals as renewal_records
 from .store import service as service_records
 from .vocabulary import format_utc, parse_utc, utc_now
 
 ACTION = "renewal.schedule"
+HELD_BACK_LISTED = 20  # names of held-back phones in a run's result; the count is always whole
 SETTINGS = {"operation": "install_upgrade"}  # store columns, as phone_config.check_settings gives them
 DAY = _dt.timedelta(days=1)
 
@@ -53,12 +59,15 @@ def run(store: Store, now=None) -> dict[str, Any]:
                              expires_before=plan["expires_before"])
             # Phones still due once these are scheduled wait for room in the next 24 hours.
             if plan["enabled"]:
-                plan["more_due"] = bool(renewal_records.due(tx, plan["expires_before"], 1))
+                plan["more_due"] = bool(renewal_records.due(tx, plan["expires_before"], 1, plan["ends_before"]))
     if not plan["enabled"]:
         return {"enabled": False, "changed": False, "at": at, "scheduled": []}
+    count, names = plan["held_back"]
     return {"enabled": True, "changed": bool(rows), "at": at, "expires_before": plan["expires_before"],
             "scheduled": [{"name": row["name"], "lsc_not_after": row["lsc_not_after"]} for row in rows],
-            "left_today": plan["room"] - len(rows), "more_due": plan["more_due"]}
+            "left_today": plan["room"] - len(rows), "more_due": plan["more_due"],
+            "held_back": {"count": count, "names": names, "capf_not_after": plan["capf_not_after"],
+                          "reason": "waiting for a CAPF certificate that outlives their LSC" if count else ""}}
 
 
 def _plan(tx, moment: _dt.datetime) -> dict[str, Any]:
@@ -68,10 +77,30 @@ def _plan(tx, moment: _dt.datetime) -> dict[str, Any]:
         return {"enabled": False, "rows": []}
     room = max(0, per_day - renewal_records.count_since(tx, format_utc(moment - DAY)))
     expires_before = format_utc(moment + _dt.timedelta(days=days))
-    rows = renewal_records.due(tx, expires_before, room)
-    more = bool(renewal_records.due(tx, expires_before, 1)) if not rows else False
+    ends_before, capf_not_after = _replacement_end(tx, parameters, moment)
+    rows = renewal_records.due(tx, expires_before, room, ends_before)
+    more = bool(renewal_records.due(tx, expires_before, 1, ends_before)) if not rows else False
     return {"enabled": True, "days": days, "per_day": per_day, "room": room, "expires_before": expires_before,
-            "rows": rows, "more_due": more}
+            "rows": rows, "more_due": more, "ends_before": ends_before, "capf_not_after": capf_not_after,
+            "held_back": renewal_records.held_back(tx, expires_before, ends_before, HELD_BACK_LISTED)}
+
+
+def _replacement_end(tx, parameters: dict, moment: _dt.datetime) -> tuple[str | None, str | None]:
+    """The notAfter an LSC issued at ``moment`` would get, and the active CAPF certificate's notAfter,
+    when the internal CAPF issuer signs (``ca.lsc.validity_end``: ``validity_days`` later, never past
+    the CAPF certificate); (None, None) for a third-party issuer, whose CA decides its certificates'
+    ends, or a store without a CAPF certificate (nothing is issued there before one is made)."""
+    if parameters["issuer"] != CAPF_ISSUER:
+        return None, None
+    active = capf_certificates.active(tx)
+    if active is None:
+        return None, None
+    if active["not_after"] <= format_utc(moment):
+        # An expired CAPF certificate issues nothing (``ca.lsc.check_signer_valid``): no LSC has a
+        # replacement that ends later, and "" is before every time.
+        return "", active["not_after"]
+    fresh = format_utc(moment + _dt.timedelta(days=int(parameters["validity_days"])))
+    return min(fresh, active["not_after"]), active["not_after"]
 
 
 __all__ = ["ACTION", "run"]

@@ -13,7 +13,8 @@ def register(subparsers) -> None:
     verbs = parser.add_subparsers(dest="renew_command", metavar="ACTION", parser_class=type(parser))
     verbs.required = True
     run = verbs.add_parser("run", help="schedule install_upgrade for the phones whose LSC expires within "
-                                       "renew_before_days, at most renew_max_per_day in any 24 hours")
+                                       "renew_before_days, at most renew_max_per_day in any 24 hours, unless "
+                                       "a new LSC would end no later (it ends with the CAPF certificate)")
     run.add_argument("--now", metavar="TIME", help="pretend it is this UTC time (ISO 8601); default: now")
     run.set_defaults(handler=_run)
 
@@ -30,5 +31,10 @@ def _run(args, output) -> int:
         if result["more_due"]:
             text += f"\nmore phones are due; {result['left_today']} more may be scheduled in the 24 hours before " \
                     f"{result['at']} (renew_max_per_day)"
+        held = result["held_back"]
+        if held["count"]:
+            text += f"\n{held['count']} phone(s) held back, waiting for a CAPF certificate that outlives their LSC " \
+                    f"(the active one ends at {held['capf_not_after']}; regenerate or replace it): " \
+                    f"{', '.join(held['names'])}{' ...' if held['count'] > len(held['names']) else ''}"
     output.result(result, text)
     return 0

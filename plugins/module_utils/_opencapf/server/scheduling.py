@@ -54,6 +54,7 @@ class Scheduling:
         self._store: Store | None = None
         self._clock = clock
         self._crl_file = revocation.CrlFile()
+        self._held_back = 0  # the renewals held back at the last run (logged when the count changes)
         self.leading = False
 
     def tick(self) -> int:
@@ -71,7 +72,7 @@ class Scheduling:
             _log_directories(directory.run_due(self._store, self._clock()))
             _log_settled(settle_abandoned(self._store))
             _log_revocation(revocation.run_duty(self._store, self._clock()))
-            _log_renewal(renewal.run(self._store, self._clock()))
+            self._held_back = _log_renewal(renewal.run(self._store, self._clock()), self._held_back)
         self._crl_file.publish(self._store)  # every process: each node keeps its own file current
         self._monitor()
         return interval
@@ -125,13 +126,22 @@ def _log_directories(outcomes: list) -> None:
             log.warning("scheduler: %s", warning)
 
 
-def _log_renewal(result: dict) -> None:
+def _log_renewal(result: dict, held_before: int = 0) -> int:
+    """Log a renewal run; return how many renewals it held back (a change of that count is logged)."""
+    held = result.get("held_back", {"count": 0})
+    if held["count"] and held["count"] != held_before:
+        shown = held["names"][:LISTED_NAMES]
+        log.warning("scheduler: automatic renewal holds back %d phone(s) whose LSC ends with the CAPF certificate "
+                    "(at %s): a new LSC would end no later; regenerate or replace the CAPF certificate: %s%s",
+                    held["count"], held["capf_not_after"], ", ".join(shown),
+                    f" and {held['count'] - len(shown)} more" if held["count"] > len(shown) else "")
     names = [item["name"] for item in result["scheduled"]]
     if names:
         more = f" and {len(names) - LISTED_NAMES} more" if len(names) > LISTED_NAMES else ""
         log.info("scheduler: automatic renewal scheduled install_upgrade for %d phone(s) whose LSC expires before "
                  "%s: %s%s%s", len(names), result["expires_before"], ", ".join(names[:LISTED_NAMES]), more,
                  "; more are due and wait for the next 24 hours (renew_max_per_day)" if result["more_due"] else "")
+    return held["count"]
 
 
 def _log_revocation(result: dict) -> None:

@@ -13,22 +13,52 @@ from .backend import Transaction
 _BUSY = ("pending", "in_progress")
 
 
-def due(tx: Transaction, expires_before: str, limit: int) -> list[dict[str, Any]]:
+def _window(ends_before: str | None, held: bool) -> tuple[str, tuple]:
+    """The condition on the LSC's end that the replacement's end ``ends_before`` sets (none: no bound):
+    due when it ends strictly before it; held back (``held``) when it does not."""
+    if ends_before is None:
+        return "", ()
+    return ("AND l.not_after >= ? " if held else "AND l.not_after < ? "), (ends_before,)
+
+
+def _candidates(tx: Transaction, columns: str, expires_before: str, ends_before: str | None, held: bool,
+                tail: str = "", tail_params: tuple = ()) -> list[dict[str, Any]]:
+    # From the expiring installed LSCs (a range of the index certificates_status_expiry), not from every
+    # phone: the scheduler asks this at every round. The LSC must be the phone's current one.
+    condition, params = _window(ends_before, held)
+    return tx.query(
+        f"SELECT {columns} FROM certificates l "
+        "JOIN phones p ON p.id = l.phone_id "
+        f"WHERE l.status = 'installed' AND l.not_after < ? {condition}AND {certificates.CURRENT_LSC} "
+        "AND p.operation_status NOT IN (?, ?) AND p.auth_mode != 'auth_string' "
+        "AND NOT EXISTS (SELECT 1 FROM renewals r WHERE r.certificate_id = l.id) " + tail,
+        (expires_before, *params, *_BUSY, *tail_params))
+
+
+def due(tx: Transaction, expires_before: str, limit: int, ends_before: str | None = None) -> list[dict[str, Any]]:
     """Up to ``limit`` phones (soonest expiry first) whose current LSC is installed and expires before
     ``expires_before``, with no operation pending or in progress, not in ``auth_string`` mode (a
     person would have to type the string on the phone), and whose LSC no renewal was scheduled for
-    yet. Each row is the phone's row plus ``lsc_id`` and ``lsc_not_after``."""
+    yet; and, when ``ends_before`` (the notAfter a replacement issued now would get) is given, whose
+    LSC ends strictly before it: renewing one that does not would give the phone an LSC that ends no
+    later, again at every run. Each row is the phone's row plus ``lsc_id`` and ``lsc_not_after``."""
     if limit <= 0:
         return []
-    # From the expiring installed LSCs (a range of the index certificates_status_expiry), not from every
-    # phone: the scheduler asks this at every round. The LSC must be the phone's current one.
-    return tx.query(
-        "SELECT p.*, l.id AS lsc_id, l.not_after AS lsc_not_after FROM certificates l "
-        "JOIN phones p ON p.id = l.phone_id "
-        f"WHERE l.status = 'installed' AND l.not_after < ? AND {certificates.CURRENT_LSC} "
-        "AND p.operation_status NOT IN (?, ?) AND p.auth_mode != 'auth_string' "
-        "AND NOT EXISTS (SELECT 1 FROM renewals r WHERE r.certificate_id = l.id) "
-        "ORDER BY l.not_after, p.name LIMIT ?", (expires_before, *_BUSY, limit))
+    return _candidates(tx, "p.*, l.id AS lsc_id, l.not_after AS lsc_not_after", expires_before, ends_before, False,
+                       "ORDER BY l.not_after, p.name LIMIT ?", (limit,))
+
+
+def held_back(tx: Transaction, expires_before: str, ends_before: str | None, limit: int) -> tuple[int, list[str]]:
+    """The phones ``due`` would give but for ``ends_before`` (their LSC ends no earlier than a
+    replacement would): how many, and the names of up to ``limit`` of them, soonest expiry first."""
+    if ends_before is None:
+        return 0, []
+    count = _candidates(tx, "COUNT(*) AS n", expires_before, ends_before, True)[0]["n"]
+    if not count or limit <= 0:
+        return int(count or 0), []
+    rows = _candidates(tx, "p.name", expires_before, ends_before, True, "ORDER BY l.not_after, p.name LIMIT ?",
+                       (limit,))
+    return int(count), [row["name"] for row in rows]
 
 
 def record_many(tx: Transaction, scheduled_at: str, rows) -> None:

@@ -34,6 +34,8 @@ pytestmark = pytest.mark.both_backends
 DAY = dt.timedelta(days=1)
 SECOND = dt.timedelta(seconds=1)
 EPOCH = parse_utc("2030-06-01T00:00:00Z", "epoch")
+
+
 def _issued_event(store, serial: str) -> dict:
     with store.read() as tx:
         events = audit.events(tx, action="certificate.issued", limit=1000)
