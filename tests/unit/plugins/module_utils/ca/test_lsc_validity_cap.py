@@ -144,3 +144,19 @@ def test_an_expired_capf_certificate_issues_nothing(ca_store, store_cli, tmp_pat
     done = run_cli(*store_cli, "issue", "SEP00000000C004", str(key_file))
     assert done.returncode != 0 and "expired at" in done.stderr
     assert len(certificate_rows(ca_store, "SEP00000000C004")) == 1
+
+
+def test_a_session_with_an_expired_capf_certificate_issues_nothing(ca_store):
+    """The service's path: the session fails with the reason, and the store records no LSC."""
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    upload_capf(ca_store, now - 40 * DAY, 30)
+    name = "SEP00000000C006"
+    add_phone(ca_store, name, operation="install_upgrade", key_order="ec")
+    leg = SessionLeg(ca_store, PhoneIdentity(PhoneSettings(name)), 8, signer=authority.signer(ca_store))
+    moment = 0.0
+    while not leg.done:
+        moment += 0.01
+        leg.step(moment)
+    assert leg.certificate is None and leg.server.outcome.outcome == "failed"
+    assert "expired at" in leg.server.outcome.reason
+    assert certificate_rows(ca_store, name) == []
