@@ -329,10 +329,8 @@ def remove(tx, actor: str, name: str, *, via: str) -> bool:
     phone = phone_records.get(tx, name)
     if phone is None:
         return False
-    reason = "the operator removed the phone from the store"
-    for row in csr_records.pending_of_phones(tx, [phone["id"]]):
-        if csr_records.fail_pending(tx, row["id"], reason):
-            audit.record(tx, actor, "csr.failed", phone["name"], csr_id=row["id"], reason=reason, via=via)
+    csr_records.withdraw_pending(tx, actor, {phone["id"]: phone["name"]}, "the operator removed the phone from the store",
+                                 via=via)
     return phone_records.delete(tx, actor, name)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from . import secretbox
 from .errors import CapfError, NotFoundError
 from .results import converged
-from .store import Store, audit, jobs, phones
+from .store import Store, audit, csrs, jobs, phones
 from .vocabulary import JOB_STATUSES, check_choice, format_utc, parse_utc, utc_now
 
 
@@ -89,13 +89,16 @@ def cancel(store: Store, job_id: int, check_mode: bool = False) -> dict[str, Any
 
 
 def lapse_deadlines(store: Store, now: _dt.datetime) -> list[str]:
-    """Pending operations whose ``operation_completes_by`` has passed become ``lapsed``."""
+    """Pending operations whose ``operation_completes_by`` has passed become ``lapsed``; their CSRs
+    still at a third-party CA are failed with them (as when an operator withdraws the operation: a
+    CA's later answer is stale, never the phone's waiting LSC), each with a ``csr.failed`` event."""
     moment = format_utc(now)
     with store.transaction() as tx:
-        names = phones.lapse_overdue(tx, moment)
-        if names:
-            audit.record(tx, store.actor, "phone.lapse", "phones", count=len(names), at=moment)
-    return names
+        lapsed = phones.lapse_overdue(tx, moment)
+        if lapsed:
+            audit.record(tx, store.actor, "phone.lapse", "phones", count=len(lapsed), at=moment)
+            csrs.withdraw_pending(tx, store.actor, {row["id"]: row["name"] for row in lapsed}, csrs.LAPSED)
+    return [row["name"] for row in lapsed]
 
 
 def run_due(store: Store, now=None) -> dict[str, Any]:

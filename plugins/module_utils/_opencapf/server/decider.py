@@ -263,7 +263,7 @@ class StoreDecider(Decider):
                                                             CERTIFICATE_MODES[phone["auth_mode"]], tx)
         self._phone = phone
         if refusal and lapsed:
-            self._at_end(lambda tx, current: self._set_result(tx, current, "lapsed", refusal))
+            self._at_end(self._lapse(refusal))
         return Plan(
             device_name=phone["name"], operation=pending_operation(phone), auth_mode=phone["auth_mode"],
             key_choices=key_choices(phone), refusal=refusal,
@@ -272,6 +272,17 @@ class StoreDecider(Decider):
             keepalive=60.0 * int(self.parameters["keepalive_minutes"]),
             issuer=Plan.issuer if refusal else self.parameters["issuer"],  # a refused session reaches no issuer
         )
+
+    def _lapse(self, refusal: str):
+        """The session's last step for a phone whose operation's deadline passed: the operation is
+        ``lapsed``, and its CSRs still at a CA are failed with it (``csr_records.withdraw_pending``)."""
+
+        def step(tx, current: dict) -> None:
+            if self._runs(current) and current["operation_status"] == "pending":
+                csr_records.withdraw_pending(tx, ACTOR, {current["id"]: current["name"]}, csr_records.LAPSED)
+            self._set_result(tx, current, "lapsed", refusal)
+
+        return step
 
     def third_party_state(self, plan: Plan):
         phone = self._phone

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..vocabulary import format_utc, utc_now
+from . import audit
 from .backend import Transaction
 
 
@@ -126,6 +127,22 @@ def pending_of_phones(tx: Transaction, phone_ids) -> list[dict[str, Any]]:
         return [row for row in tx.query(sql + " ORDER BY id") if row["phone_id"] in ids]
     ordered = sorted(ids)
     return tx.query(sql + " AND phone_id IN (%s) ORDER BY id" % ", ".join("?" * len(ordered)), ordered) if ids else []
+
+
+# Why a lapse (the scheduler's, or a session's at the phone's contact) fails the phone's CSRs still at a CA.
+LAPSED = "the operation's deadline (operation_completes_by) passed while the CA held the request"
+
+
+def withdraw_pending(tx: Transaction, actor: str, phones: dict[int, str], reason: str, **details: Any) -> list[int]:
+    """Fail the ``pending`` CSRs of ``phones`` (id -> name) with ``reason``, each with a ``csr.failed``
+    audit event (its ``csr_id``, ``reason`` and ``details``): the operation they were made for is
+    withdrawn, so a CA's later answer is stale. The ids failed."""
+    failed = []
+    for row in pending_of_phones(tx, phones):
+        if fail_pending(tx, row["id"], reason):
+            audit.record(tx, actor, "csr.failed", phones[row["phone_id"]], csr_id=row["id"], reason=reason, **details)
+            failed.append(row["id"])
+    return failed
 
 
 def for_certificate(tx: Transaction, certificate_id: int) -> dict[str, Any] | None:

@@ -101,16 +101,16 @@ def missing_names(tx: Transaction, names) -> list[str]:
     return [name for name in wanted if name not in found]
 
 
-def lapse_overdue(tx: Transaction, now: str) -> list[str]:
-    """Pending operations whose deadline is before ``now`` become ``lapsed``; their phones' names."""
-    names = [row["name"] for row in tx.query(
-        "SELECT name FROM phones WHERE operation_status = 'pending' AND operation_deadline IS NOT NULL "
-        "AND operation_deadline < ? ORDER BY name", (now,))]
-    if names:
+def lapse_overdue(tx: Transaction, now: str) -> list[dict[str, Any]]:
+    """Pending operations whose deadline is before ``now`` become ``lapsed``; their phones (id, name)."""
+    lapsed = tx.query(
+        "SELECT id, name FROM phones WHERE operation_status = 'pending' AND operation_deadline IS NOT NULL "
+        "AND operation_deadline < ? ORDER BY name", (now,))
+    if lapsed:
         tx.execute("UPDATE phones SET operation_status = 'lapsed', operation_reason = 'deadline passed', "
                    "updated_at = ? WHERE operation_status = 'pending' AND operation_deadline IS NOT NULL "
                    "AND operation_deadline < ?", (now, now))
-    return names
+    return lapsed
 
 
 # -- finding and listing phones by a bulk-administration query (``phone_query.check_query``) ------

@@ -45,7 +45,7 @@ from support.protocol import add_phone, certificate_rows, phone_row
 from support.sessions import BEHAVIOURS, SessionLeg
 from support.third_party_ca import PASSWORD, USERNAME, EnterprisePki, EstServer, pem
 from _opencapf import csr as csr_module
-from _opencapf import bulk, enrolment, phone_config, reports, service_config, trust
+from _opencapf import bulk, enrolment, phone_config, reports, scheduler, service_config, trust
 from _opencapf.ca import certificates as c
 from _opencapf.declarative import deployment, document
 from _opencapf.protocol.constants import XCAP_PENDING_KEY, XCAPS_ALL
@@ -53,6 +53,7 @@ from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
 from _opencapf.store import audit
 from _opencapf.store import csrs as csr_records
 from _opencapf.store import phones as phone_records
+from _opencapf.vocabulary import utc_now
 
 pytestmark = pytest.mark.both_backends
 
@@ -708,3 +709,33 @@ def test_removed_phone_fails_its_csr_and_an_answer_under_way_lands_nowhere(ca_st
     assert certificate_rows(ca_store, name) == [] and _csr_rows(ca_store, name) == []
     with ca_store.read() as tx:
         assert tx.query("SELECT id FROM certificates WHERE kind = 'lsc'") == []
+
+
+@pytest.mark.parametrize("where", ["scheduler", "session"])
+def test_a_lapsed_operation_fails_the_csr_the_ca_holds_and_its_answer_is_never_recorded(ca_store, pki, est, where):
+    """The CA holds the phone's install CSR (the operation waits, ``pending``) and the operation's
+    deadline passes: whether the scheduler lapses it or the phone's next session finds it lapsed, the
+    CSR is failed with it (a ``csr.failed`` event), no longer polled or listed; when the CA then signs,
+    nothing is recorded for the phone, which has no LSC."""
+    _online(ca_store, pki, est)
+    name, identity, csr = _held(ca_store, est)
+    assert phone_row(ca_store, name)["operation_status"] == "pending"
+    with ca_store.transaction() as tx:
+        phone_records.update(tx, "test", name, {"operation_deadline": "2026-01-01T00:00:00Z"})
+    if where == "scheduler":
+        assert scheduler.lapse_deadlines(ca_store, utc_now()) == [name]
+    else:
+        leg = SessionLeg(ca_store, identity, 2, x_caps=XCAPS_ALL)
+        _steps(leg, 6)
+        assert leg.done and leg.certificate is None
+    assert phone_row(ca_store, name)["operation_status"] == "lapsed"
+    (row,) = _csr_rows(ca_store, name)
+    assert (row["id"], row["status"], row["reason"]) == (csr["id"], "failed", csr_records.LAPSED)
+    assert _csr_events(ca_store, name) == [{"csr_id": csr["id"], "reason": csr_records.LAPSED}]
+    assert enrolment.pending_csrs(ca_store) == []
+    _ca(est, SIGNS, ca_store)
+    assert enrolment.poll_pending(ca_store, "enrolment-service") == {"issued": 0, "pending": 0, "failed": 0}
+    assert certificate_rows(ca_store, name) == []
+    with ca_store.read() as tx:
+        (listed,) = reports.phone_rows(tx, {"names": [name]})
+    assert listed["lsc"] is None
