@@ -317,6 +317,8 @@ options:
         description:
           - PEM of a CAPF certificate to install (CA:TRUE, pathlen:0, KeyUsage digitalSignature and keyCertSign).
           - Identified by fingerprint; a certificate that was active before and retired is refused.
+          - It must be valid now (rule C(capf-valid-now)); an expired one, or one valid only from more than 5 minutes
+            from now, is refused. The LSCs it signs end no later than its notAfter.
         type: str
       private_key:
         description: Unencrypted PEM private key of O(capf_certificate.certificate).

@@ -14,8 +14,8 @@ PHONE_KEY = keys.generate("ec256")
 
 def upload_capf(store, not_before: dt.datetime, days: int, key=CAPF_KEY):
     """Make the active CAPF certificate one of ``key`` valid from ``not_before`` for ``days`` (an
-    operator's upload: the generated certificates' names are reserved for those the service makes);
-    return it."""
+    operator's upload at ``not_before``: the generated certificates' names are reserved for those the
+    service makes); return it."""
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Example CAPF")])
     template = authority.build_capf_certificate(key)  # the CAPF certificate's extensions, for ``key``
     builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
@@ -24,5 +24,5 @@ def upload_capf(store, not_before: dt.datetime, days: int, key=CAPF_KEY):
     for extension in template.extensions:
         builder = builder.add_extension(extension.value, extension.critical)
     certificate = builder.sign(key, hashes.SHA256())
-    authority.replace(store, c.to_pem(certificate), keys.private_key_pem(key))
+    authority.replace(store, c.to_pem(certificate), keys.private_key_pem(key), now=not_before)
     return certificate

@@ -437,6 +437,11 @@ def format_utc(moment: _dt.datetime | None) -> str | None:
     return text
 
 
+# How far another clock may run ahead of ours: a certificate valid from a few minutes from now is
+# accepted (a third-party CA's answer, an uploaded CAPF certificate).
+CLOCK_SKEW = _dt.timedelta(minutes=5)
+
+
 _last_now: tuple = (None, None)  # (whole seconds since the epoch, that second as a datetime)
 
 

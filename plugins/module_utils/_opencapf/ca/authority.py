@@ -22,12 +22,12 @@ from functools import cached_property
 
 from ..dependencies import hashes, require, x509, NameOID
 from .. import secretbox
-from ..errors import CapfError, CertificateError, NotFoundError, StoreError
+from ..errors import CapfError, CertificateError, CertificateInputError, NotFoundError, StoreError
 from ..files import read_private_file, safe_file_name, write_private_file
 from ..store import Store, audit
 from ..store import capf_certificates
 from ..store.backend import Transaction
-from ..vocabulary import RESERVED_CN_PREFIX, check_choice, CAPF_KEY_TYPES, format_utc, utc_now
+from ..vocabulary import CLOCK_SKEW, RESERVED_CN_PREFIX, check_choice, CAPF_KEY_TYPES, format_utc, utc_now
 from . import certificates as c
 from . import keys, rules
 
@@ -213,11 +213,25 @@ def regenerate(store: Store, key_type: str = DEFAULT_KEY_TYPE, subject: dict | N
     return current(store)
 
 
-def replace(store: Store, certificate_pem, private_key_pem) -> tuple[dict, bool]:
-    """Install an uploaded CAPF certificate and its key after checking the CAPF certificate rules."""
+def _check_valid_now(certificate, field: str, now: _dt.datetime) -> None:
+    """A CAPF certificate made active must be valid ``now``: past its notAfter it can sign no LSC
+    (each would outlive it) and the phones refuse its TLS; before its notBefore (beyond
+    ``CLOCK_SKEW``) the phones refuse its TLS."""
+    if c.not_after(certificate) <= now:
+        raise CertificateInputError(field, f"expired at {format_utc(c.not_after(certificate))}: a CAPF certificate "
+                                           "must be valid now to sign LSCs [rule capf-valid-now]")
+    if c.not_before(certificate) > now + CLOCK_SKEW:
+        raise CertificateInputError(field, f"is not valid before {format_utc(c.not_before(certificate))}: a CAPF "
+                                           "certificate must be valid now to sign LSCs [rule capf-valid-now]")
+
+
+def replace(store: Store, certificate_pem, private_key_pem, *, now: _dt.datetime | None = None) -> tuple[dict, bool]:
+    """Install an uploaded CAPF certificate and its key after checking the CAPF certificate rules and
+    that it is valid ``now`` (default: this second; a test's clock)."""
     certificate = c.load_pem_certificates(certificate_pem, "capf_certificate")[0]
     private_key = keys.parse_private_key(private_key_pem, "capf_private_key")
     rules.check_ca_certificate(certificate, "capf_certificate")
+    _check_valid_now(certificate, "capf_certificate", now or utc_now())
     if not keys.keys_match(private_key, certificate):
         raise CertificateError("capf_private_key does not belong to capf_certificate")
     fingerprint = c.fingerprint(certificate)

@@ -26,21 +26,16 @@ CAPF-trust, and answers ``Accepted`` (with the verified chain) or ``Refused`` wi
 
 from __future__ import annotations
 
-import datetime as _dt
 from dataclasses import dataclass, field as _field
 
 from ..ca import certificates as c
 from ..ca import rules
 from ..dependencies import ExtendedKeyUsageOID, NameOID, x509
 from ..errors import CertificateError
-from ..vocabulary import CERTIFICATE_REFUSALS, utc_now
+from ..vocabulary import CERTIFICATE_REFUSALS, CLOCK_SKEW, utc_now
 
 (WRONG_KEY, WRONG_SUBJECT, WRONG_SUBJECT_ALT_NAME, IS_CA, MISSING_KEY_USAGE, NOT_YET_VALID, EXPIRED,
  UNTRUSTED_CHAIN, UNREADABLE) = CERTIFICATE_REFUSALS
-
-# How far a CA's clock may run ahead of ours: a certificate valid from a few minutes from now is
-# accepted (the phone's clock is set by call control, not by us).
-CLOCK_SKEW = _dt.timedelta(minutes=5)
 # Subject attributes besides the CN that a CA may set or change.
 # (dotted OIDs of O, OU, L, ST and C: the table is read without cryptography, as the modules' imports are)
 CA_MAY_SET = ("2.5.4.10", "2.5.4.11", "2.5.4.7", "2.5.4.8", "2.5.4.6")

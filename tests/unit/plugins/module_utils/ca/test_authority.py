@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import stat
@@ -10,7 +11,7 @@ import pytest
 
 from _opencapf.ca import authority, certificates as c, keys
 from _opencapf.dependencies import x509
-from _opencapf.errors import CertificateError, PermissionProblem, ValidationError
+from _opencapf.errors import CertificateError, CertificateInputError, PermissionProblem, ValidationError
 from support.pki import key_pem, make_cert, pem
 
 
@@ -81,6 +82,23 @@ def test_upload_enforces_capf_certificate_rules(ca_store, kwargs, message):
     with pytest.raises(CertificateError, match=message):
         authority.replace(ca_store, pem(certificate), key_pem(key))
     assert authority.current(ca_store)["fingerprint"] == before
+
+
+@pytest.mark.parametrize("start,days,message", [
+    (-40, 30, r"capf_certificate expired at \S+: a CAPF certificate must be valid now to sign LSCs \[rule capf-valid-now\]"),
+    (2, 365, r"capf_certificate is not valid before \S+: a CAPF certificate must be valid now .*capf-valid-now"),
+])
+def test_upload_of_a_capf_certificate_not_valid_now_is_refused(ca_store, start, days, message):
+    """Every LSC an expired CAPF certificate signed would outlive it, and phones refuse the TLS of a
+    certificate outside its validity: the upload is refused, naming the field and the rule, and the
+    active CAPF certificate stays."""
+    certificate, key = make_cert("Uploaded CAPF", days=days,
+                                 not_before=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=start))
+    before = authority.current(ca_store)["fingerprint"]
+    with pytest.raises(CertificateInputError, match=message):
+        authority.replace(ca_store, pem(certificate), key_pem(key))
+    assert authority.current(ca_store)["fingerprint"] == before
+    assert [row["fingerprint"] for row in authority.history(ca_store)] == [before]
 
 
 def test_upload_with_foreign_key_is_refused(ca_store):
