@@ -107,6 +107,17 @@ def test_the_issue_command_cuts_the_default_validity_to_the_capf_certificate(ca_
     assert row["not_after"] == result["not_after"]
 
 
+def _enrol(store, name: str, session: int) -> SessionLeg:
+    """A phone's install session, run to its end through the service's decider."""
+    add_phone(store, name, operation="install_upgrade", key_order="ec")
+    leg = SessionLeg(store, PhoneIdentity(PhoneSettings(name)), session, signer=authority.signer(store))
+    moment = 0.0
+    while not leg.done:
+        moment += 0.01
+        leg.step(moment)
+    return leg
+
+
 def test_a_session_cuts_the_lsc_to_the_capf_certificate_it_signs_with(ca_store):
     """The service's path: a phone's session signs with the CAPF certificate active when it connected."""
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
@@ -114,12 +125,7 @@ def test_a_session_cuts_the_lsc_to_the_capf_certificate_it_signs_with(ca_store):
     with ca_store.transaction() as tx:
         service_records.write(tx, "test", {"validity_days": 1825})
     name = "SEP00000000C003"
-    add_phone(ca_store, name, operation="install_upgrade", key_order="ec")
-    leg = SessionLeg(ca_store, PhoneIdentity(PhoneSettings(name)), 7, signer=authority.signer(ca_store))
-    moment = 0.0
-    while not leg.done:
-        moment += 0.01
-        leg.step(moment)
+    leg = _enrol(ca_store, name, 7)
     assert leg.server.outcome.outcome == "succeeded"
     assert c.not_after(leg.certificate) == c.not_after(capf)
     (row,) = certificate_rows(ca_store, name)
@@ -151,12 +157,7 @@ def test_a_session_with_an_expired_capf_certificate_issues_nothing(ca_store):
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     upload_capf(ca_store, now - 40 * DAY, 30)
     name = "SEP00000000C006"
-    add_phone(ca_store, name, operation="install_upgrade", key_order="ec")
-    leg = SessionLeg(ca_store, PhoneIdentity(PhoneSettings(name)), 8, signer=authority.signer(ca_store))
-    moment = 0.0
-    while not leg.done:
-        moment += 0.01
-        leg.step(moment)
+    leg = _enrol(ca_store, name, 8)
     assert leg.certificate is None and leg.server.outcome.outcome == "failed"
     assert "expired at" in leg.server.outcome.reason
     assert certificate_rows(ca_store, name) == []
