@@ -213,27 +213,45 @@ def _warn_once(store: Store, problems: list[str]) -> None:
             log.warning("CRL: %s", problem)
 
 
+def _plan(store: Store, tx, now: _dt.datetime, force: bool) -> tuple[list[dict], int, str, dict, list]:
+    """What ``refresh_crls`` would sign as ``tx`` sees the store: the CAPF certificates that keep a CRL,
+    the CRL validity, the revocation mark, the newest CRL of each, and those due with the reason."""
+    issuers = authority.crl_issuers(store, tx, now)
+    hours = int(service_records.value(tx, "crl_validity_hours"))
+    mark = certificate_records.revocation_mark(tx, CAPF_ISSUER)
+    newest = {row["signer_fingerprint"]: row for row in crl_records.newest_per_signer(tx)}
+    due = []
+    for issuer in issuers:
+        if issuer["signer"] is not None:
+            why = "requested" if force else _due(newest.get(issuer["fingerprint"]), mark, hours, now)
+            if why is not None:
+                due.append((issuer, why))
+    return issuers, hours, mark, newest, due
+
+
 def refresh_crls(store: Store, now: _dt.datetime | None = None, *, force: bool = False) -> list[dict[str, Any]]:
     """Sign and store a new CRL for each CAPF certificate that keeps one (``authority.crl_issuers``)
-    and needs one (``force``: for each in any case); the summaries of the CRLs signed."""
+    and needs one (``force``: for each in any case); the summaries of the CRLs signed.
+
+    The entries are gathered in a read transaction (the costly part: every revoked LSC's issuer), and
+    what is signed is decided again in the write transaction that numbers and stores the CRLs, under
+    the lock every writer of the store takes: when an LSC was revoked, a CAPF certificate rotated or
+    another process (a node's scheduler, ``opencapf crl show``) signed a CRL in between, the entries
+    are gathered again there. So no CRL omits a revocation committed before it, nor lists less, or
+    carries an earlier thisUpdate, than a CRL of its issuer with a lower number."""
     now = (now or utc_now()).replace(microsecond=0)
     with store.read() as tx:
-        issuers = authority.crl_issuers(store, tx, now)
-        hours = int(service_records.value(tx, "crl_validity_hours"))
-        mark = certificate_records.revocation_mark(tx, CAPF_ISSUER)
-        newest = {row["signer_fingerprint"]: row for row in crl_records.newest_per_signer(tx)}
-        due = []
-        for issuer in issuers:
-            if issuer["signer"] is not None:
-                why = "requested" if force else _due(newest.get(issuer["fingerprint"]), mark, hours, now)
-                if why is not None:
-                    due.append((issuer, why))
+        issuers, _hours, mark, _newest, due = _plan(store, tx, now, force)
         _warn_once(store, [problem for issuer in issuers for problem in issuer_problems(issuer)])
         if not due:
             return []
         entries = _entries(tx, issuers)
+    read = (mark, [issuer["fingerprint"] for issuer in issuers])
     signed = []
     with store.transaction() as tx:
+        issuers, hours, mark, newest, due = _plan(store, tx, now, force)
+        if (mark, [issuer["fingerprint"] for issuer in issuers]) != read:
+            entries = _entries(tx, issuers)
         for issuer, why in due:
             latest = newest.get(issuer["fingerprint"])
             number = crl_records.next_number(tx)

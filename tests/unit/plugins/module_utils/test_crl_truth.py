@@ -1,0 +1,297 @@
+"""The CRLs a cluster signs tell the truth, whichever host signs them and whatever happens meanwhile.
+
+Two store connections opened as ``serve`` opens them (group commit) play two hosts of a cluster on one
+store. Any interleaving of LSC issuances and installations (a newer LSC supersedes the installed one),
+revocations by serial and by phone, delete operations, removals of phones, expiries (the revocation
+duty with ``revoke_after_expiry``), CAPF certificate regenerations and renewals (a new certificate for
+the same key), and CRL signings by either host, some of them while the other host's revocation is
+committing (the signing host read the store before the revocation and waits for the store's write
+lock while it commits), keeps these invariants, on both backends:
+
+1. every CRL lists exactly the LSCs that verify under its issuer's key and whose revocation committed
+   before the CRL did: none is missing (also a removed phone's, kept until it expires) and none is
+   listed that is not revoked; a revocation is final (the revoked serials only grow);
+2. per CAPF certificate, each CRL committed later has a higher number and no earlier thisUpdate; no
+   number is ever given to two different CRLs; each is signed with its issuer's key, names its issuer
+   and carries the issuer's key identifier; thisUpdate is not after the signer's clock, and nextUpdate
+   is ``crl_validity_hours`` later;
+3. once the revocation duty has run, each CAPF certificate that keeps a CRL serves one (what the HTTP
+   responder and the files publish: ``current_crls``) with thisUpdate <= now < nextUpdate that lists
+   exactly its revoked LSCs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import os
+import threading
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from _opencapf import revocation
+from _opencapf.ca import authority, keys, lsc
+from _opencapf.ca import certificates as c
+from _opencapf.dependencies import NameOID, hashes, x509
+from _opencapf.errors import NotFoundError
+from _opencapf.store import certificates as certificate_records
+from _opencapf.store import open_store
+from _opencapf.store import phones as phone_records
+from _opencapf.store import service as service_records
+from _opencapf.vocabulary import RESERVED_CN_PREFIX, format_utc, utc_now
+
+pytestmark = pytest.mark.both_backends
+
+VALIDITY_HOURS = 24
+_phones = itertools.count(1)
+REVOCATIONS = ("serial", "phone", "delete", "remove")
+STEP = st.one_of(
+    st.tuples(st.just("issue"), st.integers(0, 1), st.integers(0, 2)),
+    st.tuples(st.sampled_from(REVOCATIONS), st.integers(0, 1), st.integers(0, 2)),
+    st.tuples(st.just("race"), st.integers(0, 1), st.integers(0, 2), st.sampled_from(REVOCATIONS)),
+    st.tuples(st.sampled_from(["sign", "expire", "regenerate", "renew"]), st.integers(0, 1)),
+)
+
+
+def _renew(store) -> None:
+    """A new certificate for the active CAPF certificate's key and subject, uploaded (a CA renewal); when
+    the active one is a generated one (its name is reserved for those), an operator's own instead."""
+    active = authority.signer(store)
+    subject, key = active.certificate.subject, active.private_key
+    if active.common_name.startswith(RESERVED_CN_PREFIX):
+        subject, key = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Example CAPF")]), keys.generate("ec256")
+    template = authority.build_capf_certificate(key)  # the CAPF certificate's extensions, for ``key``
+    now = utc_now().replace(microsecond=0)
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
+               .not_valid_after(now + dt.timedelta(days=800)))
+    for extension in template.extensions:
+        builder = builder.add_extension(extension.value, extension.critical)
+    authority.replace(store, c.to_pem(builder.sign(key, hashes.SHA256())), keys.private_key_pem(key))
+
+
+class _Cluster:
+    """Two hosts on one store, the clock they share (it only moves on) and what was seen so far."""
+
+    def __init__(self, store):
+        self.watcher = store  # a third connection: it only looks
+        self.hosts = [open_store(store.location, state_dir=store.state_dir, actor=f"host-{index}", group_commit=True)
+                      for index in range(2)]
+        self.now = utc_now().replace(microsecond=0)
+        self.crls: dict[int, bytes] = {}  # every CRL number ever seen: its DER
+        self.series: dict[str, list[int]] = {}  # CAPF certificate fingerprint: its CRL numbers as they appeared
+        self.revoked: set[str] = set()  # every serial seen revoked
+        self.kept: set[str] = set()  # serials of LSCs of removed phones (revoked by the removal)
+        self.signed_by: dict[tuple[str, str], bool] = {}
+
+    def close(self) -> None:
+        for host in self.hosts:
+            host.close()
+
+    # -- the truth, from the LSCs themselves ---------------------------------------------------
+
+    def capf_certificates(self) -> dict[str, x509.Certificate]:
+        return {row["fingerprint"]: x509.load_pem_x509_certificate(row["pem"].encode("ascii"))
+                for row in authority.history(self.watcher)}
+
+    def _verifies(self, serial: str, pem: str, fingerprint: str, capf) -> bool:
+        key = (serial, fingerprint)
+        if key not in self.signed_by:
+            try:
+                x509.load_pem_x509_certificate(pem.encode("ascii")).verify_directly_issued_by(capf)
+                self.signed_by[key] = True
+            except Exception:  # pylint: disable=broad-except  # InvalidSignature, or a key of another type
+                self.signed_by[key] = False
+        return self.signed_by[key]
+
+    def revoked_by_issuer(self, capfs) -> dict[str, set[str]]:
+        with self.watcher.read() as tx:
+            rows = certificate_records.revoked_lscs(tx, "capf", with_pem=True)
+        serials = {row["serial"] for row in rows}
+        assert self.revoked <= serials, ("a revocation was undone", sorted(self.revoked - serials))
+        assert self.kept <= serials, ("a removed phone's revoked LSC left the list", sorted(self.kept - serials))
+        self.revoked = serials
+        return {fingerprint: {row["serial"] for row in rows if self._verifies(row["serial"], row["pem"], fingerprint,
+                                                                              capf)}
+                for fingerprint, capf in capfs.items()}
+
+    # -- invariants 1 and 2, after each step ---------------------------------------------------
+
+    def check_new_crls(self, step) -> None:
+        capfs = self.capf_certificates()
+        expected = self.revoked_by_issuer(capfs)
+        with self.watcher.read() as tx:
+            rows = tx.query("SELECT number, signer_fingerprint, this_update, next_update, der FROM crls "
+                            "ORDER BY number")
+        for row in rows:
+            der = bytes(row["der"])
+            number, fingerprint = row["number"], row["signer_fingerprint"]
+            if number in self.crls:
+                assert self.crls[number] == der, ("two CRLs with one number", number)
+                continue
+            assert all(number > seen for seen in self.crls), ("a CRL number went back", number, step)
+            self.crls[number] = der
+            crl = x509.load_der_x509_crl(der)
+            capf = capfs[fingerprint]
+            assert crl.is_signature_valid(capf.public_key()) and crl.issuer == capf.subject
+            assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == number
+            aki = crl.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+            assert aki == capf.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+            assert crl.last_update_utc <= self.now, ("thisUpdate after the signer's clock", step)
+            assert crl.next_update_utc - crl.last_update_utc == dt.timedelta(hours=VALIDITY_HOURS)
+            assert (format_utc(crl.last_update_utc), format_utc(crl.next_update_utc)) == (row["this_update"],
+                                                                                          row["next_update"])
+            series = self.series.setdefault(fingerprint, [])
+            if series:
+                before = x509.load_der_x509_crl(self.crls[series[-1]])
+                assert crl.last_update_utc >= before.last_update_utc, ("thisUpdate went back", number, step)
+            series.append(number)
+            listed = {format(entry.serial_number, "x") for entry in crl}
+            assert listed == expected[fingerprint], (
+                f"CRL {number} of {fingerprint[:16]} after {step}: missing {sorted(expected[fingerprint] - listed)}, "
+                f"not revoked {sorted(listed - expected[fingerprint])}")
+
+    # -- invariant 3 ---------------------------------------------------------------------------
+
+    def check_served(self, host) -> None:
+        revocation.run_duty(host, self.now)
+        self.check_new_crls("the revocation duty")
+        capfs = self.capf_certificates()
+        expected = self.revoked_by_issuer(capfs)
+        with self.watcher.read() as tx:
+            keeping = {issuer["fingerprint"] for issuer in authority.crl_issuers(self.watcher, tx, self.now)}
+        served = {row["signer_fingerprint"]: row for row in revocation.current_crls(self.watcher, self.now)}
+        assert set(served) == keeping
+        for fingerprint, row in served.items():
+            crl = x509.load_der_x509_crl(row["der"])
+            assert crl.last_update_utc <= self.now < crl.next_update_utc
+            assert {format(entry.serial_number, "x") for entry in crl} == expected[fingerprint]
+
+
+def _waiting_writer(store) -> bool:
+    """Whether a transaction waits for the store's write lock (PostgreSQL's advisory lock every writer
+    takes; the writer lock file of a group-commit SQLite store)."""
+    if store.location.startswith("postgresql"):
+        with store.read() as tx:
+            return bool(tx.scalar("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"))
+    inode = f":{os.stat(store.location + '-writer.lock').st_ino} "
+    with open("/proc/locks", encoding="ascii") as locks:
+        return any(" -> " in line and inode in line for line in locks)
+
+
+def _revoke_in(tx, actor: str, kind: str, name: str, lscs: list[dict], pick: int) -> None:
+    """One revocation of phone ``name``'s LSCs in the caller's write transaction, by ``kind``."""
+    phone = phone_records.get(tx, name)
+    if phone is None:
+        return
+    if kind == "serial":
+        if lscs:
+            revocation.revoke_in(tx, actor, name, "key_compromise", serial=lscs[pick % len(lscs)]["serial"])
+    elif kind == "phone":
+        if revocation.plan_revocation(tx, name):
+            revocation.revoke_in(tx, actor, name, "affiliation_changed")
+    elif kind == "delete":  # what a delete operation's session records (server/decider.py)
+        certificate_records.revoke_installed(tx, actor, phone, statuses=("installed", "issued"))
+    else:
+        phone_records.delete(tx, actor, name)
+
+
+class _Run:
+    def __init__(self, cluster: _Cluster, key):
+        self.cluster = cluster
+        self.key = key
+        self.names = [f"SEP{next(_phones):012X}" for _ in range(3)]
+
+    def _lscs(self, name: str) -> list[dict]:
+        with self.cluster.watcher.read() as tx:
+            phone = phone_records.get(tx, name)
+            return [] if phone is None else certificate_records.for_phone(tx, phone["id"], "lsc")
+
+    def _removing(self, host, name: str) -> None:
+        """Remember the LSCs a removal revokes and keeps listed (all but stale ones)."""
+        self.cluster.kept |= {row["serial"] for row in self._lscs(name) if row["status"] != "stale"}
+
+    def step(self, step) -> None:
+        kind, host = step[0], self.cluster.hosts[step[1]]
+        other = self.cluster.hosts[1 - step[1]]
+        if kind == "issue":
+            name = self.names[step[2]]
+            issued = lsc.issue(host, name, self.key.public_key(), source="capf", validity_days=1)
+            with host.transaction() as tx:
+                certificate_records.install(tx, "test", phone_records.get(tx, name), issued.id)
+        elif kind in REVOCATIONS:
+            name = self.names[step[2]]
+            if kind == "remove":
+                self._removing(host, name)
+            with host.transaction() as tx:
+                _revoke_in(tx, host.actor, kind, name, self._lscs(name), step[2])
+        elif kind == "race":
+            self._race(host, other, step[3], self.names[step[2]], step[2])
+        elif kind == "sign":
+            revocation.refresh_crls(host, self.cluster.now)
+        elif kind == "expire":  # past every LSC's notAfter: the duty revokes them and signs
+            self.cluster.now += dt.timedelta(days=2)
+            revocation.run_duty(host, self.cluster.now)
+        elif kind == "regenerate":
+            authority.regenerate(host, "ec256")
+        else:
+            _renew(host)
+
+    def _race(self, writer, signer, kind: str, name: str, pick: int) -> None:
+        """``signer`` signs every CRL while ``writer`` revokes: it reads the store before the revocation
+        commits and waits for the write lock until it has committed."""
+        if kind == "remove":
+            self._removing(writer, name)
+        outcome: dict = {}
+
+        def sign():
+            try:
+                outcome["signed"] = revocation.refresh_crls(signer, self.cluster.now, force=True)
+            except BaseException as exc:  # pylint: disable=broad-except  # raised again in the test's thread
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=sign)
+        with writer.transaction() as tx:
+            _revoke_in(tx, writer.actor, kind, name, self._lscs(name), pick)
+            thread.start()
+            deadline = time.monotonic() + 30
+            while thread.is_alive() and not _waiting_writer(self.cluster.watcher):
+                assert time.monotonic() < deadline, "the signing host never waited for the write lock"
+                time.sleep(0.005)
+        thread.join(timeout=60)
+        if "error" in outcome:
+            raise outcome["error"]
+
+
+@pytest.fixture
+def cluster(ca_store):
+    with ca_store.transaction() as tx:
+        service_records.write(tx, "test", {"crl_validity_hours": VALIDITY_HOURS})
+    made = _Cluster(ca_store)
+    yield made
+    made.close()
+
+
+@settings(max_examples=25, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(STEP, min_size=1, max_size=10))
+def test_every_crl_any_host_signs_tells_the_truth(cluster, ec_phone_key, steps):
+    run = _Run(cluster, ec_phone_key)
+    for step in steps:
+        run.step(step)
+        cluster.check_new_crls(step)
+    cluster.check_served(cluster.hosts[len(steps) % 2])
+
+
+def test_a_crl_signed_while_another_host_revokes_lists_the_revocation(cluster, ec_phone_key):
+    """The race alone, each way of revoking: a host that read the store before another host's
+    revocation committed, and signs after it, lists the revoked LSC."""
+    run = _Run(cluster, ec_phone_key)
+    for index, kind in enumerate(REVOCATIONS):
+        run.step(("issue", 0, index % 3))
+        run.step(("race", 1, index % 3, kind))
+        cluster.check_new_crls(("race", kind))
+    with pytest.raises(NotFoundError):
+        revocation.revoke_lsc(cluster.hosts[0], run.names[0], "unspecified")  # removed by the last race
