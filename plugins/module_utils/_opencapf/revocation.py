@@ -254,8 +254,8 @@ def refresh_crls(store: Store, now: _dt.datetime | None = None, *, force: bool =
             entries = _entries(tx, issuers)
         for issuer, why in due:
             latest = newest.get(issuer["fingerprint"])
-            number = crl_records.next_number(tx)
             this_update = max(now, parse_utc(latest["this_update"], "this_update")) if latest else now
+            number = crl_records.next_number(tx, int(this_update.timestamp()) * 1000)
             listed = entries[issuer["fingerprint"]]
             der = crl_module.to_der(crl_module.build(issuer["signer"], listed, number, this_update, hours))
             summary = {"number": number, "signer_fingerprint": issuer["fingerprint"],

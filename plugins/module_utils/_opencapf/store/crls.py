@@ -1,7 +1,8 @@
 # Copyright: contributors to opencapf.capf
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The CRLs the CAPF service signed, one series per CAPF certificate (``signer_fingerprint``): every
-node serves the newest of each from here. CRL numbers come from one sequence, so each series only grows."""
+node serves the newest of each from here. CRL numbers come from one sequence, so each series only grows,
+and follow the signing time, so a store restored from a backup does not go back."""
 
 from __future__ import annotations
 
@@ -38,9 +39,11 @@ def der(tx: Transaction, number: int) -> bytes | None:
     return None if row is None else bytes(row["der"])
 
 
-def next_number(tx: Transaction) -> int:
-    """The number of the next CRL: one more than any before, so it only grows (RFC 5280 5.2.3)."""
-    return int(tx.scalar("SELECT COALESCE(MAX(number), 0) FROM crls") or 0) + 1
+def next_number(tx: Transaction, at_least: int = 1) -> int:
+    """The number of the next CRL: one more than any before, so it only grows (RFC 5280 5.2.3), and
+    not below ``at_least`` (the signing time in milliseconds: a store restored from an older backup
+    does not give the numbers of the CRLs published since to other CRLs)."""
+    return max(int(tx.scalar("SELECT COALESCE(MAX(number), 0) FROM crls") or 0) + 1, at_least)
 
 
 def insert(tx: Transaction, actor: str, *, number: int, signer_fingerprint: str, this_update: str, next_update: str,

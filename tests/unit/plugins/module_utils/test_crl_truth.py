@@ -21,11 +21,14 @@ lock while it commits), keeps these invariants, on both backends:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import os
+import sqlite3
 import threading
 import time
+import urllib.parse
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -198,11 +201,18 @@ def _revoke_in(tx, actor: str, kind: str, name: str, lscs: list[dict], pick: int
         phone_records.delete(tx, actor, name)
 
 
+def _issue(store, name: str, key):
+    issued = lsc.issue(store, name, key.public_key(), source="capf", validity_days=1)
+    with store.transaction() as tx:
+        certificate_records.install(tx, "test", phone_records.get(tx, name), issued.id)
+    return issued
+
+
 class _Run:
     def __init__(self, cluster: _Cluster, key):
         self.cluster = cluster
         self.key = key
-        self.names = [f"SEP{next(_phones):012X}" for _ in range(3)]
+        self.names = [f"SEP{next(_phones):012X}" for _index in range(3)]
 
     def _lscs(self, name: str) -> list[dict]:
         with self.cluster.watcher.read() as tx:
@@ -218,9 +228,7 @@ class _Run:
         other = self.cluster.hosts[1 - step[1]]
         if kind == "issue":
             name = self.names[step[2]]
-            issued = lsc.issue(host, name, self.key.public_key(), source="capf", validity_days=1)
-            with host.transaction() as tx:
-                certificate_records.install(tx, "test", phone_records.get(tx, name), issued.id)
+            _issue(host, name, self.key)
         elif kind in REVOCATIONS:
             name = self.names[step[2]]
             if kind == "remove":
@@ -295,3 +303,47 @@ def test_a_crl_signed_while_another_host_revokes_lists_the_revocation(cluster, e
         cluster.check_new_crls(("race", kind))
     with pytest.raises(NotFoundError):
         revocation.revoke_lsc(cluster.hosts[0], run.names[0], "unspecified")  # removed by the last race
+
+
+def _backup(store, request, tmp_path) -> str:
+    """A copy of the closed ``store`` as a backup restored elsewhere: its location."""
+    if store.location.startswith("postgresql"):
+        server = request.getfixturevalue("postgres_server")
+        database = urllib.parse.urlparse(store.location).path.lstrip("/")
+        copy = server.create_database()
+        server.drop_database(copy)
+        server.admin.execute(f"CREATE DATABASE {copy} TEMPLATE {database}")
+        request.addfinalizer(lambda: server.drop_database(copy))
+        return server.dsn(copy)
+    (tmp_path / "backup").mkdir(mode=0o700)
+    copy = str(tmp_path / "backup" / "capf.db")
+    with contextlib.closing(sqlite3.connect(store.location)) as source, \
+            contextlib.closing(sqlite3.connect(copy)) as target:
+        source.backup(target)
+    return copy
+
+
+def test_a_store_restored_from_a_backup_never_reuses_a_published_crl_number(store, ec_phone_key, request, tmp_path):
+    """A CRL number names one CRL of its issuer for good (RFC 5280 5.2.3): the CRLs a store restored
+    from an older backup signs have numbers above every CRL the store published after the backup."""
+    authority.ensure(store)
+    names = [f"SEP{next(_phones):012X}" for _index in range(2)]
+    for name in names:
+        _issue(store, name, ec_phone_key)
+    now = utc_now().replace(microsecond=0)
+    revocation.refresh_crls(store, now)
+    store.close()
+    restored_location = _backup(store, request, tmp_path)
+
+    published = {}
+    with open_store(store.location, state_dir=store.state_dir, actor="test") as running:
+        for step, name in enumerate(names):  # revocations after the backup, each on a new CRL
+            revocation.revoke_lsc(running, name, "key_compromise")
+            for crl in revocation.refresh_crls(running, now + dt.timedelta(seconds=step)):
+                published[crl["number"]] = revocation.current_crl(running)["der"]
+    assert len(published) == 2
+
+    with open_store(restored_location, state_dir=store.state_dir, actor="test") as restored:
+        revocation.revoke_lsc(restored, names[1], "unspecified")  # what the backup does not know of
+        [signed] = revocation.refresh_crls(restored, now + dt.timedelta(seconds=len(names)))
+        assert signed["number"] > max(published), (signed["number"], sorted(published))
