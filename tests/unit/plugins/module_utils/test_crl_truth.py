@@ -15,9 +15,10 @@ lock while it commits), keeps these invariants, on both backends:
    number is ever given to two different CRLs; each is signed with its issuer's key, names its issuer
    and carries the issuer's key identifier; thisUpdate is not after the signer's clock, and nextUpdate
    is ``crl_validity_hours`` later;
-3. once the revocation duty has run, each CAPF certificate that keeps a CRL serves one (what the HTTP
-   responder and the files publish: ``current_crls``) with thisUpdate <= now < nextUpdate that lists
-   exactly its revoked LSCs."""
+3. once the revocation duty has run, each CAPF certificate that keeps a CRL serves one (``current_crls``,
+   what the files publish, and the same bytes fetched over HTTP from the service's responder at its
+   ``/capf-ID.crl``, and at ``/capf.crl`` for the active one) with thisUpdate <= now < nextUpdate that
+   lists exactly its revoked LSCs."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from hypothesis import strategies as st
 from _opencapf import revocation
 from _opencapf.ca import authority, keys, lsc
 from _opencapf.ca import certificates as c
+from _opencapf.ca import crl as crl_module
 from _opencapf.dependencies import NameOID, hashes, x509
 from _opencapf.errors import NotFoundError
 from _opencapf.store import certificates as certificate_records
@@ -44,6 +46,8 @@ from _opencapf.store import open_store
 from _opencapf.store import phones as phone_records
 from _opencapf.store import service as service_records
 from _opencapf.vocabulary import RESERVED_CN_PREFIX, format_utc, utc_now
+
+from test_crl_per_issuer import _Responder  # pylint: disable=import-error
 
 pytestmark = pytest.mark.both_backends
 
@@ -88,8 +92,10 @@ class _Cluster:
         self.revoked: set[str] = set()  # every serial seen revoked
         self.kept: set[str] = set()  # serials of LSCs of removed phones (revoked by the removal)
         self.signed_by: dict[tuple[str, str], bool] = {}
+        self.responder = _Responder(self.hosts[0])  # the service's HTTP CRL responder, on host 0
 
     def close(self) -> None:
+        self.responder.close()
         for host in self.hosts:
             host.close()
 
@@ -167,7 +173,12 @@ class _Cluster:
             keeping = {issuer["fingerprint"] for issuer in authority.crl_issuers(self.watcher, tx, self.now)}
         served = {row["signer_fingerprint"]: row for row in revocation.current_crls(self.watcher, self.now)}
         assert set(served) == keeping
-        for fingerprint, row in served.items():
+        base = f"http://127.0.0.1:{self.responder.port}"
+        for fingerprint, row in served.items():  # what a relying party fetches over HTTP is the same CRL
+            assert self.responder.get(base + crl_module.issuer_location(crl_module.CRL_PATH, fingerprint))[1] == \
+                row["der"]
+            if row["active"]:
+                assert self.responder.get(base + crl_module.CRL_PATH)[1] == row["der"]
             crl = x509.load_der_x509_crl(row["der"])
             assert crl.last_update_utc <= self.now < crl.next_update_utc
             assert {format(entry.serial_number, "x") for entry in crl} == expected[fingerprint]
