@@ -27,7 +27,8 @@ from support.stores import backend_cases
 from support.third_party_ca import (DEFECTS, OTHER_DEVICE, PASSWORD, USERNAME, AdcsServer, EnterprisePki, EstServer,
                                     key_pem, pem)
 from support.tools import openssl, run_cli
-from _opencapf import enrolment, service_config, trust
+from _opencapf import enrolment, revocation, service_config, trust
+from _opencapf.issuers import acceptance
 from _opencapf.protocol.constants import XCAPS_ALL
 from _opencapf.protocol.phone import PhoneBehaviour
 from _opencapf.store import audit
@@ -298,6 +299,33 @@ def test_a_waiting_certificate_whose_ca_left_capf_trust_is_refused_and_never_del
     trust.converge(ca_store, state="absent", trust_store=["capf-trust"], content=pem(pki.root))
     result = run_enrol(identity, capf_server, behaviour=X_CSR)
     assert_refused_at_delivery(ca_store, identity, result, "untrusted_chain")
+
+
+@pytest.mark.both_backends
+def test_a_waiting_certificate_revoked_while_its_delivery_is_checked_stays_revoked(
+        capf_server, ca_store, store_cli, pki, tmp_path, monkeypatch):
+    """A revocation is final: the operator revokes the waiting certificate while the phone's session
+    checks it at delivery, and the check refuses it (its CA left CAPF-trust). The certificate stays
+    ``revoked`` (not made ``stale`` over the revocation), and nothing is delivered."""
+    identity = _imported_and_waiting(ca_store, store_cli, capf_server, pki, tmp_path, trusted=(pki.root,))
+    trust.converge(ca_store, state="absent", trust_store=["capf-trust"], content=pem(pki.root))
+    [waiting] = certificate_rows(ca_store, NAME)
+    check = acceptance.check
+
+    def revoked_meanwhile(*args, **kwargs):
+        revocation.revoke_lsc(ca_store, NAME, "key_compromise", serial=waiting["serial"])
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(acceptance, "check", revoked_meanwhile)
+    result = run_enrol(identity, capf_server, behaviour=X_CSR)
+    assert (result.outcome, result.end_reason) == ("failed", 7), result
+    assert identity.lsc is None
+    [row] = certificate_rows(ca_store, NAME)
+    assert (row["status"], row["installed_at"]) == ("revoked", None)
+    with ca_store.read() as tx:
+        assert audit.events(tx, action="certificate.stale", subject=NAME) == []
+        assert [event["details"]["code"] for event in audit.events(tx, action="certificate.refused",
+                                                                   subject=NAME)] == ["untrusted_chain"]
 
 
 @pytest.mark.both_backends

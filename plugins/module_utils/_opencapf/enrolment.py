@@ -351,18 +351,19 @@ def deliverable(store: Store, actor: str, phone: dict):
     reason = f"certificate from the {what} CA refused at delivery: {verdict.reason} [{verdict.code}]"
     with store.transaction() as tx:
         record_refusal(tx, actor, phone["name"], certificate, row["source"], verdict.code, reason)
-        set_csr(tx, request_row["id"], "failed", reason)
-        certificate_records.set_status(tx, actor, state.certificate_id, "stale", phone["name"], code=verdict.code,
-                                       reason=reason)
+        # Unless it no longer waits: an operator revoked it meanwhile (final), or another session of the
+        # phone delivered it.
+        if certificate_records.set_stale_if_waiting(tx, actor, phone, state.certificate_id, reason, code=verdict.code):
+            set_csr(tx, request_row["id"], "failed", reason)
     raise DeliveryRefused(verdict.code, reason)
 
 
 def refused_delivery(tx: Transaction, actor: str, phone: dict, certificate_id: int) -> bool:
     """The phone no longer holds the key of a delivered LSC: the LSC is stale, the CSR too, unless the
-    LSC no longer waits (``certificates.set_not_stored``: another session of the phone delivered it
+    LSC no longer waits (``certificates.set_stale_if_waiting``: another session of the phone delivered it
     and the phone stored it, leaving this session's phone no pending key). Returns whether the LSC
     became stale."""
-    if not certificate_records.set_not_stored(tx, actor, phone, certificate_id,
+    if not certificate_records.set_stale_if_waiting(tx, actor, phone, certificate_id,
                                               reason="the phone no longer holds the key of this certificate"):
         return False
     csr_records.supersede_for_certificate(tx, certificate_id, "the phone refused the certificate (its key changed)")

@@ -525,7 +525,7 @@ class StoreDecider(Decider):
                 self._set_result(tx, phone, "succeeded", "", clear_operation=False, certificate_id=certificate_id,
                                  **changes)
             else:
-                stale = certificate_records.set_not_stored(tx, ACTOR, phone, certificate_id)
+                stale = certificate_records.set_stale_if_waiting(tx, ACTOR, phone, certificate_id)
                 self._set_late_failure(tx, phone, "phone did not store the LSC", certificate_id=certificate_id,
                                        stale=[certificate_id] if stale else [])
 

@@ -149,17 +149,18 @@ def install(tx: Transaction, actor: str, phone: dict[str, Any], certificate_id: 
     return {"revoked": revoked, "stale": stale}
 
 
-def set_not_stored(tx: Transaction, actor: str, phone: dict[str, Any], certificate_id: int,
-                   reason: str = "the phone did not store it") -> bool:
-    """The phone answered that it did not store LSC ``certificate_id`` (or no longer holds its key): if
-    it is still ``issued`` it becomes ``stale`` (never installed, and not on the phone), so that it is
-    no longer taken for the phone's current LSC. One no longer waiting stays as it is: another session
-    of the phone delivered it and the phone stored it, or an operator revoked it. Returns whether it
-    changed."""
+def set_stale_if_waiting(tx: Transaction, actor: str, phone: dict[str, Any], certificate_id: int,
+                         reason: str = "the phone did not store it", **details: Any) -> bool:
+    """LSC ``certificate_id`` will never be on the phone (the phone answered that it did not store it,
+    or no longer holds its key; or it was refused at delivery): if it is still ``issued`` it becomes
+    ``stale`` (never installed, and not on the phone), so that it is no longer taken for the phone's
+    current LSC. One no longer waiting stays as it is: another session of the phone delivered it and
+    the phone stored it, or an operator revoked it (a revocation is final). Returns whether it changed."""
     changed = tx.execute("UPDATE certificates SET status = 'stale', status_changed_at = ?, recency = 0 "
                          "WHERE id = ? AND status = 'issued'", (format_utc(utc_now()), certificate_id))
     if changed:
-        audit.record(tx, actor, "certificate.stale", phone["name"], certificate_id=certificate_id, reason=reason)
+        audit.record(tx, actor, "certificate.stale", phone["name"], certificate_id=certificate_id, reason=reason,
+                     **details)
     return bool(changed)
 
 

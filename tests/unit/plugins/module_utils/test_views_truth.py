@@ -86,7 +86,7 @@ def _apply(store, truth, action, key):
         with store.transaction() as tx:
             phone = phone_records.get(tx, name)
             if verb == "not_stored":
-                certificates.set_not_stored(tx, "test", phone, target["id"])
+                certificates.set_stale_if_waiting(tx, "test", phone, target["id"])
             else:
                 certificates.install(tx, "test", phone, target["id"])
         if verb == "not_stored":
@@ -269,7 +269,7 @@ def test_a_stale_lsc_revoked_by_its_serial_never_becomes_the_phones_lsc(ca_store
             phone = phone_records.get(tx, name)
             for row in certificates.for_phone(tx, phone["id"], "lsc"):
                 if certificate_id in (None, row["id"]):
-                    certificates.set_not_stored(tx, "test", phone, row["id"])
+                    certificates.set_stale_if_waiting(tx, "test", phone, row["id"])
     for name in ("SEP00000000B003", "SEP00000000B004"):
         with ca_store.read() as tx:
             stale = certificates.stale_lscs(tx, [name])
