@@ -12,7 +12,8 @@ leads and runs ``scheduler.run_due``, syncs the LDAP directories whose scheduled
 whose service died (``decider.settle_abandoned``: past their time bound no process serves them),
 revokes expired LSCs and signs a new CRL when one is due (``revocation.run_duty``), then schedules
 the automatic renewals that are due (``renewal.run``, when ``renew_before_days`` is set); when it
-ends, the next process to tick takes over. Every process keeps its ``crl_path`` file current. The
+ends, the next process to tick takes over. Each duty runs whatever became of the ones before it (a
+failure is logged, and the tick goes on), unless the store itself cannot be reached. Every process keeps its ``crl_path`` file current. The
 leader of the ``monitor`` duty (taken the same way) runs the certificate monitor when its interval
 has passed (``monitor.run_if_due``). A job is
 also claimed in its own write transaction, so ``opencapf jobs run-due`` typed meanwhile cannot run
@@ -31,7 +32,7 @@ import logging
 import os
 
 from .. import directory, monitor, parameters, renewal, revocation, scheduler
-from ..errors import CapfError
+from ..errors import CapfError, StoreError
 from ..store import Store, open_store
 from ..store import service as service_records
 from ..vocabulary import utc_now
@@ -68,14 +69,17 @@ class Scheduling:
                 self.leading = True
                 log.info("scheduler: this process (pid %d) runs the scheduled jobs and lapses passed deadlines, "
                          "every %d s", os.getpid(), interval)
-            _log(scheduler.run_due(self._store))
-            _log_directories(directory.run_due(self._store, self._clock()))
-            _log_settled(settle_abandoned(self._store))
-            _log_revocation(revocation.run_duty(self._store, self._clock()))
-            self._held_back = _log_renewal(renewal.run(self._store, self._clock()), self._held_back)
-        self._crl_file.publish(self._store)  # every process: each node keeps its own file current
-        self._monitor()
+            _duty("scheduled jobs", lambda: _log(scheduler.run_due(self._store)))
+            _duty("directory syncs", lambda: _log_directories(directory.run_due(self._store, self._clock())))
+            _duty("abandoned operations", lambda: _log_settled(settle_abandoned(self._store)))
+            _duty("revocation and CRLs", lambda: _log_revocation(revocation.run_duty(self._store, self._clock())))
+            _duty("automatic renewal", self._renew)
+        _duty("CRL file", lambda: self._crl_file.publish(self._store))  # every process keeps its own file current
+        _duty("certificate monitor", self._monitor)
         return interval
+
+    def _renew(self) -> None:
+        self._held_back = _log_renewal(renewal.run(self._store, self._clock()), self._held_back)
 
     def _monitor(self) -> None:
         """Run the certificate monitor when it is due and this process leads it; a failure to send
@@ -93,6 +97,20 @@ class Scheduling:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+
+def _duty(name: str, run) -> None:
+    """Run one duty of a tick: its failure is logged and the tick goes on with the next, so that a job,
+    a directory or a defect that keeps failing never stops the CRLs, the renewals or the monitor. A
+    store that cannot be reached fails every duty alike: that ends the tick (``run`` logs it once)."""
+    try:
+        run()
+    except StoreError:
+        raise
+    except CapfError as exc:
+        log.warning("scheduler: %s: %s", name, exc)
+    except Exception:  # pylint: disable=broad-exception-caught  # a defect of ours: logged with its traceback
+        log.exception("scheduler: %s: internal error", name)
 
 
 def _log(result: dict) -> None:

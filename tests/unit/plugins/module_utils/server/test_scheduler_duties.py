@@ -1,0 +1,66 @@
+"""The scheduler's tick: its duties stand apart.
+
+Invariant: whatever one duty of a tick raises (a job, a directory sync, a defect of ours), every
+other duty of the tick still runs: expired LSCs are revoked, the CRLs signed and published, the
+renewals scheduled and the monitor run, so that a failure that repeats at every tick never leaves the
+relying parties with a CRL past its nextUpdate. Only a store that cannot be reached ends the tick."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from _opencapf import revocation
+from _opencapf.errors import CapfError, StoreError
+from _opencapf.server import scheduling
+from _opencapf.store import service as service_records
+
+pytestmark = pytest.mark.both_backends
+
+FAILURES = {
+    "a defect": RuntimeError("a defect of ours"),
+    "a refused input": CapfError("directory corp: bind refused"),
+}
+
+
+def _tick(store) -> None:
+    part = scheduling.Scheduling(store)
+    try:
+        part.tick()
+    finally:
+        part.close()
+
+
+@pytest.mark.parametrize("failing", ["scheduler", "directory"])
+@pytest.mark.parametrize("failure", sorted(FAILURES))
+def test_a_failing_duty_leaves_the_crls_and_the_monitor_to_run(ca_store, tmp_path, monkeypatch, caplog,
+                                                               failing, failure):
+    crl_path = tmp_path / "capf.crl"
+    with ca_store.transaction() as tx:
+        service_records.write(tx, "test", {"crl_path": str(crl_path)})
+    assert revocation.current_crl(ca_store) is None
+
+    def fails(*_args, **_kwargs):
+        raise FAILURES[failure]
+
+    monkeypatch.setattr(getattr(scheduling, failing), "run_due", fails)
+    with caplog.at_level(logging.WARNING, logger="opencapf.server"):
+        _tick(ca_store)
+    crl = revocation.current_crl(ca_store)
+    assert crl is not None  # the revocation duty signed the first CRL after the failure
+    assert crl_path.read_bytes() == crl["der"]  # and the CRL file was published
+    name = {"scheduler": "scheduled jobs", "directory": "directory syncs"}[failing]
+    said = [record.getMessage() for record in caplog.records if record.getMessage().startswith(f"scheduler: {name}")]
+    shown = FAILURES[failure] if isinstance(FAILURES[failure], CapfError) else "internal error"
+    assert said == [f"scheduler: {name}: {shown}"]
+
+
+def test_a_store_that_cannot_be_reached_ends_the_tick(ca_store, monkeypatch):
+    def unreachable(*_args, **_kwargs):
+        raise StoreError("store is unreachable")
+
+    monkeypatch.setattr(scheduling.scheduler, "run_due", unreachable)
+    with pytest.raises(StoreError, match="unreachable"):
+        _tick(ca_store)
+    assert revocation.current_crl(ca_store) is None
