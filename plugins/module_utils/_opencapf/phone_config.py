@@ -18,7 +18,7 @@ from typing import Any
 from . import authstrings, faults, revocation
 from .ca import certificates as c
 from .errors import ValidationError
-from .phone_query import phone_status
+from .phone_query import phone_status, status_view
 from .results import converged, text_or_none
 from .store import Store, audit
 from .store import csrs as csr_records
@@ -355,15 +355,21 @@ def converge(store: Store, name: str, *, state: str = "present", settings: dict 
             if current is not None and not check_mode:
                 remove(tx, store.actor, name, via="capf_phone")
             return converged(current is not None, before, None, name=name, status=None)
+        # Read before anything is written, in either mode: the status returned is the planned row's.
+        stored = phone_status(tx, name) if current is not None else None
         plan, = converge_many(tx, store.actor, secret, [(current, PhoneRequest(name, wanted, auth))],
                               via="capf_phone", reissue=reissue, check_mode=check_mode)
         revoked = None
         if revoke is not None:
             revoke = revocation.check_request(revoke)
+            # A phone created now holds no LSC yet, whichever the mode.
             revoked = (revocation.revoke_in(tx, store.actor, name, revoke["reason"], serial=revoke.get("serial"),
                                             check_mode=check_mode)
-                       if current is not None or not check_mode else converged(False, {"lscs": []}, {"lscs": []}))
-        status = phone_status(tx, name) if not check_mode or current is not None else None
+                       if current is not None else revocation.nothing_to_revoke(name, revoke.get("serial")))
+    lsc = stored["lsc"] if stored is not None else None
+    if lsc is not None and revoked is not None and lsc["serial"] in revoked["revoked"]:
+        lsc = dict(lsc, status="revoked")
+    status = status_view(plan.after_row, lsc, stored["last_session"] if stored is not None else None)
     extras: dict[str, Any] = {"name": name, "status": status}
     if plan.generated is not None:
         extras["authentication_string"] = plan.generated

@@ -88,11 +88,17 @@ def phone_status(tx: Transaction, name: str) -> dict | None:
     if not rows:
         return None
     row = rows[0]
+    return status_view(row, lsc_view(row), sessions.last_for_device(tx, row["name"]))
+
+
+def status_view(row: dict, lsc: dict | None, last_session: dict | None) -> dict:
+    """The CAPF status of the phone whose row is ``row`` (stored, or planned by a converge), with its
+    current LSC and last session."""
     return {
         "operation": row["operation"], "operation_status": row["operation_status"],
         "operation_reason": row["operation_reason"], "operation_completes_by": row["operation_deadline"],
         "locked": bool(row["locked"]), "authentication_failures": row["auth_failures"],
-        "lsc": lsc_view(row), "last_session": sessions.last_for_device(tx, row["name"]),
+        "lsc": lsc, "last_session": last_session,
     }
 
 

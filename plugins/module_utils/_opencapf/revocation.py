@@ -117,6 +117,14 @@ def revoke_in(tx, actor: str, name: str, reason: str, *, serial: str | None = No
     return result
 
 
+def nothing_to_revoke(name: str, serial: str | None = None) -> dict[str, Any]:
+    """``revoke_in``'s result for a phone that holds no LSC (one created in the same change): nothing,
+    or, for a given serial, the error ``plan_revocation`` raises for a serial the phone does not have."""
+    if serial is not None:
+        raise NotFoundError(f"serial: device {name} has no LSC with serial {serial}")
+    return converged(False, {"lscs": []}, {"lscs": []}, revoked=[])
+
+
 def revoke_lsc(store: Store, name: str, reason: str, *, serial: str | None = None,
                check_mode: bool = False) -> dict[str, Any]:
     """Operator revocation of phone ``name``'s LSC(s) with an RFC 5280 ``reason`` (CLI); idempotent."""

@@ -1,0 +1,196 @@
+"""What check mode predicts is what the real run does. For any starting state of the store and any
+request through an engine entry point the modules call (``phone_config.converge`` for capf_phone,
+``bulk.converge`` for capf_bulk_update and CSV imports, ``templates.define``/``apply``, ``trust.converge``,
+``service_config.converge``):
+
+1. the check-mode result (``changed``, before/after, and every count and list it returns) equals the
+   result of the real run made next from the same state, and check mode writes nothing;
+2. the real run's before/after is the store's actual difference (read before and after);
+3. a second identical real run reports ``changed: false``, before == after, and writes nothing;
+4. no secret (authentication string, password, key) is in a before/after.
+
+A generated authentication string is the one thing check mode cannot know: the real run returns it once,
+check mode lists nothing. A "now" a result stamps (``revoked_at``) is compared without its value.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from _opencapf import phone_config, phone_query
+from _opencapf.ca import lsc
+from _opencapf.errors import CapfError
+from _opencapf.store import certificates as certificate_records
+from _opencapf.store import phones as phone_records
+from _opencapf.vocabulary import REVOCATION_REASONS
+from support.protocol import add_phone
+
+pytestmark = pytest.mark.both_backends
+
+PROPERTY = settings(max_examples=150, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+NAMES = ("SEP00000000C001", "SEP00000000C002")
+STRING = "24681357"
+OTHER_STRING = "97531864"
+SECRETS = (STRING, OTHER_STRING)
+
+phone_states = st.fixed_dictionaries({
+    "exists": st.booleans(),
+    "operation": st.sampled_from(("none", "install_upgrade", "delete", "troubleshoot")),
+    "status": st.sampled_from(("as_armed", "succeeded", "failed", "lapsed")),
+    "auth": st.sampled_from(("null_string", "auth_string", "existing_cert_mic")),
+    "security_mode": st.sampled_from(("non_secure", "encrypted")),
+    "locked": st.booleans(),
+    "lscs": st.integers(0, 2),
+    "deadline": st.sampled_from((None, "2030-01-01T00:00:00Z")),
+})
+
+requests = st.fixed_dictionaries({
+    "name": st.sampled_from(NAMES),
+    "state": st.sampled_from(("present", "present", "present", "absent")),
+    "settings": st.fixed_dictionaries({}, optional={
+        "certificate_operation": st.sampled_from(("none", "install_upgrade", "delete")),
+        "authentication_mode": st.sampled_from(("null_string", "auth_string", "existing_cert_lsc")),
+        "security_mode": st.sampled_from(("non_secure", "authenticated")),
+        "device_pool": st.sampled_from(("", "Lobby")),
+        "key_order": st.sampled_from(("rsa", "ec")),
+        "operation_completes_by": st.sampled_from(("2030-01-01T00:00:00Z", "2031-06-01T00:00:00Z")),
+    }),
+    "auth": st.sampled_from(("none", "literal", "other_literal", "generate", "regenerate")),
+    "reissue": st.booleans(),
+    "revoke": st.sampled_from((None, "all", "first_serial", "unknown_serial")),
+})
+
+
+def _set_up_phone(store, name, state, key):
+    """Put phone ``name`` in ``state`` through the store's own operations (as sessions leave phones)."""
+    with store.transaction() as tx:
+        phone_records.delete(tx, "test", name)
+    if not state["exists"]:
+        return
+    auth = state["auth"]
+    if auth == "auth_string" and state["security_mode"] != "non_secure":
+        auth = "null_string"
+    add_phone(store, name, operation=state["operation"], auth_mode=auth, security_mode=state["security_mode"],
+              auth_string=STRING if auth == "auth_string" else None, locked=int(state["locked"]),
+              auth_failures=3 if state["locked"] else 0, operation_deadline=state["deadline"])
+    for _index in range(state["lscs"]):
+        issued = lsc.issue(store, name, key.public_key(), source="capf", validity_days=30)
+        with store.transaction() as tx:
+            certificate_records.install(tx, "test", phone_records.get(tx, name), issued.id)
+    if state["status"] != "as_armed" and state["operation"] != "none":
+        with store.transaction() as tx:
+            phone_records.set_operation_result(tx, "test", phone_records.get(tx, name), state["status"], "test")
+
+
+def snapshot(store) -> dict:
+    """Everything a phone change may touch, read back from the store: the phones' rows (their
+    keyed hashes included), their LSCs, and how many audit events there are."""
+    with store.read() as tx:
+        phones = {}
+        for name, row in phone_records.by_name(tx, NAMES).items():
+            lscs = [{key: item[key] for key in ("serial", "status", "revocation_reason")}
+                    for item in certificate_records.for_phone(tx, row["id"], "lsc")]
+            phones[name] = dict({column: row[column] for column in phone_config.WRITE_COLUMNS}, lscs=lscs)
+        return {"phones": phones, "audit": tx.scalar("SELECT count(*) FROM audit_events")}
+
+
+def _attempt(call):
+    try:
+        return call(), None
+    except CapfError as exc:
+        return None, str(exc)
+
+
+def _without_now(value):
+    """A result with every ``revoked_at`` (stamped with the moment of the run) blanked."""
+    if isinstance(value, dict):
+        return {key: "(now)" if key == "revoked_at" else _without_now(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_now(item) for item in value]
+    return value
+
+
+def _stored_view(snap: dict, name: str) -> dict | None:
+    """The reviewer's view of phone ``name`` as the store holds it (``settings_view`` of its row)."""
+    row = snap["phones"].get(name)
+    return None if row is None else phone_config.settings_view(dict(row, name=name))
+
+
+def _phone_call(store, request, serials, check_mode):
+    auth = phone_config.AuthRequest(
+        literal={"literal": STRING, "other_literal": OTHER_STRING}.get(request["auth"]),
+        generate=request["auth"] in ("generate", "regenerate"), regenerate=request["auth"] == "regenerate")
+    revoke = None
+    if request["revoke"] is not None:
+        revoke = {"reason": REVOCATION_REASONS[1]}
+        if request["revoke"] == "first_serial":
+            revoke["serial"] = serials[0] if serials else "7f7f7f"
+        elif request["revoke"] == "unknown_serial":
+            revoke["serial"] = "7f7f7f"
+    return phone_config.converge(store, request["name"], state=request["state"], settings=request["settings"],
+                                 auth=auth, reissue=request["reissue"], revoke=revoke, check_mode=check_mode)
+
+
+@PROPERTY
+@given(states=st.tuples(phone_states, phone_states), request=requests)
+def test_capf_phone_check_mode_predicts_the_real_run_and_the_real_diff_is_the_store_s(ca_store, rsa_phone_key,
+                                                                                      states, request):
+    store = ca_store
+    for name, state in zip(NAMES, states):
+        _set_up_phone(store, name, state, rsa_phone_key)
+    before = snapshot(store)
+    current = before["phones"].get(request["name"])
+    serials = [item["serial"] for item in current["lscs"]] if current else []
+
+    check, check_error = _attempt(lambda: _phone_call(store, request, serials, True))
+    assert snapshot(store) == before, "check mode wrote to the store"
+    real, real_error = _attempt(lambda: _phone_call(store, request, serials, False))
+    after = snapshot(store)
+    # 1. The prediction is the run: the same error, or the same result (but the string generated).
+    assert check_error == real_error
+    if real is None:
+        assert after == before
+        return
+    generated = real.pop("authentication_string", None)
+    assert "authentication_string" not in check
+    assert _without_now(check) == _without_now(real)
+    # 2. The diff is the store's difference.
+    assert real["changed"] == (after != before)
+    name = request["name"]
+    shown_before = {key: value for key, value in (real["before"] or {}).items() if key != "lscs"}
+    assert (shown_before or None) == _stored_view(before, name)
+    if request["state"] == "absent":
+        assert real["after"] is None and name not in after["phones"]
+    else:
+        shown = {k: v for k, v in real["after"].items() if k != "lscs"}
+        stored = _stored_view(after, name)
+        assert shown["authentication_string"] in ("(new)", "(changed)", "(set)", "(unset)")
+        assert dict(shown, authentication_string=stored["authentication_string"]) == stored
+        assert (shown["authentication_string"] != "(set)") == (before["phones"].get(name, {}).get("auth_hash")
+                                                               != after["phones"][name]["auth_hash"]
+                                                               and stored["authentication_string"] == "(set)"
+                                                               or shown["authentication_string"] == "(unset)")
+        with store.read() as tx:
+            assert real["status"] == phone_query.phone_status(tx, name)
+        revoked = {item["serial"] for item in (real["after"].get("lscs") or ())}
+        assert revoked == set(real.get("revoked", ())), "the diff's LSCs are those revoked"
+        for item in after["phones"][name]["lscs"]:
+            was = {lsc_row["serial"]: lsc_row for lsc_row in current["lscs"]} if current else {}
+            if item["serial"] in revoked:
+                assert item["status"] == "revoked" and was[item["serial"]]["status"] != "revoked"
+            else:
+                assert item == was.get(item["serial"], item)
+    # 4. No secret in the diff.
+    shown_text = json.dumps([real["before"], real["after"]])
+    assert not any(secret in shown_text for secret in SECRETS + ((generated,) if generated else ()))
+    # 3. The same request again changes nothing (a string regenerated on request is new each time).
+    if request["auth"] == "regenerate" and request["state"] == "present":
+        return
+    again = _phone_call(store, request, serials, False)
+    assert again["changed"] is False and again["before"] == again["after"] or request["state"] == "absent" \
+        and again["before"] is None
+    assert snapshot(store) == after
