@@ -190,7 +190,8 @@ counts:
       description: Phones created from the CSV.
       type: int
 authentication_strings:
-  description: Generated strings, returned once; empty in check mode.
+  description: Generated strings, returned once. In check mode the phones that would get one, each with
+    C((to be generated)) as its string.
   returned: always
   type: list
   elements: dict

@@ -292,7 +292,8 @@ revoked:
   elements: str
   sample: [3f2a9c0d41e5b7]
 authentication_string:
-  description: The generated authentication string. Returned only by the run that generated it, never in check mode.
+  description: The generated authentication string, returned only by the run that generated it. In check mode
+    C((to be generated)) when the real run would generate one.
   returned: when a string was generated
   type: str
   sample: "48213907"

@@ -50,6 +50,8 @@ WRITE_COLUMNS = tuple(OPTION_COLUMNS.values()) + (
 KEY_COLUMNS = ("key_order", "rsa_key_size", "ec_key_size")
 # Columns the audit log never shows (a changed hash shows as ``auth_change``).
 AUDIT_HIDDEN = ("auth_salt", "auth_hash")
+# What check mode returns for an authentication string the real run generates (and returns once).
+TO_BE_GENERATED = "(to be generated)"
 # The paths that change a phone's settings, as the audit log names them.
 VIA = ("capf_phone", "bulk", "csv", "apply", "renewal", "template", "ldap")
 
@@ -119,7 +121,7 @@ class PhonePlan:
     name: str
     exists: bool
     changes: dict             # column -> new value (auth columns included)
-    generated: str | None     # a new authentication string (None in check mode)
+    generated: str | None     # a new authentication string (TO_BE_GENERATED in check mode)
     auth_view: str            # "(unset)", "(set)", "(new)", "(changed)"
     current: dict | None      # the phone's row before the change (None for a new phone)
     after_row: dict           # the phone's row after it
@@ -182,7 +184,8 @@ def plan_phone(current: dict | None, name: str, wanted: dict, defaults: dict, au
             if needed:
                 auth_view = "(changed)" if base["auth_hash"] else "(new)"
                 if check_mode:
-                    target["auth_hash"] = b"(to be generated)"
+                    generated = TO_BE_GENERATED
+                    target["auth_hash"] = TO_BE_GENERATED.encode("ascii")
                 else:
                     generated = authstrings.generate(auth.length)
                     target["auth_salt"], target["auth_hash"] = authstrings.protect(secret, generated)

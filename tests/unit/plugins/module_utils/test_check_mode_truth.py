@@ -10,7 +10,7 @@ request through an engine entry point the modules call (``phone_config.converge`
 4. no secret (authentication string, password, key) is in a before/after.
 
 A generated authentication string is the one thing check mode cannot know: the real run returns it once,
-check mode lists nothing. A "now" a result stamps (``revoked_at``) is compared without its value.
+check mode returns ``(to be generated)`` in its place. A "now" a result stamps (``revoked_at``) is compared without its value.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from _opencapf import phone_config, phone_query
+from _opencapf import bulk, phone_config, phone_query
 from _opencapf.ca import lsc
 from _opencapf.errors import CapfError
 from _opencapf.store import certificates as certificate_records
@@ -33,6 +33,7 @@ pytestmark = pytest.mark.both_backends
 PROPERTY = settings(max_examples=150, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 NAMES = ("SEP00000000C001", "SEP00000000C002")
+NEW_NAME = "SEP00000000C0FE"  # a phone a CSV import may create
 STRING = "24681357"
 OTHER_STRING = "97531864"
 SECRETS = (STRING, OTHER_STRING)
@@ -91,7 +92,7 @@ def snapshot(store) -> dict:
     keyed hashes included), their LSCs, and how many audit events there are."""
     with store.read() as tx:
         phones = {}
-        for name, row in phone_records.by_name(tx, NAMES).items():
+        for name, row in phone_records.by_name(tx, NAMES + (NEW_NAME,)).items():
             lscs = [{key: item[key] for key in ("serial", "status", "revocation_reason")}
                     for item in certificate_records.for_phone(tx, row["id"], "lsc")]
             phones[name] = dict({column: row[column] for column in phone_config.WRITE_COLUMNS}, lscs=lscs)
@@ -156,7 +157,7 @@ def test_capf_phone_check_mode_predicts_the_real_run_and_the_real_diff_is_the_st
         assert after == before
         return
     generated = real.pop("authentication_string", None)
-    assert "authentication_string" not in check
+    assert check.pop("authentication_string", None) == (phone_config.TO_BE_GENERATED if generated else None)
     assert _without_now(check) == _without_now(real)
     # 2. The diff is the store's difference.
     assert real["changed"] == (after != before)
@@ -193,4 +194,91 @@ def test_capf_phone_check_mode_predicts_the_real_run_and_the_real_diff_is_the_st
     again = _phone_call(store, request, serials, False)
     assert again["changed"] is False and again["before"] == again["after"] or request["state"] == "absent" \
         and again["before"] is None
+    assert snapshot(store) == after
+
+
+bulk_requests = st.fixed_dictionaries({
+    "source": st.sampled_from(("query", "query", "csv")),
+    "query": st.sampled_from(({"names": list(NAMES)}, {"names": [NAMES[0], "SEP00000000C0FF"]},
+                              {"operation_status": ["failed", "lapsed", "none"]}, {"locked": True})),
+    "settings": requests.map(lambda request: request["settings"]),
+    "auth": st.sampled_from(("none", "literal", "generate", "regenerate")),
+    "reissue": st.booleans(),
+    "csv_rows": st.lists(st.tuples(st.sampled_from(NAMES + (NEW_NAME,)),
+                                   st.sampled_from(("", "Lobby")), st.sampled_from(("none", "install_upgrade")),
+                                   st.sampled_from(("", STRING, "generate"))),
+                         min_size=1, max_size=3, unique_by=lambda row: row[0]),
+})
+
+
+def _bulk_call(store, request, strings_file, check_mode):
+    arguments = {"reissue": request["reissue"], "strings_file": strings_file, "check_mode": check_mode}
+    if request["source"] == "csv":
+        lines = ["device_name,device_pool,certificate_operation,authentication_mode,authentication_string"]
+        lines += [f"{name},{pool},{operation},{'auth_string' if auth else 'null_string'},{auth}"
+                  for name, pool, operation, auth in request["csv_rows"]]
+        return bulk.converge(store, csv_content="\n".join(lines) + "\n", **arguments)
+    auth = request["auth"]
+    return bulk.converge(store, query=request["query"], settings=request["settings"],
+                         authentication_string=STRING if auth == "literal" else None,
+                         generate_authentication_strings=auth in ("generate", "regenerate"),
+                         regenerate_authentication_strings=auth == "regenerate", **arguments)
+
+
+def _changed_fields(view_before, view_after):
+    keys = [key for key in view_after if view_after[key] != view_before.get(key)]
+    return {key: view_before[key] for key in keys}, {key: view_after[key] for key in keys}
+
+
+@PROPERTY
+@given(states=st.tuples(phone_states, phone_states), request=bulk_requests)
+def test_bulk_and_csv_check_mode_predicts_the_real_run_and_the_real_diff_is_the_store_s(ca_store, rsa_phone_key,
+                                                                                        tmp_path, states, request):
+    store = ca_store
+    for name in NAMES + (NEW_NAME,):
+        _set_up_phone(store, name, {"exists": False}, rsa_phone_key)
+    for name, state in zip(NAMES, states):
+        _set_up_phone(store, name, dict(state, lscs=0), rsa_phone_key)
+    strings_file = str(tmp_path / "strings.csv")
+    before = snapshot(store)
+
+    check, check_error = _attempt(lambda: _bulk_call(store, request, strings_file, True))
+    assert snapshot(store) == before, "check mode wrote to the store"
+    real, real_error = _attempt(lambda: _bulk_call(store, request, strings_file, False))
+    after = snapshot(store)
+    assert check_error == real_error
+    if real is None:
+        assert after == before
+        return
+    # 1. The prediction is the run: every count and list, the phones that get a generated string.
+    generated = {item["device_name"]: item["authentication_string"] for item in real["authentication_strings"]}
+    assert {item["device_name"]: item["authentication_string"] for item in check["authentication_strings"]} == {
+        name: phone_config.TO_BE_GENERATED for name in generated}
+    assert dict(check, authentication_strings=None) == dict(real, authentication_strings=None)
+    # 2. The diff is the store's difference, phone by phone.
+    assert real["changed"] == (after != before)
+    changed = {name for name in set(before["phones"]) | set(after["phones"])
+               if before["phones"].get(name) != after["phones"].get(name)}
+    assert set(real["after"]["phones"]) == changed
+    for name in changed:
+        stored_after = _stored_view(after, name)
+        if name not in before["phones"]:
+            assert real["before"]["phones"][name] is None
+            shown = real["after"]["phones"][name]
+        else:
+            stored_before, stored_after = _changed_fields(_stored_view(before, name), stored_after)
+            assert {key: value for key, value in real["before"]["phones"][name].items()
+                    if key != "authentication_string"} == {key: value for key, value in stored_before.items()
+                                                           if key != "authentication_string"}
+            shown = real["after"]["phones"][name]
+        assert {key: value for key, value in shown.items() if key != "authentication_string"} == {
+            key: value for key, value in stored_after.items() if key != "authentication_string"}
+    # 4. No secret in the diff.
+    shown_text = json.dumps([real["before"], real["after"]])
+    assert not any(secret in shown_text for secret in SECRETS + tuple(generated.values()))
+    # 3. Idempotence (regenerating strings is new strings each time, by request).
+    if request["auth"] == "regenerate" and request["source"] == "query":
+        return
+    again = _bulk_call(store, request, strings_file, False)
+    assert again["changed"] is False and again["after"] == {"phones": {}} and again["authentication_strings"] == []
     assert snapshot(store) == after
