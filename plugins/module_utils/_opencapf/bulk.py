@@ -139,7 +139,7 @@ def run(store: Store, spec: dict, *, shared_string: str | None = None, csv_rows=
         updates = [plan for plan in plans if plan.exists and plan.changes]
         inserts = [plan for plan in plans if not plan.exists]
         if not check_mode and (updates or inserts):
-            if generated and spec["strings_file"]:
+            if generated and spec["strings_file"] and not store.rehearsing:
                 write_strings_file(spec["strings_file"], generated)
             audit.record(tx, store.actor, "bulk.apply", JOB_KIND, matched=len(plans), changed=len(updates),
                          inserted=len(inserts), apply_config=spec["apply_config"],

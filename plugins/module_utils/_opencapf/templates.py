@@ -394,7 +394,7 @@ def apply(store: Store, template_name: str, devices, *, via: str, existing: str 
         template = load_in(tx, secret, template_name)
         result = apply_in(tx, store.actor, secret, template, devices, via=via, existing=existing,
                           check_mode=check_mode, now=now)
-        written = bool(result["authentication_strings"] and strings_file and not check_mode)
+        written = bool(result["authentication_strings"] and strings_file and not check_mode and not store.rehearsing)
         if written:
             bulk.write_strings_file(strings_file, result["authentication_strings"])
     result["strings_file"] = strings_file if written else None

@@ -4,9 +4,10 @@
 
 Sections are converged in dependency order: trust (the CA's HTTPS certificate must be trusted
 before an online CA names it), service, device templates (defined, then applied to the devices they
-list), phones, bulk jobs. ``plan`` runs every step in check mode; ``apply`` runs them for real, the
-phones section in one transaction through the one converge path of phone settings
-(``phone_config.converge_many``), as ``capf_phone``, bulk jobs and template applications do.
+list), phones, bulk jobs; the phones section in one transaction through the one converge path of
+phone settings (``phone_config.converge_many``), as ``capf_phone``, bulk jobs and template
+applications do. ``plan`` is ``apply`` rehearsed (``Store.rehearsal``) and rolled back, never a
+check-mode path of its own: a later section depends on what the earlier ones do.
 """
 
 from __future__ import annotations
@@ -284,10 +285,15 @@ SECTIONS = (_trust, _service, _templates, _phones, _bulk)
 
 
 def plan(store: Store, document: Document, options: Options = Options()) -> Report:
-    """What ``apply`` would change, computed without writing anything."""
+    """What ``apply`` would change, computed without writing anything: ``apply`` itself, rehearsed
+    (``Store.rehearsal``) and rolled back, so each section sees what the sections before it do (the
+    phones a template creates, the phones a bulk query then matches, the trust an online CA needs)."""
     report = Report()
-    for section in SECTIONS:
-        section(store, document, True, report, options)
+    with store.rehearsal():
+        for section in SECTIONS:
+            section(store, document, False, report, options)
+    # A rehearsal's own strings are never used: the plan shows which phones get one.
+    report.generated_strings = {name: phone_config.TO_BE_GENERATED for name in report.generated_strings}
     return report
 
 

@@ -73,6 +73,7 @@ class Store:
         self._location = location or backend.location
         self._scratch = scratch
         self._secret: bytes | None = None
+        self._rehearsal: Transaction | None = None
 
     @property
     def location(self) -> str:
@@ -90,13 +91,38 @@ class Store:
         """A transaction. ``durable=False`` is for intermediate steps of a CAPF session: the commit
         does not wait for the disk, so a power failure may lose it (and the later non-durable ones),
         leaving the state a crash just before it would leave; the session's next durable commit,
-        made before anything is acknowledged to the phone, puts it on disk too (one WAL, in order)."""
+        made before anything is acknowledged to the phone, puts it on disk too (one WAL, in order).
+        During a ``rehearsal`` every transaction is the rehearsal's own."""
+        if self._rehearsal is not None:
+            return contextlib.nullcontext(self._rehearsal)
         if write and self.read_only:
             raise StoreError(f"store {self.location} is open read-only; nothing may be written")
         return self.backend.transaction(write=write, durable=durable)
 
     def read(self) -> contextlib.AbstractContextManager[Transaction]:
+        if self._rehearsal is not None:
+            return contextlib.nullcontext(self._rehearsal)
         return self.backend.transaction(write=False)
+
+    @contextlib.contextmanager
+    def rehearsal(self) -> Iterator[Transaction]:
+        """Run a change of several steps for real, then roll it all back (``Backend.rehearsal``): every
+        transaction opened inside joins one that is never committed, so each step sees what the steps
+        before it did, and the result is exactly what the real run would report. Allowed on a read-only
+        store; nothing is written to the store, and ``rehearsing`` tells the steps to write nothing
+        beside it either (no strings file)."""
+        if self._rehearsal is not None:
+            raise StoreError("a rehearsal is already under way on this store")
+        with self.backend.rehearsal() as tx:
+            self._rehearsal = tx
+            try:
+                yield tx
+            finally:
+                self._rehearsal = None
+
+    @property
+    def rehearsing(self) -> bool:
+        return self._rehearsal is not None
 
     def data_version(self) -> int:
         """A number that changes whenever another connection to the store has committed (never for

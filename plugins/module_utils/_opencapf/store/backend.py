@@ -84,6 +84,13 @@ class Backend(abc.ABC):
         may lose it, and only together with every commit after it up to the next durable one."""
 
     @abc.abstractmethod
+    def rehearsal(self) -> contextlib.AbstractContextManager[Transaction]:
+        """A write transaction that is always rolled back, on a read-only store too: what a change of
+        several steps would do, each step seeing those before it, with nothing written to the store or
+        beside it. SQLite: a private in-memory copy of the database; PostgreSQL: a transaction of the
+        database itself, rolled back (its row locks are held until then)."""
+
+    @abc.abstractmethod
     def try_lead(self, name: str) -> bool:
         """Take the lead of ``name`` (a duty one process of all those sharing the store does, such as
         the scheduler) unless another connection holds it; return whether this connection leads. The

@@ -218,6 +218,23 @@ class PostgresBackend(Backend):
             # A durable commit is on disk now, deferring thread or not: ``durable_mark`` (commits still
             # to be synced) never rises, so the service's event loop never waits for a sync.
 
+    @contextlib.contextmanager
+    def rehearsal(self) -> Iterator[Transaction]:
+        # Without the write lock: a rehearsal holds up no writer of other rows while it lasts.
+        with self._lock:
+            connection = self._live()
+            try:
+                connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+                if self.prepare_read is not None:
+                    self.prepare_read(_PostgresTransaction(connection))
+            except psycopg.Error as exc:
+                self._rollback()
+                raise StoreError(f"store {self.location}: cannot begin a transaction: {_first_line(exc)}") from None
+            try:
+                yield _PostgresTransaction(connection)
+            finally:
+                self._rollback()
+
     def _rollback(self) -> None:
         with contextlib.suppress(psycopg.Error):
             self._connection.execute("ROLLBACK")

@@ -221,6 +221,26 @@ class SqliteBackend(Backend):
             raise StoreError(f"store {self.location} is open read-only; nothing may be written")
         return _Opened(self, write, durable)
 
+    @contextlib.contextmanager
+    def rehearsal(self) -> Iterator[Transaction]:
+        # A copy in memory: a rolled-back transaction of the file itself may still spill pages into
+        # the write-ahead log, and a read-only store cannot be written at all.
+        copy = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        try:
+            with self._lock:
+                self._connection.backup(copy)
+            copy.execute("PRAGMA foreign_keys = ON")
+            cursor = copy.cursor()
+            cursor.execute("BEGIN")
+            try:
+                yield _SqliteTransaction(copy, cursor)
+            finally:
+                cursor.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.location}: cannot rehearse in a copy: {exc}") from None
+        finally:
+            copy.close()
+
     def sync(self, mine: int) -> None:
         """Return once commit number ``mine`` is on disk: fsync the log, or wait for an fsync that
         started after it was appended."""

@@ -20,12 +20,15 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from _opencapf import bulk, phone_config, phone_query
+from _opencapf import bulk, phone_config, phone_query, templates, trust
 from _opencapf.ca import lsc
+from _opencapf.declarative import deployment, document
 from _opencapf.errors import CapfError
 from _opencapf.store import certificates as certificate_records
+from _opencapf.store import open_store
 from _opencapf.store import phones as phone_records
 from _opencapf.vocabulary import REVOCATION_REASONS
+from support import certfactory
 from support.protocol import add_phone
 
 pytestmark = pytest.mark.both_backends
@@ -282,3 +285,99 @@ def test_bulk_and_csv_check_mode_predicts_the_real_run_and_the_real_diff_is_the_
     again = _bulk_call(store, request, strings_file, False)
     assert again["changed"] is False and again["after"] == {"phones": {}} and again["authentication_strings"] == []
     assert snapshot(store) == after
+
+
+documents = st.fixed_dictionaries({
+    "template": st.sampled_from((None, "keep", "reapply")),
+    "template_before": st.sampled_from((None, "Lobby", "Hall")),
+    "template_devices": st.lists(st.sampled_from(NAMES + (NEW_NAME,)), unique=True, min_size=1, max_size=2),
+    "phones": st.lists(st.tuples(st.sampled_from(NAMES + (NEW_NAME,)), st.sampled_from(("present", "absent")),
+                                 st.sampled_from((None, "8841")), st.booleans()),
+                       max_size=3, unique_by=lambda item: item[0]),
+    "bulk": st.sampled_from((None, {"query": {"device_pool": ["Lobby"]}},
+                             {"query": {"names": [NAMES[0], NEW_NAME]}})),
+})
+
+
+def _document(parts) -> str:
+    data: dict = {"opencapf": 1}
+    if parts["template"] is not None:
+        data["templates"] = [{"name": "lobby", "device_pool": "Lobby", "existing": parts["template"],
+                              "devices": parts["template_devices"]}]
+    if parts["phones"]:
+        data["phones"] = []  # may stay empty
+        for name, state, model, generate in parts["phones"]:
+            if state == "absent" and "templates" in data and name in parts["template_devices"]:
+                continue  # a file that creates a device and removes it again never converges
+            item = {"name": name, "state": state}
+            if state == "present" and model:
+                item["model"] = model
+            if state == "present" and generate:
+                item.update(authentication_mode="auth_string", generate_authentication_string=True)
+            data["phones"].append(item)
+    if parts["bulk"] is not None:
+        data["bulk"] = [dict(parts["bulk"], name="lobby", set={"description": "lobby phone"})]
+    return json.dumps(data)
+
+
+def _report(report) -> dict:
+    return {"changes": [(item.section, item.item, item.action, item.details) for item in report.changes],
+            "counts": report.counts, "warnings": report.warnings, "generated": sorted(report.generated_strings)}
+
+
+@PROPERTY
+@given(states=st.tuples(phone_states, phone_states), parts=documents)
+def test_a_declarative_plan_is_what_apply_then_does_section_after_section(ca_store, rsa_phone_key, states, parts):
+    """Sections depend on those before them (a template creates a phone the phones section then
+    updates, a bulk query matches phones created or changed before it): the plan, made on a read-only
+    store as ``opencapf plan`` does, must show what ``apply`` then does."""
+    store = ca_store
+    for name in NAMES + (NEW_NAME,):
+        _set_up_phone(store, name, {"exists": False}, rsa_phone_key)
+    for name, state in zip(NAMES, states):
+        _set_up_phone(store, name, dict(state, lscs=0, auth="null_string"), rsa_phone_key)
+    templates.remove(store, "lobby")
+    if parts["template_before"] is not None:
+        templates.define(store, "lobby", {"device_pool": parts["template_before"]})
+    loaded = document.parse(_document(parts))
+    before = snapshot(store)
+
+    with open_store(store.location, state_dir=store.state_dir, read_only=True) as read_only:
+        planned, plan_error = _attempt(lambda: deployment.plan(read_only, loaded))
+    assert snapshot(store) == before, "the plan wrote to the store"
+    applied, apply_error = _attempt(lambda: deployment.apply(store, loaded))
+    assert plan_error == apply_error
+    if applied is None:
+        return
+    assert _report(planned) == _report(applied)
+    assert set(planned.generated_strings.values()) <= {phone_config.TO_BE_GENERATED}
+    after = snapshot(store)
+    assert applied.changed == (after != before)
+    with open_store(store.location, state_dir=store.state_dir, read_only=True) as read_only:
+        assert not deployment.plan(read_only, loaded).changed
+    assert not deployment.apply(store, loaded).changed
+    assert snapshot(store) == after
+
+
+def test_a_plan_trusts_the_https_certificate_its_trust_section_adds_and_writes_no_strings_file(store, tmp_path):
+    """The online CA of the service section is checked against capf-trust as the trust section before
+    it leaves it (the plan failed where apply succeeds); strings a bulk job generates are named, not
+    written, by the plan."""
+    old = certfactory.make("old-ca.example.com", ca=False, dns=["old-ca.example.com"])[0]
+    trust.converge(store, content=certfactory.pem(old), trust_store="capf-trust")
+    https = tmp_path / "https.pem"
+    https.write_text(certfactory.pem(certfactory.make("ca.example.com", ca=False, dns=["ca.example.com"])[0]))
+    phone_config.converge(store, NAMES[0])
+    strings = tmp_path / "strings.csv"
+    loaded = document.parse(json.dumps({
+        "opencapf": 1, "trust": [{"path": str(https), "trust_store": "capf-trust"}],
+        "service": {"online_ca": {"hostname": "ca.example.com", "type": "est"}},
+        "bulk": [{"query": {"names": [NAMES[0]]}, "set": {"authentication_mode": "auth_string"},
+                  "generate_authentication_strings": True, "strings_file": str(strings)}]}))
+    with open_store(store.location, state_dir=store.state_dir, read_only=True) as read_only:
+        planned = deployment.plan(read_only, loaded)
+    assert not strings.exists()
+    assert planned.generated_strings == {NAMES[0]: phone_config.TO_BE_GENERATED}
+    applied = deployment.apply(store, loaded)
+    assert _report(planned) == _report(applied)
+    assert strings.read_text().startswith("device_name,authentication_string\n" + NAMES[0] + ",")

@@ -178,7 +178,8 @@ def test_generated_strings_are_handed_out_once(store, tmp_path):
     devices = [(f"CSFUSER{index}", {"user": f"user{index}"}) for index in range(5)]
     checked = templates.apply(store, "Jabber", devices, via="template", check_mode=True,
                               strings_file=str(tmp_path / "check.csv"))
-    assert checked["counts"]["created"] == 5 and checked["authentication_strings"] == []
+    assert checked["counts"]["created"] == 5 and checked["authentication_strings"] == [
+        {"device_name": name, "authentication_string": "(to be generated)"} for name, _variables in devices]
     assert not os.path.exists(tmp_path / "check.csv") and _rows(store) == {}
     path = str(tmp_path / "out" / "strings.csv")
     first = templates.apply(store, "Jabber", devices, via="template", strings_file=path)
