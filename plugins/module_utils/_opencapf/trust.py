@@ -173,6 +173,17 @@ def plan_legacy_removal(tx: Transaction, stores) -> TrustPlan:
     return plan
 
 
+def _once(rows: list) -> list:
+    """Rows to remove, each once: a certificate named twice (twice in a chain, by two spellings of its
+    fingerprint, as a legacy root too) is removed once, with one audit event, and listed once."""
+    seen, result = set(), []
+    for row in rows:
+        if (row["trust_store"], row["fingerprint"]) not in seen:
+            seen.add((row["trust_store"], row["fingerprint"]))
+            result.append(row)
+    return result
+
+
 def add(tx: Transaction, actor: str, trust_store: str, certificate, description: str = "",
         rule_warnings=()) -> None:
     """Record ``certificate`` in ``trust_store`` with its ``trust.add`` audit event (and the harmless
@@ -293,6 +304,7 @@ def converge(store: Store, *, state: str = "present", trust_store=None, content=
         print_stores = stores or TRUST_STORES
         if prints:
             plan.remove.extend(plan_absent_by_fingerprint(tx, prints, print_stores).remove)
+        plan.remove = _once(plan.remove)
         plan.reason, plan.scenario, plan.warnings = reason, scenario, warnings
         touched = {where for _certificate, stores_ in uploads for where in stores_}
         if remove_legacy_mic_roots:

@@ -381,3 +381,72 @@ def test_a_plan_trusts_the_https_certificate_its_trust_section_adds_and_writes_n
     applied = deployment.apply(store, loaded)
     assert _report(planned) == _report(applied)
     assert strings.read_text().startswith("device_name,authentication_string\n" + NAMES[0] + ",")
+
+
+TRUST_CERTIFICATES = [certfactory.make(f"Check Truth Root {index}")[0] for index in range(3)]
+trust_states = st.lists(st.tuples(st.sampled_from(range(3)), st.sampled_from(("capf-trust", "callmanager-trust")),
+                                  st.sampled_from(("", "kept"))), max_size=4, unique_by=lambda item: item[:2])
+trust_requests = st.fixed_dictionaries({
+    "state": st.sampled_from(("present", "absent")),
+    "certificates": st.lists(st.sampled_from(range(3)), min_size=1, max_size=3),
+    "trust_store": st.sampled_from(("capf-trust", ["capf-trust", "callmanager-trust"])),
+    "description": st.sampled_from((None, "kept", "new")),
+    "by_fingerprint": st.booleans(),
+})
+
+
+def _trust_snapshot(store) -> dict:
+    with store.read() as tx:
+        return {"trust": {store_name: trust.list_certificates(tx, store_name)
+                          for store_name in ("callmanager-trust", "capf-trust")},
+                "audit": tx.scalar("SELECT count(*) FROM audit_events")}
+
+
+def _trust_call(store, request, check_mode):
+    chosen = [TRUST_CERTIFICATES[index] for index in request["certificates"]]
+    if request["state"] == "absent" and request["by_fingerprint"]:
+        prints = [trust.c.fingerprint(item) for item in chosen]
+        prints = [value.upper() if index % 2 else value for index, value in enumerate(prints)]
+        return trust.converge(store, state="absent", fingerprints=prints, trust_store=request["trust_store"],
+                              check_mode=check_mode)
+    content = "".join(certfactory.pem(item) for item in chosen)
+    return trust.converge(store, state=request["state"], content=content, trust_store=request["trust_store"],
+                          description=request["description"] if request["state"] == "present" else None,
+                          check_mode=check_mode)
+
+
+@PROPERTY
+@given(state=trust_states, request=trust_requests)
+def test_trust_check_mode_predicts_the_real_run_and_the_real_diff_is_the_store_s(store, state, request):
+    """Certificates named twice (a chain holding one twice, a fingerprint in two spellings) are one
+    change: the result lists each certificate added or removed once, as the store changes once."""
+    every = [trust.c.fingerprint(item) for item in TRUST_CERTIFICATES]
+    trust.converge(store, state="absent", fingerprints=every)
+    for index, where, description in state:
+        trust.converge(store, content=certfactory.pem(TRUST_CERTIFICATES[index]), trust_store=where,
+                       description=description)
+    before = _trust_snapshot(store)
+    check, check_error = _attempt(lambda: _trust_call(store, request, True))
+    assert _trust_snapshot(store) == before, "check mode wrote to the store"
+    real, real_error = _attempt(lambda: _trust_call(store, request, False))
+    after = _trust_snapshot(store)
+    assert check_error == real_error
+    if real is None:
+        assert after == before
+        return
+    assert check == real
+    assert real["changed"] == (after != before)
+    for store_name, items in real["before"].items():
+        assert items == before["trust"][store_name]
+    for store_name, items in real["after"].items():
+        assert items == after["trust"][store_name]
+    added = {(item["trust_store"], item["fingerprint"]) for item in real["added"]}
+    removed = {(item["trust_store"], item["fingerprint"]) for item in real["removed"]}
+    assert len(added) == len(real["added"]) and len(removed) == len(real["removed"])
+
+    def held(snap):
+        return {(name, item["fingerprint"]) for name, items in snap["trust"].items() for item in items}
+    assert added == held(after) - held(before) and removed == held(before) - held(after)
+    again = _trust_call(store, request, False)
+    assert again["changed"] is False and again["before"] == again["after"]
+    assert _trust_snapshot(store) == after
