@@ -14,10 +14,12 @@ from .backend import Transaction
 
 
 def read(tx: Transaction) -> dict[str, Any]:
-    """Every service parameter: stored values over defaults."""
+    """Every service parameter: stored values over defaults. The other values kept in the same table
+    (the online CA mapping, ``read_raw``) are not parameters and are left out."""
     values = parameters.defaults()
     for row in tx.query("SELECT name, value FROM service_parameters"):
-        values[row["name"]] = json.loads(row["value"])
+        if row["name"] in values:
+            values[row["name"]] = json.loads(row["value"])
     return values
 
 

@@ -20,7 +20,7 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from _opencapf import bulk, phone_config, phone_query, templates, trust
+from _opencapf import bulk, parameters, phone_config, phone_query, service_config, templates, trust
 from _opencapf.ca import lsc
 from _opencapf.declarative import deployment, document
 from _opencapf.errors import CapfError
@@ -450,3 +450,147 @@ def test_trust_check_mode_predicts_the_real_run_and_the_real_diff_is_the_store_s
     again = _trust_call(store, request, False)
     assert again["changed"] is False and again["before"] == again["after"]
     assert _trust_snapshot(store) == after
+
+
+template_settings = st.fixed_dictionaries({}, optional={
+    "device_pool": st.sampled_from(("Lobby", "Hall")),
+    "description": st.sampled_from(("Phone {device_name}", "Lobby phone")),
+    "certificate_operation": st.sampled_from(("none", "install_upgrade")),
+    "operation_completes_in_days": st.sampled_from((7, 30)),
+    "authentication_mode": st.just("auth_string"),
+})
+template_strings = st.sampled_from(("none", "literal", "other_literal", "generate"))
+NOW = "2026-01-01T00:00:00Z"
+
+
+def _template_settings(settings_, string):
+    result = dict(settings_)
+    if result.get("authentication_mode") != "auth_string":
+        return result
+    if string in ("literal", "other_literal"):
+        result["authentication_string"] = STRING if string == "literal" else OTHER_STRING
+    else:
+        result["generate_authentication_string"] = True
+    return result
+
+
+def _template_snapshot(store) -> dict:
+    return dict(snapshot(store), template=templates.get(store, "truth"))
+
+
+@PROPERTY
+@given(states=st.tuples(phone_states, phone_states), first=template_settings, first_string=template_strings,
+       wanted=template_settings, wanted_string=template_strings, existing=st.sampled_from(("keep", "reapply")),
+       devices=st.lists(st.sampled_from(NAMES + (NEW_NAME,)), unique=True, max_size=3))
+def test_templates_check_mode_predicts_the_real_run_and_the_real_diff_is_the_store_s(
+        ca_store, rsa_phone_key, states, first, first_string, wanted, wanted_string, existing, devices):
+    store = ca_store
+    for name in NAMES + (NEW_NAME,):
+        _set_up_phone(store, name, {"exists": False}, rsa_phone_key)
+    for name, state in zip(NAMES, states):
+        _set_up_phone(store, name, dict(state, lscs=0, auth="null_string", security_mode="non_secure"), rsa_phone_key)
+    templates.remove(store, "truth")
+    if first_string != "none":
+        templates.define(store, "truth", _template_settings(first, first_string))
+    settings_ = _template_settings(wanted, wanted_string)
+
+    def run(call):
+        before = _template_snapshot(store)
+        check, check_error = _attempt(lambda: call(True))
+        assert _template_snapshot(store) == before, "check mode wrote to the store"
+        real, real_error = _attempt(lambda: call(False))
+        assert check_error == real_error
+        after = _template_snapshot(store)
+        if real is not None:
+            real_strings = real.get("authentication_strings") or []
+            if real_strings:
+                assert check["authentication_strings"] == [dict(item, authentication_string=phone_config.TO_BE_GENERATED)
+                                                           for item in real_strings]
+            assert dict(check, authentication_strings=None) == dict(real, authentication_strings=None)
+            assert real["changed"] == (after != before)
+            shown = json.dumps([real["before"], real["after"]])
+            assert not any(secret in shown for secret in SECRETS)
+            assert not any(item["authentication_string"] in shown for item in real_strings)
+            again = call(False)
+            assert again["changed"] is False and _template_snapshot(store) == after
+        return real, before, after
+
+    defined, before, after = run(lambda check_mode: templates.define(store, "truth", settings_,
+                                                                     check_mode=check_mode))
+    if defined is None:
+        return
+    string_view = defined["after"].get("authentication_string")
+    assert dict(defined["after"], **({"authentication_string": "(set)"} if string_view else {})) == after["template"]
+    assert defined["before"] == before["template"]
+    applied, before, after = run(lambda check_mode: templates.apply(
+        store, "truth", devices, via="template", existing=existing, check_mode=check_mode, now=NOW))
+    for name in devices:
+        if name in applied["after"]["phones"]:
+            stored = _stored_view(after, name)
+            shown = applied["after"]["phones"][name]
+            assert {key: value for key, value in shown.items() if key != "authentication_string"} == {
+                key: stored[key] for key in shown if key != "authentication_string"}
+        else:
+            assert before["phones"].get(name) == after["phones"].get(name)
+
+
+SERVICE_PARAMETERS = ("validity_days", "key_order", "listen_addresses", "lockout_failures")
+service_parameters = st.fixed_dictionaries({}, optional={
+    "validity_days": st.sampled_from((365, 1825)),
+    "key_order": st.sampled_from(("rsa", "ec")),
+    "listen_addresses": st.sampled_from((["0.0.0.0"], ["127.0.0.1", "::1"])),
+    "lockout_failures": st.sampled_from((3, 5)),
+})
+service_requests = st.fixed_dictionaries({
+    "parameters": service_parameters,
+    "online_ca": st.sampled_from((None, {"hostname": "ca.example.com", "type": "est"},
+                                  {"hostname": "CA.example.com.", "type": "est", "port": 443},
+                                  {"hostname": "ca2.example.com", "type": "est", "profile_label": "phones"})),
+    "password": st.sampled_from((None, "first-Secret-1", "second-Secret-2")),
+    "update_password": st.sampled_from(("always", "on_create")),
+})
+
+
+def _service_call(store, request, check_mode):
+    online_ca = request["online_ca"]
+    if online_ca is not None and request["password"] is not None:
+        online_ca = dict(online_ca, password=request["password"])
+    return service_config.converge(store, parameters_wanted=request["parameters"], online_ca=online_ca,
+                                   update_password=request["update_password"], check_mode=check_mode)
+
+
+def _as_stored(view):
+    """A view after a change as the store then shows it: a new or changed secret is ``(set)``."""
+    if isinstance(view, dict):
+        return {key: _as_stored(value) for key, value in view.items()}
+    return "(set)" if view in ("(new)", "(changed)") else view
+
+
+@PROPERTY
+@given(start=service_requests, request=service_requests)
+def test_service_check_mode_predicts_the_real_run_and_the_real_diff_is_the_store_s(ca_store, start, request):
+    store = ca_store
+    defaults = {name: parameters.defaults()[name] for name in SERVICE_PARAMETERS}
+    service_config.converge(store, parameters_wanted=dict(defaults, **start["parameters"]))
+    _attempt(lambda: _service_call(store, start, False))
+    before = service_config.converge(store, check_mode=True)["before"]
+    audit_before = snapshot(store)["audit"]
+    check, check_error = _attempt(lambda: _service_call(store, request, True))
+    assert snapshot(store)["audit"] == audit_before, "check mode wrote to the store"
+    real, real_error = _attempt(lambda: _service_call(store, request, False))
+    assert check_error == real_error
+    if real is None:
+        return
+    assert check == real
+    assert real["before"] == before
+    stored_after = service_config.converge(store, check_mode=True)["before"]
+    for key in stored_after["parameters"]:
+        assert real["after"]["parameters"][key] == stored_after["parameters"][key], key
+    assert _as_stored(real["after"]) == stored_after
+    assert real["changed"] == (stored_after != before or real["online_ca_changed"])
+    shown = json.dumps([real["before"], real["after"]])
+    assert "Secret" not in shown
+    audit_after = snapshot(store)["audit"]
+    again = _service_call(store, request, False)
+    assert again["changed"] is False and again["before"] == again["after"]
+    assert snapshot(store)["audit"] == audit_after
