@@ -287,7 +287,8 @@ status:
           type: str
 revoked:
   description: Serials of the LSCs this run revoked (would revoke, in check mode); empty when nothing changed.
-  returned: when O(revoke) is set
+    With O(state=absent), the LSCs the removal revokes.
+  returned: when O(revoke) is set or O(state=absent)
   type: list
   elements: str
   sample: [3f2a9c0d41e5b7]

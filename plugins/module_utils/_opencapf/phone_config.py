@@ -355,9 +355,12 @@ def converge(store: Store, name: str, *, state: str = "present", settings: dict 
         current = phone_records.get(tx, name)
         if state == "absent":
             before = settings_view(current) if current else None
+            # The removal revokes the LSCs the phone still holds (``phone_records.delete``).
+            revoked = ([row["serial"] for row in revocation.plan_revocation(tx, name)] if current is not None
+                       else [])
             if current is not None and not check_mode:
                 remove(tx, store.actor, name, via="capf_phone")
-            return converged(current is not None, before, None, name=name, status=None)
+            return converged(current is not None, before, None, name=name, status=None, revoked=revoked)
         # Read before anything is written, in either mode: the status returned is the planned row's.
         stored = phone_status(tx, name) if current is not None else None
         plan, = converge_many(tx, store.actor, secret, [(current, PhoneRequest(name, wanted, auth))],

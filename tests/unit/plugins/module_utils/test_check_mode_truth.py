@@ -169,6 +169,10 @@ def test_capf_phone_check_mode_predicts_the_real_run_and_the_real_diff_is_the_st
     assert (shown_before or None) == _stored_view(before, name)
     if request["state"] == "absent":
         assert real["after"] is None and name not in after["phones"]
+        assert sorted(real["revoked"]) == sorted(item["serial"] for item in (current or {}).get("lscs", ())
+                                                 if item["status"] in ("issued", "installed"))
+        with store.read() as tx:  # revoked, and kept on the CRL
+            assert {row["serial"] for row in certificate_records.revoked_lscs(tx)} >= set(real["revoked"])
     else:
         shown = {k: v for k, v in real["after"].items() if k != "lscs"}
         stored = _stored_view(after, name)

@@ -75,7 +75,8 @@ def test_query_set_generate_strings_file(run, location, tmp_path):
             "generate_authentication_strings": True, "strings_file": str(strings)}
     checked = run(capf_bulk_update, args, check=True, diff=True)
     assert checked["counts"] == {"matched": 15, "changed": 15, "unchanged": 0, "inserted": 0}
-    assert checked["authentication_strings"] == [] and not strings.exists()
+    assert {item["authentication_string"] for item in checked["authentication_strings"]} == {"(to be generated)"}
+    assert not strings.exists()
     assert checked["diff"]["after"]["phones"]["SEP000000000001"]["certificate_operation"] == "install_upgrade"
     assert checked["diff"]["before"]["phones"]["SEP000000000001"]["certificate_operation"] == "none"
     first = run(capf_bulk_update, args)
