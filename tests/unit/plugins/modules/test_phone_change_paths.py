@@ -23,7 +23,7 @@ SEED = {"certificate_operation": "install_upgrade", "description": "Lobby", "dev
 PATHS = ("capf_phone", "bulk", "csv", "apply", "template", "ldap")
 CREATING_PATHS = ("capf_phone", "csv", "apply", "template", "ldap")  # a bulk job's query only finds phones that exist
 # Columns that differ by when or how a change was made, never by what it was.
-VOLATILE = ("id", "created_at", "updated_at", "auth_salt", "auth_hash")
+VOLATILE = ("id", "incarnation", "created_at", "updated_at", "auth_salt", "auth_hash")
 
 # (seed settings or None for a new phone, requested settings, authentication string: None, digits or "generate")
 CHANGES = {
