@@ -220,11 +220,12 @@ class PostgresBackend(Backend):
 
     @contextlib.contextmanager
     def rehearsal(self) -> Iterator[Transaction]:
-        # Without the write lock: a rehearsal holds up no writer of other rows while it lasts.
+        # Without the write lock: a rehearsal holds up no writer of other rows while it lasts. READ
+        # COMMITTED as a real run's writes: a row another writer changes meanwhile fails no statement.
         with self._lock:
             connection = self._live()
             try:
-                connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+                connection.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
                 if self.prepare_read is not None:
                     self.prepare_read(_PostgresTransaction(connection))
             except psycopg.Error as exc:
