@@ -87,8 +87,9 @@ class Backend(abc.ABC):
     def rehearsal(self) -> contextlib.AbstractContextManager[Transaction]:
         """A write transaction that is always rolled back, on a read-only store too: what a change of
         several steps would do, each step seeing those before it, with nothing written to the store or
-        beside it. SQLite: a private in-memory copy of the database; PostgreSQL: a transaction of the
-        database itself, rolled back (its row locks are held until then)."""
+        beside it. SQLite: a private in-memory copy of the database (memory as large as the store, for
+        as long as the rehearsal lasts; writers are not held up); PostgreSQL: a write transaction of the
+        database itself, rolled back (the other writers wait for it, as for any writer)."""
 
     @abc.abstractmethod
     def try_lead(self, name: str) -> bool:

@@ -220,12 +220,15 @@ class PostgresBackend(Backend):
 
     @contextlib.contextmanager
     def rehearsal(self) -> Iterator[Transaction]:
-        # Without the write lock: a rehearsal holds up no writer of other rows while it lasts. READ
-        # COMMITTED as a real run's writes: a row another writer changes meanwhile fails no statement.
+        # As a real run's writes: READ COMMITTED, after the lock every writer takes. Its row locks are
+        # held until the rollback; without the writers' lock, a session's write that waits for one of
+        # them while holding a row the rehearsal wants next would be a deadlock, which PostgreSQL ends
+        # by failing one of the two (perhaps the session's). With it, writers wait for the rehearsal.
         with self._lock:
             connection = self._live()
             try:
                 connection.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+                connection.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
                 if self.prepare_read is not None:
                     self.prepare_read(_PostgresTransaction(connection))
             except psycopg.Error as exc:
