@@ -364,7 +364,7 @@ def refused_delivery(tx: Transaction, actor: str, phone: dict, certificate_id: i
     and the phone stored it, leaving this session's phone no pending key). Returns whether the LSC
     became stale."""
     if not certificate_records.set_stale_if_waiting(tx, actor, phone, certificate_id,
-                                              reason="the phone no longer holds the key of this certificate"):
+                                                    reason="the phone no longer holds the key of this certificate"):
         return False
     csr_records.supersede_for_certificate(tx, certificate_id, "the phone refused the certificate (its key changed)")
     return True
