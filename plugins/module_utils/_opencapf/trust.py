@@ -213,8 +213,14 @@ def apply(tx: Transaction, actor: str, plan: TrustPlan) -> None:
                      common_name=row["common_name"])
 
 
+def _view_order(item: dict) -> tuple:
+    """The order of a trust store's certificates in a diff, before and after alike (by code point:
+    the database's collation, for PostgreSQL that of its locale, may order names otherwise)."""
+    return item["common_name"], item["fingerprint"]
+
+
 def _view(tx: Transaction, stores) -> dict:
-    return {store: list_certificates(tx, store) for store in sorted(stores)}
+    return {store: sorted(list_certificates(tx, store), key=_view_order) for store in sorted(stores)}
 
 
 def _after_view(before: dict, plan: TrustPlan) -> dict:
@@ -235,7 +241,7 @@ def _after_view(before: dict, plan: TrustPlan) -> dict:
             "description": description,
         })
     for store in after:
-        after[store].sort(key=lambda item: (item["common_name"], item["fingerprint"]))
+        after[store].sort(key=_view_order)
     return after
 
 
