@@ -60,7 +60,10 @@ def test_template_list_show_apply(store_options, store_location, tmp_path, monke
     apply = [*store_options, "--json", "template", "apply", "Jabber softphones", "csfjsmith", "CSFADOE",
              "--var", "user=somebody"]
     checked = json.loads(cli(*apply, "--check", check=True).stdout)
-    assert checked["counts"]["created"] == 2 and "authentication_strings" not in checked
+    assert checked["counts"]["created"] == 2
+    # check mode names the phones that would get a generated string, never a string
+    assert checked["authentication_strings"] == [
+        {"device_name": name, "authentication_string": "(to be generated)"} for name in ("CSFJSMITH", "CSFADOE")]
     assert query(store_location, "SELECT name FROM phones") == []
     strings = str(tmp_path / "strings.csv")
     first = json.loads(cli(*apply, "--strings-file", strings, check=True).stdout)

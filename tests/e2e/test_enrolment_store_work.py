@@ -78,7 +78,8 @@ SESSIONS = {
     "wrong-string": (dict(INSTALL, auth_mode="auth_string"), {"auth_string": "0000"}, "failed", (1, 2, 1), 6),
     "no-certificate": (dict(INSTALL, auth_mode="existing_cert_mic"), {}, "failed", (1, 1, 1), 6),
     "locked": (dict(INSTALL, locked=1, auth_failures=5), {}, "failed", (1, 1, 1), 3),
-    "lapsed": (dict(INSTALL, operation_deadline="2020-01-01T00:00:00Z"), {}, "failed", (1, 1, 1), 6),
+    # lapsed: one statement more than a refusal, for its CSRs still at a CA (failed with the operation)
+    "lapsed": (dict(INSTALL, operation_deadline="2020-01-01T00:00:00Z"), {}, "failed", (1, 1, 1), 7),
     "unknown-device": (None, {}, "unknown_device", (1, 1, 1), 3),
 }
 
