@@ -322,6 +322,12 @@ def _first(attributes: dict, name: str) -> str | None:
     return values[0] if values else None
 
 
+def _name_field(config: dict) -> str:
+    """The option whose attribute gives an entry's device names (how a skipped entry names its field)."""
+    return {"users": config["user_attribute"], "attribute": config["device_attribute"]}.get(config["mapping"],
+                                                                                           "name_template")
+
+
 def _candidate_names(config: dict, attributes: dict) -> tuple[list[str], str | None]:
     """The device names an entry maps to (not yet validated), or the reason it maps to none."""
     if config["mapping"] == "users":
@@ -339,22 +345,24 @@ def _candidate_names(config: dict, attributes: dict) -> tuple[list[str], str | N
 
 
 def map_entries(config: dict, entries) -> tuple[dict[str, dict], list[dict]]:
-    """{device name: {"dn": ..., "variables": {...}}} and the skipped entries ({dn, value, reason})."""
+    """{device name: {"dn": ..., "variables": {...}}} and the skipped entries ({dn, value, field, reason}:
+    ``field`` the attribute, or ``name_template``, that gave no valid name)."""
     devices: dict[str, dict] = {}
     skipped = []
+    field = _name_field(config)
     for dn, attributes in entries:
         names, reason = _candidate_names(config, attributes)
         if reason is not None:
-            skipped.append({"dn": dn, "value": None, "reason": reason})
+            skipped.append({"dn": dn, "value": None, "field": field, "reason": reason})
         for candidate in names:
             try:
                 name = v.normalise_device_name(candidate, "device name")
             except ValidationError as exc:
-                skipped.append({"dn": dn, "value": candidate, "reason": exc.rule})
+                skipped.append({"dn": dn, "value": candidate, "field": field, "reason": exc.rule})
                 continue
             if name in devices:
-                skipped.append({"dn": dn, "value": candidate, "reason": f"{name} is already mapped from "
-                                f"{devices[name]['dn']}"})
+                skipped.append({"dn": dn, "value": candidate, "field": field, "reason": f"{name} is already mapped "
+                                f"from {devices[name]['dn']}"})
                 continue
             variables = {key.replace("-", "_"): values[0] for key, values in attributes.items()
                          if values and _VARIABLE.fullmatch(key.replace("-", "_"))}
@@ -432,6 +440,26 @@ def _stored_password_change(tx, secret: bytes, config: dict, bind_password: str 
     return None if secretbox.equals(tx, secret, secret_name, bind_password) else "put"
 
 
+def _leave_to_others(tx, directory_id: int | None, devices: dict, previous: dict, skipped: list, config: dict) -> None:
+    """A device another directory already has stays that directory's: this one skips the entry that maps
+    to it (as a name two entries give), so no directory changes or removes another's device."""
+    others = directory_records.owners(tx, [device for device in devices if device not in previous],
+                                      exclude=directory_id)
+    for device in sorted(others):
+        item = devices.pop(device)
+        skipped.append({"dn": item["dn"], "value": device, "field": _name_field(config),
+                        "reason": f"{device} is already a device of directory {others[device]}"})
+
+
+def _held(previous: dict, devices: dict, skipped: list) -> set:
+    """Devices of the directory whose entry is still there but now gives no device name (an invalid or
+    missing value): the entry is reported as skipped, and its device stays the directory's, neither
+    absent nor removed, until the entry is fixed or leaves."""
+    mapped_dns = {item["dn"].lower() for item in devices.values()}
+    bad_dns = {item["dn"].lower() for item in skipped} - mapped_dns
+    return {device for device, dn in previous.items() if device not in devices and dn.lower() in bad_dns}
+
+
 def _apply(store: Store, config: dict, entries, *, bind_password, check_mode, moment) -> dict:
     """The devices of the entries get the template, absent ones are reported or removed, and the
     directory's configuration and devices are recorded: one transaction (none in check mode)."""
@@ -443,13 +471,19 @@ def _apply(store: Store, config: dict, entries, *, bind_password, check_mode, mo
         row = directory_records.get(tx, name)
         first = row is None or row["first_synced_at"] is None
         previous = directory_records.devices(tx, row["id"]) if row is not None else {}
+        _leave_to_others(tx, None if row is None else row["id"], devices, previous, skipped, config)
         gone = sorted(device for device in previous if device not in devices)
+        held = _held(previous, devices, skipped)
+        gone = [device for device in gone if device not in held]
         gone_in_store = sorted(phone_records.by_name(tx, gone)) if gone else []
         password_change = _stored_password_change(tx, secret, config, bind_password)
+        refused: list[dict] = []
         applied = templates.apply_in(tx, store.actor, secret, template,
                                      {device: item["variables"] for device, item in devices.items()}, via=VIA,
                                      existing="reapply" if first or config["reapply_template"] else "keep",
-                                     check_mode=check_mode, now=moment)
+                                     check_mode=check_mode, now=moment, refused=refused)
+        skipped.extend({"dn": devices[item["device_name"]]["dn"], "value": item["device_name"],
+                        "field": item["field"], "reason": item["rule"]} for item in refused)
         absent = gone_in_store if config["absent_devices"] != "keep" else []
         removed = absent if config["absent_devices"] == "remove" else []
         generated = applied["authentication_strings"]
@@ -481,8 +515,8 @@ def _apply(store: Store, config: dict, entries, *, bind_password, check_mode, mo
         warnings.append(f"directory {name}: {len(absent)} device(s) whose entry left the directory are kept "
                         f"(absent_devices: report): {_listed(absent)}")
     if skipped:
-        warnings.append(f"directory {name}: {len(skipped)} entries map to no device name: "
-                        + "; ".join(f"{item['dn']}: {item['reason']}" for item in skipped[:5])
+        warnings.append(f"directory {name}: {len(skipped)} entries map to no device name or are skipped: "
+                        + "; ".join(f"{item['dn']}: {item['field']} {item['reason']}" for item in skipped[:5])
                         + (" ..." if len(skipped) > 5 else ""))
     before_phones, after_phones = applied["before"]["phones"], applied["after"]["phones"]
     for device in removed:

@@ -273,23 +273,26 @@ def _write_plans(tx, actor: str, plans: list[PhonePlan], via: str) -> None:
 
 
 def converge_many(tx, actor: str, secret: bytes, work, *, via: str, reissue: bool = False,
-                  check_mode: bool = False, progress=None) -> list[PhonePlan]:
+                  check_mode: bool = False, progress=None, refused: list | None = None) -> list[PhonePlan]:
     """The one converge path of phone settings: plan every ``(current row or None, PhoneRequest)``
     of ``work`` with the same rules, then (unless in check mode) write the changed phones with one
     audit shape. Every module, bulk job, CSV import and declarative file changes phones here.
-    ``progress("phones", done, total)``, when given, is told how far the planning is."""
+    ``progress("phones", done, total)``, when given, is told how far the planning is. A request that
+    breaks a rule raises its ``ValidationError`` (nothing is written); with a ``refused`` list it is
+    left out instead, appended there as ``(request, error)``, and the others are written."""
     via = check_choice("via", via, VIA)
     defaults = service_records.read(tx)
-    if progress is None:
-        plans = [plan_phone(current, request.name, request.settings, defaults, request.auth, secret,
-                            reissue=reissue or request.reissue, check_mode=check_mode, prefix=request.prefix)
-                 for current, request in work]
-    else:
-        plans, total = [], len(work)
-        for current, request in work:
+    plans, total = [], len(work)
+    for done, (current, request) in enumerate(work, 1):
+        try:
             plans.append(plan_phone(current, request.name, request.settings, defaults, request.auth, secret,
                                     reissue=reissue or request.reissue, check_mode=check_mode, prefix=request.prefix))
-            progress("phones", len(plans), total)
+        except ValidationError as exc:
+            if refused is None:
+                raise
+            refused.append((request, exc))
+        if progress is not None:
+            progress("phones", done, total)
     if not check_mode:
         _write_plans(tx, actor, plans, via)
         _withdraw_requests(tx, actor, plans, via)
@@ -334,7 +337,7 @@ def remove(tx, actor: str, name: str, *, via: str) -> bool:
         return False
     csr_records.withdraw_pending(tx, actor, {phone["id"]: phone["name"]}, "the operator removed the phone from the store",
                                  via=via)
-    return phone_records.delete(tx, actor, name)
+    return phone_records.delete(tx, actor, name, via=via)
 
 
 def converge(store: Store, name: str, *, state: str = "present", settings: dict | None = None,

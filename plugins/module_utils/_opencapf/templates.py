@@ -324,6 +324,11 @@ def _keeps_deadline(template: Template, row: dict, settings: dict) -> bool:
             and settings.get("operation", row["operation"]) == row["operation"])
 
 
+def _refusal(name: str, prefix: str, exc: ValidationError) -> dict[str, str]:
+    field = exc.field[len(prefix):] if exc.field.startswith(prefix) else exc.field
+    return {"device_name": name, "field": field, "rule": exc.rule}
+
+
 def _changed_fields(plan) -> tuple[dict | None, dict]:
     before, after = plan.before, plan.after
     if before is None:
@@ -333,9 +338,13 @@ def _changed_fields(plan) -> tuple[dict | None, dict]:
 
 
 def apply_in(tx: Transaction, actor: str, secret: bytes, template: Template, devices, *, via: str,
-             existing: str = "keep", check_mode: bool = False, now=None) -> dict[str, Any]:
+             existing: str = "keep", check_mode: bool = False, now=None, refused: list | None = None) -> dict[str, Any]:
     """Apply ``template`` to ``devices`` in the caller's transaction (see ``apply``); nothing is
-    written in check mode. Returns ``apply``'s result without ``strings_file``."""
+    written in check mode. Returns ``apply``'s result without ``strings_file``. A device the template
+    cannot be applied to (its variables break a setting's rule, or the template's settings contradict
+    the device's own) raises; with a ``refused`` list it is left as it is and appended there as
+    ``{"device_name", "field", "rule"}`` (the field without the device's prefix), and the others are
+    applied."""
     via = check_choice("via", via, VIA)
     existing = check_choice("existing", existing, TEMPLATE_EXISTING)
     moment = parse_utc(now, "now") if now is not None else utc_now()
@@ -347,11 +356,20 @@ def apply_in(tx: Transaction, actor: str, secret: bytes, template: Template, dev
         if row is not None and existing == "keep":
             kept.append(name)
             continue
-        desired = desired_for(template, name, variables, now=moment)
+        try:
+            desired = desired_for(template, name, variables, now=moment)
+        except ValidationError as exc:
+            if refused is None:
+                raise
+            refused.append(_refusal(name, f"phone {name}: ", exc))
+            continue
         if row is not None and _keeps_deadline(template, row, desired["settings"]):
             desired["settings"].pop("operation_deadline", None)
         work.append((row, PhoneRequest(**desired)))
-    plans = phone_config.converge_many(tx, actor, secret, work, via=via, check_mode=check_mode)
+    rules_broken: list | None = None if refused is None else []
+    plans = phone_config.converge_many(tx, actor, secret, work, via=via, check_mode=check_mode, refused=rules_broken)
+    for request, exc in rules_broken or ():
+        refused.append(_refusal(request.name, request.prefix, exc))
     created = [plan.name for plan in plans if not plan.exists]
     updated = [plan.name for plan in plans if plan.exists and plan.changes]
     generated = [{"device_name": plan.name, "authentication_string": plan.generated}

@@ -70,6 +70,17 @@ def devices(tx: Transaction, directory_id: int) -> dict[str, str]:
         "SELECT device_name, entry_dn FROM directory_devices WHERE directory_id = ?", (directory_id,))}
 
 
+def owners(tx: Transaction, names, *, exclude: int | None = None) -> dict[str, str]:
+    """Which directory (other than ``exclude``) has each of ``names`` among its devices: {device: directory name}."""
+    wanted = set(names)
+    if not wanted:
+        return {}
+    rows = tx.query("SELECT dd.device_name, d.name FROM directory_devices dd JOIN directories d "
+                    "ON d.id = dd.directory_id WHERE dd.directory_id <> ? ORDER BY d.name DESC",
+                    (-1 if exclude is None else exclude,))
+    return {row["device_name"]: row["name"] for row in rows if row["device_name"] in wanted}
+
+
 def add_devices(tx: Transaction, directory_id: int, mapped: dict[str, str]) -> None:
     """Record devices (name -> entry DN) as the directory's."""
     tx.executemany("INSERT INTO directory_devices (directory_id, device_name, entry_dn) VALUES (?, ?, ?)",

@@ -63,17 +63,18 @@ def ensure(tx: Transaction, actor: str, name: str) -> dict[str, Any]:
     return get(tx, name) or create(tx, actor, name)
 
 
-def delete(tx: Transaction, actor: str, name: str) -> bool:
-    """Remove a phone with its certificates and CSRs (cascade); audited. Its LSCs still valid are
-    revoked first (cessation of operation: CAPF no longer manages them), and every revoked one is
-    kept in ``removed_phone_lscs``, so the CRL goes on listing it."""
+def delete(tx: Transaction, actor: str, name: str, *, via: str | None = None) -> bool:
+    """Remove a phone with its certificates and CSRs (cascade); audited (with ``via``, the path that
+    asked, as ``phone.create``/``phone.update`` are). Its LSCs still valid are revoked first
+    (cessation of operation: CAPF no longer manages them), and every revoked one is kept in
+    ``removed_phone_lscs``, so the CRL goes on listing it."""
     phone = get(tx, name)
     if phone is not None:
         certificates.revoke_installed(tx, actor, phone, statuses=("installed", "issued"))
         certificates.keep_revoked_of_removed_phone(tx, phone)
     removed = tx.execute("DELETE FROM phones WHERE name = ?", (name.upper(),)) > 0
     if removed:
-        audit.record(tx, actor, "phone.delete", name.upper())
+        audit.record(tx, actor, "phone.delete", name.upper(), **({} if via is None else {"via": via}))
     return removed
 
 
