@@ -27,7 +27,10 @@ directory:
 
 from __future__ import annotations
 
+import datetime
 import itertools
+import json
+import logging
 
 import ldap3
 import pytest
@@ -36,9 +39,13 @@ from hypothesis import strategies as st
 
 from support.slapd import SYNC_DN
 from _opencapf import directory, phone_config, templates
+from _opencapf.ca import authority
+from _opencapf.errors import CapfError
+from _opencapf.server.scheduling import Scheduling
+from _opencapf.store import open_store
 from _opencapf.store import directories as directory_records
 from _opencapf.store import phones as phone_records
-from _opencapf.vocabulary import normalise_device_name
+from _opencapf.vocabulary import format_utc, normalise_device_name, utc_now
 
 TEMPLATES = {
     "a": {"certificate_operation": "install_upgrade", "key_order": "ec", "description": "A {cn}"},
@@ -252,3 +259,79 @@ def test_sync_makes_the_store_say_what_the_directory_says(store, slapd_server, s
                                                                                    "device_pool": "operator"})
         else:
             _sync_and_check(store, model, password, step[1], step[2])
+
+
+def _events(store, mark: int) -> dict:
+    with store.read() as tx:
+        rows = tx.query("SELECT * FROM audit_events WHERE id > ? ORDER BY id", (mark,))
+    return {(row["action"], row["subject"]): (row["actor"], json.loads(row["details"])) for row in rows}
+
+
+def test_the_sync_s_audit_events_have_the_shape_of_every_other_path(store, slapd_server):
+    """The sync converges through the one path: its ``phone.create``, ``phone.update`` and
+    ``phone.delete`` events are those capf_phone writes for the same change, but for ``via: ldap``."""
+    model = Directory(slapd_server, next(_examples))
+    model.put(0, "a", 0, "plain")
+    device = f"CSFN1E{model.example}"
+    templates.define(store, "shape", {"certificate_operation": "install_upgrade", "key_order": "ec",
+                                      "description": "Shape"})
+    config = dict(model.config("a", "remove"), device_template="shape")
+    same = {"certificate_operation": "install_upgrade", "key_order": "ec", "description": "Shape"}
+    mark = _state(store)[3]
+    directory.sync(store, config, bind_password=slapd_server.sync_password)
+    phone_config.converge(store, "CSFBYHAND", settings=same)
+    events = _events(store, mark)
+    assert events[("phone.create", device)] == ("test", dict(events[("phone.create", "CSFBYHAND")][1], via="ldap"))
+    assert events[("template.apply", "shape")][1]["via"] == "ldap"
+
+    templates.define(store, "shape", dict(same, certificate_operation="delete"))
+    mark = _state(store)[3]
+    directory.sync(store, config, bind_password=slapd_server.sync_password)
+    phone_config.converge(store, "CSFBYHAND", settings=dict(same, certificate_operation="delete"))
+    events = _events(store, mark)
+    assert events[("phone.update", device)] == ("test", dict(events[("phone.update", "CSFBYHAND")][1], via="ldap"))
+
+    model.delete(0)
+    mark = _state(store)[3]
+    directory.sync(store, config, bind_password=slapd_server.sync_password)
+    phone_config.converge(store, "CSFBYHAND", state="absent")
+    events = _events(store, mark)
+    assert events[("phone.delete", device)] == ("test", {"via": "ldap"})
+    assert events[("phone.delete", "CSFBYHAND")] == ("test", {"via": "capf_phone"})
+
+
+def test_the_bind_password_is_nowhere_but_sealed(store, slapd_server, state_dir, caplog):
+    """A scheduled directory's password is kept sealed; no result, listing, log line (debug included),
+    audit event, error or table of the store shows it, when the scheduled sync succeeds or fails."""
+    caplog.set_level(logging.DEBUG)
+    model = Directory(slapd_server, next(_examples))
+    model.put(0, "a", 0, "plain")
+    password = slapd_server.sync_password
+    config = dict(model.config("a", "report"), sync_interval_minutes=5)
+    earlier = format_utc(utc_now() - datetime.timedelta(minutes=30))
+    seen = [directory.sync(store, config, bind_password=password, check_mode=True),
+            directory.sync(store, config, bind_password=password, now=earlier)]
+    authority.ensure(store)
+    part = Scheduling(open_store(store.location, state_dir=state_dir, actor="scheduler", create=False))
+    try:
+        part.tick()  # due: synced with the stored password
+        model.delete(0)
+        with slapd_server.admin() as connection:
+            connection.delete(model.bases["a"])
+        with store.transaction() as tx:
+            tx.execute("UPDATE directories SET next_sync_at = ? WHERE name = ?", (earlier, config["name"]))
+        part.tick()  # due again, and the search base is gone: the failure is logged and kept
+    finally:
+        part.close()
+    seen.append(directory.listing(store))
+    assert "search_base" in str(seen[-1]) and "sync failed" in caplog.text
+    with pytest.raises(CapfError) as failure:
+        directory.sync(store, config, bind_password=password + "x")
+    seen.append(str(failure.value))
+    with store.read() as tx:
+        tables = {table: tx.query(f"SELECT * FROM {table}")  # noqa: S608 (fixed table names)
+                  for table in ("directories", "directory_devices", "secrets", "audit_events", "phones")}
+    assert [row["name"] for row in tables["secrets"] if row["name"].startswith("directory:")] == [
+        f"directory:{config['name']}:bind_password"]
+    for text in (repr(seen), caplog.text, repr(tables)):
+        assert password not in text and password.encode().hex() not in text
