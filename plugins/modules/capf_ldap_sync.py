@@ -29,8 +29,10 @@ description:
   - 'Device names: with O(mapping=users) each entry gives C(CSF) + its O(user_attribute) upper-cased (Cisco Jabber
     for Windows and Mac), e.g. C(uid=jsmith) gives C(CSFJSMITH). Every name must be a device name the engine
     accepts: C(SEP) (or C(ATA)/C(AN)/C(BAT)) and 12 hex digits, or a C(CSF)/C(BOT)/C(TCT)/C(TAB)/C(CTI)/C(UPC)/C(EC)
-    prefix and 1 to 46 letters, digits, C(.), C(_) or C(-), upper case. Entries that give no valid name are
-    returned in RV(skipped_entries) with the reason and a warning; they never fail the sync.'
+    prefix and 1 to 46 letters, digits, C(.), C(_) or C(-), upper case. Entries that give no valid name, a device
+    of another directory, or a device the template cannot take (e.g. a description over 200 characters) are
+    returned in RV(skipped_entries) with the field and the reason and a warning; they never fail the sync, and
+    the other entries are applied.'
 author:
   - opencapf developers (@opencapf)
 extends_documentation_fragment:
@@ -208,7 +210,8 @@ directory:
   sample: {name: corp, first_sync: false, entries: 1200, mapped: 1198}
 skipped_entries:
   description:
-    - Entries that map to no valid device name, each with its DN, the value and the reason.
+    - Entries that map to no valid device name, to a device of another directory, or to a device the
+      template cannot take, each with its DN, the value, the field and the reason. Every other entry is applied.
     - Not C(skipped), which Ansible reads as the task's own status.
   returned: always
   type: list
@@ -220,10 +223,13 @@ skipped_entries:
     value:
       description: The name it gave, or null when it lacks the attribute.
       type: str
+    field:
+      description: The attribute (or C(name_template)) that gave no usable name, or the template option that broke a rule.
+      type: str
     reason:
       description: Why it was skipped.
       type: str
-  sample: [{dn: "uid=j doe,ou=people,dc=example,dc=org", value: CSFj doe,
+  sample: [{dn: "uid=j doe,ou=people,dc=example,dc=org", value: CSFj doe, field: uid,
             reason: "must be SEP (or ATA/AN/BAT) followed by 12 hex digits, ..."}]
 authentication_strings:
   description: Strings the template generated for new devices, returned once; empty in check mode.

@@ -13,14 +13,18 @@ results) and the mapping of entries to device names:
 - ``template``: ``name_template`` with ``{attribute}`` placeholders, e.g. ``BOT{uid}``.
 
 Each name must be a device name of ``vocabulary.normalise_device_name``; entries that map to no
-valid name (or to a name another entry already maps to) are listed in ``skipped``, never fatal.
+valid name (or to a name another entry already maps to, or to a device of another directory), and
+entries whose device the template cannot take (its description too long, say) are listed in
+``skipped`` with their DN, field and reason, never fatal: the other entries are applied. A device is
+one directory's at a time.
 
 A sync reads the whole directory before it touches the store: an unreachable server, a refused
 certificate or a refused bind is one error naming the option, and nothing changes. The device
 template applies to every device of the directory's first sync (created, or re-applied to a device
 that already exists), then only to devices new to the store; ``reapply_template`` applies it to
 every mapped device again. Devices the directory mapped before whose entry is gone are ``absent``:
-reported (``report``), removed from the store (``remove``) or let go silently (``keep``).
+reported (``report``), removed from the store (``remove``) or let go silently (``keep``); a device
+whose entry is still there but gives no device name any more stays the directory's.
 """
 
 from __future__ import annotations

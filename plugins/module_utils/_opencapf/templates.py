@@ -37,7 +37,8 @@ The API the directory sync and every other caller build on:
 - ``apply(store, template_name, devices, *, via, existing="keep", check_mode=False,
   strings_file=None, now=None)``: the given devices get the template through the one converge path
   (``phone_config.converge_many(..., via=via)``), in one transaction; ``apply_in(tx, actor, secret,
-  template, devices, ...)`` does the same inside the caller's transaction. ``via`` is one of
+  template, devices, ..., refused=None)`` does the same inside the caller's transaction (with a
+  ``refused`` list, a device the template cannot take is left as it is and reported there). ``via`` is one of
   ``phone_config.VIA`` (``"ldap"`` for the directory sync).
 - ``check_template(settings, prefix)`` validates settings without a store; ``device_list(devices)``
   checks a device list (names canonical, no repeats) as ``apply`` does.

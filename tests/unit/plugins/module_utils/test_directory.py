@@ -69,6 +69,7 @@ def test_users_mapping_upper_cases_and_skips_what_is_no_device_name():
     assert reasons["cn=nouid,o=x"] == "has no uid"
     assert reasons["uid=bad,o=x"].startswith("must be SEP") and reasons["uid=long,o=x"].startswith("must be SEP")
     assert reasons["uid=dup,o=x"] == "CSFJ.SMITH is already mapped from uid=j.smith,o=x"
+    assert {item["field"] for item in skipped} == {"uid"}  # each skipped entry names the field that failed
 
 
 def test_attribute_and_template_mappings():
@@ -81,4 +82,5 @@ def test_attribute_and_template_mappings():
     devices, skipped = directory.map_entries(config, [
         _entry("uid=a,o=x", uid="a", employeeNumber="4711"), _entry("uid=b,o=x", uid="b")])
     assert list(devices) == ["TCT4711"] and skipped[0]["reason"] == "has no employeeNumber"
+    assert skipped[0]["field"] == "name_template"
     assert directory.fetched_attributes(config) == ["cn", "employeeNumber", "uid"]
