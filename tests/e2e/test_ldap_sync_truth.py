@@ -255,8 +255,8 @@ def test_sync_makes_the_store_say_what_the_directory_says(store, slapd_server, s
         elif kind == "move_out":
             model.move_out(step[1])
         elif kind == "operator":
-            phone_config.converge(store, f"CSF{model.numbers()[step[1]]}", settings={"description": "by hand",
-                                                                                   "device_pool": "operator"})
+            by_hand = {"description": "by hand", "device_pool": "operator"}
+            phone_config.converge(store, f"CSF{model.numbers()[step[1]]}", settings=by_hand)
         else:
             _sync_and_check(store, model, password, step[1], step[2])
 

@@ -328,8 +328,8 @@ def _first(attributes: dict, name: str) -> str | None:
 
 def _name_field(config: dict) -> str:
     """The option whose attribute gives an entry's device names (how a skipped entry names its field)."""
-    return {"users": config["user_attribute"], "attribute": config["device_attribute"]}.get(config["mapping"],
-                                                                                           "name_template")
+    fields = {"users": config["user_attribute"], "attribute": config["device_attribute"]}
+    return fields.get(config["mapping"], "name_template")
 
 
 def _candidate_names(config: dict, attributes: dict) -> tuple[list[str], str | None]:
