@@ -11,12 +11,13 @@ statement for all the updates, one for the inserts and one for the audit events)
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import io
 from typing import Any
 
 from . import csv_import, phone_query, scheduler
-from .errors import ValidationError
+from .errors import CapfError, ValidationError
 from .files import write_private_file
 from .phone_config import COLUMN_OPTIONS, AuthRequest, PhoneRequest, check_settings, converge_many
 from .results import converged
@@ -56,8 +57,12 @@ def build_spec(*, query=None, settings=None, generate_authentication_strings=Fal
 
 def write_strings_file(path: str, generated: list[dict]) -> None:
     """Hand generated authentication strings out once: a CSV of ``device_name`` and
-    ``authentication_string`` at ``path``, mode 0600, written atomically."""
-    write_private_file(path, _strings_csv(generated))
+    ``authentication_string`` at ``path``, mode 0600, written atomically. A file that cannot be
+    written fails the job (its transaction is not committed) with the reason."""
+    try:
+        write_private_file(path, _strings_csv(generated))
+    except OSError as exc:
+        raise CapfError(f"strings_file: cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _strings_csv(generated: list[dict]) -> bytes:
@@ -101,10 +106,12 @@ def diff_view(before: dict, after: dict, diff_format: str = "full") -> tuple[dic
 
 
 def run(store: Store, spec: dict, *, shared_string: str | None = None, csv_rows=None,
-        fail_on_unmatched: bool = False, check_mode: bool = False, diff_format: str = "full") -> dict[str, Any]:
-    """Run a job now, in one transaction. ``csv_rows`` come from ``csv_import.parse``. Names in
-    ``query.names`` that are not in the store are returned (``unmatched``) with a warning, or
-    with ``fail_on_unmatched`` fail the job before anything is written."""
+        fail_on_unmatched: bool = False, check_mode: bool = False, diff_format: str = "full",
+        tx=None) -> dict[str, Any]:
+    """Run a job now, in one transaction: its own, or ``tx`` (a write transaction of the caller's: the
+    scheduler claims, runs and records a job in one). ``csv_rows`` come from ``csv_import.parse``.
+    Names in ``query.names`` that are not in the store are returned (``unmatched``) with a warning,
+    or with ``fail_on_unmatched`` fail the job before anything is written."""
     if spec["query"] is None and csv_rows is None:
         raise ValidationError("query", "is required (or csv_file to insert phones)")
     diff_format = check_choice("diff_format", diff_format, DIFF_FORMATS)
@@ -117,7 +124,7 @@ def run(store: Store, spec: dict, *, shared_string: str | None = None, csv_rows=
                                 length=spec["authentication_string_length"])
     base_auth.validated()
     secret = store.secret()
-    with store.transaction(write=not check_mode) as tx:
+    with contextlib.nullcontext(tx) if tx is not None else store.transaction(write=not check_mode) as tx:
         work: list[tuple[dict | None, PhoneRequest]] = []
         unmatched, warnings = [], []
         if spec["query"] is not None:

@@ -5,8 +5,8 @@
 A job with ``run_at`` in the future is stored as ``scheduled`` in ``jobs``; its spec holds no
 secret (a shared authentication string is kept encrypted in ``secrets`` until the job has run).
 ``run_due(store, now)`` is what the daemon calls periodically (and ``opencapf jobs run-due`` by
-hand or from cron): it runs every due job, and lets pending operations whose deadline passed
-lapse.
+hand or from cron): it runs every due job, each claimed, run and recorded in one transaction, and
+lets pending operations whose deadline passed lapse.
 """
 
 from __future__ import annotations
@@ -103,31 +103,69 @@ def lapse_deadlines(store: Store, now: _dt.datetime) -> list[str]:
 
 def run_due(store: Store, now=None) -> dict[str, Any]:
     """Run every scheduled job due at ``now`` (default: the current time), oldest first."""
-    from . import bulk  # bulk schedules through this module
-
     moment = parse_utc(now, "now") if now is not None else utc_now()
     when = format_utc(moment)
     ran = []
     while True:
+        outcome = _run_next(store, when)
+        if outcome is None:
+            break
+        if outcome["status"] is not None:
+            ran.append(outcome)
+    lapsed = lapse_deadlines(store, moment)
+    return {"now": when, "jobs": ran, "lapsed": lapsed}
+
+
+def _run_next(store: Store, when: str) -> dict[str, Any] | None:
+    """Claim, run and record the next job due at ``when`` in one write transaction, so that a job is
+    never seen half done: killed in the middle, it changed nothing and is still due (another process
+    runs it once); finished, its changes, result and the removal of its secret commit together. A
+    job that fails changes nothing and is recorded ``failed`` with the reason in a transaction of its
+    own (unless meanwhile cancelled or run elsewhere: then ``status`` is None). None: nothing due."""
+    job_id = kind = started = None
+    try:
         with store.transaction() as tx:
             row = jobs.next_due(tx, when)
             if row is None:
-                break
-            jobs.mark_running(tx, row["id"])
-            shared = secretbox.get(tx, store.secret(), _secret_name(row["id"]))
-        job = _view(row)
-        try:
-            if job["kind"] != bulk.JOB_KIND:
-                raise CapfError(f"job kind {job['kind']!r} is not known to this engine")
-            outcome = bulk.run(store, job["spec"], shared_string=shared)
-            status, result = "succeeded", {"counts": outcome["counts"], "generated": len(outcome["authentication_strings"]),
-                                           "strings_file": outcome["strings_file"]}
-        except CapfError as exc:
-            status, result = "failed", {"error": str(exc)}
-        with store.transaction() as tx:
-            jobs.mark_finished(tx, row["id"], status, result)
-            secretbox.delete(tx, _secret_name(row["id"]))
-            audit.record(tx, store.actor, f"job.{status}", str(row["id"]), kind=job["kind"])
-        ran.append({"id": row["id"], "status": status, "result": result})
-    lapsed = lapse_deadlines(store, moment)
-    return {"now": when, "jobs": ran, "lapsed": lapsed}
+                return None
+            job_id, kind, started = row["id"], row["kind"], format_utc(utc_now())
+            result = _perform(store, tx, row)
+            _record(tx, store, job_id, kind, "succeeded", result, started)
+        return {"id": job_id, "status": "succeeded", "result": result}
+    except CapfError as exc:
+        if job_id is None:  # the store is not there to be asked: nothing was claimed
+            raise
+        failure: BaseException | None = None
+        result = {"error": str(exc)}
+    except Exception as exc:  # a defect of ours: the job fails with its name, the caller logs the traceback
+        if job_id is None:
+            raise
+        failure = exc
+        result = {"error": f"internal error ({type(exc).__name__}), see the log of the process that ran the job"}
+    with store.transaction() as tx:
+        recorded = _record(tx, store, job_id, kind, "failed", result, started)
+    if failure is not None:
+        raise failure
+    return {"id": job_id, "status": "failed" if recorded else None, "result": result}
+
+
+def _perform(store: Store, tx, row: dict) -> dict[str, Any]:
+    """Do what job ``row`` asks in the caller's transaction; return its result."""
+    from . import bulk  # bulk schedules through this module
+
+    if row["kind"] != bulk.JOB_KIND:
+        raise CapfError(f"job kind {row['kind']!r} is not known to this engine")
+    shared = secretbox.get(tx, store.secret(), _secret_name(row["id"]))
+    outcome = bulk.run(store, row["spec"], shared_string=shared, tx=tx)
+    return {"counts": outcome["counts"], "generated": len(outcome["authentication_strings"]),
+            "strings_file": outcome["strings_file"]}
+
+
+def _record(tx, store: Store, job_id: int, kind: str, status: str, result: dict, started: str) -> bool:
+    """Record a scheduled job as finished in ``status``, drop its secret and audit it; False when the
+    job is no longer scheduled (nothing is written then)."""
+    if not jobs.finish_scheduled(tx, job_id, status, result, started):
+        return False
+    secretbox.delete(tx, _secret_name(job_id))
+    audit.record(tx, store.actor, f"job.{status}", str(job_id), kind=kind)
+    return True

@@ -16,8 +16,9 @@ ends, the next process to tick takes over. Each duty runs whatever became of the
 failure is logged, and the tick goes on), unless the store itself cannot be reached. Every process keeps its ``crl_path`` file current. The
 leader of the ``monitor`` duty (taken the same way) runs the certificate monitor when its interval
 has passed (``monitor.run_if_due``). A job is
-also claimed in its own write transaction, so ``opencapf jobs run-due`` typed meanwhile cannot run
-it a second time.
+claimed, run and recorded in one write transaction (``scheduler.run_due``), so ``opencapf jobs
+run-due`` typed meanwhile cannot run it a second time, and a process killed during a job leaves it
+due and unchanged.
 
 The work runs in a thread of its own on a store connection of its own (audit actor
 ``scheduler``): a bulk job over a large fleet neither waits behind nor holds up the sessions on

@@ -62,12 +62,9 @@ def next_due(tx: Transaction, now: str) -> dict[str, Any] | None:
                            (now,)))
 
 
-def mark_running(tx: Transaction, job_id: int) -> None:
-    """A job started now."""
-    tx.execute("UPDATE jobs SET status = 'running', started_at = ? WHERE id = ?", (format_utc(utc_now()), job_id))
-
-
-def mark_finished(tx: Transaction, job_id: int, status: str, result: dict) -> None:
-    """A job finished now in ``status`` with ``result``."""
-    tx.execute("UPDATE jobs SET status = ?, result = ?, finished_at = ? WHERE id = ?",
-               (status, _encoded(result), format_utc(utc_now()), job_id))
+def finish_scheduled(tx: Transaction, job_id: int, status: str, result: dict, started_at: str) -> bool:
+    """A job still ``scheduled`` finished now in ``status`` with ``result``, started at ``started_at``;
+    False (nothing written) when it is no longer scheduled: cancelled, or run by another process."""
+    return tx.execute("UPDATE jobs SET status = ?, result = ?, started_at = ?, finished_at = ? "
+                      "WHERE id = ? AND status = 'scheduled'",
+                      (status, _encoded(result), started_at, format_utc(utc_now()), job_id)) == 1

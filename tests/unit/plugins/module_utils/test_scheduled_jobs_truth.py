@@ -1,0 +1,478 @@
+"""Scheduled bulk jobs run once, as declared, and report what they did, however the ticks of two hosts
+(two store connections, as two ``serve`` processes on one store) and ``opencapf jobs run-due`` typed by
+hand interleave, on either backend:
+
+- every due job that nobody cancelled runs exactly once, never before its ``run_at``; a cancelled job
+  never runs, also when the cancel races another host's claim;
+- a job's recorded result (status, counts, error) is what it did to the store; a job that fails
+  leaves the store as it was and says why, whatever failed (a rule, the file system, a secret, a
+  process killed in the middle of the job: that job is still due and runs once later);
+- its changes go through the one converge path (a ``phone.update`` per phone, ``via: bulk``), and a
+  job that withdraws an operation fails the phone's CSR still at a CA;
+- a job's authentication string is stored encrypted, shown nowhere (listings, results, audit events,
+  logs) and deleted once the job has finished or was cancelled;
+- the listings (``scheduler.list_jobs``, ``capf_info``'s jobs, ``opencapf --json jobs list``) tell
+  the stored status and UTC times, consistent with the status.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import logging
+import os
+import signal
+import threading
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from support.protocol import add_phone, phone_row
+from support.tools import run_cli
+from _opencapf import authstrings, bulk, phone_config, reports, scheduler, secretbox
+from _opencapf.cli.main import main as cli_main
+from _opencapf.faults import ENV_CRASH_AT
+from _opencapf.server.scheduling import ACTOR, Scheduling
+from _opencapf.store import audit, csrs, open_store
+from _opencapf.vocabulary import format_utc, parse_utc
+
+pytestmark = pytest.mark.both_backends
+
+PHONES = 4
+SECRETS = ("8642097531", "5318642097")  # digits no timestamp, id or count of these tests contains
+DESCRIPTIONS = ("lobby", "desk")
+KEY_ORDERS = ("rsa", "ec", "ec_preferred")
+AUTH_SETTINGS = {"authentication_mode": "auth_string", "certificate_operation": "install_upgrade"}
+SECURE = {"security_mode": "authenticated", "authentication_mode": "null_string", "certificate_operation": "none"}
+_examples = itertools.count(1)
+
+
+@pytest.fixture
+def hosts(store):
+    """Two more connections to the test's store, as the scheduler of two hosts sees it."""
+    opened = [open_store(store.location, state_dir=store.state_dir, actor=ACTOR, create=False) for _host in range(2)]
+    yield opened
+    for host in opened:
+        host.close()
+
+
+def _secret_name(job_id):
+    return f"job.{job_id}.authentication_string"
+
+
+def _rows(store, names):
+    with store.read() as tx:
+        return {name: tx.one("SELECT key_order, description, security_mode, auth_mode, operation, auth_salt, "
+                             "auth_hash FROM phones WHERE name = ?", (name,)) for name in names}
+
+
+def _events_after(store, first_id):
+    """The audit events after ``first_id``, oldest first."""
+    with store.read() as tx:
+        rows = tx.query("SELECT id, actor, action, subject, details FROM audit_events WHERE id > ? ORDER BY id",
+                        (first_id,))
+    return [dict(row, details=json.loads(row["details"])) for row in rows]
+
+
+def _last_event_id(store):
+    with store.read() as tx:
+        return tx.scalar("SELECT COALESCE(MAX(id), 0) FROM audit_events")
+
+
+def _listed(store, store_cli, capsys):
+    """The jobs as each listing tells them: the engine's, capf_info's and the CLI's (JSON)."""
+    with store.read() as tx:
+        engine = scheduler.list_jobs(tx, limit=1000)
+    info = reports.gather(store, ["jobs"], limit=1000)["jobs"]
+    capsys.readouterr()
+    assert cli_main([*store_cli, "--json", "jobs", "list", "--limit", "1000"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    return engine, info, cli
+
+
+def _check_listing(store, store_cli, capsys, model_jobs):
+    engine, info, cli = _listed(store, store_cli, capsys)
+    assert engine == info == cli
+    by_id = {job["id"]: job for job in engine}
+    for job in model_jobs.values():
+        listed = by_id[job["id"]]
+        assert listed["status"] == job["status"], (listed, job)
+        assert listed["run_at"] == job["run_at"]
+        times = [listed[key] for key in ("created_at", "started_at", "finished_at") if listed[key] is not None]
+        assert all(format_utc(parse_utc(value, "time")) == value for value in times), listed
+        assert times == sorted(times), listed
+        if listed["status"] == "scheduled":
+            assert listed["started_at"] is None and listed["finished_at"] is None and not listed["result"], listed
+        elif listed["status"] == "cancelled":
+            assert listed["started_at"] is None and listed["finished_at"] is not None, listed
+        else:
+            assert listed["started_at"] is not None and listed["finished_at"] is not None, listed
+    text = json.dumps([engine, info, cli])
+    assert not any(secret in text for secret in SECRETS), "a job's authentication string is listed"
+
+
+class _Fleet:
+    """The model: what the phones of one example should hold, and which jobs exist."""
+
+    def __init__(self, store, hosts, store_cli, capsys, base):
+        self.store, self.hosts, self.store_cli, self.capsys = store, hosts, store_cli, capsys
+        example = next(_examples)
+        self.names = [f"SEP{example:06X}{index:06X}" for index in range(PHONES)]
+        self.phones = {name: {"key_order": "rsa", "description": "", "security_mode": "non_secure",
+                              "auth_mode": "null_string", "operation": "none", "secret": None}
+                       for name in self.names}
+        for name in self.names:
+            add_phone(store, name)
+        self.now = base
+        self.jobs = {}  # id -> the job as it should be stored
+        self.slots = {}  # a declaration's index -> the id of the job it last declared
+        self.ran = set()
+
+    def declare(self, index, declaration):
+        """Declare a job (again): the same query, settings and time as a scheduled job is that job (its
+        string replaced), anything else a new job."""
+        offset, names, key_order, description, secret = declaration
+        job_settings = {"key_order": key_order, "description": description}
+        if secret is not None:
+            job_settings.update(AUTH_SETTINGS)
+        run_at = format_utc(self.now + dt.timedelta(minutes=offset))
+        names = sorted(self.names[i] for i in names)
+        result = bulk.converge(self.store, query={"names": names}, settings=job_settings,
+                               authentication_string=secret, run_at=run_at, now=format_utc(self.now))
+        job = result["job"]
+        assert job["status"] == "scheduled" and job["run_at"] == run_at and result["counts"] is None
+        same = [known for known in self.jobs.values() if known["status"] == "scheduled" and known["run_at"] == run_at
+                and known["names"] == names and known["settings"] == job_settings]
+        assert [known["id"] for known in same] == ([job["id"]] if same else []), "a job declared again is a new job"
+        if same:
+            same[0]["secret"] = secret
+        else:
+            assert job["id"] not in {known["id"] for known in self.jobs.values()}
+            self.jobs[job["id"]] = {"id": job["id"], "run_at": run_at, "status": "scheduled", "names": names,
+                                    "settings": job_settings, "secret": secret}
+        self.slots[index] = job["id"]
+
+    def cancel(self, index):
+        if index not in self.slots:
+            return
+        job = self.jobs[self.slots[index]]
+        result = scheduler.cancel(self.store, job["id"])
+        assert result["changed"] == (job["status"] == "scheduled"), (result, job)
+        if job["status"] == "scheduled":
+            job["status"] = "cancelled"
+        assert result["job"]["status"] == job["status"]
+
+    def secure(self, index):
+        name = self.names[index]
+        phone_config.converge(self.store, name, settings=SECURE)
+        self.phones[name].update(security_mode="authenticated", auth_mode="null_string", operation="none",
+                                 secret=None)
+
+    def tick(self, who):
+        """A tick of host 0 or 1, or ``opencapf jobs run-due`` by hand, at the model's time."""
+        now = format_utc(self.now)
+        before = _rows(self.store, self.names)
+        first_event = _last_event_id(self.store)
+        if who == "cli":
+            self.capsys.readouterr()
+            cli_main([*self.store_cli, "--json", "jobs", "run-due", "--now", now])
+            outcome = json.loads(self.capsys.readouterr().out)
+        else:
+            outcome = scheduler.run_due(self.hosts[who], now)
+        due = sorted((job for job in self.jobs.values() if job["status"] == "scheduled" and job["run_at"] <= now),
+                     key=lambda job: (job["run_at"], job["id"]))
+        ours = {job["id"]: job for job in self.jobs.values()}
+        reported = [item for item in outcome["jobs"] if item["id"] in ours]
+        assert [item["id"] for item in reported] == [job["id"] for job in due], (outcome, due)
+        events = _events_after(self.store, first_event)
+        for item, job in zip(reported, due):
+            assert job["id"] not in self.ran, "a job ran twice"
+            self.ran.add(job["id"])
+            assert job["run_at"] <= now
+            self._check_run(item, job, events)
+        after = _rows(self.store, self.names)
+        for name in self.names:
+            self._check_phone(name, after[name])
+        changed = {name for name in self.names if after[name] != before[name]}
+        updated = {event["subject"] for event in events if event["action"] == "phone.update"}
+        assert changed <= updated, "a phone changed without its audit event"
+
+    def _check_run(self, item, job, events):
+        ended = [index for index, event in enumerate(events)
+                 if event["action"] in ("job.succeeded", "job.failed") and event["subject"] == str(job["id"])]
+        assert len(ended) == 1, ("a job that ran is recorded once", job, events)
+        begun = max((index for index, event in enumerate(events[:ended[0]])
+                     if event["action"] in ("job.succeeded", "job.failed")), default=-1)
+        own = events[begun + 1:ended[0]]
+        updates = [event for event in own if event["action"] == "phone.update"]
+        expected_failure = job["secret"] is not None and any(
+            self.phones[name]["security_mode"] != "non_secure" for name in job["names"])
+        if expected_failure:
+            assert item["status"] == "failed", item
+            assert "must not be auth_string" in item["result"]["error"], item
+            assert updates == [] and not [event for event in own if event["action"] == "bulk.apply"]
+            job["status"] = "failed"
+            return
+        assert item["status"] == "succeeded", item
+        job["status"] = "succeeded"
+        counts = item["result"]["counts"]
+        changed = [name for name in job["names"] if self._apply(name, job)]
+        assert counts == {"matched": len(job["names"]), "changed": len(changed), "unchanged": len(job["names"]) -
+                          len(changed), "inserted": 0}, (counts, changed)
+        assert sorted(event["subject"] for event in updates) == sorted(changed)
+        assert all(event["actor"] == ACTOR and event["details"]["via"] == "bulk" for event in updates)
+
+    def _apply(self, name, job):
+        """Apply ``job`` to the model of ``name``; whether that changed the phone."""
+        phone = self.phones[name]
+        before = dict(phone)
+        phone.update(key_order=job["settings"]["key_order"], description=job["settings"]["description"])
+        if job["secret"] is not None:
+            phone.update(auth_mode="auth_string", operation="install_upgrade", secret=job["secret"])
+        return phone != before
+
+    def _check_phone(self, name, row):
+        phone = self.phones[name]
+        assert {key: row[key] for key in ("key_order", "description", "security_mode", "auth_mode", "operation")} == \
+            {key: phone[key] for key in ("key_order", "description", "security_mode", "auth_mode", "operation")}, name
+        if phone["secret"] is None:
+            assert row["auth_hash"] is None, name
+        else:
+            assert authstrings.matches(self.store.secret(), row["auth_salt"], row["auth_hash"], phone["secret"])
+
+    def check_secrets(self):
+        with self.store.read() as tx:
+            for job in self.jobs.values():
+                stored = secretbox.exists(tx, _secret_name(job["id"]))
+                assert stored == (job["status"] == "scheduled" and job["secret"] is not None), job
+            sealed = tx.query("SELECT ciphertext FROM secrets")
+            events = json.dumps(tx.query("SELECT details FROM audit_events"))
+        assert not any(secret.encode() in bytes(row["ciphertext"]) for row in sealed for secret in SECRETS)
+        assert not any(secret in events for secret in SECRETS), "an audit event tells a job's authentication string"
+
+
+DECLARATIONS = st.tuples(st.integers(min_value=1, max_value=4),
+                         st.lists(st.integers(min_value=0, max_value=PHONES - 1), min_size=1, max_size=PHONES,
+                                  unique=True),
+                         st.sampled_from(KEY_ORDERS), st.sampled_from(DESCRIPTIONS),
+                         st.sampled_from((None,) + SECRETS))
+STEPS = st.lists(st.one_of(
+    st.tuples(st.just("declare"), st.integers(min_value=0, max_value=3), DECLARATIONS),
+    st.tuples(st.just("cancel"), st.integers(min_value=0, max_value=3)),
+    st.tuples(st.just("secure"), st.integers(min_value=0, max_value=PHONES - 1)),
+    st.tuples(st.just("tick"), st.sampled_from((0, 1, 0, 1, "cli")), st.integers(min_value=0, max_value=3)),
+), min_size=1, max_size=12)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(STEPS)
+def test_whatever_the_interleaving_each_due_job_runs_once_and_tells_what_it_did(store, hosts, store_cli, capsys, steps):
+    """Jobs declared, declared again with another authentication string, cancelled, made to fail by a
+    phone turned secure before they run; ticks of two hosts and ``jobs run-due`` by hand as time
+    passes: each due job that was not cancelled runs once, in its time, with the result and the
+    changes the model predicts; the store keeps a job's string only while the job is scheduled, and
+    every listing tells the same, true story."""
+    fleet = _Fleet(store, hosts, store_cli, capsys, dt.datetime(2090, 1, 1, tzinfo=dt.timezone.utc))
+    for step in steps:
+        if step[0] == "declare":
+            fleet.declare(step[1], step[2])
+        elif step[0] == "cancel":
+            fleet.cancel(step[1])
+        elif step[0] == "secure":
+            fleet.secure(step[1])
+        else:
+            fleet.now += dt.timedelta(minutes=step[2])
+            fleet.tick(step[1])
+        fleet.check_secrets()
+    fleet.now += dt.timedelta(minutes=10)  # everything still scheduled falls due
+    fleet.tick(1)
+    assert all(job["status"] in ("succeeded", "failed", "cancelled") for job in fleet.jobs.values())
+    assert fleet.ran == {job["id"] for job in fleet.jobs.values() if job["status"] != "cancelled"}
+    fleet.check_secrets()
+    _check_listing(store, store_cli, capsys, fleet.jobs)
+
+
+def _declare_auth_job(store, names, run_at="2090-06-01T00:00:00Z", now="2090-01-01T00:00:00Z", secret=SECRETS[0]):
+    return bulk.converge(store, query={"names": names}, settings=dict(AUTH_SETTINGS, key_order="ec"),
+                         authentication_string=secret, run_at=run_at, now=now)["job"]
+
+
+def _job(store, job_id):
+    with store.read() as tx:
+        (job,) = [job for job in scheduler.list_jobs(tx, limit=1000) if job["id"] == job_id]
+    return job
+
+
+def test_a_job_killed_in_the_middle_changed_nothing_and_runs_once_later(store, hosts, store_cli):
+    """``jobs run-due`` killed (SIGKILL) while the job writes the phones: the job changed nothing and
+    is still due with its authentication string; the next tick, on the other host, runs it once."""
+    names = [f"SEP00000000A{index:03X}" for index in range(3)]
+    for name in names:
+        add_phone(store, name)
+    job = _declare_auth_job(store, names)
+    before = _rows(store, names)
+    killed = run_cli(*store_cli, "jobs", "run-due", "--now", "2090-06-01T00:00:01Z",
+                     env=dict(os.environ, **{ENV_CRASH_AT: "bulk.updated:1"}))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert _rows(store, names) == before
+    assert _job(store, job["id"])["status"] == "scheduled", "a job nobody runs any longer is listed running"
+    with store.read() as tx:
+        assert secretbox.exists(tx, _secret_name(job["id"]))
+    ran = scheduler.run_due(hosts[1], "2090-06-01T00:00:02Z")
+    assert [(item["id"], item["status"]) for item in ran["jobs"]] == [(job["id"], "succeeded")]
+    assert ran["jobs"][0]["result"]["counts"]["changed"] == 3
+    assert scheduler.run_due(hosts[0], "2090-06-02T00:00:00Z")["jobs"] == []
+    listed = _job(store, job["id"])
+    assert listed["status"] == "succeeded" and listed["started_at"] <= listed["finished_at"]
+    with store.read() as tx:
+        assert not secretbox.exists(tx, _secret_name(job["id"]))
+        assert len(audit.events(tx, action="job.succeeded", subject=str(job["id"]))) == 1
+    assert all(authstrings.matches(store.secret(), row["auth_salt"], row["auth_hash"], SECRETS[0])
+               for row in _rows(store, names).values())
+
+
+def test_a_job_whose_strings_file_cannot_be_written_fails_and_changes_nothing(store, hosts, tmp_path):
+    """A scheduled job that generates strings into a file it cannot write (its directory is a file on
+    the host that runs it) fails with the reason; no phone changed, and it is not left running."""
+    names = [f"SEP00000000B{index:03X}" for index in range(2)]
+    for name in names:
+        add_phone(store, name)
+    (tmp_path / "not-a-directory").write_text("")
+    job = bulk.converge(store, query={"names": names}, settings=AUTH_SETTINGS, generate_authentication_strings=True,
+                        strings_file=str(tmp_path / "not-a-directory" / "strings.csv"),
+                        run_at="2090-06-01T00:00:00Z", now="2090-01-01T00:00:00Z")["job"]
+    before = _rows(store, names)
+    ran = scheduler.run_due(hosts[0], "2090-06-01T00:00:00Z")
+    assert [(item["id"], item["status"]) for item in ran["jobs"]] == [(job["id"], "failed")]
+    assert "strings.csv" in ran["jobs"][0]["result"]["error"]
+    assert _rows(store, names) == before
+    listed = _job(store, job["id"])
+    assert listed["status"] == "failed" and listed["result"] == ran["jobs"][0]["result"]
+    assert scheduler.run_due(hosts[1], "2090-06-02T00:00:00Z")["jobs"] == []
+
+
+def test_a_job_whose_string_cannot_be_decrypted_fails_and_the_tick_goes_on(store, hosts):
+    """A job whose stored authentication string this store's secret file does not open (a tampered
+    row) fails with the reason and loses the unusable secret; the tick runs the other due jobs."""
+    names = [f"SEP00000000C{index:03X}" for index in range(2)]
+    for name in names:
+        add_phone(store, name)
+    broken = _declare_auth_job(store, names[:1])
+    other = bulk.converge(store, query={"names": names[1:]}, settings={"description": "after"},
+                          run_at="2090-06-01T00:00:01Z", now="2090-01-01T00:00:00Z")["job"]
+    with store.transaction() as tx:
+        tx.execute("UPDATE secrets SET nonce = ? WHERE name = ?", (b"\0" * 12, _secret_name(broken["id"])))
+    ran = scheduler.run_due(hosts[0], "2090-06-02T00:00:00Z")
+    assert [(item["id"], item["status"]) for item in ran["jobs"]] == [(broken["id"], "failed"), (other["id"], "succeeded")]
+    assert "cannot be decrypted" in ran["jobs"][0]["result"]["error"]
+    assert phone_row(store, names[0])["key_order"] == "rsa" and phone_row(store, names[1])["description"] == "after"
+    with store.read() as tx:
+        assert not secretbox.exists(tx, _secret_name(broken["id"]))
+
+
+def _tick_when_started(host, start, ran):
+    start.wait()
+    ran.update(scheduler.run_due(host, "2090-06-01T00:00:00Z"))
+
+
+def test_a_cancel_racing_another_host_s_claim_either_wins_whole_or_sees_the_job_run(store, hosts):
+    """The operator cancels a due job while another host's tick claims it: either the cancel wins (the
+    job never runs, changes nothing, its string is gone) or the job ran once and the cancel says so."""
+    outcomes = set()
+    for attempt in range(12):
+        names = [f"SEP0000000D{attempt:02X}{index:02X}" for index in range(3)]
+        for name in names:
+            add_phone(store, name)
+        job = _declare_auth_job(store, names)
+        start, ran = threading.Barrier(2), {}
+        thread = threading.Thread(target=_tick_when_started, args=(hosts[attempt % 2], start, ran))
+        thread.start()
+        start.wait()
+        cancelled = scheduler.cancel(store, job["id"])
+        thread.join()
+        statuses = [item["status"] for item in ran["jobs"] if item["id"] == job["id"]]
+        rows = _rows(store, names)
+        if cancelled["changed"]:
+            outcomes.add("cancelled")
+            assert statuses == [] and _job(store, job["id"])["status"] == "cancelled"
+            assert all(row["key_order"] == "rsa" and row["auth_hash"] is None for row in rows.values())
+        else:
+            outcomes.add("ran")
+            assert statuses == ["succeeded"] and cancelled["job"]["status"] == "succeeded", cancelled
+            assert all(row["key_order"] == "ec" for row in rows.values())
+        with store.read() as tx:
+            assert not secretbox.exists(tx, _secret_name(job["id"]))
+    assert outcomes  # which side wins is the threads' business; each outcome must be whole
+
+
+def test_a_job_that_withdraws_an_operation_fails_the_csr_still_at_a_ca(store, hosts):
+    """A scheduled job that changes a phone's operation fails the phone's CSR still at a CA with the
+    reason and a ``csr.failed`` event (``via: bulk``), as every path that changes a phone does; a job
+    that fails leaves the CSR waiting."""
+    name, secure = "SEP00000000E001", "SEP00000000E002"
+    for phone in (name, secure):
+        add_phone(store, phone, operation="install_upgrade")
+    phone_ids = [phone_row(store, phone)["id"] for phone in (name, secure)]
+    with store.transaction() as tx:
+        csr_ids = [csrs.add(tx, phone_id, f"{index:064x}", b"key") for index, phone_id in enumerate(phone_ids)]
+    phone_config.converge(store, secure, settings={"security_mode": "authenticated"})
+    failing = _declare_auth_job(store, [secure])
+    withdrawing = bulk.converge(store, query={"names": [name, secure]}, settings={"certificate_operation": "delete"},
+                                run_at="2090-06-01T00:00:01Z", now="2090-01-01T00:00:00Z")["job"]
+    ran = scheduler.run_due(hosts[0], "2090-06-01T00:00:00Z")
+    assert [item["status"] for item in ran["jobs"]] == ["failed"] and ran["jobs"][0]["id"] == failing["id"]
+    with store.read() as tx:
+        assert [csrs.status_of(tx, csr_id) for csr_id in csr_ids] == ["pending", "pending"]
+    ran = scheduler.run_due(hosts[1], "2090-06-01T00:00:01Z")
+    assert [(item["id"], item["status"]) for item in ran["jobs"]] == [(withdrawing["id"], "succeeded")]
+    reason = "the operator changed the phone's operation from install_upgrade to delete"
+    with store.read() as tx:
+        assert [csrs.status_of(tx, csr_id) for csr_id in csr_ids] == ["failed", "failed"]
+        events = [(row["actor"], row["subject"], row["details"]) for row in audit.events(tx, action="csr.failed")]
+    assert sorted(events) == sorted((ACTOR, phone, {"csr_id": csr_id, "reason": reason, "via": "bulk"})
+                                    for phone, csr_id in zip((name, secure), csr_ids))
+
+
+def test_the_service_s_tick_logs_what_jobs_did_and_never_their_string(store, caplog):
+    """The service's scheduler runs a due job with a string and one that fails: the log tells each
+    job's status and result or reason, never the authentication string."""
+    names = [f"SEP00000000F{index:03X}" for index in range(2)]
+    for name in names:
+        add_phone(store, name)
+    phone_config.converge(store, names[1], settings=SECURE)
+    yesterday = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)
+    good, bad = (_declare_auth_job(store, [name], run_at=format_utc(yesterday + dt.timedelta(seconds=index + 1)),
+                                   now=format_utc(yesterday), secret=secret)
+                 for index, (name, secret) in enumerate(zip(names, SECRETS)))
+    part = Scheduling(store)
+    try:
+        with caplog.at_level(logging.INFO, logger="opencapf.server"):
+            part.tick()
+    finally:
+        part.close()
+    text = caplog.text
+    assert f"scheduler: job {good['id']} succeeded" in text and f"scheduler: job {bad['id']} failed" in text, text
+    assert "must not be auth_string" in text
+    assert not any(secret in text for secret in SECRETS), text
+
+
+def test_a_job_that_meets_a_defect_is_recorded_failed_and_the_defect_raised(store, hosts):
+    """A job whose stored spec this engine cannot read (a defect, not a rule it breaks) fails with the
+    kind of the error, changes nothing and loses its string; the defect is raised for the caller to
+    log with its traceback, and the next tick does not run the job again."""
+    names = ["SEP00000000E101"]
+    add_phone(store, names[0])
+    job = _declare_auth_job(store, names)
+    with store.transaction() as tx:
+        tx.execute("UPDATE jobs SET spec = ? WHERE id = ?", ("{}", job["id"]))
+    with pytest.raises(KeyError):
+        scheduler.run_due(hosts[0], "2090-06-01T00:00:00Z")
+    listed = _job(store, job["id"])
+    assert listed["status"] == "failed" and "internal error (KeyError)" in listed["result"]["error"], listed
+    assert phone_row(store, names[0])["auth_hash"] is None
+    with store.read() as tx:
+        assert not secretbox.exists(tx, _secret_name(job["id"]))
+    assert scheduler.run_due(hosts[1], "2090-06-02T00:00:00Z")["jobs"] == []
