@@ -211,7 +211,7 @@ job:
   description: The scheduled job, or null when the job ran now.
   returned: always
   type: dict
-  sample: {id: 3, kind: bulk_update, status: scheduled, spec: {query: {device_pool: [HQ]}, settings: {key_order: ec}},
+  sample: {id: 3, kind: bulk_update, status: scheduled, spec: {query: {device_pool: [HQ]}, set: {key_order: ec}},
            result: null, run_at: "2099-01-01T01:00:00Z", created_at: "2026-12-06T05:38:24Z", started_at: null,
            finished_at: null}
   contains:
@@ -222,13 +222,16 @@ job:
       description: V(bulk_update).
       type: str
     status:
-      description: V(scheduled), V(running), V(succeeded), V(failed) or V(cancelled).
+      description:
+        - V(scheduled), V(succeeded), V(failed) or V(cancelled). A job is claimed, run and recorded in one transaction,
+          so it stays V(scheduled) until it has finished; V(running) is only found on a job an earlier version left.
       type: str
     spec:
       description: What the job will do (its query and settings; never a secret).
       type: dict
     result:
-      description: What it did, or null before it ran.
+      description: What it did (RV(counts), how many strings it generated, the strings file; for a failed job the
+        reason, C(error)), or null before it ran (also for a job cancelled before it ran).
       type: dict
     run_at:
       description: When it runs, UTC.

@@ -383,7 +383,7 @@ jobs:
   type: list
   elements: dict
   sample:
-    - {id: 3, kind: bulk_update, status: scheduled, spec: {query: {device_pool: [HQ]}, settings: {key_order: ec}},
+    - {id: 3, kind: bulk_update, status: scheduled, spec: {query: {device_pool: [HQ]}, set: {key_order: ec}},
        result: null, run_at: "2099-01-01T01:00:00Z", created_at: "2026-12-06T05:38:24Z", started_at: null,
        finished_at: null}
   contains:
@@ -400,7 +400,8 @@ jobs:
       description: What the job was asked to do (its query and settings).
       type: dict
     result:
-      description: What it did (counts), or null before it ran.
+      description: What it did (C(counts), how many strings it generated, the strings file; for a failed job the
+        reason, C(error)), or null before it ran (also for a job cancelled before it ran).
       type: dict
     run_at:
       description: When it runs, UTC.

@@ -26,8 +26,9 @@ def _secret_name(job_id: int) -> str:
 
 
 def _view(row: dict) -> dict[str, Any]:
+    """A job as listed: its ``result`` is null until it has run (scheduled, or cancelled before)."""
     return {"id": row["id"], "kind": row["kind"], "status": row["status"], "spec": row["spec"],
-            "result": row["result"], "run_at": row["run_at"], "created_at": row["created_at"],
+            "result": row["result"] or None, "run_at": row["run_at"], "created_at": row["created_at"],
             "started_at": row["started_at"], "finished_at": row["finished_at"]}
 
 
@@ -60,7 +61,7 @@ def schedule(store: Store, kind: str, spec: dict, run_at: _dt.datetime, *, secre
                     secretbox.put(tx, secret, name, secret_value)
                 audit.record(tx, store.actor, "job.secret", str(row["id"]))
             return converged(True, _view(row), _view(row), job=_view(row), counts=None, authentication_strings=[])
-        planned = {"id": None, "kind": kind, "status": "scheduled", "spec": spec, "result": {}, "run_at": when,
+        planned = {"id": None, "kind": kind, "status": "scheduled", "spec": spec, "result": None, "run_at": when,
                    "created_at": None, "started_at": None, "finished_at": None}
         if check_mode:
             return converged(True, None, planned, job=planned, counts=None, authentication_strings=[])

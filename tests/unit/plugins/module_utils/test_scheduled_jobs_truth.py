@@ -104,11 +104,11 @@ def _check_listing(store, store_cli, capsys, model_jobs):
         assert all(format_utc(parse_utc(value, "time")) == value for value in times), listed
         assert times == sorted(times), listed
         if listed["status"] == "scheduled":
-            assert listed["started_at"] is None and listed["finished_at"] is None and not listed["result"], listed
+            assert listed["started_at"] is None and listed["finished_at"] is None and listed["result"] is None, listed
         elif listed["status"] == "cancelled":
-            assert listed["started_at"] is None and listed["finished_at"] is not None, listed
+            assert listed["started_at"] is None and listed["finished_at"] is not None and listed["result"] is None
         else:
-            assert listed["started_at"] is not None and listed["finished_at"] is not None, listed
+            assert listed["started_at"] is not None and listed["finished_at"] is not None and listed["result"], listed
     text = json.dumps([engine, info, cli])
     assert not any(secret in text for secret in SECRETS), "a job's authentication string is listed"
 
