@@ -123,7 +123,8 @@ options:
     description:
       - Names in O(query.names) that are not in the store (a typo, or a phone not created yet) are returned in
         RV(unmatched) and warned about; with V(true) the task fails naming them and changes nothing.
-      - For a scheduled job (O(run_at) in the future) the names are checked when the job is submitted.
+      - For a scheduled job (O(run_at) in the future) the names are checked when the job is submitted; names no
+        longer in the store when it runs are named in the job's C(result.warnings) (M(opencapf.capf.capf_info)).
     type: bool
     default: false
   diff_format:

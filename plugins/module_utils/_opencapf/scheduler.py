@@ -151,7 +151,9 @@ def _run_next(store: Store, when: str) -> dict[str, Any] | None:
 
 
 def _perform(store: Store, tx, row: dict) -> dict[str, Any]:
-    """Do what job ``row`` asks in the caller's transaction; return its result."""
+    """Do what job ``row`` asks in the caller's transaction; return its result (with the warning that
+    names the phones of ``query.names`` no longer in the store: checked at submission, they may have
+    been removed since)."""
     from . import bulk  # bulk schedules through this module
 
     if row["kind"] != bulk.JOB_KIND:
@@ -159,7 +161,7 @@ def _perform(store: Store, tx, row: dict) -> dict[str, Any]:
     shared = secretbox.get(tx, store.secret(), _secret_name(row["id"]))
     outcome = bulk.run(store, row["spec"], shared_string=shared, tx=tx)
     return {"counts": outcome["counts"], "generated": len(outcome["authentication_strings"]),
-            "strings_file": outcome["strings_file"]}
+            "strings_file": outcome["strings_file"], "warnings": outcome["warnings"]}
 
 
 def _record(tx, store: Store, job_id: int, kind: str, status: str, result: dict, started: str) -> bool:

@@ -476,3 +476,21 @@ def test_a_job_that_meets_a_defect_is_recorded_failed_and_the_defect_raised(stor
     with store.read() as tx:
         assert not secretbox.exists(tx, _secret_name(job["id"]))
     assert scheduler.run_due(hosts[1], "2090-06-02T00:00:00Z")["jobs"] == []
+
+
+def test_a_job_tells_the_named_phones_removed_before_it_ran(store, hosts):
+    """A job for named phones, one removed after the job was submitted: the job changes the others
+    and its result (and the log line of the service) names the phone it could not find."""
+    names = ["SEP00000000E201", "SEP00000000E202"]
+    for name in names:
+        add_phone(store, name)
+    job = bulk.converge(store, query={"names": names}, settings={"description": "moved"},
+                        run_at="2090-06-01T00:00:00Z", now="2090-01-01T00:00:00Z")
+    assert job["unmatched"] == []
+    phone_config.converge(store, names[1], state="absent")
+    ran = scheduler.run_due(hosts[0], "2090-06-01T00:00:00Z")
+    (item,) = ran["jobs"]
+    assert item["status"] == "succeeded" and item["result"]["counts"]["matched"] == 1
+    assert item["result"]["warnings"] == ["query.names: 1 device name(s) not in the store were ignored: "
+                                          "SEP00000000E202"], item
+    assert _job(store, item["id"])["result"] == item["result"]
