@@ -13,7 +13,7 @@ whose service died (``decider.settle_abandoned``: past their time bound no proce
 revokes expired LSCs and signs a new CRL when one is due (``revocation.run_duty``), then schedules
 the automatic renewals that are due (``renewal.run``, when ``renew_before_days`` is set); when it
 ends, the next process to tick takes over. Each duty runs whatever became of the ones before it (a
-failure is logged, and the tick goes on), unless the store itself cannot be reached. Every process keeps its ``crl_path`` file current. The
+failure is logged, and the tick goes on); a store that cannot be reached ends the tick at its first read. Every process keeps its ``crl_path`` file current. The
 leader of the ``monitor`` duty (taken the same way) runs the certificate monitor when its interval
 has passed (``monitor.run_if_due``). A job is
 claimed, run and recorded in one write transaction (``scheduler.run_due``), so ``opencapf jobs
@@ -33,7 +33,7 @@ import logging
 import os
 
 from .. import directory, monitor, parameters, renewal, revocation, scheduler
-from ..errors import CapfError, StoreError
+from ..errors import CapfError
 from ..store import Store, open_store
 from ..store import service as service_records
 from ..vocabulary import utc_now
@@ -102,12 +102,11 @@ class Scheduling:
 
 def _duty(name: str, run) -> None:
     """Run one duty of a tick: its failure is logged and the tick goes on with the next, so that a job,
-    a directory or a defect that keeps failing never stops the CRLs, the renewals or the monitor. A
-    store that cannot be reached fails every duty alike: that ends the tick (``run`` logs it once)."""
+    a directory or a defect that keeps failing (a secret that no longer decrypts is a ``StoreError``
+    too) never stops the CRLs, the renewals or the monitor. A store that cannot be reached at all ends
+    the tick before its first duty, at the tick's first read (``run`` logs it once)."""
     try:
         run()
-    except StoreError:
-        raise
     except CapfError as exc:
         log.warning("scheduler: %s: %s", name, exc)
     except Exception:  # pylint: disable=broad-exception-caught  # a defect of ours: logged with its traceback

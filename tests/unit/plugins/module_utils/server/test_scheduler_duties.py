@@ -3,7 +3,8 @@
 Invariant: whatever one duty of a tick raises (a job, a directory sync, a defect of ours), every
 other duty of the tick still runs: expired LSCs are revoked, the CRLs signed and published, the
 renewals scheduled and the monitor run, so that a failure that repeats at every tick never leaves the
-relying parties with a CRL past its nextUpdate. Only a store that cannot be reached ends the tick."""
+relying parties with a CRL past its nextUpdate. Only a store that cannot be reached at all ends the
+tick, at its first read, before any duty."""
 
 from __future__ import annotations
 
@@ -56,11 +57,15 @@ def test_a_failing_duty_leaves_the_crls_and_the_monitor_to_run(ca_store, tmp_pat
     assert said == [f"scheduler: {name}: {shown}"]
 
 
-def test_a_store_that_cannot_be_reached_ends_the_tick(ca_store, monkeypatch):
-    def unreachable(*_args, **_kwargs):
-        raise StoreError("store is unreachable")
+def test_a_duty_that_fails_on_the_store_leaves_the_others_to_run(ca_store, monkeypatch, caplog):
+    """A ``StoreError`` of one duty (a directory's bind password that no longer decrypts, say) is that
+    duty's: the CRLs are still signed."""
+    def undecryptable(*_args, **_kwargs):
+        raise StoreError("secret directory.corp.bind_password cannot be decrypted with this store's key")
 
-    monkeypatch.setattr(scheduling.scheduler, "run_due", unreachable)
-    with pytest.raises(StoreError, match="unreachable"):
+    monkeypatch.setattr(scheduling.directory, "run_due", undecryptable)
+    with caplog.at_level(logging.WARNING, logger="opencapf.server"):
         _tick(ca_store)
-    assert revocation.current_crl(ca_store) is None
+    assert revocation.current_crl(ca_store) is not None
+    assert [record.getMessage() for record in caplog.records if "directory syncs" in record.getMessage()] == [
+        "scheduler: directory syncs: secret directory.corp.bind_password cannot be decrypted with this store's key"]
