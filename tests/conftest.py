@@ -165,3 +165,15 @@ def mic_ca(ca_store, tmp_path):
     ca = ManufacturingCa.create(str(tmp_path / "mic-ca"))
     assert ca.trust_in(ca_store)
     return ca
+
+
+@pytest.fixture
+def est(pki, tmp_path):
+    """A loopback EST CA of the test module's ``pki`` (support.third_party_ca) that holds every request
+    for an hour: a request the CA holds is picked up in a later session, not polled in this one."""
+    from support.third_party_ca import PASSWORD, USERNAME, EstServer  # pylint: disable=import-outside-toplevel
+
+    with EstServer(pki, str(tmp_path / "est"), username=USERNAME, password=PASSWORD) as server:
+        server.retry_after = 3600
+        yield server
+

@@ -6,18 +6,11 @@ from __future__ import annotations
 
 import re
 
-from support.ansible_runner import install_collection, playbook
+from support.ansible_runner import PLAY, install_collection, playbook
 
 PHONES = 2000
 
-PLAYBOOK = """
-- hosts: localhost
-  gather_facts: false
-  module_defaults:
-    group/opencapf.capf.capf:
-      store: "{store}"
-  tasks:
-    - name: Import the phones
+PLAYBOOK = PLAY + """    - name: Import the phones
       opencapf.capf.capf_bulk_update:
         csv_file: "{csv}"
     - name: Arm every phone (default diff)

@@ -5,16 +5,9 @@ task of the play changes, so that each check-mode prediction starts from the sta
 
 from __future__ import annotations
 
-from support.ansible_runner import install_collection, playbook
+from support.ansible_runner import PLAY, install_collection, playbook
 
-SEED = """
-- hosts: localhost
-  gather_facts: false
-  module_defaults:
-    group/opencapf.capf.capf:
-      store: "{store}"
-  tasks:
-    - opencapf.capf.capf_bulk_update:
+SEED = PLAY + """    - opencapf.capf.capf_bulk_update:
         csv_file: "{csv}"
     - opencapf.capf.capf_phone:
         name: SEP0000000000E9
@@ -23,14 +16,7 @@ SEED = """
         validity_days: 1825
 """
 
-CHANGE = """
-- hosts: localhost
-  gather_facts: false
-  module_defaults:
-    group/opencapf.capf.capf:
-      store: "{store}"
-  tasks:
-    - name: phone
+CHANGE = PLAY + """    - name: phone
       opencapf.capf.capf_phone:
         name: SEP0000000000E1
         certificate_operation: install_upgrade

@@ -20,7 +20,7 @@ import pytest
 from support.protocol import certificate_rows, phone_row
 from support.sessions import SessionLeg
 from support.slapd import SYNC_DN
-from support.third_party_ca import PASSWORD, USERNAME, EnterprisePki, EstServer, pem
+from support.third_party_ca import PASSWORD, USERNAME, EnterprisePki, pem
 from _opencapf import directory, phone_config, service_config, templates, trust
 from _opencapf.protocol.constants import XCAPS_ALL
 from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
@@ -129,13 +129,6 @@ def _pending(store) -> list[str]:
 @pytest.fixture(scope="module")
 def pki():
     return EnterprisePki()
-
-
-@pytest.fixture
-def est(pki, tmp_path):
-    with EstServer(pki, str(tmp_path / "est"), username=USERNAME, password=PASSWORD) as server:
-        server.retry_after = 3600
-        yield server
 
 
 @pytest.mark.parametrize("change", ["template declares none", "entry removed"])

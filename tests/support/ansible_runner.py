@@ -12,6 +12,18 @@ from .tools import ROOT
 BIN = os.path.dirname(sys.executable)
 
 
+# The head of a play on the test's store: a playbook template is PLAY + its tasks, formatted with
+# ``store=`` (and the tasks' own fields; braces of the tasks' YAML doubled).
+PLAY = """
+- hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/opencapf.capf.capf:
+      store: "{store}"
+  tasks:
+"""
+
+
 def install_collection(base: str) -> str:
     """Copy the checkout to ``base/ansible_collections/opencapf/capf``; return the collections path."""
     subprocess.run([os.path.join(ROOT, "scripts", "collection-copy"), base], check=True, capture_output=True,

@@ -109,6 +109,20 @@ def _attempt(call):
         return None, str(exc)
 
 
+def _check_then_run(call, read, before):
+    """``call(check_mode)`` in check mode, then for real, from the state ``before`` (as ``read()`` gives
+    it): check mode wrote nothing, both failed alike or neither did, and a failed run wrote nothing
+    either. Returns (the check's result, the run's result (None: it failed), the state after)."""
+    check, check_error = _attempt(lambda: call(True))
+    assert read() == before, "check mode wrote to the store"
+    real, real_error = _attempt(lambda: call(False))
+    after = read()
+    assert check_error == real_error
+    if real is None:
+        assert after == before
+    return check, real, after
+
+
 def _without_now(value):
     """A result with every ``revoked_at`` (stamped with the moment of the run) blanked."""
     if isinstance(value, dict):
@@ -150,14 +164,10 @@ def test_capf_phone_check_mode_predicts_the_real_run_and_the_real_diff_is_the_st
     current = before["phones"].get(request["name"])
     serials = [item["serial"] for item in current["lscs"]] if current else []
 
-    check, check_error = _attempt(lambda: _phone_call(store, request, serials, True))
-    assert snapshot(store) == before, "check mode wrote to the store"
-    real, real_error = _attempt(lambda: _phone_call(store, request, serials, False))
-    after = snapshot(store)
     # 1. The prediction is the run: the same error, or the same result (but the string generated).
-    assert check_error == real_error
+    check, real, after = _check_then_run(lambda check_mode: _phone_call(store, request, serials, check_mode),
+                                         lambda: snapshot(store), before)
     if real is None:
-        assert after == before
         return
     generated = real.pop("authentication_string", None)
     assert check.pop("authentication_string", None) == (phone_config.TO_BE_GENERATED if generated else None)
@@ -249,13 +259,9 @@ def test_bulk_and_csv_check_mode_predicts_the_real_run_and_the_real_diff_is_the_
     strings_file = str(tmp_path / "strings.csv")
     before = snapshot(store)
 
-    check, check_error = _attempt(lambda: _bulk_call(store, request, strings_file, True))
-    assert snapshot(store) == before, "check mode wrote to the store"
-    real, real_error = _attempt(lambda: _bulk_call(store, request, strings_file, False))
-    after = snapshot(store)
-    assert check_error == real_error
+    check, real, after = _check_then_run(lambda check_mode: _bulk_call(store, request, strings_file, check_mode),
+                                         lambda: snapshot(store), before)
     if real is None:
-        assert after == before
         return
     # 1. The prediction is the run: every count and list, the phones that get a generated string.
     generated = {item["device_name"]: item["authentication_string"] for item in real["authentication_strings"]}
@@ -430,13 +436,9 @@ def test_trust_check_mode_predicts_the_real_run_and_the_real_diff_is_the_store_s
         trust.converge(store, content=certfactory.pem(TRUST_CERTIFICATES[index]), trust_store=where,
                        description=description)
     before = _trust_snapshot(store)
-    check, check_error = _attempt(lambda: _trust_call(store, request, True))
-    assert _trust_snapshot(store) == before, "check mode wrote to the store"
-    real, real_error = _attempt(lambda: _trust_call(store, request, False))
-    after = _trust_snapshot(store)
-    assert check_error == real_error
+    check, real, after = _check_then_run(lambda check_mode: _trust_call(store, request, check_mode),
+                                         lambda: _trust_snapshot(store), before)
     if real is None:
-        assert after == before
         return
     assert check == real
     assert real["changed"] == (after != before)
@@ -500,11 +502,7 @@ def test_templates_check_mode_predicts_the_real_run_and_the_real_diff_is_the_sto
 
     def run(call):
         before = _template_snapshot(store)
-        check, check_error = _attempt(lambda: call(True))
-        assert _template_snapshot(store) == before, "check mode wrote to the store"
-        real, real_error = _attempt(lambda: call(False))
-        assert check_error == real_error
-        after = _template_snapshot(store)
+        check, real, after = _check_then_run(call, lambda: _template_snapshot(store), before)
         if real is not None:
             real_strings = real.get("authentication_strings") or []
             if real_strings:

@@ -36,17 +36,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from _opencapf import revocation
-from _opencapf.ca import authority, keys, lsc
-from _opencapf.ca import certificates as c
+from _opencapf.ca import authority, lsc
 from _opencapf.ca import crl as crl_module
-from _opencapf.dependencies import NameOID, hashes, x509
+from _opencapf.dependencies import x509
 from _opencapf.errors import NotFoundError
 from _opencapf.store import certificates as certificate_records
 from _opencapf.store import open_store
 from _opencapf.store import phones as phone_records
 from _opencapf.store import service as service_records
-from _opencapf.vocabulary import RESERVED_CN_PREFIX, format_utc, utc_now
+from _opencapf.vocabulary import format_utc, utc_now
 
+from support.capf_validity import renew_capf
 from test_crl_per_issuer import _Responder  # pylint: disable=import-error
 
 pytestmark = pytest.mark.both_backends
@@ -60,23 +60,6 @@ STEP = st.one_of(
     st.tuples(st.just("race"), st.integers(0, 1), st.integers(0, 2), st.sampled_from(REVOCATIONS)),
     st.tuples(st.sampled_from(["sign", "expire", "regenerate", "renew"]), st.integers(0, 1)),
 )
-
-
-def _renew(store) -> None:
-    """A new certificate for the active CAPF certificate's key and subject, uploaded (a CA renewal); when
-    the active one is a generated one (its name is reserved for those), an operator's own instead."""
-    active = authority.signer(store)
-    subject, key = active.certificate.subject, active.private_key
-    if active.common_name.startswith(RESERVED_CN_PREFIX):
-        subject, key = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Example CAPF")]), keys.generate("ec256")
-    template = authority.build_capf_certificate(key)  # the CAPF certificate's extensions, for ``key``
-    now = utc_now().replace(microsecond=0)
-    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-               .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
-               .not_valid_after(now + dt.timedelta(days=800)))
-    for extension in template.extensions:
-        builder = builder.add_extension(extension.value, extension.critical)
-    authority.replace(store, c.to_pem(builder.sign(key, hashes.SHA256())), keys.private_key_pem(key))
 
 
 class _Cluster:
@@ -256,7 +239,7 @@ class _Run:
         elif kind == "regenerate":
             authority.regenerate(host, "ec256")
         else:
-            _renew(host)
+            renew_capf(host)
 
     def _race(self, writer, signer, kind: str, name: str, pick: int) -> None:
         """``signer`` signs every CRL while ``writer`` revokes: it reads the store before the revocation

@@ -25,26 +25,25 @@ simulator's ``PhoneSession``, driven an exchange at a time, as in ``test_overlap
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from support.capf_validity import renew_capf
 from support.protocol import add_phone, openssl_verify, phone_row
 from support.sessions import SessionLeg
 from _opencapf import reports, revocation
-from _opencapf.ca import authority, keys
+from _opencapf.ca import authority
 from _opencapf.ca import certificates as c
 from _opencapf.ca import crl as crl_module
-from _opencapf.dependencies import NameOID, hashes, x509
+from _opencapf.dependencies import x509
 from _opencapf.server.decider import StoreDecider
 from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
 from _opencapf.store import crls as crl_records
 from _opencapf.store import phones as phone_records
 from _opencapf.store import service as service_records
-from _opencapf.vocabulary import RESERVED_CN_PREFIX
 
 pytestmark = pytest.mark.both_backends
 
@@ -52,27 +51,9 @@ CRL_URL = "http://capf.example.com:8080/capf.crl"
 _names = itertools.count(1)
 
 
-def renew(store) -> None:
-    """Upload a new certificate for the active CAPF certificate's key and subject (a CA renewal); when
-    the active one is a generated one (its name is reserved for those), an operator's own instead."""
-    active = authority.signer(store)
-    subject, key = active.certificate.subject, active.private_key
-    if active.common_name.startswith(RESERVED_CN_PREFIX):
-        subject, key = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Example CAPF")]), keys.generate("ec256")
-    template = authority.build_capf_certificate(key)  # the CAPF certificate's extensions, for ``key``
-    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-               .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
-               .not_valid_after(now + dt.timedelta(days=800)))
-    for extension in template.extensions:
-        builder = builder.add_extension(extension.value, extension.critical)
-    certificate = builder.sign(key, hashes.SHA256())
-    authority.replace(store, c.to_pem(certificate), keys.private_key_pem(key))
-
-
 ACTIONS = {
     "regenerate": lambda store, name: authority.regenerate(store, "ec256"),
-    "renew": lambda store, name: renew(store),
+    "renew": lambda store, name: renew_capf(store),
     "revoke": lambda store, name: revocation.revoke_lsc(store, name, "key_compromise"),
     "sign CRLs": lambda store, name: revocation.refresh_crls(store),
 }

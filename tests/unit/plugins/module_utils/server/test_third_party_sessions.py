@@ -43,7 +43,7 @@ from hypothesis import strategies as st
 
 from support.protocol import add_phone, certificate_rows, phone_row
 from support.sessions import BEHAVIOURS, SessionLeg
-from support.third_party_ca import PASSWORD, USERNAME, EnterprisePki, EstServer, pem
+from support.third_party_ca import PASSWORD, USERNAME, EnterprisePki, pem
 from _opencapf import csr as csr_module
 from _opencapf import bulk, enrolment, phone_config, reports, scheduler, service_config, trust
 from _opencapf.ca import certificates as c
@@ -72,13 +72,6 @@ _names = itertools.count(1)
 @pytest.fixture(scope="module")
 def pki():
     return EnterprisePki()
-
-
-@pytest.fixture
-def est(pki, tmp_path):
-    with EstServer(pki, str(tmp_path / "est"), username=USERNAME, password=PASSWORD) as server:
-        server.retry_after = 3600  # a request the CA holds is picked up in a later session, not polled in this one
-        yield server
 
 
 def _online(store, pki, est) -> None:
