@@ -176,4 +176,3 @@ def est(pki, tmp_path):
     with EstServer(pki, str(tmp_path / "est"), username=USERNAME, password=PASSWORD) as server:
         server.retry_after = 3600
         yield server
-
