@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any
 
-from .ca.lsc import CAPF_ISSUER
+from .ca.lsc import CAPF_ISSUER, validity_end
 from .phone_config import PhoneRequest, converge_many
 from .store import Store, audit, capf_certificates
 from .store import renewals as renewal_records
@@ -95,12 +95,13 @@ def _replacement_end(tx, parameters: dict, moment: _dt.datetime) -> tuple[str | 
     active = capf_certificates.active(tx)
     if active is None:
         return None, None
-    if active["not_after"] <= format_utc(moment):
+    capf_end = parse_utc(active["not_after"], "not_after")
+    if capf_end <= moment:
         # An expired CAPF certificate issues nothing (``ca.lsc.check_signer_valid``): no LSC has a
         # replacement that ends later, and "" is before every time.
         return "", active["not_after"]
-    fresh = format_utc(moment + _dt.timedelta(days=int(parameters["validity_days"])))
-    return min(fresh, active["not_after"]), active["not_after"]
+    end, _capped = validity_end(moment, int(parameters["validity_days"]), capf_end)
+    return format_utc(end), active["not_after"]
 
 
 __all__ = ["ACTION", "run"]
