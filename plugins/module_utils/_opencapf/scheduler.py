@@ -165,10 +165,12 @@ def _perform(store: Store, tx, row: dict) -> dict[str, Any]:
 
 
 def _record(tx, store: Store, job_id: int, kind: str, status: str, result: dict, started: str) -> bool:
-    """Record a scheduled job as finished in ``status``, drop its secret and audit it; False when the
-    job is no longer scheduled (nothing is written then)."""
+    """Record a scheduled job as finished in ``status``, drop its secret and audit it (a failed job's
+    event with its ``reason``, the error of its result); False when the job is no longer scheduled
+    (nothing is written then)."""
     if not jobs.finish_scheduled(tx, job_id, status, result, started):
         return False
     secretbox.delete(tx, _secret_name(job_id))
-    audit.record(tx, store.actor, f"job.{status}", str(job_id), kind=kind)
+    details = {"reason": result["error"]} if status == "failed" else {}
+    audit.record(tx, store.actor, f"job.{status}", str(job_id), kind=kind, **details)
     return True
