@@ -79,6 +79,10 @@ options:
     description:
       - One 4–10 digit string shared by every matched phone in auth_string mode.
       - Excludes O(csv_file), whose C(authentication_string) column carries each phone's string.
+      - For a scheduled job (O(run_at) in the future) the string is kept encrypted until the job has run. Submitting
+        the same job again without O(authentication_string) keeps the stored string and reports no change; with a
+        different string it replaces it. To drop a stored string, cancel the job (C(opencapf jobs cancel ID)) and
+        submit it again without one.
     type: str
   generate_authentication_strings:
     description:

@@ -42,23 +42,20 @@ def list_jobs(tx, status=None, limit: int = 100) -> list[dict[str, Any]]:
 def schedule(store: Store, kind: str, spec: dict, run_at: _dt.datetime, *, secret_value: str | None = None,
              check_mode: bool = False) -> dict[str, Any]:
     """Store a job for later, idempotently: an identical scheduled job (same kind, spec and time)
-    is reused, its shared secret updated when it differs."""
+    is reused, its shared secret replaced when one is given and differs. A declaration without a
+    secret keeps the stored one (a playbook run again need not repeat a ``no_log`` value); to drop
+    it, cancel the job and declare it again without one."""
     when = format_utc(run_at)
     secret = store.secret()
     with store.transaction(write=not check_mode) as tx:
         row = jobs.find_scheduled(tx, kind, spec, when)
         if row is not None:
             name = _secret_name(row["id"])
-            same_secret = (secretbox.equals(tx, secret, name, secret_value) if secret_value is not None
-                           else not secretbox.exists(tx, name))
-            if same_secret:
+            if secret_value is None or secretbox.equals(tx, secret, name, secret_value):
                 return converged(False, _view(row), _view(row), job=_view(row), counts=None,
                                  authentication_strings=[])
             if not check_mode:
-                if secret_value is None:
-                    secretbox.delete(tx, name)
-                else:
-                    secretbox.put(tx, secret, name, secret_value)
+                secretbox.put(tx, secret, name, secret_value)
                 audit.record(tx, store.actor, "job.secret", str(row["id"]))
             return converged(True, _view(row), _view(row), job=_view(row), counts=None, authentication_strings=[])
         planned = {"id": None, "kind": kind, "status": "scheduled", "spec": spec, "result": None, "run_at": when,
