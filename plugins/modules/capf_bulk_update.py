@@ -122,6 +122,8 @@ options:
   run_at:
     description:
       - Run the job at this ISO 8601 time (UTC unless an offset is given). A time in the past runs the job now.
+      - Times are kept to the second; a fraction of a second (C(2099-01-01T02:00:00.5Z)) fails the task with a
+        message that starts with C(run_at must be a whole second).
     type: str
   fail_on_unmatched:
     description:

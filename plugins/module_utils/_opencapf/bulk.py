@@ -24,7 +24,7 @@ from .results import converged
 from .store import Store, audit
 from .store import phones as phone_records
 from .vocabulary import (DIFF_FORMATS, DIFF_SUMMARY_PHONES, DIFF_SUMMARY_THRESHOLD, check_bool, check_choice, parse_utc,
-                         utc_now)
+                         parse_utc_exact, utc_now)
 
 JOB_KIND = "bulk_update"
 
@@ -198,7 +198,7 @@ def converge(store: Store, *, query=None, settings=None, authentication_string: 
                                   "carries each phone's string: digits, or generate)" % unused[0])
     if authentication_string is not None:
         AuthRequest(literal=authentication_string).validated()
-    moment = parse_utc(run_at, "run_at")
+    moment = parse_utc_exact(run_at, "run_at")
     if moment is not None and moment > (parse_utc(now, "now") if now is not None else utc_now()):
         if csv_given:
             raise ValidationError("run_at", "cannot be used with csv_file; CSV imports run now")

@@ -398,6 +398,22 @@ def check_listen_addresses(value, field: str = "listen_addresses") -> list[str]:
 
 def parse_utc(value, field: str) -> _dt.datetime | None:
     """Parse an ISO 8601 date or timestamp to an aware UTC datetime (``None`` stays ``None``)."""
+    moment = _parse_aware(value, field)
+    return None if moment is None else moment.replace(microsecond=0)
+
+
+def parse_utc_exact(value, field: str) -> _dt.datetime | None:
+    """Parse like ``parse_utc`` a time that is kept as declared (a job's ``run_at``): the store keeps
+    whole seconds, so a fraction of a second is refused, never dropped."""
+    moment = _parse_aware(value, field)
+    if moment is not None and moment.microsecond:
+        raise ValidationError(field, "must be a whole second (times are kept to the second), such as "
+                              "2026-12-31T23:00:00Z", value if isinstance(value, str) else str(value))
+    return moment
+
+
+def _parse_aware(value, field: str) -> _dt.datetime | None:
+    """``value`` as an aware UTC datetime, to the microsecond it gives."""
     if value is None or value == "":
         return None
     if isinstance(value, _dt.datetime):
@@ -413,7 +429,7 @@ def parse_utc(value, field: str) -> _dt.datetime | None:
                                   value) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=_dt.timezone.utc)
-    return moment.astimezone(_dt.timezone.utc).replace(microsecond=0)
+    return moment.astimezone(_dt.timezone.utc)
 
 
 # The text of each moment formatted lately: a session formats a few moments (this second, the end of
