@@ -10,7 +10,10 @@ hand interleave, on either backend:
 - its changes go through the one converge path (a ``phone.update`` per phone, ``via: bulk``), and a
   job that withdraws an operation fails the phone's CSR still at a CA;
 - a job's authentication string is stored encrypted, shown nowhere (listings, results, audit events,
-  logs) and deleted once the job has finished or was cancelled;
+  logs) and deleted once the job has finished or was cancelled; a redeclaration without a secret never
+  loses the stored one, and a declaration's ``changed`` is true exactly when it stores something new;
+- a job's run time is what was declared, or the declaration is refused (naming ``run_at``);
+- every ``job.failed`` event names its reason: the job's recorded error;
 - the listings (``scheduler.list_jobs``, ``capf_info``'s jobs, ``opencapf --json jobs list``) tell
   the stored status and UTC times, consistent with the status.
 """
@@ -33,6 +36,7 @@ from support.protocol import add_phone, phone_row
 from support.tools import run_cli
 from _opencapf import authstrings, bulk, phone_config, reports, scheduler, secretbox
 from _opencapf.cli.main import main as cli_main
+from _opencapf.errors import ValidationError
 from _opencapf.faults import ENV_CRASH_AT
 from _opencapf.server.scheduling import ACTOR, Scheduling
 from _opencapf.store import audit, csrs, open_store
@@ -128,31 +132,59 @@ class _Fleet:
         self.now = base
         self.jobs = {}  # id -> the job as it should be stored
         self.slots = {}  # a declaration's index -> the id of the job it last declared
+        self.declared = {}  # a declaration's index -> its run_at, names and settings
         self.ran = set()
 
-    def declare(self, index, declaration):
+    def declare(self, index, declaration, check_mode=False):
         """Declare a job (again): the same query, settings and time as a scheduled job is that job (its
-        string replaced), anything else a new job."""
-        offset, names, key_order, description, secret = declaration
+        string replaced when one is given, kept when none is), anything else a new job; ``changed`` says
+        whether the declaration stores something new, in check mode as in a real run."""
+        offset, names, key_order, description, auth, secret = declaration
         job_settings = {"key_order": key_order, "description": description}
-        if secret is not None:
+        if auth:
             job_settings.update(AUTH_SETTINGS)
         run_at = format_utc(self.now + dt.timedelta(minutes=offset))
-        names = sorted(self.names[i] for i in names)
-        result = bulk.converge(self.store, query={"names": names}, settings=job_settings,
-                               authentication_string=secret, run_at=run_at, now=format_utc(self.now))
-        job = result["job"]
-        assert job["status"] == "scheduled" and job["run_at"] == run_at and result["counts"] is None
+        self._declare(index, run_at, sorted(self.names[i] for i in names), job_settings, secret, check_mode)
+
+    def redeclare(self, pick, secret, check_mode):
+        """Declare a job again as it was declared (the ``pick``-th of those whose time is still to come,
+        whatever became of it meanwhile), with this string or none: a playbook run again."""
+        slots = sorted(index for index, declared in self.declared.items() if declared[0] > format_utc(self.now))
+        if slots:
+            index = slots[pick % len(slots)]
+            self._declare(index, *self.declared[index], secret, check_mode)
+
+    def _declare(self, index, run_at, names, job_settings, secret, check_mode):
         same = [known for known in self.jobs.values() if known["status"] == "scheduled" and known["run_at"] == run_at
                 and known["names"] == names and known["settings"] == job_settings]
+        expected_change = not same or (secret is not None and secret != same[0]["secret"])
+        stored_before = self.stored()
+        result = bulk.converge(self.store, query={"names": names}, settings=job_settings,
+                               authentication_string=secret, run_at=run_at, now=format_utc(self.now),
+                               check_mode=check_mode)
+        assert result["changed"] == expected_change, (result, same, secret)
+        job = result["job"]
+        assert job["status"] == "scheduled" and job["run_at"] == run_at and result["counts"] is None
+        if check_mode:
+            assert self.stored() == stored_before, "a declaration in check mode wrote to the store"
+            assert job["id"] == (same[0]["id"] if same else None)
+            return
         assert [known["id"] for known in same] == ([job["id"]] if same else []), "a job declared again is a new job"
         if same:
-            same[0]["secret"] = secret
+            if secret is not None:
+                same[0]["secret"] = secret
         else:
             assert job["id"] not in {known["id"] for known in self.jobs.values()}
             self.jobs[job["id"]] = {"id": job["id"], "run_at": run_at, "status": "scheduled", "names": names,
                                     "settings": job_settings, "secret": secret}
         self.slots[index] = job["id"]
+        self.declared[index] = (run_at, names, job_settings)
+
+    def stored(self):
+        """The jobs and secrets as stored (ciphertexts included: a rewritten secret is a write)."""
+        with self.store.read() as tx:
+            return (tx.query("SELECT * FROM jobs ORDER BY id"),
+                    [dict(row) for row in tx.query("SELECT * FROM secrets ORDER BY name")])
 
     def cancel(self, index):
         if index not in self.slots:
@@ -207,12 +239,19 @@ class _Fleet:
                      if event["action"] in ("job.succeeded", "job.failed")), default=-1)
         own = events[begun + 1:ended[0]]
         updates = [event for event in own if event["action"] == "phone.update"]
-        expected_failure = job["secret"] is not None and any(
-            self.phones[name]["security_mode"] != "non_secure" for name in job["names"])
-        if expected_failure:
+        auth = job["settings"].get("authentication_mode") == "auth_string"
+        reasons = []
+        if auth and any(self.phones[name]["security_mode"] != "non_secure" for name in job["names"]):
+            reasons.append("must not be auth_string")
+        if auth and job["secret"] is None and any(self.phones[name]["secret"] is None for name in job["names"]):
+            reasons.append("authentication_string is required when authentication_mode is auth_string")
+        if reasons:
             assert item["status"] == "failed", item
-            assert "must not be auth_string" in item["result"]["error"], item
+            assert any(reason in item["result"]["error"] for reason in reasons), (item, reasons)
             assert updates == [] and not [event for event in own if event["action"] == "bulk.apply"]
+            assert events[ended[0]]["action"] == "job.failed"
+            assert events[ended[0]]["details"] == {"kind": bulk.JOB_KIND, "reason": item["result"]["error"]}, \
+                "a job.failed event does not name its reason"
             job["status"] = "failed"
             return
         assert item["status"] == "succeeded", item
@@ -229,8 +268,10 @@ class _Fleet:
         phone = self.phones[name]
         before = dict(phone)
         phone.update(key_order=job["settings"]["key_order"], description=job["settings"]["description"])
-        if job["secret"] is not None:
-            phone.update(auth_mode="auth_string", operation="install_upgrade", secret=job["secret"])
+        if job["settings"].get("authentication_mode") == "auth_string":
+            phone.update(auth_mode="auth_string", operation="install_upgrade")
+            if job["secret"] is not None:
+                phone.update(secret=job["secret"])
         return phone != before
 
     def _check_phone(self, name, row):
@@ -253,13 +294,18 @@ class _Fleet:
         assert not any(secret in events for secret in SECRETS), "an audit event tells a job's authentication string"
 
 
+# (offset in minutes, phones, key order, description, auth_string settings, shared string): a job
+# with auth_string settings may come without its string (declared again without repeating it)
 DECLARATIONS = st.tuples(st.integers(min_value=1, max_value=4),
                          st.lists(st.integers(min_value=0, max_value=PHONES - 1), min_size=1, max_size=PHONES,
                                   unique=True),
-                         st.sampled_from(KEY_ORDERS), st.sampled_from(DESCRIPTIONS),
-                         st.sampled_from((None,) + SECRETS))
+                         st.sampled_from(KEY_ORDERS), st.sampled_from(DESCRIPTIONS), st.sampled_from((True, False)),
+                         st.sampled_from(SECRETS + (None,))).map(
+    lambda declaration: declaration if declaration[4] else declaration[:5] + (None,))
 STEPS = st.lists(st.one_of(
-    st.tuples(st.just("declare"), st.integers(min_value=0, max_value=3), DECLARATIONS),
+    st.tuples(st.just("declare"), st.integers(min_value=0, max_value=3), DECLARATIONS, st.booleans()),
+    st.tuples(st.just("redeclare"), st.integers(min_value=0, max_value=3), st.sampled_from((None,) + SECRETS),
+              st.booleans()),
     st.tuples(st.just("cancel"), st.integers(min_value=0, max_value=3)),
     st.tuples(st.just("secure"), st.integers(min_value=0, max_value=PHONES - 1)),
     st.tuples(st.just("tick"), st.sampled_from((0, 1, 0, 1, "cli")), st.integers(min_value=0, max_value=3)),
@@ -270,15 +316,18 @@ STEPS = st.lists(st.one_of(
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(STEPS)
 def test_whatever_the_interleaving_each_due_job_runs_once_and_tells_what_it_did(store, hosts, store_cli, capsys, steps):
-    """Jobs declared, declared again with another authentication string, cancelled, made to fail by a
-    phone turned secure before they run; ticks of two hosts and ``jobs run-due`` by hand as time
-    passes: each due job that was not cancelled runs once, in its time, with the result and the
-    changes the model predicts; the store keeps a job's string only while the job is scheduled, and
-    every listing tells the same, true story."""
+    """Jobs declared, declared again (in check mode or not) with another authentication string or
+    without one, cancelled, made to fail by a phone turned secure before they run; ticks of two hosts
+    and ``jobs run-due`` by hand as time passes: each due job that was not cancelled runs once, in its
+    time, with the result and the changes the model predicts (a failed one with its reason in the
+    ``job.failed`` event); the store keeps a job's string, the last one declared, only while the job
+    is scheduled, and every listing tells the same, true story."""
     fleet = _Fleet(store, hosts, store_cli, capsys, dt.datetime(2090, 1, 1, tzinfo=dt.timezone.utc))
     for step in steps:
         if step[0] == "declare":
-            fleet.declare(step[1], step[2])
+            fleet.declare(step[1], step[2], check_mode=step[3])
+        elif step[0] == "redeclare":
+            fleet.redeclare(step[1], step[2], step[3])
         elif step[0] == "cancel":
             fleet.cancel(step[1])
         elif step[0] == "secure":
@@ -494,3 +543,142 @@ def test_a_job_tells_the_named_phones_removed_before_it_ran(store, hosts):
     assert item["result"]["warnings"] == ["query.names: 1 device name(s) not in the store were ignored: "
                                           "SEP00000000E202"], item
     assert _job(store, item["id"])["result"] == item["result"]
+
+
+REDECLARATIONS = st.lists(st.tuples(st.sampled_from((None,) + SECRETS), st.booleans()), min_size=1, max_size=6)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.sampled_from((None,) + SECRETS), REDECLARATIONS)
+def test_a_redeclaration_without_a_secret_never_loses_the_stored_one(store, hosts, first, redeclarations):
+    """A job declared with or without its authentication string, then declared again with the same
+    settings (in check mode or not), each time with a string or without repeating it (a playbook's
+    re-run): the stored string is the last one given, never dropped; ``changed`` is true exactly when
+    a new string is stored, and the job, when it runs, gives the phones that string."""
+    example = next(_examples)
+    names = [f"SEP{example:06X}AA{index:04X}" for index in range(2)]
+    for name in names:
+        add_phone(store, name)
+    job = _declare_auth_job(store, names, secret=first)
+    stored = first
+    for secret, check_mode in redeclarations:
+        before = _events_after(store, 0)
+        result = bulk.converge(store, query={"names": names}, settings=dict(AUTH_SETTINGS, key_order="ec"),
+                               authentication_string=secret, run_at="2090-06-01T00:00:00Z",
+                               now="2090-01-01T00:00:00Z", check_mode=check_mode)
+        assert result["job"]["id"] == job["id"], "a job declared again is a new job"
+        assert result["changed"] == (secret is not None and secret != stored), (secret, stored, result["changed"])
+        if not check_mode and secret is not None:
+            stored = secret
+        with store.read() as tx:
+            assert secretbox.get(tx, store.secret(), _secret_name(job["id"])) == stored
+        if not result["changed"] or check_mode:
+            assert _events_after(store, 0) == before, "a declaration that changes nothing is audited"
+    ran = scheduler.run_due(hosts[0], "2090-06-01T00:00:00Z")
+    (item,) = [item for item in ran["jobs"] if item["id"] == job["id"]]
+    if stored is None:
+        assert item["status"] == "failed" and "authentication_string is required" in item["result"]["error"], item
+    else:
+        assert item["status"] == "succeeded", item
+        assert all(authstrings.matches(store.secret(), row["auth_salt"], row["auth_hash"], stored)
+                   for row in _rows(store, names).values())
+
+
+_EPOCH = dt.datetime(2050, 1, 1, tzinfo=dt.timezone.utc)
+_OFFSETS = (dt.timezone.utc, dt.timezone(dt.timedelta(hours=5, minutes=30)), dt.timezone(dt.timedelta(hours=-8)))
+
+
+def _as_declared(moment, form):
+    """``moment`` as a declaration may give it: ISO text with Z or an offset, or a datetime (YAML)."""
+    if form == "datetime":
+        return moment
+    text = moment.isoformat()
+    return text.replace("+00:00", "Z") if form == "text_z" else text
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.datetimes(min_value=dt.datetime(2049, 12, 31), max_value=dt.datetime(2200, 1, 1),
+                    timezones=st.sampled_from(_OFFSETS)),
+       st.booleans(), st.sampled_from(("text_z", "text_offset", "datetime")))
+def test_a_job_s_run_time_is_what_was_declared_or_the_declaration_is_refused(store, moment, whole, form):
+    """Whatever time ``run_at`` names, in whatever form: a job scheduled for it runs at exactly that
+    instant as stored and listed, or the declaration is refused naming ``run_at`` and its rule (the
+    store keeps whole seconds, so a fraction of a second is refused, never dropped) and nothing is
+    stored or run."""
+    if whole:
+        moment = moment.replace(microsecond=0)
+    name = "SEP0000000AB001"
+    if phone_row(store, name) is None:
+        add_phone(store, name)
+    first_event = _last_event_id(store)
+    declared = _as_declared(moment, form)
+    try:
+        result = bulk.converge(store, query={"names": [name]}, settings={"description": "at"}, run_at=declared,
+                               now=format_utc(_EPOCH))
+    except ValidationError as exc:
+        assert moment.microsecond != 0, exc
+        assert exc.field == "run_at" and str(exc).startswith("run_at must be a whole second"), str(exc)
+        assert _events_after(store, first_event) == [], "a refused declaration wrote to the store"
+        return
+    assert moment.microsecond == 0, ("a run_at with a fraction of a second was accepted", declared, result["job"])
+    if moment > _EPOCH:
+        job = result["job"]
+        assert parse_utc(job["run_at"], "run_at") == moment and job["run_at"] == _job(store, job["id"])["run_at"]
+        assert scheduler.cancel(store, job["id"])["changed"]
+    else:
+        assert result["job"] is None and result["counts"]["matched"] == 1
+
+
+def _fails_by_rule(store, tmp_path, names):
+    phone_config.converge(store, names[0], settings=SECURE)
+    return _declare_auth_job(store, names[:1])["id"], "must not be auth_string"
+
+
+def _fails_without_string(store, tmp_path, names):
+    return _declare_auth_job(store, names[:1], secret=None)["id"], "authentication_string is required"
+
+
+def _fails_by_file_system(store, tmp_path, names):
+    (tmp_path / "not-a-directory").write_text("")
+    return bulk.converge(store, query={"names": names[:1]}, settings=AUTH_SETTINGS,
+                         generate_authentication_strings=True,
+                         strings_file=str(tmp_path / "not-a-directory" / "strings.csv"),
+                         run_at="2090-06-01T00:00:00Z", now="2090-01-01T00:00:00Z")["job"]["id"], "strings.csv"
+
+
+def _fails_by_secret(store, tmp_path, names):
+    job_id = _declare_auth_job(store, names[:1])["id"]
+    with store.transaction() as tx:
+        tx.execute("UPDATE secrets SET nonce = ? WHERE name = ?", (b"\0" * 12, _secret_name(job_id)))
+    return job_id, "cannot be decrypted"
+
+
+def _fails_by_defect(store, tmp_path, names):
+    job_id = _declare_auth_job(store, names[:1])["id"]
+    with store.transaction() as tx:
+        tx.execute("UPDATE jobs SET spec = ? WHERE id = ?", ("{}", job_id))
+    return job_id, "internal error (KeyError)"
+
+
+@pytest.mark.parametrize("cause", [_fails_by_rule, _fails_without_string, _fails_by_file_system, _fails_by_secret,
+                                   _fails_by_defect], ids=lambda cause: cause.__name__[len("_fails_"):])
+def test_every_job_failed_event_names_its_reason(store, hosts, tmp_path, cause):
+    """A job that fails, whatever failed (a rule, a missing string, the file system, a secret that no
+    longer decrypts, a defect of ours): its ``job.failed`` event names the reason, the same text as the
+    job's recorded error, never a secret."""
+    names = ["SEP0000000AC001"]
+    add_phone(store, names[0])
+    job_id, reason = cause(store, tmp_path, names)
+    first_event = _last_event_id(store)
+    try:
+        scheduler.run_due(hosts[0], "2090-06-01T00:00:00Z")
+    except KeyError:
+        assert cause is _fails_by_defect
+    listed = _job(store, job_id)
+    assert listed["status"] == "failed" and reason in listed["result"]["error"], listed
+    (event,) = [event for event in _events_after(store, first_event) if event["action"] == "job.failed"]
+    assert event["subject"] == str(job_id)
+    assert event["details"] == {"kind": bulk.JOB_KIND, "reason": listed["result"]["error"]}, event
+    assert not any(secret in json.dumps(event) for secret in SECRETS)

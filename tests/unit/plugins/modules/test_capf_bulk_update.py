@@ -161,3 +161,34 @@ def test_csv_refuses_job_wide_strings_it_would_not_use(run, location, tmp_path):
         result = run(capf_bulk_update, {"store": location, "csv_file": csv_file, option: value})
         assert result["failed"] and result["msg"].startswith(f"csv_file cannot be combined with {option} ")
     assert not store_exists(location) or _phones(location) == {}
+
+
+def test_a_scheduled_job_declared_again_without_its_string_keeps_it(run, location, tmp_path):
+    """A playbook that schedules a job with a ``no_log`` string and is run again without repeating it
+    (the string comes from a vault only the first run had): the re-run, in check mode and for real,
+    reports no change, and the job gives the phones the string of the first run."""
+    _fleet(run, location, tmp_path, 4)
+    args = {"store": location, "query": {"device_pool": ["Branch"]}, "run_at": "2099-01-01T02:00:00Z",
+            "set": {"certificate_operation": "install_upgrade", "authentication_mode": "auth_string"}}
+    first = run(capf_bulk_update, dict(args, authentication_string="97531"))
+    assert first["changed"] is True and "97531" not in repr(first)
+    assert run(capf_bulk_update, args, check=True)["changed"] is False
+    again = run(capf_bulk_update, args)
+    assert again["changed"] is False and again["job"]["id"] == first["job"]["id"]
+    with open_store(location, actor="scheduler") as store:
+        ran = scheduler.run_due(store, "2099-01-01T02:00:00Z")
+    assert [(job["id"], job["status"]) for job in ran["jobs"]] == [(first["job"]["id"], "succeeded")], ran
+    with open_store(location) as store:
+        branch = [row for row in _phones(location).values() if row["device_pool"] == "Branch"]
+        assert branch and all(authstrings.matches(store.secret(), row["auth_salt"], row["auth_hash"], "97531")
+                              for row in branch)
+
+
+def test_run_at_with_a_fraction_of_a_second_is_refused(run, location, tmp_path):
+    """``run_at`` is kept to the second: a fraction of a second fails the task naming the option and
+    the rule, and no job is stored."""
+    _fleet(run, location, tmp_path, 2)
+    result = run(capf_bulk_update, {"store": location, "query": {}, "set": {"description": "later"},
+                                    "run_at": "2099-01-01T02:00:00.250Z"})
+    assert result["failed"] and result["msg"].startswith("run_at must be a whole second"), result["msg"]
+    assert query(location, "SELECT id FROM jobs") == []
