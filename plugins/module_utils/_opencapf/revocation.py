@@ -12,8 +12,9 @@ Every CAPF certificate that may still have valid LSCs (the active one, and each 
 expires) keeps its own CRL, signed with its own key and listing exactly the revoked LSCs it signed, so
 a rotation leaves no revoked LSC unlisted. The CRLs live in the store, so every node of a cluster
 serves the same ones; ``run_duty`` signs a new one for a CAPF certificate when it has none, when
-something was revoked since, and once half of its validity has passed. Every process then keeps
-the files equal to the newest CRLs (``CrlFile``). A CAPF certificate whose key cannot be loaded, or
+something was revoked since, when its newest starts after this host's clock (``CLOCK_SKEW``; each
+CRL's thisUpdate is its signer's clock, ``refresh_crls``), and once half of its validity has passed.
+Every process then keeps the files equal to the newest CRLs (``CrlFile``). A CAPF certificate whose key cannot be loaded, or
 whose KeyUsage lacks cRLSign, is reported (``issuer_problems``: a warning and ``capf_info``).
 """
 
@@ -37,8 +38,8 @@ from .store import certificates as certificate_records
 from .store import crls as crl_records
 from .store import phones as phone_records
 from .store import service as service_records
-from .vocabulary import (REVOCATION_REASONS, REVOKED_EXPIRED, check_choice, format_utc, normalise_device_name,
-                         parse_utc, utc_now)
+from .vocabulary import (CLOCK_SKEW, REVOCATION_REASONS, REVOKED_EXPIRED, check_choice, format_utc,
+                         normalise_device_name, parse_utc, utc_now)
 
 log = logging.getLogger("opencapf.revocation")
 EXPIRY_BATCH = 1000  # expired LSCs revoked per transaction
@@ -194,6 +195,8 @@ def _due(latest: dict | None, mark: str, hours: int, now: _dt.datetime) -> str |
     next_update = parse_utc(latest["next_update"], "next_update")
     if next_update - this_update != _dt.timedelta(hours=hours):
         return "crl_validity_hours changed"
+    if this_update > now + CLOCK_SKEW:  # signed by a host whose clock runs ahead: relying parties refuse it yet
+        return "the newest CRL starts after this host's clock"
     if now >= this_update + (next_update - this_update) / 2:
         return "half of its validity has passed"
     return None
@@ -245,8 +248,15 @@ def refresh_crls(store: Store, now: _dt.datetime | None = None, *, force: bool =
     what is signed is decided again in the write transaction that numbers and stores the CRLs, under
     the lock every writer of the store takes: when an LSC was revoked, a CAPF certificate rotated or
     another process (a node's scheduler, ``opencapf crl show``) signed a CRL in between, the entries
-    are gathered again there. So no CRL omits a revocation committed before it, nor lists less, or
-    carries an earlier thisUpdate, than a CRL of its issuer with a lower number."""
+    are gathered again there. So no CRL omits a revocation committed before it, nor lists less than a
+    CRL of its issuer with a lower number.
+
+    A CRL's thisUpdate is ``now``, this host's clock, never later (RFC 5280 5.1.2.4: relying parties
+    refuse a CRL that starts in their future), even when the newest CRL of its issuer, signed by a host
+    whose clock runs ahead, starts later: relying parties and the CRL responder tell the newer CRL by
+    its number, which still grows. When that CRL starts more than ``CLOCK_SKEW`` after ``now``, the
+    summary says so (``clock_behind_seconds`` and ``previous_this_update``, ``clock_warning``), as does
+    the audit event of the CRL."""
     now = (now or utc_now()).replace(microsecond=0)
     with store.read() as tx:
         issuers, _hours, mark, _newest, due = _plan(store, tx, now, force)
@@ -262,16 +272,30 @@ def refresh_crls(store: Store, now: _dt.datetime | None = None, *, force: bool =
             entries = _entries(tx, issuers)
         for issuer, why in due:
             latest = newest.get(issuer["fingerprint"])
-            this_update = max(now, parse_utc(latest["this_update"], "this_update")) if latest else now
-            number = crl_records.next_number(tx, int(this_update.timestamp()) * 1000)
+            behind = parse_utc(latest["this_update"], "this_update") - now if latest else _dt.timedelta(0)
+            clock = {"clock_behind_seconds": int(behind.total_seconds()) if behind > CLOCK_SKEW else 0,
+                     "previous_this_update": latest["this_update"] if behind > CLOCK_SKEW else None}
+            number = crl_records.next_number(tx, int(now.timestamp()) * 1000)
             listed = entries[issuer["fingerprint"]]
-            der = crl_module.to_der(crl_module.build(issuer["signer"], listed, number, this_update, hours))
-            summary = {"number": number, "signer_fingerprint": issuer["fingerprint"],
-                       "this_update": format_utc(this_update),
-                       "next_update": format_utc(this_update + _dt.timedelta(hours=hours)), "entries": len(listed)}
-            crl_records.insert(tx, store.actor, revocation_mark=mark, der=der, **summary)
-            signed.append(dict(summary, reason=why, active=issuer["active"], common_name=issuer["common_name"]))
+            der = crl_module.to_der(crl_module.build(issuer["signer"], listed, number, now, hours))
+            summary = {"number": number, "signer_fingerprint": issuer["fingerprint"], "this_update": format_utc(now),
+                       "next_update": format_utc(now + _dt.timedelta(hours=hours)), "entries": len(listed)}
+            crl_records.insert(tx, store.actor, revocation_mark=mark, der=der, **summary, **clock)
+            signed.append(dict(summary, **clock, reason=why, active=issuer["active"],
+                               common_name=issuer["common_name"]))
     return signed
+
+
+def clock_warning(crl: dict[str, Any]) -> str | None:
+    """What an operator should hear of the clock of the host that signed ``crl`` (a ``refresh_crls``
+    summary), or None: the CRL before it started more than ``CLOCK_SKEW`` after this host's clock."""
+    if not crl.get("clock_behind_seconds"):
+        return None
+    return (f"CRL {crl['number']} of CAPF certificate {crl['common_name']}: the CRL before it starts at "
+            f"{crl['previous_this_update']}, {crl['clock_behind_seconds']} s after this host's clock "
+            f"({crl['this_update']}, the thisUpdate this CRL got): this host's clock is behind that of the host "
+            "that signed it, or that host's clock runs ahead (a relying party with a right clock refuses a CRL "
+            "that starts in its future); set both clocks right (NTP)")
 
 
 def current_crl(store: Store) -> dict[str, Any] | None:
@@ -379,5 +403,5 @@ class CrlFile:
         return written
 
 
-__all__ = ["CrlFile", "check_reason", "check_request", "crl_overview", "current_crl", "current_crls", "issuer_problems",
-           "refresh_crls", "revoke_expired", "revoke_in", "revoke_lsc", "run_duty", "write_crl_file"]
+__all__ = ["CrlFile", "check_reason", "check_request", "clock_warning", "crl_overview", "current_crl", "current_crls",
+           "issuer_problems", "refresh_crls", "revoke_expired", "revoke_in", "revoke_lsc", "run_duty", "write_crl_file"]

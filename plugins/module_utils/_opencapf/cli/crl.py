@@ -31,13 +31,14 @@ def register(subparsers) -> None:
 
 def _current(args) -> tuple[dict, bytes, list[dict], list[str]]:
     """The chosen CRL's description and DER, the newest CRL of every CAPF certificate, and what keeps
-    any CAPF certificate's CRL from being signed or trusted."""
+    any CAPF certificate's CRL from being signed or trusted (or this host's clock, from being right)."""
     with opened(args.store, actor="cli", create=False) as store:
-        revocation.refresh_crls(store)
+        signed = revocation.refresh_crls(store)
         rows = revocation.current_crls(store)
         with store.read() as tx:
             overview = revocation.crl_overview(store, tx)
     problems = [problem for issuer in overview["issuers"] for problem in issuer["problems"]]
+    problems += [warning for warning in map(revocation.clock_warning, signed) if warning]
     wanted = (args.issuer or "").lower().replace(":", "")
     if not wanted:
         chosen = [row for row in rows if row["active"]]

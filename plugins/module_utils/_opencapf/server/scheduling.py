@@ -173,6 +173,9 @@ def _log_revocation(result: dict) -> None:
         log.info("scheduler: CRL %d of the %s CAPF certificate %s signed (%s): %d revoked LSC(s), next update %s",
                  crl["number"], "active" if crl["active"] else "retired", crl["common_name"], crl["reason"],
                  crl["entries"], crl["next_update"])
+        warning = revocation.clock_warning(crl)
+        if warning:
+            log.warning("scheduler: %s", warning)
 
 
 async def run(store: Store, stop_event: asyncio.Event) -> None:

@@ -47,9 +47,12 @@ def next_number(tx: Transaction, at_least: int = 1) -> int:
 
 
 def insert(tx: Transaction, actor: str, *, number: int, signer_fingerprint: str, this_update: str, next_update: str,
-           entries: int, revocation_mark: str, der: bytes) -> None:
+           entries: int, revocation_mark: str, der: bytes, clock_behind_seconds: int = 0,
+           previous_this_update: str | None = None) -> None:
     """Record CRL ``number`` (with its audit event ``crl.signed``) and forget all but the newest
-    ``KEPT_PER_SIGNER`` CRLs before it of the same CAPF certificate."""
+    ``KEPT_PER_SIGNER`` CRLs before it of the same CAPF certificate. ``clock_behind_seconds``: how far
+    ``previous_this_update``, the thisUpdate of the CRL before it, was after the signer's clock, when the
+    signer found that too far (the audit event then says so)."""
     tx.execute("INSERT INTO crls (number, signer_fingerprint, this_update, next_update, entries, revocation_mark, "
                "der, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                (number, signer_fingerprint, this_update, next_update, entries, revocation_mark, der,
@@ -58,5 +61,7 @@ def insert(tx: Transaction, actor: str, *, number: int, signer_fingerprint: str,
                     "LIMIT ?", (signer_fingerprint, number, KEPT_PER_SIGNER))
     if len(kept) == KEPT_PER_SIGNER:
         tx.execute("DELETE FROM crls WHERE signer_fingerprint = ? AND number < ?", (signer_fingerprint, kept[-1]["number"]))
+    clock = ({"clock_behind_seconds": clock_behind_seconds, "previous_this_update": previous_this_update}
+             if clock_behind_seconds else {})
     audit.record(tx, actor, "crl.signed", "crl", number=number, signer_fingerprint=signer_fingerprint,
-                 entries=entries, this_update=this_update, next_update=next_update)
+                 entries=entries, this_update=this_update, next_update=next_update, **clock)

@@ -1,30 +1,34 @@
 """The CRLs a cluster signs tell the truth, whichever host signs them and whatever happens meanwhile.
 
 Two store connections opened as ``serve`` opens them (group commit) play two hosts of a cluster on one
-store. Any interleaving of LSC issuances and installations (a newer LSC supersedes the installed one),
+store, each with its own clock: the time they share plus an offset of its own (ahead or behind, up to
+``MAX_OFFSET``, and set anew by a step, as an NTP correction does). Any interleaving of LSC issuances and installations (a newer LSC supersedes the installed one),
 revocations by serial and by phone, delete operations, removals of phones, expiries (the revocation
 duty with ``revoke_after_expiry``), CAPF certificate regenerations and renewals (a new certificate for
 the same key), and CRL signings by either host, some of them while the other host's revocation is
 committing (the signing host read the store before the revocation and waits for the store's write
-lock while it commits), keeps these invariants, on both backends:
+lock while it commits), and changes of a host's clock, keeps these invariants, on both backends:
 
 1. every CRL lists exactly the LSCs that verify under its issuer's key and whose revocation committed
    before the CRL did: none is missing (also a removed phone's, kept until it expires) and none is
    listed that is not revoked; a revocation is final (the revoked serials only grow);
-2. per CAPF certificate, each CRL committed later has a higher number and no earlier thisUpdate; no
-   number is ever given to two different CRLs; each is signed with its issuer's key, names its issuer
-   and carries the issuer's key identifier; thisUpdate is not after the signer's clock, and nextUpdate
-   is ``crl_validity_hours`` later;
-3. once the revocation duty has run, each CAPF certificate that keeps a CRL serves one (``current_crls``,
-   what the files publish, and the same bytes fetched over HTTP from the service's responder at its
-   ``/capf-ID.crl``, and at ``/capf.crl`` for the active one) with thisUpdate <= now < nextUpdate that
-   lists exactly its revoked LSCs."""
+2. each CRL committed later has a higher number, whichever host's clock is ahead; no number is ever
+   given to two different CRLs; each is signed with its issuer's key, names its issuer and carries the
+   issuer's key identifier; its thisUpdate is the signing host's clock (never after it, even when the
+   CRL before it came from a host whose clock runs ahead), and nextUpdate is ``crl_validity_hours``
+   later;
+3. once the revocation duty has run on a host, each CAPF certificate that keeps a CRL serves the one
+   with the highest number (``current_crls``, what the files publish, and the same bytes fetched over
+   HTTP from the service's responder at its ``/capf-ID.crl``, and at ``/capf.crl`` for the active one)
+   with thisUpdate <= that host's now + ``CLOCK_SKEW`` and now < nextUpdate, that lists exactly its
+   revoked LSCs."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
 import itertools
+import logging
 import os
 import sqlite3
 import threading
@@ -38,20 +42,25 @@ from hypothesis import strategies as st
 from _opencapf import revocation
 from _opencapf.ca import authority, lsc
 from _opencapf.ca import crl as crl_module
+from _opencapf.cli.main import main as cli_main
 from _opencapf.dependencies import x509
 from _opencapf.errors import NotFoundError
+from _opencapf.server.scheduling import Scheduling
+from _opencapf.store import audit
 from _opencapf.store import certificates as certificate_records
 from _opencapf.store import open_store
 from _opencapf.store import phones as phone_records
 from _opencapf.store import service as service_records
-from _opencapf.vocabulary import format_utc, utc_now
+from _opencapf.vocabulary import CLOCK_SKEW, format_utc, utc_now
 
 from support.capf_validity import renew_capf
+from support.tools import openssl
 from test_crl_per_issuer import _Responder  # pylint: disable=import-error
 
 pytestmark = pytest.mark.both_backends
 
 VALIDITY_HOURS = 24
+MAX_OFFSET = 3 * 3600  # seconds a host's clock runs ahead of or behind the time the hosts share
 _phones = itertools.count(1)
 REVOCATIONS = ("serial", "phone", "delete", "remove")
 STEP = st.one_of(
@@ -59,23 +68,30 @@ STEP = st.one_of(
     st.tuples(st.sampled_from(REVOCATIONS), st.integers(0, 1), st.integers(0, 2)),
     st.tuples(st.just("race"), st.integers(0, 1), st.integers(0, 2), st.sampled_from(REVOCATIONS)),
     st.tuples(st.sampled_from(["sign", "expire", "regenerate", "renew"]), st.integers(0, 1)),
+    st.tuples(st.just("clock"), st.integers(0, 1), st.integers(-MAX_OFFSET, MAX_OFFSET)),
 )
 
 
 class _Cluster:
-    """Two hosts on one store, the clock they share (it only moves on) and what was seen so far."""
+    """Two hosts on one store, the time they share (it only moves on), the offset of each host's clock
+    from it, and what was seen so far."""
 
     def __init__(self, store):
         self.watcher = store  # a third connection: it only looks
         self.hosts = [open_store(store.location, state_dir=store.state_dir, actor=f"host-{index}", group_commit=True)
                       for index in range(2)]
         self.now = utc_now().replace(microsecond=0)
+        self.offsets = [dt.timedelta(0), dt.timedelta(0)]
         self.crls: dict[int, bytes] = {}  # every CRL number ever seen: its DER
         self.series: dict[str, list[int]] = {}  # CAPF certificate fingerprint: its CRL numbers as they appeared
         self.revoked: set[str] = set()  # every serial seen revoked
         self.kept: set[str] = set()  # serials of LSCs of removed phones (revoked by the removal)
         self.signed_by: dict[tuple[str, str], bool] = {}
         self.responder = _Responder(self.hosts[0])  # the service's HTTP CRL responder, on host 0
+
+    def clock(self, host) -> dt.datetime:
+        """Host ``host``'s (an index or a store) idea of now."""
+        return self.now + self.offsets[host if isinstance(host, int) else self.hosts.index(host)]
 
     def close(self) -> None:
         self.responder.close()
@@ -111,7 +127,8 @@ class _Cluster:
 
     # -- invariants 1 and 2, after each step ---------------------------------------------------
 
-    def check_new_crls(self, step) -> None:
+    def check_new_crls(self, step, signer_now: dt.datetime) -> None:
+        """The CRLs committed since the last look, signed (if any) by a host whose clock read ``signer_now``."""
         capfs = self.capf_certificates()
         expected = self.revoked_by_issuer(capfs)
         with self.watcher.read() as tx:
@@ -125,21 +142,20 @@ class _Cluster:
                 continue
             assert all(number > seen for seen in self.crls), ("a CRL number went back", number, step)
             self.crls[number] = der
+            self.series.setdefault(fingerprint, []).append(number)
             crl = x509.load_der_x509_crl(der)
             capf = capfs[fingerprint]
             assert crl.is_signature_valid(capf.public_key()) and crl.issuer == capf.subject
             assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == number
             aki = crl.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
             assert aki == capf.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-            assert crl.last_update_utc <= self.now, ("thisUpdate after the signer's clock", step)
+            assert crl.last_update_utc <= signer_now, ("thisUpdate after the signer's clock", number, step,
+                                                       crl.last_update_utc, signer_now)
+            assert crl.last_update_utc == signer_now, ("thisUpdate is not the signer's clock", number, step)
+            assert crl.next_update_utc > crl.last_update_utc
             assert crl.next_update_utc - crl.last_update_utc == dt.timedelta(hours=VALIDITY_HOURS)
             assert (format_utc(crl.last_update_utc), format_utc(crl.next_update_utc)) == (row["this_update"],
                                                                                           row["next_update"])
-            series = self.series.setdefault(fingerprint, [])
-            if series:
-                before = x509.load_der_x509_crl(self.crls[series[-1]])
-                assert crl.last_update_utc >= before.last_update_utc, ("thisUpdate went back", number, step)
-            series.append(number)
             listed = {format(entry.serial_number, "x") for entry in crl}
             assert listed == expected[fingerprint], (
                 f"CRL {number} of {fingerprint[:16]} after {step}: missing {sorted(expected[fingerprint] - listed)}, "
@@ -148,13 +164,14 @@ class _Cluster:
     # -- invariant 3 ---------------------------------------------------------------------------
 
     def check_served(self, host) -> None:
-        revocation.run_duty(host, self.now)
-        self.check_new_crls("the revocation duty")
+        now = self.clock(host)
+        revocation.run_duty(host, now)
+        self.check_new_crls("the revocation duty", now)
         capfs = self.capf_certificates()
         expected = self.revoked_by_issuer(capfs)
         with self.watcher.read() as tx:
-            keeping = {issuer["fingerprint"] for issuer in authority.crl_issuers(self.watcher, tx, self.now)}
-        served = {row["signer_fingerprint"]: row for row in revocation.current_crls(self.watcher, self.now)}
+            keeping = {issuer["fingerprint"] for issuer in authority.crl_issuers(self.watcher, tx, now)}
+        served = {row["signer_fingerprint"]: row for row in revocation.current_crls(self.watcher, now)}
         assert set(served) == keeping
         base = f"http://127.0.0.1:{self.responder.port}"
         for fingerprint, row in served.items():  # what a relying party fetches over HTTP is the same CRL
@@ -162,8 +179,10 @@ class _Cluster:
                 row["der"]
             if row["active"]:
                 assert self.responder.get(base + crl_module.CRL_PATH)[1] == row["der"]
+            assert row["number"] == max(self.series[fingerprint]), ("not the CRL with the highest number", fingerprint)
             crl = x509.load_der_x509_crl(row["der"])
-            assert crl.last_update_utc <= self.now < crl.next_update_utc
+            assert crl.last_update_utc <= now + CLOCK_SKEW and now < crl.next_update_utc, (
+                crl.last_update_utc, now, crl.next_update_utc)
             assert {format(entry.serial_number, "x") for entry in crl} == expected[fingerprint]
 
 
@@ -217,9 +236,11 @@ class _Run:
         """Remember the LSCs a removal revokes and keeps listed (all but stale ones)."""
         self.cluster.kept |= {row["serial"] for row in self._lscs(name) if row["status"] != "stale"}
 
-    def step(self, step) -> None:
+    def step(self, step) -> dt.datetime:
+        """Take ``step``; the clock of the host that may have signed CRLs in it."""
         kind, host = step[0], self.cluster.hosts[step[1]]
         other = self.cluster.hosts[1 - step[1]]
+        signer_now = self.cluster.clock(other if kind == "race" else host)
         if kind == "issue":
             name = self.names[step[2]]
             _issue(host, name, self.key)
@@ -232,14 +253,18 @@ class _Run:
         elif kind == "race":
             self._race(host, other, step[3], self.names[step[2]], step[2])
         elif kind == "sign":
-            revocation.refresh_crls(host, self.cluster.now)
+            revocation.refresh_crls(host, signer_now)
         elif kind == "expire":  # past every LSC's notAfter: the duty revokes them and signs
             self.cluster.now += dt.timedelta(days=2)
-            revocation.run_duty(host, self.cluster.now)
+            signer_now = self.cluster.clock(host)
+            revocation.run_duty(host, signer_now)
+        elif kind == "clock":
+            self.cluster.offsets[step[1]] = dt.timedelta(seconds=step[2])
         elif kind == "regenerate":
             authority.regenerate(host, "ec256")
         else:
             renew_capf(host)
+        return signer_now
 
     def _race(self, writer, signer, kind: str, name: str, pick: int) -> None:
         """``signer`` signs every CRL while ``writer`` revokes: it reads the store before the revocation
@@ -250,7 +275,7 @@ class _Run:
 
         def sign():
             try:
-                outcome["signed"] = revocation.refresh_crls(signer, self.cluster.now, force=True)
+                outcome["signed"] = revocation.refresh_crls(signer, self.cluster.clock(signer), force=True)
             except BaseException as exc:  # pylint: disable=broad-except  # raised again in the test's thread
                 outcome["error"] = exc
 
@@ -278,12 +303,13 @@ def cluster(ca_store):
 
 @settings(max_examples=25, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(steps=st.lists(STEP, min_size=1, max_size=10))
-def test_every_crl_any_host_signs_tells_the_truth(cluster, ec_phone_key, steps):
+@given(offsets=st.lists(st.integers(-MAX_OFFSET, MAX_OFFSET), min_size=2, max_size=2),
+       steps=st.lists(STEP, min_size=1, max_size=10))
+def test_every_crl_any_host_signs_tells_the_truth(cluster, ec_phone_key, offsets, steps):
+    cluster.offsets = [dt.timedelta(seconds=offset) for offset in offsets]
     run = _Run(cluster, ec_phone_key)
     for step in steps:
-        run.step(step)
-        cluster.check_new_crls(step)
+        cluster.check_new_crls(step, run.step(step))
     cluster.check_served(cluster.hosts[len(steps) % 2])
 
 
@@ -292,11 +318,102 @@ def test_a_crl_signed_while_another_host_revokes_lists_the_revocation(cluster, e
     revocation committed, and signs after it, lists the revoked LSC."""
     run = _Run(cluster, ec_phone_key)
     for index, kind in enumerate(REVOCATIONS):
-        run.step(("issue", 0, index % 3))
-        run.step(("race", 1, index % 3, kind))
-        cluster.check_new_crls(("race", kind))
+        cluster.check_new_crls(("issue", kind), run.step(("issue", 0, index % 3)))
+        cluster.check_new_crls(("race", kind), run.step(("race", 1, index % 3, kind)))
     with pytest.raises(NotFoundError):
         revocation.revoke_lsc(cluster.hosts[0], run.names[0], "unspecified")  # removed by the last race
+
+
+def _crl_tick(store) -> list[dict]:
+    """One tick of the service's scheduler on ``store``'s host, at its real clock: the CRLs it signed (audit)."""
+    with store.read() as tx:
+        before = tx.scalar("SELECT COALESCE(MAX(id), 0) FROM audit_events")
+    scheduling = Scheduling(store)
+    try:
+        scheduling.tick()
+    finally:
+        scheduling.close()
+    with store.read() as tx:
+        return [event for event in audit.events(tx, action="crl.signed") if event["id"] > before]
+
+
+def _write(path, data) -> str:
+    path.write_bytes(data if isinstance(data, bytes) else data.encode("ascii"))
+    return str(path)
+
+
+def test_a_host_whose_clock_is_behind_signs_and_serves_crls_that_start_at_its_clock(cluster, ec_phone_key, tmp_path,
+                                                                                     caplog):
+    """Host 1's clock runs an hour ahead and signs a CRL; host 0 (a right clock) runs the revocation
+    duty. Its CRLs start at its own clock (relying parties with a right clock accept them: OpenSSL refuses
+    a CRL whose thisUpdate is in its future), still number above host 1's, are what is served, and the
+    duty says that a clock is off, in its log and in the audit event of the CRL."""
+    host, ahead = cluster.hosts
+    names = [f"SEP{next(_phones):012X}" for _index in range(2)]
+    issued = {name: _issue(host, name, ec_phone_key) for name in names}
+    [early] = revocation.refresh_crls(ahead, utc_now().replace(microsecond=0) + dt.timedelta(hours=1), force=True)
+
+    with caplog.at_level(logging.WARNING):
+        [event] = _crl_tick(host)  # the newest CRL starts after this host's clock: due at once
+    details = event["details"]
+    assert details["number"] > early["number"]
+    assert 3600 - 60 <= details["clock_behind_seconds"] <= 3600, details
+    assert dt.datetime.fromisoformat(details["this_update"]) <= utc_now()
+    warned = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert any("clock" in message and early["this_update"] in message for message in warned), warned
+
+    revocation.revoke_lsc(host, names[0], "key_compromise")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        [event] = _crl_tick(host)
+    assert event["details"]["number"] > details["number"] and "clock_behind_seconds" not in event["details"]
+    assert not [record for record in caplog.records if "clock" in record.getMessage()]
+    assert _crl_tick(host) == []  # nothing due: no CRL signed again and again
+
+    capf_pem = _write(tmp_path / "capf.pem", authority.current(host)["pem"])
+    status, served, _media = cluster.responder.get(f"http://127.0.0.1:{cluster.responder.port}{crl_module.CRL_PATH}")
+    assert status == 200 and crl_module.describe(served)["number"] == event["details"]["number"]
+    crl = x509.load_der_x509_crl(served)
+    assert crl.last_update_utc <= utc_now() < crl.next_update_utc
+    crl_pem = _write(tmp_path / "crl.pem", crl_module.to_pem(served))
+    verified = openssl("crl", "-in", crl_pem, "-CAfile", capf_pem, "-noout")
+    assert b"verify OK" in verified.stdout + verified.stderr
+    for name in names:
+        result = openssl("verify", "-crl_check", "-CAfile", capf_pem, "-CRLfile", crl_pem,
+                         _write(tmp_path / f"{name}.pem", issued[name].pem), check=False)
+        output = (result.stdout + result.stderr).decode()
+        if name == names[0]:
+            assert result.returncode != 0 and "certificate revoked" in output, output
+        else:
+            assert result.returncode == 0, output
+
+
+def test_opencapf_crl_on_a_host_whose_clock_is_behind_says_so(cluster, ec_phone_key, store_cli, capsys):
+    """``opencapf crl show`` signs what is due as the service would, at this host's clock, and warns."""
+    host, ahead = cluster.hosts
+    _issue(host, f"SEP{next(_phones):012X}", ec_phone_key)
+    [early] = revocation.refresh_crls(ahead, utc_now().replace(microsecond=0) + dt.timedelta(hours=2), force=True)
+    capsys.readouterr()
+    assert cli_main([*store_cli, "crl", "show"]) == 0
+    captured = capsys.readouterr()
+    assert "opencapf: warning: CRL" in captured.err and early["this_update"] in captured.err, captured.err
+    shown = dict(line.split(":", 1) for line in captured.out.splitlines() if ":" in line)
+    assert int(shown["CRL number"]) > early["number"]
+    assert dt.datetime.fromisoformat(shown["this update"].strip()) <= utc_now()
+
+
+def test_a_clock_behind_by_less_than_the_allowed_skew_is_not_reported(cluster, ec_phone_key, caplog):
+    host, ahead = cluster.hosts
+    name = f"SEP{next(_phones):012X}"
+    _issue(host, name, ec_phone_key)
+    [early] = revocation.refresh_crls(ahead, utc_now().replace(microsecond=0) + CLOCK_SKEW / 2, force=True)
+    assert _crl_tick(host) == []  # within the skew: the newest CRL stands
+    revocation.revoke_lsc(host, name, "key_compromise")
+    with caplog.at_level(logging.WARNING):
+        [event] = _crl_tick(host)
+    assert event["details"]["number"] > early["number"] and "clock_behind_seconds" not in event["details"]
+    assert dt.datetime.fromisoformat(event["details"]["this_update"]) <= utc_now()
+    assert not [record for record in caplog.records if "clock" in record.getMessage()]
 
 
 def _backup(store, request, tmp_path) -> str:
