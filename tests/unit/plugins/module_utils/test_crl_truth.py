@@ -2,12 +2,13 @@
 
 Two store connections opened as ``serve`` opens them (group commit) play two hosts of a cluster on one
 store, each with its own clock: the time they share plus an offset of its own (ahead or behind, up to
-``MAX_OFFSET``, and set anew by a step, as an NTP correction does). Any interleaving of LSC issuances and installations (a newer LSC supersedes the installed one),
-revocations by serial and by phone, delete operations, removals of phones, expiries (the revocation
-duty with ``revoke_after_expiry``), CAPF certificate regenerations and renewals (a new certificate for
-the same key), and CRL signings by either host, some of them while the other host's revocation is
-committing (the signing host read the store before the revocation and waits for the store's write
-lock while it commits), and changes of a host's clock, keeps these invariants, on both backends:
+``MAX_OFFSET``, and set anew by a step, as an NTP correction does). Any interleaving of LSC issuances
+and installations (a newer LSC supersedes the installed one), revocations by serial and by phone,
+delete operations, removals of phones, expiries (the revocation duty with ``revoke_after_expiry``),
+CAPF certificate regenerations and renewals (a new certificate for the same key), CRL signings by
+either host, some of them while the other host's revocation is committing (the signing host read the
+store before the revocation and waits for the store's write lock while it commits), and changes of a
+host's clock keeps these invariants, on both backends:
 
 1. every CRL lists exactly the LSCs that verify under its issuer's key and whose revocation committed
    before the CRL did: none is missing (also a removed phone's, kept until it expires) and none is
@@ -342,8 +343,8 @@ def _write(path, data) -> str:
     return str(path)
 
 
-def test_a_host_whose_clock_is_behind_signs_and_serves_crls_that_start_at_its_clock(cluster, ec_phone_key, tmp_path,
-                                                                                     caplog):
+def test_a_host_whose_clock_is_behind_signs_and_serves_crls_that_start_at_its_clock(
+        cluster, ec_phone_key, tmp_path, caplog):
     """Host 1's clock runs an hour ahead and signs a CRL; host 0 (a right clock) runs the revocation
     duty. Its CRLs start at its own clock (relying parties with a right clock accept them: OpenSSL refuses
     a CRL whose thisUpdate is in its future), still number above host 1's, are what is served, and the
