@@ -18,7 +18,7 @@ from ..store import service as service_records
 from ..vocabulary import check_validity_days, format_utc, normalise_device_name, utc_now
 from . import authority
 from . import certificates as c
-from . import crl, keys
+from . import crl, keys, lsc_template
 
 CAPF_ISSUER = "capf"
 IPSEC_END_SYSTEM = "1.3.6.1.5.5.7.3.5"
@@ -31,11 +31,15 @@ class IssuedLsc:
     id: int
     device_name: str
     serial: str
-    certificate: object
     pem: str
     not_after: str
     der: bytes = b""
     validity_capped: bool = False  # notAfter cut to the signing CAPF certificate's (``validity_end``)
+
+    @functools.cached_property
+    def certificate(self):
+        """The LSC as a certificate object (decoded when first asked for: the service needs only its DER)."""
+        return x509.load_der_x509_certificate(self.der)
 
 
 def lsc_subject(device_name: str, issuer_subject):
@@ -134,27 +138,24 @@ def _naive(moment: _dt.datetime) -> _dt.datetime:
     return moment.astimezone(_dt.timezone.utc).replace(tzinfo=None)
 
 
-def build_lsc(signer: authority.Signer, device_name: str, public_key, validity_days: int, serial: int,
-              now: _dt.datetime | None = None, crl_url: str = "", *, kind: str | None = None,
-              public_key_der: bytes | None = None):
-    """Build and sign one LSC with SHA-256 (naming the CRL of ``signer`` at ``crl_url``, see
-    ``crl.issuer_location``, as its CRL distribution point when given); ``now``: its notBefore, a
-    whole second (default: this second); its notAfter ``validity_days`` later, cut to the notAfter
-    of ``signer``'s certificate (``validity_end``); refused once that certificate has expired;
-    ``kind``, ``public_key_der``: as ``lsc_extensions`` takes them."""
+def _checked_parts(signer: authority.Signer, serial: int, validity_days: int, now: _dt.datetime | None,
+                   crl_url: str) -> tuple[_dt.datetime, _dt.datetime, str]:
+    """What an LSC of ``signer`` takes from the issuance, checked: its notBefore and notAfter (naive
+    UTC, as the builder keeps them) and its CRL location (see ``build_lsc``)."""
     require("cryptography")
-    now = now or utc_now()
-    aware = _aware(now)
+    aware = _aware(now or utc_now())
     check_signer_valid(signer, aware)
-    if crl_url:
-        crl_url = crl.issuer_location(crl_url, signer.fingerprint)
     if not 0 < serial < 2 ** 159:
         raise ValueError("an LSC serial number must be a positive integer of at most 159 bits")
     if validity_days < 1:
         raise ValueError("an LSC must be valid for at least one day")
     end, _capped = validity_end(aware, validity_days, signer.not_after)
-    start, end = _naive(aware), _naive(end)  # as the builder keeps them
-    extensions = lsc_extensions(device_name, public_key, crl_url=crl_url,
+    return _naive(aware), _naive(end), crl.issuer_location(crl_url, signer.fingerprint) if crl_url else ""
+
+
+def _built(signer: authority.Signer, device_name: str, public_key, serial: int, start: _dt.datetime,
+           end: _dt.datetime, location: str, kind: str | None, public_key_der: bytes | None):
+    extensions = lsc_extensions(device_name, public_key, crl_url=location,
                                 authority_key_id=signer.authority_key_identifier, kind=kind,
                                 public_key_der=public_key_der, shared_encoded=True)
     # Every part at once: each of the builder's setters makes a new builder and checks what the lines
@@ -165,6 +166,41 @@ def build_lsc(signer: authority.Signer, device_name: str, public_key, validity_d
         extensions=[x509.Extension(extension.oid, critical, extension) for extension, critical in extensions],
     )
     return builder.sign(signer.private_key, hashes.SHA256())
+
+
+def build_lsc(signer: authority.Signer, device_name: str, public_key, validity_days: int, serial: int,
+              now: _dt.datetime | None = None, crl_url: str = "", *, kind: str | None = None,
+              public_key_der: bytes | None = None):
+    """Build and sign one LSC with SHA-256 with the library's certificate builder (naming the CRL of
+    ``signer`` at ``crl_url``, see ``crl.issuer_location``, as its CRL distribution point when given);
+    ``now``: its notBefore, a whole second (default: this second); its notAfter ``validity_days``
+    later, cut to the notAfter of ``signer``'s certificate (``validity_end``); refused once that
+    certificate has expired; ``kind``, ``public_key_der``: as ``lsc_extensions`` takes them.
+    ``lsc_der`` is the same certificate, encoded from the signer's template."""
+    start, end, location = _checked_parts(signer, serial, validity_days, now, crl_url)
+    return _built(signer, device_name, public_key, serial, start, end, location, kind, public_key_der)
+
+
+def lsc_der(signer: authority.Signer, device_name: str, public_key, validity_days: int, serial: int,
+            now: _dt.datetime | None = None, crl_url: str = "", *, kind: str | None = None,
+            public_key_der: bytes | None = None) -> bytes:
+    """The DER of the LSC ``build_lsc`` makes from the same arguments, byte for byte (an RSA
+    signature is the same; an ECDSA one is as valid), encoded from the template of the signer, the
+    key's kind and the CRL location (``lsc_template``): the builder makes the first LSC of each, and
+    every later one when the template could not rebuild that first one exactly."""
+    start, end, location = _checked_parts(signer, serial, validity_days, now, crl_url)
+    if kind is None:
+        kind, _size = keys.check_phone_public_key(public_key)
+    key_der = public_key_der or c.public_key_der(public_key)
+    parts = (serial, start, end, device_name, key_der, c.key_identifier(key_der))
+    template_key = (signer.fingerprint, kind, location)
+    known, template = lsc_template.cached(template_key)
+    if template is not None:
+        return template.certificate(template.tbs(*parts), signer.private_key)
+    built = c.to_der(_built(signer, device_name, public_key, serial, start, end, location, kind, key_der))
+    if not known:
+        lsc_template.learn(template_key, signer.private_key, built, parts)
+    return built
 
 
 class _SerialTaken(Exception):
@@ -227,9 +263,8 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
         # The certificate's own dates, as it carries them (whole seconds, UTC); build_lsc applies the same cap.
         end, capped = validity_end(moment, validity_days, signer.not_after)
         not_before, not_after = format_utc(moment), format_utc(end)
-        certificate = build_lsc(signer, name, public_key, validity_days, serial, moment, crl_url=crl_url, kind=kind,
-                                public_key_der=key_der)
-        der = c.to_der(certificate)
+        der = lsc_der(signer, name, public_key, validity_days, serial, moment, crl_url=crl_url, kind=kind,
+                      public_key_der=key_der)
         pem = c.pem_of_der(der)
         try:
             with store.transaction() as tx:
@@ -262,7 +297,7 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
             signer = None  # the active one is read (and its key loaded, once per process) at the next attempt
             rotations += 1
             continue
-        return IssuedLsc(new_id, name, serial_text, certificate, pem, not_after, der, capped)
+        return IssuedLsc(new_id, name, serial_text, pem, not_after, der, capped)
     if rotations:
         raise StoreError(f"could not record the LSC after 5 attempts: the CAPF certificate was replaced {rotations} "
                          "times while it was being signed")
