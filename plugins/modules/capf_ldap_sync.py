@@ -24,6 +24,10 @@ description:
     does not verify, a refused bind or a failed search fails the task with one line naming the option, for
     example C(bind_password: ldaps://ldap.example.org:636 refused the bind of cn=capf,dc=example,dc=org: invalid
     credentials (wrong bind_dn or bind_password)), and changes nothing.'
+  - Syncs of one directory at the same time (this task, C(opencapf ldap sync), the CAPF service's scheduled sync,
+    other hosts of one store) never put an older state of the directory back. A sync whose reading of the
+    directory is older than one another sync already applied applies nothing and returns RV(superseded=true),
+    with a warning; the task does not fail.
   - The configuration is kept in the store under O(name) (never the password, unless O(sync_interval_minutes) is
     set; then the CAPF service syncs the directory on that schedule and keeps the password encrypted in the store).
   - 'Device names: with O(mapping=users) each entry gives C(CSF) + its O(user_attribute) upper-cased (Cisco Jabber
@@ -248,6 +252,14 @@ strings_file:
   description: The file the generated strings were written to, or null.
   returned: always
   type: str
+superseded:
+  description:
+    - Whether a sync of the same directory that read it later applied first, so that this sync applied nothing
+      (its older reading would have put the directory's older state back). RV(devices) are then empty and
+      C(changed) is false. Always false in check mode.
+  returned: always
+  type: bool
+  sample: false
 """
 
 from ansible_collections.opencapf.capf.plugins.module_utils._ansible_args import (
@@ -292,7 +304,8 @@ def main():
                                 bind_password=params["bind_password"], check_mode=module.check_mode)
     exit_with(module, result, devices=result["devices"], directory=result["directory"],
               skipped_entries=result["skipped"],
-              authentication_strings=result["authentication_strings"], strings_file=result["strings_file"])
+              authentication_strings=result["authentication_strings"], strings_file=result["strings_file"],
+              superseded=result["superseded"])
 
 
 if __name__ == "__main__":

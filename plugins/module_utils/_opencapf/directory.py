@@ -25,6 +25,11 @@ that already exists), then only to devices new to the store; ``reapply_template`
 every mapped device again. Devices the directory mapped before whose entry is gone are ``absent``:
 reported (``report``), removed from the store (``remove``) or let go silently (``keep``); a device
 whose entry is still there but gives no device name any more stays the directory's.
+
+Syncs of one directory may run at once (the service's schedule and an operator, or two hosts of one
+store): each takes the directory's next ticket in a write transaction before it reads, and applies
+only when no sync of a later ticket has applied. A sync whose reading a later one overtook applies
+nothing, records a ``directory.sync_superseded`` event and reports ``superseded``; it is no error.
 """
 
 from __future__ import annotations
@@ -405,10 +410,14 @@ def sync(store: Store, options: dict, *, bind_password: str | None = None, check
     moment = v.parse_utc(now, "now") if now is not None else v.utc_now()
     check_ca_file(config)
     _template(store, config)
-    with store.read() as tx:
+    ticket = None
+    with store.transaction(write=not check_mode) as tx:
         password = _password(tx, store, config, bind_password)
+        if not check_mode:  # before the read: a later ticket is a later reading of the directory
+            ticket = directory_records.take_ticket(tx, config["name"])
     entries = read_entries(config, password)
-    return _apply(store, config, entries, bind_password=bind_password, check_mode=check_mode, moment=moment)
+    return _apply(store, config, entries, ticket=ticket, bind_password=bind_password, check_mode=check_mode,
+                  moment=moment)
 
 
 def sync_stored(store: Store, name: str, *, bind_password: str | None = None, check_mode: bool = False,
@@ -464,13 +473,33 @@ def _held(previous: dict, devices: dict, skipped: list) -> set:
     return {device for device, dn in previous.items() if device not in devices and dn.lower() in bad_dns}
 
 
-def _apply(store: Store, config: dict, entries, *, bind_password, check_mode, moment) -> dict:
+def _superseded(config: dict, entries, devices: dict, ticket: int, applied: int) -> dict:
+    """The result of a sync that applied nothing: a sync that read the directory later applied first."""
+    name = config["name"]
+    counts = {"entries": len(entries), "mapped": len(devices), "created": 0, "changed": 0, "absent": 0, "removed": 0,
+              "skipped": 0}
+    return converged(False, {"phones": {}}, {"phones": {}},
+                     directory={"name": name, "first_sync": False, "entries": len(entries), "mapped": len(devices)},
+                     devices={"created": [], "changed": [], "absent": [], "removed": []},
+                     counts=counts, skipped=[], authentication_strings=[], strings_file=None, superseded=True,
+                     warnings=[f"directory {name}: superseded: a sync that read the directory later has applied "
+                               f"already (ticket {applied}, this sync's {ticket}); this sync's older reading "
+                               "applied nothing"])
+
+
+def _apply(store: Store, config: dict, entries, *, ticket, bind_password, check_mode, moment) -> dict:
     """The devices of the entries get the template, absent ones are reported or removed, and the
-    directory's configuration and devices are recorded: one transaction (none in check mode)."""
+    directory's configuration and devices are recorded: one transaction (none in check mode). Unless a
+    sync of a later ticket (a later reading of the directory) has applied: then nothing is."""
     name = config["name"]
     devices, skipped = map_entries(config, entries)
     secret = store.secret()
     with store.transaction(write=not check_mode) as tx:
+        applied_ticket = directory_records.applied_ticket(tx, name) if ticket is not None else 0
+        if ticket is not None and applied_ticket > ticket:
+            audit.record(tx, store.actor, "directory.sync_superseded", name, ticket=ticket,
+                         applied_ticket=applied_ticket, entries=len(entries))
+            return _superseded(config, entries, devices, ticket, applied_ticket)
         template = templates.load_in(tx, secret, config["device_template"])
         row = directory_records.get(tx, name)
         first = row is None or row["first_synced_at"] is None
@@ -512,6 +541,7 @@ def _apply(store: Store, config: dict, entries, *, bind_password, check_mode, mo
                 device: item["dn"] for device, item in devices.items()
                 if device in previous and previous[device] != item["dn"]})
             directory_records.record_sync(tx, directory_id, v.format_utc(moment), _next_sync(config, moment), counts)
+            directory_records.mark_applied(tx, name, ticket)
             audit.record(tx, store.actor, "directory.sync", name, first_sync=first, **counts)
     config_changed = row is None or row["config"] != config or password_change is not None
     warnings = []
@@ -533,7 +563,7 @@ def _apply(store: Store, config: dict, entries, *, bind_password, check_mode, mo
                               "removed": removed},
                      counts=counts, skipped=skipped, authentication_strings=generated,
                      strings_file=config["strings_file"] if generated and not check_mode else None,
-                     warnings=warnings)
+                     superseded=False, warnings=warnings)
 
 
 def run_due(store: Store, now=None) -> list[dict]:
@@ -550,6 +580,9 @@ def run_due(store: Store, now=None) -> list[dict]:
             with store.transaction() as tx:
                 directory_records.set_next_sync(tx, row["id"], _next_sync(row["config"], moment), {"error": str(exc)})
             outcomes.append({"name": row["name"], "error": str(exc)})
+            continue
+        if result["superseded"]:  # a later sync (an operator's, another host's) applied first: no failure
+            outcomes.append({"name": row["name"], "superseded": True})
             continue
         outcomes.append({"name": row["name"], "devices": {key: len(value) for key, value in result["devices"].items()},
                          "warnings": result["warnings"]})

@@ -75,6 +75,10 @@ def _sync(args, output) -> int:
             result = directory.sync_stored(store, args.name, bind_password=password, check_mode=args.check)
     for warning in result["warnings"]:
         output.warning(warning)
+    if result["superseded"]:
+        output.result(result, f"directory {result['directory']['name']}: superseded: a sync that read the directory "
+                      "later has applied already; this sync applied nothing")
+        return 0
     devices = result["devices"]
     verb = "would be " if args.check else ""
     lines = [f"directory {result['directory']['name']}: {result['directory']['entries']} entries, "

@@ -138,6 +138,10 @@ def _log_directories(outcomes: list) -> None:
             log.warning("scheduler: directory %s: sync failed, retried after its interval: %s", outcome["name"],
                         outcome["error"])
             continue
+        if outcome.get("superseded"):
+            log.info("scheduler: directory %s: sync superseded: a sync that read the directory later applied "
+                     "first; this one applied nothing", outcome["name"])
+            continue
         log.info("scheduler: directory %s synced: %s", outcome["name"],
                  ", ".join(f"{count} {key}" for key, count in outcome["devices"].items()))
         for warning in outcome["warnings"]:

@@ -97,3 +97,22 @@ def forget_devices(tx: Transaction, directory_id: int, names) -> None:
     """Devices no longer the directory's (their entry left it)."""
     tx.executemany("DELETE FROM directory_devices WHERE directory_id = ? AND device_name = ?",
                    [(directory_id, name) for name in sorted(names)])
+
+
+def take_ticket(tx: Transaction, name: str) -> int:
+    """The next sync ticket of directory ``name``, taken (in a write transaction) before the sync reads the
+    directory: a later ticket is a later reading."""
+    tx.execute("INSERT INTO directory_syncs (name, taken, applied) VALUES (?, 0, 0) ON CONFLICT (name) DO NOTHING",
+               (name,))
+    tx.execute("UPDATE directory_syncs SET taken = taken + 1 WHERE name = ?", (name,))
+    return tx.scalar("SELECT taken FROM directory_syncs WHERE name = ?", (name,))
+
+
+def applied_ticket(tx: Transaction, name: str) -> int:
+    """The ticket of the directory's sync that applied last (0: none with a ticket)."""
+    return tx.scalar("SELECT applied FROM directory_syncs WHERE name = ?", (name,)) or 0
+
+
+def mark_applied(tx: Transaction, name: str, ticket: int) -> None:
+    """The sync of ``ticket`` applied its reading of the directory."""
+    tx.execute("UPDATE directory_syncs SET applied = ? WHERE name = ?", (ticket, name))

@@ -338,6 +338,19 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "ALTER TABLE phones ADD COLUMN incarnation {int} NOT NULL DEFAULT 0",
         "{incarnations:phones}",
     ]),
+    (16, "directory sync tickets", [
+        # Two syncs of one directory at once (the service's schedule and an operator, or two hosts of one
+        # store) each read the directory, then apply what they read: the one that read first could apply
+        # last and put the directory's older state back. Each sync takes the directory's next ticket
+        # (``taken``) in a write transaction before it reads, and applies only when no sync of a later
+        # ticket has applied (``applied``). By name: a directory's first sync takes its ticket before the
+        # directory has a row.
+        """CREATE TABLE directory_syncs (
+            name TEXT PRIMARY KEY,
+            taken {int} NOT NULL DEFAULT 0,
+            applied {int} NOT NULL DEFAULT 0
+        )""",
+    ]),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
