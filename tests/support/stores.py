@@ -65,3 +65,17 @@ def execute(location: str, sql: str, params: Sequence[Any] = ()) -> None:
     """Run one statement in the store at ``location`` (either backend), as a test's fault or edit."""
     with open_store(location, actor="test") as store, store.transaction() as tx:
         tx.execute(sql, params)
+
+
+def dump(store: Store) -> dict[str, list[str]]:
+    """Every row of every table of ``store`` (either backend), read in one read transaction of the store:
+    its whole content, to compare before and after a change. Rows are sorted, each as the text of its
+    sorted columns (a PostgreSQL sequence a rolled-back insert advanced is not a table's content)."""
+    with store.read() as tx:
+        if postgresql.is_location(store.location):
+            tables = tx.query("SELECT tablename AS name FROM pg_tables WHERE schemaname = current_schema()")
+        else:
+            tables = tx.query("SELECT name FROM sqlite_master WHERE type = 'table'")
+        assert tables, "a store without tables"
+        return {name: sorted(repr(sorted(row.items())) for row in tx.query(f'SELECT * FROM "{name}"'))
+                for name in sorted(row["name"] for row in tables)}

@@ -35,6 +35,17 @@ def write_private_file(path: str, data: bytes, mode: int = 0o600) -> None:
     """Write ``data`` to ``path`` with ``mode`` (0600), replacing it atomically: a new file created
     O_EXCL beside it, then renamed over ``path``. A symbolic link at ``path`` is replaced, never
     followed, so a planted link cannot send a key elsewhere."""
+    temporary = stage_private_file(path, data, mode)
+    try:
+        os.replace(temporary, path)
+    except BaseException:
+        discard_staged_file(temporary)
+        raise
+
+
+def stage_private_file(path: str, data: bytes, mode: int = 0o600) -> str:
+    """The first half of ``write_private_file``: ``data`` on disk in a new file beside ``path``
+    (returned), for ``os.replace`` to put in place later, or ``discard_staged_file`` to remove."""
     directory = os.path.dirname(os.path.abspath(path))
     ensure_private_dir(directory)
     fd, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-")
@@ -44,11 +55,15 @@ def write_private_file(path: str, data: bytes, mode: int = 0o600) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temporary, path)
     except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+        discard_staged_file(temporary)
         raise
+    return temporary
+
+
+def discard_staged_file(temporary: str) -> None:
+    if os.path.exists(temporary):
+        os.unlink(temporary)
 
 
 def check_private_file(path: str, what: str = "key file") -> None:

@@ -21,7 +21,8 @@ from typing import Iterator
 
 from .. import faults
 from ..errors import StoreError
-from ..files import check_private_location, ensure_private_dir, read_or_create_secret
+from ..files import (check_private_location, discard_staged_file, ensure_private_dir, read_or_create_secret,
+                     stage_private_file, write_private_file)
 from .backend import Backend, Transaction
 from .migrations import LATEST_VERSION, MIGRATIONS
 from .sqlite import SqliteBackend
@@ -74,6 +75,7 @@ class Store:
         self._scratch = scratch
         self._secret: bytes | None = None
         self._rehearsal: Transaction | None = None
+        self._atomic: _Atomic | None = None
 
     @property
     def location(self) -> str:
@@ -92,9 +94,12 @@ class Store:
         does not wait for the disk, so a power failure may lose it (and the later non-durable ones),
         leaving the state a crash just before it would leave; the session's next durable commit,
         made before anything is acknowledged to the phone, puts it on disk too (one WAL, in order).
-        During a ``rehearsal`` every transaction is the rehearsal's own."""
+        During a ``rehearsal`` every transaction is the rehearsal's own; during an ``atomic`` change,
+        the change's own."""
         if self._rehearsal is not None:
             return contextlib.nullcontext(self._rehearsal)
+        if self._atomic is not None:
+            return self._atomic.join()
         if write and self.read_only:
             raise StoreError(f"store {self.location} is open read-only; nothing may be written")
         return self.backend.transaction(write=write, durable=durable)
@@ -102,6 +107,8 @@ class Store:
     def read(self) -> contextlib.AbstractContextManager[Transaction]:
         if self._rehearsal is not None:
             return contextlib.nullcontext(self._rehearsal)
+        if self._atomic is not None:
+            return self._atomic.join()
         return self.backend.transaction(write=False)
 
     @contextlib.contextmanager
@@ -113,6 +120,8 @@ class Store:
         beside it either (no strings file)."""
         if self._rehearsal is not None:
             raise StoreError("a rehearsal is already under way on this store")
+        if self._atomic is not None:
+            raise StoreError("a rehearsal cannot run inside an atomic change of the store")
         with self.backend.rehearsal() as tx:
             self._rehearsal = tx
             try:
@@ -123,6 +132,47 @@ class Store:
     @property
     def rehearsing(self) -> bool:
         return self._rehearsal is not None
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[Transaction]:
+        """Make a change of several steps all or nothing (``Backend.atomic``): every transaction opened
+        inside joins one write transaction of the store, committed durably once the block ends, or
+        rolled back entirely when anything in it raises; so does one a step opened, failed, and had
+        its error caught. It holds the lock every writer takes for its whole length: the service's
+        writes wait for it. Files beside the store written through ``write_file`` are put in place
+        only once it commits. Refused on a read-only store, inside a rehearsal and inside another
+        atomic change (a rehearsal inside one is refused too)."""
+        if self._rehearsal is not None:
+            raise StoreError("an atomic change cannot run inside a rehearsal of the store")
+        if self._atomic is not None:
+            raise StoreError("an atomic change is already under way on this store")
+        if self.read_only:
+            raise StoreError(f"store {self.location} is open read-only; nothing may be written")
+        change = None
+        try:
+            with self.backend.atomic() as tx:
+                change = self._atomic = _Atomic(tx)
+                try:
+                    yield tx
+                    if change.failed:
+                        raise StoreError("a step of an atomic change failed; nothing was written to the store")
+                finally:
+                    self._atomic = None
+        except BaseException:
+            if change is not None:
+                change.discard()
+            raise
+        change.publish()
+
+    def write_file(self, path: str, data: bytes) -> None:
+        """Write a 0600 file that tells of a change of the store (generated authentication strings),
+        replacing it atomically: at once, or during an ``atomic`` change written beside ``path`` now
+        and put in place once the change commits (removed if it does not), so that the file never
+        tells of a change the store does not hold, and one that cannot be written fails the change."""
+        if self._atomic is None:
+            write_private_file(path, data)
+            return
+        self._atomic.staged.append((stage_private_file(path, data), path))
 
     def data_version(self) -> int:
         """A number that changes whenever another connection to the store has committed (never for
@@ -184,6 +234,39 @@ class Store:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _Atomic:
+    """An atomic change under way (``Store.atomic``): its transaction, whether a step that joined it
+    failed, and the files to put in place once it commits."""
+
+    def __init__(self, tx: Transaction):
+        self.tx = tx
+        self.failed = False
+        self.staged: list[tuple[str, str]] = []  # (the file written, the path it goes to)
+
+    @contextlib.contextmanager
+    def join(self) -> Iterator[Transaction]:
+        try:
+            yield self.tx
+        except BaseException:
+            self.failed = True
+            raise
+
+    def discard(self) -> None:
+        for temporary, _path in self.staged:
+            discard_staged_file(temporary)
+
+    def publish(self) -> None:
+        failures = []
+        for temporary, path in self.staged:
+            try:
+                os.replace(temporary, path)
+            except OSError as exc:
+                failures.append(f"{path} could not be put in place ({exc.strerror or exc}); its content is in "
+                                f"{temporary}")
+        if failures:
+            raise StoreError("the change was written to the store, but " + "; ".join(failures))
 
 
 def _current_version(backend: Backend, tx: Transaction) -> int:

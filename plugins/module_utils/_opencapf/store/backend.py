@@ -91,6 +91,12 @@ class Backend(abc.ABC):
         as long as the rehearsal lasts; writers are not held up); PostgreSQL: a write transaction of the
         database itself, rolled back (the other writers wait for it, as for any writer)."""
 
+    def atomic(self) -> contextlib.AbstractContextManager[Transaction]:
+        """A durable write transaction that a change of several steps runs in, committed once at the
+        end or rolled back entirely, holding the lock every writer takes from its first statement to
+        its commit. PostgreSQL: a write transaction (the writers' advisory lock); SQLite overrides it."""
+        return self.transaction(write=True, durable=True)
+
     @abc.abstractmethod
     def try_lead(self, name: str) -> bool:
         """Take the lead of ``name`` (a duty one process of all those sharing the store does, such as

@@ -61,13 +61,14 @@ class _Opened:
     the connection's lock and, for a write, the writer lock and ``BEGIN IMMEDIATE`` on entry; the
     commit (or, on an exception, the rollback) on exit, then the wait for the disk of a durable commit."""
 
-    __slots__ = ("_backend", "_write", "_durable", "_queued")
+    __slots__ = ("_backend", "_write", "_durable", "_queued", "_writer_lock")
 
-    def __init__(self, backend: "SqliteBackend", write: bool, durable: bool):
+    def __init__(self, backend: "SqliteBackend", write: bool, durable: bool, writer_lock: int | None = None):
         self._backend = backend
         self._write = write
         self._durable = durable
         self._queued = False
+        self._writer_lock = backend._writer_lock if writer_lock is None else writer_lock  # pylint: disable=protected-access
 
     def __enter__(self) -> Transaction:
         backend, write = self._backend, self._write
@@ -79,9 +80,9 @@ class _Opened:
                 # same log makes it durable together with itself.
                 cursor.execute(f"PRAGMA synchronous = {'FULL' if self._durable else 'NORMAL'}")
                 backend._durable = self._durable  # pylint: disable=protected-access
-            self._queued = write and backend._writer_lock is not None  # pylint: disable=protected-access
+            self._queued = write and self._writer_lock is not None
             if self._queued:
-                fcntl.flock(backend._writer_lock, fcntl.LOCK_EX)  # pylint: disable=protected-access
+                fcntl.flock(self._writer_lock, fcntl.LOCK_EX)
             try:
                 cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             except sqlite3.Error as exc:
@@ -95,7 +96,7 @@ class _Opened:
         backend = self._backend
         try:
             if self._queued:
-                fcntl.flock(backend._writer_lock, fcntl.LOCK_UN)  # pylint: disable=protected-access
+                fcntl.flock(self._writer_lock, fcntl.LOCK_UN)
         finally:
             backend._lock.release()  # pylint: disable=protected-access
 
@@ -187,15 +188,15 @@ class SqliteBackend(Backend):
             raise StoreError(f"store {self.location} cannot use WAL journaling (got {mode})")
         # Server processes sharing the store queue for its write lock on a lock file: a waiter
         # wakes the moment the writer is done, where SQLite's busy handler would poll and sleep
-        # for milliseconds. Other writers (the CLI, modules) still meet SQLite's own lock.
+        # for milliseconds. Other writers (the CLI, modules) still meet SQLite's own lock, but for
+        # an atomic change (``atomic``), which may hold it longer than the busy timeout.
         self._writer_lock = None
         if group_commit:
             try:
-                self._writer_lock = os.open(self.location + WRITER_LOCK_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                                            0o600)
-            except OSError as exc:
+                self._writer_lock = self._open_writer_lock()
+            except StoreError:
                 self._connection.close()
-                raise StoreError(f"cannot open the writer lock of store {self.location}: {exc.strerror}") from None
+                raise
         self._leads: dict[str, int] = {}  # duty name -> the descriptor holding its lock
 
     def _read_only_uri(self) -> str:
@@ -240,6 +241,28 @@ class SqliteBackend(Backend):
             raise StoreError(f"store {self.location}: cannot rehearse in a copy: {exc}") from None
         finally:
             copy.close()
+
+    def _open_writer_lock(self) -> int:
+        try:
+            return os.open(self.location + WRITER_LOCK_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot open the writer lock of store {self.location}: {exc.strerror}") from None
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[Transaction]:
+        # The service's writers queue on the writer lock before BEGIN IMMEDIATE: holding it too, a
+        # long atomic change makes them wait for it there, as for any of them, where SQLite's own
+        # lock alone would fail them after the busy timeout.
+        if self.read_only:
+            raise StoreError(f"store {self.location} is open read-only; nothing may be written")
+        own = self._writer_lock is None
+        writer_lock = self._open_writer_lock() if own else self._writer_lock
+        try:
+            with _Opened(self, True, True, writer_lock) as tx:
+                yield tx
+        finally:
+            if own:
+                os.close(writer_lock)
 
     def sync(self, mine: int) -> None:
         """Return once commit number ``mine`` is on disk: fsync the log, or wait for an fsync that
