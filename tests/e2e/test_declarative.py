@@ -14,7 +14,8 @@ import stat
 
 import pytest
 
-from support.stores import query
+from _opencapf.store import open_store
+from support.stores import dump, query
 from support.tools import run_cli
 
 DEPLOYMENT = """\
@@ -191,3 +192,37 @@ def test_bulk_names_not_in_the_store_warn_or_fail(deployment, tmp_path):
     assert run_cli(*store, "apply", str(bulk)).returncode == 1
     assert query(store[1], "SELECT COUNT(*) AS n FROM phones WHERE description = 'renamed'", state_dir=store[3]) == [
         {"n": 0}]
+
+
+def test_apply_is_all_or_nothing(store_options, tmp_path):
+    """Once per backend: a file whose last section fails for a reason only the store knows (a bulk query
+    naming a phone it does not have) exits 1 with the error at its path in the file and no traceback, and
+    leaves every table as it was and no strings file, though the sections before it had changes to make;
+    plan shows the same error; the file without the failing name applies in full."""
+    run_cli(*store_options, "init", check=True)
+    location, state_dir = store_options[1], store_options[3]
+    out = tmp_path / "out"
+    out.mkdir(mode=0o700)
+    bad = tmp_path / "bad.yml"
+    bad.write_text(DEPLOYMENT + "  - name: everyone gets a string\n"
+                   "    query: {names: [SEP001122334455, SEP00112233445F]}\n"
+                   "    set: {authentication_mode: auth_string}\n"
+                   "    generate_authentication_strings: true\n"
+                   f"    strings_file: {out / 'bulk-strings.csv'}\n"
+                   "    fail_on_unmatched: true\n")
+    with open_store(location, state_dir=state_dir, read_only=True) as store:
+        before = dump(store)
+    error = ("opencapf: error: bulk[1].query.names names 1 device(s) that are not in the store: SEP00112233445F; "
+             "nothing was changed (fail_on_unmatched)\n")
+    for verb, extra in (("plan", ()), ("apply", ("--strings-file", str(out / "strings.csv")))):
+        result = run_cli(*store_options, verb, str(bad), *extra)
+        assert (result.returncode, result.stdout, result.stderr) == (1, "", error), verb
+    with open_store(location, state_dir=state_dir, read_only=True) as store:
+        assert dump(store) == before
+    assert os.listdir(out) == []
+    bad.write_text(bad.read_text().replace(", SEP00112233445F", ""))
+    applied = json.loads(run_cli(*store_options, "--json", "apply", str(bad), check=True).stdout)
+    assert applied["counts"]["phones"]["created"] == 3 and sorted(applied["authentication_strings"]) == [
+        "SEP001122334455", "SEP001122334456"]
+    assert (out / "bulk-strings.csv").read_text().startswith("device_name,authentication_string\nSEP001122334455,")
+

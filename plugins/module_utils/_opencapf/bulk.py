@@ -18,7 +18,6 @@ from typing import Any
 
 from . import csv_import, phone_query, scheduler
 from .errors import CapfError, ValidationError
-from .files import write_private_file
 from .phone_config import COLUMN_OPTIONS, AuthRequest, PhoneRequest, check_settings, converge_many
 from .results import converged
 from .store import Store, audit
@@ -55,12 +54,13 @@ def build_spec(*, query=None, settings=None, generate_authentication_strings=Fal
     }
 
 
-def write_strings_file(path: str, generated: list[dict]) -> None:
+def write_strings_file(store: Store, path: str, generated: list[dict]) -> None:
     """Hand generated authentication strings out once: a CSV of ``device_name`` and
-    ``authentication_string`` at ``path``, mode 0600, written atomically. A file that cannot be
-    written fails the job (its transaction is not committed) with the reason."""
+    ``authentication_string`` at ``path``, mode 0600, written atomically (``Store.write_file``: in an
+    atomic change of the store, put in place only once it commits). A file that cannot be written
+    fails the job (its transaction is not committed) with the reason."""
     try:
-        write_private_file(path, _strings_csv(generated))
+        store.write_file(path, _strings_csv(generated))
     except OSError as exc:
         raise CapfError(f"strings_file: cannot write {path}: {exc.strerror or exc}") from None
 
@@ -147,7 +147,7 @@ def run(store: Store, spec: dict, *, shared_string: str | None = None, csv_rows=
         inserts = [plan for plan in plans if not plan.exists]
         if not check_mode and (updates or inserts):
             if generated and spec["strings_file"] and not store.rehearsing:
-                write_strings_file(spec["strings_file"], generated)
+                write_strings_file(store, spec["strings_file"], generated)
             audit.record(tx, store.actor, "bulk.apply", JOB_KIND, matched=len(plans), changed=len(updates),
                          inserted=len(inserts), apply_config=spec["apply_config"],
                          generated=len(generated), query=spec["query"])

@@ -525,7 +525,7 @@ def _apply(store: Store, config: dict, entries, *, ticket, bind_password, check_
                   "skipped": len(skipped)}
         if not check_mode:
             if generated and config["strings_file"]:
-                bulk.write_strings_file(config["strings_file"], generated)
+                bulk.write_strings_file(store, config["strings_file"], generated)
             directory_id = directory_records.save(tx, name, config, _next_sync(config, moment))
             if password_change == "put":
                 secretbox.put(tx, secret, _secret_name(name), bind_password)

@@ -415,6 +415,6 @@ def apply(store: Store, template_name: str, devices, *, via: str, existing: str 
                           check_mode=check_mode, now=now)
         written = bool(result["authentication_strings"] and strings_file and not check_mode and not store.rehearsing)
         if written:
-            bulk.write_strings_file(strings_file, result["authentication_strings"])
+            bulk.write_strings_file(store, strings_file, result["authentication_strings"])
     result["strings_file"] = strings_file if written else None
     return result

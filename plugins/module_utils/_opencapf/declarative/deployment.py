@@ -6,8 +6,9 @@ Sections are converged in dependency order: trust (the CA's HTTPS certificate mu
 before an online CA names it), service, device templates (defined, then applied to the devices they
 list), phones, bulk jobs; the phones section in one transaction through the one converge path of
 phone settings (``phone_config.converge_many``), as ``capf_phone``, bulk jobs and template
-applications do. ``plan`` is ``apply`` rehearsed (``Store.rehearsal``) and rolled back, never a
-check-mode path of its own: a later section depends on what the earlier ones do.
+applications do. ``apply`` runs every section in one atomic change of the store (``Store.atomic``):
+all of the file or none of it. ``plan`` is ``apply`` rehearsed (``Store.rehearsal``) and rolled
+back, never a check-mode path of its own: a later section depends on what the earlier ones do.
 """
 
 from __future__ import annotations
@@ -298,10 +299,14 @@ def plan(store: Store, document: Document, options: Options = Options()) -> Repo
 
 
 def apply(store: Store, document: Document, options: Options = Options()) -> Report:
-    """Converge the store to the document."""
+    """Converge the store to the document, all or nothing: every section runs in one atomic change
+    (``Store.atomic``), so an error in a later section (a bulk query naming a phone the store does not
+    have, a setting a phone's own contradicts) leaves the store exactly as it was, sections before it
+    included, and no strings file of a bulk item is written."""
     report = Report()
-    for section in SECTIONS:
-        section(store, document, False, report, options)
+    with store.atomic():
+        for section in SECTIONS:
+            section(store, document, False, report, options)
     return report
 
 
