@@ -23,7 +23,10 @@ def register(subparsers) -> None:
                       help="exit 2 when there are changes (0 when none), like terraform plan")
     _switches(plan)
     plan.set_defaults(handler=_plan)
-    apply = subparsers.add_parser("apply", help="converge the store to a declarative file")
+    apply = subparsers.add_parser(
+        "apply", help="converge the store to a declarative file, all or nothing",
+        description="Converge the store to a declarative file in one transaction: every section or none. It holds "
+                    "the store's write lock until it commits: the CAPF service's writes wait for it.")
     apply.add_argument("file", help="the deployment YAML file")
     _switches(apply)
     apply.add_argument("--strings-file", metavar="CSV",
