@@ -225,4 +225,3 @@ def test_apply_is_all_or_nothing(store_options, tmp_path):
     assert applied["counts"]["phones"]["created"] == 3 and sorted(applied["authentication_strings"]) == [
         "SEP001122334455", "SEP001122334456"]
     assert (out / "bulk-strings.csv").read_text().startswith("device_name,authentication_string\nSEP001122334455,")
-
