@@ -139,6 +139,23 @@ def test_phones_list_and_show_answer_the_status_questions(fleet_store, store_loc
     assert status == 1 and "lsc_expires_before" in err and "Traceback" not in err
 
 
+def test_phones_list_and_show_tell_an_lsc_past_its_notafter_expired(fleet_store, store_location, store_options,
+                                                                   tmp_path, capsys):
+    """Until the scheduler revokes it (if ever), an installed LSC whose notAfter has passed is listed,
+    shown and selected as expired, not as installed."""
+    _enrol_fleet(store_location, tmp_path)
+    with fleet_store.transaction() as tx:
+        tx.execute("UPDATE certificates SET not_after = '2026-01-01T00:00:00Z' WHERE kind = 'lsc'")
+    listed = {row["device_name"]: row["lsc"] for row in _json(capsys, "phones", "list", *store_options, "--json")}
+    assert listed[GOOD]["status"] == "expired" and listed[IDLE] is None
+    assert _names(_json(capsys, "--json", "phones", "list", "--lsc-status", "expired", *store_options)) == [GOOD]
+    assert _names(_json(capsys, "--json", "phones", "list", "--lsc-status", "installed", *store_options)) == []
+    status, out, _err = _run(capsys, "phones", "list", "--csv", *store_options)
+    assert status == 0 and {row["device_name"]: row["lsc_status"] for row in csv.DictReader(io.StringIO(out))}[
+        GOOD] == "expired"
+    assert _json(capsys, "phones", "show", GOOD, "--json", *store_options)["lsc"]["status"] == "expired"
+
+
 def _reencoded(certificates) -> str:
     return "".join(certificate.public_bytes(serialization.Encoding.PEM).decode() for certificate in certificates)
 

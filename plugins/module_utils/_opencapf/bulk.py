@@ -107,9 +107,10 @@ def diff_view(before: dict, after: dict, diff_format: str = "full") -> tuple[dic
 
 def run(store: Store, spec: dict, *, shared_string: str | None = None, csv_rows=None,
         fail_on_unmatched: bool = False, check_mode: bool = False, diff_format: str = "full",
-        tx=None) -> dict[str, Any]:
+        tx=None, now=None) -> dict[str, Any]:
     """Run a job now, in one transaction: its own, or ``tx`` (a write transaction of the caller's: the
     scheduler claims, runs and records a job in one). ``csv_rows`` come from ``csv_import.parse``.
+    The query matches the phones' LSC statuses as they are at ``now`` (default: the current time).
     Names in ``query.names`` that are not in the store are returned (``unmatched``) with a warning,
     or with ``fail_on_unmatched`` fail the job before anything is written."""
     if spec["query"] is None and csv_rows is None:
@@ -128,7 +129,7 @@ def run(store: Store, spec: dict, *, shared_string: str | None = None, csv_rows=
         work: list[tuple[dict | None, PhoneRequest]] = []
         unmatched, warnings = [], []
         if spec["query"] is not None:
-            for row in phone_query.select(tx, spec["query"], with_lsc=False):
+            for row in phone_query.select(tx, spec["query"], with_lsc=False, now=now):
                 work.append((row, PhoneRequest(row["name"], wanted, base_auth, f"phone {row['name']}: ")))
             found = {request.name for _row, request in work}
             unmatched, warnings = phone_query.check_unmatched(
@@ -172,7 +173,8 @@ def converge(store: Store, *, query=None, settings=None, authentication_string: 
              authentication_string_length=8, reissue=False, apply_config=False, csv_file: str | None = None,
              csv_content: str | None = None, strings_file: str | None = None, run_at=None, now=None,
              fail_on_unmatched=False, check_mode: bool = False, diff_format: str = "full") -> dict[str, Any]:
-    """Run a bulk job now, or store it for the scheduler when ``run_at`` is in the future.
+    """Run a bulk job now, or store it for the scheduler when ``run_at`` is in the future (after ``now``,
+    default: the current time, which is also the moment whose LSC statuses a job run now matches).
     ``diff_format`` shapes the returned before/after (see ``diff_view``).
     ``query.names`` not in the store are returned as ``unmatched`` with a warning (for a scheduled
     job: not in the store when it is submitted); ``fail_on_unmatched`` fails instead."""
@@ -218,4 +220,4 @@ def converge(store: Store, *, query=None, settings=None, authentication_string: 
         csv_rows = (csv_import.read(csv_file, spec["authentication_string_length"]) if csv_file is not None
                     else csv_import.parse(csv_content, "csv_content", spec["authentication_string_length"]))
     return run(store, spec, shared_string=authentication_string, csv_rows=csv_rows,
-               fail_on_unmatched=fail_on_unmatched, check_mode=check_mode, diff_format=diff_format)
+               fail_on_unmatched=fail_on_unmatched, check_mode=check_mode, diff_format=diff_format, now=now)

@@ -7,7 +7,9 @@ A query is a mapping of filters, all of which must hold: ``names`` (explicit lis
 ``security_mode``, ``certificate_operation``, ``operation_status`` and ``lsc_status`` (each one value
 or a list), ``lsc_expires_before`` (date or time, UTC) and ``locked`` (true: only phones locked out
 after wrong authentication strings; false: only the others). The store selects the phones together with their
-current LSC (the newest LSC that is not stale) in one statement (``store.phones.matching``).
+current LSC (the newest LSC that is not stale) in one statement (``store.phones.matching``). An LSC's
+status is as it is at the moment of the read: ``expired`` once an issued or installed LSC's notAfter has
+passed (``store.certificates.reported_status``), in what a query matches and in what a view shows.
 """
 
 from __future__ import annotations
@@ -66,13 +68,14 @@ def check_query(query: dict | None, field: str = "query") -> dict[str, Any]:
     return result
 
 
-def select(tx: Transaction, query: dict | None, *, with_lsc: bool = True) -> list[dict[str, Any]]:
-    """Phones matching a (validated) query, by name, with their current LSC columns.
+def select(tx: Transaction, query: dict | None, *, with_lsc: bool = True, now=None) -> list[dict[str, Any]]:
+    """Phones matching a (validated) query, by name, with their current LSC columns, its status as it
+    is at ``now`` (default: the current time).
 
     ``with_lsc=False`` returns the phone columns only (a bulk job needs no more); the current LSC is
     still looked up when the query filters on it.
     """
-    return phones.matching(tx, query, with_lsc=with_lsc)
+    return phones.matching(tx, query, with_lsc=with_lsc, now=format_utc(parse_utc(now, "now")))
 
 
 def lsc_view(row: dict) -> dict | None:
@@ -82,9 +85,10 @@ def lsc_view(row: dict) -> dict | None:
             "issued_at": row["lsc_issued_at"], "installed_at": row["lsc_installed_at"]}
 
 
-def phone_status(tx: Transaction, name: str) -> dict | None:
-    """The CAPF status of one phone: operation, its status, current LSC, last session."""
-    rows = select(tx, {"names": [name]})
+def phone_status(tx: Transaction, name: str, now=None) -> dict | None:
+    """The CAPF status of one phone: operation, its status, current LSC (as it is at ``now``, default:
+    the current time), last session."""
+    rows = select(tx, {"names": [name]}, now=now)
     if not rows:
         return None
     row = rows[0]

@@ -27,7 +27,7 @@ from .store import Store, audit, certificates, csrs, sessions
 from .store import phones as phone_records
 from .store.backend import Transaction
 from .vocabulary import (REPORT_FORMATS, SESSIONS_SHOWN as SESSIONS_SHOWN_RANGE, check_choice, check_int_range, format_utc,
-                         normalise_device_name, utc_now)
+                         normalise_device_name, parse_utc, utc_now)
 
 SESSIONS_SHOWN = 10
 
@@ -44,15 +44,18 @@ _PHONE_WIDTH = phone_records.LISTING_WIDTH
 
 
 def phone_rows(tx: Transaction, query: dict | None, *, secret: bytes | None = None,
-               authentication_string: str | None = None, order: str = "device_name") -> list[dict[str, Any]]:
-    """Phones matching a bulk-style query with their CAPF status and current LSC, in ``order``
-    (``device_name``, or ``lsc_expiry``: soonest first, phones without an LSC before all); with
-    ``authentication_string``, only the phones whose stored keyed hash matches it.
+               authentication_string: str | None = None, order: str = "device_name",
+               now=None) -> list[dict[str, Any]]:
+    """Phones matching a bulk-style query with their CAPF status and current LSC (its status as it is
+    at ``now``, default: the current time), in ``order`` (``device_name``, or ``lsc_expiry``: soonest
+    first, phones without an LSC before all); with ``authentication_string``, only the phones whose
+    stored keyed hash matches it.
 
     Rows are read as tuples straight from the cursor (a listing of 100,000 phones builds each
     phone's dict once, and nothing else)."""
     order = check_choice("order_by", order, PHONE_ORDERS)
-    rows = phone_records.listing(tx, query, order=order, with_auth=authentication_string is not None)
+    rows = phone_records.listing(tx, query, order=order, with_auth=authentication_string is not None,
+                                 now=format_utc(parse_utc(now, "now")))
     if authentication_string is not None:
         rows = _using(rows, secret, authentication_string)
     with _cycle_collector_paused():
@@ -89,17 +92,19 @@ def _cycle_collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def phone_detail(store: Store, name: str, *, sessions_limit: int = SESSIONS_SHOWN) -> dict[str, Any] | None:
+def phone_detail(store: Store, name: str, *, sessions_limit: int = SESSIONS_SHOWN,
+                 now=None) -> dict[str, Any] | None:
     """Everything about one phone an operator asks first, in one read transaction: its settings, its
-    operation with status and reason, its current LSC, lock-out, its newest sessions with their
-    reasons and its CSRs waiting for a signature; None when the store has no such phone."""
+    operation with status and reason, its current LSC (its status as it is at ``now``, default: the
+    current time), lock-out, its newest sessions with their reasons and its CSRs waiting for a
+    signature; None when the store has no such phone."""
     name = normalise_device_name(name, "name")
     sessions_limit = check_int_range("sessions", sessions_limit, SESSIONS_SHOWN_RANGE)
     with store.read() as tx:
         row = phone_records.get(tx, name)
         if row is None:
             return None
-        status = phone_query.phone_status(tx, name)
+        status = phone_query.phone_status(tx, name, now)
         return {
             "device_name": name,
             "settings": phone_config.settings_view(row),
@@ -141,11 +146,12 @@ def report_page(phones: list[dict], *, stale_lscs: list[dict], pending_csrs: lis
 
 def gather(store: Store, sections=None, *, query: dict | None = None, limit: int = 100,
            report_path: str | None = None, authentication_string: str | None = None,
-           order_by: str = "device_name", report_format: str = "csv") -> dict[str, Any]:
+           order_by: str = "device_name", report_format: str = "csv", now=None) -> dict[str, Any]:
     """Everything capf_info returns, one read transaction (plus the CAPF certificate summaries).
     ``authentication_string`` narrows the phones to those that use it (never echoed); ``order_by``
     orders the phones and the report (``device_name`` or ``lsc_expiry``); ``report_format`` is
-    ``csv`` or ``html``."""
+    ``csv`` or ``html``. The phones' LSC statuses, and the HTML report's time, are those of ``now``
+    (default: the current time)."""
     sections = list(sections or SECTIONS)
     for index, section in enumerate(sections):
         check_choice(f"gather[{index}]", section, SECTIONS)
@@ -153,6 +159,7 @@ def gather(store: Store, sections=None, *, query: dict | None = None, limit: int
     order_by = check_choice("order_by", order_by, PHONE_ORDERS)
     report_format = check_choice("report_format", report_format, REPORT_FORMATS)
     canonical = phone_query.check_query(query)
+    moment = parse_utc(now, "now") if now is not None else utc_now()
     html = bool(report_path) and report_format == "html"
     if html:
         require("Jinja2")  # before anything is read, so a missing library fails the call at once
@@ -166,7 +173,7 @@ def gather(store: Store, sections=None, *, query: dict | None = None, limit: int
             result["trust"] = {name: trust.list_certificates(tx, name) for name in ("capf-trust", "callmanager-trust")}
         if "phones" in sections or report_path:
             phones = phone_rows(tx, canonical, secret=store.secret() if authentication_string is not None else None,
-                                authentication_string=authentication_string, order=order_by)
+                                authentication_string=authentication_string, order=order_by, now=moment)
             if "phones" in sections:
                 result["phones"] = phones
         if "pending_csrs" in sections or html:
@@ -186,7 +193,7 @@ def gather(store: Store, sections=None, *, query: dict | None = None, limit: int
         if "crl" in sections:
             result["crl"] = revocation.crl_overview(store, tx)
         if "expiring_certificates" in sections:
-            result["expiring_certificates"] = monitor.expiring_in(tx)
+            result["expiring_certificates"] = monitor.expiring_in(tx, moment)
         if "monitor" in sections:
             result["monitor"] = monitor.status(tx)
     if "capf_certificates" in sections:
@@ -198,7 +205,7 @@ def gather(store: Store, sections=None, *, query: dict | None = None, limit: int
         if html:
             # The page speaks of the selected phones only: their stale LSCs and pending CSRs.
             selected = {row["device_name"] for row in phones} if canonical or authentication_string else None
-            data = report_page(phones, query=canonical,
+            data = report_page(phones, query=canonical, generated_at=format_utc(moment),
                                stale_lscs=[row for row in stale if selected is None or row["device_name"] in selected],
                                pending_csrs=[row for row in pending if selected is None or row["device_name"] in selected])
         else:

@@ -127,7 +127,7 @@ def _run_next(store: Store, when: str) -> dict[str, Any] | None:
             if row is None:
                 return None
             job_id, kind, started = row["id"], row["kind"], format_utc(utc_now())
-            result = _perform(store, tx, row)
+            result = _perform(store, tx, row, when)
             _record(tx, store, job_id, kind, "succeeded", result, started)
         return {"id": job_id, "status": "succeeded", "result": result}
     except CapfError as exc:
@@ -147,8 +147,8 @@ def _run_next(store: Store, when: str) -> dict[str, Any] | None:
     return {"id": job_id, "status": "failed" if recorded else None, "result": result}
 
 
-def _perform(store: Store, tx, row: dict) -> dict[str, Any]:
-    """Do what job ``row`` asks in the caller's transaction; return its result (with the warning that
+def _perform(store: Store, tx, row: dict, when: str) -> dict[str, Any]:
+    """Do what job ``row`` asks in the caller's transaction at ``when``; return its result (with the warning that
     names the phones of ``query.names`` no longer in the store: checked at submission, they may have
     been removed since)."""
     from . import bulk  # bulk schedules through this module
@@ -156,7 +156,7 @@ def _perform(store: Store, tx, row: dict) -> dict[str, Any]:
     if row["kind"] != bulk.JOB_KIND:
         raise CapfError(f"job kind {row['kind']!r} is not known to this engine")
     shared = secretbox.get(tx, store.secret(), _secret_name(row["id"]))
-    outcome = bulk.run(store, row["spec"], shared_string=shared, tx=tx)
+    outcome = bulk.run(store, row["spec"], shared_string=shared, tx=tx, now=when)
     return {"counts": outcome["counts"], "generated": len(outcome["authentication_strings"]),
             "strings_file": outcome["strings_file"], "warnings": outcome["warnings"]}
 

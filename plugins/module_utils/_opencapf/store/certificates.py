@@ -197,13 +197,25 @@ def revoke(tx: Transaction, actor: str, certificate_id: int, subject: str, reaso
                  revoked_at=at, **details)
 
 
+def expired(alias: str) -> str:
+    """The condition that certificate row ``alias``, issued or installed, has expired at the moment
+    that is its one parameter: its notAfter is before it (a certificate is valid through its notAfter
+    second, RFC 5280 4.1.2.5). Revoked and stale certificates are what they are."""
+    return f"{alias}.status IN ('installed', 'issued') AND {alias}.not_after < ?"
+
+
+def reported_status(alias: str) -> str:
+    """The status of certificate row ``alias`` as read at the moment that is the expression's one
+    parameter: ``expired`` once ``expired`` holds, else as stored. Derived when read, never written,
+    so every view and query tells the truth of its moment."""
+    return f"CASE WHEN {expired(alias)} THEN 'expired' ELSE {alias}.status END"
+
+
 def expired_unrevoked(tx: Transaction, now: str) -> list[dict[str, Any]]:
-    """LSCs issued or installed whose notAfter has passed at ``now``, with their device names (a
-    certificate is valid through its notAfter second, RFC 5280 4.1.2.5)."""
+    """LSCs issued or installed whose notAfter has passed at ``now`` (``expired``), with their device names."""
     return tx.query(
         "SELECT c.id, c.serial, c.not_after, c.status, p.name AS device_name FROM certificates c "
-        "JOIN phones p ON p.id = c.phone_id WHERE c.kind = 'lsc' AND c.status IN ('installed', 'issued') "
-        "AND c.not_after < ? ORDER BY c.id", (now,))
+        f"JOIN phones p ON p.id = c.phone_id WHERE c.kind = 'lsc' AND {expired('c')} ORDER BY c.id", (now,))
 
 
 def revoked_lscs(tx: Transaction, issuer: str | None = None, with_pem: bool = False,

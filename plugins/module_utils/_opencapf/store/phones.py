@@ -121,7 +121,10 @@ _IN_LIMIT = 500
 # certificates_current_lsc, which holds every column a listing shows, so no certificate row (each with
 # its PEM) is read.
 _FROM_WITH_LSC = " FROM phones p LEFT JOIN certificates l ON l.phone_id = p.id AND " + certificates.CURRENT_LSC
-_LSC_COLUMNS = ("l.id AS lsc_id, l.serial AS lsc_serial, l.status AS lsc_status, l.not_after AS lsc_not_after, "
+# The current LSC's status as the listing reads it: ``expired`` once its notAfter has passed at the
+# moment of the read, which is the expression's one parameter (``certificates.reported_status``).
+_LSC_STATUS = certificates.reported_status("l")
+_LSC_COLUMNS = (f"l.id AS lsc_id, l.serial AS lsc_serial, {_LSC_STATUS} AS lsc_status, l.not_after AS lsc_not_after, "
                 "l.issued_at AS lsc_issued_at, l.installed_at AS lsc_installed_at")
 # Orders of a listing. By LSC expiry, phones without a current LSC come first (they need one most;
 # said explicitly, as PostgreSQL sorts NULLs last by default).
@@ -129,10 +132,11 @@ LISTING_ORDERS = {"device_name": "p.name", "lsc_expiry": "l.not_after NULLS FIRS
 # The columns of a listing's rows. Each column of each row costs a round trip through the sqlite3
 # module (it releases the GIL around every column it reads), so a listing selects no column it does
 # not return: a phone has a current LSC exactly when its (never NULL) serial is there.
-LISTING_COLUMNS = ("p.name, p.description, p.model, p.device_pool, p.security_mode, p.operation, p.operation_status, "
-                   "p.operation_reason, p.auth_mode, p.operation_deadline, p.locked, l.serial, l.status, "
-                   "l.not_after, l.issued_at, l.installed_at")
-LISTING_WIDTH = LISTING_COLUMNS.count(",") + 1
+_LISTED = ("p.name", "p.description", "p.model", "p.device_pool", "p.security_mode", "p.operation",
+           "p.operation_status", "p.operation_reason", "p.auth_mode", "p.operation_deadline", "p.locked", "l.serial",
+           _LSC_STATUS, "l.not_after", "l.issued_at", "l.installed_at")
+LISTING_COLUMNS = ", ".join(_LISTED)
+LISTING_WIDTH = len(_LISTED)
 
 
 def _like(pattern: str) -> str:
@@ -140,14 +144,17 @@ def _like(pattern: str) -> str:
     return escaped.replace("*", "%").replace("?", "_")
 
 
-def _matching_statement(query: dict | None, columns: str, *, with_lsc: bool = True,
+def _matching_statement(query: dict | None, columns: str, *, now: str | None, with_lsc: bool = True,
                         order: str = "device_name") -> tuple[str, list, set | None]:
     """The SQL selecting ``columns`` (of ``p``, and ``l`` with ``with_lsc``) of the phones that match
-    a validated query, in ``order``; its parameters; and the names to keep when the query names
-    more phones than one statement can list (None: keep every row)."""
+    a validated query, in ``order``, the LSC's status as it is at ``now`` (default: this second); its
+    parameters; and the names to keep when the query names more phones than one statement can list
+    (None: keep every row)."""
     query = query or {}
+    now = now or format_utc(utc_now())
     with_lsc = with_lsc or order != "device_name" or bool(query.get("lsc_status") or query.get("lsc_expires_before"))
-    where, params = [], []
+    # The only parameters of ``columns`` are the moment of ``_LSC_STATUS``.
+    where, params = [], [now] * columns.count("?")
     names = query.get("names") or []
     if names and len(names) <= _IN_LIMIT:
         where.append("p.name IN (%s)" % ", ".join("?" * len(names)))
@@ -167,8 +174,8 @@ def _matching_statement(query: dict | None, columns: str, *, with_lsc: bool = Tr
         statuses = [s for s in query["lsc_status"] if s != "none"]
         parts = []
         if statuses:
-            parts.append("l.status IN (%s)" % ", ".join("?" * len(statuses)))
-            params.extend(statuses)
+            parts.append(f"{_LSC_STATUS} IN (%s)" % ", ".join("?" * len(statuses)))
+            params.extend([now, *statuses])
         if "none" in query["lsc_status"]:
             parts.append("l.id IS NULL")
         where.append("(" + " OR ".join(parts) + ")")
@@ -180,28 +187,31 @@ def _matching_statement(query: dict | None, columns: str, *, with_lsc: bool = Tr
     return sql, params, set(names) if names and len(names) > _IN_LIMIT else None
 
 
-def matching(tx: Transaction, query: dict | None, *, with_lsc: bool = True) -> list[dict[str, Any]]:
+def matching(tx: Transaction, query: dict | None, *, with_lsc: bool = True,
+             now: str | None = None) -> list[dict[str, Any]]:
     """Phone rows matching a validated query, by name, with their current LSC's columns (``lsc_id``,
-    ``lsc_serial`` ...); ``with_lsc=False``: the phone columns only."""
-    sql, params, wanted = _matching_statement(query, "p.*, " + _LSC_COLUMNS if with_lsc else "p.*", with_lsc=with_lsc)
+    ``lsc_serial``, ``lsc_status`` as it is at ``now`` ...); ``with_lsc=False``: the phone columns only."""
+    sql, params, wanted = _matching_statement(query, "p.*, " + _LSC_COLUMNS if with_lsc else "p.*", now=now,
+                                              with_lsc=with_lsc)
     rows = tx.query(sql, params)
     if wanted is not None:
         rows = [row for row in rows if row["name"] in wanted]
     return rows
 
 
-def listing_statement(query: dict | None, *, order: str = "device_name",
-                      with_auth: bool = False) -> tuple[str, list, set | None]:
+def listing_statement(query: dict | None, *, order: str = "device_name", with_auth: bool = False,
+                      now: str | None = None) -> tuple[str, list, set | None]:
     """The statement ``listing`` runs: its SQL, its parameters, and the names it keeps (None: every row)."""
     columns = LISTING_COLUMNS + (", p.auth_salt, p.auth_hash" if with_auth else "")
-    return _matching_statement(query, columns, with_lsc=True, order=order)
+    return _matching_statement(query, columns, now=now, with_lsc=True, order=order)
 
 
 def listing(tx: Transaction, query: dict | None, *, order: str = "device_name",
-            with_auth: bool = False) -> Iterator[tuple]:
+            with_auth: bool = False, now: str | None = None) -> Iterator[tuple]:
     """The phones matching a validated query in ``order`` (a key of ``LISTING_ORDERS``), as tuples of
-    ``LISTING_COLUMNS`` (then ``auth_salt`` and ``auth_hash`` with ``with_auth``), streamed."""
-    sql, params, wanted = listing_statement(query, order=order, with_auth=with_auth)
+    ``LISTING_COLUMNS`` (then ``auth_salt`` and ``auth_hash`` with ``with_auth``), streamed; the LSC's
+    status is as it is at ``now`` (default: this second)."""
+    sql, params, wanted = listing_statement(query, order=order, with_auth=with_auth, now=now)
     rows = tx.rows(sql, params)
     return rows if wanted is None else (row for row in rows if row[0] in wanted)
 

@@ -208,3 +208,33 @@ def test_query_by_certificate_operation_and_lock_out(run, location):
     assert names({}) == ["SEP0000000000D1", "SEP0000000000D2", "SEP0000000000D3"]
     refused = run(capf_info, {"store": location, "query": {"certificate_operation": ["renew"]}})
     assert refused["failed"] and "certificate_operation" in refused["msg"]
+
+
+def test_an_lsc_past_its_notafter_is_expired_in_capf_info_capf_phone_and_their_queries(run, location, tmp_path):
+    """Before the scheduler revokes it (if ever: revoke_after_expiry), an LSC whose notAfter has passed
+    is reported and queried as expired, not as installed; the documented "no installed LSC" check
+    finds its phone."""
+    now = time.time()
+    days = {"SEP0000000E0001": ("installed", -2), "SEP0000000E0002": ("installed", 2),
+            "SEP0000000E0003": ("issued", -1), "SEP0000000E0004": ("revoked", -2)}
+    with open_store(location, actor="test") as store:
+        authority.ensure(store)
+        for name, (status, offset) in days.items():
+            issued = lsc.issue(store, name, ec.generate_private_key(ec.SECP256R1()).public_key())
+            not_after = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + offset * 86400))
+            with store.transaction() as tx:
+                if status != "issued":
+                    certificate_records.set_status(tx, "test", issued.id, status)
+                tx.execute("UPDATE certificates SET not_after = ? WHERE id = ?", (not_after, issued.id))
+    report = tmp_path / "expired.csv"
+    info = run(capf_info, {"store": location, "gather": ["phones"], "report_path": str(report)})
+    expected = {"SEP0000000E0001": "expired", "SEP0000000E0002": "installed", "SEP0000000E0003": "expired",
+                "SEP0000000E0004": "revoked"}
+    assert {phone["device_name"]: phone["lsc"]["status"] for phone in info["phones"]} == expected
+    assert {row["device_name"]: row["lsc_status"] for row in csv.DictReader(report.open())} == expected
+    assert run(capf_phone, {"store": location, "name": "SEP0000000E0001"})["status"]["lsc"]["status"] == "expired"
+    for statuses, names in ((["installed"], ["SEP0000000E0002"]), (["expired"], ["SEP0000000E0001", "SEP0000000E0003"]),
+                            (["none", "issued", "revoked", "expired"],
+                             ["SEP0000000E0001", "SEP0000000E0003", "SEP0000000E0004"])):
+        found = run(capf_info, {"store": location, "gather": ["phones"], "query": {"lsc_status": statuses}})
+        assert [phone["device_name"] for phone in found["phones"]] == names, statuses
