@@ -122,6 +122,9 @@ options:
       lsc_status:
         description:
           - Status of the phone's current LSC (the newest LSC that is not stale); V(none) selects phones without one.
+          - The status is the one the LSC has when the query runs, V(expired) for an issued or installed LSC whose
+            notAfter has passed (it is valid through its notAfter second) until the scheduler revokes it
+            (C(revoke_after_expiry)); V(installed) and V(issued) select only LSCs still valid then.
         type: list
         elements: str
         choices: [none, issued, installed, stale, revoked, expired]

@@ -14,6 +14,8 @@ description:
     certificates (active and retired), the trust stores, phones filtered like the bulk query with their LSC
     status, pending CSRs with timestamps, stale LSCs, jobs and recent sessions, the certificates within the
     certificate monitor's warn window, and the monitor's last run.
+  - An LSC's status is the one it has when the module runs; an issued or installed LSC whose notAfter has
+    passed is V(expired) (in the phones, the report and O(query.lsc_status)) until the scheduler revokes it.
   - Optionally writes the CAPF report of the selected phones to O(report_path), one CSV line per phone with
     its LSC status, or with O(report_format=html) one self-contained HTML page with charts and a sortable
     device table.
@@ -97,7 +99,7 @@ EXAMPLES = r"""
     gather: [expiring_certificates, monitor]
   register: lifecycle
 
-- name: Phones whose current LSC is not installed, or that have none
+- name: Phones whose current LSC is not installed (or installed but past its notAfter), or that have none
   opencapf.capf.capf_info:
     gather: [phones]
     query:
@@ -303,7 +305,10 @@ phones:
           description: Serial number, hex.
           type: str
         status:
-          description: V(issued), V(installed), V(revoked) or V(expired).
+          description:
+            - V(issued), V(installed), V(revoked) or V(expired), as it is when the module runs.
+            - V(expired) is an issued or installed LSC whose notAfter has passed (valid through its notAfter
+              second); the scheduler revokes it (V(revoked)) with C(revoke_after_expiry).
           type: str
         not_after:
           description: End of its validity, UTC.

@@ -254,7 +254,10 @@ status:
           description: Serial number, hex.
           type: str
         status:
-          description: V(issued), V(installed), V(revoked) or V(expired).
+          description:
+            - V(issued), V(installed), V(revoked) or V(expired), as it is when the module runs.
+            - V(expired) is an issued or installed LSC whose notAfter has passed (valid through its notAfter
+              second); the scheduler revokes it (V(revoked)) with C(revoke_after_expiry).
           type: str
         not_after:
           description: End of its validity, UTC.

@@ -38,7 +38,8 @@ def register(subparsers) -> None:
     listing.add_argument("--status", dest="operation_status", action="append", choices=OPERATION_STATUSES,
                          help="operation status (repeatable)")
     listing.add_argument("--lsc-status", action="append", choices=LSC_STATUSES,
-                         help="status of the current LSC; none: phones without one (repeatable)")
+                         help="status of the current LSC now (expired: issued or installed, past its notAfter); "
+                              "none: phones without one (repeatable)")
     listing.add_argument("--expires-before", dest="lsc_expires_before", metavar="DATE",
                          help="current LSC expires before this ISO 8601 date or UTC time")
     locked = listing.add_mutually_exclusive_group()
