@@ -16,7 +16,7 @@ import itertools
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from _opencapf import bulk, phone_query, report_html, reports
+from _opencapf import bulk, phone_query, report_html, reports, scheduler
 from _opencapf.store import certificates
 from _opencapf.store import phones as phone_records
 from _opencapf.vocabulary import format_utc
@@ -111,3 +111,14 @@ def test_every_view_and_query_tells_an_lsc_expired_once_its_notafter_has_passed(
         job = bulk.converge(store, query={"lsc_status": sorted(wanted)}, settings={"description": "checked"},
                             check_mode=True, now=NOW)
         assert job["counts"]["matched"] == len(matched)
+
+
+def test_a_scheduled_bulk_job_selects_by_the_status_at_the_moment_it_runs(store):
+    truth = _fill(store, [[("installed", 0)], [("installed", 2 * DAY)]])
+    assert truth == {"SEP000000000000": ("installed", format_utc(NOW)),
+                     "SEP000000000001": ("installed", format_utc(NOW + dt.timedelta(days=2)))}
+    for run_at, matched in ((NOW, 0), (NOW + dt.timedelta(seconds=1), 1), (NOW + dt.timedelta(days=3), 2)):
+        bulk.converge(store, query={"lsc_status": "expired"}, settings={"description": "renew"}, run_at=run_at,
+                      now=NOW - dt.timedelta(days=1))
+        (job,) = scheduler.run_due(store, run_at)["jobs"]
+        assert (job["status"], job["result"]["counts"]["matched"]) == ("succeeded", matched), format_utc(run_at)
