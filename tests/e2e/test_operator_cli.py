@@ -151,8 +151,8 @@ def test_phones_list_and_show_tell_an_lsc_past_its_notafter_expired(fleet_store,
     assert _names(_json(capsys, "--json", "phones", "list", "--lsc-status", "expired", *store_options)) == [GOOD]
     assert _names(_json(capsys, "--json", "phones", "list", "--lsc-status", "installed", *store_options)) == []
     status, out, _err = _run(capsys, "phones", "list", "--csv", *store_options)
-    assert status == 0 and {row["device_name"]: row["lsc_status"] for row in csv.DictReader(io.StringIO(out))}[
-        GOOD] == "expired"
+    by_name = {row["device_name"]: row["lsc_status"] for row in csv.DictReader(io.StringIO(out))}
+    assert status == 0 and by_name[GOOD] == "expired"
     assert _json(capsys, "phones", "show", GOOD, "--json", *store_options)["lsc"]["status"] == "expired"
 
 
