@@ -140,7 +140,7 @@ def test_phones_list_and_show_answer_the_status_questions(fleet_store, store_loc
 
 
 def test_phones_list_and_show_tell_an_lsc_past_its_notafter_expired(fleet_store, store_location, store_options,
-                                                                   tmp_path, capsys):
+                                                                    tmp_path, capsys):
     """Until the scheduler revokes it (if ever), an installed LSC whose notAfter has passed is listed,
     shown and selected as expired, not as installed."""
     _enrol_fleet(store_location, tmp_path)
