@@ -140,7 +140,7 @@ class StoreCollector:
             store = open_store(self._location, state_dir=self._state_dir, actor="metrics", create=False)
             try:
                 with store.read() as tx:
-                    counts = certificates.lsc_counts(tx)
+                    counts = certificates.lsc_counts(tx, format_utc(now))
                     expiring = certificates.installed_lscs_expiring_count(
                         tx, format_utc(now), format_utc(now + _dt.timedelta(days=EXPIRING_DAYS)))
                     locked = phone_records.locked_count(tx)
@@ -153,7 +153,8 @@ class StoreCollector:
             yield gauge("opencapf_store_up", "Whether the last scrape could read the store.", value=0)
             return
         yield gauge("opencapf_store_up", "Whether the last scrape could read the store.", value=1)
-        lscs = gauge("opencapf_lscs", "LSC records in the store by status.", labels=["status"])
+        lscs = gauge("opencapf_lscs", "LSC records in the store by status (expired: issued or installed, past "
+                     "its notAfter).", labels=["status"])
         for status, count in sorted(counts.items()):
             lscs.add_metric([status], count)
         yield lscs

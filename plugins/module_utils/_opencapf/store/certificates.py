@@ -313,10 +313,12 @@ def delete_stale(tx: Transaction, actor: str) -> int:
     return len(rows)
 
 
-def lsc_counts(tx: Transaction) -> dict[str, int]:
-    """How many LSC records there are by status (``installed``, ``issued``, ``revoked``, ``stale`` ...)."""
+def lsc_counts(tx: Transaction, now: str) -> dict[str, int]:
+    """How many LSC records there are by their status at ``now`` (``installed``, ``issued``, ``revoked``,
+    ``stale``, and ``expired`` for those issued or installed whose notAfter has passed: ``reported_status``)."""
     return {row["status"]: int(row["n"]) for row in tx.query(
-        "SELECT status, COUNT(*) AS n FROM certificates WHERE kind = 'lsc' GROUP BY status")}
+        f"SELECT {reported_status('c')} AS status, COUNT(*) AS n FROM certificates c WHERE c.kind = 'lsc' "
+        "GROUP BY 1", (now,))}
 
 
 def installed_lscs_expiring_count(tx: Transaction, now: str, until: str) -> int:

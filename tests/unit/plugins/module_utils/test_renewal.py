@@ -149,12 +149,13 @@ def test_store_figures_of_the_metrics_endpoint(store):
     _phone(store, "SEP000000000005", expires=T0 + DAY, status="revoked")
     _phone(store, "SEP000000000006", expires=T0 + DAY, status="stale", locked=1)
     with store.read() as tx:
-        assert certificate_records.lsc_counts(tx) == {"installed": 4, "revoked": 1, "stale": 1}
+        assert certificate_records.lsc_counts(tx, format_utc(T0)) == {"installed": 3, "expired": 1, "revoked": 1,
+                                                                      "stale": 1}
         assert certificate_records.installed_lscs_expiring_count(tx, format_utc(T0), format_utc(T0 + 30 * DAY)) == 2
         assert phone_records.locked_count(tx) == 1
     collector = metrics.StoreCollector(store.location, store.state_dir, client, clock=lambda: T0)
     samples = {(sample.name, tuple(sample.labels.values())): sample.value
                for family in collector.collect() for sample in family.samples}
-    assert samples == {("opencapf_store_up", ()): 1, ("opencapf_lscs", ("installed",)): 4,
-                       ("opencapf_lscs", ("revoked",)): 1, ("opencapf_lscs", ("stale",)): 1,
+    assert samples == {("opencapf_store_up", ()): 1, ("opencapf_lscs", ("installed",)): 3,
+                       ("opencapf_lscs", ("expired",)): 1, ("opencapf_lscs", ("revoked",)): 1, ("opencapf_lscs", ("stale",)): 1,
                        ("opencapf_lscs_expiring_30d", ()): 2, ("opencapf_phones_locked", ()): 1}

@@ -215,11 +215,15 @@ def test_every_view_tells_each_phone_s_current_lsc_its_status_and_its_expiry_as_
             due[name] = (min(days for days in WARN_DAYS if left <= dt.timedelta(days=days)), left.days)
     assert warned == due, format_utc(moment)
 
-    # The metrics endpoint: LSC records by status, and installed LSCs not expired yet with at most 30 days left.
+    # The metrics endpoint: LSC records by their status at the moment (issued or installed past its notAfter:
+    # expired), and installed LSCs not expired yet with at most 30 days left.
     samples = _metrics(store, moment)
     by_status = {}
     for item in records:
-        by_status[item["status"]] = by_status.get(item["status"], 0) + 1
+        status = item["status"]
+        if status in ("issued", "installed") and parse_utc(item["not_after"], "x") < moment:
+            status = "expired"
+        by_status[status] = by_status.get(status, 0) + 1
     assert {labels[0]: value for (metric, labels), value in samples.items() if metric == "opencapf_lscs"} == by_status
     expiring = sum(1 for item in records if item["status"] == "installed"
                    and dt.timedelta(0) <= parse_utc(item["not_after"], "x") - moment <= dt.timedelta(days=30))
