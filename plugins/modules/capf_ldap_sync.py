@@ -27,7 +27,8 @@ description:
   - Syncs of one directory at the same time (this task, C(opencapf ldap sync), the CAPF service's scheduled sync,
     other hosts of one store) never put an older state of the directory back. A sync whose reading of the
     directory is older than one another sync already applied applies nothing and returns RV(superseded=true),
-    with a warning; the task does not fail.
+    with a warning; the task does not fail. The CAPF service's scheduled sync, which syncs the configuration the
+    store keeps, likewise applies nothing when a task replaced that configuration after it took it up.
   - The configuration is kept in the store under O(name) (never the password, unless O(sync_interval_minutes) is
     set; then the CAPF service syncs the directory on that schedule and keeps the password encrypted in the store).
   - 'Device names: with O(mapping=users) each entry gives C(CSF) + its O(user_attribute) upper-cased (Cisco Jabber

@@ -277,3 +277,42 @@ def test_the_cli_says_its_sync_was_superseded(store, slapd_server, gates, capsys
     assert _held(store, model) == model.says(), "the CLI's older reading was applied last"
     out = capsys.readouterr().out
     assert "superseded" in out and "applied nothing" in out, out
+
+
+def test_a_scheduled_sync_never_puts_back_a_configuration_an_operator_replaced(store, slapd_server, gates):
+    """The scheduler took up the stored configuration and read the directory; meanwhile an operator's sync
+    (which began to read first) replaced the configuration and applied. The scheduler's sync applies
+    nothing: the operator's configuration stays the stored one, and it says why."""
+    model = Directory(slapd_server, next(_examples))
+    model.put(0, 0, 0)
+    old = dict(model.config(), sync_interval_minutes=5)
+    new = dict(old, sync_interval_minutes=60, absent_devices="report")
+    directory.sync(store, old, bind_password=slapd_server.sync_password, now=format_utc(utc_now()))
+    due = open_store(store.location, state_dir=store.state_dir, actor="scheduler")
+    try:
+        operator = gates.start(_syncing_with(store, new, slapd_server.sync_password))  # its ticket first
+        scheduled = gates.start(lambda: directory.run_due(due, format_utc(utc_now().replace(year=2100))))
+        assert not gates.finish(operator).get("superseded")
+        outcomes = gates.finish(scheduled)
+    finally:
+        due.close()
+    with store.read() as tx:
+        row = directory_records.get(tx, old["name"])
+        events = tx.query("SELECT action, actor, details FROM audit_events WHERE action LIKE 'directory.%' "
+                          "ORDER BY id")
+    assert row["config"]["sync_interval_minutes"] == 60 and row["config"]["absent_devices"] == "report", \
+        "the scheduler's sync put the older configuration back"
+    assert outcomes == [{"name": old["name"], "superseded": True}], outcomes
+    assert events[-1]["action"] == "directory.sync_superseded" and events[-1]["actor"] == "scheduler", events
+    assert "configuration was replaced" in str(events[-1]["details"]), events[-1]
+    assert _held(store, model) == model.says()
+
+
+def _syncing_with(store, config: dict, password: str):
+    def run():
+        own = open_store(store.location, state_dir=store.state_dir, actor="operator")
+        try:
+            return directory.sync(own, config, bind_password=password)
+        finally:
+            own.close()
+    return run

@@ -397,10 +397,12 @@ def _password(tx, store: Store, config: dict, password: str | None) -> str | Non
 
 
 def sync(store: Store, options: dict, *, bind_password: str | None = None, check_mode: bool = False,
-         now=None) -> dict[str, Any]:
+         now=None, stored: dict | None = None) -> dict[str, Any]:
     """Sync one directory configuration now: read the directory, then create (or update) the devices its
     entries map to with the device template, and report or remove the absent ones. Nothing in the store
-    changes unless the whole directory was read."""
+    changes unless the whole directory was read. ``stored``: the configuration as the store kept it when
+    this sync took it up (``sync_stored``, the schedule): such a sync applies only while the store still
+    keeps that configuration, so it never puts back one an operator replaced meanwhile."""
     config = check_config(options)
     if bind_password is not None and not isinstance(bind_password, str):
         raise ValidationError("bind_password", "must be a string", show_value=False)
@@ -417,7 +419,7 @@ def sync(store: Store, options: dict, *, bind_password: str | None = None, check
             ticket = directory_records.take_ticket(tx, config["name"])
     entries = read_entries(config, password)
     return _apply(store, config, entries, ticket=ticket, bind_password=bind_password, check_mode=check_mode,
-                  moment=moment)
+                  moment=moment, stored=stored)
 
 
 def sync_stored(store: Store, name: str, *, bind_password: str | None = None, check_mode: bool = False,
@@ -427,7 +429,8 @@ def sync_stored(store: Store, name: str, *, bind_password: str | None = None, ch
         row = directory_records.get(tx, name)
     if row is None:
         raise NotFoundError(f"name: no directory {name!r} in the store (sync it once with its configuration)")
-    return sync(store, row["config"], bind_password=bind_password, check_mode=check_mode, now=now)
+    return sync(store, row["config"], bind_password=bind_password, check_mode=check_mode, now=now,
+                stored=row["config"])
 
 
 def _template(store: Store, config: dict) -> None:
@@ -473,8 +476,9 @@ def _held(previous: dict, devices: dict, skipped: list) -> set:
     return {device for device, dn in previous.items() if device not in devices and dn.lower() in bad_dns}
 
 
-def _superseded(config: dict, entries, devices: dict, ticket: int, applied: int) -> dict:
-    """The result of a sync that applied nothing: a sync that read the directory later applied first."""
+def _superseded(config: dict, entries, devices: dict, why: str) -> dict:
+    """The result of a sync that applied nothing, ``why``: a sync that read the directory later applied
+    first, or the stored configuration it took up was replaced."""
     name = config["name"]
     counts = {"entries": len(entries), "mapped": len(devices), "created": 0, "changed": 0, "absent": 0, "removed": 0,
               "skipped": 0}
@@ -482,26 +486,31 @@ def _superseded(config: dict, entries, devices: dict, ticket: int, applied: int)
                      directory={"name": name, "first_sync": False, "entries": len(entries), "mapped": len(devices)},
                      devices={"created": [], "changed": [], "absent": [], "removed": []},
                      counts=counts, skipped=[], authentication_strings=[], strings_file=None, superseded=True,
-                     warnings=[f"directory {name}: superseded: a sync that read the directory later has applied "
-                               f"already (ticket {applied}, this sync's {ticket}); this sync's older reading "
-                               "applied nothing"])
+                     warnings=[f"directory {name}: superseded: {why}; this sync applied nothing"])
 
 
-def _apply(store: Store, config: dict, entries, *, ticket, bind_password, check_mode, moment) -> dict:
+def _apply(store: Store, config: dict, entries, *, ticket, bind_password, check_mode, moment, stored) -> dict:
     """The devices of the entries get the template, absent ones are reported or removed, and the
     directory's configuration and devices are recorded: one transaction (none in check mode). Unless a
-    sync of a later ticket (a later reading of the directory) has applied: then nothing is."""
+    sync of a later ticket (a later reading of the directory) has applied, or the store no longer keeps
+    the configuration ``stored`` this sync took up: then nothing is."""
     name = config["name"]
     devices, skipped = map_entries(config, entries)
     secret = store.secret()
     with store.transaction(write=not check_mode) as tx:
         applied_ticket = directory_records.applied_ticket(tx, name) if ticket is not None else 0
-        if ticket is not None and applied_ticket > ticket:
-            audit.record(tx, store.actor, "directory.sync_superseded", name, ticket=ticket,
-                         applied_ticket=applied_ticket, entries=len(entries))
-            return _superseded(config, entries, devices, ticket, applied_ticket)
-        template = templates.load_in(tx, secret, config["device_template"])
         row = directory_records.get(tx, name)
+        why = None
+        if ticket is not None and applied_ticket > ticket:
+            why = (f"a sync that read the directory later has applied already (ticket {applied_ticket}, this "
+                   f"sync's {ticket})")
+        elif ticket is not None and stored is not None and (row is None or row["config"] != stored):
+            why = "the directory's stored configuration was replaced or removed after this sync took it up"
+        if why is not None:
+            audit.record(tx, store.actor, "directory.sync_superseded", name, ticket=ticket,
+                         applied_ticket=applied_ticket, entries=len(entries), reason=why)
+            return _superseded(config, entries, devices, why)
+        template = templates.load_in(tx, secret, config["device_template"])
         first = row is None or row["first_synced_at"] is None
         previous = directory_records.devices(tx, row["id"]) if row is not None else {}
         _leave_to_others(tx, None if row is None else row["id"], devices, previous, skipped, config)
@@ -575,7 +584,7 @@ def run_due(store: Store, now=None) -> list[dict]:
     outcomes = []
     for row in due:
         try:
-            result = sync(store, row["config"], now=moment)
+            result = sync(store, row["config"], now=moment, stored=row["config"])
         except CapfError as exc:
             with store.transaction() as tx:
                 directory_records.set_next_sync(tx, row["id"], _next_sync(row["config"], moment), {"error": str(exc)})

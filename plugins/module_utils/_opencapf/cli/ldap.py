@@ -73,12 +73,11 @@ def _sync(args, output) -> int:
             result = directory.sync(store, config, bind_password=password, check_mode=args.check)
         else:
             result = directory.sync_stored(store, args.name, bind_password=password, check_mode=args.check)
+    if result["superseded"]:  # its one warning says why
+        output.result(result, result["warnings"][-1])
+        return 0
     for warning in result["warnings"]:
         output.warning(warning)
-    if result["superseded"]:
-        output.result(result, f"directory {result['directory']['name']}: superseded: a sync that read the directory "
-                      "later has applied already; this sync applied nothing")
-        return 0
     devices = result["devices"]
     verb = "would be " if args.check else ""
     lines = [f"directory {result['directory']['name']}: {result['directory']['entries']} entries, "
