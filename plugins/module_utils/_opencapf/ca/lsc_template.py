@@ -98,8 +98,8 @@ class Template:
         name = _common_name(device_name)
         alternative_name = _tlv(der.SEQUENCE, SUBJECT_ALTERNATIVE_NAME + _tlv(der.OCTET_STRING, _tlv(
             der.SEQUENCE, _tlv(0xA0 | _DIRECTORY_NAME, _tlv(der.SEQUENCE, name)))))
-        key_id = _tlv(der.SEQUENCE, SUBJECT_KEY_IDENTIFIER + _tlv(der.OCTET_STRING, _tlv(der.OCTET_STRING,
-                                                                                           key_identifier)))
+        key_id = _tlv(der.SEQUENCE, SUBJECT_KEY_IDENTIFIER + _tlv(der.OCTET_STRING,
+                                                                  _tlv(der.OCTET_STRING, key_identifier)))
         head = self._head
         return der.tlv(der.SEQUENCE, b"".join((
             head[:5], der.integer(serial), head[5:],
@@ -115,8 +115,8 @@ class Template:
             signature = private_key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())
         else:
             signature = private_key.sign(tbs, ec.ECDSA(hashes.SHA256()))
-        return der.tlv(der.SEQUENCE, b"".join((tbs, self.signature_algorithm, der.tlv(der.BIT_STRING,
-                                                                                     b"\x00" + signature))))
+        signature_value = der.tlv(der.BIT_STRING, b"\x00" + signature)  # whole octets: no unused bits
+        return der.tlv(der.SEQUENCE, b"".join((tbs, self.signature_algorithm, signature_value)))
 
 
 _templates: dict[tuple, Template | None] = {}
