@@ -17,7 +17,7 @@ from _opencapf.ca import authority
 from _opencapf.store import open_store
 
 FAILING_TASK = "Fail when a phone has no installed LSC"
-QUERY_TASK = "Phones whose current LSC is not installed, or that have none"
+QUERY_TASK = "Phones whose current LSC is not installed (or installed but past its notAfter), or that have none"
 INSTALLED, NEW_PHONE = "SEP0000000000E1", "SEP0000000000E2"
 
 

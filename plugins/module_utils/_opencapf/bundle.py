@@ -17,9 +17,9 @@ PACKAGE_FILES = (
     "parameters.py", "phone_config.py", "phone_query.py", "renewal.py", "report_html.py", "report_page.py",
     "reports.py", "results.py", "revocation.py", "scheduler.py", "secretbox.py", "service_config.py",
     "service_control.py", "sockets.py", "templates.py", "trust.py", "vocabulary.py", "ca/__init__.py",
-    "ca/authority.py", "ca/certificates.py", "ca/crl.py", "ca/keys.py", "ca/lsc.py", "ca/rules.py",
-    "cli/__init__.py", "cli/ca.py", "cli/crl.py", "cli/deployment.py", "cli/init.py", "cli/issue.py", "cli/jobs.py",
-    "cli/ldap.py", "cli/main.py", "cli/micca.py", "cli/monitor.py", "cli/options.py", "cli/phone.py",
+    "ca/authority.py", "ca/certificates.py", "ca/crl.py", "ca/keys.py", "ca/lsc.py", "ca/lsc_template.py",
+    "ca/rules.py", "cli/__init__.py", "cli/ca.py", "cli/crl.py", "cli/deployment.py", "cli/init.py", "cli/issue.py",
+    "cli/jobs.py", "cli/ldap.py", "cli/main.py", "cli/micca.py", "cli/monitor.py", "cli/options.py", "cli/phone.py",
     "cli/phones.py", "cli/progress.py", "cli/render.py", "cli/renew.py", "cli/report.py", "cli/serve.py",
     "cli/service.py", "cli/template.py", "cli/trust.py", "cli/workqueue.py", "declarative/__init__.py",
     "declarative/deployment.py", "declarative/document.py", "declarative/schema.py", "issuers/__init__.py",
@@ -29,11 +29,11 @@ PACKAGE_FILES = (
     "server/admission.py", "server/crl_http.py", "server/decider.py", "server/event_loop.py", "server/metrics.py",
     "server/scheduling.py", "server/service.py", "server/supervisor.py", "server/tls_link.py",
     "simulator/__init__.py", "simulator/addressing.py", "simulator/client.py", "simulator/fleet.py",
-    "simulator/identity.py", "simulator/manufacturing.py", "store/__init__.py", "store/audit.py",
-    "store/backend.py", "store/capf_certificates.py", "store/certificates.py", "store/crls.py", "store/csrs.py",
-    "store/directories.py", "store/jobs.py", "store/migrations.py", "store/monitor.py", "store/phones.py",
-    "store/postgresql.py", "store/renewals.py", "store/secrets.py", "store/service.py", "store/sessions.py",
-    "store/sqlite.py", "store/templates.py", "store/trust.py",
+    "simulator/identity.py", "simulator/manufacturing.py", "store/__init__.py", "store/audit.py", "store/backend.py",
+    "store/capf_certificates.py", "store/certificates.py", "store/crls.py", "store/csrs.py", "store/directories.py",
+    "store/jobs.py", "store/migrations.py", "store/monitor.py", "store/phones.py", "store/postgresql.py",
+    "store/renewals.py", "store/secrets.py", "store/service.py", "store/sessions.py", "store/sqlite.py",
+    "store/templates.py", "store/trust.py",
 )
 
 
@@ -74,6 +74,7 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from .ca import crl  # noqa: F401
     from .ca import keys  # noqa: F401
     from .ca import lsc  # noqa: F401
+    from .ca import lsc_template  # noqa: F401
     from .ca import rules  # noqa: F401
     from .cli import ca  # noqa: F401
     from .cli import crl as _cli_crl  # noqa: F401
