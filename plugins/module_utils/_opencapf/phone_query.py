@@ -20,7 +20,7 @@ from .errors import ValidationError
 from .store import phones, sessions
 from .store.backend import Transaction
 from .vocabulary import (CERTIFICATE_STATUSES, OPERATION_STATUSES, OPERATIONS, SECURITY_MODES, check_bool,
-                         check_choice, format_utc, normalise_device_name, parse_utc)
+                         check_choice, format_utc, normalise_device_name, parse_utc, parse_utc_before)
 
 UNMATCHED_SHOWN = 20
 QUERY_FIELDS = ("names", "name_pattern", "device_pool", "model", "security_mode", "certificate_operation",
@@ -61,8 +61,8 @@ def check_query(query: dict | None, field: str = "query") -> dict[str, Any]:
         if values:
             result[key] = sorted(set(values))
     if query.get("lsc_expires_before") not in (None, ""):
-        result["lsc_expires_before"] = format_utc(parse_utc(query["lsc_expires_before"],
-                                                            f"{field}.lsc_expires_before"))
+        result["lsc_expires_before"] = format_utc(parse_utc_before(query["lsc_expires_before"],
+                                                                   f"{field}.lsc_expires_before"))
     if query.get("locked") is not None:
         result["locked"] = check_bool(f"{field}.locked", query["locked"])
     return result

@@ -412,6 +412,16 @@ def parse_utc_exact(value, field: str) -> _dt.datetime | None:
     return moment
 
 
+def parse_utc_before(value, field: str) -> _dt.datetime | None:
+    """Parse like ``parse_utc`` the bound of "before ``value``" over times kept to the second (an LSC's
+    notAfter): a fraction of a second rounds up, not down, since a whole second is before 12:00:00.5
+    exactly when it is before 12:00:01."""
+    moment = _parse_aware(value, field)
+    if moment is None or not moment.microsecond:
+        return moment
+    return moment.replace(microsecond=0) + _dt.timedelta(seconds=1)
+
+
 def _parse_aware(value, field: str) -> _dt.datetime | None:
     """``value`` as an aware UTC datetime, to the microsecond it gives."""
     if value is None or value == "":

@@ -150,7 +150,7 @@ def _metrics(store, moment):
 @settings(max_examples=300, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(history=actions, anchor=st.integers(0, 20), before_expiry=st.sampled_from(BEFORE_EXPIRY),
-       horizon=st.sampled_from((-SECOND, dt.timedelta(0), SECOND, None)))
+       horizon=st.sampled_from((-SECOND, dt.timedelta(0), SECOND, -SECOND / 2, SECOND / 2, None)))
 def test_every_view_tells_each_phone_s_current_lsc_its_status_and_its_expiry_as_they_are(
         ca_store, rsa_phone_key, history, anchor, before_expiry, horizon):
     store = ca_store
@@ -187,9 +187,11 @@ def test_every_view_tells_each_phone_s_current_lsc_its_status_and_its_expiry_as_
             found = {row["name"] for row in phone_query.select(tx, phone_query.check_query({"lsc_status": status}))}
             assert found == {name for name, lsc_row in current.items()
                              if (lsc_row["status"] if lsc_row else "none") == status}, status
-        # lsc_expires_before: strictly before the horizon (a date alone is its midnight, UTC).
+        # lsc_expires_before: strictly before the horizon (a date alone is its midnight, UTC; a time may
+        # name a fraction of a second).
         bound = expiry + horizon if horizon is not None else expiry.replace(hour=0, minute=0, second=0)
-        given_as = format_utc(bound) if horizon is not None else bound.date().isoformat()
+        given_as = (bound.date().isoformat() if horizon is None
+                    else bound.isoformat().replace("+00:00", "Z") if bound.microsecond else format_utc(bound))
         query = phone_query.check_query({"lsc_expires_before": given_as})
         found = {row["name"] for row in phone_query.select(tx, query)}
         assert found == {name for name, lsc_row in current.items()
