@@ -140,7 +140,8 @@ def _log_directories(outcomes: list) -> None:
             continue
         if outcome.get("superseded"):
             log.info("scheduler: directory %s: sync superseded: a sync that read the directory later applied "
-                     "first; this one applied nothing", outcome["name"])
+                     "first, or another sync replaced its stored configuration; this one applied nothing",
+                     outcome["name"])
             continue
         log.info("scheduler: directory %s synced: %s", outcome["name"],
                  ", ".join(f"{count} {key}" for key, count in outcome["devices"].items()))
