@@ -31,6 +31,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import threading
 
 from .. import directory, monitor, parameters, renewal, revocation, scheduler
 from ..errors import CapfError
@@ -58,6 +59,11 @@ class Scheduling:
         self._crl_file = revocation.CrlFile()
         self._held_back = 0  # the renewals held back at the last run (logged when the count changes)
         self.leading = False
+        # Set once the process is stopping: it takes up no duty it does not lead already (when every
+        # worker of a service stops, the one that stops last would otherwise take the lead the first
+        # gave up, and start duties only to end them).
+        self.stopping = threading.Event()
+        self._held: set[str] = set()  # the duties this process leads
 
     def tick(self) -> int:
         """Run what is due when this process leads; return the seconds until the next tick."""
@@ -65,7 +71,7 @@ class Scheduling:
             self._store = open_store(self._location, state_dir=self._state_dir, actor=ACTOR, create=False)
         with self._store.read() as tx:
             interval = int(service_records.value(tx, INTERVAL_PARAMETER))
-        if self._store.try_lead(LEAD):
+        if self._takes(LEAD):
             if not self.leading:
                 self.leading = True
                 log.info("scheduler: this process (pid %d) runs the scheduled jobs and lapses passed deadlines, "
@@ -79,13 +85,23 @@ class Scheduling:
         _duty("certificate monitor", self._monitor)
         return interval
 
+    def _takes(self, duty: str) -> bool:
+        """Whether this process leads ``duty`` (taking the lead when nobody holds it, unless stopping)."""
+        if self.stopping.is_set() and duty not in self._held:
+            return False
+        if self._store.try_lead(duty):
+            self._held.add(duty)
+            return True
+        self._held.discard(duty)
+        return False
+
     def _renew(self) -> None:
         self._held_back = _log_renewal(renewal.run(self._store, self._clock()), self._held_back)
 
     def _monitor(self) -> None:
         """Run the certificate monitor when it is due and this process leads it; a failure to send
         mail is recorded by the monitor, never raised, and nothing here stops the service."""
-        if not self._store.try_lead(MONITOR_LEAD):
+        if not self._takes(MONITOR_LEAD):
             return
         run = monitor.run_if_due(self._store, self._clock())
         if run is not None:
@@ -189,6 +205,7 @@ async def run(store: Store, stop_event: asyncio.Event) -> None:
     thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="capf-scheduler")
     loop = asyncio.get_running_loop()
     interval = parameters.PARAMETERS[INTERVAL_PARAMETER].default  # until the first tick has read it
+    stopping = asyncio.ensure_future(_mark_stopping(stop_event, part))  # also while a tick is under way
     try:
         while not stop_event.is_set():
             try:
@@ -202,8 +219,14 @@ async def run(store: Store, stop_event: asyncio.Event) -> None:
             except asyncio.TimeoutError:
                 pass
     finally:
+        stopping.cancel()
         await loop.run_in_executor(thread, part.close)
         thread.shutdown(wait=True)
+
+
+async def _mark_stopping(stop_event: asyncio.Event, part: Scheduling) -> None:
+    await stop_event.wait()
+    part.stopping.set()
 
 
 __all__ = ["LEAD", "MONITOR_LEAD", "Scheduling", "run"]

@@ -69,3 +69,32 @@ def test_a_duty_that_fails_on_the_store_leaves_the_others_to_run(ca_store, monke
     assert revocation.current_crl(ca_store) is not None
     assert [record.getMessage() for record in caplog.records if "directory syncs" in record.getMessage()] == [
         "scheduler: directory syncs: secret directory.corp.bind_password cannot be decrypted with this store's key"]
+
+
+def test_a_stopping_process_takes_up_no_duty_it_does_not_lead(ca_store, monkeypatch):
+    """When every worker of a service stops, the one that stops last must not take the lead the first
+    gave up and start duties on its way out; a stopping process that leads keeps its duties to the end."""
+    ran = []
+    monkeypatch.setattr(scheduling.scheduler, "run_due", lambda store: ran.append(store) or [])
+    first, second = scheduling.Scheduling(ca_store), scheduling.Scheduling(ca_store)
+    try:
+        first.tick()
+        assert first.leading and len(ran) == 1
+        second.tick()
+        assert not second.leading and len(ran) == 1
+        first.stopping.set()
+        first.tick()  # it leads already: its duties go on
+        assert len(ran) == 2
+        second.stopping.set()
+        first.close()  # the lead is free
+        second.tick()
+        assert not second.leading and len(ran) == 2
+    finally:
+        first.close()
+        second.close()
+    again = scheduling.Scheduling(ca_store)
+    try:
+        again.tick()  # a process not stopping takes the free lead
+        assert again.leading and len(ran) == 3
+    finally:
+        again.close()
