@@ -58,7 +58,6 @@ class Scheduling:
         self._clock = clock
         self._crl_file = revocation.CrlFile()
         self._held_back = 0  # the renewals held back at the last run (logged when the count changes)
-        self.leading = False
         # Set once the process is stopping: it takes up no duty it does not lead already (when every
         # worker of a service stops, the one that stops last would otherwise take the lead the first
         # gave up, and start duties only to end them).
@@ -71,9 +70,9 @@ class Scheduling:
             self._store = open_store(self._location, state_dir=self._state_dir, actor=ACTOR, create=False)
         with self._store.read() as tx:
             interval = int(service_records.value(tx, INTERVAL_PARAMETER))
+        led = self.leading
         if self._takes(LEAD):
-            if not self.leading:
-                self.leading = True
+            if not led:
                 log.info("scheduler: this process (pid %d) runs the scheduled jobs and lapses passed deadlines, "
                          "every %d s", os.getpid(), interval)
             _duty("scheduled jobs", lambda: _log(scheduler.run_due(self._store)))
@@ -84,6 +83,11 @@ class Scheduling:
         _duty("CRL file", lambda: self._crl_file.publish(self._store))  # every process keeps its own file current
         _duty("certificate monitor", self._monitor)
         return interval
+
+    @property
+    def leading(self) -> bool:
+        """Whether this process leads the scheduler's duties (as the last tick found)."""
+        return LEAD in self._held
 
     def _takes(self, duty: str) -> bool:
         """Whether this process leads ``duty`` (taking the lead when nobody holds it, unless stopping)."""
