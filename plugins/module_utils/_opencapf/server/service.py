@@ -371,7 +371,8 @@ class CapfServer:
         def duration() -> int:
             return int((time.monotonic() - started) * 1000)
 
-        if _is_ipv6(link.peername) and not parameters["enable_ipv6"]:
+        address, ipv6 = _address(link.peername)
+        if ipv6 and not parameters["enable_ipv6"]:
             log.warning("session %d: refused IPv6 peer %s: the enable_ipv6 service parameter is false",
                         session_id, peer)
             await self._end(record, duration, "refused", "IPv6 is disabled")
@@ -381,7 +382,6 @@ class CapfServer:
             self._quiet_log.warning(("connections",), "session %d: refused %s: %s", session_id, peer, reason)
             await self._end(record, duration, "refused", reason)
             return
-        address = _address(link.peername)
         per_address = int(parameters["max_sessions_per_address"])
         if self.per_address.get(address, 0) >= per_address:
             reason = f"per-address connection limit reached (max_sessions_per_address {per_address})"
@@ -660,26 +660,18 @@ def _peer(info) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _address(info) -> str:
-    """The peer's IP address (an IPv4-mapped IPv6 address as IPv4), the key of the per-address limit."""
+def _address(info) -> tuple[str, bool]:
+    """The peer's IP address (an IPv4-mapped IPv6 address as IPv4), the key of the per-address limit,
+    and whether it is an IPv6 address (a mapped IPv4 address is not)."""
     if not info:
-        return "unknown"
+        return "unknown", False
     try:
         address = ipaddress.ip_address(info[0].split("%", maxsplit=1)[0])
     except ValueError:
-        return str(info[0])
+        return str(info[0]), False
     if address.version == 6 and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    return str(address)
-
-
-def _is_ipv6(info) -> bool:
-    if not info:
-        return False
-    address = ipaddress.ip_address(info[0].split("%", maxsplit=1)[0])
-    if address.version == 6 and address.ipv4_mapped is not None:
-        return False
-    return address.version == 6
+    return str(address), address.version == 6
 
 
 def _set_keepalive(sock, idle_seconds: int) -> None:

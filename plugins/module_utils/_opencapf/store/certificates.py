@@ -29,10 +29,6 @@ _COLUMNS = ("INSERT INTO certificates (phone_id, kind, serial, issuer, fingerpri
 _VALUES = ("?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CASE WHEN ? = 'stale' THEN 0 ELSE "
            + _NEXT_RECENCY.format(phone="?") + " END")
 _INSERT = _COLUMNS + "VALUES (" + _VALUES + ")"
-# The same row, written only while the CAPF certificate of the given id is the active one (the
-# explicit WHERE also keeps SQLite from reading ON CONFLICT as part of the SELECT).
-_INSERT_SIGNED_BY_ACTIVE = (_COLUMNS + "SELECT " + _VALUES
-                            + " WHERE EXISTS (SELECT 1 FROM capf_certificates WHERE id = ? AND active = 1)")
 
 
 def insert(tx: Transaction, *, phone_id: int, kind: str, serial: str, issuer: str, fingerprint: str,
@@ -50,12 +46,16 @@ def insert_new_serial(tx: Transaction, *, phone_id: int, kind: str, serial: str,
     index on (issuer, serial) already holds that serial (the caller draws another), or when ``signed_by``,
     the id of the CAPF certificate that signed it, is not the active CAPF certificate (a rotation
     committed since the caller read it: the caller signs again with the active one)."""
-    row = _row(phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, status, source, pem, not_before,
-               not_after, None)
-    if signed_by is None:
-        return tx.insert_unless_conflict(_INSERT + " ON CONFLICT (issuer, serial) DO NOTHING", row)
-    return tx.insert_unless_conflict(_INSERT_SIGNED_BY_ACTIVE + " ON CONFLICT (issuer, serial) DO NOTHING",
-                                     (*row, signed_by))
+    # The signer's check and the insert are one write transaction's, which no rotation's commit can
+    # come between (writers are serialised on both backends). Asked apart rather than as one
+    # INSERT ... SELECT: SQLite stages the rows of an INSERT ... SELECT that reads its own table in a
+    # temporary table, which costs more than the second statement.
+    if signed_by is not None and not tx.scalar("SELECT count(*) FROM capf_certificates WHERE id = ? AND active = 1",
+                                               (signed_by,)):
+        return None
+    return tx.insert_unless_conflict(_INSERT + " ON CONFLICT (issuer, serial) DO NOTHING",
+                                     _row(phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, status,
+                                          source, pem, not_before, not_after, None))
 
 
 def _row(*fields) -> tuple:
