@@ -73,7 +73,11 @@ options:
         type: int
         choices: [256, 384, 521]
       operation_completes_by:
-        description: Deadline of the operation, ISO 8601 (UTC unless an offset is given).
+        description:
+          - Deadline of the operation, ISO 8601 (UTC unless an offset is given).
+          - Kept to the second; a fraction of a second fails the task with a message that starts with
+            C(set.operation_completes_by must be a whole second) (in a CSV file, the row's line and
+            C(operation_completes_by must be a whole second)).
         type: str
   authentication_string:
     description:

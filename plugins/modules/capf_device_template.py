@@ -75,6 +75,8 @@ options:
   operation_completes_by:
     description:
       - A fixed deadline for every device, an ISO 8601 date or time (UTC unless an offset is given).
+      - Kept to the second; a fraction of a second fails the task with a message that starts with
+        C(operation_completes_by must be a whole second).
       - Mutually exclusive with O(operation_completes_in_days).
     type: str
 seealso:

@@ -72,6 +72,8 @@ options:
     description:
       - Deadline of the pending operation, an ISO 8601 date or time (UTC unless an offset is given),
         for example C(2099-12-31T18:00:00Z). After it the operation lapses.
+      - Times are kept to the second; a fraction of a second (C(2099-12-31T18:00:00.5Z)) fails the task with a
+        message that starts with C(operation_completes_by must be a whole second), never cut to the second.
     type: str
   reissue:
     description:

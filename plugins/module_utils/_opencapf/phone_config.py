@@ -26,7 +26,7 @@ from .store import phones as phone_records
 from .store import service as service_records
 from .vocabulary import (AUTH_MODES, AUTH_STRING_DIGITS, KEY_ORDERS, OPERATIONS, SECURITY_MODES, check_choice,
                          check_ec_key_size, check_int_range, check_rsa_key_size, format_utc, key_allowed,
-                         normalise_device_name, parse_utc, utc_now)
+                         normalise_device_name, parse_utc_exact, utc_now)
 
 # option name -> store column
 OPTION_COLUMNS = {
@@ -80,8 +80,8 @@ def check_settings(settings: dict | None, prefix: str = "") -> dict[str, Any]:
             checked = check_rsa_key_size(value, field)
         elif option == "ec_key_size":
             checked = check_ec_key_size(value, field)
-        else:
-            checked = format_utc(parse_utc(value, field))
+        else:  # a deadline is kept as declared: a fraction of a second is refused, never dropped
+            checked = format_utc(parse_utc_exact(value, field))
         result[OPTION_COLUMNS[option]] = checked
     return result
 

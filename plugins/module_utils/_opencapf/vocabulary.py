@@ -403,8 +403,9 @@ def parse_utc(value, field: str) -> _dt.datetime | None:
 
 
 def parse_utc_exact(value, field: str) -> _dt.datetime | None:
-    """Parse like ``parse_utc`` a time that is kept as declared (a job's ``run_at``): the store keeps
-    whole seconds, so a fraction of a second is refused, never dropped."""
+    """Parse like ``parse_utc`` a time that is kept as declared (a job's ``run_at``, an operation's
+    ``operation_completes_by``): the store keeps whole seconds, so a fraction of a second is refused,
+    never dropped (a deadline cut to the second would end the operation up to a second early)."""
     moment = _parse_aware(value, field)
     if moment is not None and moment.microsecond:
         raise ValidationError(field, "must be a whole second (times are kept to the second), such as "
