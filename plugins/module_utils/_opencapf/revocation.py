@@ -256,7 +256,8 @@ def refresh_crls(store: Store, now: _dt.datetime | None = None, *, force: bool =
     whose clock runs ahead, starts later: relying parties and the CRL responder tell the newer CRL by
     its number, which still grows. When that CRL starts more than ``CLOCK_SKEW`` after ``now``, the
     summary says so (``clock_behind_seconds`` and ``previous_this_update``, ``clock_warning``), as does
-    the audit event of the CRL."""
+    the audit event of the CRL. Likewise an entry's revocationDate is never after its CRL's thisUpdate,
+    even for a revocation recorded by a host whose clock runs ahead (``ca/crl.revocation_date``)."""
     now = (now or utc_now()).replace(microsecond=0)
     with store.read() as tx:
         issuers, _hours, mark, _newest, due = _plan(store, tx, now, force)
@@ -277,7 +278,10 @@ def refresh_crls(store: Store, now: _dt.datetime | None = None, *, force: bool =
                      "previous_this_update": latest["this_update"] if behind > CLOCK_SKEW else None}
             number = crl_records.next_number(tx, int(now.timestamp()) * 1000)
             listed = entries[issuer["fingerprint"]]
-            der = crl_module.to_der(crl_module.build(issuer["signer"], listed, number, now, hours))
+            # A revocation recorded by a host whose clock runs ahead of this one's is dated by this CRL's
+            # thisUpdate at the latest, and no later than the CRL before it dated it (ca/crl.revocation_date).
+            earlier = crl_module.revocation_dates(crl_records.der(tx, latest["number"])) if latest and listed else None
+            der = crl_module.to_der(crl_module.build(issuer["signer"], listed, number, now, hours, earlier))
             summary = {"number": number, "signer_fingerprint": issuer["fingerprint"], "this_update": format_utc(now),
                        "next_update": format_utc(now + _dt.timedelta(hours=hours)), "entries": len(listed)}
             crl_records.insert(tx, store.actor, revocation_mark=mark, der=der, **summary, **clock)

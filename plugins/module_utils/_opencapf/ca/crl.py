@@ -4,7 +4,11 @@
 
 A version 2 CRL signed by a CAPF certificate's key with SHA-256, carrying a CRL number that only
 grows and the authority key identifier of that CAPF certificate; each entry names its reason
-(omitted for ``unspecified``, as RFC 5280 5.3.1 asks). LSCs of a third-party CA are revoked at that
+(omitted for ``unspecified``, as RFC 5280 5.3.1 asks) and its revocation date: the time the revocation
+was recorded, which is the clock of the host that revoked, but never after the CRL's thisUpdate (the
+signer's clock, which may run behind the revoking host's) nor after the date the CRL before it of the
+same CAPF certificate gave (``revocation_date``): a CRL never says that a certificate was revoked after
+the CRL was issued, nor later than its predecessor said. LSCs of a third-party CA are revoked at that
 CA, not here. Each CAPF certificate's CRL has its own location (``issuer_location``): an LSC names
 the one of the CAPF certificate that signed it, which stays its location after a rotation.
 """
@@ -27,7 +31,7 @@ MEDIA_TYPE = "application/pkix-crl"  # RFC 5280 section 4.2.1.13 / RFC 2585
 @dataclass(frozen=True)
 class Entry:
     serial: str  # hexadecimal, as the store keeps it
-    revoked_at: str
+    revoked_at: str  # as recorded: the revoking host's clock
     reason: str
 
 
@@ -61,8 +65,26 @@ def signed_by(lsc_pem: str, issuer_certificate) -> bool:
     return certificate.issuer == issuer_certificate.subject and c.signed_by(certificate, issuer_certificate)
 
 
-def build(signer: authority.Signer, entries, number: int, this_update: _dt.datetime, validity_hours: int):
-    """Sign CRL ``number`` listing ``entries`` (``Entry``), valid from ``this_update`` for ``validity_hours``."""
+def revocation_date(entry: Entry, this_update: _dt.datetime, earlier: dict | None = None) -> _dt.datetime:
+    """The revocationDate of ``entry`` on a CRL issued at ``this_update``: its recorded time, but not
+    after ``this_update`` nor after the date ``earlier`` (``revocation_dates`` of the CRL before it of
+    the same issuer) gave it."""
+    moment = min(parse_utc(entry.revoked_at, "revoked_at"), this_update)
+    before = (earlier or {}).get(entry.serial)
+    return moment if before is None else min(moment, before)
+
+
+def revocation_dates(der: bytes | None) -> dict[str, _dt.datetime]:
+    """The revocationDate of each entry of the CRL ``der`` (none: no CRL), by serial as the store keeps it."""
+    if not der:
+        return {}
+    return {format(revoked.serial_number, "x"): revoked.revocation_date_utc for revoked in x509.load_der_x509_crl(der)}
+
+
+def build(signer: authority.Signer, entries, number: int, this_update: _dt.datetime, validity_hours: int,
+          earlier: dict | None = None):
+    """Sign CRL ``number`` listing ``entries`` (``Entry``), valid from ``this_update`` for ``validity_hours``;
+    each entry revoked at its ``revocation_date`` (``earlier``: the dates of the CRL before it of the same issuer)."""
     require("cryptography")
     builder = (
         x509.CertificateRevocationListBuilder()
@@ -76,7 +98,7 @@ def build(signer: authority.Signer, entries, number: int, this_update: _dt.datet
         revoked = (
             x509.RevokedCertificateBuilder()
             .serial_number(int(entry.serial, 16))
-            .revocation_date(parse_utc(entry.revoked_at, "revoked_at"))
+            .revocation_date(revocation_date(entry, this_update, earlier))
         )
         if entry.reason != "unspecified":
             revoked = revoked.add_extension(x509.CRLReason(x509.ReasonFlags[entry.reason]), critical=False)

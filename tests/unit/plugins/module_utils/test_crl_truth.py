@@ -17,7 +17,10 @@ host's clock keeps these invariants, on both backends:
    given to two different CRLs; each is signed with its issuer's key, names its issuer and carries the
    issuer's key identifier; its thisUpdate is the signing host's clock (never after it, even when the
    CRL before it came from a host whose clock runs ahead), and nextUpdate is ``crl_validity_hours``
-   later;
+   later; no entry's revocationDate is after the CRL's thisUpdate: it is the time the revocation was
+   recorded (the revoking host's clock), or that thisUpdate when the revoking host's clock ran ahead of
+   the signer's, or the date the CRL before it of the same issuer gave when that is earlier (a date
+   never moves later from one CRL to the next);
 3. once the revocation duty has run on a host, each CAPF certificate that keeps a CRL serves the one
    with the highest number (``current_crls``, what the files publish, and the same bytes fetched over
    HTTP from the service's responder at its ``/capf-ID.crl``, and at ``/capf.crl`` for the active one)
@@ -86,6 +89,7 @@ class _Cluster:
         self.crls: dict[int, bytes] = {}  # every CRL number ever seen: its DER
         self.series: dict[str, list[int]] = {}  # CAPF certificate fingerprint: its CRL numbers as they appeared
         self.revoked: set[str] = set()  # every serial seen revoked
+        self.revoked_at: dict[str, dt.datetime] = {}  # the revocation time each serial was recorded with
         self.kept: set[str] = set()  # serials of LSCs of removed phones (revoked by the removal)
         self.signed_by: dict[tuple[str, str], bool] = {}
         self.responder = _Responder(self.hosts[0])  # the service's HTTP CRL responder, on host 0
@@ -119,6 +123,7 @@ class _Cluster:
         with self.watcher.read() as tx:
             rows = certificate_records.revoked_lscs(tx, "capf", with_pem=True)
         serials = {row["serial"] for row in rows}
+        self.revoked_at = {row["serial"]: dt.datetime.fromisoformat(row["revoked_at"]) for row in rows}
         assert self.revoked <= serials, ("a revocation was undone", sorted(self.revoked - serials))
         assert self.kept <= serials, ("a removed phone's revoked LSC left the list", sorted(self.kept - serials))
         self.revoked = serials
@@ -142,9 +147,12 @@ class _Cluster:
                 assert self.crls[number] == der, ("two CRLs with one number", number)
                 continue
             assert all(number > seen for seen in self.crls), ("a CRL number went back", number, step)
+            previous = self.series.get(fingerprint, [])[-1:]
             self.crls[number] = der
             self.series.setdefault(fingerprint, []).append(number)
             crl = x509.load_der_x509_crl(der)
+            _check_revocation_dates(crl, self.revoked_at, x509.load_der_x509_crl(self.crls[previous[0]])
+                                    if previous else None, (number, step))
             capf = capfs[fingerprint]
             assert crl.is_signature_valid(capf.public_key()) and crl.issuer == capf.subject
             assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == number
@@ -185,6 +193,21 @@ class _Cluster:
             assert crl.last_update_utc <= now + CLOCK_SKEW and now < crl.next_update_utc, (
                 crl.last_update_utc, now, crl.next_update_utc)
             assert {format(entry.serial_number, "x") for entry in crl} == expected[fingerprint]
+
+
+def _check_revocation_dates(crl, recorded: dict, previous, context) -> None:
+    """No entry of ``crl`` is dated after its thisUpdate: each is dated at the revocation time
+    ``recorded`` (serial: the revoking host's clock), at the CRL's thisUpdate when that is earlier, or
+    at the date the CRL ``previous`` of the same issuer gave it when that is earlier still."""
+    before = {entry.serial_number: entry.revocation_date_utc for entry in previous or ()}
+    for entry in crl:
+        serial = format(entry.serial_number, "x")
+        assert entry.revocation_date_utc <= crl.last_update_utc, (
+            "a CRL says an LSC was revoked after the CRL was issued", serial, entry.revocation_date_utc,
+            crl.last_update_utc, context)
+        expected = min([recorded[serial], crl.last_update_utc] + ([before[entry.serial_number]]
+                                                                  if entry.serial_number in before else []))
+        assert entry.revocation_date_utc == expected, (serial, entry.revocation_date_utc, expected, context)
 
 
 def _waiting_writer(store) -> bool:
@@ -459,3 +482,86 @@ def test_a_store_restored_from_a_backup_never_reuses_a_published_crl_number(stor
         revocation.revoke_lsc(restored, names[1], "unspecified")  # what the backup does not know of
         [signed] = revocation.refresh_crls(restored, now + dt.timedelta(seconds=len(names)))
         assert signed["number"] > max(published), (signed["number"], sorted(published))
+
+
+@settings(max_examples=30, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.tuples(st.sampled_from(["revoke", "sign"]), st.integers(-MAX_OFFSET, MAX_OFFSET)),
+                      min_size=1, max_size=10))
+def test_no_crl_dates_a_revocation_after_its_own_issue(ca_store, ec_phone_key, steps, tmp_path_factory):
+    """Revocations recorded at any host's clock and CRLs signed at any host's clock (each an offset
+    from the time they share): no CRL says that an LSC was revoked after the CRL was issued (an
+    entry's revocationDate is at most the CRL's thisUpdate), each entry is dated as recorded when it
+    can be, and ``opencapf crl show`` (``crl.describe``) and ``openssl crl -text`` read the same dates."""
+    base = utc_now().replace(microsecond=0)
+    recorded: dict[str, dt.datetime] = {}
+    with ca_store.read() as tx:
+        for row in certificate_records.revoked_lscs(tx, "capf"):  # those of earlier examples
+            recorded[row["serial"]] = dt.datetime.fromisoformat(row["revoked_at"])
+    previous = revocation.current_crl(ca_store)
+    previous = x509.load_der_x509_crl(previous["der"]) if previous else None
+    for kind, offset in steps:
+        clock = base + dt.timedelta(seconds=offset)
+        if kind == "revoke":  # what a host whose clock reads ``clock`` records (revocation.revoke_in)
+            name = f"SEP{next(_phones):012X}"
+            issued = _issue(ca_store, name, ec_phone_key)
+            with ca_store.transaction() as tx:
+                certificate_records.revoke(tx, "test", issued.id, name, "key_compromise", format_utc(clock))
+            recorded[issued.serial] = clock
+            continue
+        [signed] = revocation.refresh_crls(ca_store, clock, force=True)
+        der = revocation.current_crl(ca_store)["der"]
+        crl = x509.load_der_x509_crl(der)
+        assert crl.last_update_utc == clock and signed["number"] == revocation.current_crl(ca_store)["number"]
+        assert {format(entry.serial_number, "x") for entry in crl} == set(recorded)
+        _check_revocation_dates(crl, recorded, previous, (kind, offset))
+        shown = crl_module.describe(der)
+        assert {entry["serial"]: entry["revoked_at"] for entry in shown["entries"]} == {
+            format(entry.serial_number, "x"): format_utc(entry.revocation_date_utc) for entry in crl}
+        assert all(entry["revoked_at"] <= shown["this_update"] for entry in shown["entries"]), shown
+        previous = crl
+    if previous is not None and len(previous):
+        pem = tmp_path_factory.mktemp("crl") / "crl.pem"
+        last, dates = _openssl_crl_dates(_write(pem, crl_module.to_pem(crl_module.to_der(previous))))
+        assert last == previous.last_update_utc and all(date <= last for date in dates), (last, dates)
+
+
+def _openssl_crl_dates(crl_pem: str) -> tuple[dt.datetime, list[dt.datetime]]:
+    """The Last Update and every Revocation Date of the CRL file ``crl_pem``, as ``openssl crl -text`` prints them."""
+    text = openssl("crl", "-in", crl_pem, "-noout", "-text").stdout.decode()
+
+    def moment(line: str) -> dt.datetime:
+        return dt.datetime.strptime(line.split(":", 1)[1].strip(), "%b %d %H:%M:%S %Y GMT").replace(
+            tzinfo=dt.timezone.utc)
+
+    [last] = [moment(line) for line in text.splitlines() if line.strip().startswith("Last Update:")]
+    return last, [moment(line) for line in text.splitlines() if line.strip().startswith("Revocation Date:")]
+
+
+def test_a_revocation_recorded_ahead_of_the_signer_s_clock_is_dated_by_the_crl(cluster, ec_phone_key, tmp_path,
+                                                                               store_cli, capsys):
+    """Host 1's clock runs an hour ahead and revokes an LSC; host 0, with a right clock, signs the CRL:
+    ``openssl crl -text`` shows the revocation dated at the CRL's Last Update, not after it, ``opencapf
+    crl show`` prints that date, and the next CRL, signed after the recorded time, keeps it."""
+    host, ahead = cluster.hosts
+    name = f"SEP{next(_phones):012X}"
+    issued = _issue(host, name, ec_phone_key)
+    now = utc_now().replace(microsecond=0)
+    with ahead.transaction() as tx:  # what revocation.revoke_in records on host 1
+        certificate_records.revoke(tx, ahead.actor, issued.id, name, "key_compromise",
+                                   format_utc(now + dt.timedelta(hours=1)))
+    dated = []
+    for step in range(2):
+        signed_at = now + dt.timedelta(hours=2 * step)
+        revocation.refresh_crls(host, signed_at, force=True)
+        der = revocation.current_crl(host)["der"]
+        last, dates = _openssl_crl_dates(_write(tmp_path / f"crl{step}.pem", crl_module.to_pem(der)))
+        assert last == signed_at and len(dates) == 1, (last, dates)
+        assert dates[0] <= last, ("the CRL dates the revocation after its own Last Update", dates[0], last)
+        dated.append(dates[0])
+        if step == 0:
+            capsys.readouterr()
+            assert cli_main([*store_cli, "crl", "show"]) == 0
+            shown = capsys.readouterr().out
+            assert f"{issued.serial}  {format_utc(now)}  key_compromise" in shown, shown
+    assert dated == [now, now], dated
