@@ -6,7 +6,10 @@ A job with ``run_at`` in the future is stored as ``scheduled`` in ``jobs``; its 
 secret (a shared authentication string is kept encrypted in ``secrets`` until the job has run).
 ``run_due(store, now)`` is what the daemon calls periodically (and ``opencapf jobs run-due`` by
 hand or from cron): it runs every due job, each claimed, run and recorded in one transaction, and
-lets pending operations whose deadline passed lapse.
+lets pending operations whose deadline passed lapse. ``now`` is the caller's clock: the daemon gives
+none (this host's), ``opencapf jobs run-due --now`` only a time not later than this host's clock
+(``cli/options.clock_or_earlier``), since what a run records (a job run, an operation lapsed) must
+be true of its time.
 """
 
 from __future__ import annotations

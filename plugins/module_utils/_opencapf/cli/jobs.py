@@ -7,7 +7,7 @@ from __future__ import annotations
 from .. import scheduler
 from ..store import opened
 from ..vocabulary import JOB_STATUSES
-from .options import bounded, limit_help
+from .options import bounded, clock_or_earlier, limit_help
 
 
 def register(subparsers) -> None:
@@ -20,7 +20,9 @@ def register(subparsers) -> None:
                          help=f"at most this many jobs ({limit_help('job_list_limit')}, default %(default)s)")
     listing.set_defaults(handler=_list)
     due = verbs.add_parser("run-due", help="run every scheduled job whose time has come; lapse passed deadlines")
-    due.add_argument("--now", metavar="TIME", help="pretend it is this UTC time (ISO 8601); default: now")
+    due.add_argument("--now", metavar="TIME", type=clock_or_earlier,
+                     help="act as at this UTC time (ISO 8601), not later than this host's clock (a time to come would "
+                          "run jobs early and lapse deadlines not yet passed); default: now")
     due.set_defaults(handler=_run_due)
     cancel = verbs.add_parser("cancel", help="cancel a scheduled job")
     cancel.add_argument("job_id", type=bounded("row_id"), metavar="ID", help="the job's id (see 'jobs list')")

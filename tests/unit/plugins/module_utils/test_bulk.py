@@ -97,12 +97,14 @@ def test_deadlines_lapse(store):
 
 def test_jobs_cli(store_options, store):
     bulk.converge(store, csv_content=_csv(2))
-    bulk.converge(store, query={}, settings={"key_order": "ec"}, run_at="2099-01-01T00:00:00Z")
+    # A job declared (``now``) before its time, which has come since: ``--now`` acts as at a time the clock has reached.
+    bulk.converge(store, query={}, settings={"key_order": "ec"}, run_at="2020-01-01T00:00:00Z",
+                  now="2019-12-01T00:00:00Z")
     listed = run_cli(*store_options, "--json", "jobs", "list", check=True)
     assert json.loads(listed.stdout)[0]["status"] == "scheduled"
-    nothing = run_cli(*store_options, "jobs", "run-due", "--now", "2098-01-01T00:00:00Z", check=True)
-    assert nothing.stdout.strip() == "nothing due at 2098-01-01T00:00:00Z"
-    ran = run_cli(*store_options, "--json", "jobs", "run-due", "--now", "2099-01-01T00:00:00Z", check=True)
+    nothing = run_cli(*store_options, "jobs", "run-due", "--now", "2019-12-31T23:59:59Z", check=True)
+    assert nothing.stdout.strip() == "nothing due at 2019-12-31T23:59:59Z"
+    ran = run_cli(*store_options, "--json", "jobs", "run-due", "--now", "2020-01-01T00:00:00Z", check=True)
     assert json.loads(ran.stdout)["jobs"][0]["result"]["counts"]["changed"] == 2
     later = bulk.converge(store, query={}, settings={"key_order": "rsa"}, run_at="2099-06-01T00:00:00Z")["job"]
     cancelled = run_cli(*store_options, "jobs", "cancel", str(later["id"]), check=True)

@@ -14,6 +14,9 @@ hand interleave, on either backend:
   loses the stored one, and a declaration's ``changed`` is true exactly when it stores something new;
 - a job's run time is what was declared, or the declaration is refused (naming ``run_at``);
 - every ``job.failed`` event names its reason: the job's recorded error;
+- ``opencapf jobs run-due --now`` acts only as at a time the host's clock has reached: a later one is
+  refused (exit status 2, naming ``--now`` and the rule) with nothing written, so no job runs before
+  its time by the host's clock and no operation whose deadline is still to come is lapsed;
 - the listings (``scheduler.list_jobs``, ``capf_info``'s jobs, ``opencapf --json jobs list``) tell
   the stored status and UTC times, consistent with the status.
 """
@@ -33,6 +36,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from support.protocol import add_phone, phone_row
+from support.stores import dump
 from support.tools import run_cli
 from _opencapf import authstrings, bulk, phone_config, reports, scheduler, secretbox
 from _opencapf.cli.main import main as cli_main
@@ -40,7 +44,7 @@ from _opencapf.errors import ValidationError
 from _opencapf.faults import ENV_CRASH_AT
 from _opencapf.server.scheduling import ACTOR, Scheduling
 from _opencapf.store import audit, csrs, open_store
-from _opencapf.vocabulary import format_utc, parse_utc
+from _opencapf.vocabulary import format_utc, parse_utc, utc_now
 
 pytestmark = pytest.mark.both_backends
 
@@ -322,7 +326,8 @@ def test_whatever_the_interleaving_each_due_job_runs_once_and_tells_what_it_did(
     time, with the result and the changes the model predicts (a failed one with its reason in the
     ``job.failed`` event); the store keeps a job's string, the last one declared, only while the job
     is scheduled, and every listing tells the same, true story."""
-    fleet = _Fleet(store, hosts, store_cli, capsys, dt.datetime(2090, 1, 1, tzinfo=dt.timezone.utc))
+    # The model's time is in the past: ``jobs run-due --now`` acts only as at a time the host's clock has reached.
+    fleet = _Fleet(store, hosts, store_cli, capsys, dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc))
     for step in steps:
         if step[0] == "declare":
             fleet.declare(step[1], step[2], check_mode=step[3])
@@ -361,19 +366,19 @@ def test_a_job_killed_in_the_middle_changed_nothing_and_runs_once_later(store, h
     names = [f"SEP00000000A{index:03X}" for index in range(3)]
     for name in names:
         add_phone(store, name)
-    job = _declare_auth_job(store, names)
+    job = _declare_auth_job(store, names, run_at="2020-06-01T00:00:00Z", now="2020-01-01T00:00:00Z")
     before = _rows(store, names)
-    killed = run_cli(*store_cli, "jobs", "run-due", "--now", "2090-06-01T00:00:01Z",
+    killed = run_cli(*store_cli, "jobs", "run-due", "--now", "2020-06-01T00:00:01Z",
                      env=dict(os.environ, **{ENV_CRASH_AT: "bulk.updated:1"}))
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert _rows(store, names) == before
     assert _job(store, job["id"])["status"] == "scheduled", "a job nobody runs any longer is listed running"
     with store.read() as tx:
         assert secretbox.exists(tx, _secret_name(job["id"]))
-    ran = scheduler.run_due(hosts[1], "2090-06-01T00:00:02Z")
+    ran = scheduler.run_due(hosts[1], "2020-06-01T00:00:02Z")
     assert [(item["id"], item["status"]) for item in ran["jobs"]] == [(job["id"], "succeeded")]
     assert ran["jobs"][0]["result"]["counts"]["changed"] == 3
-    assert scheduler.run_due(hosts[0], "2090-06-02T00:00:00Z")["jobs"] == []
+    assert scheduler.run_due(hosts[0], "2020-06-02T00:00:00Z")["jobs"] == []
     listed = _job(store, job["id"])
     assert listed["status"] == "succeeded" and listed["started_at"] <= listed["finished_at"]
     with store.read() as tx:
@@ -682,3 +687,56 @@ def test_every_job_failed_event_names_its_reason(store, hosts, tmp_path, cause):
     assert event["subject"] == str(job_id)
     assert event["details"] == {"kind": bulk.JOB_KIND, "reason": listed["result"]["error"]}, event
     assert not any(secret in json.dumps(event) for secret in SECRETS)
+
+
+_run_due_examples = itertools.count(1)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.one_of(st.integers(min_value=-3 * 86400, max_value=3 * 86400), st.integers(min_value=-3, max_value=3),
+                 st.integers(min_value=3500, max_value=3700)))
+def test_run_due_never_acts_on_a_time_the_clock_has_not_reached(store, store_cli, capsys, offset):
+    """``jobs run-due --now`` at any time around the host's clock: a time the clock has not reached is
+    refused with exit status 2 naming ``--now`` and the rule, and nothing is written; any other runs
+    the jobs due at it and lapses the deadlines passed at it, and nothing of what is still to come by
+    the host's clock (a job an hour away, an operation whose deadline is an hour away)."""
+    example = next(_run_due_examples)
+    clock = utc_now()
+    names = {when: f"SEP{example:06X}{index:06X}" for index, when in enumerate(("past", "future"))}
+    deadlines = {"past": clock - dt.timedelta(hours=1), "future": clock + dt.timedelta(hours=1)}
+    jobs = {}
+    for when, name in names.items():
+        add_phone(store, name)
+        phone_config.converge(store, name, settings={"certificate_operation": "install_upgrade",
+                                                     "operation_completes_by": format_utc(deadlines[when])})
+        jobs[when] = bulk.converge(store, query={"names": [name]}, settings={"description": f"job {example}"},
+                                   run_at=format_utc(deadlines[when]),
+                                   now=format_utc(deadlines[when] - dt.timedelta(days=1)))["job"]
+    before = dump(store)
+    now = clock + dt.timedelta(seconds=offset)
+    capsys.readouterr()
+    started = utc_now()
+    try:
+        code = cli_main([*store_cli, "--json", "jobs", "run-due", "--now", format_utc(now)])
+    except SystemExit as stopped:
+        code = stopped.code
+    ended = utc_now()
+    captured = capsys.readouterr()
+    if now > ended:
+        assert code == 2, (code, captured)
+    if now <= started:
+        assert code == 0, (code, captured)
+    if code == 2:
+        assert "error: argument --now: must not be later than this host's clock" in captured.err, captured.err
+        assert "Traceback" not in captured.err and captured.out == ""
+        assert dump(store) == before, "a refused run-due wrote to the store"
+        return
+    ran = {item["id"] for item in json.loads(captured.out)["jobs"]}
+    for when, name in names.items():
+        due = deadlines[when] <= now
+        assert (jobs[when]["id"] in ran) == due, (when, now, jobs[when])
+        assert _job(store, jobs[when]["id"])["status"] == ("succeeded" if due else "scheduled")
+        assert phone_row(store, name)["operation_status"] == ("lapsed" if deadlines[when] < now else "pending")
+        if not due:
+            assert deadlines[when] > ended, "run-due acted on a time the host's clock has not reached"
