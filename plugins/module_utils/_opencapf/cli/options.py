@@ -44,20 +44,27 @@ def host_port(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{exc.rule}, got {text!r}") from None
 
 
-def clock_or_earlier(text: str) -> str:
+def clock_or_earlier(would: str):
     """The argparse ``type`` of a ``--now`` that makes a command act as at an earlier time: an ISO 8601
-    time no later than this host's clock (to the second). What the command records (a job run, an
-    operation lapsed) is then true of that time; a time to come would record what has not happened."""
-    try:
-        moment = v.parse_utc(text, "--now")
-    except ValidationError as exc:
-        raise argparse.ArgumentTypeError(f"{exc.rule}, got {text!r}") from None
-    clock = v.utc_now()
-    if moment > clock:
-        raise argparse.ArgumentTypeError(
-            f"must not be later than this host's clock ({v.format_utc(clock)}): a time to come would run "
-            f"scheduled jobs before their time and lapse operations whose deadline has not passed, got {text!r}")
-    return v.format_utc(moment)
+    time no later than this host's clock (to the second). What the command records or sends (a job run,
+    an operation lapsed, a monitor check and its mail, renewals scheduled) is then true of that time; a
+    time to come would record what has not happened. ``would`` says what, in the refusal: "a time to
+    come would ``would``"."""
+
+    def convert(text: str) -> str:
+        try:
+            moment = v.parse_utc(text, "--now")
+        except ValidationError as exc:
+            raise argparse.ArgumentTypeError(f"{exc.rule}, got {text!r}") from None
+        clock = v.utc_now()
+        if moment > clock:
+            raise argparse.ArgumentTypeError(
+                f"must not be later than this host's clock ({v.format_utc(clock)}): a time to come would {would}, "
+                f"got {text!r}")
+        return v.format_utc(moment)
+
+    convert.__name__ = "clock_or_earlier"  # argparse names the type in some messages
+    return convert
 
 
 def limit_help(name: str) -> str:
