@@ -16,6 +16,7 @@ import time
 import pytest
 
 from support import pki
+from support.capf_validity import upload_capf
 from support.protocol import add_phone, certificate_rows
 from support.smtp import PASSWORD, SmtpRelay, free_port
 from support.serving import Serving
@@ -26,6 +27,7 @@ from _opencapf.dependencies import ec
 from _opencapf.simulator.client import Target, enrol
 from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
 from _opencapf import trust as trust_certificates
+from _opencapf.vocabulary import format_utc, utc_now
 
 PHONE = "SEP00000000F0A1"
 
@@ -123,12 +125,15 @@ def test_relay_failures_are_retried_and_recorded_while_a_phone_enrols(ca_store, 
 
 
 def test_monitor_run_with_a_clock_on_both_backends(store_options, store_on_both, tmp_path):
-    """``monitor run --now`` checks at another time, with the store on either backend."""
+    """``monitor run --now`` checks at another time, with the store on either backend: the CAPF certificate
+    ends in 12 hours (threshold 1 now), and a check as at 6 days and an hour before its end, a time the
+    host's clock has passed (``monitor run`` refuses a later one), warns at threshold 7."""
     relay = SmtpRelay(tmp_path)
     try:
-        authority.ensure(store_on_both)
+        end = utc_now() + dt.timedelta(hours=12)
+        upload_capf(store_on_both, end - dt.timedelta(days=1000), 1000)
         service_config.converge(store_on_both, parameters_wanted=relay.settings(), monitor_smtp_password=PASSWORD)
-        end = dt.datetime.fromisoformat(authority.current(store_on_both)["not_after"].replace("Z", "+00:00"))
+        assert authority.current(store_on_both)["not_after"] == format_utc(end)
         sent = run_cli(*store_options, "--json", "monitor", "run", "--now",
                        (end - dt.timedelta(days=6, hours=1)).isoformat(), check=True)
         result = json.loads(sent.stdout)

@@ -17,7 +17,9 @@ connection, with an optional login whose password is a sealed secret of the stor
 tried ``SEND_ATTEMPTS`` times with a doubling pause; a failure is logged, recorded as the run's
 ``error`` and never raised: the CAPF service goes on serving phones. The service runs the monitor
 from its scheduler (``run_if_due``) every ``monitor_interval_hours``; after a failed run, again
-after ``RETRY_AFTER_MINUTES`` (doubling, at most the interval).
+after ``RETRY_AFTER_MINUTES`` (doubling, at most the interval). ``opencapf monitor run --now`` checks
+only as at a time not later than this host's clock (``cli/options.clock_or_earlier``): a check is
+recorded, and its days left mailed, as of its ``now``.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .. import monitor
 from ..store import opened
+from .options import clock_or_earlier
 
 LEAD_HELD = 3  # exit status of 'monitor run' while another process leads the monitor
 
@@ -20,10 +21,15 @@ def register(subparsers) -> None:
     verbs.required = True
     run = verbs.add_parser("run", help=("check every certificate now and send the warning mail that is due "
                                         "(exits 3, checking nothing, while a running service leads the monitor)"))
-    run.add_argument("--now", metavar="TIME", help="pretend it is this UTC time (ISO 8601); default: now")
+    run.add_argument("--now", metavar="TIME", type=clock_or_earlier(
+                         "record a check that has not happened and mail day counts that are not yet true"),
+                     help="check as at this UTC time (ISO 8601), not later than this host's clock (the check is "
+                          "recorded and mailed as of that time); default: now")
     run.set_defaults(handler=_run)
     show = verbs.add_parser("show", help="the certificates within the warn window and the monitor's last run")
-    show.add_argument("--now", metavar="TIME", help="pretend it is this UTC time (ISO 8601); default: now")
+    show.add_argument("--now", metavar="TIME",
+                      help="show the warn window as at this UTC time (ISO 8601), earlier or later: 'monitor show' "
+                           "only reads; default: now")
     show.set_defaults(handler=_show)
 
 

@@ -23,7 +23,7 @@ from _opencapf.errors import ValidationError
 from _opencapf.server.scheduling import Scheduling
 from _opencapf.store import certificates, trust
 from _opencapf.store import monitor as records
-from _opencapf.vocabulary import format_utc
+from _opencapf.vocabulary import format_utc, utc_now
 
 NOW = dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.timezone.utc)
 
@@ -333,17 +333,19 @@ def test_a_password_this_secret_file_cannot_open_is_a_recorded_failure(store, re
 
 def test_monitor_run_never_checks_beside_the_service_that_leads_the_monitor(store, store_cli, relay, capsys):
     """``opencapf monitor run`` takes the service's monitor lead: while the service's scheduler holds it,
-    the command says so in one line, exits 3 and neither checks nor mails; once free, it checks."""
+    the command says so in one line, exits 3 and neither checks nor mails; once free, it checks. Its
+    ``--now`` is an hour ago: ``monitor run`` refuses a time the host's clock has not reached."""
+    now = utc_now() - dt.timedelta(hours=1)
     _configure(store, relay)
-    _lsc(store, "SEP0000000000E1", NOW + dt.timedelta(days=6))
-    leading = Scheduling(store, clock=lambda: NOW)  # the service's scheduler, as every serving process runs it
+    _lsc(store, "SEP0000000000E1", now + dt.timedelta(days=6))
+    leading = Scheduling(store, clock=lambda: now)  # the service's scheduler, as every serving process runs it
     try:
         leading.tick()
         assert len(relay.messages) == 1
         with store.read() as tx:
             runs = records.last_run(tx)
         capsys.readouterr()
-        code = cli_main([*store_cli, "monitor", "run", "--now", NOW.isoformat()])
+        code = cli_main([*store_cli, "monitor", "run", "--now", format_utc(now)])
         refused = capsys.readouterr()
         assert code == 3 and refused.out == "" and refused.err.count("\n") == 1, refused.err
         assert "another process leads the certificate monitor" in refused.err
@@ -352,6 +354,6 @@ def test_monitor_run_never_checks_beside_the_service_that_leads_the_monitor(stor
             assert records.last_run(tx) == runs  # nothing checked, nothing recorded
     finally:
         leading.close()
-    assert cli_main([*store_cli, "--json", "monitor", "run", "--now", NOW.isoformat()]) == 0
+    assert cli_main([*store_cli, "--json", "monitor", "run", "--now", format_utc(now)]) == 0
     with store.read() as tx:
         assert records.last_run(tx) != runs

@@ -1,0 +1,137 @@
+"""The commands that record or mail as at ``--now TIME`` never act as at a time the host's clock has not
+reached, on either backend.
+
+``monitor run`` records its check, and the warnings it mailed, as at ``--now`` and mails the days left
+then (and ``jobs run-due``, tests/unit/plugins/module_utils/test_scheduled_jobs_truth.py). A time to
+come would make the store, and the mail, tell what has not happened. Invariants, for ``--now`` at any
+time around the host's clock:
+
+- a time the clock has not reached is refused with exit status 2, naming ``--now`` and the rule, with
+  nothing written and no mail sent;
+- a time the clock has reached acts as at that time: the check recorded at it with the days left at it;
+- ``monitor show --now`` only reads: any time, earlier or later, shows the warn window at that time
+  and writes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import secrets
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from support.protocol import add_phone
+from support.smtp import PASSWORD, SmtpRelay
+from support.stores import dump
+from _opencapf import service_config
+from _opencapf.cli.main import main as cli_main
+from _opencapf.store import certificates
+from _opencapf.store import monitor as monitor_records
+from _opencapf.vocabulary import format_utc, utc_now
+
+pytestmark = pytest.mark.both_backends
+
+REFUSED = "error: argument --now: must not be later than this host's clock"
+# Around the host's clock: days either side, the seconds at its edge, and an hour ahead.
+OFFSETS = st.one_of(st.integers(min_value=-3 * 86400, max_value=3 * 86400), st.integers(min_value=-3, max_value=3),
+                    st.integers(min_value=3500, max_value=3700))
+_examples = itertools.count(1)
+
+
+@pytest.fixture
+def relay(tmp_path):
+    running = SmtpRelay(tmp_path)
+    yield running
+    running.stop()
+
+
+def _installed_lsc(store, name, not_after: dt.datetime, **settings) -> str:
+    """A phone with an installed LSC that ends at ``not_after``; the LSC's fingerprint."""
+    phone = add_phone(store, name, **settings)
+    fingerprint = secrets.token_hex(32)
+    with store.transaction() as tx:
+        certificates.insert(tx, phone_id=phone["id"], kind="lsc", serial=secrets.token_hex(8), issuer="CN=CAPF-test",
+                            fingerprint=fingerprint, public_key_fingerprint=secrets.token_hex(32), status="installed",
+                            source="capf", pem="-", not_before=format_utc(not_after - dt.timedelta(days=365)),
+                            not_after=format_utc(not_after))
+    return fingerprint
+
+
+def _run(capsys, argv) -> tuple[int, str, str]:
+    """``opencapf ARGV`` in this process: its exit status, output and error output."""
+    capsys.readouterr()
+    try:
+        code = cli_main(argv)
+    except SystemExit as stopped:
+        code = stopped.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _at_the_clock(store, capsys, argv, offset):
+    """Run ``ARGV --now (clock + offset)``: (now, exit status, output) once the refusal invariant is
+    checked: a time the clock had not reached when the command ended is refused, with nothing written;
+    one it had reached when it started is not."""
+    before = dump(store)
+    now = utc_now() + dt.timedelta(seconds=offset)
+    started = utc_now()
+    code, out, err = _run(capsys, [*argv, "--now", format_utc(now)])
+    ended = utc_now()
+    if now > ended:
+        assert code == 2, (code, out, err)
+    if now <= started:
+        assert code == 0, (code, out, err)
+    if code == 2:
+        assert REFUSED in err and "--now" in err and "Traceback" not in err and out == "", err
+        assert dump(store) == before, "a refused --now wrote to the store"
+    return now, code, out
+
+
+@settings(max_examples=20, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(OFFSETS)
+@example(-3600)
+@example(3600)
+def test_monitor_run_never_checks_or_mails_as_at_a_time_to_come(store, store_cli, relay, capsys, offset):
+    """``monitor run --now`` around the host's clock: a time to come is refused with no check recorded and
+    no mail sent; any other checks as at it: the run recorded at it, the new LSC mailed with the days it
+    has left at it."""
+    service_config.converge(store, parameters_wanted=relay.settings(), monitor_smtp_password=PASSWORD)
+    name = f"SEP0000{next(_examples):08X}"
+    not_after = utc_now() + dt.timedelta(days=5)
+    fingerprint = _installed_lsc(store, name, not_after)
+    mails = len(relay.messages)
+    now, code, out = _at_the_clock(store, capsys, [*store_cli, "--json", "monitor", "run"], offset)
+    if code == 2:
+        assert len(relay.messages) == mails, "a refused --now sent mail"
+        return
+    assert code == 0, out
+    result = json.loads(out)
+    assert result["checked_at"] == format_utc(now) and result["result"] == "sent", result
+    (found,) = [item for item in result["certificates"] if item["subject"] == name]
+    assert found["days_left"] == (not_after - now).days
+    assert len(relay.messages) == mails + 1
+    with store.read() as tx:
+        assert monitor_records.last_run(tx)["checked_at"] == format_utc(now)
+        warned = monitor_records.warned(tx, [fingerprint])
+    assert warned == {(fingerprint, days) for days in (30, 7, 1) if not_after - now <= dt.timedelta(days=days)}
+
+
+@pytest.mark.parametrize("days", [-400, 0, 20, 40, 100])
+def test_monitor_show_reads_at_any_time_and_writes_nothing(store, store_cli, capsys, days):
+    """``monitor show --now`` only reads: earlier or later than the host's clock, it lists the certificates
+    within the warn window at that time and leaves the store as it was."""
+    not_after = utc_now() + dt.timedelta(days=45)
+    _installed_lsc(store, "SEP00000000ABCD", not_after)
+    before = dump(store)
+    now = utc_now() + dt.timedelta(days=days)
+    code, out, err = _run(capsys, [*store_cli, "--json", "monitor", "show", "--now", format_utc(now)])
+    assert code == 0, err
+    listed = json.loads(out)["expiring_certificates"]
+    within = (not_after - now).days <= 30  # monitor_warn_days [30, 7, 1]; an expired one too
+    assert [item["device_name"] for item in listed] == (["SEP00000000ABCD"] if within else [])
+    assert dump(store) == before
