@@ -16,9 +16,10 @@ import pytest
 from support.phones import SteppedConnection, phone
 from support.protocol import RunningServer, add_phone
 from support.tools import run_cli
+from _opencapf import renewal
 from _opencapf.protocol.constants import Command
 from _opencapf.store import service as service_records
-from _opencapf.vocabulary import format_utc, parse_utc
+from _opencapf.vocabulary import parse_utc
 
 NAME = "SEP00000000D0D0"
 
@@ -61,8 +62,10 @@ def test_the_lsc_the_phone_stored_last_is_its_current_one(server, ca_store, tmp_
             "SELECT serial, status FROM certificates WHERE kind = 'lsc'")}
     assert statuses.pop(held) == "installed" and list(statuses.values()) in (["revoked"], ["stale"])
     # Renewal (renew_before_days 30) takes the held LSC for the phone's current one: due within 30 days
-    # of its expiry, not before.
+    # of its expiry, not before. ``renew run`` acts as at the host's clock, at most (a year before the
+    # expiry); the renewal scheduler itself as at the later times.
+    assert _cli_json(ca_store, "renew", "run")["scheduled"] == []
     expires = parse_utc(shown["not_after"], "not_after")
     for days_before, due in ((60, []), (10, [NAME])):
-        renewed = _cli_json(ca_store, "renew", "run", "--now", format_utc(expires - dt.timedelta(days=days_before)))
+        renewed = renewal.run(ca_store, expires - dt.timedelta(days=days_before))
         assert [item["name"] for item in renewed["scheduled"]] == due

@@ -16,7 +16,8 @@ being replaced every run by one that ends at the same moment. The change goes th
 audit event as in a bulk update, and the run one ``renewal.schedule`` event like a bulk job's
 ``bulk.apply``. A second run changes nothing: a scheduled phone's operation is pending, and each
 LSC is renewed once. The CAPF service runs it on its scheduler's lead (``server.scheduling``);
-``opencapf renew run`` runs it on demand.
+``opencapf renew run`` runs it on demand, its ``--now`` no later than this host's clock
+(``cli/options.clock_or_earlier``): a run records its renewals as scheduled at ``now``.
 """
 
 from __future__ import annotations

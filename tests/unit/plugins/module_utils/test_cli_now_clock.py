@@ -2,13 +2,15 @@
 reached, on either backend.
 
 ``monitor run`` records its check, and the warnings it mailed, as at ``--now`` and mails the days left
-then (and ``jobs run-due``, tests/unit/plugins/module_utils/test_scheduled_jobs_truth.py). A time to
-come would make the store, and the mail, tell what has not happened. Invariants, for ``--now`` at any
-time around the host's clock:
+then; ``renew run`` schedules the renewals due at ``--now`` and records them as scheduled then (and
+``jobs run-due``, tests/unit/plugins/module_utils/test_scheduled_jobs_truth.py). A time to come would
+make the store, and the mail, tell what has not happened. Invariants, for ``--now`` at any time around
+the host's clock:
 
 - a time the clock has not reached is refused with exit status 2, naming ``--now`` and the rule, with
   nothing written and no mail sent;
-- a time the clock has reached acts as at that time: the check recorded at it with the days left at it;
+- a time the clock has reached acts as at that time: the check recorded at it with the days left at it,
+  the renewals due at it scheduled and recorded at it;
 - ``monitor show --now`` only reads: any time, earlier or later, shows the warn window at that time
   and writes nothing.
 """
@@ -24,13 +26,14 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from support.protocol import add_phone
+from support.protocol import add_phone, phone_row
 from support.smtp import PASSWORD, SmtpRelay
 from support.stores import dump
 from _opencapf import service_config
 from _opencapf.cli.main import main as cli_main
 from _opencapf.store import certificates
 from _opencapf.store import monitor as monitor_records
+from _opencapf.store import service as service_records
 from _opencapf.vocabulary import format_utc, utc_now
 
 pytestmark = pytest.mark.both_backends
@@ -121,6 +124,33 @@ def test_monitor_run_never_checks_or_mails_as_at_a_time_to_come(store, store_cli
     assert warned == {(fingerprint, days) for days in (30, 7, 1) if not_after - now <= dt.timedelta(days=days)}
 
 
+@settings(max_examples=20, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(OFFSETS)
+@example(-3600)
+@example(3600)
+def test_renew_run_never_schedules_as_at_a_time_to_come(store, store_cli, capsys, offset):
+    """``renew run --now`` around the host's clock: a time to come is refused with nothing scheduled; any
+    other schedules the phones due at it, each renewal recorded as scheduled at it."""
+    with store.transaction() as tx:
+        service_records.write(tx, "test", {"renew_before_days": 30, "renew_max_per_day": 1000})
+    name = f"SEP0001{next(_examples):08X}"
+    _installed_lsc(store, name, utc_now() + dt.timedelta(days=10), operation="install_upgrade",
+                   operation_status="succeeded")
+    now, code, out = _at_the_clock(store, capsys, [*store_cli, "--json", "renew", "run"], offset)
+    if code == 2:
+        assert phone_row(store, name)["operation_status"] == "succeeded"
+        return
+    assert code == 0, out
+    result = json.loads(out)
+    assert result["at"] == format_utc(now) and name in [item["name"] for item in result["scheduled"]], result
+    assert phone_row(store, name)["operation_status"] == "pending"
+    with store.read() as tx:
+        recorded = tx.query("SELECT r.scheduled_at FROM renewals r JOIN phones p ON p.id = r.phone_id "
+                            "WHERE p.name = ?", (name,))
+    assert [row["scheduled_at"] for row in recorded] == [format_utc(now)]
+
+
 @pytest.mark.parametrize("days", [-400, 0, 20, 40, 100])
 def test_monitor_show_reads_at_any_time_and_writes_nothing(store, store_cli, capsys, days):
     """``monitor show --now`` only reads: earlier or later than the host's clock, it lists the certificates
@@ -135,3 +165,34 @@ def test_monitor_show_reads_at_any_time_and_writes_nothing(store, store_cli, cap
     within = (not_after - now).days <= 30  # monitor_warn_days [30, 7, 1]; an expired one too
     assert [item["device_name"] for item in listed] == (["SEP00000000ABCD"] if within else [])
     assert dump(store) == before
+
+
+def test_renew_run_walks_the_days_behind_the_clock_bounded_per_day(store, store_cli, capsys):
+    """``renew run --now`` at times the host's clock has passed works as at them, the 24-hour bound
+    counted back from each (``renew_max_per_day`` 2, five phones due): two days ago two phones, ten hours
+    later none (the day's bound is reached), 25 hours after the first two more, and the command at the host's
+    clock (no ``--now``) the last one."""
+    with store.transaction() as tx:
+        service_records.write(tx, "test", {"renew_before_days": 30, "renew_max_per_day": 2})
+    clock = utc_now()
+    names = [f"SEP00000000B00{index}" for index in range(5)]
+    for index, name in enumerate(names):
+        _installed_lsc(store, name, clock + dt.timedelta(days=10, hours=index), operation="install_upgrade",
+                       operation_status="succeeded")
+    first = clock - dt.timedelta(hours=50)
+    walk = [(first, names[:2]), (first + dt.timedelta(hours=10), []), (first + dt.timedelta(hours=25), names[2:4]),
+            (None, names[4:])]
+    for now, due in walk:
+        code, out, err = _run(capsys, [*store_cli, "--json", "renew", "run",
+                                       *(["--now", format_utc(now)] if now else [])])
+        assert code == 0, err
+        result = json.loads(out)
+        assert [item["name"] for item in result["scheduled"]] == due, (now, result)
+        if now is not None:
+            assert result["at"] == format_utc(now)
+    with store.read() as tx:
+        recorded = tx.query("SELECT p.name, r.scheduled_at FROM renewals r JOIN phones p ON p.id = r.phone_id "
+                            "ORDER BY p.name")
+    assert [row["scheduled_at"] for row in recorded[:4]] == [format_utc(first)] * 2 + [
+        format_utc(first + dt.timedelta(hours=25))] * 2
+    assert recorded[4]["scheduled_at"] >= format_utc(clock)

@@ -30,7 +30,7 @@ from _opencapf.store import certificates as certificate_records
 from _opencapf.store import open_store
 from _opencapf.store import phones as phone_records
 from _opencapf.store import service as service_records
-from _opencapf.vocabulary import format_utc, parse_utc
+from _opencapf.vocabulary import format_utc, parse_utc, utc_now
 
 DAY = dt.timedelta(days=1)
 T0 = parse_utc("2031-03-01T12:00:00Z", "now")
@@ -124,25 +124,28 @@ def _walk(store, validity_days, renew_days, capf_left, ages, step, rotate_at):
 def test_held_back_phones_are_renewed_once_the_capf_certificate_is_renewed(store_on_both, store_options):
     """The case in the brief, by the ``renew run`` command: the defaults, the CAPF certificate 20 days
     from its end and LSCs that end with it; held back every run (not renewed into LSCs that end at the
-    same moment) until the CAPF certificate is renewed, then renewed into LSCs that end later."""
+    same moment) until the CAPF certificate is renewed, then renewed into LSCs that end later. The
+    store's story starts three days ago, so that each run's ``--now`` is a time the host's clock has
+    reached (``renew run`` refuses a later one)."""
     store = store_on_both
-    capf_end = c.not_after(upload_capf(store, T0 - 1805 * DAY, 1825))
+    start = utc_now() - 3 * DAY
+    capf_end = c.not_after(upload_capf(store, start - 1805 * DAY, 1825))
     with store.transaction() as tx:
         service_records.write(tx, "test", {"renew_before_days": 30})
     for name in NAMES[:2]:
         with store.transaction() as tx:
             phone_records.create(tx, "test", name, operation="install_upgrade", operation_status="pending")
-        assert _enrol(store, name, T0 - 365 * DAY).not_after == format_utc(capf_end)
+        assert _enrol(store, name, start - 365 * DAY).not_after == format_utc(capf_end)
     for day in range(3):
-        done = run_cli(*store_options, "renew", "run", "--now", format_utc(T0 + day * DAY), check=True)
+        done = run_cli(*store_options, "renew", "run", "--now", format_utc(start + day * DAY), check=True)
         assert "2 phone(s) held back, waiting for a CAPF certificate that outlives their LSC" in done.stdout
         assert "no renewal scheduled" in done.stdout
-    upload_capf(store, T0 + 3 * DAY, 1825)
-    result = renewal.run(store, T0 + 3 * DAY)
+    upload_capf(store, start + 3 * DAY, 1825)
+    result = renewal.run(store, start + 3 * DAY)
     assert [item["name"] for item in result["scheduled"]] == list(NAMES[:2])
     assert result["held_back"]["count"] == 0
     for name in NAMES[:2]:
-        assert _enrol(store, name, T0 + 3 * DAY).not_after > format_utc(capf_end)
+        assert _enrol(store, name, start + 3 * DAY).not_after > format_utc(capf_end)
 
 
 def test_a_third_party_issuer_is_not_held_back_for_the_capf_certificate(store_on_both):
