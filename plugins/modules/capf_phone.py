@@ -74,6 +74,8 @@ options:
         for example C(2099-12-31T18:00:00Z). After it the operation lapses.
       - Times are kept to the second; a fraction of a second (C(2099-12-31T18:00:00.5Z)) fails the task with a
         message that starts with C(operation_completes_by must be a whole second), never cut to the second.
+      - Leave the option out to keep the phone's deadline; an empty value is refused, as by every path that changes
+        a phone (M(opencapf.capf.capf_bulk_update), the declarative file, device templates).
     type: str
   reissue:
     description:

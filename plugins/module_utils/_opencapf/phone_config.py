@@ -24,8 +24,8 @@ from .store import Store, audit
 from .store import csrs as csr_records
 from .store import phones as phone_records
 from .store import service as service_records
-from .vocabulary import (AUTH_MODES, AUTH_STRING_DIGITS, KEY_ORDERS, OPERATIONS, SECURITY_MODES, check_choice,
-                         check_ec_key_size, check_int_range, check_rsa_key_size, format_utc, key_allowed,
+from .vocabulary import (AUTH_MODES, AUTH_STRING_DIGITS, KEY_ORDERS, OPERATIONS, SECURITY_MODES, TIME_RULE,
+                         check_choice, check_ec_key_size, check_int_range, check_rsa_key_size, format_utc, key_allowed,
                          normalise_device_name, parse_utc_exact, utc_now)
 
 # option name -> store column
@@ -81,7 +81,13 @@ def check_settings(settings: dict | None, prefix: str = "") -> dict[str, Any]:
         elif option == "ec_key_size":
             checked = check_ec_key_size(value, field)
         else:  # a deadline is kept as declared: a fraction of a second is refused, never dropped
-            checked = format_utc(parse_utc_exact(value, field))
+            moment = parse_utc_exact(value, field)
+            if moment is None:
+                # An empty deadline is no deadline to set: every path refuses it alike (a bulk job or a
+                # template would otherwise drop it, capf_phone clear the phone's), as the declarative
+                # file's schema does; leaving the option out keeps the phone's deadline.
+                raise ValidationError(field, TIME_RULE, value)
+            checked = format_utc(moment)
         result[OPTION_COLUMNS[option]] = checked
     return result
 

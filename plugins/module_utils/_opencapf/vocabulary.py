@@ -396,6 +396,9 @@ def check_listen_addresses(value, field: str = "listen_addresses") -> list[str]:
     return [check_address(item, f"{field}[{index}]") for index, item in enumerate(value)]
 
 
+TIME_RULE = "must be an ISO 8601 date or time such as 2026-12-31T23:00:00Z"
+
+
 def parse_utc(value, field: str) -> _dt.datetime | None:
     """Parse an ISO 8601 date or timestamp to an aware UTC datetime (``None`` stays ``None``)."""
     moment = _parse_aware(value, field)
@@ -436,8 +439,7 @@ def _parse_aware(value, field: str) -> _dt.datetime | None:
         try:
             moment = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            raise ValidationError(field, "must be an ISO 8601 date or time such as 2026-12-31T23:00:00Z",
-                                  value) from None
+            raise ValidationError(field, TIME_RULE, value) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=_dt.timezone.utc)
     return moment.astimezone(_dt.timezone.utc)

@@ -26,8 +26,7 @@ AUTH_STRING = {
     "x-rule": "must be %d\u2013%d digits (quote it in YAML so it stays a string)" % v.AUTH_STRING_DIGITS,
     "x-secret": True,
 }
-TIMESTAMP = {"type": "string", "minLength": 10, "maxLength": 40,
-             "x-rule": "must be an ISO 8601 date or time such as 2026-12-31T23:00:00Z"}
+TIMESTAMP = {"type": "string", "minLength": 10, "maxLength": 40, "x-rule": v.TIME_RULE}
 TEXT = {"type": "string", "maxLength": 200}
 PEM = {"type": "string", "minLength": 1, "maxLength": 1024 * 1024,
        "x-rule": "must be PEM text (-----BEGIN CERTIFICATE----- ...)"}
