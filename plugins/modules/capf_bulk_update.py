@@ -26,8 +26,8 @@ description:
   - 'The CSV header names the columns: C(device_name) (required) and any of C(description), C(model),
     C(device_pool), C(security_mode), C(certificate_operation), C(authentication_mode),
     C(authentication_string) (digits, or C(generate)), C(key_order), C(rsa_key_size), C(ec_key_size),
-    C(operation_completes_by). Empty cells keep the default. Every bad row is reported with its line number
-    and nothing is imported unless every row is valid.'
+    C(operation_completes_by). An empty cell leaves the setting as it is (a new phone gets its default). Every
+    bad row is reported with its line number and nothing is imported unless every row is valid.'
 author:
   - opencapf developers (@opencapf)
 extends_documentation_fragment:
@@ -104,7 +104,9 @@ options:
     type: int
     default: 8
   reissue:
-    description: Arm the operation again on phones where the same operation already succeeded (for example renewals).
+    description:
+      - Arm the operation again on phones where it has finished (succeeded, failed or lapsed), for example renewals.
+        A pending operation stays as it is, so the run after it reports no change until the phones have completed it.
     type: bool
     default: false
   apply_config:
