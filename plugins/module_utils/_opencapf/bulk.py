@@ -146,22 +146,22 @@ def run(store: Store, spec: dict, *, shared_string: str | None = None, csv_rows=
                      for plan in plans if plan.generated is not None]
         updates = [plan for plan in plans if plan.exists and plan.changes]
         inserts = [plan for plan in plans if not plan.exists]
+        counts = {
+            "matched": sum(1 for plan in plans if plan.exists),
+            "changed": len(updates),
+            "unchanged": sum(1 for plan in plans if plan.exists and not plan.changes),
+            "inserted": len(inserts),
+        }
         if not check_mode and (updates or inserts):
             if generated and spec["strings_file"] and not store.rehearsing:
                 write_strings_file(store, spec["strings_file"], generated)
-            audit.record(tx, store.actor, "bulk.apply", JOB_KIND, matched=len(plans), changed=len(updates),
-                         inserted=len(inserts), apply_config=spec["apply_config"],
+            # The job's counts, as it returns them (a phone a CSV inserts is not one the job matched).
+            audit.record(tx, store.actor, "bulk.apply", JOB_KIND, **counts, apply_config=spec["apply_config"],
                          generated=len(generated), query=spec["query"])
     before, after = {}, {}
     for plan in plans:
         if plan.changed:
             before[plan.name], after[plan.name] = _changed_fields(plan)
-    counts = {
-        "matched": sum(1 for plan in plans if plan.exists),
-        "changed": len(updates),
-        "unchanged": sum(1 for plan in plans if plan.exists and not plan.changes),
-        "inserted": len(inserts),
-    }
     before, after = diff_view({"phones": before}, {"phones": after}, diff_format)
     return converged(bool(updates or inserts), before, after, counts=counts,
                      authentication_strings=generated, strings_file=spec["strings_file"] if generated else None,

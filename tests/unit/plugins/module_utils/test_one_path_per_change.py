@@ -35,7 +35,7 @@ from _opencapf import vocabulary as v
 from _opencapf.dependencies import serialization
 from _opencapf.declarative import deployment, document
 from _opencapf.errors import CapfError
-from _opencapf.store import csrs
+from _opencapf.store import audit, csrs
 from _opencapf.store import phones as phone_records
 from _opencapf.store import service as service_records
 from support.protocol import add_phone
@@ -155,7 +155,17 @@ def _via_capf_phone(store, change, exists):
     return result["changed"], diff, counts, result.get("authentication_string"), result.get("warnings", [])
 
 
-def _bulk_result(result):
+def _job_event_counts(store, action):
+    """The counts the newest ``action`` event (``bulk.apply``, ``template.apply``) records."""
+    with store.read() as tx:
+        newest = audit.events(tx, limit=1, action=action)[0]["details"]
+    return {key: newest[key] for key in ("matched", "changed", "unchanged", "inserted", "created", "updated", "kept")
+            if key in newest}
+
+
+def _bulk_result(store, result):
+    if result["changed"]:
+        assert _job_event_counts(store, "bulk.apply") == result["counts"], "the bulk.apply event's counts"
     phones_after = result["after"]["phones"]
     assert set(phones_after) <= {NAME} and set(result["before"]["phones"]) == set(phones_after)
     diff = (result["before"]["phones"][NAME], phones_after[NAME]) if NAME in phones_after else None
@@ -172,7 +182,7 @@ def _via_bulk(store, change, exists):
     if not exists:
         raise NotExpressible("a bulk query only matches phones in the store")
     literal, generate, regenerate = _auth(change)
-    return _bulk_result(bulk.converge(
+    return _bulk_result(store, bulk.converge(
         store, query={"names": [_name(change)]}, settings=change["settings"], authentication_string=literal,
         generate_authentication_strings=generate, regenerate_authentication_strings=regenerate,
         authentication_string_length=change["length"], reissue=change["reissue"]))
@@ -197,6 +207,8 @@ def _via_scheduled(store, change, exists):
         raise CapfError(job["result"]["error"])
     result = job["result"]
     counts = result["counts"]
+    if counts["changed"]:
+        assert _job_event_counts(store, "bulk.apply") == counts, "the bulk.apply event's counts"
     assert counts["matched"] == counts["changed"] + counts["unchanged"] == 1 and counts["inserted"] == 0
     generated = None
     if os.path.exists(strings_file):
@@ -226,8 +238,8 @@ def _via_csv(store, change, exists):
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(cells)
     writer.writerow(cells.values())
-    return _bulk_result(bulk.converge(store, csv_content=text.getvalue(), reissue=change["reissue"],
-                                      authentication_string_length=change["length"]))
+    return _bulk_result(store, bulk.converge(store, csv_content=text.getvalue(), reissue=change["reissue"],
+                                             authentication_string_length=change["length"]))
 
 
 def _apply_details(before, after):
@@ -284,6 +296,8 @@ def _template_apply(store, change):
     assert set(phones_after) <= {NAME} and set(result["before"]["phones"]) == set(phones_after)
     diff = (result["before"]["phones"][NAME], phones_after[NAME]) if NAME in phones_after else None
     counts = result["counts"]
+    if result["changed"]:
+        assert _job_event_counts(store, "template.apply") == counts, "the template.apply event's counts"
     assert counts["kept"] == 0 and sum(counts.values()) == 1
     assert result["created"] == ([NAME] if counts["created"] else [])
     assert result["updated"] == ([NAME] if counts["updated"] else [])
@@ -502,8 +516,13 @@ EMPTY_DEADLINE = (
 )
 
 
+# A phone a CSV import creates: the job's bulk.apply event counted it as matched, its result did not.
+NEW_PHONE = {"settings": {}, "auth": "none", "length": 8, "reissue": False, "spelling": str.upper}
+
+
 @PROPERTY
 @example(start=EMPTY_DEADLINE[0], change=EMPTY_DEADLINE[1])
+@example(start=None, change=NEW_PHONE)
 @given(start=starting_phones(), change=changes)
 def test_every_path_makes_the_same_change_and_tells_the_truth_about_it(store, rsa_phone_key, ec_phone_key, start,
                                                                        change):
