@@ -53,7 +53,7 @@ AUDIT_HIDDEN = ("auth_salt", "auth_hash")
 # What check mode returns for an authentication string the real run generates (and returns once).
 TO_BE_GENERATED = "(to be generated)"
 # The paths that change a phone's settings, as the audit log names them.
-VIA = ("capf_phone", "bulk", "csv", "apply", "renewal", "template", "ldap")
+VIA = ("capf_phone", "bulk", "csv", "apply", "renewal", "template", "ldap", "issue")
 
 
 def check_settings(settings: dict | None, prefix: str = "") -> dict[str, Any]:

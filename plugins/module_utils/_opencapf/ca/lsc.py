@@ -212,6 +212,16 @@ class _SignerRetired(Exception):
     back and the LSC signed again with the active one."""
 
 
+def _create_phone(tx, store: Store, name: str) -> dict:
+    """A device issued an LSC before it was declared, created as every path creates a phone: through the one
+    converge path of phone settings (the service's key settings, one ``phone.create`` event, ``via: issue``)."""
+    from .. import phone_config  # imported here: phone_config reaches this module (through revocation)
+
+    phone_config.converge_many(tx, store.actor, store.secret(), [(None, phone_config.PhoneRequest(name, {}))],
+                               via="issue")
+    return phone_records.get(tx, name)
+
+
 def issue(store: Store, device_name: str, public_key, *, source: str = "cli", validity_days: int | None = None,
           create_phone: bool = True, device_name_is_wire: bool = False, recorded=None, opening=None,
           signer: authority.Signer | None = None, crl_url: str | None = None,
@@ -268,7 +278,9 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
         pem = c.pem_of_der(der)
         try:
             with store.transaction() as tx:
-                phone = phone_records.ensure(tx, store.actor, name) if create_phone else phone_records.get(tx, name)
+                phone = phone_records.get(tx, name)
+                if phone is None and create_phone:
+                    phone = _create_phone(tx, store, name)
                 if phone is None:
                     raise StoreError(f"device {name} is not in the store")
                 new_id = certificate_records.insert_new_serial(

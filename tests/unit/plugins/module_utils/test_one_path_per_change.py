@@ -32,8 +32,9 @@ import re
 import pytest
 from hypothesis import HealthCheck, event, example, given, settings, strategies as st
 
-from _opencapf import authstrings, bulk, directory, phone_config, scheduler, templates
+from _opencapf import authstrings, bulk, directory, phone_config, scheduler, service_config, templates
 from _opencapf import vocabulary as v
+from _opencapf.ca import lsc
 from _opencapf.dependencies import serialization
 from _opencapf.declarative import deployment, document
 from _opencapf.errors import CapfError
@@ -588,3 +589,33 @@ def test_every_path_makes_the_same_change_and_tells_the_truth_about_it(store, rs
         assert result[:2] == reference[:2], f"{path} differs from capf_phone: {result[:2]} != {reference[:2]}"
         if result[0] == "done":
             assert result[2] == reference[2], f"{path}: its audit events differ from capf_phone's"
+
+
+service_key_settings = st.fixed_dictionaries({"key_order": st.sampled_from(v.KEY_ORDERS),
+                                              "rsa_key_size": st.sampled_from(v.RSA_KEY_SIZES),
+                                              "ec_key_size": st.sampled_from(v.EC_KEY_SIZES)})
+
+
+@settings(PROPERTY, max_examples=25)
+@given(key_settings=service_key_settings)
+def test_a_phone_an_lsc_is_issued_for_is_created_as_every_path_creates_one(ca_store, rsa_phone_key, key_settings):
+    """``opencapf issue`` for a device not in the store creates it: with the service's key settings and the
+    one ``phone.create`` event (``via: issue``), as ``capf_phone`` creates a phone declared with no settings."""
+    store = ca_store
+    service_config.converge(store, parameters_wanted=key_settings)
+    created = {}
+    for path in ("capf_phone", "issue"):
+        with store.transaction() as tx:
+            phone_records.delete(tx, "test", NAME)
+        before = _dump(store)
+        if path == "capf_phone":
+            phone_config.converge(store, NAME.lower())
+        else:
+            lsc.issue(store, NAME.lower(), rsa_phone_key.public_key(), source="cli")
+        row = _dump(store)["phone"]
+        assert {key: row[key] for key in key_settings} == key_settings, f"{path}: the service's key settings"
+        events = [event for event in _events_since(store, before["audit"]) if event["action"].startswith("phone.")]
+        assert [(event["action"], event["subject"], event["details"].pop("via", None)) for event in events] == [
+            ("phone.create", NAME, path)], path
+        created[path] = ({key: value for key, value in row.items() if key not in OWN_COLUMNS}, events[0]["details"])
+    assert created["issue"] == created["capf_phone"]
