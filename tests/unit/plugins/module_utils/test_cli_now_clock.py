@@ -20,18 +20,17 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
-import secrets
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from support.protocol import add_phone, phone_row
+from support.declarations import installed_lsc
+from support.protocol import phone_row
 from support.smtp import PASSWORD, SmtpRelay
 from support.stores import dump
 from _opencapf import service_config
 from _opencapf.cli.main import main as cli_main
-from _opencapf.store import certificates
 from _opencapf.store import monitor as monitor_records
 from _opencapf.store import service as service_records
 from _opencapf.vocabulary import format_utc, utc_now
@@ -54,14 +53,7 @@ def relay(tmp_path):
 
 def _installed_lsc(store, name, not_after: dt.datetime, **settings) -> str:
     """A phone with an installed LSC that ends at ``not_after``; the LSC's fingerprint."""
-    phone = add_phone(store, name, **settings)
-    fingerprint = secrets.token_hex(32)
-    with store.transaction() as tx:
-        certificates.insert(tx, phone_id=phone["id"], kind="lsc", serial=secrets.token_hex(8), issuer="CN=CAPF-test",
-                            fingerprint=fingerprint, public_key_fingerprint=secrets.token_hex(32), status="installed",
-                            source="capf", pem="-", not_before=format_utc(not_after - dt.timedelta(days=365)),
-                            not_after=format_utc(not_after))
-    return fingerprint
+    return installed_lsc(store, name, not_after - dt.timedelta(days=365), not_after, **settings)
 
 
 def _run(capsys, argv) -> tuple[int, str, str]:

@@ -14,14 +14,14 @@ import secrets
 import pytest
 
 from support import pki
-from support.protocol import add_phone
+from support.declarations import installed_lsc
 from support.smtp import PASSWORD, USER, SmtpRelay, free_port
 from _opencapf import monitor, reports, secretbox, service_config
 from _opencapf.ca import authority
 from _opencapf.cli.main import main as cli_main
 from _opencapf.errors import ValidationError
 from _opencapf.server.scheduling import Scheduling
-from _opencapf.store import certificates, trust
+from _opencapf.store import trust
 from _opencapf.store import monitor as records
 from _opencapf.vocabulary import format_utc, utc_now
 
@@ -43,14 +43,7 @@ def _configure(store, relay, **extra):
 
 def _lsc(store, name, not_after, **settings):
     """A phone with an installed LSC that expires at ``not_after``; its fingerprint."""
-    phone = add_phone(store, name, **settings)
-    fingerprint = secrets.token_hex(32)
-    with store.transaction() as tx:
-        certificates.insert(tx, phone_id=phone["id"], kind="lsc", serial=secrets.token_hex(8), issuer="CN=CAPF-test",
-                            fingerprint=fingerprint, public_key_fingerprint=secrets.token_hex(32), status="installed",
-                            source="capf", pem="-", not_before=format_utc(NOW - dt.timedelta(days=300)),
-                            not_after=format_utc(not_after))
-    return fingerprint
+    return installed_lsc(store, name, NOW - dt.timedelta(days=300), not_after, **settings)
 
 
 def _trusted(store, common_name, not_after, trust_store="callmanager-trust"):

@@ -35,6 +35,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from support.declarations import as_declared
 from support.protocol import add_phone, phone_row
 from support.stores import dump
 from support.tools import run_cli
@@ -594,14 +595,6 @@ _EPOCH = dt.datetime(2050, 1, 1, tzinfo=dt.timezone.utc)
 _OFFSETS = (dt.timezone.utc, dt.timezone(dt.timedelta(hours=5, minutes=30)), dt.timezone(dt.timedelta(hours=-8)))
 
 
-def _as_declared(moment, form):
-    """``moment`` as a declaration may give it: ISO text with Z or an offset, or a datetime (YAML)."""
-    if form == "datetime":
-        return moment
-    text = moment.isoformat()
-    return text.replace("+00:00", "Z") if form == "text_z" else text
-
-
 @settings(max_examples=60, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(st.datetimes(min_value=dt.datetime(2049, 12, 31), max_value=dt.datetime(2200, 1, 1),
@@ -618,7 +611,7 @@ def test_a_job_s_run_time_is_what_was_declared_or_the_declaration_is_refused(sto
     if phone_row(store, name) is None:
         add_phone(store, name)
     first_event = _last_event_id(store)
-    declared = _as_declared(moment, form)
+    declared = as_declared(moment, form)
     try:
         result = bulk.converge(store, query={"names": [name]}, settings={"description": "at"}, run_at=declared,
                                now=format_utc(_EPOCH))

@@ -22,6 +22,7 @@ from _opencapf.errors import ValidationError
 from _opencapf.phone_query import phone_status
 from _opencapf.store import open_store
 from _opencapf.vocabulary import parse_utc
+from support.declarations import as_declared
 from support.stores import dump
 
 NAME = "SEP001122334455"
@@ -90,14 +91,6 @@ def test_a_deadline_with_a_fraction_of_a_second_is_refused_on_every_path(path, r
         assert dump(store) == before, f"a refused deadline ({path}) wrote to the store"
 
 
-def _as_declared(moment, form):
-    """``moment`` as a declaration may give it: ISO text with Z or an offset, or a datetime (YAML)."""
-    if form == "datetime":
-        return moment
-    text = moment.isoformat()
-    return text.replace("+00:00", "Z") if form == "text_z" else text
-
-
 @settings(max_examples=60, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2200, 1, 1),
@@ -112,7 +105,7 @@ def test_the_deadline_reported_is_the_deadline_declared(store, moment, whole, fo
     before = dump(store)
     try:
         result = phone_config.converge(store, NAME, settings={"certificate_operation": "install_upgrade",
-                                                              "operation_completes_by": _as_declared(moment, form)})
+                                                              "operation_completes_by": as_declared(moment, form)})
     except ValidationError as exc:
         assert moment.microsecond != 0, exc
         assert exc.field == "operation_completes_by" and str(exc).startswith(RULE), str(exc)
