@@ -110,6 +110,11 @@ MONITOR_RESEND = ("once_per_threshold", "every_check")
 SMTP_SECURITY = ("starttls", "tls", "none")
 SMTP_TEXT_MAX = 254  # host names, user names and addresses
 
+# The longest a writer of an SQLite store waits for the store's write lock while another writer holds it
+# (a long ``opencapf apply``) before it gives up with an error: the CLI, the modules and the scheduler.
+# The CAPF service's sessions wait for as long as it takes.
+WRITER_LOCK_WAIT_SECONDS = 600
+
 # Run-time settings of the CAPF service (``serve`` options) and of the phone simulator.
 LISTEN_PORT = (0, PORT[1])  # serve --port: 0 picks a free port
 STORE_THREADS = (1, 64)

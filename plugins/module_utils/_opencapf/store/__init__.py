@@ -321,7 +321,13 @@ def _apply_next(backend: Backend, tx: Transaction, target: int | None) -> int | 
 def migrate(backend: Backend, target: int | None = None) -> int:
     """Apply every pending migration (up to ``target``, default all), each in its own transaction,
     together with its schema_migrations row; return the final version. A crash part-way through a
-    migration leaves the store at the previous version, and the next open applies it again."""
+    migration leaves the store at the previous version, and the next open applies it again. A store
+    that is up to date is only read: opening it does not wait for a writer that holds the write lock."""
+    with backend.transaction(write=False) as tx:
+        version = _current_version(backend, tx)
+    _check_version(backend, version)
+    if version >= (LATEST_VERSION if target is None else target):
+        return version
     while True:
         with backend.transaction(write=True) as tx:
             if _apply_next(backend, tx, target) is None:

@@ -10,10 +10,12 @@ import os
 import re
 import sqlite3
 import threading
+import time
 import urllib.parse
 from typing import Any, Iterable, Iterator, Sequence
 
 from ..errors import StoreError
+from ..vocabulary import WRITER_LOCK_WAIT_SECONDS
 from .backend import Backend, Transaction
 
 BUSY_TIMEOUT_MS = 30000
@@ -23,6 +25,18 @@ MMAP_BYTES = 256 * 1024 * 1024
 WRITER_LOCK_SUFFIX = "-writer.lock"
 LEAD_LOCK_SUFFIX = "-lead-{name}.lock"  # one per duty (Backend.try_lead), e.g. capf.db-lead-scheduler.lock
 LEAD_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+# A writer that polls for the writer lock (not the service's) sleeps at most this long between tries.
+WRITER_LOCK_POLL_SECONDS = 0.05
+
+# The writer locks (device, inode of the lock file) each thread holds, through whichever connection.
+_held_by_thread = threading.local()
+
+
+def _held_writer_locks() -> set:
+    held = getattr(_held_by_thread, "locks", None)
+    if held is None:
+        held = _held_by_thread.locks = set()
+    return held
 
 
 class _SqliteTransaction(Transaction):
@@ -61,14 +75,13 @@ class _Opened:
     the connection's lock and, for a write, the writer lock and ``BEGIN IMMEDIATE`` on entry; the
     commit (or, on an exception, the rollback) on exit, then the wait for the disk of a durable commit."""
 
-    __slots__ = ("_backend", "_write", "_durable", "_queued", "_writer_lock")
+    __slots__ = ("_backend", "_write", "_durable", "_queued")
 
-    def __init__(self, backend: "SqliteBackend", write: bool, durable: bool, writer_lock: int | None = None):
+    def __init__(self, backend: "SqliteBackend", write: bool, durable: bool):
         self._backend = backend
         self._write = write
         self._durable = durable
         self._queued = False
-        self._writer_lock = backend._writer_lock if writer_lock is None else writer_lock  # pylint: disable=protected-access
 
     def __enter__(self) -> Transaction:
         backend, write = self._backend, self._write
@@ -80,9 +93,9 @@ class _Opened:
                 # same log makes it durable together with itself.
                 cursor.execute(f"PRAGMA synchronous = {'FULL' if self._durable else 'NORMAL'}")
                 backend._durable = self._durable  # pylint: disable=protected-access
-            self._queued = write and self._writer_lock is not None
-            if self._queued:
-                fcntl.flock(self._writer_lock, fcntl.LOCK_EX)
+            if write:
+                backend._take_writer_lock()  # pylint: disable=protected-access
+                self._queued = True
             try:
                 cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             except sqlite3.Error as exc:
@@ -96,7 +109,8 @@ class _Opened:
         backend = self._backend
         try:
             if self._queued:
-                fcntl.flock(self._writer_lock, fcntl.LOCK_UN)
+                self._queued = False
+                backend._release_writer_lock()  # pylint: disable=protected-access
         finally:
             backend._lock.release()  # pylint: disable=protected-access
 
@@ -130,9 +144,11 @@ class SqliteBackend(Backend):
 
     dialect = {"id": "INTEGER PRIMARY KEY", "blob": "BLOB", "int": "INTEGER"}
 
-    def __init__(self, path: str, create: bool = True, group_commit: bool = False, read_only: bool = False):
+    def __init__(self, path: str, create: bool = True, group_commit: bool = False, read_only: bool = False,
+                 writer_lock_wait: float = WRITER_LOCK_WAIT_SECONDS):
         self.location = os.path.abspath(path)
         self.read_only = read_only
+        self.writer_lock_wait = writer_lock_wait
         self._lock = threading.RLock()
         # Group commit: a durable commit returns only once the write-ahead log is on disk, as with
         # synchronous=FULL, but the fsync runs after the write lock is released and one fsync covers
@@ -186,17 +202,22 @@ class SqliteBackend(Backend):
             raise StoreError(f"store {self.location} is not a usable SQLite database: {exc}") from None
         if mode.lower() != "wal":
             raise StoreError(f"store {self.location} cannot use WAL journaling (got {mode})")
-        # Server processes sharing the store queue for its write lock on a lock file: a waiter
-        # wakes the moment the writer is done, where SQLite's busy handler would poll and sleep
-        # for milliseconds. Other writers (the CLI, modules) still meet SQLite's own lock, but for
-        # an atomic change (``atomic``), which may hold it longer than the busy timeout.
-        self._writer_lock = None
-        if group_commit:
+        # Every writer queues for the write lock on a lock file before SQLite's own lock, which it then
+        # finds free: a writer that holds it for long (an atomic change, ``atomic``) makes the others
+        # wait for it there, where SQLite's busy handler would fail them after the busy timeout. The
+        # service's writers (group commit) wait in flock and wake the moment the writer is done; the
+        # others (the CLI, modules, the service's scheduler) poll, up to ``writer_lock_wait`` seconds.
+        self._writer_lock: int | None = None
+        self._writer_lock_id: tuple[int, int] | None = None
+        self._writer_depth = 0  # write transactions of this connection that hold the writer lock
+        if not read_only:
             try:
                 self._writer_lock = self._open_writer_lock()
             except StoreError:
                 self._connection.close()
                 raise
+            status = os.fstat(self._writer_lock)
+            self._writer_lock_id = (status.st_dev, status.st_ino)
         self._leads: dict[str, int] = {}  # duty name -> the descriptor holding its lock
 
     def _read_only_uri(self) -> str:
@@ -248,21 +269,57 @@ class SqliteBackend(Backend):
         except OSError as exc:
             raise StoreError(f"cannot open the writer lock of store {self.location}: {exc.strerror}") from None
 
-    @contextlib.contextmanager
-    def atomic(self) -> Iterator[Transaction]:
-        # The service's writers queue on the writer lock before BEGIN IMMEDIATE: holding it too, a
-        # long atomic change makes them wait for it there, as for any of them, where SQLite's own
-        # lock alone would fail them after the busy timeout.
+    def _take_writer_lock(self) -> None:
+        """Take the writer lock for a write transaction of this connection (the caller holds ``_lock``).
+        A transaction begun inside another of the same connection holds it already; one begun by a
+        thread that holds it through another connection would wait for itself, and is refused."""
+        if self._writer_depth:
+            self._writer_depth += 1
+            return
+        held = _held_writer_locks()
+        if self._writer_lock_id in held:
+            raise StoreError(f"store {self.location}: this thread is writing to it through another connection; "
+                             "a write through this one would wait for itself")
+        try:
+            if self.group_commit:
+                fcntl.flock(self._writer_lock, fcntl.LOCK_EX)
+            else:
+                self._poll_writer_lock()
+        except OSError as exc:
+            raise StoreError(f"cannot lock the writer lock of store {self.location}: {exc.strerror}") from None
+        held.add(self._writer_lock_id)
+        self._writer_depth = 1
+
+    def _poll_writer_lock(self) -> None:
+        started = time.monotonic()
+        pause = 0.001
+        while True:
+            try:
+                fcntl.flock(self._writer_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            waited = time.monotonic() - started
+            if waited >= self.writer_lock_wait:
+                raise StoreError(f"store {self.location}: waited {round(waited, 1):g} s for its write lock, which "
+                                 "another writer (such as a long 'opencapf apply') still holds; nothing was written; "
+                                 "try again once it is done")
+            time.sleep(min(pause, self.writer_lock_wait - waited))
+            pause = min(2 * pause, WRITER_LOCK_POLL_SECONDS)
+
+    def _release_writer_lock(self) -> None:
+        self._writer_depth -= 1
+        if self._writer_depth:
+            return
+        _held_writer_locks().discard(self._writer_lock_id)
+        fcntl.flock(self._writer_lock, fcntl.LOCK_UN)
+
+    def atomic(self) -> contextlib.AbstractContextManager[Transaction]:
+        # Every writer queues on the writer lock before BEGIN IMMEDIATE: a long atomic change makes
+        # them wait for it there, where SQLite's own lock alone would fail them after the busy timeout.
         if self.read_only:
             raise StoreError(f"store {self.location} is open read-only; nothing may be written")
-        own = self._writer_lock is None
-        writer_lock = self._open_writer_lock() if own else self._writer_lock
-        try:
-            with _Opened(self, True, True, writer_lock) as tx:
-                yield tx
-        finally:
-            if own:
-                os.close(writer_lock)
+        return _Opened(self, True, True)
 
     def sync(self, mine: int) -> None:
         """Return once commit number ``mine`` is on disk: fsync the log, or wait for an fsync that

@@ -96,7 +96,7 @@ def _writers_lock_is_free(store) -> bool:
         with open_store(store.location, state_dir=store.state_dir, actor="other", read_only=True) as other:
             with other.read() as tx:
                 return bool(tx.scalar("SELECT pg_try_advisory_xact_lock(?)", (postgresql.WRITE_LOCK_KEY,)))
-    # The CAPF service's writers queue on the writer lock file, then meet SQLite's own lock.
+    # Every writer queues on the writer lock file, then meets SQLite's own lock.
     fd = os.open(store.location + WRITER_LOCK_SUFFIX, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

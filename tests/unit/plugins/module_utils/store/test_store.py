@@ -236,20 +236,18 @@ def test_deferred_durability_leaves_the_fsync_to_a_shared_waiter(store_path, mon
         assert tx.scalar("SELECT COUNT(*) FROM audit_events WHERE action = 'test.deferred'") == 22
 
 
-def test_service_connections_queue_for_the_write_lock_on_a_private_lock_file(store_path):
-    """Server processes sharing a store hold a lock file exactly while they write, so that another
-    one waits on it (and wakes when it is released) instead of polling SQLite's busy lock."""
+@pytest.mark.parametrize("group_commit", [False, True], ids=["plain", "service"])
+def test_every_writer_queues_for_the_write_lock_on_a_private_lock_file(store_path, group_commit):
+    """Every connection that writes (the CLI's and the modules' as well as the service's) holds a lock
+    file exactly while it writes, so that another one waits on it instead of failing on SQLite's busy
+    lock; the service's wait in flock and wake when it is released."""
     import fcntl
 
     from _opencapf.store.sqlite import WRITER_LOCK_SUFFIX
 
     lock_path = store_path + WRITER_LOCK_SUFFIX
-    with open_store(store_path) as plain:
-        with plain.transaction() as tx:
-            audit.record(tx, "test", "test.plain", "one")
-    assert not os.path.exists(lock_path)  # only service connections (group commit) use it
     probe = None
-    with open_store(store_path, group_commit=True) as grouped:
+    with open_store(store_path, group_commit=group_commit) as writer:
         assert stat.S_IMODE(os.stat(lock_path).st_mode) == 0o600
         probe = os.open(lock_path, os.O_RDWR)
 
@@ -261,19 +259,19 @@ def test_service_connections_queue_for_the_write_lock_on_a_private_lock_file(sto
             fcntl.flock(probe, fcntl.LOCK_UN)
             return False
 
-        with grouped.read() as tx:
+        with writer.read() as tx:
             assert not held()  # reading takes no write lock
-        with grouped.transaction() as tx:
-            audit.record(tx, "test", "test.grouped", "one")
+        with writer.transaction() as tx:
+            audit.record(tx, "test", "test.written", "one")
             assert held()
         assert not held()
         with pytest.raises(RuntimeError):
-            with grouped.transaction() as tx:
-                audit.record(tx, "test", "test.grouped", "rolled back")
+            with writer.transaction() as tx:
+                audit.record(tx, "test", "test.written", "rolled back")
                 raise RuntimeError("the caller fails")
         assert not held()  # released on rollback too
-        with grouped.read() as tx:
-            assert tx.scalar("SELECT COUNT(*) FROM audit_events WHERE action = 'test.grouped'") == 1
+        with writer.read() as tx:
+            assert tx.scalar("SELECT COUNT(*) FROM audit_events WHERE action = 'test.written'") == 1
     os.close(probe)
 
 

@@ -1,0 +1,160 @@
+"""Every writer of an SQLite store queues for its write lock on the lock file beside it: a writer that
+finds it held (a long ``opencapf apply``) waits its turn instead of failing after SQLite's busy
+timeout, up to a bounded wait that ends in an error naming the store and the wait; opening and
+reading the store never wait for it; and a connection that holds it never waits for itself.
+The same with real processes and the real CLI: tests/e2e/test_writer_queue.py."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from _opencapf.errors import StoreError
+from _opencapf.store import open_store
+from _opencapf.store import phones as phone_records
+from _opencapf.store.sqlite import WRITER_LOCK_SUFFIX, SqliteBackend
+from _opencapf.vocabulary import WRITER_LOCK_WAIT_SECONDS
+
+
+def _names(store):
+    with store.read() as tx:
+        return sorted(phone_records.by_name(tx))
+
+
+class _Probe:
+    """Another open of the writer lock file: whether someone holds the lock, and holding it."""
+
+    def __init__(self, location: str):
+        self.fd = os.open(location + WRITER_LOCK_SUFFIX, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def held(self) -> bool:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        return False
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def test_a_writer_gives_up_after_a_bounded_wait_naming_the_store_and_the_wait(sqlite_store):
+    backend = SqliteBackend(sqlite_store.location, create=False, writer_lock_wait=0.4)
+    assert SqliteBackend(sqlite_store.location, create=False).writer_lock_wait == WRITER_LOCK_WAIT_SECONDS
+    probe = _Probe(sqlite_store.location)
+    try:
+        fcntl.flock(probe.fd, fcntl.LOCK_EX)  # another writer holds the lock, far too long
+        started = time.monotonic()
+        with pytest.raises(StoreError) as caught:
+            with backend.transaction() as tx:
+                phone_records.create(tx, "test", "SEP0000000000F1")
+        waited = time.monotonic() - started
+        assert str(caught.value) == (
+            f"store {sqlite_store.location}: waited 0.4 s for its write lock, which another writer (such as a "
+            "long 'opencapf apply') still holds; nothing was written; try again once it is done")
+        assert 0.4 <= waited < 5
+        fcntl.flock(probe.fd, fcntl.LOCK_UN)
+        with backend.transaction() as tx:  # once it is free, the same connection writes
+            phone_records.create(tx, "test", "SEP0000000000F2")
+    finally:
+        probe.close()
+        backend.close()
+    assert _names(sqlite_store) == ["SEP0000000000F2"]
+
+
+def test_a_writer_waits_for_a_change_held_in_another_thread_then_writes(sqlite_store):
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():
+        with open_store(sqlite_store.location, state_dir=sqlite_store.state_dir, actor="holder") as holder:
+            with holder.atomic() as tx:
+                phone_records.create(tx, "test", "SEP0000000000A1")
+                holding.set()
+                release.wait(30)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert holding.wait(30)
+        threading.Timer(1.0, release.set).start()
+        started = time.monotonic()
+        with sqlite_store.transaction() as tx:
+            phone_records.create(tx, "test", "SEP0000000000A2")
+        assert time.monotonic() - started >= 0.9, "the writer waited for the holder's commit"
+    finally:
+        release.set()
+        thread.join()
+    assert _names(sqlite_store) == ["SEP0000000000A1", "SEP0000000000A2"]
+
+
+def test_opening_and_reading_the_store_do_not_wait_for_a_writer(sqlite_store):
+    with sqlite_store.atomic() as tx:
+        phone_records.create(tx, "test", "SEP0000000000B1")
+        started = time.monotonic()
+        # Opening a store that is up to date only reads it (no migration is pending).
+        with open_store(sqlite_store.location, state_dir=sqlite_store.state_dir, actor="reader") as reader:
+            assert _names(reader) == []
+        assert time.monotonic() - started < 5
+    assert _names(sqlite_store) == ["SEP0000000000B1"]
+
+
+def test_a_thread_holding_the_lock_is_refused_at_once_through_another_connection(sqlite_store):
+    with open_store(sqlite_store.location, state_dir=sqlite_store.state_dir, actor="other") as other:
+        with sqlite_store.atomic() as tx:
+            phone_records.create(tx, "test", "SEP0000000000C1")
+            started = time.monotonic()
+            with pytest.raises(StoreError, match="this thread is writing to it through another connection; a write "
+                                                 "through this one would wait for itself"):
+                with other.transaction() as other_tx:
+                    phone_records.create(other_tx, "test", "SEP0000000000C2")
+            assert time.monotonic() - started < 5
+        with other.transaction() as other_tx:  # once the first is done, the other connection writes
+            phone_records.create(other_tx, "test", "SEP0000000000C3")
+    assert _names(sqlite_store) == ["SEP0000000000C1", "SEP0000000000C3"]
+
+
+# A transaction of a connection, and the transactions tried inside it (which SQLite refuses).
+_NESTINGS = st.lists(st.tuples(st.sampled_from(["write", "read", "atomic"]),
+                               st.lists(st.sampled_from(["write", "read", "atomic"]), max_size=3)),
+                     min_size=1, max_size=4)
+
+
+@pytest.mark.parametrize("group_commit", [False, True], ids=["plain", "service"])
+def test_the_lock_is_held_exactly_while_a_write_transaction_is_open_nested_tries_included(store_path, group_commit):
+    """Invariant: the writer lock is held while, and only while, a write transaction of the connection
+    is open; a transaction tried inside it (refused) neither takes it again nor lets it go."""
+    with open_store(store_path, actor="test", group_commit=group_commit) as store:
+        backend = store.backend
+        probe = _Probe(store.location)
+        created = []
+
+        @settings(max_examples=30, deadline=None)
+        @given(_NESTINGS)
+        def check(nestings):
+            for outer, inner in nestings:
+                opened = backend.atomic() if outer == "atomic" else backend.transaction(write=outer != "read")
+                with opened as tx:
+                    for kind in inner:
+                        attempt = backend.atomic() if kind == "atomic" else backend.transaction(write=kind != "read")
+                        with pytest.raises(StoreError, match="within a transaction"):
+                            with attempt:
+                                pass
+                        assert probe.held() == (outer != "read")
+                    if outer != "read":
+                        name = "SEP%012X" % len(created)
+                        phone_records.create(tx, "test", name)
+                        created.append(name)
+                assert not probe.held()
+
+        try:
+            check()  # pylint: disable=no-value-for-parameter
+        finally:
+            probe.close()
+        assert _names(store) == sorted(created)
