@@ -16,6 +16,11 @@ something was revoked since, when its newest starts after this host's clock (``C
 CRL's thisUpdate is its signer's clock, ``refresh_crls``), and once half of its validity has passed.
 Every process then keeps the files equal to the newest CRLs (``CrlFile``). A CAPF certificate whose key cannot be loaded, or
 whose KeyUsage lacks cRLSign, is reported (``issuer_problems``: a warning and ``capf_info``).
+
+Every CRL served (HTTP) or published (files) is current (``served_crls``): the CRL of a retired CAPF
+certificate stops at its expiry (its LSCs' notAfter are capped at its own, so none of them is valid
+after it), and a CRL past its nextUpdate (its CAPF certificate's key lost, no scheduler running) is
+withheld, not presented as the current one; both are logged.
 """
 
 from __future__ import annotations
@@ -311,14 +316,45 @@ def current_crl(store: Store) -> dict[str, Any] | None:
 
 def current_crls(store: Store, now: _dt.datetime | None = None) -> list[dict[str, Any]]:
     """The newest CRL (with ``der`` and ``active``) of each CAPF certificate that keeps one and has
-    signed one, the active one first."""
+    signed one, when it is current at ``now`` (before its nextUpdate), the active one first."""
     found = []
+    now_text = format_utc(now or utc_now())
     with store.read() as tx:
         for issuer in sorted(authority.crl_issuers(store, tx, now), key=lambda issuer: not issuer["active"]):
             row = crl_records.latest(tx, issuer["fingerprint"])
-            if row is not None:
+            if row is not None and now_text < row["next_update"]:
                 found.append(dict(row, active=issuer["active"]))
     return found
+
+
+def _withheld(row: dict[str, Any], now_text: str) -> str | None:
+    """Why the newest CRL ``row`` of a CAPF certificate (``crls.newest_per_signer_kept``) is neither
+    served nor published at ``now_text``, or None when it is."""
+    if not row["kept"]:
+        return (f"the retired CAPF certificate {row['common_name']} expired at {row['not_after']}, and every LSC it "
+                "signed with it: its CRL is served and published no more")
+    if now_text >= row["next_update"]:
+        return (f"CRL {row['number']} of the {'active' if row['active'] else 'retired'} CAPF certificate "
+                f"{row['common_name']} passed its nextUpdate {row['next_update']} and no newer one was signed (see "
+                "capf_info crl.issuers[].problems): a CRL past its nextUpdate is served and published nowhere")
+    return None
+
+
+def served_crls(tx, now: _dt.datetime | None = None) -> tuple[dict[str, dict], dict[str, tuple[dict, str]]]:
+    """The CRLs served over HTTP and published as files at ``now``, by their CAPF certificate's
+    fingerprint: the newest CRL of each CAPF certificate that keeps one (the active one, each retired
+    one until it expires), while it is current (``now`` before its nextUpdate). And the newest CRLs
+    withheld, each with the reason (``_withheld``)."""
+    now_text = format_utc(now or utc_now())
+    served: dict[str, dict] = {}
+    withheld: dict[str, tuple[dict, str]] = {}
+    for row in crl_records.newest_per_signer_kept(tx, now_text):
+        reason = _withheld(row, now_text)
+        if reason is None:
+            served[row["signer_fingerprint"]] = row
+        else:
+            withheld[row["signer_fingerprint"]] = (row, reason)
+    return served, withheld
 
 
 def crl_overview(store: Store, tx, now: _dt.datetime | None = None) -> dict[str, Any] | None:
@@ -375,24 +411,29 @@ def write_crl_file(path: str, der: bytes) -> None:
 
 
 class CrlFile:
-    """Keeps the files of one process equal to the newest CRLs in the store: ``crl_path`` the active
-    CAPF certificate's, and beside it (``ca/crl.issuer_location``) each CAPF certificate's own."""
+    """Keeps the files of one process equal to the CRLs served (``served_crls``): ``crl_path`` the
+    active CAPF certificate's, and beside it (``ca/crl.issuer_location``) each CAPF certificate's own;
+    the file of a CRL withheld is removed (and the removal logged)."""
 
     def __init__(self):
         self._written: dict[str, int] = {}  # path: CRL number last written there
 
-    def publish(self, store: Store) -> list[str]:
-        """Write each newest CRL to its file when it is not there yet; the paths written."""
+    def publish(self, store: Store, now: _dt.datetime | None = None) -> list[str]:
+        """Write each CRL served at ``now`` to its file when it is not there yet, and remove the file of
+        each CRL withheld; the paths written."""
         with store.read() as tx:
             path = service_records.value(tx, "crl_path")
             if not path:
                 return []
-            active = capf_certificates.active_key(tx)
+            served, withheld = served_crls(tx, now)
             wanted: dict[str, int] = {}
-            for row in crl_records.newest_per_signer(tx):
-                wanted[crl_module.issuer_location(path, row["signer_fingerprint"])] = row["number"]
-                if active is not None and row["signer_fingerprint"] == active["fingerprint"]:
+            for fingerprint, row in served.items():
+                wanted[crl_module.issuer_location(path, fingerprint)] = row["number"]
+                if row["active"]:
                     wanted[path] = row["number"]
+            stale = {crl_module.issuer_location(path, fingerprint): (row, reason)
+                     for fingerprint, (row, reason) in withheld.items()}
+            stale.update({path: (row, reason) for row, reason in withheld.values() if row["active"] and path not in wanted})
             due = {target: number for target, number in wanted.items()
                    if self._written.get(target) != number or not os.path.exists(target)}
             ders = {number: crl_records.der(tx, number) for number in set(due.values())}
@@ -404,8 +445,19 @@ class CrlFile:
                 raise CapfError(f"crl_path: cannot write {target}: {exc.strerror or exc}") from None
             self._written[target] = number
             written.append(target)
+        for target, (row, reason) in sorted(stale.items()):
+            self._written.pop(target, None)
+            try:
+                os.unlink(target)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise CapfError(f"crl_path: cannot remove {target}: {exc.strerror or exc}") from None
+            # A retired CAPF certificate's expiry is the expected end of its CRL; a CRL that lapsed is not.
+            log.log(logging.WARNING if row["kept"] else logging.INFO, "CRL file %s removed: %s", target, reason)
         return written
 
 
 __all__ = ["CrlFile", "check_reason", "check_request", "clock_warning", "crl_overview", "current_crl", "current_crls",
-           "issuer_problems", "refresh_crls", "revoke_expired", "revoke_in", "revoke_lsc", "run_duty", "write_crl_file"]
+           "issuer_problems", "refresh_crls", "revoke_expired", "revoke_in", "revoke_lsc", "run_duty", "served_crls",
+           "write_crl_file"]

@@ -43,7 +43,7 @@ def _current(args) -> tuple[dict, bytes, list[dict], list[str]]:
     if not wanted:
         chosen = [row for row in rows if row["active"]]
         if not chosen:
-            raise CapfError("; ".join(problems) or "the active CAPF certificate has no CRL")
+            raise CapfError("; ".join(problems) or "the active CAPF certificate has no current CRL")
     else:
         chosen = [row for row in rows if row["signer_fingerprint"].startswith(wanted)]
     if len(chosen) != 1:

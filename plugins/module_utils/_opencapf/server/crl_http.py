@@ -8,6 +8,9 @@ http CRL distribution point: ``GET /capf.crl`` answers the newest CRL of the act
 A deliberately small HTTP/1.1 responder (one request per connection, ``Connection: close``): it
 reads a request line and headers within a size and time bound, and answers GET and HEAD of those
 paths. The CRLs are read from the store for each request, so every node of a cluster serves the same bytes.
+Only current CRLs are served (``revocation.served_crls``): the location of a retired CAPF certificate
+that has expired answers 404, and a CRL past its nextUpdate is not answered (503 at ``/capf.crl``, 404
+at its own location), each logged once.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import asyncio
 import logging
 import re
 
+from .. import revocation
 from ..ca.crl import CRL_PATH, ISSUER_ID_DIGITS, MEDIA_TYPE, issuer_location
-from ..store import capf_certificates
 from ..store import crls as crl_records
+from ..vocabulary import utc_now
 
 log = logging.getLogger("opencapf.server")
 MAX_REQUEST_BYTES = 8192
@@ -32,23 +36,37 @@ class CrlResponder:
     """Answers CRL requests; ``read_crl()`` (run through ``run``, the service's store thread pool)
     returns the newest CRL's DER or None."""
 
-    def __init__(self, store, run):
+    def __init__(self, store, run, clock=utc_now):
         self._store = store
         self._run = run
+        self._clock = clock  # the time a CRL must be current at (tests travel in time with it)
+        self._told: set[tuple[int, str]] = set()  # (CRL number, why withheld) logged by this responder
         self._servers: list[asyncio.AbstractServer] = []
         self.bound: list[tuple[str, int]] = []
 
     def _read_crl(self, target: bytes) -> bytes | None:
-        """The DER of the newest CRL served at ``target``; None when the CAPF certificate it names has none."""
+        """The DER of the CRL served at ``target``; None when the CAPF certificate it names has no current one."""
         with self._store.read() as tx:
-            if target == CRL_PATH.encode("ascii"):
-                active = capf_certificates.active_key(tx)
-                wanted = None if active is None else active["fingerprint"]
-            else:
-                wanted = next((row["signer_fingerprint"] for row in crl_records.newest_per_signer(tx)
-                               if issuer_location(CRL_PATH, row["signer_fingerprint"]).encode("ascii") == target), None)
-            row = None if wanted is None else crl_records.latest(tx, wanted)
-        return None if row is None else row["der"]
+            served, withheld = revocation.served_crls(tx, self._clock())
+            row = self._at(target, served)
+            if row is None:
+                withheld_row = self._at(target, {fingerprint: row for fingerprint, (row, _reason) in withheld.items()})
+                if withheld_row is not None:
+                    self._tell(withheld_row, withheld[withheld_row["signer_fingerprint"]][1])
+                return None
+            return crl_records.der(tx, row["number"])
+
+    @staticmethod
+    def _at(target: bytes, rows: dict[str, dict]) -> dict | None:
+        if target == CRL_PATH.encode("ascii"):
+            return next((row for row in rows.values() if row["active"]), None)
+        return next((row for fingerprint, row in rows.items()
+                     if issuer_location(CRL_PATH, fingerprint).encode("ascii") == target), None)
+
+    def _tell(self, row: dict, reason: str) -> None:
+        if (row["number"], reason) not in self._told:
+            self._told.add((row["number"], reason))
+            log.log(logging.WARNING if row["kept"] else logging.INFO, "CRL responder: %s", reason)
 
     async def start(self, address: str, port: int) -> list[tuple[str, int]]:
         server = await asyncio.start_server(self._handle, host=address, port=port, reuse_address=True,

@@ -80,7 +80,7 @@ class Scheduling:
             _duty("abandoned operations", lambda: _log_settled(settle_abandoned(self._store)))
             _duty("revocation and CRLs", lambda: _log_revocation(revocation.run_duty(self._store, self._clock())))
             _duty("automatic renewal", self._renew)
-        _duty("CRL file", lambda: self._crl_file.publish(self._store))  # every process keeps its own file current
+        _duty("CRL file", lambda: self._crl_file.publish(self._store, self._clock()))  # every process keeps its own files current
         _duty("certificate monitor", self._monitor)
         return interval
 

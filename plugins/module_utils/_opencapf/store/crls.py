@@ -33,6 +33,21 @@ def newest_per_signer(tx: Transaction) -> list[dict[str, Any]]:
                     "WHERE d.signer_fingerprint = c.signer_fingerprint) ORDER BY number DESC")
 
 
+def newest_per_signer_kept(tx: Transaction, now: str) -> list[dict[str, Any]]:
+    """The newest CRL (without DER) of each CAPF certificate that signed one, with the certificate's
+    ``common_name``, ``active`` and ``not_after``, and ``kept``: whether it keeps a CRL at ``now`` (the
+    active one, and each retired one that has not expired; ``authority.crl_issuers``). Highest number first."""
+    rows = tx.query("SELECT c.number, c.signer_fingerprint, c.this_update, c.next_update, c.entries, "
+                    "c.revocation_mark, c.created_at, k.common_name, k.active, k.not_after FROM crls c "
+                    "JOIN capf_certificates k ON k.fingerprint = c.signer_fingerprint "
+                    "WHERE c.number = (SELECT MAX(number) FROM crls d WHERE d.signer_fingerprint = c.signer_fingerprint) "
+                    "ORDER BY c.number DESC")
+    for row in rows:
+        row["active"] = bool(row["active"])
+        row["kept"] = row["active"] or row["not_after"] > now
+    return rows
+
+
 def der(tx: Transaction, number: int) -> bytes | None:
     """The DER of CRL ``number``, or None when the store no longer keeps it."""
     row = tx.one("SELECT der FROM crls WHERE number = ?", (number,))
