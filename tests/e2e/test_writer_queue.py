@@ -31,7 +31,7 @@ HOLDER = textwrap.dedent("""\
             phones.create(tx, "test", "SEP0000000000A1")
             print("holding", flush=True)
             time.sleep(seconds)
-    print(f"committed {time.time()!r}", flush=True)
+            print(f"committing {time.time()!r}", flush=True)
 """)
 
 SMALL_FILE = """\
@@ -77,10 +77,10 @@ def test_a_cli_writer_waits_for_a_long_change_and_succeeds_while_readers_go_on(s
                 process.kill()
                 process.wait()
     assert holder.returncode == 0, holder_err
-    committed = float(holder_out.split()[-1])
+    committing = float(holder_out.split()[-1])
     assert writer.returncode == 0, f"the writer failed instead of waiting its turn: {written_err}"
-    assert committed - held_since > BUSY_TIMEOUT_MS / 1000, "the change held the lock beyond the busy timeout"
-    assert done >= committed, "the writer finished only after the change committed"
+    assert committing - held_since > BUSY_TIMEOUT_MS / 1000, "the change held the lock beyond the busy timeout"
+    assert done >= committing, "the writer finished only once the change was committing"
     assert json.loads(written_out)["counts"]["phones"]["created"] == 1
     listed = json.loads(run_cli(*store, "--json", "phones", "list", check=True).stdout)
     assert sorted(phone["device_name"] for phone in listed) == ["SEP0000000000A1", "SEP0000000000B2"]
