@@ -2,7 +2,7 @@
 finds it held (a long ``opencapf apply``) waits its turn instead of failing after SQLite's busy
 timeout, up to a bounded wait that ends in an error naming the store and the wait; opening and
 reading the store never wait for it; and a connection that holds it never waits for itself.
-The same with real processes and the real CLI: tests/e2e/test_writer_queue.py."""
+The same with real processes and the real CLI: tests/e2e/test_writers_wait_for_a_long_apply.py."""
 
 from __future__ import annotations
 
