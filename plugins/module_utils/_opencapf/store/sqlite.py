@@ -265,7 +265,9 @@ class SqliteBackend(Backend):
 
     def _open_writer_lock(self) -> int:
         try:
-            return os.open(self.location + WRITER_LOCK_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            # O_NOFOLLOW: a symbolic link planted at the lock's path is refused, not followed (as for the leads).
+            return os.open(self.location + WRITER_LOCK_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                           0o600)
         except OSError as exc:
             raise StoreError(f"cannot open the writer lock of store {self.location}: {exc.strerror}") from None
 

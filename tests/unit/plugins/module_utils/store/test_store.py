@@ -330,6 +330,21 @@ def test_store_through_a_symlink_uses_the_files_beside_the_real_store(tmp_path):
     assert os.listdir(link_dir) == ["capf.db"]
 
 
+def test_a_symbolic_link_at_the_writer_lock_path_is_refused(tmp_path):
+    """The writer lock is opened beside the store, never through a link planted there: the store does not
+    open, with an error naming the writer lock, and nothing is created where the link points."""
+    directory = tmp_path / "state"
+    directory.mkdir(mode=0o700)
+    path = str(directory / "capf.db")
+    open_store(path).close()
+    os.unlink(path + "-writer.lock")
+    target = tmp_path / "elsewhere"
+    os.symlink(target, path + "-writer.lock")
+    with pytest.raises(StoreError, match="cannot open the writer lock of store"):
+        open_store(path)
+    assert not target.exists()
+
+
 def _certificate(tx, phone_id, kind, serial, status, source, installed_at):
     """A certificate row as the engine wrote it at schema version 3."""
     issuer = "CN=CAPF-test" if source == "capf" else f"troubleshoot:SEP{phone_id:012X}:CN=CAPF-test"
