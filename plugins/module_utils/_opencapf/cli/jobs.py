@@ -20,8 +20,8 @@ def register(subparsers) -> None:
                          help=f"at most this many jobs ({limit_help('job_list_limit')}, default %(default)s)")
     listing.set_defaults(handler=_list)
     due = verbs.add_parser("run-due", help="run every scheduled job whose time has come; lapse passed deadlines")
-    due.add_argument("--now", metavar="TIME", type=clock_or_earlier(
-                         "run scheduled jobs before their time and lapse operations whose deadline has not passed"),
+    not_ahead = clock_or_earlier("run scheduled jobs before their time and lapse operations whose deadline has not passed")
+    due.add_argument("--now", metavar="TIME", type=not_ahead,
                      help="act as at this UTC time (ISO 8601), not later than this host's clock (a time to come would "
                           "run jobs early and lapse deadlines not yet passed); default: now")
     due.set_defaults(handler=_run_due)

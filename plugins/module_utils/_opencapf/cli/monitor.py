@@ -21,8 +21,8 @@ def register(subparsers) -> None:
     verbs.required = True
     run = verbs.add_parser("run", help=("check every certificate now and send the warning mail that is due "
                                         "(exits 3, checking nothing, while a running service leads the monitor)"))
-    run.add_argument("--now", metavar="TIME", type=clock_or_earlier(
-                         "record a check that has not happened and mail day counts that are not yet true"),
+    not_ahead = clock_or_earlier("record a check that has not happened and mail day counts that are not yet true")
+    run.add_argument("--now", metavar="TIME", type=not_ahead,
                      help="check as at this UTC time (ISO 8601), not later than this host's clock (the check is "
                           "recorded and mailed as of that time); default: now")
     run.set_defaults(handler=_run)

@@ -16,8 +16,8 @@ def register(subparsers) -> None:
     run = verbs.add_parser("run", help="schedule install_upgrade for the phones whose LSC expires within "
                                        "renew_before_days, at most renew_max_per_day in any 24 hours, unless "
                                        "a new LSC would end no later (it ends with the CAPF certificate)")
-    run.add_argument("--now", metavar="TIME", type=clock_or_earlier(
-                         "schedule renewals not yet due and record them as scheduled then"),
+    not_ahead = clock_or_earlier("schedule renewals not yet due and record them as scheduled then")
+    run.add_argument("--now", metavar="TIME", type=not_ahead,
                      help="run as at this UTC time (ISO 8601), not later than this host's clock (the renewals are "
                           "recorded as scheduled then, and the 24-hour bound is counted back from it); default: now")
     run.set_defaults(handler=_run)
