@@ -136,7 +136,7 @@ def _loader_class():
         class PureLoader(BoundedComposer, yaml.SafeLoader):  # pylint: disable=too-many-ancestors
             pass
 
-        return PureLoader
+        return _times_as_written(PureLoader)
 
     class LibyamlLoader(BoundedComposer, parser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
         def __init__(self, stream):  # pylint: disable=super-init-not-called
@@ -145,7 +145,16 @@ def _loader_class():
             yaml.constructor.SafeConstructor.__init__(self)
             yaml.resolver.Resolver.__init__(self)
 
-    return LibyamlLoader
+    return _times_as_written(LibyamlLoader)
+
+
+def _times_as_written(loader):
+    """``loader`` with YAML timestamps (an unquoted ``2026-12-31T23:00:00Z``) kept as the text written:
+    every time of the file is then checked by the schema and the engine's one rule for times, as a
+    quoted one is, instead of failing as "not a string" (and no time loses its fraction of a second
+    or its offset on the way)."""
+    loader.add_constructor("tag:yaml.org,2002:timestamp", yaml.constructor.SafeConstructor.construct_scalar)
+    return loader
 
 
 def safe_load(text):

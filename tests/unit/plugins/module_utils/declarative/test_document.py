@@ -86,3 +86,20 @@ def test_a_file_over_one_mebibyte_is_read(tmp_path):
     assert path.stat().st_size > 1024 * 1024
     loaded = document.load(str(path))
     assert len(loaded.data["phones"]) == 5000 and loaded.data["phones"][-1]["name"] == "SEP000000001387"
+
+
+@pytest.mark.parametrize("written", ["2026-12-31T23:00:00Z", "2026-12-31 23:00:00+01:00", "2026-12-31"])
+def test_an_unquoted_time_is_read_as_written(written):
+    """YAML reads an unquoted time as a timestamp: the file keeps it as the text written, so that the
+    schema and the engine judge it as they judge a quoted one (the same value, the same rules)."""
+    unquoted = document.parse(f"opencapf: 1\nphones:\n  - name: SEP001122334455\n    operation_completes_by: {written}\n")
+    quoted = document.parse(f"opencapf: 1\nphones:\n  - name: SEP001122334455\n    operation_completes_by: '{written}'\n")
+    assert unquoted.data == quoted.data
+    assert unquoted.data["phones"][0]["operation_completes_by"] == written
+
+
+def test_an_unquoted_time_with_a_fraction_of_a_second_is_refused_by_the_engine_s_rule():
+    loaded = document.parse("opencapf: 1\nphones:\n  - name: SEP001122334455\n"
+                            "    operation_completes_by: 2026-12-31T23:00:00.5Z\n")
+    with pytest.raises(ValidationError, match="must be a whole second"):
+        phone_config.check_settings({"operation_completes_by": loaded.data["phones"][0]["operation_completes_by"]})
