@@ -11,13 +11,8 @@ A CAPF certificate without cRLSign (uploaded, or made by an earlier version) is 
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import datetime as dt
 import logging
-import threading
-import urllib.error
-import urllib.request
 
 import pytest
 
@@ -26,13 +21,13 @@ from _opencapf.ca import authority, keys, lsc
 from _opencapf.cli.main import main as cli_main
 from _opencapf.dependencies import hashes, serialization, x509, NameOID
 from _opencapf.ca import crl as crl_module
-from _opencapf.server.crl_http import CrlResponder
 from _opencapf.server.scheduling import Scheduling
 from _opencapf.store import certificates as certificate_records
 from _opencapf.store import phones as phone_records
 from _opencapf.store import service as service_records
 from _opencapf.vocabulary import utc_now
 from support.tools import openssl
+from support.crl_http import CrlHttp
 
 from test_revocation import _crl_lint_errors  # pylint: disable=import-error
 
@@ -50,39 +45,6 @@ def _cli(capsys, *args):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     return captured
-
-
-class _Responder:
-    """The service's HTTP CRL responder on a loopback port, with its own event loop and store thread."""
-
-    def __init__(self, store):
-        self._loop = asyncio.new_event_loop()
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-
-        async def run(function, *args):
-            return await self._loop.run_in_executor(self._pool, function, *args)
-
-        self.responder = CrlResponder(store, run)
-        self.port = self._call(self.responder.start("127.0.0.1", 0))[0][1]
-
-    def _call(self, coroutine):
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=10)
-
-    def get(self, url: str) -> tuple[int, bytes, str]:
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                return response.status, response.read(), response.headers["Content-Type"]
-        except urllib.error.HTTPError as exc:
-            return exc.code, b"", ""
-
-    def close(self) -> None:
-        self._call(self.responder.stop())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
-        self._pool.shutdown()
 
 
 def _file(path, data):
@@ -105,7 +67,7 @@ def test_every_capf_certificate_keeps_a_crl_of_exactly_its_revoked_lscs(ca_store
                                                                         tmp_path, capsys):
     published = tmp_path / "www"
     published.mkdir()
-    responder = _Responder(ca_store)
+    responder = CrlHttp(ca_store)
     base_url = f"http://127.0.0.1:{responder.port}/capf.crl"
     with ca_store.transaction() as tx:
         service_records.write(tx, "test", {"crl_path": str(published / "capf.crl"), "crl_url": base_url})

@@ -14,25 +14,20 @@ certificate's lifetime and the loss of its key are drawn by hypothesis."""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import datetime as dt
 import logging
 import os
 import shutil
 import tempfile
-import threading
-import urllib.error
-import urllib.request
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from support.crl_http import CrlHttp
 from _opencapf import revocation, secretbox
 from _opencapf.ca import authority, keys, lsc
 from _opencapf.ca import crl as crl_module
 from _opencapf.dependencies import NameOID, hashes, serialization, x509
-from _opencapf.server.crl_http import CrlResponder
 from _opencapf.server.scheduling import Scheduling
 from _opencapf.store import certificates as certificate_records
 from _opencapf.store import open_store
@@ -49,39 +44,6 @@ class _Clock:
 
     def __call__(self) -> dt.datetime:
         return self.now
-
-
-class _Responder:
-    """The service's HTTP CRL responder on a loopback port, with its own event loop and store thread."""
-
-    def __init__(self, store, clock):
-        self._loop = asyncio.new_event_loop()
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-
-        async def run(function, *args):
-            return await self._loop.run_in_executor(self._pool, function, *args)
-
-        self.responder = CrlResponder(store, run, clock=clock)
-        self.port = self._call(self.responder.start("127.0.0.1", 0))[0][1]
-
-    def _call(self, coroutine):
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=10)
-
-    def get(self, path: str) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, b""
-
-    def close(self) -> None:
-        self._call(self.responder.stop())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
-        self._pool.shutdown()
 
 
 def _capf_certificate(key, common_name: str, now: dt.datetime, days: int):
@@ -131,7 +93,7 @@ class _Service:
         authority.regenerate(self.store, key_type="ec256")
         self.active = authority.current(self.store)
         self.scheduling = Scheduling(self.store, clock=self.clock)
-        self.responder = _Responder(self.store, self.clock)
+        self.responder = CrlHttp(self.store, self.clock)
         self.key_lost = False
 
     def lose_retired_key(self) -> None:
@@ -153,7 +115,7 @@ class _Service:
             locations[crl_module.issuer_location(crl_module.CRL_PATH, summary["fingerprint"])] = summary["fingerprint"]
         served = {}
         for path, fingerprint in locations.items():
-            status, der = self.responder.get(path)
+            status, der = self.responder.fetch(path)
             assert status in (200, 404, 503), (path, status)
             if status == 200:
                 assert _current(der, now), (path, now)
@@ -224,7 +186,7 @@ def test_the_crl_of_a_retired_capf_certificate_stops_at_its_expiry_and_the_log_s
         service.clock.now = expiry - dt.timedelta(hours=1)
         service.scheduling.tick()
         service.check()
-        status, der = service.responder.get(retired_path)
+        status, der = service.responder.fetch(retired_path)
         assert status == 200 and os.path.exists(retired_file)
         assert x509.load_der_x509_crl(der).next_update_utc > expiry, "current at the expiry: it lapses after it"
         service.clock.now = expiry
@@ -232,7 +194,7 @@ def test_the_crl_of_a_retired_capf_certificate_stops_at_its_expiry_and_the_log_s
             service.scheduling.tick()
             service.scheduling.tick()
         service.check()
-        assert service.responder.get(retired_path)[0] == 404 and not os.path.exists(retired_file)
+        assert service.responder.fetch(retired_path)[0] == 404 and not os.path.exists(retired_file)
         removed = [record.getMessage() for record in caplog.records if retired_file in record.getMessage()]
         assert len(removed) == 1 and "expired" in removed[0] and service.retired["common_name"] in removed[0], removed
     finally:
@@ -250,20 +212,20 @@ def test_a_crl_that_lapsed_without_a_newer_one_is_withheld_and_the_log_says_so(e
         retired_file = crl_module.issuer_location(os.path.join(service.published, "capf.crl"),
                                                   service.retired["fingerprint"])
         service.scheduling.tick()
-        status, der = service.responder.get(retired_path)
+        status, der = service.responder.fetch(retired_path)
         assert status == 200 and os.path.exists(retired_file)
         next_update = x509.load_der_x509_crl(der).next_update_utc
         service.lose_retired_key()
         service.clock.now = next_update - dt.timedelta(seconds=1)
         service.scheduling.tick()
         service.check()
-        assert service.responder.get(retired_path) == (200, der), "still current: served"
+        assert service.responder.fetch(retired_path) == (200, der), "still current: served"
         service.clock.now = next_update
         with caplog.at_level(logging.INFO):
             service.scheduling.tick()
             service.check()
-            assert service.responder.get(retired_path)[0] == 404 and not os.path.exists(retired_file)
-            assert service.responder.get(crl_module.CRL_PATH)[0] == 200, "the active one is signed anew and served"
+            assert service.responder.fetch(retired_path)[0] == 404 and not os.path.exists(retired_file)
+            assert service.responder.fetch(crl_module.CRL_PATH)[0] == 200, "the active one is signed anew and served"
         warned = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING
                   and "passed its nextUpdate" in record.getMessage()]
         assert len(warned) == 2, warned  # the file's removal, and the responder's refusal
