@@ -58,8 +58,9 @@ from _opencapf.store import service as service_records
 from _opencapf.vocabulary import CLOCK_SKEW, format_utc, utc_now
 
 from support.capf_validity import renew_capf
+from support.crl_http import CrlHttp
 from support.tools import openssl
-from test_crl_per_issuer import _Responder  # pylint: disable=import-error
+
 
 pytestmark = pytest.mark.both_backends
 
@@ -92,7 +93,7 @@ class _Cluster:
         self.revoked_at: dict[str, dt.datetime] = {}  # the revocation time each serial was recorded with
         self.kept: set[str] = set()  # serials of LSCs of removed phones (revoked by the removal)
         self.signed_by: dict[tuple[str, str], bool] = {}
-        self.responder = _Responder(self.hosts[0])  # the service's HTTP CRL responder, on host 0
+        self.responder = CrlHttp(self.hosts[0])  # the service's HTTP CRL responder, on host 0
 
     def clock(self, host) -> dt.datetime:
         """Host ``host``'s (an index or a store) idea of now."""
