@@ -333,7 +333,7 @@ def crl_issuers(store: Store, tx: Transaction, now: _dt.datetime | None = None) 
     now_text = format_utc(now or utc_now())
     issuers = []
     for row in capf_certificates.history(tx):
-        if not row["active"] and row["not_after"] <= now_text:
+        if not capf_certificates.keeps_crl(row, now_text):
             continue
         certificate = c.load_pem_certificate(row["pem"], "stored CAPF certificate")
         try:

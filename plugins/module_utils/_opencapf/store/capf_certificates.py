@@ -27,6 +27,13 @@ def active_key(tx: Transaction) -> dict[str, Any] | None:
     return tx.one("SELECT id, fingerprint, pem, key_path FROM capf_certificates WHERE active = 1")
 
 
+def keeps_crl(row: dict, now_text: str) -> bool:
+    """Whether the CAPF certificate ``row`` (``active``, ``not_after``) keeps a CRL at ``now_text``: the
+    active one, and each retired one until it expires (its LSCs' notAfter are capped at its own, so none
+    is valid after it)."""
+    return bool(row["active"]) or row["not_after"] > now_text
+
+
 def state(tx: Transaction, fingerprint: str) -> str | None:
     """``active`` or ``retired`` for a CAPF certificate the store has had, else None."""
     row = tx.one("SELECT active FROM capf_certificates WHERE fingerprint = ?", (fingerprint,))

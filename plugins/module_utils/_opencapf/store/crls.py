@@ -10,6 +10,7 @@ from typing import Any
 
 from ..vocabulary import format_utc, utc_now
 from . import audit
+from .capf_certificates import keeps_crl
 from .backend import Transaction
 
 _SUMMARY = "number, signer_fingerprint, this_update, next_update, entries, revocation_mark, created_at"
@@ -44,7 +45,7 @@ def newest_per_signer_kept(tx: Transaction, now: str) -> list[dict[str, Any]]:
                     "ORDER BY c.number DESC")
     for row in rows:
         row["active"] = bool(row["active"])
-        row["kept"] = row["active"] or row["not_after"] > now
+        row["kept"] = keeps_crl(row, now)
     return rows
 
 
