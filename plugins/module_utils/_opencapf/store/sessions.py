@@ -31,8 +31,10 @@ def recent(tx: Transaction, device_name: str | None = None, limit: int = 100) ->
 
 
 def last_for_device(tx: Transaction, device_name: str) -> dict[str, Any] | None:
-    """The newest session of a device (outcome, reason, operation, peer, started_at), or None."""
-    return tx.one("SELECT outcome, reason, operation, peer, started_at FROM sessions WHERE UPPER(device_name) = ? "
+    """The newest session of a device (outcome, reason, operation, peer, started_at), or None. Sessions
+    record the device's name in capitals (as the phone's row has it), so the device's own entries of
+    ``sessions_device`` are read, never every session of the store."""
+    return tx.one("SELECT outcome, reason, operation, peer, started_at FROM sessions WHERE device_name = ? "
                   "ORDER BY started_at DESC, id DESC LIMIT 1", (device_name.upper(),))
 
 
