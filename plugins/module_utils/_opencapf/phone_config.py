@@ -151,11 +151,12 @@ class PhonePlan:
 
 
 def settings_view(row: dict, auth_view: str | None = None) -> dict[str, Any]:
-    """The reviewer's view of a phone's settings (no hashes, option names as keys)."""
+    """The reviewer's view of a phone's settings (no hashes, option names as keys); the operation's
+    status as views report it now (lapsed once its deadline has passed: ``phone_records.reported_operation``)."""
     view = {"name": row["name"]}
     for option, column in OPTION_COLUMNS.items():
         view[option] = row[column]
-    view["operation_status"] = row["operation_status"]
+    view["operation_status"] = phone_records.reported_operation(row, format_utc(utc_now()))[0]
     view["authentication_string"] = auth_view or ("(set)" if row.get("auth_hash") else "(unset)")
     return view
 

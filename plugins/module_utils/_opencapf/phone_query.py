@@ -20,7 +20,7 @@ from .errors import ValidationError
 from .store import phones, sessions
 from .store.backend import Transaction
 from .vocabulary import (CERTIFICATE_STATUSES, OPERATION_STATUSES, OPERATIONS, SECURITY_MODES, check_bool,
-                         check_choice, format_utc, normalise_device_name, parse_utc, parse_utc_before)
+                         check_choice, format_utc, normalise_device_name, parse_utc, parse_utc_before, utc_now)
 
 UNMATCHED_SHOWN = 20
 QUERY_FIELDS = ("names", "name_pattern", "device_pool", "model", "security_mode", "certificate_operation",
@@ -92,15 +92,17 @@ def phone_status(tx: Transaction, name: str, now=None) -> dict | None:
     if not rows:
         return None
     row = rows[0]
-    return status_view(row, lsc_view(row), sessions.last_for_device(tx, row["name"]))
+    return status_view(row, lsc_view(row), sessions.last_for_device(tx, row["name"]), now=now)
 
 
-def status_view(row: dict, lsc: dict | None, last_session: dict | None) -> dict:
+def status_view(row: dict, lsc: dict | None, last_session: dict | None, *, now=None) -> dict:
     """The CAPF status of the phone whose row is ``row`` (stored, or planned by a converge), with its
-    current LSC and last session."""
+    current LSC and last session; its operation as it is at ``now`` (default: the current time), lapsed
+    once its deadline has passed (``phones.reported_operation``)."""
+    status, reason = phones.reported_operation(row, format_utc(parse_utc(now, "now") or utc_now()))
     return {
-        "operation": row["operation"], "operation_status": row["operation_status"],
-        "operation_reason": row["operation_reason"], "operation_completes_by": row["operation_deadline"],
+        "operation": row["operation"], "operation_status": status,
+        "operation_reason": reason, "operation_completes_by": row["operation_deadline"],
         "locked": bool(row["locked"]), "authentication_failures": row["auth_failures"],
         "lsc": lsc, "last_session": last_session,
     }

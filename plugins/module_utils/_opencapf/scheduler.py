@@ -90,9 +90,10 @@ def cancel(store: Store, job_id: int, check_mode: bool = False) -> dict[str, Any
 
 
 def lapse_deadlines(store: Store, now: _dt.datetime) -> list[str]:
-    """Pending operations whose ``operation_completes_by`` has passed become ``lapsed``; their CSRs
-    still at a third-party CA are failed with them (as when an operator withdraws the operation: a
-    CA's later answer is stale, never the phone's waiting LSC), each with a ``csr.failed`` event."""
+    """Operations whose ``operation_completes_by`` has passed (pending, or failed and waiting for another
+    attempt: ``phones.overdue``) become ``lapsed``; their CSRs still at a third-party CA are failed with
+    them (as when an operator withdraws the operation: a CA's later answer is stale, never the phone's
+    waiting LSC), each with a ``csr.failed`` event."""
     moment = format_utc(now)
     with store.transaction() as tx:
         lapsed = phones.lapse_overdue(tx, moment)

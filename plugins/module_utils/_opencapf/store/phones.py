@@ -102,15 +102,45 @@ def missing_names(tx: Transaction, names) -> list[str]:
     return [name for name in wanted if name not in found]
 
 
+# An operation that can no longer run: declared, waiting for its first session (``pending``) or for
+# another attempt (``failed``), and its deadline (``operation_completes_by``) has passed at the moment
+# that is the condition's one parameter. A phone's session refuses it from that moment; the scheduler
+# records it as ``lapsed`` at its next round (``lapse_overdue``), and every view reports it as lapsed
+# from that moment, whether or not the scheduler has run since (``reported_operation_status``). An
+# operation in progress is not: its session, begun in time, may still complete it.
+OVERDUE_STATUSES = ("pending", "failed")
+LAPSED_REASON = "deadline passed"
+
+
+def overdue(alias: str) -> str:
+    return (f"{alias}.operation != 'none' AND {alias}.operation_status IN ('pending', 'failed') "
+            f"AND {alias}.operation_deadline IS NOT NULL AND {alias}.operation_deadline < ?")
+
+
+def reported_operation_status(alias: str) -> str:
+    """A phone row's operation status as views report it at a moment (the expression's one parameter)."""
+    return f"CASE WHEN {overdue(alias)} THEN 'lapsed' ELSE {alias}.operation_status END"
+
+
+def reported_operation_reason(alias: str) -> str:
+    return f"CASE WHEN {overdue(alias)} THEN '{LAPSED_REASON}' ELSE {alias}.operation_reason END"
+
+
+def reported_operation(row: dict[str, Any], now: str) -> tuple[str, str]:
+    """``(operation_status, operation_reason)`` of a phone row (stored, or planned by a converge) as
+    views report them at ``now``: the same rule as ``overdue``, for a row already read."""
+    if (row["operation"] != "none" and row["operation_status"] in OVERDUE_STATUSES
+            and row["operation_deadline"] is not None and row["operation_deadline"] < now):
+        return "lapsed", LAPSED_REASON
+    return row["operation_status"], row["operation_reason"]
+
+
 def lapse_overdue(tx: Transaction, now: str) -> list[dict[str, Any]]:
-    """Pending operations whose deadline is before ``now`` become ``lapsed``; their phones (id, name)."""
-    lapsed = tx.query(
-        "SELECT id, name FROM phones WHERE operation_status = 'pending' AND operation_deadline IS NOT NULL "
-        "AND operation_deadline < ? ORDER BY name", (now,))
+    """Operations overdue at ``now`` (``overdue``) become ``lapsed``; their phones (id, name)."""
+    lapsed = tx.query(f"SELECT id, name FROM phones WHERE {overdue('phones')} ORDER BY name", (now,))
     if lapsed:
-        tx.execute("UPDATE phones SET operation_status = 'lapsed', operation_reason = 'deadline passed', "
-                   "updated_at = ? WHERE operation_status = 'pending' AND operation_deadline IS NOT NULL "
-                   "AND operation_deadline < ?", (now, now))
+        tx.execute(f"UPDATE phones SET operation_status = 'lapsed', operation_reason = ?, updated_at = ? "
+                   f"WHERE {overdue('phones')}", (LAPSED_REASON, now, now))
     return lapsed
 
 
@@ -133,7 +163,7 @@ LISTING_ORDERS = {"device_name": "p.name", "lsc_expiry": "l.not_after NULLS FIRS
 # module (it releases the GIL around every column it reads), so a listing selects no column it does
 # not return: a phone has a current LSC exactly when its (never NULL) serial is there.
 _LISTED = ("p.name", "p.description", "p.model", "p.device_pool", "p.security_mode", "p.operation",
-           "p.operation_status", "p.operation_reason", "p.auth_mode", "p.operation_deadline", "p.locked", "l.serial",
+           reported_operation_status("p"), reported_operation_reason("p"), "p.auth_mode", "p.operation_deadline", "p.locked", "l.serial",
            _LSC_STATUS, "l.not_after", "l.issued_at", "l.installed_at")
 LISTING_COLUMNS = ", ".join(_LISTED)
 LISTING_WIDTH = len(_LISTED)
@@ -153,7 +183,8 @@ def _matching_statement(query: dict | None, columns: str, *, now: str | None, wi
     query = query or {}
     now = now or format_utc(utc_now())
     with_lsc = with_lsc or order != "device_name" or bool(query.get("lsc_status") or query.get("lsc_expires_before"))
-    # The only parameters of ``columns`` are the moment of ``_LSC_STATUS``.
+    # The only parameters of ``columns`` are the moment of the statuses they report (``_LSC_STATUS``, and
+    # ``reported_operation_status`` and its reason in a listing).
     where, params = [], [now] * columns.count("?")
     names = query.get("names") or []
     if names and len(names) <= _IN_LIMIT:
@@ -163,10 +194,13 @@ def _matching_statement(query: dict | None, columns: str, *, now: str | None, wi
         where.append("p.name LIKE ? ESCAPE '\\'")
         params.append(_like(query["name_pattern"]))
     for key, column in (("device_pool", "device_pool"), ("model", "model"), ("security_mode", "security_mode"),
-                        ("certificate_operation", "operation"), ("operation_status", "operation_status")):
+                        ("certificate_operation", "operation")):
         if query.get(key):
             where.append(f"p.{column} IN (%s)" % ", ".join("?" * len(query[key])))
             params.extend(query[key])
+    if query.get("operation_status"):  # as the views report it at ``now``
+        where.append(f"{reported_operation_status('p')} IN (%s)" % ", ".join("?" * len(query["operation_status"])))
+        params.extend([now, *query["operation_status"]])
     if query.get("locked") is not None:
         where.append("p.locked = ?")
         params.append(1 if query["locked"] else 0)
