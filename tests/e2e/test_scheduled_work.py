@@ -88,7 +88,7 @@ def test_the_service_runs_due_jobs_and_lapses_deadlines_exactly_once(ca_store, t
     assert all(event["actor"] == scheduling.ACTOR for event in by_action["job.succeeded"] + by_action["phone.lapse"])
     for job_id in job_ids:
         assert text.count(f"scheduler: job {job_id} succeeded") == 1, text
-    assert text.count("pending operation(s) lapsed, their deadline passed: SEP00000000C001") == 1, text
+    assert text.count("operation(s) lapsed, their deadline passed: SEP00000000C001") == 1, text
     assert text.count(LEADER_LINE) == 1, text  # one process leads, the others keep serving phones
     lock = ca_store.location + LEAD_LOCK_SUFFIX.format(name=scheduling.LEAD)
     assert stat.S_IMODE(os.stat(lock).st_mode) == 0o600

@@ -45,7 +45,7 @@ def _run_due(args, output) -> int:
         result = scheduler.run_due(store, args.now)
     lines = [f"job {job['id']}: {job['status']} {job['result']}" for job in result["jobs"]]
     if result["lapsed"]:
-        lines.append(f"{len(result['lapsed'])} pending operation(s) lapsed: {', '.join(result['lapsed'][:20])}")
+        lines.append(f"{len(result['lapsed'])} operation(s) lapsed: {', '.join(result['lapsed'][:20])}")
     output.result(result, "\n".join(lines) if lines else f"nothing due at {result['now']}")
     return 1 if any(job["status"] == "failed" for job in result["jobs"]) else 0
 

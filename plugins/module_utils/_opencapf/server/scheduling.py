@@ -140,7 +140,7 @@ def _log(result: dict) -> None:
     lapsed = result["lapsed"]
     if lapsed:
         more = f" and {len(lapsed) - LISTED_NAMES} more" if len(lapsed) > LISTED_NAMES else ""
-        log.info("scheduler: %d pending operation(s) lapsed, their deadline passed: %s%s", len(lapsed),
+        log.info("scheduler: %d operation(s) lapsed, their deadline passed: %s%s", len(lapsed),
                  ", ".join(lapsed[:LISTED_NAMES]), more)
 
 
