@@ -29,6 +29,9 @@ description:
     directory is older than one another sync already applied applies nothing and returns RV(superseded=true),
     with a warning; the task does not fail. The CAPF service's scheduled sync, which syncs the configuration the
     store keeps, likewise applies nothing when a task replaced that configuration after it took it up.
+    A superseded sync still keeps the O(bind_password) it was given and bound with (C(changed=true)), unless a
+    later sync was given one, or this or the stored configuration has no O(sync_interval_minutes), or the stored
+    one binds as another O(bind_dn) or to other O(urls); its warning says which.
   - The configuration is kept in the store under O(name) (never the password, unless O(sync_interval_minutes) is
     set; then the CAPF service syncs the directory on that schedule and keeps the password encrypted in the store).
   - 'Device names: with O(mapping=users) each entry gives C(CSF) + its O(user_attribute) upper-cased (Cisco Jabber
@@ -257,7 +260,7 @@ superseded:
   description:
     - Whether a sync of the same directory that read it later applied first, so that this sync applied nothing
       (its older reading would have put the directory's older state back). RV(devices) are then empty and
-      C(changed) is false. Always false in check mode.
+      C(changed) is false, unless the bind password given to this sync was stored. Always false in check mode.
   returned: always
   type: bool
   sample: false

@@ -8,6 +8,11 @@ apply, the directory's devices in the store (phones, their description from the 
 devices the directory records) are exactly what the newest reading applied so far says; so a sync
 whose reading is older than one already applied changes nothing and says so (``superseded``), and
 after all the syncs the store says what the newest reading of the directory said.
+
+A bind password given to a sync is the operator's word that it is the one to bind with: it is kept when
+that sync's bind with it succeeded, even when a later reading applied first and the sync applied nothing
+else. Invariant: whenever a sync ends, the store keeps the password given to the sync of the latest ticket
+among those that were given one, bound with it and ended; no audit event holds a password.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from support.slapd import SYNC_DN
-from _opencapf import directory, templates
+from support.slapd import SYNC_DN, ssha
+from _opencapf import directory, secretbox, templates
 from _opencapf.cli.main import main
 from _opencapf.server import scheduling
 from _opencapf.store import open_store
@@ -316,3 +321,159 @@ def _syncing_with(store, config: dict, password: str):
         finally:
             own.close()
     return run
+
+
+PASSWORDS = 3  # passwords of an example's service account, any of them accepted at a time
+
+PASSWORD_STEPS = st.one_of(
+    st.tuples(st.just("accept"), st.integers(0, PASSWORDS - 1)),
+    st.tuples(st.just("refuse"), st.integers(0, PASSWORDS - 1)),
+    st.tuples(st.just("read"), st.sampled_from(["config", "stored"]), st.none() | st.integers(0, PASSWORDS - 1)),
+    st.tuples(st.just("apply"), st.integers(0, PENDING - 1)),
+)
+
+
+class Account:
+    """The example's service account in slapd: the passwords it accepts (a password being changed: the
+    old and the new accepted at once)."""
+
+    def __init__(self, model: Directory):
+        self.server, self.dn = model.server, f"uid=svc{model.example},{model.base}"
+        self.passwords = [f"bind-{index}-{model.example}-secret" for index in range(PASSWORDS)]
+        self.accepted = {0}
+        with self.server.admin() as connection:
+            connection.add(self.dn, ["account", "simpleSecurityObject"],
+                           {"uid": f"svc{model.example}", "userPassword": ssha(self.passwords[0])})
+
+    def accept(self, index: int, accepted: bool) -> None:
+        wanted = self.accepted | {index} if accepted else self.accepted - {index}
+        if wanted and wanted != self.accepted:  # the account keeps one password at least
+            self.accepted = wanted
+            with self.server.admin() as connection:
+                connection.modify(self.dn, {"userPassword": [(ldap3.MODIFY_REPLACE,
+                                                              [ssha(self.passwords[i]) for i in sorted(wanted)])]})
+
+
+def _stored_password(store, name: str) -> str | None:
+    with store.read() as tx:
+        return secretbox.get(tx, store.secret(), f"directory:{name}:bind_password")
+
+
+def _syncing_as(store, config: dict, via: str, password: str | None):
+    def run():
+        own = open_store(store.location, state_dir=store.state_dir, actor=f"sync-{via}")
+        try:
+            if via == "stored":
+                return directory.sync_stored(own, config["name"], bind_password=password)
+            return directory.sync(own, config, bind_password=password)
+        finally:
+            own.close()
+    return run
+
+
+@settings(max_examples=20, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(PASSWORD_STEPS, min_size=1, max_size=10),
+       order=st.lists(st.integers(0, PENDING - 1), max_size=PENDING))
+# The password is being changed: the sync given the new one read first, the scheduler's (with the stored
+# old one) read after it and applied first. The new password must be kept.
+@example(steps=[("accept", 1), ("read", "stored", 1), ("read", "stored", None), ("apply", 1)], order=[0])
+# Two operators give two new passwords; the later-given one stands, whichever applies last.
+@example(steps=[("accept", 1), ("accept", 2), ("read", "config", 1), ("read", "config", 2), ("read", "stored", None),
+                ("apply", 2), ("apply", 1)], order=[0])
+def test_a_given_bind_password_is_kept_exactly_when_its_bind_succeeded(store, slapd_server, gates, steps, order):
+    model = Directory(slapd_server, next(_examples))
+    account = Account(model)
+    config = dict(model.config(), bind_dn=account.dn, sync_interval_minutes=60)
+    directory.sync(store, config, bind_password=account.passwords[0])
+    stored = 0  # the index of the password the store must keep
+    newest_given = 0  # the latest ticket among the ended syncs given a password that bound
+    pending: list[tuple[int, int | None, dict]] = []  # (ticket, index of the password given or None, gate)
+    tickets = itertools.count(2)
+
+    def end(index: int) -> None:
+        nonlocal stored, newest_given
+        ticket, given, gate = pending.pop(index % len(pending))
+        gates.finish(gate)
+        if given is not None and ticket > newest_given:
+            stored, newest_given = given, ticket
+        assert _stored_password(store, config["name"]) == account.passwords[stored], (
+            f"the sync of ticket {ticket} given password {given} ended: the store must keep password {stored}")
+
+    try:
+        for step in steps:
+            kind = step[0]
+            if kind in ("accept", "refuse"):
+                account.accept(step[1], kind == "accept")
+            elif kind == "read" and len(pending) < PENDING:
+                _kind, via, given = step
+                ticket = next(tickets)
+                binds = (stored if given is None else given) in account.accepted
+                run = _syncing_as(store, config, via, None if given is None else account.passwords[given])
+                try:
+                    gate = gates.start(run)
+                except AssertionError as exc:
+                    assert not binds, f"the sync of ticket {ticket} failed: {exc.__cause__!r}"
+                    assert getattr(exc.__cause__, "field", None) == "bind_password", repr(exc.__cause__)
+                    continue
+                assert binds, f"the sync of ticket {ticket} bound with a password the account refuses"
+                pending.append((ticket, given, gate))
+            elif kind == "apply" and pending:
+                end(step[1])
+        for index in order + [0] * len(pending):
+            if pending:
+                end(index)
+    finally:
+        for _ticket, _given, gate in pending:
+            gate["go"].set()
+            gate["thread"].join(WAIT)
+    with store.read() as tx:
+        details = " ".join(str(row["details"]) for row in tx.query("SELECT details FROM audit_events"))
+    assert not [password for password in account.passwords if password in details], "a password in the audit"
+
+
+def test_a_superseded_sync_keeps_its_new_password_and_says_so(store, slapd_server, gates):
+    """The password is being changed: an operator's sync given the new one is overtaken by the scheduler's
+    (the old one, still accepted). The operator's sync applies nothing else, keeps the new password, says so
+    (changed, its warning, the audit event without the password), and the next scheduled sync binds with
+    it once the old one is refused."""
+    model = Directory(slapd_server, next(_examples))
+    model.put(0, 0, 0)
+    account = Account(model)
+    config = dict(model.config(), bind_dn=account.dn, sync_interval_minutes=5)
+    directory.sync(store, config, bind_password=account.passwords[0], now=format_utc(utc_now()))
+    account.accept(1, True)
+    due = open_store(store.location, state_dir=store.state_dir, actor="scheduler")
+    try:
+        operator = gates.start(_syncing_as(store, config, "config", account.passwords[1]))
+        assert directory.run_due(due, format_utc(utc_now().replace(year=2100)))[0].get("devices") is not None
+        result = gates.finish(operator)
+        assert result["superseded"] and result["changed"] and not any(result["devices"].values()), result
+        assert result["warnings"][-1].endswith("applied nothing but the bind password given, which it bound with "
+                                               "(stored)"), result["warnings"]
+        with store.read() as tx:
+            [event] = tx.query("SELECT details FROM audit_events WHERE action = 'directory.sync_superseded'")
+        assert '"bind_given": "stored"' in str(event["details"]), event
+        assert account.passwords[1] not in str(event["details"])
+        account.accept(0, False)
+        [outcome] = directory.run_due(due, format_utc(utc_now().replace(year=2101)))
+        assert "error" not in outcome, outcome
+    finally:
+        due.close()
+    assert _stored_password(store, config["name"]) == account.passwords[1]
+
+
+def test_a_superseded_sync_keeps_no_password_its_configuration_keeps_none(store, slapd_server, gates):
+    """A sync without a schedule keeps no password, superseded or not: the stored one stays, and it says why."""
+    model = Directory(slapd_server, next(_examples))
+    account = Account(model)
+    config = dict(model.config(), bind_dn=account.dn, sync_interval_minutes=5)
+    directory.sync(store, config, bind_password=account.passwords[0])
+    account.accept(1, True)
+    unscheduled = dict(config, sync_interval_minutes=None)
+    operator = gates.start(_syncing_as(store, unscheduled, "config", account.passwords[1]))
+    directory.sync_stored(store, config["name"])
+    result = gates.finish(operator)
+    assert result["superseded"] and not result["changed"], result
+    assert "is not stored: this sync's configuration keeps no bind password" in result["warnings"][-1], result
+    assert _stored_password(store, config["name"]) == account.passwords[0]

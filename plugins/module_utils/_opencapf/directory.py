@@ -30,6 +30,10 @@ Syncs of one directory may run at once (the service's schedule and an operator, 
 store): each takes the directory's next ticket in a write transaction before it reads, and applies
 only when no sync of a later ticket has applied. A sync whose reading a later one overtook applies
 nothing, records a ``directory.sync_superseded`` event and reports ``superseded``; it is no error.
+
+A bind password given to a sync is the operator's word, and the sync's bind verified it: a superseded
+sync still keeps it (``_superseded_password``) unless a sync of a later ticket was given one, or the
+stored configuration keeps no password for the same bind DN on the same servers.
 """
 
 from __future__ import annotations
@@ -476,17 +480,51 @@ def _held(previous: dict, devices: dict, skipped: list) -> set:
     return {device for device, dn in previous.items() if device not in devices and dn.lower() in bad_dns}
 
 
-def _superseded(config: dict, entries, devices: dict, why: str) -> dict:
-    """The result of a sync that applied nothing, ``why``: a sync that read the directory later applied
-    first, or the stored configuration it took up was replaced."""
+def _keeps_password(config: dict) -> bool:
+    return config["sync_interval_minutes"] is not None and bool(config["bind_dn"])
+
+
+def _superseded_password(tx, secret: bytes, config: dict, row: dict | None, ticket: int,
+                         bind_password: str | None) -> str | None:
+    """What a superseded sync does with the bind password it was given (its bind with it succeeded): it
+    keeps it unless a sync of a later ticket was given one, or its configuration or the stored one keeps
+    no password, or the stored one binds as another DN or to other servers. Returns what happened, for
+    the audit and the warning (never the password): "stored", "unchanged", "not stored: why"; None when
+    no password was given."""
+    if bind_password is None:
+        return None
+    later = directory_records.password_ticket(tx, config["name"])
+    if later > ticket:
+        return f"not stored: the sync of ticket {later} was given one"
+    kept = row["config"] if row is not None else None
+    if not _keeps_password(config):
+        return "not stored: this sync's configuration keeps no bind password (no sync_interval_minutes)"
+    if kept is None or not _keeps_password(kept):
+        return "not stored: the stored configuration keeps no bind password (no sync_interval_minutes)"
+    if (kept["bind_dn"], kept["urls"]) != (config["bind_dn"], config["urls"]):
+        return "not stored: the stored configuration binds as another bind_dn or to other urls"
+    directory_records.mark_password_given(tx, config["name"], ticket)
+    if secretbox.equals(tx, secret, _secret_name(config["name"]), bind_password):
+        return "unchanged"
+    secretbox.put(tx, secret, _secret_name(config["name"]), bind_password)
+    return "stored"
+
+
+def _superseded(config: dict, entries, devices: dict, why: str, password: str | None) -> dict:
+    """The result of a sync that applied nothing of its reading, ``why``: a sync that read the directory
+    later applied first, or the stored configuration it took up was replaced. ``password``: what became
+    of the bind password it was given (``_superseded_password``)."""
     name = config["name"]
     counts = {"entries": len(entries), "mapped": len(devices), "created": 0, "changed": 0, "absent": 0, "removed": 0,
               "skipped": 0}
-    return converged(False, {"phones": {}}, {"phones": {}},
+    kept = {None: "", "stored": " but the bind password given, which it bound with (stored)",
+            "unchanged": " (the bind password given, which it bound with, is the stored one)"}
+    note = kept.get(password, f" (the bind password given, which it bound with, is {password})")
+    return converged(password == "stored", {"phones": {}}, {"phones": {}},
                      directory={"name": name, "first_sync": False, "entries": len(entries), "mapped": len(devices)},
                      devices={"created": [], "changed": [], "absent": [], "removed": []},
                      counts=counts, skipped=[], authentication_strings=[], strings_file=None, superseded=True,
-                     warnings=[f"directory {name}: superseded: {why}; this sync applied nothing"])
+                     warnings=[f"directory {name}: superseded: {why}; this sync applied nothing{note}"])
 
 
 def _apply(store: Store, config: dict, entries, *, ticket, bind_password, check_mode, moment, stored) -> dict:
@@ -507,9 +545,11 @@ def _apply(store: Store, config: dict, entries, *, ticket, bind_password, check_
         elif ticket is not None and stored is not None and (row is None or row["config"] != stored):
             why = "the directory's stored configuration was replaced or removed after this sync took it up"
         if why is not None:
+            password = _superseded_password(tx, secret, config, row, ticket, bind_password)
+            details = {} if password is None else {"bind_given": password}  # what became of it, never it
             audit.record(tx, store.actor, "directory.sync_superseded", name, ticket=ticket,
-                         applied_ticket=applied_ticket, entries=len(entries), reason=why)
-            return _superseded(config, entries, devices, why)
+                         applied_ticket=applied_ticket, entries=len(entries), reason=why, **details)
+            return _superseded(config, entries, devices, why, password)
         template = templates.load_in(tx, secret, config["device_template"])
         first = row is None or row["first_synced_at"] is None
         previous = directory_records.devices(tx, row["id"]) if row is not None else {}
@@ -551,6 +591,8 @@ def _apply(store: Store, config: dict, entries, *, ticket, bind_password, check_
                 if device in previous and previous[device] != item["dn"]})
             directory_records.record_sync(tx, directory_id, v.format_utc(moment), _next_sync(config, moment), counts)
             directory_records.mark_applied(tx, name, ticket)
+            if bind_password is not None:
+                directory_records.mark_password_given(tx, name, ticket)
             audit.record(tx, store.actor, "directory.sync", name, first_sync=first, **counts)
     config_changed = row is None or row["config"] != config or password_change is not None
     warnings = []

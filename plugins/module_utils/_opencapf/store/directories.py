@@ -116,3 +116,14 @@ def applied_ticket(tx: Transaction, name: str) -> int:
 def mark_applied(tx: Transaction, name: str, ticket: int) -> None:
     """The sync of ``ticket`` applied its reading of the directory."""
     tx.execute("UPDATE directory_syncs SET applied = ? WHERE name = ?", (ticket, name))
+
+
+def password_ticket(tx: Transaction, name: str) -> int:
+    """The ticket of the latest sync of the directory that was given a bind password, bound with it and
+    ended (0: none with a ticket)."""
+    return tx.scalar("SELECT password FROM directory_syncs WHERE name = ?", (name,)) or 0
+
+
+def mark_password_given(tx: Transaction, name: str, ticket: int) -> None:
+    """The sync of ``ticket`` was given a bind password and bound with it (never lowers the ticket kept)."""
+    tx.execute("UPDATE directory_syncs SET password = ? WHERE name = ? AND password < ?", (ticket, name, ticket))

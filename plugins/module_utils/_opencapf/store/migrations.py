@@ -351,6 +351,12 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             applied {int} NOT NULL DEFAULT 0
         )""",
     ]),
+    (17, "the directory sync that gave the bind password kept", [
+        # A sync given a bind password whose bind succeeded keeps it even when a later reading applied
+        # first (superseded), unless a sync of a later ticket was given one: ``password`` is the ticket of
+        # the latest sync given a password that bound with it and ended.
+        "ALTER TABLE directory_syncs ADD COLUMN password {int} NOT NULL DEFAULT 0",
+    ]),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
