@@ -22,11 +22,12 @@ def as_declared(moment: dt.datetime, form: str):
 
 def installed_lsc(store, name: str, not_before: dt.datetime, not_after: dt.datetime, **settings) -> str:
     """A phone ``name`` (``settings``: its options) with an installed LSC valid from ``not_before`` to
-    ``not_after``, recorded as a CAPF LSC; the LSC's fingerprint."""
+    ``not_after``, recorded as a CAPF LSC issued at ``not_before``; the LSC's fingerprint."""
     phone = add_phone(store, name, **settings)
     fingerprint = secrets.token_hex(32)
     with store.transaction() as tx:
         certificates.insert(tx, phone_id=phone["id"], kind="lsc", serial=secrets.token_hex(8), issuer="CN=CAPF-test",
                             fingerprint=fingerprint, public_key_fingerprint=secrets.token_hex(32), status="installed",
-                            source="capf", pem="-", not_before=format_utc(not_before), not_after=format_utc(not_after))
+                            source="capf", pem="-", not_before=format_utc(not_before), not_after=format_utc(not_after),
+                            issued_at=format_utc(not_before))
     return fingerprint

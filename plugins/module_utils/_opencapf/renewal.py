@@ -18,10 +18,18 @@ audit event as in a bulk update, and the run one ``renewal.schedule`` event like
 LSC is renewed once. The CAPF service runs it on its scheduler's lead (``server.scheduling``);
 ``opencapf renew run`` runs it on demand, its ``--now`` no later than this host's clock
 (``cli/options.clock_or_earlier``): a run records its renewals as scheduled at ``now``.
+
+A run as at a time ``now`` earlier than renewals or LSCs already recorded (``--now`` in the past,
+hosts of one store whose clocks differ) decides as the store stood at ``now``: only LSCs issued at or
+before it are candidates (an LSC issued later did not exist then), and its renewals, recorded at
+``now``, must leave at most ``renew_max_per_day`` in every 24 hours: those that hold ``now``
+include renewals recorded up to 24 hours after it, and no renewal recorded later counts
+(``_most_in_a_day``).
 """
 
 from __future__ import annotations
 
+import bisect
 import datetime as _dt
 from typing import Any
 
@@ -60,7 +68,8 @@ def run(store: Store, now=None) -> dict[str, Any]:
                              expires_before=plan["expires_before"])
             # Phones still due once these are scheduled wait for room in the next 24 hours.
             if plan["enabled"]:
-                plan["more_due"] = bool(renewal_records.due(tx, plan["expires_before"], 1, plan["ends_before"]))
+                plan["more_due"] = bool(renewal_records.due(tx, plan["expires_before"], 1, plan["ends_before"],
+                                                            issued_by=at))
     if not plan["enabled"]:
         return {"enabled": False, "changed": False, "at": at, "scheduled": []}
     count, names = plan["held_back"]
@@ -76,14 +85,30 @@ def _plan(tx, moment: _dt.datetime) -> dict[str, Any]:
     days, per_day = int(parameters["renew_before_days"]), int(parameters["renew_max_per_day"])
     if days == 0:
         return {"enabled": False, "rows": []}
-    room = max(0, per_day - renewal_records.count_since(tx, format_utc(moment - DAY)))
+    at = format_utc(moment)
+    room = max(0, per_day - _most_in_a_day(tx, moment))
     expires_before = format_utc(moment + _dt.timedelta(days=days))
     ends_before, capf_not_after = _replacement_end(tx, parameters, moment)
-    rows = renewal_records.due(tx, expires_before, room, ends_before)
-    more = bool(renewal_records.due(tx, expires_before, 1, ends_before)) if not rows else False
+    rows = renewal_records.due(tx, expires_before, room, ends_before, issued_by=at)
+    more = bool(renewal_records.due(tx, expires_before, 1, ends_before, issued_by=at)) if not rows else False
     return {"enabled": True, "days": days, "per_day": per_day, "room": room, "expires_before": expires_before,
             "rows": rows, "more_due": more, "ends_before": ends_before, "capf_not_after": capf_not_after,
-            "held_back": renewal_records.held_back(tx, expires_before, ends_before, HELD_BACK_LISTED)}
+            "held_back": renewal_records.held_back(tx, expires_before, ends_before, HELD_BACK_LISTED, issued_by=at)}
+
+
+def _most_in_a_day(tx, moment: _dt.datetime) -> int:
+    """The most renewals recorded within any 24 hours (both ends included) that hold ``moment``: a run
+    at ``moment`` adds its renewals to each of them. With none recorded after ``moment`` (a run at the
+    current time), those of the 24 hours before it."""
+    since, at = format_utc(moment - DAY), format_utc(moment)
+    latest = renewal_records.latest(tx)
+    if latest is None or latest <= at:
+        return renewal_records.count_between(tx, since, at)
+    times = [parse_utc(text, "scheduled_at") for text in
+             renewal_records.scheduled_between(tx, since, format_utc(moment + DAY))]
+    # The fullest such 24 hours begins at a renewal recorded at or before ``moment``, or at ``moment``.
+    starts = [time for time in times if time <= moment] + [moment]
+    return max(bisect.bisect_right(times, start + DAY) - bisect.bisect_left(times, start) for start in starts)
 
 
 def _replacement_end(tx, parameters: dict, moment: _dt.datetime) -> tuple[str | None, str | None]:

@@ -19,7 +19,8 @@ def register(subparsers) -> None:
     not_ahead = clock_or_earlier("schedule renewals not yet due and record them as scheduled then")
     run.add_argument("--now", metavar="TIME", type=not_ahead,
                      help="run as at this UTC time (ISO 8601), not later than this host's clock (the renewals are "
-                          "recorded as scheduled then, and the 24-hour bound is counted back from it); default: now")
+                          "recorded as scheduled then; only LSCs issued by then are candidates, and the 24-hour "
+                          "bound holds for every 24 hours around it); default: now")
     run.set_defaults(handler=_run)
 
 

@@ -33,15 +33,16 @@ _INSERT = _COLUMNS + "VALUES (" + _VALUES + ")"
 
 def insert(tx: Transaction, *, phone_id: int, kind: str, serial: str, issuer: str, fingerprint: str,
            public_key_fingerprint: str, status: str, source: str, pem: str, not_before: str,
-           not_after: str, chain_pem: str | None = None) -> int:
-    """``chain_pem``: a third-party LSC's CA certificates between it and CAPF-trust (PEM), as the CA sent them."""
+           not_after: str, chain_pem: str | None = None, issued_at: str | None = None) -> int:
+    """``chain_pem``: a third-party LSC's CA certificates between it and CAPF-trust (PEM), as the CA sent them;
+    ``issued_at``: when it was issued (default: now, when the store records it)."""
     return tx.insert(_INSERT, _row(phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, status, source,
-                                   pem, not_before, not_after, chain_pem))
+                                   pem, not_before, not_after, chain_pem, issued_at))
 
 
 def insert_new_serial(tx: Transaction, *, phone_id: int, kind: str, serial: str, issuer: str, fingerprint: str,
                       public_key_fingerprint: str, status: str, source: str, pem: str, not_before: str,
-                      not_after: str, signed_by: int | None = None) -> int | None:
+                      not_after: str, signed_by: int | None = None, issued_at: str | None = None) -> int | None:
     """``insert`` a certificate whose serial was just drawn: None, and nothing written, when the unique
     index on (issuer, serial) already holds that serial (the caller draws another), or when ``signed_by``,
     the id of the CAPF certificate that signed it, is not the active CAPF certificate (a rotation
@@ -55,16 +56,16 @@ def insert_new_serial(tx: Transaction, *, phone_id: int, kind: str, serial: str,
         return None
     return tx.insert_unless_conflict(_INSERT + " ON CONFLICT (issuer, serial) DO NOTHING",
                                      _row(phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, status,
-                                          source, pem, not_before, not_after, None))
+                                          source, pem, not_before, not_after, None, issued_at))
 
 
 def _row(*fields) -> tuple:
-    """The values of ``_INSERT``: the certificate's fields, its times of issue, installation and status, and
-    its phone (whose LSCs its recency follows)."""
-    *leading, status, source, pem, not_before, not_after, chain_pem = fields
+    """The values of ``_INSERT``: the certificate's fields, its times of issue (now unless given), installation
+    and status, and its phone (whose LSCs its recency follows)."""
+    *leading, status, source, pem, not_before, not_after, chain_pem, issued_at = fields
     now = format_utc(utc_now())
-    return (*leading, status, source, pem, not_before, not_after, now, now if status == "installed" else None, now,
-            chain_pem, status, leading[0])
+    return (*leading, status, source, pem, not_before, not_after, issued_at or now,
+            now if status == "installed" else None, now, chain_pem, status, leading[0])
 
 
 def serial_taken(tx: Transaction, issuer: str, serial: str) -> bool:

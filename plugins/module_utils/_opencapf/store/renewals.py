@@ -22,10 +22,13 @@ def _window(ends_before: str | None, held: bool) -> tuple[str, tuple]:
 
 
 def _candidates(tx: Transaction, columns: str, expires_before: str, ends_before: str | None, held: bool,
-                tail: str = "", tail_params: tuple = ()) -> list[dict[str, Any]]:
+                issued_by: str | None, tail: str = "", tail_params: tuple = ()) -> list[dict[str, Any]]:
     # From the expiring installed LSCs (a range of the index certificates_status_expiry), not from every
-    # phone: the scheduler asks this at every round. The LSC must be the phone's current one.
+    # phone: the scheduler asks this at every round. The LSC must be the phone's current one, and issued
+    # by ``issued_by`` (a run as at an earlier time knows no LSC issued after it).
     condition, params = _window(ends_before, held)
+    if issued_by is not None:
+        condition, params = condition + "AND l.issued_at <= ? ", (*params, issued_by)
     return tx.query(
         f"SELECT {columns} FROM certificates l "
         "JOIN phones p ON p.id = l.phone_id "
@@ -35,29 +38,32 @@ def _candidates(tx: Transaction, columns: str, expires_before: str, ends_before:
         (expires_before, *params, *_BUSY, *tail_params))
 
 
-def due(tx: Transaction, expires_before: str, limit: int, ends_before: str | None = None) -> list[dict[str, Any]]:
+def due(tx: Transaction, expires_before: str, limit: int, ends_before: str | None = None, *,
+        issued_by: str | None = None) -> list[dict[str, Any]]:
     """Up to ``limit`` phones (soonest expiry first) whose current LSC is installed and expires before
     ``expires_before``, with no operation pending or in progress, not in ``auth_string`` mode (a
     person would have to type the string on the phone), and whose LSC no renewal was scheduled for
     yet; and, when ``ends_before`` (the notAfter a replacement issued now would get) is given, whose
     LSC ends strictly before it: renewing one that does not would give the phone an LSC that ends no
-    later, again at every run. Each row is the phone's row plus ``lsc_id`` and ``lsc_not_after``."""
+    later, again at every run; and, when ``issued_by`` (the run's time) is given, whose LSC was issued
+    then or before. Each row is the phone's row plus ``lsc_id`` and ``lsc_not_after``."""
     if limit <= 0:
         return []
     return _candidates(tx, "p.*, l.id AS lsc_id, l.not_after AS lsc_not_after", expires_before, ends_before, False,
-                       "ORDER BY l.not_after, p.name LIMIT ?", (limit,))
+                       issued_by, "ORDER BY l.not_after, p.name LIMIT ?", (limit,))
 
 
-def held_back(tx: Transaction, expires_before: str, ends_before: str | None, limit: int) -> tuple[int, list[str]]:
+def held_back(tx: Transaction, expires_before: str, ends_before: str | None, limit: int, *,
+              issued_by: str | None = None) -> tuple[int, list[str]]:
     """The phones ``due`` would give but for ``ends_before`` (their LSC ends no earlier than a
     replacement would): how many, and the names of up to ``limit`` of them, soonest expiry first."""
     if ends_before is None:
         return 0, []
-    count = _candidates(tx, "COUNT(*) AS n", expires_before, ends_before, True)[0]["n"]
+    count = _candidates(tx, "COUNT(*) AS n", expires_before, ends_before, True, issued_by)[0]["n"]
     if not count or limit <= 0:
         return int(count or 0), []
-    rows = _candidates(tx, "p.name", expires_before, ends_before, True, "ORDER BY l.not_after, p.name LIMIT ?",
-                       (limit,))
+    rows = _candidates(tx, "p.name", expires_before, ends_before, True, issued_by,
+                       "ORDER BY l.not_after, p.name LIMIT ?", (limit,))
     return int(count), [row["name"] for row in rows]
 
 
@@ -70,3 +76,21 @@ def record_many(tx: Transaction, scheduled_at: str, rows) -> None:
 def count_since(tx: Transaction, since: str) -> int:
     """Renewals scheduled at or after ``since``."""
     return int(tx.scalar("SELECT COUNT(*) FROM renewals WHERE scheduled_at >= ?", (since,)) or 0)
+
+
+def count_between(tx: Transaction, since: str, until: str) -> int:
+    """Renewals scheduled at or after ``since`` and at or before ``until``."""
+    return int(tx.scalar("SELECT COUNT(*) FROM renewals WHERE scheduled_at >= ? AND scheduled_at <= ?",
+                         (since, until)) or 0)
+
+
+def latest(tx: Transaction) -> str | None:
+    """When the latest renewal recorded was scheduled (None: none recorded)."""
+    return tx.scalar("SELECT MAX(scheduled_at) FROM renewals")
+
+
+def scheduled_between(tx: Transaction, since: str, until: str) -> list[str]:
+    """The times of the renewals scheduled at or after ``since`` and at or before ``until``, earliest first."""
+    return [row["scheduled_at"] for row in tx.query(
+        "SELECT scheduled_at FROM renewals WHERE scheduled_at >= ? AND scheduled_at <= ? ORDER BY scheduled_at",
+        (since, until))]

@@ -188,3 +188,25 @@ def test_renew_run_walks_the_days_behind_the_clock_bounded_per_day(store, store_
     assert [row["scheduled_at"] for row in recorded[:4]] == [format_utc(first)] * 2 + [
         format_utc(first + dt.timedelta(hours=25))] * 2
     assert recorded[4]["scheduled_at"] >= format_utc(clock)
+
+
+def test_renew_run_as_at_an_earlier_time_decides_as_the_store_stood_then(store, store_cli, capsys):
+    """``renew run --now`` days behind renewals already recorded (``renew_max_per_day`` 1): the renewal
+    recorded at the host's clock, more than 24 hours later, leaves that day's room, and an LSC issued
+    after ``--now`` is no candidate at it, though it is the phone's current one now."""
+    with store.transaction() as tx:
+        service_records.write(tx, "test", {"renew_before_days": 30, "renew_max_per_day": 1})
+    clock = utc_now()
+    for name, issued in (("SEP00000000C001", clock - dt.timedelta(days=10)),
+                         ("SEP00000000C002", clock - dt.timedelta(days=5)),
+                         ("SEP00000000C003", clock - dt.timedelta(hours=1))):
+        installed_lsc(store, name, issued, clock + dt.timedelta(days=10, minutes=int(name[-1])),
+                      operation="install_upgrade", operation_status="succeeded")
+    walk = [(None, ["SEP00000000C001"]), (clock - dt.timedelta(days=3), ["SEP00000000C002"]),
+            (clock - dt.timedelta(hours=2), [])]
+    for now, due in walk:
+        code, out, err = _run(capsys, [*store_cli, "--json", "renew", "run",
+                                       *(["--now", format_utc(now)] if now else [])])
+        assert code == 0, err
+        assert [item["name"] for item in json.loads(out)["scheduled"]] == due, (now, out)
+    assert phone_row(store, "SEP00000000C003")["operation_status"] == "succeeded"

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import bisect
 import datetime
+import itertools
 import json
 
 import prometheus_client as client
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from _opencapf import renewal
 from _opencapf.server import metrics
@@ -18,6 +22,8 @@ from _opencapf.vocabulary import format_utc, parse_utc
 
 T0 = parse_utc("2031-03-01T12:00:00Z", "now")
 DAY = datetime.timedelta(days=1)
+HOUR = datetime.timedelta(hours=1)
+_examples = itertools.count(1)
 
 
 @pytest.fixture
@@ -25,22 +31,23 @@ def store(store_on_both):
     return store_on_both
 
 
-def _phone(store, name, *, expires, status="installed", **settings):
-    """A phone whose operation succeeded, with an LSC of ``status`` that expires at ``expires``."""
+def _phone(store, name, *, expires, status="installed", issued=None, **settings):
+    """A phone whose operation succeeded, with an LSC of ``status`` that expires at ``expires`` (issued at
+    ``issued``, default: now)."""
     settings.setdefault("operation", "install_upgrade")
     settings.setdefault("operation_status", "succeeded")
     with store.transaction() as tx:
         phone = phone_records.create(tx, "test", name, **settings)
-        _lsc(tx, phone, expires, status)
+        _lsc(tx, phone, expires, status, issued)
     return phone
 
 
-def _lsc(tx, phone, expires, status="installed"):
+def _lsc(tx, phone, expires, status="installed", issued=None):
     serial = f"{phone['id']:x}{int(expires.timestamp()):x}"
     return certificate_records.insert(tx, phone_id=phone["id"], kind="lsc", serial=serial, issuer="CN=CAPF-test",
                                       fingerprint="f" + serial, public_key_fingerprint="k" + serial, status=status,
                                       source="capf", pem="-", not_before=format_utc(expires - 365 * DAY),
-                                      not_after=format_utc(expires))
+                                      not_after=format_utc(expires), issued_at=issued and format_utc(issued))
 
 
 def _enable(store, days=30, per_day=4):
@@ -139,6 +146,63 @@ def test_a_deleted_phone_takes_its_renewals_along(store):
         phone_records.delete(tx, "test", "SEP000000000001")
     with store.read() as tx:
         assert renewal_records.count_since(tx, format_utc(T0 - DAY)) == 0
+
+
+def _recorded(store) -> list:
+    """When each renewal recorded was scheduled, earliest first."""
+    with store.read() as tx:
+        return sorted(parse_utc(row["scheduled_at"], "scheduled_at")
+                      for row in tx.query("SELECT scheduled_at FROM renewals"))
+
+
+def _most_in_a_day_holding(times: list, moment) -> int:
+    """The most of ``times`` (sorted) within any 24 hours (both ends included) that hold ``moment``."""
+    starts = [time for time in times if moment - DAY <= time <= moment] + [moment]
+    return max(bisect.bisect_right(times, start + DAY) - bisect.bisect_left(times, start) for start in starts)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(issued=st.lists(st.integers(0, 6 * 24), min_size=1, max_size=8),
+       runs=st.lists(st.integers(0, 6 * 24), min_size=1, max_size=8), per_day=st.integers(1, 3))
+# A run as at an hour before the LSC was issued: the LSC is no candidate yet.
+@example(issued=[10], runs=[9, 10], per_day=1)
+# Renewals recorded three days after a run's time never fill that run's day.
+@example(issued=[0, 0], runs=[80, 5], per_day=1)
+# Renewals recorded 10 hours after a run's time share 24 hours with it: they fill its day.
+@example(issued=[0, 0], runs=[15, 5], per_day=1)
+def test_a_run_as_at_an_earlier_time_decides_as_at_it(store, issued, runs, per_day):
+    """Runs as at any times, later ones before earlier ones (``renew run --now``, hosts whose clocks
+    differ). A run as at ``T`` decides as the store stood at ``T``: only LSCs issued at or before ``T``
+    are candidates, and its renewals, recorded at ``T``, leave every 24 hours at most
+    ``renew_max_per_day`` renewals, so it schedules as many candidates as the fullest 24 hours holding
+    ``T`` leave room for; renewals recorded more than 24 hours after ``T`` do not count."""
+    example_number = next(_examples)
+    base = T0 + example_number * 30 * DAY
+    _enable(store, days=30, per_day=per_day)
+    phones = {}
+    for index, hours in enumerate(issued):
+        name = f"SEP{example_number:06X}{index:06X}"
+        phones[name] = base + hours * HOUR
+        _phone(store, name, expires=base + 10 * DAY, issued=phones[name])
+    renewed: set = set()
+    try:
+        for hours in runs:
+            moment = base + hours * HOUR
+            times = _recorded(store)
+            candidates = sorted(name for name, at in phones.items() if at <= moment and name not in renewed)
+            room = max(0, per_day - _most_in_a_day_holding(times, moment))
+            scheduled = _names(renewal.run(store, moment))
+            assert all(phones[name] <= moment for name in scheduled), (
+                f"a run as at {format_utc(moment)} renewed an LSC issued after it: {scheduled}")
+            assert len(scheduled) == min(len(candidates), room), (format_utc(moment), candidates, room, scheduled)
+            renewed.update(scheduled)
+            times = _recorded(store)
+            assert all(_most_in_a_day_holding(times, time) <= per_day for time in times), "a day over the bound"
+    finally:
+        with store.transaction() as tx:
+            for name in phones:
+                phone_records.delete(tx, "test", name)
 
 
 def test_store_figures_of_the_metrics_endpoint(store):
