@@ -155,17 +155,7 @@ def _held(store, model: Directory) -> dict:
 
 
 def _syncing(store, model: Directory, via: str):
-    password, config = model.server.sync_password, model.config()
-
-    def run():
-        own = open_store(store.location, state_dir=store.state_dir, actor=f"sync-{via}")
-        try:
-            if via == "stored":
-                return directory.sync_stored(own, config["name"], bind_password=password)
-            return directory.sync(own, config, bind_password=password)
-        finally:
-            own.close()
-    return run
+    return _syncing_as(store, model.config(), via, model.server.sync_password)
 
 
 @pytest.fixture
@@ -295,7 +285,7 @@ def test_a_scheduled_sync_never_puts_back_a_configuration_an_operator_replaced(s
     directory.sync(store, old, bind_password=slapd_server.sync_password, now=format_utc(utc_now()))
     due = open_store(store.location, state_dir=store.state_dir, actor="scheduler")
     try:
-        operator = gates.start(_syncing_with(store, new, slapd_server.sync_password))  # its ticket first
+        operator = gates.start(_syncing_as(store, new, "config", slapd_server.sync_password))  # its ticket first
         scheduled = gates.start(lambda: directory.run_due(due, format_utc(utc_now().replace(year=2100))))
         assert not gates.finish(operator).get("superseded")
         outcomes = gates.finish(scheduled)
@@ -311,16 +301,6 @@ def test_a_scheduled_sync_never_puts_back_a_configuration_an_operator_replaced(s
     assert events[-1]["action"] == "directory.sync_superseded" and events[-1]["actor"] == "scheduler", events
     assert "configuration was replaced" in str(events[-1]["details"]), events[-1]
     assert _held(store, model) == model.says()
-
-
-def _syncing_with(store, config: dict, password: str):
-    def run():
-        own = open_store(store.location, state_dir=store.state_dir, actor="operator")
-        try:
-            return directory.sync(own, config, bind_password=password)
-        finally:
-            own.close()
-    return run
 
 
 PASSWORDS = 3  # passwords of an example's service account, any of them accepted at a time
