@@ -129,8 +129,10 @@ def _checked_key(public_key_der: bytes, choice: KeyChoice):
 
 
 # How long after a session's time bound its operation may still be written: a step under way when the
-# bound passes finishes first (an online CA call: a few seconds), and the clocks of the nodes that
-# share a store may differ a little. Only past bound and margin is an operation surely abandoned.
+# bound passes finishes first (an online CA call: a few seconds). Only past bound and margin is an
+# operation surely abandoned, by the clock of the node that served the session; the scheduler of
+# another node, whose clock may run ahead by up to ``CLOCK_SKEW``, waits that much longer
+# (``Store.clock_skew``).
 LIVENESS_MARGIN_SECONDS = 15
 ABANDONED_REASON = ("session ended without a result: the CAPF service stopped mid-session (no process serves it "
                     "any more; its time bound passed at {bound})")
@@ -160,8 +162,12 @@ def settle_abandoned(store: Store, now=None) -> list[str]:
     """Settle every operation left ``in_progress`` by a session that cannot be live any more (its
     process died: SIGKILL, power loss): the session's time bound and ``LIVENESS_MARGIN_SECONDS``
     (``operation_live_until``) have passed, so no process of any node serves it. Each is settled as
-    its session's end would have settled it, aborted (``settle_unfinished``). Returns the names."""
-    moment = now or utc_now()
+    its session's end would have settled it, aborted (``settle_unfinished``). ``operation_live_until``
+    is the clock of the node that served the session, which may run behind this one's by up to
+    ``store.clock_skew`` (``CLOCK_SKEW`` on a store several hosts share): only a bound passed by more
+    than that is surely passed. Returns the names."""
+    # The moment every node's clock has surely reached, this one's running ahead as far as it may.
+    moment = (now or utc_now()) - store.clock_skew
     # A session from before sessions recorded their bound: judged by the longest bound there can be.
     unbounded = moment - _dt.timedelta(seconds=MAX_SESSION_SECONDS[1] + LIVENESS_MARGIN_SECONDS)
     settled = []

@@ -12,6 +12,7 @@ transactions (``with store.transaction() as tx``) and use the record modules of 
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import getpass
 import os
 import shutil
@@ -23,6 +24,7 @@ from .. import faults
 from ..errors import StoreError
 from ..files import (check_private_location, discard_staged_file, ensure_private_dir, read_or_create_secret,
                      stage_private_file, write_private_file)
+from ..vocabulary import CLOCK_SKEW
 from .backend import Backend, Transaction
 from .migrations import LATEST_VERSION, MIGRATIONS
 from .sqlite import SqliteBackend
@@ -202,6 +204,13 @@ class Store:
     def sync(self, mark: int) -> None:
         """Return once commit number ``mark`` is on disk (one fsync serves every commit before it)."""
         self.backend.sync(mark)
+
+    @property
+    def clock_skew(self) -> _dt.timedelta:
+        """How far the clock of another process writing this store may run behind this process's clock: a
+        store several hosts share (PostgreSQL) allows ``CLOCK_SKEW`` between the hosts' clocks; the
+        processes of one host's SQLite store read one clock."""
+        return CLOCK_SKEW if self.backend.shared_by_hosts else _dt.timedelta(0)
 
     def try_lead(self, name: str) -> bool:
         """Whether this connection leads duty ``name`` (taking the lead when nobody holds it): of all

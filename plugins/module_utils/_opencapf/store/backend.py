@@ -65,6 +65,8 @@ class Backend(abc.ABC):
     location: str = ""
     #: Durable commits of concurrent threads share their fsyncs (see ``Store.defer_durability``).
     group_commit: bool = False
+    #: Processes on several hosts, each with its own clock, write the store (see ``Store.clock_skew``).
+    shared_by_hosts: bool = False
     deferring_thread: int | None = None
     durable_mark: int = 0
 

@@ -1,5 +1,7 @@
 """Every session has a time bound, and only an operation whose session is past that bound is settled
-as abandoned: the scheduler never touches the operation of a live session. On both backends."""
+as abandoned: the scheduler never touches the operation of a live session, also when it runs on a node
+whose clock is ahead of the session's node by up to ``CLOCK_SKEW`` (a PostgreSQL store, which several
+hosts share). On both backends."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from _opencapf.server.decider import LIVENESS_MARGIN_SECONDS, StoreDecider, sett
 from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
 from _opencapf.store import audit
 from _opencapf.store import service as service_records
-from _opencapf.vocabulary import parse_utc, utc_now
+from _opencapf.vocabulary import CLOCK_SKEW, parse_utc, utc_now
 
 NAME = "SEP0011223344BB"
 pytestmark = pytest.mark.both_backends
@@ -78,10 +80,12 @@ def test_a_live_session_is_never_settled_and_an_abandoned_one_is_once(ca_store):
     live_until = parse_utc(row["operation_live_until"], "operation_live_until")
     started = parse_utc(row["last_session_at"], "last_session_at")
     assert live_until == started + dt.timedelta(seconds=600 + LIVENESS_MARGIN_SECONDS)
-    for moment in (utc_now(), started + dt.timedelta(seconds=600), live_until):
+    # The session's node may be another host whose clock runs behind this one's by up to clock_skew.
+    assert ca_store.clock_skew == (CLOCK_SKEW if ca_store.location.startswith("postgresql") else dt.timedelta(0))
+    for moment in (utc_now(), started + dt.timedelta(seconds=600), live_until, live_until + ca_store.clock_skew):
         assert settle_abandoned(ca_store, moment) == []  # the session may still be live
         assert phone_row(ca_store, NAME)["operation_status"] == "in_progress"
-    past = live_until + dt.timedelta(seconds=1)
+    past = live_until + ca_store.clock_skew + dt.timedelta(seconds=1)
     assert settle_abandoned(ca_store, past) == [NAME]
     assert settle_abandoned(ca_store, past) == []
     row = phone_row(ca_store, NAME)
@@ -92,6 +96,25 @@ def test_a_live_session_is_never_settled_and_an_abandoned_one_is_once(ca_store):
     assert len(events) == 1 and events[0]["details"]["live_until"] == row["operation_live_until"]
     decider.ended(plan, Outcome(outcome="aborted", reason="peer closed the connection"))  # a late end changes nothing
     assert phone_row(ca_store, NAME)["operation_reason"] == row["operation_reason"]
+
+
+@pytest.mark.parametrize("ahead", [LIVENESS_MARGIN_SECONDS + 1, 60, int(CLOCK_SKEW.total_seconds())])
+def test_a_node_whose_clock_runs_ahead_never_settles_a_live_session(ca_store, ahead):
+    """The session's node recorded its bound by its own clock; the scheduler of another node, whose clock
+    runs ``ahead`` seconds ahead (within ``CLOCK_SKEW``, which the nodes' clocks may differ by), looks
+    while the session is in its last seconds before its bound: the session is live, its operation stays
+    ``in_progress``, and no event says that its service stopped."""
+    if not ca_store.location.startswith("postgresql"):
+        pytest.skip("the processes of an SQLite store run on one host, with one clock")
+    decider, plan = _authenticated(ca_store, NAME, max_session=600)
+    started = parse_utc(phone_row(ca_store, NAME)["last_session_at"], "last_session_at")
+    for elapsed in (0, 300, 599):  # seconds of the session, by the session's node's clock
+        moment = started + dt.timedelta(seconds=elapsed + ahead)  # what the other node's clock reads then
+        assert settle_abandoned(ca_store, moment) == [], (elapsed, ahead)
+        assert phone_row(ca_store, NAME)["operation_status"] == "in_progress"
+    with ca_store.read() as tx:
+        assert audit.events(tx, action="phone.operation_failed", subject=NAME) == []
+    decider.ended(plan, Outcome(outcome="aborted", reason="peer closed the connection"))
 
 
 def test_the_service_scheduler_leaves_a_live_session_alone(ca_store):
