@@ -20,6 +20,7 @@ import time
 from _opencapf.ca import authority, keys, lsc
 from _opencapf.ca import certificates as c
 from _opencapf.dependencies import ec, hashes, padding, x509
+from _opencapf.phone_config import PhoneRequest, converge_many
 from _opencapf.store import audit, open_store
 from _opencapf.store import certificates as certificate_records
 from _opencapf.store import phones as phone_records
@@ -322,7 +323,10 @@ def _record_issuance(store, name: str, certificate, public_key, signer) -> None:
         if certificate_records.serial_taken(tx, lsc.CAPF_ISSUER, serial):
             raise AssertionError(f"serial {serial} repeated")
         service_records.read(tx)
-        phone = phone_records.ensure(tx, store.actor, name)
+        phone = phone_records.get(tx, name)
+        if phone is None:  # a device not declared yet, created as ca.lsc.issue creates it
+            converge_many(tx, store.actor, store.secret(), [(None, PhoneRequest(name, {}))], via="issue")
+            phone = phone_records.get(tx, name)
         certificate_records.insert(
             tx, phone_id=phone["id"], kind="lsc", serial=serial, issuer=lsc.CAPF_ISSUER,
             fingerprint=c.fingerprint(certificate), public_key_fingerprint=c.public_key_fingerprint(public_key),

@@ -59,15 +59,15 @@ def _names(prefix: str, count: int) -> list[str]:
 
 def _prepare(store_path: str, names: list[str]) -> str:
     from _opencapf.ca import authority
+    from _opencapf.phone_config import PhoneRequest, check_settings, converge_many
     from _opencapf.store import open_store
-    from _opencapf.store import phones as phone_records
     store = open_store(store_path, actor="load-test")
     try:
         authority.ensure(store)
+        settings = check_settings({"certificate_operation": "install_upgrade", "key_order": "ec"})
         with store.transaction() as tx:
-            for name in names:
-                phone_records.create(tx, "load-test", name, operation="install_upgrade", key_order="ec",
-                                     operation_status="pending")
+            converge_many(tx, store.actor, store.secret(), [(None, PhoneRequest(name, settings)) for name in names],
+                          via="capf_phone")
         return authority.current(store)["pem"]
     finally:
         store.close()

@@ -15,6 +15,7 @@ from support.protocol import EVENT_LOOPS, add_phone, certificate_rows, openssl_v
 from support.phones import phone, run_enrol
 from support.stores import backend_cases
 from _opencapf.ca import certificates as c
+from _opencapf.phone_config import AuthRequest, converge as converge_phone
 from _opencapf.store import phones as phone_records
 from _opencapf.store import service as service_records
 
@@ -49,15 +50,15 @@ def prepared_phone(store, server, tmp_path, mic_ca, name, auth_mode, key_order="
     (always for existing_cert_lsc), obtained over the protocol with the null string."""
     identity = phone(tmp_path, name, mic_ca=mic_ca, auth_mode=auth_mode,
                      auth_string=STRING if auth_mode == "auth_string" else "")
-    add_phone(store, name, operation="none", auth_mode="null_string", key_order=key_order,
-              auth_string=STRING if auth_mode == "auth_string" else None)
+    add_phone(store, name, operation="none", auth_mode="null_string", key_order=key_order)
     if with_lsc or (with_lsc is None and auth_mode == "existing_cert_lsc"):
         set_phone(store, name, operation="install_upgrade")
         identity.settings.auth_mode = "null_string"
         assert run_enrol(identity, server).outcome == "ok"
         identity.settings.auth_mode = auth_mode
         identity.save()
-    set_phone(store, name, auth_mode=auth_mode)
+    converge_phone(store, name, settings={"authentication_mode": auth_mode},
+                   auth=AuthRequest(literal=STRING if auth_mode == "auth_string" else None))
     return identity
 
 

@@ -9,12 +9,12 @@ import os
 
 from support.protocol import openssl_verify_all
 from support.serving import Serving
+from support.store_phones import create_phone
 from _opencapf.ca import authority
 from _opencapf.dependencies import ec
 from _opencapf.simulator.client import Target
 from _opencapf.simulator.fleet import run_fleet
 from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
-from _opencapf.store import phones as phone_records
 from _opencapf.store import service as service_records
 
 COUNT = 500
@@ -24,8 +24,7 @@ def test_500_concurrent_phones_all_enrol(ca_store, store_path, tmp_path):
     names = [f"SEP{index:012X}" for index in range(1, COUNT + 1)]
     with ca_store.transaction() as tx:
         for name in names:
-            phone_records.create(tx, "test", name, operation="install_upgrade", key_order="ec",
-                                 operation_status="pending")
+            create_phone(tx, name, operation="install_upgrade", key_order="ec")
         # Every simulated phone connects from 127.0.0.1, like a site behind one NAT address.
         service_records.write(tx, "test", {"max_sessions_per_address": COUNT})
     capf_pem = authority.current(ca_store)["pem"]

@@ -19,6 +19,7 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from support.serving import Serving
+from support.store_phones import create_phone
 from support.tools import run_cli
 from _opencapf import renewal
 from _opencapf.ca import authority
@@ -92,8 +93,7 @@ def test_metrics_of_two_processes_equal_what_the_store_recorded(ca_store, store_
     with ca_store.transaction() as tx:
         service_records.write(tx, "test", {"lockout_failures": 1})
         for name in names:
-            phone_records.create(tx, "test", name, operation="install_upgrade", key_order="ec",
-                                 operation_status="pending")
+            create_phone(tx, name, operation="install_upgrade", key_order="ec")
     capf_pem = authority.current(ca_store)["pem"]
     address = f"127.0.0.1:{_free_port()}"
     stale = os.path.join(store_path[:-len("capf.db")], "metrics", address.replace(":", "_"))
@@ -121,10 +121,10 @@ def test_metrics_of_two_processes_equal_what_the_store_recorded(ca_store, store_
                 for _attempt in range(3):
                     _failed_handshake(port)
                 locked = PhoneIdentity(PhoneSettings("SEP00000000F0D1", auth_mode="auth_string", auth_string="1234"))
-                with ca_store.transaction() as tx:
-                    phone_records.create(tx, "test", "SEP00000000F0D1", operation="install_upgrade",
-                                         operation_status="pending", auth_mode="auth_string", auth_salt=b"s" * 16,
-                                         auth_hash=b"h" * 32)
+                secret = ca_store.secret()
+                with ca_store.transaction() as tx:  # the phone gives another string than the one set
+                    create_phone(tx, "SEP00000000F0D1", operation="install_upgrade", auth_mode="auth_string",
+                                 secret=secret, auth_string="98765")
                 _fleet([locked], port, capf_pem, barrier=False)
             finally:
                 stop.set()
@@ -205,8 +205,7 @@ def test_automatic_renewal_reenrols_a_fleet_at_most_so_many_a_day(ca_store, stor
     with ca_store.transaction() as tx:
         service_records.write(tx, "test", {"validity_days": 20, "scheduler_interval_seconds": 1})
         for name in names:
-            phone_records.create(tx, "test", name, operation="install_upgrade", key_order="ec",
-                                 operation_status="pending")
+            create_phone(tx, name, operation="install_upgrade", key_order="ec")
     capf_pem = authority.current(ca_store)["pem"]
     identities = _identities(names)
     with open(tmp_path / "serve.log", "w", encoding="utf-8") as log:

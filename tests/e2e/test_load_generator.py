@@ -30,7 +30,7 @@ PHONES = 12
 
 
 def _pending(store, count: int, prefix: str) -> list[str]:
-    names = [f"SEP{prefix}{index:08X}" for index in range(count)]
+    names = [f"SEP{prefix}{index:011X}" for index in range(count)]
     for name in names:
         add_phone(store, name, operation="install_upgrade", key_order="ec")
     return names

@@ -17,6 +17,7 @@ import pytest
 from support.phones import SteppedConnection
 from support.protocol import openssl_verify_all
 from support.serving import Serving, alive, children, wait_for
+from support.store_phones import create_phone
 from support.tools import run_cli
 from _opencapf.ca import authority
 from _opencapf.ca import certificates as c
@@ -28,7 +29,6 @@ from _opencapf.simulator.client import Target
 from _opencapf.simulator.fleet import run_fleet
 from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
 from _opencapf.sockets import has_nodelay, set_nodelay
-from _opencapf.store import phones as phone_records
 from _opencapf.store import service as service_records
 
 COUNT = 60
@@ -45,8 +45,7 @@ def test_two_processes_enrol_a_fleet_and_stop_together(ca_store, tmp_path):
     names = [f"SEP{index:012X}" for index in range(0xA1, 0xA1 + COUNT)]
     with ca_store.transaction() as tx:
         for name in names:
-            phone_records.create(tx, "test", name, operation="install_upgrade", key_order="ec",
-                                 operation_status="pending")
+            create_phone(tx, name, operation="install_upgrade", key_order="ec")
     capf_pem = authority.current(ca_store)["pem"]
     identities = [PhoneIdentity(PhoneSettings(name), key_factory=lambda kind, size: ec.generate_private_key(ec.SECP256R1()))
                   for name in names]
@@ -89,8 +88,7 @@ def test_a_capf_rotation_reaches_every_worker_and_the_sessions_under_way(ca_stor
     with ca_store.transaction() as tx:
         service_records.write(tx, "test", {"crl_url": crl_url})
         for name in names:
-            phone_records.create(tx, "test", name, operation="install_upgrade", key_order="ec",
-                                 operation_status="pending")
+            create_phone(tx, name, operation="install_upgrade", key_order="ec")
     old = authority.signer(ca_store).certificate
     with _start(ca_store, tmp_path / "serve.log", "--processes", "2") as serving:
         workers = children(serving.pid)
@@ -172,8 +170,7 @@ def test_cpu_affinity_keeps_each_worker_on_its_own_cpu(ca_store, store_path, tmp
     phone_records_names = [f"SEP{index:012X}" for index in range(0xE1, 0xE1 + 4)]
     with ca_store.transaction() as tx:
         for name in phone_records_names:
-            phone_records.create(tx, "test", name, operation="install_upgrade", key_order="ec",
-                                 operation_status="pending")
+            create_phone(tx, name, operation="install_upgrade", key_order="ec")
     identities = [PhoneIdentity(PhoneSettings(name), key_factory=lambda kind, size: ec.generate_private_key(ec.SECP256R1()))
                   for name in phone_records_names]
     with _start(ca_store, tmp_path / "serve.log", "--processes", str(processes), "--cpu-affinity") as serving:

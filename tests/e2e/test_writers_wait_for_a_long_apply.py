@@ -23,12 +23,12 @@ HOLD_SECONDS = BUSY_TIMEOUT_MS / 1000 + 3
 
 HOLDER = textwrap.dedent("""\
     import sys, time
+    from _opencapf.phone_config import PhoneRequest, converge_many
     from _opencapf.store import open_store
-    from _opencapf.store import phones
     location, state_dir, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
     with open_store(location, state_dir=state_dir, actor="holder", create=False) as store:
         with store.atomic() as tx:
-            phones.create(tx, "test", "SEP0000000000A1")
+            converge_many(tx, "holder", b"", [(None, PhoneRequest("SEP0000000000A1", {}))], via="capf_phone")
             print("holding", flush=True)
             time.sleep(seconds)
             print(f"committing {time.time()!r}", flush=True)

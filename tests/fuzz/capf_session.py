@@ -20,11 +20,11 @@ if ENGINE_PATH not in sys.path:
     sys.path.insert(0, ENGINE_PATH)
 
 # pylint: disable=wrong-import-position
-from _opencapf import authstrings  # noqa: E402
 from _opencapf.ca import authority  # noqa: E402
 from _opencapf.ca import certificates as c  # noqa: E402
 from _opencapf.ca.lsc import CAPF_ISSUER  # noqa: E402
 from _opencapf.errors import CapfError  # noqa: E402
+from _opencapf.phone_config import COLUMN_OPTIONS, AuthRequest, PhoneRequest, check_settings, converge_many  # noqa: E402
 from _opencapf.protocol import codec  # noqa: E402
 from _opencapf.protocol.codec import Decoder, ProtocolError  # noqa: E402
 from _opencapf.protocol.constants import SERVER_TAGS, Command, Reason, Tag  # noqa: E402
@@ -91,17 +91,17 @@ def build_store(directory: str):
 
 
 def add_phones(store) -> None:
+    """Each scenario's phone, put into the store along the one converge path of phone settings."""
+    secret = store.secret()
     with store.transaction() as tx:
         for seed, (name, settings, _outcome) in SCENARIOS.items():
             if settings is None:
                 continue
-            settings = dict(settings)
-            if settings.get("auth_mode") == "auth_string":
-                settings["auth_salt"], settings["auth_hash"] = authstrings.protect(store.secret(), AUTH_STRING)
-            settings["operation_status"] = "pending" if settings["operation"] != "none" else "none"
-            phone = phone_records.create(tx, "fuzz", name, **settings)
+            auth = AuthRequest(literal=AUTH_STRING if settings.get("auth_mode") == "auth_string" else None)
+            wanted = check_settings({COLUMN_OPTIONS[column]: value for column, value in settings.items()})
+            converge_many(tx, "fuzz", secret, [(None, PhoneRequest(name, wanted, auth))], via="capf_phone")
             if settings.get("auth_mode") == "existing_cert_lsc":
-                _record_presented_lsc(tx, phone, seed)
+                _record_presented_lsc(tx, phone_records.get(tx, name), seed)
 
 
 def _record_presented_lsc(tx, phone: dict, seed: str) -> None:

@@ -13,13 +13,13 @@ from collections import Counter
 
 from support.crash import AUDIT_ROWS, CERTIFICATE_ROWS, AckingPhone, lsc_problems
 from support.serving import Serving, stop_all
+from support.store_phones import create_phone
 from _opencapf.ca import authority
 from _opencapf.dependencies import ec
 from _opencapf.simulator.client import Target
 from _opencapf.simulator.fleet import run_fleet
 from _opencapf.simulator.identity import PhoneSettings
 from _opencapf.store import open_store
-from _opencapf.store import phones as phone_records
 from _opencapf.store import service as service_records
 
 LEADER_LINE = "scheduler: this process (pid "
@@ -82,8 +82,7 @@ def prepare(location: str, state_dir: str, names: list[str], **parameters) -> st
         authority.ensure(store)
         with store.transaction() as tx:
             for name in names:
-                phone_records.create(tx, "test", name, operation="install_upgrade", key_order="ec",
-                                     operation_status="pending")
+                create_phone(tx, name, operation="install_upgrade", key_order="ec")
             # Every simulated phone connects from 127.0.0.1, like a site behind one NAT address.
             service_records.write(tx, "test", {"max_sessions_per_address": max(len(names), 10), **parameters})
         return authority.current(store)["pem"]

@@ -6,8 +6,8 @@ import asyncio
 import socket
 import threading
 
+from support.store_phones import create_phone
 from support.tools import openssl
-from _opencapf import authstrings
 from _opencapf.ca import authority
 from _opencapf.ca import certificates as _certificates
 from _opencapf.protocol.codec import Decoder
@@ -54,13 +54,10 @@ class RunningServer:
 
 
 def add_phone(store, name, *, auth_string=None, **settings):
-    """Put a phone with CAPF settings into the store (an authentication string is hashed)."""
+    """Put a phone with CAPF settings (store columns, ``store_phones.create_phone``) into the store."""
+    secret = store.secret() if auth_string is not None else b""
     with store.transaction() as tx:
-        if auth_string is not None:
-            salt, digest = authstrings.protect(store.secret(), auth_string)
-            settings.update(auth_salt=salt, auth_hash=digest)
-        settings.setdefault("operation_status", "pending" if settings.get("operation", "none") != "none" else "none")
-        return _phones.create(tx, "test", name, **settings)
+        return create_phone(tx, name, secret=secret, auth_string=auth_string, **settings)
 
 
 def phone_row(store, name):

@@ -16,9 +16,9 @@ import itertools
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from support.store_phones import create_phone
 from _opencapf import bulk, phone_query, report_html, reports, scheduler
 from _opencapf.store import certificates
-from _opencapf.store import phones as phone_records
 from _opencapf.vocabulary import format_utc
 
 pytestmark = pytest.mark.both_backends
@@ -48,7 +48,7 @@ def _fill(store, fleet) -> dict[str, tuple[str, str] | None]:
         tx.execute("DELETE FROM phones")
         for index, lscs in enumerate(fleet):
             name = f"SEP0000000{index:05X}"
-            phone = phone_records.create(tx, "test", name)
+            phone = create_phone(tx, name)
             current = None
             for stored, offset in lscs:
                 number = next(_numbers)

@@ -362,7 +362,12 @@ def _set_up(store, start, keys):
     if start is None:
         return
     columns = {key: value for key, value in start.items() if key not in ("auth_string", "csr")}
-    add_phone(store, NAME, auth_string=start["auth_string"], **columns)
+    refused = (columns["auth_mode"] == "auth_string" and columns["security_mode"] in phone_config.SECURE_MODES
+               and columns["operation"] != "none")
+    add_phone(store, NAME, auth_string=start["auth_string"], **(dict(columns, operation="none") if refused else columns))
+    if refused:  # a phone no path makes any more (``plan_phone``), as a store of an earlier release may hold it
+        with store.transaction() as tx:
+            tx.execute("UPDATE phones SET operation = ? WHERE name = ?", (columns["operation"], NAME))
     if start["csr"] is not None:
         der = keys[start["csr"]].public_key().public_bytes(serialization.Encoding.DER,
                                                            serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from support.store_phones import create_phone
 from _opencapf import renewal
 from _opencapf.server import metrics
 from _opencapf.store import certificates as certificate_records
@@ -36,8 +37,9 @@ def _phone(store, name, *, expires, status="installed", issued=None, **settings)
     ``issued``, default: now)."""
     settings.setdefault("operation", "install_upgrade")
     settings.setdefault("operation_status", "succeeded")
+    secret = store.secret() if "auth_string" in settings else b""
     with store.transaction() as tx:
-        phone = phone_records.create(tx, "test", name, **settings)
+        phone = create_phone(tx, name, secret=secret, **settings)
         _lsc(tx, phone, expires, status, issued)
     return phone
 
@@ -73,7 +75,7 @@ def test_only_phones_whose_installed_lsc_expires_in_the_window_and_that_are_idle
     _phone(store, "SEP000000000003", expires=T0 + 40 * DAY)  # outside the window
     _phone(store, "SEP000000000004", expires=T0 + DAY, operation_status="pending")
     _phone(store, "SEP000000000005", expires=T0 + DAY, operation_status="in_progress")
-    _phone(store, "SEP000000000006", expires=T0 + DAY, auth_mode="auth_string")
+    _phone(store, "SEP000000000006", expires=T0 + DAY, auth_mode="auth_string", auth_string="12345678")
     _phone(store, "SEP000000000007", expires=T0 + DAY, status="revoked")
     _phone(store, "SEP000000000008", expires=T0 + DAY, operation="none", operation_status="none")
     _phone(store, "SEP000000000009", expires=T0 - DAY, operation_status="lapsed")  # expired already: renew too

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from support.capf_validity import PHONE_KEY, upload_capf
+from support.store_phones import create_phone
 from support.tools import run_cli
 from _opencapf import monitor, renewal
 from _opencapf.ca import certificates as c
@@ -92,7 +93,7 @@ def _walk(store, validity_days, renew_days, capf_left, ages, step, rotate_at):
                                            "renew_max_per_day": 100})
     for name, age in zip(NAMES, ages):
         with store.transaction() as tx:
-            phone_records.create(tx, "test", name, operation="install_upgrade", operation_status="pending")
+            create_phone(tx, name, operation="install_upgrade")
         _enrol(store, name, T0 - age * DAY)
     rotated = False
     moment = T0
@@ -134,7 +135,7 @@ def test_held_back_phones_are_renewed_once_the_capf_certificate_is_renewed(store
         service_records.write(tx, "test", {"renew_before_days": 30})
     for name in NAMES[:2]:
         with store.transaction() as tx:
-            phone_records.create(tx, "test", name, operation="install_upgrade", operation_status="pending")
+            create_phone(tx, name, operation="install_upgrade")
         assert _enrol(store, name, start - 365 * DAY).not_after == format_utc(capf_end)
     for day in range(3):
         done = run_cli(*store_options, "renew", "run", "--now", format_utc(start + day * DAY), check=True)
@@ -154,7 +155,7 @@ def test_a_third_party_issuer_is_not_held_back_for_the_capf_certificate(store_on
     upload_capf(store, T0 - 1805 * DAY, 1825)
     with store.transaction() as tx:
         service_records.write(tx, "test", {"renew_before_days": 30})
-        phone_records.create(tx, "test", NAMES[0], operation="install_upgrade", operation_status="pending")
+        create_phone(tx, NAMES[0], operation="install_upgrade")
     _enrol(store, NAMES[0], T0 - 365 * DAY)
     assert renewal.run(store, T0)["held_back"]["count"] == 1
     with store.transaction() as tx:

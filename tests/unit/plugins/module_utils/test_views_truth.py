@@ -16,6 +16,7 @@ import itertools
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from support.store_phones import create_phone
 from _opencapf import monitor, phone_query, report_html, reports, revocation
 from _opencapf.ca import lsc
 from _opencapf.dependencies import prometheus
@@ -67,7 +68,8 @@ def _apply(store, truth, action, key):
     lscs = truth.phones.get(name)
     if verb == "add":
         with store.transaction() as tx:
-            phone_records.ensure(tx, "test", name)
+            if phone_records.get(tx, name) is None:
+                create_phone(tx, name)
         truth.phones.setdefault(name, [])
     elif verb == "issue":
         issued = lsc.issue(store, name, key, validity_days=VALIDITY_DAYS[pick % len(VALIDITY_DAYS)])

@@ -12,11 +12,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from ansible_collections.opencapf.capf.plugins.modules import capf_offline_ca
 
+from support.store_phones import create_phone
 from support.stores import backend_cases
 from support.third_party_ca import DEFECTS, EnterprisePki, pem, phone_csr
 from _opencapf import enrolment, trust
 from _opencapf.store import open_store
-from _opencapf.store import phones as phone_records
 from _opencapf.vocabulary import IMPORT_PROBLEMS
 
 NAMES = ("SEP001122334455", "SEP00AABBCCDDEE")
@@ -29,7 +29,7 @@ def _seed(location, pki):
         for name in NAMES:
             signed = phone_csr(name, rsa.generate_private_key(public_exponent=65537, key_size=2048))
             with store.transaction() as tx:
-                phone = phone_records.create(tx, "test", name, operation="install_upgrade")
+                phone = create_phone(tx, name, operation="install_upgrade")
                 enrolment.add_request(tx, "test", phone, signed)
 
 

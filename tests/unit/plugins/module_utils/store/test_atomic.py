@@ -15,6 +15,7 @@ from _opencapf.errors import StoreError
 from _opencapf.store import open_store, postgresql
 from _opencapf.store import phones as phone_records
 from _opencapf.store.sqlite import WRITER_LOCK_SUFFIX
+from support.store_phones import create_phone
 from support.stores import dump
 
 pytestmark = pytest.mark.both_backends
@@ -29,9 +30,9 @@ def test_steps_join_one_transaction_that_others_see_only_once_it_commits(store):
     with open_store(store.location, state_dir=store.state_dir, actor="other") as other:
         with store.atomic():
             with store.transaction() as tx:
-                phone_records.create(tx, "test", "SEP0000000000A1")
+                create_phone(tx, "SEP0000000000A1")
             with store.transaction(durable=False) as tx:
-                phone_records.create(tx, "test", "SEP0000000000A2")
+                create_phone(tx, "SEP0000000000A2")
             assert _names(store) == ["SEP0000000000A1", "SEP0000000000A2"], "a step sees the steps before it"
             assert _names(other) == [], "nobody else sees the change before it commits"
         assert _names(other) == ["SEP0000000000A1", "SEP0000000000A2"]
@@ -39,18 +40,18 @@ def test_steps_join_one_transaction_that_others_see_only_once_it_commits(store):
 
 def test_an_error_rolls_back_every_step(store):
     with store.transaction() as tx:
-        phone_records.create(tx, "test", "SEP0000000000B1")
+        create_phone(tx, "SEP0000000000B1")
     before = dump(store)
     with pytest.raises(ZeroDivisionError):
         with store.atomic():
             with store.transaction() as tx:
-                phone_records.create(tx, "test", "SEP0000000000B2")
+                create_phone(tx, "SEP0000000000B2")
             with store.transaction() as tx:
                 phone_records.delete(tx, "test", "SEP0000000000B1")
             raise ZeroDivisionError
     assert dump(store) == before
     with store.transaction() as tx:  # the store is usable again, outside any atomic change
-        phone_records.create(tx, "test", "SEP0000000000B3")
+        create_phone(tx, "SEP0000000000B3")
     assert _names(store) == ["SEP0000000000B1", "SEP0000000000B3"]
 
 
@@ -59,10 +60,10 @@ def test_a_failed_step_whose_error_was_caught_still_fails_the_change(store):
     with pytest.raises(StoreError, match="a step of an atomic change failed; nothing was written"):
         with store.atomic():
             with store.transaction() as tx:
-                phone_records.create(tx, "test", "SEP0000000000C1")
+                create_phone(tx, "SEP0000000000C1")
             try:
                 with store.transaction() as tx:
-                    phone_records.create(tx, "test", "SEP0000000000C2")
+                    create_phone(tx, "SEP0000000000C2")
                     raise ValueError("a step fails half-way")
             except ValueError:
                 pass
@@ -78,7 +79,7 @@ def test_nesting_with_itself_or_a_rehearsal_is_refused(store):
             with store.rehearsal():
                 pass
         with store.transaction() as tx:
-            phone_records.create(tx, "test", "SEP0000000000D1")
+            create_phone(tx, "SEP0000000000D1")
     with store.rehearsal():
         with pytest.raises(StoreError, match="cannot run inside a rehearsal"):
             with store.atomic():
@@ -112,7 +113,7 @@ def test_it_holds_the_lock_every_writer_takes_for_its_whole_length(store):
     with store.atomic():
         assert not _writers_lock_is_free(store)
         with store.transaction() as tx:
-            phone_records.create(tx, "test", "SEP0000000000E1")
+            create_phone(tx, "SEP0000000000E1")
         assert not _writers_lock_is_free(store)
     assert _writers_lock_is_free(store)
 

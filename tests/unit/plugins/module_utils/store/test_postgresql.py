@@ -9,6 +9,7 @@ import os
 import psycopg
 import pytest
 
+from support.store_phones import create_phone
 from _opencapf.errors import StoreError
 from _opencapf.store import audit, certificates, migrate, open_store, phones, service
 from _opencapf.store.migrations import LATEST_VERSION
@@ -61,7 +62,7 @@ def test_new_database_gets_the_schema_and_its_state_directory_the_key_files(pg_s
 
 def test_the_database_enforces_keys_uniqueness_and_cascades(pg_store):
     with pg_store.transaction() as tx:
-        phone = phones.create(tx, "test", "SEP001122334455")
+        phone = create_phone(tx, "SEP001122334455")
         certificate = dict(phone_id=phone["id"], kind="lsc", serial="1f", issuer="CAPF", fingerprint="ab",
                            public_key_fingerprint="cd", status="issued", source="cli", pem="-", not_before="x",
                            not_after="y")
@@ -71,7 +72,7 @@ def test_the_database_enforces_keys_uniqueness_and_cascades(pg_store):
             certificates.insert(tx, **certificate)
     with pytest.raises(psycopg.errors.UniqueViolation):
         with pg_store.transaction() as tx:
-            phones.create(tx, "test", "sep001122334455")
+            create_phone(tx, "sep001122334455")
     with pytest.raises(psycopg.errors.ForeignKeyViolation):
         with pg_store.transaction() as tx:
             certificates.insert(tx, **dict(certificate, phone_id=phone["id"] + 1, serial="20"))

@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from support.store_phones import create_phone
 from _opencapf.errors import StoreError
 from _opencapf.store import open_store
 from _opencapf.store import phones as phone_records
@@ -23,14 +24,14 @@ def _files(directory):
 
 def test_steps_of_a_rehearsal_see_each_other_and_nothing_stays(store):
     with store.transaction() as tx:
-        phone_records.create(tx, "test", "SEP0000000000D1")
+        create_phone(tx, "SEP0000000000D1")
     location, state_dir = store.location, store.state_dir
     files = _files(state_dir)
     with open_store(location, state_dir=state_dir, read_only=True) as read_only:
         with read_only.rehearsal():
             assert read_only.rehearsing
             with read_only.transaction() as tx:
-                phone_records.create(tx, "test", "SEP0000000000D2")
+                create_phone(tx, "SEP0000000000D2")
                 phone_records.delete(tx, "test", "SEP0000000000D1")
             with read_only.read() as tx:
                 assert sorted(phone_records.by_name(tx)) == ["SEP0000000000D2"]
@@ -52,9 +53,9 @@ def test_an_error_in_a_rehearsal_leaves_the_store_usable(store):
     with pytest.raises(ZeroDivisionError):
         with store.rehearsal():
             with store.transaction() as tx:
-                phone_records.create(tx, "test", "SEP0000000000D3")
+                create_phone(tx, "SEP0000000000D3")
             raise ZeroDivisionError
     with store.transaction() as tx:
-        phone_records.create(tx, "test", "SEP0000000000D4")
+        create_phone(tx, "SEP0000000000D4")
     with store.read() as tx:
         assert sorted(phone_records.by_name(tx)) == ["SEP0000000000D4"]

@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from support.store_phones import create_phone
 from _opencapf.errors import CertificateError
 from _opencapf.store import certificates, crls, migrate, open_store, phones
 from _opencapf.store.migrations import LATEST_VERSION
@@ -49,7 +50,7 @@ def _events(tx, action):
 
 def test_every_revocation_path_records_reason_time_and_one_event(store):
     with store.transaction() as tx:
-        phone = phones.ensure(tx, "test", NAME)
+        phone = create_phone(tx, NAME)
         old, new = _lsc(tx, phone["id"], "a1"), _lsc(tx, phone["id"], "a2", status="issued")
         certificates.install(tx, "test", phone, new)  # superseded
         certificates.revoke_installed(tx, "test", phone)  # deleted from the phone
@@ -70,7 +71,7 @@ def test_every_revocation_path_records_reason_time_and_one_event(store):
 
 def test_a_reason_outside_the_vocabulary_is_refused(store):
     with store.transaction() as tx:
-        phone = phones.ensure(tx, "test", NAME)
+        phone = create_phone(tx, NAME)
         lsc = _lsc(tx, phone["id"], "b1")
     with pytest.raises(CertificateError, match="revocation reason must be one of"):
         with store.transaction() as tx:
@@ -80,7 +81,7 @@ def test_a_reason_outside_the_vocabulary_is_refused(store):
 
 def test_expired_unrevoked_and_the_revocation_mark(store):
     with store.transaction() as tx:
-        phone = phones.ensure(tx, "test", NAME)
+        phone = create_phone(tx, NAME)
         expired = _lsc(tx, phone["id"], "c1", not_after="2026-01-02T00:00:00Z")
         _lsc(tx, phone["id"], "c2", status="stale", not_after="2026-01-02T00:00:00Z")
         _lsc(tx, phone["id"], "c3", not_after="2031-01-01T00:00:00Z")
@@ -117,7 +118,7 @@ def test_migration_gives_earlier_revocations_a_reason(tmp_path):
     migrate(backend, target=6)
     with Store(backend, str(directory), "test") as old:
         with old.transaction() as tx:
-            phone = phones.ensure(tx, "test", NAME)
+            phone = create_phone(tx, NAME)
             replaced = _old_lsc(tx, phone["id"], "d1", "revoked", installed=True)
             deleted = _old_lsc(tx, phone["id"], "d2", "revoked", installed=True)
     with open_store(path, actor="test") as store:
@@ -131,7 +132,7 @@ def test_migration_gives_earlier_revocations_a_reason(tmp_path):
 
 def test_removing_a_phone_revokes_its_lscs_and_keeps_them_on_the_crl_list(store):
     with store.transaction() as tx:
-        phone = phones.ensure(tx, "test", NAME)
+        phone = create_phone(tx, NAME)
         replaced = _lsc(tx, phone["id"], "e1", status="issued")
         current = _lsc(tx, phone["id"], "e2", status="issued")
         certificates.install(tx, "test", phone, replaced)
@@ -195,7 +196,7 @@ def test_the_revoked_index_migration_keeps_every_revocation_answer(store_locatio
     with Store(backend, state_dir, "test") as old:
         with old.transaction() as tx:
             for index, issuer in enumerate(("capf", "other", "capf")):
-                phone = phones.ensure(tx, "test", f"SEP00112233445{index}")
+                phone = create_phone(tx, f"SEP00112233445{index}")
                 serial = f"{index}f"
                 # the first one installed, then superseded by the second one's installation
                 _old_lsc(tx, phone["id"], serial + "1", "revoked", issuer, "2026-06-01T00:00:00Z", installed=True,
@@ -263,7 +264,7 @@ def test_issued_installed_and_stale_lscs_stay_out_of_the_revoked_index(sqlite_st
     on SQLite by the cells of its pages."""
     with sqlite_store.transaction() as tx:
         for index in range(40):
-            phone = phones.ensure(tx, "test", f"SEP0011223345{index:02d}")
+            phone = create_phone(tx, f"SEP0011223345{index:02d}")
             first = _lsc(tx, phone["id"], f"g{index}a", status="issued")
             certificates.install(tx, "test", phone, first)
             _lsc(tx, phone["id"], f"g{index}b", status="stale")

@@ -10,6 +10,7 @@ import stat
 import psycopg
 import pytest
 
+from support.store_phones import create_phone
 from _opencapf import phone_query, reports
 from _opencapf.errors import StoreError
 from _opencapf.store import audit, migrate, open_store, phones, service
@@ -75,8 +76,8 @@ def test_percent_and_question_marks_in_string_literals_are_text_on_both_backends
     """A ``?`` in a string literal is no placeholder and a ``%`` is a character (``LIKE 'SEP%'``), with
     and without parameters; outside literals ``?`` binds a parameter and ``%`` is the modulo operator."""
     with store.transaction() as tx:
-        phones.create(tx, "test", "SEP001122334455", operation="install_upgrade")
-        phones.create(tx, "test", "CIPC00AABBCC", operation="install_upgrade")
+        create_phone(tx, "SEP001122334455", operation="install_upgrade")
+        create_phone(tx, "CSFAABBCC", operation="install_upgrade")
     with store.read() as tx:
         assert [row["name"] for row in tx.query("SELECT name FROM phones WHERE name LIKE 'SEP%'")] == ["SEP001122334455"]
         assert tx.scalar("SELECT count(*) FROM phones WHERE name LIKE 'SEP%' AND operation = ?", ("install_upgrade",)) == 1
@@ -369,7 +370,7 @@ def test_migration_4_turns_troubleshoot_copies_into_retrieved_copies_of_their_ow
     backend = SqliteBackend(path)
     assert migrate(backend, target=3) == 3
     with backend.transaction(write=True) as tx:
-        deleted, kept, mic_only = (phones.create(tx, "test", f"SEP{index:012X}")["id"] for index in (1, 2, 3))
+        deleted, kept, mic_only = (create_phone(tx, f"SEP{index:012X}")["id"] for index in (1, 2, 3))
         # SEP...1: its LSC was deleted from the phone (revoked) after a troubleshoot session read it back.
         _certificate(tx, deleted, "lsc", "a1", "revoked", "capf", "2026-02-01T00:00:00Z")
         _certificate(tx, deleted, "lsc", "a1", "installed", "troubleshoot", "2026-03-01T00:00:00Z")
@@ -411,7 +412,7 @@ def test_migration_6_adds_the_session_bound_and_the_chain_leaving_every_row_as_i
     backend = SqliteBackend(path)
     assert migrate(backend, target=5) == 5
     with backend.transaction(write=True) as tx:
-        phone_id = phones.create(tx, "test", "SEP000000000005", operation="install_upgrade")["id"]
+        phone_id = create_phone(tx, "SEP000000000005", operation="install_upgrade")["id"]
         tx.execute("UPDATE phones SET operation_status = 'in_progress', last_session_at = '2026-01-01T00:00:00Z'")
         _certificate(tx, phone_id, "lsc", "e1", "issued", "offline_ca", None)
         before = (tx.query("SELECT * FROM phones"), tx.query("SELECT * FROM certificates"))
@@ -431,7 +432,7 @@ def test_an_operation_in_progress_is_settled_only_past_its_sessions_bound(store)
     operation put in progress before sessions recorded one."""
     with store.transaction() as tx:
         for name in ("SEP00000000AA01", "SEP00000000AA02", "SEP00000000AA03"):
-            phones.create(tx, "test", name, operation="install_upgrade", operation_status="pending")
+            create_phone(tx, name, operation="install_upgrade")
         bounded, unbounded = phones.get(tx, "SEP00000000AA01"), phones.get(tx, "SEP00000000AA02")
         phones.record_session_start(tx, bounded, True, "2026-01-01T01:00:00Z")
         phones.record_session_start(tx, unbounded, True)

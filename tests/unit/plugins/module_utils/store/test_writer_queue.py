@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from support.store_phones import create_phone
 from _opencapf.errors import StoreError
 from _opencapf.store import open_store
 from _opencapf.store import phones as phone_records
@@ -55,7 +56,7 @@ def test_a_writer_gives_up_after_a_bounded_wait_naming_the_store_and_the_wait(sq
         started = time.monotonic()
         with pytest.raises(StoreError) as caught:
             with backend.transaction() as tx:
-                phone_records.create(tx, "test", "SEP0000000000F1")
+                create_phone(tx, "SEP0000000000F1")
         waited = time.monotonic() - started
         told = re.fullmatch(re.escape(f"store {sqlite_store.location}: waited ") + r"(\d+(?:\.\d)?)" + re.escape(
             " s for its write lock, which another writer (such as a long 'opencapf apply') still holds; nothing "
@@ -64,7 +65,7 @@ def test_a_writer_gives_up_after_a_bounded_wait_naming_the_store_and_the_wait(sq
         assert 0.4 <= float(told.group(1)) <= round(waited, 1) and waited < 5
         fcntl.flock(probe.fd, fcntl.LOCK_UN)
         with backend.transaction() as tx:  # once it is free, the same connection writes
-            phone_records.create(tx, "test", "SEP0000000000F2")
+            create_phone(tx, "SEP0000000000F2")
     finally:
         probe.close()
         backend.close()
@@ -77,7 +78,7 @@ def test_a_writer_waits_for_a_change_held_in_another_thread_then_writes(sqlite_s
     def hold():
         with open_store(sqlite_store.location, state_dir=sqlite_store.state_dir, actor="holder") as holder:
             with holder.atomic() as tx:
-                phone_records.create(tx, "test", "SEP0000000000A1")
+                create_phone(tx, "SEP0000000000A1")
                 holding.set()
                 release.wait(30)
 
@@ -88,7 +89,7 @@ def test_a_writer_waits_for_a_change_held_in_another_thread_then_writes(sqlite_s
         threading.Timer(1.0, release.set).start()
         started = time.monotonic()
         with sqlite_store.transaction() as tx:
-            phone_records.create(tx, "test", "SEP0000000000A2")
+            create_phone(tx, "SEP0000000000A2")
         assert time.monotonic() - started >= 0.9, "the writer waited for the holder's commit"
     finally:
         release.set()
@@ -98,7 +99,7 @@ def test_a_writer_waits_for_a_change_held_in_another_thread_then_writes(sqlite_s
 
 def test_opening_and_reading_the_store_do_not_wait_for_a_writer(sqlite_store):
     with sqlite_store.atomic() as tx:
-        phone_records.create(tx, "test", "SEP0000000000B1")
+        create_phone(tx, "SEP0000000000B1")
         started = time.monotonic()
         # Opening a store that is up to date only reads it (no migration is pending).
         with open_store(sqlite_store.location, state_dir=sqlite_store.state_dir, actor="reader") as reader:
@@ -110,15 +111,15 @@ def test_opening_and_reading_the_store_do_not_wait_for_a_writer(sqlite_store):
 def test_a_thread_holding_the_lock_is_refused_at_once_through_another_connection(sqlite_store):
     with open_store(sqlite_store.location, state_dir=sqlite_store.state_dir, actor="other") as other:
         with sqlite_store.atomic() as tx:
-            phone_records.create(tx, "test", "SEP0000000000C1")
+            create_phone(tx, "SEP0000000000C1")
             started = time.monotonic()
             with pytest.raises(StoreError, match="this thread is writing to it through another connection; a write "
                                                  "through this one would wait for itself"):
                 with other.transaction() as other_tx:
-                    phone_records.create(other_tx, "test", "SEP0000000000C2")
+                    create_phone(other_tx, "SEP0000000000C2")
             assert time.monotonic() - started < 5
         with other.transaction() as other_tx:  # once the first is done, the other connection writes
-            phone_records.create(other_tx, "test", "SEP0000000000C3")
+            create_phone(other_tx, "SEP0000000000C3")
     assert _names(sqlite_store) == ["SEP0000000000C1", "SEP0000000000C3"]
 
 
@@ -151,7 +152,7 @@ def test_the_lock_is_held_exactly_while_a_write_transaction_is_open_nested_tries
                         assert probe.held() == (outer != "read")
                     if outer != "read":
                         name = "SEP%012X" % len(created)
-                        phone_records.create(tx, "test", name)
+                        create_phone(tx, name)
                         created.append(name)
                 assert not probe.held()
 
