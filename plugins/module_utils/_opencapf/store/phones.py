@@ -21,19 +21,6 @@ def get(tx: Transaction, name: str) -> dict[str, Any] | None:
     return tx.one("SELECT * FROM phones WHERE name = ?", (name.upper(),))
 
 
-def create(tx: Transaction, actor: str, name: str, **settings: Any) -> dict[str, Any]:
-    """Insert a phone; unknown keys are refused by the caller's validation, not here."""
-    now = format_utc(utc_now())
-    columns = {key: value for key, value in settings.items() if value is not None}
-    names = ["name", "created_at", "updated_at", *columns]
-    tx.insert(
-        f"INSERT INTO phones ({', '.join(names)}) VALUES ({', '.join(['?'] * len(names))})",
-        (name.upper(), now, now, *columns.values()),
-    )
-    audit.record(tx, actor, "phone.create", name.upper(), **{k: v for k, v in columns.items() if k in SETTINGS})
-    return get(tx, name)
-
-
 def update(tx: Transaction, actor: str, name: str, changes: dict[str, Any], action: str = "phone.update") -> None:
     if not changes:
         return
@@ -56,11 +43,6 @@ def insert_many(tx: Transaction, columns, rows) -> None:
     then the values of ``columns``."""
     tx.executemany("INSERT INTO phones (name, created_at, updated_at, %s) VALUES (?, ?, ?, %s)" % (
         ", ".join(columns), ", ".join("?" * len(columns))), rows)
-
-
-def ensure(tx: Transaction, actor: str, name: str) -> dict[str, Any]:
-    """The phone row, created with default settings when missing."""
-    return get(tx, name) or create(tx, actor, name)
 
 
 def delete(tx: Transaction, actor: str, name: str, *, via: str | None = None) -> bool:
