@@ -1,5 +1,6 @@
-"""The CAPF service's HTTP CRL responder run in a test: on a loopback port, with its own event loop
-and store thread, as the service runs it."""
+"""The CAPF CRLs as a test takes them: the service's HTTP CRL responder on a loopback port, with its own
+event loop and store thread, as the service runs it; and the active CAPF certificate's current CRL, as
+``opencapf crl show`` takes it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ import threading
 import urllib.error
 import urllib.request
 
+from _opencapf import revocation
 from _opencapf.server.crl_http import CrlResponder
+
+
+def active_crl(store, now=None):
+    """The active CAPF certificate's CRL (with ``der``) when it is current at ``now`` (default: the
+    host's clock; ``revocation.current_crls``), else None."""
+    return next((row for row in revocation.current_crls(store, now) if row["active"]), None)
 
 
 class CrlHttp:

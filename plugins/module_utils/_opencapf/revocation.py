@@ -38,7 +38,6 @@ from .ca.lsc import CAPF_ISSUER
 from .errors import CapfError, NotFoundError, ValidationError
 from .results import converged
 from .store import Store
-from .store import capf_certificates
 from .store import certificates as certificate_records
 from .store import crls as crl_records
 from .store import phones as phone_records
@@ -307,13 +306,6 @@ def clock_warning(crl: dict[str, Any]) -> str | None:
             "that starts in its future); set both clocks right (NTP)")
 
 
-def current_crl(store: Store) -> dict[str, Any] | None:
-    """The newest CRL of the active CAPF certificate (with ``der``), or None."""
-    with store.read() as tx:
-        active = capf_certificates.active_key(tx)
-        return None if active is None else crl_records.latest(tx, active["fingerprint"])
-
-
 def current_crls(store: Store, now: _dt.datetime | None = None) -> list[dict[str, Any]]:
     """The newest CRL (with ``der`` and ``active``) of each CAPF certificate that keeps one and has
     signed one, when it is current at ``now`` (before its nextUpdate), the active one first."""
@@ -458,6 +450,6 @@ class CrlFile:
         return written
 
 
-__all__ = ["CrlFile", "check_reason", "check_request", "clock_warning", "crl_overview", "current_crl", "current_crls",
+__all__ = ["CrlFile", "check_reason", "check_request", "clock_warning", "crl_overview", "current_crls",
            "issuer_problems", "refresh_crls", "revoke_expired", "revoke_in", "revoke_lsc", "run_duty", "served_crls",
            "write_crl_file"]

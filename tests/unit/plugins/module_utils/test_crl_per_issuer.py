@@ -27,7 +27,7 @@ from _opencapf.store import phones as phone_records
 from _opencapf.store import service as service_records
 from _opencapf.vocabulary import utc_now
 from support.tools import openssl
-from support.crl_http import CrlHttp
+from support.crl_http import CrlHttp, active_crl
 
 from test_revocation import _crl_lint_errors  # pylint: disable=import-error
 
@@ -190,10 +190,10 @@ def test_a_capf_certificate_without_crl_sign_is_reported_never_skipped(ca_store,
     [item] = [item for item in overview["issuers"] if item["fingerprint"] == legacy["fingerprint"]]
     assert item["crl_sign"] is False and item["number"] and len(item["problems"]) == 1
     assert "cRLSign" in item["problems"][0] and "regenerate" in item["problems"][0]
-    listed = crl_module.describe(revocation.current_crl(ca_store)["der"])["entries"]
+    listed = crl_module.describe(active_crl(ca_store)["der"])["entries"]
     assert [entry["serial"] for entry in listed] == [issued.serial]  # still listed, and what OpenSSL says of it:
     capf_pem = _file(tmp_path / "capf.pem", legacy["pem"])
-    crl_pem = _file(tmp_path / "crl.pem", crl_module.to_pem(revocation.current_crl(ca_store)["der"]))
+    crl_pem = _file(tmp_path / "crl.pem", crl_module.to_pem(active_crl(ca_store)["der"]))
     result = openssl("verify", "-crl_check", "-CAfile", capf_pem, "-CRLfile", crl_pem,
                      _file(tmp_path / "lsc.pem", issued.pem), check=False)
     assert result.returncode != 0

@@ -23,7 +23,7 @@ import tempfile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from support.crl_http import CrlHttp
+from support.crl_http import CrlHttp, active_crl
 from _opencapf import revocation, secretbox
 from _opencapf.ca import authority, keys, lsc
 from _opencapf.ca import crl as crl_module
@@ -170,6 +170,19 @@ def test_no_crl_served_or_published_is_past_its_next_update(ec_phone_key, validi
     finally:
         service.close()
         shutil.rmtree(directory)
+
+
+def test_a_lapsed_crl_is_current_nowhere(ca_store):
+    """A CRL past its nextUpdate (signed two hours ago, valid one hour) is served, published and shown by
+    nothing: the engine's one answer to "which CRLs are current" is ``current_crls``."""
+    assert [name for name in revocation.__all__ if "current" in name] == ["current_crls"]
+    with ca_store.transaction() as tx:
+        service_records.write(tx, "test", {"crl_validity_hours": 1})
+    [signed] = revocation.refresh_crls(ca_store, utc_now().replace(microsecond=0) - dt.timedelta(hours=2))
+    with ca_store.read() as tx:
+        served, withheld = revocation.served_crls(tx)
+    assert served == {} and [row["number"] for row, _reason in withheld.values()] == [signed["number"]]
+    assert revocation.current_crls(ca_store) == [] and active_crl(ca_store) is None
 
 
 def test_the_crl_of_a_retired_capf_certificate_stops_at_its_expiry_and_the_log_says_so(ec_phone_key, tmp_path, caplog):

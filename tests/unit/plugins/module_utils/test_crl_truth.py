@@ -58,7 +58,7 @@ from _opencapf.store import service as service_records
 from _opencapf.vocabulary import CLOCK_SKEW, format_utc, utc_now
 
 from support.capf_validity import renew_capf
-from support.crl_http import CrlHttp
+from support.crl_http import CrlHttp, active_crl
 from support.tools import openssl
 
 
@@ -476,7 +476,7 @@ def test_a_store_restored_from_a_backup_never_reuses_a_published_crl_number(stor
         for step, name in enumerate(names):  # revocations after the backup, each on a new CRL
             revocation.revoke_lsc(running, name, "key_compromise")
             for crl in revocation.refresh_crls(running, now + dt.timedelta(seconds=step)):
-                published[crl["number"]] = revocation.current_crl(running)["der"]
+                published[crl["number"]] = active_crl(running, now + dt.timedelta(seconds=step))["der"]
     assert len(published) == 2
 
     with open_store(restored_location, state_dir=store.state_dir, actor="test") as restored:
@@ -499,7 +499,7 @@ def test_no_crl_dates_a_revocation_after_its_own_issue(ca_store, ec_phone_key, s
     with ca_store.read() as tx:
         for row in certificate_records.revoked_lscs(tx, "capf"):  # those of earlier examples
             recorded[row["serial"]] = dt.datetime.fromisoformat(row["revoked_at"])
-    previous = revocation.current_crl(ca_store)
+    previous = active_crl(ca_store, base)
     previous = x509.load_der_x509_crl(previous["der"]) if previous else None
     for kind, offset in steps:
         clock = base + dt.timedelta(seconds=offset)
@@ -511,9 +511,9 @@ def test_no_crl_dates_a_revocation_after_its_own_issue(ca_store, ec_phone_key, s
             recorded[issued.serial] = clock
             continue
         [signed] = revocation.refresh_crls(ca_store, clock, force=True)
-        der = revocation.current_crl(ca_store)["der"]
+        der = active_crl(ca_store, clock)["der"]
         crl = x509.load_der_x509_crl(der)
-        assert crl.last_update_utc == clock and signed["number"] == revocation.current_crl(ca_store)["number"]
+        assert crl.last_update_utc == clock and signed["number"] == active_crl(ca_store, clock)["number"]
         assert {format(entry.serial_number, "x") for entry in crl} == set(recorded)
         _check_revocation_dates(crl, recorded, previous, (kind, offset))
         shown = crl_module.describe(der)
@@ -555,7 +555,7 @@ def test_a_revocation_recorded_ahead_of_the_signer_s_clock_is_dated_by_the_crl(c
     for step in range(2):
         signed_at = now + dt.timedelta(hours=2 * step)
         revocation.refresh_crls(host, signed_at, force=True)
-        der = revocation.current_crl(host)["der"]
+        der = active_crl(host, signed_at)["der"]
         last, dates = _openssl_crl_dates(_write(tmp_path / f"crl{step}.pem", crl_module.to_pem(der)))
         assert last == signed_at and len(dates) == 1, (last, dates)
         assert dates[0] <= last, ("the CRL dates the revocation after its own Last Update", dates[0], last)

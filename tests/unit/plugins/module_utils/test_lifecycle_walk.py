@@ -9,7 +9,7 @@ import csv
 import datetime as dt
 import io
 
-from _opencapf import revocation, service_config
+from _opencapf import service_config
 from _opencapf.ca import authority, lsc
 from _opencapf.ca import crl as crl_module
 from _opencapf.dependencies import x509
@@ -17,6 +17,7 @@ from _opencapf.server.scheduling import Scheduling
 from _opencapf.store import certificates as certificate_records
 from _opencapf.store import service as service_records
 from _opencapf.vocabulary import utc_now
+from support.crl_http import active_crl
 from support.smtp import PASSWORD, SmtpRelay
 from support.tools import openssl
 
@@ -69,7 +70,7 @@ def test_an_lsc_is_warned_at_each_threshold_then_revoked_and_listed_on_the_crl(c
     assert [(row["device_name"], row["revocation_reason"]) for row in revoked] == [
         (DEVICE, "cessation_of_operation")]
 
-    der = revocation.current_crl(ca_store)["der"]
+    der = active_crl(ca_store)["der"]
     crl = x509.load_der_x509_crl(der)
     entry = crl.get_revoked_certificate_by_serial_number(int(issued.serial, 16))
     assert entry is not None

@@ -25,6 +25,7 @@ from _opencapf.server.scheduling import Scheduling
 from _opencapf.store import certificates as certificate_records
 from _opencapf.store import service as service_records
 from _opencapf.vocabulary import utc_now
+from support.crl_http import active_crl
 from support.tools import openssl, run_cli
 
 SHORT, LONG = "SEP0000000000A1", "SEP0000000000A2"
@@ -75,7 +76,7 @@ def test_an_expired_lsc_is_revoked_and_the_crl_says_so(ca_store, rsa_phone_key, 
         (SHORT, "cessation_of_operation", later.strftime("%Y-%m-%dT%H:%M:%SZ"))]
     der = crl_path.read_bytes()
     assert stat.S_IMODE(os.stat(crl_path).st_mode) == 0o644
-    assert der == revocation.current_crl(ca_store)["der"]
+    assert der == active_crl(ca_store, later)["der"]
     crl = x509.load_der_x509_crl(der)
     entry = crl.get_revoked_certificate_by_serial_number(int(short.serial, 16))
     assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == \
@@ -114,7 +115,7 @@ def test_a_new_crl_when_revoked_and_before_next_update_never_else(ca_store, rsa_
     assert revocation.run_duty(ca_store, now + dt.timedelta(hours=80))["crls"] == []  # before half of 168 h
     [third] = revocation.run_duty(ca_store, now + dt.timedelta(hours=87))["crls"]
     assert third["number"] > second["number"] and third["reason"] == "half of its validity has passed"
-    entry = crl_module.describe(revocation.current_crl(ca_store)["der"])["entries"]
+    entry = crl_module.describe(active_crl(ca_store, now + dt.timedelta(hours=87))["der"])["entries"]
     assert entry == [{"serial": issued.serial, "reason": "key_compromise", "revoked_at": entry[0]["revoked_at"]}]
 
 

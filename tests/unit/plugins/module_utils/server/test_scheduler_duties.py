@@ -12,7 +12,7 @@ import logging
 
 import pytest
 
-from _opencapf import revocation
+from support.crl_http import active_crl
 from _opencapf.errors import CapfError, StoreError
 from _opencapf.server import scheduling
 from _opencapf.store import service as service_records
@@ -40,7 +40,7 @@ def test_a_failing_duty_leaves_the_crls_and_the_monitor_to_run(ca_store, tmp_pat
     crl_path = tmp_path / "capf.crl"
     with ca_store.transaction() as tx:
         service_records.write(tx, "test", {"crl_path": str(crl_path)})
-    assert revocation.current_crl(ca_store) is None
+    assert active_crl(ca_store) is None
 
     def fails(*_args, **_kwargs):
         raise FAILURES[failure]
@@ -48,7 +48,7 @@ def test_a_failing_duty_leaves_the_crls_and_the_monitor_to_run(ca_store, tmp_pat
     monkeypatch.setattr(getattr(scheduling, failing), "run_due", fails)
     with caplog.at_level(logging.WARNING, logger="opencapf.server"):
         _tick(ca_store)
-    crl = revocation.current_crl(ca_store)
+    crl = active_crl(ca_store)
     assert crl is not None  # the revocation duty signed the first CRL after the failure
     assert crl_path.read_bytes() == crl["der"]  # and the CRL file was published
     name = {"scheduler": "scheduled jobs", "directory": "directory syncs"}[failing]
@@ -66,7 +66,7 @@ def test_a_duty_that_fails_on_the_store_leaves_the_others_to_run(ca_store, monke
     monkeypatch.setattr(scheduling.directory, "run_due", undecryptable)
     with caplog.at_level(logging.WARNING, logger="opencapf.server"):
         _tick(ca_store)
-    assert revocation.current_crl(ca_store) is not None
+    assert active_crl(ca_store) is not None
     assert [record.getMessage() for record in caplog.records if "directory syncs" in record.getMessage()] == [
         "scheduler: directory syncs: secret directory.corp.bind_password cannot be decrypted with this store's key"]
 
