@@ -38,6 +38,7 @@ from .ca.lsc import CAPF_ISSUER
 from .errors import CapfError, NotFoundError, ValidationError
 from .results import converged
 from .store import Store
+from .store import capf_certificates
 from .store import certificates as certificate_records
 from .store import crls as crl_records
 from .store import phones as phone_records
@@ -306,46 +307,51 @@ def clock_warning(crl: dict[str, Any]) -> str | None:
             "that starts in its future); set both clocks right (NTP)")
 
 
+def crl_is_current(signer: dict[str, Any], crl: dict[str, Any], now_text: str) -> bool:
+    """Whether ``crl`` (``next_update``), the newest CRL of the CAPF certificate ``signer`` (``active``,
+    ``not_after``), is current at ``now_text``: its signer keeps a CRL (``capf_certificates.keeps_crl``:
+    the active one, each retired one until it expires) and ``now_text`` is before its nextUpdate. The one
+    rule of which CRLs are served, published (``served_crls``) and shown (``current_crls``)."""
+    return capf_certificates.keeps_crl(signer, now_text) and now_text < crl["next_update"]
+
+
 def current_crls(store: Store, now: _dt.datetime | None = None) -> list[dict[str, Any]]:
-    """The newest CRL (with ``der`` and ``active``) of each CAPF certificate that keeps one and has
-    signed one, when it is current at ``now`` (before its nextUpdate), the active one first."""
+    """The newest CRL (with ``der`` and ``active``) of each CAPF certificate that has signed one, when it
+    is current at ``now`` (``crl_is_current``), the active one first."""
     found = []
     now_text = format_utc(now or utc_now())
     with store.read() as tx:
         for issuer in sorted(authority.crl_issuers(store, tx, now), key=lambda issuer: not issuer["active"]):
             row = crl_records.latest(tx, issuer["fingerprint"])
-            if row is not None and now_text < row["next_update"]:
+            if row is not None and crl_is_current(issuer, row, now_text):
                 found.append(dict(row, active=issuer["active"]))
     return found
 
 
-def _withheld(row: dict[str, Any], now_text: str) -> str | None:
-    """Why the newest CRL ``row`` of a CAPF certificate (``crls.newest_per_signer_kept``) is neither
-    served nor published at ``now_text``, or None when it is."""
+def _withheld(row: dict[str, Any]) -> str:
+    """Why the newest CRL ``row`` of a CAPF certificate (``crls.newest_per_signer_kept``), not current
+    (``crl_is_current``), is neither served nor published."""
     if not row["kept"]:
         return (f"the retired CAPF certificate {row['common_name']} expired at {row['not_after']}, and every LSC it "
                 "signed with it: its CRL is served and published no more")
-    if now_text >= row["next_update"]:
-        return (f"CRL {row['number']} of the {'active' if row['active'] else 'retired'} CAPF certificate "
-                f"{row['common_name']} passed its nextUpdate {row['next_update']} and no newer one was signed (see "
-                "capf_info crl.issuers[].problems): a CRL past its nextUpdate is served and published nowhere")
-    return None
+    return (f"CRL {row['number']} of the {'active' if row['active'] else 'retired'} CAPF certificate "
+            f"{row['common_name']} passed its nextUpdate {row['next_update']} and no newer one was signed (see "
+            "capf_info crl.issuers[].problems): a CRL past its nextUpdate is served and published nowhere")
 
 
 def served_crls(tx, now: _dt.datetime | None = None) -> tuple[dict[str, dict], dict[str, tuple[dict, str]]]:
     """The CRLs served over HTTP and published as files at ``now``, by their CAPF certificate's
     fingerprint: the newest CRL of each CAPF certificate that keeps one (the active one, each retired
-    one until it expires), while it is current (``now`` before its nextUpdate). And the newest CRLs
-    withheld, each with the reason (``_withheld``)."""
+    one until it expires), while it is current (``crl_is_current``). And the newest CRLs withheld, each with
+    the reason (``_withheld``)."""
     now_text = format_utc(now or utc_now())
     served: dict[str, dict] = {}
     withheld: dict[str, tuple[dict, str]] = {}
     for row in crl_records.newest_per_signer_kept(tx, now_text):
-        reason = _withheld(row, now_text)
-        if reason is None:
+        if crl_is_current(row, row, now_text):
             served[row["signer_fingerprint"]] = row
         else:
-            withheld[row["signer_fingerprint"]] = (row, reason)
+            withheld[row["signer_fingerprint"]] = (row, _withheld(row))
     return served, withheld
 
 
@@ -450,6 +456,6 @@ class CrlFile:
         return written
 
 
-__all__ = ["CrlFile", "check_reason", "check_request", "clock_warning", "crl_overview", "current_crls",
-           "issuer_problems", "refresh_crls", "revoke_expired", "revoke_in", "revoke_lsc", "run_duty", "served_crls",
-           "write_crl_file"]
+__all__ = ["CrlFile", "check_reason", "check_request", "clock_warning", "crl_is_current", "crl_overview",
+           "current_crls", "issuer_problems", "refresh_crls", "revoke_expired", "revoke_in", "revoke_lsc", "run_duty",
+           "served_crls", "write_crl_file"]

@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -172,10 +173,39 @@ def test_no_crl_served_or_published_is_past_its_next_update(ec_phone_key, validi
         shutil.rmtree(directory)
 
 
+@pytest.fixture
+def signed_once(ec_phone_key, tmp_path):
+    """A service whose CRLs were signed once, at its start, and never again: the retired CAPF certificate
+    lives a day, each CRL 36 hours, so at a later clock a CRL is current, lapsed, or its signer expired."""
+    directory = str(tmp_path / "service")
+    os.mkdir(directory, 0o700)
+    service = _Service(directory, ec_phone_key, validity_hours=36, retired_days=1)
+    service.scheduling.tick()
+    try:
+        yield service
+    finally:
+        service.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(minutes=st.integers(-60, 3 * 24 * 60))
+def test_what_is_shown_is_what_is_served_at_any_clock(signed_once, minutes):
+    """Invariant: at any clock, the CRLs ``opencapf crl show|write`` take (``current_crls``) are the CRLs
+    served and published (``served_crls``), the same CRL for each CAPF certificate, and every other newest
+    CRL is withheld: one rule of what is current (``crl_is_current``)."""
+    now = signed_once.clock.now + dt.timedelta(minutes=minutes)
+    shown = {row["signer_fingerprint"]: row["number"] for row in revocation.current_crls(signed_once.store, now)}
+    with signed_once.store.read() as tx:
+        served, withheld = revocation.served_crls(tx, now)
+    assert shown == {fingerprint: row["number"] for fingerprint, row in served.items()}, now
+    assert set(served) | set(withheld) == {signed_once.retired["fingerprint"], signed_once.active["fingerprint"]}
+    assert not set(served) & set(withheld)
+
+
 def test_a_lapsed_crl_is_current_nowhere(ca_store):
     """A CRL past its nextUpdate (signed two hours ago, valid one hour) is served, published and shown by
-    nothing: the engine's one answer to "which CRLs are current" is ``current_crls``."""
-    assert [name for name in revocation.__all__ if "current" in name] == ["current_crls"]
+    nothing: the engine's one answer to "which CRLs are current" is ``current_crls`` (``crl_is_current``)."""
+    assert sorted(name for name in revocation.__all__ if "current" in name) == ["crl_is_current", "current_crls"]
     with ca_store.transaction() as tx:
         service_records.write(tx, "test", {"crl_validity_hours": 1})
     [signed] = revocation.refresh_crls(ca_store, utc_now().replace(microsecond=0) - dt.timedelta(hours=2))
