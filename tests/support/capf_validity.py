@@ -16,10 +16,11 @@ PHONE_KEY = keys.generate("ec256")
 EXAMPLE_SUBJECT = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Example CAPF")])
 
 
-def upload_capf(store, not_before: dt.datetime, days: int, key=CAPF_KEY, subject=EXAMPLE_SUBJECT):
+def upload_capf(store, not_before: dt.datetime, days: int, key=CAPF_KEY, subject=EXAMPLE_SUBJECT,
+                uploaded_at: dt.datetime | None = None):
     """Make the active CAPF certificate one of ``key`` and ``subject`` valid from ``not_before`` for
-    ``days`` (an operator's upload at ``not_before``: the generated certificates' names are reserved
-    for those the service makes); return it."""
+    ``days`` (an operator's upload at ``uploaded_at``, default ``not_before``: the generated
+    certificates' names are reserved for those the service makes); return it."""
     template = authority.build_capf_certificate(key)  # the CAPF certificate's extensions, for ``key``
     builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
                .serial_number(x509.random_serial_number()).not_valid_before(not_before)
@@ -27,7 +28,7 @@ def upload_capf(store, not_before: dt.datetime, days: int, key=CAPF_KEY, subject
     for extension in template.extensions:
         builder = builder.add_extension(extension.value, extension.critical)
     certificate = builder.sign(key, hashes.SHA256())
-    authority.replace(store, c.to_pem(certificate), keys.private_key_pem(key), now=not_before)
+    authority.replace(store, c.to_pem(certificate), keys.private_key_pem(key), now=uploaded_at or not_before)
     return certificate
 
 

@@ -33,7 +33,7 @@ import bisect
 import datetime as _dt
 from typing import Any
 
-from .ca.lsc import CAPF_ISSUER, validity_end
+from .ca.lsc import CAPF_ISSUER, validity_end, validity_start
 from .phone_config import PhoneRequest, converge_many
 from .store import Store, audit, capf_certificates
 from .store import renewals as renewal_records
@@ -113,9 +113,10 @@ def _most_in_a_day(tx, moment: _dt.datetime) -> int:
 
 def _replacement_end(tx, parameters: dict, moment: _dt.datetime) -> tuple[str | None, str | None]:
     """The notAfter an LSC issued at ``moment`` would get, and the active CAPF certificate's notAfter,
-    when the internal CAPF issuer signs (``ca.lsc.validity_end``: ``validity_days`` later, never past
-    the CAPF certificate); (None, None) for a third-party issuer, whose CA decides its certificates'
-    ends, or a store without a CAPF certificate (nothing is issued there before one is made)."""
+    when the internal CAPF issuer signs (``ca.lsc.validity_end``: ``validity_days`` after it starts,
+    ``ca.lsc.validity_start``, never past the CAPF certificate); (None, None) for a third-party issuer,
+    whose CA decides its certificates' ends, or a store without a CAPF certificate (nothing is issued
+    there before one is made)."""
     if parameters["issuer"] != CAPF_ISSUER:
         return None, None
     active = capf_certificates.active(tx)
@@ -126,7 +127,8 @@ def _replacement_end(tx, parameters: dict, moment: _dt.datetime) -> tuple[str | 
         # An expired CAPF certificate issues nothing (``ca.lsc.check_signer_valid``): no LSC has a
         # replacement that ends later, and "" is before every time.
         return "", active["not_after"]
-    end, _capped = validity_end(moment, int(parameters["validity_days"]), capf_end)
+    start = validity_start(moment, parse_utc(active["not_before"], "not_before"))
+    end, _capped = validity_end(start, int(parameters["validity_days"]), capf_end)
     return format_utc(end), active["not_after"]
 
 

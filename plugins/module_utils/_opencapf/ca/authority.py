@@ -60,6 +60,11 @@ class Signer:
         return self.certificate.subject
 
     @cached_property
+    def not_before(self):
+        """The certificate's notBefore (aware UTC): no LSC it signs starts earlier."""
+        return c.not_before(self.certificate)
+
+    @cached_property
     def not_after(self):
         """The certificate's notAfter (aware UTC): no LSC it signs ends later."""
         return c.not_after(self.certificate)

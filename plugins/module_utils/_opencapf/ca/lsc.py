@@ -109,6 +109,15 @@ def lsc_extensions(device_name: str, public_key, issuer_certificate=None, crl_ur
     return extensions
 
 
+def validity_start(moment: _dt.datetime, issuer_not_before: _dt.datetime) -> _dt.datetime:
+    """The notBefore of an LSC issued at ``moment``: that moment, or the signing CAPF certificate's
+    notBefore when it is later, so that an LSC's validity lies within its signer's at the start as at
+    the end (``validity_end``). A CAPF certificate may start after this host's clock: an upload from
+    a CA whose clock runs ahead is accepted up to ``CLOCK_SKEW`` (``authority.replace``), and a clock
+    set back is behind the certificate it made. Both datetimes of the same kind (aware or naive UTC)."""
+    return max(moment, issuer_not_before)
+
+
 def validity_end(start: _dt.datetime, validity_days: int, issuer_not_after: _dt.datetime) -> tuple[_dt.datetime, bool]:
     """The notAfter of an LSC valid from ``start`` for ``validity_days``, and whether it was capped: an
     LSC never outlives the CAPF certificate that signs it (its chain ends with that certificate, as
@@ -149,8 +158,9 @@ def _checked_parts(signer: authority.Signer, serial: int, validity_days: int, no
         raise ValueError("an LSC serial number must be a positive integer of at most 159 bits")
     if validity_days < 1:
         raise ValueError("an LSC must be valid for at least one day")
-    end, _capped = validity_end(aware, validity_days, signer.not_after)
-    return _naive(aware), _naive(end), crl.issuer_location(crl_url, signer.fingerprint) if crl_url else ""
+    start = validity_start(aware, signer.not_before)
+    end, _capped = validity_end(start, validity_days, signer.not_after)
+    return _naive(start), _naive(end), crl.issuer_location(crl_url, signer.fingerprint) if crl_url else ""
 
 
 def _built(signer: authority.Signer, device_name: str, public_key, serial: int, start: _dt.datetime,
@@ -173,9 +183,9 @@ def build_lsc(signer: authority.Signer, device_name: str, public_key, validity_d
               public_key_der: bytes | None = None):
     """Build and sign one LSC with SHA-256 with the library's certificate builder (naming the CRL of
     ``signer`` at ``crl_url``, see ``crl.issuer_location``, as its CRL distribution point when given);
-    ``now``: its notBefore, a whole second (default: this second); its notAfter ``validity_days``
-    later, cut to the notAfter of ``signer``'s certificate (``validity_end``); refused once that
-    certificate has expired; ``kind``, ``public_key_der``: as ``lsc_extensions`` takes them.
+    ``now``: its notBefore, a whole second (default: this second), never before ``signer``'s
+    certificate starts (``validity_start``); its notAfter ``validity_days`` later, cut to the notAfter
+    of ``signer``'s certificate (``validity_end``); refused once that certificate has expired; ``kind``, ``public_key_der``: as ``lsc_extensions`` takes them.
     ``lsc_der`` is the same certificate, encoded from the signer's template."""
     start, end, location = _checked_parts(signer, serial, validity_days, now, crl_url)
     return _built(signer, device_name, public_key, serial, start, end, location, kind, public_key_der)
@@ -247,7 +257,8 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
     (``signer`` is then the certificate the caller takes for the active one);
     ``public_key_der``, the DER SubjectPublicKeyInfo of ``public_key`` when the caller has it,
     spares encoding the key again; ``now``: the issuance moment, the LSC's notBefore (default: this
-    second; a test's or a dry walk's clock).
+    second; a test's or a dry walk's clock), or the signing CAPF certificate's notBefore when that is
+    later (``validity_start``).
 
     The LSC is valid for ``validity_days``, but never past the signing CAPF certificate's notAfter
     (``validity_end``); a capped validity is said in the ``certificate.issued`` audit event
@@ -270,9 +281,10 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
                 validity_days = validity_days or service_records.value(tx, "validity_days")
                 crl_url = service_records.value(tx, "crl_url") if crl_url is None else crl_url
         moment = _aware(now or utc_now()).replace(microsecond=0)
-        # The certificate's own dates, as it carries them (whole seconds, UTC); build_lsc applies the same cap.
-        end, capped = validity_end(moment, validity_days, signer.not_after)
-        not_before, not_after = format_utc(moment), format_utc(end)
+        # The certificate's own dates, as it carries them (whole seconds, UTC); build_lsc applies the same caps.
+        start = validity_start(moment, signer.not_before)
+        end, capped = validity_end(start, validity_days, signer.not_after)
+        not_before, not_after = format_utc(start), format_utc(end)
         der = lsc_der(signer, name, public_key, validity_days, serial, moment, crl_url=crl_url, kind=kind,
                       public_key_der=key_der)
         pem = c.pem_of_der(der)

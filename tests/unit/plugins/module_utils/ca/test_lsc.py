@@ -189,7 +189,7 @@ def test_an_lsc_is_byte_for_byte_what_the_library_builder_makes(ca_store, kind, 
     public_key = (rsa_phone_key if kind == "rsa" else ec_phone_key).public_key()
     with ca_store.read() as tx:
         signer = authority.signer(ca_store, tx)
-    now = dt.datetime(2026, 12, 6, 12, 30, 5, tzinfo=dt.timezone.utc)
+    now = signer.not_before + dt.timedelta(days=3, seconds=5)  # within the CAPF certificate's validity
     built = lsc.build_lsc(signer, "SEP00AABBCCDD11", public_key, 30, 2 ** 158 + 7, now, crl_url=crl_url)
     builder = (x509.CertificateBuilder().subject_name(lsc.lsc_subject("SEP00AABBCCDD11", signer.subject))
                .issuer_name(signer.subject).public_key(public_key).serial_number(2 ** 158 + 7)

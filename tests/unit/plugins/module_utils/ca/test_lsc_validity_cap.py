@@ -1,4 +1,4 @@
-"""An LSC never outlives the CAPF certificate that signs it.
+"""An LSC never outlives the CAPF certificate that signs it, nor starts before it.
 
 Invariant, on both backends: for any CAPF certificate validity, any ``validity_days`` and any issuance
 moment within the CAPF certificate's life, the LSC issued has notBefore = the issuance moment and
@@ -6,7 +6,11 @@ notAfter = min(issuance + validity_days, the signing CAPF certificate's notAfter
 the CAPF certificate's; the store, the result and the audit event say the notAfter the certificate
 really carries, and whether it was cut (``validity_capped``). The issuance paths (``lsc.issue``, the
 ``issue`` command, a phone's session through the service's decider) all follow it, and a CAPF
-certificate that has expired issues nothing."""
+certificate that has expired issues nothing.
+
+And an LSC's validity lies within its signer's at the start too: a CAPF certificate that starts after
+the issuance moment (an upload from a CA whose clock runs ahead, accepted up to ``CLOCK_SKEW``; a host
+clock set back behind the certificate it made) signs LSCs that start with it, never before."""
 
 from __future__ import annotations
 
@@ -105,6 +109,35 @@ def test_the_issue_command_cuts_the_default_validity_to_the_capf_certificate(ca_
     assert openssl_verify(c.to_pem(capf), result["pem"], tmp_path).returncode == 0
     (row,) = certificate_rows(ca_store, "SEP00000000C002")
     assert row["not_after"] == result["not_after"]
+
+
+@settings(max_examples=15, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(behind=st.integers(1, 6 * 3600), validity_days=st.integers(1, 1825), capf_days=st.integers(1, 3650))
+@example(behind=1, validity_days=1825, capf_days=1825)  # a second before the CAPF certificate starts
+@example(behind=299, validity_days=30, capf_days=30)  # within the clock skew an upload accepts; ends with it
+def test_an_lsc_starts_no_earlier_than_its_capf_certificate(ca_store, behind, validity_days, capf_days):
+    capf = upload_capf(ca_store, EPOCH, capf_days)
+    moment = EPOCH - behind * SECOND
+    issued = lsc.issue(ca_store, "SEP00000000C007", PHONE_KEY.public_key(), validity_days=validity_days, now=moment)
+
+    certificate = c.load_pem_certificate(issued.pem)
+    assert c.not_before(certificate) == c.not_before(capf), "it starts with its signer, not before"
+    assert c.not_after(certificate) == min(EPOCH + validity_days * DAY, c.not_after(capf))
+    assert _stored_dates(ca_store, issued.id) == (format_utc(EPOCH), issued.not_after)
+    assert issued.not_after == format_utc(c.not_after(certificate))
+
+
+def test_a_session_right_after_an_upload_that_starts_ahead_gets_an_lsc_that_starts_with_it(ca_store):
+    """The service's path: a CAPF certificate from a CA whose clock runs three minutes ahead is uploaded
+    (within ``CLOCK_SKEW``: accepted) and a phone enrols at once: its LSC starts with the CAPF certificate."""
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    capf = upload_capf(ca_store, now + 180 * SECOND, 1825, uploaded_at=now)
+    leg = _enrol(ca_store, "SEP00000000C008", 9)
+    assert leg.server.outcome.outcome == "succeeded"
+    assert c.not_before(leg.certificate) == c.not_before(capf)
+    (row,) = certificate_rows(ca_store, "SEP00000000C008")
+    assert row["not_before"] == format_utc(c.not_before(capf))
 
 
 def _enrol(store, name: str, session: int) -> SessionLeg:
