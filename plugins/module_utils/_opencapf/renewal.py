@@ -3,11 +3,12 @@
 """Automatic renewal: install_upgrade for phones whose LSC is about to expire, bounded per day.
 
 Off unless the ``renew_before_days`` service parameter is set. One run, in one write transaction,
-finds the phones whose current LSC is installed and expires within ``renew_before_days`` of now,
-that have no operation pending or in progress, are not in ``auth_string`` mode (nobody would type
-the string) and whose LSC was not renewed before (``store.renewals.due``), soonest expiry first,
-and schedules ``install_upgrade`` for as many of them as ``renew_max_per_day`` still allows in the
-24 hours before now. With the internal CAPF issuer, an LSC is due only if its replacement would
+finds the phones whose current LSC is installed (or was until it expired and was revoked for that,
+``revoke_after_expiry``) and expires within ``renew_before_days`` of now, that have no operation
+pending or in progress, are not in ``auth_string`` mode (nobody would type the string) and whose
+LSC was not renewed before (``store.renewals.due``), soonest expiry first, and schedules
+``install_upgrade`` for as many of them as ``renew_max_per_day`` still allows in the 24 hours
+before now. With the internal CAPF issuer, an LSC is due only if its replacement would
 end strictly later: a new LSC ends ``validity_days`` after its issuance but never after the active
 CAPF certificate (``ca.lsc.validity_end``), so an LSC that ends with the CAPF certificate is held
 back (``held_back`` in the result) until a CAPF certificate that outlives it is active, instead of

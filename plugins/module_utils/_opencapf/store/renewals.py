@@ -6,11 +6,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..vocabulary import REVOKED_EXPIRED
 from . import certificates
 from .backend import Transaction
 
 # Operation statuses of a phone whose operation is still to run or running: renewal leaves it alone.
 _BUSY = ("pending", "in_progress")
+# An LSC renewal takes (row ``l``; its one parameter: the reason of an expiry's revocation): installed, or
+# installed until it expired and was revoked for that (``revocation.revoke_expired``, which the
+# service's tick runs before the renewals): an LSC that expired installed is due all the same, also
+# when it waited for room in the day past its notAfter or the service was down through the window.
+_INSTALLED_OR_EXPIRED = ("l.status = 'installed' OR (l.revocation_reason = ? AND l.installed_at IS NOT NULL "
+                         "AND l.revoked_at >= l.not_after)")
 
 
 def _window(ends_before: str | None, held: bool) -> tuple[str, tuple]:
@@ -22,35 +29,39 @@ def _window(ends_before: str | None, held: bool) -> tuple[str, tuple]:
 
 
 def _candidates(tx: Transaction, columns: str, expires_before: str, ends_before: str | None, held: bool,
-                issued_by: str | None, tail: str = "", tail_params: tuple = ()) -> list[dict[str, Any]]:
-    # From the expiring installed LSCs (a range of the index certificates_status_expiry), not from every
-    # phone: the scheduler asks this at every round. The LSC must be the phone's current one, and issued
-    # by ``issued_by`` (a run as at an earlier time knows no LSC issued after it).
+                issued_by: str | None, limit: int | None = None) -> list[dict[str, Any]]:
+    # From the expiring installed LSCs and those revoked for their expiry (ranges of the index
+    # certificates_status_expiry), not from every phone: the scheduler asks this at every round. The
+    # LSC must be the phone's current one, and issued by ``issued_by`` (a run as at an earlier time
+    # knows no LSC issued after it).
     condition, params = _window(ends_before, held)
     if issued_by is not None:
         condition, params = condition + "AND l.issued_at <= ? ", (*params, issued_by)
+    tail, tail_params = ("ORDER BY l.not_after, p.name LIMIT ?", (limit,)) if limit is not None else ("", ())
     return tx.query(
         f"SELECT {columns} FROM certificates l "
         "JOIN phones p ON p.id = l.phone_id "
-        f"WHERE l.status = 'installed' AND l.not_after < ? {condition}AND {certificates.CURRENT_LSC} "
+        f"WHERE l.status IN ('installed', 'revoked') AND l.not_after < ? AND ({_INSTALLED_OR_EXPIRED}) "
+        f"{condition}AND {certificates.CURRENT_LSC} "
         "AND p.operation_status NOT IN (?, ?) AND p.auth_mode != 'auth_string' "
         "AND NOT EXISTS (SELECT 1 FROM renewals r WHERE r.certificate_id = l.id) " + tail,
-        (expires_before, *params, *_BUSY, *tail_params))
+        (expires_before, REVOKED_EXPIRED, *params, *_BUSY, *tail_params))
 
 
 def due(tx: Transaction, expires_before: str, limit: int, ends_before: str | None = None, *,
         issued_by: str | None = None) -> list[dict[str, Any]]:
-    """Up to ``limit`` phones (soonest expiry first) whose current LSC is installed and expires before
-    ``expires_before``, with no operation pending or in progress, not in ``auth_string`` mode (a
-    person would have to type the string on the phone), and whose LSC no renewal was scheduled for
-    yet; and, when ``ends_before`` (the notAfter a replacement issued now would get) is given, whose
-    LSC ends strictly before it: renewing one that does not would give the phone an LSC that ends no
-    later, again at every run; and, when ``issued_by`` (the run's time) is given, whose LSC was issued
-    then or before. Each row is the phone's row plus ``lsc_id`` and ``lsc_not_after``."""
+    """Up to ``limit`` phones (soonest expiry first) whose current LSC is installed (or was, until it
+    expired and was revoked for that) and expires before ``expires_before``, with no operation pending
+    or in progress, not in ``auth_string`` mode (a person would have to type the string on the phone),
+    and whose LSC no renewal was scheduled for yet; and, when ``ends_before`` (the notAfter a
+    replacement issued now would get) is given, whose LSC ends strictly before it: renewing one that
+    does not would give the phone an LSC that ends no later, again at every run; and, when
+    ``issued_by`` (the run's time) is given, whose LSC was issued then or before. Each row is the
+    phone's row plus ``lsc_id`` and ``lsc_not_after``."""
     if limit <= 0:
         return []
     return _candidates(tx, "p.*, l.id AS lsc_id, l.not_after AS lsc_not_after", expires_before, ends_before, False,
-                       issued_by, "ORDER BY l.not_after, p.name LIMIT ?", (limit,))
+                       issued_by, limit)
 
 
 def held_back(tx: Transaction, expires_before: str, ends_before: str | None, limit: int, *,
@@ -62,8 +73,8 @@ def held_back(tx: Transaction, expires_before: str, ends_before: str | None, lim
     count = _candidates(tx, "COUNT(*) AS n", expires_before, ends_before, True, issued_by)[0]["n"]
     if not count or limit <= 0:
         return int(count or 0), []
-    rows = _candidates(tx, "p.name", expires_before, ends_before, True, issued_by,
-                       "ORDER BY l.not_after, p.name LIMIT ?", (limit,))
+    rows = _candidates(tx, "p.name, l.not_after AS lsc_not_after", expires_before, ends_before, True, issued_by,
+                       limit)
     return int(count), [row["name"] for row in rows]
 
 

@@ -12,9 +12,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from support.capf_validity import PHONE_KEY, upload_capf
 from support.store_phones import create_phone
 from _opencapf import renewal
+from _opencapf.ca import lsc
 from _opencapf.server import metrics
+from _opencapf.server.scheduling import Scheduling
 from _opencapf.store import certificates as certificate_records
 from _opencapf.store import phones as phone_records
 from _opencapf.store import renewals as renewal_records
@@ -225,3 +228,58 @@ def test_store_figures_of_the_metrics_endpoint(store):
     assert samples == {("opencapf_store_up", ()): 1, ("opencapf_lscs", ("installed",)): 3,
                        ("opencapf_lscs", ("expired",)): 1, ("opencapf_lscs", ("revoked",)): 1, ("opencapf_lscs", ("stale",)): 1,
                        ("opencapf_lscs_expiring_30d", ()): 2, ("opencapf_phones_locked", ()): 1}
+
+
+def _enrolled(store, name: str, moment, validity_days: int):
+    """Phone ``name`` whose session at ``moment`` installed an LSC valid ``validity_days`` (real, signed)."""
+    with store.transaction() as tx:
+        phone_records.create(tx, "test", name, operation="install_upgrade", operation_status="pending",
+                             auth_mode="null_string")
+    issued = lsc.issue(store, name, PHONE_KEY.public_key(), source="capf", validity_days=validity_days, now=moment)
+    with store.transaction() as tx:
+        phone = phone_records.get(tx, name)
+        certificate_records.install(tx, "test", phone, issued.id)
+        phone_records.set_operation_result(tx, "test", phone, "succeeded")
+    return issued
+
+
+def _tick(store, moment) -> None:
+    part = Scheduling(store, clock=lambda: moment)
+    try:
+        part.tick()
+    finally:
+        part.close()
+
+
+@pytest.mark.parametrize("case", ["waits for room", "service down"])
+def test_the_service_renews_an_lsc_that_expired_before_its_turn(store, case):
+    """``revoke_after_expiry`` (the default) revokes an LSC at the service's first tick past its notAfter,
+    before the renewals are scheduled. An LSC that expired installed is due all the same (the renewal
+    rule: one that expired already counts too), so the service renews it once its turn comes: when it
+    waited for room in the day (``renew_max_per_day``) and expired meanwhile, or when the service was
+    down through the window."""
+    upload_capf(store, T0 - 30 * DAY, 1825)
+    with store.transaction() as tx:
+        service_records.write(tx, "test", {"renew_before_days": 7, "renew_max_per_day": 1})
+    first = _enrolled(store, "SEP00000000F001", T0 - 10 * DAY + 2 * HOUR, 10)  # ends at T0 + 2 h
+    second = _enrolled(store, "SEP00000000F002", T0 - 10 * DAY + 3 * HOUR, 10)  # ends at T0 + 3 h
+    if case == "waits for room":
+        _tick(store, T0)  # the first is scheduled; the second waits for the next 24 hours
+        with store.read() as tx:
+            assert phone_records.get(tx, "SEP00000000F002")["operation_status"] == "succeeded"
+        again = lsc.issue(store, "SEP00000000F001", PHONE_KEY.public_key(), source="capf", now=T0)
+        with store.transaction() as tx:
+            phone = phone_records.get(tx, "SEP00000000F001")
+            certificate_records.install(tx, "test", phone, again.id)
+            phone_records.set_operation_result(tx, "test", phone, "succeeded")
+    _tick(store, T0 + DAY + HOUR)  # both expired by now; the day has room for one again
+    with store.read() as tx:
+        rows = phone_records.by_name(tx)
+        statuses = {row["serial"]: row["status"] for row in tx.query("SELECT serial, status FROM certificates")}
+        renewed = {row["certificate_id"] for row in tx.query("SELECT certificate_id FROM renewals")}
+    due = "SEP00000000F002" if case == "waits for room" else "SEP00000000F001"
+    expired = second if case == "waits for room" else first
+    assert statuses[expired.serial] == "revoked"  # revoked for its expiry, by the same tick
+    assert rows[due]["operation_status"] == "pending", "renewed all the same"
+    assert expired.id in renewed
+
