@@ -357,6 +357,14 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         # the latest sync given a password that bound with it and ended.
         "ALTER TABLE directory_syncs ADD COLUMN password {int} NOT NULL DEFAULT 0",
     ]),
+    (18, "LSCs revoked for their expiry, found without reading every revoked one", [
+        # Automatic renewal also takes a phone's current LSC that expired installed and was revoked for
+        # it (``store/renewals``), at every round of the scheduler; LSCs revoked as superseded by their
+        # renewal, which outnumber the fleet over the years, are not in this index. An LSC issued,
+        # installed or revoked for another reason writes no page of it.
+        "CREATE INDEX certificates_expired_revoked ON certificates (not_after) "
+        "WHERE revocation_reason = 'cessation_of_operation'",
+    ]),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

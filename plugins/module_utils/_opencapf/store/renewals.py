@@ -12,12 +12,20 @@ from .backend import Transaction
 
 # Operation statuses of a phone whose operation is still to run or running: renewal leaves it alone.
 _BUSY = ("pending", "in_progress")
-# An LSC renewal takes (row ``l``; its one parameter: the reason of an expiry's revocation): installed, or
-# installed until it expired and was revoked for that (``revocation.revoke_expired``, which the
-# service's tick runs before the renewals): an LSC that expired installed is due all the same, also
-# when it waited for room in the day past its notAfter or the service was down through the window.
-_INSTALLED_OR_EXPIRED = ("l.status = 'installed' OR (l.revocation_reason = ? AND l.installed_at IS NOT NULL "
-                         "AND l.revoked_at >= l.not_after)")
+# The LSCs renewal takes (row ``l``), each kind read from an index of its own, so that a round reads
+# neither every LSC nor every revoked one (an LSC replaced by its renewal is revoked as superseded:
+# over the years they outnumber the fleet): installed ones, from a range of certificates_status_expiry;
+# and those installed until they expired and were revoked for that (``revocation.revoke_expired``,
+# which the service's tick runs before the renewals), from the partial index certificates_expired_revoked
+# (the reason written out, as a partial index is only used for a query that names its condition). An
+# LSC that expired installed is due all the same, also when it waited for room in the day past its
+# notAfter or the service was down through the window.
+_KINDS = (
+    "l.status = 'installed'",
+    # (A revocation reason is only ever written with the status revoked; naming the status too would
+    # make SQLite read the revoked range of certificates_status_expiry instead.)
+    f"l.revocation_reason = '{REVOKED_EXPIRED}' AND l.installed_at IS NOT NULL AND l.revoked_at >= l.not_after",
+)
 
 
 def _window(ends_before: str | None, held: bool) -> tuple[str, tuple]:
@@ -30,22 +38,27 @@ def _window(ends_before: str | None, held: bool) -> tuple[str, tuple]:
 
 def _candidates(tx: Transaction, columns: str, expires_before: str, ends_before: str | None, held: bool,
                 issued_by: str | None, limit: int | None = None) -> list[dict[str, Any]]:
-    # From the expiring installed LSCs and those revoked for their expiry (ranges of the index
-    # certificates_status_expiry), not from every phone: the scheduler asks this at every round. The
-    # LSC must be the phone's current one, and issued by ``issued_by`` (a run as at an earlier time
-    # knows no LSC issued after it).
+    """``columns`` of the phones whose current LSC renewal takes (``_KINDS``), expiring before
+    ``expires_before`` (the scheduler asks at every round), issued by ``issued_by`` (a run as at an
+    earlier time knows no LSC issued after it); with ``limit``, the first so many by the LSC's expiry,
+    then the phone's name (``columns`` must then give ``lsc_not_after`` and ``name``)."""
     condition, params = _window(ends_before, held)
     if issued_by is not None:
         condition, params = condition + "AND l.issued_at <= ? ", (*params, issued_by)
     tail, tail_params = ("ORDER BY l.not_after, p.name LIMIT ?", (limit,)) if limit is not None else ("", ())
-    return tx.query(
-        f"SELECT {columns} FROM certificates l "
-        "JOIN phones p ON p.id = l.phone_id "
-        f"WHERE l.status IN ('installed', 'revoked') AND l.not_after < ? AND ({_INSTALLED_OR_EXPIRED}) "
-        f"{condition}AND {certificates.CURRENT_LSC} "
-        "AND p.operation_status NOT IN (?, ?) AND p.auth_mode != 'auth_string' "
-        "AND NOT EXISTS (SELECT 1 FROM renewals r WHERE r.certificate_id = l.id) " + tail,
-        (expires_before, REVOKED_EXPIRED, *params, *_BUSY, *tail_params))
+    rows = []
+    for kind in _KINDS:
+        rows += tx.query(
+            f"SELECT {columns} FROM certificates l "
+            "JOIN phones p ON p.id = l.phone_id "
+            f"WHERE {kind} AND l.not_after < ? {condition}AND {certificates.CURRENT_LSC} "
+            "AND p.operation_status NOT IN (?, ?) AND p.auth_mode != 'auth_string' "
+            "AND NOT EXISTS (SELECT 1 FROM renewals r WHERE r.certificate_id = l.id) " + tail,
+            (expires_before, *params, *_BUSY, *tail_params))
+    if limit is not None:
+        rows.sort(key=lambda row: (row["lsc_not_after"], row["name"]))
+        del rows[limit:]
+    return rows
 
 
 def due(tx: Transaction, expires_before: str, limit: int, ends_before: str | None = None, *,
@@ -70,7 +83,7 @@ def held_back(tx: Transaction, expires_before: str, ends_before: str | None, lim
     replacement would): how many, and the names of up to ``limit`` of them, soonest expiry first."""
     if ends_before is None:
         return 0, []
-    count = _candidates(tx, "COUNT(*) AS n", expires_before, ends_before, True, issued_by)[0]["n"]
+    count = sum(row["n"] for row in _candidates(tx, "COUNT(*) AS n", expires_before, ends_before, True, issued_by))
     if not count or limit <= 0:
         return int(count or 0), []
     rows = _candidates(tx, "p.name, l.not_after AS lsc_not_after", expires_before, ends_before, True, issued_by,

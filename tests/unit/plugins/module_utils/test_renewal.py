@@ -21,6 +21,7 @@ from _opencapf.server.scheduling import Scheduling
 from _opencapf.store import certificates as certificate_records
 from _opencapf.store import phones as phone_records
 from _opencapf.store import renewals as renewal_records
+from _opencapf.store import open_store
 from _opencapf.store import service as service_records
 from _opencapf.vocabulary import format_utc, parse_utc
 
@@ -283,3 +284,39 @@ def test_the_service_renews_an_lsc_that_expired_before_its_turn(store, case):
     assert rows[due]["operation_status"] == "pending", "renewed all the same"
     assert expired.id in renewed
 
+
+def test_a_round_reads_none_of_the_lscs_their_renewals_replaced(store_path):
+    """LSCs revoked as superseded by their renewals outnumber the fleet over the years; the scheduler's
+    renewal round (SQLite's virtual machine steps, counted by its progress handler) reads the LSCs it
+    may renew, installed or revoked for their expiry, and none of those."""
+    store = open_store(store_path, actor="test")
+    try:
+        with store.transaction() as tx:
+            for index in range(4):
+                phone = create_phone(tx, f"SEP0000000{index:05X}", operation="install_upgrade",
+                                     operation_status="succeeded")
+                for number in range(1200):  # each replaced by the next one's renewal
+                    old = _lsc(tx, phone, T0 - DAY * (number + 2) + index * HOUR)
+                    certificate_records.revoke(tx, "test", old, phone["name"], "superseded",
+                                               at=format_utc(T0 - DAY * (number + 1)))
+            _lsc(tx, phone, T0 + DAY)
+        _enable(store)
+        connection = store.backend._connection  # pylint: disable=protected-access
+        calls = [0]
+
+        def count():
+            calls[0] += 1
+            return 0
+
+        with store.read() as tx:
+            connection.set_progress_handler(count, 100)
+            try:
+                due = renewal_records.due(tx, format_utc(T0 + 30 * DAY), 10, format_utc(T0 + 365 * DAY))
+                held = renewal_records.held_back(tx, format_utc(T0 + 30 * DAY), format_utc(T0 + 365 * DAY), 10)
+            finally:
+                connection.set_progress_handler(None, 0)
+    finally:
+        store.close()
+    assert [row["name"] for row in due] == ["SEP000000000003"] and held == (0, [])
+    # A few hundred steps for the candidates; reading the 4,800 replaced LSCs takes far more than 20,000.
+    assert calls[0] * 100 < 20000, calls[0] * 100
