@@ -13,12 +13,12 @@ import pytest
 
 from support.phones import phone, run_enrol, target
 from support.protocol import add_phone, certificate_rows, phone_row
+from support.store_phones import change_phone
 from _opencapf import authstrings
 from _opencapf.phone_config import AuthRequest, converge as converge_phone
 from _opencapf.protocol.session import AuthOffer
 from _opencapf.server.decider import StoreDecider, names_device
 from _opencapf.simulator.client import enrol
-from _opencapf.store import phones as phone_records
 from _opencapf.store import service as service_records
 
 STRING = "4815162342"
@@ -204,10 +204,10 @@ def test_replaced_lsc_no_longer_authenticates(capf_server, ca_store, tmp_path):
     identity = _phone_with_lsc(ca_store, capf_server, tmp_path, name)
     old = (identity.lsc, identity.lsc_key)
     with ca_store.transaction() as tx:  # upgrade: the new LSC supersedes (revokes) the old one
-        phone_records.update(tx, "test", name, {"operation": "install_upgrade", "operation_status": "pending"})
+        change_phone(tx, name, operation="install_upgrade", reissue=True)
     assert run_enrol(identity, capf_server).outcome == "ok"
     with ca_store.transaction() as tx:
-        phone_records.update(tx, "test", name, {"auth_mode": "existing_cert_lsc", "operation_status": "pending"})
+        change_phone(tx, name, auth_mode="existing_cert_lsc", reissue=True)
     identity.lsc, identity.lsc_key = old
     identity.mic = None
     identity.settings.auth_mode = "existing_cert_lsc"

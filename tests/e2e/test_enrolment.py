@@ -13,10 +13,10 @@ import pytest
 
 from support.protocol import EVENT_LOOPS, add_phone, certificate_rows, openssl_verify, phone_row
 from support.phones import phone, run_enrol
+from support.store_phones import change_phone
 from support.stores import backend_cases
 from _opencapf.ca import certificates as c
 from _opencapf.phone_config import AuthRequest, converge as converge_phone
-from _opencapf.store import phones as phone_records
 from _opencapf.store import service as service_records
 
 AUTH_MODES = ["auth_string", "null_string", "existing_cert_lsc", "existing_cert_mic"]
@@ -30,11 +30,10 @@ def _every_mode(key_orders, on_postgresql):
 
 
 def set_phone(store, name, **changes):
-    """Change settings as an administrator does: a new operation is pending work."""
-    if "operation" in changes:
-        changes.setdefault("operation_status", "pending")
+    """Change settings as an administrator does: the operation given is pending work, a finished one
+    armed again (reissued)."""
     with store.transaction() as tx:
-        phone_records.update(tx, "test", name, changes)
+        change_phone(tx, name, reissue="operation" in changes, **changes)
 
 
 def last_session(store, name):

@@ -18,10 +18,10 @@ import urllib.request
 from support.phones import phone, run_enrol
 from support.protocol import add_phone, certificate_rows
 from support.serving import Serving
+from support.store_phones import change_phone
 from _opencapf.ca import authority
 from _opencapf.ca import crl as crl_module
 from _opencapf.dependencies import x509
-from _opencapf.store import phones as phone_records
 from _opencapf.store import service as service_records
 
 NAME = "SEP00CC00DD0001"
@@ -40,7 +40,7 @@ def _serve(store_path, log):
 
 def _arm(store, operation):
     with store.transaction() as tx:
-        phone_records.update(tx, "test", NAME, {"operation": operation, "operation_status": "pending"})
+        change_phone(tx, NAME, operation=operation, reissue=True)
 
 
 def _crl_entries(path):

@@ -19,6 +19,7 @@ from support.ansible_runner import changed_tasks, install_collection, playbook
 from support.protocol import add_phone, certificate_rows, phone_row
 from support.third_party_ca import PASSWORD, USERNAME, AdcsServer, EnterprisePki, EstServer, key_pem, pem
 from support.serving import Serving, wait_for
+from support.store_phones import change_phone
 from support.stores import backend_cases
 from support.tools import ROOT, openssl, run_cli
 from _opencapf import enrolment, service_config, trust
@@ -26,7 +27,6 @@ from _opencapf.ca import authority
 from _opencapf.ca import certificates as c
 from _opencapf.protocol.constants import XCAP_SIGN_RSA, XCAPS_ALL
 from _opencapf.protocol.phone import PhoneBehaviour
-from _opencapf.store import phones as phone_records
 
 X_CSR = PhoneBehaviour(x_caps=XCAPS_ALL)
 
@@ -227,8 +227,7 @@ def test_phone_without_x_csr_gets_a_clear_reason(capf_server, ca_store, pki, tmp
 
 def set_operation(store, name, **changes):
     with store.transaction() as tx:
-        phone_records.update(tx, "test", name, {"operation": "install_upgrade", "operation_status": "pending",
-                                                **changes})
+        change_phone(tx, name, operation="install_upgrade", reissue=True, **changes)
 
 
 # -- offline CA ------------------------------------------------------------------------------------

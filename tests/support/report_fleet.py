@@ -1,8 +1,9 @@
 """A store like the demo's (200 phones, mixed pools, modes and outcomes) made in well under a second.
 
 The bench's fleet generator writes phones, certificates and CSRs into the real schema; on top of
-it a few phones go through the store's own record functions: failed operations with reasons,
-repeated authentication failures up to a lock-out, and untrusted descriptions and pools.
+it untrusted descriptions and pools are set as an administrator sets them (one bulk change on the
+converge path of phone settings), and a few phones go through the store's own record functions
+sessions use: failed operations with reasons, repeated authentication failures up to a lock-out.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from bench import fleet  # noqa: E402  pylint: disable=wrong-import-position
+from _opencapf import phone_config  # noqa: E402  pylint: disable=wrong-import-position
 from _opencapf.store import phones as phone_records  # noqa: E402  pylint: disable=wrong-import-position
 
 # Text a hostile or careless administrator could store in a description or a pool name: if the
@@ -37,9 +39,12 @@ def make(store, phones: int = 200) -> dict:
     failed[names[12]] = HOSTILE_REASON
     locked = names[10:12]
     with store.transaction() as tx:
-        phone_records.update(tx, "test", names[0], {"description": HOSTILE_DESCRIPTION})
-        for name in names[:HOSTILE_POOL_PHONES]:
-            phone_records.update(tx, "test", name, {"device_pool": HOSTILE_POOL})
+        hostile = names[:HOSTILE_POOL_PHONES]
+        current = phone_records.by_name(tx, hostile)
+        phone_config.converge_many(tx, "test", b"", [
+            (current[name], phone_config.PhoneRequest(name, phone_config.check_settings(
+                {"device_pool": HOSTILE_POOL, "description": HOSTILE_DESCRIPTION if name == names[0] else None})))
+            for name in hostile], via="bulk")
         for name, reason in failed.items():
             phone_records.set_operation_result(tx, "test", phone_records.get(tx, name), "failed", reason)
         for name in locked:

@@ -1,6 +1,6 @@
-"""Phones put into a test's store the way every phone gets there: along the one converge path of phone
-settings (``phone_config.converge_many``), so that a test's phone is validated, written and audited
-(``phone.create`` with ``via``) as an administrator's is."""
+"""Phones put into a test's store, and their settings changed, the way every phone's are: along the one
+converge path of phone settings (``phone_config.converge_many``), so that a test's phone is validated,
+written and audited (``phone.create``/``phone.update`` with ``via``) as an administrator's is."""
 
 from __future__ import annotations
 
@@ -22,13 +22,9 @@ def create_phone(tx, name: str, *, secret: bytes = b"", auth_string: str | None 
     ``ENGINE_STATE``; ``auth_string`` is its authentication string, kept under the store's ``secret``."""
     name = normalise_device_name(name, "name")
     state = {column: columns.pop(column) for column in ENGINE_STATE if column in columns}
-    unknown = sorted(set(columns) - set(phone_config.COLUMN_OPTIONS))
-    if unknown:
-        raise TypeError(f"create_phone: not a phone setting: {', '.join(unknown)}")
     if auth_string is not None and not secret:
         raise TypeError("create_phone: an authentication string needs the store's secret")
-    settings = phone_config.check_settings({phone_config.COLUMN_OPTIONS[column]: value
-                                            for column, value in columns.items()})
+    settings = _settings("create_phone", columns)
     request = phone_config.PhoneRequest(name, settings, phone_config.AuthRequest(literal=auth_string))
     phone_config.converge_many(tx, actor, secret, [(None, request)], via=via)
     row = _phones.get(tx, name)
@@ -38,3 +34,27 @@ def create_phone(tx, name: str, *, secret: bytes = b"", auth_string: str | None 
                    (*changed.values(), row["id"]))
         row = _phones.get(tx, name)
     return row
+
+
+def change_phone(tx, name: str, *, reissue: bool = False, actor: str = "test", via: str = "capf_phone",
+                 **columns: Any) -> dict[str, Any]:
+    """Change the settings ``columns`` (store columns, as ``create_phone`` takes them) of the phone ``name``
+    in the caller's transaction as an administrator does, and return its row: a new operation is pending,
+    and ``reissue`` arms its operation again unless it is under way (pending, in progress), as capf_phone's
+    ``reissue`` does. The engine state of ``ENGINE_STATE`` is the sessions' to set, not a change's."""
+    name = normalise_device_name(name, "name")
+    current = _phones.get(tx, name)
+    if current is None:
+        raise LookupError(f"change_phone: no phone {name}")
+    request = phone_config.PhoneRequest(name, _settings("change_phone", columns), reissue=reissue)
+    phone_config.converge_many(tx, actor, b"", [(current, request)], via=via)
+    return _phones.get(tx, name)
+
+
+def _settings(caller: str, columns: dict[str, Any]) -> dict[str, Any]:
+    """``columns`` validated as the converge path takes them (``phone_config.check_settings``)."""
+    unknown = sorted(set(columns) - set(phone_config.COLUMN_OPTIONS))
+    if unknown:
+        raise TypeError(f"{caller}: not a phone setting: {', '.join(unknown)}")
+    return phone_config.check_settings({phone_config.COLUMN_OPTIONS[column]: value
+                                        for column, value in columns.items()})

@@ -11,8 +11,8 @@ from ansible_collections.opencapf.capf.plugins.modules import capf_info, capf_ph
 from _opencapf.ca import authority, lsc
 from _opencapf.store import certificates as certificate_records
 from _opencapf.store import open_store
-from _opencapf.store import phones as phone_records
 from support.phones import phone, run_enrol
+from support.store_phones import change_phone
 from support.protocol import add_phone
 from support.stores import query
 
@@ -119,7 +119,7 @@ def test_phones_and_report_ordered_by_lsc_expiry(run, location, tmp_path):
 
 def _set_operation(store, name, operation):
     with store.transaction() as tx:
-        phone_records.update(tx, "test", name, {"operation": operation, "operation_status": "pending"})
+        change_phone(tx, name, operation=operation, reissue=True)
 
 
 def _views(run, location, tmp_path, name):

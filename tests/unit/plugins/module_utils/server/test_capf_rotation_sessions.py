@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from support.capf_validity import renew_capf
 from support.protocol import add_phone, openssl_verify, phone_row
 from support.sessions import SessionLeg
+from support.store_phones import change_phone
 from _opencapf import reports, revocation
 from _opencapf.ca import authority
 from _opencapf.ca import certificates as c
@@ -42,7 +43,6 @@ from _opencapf.dependencies import x509
 from _opencapf.server.decider import StoreDecider
 from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
 from _opencapf.store import crls as crl_records
-from _opencapf.store import phones as phone_records
 from _opencapf.store import service as service_records
 
 pytestmark = pytest.mark.both_backends
@@ -197,7 +197,7 @@ def test_a_delete_leaves_no_lsc_of_the_phone_current_or_unrevoked(crl_store):
                                              (3, "delete", "completes")):
         if operation is not None:
             with crl_store.transaction() as tx:
-                phone_records.update(tx, "test", name, {"operation": operation, "operation_status": "pending"})
+                change_phone(tx, name, operation=operation, reissue=True)
         leg = SessionLeg(crl_store, identity, session_id, behaviour)
         while not leg.done:
             leg.step(float(session_id))

@@ -43,6 +43,7 @@ from hypothesis import strategies as st
 
 from support.protocol import add_phone, certificate_rows, phone_row
 from support.sessions import BEHAVIOURS, SessionLeg
+from support.store_phones import change_phone
 from support.third_party_ca import PASSWORD, USERNAME, EnterprisePki, pem
 from _opencapf import csr as csr_module
 from _opencapf import bulk, enrolment, phone_config, reports, scheduler, service_config, trust
@@ -714,7 +715,7 @@ def test_a_lapsed_operation_fails_the_csr_the_ca_holds_and_its_answer_is_never_r
     name, identity, csr = _held(ca_store, est)
     assert phone_row(ca_store, name)["operation_status"] == "pending"
     with ca_store.transaction() as tx:
-        phone_records.update(tx, "test", name, {"operation_deadline": "2026-01-01T00:00:00Z"})
+        change_phone(tx, name, operation_deadline="2026-01-01T00:00:00Z")
     if where == "scheduler":
         assert scheduler.lapse_deadlines(ca_store, utc_now()) == [name]
     else:
