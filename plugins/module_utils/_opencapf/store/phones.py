@@ -21,17 +21,6 @@ def get(tx: Transaction, name: str) -> dict[str, Any] | None:
     return tx.one("SELECT * FROM phones WHERE name = ?", (name.upper(),))
 
 
-def update(tx: Transaction, actor: str, name: str, changes: dict[str, Any], action: str = "phone.update") -> None:
-    if not changes:
-        return
-    assignments = ", ".join(f"{column} = ?" for column in changes)
-    tx.execute(
-        f"UPDATE phones SET {assignments}, updated_at = ? WHERE name = ?",
-        (*changes.values(), format_utc(utc_now()), name.upper()),
-    )
-    audit.record(tx, actor, action, name.upper(), **{k: v for k, v in changes.items() if not k.startswith("auth_")})
-
-
 def update_many(tx: Transaction, columns, rows) -> None:
     """Update many phones with one statement; each row holds the values of ``columns``, then
     ``updated_at`` and the phone's id."""
