@@ -234,8 +234,7 @@ def test_store_figures_of_the_metrics_endpoint(store):
 def _enrolled(store, name: str, moment, validity_days: int):
     """Phone ``name`` whose session at ``moment`` installed an LSC valid ``validity_days`` (real, signed)."""
     with store.transaction() as tx:
-        phone_records.create(tx, "test", name, operation="install_upgrade", operation_status="pending",
-                             auth_mode="null_string")
+        create_phone(tx, name, operation="install_upgrade", auth_mode="null_string")
     issued = lsc.issue(store, name, PHONE_KEY.public_key(), source="capf", validity_days=validity_days, now=moment)
     with store.transaction() as tx:
         phone = phone_records.get(tx, name)

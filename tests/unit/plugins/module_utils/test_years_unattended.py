@@ -42,6 +42,7 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from support.capf_validity import PHONE_KEY, upload_capf
+from support.store_phones import change_phone, create_phone
 from _opencapf import reports, revocation, service_config
 from _opencapf.ca import certificates as c
 from _opencapf.ca import crl as crl_module
@@ -130,8 +131,8 @@ class _Walk:
         if verb == "add" and phone is None:
             auth_mode = AUTH_MODES[pick % len(AUTH_MODES)]
             with self.store.transaction() as tx:
-                phone_records.create(tx, "test", name, operation="install_upgrade", operation_status="pending",
-                                     auth_mode=auth_mode)
+                create_phone(tx, name, operation="install_upgrade", auth_mode=auth_mode, secret=self.store.secret(),
+                             auth_string="4711" if auth_mode == "auth_string" else None)
             self.phones[name] = {"online": True, "auth_mode": auth_mode, "current": None, "loses": 0}
         elif verb in ("offline", "online") and phone is not None:
             phone["online"] = verb == "online"
@@ -157,7 +158,7 @@ class _Walk:
             self._upload(pick, self.capf.subject)
         elif verb == "upgrade" and phone is not None:
             with self.store.transaction() as tx:
-                phone_records.update(tx, "test", name, {"operation": "install_upgrade", "operation_status": "pending"})
+                change_phone(tx, name, operation="install_upgrade", reissue=True)
         elif verb in ("validity_days", "renew_before_days", "renew_max_per_day", "crl_validity_hours"):
             self._set({verb: VALUES[verb][pick % len(VALUES[verb])]})
         elif verb == "revoke_after_expiry":
