@@ -89,7 +89,7 @@ def test_every_view_reports_an_operation_lapsed_from_its_deadline_and_the_schedu
         lines = csv.DictReader(io.StringIO(reports.report_csv(rows).decode("utf-8")))
         check(tx, {line["device_name"]: (line["operation_status"],) for line in lines}, "csv")
         page = report_html.context(rows, stale_lscs=[], pending_csrs=[], generated_at=format_utc(MOMENT))
-        counted = {bar["label"]: bar["value"] for bar in page["statuses"]["bars"]}
+        counted = {column["label"]: column["value"] for column in page["statuses"]["bars"]}
         wanted = {}
         for status, _reason in expected.values():
             wanted[status] = wanted.get(status, 0) + 1

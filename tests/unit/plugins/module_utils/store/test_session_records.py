@@ -50,14 +50,15 @@ def test_finding_a_phone_s_last_session_does_not_walk_the_other_devices_sessions
         _record(tx, "SEP00000000A001", "2026-01-01T00:00:00Z", 20001)
     connection = store.backend._connection  # pylint: disable=protected-access
     steps = []
+    calls = [0]
+
+    def count():
+        calls[0] += 1
+        return 0
+
     with store.read() as tx:
         for device in ("SEP00000000A001", "SEP00000000B999"):
-            calls = [0]
-
-            def count(calls=calls):
-                calls[0] += 1
-                return 0
-
+            calls[0] = 0
             connection.set_progress_handler(count, 100)
             try:
                 found = session_records.last_for_device(tx, device)
