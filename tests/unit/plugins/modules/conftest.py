@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 
@@ -13,8 +15,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.d
 
 
 def _collection_path() -> str:
-    """A directory holding ``ansible_collections/opencapf/capf`` -> this checkout (a symlink)."""
+    """A directory holding ``ansible_collections/opencapf/capf`` -> this checkout (a symlink), removed
+    when the test process ends (the link only: ``rmtree`` does not follow it)."""
     base = tempfile.mkdtemp(prefix="opencapf-collections-")
+    atexit.register(shutil.rmtree, base, True)
     namespace = os.path.join(base, "ansible_collections", "opencapf")
     os.makedirs(namespace)
     os.symlink(ROOT, os.path.join(namespace, "capf"))
