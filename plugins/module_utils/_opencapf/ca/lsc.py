@@ -299,7 +299,7 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
                     tx, phone_id=phone["id"], kind="lsc", serial=serial_text, issuer=CAPF_ISSUER,
                     fingerprint=c.sha256_hex(der), public_key_fingerprint=key_fingerprint,
                     status="issued", source=source, pem=pem, not_before=not_before, not_after=not_after,
-                    signed_by=signer.id, issued_at=not_before,  # the issuance moment (``now``)
+                    signed_by=signer.id, issued_at=format_utc(moment),  # the issuance moment (``now``)
                 )
                 if new_id is None:
                     # Rare: tell a rotation from a serial clash only then.

@@ -126,6 +126,8 @@ def test_an_lsc_starts_no_earlier_than_its_capf_certificate(ca_store, behind, va
     assert c.not_after(certificate) == min(EPOCH + validity_days * DAY, c.not_after(capf))
     assert _stored_dates(ca_store, issued.id) == (format_utc(EPOCH), issued.not_after)
     assert issued.not_after == format_utc(c.not_after(certificate))
+    with ca_store.read() as tx:  # issued when it was, not when it starts
+        assert tx.scalar("SELECT issued_at FROM certificates WHERE id = ?", (issued.id,)) == format_utc(moment)
 
 
 def test_a_session_right_after_an_upload_that_starts_ahead_gets_an_lsc_that_starts_with_it(ca_store):
