@@ -101,10 +101,10 @@ def _most_in_a_day(tx, moment: _dt.datetime) -> int:
     """The most renewals recorded within any 24 hours (both ends included) that hold ``moment``: a run
     at ``moment`` adds its renewals to each of them. With none recorded after ``moment`` (a run at the
     current time), those of the 24 hours before it."""
-    since, at = format_utc(moment - DAY), format_utc(moment)
+    since = format_utc(moment - DAY)
     latest = renewal_records.latest(tx)
-    if latest is None or latest <= at:
-        return renewal_records.count_between(tx, since, at)
+    if latest is None or latest <= format_utc(moment):
+        return renewal_records.count_since(tx, since)
     times = [parse_utc(text, "scheduled_at") for text in
              renewal_records.scheduled_between(tx, since, format_utc(moment + DAY))]
     # The fullest such 24 hours begins at a renewal recorded at or before ``moment``, or at ``moment``.

@@ -84,7 +84,8 @@ LAPSED_REASON = "deadline passed"
 
 
 def overdue(alias: str) -> str:
-    return (f"{alias}.operation != 'none' AND {alias}.operation_status IN ('pending', 'failed') "
+    statuses = ", ".join(f"'{status}'" for status in OVERDUE_STATUSES)
+    return (f"{alias}.operation != 'none' AND {alias}.operation_status IN ({statuses}) "
             f"AND {alias}.operation_deadline IS NOT NULL AND {alias}.operation_deadline < ?")
 
 

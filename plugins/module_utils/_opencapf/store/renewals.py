@@ -102,12 +102,6 @@ def count_since(tx: Transaction, since: str) -> int:
     return int(tx.scalar("SELECT COUNT(*) FROM renewals WHERE scheduled_at >= ?", (since,)) or 0)
 
 
-def count_between(tx: Transaction, since: str, until: str) -> int:
-    """Renewals scheduled at or after ``since`` and at or before ``until``."""
-    return int(tx.scalar("SELECT COUNT(*) FROM renewals WHERE scheduled_at >= ? AND scheduled_at <= ?",
-                         (since, until)) or 0)
-
-
 def latest(tx: Transaction) -> str | None:
     """When the latest renewal recorded was scheduled (None: none recorded)."""
     return tx.scalar("SELECT MAX(scheduled_at) FROM renewals")
