@@ -131,7 +131,18 @@ def test_a_worker_that_dies_is_replaced(ca_store, tmp_path):
         with socket.create_connection(("127.0.0.1", serving.port), timeout=10):
             pass  # still accepting
     text = serving.log()
-    assert serving.returncode == 0 and "exited unexpectedly (signal 9); starting a new one" in text, text
+    assert serving.returncode == 0 and f"(pid {first[0]}) exited unexpectedly (signal 9); starting a new one" in text, text
+
+
+def test_a_stop_right_after_a_worker_was_started_again_is_a_clean_stop(ca_store, tmp_path):
+    """SIGTERM reaches the worker started in place of a dead one before its event loop handles it: the
+    worker ends by the signal's default action, which is the stop asked for, and the service exits 0."""
+    for _attempt in range(3):
+        with _start(ca_store, tmp_path / "serve.log", "--processes", "2") as serving:
+            first = children(serving.pid)
+            os.kill(first[0], signal.SIGKILL)
+            wait_for(lambda: first[0] not in children(serving.pid) and len(children(serving.pid)) >= 2, 30, 0.01)
+        assert serving.returncode == 0, serving.log()
 
 
 def test_daemon_with_processes_returns_once_listening_and_stops_on_sigterm(ca_store, store_path, tmp_path):

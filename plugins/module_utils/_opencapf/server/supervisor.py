@@ -216,7 +216,7 @@ class Supervisor:
                 raise CapfError(report["error"])
 
     def _supervise(self, watched, mask) -> int:
-        code = 0
+        code, sent = 0, signal.SIGTERM
         while True:
             info = signal.sigtimedwait(watched, 1.0)
             if info is not None and info.si_signo == signal.SIGHUP and not self.stopping:
@@ -226,18 +226,21 @@ class Supervisor:
                     _signal(worker.pid, signal.SIGHUP)
             if info is not None and info.si_signo in (signal.SIGTERM, signal.SIGINT) and not self.stopping:
                 self.stopping = True
+                sent = info.si_signo
                 log.info("CAPF service stopping: %s to %d workers", signal.Signals(info.si_signo).name,
                          len(self.workers))
                 for worker in self.workers:
                     _signal(worker.pid, info.si_signo)
                 deadline = time.monotonic() + STOP_GRACE_SECONDS
-            for worker, status in self._reap():
+            for worker, pid, status in self._reap():
                 died = os.waitstatus_to_exitcode(status)
                 if self.stopping:
-                    code = code or (1 if died else 0)
+                    # A worker the signal reached before its event loop took it over (one just started
+                    # again) ends by the signal's default action: stopped as asked, not failed.
+                    code = code or (0 if died in (0, -sent) else 1)
                     continue
                 log.warning("CAPF worker %d (pid %d) exited unexpectedly (%s); starting a new one", worker.index,
-                            worker.pid, f"exit code {died}" if died >= 0 else f"signal {-died}")
+                            pid, f"exit code {died}" if died >= 0 else f"signal {-died}")
                 self.quick_deaths = self.quick_deaths + 1 if time.monotonic() - worker.started < QUICK_DEATH_SECONDS \
                     else 0
                 if self.quick_deaths >= MAX_QUICK_DEATHS:
@@ -266,7 +269,7 @@ class Supervisor:
             for worker in self.workers:
                 if worker.pid == pid:
                     worker.pid = 0
-                    yield worker, status
+                    yield worker, pid, status
 
     def _stop_all(self, kill: bool = False) -> None:
         """SIGTERM (or SIGKILL) every live worker and wait for it; SIGKILL what outlives the grace."""
