@@ -116,14 +116,18 @@ def warn_all(module: AnsibleModule, warnings) -> None:
 
 
 def exit_with(module: AnsibleModule, result: dict, **extras) -> None:
-    """Exit with the engine's result: before/after become the diff, only when diff was asked for;
-    the engine's ``warnings`` become task warnings."""
+    """Exit with the engine's result: before/after become the diff (or ``diff_text``, a diff the engine
+    wrote out itself, shown as it is), only when diff was asked for; the engine's ``warnings`` become
+    task warnings."""
     result = dict(result)
     warn_all(module, result.pop("warnings", None))
     before = result.pop("before", None)
     after = result.pop("after", None)
+    prepared = result.pop("diff_text", None)
     payload = {"changed": result.pop("changed")}
     payload.update(extras)
-    if module._diff:  # pylint: disable=protected-access
+    if module._diff and prepared is not None:  # pylint: disable=protected-access
+        payload["diff"] = {"prepared": prepared}
+    elif module._diff:  # pylint: disable=protected-access
         payload["diff"] = {"before": before if before is not None else {}, "after": after if after is not None else {}}
     module.exit_json(**payload)

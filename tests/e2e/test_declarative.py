@@ -76,6 +76,26 @@ def test_plan_apply_then_no_changes(store_options, tmp_path):
     assert again["changed"] is False
 
 
+def test_a_strings_file_that_cannot_be_written_fails_the_apply_and_loses_no_string(deployment, tmp_path):
+    """The store keeps only a keyed hash of a generated string: an apply whose ``--strings-file`` cannot
+    be written must not have generated it. It exits 1 naming the flag, every table stays as it was, and
+    the same apply with a writable file then hands out every string."""
+    store, path = deployment
+    location, state_dir = store[1], store[3]
+    (tmp_path / "a-file").write_text("not a directory\n")
+    with open_store(location, state_dir=state_dir, read_only=True) as opened:
+        before = dump(opened)
+    blocked = str(tmp_path / "a-file" / "strings.csv")
+    result = run_cli(*store, "apply", path, "--strings-file", blocked)
+    assert (result.returncode, result.stdout) == (1, ""), result
+    assert result.stderr.startswith(f"opencapf: error: --strings-file: cannot write {blocked}: "), result.stderr
+    with open_store(location, state_dir=state_dir, read_only=True) as opened:
+        assert dump(opened) == before
+    strings = tmp_path / "strings.csv"
+    run_cli(*store, "apply", path, "--strings-file", str(strings), check=True)
+    assert strings.read_text().splitlines()[1].startswith("SEP001122334456,")
+
+
 def test_plan_changes_nothing(deployment):
     store, path = deployment
     run_cli(*store, "plan", path, check=True)

@@ -54,15 +54,15 @@ def build_spec(*, query=None, settings=None, generate_authentication_strings=Fal
     }
 
 
-def write_strings_file(store: Store, path: str, generated: list[dict]) -> None:
+def write_strings_file(store: Store, path: str, generated: list[dict], field: str = "strings_file") -> None:
     """Hand generated authentication strings out once: a CSV of ``device_name`` and
     ``authentication_string`` at ``path``, mode 0600, written atomically (``Store.write_file``: in an
     atomic change of the store, put in place only once it commits). A file that cannot be written
-    fails the job (its transaction is not committed) with the reason."""
+    fails the job (its transaction is not committed) with the reason, named as ``field``."""
     try:
         store.write_file(path, _strings_csv(generated))
     except OSError as exc:
-        raise CapfError(f"strings_file: cannot write {path}: {exc.strerror or exc}") from None
+        raise CapfError(f"{field}: cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _strings_csv(generated: list[dict]) -> bytes:

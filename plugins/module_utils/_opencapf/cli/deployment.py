@@ -4,14 +4,11 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 
 from ..declarative import deployment, document
 from ..declarative.schema import schema
-from ..files import write_private_file
 from ..store import opened
 from .progress import Progress
 
@@ -54,22 +51,12 @@ def _warn(report, output) -> None:
         output.warning(text)
 
 
-def _as_dict(report) -> dict:
-    return {
-        "changed": report.changed,
-        "warnings": report.warnings,
-        "changes": [{"section": c.section, "item": c.item, "action": c.action, "details": c.details}
-                    for c in report.changes],
-        "counts": report.counts,
-    }
-
-
 def _plan(args, output) -> int:
     loaded = document.load(args.file)
     with opened(args.store, actor="cli:plan", read_only=True) as store:
         report = deployment.plan(store, loaded, _options(args))
     _warn(report, output)
-    output.result(_as_dict(report), deployment.render(report))
+    output.result(deployment.summary(report), deployment.render(report))
     return 2 if args.detailed_exitcode and report.changed else 0
 
 
@@ -80,19 +67,17 @@ def _apply(args, output) -> int:
         loaded = document.load(args.file)
         options = dataclasses.replace(_options(args), progress=progress)
         with opened(args.store, actor="cli:apply") as store:
-            report = deployment.apply(store, loaded, options)
+            # The strings file is written inside the apply's change: one that cannot be written fails
+            # the apply, which then generates no string that nobody could ever read again.
+            report = deployment.apply(store, loaded, options, strings_file=args.strings_file,
+                                      strings_field="--strings-file")
     finally:
         progress.close()
     _warn(report, output)
-    result = _as_dict(report)
+    result = deployment.summary(report)
     text = deployment.render(report)
     if report.generated_strings:
         if args.strings_file:
-            buffer = io.StringIO()
-            writer = csv.writer(buffer)
-            writer.writerow(["device_name", "authentication_string"])
-            writer.writerows(sorted(report.generated_strings.items()))
-            write_private_file(args.strings_file, buffer.getvalue().encode())
             text += f"\ngenerated authentication strings written to {args.strings_file} (mode 0600)"
             result["strings_file"] = args.strings_file
         else:

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field as _field
 from typing import Any, Callable
 
 from .. import bulk, phone_config, service_config, templates, trust
-from ..errors import FieldError, ValidationError
+from ..errors import CapfError, FieldError, InputFileError, ValidationError
 from ..files import read_option_file
 from ..store import Store
 from ..store import phones as phone_records
 from ..vocabulary import check_bool, check_template_name, normalise_device_name
-from .document import Document
+from .document import Document, load as load_document
 
 PHONE_SETTINGS = tuple(phone_config.OPTION_COLUMNS)
 
@@ -298,16 +298,61 @@ def plan(store: Store, document: Document, options: Options = Options()) -> Repo
     return report
 
 
-def apply(store: Store, document: Document, options: Options = Options()) -> Report:
+def apply(store: Store, document: Document, options: Options = Options(), *, strings_file: str | None = None,
+          strings_field: str = "strings_file") -> Report:
     """Converge the store to the document, all or nothing: every section runs in one atomic change
     (``Store.atomic``), so an error in a later section (a bulk query naming a phone the store does not
     have, a setting a phone's own contradicts) leaves the store exactly as it was, sections before it
-    included, and no strings file of a bulk item is written."""
+    included, and no strings file of a bulk item is written.
+
+    ``strings_file``: every authentication string the file generates (its phones, templates and bulk
+    items) is written there, a 0600 CSV, inside the same change: put in place once it commits, and a
+    file that cannot be written fails the whole apply (``strings_field`` names it in the error). The
+    store keeps only a keyed hash of a string, so a string written nowhere would be lost for good."""
     report = Report()
     with store.atomic():
         for section in SECTIONS:
             section(store, document, False, report, options)
+        if strings_file and report.generated_strings:
+            bulk.write_strings_file(store, strings_file, generated_list(report), field=strings_field)
     return report
+
+
+def generated_list(report: Report) -> list[dict[str, str]]:
+    """The generated authentication strings of a report, by device name."""
+    return [{"device_name": name, "authentication_string": value}
+            for name, value in sorted(report.generated_strings.items())]
+
+
+def summary(report: Report) -> dict[str, Any]:
+    """What ``plan`` and ``apply`` report, in the shape the CLI's ``--json`` and ``capf_deployment`` return."""
+    return {
+        "changed": report.changed,
+        "warnings": list(report.warnings),
+        "changes": [{"section": c.section, "item": c.item, "action": c.action, "details": list(c.details)}
+                    for c in report.changes],
+        "counts": report.counts,
+    }
+
+
+def converge(store: Store, path: str, options: Options = Options(), *, check_mode: bool = False,
+             strings_file: str | None = None, field: str = "src") -> dict[str, Any]:
+    """The declarative file at ``path`` applied (or, in check mode, planned: nothing written, the
+    strings file neither): ``summary`` plus ``diff_text`` (``render``'s text, empty when nothing changes),
+    the generated ``authentication_strings`` when no ``strings_file`` took them (in check mode none:
+    a plan generates no string), and ``strings_file`` when one was written. A file that cannot be read
+    or is not a valid declarative file fails naming ``field``, the option that gave ``path``."""
+    try:
+        loaded = load_document(path)
+    except CapfError as exc:
+        raise InputFileError(field, str(exc)) from None
+    report = plan(store, loaded, options) if check_mode else apply(store, loaded, options, strings_file=strings_file)
+    result = summary(report)
+    result["diff_text"] = render(report) if report.changed else ""
+    written = bool(strings_file and report.generated_strings and not check_mode)
+    result["strings_file"] = strings_file if written else None
+    result["authentication_strings"] = [] if check_mode or written else generated_list(report)
+    return result
 
 
 def render(report: Report) -> str:

@@ -16,15 +16,15 @@ import yaml
 from support import certfactory
 from support.stores import backend_cases, query, store_exists
 from ansible_collections.opencapf.capf.plugins.modules import (
-    capf_bulk_update, capf_info, capf_ldap_sync, capf_offline_ca, capf_phone, capf_service, capf_stale_lsc,
-    capf_trust_cert)
+    capf_bulk_update, capf_deployment, capf_info, capf_ldap_sync, capf_offline_ca, capf_phone, capf_service,
+    capf_stale_lsc, capf_trust_cert)
 
-MODULES = (capf_bulk_update, capf_info, capf_ldap_sync, capf_offline_ca, capf_phone, capf_service, capf_stale_lsc,
-           capf_trust_cert)
+MODULES = (capf_bulk_update, capf_deployment, capf_info, capf_ldap_sync, capf_offline_ca, capf_phone, capf_service,
+           capf_stale_lsc, capf_trust_cert)
 EST = {"hostname": "ca.example.com", "type": "est", "profile_label": "phones"}
 # Options of type path that name a file or directory the module writes, not one it reads.
 OUTPUTS = {("capf_offline_ca", "path"), ("capf_bulk_update", "strings_file"), ("capf_info", "report_path"),
-           ("capf_ldap_sync", "strings_file")}
+           ("capf_ldap_sync", "strings_file"), ("capf_deployment", "strings_file")}
 LDAP = {"name": "corp", "urls": ["ldaps://localhost:1"], "search_base": "dc=example,dc=org", "device_template": "jabber"}
 
 
@@ -65,6 +65,7 @@ CASES = [
     (capf_service, "online_ca.client_certificate", _client_certificate),
     (capf_service, "online_ca.client_key", _client_key),
     (capf_ldap_sync, "ca_file", lambda path, _d: dict(LDAP, ca_file=path)),
+    (capf_deployment, "src", lambda path, _d: {"src": path}),
 ]
 IDS = [f"{module.__name__.rsplit('.', 1)[1]}-{option}" for module, option, _args in CASES]
 
