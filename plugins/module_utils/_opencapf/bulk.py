@@ -18,7 +18,7 @@ from typing import Any
 
 from . import csv_import, phone_query, scheduler
 from .errors import CapfError, ValidationError
-from .phone_config import COLUMN_OPTIONS, AuthRequest, PhoneRequest, check_settings, converge_many
+from .phone_config import AuthRequest, PhoneRequest, check_settings, converge_many, settings_options
 from .results import converged
 from .store import Store, audit
 from .store import phones as phone_records
@@ -44,7 +44,7 @@ def build_spec(*, query=None, settings=None, generate_authentication_strings=Fal
     AuthRequest(length=authentication_string_length).validated()
     return {
         "query": None if query is None else phone_query.check_query(query),
-        "set": {COLUMN_OPTIONS[column]: value for column, value in sorted(columns.items())},
+        "set": settings_options(columns),
         "generate_authentication_strings": generate,
         "regenerate_authentication_strings": regenerate,
         "authentication_string_length": int(authentication_string_length),

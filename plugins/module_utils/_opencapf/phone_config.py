@@ -24,9 +24,10 @@ from .store import Store, audit
 from .store import csrs as csr_records
 from .store import phones as phone_records
 from .store import service as service_records
-from .vocabulary import (AUTH_MODES, AUTH_STRING_DIGITS, KEY_ORDERS, OPERATIONS, SECURITY_MODES, TIME_RULE,
-                         check_choice, check_ec_key_size, check_int_range, check_rsa_key_size, format_utc, key_allowed,
-                         normalise_device_name, parse_utc_exact, utc_now)
+from .vocabulary import (AUTH_MODES, AUTH_STRING_DIGITS, DEADLINE_RULE, KEY_ORDERS, NO_DEADLINE, OPERATIONS,
+                         SECURITY_MODES, TEMPLATE_DEADLINE_RULE, TIME_RULE, check_choice, check_ec_key_size,
+                         check_int_range, check_rsa_key_size, format_utc, key_allowed, normalise_device_name,
+                         parse_utc_exact, utc_now)
 
 # option name -> store column
 OPTION_COLUMNS = {
@@ -56,8 +57,10 @@ TO_BE_GENERATED = "(to be generated)"
 VIA = ("capf_phone", "bulk", "csv", "apply", "renewal", "template", "ldap", "issue")
 
 
-def check_settings(settings: dict | None, prefix: str = "") -> dict[str, Any]:
-    """Validate phone settings given by option name; return {column: canonical value} for those set."""
+def check_settings(settings: dict | None, prefix: str = "", *, deadline_clears: bool = True) -> dict[str, Any]:
+    """Validate phone settings given by option name; return {column: canonical value} for those set
+    (``operation_completes_by: none`` as a deadline of None, which clears the phone's; a template,
+    ``deadline_clears=False``, refuses it)."""
     settings = {k: v for k, v in (settings or {}).items() if v is not None}
     unknown = sorted(set(settings) - set(OPTION_COLUMNS))
     if unknown:
@@ -80,16 +83,38 @@ def check_settings(settings: dict | None, prefix: str = "") -> dict[str, Any]:
             checked = check_rsa_key_size(value, field)
         elif option == "ec_key_size":
             checked = check_ec_key_size(value, field)
-        else:  # a deadline is kept as declared: a fraction of a second is refused, never dropped
-            moment = parse_utc_exact(value, field)
-            if moment is None:
-                # An empty deadline is no deadline to set: every path refuses it alike (a bulk job or a
-                # template would otherwise drop it, capf_phone clear the phone's), as the declarative
-                # file's schema does; leaving the option out keeps the phone's deadline.
-                raise ValidationError(field, TIME_RULE, value)
-            checked = format_utc(moment)
+        else:
+            checked = _check_deadline(value, field, deadline_clears)
         result[OPTION_COLUMNS[option]] = checked
     return result
+
+
+def _check_deadline(value, field: str, clears: bool) -> str | None:
+    """An operation's deadline as declared, canonical; ``none`` (``NO_DEADLINE``) clears it (None) where
+    ``clears``. It is kept as declared: a fraction of a second is refused, never dropped. An empty
+    deadline is no deadline to set, nor a word to clear one: every path refuses it alike (a bulk job or
+    a template would otherwise drop it, capf_phone clear the phone's), as the declarative file's schema
+    does; leaving the option out keeps the phone's deadline."""
+    rule = DEADLINE_RULE if clears else TEMPLATE_DEADLINE_RULE
+    if value == NO_DEADLINE and clears:
+        return None
+    try:
+        moment = None if value == NO_DEADLINE else parse_utc_exact(value, field)
+    except ValidationError as exc:
+        if exc.rule != TIME_RULE:  # a time, but not to the second: that rule is the one broken
+            raise
+        moment = None
+    if moment is None:
+        raise ValidationError(field, rule, value)
+    return format_utc(moment)
+
+
+def settings_options(columns: dict) -> dict[str, Any]:
+    """Validated columns (``check_settings``) by option name again, as a request that is kept and read
+    back later says them (a bulk job's ``set``): a cleared deadline as ``none``, never as null, which
+    would read as the option left out."""
+    return {COLUMN_OPTIONS[column]: (NO_DEADLINE if column == "operation_deadline" and value is None else value)
+            for column, value in sorted(columns.items())}
 
 
 @dataclass(frozen=True)
@@ -211,6 +236,8 @@ def plan_phone(current: dict | None, name: str, wanted: dict, defaults: dict, au
             auth_view = "(unset)"
 
     finished = base["operation_status"] in ("succeeded", "failed", "lapsed", "none")
+    # A new deadline, or none any more (``operation_completes_by: none``), arms a failed or lapsed
+    # operation again: the deadline it failed or lapsed by no longer holds.
     deadline_changed = target["operation_deadline"] != base["operation_deadline"]
     reissued = target["operation"] != "none" and reissue and finished
     rearm = target["operation"] != "none" and (

@@ -8,7 +8,8 @@ A template holds, by option name:
 - the per-phone settings of ``capf_phone`` (``phone_config.OPTION_COLUMNS``): ``description``,
   ``model``, ``device_pool``, ``security_mode``, ``certificate_operation``,
   ``authentication_mode``, ``key_order``, ``rsa_key_size``, ``ec_key_size``,
-  ``operation_completes_by`` (an absolute deadline), validated by the same rules;
+  ``operation_completes_by`` (an absolute deadline), validated by the same rules, but for ``none``
+  (which clears a phone's deadline): a template without a deadline gives none, so it is refused;
 - ``operation_completes_in_days``: a relative deadline, days from the application that creates the
   device (or re-arms its operation), 1\u20133650; excludes ``operation_completes_by``;
 - ``authentication_string``: one 4\u201310 digit string shared by every device (sealed in the store
@@ -142,7 +143,9 @@ def check_template(settings: Mapping | None, prefix: str = "") -> tuple[dict[str
         if "operation_completes_by" in given:
             raise ValidationError(prefix + RELATIVE_DEADLINE, "cannot be combined with operation_completes_by")
         days = check_int_range(prefix + RELATIVE_DEADLINE, days, DEADLINE_DAYS, " days")
-    columns = check_settings(given, prefix)
+    # ``operation_completes_by: none`` clears a phone's deadline; a template holds what devices get, so
+    # it is refused there (a device gets no deadline from a template that leaves the option out).
+    columns = check_settings(given, prefix, deadline_clears=False)
     if "description" in columns:
         placeholders(columns["description"], prefix + "description")
     auth = AuthRequest(literal=shared, generate=generate,

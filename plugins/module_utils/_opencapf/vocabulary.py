@@ -402,6 +402,13 @@ def check_listen_addresses(value, field: str = "listen_addresses") -> list[str]:
 
 
 TIME_RULE = "must be an ISO 8601 date or time such as 2026-12-31T23:00:00Z"
+# The value of ``operation_completes_by`` that clears a phone's deadline: the word that says "no
+# operation" (``certificate_operation: none``) says "no deadline", so the phone's settings have one such word.
+NO_DEADLINE = OPERATIONS[0]
+DEADLINE_RULE = f"{TIME_RULE}, or {NO_DEADLINE} to clear the deadline"
+# A template holds what devices get; a device gets no deadline from a template that leaves it out.
+TEMPLATE_DEADLINE_RULE = (f"{TIME_RULE}; a template cannot say {NO_DEADLINE} (it gives devices settings: leave the "
+                          "option out for no deadline, and clear a phone's deadline with capf_phone or capf_bulk_update)")
 
 
 def parse_utc(value, field: str) -> _dt.datetime | None:

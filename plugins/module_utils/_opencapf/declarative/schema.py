@@ -27,6 +27,10 @@ AUTH_STRING = {
     "x-secret": True,
 }
 TIMESTAMP = {"type": "string", "minLength": 10, "maxLength": 40, "x-rule": v.TIME_RULE}
+# A phone's deadline: a time, or none, which clears it; a template's: a time only.
+DEADLINE = {"anyOf": [dict(TIMESTAMP, **{"x-rule": v.DEADLINE_RULE}), {"const": v.NO_DEADLINE}],
+            "x-rule": v.DEADLINE_RULE}
+TEMPLATE_DEADLINE = dict(TIMESTAMP, **{"x-rule": v.TEMPLATE_DEADLINE_RULE})
 TEXT = {"type": "string", "maxLength": 200}
 PEM = {"type": "string", "minLength": 1, "maxLength": 1024 * 1024,
        "x-rule": "must be PEM text (-----BEGIN CERTIFICATE----- ...)"}
@@ -64,8 +68,8 @@ def _strict(properties: dict, required=(), **extra) -> dict:
     return result
 
 
-def phone_settings() -> dict:
-    """The per-phone CAPF settings, as named by capf_phone."""
+def phone_settings(deadline=None) -> dict:
+    """The per-phone CAPF settings, as named by capf_phone (a template's deadline: ``TEMPLATE_DEADLINE``)."""
     return {
         "description": TEXT,
         "model": {"type": "string", "maxLength": 64},
@@ -76,7 +80,7 @@ def phone_settings() -> dict:
         "key_order": _enum(v.KEY_ORDERS),
         "rsa_key_size": _enum(v.RSA_KEY_SIZES),
         "ec_key_size": _enum(v.EC_KEY_SIZES),
-        "operation_completes_by": TIMESTAMP,
+        "operation_completes_by": deadline or DEADLINE,
     }
 
 
@@ -158,7 +162,7 @@ def schema() -> dict:
         required=("query",),
     )
     template = _strict(
-        dict(phone_settings(), **{
+        dict(phone_settings(TEMPLATE_DEADLINE), **{
             "name": TEMPLATE_NAME,
             "state": _enum(("present", "absent")),
             "authentication_string": AUTH_STRING,

@@ -27,7 +27,7 @@ from _opencapf.errors import CapfError
 from _opencapf.store import certificates as certificate_records
 from _opencapf.store import open_store
 from _opencapf.store import phones as phone_records
-from _opencapf.vocabulary import REVOCATION_REASONS
+from _opencapf.vocabulary import NO_DEADLINE, REVOCATION_REASONS
 from support import certfactory
 from support.protocol import add_phone
 
@@ -61,7 +61,7 @@ requests = st.fixed_dictionaries({
         "security_mode": st.sampled_from(("non_secure", "authenticated")),
         "device_pool": st.sampled_from(("", "Lobby")),
         "key_order": st.sampled_from(("rsa", "ec")),
-        "operation_completes_by": st.sampled_from(("2030-01-01T00:00:00Z", "2031-06-01T00:00:00Z")),
+        "operation_completes_by": st.sampled_from(("2030-01-01T00:00:00Z", "2031-06-01T00:00:00Z", NO_DEADLINE)),
     }),
     "auth": st.sampled_from(("none", "literal", "other_literal", "generate", "regenerate")),
     "reissue": st.booleans(),

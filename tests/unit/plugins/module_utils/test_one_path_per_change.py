@@ -19,6 +19,9 @@ regenerated or not, and ``reissue``, each path that can express the change:
    an authentication string;
 4. run a second time, reports ``changed: false`` and writes nothing (a string regenerated on
    request is new each time, by request).
+
+``operation_completes_by: none`` clears the phone's deadline on every path that can say it (a device
+template cannot: it holds what devices get), never refused for itself.
 """
 
 from __future__ import annotations
@@ -54,7 +57,9 @@ STRINGS = {"literal_a": "24681357", "literal_b": "97531864"}
 TEXTS = ("", "Lobby", "Hall 2")
 # What an administrator may type: padded, quoted, braced (a template's description is a pattern), accented.
 TYPED_TEXTS = TEXTS + (" Lobby ", "  ", 'Room {5}, "east"', "Caf\u00e9")
-DEADLINES = ("2030-01-01T00:00:00Z", "2030-01-01", "2031-06-01T02:00:00+02:00", "2020-01-01T00:00:00Z", "")
+# ``none`` clears the phone's deadline (a template cannot say it: that path drops out); "" is refused.
+DEADLINES = ("2030-01-01T00:00:00Z", "2030-01-01", "2031-06-01T02:00:00+02:00", "2020-01-01T00:00:00Z", "",
+             v.NO_DEADLINE)
 PATHS = ("capf_phone", "bulk", "scheduled", "csv", "apply", "template", "ldap")
 VIA = {"capf_phone": "capf_phone", "bulk": "bulk", "scheduled": "bulk", "csv": "csv", "apply": "apply",
        "template": "template", "ldap": "ldap"}
@@ -566,12 +571,24 @@ EMPTY_DEADLINE = (
 )
 
 
+# A lapsed operation whose deadline is cleared: pending again on every path, as with a new deadline.
+CLEARED_DEADLINE = (
+    dict(EMPTY_DEADLINE[0], operation_status="lapsed", operation_reason="deadline passed",
+         operation_deadline="2020-01-01T00:00:00Z"),
+    dict(EMPTY_DEADLINE[1], settings={"operation_completes_by": v.NO_DEADLINE}),
+)
+# ... and a phone without a deadline whose deadline is cleared: no change on any path.
+NO_DEADLINE_CLEARED = (dict(EMPTY_DEADLINE[0], operation_deadline=None), CLEARED_DEADLINE[1])
+
+
 # A phone a CSV import creates: the job's bulk.apply event counted it as matched, its result did not.
 NEW_PHONE = {"settings": {}, "auth": "none", "length": 8, "reissue": False, "spelling": str.upper}
 
 
 @PROPERTY
 @example(start=EMPTY_DEADLINE[0], change=EMPTY_DEADLINE[1])
+@example(start=CLEARED_DEADLINE[0], change=CLEARED_DEADLINE[1])
+@example(start=NO_DEADLINE_CLEARED[0], change=NO_DEADLINE_CLEARED[1])
 @example(start=None, change=NEW_PHONE)
 @given(start=starting_phones(), change=changes)
 def test_every_path_makes_the_same_change_and_tells_the_truth_about_it(store, rsa_phone_key, ec_phone_key,
@@ -589,6 +606,10 @@ def test_every_path_makes_the_same_change_and_tells_the_truth_about_it(store, rs
         event(f"{path}: {'-' if result is None else result[0]}")
     assert "capf_phone" in results
     reference = results["capf_phone"]
+    if change["settings"].get("operation_completes_by") == v.NO_DEADLINE:
+        # ``none`` is no bad deadline: it clears the phone's (or, with another rule broken, that rule is said).
+        assert reference[0] == "done" or not reference[1].startswith("operation_completes_by"), reference
+        assert reference[0] == "error" or reference[1]["phone"]["operation_deadline"] is None, reference
     for path, result in results.items():
         # 1. The same rule broken, or the same row, string, CSRs and audit events.
         assert result[:2] == reference[:2], f"{path} differs from capf_phone: {result[:2]} != {reference[:2]}"
