@@ -26,8 +26,9 @@ description:
   - 'The CSV header names the columns: C(device_name) (required) and any of C(description), C(model),
     C(device_pool), C(security_mode), C(certificate_operation), C(authentication_mode),
     C(authentication_string) (digits, or C(generate)), C(key_order), C(rsa_key_size), C(ec_key_size),
-    C(operation_completes_by). An empty cell leaves the setting as it is (a new phone gets its default). Every
-    bad row is reported with its line number and nothing is imported unless every row is valid.'
+    C(operation_completes_by). An empty cell leaves the setting as it is (a new phone gets its default); a
+    C(none) in the C(operation_completes_by) column clears the deadline of the phone. Every bad row is reported with
+    its line number and nothing is imported unless every row is valid.'
 author:
   - opencapf developers (@opencapf)
 extends_documentation_fragment:
@@ -78,6 +79,11 @@ options:
           - Kept to the second; a fraction of a second fails the task with a message that starts with
             C(set.operation_completes_by must be a whole second) (in a CSV file, the row's line and
             C(operation_completes_by must be a whole second)).
+          - V(none) clears the deadline of every matched phone (a scheduled job clears it when it runs). A
+            V(failed) or V(lapsed) operation whose deadline is cleared is V(pending) again, as with a new deadline;
+            a phone without a deadline is unchanged. The diff shows the old deadline before and V(null) after.
+          - Leave the option out to keep each phone's deadline; an empty value is refused with a message that
+            starts with C(set.operation_completes_by must be an ISO 8601 date or time).
         type: str
   authentication_string:
     description:
@@ -165,6 +171,14 @@ EXAMPLES = r"""
       operation_completes_by: "{{ '%Y-%m-%dT06:00:00Z' | strftime(now(utc=true).timestamp() + 86400, utc=true) }}"
     reissue: true
     run_at: "{{ '%Y-%m-%dT01:00:00Z' | strftime(now(utc=true).timestamp() + 86400, utc=true) }}"
+
+- name: Operations in pool HQ wait for their phones without a deadline (those that lapsed are pending again)
+  opencapf.capf.capf_bulk_update:
+    query:
+      device_pool: [HQ]
+      certificate_operation: [install_upgrade]
+    set:
+      operation_completes_by: none
 
 - name: New phones from CSV with a unique string each, written for distribution
   opencapf.capf.capf_bulk_update:

@@ -77,6 +77,11 @@ options:
       - A fixed deadline for every device, an ISO 8601 date or time (UTC unless an offset is given).
       - Kept to the second; a fraction of a second fails the task with a message that starts with
         C(operation_completes_by must be a whole second).
+      - Unset, no deadline; V(none), which clears a phone's deadline in M(opencapf.capf.capf_phone) and
+        M(opencapf.capf.capf_bulk_update), is refused here with a message that starts with
+        C(operation_completes_by must be an ISO 8601 date or time) and says a template cannot say V(none) - a
+        template holds the settings devices get, and a device gets no deadline from a template that leaves the
+        option out.
       - Mutually exclusive with O(operation_completes_in_days).
     type: str
 seealso:

@@ -14,8 +14,8 @@ description:
     per-phone way of the CAPF configuration guide.
   - Setting O(certificate_operation) to something other than V(none) schedules that operation; the
     phone performs it at its next CAPF session. Declaring the same operation again changes nothing, whatever
-    its status. A V(failed) or V(lapsed) operation is armed again by a new O(operation_completes_by) or by
-    O(reissue=true).
+    its status. A V(failed) or V(lapsed) operation is armed again by a new O(operation_completes_by), by
+    O(operation_completes_by=none) (the deadline it lapsed by no longer holds), or by O(reissue=true).
   - With a third-party CA (issuer V(online_ca) or V(offline_ca)), a change that withdraws the operation a CSR still
     at the CA was made for (another O(certificate_operation), a finished one armed again by O(reissue=true),
     O(state=absent), or key settings that no longer ask for the CSR's key) fails that CSR; the CA's answer for it is
@@ -74,8 +74,16 @@ options:
         for example C(2099-12-31T18:00:00Z). After it the operation lapses.
       - Times are kept to the second; a fraction of a second (C(2099-12-31T18:00:00.5Z)) fails the task with a
         message that starts with C(operation_completes_by must be a whole second), never cut to the second.
-      - Leave the option out to keep the phone's deadline; an empty value is refused, as by every path that changes
-        a phone (M(opencapf.capf.capf_bulk_update), the declarative file, device templates).
+      - V(none) clears the deadline, so the operation waits for the phone without one (as
+        O(certificate_operation=none) says no operation). A V(failed) or V(lapsed) operation whose deadline is
+        cleared is V(pending) again, as with a new deadline; a pending one stays pending. Clearing the deadline
+        of a phone that has none changes nothing. Check mode and diff mode show the old deadline before and
+        V(null) after, and write nothing. The audit event C(phone.update) shows C(operation_completes_by) as
+        V(null), like any other changed setting.
+      - Leave the option out to keep the phone's deadline; an empty value is refused with a message that starts
+        with C(operation_completes_by must be an ISO 8601 date or time), as by every path that changes a phone
+        (M(opencapf.capf.capf_bulk_update), the declarative file, device templates). V(none) is the one word
+        (lower case); a device template refuses it (see M(opencapf.capf.capf_device_template)).
     type: str
   reissue:
     description:
@@ -125,6 +133,11 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "Enter {{ phone.authentication_string }} on the phone"
   when: phone.authentication_string is defined
+
+- name: Let the phone's operation wait without a deadline (one set by mistake, or one that lapsed)
+  opencapf.capf.capf_phone:
+    name: SEP001122334455
+    operation_completes_by: none
 
 - name: A secure phone gets its LSC with its MIC
   opencapf.capf.capf_phone:

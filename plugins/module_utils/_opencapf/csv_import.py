@@ -6,7 +6,7 @@ Columns are the capf_phone option names: ``device_name`` (required) and any of `
 ``model``, ``device_pool``, ``security_mode``, ``certificate_operation``, ``authentication_mode``,
 ``authentication_string`` (digits, or ``generate``), ``key_order``, ``rsa_key_size``,
 ``ec_key_size``, ``operation_completes_by``. An empty cell leaves the setting as it is (a new phone
-gets its default).
+gets its default); ``none`` in ``operation_completes_by`` clears the phone's deadline.
 """
 
 from __future__ import annotations

@@ -286,7 +286,8 @@ def desired_for(template: Template, device_name: str, variables: Mapping[str, An
         options["operation_completes_by"] = format_utc(moment + _dt.timedelta(days=days))
     auth = AuthRequest(literal=template.authentication_string, generate=bool(template.settings.get(GENERATE)),
                        length=template.settings.get(LENGTH, authstrings.DEFAULT_LENGTH))
-    return {"name": name, "settings": check_settings(options, prefix), "auth": auth, "prefix": prefix}
+    return {"name": name, "settings": check_settings(options, prefix, deadline_clears=False), "auth": auth,
+            "prefix": prefix}
 
 
 def _variables(variables: Mapping[str, Any] | None, field: str) -> dict[str, str]:

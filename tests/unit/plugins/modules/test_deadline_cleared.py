@@ -13,6 +13,7 @@ import json
 import os
 
 import pytest
+import yaml
 
 from ansible_collections.opencapf.capf.plugins.modules import capf_bulk_update, capf_device_template, capf_phone
 
@@ -219,3 +220,18 @@ def test_another_value_is_refused_naming_the_option_and_the_rule(module, args, f
     assert result["failed"] and result["msg"].startswith(f"{field} {v.DEADLINE_RULE}"), result["msg"]
     with open_store(store_path, actor="test") as store:
         assert dump(store) == before
+
+
+@pytest.mark.parametrize("module", [capf_phone, capf_bulk_update], ids=["capf_phone", "capf_bulk_update"])
+def test_the_documented_example_clears_the_deadline(module, run, store_path):
+    """The example of each module that says ``none`` runs as written against a phone it names or matches."""
+    with open_store(store_path, actor="test") as store:
+        phone_config.converge(store, NAME, settings={"certificate_operation": "install_upgrade", "device_pool": "HQ",
+                                                     "operation_completes_by": PASSED})
+    key = f"opencapf.capf.{module.__name__.rsplit('.', 1)[1]}"
+    [task] = [task[key] for task in yaml.safe_load(module.EXAMPLES)
+              if key in task and v.NO_DEADLINE == (task[key].get("set") or task[key]).get("operation_completes_by")]
+    result = run(module, dict(task, store=store_path))
+    assert not result["failed"] and result["changed"], result
+    assert _row(store_path) == {"operation": "install_upgrade", "operation_deadline": None,
+                                "operation_status": "pending", "operation_reason": ""}
