@@ -283,7 +283,11 @@ phones:
       description: The pending or last certificate operation.
       type: str
     operation_status:
-      description: V(none), V(pending), V(in_progress), V(succeeded), V(failed) or V(lapsed).
+      description:
+        - V(none), V(pending), V(in_progress), V(succeeded), V(failed) or V(lapsed), as at the time of the call,
+          whether or not the scheduler has run since.
+        - V(lapsed) once the deadline has passed (the phone's next session refuses the operation); V(failed) once the
+          session that left the operation V(in_progress) has surely ended without a result (its service died).
       type: str
     operation_reason:
       description: Why the operation failed or lapsed, or is still pending; empty otherwise.

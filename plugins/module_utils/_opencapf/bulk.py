@@ -129,7 +129,7 @@ def run(store: Store, spec: dict, *, shared_string: str | None = None, csv_rows=
         work: list[tuple[dict | None, PhoneRequest]] = []
         unmatched, warnings = [], []
         if spec["query"] is not None:
-            for row in phone_query.select(tx, spec["query"], with_lsc=False, now=now):
+            for row in phone_query.select(tx, spec["query"], with_lsc=False, now=now, clock_skew=store.clock_skew):
                 work.append((row, PhoneRequest(row["name"], wanted, base_auth, f"phone {row['name']}: ")))
             found = {request.name for _row, request in work}
             unmatched, warnings = phone_query.check_unmatched(
@@ -141,7 +141,7 @@ def run(store: Store, spec: dict, *, shared_string: str | None = None, csv_rows=
                 work.append((existing.get(item.name), PhoneRequest(item.name, item.settings, item.auth,
                                                                    f"phone {item.name}: ")))
         plans = converge_many(tx, store.actor, secret, work, via="bulk" if csv_rows is None else "csv",
-                              reissue=spec["reissue"], check_mode=check_mode)
+                              reissue=spec["reissue"], check_mode=check_mode, clock_skew=store.clock_skew)
         generated = [{"device_name": plan.name, "authentication_string": plan.generated}
                      for plan in plans if plan.generated is not None]
         updates = [plan for plan in plans if plan.exists and plan.changes]

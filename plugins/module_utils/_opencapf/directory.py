@@ -563,7 +563,7 @@ def _apply(store: Store, config: dict, entries, *, ticket, bind_password, check_
         applied = templates.apply_in(tx, store.actor, secret, template,
                                      {device: item["variables"] for device, item in devices.items()}, via=VIA,
                                      existing="reapply" if first or config["reapply_template"] else "keep",
-                                     check_mode=check_mode, now=moment, refused=refused)
+                                     check_mode=check_mode, now=moment, refused=refused, clock_skew=store.clock_skew)
         skipped.extend({"dn": devices[item["device_name"]]["dn"], "value": item["device_name"],
                         "field": item["field"], "reason": item["rule"]} for item in refused)
         absent = gone_in_store if config["absent_devices"] != "keep" else []

@@ -27,7 +27,7 @@ from .store import service as service_records
 from .vocabulary import (AUTH_MODES, AUTH_STRING_DIGITS, DEADLINE_RULE, KEY_ORDERS, NO_DEADLINE, OPERATIONS,
                          SECURITY_MODES, TEMPLATE_DEADLINE_RULE, TIME_RULE, check_choice, check_ec_key_size,
                          check_int_range, check_rsa_key_size, format_utc, key_allowed, normalise_device_name,
-                         parse_utc_exact, utc_now)
+                         parse_utc, parse_utc_exact, utc_now)
 
 # option name -> store column
 OPTION_COLUMNS = {
@@ -160,6 +160,7 @@ class PhonePlan:
     # the finished one armed again (``reissue``). Its CSRs still at a CA are failed with this reason.
     withdraws: str = ""
     keys_changed: bool = False  # key_order, rsa_key_size or ec_key_size changed
+    clock_skew: Any = phone_records.NO_CLOCK_SKEW  # the store's (``Store.clock_skew``), for the views
 
     @property
     def changed(self) -> bool:
@@ -168,20 +169,24 @@ class PhonePlan:
     # The reviewer's views are built on demand: a bulk job over 40,000 unchanged phones needs none.
     @property
     def before(self) -> dict | None:
-        return settings_view(self.current) if self.current is not None else None
+        return settings_view(self.current, clock_skew=self.clock_skew) if self.current is not None else None
 
     @property
     def after(self) -> dict:
-        return settings_view(self.after_row, self.auth_view)
+        return settings_view(self.after_row, self.auth_view, clock_skew=self.clock_skew)
 
 
-def settings_view(row: dict, auth_view: str | None = None) -> dict[str, Any]:
+def settings_view(row: dict, auth_view: str | None = None, *, now=None,
+                  clock_skew=phone_records.NO_CLOCK_SKEW) -> dict[str, Any]:
     """The reviewer's view of a phone's settings (no hashes, option names as keys); the operation's
-    status as views report it now (lapsed once its deadline has passed: ``phone_records.reported_operation``)."""
+    status as views report it at ``now`` (default: the current time) on a store whose clock skew is
+    ``clock_skew`` (lapsed once its deadline has passed, failed once the session that left it in
+    progress surely ended: ``phone_records.reported_operation``)."""
     view = {"name": row["name"]}
     for option, column in OPTION_COLUMNS.items():
         view[option] = row[column]
-    view["operation_status"] = phone_records.reported_operation(row, format_utc(utc_now()))[0]
+    view["operation_status"] = phone_records.reported_operation(
+        row, format_utc(parse_utc(now, "now") or utc_now()), clock_skew)[0]
     view["authentication_string"] = auth_view or ("(set)" if row.get("auth_hash") else "(unset)")
     return view
 
@@ -307,20 +312,25 @@ def _write_plans(tx, actor: str, plans: list[PhonePlan], via: str) -> None:
 
 
 def converge_many(tx, actor: str, secret: bytes, work, *, via: str, reissue: bool = False,
-                  check_mode: bool = False, progress=None, refused: list | None = None) -> list[PhonePlan]:
+                  check_mode: bool = False, progress=None, refused: list | None = None,
+                  clock_skew=phone_records.NO_CLOCK_SKEW) -> list[PhonePlan]:
     """The one converge path of phone settings: plan every ``(current row or None, PhoneRequest)``
     of ``work`` with the same rules, then (unless in check mode) write the changed phones with one
     audit shape. Every module, bulk job, CSV import and declarative file changes phones here.
     ``progress("phones", done, total)``, when given, is told how far the planning is. A request that
     breaks a rule raises its ``ValidationError`` (nothing is written); with a ``refused`` list it is
-    left out instead, appended there as ``(request, error)``, and the others are written."""
+    left out instead, appended there as ``(request, error)``, and the others are written. The plans'
+    ``before`` and ``after`` report the operation's status as views do on a store whose clock skew is
+    ``clock_skew`` (``Store.clock_skew``)."""
     via = check_choice("via", via, VIA)
     defaults = service_records.read(tx)
     plans, total = [], len(work)
     for done, (current, request) in enumerate(work, 1):
         try:
-            plans.append(plan_phone(current, request.name, request.settings, defaults, request.auth, secret,
-                                    reissue=reissue or request.reissue, check_mode=check_mode, prefix=request.prefix))
+            plan = plan_phone(current, request.name, request.settings, defaults, request.auth, secret,
+                              reissue=reissue or request.reissue, check_mode=check_mode, prefix=request.prefix)
+            plan.clock_skew = clock_skew
+            plans.append(plan)
         except ValidationError as exc:
             if refused is None:
                 raise
@@ -391,7 +401,7 @@ def converge(store: Store, name: str, *, state: str = "present", settings: dict 
     with store.transaction(write=not check_mode) as tx:
         current = phone_records.get(tx, name)
         if state == "absent":
-            before = settings_view(current) if current else None
+            before = settings_view(current, clock_skew=store.clock_skew) if current else None
             # The removal revokes the LSCs the phone still holds (``phone_records.delete``).
             revoked = ([row["serial"] for row in revocation.plan_revocation(tx, name)] if current is not None
                        else [])
@@ -399,9 +409,9 @@ def converge(store: Store, name: str, *, state: str = "present", settings: dict 
                 remove(tx, store.actor, name, via="capf_phone")
             return converged(current is not None, before, None, name=name, status=None, revoked=revoked)
         # Read before anything is written, in either mode: the status returned is the planned row's.
-        stored = phone_status(tx, name) if current is not None else None
+        stored = phone_status(tx, name, clock_skew=store.clock_skew) if current is not None else None
         plan, = converge_many(tx, store.actor, secret, [(current, PhoneRequest(name, wanted, auth))],
-                              via="capf_phone", reissue=reissue, check_mode=check_mode)
+                              via="capf_phone", reissue=reissue, check_mode=check_mode, clock_skew=store.clock_skew)
         revoked = None
         if revoke is not None:
             revoke = revocation.check_request(revoke)
@@ -412,7 +422,8 @@ def converge(store: Store, name: str, *, state: str = "present", settings: dict 
     lsc = stored["lsc"] if stored is not None else None
     if lsc is not None and revoked is not None and lsc["serial"] in revoked["revoked"]:
         lsc = dict(lsc, status="revoked")
-    status = status_view(plan.after_row, lsc, stored["last_session"] if stored is not None else None)
+    status = status_view(plan.after_row, lsc, stored["last_session"] if stored is not None else None,
+                         clock_skew=store.clock_skew)
     extras: dict[str, Any] = {"name": name, "status": status}
     if plan.generated is not None:
         extras["authentication_string"] = plan.generated

@@ -68,14 +68,16 @@ def check_query(query: dict | None, field: str = "query") -> dict[str, Any]:
     return result
 
 
-def select(tx: Transaction, query: dict | None, *, with_lsc: bool = True, now=None) -> list[dict[str, Any]]:
+def select(tx: Transaction, query: dict | None, *, with_lsc: bool = True, now=None,
+           clock_skew=phones.NO_CLOCK_SKEW) -> list[dict[str, Any]]:
     """Phones matching a (validated) query, by name, with their current LSC columns, its status as it
-    is at ``now`` (default: the current time).
+    is at ``now`` (default: the current time); a query on ``operation_status`` matches the status views
+    report then on a store whose clock skew is ``clock_skew`` (``Store.clock_skew``).
 
     ``with_lsc=False`` returns the phone columns only (a bulk job needs no more); the current LSC is
     still looked up when the query filters on it.
     """
-    return phones.matching(tx, query, with_lsc=with_lsc, now=format_utc(parse_utc(now, "now")))
+    return phones.matching(tx, query, with_lsc=with_lsc, now=format_utc(parse_utc(now, "now")), clock_skew=clock_skew)
 
 
 def lsc_view(row: dict) -> dict | None:
@@ -85,21 +87,23 @@ def lsc_view(row: dict) -> dict | None:
             "issued_at": row["lsc_issued_at"], "installed_at": row["lsc_installed_at"]}
 
 
-def phone_status(tx: Transaction, name: str, now=None) -> dict | None:
+def phone_status(tx: Transaction, name: str, now=None, *, clock_skew=phones.NO_CLOCK_SKEW) -> dict | None:
     """The CAPF status of one phone: operation, its status, current LSC (as it is at ``now``, default:
-    the current time), last session."""
-    rows = select(tx, {"names": [name]}, now=now)
+    the current time, on a store whose clock skew is ``clock_skew``), last session."""
+    rows = select(tx, {"names": [name]}, now=now, clock_skew=clock_skew)
     if not rows:
         return None
     row = rows[0]
-    return status_view(row, lsc_view(row), sessions.last_for_device(tx, row["name"]), now=now)
+    return status_view(row, lsc_view(row), sessions.last_for_device(tx, row["name"]), now=now, clock_skew=clock_skew)
 
 
-def status_view(row: dict, lsc: dict | None, last_session: dict | None, *, now=None) -> dict:
+def status_view(row: dict, lsc: dict | None, last_session: dict | None, *, now=None,
+                clock_skew=phones.NO_CLOCK_SKEW) -> dict:
     """The CAPF status of the phone whose row is ``row`` (stored, or planned by a converge), with its
-    current LSC and last session; its operation as it is at ``now`` (default: the current time), lapsed
-    once its deadline has passed (``phones.reported_operation``)."""
-    status, reason = phones.reported_operation(row, format_utc(parse_utc(now, "now") or utc_now()))
+    current LSC and last session; its operation as it is at ``now`` (default: the current time) on a
+    store whose clock skew is ``clock_skew`` (``Store.clock_skew``): lapsed once its deadline has passed,
+    failed once the session that left it in progress surely ended (``phones.reported_operation``)."""
+    status, reason = phones.reported_operation(row, format_utc(parse_utc(now, "now") or utc_now()), clock_skew)
     return {
         "operation": row["operation"], "operation_status": status,
         "operation_reason": reason, "operation_completes_by": row["operation_deadline"],

@@ -45,9 +45,10 @@ _PHONE_WIDTH = phone_records.LISTING_WIDTH
 
 def phone_rows(tx: Transaction, query: dict | None, *, secret: bytes | None = None,
                authentication_string: str | None = None, order: str = "device_name",
-               now=None) -> list[dict[str, Any]]:
-    """Phones matching a bulk-style query with their CAPF status and current LSC (its status as it is
-    at ``now``, default: the current time), in ``order`` (``device_name``, or ``lsc_expiry``: soonest
+               now=None, clock_skew=phone_records.NO_CLOCK_SKEW) -> list[dict[str, Any]]:
+    """Phones matching a bulk-style query with their CAPF status and current LSC (the statuses as they
+    are at ``now``, default: the current time, on a store whose clock skew is ``clock_skew``:
+    ``Store.clock_skew``), in ``order`` (``device_name``, or ``lsc_expiry``: soonest
     first, phones without an LSC before all); with ``authentication_string``, only the phones whose
     stored keyed hash matches it.
 
@@ -55,7 +56,7 @@ def phone_rows(tx: Transaction, query: dict | None, *, secret: bytes | None = No
     phone's dict once, and nothing else)."""
     order = check_choice("order_by", order, PHONE_ORDERS)
     rows = phone_records.listing(tx, query, order=order, with_auth=authentication_string is not None,
-                                 now=format_utc(parse_utc(now, "now")))
+                                 now=format_utc(parse_utc(now, "now")), clock_skew=clock_skew)
     if authentication_string is not None:
         rows = _using(rows, secret, authentication_string)
     with _cycle_collector_paused():
@@ -104,10 +105,10 @@ def phone_detail(store: Store, name: str, *, sessions_limit: int = SESSIONS_SHOW
         row = phone_records.get(tx, name)
         if row is None:
             return None
-        status = phone_query.phone_status(tx, name, now)
+        status = phone_query.phone_status(tx, name, now, clock_skew=store.clock_skew)
         return {
             "device_name": name,
-            "settings": phone_config.settings_view(row),
+            "settings": phone_config.settings_view(row, now=now, clock_skew=store.clock_skew),
             "operation": {"certificate_operation": status["operation"], "status": status["operation_status"],
                           "reason": status["operation_reason"], "completes_by": status["operation_completes_by"]},
             "lsc": status["lsc"],
@@ -173,7 +174,8 @@ def gather(store: Store, sections=None, *, query: dict | None = None, limit: int
             result["trust"] = {name: trust.list_certificates(tx, name) for name in ("capf-trust", "callmanager-trust")}
         if "phones" in sections or report_path:
             phones = phone_rows(tx, canonical, secret=store.secret() if authentication_string is not None else None,
-                                authentication_string=authentication_string, order=order_by, now=moment)
+                                authentication_string=authentication_string, order=order_by, now=moment,
+                                clock_skew=store.clock_skew)
             if "phones" in sections:
                 result["phones"] = phones
         if "pending_csrs" in sections or html:

@@ -343,13 +343,15 @@ def _changed_fields(plan) -> tuple[dict | None, dict]:
 
 
 def apply_in(tx: Transaction, actor: str, secret: bytes, template: Template, devices, *, via: str,
-             existing: str = "keep", check_mode: bool = False, now=None, refused: list | None = None) -> dict[str, Any]:
+             existing: str = "keep", check_mode: bool = False, now=None, refused: list | None = None,
+             clock_skew=phone_records.NO_CLOCK_SKEW) -> dict[str, Any]:
     """Apply ``template`` to ``devices`` in the caller's transaction (see ``apply``); nothing is
     written in check mode. Returns ``apply``'s result without ``strings_file``. A device the template
     cannot be applied to (its variables break a setting's rule, or the template's settings contradict
     the device's own) raises; with a ``refused`` list it is left as it is and appended there as
     ``{"device_name", "field", "rule"}`` (the field without the device's prefix), and the others are
-    applied."""
+    applied. The diffs report operation statuses as views do on a store whose clock skew is
+    ``clock_skew`` (``Store.clock_skew``)."""
     via = check_choice("via", via, VIA)
     existing = check_choice("existing", existing, TEMPLATE_EXISTING)
     moment = parse_utc(now, "now") if now is not None else utc_now()
@@ -372,7 +374,8 @@ def apply_in(tx: Transaction, actor: str, secret: bytes, template: Template, dev
             desired["settings"].pop("operation_deadline", None)
         work.append((row, PhoneRequest(**desired)))
     rules_broken: list | None = None if refused is None else []
-    plans = phone_config.converge_many(tx, actor, secret, work, via=via, check_mode=check_mode, refused=rules_broken)
+    plans = phone_config.converge_many(tx, actor, secret, work, via=via, check_mode=check_mode, refused=rules_broken,
+                                       clock_skew=clock_skew)
     for request, exc in rules_broken or ():
         refused.append(_refusal(request.name, request.prefix, exc))
     created = [plan.name for plan in plans if not plan.exists]
@@ -416,7 +419,7 @@ def apply(store: Store, template_name: str, devices, *, via: str, existing: str 
     with store.transaction(write=not check_mode) as tx:
         template = load_in(tx, secret, template_name)
         result = apply_in(tx, store.actor, secret, template, devices, via=via, existing=existing,
-                          check_mode=check_mode, now=now)
+                          check_mode=check_mode, now=now, clock_skew=store.clock_skew)
         written = bool(result["authentication_strings"] and strings_file and not check_mode and not store.rehearsing)
         if written:
             bulk.write_strings_file(store, strings_file, result["authentication_strings"])

@@ -128,6 +128,10 @@ HANDSHAKE_TIMEOUT_SECONDS = (0.5, 300)
 # and keep-alive (15 min) with room to spare.
 MAX_SESSION_SECONDS = (1, 86400)
 DEFAULT_MAX_SESSION_SECONDS = 3600
+# How long after a session's time bound its operation may still be written: a step under way when the
+# bound passes finishes first (an online CA call: a few seconds). A session records its bound plus this
+# margin as its phone's ``operation_live_until``.
+LIVENESS_MARGIN_SECONDS = 15
 QUEUE_TIMEOUT_SECONDS = (0, 3600)  # 0: a connection that finds no free slot is closed at once
 ENROLMENT_INTERVAL_SECONDS = (0, 86400)  # 0 turns the enrolment service off
 READ_TIMEOUT_SECONDS = (0.5, 3600)  # a phone's wait for each answer

@@ -182,7 +182,8 @@ def _phones(store: Store, document: Document, check_mode: bool, report: Report, 
                     phone_config.remove(tx, store.actor, name, via="apply")
         plans = {plan.name: plan for plan in phone_config.converge_many(tx, store.actor, secret, work, via="apply",
                                                                         check_mode=check_mode,
-                                                                        progress=_options.progress)}
+                                                                        progress=_options.progress,
+                                                                        clock_skew=store.clock_skew)}
     for _index, name, state, _columns, _auth, _reissue in wanted:
         if state == "absent":
             if name in current:
@@ -262,7 +263,8 @@ def _apply_template(store: Store, item: dict, settings: dict, prefix: str, check
     secret = store.secret()
     with store.transaction(write=not check_mode) as tx:
         return templates.apply_in(tx, store.actor, secret, template, [(name, variables) for name in item["devices"]],
-                                  via="apply", existing=item.get("existing", "keep"), check_mode=check_mode)
+                                  via="apply", existing=item.get("existing", "keep"), check_mode=check_mode,
+                                  clock_skew=store.clock_skew)
 
 
 def _bulk(store: Store, document: Document, check_mode: bool, report: Report, options: Options) -> None:

@@ -35,7 +35,7 @@ from ..store import phones as phone_records
 from ..store import service as service_records
 from ..store import trust as trust_records
 from . import metrics
-from ..vocabulary import (DEFAULT_MAX_SESSION_SECONDS, KEY_ORDER_KINDS, MAX_SESSION_SECONDS, format_utc, key_allowed,
+from ..vocabulary import (DEFAULT_MAX_SESSION_SECONDS, KEY_ORDER_KINDS, LIVENESS_MARGIN_SECONDS, format_utc, key_allowed,
                           parse_utc, utc_now)
 
 log = logging.getLogger("opencapf.server")
@@ -128,14 +128,11 @@ def _checked_key(public_key_der: bytes, choice: KeyChoice):
     return public_key
 
 
-# How long after a session's time bound its operation may still be written: a step under way when the
-# bound passes finishes first (an online CA call: a few seconds). Only past bound and margin is an
-# operation surely abandoned, by the clock of the node that served the session; the scheduler of
-# another node, whose clock may run ahead by up to ``CLOCK_SKEW``, waits that much longer
-# (``Store.clock_skew``).
-LIVENESS_MARGIN_SECONDS = 15
-ABANDONED_REASON = ("session ended without a result: the CAPF service stopped mid-session (no process serves it "
-                    "any more; its time bound passed at {bound})")
+# Only past a session's bound and ``LIVENESS_MARGIN_SECONDS`` is its operation surely abandoned, by the
+# clock of the node that served the session; the scheduler of another node, whose clock may run ahead
+# by up to ``CLOCK_SKEW``, waits that much longer (``Store.clock_skew``). The rule, and the reason the
+# operation is settled with, are ``phone_records.abandoned``'s.
+ABANDONED_REASON = phone_records.ABANDONED_REASON
 
 
 def settle_unfinished(tx, actor: str, phone: dict | None, outcome: str, reason: str, csr_ids=(), **details) -> bool:
@@ -162,21 +159,18 @@ def settle_abandoned(store: Store, now=None) -> list[str]:
     """Settle every operation left ``in_progress`` by a session that cannot be live any more (its
     process died: SIGKILL, power loss): the session's time bound and ``LIVENESS_MARGIN_SECONDS``
     (``operation_live_until``) have passed, so no process of any node serves it. Each is settled as
-    its session's end would have settled it, aborted (``settle_unfinished``). ``operation_live_until``
-    is the clock of the node that served the session, which may run behind this one's by up to
-    ``store.clock_skew`` (``CLOCK_SKEW`` on a store several hosts share): only a bound passed by more
-    than that is surely passed. Returns the names."""
-    # The moment every node's clock has surely reached, this one's running ahead as far as it may.
-    moment = (now or utc_now()) - store.clock_skew
-    # A session from before sessions recorded their bound: judged by the longest bound there can be.
-    unbounded = moment - _dt.timedelta(seconds=MAX_SESSION_SECONDS[1] + LIVENESS_MARGIN_SECONDS)
+    its session's end would have settled it, aborted (``settle_unfinished``): ``failed``, with
+    ``ABANDONED_REASON``. ``operation_live_until`` is the clock of the node that served the session,
+    which may run behind this one's by up to ``store.clock_skew`` (``CLOCK_SKEW`` on a store several
+    hosts share): only a bound passed by more than that is surely passed (``phone_records.abandoned``,
+    whose rule the views apply too: they report the operation settled from that moment on, whether or
+    not this has run since). Returns the names."""
     settled = []
     with store.transaction() as tx:
-        for phone in phone_records.abandoned(tx, format_utc(moment), format_utc(unbounded)):
-            bound = phone["operation_live_until"] or "unknown (recorded before sessions had a bound)"
+        for phone in phone_records.abandoned(tx, format_utc(now or utc_now()), store.clock_skew):
             csr_ids = csr_records.pending_since(tx, phone["id"], phone["last_session_at"]) \
                 if phone["last_session_at"] else ()
-            if settle_unfinished(tx, store.actor, phone, "aborted", ABANDONED_REASON.format(bound=bound), csr_ids,
+            if settle_unfinished(tx, store.actor, phone, "aborted", phone_records.abandoned_reason(phone), csr_ids,
                                  live_until=phone["operation_live_until"]):
                 settled.append(phone["name"])
     return settled

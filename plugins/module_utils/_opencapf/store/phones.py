@@ -4,9 +4,10 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 from typing import Any, Iterator
 
-from ..vocabulary import format_utc, utc_now
+from ..vocabulary import LIVENESS_MARGIN_SECONDS, MAX_SESSION_SECONDS, format_utc, parse_utc, utc_now
 from . import audit, certificates
 from .backend import Transaction
 
@@ -78,33 +79,112 @@ def missing_names(tx: Transaction, names) -> list[str]:
 # that is the condition's one parameter. A phone's session refuses it from that moment; the scheduler
 # records it as ``lapsed`` at its next round (``lapse_overdue``), and every view reports it as lapsed
 # from that moment, whether or not the scheduler has run since (``reported_operation_status``). An
-# operation in progress is not: its session, begun in time, may still complete it.
+# operation in progress is not while its session may be live: begun in time, it may still complete it
+# (one whose session surely ended is settled ``failed`` first: ``left_abandoned``).
 OVERDUE_STATUSES = ("pending", "failed")
 LAPSED_REASON = "deadline passed"
 
 
+def _deadline_passed(alias: str) -> str:
+    return f"{alias}.operation != 'none' AND {alias}.operation_deadline IS NOT NULL AND {alias}.operation_deadline < ?"
+
+
 def overdue(alias: str) -> str:
     statuses = ", ".join(f"'{status}'" for status in OVERDUE_STATUSES)
-    return (f"{alias}.operation != 'none' AND {alias}.operation_status IN ({statuses}) "
-            f"AND {alias}.operation_deadline IS NOT NULL AND {alias}.operation_deadline < ?")
+    return f"{alias}.operation_status IN ({statuses}) AND {_deadline_passed(alias)}"
+
+
+# An operation left ``in_progress`` by a session that no process serves any more (its process died:
+# SIGKILL, power loss): the session's ``operation_live_until`` (its time bound plus
+# ``LIVENESS_MARGIN_SECONDS``, by the clock of the node that served it) has passed by more than the
+# store's clock skew (``Store.clock_skew``: another node's clock may run behind this one's by that much).
+# A session from before sessions recorded that bound (NULL) is judged by its start and the longest
+# bound there can be. The scheduler settles it as the session's end would have, aborted: ``failed``
+# with ``ABANDONED_REASON`` (``decider.settle_abandoned``), and the views report it so from that moment
+# on, whether or not the scheduler has run since (``reported_operation_status``); once settled it is a
+# failed operation, which lapses when its deadline has passed.
+ABANDONED_STATUS = "failed"
+ABANDONED_REASON = ("session ended without a result: the CAPF service stopped mid-session (no process serves it "
+                    "any more; its time bound passed at {bound})")
+UNKNOWN_BOUND = "unknown (recorded before sessions had a bound)"
+_UNBOUNDED = _dt.timedelta(seconds=MAX_SESSION_SECONDS[1] + LIVENESS_MARGIN_SECONDS)
+NO_CLOCK_SKEW = _dt.timedelta(0)
+
+
+def abandonment_moments(now: str, clock_skew: _dt.timedelta) -> tuple[str, str]:
+    """The parameters of ``left_abandoned`` at ``now``: the moment every node's clock has surely
+    reached (``now`` less ``clock_skew``), and the start before which a session with no recorded bound
+    has surely ended."""
+    moment = parse_utc(now, "now") - clock_skew
+    return format_utc(moment), format_utc(moment - _UNBOUNDED)
+
+
+def left_abandoned(alias: str) -> str:
+    """The condition of an abandoned operation; its parameters are ``abandonment_moments``."""
+    return (f"{alias}.operation_status = 'in_progress' AND ({alias}.operation_live_until < ? "
+            f"OR ({alias}.operation_live_until IS NULL AND ({alias}.last_session_at IS NULL "
+            f"OR {alias}.last_session_at < ?)))")
+
+
+def _abandoned_reason_sql(alias: str) -> str:
+    before, after = (f"'{part}'" for part in ABANDONED_REASON.replace("'", "''").split("{bound}"))
+    return f"{before} || COALESCE({alias}.operation_live_until, '{UNKNOWN_BOUND}') || {after}"
+
+
+def abandoned_reason(phone: dict[str, Any]) -> str:
+    """The reason an abandoned operation is settled with: when its session's bound passed."""
+    return ABANDONED_REASON.format(bound=phone.get("operation_live_until") or UNKNOWN_BOUND)
+
+
+def _lapses(alias: str) -> str:
+    """An operation lapsed as read: overdue, or abandoned (settled ``failed``, which is overdue too) with
+    its deadline passed. Parameters: the moment, then ``abandonment_moments``."""
+    statuses = ", ".join(f"'{status}'" for status in OVERDUE_STATUSES)
+    return f"{_deadline_passed(alias)} AND ({alias}.operation_status IN ({statuses}) OR ({left_abandoned(alias)}))"
+
+
+def reported_parameters(now: str, clock_skew: _dt.timedelta = NO_CLOCK_SKEW) -> tuple[str, ...]:
+    """The parameters of ``reported_operation_status`` (and of its reason) read at ``now`` on a store
+    whose clock skew is ``clock_skew``."""
+    settled_before, unbounded_before = abandonment_moments(now, clock_skew)
+    return (now, settled_before, unbounded_before, settled_before, unbounded_before)
 
 
 def reported_operation_status(alias: str) -> str:
-    """A phone row's operation status as views report it at a moment (the expression's one parameter)."""
-    return f"CASE WHEN {overdue(alias)} THEN 'lapsed' ELSE {alias}.operation_status END"
+    """A phone row's operation status as views report it at a moment: what the scheduler's duties
+    (``settle_abandoned``, then ``lapse_overdue``) would record if they ran then. Its parameters are
+    ``reported_parameters``. A CASE on the row's own columns, cheap enough for a listing of 100,000."""
+    return (f"CASE WHEN {_lapses(alias)} THEN 'lapsed' WHEN {left_abandoned(alias)} THEN '{ABANDONED_STATUS}' "
+            f"ELSE {alias}.operation_status END")
 
 
 def reported_operation_reason(alias: str) -> str:
-    return f"CASE WHEN {overdue(alias)} THEN '{LAPSED_REASON}' ELSE {alias}.operation_reason END"
+    """The reason that goes with ``reported_operation_status`` (the same parameters)."""
+    return (f"CASE WHEN {_lapses(alias)} THEN '{LAPSED_REASON}' WHEN {left_abandoned(alias)} "
+            f"THEN {_abandoned_reason_sql(alias)} ELSE {alias}.operation_reason END")
 
 
-def reported_operation(row: dict[str, Any], now: str) -> tuple[str, str]:
+def _is_abandoned(row: dict[str, Any], settled_before: str, unbounded_before: str) -> bool:
+    if row["operation_status"] != "in_progress":
+        return False
+    live_until = row.get("operation_live_until")
+    if live_until is not None:
+        return live_until < settled_before
+    started = row.get("last_session_at")
+    return started is None or started < unbounded_before
+
+
+def reported_operation(row: dict[str, Any], now: str, clock_skew: _dt.timedelta = NO_CLOCK_SKEW) -> tuple[str, str]:
     """``(operation_status, operation_reason)`` of a phone row (stored, or planned by a converge) as
-    views report them at ``now``: the same rule as ``overdue``, for a row already read."""
-    if (row["operation"] != "none" and row["operation_status"] in OVERDUE_STATUSES
+    views report them at ``now`` on a store whose clock skew is ``clock_skew``: the same rule as
+    ``reported_operation_status``, for a row already read."""
+    status, reason = row["operation_status"], row["operation_reason"]
+    if _is_abandoned(row, *abandonment_moments(now, clock_skew)):
+        status, reason = ABANDONED_STATUS, abandoned_reason(row)
+    if (status in OVERDUE_STATUSES and row["operation"] != "none"
             and row["operation_deadline"] is not None and row["operation_deadline"] < now):
         return "lapsed", LAPSED_REASON
-    return row["operation_status"], row["operation_reason"]
+    return status, reason
 
 
 def lapse_overdue(tx: Transaction, now: str) -> list[dict[str, Any]]:
@@ -141,23 +221,29 @@ LISTING_COLUMNS = ", ".join(_LISTED)
 LISTING_WIDTH = len(_LISTED)
 
 
+def _listing_parameters(now: str, clock_skew: _dt.timedelta) -> list:
+    """The parameters of ``LISTING_COLUMNS`` at ``now``, in the order of the columns."""
+    reported = reported_parameters(now, clock_skew)
+    return [*reported, *reported, now]
+
+
 def _like(pattern: str) -> str:
     escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return escaped.replace("*", "%").replace("?", "_")
 
 
-def _matching_statement(query: dict | None, columns: str, *, now: str | None, with_lsc: bool = True,
+def _matching_statement(query: dict | None, columns: str, column_parameters, *, now: str | None,
+                        clock_skew: _dt.timedelta, with_lsc: bool = True,
                         order: str = "device_name") -> tuple[str, list, set | None]:
     """The SQL selecting ``columns`` (of ``p``, and ``l`` with ``with_lsc``) of the phones that match
-    a validated query, in ``order``, the LSC's status as it is at ``now`` (default: this second); its
-    parameters; and the names to keep when the query names more phones than one statement can list
-    (None: keep every row)."""
+    a validated query, in ``order``, the statuses as they are at ``now`` (default: this second) on a
+    store whose clock skew is ``clock_skew``; its parameters; and the names to keep when the query names
+    more phones than one statement can list (None: keep every row). ``column_parameters(now,
+    clock_skew)`` gives the parameters of ``columns``: the moment of the statuses they report."""
     query = query or {}
     now = now or format_utc(utc_now())
     with_lsc = with_lsc or order != "device_name" or bool(query.get("lsc_status") or query.get("lsc_expires_before"))
-    # The only parameters of ``columns`` are the moment of the statuses they report (``_LSC_STATUS``, and
-    # ``reported_operation_status`` and its reason in a listing).
-    where, params = [], [now] * columns.count("?")
+    where, params = [], list(column_parameters(now, clock_skew))
     names = query.get("names") or []
     if names and len(names) <= _IN_LIMIT:
         where.append("p.name IN (%s)" % ", ".join("?" * len(names)))
@@ -172,7 +258,7 @@ def _matching_statement(query: dict | None, columns: str, *, now: str | None, wi
             params.extend(query[key])
     if query.get("operation_status"):  # as the views report it at ``now``
         where.append(f"{reported_operation_status('p')} IN (%s)" % ", ".join("?" * len(query["operation_status"])))
-        params.extend([now, *query["operation_status"]])
+        params.extend([*reported_parameters(now, clock_skew), *query["operation_status"]])
     if query.get("locked") is not None:
         where.append("p.locked = ?")
         params.append(1 if query["locked"] else 0)
@@ -193,12 +279,18 @@ def _matching_statement(query: dict | None, columns: str, *, now: str | None, wi
     return sql, params, set(names) if names and len(names) > _IN_LIMIT else None
 
 
-def matching(tx: Transaction, query: dict | None, *, with_lsc: bool = True,
-             now: str | None = None) -> list[dict[str, Any]]:
+def matching(tx: Transaction, query: dict | None, *, with_lsc: bool = True, now: str | None = None,
+             clock_skew: _dt.timedelta = NO_CLOCK_SKEW) -> list[dict[str, Any]]:
     """Phone rows matching a validated query, by name, with their current LSC's columns (``lsc_id``,
-    ``lsc_serial``, ``lsc_status`` as it is at ``now`` ...); ``with_lsc=False``: the phone columns only."""
-    sql, params, wanted = _matching_statement(query, "p.*, " + _LSC_COLUMNS if with_lsc else "p.*", now=now,
-                                              with_lsc=with_lsc)
+    ``lsc_serial``, ``lsc_status`` as it is at ``now`` ...); ``with_lsc=False``: the phone columns only.
+    The rows are as stored: a query on ``operation_status`` matches the status views report at ``now``
+    on a store whose clock skew is ``clock_skew``."""
+    if with_lsc:
+        sql, params, wanted = _matching_statement(query, "p.*, " + _LSC_COLUMNS, lambda moment, _skew: [moment], now=now,
+                                                  clock_skew=clock_skew, with_lsc=True)
+    else:
+        sql, params, wanted = _matching_statement(query, "p.*", lambda _moment, _skew: [], now=now,
+                                                  clock_skew=clock_skew, with_lsc=False)
     rows = tx.query(sql, params)
     if wanted is not None:
         rows = [row for row in rows if row["name"] in wanted]
@@ -206,18 +298,20 @@ def matching(tx: Transaction, query: dict | None, *, with_lsc: bool = True,
 
 
 def listing_statement(query: dict | None, *, order: str = "device_name", with_auth: bool = False,
-                      now: str | None = None) -> tuple[str, list, set | None]:
+                      now: str | None = None, clock_skew: _dt.timedelta = NO_CLOCK_SKEW) -> tuple[str, list, set | None]:
     """The statement ``listing`` runs: its SQL, its parameters, and the names it keeps (None: every row)."""
     columns = LISTING_COLUMNS + (", p.auth_salt, p.auth_hash" if with_auth else "")
-    return _matching_statement(query, columns, now=now, with_lsc=True, order=order)
+    return _matching_statement(query, columns, _listing_parameters, now=now, clock_skew=clock_skew, with_lsc=True,
+                               order=order)
 
 
-def listing(tx: Transaction, query: dict | None, *, order: str = "device_name",
-            with_auth: bool = False, now: str | None = None) -> Iterator[tuple]:
+def listing(tx: Transaction, query: dict | None, *, order: str = "device_name", with_auth: bool = False,
+            now: str | None = None, clock_skew: _dt.timedelta = NO_CLOCK_SKEW) -> Iterator[tuple]:
     """The phones matching a validated query in ``order`` (a key of ``LISTING_ORDERS``), as tuples of
-    ``LISTING_COLUMNS`` (then ``auth_salt`` and ``auth_hash`` with ``with_auth``), streamed; the LSC's
-    status is as it is at ``now`` (default: this second)."""
-    sql, params, wanted = listing_statement(query, order=order, with_auth=with_auth, now=now)
+    ``LISTING_COLUMNS`` (then ``auth_salt`` and ``auth_hash`` with ``with_auth``), streamed; the
+    statuses are as they are at ``now`` (default: this second) on a store whose clock skew is
+    ``clock_skew`` (``Store.clock_skew``; default: none, as on one host's store)."""
+    sql, params, wanted = listing_statement(query, order=order, with_auth=with_auth, now=now, clock_skew=clock_skew)
     rows = tx.rows(sql, params)
     return rows if wanted is None else (row for row in rows if row[0] in wanted)
 
@@ -270,14 +364,11 @@ def record_session_start(tx: Transaction, phone: dict[str, Any], operation_pendi
                    (format_utc(utc_now()), phone["id"]))
 
 
-def abandoned(tx: Transaction, now: str, unbounded_before: str) -> list[dict[str, Any]]:
-    """Phones whose operation is ``in_progress`` with no live session: the session that put it there
-    is past its ``operation_live_until``; one from before sessions recorded that bound (NULL) counts
-    when its start (``last_session_at``) is before ``unbounded_before``. By name."""
-    return tx.query(
-        "SELECT * FROM phones WHERE operation_status = 'in_progress' AND (operation_live_until < ? "
-        "OR (operation_live_until IS NULL AND (last_session_at IS NULL OR last_session_at < ?))) ORDER BY name",
-        (now, unbounded_before))
+def abandoned(tx: Transaction, now: str, clock_skew: _dt.timedelta) -> list[dict[str, Any]]:
+    """Phones whose operation is abandoned at ``now`` on a store whose clock skew is ``clock_skew``
+    (``left_abandoned``): ``in_progress`` with no live session. By name."""
+    return tx.query(f"SELECT * FROM phones WHERE {left_abandoned('phones')} ORDER BY name",
+                    abandonment_moments(now, clock_skew))
 
 
 def locked_count(tx: Transaction) -> int:

@@ -3,6 +3,7 @@ audit; then what each backend does its own way (SQLite's WAL and fsyncs, Postgre
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import sqlite3
 import stat
@@ -437,9 +438,16 @@ def test_an_operation_in_progress_is_settled_only_past_its_sessions_bound(store)
         phones.record_session_start(tx, bounded, True, "2026-01-01T01:00:00Z")
         phones.record_session_start(tx, unbounded, True)
         tx.execute("UPDATE phones SET last_session_at = '2026-01-01T00:00:00Z' WHERE name = 'SEP00000000AA02'")
+    skew = dt.timedelta(minutes=5)
     with store.read() as tx:
-        assert phones.abandoned(tx, "2026-01-01T01:00:00Z", "2025-12-31T00:00:00Z") == []
-        assert [row["name"] for row in phones.abandoned(tx, "2026-01-01T01:00:01Z", "2025-12-31T00:00:00Z")] == [
+        assert phones.abandoned(tx, "2026-01-01T01:00:00Z", dt.timedelta(0)) == []
+        assert [row["name"] for row in phones.abandoned(tx, "2026-01-01T01:00:01Z", dt.timedelta(0))] == [
             "SEP00000000AA01"]
-        assert [row["name"] for row in phones.abandoned(tx, "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z")] == [
-            "SEP00000000AA02"]
+        # Another host's clock may run behind by the skew: its bound is surely passed only that much later.
+        assert phones.abandoned(tx, "2026-01-01T01:05:00Z", skew) == []
+        assert [row["name"] for row in phones.abandoned(tx, "2026-01-01T01:05:01Z", skew)] == ["SEP00000000AA01"]
+        # No bound recorded: the session's start and the longest bound (a day) with its margin (15 s).
+        assert [row["name"] for row in phones.abandoned(tx, "2026-01-02T00:00:15Z", dt.timedelta(0))] == [
+            "SEP00000000AA01"]
+        assert [row["name"] for row in phones.abandoned(tx, "2026-01-02T00:00:16Z", dt.timedelta(0))] == [
+            "SEP00000000AA01", "SEP00000000AA02"]
