@@ -7,15 +7,16 @@ Every serving process runs this loop. At each tick (every ``scheduler_interval_s
 again each time, and once at start so that what fell due while the service was down runs at once)
 it asks the store for the lead of the ``scheduler`` duty (``Store.try_lead``): of all the
 processes serving one store, worker processes and separate ``serve`` processes alike, exactly one
-leads and runs ``scheduler.run_due``, syncs the LDAP directories whose scheduled sync is due
-(``directory.run_due``), then settles the operations left ``in_progress`` by sessions
-whose service died (``decider.settle_abandoned``: past their time bound no process serves them),
-revokes expired LSCs and signs a new CRL when one is due (``revocation.run_duty``), then schedules
-the automatic renewals that are due (``renewal.run``, when ``renew_before_days`` is set); when it
-ends, the next process to tick takes over. Each duty runs whatever became of the ones before it (a
-failure is logged, and the tick goes on); a store that cannot be reached ends the tick at its first read. Every process keeps its ``crl_path`` file current. The
-leader of the ``monitor`` duty (taken the same way) runs the certificate monitor when its interval
-has passed (``monitor.run_if_due``). A job is
+leads and settles the operations left ``in_progress`` by sessions whose service died
+(``decider.settle_abandoned``: past their time bound no process serves them), runs
+``scheduler.run_due`` (due jobs, then passed deadlines lapse: a settled operation's too), syncs the
+LDAP directories whose scheduled sync is due (``directory.run_due``), then revokes expired LSCs
+and signs a new CRL when one is due (``revocation.run_duty``), then schedules the automatic
+renewals that are due (``renewal.run``, when ``renew_before_days`` is set); when it ends, the next
+process to tick takes over. Each duty runs whatever became of the ones before it (a failure is
+logged, and the tick goes on); a store that cannot be reached ends the tick at its first read. Every
+process keeps its ``crl_path`` file current. The leader of the ``monitor`` duty (taken the same way)
+runs the certificate monitor when its interval has passed (``monitor.run_if_due``). A job is
 claimed, run and recorded in one write transaction (``scheduler.run_due``), so ``opencapf jobs
 run-due`` typed meanwhile cannot run it a second time, and a process killed during a job leaves it
 due and unchanged.
@@ -75,9 +76,11 @@ class Scheduling:
             if not led:
                 log.info("scheduler: this process (pid %d) runs the scheduled jobs and lapses passed deadlines, "
                          "every %d s", os.getpid(), interval)
+            # Abandoned operations first: settled ``failed``, those whose deadline has passed lapse in the
+            # same tick, as every view reports them (``phones.reported_operation_status``).
+            _duty("abandoned operations", lambda: _log_settled(settle_abandoned(self._store)))
             _duty("scheduled jobs", lambda: _log(scheduler.run_due(self._store)))
             _duty("directory syncs", lambda: _log_directories(directory.run_due(self._store, self._clock())))
-            _duty("abandoned operations", lambda: _log_settled(settle_abandoned(self._store)))
             _duty("revocation and CRLs", lambda: _log_revocation(revocation.run_duty(self._store, self._clock())))
             _duty("automatic renewal", self._renew)
         _duty("CRL file", lambda: self._crl_file.publish(self._store, self._clock()))  # every process keeps its own files current

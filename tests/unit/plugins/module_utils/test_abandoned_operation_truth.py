@@ -28,8 +28,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from _opencapf import phone_config, phone_query, report_html, reports, scheduler
 from _opencapf.dependencies import ec, serialization
 from _opencapf.protocol.session import AuthOffer, KeyChoice
+from _opencapf.server import scheduling
 from _opencapf.server.decider import StoreDecider, settle_abandoned
 from _opencapf.store import phones as phone_records
+from _opencapf.store import service as service_records
 from _opencapf.vocabulary import LIVENESS_MARGIN_SECONDS, MAX_SESSION_SECONDS, OPERATION_STATUSES, format_utc, parse_utc
 
 pytestmark = pytest.mark.both_backends
@@ -201,3 +203,24 @@ def test_capf_phone_and_capf_info_report_an_abandoned_operation_settled_now(ca_s
         row = phone_records.get(tx, name)
     assert (row["operation_status"], row["operation_reason"]) == ("failed", reason)
 
+
+def test_one_scheduler_round_records_what_the_views_report(ca_store):
+    """The service's scheduler settles abandoned operations before it lapses passed deadlines: one round
+    records an abandoned operation whose deadline has passed as ``lapsed``, as every view reports it."""
+    name = NAMES[0]
+    _started(ca_store, name, "before bound")
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    with ca_store.transaction() as tx:  # the hours that passed since: the bound, then the deadline
+        tx.execute("UPDATE phones SET operation_live_until = ?, operation_deadline = ? WHERE name = ?",
+                   (format_utc(now - dt.timedelta(hours=2)), format_utc(now - dt.timedelta(hours=1)), name))
+        service_records.write(tx, "test", {"scheduler_interval_seconds": 1})
+    (phone,) = reports.gather(ca_store, ["phones"])["phones"]
+    assert (phone["operation_status"], phone["operation_reason"]) == ("lapsed", "deadline passed")
+    part = scheduling.Scheduling(ca_store)
+    try:
+        part.tick()
+    finally:
+        part.close()
+    with ca_store.read() as tx:
+        row = phone_records.get(tx, name)
+    assert (row["operation_status"], row["operation_reason"]) == ("lapsed", "deadline passed")
