@@ -14,6 +14,7 @@ from support.stores import query, store_exists
 
 MODULE_ARGS = {
     "capf_bulk_update": {"query": {"names": ["SEP001122334455"]}, "set": {"key_order": "ec_preferred"}},
+    "capf_deployment": {"src": "{outside}/deploy.yml"},  # the store is refused before the file is read
     "capf_device_template": {"name": "Softphones", "device_pool": "Soft"},
     "capf_info": {},
     "capf_ldap_sync": {"name": "corp", "urls": ["ldaps://localhost:1"], "search_base": "dc=example,dc=org",
