@@ -30,7 +30,25 @@ def module_tasks(outside: str, directory: dict | None = None) -> dict[str, list[
     signed = os.path.join(outside, "signed.pem")
     with open(signed, "w", encoding="ascii") as handle:
         handle.write(certfactory.pem(root))
+    deployment = os.path.join(outside, "deploy.yml")
+    with open(deployment, "w", encoding="ascii") as handle:
+        handle.write(f"""opencapf: 1
+trust:
+  - path: signed.pem
+    trust_store: capf-trust
+service:
+  parameters:
+    validity_days: 730
+phones:
+  - name: {PHONE}
+    device_pool: Hall
+  - name: SEP00AABBCCDD02
+    certificate_operation: install_upgrade
+    authentication_mode: auth_string
+    generate_authentication_string: true
+""")
     return {
+        "capf_deployment": [{"src": deployment, "strings_file": os.path.join(outside, "strings.csv")}],
         "capf_phone": [
             {"name": PHONE, "authentication_mode": "auth_string", "authentication_string": "87654321"},
             {"name": "SEP00AABBCCDD01", "certificate_operation": "install_upgrade",
@@ -109,6 +127,7 @@ def test_check_mode_of_every_module_writes_no_byte(module, collections, tmp_path
         assert previous["changed"] == current["changed"], (previous, current)
     for name, store_path in stores.items():
         assert snapshot(os.path.dirname(store_path)) == before[name], f"check mode wrote to the {name} store"
+    assert not os.path.exists(os.path.join(outside, "strings.csv")), "check mode wrote a strings file"
     with open_store(stores["previous"], read_only=True) as store:
         assert store.schema_version() == LATEST_VERSION  # read through the migrated copy ...
     with Store(SqliteBackend(stores["previous"], read_only=True), str(tmp_path), "test") as store:
