@@ -41,7 +41,9 @@ attributes:
         older schema version is planned against through a migrated temporary copy.
     support: full
   diff_mode:
-    description: Returns C(before) and C(after) views of what changed (or would change in check mode).
+    description:
+      - Returns C(before) and C(after) views of what changed (or would change in check mode);
+        M(opencapf.capf.capf_deployment) returns the plan's text, as C(opencapf plan) prints it.
     support: full
   idempotent:
     description: A second run with the same options reports C(changed=false).

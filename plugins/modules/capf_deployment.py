@@ -27,6 +27,7 @@ author:
   - opencapf developers (@opencapf)
 extends_documentation_fragment:
   - opencapf.capf.capf
+  - opencapf.capf.capf.attributes
 options:
   src:
     description:
@@ -56,28 +57,6 @@ options:
         written fails the task and nothing of the file is applied. The store keeps only a keyed hash of each string.
       - Not written in check mode.
     type: path
-attributes:
-  check_mode:
-    description:
-      - Can run in check_mode and return changed status prediction without modifying the store.
-      - The store is opened read-only and no file is written, beside it either; a store at an older schema version
-        is planned against through a migrated temporary copy.
-    support: full
-  diff_mode:
-    description: Returns the plan's text (as C(opencapf plan) prints it) as a prepared diff.
-    support: full
-  idempotent:
-    description: A second run with the same file reports C(changed=false).
-    support: full
-  platform:
-    description: Target OS/families that can be operated against.
-    support: full
-    platforms: posix
-  action_group:
-    description: Action is part of action_group(s), for convenient setting of module_defaults.
-    support: full
-    membership:
-      - opencapf.capf.capf
 """
 
 EXAMPLES = r"""
