@@ -180,8 +180,9 @@ def revoke_installed(tx: Transaction, actor: str, phone: dict[str, Any], reason:
 def keep_revoked_of_removed_phone(tx: Transaction, phone: dict[str, Any]) -> None:
     """Copy the revoked LSCs of ``phone``, about to be removed, to ``removed_phone_lscs`` (the CRL keeps them)."""
     tx.execute("INSERT INTO removed_phone_lscs (device_name, serial, issuer, source, pem, not_after, revoked_at, "
-               "revocation_reason) SELECT ?, serial, issuer, source, pem, not_after, revoked_at, revocation_reason "
-               "FROM certificates WHERE phone_id = ? AND kind = 'lsc' AND status = 'revoked'",
+               "revocation_reason, delisted_after_crl) SELECT ?, serial, issuer, source, pem, not_after, revoked_at, "
+               "revocation_reason, delisted_after_crl FROM certificates WHERE phone_id = ? AND kind = 'lsc' "
+               "AND status = 'revoked'",
                (phone["name"], phone["id"]))
 
 
@@ -238,11 +239,43 @@ def revoked_lscs(tx: Transaction, issuer: str | None = None, with_pem: bool = Fa
     return tx.query(sql + " ORDER BY revoked_at, id", params)
 
 
+# A revoked LSC that CRLs still list: none has listed it beyond its validity yet (``delist``).
+_LISTED = "status = 'revoked' AND delisted_after_crl IS NULL"
+
+
+def crl_entries(tx: Transaction, issuer: str, now: str) -> list[dict[str, Any]]:
+    """The revoked LSCs of ``issuer`` that a CRL issued at ``now`` lists: those not ``delist``-ed, and
+    those delisted that are valid at ``now`` (a CRL issued by a host whose clock is behind that of the
+    host that delisted them); also those of phones removed since (negative ids). With serial, PEM,
+    notAfter, reason, time and ``delisted_after_crl``, oldest revocation first. Read from indexes of
+    those alone: the LSCs delisted over the years are not read."""
+    columns = "serial, pem, not_after, revoked_at, revocation_reason, delisted_after_crl"
+    in_store = f"SELECT id, {columns} FROM certificates WHERE issuer = ? AND kind = 'lsc' AND status = 'revoked' AND "
+    removed = f"SELECT -id AS id, {columns} FROM removed_phone_lscs WHERE issuer = ? AND "
+    return tx.query(f"{in_store}delisted_after_crl IS NULL UNION ALL {in_store}delisted_after_crl IS NOT NULL "
+                    f"AND not_after >= ? UNION ALL {removed}delisted_after_crl IS NULL UNION ALL {removed}"
+                    "delisted_after_crl IS NOT NULL AND not_after >= ? ORDER BY revoked_at, id",
+                    (issuer, issuer, now, issuer, issuer, now))
+
+
+def delist(tx: Transaction, ids, number: int) -> None:
+    """CRLs numbered above ``number`` leave out the revoked LSCs ``ids`` (``crl_entries``' ids: negative
+    for a removed phone's) once they have expired: a CRL listed each of them beyond its validity (RFC 5280 3.3)."""
+    ids = sorted(ids)
+    tx.executemany("UPDATE certificates SET delisted_after_crl = ? WHERE id = ?",
+                   [(number, each) for each in ids if each > 0])
+    tx.executemany("UPDATE removed_phone_lscs SET delisted_after_crl = ? WHERE id = ?",
+                   [(number, -each) for each in ids if each < 0])
+
+
 def revocation_mark(tx: Transaction, issuer: str) -> str:
-    """A text that changes whenever an LSC of ``issuer`` is revoked."""
-    row = tx.one("SELECT COUNT(*) AS n, MAX(revoked_at) AS last FROM certificates "
-                 "WHERE issuer = ? AND status = 'revoked' AND kind = 'lsc'", (issuer,))
-    removed = tx.one("SELECT COUNT(*) AS n, MAX(revoked_at) AS last FROM removed_phone_lscs WHERE issuer = ?", (issuer,))
+    """A text that changes whenever an LSC of ``issuer`` is revoked: how many revoked LSCs CRLs list (not
+    ``delist``-ed) and the newest revocation among them. Read from the index of those alone. (A
+    delisting changes it too: ``revocation.refresh_crls`` gives every CRL up to date the mark after it.)"""
+    row = tx.one(f"SELECT COUNT(*) AS n, MAX(revoked_at) AS last FROM certificates "
+                 f"WHERE issuer = ? AND kind = 'lsc' AND {_LISTED}", (issuer,))
+    removed = tx.one("SELECT COUNT(*) AS n, MAX(revoked_at) AS last FROM removed_phone_lscs "
+                     "WHERE issuer = ? AND delisted_after_crl IS NULL", (issuer,))
     return f"{row['n'] + removed['n']}:{max(row['last'] or '', removed['last'] or '')}"
 
 

@@ -81,3 +81,11 @@ def insert(tx: Transaction, actor: str, *, number: int, signer_fingerprint: str,
              if clock_behind_seconds else {})
     audit.record(tx, actor, "crl.signed", "crl", number=number, signer_fingerprint=signer_fingerprint,
                  entries=entries, this_update=this_update, next_update=next_update, **clock)
+
+
+def update_revocation_mark(tx: Transaction, was: str, now: str) -> None:
+    """The newest CRL of each CAPF certificate whose revocation mark is ``was``, the mark before revoked
+    LSCs were delisted (``certificates.delist``) in the transaction, takes the mark after it, ``now``:
+    those CRLs saw every revocation, and a delisting is none (a CRL may still list what was delisted)."""
+    tx.execute("UPDATE crls SET revocation_mark = ? WHERE revocation_mark = ? AND number IN (SELECT MAX(number) "
+               "FROM crls GROUP BY signer_fingerprint)", (now, was))

@@ -365,6 +365,25 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "CREATE INDEX certificates_expired_revoked ON certificates (not_after) "
         "WHERE revocation_reason = 'cessation_of_operation'",
     ]),
+    (19, "a revoked LSC leaves the CRL once a CRL listed it beyond its validity", [
+        # RFC 5280 3.3: an entry may leave the CRL once it appeared on one CRL issued beyond the revoked
+        # certificate's validity period. ``delisted_after_crl`` is the number of the CRL after which the
+        # CRLs leave it out (NULL while they list it; revocation.refresh_crls sets it). Every renewal
+        # revokes an LSC (superseded): the CRL and its revocation mark read the revoked LSCs still listed
+        # from these indexes, which those delisted leave, not every LSC revoked over the years.
+        "ALTER TABLE certificates ADD COLUMN delisted_after_crl {int}",
+        "ALTER TABLE removed_phone_lscs ADD COLUMN delisted_after_crl {int}",
+        "CREATE INDEX certificates_crl_entries ON certificates (issuer, revoked_at) "
+        "WHERE status = 'revoked' AND delisted_after_crl IS NULL",
+        "CREATE INDEX removed_phone_lscs_crl_entries ON removed_phone_lscs (issuer, revoked_at) "
+        "WHERE delisted_after_crl IS NULL",
+        # A CRL signed by a host whose clock is behind the one that delisted an LSC lists it again while it
+        # is valid at that CRL's thisUpdate: those are found by their notAfter.
+        "CREATE INDEX certificates_delisted ON certificates (issuer, not_after) "
+        "WHERE status = 'revoked' AND delisted_after_crl IS NOT NULL",
+        "CREATE INDEX removed_phone_lscs_delisted ON removed_phone_lscs (issuer, not_after) "
+        "WHERE delisted_after_crl IS NOT NULL",
+    ]),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -173,14 +173,26 @@ def test_each_capf_certificate_has_its_own_series_of_crls(store):
     assert kept == list(range(3, 14))  # the newest and the ten before it, of that certificate
 
 
-def _revocation_answers(store) -> dict:
-    """Every answer the CRL and the revocation listings read from the store, per issuer and overall."""
+def _revocation_answers(store, marks: bool = True) -> dict:
+    """Every answer the CRL and the revocation listings read from the store, per issuer and overall
+    (``marks``: with the revocation mark of each issuer, which reads columns of later migrations)."""
     with store.read() as tx:
         answers = {"all": certificates.revoked_lscs(tx), "newest": certificates.revoked_lscs(tx, newest=3),
                    "unrevoked": certificates.expired_unrevoked(tx, "2027-01-01T00:00:00Z")}
         for issuer in ("capf", "other", "nobody"):
-            answers[issuer] = (certificates.revoked_lscs(tx, issuer, with_pem=True), certificates.revocation_mark(tx, issuer))
+            answers[issuer] = (certificates.revoked_lscs(tx, issuer, with_pem=True),
+                               certificates.revocation_mark(tx, issuer) if marks else None)
     return answers
+
+
+def _remove_phone_at_version_11(tx, name: str) -> None:
+    """What removing a phone did at schema version 11: its revoked LSCs kept in ``removed_phone_lscs``."""
+    phone = phones.get(tx, name)
+    certificates.revoke_installed(tx, "test", phone, statuses=("installed", "issued"))
+    tx.execute("INSERT INTO removed_phone_lscs (device_name, serial, issuer, source, pem, not_after, revoked_at, "
+               "revocation_reason) SELECT ?, serial, issuer, source, pem, not_after, revoked_at, revocation_reason "
+               "FROM certificates WHERE phone_id = ? AND kind = 'lsc' AND status = 'revoked'", (name, phone["id"]))
+    tx.execute("DELETE FROM phones WHERE id = ?", (phone["id"],))
 
 
 def test_the_revoked_index_migration_keeps_every_revocation_answer(store_location, state_dir):
@@ -207,12 +219,13 @@ def test_the_revoked_index_migration_keeps_every_revocation_answer(store_locatio
                          revoked=("key_compromise", f"2026-11-0{index + 1}T00:00:00Z"))
                 if index == 0:
                     _old_lsc(tx, phone["id"], "ex", "issued", not_after="2026-07-01T00:00:00Z")  # expired, not revoked
-            assert phones.delete(tx, "test", "SEP001122334451")  # its revoked LSCs stay listed
-        before = _revocation_answers(old)
+            _remove_phone_at_version_11(tx, "SEP001122334451")  # its revoked LSCs stay listed
+        before = _revocation_answers(old, marks=False)
     assert len(before["all"]) == 7 and before["unrevoked"]
     with open_store(store_location, state_dir=state_dir, actor="test") as store:
         assert store.schema_version() == LATEST_VERSION
-        assert _revocation_answers(store) == before
+        assert _revocation_answers(store, marks=False) == before
+        before = _revocation_answers(store)
         with store.transaction() as tx:
             phone = phones.get(tx, "SEP001122334452")
             certificates.revoke_installed(tx, "test", phone)
@@ -241,21 +254,34 @@ class _Explaining:
 
 @pytest.mark.both_backends
 def test_the_revocation_queries_of_one_issuer_read_an_index(store):
-    """The CRL of an issuer and its revocation mark find the revoked LSCs by an index (on SQLite the
-    revoked-LSC index), never by reading every certificate."""
+    """The revocation listings, the CRL of an issuer and its revocation mark find the revoked LSCs by
+    an index, never by reading every certificate: on SQLite the listings by the revoked-LSC index, the
+    CRL and the mark by the index of the revoked LSCs CRLs still list (``delisted_after_crl`` NULL), and
+    the CRL those delisted that are still valid by the index of the delisted ones by notAfter: neither
+    reads the LSCs revoked over the years that CRLs no longer list."""
     sqlite = isinstance(store.backend, SqliteBackend)
     with store.read() as tx:
         explaining = _Explaining(tx, not sqlite)
         certificates.revoked_lscs(explaining, "capf")
         certificates.revoked_lscs(explaining, "capf", with_pem=True, newest=10)
+        listings = len(explaining.plans)
+        certificates.crl_entries(explaining, "capf", "2026-12-01T00:00:00Z")
         certificates.revocation_mark(explaining, "capf")
-    of_certificates = [plan for plan in explaining.plans if "removed_phone_lscs" not in plan or " c " in plan]
-    assert len(of_certificates) == 3
-    for plan in of_certificates:
-        if sqlite:
+    assert len(explaining.plans) == listings + 3
+    for index, plan in enumerate(explaining.plans):
+        if not sqlite:
+            assert "Seq Scan" not in plan and "Index" in plan, plan
+            continue
+        assert "SCAN" not in plan, plan
+        if index < listings:
             assert "USING INDEX certificates_revoked" in plan, plan
+        elif index == listings:
+            for index_name in ("certificates_crl_entries (issuer=?)", "certificates_delisted (issuer=? AND not_after>?)",
+                               "removed_phone_lscs_crl_entries (issuer=?)", "removed_phone_lscs_delisted (issuer=? AND not_after>?)"):
+                assert f"USING INDEX {index_name}" in plan, plan
         else:
-            assert "Index Scan using certificates_" in plan and "Seq Scan on certificates" not in plan, plan
+            assert "INDEX certificates_crl_entries (issuer=?)" in plan or \
+                "INDEX removed_phone_lscs_crl_entries (issuer=?)" in plan, plan
 
 
 def test_issued_installed_and_stale_lscs_stay_out_of_the_revoked_index(sqlite_store):
