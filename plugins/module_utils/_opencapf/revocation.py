@@ -10,7 +10,9 @@ expired (``cessation_of_operation``, ``run_duty``).
 
 Every CAPF certificate that may still have valid LSCs (the active one, and each retired one until it
 expires) keeps its own CRL, signed with its own key and listing exactly the revoked LSCs it signed, so
-a rotation leaves no revoked LSC unlisted. The CRLs live in the store, so every node of a cluster
+a rotation leaves no revoked LSC unlisted; but each that a CRL of it issued after the LSC's notAfter and
+its revocation listed: RFC 5280 3.3 lets it leave then, and the CRLs after it leave it out (``_delisted``),
+so neither the CRL nor the work of signing it grows with the years of renewals behind it. The CRLs live in the store, so every node of a cluster
 serves the same ones; ``run_duty`` signs a new one for a CAPF certificate when it has none, when
 something was revoked since, when its newest starts after this host's clock (``CLOCK_SKEW``; each
 CRL's thisUpdate is its signer's clock, ``refresh_crls``), and once half of its validity has passed.
@@ -177,17 +179,58 @@ def _issuers_of(pem: str, identities: dict[tuple[bytes, bytes], list[str]], issu
             and crl_module.signed_by(pem, issuer["certificate"])]
 
 
-def _entries(tx, issuers: list[dict]) -> dict[str, list[crl_module.Entry]]:
-    """The CRL entries of each of ``issuers`` (by fingerprint): the revoked LSCs it signed."""
+def _entries(tx, issuers: list[dict], now: _dt.datetime) -> tuple[dict[str, list[crl_module.Entry]],
+                                                                  list[tuple[dict, list[str]]]]:
+    """The entries of the CRL of each of ``issuers`` (by fingerprint) issued at ``now``: the revoked LSCs
+    it signed that CRLs list (``certificates.crl_entries``); and each of those LSCs' row with the
+    fingerprints of the issuers that list it."""
     identities: dict[tuple[bytes, bytes], list[str]] = {}
     for issuer in issuers:
         identities.setdefault(crl_module.issuer_identity(issuer["certificate"]), []).append(issuer["fingerprint"])
     entries: dict[str, list[crl_module.Entry]] = {issuer["fingerprint"]: [] for issuer in issuers}
-    for row in certificate_records.revoked_lscs(tx, CAPF_ISSUER, with_pem=True):
-        for fingerprint in _issuers_of(row["pem"], identities, issuers):
+    rows = []
+    for row in certificate_records.crl_entries(tx, CAPF_ISSUER, format_utc(now)):
+        fingerprints = _issuers_of(row["pem"], identities, issuers)
+        for fingerprint in fingerprints:
             entries[fingerprint].append(
                 crl_module.Entry(row["serial"], row["revoked_at"], row["revocation_reason"] or "unspecified"))
-    return entries
+        rows.append((row, fingerprints))
+    # The issuers of LSCs that CRLs no longer list are not kept: the process's memory follows what CRLs list.
+    kept = {hashlib.sha256(row["pem"].encode("ascii")).digest() for row, _fingerprints in rows}
+    for digest in [digest for digest in _named_issuers if digest not in kept]:
+        del _named_issuers[digest]
+    return entries, rows
+
+
+def _delisted(tx, issuers: list[dict], rows: list[tuple[dict, list[str]]], signed: dict[str, set[str]],
+              newest: dict[str, dict], now_text: str) -> list[int]:
+    """The revoked LSCs (``certificates.crl_entries`` ids) that CRLs leave out after the CRLs ``signed``
+    now (serials listed, by fingerprint; thisUpdate ``now_text``): RFC 5280 3.3, each has appeared on a
+    CRL of every CAPF certificate that lists it and can sign one, issued after its notAfter and after
+    its revocation (the CRL that listed it, now or the newest of that certificate: one issued after a
+    revocation committed while it was being signed does not list it, and does not count). And each that
+    no CAPF certificate keeping a CRL lists any more (its own expired), once it has expired itself."""
+    signing = {issuer["fingerprint"] for issuer in issuers if issuer["signer"] is not None}
+    listed: dict[str, tuple[str, set[str]]] = {fingerprint: (now_text, serials) for fingerprint, serials in signed.items()}
+    ids = []
+    for row, fingerprints in rows:
+        if row["delisted_after_crl"] is not None:  # listed again by a CRL issued before its notAfter
+            continue
+        if not fingerprints:
+            if row["not_after"] < now_text:
+                ids.append(row["id"])
+            continue
+        able = [fingerprint for fingerprint in fingerprints if fingerprint in signing]
+        beyond = max(row["not_after"], row["revoked_at"])
+        for fingerprint in able:
+            if fingerprint not in listed:
+                crl = newest.get(fingerprint)
+                der = crl_records.der(tx, crl["number"]) if crl else None
+                listed[fingerprint] = (crl["this_update"] if crl else "", set(crl_module.revocation_dates(der)))
+        if able and all(listed[fingerprint][0] > beyond and row["serial"] in listed[fingerprint][1]
+                        for fingerprint in able):
+            ids.append(row["id"])
+    return ids
 
 
 def _due(latest: dict | None, mark: str, hours: int, now: _dt.datetime) -> str | None:
@@ -236,12 +279,14 @@ def _plan(store: Store, tx, now: _dt.datetime, force: bool) -> tuple[list[dict],
     hours = int(service_records.value(tx, "crl_validity_hours"))
     mark = certificate_records.revocation_mark(tx, CAPF_ISSUER)
     newest = {row["signer_fingerprint"]: row for row in crl_records.newest_per_signer(tx)}
-    due = []
-    for issuer in issuers:
-        if issuer["signer"] is not None:
-            why = "requested" if force else _due(newest.get(issuer["fingerprint"]), mark, hours, now)
-            if why is not None:
-                due.append((issuer, why))
+    why = {issuer["fingerprint"]: "requested" if force else _due(newest.get(issuer["fingerprint"]), mark, hours, now)
+           for issuer in issuers if issuer["signer"] is not None}
+    # CAPF certificates of one name and key (a renewal of one) list the same LSCs and sign together, so
+    # that an LSC leaves their CRLs together (``_delisted``).
+    identity = {issuer["fingerprint"]: crl_module.issuer_identity(issuer["certificate"]) for issuer in issuers}
+    twins_due = {identity[fingerprint] for fingerprint, reason in why.items() if reason is not None}
+    due = [(issuer, why[issuer["fingerprint"]] or "a CAPF certificate of the same name and key is due")
+           for issuer in issuers if issuer["fingerprint"] in why and identity[issuer["fingerprint"]] in twins_due]
     return issuers, hours, mark, newest, due
 
 
@@ -249,12 +294,16 @@ def refresh_crls(store: Store, now: _dt.datetime | None = None, *, force: bool =
     """Sign and store a new CRL for each CAPF certificate that keeps one (``authority.crl_issuers``)
     and needs one (``force``: for each in any case); the summaries of the CRLs signed.
 
-    The entries are gathered in a read transaction (the costly part: every revoked LSC's issuer), and
+    The entries are gathered in a read transaction (the costly part: the issuer of every revoked LSC that
+    CRLs still list, ``certificates.crl_entries``), and
     what is signed is decided again in the write transaction that numbers and stores the CRLs, under
     the lock every writer of the store takes: when an LSC was revoked, a CAPF certificate rotated or
     another process (a node's scheduler, ``opencapf crl show``) signed a CRL in between, the entries
     are gathered again there. So no CRL omits a revocation committed before it, nor lists less than a
-    CRL of its issuer with a lower number.
+    CRL of its issuer with a lower number, but the revoked LSCs that one listed beyond their validity:
+    after signing, the transaction delists them (``_delisted``, ``certificates.delist``; a CRL issued
+    before an LSC's notAfter lists it again all the same, ``certificates.crl_entries``) and gives every
+    CRL that saw all revocations the revocation mark after it (a delisting is no revocation to sign for).
 
     A CRL's thisUpdate is ``now``, this host's clock, never later (RFC 5280 5.1.2.4: relying parties
     refuse a CRL that starts in their future), even when the newest CRL of its issuer, signed by a host
@@ -265,17 +314,17 @@ def refresh_crls(store: Store, now: _dt.datetime | None = None, *, force: bool =
     even for a revocation recorded by a host whose clock runs ahead (``ca/crl.revocation_date``)."""
     now = (now or utc_now()).replace(microsecond=0)
     with store.read() as tx:
-        issuers, _hours, mark, _newest, due = _plan(store, tx, now, force)
+        issuers, _hours, mark, newest, due = _plan(store, tx, now, force)
         _warn_once(store, [problem for issuer in issuers for problem in issuer_problems(issuer)])
         if not due:
             return []
-        entries = _entries(tx, issuers)
-    read = (mark, [issuer["fingerprint"] for issuer in issuers])
+        entries, rows = _entries(tx, issuers, now)
+    read = _state(mark, issuers, newest)
     signed = []
     with store.transaction() as tx:
         issuers, hours, mark, newest, due = _plan(store, tx, now, force)
-        if (mark, [issuer["fingerprint"] for issuer in issuers]) != read:
-            entries = _entries(tx, issuers)
+        if _state(mark, issuers, newest) != read:
+            entries, rows = _entries(tx, issuers, now)
         for issuer, why in due:
             latest = newest.get(issuer["fingerprint"])
             behind = parse_utc(latest["this_update"], "this_update") - now if latest else _dt.timedelta(0)
@@ -292,7 +341,19 @@ def refresh_crls(store: Store, now: _dt.datetime | None = None, *, force: bool =
             crl_records.insert(tx, store.actor, revocation_mark=mark, der=der, **summary, **clock)
             signed.append(dict(summary, **clock, reason=why, active=issuer["active"],
                                common_name=issuer["common_name"]))
+        listed = {crl["signer_fingerprint"]: {entry.serial for entry in entries[crl["signer_fingerprint"]]}
+                  for crl in signed}
+        delisted = _delisted(tx, issuers, rows, listed, newest, format_utc(now)) if signed else []
+        if delisted:
+            certificate_records.delist(tx, delisted, signed[-1]["number"])
+            crl_records.update_revocation_mark(tx, mark, certificate_records.revocation_mark(tx, CAPF_ISSUER))
     return signed
+
+
+def _state(mark: str, issuers: list[dict], newest: dict[str, dict]) -> tuple:
+    """What the entries gathered depend on: the revocations and delistings (``mark``), the CAPF
+    certificates that keep a CRL, and the newest CRL of each (a CRL signed since may have delisted)."""
+    return mark, [issuer["fingerprint"] for issuer in issuers], sorted((key, row["number"]) for key, row in newest.items())
 
 
 def clock_warning(crl: dict[str, Any]) -> str | None:

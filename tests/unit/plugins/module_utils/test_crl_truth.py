@@ -11,8 +11,10 @@ store before the revocation and waits for the store's write lock while it commit
 host's clock keeps these invariants, on both backends:
 
 1. every CRL lists exactly the LSCs that verify under its issuer's key and whose revocation committed
-   before the CRL did: none is missing (also a removed phone's, kept until it expires) and none is
-   listed that is not revoked; a revocation is final (the revoked serials only grow);
+   before the CRL did, but for those that a CRL of the same issuer before it listed beyond their
+   validity (its thisUpdate after their notAfter and after their revocation time), which may leave
+   (RFC 5280 3.3): none is missing before that (also a removed phone's), none that left comes back, and
+   none is listed that is not revoked; a revocation is final (the revoked serials only grow);
 2. each CRL committed later has a higher number, whichever host's clock is ahead; no number is ever
    given to two different CRLs; each is signed with its issuer's key, names its issuer and carries the
    issuer's key identifier; its thisUpdate is the signing host's clock (never after it, even when the
@@ -25,7 +27,7 @@ host's clock keeps these invariants, on both backends:
    with the highest number (``current_crls``, what the files publish, and the same bytes fetched over
    HTTP from the service's responder at its ``/capf-ID.crl``, and at ``/capf.crl`` for the active one)
    with thisUpdate <= that host's now + ``CLOCK_SKEW`` and now < nextUpdate, that lists exactly its
-   revoked LSCs."""
+   revoked LSCs but those that may have left (1)."""
 
 from __future__ import annotations
 
@@ -91,6 +93,9 @@ class _Cluster:
         self.series: dict[str, list[int]] = {}  # CAPF certificate fingerprint: its CRL numbers as they appeared
         self.revoked: set[str] = set()  # every serial seen revoked
         self.revoked_at: dict[str, dt.datetime] = {}  # the revocation time each serial was recorded with
+        self.not_after: dict[str, dt.datetime] = {}  # the notAfter of each revoked serial
+        self.beyond: dict[str, set[str]] = {}  # CAPF certificate fingerprint: serials a CRL of it listed beyond validity
+        self.left: dict[str, set[str]] = {}  # CAPF certificate fingerprint: serials its CRLs left out since
         self.kept: set[str] = set()  # serials of LSCs of removed phones (revoked by the removal)
         self.signed_by: dict[tuple[str, str], bool] = {}
         self.responder = CrlHttp(self.hosts[0])  # the service's HTTP CRL responder, on host 0
@@ -125,6 +130,7 @@ class _Cluster:
             rows = certificate_records.revoked_lscs(tx, "capf", with_pem=True)
         serials = {row["serial"] for row in rows}
         self.revoked_at = {row["serial"]: dt.datetime.fromisoformat(row["revoked_at"]) for row in rows}
+        self.not_after = {row["serial"]: dt.datetime.fromisoformat(row["not_after"]) for row in rows}
         assert self.revoked <= serials, ("a revocation was undone", sorted(self.revoked - serials))
         assert self.kept <= serials, ("a removed phone's revoked LSC left the list", sorted(self.kept - serials))
         self.revoked = serials
@@ -166,10 +172,22 @@ class _Cluster:
             assert crl.next_update_utc - crl.last_update_utc == dt.timedelta(hours=VALIDITY_HOURS)
             assert (format_utc(crl.last_update_utc), format_utc(crl.next_update_utc)) == (row["this_update"],
                                                                                           row["next_update"])
-            listed = {format(entry.serial_number, "x") for entry in crl}
-            assert listed == expected[fingerprint], (
-                f"CRL {number} of {fingerprint[:16]} after {step}: missing {sorted(expected[fingerprint] - listed)}, "
-                f"not revoked {sorted(listed - expected[fingerprint])}")
+            self.check_entries(crl, fingerprint, expected[fingerprint], (number, step))
+
+    def check_entries(self, crl, fingerprint: str, expected: set[str], context) -> None:
+        """CRL ``crl`` of ``fingerprint`` lists the revoked LSCs ``expected`` of that CAPF certificate,
+        but those that one of its CRLs before listed beyond their validity and may have left, never one
+        that left; and nothing that is not revoked."""
+        listed = {format(entry.serial_number, "x") for entry in crl}
+        beyond, left = self.beyond.setdefault(fingerprint, set()), self.left.setdefault(fingerprint, set())
+        assert listed <= expected, (f"CRL {context} of {fingerprint[:16]}: not revoked {sorted(listed - expected)}")
+        assert expected - listed <= beyond, (
+            f"CRL {context} of {fingerprint[:16]}: missing {sorted(expected - listed - beyond)}, never listed on a CRL "
+            "of its issuer beyond its validity and revocation")
+        assert not listed & left, (f"CRL {context} of {fingerprint[:16]}: {sorted(listed & left)} left and came back")
+        left |= expected - listed
+        beyond |= {serial for serial in listed
+                   if crl.last_update_utc > max(self.not_after[serial], self.revoked_at[serial])}
 
     # -- invariant 3 ---------------------------------------------------------------------------
 
@@ -193,7 +211,8 @@ class _Cluster:
             crl = x509.load_der_x509_crl(row["der"])
             assert crl.last_update_utc <= now + CLOCK_SKEW and now < crl.next_update_utc, (
                 crl.last_update_utc, now, crl.next_update_utc)
-            assert {format(entry.serial_number, "x") for entry in crl} == expected[fingerprint]
+            listed = {format(entry.serial_number, "x") for entry in crl}
+            assert listed <= expected[fingerprint] and expected[fingerprint] - listed <= self.left[fingerprint]
 
 
 def _check_revocation_dates(crl, recorded: dict, previous, context) -> None:

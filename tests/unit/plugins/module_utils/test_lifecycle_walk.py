@@ -1,7 +1,8 @@
 """One LSC walked by the service's own scheduler through its whole life (the clock given to
 ``Scheduling``): expiry warnings at 30, 7 and 1 days and at expiry, each mailed once to a real SMTP
-relay; then revocation after expiry; then the CRL that says so, checked by ``openssl`` and pkilint,
-which makes ``openssl verify -crl_check`` refuse the LSC."""
+relay; then revocation after expiry; then the CRL that says so, issued beyond its validity (the
+newest CRL then leaves it out, RFC 5280 3.3), checked by ``openssl`` and pkilint, which makes
+``openssl verify -crl_check`` refuse the LSC."""
 
 from __future__ import annotations
 
@@ -70,10 +71,18 @@ def test_an_lsc_is_warned_at_each_threshold_then_revoked_and_listed_on_the_crl(c
     assert [(row["device_name"], row["revocation_reason"]) for row in revoked] == [
         (DEVICE, "cessation_of_operation")]
 
-    der = active_crl(ca_store)["der"]
+    # The CRLs list it until one issued after its notAfter and its revocation has (RFC 5280 3.3): the
+    # newest leaves it out, the last that lists it is that one.
+    newest = x509.load_der_x509_crl(active_crl(ca_store)["der"])
+    assert newest.get_revoked_certificate_by_serial_number(int(issued.serial, 16)) is None
+    with ca_store.read() as tx:
+        ders = [bytes(row["der"]) for row in tx.query("SELECT der FROM crls ORDER BY number")]
+    listing = [der for der in ders
+               if x509.load_der_x509_crl(der).get_revoked_certificate_by_serial_number(int(issued.serial, 16))]
+    der = listing[-1]
     crl = x509.load_der_x509_crl(der)
     entry = crl.get_revoked_certificate_by_serial_number(int(issued.serial, 16))
-    assert entry is not None
+    assert entry is not None and crl.last_update_utc > max(expiry, entry.revocation_date_utc)
     assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == \
         x509.ReasonFlags.cessation_of_operation
     assert _crl_lint_errors(der) == []
