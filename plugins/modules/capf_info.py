@@ -462,6 +462,9 @@ revoked_lscs:
   description:
     - Revoked LSCs, most recently revoked first (at most O(limit)).
     - Only LSCs that CAPF signed (V(issuer=capf)) are on the CAPF CRL; a third-party CA's LSC is revoked there.
+    - Every revoked LSC is listed here, also one that no CRL lists any more - a CRL lists a revoked LSC until a CRL
+      of its CAPF certificate issued after its notAfter and its revocation has listed it (RFC 5280 section 3.3, see
+      docs/lifecycle.md).
   returned: when gathered
   type: list
   elements: dict
@@ -556,7 +559,9 @@ crl:
       description: nextUpdate (UTC); a new CRL is signed once half of the validity has passed.
       type: str
     entries:
-      description: How many revoked LSCs it lists.
+      description: >-
+        How many revoked LSCs it lists - those the active CAPF certificate signed, but each that a CRL before it
+        listed beyond the LSC's validity (RFC 5280 section 3.3).
       type: int
     revocation_mark:
       description: Internal marker of the revocations it covers.
@@ -613,7 +618,9 @@ crl:
           description: Its newest CRL's nextUpdate (UTC), or null.
           type: str
         entries:
-          description: How many revoked LSCs its newest CRL lists (exactly the revoked LSCs it signed), or null.
+          description: >-
+            How many revoked LSCs its newest CRL lists (exactly the revoked LSCs it signed, but each that a CRL
+            before it listed beyond the LSC's validity), or null.
           type: int
         problems:
           description: What keeps its CRL from being signed or trusted, each with its remedy; empty when nothing does.

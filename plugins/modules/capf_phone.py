@@ -41,7 +41,7 @@ options:
     description:
       - Whether the phone exists in the store. V(absent) also removes its certificates and CSRs; its LSCs that are
         still valid are revoked first (reason V(cessation_of_operation)), and every revoked LSC of it stays on the
-        CAPF CRL.
+        CAPF CRL until a CRL issued after its notAfter has listed it (RFC 5280 section 3.3).
     type: str
     choices: [present, absent]
     default: present

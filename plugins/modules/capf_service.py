@@ -142,6 +142,8 @@ options:
     description:
       - Hours from a CRL's thisUpdate to its nextUpdate, 1–8760 (default 168). The service signs a new CRL when an
         LSC is revoked and once half of this has passed, so that relying parties never hold an outdated CRL.
+      - A CRL lists each revoked LSC until a CRL issued after the LSC's notAfter and its revocation has listed it
+        (RFC 5280 section 3.3), so its size follows the revocations of the last O(validity_days).
     type: int
   crl_path:
     description:
