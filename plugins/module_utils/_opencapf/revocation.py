@@ -10,11 +10,11 @@ expired (``cessation_of_operation``, ``run_duty``).
 
 Every CAPF certificate that may still have valid LSCs (the active one, and each retired one until it
 expires) keeps its own CRL, signed with its own key and listing exactly the revoked LSCs it signed, so
-a rotation leaves no revoked LSC unlisted; but each that a CRL of it issued after the LSC's notAfter and
-its revocation listed: RFC 5280 3.3 lets it leave then, and the CRLs after it leave it out (``_delisted``),
-so neither the CRL nor the work of signing it grows with the years of renewals behind it. The CRLs live in the store, so every node of a cluster
-serves the same ones; ``run_duty`` signs a new one for a CAPF certificate when it has none, when
-something was revoked since, when its newest starts after this host's clock (``CLOCK_SKEW``; each
+a rotation leaves no revoked LSC unlisted; but each that a CRL of it issued after the LSC's notAfter
+and its revocation listed: RFC 5280 3.3 lets it leave then, and the CRLs after that one leave it out
+(``_delisted``), so neither the CRL nor the work of signing it grows with the years of renewals behind
+it. The CRLs live in the store, so every node of a cluster serves the same ones; ``run_duty`` signs a
+new one for a CAPF certificate when it has none, when something was revoked since, when its newest starts after this host's clock (``CLOCK_SKEW``; each
 CRL's thisUpdate is its signer's clock, ``refresh_crls``), and once half of its validity has passed.
 Every process then keeps the files equal to the newest CRLs (``CrlFile``). A CAPF certificate whose key cannot be loaded, or
 whose KeyUsage lacks cRLSign, is reported (``issuer_problems``: a warning and ``capf_info``).
@@ -351,8 +351,8 @@ def refresh_crls(store: Store, now: _dt.datetime | None = None, *, force: bool =
 
 
 def _state(mark: str, issuers: list[dict], newest: dict[str, dict]) -> tuple:
-    """What the entries gathered depend on: the revocations and delistings (``mark``), the CAPF
-    certificates that keep a CRL, and the newest CRL of each (a CRL signed since may have delisted)."""
+    """What the entries gathered depend on: the revocations (``mark``), the CAPF certificates that keep
+    a CRL, and the newest CRL of each (a CRL signed since may have delisted revoked LSCs)."""
     return mark, [issuer["fingerprint"] for issuer in issuers], sorted((key, row["number"]) for key, row in newest.items())
 
 
