@@ -237,8 +237,8 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
           signer: authority.Signer | None = None, crl_url: str | None = None,
           public_key_der: bytes | None = None, now: _dt.datetime | None = None) -> IssuedLsc:
     """Sign an LSC for ``device_name`` and record it (status ``issued``) in one transaction;
-    ``opening(tx, phone)``, when given, runs in that transaction with the phone's current row once
-    the LSC's row is in (the caller's records the LSC's issuance depends on), and
+    ``opening(tx, phone)``, when given, runs in that transaction with the phone's current row
+    (``phones.SESSION_COLUMNS`` of it) once the LSC's row is in (the caller's records the LSC's issuance depends on), and
     ``recorded(tx, certificate_id)`` adds the caller's records that depend on the LSC's row.
 
     The serial is a fresh random positive integer of at most 20 octets; the unique index on
@@ -290,7 +290,7 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
         pem = c.pem_of_der(der)
         try:
             with store.transaction() as tx:
-                phone = phone_records.get(tx, name)
+                phone = phone_records.get_for_session(tx, name)
                 if phone is None and create_phone:
                     phone = _create_phone(tx, store, name)
                 if phone is None:

@@ -210,7 +210,9 @@ class StoreDecider(Decider):
         self._authenticated = False
         self._start_written = False  # the session start is in the store (with the LSC, or before a CA's step)
         self._started = False  # this session put the phone's operation in progress (``ended`` settles it)
-        self._closing: list = []  # work of the session's last transaction: callables (tx, phone)
+        # Work of the session's last transaction: callables (tx, phone), ``phone`` the current row's
+        # ``phones.SESSION_COLUMNS``.
+        self._closing: list = []
         self._result = False  # that work records the operation's result
         self._installing = False
         self._ended = False
@@ -325,7 +327,7 @@ class StoreDecider(Decider):
                 self._at_end(lambda tx, phone: self._set_result(tx, phone, "failed", reason))
             elif self._starts_early(plan):
                 with self.store.transaction(durable=False) as tx:  # on disk with the session's next durable commit
-                    phone = phone_records.get(tx, plan.device_name)
+                    phone = phone_records.get_for_session(tx, plan.device_name)
                     if phone is not None:
                         self._start(tx, phone)
         self._authenticated = verdict.ok
@@ -597,7 +599,8 @@ class StoreDecider(Decider):
         reason = outcome.reason or outcome.outcome
         csr_ids = () if self._csr_id is None else (self._csr_id,)
         with self.store.transaction() as tx, audit.batched(tx):
-            phone = phone_records.get(tx, plan.device_name) if self._closing or self._started or unstarted else None
+            phone = phone_records.get_for_session(tx, plan.device_name) \
+                if self._closing or self._started or unstarted else None
             if phone is not None and not self._same(phone):
                 phone = None  # removed during the session and added again: this session records nothing on it
             if phone is not None:

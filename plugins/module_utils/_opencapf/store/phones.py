@@ -22,6 +22,20 @@ def get(tx: Transaction, name: str) -> dict[str, Any] | None:
     return tx.one("SELECT * FROM phones WHERE name = ?", (name.upper(),))
 
 
+# What a session reads again of its phone's current row in its later transactions (the LSC's
+# issuance, the session's end): the row's identity, the operation the session runs and whether
+# anybody changed it since the session's first read (``updated_at``), and the name its records carry.
+# Each column of a row read costs (the sqlite3 module makes an object of each, releasing the GIL
+# around each), and a phone has over twenty: these reads take only these.
+SESSION_COLUMNS = ("id", "name", "incarnation", "operation", "operation_status", "updated_at")
+_GET_FOR_SESSION = "SELECT %s FROM phones WHERE name = ?" % ", ".join(SESSION_COLUMNS)
+
+
+def get_for_session(tx: Transaction, name: str) -> dict[str, Any] | None:
+    """The phone's current row, ``SESSION_COLUMNS`` only."""
+    return tx.one(_GET_FOR_SESSION, (name.upper(),))
+
+
 def update_many(tx: Transaction, columns, rows) -> None:
     """Update many phones with one statement; each row holds the values of ``columns``, then
     ``updated_at`` and the phone's id."""
