@@ -5,8 +5,10 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import json
+import json.encoder
 from typing import Any, Iterator
 
 from ..vocabulary import format_utc, utc_now
@@ -21,7 +23,24 @@ def _is_secret(key: str) -> bool:
     return any(word in lowered for word in _SECRET_KEYS)
 
 
+@functools.lru_cache(maxsize=1024)
+def _names_secret(keys: tuple) -> bool:
+    return any(_is_secret(key) for key in keys)
+
+
+# Values ``_scrub`` keeps as they are: it looks into dicts only.
+_LEAVES = frozenset((str, int, bool, float, type(None), list, tuple))
+
+
 def _scrub(details: dict[str, Any]) -> dict[str, Any]:
+    """``details`` with every secret replaced, in dicts within it too; ``details`` itself when it holds
+    none and no dict (most events: a test of its keys, once per set of keys, and of its values' types)."""
+    if _names_secret(tuple(details)) or not _LEAVES.issuperset(map(type, details.values())):
+        return _scrub_each(details)
+    return details
+
+
+def _scrub_each(details: dict[str, Any]) -> dict[str, Any]:
     clean = {}
     for key, value in details.items():
         if _is_secret(key):
@@ -33,8 +52,32 @@ def _scrub(details: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
-# json.dumps(details, sort_keys=True, default=str), its encoder made once rather than per event.
-_encode_details = json.JSONEncoder(sort_keys=True, default=str).encode
+def _details_encoder():
+    """``json.dumps(details, sort_keys=True, default=str)``. ``JSONEncoder.encode`` makes the json
+    module's C encoder anew for each call (a third of its cost for an event's details): it is made
+    once here, as ``JSONEncoder`` makes it but without the check for circular references (an
+    event's details are keyword arguments of plain values). Where the json module has no C encoder
+    or makes it otherwise, or the two differ on a sample, ``JSONEncoder.encode`` it is."""
+    encode = json.JSONEncoder(sort_keys=True, default=str).encode
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return encode
+    try:
+        made = make(None, str, json.encoder.encode_basestring_ascii, None, ": ", ", ", True, False, True)
+
+        def encode_once(details: dict[str, Any]) -> str:
+            return "".join(made(details, 0))
+
+        # Not JSON (encoded by ``default``), not ASCII, not sorted, nested.
+        sample = {"b": [1, 2.5, None, True], "a": {"z": "\u00e9\"\n", "y": float("nan")}, "c": datetime.date(2026, 1, 1)}
+        if encode_once(sample) == encode(sample):
+            return encode_once
+    except (TypeError, ValueError):
+        pass
+    return encode
+
+
+_encode_details = _details_encoder()
 _INSERT = "INSERT INTO audit_events (at, actor, action, subject, details) VALUES (?, ?, ?, ?, ?)"
 
 
