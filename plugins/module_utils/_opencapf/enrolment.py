@@ -269,7 +269,7 @@ def poll_pending(store: Store, actor: str, *, issuer=None, device_name: str | No
     counts of issued / pending / failed, and of stale answers (for a request that no longer waited)
     when there were any."""
     with store.read() as tx:
-        rows = csr_records.pending_online(tx, device_name)
+        rows = csr_records.pending_online(tx, device_name, clock_skew=store.clock_skew)
     counts = {"issued": 0, "pending": 0, "failed": 0}
     if not rows:
         return counts
@@ -372,15 +372,15 @@ def refused_delivery(tx: Transaction, actor: str, phone: dict, certificate_id: i
 
 # -- offline CA ------------------------------------------------------------------------------------
 
-def _pending(tx: Transaction, status: str) -> list:
-    rows = csr_records.offline_signed(tx, status)
+def _pending(tx: Transaction, status: str, clock_skew) -> list:
+    rows = csr_records.offline_signed(tx, status, clock_skew=clock_skew)
     return [(row["id"], offline.PendingCsr(row["name"], row["csr_pem"].encode(), row["created_at"])) for row in rows]
 
 
 def pending_csrs(store: Store, devices=None) -> list:
     """Pending offline CSRs as ``offline.PendingCsr``, oldest first (optionally only for ``devices``)."""
     with store.read() as tx:
-        items = [item for _id, item in _pending(tx, "pending")]
+        items = [item for _id, item in _pending(tx, "pending", store.clock_skew)]
     if devices:
         wanted = {name.upper() for name in devices}
         items = [item for item in items if item.device_name.upper() in wanted]
@@ -423,10 +423,10 @@ def import_certificates(store: Store, actor: str, sources, *, check_mode: bool =
     progress = progress or _no_progress
     sources = list(sources)
     with store.read() as tx:
-        pending = _pending(tx, "pending")
+        pending = _pending(tx, "pending", store.clock_skew)
         # A certificate for a CSR that no longer waits (a newer one replaced it, or it failed: its session
         # ended, the operator withdrew its operation) is recorded stale, never delivered.
-        superseded = _pending(tx, "superseded") + _pending(tx, "failed")
+        superseded = _pending(tx, "superseded", store.clock_skew) + _pending(tx, "failed", store.clock_skew)
         anchors = _anchors(tx)
         known = certificate_records.device_names_by_fingerprint(tx, "offline_ca")
     result = ImportResult()

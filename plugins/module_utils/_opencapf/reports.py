@@ -116,7 +116,8 @@ def phone_detail(store: Store, name: str, *, sessions_limit: int = SESSIONS_SHOW
             "sessions": [{key: session[key] for key in ("started_at", "peer", "operation", "outcome", "reason",
                                                         "duration_ms")}
                          for session in sessions.recent(tx, name, sessions_limit)],
-            "pending_csrs": csrs.awaiting_signature_for(tx, name),
+            "pending_csrs": csrs.awaiting_signature_for(tx, name, now=format_utc(parse_utc(now, "now") or utc_now()),
+                                                        clock_skew=store.clock_skew),
         }
 
 
@@ -179,7 +180,7 @@ def gather(store: Store, sections=None, *, query: dict | None = None, limit: int
             if "phones" in sections:
                 result["phones"] = phones
         if "pending_csrs" in sections or html:
-            pending = csrs.awaiting_signature(tx)
+            pending = csrs.awaiting_signature(tx, now=format_utc(moment), clock_skew=store.clock_skew)
             if "pending_csrs" in sections:
                 result["pending_csrs"] = pending
         if "stale_lscs" in sections or html:

@@ -58,7 +58,7 @@ def _stale_delete(args, output) -> int:
 
 def _csr_list(args, output) -> int:
     with opened(args.store, actor="cli", create=False) as store, store.read() as tx:
-        rows = csr_records.listing(tx, None if args.all else "pending")
+        rows = csr_records.listing(tx, None if args.all else "pending", clock_skew=store.clock_skew)
     text = "\n".join(f"{row['created_at']}  {row['device_name']}  {row['status']}  key {row['public_key_fingerprint'][:16]}"
                      for row in rows) or "no pending CSRs"
     output.result(rows, text)

@@ -159,20 +159,18 @@ def settle_abandoned(store: Store, now=None) -> list[str]:
     """Settle every operation left ``in_progress`` by a session that cannot be live any more (its
     process died: SIGKILL, power loss): the session's time bound and ``LIVENESS_MARGIN_SECONDS``
     (``operation_live_until``) have passed, so no process of any node serves it. Each is settled as
-    its session's end would have settled it, aborted (``settle_unfinished``): ``failed``, with
-    ``ABANDONED_REASON``. ``operation_live_until`` is the clock of the node that served the session,
-    which may run behind this one's by up to ``store.clock_skew`` (``CLOCK_SKEW`` on a store several
-    hosts share): only a bound passed by more than that is surely passed (``phone_records.abandoned``,
-    whose rule the views apply too: they report the operation settled from that moment on, whether or
-    not this has run since). Returns the names."""
+    its session's end would have settled it, aborted (``csr_records.settle_abandoned_phone``): ``failed``,
+    with ``ABANDONED_REASON``, together with the key requests the session left pending.
+    ``operation_live_until`` is the clock of the node that served the session, which may run behind
+    this one's by up to ``store.clock_skew`` (``CLOCK_SKEW`` on a store several hosts share): only a
+    bound passed by more than that is surely passed (``phone_records.abandoned``, whose rule the views
+    apply too: they report the operation and its requests settled from that moment on, whether or not
+    this has run since). Returns the names."""
     settled = []
     with store.transaction() as tx:
         for phone in phone_records.abandoned(tx, format_utc(now or utc_now()), store.clock_skew):
-            csr_ids = csr_records.pending_since(tx, phone["id"], phone["last_session_at"]) \
-                if phone["last_session_at"] else ()
-            if settle_unfinished(tx, store.actor, phone, "aborted", phone_records.abandoned_reason(phone), csr_ids,
-                                 live_until=phone["operation_live_until"]):
-                settled.append(phone["name"])
+            csr_records.settle_abandoned_phone(tx, store.actor, phone)
+            settled.append(phone["name"])
     return settled
 
 
@@ -280,8 +278,13 @@ class StoreDecider(Decider):
         ``lapsed``, and its CSRs still at a CA are failed with it (``csr_records.withdraw_pending``)."""
 
         def step(tx, current: dict) -> None:
-            if self._runs(current) and current["operation_status"] == "pending":
-                csr_records.withdraw_pending(tx, ACTOR, {current["id"]: current["name"]}, csr_records.LAPSED)
+            if self._runs(current):
+                # As the scheduler's round would record it, and the views reported it: an abandoned operation
+                # settled first, then the requests still at a CA failed with the lapse (a failed operation's too).
+                if phone_records.is_left_abandoned(current, format_utc(utc_now()), self.store.clock_skew):
+                    current = csr_records.settle_abandoned_phone(tx, ACTOR, current)
+                if current["operation_status"] in phone_records.OVERDUE_STATUSES:
+                    csr_records.withdraw_pending(tx, ACTOR, {current["id"]: current["name"]}, csr_records.LAPSED)
             self._set_result(tx, current, "lapsed", refusal)
 
         return step
@@ -341,6 +344,10 @@ class StoreDecider(Decider):
         return plan.operation == "install_upgrade" and plan.issuer != "capf"
 
     def _start(self, tx, phone: dict) -> None:
+        if phone_records.is_left_abandoned(phone, format_utc(utc_now()), self.store.clock_skew):
+            # Settled first, as the scheduler would have: the views reported it so, and the requests that
+            # session left are failed, not this session's to pick up.
+            phone = csr_records.settle_abandoned_phone(tx, ACTOR, phone)
         started = pending_operation(phone) != "none" and self._runs(phone)
         # The session began before this moment: it has surely ended by then, live or not.
         live_until = utc_now() + _dt.timedelta(seconds=self.max_session + LIVENESS_MARGIN_SECONDS)

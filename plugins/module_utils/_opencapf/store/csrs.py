@@ -4,10 +4,11 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 from typing import Any
 
 from ..vocabulary import format_utc, utc_now
-from . import audit
+from . import audit, phones
 from .backend import Transaction
 
 
@@ -91,24 +92,29 @@ def latest_signed(tx: Transaction, phone_id: int) -> dict[str, Any] | None:
                   "WHERE r.phone_id = ? AND r.csr_pem IS NOT NULL ORDER BY r.id DESC LIMIT 1", (phone_id,))
 
 
-def pending_online(tx: Transaction, device_name: str | None = None) -> list[dict[str, Any]]:
+def pending_online(tx: Transaction, device_name: str | None = None, *, now: str | None = None,
+                   clock_skew: _dt.timedelta = phones.NO_CLOCK_SKEW) -> list[dict[str, Any]]:
     """CSRs pending at an online CA (id, csr_pem, external_ref and the phone's ``name``), oldest first:
-    all of them or those of the phone ``device_name``."""
+    all of them or those of the phone ``device_name``; those reported ``failed`` at ``now`` on a store
+    whose clock skew is ``clock_skew`` (``reported_status``) no longer wait, whether or not the
+    scheduler has failed them yet."""
     sql = ("SELECT r.id, r.csr_pem, r.external_ref, p.name FROM csrs r JOIN phones p ON p.id = r.phone_id "
-           "WHERE r.status = 'pending' AND r.external_ref IS NOT NULL")
-    params: tuple = ()
+           f"WHERE r.status = 'pending' AND r.external_ref IS NOT NULL AND {reported_status('r', 'p')} = 'pending'")
+    params: tuple = reported_parameters(now, clock_skew)
     if device_name:
         sql += " AND p.name = ?"
-        params = (device_name,)
+        params += (device_name,)
     return tx.query(sql + " ORDER BY r.id", params)
 
 
-def offline_signed(tx: Transaction, status: str) -> list[dict[str, Any]]:
-    """Phone-signed CSRs in ``status`` with no online CA's reference (id, csr_pem, created_at and the
+def offline_signed(tx: Transaction, status: str, *, now: str | None = None,
+                   clock_skew: _dt.timedelta = phones.NO_CLOCK_SKEW) -> list[dict[str, Any]]:
+    """Phone-signed CSRs in ``status`` as reported at ``now`` on a store whose clock skew is
+    ``clock_skew`` (``reported_status``) with no online CA's reference (id, csr_pem, created_at and the
     phone's ``name``), oldest first."""
     return tx.query("SELECT r.id, r.csr_pem, r.created_at, p.name FROM csrs r JOIN phones p ON p.id = r.phone_id "
-                    "WHERE r.status = ? AND r.csr_pem IS NOT NULL AND r.external_ref IS NULL ORDER BY r.id",
-                    (status,))
+                    f"WHERE {reported_status('r', 'p')} = ? AND r.csr_pem IS NOT NULL AND r.external_ref IS NULL "
+                    "ORDER BY r.id", (*reported_parameters(now, clock_skew), status))
 
 
 def fail_pending(tx: Transaction, csr_id: int, reason: str) -> bool:
@@ -133,14 +139,93 @@ def pending_of_phones(tx: Transaction, phone_ids) -> list[dict[str, Any]]:
 LAPSED = "the operation's deadline (operation_completes_by) passed while the CA held the request"
 
 
-def withdraw_pending(tx: Transaction, actor: str, phones: dict[int, str], reason: str, **details: Any) -> list[int]:
-    """Fail the ``pending`` CSRs of ``phones`` (id -> name) with ``reason``, each with a ``csr.failed``
+# A ``pending`` key request that the scheduler fails with its phone's operation is reported ``failed``
+# by every view (and left alone by the enrolment service and the offline import) from the moment the
+# scheduler would fail it, whether or not it has run since (``reported_status``):
+# * the session that made it (it was created at or after the phone's ``last_session_at``) left the
+#   operation abandoned (``phones.left_abandoned``): ``decider.settle_abandoned`` fails it with the
+#   operation and its reason (``phones.abandoned_reason``), also a request an online CA holds (the
+#   session ended aborted: the phone keeps no key for it, as when a live session ends so);
+# * else the phone's operation lapses as read (``phones.lapses``): ``scheduler.lapse_deadlines`` fails
+#   every request of the phone still at a CA, with ``LAPSED``.
+def _left_by_abandoned_session(r: str, p: str) -> str:
+    return (f"{r}.status = 'pending' AND {p}.last_session_at IS NOT NULL AND {r}.created_at >= {p}.last_session_at "
+            f"AND {phones.left_abandoned(p)}")
+
+
+def _lapsed_with_phone(r: str, p: str) -> str:
+    return f"{r}.status = 'pending' AND {phones.lapses(p)}"
+
+
+_LAPSED_SQL = LAPSED.replace("'", "''")
+
+
+def reported_status(r: str, p: str) -> str:
+    """The status of the CSR row ``r`` (of the phone row ``p``) as views report it at a moment: what the
+    scheduler's duties would record if they ran then. Its parameters are ``reported_parameters``."""
+    return (f"CASE WHEN ({_left_by_abandoned_session(r, p)}) OR ({_lapsed_with_phone(r, p)}) THEN 'failed' "
+            f"ELSE {r}.status END")
+
+
+def reported_reason(r: str, p: str) -> str:
+    """The reason that goes with ``reported_status`` (the same parameters)."""
+    return (f"CASE WHEN {_left_by_abandoned_session(r, p)} THEN {phones.abandoned_reason_sql(p)} "
+            f"WHEN {_lapsed_with_phone(r, p)} THEN '{_LAPSED_SQL}' ELSE {r}.reason END")
+
+
+def reported_parameters(now: str | None = None, clock_skew: _dt.timedelta = phones.NO_CLOCK_SKEW) -> tuple[str, ...]:
+    """The parameters of ``reported_status`` (and of its reason) read at ``now`` (default: this second)
+    on a store whose clock skew is ``clock_skew`` (``Store.clock_skew``)."""
+    now = now or format_utc(utc_now())
+    return (*phones.abandonment_moments(now, clock_skew), *phones.reported_parameters(now, clock_skew)[:3])
+
+
+def left_by_session(tx: Transaction, phone: dict[str, Any]) -> list[int]:
+    """The ids of the ``pending`` CSRs the phone's last session made (``pending_since`` its start): those
+    an abandoned operation's settlement fails with it."""
+    return pending_since(tx, phone["id"], phone["last_session_at"]) if phone["last_session_at"] else []
+
+
+def settle_abandoned_phone(tx: Transaction, actor: str, phone: dict[str, Any]) -> dict[str, Any]:
+    """Settle the abandoned operation of ``phone`` (a row read in ``tx``; ``phones.left_abandoned``) as
+    ``decider.settle_abandoned`` does: ``failed`` with ``phones.abandoned_reason``, together with the
+    key requests its session left pending. Returns the row as recorded."""
+    reason = phones.abandoned_reason(phone)
+    phones.set_operation_result(tx, actor, phone, phones.ABANDONED_STATUS, reason,
+                                live_until=phone["operation_live_until"])
+    for csr_id in left_by_session(tx, phone):
+        fail_pending(tx, csr_id, reason)
+    return dict(phone, operation_status=phones.ABANDONED_STATUS, operation_reason=reason)
+
+
+def fail_as_read(tx: Transaction, actor: str, phone: dict[str, Any], now: str,
+                 clock_skew: _dt.timedelta = phones.NO_CLOCK_SKEW, **details: Any) -> list[int]:
+    """Fail the ``pending`` CSRs of ``phone`` (a row read in ``tx``) that views report ``failed`` at
+    ``now`` on a store whose clock skew is ``clock_skew`` (``reported_status``), with the reason they
+    report, each with a ``csr.failed`` audit event (``details`` added): what the scheduler's round would
+    record of them then, before a change of the phone makes what the views reported untrue. The ids."""
+    failed = []
+    reasons = {}
+    if phones.is_left_abandoned(phone, now, clock_skew):
+        reasons.update((csr_id, phones.abandoned_reason(phone)) for csr_id in left_by_session(tx, phone))
+    if phones.reported_operation(phone, now, clock_skew)[0] == "lapsed" and phone["operation_status"] != "lapsed":
+        for row in pending_of_phones(tx, [phone["id"]]):
+            reasons.setdefault(row["id"], LAPSED)
+    for csr_id in sorted(reasons):
+        if fail_pending(tx, csr_id, reasons[csr_id]):
+            audit.record(tx, actor, "csr.failed", phone["name"], csr_id=csr_id, reason=reasons[csr_id], **details)
+            failed.append(csr_id)
+    return failed
+
+
+def withdraw_pending(tx: Transaction, actor: str, owners: dict[int, str], reason: str, **details: Any) -> list[int]:
+    """Fail the ``pending`` CSRs of the phones ``owners`` (id -> name) with ``reason``, each with a ``csr.failed``
     audit event (its ``csr_id``, ``reason`` and ``details``): the operation they were made for is
     withdrawn, so a CA's later answer is stale. The ids failed."""
     failed = []
-    for row in pending_of_phones(tx, phones):
+    for row in pending_of_phones(tx, owners):
         if fail_pending(tx, row["id"], reason):
-            audit.record(tx, actor, "csr.failed", phones[row["phone_id"]], csr_id=row["id"], reason=reason, **details)
+            audit.record(tx, actor, "csr.failed", owners[row["phone_id"]], csr_id=row["id"], reason=reason, **details)
             failed.append(row["id"])
     return failed
 
@@ -156,36 +241,48 @@ def pending_since(tx: Transaction, phone_id: int, since: str) -> list[int]:
                                           "AND created_at >= ? ORDER BY id", (phone_id, since))]
 
 
-def listing(tx: Transaction, status: str | None = "pending") -> list[dict[str, Any]]:
-    """CSR rows with their device names, oldest first (``status=None``: every row)."""
-    sql = ("SELECT r.id, p.name AS device_name, r.public_key_fingerprint, r.status, r.reason, r.certificate_id, "
-           "r.created_at, r.updated_at FROM csrs r JOIN phones p ON p.id = r.phone_id")
-    params: tuple = ()
+def listing(tx: Transaction, status: str | None = "pending", *, now: str | None = None,
+            clock_skew: _dt.timedelta = phones.NO_CLOCK_SKEW) -> list[dict[str, Any]]:
+    """CSR rows with their device names, oldest first (``status=None``: every row); their statuses and
+    reasons as reported at ``now`` (default: this second) on a store whose clock skew is ``clock_skew``
+    (``reported_status``), and so is ``status``."""
+    parameters = reported_parameters(now, clock_skew)
+    sql = (f"SELECT r.id, p.name AS device_name, r.public_key_fingerprint, {reported_status('r', 'p')} AS status, "
+           f"{reported_reason('r', 'p')} AS reason, r.certificate_id, r.created_at, r.updated_at "
+           "FROM csrs r JOIN phones p ON p.id = r.phone_id")
+    params: tuple = (*parameters, *parameters)
     if status:
-        sql += " WHERE r.status = ?"
-        params = (status,)
+        sql += f" WHERE {reported_status('r', 'p')} = ?"
+        params += (*parameters, status)
     return tx.query(sql + " ORDER BY r.created_at, r.id", params)
 
 
 # CSRs waiting for a signature: not yet sent to a CA, or sent and not yet answered.
 AWAITING_SIGNATURE = ("pending", "submitted")
+_AWAITING = f"{reported_status('r', 'p')} IN (%s)" % ", ".join("?" * len(AWAITING_SIGNATURE))
 
 
-def awaiting_signature_statement() -> tuple[str, tuple]:
+def awaiting_signature_statement(now: str | None = None,
+                                 clock_skew: _dt.timedelta = phones.NO_CLOCK_SKEW) -> tuple[str, tuple]:
     """The statement ``awaiting_signature`` runs, with its parameters."""
     return ("SELECT p.name AS device_name, r.id, r.status, r.public_key_fingerprint, r.external_ref, r.created_at, "
-            "r.updated_at FROM csrs r JOIN phones p ON p.id = r.phone_id WHERE r.status IN (%s) "
-            "ORDER BY r.created_at, r.id" % ", ".join("?" * len(AWAITING_SIGNATURE)), AWAITING_SIGNATURE)
+            f"r.updated_at FROM csrs r JOIN phones p ON p.id = r.phone_id WHERE {_AWAITING} "
+            "ORDER BY r.created_at, r.id", (*reported_parameters(now, clock_skew), *AWAITING_SIGNATURE))
 
 
-def awaiting_signature(tx: Transaction) -> list[dict[str, Any]]:
-    """CSRs waiting for a signature (``AWAITING_SIGNATURE``) with their device names, oldest first."""
-    return tx.query(*awaiting_signature_statement())
+def awaiting_signature(tx: Transaction, *, now: str | None = None,
+                       clock_skew: _dt.timedelta = phones.NO_CLOCK_SKEW) -> list[dict[str, Any]]:
+    """CSRs waiting for a signature (``AWAITING_SIGNATURE``) with their device names, oldest first: as
+    reported at ``now`` on a store whose clock skew is ``clock_skew`` (``reported_status``: one the
+    scheduler would fail then waits no more)."""
+    return tx.query(*awaiting_signature_statement(now, clock_skew))
 
 
-def awaiting_signature_for(tx: Transaction, device_name: str) -> list[dict[str, Any]]:
-    """The CSRs of one phone waiting for a signature (``AWAITING_SIGNATURE``), oldest first."""
+def awaiting_signature_for(tx: Transaction, device_name: str, *, now: str | None = None,
+                           clock_skew: _dt.timedelta = phones.NO_CLOCK_SKEW) -> list[dict[str, Any]]:
+    """The CSRs of one phone waiting for a signature (``AWAITING_SIGNATURE``), oldest first (as
+    ``awaiting_signature``)."""
     return tx.query("SELECT r.id, r.status, r.public_key_fingerprint, r.external_ref, r.created_at, r.updated_at "
-                    "FROM csrs r JOIN phones p ON p.id = r.phone_id WHERE p.name = ? AND r.status IN (%s) "
-                    "ORDER BY r.created_at, r.id" % ", ".join("?" * len(AWAITING_SIGNATURE)),
-                    (device_name, *AWAITING_SIGNATURE))
+                    f"FROM csrs r JOIN phones p ON p.id = r.phone_id WHERE p.name = ? AND {_AWAITING} "
+                    "ORDER BY r.created_at, r.id",
+                    (device_name, *reported_parameters(now, clock_skew), *AWAITING_SIGNATURE))

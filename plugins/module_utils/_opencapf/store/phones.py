@@ -140,7 +140,8 @@ def left_abandoned(alias: str) -> str:
             f"OR {alias}.last_session_at < ?)))")
 
 
-def _abandoned_reason_sql(alias: str) -> str:
+def abandoned_reason_sql(alias: str) -> str:
+    """``abandoned_reason`` of the row ``alias``, in SQL (no parameter)."""
     before, after = (f"'{part}'" for part in ABANDONED_REASON.replace("'", "''").split("{bound}"))
     return f"{before} || COALESCE({alias}.operation_live_until, '{UNKNOWN_BOUND}') || {after}"
 
@@ -150,9 +151,10 @@ def abandoned_reason(phone: dict[str, Any]) -> str:
     return ABANDONED_REASON.format(bound=phone.get("operation_live_until") or UNKNOWN_BOUND)
 
 
-def _lapses(alias: str) -> str:
-    """An operation lapsed as read: overdue, or abandoned (settled ``failed``, which is overdue too) with
-    its deadline passed. Parameters: the moment, then ``abandonment_moments``."""
+def lapses(alias: str) -> str:
+    """An operation lapsed as read (the scheduler's lapse duty records it so, after ``settle_abandoned``):
+    overdue, or abandoned (settled ``failed``, which is overdue too) with its deadline passed. Parameters:
+    the moment, then ``abandonment_moments``."""
     statuses = ", ".join(f"'{status}'" for status in OVERDUE_STATUSES)
     return f"{_deadline_passed(alias)} AND ({alias}.operation_status IN ({statuses}) OR ({left_abandoned(alias)}))"
 
@@ -168,14 +170,14 @@ def reported_operation_status(alias: str) -> str:
     """A phone row's operation status as views report it at a moment: what the scheduler's duties
     (``settle_abandoned``, then ``lapse_overdue``) would record if they ran then. Its parameters are
     ``reported_parameters``. A CASE on the row's own columns, cheap enough for a listing of 100,000."""
-    return (f"CASE WHEN {_lapses(alias)} THEN 'lapsed' WHEN {left_abandoned(alias)} THEN '{ABANDONED_STATUS}' "
+    return (f"CASE WHEN {lapses(alias)} THEN 'lapsed' WHEN {left_abandoned(alias)} THEN '{ABANDONED_STATUS}' "
             f"ELSE {alias}.operation_status END")
 
 
 def reported_operation_reason(alias: str) -> str:
     """The reason that goes with ``reported_operation_status`` (the same parameters)."""
-    return (f"CASE WHEN {_lapses(alias)} THEN '{LAPSED_REASON}' WHEN {left_abandoned(alias)} "
-            f"THEN {_abandoned_reason_sql(alias)} ELSE {alias}.operation_reason END")
+    return (f"CASE WHEN {lapses(alias)} THEN '{LAPSED_REASON}' WHEN {left_abandoned(alias)} "
+            f"THEN {abandoned_reason_sql(alias)} ELSE {alias}.operation_reason END")
 
 
 def _is_abandoned(row: dict[str, Any], settled_before: str, unbounded_before: str) -> bool:
@@ -186,6 +188,11 @@ def _is_abandoned(row: dict[str, Any], settled_before: str, unbounded_before: st
         return live_until < settled_before
     started = row.get("last_session_at")
     return started is None or started < unbounded_before
+
+
+def is_left_abandoned(row: dict[str, Any], now: str, clock_skew: _dt.timedelta = NO_CLOCK_SKEW) -> bool:
+    """Whether a phone row's operation is abandoned at ``now`` (``left_abandoned``, for a row already read)."""
+    return _is_abandoned(row, *abandonment_moments(now, clock_skew))
 
 
 def reported_operation(row: dict[str, Any], now: str, clock_skew: _dt.timedelta = NO_CLOCK_SKEW) -> tuple[str, str]:
