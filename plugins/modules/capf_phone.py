@@ -16,6 +16,12 @@ description:
     phone performs it at its next CAPF session. Declaring the same operation again changes nothing, whatever
     its status. A V(failed) or V(lapsed) operation is armed again by a new O(operation_completes_by), by
     O(operation_completes_by=none) (the deadline it lapsed by no longer holds), or by O(reissue=true).
+    The status is the one every view reports (RV(status.operation_status)), also before the scheduler recorded
+    it. An operation left in progress by a session no process serves any more is V(failed), or V(lapsed) once its
+    deadline passed, and a pending one past its deadline is V(lapsed). The diff's C(before) shows that status,
+    and the change records it, with the CSRs the scheduler would fail. An operation armed again with its deadline
+    passed would lapse at once, so it is left as it is. An operation in progress in a session that may still be
+    live is not armed again by a new deadline.
   - With a third-party CA (issuer V(online_ca) or V(offline_ca)), a change that withdraws the operation a CSR still
     at the CA was made for (another O(certificate_operation), a finished one armed again by O(reissue=true),
     O(state=absent), or key settings that no longer ask for the CSR's key) fails that CSR; the CA's answer for it is

@@ -161,19 +161,32 @@ class PhonePlan:
     withdraws: str = ""
     keys_changed: bool = False  # key_order, rsa_key_size or ec_key_size changed
     clock_skew: Any = phone_records.NO_CLOCK_SKEW  # the store's (``Store.clock_skew``), for the views
+    # The stored operation status differs from the one the change was planned on (``as_reported``): the
+    # write records it, and first fails the CSRs the views report failed (``csr_records.fail_as_read``).
+    settles: bool = False
+    now: str | None = None  # the moment the change was planned at (``before`` and ``after`` report it)
 
     @property
     def changed(self) -> bool:
         return bool(self.changes) or not self.exists
 
+    @property
+    def recorded_changes(self) -> dict:
+        """The columns the write changes in the stored row: ``changes``, and the operation's status and
+        reason as reported when the stored ones differ (``settles``)."""
+        if not self.settles:
+            return self.changes
+        return {column: self.after_row[column] for column in WRITE_COLUMNS
+                if self.after_row[column] != self.current[column]}
+
     # The reviewer's views are built on demand: a bulk job over 40,000 unchanged phones needs none.
     @property
     def before(self) -> dict | None:
-        return settings_view(self.current, clock_skew=self.clock_skew) if self.current is not None else None
+        return settings_view(self.current, now=self.now, clock_skew=self.clock_skew) if self.current is not None else None
 
     @property
     def after(self) -> dict:
-        return settings_view(self.after_row, self.auth_view, clock_skew=self.clock_skew)
+        return settings_view(self.after_row, self.auth_view, now=self.now, clock_skew=self.clock_skew)
 
 
 def settings_view(row: dict, auth_view: str | None = None, *, now=None,
@@ -191,10 +204,28 @@ def settings_view(row: dict, auth_view: str | None = None, *, now=None,
     return view
 
 
+def as_reported(row: dict, now: str, clock_skew=phone_records.NO_CLOCK_SKEW) -> dict:
+    """The phone row ``row`` with its operation's status and reason as the views report them at ``now``
+    (``phone_records.reported_operation``): what a converge decides on, as the operator sees it."""
+    status, reason = phone_records.reported_operation(row, now, clock_skew)
+    if (status, reason) == (row["operation_status"], row["operation_reason"]):
+        return row
+    return dict(row, operation_status=status, operation_reason=reason)
+
+
 def plan_phone(current: dict | None, name: str, wanted: dict, defaults: dict, auth: AuthRequest, secret: bytes,
-               *, reissue: bool = False, check_mode: bool = False, prefix: str = "") -> PhonePlan:
-    """Compute one phone's changes. ``wanted`` holds validated columns (see ``check_settings``)."""
-    base = current if current is not None else new_phone_row(name, defaults)
+               *, reissue: bool = False, check_mode: bool = False, prefix: str = "", now: str | None = None,
+               clock_skew=phone_records.NO_CLOCK_SKEW) -> PhonePlan:
+    """Compute one phone's changes. ``wanted`` holds validated columns (see ``check_settings``). The
+    rules apply to the operation as the views report it at ``now`` (default: this second) on a store
+    whose clock skew is ``clock_skew`` (``as_reported``): an operation reported ``failed`` or ``lapsed``
+    is armed again as a stored one is, and the change records that status (``converge_many`` records
+    its CSRs' first, as the scheduler would: ``csr_records.fail_as_read``)."""
+    now = now or format_utc(utc_now())
+    if current is not None:
+        base = as_reported(current, now, clock_skew)
+    else:
+        base = new_phone_row(name, defaults)
     target = {column: base[column] for column in WRITE_COLUMNS}
     target.update(wanted)
     operation_changed = target["operation"] != base["operation"]
@@ -248,6 +279,11 @@ def plan_phone(current: dict | None, name: str, wanted: dict, defaults: dict, au
     rearm = target["operation"] != "none" and (
         operation_changed or reissued
         or (deadline_changed and base["operation_status"] in ("failed", "lapsed", "none")))
+    if rearm and not operation_changed and current is not None and phone_records.reported_operation(
+            {**base, **target, "operation_status": "pending", "operation_reason": ""}, now, clock_skew) == (
+            base["operation_status"], base["operation_reason"]):
+        # Armed again with its deadline passed, it would lapse at once: it stays as the views report it.
+        reissued = rearm = False
     if target["operation"] == "none":
         target["operation_status"] = "none" if operation_changed else base["operation_status"]
     elif rearm:
@@ -264,7 +300,8 @@ def plan_phone(current: dict | None, name: str, wanted: dict, defaults: dict, au
     elif current is not None and reissued:
         withdraws = f"the operator armed the {target['operation']} operation again (reissue)"
     return PhonePlan(name, current is not None, changes, generated, auth_view, current, after_row, withdraws,
-                     any(column in changes for column in KEY_COLUMNS))
+                     any(column in changes for column in KEY_COLUMNS), clock_skew,
+                     current is not None and base["operation_status"] != current["operation_status"], now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +320,7 @@ def audit_event(plan: PhonePlan, via: str) -> tuple[str, str, dict[str, Any]]:
     """The one audit event of a phone change, whoever asks: ``phone.create`` or ``phone.update``, the
     changed settings by option name (a new phone's: those that differ from its defaults), the state
     the change resets, ``auth_change`` instead of the keyed hash, and ``via``, the path that asked."""
-    details = {COLUMN_OPTIONS.get(column, column): value for column, value in plan.changes.items()
+    details = {COLUMN_OPTIONS.get(column, column): value for column, value in plan.recorded_changes.items()
                if column not in AUDIT_HIDDEN}
     if "auth_hash" in plan.changes:
         details["auth_change"] = plan.auth_view
@@ -313,7 +350,7 @@ def _write_plans(tx, actor: str, plans: list[PhonePlan], via: str) -> None:
 
 def converge_many(tx, actor: str, secret: bytes, work, *, via: str, reissue: bool = False,
                   check_mode: bool = False, progress=None, refused: list | None = None,
-                  clock_skew=phone_records.NO_CLOCK_SKEW) -> list[PhonePlan]:
+                  clock_skew=phone_records.NO_CLOCK_SKEW, now=None) -> list[PhonePlan]:
     """The one converge path of phone settings: plan every ``(current row or None, PhoneRequest)``
     of ``work`` with the same rules, then (unless in check mode) write the changed phones with one
     audit shape. Every module, bulk job, CSV import and declarative file changes phones here.
@@ -321,16 +358,18 @@ def converge_many(tx, actor: str, secret: bytes, work, *, via: str, reissue: boo
     breaks a rule raises its ``ValidationError`` (nothing is written); with a ``refused`` list it is
     left out instead, appended there as ``(request, error)``, and the others are written. The plans'
     ``before`` and ``after`` report the operation's status as views do on a store whose clock skew is
-    ``clock_skew`` (``Store.clock_skew``)."""
+    ``clock_skew`` (``Store.clock_skew``), and the rules apply to that status at ``now`` (default: this
+    second): a phone the change writes first gets what the scheduler would record of it then
+    (``csr_records.fail_as_read``), so that its CSRs end as they would after the scheduler's round."""
     via = check_choice("via", via, VIA)
+    moment = format_utc(parse_utc(now, "now") or utc_now())
     defaults = service_records.read(tx)
     plans, total = [], len(work)
     for done, (current, request) in enumerate(work, 1):
         try:
-            plan = plan_phone(current, request.name, request.settings, defaults, request.auth, secret,
-                              reissue=reissue or request.reissue, check_mode=check_mode, prefix=request.prefix)
-            plan.clock_skew = clock_skew
-            plans.append(plan)
+            plans.append(plan_phone(current, request.name, request.settings, defaults, request.auth, secret,
+                                    reissue=reissue or request.reissue, check_mode=check_mode, prefix=request.prefix,
+                                    now=moment, clock_skew=clock_skew))
         except ValidationError as exc:
             if refused is None:
                 raise
@@ -338,6 +377,9 @@ def converge_many(tx, actor: str, secret: bytes, work, *, via: str, reissue: boo
         if progress is not None:
             progress("phones", done, total)
     if not check_mode:
+        for plan in plans:
+            if plan.changed and plan.settles:
+                csr_records.fail_as_read(tx, actor, plan.current, moment, clock_skew, via=via)
         _write_plans(tx, actor, plans, via)
         _withdraw_requests(tx, actor, plans, via)
     return plans

@@ -1,4 +1,4 @@
-"""What the operator sees of a phone's key requests is what the engine acts on.
+"""What the operator sees of a phone's key requests, and of its operation, is what the engine acts on.
 
 Invariant (a): at any moment, every view of the key requests (CSRs) reports for each the status and
 reason that the scheduler's round records if it runs at that same moment: ``settle_abandoned`` (the
@@ -8,6 +8,14 @@ requests still at a CA of a phone whose operation lapses are failed with it). Th
 ``pending_csrs`` (and the HTML report's list), one phone's ``pending_csrs`` (``phones show``), the
 CSR listing (``csr list``, with and without ``--all``), and what the enrolment service polls and the
 offline export lists: a request reported failed is never picked up.
+
+Invariant (b): a change of a phone's settings (``phone_config.converge_many``: capf_phone, bulk jobs,
+CSV imports, declarative files, templates) decides on the operation's status as every view reports
+it: on a phone whose operation is reported ``failed`` (abandoned) or ``lapsed`` (abandoned past its
+deadline, or pending past its deadline) the same request gives the same result as on the same phone
+after the scheduler recorded that status: the same ``changed``, the same diff, the same rows after
+(but for times and ids), its requests included. An operation in progress in a live session is not
+armed again by a new deadline.
 
 The operations are put in progress by real sessions of the service's ``StoreDecider`` with a
 third-party CA (the offline CA's CSR recorded, or a loopback EST CA holding the request), whose
@@ -266,3 +274,119 @@ def test_a_new_session_settles_the_abandoned_one_first(ca_store, pki, est):
         assert csr_records.status_of(tx, csr_id) == "failed"
         assert phone_records.get(tx, name)["operation_status"] == "in_progress"
         assert tx.query("SELECT id FROM certificates WHERE kind = 'lsc'") == []
+
+
+# -- (b) a converge decides on the status views report ---------------------------------------------------
+
+KINDS = ("abandoned", "overdue")
+# Deadlines, relative to now, of a phone whose session's bound passed two hours ago.
+PHONE_DEADLINES = (None, "three hours ago", "an hour ago", "tomorrow")
+REQUESTS = st.fixed_dictionaries({}, optional={
+    "operation_completes_by": st.sampled_from(("tomorrow", "next week", "an hour ago", "none")),
+    "description": st.sampled_from(("", "lobby")),
+    "certificate_operation": st.sampled_from(("install_upgrade", "delete", "none")),
+})
+
+
+def _at(choice, now):
+    return {None: None, "three hours ago": now - dt.timedelta(hours=3), "an hour ago": now - dt.timedelta(hours=1),
+            "tomorrow": now + dt.timedelta(days=1), "next week": now + dt.timedelta(days=7)}[choice]
+
+
+def _twin_phone(store, name, kind, deadline, earlier, now) -> None:
+    """A phone left abandoned by a dead session (with its request), or pending with no session; with a
+    request an earlier session left at the CA or not; its times set relative to ``now``."""
+    if kind == "abandoned":
+        _dead_session(store, name, None, earlier=earlier)
+    else:
+        phone_config.converge(store, name, settings={"certificate_operation": "install_upgrade", "key_order": "ec",
+                                                     "ec_key_size": 256})
+        if earlier:
+            _earlier_request(store, name, ec.generate_private_key(ec.SECP256R1()))
+    at = _at(deadline, now)
+    with store.transaction() as tx:
+        tx.execute("UPDATE phones SET operation_deadline = ?, operation_live_until = ?, updated_at = ? WHERE name = ?",
+                   (None if at is None else format_utc(at),
+                    format_utc(now - dt.timedelta(hours=2)) if kind == "abandoned" else None,
+                    format_utc(now - dt.timedelta(hours=2)), name))
+
+
+def _state(store, name) -> dict:
+    with store.read() as tx:
+        row = phone_records.get(tx, name)
+        requests = tx.query("SELECT status, reason FROM csrs WHERE phone_id = ? ORDER BY id", (row["id"],))
+    kept = {key: value for key, value in row.items()
+            if key not in ("id", "name", "incarnation", "created_at", "updated_at", "last_session_at",
+                           "auth_salt", "auth_hash")}
+    return {"phone": kept, "csrs": [dict(item) for item in requests]}
+
+
+def _without_name(view):
+    return None if view is None else {key: value for key, value in view.items() if key != "name"}
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(kind=st.sampled_from(KINDS), deadline=st.sampled_from(PHONE_DEADLINES), earlier=st.booleans(),
+       wanted=REQUESTS, reissue=st.booleans(), check_mode=st.booleans())
+def test_a_converge_acts_on_the_reported_status_as_on_the_same_status_stored(
+        ca_store, pki, kind, deadline, earlier, wanted, reissue, check_mode):
+    store = ca_store
+    _offline(store, pki)
+    _clear(store)
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    as_read, recorded = NAMES[0], NAMES[1]
+    _twin_phone(store, recorded, kind, deadline, earlier, now)
+    settle_abandoned(store)  # the scheduler's round, before the phone read as is exists
+    scheduler.lapse_deadlines(store, dt.datetime.now(dt.timezone.utc))
+    _twin_phone(store, as_read, kind, deadline, earlier, now)
+    first, second = _state(store, as_read), _state(store, recorded)
+    assert first["phone"]["operation_status"] == ("in_progress" if kind == "abandoned" else "pending")
+    # Every view reports the one phone's operation as the other's is recorded.
+    reported = phone_records.reported_operation(_row(store, as_read), format_utc(now), store.clock_skew)
+    assert reported == (second["phone"]["operation_status"], second["phone"]["operation_reason"])
+    settings_ = {key: format_utc(_at(value, now)) if key == "operation_completes_by" and value != "none" else value
+                 for key, value in wanted.items()}
+    results = {name: phone_config.converge(store, name, settings=settings_, reissue=reissue, check_mode=check_mode)
+               for name in (as_read, recorded)}
+    one, other = results[as_read], results[recorded]
+    assert one["changed"] == other["changed"], (one, other)
+    assert _without_name(one["before"]) == _without_name(other["before"])
+    assert _without_name(one["after"]) == _without_name(other["after"])
+    assert {key: value for key, value in one["status"].items() if key != "last_session"} == \
+        {key: value for key, value in other["status"].items() if key != "last_session"}
+    if not check_mode and one["changed"]:
+        assert _state(store, as_read) == _state(store, recorded)
+    # What every view reports after is the same for both, whether written or not.
+    with store.read() as tx:
+        for name in (as_read, recorded):
+            assert phone_records.get(tx, name) is not None
+    views = {name: (phone_config.settings_view(_row(store, name), clock_skew=store.clock_skew),
+                    [(row["status"], row["reason"]) for row in _listed(store, name)])
+             for name in (as_read, recorded)}
+    assert _without_name(views[as_read][0]) == _without_name(views[recorded][0])
+    assert views[as_read][1] == views[recorded][1]
+
+
+def _row(store, name):
+    with store.read() as tx:
+        return phone_records.get(tx, name)
+
+
+def _listed(store, name):
+    with store.read() as tx:
+        return [row for row in csr_records.listing(tx, None, clock_skew=store.clock_skew) if row["device_name"] == name]
+
+
+def test_a_new_deadline_does_not_arm_again_an_operation_a_live_session_runs(ca_store, pki):
+    """In progress in a session that may still be live, the operation keeps running: a new deadline is
+    recorded, the operation stays in progress, and its request stays at the CA."""
+    _offline(ca_store, pki)
+    name = NAMES[0]
+    _dead_session(ca_store, name, None)  # its bound is still ahead: the session may be live
+    tomorrow = format_utc(dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(days=1))
+    result = phone_config.converge(ca_store, name, settings={"operation_completes_by": tomorrow}, reissue=True)
+    assert result["changed"] and result["after"]["operation_status"] == "in_progress"
+    row = _row(ca_store, name)
+    assert (row["operation_status"], row["operation_deadline"]) == ("in_progress", tomorrow)
+    assert [item["status"] for item in _listed(ca_store, name)] == ["pending"]
