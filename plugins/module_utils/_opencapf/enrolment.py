@@ -236,11 +236,13 @@ def _settle(store: Store, actor: str, phone: dict, csr_id: int, outcome, request
         else:
             chain = verdict.chain
     with store.transaction() as tx:
-        status = csr_records.status_of(tx, csr_id)
+        status = csr_records.reported_status_of(tx, csr_id, clock_skew=store.clock_skew)
         if status != "pending":
             # Superseded by a newer CSR of the phone, failed with its session or by the operator's change of
             # the operation, or answered already while the CA answered: the CSR keeps its status, and the phone
-            # is never given this answer's certificate. A CSR gone with its removed phone: nothing to keep.
+            # is never given this answer's certificate. Reported failed meanwhile (its session's process died,
+            # or the operation lapsed: the scheduler fails it): the same. A CSR gone with its removed phone:
+            # nothing to keep.
             if isinstance(outcome, base.Issued) and status is not None:
                 record_certificate(tx, actor, phone, outcome.certificate, "online_ca", status="stale", chain=chain)
             audit.record(tx, actor, "csr.answer_ignored", phone["name"], csr_id=csr_id, reason=REPLACED,
@@ -459,7 +461,8 @@ def import_certificates(store: Store, actor: str, sources, *, check_mode: bool =
     with store.transaction() as tx:
         # A CSR the phone replaced (or whose session failed it) since the read above no longer waits:
         # a certificate matched to it is stale, as for a CSR already superseded then.
-        waiting = {name for name, csr_id in by_name.items() if csr_records.status_of(tx, csr_id) == "pending"}
+        waiting = {name for name, csr_id in by_name.items()
+                   if csr_records.reported_status_of(tx, csr_id, clock_skew=store.clock_skew) == "pending"}
         replaced = [item for item in report.matched if item.device_name not in waiting]
         for item in replaced:
             report.matched.remove(item)

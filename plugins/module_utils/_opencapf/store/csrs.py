@@ -180,6 +180,15 @@ def reported_parameters(now: str | None = None, clock_skew: _dt.timedelta = phon
     return (*phones.abandonment_moments(now, clock_skew), *phones.reported_parameters(now, clock_skew)[:3])
 
 
+def reported_status_of(tx: Transaction, csr_id: int, *, now: str | None = None,
+                       clock_skew: _dt.timedelta = phones.NO_CLOCK_SKEW) -> str | None:
+    """The CSR's status as views report it at ``now`` (``reported_status``; None: no such CSR): what an
+    answer of a CA for it is recorded against."""
+    row = tx.one(f"SELECT {reported_status('r', 'p')} AS status FROM csrs r JOIN phones p ON p.id = r.phone_id "
+                 "WHERE r.id = ?", (*reported_parameters(now, clock_skew), csr_id))
+    return None if row is None else row["status"]
+
+
 def left_by_session(tx: Transaction, phone: dict[str, Any]) -> list[int]:
     """The ids of the ``pending`` CSRs the phone's last session made (``pending_since`` its start): those
     an abandoned operation's settlement fails with it."""

@@ -257,6 +257,47 @@ def test_the_enrolment_service_never_picks_up_a_request_the_views_report_failed(
         assert csr_records.status_of(tx, csr_id) == "failed"
 
 
+class _Late:
+    """The real client of the loopback CA, whose answer reaches the service only after ``meanwhile()`` ran
+    (the moment the views report the request failed passes while the HTTP answer is on its way)."""
+
+    def __init__(self, issuer, meanwhile):
+        self.issuer, self.meanwhile = issuer, meanwhile
+
+    def poll(self, reference, request_der):
+        answer = self.issuer.poll(reference, request_der)
+        self.meanwhile()
+        return answer
+
+    def close(self):
+        self.issuer.close()
+
+
+def test_an_answer_that_arrives_once_the_request_is_reported_failed_is_stale(ca_store, pki, est):
+    """The enrolment service asks the CA about a held request while its session may still be live; the
+    CA's answer arrives once the session's bound has passed: the request is reported failed then, so the
+    answer's certificate is recorded stale and never waits for the phone, as when the scheduler had
+    already failed it."""
+    _online(ca_store, pki, est)
+    name = NAMES[0]
+    csr_id = _held_by_online_ca(ca_store, est, name)
+    est.pending_first = 0
+    issuer = enrolment.online_issuer(ca_store)
+    try:
+        counts = enrolment.poll_pending(ca_store, "enrolment-service",
+                                        issuer=_Late(issuer, lambda: _hour_old_bound(ca_store, name)))
+    finally:
+        issuer.close()
+    assert counts == {"issued": 0, "pending": 0, "failed": 0, "stale": 1}, counts
+    with ca_store.read() as tx:
+        assert [row["status"] for row in tx.query("SELECT status FROM certificates WHERE kind = 'lsc'")] == ["stale"]
+        (listed,) = csr_records.listing(tx, None, clock_skew=ca_store.clock_skew)
+    assert listed["status"] == "failed"
+    settle_abandoned(ca_store)
+    with ca_store.read() as tx:
+        assert csr_records.status_of(tx, csr_id) == "failed"
+
+
 def test_a_new_session_settles_the_abandoned_one_first(ca_store, pki, est):
     """The phone comes back before the scheduler ran: its new session records the abandoned operation as
     the views reported it (failed, its request with it) before it starts, so the request reported failed
