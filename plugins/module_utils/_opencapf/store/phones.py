@@ -27,7 +27,11 @@ def get(tx: Transaction, name: str) -> dict[str, Any] | None:
 # anybody changed it since the session's first read (``updated_at``), and the name its records carry.
 # Each column of a row read costs (the sqlite3 module makes an object of each, releasing the GIL
 # around each), and a phone has over twenty: these reads take only these.
-SESSION_COLUMNS = ("id", "name", "incarnation", "operation", "operation_status", "updated_at")
+# Also the bound of the session that put the operation in progress and its start: a session that
+# finds the operation in progress tells one no process serves any more (``is_left_abandoned``) from
+# another session's, still live.
+SESSION_COLUMNS = ("id", "name", "incarnation", "operation", "operation_status", "updated_at",
+                   "operation_live_until", "last_session_at")
 _GET_FOR_SESSION = "SELECT %s FROM phones WHERE name = ?" % ", ".join(SESSION_COLUMNS)
 
 
@@ -183,10 +187,11 @@ def reported_operation_reason(alias: str) -> str:
 def _is_abandoned(row: dict[str, Any], settled_before: str, unbounded_before: str) -> bool:
     if row["operation_status"] != "in_progress":
         return False
-    live_until = row.get("operation_live_until")
+    # Read strictly: a row without these columns cannot tell a live session from a dead one.
+    live_until = row["operation_live_until"]
     if live_until is not None:
         return live_until < settled_before
-    started = row.get("last_session_at")
+    started = row["last_session_at"]
     return started is None or started < unbounded_before
 
 

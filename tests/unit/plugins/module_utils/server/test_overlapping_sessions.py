@@ -80,7 +80,11 @@ def _check(store, name: str, identity: PhoneIdentity, events) -> None:
         lscs = tx.query("SELECT id, serial, status FROM certificates WHERE phone_id = ? AND kind = 'lsc'", (phone["id"],))
         (listed,) = reports.phone_rows(tx, {"names": [name]})
         due = [row for row in renewals.due(tx, "9999-01-01T00:00:00Z", 1000) if row["name"] == name]
+        settled = tx.query("SELECT action, details FROM audit_events WHERE subject = ? AND details LIKE ?",
+                           (name, "%stopped mid-session%"))
     assert phone["operation_status"] != "in_progress"
+    # Every session here is live until its own end: none is ever taken for one no process serves.
+    assert settled == [], (settled, events)
     if any(event == "installed" for event, _serial in events):  # a later failure of another session does not undo it
         assert (phone["operation_status"], phone["operation_reason"]) == ("succeeded", ""), events
     installed = [row["serial"] for row in lscs if row["status"] == "installed"]
