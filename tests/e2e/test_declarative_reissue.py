@@ -3,6 +3,7 @@ same validation and the same idempotence, on both store backends."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
@@ -12,6 +13,7 @@ from _opencapf.cli import main as cli
 from _opencapf.declarative import deployment, document
 from _opencapf.store import ENV_STATE_DIR, open_store
 from _opencapf.store import phones as phone_records
+from _opencapf.vocabulary import format_utc
 
 NAME = "SEP00000000C0DE"
 FILE = """\
@@ -39,9 +41,15 @@ def _file(tmp_path, extra="    reissue: true\n", name=NAME):
 
 
 def _finish(store, name, status):
-    """The phone's operation as a session leaves it (``store.phones.set_operation_result``)."""
+    """The phone's operation as a session leaves it (``store.phones.set_operation_result``); in progress, as
+    a session that is still live puts it (an hour to go: one no process serves is reported failed)."""
     with store.transaction() as tx:
-        phone_records.set_operation_result(tx, "test", phone_records.get(tx, name), status,
+        phone = phone_records.get(tx, name)
+        if status == "in_progress":
+            live_until = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+            phone_records.record_session_start(tx, phone, True, format_utc(live_until))
+            return
+        phone_records.set_operation_result(tx, "test", phone, status,
                                            "" if status in ("none", "succeeded") else "a reason")
 
 

@@ -82,6 +82,18 @@ def _earlier_request(store, name, key) -> int:
     return csr_id
 
 
+def _send_request_and_die(store, name) -> None:
+    """A session of ``name`` that authenticates and sends its CSR (held by the CA: deferred), then ends
+    with no end recorded: its process died."""
+    decider = StoreDecider(store, max_session=MAX_SESSION)
+    plan = decider.begin(name)
+    assert decider.authenticate(plan, AuthOffer(name.encode(), None)).ok
+    key = ec.generate_private_key(ec.SECP256R1())
+    request = decider.prepare_csr(plan, key.public_key().public_bytes(*_SPKI), KeyChoice("ec", 256))
+    signature = csr_module.phone_sign(request.info, key, "sha256", request.key_type_code)
+    assert isinstance(decider.submit_csr(plan, request, signature), Deferred)
+
+
 def _dead_session(store, name, deadline_choice, *, earlier=False, online_ref=None) -> dict:
     """A phone whose install_upgrade a session with the offline CA put in progress: it sent its CSR (recorded
     ``pending``; with ``online_ref``, as an online CA holding it under that reference records it) and its
@@ -97,13 +109,7 @@ def _dead_session(store, name, deadline_choice, *, earlier=False, online_ref=Non
     phone_config.converge(store, name, settings=wanted)
     if earlier:
         _earlier_request(store, name, ec.generate_private_key(ec.SECP256R1()))
-    decider = StoreDecider(store, max_session=MAX_SESSION)
-    plan = decider.begin(name)
-    assert decider.authenticate(plan, AuthOffer(name.encode(), None)).ok
-    key = ec.generate_private_key(ec.SECP256R1())
-    request = decider.prepare_csr(plan, key.public_key().public_bytes(*_SPKI), KeyChoice("ec", 256))
-    signature = csr_module.phone_sign(request.info, key, "sha256", request.key_type_code)
-    assert isinstance(decider.submit_csr(plan, request, signature), Deferred)
+    _send_request_and_die(store, name)
     with store.transaction() as tx:
         phone = phone_records.get(tx, name)
         if online_ref is not None:
@@ -225,13 +231,7 @@ def _held_by_online_ca(store, est, name) -> int:
     est.pending_first = 10 ** 6
     phone_config.converge(store, name, settings={"certificate_operation": "install_upgrade", "key_order": "ec",
                                                  "ec_key_size": 256})
-    decider = StoreDecider(store, max_session=MAX_SESSION)
-    plan = decider.begin(name)
-    assert decider.authenticate(plan, AuthOffer(name.encode(), None)).ok
-    key = ec.generate_private_key(ec.SECP256R1())
-    request = decider.prepare_csr(plan, key.public_key().public_bytes(*_SPKI), KeyChoice("ec", 256))
-    signature = csr_module.phone_sign(request.info, key, "sha256", request.key_type_code)
-    assert isinstance(decider.submit_csr(plan, request, signature), Deferred)
+    _send_request_and_die(store, name)
     with store.read() as tx:
         (row,) = csr_records.listing(tx)
     return row["id"]
