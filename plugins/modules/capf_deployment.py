@@ -79,7 +79,7 @@ EXAMPLES = r"""
 - name: Converge the CAPF store to it, all or nothing
   opencapf.capf.capf_deployment:
     src: /etc/opencapf/deploy.yml
-    strings_file: /root/capf-new-strings.csv
+    strings_file: /srv/capf/deployment-strings.csv
   register: deployed
 
 - name: Show what changed
@@ -133,7 +133,7 @@ strings_file:
   description: O(strings_file) when the generated strings were written there, else null.
   returned: always
   type: str
-  sample: /root/capf-new-strings.csv
+  sample: /srv/capf/deployment-strings.csv
 """
 
 from ansible_collections.opencapf.capf.plugins.module_utils._ansible_args import (
