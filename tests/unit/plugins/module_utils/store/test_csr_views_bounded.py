@@ -38,7 +38,7 @@ def test_csr_views_of_a_few_statuses_do_not_walk_the_requests_of_the_years(sqlit
             csr_records.add_issued(tx, phone["id"], f"{index:064x}", b"key", None)
         waiting = csr_records.add(tx, phone["id"], "f" * 64, b"key")
     views = {
-        "awaiting signature": lambda tx: csr_records.awaiting_signature(tx),
+        "awaiting signature": csr_records.awaiting_signature,
         "awaiting signature of the phone": lambda tx: csr_records.awaiting_signature_for(tx, phone["name"]),
         "pending": lambda tx: csr_records.listing(tx, "pending"),
         "failed": lambda tx: csr_records.listing(tx, "failed"),
