@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from _opencapf import trust
 from _opencapf.ca import authority
@@ -79,3 +80,22 @@ def dump(store: Store) -> dict[str, list[str]]:
         assert tables, "a store without tables"
         return {name: sorted(repr(sorted(row.items())) for row in tx.query(f'SELECT * FROM "{name}"'))
                 for name in sorted(row["name"] for row in tables)}
+
+
+@contextlib.contextmanager
+def vm_steps(store: Store, every: int = 100) -> Iterator[list[int]]:
+    """Count SQLite's virtual machine steps of what runs inside, in steps of ``every`` (the progress
+    handler's granularity): the count is ``counted[0]`` of the list yielded. A work bound that does not
+    depend on the machine's speed (SQLite stores only)."""
+    connection = store.backend._connection  # pylint: disable=protected-access
+    counted = [0]
+
+    def count():
+        counted[0] += every
+        return 0
+
+    connection.set_progress_handler(count, every)
+    try:
+        yield counted
+    finally:
+        connection.set_progress_handler(None, 0)

@@ -8,26 +8,16 @@ from __future__ import annotations
 
 from _opencapf.store import csrs as csr_records
 from support.store_phones import create_phone
+from support.stores import vm_steps
 
 OLD_REQUESTS = 5000
 
 
 def _steps(store, read) -> int:
-    """SQLite's virtual machine steps of ``read(tx)``, counted by its progress handler."""
-    connection = store.backend._connection  # pylint: disable=protected-access
-    calls = [0]
-
-    def count():
-        calls[0] += 1
-        return 0
-
-    with store.read() as tx:
-        connection.set_progress_handler(count, 100)
-        try:
-            read(tx)
-        finally:
-            connection.set_progress_handler(None, 0)
-    return calls[0] * 100
+    """SQLite's virtual machine steps of ``read(tx)``."""
+    with store.read() as tx, vm_steps(store) as counted:
+        read(tx)
+    return counted[0]
 
 
 def test_csr_views_of_a_few_statuses_do_not_walk_the_requests_of_the_years(sqlite_store):

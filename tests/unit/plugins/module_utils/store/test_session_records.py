@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from _opencapf.store import sessions as session_records
+from support.stores import vm_steps
 
 DEVICES = (0, 1, 2)  # each example's own devices: the store lives through every example of the test
 STARTS = ("2026-03-01T10:00:00Z", "2026-03-01T10:00:01Z", "2026-05-17T23:59:59Z")
@@ -48,23 +49,12 @@ def test_finding_a_phone_s_last_session_does_not_walk_the_other_devices_sessions
         for index in range(20000):
             _record(tx, f"SEP{index % 400:012X}", f"2026-04-{1 + index // 1000:02d}T00:00:00Z", index + 1)
         _record(tx, "SEP00000000A001", "2026-01-01T00:00:00Z", 20001)
-    connection = store.backend._connection  # pylint: disable=protected-access
     steps = []
-    calls = [0]
-
-    def count():
-        calls[0] += 1
-        return 0
-
     with store.read() as tx:
         for device in ("SEP00000000A001", "SEP00000000B999"):
-            calls[0] = 0
-            connection.set_progress_handler(count, 100)
-            try:
+            with vm_steps(store) as counted:
                 found = session_records.last_for_device(tx, device)
-            finally:
-                connection.set_progress_handler(None, 0)
-            steps.append(calls[0] * 100)
+            steps.append(counted[0])
             assert (found["started_at"] if found else None) == ("2026-01-01T00:00:00Z" if device.endswith("A001")
                                                                 else None)
     # Reading the device's own index entries takes a few hundred steps; walking 20,000 rows, about a million.
