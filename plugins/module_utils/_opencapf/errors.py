@@ -46,6 +46,11 @@ class StoreError(CapfError):
     """The store cannot be opened, read, migrated or written."""
 
 
+class LeadLost(StoreError):
+    """A duty's write was refused, writing nothing: this connection no longer holds the duty's lead
+    (``Store.leading``); another process may lead it now."""
+
+
 class NotFoundError(CapfError, LookupError):
     """A named object does not exist in the store."""
 

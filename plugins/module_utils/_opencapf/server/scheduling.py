@@ -14,7 +14,12 @@ LDAP directories whose scheduled sync is due (``directory.run_due``), then revok
 and signs a new CRL when one is due (``revocation.run_duty``), then schedules the automatic
 renewals that are due (``renewal.run``, when ``renew_before_days`` is set); when it ends, the next
 process to tick takes over. Each duty runs whatever became of the ones before it (a failure is
-logged, and the tick goes on); a store that cannot be reached ends the tick at its first read. Every
+logged, and the tick goes on); a store that cannot be reached ends the tick at its first read. A duty
+runs only while the lead is held: before each duty the process asks the store whether it still holds
+the lead (``Store.holds_lead``: a PostgreSQL lead goes with a lost connection, and another node may
+take it at once), and each of its writes verifies it on the connection it commits on
+(``Store.leading``); a lead lost part-way through a tick skips the rest of the tick's duties, with one
+log line, and the next tick asks for it again. Every
 process keeps its ``crl_path`` file current. The leader of the ``monitor`` duty (taken the same way)
 runs the certificate monitor when its interval has passed (``monitor.run_if_due``). A job is
 claimed, run and recorded in one write transaction (``scheduler.run_due``), so ``opencapf jobs
@@ -78,11 +83,13 @@ class Scheduling:
                          "every %d s", os.getpid(), interval)
             # Abandoned operations first: settled ``failed``, those whose deadline has passed lapse in the
             # same tick, as every view reports them (``phones.reported_operation_status``).
-            _duty("abandoned operations", lambda: _log_settled(settle_abandoned(self._store)))
-            _duty("scheduled jobs", lambda: _log(scheduler.run_due(self._store)))
-            _duty("directory syncs", lambda: _log_directories(directory.run_due(self._store, self._clock())))
-            _duty("revocation and CRLs", lambda: _log_revocation(revocation.run_duty(self._store, self._clock())))
-            _duty("automatic renewal", self._renew)
+            self._lead_duties([
+                ("abandoned operations", lambda: _log_settled(settle_abandoned(self._store))),
+                ("scheduled jobs", lambda: _log(scheduler.run_due(self._store))),
+                ("directory syncs", lambda: _log_directories(directory.run_due(self._store, self._clock()))),
+                ("revocation and CRLs", lambda: _log_revocation(revocation.run_duty(self._store, self._clock()))),
+                ("automatic renewal", self._renew),
+            ])
         _duty("CRL file", lambda: self._crl_file.publish(self._store, self._clock()))  # every process keeps its own files current
         _duty("certificate monitor", self._monitor)
         return interval
@@ -102,6 +109,26 @@ class Scheduling:
         self._held.discard(duty)
         return False
 
+    def _lead_duties(self, duties: list) -> None:
+        """Run the scheduler's duties, each only while this process still holds the lead (the store
+        connection may be lost part-way through a tick, and the lead with it), each write under it
+        (``Store.leading``): once lost, the rest of the tick's duties are skipped, with one log line."""
+        for index, (name, run) in enumerate(duties):
+            if not self._still_leads(LEAD, [item[0] for item in duties[index:]]):
+                return
+            with self._store.leading(LEAD):
+                _duty(name, run)
+
+    def _still_leads(self, duty: str, skipped: list[str]) -> bool:
+        """Whether this process still holds the lead of ``duty``; when not, say which work it skips."""
+        if self._store.holds_lead(duty):
+            return True
+        self._held.discard(duty)
+        log.warning("scheduler: this process (pid %d) lost the %s lead during the tick (its store connection was lost, "
+                    "and the lead with it: another process may lead now); skipped: %s; the lead is asked for again "
+                    "at the next tick", os.getpid(), duty, ", ".join(skipped))
+        return False
+
     def _renew(self) -> None:
         self._held_back = _log_renewal(renewal.run(self._store, self._clock()), self._held_back)
 
@@ -110,7 +137,8 @@ class Scheduling:
         mail is recorded by the monitor, never raised, and nothing here stops the service."""
         if not self._takes(MONITOR_LEAD):
             return
-        run = monitor.run_if_due(self._store, self._clock())
+        with self._store.leading(MONITOR_LEAD):
+            run = monitor.run_if_due(self._store, self._clock())
         if run is not None:
             level = logging.WARNING if run["result"] == "failed" else logging.INFO
             log.log(level, "monitor: checked the certificates: %s (%d found, %d warning(s) due, %d mail(s) sent)%s",

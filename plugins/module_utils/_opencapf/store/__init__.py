@@ -21,7 +21,7 @@ import threading
 from typing import Iterator
 
 from .. import faults
-from ..errors import StoreError
+from ..errors import LeadLost, StoreError
 from ..files import (check_private_location, discard_staged_file, ensure_private_dir, read_or_create_secret,
                      stage_private_file, write_private_file)
 from ..vocabulary import CLOCK_SKEW
@@ -78,6 +78,7 @@ class Store:
         self._secret: bytes | None = None
         self._rehearsal: Transaction | None = None
         self._atomic: _Atomic | None = None
+        self._lead: str | None = None  # the duty whose lead every write must hold (``leading``)
 
     @property
     def location(self) -> str:
@@ -104,7 +105,23 @@ class Store:
             return self._atomic.join()
         if write and self.read_only:
             raise StoreError(f"store {self.location} is open read-only; nothing may be written")
+        if write and self._lead is not None:
+            return self._led(self.backend.transaction(write=True, durable=durable))
         return self.backend.transaction(write=write, durable=durable)
+
+    @contextlib.contextmanager
+    def _led(self, opened: contextlib.AbstractContextManager[Transaction]) -> Iterator[Transaction]:
+        """A write transaction of a duty (``leading``): once begun, on the connection it commits on, the
+        lead is verified; a lost one fails it before it writes anything."""
+        with opened as tx:
+            self._check_lead()
+            yield tx
+
+    def _check_lead(self) -> None:
+        if not self.backend.holds_lead(self._lead):
+            raise LeadLost(f"store {self.location}: this process no longer leads the {self._lead} duty (its store "
+                           "connection was lost, and the lead with it: another process may lead it now); nothing "
+                           "was written")
 
     def read(self) -> contextlib.AbstractContextManager[Transaction]:
         if self._rehearsal is not None:
@@ -153,6 +170,8 @@ class Store:
         change = None
         try:
             with self.backend.atomic() as tx:
+                if self._lead is not None:
+                    self._check_lead()
                 change = self._atomic = _Atomic(tx)
                 try:
                     yield tx
@@ -216,6 +235,28 @@ class Store:
         """Whether this connection leads duty ``name`` (taking the lead when nobody holds it): of all
         the processes sharing the store, one leads at a time, until it closes the store or ends."""
         return self.backend.try_lead(name)
+
+    def holds_lead(self, name: str) -> bool:
+        """Whether this connection still holds the lead of duty ``name`` (taken by ``try_lead``), verified
+        now without taking it: a PostgreSQL lead is lost with its connection, which the store makes again
+        at its next transaction holding no lead."""
+        return self.backend.holds_lead(name)
+
+    @contextlib.contextmanager
+    def leading(self, name: str) -> Iterator[None]:
+        """Do duty ``name``'s work: every write transaction (and atomic change) of this store begun inside
+        first verifies, on the connection it commits on, that this connection holds the lead
+        (``holds_lead``), and fails with ``LeadLost``, writing nothing, once it does not. So a duty writes
+        only while its lead is held, whatever happens to the connection part-way through: a commit on the
+        connection whose session holds the lock is a commit under the lead. Meant for a store used by the
+        duty alone (the scheduler's own connection, ``monitor run``)."""
+        if self._lead is not None:
+            raise StoreError(f"the {self._lead} duty is under way on this store; the {name} duty cannot run inside it")
+        self._lead = name
+        try:
+            yield
+        finally:
+            self._lead = None
 
     def secret(self) -> bytes:
         """The store's keyed-hash secret, kept in a 0600 file outside the database."""

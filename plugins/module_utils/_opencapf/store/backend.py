@@ -108,6 +108,11 @@ class Backend(abc.ABC):
         PostgreSQL: a session-level advisory lock (``pg_try_advisory_lock``)."""
 
     @abc.abstractmethod
+    def holds_lead(self, name: str) -> bool:
+        """Whether this connection holds the lead of ``name`` now, without taking it: verified with the
+        lock itself (PostgreSQL: its session still holds the advisory lock, a lost connection lost it)."""
+
+    @abc.abstractmethod
     def append_only(self, table: str) -> list[str]:
         """Statements that make ``table`` refuse UPDATE and DELETE."""
 

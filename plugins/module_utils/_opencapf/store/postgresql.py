@@ -26,7 +26,9 @@ One connection per ``Store``, as with SQLite. Transactions keep the SQLite backe
 * The connection is shared by the threads of a process (the service's event loop and its store
   threads): one lock makes them take turns, a transaction at a time.
 * ``try_lead`` takes a session-level advisory lock keyed by the duty's name: the database releases
-  it when the connection closes or its process dies.
+  it when the connection closes or its process dies, or when the connection is lost. ``holds_lead``
+  asks the database whether this connection's session still holds it; a connection made again after a
+  loss holds no lead until ``try_lead`` takes it again.
 * ``data_version`` reads the row of ``commit_counter``, which every write transaction that changed
   something raises under the write lock; this connection's own raises are not counted as changes.
 
@@ -280,14 +282,31 @@ class PostgresBackend(Backend):
             self._live()
             if name in self._leads:
                 return True
-            key = int.from_bytes(hashlib.sha256(f"opencapf-lead:{name}".encode()).digest()[:8], "big", signed=True)
             try:
-                led = self._connection.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+                led = self._connection.execute("SELECT pg_try_advisory_lock(%s)", (lead_key(name),)).fetchone()[0]
             except psycopg.Error as exc:
                 raise StoreError(f"cannot take the {name} lead of store {self.location}: {_first_line(exc)}") from None
             if led:
                 self._leads.add(name)
             return bool(led)
+
+    def holds_lead(self, name: str) -> bool:
+        # A connection that was lost took its session's locks with it; a live session holds its
+        # session-level lock until it ends. pg_locks shows a bigint key in two halves (classid, objid).
+        with self._lock:
+            if name not in self._leads or self._connection.closed or self._connection.broken:
+                return False
+            key = lead_key(name)
+            try:
+                held = bool(self._connection.execute(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
+                    "AND granted AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 1)",
+                    ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)).fetchone()[0])
+            except psycopg.Error:
+                held = False  # the connection is lost (psycopg now knows it): the next transaction connects again
+            if not held:
+                self._leads.discard(name)
+            return held
 
     # -- schema -----------------------------------------------------------------------------
 
@@ -310,6 +329,11 @@ class PostgresBackend(Backend):
     def close(self) -> None:
         with self._lock:
             self._connection.close()
+
+
+def lead_key(name: str) -> int:
+    """The key of the session-level advisory lock of duty ``name``'s lead (``try_lead``)."""
+    return int.from_bytes(hashlib.sha256(f"opencapf-lead:{name}".encode()).digest()[:8], "big", signed=True)
 
 
 def _first_line(exc: BaseException) -> str:

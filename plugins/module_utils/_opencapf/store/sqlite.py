@@ -383,6 +383,10 @@ class SqliteBackend(Backend):
             self._leads[name] = fd
             return True
 
+    def holds_lead(self, name: str) -> bool:
+        with self._lock:
+            return name in self._leads  # the flock lives as long as the descriptor: only close() ends it
+
     def append_only(self, table: str) -> list[str]:
         return [
             f"CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table} "

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from support.tools import ENGINE_PATH
-from _opencapf.errors import StoreError
-from _opencapf.store import open_store
+from _opencapf.errors import LeadLost, StoreError
+from _opencapf.store import open_store, service
 from _opencapf.store.sqlite import LEAD_LOCK_SUFFIX
 
 
@@ -88,3 +88,33 @@ def test_a_symbolic_link_at_the_lock_path_is_refused(sqlite_store, store_path, t
 def test_a_lead_name_must_be_a_plain_word(store, name):
     with pytest.raises(StoreError, match="lead name"):
         store.try_lead(name)
+
+
+def test_a_duty_writes_only_while_this_connection_holds_its_lead(store_location, state_dir):
+    """``Store.leading``: every write begun inside verifies the lead on the connection it commits on; one
+    not held fails with ``LeadLost`` and writes nothing; reads are not asked for it."""
+    first = open_store(store_location, state_dir=state_dir, actor="first")
+    second = open_store(store_location, state_dir=state_dir, actor="second")
+    try:
+        assert first.try_lead("scheduler") and first.holds_lead("scheduler")
+        assert not second.holds_lead("scheduler") and not second.holds_lead("monitor")
+        with second.leading("scheduler"):
+            with pytest.raises(LeadLost, match="no longer leads the scheduler duty"):
+                with second.transaction() as tx:
+                    service.write(tx, "second", {"validity_days": 800})
+            with pytest.raises(LeadLost):
+                with second.atomic() as tx:
+                    service.write(tx, "second", {"validity_days": 800})
+            with second.read() as tx:
+                assert service.read(tx)["validity_days"] != 800
+        with first.leading("scheduler"):
+            with first.transaction() as tx:
+                service.write(tx, "first", {"validity_days": 700})
+            with pytest.raises(StoreError, match="cannot run inside it"):
+                with first.leading("monitor"):
+                    pass
+        with second.read() as tx:
+            assert service.read(tx)["validity_days"] == 700
+    finally:
+        first.close()
+        second.close()

@@ -9,8 +9,9 @@ import os
 import psycopg
 import pytest
 
+from support import leads
 from support.store_phones import create_phone
-from _opencapf.errors import StoreError
+from _opencapf.errors import LeadLost, StoreError
 from _opencapf.store import audit, certificates, migrate, open_store, phones, service
 from _opencapf.store.migrations import LATEST_VERSION
 from _opencapf.store.postgresql import WRITE_LOCK_KEY, PostgresBackend, translate
@@ -224,4 +225,31 @@ def test_a_store_works_again_once_the_database_is_back(postgres_server, pg_store
     try:
         assert not other.try_lead("scheduler"), "the lead must be held again by the reconnected store"
     finally:
+        other.close()
+
+
+def test_a_lead_lost_with_the_connection_is_not_held_by_the_connection_made_again(pg_store, postgres_dsn, state_dir):
+    """The session that held the lead ended (a lost connection): the store connects again at its next
+    transaction, but that connection holds no lead; a duty's write there fails with ``LeadLost`` while
+    another connection leads, and nothing of it is written."""
+    other = open_store(postgres_dsn, state_dir=state_dir, actor="other")
+    watch = psycopg.connect(postgres_dsn, autocommit=True)
+    try:
+        assert pg_store.try_lead("scheduler")
+        pid = leads.lead_holder(watch, "scheduler")
+        with pg_store.read() as tx:
+            assert tx.scalar("SELECT pg_backend_pid()") == pid
+        leads.cut(watch, pid)
+        leads.until(lambda: other.try_lead("scheduler"), what="the other connection's lead")
+        assert not pg_store.holds_lead("scheduler")
+        with pg_store.leading("scheduler"):
+            with pytest.raises(LeadLost):
+                with pg_store.transaction() as tx:
+                    service.write(tx, "test", {"validity_days": 800})
+        with pg_store.read() as tx:  # connected again
+            assert service.read(tx)["validity_days"] != 800
+            assert tx.scalar("SELECT pg_backend_pid()") != pid
+        assert not pg_store.try_lead("scheduler") and leads.lead_holder(watch, "scheduler") != pid
+    finally:
+        watch.close()
         other.close()
