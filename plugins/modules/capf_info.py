@@ -686,7 +686,9 @@ monitor:
         result:
           description:
             - V(sent) (one mail sent), V(nothing_due) (no new warning), V(not_configured) (warnings due but no
-              recipients, relay or sender; logged only) or V(failed) (the mail could not be sent).
+              recipients, relay or sender; logged only), V(failed) (the mail could not be sent) or V(unknown)
+              (the outcome of its mail was never recorded, the store connection lost while it was sent; its
+              warnings are recorded as sent and not mailed again; its C(error) says so).
           type: str
         found:
           description: Certificates within the warn window.
@@ -704,7 +706,7 @@ monitor:
           description: The last SMTP or network error of a failed run (the relay's reply; never the password).
           type: str
     last_success:
-      description: When the newest run that did not fail checked, or null.
+      description: When the newest run that did not fail, and whose outcome is known, checked, or null.
       type: str
     next_check:
       description: When the running service checks next (null when it never ran, at its next tick).

@@ -65,6 +65,10 @@ class _Handler:
 
     async def handle_DATA(self, server, session, envelope):  # pylint: disable=invalid-name,unused-argument
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        if self.relay.on_message is not None:  # what happens elsewhere while the client waits for the reply
+            refusal = self.relay.on_message(message)
+            if refusal:  # the relay's reply refuses the message: it is not taken
+                return refusal
         with self.relay.lock:
             self.relay.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos), "message": message,
                                         "tls": server.transport.get_extra_info("ssl_object") is not None, "login": self.relay.last_login})
@@ -78,6 +82,8 @@ class SmtpRelay:
         self.messages: list[dict] = []
         self.logins: list[tuple[str, bool]] = []  # (user, accepted)
         self.last_login = None
+        # Called with each message received, before the relay answers for it; a reply it returns refuses it.
+        self.on_message = None
         self.lock = threading.Lock()
         self.refuse_login = refuse_login
         self.security = security

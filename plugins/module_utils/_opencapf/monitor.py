@@ -9,8 +9,12 @@ most that many days left, and threshold 0 once it has expired (retired CAPF cert
 nothing new depends on them). A check that finds certificates whose newest threshold was not warned
 about yet (or, with ``monitor_resend: every_check``, any reached threshold) sends ONE message to
 ``monitor_recipients``: the counts, the soonest expiries and a CSV attachment of every affected
-certificate and device. Only after the relay accepted the message are the warnings recorded, so a
-mail that could not be sent is sent by a later check.
+certificate and device. A warning is mailed at most once: the warnings and the run (result
+``unknown``) are recorded before the message is sent, its outcome after; a relay that did not take the
+message frees its warnings again, so a mail that could not be sent is sent by a later check. When the
+outcome cannot be recorded (the store connection lost while the mail was sent, and perhaps the
+``monitor`` lead with it, which another node may take at once), the warnings stay recorded as sent and
+the run ``unknown``: logged, shown by ``status``, never mailed a second time.
 
 The message goes through the standard library's SMTP client, over STARTTLS, implicit TLS or a plain
 connection, with an optional login whose password is a sealed secret of the store. Each send is
@@ -39,7 +43,7 @@ from typing import Any, Callable
 
 from . import secretbox
 from .ca.lsc import CAPF_ISSUER
-from .errors import ValidationError
+from .errors import StoreError, ValidationError
 from .service_config import SMTP_PASSWORD_SECRET
 from .store import Store, capf_certificates, certificates, trust
 from .store import monitor as records
@@ -61,7 +65,11 @@ KIND_TITLES = {"lsc": "phone LSC", "capf_certificate": "CAPF certificate", "capf
                "callmanager-trust": "CallManager-trust certificate"}
 CSV_COLUMNS = ("kind", "device_name", "subject", "serial", "fingerprint", "not_after", "days_left", "threshold",
                "description", "model", "device_pool")
-RESULTS = ("sent", "nothing_due", "not_configured", "failed")
+RESULTS = ("sent", "nothing_due", "not_configured", "failed", "unknown")
+# The error of a run whose mail's outcome was never recorded (its warnings were, before it was sent).
+UNKNOWN_OUTCOME = ("the outcome of this run's mail was never recorded (the store connection was lost, or the process "
+                   "ended, while it was sent): it may have been sent; its warnings are recorded as sent and are not "
+                   "mailed again: check the recipients' mailbox")
 
 
 @dataclass(frozen=True)
@@ -299,7 +307,15 @@ def send(message: EmailMessage, settings: dict, *, attempts: int = SEND_ATTEMPTS
 def check(store: Store, now=None, *, sleep: Callable[[float], None] = time.sleep,
           pause: float = FIRST_PAUSE_SECONDS) -> dict[str, Any]:
     """Check every monitored certificate at ``now`` (default: the real time), send one warning mail
-    when something is due, and record the run (and the warnings sent). Never raises for SMTP."""
+    when something is due, and record the run (and the warnings sent). Never raises for SMTP.
+
+    A mail is sent at most once: its warnings and the run (result ``unknown``) are recorded before it is
+    sent, in one write transaction (under the monitor's lead when the caller runs it as a duty,
+    ``Store.leading``); its outcome is recorded after. A check that cannot record first sends nothing
+    (its failure is raised); one whose outcome cannot be recorded (a lost store connection) leaves the
+    warnings recorded as sent, so that no process mails them again, and the run ``unknown``, logged and
+    shown by ``status``. A relay that definitely did not take the mail frees its warnings again: a later
+    check sends them."""
     moment = _moment(now)
     checked_at = format_utc(moment)
     with store.read() as tx:
@@ -307,7 +323,9 @@ def check(store: Store, now=None, *, sleep: Callable[[float], None] = time.sleep
         items = findings(tx, moment, settings["warn_days"])
         due = _due_warnings(tx, items, settings["resend"])
         previous = records.last_run(tx)
-    attempts, error, mails = 0, "", 0
+    if due and configured(settings) and not settings["problem"]:
+        return _mail(store, settings, moment, items, previous, sleep=sleep, pause=pause)
+    attempts, error = 0, ""
     if not due:
         result = "nothing_due"
     elif not configured(settings):
@@ -315,26 +333,61 @@ def check(store: Store, now=None, *, sleep: Callable[[float], None] = time.sleep
         log.warning("monitor: %d certificate(s) reached a warning threshold (soonest: %s %s, %s); no mail is sent "
                     "(set monitor_recipients, monitor_smtp_host and monitor_sender)", len(due),
                     KIND_TITLES[due[0].kind], _line(due[0].subject), _when(due[0]))
-    elif settings["problem"]:
+    else:
         result, error = "failed", settings["problem"]
         log.warning("monitor: no mail is sent: %s", error)
-    else:
-        attempts, error = send(compose(due, settings, moment), settings, sleep=sleep, pause=pause)
-        result = "failed" if error else "sent"
-        mails = 0 if error else 1
-        if not error:
-            log.info("monitor: warned %s about %d certificate(s) (soonest: %s %s, %s)",
-                     ", ".join(settings["recipients"]), len(due), KIND_TITLES[due[0].kind], _line(due[0].subject),
-                     _when(due[0]))
     failures = (previous["failures"] + 1 if previous else 1) if result == "failed" else 0
     with store.transaction() as tx:
-        if result == "sent":
-            records.record_warnings(tx, [(item.fingerprint, threshold, item.kind, item.subject, item.not_after)
-                                         for item in due for threshold in item.thresholds], checked_at)
         records.forget_warnings(tx, format_utc(moment - _dt.timedelta(days=FORGET_AFTER_DAYS)))
         run_id = records.record_run(tx, checked_at=checked_at, finished_at=format_utc(utc_now()), result=result,
-                                    found=len(items), warnings=len(due), mails_sent=mails, attempts=attempts,
+                                    found=len(items), warnings=len(due), mails_sent=0, attempts=attempts,
                                     failures=failures, error=error)
+    return _outcome(run_id, checked_at, result, items, due, 0, attempts, error)
+
+
+def _mail(store: Store, settings: dict, moment: _dt.datetime, items: list[Finding], previous: dict | None, *,
+          sleep: Callable[[float], None], pause: float) -> dict[str, Any]:
+    """Record the warnings due and the run as ``unknown``, send the mail, then record its outcome."""
+    checked_at = format_utc(moment)
+    with store.transaction() as tx:
+        due = _due_warnings(tx, items, settings["resend"])  # as the store holds them now
+        claimed = records.claim_warnings(tx, _warning_rows(due), checked_at) if due else []
+        records.forget_warnings(tx, format_utc(moment - _dt.timedelta(days=FORGET_AFTER_DAYS)))
+        run_id = records.record_run(tx, checked_at=checked_at, finished_at=format_utc(utc_now()),
+                                    result="unknown" if due else "nothing_due", found=len(items), warnings=len(due),
+                                    mails_sent=0, attempts=0, failures=0, error=UNKNOWN_OUTCOME if due else "")
+    if not due:
+        return _outcome(run_id, checked_at, "nothing_due", items, due, 0, 0, "")
+    attempts, error = send(compose(due, settings, moment), settings, sleep=sleep, pause=pause)
+    result = "failed" if error else "sent"
+    if not error:
+        log.info("monitor: warned %s about %d certificate(s) (soonest: %s %s, %s)", ", ".join(settings["recipients"]),
+                 len(due), KIND_TITLES[due[0].kind], _line(due[0].subject), _when(due[0]))
+    failures = (previous["failures"] + 1 if previous else 1) if error else 0
+    try:
+        with store.transaction() as tx:
+            if error:  # the relay did not take it: a later check sends these warnings
+                records.unclaim_warnings(tx, claimed)
+            else:
+                records.record_warnings(tx, _warning_rows(due), checked_at)
+            records.finish_run(tx, run_id, finished_at=format_utc(utc_now()), result=result, mails_sent=0 if error else 1,
+                               attempts=attempts, failures=failures, error=error)
+    except StoreError as exc:
+        log.warning("monitor: the warning mail about %d certificate(s) (soonest: %s %s, %s) was %s, but that could "
+                    "not be recorded: %s; its warnings stay recorded as sent (recorded before sending), so that no "
+                    "process mails them again%s, and the run's result stays unknown ('monitor show')", len(due),
+                    KIND_TITLES[due[0].kind], _line(due[0].subject), _when(due[0]), "not sent" if error else "sent",
+                    exc, ": warn the recipients yourself" if error else "")
+    return _outcome(run_id, checked_at, result, items, due, 0 if error else 1, attempts, error)
+
+
+def _warning_rows(due: list[Finding]) -> list[tuple]:
+    return [(item.fingerprint, threshold, item.kind, item.subject, item.not_after)
+            for item in due for threshold in item.thresholds]
+
+
+def _outcome(run_id: int, checked_at: str, result: str, items: list[Finding], due: list[Finding], mails: int,
+             attempts: int, error: str) -> dict[str, Any]:
     return {"id": run_id, "checked_at": checked_at, "result": result, "found": len(items), "warnings": len(due),
             "mails_sent": mails, "attempts": attempts, "error": error,
             "certificates": [{"kind": item.kind, "subject": item.subject, "fingerprint": item.fingerprint,

@@ -42,7 +42,8 @@ def _run(args, output) -> int:
                          f"service, or another 'monitor run') and checks itself (next check: "
                          f"{next_check or 'at its next tick'}); nothing was checked or sent: see 'monitor show'")
             return LEAD_HELD
-        result = monitor.check(store, args.now)
+        with store.leading(monitor.LEAD):  # each of its writes under the lead it took
+            result = monitor.check(store, args.now)
     lines = [f"{result['checked_at']}: {result['result']}; {result['found']} certificate(s) within the warn window, "
              f"{result['warnings']} warning(s) due, {result['mails_sent']} mail(s) sent"]
     if result["error"]:

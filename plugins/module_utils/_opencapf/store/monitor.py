@@ -31,6 +31,22 @@ def record_warnings(tx: Transaction, rows: Iterable[tuple[str, int, str, str, st
         [(*row, sent_at) for row in rows])
 
 
+def claim_warnings(tx: Transaction, rows: Iterable[tuple[str, int, str, str, str]], sent_at: str) -> list[tuple[str, int]]:
+    """Record warnings as sent at ``sent_at`` before their mail is sent (rows as ``record_warnings``),
+    keeping those recorded already as they are; the ``(fingerprint, threshold)`` pairs it added."""
+    added = []
+    for row in rows:
+        if tx.execute("INSERT INTO monitor_warnings (fingerprint, threshold, kind, subject, not_after, sent_at) "
+                      "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (fingerprint, threshold) DO NOTHING", (*row, sent_at)):
+            added.append((row[0], row[1]))
+    return added
+
+
+def unclaim_warnings(tx: Transaction, keys: Iterable[tuple[str, int]]) -> None:
+    """Remove the warnings ``claim_warnings`` added for a mail that was not sent."""
+    tx.executemany("DELETE FROM monitor_warnings WHERE fingerprint = ? AND threshold = ?", list(keys))
+
+
 def sent_warnings(tx: Transaction) -> list[dict[str, Any]]:
     """Every recorded warning, newest first."""
     return tx.query("SELECT fingerprint, threshold, kind, subject, not_after, sent_at FROM monitor_warnings "
@@ -53,6 +69,13 @@ def record_run(tx: Transaction, *, checked_at: str, finished_at: str, result: st
     return run_id
 
 
+def finish_run(tx: Transaction, run_id: int, *, finished_at: str, result: str, mails_sent: int, attempts: int,
+               failures: int, error: str) -> None:
+    """Record the outcome of run ``run_id``, recorded before its mail was sent."""
+    tx.execute("UPDATE monitor_runs SET finished_at = ?, result = ?, mails_sent = ?, attempts = ?, failures = ?, "
+               "error = ? WHERE id = ?", (finished_at, result, mails_sent, attempts, failures, error, run_id))
+
+
 def last_run(tx: Transaction) -> dict[str, Any] | None:
     """The newest run, or None."""
     return tx.one("SELECT id, checked_at, finished_at, result, found, warnings, mails_sent, attempts, failures, error "
@@ -60,6 +83,6 @@ def last_run(tx: Transaction) -> dict[str, Any] | None:
 
 
 def last_success(tx: Transaction) -> dict[str, Any] | None:
-    """The newest run that did not fail, or None."""
-    return tx.one("SELECT id, checked_at, finished_at, result FROM monitor_runs WHERE result != 'failed' "
+    """The newest run that did not fail and whose outcome is known, or None."""
+    return tx.one("SELECT id, checked_at, finished_at, result FROM monitor_runs WHERE result NOT IN ('failed', 'unknown') "
                   "ORDER BY id DESC LIMIT 1")
