@@ -687,8 +687,9 @@ monitor:
           description:
             - V(sent) (one mail sent), V(nothing_due) (no new warning), V(not_configured) (warnings due but no
               recipients, relay or sender; logged only), V(failed) (the mail could not be sent) or V(unknown)
-              (the outcome of its mail was never recorded, the store connection lost while it was sent; its
-              warnings are recorded as sent and not mailed again; its C(error) says so).
+              (the relay's answer to its mail was lost, or the outcome of its mail was never recorded, the store
+              connection lost while it was sent; its warnings are recorded as sent and not mailed again; its
+              C(error) says so).
           type: str
         found:
           description: Certificates within the warn window.

@@ -20,6 +20,7 @@ from _opencapf.dependencies import ec, hashes, x509
 
 USER = "capf-monitor"
 PASSWORD = "Relay-Pa55word-7c1e"
+UNANSWERED = "unanswered"  # what ``SmtpRelay.on_message`` returns to take a message and drop the connection unanswered
 
 
 def free_port() -> int:
@@ -65,13 +66,16 @@ class _Handler:
 
     async def handle_DATA(self, server, session, envelope):  # pylint: disable=invalid-name,unused-argument
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        answer = None
         if self.relay.on_message is not None:  # what happens elsewhere while the client waits for the reply
-            refusal = self.relay.on_message(message)
-            if refusal:  # the relay's reply refuses the message: it is not taken
-                return refusal
+            answer = self.relay.on_message(message)
+            if answer and answer != UNANSWERED:  # the relay's reply refuses the message: it is not taken
+                return answer
         with self.relay.lock:
             self.relay.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos), "message": message,
                                         "tls": server.transport.get_extra_info("ssl_object") is not None, "login": self.relay.last_login})
+        if answer == UNANSWERED:  # taken, but the connection is lost before the client hears so
+            server.transport.abort()
         return "250 OK"
 
 
@@ -82,7 +86,8 @@ class SmtpRelay:
         self.messages: list[dict] = []
         self.logins: list[tuple[str, bool]] = []  # (user, accepted)
         self.last_login = None
-        # Called with each message received, before the relay answers for it; a reply it returns refuses it.
+        # Called with each message received, before the relay answers for it; a reply it returns refuses it,
+        # UNANSWERED takes it and drops the connection before answering.
         self.on_message = None
         self.lock = threading.Lock()
         self.refuse_login = refuse_login

@@ -18,8 +18,9 @@ the run ``unknown``: logged, shown by ``status``, never mailed a second time.
 
 The message goes through the standard library's SMTP client, over STARTTLS, implicit TLS or a plain
 connection, with an optional login whose password is a sealed secret of the store. Each send is
-tried ``SEND_ATTEMPTS`` times with a doubling pause; a failure is logged, recorded as the run's
-``error`` and never raised: the CAPF service goes on serving phones. The service runs the monitor
+tried ``SEND_ATTEMPTS`` times with a doubling pause, unless the relay's answer to the message itself
+was lost (it may have taken it: the run is ``unknown``, never sent again); a failure is logged,
+recorded as the run's ``error`` and never raised: the CAPF service goes on serving phones. The service runs the monitor
 from its scheduler (``run_if_due``) every ``monitor_interval_hours``; after a failed run, again
 after ``RETRY_AFTER_MINUTES`` (doubling, at most the interval). ``opencapf monitor run --now`` checks
 only as at a time not later than this host's clock (``cli/options.clock_or_earlier``): a check is
@@ -28,6 +29,7 @@ recorded, and its days left mailed, as of its ``now``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import io
@@ -255,20 +257,54 @@ def _tls_context(settings: dict) -> ssl.SSLContext:
                               settings["smtp_ca_file"]) from None
 
 
+class _Unanswered(Exception):
+    """The connection to the relay was lost after the message itself went out, before the relay's answer
+    to it: the relay may have taken it."""
+
+
+class _Watched:
+    """An SMTP client that notes when the message itself goes out (DATA)."""
+
+    handed_over = False
+
+    def data(self, msg):
+        self.handed_over = True  # from here a lost connection leaves it unknown whether the relay took it
+        return super().data(msg)  # pylint: disable=no-member
+
+
+class _Smtp(_Watched, smtplib.SMTP):
+    pass
+
+
+class _SmtpTls(_Watched, smtplib.SMTP_SSL):
+    pass
+
+
 def _send_once(message: EmailMessage, settings: dict) -> None:
+    """Send ``message`` through one SMTP session; ``_Unanswered`` when it may have been taken, unanswered. Once
+    the relay took it, how the session ends (QUIT) changes nothing: it is sent."""
     host, port, security = settings["smtp_host"], settings["smtp_port"], settings["smtp_security"]
     if security == "tls":
-        client = smtplib.SMTP_SSL(host, port, timeout=SMTP_TIMEOUT_SECONDS, context=_tls_context(settings))
+        client = _SmtpTls(host, port, timeout=SMTP_TIMEOUT_SECONDS, context=_tls_context(settings))
     else:
-        client = smtplib.SMTP(host, port, timeout=SMTP_TIMEOUT_SECONDS)
-    with client:
+        client = _Smtp(host, port, timeout=SMTP_TIMEOUT_SECONDS)
+    try:
         client.ehlo()
         if security == "starttls":
             client.starttls(context=_tls_context(settings))
             client.ehlo()
         if settings["smtp_username"]:
             client.login(settings["smtp_username"], settings["smtp_password"] or "")
-        client.send_message(message)
+        try:
+            client.send_message(message)
+        except (smtplib.SMTPException, OSError) as exc:
+            if client.handed_over and not isinstance(exc, smtplib.SMTPResponseException):
+                raise _Unanswered(_describe(exc)) from None
+            raise
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            client.quit()
+    finally:
+        client.close()
 
 
 def _describe(exc: BaseException) -> str:
@@ -282,23 +318,30 @@ def _describe(exc: BaseException) -> str:
 
 
 def send(message: EmailMessage, settings: dict, *, attempts: int = SEND_ATTEMPTS,
-         pause: float = FIRST_PAUSE_SECONDS, sleep: Callable[[float], None] = time.sleep) -> tuple[int, str]:
+         pause: float = FIRST_PAUSE_SECONDS, sleep: Callable[[float], None] = time.sleep) -> tuple[int, str, bool]:
     """Send ``message`` through the relay, trying ``attempts`` times with a doubling pause; return the
-    attempts made and the last error ('' once sent). Never raises for an SMTP or network failure."""
+    attempts made, the last error ('' once sent) and whether the relay may have taken it although it did
+    not say so (its answer to the message itself was lost: not tried again, so that it is not sent twice).
+    Never raises for an SMTP or network failure."""
     error = ""
     for attempt in range(1, attempts + 1):
         try:
             _send_once(message, settings)
-            return attempt, ""
+            return attempt, "", False
         except ValidationError as exc:
-            return attempt, str(exc)
+            return attempt, str(exc), False
+        except _Unanswered as exc:
+            error = f"{exc}: the relay's answer to the message was lost; it may have taken it, so it is not sent again"
+            log.warning("monitor: sending the warning mail through %s:%d (attempt %d of %d): %s",
+                        settings["smtp_host"], settings["smtp_port"], attempt, attempts, error)
+            return attempt, error, True
         except (smtplib.SMTPException, OSError, ssl.SSLError, UnicodeError) as exc:
             error = _describe(exc)
             log.warning("monitor: sending the warning mail through %s:%d failed (attempt %d of %d): %s",
                         settings["smtp_host"], settings["smtp_port"], attempt, attempts, error)
         if attempt < attempts:
             sleep(pause * 2 ** (attempt - 1))
-    return attempts, error
+    return attempts, error, False
 
 
 # -- a check ------------------------------------------------------------------------------------
@@ -358,27 +401,28 @@ def _mail(store: Store, settings: dict, moment: _dt.datetime, items: list[Findin
                                     mails_sent=0, attempts=0, failures=0, error=UNKNOWN_OUTCOME if due else "")
     if not due:
         return _outcome(run_id, checked_at, "nothing_due", items, due, 0, 0, "")
-    attempts, error = send(compose(due, settings, moment), settings, sleep=sleep, pause=pause)
-    result = "failed" if error else "sent"
+    attempts, error, unsure = send(compose(due, settings, moment), settings, sleep=sleep, pause=pause)
+    result = "unknown" if unsure else "failed" if error else "sent"
     if not error:
         log.info("monitor: warned %s about %d certificate(s) (soonest: %s %s, %s)", ", ".join(settings["recipients"]),
                  len(due), KIND_TITLES[due[0].kind], _line(due[0].subject), _when(due[0]))
-    failures = (previous["failures"] + 1 if previous else 1) if error else 0
+    failures = (previous["failures"] + 1 if previous else 1) if result == "failed" else 0
     try:
         with store.transaction() as tx:
-            if error:  # the relay did not take it: a later check sends these warnings
+            if result == "failed":  # the relay did not take it: a later check sends these warnings
                 records.unclaim_warnings(tx, claimed)
-            else:
+            elif result == "sent":
                 records.record_warnings(tx, _warning_rows(due), checked_at)
-            records.finish_run(tx, run_id, finished_at=format_utc(utc_now()), result=result, mails_sent=0 if error else 1,
-                               attempts=attempts, failures=failures, error=error)
+            records.finish_run(tx, run_id, finished_at=format_utc(utc_now()), result=result,
+                               mails_sent=int(result == "sent"), attempts=attempts, failures=failures, error=error)
     except StoreError as exc:
         log.warning("monitor: the warning mail about %d certificate(s) (soonest: %s %s, %s) was %s, but that could "
                     "not be recorded: %s; its warnings stay recorded as sent (recorded before sending), so that no "
                     "process mails them again%s, and the run's result stays unknown ('monitor show')", len(due),
-                    KIND_TITLES[due[0].kind], _line(due[0].subject), _when(due[0]), "not sent" if error else "sent",
-                    exc, ": warn the recipients yourself" if error else "")
-    return _outcome(run_id, checked_at, result, items, due, 0 if error else 1, attempts, error)
+                    KIND_TITLES[due[0].kind], _line(due[0].subject), _when(due[0]),
+                    {"sent": "sent", "failed": "not sent", "unknown": "perhaps sent"}[result], exc,
+                    ": warn the recipients yourself" if result == "failed" else "")
+    return _outcome(run_id, checked_at, result, items, due, int(result == "sent"), attempts, error)
 
 
 def _warning_rows(due: list[Finding]) -> list[tuple]:

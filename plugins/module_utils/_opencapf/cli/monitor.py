@@ -51,7 +51,7 @@ def _run(args, output) -> int:
     lines += [f"  {item['not_after']}  {item['days_left']:>5} days  {item['kind']:<18} {item['subject']}"
               for item in result["certificates"]]
     output.result(result, "\n".join(lines))
-    return 1 if result["result"] == "failed" else 0
+    return 1 if result["result"] in ("failed", "unknown") else 0
 
 
 def _show(args, output) -> int:

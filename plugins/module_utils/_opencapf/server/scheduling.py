@@ -140,7 +140,7 @@ class Scheduling:
         with self._store.leading(MONITOR_LEAD):
             run = monitor.run_if_due(self._store, self._clock())
         if run is not None:
-            level = logging.WARNING if run["result"] == "failed" else logging.INFO
+            level = logging.WARNING if run["result"] in ("failed", "unknown") else logging.INFO
             log.log(level, "monitor: checked the certificates: %s (%d found, %d warning(s) due, %d mail(s) sent)%s",
                     run["result"], run["found"], run["warnings"], run["mails_sent"],
                     f": {run['error']}" if run["error"] else "")

@@ -15,7 +15,7 @@ import pytest
 
 from support import pki
 from support.declarations import installed_lsc
-from support.smtp import PASSWORD, USER, SmtpRelay, free_port
+from support.smtp import PASSWORD, UNANSWERED, USER, SmtpRelay, free_port
 from _opencapf import monitor, reports, secretbox, service_config
 from _opencapf.ca import authority
 from _opencapf.cli.main import main as cli_main
@@ -350,3 +350,25 @@ def test_monitor_run_never_checks_beside_the_service_that_leads_the_monitor(stor
     assert cli_main([*store_cli, "--json", "monitor", "run", "--now", format_utc(now)]) == 0
     with store.read() as tx:
         assert records.last_run(tx) != runs
+
+
+def test_a_mail_the_relay_took_without_its_answer_arriving_is_not_sent_again(store, relay, caplog):
+    """The connection to the relay is lost after the message went out, before the relay's answer: the relay
+    may have taken it (here it did). It is not tried again, in this check or a later one: the run is
+    ``unknown``, its warnings recorded, and the log and ``monitor show`` say so."""
+    _configure(store, relay)
+    _lsc(store, "SEP0000000000D1", NOW + dt.timedelta(days=6))
+    relay.on_message = lambda _message: UNANSWERED
+    with caplog.at_level(logging.WARNING, logger="opencapf.monitor"):
+        run = monitor.check(store, NOW, sleep=_no_sleep([]))
+    assert (run["result"], run["attempts"], run["mails_sent"]) == ("unknown", 1, 0)
+    assert len(relay.messages) == 1
+    assert "the relay's answer to the message was lost; it may have taken it" in run["error"]
+    assert caplog.text.count("it may have taken it") == 1
+    relay.on_message = None
+    with store.read() as tx:
+        assert len(records.sent_warnings(tx)) == 2  # thresholds 30 and 7
+        shown = monitor.status(tx)
+    assert shown["last_run"]["result"] == "unknown" and shown["last_success"] is None
+    assert monitor.run_if_due(store, NOW + dt.timedelta(hours=25))["result"] == "nothing_due"
+    assert len(relay.messages) == 1
