@@ -226,17 +226,44 @@ def revoked_lscs(tx: Transaction, issuer: str | None = None, with_pem: bool = Fa
     their device names, serial, reason and time, oldest revocation first, or the ``newest`` so many,
     newest first; ``with_pem`` adds each certificate's PEM."""
     columns = ("serial", "issuer", "source", "not_after", "revoked_at", "revocation_reason") + (("pem",) if with_pem else ())
-    in_store = ", ".join(f"c.{column} AS {column}" for column in columns)
-    removed = ", ".join(f"r.{column} AS {column}" for column in columns)
-    sql = (f"SELECT c.id AS id, p.name AS device_name, {in_store} FROM certificates c "
-           "JOIN phones p ON p.id = c.phone_id WHERE c.kind = 'lsc' AND c.status = 'revoked'"
-           + (" AND c.issuer = ?" if issuer is not None else "")
-           + f" UNION ALL SELECT -r.id AS id, r.device_name AS device_name, {removed} FROM removed_phone_lscs r"
-           + (" WHERE r.issuer = ?" if issuer is not None else ""))
-    params: list = [issuer, issuer] if issuer is not None else []
+    in_store = (f"SELECT c.id AS id, p.name AS device_name, {', '.join(f'c.{column} AS {column}' for column in columns)} "
+                "FROM certificates c JOIN phones p ON p.id = c.phone_id WHERE c.kind = 'lsc' AND c.status = 'revoked'")
+    removed = (f"SELECT -r.id AS id, r.device_name AS device_name, {', '.join(f'r.{column} AS {column}' for column in columns)} "
+               "FROM removed_phone_lscs r")
     if newest is not None:
-        return tx.query(sql + " ORDER BY revoked_at DESC, id DESC LIMIT ?", params + [newest])
+        return _newest_revoked(tx, in_store, removed, issuer, newest)
+    sql = (in_store + (" AND c.issuer = ?" if issuer is not None else "")
+           + " UNION ALL " + removed + (" WHERE r.issuer = ?" if issuer is not None else ""))
+    params: list = [issuer, issuer] if issuer is not None else []
     return tx.query(sql + " ORDER BY revoked_at, id", params)
+
+
+def _newest_revoked(tx: Transaction, in_store: str, removed: str, issuer: str | None, newest: int) -> list[dict[str, Any]]:
+    """``revoked_lscs``' ``newest``, read newest first from indexes (those of the store's LSCs from the
+    index of them all, or of ``issuer``'s, those of removed phones from that of each issuer's) and merged.
+    Every renewal revokes an LSC, over the years: neither the reading nor the sorting grows with them."""
+    # Each part is ordered as the whole is (revocation time, then id: -r.id for a removed phone's), so
+    # the whole's newest are among the parts' newest, ties included. ``status_changed_at IS NOT NULL``
+    # (every row) lets the first part read the index certificates_revoked_newest, which other queries cannot.
+    first = " AND c.issuer = ?" if issuer is not None else " AND c.status_changed_at IS NOT NULL"
+    parts = [f"SELECT * FROM ({in_store}{first} ORDER BY c.revoked_at DESC, c.id DESC LIMIT ?) c0"]
+    params: list = ([issuer] if issuer is not None else []) + [newest]
+    for index, each in enumerate([issuer] if issuer is not None else _removed_issuers(tx)):
+        parts.append(f"SELECT * FROM ({removed} WHERE r.issuer = ? ORDER BY r.revoked_at DESC, r.id LIMIT ?) r{index}")
+        params += [each, newest]
+    return tx.query(" UNION ALL ".join(parts) + " ORDER BY revoked_at DESC, id DESC LIMIT ?", params + [newest])
+
+
+def _removed_issuers(tx: Transaction) -> list[str]:
+    """The issuers of removed phones' revoked LSCs: one step of their (issuer, revoked_at) index from each
+    to the next, not a walk of the index."""
+    found: list[str] = []
+    while True:
+        after = " WHERE issuer > ?" if found else ""
+        row = tx.one(f"SELECT issuer FROM removed_phone_lscs{after} ORDER BY issuer LIMIT 1", found[-1:])
+        if row is None:
+            return found
+        found.append(row["issuer"])
 
 
 # A revoked LSC that CRLs still list: none has listed it beyond its validity yet (``delist``).

@@ -384,6 +384,15 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "CREATE INDEX removed_phone_lscs_delisted ON removed_phone_lscs (issuer, not_after) "
         "WHERE delisted_after_crl IS NOT NULL",
     ]),
+    (20, "the newest revoked LSCs, read without reading every revoked one", [
+        # capf_info's revoked_lscs reads the newest revoked LSCs of every issuer (certificates.revoked_lscs):
+        # read newest first from this index, not all of those the renewals of the years revoked. Its
+        # second condition holds for every row (the column is NOT NULL) and is stated by that query alone,
+        # so no other query's plan can take this index: SQLite would read the CRL's entries by it (kind
+        # and status equal) rather than by the index of those the CRL still lists.
+        "CREATE INDEX certificates_revoked_newest ON certificates (kind, status, revoked_at) "
+        "WHERE status = 'revoked' AND status_changed_at IS NOT NULL",
+    ]),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
