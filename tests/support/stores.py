@@ -99,3 +99,28 @@ def vm_steps(store: Store, every: int = 100) -> Iterator[list[int]]:
         yield counted
     finally:
         connection.set_progress_handler(None, 0)
+
+
+@contextlib.contextmanager
+def steps_per_transaction(store: Store, every: int = 100) -> Iterator[list[list]]:
+    """SQLite's virtual machine steps (``vm_steps``) of each transaction that runs inside, told apart by
+    the statements that begin and end it: the list yielded gets ``[its BEGIN statement, steps, statements]``
+    for each, in order. A bound of the work one transaction does, and holds a lock for (SQLite stores only)."""
+    connection = store.backend._connection  # pylint: disable=protected-access
+    transactions: list[list] = []
+    with vm_steps(store, every) as counted:
+        started = [0]
+
+        def trace(statement: str) -> None:
+            if statement.startswith("BEGIN"):
+                started[0] = counted[0]
+                transactions.append([statement, 0, 0])
+            elif transactions:
+                transactions[-1][1] = counted[0] - started[0]
+                transactions[-1][2] += 1
+
+        connection.set_trace_callback(trace)
+        try:
+            yield transactions
+        finally:
+            connection.set_trace_callback(None)

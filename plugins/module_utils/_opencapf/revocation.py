@@ -50,6 +50,7 @@ from .vocabulary import (CLOCK_SKEW, REVOCATION_REASONS, REVOKED_EXPIRED, check_
 
 log = logging.getLogger("opencapf.revocation")
 EXPIRY_BATCH = 1000  # expired LSCs revoked per transaction
+DELIST_BATCH = 500  # revoked LSCs delisted (and, before a CRL is signed, read to find those) per transaction
 VALID_STATUSES = ("installed", "issued")  # an LSC that a revocation without a serial revokes
 _named_issuers: dict[bytes, tuple[bytes, bytes | None]] = {}  # an LSC PEM's SHA-256: its issuer name and key identifier
 _warned: set[tuple[str, str]] = set()  # (store, problem) logged by this process
@@ -179,14 +180,20 @@ def _issuers_of(pem: str, identities: dict[tuple[bytes, bytes], list[str]], issu
             and crl_module.signed_by(pem, issuer["certificate"])]
 
 
+def _identities(issuers: list[dict]) -> dict[tuple[bytes, bytes], list[str]]:
+    """The fingerprints of ``issuers`` by the identity relying parties know a CRL's issuer by (``_issuers_of``)."""
+    identities: dict[tuple[bytes, bytes], list[str]] = {}
+    for issuer in issuers:
+        identities.setdefault(crl_module.issuer_identity(issuer["certificate"]), []).append(issuer["fingerprint"])
+    return identities
+
+
 def _entries(tx, issuers: list[dict], now: _dt.datetime) -> tuple[dict[str, list[crl_module.Entry]],
                                                                   list[tuple[dict, list[str]]]]:
     """The entries of the CRL of each of ``issuers`` (by fingerprint) issued at ``now``: the revoked LSCs
     it signed that CRLs list (``certificates.crl_entries``); and each of those LSCs' row with the
     fingerprints of the issuers that list it."""
-    identities: dict[tuple[bytes, bytes], list[str]] = {}
-    for issuer in issuers:
-        identities.setdefault(crl_module.issuer_identity(issuer["certificate"]), []).append(issuer["fingerprint"])
+    identities = _identities(issuers)
     entries: dict[str, list[crl_module.Entry]] = {issuer["fingerprint"]: [] for issuer in issuers}
     rows = []
     for row in certificate_records.crl_entries(tx, CAPF_ISSUER, format_utc(now)):
@@ -203,15 +210,17 @@ def _entries(tx, issuers: list[dict], now: _dt.datetime) -> tuple[dict[str, list
 
 
 def _delisted(tx, issuers: list[dict], rows: list[tuple[dict, list[str]]], signed: dict[str, set[str]],
-              newest: dict[str, dict], now_text: str) -> list[int]:
+              newest: dict[str, dict], now_text: str, read: dict | None = None) -> list[int]:
     """The revoked LSCs (``certificates.crl_entries`` ids) that CRLs leave out after the CRLs ``signed``
     now (serials listed, by fingerprint; thisUpdate ``now_text``): RFC 5280 3.3, each has appeared on a
     CRL of every CAPF certificate that lists it and can sign one, issued after its notAfter and after
     its revocation (the CRL that listed it, now or the newest of that certificate: one issued after a
     revocation committed while it was being signed does not list it, and does not count). And each that
-    no CAPF certificate keeping a CRL lists any more (its own expired), once it has expired itself."""
+    no CAPF certificate keeping a CRL lists any more (its own expired), once it has expired itself.
+    ``read``: the newest CRLs read by an earlier call for other rows (it adds those it reads)."""
     signing = {issuer["fingerprint"] for issuer in issuers if issuer["signer"] is not None}
-    listed: dict[str, tuple[str, set[str]]] = {fingerprint: (now_text, serials) for fingerprint, serials in signed.items()}
+    listed: dict[str, tuple[str, set[str]]] = {} if read is None else read
+    listed.update({fingerprint: (now_text, serials) for fingerprint, serials in signed.items()})
     ids = []
     for row, fingerprints in rows:
         if row["delisted_after_crl"] is not None:  # listed again by a CRL issued before its notAfter
@@ -294,8 +303,10 @@ def refresh_crls(store: Store, now: _dt.datetime | None = None, *, force: bool =
     """Sign and store a new CRL for each CAPF certificate that keeps one (``authority.crl_issuers``)
     and needs one (``force``: for each in any case); the summaries of the CRLs signed.
 
-    The entries are gathered in a read transaction (the costly part: the issuer of every revoked LSC that
-    CRLs still list, ``certificates.crl_entries``), and
+    First the revoked LSCs that the newest CRLs already listed beyond their validity leave the CRLs
+    (``_delist_listed_before``, a batch per transaction: those of a store whose CRLs listed every LSC ever
+    revoked). The entries are gathered in a read transaction (the costly part: the issuer of every revoked
+    LSC that CRLs still list, ``certificates.crl_entries``), and
     what is signed is decided again in the write transaction that numbers and stores the CRLs, under
     the lock every writer of the store takes: when an LSC was revoked, a CAPF certificate rotated or
     another process (a node's scheduler, ``opencapf crl show``) signed a CRL in between, the entries
@@ -303,7 +314,8 @@ def refresh_crls(store: Store, now: _dt.datetime | None = None, *, force: bool =
     CRL of its issuer with a lower number, but the revoked LSCs that one listed beyond their validity:
     after signing, the transaction delists them (``_delisted``, ``certificates.delist``; a CRL issued
     before an LSC's notAfter lists it again all the same, ``certificates.crl_entries``) and gives every
-    CRL that saw all revocations the revocation mark after it (a delisting is no revocation to sign for).
+    CRL that saw all revocations the revocation mark after it (a delisting is no revocation to sign for);
+    more than ``DELIST_BATCH`` of them are delisted after it, a batch per transaction.
 
     A CRL's thisUpdate is ``now``, this host's clock, never later (RFC 5280 5.1.2.4: relying parties
     refuse a CRL that starts in their future), even when the newest CRL of its issuer, signed by a host
@@ -317,6 +329,11 @@ def refresh_crls(store: Store, now: _dt.datetime | None = None, *, force: bool =
         issuers, _hours, mark, newest, due = _plan(store, tx, now, force)
         _warn_once(store, [problem for issuer in issuers for problem in issuer_problems(issuer)])
         if not due:
+            return []
+    _delist_listed_before(store, issuers, newest, now)
+    with store.read() as tx:
+        issuers, _hours, mark, newest, due = _plan(store, tx, now, force)
+        if not due:  # another process signed them meanwhile
             return []
         entries, rows = _entries(tx, issuers, now)
     read = _state(mark, issuers, newest)
@@ -344,10 +361,45 @@ def refresh_crls(store: Store, now: _dt.datetime | None = None, *, force: bool =
         listed = {crl["signer_fingerprint"]: {entry.serial for entry in entries[crl["signer_fingerprint"]]}
                   for crl in signed}
         delisted = _delisted(tx, issuers, rows, listed, newest, format_utc(now)) if signed else []
-        if delisted:
+        if delisted and len(delisted) <= DELIST_BATCH:
             certificate_records.delist(tx, delisted, signed[-1]["number"])
             crl_records.update_revocation_mark(tx, mark, certificate_records.revocation_mark(tx, CAPF_ISSUER))
+    if len(delisted) > DELIST_BATCH:
+        # A CRL that listed more beyond their validity than a transaction delists (the first of a store
+        # whose CRLs listed every LSC revoked over the years): a batch per transaction, so that no writer
+        # waits for all of them. The revocation mark changes: the next refresh signs a CRL without them.
+        for start in range(0, len(delisted), DELIST_BATCH):
+            with store.transaction() as tx:
+                certificate_records.delist(tx, delisted[start:start + DELIST_BATCH], signed[-1]["number"])
     return signed
+
+
+def _delist_listed_before(store: Store, issuers: list[dict], newest: dict[str, dict], now: _dt.datetime) -> int:
+    """Before CRLs are signed at ``now``: delist the revoked LSCs that the newest CRLs of ``issuers``
+    (``newest``, by fingerprint) listed beyond their validity and revocation already (``_delisted``), read
+    and delisted ``DELIST_BATCH`` at a time, each batch in a transaction of its own; how many. A store of
+    a version whose CRLs left no LSC out (before schema version 19) lists every LSC the renewals of the
+    years revoked: its first refresh delists them so, never all under the lock that every writer waits
+    for, and signs CRLs of those still to list."""
+    if not newest:
+        return 0
+    number = max(row["number"] for row in newest.values())  # the CRLs after it leave them out
+    identities, read, now_text, count = _identities(issuers), {}, format_utc(now), 0
+    for removed in (False, True):
+        after = None
+        while True:
+            with store.read() as tx:
+                page = certificate_records.listed_page(tx, CAPF_ISSUER, DELIST_BATCH, after, removed)
+                rows = [(row, _issuers_of(row["pem"], identities, issuers)) for row in page]
+                ids = _delisted(tx, issuers, rows, {}, newest, now_text, read)
+            if ids:
+                with store.transaction() as tx:
+                    certificate_records.delist(tx, ids, number)
+                count += len(ids)
+            if len(page) < DELIST_BATCH:
+                break
+            after = (page[-1]["revoked_at"], abs(page[-1]["id"]))
+    return count
 
 
 def _state(mark: str, issuers: list[dict], newest: dict[str, dict]) -> tuple:

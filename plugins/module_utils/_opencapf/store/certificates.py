@@ -285,13 +285,33 @@ def crl_entries(tx: Transaction, issuer: str, now: str) -> list[dict[str, Any]]:
                     (issuer, issuer, now, issuer, issuer, now))
 
 
+def listed_page(tx: Transaction, issuer: str, limit: int, after: tuple[str, int] | None = None,
+                removed: bool = False) -> list[dict[str, Any]]:
+    """The revoked LSCs of ``issuer`` that CRLs list (not ``delist``-ed), as ``crl_entries`` gives them, in
+    the store (else, ``removed``, those of phones removed since), the first ``limit`` by revocation time
+    and id after ``after`` (the revocation time and id, positive, of the last of the page before). Read
+    from the indexes of those alone, a page at a time: a store that CRLs never left an LSC out of lists
+    every LSC revoked over the years."""
+    columns = "serial, pem, not_after, revoked_at, revocation_reason, delisted_after_crl"
+    if removed:
+        sql = f"SELECT -id AS id, {columns} FROM removed_phone_lscs WHERE issuer = ? AND delisted_after_crl IS NULL"
+    else:
+        sql = f"SELECT id, {columns} FROM certificates WHERE issuer = ? AND kind = 'lsc' AND {_LISTED}"
+    params: list = [issuer]
+    if after is not None:
+        sql += " AND revoked_at >= ? AND (revoked_at > ? OR id > ?)"
+        params += [after[0], after[0], after[1]]
+    return tx.query(sql + " ORDER BY revoked_at, id LIMIT ?", params + [limit])
+
+
 def delist(tx: Transaction, ids, number: int) -> None:
     """CRLs numbered above ``number`` leave out the revoked LSCs ``ids`` (``crl_entries``' ids: negative
-    for a removed phone's) once they have expired: a CRL listed each of them beyond its validity (RFC 5280 3.3)."""
+    for a removed phone's) once they have expired: a CRL listed each of them beyond its validity (RFC 5280 3.3).
+    One delisted already keeps the number of the CRL after which it was."""
     ids = sorted(ids)
-    tx.executemany("UPDATE certificates SET delisted_after_crl = ? WHERE id = ?",
+    tx.executemany("UPDATE certificates SET delisted_after_crl = ? WHERE id = ? AND delisted_after_crl IS NULL",
                    [(number, each) for each in ids if each > 0])
-    tx.executemany("UPDATE removed_phone_lscs SET delisted_after_crl = ? WHERE id = ?",
+    tx.executemany("UPDATE removed_phone_lscs SET delisted_after_crl = ? WHERE id = ? AND delisted_after_crl IS NULL",
                    [(number, -each) for each in ids if each < 0])
 
 

@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from support.capf_validity import upload_capf
+from support.stores import steps_per_transaction
 from support.store_phones import create_phone
 from support.tools import openssl
 from _opencapf import revocation
@@ -38,6 +39,7 @@ from _opencapf.dependencies import NameOID, x509
 from _opencapf.store import certificates as certificate_records
 from _opencapf.store import open_store
 from _opencapf.store import phones as phone_records
+from _opencapf.store.sqlite import SqliteBackend
 from _opencapf.vocabulary import format_utc, utc_now
 
 NAMES = ("SEP0000000C0001", "SEP0000000C0002", "SEP0000000C0003")
@@ -279,3 +281,69 @@ def test_a_refresh_reads_no_lsc_that_crls_no_longer_list(store, ec_phone_key):
     assert after < baseline + 5000, (baseline, after)
     with store.read() as tx:
         assert len(certificate_records.crl_entries(tx, "capf", format_utc(walk.now))) == 3
+
+
+OLD_KEPT, OLD_REMOVED = 4000, 1000
+
+
+@pytest.mark.both_backends
+def test_the_first_refresh_of_a_store_whose_crls_listed_every_revoked_lsc_delists_a_batch_per_transaction(
+        store, ec_phone_key):
+    """A store of a version whose CRLs left no revoked LSC out (before schema version 19): 5,000 LSCs
+    revoked and expired long ago (superseded by renewals; 1,000 of a phone removed since), every one listed
+    by its newest CRL, issued after them, and none delisted. Its first CRL refresh (5) does no more work in
+    any one transaction than a batch of them takes (SQLite's virtual machine steps of each): none reads or
+    delists them all under the lock every writer waits for; and (6) ends where one refresh in one
+    transaction does: every one of them delisted (the CRL before listed each beyond its validity and its
+    revocation, RFC 5280 3.3), the revoked LSCs still valid listed by the CRL it signs. The steps are
+    counted on SQLite; on PostgreSQL the refresh ends the same."""
+    walk = _Walk(store, ec_phone_key)
+    for index in range(3):
+        walk.step("renew", index, 3)
+        walk.step("renew", index, 3)  # the first one superseded: listed, still valid
+    with store.read() as tx:
+        template = certificate_records.for_phone(tx, phone_records.get(tx, NAMES[0])["id"], "lsc")[0]
+        live = sorted(row["id"] for row in certificate_records.revoked_lscs(tx, "capf"))
+    long_ago = walk.now - dt.timedelta(days=400)
+    with store.transaction() as tx:
+        for name, count, prefix in (("SEP0000000C0F00", OLD_KEPT, "a"), ("SEP0000000C0F01", OLD_REMOVED, "b")):
+            phone = create_phone(tx, name)
+            for index in range(count):
+                moment = long_ago + dt.timedelta(minutes=index)
+                certificate_id = certificate_records.insert(
+                    tx, phone_id=phone["id"], kind="lsc", serial=f"{prefix}e{index:05x}", issuer="capf",
+                    fingerprint=f"f{name}{index}", public_key_fingerprint=f"k{index}", status="installed",
+                    source="capf", pem=template["pem"], not_before=format_utc(moment),
+                    not_after=format_utc(moment + dt.timedelta(days=1)))
+                certificate_records.revoke(tx, "test", certificate_id, name, "superseded",
+                                           format_utc(moment + dt.timedelta(hours=12)))
+        phone_records.delete(tx, "test", "SEP0000000C0F01")
+    listed = revocation.refresh_crls(store, walk.now + dt.timedelta(minutes=1), force=True)
+    assert listed[0]["entries"] == OLD_KEPT + OLD_REMOVED + 3
+    walk.check("the CRL before the upgrade")
+    with store.transaction() as tx:  # as schema version 19 found them: listed by that CRL, none delisted
+        tx.execute("UPDATE certificates SET delisted_after_crl = NULL")
+        tx.execute("UPDATE removed_phone_lscs SET delisted_after_crl = NULL")
+        old = {row["id"] for row in certificate_records.crl_entries(tx, "capf", format_utc(walk.now))} - set(live)
+    assert len(old) == OLD_KEPT + OLD_REMOVED
+    if isinstance(store.backend, SqliteBackend):
+        with steps_per_transaction(store) as transactions:
+            signed = revocation.refresh_crls(store, walk.now + dt.timedelta(minutes=2), force=True)
+    else:
+        signed, transactions = revocation.refresh_crls(store, walk.now + dt.timedelta(minutes=2), force=True), None
+    # Reading or delisting 5,000 revoked LSCs takes hundreds of thousands of steps; a batch of 500 of them,
+    # tens of thousands. The first read, whether a CRL is due, counts the revoked LSCs CRLs list (the
+    # revocation mark: an index of them alone) without a lock; every read and write after it is bounded.
+    if transactions is not None:
+        heaviest = max(transactions[1:], key=lambda transaction: transaction[1])
+        assert heaviest[1] < 50000, (heaviest, transactions)
+        writes = [steps for begin, steps, _statements in transactions if begin == "BEGIN IMMEDIATE"]
+        assert len(writes) >= (OLD_KEPT + OLD_REMOVED) // revocation.DELIST_BATCH, transactions
+    assert signed[0]["entries"] == 3
+    with store.read() as tx:
+        assert sorted(row["id"] for row in certificate_records.crl_entries(tx, "capf", format_utc(walk.now))) == live
+        delisted = {row["id"] for row in tx.query("SELECT id FROM certificates WHERE delisted_after_crl IS NOT NULL")}
+        delisted |= {-row["id"] for row in tx.query("SELECT id FROM removed_phone_lscs WHERE delisted_after_crl IS NOT NULL")}
+    assert delisted == old
+    walk.check("the first refresh after the upgrade")
+    walk.finish()
