@@ -46,8 +46,8 @@ def _straightforward(tx, issuer=None, with_pem=False) -> list[dict]:
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(lscs=LSCS, removed=st.sets(st.integers(0, len(NAMES) - 1), max_size=2),
        newest=st.integers(1, 12), with_pem=st.booleans())
-def test_the_newest_revoked_lscs_are_those_of_a_reading_of_every_one(more_store_locations, state_dir, lscs, removed,
-                                                                    newest, with_pem):
+def test_the_newest_revoked_lscs_are_those_of_a_reading_of_every_one(more_store_locations, state_dir, lscs,
+                                                                     removed, newest, with_pem):
     """Revoked LSCs of three issuers on four phones, some removed since (their revoked LSCs kept),
     revoked at three times only (ties ordered by id, a removed phone's by its negative id)."""
     with open_store(more_store_locations(f"newest-{next(_runs)}"), state_dir=state_dir, actor="test") as store:
