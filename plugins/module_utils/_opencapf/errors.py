@@ -51,6 +51,11 @@ class LeadLost(StoreError):
     (``Store.leading``); another process may lead it now."""
 
 
+class StoreBusy(StoreError):
+    """Another writer (such as a long ``opencapf apply``) held the store's write lock for longer than
+    the caller may wait for it; nothing was written."""
+
+
 class NotFoundError(CapfError, LookupError):
     """A named object does not exist in the store."""
 

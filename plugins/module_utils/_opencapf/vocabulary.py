@@ -111,8 +111,9 @@ SMTP_SECURITY = ("starttls", "tls", "none")
 SMTP_TEXT_MAX = 254  # host names, user names and addresses
 
 # The longest a writer of an SQLite store waits for the store's write lock while another writer holds it
-# (a long ``opencapf apply``) before it gives up with an error: the CLI, the modules and the scheduler.
-# The CAPF service's sessions wait for as long as it takes.
+# (a long ``opencapf apply``) before it gives up with an error: the CLI, the modules, the scheduler and
+# the CAPF service's store threads. A step of a phone session waits at most its step timeout (``serve
+# --step-timeout``), then the session ends failed, with nothing of the step written.
 WRITER_LOCK_WAIT_SECONDS = 600
 
 # Run-time settings of the CAPF service (``serve`` options) and of the phone simulator.

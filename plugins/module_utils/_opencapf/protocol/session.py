@@ -191,6 +191,7 @@ class ServerSession:
         self._csr_request = None
         self._delivering = False  # STORE of a third-party LSC for the phone's pending key
         self._step_started = 0.0
+        self.abandoned = False  # ended by ``abandon``: the decider recorded nothing of its end
 
     # -- driver interface -------------------------------------------------------------------
 
@@ -250,6 +251,18 @@ class ServerSession:
     def connection_lost(self, reason: str = "peer closed the connection") -> None:
         if not self.closed:
             self._close("aborted", reason)
+
+    def abandon(self, reason: str) -> bytes:
+        """End the session failed without asking the decider, whose store cannot be written now (another
+        writer holds it): the END_SESSION for the phone, also when a step ended the session and its
+        decider failed to record the end. Whatever the session had recorded before stays as it was."""
+        self.abandoned = True
+        self.outcome.outcome = "failed"
+        self.outcome.reason = reason
+        self.outcome.end_reason = int(Reason.INVALID_ELEMENT)
+        self.state = CLOSED
+        self.deadline = None
+        return self._send(Command.END_SESSION, [(Tag.REASON, u8(Reason.INVALID_ELEMENT))])
 
     # -- internals --------------------------------------------------------------------------
 

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from .. import enrolment, faults, parameters as service_parameters
 from ..ca import authority
 from ..ca import certificates as ca_certificates
-from ..errors import CapfError
+from ..errors import CapfError, StoreBusy
 from ..files import write_private_file
 from ..protocol.session import ServerSession
 from ..sockets import bind_listeners, set_nodelay
@@ -70,6 +70,9 @@ ACCEPT_RETRY_SECONDS = 1.0  # pause of a listening socket after the process ran 
 # Issuers whose sessions may wait on the network (the online CA's HTTP): their steps run in the
 # thread pool, never on the event loop.
 NETWORK_ISSUERS = ("online_ca",)
+# A step of a session that finds the store's write lock held by another process tries again after this
+# long at most (starting at a millisecond), until its step timeout.
+WRITER_CLAIM_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -264,14 +267,38 @@ class CapfServer:
 
     async def _step(self, inline: bool, function, *args):
         """One piece of store work: on the event loop (then waiting for the disk, off the loop, when
-        it made a durable commit), or in the thread pool when it may wait on the network."""
+        it made a durable commit), or in the thread pool when it may wait on the network. On the loop,
+        the step claims the store's write lock first (``claim_writer``: without waiting), so that its
+        writes never wait for it there; while another process holds it (a long 'opencapf apply'), the
+        step awaits it, the loop serving everything else meanwhile, up to the step timeout: then
+        ``StoreBusy``, the step not run."""
         if not inline:
             return await self._run(function, *args)
-        mark = self.store.durable_mark
-        result = function(*args)
+        backend = self.store.backend
+        if not backend.claim_writer():
+            await self._claim_writer()
+        try:
+            mark = self.store.durable_mark
+            result = function(*args)
+        finally:
+            backend.release_writer()
         if self.store.durable_mark != mark:
             await self._durability.wait(self.store.durable_mark)
         return result
+
+    async def _claim_writer(self) -> None:
+        loop = asyncio.get_running_loop()
+        bound = self.options.step_timeout
+        ends = loop.time() + bound
+        pause = 0.001
+        while True:
+            await asyncio.sleep(min(pause, max(0.0, ends - loop.time())))
+            if self.store.backend.claim_writer():
+                return
+            if loop.time() >= ends:
+                raise StoreBusy(f"another writer (such as a long 'opencapf apply') held the store's write lock for "
+                                f"longer than the step timeout ({bound:g} s); nothing of the step was written")
+            pause = min(2 * pause, WRITER_CLAIM_POLL_SECONDS)
 
     def _connection_state(self) -> tuple[dict, authority.Signer]:
         """The service parameters and the active CAPF certificate, read again only when another
@@ -311,7 +338,12 @@ class CapfServer:
 
     async def _end(self, record: dict, duration, outcome: str, reason: str) -> None:
         """Record a connection that ended before its CAPF session began (refused, or its TLS failed)."""
-        await self._step(True, lambda: self._record(**record, outcome=outcome, reason=reason, duration_ms=duration()))
+        try:
+            await self._step(True, lambda: self._record(**record, outcome=outcome, reason=reason,
+                                                        duration_ms=duration()))
+        except StoreBusy as exc:
+            self._quiet_log.warning(("store busy",), "session %d: %s: %s (%s) not recorded: %s", record["session_id"],
+                                    record["peer"], outcome, reason, exc)
 
     async def _tls_failed(self, record: dict, duration, address: str, exc: BaseException) -> None:
         reason = f"TLS handshake failed: {_describe(exc)}"
@@ -456,11 +488,13 @@ class CapfServer:
                     self._record_session(record, session, duration)
                 raise
             outcome = session.outcome
-            await self._step(True, self._record_session, record, session, duration)
+            if not session.abandoned:
+                await self._step(True, self._record_session, record, session, duration)
             level = logging.INFO if outcome.outcome in ("succeeded", "no_operation", "deferred") else logging.WARNING
-            log.log(level, "session %d: %s device %s operation %s: %s%s", session_id, peer,
+            log.log(level, "session %d: %s device %s operation %s: %s%s%s", session_id, peer,
                     outcome.device_name or "-", outcome.operation or "-", outcome.outcome,
-                    f" ({outcome.reason})" if outcome.reason else "")
+                    f" ({outcome.reason})" if outcome.reason else "",
+                    "; the session is not recorded" if session.abandoned else "")
             self.served += 1
             faults.checkpoint("session.recorded")
             if final:
@@ -494,7 +528,15 @@ class CapfServer:
                 if reply:
                     await link.write(reply, session.deadline)
         except (ssl.SSLError, OSError, ConnectionError) as exc:
-            await self._step(inline, session.connection_lost, f"connection failed: {_describe(exc)}")
+            try:
+                await self._step(inline, session.connection_lost, f"connection failed: {_describe(exc)}")
+            except StoreBusy as busy:
+                session.abandon(str(busy))
+        except StoreBusy as exc:
+            # The store cannot be written for now: the phone hears that the session failed, and learns
+            # nothing the store does not hold (its operation stays as the session found it or left it
+            # at its last write: one no session serves is settled by the scheduler after its time bound).
+            return session.abandon(str(exc))
         return b""
 
     @property

@@ -93,6 +93,18 @@ class Backend(abc.ABC):
         as long as the rehearsal lasts; writers are not held up); PostgreSQL: a write transaction of the
         database itself, rolled back (the other writers wait for it, as for any writer)."""
 
+    def claim_writer(self) -> bool:
+        """Take the lock every writer takes, without waiting, for the write transactions the calling thread
+        opens until ``release_writer``: False, taking nothing, when another writer holds it. The CAPF
+        service claims it for a step of a session on its event loop, so that the step never waits for it
+        there. A backend whose lock is not cheap to take ahead (PostgreSQL's lives in the database) takes
+        nothing and says True: its writers of the event loop wait a short bound in the transaction."""
+        return True
+
+    def release_writer(self) -> None:
+        """End the calling thread's claim (``claim_writer``, when it said True)."""
+        return None
+
     def atomic(self) -> contextlib.AbstractContextManager[Transaction]:
         """A durable write transaction that a change of several steps runs in, committed once at the
         end or rolled back entirely, holding the lock every writer takes from its first statement to

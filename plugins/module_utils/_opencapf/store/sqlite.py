@@ -14,7 +14,7 @@ import time
 import urllib.parse
 from typing import Any, Iterable, Iterator, Sequence
 
-from ..errors import StoreError
+from ..errors import StoreBusy, StoreError
 from ..vocabulary import WRITER_LOCK_WAIT_SECONDS
 from .backend import Backend, Transaction
 
@@ -25,8 +25,12 @@ MMAP_BYTES = 256 * 1024 * 1024
 WRITER_LOCK_SUFFIX = "-writer.lock"
 LEAD_LOCK_SUFFIX = "-lead-{name}.lock"  # one per duty (Backend.try_lead), e.g. capf.db-lead-scheduler.lock
 LEAD_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
-# A writer that polls for the writer lock (not the service's) sleeps at most this long between tries.
+# A writer that polls for the writer lock sleeps at most this long between tries.
 WRITER_LOCK_POLL_SECONDS = 0.05
+# The longest the CAPF service's event loop (the deferring thread) polls for the writer lock in a write
+# transaction of its own, outside a claim (``claim_writer``), before it fails with ``StoreBusy``: every
+# session and every connection of the process waits while it does.
+LOOP_WRITER_LOCK_WAIT_SECONDS = 0.25
 
 # The writer locks (device, inode of the lock file) each thread holds, through whichever connection.
 _held_by_thread = threading.local()
@@ -204,12 +208,15 @@ class SqliteBackend(Backend):
             raise StoreError(f"store {self.location} cannot use WAL journaling (got {mode})")
         # Every writer queues for the write lock on a lock file before SQLite's own lock, which it then
         # finds free: a writer that holds it for long (an atomic change, ``atomic``) makes the others
-        # wait for it there, where SQLite's busy handler would fail them after the busy timeout. The
-        # service's writers (group commit) wait in flock and wake the moment the writer is done; the
-        # others (the CLI, modules, the service's scheduler) poll, up to ``writer_lock_wait`` seconds.
+        # wait for it there, where SQLite's busy handler would fail them after the busy timeout. A writer
+        # polls for it, up to ``writer_lock_wait`` seconds (the CLI, modules, the scheduler, the service's
+        # store threads), without holding the connection's lock meanwhile; the service's event loop never
+        # waits for it longer than ``LOOP_WRITER_LOCK_WAIT_SECONDS``: it claims the lock for a session's
+        # step before the step runs (``claim_writer``), awaiting it asynchronously when it is held.
         self._writer_lock: int | None = None
         self._writer_lock_id: tuple[int, int] | None = None
-        self._writer_depth = 0  # write transactions of this connection that hold the writer lock
+        self._writer_depth = 0  # write transactions and claims of this connection that hold the writer lock
+        self._writer_owner: int | None = None  # the thread they belong to
         if not read_only:
             try:
                 self._writer_lock = self._open_writer_lock()
@@ -273,48 +280,74 @@ class SqliteBackend(Backend):
 
     def _take_writer_lock(self) -> None:
         """Take the writer lock for a write transaction of this connection (the caller holds ``_lock``).
-        A transaction begun inside another of the same connection holds it already; one begun by a
-        thread that holds it through another connection would wait for itself, and is refused."""
-        if self._writer_depth:
-            self._writer_depth += 1
+        A transaction begun inside another of the same connection and thread, or inside the thread's
+        claim, holds it already; one begun by a thread that holds it through another connection would
+        wait for itself, and is refused. The event loop of the service waits for it at most
+        ``LOOP_WRITER_LOCK_WAIT_SECONDS``, any other thread ``writer_lock_wait``."""
+        if self._try_writer_lock():
             return
+        bound = LOOP_WRITER_LOCK_WAIT_SECONDS if threading.get_ident() == self.deferring_thread \
+            else self.writer_lock_wait
+        started = time.monotonic()
+        pause = 0.001
+        while True:
+            waited = time.monotonic() - started
+            if waited >= bound:
+                raise StoreBusy(f"store {self.location}: waited {round(waited, 1):g} s for its write lock, which "
+                                "another writer (such as a long 'opencapf apply') still holds; nothing was written; "
+                                "try again once it is done")
+            # The connection's other threads (the service's event loop) go on reading meanwhile.
+            self._lock.release()
+            try:
+                time.sleep(min(pause, bound - waited))
+            finally:
+                self._lock.acquire()
+            pause = min(2 * pause, WRITER_LOCK_POLL_SECONDS)
+            if self._try_writer_lock():
+                return
+
+    def _try_writer_lock(self) -> bool:
+        """Take the writer lock if this thread holds it already or nobody does (the caller holds ``_lock``)."""
+        me = threading.get_ident()
+        if self._writer_depth:
+            if self._writer_owner != me:  # another thread of this connection, between its transactions
+                return False
+            self._writer_depth += 1
+            return True
         held = _held_writer_locks()
         if self._writer_lock_id in held:
             raise StoreError(f"store {self.location}: this thread is writing to it through another connection; "
                              "a write through this one would wait for itself")
         try:
-            if self.group_commit:
-                fcntl.flock(self._writer_lock, fcntl.LOCK_EX)
-            else:
-                self._poll_writer_lock()
+            fcntl.flock(self._writer_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
         except OSError as exc:
             raise StoreError(f"cannot lock the writer lock of store {self.location}: {exc.strerror}") from None
         held.add(self._writer_lock_id)
+        self._writer_owner = me
         self._writer_depth = 1
-
-    def _poll_writer_lock(self) -> None:
-        started = time.monotonic()
-        pause = 0.001
-        while True:
-            try:
-                fcntl.flock(self._writer_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                pass
-            waited = time.monotonic() - started
-            if waited >= self.writer_lock_wait:
-                raise StoreError(f"store {self.location}: waited {round(waited, 1):g} s for its write lock, which "
-                                 "another writer (such as a long 'opencapf apply') still holds; nothing was written; "
-                                 "try again once it is done")
-            time.sleep(min(pause, self.writer_lock_wait - waited))
-            pause = min(2 * pause, WRITER_LOCK_POLL_SECONDS)
+        return True
 
     def _release_writer_lock(self) -> None:
         self._writer_depth -= 1
         if self._writer_depth:
             return
+        self._writer_owner = None
         _held_writer_locks().discard(self._writer_lock_id)
         fcntl.flock(self._writer_lock, fcntl.LOCK_UN)
+
+    def claim_writer(self) -> bool:
+        if self.read_only:
+            return True  # nothing to claim: its writes are refused
+        with self._lock:
+            return self._try_writer_lock()
+
+    def release_writer(self) -> None:
+        if self.read_only:
+            return
+        with self._lock:
+            self._release_writer_lock()
 
     def atomic(self) -> contextlib.AbstractContextManager[Transaction]:
         # Every writer queues on the writer lock before BEGIN IMMEDIATE: a long atomic change makes
