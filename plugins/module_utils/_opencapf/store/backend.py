@@ -13,6 +13,11 @@ import abc
 import contextlib
 from typing import Any, Iterable, Iterator, Sequence
 
+# The longest a write transaction of the CAPF service's event loop (the deferring thread) waits for the
+# lock every writer takes, outside a claim (``Backend.claim_writer``), before it fails with ``StoreBusy``:
+# every session and every connection of the process waits while it does.
+LOOP_WRITER_LOCK_WAIT_SECONDS = 0.25
+
 
 class Transaction(abc.ABC):
     """One open transaction. Everything done through it commits together or not at all."""

@@ -46,8 +46,8 @@ import re
 import threading
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ..errors import DependencyError, StoreError
-from .backend import Backend, Transaction
+from ..errors import DependencyError, StoreBusy, StoreError
+from .backend import LOOP_WRITER_LOCK_WAIT_SECONDS, Backend, Transaction
 from .sqlite import LEAD_NAME
 
 try:
@@ -188,7 +188,7 @@ class PostgresBackend(Backend):
             try:
                 if write:
                     connection.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
-                    connection.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
+                    self._lock_writers(connection)
                     if not durable:
                         connection.execute("SET LOCAL synchronous_commit = off")
                 elif self.prepare_read is not None:
@@ -197,6 +197,11 @@ class PostgresBackend(Backend):
                     connection.execute("SET TRANSACTION READ ONLY")
                 else:
                     connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            except psycopg.errors.LockNotAvailable:
+                self._rollback()
+                raise StoreBusy(f"store {self.location}: waited {LOOP_WRITER_LOCK_WAIT_SECONDS:g} s for its write "
+                                "lock, which another writer (such as a long 'opencapf apply') still holds; nothing "
+                                "was written; try again once it is done") from None
             except psycopg.Error as exc:
                 self._rollback()
                 raise StoreError(f"store {self.location}: cannot begin a transaction: {_first_line(exc)}") from None
@@ -220,6 +225,16 @@ class PostgresBackend(Backend):
                 self._known = counted  # this connection's own commit, with no other in between
             # A durable commit is on disk now, deferring thread or not: ``durable_mark`` (commits still
             # to be synced) never rises, so the service's event loop never waits for a sync.
+
+    def _lock_writers(self, connection) -> None:
+        """Take the lock every writer takes; the CAPF service's event loop (the deferring thread), whose
+        wait holds up every session of the process, waits for it ``LOOP_WRITER_LOCK_WAIT_SECONDS`` at
+        most (the transaction's ``lock_timeout``, set in the same round trip), then LockNotAvailable."""
+        if threading.get_ident() == self.deferring_thread:
+            connection.execute("SELECT set_config('lock_timeout', %s, true), pg_advisory_xact_lock(%s)",
+                               (f"{round(LOOP_WRITER_LOCK_WAIT_SECONDS * 1000)}ms", WRITE_LOCK_KEY))
+        else:
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
 
     @contextlib.contextmanager
     def rehearsal(self) -> Iterator[Transaction]:

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from ..errors import StoreBusy, StoreError
 from ..vocabulary import WRITER_LOCK_WAIT_SECONDS
-from .backend import Backend, Transaction
+from .backend import LOOP_WRITER_LOCK_WAIT_SECONDS, Backend, Transaction
 
 BUSY_TIMEOUT_MS = 30000
 # Service connections (group commit) read the database through a memory map: several server
@@ -27,10 +27,6 @@ LEAD_LOCK_SUFFIX = "-lead-{name}.lock"  # one per duty (Backend.try_lead), e.g. 
 LEAD_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 # A writer that polls for the writer lock sleeps at most this long between tries.
 WRITER_LOCK_POLL_SECONDS = 0.05
-# The longest the CAPF service's event loop (the deferring thread) polls for the writer lock in a write
-# transaction of its own, outside a claim (``claim_writer``), before it fails with ``StoreBusy``: every
-# session and every connection of the process waits while it does.
-LOOP_WRITER_LOCK_WAIT_SECONDS = 0.25
 
 # The writer locks (device, inode of the lock file) each thread holds, through whichever connection.
 _held_by_thread = threading.local()

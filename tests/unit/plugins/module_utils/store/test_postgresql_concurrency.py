@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 
 import pytest
 
 from _opencapf import authstrings
 from _opencapf.ca import authority, lsc
 from _opencapf.dependencies import ec
+from _opencapf.errors import StoreBusy
 from _opencapf.protocol.session import AuthOffer, Issued, Outcome
 from _opencapf.server.decider import StoreDecider
 from _opencapf.store import open_store
 from _opencapf.store import service as service_records
+from _opencapf.store.backend import LOOP_WRITER_LOCK_WAIT_SECONDS
 from support.protocol import add_phone, certificate_rows, phone_row
+from support.store_phones import create_phone
 
 NODES = 4
 PHONE = "SEP001122334455"
@@ -128,3 +132,39 @@ def test_a_phone_has_one_installed_lsc_whatever_hosts_install_at_once(nodes):
     statuses = sorted(row["status"] for row in certificate_rows(nodes[0], PHONE))
     assert statuses.count("installed") == 1 and len(statuses) == NODES * 5
     assert set(statuses) <= {"installed", "revoked", "stale"}
+
+
+def test_the_service_event_loop_waits_a_short_bound_for_the_writers_lock(postgres_dsn, state_dir):
+    """The CAPF service's event loop (a group-commit store's deferring thread) waits for the writers'
+    advisory lock that another host's long change holds at most ``LOOP_WRITER_LOCK_WAIT_SECONDS``, then
+    fails with ``StoreBusy`` and nothing written; another thread of the same store waits as before, and
+    the loop writes again once the change is done."""
+    holding, release = threading.Event(), threading.Event()
+    with open_store(postgres_dsn, state_dir=state_dir, actor="holder") as holder, \
+            open_store(postgres_dsn, state_dir=state_dir, actor="capf-server", group_commit=True) as service:
+
+        def hold():
+            with holder.atomic() as tx:
+                create_phone(tx, "SEP0000000000E1")
+                holding.set()
+                release.wait(60)
+
+        thread = threading.Thread(target=hold)
+        thread.start()
+        service.defer_durability()
+        try:
+            assert holding.wait(30)
+            started = time.monotonic()
+            with pytest.raises(StoreBusy, match="another writer .* still holds; nothing was written"):
+                with service.transaction() as tx:
+                    create_phone(tx, "SEP0000000000E2")
+            waited = time.monotonic() - started
+            assert LOOP_WRITER_LOCK_WAIT_SECONDS * 0.8 <= waited < LOOP_WRITER_LOCK_WAIT_SECONDS + 2, waited
+        finally:
+            release.set()
+            thread.join(60)
+        with service.transaction() as tx:
+            create_phone(tx, "SEP0000000000E3")
+        service.defer_durability(False)
+        assert phone_row(service, "SEP0000000000E2") is None
+        assert phone_row(service, "SEP0000000000E1") is not None and phone_row(service, "SEP0000000000E3") is not None

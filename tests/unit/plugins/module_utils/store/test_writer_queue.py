@@ -20,7 +20,8 @@ from support.store_phones import create_phone
 from _opencapf.errors import StoreBusy, StoreError
 from _opencapf.store import open_store
 from _opencapf.store import phones as phone_records
-from _opencapf.store.sqlite import LOOP_WRITER_LOCK_WAIT_SECONDS, WRITER_LOCK_SUFFIX, SqliteBackend
+from _opencapf.store.backend import LOOP_WRITER_LOCK_WAIT_SECONDS
+from _opencapf.store.sqlite import WRITER_LOCK_SUFFIX, SqliteBackend
 from _opencapf.vocabulary import WRITER_LOCK_WAIT_SECONDS
 
 
