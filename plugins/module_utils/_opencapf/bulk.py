@@ -110,7 +110,8 @@ def run(store: Store, spec: dict, *, shared_string: str | None = None, csv_rows=
         tx=None, now=None) -> dict[str, Any]:
     """Run a job now, in one transaction: its own, or ``tx`` (a write transaction of the caller's: the
     scheduler claims, runs and records a job in one). ``csv_rows`` come from ``csv_import.parse``.
-    The query matches the phones' LSC statuses as they are at ``now`` (default: the current time).
+    The query matches the phones' LSC and operation statuses as they are at ``now`` (default: the current
+    time), and each phone's change is planned at that moment too.
     Names in ``query.names`` that are not in the store are returned (``unmatched``) with a warning,
     or with ``fail_on_unmatched`` fail the job before anything is written."""
     if spec["query"] is None and csv_rows is None:
@@ -140,8 +141,9 @@ def run(store: Store, spec: dict, *, shared_string: str | None = None, csv_rows=
             for item in csv_rows:
                 work.append((existing.get(item.name), PhoneRequest(item.name, item.settings, item.auth,
                                                                    f"phone {item.name}: ")))
+        # Planned at the moment the query matched at: each phone's operation as the query saw it.
         plans = converge_many(tx, store.actor, secret, work, via="bulk" if csv_rows is None else "csv",
-                              reissue=spec["reissue"], check_mode=check_mode, clock_skew=store.clock_skew)
+                              reissue=spec["reissue"], check_mode=check_mode, clock_skew=store.clock_skew, now=now)
         generated = [{"device_name": plan.name, "authentication_string": plan.generated}
                      for plan in plans if plan.generated is not None]
         updates = [plan for plan in plans if plan.exists and plan.changes]

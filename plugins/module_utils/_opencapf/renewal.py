@@ -62,7 +62,8 @@ def run(store: Store, now=None) -> dict[str, Any]:
             if rows:
                 converge_many(tx, store.actor, secret, [(row, PhoneRequest(row["name"], SETTINGS,
                                                                            prefix=f"phone {row['name']}: "))
-                                                        for row in rows], via="renewal", reissue=True)
+                                                        for row in rows], via="renewal", reissue=True,
+                              now=moment)
                 renewal_records.record_many(tx, at, [(row["id"], row["lsc_id"]) for row in rows])
                 audit.record(tx, store.actor, ACTION, "renewal", scheduled=len(rows), at=at,
                              renew_before_days=plan["days"], renew_max_per_day=plan["per_day"],

@@ -375,7 +375,7 @@ def apply_in(tx: Transaction, actor: str, secret: bytes, template: Template, dev
         work.append((row, PhoneRequest(**desired)))
     rules_broken: list | None = None if refused is None else []
     plans = phone_config.converge_many(tx, actor, secret, work, via=via, check_mode=check_mode, refused=rules_broken,
-                                       clock_skew=clock_skew)
+                                       clock_skew=clock_skew, now=moment)
     for request, exc in rules_broken or ():
         refused.append(_refusal(request.name, request.prefix, exc))
     created = [plan.name for plan in plans if not plan.exists]
