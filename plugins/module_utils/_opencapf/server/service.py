@@ -268,32 +268,28 @@ class CapfServer:
     async def _step(self, inline: bool, function, *args):
         """One piece of store work: on the event loop (then waiting for the disk, off the loop, when
         it made a durable commit), or in the thread pool when it may wait on the network. On the loop,
-        the step claims the store's write lock first (``claim_writer``: without waiting), so that its
-        writes never wait for it there; while another process holds it (a long 'opencapf apply'), the
-        step awaits it, the loop serving everything else meanwhile, up to the step timeout: then
-        ``StoreBusy``, the step not run."""
+        while another process holds the store's write lock (a long 'opencapf apply'), the step awaits it
+        first, the loop serving everything else meanwhile, up to the step timeout: then ``StoreBusy``,
+        the step not run. (A writer that takes the lock between that look and the step's write makes the
+        write wait ``LOOP_WRITER_LOCK_WAIT_SECONDS`` at most, then fail with ``StoreBusy``.)"""
         if not inline:
             return await self._run(function, *args)
-        backend = self.store.backend
-        if not backend.claim_writer():
-            await self._claim_writer()
-        try:
-            mark = self.store.durable_mark
-            result = function(*args)
-        finally:
-            backend.release_writer()
+        if not self.store.backend.writer_lock_free():
+            await self._writer_lock_freed()
+        mark = self.store.durable_mark
+        result = function(*args)
         if self.store.durable_mark != mark:
             await self._durability.wait(self.store.durable_mark)
         return result
 
-    async def _claim_writer(self) -> None:
+    async def _writer_lock_freed(self) -> None:
         loop = asyncio.get_running_loop()
         bound = self.options.step_timeout
         ends = loop.time() + bound
         pause = 0.001
         while True:
             await asyncio.sleep(min(pause, max(0.0, ends - loop.time())))
-            if self.store.backend.claim_writer():
+            if self.store.backend.writer_lock_free():
                 return
             if loop.time() >= ends:
                 raise StoreBusy(f"another writer (such as a long 'opencapf apply') held the store's write lock for "
@@ -488,7 +484,9 @@ class CapfServer:
                     self._record_session(record, session, duration)
                 raise
             outcome = session.outcome
-            if not session.abandoned:
+            if session.decider.recorded is not None:  # with the session's end: nothing to write
+                self._record_session(record, session, duration)
+            elif not session.abandoned:
                 await self._step(True, self._record_session, record, session, duration)
             level = logging.INFO if outcome.outcome in ("succeeded", "no_operation", "deferred") else logging.WARNING
             log.log(level, "session %d: %s device %s operation %s: %s%s%s", session_id, peer,

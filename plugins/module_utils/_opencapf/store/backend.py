@@ -14,8 +14,8 @@ import contextlib
 from typing import Any, Iterable, Iterator, Sequence
 
 # The longest a write transaction of the CAPF service's event loop (the deferring thread) waits for the
-# lock every writer takes, outside a claim (``Backend.claim_writer``), before it fails with ``StoreBusy``:
-# every session and every connection of the process waits while it does.
+# lock every writer takes before it fails with ``StoreBusy``: every session and every connection of the
+# process waits while it does. The service awaits a held lock before a step instead (``writer_lock_free``).
 LOOP_WRITER_LOCK_WAIT_SECONDS = 0.25
 
 
@@ -98,17 +98,13 @@ class Backend(abc.ABC):
         as long as the rehearsal lasts; writers are not held up); PostgreSQL: a write transaction of the
         database itself, rolled back (the other writers wait for it, as for any writer)."""
 
-    def claim_writer(self) -> bool:
-        """Take the lock every writer takes, without waiting, for the write transactions the calling thread
-        opens until ``release_writer``: False, taking nothing, when another writer holds it. The CAPF
-        service claims it for a step of a session on its event loop, so that the step never waits for it
-        there. A backend whose lock is not cheap to take ahead (PostgreSQL's lives in the database) takes
-        nothing and says True: its writers of the event loop wait a short bound in the transaction."""
+    def writer_lock_free(self) -> bool:
+        """Whether the lock every writer takes is free now (no other writer holds it), asked without
+        waiting. The CAPF service asks before a step of a session on its event loop and awaits it while
+        it is held, so that the step's writes do not wait for it there. A backend whose lock is not
+        cheap to ask about (PostgreSQL's lives in the database) says True: its writers of the event
+        loop wait ``LOOP_WRITER_LOCK_WAIT_SECONDS`` at most in the transaction."""
         return True
-
-    def release_writer(self) -> None:
-        """End the calling thread's claim (``claim_writer``, when it said True)."""
-        return None
 
     def atomic(self) -> contextlib.AbstractContextManager[Transaction]:
         """A durable write transaction that a change of several steps runs in, committed once at the

@@ -207,12 +207,11 @@ class SqliteBackend(Backend):
         # wait for it there, where SQLite's busy handler would fail them after the busy timeout. A writer
         # polls for it, up to ``writer_lock_wait`` seconds (the CLI, modules, the scheduler, the service's
         # store threads), without holding the connection's lock meanwhile; the service's event loop never
-        # waits for it longer than ``LOOP_WRITER_LOCK_WAIT_SECONDS``: it claims the lock for a session's
-        # step before the step runs (``claim_writer``), awaiting it asynchronously when it is held.
+        # waits for it longer than ``LOOP_WRITER_LOCK_WAIT_SECONDS``: it asks whether the lock is free
+        # before a session's step (``writer_lock_free``), awaiting it asynchronously while it is held.
         self._writer_lock: int | None = None
         self._writer_lock_id: tuple[int, int] | None = None
-        self._writer_depth = 0  # write transactions and claims of this connection that hold the writer lock
-        self._writer_owner: int | None = None  # the thread they belong to
+        self._writer_depth = 0  # write transactions of this connection that hold the writer lock
         if not read_only:
             try:
                 self._writer_lock = self._open_writer_lock()
@@ -276,74 +275,72 @@ class SqliteBackend(Backend):
 
     def _take_writer_lock(self) -> None:
         """Take the writer lock for a write transaction of this connection (the caller holds ``_lock``).
-        A transaction begun inside another of the same connection and thread, or inside the thread's
-        claim, holds it already; one begun by a thread that holds it through another connection would
-        wait for itself, and is refused. The event loop of the service waits for it at most
-        ``LOOP_WRITER_LOCK_WAIT_SECONDS``, any other thread ``writer_lock_wait``."""
-        if self._try_writer_lock():
-            return
-        bound = LOOP_WRITER_LOCK_WAIT_SECONDS if threading.get_ident() == self.deferring_thread \
-            else self.writer_lock_wait
-        started = time.monotonic()
-        pause = 0.001
-        while True:
-            waited = time.monotonic() - started
-            if waited >= bound:
-                raise StoreBusy(f"store {self.location}: waited {round(waited, 1):g} s for its write lock, which "
-                                "another writer (such as a long 'opencapf apply') still holds; nothing was written; "
-                                "try again once it is done")
-            # The connection's other threads (the service's event loop) go on reading meanwhile.
-            self._lock.release()
-            try:
-                time.sleep(min(pause, bound - waited))
-            finally:
-                self._lock.acquire()
-            pause = min(2 * pause, WRITER_LOCK_POLL_SECONDS)
-            if self._try_writer_lock():
-                return
-
-    def _try_writer_lock(self) -> bool:
-        """Take the writer lock if this thread holds it already or nobody does (the caller holds ``_lock``)."""
-        me = threading.get_ident()
+        A transaction begun inside another of the same connection holds it already; one begun by a
+        thread that holds it through another connection would wait for itself, and is refused. The
+        service's event loop waits for it at most ``LOOP_WRITER_LOCK_WAIT_SECONDS``, first in short
+        pauses (another server process holds it for a short transaction), any other thread
+        ``writer_lock_wait``; neither holds ``_lock`` while it waits."""
         if self._writer_depth:
-            if self._writer_owner != me:  # another thread of this connection, between its transactions
-                return False
             self._writer_depth += 1
-            return True
+            return
         held = _held_writer_locks()
         if self._writer_lock_id in held:
             raise StoreError(f"store {self.location}: this thread is writing to it through another connection; "
                              "a write through this one would wait for itself")
+        if not self._try_writer_lock():
+            loop = threading.get_ident() == self.deferring_thread
+            self._wait_writer_lock(LOOP_WRITER_LOCK_WAIT_SECONDS if loop else self.writer_lock_wait,
+                                   0.00002 if loop else 0.001)
+        held.add(self._writer_lock_id)
+        self._writer_depth = 1
+
+    def _try_writer_lock(self) -> bool:
         try:
             fcntl.flock(self._writer_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
         except OSError as exc:
             raise StoreError(f"cannot lock the writer lock of store {self.location}: {exc.strerror}") from None
-        held.add(self._writer_lock_id)
-        self._writer_owner = me
-        self._writer_depth = 1
         return True
+
+    def _wait_writer_lock(self, bound: float, pause: float) -> None:
+        started = time.monotonic()
+        while True:
+            waited = time.monotonic() - started
+            if waited >= bound:
+                raise StoreBusy(f"store {self.location}: waited {round(waited, 1):g} s for its write lock, which "
+                                "another writer (such as a long 'opencapf apply') still holds; nothing was written; "
+                                "try again once it is done")
+            # The connection's other threads (the service's event loop) go on reading meanwhile; none of
+            # them holds the writer lock when it holds ``_lock`` (their transactions hold both throughout).
+            self._lock.release()
+            try:
+                time.sleep(min(pause, bound - waited))
+            finally:
+                self._lock.acquire()
+            pause = min(2 * pause, WRITER_LOCK_POLL_SECONDS)
+            if self._writer_depth:  # cannot be: only a transaction of this thread takes it under ``_lock``
+                raise StoreError(f"store {self.location}: its writer lock was taken during the wait")
+            if self._try_writer_lock():
+                return
 
     def _release_writer_lock(self) -> None:
         self._writer_depth -= 1
         if self._writer_depth:
             return
-        self._writer_owner = None
         _held_writer_locks().discard(self._writer_lock_id)
         fcntl.flock(self._writer_lock, fcntl.LOCK_UN)
 
-    def claim_writer(self) -> bool:
-        if self.read_only:
-            return True  # nothing to claim: its writes are refused
+    def writer_lock_free(self) -> bool:
+        if self._writer_lock is None:
+            return True  # read-only: nothing may be written
         with self._lock:
-            return self._try_writer_lock()
-
-    def release_writer(self) -> None:
-        if self.read_only:
-            return
-        with self._lock:
-            self._release_writer_lock()
+            if self._writer_depth:  # a transaction of this thread holds it
+                return True
+            if not self._try_writer_lock():
+                return False
+            fcntl.flock(self._writer_lock, fcntl.LOCK_UN)
+            return True
 
     def atomic(self) -> contextlib.AbstractContextManager[Transaction]:
         # Every writer queues on the writer lock before BEGIN IMMEDIATE: a long atomic change makes
