@@ -18,7 +18,8 @@ description:
     part fails, for a reason in the file or one only the store reveals while applying (a bulk query naming a phone
     the store does not have, a setting a phone contradicts by then), the task fails with the error naming its path
     in the file (for example C(bulk[1].query.names ...)) and nothing of the file is written.
-  - The change holds the store's write lock until it commits; the CAPF service's writes wait for it; apply large
+  - The change holds the store's write lock until it commits; the CAPF service's writes wait for it (a session at
+    most its step timeout, then it ends failed with nothing written; the service serves on meanwhile); apply large
     files in a maintenance window.
   - Check mode is the apply itself, rehearsed and rolled back, so a section sees what the sections before it do (the
     phones a template creates, the phones a bulk query then matches); nothing is written, beside the store either.
