@@ -66,8 +66,8 @@ def test_the_service_serves_on_while_another_process_holds_the_write_lock(ca_sto
     identity = phone(tmp_path, NAME)
     capf = SimpleNamespace(capf_pem=authority.current(ca_store)["pem"])
     holder = None
-    with Serving.on(ca_store, tmp_path / "serve.log").start("--enrolment-interval", "0", "--step-timeout",
-                                                           str(STEP_TIMEOUT)) as serving:
+    serving = Serving.on(ca_store, tmp_path / "serve.log")
+    with serving.start("--enrolment-interval", "0", "--step-timeout", str(STEP_TIMEOUT)):
         capf.port = serving.port
         try:
             holder = subprocess.Popen([sys.executable, "-c", HOLDER, ca_store.location, ca_store.state_dir,

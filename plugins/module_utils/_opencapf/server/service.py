@@ -333,13 +333,18 @@ class CapfServer:
         return context
 
     async def _end(self, record: dict, duration, outcome: str, reason: str) -> None:
-        """Record a connection that ended before its CAPF session began (refused, or its TLS failed)."""
-        try:
-            await self._step(True, lambda: self._record(**record, outcome=outcome, reason=reason,
-                                                        duration_ms=duration()))
-        except StoreBusy as exc:
-            self._quiet_log.warning(("store busy",), "session %d: %s: %s (%s) not recorded: %s", record["session_id"],
-                                    record["peer"], outcome, reason, exc)
+        """Record a connection that ended before its CAPF session began (refused, or its TLS failed); not
+        while another process holds the store's write lock (the connection is not kept open for it)."""
+        if self.store.backend.writer_lock_free():
+            try:
+                await self._step(True, lambda: self._record(**record, outcome=outcome, reason=reason,
+                                                            duration_ms=duration()))
+                return
+            except StoreBusy:
+                pass
+        self._quiet_log.warning(("store busy",), "session %d: %s: %s (%s) not recorded: another writer (such as a "
+                                "long 'opencapf apply') holds the store's write lock", record["session_id"],
+                                record["peer"], outcome, reason)
 
     async def _tls_failed(self, record: dict, duration, address: str, exc: BaseException) -> None:
         reason = f"TLS handshake failed: {_describe(exc)}"
