@@ -104,7 +104,7 @@ def test_the_service_serves_on_while_another_process_holds_the_write_lock(ca_sto
         text = serving.log()
     # The step that would have written is the phone's AUTH_RESPONSE: not run, its device not named.
     assert ": failed (another writer (such as a long 'opencapf apply') held the store's write lock for longer than " \
-           f"the step timeout ({STEP_TIMEOUT} s); nothing of the step was written); the session is not recorded" \
+           f"the step may wait ({STEP_TIMEOUT} s); nothing of the step was written); the session is not recorded" \
            in text, text
     assert "Traceback" not in text, text
     assert again.outcome == "ok", again

@@ -73,6 +73,9 @@ NETWORK_ISSUERS = ("online_ca",)
 # A step of a session that finds the store's write lock held by another process tries again after this
 # long at most (starting at a millisecond), until its step timeout.
 WRITER_CLAIM_POLL_SECONDS = 0.05
+# A connection that ended before its session began (refused, its TLS failed) waits this long at most for
+# the write lock to be recorded, then is logged instead.
+END_RECORD_WAIT_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -265,26 +268,26 @@ class CapfServer:
     async def _run(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
 
-    async def _step(self, inline: bool, function, *args):
+    async def _step(self, inline: bool, function, *args, lock_wait: float | None = None):
         """One piece of store work: on the event loop (then waiting for the disk, off the loop, when
         it made a durable commit), or in the thread pool when it may wait on the network. On the loop,
         while another process holds the store's write lock (a long 'opencapf apply'), the step awaits it
         first, the loop serving everything else meanwhile, up to the step timeout: then ``StoreBusy``,
-        the step not run. (A writer that takes the lock between that look and the step's write makes the
-        write wait ``LOOP_WRITER_LOCK_WAIT_SECONDS`` at most, then fail with ``StoreBusy``.)"""
+        the step not run (``lock_wait``: that many seconds instead). (A writer that takes the lock between
+        that look and the step's write makes the write wait ``LOOP_WRITER_LOCK_WAIT_SECONDS`` at most, then
+        fail with ``StoreBusy``.)"""
         if not inline:
             return await self._run(function, *args)
         if not self.store.backend.writer_lock_free():
-            await self._writer_lock_freed()
+            await self._writer_lock_freed(self.options.step_timeout if lock_wait is None else lock_wait)
         mark = self.store.durable_mark
         result = function(*args)
         if self.store.durable_mark != mark:
             await self._durability.wait(self.store.durable_mark)
         return result
 
-    async def _writer_lock_freed(self) -> None:
+    async def _writer_lock_freed(self, bound: float) -> None:
         loop = asyncio.get_running_loop()
-        bound = self.options.step_timeout
         ends = loop.time() + bound
         pause = 0.001
         while True:
@@ -293,7 +296,7 @@ class CapfServer:
                 return
             if loop.time() >= ends:
                 raise StoreBusy(f"another writer (such as a long 'opencapf apply') held the store's write lock for "
-                                f"longer than the step timeout ({bound:g} s); nothing of the step was written")
+                                f"longer than the step may wait ({bound:g} s); nothing of the step was written")
             pause = min(2 * pause, WRITER_CLAIM_POLL_SECONDS)
 
     def _connection_state(self) -> tuple[dict, authority.Signer]:
@@ -333,15 +336,16 @@ class CapfServer:
         return context
 
     async def _end(self, record: dict, duration, outcome: str, reason: str) -> None:
-        """Record a connection that ended before its CAPF session began (refused, or its TLS failed); not
-        while another process holds the store's write lock (the connection is not kept open for it)."""
-        if self.store.backend.writer_lock_free():
-            try:
-                await self._step(True, lambda: self._record(**record, outcome=outcome, reason=reason,
-                                                            duration_ms=duration()))
-                return
-            except StoreBusy:
-                pass
+        """Record a connection that ended before its CAPF session began (refused, or its TLS failed). While
+        another process holds the store's write lock, the record waits for it ``END_RECORD_WAIT_SECONDS`` at
+        most (another server process's transactions are short; the connection is not kept open for a long
+        'opencapf apply'), then the connection is logged instead."""
+        try:
+            await self._step(True, lambda: self._record(**record, outcome=outcome, reason=reason, duration_ms=duration()),
+                             lock_wait=END_RECORD_WAIT_SECONDS)
+            return
+        except StoreBusy:
+            pass
         self._quiet_log.warning(("store busy",), "session %d: %s: %s (%s) not recorded: another writer (such as a "
                                 "long 'opencapf apply') holds the store's write lock", record["session_id"],
                                 record["peer"], outcome, reason)
