@@ -239,7 +239,7 @@ def test_lapsed_deadline_is_refused_and_marked(capf_server, ca_store, tmp_path):
     result = run_enrol(phone(tmp_path, name), capf_server)
     assert (result.outcome, result.end_reason) == ("failed", 7)
     row = phone_row(ca_store, name)
-    assert row["operation_status"] == "lapsed" and "lapsed" in row["operation_reason"]
+    assert (row["operation_status"], row["operation_reason"]) == ("lapsed", "deadline passed")
     assert certificate_rows(ca_store, name) == []
 
 

@@ -36,7 +36,7 @@ from ..store import service as service_records
 from ..store import trust as trust_records
 from . import metrics
 from ..vocabulary import (DEFAULT_MAX_SESSION_SECONDS, KEY_ORDER_KINDS, LIVENESS_MARGIN_SECONDS, format_utc, key_allowed,
-                          parse_utc, utc_now)
+                          utc_now)
 
 log = logging.getLogger("opencapf.server")
 ACTOR = "capf-server"
@@ -263,7 +263,7 @@ class StoreDecider(Decider):
                                                             CERTIFICATE_MODES[phone["auth_mode"]], tx)
         self._phone = phone
         if refusal and lapsed:
-            self._at_end(self._lapse(refusal))
+            self._at_end(self._lapse())
         return Plan(
             device_name=phone["name"], operation=pending_operation(phone), auth_mode=phone["auth_mode"],
             key_choices=key_choices(phone), refusal=refusal,
@@ -273,19 +273,24 @@ class StoreDecider(Decider):
             issuer=Plan.issuer if refusal else self.parameters["issuer"],  # a refused session reaches no issuer
         )
 
-    def _lapse(self, refusal: str):
-        """The session's last step for a phone whose operation's deadline passed: the operation is
-        ``lapsed``, and its CSRs still at a CA are failed with it (``csr_records.withdraw_pending``)."""
+    def _lapse(self):
+        """The session's last step for a phone whose operation's deadline passed: the phone's operation and
+        its requests recorded as the scheduler's round would record them at that moment, and as every view
+        reported them (an abandoned operation settled first, then an overdue one ``lapsed`` with
+        ``phones.LAPSED_REASON`` and its CSRs still at a CA failed with it: ``csr_records.withdraw_pending``).
+        The refusal's own words go to the phone and the session's record. An operation in progress in
+        another session that may be live is not lapsed (its session began in time): nothing is recorded."""
 
         def step(tx, current: dict) -> None:
-            if self._runs(current):
-                # As the scheduler's round would record it, and the views reported it: an abandoned operation
-                # settled first, then the requests still at a CA failed with the lapse (a failed operation's too).
-                if phone_records.is_left_abandoned(current, format_utc(utc_now()), self.store.clock_skew):
-                    current = csr_records.settle_abandoned_phone(tx, ACTOR, current)
-                if current["operation_status"] in phone_records.OVERDUE_STATUSES:
-                    csr_records.withdraw_pending(tx, ACTOR, {current["id"]: current["name"]}, csr_records.LAPSED)
-            self._set_result(tx, current, "lapsed", refusal)
+            if not self._runs(current):
+                return
+            now = format_utc(utc_now())
+            if phone_records.is_left_abandoned(current, now, self.store.clock_skew):
+                current = csr_records.settle_abandoned_phone(tx, ACTOR, current)
+            if phone_records.lapse_if_overdue(tx, now, current["id"]):
+                audit.record(tx, ACTOR, "phone.operation_lapsed", current["name"], operation=current["operation"],
+                             reason=phone_records.LAPSED_REASON, **self._session)
+                csr_records.withdraw_pending(tx, ACTOR, {current["id"]: current["name"]}, csr_records.LAPSED)
 
         return step
 
@@ -308,9 +313,10 @@ class StoreDecider(Decider):
         """(why the session is refused, whether because its operation lapsed); ("", False): served."""
         if phone["locked"]:
             return f"phone is locked out after {phone['auth_failures']} failed authentication attempts", False
-        deadline = parse_utc(phone["operation_deadline"], "operation_deadline") if phone["operation_deadline"] else None
-        if pending_operation(phone) != "none" and deadline is not None and deadline < utc_now():
-            return f"operation {phone['operation']} lapsed at {format_utc(deadline)}", True
+        # The deadline's moment as every view compares it (``phones.overdue``): to the second.
+        deadline = phone["operation_deadline"]
+        if pending_operation(phone) != "none" and deadline is not None and deadline < format_utc(utc_now()):
+            return f"operation {phone['operation']} lapsed at {deadline}", True
         return "", False
 
     # -- authentication -----------------------------------------------------------------------

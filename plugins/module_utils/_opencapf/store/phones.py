@@ -213,13 +213,23 @@ def reported_operation(row: dict[str, Any], now: str, clock_skew: _dt.timedelta 
     return status, reason
 
 
+_LAPSE = "UPDATE phones SET operation_status = 'lapsed', operation_reason = ?, updated_at = ? WHERE "
+
+
 def lapse_overdue(tx: Transaction, now: str) -> list[dict[str, Any]]:
-    """Operations overdue at ``now`` (``overdue``) become ``lapsed``; their phones (id, name)."""
+    """Operations overdue at ``now`` (``overdue``) become ``lapsed`` with ``LAPSED_REASON`` (the scheduler's
+    lapse duty); their phones (id, name)."""
     lapsed = tx.query(f"SELECT id, name FROM phones WHERE {overdue('phones')} ORDER BY name", (now,))
     if lapsed:
-        tx.execute(f"UPDATE phones SET operation_status = 'lapsed', operation_reason = ?, updated_at = ? "
-                   f"WHERE {overdue('phones')}", (LAPSED_REASON, now, now))
+        tx.execute(_LAPSE + overdue("phones"), (LAPSED_REASON, now, now))
     return lapsed
+
+
+def lapse_if_overdue(tx: Transaction, now: str, phone_id: int) -> bool:
+    """The operation of the phone ``phone_id`` becomes ``lapsed`` if it is overdue at ``now``, as the
+    scheduler's lapse duty records it (a session of the phone refused as its deadline passed): one shape
+    for a lapse, whoever records it, the one every view reports. Whether it was."""
+    return tx.execute(_LAPSE + f"id = ? AND {overdue('phones')}", (LAPSED_REASON, now, phone_id, now)) > 0
 
 
 # -- finding and listing phones by a bulk-administration query (``phone_query.check_query``) ------
