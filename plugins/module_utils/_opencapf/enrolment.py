@@ -70,6 +70,7 @@ class Ready:
 class Waiting:
     retry_after: int
     reason: str
+    csr_id: int | None = None  # the request that waits, when the phone's next session finds it
 
 
 class Replaced(Waiting):
@@ -311,17 +312,22 @@ def poll_pending(store: Store, actor: str, *, issuer=None, device_name: str | No
 
 # -- what the phone's next session finds -------------------------------------------------------------
 
-def next_for_phone(tx: Transaction, phone: dict):
-    """Ready (deliver to the pending key), Waiting (at the CA), or None (start with a new key)."""
+def next_for_phone(tx: Transaction, phone: dict, sent_before: str | None = None, kept=()):
+    """Ready (deliver to the pending key), Waiting (at the CA), or None (start with a new key).
+    ``sent_before``: the start of the session that asks, and ``kept`` the requests waiting then that it
+    found sent in that second: a request still at the CA sent since, and not found then, is another
+    session's, whose end told the phone nothing (``csrs.UNENDED``): the phone keeps no key for it."""
     row = csr_records.latest_signed(tx, phone["id"])
-    if row is None:
+    if row is None or (row["status"] == "pending" and sent_before is not None and row["created_at"] >= sent_before
+                       and row["id"] not in kept):
         return None
     if row["status"] == "issued" and row["certificate_status"] == "issued":
         return Ready(row["certificate_id"], c.to_der(c.load_pem_certificate(row["pem"], "stored LSC")))
     if row["status"] == "pending":
         if row["external_ref"]:
-            return Waiting(base.DEFAULT_RETRY_AFTER, f"the online CA holds request {row['external_ref']} pending")
-        return Waiting(OFFLINE_RETRY_SECONDS, "the CSR waits for the offline CA (export, sign, import)")
+            return Waiting(base.DEFAULT_RETRY_AFTER, f"the online CA holds request {row['external_ref']} pending",
+                           row["id"])
+        return Waiting(OFFLINE_RETRY_SECONDS, "the CSR waits for the offline CA (export, sign, import)", row["id"])
     return None
 
 
@@ -329,14 +335,14 @@ class DeliveryRefused(EnrolmentError):
     """A waiting third-party LSC failed its check at delivery; the message is the operation's reason."""
 
 
-def deliverable(store: Store, actor: str, phone: dict):
+def deliverable(store: Store, actor: str, phone: dict, sent_before: str | None = None, kept=()):
     """``next_for_phone`` at the moment of delivery: a waiting certificate passes ``acceptance.check``
     again, against its request and now (it may have expired while it waited, or its CA may have left
     CAPF-trust). A refused one is never delivered: it becomes ``stale`` and its CSR ``failed`` with the
     reason and code, a ``certificate.refused`` audit event names it, and ``DeliveryRefused`` (the
     reason) ends the session, which fails the operation with that reason."""
     with store.read() as tx:
-        state = next_for_phone(tx, phone)
+        state = next_for_phone(tx, phone, sent_before, kept)
         if not isinstance(state, Ready):
             return state
         row = certificate_records.by_id(tx, state.certificate_id)

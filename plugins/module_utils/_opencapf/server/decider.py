@@ -135,13 +135,19 @@ def _checked_key(public_key_der: bytes, choice: KeyChoice):
 ABANDONED_REASON = phone_records.ABANDONED_REASON
 
 
-def settle_unfinished(tx, actor: str, phone: dict | None, outcome: str, reason: str, csr_ids=(), **details) -> bool:
+def settle_unfinished(tx, actor: str, phone: dict | None, outcome: str, reason: str, csr_ids=(), own=(),
+                      **details) -> bool:
     """The one rule for an operation a session put in progress and left there when it ended:
     ``pending`` again, with the reason, when the session was deferred (the CA holds its request and
     the phone comes back for the certificate), else ``failed`` with the reason, together with the key
     requests the session left pending. A result recorded meanwhile stands (the session's own, or that
-    of a newer session of the phone, a lapse or a withdrawal): only ``in_progress`` is settled."""
+    of a newer session of the phone, a lapse or a withdrawal): only ``in_progress`` is settled. While a
+    request of another session of the phone waits (``csr_records.waiting_for_another_session``; ``own``
+    and ``csr_ids``: the session's own requests), that session has not ended: the operation stays in
+    progress for it, settled by its end or, its process dead, once its bound has passed."""
     if phone is None or phone["operation_status"] != "in_progress":
+        return False
+    if csr_records.waiting_for_another_session(tx, phone, (*own, *csr_ids)):
         return False
     _settle(tx, actor, phone, outcome, reason, csr_ids, **details)
     return True
@@ -205,8 +211,12 @@ class StoreDecider(Decider):
         self._phone: dict | None = None  # the phone's row as the session's one read found it
         self._verdict: Verdict | None = None  # a presented certificate, checked in that read
         self._csr_id: int | None = None
+        self._adopted: int | None = None  # the request the phone kept its key for and this session waits on
+        self._found: tuple = ()  # the requests waiting when the session started, of sessions that had ended
         self._authenticated = False
         self._start_written = False  # the session start is in the store (with the LSC, or before a CA's step)
+        self._live_until: str | None = None  # the session's bound, as its start recorded it
+        self._started_at: str | None = None  # the moment its start was recorded
         self._started = False  # this session put the phone's operation in progress (``ended`` settles it)
         # Work of the session's last transaction: callables (tx, phone), ``phone`` the current row's
         # ``phones.SESSION_COLUMNS``.
@@ -233,8 +243,13 @@ class StoreDecider(Decider):
         """The phone's answer failed the operation this session put in progress; a result recorded
         meanwhile stands (another session of the phone installed its LSC, a lapse, a withdrawal), as
         in ``settle_unfinished``: the session record keeps this session's failure either way."""
-        if phone["operation_status"] == "in_progress":
+        if phone["operation_status"] == "in_progress" and not csr_records.waiting_for_another_session(
+                tx, phone, self._own()):
             self._set_result(tx, phone, "failed", reason, **details)
+
+    def _own(self) -> tuple:
+        """The requests this session sent or waits on (``settle_unfinished``)."""
+        return tuple(csr_id for csr_id in (self._csr_id, self._adopted, *self._found) if csr_id is not None)
 
     def _at_end(self, step, result: bool = True) -> None:
         """Add ``step(tx, phone)`` to the session's last transaction (durable before END_SESSION)."""
@@ -302,10 +317,12 @@ class StoreDecider(Decider):
                                        timeout=enrolment.IN_SESSION_HTTP_TIMEOUT)
             except CapfError as exc:  # the CA may be down: the phone hears "later" and nothing is lost
                 log.warning("polling the online CA for %s: %s", phone["name"], exc)
-        state = enrolment.deliverable(self.store, ACTOR, phone)  # DeliveryRefused: the session fails with why
+        # DeliveryRefused: the session fails with why
+        state = enrolment.deliverable(self.store, ACTOR, phone, self._started_at, self._found)
         if isinstance(state, enrolment.Ready):
             return Issued(state.certificate_id, state.der)
         if isinstance(state, enrolment.Waiting):
+            self._adopted = state.csr_id  # the phone's request, of a session that ended: not another's
             return Deferred(state.retry_after, state.reason)
         return None
 
@@ -350,14 +367,25 @@ class StoreDecider(Decider):
         return plan.operation == "install_upgrade" and plan.issuer != "capf"
 
     def _start(self, tx, phone: dict) -> None:
-        if phone_records.is_left_abandoned(phone, format_utc(utc_now()), self.store.clock_skew):
+        now = self._started_at = format_utc(utc_now())
+        if phone_records.is_left_abandoned(phone, now, self.store.clock_skew):
             # Settled first, as the scheduler would have: the views reported it so, and the requests that
             # session left are failed, not this session's to pick up.
             phone = csr_records.settle_abandoned_phone(tx, ACTOR, phone)
         started = pending_operation(phone) != "none" and self._runs(phone)
+        joins = started and phone_records.may_be_live(phone, now, self.store.clock_skew)
+        if joins:
+            # The phone reconnected while another session of it may still run: that session's requests
+            # are not the phone's any more (the phone keeps no key for them), and this one joins it.
+            csr_records.supersede_unended(tx, ACTOR, phone, **self._session)
         # The session began before this moment: it has surely ended by then, live or not.
-        live_until = utc_now() + _dt.timedelta(seconds=self.max_session + LIVENESS_MARGIN_SECONDS)
-        phone_records.record_session_start(tx, phone, started, format_utc(live_until))
+        self._live_until = format_utc(utc_now() + _dt.timedelta(seconds=self.max_session + LIVENESS_MARGIN_SECONDS))
+        phone_records.record_session_start(tx, phone, started, self._live_until, now=now,
+                                           clock_skew=self.store.clock_skew)
+        if started and not joins and self.parameters.get("issuer") != "capf":
+            # A request waiting at the CA sent in this second by a session that has ended: the phone's, not
+            # another live session's (``third_party_state``, ``settle_unfinished``), though sent since this start's second.
+            self._found = tuple(csr_records.pending_since(tx, phone["id"], now))
         self._started, self._start_written = started, True
 
     def _authenticate_string(self, plan: Plan, offer: AuthOffer) -> Verdict:
@@ -502,6 +530,11 @@ class StoreDecider(Decider):
             withdrawn = self._withdrawn(phone, signed)
             if withdrawn:  # the session ends failed with it; no CA is asked
                 raise StoreError(f"{withdrawn}: the CSR was not sent to the CA")
+            if phone["operation_status"] != "in_progress":
+                # Another session of the phone settled the operation as it ended: the request is sent in
+                # progress again, so that it is settled with the operation should this session's process die.
+                phone_records.record_session_start(tx, phone, True, self._live_until, clock_skew=self.store.clock_skew)
+                self._started = True
             self._csr_id = enrolment.add_request(tx, ACTOR, phone, signed)
         if plan.issuer == "offline_ca":
             result = enrolment.Waiting(enrolment.OFFLINE_RETRY_SECONDS,
@@ -524,6 +557,10 @@ class StoreDecider(Decider):
             return f"device {self._phone['name']} was removed from the store during the session"
         if not self._runs(phone):
             return f"the operator changed the phone's operation to {phone['operation']} during the session"
+        # As every view reports it now: a failed operation past its deadline has lapsed.
+        status = phone_records.reported_operation(phone, format_utc(utc_now()), self.store.clock_skew)[0]
+        if status not in PENDING_STATUSES:
+            return f"another session of the phone or the scheduler recorded the operation {status} meanwhile"
         kind, size = c.key_description(signed.csr.public_key())
         if not key_allowed(phone, kind, size):
             return f"the operator changed the phone's key settings during the session: no longer {kind.upper()}-{size}"
@@ -618,13 +655,13 @@ class StoreDecider(Decider):
                 phone = None  # removed during the session and added again: this session records nothing on it
             if phone is not None:
                 if unstarted:  # a check-in, or a session that ends before its first durable write
-                    phone_records.record_session_start(tx, phone, False)
+                    phone_records.record_session_start(tx, phone, False, clock_skew=self.store.clock_skew)
                 for step in self._closing:
                     step(tx, phone)
                 # The session's CSR is failed below, also when another session of the phone recorded the
                 # operation's result first and nothing is settled here.
                 if not self._result and self._started:
-                    settle_unfinished(tx, ACTOR, phone, outcome.outcome, reason, **self._session)
+                    settle_unfinished(tx, ACTOR, phone, outcome.outcome, reason, own=self._own(), **self._session)
                 elif not self._result and unstarted and pending_operation(self._phone) != "none" \
                         and _untouched(self._phone, phone):
                     _settle(tx, ACTOR, phone, outcome.outcome, reason, **self._session)

@@ -85,9 +85,9 @@ def waiting_certificate(tx: Transaction, csr_id: int) -> int | None:
 
 
 def latest_signed(tx: Transaction, phone_id: int) -> dict[str, Any] | None:
-    """The phone's newest phone-signed CSR (id, status, external_ref, certificate_id) with its
+    """The phone's newest phone-signed CSR (id, status, external_ref, certificate_id, created_at) with its
     certificate's ``certificate_status`` and ``pem``, or None."""
-    return tx.one("SELECT r.id, r.status, r.external_ref, r.certificate_id, c.status AS certificate_status, "
+    return tx.one("SELECT r.id, r.status, r.external_ref, r.certificate_id, r.created_at, c.status AS certificate_status, "
                   "c.pem FROM csrs r LEFT JOIN certificates c ON c.id = r.certificate_id "
                   "WHERE r.phone_id = ? AND r.csr_pem IS NOT NULL ORDER BY r.id DESC LIMIT 1", (phone_id,))
 
@@ -202,6 +202,36 @@ def left_by_session(tx: Transaction, phone: dict[str, Any]) -> list[int]:
     """The ids of the ``pending`` CSRs the phone's last session made (``pending_since`` its start): those
     an abandoned operation's settlement fails with it."""
     return pending_since(tx, phone["id"], phone["last_session_at"]) if phone["last_session_at"] else []
+
+
+# A session of the phone that begins while another one may still be live (``phones.may_be_live``: the
+# phone reconnected) finds the requests that one sent since its start (``last_session_at``): that session
+# has not ended, so it told the phone nothing to come back for (the end of a session is durable before its
+# END_SESSION or RETRY_LATER goes out), and the phone keeps no key for them. The new session's start
+# supersedes them, as the phone's new request would: never delivered, never failed while their session may
+# still run, and none waits for good should that session's process have died.
+UNENDED = ("the phone began another session before the session that sent it had ended: the phone keeps no key "
+           "for it")
+
+
+def supersede_unended(tx: Transaction, actor: str, phone: dict[str, Any], **details: Any) -> list[int]:
+    """Supersede the ``pending`` requests of ``phone`` (a row read in ``tx`` before a session that joins
+    another one's records its start) sent since the start of the sessions that may be live (``UNENDED``),
+    each with a ``csr.superseded`` audit event. The ids."""
+    superseded = left_by_session(tx, phone)
+    for csr_id in superseded:
+        supersede(tx, csr_id, UNENDED)
+        audit.record(tx, actor, "csr.superseded", phone["name"], csr_id=csr_id, reason=UNENDED, **details)
+    return superseded
+
+
+def waiting_for_another_session(tx: Transaction, phone: dict[str, Any], own=()) -> bool:
+    """Whether ``phone`` (a row read in ``tx``) has a ``pending`` request sent since the start of the
+    sessions that may be live other than ``own`` (a session's own ids): one of another session that has
+    not ended (a session that ended left none pending but its own, deferred, and a newer request supersedes
+    an older one). Its session may be live, or dead: the operation stays in progress until that session
+    ends or its bound has passed (``phones.left_abandoned``), so that its request is settled either way."""
+    return any(csr_id not in own for csr_id in left_by_session(tx, phone))
 
 
 def settle_abandoned_phone(tx: Transaction, actor: str, phone: dict[str, Any]) -> dict[str, Any]:

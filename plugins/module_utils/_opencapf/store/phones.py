@@ -384,20 +384,45 @@ def reset_auth_failures(tx: Transaction, phone: dict[str, Any]) -> None:
     tx.execute("UPDATE phones SET auth_failures = 0 WHERE id = ?", (phone["id"],))
 
 
+def may_be_live(row: dict[str, Any], now: str, clock_skew: _dt.timedelta = NO_CLOCK_SKEW) -> bool:
+    """Whether a phone row's operation is in progress in a session that may still be live at ``now``:
+    ``in_progress`` and not abandoned (``is_left_abandoned``). The sessions of a reconnecting phone
+    overlap: one that begins then joins that session's, whose end it cannot see."""
+    return row["operation_status"] == "in_progress" and not is_left_abandoned(row, now, clock_skew)
+
+
 def record_session_start(tx: Transaction, phone: dict[str, Any], operation_pending: bool,
-                         live_until: str | None = None) -> None:
+                         live_until: str | None = None, *, now: str | None = None,
+                         clock_skew: _dt.timedelta = NO_CLOCK_SKEW) -> bool:
     """An authenticated session: reset the failure count and mark a pending operation in progress
-    until ``live_until`` at the latest (when the session has ended, whatever happens to it).
+    until ``live_until`` at the latest (when the session has ended, whatever happens to it). Returns
+    whether the session joins another one of the phone that may still be live (``may_be_live`` of
+    ``phone``, the row read in ``tx``, at ``now``).
+
+    ``last_session_at`` and ``operation_live_until`` span every session of the phone that may still be
+    live: a session that joins one keeps its start and extends its bound to its own, so the key requests
+    of each, should its process die, are settled with the operation once the last bound has passed
+    (``left_abandoned``, ``csrs.reported_status``); a session that took them for its own would leave
+    those of the other waiting for good.
 
     A finished operation (succeeded, lapsed) stays as it is: the phone is only checking in, for
     example again after a crash of the service cost it the END_SESSION of the session that succeeded.
     """
+    moment = now or format_utc(utc_now())
+    joins = may_be_live(phone, moment, clock_skew)
     if operation_pending:
+        started, bound = moment, live_until
+        if joins:
+            started = phone["last_session_at"]
+            # A bound none was recorded for (an older engine's session) is judged by its start.
+            bound = phone["operation_live_until"] and live_until and max(phone["operation_live_until"], live_until)
         tx.execute("UPDATE phones SET auth_failures = 0, operation_status = 'in_progress', last_session_at = ?, "
-                   "operation_live_until = ? WHERE id = ?", (format_utc(utc_now()), live_until, phone["id"]))
+                   "operation_live_until = ? WHERE id = ?", (started, bound, phone["id"]))
+    elif joins:
+        tx.execute("UPDATE phones SET auth_failures = 0 WHERE id = ?", (phone["id"],))
     else:
-        tx.execute("UPDATE phones SET auth_failures = 0, last_session_at = ? WHERE id = ?",
-                   (format_utc(utc_now()), phone["id"]))
+        tx.execute("UPDATE phones SET auth_failures = 0, last_session_at = ? WHERE id = ?", (moment, phone["id"]))
+    return joins
 
 
 def abandoned(tx: Transaction, now: str, clock_skew: _dt.timedelta) -> list[dict[str, Any]]:
