@@ -143,7 +143,8 @@ LAPSED = "the operation's deadline (operation_completes_by) passed while the CA 
 # A ``pending`` key request that the scheduler fails with its phone's operation is reported ``failed``
 # by every view (and left alone by the enrolment service and the offline import) from the moment the
 # scheduler would fail it, whether or not it has run since (``reported_status``):
-# * the session that made it (it was created at or after the phone's ``last_session_at``) left the
+# * the session that made it (it was created at or after the phone's ``last_session_at``: the start of
+#   the sessions that may be live at once, ``phones.record_session_start``) left the
 #   operation abandoned (``phones.left_abandoned``): ``decider.settle_abandoned`` fails it with the
 #   operation and its reason (``phones.abandoned_reason``), also a request an online CA holds (the
 #   session ended aborted: the phone keeps no key for it, as when a live session ends so);

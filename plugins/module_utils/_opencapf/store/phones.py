@@ -27,9 +27,9 @@ def get(tx: Transaction, name: str) -> dict[str, Any] | None:
 # anybody changed it since the session's first read (``updated_at``), and the name its records carry.
 # Each column of a row read costs (the sqlite3 module makes an object of each, releasing the GIL
 # around each), and a phone has over twenty: these reads take only these.
-# Also the bound of the session that put the operation in progress and its start: a session that
-# finds the operation in progress tells one no process serves any more (``is_left_abandoned``) from
-# another session's, still live.
+# Also the bound of the sessions that put the operation in progress and their start (``record_session_start``:
+# the sessions of a reconnecting phone that may be live at once): a session that finds the operation in
+# progress tells one no process serves any more (``is_left_abandoned``) from another session's, still live.
 SESSION_COLUMNS = ("id", "name", "incarnation", "operation", "operation_status", "updated_at",
                    "operation_live_until", "last_session_at")
 _GET_FOR_SESSION = "SELECT %s FROM phones WHERE name = ?" % ", ".join(SESSION_COLUMNS)
