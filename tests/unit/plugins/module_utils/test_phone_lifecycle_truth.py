@@ -1,0 +1,341 @@
+"""A fleet's life, step by step: whatever the operator declares, however the phones' sessions go, and
+however much time passes, what the store reports of each phone is true.
+
+A state machine (hypothesis' ``RuleBasedStateMachine``) drives a store as the service and its users
+do, in any order, for two phones: the operator declares a phone's operation, deadline and
+authentication (null string, or a string) through ``phone_config.converge``, the path every module
+and bulk job takes; revokes its LSCs; removes it and declares it again; regenerates the CAPF
+certificate. The phone's user sets the string the phone sends (right or wrong). A phone connects
+and its session runs an exchange at a time, several of a phone at once if it reconnects (the
+service's sans-I/O ``ServerSession`` with its ``StoreDecider`` and the simulator's ``PhoneSession``:
+the phone completing, losing power, or answering that it did not store its LSC; with the offline CA
+it signs its CSR and keeps its key across sessions, or not). A connection is cut (the service notices
+and ends the session); the service's process dies (its sessions end with nothing recorded); time
+passes (a live session whose step deadline passes times out, as the service's driver ends it); the
+offline CA's operator signs a waiting request and imports the LSC; the scheduler runs its round
+(abandoned operations, jobs and lapses, expired LSCs' revocation and CRLs, automatic renewal). The
+issuer is the CAPF itself or an offline CA, on SQLite and PostgreSQL. The clock is virtual: every
+``utc_now`` of the engine reads it, and it only moves forward. LSCs live a day and are renewed a day
+before expiry.
+
+The invariants, checked after every step, for every phone:
+
+* every view reports the same operation status: one phone's status (``capf_phone``,
+  ``phones show``), the listing and its ``operation_status`` query (bulk jobs, ``phones list``), and
+  the CAPF report's row;
+* an operation is reported ``in_progress`` only while a session could still be running it: one that
+  is live, or one whose process died no longer ago than its time bound and the liveness margin;
+* what the scheduler's round records, of the operations and of the key requests, is what the views
+  reported just before it (at the same clock);
+* after the round, every revoked LSC the CAPF signed that is still valid is on its signer's current
+  CRL, and no LSC that is not revoked is on any;
+* no LSC is ``installed`` but the one the phone holds; the LSC the phone holds, issued by us and not
+  yet expired, is reported ``installed`` once no session of the phone is still running (never
+  ``issued``, ``stale`` or ``revoked``), unless the operator revoked it (then ``revoked``);
+* an ``install_upgrade`` reported ``succeeded`` means the phone holds an LSC we issued; a ``delete``
+  reported ``succeeded`` means it holds none.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import time
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+
+from support.sessions import BEHAVIOURS, SessionLeg
+from support.third_party_ca import EnterprisePki, pem
+from _opencapf.ca import authority
+from _opencapf.dependencies import x509
+from _opencapf import (enrolment, phone_config, phone_query, renewal, reports, revocation, scheduler, service_config, trust,
+                       vocabulary)
+from _opencapf.protocol.constants import XCAP_PENDING_KEY, XCAPS_ALL
+from _opencapf.server.decider import settle_abandoned
+from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
+from _opencapf.store import csrs as csr_records
+from _opencapf.store import phones as phone_records
+from _opencapf.vocabulary import LIVENESS_MARGIN_SECONDS, format_utc, parse_utc
+
+pytestmark = pytest.mark.both_backends
+
+MAX_SESSION = 600  # SessionLeg's time bound (seconds)
+OPERATIONS = ("install_upgrade", "install_upgrade", "delete", "none")
+DEADLINES = (None, "none", 30, 3600, 2 * 86400)  # left as it is, cleared, or seconds from now
+ADVANCES = (1, 31, 301, 700, 3600, 86400)
+STRINGS = ("2468", "1357")  # the string the operator declares, and a wrong one
+INITIAL = {"certificate_operation": "install_upgrade", "authentication_mode": "null_string", "key_order": "ec",
+           "ec_key_size": 256}
+_examples = itertools.count(1)
+
+
+class _VirtualTime:
+    """``time`` as the engine's ``utc_now`` sees it: the test's clock, everything else the real module's."""
+
+    def __init__(self, start: float):
+        self.now = start
+
+    def time(self) -> float:
+        return self.now
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+class FleetLife(RuleBasedStateMachine):
+    store = None
+    clock: _VirtualTime
+    pki: EnterprisePki | None = None  # the offline CA, when the store's issuer is ``offline_ca``
+
+    def __init__(self):
+        super().__init__()
+        example = next(_examples)
+        self.names = [f"SEP{example:06X}{index:06X}" for index in range(2)]
+        self.identities = {name: PhoneIdentity(PhoneSettings(name)) for name in self.names}
+        self.live: list[tuple[str, SessionLeg]] = []
+        self.died: list[tuple[str, float]] = []  # (phone, the moment its session's process died)
+        self.issued: set[str] = set()  # serials of every LSC a session sent
+        self.revoked: set[str] = set()  # serials the operator revoked
+        self.rotated = False
+        self.session_ids = itertools.count(example * 1000)
+        # Examples share the store and the clock only moves forward: a CAPF certificate near its end is
+        # renewed as an operator would (the examples' time spans years in long runs).
+        if parse_utc(authority.current(self.store)["not_after"], "not_after") - self.now < dt.timedelta(days=60):
+            authority.regenerate(self.store, key_type="ec256")
+        for name in self.names:
+            phone_config.converge(self.store, name, settings=dict(INITIAL))
+
+    # -- the clock --------------------------------------------------------------------------------
+
+    @property
+    def now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(int(self.clock.now), dt.timezone.utc)
+
+    # -- what happens -----------------------------------------------------------------------------
+
+    @rule(phone=st.integers(0, 1), operation=st.sampled_from(OPERATIONS), deadline=st.sampled_from(DEADLINES),
+          by_string=st.booleans())
+    def declare(self, phone, operation, deadline, by_string):
+        wanted = {"certificate_operation": operation, "authentication_mode": "auth_string" if by_string else "null_string"}
+        if deadline == "none":
+            wanted["operation_completes_by"] = "none"
+        elif deadline is not None:
+            wanted["operation_completes_by"] = format_utc(self.now + dt.timedelta(seconds=deadline))
+        auth = phone_config.AuthRequest(literal=STRINGS[0]) if by_string else None
+        phone_config.converge(self.store, self.names[phone], settings=wanted, auth=auth)
+
+    @precondition(lambda self: self.pki is not None)
+    @rule(which=st.integers(0, 3))
+    def offline_ca_signs(self, which):
+        """The CA operator exports the pending requests, signs one and imports the LSC."""
+        waiting = enrolment.pending_csrs(self.store, self.names)
+        if waiting:
+            request = waiting[which % len(waiting)]
+            certificate = self.pki.sign_request(x509.load_pem_x509_csr(request.request))
+            enrolment.import_certificates(self.store, "test", [(f"{request.device_name}.pem", pem(certificate).encode())])
+
+    @rule(phone=st.integers(0, 1), by_string=st.booleans(), string=st.sampled_from(STRINGS[:1] * 3 + STRINGS[1:]))
+    def user_sets_the_phone(self, phone, by_string, string):
+        """The phone's user sets its CAPF authentication: a string (the right one or not), or none."""
+        settings_ = self.identities[self.names[phone]].settings
+        settings_.auth_mode, settings_.auth_string = ("auth_string", string) if by_string else ("null_string", "")
+
+    @rule(phone=st.integers(0, 1))
+    def operator_revokes(self, phone):
+        """The operator revokes the phone's LSCs (``capf_phone`` ``revoke``), whatever it holds."""
+        name = self.names[phone]
+        with self.store.read() as tx:
+            self.revoked.update(row["serial"] for row in revocation.plan_revocation(tx, name, None))
+        phone_config.converge(self.store, name, settings={}, revoke={"reason": "key_compromise"})
+
+    @precondition(lambda self: not self.rotated)
+    @rule()
+    def capf_certificate_rotated(self):
+        """The operator regenerates the CAPF certificate (sessions under way keep theirs); once an example,
+        as each retired certificate keeps its CRL until it expires."""
+        authority.regenerate(self.store, key_type="ec256")
+        self.rotated = True
+
+    @rule(phone=st.integers(0, 1))
+    def remove_and_add_again(self, phone):
+        """The operator removes the phone (its LSCs go with it) and declares it again: what the phone
+        still holds is no longer ours to report."""
+        name = self.names[phone]
+        phone_config.converge(self.store, name, state="absent")
+        phone_config.converge(self.store, name, settings=dict(INITIAL))
+        identity = self.identities[name]
+        if identity.lsc is not None:
+            self.issued.discard(format(identity.lsc.serial_number, "x"))
+
+    @rule(phone=st.integers(0, 1), behaviour=st.sampled_from(sorted(BEHAVIOURS)), exchanges=st.integers(1, 8),
+          keeps_key=st.sampled_from((True, True, True, False)))
+    def connect(self, phone, behaviour, exchanges, keeps_key):
+        """A phone connects; its session runs ``exchanges`` exchanges at once (fewer if it ends). With a
+        third-party CA the phone signs its CSR (X-CSR/1), keeping its key across sessions or not."""
+        name = self.names[phone]
+        x_caps = 0 if self.pki is None else XCAPS_ALL if keeps_key else XCAPS_ALL & ~XCAP_PENDING_KEY
+        leg = SessionLeg(self.store, self.identities[name], next(self.session_ids), behaviour, x_caps=x_caps)
+        self.live.append((name, leg))
+        for _exchange in range(exchanges):
+            if leg.done:
+                break
+            self._step(leg)
+
+    @precondition(lambda self: self.live)
+    @rule(which=st.integers(0, 7))
+    def exchange(self, which):
+        _name, leg = self.live[which % len(self.live)]
+        self._step(leg)
+
+    @precondition(lambda self: self.live)
+    @rule(which=st.integers(0, 7))
+    def cut(self, which):
+        """The phone's connection fails; the service notices and ends the session."""
+        _name, leg = self.live[which % len(self.live)]
+        leg.server.connection_lost("peer closed the connection")
+        self._forget_ended()
+
+    @precondition(lambda self: self.live)
+    @rule()
+    def process_dies(self):
+        """The service's process dies: its sessions end with nothing recorded."""
+        self.died.extend((name, self.clock.now) for name, _leg in self.live)
+        self.live.clear()
+
+    @rule(seconds=st.sampled_from(ADVANCES))
+    def time_passes(self, seconds):
+        self.clock.now += seconds
+        for _name, leg in self.live:  # the driver ends a session whose step deadline passed
+            deadline = leg.server.deadline
+            if deadline is not None and self.clock.now >= deadline:
+                leg.server.time_passed(self.clock.now)
+        self._forget_ended()
+
+    @rule()
+    def scheduler_round(self):
+        """The scheduler's round, as ``server/scheduling.py`` runs it: what it records of abandoned and
+        lapsed operations is what the views reported at the same clock."""
+        reported, reported_requests = self._reported(), self._requests(reported=True)
+        settle_abandoned(self.store)
+        scheduler.run_due(self.store, self.now)
+        with self.store.read() as tx:
+            stored = {name: (row["operation"], row["operation_status"], row["operation_reason"])
+                      for name in self.names for row in [phone_records.get(tx, name)]}
+        assert stored == reported, "the scheduler recorded what the views did not report"
+        assert self._requests(reported=False) == reported_requests, "the scheduler recorded other key requests"
+        revocation.run_duty(self.store, self.now)
+        renewal.run(self.store, self.now)
+        self._check_crls()
+
+    def _check_crls(self) -> None:
+        """Once the round has signed its CRLs: each revoked LSC of the phones still valid is on its
+        signer's current CRL, and no LSC that is not revoked is on any."""
+        served = revocation.current_crls(self.store, self.now)
+        with self.store.read() as tx:
+            lscs = tx.query("SELECT c.serial, c.status, c.not_after FROM certificates c JOIN phones p ON p.id = c.phone_id "
+                            "WHERE c.kind = 'lsc' AND c.source = 'capf' AND p.name IN (?, ?)", tuple(self.names))
+        listed = {format(entry.serial_number, "x") for row in served
+                  for entry in x509.load_der_x509_crl(row["der"])}
+        for lsc in lscs:
+            valid = parse_utc(lsc["not_after"], "not_after") > self.now
+            if lsc["status"] == "revoked" and valid:
+                assert lsc["serial"] in listed, ("a revoked LSC still valid is missing from the CRLs", lsc)
+            if lsc["status"] != "revoked":
+                assert lsc["serial"] not in listed, ("an LSC that is not revoked is on a CRL", lsc)
+
+    def _step(self, leg: SessionLeg) -> None:
+        event = leg.step(self.clock.now)
+        if event == "issued":
+            self.issued.add(leg.issued)
+        self._forget_ended()
+
+    def _forget_ended(self) -> None:
+        self.live = [(name, leg) for name, leg in self.live if not leg.done]
+
+    # -- what must hold ---------------------------------------------------------------------------
+
+    def _reported(self) -> dict:
+        with self.store.read() as tx:
+            return {name: (view["operation"], view["operation_status"], view["operation_reason"])
+                    for name in self.names
+                    for view in [phone_query.phone_status(tx, name, clock_skew=self.store.clock_skew)]}
+
+    def _requests(self, reported: bool) -> dict:
+        """The phones' key requests: {id: (status, reason)} as the CSR views report them, or as stored."""
+        with self.store.read() as tx:
+            if reported:
+                rows = csr_records.listing(tx, None, now=format_utc(self.now), clock_skew=self.store.clock_skew)
+            else:
+                rows = tx.query("SELECT r.id, p.name AS device_name, r.status, r.reason FROM csrs r "
+                                "JOIN phones p ON p.id = r.phone_id")
+        return {row["id"]: (row["status"], row["reason"]) for row in rows if row["device_name"] in self.names}
+
+    @invariant()
+    def every_view_reports_the_same_status(self):
+        skew = self.store.clock_skew
+        with self.store.read() as tx:
+            for name in self.names:
+                status = phone_query.phone_status(tx, name, clock_skew=skew)["operation_status"]
+                (row,) = reports.phone_rows(tx, {"names": [name]}, clock_skew=skew)
+                matching = phone_query.select(tx, {"names": [name], "operation_status": [status]}, clock_skew=skew)
+                others = [other for other in vocabulary.OPERATION_STATUSES if other != status]
+                unmatched = phone_query.select(tx, {"names": [name], "operation_status": others}, clock_skew=skew)
+                assert len(matching) == 1 and not unmatched, (name, status)
+                assert row["operation_status"] == status, (name, row["operation_status"], status)
+
+    @invariant()
+    def in_progress_only_while_a_session_may_run(self):
+        window = MAX_SESSION + LIVENESS_MARGIN_SECONDS + self.store.clock_skew.total_seconds() + 60
+        for name, (_operation, status, _reason) in self._reported().items():
+            if status != "in_progress":
+                continue
+            running = any(leg_name == name for leg_name, _leg in self.live)
+            recent = any(dead == name and self.clock.now - moment <= window for dead, moment in self.died)
+            assert running or recent, f"{name} reported in_progress with no session that may still run it"
+
+    @invariant()
+    def the_store_reports_the_lsc_the_phone_holds(self):
+        with self.store.read() as tx:
+            for name in self.names:
+                phone = phone_records.get(tx, name)
+                lscs = {row["serial"]: row for row in tx.query(
+                    "SELECT serial, status, not_after FROM certificates WHERE phone_id = ? AND kind = 'lsc'",
+                    (phone["id"],))}
+                identity = self.identities[name]
+                held = None if identity.lsc is None else format(identity.lsc.serial_number, "x")
+                installed = sorted(serial for serial, row in lscs.items() if row["status"] == "installed")
+                assert installed in ([], [held]), (name, installed, held)
+                running = any(leg_name == name for leg_name, _leg in self.live)
+                if held in self.issued and not running and parse_utc(lscs[held]["not_after"], "not_after") > self.now:
+                    expected = "revoked" if held in self.revoked else "installed"
+                    assert lscs[held]["status"] == expected, (name, lscs[held])
+                view = phone_query.phone_status(tx, name, clock_skew=self.store.clock_skew)
+                if view["operation_status"] == "succeeded" and not running:
+                    if view["operation"] == "install_upgrade":
+                        assert held in self.issued, (name, held)
+                    elif view["operation"] == "delete":
+                        assert held is None, (name, held)
+
+
+@pytest.fixture
+def fleet_clock(monkeypatch):
+    clock = _VirtualTime(float(int(time.time())))
+    monkeypatch.setattr(vocabulary, "time", clock)
+    return clock
+
+
+@pytest.mark.parametrize("issuer", ["capf", "offline_ca"])
+def test_what_the_store_reports_of_a_fleet_stays_true(ca_store, fleet_clock, issuer):
+    service_config.converge(ca_store, parameters_wanted={"validity_days": 1, "renew_before_days": 1, "issuer": issuer})
+    FleetLife.pki = None
+    if issuer == "offline_ca":
+        FleetLife.pki = EnterprisePki()
+        trust.converge(ca_store, content=pem(FleetLife.pki.root) + pem(FleetLife.pki.issuing), trust_store=["capf-trust"])
+    FleetLife.store = ca_store
+    FleetLife.clock = fleet_clock
+    run_state_machine_as_test(FleetLife, settings=settings(
+        max_examples=40, stateful_step_count=30, deadline=None, derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]))
