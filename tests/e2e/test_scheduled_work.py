@@ -76,7 +76,7 @@ def test_the_service_runs_due_jobs_and_lapses_deadlines_exactly_once(ca_store, t
         statuses = {row["name"]: (row["operation"], row["operation_status"]) for row in
                     tx.query("SELECT name, operation, operation_status FROM phones")}
         events = tx.query("SELECT actor, action, subject, details FROM audit_events WHERE action LIKE 'job.%' "
-                          "OR action IN ('bulk.apply', 'phone.lapse') ORDER BY id")
+                          "OR action IN ('bulk.apply', 'phone.operation_lapsed') ORDER BY id")
     assert all(statuses[name] == ("install_upgrade", "pending") for name in first)
     assert all(statuses[name] == ("delete", "pending") for name in second)
     assert statuses["SEP00000000C001"][1] == "lapsed" and statuses["SEP00000000C002"][1] == "pending"
@@ -84,8 +84,10 @@ def test_the_service_runs_due_jobs_and_lapses_deadlines_exactly_once(ca_store, t
     for event in events:
         by_action.setdefault(event["action"], []).append(event)
     assert sorted(event["subject"] for event in by_action["job.succeeded"]) == sorted(str(i) for i in job_ids)
-    assert len(by_action["bulk.apply"]) == len(job_ids) and len(by_action["phone.lapse"]) == 1
-    assert all(event["actor"] == scheduling.ACTOR for event in by_action["job.succeeded"] + by_action["phone.lapse"])
+    assert len(by_action["bulk.apply"]) == len(job_ids)
+    assert [event["subject"] for event in by_action["phone.operation_lapsed"]] == ["SEP00000000C001"]  # once: one leader
+    assert all(event["actor"] == scheduling.ACTOR
+               for event in by_action["job.succeeded"] + by_action["phone.operation_lapsed"])
     for job_id in job_ids:
         assert text.count(f"scheduler: job {job_id} succeeded") == 1, text
     assert text.count("operation(s) lapsed, their deadline passed: SEP00000000C001") == 1, text

@@ -93,12 +93,14 @@ def lapse_deadlines(store: Store, now: _dt.datetime) -> list[str]:
     """Operations whose ``operation_completes_by`` has passed (pending, or failed and waiting for another
     attempt: ``phones.overdue``) become ``lapsed``; their CSRs still at a third-party CA are failed with
     them (as when an operator withdraws the operation: a CA's later answer is stale, never the phone's
-    waiting LSC), each with a ``csr.failed`` event."""
+    waiting LSC), each with a ``csr.failed`` event; each phone's lapse has its ``phone.operation_lapsed``
+    event (``phones.lapsed_event``, as a refused session records it)."""
     moment = format_utc(now)
     with store.transaction() as tx:
         lapsed = phones.lapse_overdue(tx, moment)
         if lapsed:
-            audit.record(tx, store.actor, "phone.lapse", "phones", count=len(lapsed), at=moment)
+            audit.record_many(tx, store.actor, moment, [phones.lapsed_event(row["name"], row["operation"])
+                                                        for row in lapsed])
             csrs.withdraw_pending(tx, store.actor, {row["id"]: row["name"] for row in lapsed}, csrs.LAPSED)
     return [row["name"] for row in lapsed]
 

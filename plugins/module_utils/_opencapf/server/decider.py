@@ -303,8 +303,8 @@ class StoreDecider(Decider):
             if phone_records.is_left_abandoned(current, now, self.store.clock_skew):
                 current = csr_records.settle_abandoned_phone(tx, ACTOR, current)
             if phone_records.lapse_if_overdue(tx, now, current["id"]):
-                audit.record(tx, ACTOR, "phone.operation_lapsed", current["name"], operation=current["operation"],
-                             reason=phone_records.LAPSED_REASON, **self._session)
+                action, subject, details = phone_records.lapsed_event(current["name"], current["operation"])
+                audit.record(tx, ACTOR, action, subject, **details, **self._session)
                 csr_records.withdraw_pending(tx, ACTOR, {current["id"]: current["name"]}, csr_records.LAPSED)
 
         return step

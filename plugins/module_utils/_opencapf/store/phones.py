@@ -101,6 +101,7 @@ def missing_names(tx: Transaction, names) -> list[str]:
 # (one whose session surely ended is settled ``failed`` first: ``left_abandoned``).
 OVERDUE_STATUSES = ("pending", "failed")
 LAPSED_REASON = "deadline passed"
+LAPSED_EVENT = "phone.operation_lapsed"  # as ``set_operation_result`` names an operation's result
 
 
 def _deadline_passed(alias: str) -> str:
@@ -216,10 +217,16 @@ def reported_operation(row: dict[str, Any], now: str, clock_skew: _dt.timedelta 
 _LAPSE = "UPDATE phones SET operation_status = 'lapsed', operation_reason = ?, updated_at = ? WHERE "
 
 
+def lapsed_event(name: str, operation: str) -> tuple[str, str, dict[str, Any]]:
+    """The audit event of a lapse, ``(action, subject, details)``: one per phone, the same whoever records
+    it (the scheduler's lapse duty, a session refused as the deadline passed, which adds its session)."""
+    return LAPSED_EVENT, name, {"operation": operation, "reason": LAPSED_REASON}
+
+
 def lapse_overdue(tx: Transaction, now: str) -> list[dict[str, Any]]:
     """Operations overdue at ``now`` (``overdue``) become ``lapsed`` with ``LAPSED_REASON`` (the scheduler's
-    lapse duty); their phones (id, name)."""
-    lapsed = tx.query(f"SELECT id, name FROM phones WHERE {overdue('phones')} ORDER BY name", (now,))
+    lapse duty); their phones (id, name, operation)."""
+    lapsed = tx.query(f"SELECT id, name, operation FROM phones WHERE {overdue('phones')} ORDER BY name", (now,))
     if lapsed:
         tx.execute(_LAPSE + overdue("phones"), (LAPSED_REASON, now, now))
     return lapsed

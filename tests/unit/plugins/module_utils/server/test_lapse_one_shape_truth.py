@@ -7,7 +7,8 @@ reports them at a moment, are exactly what is recorded at that moment by each pa
 the scheduler's round (``settle_abandoned``, then the lapse duty), and a session of the phone that is
 refused because the deadline passed (its end records the lapse). Two twin phones in the same state, one
 through each path, end alike. The session may tell the phone and its own record why it was refused in
-its own words; what is stored about the phone is the views' shape (``lapsed``, ``deadline passed``).
+its own words; what is stored about the phone is the views' shape (``lapsed``, ``deadline passed``), and so
+are the audit events of the phone's operation and requests (a session adds its ``session_id``).
 
 On SQLite and on PostgreSQL (``CLOCK_SKEW``), the sessions being the service's ``StoreDecider``.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
@@ -74,6 +76,22 @@ def _recorded(store, name: str):
     return (row["operation_status"], row["operation_reason"]), requests
 
 
+def _events(store, name: str, after: int) -> list:
+    """The audit events of the phone's operation and requests since event ``after``: (action, details)
+    without the session a session's events name, nor the twin's own request ids."""
+    with store.read() as tx:
+        rows = tx.query("SELECT action, details FROM audit_events WHERE subject = ? AND id > ? AND "
+                        "(action LIKE 'phone.operation_%' OR action LIKE 'csr.%') ORDER BY id", (name, after))
+    ignored = ("session_id", "csr_id")
+    return [(row["action"], {key: value for key, value in json.loads(row["details"]).items() if key not in ignored})
+            for row in rows]
+
+
+def _last_event(store) -> int:
+    with store.read() as tx:
+        return tx.scalar("SELECT COALESCE(MAX(id), 0) FROM audit_events")
+
+
 def _by_scheduler(store) -> None:
     moment = dt.datetime.now(dt.timezone.utc)
     settle_abandoned(store, moment)
@@ -102,6 +120,7 @@ def test_a_lapse_is_recorded_as_the_views_report_it_by_the_scheduler_and_by_a_re
     moment = format_utc(dt.datetime.now(dt.timezone.utc))
     reported = _reported(store, by_scheduler, moment)
     assert _reported(store, by_session, moment) == reported
+    before = _last_event(store)
     refusal = _by_session(store, by_session)  # first: the scheduler's round lapses every phone
     if reported[0][0] == "lapsed":
         assert refusal, "a session of a phone whose operation is reported lapsed is refused"
@@ -110,3 +129,5 @@ def test_a_lapse_is_recorded_as_the_views_report_it_by_the_scheduler_and_by_a_re
         assert _recorded(store, by_session) == reported, (state, deadline, refusal)
     _by_scheduler(store)
     assert _recorded(store, by_scheduler) == reported, (state, deadline)
+    if refusal:  # the same events of the phone, whoever recorded the lapse
+        assert _events(store, by_session, before) == _events(store, by_scheduler, before), (state, deadline)
