@@ -261,7 +261,7 @@ phones:
   sample:
     - {device_name: SEP001122334455, description: Reception, model: CP-8865, device_pool: HQ, security_mode: non_secure,
        certificate_operation: install_upgrade, operation_status: failed,
-       operation_reason: "wrong authentication string; phone locked out after 5 failures",
+       operation_reason: "wrong authentication string",
        authentication_mode: auth_string, operation_completes_by: null, locked: true, lsc: null}
   contains:
     device_name:

@@ -49,6 +49,7 @@ def make(store, phones: int = 200) -> dict:
             phone_records.set_operation_result(tx, "test", phone_records.get(tx, name), "failed", reason)
         for name in locked:
             for _attempt in range(LOCKOUT_FAILURES):
-                phone_records.record_auth_failure(tx, "test", phone_records.get(tx, name), LOCKOUT_FAILURES,
-                                                  "authentication string mismatch")
+                phone = phone_records.get(tx, name)
+                phone_records.record_auth_failure(tx, "test", phone, LOCKOUT_FAILURES, "authentication string mismatch",
+                                                  operation=phone["operation"])
     return {"generated": generated, "names": names, "failed": failed, "locked": locked}

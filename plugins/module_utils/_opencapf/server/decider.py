@@ -350,7 +350,7 @@ class StoreDecider(Decider):
                 verdict = self._verdict or self._check_certificate(plan.device_name, offer, prefer)
             if not verdict.ok:
                 reason = verdict.reason
-                self._at_end(lambda tx, phone: self._set_result(tx, phone, "failed", reason))
+                self._at_end(lambda tx, phone: self._set_auth_failure(tx, phone, plan, reason))
             elif self._starts_early(plan):
                 with self.store.transaction(durable=False) as tx:  # on disk with the session's next durable commit
                     phone = phone_records.get_for_session(tx, plan.device_name)
@@ -358,6 +358,12 @@ class StoreDecider(Decider):
                         self._start(tx, phone)
         self._authenticated = verdict.ok
         return verdict
+
+    def _set_auth_failure(self, tx, phone: dict, plan: Plan, reason: str) -> None:
+        """A certificate that failed authentication fails the operation only by the rule of
+        ``phones.fails_at_authentication`` (as a wrong string does: ``phones.record_auth_failure``)."""
+        if phone_records.fails_at_authentication(phone, plan.operation):
+            self._set_result(tx, phone, "failed", reason)
 
     @staticmethod
     def _starts_early(plan: Plan) -> bool:
@@ -408,7 +414,7 @@ class StoreDecider(Decider):
                     phone_records.reset_auth_failures(tx, phone)  # at once: the count is the lock-out's
                 return verdict
             failures, locked = phone_records.record_auth_failure(
-                tx, ACTOR, phone, int(self.parameters["lockout_failures"]), verdict.reason)
+                tx, ACTOR, phone, int(self.parameters["lockout_failures"]), verdict.reason, operation=plan.operation)
         if locked:
             metrics.locked_out()
             return Verdict(False, f"{verdict.reason}; phone locked out after {failures} failures")

@@ -372,15 +372,42 @@ def set_operation_result(tx: Transaction, actor: str, phone: dict[str, Any], sta
                  **details)
 
 
+# What an event outside the run of an operation may record of it: a session's failed authentication (a
+# wrong or missing string, a certificate refused) fails only the operation that session would run, and the
+# online CA's refusal of a request only the operation that waits for it. Either fails the operation only
+# while it waits for a session (``waits_for_a_session``): ``pending``, declared and not yet tried or
+# deferred while a CA holds its request. A result recorded (``succeeded``, ``failed``, ``lapsed``), no
+# operation, and an operation ``in_progress`` are not such an event's to change: the phone's LSC is still
+# installed after a wrong string, and an operation in progress belongs to the session running it (which
+# may be live: its end settles it; or abandoned: the scheduler settles it). The failed authentication
+# still counts toward the lock-out.
+
+
+def waits_for_a_session(row: dict[str, Any]) -> bool:
+    """Whether a phone row's operation waits for the session that will run it (``pending``): the only
+    state an authentication failure or a CA's refusal of the request it waits for fails."""
+    return row["operation"] != "none" and row["operation_status"] == "pending"
+
+
+def fails_at_authentication(row: dict[str, Any], operation: str) -> bool:
+    """Whether a session that would run ``operation`` (``decider.pending_operation`` as it began) fails
+    the operation of the phone row read now when its authentication fails: the rule above."""
+    return waits_for_a_session(row) and row["operation"] == operation
+
+
 def record_auth_failure(tx: Transaction, actor: str, phone: dict[str, Any], lockout_failures: int,
-                        reason: str) -> tuple[int, bool]:
-    """Count one failed authentication; lock the phone at ``lockout_failures``. Returns (failures, locked)."""
+                        reason: str, *, operation: str) -> tuple[int, bool]:
+    """Count one failed authentication of a session that would run ``operation``; lock the phone at
+    ``lockout_failures``. The operation becomes ``failed`` with ``reason`` only by the rule of
+    ``fails_at_authentication``. Returns (failures, locked)."""
     failures = int(phone["auth_failures"]) + 1
     locked = failures >= lockout_failures
+    fails = fails_at_authentication(phone, operation)
     tx.execute(
-        "UPDATE phones SET auth_failures = ?, locked = ?, operation_status = 'failed', operation_reason = ?, "
-        "updated_at = ? WHERE id = ?",
-        (failures, int(locked or bool(phone["locked"])), reason, format_utc(utc_now()), phone["id"]),
+        "UPDATE phones SET auth_failures = ?, locked = ?, "
+        + ("operation_status = 'failed', operation_reason = ?, " if fails else "") + "updated_at = ? WHERE id = ?",
+        (failures, int(locked or bool(phone["locked"])), *((reason,) if fails else ()), format_utc(utc_now()),
+         phone["id"]),
     )
     audit.record(tx, actor, "phone.auth_failed", phone["name"], failures=failures, locked=locked, reason=reason)
     return failures, locked

@@ -33,7 +33,10 @@ The invariants, checked after every step, for every phone:
   yet expired, is reported ``installed`` once no session of the phone is still running (never
   ``issued``, ``stale`` or ``revoked``), unless the operator revoked it (then ``revoked``);
 * an ``install_upgrade`` reported ``succeeded`` means the phone holds an LSC we issued; a ``delete``
-  reported ``succeeded`` means it holds none.
+  reported ``succeeded`` means it holds none;
+* an operation reported ``succeeded`` stays so until the operator (a declaration, a revocation, the
+  phone's removal) or an automatic renewal arms it again: no session of the phone, whatever it sends
+  (a wrong string, none), makes it anything else.
 """
 
 from __future__ import annotations
@@ -101,6 +104,7 @@ class FleetLife(RuleBasedStateMachine):
         self.revoked: set[str] = set()  # serials the operator revoked
         self.rotated = False
         self.removed_under: set[int] = set()  # sessions whose phone was removed while they ran
+        self.finished: dict[str, tuple] = {}  # phone -> its operation as last reported succeeded
         self.session_ids = itertools.count(example * 1000)
         # Examples share the store and the clock only moves forward: a CAPF certificate near its end is
         # renewed as an operator would (the examples' time spans years in long runs).
@@ -120,6 +124,7 @@ class FleetLife(RuleBasedStateMachine):
     @rule(phone=st.integers(0, 1), operation=st.sampled_from(OPERATIONS), deadline=st.sampled_from(DEADLINES),
           by_string=st.booleans())
     def declare(self, phone, operation, deadline, by_string):
+        self.finished.pop(self.names[phone], None)
         wanted = {"certificate_operation": operation, "authentication_mode": "auth_string" if by_string else "null_string"}
         if deadline == "none":
             wanted["operation_completes_by"] = "none"
@@ -148,6 +153,7 @@ class FleetLife(RuleBasedStateMachine):
     def operator_revokes(self, phone):
         """The operator revokes the phone's LSCs (``capf_phone`` ``revoke``), whatever it holds."""
         name = self.names[phone]
+        self.finished.pop(name, None)
         with self.store.read() as tx:
             self.revoked.update(row["serial"] for row in revocation.plan_revocation(tx, name, None))
         phone_config.converge(self.store, name, settings={}, revoke={"reason": "key_compromise"})
@@ -165,6 +171,7 @@ class FleetLife(RuleBasedStateMachine):
         """The operator removes the phone (its LSCs go with it) and declares it again: what the phone
         still holds, and what its sessions under way were sent or will be, is no longer ours to report."""
         name = self.names[phone]
+        self.finished.pop(name, None)
         phone_config.converge(self.store, name, state="absent")
         phone_config.converge(self.store, name, settings=dict(INITIAL))
         identity = self.identities[name]
@@ -233,6 +240,7 @@ class FleetLife(RuleBasedStateMachine):
         assert self._requests(reported=False) == reported_requests, "the scheduler recorded other key requests"
         revocation.run_duty(self.store, self.now)
         renewal.run(self.store, self.now)
+        self.finished.clear()  # a renewal arms the operation again
         self._check_crls()
 
     def _check_crls(self) -> None:
@@ -300,6 +308,16 @@ class FleetLife(RuleBasedStateMachine):
             running = any(leg_name == name for leg_name, _leg in self.live)
             recent = any(dead == name and self.clock.now - moment <= window for dead, moment in self.died)
             assert running or recent, f"{name} reported in_progress with no session that may still run it"
+
+    @invariant()
+    def a_succeeded_operation_stays_succeeded(self):
+        """Only the operator (or a renewal) arms an operation again: no session of the phone, whatever it
+        sends, makes one reported succeeded anything else."""
+        for name, reported in self._reported().items():
+            if reported[1] == "succeeded":
+                self.finished.setdefault(name, reported)
+            elif name in self.finished:
+                raise AssertionError(f"{name}: reported {reported} after {self.finished[name]}")
 
     @invariant()
     def the_store_reports_the_lsc_the_phone_holds(self):

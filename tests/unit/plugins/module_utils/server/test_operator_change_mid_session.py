@@ -87,8 +87,9 @@ def _session(store, identity, session_id: int, behaviour: str, events: list, cha
 def _lock(store, name: str) -> None:
     """Another session of the phone offers wrong authentication strings until the phone locks."""
     with store.transaction() as tx:
-        phone_records.record_auth_failure(tx, "capf-server", phone_records.get(tx, name), 1,
-                                          "wrong authentication string")
+        phone = phone_records.get(tx, name)
+        phone_records.record_auth_failure(tx, "capf-server", phone, 1, "wrong authentication string",
+                                          operation=phone["operation"])
 
 
 def _run(store, operation: str, behaviour: str, change_name: str, at: int):
