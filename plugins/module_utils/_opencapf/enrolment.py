@@ -187,9 +187,20 @@ def record_certificate(tx: Transaction, actor: str, phone: dict, certificate, so
     return certificate_id
 
 
-def _fail(tx: Transaction, actor: str, csr_id: int, phone: dict, reason: str) -> None:
-    set_csr(tx, csr_id, "failed", reason)
+def _fail_waiting(tx: Transaction, actor: str, device_name: str, csr_id: int, reason: str) -> bool:
+    """The online CA refused the request ``csr_id`` (failed already): the phone's operation fails with
+    ``reason`` only while it waits for that request, ``pending`` (``phones.waits_for_a_session``: its
+    session deferred) with the request the phone's newest. An operation in progress is its session's
+    (which finds the request failed and starts with a new key), and a result recorded stands. Whether
+    it failed."""
+    phone = phone_records.get(tx, device_name)
+    if phone is None or not phone_records.waits_for_a_session(phone):
+        return False
+    newest = csr_records.latest_signed(tx, phone["id"])
+    if newest is None or newest["id"] != csr_id:
+        return False
     phone_records.set_operation_result(tx, actor, phone, "failed", reason)
+    return True
 
 
 def record_refusal(tx: Transaction, actor: str, device_name: str, certificate, source: str, code: str,
@@ -296,8 +307,7 @@ def poll_pending(store: Store, actor: str, *, issuer=None, device_name: str | No
                 result = _settle(store, actor, phone, row["id"], outcome, request)
             except EnrolmentError as exc:
                 with store.transaction() as tx:
-                    phone_records.set_operation_result(tx, actor, phone_records.get(tx, row["name"]), "failed",
-                                                       str(exc))
+                    _fail_waiting(tx, actor, row["name"], row["id"], str(exc))
                 counts["failed"] += 1
                 continue
             if isinstance(result, Replaced):

@@ -1,12 +1,15 @@
-"""A session whose authentication fails records only what is true of the phone's operation.
+"""A session whose authentication fails, and a CA that refuses a request, record only what is true of
+the phone's operation.
 
 A failed authentication (a wrong or missing string, a certificate refused) counts toward the lock-out
 and fails the operation only while it waits for the session that would run it (``pending``): an
 install the phone completed stays ``succeeded`` (the phone holds its LSC), and an operation another
-session of the phone has in progress stays that session's. The rule: ``phones.fails_at_authentication``.
+session of the phone has in progress stays that session's. Likewise the enrolment service fails an
+operation on the online CA's refusal only while it waits for that request (``pending``, its session
+deferred). The rule: ``phones.fails_at_authentication`` and ``phones.waits_for_a_session``.
 
 The sessions are the service's own sans-I/O ``ServerSession`` with its ``StoreDecider`` and the
-simulator's ``PhoneSession``, driven an exchange at a time."""
+simulator's ``PhoneSession``, driven an exchange at a time; the online CA a loopback EST server."""
 
 from __future__ import annotations
 
@@ -16,7 +19,10 @@ import pytest
 
 from support.protocol import add_phone, phone_row
 from support.sessions import SessionLeg
-from _opencapf import phone_config, phone_query, service_config
+from support.third_party_ca import PASSWORD, USERNAME, EnterprisePki, pem
+from _opencapf import enrolment, phone_config, phone_query, service_config, trust
+from _opencapf.ca import certificates as c
+from _opencapf.protocol.constants import XCAP_PENDING_KEY, XCAPS_ALL
 from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
 from _opencapf.store import audit
 
@@ -31,8 +37,8 @@ def _name() -> str:
     return f"SEP{next(_names):012X}"
 
 
-def _session(store, identity: PhoneIdentity, session_id: int) -> SessionLeg:
-    leg = SessionLeg(store, identity, session_id)
+def _session(store, identity: PhoneIdentity, session_id: int, x_caps: int = 0) -> SessionLeg:
+    leg = SessionLeg(store, identity, session_id, x_caps=x_caps)
     for step in range(40):
         if leg.done:
             return leg
@@ -135,3 +141,58 @@ def test_a_refused_certificate_fails_only_a_waiting_operation(ca_store, mode):
     leg = _session(ca_store, bare, 3)
     assert _reported(ca_store, name) == ("install_upgrade", "failed", leg.server.outcome.reason)
 
+
+# -- the enrolment service --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pki():
+    return EnterprisePki()
+
+
+def _held(store, pki, est) -> tuple[str, PhoneIdentity]:
+    """A phone whose install_upgrade CSR the online CA holds (its session deferred, ``pending``)."""
+    trust.converge(store, content=pem(pki.root) + pem(pki.issuing), trust_store=["capf-trust"])
+    service_config.converge(store, parameters_wanted={"issuer": "online_ca"},
+                            online_ca={"hostname": "localhost", "port": est.port, "type": "est",
+                                       "username": USERNAME, "password": PASSWORD})
+    name = _name()
+    add_phone(store, name, operation="install_upgrade", key_order="ec")
+    identity = PhoneIdentity(PhoneSettings(name))
+    est.pending_first = 10 ** 6
+    assert _session(store, identity, 1, XCAPS_ALL).server.outcome.outcome == "deferred"
+    assert _reported(store, name)[1] == "pending"
+    return name, identity
+
+
+def test_a_refusal_of_the_request_an_operation_waits_for_fails_it(ca_store, pki, est):
+    """The CA holds the request of a deferred install, then signs it with a key that is not the
+    request's: the enrolment service fails the request and the operation with the refusal."""
+    name, _identity = _held(ca_store, pki, est)
+    est.pending_first, est.defect = 0, "wrong_key"
+    assert enrolment.poll_pending(ca_store, "enrolment-service") == {"issued": 0, "pending": 0, "failed": 1}
+    operation, status, reason = _reported(ca_store, name)
+    assert (operation, status) == ("install_upgrade", "failed")
+    assert reason.startswith("certificate from the online CA refused") and reason.endswith("[wrong_key]"), reason
+
+
+def test_a_refusal_leaves_the_operation_of_a_session_under_way_to_it(ca_store, pki, est):
+    """The CA holds the request of a deferred install; the phone's next session has begun (the
+    operation ``in_progress``; the phone kept no key, a power cycle) when the enrolment service hears
+    the CA refuse the request: the operation stays that session's, which installs its LSC."""
+    name, identity = _held(ca_store, pki, est)
+    leg = SessionLeg(ca_store, identity, 2, x_caps=XCAPS_ALL & ~XCAP_PENDING_KEY)
+    steps = 0
+    while _reported(ca_store, name)[1] != "in_progress":
+        steps += 1
+        assert steps < 10 and not leg.done, "the session never put the operation in progress"
+        leg.step(0.01 * steps)
+    est.pending_first, est.defect = 0, "wrong_key"
+    assert enrolment.poll_pending(ca_store, "enrolment-service") == {"issued": 0, "pending": 0, "failed": 1}
+    assert _reported(ca_store, name)[1] == "in_progress"
+    est.defect = None
+    while not leg.done:
+        steps += 1
+        leg.step(0.01 * steps)
+    assert leg.server.outcome.outcome == "succeeded", leg.server.outcome
+    assert _reported(ca_store, name) == ("install_upgrade", "succeeded", "")
+    assert c.fingerprint(identity.lsc) == c.fingerprint(est.issued[-1])
