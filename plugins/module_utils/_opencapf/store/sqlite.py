@@ -212,6 +212,7 @@ class SqliteBackend(Backend):
         self._writer_lock: int | None = None
         self._writer_lock_id: tuple[int, int] | None = None
         self._writer_depth = 0  # write transactions of this connection that hold the writer lock
+        self.waiting_writers = 0  # threads of this connection waiting for the writer lock now
         if not read_only:
             try:
                 self._writer_lock = self._open_writer_lock()
@@ -304,6 +305,13 @@ class SqliteBackend(Backend):
         return True
 
     def _wait_writer_lock(self, bound: float, pause: float) -> None:
+        self.waiting_writers += 1
+        try:
+            self._poll_writer_lock(bound, pause)
+        finally:
+            self.waiting_writers -= 1
+
+    def _poll_writer_lock(self, bound: float, pause: float) -> None:
         started = time.monotonic()
         while True:
             waited = time.monotonic() - started

@@ -35,7 +35,6 @@ import contextlib
 import datetime as dt
 import itertools
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -230,15 +229,13 @@ def _check_revocation_dates(crl, recorded: dict, previous, context) -> None:
         assert entry.revocation_date_utc == expected, (serial, entry.revocation_date_utc, expected, context)
 
 
-def _waiting_writer(store) -> bool:
-    """Whether a transaction waits for the store's write lock (PostgreSQL's advisory lock every writer
-    takes; the writer lock file of a group-commit SQLite store)."""
+def _waiting_writer(store, waiter) -> bool:
+    """Whether a transaction of ``waiter`` waits for the store's write lock (PostgreSQL's advisory lock
+    every writer takes, seen by ``store``; the writer lock file of an SQLite store, which a writer polls)."""
     if store.location.startswith("postgresql"):
         with store.read() as tx:
             return bool(tx.scalar("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"))
-    inode = f":{os.stat(store.location + '-writer.lock').st_ino} "
-    with open("/proc/locks", encoding="ascii") as locks:
-        return any(" -> " in line and inode in line for line in locks)
+    return waiter.backend.waiting_writers > 0
 
 
 def _revoke_in(tx, actor: str, kind: str, name: str, lscs: list[dict], pick: int) -> None:
@@ -328,7 +325,7 @@ class _Run:
             _revoke_in(tx, writer.actor, kind, name, self._lscs(name), pick)
             thread.start()
             deadline = time.monotonic() + 30
-            while thread.is_alive() and not _waiting_writer(self.cluster.watcher):
+            while thread.is_alive() and not _waiting_writer(self.cluster.watcher, signer):
                 assert time.monotonic() < deadline, "the signing host never waited for the write lock"
                 time.sleep(0.005)
         thread.join(timeout=60)
