@@ -132,10 +132,11 @@ def _without_now(value):
     return value
 
 
-def _stored_view(snap: dict, name: str) -> dict | None:
-    """The reviewer's view of phone ``name`` as the store holds it (``settings_view`` of its row)."""
+def _stored_view(snap: dict, name: str, now=None) -> dict | None:
+    """The reviewer's view of phone ``name`` as the store holds it (``settings_view`` of its row), its
+    operation as reported at ``now`` (default: the current time)."""
     row = snap["phones"].get(name)
-    return None if row is None else phone_config.settings_view(dict(row, name=name))
+    return None if row is None else phone_config.settings_view(dict(row, name=name), now=now)
 
 
 def _phone_call(store, request, serials, check_mode):
@@ -528,7 +529,7 @@ def test_templates_check_mode_predicts_the_real_run_and_the_real_diff_is_the_sto
         store, "truth", devices, via="template", existing=existing, check_mode=check_mode, now=NOW))
     for name in devices:
         if name in applied["after"]["phones"]:
-            stored = _stored_view(after, name)
+            stored = _stored_view(after, name, now=NOW)  # the moment the template was applied at
             shown = applied["after"]["phones"][name]
             assert {key: value for key, value in shown.items() if key != "authentication_string"} == {
                 key: stored[key] for key in shown if key != "authentication_string"}
