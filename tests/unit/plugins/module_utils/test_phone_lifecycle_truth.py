@@ -178,7 +178,7 @@ class FleetLife(RuleBasedStateMachine):
         if identity.lsc is not None:
             self.issued.discard(format(identity.lsc.serial_number, "x"))
         for leg_name, leg in self.live:
-            if leg_name == name:
+            if leg_name == name and leg.server.outcome.device_name:  # it had read the phone removed
                 self.issued.discard(leg.issued)
                 self.removed_under.add(id(leg))
 
