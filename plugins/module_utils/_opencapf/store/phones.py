@@ -402,13 +402,13 @@ def record_auth_failure(tx: Transaction, actor: str, phone: dict[str, Any], lock
     ``fails_at_authentication``. Returns (failures, locked)."""
     failures = int(phone["auth_failures"]) + 1
     locked = failures >= lockout_failures
-    fails = fails_at_authentication(phone, operation)
-    tx.execute(
-        "UPDATE phones SET auth_failures = ?, locked = ?, "
-        + ("operation_status = 'failed', operation_reason = ?, " if fails else "") + "updated_at = ? WHERE id = ?",
-        (failures, int(locked or bool(phone["locked"])), *((reason,) if fails else ()), format_utc(utc_now()),
-         phone["id"]),
-    )
+    counted = (failures, int(locked or bool(phone["locked"])))
+    if fails_at_authentication(phone, operation):
+        tx.execute("UPDATE phones SET auth_failures = ?, locked = ?, operation_status = 'failed', operation_reason = ?, "
+                   "updated_at = ? WHERE id = ?", (*counted, reason, format_utc(utc_now()), phone["id"]))
+    else:
+        tx.execute("UPDATE phones SET auth_failures = ?, locked = ?, updated_at = ? WHERE id = ?",
+                   (*counted, format_utc(utc_now()), phone["id"]))
     audit.record(tx, actor, "phone.auth_failed", phone["name"], failures=failures, locked=locked, reason=reason)
     return failures, locked
 
