@@ -6,6 +6,7 @@ two exchanges."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 from _opencapf.ca import certificates as c
 from _opencapf.protocol import codec
@@ -74,3 +75,15 @@ class SessionLeg:
         if self.server.outcome is not None and self.server.outcome.outcome == "succeeded":
             return "installed" if stored else {"delete": "deleted", "fetch": "fetched"}.get(self.phone.result.operation)
         return None
+
+
+def in_turn(legs, schedule):
+    """The legs to step, one at a time: first as ``schedule`` names them (each an index, taken modulo
+    their number), then each in turn, until every one has ended; a leg that has ended is passed over.
+    The caller steps each leg it is given before asking for the next."""
+    for index in itertools.chain(schedule, itertools.cycle(range(len(legs)))):
+        if all(leg.done for leg in legs):
+            return
+        leg = legs[index % len(legs)]
+        if not leg.done:
+            yield leg

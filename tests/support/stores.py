@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from typing import Any, Iterator, Sequence
 
 from _opencapf import trust
@@ -14,6 +15,7 @@ from _opencapf.store.sqlite import SqliteBackend
 
 from . import certfactory
 from .protocol import add_phone
+from .store_phones import create_phone
 
 PHONE = "SEP001122334455"
 
@@ -124,3 +126,28 @@ def steps_per_transaction(store: Store, every: int = 100) -> Iterator[list[list]
             yield transactions
         finally:
             connection.set_trace_callback(None)
+
+
+@contextlib.contextmanager
+def held_by_another_writer(location: str, state_dir: str | None, phone_name: str, held_for: float = 60) -> Iterator[threading.Event]:
+    """Another writer of the store (a long ``opencapf apply``, another host's change), in a thread of its
+    own: it opens the store, creates the phone ``phone_name`` in a change and holds that change, with the
+    store's write lock, until the event this yields is set, the block ends or ``held_for`` seconds pass;
+    then it commits. The block begins once the change holds the lock."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():
+        with open_store(location, state_dir=state_dir, actor="holder") as holder:
+            with holder.atomic() as tx:
+                create_phone(tx, phone_name)
+                holding.set()
+                release.wait(held_for)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert holding.wait(30), "the other writer began its change"
+        yield release
+    finally:
+        release.set()
+        thread.join(60)

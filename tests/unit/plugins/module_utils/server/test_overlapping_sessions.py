@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from support.protocol import add_phone, phone_row
-from support.sessions import BEHAVIOURS, SessionLeg
+from support.sessions import BEHAVIOURS, SessionLeg, in_turn
 from _opencapf import reports
 from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
 from _opencapf.store import renewals
@@ -48,12 +48,7 @@ def _run(store, behaviours: list[str], schedule: list[int]):
     legs = [SessionLeg(store, identity, 100 + index, behaviour) for index, behaviour in enumerate(behaviours)]
     events: list[tuple[str, str]] = []
     now = 0.0
-    for index in itertools.chain(schedule, itertools.cycle(range(len(legs)))):
-        if all(leg.done for leg in legs):
-            break
-        leg = legs[index % len(legs)]
-        if leg.done:
-            continue
+    for leg in in_turn(legs, schedule):
         now += 0.01
         event = leg.step(now)
         if event is not None:

@@ -26,6 +26,7 @@ import itertools
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
+from support.sessions import in_turn
 from support.third_party_ca import EnterprisePki, pem
 from _opencapf import csr as csr_module
 from _opencapf import phone_config, scheduler, service_config, trust
@@ -134,12 +135,7 @@ def _run(store, fates, schedule):
     phone_config.converge(store, name, settings={"certificate_operation": "install_upgrade", "key_order": "ec",
                                                  "ec_key_size": 256})
     legs = [_Leg(store, name, fate) for fate in fates]
-    for index in itertools.chain(schedule, itertools.cycle(range(len(legs)))):
-        if all(leg.done for leg in legs):
-            break
-        leg = legs[index % len(legs)]
-        if leg.done:
-            continue
+    for leg in in_turn(legs, schedule):
         leg.step()
         now = format_utc(dt.datetime.now(dt.timezone.utc))
         reported = _reported(store, name, now)

@@ -20,6 +20,7 @@ from _opencapf.store import service as service_records
 from _opencapf.store.backend import LOOP_WRITER_LOCK_WAIT_SECONDS
 from support.protocol import add_phone, certificate_rows, phone_row
 from support.store_phones import create_phone
+from support.stores import held_by_another_writer
 
 NODES = 4
 PHONE = "SEP001122334455"
@@ -139,30 +140,15 @@ def test_the_service_event_loop_waits_a_short_bound_for_the_writers_lock(postgre
     advisory lock that another host's long change holds at most ``LOOP_WRITER_LOCK_WAIT_SECONDS``, then
     fails with ``StoreBusy`` and nothing written; another thread of the same store waits as before, and
     the loop writes again once the change is done."""
-    holding, release = threading.Event(), threading.Event()
-    with open_store(postgres_dsn, state_dir=state_dir, actor="holder") as holder, \
-            open_store(postgres_dsn, state_dir=state_dir, actor="capf-server", group_commit=True) as service:
-
-        def hold():
-            with holder.atomic() as tx:
-                create_phone(tx, "SEP0000000000E1")
-                holding.set()
-                release.wait(60)
-
-        thread = threading.Thread(target=hold)
-        thread.start()
+    with open_store(postgres_dsn, state_dir=state_dir, actor="capf-server", group_commit=True) as service:
         service.defer_durability()
-        try:
-            assert holding.wait(30)
+        with held_by_another_writer(postgres_dsn, state_dir, "SEP0000000000E1"):
             started = time.monotonic()
             with pytest.raises(StoreBusy, match="another writer .* still holds; nothing was written"):
                 with service.transaction() as tx:
                     create_phone(tx, "SEP0000000000E2")
             waited = time.monotonic() - started
             assert LOOP_WRITER_LOCK_WAIT_SECONDS * 0.8 <= waited < LOOP_WRITER_LOCK_WAIT_SECONDS + 2, waited
-        finally:
-            release.set()
-            thread.join(60)
         with service.transaction() as tx:
             create_phone(tx, "SEP0000000000E3")
         service.defer_durability(False)

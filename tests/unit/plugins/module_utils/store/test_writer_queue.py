@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from support.store_phones import create_phone
+from support.stores import held_by_another_writer
 from _opencapf.errors import StoreBusy, StoreError
 from _opencapf.store import open_store
 from _opencapf.store import phones as phone_records
@@ -74,27 +75,12 @@ def test_a_writer_gives_up_after_a_bounded_wait_naming_the_store_and_the_wait(sq
 
 
 def test_a_writer_waits_for_a_change_held_in_another_thread_then_writes(sqlite_store):
-    holding, release = threading.Event(), threading.Event()
-
-    def hold():
-        with open_store(sqlite_store.location, state_dir=sqlite_store.state_dir, actor="holder") as holder:
-            with holder.atomic() as tx:
-                create_phone(tx, "SEP0000000000A1")
-                holding.set()
-                release.wait(30)
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    try:
-        assert holding.wait(30)
+    with held_by_another_writer(sqlite_store.location, sqlite_store.state_dir, "SEP0000000000A1", held_for=30) as release:
         threading.Timer(1.0, release.set).start()
         started = time.monotonic()
         with sqlite_store.transaction() as tx:
             create_phone(tx, "SEP0000000000A2")
         assert time.monotonic() - started >= 0.9, "the writer waited for the holder's commit"
-    finally:
-        release.set()
-        thread.join()
     assert _names(sqlite_store) == ["SEP0000000000A1", "SEP0000000000A2"]
 
 
