@@ -238,6 +238,8 @@ class StoreDecider(Decider):
     def _set_result(self, tx, phone: dict, status: str, reason: str = "", **details) -> None:
         if self._runs(phone):
             phone_records.set_operation_result(tx, ACTOR, phone, status, reason, **details, **self._session)
+            if status == "succeeded":  # no other session of the phone delivers what it asked for
+                csr_records.supersede_at_success(tx, ACTOR, phone, **self._session)
 
     def _set_late_failure(self, tx, phone: dict, reason: str, **details) -> None:
         """The phone's answer failed the operation this session put in progress; a result recorded
@@ -655,7 +657,7 @@ class StoreDecider(Decider):
         reason = outcome.reason or outcome.outcome
         csr_ids = () if self._csr_id is None else (self._csr_id,)
         with self.store.transaction() as tx, audit.batched(tx):
-            phone = phone_records.get_for_session(tx, plan.device_name) \
+            phone = phone_records.get_for_session(tx, plan.device_name, at_end=True) \
                 if self._closing or self._started or unstarted else None
             if phone is not None and not self._same(phone):
                 phone = None  # removed during the session and added again: this session records nothing on it

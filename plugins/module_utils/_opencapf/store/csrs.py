@@ -219,10 +219,37 @@ def supersede_unended(tx: Transaction, actor: str, phone: dict[str, Any], **deta
     """Supersede the ``pending`` requests of ``phone`` (a row read in ``tx`` before a session that joins
     another one's records its start) sent since the start of the sessions that may be live (``UNENDED``),
     each with a ``csr.superseded`` audit event. The ids."""
+    return _supersede_left(tx, actor, phone, UNENDED, **details)
+
+
+# A session of the phone that records its operation ``succeeded`` (the phone stored its LSC, deleted it,
+# returned its certificates) ends the operation for every session of the phone: a session runs the
+# operation only while it waits for one (``decider.pending_operation``), and one that sends a request
+# checks that it still does, in the request's own transaction (``decider.StoreDecider._withdrawn``). So a
+# request another session sent since the start of the sessions that may be live and left pending (at an
+# online CA that holds it, or the offline CA) is never delivered: whether that session ends deferred or
+# its process dies, the operation is no longer in progress for the scheduler to settle it with. The
+# success supersedes it, in the same transaction: no view reports it waiting, and a CA's later answer for
+# it is stale.
+COMPLETED = ("another session of the phone completed its operation: no session delivers a certificate for this "
+             "request")
+
+
+def supersede_at_success(tx: Transaction, actor: str, phone: dict[str, Any], **details: Any) -> list[int]:
+    """Supersede the ``pending`` requests of ``phone`` (a row read in ``tx`` by the session that records its
+    operation ``succeeded``; with ``unended_requests``, ``phones.get_for_session``'s count of them, they
+    are looked for only when there are any) sent since the start of the sessions that may be live
+    (``COMPLETED``), each with a ``csr.superseded`` audit event. The ids."""
+    if not phone.get("unended_requests", 1):
+        return []
+    return _supersede_left(tx, actor, phone, COMPLETED, **details)
+
+
+def _supersede_left(tx: Transaction, actor: str, phone: dict[str, Any], reason: str, **details: Any) -> list[int]:
     superseded = left_by_session(tx, phone)
     for csr_id in superseded:
-        supersede(tx, csr_id, UNENDED)
-        audit.record(tx, actor, "csr.superseded", phone["name"], csr_id=csr_id, reason=UNENDED, **details)
+        supersede(tx, csr_id, reason)
+        audit.record(tx, actor, "csr.superseded", phone["name"], csr_id=csr_id, reason=reason, **details)
     return superseded
 
 

@@ -33,11 +33,17 @@ def get(tx: Transaction, name: str) -> dict[str, Any] | None:
 SESSION_COLUMNS = ("id", "name", "incarnation", "operation", "operation_status", "updated_at",
                    "operation_live_until", "last_session_at")
 _GET_FOR_SESSION = "SELECT %s FROM phones WHERE name = ?" % ", ".join(SESSION_COLUMNS)
+# For the session's end, also how many key requests the sessions that may be live sent and left ``pending``
+# (``csrs.left_by_session``): those a result the end records supersedes (``csrs.supersede_at_success``),
+# asked with the row rather than apart, as there are none in almost every session's end.
+_GET_FOR_SESSION_END = ("SELECT %s, (SELECT count(*) FROM csrs r WHERE r.status = 'pending' AND r.phone_id = phones.id "
+                        "AND r.created_at >= phones.last_session_at) AS unended_requests FROM phones WHERE name = ?"
+                        % ", ".join(SESSION_COLUMNS))
 
 
-def get_for_session(tx: Transaction, name: str) -> dict[str, Any] | None:
-    """The phone's current row, ``SESSION_COLUMNS`` only."""
-    return tx.one(_GET_FOR_SESSION, (name.upper(),))
+def get_for_session(tx: Transaction, name: str, *, at_end: bool = False) -> dict[str, Any] | None:
+    """The phone's current row, ``SESSION_COLUMNS`` only; ``at_end``: with ``unended_requests`` too."""
+    return tx.one(_GET_FOR_SESSION_END if at_end else _GET_FOR_SESSION, (name.upper(),))
 
 
 def update_many(tx: Transaction, columns, rows) -> None:
