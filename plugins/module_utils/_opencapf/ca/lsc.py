@@ -217,6 +217,15 @@ class _SerialTaken(Exception):
     """The serial just drawn is on record already: the issuance's transaction is rolled back and redrawn."""
 
 
+class _SettingsChanged(Exception):
+    """A service parameter the LSC follows changed since it was made: the issuance's transaction is rolled
+    back and the LSC made again with the values in force (``in_force``)."""
+
+    def __init__(self, in_force: dict):
+        super().__init__()
+        self.in_force = in_force
+
+
 class _SignerRetired(Exception):
     """The CAPF certificate that signed is no longer the active one: the issuance's transaction is rolled
     back and the LSC signed again with the active one."""
@@ -234,7 +243,7 @@ def _create_phone(tx, store: Store, name: str) -> dict:
 
 def issue(store: Store, device_name: str, public_key, *, source: str = "cli", validity_days: int | None = None,
           create_phone: bool = True, device_name_is_wire: bool = False, recorded=None, opening=None,
-          signer: authority.Signer | None = None, crl_url: str | None = None,
+          signer: authority.Signer | None = None, crl_url: str | None = None, settings: dict | None = None,
           public_key_der: bytes | None = None, now: _dt.datetime | None = None) -> IssuedLsc:
     """Sign an LSC for ``device_name`` and record it (status ``issued``) in one transaction;
     ``opening(tx, phone)``, when given, runs in that transaction with the phone's current row
@@ -252,13 +261,19 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
     the write transaction, so a rotation committed before it is always seen, whichever process or
     host made it); when a rotation came in between, nothing of the transaction is kept and the LSC is
     signed again with the active certificate (its issuer, AKI and CRL distribution point with it).
-    ``signer``, ``validity_days`` and ``crl_url``, when the caller has them (the CAPF service reads
-    them when a phone connects), spare the read of the active CAPF certificate and the parameters
-    (``signer`` is then the certificate the caller takes for the active one);
+    ``signer``, when the caller has it (the CAPF service reads it when a phone connects), spares the
+    read of the active CAPF certificate (it is then the certificate the caller takes for the active one);
     ``public_key_der``, the DER SubjectPublicKeyInfo of ``public_key`` when the caller has it,
     spares encoding the key again; ``now``: the issuance moment, the LSC's notBefore (default: this
     second; a test's or a dry walk's clock), or the signing CAPF certificate's notBefore when that is
     later (``validity_start``).
+
+    The LSC's validity (``validity_days``) and CRL distribution point (``crl_url``) are the service
+    parameters in force when it is recorded, unless the caller gives its own value for one of them:
+    ``settings``, the service parameters as the caller read them (the CAPF service: when the phone
+    connected), spares their read; they are checked by the statement that checks the signer, in the
+    write transaction, and when an operator's change committed meanwhile, nothing of the transaction is
+    kept and the LSC is made again with the values in force.
 
     The LSC is valid for ``validity_days``, but never past the signing CAPF certificate's notAfter
     (``validity_end``); a capped validity is said in the ``certificate.issued`` audit event
@@ -271,15 +286,20 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
         validity_days = check_validity_days(validity_days)
     key_der = public_key_der or c.public_key_der(public_key)
     key_fingerprint = c.sha256_hex(key_der)
-    rotations = 0
+    # The service parameters the LSC follows (those the caller gives no value of), with the values it is
+    # made with: as the caller read them, else as read here, else as in force at a failed attempt.
+    followed = [name for name, given in (("validity_days", validity_days), ("crl_url", crl_url)) if given is None]
+    made_with = {name: settings[name] for name in followed if settings and name in settings}
+    rotations = changes = 0
     for _attempt in range(5):
         serial = x509.random_serial_number()
         serial_text = format(serial, "x")
-        if signer is None or validity_days is None or crl_url is None:
+        if signer is None or len(made_with) < len(followed):
             with store.read() as tx:
                 signer = signer or authority.signer(store, tx)
-                validity_days = validity_days or service_records.value(tx, "validity_days")
-                crl_url = service_records.value(tx, "crl_url") if crl_url is None else crl_url
+                made_with.update((name, service_records.value(tx, name)) for name in followed if name not in made_with)
+        validity_days = made_with.get("validity_days", validity_days)
+        crl_url = made_with.get("crl_url", crl_url)
         moment = _aware(now or utc_now()).replace(microsecond=0)
         # The certificate's own dates, as it carries them (whole seconds, UTC); build_lsc applies the same caps.
         start = validity_start(moment, signer.not_before)
@@ -300,11 +320,15 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
                     fingerprint=c.sha256_hex(der), public_key_fingerprint=key_fingerprint,
                     status="issued", source=source, pem=pem, not_before=not_before, not_after=not_after,
                     signed_by=signer.id, issued_at=format_utc(moment),  # the issuance moment (``now``)
+                    made_with=made_with,
                 )
                 if new_id is None:
-                    # Rare: tell a rotation from a serial clash only then.
+                    # Rare: tell a rotation, a change of the parameters and a serial clash apart only then.
                     if capf_certificates.state(tx, signer.fingerprint) != "active":
                         raise _SignerRetired()
+                    in_force = {name: service_records.value(tx, name) for name in made_with}
+                    if in_force != made_with:
+                        raise _SettingsChanged(in_force)
                     raise _SerialTaken()
                 if opening is not None:
                     opening(tx, phone)
@@ -321,8 +345,13 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
             signer = None  # the active one is read (and its key loaded, once per process) at the next attempt
             rotations += 1
             continue
+        except _SettingsChanged as changed:
+            made_with = changed.in_force
+            changes += 1
+            continue
         return IssuedLsc(new_id, name, serial_text, pem, not_after, der, capped)
-    if rotations:
+    if rotations or changes:
         raise StoreError(f"could not record the LSC after 5 attempts: the CAPF certificate was replaced {rotations} "
-                         "times while it was being signed")
+                         f"times and the service parameters validity_days or crl_url changed {changes} times while "
+                         "it was being signed")
     raise StoreError("could not allocate a unique serial after 5 attempts")

@@ -4,7 +4,9 @@
 
 One ``StoreDecider`` serves one session with the service parameters the driver read when the
 connection came (or reads them once, when the phone names itself), so parameter changes apply to
-the next session without a restart. Every change is in one transaction with its audit record.
+the next session without a restart; the LSC it issues follows those in force when it is issued
+(its validity and CRL distribution point: ``lsc.issue`` checks them as it records it). Every change
+is in one transaction with its audit record.
 
 A session's store work is as few transactions as its guarantees allow: one read when the phone
 names itself (its row and whatever its authentication needs); for an install by CAPF, one durable
@@ -513,8 +515,7 @@ class StoreDecider(Decider):
         try:
             issued = lsc.issue(self.store, plan.device_name, public_key, source="capf", create_phone=False,
                                device_name_is_wire=True, opening=opening, recorded=record_request,
-                               signer=self.signer, validity_days=self.parameters.get("validity_days"),
-                               crl_url=self.parameters.get("crl_url"), public_key_der=key_der)
+                               signer=self.signer, settings=self.parameters, public_key_der=key_der)
         except CapfError as exc:
             self._started, self._start_written = before  # rolled back with the issuance
             reason = str(exc)

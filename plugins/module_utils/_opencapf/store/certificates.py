@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import CertificateError
 from ..vocabulary import (REVOCATION_REASONS, REVOKED_DELETED, REVOKED_EXPIRED, REVOKED_SUPERSEDED, RETRIEVED_KINDS,
                           RETRIEVED_STATUS, format_utc, utc_now)
-from . import audit
+from . import audit, service
 from .backend import Transaction
 
 
@@ -42,21 +42,39 @@ def insert(tx: Transaction, *, phone_id: int, kind: str, serial: str, issuer: st
 
 def insert_new_serial(tx: Transaction, *, phone_id: int, kind: str, serial: str, issuer: str, fingerprint: str,
                       public_key_fingerprint: str, status: str, source: str, pem: str, not_before: str,
-                      not_after: str, signed_by: int | None = None, issued_at: str | None = None) -> int | None:
+                      not_after: str, signed_by: int | None = None, issued_at: str | None = None,
+                      made_with: dict[str, Any] | None = None) -> int | None:
     """``insert`` a certificate whose serial was just drawn: None, and nothing written, when the unique
-    index on (issuer, serial) already holds that serial (the caller draws another), or when ``signed_by``,
+    index on (issuer, serial) already holds that serial (the caller draws another), when ``signed_by``,
     the id of the CAPF certificate that signed it, is not the active CAPF certificate (a rotation
-    committed since the caller read it: the caller signs again with the active one)."""
-    # The signer's check and the insert are one write transaction's, which no rotation's commit can
-    # come between (writers are serialised on both backends). Asked apart rather than as one
-    # INSERT ... SELECT: SQLite stages the rows of an INSERT ... SELECT that reads its own table in a
-    # temporary table, which costs more than the second statement.
-    if signed_by is not None and not tx.scalar("SELECT count(*) FROM capf_certificates WHERE id = ? AND active = 1",
-                                               (signed_by,)):
+    committed since the caller read it: the caller signs again with the active one), or when a service
+    parameter of ``made_with`` (name -> the value the certificate was made with) is no longer in force
+    (an operator's change committed since the caller read it: the caller makes it again with the value
+    in force, ``service.value``)."""
+    # The checks and the insert are one write transaction's, which no rotation's or change's commit can
+    # come between (writers are serialised on both backends). One statement asks them all; asked apart
+    # from the insert rather than as one INSERT ... SELECT: SQLite stages the rows of an INSERT ... SELECT
+    # that reads its own table in a temporary table, which costs more than the second statement.
+    if (signed_by is not None or made_with) and not _made_as_in_force(tx, signed_by, made_with or {}):
         return None
     return tx.insert_unless_conflict(_INSERT + " ON CONFLICT (issuer, serial) DO NOTHING",
                                      _row(phone_id, kind, serial, issuer, fingerprint, public_key_fingerprint, status,
                                           source, pem, not_before, not_after, None, issued_at))
+
+
+def _made_as_in_force(tx: Transaction, signed_by: int | None, made_with: dict[str, Any]) -> bool:
+    """Whether the CAPF certificate ``signed_by`` (None: not asked) is the active one and the service
+    parameters of ``made_with`` have the values it gives."""
+    names = sorted(made_with)
+    columns = [f"{service.STORED_VALUE} AS p{index}" for index in range(len(names))]
+    params: list = list(names)
+    if signed_by is not None:
+        columns.append("(SELECT count(*) FROM capf_certificates WHERE id = ? AND active = 1) AS active")
+        params.append(signed_by)
+    row = tx.one("SELECT " + ", ".join(columns), params)
+    if signed_by is not None and not row["active"]:
+        return False
+    return all(service.in_force(name, row[f"p{index}"]) == made_with[name] for index, name in enumerate(names))
 
 
 def _row(*fields) -> tuple:

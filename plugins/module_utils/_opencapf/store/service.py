@@ -26,7 +26,17 @@ def read(tx: Transaction) -> dict[str, Any]:
 def value(tx: Transaction, name: str) -> Any:
     """One service parameter: its stored value, else its default."""
     row = tx.one("SELECT value FROM service_parameters WHERE name = ?", (name,))
-    return parameters.defaults()[name] if row is None else json.loads(row["value"])
+    return in_force(name, None if row is None else row["value"])
+
+
+# The stored value of the service parameter its one parameter names (NULL: none stored, the default is in
+# force), as a scalar subquery: another statement of the store asks it with what it asks anyway.
+STORED_VALUE = "(SELECT value FROM service_parameters WHERE name = ?)"
+
+
+def in_force(name: str, stored: str | None) -> Any:
+    """The value of the service parameter ``name`` whose stored value (``STORED_VALUE``) is ``stored``."""
+    return parameters.defaults()[name] if stored is None else json.loads(stored)
 
 
 def read_raw(tx: Transaction, name: str, default: Any = None) -> Any:
