@@ -5,7 +5,8 @@ write waits for the lock at most its step timeout, then ends failed: the phone g
 log names the cause, and the session has written nothing. Once the writer is done, phones enrol again.
 
 Real processes throughout: ``opencapf serve``, the holder (a child process in ``Store.atomic``) and
-the phone simulator; SQLite (the lock is the file lock beside the store)."""
+the phone simulator; on SQLite the lock is the file lock beside the store, on PostgreSQL the writers'
+advisory lock (the service asks whether another session holds it before each step, as it asks SQLite)."""
 
 from __future__ import annotations
 
@@ -19,12 +20,16 @@ import threading
 import time
 from types import SimpleNamespace
 
+import pytest
+
 from support.phones import phone, run_enrol
 from support.protocol import add_phone, phone_row
 from support.serving import Serving
 from support.tools import ENGINE_PATH
 from _opencapf.ca import authority
 from _opencapf.store import sessions as session_records
+
+pytestmark = pytest.mark.both_backends
 
 NAME = "SEP00000000CA01"
 STEP_TIMEOUT = 2  # serve --step-timeout: the longest a session's step waits for the write lock

@@ -101,9 +101,9 @@ class Backend(abc.ABC):
     def writer_lock_free(self) -> bool:
         """Whether the lock every writer takes is free now (no other writer holds it), asked without
         waiting. The CAPF service asks before a step of a session on its event loop and awaits it while
-        it is held, so that the step's writes do not wait for it there. A backend whose lock is not
-        cheap to ask about (PostgreSQL's lives in the database) says True: its writers of the event
-        loop wait ``LOOP_WRITER_LOCK_WAIT_SECONDS`` at most in the transaction."""
+        it is held, so that the step's writes do not wait for it there (SQLite: a try of the lock file;
+        PostgreSQL: one round trip to the database). A backend that cannot ask says True: its writers
+        of the event loop wait ``LOOP_WRITER_LOCK_WAIT_SECONDS`` at most in the transaction."""
         return True
 
     def atomic(self) -> contextlib.AbstractContextManager[Transaction]:

@@ -25,6 +25,10 @@ One connection per ``Store``, as with SQLite. Transactions keep the SQLite backe
   service's event loop, ``Store.defer_durability``) defers nothing: ``durable_mark`` stays 0.
 * The connection is shared by the threads of a process (the service's event loop and its store
   threads): one lock makes them take turns, a transaction at a time.
+* ``writer_lock_free`` (asked by the CAPF service before each step of a session on its event loop, which
+  awaits the lock while another session holds it, as on SQLite) runs ``pg_try_advisory_xact_lock`` as a
+  statement of its own: one round trip, no wait, and the lock let go at the statement's end. A write of
+  the event loop that meets the lock nonetheless waits ``LOOP_WRITER_LOCK_WAIT_SECONDS`` at most.
 * ``try_lead`` takes a session-level advisory lock keyed by the duty's name: the database releases
   it when the connection closes or its process dies, or when the connection is lost. ``holds_lead``
   asks the database whether this connection's session still holds it; a connection made again after a
@@ -235,6 +239,32 @@ class PostgresBackend(Backend):
                                (f"{round(LOOP_WRITER_LOCK_WAIT_SECONDS * 1000)}ms", WRITE_LOCK_KEY))
         else:
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
+
+    def writer_lock_free(self) -> bool:
+        """One round trip, never waiting: ``pg_try_advisory_xact_lock`` as a statement of its own, which
+        (autocommit) is a transaction of its own that lets the lock go again at once when it took it. False
+        while another session holds the lock or queues for it (a write now would queue behind it), and while
+        another thread of this process has the connection (it may be waiting for the lock there: the caller
+        asks again shortly rather than wait for that thread). In a transaction of this thread, True: a write
+        transaction holds the lock already, and nothing is written in a read one (asking there would keep
+        the lock until it ends)."""
+        if self.read_only:
+            return True  # nothing may be written
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            connection = self._connection
+            if connection.closed or connection.broken:
+                return True  # the step's own transaction connects again (or reports the database away)
+            if connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                return True
+            try:
+                return bool(connection.execute("SELECT pg_try_advisory_xact_lock(%s)",
+                                               (WRITE_LOCK_KEY,)).fetchone()[0])
+            except psycopg.Error:
+                return True  # the connection is lost: the step's own transaction meets the loss and reports it
+        finally:
+            self._lock.release()
 
     @contextlib.contextmanager
     def rehearsal(self) -> Iterator[Transaction]:

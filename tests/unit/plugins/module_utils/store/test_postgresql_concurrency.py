@@ -7,6 +7,7 @@ import itertools
 import threading
 import time
 
+import psycopg
 import pytest
 
 from _opencapf import authstrings
@@ -18,6 +19,7 @@ from _opencapf.server.decider import StoreDecider
 from _opencapf.store import open_store
 from _opencapf.store import service as service_records
 from _opencapf.store.backend import LOOP_WRITER_LOCK_WAIT_SECONDS
+from _opencapf.store.postgresql import WRITE_LOCK_KEY
 from support.protocol import add_phone, certificate_rows, phone_row
 from support.store_phones import create_phone
 from support.stores import held_by_another_writer
@@ -154,3 +156,65 @@ def test_the_service_event_loop_waits_a_short_bound_for_the_writers_lock(postgre
         service.defer_durability(False)
         assert phone_row(service, "SEP0000000000E2") is None
         assert phone_row(service, "SEP0000000000E1") is not None and phone_row(service, "SEP0000000000E3") is not None
+
+
+def _lock_taken_by(connection) -> bool:
+    """Whether ``connection`` (another session of the database) can take the writers' lock now; it lets it go."""
+    taken = connection.execute("SELECT pg_try_advisory_lock(%s)", (WRITE_LOCK_KEY,)).fetchone()[0]
+    if taken:
+        connection.execute("SELECT pg_advisory_unlock(%s)", (WRITE_LOCK_KEY,))
+    return bool(taken)
+
+
+def test_writer_lock_free_tells_whether_another_session_holds_the_writers_lock_without_waiting_or_keeping_it(
+        postgres_dsn, state_dir):
+    """The service asks ``writer_lock_free`` before each step of a session (and awaits the lock while it is
+    held): one statement that never waits and never keeps the lock; False while another session holds it
+    (a long apply on another host) and while another thread of the process has the connection (it may be
+    waiting for the lock there), True inside a transaction of the asking thread, whose transaction it
+    leaves as it was."""
+    holding, release = threading.Event(), threading.Event()
+    with open_store(postgres_dsn, state_dir=state_dir, actor="holder") as holder, \
+            open_store(postgres_dsn, state_dir=state_dir, actor="capf-server", group_commit=True) as service, \
+            psycopg.connect(postgres_dsn, autocommit=True) as other:
+        backend = service.backend
+        assert backend.writer_lock_free() and _lock_taken_by(other)
+
+        def hold(store, name):
+            with store.atomic() as tx:
+                create_phone(tx, name)
+                holding.set()
+                release.wait(60)
+
+        thread = threading.Thread(target=hold, args=(holder, "SEP0000000000F1"))
+        thread.start()
+        try:
+            assert holding.wait(30)
+            started = time.monotonic()
+            assert not backend.writer_lock_free()
+            assert time.monotonic() - started < 0.2
+        finally:
+            release.set()
+            thread.join(60)
+        assert backend.writer_lock_free() and _lock_taken_by(other)
+        with service.transaction() as tx:  # a write transaction of this thread holds the lock itself
+            assert backend.writer_lock_free()
+            create_phone(tx, "SEP0000000000F2")
+        with service.read() as tx:  # asked in a read transaction: the lock is not kept until it ends
+            assert backend.writer_lock_free() and _lock_taken_by(other)
+            assert len(tx.query("SELECT name FROM phones")) == 2
+        # Another thread of the process has the connection: asked again later, not waited for.
+        holding.clear()
+        release.clear()
+        thread = threading.Thread(target=hold, args=(service, "SEP0000000000F3"))
+        thread.start()
+        try:
+            assert holding.wait(30)
+            started = time.monotonic()
+            assert not backend.writer_lock_free()
+            assert time.monotonic() - started < 0.2
+        finally:
+            release.set()
+            thread.join(60)
+        assert backend.writer_lock_free() and _lock_taken_by(other)
+        assert phone_row(service, "SEP0000000000F3") is not None
