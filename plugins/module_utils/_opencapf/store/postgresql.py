@@ -27,8 +27,10 @@ One connection per ``Store``, as with SQLite. Transactions keep the SQLite backe
   threads): one lock makes them take turns, a transaction at a time.
 * ``writer_lock_free`` (asked by the CAPF service before each step of a session on its event loop, which
   awaits the lock while another session holds it, as on SQLite) runs ``pg_try_advisory_xact_lock`` as a
-  statement of its own: one round trip, no wait, and the lock let go at the statement's end. A write of
-  the event loop that meets the lock nonetheless waits ``LOOP_WRITER_LOCK_WAIT_SECONDS`` at most.
+  statement of its own: one round trip, no wait, and the lock let go at the statement's end. A lock that
+  another service's session step holds (a connection named ``SERVICE_APPLICATION_NAME``, for no longer
+  than ``LONG_WRITER_SECONDS``) counts as free: the step's write waits for it in its transaction. A write
+  of the event loop that meets the lock waits ``LOOP_WRITER_LOCK_WAIT_SECONDS`` at most.
 * ``try_lead`` takes a session-level advisory lock keyed by the duty's name: the database releases
   it when the connection closes or its process dies, or when the connection is lost. ``holds_lead``
   asks the database whether this connection's session still holds it; a connection made again after a
@@ -66,6 +68,31 @@ except ImportError as _exc:  # reported when a PostgreSQL store is opened
 SCHEMES = ("postgresql://", "postgres://")
 # The key of the advisory lock every write transaction takes ("opencapf" in ASCII).
 WRITE_LOCK_KEY = int.from_bytes(b"opencapf", "big")
+# The connections of the CAPF service's sessions (a store opened with ``group_commit``) name themselves so
+# unless the location names the connection otherwise (``application_name``).
+SERVICE_APPLICATION_NAME = "opencapf-service"
+# A session's step of a CAPF service (of another node, or another process of this one) holds the writers'
+# lock a few milliseconds: the step of a session that meets it waits for it in its transaction
+# (``LOOP_WRITER_LOCK_WAIT_SECONDS`` at most) rather than poll for it before (``writer_lock_free``). Any
+# other writer (an ``opencapf apply``, a bulk change, a scheduler's duty), or a service's that has held it
+# longer than ``LONG_WRITER_SECONDS``, may hold it long: a step awaits it before it writes.
+LONG_WRITER_SECONDS = 0.02
+# Whether a session's step may write now (``writer_lock_free``): the lock taken and let go again at once,
+# else whether the session that holds it is a service's that began its transaction (which takes the lock
+# first) less than ``LONG_WRITER_SECONDS`` ago and no other writer queues for it (a queue of several
+# nodes' steps under load may outlast the transaction's wait: the step awaits its end). A holder whose name or transaction start this role may not
+# see (another role's, without pg_read_all_stats) counts as long. Advisory locks on a bigint key are listed
+# in ``pg_locks`` with its high and low 32 bits as classid and objid, objsubid 1.
+_WRITER_LOCK_FREE = (
+    "SELECT CASE WHEN pg_try_advisory_xact_lock(%(key)s) THEN true ELSE NOT EXISTS ("
+    "SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'advisory' AND l.objsubid = 1 "
+    "AND l.classid::bigint = %(high)s AND l.objid::bigint = %(low)s "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND NOT (l.granted AND COALESCE(a.application_name = %(service)s "
+    "AND a.xact_start >= clock_timestamp() - %(long)s * interval '1 second', false))) END")
+_WRITER_LOCK_FREE_PARAMS = {"key": WRITE_LOCK_KEY, "high": WRITE_LOCK_KEY >> 32, "low": WRITE_LOCK_KEY & 0xFFFFFFFF,
+                            "service": SERVICE_APPLICATION_NAME, "long": LONG_WRITER_SECONDS}
 CONNECT_TIMEOUT_S = 10
 _LITERAL = re.compile(r"('(?:[^']|'')*')")
 
@@ -160,7 +187,7 @@ class PostgresBackend(Backend):
         #: Read-only opens of an older schema: applies the pending migrations inside a transaction.
         self.prepare_read: Callable[[Transaction], None] | None = None
         params.setdefault("connect_timeout", str(CONNECT_TIMEOUT_S))
-        params.setdefault("application_name", "opencapf")
+        params.setdefault("application_name", SERVICE_APPLICATION_NAME if group_commit else "opencapf")
         self._conninfo = _conninfo.make_conninfo(**params)
         self._connection = self._connect()
 
@@ -243,9 +270,12 @@ class PostgresBackend(Backend):
     def writer_lock_free(self) -> bool:
         """One round trip, never waiting: ``pg_try_advisory_xact_lock`` as a statement of its own, which
         (autocommit) is a transaction of its own that lets the lock go again at once when it took it. False
-        while another session holds the lock or queues for it (a write now would queue behind it), and while
-        another thread of this process has the connection (it may be waiting for the lock there: the caller
-        asks again shortly rather than wait for that thread). In a transaction of this thread, True: a write
+        while another session holds the lock that may hold it long (``_WRITER_LOCK_FREE``: an apply, a bulk
+        change; a write now would wait for it), and while another thread of this process has the connection
+        (it may be waiting for the lock there: the caller asks again shortly rather than wait for that
+        thread); True while only other service's session steps hold it, as those of other nodes do all the
+        time (polling for each would multiply the database's transactions). In a transaction of this
+        thread, True: a write
         transaction holds the lock already, and nothing is written in a read one (asking there would keep
         the lock until it ends)."""
         if self.read_only:
@@ -259,8 +289,7 @@ class PostgresBackend(Backend):
             if connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 return True
             try:
-                return bool(connection.execute("SELECT pg_try_advisory_xact_lock(%s)",
-                                               (WRITE_LOCK_KEY,)).fetchone()[0])
+                return bool(connection.execute(_WRITER_LOCK_FREE, _WRITER_LOCK_FREE_PARAMS).fetchone()[0])
             except psycopg.Error:
                 return True  # the connection is lost: the step's own transaction meets the loss and reports it
         finally:

@@ -19,6 +19,7 @@ from _opencapf.server.decider import StoreDecider
 from _opencapf.store import open_store
 from _opencapf.store import service as service_records
 from _opencapf.store.backend import LOOP_WRITER_LOCK_WAIT_SECONDS
+from _opencapf.store import postgresql
 from _opencapf.store.postgresql import WRITE_LOCK_KEY
 from support.protocol import add_phone, certificate_rows, phone_row
 from support.store_phones import create_phone
@@ -167,10 +168,11 @@ def _lock_taken_by(connection) -> bool:
 
 
 def test_writer_lock_free_tells_whether_another_session_holds_the_writers_lock_without_waiting_or_keeping_it(
-        postgres_dsn, state_dir):
+        postgres_dsn, state_dir, monkeypatch):
     """The service asks ``writer_lock_free`` before each step of a session (and awaits the lock while it is
-    held): one statement that never waits and never keeps the lock; False while another session holds it
-    (a long apply on another host) and while another thread of the process has the connection (it may be
+    held): one statement that never waits and never keeps the lock; True while another session has held it
+    only a short while (a session's step on another node, waited for in the transaction), False once it has
+    held it longer (a long apply on another host) and while another thread of the process has the connection (it may be
     waiting for the lock there), True inside a transaction of the asking thread, whose transaction it
     leaves as it was."""
     holding, release = threading.Event(), threading.Event()
@@ -190,6 +192,10 @@ def test_writer_lock_free_tells_whether_another_session_holds_the_writers_lock_w
         thread.start()
         try:
             assert holding.wait(30)
+            # Any writer but a service's session step may hold the lock long, however recently it took it.
+            with monkeypatch.context() as patched:
+                patched.setitem(postgresql._WRITER_LOCK_FREE_PARAMS, "long", 30)  # pylint: disable=protected-access
+                assert not backend.writer_lock_free()
             started = time.monotonic()
             assert not backend.writer_lock_free()
             assert time.monotonic() - started < 0.2
@@ -203,6 +209,23 @@ def test_writer_lock_free_tells_whether_another_session_holds_the_writers_lock_w
         with service.read() as tx:  # asked in a read transaction: the lock is not kept until it ends
             assert backend.writer_lock_free() and _lock_taken_by(other)
             assert len(tx.query("SELECT name FROM phones")) == 2
+        # Another node's session step holds the lock: a short writer, waited for in the transaction rather
+        # than polled for (bounds widened and narrowed here, so that the machine's speed does not decide).
+        holding.clear()
+        release.clear()
+        with open_store(postgres_dsn, state_dir=state_dir, actor="capf-server", group_commit=True) as node:
+            thread = threading.Thread(target=hold, args=(node, "SEP0000000000F4"))
+            thread.start()
+            try:
+                assert holding.wait(30)
+                with monkeypatch.context() as patched:
+                    patched.setitem(postgresql._WRITER_LOCK_FREE_PARAMS, "long", 30)  # pylint: disable=protected-access
+                    assert backend.writer_lock_free(), "another node's step that has just begun counts as short"
+                    patched.setitem(postgresql._WRITER_LOCK_FREE_PARAMS, "long", 0)  # pylint: disable=protected-access
+                    assert not backend.writer_lock_free(), "another node's writer holding it longer counts as long"
+            finally:
+                release.set()
+                thread.join(60)
         # Another thread of the process has the connection: asked again later, not waited for.
         holding.clear()
         release.clear()
