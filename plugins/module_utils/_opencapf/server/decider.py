@@ -418,7 +418,8 @@ class StoreDecider(Decider):
                     phone_records.reset_auth_failures(tx, phone)  # at once: the count is the lock-out's
                 return verdict
             failures, locked = phone_records.record_auth_failure(
-                tx, ACTOR, phone, int(self.parameters["lockout_failures"]), verdict.reason, operation=plan.operation)
+                tx, ACTOR, phone, int(self.parameters["lockout_failures"]), verdict.reason, operation=plan.operation,
+                **self._session)
         if locked:
             metrics.locked_out()
             return Verdict(False, f"{verdict.reason}; phone locked out after {failures} failures")

@@ -95,7 +95,11 @@ def record(tx: Transaction, actor: str, action: str, subject: str = "", **detail
 @contextlib.contextmanager
 def batched(tx: Transaction) -> Iterator[None]:
     """Collect the events recorded in ``tx`` meanwhile and append them, in order and each with its
-    own time, with one statement at the end (a transaction that records several events)."""
+    own time, with one statement at the end (a transaction that records several events). Within
+    another ``batched(tx)``, they go with that one's."""
+    if getattr(tx, "audit_batch", None) is not None:
+        yield
+        return
     tx.audit_batch = []
     try:
         yield

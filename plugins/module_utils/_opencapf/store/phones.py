@@ -223,10 +223,18 @@ def reported_operation(row: dict[str, Any], now: str, clock_skew: _dt.timedelta 
 _LAPSE = "UPDATE phones SET operation_status = 'lapsed', operation_reason = ?, updated_at = ? WHERE "
 
 
+def operation_event(name: str, operation: str, status: str, reason: str, **details: Any) -> tuple[str, str, dict[str, Any]]:
+    """The audit event of a change of a phone's operation status, ``(action, subject, details)``:
+    ``phone.operation_<status>`` with the ``operation`` and the ``reason`` (and ``details``), the one
+    shape whoever records it (a session's result or end, a failed authentication, the scheduler settling
+    an abandoned session or a lapse, the online CA's refusal, the offline import)."""
+    return f"phone.operation_{status}", name, {"operation": operation, "reason": reason, **details}
+
+
 def lapsed_event(name: str, operation: str) -> tuple[str, str, dict[str, Any]]:
     """The audit event of a lapse, ``(action, subject, details)``: one per phone, the same whoever records
     it (the scheduler's lapse duty, a session refused as the deadline passed, which adds its session)."""
-    return LAPSED_EVENT, name, {"operation": operation, "reason": LAPSED_REASON}
+    return operation_event(name, operation, "lapsed", LAPSED_REASON)
 
 
 def lapse_overdue(tx: Transaction, now: str) -> list[dict[str, Any]]:
@@ -374,8 +382,8 @@ def set_operation_result(tx: Transaction, actor: str, phone: dict[str, Any], sta
         "UPDATE phones SET operation = ?, operation_status = ?, operation_reason = ?, updated_at = ? WHERE id = ?",
         (operation, status, reason, now, phone["id"]),
     )
-    audit.record(tx, actor, f"phone.operation_{status}", phone["name"], operation=phone["operation"], reason=reason,
-                 **details)
+    action, subject, event_details = operation_event(phone["name"], phone["operation"], status, reason, **details)
+    audit.record(tx, actor, action, subject, **event_details)
 
 
 # What an event outside the run of an operation may record of it: a session's failed authentication (a
@@ -402,20 +410,27 @@ def fails_at_authentication(row: dict[str, Any], operation: str) -> bool:
 
 
 def record_auth_failure(tx: Transaction, actor: str, phone: dict[str, Any], lockout_failures: int,
-                        reason: str, *, operation: str) -> tuple[int, bool]:
+                        reason: str, *, operation: str, **details: Any) -> tuple[int, bool]:
     """Count one failed authentication of a session that would run ``operation``; lock the phone at
     ``lockout_failures``. The operation becomes ``failed`` with ``reason`` only by the rule of
-    ``fails_at_authentication``. Returns (failures, locked)."""
+    ``fails_at_authentication``, with its ``phone.operation_failed`` audit event (``operation_event``,
+    ``details`` added) after the ``phone.auth_failed`` one, both in one statement. Returns (failures, locked)."""
     failures = int(phone["auth_failures"]) + 1
     locked = failures >= lockout_failures
     counted = (failures, int(locked or bool(phone["locked"])))
-    if fails_at_authentication(phone, operation):
+    fails = fails_at_authentication(phone, operation)
+    if fails:
         tx.execute("UPDATE phones SET auth_failures = ?, locked = ?, operation_status = 'failed', operation_reason = ?, "
                    "updated_at = ? WHERE id = ?", (*counted, reason, format_utc(utc_now()), phone["id"]))
     else:
         tx.execute("UPDATE phones SET auth_failures = ?, locked = ?, updated_at = ? WHERE id = ?",
                    (*counted, format_utc(utc_now()), phone["id"]))
-    audit.record(tx, actor, "phone.auth_failed", phone["name"], failures=failures, locked=locked, reason=reason)
+    with audit.batched(tx):
+        audit.record(tx, actor, "phone.auth_failed", phone["name"], failures=failures, locked=locked, reason=reason)
+        if fails:
+            action, subject, event_details = operation_event(phone["name"], phone["operation"], "failed", reason,
+                                                             **details)
+            audit.record(tx, actor, action, subject, **event_details)
     return failures, locked
 
 

@@ -1,0 +1,121 @@
+"""One audit shape: whatever records a change of a phone's operation or of one of its key requests (a
+live session, its end, the scheduler's round, the operator's change, the offline CA's import), the audit
+log says it in one shape, so that reading the log alone, in order, tells each phone's operation status
+and reason and each key request's failure as the store holds them.
+
+Invariant, checked after every step of the fleet's life (``test_phone_lifecycle_truth.FleetLife``: the
+operator's declarations, revocations and removals, sessions of every sort, cut or whose process dies,
+time passing, the offline CA's imports, the scheduler's round), on SQLite and PostgreSQL, with the CAPF
+or an offline CA as issuer:
+
+* every stored change of a phone's operation status or reason is an event of the phone, the newest
+  of the step: ``phone.operation_<status>`` with the ``operation`` and the ``reason`` (whoever records
+  a result, a settling, a lapse), or the operator's ``phone.create``/``phone.update`` with the
+  ``operation_status`` and ``operation_reason`` it wrote. Only a session's start, which puts the
+  operation ``in_progress``, is told by the session's own events at its end;
+* every key request that became ``failed`` is one ``csr.failed`` event of its phone with its
+  ``csr_id`` and the ``reason`` stored, whoever failed it (the session's end, the scheduler settling an
+  abandoned session or a lapse, a session's start settling an abandoned one, the operator's change).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import invariant, run_state_machine_as_test
+
+from _opencapf import service_config, trust
+from _opencapf.store import phones as phone_records
+from support.third_party_ca import EnterprisePki, pem
+from test_phone_lifecycle_truth import FleetLife, fleet_clock  # noqa: F401  pylint: disable=import-error,unused-import
+
+pytestmark = pytest.mark.both_backends
+
+OPERATION_EVENT = "phone.operation_"
+SETTINGS_EVENTS = ("phone.create", "phone.update")
+NEW_PHONE = ("none", "")  # a phone's operation status and reason before its phone.create
+
+
+def _told(told, event) -> tuple | None:
+    """A phone's operation status and reason as the log tells them, after ``event`` (None: removed)."""
+    action, details = event["action"], event["details"]
+    if action == "phone.delete":
+        return None
+    if action.startswith(OPERATION_EVENT):
+        assert set(details) >= {"operation", "reason"}, ("an operation's event without its operation and reason", event)
+        return action[len(OPERATION_EVENT):], details["reason"]
+    if action in SETTINGS_EVENTS:
+        status, reason = NEW_PHONE if action == "phone.create" or told is None else told
+        return details.get("operation_status", status), details.get("operation_reason", reason)
+    return told
+
+
+class AuditedFleetLife(FleetLife):
+    """The fleet's life, its audit log read after every step as an operator would read it."""
+
+    def __init__(self):
+        super().__init__()
+        self.told: dict[str, tuple | None] = {}
+        self.marker = 0
+        self._read_log()
+        self.requests = self._stored()[1]
+
+    def _stored(self):
+        with self.store.read() as tx:
+            phones = {name: None if row is None else (row["operation_status"], row["operation_reason"])
+                      for name in self.names for row in [phone_records.get(tx, name)]}
+            requests = {row["id"]: (row["name"], row["status"], row["reason"]) for row in tx.query(
+                "SELECT r.id, p.name, r.status, r.reason FROM csrs r JOIN phones p ON p.id = r.phone_id "
+                "WHERE p.name IN (?, ?)", tuple(self.names))}
+        return phones, requests
+
+    def _read_log(self) -> list:
+        """The events of the fleet's phones since the last read, oldest first."""
+        with self.store.read() as tx:
+            rows = tx.query("SELECT id, action, subject, details FROM audit_events WHERE id > ? AND subject IN (?, ?) "
+                            "ORDER BY id", (self.marker, *self.names))
+            self.marker = tx.scalar("SELECT COALESCE(MAX(id), 0) FROM audit_events")
+        events = [dict(row, details=json.loads(row["details"])) for row in rows]
+        for event in events:
+            self.told[event["subject"]] = _told(self.told.get(event["subject"]), event)
+        return events
+
+    @invariant()
+    def the_audit_log_tells_every_change_in_one_shape(self):
+        before = self.requests
+        events = self._read_log()
+        phones, requests = self._stored()
+        for name, stored in phones.items():
+            if stored is not None and stored[0] == "in_progress":
+                continue  # a session's start: its events come with its end
+            assert self.told.get(name) == stored, (
+                f"{name}: the store holds the operation {stored}, its audit log tells {self.told.get(name)}",
+                [(event["action"], event["details"]) for event in events if event["subject"] == name])
+        for csr_id, (name, status, reason) in requests.items():
+            if status != "failed" or before.get(csr_id, (name, "", ""))[1] == "failed":
+                continue
+            failures = [event["details"] for event in events if event["action"] == "csr.failed"
+                        and event["subject"] == name and event["details"].get("csr_id") == csr_id]
+            assert [item["reason"] for item in failures] == [reason], (
+                f"{name}: key request {csr_id} failed ({reason!r}) and the log tells {failures}",
+                [(event["action"], event["details"]) for event in events if event["subject"] == name])
+        self.requests = requests
+
+
+@pytest.mark.parametrize("issuer", ["capf", "offline_ca"])
+def test_the_audit_log_tells_a_fleet_s_life_in_one_shape(ca_store, fleet_clock, issuer):  # noqa: F811
+    service_config.converge(ca_store, parameters_wanted={"validity_days": 1, "renew_before_days": 1,
+                                                         "renew_max_per_day": 100000, "issuer": issuer})
+    AuditedFleetLife.pki = None
+    if issuer == "offline_ca":
+        AuditedFleetLife.pki = EnterprisePki()
+        trust.converge(ca_store, content=pem(AuditedFleetLife.pki.root) + pem(AuditedFleetLife.pki.issuing),
+                       trust_store=["capf-trust"])
+    AuditedFleetLife.store = ca_store
+    AuditedFleetLife.clock = fleet_clock
+    run_state_machine_as_test(AuditedFleetLife, settings=settings(
+        max_examples=40, stateful_step_count=30, deadline=None, derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]))
+
