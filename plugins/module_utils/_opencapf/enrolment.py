@@ -225,7 +225,7 @@ def submit_online(store: Store, actor: str, phone: dict, csr_id: int, signed: cs
     except base.IssuerError as exc:
         reason = f"online CA: {exc} [{exc.code}]"
         with store.transaction() as tx:
-            set_csr(tx, csr_id, "failed", reason)
+            csr_records.fail_pending(tx, actor, phone["name"], csr_id, reason)
         raise EnrolmentError(exc.code, reason) from None
     finally:
         if own and issuer is not None:
@@ -271,7 +271,7 @@ def _settle(store: Store, actor: str, phone: dict, csr_id: int, outcome, request
             return Waiting(outcome.retry_after, f"the online CA holds request {outcome.reference} pending")
         what = "online CA refused" if refused is None else "certificate from the online CA refused"
         reason = f"{what}: {outcome.reason} [{outcome.code}]"
-        set_csr(tx, csr_id, "failed", reason)
+        csr_records.fail_pending(tx, actor, phone["name"], csr_id, reason)
         if refused is not None:
             record_refusal(tx, actor, phone["name"], refused, "online_ca", outcome.code, reason)
     raise EnrolmentError(outcome.code, reason)
@@ -372,7 +372,7 @@ def deliverable(store: Store, actor: str, phone: dict, sent_before: str | None =
         # Unless it no longer waits: an operator revoked it meanwhile (final), or another session of the
         # phone delivered it.
         if certificate_records.set_stale_if_waiting(tx, actor, phone, state.certificate_id, reason, code=verdict.code):
-            set_csr(tx, request_row["id"], "failed", reason)
+            csr_records.fail_pending(tx, actor, phone["name"], request_row["id"], reason, was="issued")
     raise DeliveryRefused(verdict.code, reason)
 
 

@@ -409,8 +409,8 @@ def _withdraw_requests(tx, actor: str, plans: list[PhonePlan], via: str) -> None
     for row in csr_records.pending_of_phones(tx, concerned):
         plan = concerned[row["phone_id"]]
         reason = _request_withdrawn(plan, row["public_key"])
-        if reason and csr_records.fail_pending(tx, row["id"], reason):
-            audit.record(tx, actor, "csr.failed", plan.name, csr_id=row["id"], reason=reason, via=via)
+        if reason:
+            csr_records.fail_pending(tx, actor, plan.name, row["id"], reason, via=via)
 
 
 def remove(tx, actor: str, name: str, *, via: str) -> bool:

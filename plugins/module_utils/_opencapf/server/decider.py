@@ -160,7 +160,7 @@ def _settle(tx, actor: str, phone: dict, outcome: str, reason: str, csr_ids=(), 
     phone_records.set_operation_result(tx, actor, phone, "pending" if deferred else "failed", reason, **details)
     if not deferred:
         for csr_id in csr_ids:
-            csr_records.fail_pending(tx, csr_id, reason)
+            csr_records.fail_pending(tx, actor, phone["name"], csr_id, reason, **details)
 
 
 def settle_abandoned(store: Store, now=None) -> list[str]:
@@ -677,7 +677,7 @@ class StoreDecider(Decider):
                     _settle(tx, ACTOR, phone, outcome.outcome, reason, **self._session)
                 if outcome.outcome != "deferred":
                     for csr_id in csr_ids:  # no longer waits: the phone keeps no key for it
-                        csr_records.fail_pending(tx, csr_id, reason)
+                        csr_records.fail_pending(tx, ACTOR, phone["name"], csr_id, reason, **self._session)
             fields = None if self.recorder is None else self.recorder(tx, outcome)
         self._ended = True
         self.recorded = fields

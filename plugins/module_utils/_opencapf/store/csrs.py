@@ -118,10 +118,18 @@ def offline_signed(tx: Transaction, status: str, *, now: str | None = None,
                     "AND r.external_ref IS NULL ORDER BY r.id", (*stored_params, *reported_parameters(now, clock_skew), status))
 
 
-def fail_pending(tx: Transaction, csr_id: int, reason: str) -> bool:
-    """Mark the CSR ``failed`` with ``reason`` if it is still ``pending``; whether it was."""
-    return tx.execute("UPDATE csrs SET status = 'failed', reason = ?, updated_at = ? WHERE id = ? AND status = 'pending'",
-                      (reason, format_utc(utc_now()), csr_id)) > 0
+def fail_pending(tx: Transaction, actor: str, device_name: str, csr_id: int, reason: str, *, was: str = "pending",
+                 **details: Any) -> bool:
+    """Mark the CSR of the phone ``device_name`` ``failed`` with ``reason`` if it is still ``was``
+    (``pending``: at a CA), with its ``csr.failed`` audit event (its ``csr_id``, ``reason`` and
+    ``details``): the one way a key request fails and the one shape of its event, whoever fails it (a
+    session's end, the scheduler settling an abandoned session or a lapse, the operator's change, a CA's
+    refusal). Whether it was."""
+    failed = tx.execute("UPDATE csrs SET status = 'failed', reason = ?, updated_at = ? WHERE id = ? AND status = ?",
+                        (reason, format_utc(utc_now()), csr_id, was)) > 0
+    if failed:
+        audit.record(tx, actor, "csr.failed", device_name, csr_id=csr_id, reason=reason, **details)
+    return failed
 
 
 def pending_of_phones(tx: Transaction, phone_ids) -> list[dict[str, Any]]:
@@ -270,7 +278,7 @@ def settle_abandoned_phone(tx: Transaction, actor: str, phone: dict[str, Any]) -
     phones.set_operation_result(tx, actor, phone, phones.ABANDONED_STATUS, reason,
                                 live_until=phone["operation_live_until"])
     for csr_id in left_by_session(tx, phone):
-        fail_pending(tx, csr_id, reason)
+        fail_pending(tx, actor, phone["name"], csr_id, reason)
     return dict(phone, operation_status=phones.ABANDONED_STATUS, operation_reason=reason)
 
 
@@ -288,8 +296,7 @@ def fail_as_read(tx: Transaction, actor: str, phone: dict[str, Any], now: str,
         for row in pending_of_phones(tx, [phone["id"]]):
             reasons.setdefault(row["id"], LAPSED)
     for csr_id in sorted(reasons):
-        if fail_pending(tx, csr_id, reasons[csr_id]):
-            audit.record(tx, actor, "csr.failed", phone["name"], csr_id=csr_id, reason=reasons[csr_id], **details)
+        if fail_pending(tx, actor, phone["name"], csr_id, reasons[csr_id], **details):
             failed.append(csr_id)
     return failed
 
@@ -300,8 +307,7 @@ def withdraw_pending(tx: Transaction, actor: str, owners: dict[int, str], reason
     withdrawn, so a CA's later answer is stale. The ids failed."""
     failed = []
     for row in pending_of_phones(tx, owners):
-        if fail_pending(tx, row["id"], reason):
-            audit.record(tx, actor, "csr.failed", owners[row["phone_id"]], csr_id=row["id"], reason=reason, **details)
+        if fail_pending(tx, actor, owners[row["phone_id"]], row["id"], reason, **details):
             failed.append(row["id"])
     return failed
 

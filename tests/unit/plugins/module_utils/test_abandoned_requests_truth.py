@@ -82,9 +82,9 @@ def _earlier_request(store, name, key) -> int:
     return csr_id
 
 
-def _send_request_and_die(store, name) -> None:
+def _send_request_and_die(store, name) -> tuple:
     """A session of ``name`` that authenticates and sends its CSR (held by the CA: deferred), then ends
-    with no end recorded: its process died."""
+    with no end recorded: its process died. Its decider and plan (a test may end it after all)."""
     decider = StoreDecider(store, max_session=MAX_SESSION)
     plan = decider.begin(name)
     assert decider.authenticate(plan, AuthOffer(name.encode(), None)).ok
@@ -92,6 +92,7 @@ def _send_request_and_die(store, name) -> None:
     request = decider.prepare_csr(plan, key.public_key().public_bytes(*_SPKI), KeyChoice("ec", 256))
     signature = csr_module.phone_sign(request.info, key, "sha256", request.key_type_code)
     assert isinstance(decider.submit_csr(plan, request, signature), Deferred)
+    return decider, plan
 
 
 def _dead_session(store, name, deadline_choice, *, earlier=False, online_ref=None) -> dict:

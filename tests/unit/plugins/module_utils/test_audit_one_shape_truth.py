@@ -20,15 +20,22 @@ or an offline CA as issuer:
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.stateful import invariant, run_state_machine_as_test
 
-from _opencapf import service_config, trust
+import test_abandoned_requests_truth as abandoned  # pylint: disable=import-error
+from _opencapf import phone_config, service_config, trust
+from _opencapf.dependencies import ec
+from _opencapf.protocol.session import AuthOffer, Outcome
+from _opencapf.server.decider import StoreDecider, settle_abandoned
 from _opencapf.store import phones as phone_records
+from _opencapf.vocabulary import format_utc
 from support.third_party_ca import EnterprisePki, pem
+from test_abandoned_requests_truth import pki  # noqa: F401  pylint: disable=import-error,unused-import
 from test_phone_lifecycle_truth import FleetLife, fleet_clock  # noqa: F401  pylint: disable=import-error,unused-import
 
 pytestmark = pytest.mark.both_backends
@@ -119,3 +126,75 @@ def test_the_audit_log_tells_a_fleet_s_life_in_one_shape(ca_store, fleet_clock, 
         max_examples=40, stateful_step_count=30, deadline=None, derandomize=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]))
 
+
+# -- the requests of a session that ended without a result --------------------------------------------------
+
+SETTLERS = ("scheduler", "new session", "operator", "session's end")
+IGNORED_KEYS = ("csr_id", "session_id", "via")  # ids, and the path that asked
+TWINS = {settler: f"SEP00000000E{index:03X}" for index, settler in enumerate(SETTLERS)}
+
+
+def _settled(store, settler: str, name: str, deadline, earlier: bool, now) -> None:
+    """The phone ``name``'s request, sent by a session that ended without a result, failed by ``settler``:
+    the scheduler's round, a new session of the phone (its start settles the abandoned one first), the
+    operator's change of the phone (it records what the views report first), or that session's own end
+    (its connection lost before it could tell the phone to come back)."""
+    if settler == "session's end":
+        phone_config.converge(store, name, settings={"certificate_operation": "install_upgrade", "key_order": "ec",
+                                                     "ec_key_size": 256,
+                                                     **({} if deadline is None else {"operation_completes_by": deadline})})
+        if earlier:
+            abandoned._earlier_request(store, name, ec.generate_private_key(ec.SECP256R1()))
+        decider, plan = abandoned._send_request_and_die(store, name)
+        decider.ended(plan, Outcome(name, plan.operation, "aborted", "the phone's connection was lost"))
+        return
+    abandoned._twin_phone(store, name, "abandoned", deadline, earlier, now)
+    if settler == "scheduler":
+        settle_abandoned(store)
+    elif settler == "new session":
+        decider = StoreDecider(store, max_session=abandoned.MAX_SESSION)
+        plan = decider.begin(name)
+        assert decider.authenticate(plan, AuthOffer(name.encode(), None)).ok
+    else:
+        phone_config.converge(store, name, settings={"description": "lobby"})
+
+
+def _request_events(store, name: str, after: int) -> list:
+    with store.read() as tx:
+        rows = tx.query("SELECT action, details FROM audit_events WHERE subject = ? AND id > ? AND action LIKE 'csr.%' "
+                        "ORDER BY id", (name, after))
+    return [(row["action"], {key: value for key, value in json.loads(row["details"]).items() if key not in IGNORED_KEYS})
+            for row in rows]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(deadline=st.sampled_from((None, "tomorrow")), earlier=st.booleans())
+def test_a_request_failed_with_its_session_is_one_csr_failed_event_whoever_fails_it(ca_store, pki, deadline, earlier):
+    """Whoever fails the request of a session that ended without a result (``SETTLERS``), the log says it
+    with one ``csr.failed`` event of the phone, its ``csr_id`` and ``reason`` (the reason an abandoned
+    session is settled with, or the session's own), as the stored request has it; the request of an
+    earlier session that the CA still holds stays pending, with no event."""
+    store = ca_store
+    abandoned._offline(store, pki)
+    abandoned._clear(store)
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    at = None if deadline is None else format_utc(now + dt.timedelta(days=1))
+    with store.read() as tx:
+        after = tx.scalar("SELECT COALESCE(MAX(id), 0) FROM audit_events")
+    shapes, reasons = {}, {}
+    for settler, name in TWINS.items():
+        _settled(store, settler, name, at if settler == "session's end" else deadline, earlier, now)
+        with store.read() as tx:
+            failed = [row["reason"] for row in tx.query(
+                "SELECT r.reason FROM csrs r JOIN phones p ON p.id = r.phone_id WHERE p.name = ? AND r.status = 'failed'",
+                (name,))]
+        events = _request_events(store, name, after)
+        reasons[settler] = [details["reason"] for action, details in events if action == "csr.failed"]
+        assert len(failed) == 1 and reasons[settler] == failed, (f"{settler}: the request failed {failed}, the log "
+                                                                  f"tells {events}")
+        shapes[settler] = [(action, sorted(details)) for action, details in events if action != "csr.created"]
+    for settler in SETTLERS:
+        assert shapes[settler] == shapes["scheduler"], (
+            f"{settler} tells the failed request as {shapes[settler]}, the scheduler as {shapes['scheduler']}")
+        if settler != "session's end":  # the session's end fails it with its own words
+            assert reasons[settler] == reasons["scheduler"], (settler, reasons)
