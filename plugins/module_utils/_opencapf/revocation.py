@@ -157,7 +157,7 @@ def revoke_expired(store: Store, now: _dt.datetime) -> list[dict[str, Any]]:
             rows = certificate_records.expired_unrevoked(tx, at)[:EXPIRY_BATCH]
             for row in rows:
                 certificate_records.revoke(tx, store.actor, row["id"], row["device_name"], REVOKED_EXPIRED, at,
-                                           serial=row["serial"], expired_at=row["not_after"])
+                                           serial=row["serial"], issuer=row["issuer"], expired_at=row["not_after"])
         done += rows
         if len(rows) < EXPIRY_BATCH:
             return done

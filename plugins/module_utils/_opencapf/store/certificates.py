@@ -145,13 +145,14 @@ def install(tx: Transaction, actor: str, phone: dict[str, Any], certificate_id: 
     final: an LSC revoked before the phone acknowledged it (an operator revoked it meanwhile) stays
     ``revoked``, and becomes the phone's current LSC as such."""
     rows = tx.query(
-        "SELECT id, status FROM certificates WHERE phone_id = ? AND kind = 'lsc' "
+        "SELECT id, status, serial, issuer FROM certificates WHERE phone_id = ? AND kind = 'lsc' "
         "AND (id = ? OR status IN ('installed', 'issued'))",
         (phone["id"], certificate_id),
     )
     own = [row["status"] for row in rows if row["id"] == certificate_id]
     rows = [row for row in rows if row["id"] != certificate_id]
-    revoked = [row["id"] for row in rows if row["status"] == "installed"]
+    overwritten = [row for row in rows if row["status"] == "installed"]
+    revoked = [row["id"] for row in overwritten]
     stale = [row["id"] for row in rows if row["status"] == "issued" and row["id"] < certificate_id]
     if own == ["revoked"]:
         tx.execute("UPDATE certificates SET installed_at = ?, recency = "
@@ -161,8 +162,8 @@ def install(tx: Transaction, actor: str, phone: dict[str, Any], certificate_id: 
                      status="revoked")
     else:
         set_status(tx, actor, certificate_id, "installed", phone["name"])
-    for old in revoked:
-        revoke(tx, actor, old, phone["name"], REVOKED_SUPERSEDED)
+    for old in overwritten:
+        revoke(tx, actor, old["id"], phone["name"], REVOKED_SUPERSEDED, serial=old["serial"], issuer=old["issuer"])
     for old in stale:
         set_status(tx, actor, old, "stale", phone["name"], reason="a newer key completed first")
     return {"revoked": revoked, "stale": stale}
@@ -184,14 +185,14 @@ def set_stale_if_waiting(tx: Transaction, actor: str, phone: dict[str, Any], cer
 
 
 def revoke_installed(tx: Transaction, actor: str, phone: dict[str, Any], reason: str = REVOKED_DELETED,
-                     statuses: tuple = ("installed",)) -> list[int]:
+                     statuses: tuple = ("installed",), **details: Any) -> list[int]:
     """Mark the phone's installed LSC(s) (those with one of ``statuses``) revoked, by default because a
-    delete operation removed them."""
+    delete operation removed them (``details`` added to their events)."""
     rows = tx.query(
-        "SELECT id FROM certificates WHERE phone_id = ? AND kind = 'lsc' AND status IN (%s)"
+        "SELECT id, serial, issuer FROM certificates WHERE phone_id = ? AND kind = 'lsc' AND status IN (%s)"
         % ", ".join("?" * len(statuses)), (phone["id"], *statuses))
     for row in rows:
-        revoke(tx, actor, row["id"], phone["name"], reason)
+        revoke(tx, actor, row["id"], phone["name"], reason, serial=row["serial"], issuer=row["issuer"], **details)
     return [row["id"] for row in rows]
 
 
@@ -205,16 +206,22 @@ def keep_revoked_of_removed_phone(tx: Transaction, phone: dict[str, Any]) -> Non
 
 
 def revoke(tx: Transaction, actor: str, certificate_id: int, subject: str, reason: str, at: str | None = None,
-           **details) -> None:
+           *, serial: str | None = None, issuer: str | None = None, **details) -> None:
     """Mark LSC ``certificate_id`` revoked with RFC 5280 ``reason`` (``REVOCATION_REASONS``) at ``at``
-    (default now), with its audit event ``certificate.revoked``."""
+    (default now), with its audit event ``certificate.revoked``: one shape whoever revokes it (the
+    operator, the phone's removal, a delete operation, a newer LSC the phone stored, the expiry duty),
+    its ``certificate_id``, ``serial``, ``issuer``, ``reason`` and ``revoked_at`` (and ``details``). The
+    engine's callers give the LSC's ``serial`` and ``issuer`` as they read it; else they are read here."""
     if reason not in REVOCATION_REASONS:
         raise CertificateError(f"revocation reason must be one of {', '.join(REVOCATION_REASONS)}, not {reason!r}")
     at = at or format_utc(utc_now())
+    if serial is None or issuer is None:
+        row = tx.one("SELECT serial, issuer FROM certificates WHERE id = ?", (certificate_id,))
+        serial, issuer = row["serial"], row["issuer"]
     tx.execute("UPDATE certificates SET status = 'revoked', status_changed_at = ?, revoked_at = ?, "
                "revocation_reason = ? WHERE id = ?", (at, at, reason, certificate_id))
-    audit.record(tx, actor, "certificate.revoked", subject, certificate_id=certificate_id, reason=reason,
-                 revoked_at=at, **details)
+    audit.record(tx, actor, "certificate.revoked", subject, certificate_id=certificate_id, serial=serial,
+                 issuer=issuer, reason=reason, revoked_at=at, **details)
 
 
 def expired(alias: str) -> str:
@@ -234,7 +241,7 @@ def reported_status(alias: str) -> str:
 def expired_unrevoked(tx: Transaction, now: str) -> list[dict[str, Any]]:
     """LSCs issued or installed whose notAfter has passed at ``now`` (``expired``), with their device names."""
     return tx.query(
-        "SELECT c.id, c.serial, c.not_after, c.status, p.name AS device_name FROM certificates c "
+        "SELECT c.id, c.serial, c.issuer, c.not_after, c.status, p.name AS device_name FROM certificates c "
         f"JOIN phones p ON p.id = c.phone_id WHERE c.kind = 'lsc' AND {expired('c')} ORDER BY c.id", (now,))
 
 

@@ -65,12 +65,13 @@ def delete(tx: Transaction, actor: str, name: str, *, via: str | None = None) ->
     (cessation of operation: CAPF no longer manages them), and every revoked one is kept in
     ``removed_phone_lscs``, so the CRL goes on listing it."""
     phone = get(tx, name)
+    path = {} if via is None else {"via": via}
     if phone is not None:
-        certificates.revoke_installed(tx, actor, phone, statuses=("installed", "issued"))
+        certificates.revoke_installed(tx, actor, phone, statuses=("installed", "issued"), **path)
         certificates.keep_revoked_of_removed_phone(tx, phone)
     removed = tx.execute("DELETE FROM phones WHERE name = ?", (name.upper(),)) > 0
     if removed:
-        audit.record(tx, actor, "phone.delete", name.upper(), **({} if via is None else {"via": via}))
+        audit.record(tx, actor, "phone.delete", name.upper(), **path)
     return removed
 
 

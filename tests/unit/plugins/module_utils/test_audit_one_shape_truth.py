@@ -15,7 +15,11 @@ or an offline CA as issuer:
   operation ``in_progress``, is told by the session's own events at its end;
 * every key request that became ``failed`` is one ``csr.failed`` event of its phone with its
   ``csr_id`` and the ``reason`` stored, whoever failed it (the session's end, the scheduler settling an
-  abandoned session or a lapse, a session's start settling an abandoned one, the operator's change).
+  abandoned session or a lapse, a session's start settling an abandoned one, the operator's change);
+* every LSC that became ``revoked`` is one ``certificate.revoked`` event of its phone with its
+  ``certificate_id``, ``serial``, ``issuer``, ``reason`` and ``revoked_at`` as stored, whoever revoked it
+  (the operator, the phone's removal, a session's delete operation, a newer LSC the phone stored, the
+  scheduler's revocation of expired LSCs), and every ``certificate.revoked`` event tells those.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ pytestmark = pytest.mark.both_backends
 OPERATION_EVENT = "phone.operation_"
 SETTINGS_EVENTS = ("phone.create", "phone.update")
 NEW_PHONE = ("none", "")  # a phone's operation status and reason before its phone.create
+REVOKED_KEYS = ("serial", "issuer", "reason", "revoked_at")  # what the log tells of every LSC revoked
 
 
 def _told(told, event) -> tuple | None:
@@ -67,7 +72,7 @@ class AuditedFleetLife(FleetLife):
         self.told: dict[str, tuple | None] = {}
         self.marker = 0
         self._read_log()
-        self.requests = self._stored()[1]
+        _phones, self.requests, self.lscs = self._stored()
 
     def _stored(self):
         with self.store.read() as tx:
@@ -76,7 +81,11 @@ class AuditedFleetLife(FleetLife):
             requests = {row["id"]: (row["name"], row["status"], row["reason"]) for row in tx.query(
                 "SELECT r.id, p.name, r.status, r.reason FROM csrs r JOIN phones p ON p.id = r.phone_id "
                 "WHERE p.name IN (?, ?)", tuple(self.names))}
-        return phones, requests
+            lscs = {row.pop("id"): row for row in tx.query(
+                "SELECT c.id, p.name, c.status, c.serial, c.issuer, c.revocation_reason AS reason, c.revoked_at "
+                "FROM certificates c JOIN phones p ON p.id = c.phone_id WHERE c.kind = 'lsc' AND p.name IN (?, ?)",
+                tuple(self.names))}
+        return phones, requests, lscs
 
     def _read_log(self) -> list:
         """The events of the fleet's phones since the last read, oldest first."""
@@ -91,9 +100,9 @@ class AuditedFleetLife(FleetLife):
 
     @invariant()
     def the_audit_log_tells_every_change_in_one_shape(self):
-        before = self.requests
+        before, lscs_before = self.requests, self.lscs
         events = self._read_log()
-        phones, requests = self._stored()
+        phones, requests, lscs = self._stored()
         for name, stored in phones.items():
             if stored is not None and stored[0] == "in_progress":
                 continue  # a session's start: its events come with its end
@@ -108,7 +117,18 @@ class AuditedFleetLife(FleetLife):
             assert [item["reason"] for item in failures] == [reason], (
                 f"{name}: key request {csr_id} failed ({reason!r}) and the log tells {failures}",
                 [(event["action"], event["details"]) for event in events if event["subject"] == name])
-        self.requests = requests
+        revocations = [event for event in events if event["action"] == "certificate.revoked"]
+        for event in revocations:  # those of a removed phone's LSCs too
+            assert set(event["details"]) >= set(REVOKED_KEYS), ("an LSC's revocation without its " + ", ".join(
+                key for key in REVOKED_KEYS if key not in event["details"]), event)
+        for lsc_id, lsc in lscs.items():
+            if lsc["status"] != "revoked" or lscs_before.get(lsc_id, {}).get("status") == "revoked":
+                continue
+            told = [{key: event["details"].get(key) for key in REVOKED_KEYS} for event in revocations
+                    if event["subject"] == lsc["name"] and event["details"]["certificate_id"] == lsc_id]
+            assert told == [{key: lsc[key] for key in REVOKED_KEYS}], (
+                f"{lsc['name']}: LSC {lsc_id} was revoked {lsc}, the log tells {told}")
+        self.requests, self.lscs = requests, lscs
 
 
 @pytest.mark.parametrize("issuer", ["capf", "offline_ca"])
@@ -190,8 +210,7 @@ def test_a_request_failed_with_its_session_is_one_csr_failed_event_whoever_fails
                 (name,))]
         events = _request_events(store, name, after)
         reasons[settler] = [details["reason"] for action, details in events if action == "csr.failed"]
-        assert len(failed) == 1 and reasons[settler] == failed, (f"{settler}: the request failed {failed}, the log "
-                                                                  f"tells {events}")
+        assert len(failed) == 1 and reasons[settler] == failed, f"{settler}: the request failed {failed}, the log tells {events}"
         shapes[settler] = [(action, sorted(details)) for action, details in events if action != "csr.created"]
     for settler in SETTLERS:
         assert shapes[settler] == shapes["scheduler"], (
