@@ -103,7 +103,7 @@ class FleetLife(RuleBasedStateMachine):
         self.issued: set[str] = set()  # serials of every LSC a session sent
         self.revoked: set[str] = set()  # serials the operator revoked
         self.rotated = False
-        self.removed_under: set[int] = set()  # sessions whose phone was removed while they ran
+        self.removed_under: set[int] = set()  # ids of the sessions whose phone was removed while they ran
         self.finished: dict[str, tuple] = {}  # phone -> its operation as last reported succeeded
         self.session_ids = itertools.count(example * 1000)
         # Examples share the store and the clock only moves forward: a CAPF certificate near its end is
@@ -180,7 +180,7 @@ class FleetLife(RuleBasedStateMachine):
         for leg_name, leg in self.live:
             if leg_name == name and leg.server.outcome.device_name:  # it had read the phone removed
                 self.issued.discard(leg.issued)
-                self.removed_under.add(id(leg))
+                self.removed_under.add(leg.session_id)
 
     @rule(phone=st.integers(0, 1), behaviour=st.sampled_from(sorted(BEHAVIOURS)), exchanges=st.integers(1, 8),
           keeps_key=st.sampled_from((True, True, True, False)))
@@ -261,7 +261,7 @@ class FleetLife(RuleBasedStateMachine):
 
     def _step(self, leg: SessionLeg) -> None:
         event = leg.step(self.clock.now)
-        if event == "issued" and id(leg) not in self.removed_under:
+        if event == "issued" and leg.session_id not in self.removed_under:
             self.issued.add(leg.issued)
         self._forget_ended()
 
