@@ -18,7 +18,7 @@ import random
 from _opencapf.ca import authority, keys, lsc
 from _opencapf.ca import certificates as c
 from _opencapf.store import audit
-from _opencapf.vocabulary import format_utc, utc_now
+from _opencapf.vocabulary import LIVENESS_MARGIN_SECONDS, MAX_SESSION_SECONDS, format_utc, utc_now
 
 MODELS = ("CP-8845", "CP-8865", "CP-7841", "CP-8811", "CP-7821", "CP-8851")
 LSC_VALIDITY_DAYS = 1825
@@ -43,6 +43,9 @@ class Fleet:
     now: str
     first_name: str
     last_name: str
+    # CSRs that views report waiting for a signature at ``now`` (``csrs.awaiting_signature``): those
+    # stored pending or submitted, less the pending ones an abandoned session left (reported failed).
+    csrs_awaiting: int = 0
 
 
 def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
@@ -71,11 +74,13 @@ class _Builder:
         self.rng, self.pem, self.public_key_der = rng, pem, public_key_der
         self.now = now.astimezone(_dt.timezone.utc).replace(tzinfo=None, microsecond=0)
         self.phone_id, self.certificate_id = phone_id, certificate_id
+        self.unbounded_before = _utc_text(self.now - _dt.timedelta(seconds=MAX_SESSION_SECONDS[1] + LIVENESS_MARGIN_SECONDS))
         self.phones: list[tuple] = []
         self.certificates: list[tuple] = []
         self.csrs: list[tuple] = []
         self.certificate_counts: dict[str, int] = {}
         self.csr_counts: dict[str, int] = {}
+        self.csrs_abandoned = 0
 
     def _fingerprint(self) -> str:
         """A distinct SHA-256-sized hex string (rows need the shape of a fingerprint, not a real one)."""
@@ -95,19 +100,21 @@ class _Builder:
             status = _choose(rng, (("pending", 0.9), ("in_progress", 0.05), ("lapsed", 0.05)))
             deadline = _utc_text(self.now + _dt.timedelta(days=rng.randint(1, 30)))
         created = self._time(400, 2000)
-        self.phones.append((
-            phone_id, name, f"phone {name}", rng.choice(MODELS), f"DP-SITE{rng.randint(1, 50):02d}",
-            _choose(rng, (("authenticated", 0.6), ("encrypted", 0.3), ("non_secure", 0.1))), operation,
-            _choose(rng, (("null_string", 0.5), ("existing_cert_mic", 0.35), ("existing_cert_lsc", 0.15))),
-            _choose(rng, (("rsa", 0.8), ("ec_preferred", 0.15), ("ec", 0.05))), 2048, 256, deadline, status,
-            self._time(0, 30), created, self._time(0, 400),
-        ))
+        settings = (rng.choice(MODELS), f"DP-SITE{rng.randint(1, 50):02d}",
+                    _choose(rng, (("authenticated", 0.6), ("encrypted", 0.3), ("non_secure", 0.1))), operation,
+                    _choose(rng, (("null_string", 0.5), ("existing_cert_mic", 0.35), ("existing_cert_lsc", 0.15))),
+                    _choose(rng, (("rsa", 0.8), ("ec_preferred", 0.15), ("ec", 0.05))), 2048, 256, deadline, status)
+        last_session = self._time(0, 30)
+        self.phones.append((phone_id, name, f"phone {name}", *settings, last_session, created, self._time(0, 400)))
         if rng.random() < 0.7:
             self._certificate(phone_id, name, "mic", "installed", issuer=MIC_ISSUER, source="troubleshoot",
                               issued_days_ago=rng.uniform(1000, 3000), validity_days=7300)
-        self._lscs(phone_id, name)
+        # An operation in progress whose session started more than the longest session ago (none has a
+        # recorded bound here) was abandoned: views report the key request that session made failed.
+        abandoned_since = last_session if status == "in_progress" and last_session < self.unbounded_before else None
+        self._lscs(phone_id, name, abandoned_since)
 
-    def _lscs(self, phone_id: int, name: str) -> None:
+    def _lscs(self, phone_id: int, name: str, abandoned_since: str | None = None) -> None:
         rng = self.rng
         if rng.random() < 0.2:  # an older LSC replaced by the current one
             self._certificate(phone_id, name, "lsc", "revoked", issued_days_ago=rng.uniform(1500, 1900))
@@ -127,6 +134,8 @@ class _Builder:
             self.csrs.append((phone_id, self._fingerprint(), self.public_key_der, csr,
                               current if csr == "issued" else None, created, created))
             self.csr_counts[csr] = self.csr_counts.get(csr, 0) + 1
+            if csr == "pending" and abandoned_since is not None and created >= abandoned_since:
+                self.csrs_abandoned += 1
 
     def _certificate(self, phone_id: int, name: str, kind: str, status: str, *, issued_days_ago: float,
                      issuer: str = lsc.CAPF_ISSUER, source: str = "protocol", validity_days: int = LSC_VALIDITY_DAYS):
@@ -173,5 +182,6 @@ def generate(store, phones: int, *, seed: int = 7, now: _dt.datetime | None = No
         tx.executemany(_insert_sql("csrs", CSR_COLUMNS), builder.csrs)
         audit.record(tx, store.actor, "bench.fleet_generated", "phones", phones=phones, seed=seed,
                      certificates=len(builder.certificates), csrs=len(builder.csrs))
+    awaiting = builder.csr_counts.get("pending", 0) + builder.csr_counts.get("submitted", 0) - builder.csrs_abandoned
     return Fleet(phones, dict(sorted(builder.certificate_counts.items())), dict(sorted(builder.csr_counts.items())),
-                 format_utc(now), names[0] if names else "", names[-1] if names else "")
+                 format_utc(now), names[0] if names else "", names[-1] if names else "", awaiting)

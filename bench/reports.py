@@ -56,7 +56,7 @@ def _plan(tx, sql: str, params: tuple) -> list[str]:
 
 def _expected_rows(generated: fleet.Fleet) -> dict:
     return {
-        "store.pending_csrs": generated.csrs.get("pending", 0) + generated.csrs.get("submitted", 0),
+        "store.pending_csrs": generated.csrs_awaiting,
         "store.stale_lscs": generated.certificates.get("lsc:stale", 0),
         "store.phones_by_lsc_expiry": generated.phones,
     }
