@@ -41,27 +41,35 @@ The invariants, checked after every step, for every phone:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
+import os
 import time
+
+import psycopg
 
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
 
+from support.leads import cut
 from support.sessions import BEHAVIOURS, SessionLeg
 from support.third_party_ca import EnterprisePki, pem
 from _opencapf.ca import authority
 from _opencapf.dependencies import x509
+from _opencapf.errors import StoreError
 from _opencapf import (enrolment, phone_config, phone_query, renewal, reports, revocation, scheduler, service_config, trust,
                        vocabulary)
 from _opencapf.protocol.constants import XCAP_PENDING_KEY, XCAPS_ALL
 from _opencapf.server.decider import settle_abandoned
+from _opencapf.server.scheduling import LEAD
 from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
+from _opencapf.store import open_store
 from _opencapf.store import csrs as csr_records
 from _opencapf.store import phones as phone_records
-from _opencapf.vocabulary import LIVENESS_MARGIN_SECONDS, format_utc, parse_utc
+from _opencapf.vocabulary import CLOCK_SKEW, LIVENESS_MARGIN_SECONDS, format_utc, parse_utc
 
 pytestmark = pytest.mark.both_backends
 
@@ -92,6 +100,7 @@ class FleetLife(RuleBasedStateMachine):
     store = None
     clock: _VirtualTime
     pki: EnterprisePki | None = None  # the offline CA, when the store's issuer is ``offline_ca``
+    spread = 0  # seconds the clock of the node that served a session may run ahead of the one reading its phone
 
     def __init__(self):
         super().__init__()
@@ -117,7 +126,14 @@ class FleetLife(RuleBasedStateMachine):
 
     @property
     def now(self) -> dt.datetime:
-        return dt.datetime.fromtimestamp(int(self.clock.now), dt.timezone.utc)
+        return dt.datetime.fromtimestamp(int(self.clock.time()), dt.timezone.utc)
+
+    def _serving(self, leg: SessionLeg):  # pylint: disable=unused-argument
+        """What the service that runs ``leg`` works with meanwhile (one service here: nothing to choose)."""
+        return contextlib.nullcontext()
+
+    def _new_leg(self, name: str, behaviour: str, x_caps: int) -> SessionLeg:
+        return SessionLeg(self.store, self.identities[name], next(self.session_ids), behaviour, x_caps=x_caps)
 
     # -- what happens -----------------------------------------------------------------------------
 
@@ -189,7 +205,7 @@ class FleetLife(RuleBasedStateMachine):
         third-party CA the phone signs its CSR (X-CSR/1), keeping its key across sessions or not."""
         name = self.names[phone]
         x_caps = 0 if self.pki is None else XCAPS_ALL if keeps_key else XCAPS_ALL & ~XCAP_PENDING_KEY
-        leg = SessionLeg(self.store, self.identities[name], next(self.session_ids), behaviour, x_caps=x_caps)
+        leg = self._new_leg(name, behaviour, x_caps)
         self.live.append((name, leg))
         for _exchange in range(exchanges):
             if leg.done:
@@ -207,7 +223,8 @@ class FleetLife(RuleBasedStateMachine):
     def cut(self, which):
         """The phone's connection fails; the service notices and ends the session."""
         _name, leg = self.live[which % len(self.live)]
-        leg.server.connection_lost("peer closed the connection")
+        with self._serving(leg):
+            leg.server.connection_lost("peer closed the connection")
         self._forget_ended()
 
     @precondition(lambda self: self.live)
@@ -221,9 +238,10 @@ class FleetLife(RuleBasedStateMachine):
     def time_passes(self, seconds):
         self.clock.now += seconds
         for _name, leg in self.live:  # the driver ends a session whose step deadline passed
-            deadline = leg.server.deadline
-            if deadline is not None and self.clock.now >= deadline:
-                leg.server.time_passed(self.clock.now)
+            with self._serving(leg):
+                deadline = leg.server.deadline
+                if deadline is not None and self.clock.time() >= deadline:
+                    leg.server.time_passed(self.clock.time())
         self._forget_ended()
 
     @rule()
@@ -260,7 +278,8 @@ class FleetLife(RuleBasedStateMachine):
                 assert lsc["serial"] not in listed, ("an LSC that is not revoked is on a CRL", lsc)
 
     def _step(self, leg: SessionLeg) -> None:
-        event = leg.step(self.clock.now)
+        with self._serving(leg):
+            event = leg.step(self.clock.time())
         if event == "issued" and leg.session_id not in self.removed_under:
             self.issued.add(leg.issued)
         self._forget_ended()
@@ -301,7 +320,7 @@ class FleetLife(RuleBasedStateMachine):
 
     @invariant()
     def in_progress_only_while_a_session_may_run(self):
-        window = MAX_SESSION + LIVENESS_MARGIN_SECONDS + self.store.clock_skew.total_seconds() + 60
+        window = MAX_SESSION + LIVENESS_MARGIN_SECONDS + self.store.clock_skew.total_seconds() + self.spread + 60
         for name, (_operation, status, _reason) in self._reported().items():
             if status != "in_progress":
                 continue
@@ -366,3 +385,172 @@ def test_what_the_store_reports_of_a_fleet_stays_true(ca_store, fleet_clock, iss
     run_state_machine_as_test(FleetLife, settings=settings(
         max_examples=40, stateful_step_count=30, deadline=None, derandomize=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]))
+
+
+# -- a cluster ---------------------------------------------------------------------------------------
+
+OFFSET = int(CLOCK_SKEW.total_seconds()) // 2  # seconds a node's clock may run ahead of or behind the operator's
+
+
+class _NodeClocks(_VirtualTime):
+    """The clocks of the hosts: the operator's (``now``), and each node's, off from it by the node's offset;
+    ``time()`` reads the clock of the one acting now (None: the operator)."""
+
+    def __init__(self, start: float):
+        super().__init__(start)
+        self.offsets = [0, 0]
+        self.acting: int | None = None
+
+
+class ClusterLife(FleetLife):
+    """The same fleet served by two nodes (docs/cluster.md), each a store connection of its own opened as
+    ``serve`` opens it, the operator's changes made on a third: a phone connects to either node (and may
+    reconnect to the other while its session on the first is still live); the scheduler's round runs on
+    the node that holds its lead, whichever asks first; a node's process dies (its sessions end with nothing
+    recorded, its store connection and its lead go with it, and it starts again); a node's PostgreSQL
+    connection is lost (the transaction that meets the loss fails, the next connects again). On PostgreSQL
+    each node's clock runs ahead of or behind the operator's by ``OFFSET`` (any two within ``CLOCK_SKEW``);
+    an SQLite store's processes run on one host and read one clock. Every invariant holds through each
+    node's views at its own clock, and the three connections' views agree at the same clock."""
+
+    clock: _NodeClocks
+    watcher = None  # a PostgreSQL connection of its own, that ends a node's connection (pg_terminate_backend)
+
+    def __init__(self):
+        self.operator = type(self).operator_store
+        super().__init__()
+        self.nodes = [self._open(index) for index in range(2)]
+        self.node_of: dict[int, int] = {}  # id(leg) -> the node that serves it
+        self.cut: dict[int, int] = {}  # node -> the backend pid of its connection that was ended, until it meets it
+
+    def _open(self, index: int):
+        return open_store(self.operator.location, state_dir=self.operator.state_dir, actor=f"node-{index}",
+                          group_commit=True)
+
+    def teardown(self):
+        for node in self.nodes:
+            node.close()
+        self.clock.acting = None
+
+    @property
+    def store(self):
+        return self.operator if self.clock.acting is None else self.nodes[self.clock.acting]
+
+    @contextlib.contextmanager
+    def _acting(self, node: int | None):
+        before, self.clock.acting = self.clock.acting, node
+        try:
+            yield
+        finally:
+            self.clock.acting = before
+
+    def _serving(self, leg: SessionLeg):
+        return self._acting(self.node_of[id(leg)])
+
+    def _new_leg(self, name: str, behaviour: str, x_caps: int) -> SessionLeg:
+        leg = SessionLeg(self.nodes[self.clock.acting], self.identities[name], next(self.session_ids), behaviour,
+                         x_caps=x_caps)
+        self.node_of[id(leg)] = self.clock.acting
+        return leg
+
+    def _unaware(self, node: int) -> bool:
+        """Whether ``node``'s connection was ended and no transaction of the node met the loss yet."""
+        if node not in self.cut:
+            return False
+        connection = self.nodes[node].backend._connection  # pylint: disable=protected-access
+        if connection.closed or connection.broken or connection.info.backend_pid != self.cut[node]:
+            del self.cut[node]
+            return False
+        return True
+
+    @initialize(offsets=st.tuples(*[st.sampled_from((-OFFSET, 0, OFFSET))] * 2))
+    def clocks(self, offsets):
+        if self.operator.clock_skew:  # nodes on several hosts
+            self.clock.offsets = list(offsets)
+            self.spread = max(0, *offsets) - min(0, *offsets)
+
+    @rule(node=st.integers(0, 1), phone=st.integers(0, 1), behaviour=st.sampled_from(sorted(BEHAVIOURS)),
+          exchanges=st.integers(1, 8), keeps_key=st.sampled_from((True, True, True, False)))
+    def connect(self, node, phone, behaviour, exchanges, keeps_key):  # pylint: disable=arguments-differ
+        with self._acting(node):
+            FleetLife.connect(self, phone, behaviour, exchanges, keeps_key)
+
+    @rule(node=st.integers(0, 1))
+    def process_dies(self, node):  # pylint: disable=arguments-differ
+        """Node ``node``'s process dies: its sessions end with nothing recorded; its store connection, and the
+        leads it held, go with it; it starts again."""
+        self.died.extend((name, self.clock.now) for name, leg in self.live if self.node_of[id(leg)] == node)
+        self.live = [(name, leg) for name, leg in self.live if self.node_of[id(leg)] != node]
+        self.nodes[node].close()
+        self.cut.pop(node, None)
+        self.nodes[node] = self._open(node)
+
+    @precondition(lambda self: self.watcher is not None)
+    @rule(node=st.integers(0, 1))
+    def connection_lost(self, node):
+        """Node ``node``'s PostgreSQL connection is lost (the leads it held go with it); the node does not
+        know it until one of its transactions meets the loss."""
+        if self._unaware(node):
+            return
+        with self.nodes[node].read() as tx:
+            pid = tx.scalar("SELECT pg_backend_pid() AS pid")
+        cut(self.watcher, pid)
+        self.cut[node] = pid
+
+    @rule(first=st.integers(0, 1))
+    def scheduler_round(self, first):  # pylint: disable=arguments-differ
+        """Each node's scheduler ticks, ``first`` first: the one that leads runs the round (a node whose
+        connection was lost meets the loss at the tick's first read, and leads nothing in it)."""
+        for node in (first, 1 - first):
+            store = self.nodes[node]
+            try:
+                with store.read():
+                    pass
+            except StoreError:
+                assert node in self.cut, "a node's store failed with its connection live"
+                continue
+            if store.try_lead(LEAD):
+                with self._acting(node), store.leading(LEAD):
+                    FleetLife.scheduler_round(self)
+                return
+
+    @invariant()
+    def every_node_reports_the_truth(self):
+        """The invariants, through each node's views at its own clock; and the views of every connection
+        agree at the same clock."""
+        reported = self._reported()
+        for node in range(2):
+            if self._unaware(node):
+                continue
+            with self._acting(node):
+                FleetLife.every_view_reports_the_same_status(self)
+                FleetLife.in_progress_only_while_a_session_may_run(self)
+                FleetLife.a_succeeded_operation_stays_succeeded(self)
+                FleetLife.the_store_reports_the_lsc_the_phone_holds(self)
+            with self._acting(None):
+                store, self.operator = self.operator, self.nodes[node]
+                try:
+                    assert self._reported() == reported, f"node {node} reports otherwise than the operator's view"
+                finally:
+                    self.operator = store
+
+
+@pytest.mark.parametrize("issuer", ["capf", "offline_ca"])
+def test_what_a_cluster_reports_of_a_fleet_stays_true(ca_store, monkeypatch, issuer):
+    clock = _NodeClocks(float(int(time.time())))
+    monkeypatch.setattr(vocabulary, "time", clock)
+    service_config.converge(ca_store, parameters_wanted={"validity_days": 1, "renew_before_days": 1,
+                                                         "renew_max_per_day": 100000, "issuer": issuer})
+    ClusterLife.pki = None
+    if issuer == "offline_ca":
+        ClusterLife.pki = EnterprisePki()
+        trust.converge(ca_store, content=pem(ClusterLife.pki.root) + pem(ClusterLife.pki.issuing), trust_store=["capf-trust"])
+    ClusterLife.operator_store, ClusterLife.clock = ca_store, clock
+    ClusterLife.watcher = None
+    with contextlib.ExitStack() as stack:
+        if ca_store.location.startswith("postgresql"):
+            ClusterLife.watcher = stack.enter_context(psycopg.connect(ca_store.location, autocommit=True))
+        run_state_machine_as_test(ClusterLife, settings=settings(
+            max_examples=int(os.environ.get("CLUSTER_EXAMPLES", "10")), stateful_step_count=30, deadline=None,
+            derandomize=not os.environ.get("CLUSTER_EXAMPLES"),
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]))
