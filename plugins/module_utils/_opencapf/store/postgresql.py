@@ -215,19 +215,8 @@ class PostgresBackend(Backend):
         if write and self.read_only:
             raise StoreError(f"store {self.location} is open read-only; nothing may be written")
         with self._lock:
-            connection = self._live()
             try:
-                if write:
-                    connection.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
-                    self._lock_writers(connection)
-                    if not durable:
-                        connection.execute("SET LOCAL synchronous_commit = off")
-                elif self.prepare_read is not None:
-                    connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-                    self.prepare_read(_PostgresTransaction(connection))
-                    connection.execute("SET TRANSACTION READ ONLY")
-                else:
-                    connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                connection = self._on_live(lambda connection: self._begin(connection, write, durable))
             except psycopg.errors.LockNotAvailable:
                 self._rollback()
                 raise StoreBusy(f"store {self.location}: waited {LOOP_WRITER_LOCK_WAIT_SECONDS:g} s for its write "
@@ -256,6 +245,34 @@ class PostgresBackend(Backend):
                 self._known = counted  # this connection's own commit, with no other in between
             # A durable commit is on disk now, deferring thread or not: ``durable_mark`` (commits still
             # to be synced) never rises, so the service's event loop never waits for a sync.
+
+    def _begin(self, connection, write: bool, durable: bool):
+        if write:
+            connection.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+            self._lock_writers(connection)
+            if not durable:
+                connection.execute("SET LOCAL synchronous_commit = off")
+        elif self.prepare_read is not None:
+            connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            self.prepare_read(_PostgresTransaction(connection))
+            connection.execute("SET TRANSACTION READ ONLY")
+        else:
+            connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        return connection
+
+    def _on_live(self, run):
+        """``run(connection)`` on the live connection, before any transaction of it: when the connection
+        turns out lost (the server ended it while it was idle: a restart, ``idle_session_timeout``, a
+        network device's idle reset), nothing was begun on it, so ``run`` is tried once more on a new
+        one (``_live``: the leads went with the old connection). A loss met part-way through a
+        transaction fails that transaction; a server that cannot be reached fails this one."""
+        connection = self._live()
+        try:
+            return run(connection)
+        except psycopg.OperationalError:
+            if not connection.broken:
+                raise
+        return run(self._live())
 
     def _lock_writers(self, connection) -> None:
         """Take the lock every writer takes; the CAPF service's event loop (the deferring thread), whose
@@ -302,12 +319,8 @@ class PostgresBackend(Backend):
         # them while holding a row the rehearsal wants next would be a deadlock, which PostgreSQL ends
         # by failing one of the two (perhaps the session's). With it, writers wait for the rehearsal.
         with self._lock:
-            connection = self._live()
             try:
-                connection.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
-                connection.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
-                if self.prepare_read is not None:
-                    self.prepare_read(_PostgresTransaction(connection))
+                connection = self._on_live(self._begin_rehearsal)
             except psycopg.Error as exc:
                 self._rollback()
                 raise StoreError(f"store {self.location}: cannot begin a transaction: {_first_line(exc)}") from None
@@ -315,6 +328,13 @@ class PostgresBackend(Backend):
                 yield _PostgresTransaction(connection)
             finally:
                 self._rollback()
+
+    def _begin_rehearsal(self, connection):
+        connection.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
+        if self.prepare_read is not None:
+            self.prepare_read(_PostgresTransaction(connection))
+        return connection
 
     def _rollback(self) -> None:
         with contextlib.suppress(psycopg.Error):
@@ -329,6 +349,11 @@ class PostgresBackend(Backend):
             "AND pg_current_xact_id_if_assigned() IS NOT NULL RETURNING version").fetchone()
         return None if row is None else row[0]
 
+    def _commit_counter(self, connection) -> int | None:
+        if not self._counter_exists():
+            return None
+        return connection.execute("SELECT version FROM commit_counter WHERE id = 1").fetchone()[0]
+
     def _counter_exists(self) -> bool:
         if not self._counter:
             self._counter = bool(self._connection.execute(
@@ -338,10 +363,9 @@ class PostgresBackend(Backend):
     def data_version(self) -> int:
         with self._lock:
             try:
-                self._live()
-                if not self._counter_exists():
+                version = self._on_live(self._commit_counter)
+                if version is None:
                     return self._reported
-                version = self._connection.execute("SELECT version FROM commit_counter WHERE id = 1").fetchone()[0]
             except psycopg.Error as exc:
                 raise StoreError(f"store {self.location}: cannot read the commit counter: {_first_line(exc)}") from None
             if version != self._known:
@@ -353,11 +377,11 @@ class PostgresBackend(Backend):
         if not LEAD_NAME.fullmatch(name):
             raise StoreError(f"lead name {name!r} must be lower-case letters, digits and underscores")
         with self._lock:
-            self._live()
-            if name in self._leads:
+            if name in self._leads and self.holds_lead(name):  # verified: a lost connection took it along
                 return True
             try:
-                led = self._connection.execute("SELECT pg_try_advisory_lock(%s)", (lead_key(name),)).fetchone()[0]
+                led = self._on_live(lambda connection: connection.execute(
+                    "SELECT pg_try_advisory_lock(%s)", (lead_key(name),)).fetchone()[0])
             except psycopg.Error as exc:
                 raise StoreError(f"cannot take the {name} lead of store {self.location}: {_first_line(exc)}") from None
             if led:
