@@ -411,7 +411,9 @@ class ClusterLife(FleetLife):
     connection is lost (the transaction that meets the loss fails, the next connects again). On PostgreSQL
     each node's clock runs ahead of or behind the operator's by ``OFFSET`` (any two within ``CLOCK_SKEW``);
     an SQLite store's processes run on one host and read one clock. Every invariant holds through each
-    node's views at its own clock, and the three connections' views agree at the same clock."""
+    node's views at its own clock, and the three connections' views agree at the same clock. A deeper run:
+    ``OPENCAPF_CLUSTER_EXAMPLES`` (default 10), ``OPENCAPF_CLUSTER_STEPS`` (default 30) and
+    ``OPENCAPF_CLUSTER_RANDOM`` (set: drawn anew at each run)."""
 
     clock: _NodeClocks
     watcher = None  # a PostgreSQL connection of its own, that ends a node's connection (pg_terminate_backend)
@@ -551,6 +553,7 @@ def test_what_a_cluster_reports_of_a_fleet_stays_true(ca_store, monkeypatch, iss
         if ca_store.location.startswith("postgresql"):
             ClusterLife.watcher = stack.enter_context(psycopg.connect(ca_store.location, autocommit=True))
         run_state_machine_as_test(ClusterLife, settings=settings(
-            max_examples=int(os.environ.get("CLUSTER_EXAMPLES", "10")), stateful_step_count=30, deadline=None,
-            derandomize=not os.environ.get("CLUSTER_EXAMPLES"),
+            max_examples=int(os.environ.get("OPENCAPF_CLUSTER_EXAMPLES", "10")),
+            stateful_step_count=int(os.environ.get("OPENCAPF_CLUSTER_STEPS", "30")), deadline=None,
+            derandomize=os.environ.get("OPENCAPF_CLUSTER_RANDOM") is None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]))
