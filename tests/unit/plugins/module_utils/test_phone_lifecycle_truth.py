@@ -31,9 +31,11 @@ The invariants, checked after every step, for every phone:
   CRL, and no LSC that is not revoked is on any;
 * no LSC is ``installed`` but the one the phone holds; the LSC the phone holds, issued by us and not
   yet expired, is reported ``installed`` once no session of the phone is still running (never
-  ``issued``, ``stale`` or ``revoked``), unless the operator revoked it (then ``revoked``);
+  ``issued``, ``stale`` or ``revoked``), unless the operator revoked it (then ``revoked``); none of this
+  about an LSC a session of the phone sent before the phone was removed and added again, which its phone
+  may still store (that session records nothing on the phone added again, which cannot know of it);
 * an ``install_upgrade`` reported ``succeeded`` means the phone holds an LSC we issued; a ``delete``
-  reported ``succeeded`` means it holds none;
+  reported ``succeeded`` means it holds none (the same exception);
 * an operation reported ``succeeded`` stays so until the operator (a declaration, a revocation, the
   phone's removal) or an automatic renewal arms it again: no session of the phone, whatever it sends
   (a wrong string, none), makes it anything else.
@@ -113,6 +115,7 @@ class FleetLife(RuleBasedStateMachine):
         self.revoked: set[str] = set()  # serials the operator revoked
         self.rotated = False
         self.removed_under: set[int] = set()  # ids of the sessions whose phone was removed while they ran
+        self.disowned: set[str] = set()  # serials such sessions sent: the phone may store one after it was added again
         self.finished: dict[str, tuple] = {}  # phone -> its operation as last reported succeeded
         self.session_ids = itertools.count(example * 1000)
         # Examples share the store and the clock only moves forward: a CAPF certificate near its end is
@@ -196,6 +199,8 @@ class FleetLife(RuleBasedStateMachine):
         for leg_name, leg in self.live:
             if leg_name == name and leg.server.outcome.device_name:  # it had read the phone removed
                 self.issued.discard(leg.issued)
+                if leg.issued is not None:
+                    self.disowned.add(leg.issued)
                 self.removed_under.add(leg.session_id)
 
     @rule(phone=st.integers(0, 1), behaviour=st.sampled_from(sorted(BEHAVIOURS)), exchanges=st.integers(1, 8),
@@ -348,6 +353,10 @@ class FleetLife(RuleBasedStateMachine):
                     (phone["id"],))}
                 identity = self.identities[name]
                 held = None if identity.lsc is None else format(identity.lsc.serial_number, "x")
+                if held in self.disowned:
+                    # Stored from a session of the phone as it was before its removal, which had sent it before:
+                    # nothing of the phone added again can tell (that session records nothing on it).
+                    continue
                 installed = sorted(serial for serial, row in lscs.items() if row["status"] == "installed")
                 assert installed in ([], [held]), (name, installed, held)
                 running = any(leg_name == name for leg_name, _leg in self.live)
@@ -422,7 +431,7 @@ class ClusterLife(FleetLife):
         self.operator = type(self).operator_store
         super().__init__()
         self.nodes = [self._open(index) for index in range(2)]
-        self.node_of: dict[int, int] = {}  # id(leg) -> the node that serves it
+        self.node_of: dict[int, int] = {}  # session id -> the node that serves it
         self.cut: dict[int, int] = {}  # node -> the backend pid of its connection that was ended, until it meets it
 
     def _open(self, index: int):
@@ -447,12 +456,12 @@ class ClusterLife(FleetLife):
             self.clock.acting = before
 
     def _serving(self, leg: SessionLeg):
-        return self._acting(self.node_of[id(leg)])
+        return self._acting(self.node_of[leg.session_id])
 
     def _new_leg(self, name: str, behaviour: str, x_caps: int) -> SessionLeg:
         leg = SessionLeg(self.nodes[self.clock.acting], self.identities[name], next(self.session_ids), behaviour,
                          x_caps=x_caps)
-        self.node_of[id(leg)] = self.clock.acting
+        self.node_of[leg.session_id] = self.clock.acting
         return leg
 
     def _unaware(self, node: int) -> bool:
@@ -481,8 +490,8 @@ class ClusterLife(FleetLife):
     def process_dies(self, node):  # pylint: disable=arguments-differ
         """Node ``node``'s process dies: its sessions end with nothing recorded; its store connection, and the
         leads it held, go with it; it starts again."""
-        self.died.extend((name, self.clock.now) for name, leg in self.live if self.node_of[id(leg)] == node)
-        self.live = [(name, leg) for name, leg in self.live if self.node_of[id(leg)] != node]
+        self.died.extend((name, self.clock.now) for name, leg in self.live if self.node_of[leg.session_id] == node)
+        self.live = [(name, leg) for name, leg in self.live if self.node_of[leg.session_id] != node]
         self.nodes[node].close()
         self.cut.pop(node, None)
         self.nodes[node] = self._open(node)
