@@ -9,12 +9,6 @@ commits after ``HOLD_SECONDS``) and the phone simulator over real TLS."""
 
 from __future__ import annotations
 
-import os
-import socket
-import ssl
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from types import SimpleNamespace
@@ -24,7 +18,7 @@ import pytest
 from support.phones import phone, run_enrol
 from support.protocol import add_phone, phone_row
 from support.serving import Serving
-from support.tools import ENGINE_PATH
+from support.writers import handshake_seconds, start_holder
 from _opencapf.ca import authority
 
 pytestmark = pytest.mark.both_backends
@@ -32,31 +26,6 @@ pytestmark = pytest.mark.both_backends
 PHONES = 3
 STEP_TIMEOUT = 10  # serve --step-timeout: far longer than the hold
 HOLD_SECONDS = 2.0
-
-HOLDER = textwrap.dedent("""\
-    import sys, time
-    from _opencapf.store import open_store
-    from _opencapf.store import service as service_records
-    location, state_dir, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
-    with open_store(location, state_dir=state_dir, actor="holder", create=False) as store:
-        with store.atomic() as tx:
-            service_records.write(tx, "holder", {"keepalive_minutes": 14})
-            print("holding", flush=True)
-            time.sleep(seconds)
-    print("committed", flush=True)
-""")
-
-
-def _handshake_seconds(port: int) -> float:
-    """A TLS handshake with the service, as a phone's begins; how long it took."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        with context.wrap_socket(raw) as tls:
-            assert tls.version()
-    return time.monotonic() - started
 
 
 def test_phones_are_served_once_a_write_lock_held_shorter_than_the_step_timeout_is_released(ca_store, tmp_path):
@@ -69,11 +38,8 @@ def test_phones_are_served_once_a_write_lock_held_shorter_than_the_step_timeout_
     serving = Serving.on(ca_store, tmp_path / "serve.log")
     with serving.start("--enrolment-interval", "0", "--step-timeout", str(STEP_TIMEOUT)):
         capf.port = serving.port
-        holder = subprocess.Popen([sys.executable, "-c", HOLDER, ca_store.location, ca_store.state_dir,
-                                   str(HOLD_SECONDS)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  env=dict(os.environ, PYTHONPATH=ENGINE_PATH))
+        holder = start_holder(ca_store, HOLD_SECONDS)
         try:
-            assert holder.stdout.readline().strip() == "holding", holder.stderr.read()
             held_since = time.monotonic()
             ended = {}
 
@@ -86,7 +52,7 @@ def test_phones_are_served_once_a_write_lock_held_shorter_than_the_step_timeout_
             handshakes = []
             while time.monotonic() - held_since < HOLD_SECONDS:
                 time.sleep(0.2)
-                handshakes.append(_handshake_seconds(serving.port))
+                handshakes.append(handshake_seconds(serving.port))
             for session in sessions:
                 session.join(STEP_TIMEOUT + 30)
             assert not any(session.is_alive() for session in sessions), "a session hung"

@@ -10,12 +10,6 @@ advisory lock (the service asks whether another session holds it before each ste
 
 from __future__ import annotations
 
-import os
-import socket
-import ssl
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from types import SimpleNamespace
@@ -25,7 +19,7 @@ import pytest
 from support.phones import phone, run_enrol
 from support.protocol import add_phone, phone_row
 from support.serving import Serving
-from support.tools import ENGINE_PATH
+from support.writers import handshake_seconds, start_holder
 from _opencapf.ca import authority
 from _opencapf.store import sessions as session_records
 
@@ -34,30 +28,6 @@ pytestmark = pytest.mark.both_backends
 NAME = "SEP00000000CA01"
 STEP_TIMEOUT = 2  # serve --step-timeout: the longest a session's step waits for the write lock
 HOLD_SECONDS = 60  # far longer than the test needs: the holder is killed (its change rolled back) at the end
-
-HOLDER = textwrap.dedent("""\
-    import sys, time
-    from _opencapf.store import open_store
-    from _opencapf.store import service as service_records
-    location, state_dir, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
-    with open_store(location, state_dir=state_dir, actor="holder", create=False) as store:
-        with store.atomic() as tx:
-            service_records.write(tx, "holder", {"keepalive_minutes": 14})
-            print("holding", flush=True)
-            time.sleep(seconds)
-""")
-
-
-def _handshake_seconds(port: int) -> float:
-    """A TLS handshake with the service, as a phone's begins; how long it took."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        with context.wrap_socket(raw) as tls:
-            assert tls.version()
-    return time.monotonic() - started
 
 
 def _session_rows(store):
@@ -75,10 +45,7 @@ def test_the_service_serves_on_while_another_process_holds_the_write_lock(ca_sto
     with serving.start("--enrolment-interval", "0", "--step-timeout", str(STEP_TIMEOUT)):
         capf.port = serving.port
         try:
-            holder = subprocess.Popen([sys.executable, "-c", HOLDER, ca_store.location, ca_store.state_dir,
-                                       str(HOLD_SECONDS)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      env=dict(os.environ, PYTHONPATH=ENGINE_PATH))
-            assert holder.stdout.readline().strip() == "holding", holder.stderr.read()
+            holder = start_holder(ca_store, HOLD_SECONDS)
             ended = {}
 
             def enrol():
@@ -90,7 +57,7 @@ def test_the_service_serves_on_while_another_process_holds_the_write_lock(ca_sto
             session.start()
             time.sleep(0.5)  # the session is waiting for the lock by now
             # The service accepts a connection and completes its handshake meanwhile, at once.
-            assert _handshake_seconds(serving.port) < 1.5
+            assert handshake_seconds(serving.port) < 1.5
             session.join(STEP_TIMEOUT + 30)
             assert not session.is_alive(), "the session hung while the other writer held the store"
             assert holder.poll() is None, "the other writer still holds the store"

@@ -13,7 +13,7 @@ from _opencapf.protocol import codec
 from _opencapf.protocol.codec import Decoder, Message, u8
 from _opencapf.protocol.constants import Command, Reason, Tag
 from _opencapf.protocol.phone import PhoneBehaviour, PhoneSession, PowerFailure
-from _opencapf.protocol.session import ServerSession
+from _opencapf.protocol.session import Outcome, ServerSession
 from _opencapf.server.decider import StoreDecider
 from _opencapf.simulator.identity import PhoneIdentity
 
@@ -87,3 +87,31 @@ def in_turn(legs, schedule):
         leg = legs[index % len(legs)]
         if not leg.done:
             yield leg
+
+
+class DeciderLeg:
+    """One session of the phone ``name`` driven through its ``StoreDecider`` alone (no codec, no phone
+    session), a step at a time: a subclass's ``_steps`` is a generator that yields between two steps;
+    ``fate`` says what becomes of the session. ``done`` once it ended (``_end``) or died; ``ended_as``:
+    the outcome its end recorded (None: none, it died or runs)."""
+
+    def __init__(self, store, name: str, fate: str, max_session: int):
+        self.store, self.name, self.fate = store, name, fate
+        self.decider = StoreDecider(store, max_session=max_session)
+        self.plan = None
+        self.steps = iter(self._steps())
+        self.done = False  # ended or dead: nothing more of it reaches the store
+        self.ended_as: str | None = None
+
+    def step(self) -> None:
+        try:
+            next(self.steps)
+        except StopIteration:
+            self.done = True
+
+    def _end(self, outcome: str, reason: str) -> None:
+        self.decider.ended(self.plan, Outcome(self.name, self.plan.operation, outcome, reason))
+        self.ended_as, self.done = outcome, True
+
+    def _steps(self):
+        raise NotImplementedError

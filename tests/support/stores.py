@@ -128,20 +128,30 @@ def steps_per_transaction(store: Store, every: int = 100) -> Iterator[list[list]
             connection.set_trace_callback(None)
 
 
-@contextlib.contextmanager
-def held_by_another_writer(location: str, state_dir: str | None, phone_name: str, held_for: float = 60) -> Iterator[threading.Event]:
+def held_by_another_writer(location: str, state_dir: str | None, phone_name: str,
+                           held_for: float = 60) -> contextlib.AbstractContextManager[threading.Event]:
     """Another writer of the store (a long ``opencapf apply``, another host's change), in a thread of its
     own: it opens the store, creates the phone ``phone_name`` in a change and holds that change, with the
     store's write lock, until the event this yields is set, the block ends or ``held_for`` seconds pass;
     then it commits. The block begins once the change holds the lock."""
+    return _held(lambda: open_store(location, state_dir=state_dir, actor="holder"), phone_name, held_for)
+
+
+def held_in_a_thread(store: Store, phone_name: str, held_for: float = 60) -> contextlib.AbstractContextManager[threading.Event]:
+    """``held_by_another_writer`` with ``store`` (open) as the writer, in a thread of its own: another
+    thread of a process that has the store's connection, or another node's store."""
+    return _held(lambda: contextlib.nullcontext(store), phone_name, held_for)
+
+
+@contextlib.contextmanager
+def _held(opened, phone_name: str, held_for: float) -> Iterator[threading.Event]:
     holding, release = threading.Event(), threading.Event()
 
     def hold():
-        with open_store(location, state_dir=state_dir, actor="holder") as holder:
-            with holder.atomic() as tx:
-                create_phone(tx, phone_name)
-                holding.set()
-                release.wait(held_for)
+        with opened() as holder, holder.atomic() as tx:
+            create_phone(tx, phone_name)
+            holding.set()
+            release.wait(held_for)
 
     thread = threading.Thread(target=hold)
     thread.start()

@@ -536,3 +536,14 @@ def connection(server, pki, hostname="localhost", **overrides):
 
 __all__ = ["accept", "connection", "phone_csr", "USERNAME", "PASSWORD", "DEFECTS", "OTHER_DEVICE", "AdcsServer", "EstServer",
            "EnterprisePki", "key_pem", "pem"]
+
+
+def use_online_est(store, pki: "EnterprisePki", est: "EstServer") -> None:
+    """Make ``store``'s issuer the online CA ``est`` (an ``EstServer`` of ``pki``), its chain trusted, as an
+    operator declares it with ``capf_service``."""
+    from _opencapf import service_config, trust  # pylint: disable=import-outside-toplevel
+
+    trust.converge(store, content=pem(pki.root) + pem(pki.issuing), trust_store=["capf-trust"])
+    service_config.converge(store, parameters_wanted={"issuer": "online_ca"},
+                            online_ca={"hostname": "localhost", "port": est.port, "type": "est",
+                                       "username": USERNAME, "password": PASSWORD})

@@ -30,7 +30,7 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from support.third_party_ca import PASSWORD, USERNAME, EnterprisePki, pem
+from support.third_party_ca import EnterprisePki, pem, use_online_est
 from support.tools import run_cli
 from _opencapf import csr as csr_module
 from _opencapf import enrolment, phone_config, reports, scheduler, service_config, trust
@@ -220,13 +220,6 @@ def test_capf_info_and_the_cli_report_the_request_of_an_abandoned_session_failed
     assert (again["status"], again["reason"]) == ("failed", reason)
 
 
-def _online(store, pki, est) -> None:
-    trust.converge(store, content=pem(pki.root) + pem(pki.issuing), trust_store=["capf-trust"])
-    service_config.converge(store, parameters_wanted={"issuer": "online_ca"},
-                            online_ca={"hostname": "localhost", "port": est.port, "type": "est",
-                                       "username": USERNAME, "password": PASSWORD})
-
-
 def _held_by_online_ca(store, est, name) -> int:
     """A session whose request the online CA holds: its process died before the session's end."""
     est.pending_first = 10 ** 6
@@ -242,7 +235,7 @@ def test_the_enrolment_service_never_picks_up_a_request_the_views_report_failed(
     """The online CA holds the request of a session that died; once the views report it failed, the CA
     signing it changes nothing: the enrolment service's pass does not ask for it, no LSC waits for the
     phone, and the scheduler records the request failed as reported."""
-    _online(ca_store, pki, est)
+    use_online_est(ca_store, pki, est)
     name = NAMES[0]
     csr_id = _held_by_online_ca(ca_store, est, name)
     past = _hour_old_bound(ca_store, name)
@@ -279,7 +272,7 @@ def test_an_answer_that_arrives_once_the_request_is_reported_failed_is_stale(ca_
     CA's answer arrives once the session's bound has passed: the request is reported failed then, so the
     answer's certificate is recorded stale and never waits for the phone, as when the scheduler had
     already failed it."""
-    _online(ca_store, pki, est)
+    use_online_est(ca_store, pki, est)
     name = NAMES[0]
     csr_id = _held_by_online_ca(ca_store, est, name)
     est.pending_first = 0
@@ -303,7 +296,7 @@ def test_a_new_session_settles_the_abandoned_one_first(ca_store, pki, est):
     """The phone comes back before the scheduler ran: its new session records the abandoned operation as
     the views reported it (failed, its request with it) before it starts, so the request reported failed
     is not picked up again by the new session's poll of the CA, and no view reports it pending again."""
-    _online(ca_store, pki, est)
+    use_online_est(ca_store, pki, est)
     name = NAMES[0]
     csr_id = _held_by_online_ca(ca_store, est, name)
     _hour_old_bound(ca_store, name)

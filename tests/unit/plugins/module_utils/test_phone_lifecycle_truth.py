@@ -373,6 +373,18 @@ class FleetLife(RuleBasedStateMachine):
                         assert held is None, (name, held)
 
 
+def _issuer(store, issuer: str) -> EnterprisePki | None:
+    """The examples' service parameters with ``issuer``; the offline CA (its chain trusted), if it is one.
+    The examples share the store: no daily renewal limit couples one to those before it."""
+    service_config.converge(store, parameters_wanted={"validity_days": 1, "renew_before_days": 1,
+                                                      "renew_max_per_day": 100000, "issuer": issuer})
+    if issuer != "offline_ca":
+        return None
+    pki = EnterprisePki()
+    trust.converge(store, content=pem(pki.root) + pem(pki.issuing), trust_store=["capf-trust"])
+    return pki
+
+
 @pytest.fixture
 def fleet_clock(monkeypatch):
     clock = _VirtualTime(float(int(time.time())))
@@ -382,13 +394,7 @@ def fleet_clock(monkeypatch):
 
 @pytest.mark.parametrize("issuer", ["capf", "offline_ca"])
 def test_what_the_store_reports_of_a_fleet_stays_true(ca_store, fleet_clock, issuer):
-    # The examples share the store: no daily renewal limit couples one to those before it.
-    service_config.converge(ca_store, parameters_wanted={"validity_days": 1, "renew_before_days": 1,
-                                                         "renew_max_per_day": 100000, "issuer": issuer})
-    FleetLife.pki = None
-    if issuer == "offline_ca":
-        FleetLife.pki = EnterprisePki()
-        trust.converge(ca_store, content=pem(FleetLife.pki.root) + pem(FleetLife.pki.issuing), trust_store=["capf-trust"])
+    FleetLife.pki = _issuer(ca_store, issuer)
     FleetLife.store = ca_store
     FleetLife.clock = fleet_clock
     run_state_machine_as_test(FleetLife, settings=settings(
@@ -550,12 +556,7 @@ class ClusterLife(FleetLife):
 def test_what_a_cluster_reports_of_a_fleet_stays_true(ca_store, monkeypatch, issuer):
     clock = _NodeClocks(float(int(time.time())))
     monkeypatch.setattr(vocabulary, "time", clock)
-    service_config.converge(ca_store, parameters_wanted={"validity_days": 1, "renew_before_days": 1,
-                                                         "renew_max_per_day": 100000, "issuer": issuer})
-    ClusterLife.pki = None
-    if issuer == "offline_ca":
-        ClusterLife.pki = EnterprisePki()
-        trust.converge(ca_store, content=pem(ClusterLife.pki.root) + pem(ClusterLife.pki.issuing), trust_store=["capf-trust"])
+    ClusterLife.pki = _issuer(ca_store, issuer)
     ClusterLife.operator_store, ClusterLife.clock = ca_store, clock
     ClusterLife.watcher = None
     with contextlib.ExitStack() as stack:

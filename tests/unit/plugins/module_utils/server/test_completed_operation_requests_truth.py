@@ -32,15 +32,15 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from support.protocol import add_phone, phone_row
-from support.sessions import SessionLeg
-from support.third_party_ca import PASSWORD, USERNAME, EnterprisePki, pem
+from support.sessions import DeciderLeg, SessionLeg
+from support.third_party_ca import EnterprisePki, use_online_est
 from _opencapf import csr as csr_module
-from _opencapf import enrolment, reports, scheduler, service_config, trust
+from _opencapf import enrolment, reports, scheduler
 from _opencapf.dependencies import ec, serialization
 from _opencapf.errors import CapfError
 from _opencapf.protocol.constants import XCAPS_ALL
-from _opencapf.protocol.session import AuthOffer, Deferred, Issued, KeyChoice, Outcome
-from _opencapf.server.decider import StoreDecider, settle_abandoned
+from _opencapf.protocol.session import AuthOffer, Deferred, Issued, KeyChoice
+from _opencapf.server.decider import settle_abandoned
 from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
 from _opencapf.store import csrs as csr_records
 from _opencapf.store import phones as phone_records
@@ -61,45 +61,24 @@ def pki():
     return EnterprisePki()
 
 
-def _online(store, pki, est) -> None:
-    trust.converge(store, content=pem(pki.root) + pem(pki.issuing), trust_store=["capf-trust"])
-    service_config.converge(store, parameters_wanted={"issuer": "online_ca"},
-                            online_ca={"hostname": "localhost", "port": est.port, "type": "est",
-                                       "username": USERNAME, "password": PASSWORD})
-
-
 def _holds(est, held: bool) -> None:
     """The CA holds the requests it gets from now on (until further notice), or signs them at once."""
     est.pending_first = 10 ** 6 if held else 0
 
 
-class _Leg:
+class _Leg(DeciderLeg):
     """One session of the phone, a step at a time: its start (authentication), the pending key's state,
     the request (which the CA holds when ``held``), the phone's answer and the end."""
 
     def __init__(self, store, est, name: str, fate: str, held: bool):
-        self.store, self.est, self.name, self.fate, self.held = store, est, name, fate, held
-        self.decider = StoreDecider(store, max_session=MAX_SESSION)
-        self.plan = None
-        self.steps = iter(self._steps())
-        self.done = False  # ended or dead: nothing more of it reaches the store
-        self.ended_as: str | None = None  # the outcome its end recorded (None: none, it died or runs)
-
-    def step(self) -> None:
-        try:
-            next(self.steps)
-        except StopIteration:
-            self.done = True
+        self.est, self.held = est, held
+        super().__init__(store, name, fate, MAX_SESSION)
 
     @property
     def requests(self) -> set:
         """The requests it sent or waits on."""
         return {csr_id for csr_id in (self.decider._csr_id, self.decider._adopted)  # pylint: disable=protected-access
                 if csr_id is not None}
-
-    def _end(self, outcome: str, reason: str) -> None:
-        self.decider.ended(self.plan, Outcome(self.name, self.plan.operation, outcome, reason))
-        self.ended_as, self.done = outcome, True
 
     def _answer(self, issued: Issued):
         """The phone's STORE_CERTIFICATE_RESPONSE for a delivered LSC, and the session's end."""
@@ -231,7 +210,7 @@ def test_a_request_held_for_a_session_that_ended_before_another_completed_is_not
     """The service's sessions and the simulator's phone: the second session's request is signed at once;
     the first session's, sent after it, is held by the CA and the first session ends deferred; then the
     second session's phone stores its LSC. No session will deliver the held request's certificate."""
-    _online(ca_store, pki, est)
+    use_online_est(ca_store, pki, est)
     name = f"SEP{next(_names):012X}"
     add_phone(ca_store, name, operation="install_upgrade", key_order="ec")
     identity = PhoneIdentity(PhoneSettings(name))
@@ -279,7 +258,7 @@ def _orders(draw) -> list:
 @example(("completes", "completes"), (True, False), [0, 1, 0, 1, 1, 0, 0, 1])
 def test_no_request_waits_for_good_once_the_operation_completed_or_every_session_is_gone(
         ca_store, pki, est, fates, held, schedule):
-    _online(ca_store, pki, est)
+    use_online_est(ca_store, pki, est)
     name, legs = _run(ca_store, est, fates, held, schedule)
     _check_now(ca_store, name, legs)
     _check_after_every_bound(ca_store, name, legs)

@@ -26,14 +26,14 @@ import itertools
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from support.sessions import in_turn
+from support.sessions import DeciderLeg, in_turn
 from support.third_party_ca import EnterprisePki, pem
 from _opencapf import csr as csr_module
 from _opencapf import phone_config, scheduler, service_config, trust
 from _opencapf.dependencies import ec, serialization
 from _opencapf.errors import StoreError
-from _opencapf.protocol.session import AuthOffer, Deferred, KeyChoice, Outcome
-from _opencapf.server.decider import StoreDecider, settle_abandoned
+from _opencapf.protocol.session import AuthOffer, Deferred, KeyChoice
+from _opencapf.server.decider import settle_abandoned
 from _opencapf.store import csrs as csr_records
 from _opencapf.store import phones as phone_records
 from _opencapf.vocabulary import LIVENESS_MARGIN_SECONDS, format_utc
@@ -55,31 +55,16 @@ def pki():
     return EnterprisePki()
 
 
-class _Leg:
+class _Leg(DeciderLeg):
     """One session of the phone, a step at a time: start (authentication), the pending key's state,
     the request, the end."""
 
     def __init__(self, store, name: str, fate: str):
-        self.store, self.name, self.fate = store, name, fate
-        self.decider = StoreDecider(store, max_session=MAX_SESSION)
-        self.plan = None
-        self.steps = iter(self._steps())
-        self.done = False  # ended or dead: nothing more of it reaches the store
-        self.ended_as: str | None = None  # the outcome its end recorded (None: none, it died or runs)
-
-    def step(self) -> None:
-        try:
-            next(self.steps)
-        except StopIteration:
-            self.done = True
+        super().__init__(store, name, fate, MAX_SESSION)
 
     @property
     def csr_id(self):
         return self.decider._csr_id  # pylint: disable=protected-access
-
-    def _end(self, outcome: str, reason: str) -> None:
-        self.decider.ended(self.plan, Outcome(self.name, self.plan.operation, outcome, reason))
-        self.ended_as, self.done = outcome, True
 
     def _steps(self):
         self.plan = self.decider.begin(self.name)

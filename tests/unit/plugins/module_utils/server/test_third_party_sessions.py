@@ -44,7 +44,7 @@ from hypothesis import strategies as st
 from support.protocol import add_phone, certificate_rows, phone_row
 from support.sessions import BEHAVIOURS, SessionLeg
 from support.store_phones import change_phone
-from support.third_party_ca import PASSWORD, USERNAME, EnterprisePki, pem
+from support.third_party_ca import EnterprisePki, pem, use_online_est
 from _opencapf import csr as csr_module
 from _opencapf import bulk, enrolment, phone_config, reports, scheduler, service_config, trust
 from _opencapf.ca import certificates as c
@@ -73,13 +73,6 @@ _names = itertools.count(1)
 @pytest.fixture(scope="module")
 def pki():
     return EnterprisePki()
-
-
-def _online(store, pki, est) -> None:
-    trust.converge(store, content=pem(pki.root) + pem(pki.issuing), trust_store=["capf-trust"])
-    service_config.converge(store, parameters_wanted={"issuer": "online_ca"},
-                            online_ca={"hostname": "localhost", "port": est.port, "type": "est",
-                                       "username": USERNAME, "password": PASSWORD})
 
 
 def _key(key) -> bytes | None:
@@ -218,7 +211,7 @@ def test_whatever_the_interleaving_the_phone_gets_and_the_store_reports_its_own_
     if offline:
         _offline(ca_store, pki)
     else:
-        _online(ca_store, pki, est)
+        use_online_est(ca_store, pki, est)
     keeps = keeps or offline
     x_caps = XCAPS_ALL if keeps else XCAPS_ALL & ~XCAP_PENDING_KEY
     operator = pki if offline else None
@@ -237,7 +230,7 @@ def test_a_csr_no_session_can_deliver_is_not_listed_pending(ca_store, pki, est):
     """A phone that keeps no pending key: the CA holds the CSRs of two overlapping sessions, and each
     session fails (the phone cannot wait for the certificate). The first failure settles the operation;
     the second session's CSR fails too, and neither is listed among the CSRs waiting for a signature."""
-    _online(ca_store, pki, est)
+    use_online_est(ca_store, pki, est)
     name = f"SEP{next(_names):012X}"
     add_phone(ca_store, name, operation="install_upgrade", key_order="ec")
     identity = PhoneIdentity(PhoneSettings(name))
@@ -315,7 +308,7 @@ class _Late:
 def test_online_answer_in_session_after_a_newer_csr_is_not_delivered(ca_store, pki, est, monkeypatch):
     """The CA signs a session's CSR, and its answer comes after another session of the phone sent a newer
     CSR: the older CSR's certificate is stale and never delivered; the newer one is."""
-    _online(ca_store, pki, est)
+    use_online_est(ca_store, pki, est)
     name = f"SEP{next(_names):012X}"
     add_phone(ca_store, name, operation="install_upgrade", key_order="ec")
     identity = PhoneIdentity(PhoneSettings(name))
@@ -347,7 +340,7 @@ def test_online_answer_in_session_after_a_newer_csr_is_not_delivered(ca_store, p
 def test_online_answer_for_a_csr_replaced_meanwhile_is_stale(ca_store, pki, est):
     """The enrolment service asks the CA about a held request, and the CA's answer comes after a session of
     the phone sent a newer CSR: the certificate for the replaced one is recorded stale, never waiting."""
-    _online(ca_store, pki, est)
+    use_online_est(ca_store, pki, est)
     name = f"SEP{next(_names):012X}"
     add_phone(ca_store, name, operation="install_upgrade", key_order="ec")
     identity = PhoneIdentity(PhoneSettings(name))
@@ -379,7 +372,7 @@ def test_a_second_answer_for_a_request_already_answered_is_stale(ca_store, pki, 
     signs it for each (an EST CA signs a request sent again anew), and the service's answer comes after
     the session delivered the first certificate and the phone stored it: the second one is stale, and
     the CSR names the certificate the phone holds."""
-    _online(ca_store, pki, est)
+    use_online_est(ca_store, pki, est)
     name = f"SEP{next(_names):012X}"
     add_phone(ca_store, name, operation="install_upgrade", key_order="ec")
     identity = PhoneIdentity(PhoneSettings(name))
@@ -541,7 +534,7 @@ def test_an_answer_for_a_withdrawn_operation_never_becomes_the_phones_lsc(
     if offline:
         _offline(ca_store, pki)
     else:
-        _online(ca_store, pki, est)
+        use_online_est(ca_store, pki, est)
     watch = _Withdrawals(ca_store)
     name, identity = _run(ca_store, est, behaviours, schedule, holds, XCAPS_ALL, pki if offline else None, watch)
     _operate(ca_store, name, ADD)
@@ -594,7 +587,7 @@ def test_a_new_operation_fails_the_csr_the_ca_holds_and_its_answer_is_stale(ca_s
     phone's settings): the CSR is ``failed`` with the reason and a ``csr.failed`` audit event naming
     the path, no longer exported nor polled; the answer is recorded ``stale``, is not the phone's
     current LSC, and the phone's next session deletes."""
-    _online(ca_store, pki, est)
+    use_online_est(ca_store, pki, est)
     name, identity, csr = _held(ca_store, est)
     _ca(est, SIGNS, ca_store)
     issuer = enrolment.online_issuer(ca_store)
@@ -625,7 +618,7 @@ def test_which_changes_withdraw_a_pending_csr(ca_store, pki, est):
     waiting (a description, an authentication mode, a deadline, the RSA size of a phone that asks for
     EC keys, ``reissue`` of an operation not yet finished); check mode of a withdrawing change reports
     it and writes nothing; a new EC size fails the CSR of the old one, with why."""
-    _online(ca_store, pki, est)
+    use_online_est(ca_store, pki, est)
     name, _identity, csr = _held(ca_store, est)
     for settings, reissue in (({"description": "Lobby"}, False), ({"authentication_mode": "null_string"}, False),
                               ({"operation_completes_by": "2099-01-01"}, False), ({"rsa_key_size": 4096}, False),
@@ -650,7 +643,7 @@ def test_reissue_of_a_finished_install_fails_the_csr_of_the_previous_one(ca_stor
     """The CA holds the CSR of an install that then failed (here: a wrong authentication string in a
     later session); ``reissue`` arms a new install, and the held CSR is failed: the new install starts
     with a new key."""
-    _online(ca_store, pki, est)
+    use_online_est(ca_store, pki, est)
     name, _identity, _csr = _held(ca_store, est)
     with ca_store.transaction() as tx:
         phone_records.set_operation_result(tx, "test", phone_records.get(tx, name), "failed", "test: it failed")
@@ -682,7 +675,7 @@ def test_removed_phone_fails_its_csr_and_an_answer_under_way_lands_nowhere(ca_st
     """A session sends the phone's CSR to the online CA, and while the CA's answer is on its way the
     operator removes the phone and adds it again: the removal fails the CSR (a ``csr.failed`` event),
     the answer is recorded on neither entry, and the new entry has no CSR and no LSC."""
-    _online(ca_store, pki, est)
+    use_online_est(ca_store, pki, est)
     name = f"SEP{next(_names):012X}"
     add_phone(ca_store, name, operation="install_upgrade", key_order="ec")
     leg = SessionLeg(ca_store, PhoneIdentity(PhoneSettings(name)), 1, x_caps=XCAPS_ALL)
@@ -711,7 +704,7 @@ def test_a_lapsed_operation_fails_the_csr_the_ca_holds_and_its_answer_is_never_r
     deadline passes: whether the scheduler lapses it or the phone's next session finds it lapsed, the
     CSR is failed with it (a ``csr.failed`` event), no longer polled or listed; when the CA then signs,
     nothing is recorded for the phone, which has no LSC."""
-    _online(ca_store, pki, est)
+    use_online_est(ca_store, pki, est)
     name, identity, csr = _held(ca_store, est)
     assert phone_row(ca_store, name)["operation_status"] == "pending"
     with ca_store.transaction() as tx:

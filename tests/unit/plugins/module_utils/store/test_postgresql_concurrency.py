@@ -23,7 +23,7 @@ from _opencapf.store import postgresql
 from _opencapf.store.postgresql import WRITE_LOCK_KEY
 from support.protocol import add_phone, certificate_rows, phone_row
 from support.store_phones import create_phone
-from support.stores import held_by_another_writer
+from support.stores import held_by_another_writer, held_in_a_thread
 
 NODES = 4
 PHONE = "SEP001122334455"
@@ -175,23 +175,11 @@ def test_writer_lock_free_tells_whether_another_session_holds_the_writers_lock_w
     held it longer (a long apply on another host) and while another thread of the process has the connection (it may be
     waiting for the lock there), True inside a transaction of the asking thread, whose transaction it
     leaves as it was."""
-    holding, release = threading.Event(), threading.Event()
-    with open_store(postgres_dsn, state_dir=state_dir, actor="holder") as holder, \
-            open_store(postgres_dsn, state_dir=state_dir, actor="capf-server", group_commit=True) as service, \
+    with open_store(postgres_dsn, state_dir=state_dir, actor="capf-server", group_commit=True) as service, \
             psycopg.connect(postgres_dsn, autocommit=True) as other:
         backend = service.backend
         assert backend.writer_lock_free() and _lock_taken_by(other)
-
-        def hold(store, name):
-            with store.atomic() as tx:
-                create_phone(tx, name)
-                holding.set()
-                release.wait(60)
-
-        thread = threading.Thread(target=hold, args=(holder, "SEP0000000000F1"))
-        thread.start()
-        try:
-            assert holding.wait(30)
+        with held_by_another_writer(postgres_dsn, state_dir, "SEP0000000000F1"):
             # Any writer but a service's session step may hold the lock long, however recently it took it.
             with monkeypatch.context() as patched:
                 patched.setitem(postgresql._WRITER_LOCK_FREE_PARAMS, "long", 30)  # pylint: disable=protected-access
@@ -199,9 +187,6 @@ def test_writer_lock_free_tells_whether_another_session_holds_the_writers_lock_w
             started = time.monotonic()
             assert not backend.writer_lock_free()
             assert time.monotonic() - started < 0.2
-        finally:
-            release.set()
-            thread.join(60)
         assert backend.writer_lock_free() and _lock_taken_by(other)
         with service.transaction() as tx:  # a write transaction of this thread holds the lock itself
             assert backend.writer_lock_free()
@@ -211,33 +196,16 @@ def test_writer_lock_free_tells_whether_another_session_holds_the_writers_lock_w
             assert len(tx.query("SELECT name FROM phones")) == 2
         # Another node's session step holds the lock: a short writer, waited for in the transaction rather
         # than polled for (bounds widened and narrowed here, so that the machine's speed does not decide).
-        holding.clear()
-        release.clear()
-        with open_store(postgres_dsn, state_dir=state_dir, actor="capf-server", group_commit=True) as node:
-            thread = threading.Thread(target=hold, args=(node, "SEP0000000000F4"))
-            thread.start()
-            try:
-                assert holding.wait(30)
-                with monkeypatch.context() as patched:
-                    patched.setitem(postgresql._WRITER_LOCK_FREE_PARAMS, "long", 30)  # pylint: disable=protected-access
-                    assert backend.writer_lock_free(), "another node's step that has just begun counts as short"
-                    patched.setitem(postgresql._WRITER_LOCK_FREE_PARAMS, "long", 0)  # pylint: disable=protected-access
-                    assert not backend.writer_lock_free(), "another node's writer holding it longer counts as long"
-            finally:
-                release.set()
-                thread.join(60)
+        with open_store(postgres_dsn, state_dir=state_dir, actor="capf-server", group_commit=True) as node, \
+                held_in_a_thread(node, "SEP0000000000F4"), monkeypatch.context() as patched:
+            patched.setitem(postgresql._WRITER_LOCK_FREE_PARAMS, "long", 30)  # pylint: disable=protected-access
+            assert backend.writer_lock_free(), "another node's step that has just begun counts as short"
+            patched.setitem(postgresql._WRITER_LOCK_FREE_PARAMS, "long", 0)  # pylint: disable=protected-access
+            assert not backend.writer_lock_free(), "another node's writer holding it longer counts as long"
         # Another thread of the process has the connection: asked again later, not waited for.
-        holding.clear()
-        release.clear()
-        thread = threading.Thread(target=hold, args=(service, "SEP0000000000F3"))
-        thread.start()
-        try:
-            assert holding.wait(30)
+        with held_in_a_thread(service, "SEP0000000000F3"):
             started = time.monotonic()
             assert not backend.writer_lock_free()
             assert time.monotonic() - started < 0.2
-        finally:
-            release.set()
-            thread.join(60)
         assert backend.writer_lock_free() and _lock_taken_by(other)
         assert phone_row(service, "SEP0000000000F3") is not None
