@@ -254,8 +254,9 @@ class ServerSession:
 
     def abandon(self, reason: str) -> bytes:
         """End the session failed without asking the decider, whose store cannot be written now (another
-        writer holds it): the END_SESSION for the phone, also when a step ended the session and its
-        decider failed to record the end. Whatever the session had recorded before stays as it was."""
+        writer holds it, or it cannot be reached): the END_SESSION for the phone, also when a step ended
+        the session and its decider failed to record the end. Whatever the session had recorded before
+        stays as it was."""
         self.abandoned = True
         self.outcome.outcome = "failed"
         self.outcome.reason = reason

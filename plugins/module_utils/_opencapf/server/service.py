@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from .. import enrolment, faults, parameters as service_parameters
 from ..ca import authority
 from ..ca import certificates as ca_certificates
-from ..errors import CapfError, StoreBusy
+from ..errors import CapfError, StoreBusy, StoreError
 from ..files import write_private_file
 from ..protocol.session import ServerSession
 from ..sockets import bind_listeners, set_nodelay
@@ -302,8 +302,16 @@ class CapfServer:
     def _connection_state(self) -> tuple[dict, authority.Signer]:
         """The service parameters and the active CAPF certificate, read again only when another
         connection (a module, the CLI, another server process) has committed since the last read:
-        the service itself changes neither."""
-        version = self.store.data_version()
+        the service itself changes neither. While the store cannot be reached (a database down), those
+        read before, logged (StoreError when there are none)."""
+        try:
+            version = self.store.data_version()
+        except StoreError as exc:
+            if self._state is None:
+                raise
+            self._quiet_log.warning(("store away",), "the store cannot be read (%s): connections are served with the "
+                                    "service parameters and CAPF certificate read before", exc)
+            return self._state[1]
         if self._state is None or self._state[0] != version:
             with self.store.read() as tx:
                 self._state = (version, (service_records.read(tx), authority.signer(self.store, tx)))
@@ -345,10 +353,11 @@ class CapfServer:
                              lock_wait=END_RECORD_WAIT_SECONDS)
             return
         except StoreBusy:
-            pass
-        self._quiet_log.warning(("store busy",), "session %d: %s: %s (%s) not recorded: another writer (such as a "
-                                "long 'opencapf apply') holds the store's write lock", record["session_id"],
-                                record["peer"], outcome, reason)
+            why = "another writer (such as a long 'opencapf apply') holds the store's write lock"
+        except StoreError as exc:  # the store cannot be reached (a database down): the service serves on
+            why = str(exc)
+        self._quiet_log.warning(("store busy",), "session %d: %s: %s (%s) not recorded: %s", record["session_id"],
+                                record["peer"], outcome, reason, why)
 
     async def _tls_failed(self, record: dict, duration, address: str, exc: BaseException) -> None:
         reason = f"TLS handshake failed: {_describe(exc)}"
@@ -402,7 +411,11 @@ class CapfServer:
         started = time.monotonic()
         started_at = format_utc(utc_now())
         session_id = self.session_ids()
-        parameters, signer = self._connection_state()
+        try:
+            parameters, signer = self._connection_state()
+        except StoreError as exc:  # never read, and the store cannot be reached: nothing to serve with
+            self._quiet_log.warning(("store away",), "session %d: %s: closed: %s", session_id, peer, exc)
+            return
         record = dict(session_id=session_id, device_name="", peer=peer, operation="", started_at=started_at)
 
         def duration() -> int:
@@ -493,15 +506,18 @@ class CapfServer:
                     self._record_session(record, session, duration)
                 raise
             outcome = session.outcome
+            unrecorded = "; the session is not recorded" if session.abandoned else ""
             if session.decider.recorded is not None:  # with the session's end: nothing to write
                 self._record_session(record, session, duration)
             elif not session.abandoned:
-                await self._step(True, self._record_session, record, session, duration)
+                try:
+                    await self._step(True, self._record_session, record, session, duration)
+                except StoreError as exc:  # the store cannot be written (reached) now: the log tells it
+                    unrecorded = f"; the session is not recorded: {exc}"
             level = logging.INFO if outcome.outcome in ("succeeded", "no_operation", "deferred") else logging.WARNING
             log.log(level, "session %d: %s device %s operation %s: %s%s%s", session_id, peer,
                     outcome.device_name or "-", outcome.operation or "-", outcome.outcome,
-                    f" ({outcome.reason})" if outcome.reason else "",
-                    "; the session is not recorded" if session.abandoned else "")
+                    f" ({outcome.reason})" if outcome.reason else "", unrecorded)
             self.served += 1
             faults.checkpoint("session.recorded")
             if final:
@@ -537,12 +553,13 @@ class CapfServer:
         except (ssl.SSLError, OSError, ConnectionError) as exc:
             try:
                 await self._step(inline, session.connection_lost, f"connection failed: {_describe(exc)}")
-            except StoreBusy as busy:
-                session.abandon(str(busy))
-        except StoreBusy as exc:
-            # The store cannot be written for now: the phone hears that the session failed, and learns
-            # nothing the store does not hold (its operation stays as the session found it or left it
-            # at its last write: one no session serves is settled by the scheduler after its time bound).
+            except StoreError as unwritten:
+                session.abandon(str(unwritten))
+        except StoreError as exc:
+            # The store cannot be written for now (another writer holds it, or it cannot be reached: a
+            # database down): the phone hears that the session failed, and learns nothing the store does
+            # not hold (its operation stays as the session found it or left it at its last write: one no
+            # session serves is settled by the scheduler after its time bound).
             return session.abandon(str(exc))
         return b""
 
