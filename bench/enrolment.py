@@ -704,9 +704,28 @@ def _speedup_details(one: dict, two: dict, figure: str, size: int, cores: int, c
             "server_busy_cores": [one["server_busy_cores"], two["server_busy_cores"]],
             # Enrolments per server CPU-second, two processes over one: whether the work got dearer when spread.
             "cpu_efficiency_2_over_1": round(one["server_cpu_ms_per_enrolment"] / two["server_cpu_ms_per_enrolment"], 4),
+            # The same of the simulator, whose code is the same in both runs: how much dearer the machine
+            # makes any program's work when both cores run it (the server's figure over this one: what
+            # spreading costs the server beyond that).
+            "simulator_cpu_efficiency_2_over_1": round(
+                one["client_cpu_ms_per_enrolment"] / two["client_cpu_ms_per_enrolment"], 4),
             # The same fixed work on one core alone and on both at once: the per-core
             # efficiency with both busy bounds what a second core can add on this machine.
             "core_contention": contention}
+
+
+def _speedup_sittings(sittings: list[dict], key: str) -> dict:
+    """The details of the sitting of median ``key`` (one of ``_speedup_details``'s ratios, or the
+    speed-up itself, ``two_processes`` over ``one_process``), with every sitting's figures in ``sittings``."""
+    def ratio(details: dict) -> float:
+        return details["two_processes"] / details["one_process"] if key == "speedup" else details[key]
+
+    chosen = _median_index([ratio(details) for details in sittings])
+    summaries = [{"one_process": round(d["one_process"], 1), "two_processes": round(d["two_processes"], 1),
+                  "speedup": round(d["two_processes"] / d["one_process"], 4),
+                  "cpu_efficiency_2_over_1": d["cpu_efficiency_2_over_1"],
+                  "simulator_cpu_efficiency_2_over_1": d["simulator_cpu_efficiency_2_over_1"]} for d in sittings]
+    return {**sittings[chosen], "sittings": summaries, "sitting_chosen": chosen, "judged_by": key}
 
 
 @benchmark("workers.speedup_1_to_2", WORKER_FIGURES, timeout=1200)
@@ -722,43 +741,61 @@ def speedup(ctx):
     * ``workers.two_processes_shared``: the default (``processes`` 0 gives two here): no
       ``--cpu-affinity``, the kernel spreads connections over the workers' sockets, and the
       workers and the simulator processes run on either core, as the scheduler places them.
+
+    The three runs make a sitting, measured ``JUDGED_SITTINGS`` times (once at smoke sizes); each ratio
+    is that of the sitting of its median.
     """
     size = ctx.size(4000, 12)
     pool = key_pool("rsa2048", 0, ctx.smoke)
     two_cores = tuple(ctx.cores[:2]) if len(ctx.cores) >= 2 else tuple(ctx.cores)
     setups = {"one": (1, tuple(ctx.cores[:1]), False), "two": (2, two_cores, True), "shared": (2, two_cores, False)}
-    results = {}
-    for name, (processes, cores, steered) in setups.items():
-        directory = tempfile.mkdtemp(prefix=f"workers-{name}-", dir=ctx.work_dir)
-        results[name] = run_load(directory, "rsa2048", size, 50, server_cores=cores, client_cores=cores,
-                                 processes=processes, pool=pool, warmup=ctx.size(WARMUP, 2),
-                                 client_processes=len(cores), cpu_affinity=steered and processes > 1,
-                                 client_per_core=steered)
-    one, two, shared = results["one"], results["two"], results["shared"]
-    contention = core_contention(tuple(ctx.cores[:2]), ctx.size(2000, 20), ctx.size(3, 1)) if len(ctx.cores) >= 2 else None
+    runs, pinned_sittings, spread_sittings = [], [], []
+    for _sitting in range(ctx.size(JUDGED_SITTINGS, 1)):
+        results = {}
+        for name, (processes, cores, steered) in setups.items():
+            directory = tempfile.mkdtemp(prefix=f"workers-{name}-", dir=ctx.work_dir)
+            results[name] = run_load(directory, "rsa2048", size, 50, server_cores=cores, client_cores=cores,
+                                     processes=processes, pool=pool, warmup=ctx.size(WARMUP, 2),
+                                     client_processes=len(cores), cpu_affinity=steered and processes > 1,
+                                     client_per_core=steered)
+        contention = core_contention(tuple(ctx.cores[:2]), ctx.size(2000, 20), ctx.size(3, 1)) \
+            if len(ctx.cores) >= 2 else None
+        runs.append(results)
+        pinned_sittings.append(_speedup_details(results["one"], results["two"], "workers.two_processes", size,
+                                                len(ctx.cores), contention))
+        spread_sittings.append(_speedup_details(results["one"], results["shared"], "workers.two_processes_shared",
+                                                size, len(ctx.cores), contention))
+    # Each ratio is that of the sitting of its median (a sitting: the three runs, one after another): on a
+    # shared machine one run's rate moves by a fifth between minutes, more than the ratios' targets allow.
+    pinned = _speedup_sittings(pinned_sittings, "speedup")
+    spread = _speedup_sittings(spread_sittings, "speedup")
+    efficiency = _speedup_sittings(spread_sittings, "cpu_efficiency_2_over_1")
+    one, two = runs[pinned["sitting_chosen"]]["one"], runs[pinned["sitting_chosen"]]["two"]
+    shared = runs[spread["sitting_chosen"]]["shared"]
     description = ("{} enrolments/s at concurrency 50 (RSA-2048), {} server process(es) and as many simulator "
                    "processes sharing {} core(s){}")
-    pinned = _speedup_details(one, two, "workers.two_processes", size, len(ctx.cores), contention)
-    spread = _speedup_details(one, shared, "workers.two_processes_shared", size, len(ctx.cores), contention)
+    chosen = ", the sitting of median speed-up"
     return {
-        "workers.one_process": Figure(one["rate"], "enrolments/s", description.format(f"{size:,}", 1, 1, ""), None, one),
+        "workers.one_process": Figure(one["rate"], "enrolments/s", description.format(f"{size:,}", 1, 1, chosen),
+                                      None, one),
         "workers.two_processes": Figure(two["rate"], "enrolments/s", description.format(
-            f"{size:,}", 2, 2, ", --cpu-affinity and one simulator process kept to each core"), "workers.one_process", two),
+            f"{size:,}", 2, 2, ", --cpu-affinity and one simulator process kept to each core" + chosen),
+            "workers.one_process", two),
         "workers.speedup_1_to_2": Figure(
             two["rate"] / one["rate"], "x",
             "enrolment rate with two server processes on two cores (--cpu-affinity, one simulator process kept to "
-            "each core) over one process on one core, same load", None, pinned),
+            "each core) over one process on one core, same load, the median of the sittings", None, pinned),
         "workers.two_processes_shared": Figure(shared["rate"], "enrolments/s", description.format(
-            f"{size:,}", 2, 2, ", default settings: no --cpu-affinity, server and simulator on either core"),
-            "workers.one_process", shared),
+            f"{size:,}", 2, 2, ", default settings: no --cpu-affinity, server and simulator on either core, the "
+            "sitting of median speed-up at default settings"), None, shared),
         "workers.speedup_1_to_2_shared": Figure(
-            shared["rate"] / one["rate"], "x",
+            spread["two_processes"] / spread["one_process"], "x",
             "enrolment rate with two server processes on two cores at default settings (no --cpu-affinity; the "
-            "kernel spreads connections, server and simulator share both cores) over one process on one core",
-            None, spread),
+            "kernel spreads connections, server and simulator share both cores) over one process on one core, the "
+            "median of the sittings", None, spread),
         "workers.cpu_efficiency_2_over_1": Figure(
-            spread["cpu_efficiency_2_over_1"], "of one process",
+            efficiency["cpu_efficiency_2_over_1"], "of one process",
             "enrolments per server CPU-second with two server processes at default settings (no --cpu-affinity, the "
-            "simulator sharing the cores) over one process: 1 when spreading the work makes it no dearer",
-            None, spread),
+            "simulator sharing the cores) over one process: 1 when spreading the work makes it no dearer; the median "
+            "of the sittings", None, efficiency),
     }

@@ -166,6 +166,15 @@ def _profile(figures: dict, found: dict) -> list[str]:
         if two:
             profile.append(f"with two processes the server used {two['server_busy_cores']} cores and its threads "
                            f"waited {two['server_runnable_waiting_seconds']} s for a CPU other work held")
+        if "simulator_cpu_efficiency_2_over_1" in found:
+            profile.append(f"the simulator's CPU per enrolment, two processes over one: "
+                           f"{found['simulator_cpu_efficiency_2_over_1']} (its code is the same in both runs: what the "
+                           "machine alone makes dearer when both cores run)")
+        if len(found.get("sittings", ())) > 1:
+            profile.append(f"the sittings gave {[sitting['speedup'] for sitting in found['sittings']]} x and server "
+                           f"CPU efficiency {[sitting['cpu_efficiency_2_over_1'] for sitting in found['sittings']]}, "
+                           f"the simulator's {[sitting['simulator_cpu_efficiency_2_over_1'] for sitting in found['sittings']]}"
+                           f" (the median of {found['judged_by']} is judged)")
         contention = found.get("core_contention")
         if contention:
             efficiency = contention["per_core_efficiency_all_busy"]
