@@ -22,6 +22,7 @@ import pytest
 
 from support.phones import phone, run_enrol
 from support.protocol import RunningServer, add_phone
+from support.store_phones import change_phone
 from _opencapf.ca import authority
 from _opencapf.simulator.manufacturing import ManufacturingCa
 from _opencapf.store import open_store
@@ -113,10 +114,9 @@ def world(tmp_path_factory):
                       **(dict(INSTALL) if has.get("lsc") else settings))
         if has.get("lsc"):
             assert run_enrol(identity, server).outcome == "ok"
-            with store.transaction() as tx:
-                tx.execute("UPDATE phones SET operation = ?, operation_status = 'pending', auth_mode = ? WHERE name = ?",
-                           (settings.get("operation", "install_upgrade"), settings.get("auth_mode", "null_string"),
-                            name))
+            with store.transaction() as tx:  # the administrator's next operation, as capf_phone sets it
+                change_phone(tx, name, reissue=True, operation=settings.get("operation", "install_upgrade"),
+                             auth_mode=settings.get("auth_mode", "null_string"))
         phones[kind] = identity
     with store.transaction() as tx:
         service_records.write(tx, "test", {"lockout_failures": 5})

@@ -14,6 +14,7 @@ import pytest
 
 from support.protocol import RunningServer, add_phone, certificate_rows, read_message
 from support.phones import phone, run_enrol
+from support.store_phones import change_phone
 from _opencapf.protocol import codec
 from _opencapf.protocol.codec import Message
 from _opencapf.protocol.constants import Command, Reason, Tag
@@ -193,8 +194,8 @@ def test_validity_days_applies_to_the_next_session(capf_server, ca_store, tmp_pa
     for days in (1825, 30):
         with ca_store.transaction() as tx:
             service_records.write(tx, "test", {"validity_days": days})
-        with ca_store.transaction() as tx:  # a new install/upgrade for the second round
-            tx.execute("UPDATE phones SET operation_status = 'pending' WHERE name = 'SEP00000000AB02'")
+        with ca_store.transaction() as tx:  # a new install/upgrade for the second round (capf_phone's reissue)
+            change_phone(tx, "SEP00000000AB02", reissue=True)
         assert run_enrol(identity, capf_server).outcome == "ok"
         installed = [row for row in certificate_rows(ca_store, "SEP00000000AB02") if row["status"] == "installed"]
         lsc = c.load_pem_certificate(installed[0]["pem"])

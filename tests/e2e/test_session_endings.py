@@ -19,6 +19,7 @@ import pytest
 
 from support.phones import phone, run_enrol
 from support.protocol import EVENT_LOOPS, RunningServer, add_phone, phone_row
+from support.store_phones import change_phone
 from support.stores import backend_cases
 from _opencapf.dependencies import rsa, serialization
 from _opencapf.protocol import codec
@@ -156,9 +157,8 @@ def _prepare(store, server, tmp_path, mic_ca, settings, has):
               **{**settings, "operation": "install_upgrade" if has.get("lsc") else settings["operation"]})
     if has.get("lsc"):
         assert run_enrol(identity, server).outcome == "ok"
-        with store.transaction() as tx:
-            tx.execute("UPDATE phones SET operation = ?, operation_status = 'pending' WHERE name = ?",
-                       (settings["operation"], NAME))
+        with store.transaction() as tx:  # the administrator's next operation, as capf_phone sets it
+            change_phone(tx, NAME, reissue=True, operation=settings["operation"])
     if parameters:
         with store.transaction() as tx:
             service_records.write(tx, "test", parameters)
