@@ -56,6 +56,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
 
+from support.clock import VirtualTime, virtual_clock
 from support.leads import cut
 from support.sessions import BEHAVIOURS, SessionLeg
 from support.third_party_ca import EnterprisePki, pem
@@ -85,22 +86,9 @@ INITIAL = {"certificate_operation": "install_upgrade", "authentication_mode": "n
 _examples = itertools.count(1)
 
 
-class _VirtualTime:
-    """``time`` as the engine's ``utc_now`` sees it: the test's clock, everything else the real module's."""
-
-    def __init__(self, start: float):
-        self.now = start
-
-    def time(self) -> float:
-        return self.now
-
-    def __getattr__(self, name):
-        return getattr(time, name)
-
-
 class FleetLife(RuleBasedStateMachine):
     store = None
-    clock: _VirtualTime
+    clock: VirtualTime
     pki: EnterprisePki | None = None  # the offline CA, when the store's issuer is ``offline_ca``
     spread = 0  # seconds the clock of the node that served a session may run ahead of the one reading its phone
 
@@ -387,9 +375,7 @@ def _issuer(store, issuer: str) -> EnterprisePki | None:
 
 @pytest.fixture
 def fleet_clock(monkeypatch):
-    clock = _VirtualTime(float(int(time.time())))
-    monkeypatch.setattr(vocabulary, "time", clock)
-    return clock
+    return virtual_clock(monkeypatch)
 
 
 @pytest.mark.parametrize("issuer", ["capf", "offline_ca"])
@@ -407,7 +393,7 @@ def test_what_the_store_reports_of_a_fleet_stays_true(ca_store, fleet_clock, iss
 OFFSET = int(CLOCK_SKEW.total_seconds()) // 2  # seconds a node's clock may run ahead of or behind the operator's
 
 
-class _NodeClocks(_VirtualTime):
+class _NodeClocks(VirtualTime):
     """The clocks of the hosts: the operator's (``now``), and each node's, off from it by the node's offset;
     ``time()`` reads the clock of the one acting now (None: the operator)."""
 

@@ -31,15 +31,12 @@ import itertools
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
+from support.install_sessions import FATES, InstallLeg, holds, recorded_requests, reported_requests
 from support.protocol import add_phone, phone_row
-from support.sessions import DeciderLeg, SessionLeg
+from support.sessions import SessionLeg
 from support.third_party_ca import EnterprisePki, use_online_est
-from _opencapf import csr as csr_module
-from _opencapf import enrolment, reports, scheduler
-from _opencapf.dependencies import ec, serialization
-from _opencapf.errors import CapfError
+from _opencapf import enrolment, scheduler
 from _opencapf.protocol.constants import XCAPS_ALL
-from _opencapf.protocol.session import AuthOffer, Deferred, Issued, KeyChoice
 from _opencapf.server.decider import settle_abandoned
 from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
 from _opencapf.store import csrs as csr_records
@@ -50,109 +47,13 @@ pytestmark = pytest.mark.both_backends
 
 MAX_SESSION = 60
 SECOND = dt.timedelta(seconds=1)
-_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 POLLS = "the enrolment service polls"
-FATES = ("completes", "ends without storing", "dies after its start", "dies after its request")
 _names = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
 def pki():
     return EnterprisePki()
-
-
-def _holds(est, held: bool) -> None:
-    """The CA holds the requests it gets from now on (until further notice), or signs them at once."""
-    est.pending_first = 10 ** 6 if held else 0
-
-
-class _Leg(DeciderLeg):
-    """One session of the phone, a step at a time: its start (authentication), the pending key's state,
-    the request (which the CA holds when ``held``), the phone's answer and the end."""
-
-    def __init__(self, store, est, name: str, fate: str, held: bool):
-        self.est, self.held = est, held
-        super().__init__(store, name, fate, MAX_SESSION)
-
-    @property
-    def requests(self) -> set:
-        """The requests it sent or waits on."""
-        return {csr_id for csr_id in (self.decider._csr_id, self.decider._adopted)  # pylint: disable=protected-access
-                if csr_id is not None}
-
-    def _answer(self, issued: Issued):
-        """The phone's STORE_CERTIFICATE_RESPONSE for a delivered LSC, and the session's end."""
-        if self.fate == "completes":
-            self.decider.stored(self.plan, issued, True)
-            self._end("succeeded", "LSC installed")
-        else:
-            self.decider.stored(self.plan, issued, False)
-            self._end("failed", "phone did not store the certificate")
-
-    def _steps(self):
-        self.plan = self.decider.begin(self.name)
-        assert not self.plan.refusal, self.plan
-        if self.plan.operation == "none":  # another session completed it: a check-in
-            self._end("succeeded", "nothing to do")
-            return
-        assert self.decider.authenticate(self.plan, AuthOffer(self.name.encode(), None)).ok
-        yield
-        if self.fate == "dies after its start":
-            self.done = True
-            return
-        try:
-            state = self.decider.third_party_state(self.plan)
-        except CapfError as exc:
-            self._end("failed", str(exc))
-            return
-        yield
-        if isinstance(state, Issued):
-            self._answer(state)
-            return
-        if isinstance(state, Deferred):  # the CA holds the request of the key the phone kept
-            self._end("deferred", state.reason)
-            return
-        key = ec.generate_private_key(ec.SECP256R1())
-        request = self.decider.prepare_csr(self.plan, key.public_key().public_bytes(*_SPKI), KeyChoice("ec", 256))
-        signature = csr_module.phone_sign(request.info, key, "sha256", request.key_type_code)
-        _holds(self.est, self.held)
-        try:
-            result = self.decider.submit_csr(self.plan, request, signature)
-        except CapfError as exc:  # not sent, or refused by the CA
-            self._end("failed", str(exc))
-            return
-        yield
-        if self.fate == "dies after its request":
-            self.done = True
-        elif isinstance(result, Issued):
-            self._answer(result)
-        elif self.fate == "completes":
-            self._end("deferred", result.reason)
-        else:
-            self._end("failed", "the phone cannot keep a pending key")
-
-
-def _views(store, name: str, moment: str) -> dict:
-    """csr id -> status of the phone's requests as the CSR listing reports them at ``moment``, after
-    checking that the requests waiting for a signature (``capf_info``'s ``pending_csrs``) are those it
-    reports ``pending``."""
-    with store.read() as tx:
-        listed = {row["id"]: row["status"] for row in csr_records.listing(tx, None, now=moment,
-                                                                          clock_skew=store.clock_skew)
-                  if row["device_name"] == name}
-        awaiting = {row["id"] for row in csr_records.awaiting_signature(tx, now=moment, clock_skew=store.clock_skew)
-                    if row["device_name"] == name}
-    gathered = {row["id"] for row in reports.gather(store, ["pending_csrs"], now=moment)["pending_csrs"]
-                if row["device_name"] == name}
-    pending = {csr_id for csr_id, status in listed.items() if status == "pending"}
-    assert awaiting == gathered == pending, (listed, awaiting, gathered)
-    return listed
-
-
-def _recorded(store, name: str) -> dict:
-    with store.read() as tx:
-        return {row["id"]: row["status"] for row in tx.query(
-            "SELECT r.id, r.status FROM csrs r JOIN phones p ON p.id = r.phone_id WHERE p.name = ?", (name,))}
 
 
 def _may_wait(legs, recorded: dict, operation_status: str) -> set:
@@ -166,7 +67,7 @@ def _may_wait(legs, recorded: dict, operation_status: str) -> set:
 
 def _check_now(store, name: str, legs) -> None:
     moment = format_utc(dt.datetime.now(dt.timezone.utc))
-    reported = _views(store, name, moment)
+    reported = reported_requests(store, name, moment)
     status = phone_records.reported_operation(phone_row(store, name), moment, store.clock_skew)[0]
     if status == "succeeded":
         assert "pending" not in reported.values(), ([(leg.fate, leg.ended_as, leg.requests) for leg in legs], reported)
@@ -178,12 +79,12 @@ def _check_after_every_bound(store, name: str, legs) -> None:
     if bound is not None:
         latest = max(latest, dt.datetime.fromisoformat(bound.replace("Z", "+00:00")))
     moment = latest + store.clock_skew + SECOND
-    reported = _views(store, name, format_utc(moment))
+    reported = reported_requests(store, name, format_utc(moment))
     settle_abandoned(store, moment)
     scheduler.lapse_deadlines(store, moment)
-    recorded = _recorded(store, name)
+    recorded = recorded_requests(store, name)
     assert reported == recorded, (reported, recorded)
-    assert _views(store, name, format_utc(moment)) == recorded
+    assert reported_requests(store, name, format_utc(moment)) == recorded
     waiting = {csr_id for csr_id, status in recorded.items() if status == "pending"}
     allowed = _may_wait(legs, recorded, phone_row(store, name)["operation_status"])
     assert waiting <= allowed, ([(leg.fate, leg.ended_as, leg.requests) for leg in legs], recorded,
@@ -193,7 +94,7 @@ def _check_after_every_bound(store, name: str, legs) -> None:
 def _run(store, est, fates, held, schedule):
     name = f"SEP{next(_names):012X}"
     add_phone(store, name, operation="install_upgrade", key_order="ec")
-    legs = [_Leg(store, est, name, fate, holds) for fate, holds in zip(fates, held)]
+    legs = [InstallLeg(store, est, name, fate, holding, MAX_SESSION) for fate, holding in zip(fates, held)]
     for position, item in enumerate(itertools.chain(schedule, itertools.cycle(range(len(legs))))):
         if position >= len(schedule) and all(leg.done for leg in legs):
             break
@@ -214,19 +115,19 @@ def test_a_request_held_for_a_session_that_ended_before_another_completed_is_not
     name = f"SEP{next(_names):012X}"
     add_phone(ca_store, name, operation="install_upgrade", key_order="ec")
     identity = PhoneIdentity(PhoneSettings(name))
-    _holds(est, False)
+    holds(est, False)
     first, second = (SessionLeg(ca_store, identity, session_id, x_caps=XCAPS_ALL) for session_id in (1, 2))
     for step in range(3):  # each to its ENCRYPT_REQUEST (started, joined, key generated)
         first.step(0.1 * step)
     for step in range(3):
         second.step(0.1 * step)
     assert second.step(1.0) == "issued"
-    _holds(est, True)
+    holds(est, True)
     first.step(1.1)
     assert first.done and first.server.outcome.outcome == "deferred"
     assert second.step(1.2) == "installed"
     assert phone_row(ca_store, name)["operation_status"] == "succeeded"
-    reported = _views(ca_store, name, format_utc(dt.datetime.now(dt.timezone.utc)))
+    reported = reported_requests(ca_store, name, format_utc(dt.datetime.now(dt.timezone.utc)))
     assert "pending" not in reported.values(), reported
     with ca_store.read() as tx:
         events = tx.query("SELECT details FROM audit_events WHERE subject = ? AND action = 'csr.superseded'", (name,))
