@@ -227,34 +227,43 @@ def supersede_unended(tx: Transaction, actor: str, phone: dict[str, Any], **deta
     """Supersede the ``pending`` requests of ``phone`` (a row read in ``tx`` before a session that joins
     another one's records its start) sent since the start of the sessions that may be live (``UNENDED``),
     each with a ``csr.superseded`` audit event. The ids."""
-    return _supersede_left(tx, actor, phone, UNENDED, **details)
+    return _supersede(tx, actor, phone, left_by_session(tx, phone), UNENDED, **details)
 
 
 # A session of the phone that records its operation ``succeeded`` (the phone stored its LSC, deleted it,
-# returned its certificates) ends the operation for every session of the phone: a session runs the
-# operation only while it waits for one (``decider.pending_operation``), and one that sends a request
-# checks that it still does, in the request's own transaction (``decider.StoreDecider._withdrawn``). So a
-# request another session sent since the start of the sessions that may be live and left pending (at an
-# online CA that holds it, or the offline CA) is never delivered: whether that session ends deferred or
-# its process dies, the operation is no longer in progress for the scheduler to settle it with. The
-# success supersedes it, in the same transaction: no view reports it waiting, and a CA's later answer for
-# it is stale.
+# returned its certificates) ends the operation for every session of the phone, past and present: once a
+# phone's operation is recorded ``succeeded``, none of its key requests is ``pending`` (stored, or as the
+# views report it) until one of its sessions sends a new one, and no certificate for one of them is recorded
+# as the phone's LSC or delivered. The success supersedes, in the same transaction, every request of the
+# phone still ``pending``:
+# * one another session sent since the start of the sessions that may be live: a session runs the operation
+#   only while it waits for one (``decider.pending_operation``), and one that sends a request checks that
+#   it still does, in the request's own transaction (``decider.StoreDecider._withdrawn``). Whether that
+#   session ends deferred or its process dies, the operation is no longer in progress for the scheduler
+#   to settle it with;
+# * one an earlier session left at a CA as it ended deferred (the CA still holds it, or the offline CA's
+#   operator has not signed it), when this session got its LSC elsewhere (the operator switched the issuer
+#   to the CAPF, or the CA never answered): the phone holds the LSC of another key now, and no session runs
+#   the operation again to deliver one.
+# No view reports it waiting, the enrolment service and the offline export leave it alone, and a CA's later
+# answer for it is recorded stale (``enrolment``). The phone's session end reads how many there are with
+# the phone's row (``phones.get_for_session``, the index ``csrs_phone_status``): none, in almost every end.
 COMPLETED = ("another session of the phone completed its operation: no session delivers a certificate for this "
              "request")
 
 
 def supersede_at_success(tx: Transaction, actor: str, phone: dict[str, Any], **details: Any) -> list[int]:
-    """Supersede the ``pending`` requests of ``phone`` (a row read in ``tx`` by the session that records its
-    operation ``succeeded``; with ``unended_requests``, ``phones.get_for_session``'s count of them, they
-    are looked for only when there are any) sent since the start of the sessions that may be live
-    (``COMPLETED``), each with a ``csr.superseded`` audit event. The ids."""
-    if not phone.get("unended_requests", 1):
+    """Supersede every ``pending`` request of ``phone`` (a row read in ``tx`` by the session that records its
+    operation ``succeeded``; with ``pending_requests``, ``phones.get_for_session``'s count of them, they are
+    looked for only when there are any) with ``COMPLETED``, each with a ``csr.superseded`` audit event.
+    The ids."""
+    if not phone.get("pending_requests", 1):
         return []
-    return _supersede_left(tx, actor, phone, COMPLETED, **details)
+    return _supersede(tx, actor, phone, pending_of(tx, phone["id"]), COMPLETED, **details)
 
 
-def _supersede_left(tx: Transaction, actor: str, phone: dict[str, Any], reason: str, **details: Any) -> list[int]:
-    superseded = left_by_session(tx, phone)
+def _supersede(tx: Transaction, actor: str, phone: dict[str, Any], superseded: list[int], reason: str,
+               **details: Any) -> list[int]:
     for csr_id in superseded:
         supersede(tx, csr_id, reason)
         audit.record(tx, actor, "csr.superseded", phone["name"], csr_id=csr_id, reason=reason, **details)
@@ -315,6 +324,12 @@ def withdraw_pending(tx: Transaction, actor: str, owners: dict[int, str], reason
 def for_certificate(tx: Transaction, certificate_id: int) -> dict[str, Any] | None:
     """The CSR a certificate was issued for (its newest, should there be several)."""
     return tx.one("SELECT * FROM csrs WHERE certificate_id = ? ORDER BY id DESC LIMIT 1", (certificate_id,))
+
+
+def pending_of(tx: Transaction, phone_id: int) -> list[int]:
+    """Ids of every ``pending`` CSR of the phone, oldest first (read through the index ``csrs_phone_status``)."""
+    return [row["id"] for row in tx.query("SELECT id FROM csrs WHERE phone_id = ? AND status = 'pending' ORDER BY id",
+                                          (phone_id,))]
 
 
 def pending_since(tx: Transaction, phone_id: int, since: str) -> list[int]:

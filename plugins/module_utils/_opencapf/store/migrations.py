@@ -393,6 +393,12 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "CREATE INDEX certificates_revoked_newest ON certificates (kind, status, revoked_at) "
         "WHERE status = 'revoked' AND status_changed_at IS NOT NULL",
     ]),
+    (21, "a phone's pending key requests counted from one index", [
+        # The session that records a phone's operation ``succeeded`` supersedes every request of the phone
+        # still pending (``csrs.supersede_at_success``), and counts them with the phone's row at the
+        # session's end: a seek in this index, not a read of the pending requests of every phone.
+        "CREATE INDEX csrs_phone_status ON csrs (phone_id, status)",
+    ]),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

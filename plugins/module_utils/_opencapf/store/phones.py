@@ -33,16 +33,15 @@ def get(tx: Transaction, name: str) -> dict[str, Any] | None:
 SESSION_COLUMNS = ("id", "name", "incarnation", "operation", "operation_status", "updated_at",
                    "operation_live_until", "last_session_at")
 _GET_FOR_SESSION = "SELECT %s FROM phones WHERE name = ?" % ", ".join(SESSION_COLUMNS)
-# For the session's end, also how many key requests the sessions that may be live sent and left ``pending``
-# (``csrs.left_by_session``): those a result the end records supersedes (``csrs.supersede_at_success``),
-# asked with the row rather than apart, as there are none in almost every session's end.
-_GET_FOR_SESSION_END = ("SELECT %s, (SELECT count(*) FROM csrs r WHERE r.status = 'pending' AND r.phone_id = phones.id "
-                        "AND r.created_at >= phones.last_session_at) AS unended_requests FROM phones WHERE name = ?"
-                        % ", ".join(SESSION_COLUMNS))
+# For the session's end, also how many key requests of the phone are ``pending``: those a success the end
+# records supersedes (``csrs.supersede_at_success``), asked with the row rather than apart, as there are
+# none in almost every session's end; a seek in the index ``csrs_phone_status``.
+_GET_FOR_SESSION_END = ("SELECT %s, (SELECT count(*) FROM csrs r WHERE r.phone_id = phones.id AND r.status = 'pending') "
+                        "AS pending_requests FROM phones WHERE name = ?" % ", ".join(SESSION_COLUMNS))
 
 
 def get_for_session(tx: Transaction, name: str, *, at_end: bool = False) -> dict[str, Any] | None:
-    """The phone's current row, ``SESSION_COLUMNS`` only; ``at_end``: with ``unended_requests`` too."""
+    """The phone's current row, ``SESSION_COLUMNS`` only; ``at_end``: with ``pending_requests`` too."""
     return tx.one(_GET_FOR_SESSION_END if at_end else _GET_FOR_SESSION, (name.upper(),))
 
 
