@@ -325,12 +325,12 @@ def _current_version(backend: Backend, tx: Transaction) -> int:
     return tx.scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations") or 0
 
 
-def _render(backend: Backend, statement: str) -> list[str]:
+def _render(backend: Backend, statement: str, now: str) -> list[str]:
     if statement.startswith("{append_only:"):
         return backend.append_only(statement[len("{append_only:"):-1])
     if statement.startswith("{incarnations:"):
         return backend.incarnations(statement[len("{incarnations:"):-1])
-    return [statement.format(**backend.dialect)]
+    return [statement.format(**backend.dialect, now=now)]
 
 
 def _check_version(backend: Backend, version: int) -> None:
@@ -357,13 +357,14 @@ def _apply_next(backend: Backend, tx: Transaction, target: int | None) -> int | 
             "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
             "applied_at TEXT NOT NULL)"
         )
+    now = format_utc(utc_now())
     for statement in statements:
-        for sql in _render(backend, statement):
+        for sql in _render(backend, statement, now):
             tx.execute(sql)
             faults.checkpoint("migration.statement")
     tx.execute(
         "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
-        (number, description, format_utc(utc_now())),
+        (number, description, now),
     )
     return number
 

@@ -6,12 +6,22 @@ Each migration is a list of statements run in one transaction together with the 
 it, so a store is always at exactly one schema version. The same numbered list serves every
 backend (SQLite, PostgreSQL): statements use portable SQL, with ``{id}`` for the dialect's
 auto-increment primary key, ``{int}`` for its 64-bit integer and ``{blob}`` for its binary type
-(SQLite renders them as the released statements always were); ``{append_only:TABLE}`` stands
-for the backend's triggers refusing UPDATE and DELETE. Never edit what a released migration
-does: add a new one.
+(SQLite renders them as the released statements always were) and ``{now}`` for the moment the
+migration is applied (as ``vocabulary.format_utc`` writes it, the ``applied_at`` of its row);
+``{append_only:TABLE}`` stands for the backend's triggers refusing UPDATE and DELETE. Never edit
+what a released migration does: add a new one.
 """
 
 from __future__ import annotations
+
+# Migration 21: why a key request that an earlier engine left ``pending`` once its phone's operation had
+# succeeded is superseded (the reason of the request and of its ``csr.superseded`` audit event), and who
+# records it. ASCII without quotes: it is written into SQL and JSON as it stands.
+LEFT_AT_SUCCESS = ("left pending when another session of the phone completed its operation, by an engine that "
+                   "superseded only the requests of the sessions then live (found at the upgrade to schema version "
+                   "21): no session delivers a certificate for this request")
+MIGRATION_ACTOR = "schema-migration"
+_LEFT_AT_SUCCESS = "r.status = 'pending' AND p.operation_status = 'succeeded'"
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (1, "initial schema", [
@@ -393,11 +403,25 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "CREATE INDEX certificates_revoked_newest ON certificates (kind, status, revoked_at) "
         "WHERE status = 'revoked' AND status_changed_at IS NOT NULL",
     ]),
-    (21, "a phone's pending key requests counted from one index", [
+    (21, "no key request is left pending once its phone's operation succeeded", [
         # The session that records a phone's operation ``succeeded`` supersedes every request of the phone
         # still pending (``csrs.supersede_at_success``), and counts them with the phone's row at the
         # session's end: a seek in this index, not a read of the pending requests of every phone.
         "CREATE INDEX csrs_phone_status ON csrs (phone_id, status)",
+        # An earlier engine superseded only the requests of the sessions that may have been live then: a
+        # request an earlier session left at a CA as it ended deferred stayed pending for good once the phone
+        # got its LSC elsewhere (the issuer switched to the CAPF, or the CA never answered), listed as
+        # waiting, polled by the enrolment service and exported, and a certificate for it would have been
+        # recorded as the phone's LSC. No session sends a request while the operation is succeeded
+        # (``decider.StoreDecider._withdrawn``): every pending request of such a phone is one of those. Each is
+        # superseded with its csr.superseded audit event, as a success supersedes it now.
+        "INSERT INTO audit_events (at, actor, action, subject, details) "
+        f"SELECT '{{now}}', '{MIGRATION_ACTOR}', 'csr.superseded', p.name, "
+        f"'{{{{\"csr_id\": ' || r.id || ', \"reason\": \"{LEFT_AT_SUCCESS}\"}}}}' "
+        f"FROM csrs r JOIN phones p ON p.id = r.phone_id WHERE {_LEFT_AT_SUCCESS} ORDER BY r.id",
+        f"UPDATE csrs SET status = 'superseded', reason = '{LEFT_AT_SUCCESS}', updated_at = '{{now}}' "
+        "WHERE id IN (SELECT r.id FROM csrs r JOIN phones p ON p.id = r.phone_id "
+        f"WHERE {_LEFT_AT_SUCCESS})",
     ]),
 ]
 
