@@ -15,7 +15,7 @@ PACKAGE_FILES = (
     "__init__.py", "__main__.py", "authstrings.py", "bulk.py", "bundle.py", "csr.py", "csv_import.py",
     "dependencies.py", "der.py", "directory.py", "enrolment.py", "errors.py", "faults.py", "files.py", "monitor.py",
     "parameters.py", "phone_config.py", "phone_query.py", "renewal.py", "report_html.py", "report_page.py",
-    "reports.py", "results.py", "revocation.py", "scheduler.py", "secretbox.py", "service_config.py",
+    "reports.py", "results.py", "retention.py", "revocation.py", "scheduler.py", "secretbox.py", "service_config.py",
     "service_control.py", "sockets.py", "templates.py", "trust.py", "vocabulary.py", "ca/__init__.py",
     "ca/authority.py", "ca/certificates.py", "ca/crl.py", "ca/keys.py", "ca/lsc.py", "ca/lsc_template.py",
     "ca/rules.py", "cli/__init__.py", "cli/ca.py", "cli/crl.py", "cli/deployment.py", "cli/init.py", "cli/issue.py",

@@ -102,6 +102,11 @@ PARAMETERS: dict[str, Parameter] = {
                   bounds=v.RENEW_BEFORE_DAYS),
         Parameter("renew_max_per_day", 100, _range(v.RENEW_MAX_PER_DAY), "integer",
                   "Automatic renewal: phones scheduled in any 24 hours at most.", bounds=v.RENEW_MAX_PER_DAY),
+        # Session records: every connection writes one (refused and failed ones too), kept this long.
+        Parameter("session_retention_days", 400, _range(v.SESSION_RETENTION_DAYS, " days"), "integer",
+                  "Days a session record (its sessions row and its session.* audit event) is kept; the service "
+                  "removes older ones (0: kept for ever). Other audit events are always kept.",
+                  bounds=v.SESSION_RETENTION_DAYS),
         # Revocation and the CRL (docs/lifecycle.md).
         Parameter("revoke_after_expiry", True, _bool, "boolean",
                   "Revoke an LSC once it has expired (reason cessation_of_operation), as Cisco's certificate monitor does."),

@@ -89,6 +89,7 @@ EVENT_LOOPS = ("auto", "asyncio", "uvloop")  # the CAPF service's event loop (au
 SCHEDULER_INTERVAL_SECONDS = (1, 3600)  # how often the CAPF service runs due jobs and lapses deadlines
 RENEW_BEFORE_DAYS = (0, 365)  # automatic renewal: days before an LSC expires (0: off)
 RENEW_MAX_PER_DAY = (1, 100000)  # automatic renewal: phones scheduled in any 24 hours at most
+SESSION_RETENTION_DAYS = (0, 3650)  # session records kept this many days (0: kept for ever)
 DEVICE_NAME_MAX = 64
 # Device templates (``templates``): their names, the relative deadline they give the operation of each
 # device they are applied to, and how an application treats devices that exist already.

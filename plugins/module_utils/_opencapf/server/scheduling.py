@@ -12,7 +12,8 @@ leads and settles the operations left ``in_progress`` by sessions whose service 
 ``scheduler.run_due`` (due jobs, then passed deadlines lapse: a settled operation's too), syncs the
 LDAP directories whose scheduled sync is due (``directory.run_due``), then revokes expired LSCs
 and signs a new CRL when one is due (``revocation.run_duty``), then schedules the automatic
-renewals that are due (``renewal.run``, when ``renew_before_days`` is set); when it ends, the next
+renewals that are due (``renewal.run``, when ``renew_before_days`` is set), then removes the session
+records older than ``session_retention_days`` in bounded batches (``retention``); when it ends, the next
 process to tick takes over. Each duty runs whatever became of the ones before it (a failure is
 logged, and the tick goes on); a store that cannot be reached ends the tick at its first read. A duty
 runs only while the lead is held: before each duty the process asks the store whether it still holds
@@ -39,7 +40,7 @@ import logging
 import os
 import threading
 
-from .. import directory, monitor, parameters, renewal, revocation, scheduler
+from .. import directory, monitor, parameters, renewal, retention, revocation, scheduler
 from ..errors import CapfError
 from ..store import Store, open_store
 from ..store import service as service_records
@@ -64,6 +65,7 @@ class Scheduling:
         self._clock = clock
         self._crl_file = revocation.CrlFile()
         self._held_back = 0  # the renewals held back at the last run (logged when the count changes)
+        self._retention = retention.Retention()
         # Set once the process is stopping: it takes up no duty it does not lead already (when every
         # worker of a service stops, the one that stops last would otherwise take the lead the first
         # gave up, and start duties only to end them).
@@ -89,6 +91,7 @@ class Scheduling:
                 ("directory syncs", lambda: _log_directories(directory.run_due(self._store, self._clock()))),
                 ("revocation and CRLs", lambda: _log_revocation(revocation.run_duty(self._store, self._clock()))),
                 ("automatic renewal", self._renew),
+                ("session retention", lambda: _log_retention(self._retention.run(self._store, self._clock()))),
             ])
         _duty("CRL file", lambda: self._crl_file.publish(self._store, self._clock()))  # every process keeps its own files current
         _duty("certificate monitor", self._monitor)
@@ -216,6 +219,13 @@ def _log_renewal(result: dict, held_before: int = 0) -> int:
                  "%s: %s%s%s", len(names), result["expires_before"], ", ".join(names[:LISTED_NAMES]), more,
                  "; more are due and wait for the next 24 hours (renew_max_per_day)" if result["more_due"] else "")
     return held["count"]
+
+
+def _log_retention(result: dict | None) -> None:
+    if result and (result["sessions"] or result["events"]):
+        log.info("scheduler: removed %d session record(s) and %d session audit event(s) from before %s "
+                 "(session_retention_days %d)%s", result["sessions"], result["events"], result["before"], result["days"],
+                 "; older ones remain for the next ticks" if result["more"] else "")
 
 
 def _log_revocation(result: dict) -> None:

@@ -328,6 +328,9 @@ def _current_version(backend: Backend, tx: Transaction) -> int:
 def _render(backend: Backend, statement: str, now: str) -> list[str]:
     if statement.startswith("{append_only:"):
         return backend.append_only(statement[len("{append_only:"):-1])
+    if statement.startswith("{deletable:"):
+        table, column, prefix = statement[len("{deletable:"):-1].split(":")
+        return backend.deletable(table, column, prefix)
     if statement.startswith("{incarnations:"):
         return backend.incarnations(statement[len("{incarnations:"):-1])
     return [statement.format(**backend.dialect, now=now)]

@@ -136,3 +136,21 @@ def events(tx: Transaction, limit: int = 100, action: str | None = None, subject
     for row in rows:
         row["details"] = json.loads(row["details"])
     return rows
+
+
+# The only events ever removed: the ``session.*`` event of each session record (``store/sessions``),
+# which the database lets go (migration 22) and the index ``audit_events_session_at`` finds by time.
+SESSION_EVENTS = "substr(action, 1, 8) = 'session.'"
+
+
+def oldest_session_event(tx: Transaction) -> str | None:
+    """When the oldest ``session.*`` event was recorded, or None."""
+    row = tx.one(f"SELECT at FROM audit_events WHERE {SESSION_EVENTS} ORDER BY at LIMIT 1")
+    return row["at"] if row else None
+
+
+def remove_session_events(tx: Transaction, before: str, limit: int) -> int:
+    """Remove the oldest ``session.*`` events recorded before ``before``, ``limit`` at most; how many.
+    No other event is removed (the database refuses it)."""
+    return tx.execute(f"DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE {SESSION_EVENTS} "
+                      "AND at < ? ORDER BY at LIMIT ?)", (before, limit))

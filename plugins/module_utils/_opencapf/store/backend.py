@@ -130,6 +130,12 @@ class Backend(abc.ABC):
         """Statements that make ``table`` refuse UPDATE and DELETE."""
 
     @abc.abstractmethod
+    def deletable(self, table: str, column: str, prefix: str) -> list[str]:
+        """Statements that make ``table``, made append-only by ``append_only``, accept the DELETE of the
+        rows whose ``column`` starts with ``prefix`` (an ASCII text of no wildcard), and of no other row;
+        UPDATE is still refused."""
+
+    @abc.abstractmethod
     def incarnations(self, table: str) -> list[str]:
         """Statements that tell a row of ``table`` from a row that had its id before: a new row's
         ``incarnation`` column (default 0) differs from the one of every row deleted before it, where

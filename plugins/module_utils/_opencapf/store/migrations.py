@@ -8,8 +8,9 @@ backend (SQLite, PostgreSQL): statements use portable SQL, with ``{id}`` for the
 auto-increment primary key, ``{int}`` for its 64-bit integer and ``{blob}`` for its binary type
 (SQLite renders them as the released statements always were) and ``{now}`` for the moment the
 migration is applied (as ``vocabulary.format_utc`` writes it, the ``applied_at`` of its row);
-``{append_only:TABLE}`` stands for the backend's triggers refusing UPDATE and DELETE. Never edit
-what a released migration does: add a new one.
+``{append_only:TABLE}`` stands for the backend's triggers refusing UPDATE and DELETE, and
+``{deletable:TABLE:COLUMN:PREFIX}`` for those triggers letting DELETE remove the rows whose COLUMN
+starts with PREFIX (and no other). Never edit what a released migration does: add a new one.
 """
 
 from __future__ import annotations
@@ -422,6 +423,14 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         f"UPDATE csrs SET status = 'superseded', reason = '{LEFT_AT_SUCCESS}', updated_at = '{{now}}' "
         "WHERE id IN (SELECT r.id FROM csrs r JOIN phones p ON p.id = r.phone_id "
         f"WHERE {_LEFT_AT_SUCCESS})",
+    ]),
+    (22, "session records removed once past their retention", [
+        # Every connection writes a sessions row and a session.* audit event (refused ones and TLS
+        # failures too), which the scheduler removes once older than ``session_retention_days``; every
+        # other audit event is still never updated nor removed (the database refuses it). The session
+        # events past the retention are found from this index, not by reading the whole log.
+        "{deletable:audit_events:action:session.}",
+        "CREATE INDEX audit_events_session_at ON audit_events (at) WHERE substr(action, 1, 8) = 'session.'",
     ]),
 ]
 

@@ -418,6 +418,14 @@ class PostgresBackend(Backend):
             f"FOR EACH STATEMENT EXECUTE FUNCTION {table}_append_only()",
         ]
 
+    def deletable(self, table: str, column: str, prefix: str) -> list[str]:
+        # One function serves the row triggers (UPDATE, DELETE) and the statement one (TRUNCATE, no OLD row).
+        return [
+            f"CREATE OR REPLACE FUNCTION {table}_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$BEGIN IF TG_OP = 'DELETE' THEN IF substr(OLD.{column}, 1, {len(prefix)}) = '{prefix}' THEN "
+            f"RETURN OLD; END IF; END IF; RAISE EXCEPTION '{table} is append-only'; END$$",
+        ]
+
     def incarnations(self, table: str) -> list[str]:
         return []  # an identity column never gives an id twice: every row keeps incarnation 0
 

@@ -42,3 +42,16 @@ def newest(tx: Transaction, limit: int = 100) -> list[dict[str, Any]]:
     """The newest sessions, by start time."""
     return tx.query("SELECT session_id, device_name, peer, operation, outcome, reason, started_at, duration_ms "
                     "FROM sessions ORDER BY started_at DESC, id DESC LIMIT ?", (limit,))
+
+
+def oldest_start(tx: Transaction) -> str | None:
+    """When the oldest session recorded started, or None (read from ``sessions_started``)."""
+    row = tx.one("SELECT started_at FROM sessions ORDER BY started_at LIMIT 1")
+    return row["started_at"] if row else None
+
+
+def remove_before(tx: Transaction, before: str, limit: int) -> int:
+    """Remove the oldest sessions that started before ``before``, ``limit`` at most (found from
+    ``sessions_started``); how many. Their ``session.*`` audit events go with ``audit.remove_session_events``."""
+    return tx.execute("DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE started_at < ? "
+                      "ORDER BY started_at LIMIT ?)", (before, limit))

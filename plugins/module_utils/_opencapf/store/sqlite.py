@@ -429,6 +429,14 @@ class SqliteBackend(Backend):
             f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END",
         ]
 
+    def deletable(self, table: str, column: str, prefix: str) -> list[str]:
+        return [
+            f"DROP TRIGGER {table}_no_delete",
+            f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table} "
+            f"WHEN substr(OLD.{column}, 1, {len(prefix)}) <> '{prefix}' "
+            f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END",
+        ]
+
     def incarnations(self, table: str) -> list[str]:
         # A new row takes the highest rowid plus one: the id of the newest row, deleted, is given
         # again. Each row takes a random incarnation once inserted.

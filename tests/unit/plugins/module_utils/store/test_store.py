@@ -10,6 +10,8 @@ import stat
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from support.store_phones import create_phone
 from _opencapf import phone_query, reports
@@ -108,6 +110,34 @@ def test_audit_log_is_append_only(store):
     with store.read() as tx:
         event = audit.events(tx)[0]
     assert event["details"] == {"password": "********", "note": "kept"}
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(actions=st.lists(st.sampled_from(("session.refused", "session.succeeded", "session.", "session", "sessions.x",
+                                         "Session.refused", "xsession.a", "store.sessions_pruned", "certificate.issued")),
+                        min_size=1, max_size=6))
+def test_only_session_events_may_leave_the_audit_log(store, actions):
+    """Session records are removed once past their retention (``retention``): the database lets a
+    ``session.*`` event go, and refuses to remove any other event or to change any event."""
+    with store.transaction() as tx:
+        for action in actions:
+            audit.record(tx, "test", action, "subject")
+        ids = [row["id"] for row in tx.query("SELECT id FROM audit_events ORDER BY id DESC LIMIT ?", (len(actions),))]
+    for event_id, action in zip(reversed(ids), actions):
+        with pytest.raises((sqlite3.DatabaseError, psycopg.Error), match="append-only"):
+            with store.transaction() as tx:
+                tx.execute("UPDATE audit_events SET actor = 'x' WHERE id = ?", (event_id,))
+        if action.startswith("session."):
+            with store.transaction() as tx:
+                assert tx.execute("DELETE FROM audit_events WHERE id = ?", (event_id,)) == 1
+        else:
+            with pytest.raises((sqlite3.DatabaseError, psycopg.Error), match="append-only"):
+                with store.transaction() as tx:
+                    tx.execute("DELETE FROM audit_events WHERE id = ?", (event_id,))
+    with store.read() as tx:
+        kept = {row["id"] for row in tx.query("SELECT id FROM audit_events")}
+    assert {event_id for event_id, action in zip(reversed(ids), actions) if event_id in kept} == \
+        {event_id for event_id, action in zip(reversed(ids), actions) if not action.startswith("session.")}
 
 
 def test_secret_file_is_private_and_stable(store):
