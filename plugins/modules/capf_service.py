@@ -132,6 +132,17 @@ options:
       - Automatic renewal schedules at most this many phones in any 24 hours, 1–100000 (default 100), soonest
         expiry first; the rest wait for the next day.
     type: int
+  session_retention_days:
+    description:
+      - Days a session record is kept, 0–3650. Default V(400), so a phone that renews yearly keeps its last
+        sessions visible; V(0) keeps them for ever.
+      - Every connection to the CAPF service writes one (a C(sessions) row and its C(session.*) audit event),
+        refused connections, failed TLS handshakes and phones that retry every few seconds too. The running
+        service removes older ones every hour (every O(scheduler_interval_seconds) while a backlog remains), in
+        batches that hold the store's write lock briefly, and records each round as a C(store.sessions_pruned)
+        audit event. Every other audit event (issuance, revocation, phone changes) is kept for ever.
+      - Applies from the scheduler's next round, without a restart.
+    type: int
   revoke_after_expiry:
     description:
       - Revoke an LSC once it has expired, with reason V(cessation_of_operation), as the certificate monitor of the
