@@ -88,11 +88,11 @@ class _Walk:
             if verb == "sessions":
                 for offset in range(pick + 1):
                     self.session_id += 1
-                    started = self.now - dt.timedelta(seconds=offset * 7)  # a session ends after it starts
+                    started = self.now - dt.timedelta(minutes=offset * 11)  # recorded at its end, after it started
                     session_records.record(tx, "capf-server", session_id=self.session_id, device_name="",
                                            peer="192.0.2.9:40000", operation="", outcome=("refused", "tls_failed")[offset % 2],
-                                           reason="max_sessions_per_address 1", started_at=format_utc(started),
-                                           duration_ms=offset * 7000)
+                                           reason="", started_at=format_utc(started),
+                                           duration_ms=offset * 660000)
             elif verb == "other":
                 audit_records.record(tx, "test", OTHER_ACTIONS[pick % len(OTHER_ACTIONS)], "SEP00000000E001", note=pick)
             elif verb == "retention":

@@ -5,8 +5,8 @@ as a session does: ``lsc.issue``, then ``certificates.install`` and the operatio
 stored, the phone losing power) and the operator's changes in between: phones added, upgraded and
 removed, phones going offline and back, LSCs revoked, the CAPF certificate rotated (a new key) or
 renewed (a new certificate for its key and subject), ``validity_days``, ``renew_before_days``,
-``renew_max_per_day``, ``revoke_after_expiry`` and ``crl_validity_hours`` changed. After each tick,
-on both backends:
+``renew_max_per_day``, ``revoke_after_expiry``, ``crl_validity_hours`` and ``session_retention_days``
+changed. After each tick, on both backends:
 
 * every phone's current LSC, as the listing tells it at the moment, is the one the phone installed
   last, with its status as it is: never ``installed`` past its notAfter;
@@ -22,6 +22,9 @@ on both backends:
   leaves no room, each LSC at most once; so a phone that comes when called is renewed before its
   LSC lapses whenever the service ticks inside the window, and after it when it did not;
 * every issuance, revocation, rotation, CRL and renewal has its audit event;
+* each enrolment's session record (its ``sessions`` row, its ``session.*`` event) is kept while younger
+  than ``session_retention_days`` at the tick (all of them with 0), and is gone after the first tick at
+  least an hour after every tick before it that finds it older; no other audit event is ever removed;
 * no duty of the tick fails.
 
 ``OPENCAPF_YEARS_EXAMPLES`` (default 15 per backend) and ``OPENCAPF_YEARS_RANDOM`` (set: drawn anew
@@ -43,7 +46,7 @@ from hypothesis import strategies as st
 
 from support.capf_validity import PHONE_KEY, upload_capf
 from support.store_phones import change_phone, create_phone
-from _opencapf import reports, revocation, service_config
+from _opencapf import reports, retention, revocation, service_config
 from _opencapf.ca import certificates as c
 from _opencapf.ca import crl as crl_module
 from _opencapf.ca import keys, lsc
@@ -55,6 +58,7 @@ from _opencapf.store import crls as crl_records
 from _opencapf.store import open_store
 from _opencapf.store import phones as phone_records
 from _opencapf.store import renewals as renewal_records
+from _opencapf.store import sessions as session_records
 from _opencapf.vocabulary import CLOCK_SKEW, format_utc, utc_now
 
 pytestmark = pytest.mark.both_backends
@@ -66,13 +70,15 @@ SUBJECTS = tuple(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Example CA
 _stores = itertools.count(1)
 
 VERBS = ("add", "add", "offline", "online", "flaky", "upgrade", "revoke", "remove", "rotate", "renew_capf", "validity_days",
-         "renew_before_days", "renew_max_per_day", "revoke_after_expiry", "crl_validity_hours", "none", "none")
+         "renew_before_days", "renew_max_per_day", "revoke_after_expiry", "crl_validity_hours", "session_retention_days",
+         "none", "none")
 VALUES = {
     "validity_days": (30, 90, 365, 730),
     "renew_before_days": (0, 7, 30, 60),
     "renew_max_per_day": (1, 2, 100),
     "capf_days": (120, 400, 1095),
     "crl_validity_hours": (1, 24, 168),
+    "session_retention_days": (0, 30, 400),
 }
 # Clock moves between two ticks, in minutes: forward by hours, days, or months (the service down, or only
 # its tick seen), or back by up to an hour (the host's clock set right).
@@ -114,8 +120,10 @@ class _Walk:
         self.lscs: dict[str, dict] = {}  # serial: {"phone", "signer", "not_before", "not_after", "revoked", "id"}
         self.crl_numbers: dict[str, int] = {}  # signer fingerprint: its newest CRL number seen
         self.renewed: set[int] = set()  # LSC ids a renewal was scheduled for
+        self.ticked: list[dt.datetime] = []  # the clock of each tick so far
+        self.sessions = 0  # session ids given
         self.parameters = {"validity_days": 365, "renew_before_days": 30, "renew_max_per_day": 100,
-                           "revoke_after_expiry": True, "crl_validity_hours": 168,
+                           "revoke_after_expiry": True, "crl_validity_hours": 168, "session_retention_days": 400,
                            "crl_path": os.path.join(published, "capf.crl")}
         self._set({})
 
@@ -159,10 +167,25 @@ class _Walk:
         elif verb == "upgrade" and phone is not None:
             with self.store.transaction() as tx:
                 change_phone(tx, name, operation="install_upgrade", reissue=True)
-        elif verb in ("validity_days", "renew_before_days", "renew_max_per_day", "crl_validity_hours"):
+        elif verb in ("validity_days", "renew_before_days", "renew_max_per_day", "crl_validity_hours", "session_retention_days"):
             self._set({verb: VALUES[verb][pick % len(VALUES[verb])]})
         elif verb == "revoke_after_expiry":
             self._set({verb: bool(pick % 2)})
+
+    def _session(self, name: str) -> None:
+        """The session record of a phone's connection, as the service writes it."""
+        self.sessions += 1
+        with self.store.transaction() as tx:
+            session_records.record(tx, "capf-server", session_id=self.sessions, device_name=name, peer="192.0.2.7:50000",
+                                   operation="install_upgrade", outcome="succeeded", reason="",
+                                   started_at=format_utc(self.now), duration_ms=900)
+
+    def _session_records(self) -> tuple[dict, dict, set]:
+        with self.store.read() as tx:
+            rows = {row["id"]: row["started_at"] for row in tx.query("SELECT id, started_at FROM sessions")}
+            events = tx.query("SELECT id, at, action FROM audit_events")
+        return (rows, {event["id"]: event["at"] for event in events if event["action"].startswith("session.")},
+                {event["id"] for event in events if not event["action"].startswith("session.")})
 
     def _upload(self, pick: int, subject) -> None:
         self.capf = upload_capf(self.store, self.now, VALUES["capf_days"][pick % 3], key=self.key, subject=subject)
@@ -175,6 +198,7 @@ class _Walk:
             pending = sorted(name for name, row in phone_records.by_name(tx).items()
                              if row["operation_status"] == "pending" and self.phones[name]["online"])
         for name in pending:
+            self._session(name)
             try:
                 issued = lsc.issue(self.store, name, PHONE_KEY.public_key(), source="capf", now=self.now)
             except CertificateError:
@@ -231,7 +255,11 @@ class _Walk:
 
     def tick(self) -> None:
         due = self._due()
+        sure = not self.ticked or self.now >= max(self.ticked) + retention.ROUND_EVERY
+        kept_before = self._session_records()
         self.scheduling.tick()
+        self.ticked.append(self.now)
+        self._check_session_records(kept_before, sure)
         now = format_utc(self.now)
         for item in self.lscs.values():
             if self.parameters["revoke_after_expiry"] and not item["stale"] and item["not_after"] < now:
@@ -253,6 +281,18 @@ class _Walk:
         self.check()
 
     # -- the invariants --------------------------------------------------------------------------
+
+    def _check_session_records(self, kept_before: tuple, sure: bool) -> None:
+        days = self.parameters["session_retention_days"]
+        before = format_utc(self.now - days * DAY)
+        rows, events, others = self._session_records()
+        for held, kept in ((kept_before[0], rows), (kept_before[1], events)):
+            for key, at in held.items():
+                if not days or at >= before:
+                    assert key in kept, ("a session record removed before its time", at, before)
+                elif sure:
+                    assert key not in kept, ("a session record kept past its retention", at, before)
+        assert kept_before[2] <= others, "an audit event other than a session's removed"
 
     def check(self) -> None:
         now = format_utc(self.now)

@@ -183,3 +183,18 @@ def test_monitor_settings_converge_with_a_sealed_password_and_show_in_capf_info(
     assert bad["failed"] and bad["msg"] == "monitor_recipients[1] must be an e-mail address such as capf@example.com, got 'x'"
     bad = run(capf_service, {"store": location, "monitor_smtp_security": "none"})
     assert bad["failed"] and bad["msg"].startswith("monitor_smtp_security must be starttls or tls with monitor_smtp_username")
+
+
+def test_session_retention_days_check_run_idempotent_diff_and_range(run, location):
+    run(capf_service, {"store": location})
+    args = {"store": location, "session_retention_days": 0}
+    checked = run(capf_service, args, check=True, diff=True)
+    assert checked["changed"] is True and checked["changed_parameters"] == ["session_retention_days"]
+    assert (checked["diff"]["before"]["parameters"]["session_retention_days"],
+            checked["diff"]["after"]["parameters"]["session_retention_days"]) == (400, 0)
+    assert run(capf_service, {"store": location})["parameters"]["session_retention_days"] == 400  # check mode wrote nothing
+    assert run(capf_service, args)["changed"] is True
+    again = run(capf_service, args, diff=True)
+    assert again["changed"] is False and again["parameters"]["session_retention_days"] == 0
+    result = run(capf_service, {"store": location, "session_retention_days": 3651})
+    assert result["failed"] and result["msg"] == "session_retention_days must be 0\u20133650 days, got 3651"

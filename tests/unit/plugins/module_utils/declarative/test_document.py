@@ -39,6 +39,8 @@ def test_minimal_document_is_valid():
      "service.parameters.validity_days: must be 1\u20131825, got 2000"),
     ("opencapf: 1\nservice:\n  parameters:\n    keepalive_minutes: 4\n",
      "service.parameters.keepalive_minutes: must be 5\u201360, got 4"),
+    ("opencapf: 1\nservice:\n  parameters:\n    session_retention_days: -1\n",
+     "service.parameters.session_retention_days: must be 0\u20133650, got -1"),
     ("opencapf: 1\nphones:\n  - name: SEP001122334455\n    colour: red\n", "phones[0].colour: is not a known field"),
     ("opencapf: 1\nphones:\n  - description: x\n", "phones[0].name: is required"),
     ("opencapf: 1\nphones:\n  - name: PHONE1\n", "phones[0].name: must be SEP"),
