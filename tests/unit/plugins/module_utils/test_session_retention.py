@@ -13,7 +13,8 @@ hour), sessions recorded, other audit events recorded and the retention changed:
   within a bounded number of ticks (a backlog is taken on at every tick, see below);
 * no write transaction of the tick removes more than ``BATCH_ROWS`` rows of either kind, and a tick
   runs ``BATCHES_PER_ROUND`` of them at most;
-* each tick that removed something records one ``store.sessions_pruned`` event with the counts."""
+* each tick that removed something records one ``store.sessions_pruned`` event with the counts;
+* finding the records past the retention reads none of the younger ones (the time indexes)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from support.stores import vm_steps
 from _opencapf import retention
 from _opencapf.server.scheduling import Scheduling
 from _opencapf.store import Store, open_store
@@ -199,3 +201,33 @@ def test_a_backlog_goes_over_the_next_ticks_a_round_at_each(store, monkeypatch):
     with store.read() as tx:
         told = [event["details"] for event in audit_records.events(tx, action=retention.ACTION)]
     assert [(item["sessions"], item["more"]) for item in reversed(told)] == [(6, True), (6, True), (6, True), (2, False)]
+
+
+def test_finding_the_records_past_the_retention_reads_no_young_one(store_path, state_dir):
+    """SQLite's virtual machine steps (a bound that does not depend on the machine's speed) of a round
+    among 20,000 records younger than the retention: with none older it only reads the two time indexes'
+    first entries, and with ten older it removes them without walking the young ones."""
+    store = open_store(store_path, state_dir=state_dir, actor="test")
+    now = START
+    try:
+        with store.transaction() as tx:
+            for index in range(20000):
+                session_records.record(tx, "capf-server", session_id=index + 1, device_name="", peer="192.0.2.9:40000",
+                                       operation="", outcome="refused", reason="", duration_ms=0,
+                                       started_at=format_utc(now - dt.timedelta(seconds=index)))
+        steps = []
+        for old in (0, 10):
+            with store.transaction() as tx:
+                for index in range(old):
+                    session_records.record(tx, "capf-server", session_id=30000 + index, device_name="", peer="", operation="",
+                                           outcome="refused", reason="", duration_ms=0,
+                                           started_at=format_utc(now - dt.timedelta(days=401, seconds=index)))
+            # Their events are recorded now: only the rows are older, as after a clock set right.
+            with vm_steps(store) as counted:
+                result = retention.run(store, now)
+            steps.append(counted[0])
+            assert (result["sessions"], result["events"]) == (old, 0)
+    finally:
+        store.close()
+    # Each read or removal takes a few hundred steps; a walk of 20,000 rows and as many events, millions.
+    assert max(steps) < 5000, steps
