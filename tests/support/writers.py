@@ -30,6 +30,69 @@ _HOLDER = textwrap.dedent("""\
 """)
 
 
+# A ``sitecustomize`` for an ``opencapf serve`` (``lock_taken_before_a_write``): just before the service's event
+# loop begins its Nth write transaction, after the step's look found the write lock free, another writer (a
+# connection or lock file descriptor of its own) takes the lock, writes the moment to the report file and
+# lets the lock go ``seconds`` later.
+_TAKER = textwrap.dedent("""\
+    import os, threading, time
+    _plan = os.environ.get("OPENCAPF_TEST_LOCK_BEFORE_WRITE")
+    if _plan:
+        from _opencapf.store import postgresql, sqlite
+        _number, _seconds, _report = _plan.split(" ", 2)
+        _writes = [0]
+
+        def _take_postgresql(backend):
+            import psycopg
+            connection = psycopg.connect(backend._conninfo, autocommit=True, application_name="opencapf")
+            connection.execute("BEGIN")
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (postgresql.WRITE_LOCK_KEY,))
+
+            def release():
+                connection.execute("COMMIT")
+                connection.close()
+            return release
+
+        def _take_sqlite(backend):
+            import fcntl
+            descriptor = os.open(backend.location + sqlite.WRITER_LOCK_SUFFIX, os.O_RDWR)
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+
+            def release():
+                fcntl.flock(descriptor, fcntl.LOCK_UN)
+                os.close(descriptor)
+            return release
+
+        def _hooked(backend_class, take):
+            begin = backend_class.transaction
+
+            def transaction(self, write=True, durable=True):
+                if write and threading.get_ident() == self.deferring_thread:
+                    _writes[0] += 1
+                    if _writes[0] == int(_number):
+                        threading.Timer(float(_seconds), take(self)).start()
+                        with open(_report, "w", encoding="ascii") as report:
+                            report.write(f"{time.time()}\\n")
+                return begin(self, write, durable)
+            backend_class.transaction = transaction
+
+        _hooked(postgresql.PostgresBackend, _take_postgresql)
+        _hooked(sqlite.SqliteBackend, _take_sqlite)
+""")
+
+
+def lock_taken_before_a_write(directory, write: int, seconds: float) -> tuple[str, dict, str]:
+    """What makes an ``opencapf serve`` meet a writer that took the store's write lock after the step's look:
+    just before the event loop's ``write``-th write transaction (counted from 1 in the process), another writer
+    takes the lock and holds it ``seconds``. Returns the directory to search first (``Serving(python_path=)``),
+    the environment to add, and the file that tells when (``time.time()``) the lock was taken."""
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "sitecustomize.py"), "w", encoding="utf-8") as module:
+        module.write(_TAKER)
+    report = os.path.join(directory, "taken")
+    return str(directory), {"OPENCAPF_TEST_LOCK_BEFORE_WRITE": f"{write} {seconds} {report}"}, report
+
+
 def start_holder(store, seconds: float) -> subprocess.Popen:
     """A process that holds the write lock of ``store`` for ``seconds``, then commits; returns once it
     holds it. Kill it to roll its change back."""

@@ -56,6 +56,12 @@ class StoreBusy(StoreError):
     the caller may wait for it; nothing was written."""
 
 
+class StepUndone(StoreBusy):
+    """A step of a CAPF session met the store's write lock, taken by another writer, before the step had
+    written anything or asked a CA anything: the session and its decider are back as they were before the
+    step, which may run again (with the same input) once the lock is free."""
+
+
 class NotFoundError(CapfError, LookupError):
     """A named object does not exist in the store."""
 

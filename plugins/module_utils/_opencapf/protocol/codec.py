@@ -191,6 +191,12 @@ class Decoder:
         """Bytes received but not yet part of a complete message."""
         return len(self._buffer)
 
+    def copy(self) -> "Decoder":
+        """A decoder holding the bytes this one holds: this one's state, to go back to."""
+        twin = Decoder(self.max_body)
+        twin._buffer = bytearray(self._buffer)  # pylint: disable=protected-access
+        return twin
+
 
 # Certificate wrapper (value of the CERTIFICATE element): entries of tag 01, u16 length, 00, type, DER.
 

@@ -18,15 +18,21 @@ extension (capf-protocol.md 6.3), only with a phone that advertised it in X_CAPS
 KEY_GENERATE, ENCRYPT_REQUEST carries the request info for the phone to sign, and the certificate
 is delivered in the same session or, for a phone that keeps its pending key, in a later one (the
 session ends with RETRY_LATER or END_SESSION 0 meanwhile).
+
+A step (``receive_data``, ``time_passed``, ``connection_lost``) whose store work meets the store's write
+lock held by another writer (``StoreBusy``) before the decider has written anything or asked a CA anything
+is undone: the session and its decider go back to where they were before it (``Decider.checkpoint``,
+``Decider.rewind``) and the step raises ``StepUndone``, so that the driver may await the lock and make the
+same call again. Met later in a step, it fails the session as any store error does.
 """
 
 from __future__ import annotations
 
 import abc
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from ..errors import CapfError, ValidationError
+from ..errors import CapfError, StepUndone, StoreBusy, ValidationError
 from ..vocabulary import check_wire_device_name
 from .codec import (Decoder, Message, ProtocolError, decode_sha2_signature, encode_server, u8, u16,
                     unwrap_certificates, wrap_certificate)
@@ -162,6 +168,16 @@ class Decider(abc.ABC):
     def refused(self, plan: Plan, issued: Issued) -> None:
         """X-CSR/1: the phone refused a certificate for its pending key (it no longer holds it)."""
 
+    def checkpoint(self):
+        """The decider's state now, before a step of the session, for ``rewind``."""
+        return None
+
+    def rewind(self, checkpoint) -> bool:
+        """Go back to ``checkpoint`` when nothing the decider did since lasts (nothing committed to the store,
+        no CA asked), and say so; else change nothing and say False. A decider that cannot says False: a
+        ``StoreBusy`` then fails the session."""
+        return False
+
 
 class ServerSession:
     """One connection, server side."""
@@ -192,6 +208,7 @@ class ServerSession:
         self._delivering = False  # STORE of a third-party LSC for the phone's pending key
         self._step_started = 0.0
         self.abandoned = False  # ended by ``abandon``: the decider recorded nothing of its end
+        self._before_step: tuple | None = None  # (the session's state, the decider's checkpoint) of the step under way
 
     # -- driver interface -------------------------------------------------------------------
 
@@ -219,11 +236,15 @@ class ServerSession:
         return self._send(Command.AUTH_REQUEST, [(Tag.VERSION, u8(SERVER_VERSION)), (Tag.AUTH_TYPE, u8(AuthType.NONE))])
 
     def receive_data(self, data: bytes, now: float) -> bytes:
-        """Bytes from the phone in; bytes to send out (possibly empty)."""
+        """Bytes from the phone in; bytes to send out (possibly empty). ``StepUndone``: nothing of the call
+        happened (module docstring); make it again once the store's write lock is free."""
         if self.closed:
             return b""
+        return self._undoable(self._receive, data, now)
+
+    def _receive(self, data: bytes, now: float) -> bytes:
         if self._ends_by is not None and now >= self._ends_by:  # a phone that never falls silent ends too
-            return self.time_passed(now)
+            return self._time_passed(now)
         out = []
         try:
             for message in self._decoder.feed(data):
@@ -233,11 +254,49 @@ class ServerSession:
         except ProtocolError as exc:
             out.append(self._end(Reason.INVALID_ELEMENT, "protocol_error", exc.rule))
         except CapfError as exc:
+            if isinstance(exc, StoreBusy) and self._rewound():
+                raise StepUndone(str(exc)) from None
             out.append(self._end(Reason.INVALID_ELEMENT, "failed", str(exc)))
         return b"".join(out)
 
+    def _undoable(self, step, *args):
+        """``step(*args)``, undone when it meets ``StoreBusy`` before anything of it lasts (``StepUndone``)."""
+        self._before_step = (self._state(), self.decider.checkpoint())
+        try:
+            return step(*args)
+        except StoreBusy as exc:
+            if isinstance(exc, StepUndone) or not self._rewound():
+                raise
+            raise StepUndone(str(exc)) from None
+        finally:
+            self._before_step = None
+
+    def _state(self) -> dict:
+        """The session's state, copied deep enough that the step's changes leave the copy as it is."""
+        state = dict(vars(self))
+        state["outcome"] = replace(self.outcome, details=dict(self.outcome.details))
+        state["_decoder"] = self._decoder.copy()
+        state["_choices"] = list(self._choices)
+        return state
+
+    def _rewound(self) -> bool:
+        """Back to the state before the step under way, when its decider can go back too."""
+        if self._before_step is None:
+            return False
+        state, checkpoint = self._before_step
+        if not self.decider.rewind(checkpoint):
+            return False
+        vars(self).update(state)
+        return True
+
     def time_passed(self, now: float) -> bytes:
-        """Call when ``deadline`` has passed: a stuck or silent phone ends the session."""
+        """Call when ``deadline`` has passed: a stuck or silent phone ends the session (``StepUndone``: as
+        for ``receive_data``)."""
+        if self.closed or self.deadline is None or now < self.deadline:
+            return b""
+        return self._undoable(self._time_passed, now)
+
+    def _time_passed(self, now: float) -> bytes:
         if self.closed or self.deadline is None or now < self.deadline:
             return b""
         if self._ends_by is not None and now >= self._ends_by:
@@ -249,8 +308,9 @@ class ServerSession:
         return self._end(Reason.INVALID_ELEMENT, "timeout", f"no {what} in time")
 
     def connection_lost(self, reason: str = "peer closed the connection") -> None:
+        """The connection is gone (``StepUndone``: as for ``receive_data``)."""
         if not self.closed:
-            self._close("aborted", reason)
+            self._undoable(self._close, "aborted", reason)
 
     def abandon(self, reason: str) -> bytes:
         """End the session failed without asking the decider, whose store cannot be written now (another

@@ -226,6 +226,20 @@ class StoreDecider(Decider):
         self._result = False  # that work records the operation's result
         self._installing = False
         self._ended = False
+        self._ca_asked = 0  # calls to the online CA: what they told it lasts (``rewind``)
+
+    def checkpoint(self):
+        return self.store.commits(), dict(vars(self)), list(self._closing)
+
+    def rewind(self, checkpoint) -> bool:
+        """Back to ``checkpoint`` unless this thread committed to the store or the online CA was asked
+        since: reads, and the work a transaction the store could not begin was to do, leave nothing."""
+        commits, state, closing = checkpoint
+        if self.store.commits() != commits or self._ca_asked != state["_ca_asked"]:
+            return False
+        vars(self).update(state)
+        self._closing = closing
+        return True
 
     def _same(self, phone: dict) -> bool:
         """Whether ``phone`` (a row read now) is the row the session read, not one added under its name
@@ -316,6 +330,7 @@ class StoreDecider(Decider):
     def third_party_state(self, plan: Plan):
         phone = self._phone
         if plan.issuer == "online_ca":
+            self._ca_asked += 1
             try:
                 enrolment.poll_pending(self.store, ACTOR, device_name=phone["name"],
                                        timeout=enrolment.IN_SESSION_HTTP_TIMEOUT)
@@ -553,6 +568,7 @@ class StoreDecider(Decider):
             with self.store.read() as tx:
                 # EST simplereenroll when the phone holds an LSC from the online CA (RFC 7030 4.2.2).
                 renewal = certificate_records.has_installed_lsc(tx, phone["id"], "online_ca")
+            self._ca_asked += 1
             result = enrolment.submit_online(self.store, ACTOR, phone, self._csr_id, signed, renewal=renewal)
         if isinstance(result, enrolment.Waiting):
             return Deferred(result.retry_after, result.reason)  # the session's end records it (``ended``)

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from .. import enrolment, faults, parameters as service_parameters
 from ..ca import authority
 from ..ca import certificates as ca_certificates
-from ..errors import CapfError, StoreBusy, StoreError
+from ..errors import CapfError, StepUndone, StoreBusy, StoreError
 from ..files import write_private_file
 from ..protocol.session import ServerSession
 from ..sockets import bind_listeners, set_nodelay
@@ -268,35 +268,46 @@ class CapfServer:
     async def _run(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
 
-    async def _step(self, inline: bool, function, *args, lock_wait: float | None = None):
+    async def _step(self, inline: bool, function, *args, lock_wait: float | None = None, timed: bool = False):
         """One piece of store work: on the event loop (then waiting for the disk, off the loop, when
         it made a durable commit), or in the thread pool when it may wait on the network. On the loop,
         while another process holds the store's write lock (a long 'opencapf apply'), the step awaits it
         first, the loop serving everything else meanwhile, up to the step timeout: then ``StoreBusy``,
-        the step not run (``lock_wait``: that many seconds instead). (A writer that takes the lock between
-        that look and the step's write makes the write wait ``LOOP_WRITER_LOCK_WAIT_SECONDS`` at most, then
-        fail with ``StoreBusy``.)"""
-        if not inline:
-            return await self._run(function, *args)
-        if not self.store.backend.writer_lock_free():
-            await self._writer_lock_freed(self.options.step_timeout if lock_wait is None else lock_wait)
-        mark = self.store.durable_mark
-        result = function(*args)
-        if self.store.durable_mark != mark:
-            await self._durability.wait(self.store.durable_mark)
-        return result
-
-    async def _writer_lock_freed(self, bound: float) -> None:
+        the step not run (``lock_wait``: that many seconds instead). A step of a session that meets the lock
+        all the same before it has written anything (another writer took it after that look; on the loop its
+        write waits ``LOOP_WRITER_LOCK_WAIT_SECONDS`` for it at most) is undone by the session
+        (``StepUndone``) and awaits the lock in the same way, then runs again, within the same bound.
+        ``timed``: ``function`` takes the moment it runs as its last argument (taken anew for a run again)."""
         loop = asyncio.get_running_loop()
+        bound = self.options.step_timeout if lock_wait is None else lock_wait
         ends = loop.time() + bound
+        while True:
+            try:
+                if not inline:
+                    return await self._run(function, *args, *((loop.time(),) if timed else ()))
+                if not self.store.backend.writer_lock_free():
+                    await self._writer_lock_freed(ends, bound)
+                mark = self.store.durable_mark
+                result = function(*args, *((loop.time(),) if timed else ()))
+                if self.store.durable_mark != mark:
+                    await self._durability.wait(self.store.durable_mark)
+                return result
+            except StepUndone:
+                if loop.time() >= ends:
+                    raise _held_too_long(bound) from None
+                await self._writer_lock_freed(ends, bound)
+
+    async def _writer_lock_freed(self, ends: float, bound: float) -> None:
+        """Return once the store's write lock is free (``writer_lock_free``), at the loop's time ``ends`` at
+        the latest (``StoreBusy``: ``bound``, the seconds the step may wait in all)."""
+        loop = asyncio.get_running_loop()
         pause = 0.001
         while True:
             await asyncio.sleep(min(pause, max(0.0, ends - loop.time())))
             if self.store.backend.writer_lock_free():
                 return
             if loop.time() >= ends:
-                raise StoreBusy(f"another writer (such as a long 'opencapf apply') held the store's write lock for "
-                                f"longer than the step may wait ({bound:g} s); nothing of the step was written")
+                raise _held_too_long(bound)
             pause = min(2 * pause, WRITER_CLAIM_POLL_SECONDS)
 
     def _connection_state(self) -> tuple[dict, authority.Signer]:
@@ -540,12 +551,12 @@ class CapfServer:
             while not session.closed:
                 data = await link.read(session.deadline)
                 if data is None:
-                    reply = await self._step(inline, session.time_passed, loop.time())
+                    reply = await self._step(inline, session.time_passed, timed=True)
                 elif not data:
                     await self._step(inline, session.connection_lost, "peer closed the connection")
                     break
                 else:
-                    reply = await self._step(inline, session.receive_data, data, loop.time())
+                    reply = await self._step(inline, session.receive_data, data, timed=True)
                 if session.closed:
                     return reply
                 if reply:
@@ -572,6 +583,11 @@ class CapfServer:
     def handshaking(self) -> int:
         """Connections in their TLS handshake."""
         return self._handshakes.used
+
+
+def _held_too_long(bound: float) -> StoreBusy:
+    return StoreBusy(f"another writer (such as a long 'opencapf apply') held the store's write lock for longer than "
+                     f"the step may wait ({bound:g} s); nothing of the step was written")
 
 
 def _session_fields(record: dict, outcome, duration_ms: int) -> dict:

@@ -195,6 +195,10 @@ class Store:
             return
         self._atomic.staged.append((stage_private_file(path, data), path))
 
+    def commits(self) -> int:
+        """How many write transactions the calling thread has committed to the store (``Backend.commits``)."""
+        return self.backend.commits()
+
     def data_version(self) -> int:
         """A number that changes whenever another connection to the store has committed (never for
         this connection's own commits): a cache of what others change is fresh while it holds."""

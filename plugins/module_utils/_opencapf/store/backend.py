@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import threading
 from typing import Any, Iterable, Iterator, Sequence
 
 # The longest a write transaction of the CAPF service's event loop (the deferring thread) waits for the
 # lock every writer takes before it fails with ``StoreBusy``: every session and every connection of the
-# process waits while it does. The service awaits a held lock before a step instead (``writer_lock_free``).
+# process waits while it does. The service awaits a held lock before a step instead (``writer_lock_free``),
+# and a step that meets it all the same before it wrote anything awaits it after (``errors.StepUndone``).
 LOOP_WRITER_LOCK_WAIT_SECONDS = 0.25
 
 
@@ -75,9 +77,20 @@ class Backend(abc.ABC):
     deferring_thread: int | None = None
     durable_mark: int = 0
 
+    #: Per thread, ``count``: the write transactions it has committed through this connection (``commits``).
+    _commits_of_thread: threading.local
+
     @abc.abstractmethod
     def data_version(self) -> int:
         """Changes whenever another connection has committed since the last call."""
+
+    def commits(self) -> int:
+        """How many write transactions the calling thread has committed through this connection: while it
+        stays the same, nothing the thread did since is in the store."""
+        return getattr(self._commits_of_thread, "count", 0)
+
+    def _committed(self) -> None:
+        self._commits_of_thread.count = self.commits() + 1
 
     def sync(self, mine: int) -> None:  # pylint: disable=unused-argument
         """Return once commit number ``mine`` is on disk; a backend whose commits are durable when

@@ -30,7 +30,9 @@ One connection per ``Store``, as with SQLite. Transactions keep the SQLite backe
   statement of its own: one round trip, no wait, and the lock let go at the statement's end. A lock that
   another service's session step holds (a connection named ``SERVICE_APPLICATION_NAME``, for no longer
   than ``LONG_WRITER_SECONDS``) counts as free: the step's write waits for it in its transaction. A write
-  of the event loop that meets the lock waits ``LOOP_WRITER_LOCK_WAIT_SECONDS`` at most.
+  of the event loop that meets the lock waits ``LOOP_WRITER_LOCK_WAIT_SECONDS`` at most, then fails with
+  ``StoreBusy`` (a session's step that had written nothing yet is undone and awaits the lock again:
+  ``errors.StepUndone``).
 * ``try_lead`` takes a session-level advisory lock keyed by the duty's name: the database releases
   it when the connection closes or its process dies, or when the connection is lost. ``holds_lead``
   asks the database whether this connection's session still holds it; a connection made again after a
@@ -180,6 +182,7 @@ class PostgresBackend(Backend):
         self.deferring_thread = None
         self.durable_mark = 0
         self._lock = threading.RLock()
+        self._commits_of_thread = threading.local()
         self._known: int | None = None  # the commit counter as last seen, with no foreign commit unseen
         self._reported = 0
         self._leads: set[str] = set()
@@ -241,6 +244,7 @@ class PostgresBackend(Backend):
             except psycopg.Error as exc:
                 self._rollback()
                 raise StoreError(f"store {self.location}: commit failed: {_first_line(exc)}") from None
+            self._committed()
             if counted is not None and self._known is not None and counted == self._known + 1:
                 self._known = counted  # this connection's own commit, with no other in between
             # A durable commit is on disk now, deferring thread or not: ``durable_mark`` (commits still

@@ -128,6 +128,8 @@ class _Opened:
                 raise StoreError(f"store {backend.location}: commit failed: {error}") from None
             backend._written += 1  # pylint: disable=protected-access
             mine = backend._written  # pylint: disable=protected-access
+            if self._write:
+                backend._committed()  # pylint: disable=protected-access
         finally:
             self._unlock()
         if self._write and self._durable and backend.group_commit:
@@ -150,6 +152,7 @@ class SqliteBackend(Backend):
         self.read_only = read_only
         self.writer_lock_wait = writer_lock_wait
         self._lock = threading.RLock()
+        self._commits_of_thread = threading.local()
         # Group commit: a durable commit returns only once the write-ahead log is on disk, as with
         # synchronous=FULL, but the fsync runs after the write lock is released and one fsync covers
         # every commit appended before it started, so sessions waiting for the disk share it.
