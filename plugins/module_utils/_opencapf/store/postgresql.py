@@ -24,7 +24,10 @@ One connection per ``Store``, as with SQLite. Transactions keep the SQLite backe
   on disk when it returns, so ``sync`` has nothing to wait for and deferred durability (the CAPF
   service's event loop, ``Store.defer_durability``) defers nothing: ``durable_mark`` stays 0.
 * The connection is shared by the threads of a process (the service's event loop and its store
-  threads): one lock makes them take turns, a transaction at a time.
+  threads): one lock makes them take turns, a transaction at a time. A store thread of the service never
+  waits for the writers' lock on the connection while another writer may hold it long: it polls for it,
+  letting the connection go between the looks (``_begin_beside_loop``), so that the event loop's sessions
+  and connections go on meanwhile.
 * ``writer_lock_free`` (asked by the CAPF service before each step of a session on its event loop, which
   awaits the lock while another session holds it, as on SQLite) runs ``pg_try_advisory_xact_lock`` as a
   statement of its own: one round trip, no wait, and the lock let go at the statement's end. A lock that
@@ -52,11 +55,12 @@ import functools
 import hashlib
 import re
 import threading
+import time
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..errors import DependencyError, StoreBusy, StoreError
 from .backend import LOOP_WRITER_LOCK_WAIT_SECONDS, Backend, Transaction
-from .sqlite import LEAD_NAME
+from .sqlite import LEAD_NAME, WRITER_LOCK_POLL_SECONDS
 
 try:
     import psycopg
@@ -219,7 +223,10 @@ class PostgresBackend(Backend):
             raise StoreError(f"store {self.location} is open read-only; nothing may be written")
         with self._lock:
             try:
-                connection = self._on_live(lambda connection: self._begin(connection, write, durable))
+                if write and self._shares_with_loop():
+                    connection = self._begin_beside_loop(durable)
+                else:
+                    connection = self._on_live(lambda connection: self._begin(connection, write, durable))
             except psycopg.errors.LockNotAvailable:
                 self._rollback()
                 raise StoreBusy(f"store {self.location}: waited {LOOP_WRITER_LOCK_WAIT_SECONDS:g} s for its write "
@@ -254,8 +261,7 @@ class PostgresBackend(Backend):
         if write:
             connection.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
             self._lock_writers(connection)
-            if not durable:
-                connection.execute("SET LOCAL synchronous_commit = off")
+            self._write_settings(connection, durable)
         elif self.prepare_read is not None:
             connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
             self.prepare_read(_PostgresTransaction(connection))
@@ -278,6 +284,57 @@ class PostgresBackend(Backend):
                 raise
         return run(self._live())
 
+    @staticmethod
+    def _write_settings(connection, durable: bool) -> None:
+        if not durable:
+            connection.execute("SET LOCAL synchronous_commit = off")
+
+    def _shares_with_loop(self) -> bool:
+        """Whether the calling thread shares the connection with the CAPF service's event loop (the
+        deferring thread), whose every store call would wait while this thread waits on the connection."""
+        deferring = self.deferring_thread
+        return deferring is not None and threading.get_ident() != deferring
+
+    def _begin_beside_loop(self, durable: bool):
+        """A write transaction of a thread that shares the connection with the service's event loop (a store
+        thread of the service: an online CA's session, the scheduler), begun once it holds the writers' lock,
+        without waiting for it on the connection: a lock that another writer holds long (an apply) is polled
+        for (``writer_lock_free``), ``_lock`` let go between the looks, so that the loop's steps and
+        connections go on meanwhile. Only a look that finds it free, or held by another node's session step
+        (``LONG_WRITER_SECONDS``), is followed by a wait in the transaction, ``LOOP_WRITER_LOCK_WAIT_SECONDS``
+        at most (a long writer that took it since: looked for again). Called with ``_lock`` held."""
+        if self._on_live(lambda connection: self._begin_locked(connection, durable, wait=False)):
+            return self._connection
+        pause = 0.001
+        while True:
+            self._lock.release()
+            try:
+                time.sleep(pause)
+            finally:
+                self._lock.acquire()
+            pause = min(2 * pause, WRITER_LOCK_POLL_SECONDS)
+            if not self._on_live(lambda connection: connection.execute(_WRITER_LOCK_FREE,
+                                                                       _WRITER_LOCK_FREE_PARAMS).fetchone()[0]):
+                continue
+            try:
+                if self._on_live(lambda connection: self._begin_locked(connection, durable, wait=True)):
+                    return self._connection
+            except psycopg.errors.LockNotAvailable:
+                self._rollback()
+
+    def _begin_locked(self, connection, durable: bool, wait: bool) -> bool:
+        """BEGIN and the writers' lock: taken (True, the transaction open), or not free (False, rolled back) or,
+        with ``wait``, not free within ``LOOP_WRITER_LOCK_WAIT_SECONDS`` (LockNotAvailable)."""
+        connection.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+        if wait:
+            connection.execute("SELECT set_config('lock_timeout', %s, true), pg_advisory_xact_lock(%s)",
+                               (f"{round(LOOP_WRITER_LOCK_WAIT_SECONDS * 1000)}ms", WRITE_LOCK_KEY))
+        elif not connection.execute("SELECT pg_try_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,)).fetchone()[0]:
+            connection.execute("ROLLBACK")
+            return False
+        self._write_settings(connection, durable)
+        return True
+
     def _lock_writers(self, connection) -> None:
         """Take the lock every writer takes; the CAPF service's event loop (the deferring thread), whose
         wait holds up every session of the process, waits for it ``LOOP_WRITER_LOCK_WAIT_SECONDS`` at
@@ -293,8 +350,8 @@ class PostgresBackend(Backend):
         (autocommit) is a transaction of its own that lets the lock go again at once when it took it. False
         while another session holds the lock that may hold it long (``_WRITER_LOCK_FREE``: an apply, a bulk
         change; a write now would wait for it), and while another thread of this process has the connection
-        (it may be waiting for the lock there: the caller asks again shortly rather than wait for that
-        thread); True while only other service's session steps hold it, as those of other nodes do all the
+        (a transaction of it, or its wait for the lock there, ``LOOP_WRITER_LOCK_WAIT_SECONDS`` at most: the
+        caller asks again shortly rather than wait for that thread); True while only other service's session steps hold it, as those of other nodes do all the
         time (polling for each would multiply the database's transactions). In a transaction of this
         thread, True: a write
         transaction holds the lock already, and nothing is written in a read one (asking there would keep

@@ -159,6 +159,42 @@ def test_the_service_event_loop_waits_a_short_bound_for_the_writers_lock(postgre
         assert phone_row(service, "SEP0000000000E1") is not None and phone_row(service, "SEP0000000000E3") is not None
 
 
+def test_a_store_thread_of_the_service_waits_for_a_long_writer_without_holding_the_connection(postgres_dsn, state_dir):
+    """A store thread of the CAPF service (an online CA's session step, the scheduler) shares the store's one
+    connection with the event loop: while another host's long change holds the writers' lock, the thread's
+    write waits for it without holding the connection, so that the loop reads, asks the commit counter and
+    looks at the lock at once meanwhile; the thread writes once the change is done."""
+    with open_store(postgres_dsn, state_dir=state_dir, actor="capf-server", group_commit=True) as service:
+        service.defer_durability()  # this thread is the event loop
+        backend, outcome = service.backend, {}
+
+        def store_thread():
+            try:
+                with service.transaction(durable=False) as tx:
+                    create_phone(tx, "SEP0000000000E5")
+            except BaseException as exc:  # pylint: disable=broad-exception-caught  # reported below
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=store_thread)
+        try:
+            with held_by_another_writer(postgres_dsn, state_dir, "SEP0000000000E4", held_for=5):
+                thread.start()
+                time.sleep(0.5)  # the thread waits for the lock by now
+                for _look in range(5):
+                    started = time.monotonic()
+                    service.data_version()
+                    waited = time.monotonic() - started
+                    assert waited < 0.2, f"the loop waited {waited:.1f} s for the store thread"
+                    assert phone_row(service, "SEP0000000000E5") is None and not backend.writer_lock_free()
+                    time.sleep(0.05)
+                assert thread.is_alive()
+            thread.join(10)
+        finally:
+            service.defer_durability(False)
+        assert "error" not in outcome, outcome
+        assert phone_row(service, "SEP0000000000E4") is not None and phone_row(service, "SEP0000000000E5") is not None
+
+
 def _lock_taken_by(connection) -> bool:
     """Whether ``connection`` (another session of the database) can take the writers' lock now; it lets it go."""
     taken = connection.execute("SELECT pg_try_advisory_lock(%s)", (WRITE_LOCK_KEY,)).fetchone()[0]
