@@ -19,9 +19,10 @@ import pytest
 
 from support.phones import phone, run_enrol
 from support.protocol import add_phone, phone_row
-from support.serving import Serving
+from support.serving import Serving, wait_for
 from support.writers import lock_taken_before_a_write
 from _opencapf.ca import authority
+from _opencapf.store import sessions as session_records
 
 pytestmark = pytest.mark.both_backends
 
@@ -58,3 +59,28 @@ def test_a_step_whose_write_meets_a_lock_taken_after_its_look_is_served_once_the
     row = phone_row(ca_store, NAME)
     assert row["operation_status"] == "succeeded" and row["auth_failures"] == 0, dict(row)
     assert "Traceback" not in text and ": failed" not in text, text
+
+
+def test_a_session_record_whose_write_meets_a_lock_taken_after_its_look_is_recorded_once_the_lock_is_free(
+        ca_store, tmp_path):
+    """A session that ends before its device is known (a name the store does not hold) is recorded by the
+    service on its own, in one write transaction: that write, meeting a lock taken after its look, awaits it
+    too and records the session, rather than leave it unrecorded."""
+    name = "SEP00000000CCFF"  # not in the store
+    identity = phone(tmp_path, name)
+    capf = SimpleNamespace(capf_pem=authority.current(ca_store)["pem"])
+    shadow, env, report = lock_taken_before_a_write(tmp_path / "taker", 1, HOLD_SECONDS)
+    serving = Serving.on(ca_store, tmp_path / "serve.log", python_path=(shadow,), env={**os.environ, **env})
+    with serving.start("--enrolment-interval", "0", "--step-timeout", str(STEP_TIMEOUT)):
+        capf.port = serving.port
+        result = run_enrol(identity, capf)
+        assert wait_for(lambda: name in _recorded(ca_store), HOLD_SECONDS + STEP_TIMEOUT), serving.log()
+        text = serving.log()
+    assert os.path.exists(report), "the other writer never took the lock before the session's record"
+    assert result.outcome == "unknown_device", result
+    assert "not recorded" not in text and "Traceback" not in text, text
+
+
+def _recorded(store) -> list[str]:
+    with store.read() as tx:
+        return [row["device_name"] for row in session_records.recent(tx, limit=1000)]

@@ -276,7 +276,8 @@ class CapfServer:
         the step not run (``lock_wait``: that many seconds instead). A step of a session that meets the lock
         all the same before it has written anything (another writer took it after that look; on the loop its
         write waits ``LOOP_WRITER_LOCK_WAIT_SECONDS`` for it at most) is undone by the session
-        (``StepUndone``) and awaits the lock in the same way, then runs again, within the same bound.
+        (``StepUndone``; a session record of the service's own, ``_record``, alike) and awaits the lock in the
+        same way, then runs again, within the same bound.
         ``timed``: ``function`` takes the moment it runs as its last argument (taken anew for a run again)."""
         loop = asyncio.get_running_loop()
         bound = self.options.step_timeout if lock_wait is None else lock_wait
@@ -376,8 +377,13 @@ class CapfServer:
         await self._end(record, duration, "tls_failed", reason)
 
     def _record(self, **fields) -> None:
-        with self.store.transaction() as tx:
-            session_records.record(tx, ACTOR, **fields)
+        """The session record, in one write transaction: one the write lock kept from beginning wrote
+        nothing, and is ``StepUndone`` (``_step`` awaits the lock and records it then)."""
+        try:
+            with self.store.transaction() as tx:
+                session_records.record(tx, ACTOR, **fields)
+        except StoreBusy as exc:
+            raise StepUndone(str(exc)) from None
         metrics.session_recorded(fields["outcome"], fields["operation"], fields["duration_ms"])
 
     def session_decider(self, record: dict, duration, parameters: dict, signer) -> StoreDecider:
