@@ -51,6 +51,12 @@ class LeadLost(StoreError):
     (``Store.leading``); another process may lead it now."""
 
 
+class StoreUnreachable(StoreError):
+    """The store's database cannot be reached now: its connection could not be made, was lost, or its
+    host did not answer in time (a database down, a network cut). The failed work wrote nothing, unless the
+    connection was lost after its commit was sent (then it may have committed)."""
+
+
 class StoreBusy(StoreError):
     """Another writer (such as a long ``opencapf apply``) held the store's write lock for longer than
     the caller may wait for it; nothing was written."""

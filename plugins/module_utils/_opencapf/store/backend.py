@@ -75,6 +75,9 @@ class Backend(abc.ABC):
     #: Processes on several hosts, each with its own clock, write the store (see ``Store.clock_skew``).
     shared_by_hosts: bool = False
     deferring_thread: int | None = None
+    #: While set, the store cannot be reached (a database down, its host silent): the deferring thread's store
+    #: work fails with it at once, touching nothing, until another thread's has reached the store again.
+    unreachable: Exception | None = None
     durable_mark: int = 0
 
     #: Per thread, ``count``: the write transactions it has committed through this connection (``commits``).

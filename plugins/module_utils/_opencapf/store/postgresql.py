@@ -42,6 +42,14 @@ One connection per ``Store``, as with SQLite. Transactions keep the SQLite backe
   loss holds no lead until ``try_lead`` takes it again.
 * ``data_version`` reads the row of ``commit_counter``, which every write transaction that changed
   something raises under the write lock; this connection's own raises are not counted as changes.
+* A host that stops answering (a network cut: nothing refused, packets dropped) is found within seconds,
+  not after the kernel's retransmissions (many minutes): libpq's ``tcp_user_timeout`` and TCP keepalives
+  (``UNANSWERED_SECONDS``). The CAPF service's event loop (the deferring thread), whose every wait holds up
+  every connection of the process, waits ``LOOP_ROUND_TRIP_SECONDS`` at most for a round trip (then the
+  connection is closed), for a connection to be made again and for the connection's lock: work of it that
+  finds the store unreachable so fails with ``StoreUnreachable``, and so does all of its work after
+  (``unreachable``: at once, touching nothing) until another thread has reached the store again (the
+  service tries in its thread pool). The loop's wait for a host that does not answer is one per outage.
 
 ``read_only``: every transaction is READ ONLY and rolled back. A database at an older schema
 version is read through the pending migrations applied inside that transaction (PostgreSQL DDL is
@@ -58,7 +66,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ..errors import DependencyError, StoreBusy, StoreError
+from ..errors import DependencyError, StoreBusy, StoreError, StoreUnreachable
 from .backend import LOOP_WRITER_LOCK_WAIT_SECONDS, Backend, Transaction
 from .sqlite import LEAD_NAME, WRITER_LOCK_POLL_SECONDS
 
@@ -100,6 +108,19 @@ _WRITER_LOCK_FREE = (
 _WRITER_LOCK_FREE_PARAMS = {"key": WRITE_LOCK_KEY, "high": WRITE_LOCK_KEY >> 32, "low": WRITE_LOCK_KEY & 0xFFFFFFFF,
                             "service": SERVICE_APPLICATION_NAME, "long": LONG_WRITER_SECONDS}
 CONNECT_TIMEOUT_S = 10
+# A connection whose host leaves what was sent unacknowledged this long is lost (libpq's ``tcp_user_timeout``),
+# and an idle connection's host is asked by TCP keepalives after that long of silence (then every 2 s, 3 times):
+# a network cut fails the connection within seconds instead of the kernel's retransmissions (many minutes). A
+# location that sets any of these parameters itself keeps its own value.
+UNANSWERED_SECONDS = 10
+_UNANSWERED_PARAMS = {"tcp_user_timeout": str(UNANSWERED_SECONDS * 1000), "keepalives": "1",
+                      "keepalives_idle": str(UNANSWERED_SECONDS), "keepalives_interval": "2", "keepalives_count": "3"}
+# The longest the CAPF service's event loop (the deferring thread) waits for one round trip to the database
+# (a session's statements take milliseconds; the loop's write waits ``LOOP_WRITER_LOCK_WAIT_SECONDS`` for the
+# writers' lock) or for the connection's lock another thread holds: every connection of the process waits
+# with it. A round trip that takes longer closes the connection, whose answer may still come. Making the connection
+# again on the loop waits as long (libpq's least ``connect_timeout``).
+LOOP_ROUND_TRIP_SECONDS = 2
 _LITERAL = re.compile(r"('(?:[^']|'')*')")
 
 
@@ -172,6 +193,24 @@ class _PostgresTransaction(Transaction):
         return iter(cursor)
 
 
+if psycopg is not None:
+    class _Connection(psycopg.Connection):
+        """A connection whose round trips on ``loop_thread`` wait ``LOOP_ROUND_TRIP_SECONDS`` at most: then it
+        is closed (it cannot serve another statement before the late answer) and the round trip fails."""
+
+        loop_thread: int | None = None
+
+        def wait(self, gen, *args, **kwargs):
+            if self.loop_thread != threading.get_ident() or args[1:] or kwargs.get("timeout") is not None:
+                return super().wait(gen, *args, **kwargs)
+            try:
+                return super().wait(gen, *args, **{**kwargs, "timeout": LOOP_ROUND_TRIP_SECONDS})
+            except psycopg.errors._WaitTimeout:  # pylint: disable=protected-access  # psycopg 3.3's own, pinned
+                self.close()
+                raise psycopg.OperationalError(f"the database did not answer within {LOOP_ROUND_TRIP_SECONDS:g} s "
+                                               "(the CAPF service's event loop waits no longer)") from None
+
+
 class PostgresBackend(Backend):
     """A store in the PostgreSQL database named by a connection string (without a password)."""
 
@@ -183,7 +222,8 @@ class PostgresBackend(Backend):
         self.location = location
         self.read_only = read_only
         self.group_commit = group_commit
-        self.deferring_thread = None
+        self._deferring_thread = None
+        self.unreachable: StoreUnreachable | None = None
         self.durable_mark = 0
         self._lock = threading.RLock()
         self._commits_of_thread = threading.local()
@@ -195,21 +235,72 @@ class PostgresBackend(Backend):
         self.prepare_read: Callable[[Transaction], None] | None = None
         params.setdefault("connect_timeout", str(CONNECT_TIMEOUT_S))
         params.setdefault("application_name", SERVICE_APPLICATION_NAME if group_commit else "opencapf")
+        for name, value in _UNANSWERED_PARAMS.items():
+            params.setdefault(name, value)
         self._conninfo = _conninfo.make_conninfo(**params)
         self._connection = self._connect()
 
+    @property
+    def deferring_thread(self) -> int | None:
+        return self._deferring_thread
+
+    @deferring_thread.setter
+    def deferring_thread(self, ident: int | None) -> None:
+        self._deferring_thread = self._connection.loop_thread = ident
+
     def _connect(self):
+        bounded = {"connect_timeout": str(LOOP_ROUND_TRIP_SECONDS)} if self._on_loop() else {}
         try:
-            return psycopg.connect(self._conninfo, autocommit=True)
+            connection = _Connection.connect(self._conninfo, autocommit=True, **bounded)
         except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to store {self.location}: {_first_line(exc)}") from None
+            raise StoreUnreachable(f"cannot connect to store {self.location}: {_first_line(exc)}") from None
+        connection.loop_thread = self._deferring_thread
+        return connection
+
+    def _on_loop(self) -> bool:
+        return self._deferring_thread is not None and threading.get_ident() == self._deferring_thread
+
+    @contextlib.contextmanager
+    def _held(self) -> Iterator[None]:
+        """The connection's lock, for work that reaches the store. The event loop's work fails at once while the
+        store is ``unreachable``; it waits ``LOOP_ROUND_TRIP_SECONDS`` for the lock at most (another thread that
+        holds it longer may be waiting for a host that does not answer). A failure of the loop's work to reach
+        the store makes it ``unreachable``; another thread's work that reaches the store ends that."""
+        if not self._on_loop():
+            with self._lock:
+                yield
+            self.unreachable = None
+            return
+        if self.unreachable is not None:
+            raise StoreUnreachable(str(self.unreachable))
+        if not self._lock.acquire(timeout=LOOP_ROUND_TRIP_SECONDS):
+            self.unreachable = StoreUnreachable(f"store {self.location}: another thread has used its connection for "
+                                                f"over {LOOP_ROUND_TRIP_SECONDS:g} s (its host may not be answering)")
+            raise self.unreachable
+        try:
+            yield
+        except StoreUnreachable as exc:
+            self.unreachable = exc
+            raise
+        finally:
+            self._lock.release()
+
+    def _failed(self, what: str, exc: BaseException) -> StoreError:
+        """The error of work that failed with ``exc``: ``StoreUnreachable`` when the connection went with it."""
+        kind = StoreUnreachable if self._connection.closed else StoreError
+        return kind(f"store {self.location}: {what}: {_first_line(exc)}")
 
     def _live(self):
         """The connection, made again when the last one was lost (the database restarted, a network
         cut): the transaction that met the loss failed; the next one runs on a new connection. The
-        leads and the advisory locks went with the old connection; the commit counter is read anew."""
-        if self._connection.closed or self._connection.broken:
-            self._connection = self._connect()
+        leads and the advisory locks went with the old connection; the commit counter is read anew.
+        The event loop waits ``LOOP_ROUND_TRIP_SECONDS`` for it, not ``CONNECT_TIMEOUT_S``."""
+        if self._connection.closed:  # broken too
+            try:
+                self._connection = self._connect()
+            except StoreUnreachable as exc:
+                self.unreachable = exc
+                raise
             self._leads.clear()
             self._known = None
             self._counter = False
@@ -221,7 +312,7 @@ class PostgresBackend(Backend):
     def transaction(self, write: bool = True, durable: bool = True) -> Iterator[Transaction]:
         if write and self.read_only:
             raise StoreError(f"store {self.location} is open read-only; nothing may be written")
-        with self._lock:
+        with self._held():
             try:
                 if write and self._shares_with_loop():
                     connection = self._begin_beside_loop(durable)
@@ -234,12 +325,18 @@ class PostgresBackend(Backend):
                                 "was written; try again once it is done") from None
             except psycopg.Error as exc:
                 self._rollback()
-                raise StoreError(f"store {self.location}: cannot begin a transaction: {_first_line(exc)}") from None
+                raise self._failed("cannot begin a transaction", exc) from None
             counted = None
             try:
                 yield _PostgresTransaction(connection)
                 if write:
                     counted = self._count_commit()
+            except psycopg.OperationalError as exc:
+                self._rollback()
+                if not connection.closed:
+                    raise
+                raise StoreUnreachable(f"store {self.location}: the connection was lost during a transaction: "
+                                       f"{_first_line(exc)}") from None
             except BaseException:
                 self._rollback()
                 raise
@@ -250,7 +347,7 @@ class PostgresBackend(Backend):
                 connection.execute("COMMIT")
             except psycopg.Error as exc:
                 self._rollback()
-                raise StoreError(f"store {self.location}: commit failed: {_first_line(exc)}") from None
+                raise self._failed("commit failed", exc) from None
             self._committed()
             if counted is not None and self._known is not None and counted == self._known + 1:
                 self._known = counted  # this connection's own commit, with no other in between
@@ -356,8 +453,8 @@ class PostgresBackend(Backend):
         thread, True: a write
         transaction holds the lock already, and nothing is written in a read one (asking there would keep
         the lock until it ends)."""
-        if self.read_only:
-            return True  # nothing may be written
+        if self.read_only or (self.unreachable is not None and self._on_loop()):
+            return True  # nothing may be written; or the step's own transaction fails at once
         if not self._lock.acquire(blocking=False):
             return False
         try:
@@ -368,7 +465,9 @@ class PostgresBackend(Backend):
                 return True
             try:
                 return bool(connection.execute(_WRITER_LOCK_FREE, _WRITER_LOCK_FREE_PARAMS).fetchone()[0])
-            except psycopg.Error:
+            except psycopg.Error as exc:
+                if connection.closed and not connection.broken and self._on_loop():  # the host did not answer in time
+                    self.unreachable = self._failed("cannot look at the writers' lock", exc)
                 return True  # the connection is lost: the step's own transaction meets the loss and reports it
         finally:
             self._lock.release()
@@ -422,13 +521,13 @@ class PostgresBackend(Backend):
         return self._counter
 
     def data_version(self) -> int:
-        with self._lock:
+        with self._held():
             try:
                 version = self._on_live(self._commit_counter)
                 if version is None:
                     return self._reported
             except psycopg.Error as exc:
-                raise StoreError(f"store {self.location}: cannot read the commit counter: {_first_line(exc)}") from None
+                raise self._failed("cannot read the commit counter", exc) from None
             if version != self._known:
                 self._known = version
                 self._reported += 1
