@@ -1,7 +1,8 @@
 """The CAPF service serves on while its PostgreSQL store cannot be reached (the database down, or not
 accepting connections): a phone that connects meanwhile hears that its session failed (END_SESSION),
 the log says why and that the session is not recorded, with no traceback, and the process keeps
-serving; once the database is back, the phone enrols.
+serving; once the database is back, the phone enrols (at its next try: the service tries the database
+again every few seconds, off its event loop).
 
 Real processes throughout: ``opencapf serve``, PostgreSQL (the store's database set not to accept
 connections, and the service's sessions to it ended, as a database going down ends them) and the phone
@@ -15,7 +16,7 @@ from types import SimpleNamespace
 import psycopg
 import pytest
 
-from support.phones import phone, run_enrol
+from support.phones import enrol_until_ok, phone, run_enrol
 from support.protocol import add_phone, phone_row
 from support.serving import Serving
 from _opencapf.ca import authority
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 
 NAME = "SEP00000000CF01"
 STEP_TIMEOUT = 2
+BACK = 30.0  # seconds the phone may take to enrol once the database is back (the service tries it every few seconds)
 
 
 def _database(location: str) -> str:
@@ -63,7 +65,7 @@ def test_a_phone_hears_its_session_failed_while_the_store_is_away_and_enrols_onc
             text = serving.log()
         finally:
             _back(watch, database)
-        again = run_enrol(identity, capf)
+        again = enrol_until_ok(identity, capf, BACK)
         text_after = serving.log()
     assert away.outcome == "failed", away
     # The phone named itself; its operation could not be read.

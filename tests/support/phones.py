@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import time
 
 from _opencapf.protocol import codec
 from _opencapf.protocol.codec import Decoder
@@ -25,6 +26,17 @@ def run_enrol(identity, server, addresses=("127.0.0.1",), behaviour=None, retrie
     return asyncio.run(asyncio.wait_for(
         enrol(identity, target(server, addresses, **(target_options or {})), behaviour=behaviour, retries=retries,
               retry_interval=retry_interval, **options), 60))
+
+
+def enrol_until_ok(identity, server, seconds: float, **options):
+    """``run_enrol`` again every half second, as a phone tries again later, until its session succeeds or
+    ``seconds`` have passed; the last result."""
+    deadline = time.monotonic() + seconds
+    while True:
+        result = run_enrol(identity, server, **options)
+        if result.outcome == "ok" or time.monotonic() > deadline:
+            return result
+        time.sleep(0.5)
 
 
 def phone(tmp_path, name, mic_ca=None, **settings) -> PhoneIdentity:

@@ -32,7 +32,7 @@ import abc
 
 from dataclasses import dataclass, field, replace
 
-from ..errors import CapfError, StepUndone, StoreBusy, ValidationError
+from ..errors import CapfError, StepUndone, StoreBusy, StoreUnreachable, ValidationError
 from ..vocabulary import check_wire_device_name
 from .codec import (Decoder, Message, ProtocolError, decode_sha2_signature, encode_server, u8, u16,
                     unwrap_certificates, wrap_certificate)
@@ -253,6 +253,8 @@ class ServerSession:
                     break
         except ProtocolError as exc:
             out.append(self._end(Reason.INVALID_ELEMENT, "protocol_error", exc.rule))
+        except StoreUnreachable:
+            raise  # nothing decided: the driver abandons the session (``abandon``), its store away
         except CapfError as exc:
             if isinstance(exc, StoreBusy) and self._rewound():
                 raise StepUndone(str(exc)) from None

@@ -7,7 +7,10 @@ protocol, and its store work runs right on the event loop (SQLite answers these 
 transactions faster than a hand-off to a thread and back). Only waiting is handed to threads:
 the disk to one sync thread (``Durability``: every session that must have its commits on disk
 before it answers the phone awaits one fsync shared by all of them) and, while the issuer is
-``online_ca``, whole sessions to a small thread pool, because they call the CA over HTTP. For every connection the
+``online_ca``, whole sessions to a small thread pool, because they call the CA over HTTP. A store that
+cannot be reached (a database down, its host silent) holds the loop up once at most (PostgreSQL's
+``LOOP_ROUND_TRIP_SECONDS``): from then on the loop leaves it alone, serving connections with the state read
+last and failing sessions' store work at once, while the thread pool tries to reach it (``_reachable``). For every connection the
 driver re-reads the service parameters (so changes apply to the next session without a
 restart), refuses IPv6 peers when ``enable_ipv6`` is false, refuses every connection while
 ``ServerOptions.max_connections`` connections are not yet in a session (``admission``: what such a
@@ -50,7 +53,7 @@ from dataclasses import dataclass
 from .. import enrolment, faults, parameters as service_parameters
 from ..ca import authority
 from ..ca import certificates as ca_certificates
-from ..errors import CapfError, StepUndone, StoreBusy, StoreError
+from ..errors import CapfError, StepUndone, StoreBusy, StoreError, StoreUnreachable
 from ..files import write_private_file
 from ..protocol.session import ServerSession
 from ..sockets import bind_listeners, set_nodelay
@@ -76,6 +79,14 @@ WRITER_CLAIM_POLL_SECONDS = 0.05
 # A connection that ended before its session began (refused, its TLS failed) waits this long at most for
 # the write lock to be recorded, then is logged instead.
 END_RECORD_WAIT_SECONDS = 1.0
+# Once the store cannot be reached (``StoreUnreachable``: a database down, a host that does not answer), the
+# event loop leaves it alone (``Backend.unreachable``): connections are served with the state read last and
+# sessions' store work fails at once, while the thread pool tries to reach it again, one attempt at a time
+# and this long after the last one failed at the soonest; the store is used again once an attempt reaches it.
+STORE_RETRY_SECONDS = 2.0
+# A step that finds an attempt to reach the store under way awaits it this long at most (a database that
+# restarted answers within milliseconds; a host that does not answer takes the connect timeout).
+STORE_ATTEMPT_WAIT_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -137,6 +148,9 @@ class CapfServer:
         self._tasks: set[asyncio.Task] = set()
         self._durability = Durability(store)
         self._state: tuple | None = None  # (store data version, (parameters, signer)) of the last read
+        self._unreachable_since: float | None = None  # (time.monotonic) while the store cannot be reached
+        self._attempt: asyncio.Future | None = None  # the attempt under way to reach the store again
+        self._attempt_after = 0.0  # (time.monotonic) no attempt begins before
         self._started_with: dict = {}  # the parameters that apply only at a start, as they were then
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -219,9 +233,12 @@ class CapfServer:
         """Read the service parameters and the CAPF certificate again now (SIGHUP), whatever the store
         reports about changes, and load the TLS certificate and key files afresh at the next connection.
         Parameters that apply only at a start are logged when they changed, with the restart they need."""
-        self._state = None
+        if self._state is not None:  # read again; kept to serve with while the store cannot be reached
+            self._state = (None, self._state[1])
         self._contexts = {}
         parameters, signer = self._connection_state()
+        if not self._reachable():
+            raise StoreUnreachable(str(self.store.backend.unreachable))
         log.info("CAPF service (pid %d) reloaded: service parameters and CAPF certificate %s read again",
                  os.getpid(), signer.common_name)
         for name, before in self._started_with.items():
@@ -277,26 +294,71 @@ class CapfServer:
         all the same before it has written anything (another writer took it after that look; on the loop its
         write waits ``LOOP_WRITER_LOCK_WAIT_SECONDS`` for it at most) is undone by the session
         (``StepUndone``; a session record of the service's own, ``_record``, alike) and awaits the lock in the
-        same way, then runs again, within the same bound.
+        same way, then runs again, within the same bound. While the store cannot be reached (``_reachable``),
+        the step's store work fails at once with ``StoreUnreachable``, after awaiting an attempt to reach it
+        under way (``STORE_ATTEMPT_WAIT_SECONDS`` at most); a step in the thread pool is not run then (it
+        would wait out a connect timeout there).
         ``timed``: ``function`` takes the moment it runs as its last argument (taken anew for a run again)."""
+        if self._attempt is not None:  # the store cannot be reached: a database that restarted is reached at once
+            await asyncio.wait([self._attempt], timeout=STORE_ATTEMPT_WAIT_SECONDS)
         loop = asyncio.get_running_loop()
         bound = self.options.step_timeout if lock_wait is None else lock_wait
         ends = loop.time() + bound
         while True:
             try:
                 if not inline:
+                    if self.store.backend.unreachable is not None:
+                        raise StoreUnreachable(str(self.store.backend.unreachable))
                     return await self._run(function, *args, *((loop.time(),) if timed else ()))
                 if not self.store.backend.writer_lock_free():
                     await self._writer_lock_freed(ends, bound)
                 mark = self.store.durable_mark
                 result = function(*args, *((loop.time(),) if timed else ()))
-                if self.store.durable_mark != mark:
-                    await self._durability.wait(self.store.durable_mark)
-                return result
             except StepUndone:
                 if loop.time() >= ends:
                     raise _held_too_long(bound) from None
                 await self._writer_lock_freed(ends, bound)
+                continue
+            except StoreUnreachable:
+                self._reachable()  # its store work fails at once from now on, and an attempt to reach it begins
+                raise
+            if self.store.durable_mark != mark:
+                await self._durability.wait(self.store.durable_mark)
+            return result
+
+    def _reachable(self) -> bool:
+        """Whether the event loop may use the store (``Backend.unreachable``). While it may not, its store work
+        fails at once, and an attempt to reach the store runs in the thread pool (``STORE_RETRY_SECONDS``): the
+        event loop never waits for a connection to be made. The log tells when this begins and ends."""
+        away = self.store.backend.unreachable
+        now = time.monotonic()
+        if away is None:
+            if self._unreachable_since is not None:
+                log.warning("the store can be reached again after %.1f s: sessions use it again",
+                            now - self._unreachable_since)
+                self._unreachable_since = None
+            return True
+        if self._unreachable_since is None:
+            self._unreachable_since = now
+            log.warning("the store cannot be reached (%s): connections are served with the service parameters and "
+                        "CAPF certificate read before, sessions fail, and it is tried again every %g s", away,
+                        STORE_RETRY_SECONDS)
+        if self._attempt is None and now >= self._attempt_after:
+            self._attempt = asyncio.get_running_loop().run_in_executor(self._pool, self.store.data_version)
+            self._attempt.add_done_callback(self._attempted)
+        return False
+
+    def _attempted(self, attempt: asyncio.Future) -> None:
+        self._attempt = None
+        if attempt.cancelled():
+            return
+        exc = attempt.exception()
+        if exc is None:
+            self._reachable()  # logs the end
+            return
+        self._attempt_after = time.monotonic() + STORE_RETRY_SECONDS
+        if not isinstance(exc, StoreError):  # a defect of ours: the store stays left alone, the log tells
+            log.error("the store cannot be reached: internal error: %s", _describe(exc))
 
     async def _writer_lock_freed(self, ends: float, bound: float) -> None:
         """Return once the store's write lock is free (``writer_lock_free``), at the loop's time ``ends`` at
@@ -314,19 +376,25 @@ class CapfServer:
     def _connection_state(self) -> tuple[dict, authority.Signer]:
         """The service parameters and the active CAPF certificate, read again only when another
         connection (a module, the CLI, another server process) has committed since the last read:
-        the service itself changes neither. While the store cannot be reached (a database down), those
-        read before, logged (StoreError when there are none)."""
-        try:
-            version = self.store.data_version()
-        except StoreError as exc:
-            if self._state is None:
-                raise
-            self._quiet_log.warning(("store away",), "the store cannot be read (%s): connections are served with the "
-                                    "service parameters and CAPF certificate read before", exc)
-            return self._state[1]
-        if self._state is None or self._state[0] != version:
-            with self.store.read() as tx:
-                self._state = (version, (service_records.read(tx), authority.signer(self.store, tx)))
+        the service itself changes neither. While the store cannot be reached (a database down, its
+        host silent), those read before, without touching the store (StoreError when there are none)."""
+        if self._reachable():
+            try:
+                version = self.store.data_version()
+                if self._state is None or self._state[0] != version:
+                    with self.store.read() as tx:
+                        self._state = (version, (service_records.read(tx), authority.signer(self.store, tx)))
+                return self._state[1]
+            except StoreUnreachable:
+                self._reachable()  # the store is left alone from now on (logged), and tried in the thread pool
+            except StoreError as exc:
+                if self._state is None:
+                    raise
+                self._quiet_log.warning(("store away",), "the store cannot be read (%s): connections are served with "
+                                        "the service parameters and CAPF certificate read before", exc)
+                return self._state[1]
+        if self._state is None:
+            raise StoreUnreachable(str(self.store.backend.unreachable))
         return self._state[1]
 
     def _tls_context(self, signer: authority.Signer, legacy: bool) -> ssl.SSLContext:
@@ -529,8 +597,9 @@ class CapfServer:
             elif not session.abandoned:
                 try:
                     await self._step(True, self._record_session, record, session, duration)
-                except StoreError as exc:  # the store cannot be written (reached) now: the log tells it
-                    unrecorded = f"; the session is not recorded: {exc}"
+                except StoreError as exc:  # the store cannot be written (reached) now: the log tells it, once
+                    unrecorded = "; the session is not recorded" + ("" if str(exc) in (outcome.reason or "")
+                                                                    else f": {exc}")
             level = logging.INFO if outcome.outcome in ("succeeded", "no_operation", "deferred") else logging.WARNING
             log.log(level, "session %d: %s device %s operation %s: %s%s%s", session_id, peer,
                     outcome.device_name or "-", outcome.operation or "-", outcome.outcome,
