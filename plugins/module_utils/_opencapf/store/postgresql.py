@@ -448,11 +448,10 @@ class PostgresBackend(Backend):
         while another session holds the lock that may hold it long (``_WRITER_LOCK_FREE``: an apply, a bulk
         change; a write now would wait for it), and while another thread of this process has the connection
         (a transaction of it, or its wait for the lock there, ``LOOP_WRITER_LOCK_WAIT_SECONDS`` at most: the
-        caller asks again shortly rather than wait for that thread); True while only other service's session steps hold it, as those of other nodes do all the
-        time (polling for each would multiply the database's transactions). In a transaction of this
-        thread, True: a write
-        transaction holds the lock already, and nothing is written in a read one (asking there would keep
-        the lock until it ends)."""
+        caller asks again shortly rather than wait for that thread); True while only other services' session
+        steps hold it, as those of other nodes do all the time (polling for each would multiply the database's
+        transactions). In a transaction of this thread, True: a write transaction holds the lock already, and
+        nothing is written in a read one (asking there would keep the lock until it ends)."""
         if self.read_only or (self.unreachable is not None and self._on_loop()):
             return True  # nothing may be written; or the step's own transaction fails at once
         if not self._lock.acquire(blocking=False):
