@@ -327,14 +327,15 @@ def _record_issuance(store, name: str, certificate, public_key, signer) -> None:
         if phone is None:  # a device not declared yet, created as ca.lsc.issue creates it
             converge_many(tx, store.actor, store.secret(), [(None, PhoneRequest(name, {}))], via="issue")
             phone = phone_records.get(tx, name)
-        certificate_records.insert(
+        not_after = format_utc(c.not_after(certificate))
+        certificate_id = certificate_records.insert(
             tx, phone_id=phone["id"], kind="lsc", serial=serial, issuer=lsc.CAPF_ISSUER,
             fingerprint=c.fingerprint(certificate), public_key_fingerprint=c.public_key_fingerprint(public_key),
             status="issued", source="bench", pem=c.to_pem(certificate),
-            not_before=format_utc(c.not_before(certificate)), not_after=format_utc(c.not_after(certificate)),
+            not_before=format_utc(c.not_before(certificate)), not_after=not_after,
         )
-        audit.record(tx, store.actor, "certificate.issued", name, serial=serial, source="bench",
-                     signer=signer.common_name)
+        audit.record(tx, store.actor, "certificate.issued", name, certificate_id=certificate_id, serial=serial,
+                     issuer=lsc.CAPF_ISSUER, signer=signer.common_name, source="bench", not_after=not_after)
 
 
 def _count_lscs(store) -> int:

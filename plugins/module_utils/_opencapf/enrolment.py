@@ -82,6 +82,9 @@ class Replaced(Waiting):
 REPLACED = ("the CSR no longer waited when the CA answered it (the phone sent a newer one, its session ended, "
             "the operator changed the phone's operation or removed the phone, or the CA had answered it already); "
             "a certificate signed with this answer is stale and never delivered")
+# Why a key request is superseded by the enrolment itself (the sessions' reasons: ``csrs.UNENDED``, ``csrs.COMPLETED``).
+NEWER_REQUEST = "the phone sent a newer CSR"
+KEY_CHANGED = "the phone refused the certificate (its key changed)"
 
 
 # -- the online CA client from the store -------------------------------------------------------------
@@ -146,17 +149,21 @@ def _anchors(tx: Transaction) -> list:
 # -- records -------------------------------------------------------------------------------------
 
 def add_request(tx: Transaction, actor: str, phone: dict, signed: csr_module.SignedCsr) -> int:
-    """Record a phone-signed CSR as pending; older unfinished CSRs of the phone become superseded."""
-    older = csr_records.unfinished_signed(tx, phone["id"])
-    for older_id in older:
-        csr_records.supersede(tx, older_id, "the phone sent a newer CSR")
-        waiting = csr_records.waiting_certificate(tx, older_id)
-        if waiting is not None:
-            certificate_records.set_status(tx, actor, waiting, "stale", phone["name"],
-                                           reason="the phone replaced the CSR before the LSC was delivered")
-    csr_id = csr_records.add_signed(tx, phone["id"], signed.public_key_fingerprint,
-                                    c.public_key_der(signed.csr.public_key()), signed.pem)
-    audit.record(tx, actor, "csr.created", phone["name"], csr_id=csr_id, superseded=older)
+    """Record a phone-signed CSR as pending; older unfinished CSRs of the phone become superseded, each
+    with its ``csr.superseded`` event (the ``csr.created`` event lists them too). The events are one
+    statement, as the ``csr.created`` event alone was."""
+    with audit.batched(tx):
+        older = csr_records.unfinished_signed(tx, phone["id"])
+        for older_id in older:
+            csr_records.supersede(tx, older_id, NEWER_REQUEST)
+            audit.record(tx, actor, "csr.superseded", phone["name"], csr_id=older_id, reason=NEWER_REQUEST)
+            waiting = csr_records.waiting_certificate(tx, older_id)
+            if waiting is not None:
+                certificate_records.set_status(tx, actor, waiting, "stale", phone["name"],
+                                               reason="the phone replaced the CSR before the LSC was delivered")
+        csr_id = csr_records.add_signed(tx, phone["id"], signed.public_key_fingerprint,
+                                        c.public_key_der(signed.csr.public_key()), signed.pem)
+        audit.record(tx, actor, "csr.created", phone["name"], csr_id=csr_id, superseded=older)
     return csr_id
 
 
@@ -166,24 +173,27 @@ def set_csr(tx: Transaction, csr_id: int, status: str, reason: str = "", *, cert
 
 
 def record_certificate(tx: Transaction, actor: str, phone: dict, certificate, source: str,
-                       status: str = "issued", chain=()) -> int:
-    """A third-party LSC in ``certificates``: issuer = the CA's subject, like a CAPF-issued one;
-    ``chain``: the accepted chain (``acceptance.Accepted.chain``), whose CA certificates below
-    CAPF-trust are kept to check the LSC again when it is delivered."""
+                       status: str = "issued", chain=(), reason: str = "") -> int:
+    """A third-party LSC in ``certificates``: issuer = the CA's subject, like a CAPF-issued one, and its
+    audit event in the shape of a CAPF-issued one's (``certificate.issued``, or ``certificate.stale``
+    with ``reason`` when it arrived for a request that no longer waits); ``chain``: the accepted chain
+    (``acceptance.Accepted.chain``), whose CA certificates below CAPF-trust are kept to check the LSC
+    again when it is delivered."""
     fingerprint = c.fingerprint(certificate)
     existing = certificate_records.id_for(tx, phone["id"], fingerprint, source)
     if existing is not None:
         return existing
     serial = format(certificate.serial_number, "x")
     issuer = certificate.issuer.rfc4514_string()
+    not_after = format_utc(c.not_after(certificate))
     certificate_id = certificate_records.insert(
         tx, phone_id=phone["id"], kind="lsc", serial=serial, issuer=issuer, fingerprint=fingerprint,
         public_key_fingerprint=c.public_key_fingerprint(certificate.public_key()), status=status, source=source,
-        pem=c.to_pem(certificate), not_before=format_utc(c.not_before(certificate)),
-        not_after=format_utc(c.not_after(certificate)),
+        pem=c.to_pem(certificate), not_before=format_utc(c.not_before(certificate)), not_after=not_after,
         chain_pem="".join(c.to_pem(item) for item in list(chain)[1:-1]) or None)
-    audit.record(tx, actor, f"certificate.{status}", phone["name"], serial=serial, source=source, issuer=issuer,
-                 certificate_id=certificate_id)
+    audit.record(tx, actor, f"certificate.{status}", phone["name"], certificate_id=certificate_id, serial=serial,
+                 issuer=issuer, signer=c.common_name(certificate.issuer), source=source, not_after=not_after,
+                 **({"reason": reason} if status == "stale" else {}))
     return certificate_id
 
 
@@ -256,7 +266,8 @@ def _settle(store: Store, actor: str, phone: dict, csr_id: int, outcome, request
             # or the operation lapsed: the scheduler fails it): the same. A CSR gone with its removed phone:
             # nothing to keep.
             if isinstance(outcome, base.Issued) and status is not None:
-                record_certificate(tx, actor, phone, outcome.certificate, "online_ca", status="stale", chain=chain)
+                record_certificate(tx, actor, phone, outcome.certificate, "online_ca", status="stale", chain=chain,
+                                   reason=REPLACED)
             audit.record(tx, actor, "csr.answer_ignored", phone["name"], csr_id=csr_id, reason=REPLACED,
                          answer=type(outcome).__name__.lower())
             return Replaced(base.DEFAULT_RETRY_AFTER, REPLACED)
@@ -376,15 +387,18 @@ def deliverable(store: Store, actor: str, phone: dict, sent_before: str | None =
     raise DeliveryRefused(verdict.code, reason)
 
 
-def refused_delivery(tx: Transaction, actor: str, phone: dict, certificate_id: int) -> bool:
-    """The phone no longer holds the key of a delivered LSC: the LSC is stale, the CSR too, unless the
-    LSC no longer waits (``certificates.set_stale_if_waiting``: another session of the phone delivered it
-    and the phone stored it, leaving this session's phone no pending key). Returns whether the LSC
-    became stale."""
+def refused_delivery(tx: Transaction, actor: str, phone: dict, certificate_id: int, **details) -> bool:
+    """The phone no longer holds the key of a delivered LSC: the LSC is stale, its CSR superseded (its
+    ``csr.superseded`` event with ``details``), unless the LSC no longer waits
+    (``certificates.set_stale_if_waiting``: another session of the phone delivered it and the phone
+    stored it, leaving this session's phone no pending key). Returns whether the LSC became stale."""
     if not certificate_records.set_stale_if_waiting(tx, actor, phone, certificate_id,
                                                     reason="the phone no longer holds the key of this certificate"):
         return False
-    csr_records.supersede_for_certificate(tx, certificate_id, "the phone refused the certificate (its key changed)")
+    requests = csr_records.of_certificate(tx, certificate_id)
+    csr_records.supersede_for_certificate(tx, certificate_id, KEY_CHANGED)
+    for csr_id in requests:
+        audit.record(tx, actor, "csr.superseded", phone["name"], csr_id=csr_id, reason=KEY_CHANGED, **details)
     return True
 
 
@@ -503,7 +517,7 @@ def import_certificates(store: Store, actor: str, sources, *, check_mode: bool =
             phone = phone_records.get(tx, item.device_name)
             if phone is None:  # removed since the read above, with its CSRs
                 continue
-            record_certificate(tx, actor, phone, item.certificate, "offline_ca", status="stale")
+            record_certificate(tx, actor, phone, item.certificate, "offline_ca", status="stale", reason=item.reason)
         audit.record(tx, actor, "csr.imported", "offline_ca", matched=result.matched,
                      stale=[device for _s, device, _r in result.stale], problems=len(result.problems))
     return result

@@ -332,10 +332,9 @@ def issue(store: Store, device_name: str, public_key, *, source: str = "cli", va
                     raise _SerialTaken()
                 if opening is not None:
                     opening(tx, phone)
-                audit.record(tx, store.actor, "certificate.issued", name, serial=serial_text, source=source,
-                             signer=signer.common_name,
-                             **({"validity_capped": True, "not_after": not_after, "validity_days": validity_days}
-                                if capped else {}))
+                audit.record(tx, store.actor, "certificate.issued", name, certificate_id=new_id, serial=serial_text,
+                             issuer=CAPF_ISSUER, signer=signer.common_name, source=source, not_after=not_after,
+                             **({"validity_capped": True, "validity_days": validity_days} if capped else {}))
                 if recorded is not None:
                     recorded(tx, new_id)
                 faults.checkpoint("lsc.signed")

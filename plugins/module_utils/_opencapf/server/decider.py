@@ -613,7 +613,7 @@ class StoreDecider(Decider):
     def refused(self, plan: Plan, issued: Issued) -> None:
         def record(tx, phone: dict) -> None:
             # Not stale when another session of the phone delivered it first and the phone stored it.
-            stale = enrolment.refused_delivery(tx, ACTOR, phone, issued.certificate_id)
+            stale = enrolment.refused_delivery(tx, ACTOR, phone, issued.certificate_id, **self._session)
             self._set_late_failure(
                 tx, phone, "the phone refused the third-party LSC (it no longer holds the pending key)"
                 + ("; the certificate is stale and the next session starts with a new key" if stale else ""),

@@ -321,6 +321,11 @@ def withdraw_pending(tx: Transaction, actor: str, owners: dict[int, str], reason
     return failed
 
 
+def of_certificate(tx: Transaction, certificate_id: int) -> list[int]:
+    """The ids of the CSRs the certificate ``certificate_id`` was issued for, oldest first."""
+    return [row["id"] for row in tx.query("SELECT id FROM csrs WHERE certificate_id = ? ORDER BY id", (certificate_id,))]
+
+
 def for_certificate(tx: Transaction, certificate_id: int) -> dict[str, Any] | None:
     """The CSR a certificate was issued for (its newest, should there be several)."""
     return tx.one("SELECT * FROM csrs WHERE certificate_id = ? ORDER BY id DESC LIMIT 1", (certificate_id,))

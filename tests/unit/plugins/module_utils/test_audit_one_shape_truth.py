@@ -16,6 +16,9 @@ or an offline CA as issuer:
 * every key request that became ``failed`` is one ``csr.failed`` event of its phone with its
   ``csr_id`` and the ``reason`` stored, whoever failed it (the session's end, the scheduler settling an
   abandoned session or a lapse, a session's start settling an abandoned one, the operator's change);
+* every key request that became ``superseded`` is one ``csr.superseded`` event of its phone with its
+  ``csr_id`` and the ``reason`` stored, whatever superseded it (the phone's newer request, a session that
+  joins or completes another one's operation, the phone's refusal of a delivered certificate);
 * every LSC that became ``revoked`` is one ``certificate.revoked`` event of its phone with its
   ``certificate_id``, ``serial``, ``issuer``, ``reason`` and ``revoked_at`` as stored, whoever revoked it
   (the operator, the phone's removal, a session's delete operation, a newer LSC the phone stored, the
@@ -110,12 +113,12 @@ class AuditedFleetLife(FleetLife):
                 f"{name}: the store holds the operation {stored}, its audit log tells {self.told.get(name)}",
                 [(event["action"], event["details"]) for event in events if event["subject"] == name])
         for csr_id, (name, status, reason) in requests.items():
-            if status != "failed" or before.get(csr_id, (name, "", ""))[1] == "failed":
+            if status not in ("failed", "superseded") or before.get(csr_id, (name, "", ""))[1] == status:
                 continue
-            failures = [event["details"] for event in events if event["action"] == "csr.failed"
-                        and event["subject"] == name and event["details"].get("csr_id") == csr_id]
-            assert [item["reason"] for item in failures] == [reason], (
-                f"{name}: key request {csr_id} failed ({reason!r}) and the log tells {failures}",
+            told = [event["details"] for event in events if event["action"] == f"csr.{status}"
+                    and event["subject"] == name and event["details"].get("csr_id") == csr_id]
+            assert [item["reason"] for item in told] == [reason], (
+                f"{name}: key request {csr_id} {status} ({reason!r}) and the log tells {told}",
                 [(event["action"], event["details"]) for event in events if event["subject"] == name])
         revocations = [event for event in events if event["action"] == "certificate.revoked"]
         for event in revocations:  # those of a removed phone's LSCs too
