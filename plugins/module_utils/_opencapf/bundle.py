@@ -29,11 +29,11 @@ PACKAGE_FILES = (
     "server/admission.py", "server/crl_http.py", "server/decider.py", "server/event_loop.py", "server/metrics.py",
     "server/scheduling.py", "server/service.py", "server/supervisor.py", "server/tls_link.py",
     "simulator/__init__.py", "simulator/addressing.py", "simulator/client.py", "simulator/fleet.py",
-    "simulator/identity.py", "simulator/manufacturing.py", "store/__init__.py", "store/audit.py", "store/backend.py",
-    "store/capf_certificates.py", "store/certificates.py", "store/crls.py", "store/csrs.py", "store/directories.py",
-    "store/jobs.py", "store/migrations.py", "store/monitor.py", "store/phones.py", "store/postgresql.py",
-    "store/renewals.py", "store/secrets.py", "store/service.py", "store/sessions.py", "store/sqlite.py",
-    "store/templates.py", "store/trust.py",
+    "simulator/identity.py", "simulator/manufacturing.py", "store/__init__.py", "store/audit.py",
+    "store/audit_actions.py", "store/backend.py", "store/capf_certificates.py", "store/certificates.py",
+    "store/crls.py", "store/csrs.py", "store/directories.py", "store/jobs.py", "store/migrations.py",
+    "store/monitor.py", "store/phones.py", "store/postgresql.py", "store/renewals.py", "store/secrets.py",
+    "store/service.py", "store/sessions.py", "store/sqlite.py", "store/templates.py", "store/trust.py",
 )
 
 
@@ -128,6 +128,7 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from .simulator import identity  # noqa: F401
     from .simulator import manufacturing  # noqa: F401
     from .store import audit  # noqa: F401
+    from .store import audit_actions  # noqa: F401
     from .store import backend  # noqa: F401
     from .store import capf_certificates  # noqa: F401
     from .store import certificates as _store_certificates  # noqa: F401

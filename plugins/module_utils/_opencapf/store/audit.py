@@ -12,6 +12,7 @@ import json.encoder
 from typing import Any, Iterator
 
 from ..vocabulary import format_utc, utc_now
+from .audit_actions import check
 from .backend import Transaction
 
 _SECRET_KEYS = ("password", "authentication_string", "auth_string", "secret", "private_key", "key_pem")
@@ -83,7 +84,9 @@ _INSERT = "INSERT INTO audit_events (at, actor, action, subject, details) VALUES
 
 def record(tx: Transaction, actor: str, action: str, subject: str = "", **details: Any) -> None:
     """Append one event in the caller's transaction, so it commits with the change it describes
-    (inside ``batched(tx)``: with the other events of the batch, in order, as one statement)."""
+    (inside ``batched(tx)``: with the other events of the batch, in order, as one statement). The event
+    must have its action's shape (``audit_actions``): else ``AuditShapeError``, and nothing is appended."""
+    check(action, details)
     row = (format_utc(utc_now()), actor, action, subject, _encode_details(_scrub(details)))
     batch = getattr(tx, "audit_batch", None)
     if batch is not None:
@@ -111,12 +114,13 @@ def batched(tx: Transaction) -> Iterator[None]:
 
 def record_many(tx: Transaction, actor: str, at: str, events) -> None:
     """Append many events, each ``(action, subject, details)``, all at ``at``, with one statement in the
-    caller's transaction."""
-    tx.executemany(
-        _INSERT,
-        [(at, actor, action, subject, _encode_details(_scrub(details)))
-         for action, subject, details in events],
-    )
+    caller's transaction; each with its action's shape (``audit_actions``), else ``AuditShapeError``."""
+    tx.executemany(_INSERT, [_checked_row(at, actor, action, subject, details) for action, subject, details in events])
+
+
+def _checked_row(at: str, actor: str, action: str, subject: str, details: dict[str, Any]) -> tuple:
+    check(action, details)
+    return (at, actor, action, subject, _encode_details(_scrub(details)))
 
 
 def events(tx: Transaction, limit: int = 100, action: str | None = None, subject: str | None = None) -> list[dict]:

@@ -16,6 +16,8 @@ from support.store_phones import change_phone
 from support.protocol import add_phone
 from support.stores import query
 
+STALE = "a test's LSC never to be installed"
+
 
 def _seed(location):
     """Two phones: one with an installed LSC and a stale one, one with a pending CSR and a session."""
@@ -26,8 +28,8 @@ def _seed(location):
         other = lsc.issue(store, "SEP00AABBCCDDEE", ec.generate_private_key(ec.SECP256R1()).public_key())
         with store.transaction() as tx:
             certificate_records.set_status(tx, "test", installed.id, "installed")
-            certificate_records.set_status(tx, "test", stale.id, "stale")
-            certificate_records.set_status(tx, "test", other.id, "stale")
+            certificate_records.set_status(tx, "test", stale.id, "stale", reason=STALE)
+            certificate_records.set_status(tx, "test", other.id, "stale", reason=STALE)
             phone_id = tx.scalar("SELECT id FROM phones WHERE name = 'SEP00AABBCCDDEE'")
             tx.insert("INSERT INTO csrs (phone_id, public_key_fingerprint, public_key, status, created_at, updated_at) "
                       "VALUES (?, 'ab', ?, 'pending', '2026-11-01T10:00:00Z', '2026-11-01T10:00:00Z')", (phone_id, b"\x00"))
@@ -99,7 +101,7 @@ def test_phones_and_report_ordered_by_lsc_expiry(run, location, tmp_path):
         # a newer stale LSC is not the current one: its expiry does not count
         stale = lsc.issue(store, "SEP000000000002", ec.generate_private_key(ec.SECP256R1()).public_key())
         with store.transaction() as tx:
-            certificate_records.set_status(tx, "test", stale.id, "stale")
+            certificate_records.set_status(tx, "test", stale.id, "stale", reason=STALE)
     run(capf_phone, {"store": location, "name": "SEP000000000004"})  # no LSC: listed first
     report = tmp_path / "by-expiry.csv"
     info = run(capf_info, {"store": location, "gather": ["phones"], "order_by": "lsc_expiry",
@@ -223,7 +225,9 @@ def test_an_lsc_past_its_notafter_is_expired_in_capf_info_capf_phone_and_their_q
             issued = lsc.issue(store, name, ec.generate_private_key(ec.SECP256R1()).public_key())
             not_after = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + offset * 86400))
             with store.transaction() as tx:
-                if status != "issued":
+                if status == "revoked":
+                    certificate_records.revoke(tx, "test", issued.id, name, "unspecified")
+                elif status != "issued":
                     certificate_records.set_status(tx, "test", issued.id, status)
                 tx.execute("UPDATE certificates SET not_after = ? WHERE id = ?", (not_after, issued.id))
     report = tmp_path / "expired.csv"

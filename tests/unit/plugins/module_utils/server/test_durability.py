@@ -10,10 +10,18 @@ import time
 
 import pytest
 
+from support.audit_vocabulary import extra_actions
 from _opencapf.errors import StoreError
 from _opencapf.server.service import Durability
 from _opencapf.store import audit, open_store
 from _opencapf.store import sqlite as sqlite_backend
+
+
+@pytest.fixture(autouse=True)
+def _audit_test_actions():
+    """The events these tests record of their own (``support.audit_vocabulary``)."""
+    with extra_actions("test.durability"):
+        yield
 
 
 def _commit(store, detail: str) -> int:

@@ -12,6 +12,7 @@ import json
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from support.audit_vocabulary import extra_actions
 from _opencapf.store import audit
 
 SECRET_WORDS = ("password", "authentication_string", "auth_string", "secret", "private_key", "key_pem")
@@ -42,7 +43,7 @@ VALUES = st.recursive(LEAVES, lambda inner: st.one_of(st.lists(inner, max_size=3
                                VALUES, max_size=8))
 def test_an_event_s_details_are_stored_as_their_sorted_scrubbed_json(sqlite_store, details):
     before = copy.deepcopy(details)
-    with sqlite_store.transaction() as tx:
+    with extra_actions("test.details", keys=details), sqlite_store.transaction() as tx:
         audit.record(tx, "test", "test.details", "subject", **details)
         with audit.batched(tx):
             audit.record(tx, "test", "test.details", "batched", **details)

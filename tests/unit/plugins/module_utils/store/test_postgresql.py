@@ -10,11 +10,19 @@ import psycopg
 import pytest
 
 from support import leads
+from support.audit_vocabulary import extra_actions
 from support.store_phones import create_phone
 from _opencapf.errors import LeadLost, StoreError
 from _opencapf.store import audit, certificates, migrate, open_store, phones, service
 from _opencapf.store.migrations import LATEST_VERSION
 from _opencapf.store.postgresql import WRITE_LOCK_KEY, PostgresBackend, translate
+
+
+@pytest.fixture(autouse=True)
+def _audit_test_actions():
+    """The events these tests record of their own (``support.audit_vocabulary``)."""
+    with extra_actions("test.locked"):
+        yield
 
 
 @pytest.fixture

@@ -13,12 +13,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from support.audit_vocabulary import extra_actions
 from support.store_phones import create_phone
 from _opencapf import phone_query, reports
 from _opencapf.errors import StoreError
 from _opencapf.store import audit, migrate, open_store, phones, service
 from _opencapf.store.migrations import LATEST_VERSION, MIGRATIONS
 from _opencapf.store.sqlite import SqliteBackend
+
+
+@pytest.fixture(autouse=True)
+def _audit_test_actions():
+    """The events these tests record of their own (``support.audit_vocabulary``)."""
+    with extra_actions("test.step", "test.durable", "test.deferred", "test.thread", "test.written", "test.secret",
+                       keys=("password", "note")):
+        yield
 
 
 def test_new_store_is_private_migrated_and_in_wal_mode(sqlite_store, store_path):
@@ -102,7 +111,7 @@ def test_parameters_default_then_change_is_audited_once(store):
 
 def test_audit_log_is_append_only(store):
     with store.transaction() as tx:
-        audit.record(tx, "test", "something", "subject", password="secret-value", note="kept")
+        audit.record(tx, "test", "test.secret", "subject", password="secret-value", note="kept")
     for statement in ("UPDATE audit_events SET actor = 'x'", "DELETE FROM audit_events"):
         with pytest.raises((sqlite3.DatabaseError, psycopg.Error), match="append-only"):
             with store.transaction() as tx:
