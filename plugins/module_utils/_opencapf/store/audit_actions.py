@@ -125,6 +125,10 @@ ACTIONS: dict[str, Shape] = {
     **{f"session.{outcome}": _shape(f"a CAPF connection ended {outcome.replace('_', ' ')} (one per sessions row)",
                                     SESSION_REQUIRED, SESSION_OPTIONAL)
        for outcome in SESSION_OUTCOMES},
+    # -- the store's upkeep
+    "store.sessions_pruned": _shape("the scheduler removed the session records older than session_retention_days "
+                                    "(`sessions`: rows, `events`: their session.* events; `more`: older ones remain "
+                                    "for the next round)", "sessions events before session_retention_days more"),
     # -- the benchmarks' own stores
     "bench.fleet_generated": _shape("a benchmark wrote a generated fleet into its store", "phones seed certificates csrs"),
 }
@@ -139,10 +143,9 @@ def check(action: str, details: dict) -> None:
     if keys >= shape.required and keys <= shape.keys:
         return
     missing, unknown = sorted(shape.required - keys), sorted(keys - shape.keys)
-    raise AuditShapeError(f"audit action {action!r}: " + "; ".join(
-        part for part in (missing and f"missing key(s) {', '.join(missing)}",
-                          unknown and f"unknown key(s) {', '.join(unknown)}") if part)
-        + " (its shape: store/audit_actions.py)")
+    parts = [part for part in (missing and f"missing key(s) {', '.join(missing)}",
+                               unknown and f"unknown key(s) {', '.join(unknown)}") if part]
+    raise AuditShapeError(f"audit action {action!r}: {'; '.join(parts)} (its shape: store/audit_actions.py)")
 
 
 def markdown() -> str:

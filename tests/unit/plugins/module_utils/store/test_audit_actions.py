@@ -176,8 +176,8 @@ def test_an_lsc_issued_is_told_in_one_shape_whoever_signs_it(ca_store, signer):
     told = {key: value for key, value in event["details"].items() if key not in ("validity_capped", "validity_days")}
     assert event["subject"] == name  # (a CAPF certificate's LSC may also tell that its validity was shortened)
     assert told == {"certificate_id": row["id"], "serial": row["serial"], "issuer": row["issuer"],
-                                "signer": c.common_name(certificate.issuer), "source": row["source"],
-                                "not_after": row["not_after"]}
+                    "signer": c.common_name(certificate.issuer), "source": row["source"],
+                    "not_after": row["not_after"]}
 
 
 # -- csr.superseded, whatever supersedes the request ------------------------------------------------------

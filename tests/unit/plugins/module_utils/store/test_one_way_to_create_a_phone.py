@@ -65,6 +65,7 @@ def _calls(attribute: str) -> set[tuple[str, str]]:
                    and node.func.attr == attribute and isinstance(node.func.value, ast.Name)
                    and node.func.value.id in ("phone_records", "phones"))
 
+
 # The audit vocabulary names every action with its shape, and records none.
 VOCABULARY = {("store/audit_actions.py", "<module>")}
 
