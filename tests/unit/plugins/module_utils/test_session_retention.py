@@ -27,6 +27,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from support.audit_vocabulary import extra_actions
 from support.stores import vm_steps
 from _opencapf import retention
 from _opencapf.server.scheduling import Scheduling
@@ -41,12 +42,20 @@ pytestmark = pytest.mark.both_backends
 BATCH, BATCHES = 3, 2  # small, so that a walk's few records fill batches
 START = dt.datetime(2027, 1, 4, 8, 0, tzinfo=dt.timezone.utc)
 RETENTIONS = (0, 1, 2, 30, 400)
-OTHER_ACTIONS = ("certificate.issued", "phone.update", "sessions", "session", "crl.signed")
+# Events that are not session records, with names a prefix match could take for one (``support.audit_vocabulary``).
+OTHER_ACTIONS = ("test.kept", "sessions", "session", "sessionx.y", "test.session.z")
+
 VERBS = ("sessions", "sessions", "other", "retention", "none")
 jumps = st.one_of(st.integers(1, 59), st.integers(60, 3 * 24 * 60), st.integers(3 * 24 * 60, 500 * 24 * 60),
                   st.integers(-60, -1))
 steps = st.lists(st.tuples(st.sampled_from(VERBS), st.integers(0, 7), jumps), min_size=1, max_size=25)
 _stores = itertools.count(1)
+
+
+@pytest.fixture(autouse=True)
+def _other_actions():
+    with extra_actions(*OTHER_ACTIONS, keys=("note",)):
+        yield
 
 
 def _counts(tx) -> tuple[int, int]:
