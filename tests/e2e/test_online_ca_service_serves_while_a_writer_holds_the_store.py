@@ -9,8 +9,6 @@ the loopback EST CA and the phone simulator over real TLS."""
 
 from __future__ import annotations
 
-import threading
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -19,7 +17,7 @@ from support.phones import phone, run_enrol
 from support.protocol import add_phone, phone_row
 from support.serving import Serving
 from support.third_party_ca import EnterprisePki, EstServer, use_online_est
-from support.writers import handshake_seconds, start_holder
+from support.writers import enrol_beside_a_holder
 from _opencapf.ca import authority
 from _opencapf.protocol.constants import XCAPS_ALL
 from _opencapf.protocol.phone import PhoneBehaviour
@@ -50,30 +48,9 @@ def test_an_online_ca_service_answers_at_once_and_serves_its_phones_once_a_long_
         serving = Serving.on(ca_store, tmp_path / "serve.log")
         with serving.start("--enrolment-interval", "0", "--step-timeout", str(STEP_TIMEOUT)):
             capf.port = serving.port
-            holder = start_holder(ca_store, HOLD_SECONDS)
-            try:
-                held_since = time.monotonic()
-                ended = {}
-
-                def enrol(index):
-                    ended[index] = (run_enrol(identities[index], capf, behaviour=X_CSR), time.monotonic())
-
-                sessions = [threading.Thread(target=enrol, args=(index,)) for index in range(PHONES)]
-                for session in sessions:
-                    session.start()
-                handshakes = []
-                while time.monotonic() - held_since < HOLD_SECONDS - 0.5:
-                    time.sleep(0.3)  # the sessions' first writes wait for the lock by now
-                    handshakes.append(handshake_seconds(serving.port))
-                for session in sessions:
-                    session.join(STEP_TIMEOUT + 30)
-                assert not any(session.is_alive() for session in sessions), "a session hung"
-                output, errors = holder.communicate(timeout=30)
-                assert holder.returncode == 0 and output.strip() == "committed", errors
-            finally:
-                if holder.poll() is None:
-                    holder.kill()
-                    holder.communicate()
+            ended, handshakes, held_since = enrol_beside_a_holder(
+                ca_store, serving.port, lambda index: run_enrol(identities[index], capf, behaviour=X_CSR), PHONES,
+                HOLD_SECONDS, STEP_TIMEOUT, look_for=HOLD_SECONDS - 0.5, pause=0.3)  # the first writes wait by then
             text = serving.log()
         issued = len(est.issued)
     # The loop answered every handshake at once while the store threads waited for the lock.

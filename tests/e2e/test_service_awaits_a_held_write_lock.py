@@ -9,8 +9,6 @@ commits after ``HOLD_SECONDS``) and the phone simulator over real TLS."""
 
 from __future__ import annotations
 
-import threading
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -18,7 +16,7 @@ import pytest
 from support.phones import phone, run_enrol
 from support.protocol import add_phone, phone_row
 from support.serving import Serving
-from support.writers import handshake_seconds, start_holder
+from support.writers import enrol_beside_a_holder
 from _opencapf.ca import authority
 
 pytestmark = pytest.mark.both_backends
@@ -38,30 +36,9 @@ def test_phones_are_served_once_a_write_lock_held_shorter_than_the_step_timeout_
     serving = Serving.on(ca_store, tmp_path / "serve.log")
     with serving.start("--enrolment-interval", "0", "--step-timeout", str(STEP_TIMEOUT)):
         capf.port = serving.port
-        holder = start_holder(ca_store, HOLD_SECONDS)
-        try:
-            held_since = time.monotonic()
-            ended = {}
-
-            def enrol(index):
-                ended[index] = (run_enrol(identities[index], capf), time.monotonic())
-
-            sessions = [threading.Thread(target=enrol, args=(index,)) for index in range(PHONES)]
-            for session in sessions:
-                session.start()
-            handshakes = []
-            while time.monotonic() - held_since < HOLD_SECONDS:
-                time.sleep(0.2)
-                handshakes.append(handshake_seconds(serving.port))
-            for session in sessions:
-                session.join(STEP_TIMEOUT + 30)
-            assert not any(session.is_alive() for session in sessions), "a session hung"
-            output, errors = holder.communicate(timeout=30)
-            assert holder.returncode == 0 and output.strip() == "committed", errors
-        finally:
-            if holder.poll() is None:
-                holder.kill()
-                holder.communicate()
+        ended, handshakes, held_since = enrol_beside_a_holder(
+            ca_store, serving.port, lambda index: run_enrol(identities[index], capf), PHONES, HOLD_SECONDS,
+            STEP_TIMEOUT, look_for=HOLD_SECONDS, pause=0.2)
         text = serving.log()
     # The loop answered every handshake at once while the sessions awaited the lock.
     assert handshakes and max(handshakes) < 1.0, handshakes

@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 from .tools import ENGINE_PATH
@@ -116,3 +117,36 @@ def handshake_seconds(port: int) -> float:
         with context.wrap_socket(raw) as tls:
             assert tls.version()
     return time.monotonic() - started
+
+
+def enrol_beside_a_holder(store, port: int, enrol, phones: int, hold_seconds: float, step_timeout: float, *,
+                          look_for: float, pause: float) -> tuple[dict, list[float], float]:
+    """``enrol(index)`` for ``phones`` phones at once (each returning its result) while a holder process keeps
+    the write lock of ``store`` for ``hold_seconds`` (``start_holder``), and a TLS handshake with the service
+    on ``port`` every ``pause`` seconds for the first ``look_for`` seconds of the hold. Returns each phone's
+    result with the moment it ended, the handshakes' seconds, and the moment the hold began (``time.monotonic``)."""
+    holder = start_holder(store, hold_seconds)
+    try:
+        held_since = time.monotonic()
+        ended = {}
+
+        def run(index):
+            ended[index] = (enrol(index), time.monotonic())
+
+        sessions = [threading.Thread(target=run, args=(index,)) for index in range(phones)]
+        for session in sessions:
+            session.start()
+        handshakes = []
+        while time.monotonic() - held_since < look_for:
+            time.sleep(pause)
+            handshakes.append(handshake_seconds(port))
+        for session in sessions:
+            session.join(step_timeout + 30)
+        assert not any(session.is_alive() for session in sessions), "a session hung"
+        output, errors = holder.communicate(timeout=30)
+        assert holder.returncode == 0 and output.strip() == "committed", errors
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.communicate()
+    return ended, handshakes, held_since
