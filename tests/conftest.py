@@ -7,6 +7,9 @@ import sys
 
 import pytest
 
+# Every audit event the tests make, and the services they start, is checked against its action's shape
+# strictly (``store.audit_actions.STRICT``): an event of another shape fails the test that made it.
+os.environ["OPENCAPF_AUDIT_STRICT"] = "1"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENGINE_PATH = os.path.join(ROOT, "plugins", "module_utils")
 if ENGINE_PATH not in sys.path:

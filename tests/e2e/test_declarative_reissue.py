@@ -43,6 +43,9 @@ def _file(tmp_path, extra="    reissue: true\n", name=NAME):
 def _finish(store, name, status):
     """The phone's operation as a session leaves it (``store.phones.set_operation_result``); in progress, as
     a session that is still live puts it (an hour to go: one no process serves is reported failed)."""
+    if status == "none":  # no operation declared: as an operator leaves it (no session records it)
+        phone_config.converge(store, name, settings={"certificate_operation": "none"})
+        return
     with store.transaction() as tx:
         phone = phone_records.get(tx, name)
         if status == "in_progress":

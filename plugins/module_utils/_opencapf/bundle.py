@@ -60,6 +60,7 @@ def _manifest():  # pragma: no cover - read by Ansible's module_utils finder, ne
     from . import report_page  # noqa: F401
     from . import reports  # noqa: F401
     from . import results  # noqa: F401
+    from . import retention  # noqa: F401
     from . import revocation  # noqa: F401
     from . import scheduler  # noqa: F401
     from . import secretbox  # noqa: F401

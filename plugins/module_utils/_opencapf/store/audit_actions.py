@@ -7,6 +7,9 @@ records it, and ``docs/audit.md`` lists the same table (``markdown``; a test com
 
 from __future__ import annotations
 
+import logging
+import os
+
 from dataclasses import dataclass
 
 from ..vocabulary import OPERATION_STATUSES
@@ -134,8 +137,27 @@ ACTIONS: dict[str, Shape] = {
 }
 
 
+# Where the environment sets ``STRICT_ENV`` to 1 (the tests do, and the services they start inherit it), an
+# event of another shape is refused (``AuditShapeError``): a defect of the code that records it. Elsewhere a
+# running CA records it as it is and logs the defect: a key missed in this list must not stop a phone's
+# enrolment or an operator's change.
+STRICT_ENV = "OPENCAPF_AUDIT_STRICT"
+STRICT = os.environ.get(STRICT_ENV) == "1"
+_log = logging.getLogger(__name__)
+
+
 def check(action: str, details: dict) -> None:
-    """Raise ``AuditShapeError`` unless ``details`` has the shape of ``action``: two set comparisons."""
+    """Unless ``details`` has the shape of ``action`` (two set comparisons): ``AuditShapeError`` when ``STRICT``,
+    else an error logged."""
+    try:
+        _check(action, details)
+    except AuditShapeError as exc:
+        if STRICT:
+            raise
+        _log.error("%s; the event is recorded as it is", exc)
+
+
+def _check(action: str, details: dict) -> None:
     shape = ACTIONS.get(action)
     if shape is None:
         raise AuditShapeError(f"audit action {action!r} is not in the audit vocabulary (store/audit_actions.py)")

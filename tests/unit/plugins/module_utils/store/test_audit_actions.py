@@ -212,3 +212,15 @@ def test_a_request_whose_certificate_the_phone_refused_is_told_superseded(ca_sto
     _superseded_told(ca_store, name)
     (event,) = _events(ca_store, "csr.superseded")
     assert event["details"]["session_id"] == 7
+
+
+def test_a_running_ca_records_an_event_of_another_shape_and_logs_it(sqlite_store, monkeypatch, caplog):
+    """Outside strict mode (``OPENCAPF_AUDIT_STRICT``, which the tests set), a defect of an event's shape
+    costs no change: the event is recorded as it is, and the error names the action and the key."""
+    monkeypatch.setattr(audit_actions, "STRICT", False)
+    with sqlite_store.transaction() as tx:
+        audit.record(tx, "test", "certificate.installed", "SEP000000000001", certificate_id=1, extra=2)
+    with sqlite_store.read() as tx:
+        event = audit.events(tx, limit=1)[0]
+    assert (event["action"], event["details"]) == ("certificate.installed", {"certificate_id": 1, "extra": 2})
+    assert "audit action 'certificate.installed': unknown key(s) extra" in caplog.text
