@@ -60,6 +60,7 @@ from ..sockets import bind_listeners, set_nodelay
 from ..store import Store
 from ..store import service as service_records
 from ..store import sessions as session_records
+from ..store.backend import writer_lock_wait_until
 from ..vocabulary import DEFAULT_MAX_SESSION_SECONDS, check_limit, format_utc, utc_now
 from . import event_loop, metrics, scheduling
 from .crl_http import CrlResponder
@@ -294,7 +295,9 @@ class CapfServer:
         all the same before it has written anything (another writer took it after that look; on the loop its
         write waits ``LOOP_WRITER_LOCK_WAIT_SECONDS`` for it at most) is undone by the session
         (``StepUndone``; a session record of the service's own, ``_record``, alike) and awaits the lock in the
-        same way, then runs again, within the same bound. While the store cannot be reached (``_reachable``),
+        same way, then runs again, within the same bound. A step in the thread pool (an online CA's) waits for
+        the lock there, as long as the same bound at most (``writer_lock_wait_until``), then is undone and ends
+        the same way. While the store cannot be reached (``_reachable``),
         the step's store work fails at once with ``StoreUnreachable``, after awaiting an attempt to reach it
         under way (``STORE_ATTEMPT_WAIT_SECONDS`` at most); a step in the thread pool is not run then (it
         would wait out a connect timeout there).
@@ -309,7 +312,8 @@ class CapfServer:
                 if not inline:
                     if self.store.backend.unreachable is not None:
                         raise StoreUnreachable(str(self.store.backend.unreachable))
-                    return await self._run(function, *args, *((loop.time(),) if timed else ()))
+                    until = time.monotonic() + (ends - loop.time())  # the step's bound, on the thread's clock
+                    return await self._run(_waiting_until, until, function, *args, *((loop.time(),) if timed else ()))
                 if not self.store.backend.writer_lock_free():
                     await self._writer_lock_freed(ends, bound)
                 mark = self.store.durable_mark
@@ -658,6 +662,13 @@ class CapfServer:
     def handshaking(self) -> int:
         """Connections in their TLS handshake."""
         return self._handshakes.used
+
+
+def _waiting_until(until: float, function, *args):
+    """``function(*args)`` in a store thread, its writes waiting for the store's write lock until ``until``
+    (``time.monotonic``) at most."""
+    with writer_lock_wait_until(until):
+        return function(*args)
 
 
 def _held_too_long(bound: float) -> StoreBusy:

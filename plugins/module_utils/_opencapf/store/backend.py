@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import threading
+import time
 from typing import Any, Iterable, Iterator, Sequence
 
 # The longest a write transaction of the CAPF service's event loop (the deferring thread) waits for the
@@ -19,6 +20,37 @@ from typing import Any, Iterable, Iterator, Sequence
 # process waits while it does. The service awaits a held lock before a step instead (``writer_lock_free``),
 # and a step that meets it all the same before it wrote anything awaits it after (``errors.StepUndone``).
 LOOP_WRITER_LOCK_WAIT_SECONDS = 0.25
+
+# Per thread, ``until``: the moment (``time.monotonic``) past which its write transactions wait no longer for
+# the writers' lock (``writer_lock_wait_until``).
+_given = threading.local()
+
+
+@contextlib.contextmanager
+def writer_lock_wait_until(deadline: float) -> Iterator[None]:
+    """Within it, a write transaction of the calling thread that meets the lock every writer takes held by
+    another writer (a long ``opencapf apply``) waits for it until ``deadline`` (``time.monotonic``) at most,
+    on any backend, then fails with ``StoreBusy``, nothing of it written: the bound the CAPF service gives a
+    session's step that runs in its store threads (an online CA's), its step timeout. A bound given inside
+    another keeps the sooner one. Elsewhere a writer waits as its backend says (SQLite: ``writer_lock_wait``
+    seconds; PostgreSQL: until the lock is free)."""
+    before = getattr(_given, "until", None)
+    _given.until = deadline if before is None else min(before, deadline)
+    try:
+        yield
+    finally:
+        _given.until = before
+
+
+def writer_lock_wait_left(default: float | None) -> float | None:
+    """The seconds a write transaction of the calling thread may wait for the writers' lock from now: what is
+    left of the bound it was given (``writer_lock_wait_until``; 0 once passed), if sooner than ``default`` (None:
+    no bound)."""
+    until = getattr(_given, "until", None)
+    if until is None:
+        return default
+    left = max(0.0, until - time.monotonic())
+    return left if default is None else min(default, left)
 
 
 class Transaction(abc.ABC):

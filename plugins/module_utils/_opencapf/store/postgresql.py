@@ -67,7 +67,7 @@ import time
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..errors import DependencyError, StoreBusy, StoreError, StoreUnreachable
-from .backend import LOOP_WRITER_LOCK_WAIT_SECONDS, Backend, Transaction
+from .backend import LOOP_WRITER_LOCK_WAIT_SECONDS, Backend, Transaction, writer_lock_wait_left
 from .sqlite import LEAD_NAME, WRITER_LOCK_POLL_SECONDS
 
 try:
@@ -313,16 +313,15 @@ class PostgresBackend(Backend):
         if write and self.read_only:
             raise StoreError(f"store {self.location} is open read-only; nothing may be written")
         with self._held():
+            started = time.monotonic()
             try:
                 if write and self._shares_with_loop():
-                    connection = self._begin_beside_loop(durable)
+                    connection = self._begin_beside_loop(durable, started)
                 else:
                     connection = self._on_live(lambda connection: self._begin(connection, write, durable))
             except psycopg.errors.LockNotAvailable:
                 self._rollback()
-                raise StoreBusy(f"store {self.location}: waited {LOOP_WRITER_LOCK_WAIT_SECONDS:g} s for its write "
-                                "lock, which another writer (such as a long 'opencapf apply') still holds; nothing "
-                                "was written; try again once it is done") from None
+                raise self._busy(time.monotonic() - started) from None
             except psycopg.Error as exc:
                 self._rollback()
                 raise self._failed("cannot begin a transaction", exc) from None
@@ -392,40 +391,59 @@ class PostgresBackend(Backend):
         deferring = self.deferring_thread
         return deferring is not None and threading.get_ident() != deferring
 
-    def _begin_beside_loop(self, durable: bool):
+    def _begin_beside_loop(self, durable: bool, started: float):
         """A write transaction of a thread that shares the connection with the service's event loop (a store
-        thread of the service: an online CA's session, the scheduler), begun once it holds the writers' lock,
-        without waiting for it on the connection: a lock that another writer holds long (an apply) is polled
-        for (``writer_lock_free``), ``_lock`` let go between the looks, so that the loop's steps and
+        thread of the service: an online CA's session, the enrolment service), begun once it holds the writers'
+        lock, without waiting for it on the connection: a lock that another writer holds long (an apply) is
+        polled for (``writer_lock_free``), ``_lock`` let go between the looks, so that the loop's steps and
         connections go on meanwhile. Only a look that finds it free, or held by another node's session step
         (``LONG_WRITER_SECONDS``), is followed by a wait in the transaction, ``LOOP_WRITER_LOCK_WAIT_SECONDS``
-        at most (a long writer that took it since: looked for again). Called with ``_lock`` held."""
-        if self._on_live(lambda connection: self._begin_locked(connection, durable, wait=False)):
+        at most (a long writer that took it since: looked for again). A thread given a bound
+        (``backend.writer_lock_wait_until``: a session's step, its step timeout) waits no longer than it, from
+        ``started`` (``time.monotonic``), then ``StoreBusy``, nothing begun. Called with ``_lock`` held."""
+        bound = writer_lock_wait_left(None)
+
+        def left() -> float | None:
+            return None if bound is None else bound - (time.monotonic() - started)
+
+        if self._on_live(lambda connection: self._begin_locked(connection, durable, wait=None)):
             return self._connection
         pause = 0.001
         while True:
+            remaining = left()
+            if remaining is not None and remaining <= 0:
+                raise self._busy(time.monotonic() - started)
             self._lock.release()
             try:
-                time.sleep(pause)
+                time.sleep(pause if remaining is None else min(pause, remaining))
             finally:
                 self._lock.acquire()
             pause = min(2 * pause, WRITER_LOCK_POLL_SECONDS)
             if not self._on_live(lambda connection: connection.execute(_WRITER_LOCK_FREE,
                                                                        _WRITER_LOCK_FREE_PARAMS).fetchone()[0]):
                 continue
+            remaining = left()
+            if remaining is not None and remaining <= 0:
+                continue  # the bound has passed: said above
+            wait = LOOP_WRITER_LOCK_WAIT_SECONDS if remaining is None else min(LOOP_WRITER_LOCK_WAIT_SECONDS, remaining)
             try:
-                if self._on_live(lambda connection: self._begin_locked(connection, durable, wait=True)):
+                if self._on_live(lambda connection: self._begin_locked(connection, durable, wait=wait)):
                     return self._connection
             except psycopg.errors.LockNotAvailable:
                 self._rollback()
 
-    def _begin_locked(self, connection, durable: bool, wait: bool) -> bool:
+    def _busy(self, waited: float) -> StoreBusy:
+        return StoreBusy(f"store {self.location}: waited {round(waited, 2):g} s for its write lock, which another "
+                         "writer (such as a long 'opencapf apply') still holds; nothing was written; try again once "
+                         "it is done")
+
+    def _begin_locked(self, connection, durable: bool, wait: float | None) -> bool:
         """BEGIN and the writers' lock: taken (True, the transaction open), or not free (False, rolled back) or,
-        with ``wait``, not free within ``LOOP_WRITER_LOCK_WAIT_SECONDS`` (LockNotAvailable)."""
+        with ``wait`` seconds, not free within them (LockNotAvailable)."""
         connection.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
-        if wait:
+        if wait is not None:
             connection.execute("SELECT set_config('lock_timeout', %s, true), pg_advisory_xact_lock(%s)",
-                               (f"{round(LOOP_WRITER_LOCK_WAIT_SECONDS * 1000)}ms", WRITE_LOCK_KEY))
+                               (_lock_timeout(wait), WRITE_LOCK_KEY))
         elif not connection.execute("SELECT pg_try_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,)).fetchone()[0]:
             connection.execute("ROLLBACK")
             return False
@@ -435,10 +453,13 @@ class PostgresBackend(Backend):
     def _lock_writers(self, connection) -> None:
         """Take the lock every writer takes; the CAPF service's event loop (the deferring thread), whose
         wait holds up every session of the process, waits for it ``LOOP_WRITER_LOCK_WAIT_SECONDS`` at
-        most (the transaction's ``lock_timeout``, set in the same round trip), then LockNotAvailable."""
-        if threading.get_ident() == self.deferring_thread:
+        most (the transaction's ``lock_timeout``, set in the same round trip), then LockNotAvailable; another
+        thread as long as the bound it was given (``backend.writer_lock_wait_until``), else until it is free
+        (the CLI, the modules, the scheduler: an operator's command waits for an apply)."""
+        wait = LOOP_WRITER_LOCK_WAIT_SECONDS if threading.get_ident() == self.deferring_thread else writer_lock_wait_left(None)
+        if wait is not None:
             connection.execute("SELECT set_config('lock_timeout', %s, true), pg_advisory_xact_lock(%s)",
-                               (f"{round(LOOP_WRITER_LOCK_WAIT_SECONDS * 1000)}ms", WRITE_LOCK_KEY))
+                               (_lock_timeout(wait), WRITE_LOCK_KEY))
         else:
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
 
@@ -599,6 +620,11 @@ class PostgresBackend(Backend):
 def lead_key(name: str) -> int:
     """The key of the session-level advisory lock of duty ``name``'s lead (``try_lead``)."""
     return int.from_bytes(hashlib.sha256(f"opencapf-lead:{name}".encode()).digest()[:8], "big", signed=True)
+
+
+def _lock_timeout(seconds: float) -> str:
+    """``lock_timeout`` of a wait of ``seconds`` (1 ms at least: 0 would mean no bound)."""
+    return f"{max(1, round(seconds * 1000))}ms"
 
 
 def _first_line(exc: BaseException) -> str:

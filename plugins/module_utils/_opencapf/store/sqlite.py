@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from ..errors import StoreBusy, StoreError
 from ..vocabulary import WRITER_LOCK_WAIT_SECONDS
-from .backend import LOOP_WRITER_LOCK_WAIT_SECONDS, Backend, Transaction
+from .backend import LOOP_WRITER_LOCK_WAIT_SECONDS, Backend, Transaction, writer_lock_wait_left
 
 BUSY_TIMEOUT_MS = 30000
 # Service connections (group commit) read the database through a memory map: several server
@@ -283,7 +283,8 @@ class SqliteBackend(Backend):
         thread that holds it through another connection would wait for itself, and is refused. The
         service's event loop waits for it at most ``LOOP_WRITER_LOCK_WAIT_SECONDS``, first in short
         pauses (another server process holds it for a short transaction), any other thread
-        ``writer_lock_wait``; neither holds ``_lock`` while it waits."""
+        ``writer_lock_wait``, or less when it was given a sooner bound (``backend.writer_lock_wait_until``: a
+        session's step in the service's store threads); neither holds ``_lock`` while it waits."""
         if self._writer_depth:
             self._writer_depth += 1
             return
@@ -293,7 +294,7 @@ class SqliteBackend(Backend):
                              "a write through this one would wait for itself")
         if not self._try_writer_lock():
             loop = threading.get_ident() == self.deferring_thread
-            self._wait_writer_lock(LOOP_WRITER_LOCK_WAIT_SECONDS if loop else self.writer_lock_wait,
+            self._wait_writer_lock(LOOP_WRITER_LOCK_WAIT_SECONDS if loop else writer_lock_wait_left(self.writer_lock_wait),
                                    0.00002 if loop else 0.001)
         held.add(self._writer_lock_id)
         self._writer_depth = 1

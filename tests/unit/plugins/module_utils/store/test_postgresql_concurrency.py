@@ -18,7 +18,7 @@ from _opencapf.protocol.session import AuthOffer, Issued, Outcome
 from _opencapf.server.decider import StoreDecider
 from _opencapf.store import open_store
 from _opencapf.store import service as service_records
-from _opencapf.store.backend import LOOP_WRITER_LOCK_WAIT_SECONDS
+from _opencapf.store.backend import LOOP_WRITER_LOCK_WAIT_SECONDS, writer_lock_wait_until
 from _opencapf.store import postgresql
 from _opencapf.store.postgresql import WRITE_LOCK_KEY
 from support.protocol import add_phone, certificate_rows, phone_row
@@ -193,6 +193,57 @@ def test_a_store_thread_of_the_service_waits_for_a_long_writer_without_holding_t
             service.defer_durability(False)
         assert "error" not in outcome, outcome
         assert phone_row(service, "SEP0000000000E4") is not None and phone_row(service, "SEP0000000000E5") is not None
+
+
+@pytest.mark.parametrize("bound", [0.3, 1.2])
+@pytest.mark.parametrize("beside_the_loop", [True, False])
+def test_a_thread_given_a_bound_waits_for_a_long_writer_that_long_at_most(postgres_dsn, state_dir, bound, beside_the_loop):
+    """Invariant: a write of a thread given a bound (``writer_lock_wait_until``: a session's step in a store
+    thread of the CAPF service, its step timeout) waits for the writers' lock that another host's long change
+    holds ``bound`` seconds at most, then fails with ``StoreBusy``, nothing of it written: beside the service's
+    event loop on its connection (polling, the loop going on meanwhile) and on a connection of its own alike.
+    The bound ends with the block: the same thread then waits for the change to be done, as an operator's
+    command does, and writes."""
+    with open_store(postgres_dsn, state_dir=state_dir, actor="capf-server", group_commit=beside_the_loop) as service:
+        if beside_the_loop:
+            service.defer_durability()  # this thread is the event loop
+        outcome = {}
+
+        def store_thread():
+            try:
+                started = time.monotonic()
+                with pytest.raises(StoreBusy, match="still holds; nothing was written"):
+                    with writer_lock_wait_until(time.monotonic() + bound), service.transaction() as tx:
+                        create_phone(tx, "SEP0000000000E7")
+                outcome["waited"] = time.monotonic() - started
+                with service.transaction() as tx:  # no bound: waits for the change to be done
+                    create_phone(tx, "SEP0000000000E8")
+            except BaseException as exc:  # pylint: disable=broad-exception-caught  # reported below
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=store_thread)
+        try:
+            with held_by_another_writer(postgres_dsn, state_dir, "SEP0000000000E6", held_for=bound + 3) as release:
+                thread.start()
+                ends = time.monotonic() + bound + 1.5
+                while "waited" not in outcome and time.monotonic() < ends:
+                    if beside_the_loop:  # the loop is served meanwhile
+                        started = time.monotonic()
+                        service.data_version()
+                        assert time.monotonic() - started < 0.2
+                    time.sleep(0.05)
+                assert "waited" in outcome, f"the thread waited for the change longer than {bound} s"
+                assert thread.is_alive(), outcome  # its later write, given no bound, waits
+                assert phone_row(service, "SEP0000000000E7") is None
+                release.set()
+            thread.join(10)
+        finally:
+            if beside_the_loop:
+                service.defer_durability(False)
+        assert "error" not in outcome, outcome
+        assert bound * 0.8 <= outcome["waited"] < bound + 0.5, outcome
+        assert phone_row(service, "SEP0000000000E7") is None
+        assert phone_row(service, "SEP0000000000E8") is not None
 
 
 def _lock_taken_by(connection) -> bool:
