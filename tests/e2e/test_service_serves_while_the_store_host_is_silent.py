@@ -13,8 +13,10 @@ forwarder that falls silent (``support.silent_host``), and the phone simulator o
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import ssl
+import subprocess
 import time
 from types import SimpleNamespace
 
@@ -22,11 +24,13 @@ import pytest
 
 from support.phones import enrol_until_ok, phone, target
 from support.protocol import add_phone, phone_row
-from support.serving import Serving
+from support.serving import Serving, wait_for
 from support.silent_host import SilentHost
 from support.writers import handshake_seconds
 from _opencapf.ca import authority
+from _opencapf.server.scheduling import STOP_STORE_WAIT_SECONDS
 from _opencapf.simulator.client import enrol
+from _opencapf.store import service as service_records
 
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 
@@ -84,3 +88,43 @@ def test_phones_hear_promptly_while_the_store_host_is_silent_and_enrol_once_it_a
     assert again.outcome == "ok", (again, text_after)
     assert "the store can be reached again after" in text_after, text_after
     assert phone_row(ca_store, NAMES[0])["operation_status"] == "succeeded"
+
+
+# Seconds from SIGTERM to the process's end, whatever its store's host does: the scheduler's tick and the enrolment
+# service's pass, then the service's store threads, are awaited ``STOP_STORE_WAIT_SECONDS`` each at most; a margin.
+STOPPED_WITHIN = 2 * STOP_STORE_WAIT_SECONDS + 8
+SILENT_SECONDS = 3  # scheduler ticks (1 s apart) and enrolment passes begin while the host is silent before the stop
+
+
+@pytest.mark.parametrize("waiting", ["scheduler", "enrolment service"])
+def test_serve_stops_within_a_bound_while_its_store_host_is_silent(ca_store, tmp_path, waiting):
+    """Invariant: ``serve`` stops within ``STOPPED_WITHIN`` seconds of SIGTERM whatever its store's host does: also
+    while the host is silent (a stuck network path that takes the bytes and answers nothing) and a round trip of
+    its store work waits for it, which no libpq timeout ends (the path acknowledges every byte and keepalive): the
+    scheduler's tick (on a connection of its own, in a thread of its own), or a pass of the enrolment service (in a
+    store thread, on the connection it shares with the event loop)."""
+    with ca_store.transaction() as tx:
+        service_records.write(tx, "test", {"scheduler_interval_seconds": 1})
+    with SilentHost(ca_store.location) as host:
+        serving = Serving(host.location, ca_store.state_dir, tmp_path / "serve.log")
+        enrolment = "1" if waiting == "enrolment service" else "0"
+        with serving.start("--enrolment-interval", enrolment, "--step-timeout", "2"):
+            assert wait_for(lambda: "monitor: checked the certificates" in serving.log(), 30), serving.log()
+            time.sleep(1.5)  # the enrolment service's first pass has read the store (its connection is made)
+            host.silent()  # the next tick's and the next pass's first read wait for the host
+            try:
+                time.sleep(SILENT_SECONDS)
+                started = time.monotonic()
+                serving.process.send_signal(signal.SIGTERM)
+                try:
+                    serving.process.communicate(timeout=STOPPED_WITHIN + 45)
+                except subprocess.TimeoutExpired:
+                    serving.process.kill()
+                    serving.process.communicate()
+                stopped = time.monotonic() - started
+            finally:
+                host.answering()
+            text = serving.log()
+    assert stopped < STOPPED_WITHIN, (round(stopped, 1), text)
+    assert serving.process.returncode == 0, (serving.process.returncode, text)
+    assert "Traceback" not in text, text

@@ -53,6 +53,10 @@ MONITOR_LEAD = monitor.LEAD
 ACTOR = "scheduler"
 INTERVAL_PARAMETER = "scheduler_interval_seconds"
 LISTED_NAMES = 20  # phones named in a lapse log line; the audit event has the count
+# The longest a stopping service waits for its store work under way (the scheduler's tick, its store threads'
+# work) before it ends it (``Backend.abort``: a host that does not answer would hold the stop until the network
+# heals); work ended so is rolled back: a job is left due.
+STOP_STORE_WAIT_SECONDS = 10
 
 
 class Scheduling:
@@ -71,11 +75,14 @@ class Scheduling:
         # gave up, and start duties only to end them).
         self.stopping = threading.Event()
         self._held: set[str] = set()  # the duties this process leads
+        self._aborted = False  # ``abort``: the tick's store work ends at once
 
     def tick(self) -> int:
         """Run what is due when this process leads; return the seconds until the next tick."""
         if self._store is None:
             self._store = open_store(self._location, state_dir=self._state_dir, actor=ACTOR, create=False)
+            if self._aborted:
+                self._store.backend.abort()
         with self._store.read() as tx:
             interval = int(service_records.value(tx, INTERVAL_PARAMETER))
         led = self.leading
@@ -147,6 +154,13 @@ class Scheduling:
             log.log(level, "monitor: checked the certificates: %s (%d found, %d warning(s) due, %d mail(s) sent)%s",
                     run["result"], run["found"], run["warnings"], run["mails_sent"],
                     f": {run['error']}" if run["error"] else "")
+
+    def abort(self) -> None:
+        """End the store work of the tick under way at once, and of every later one (from the event loop: the
+        process is stopping and the tick has not ended within ``STOP_STORE_WAIT_SECONDS``)."""
+        self._aborted = True
+        if self._store is not None:
+            self._store.backend.abort()
 
     def close(self) -> None:
         if self._store is not None:
@@ -245,7 +259,8 @@ def _log_revocation(result: dict) -> None:
 
 
 async def run(store: Store, stop_event: asyncio.Event) -> None:
-    """Tick until ``stop_event`` is set; a tick under way when it is set finishes first."""
+    """Tick until ``stop_event`` is set; a tick under way when it is set finishes first, within
+    ``STOP_STORE_WAIT_SECONDS``: then its store work is ended (``Scheduling.abort``)."""
     part = Scheduling(store)
     thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="capf-scheduler")
     loop = asyncio.get_running_loop()
@@ -272,6 +287,10 @@ async def run(store: Store, stop_event: asyncio.Event) -> None:
 async def _mark_stopping(stop_event: asyncio.Event, part: Scheduling) -> None:
     await stop_event.wait()
     part.stopping.set()
+    await asyncio.sleep(STOP_STORE_WAIT_SECONDS)  # cancelled when the tick under way ends first
+    log.warning("scheduler: the tick under way did not end within %d s of the stop (its store's host may not be "
+                "answering): its store work is ended, and rolled back", STOP_STORE_WAIT_SECONDS)
+    part.abort()
 
 
-__all__ = ["LEAD", "MONITOR_LEAD", "Scheduling", "run"]
+__all__ = ["LEAD", "MONITOR_LEAD", "STOP_STORE_WAIT_SECONDS", "Scheduling", "run"]

@@ -139,6 +139,7 @@ class CapfServer:
         self._stopped: asyncio.Future | None = None  # serve_forever's end
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.options.workers,
                                                            thread_name_prefix="capf-store")
+        self._in_pool: set[concurrent.futures.Future] = set()  # the work handed to the pool, until its thread ends it
         self._contexts: dict[tuple, ssl.SSLContext] = {}
         self._sessions = _Slots()
         self._handshakes = _Slots()
@@ -227,6 +228,7 @@ class CapfServer:
         await self._durability.wait(self.store.durable_mark)
         self._durability.close()
         self.store.defer_durability(False)
+        await self._pool_done()
         self._pool.shutdown(wait=True)
         self._reclaimer.close()
 
@@ -284,7 +286,30 @@ class CapfServer:
     # -- helpers ------------------------------------------------------------------------------
 
     async def _run(self, function, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
+        return await self._submit(function, *args)
+
+    def _submit(self, function, *args) -> asyncio.Future:
+        """``function(*args)`` in the thread pool; its future (of the event loop). The work is in ``_in_pool`` until
+        its thread is done with it, also when the future was cancelled (a session's task that ended)."""
+        work = self._pool.submit(function, *args)
+        self._in_pool.add(work)
+        work.add_done_callback(self._in_pool.discard)
+        return asyncio.wrap_future(work)
+
+    async def _pool_done(self) -> None:
+        """Await the work in the thread pool ``scheduling.STOP_STORE_WAIT_SECONDS`` at most; then end its store work
+        (``Backend.abort``: its host may not be answering), which then fails at once."""
+        pending = [asyncio.wrap_future(work) for work in list(self._in_pool)]
+        if not pending:
+            return
+        for waited in pending:  # their outcome is their callers' (a session's, the enrolment service's), told there
+            waited.add_done_callback(lambda done: done.cancelled() or done.exception())
+        _done, waiting = await asyncio.wait(pending, timeout=scheduling.STOP_STORE_WAIT_SECONDS)
+        if waiting:
+            log.warning("%d piece(s) of store work did not end within %d s of the stop (the store's host may not be "
+                        "answering): their store work is ended, and rolled back", len(waiting),
+                        scheduling.STOP_STORE_WAIT_SECONDS)
+            self.store.backend.abort()
 
     async def _step(self, inline: bool, function, *args, lock_wait: float | None = None, timed: bool = False):
         """One piece of store work: on the event loop (then waiting for the disk, off the loop, when
@@ -348,7 +373,7 @@ class CapfServer:
                         "CAPF certificate read before, sessions fail, and it is tried again every %g s", away,
                         STORE_RETRY_SECONDS)
         if self._attempt is None and now >= self._attempt_after:
-            self._attempt = asyncio.get_running_loop().run_in_executor(self._pool, self.store.data_version)
+            self._attempt = self._submit(self.store.data_version)
             self._attempt.add_done_callback(self._attempted)
         return False
 
@@ -888,12 +913,12 @@ async def serve(store: Store, options: ServerOptions | None = None, ready=None, 
         forever.cancel()
         if reloads is not None:
             reloads.cancel()
-        try:
-            await asyncio.wait_for(worker, 30)
+        try:  # its pass under way in the thread pool, cut short, is awaited with the pool's other work (CapfServer.stop)
+            await asyncio.wait_for(worker, scheduling.STOP_STORE_WAIT_SECONDS)
         except (asyncio.TimeoutError, CapfError):
             pass
         try:
-            await jobs  # a job under way finishes: a job cut short would stay 'running'
+            await jobs  # a tick under way finishes, within scheduling.STOP_STORE_WAIT_SECONDS (then its store work ends)
         except Exception:  # pylint: disable=broad-except  # a defect of ours must not keep the sessions from ending
             log.exception("scheduler: internal error while stopping")
         if responder is not None:

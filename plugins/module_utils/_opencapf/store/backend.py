@@ -160,6 +160,13 @@ class Backend(abc.ABC):
         its commit. PostgreSQL: a write transaction (the writers' advisory lock); SQLite overrides it."""
         return self.transaction(write=True, durable=True)
 
+    def abort(self) -> None:
+        """End the store work under way on this connection now, from any thread, and every later one (the
+        process is stopping): a thread that waits for the database's answer (its host silent) fails at once
+        with ``StoreUnreachable``, its transaction rolled back by the database, and no connection is made
+        again. SQLite, whose work waits on no network, has nothing to end."""
+        return None
+
     @abc.abstractmethod
     def try_lead(self, name: str) -> bool:
         """Take the lead of ``name`` (a duty one process of all those sharing the store does, such as

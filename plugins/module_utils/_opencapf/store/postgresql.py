@@ -27,7 +27,11 @@ One connection per ``Store``, as with SQLite. Transactions keep the SQLite backe
   threads): one lock makes them take turns, a transaction at a time. A store thread of the service never
   waits for the writers' lock on the connection while another writer may hold it long: it polls for it,
   letting the connection go between the looks (``_begin_beside_loop``), so that the event loop's sessions
-  and connections go on meanwhile.
+  and connections go on meanwhile, and no longer than the bound it was given (``backend.writer_lock_wait_until``:
+  a session's step, its step timeout), then ``StoreBusy``. Other writers (the CLI, the modules, the scheduler's
+  connection) wait until the lock is free.
+* ``abort`` (a stopping service whose store work waits for a host that does not answer) shuts the connection's
+  socket down from any thread: the waiting round trip fails at once, and no connection is made again.
 * ``writer_lock_free`` (asked by the CAPF service before each step of a session on its event loop, which
   awaits the lock while another session holds it, as on SQLite) runs ``pg_try_advisory_xact_lock`` as a
   statement of its own: one round trip, no wait, and the lock let go at the statement's end. A lock that
@@ -61,7 +65,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import os
 import re
+import socket
 import threading
 import time
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -224,6 +230,7 @@ class PostgresBackend(Backend):
         self.group_commit = group_commit
         self._deferring_thread = None
         self.unreachable: StoreUnreachable | None = None
+        self._aborted = False  # ``abort``: no connection is made again
         self.durable_mark = 0
         self._lock = threading.RLock()
         self._commits_of_thread = threading.local()
@@ -249,6 +256,8 @@ class PostgresBackend(Backend):
         self._deferring_thread = self._connection.loop_thread = ident
 
     def _connect(self):
+        if self._aborted:
+            raise StoreUnreachable(f"store {self.location}: its work was ended (the process is stopping)")
         bounded = {"connect_timeout": str(LOOP_ROUND_TRIP_SECONDS)} if self._on_loop() else {}
         try:
             connection = _Connection.connect(self._conninfo, autocommit=True, **bounded)
@@ -611,6 +620,18 @@ class PostgresBackend(Backend):
 
     def table_exists(self, tx: Transaction, table: str) -> bool:
         return bool(tx.scalar("SELECT to_regclass(?) IS NOT NULL AS present", (table,)))
+
+    def abort(self) -> None:
+        """The connection's socket is shut down, without ``_lock`` (another thread may hold it, waiting for the
+        answer): that thread's wait ends at once (the connection lost), the database rolls its transaction back
+        when it sees the end, and ``_connect`` makes no connection again."""
+        self._aborted = True
+        with contextlib.suppress(OSError, psycopg.Error):
+            duplicate = socket.socket(fileno=os.dup(self._connection.pgconn.socket))
+            try:
+                duplicate.shutdown(socket.SHUT_RDWR)
+            finally:
+                duplicate.close()
 
     def close(self) -> None:
         with self._lock:
