@@ -191,8 +191,8 @@ def test_a_request_left_at_the_ca_is_superseded_when_the_phone_gets_its_lsc_else
     assert phone_row(ca_store, phone.name)["operation_status"] == "succeeded"
     assert recorded_requests(ca_store, phone.name)[held] == "superseded"
     with ca_store.read() as tx:
-        (event,) = [event for event in tx.query("SELECT actor, details FROM audit_events WHERE action = 'csr.superseded' "
-                                                "AND subject = ?", (phone.name,))]
+        (event,) = tx.query("SELECT actor, details FROM audit_events WHERE action = 'csr.superseded' AND subject = ?",
+                            (phone.name,))
     assert f'"csr_id": {held}' in event["details"] and csr_records.COMPLETED in event["details"], event
     lsc = _current_lsc(ca_store, phone.name)
     phone.run(ONLINE_THEN_CAPF[2])
