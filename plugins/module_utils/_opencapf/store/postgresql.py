@@ -397,8 +397,7 @@ class PostgresBackend(Backend):
     def _shares_with_loop(self) -> bool:
         """Whether the calling thread shares the connection with the CAPF service's event loop (the
         deferring thread), whose every store call would wait while this thread waits on the connection."""
-        deferring = self.deferring_thread
-        return deferring is not None and threading.get_ident() != deferring
+        return self._deferring_thread is not None and not self._on_loop()
 
     def _begin_beside_loop(self, durable: bool, started: float):
         """A write transaction of a thread that shares the connection with the service's event loop (a store
@@ -465,7 +464,7 @@ class PostgresBackend(Backend):
         most (the transaction's ``lock_timeout``, set in the same round trip), then LockNotAvailable; another
         thread as long as the bound it was given (``backend.writer_lock_wait_until``), else until it is free
         (the CLI, the modules, the scheduler: an operator's command waits for an apply)."""
-        wait = LOOP_WRITER_LOCK_WAIT_SECONDS if threading.get_ident() == self.deferring_thread else writer_lock_wait_left(None)
+        wait = LOOP_WRITER_LOCK_WAIT_SECONDS if self._on_loop() else writer_lock_wait_left(None)
         if wait is not None:
             connection.execute("SELECT set_config('lock_timeout', %s, true), pg_advisory_xact_lock(%s)",
                                (_lock_timeout(wait), WRITE_LOCK_KEY))
