@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import re
 import sqlite3
@@ -27,6 +28,13 @@ LEAD_LOCK_SUFFIX = "-lead-{name}.lock"  # one per duty (Backend.try_lead), e.g. 
 LEAD_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 # A writer that polls for the writer lock sleeps at most this long between tries.
 WRITER_LOCK_POLL_SECONDS = 0.05
+# A service connection's write-ahead log is checkpointed by a thread of its own (``_Checkpointer``) after
+# every this many transactions of the connection, and once a second while any log pages wait.
+CHECKPOINT_EVERY_TRANSACTIONS = 64
+CHECKPOINT_IDLE_SECONDS = 1.0
+CHECKPOINT_LOCK_WAIT_SECONDS = 0.1
+
+_log = logging.getLogger(__name__)
 
 # The writer locks (device, inode of the lock file) each thread holds, through whichever connection.
 _held_by_thread = threading.local()
@@ -128,6 +136,8 @@ class _Opened:
                 raise StoreError(f"store {backend.location}: commit failed: {error}") from None
             backend._written += 1  # pylint: disable=protected-access
             mine = backend._written  # pylint: disable=protected-access
+            if backend._checkpointer is not None and not mine % CHECKPOINT_EVERY_TRANSACTIONS:  # pylint: disable=protected-access
+                backend._checkpointer.wake()  # pylint: disable=protected-access
             if self._write:
                 backend._committed()  # pylint: disable=protected-access
         finally:
@@ -137,6 +147,92 @@ class _Opened:
                 backend.durable_mark = mine
             else:
                 backend.sync(mine)
+        return False
+
+
+class _Checkpointer:
+    """Moves a service connection's write-ahead log into the database from a thread and a connection of
+    its own. SQLite's automatic checkpoint runs in the thread that commits, once the log holds 1,000
+    pages: for the service, its event loop, which would copy the log's pages into the database and sync
+    the log and then the database file (two fsyncs) while every session waits, about every forty
+    enrolments. The service's connection has it off (``wal_autocheckpoint = 0``); this thread checkpoints
+    when woken after ``CHECKPOINT_EVERY_TRANSACTIONS`` transactions of that connection, and every
+    ``CHECKPOINT_IDLE_SECONDS`` otherwise:
+
+    * a PASSIVE checkpoint, which never waits for a writer nor makes one wait, copies what the log holds;
+    * the frames committed meanwhile are copied by a second one under the writer lock, when it is free at
+      once (else at the next turn): a log that is all in the database starts again from its beginning at
+      the next write, where a stream of commits would otherwise always leave a few pages behind and grow it
+      for good. Writers wait for that short copy as for any other writer (the event loop asynchronously).
+
+    Under ``synchronous = NORMAL`` a checkpoint syncs the log before it copies a page, as the automatic one
+    does. Another process's checkpoint at the same moment makes it try again at its next turn."""
+
+    def __init__(self, location: str):
+        self._location = location
+        self._woken = threading.Event()
+        self._stopping = False
+        self.checkpoints = 0  # checkpoints that copied pages (for tests and the benchmark)
+        self._thread = threading.Thread(target=self._run, name="opencapf-sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._woken.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        connection, writer_lock, failing = None, None, False
+        try:
+            while not self._stopping:
+                self._woken.wait(CHECKPOINT_IDLE_SECONDS)
+                self._woken.clear()
+                try:
+                    if connection is None:
+                        connection = sqlite3.connect(self._location, isolation_level=None, check_same_thread=True)
+                        connection.execute("PRAGMA synchronous = NORMAL")
+                        writer_lock = os.open(self._location + WRITER_LOCK_SUFFIX, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+                    if self._checkpoint(connection) and self._lock_writers(writer_lock):
+                        try:
+                            self._checkpoint(connection)
+                        finally:
+                            fcntl.flock(writer_lock, fcntl.LOCK_UN)
+                    if failing:
+                        _log.warning("store %s: the write-ahead log is checkpointed again", self._location)
+                        failing = False
+                except (sqlite3.Error, OSError) as exc:
+                    if not failing:  # said once per spell of failures: it is tried again at the next turn
+                        _log.warning("store %s: cannot checkpoint the write-ahead log (tried again): %s",
+                                     self._location, exc)
+                        failing = True
+        finally:
+            if connection is not None:
+                connection.close()
+            if writer_lock is not None:
+                os.close(writer_lock)
+
+    def _checkpoint(self, connection: sqlite3.Connection) -> bool:
+        """A PASSIVE checkpoint (its statement stepped to its end: a statement left open would hold a read
+        lock, which keeps the log from starting again); whether it copied pages."""
+        busy, _frames, copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]
+        if copied > 0:
+            self.checkpoints += 1
+        return not busy and copied > 0
+
+    def _lock_writers(self, fd: int) -> bool:
+        """Take the writer lock within ``CHECKPOINT_LOCK_WAIT_SECONDS`` (else leave it to the next turn)."""
+        deadline = time.monotonic() + CHECKPOINT_LOCK_WAIT_SECONDS
+        while not self._stopping:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.0005)
         return False
 
 
@@ -196,6 +292,8 @@ class SqliteBackend(Backend):
             self._connection.execute("PRAGMA foreign_keys = ON")
             if group_commit:
                 self._connection.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
+                if not read_only:  # its checkpoints are the checkpointer's (``_Checkpointer``)
+                    self._connection.execute("PRAGMA wal_autocheckpoint = 0")
             # A file that is not a database fails on the first real read.
             self._connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
             # The transactions' statements run on one cursor (``_SqliteTransaction``), each resetting
@@ -225,6 +323,7 @@ class SqliteBackend(Backend):
             status = os.fstat(self._writer_lock)
             self._writer_lock_id = (status.st_dev, status.st_ino)
         self._leads: dict[str, int] = {}  # duty name -> the descriptor holding its lock
+        self._checkpointer = _Checkpointer(self.location) if group_commit and not read_only else None
 
     def _read_only_uri(self) -> str:
         # Without a write-ahead log beside it the file is the whole database: read it as immutable,
@@ -453,6 +552,10 @@ class SqliteBackend(Backend):
         return bool(tx.scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)))
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            # First: the connection closed last moves the whole log into the database and removes it.
+            self._checkpointer.stop()
+            self._checkpointer = None
         with self._lock:
             self._connection.close()
             if self._writer_lock is not None:
