@@ -29,9 +29,12 @@ LEAD_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 # A writer that polls for the writer lock sleeps at most this long between tries.
 WRITER_LOCK_POLL_SECONDS = 0.05
 # A service connection's write-ahead log is checkpointed by a thread of its own (``_Checkpointer``) after
-# every this many transactions of the connection, and once a second while any log pages wait.
-CHECKPOINT_EVERY_TRANSACTIONS = 64
+# every this many transactions of the connection, and once a second while any log pages wait; a log of
+# at least CHECKPOINT_RESTART_FRAMES frames is then moved in whole, under the writer lock if it is free
+# within CHECKPOINT_LOCK_WAIT_SECONDS, so that it starts again from its beginning.
+CHECKPOINT_EVERY_TRANSACTIONS = 256
 CHECKPOINT_IDLE_SECONDS = 1.0
+CHECKPOINT_RESTART_FRAMES = 4096
 CHECKPOINT_LOCK_WAIT_SECONDS = 0.1
 
 _log = logging.getLogger(__name__)
@@ -160,10 +163,12 @@ class _Checkpointer:
     ``CHECKPOINT_IDLE_SECONDS`` otherwise:
 
     * a PASSIVE checkpoint, which never waits for a writer nor makes one wait, copies what the log holds;
-    * the frames committed meanwhile are copied by a second one under the writer lock, when it is free at
-      once (else at the next turn): a log that is all in the database starts again from its beginning at
-      the next write, where a stream of commits would otherwise always leave a few pages behind and grow it
-      for good. Writers wait for that short copy as for any other writer (the event loop asynchronously).
+    * once the log holds ``CHECKPOINT_RESTART_FRAMES`` frames (16 MiB of 4 KiB pages), the frames committed
+      during that copy are copied by a second one under the writer lock, when it is free within
+      ``CHECKPOINT_LOCK_WAIT_SECONDS`` (else at the next turn): a log that is all in the database starts
+      again from its beginning at the next write, where a stream of commits would always leave a few pages
+      behind and grow it for good. Writers wait for that short copy as for any other writer (the event loop
+      asynchronously).
 
     Under ``synchronous = NORMAL`` a checkpoint syncs the log before it copies a page, as the automatic one
     does. Another process's checkpoint at the same moment makes it try again at its next turn."""
@@ -195,7 +200,7 @@ class _Checkpointer:
                         connection = sqlite3.connect(self._location, isolation_level=None, check_same_thread=True)
                         connection.execute("PRAGMA synchronous = NORMAL")
                         writer_lock = os.open(self._location + WRITER_LOCK_SUFFIX, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-                    if self._checkpoint(connection) and self._lock_writers(writer_lock):
+                    if self._checkpoint(connection) >= CHECKPOINT_RESTART_FRAMES and self._lock_writers(writer_lock):
                         try:
                             self._checkpoint(connection)
                         finally:
@@ -214,13 +219,13 @@ class _Checkpointer:
             if writer_lock is not None:
                 os.close(writer_lock)
 
-    def _checkpoint(self, connection: sqlite3.Connection) -> bool:
+    def _checkpoint(self, connection: sqlite3.Connection) -> int:
         """A PASSIVE checkpoint (its statement stepped to its end: a statement left open would hold a read
-        lock, which keeps the log from starting again); whether it copied pages."""
-        busy, _frames, copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]
+        lock, which keeps the log from starting again); the frames the log holds (0 when it was busy)."""
+        busy, frames, copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]
         if copied > 0:
             self.checkpoints += 1
-        return not busy and copied > 0
+        return 0 if busy else frames
 
     def _lock_writers(self, fd: int) -> bool:
         """Take the writer lock within ``CHECKPOINT_LOCK_WAIT_SECONDS`` (else leave it to the next turn)."""

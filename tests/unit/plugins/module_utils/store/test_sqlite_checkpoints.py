@@ -75,11 +75,13 @@ def test_the_committing_thread_never_checkpoints_and_every_page_reaches_the_data
     assert _checkpointer_threads() == []
 
 
-def test_the_log_starts_again_under_a_stream_of_commits(store_path):
+def test_the_log_starts_again_under_a_stream_of_commits(store_path, monkeypatch):
     """However closely the service's commits follow each other, the log is moved into the database whole
     now and then (its last frames under the writer lock), so that it starts again from its beginning and
     its file stays a fraction of what the commits appended (a PASSIVE checkpoint alone, racing the next
     commit every time, would never leave it whole and the file would grow for good)."""
+    monkeypatch.setattr(sqlite_backend, "CHECKPOINT_RESTART_FRAMES", 512)  # 2 MiB: a shorter test
+    monkeypatch.setattr(sqlite_backend, "CHECKPOINT_EVERY_TRANSACTIONS", 64)
     open_store(store_path).close()
     appended = restarts = 0
     with open_store(store_path, group_commit=True) as store:
