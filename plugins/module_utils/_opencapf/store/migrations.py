@@ -23,6 +23,29 @@ LEFT_AT_SUCCESS = ("left pending when another session of the phone completed its
                    "21): no session delivers a certificate for this request")
 MIGRATION_ACTOR = "schema-migration"
 _LEFT_AT_SUCCESS = "r.status = 'pending' AND p.operation_status = 'succeeded'"
+# Migration 23: why an LSC that an earlier engine recorded ``issued`` for such a request, when its CA signed it
+# after the phone's operation had succeeded, is stale (the reason of its ``certificate.stale`` audit event, and
+# of the ``csr.superseded`` one of its request). ASCII without quotes, as LEFT_AT_SUCCESS.
+ANSWERED_AFTER_SUCCESS = ("signed by its CA after another session of the phone had completed its operation, for a "
+                          "request an engine that superseded only the requests of the sessions then live left pending "
+                          "(found at the upgrade to schema version 23): the phone holds no key for it, and no session "
+                          "delivers it")
+# The LSCs so recorded (``a``, of the phone ``o``): of a third-party CA (a CAPF-issued LSC is signed in its
+# session, which may have sent it to the phone), still ``issued``, of a phone whose operation succeeded, and
+# recorded after that success. After it as the store tells it without a clock: no LSC the phone acknowledged
+# (``installed_at``) is more recent, since the success of an install gave its LSC the phone's highest recency
+# (``certificates.install``). When the success installed none (a delete, a troubleshoot), also by the clock: no
+# ``phone.operation_succeeded`` event of the phone's name is later than the LSC's record (its issued_at, when
+# the store recorded it), so that an LSC a session sent to the phone before a troubleshoot succeeded, never
+# acknowledged and perhaps on the phone, is left as it is. (Recorded after the success, it was answered after
+# it: a session sends no request once the operation succeeded.)
+_ANSWERED_AFTER_SUCCESS = (
+    "SELECT a.id FROM certificates a JOIN phones o ON o.id = a.phone_id LEFT JOIN (SELECT subject, MAX(at) AS at "
+    "FROM audit_events WHERE action = 'phone.operation_succeeded' GROUP BY subject) s ON s.subject = o.name "
+    "WHERE a.kind = 'lsc' AND a.status = 'issued' AND a.recency > 0 AND a.source IN ('online_ca', 'offline_ca') "
+    "AND o.operation_status = 'succeeded' AND NOT EXISTS (SELECT 1 FROM certificates i WHERE i.phone_id = o.id "
+    "AND i.kind = 'lsc' AND i.installed_at IS NOT NULL AND i.recency > a.recency) "
+    "AND (o.operation = 'install_upgrade' OR s.at IS NULL OR s.at <= a.issued_at)")
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (1, "initial schema", [
@@ -431,6 +454,28 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         # events past the retention are found from this index, not by reading the whole log.
         "{deletable:audit_events:action:session.}",
         "CREATE INDEX audit_events_session_at ON audit_events (at) WHERE substr(action, 1, 8) = 'session.'",
+    ]),
+    (23, "no certificate a CA signed after its phone's operation succeeded is the phone's LSC", [
+        # Before migration 21, a CA's later answer to a request left pending at a success was recorded as an
+        # ``issued`` LSC with the phone's highest recency: the phone's current LSC (listings, reports, capf_info,
+        # the renewal scheduler) for a key the phone no longer holds, and delivered as the phone's pending key by
+        # its next session once the operator armed the operation again (``enrolment.next_for_phone``). Each is
+        # stale now (recency 0: never current again), as a CA's answer to a superseded request is recorded now,
+        # with its certificate.stale audit event; its request, ``issued``, superseded with its csr.superseded one.
+        "INSERT INTO audit_events (at, actor, action, subject, details) "
+        f"SELECT '{{now}}', '{MIGRATION_ACTOR}', 'csr.superseded', p.name, "
+        f"'{{{{\"csr_id\": ' || r.id || ', \"reason\": \"{ANSWERED_AFTER_SUCCESS}\"}}}}' "
+        "FROM csrs r JOIN phones p ON p.id = r.phone_id WHERE r.status = 'issued' "
+        f"AND r.certificate_id IN ({_ANSWERED_AFTER_SUCCESS}) ORDER BY r.id",
+        f"UPDATE csrs SET status = 'superseded', reason = '{ANSWERED_AFTER_SUCCESS}', updated_at = '{{now}}' "
+        f"WHERE status = 'issued' AND certificate_id IN ({_ANSWERED_AFTER_SUCCESS})",
+        "INSERT INTO audit_events (at, actor, action, subject, details) "
+        f"SELECT '{{now}}', '{MIGRATION_ACTOR}', 'certificate.stale', p.name, "
+        f"'{{{{\"certificate_id\": ' || c.id || ', \"reason\": \"{ANSWERED_AFTER_SUCCESS}\", \"serial\": \"' "
+        "|| c.serial || '\", \"source\": \"' || c.source || '\", \"not_after\": \"' || c.not_after || '\"}}' "
+        f"FROM certificates c JOIN phones p ON p.id = c.phone_id WHERE c.id IN ({_ANSWERED_AFTER_SUCCESS}) ORDER BY c.id",
+        f"UPDATE certificates SET status = 'stale', recency = 0, status_changed_at = '{{now}}' "
+        f"WHERE id IN ({_ANSWERED_AFTER_SUCCESS})",
     ]),
 ]
 
