@@ -471,8 +471,8 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         f"WHERE status = 'issued' AND certificate_id IN ({_ANSWERED_AFTER_SUCCESS})",
         "INSERT INTO audit_events (at, actor, action, subject, details) "
         f"SELECT '{{now}}', '{MIGRATION_ACTOR}', 'certificate.stale', p.name, "
-        f"'{{{{\"certificate_id\": ' || c.id || ', \"reason\": \"{ANSWERED_AFTER_SUCCESS}\", \"serial\": \"' "
-        "|| c.serial || '\", \"source\": \"' || c.source || '\", \"not_after\": \"' || c.not_after || '\"}}' "
+        f"'{{{{\"certificate_id\": ' || c.id || ', \"not_after\": \"' || c.not_after || '\", \"reason\": "
+        f"\"{ANSWERED_AFTER_SUCCESS}\", \"serial\": \"' || c.serial || '\", \"source\": \"' || c.source || '\"}}}}' "
         f"FROM certificates c JOIN phones p ON p.id = c.phone_id WHERE c.id IN ({_ANSWERED_AFTER_SUCCESS}) ORDER BY c.id",
         f"UPDATE certificates SET status = 'stale', recency = 0, status_changed_at = '{{now}}' "
         f"WHERE id IN ({_ANSWERED_AFTER_SUCCESS})",
