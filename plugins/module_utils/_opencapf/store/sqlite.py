@@ -32,7 +32,7 @@ WRITER_LOCK_POLL_SECONDS = 0.05
 # every this many transactions of the connection, and once a second while any log pages wait; a log of
 # at least CHECKPOINT_RESTART_FRAMES frames is then moved in whole, under the writer lock if it is free
 # within CHECKPOINT_LOCK_WAIT_SECONDS, so that it starts again from its beginning.
-CHECKPOINT_EVERY_TRANSACTIONS = 256
+CHECKPOINT_EVERY_TRANSACTIONS = 128
 CHECKPOINT_IDLE_SECONDS = 1.0
 CHECKPOINT_RESTART_FRAMES = 4096
 CHECKPOINT_LOCK_WAIT_SECONDS = 0.1
