@@ -53,9 +53,10 @@ MONITOR_LEAD = monitor.LEAD
 ACTOR = "scheduler"
 INTERVAL_PARAMETER = "scheduler_interval_seconds"
 LISTED_NAMES = 20  # phones named in a lapse log line; the audit event has the count
-# The longest a stopping service waits for its store work under way (the scheduler's tick, its store threads'
-# work) before it ends it (``Backend.abort``: a host that does not answer would hold the stop until the network
-# heals); work ended so is rolled back: a job is left due.
+# The longest a stopping service waits for its store work under way before it ends it (``Backend.abort``: a host
+# that does not answer would hold the stop until the network heals): one deadline, this long after the stop began,
+# for all of it (the scheduler's tick, the enrolment service's pass, its store threads' work; ``service.serve``),
+# so a stop takes about this long plus the sessions' grace at most. Work ended so is rolled back: a job is left due.
 STOP_STORE_WAIT_SECONDS = 10
 
 

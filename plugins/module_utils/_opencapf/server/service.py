@@ -216,8 +216,13 @@ class CapfServer:
             if counts.get("issued") or counts.get("failed"):
                 log.info("certificate enrolment service: %s", counts)
 
-    async def stop(self, grace: float = 10.0) -> None:
-        """Stop accepting, let running sessions finish for up to ``grace`` seconds, then end them."""
+    async def stop(self, grace: float = 10.0, store_deadline: float | None = None) -> None:
+        """Stop accepting, let running sessions finish for up to ``grace`` seconds, then end them; then await the
+        store work left in the thread pool until ``store_deadline`` (the event loop's time; ``serve``'s: the one
+        deadline of all its stop's store work, ``scheduling.STOP_STORE_WAIT_SECONDS`` after the stop began; by
+        default as long after this call), and end what is left of it (``_pool_done``)."""
+        if store_deadline is None:
+            store_deadline = asyncio.get_running_loop().time() + scheduling.STOP_STORE_WAIT_SECONDS
         self._close_listeners()
         if self._tasks:
             _done, pending = await asyncio.wait(list(self._tasks), timeout=grace)
@@ -228,7 +233,7 @@ class CapfServer:
         await self._durability.wait(self.store.durable_mark)
         self._durability.close()
         self.store.defer_durability(False)
-        await self._pool_done()
+        await self._pool_done(store_deadline)
         self._pool.shutdown(wait=True)
         self._reclaimer.close()
 
@@ -296,15 +301,19 @@ class CapfServer:
         work.add_done_callback(self._in_pool.discard)
         return asyncio.wrap_future(work)
 
-    async def _pool_done(self) -> None:
-        """Await the work in the thread pool ``scheduling.STOP_STORE_WAIT_SECONDS`` at most; then end its store work
-        (``Backend.abort``: its host may not be answering), which then fails at once."""
+    async def _pool_done(self, deadline: float) -> None:
+        """Await the work in the thread pool until ``deadline`` (the event loop's time) at most, not at all once it
+        has passed; then end its store work (``Backend.abort``: its host may not be answering), which then fails
+        at once."""
         pending = [asyncio.wrap_future(work) for work in list(self._in_pool)]
         if not pending:
             return
         for waited in pending:  # their outcome is their callers' (a session's, the enrolment service's), told there
             waited.add_done_callback(lambda done: done.cancelled() or done.exception())
-        _done, waiting = await asyncio.wait(pending, timeout=scheduling.STOP_STORE_WAIT_SECONDS)
+        left = deadline - asyncio.get_running_loop().time()
+        if left > 0:
+            await asyncio.wait(pending, timeout=left)
+        waiting = [waited for waited in pending if not waited.done()]
         if waiting:
             log.warning("%d piece(s) of store work did not end within %d s of the stop (the store's host may not be "
                         "answering): their store work is ended, and rolled back", len(waiting),
@@ -909,21 +918,25 @@ async def serve(store: Store, options: ServerOptions | None = None, ready=None, 
     try:
         await stop_event.wait()
     finally:
+        # One deadline for all the stop's store work: the scheduler's tick (ended then by ``scheduling.run``, whose
+        # wait begins with this one at ``worker_stop``), the enrolment service's pass and the thread pool's work.
+        loop = asyncio.get_running_loop()
+        store_deadline = loop.time() + scheduling.STOP_STORE_WAIT_SECONDS
         worker_stop.set()
         forever.cancel()
         if reloads is not None:
             reloads.cancel()
         try:  # its pass under way in the thread pool, cut short, is awaited with the pool's other work (CapfServer.stop)
-            await asyncio.wait_for(worker, scheduling.STOP_STORE_WAIT_SECONDS)
+            await asyncio.wait_for(worker, max(0.0, store_deadline - loop.time()))
         except (asyncio.TimeoutError, CapfError):
             pass
         try:
-            await jobs  # a tick under way finishes, within scheduling.STOP_STORE_WAIT_SECONDS (then its store work ends)
+            await jobs  # a tick under way finishes by the deadline (then its store work ends)
         except Exception:  # pylint: disable=broad-except  # a defect of ours must not keep the sessions from ending
             log.exception("scheduler: internal error while stopping")
         if responder is not None:
             await responder.stop()
-        await server.stop()
+        await server.stop(store_deadline=store_deadline)
         if endpoint is not None:
             endpoint.close()
     return server.served
