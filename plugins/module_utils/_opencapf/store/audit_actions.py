@@ -81,9 +81,11 @@ ACTIONS: dict[str, Shape] = {
                                  LSC_RECORDED, "validity_capped validity_days"),
     "certificate.installed": _shape("the phone stored an LSC (`status: revoked`: one revoked on its way)",
                                     "certificate_id", "status"),
-    "certificate.stale": _shape("an LSC will never be on the phone (not stored, replaced, refused, or arrived after "
-                                "its request no longer waited)", "certificate_id reason",
-                                "serial issuer signer source not_after code"),
+    "certificate.stale": _shape("an LSC will never be on the phone: the phone did not store it or no longer holds "
+                                "its key, a newer key or request replaced it, it was refused at delivery (`code`: the "
+                                "refusal's), or it arrived from a CA after its request no longer waited (`signer`, "
+                                "`source`, `not_after`: as `certificate.issued` tells them)",
+                                "certificate_id serial issuer reason", "code signer source not_after"),
     "certificate.revoked": _shape("an LSC was revoked (the operator, a removal, a delete operation, a newer LSC, "
                                   "the expiry duty)", "certificate_id serial issuer reason revoked_at",
                                   "via expired_at"),

@@ -91,6 +91,8 @@ def serial_taken(tx: Transaction, issuer: str, serial: str) -> bool:
 
 
 def set_status(tx: Transaction, actor: str, certificate_id: int, status: str, subject: str = "", **details) -> None:
+    """LSC ``certificate_id`` takes ``status``, with its audit event ``certificate.<status>`` (``details`` added;
+    a stale LSC's event names it by its ``serial`` and ``issuer`` too)."""
     now = format_utc(utc_now())
     if status == "installed":
         extra, params = ", installed_at = ?, recency = " + _NEXT_RECENCY.format(phone="certificates.phone_id"), (now,)
@@ -98,7 +100,18 @@ def set_status(tx: Transaction, actor: str, certificate_id: int, status: str, su
         extra, params = (", recency = 0" if status == "stale" else ""), ()
     tx.execute(f"UPDATE certificates SET status = ?, status_changed_at = ?{extra} WHERE id = ?",
                (status, now, *params, certificate_id))
+    if status == "stale":
+        details = _named(tx, certificate_id, details)
     audit.record(tx, actor, f"certificate.{status}", subject, certificate_id=certificate_id, **details)
+
+
+def _named(tx: Transaction, certificate_id: int, details: dict) -> dict:
+    """``details`` of an event that names LSC ``certificate_id`` (``certificate.stale``, ``certificate.revoked``),
+    with its ``serial`` and ``issuer``: as the caller gives them, else read here."""
+    if details.get("serial") is None or details.get("issuer") is None:
+        row = tx.one("SELECT serial, issuer FROM certificates WHERE id = ?", (certificate_id,))
+        details = dict(details, serial=row["serial"], issuer=row["issuer"])
+    return details
 
 
 def for_phone(tx: Transaction, phone_id: int, kind: str | None = None) -> list[dict[str, Any]]:
@@ -153,7 +166,7 @@ def install(tx: Transaction, actor: str, phone: dict[str, Any], certificate_id: 
     rows = [row for row in rows if row["id"] != certificate_id]
     overwritten = [row for row in rows if row["status"] == "installed"]
     revoked = [row["id"] for row in overwritten]
-    stale = [row["id"] for row in rows if row["status"] == "issued" and row["id"] < certificate_id]
+    stale = [row for row in rows if row["status"] == "issued" and row["id"] < certificate_id]
     if own == ["revoked"]:
         tx.execute("UPDATE certificates SET installed_at = ?, recency = "
                    + _NEXT_RECENCY.format(phone="certificates.phone_id") + " WHERE id = ?",
@@ -165,8 +178,9 @@ def install(tx: Transaction, actor: str, phone: dict[str, Any], certificate_id: 
     for old in overwritten:
         revoke(tx, actor, old["id"], phone["name"], REVOKED_SUPERSEDED, serial=old["serial"], issuer=old["issuer"])
     for old in stale:
-        set_status(tx, actor, old, "stale", phone["name"], reason="a newer key completed first")
-    return {"revoked": revoked, "stale": stale}
+        set_status(tx, actor, old["id"], "stale", phone["name"], reason="a newer key completed first",
+                   serial=old["serial"], issuer=old["issuer"])
+    return {"revoked": revoked, "stale": [row["id"] for row in stale]}
 
 
 def set_stale_if_waiting(tx: Transaction, actor: str, phone: dict[str, Any], certificate_id: int,
@@ -180,7 +194,7 @@ def set_stale_if_waiting(tx: Transaction, actor: str, phone: dict[str, Any], cer
                          "WHERE id = ? AND status = 'issued'", (format_utc(utc_now()), certificate_id))
     if changed:
         audit.record(tx, actor, "certificate.stale", phone["name"], certificate_id=certificate_id, reason=reason,
-                     **details)
+                     **_named(tx, certificate_id, details))
     return bool(changed)
 
 
@@ -215,13 +229,11 @@ def revoke(tx: Transaction, actor: str, certificate_id: int, subject: str, reaso
     if reason not in REVOCATION_REASONS:
         raise CertificateError(f"revocation reason must be one of {', '.join(REVOCATION_REASONS)}, not {reason!r}")
     at = at or format_utc(utc_now())
-    if serial is None or issuer is None:
-        row = tx.one("SELECT serial, issuer FROM certificates WHERE id = ?", (certificate_id,))
-        serial, issuer = row["serial"], row["issuer"]
+    named = _named(tx, certificate_id, dict(details, serial=serial, issuer=issuer))
     tx.execute("UPDATE certificates SET status = 'revoked', status_changed_at = ?, revoked_at = ?, "
                "revocation_reason = ? WHERE id = ?", (at, at, reason, certificate_id))
-    audit.record(tx, actor, "certificate.revoked", subject, certificate_id=certificate_id, serial=serial,
-                 issuer=issuer, reason=reason, revoked_at=at, **details)
+    audit.record(tx, actor, "certificate.revoked", subject, certificate_id=certificate_id, reason=reason,
+                 revoked_at=at, **named)
 
 
 def expired(alias: str) -> str:

@@ -22,7 +22,11 @@ or an offline CA as issuer:
 * every LSC that became ``revoked`` is one ``certificate.revoked`` event of its phone with its
   ``certificate_id``, ``serial``, ``issuer``, ``reason`` and ``revoked_at`` as stored, whoever revoked it
   (the operator, the phone's removal, a session's delete operation, a newer LSC the phone stored, the
-  scheduler's revocation of expired LSCs), and every ``certificate.revoked`` event tells those.
+  scheduler's revocation of expired LSCs), and every ``certificate.revoked`` event tells those;
+* every LSC that became ``stale`` (or was recorded stale) is one ``certificate.stale`` event of its phone
+  with its ``certificate_id``, ``serial`` and ``issuer`` as stored, and a ``reason``, whatever made it
+  stale (a newer key the phone stored, the phone's newer request, the phone not storing it or no longer
+  holding its key, its refusal at delivery, its arrival from a CA after its request no longer waited).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ OPERATION_EVENT = "phone.operation_"
 SETTINGS_EVENTS = ("phone.create", "phone.update")
 NEW_PHONE = ("none", "")  # a phone's operation status and reason before its phone.create
 REVOKED_KEYS = ("serial", "issuer", "reason", "revoked_at")  # what the log tells of every LSC revoked
+STALE_KEYS = ("serial", "issuer")  # what the log tells of every LSC stale as the store holds it (and a reason)
 
 
 def _told(told, event) -> tuple | None:
@@ -131,6 +136,16 @@ class AuditedFleetLife(FleetLife):
                     if event["subject"] == lsc["name"] and event["details"]["certificate_id"] == lsc_id]
             assert told == [{key: lsc[key] for key in REVOKED_KEYS}], (
                 f"{lsc['name']}: LSC {lsc_id} was revoked {lsc}, the log tells {told}")
+        stale = [event for event in events if event["action"] == "certificate.stale"]
+        for lsc_id, lsc in lscs.items():
+            if lsc["status"] != "stale" or lscs_before.get(lsc_id, {}).get("status") == "stale":
+                continue
+            told = [{key: event["details"].get(key) for key in STALE_KEYS} for event in stale
+                    if event["subject"] == lsc["name"] and event["details"]["certificate_id"] == lsc_id
+                    and event["details"].get("reason")]
+            assert told == [{key: lsc[key] for key in STALE_KEYS}], (
+                f"{lsc['name']}: LSC {lsc_id} became stale {lsc}, the log tells {told}",
+                [(event["action"], event["details"]) for event in stale if event["subject"] == lsc["name"]])
         self.requests, self.lscs = requests, lscs
 
 
