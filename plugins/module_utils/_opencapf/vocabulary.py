@@ -112,9 +112,14 @@ SMTP_SECURITY = ("starttls", "tls", "none")
 SMTP_TEXT_MAX = 254  # host names, user names and addresses
 
 # The longest a writer of an SQLite store waits for the store's write lock while another writer holds it
-# (a long ``opencapf apply``) before it gives up with an error: the CLI, the modules, the scheduler and
-# the CAPF service's store threads. A step of a phone session waits at most its step timeout (``serve
-# --step-timeout``), then the session ends failed, with nothing of the step written.
+# (a long ``opencapf apply``) before it fails with ``StoreBusy``, nothing written (``SqliteBackend.writer_lock_wait``):
+# the CLI, the modules, the scheduler, and the CAPF service's store threads when no sooner bound was given them
+# (the enrolment service's pass). On PostgreSQL these wait until the lock is free. Sooner bounds, on either
+# backend: a write of the service's event loop waits ``store.backend.LOOP_WRITER_LOCK_WAIT_SECONDS`` at most; a
+# phone session's step waits for the lock its step timeout (``serve --step-timeout``) at most, on the event loop
+# before it runs, in a store thread (an online CA's step) as the bound its writes were given there
+# (``store.backend.writer_lock_wait_until``, read by ``writer_lock_wait_left``); then the session ends failed,
+# with nothing of the step written.
 WRITER_LOCK_WAIT_SECONDS = 600
 
 # Run-time settings of the CAPF service (``serve`` options) and of the phone simulator.
