@@ -90,7 +90,7 @@ def test_the_failure_of_an_abandoned_session_does_not_undo_a_newer_success(ca_st
     lost = Outcome(outcome="aborted", reason="peer closed the connection")
     plan = old.begin("SEP00000000C002")
     assert old.authenticate(plan, AuthOffer(b"SEP00000000C002", None)).ok
-    with ca_store.transaction() as tx:
+    with ca_store.transaction() as tx:  # the retrying session's success, written directly between the old one's steps
         tx.execute("UPDATE phones SET operation_status = 'succeeded' WHERE name = 'SEP00000000C002'")
     old.ended(plan, lost)
     assert phone_row(ca_store, "SEP00000000C002")["operation_status"] == "succeeded"

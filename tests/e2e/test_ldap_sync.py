@@ -12,6 +12,7 @@ import stat
 import pytest
 
 from support.slapd import DEVICE_ATTRIBUTE, SIZE_LIMIT, SYNC_DN
+from support.store_phones import change_phone
 from _opencapf import directory, templates
 from _opencapf.ca import authority
 from _opencapf.errors import CapfError
@@ -115,9 +116,9 @@ def test_sync_lifecycle(store, slapd_server, tmp_path):
 
 
 def phone_records_update(store, name, **columns):
+    """The operator changes the phone's settings ``columns`` (capf_phone's path)."""
     with store.transaction() as tx:
-        tx.execute(f"UPDATE phones SET {', '.join(f'{key} = ?' for key in columns)} WHERE name = ?",  # noqa: S608
-                   (*columns.values(), name))
+        change_phone(tx, name, **columns)
 
 
 def test_check_mode_writes_nothing_and_plans_the_first_sync(store, slapd_server):

@@ -112,7 +112,7 @@ def test_the_lead_passes_to_another_process_when_the_leader_stops(ca_store, tmp_
         time.sleep(1.5)
         assert LEADER_LINE not in follower.log()
         leader.stop()
-        with ca_store.transaction() as tx:
+        with ca_store.transaction() as tx:  # the deadline passes now, not a day later: time moved, not a setting
             tx.execute("UPDATE phones SET operation_deadline = ? WHERE name = 'SEP00000000D001'", (_in(-1),))
         assert wait_for(lambda: LEADER_LINE in follower.log(), 20)
         lapsed = wait_for(lambda: phone_row(ca_store, "SEP00000000D001")["operation_status"] == "lapsed", 20)

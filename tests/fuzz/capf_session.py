@@ -122,7 +122,7 @@ def _record_presented_lsc(tx, phone: dict, seed: str) -> None:
 
 def reset(store) -> None:
     """Every phone back to its scenario's pending operation (a run may complete or fail it)."""
-    with store.transaction() as tx:
+    with store.transaction() as tx:  # the sessions' state reset at once (failures, lock, result): no engine path does
         for name, settings, _outcome in SCENARIOS.values():
             if settings is None:
                 continue

@@ -15,11 +15,13 @@ import tempfile
 import capf_session as world
 from _opencapf.ca import authority
 from _opencapf.ca import certificates as c
+from _opencapf.phone_config import COLUMN_OPTIONS, PhoneRequest, check_settings, converge_many
 from _opencapf.protocol.phone import PhoneBehaviour, PhoneSession
 from _opencapf.protocol.session import ServerSession
 from _opencapf.server.decider import StoreDecider
 from _opencapf.simulator.identity import PhoneIdentity, PhoneSettings
 from _opencapf.simulator.manufacturing import ManufacturingCa
+from _opencapf.store import phones as phone_records
 
 BEHAVIOURS = {
     "install-ec-preferred-retry": PhoneBehaviour(fail_keygen=1),
@@ -53,14 +55,11 @@ def record(directory: str) -> dict:
         identity = PhoneIdentity.create(None, PhoneSettings(name, auth_mode="null_string"),
                                         mic_ca=mic_ca if auth_mode == "existing_cert_mic" else None)
         if auth_mode == "existing_cert_lsc":  # a first, null-string install gives the phone its LSC
-            with store.transaction() as tx:
-                tx.execute("UPDATE phones SET auth_mode = 'null_string', operation = 'install_upgrade', "
-                           "operation_status = 'pending' WHERE name = ?", (name,))
+            _change(store, name, auth_mode="null_string", operation="install_upgrade")
             _bytes, outcome = converse(store, identity, None)
             assert outcome == "succeeded" and identity.lsc is not None, outcome
             world.reset(store)
-            with store.transaction() as tx:
-                tx.execute("UPDATE phones SET auth_mode = 'existing_cert_lsc' WHERE name = ?", (name,))
+            _change(store, name, auth_mode="existing_cert_lsc")
         identity.settings.auth_mode = auth_mode
         identity.settings.auth_string = world.AUTH_STRING if auth_mode == "auth_string" else ""
         stream, outcome = converse(store, identity, BEHAVIOURS.get(seed))
@@ -69,6 +68,15 @@ def record(directory: str) -> dict:
     anchors = {"capf.pem": authority.current(store)["pem"], "mic-ca.pem": c.to_pem(mic_ca.certificate)}
     store.close()
     return seeds, anchors
+
+
+def _change(store, name: str, **columns) -> None:
+    """The operator changes the phone's settings ``columns`` (store columns) as capf_phone does, its operation
+    armed again once finished (``reissue``)."""
+    with store.transaction() as tx:
+        wanted = check_settings({COLUMN_OPTIONS[column]: value for column, value in columns.items()})
+        request = PhoneRequest(name, wanted, reissue=True)
+        converge_many(tx, "record", b"", [(phone_records.get(tx, name), request)], via="capf_phone")
 
 
 def main() -> None:

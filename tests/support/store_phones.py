@@ -36,18 +36,22 @@ def create_phone(tx, name: str, *, secret: bytes = b"", auth_string: str | None 
     return row
 
 
-def change_phone(tx, name: str, *, reissue: bool = False, actor: str = "test", via: str = "capf_phone",
-                 **columns: Any) -> dict[str, Any]:
+def change_phone(tx, name: str, *, reissue: bool = False, secret: bytes = b"", auth_string: str | None = None,
+                 actor: str = "test", via: str = "capf_phone", **columns: Any) -> dict[str, Any]:
     """Change the settings ``columns`` (store columns, as ``create_phone`` takes them) of the phone ``name``
     in the caller's transaction as an administrator does, and return its row: a new operation is pending,
     and ``reissue`` arms its operation again unless it is under way (pending, in progress), as capf_phone's
-    ``reissue`` does. The engine state of ``ENGINE_STATE`` is the sessions' to set, not a change's."""
+    ``reissue`` does; ``auth_string``: its authentication string, kept under the store's ``secret``. The
+    engine state of ``ENGINE_STATE`` is the sessions' to set, not a change's."""
     name = normalise_device_name(name, "name")
     current = _phones.get(tx, name)
     if current is None:
         raise LookupError(f"change_phone: no phone {name}")
-    request = phone_config.PhoneRequest(name, _settings("change_phone", columns), reissue=reissue)
-    phone_config.converge_many(tx, actor, b"", [(current, request)], via=via)
+    if auth_string is not None and not secret:
+        raise TypeError("change_phone: an authentication string needs the store's secret")
+    request = phone_config.PhoneRequest(name, _settings("change_phone", columns),
+                                        phone_config.AuthRequest(literal=auth_string), reissue=reissue)
+    phone_config.converge_many(tx, actor, secret, [(current, request)], via=via)
     return _phones.get(tx, name)
 
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from support.store_phones import change_phone
 from support.tools import run_cli
 
 from _opencapf import bulk, phone_config, scheduler, secretbox
@@ -50,7 +51,7 @@ def test_forty_thousand_phones_converge_in_one_job(store):
 def test_failure_on_one_phone_changes_nothing(store):
     bulk.converge(store, csv_content=_csv(10))
     with store.transaction() as tx:
-        tx.execute("UPDATE phones SET security_mode = 'authenticated' WHERE name = 'SEP000000000007'")
+        change_phone(tx, "SEP000000000007", security_mode="authenticated")
     try:
         bulk.converge(store, query={}, settings={"certificate_operation": "install_upgrade",
                                                  "authentication_mode": "auth_string"},

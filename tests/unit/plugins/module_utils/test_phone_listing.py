@@ -7,7 +7,8 @@ import gc
 
 import pytest
 
-from _opencapf import authstrings, phone_query, reports
+from support.store_phones import change_phone
+from _opencapf import phone_query, reports
 from _opencapf.store import certificates, migrate, open_store, phones, postgresql, renewals
 from _opencapf.store.migrations import LATEST_VERSION
 from _opencapf.store.postgresql import PostgresBackend
@@ -118,8 +119,7 @@ def test_named_phones_and_authentication_strings_narrow_the_listing(migrated):
     secret = migrated.secret()
     with migrated.transaction() as tx:
         for name, value in (("SEP000000000001", "1234"), ("SEP000000000005", "1234"), ("SEP000000000002", "5678")):
-            salt, digest = authstrings.protect(secret, value)
-            tx.execute("UPDATE phones SET auth_salt = ?, auth_hash = ? WHERE name = ?", (salt, digest, name))
+            change_phone(tx, name, secret=secret, auth_string=value, auth_mode="auth_string")
     # More names than one statement lists: the rows are narrowed after the query.
     names = list(CERTIFICATES) + ["SEP0000000A%04X" % index for index in range(600)]
     with migrated.read() as tx:

@@ -115,13 +115,14 @@ def test_auth_string_on_secure_phone_is_refused(run, location):
 
 def test_finished_operations_are_armed_again_only_on_request(run, location):
     run(capf_phone, dict(INSTALL, store=location))
+    # A session's result, written directly: the module under test has no path that ends an operation.
     execute(location, "UPDATE phones SET operation_status = 'failed', operation_reason = 'key generation failed'")
     assert run(capf_phone, dict(INSTALL, store=location))["changed"] is False
     rearmed = run(capf_phone, dict(INSTALL, store=location, operation_completes_by="2030-01-01"))
     assert rearmed["changed"] is True and rearmed["status"]["operation_status"] == "pending"
     assert rearmed["status"]["operation_reason"] == ""
     assert rearmed["status"]["operation_completes_by"] == "2030-01-01T00:00:00Z"
-    execute(location, "UPDATE phones SET operation_status = 'succeeded'")
+    execute(location, "UPDATE phones SET operation_status = 'succeeded'")  # a session's result, as above
     assert run(capf_phone, dict(INSTALL, store=location))["changed"] is False
     again = run(capf_phone, dict(INSTALL, store=location, reissue=True))
     assert again["changed"] is True and again["status"]["operation_status"] == "pending"

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from support.protocol import add_phone, certificate_rows, phone_row
+from support.store_phones import change_phone
 from _opencapf.ca import keys
 from _opencapf.protocol import codec
 from _opencapf.protocol.codec import Decoder, Message
@@ -218,7 +219,7 @@ def test_arbitrary_messages_after_authentication(ca_store):
                     max_size=5))
     def run(messages):
         with ca_store.transaction() as tx:
-            tx.execute("UPDATE phones SET operation = 'install_upgrade' WHERE name = ?", (NAME,))
+            change_phone(tx, NAME, operation="install_upgrade", reissue=True)  # armed again after an example's session
         server = ServerSession(11, StoreDecider(ca_store))
         server.start(0)
         _check_output(server, server.receive_data(codec.encode(Message(Command.AUTH_RESPONSE, 11, auth)), 0))

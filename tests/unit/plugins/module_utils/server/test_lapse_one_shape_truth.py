@@ -41,9 +41,10 @@ def _phone(store, state: str, deadline: str | None, request: bool, now: dt.datet
     """A phone in ``state`` with its deadline, and a request the CA holds or not, put there by the
     engine's own store functions; its times relative to ``now``."""
     name = f"SEP{next(_names):012X}"
-    phone_config.converge(store, name, settings={"certificate_operation": "install_upgrade", "key_order": "ec",
-                                                 "ec_key_size": 256})
     at = {"an hour ago": now - HOUR, "a day ago": now - 24 * HOUR, "tomorrow": now + 24 * HOUR, None: None}[deadline]
+    completes_by = {} if at is None else {"operation_completes_by": format_utc(at)}
+    phone_config.converge(store, name, settings={"certificate_operation": "install_upgrade", "key_order": "ec",
+                                                 "ec_key_size": 256, **completes_by})
     with store.transaction() as tx:
         phone = phone_records.get(tx, name)
         if state.startswith("in progress"):
@@ -56,7 +57,6 @@ def _phone(store, state: str, deadline: str | None, request: bool, now: dt.datet
             csr_records.add(tx, phone["id"], "%064x" % phone["id"], b"key")
             if not state.startswith("in progress"):  # sent by an earlier session, before this state
                 tx.execute("UPDATE csrs SET created_at = ? WHERE phone_id = ?", (format_utc(now - 3 * HOUR), phone["id"]))
-        tx.execute("UPDATE phones SET operation_deadline = ? WHERE id = ?", (format_utc(at), phone["id"]))
     return name
 
 

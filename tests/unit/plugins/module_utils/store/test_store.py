@@ -454,6 +454,7 @@ def test_migration_6_adds_the_session_bound_and_the_chain_leaving_every_row_as_i
     assert migrate(backend, target=5) == 5
     with backend.transaction(write=True) as tx:
         phone_id = create_phone(tx, "SEP000000000005", operation="install_upgrade")["id"]
+        # As a session of a version 5 engine left it (no bound), which no engine of this version writes.
         tx.execute("UPDATE phones SET operation_status = 'in_progress', last_session_at = '2026-01-01T00:00:00Z'")
         _certificate(tx, phone_id, "lsc", "e1", "issued", "offline_ca", None)
         before = (tx.query("SELECT * FROM phones"), tx.query("SELECT * FROM certificates"))
@@ -477,6 +478,7 @@ def test_an_operation_in_progress_is_settled_only_past_its_sessions_bound(store)
         bounded, unbounded = phones.get(tx, "SEP00000000AA01"), phones.get(tx, "SEP00000000AA02")
         phones.record_session_start(tx, bounded, True, "2026-01-01T01:00:00Z")
         phones.record_session_start(tx, unbounded, True)
+        # Its session began long ago, with no bound: a moment no engine path records for a session it starts now.
         tx.execute("UPDATE phones SET last_session_at = '2026-01-01T00:00:00Z' WHERE name = 'SEP00000000AA02'")
     skew = dt.timedelta(minutes=5)
     with store.read() as tx:
