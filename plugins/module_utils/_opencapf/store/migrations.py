@@ -39,6 +39,9 @@ ANSWERED_AFTER_SUCCESS = ("signed by its CA after another session of the phone h
 # the store recorded it), so that an LSC a session sent to the phone before a troubleshoot succeeded, never
 # acknowledged and perhaps on the phone, is left as it is. (Recorded after the success, it was answered after
 # it: a session sends no request once the operation succeeded.)
+# A text column as the inside of a JSON string: its backslashes and double quotes escaped (a DN's RFC 4514 text
+# escapes its special characters with backslashes, and may hold quotes; it holds no control character).
+_JSON_TEXT = "replace(replace({}, '\\', '\\\\'), '\"', '\\\"')"
 _ANSWERED_AFTER_SUCCESS = (
     "SELECT a.id FROM certificates a JOIN phones o ON o.id = a.phone_id LEFT JOIN (SELECT subject, MAX(at) AS at "
     "FROM audit_events WHERE action = 'phone.operation_succeeded' GROUP BY subject) s ON s.subject = o.name "
@@ -471,8 +474,9 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         f"WHERE status = 'issued' AND certificate_id IN ({_ANSWERED_AFTER_SUCCESS})",
         "INSERT INTO audit_events (at, actor, action, subject, details) "
         f"SELECT '{{now}}', '{MIGRATION_ACTOR}', 'certificate.stale', p.name, "
-        f"'{{{{\"certificate_id\": ' || c.id || ', \"not_after\": \"' || c.not_after || '\", \"reason\": "
-        f"\"{ANSWERED_AFTER_SUCCESS}\", \"serial\": \"' || c.serial || '\", \"source\": \"' || c.source || '\"}}}}' "
+        f"'{{{{\"certificate_id\": ' || c.id || ', \"issuer\": \"' || {_JSON_TEXT.format('c.issuer')} || '\", "
+        f"\"not_after\": \"' || c.not_after || '\", \"reason\": \"{ANSWERED_AFTER_SUCCESS}\", \"serial\": \"' "
+        f"|| c.serial || '\", \"source\": \"' || c.source || '\"}}}}' "
         f"FROM certificates c JOIN phones p ON p.id = c.phone_id WHERE c.id IN ({_ANSWERED_AFTER_SUCCESS}) ORDER BY c.id",
         f"UPDATE certificates SET status = 'stale', recency = 0, status_changed_at = '{{now}}' "
         f"WHERE id IN ({_ANSWERED_AFTER_SUCCESS})",

@@ -29,7 +29,8 @@ from _opencapf.store.migrations import ANSWERED_AFTER_SUCCESS, LATEST_VERSION, M
 from _opencapf.store.postgresql import PostgresBackend
 from _opencapf.store.sqlite import SqliteBackend
 
-ISSUERS = {"capf": "CN=CAPF-0023", "online_ca": "CN=Online CA 23", "offline_ca": "CN=Offline CA 23"}
+# A DN's text may hold backslashes (RFC 4514 escapes) and quotes: the migration's events must stay JSON.
+ISSUERS = {"capf": "CN=CAPF-0023", "online_ca": 'CN=Online \\"CA\\" 23,O=Acme\\, Inc.', "offline_ca": "CN=Offline CA 23"}
 THIRD_PARTY = ("online_ca", "offline_ca")
 STEPS = ("capf_install", "ca_install", "ca_answer", "ca_answer", "ca_answer", "capf_sent", "troubleshoot", "delete",
          "arm", "start", "revoke", "clear")
@@ -219,6 +220,7 @@ def test_migration_23_makes_stale_the_lscs_a_ca_signed_after_the_phones_success(
     stale = [(event["subject"], json.loads(event["details"])) for event in events if event["action"] == "certificate.stale"]
     assert stale == [(lies[certificate_id].name, {
         "certificate_id": certificate_id, "reason": ANSWERED_AFTER_SUCCESS,
+        "issuer": after["certificates"][certificate_id]["issuer"],
         "serial": after["certificates"][certificate_id]["serial"], "source": after["certificates"][certificate_id]["source"],
         "not_after": after["certificates"][certificate_id]["not_after"]}) for certificate_id in sorted(lies)]
     superseded = [(event["subject"], json.loads(event["details"])) for event in events
